@@ -1,0 +1,181 @@
+//! DAST: `GET /api/dast/scans/environments`, `/api/dast/scans/scans?environmentId=`,
+//! `/api/dast/mfe-results/results/{scanId}`.
+//!
+//! Environments and scans page with a `from`/`to` item window (0-based, `to` exclusive, default
+//! 10 items); results with a 1-based `page` and `per_page` of at most 100.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{json_bytes, reported_total, require, write_array};
+use crate::app::Shared;
+use crate::auth::{Principal, ROLE_DAST};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, Style};
+use crate::query::Params;
+
+pub const MAX_PER_PAGE: u64 = 100;
+const DEFAULT_WINDOW: u64 = 10;
+
+fn window(params: &Params) -> Result<(usize, usize), ApiError> {
+    let from = params.u64("from", 0, Style::Ast)?;
+    let to = params.u64("to", from + DEFAULT_WINDOW, Style::Ast)?;
+    if to < from {
+        return Err(ApiError::bad_request(Style::Ast, format!("'to' ({to}) must not be below 'from' ({from})")));
+    }
+    Ok((from as usize, (to - from) as usize))
+}
+
+/// `sort` entries must be `column:asc|desc`; the live API rejects bare column names with 400.
+fn sort(params: &Params, columns: &[&str], default: (&str, bool)) -> Result<(String, bool), ApiError> {
+    let Some(entry) = params.list("sort").into_iter().next() else {
+        return Ok((default.0.to_string(), default.1));
+    };
+    let (column, direction) = entry
+        .split_once(':')
+        .ok_or_else(|| ApiError::bad_request(Style::Ast, format!("sort '{entry}' must be of the form column:asc or column:desc")))?;
+    if !columns.contains(&column) {
+        return Err(ApiError::bad_request(Style::Ast, format!("sort column '{column}' is not one of {}", columns.join(", "))));
+    }
+    match direction {
+        "asc" => Ok((column.to_string(), false)),
+        "desc" => Ok((column.to_string(), true)),
+        _ => Err(ApiError::bad_request(Style::Ast, format!("sort direction '{direction}' must be asc or desc"))),
+    }
+}
+
+/// `GET /api/dast/scans/environments`
+pub async fn environments(
+    State(state): State<Shared>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require(principal, ROLE_DAST, Style::Ast)?;
+    let params = Params::parse(query.as_deref());
+    let (from, count) = window(&params)?;
+    let (column, descending) = sort(
+        &params,
+        &["domain", "url", "scantype", "lastscantime", "lastscanstatus", "lastriskrating", "created", "authsuccess"],
+        ("created", false),
+    )?;
+    let tenant = &state.tenant;
+    let search = params.one("search").map(str::to_ascii_lowercase);
+    let scan_type = params.any_of(&["match[scantype]", "filter[scantype]", "match.scantype"]).map(str::to_ascii_uppercase);
+    let mut matching: Vec<u32> = (0..tenant.shape.dast_environments)
+        .filter(|e| {
+            search.as_ref().is_none_or(|s| {
+                tenant.environment_domain(*e).contains(s.as_str()) || tenant.environment_url(*e).contains(s.as_str())
+            })
+        })
+        .filter(|e| scan_type.as_ref().is_none_or(|t| tenant.environment_scan_type(*e) == t))
+        .collect();
+    if column == "domain" || column == "url" {
+        matching.sort_by_key(|e| tenant.environment_domain(*e));
+    }
+    if descending {
+        matching.reverse();
+    }
+    let total = matching.len() as u64;
+    let page: Vec<u32> = matching.into_iter().skip(from).take(count).collect();
+    let mut body = Vec::with_capacity(page.len() * 1_200 + 128);
+    body.extend_from_slice(b"{\"environments\":");
+    write_array(
+        &state,
+        Endpoint::DastEnvironments,
+        page.len(),
+        page.into_iter().map(|e| move |out: &mut Vec<u8>| serde_json::to_writer(out, &tenant.environment_json(e)).expect("Vec write")),
+        &mut body,
+    );
+    body.extend_from_slice(
+        format!(
+            ",\"totalItems\":{},\"misconfiguredCount\":0,\"zrokHost\":\"\"}}",
+            reported_total(&state, Endpoint::DastEnvironments, total)
+        )
+        .as_bytes(),
+    );
+    Ok(json_bytes(body))
+}
+
+/// `GET /api/dast/scans/scans?environmentId=...`: newest first by default.
+pub async fn scans(
+    State(state): State<Shared>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require(principal, ROLE_DAST, Style::Ast)?;
+    let params = Params::parse(query.as_deref());
+    let tenant = &state.tenant;
+    let env_id = params
+        .one("environmentId")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::bad_request(Style::Ast, "query parameter 'environmentId' is required"))?;
+    let e = tenant
+        .environment_index(env_id)
+        .ok_or_else(|| ApiError::not_found(Style::Ast, format!("environment {env_id} not found")))?;
+    let (from, count) = window(&params)?;
+    let (_, descending) = sort(
+        &params,
+        &["initiator", "scantype", "created", "starttime", "updatetime", "scanduration", "laststatus", "riskrating"],
+        ("created", true),
+    )?;
+    let statuses: Vec<String> = params.list("lastStatus").iter().map(|s| s.to_ascii_lowercase()).collect();
+    let mut matching: Vec<_> = tenant
+        .dast_scans(e)
+        .into_iter()
+        .filter(|s| statuses.is_empty() || statuses.contains(&s.status.to_ascii_lowercase()))
+        .collect();
+    if descending {
+        matching.reverse();
+    }
+    let total = matching.len() as u64;
+    let page: Vec<Value> = matching.iter().skip(from).take(count).map(|s| tenant.dast_scan_json(s)).collect();
+    Ok(Json(json!({"scans": page, "totalScans": reported_total(&state, Endpoint::DastScans, total)})).into_response())
+}
+
+/// `GET /api/dast/mfe-results/results/{scanId}`
+pub async fn results(
+    State(state): State<Shared>,
+    Extension(principal): Extension<Principal>,
+    Path(scan_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require(principal, ROLE_DAST, Style::Ast)?;
+    let params = Params::parse(query.as_deref());
+    let tenant = &state.tenant;
+    let scan = tenant
+        .dast_scan_by_id(&scan_id)
+        .ok_or_else(|| ApiError::not_found(Style::Ast, format!("scan {scan_id} not found")))?;
+    let page = params.u64("page", 1, Style::Ast)?;
+    let per_page = params.u64("per_page", 10, Style::Ast)?;
+    if page == 0 {
+        return Err(ApiError::bad_request(Style::Ast, "'page' starts at 1"));
+    }
+    if per_page == 0 || per_page > MAX_PER_PAGE {
+        return Err(ApiError::bad_request(Style::Ast, format!("'per_page' must be between 1 and {MAX_PER_PAGE}, got {per_page}")));
+    }
+    let total = tenant.dast_scan_result_count(&scan);
+    let start = (page - 1).saturating_mul(per_page).min(total);
+    let end = start.saturating_add(per_page).min(total);
+    let mut body = Vec::with_capacity(((end - start) as usize) * 700 + 64);
+    body.extend_from_slice(b"{\"results\":");
+    let scan_ref = &scan;
+    write_array(
+        &state,
+        Endpoint::DastResults,
+        (end - start) as usize,
+        (start..end).map(|i| move |out: &mut Vec<u8>| tenant.write_dast_result(scan_ref, i, out)),
+        &mut body,
+    );
+    body.extend_from_slice(
+        format!(
+            ",\"total\":{},\"pages_number\":{}}}",
+            reported_total(&state, Endpoint::DastResults, total),
+            total.div_ceil(per_page)
+        )
+        .as_bytes(),
+    );
+    Ok(json_bytes(body))
+}

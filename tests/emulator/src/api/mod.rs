@@ -1,0 +1,73 @@
+//! Handlers of the vendor API, one file per family, and what they share: JSON page assembly and
+//! the schema-breaking record the `malformed` fault puts in a page.
+
+pub mod dast;
+pub mod projects;
+pub mod results;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::app::{Shared, has_role};
+use crate::auth::Principal;
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, Style};
+
+pub fn require(principal: Principal, role: &str, style: Style) -> Result<(), ApiError> {
+    if has_role(principal, role) { Ok(()) } else { Err(ApiError::forbidden(style)) }
+}
+
+pub fn json_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The reported total, moved by the `drift` fault if it is set.
+pub fn reported_total(state: &Shared, endpoint: Endpoint, total: u64) -> i64 {
+    total as i64 + state.faults.drift(endpoint)
+}
+
+/// Breaks one record the way a schema violation from the vendor looks: the id is gone, the
+/// severity is a number and a nested object became a string. The JSON itself stays valid.
+pub fn corrupt(record: &mut Value) {
+    if let Some(object) = record.as_object_mut() {
+        for id_key in ["id", "ID", "environmentId", "scanId"] {
+            object.remove(id_key);
+        }
+        if object.contains_key("severity") {
+            object.insert("severity".into(), Value::from(3));
+        }
+        for nested in ["data", "vulnerabilityDetails", "tags", "riskLevel"] {
+            if object.contains_key(nested) {
+                object.insert(nested.into(), Value::from("corrupted"));
+            }
+        }
+        object.insert("createdAt".into(), Value::from(12345));
+    }
+}
+
+/// Writes the `len` records of `items` as a JSON array into `out`; the `malformed` fault breaks
+/// the middle one.
+pub fn write_array<I>(state: &Shared, endpoint: Endpoint, len: usize, items: I, out: &mut Vec<u8>)
+where
+    I: Iterator,
+    I::Item: FnOnce(&mut Vec<u8>),
+{
+    let broken = if len > 0 && state.faults.malformed(endpoint) { Some(len / 2) } else { None };
+    out.push(b'[');
+    for (n, write) in items.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        if Some(n) == broken {
+            let mut one = Vec::new();
+            write(&mut one);
+            let mut record: Value = serde_json::from_slice(&one).expect("own output parses");
+            corrupt(&mut record);
+            serde_json::to_writer(&mut *out, &record).expect("writing JSON to a Vec cannot fail");
+        } else {
+            write(out);
+        }
+    }
+    out.push(b']');
+}

@@ -1,0 +1,156 @@
+//! `GET /api/results` (every engine's results, offset as page index or item count) and
+//! `GET /api/sast-results` (SAST only, flat upper-case-ID shape, item offset).
+
+use axum::Extension;
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+
+use super::{json_bytes, reported_total, require, write_array};
+use crate::app::{OffsetMode, Shared};
+use crate::auth::{Principal, ROLE_RESULTS};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, Style};
+use crate::query::Params;
+use crate::tenant::{ResultTraits, ResultType, ScanInfo, Tenant};
+
+/// The largest `limit` the results endpoints accept (what Checkmarx's own CLI sends).
+pub const MAX_LIMIT: u64 = 10_000;
+
+struct ResultFilter {
+    severity: Vec<String>,
+    state: Vec<String>,
+    status: Vec<String>,
+}
+
+impl ResultFilter {
+    fn parse(params: &Params) -> Self {
+        let upper = |key: &str| params.list(key).into_iter().map(|v| v.to_ascii_uppercase()).collect();
+        Self { severity: upper("severity"), state: upper("state"), status: upper("status") }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.severity.is_empty() && self.state.is_empty() && self.status.is_empty()
+    }
+
+    fn matches(&self, t: &ResultTraits) -> bool {
+        let ok = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x.eq_ignore_ascii_case(v));
+        ok(&self.severity, t.severity) && ok(&self.state, t.state) && ok(&self.status, t.status)
+    }
+}
+
+fn scan_for(tenant: &Tenant, params: &Params) -> Result<ScanInfo, ApiError> {
+    let id = params
+        .one("scan-id")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::bad_request(Style::Results, "query parameter 'scan-id' is required"))?;
+    tenant.scan_by_id(id).ok_or_else(|| ApiError::not_found(Style::Results, format!("scan {id} not found")))
+}
+
+fn limit(params: &Params) -> Result<u64, ApiError> {
+    let limit = params.u64("limit", 20, Style::Results)?;
+    if limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(Style::Results, format!("'limit' must be at most {MAX_LIMIT}, got {limit}")));
+    }
+    Ok(limit)
+}
+
+/// Positions (in the scan) of the page's results, and the total matching the filter.
+fn select(n: u64, skip: u64, take: u64, matching: impl Fn(u64) -> bool, unfiltered: bool) -> (Vec<u64>, u64) {
+    if unfiltered {
+        let end = skip.saturating_add(take).min(n);
+        return ((skip.min(n)..end).collect(), n);
+    }
+    let mut total = 0;
+    let mut page = Vec::new();
+    for i in 0..n {
+        if matching(i) {
+            if total >= skip && (page.len() as u64) < take {
+                page.push(i);
+            }
+            total += 1;
+        }
+    }
+    (page, total)
+}
+
+/// `GET /api/results`
+pub async fn all_scanners(
+    State(state): State<Shared>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require(principal, ROLE_RESULTS, Style::Results)?;
+    let params = Params::parse(query.as_deref());
+    let tenant = &state.tenant;
+    let scan = scan_for(tenant, &params)?;
+    let limit = limit(&params)?;
+    let offset = params.u64("offset", 0, Style::Results)?;
+    let skip = match state.results_offset {
+        OffsetMode::Page => offset.saturating_mul(limit),
+        OffsetMode::Item => offset,
+    };
+    let filter = ResultFilter::parse(&params);
+    let n = tenant.scan_result_count(&scan);
+    let (page, total) = select(n, skip, limit, |i| filter.matches(&tenant.result_traits(&scan, i)), filter.is_empty());
+    let dates = tenant.scan_dates(&scan);
+    let mut body = Vec::with_capacity(page.len() * 1_600 + 128);
+    body.extend_from_slice(b"{\"results\":");
+    let (scan_ref, dates_ref) = (&scan, &dates);
+    write_array(
+        &state,
+        Endpoint::Results,
+        page.len(),
+        page.into_iter().map(|i| move |out: &mut Vec<u8>| tenant.write_result(scan_ref, i, dates_ref, out)),
+        &mut body,
+    );
+    body.extend_from_slice(
+        format!(",\"totalCount\":{},\"scanID\":\"{}\"}}", reported_total(&state, Endpoint::Results, total), scan.id)
+            .as_bytes(),
+    );
+    Ok(json_bytes(body))
+}
+
+/// `GET /api/sast-results`
+pub async fn sast_only(
+    State(state): State<Shared>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require(principal, ROLE_RESULTS, Style::Results)?;
+    let params = Params::parse(query.as_deref());
+    let tenant = &state.tenant;
+    let scan = scan_for(tenant, &params)?;
+    let limit = limit(&params)?;
+    let skip = params.u64("offset", 0, Style::Results)?;
+    let include_nodes = params.bool("include-nodes", true, Style::Results)?;
+    let filter = ResultFilter::parse(&params);
+    let sast_total = tenant.scan_type_counts(&scan).get(&ResultType::Sast).copied().unwrap_or(0);
+    // Positions among the scan's SAST results, mapped to positions in the scan.
+    let (ranks, total) = select(
+        sast_total,
+        skip,
+        limit,
+        |r| filter.matches(&tenant.result_traits(&scan, tenant.nth_of_type(&scan, ResultType::Sast, r))),
+        filter.is_empty(),
+    );
+    let dates = tenant.scan_dates(&scan);
+    let mut body = Vec::with_capacity(ranks.len() * 1_600 + 64);
+    body.extend_from_slice(b"{\"results\":");
+    let (scan_ref, dates_ref) = (&scan, &dates);
+    write_array(
+        &state,
+        Endpoint::SastResults,
+        ranks.len(),
+        ranks.into_iter().map(|r| {
+            move |out: &mut Vec<u8>| {
+                let i = tenant.nth_of_type(scan_ref, ResultType::Sast, r);
+                tenant.write_sast_flat(scan_ref, i, dates_ref, include_nodes, out)
+            }
+        }),
+        &mut body,
+    );
+    body.extend_from_slice(
+        format!(",\"totalCount\":{}}}", reported_total(&state, Endpoint::SastResults, total)).as_bytes(),
+    );
+    Ok(json_bytes(body))
+}

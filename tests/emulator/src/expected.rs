@@ -1,0 +1,126 @@
+//! The exact totals the tenant holds, so tests can assert that a client fetched everything.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::tenant::{ResultType, Tenant};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectedTotals {
+    pub projects: Vec<ExpectedProject>,
+    pub environments: Vec<ExpectedEnvironment>,
+    pub totals: Totals,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectedProject {
+    pub id: String,
+    pub name: String,
+    pub main_branch: String,
+    pub has_sast: bool,
+    /// Oldest first.
+    pub scans: Vec<ExpectedScan>,
+    /// What `last-scan?scan-status=Completed&engine=sast` answers (any branch).
+    pub latest_completed_sast_scan: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectedScan {
+    pub id: String,
+    pub branch: String,
+    pub status: String,
+    pub results: u64,
+    pub by_type: BTreeMap<ResultType, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectedEnvironment {
+    pub id: String,
+    pub domain: String,
+    pub url: String,
+    pub scans: Vec<ExpectedDastScan>,
+    pub latest_completed_scan: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpectedDastScan {
+    pub id: String,
+    pub status: String,
+    pub results: u64,
+}
+
+/// Sums over what a full pull takes: each project's latest completed SAST-engine scan and each
+/// environment's latest completed scan.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub projects: u64,
+    pub projects_with_completed_sast_scan: u64,
+    pub results: u64,
+    pub by_type: BTreeMap<ResultType, u64>,
+    pub environments: u64,
+    pub environments_with_completed_scan: u64,
+    pub dast_results: u64,
+}
+
+pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
+    let mut totals = Totals {
+        projects: u64::from(tenant.shape.projects),
+        environments: u64::from(tenant.shape.dast_environments),
+        ..Totals::default()
+    };
+    let projects = (0..tenant.shape.projects)
+        .map(|p| {
+            let scans = tenant.scans(p);
+            let latest = scans.iter().rev().find(|s| s.status == "Completed" && s.engines.contains(&"sast"));
+            if let Some(scan) = latest {
+                totals.projects_with_completed_sast_scan += 1;
+                totals.results += tenant.scan_result_count(scan);
+                for (t, n) in tenant.scan_type_counts(scan) {
+                    *totals.by_type.entry(t).or_default() += n;
+                }
+            }
+            ExpectedProject {
+                id: tenant.project_id(p),
+                name: tenant.project_name(p),
+                main_branch: tenant.project_main_branch(p).to_string(),
+                has_sast: tenant.project_has_sast(p),
+                latest_completed_sast_scan: latest.map(|s| s.id.clone()),
+                scans: scans
+                    .iter()
+                    .map(|s| ExpectedScan {
+                        id: s.id.clone(),
+                        branch: s.branch.clone(),
+                        status: s.status.to_string(),
+                        results: tenant.scan_result_count(s),
+                        by_type: tenant.scan_type_counts(s).into_iter().filter(|(_, n)| *n > 0).collect(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    for t in ResultType::ALL {
+        totals.by_type.entry(t).or_default();
+    }
+    let environments = (0..tenant.shape.dast_environments)
+        .map(|e| {
+            let scans = tenant.dast_scans(e);
+            let latest = scans.iter().rev().find(|s| s.status == "Completed");
+            if let Some(scan) = latest {
+                totals.environments_with_completed_scan += 1;
+                totals.dast_results += tenant.dast_scan_result_count(scan);
+            }
+            ExpectedEnvironment {
+                id: tenant.environment_id(e),
+                domain: tenant.environment_domain(e),
+                url: tenant.environment_url(e),
+                latest_completed_scan: latest.map(|s| s.id.clone()),
+                scans: scans
+                    .iter()
+                    .map(|s| ExpectedDastScan { id: s.id.clone(), status: s.status.to_string(), results: tenant.dast_scan_result_count(s) })
+                    .collect(),
+            }
+        })
+        .collect();
+    ExpectedTotals { projects, environments, totals }
+}

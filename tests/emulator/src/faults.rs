@@ -1,0 +1,294 @@
+//! Faults injected per endpoint, switchable at start-up (flags) and at run time (code or
+//! `PUT /_emulator/faults/{endpoint}`). Each failure fault fires with its rate and, when `max` is
+//! set, at most that many times in all, so a test can ask for "exactly three 429s, then normal".
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::Endpoint;
+
+/// How a 429 tells the client when to come back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "form", content = "secs")]
+pub enum RetryAfter {
+    /// No `Retry-After` header.
+    #[default]
+    Absent,
+    /// `Retry-After: <seconds>`.
+    Seconds(u64),
+    /// `Retry-After: <HTTP-date>` this many seconds ahead.
+    HttpDate(u64),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Added to every response, plus a uniform random jitter up to `jitter_ms`.
+    pub latency_ms: u64,
+    pub jitter_ms: u64,
+    /// Share of requests answered 429.
+    pub rate_limit_rate: f64,
+    pub retry_after: RetryAfter,
+    /// Share of requests answered with `server_error_status` (default 503).
+    pub server_error_rate: f64,
+    pub server_error_status: Option<u16>,
+    /// Share of requests whose connection is dropped without an answer.
+    pub reset_rate: f64,
+    /// Share of responses cut off halfway through the body (the connection then closes).
+    pub truncate_rate: f64,
+    /// Share of pages with one record that breaks the documented schema.
+    pub malformed_rate: f64,
+    /// Added to the reported total on every request after the first while set, as if the
+    /// collection grew during paging.
+    pub total_drift: i64,
+    /// Token endpoint only: access tokens issued while set stop working after this many seconds,
+    /// although their `exp` claim promises the full lifetime.
+    pub expire_tokens_after_secs: Option<u64>,
+    /// The failure faults (429, 5xx, reset, truncate, malformed) fire at most this often in all.
+    pub max: Option<u64>,
+}
+
+impl FaultSpec {
+    /// Parses the flag form `key=value,key=value`, for example
+    /// `429=0.2,retry-after=date:2,5xx=0.1,status=502,latency-ms=20,max=5`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut spec = FaultSpec::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("fault setting '{part}' is not of the form key=value"))?;
+            let rate = || -> Result<f64, String> {
+                let r: f64 = value.parse().map_err(|_| format!("'{key}' expects a rate between 0 and 1, got '{value}'"))?;
+                if (0.0..=1.0).contains(&r) { Ok(r) } else { Err(format!("'{key}' expects a rate between 0 and 1, got '{value}'")) }
+            };
+            let int = || -> Result<u64, String> {
+                value.parse().map_err(|_| format!("'{key}' expects a whole number, got '{value}'"))
+            };
+            match key {
+                "latency-ms" => spec.latency_ms = int()?,
+                "jitter-ms" => spec.jitter_ms = int()?,
+                "429" => spec.rate_limit_rate = rate()?,
+                "retry-after" => {
+                    spec.retry_after = match value {
+                        "none" => RetryAfter::Absent,
+                        v if v.starts_with("date:") => RetryAfter::HttpDate(
+                            v[5..].parse().map_err(|_| format!("'retry-after=date:N' expects whole seconds, got '{v}'"))?,
+                        ),
+                        _ => RetryAfter::Seconds(int()?),
+                    }
+                }
+                "5xx" => spec.server_error_rate = rate()?,
+                "status" => {
+                    let status = int()?;
+                    if !(500..=599).contains(&status) {
+                        return Err(format!("'status' expects a 5xx status, got '{value}'"));
+                    }
+                    spec.server_error_status = Some(status as u16);
+                }
+                "reset" => spec.reset_rate = rate()?,
+                "truncate" => spec.truncate_rate = rate()?,
+                "malformed" => spec.malformed_rate = rate()?,
+                "drift" => spec.total_drift = value.parse().map_err(|_| format!("'drift' expects an integer, got '{value}'"))?,
+                "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
+                "max" => spec.max = Some(int()?),
+                _ => {
+                    return Err(format!(
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, reset, truncate, malformed, drift, expire-tokens-after, max"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Parses the `--fault` flag form `<endpoint|all>:<settings>`.
+pub fn parse_flag(text: &str) -> Result<(Vec<Endpoint>, FaultSpec), String> {
+    let (target, settings) = text
+        .split_once(':')
+        .ok_or_else(|| format!("--fault '{text}' is not of the form <endpoint|all>:<key=value,...>"))?;
+    let endpoints = if target == "all" {
+        Endpoint::ALL.to_vec()
+    } else {
+        vec![Endpoint::parse(target).ok_or_else(|| {
+            let names: Vec<_> = Endpoint::ALL.iter().map(|e| e.name()).collect();
+            format!("--fault names unknown endpoint '{target}'; expected all or one of {}", names.join(", "))
+        })?]
+    };
+    Ok((endpoints, FaultSpec::parse(settings)?))
+}
+
+/// What the fault layer decided for one request.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Pass,
+    RateLimit(RetryAfter),
+    ServerError(u16),
+    Reset,
+}
+
+#[derive(Default)]
+struct Slot {
+    spec: FaultSpec,
+    fired: u64,
+    requests_while_set: u64,
+}
+
+/// Counts of faults that really fired, per endpoint.
+#[derive(Default)]
+pub struct Fired {
+    pub rate_limited: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub resets: AtomicU64,
+    pub truncated: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct FaultControl {
+    slots: [Mutex<Slot>; 9],
+    pub fired: [Fired; 9],
+}
+
+impl FaultControl {
+    pub fn set(&self, endpoint: Endpoint, spec: FaultSpec) {
+        *self.slot(endpoint) = Slot { spec, ..Slot::default() };
+    }
+
+    pub fn clear_all(&self) {
+        for e in Endpoint::ALL {
+            self.set(e, FaultSpec::default());
+        }
+    }
+
+    pub fn get(&self, endpoint: Endpoint) -> FaultSpec {
+        self.slot(endpoint).spec.clone()
+    }
+
+    fn slot(&self, endpoint: Endpoint) -> std::sync::MutexGuard<'_, Slot> {
+        self.slots[endpoint.index()].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Latency to add to this request.
+    pub fn latency(&self, endpoint: Endpoint) -> Duration {
+        let spec = &self.slot(endpoint).spec;
+        let jitter = if spec.jitter_ms > 0 { rand::rng().random_range(0..=spec.jitter_ms) } else { 0 };
+        Duration::from_millis(spec.latency_ms + jitter)
+    }
+
+    /// Rolls the failure faults that answer instead of the handler.
+    pub fn decide(&self, endpoint: Endpoint) -> Decision {
+        let mut slot = self.slot(endpoint);
+        slot.requests_while_set += 1;
+        let spec = slot.spec.clone();
+        let fired = &self.fired[endpoint.index()];
+        if self.roll(&mut slot, spec.rate_limit_rate) {
+            fired.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Decision::RateLimit(spec.retry_after);
+        }
+        if self.roll(&mut slot, spec.server_error_rate) {
+            fired.server_errors.fetch_add(1, Ordering::Relaxed);
+            return Decision::ServerError(spec.server_error_status.unwrap_or(503));
+        }
+        if self.roll(&mut slot, spec.reset_rate) {
+            fired.resets.fetch_add(1, Ordering::Relaxed);
+            return Decision::Reset;
+        }
+        Decision::Pass
+    }
+
+    pub fn truncate(&self, endpoint: Endpoint) -> bool {
+        let mut slot = self.slot(endpoint);
+        let rate = slot.spec.truncate_rate;
+        let hit = self.roll(&mut slot, rate);
+        if hit {
+            self.fired[endpoint.index()].truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    pub fn malformed(&self, endpoint: Endpoint) -> bool {
+        let mut slot = self.slot(endpoint);
+        let rate = slot.spec.malformed_rate;
+        let hit = self.roll(&mut slot, rate);
+        if hit {
+            self.fired[endpoint.index()].malformed.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// How much to add to the true total in this response.
+    pub fn drift(&self, endpoint: Endpoint) -> i64 {
+        let slot = self.slot(endpoint);
+        slot.spec.total_drift * (slot.requests_while_set.saturating_sub(1) as i64)
+    }
+
+    pub fn token_validity(&self) -> Option<u64> {
+        self.slot(Endpoint::Token).spec.expire_tokens_after_secs
+    }
+
+    fn roll(&self, slot: &mut Slot, rate: f64) -> bool {
+        if rate <= 0.0 || slot.spec.max.is_some_and(|max| slot.fired >= max) {
+            return false;
+        }
+        let hit = rate >= 1.0 || rand::rng().random::<f64>() < rate;
+        if hit {
+            slot.fired += 1;
+        }
+        hit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_form_parses_every_setting() {
+        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,reset=0.2,truncate=0.3,malformed=0.4,drift=7,latency-ms=20,jitter-ms=5,max=9").unwrap();
+        assert_eq!(eps, vec![Endpoint::Results]);
+        assert_eq!(spec.rate_limit_rate, 0.5);
+        assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
+        assert_eq!(spec.server_error_status, Some(502));
+        assert_eq!((spec.reset_rate, spec.truncate_rate, spec.malformed_rate), (0.2, 0.3, 0.4));
+        assert_eq!((spec.total_drift, spec.latency_ms, spec.jitter_ms, spec.max), (7, 20, 5, Some(9)));
+        assert_eq!(parse_flag("all:retry-after=4").unwrap().0.len(), 9);
+        assert_eq!(FaultSpec::parse("retry-after=none").unwrap().retry_after, RetryAfter::Absent);
+    }
+
+    #[test]
+    fn bad_flags_name_the_problem() {
+        assert!(parse_flag("nowhere:429=1").unwrap_err().contains("unknown endpoint 'nowhere'"));
+        assert!(parse_flag("results").unwrap_err().contains("<endpoint|all>"));
+        assert!(FaultSpec::parse("429=2").unwrap_err().contains("between 0 and 1"));
+        assert!(FaultSpec::parse("status=404").unwrap_err().contains("5xx"));
+        assert!(FaultSpec::parse("bogus=1").unwrap_err().contains("unknown fault setting 'bogus'"));
+        assert!(FaultSpec::parse("max").unwrap_err().contains("key=value"));
+    }
+
+    #[test]
+    fn max_bounds_how_often_faults_fire_and_clearing_stops_them() {
+        let control = FaultControl::default();
+        control.set(Endpoint::Projects, FaultSpec { server_error_rate: 1.0, max: Some(2), ..Default::default() });
+        let decisions: Vec<_> = (0..4).map(|_| control.decide(Endpoint::Projects)).collect();
+        assert_eq!(decisions, vec![Decision::ServerError(503), Decision::ServerError(503), Decision::Pass, Decision::Pass]);
+        control.set(Endpoint::Projects, FaultSpec { rate_limit_rate: 1.0, ..Default::default() });
+        assert_eq!(control.decide(Endpoint::Projects), Decision::RateLimit(RetryAfter::Absent));
+        control.clear_all();
+        assert_eq!(control.decide(Endpoint::Projects), Decision::Pass);
+    }
+
+    #[test]
+    fn drift_grows_after_the_first_request() {
+        let control = FaultControl::default();
+        control.set(Endpoint::Results, FaultSpec { total_drift: 5, ..Default::default() });
+        control.decide(Endpoint::Results);
+        assert_eq!(control.drift(Endpoint::Results), 0);
+        control.decide(Endpoint::Results);
+        assert_eq!(control.drift(Endpoint::Results), 5);
+    }
+}

@@ -1,0 +1,137 @@
+//! `cxone-emulator`: serves a generated Checkmarx One tenant on loopback. Prints one JSON line
+//! (where to connect and the test credentials) to stdout, then logs to stderr only.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use cxone_emulator::faults::parse_flag;
+use cxone_emulator::{Emulator, EmulatorConfig, OffsetMode, ResultMix, TenantShape};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cxone-emulator",
+    version,
+    about = "A Checkmarx One emulator: IAM, projects, scans, results and DAST over HTTP(S), with switchable faults",
+    after_help = "FAULTS\n  --fault <endpoint|all>:<key=value,...>  (repeatable)\n  endpoints: token, projects, last-scan, scans, results, sast-results, dast-environments, dast-scans, dast-results\n  keys: latency-ms=N jitter-ms=N 429=RATE retry-after=SECS|date:SECS|none 5xx=RATE status=5NN\n        reset=RATE truncate=RATE malformed=RATE drift=N expire-tokens-after=SECS max=N\n  example: --fault 'results:429=0.2,retry-after=date:1,max=10' --fault 'all:latency-ms=20'\n\nCONTROL (on the API host)\n  GET /_emulator/stats            expected totals, requests per endpoint, peak in flight, faults fired\n  PUT /_emulator/faults/<ep|all>  JSON fault spec;  DELETE /_emulator/faults clears all\n  POST /_emulator/revoke-tokens   every issued access token answers 401 from now on\n  POST /_emulator/stats/reset     zero the request counters"
+)]
+struct Args {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port of the API host (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    api_port: u16,
+    /// Port of the IAM host (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    iam_port: u16,
+    /// Tenant (realm) name.
+    #[arg(long, default_value = "acme")]
+    tenant: String,
+    /// Seed of the generated tenant: the same seed and sizes give the same data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    projects: u32,
+    #[arg(long, default_value_t = 2)]
+    branches_per_project: u32,
+    #[arg(long, default_value_t = 3)]
+    scans_per_project: u32,
+    /// Results in every completed scan (all engine types together).
+    #[arg(long, default_value_t = 100)]
+    results_per_scan: u64,
+    /// Per-project results per scan, cycled over the projects (overrides --results-per-scan), e.g. 0,1,4999,5000,5001.
+    #[arg(long, value_delimiter = ',')]
+    project_results: Vec<u64>,
+    /// Percent of sast,kics,sca,containers results; must add up to 100.
+    #[arg(long, value_delimiter = ',', num_args = 4, default_values_t = [60, 15, 20, 5])]
+    result_mix: Vec<u32>,
+    /// Percent of a project's findings replaced from one scan to the next.
+    #[arg(long, default_value_t = 5)]
+    churn_percent: u32,
+    #[arg(long, default_value_t = 3)]
+    dast_environments: u32,
+    #[arg(long, default_value_t = 2)]
+    dast_scans_per_environment: u32,
+    #[arg(long, default_value_t = 50)]
+    dast_results_per_scan: u64,
+    /// Per-environment DAST results per scan, cycled (overrides --dast-results-per-scan).
+    #[arg(long, value_delimiter = ',')]
+    environment_results: Vec<u64>,
+    /// Access token lifetime in seconds (the `expires_in` and `exp` the token endpoint gives).
+    #[arg(long, default_value_t = 1800)]
+    token_lifetime: u64,
+    /// How /api/results reads `offset`: page (0-based page index, the default) or item (items to skip).
+    #[arg(long, value_enum, default_value_t = OffsetMode::Page)]
+    results_offset: OffsetMode,
+    /// The `azp` claim of the issued API keys (the client id a key must be presented with).
+    #[arg(long, default_value = "ast-app")]
+    api_key_client_id: String,
+    /// Serve HTTPS with a freshly generated certificate authority.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: write the CA certificate (PEM) here for clients to trust.
+    #[arg(long, requires = "tls")]
+    tls_ca_out: Option<PathBuf>,
+    /// A fault to inject from the start; see FAULTS below.
+    #[arg(long = "fault", value_parser = parse_flag)]
+    faults: Vec<(Vec<cxone_emulator::Endpoint>, cxone_emulator::FaultSpec)>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = EmulatorConfig {
+        host: args.host,
+        api_port: args.api_port,
+        iam_port: args.iam_port,
+        tenant: args.tenant,
+        shape: TenantShape {
+            seed: args.seed,
+            projects: args.projects,
+            branches_per_project: args.branches_per_project,
+            scans_per_project: args.scans_per_project,
+            results_per_scan: args.results_per_scan,
+            project_results: args.project_results,
+            result_mix: ResultMix {
+                sast: args.result_mix[0],
+                kics: args.result_mix[1],
+                sca: args.result_mix[2],
+                containers: args.result_mix[3],
+            },
+            churn_percent: args.churn_percent,
+            dast_environments: args.dast_environments,
+            dast_scans_per_environment: args.dast_scans_per_environment,
+            dast_results_per_scan: args.dast_results_per_scan,
+            environment_results: args.environment_results,
+        },
+        token_lifetime_secs: args.token_lifetime,
+        results_offset: args.results_offset,
+        api_key_client_id: args.api_key_client_id,
+        tls: args.tls,
+        faults: args.faults.into_iter().flat_map(|(endpoints, spec)| endpoints.into_iter().map(move |e| (e, spec.clone()))).collect(),
+    };
+    let emulator = Emulator::start(config).await?;
+    let mut line = emulator.startup_line();
+    if let (Some(path), Some(pem)) = (&args.tls_ca_out, &emulator.ca_pem) {
+        std::fs::write(path, pem).with_context(|| format!("writing the CA certificate to {}", path.display()))?;
+        line["ca_file"] = serde_json::json!(path.display().to_string());
+    }
+    println!("{line}");
+    let expected = emulator.expected().totals;
+    tracing::info!(
+        api = %emulator.api_url,
+        iam = %emulator.iam_url,
+        projects = expected.projects,
+        results = expected.results,
+        dast_results = expected.dast_results,
+        "emulator ready; stop with Ctrl-C"
+    );
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    Ok(())
+}
