@@ -590,8 +590,9 @@ impl Tenant {
             }
             ResultType::Sca => {
                 let (eco, name, version, fixed) = pick(PACKAGES, h >> 24);
-                // Two consecutive findings share a CVE: ids are not unique within a scan, as in real SCA data.
-                let cve = format!("CVE-{}-{}", 2016 + (t.k / 2) % 9, 10_000 + (t.k / 2) % 90_000);
+                // Every two SCA findings share a CVE: ids are not unique within a scan, as in real SCA data.
+                let pair = self.slots(p).before(ResultType::Sca, t.k) / 2;
+                let cve = format!("CVE-{}-{}", 2016 + pair % 9, 10_000 + pair % 90_000);
                 let identifier = format!("{eco}-{name}-{version}");
                 let record = ResultRecord {
                     kind: "sca",
@@ -621,7 +622,8 @@ impl Tenant {
             }
             ResultType::Containers => {
                 let (package, version, image, tag) = pick(CONTAINER_PACKAGES, h >> 24);
-                let cve = format!("CVE-{}-{}", 2019 + (t.k / 2) % 6, 3_000 + (t.k / 2) % 90_000);
+                let pair = self.slots(p).before(ResultType::Containers, t.k) / 2;
+                let cve = format!("CVE-{}-{}", 2019 + pair % 6, 3_000 + pair % 90_000);
                 let record = ResultRecord {
                     kind: "containers",
                     sca_type: None,
