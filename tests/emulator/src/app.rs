@@ -23,7 +23,17 @@ use crate::stats::Stats;
 use crate::tenant::Tenant;
 
 /// How `/api/results` reads its `offset` parameter (the sources disagree; see the API reference).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OffsetMode {
     /// `offset` is a 0-based page index: skip `offset * limit` (what Checkmarx's own clients assume).
@@ -47,8 +57,15 @@ pub type Shared = Arc<AppState>;
 #[derive(Clone, Copy, Debug)]
 pub struct DropConnection;
 
-fn instrumented(state: &Shared, endpoint: Endpoint, route: MethodRouter<Shared>) -> MethodRouter<Shared> {
-    route.layer(middleware::from_fn_with_state((state.clone(), endpoint), instrument))
+fn instrumented(
+    state: &Shared,
+    endpoint: Endpoint,
+    route: MethodRouter<Shared>,
+) -> MethodRouter<Shared> {
+    route.layer(middleware::from_fn_with_state(
+        (state.clone(), endpoint),
+        instrument,
+    ))
 }
 
 pub fn iam_router(state: Shared) -> Router {
@@ -64,27 +81,68 @@ pub fn iam_router(state: Shared) -> Router {
 pub fn api_router(state: Shared) -> Router {
     let s = &state;
     let authed = |endpoint: Endpoint, route: MethodRouter<Shared>| {
-        instrumented(s, endpoint, route.layer(middleware::from_fn_with_state(s.clone(), require_token)))
+        instrumented(
+            s,
+            endpoint,
+            route.layer(middleware::from_fn_with_state(s.clone(), require_token)),
+        )
     };
     let mut router = Router::new();
     // Real clients call both `/api/projects` and `/api/projects/` (the spec's own examples).
     for (path, endpoint, handler) in [
-        ("/api/projects", Endpoint::Projects, get(api::projects::list)),
-        ("/api/projects/last-scan", Endpoint::LastScan, get(api::projects::last_scan)),
-        ("/api/scans", Endpoint::Scans, get(api::projects::list_scans)),
-        ("/api/results", Endpoint::Results, get(api::results::all_scanners)),
-        ("/api/sast-results", Endpoint::SastResults, get(api::results::sast_only)),
-        ("/api/dast/scans/environments", Endpoint::DastEnvironments, get(api::dast::environments)),
-        ("/api/dast/scans/scans", Endpoint::DastScans, get(api::dast::scans)),
+        (
+            "/api/projects",
+            Endpoint::Projects,
+            get(api::projects::list),
+        ),
+        (
+            "/api/projects/last-scan",
+            Endpoint::LastScan,
+            get(api::projects::last_scan),
+        ),
+        (
+            "/api/scans",
+            Endpoint::Scans,
+            get(api::projects::list_scans),
+        ),
+        (
+            "/api/results",
+            Endpoint::Results,
+            get(api::results::all_scanners),
+        ),
+        (
+            "/api/sast-results",
+            Endpoint::SastResults,
+            get(api::results::sast_only),
+        ),
+        (
+            "/api/dast/scans/environments",
+            Endpoint::DastEnvironments,
+            get(api::dast::environments),
+        ),
+        (
+            "/api/dast/scans/scans",
+            Endpoint::DastScans,
+            get(api::dast::scans),
+        ),
     ] {
         router = router
             .route(path, authed(endpoint, handler.clone()))
             .route(&format!("{path}/"), authed(endpoint, handler));
     }
     router
-        .route("/api/projects/{id}", authed(Endpoint::Projects, get(api::projects::one)))
-        .route("/api/scans/{id}", authed(Endpoint::Scans, get(api::projects::one_scan)))
-        .route("/api/dast/mfe-results/results/{scan_id}", authed(Endpoint::DastResults, get(api::dast::results)))
+        .route(
+            "/api/projects/{id}",
+            authed(Endpoint::Projects, get(api::projects::one)),
+        )
+        .route(
+            "/api/scans/{id}",
+            authed(Endpoint::Scans, get(api::projects::one_scan)),
+        )
+        .route(
+            "/api/dast/mfe-results/results/{scan_id}",
+            authed(Endpoint::DastResults, get(api::dast::results)),
+        )
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/stats/reset", post(reset_stats))
         .route("/_emulator/faults", get(list_faults).delete(clear_faults))
@@ -96,12 +154,20 @@ pub fn api_router(state: Shared) -> Router {
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found", "type": "ERROR", "code": 404}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": "Not Found", "type": "ERROR", "code": 404})),
+    )
+        .into_response()
 }
 
 /// Counts the request, adds latency, and answers 429 / 5xx / a dropped connection / a cut-off
 /// body when the endpoint's faults say so.
-async fn instrument(State((state, endpoint)): State<(Shared, Endpoint)>, request: Request, next: Next) -> Response {
+async fn instrument(
+    State((state, endpoint)): State<(Shared, Endpoint)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let _in_flight = state.stats.begin(endpoint);
     let delay = state.faults.latency(endpoint);
     if !delay.is_zero() {
@@ -118,7 +184,11 @@ async fn instrument(State((state, endpoint)): State<(Shared, Endpoint)>, request
         }
     }
     let response = next.run(request).await;
-    if state.faults.truncate(endpoint) { truncated(response).await } else { response }
+    if state.faults.truncate(endpoint) {
+        truncated(response).await
+    } else {
+        response
+    }
 }
 
 fn rate_limited(retry_after: RetryAfter) -> Response {
@@ -130,9 +200,9 @@ fn rate_limited(retry_after: RetryAfter) -> Response {
     let value = match retry_after {
         RetryAfter::Absent => None,
         RetryAfter::Seconds(secs) => Some(secs.to_string()),
-        RetryAfter::HttpDate(secs) => {
-            Some(httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(secs)))
-        }
+        RetryAfter::HttpDate(secs) => Some(httpdate::fmt_http_date(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(secs),
+        )),
     };
     if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -144,7 +214,10 @@ fn rate_limited(retry_after: RetryAfter) -> Response {
 fn server_error(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let reason = status.canonical_reason().unwrap_or("Server Error");
-    let body = format!("<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}</h1></center></body></html>", code = status.as_u16());
+    let body = format!(
+        "<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}</h1></center></body></html>",
+        code = status.as_u16()
+    );
     (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
 }
 
@@ -156,15 +229,27 @@ async fn truncated(response: Response) -> Response {
     };
     let bytes = collected.to_bytes();
     let half = bytes.slice(..bytes.len() / 2);
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        vec![Ok(half), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "truncated by fault"))];
-    let mut response = Response::from_parts(parts, Body::from_stream(futures_util::stream::iter(chunks)));
-    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    // The pause lets hyper flush the headers and the first half before the body fails.
+    let failure = futures_util::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "truncated by fault",
+        ))
+    });
+    let chunks = futures_util::StreamExt::chain(futures_util::stream::iter([Ok(half)]), failure);
+    let mut response = Response::from_parts(parts, Body::from_stream(chunks));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     response
 }
 
 async fn require_token(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     match state.auth.authenticate(header) {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
@@ -177,9 +262,14 @@ async fn require_token(State(state): State<Shared>, mut request: Request, next: 
                 Refusal::Expired => "Unauthorized, Access token has expired",
                 Refusal::Revoked => "Unauthorized, Access token was revoked",
             };
-            let mut response =
-                (StatusCode::UNAUTHORIZED, Json(json!({"code": 401, "message": message}))).into_response();
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"code": 401, "message": message})),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
     }
@@ -218,12 +308,24 @@ async fn set_fault(State(state): State<Shared>, Path(name): Path<String>, body: 
     let spec: FaultSpec = match serde_json::from_slice(&body) {
         Ok(spec) => spec,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"message": format!("fault spec: {e}")}))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": format!("fault spec: {e}")})),
+            )
+                .into_response();
         }
     };
-    let targets = if name == "all" { Endpoint::ALL.to_vec() } else { Endpoint::parse(&name).into_iter().collect() };
+    let targets = if name == "all" {
+        Endpoint::ALL.to_vec()
+    } else {
+        Endpoint::parse(&name).into_iter().collect()
+    };
     if targets.is_empty() {
-        return (StatusCode::NOT_FOUND, Json(json!({"message": format!("unknown endpoint '{name}'")}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": format!("unknown endpoint '{name}'")})),
+        )
+            .into_response();
     }
     for endpoint in targets {
         state.faults.set(endpoint, spec.clone());

@@ -40,7 +40,13 @@ impl Principal {
     const ALL: [Principal; 3] = [Self::Full, Self::NoResults, Self::NoDast];
 
     pub fn roles(self) -> Vec<&'static str> {
-        let all = ["ast-viewer", ROLE_PROJECTS, ROLE_SCANS, ROLE_RESULTS, ROLE_DAST];
+        let all = [
+            "ast-viewer",
+            ROLE_PROJECTS,
+            ROLE_SCANS,
+            ROLE_RESULTS,
+            ROLE_DAST,
+        ];
         all.into_iter()
             .filter(|r| match self {
                 Self::Full => true,
@@ -99,11 +105,21 @@ pub enum Refusal {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Auth {
-    pub fn new(seed: u64, tenant: &str, iam_url: &str, api_url: &str, lifetime_secs: u64, api_key_client_id: &str) -> Self {
+    pub fn new(
+        seed: u64,
+        tenant: &str,
+        iam_url: &str,
+        api_url: &str,
+        lifetime_secs: u64,
+        api_key_client_id: &str,
+    ) -> Self {
         let mut key = [0u8; 32];
         for (i, chunk) in key.chunks_mut(8).enumerate() {
             chunk.copy_from_slice(&mix(&[seed, 0xA11CE, i as u64]).to_le_bytes());
@@ -112,7 +128,11 @@ impl Auth {
             seed,
             key,
             tenant: tenant.to_ascii_lowercase(),
-            realm_url: format!("{}/auth/realms/{}", iam_url.trim_end_matches('/'), tenant.to_ascii_lowercase()),
+            realm_url: format!(
+                "{}/auth/realms/{}",
+                iam_url.trim_end_matches('/'),
+                tenant.to_ascii_lowercase()
+            ),
             api_url: api_url.trim_end_matches('/').to_string(),
             lifetime_secs,
             api_key_client_id: api_key_client_id.to_string(),
@@ -138,7 +158,11 @@ impl Auth {
     }
 
     fn client_secret(&self, p: Principal) -> String {
-        format!("{:016x}{:016x}", mix(&[self.seed, 0x5EC, p.index() as u64]), mix(&[self.seed, 0x5ED, p.index() as u64]))
+        format!(
+            "{:016x}{:016x}",
+            mix(&[self.seed, 0x5EC, p.index() as u64]),
+            mix(&[self.seed, 0x5ED, p.index() as u64])
+        )
     }
 
     fn user_id(&self, p: Principal) -> String {
@@ -162,12 +186,16 @@ impl Auth {
     }
 
     fn sign(&self, claims: &Value) -> String {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"cxone-emulator"}"#);
+        let header =
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"cxone-emulator"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
         let signing_input = format!("{header}.{payload}");
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length works");
         mac.update(signing_input.as_bytes());
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 
     fn verify(&self, token: &str) -> Option<Value> {
@@ -185,7 +213,12 @@ impl Auth {
         Principal::ALL.get(index as usize).copied()
     }
 
-    fn issue_access_token(&self, p: Principal, client_id: &str, valid_for: Option<u64>) -> (String, u64) {
+    fn issue_access_token(
+        &self,
+        p: Principal,
+        client_id: &str,
+        valid_for: Option<u64>,
+    ) -> (String, u64) {
         let now = now_secs();
         let number = self.next_token.fetch_add(1, Ordering::SeqCst);
         let mut claims = json!({
@@ -227,7 +260,8 @@ impl Auth {
         if expired("exp") || expired("x-emulator-valid-until") {
             return Err(Refusal::Expired);
         }
-        let (hi, lo) = decode(self.seed, Kind::Token, claims["jti"].as_str().unwrap_or("")).ok_or(Refusal::Invalid)?;
+        let (hi, lo) = decode(self.seed, Kind::Token, claims["jti"].as_str().unwrap_or(""))
+            .ok_or(Refusal::Invalid)?;
         if ((u64::from(hi) << 32) | u64::from(lo)) < self.first_valid_token.load(Ordering::SeqCst) {
             return Err(Refusal::Revoked);
         }
@@ -236,26 +270,55 @@ impl Auth {
 
     /// Every access token issued so far stops working (as after a key rotation or session kill).
     pub fn revoke_all(&self) {
-        self.first_valid_token.store(self.next_token.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.first_valid_token
+            .store(self.next_token.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     fn token_answer(&self, form: &[(String, String)], valid_for: Option<u64>) -> Response {
-        let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let field = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         match field("grant_type") {
-            None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing form parameter: grant_type"),
+            None => oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Missing form parameter: grant_type",
+            ),
             Some("refresh_token") => {
                 let Some(client_id) = field("client_id") else {
-                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing parameter: client_id");
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "Missing parameter: client_id",
+                    );
                 };
                 if !PUBLIC_CLIENTS.contains(&client_id) && client_id != self.api_key_client_id {
-                    return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Invalid client or Invalid client credentials");
+                    return oauth_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        "Invalid client or Invalid client credentials",
+                    );
                 }
                 let Some(key) = field("refresh_token") else {
-                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing parameter: refresh_token");
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "Missing parameter: refresh_token",
+                    );
                 };
-                let claims = self.verify(key).filter(|c| c["typ"] == "Offline" && c["iss"] == self.realm_url.as_str());
-                let Some((claims, principal)) = claims.and_then(|c| self.principal_of(&c).map(|p| (c, p))) else {
-                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid refresh token");
+                let claims = self
+                    .verify(key)
+                    .filter(|c| c["typ"] == "Offline" && c["iss"] == self.realm_url.as_str());
+                let Some((claims, principal)) =
+                    claims.and_then(|c| self.principal_of(&c).map(|p| (c, p)))
+                else {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "Invalid refresh token",
+                    );
                 };
                 if claims["azp"] != client_id {
                     return oauth_error(
@@ -269,21 +332,35 @@ impl Auth {
             }
             Some("client_credentials") => {
                 let principal = Principal::ALL.into_iter().find(|p| {
-                    field("client_id") == Some(p.client_id()) && field("client_secret") == Some(self.client_secret(*p).as_str())
+                    field("client_id") == Some(p.client_id())
+                        && field("client_secret") == Some(self.client_secret(*p).as_str())
                 });
                 let Some(principal) = principal else {
-                    return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Invalid client or Invalid client credentials");
+                    return oauth_error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        "Invalid client or Invalid client credentials",
+                    );
                 };
-                let (token, expires_in) = self.issue_access_token(principal, principal.client_id(), valid_for);
+                let (token, expires_in) =
+                    self.issue_access_token(principal, principal.client_id(), valid_for);
                 token_body(token, expires_in, None)
             }
-            Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Unsupported grant_type"),
+            Some(_) => oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Unsupported grant_type",
+            ),
         }
     }
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, Json(json!({"error": error, "error_description": description}))).into_response()
+    (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
 }
 
 fn token_body(access_token: String, expires_in: u64, refresh_token: Option<&str>) -> Response {
@@ -303,12 +380,22 @@ fn token_body(access_token: String, expires_in: u64, refresh_token: Option<&str>
 }
 
 /// `POST /auth/realms/{tenant}/protocol/openid-connect/token`
-pub async fn token(State(state): State<Shared>, Path(tenant): Path<String>, body: Bytes) -> Response {
+pub async fn token(
+    State(state): State<Shared>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
     if !tenant.eq_ignore_ascii_case(&state.auth.tenant) {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "Realm does not exist"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "Realm does not exist"})),
+        )
+            .into_response();
     }
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    state.auth.token_answer(&form, state.faults.token_validity())
+    state
+        .auth
+        .token_answer(&form, state.faults.token_validity())
 }
 
 #[cfg(test)]
@@ -316,25 +403,47 @@ mod tests {
     use super::*;
 
     fn auth() -> Auth {
-        Auth::new(3, "Acme", "http://127.0.0.1:1", "http://127.0.0.1:2", 1800, "ast-app")
+        Auth::new(
+            3,
+            "Acme",
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            1800,
+            "ast-app",
+        )
     }
 
     fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn tampered_tokens_are_refused() {
         let a = auth();
         let (token, _) = a.issue_access_token(Principal::Full, "etm-connector", None);
-        assert_eq!(a.authenticate(Some(&format!("Bearer {token}"))), Ok(Principal::Full));
-        assert_eq!(a.authenticate(Some(&format!("bearer {token}"))), Ok(Principal::Full));
+        assert_eq!(
+            a.authenticate(Some(&format!("Bearer {token}"))),
+            Ok(Principal::Full)
+        );
+        assert_eq!(
+            a.authenticate(Some(&format!("bearer {token}"))),
+            Ok(Principal::Full)
+        );
         let mut forged = token.clone();
         forged.insert(forged.len() / 2, 'x');
-        assert_eq!(a.authenticate(Some(&format!("Bearer {forged}"))), Err(Refusal::Invalid));
+        assert_eq!(
+            a.authenticate(Some(&format!("Bearer {forged}"))),
+            Err(Refusal::Invalid)
+        );
         assert_eq!(a.authenticate(None), Err(Refusal::Missing));
         // An API key is not an access token.
-        assert_eq!(a.authenticate(Some(&format!("Bearer {}", a.credentials().api_key))), Err(Refusal::Invalid));
+        assert_eq!(
+            a.authenticate(Some(&format!("Bearer {}", a.credentials().api_key))),
+            Err(Refusal::Invalid)
+        );
     }
 
     #[test]
@@ -342,25 +451,73 @@ mod tests {
         let a = auth();
         let (old, _) = a.issue_access_token(Principal::Full, "etm-connector", None);
         a.revoke_all();
-        assert_eq!(a.authenticate(Some(&format!("Bearer {old}"))), Err(Refusal::Revoked));
+        assert_eq!(
+            a.authenticate(Some(&format!("Bearer {old}"))),
+            Err(Refusal::Revoked)
+        );
         let (dead, _) = a.issue_access_token(Principal::Full, "etm-connector", Some(0));
-        assert_eq!(a.authenticate(Some(&format!("Bearer {dead}"))), Err(Refusal::Expired));
+        assert_eq!(
+            a.authenticate(Some(&format!("Bearer {dead}"))),
+            Err(Refusal::Expired)
+        );
     }
 
     #[test]
     fn refresh_flow_checks_client_and_key() {
         let a = auth();
         let key = a.credentials().api_key;
-        let ok = a.token_answer(&form(&[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", &key)]), None);
+        let ok = a.token_answer(
+            &form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "ast-app"),
+                ("refresh_token", &key),
+            ]),
+            None,
+        );
         assert_eq!(ok.status(), StatusCode::OK);
-        let garbage = a.token_answer(&form(&[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", "abc.def.ghi")]), None);
+        let garbage = a.token_answer(
+            &form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "ast-app"),
+                ("refresh_token", "abc.def.ghi"),
+            ]),
+            None,
+        );
         assert_eq!(garbage.status(), StatusCode::BAD_REQUEST);
-        let other = Auth::new(3, "other", "http://127.0.0.1:1", "http://127.0.0.1:2", 1800, "ast-app");
-        let foreign = a.token_answer(&form(&[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", &other.credentials().api_key)]), None);
+        let other = Auth::new(
+            3,
+            "other",
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            1800,
+            "ast-app",
+        );
+        let foreign = a.token_answer(
+            &form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "ast-app"),
+                ("refresh_token", &other.credentials().api_key),
+            ]),
+            None,
+        );
         assert_eq!(foreign.status(), StatusCode::BAD_REQUEST);
-        let mismatch = a.token_answer(&form(&[("grant_type", "refresh_token"), ("client_id", "ast-cli"), ("refresh_token", &key)]), None);
+        let mismatch = a.token_answer(
+            &form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "ast-cli"),
+                ("refresh_token", &key),
+            ]),
+            None,
+        );
         assert_eq!(mismatch.status(), StatusCode::BAD_REQUEST);
-        let unknown = a.token_answer(&form(&[("grant_type", "refresh_token"), ("client_id", "nobody"), ("refresh_token", &key)]), None);
+        let unknown = a.token_answer(
+            &form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "nobody"),
+                ("refresh_token", &key),
+            ]),
+            None,
+        );
         assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -21,15 +21,27 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(style: Style, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into(), style }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            style,
+        }
     }
 
     pub fn not_found(style: Style, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, message: message.into(), style }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            style,
+        }
     }
 
     pub fn forbidden(style: Style) -> Self {
-        Self { status: StatusCode::FORBIDDEN, message: "Forbidden".into(), style }
+        Self {
+            status: StatusCode::FORBIDDEN,
+            message: "Forbidden".into(),
+            style,
+        }
     }
 }
 

@@ -72,7 +72,10 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
     let projects = (0..tenant.shape.projects)
         .map(|p| {
             let scans = tenant.scans(p);
-            let latest = scans.iter().rev().find(|s| s.status == "Completed" && s.engines.contains(&"sast"));
+            let latest = scans
+                .iter()
+                .rev()
+                .find(|s| s.status == "Completed" && s.engines.contains(&"sast"));
             if let Some(scan) = latest {
                 totals.projects_with_completed_sast_scan += 1;
                 totals.results += tenant.scan_result_count(scan);
@@ -93,7 +96,11 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
                         branch: s.branch.clone(),
                         status: s.status.to_string(),
                         results: tenant.scan_result_count(s),
-                        by_type: tenant.scan_type_counts(s).into_iter().filter(|(_, n)| *n > 0).collect(),
+                        by_type: tenant
+                            .scan_type_counts(s)
+                            .into_iter()
+                            .filter(|(_, n)| *n > 0)
+                            .collect(),
                     })
                     .collect(),
             }
@@ -117,10 +124,18 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
                 latest_completed_scan: latest.map(|s| s.id.clone()),
                 scans: scans
                     .iter()
-                    .map(|s| ExpectedDastScan { id: s.id.clone(), status: s.status.to_string(), results: tenant.dast_scan_result_count(s) })
+                    .map(|s| ExpectedDastScan {
+                        id: s.id.clone(),
+                        status: s.status.to_string(),
+                        results: tenant.dast_scan_result_count(s),
+                    })
                     .collect(),
             }
         })
         .collect();
-    ExpectedTotals { projects, environments, totals }
+    ExpectedTotals {
+        projects,
+        environments,
+        totals,
+    }
 }

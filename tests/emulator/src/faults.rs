@@ -62,11 +62,21 @@ impl FaultSpec {
                 .split_once('=')
                 .ok_or_else(|| format!("fault setting '{part}' is not of the form key=value"))?;
             let rate = || -> Result<f64, String> {
-                let r: f64 = value.parse().map_err(|_| format!("'{key}' expects a rate between 0 and 1, got '{value}'"))?;
-                if (0.0..=1.0).contains(&r) { Ok(r) } else { Err(format!("'{key}' expects a rate between 0 and 1, got '{value}'")) }
+                let r: f64 = value.parse().map_err(|_| {
+                    format!("'{key}' expects a rate between 0 and 1, got '{value}'")
+                })?;
+                if (0.0..=1.0).contains(&r) {
+                    Ok(r)
+                } else {
+                    Err(format!(
+                        "'{key}' expects a rate between 0 and 1, got '{value}'"
+                    ))
+                }
             };
             let int = || -> Result<u64, String> {
-                value.parse().map_err(|_| format!("'{key}' expects a whole number, got '{value}'"))
+                value
+                    .parse()
+                    .map_err(|_| format!("'{key}' expects a whole number, got '{value}'"))
             };
             match key {
                 "latency-ms" => spec.latency_ms = int()?,
@@ -75,9 +85,11 @@ impl FaultSpec {
                 "retry-after" => {
                     spec.retry_after = match value {
                         "none" => RetryAfter::Absent,
-                        v if v.starts_with("date:") => RetryAfter::HttpDate(
-                            v[5..].parse().map_err(|_| format!("'retry-after=date:N' expects whole seconds, got '{v}'"))?,
-                        ),
+                        v if v.starts_with("date:") => {
+                            RetryAfter::HttpDate(v[5..].parse().map_err(|_| {
+                                format!("'retry-after=date:N' expects whole seconds, got '{v}'")
+                            })?)
+                        }
                         _ => RetryAfter::Seconds(int()?),
                     }
                 }
@@ -92,7 +104,11 @@ impl FaultSpec {
                 "reset" => spec.reset_rate = rate()?,
                 "truncate" => spec.truncate_rate = rate()?,
                 "malformed" => spec.malformed_rate = rate()?,
-                "drift" => spec.total_drift = value.parse().map_err(|_| format!("'drift' expects an integer, got '{value}'"))?,
+                "drift" => {
+                    spec.total_drift = value
+                        .parse()
+                        .map_err(|_| format!("'drift' expects an integer, got '{value}'"))?
+                }
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
                 "max" => spec.max = Some(int()?),
                 _ => {
@@ -108,15 +124,18 @@ impl FaultSpec {
 
 /// Parses the `--fault` flag form `<endpoint|all>:<settings>`.
 pub fn parse_flag(text: &str) -> Result<(Vec<Endpoint>, FaultSpec), String> {
-    let (target, settings) = text
-        .split_once(':')
-        .ok_or_else(|| format!("--fault '{text}' is not of the form <endpoint|all>:<key=value,...>"))?;
+    let (target, settings) = text.split_once(':').ok_or_else(|| {
+        format!("--fault '{text}' is not of the form <endpoint|all>:<key=value,...>")
+    })?;
     let endpoints = if target == "all" {
         Endpoint::ALL.to_vec()
     } else {
         vec![Endpoint::parse(target).ok_or_else(|| {
             let names: Vec<_> = Endpoint::ALL.iter().map(|e| e.name()).collect();
-            format!("--fault names unknown endpoint '{target}'; expected all or one of {}", names.join(", "))
+            format!(
+                "--fault names unknown endpoint '{target}'; expected all or one of {}",
+                names.join(", ")
+            )
         })?]
     };
     Ok((endpoints, FaultSpec::parse(settings)?))
@@ -156,7 +175,10 @@ pub struct FaultControl {
 
 impl FaultControl {
     pub fn set(&self, endpoint: Endpoint, spec: FaultSpec) {
-        *self.slot(endpoint) = Slot { spec, ..Slot::default() };
+        *self.slot(endpoint) = Slot {
+            spec,
+            ..Slot::default()
+        };
     }
 
     pub fn clear_all(&self) {
@@ -170,13 +192,19 @@ impl FaultControl {
     }
 
     fn slot(&self, endpoint: Endpoint) -> std::sync::MutexGuard<'_, Slot> {
-        self.slots[endpoint.index()].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots[endpoint.index()]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Latency to add to this request.
     pub fn latency(&self, endpoint: Endpoint) -> Duration {
         let spec = &self.slot(endpoint).spec;
-        let jitter = if spec.jitter_ms > 0 { rand::rng().random_range(0..=spec.jitter_ms) } else { 0 };
+        let jitter = if spec.jitter_ms > 0 {
+            rand::rng().random_range(0..=spec.jitter_ms)
+        } else {
+            0
+        };
         Duration::from_millis(spec.latency_ms + jitter)
     }
 
@@ -206,7 +234,9 @@ impl FaultControl {
         let rate = slot.spec.truncate_rate;
         let hit = self.roll(&mut slot, rate);
         if hit {
-            self.fired[endpoint.index()].truncated.fetch_add(1, Ordering::Relaxed);
+            self.fired[endpoint.index()]
+                .truncated
+                .fetch_add(1, Ordering::Relaxed);
         }
         hit
     }
@@ -216,7 +246,9 @@ impl FaultControl {
         let rate = slot.spec.malformed_rate;
         let hit = self.roll(&mut slot, rate);
         if hit {
-            self.fired[endpoint.index()].malformed.fetch_add(1, Ordering::Relaxed);
+            self.fired[endpoint.index()]
+                .malformed
+                .fetch_add(1, Ordering::Relaxed);
         }
         hit
     }
@@ -254,30 +286,79 @@ mod tests {
         assert_eq!(spec.rate_limit_rate, 0.5);
         assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
         assert_eq!(spec.server_error_status, Some(502));
-        assert_eq!((spec.reset_rate, spec.truncate_rate, spec.malformed_rate), (0.2, 0.3, 0.4));
-        assert_eq!((spec.total_drift, spec.latency_ms, spec.jitter_ms, spec.max), (7, 20, 5, Some(9)));
+        assert_eq!(
+            (spec.reset_rate, spec.truncate_rate, spec.malformed_rate),
+            (0.2, 0.3, 0.4)
+        );
+        assert_eq!(
+            (spec.total_drift, spec.latency_ms, spec.jitter_ms, spec.max),
+            (7, 20, 5, Some(9))
+        );
         assert_eq!(parse_flag("all:retry-after=4").unwrap().0.len(), 9);
-        assert_eq!(FaultSpec::parse("retry-after=none").unwrap().retry_after, RetryAfter::Absent);
+        assert_eq!(
+            FaultSpec::parse("retry-after=none").unwrap().retry_after,
+            RetryAfter::Absent
+        );
     }
 
     #[test]
     fn bad_flags_name_the_problem() {
-        assert!(parse_flag("nowhere:429=1").unwrap_err().contains("unknown endpoint 'nowhere'"));
-        assert!(parse_flag("results").unwrap_err().contains("<endpoint|all>"));
-        assert!(FaultSpec::parse("429=2").unwrap_err().contains("between 0 and 1"));
+        assert!(
+            parse_flag("nowhere:429=1")
+                .unwrap_err()
+                .contains("unknown endpoint 'nowhere'")
+        );
+        assert!(
+            parse_flag("results")
+                .unwrap_err()
+                .contains("<endpoint|all>")
+        );
+        assert!(
+            FaultSpec::parse("429=2")
+                .unwrap_err()
+                .contains("between 0 and 1")
+        );
         assert!(FaultSpec::parse("status=404").unwrap_err().contains("5xx"));
-        assert!(FaultSpec::parse("bogus=1").unwrap_err().contains("unknown fault setting 'bogus'"));
+        assert!(
+            FaultSpec::parse("bogus=1")
+                .unwrap_err()
+                .contains("unknown fault setting 'bogus'")
+        );
         assert!(FaultSpec::parse("max").unwrap_err().contains("key=value"));
     }
 
     #[test]
     fn max_bounds_how_often_faults_fire_and_clearing_stops_them() {
         let control = FaultControl::default();
-        control.set(Endpoint::Projects, FaultSpec { server_error_rate: 1.0, max: Some(2), ..Default::default() });
+        control.set(
+            Endpoint::Projects,
+            FaultSpec {
+                server_error_rate: 1.0,
+                max: Some(2),
+                ..Default::default()
+            },
+        );
         let decisions: Vec<_> = (0..4).map(|_| control.decide(Endpoint::Projects)).collect();
-        assert_eq!(decisions, vec![Decision::ServerError(503), Decision::ServerError(503), Decision::Pass, Decision::Pass]);
-        control.set(Endpoint::Projects, FaultSpec { rate_limit_rate: 1.0, ..Default::default() });
-        assert_eq!(control.decide(Endpoint::Projects), Decision::RateLimit(RetryAfter::Absent));
+        assert_eq!(
+            decisions,
+            vec![
+                Decision::ServerError(503),
+                Decision::ServerError(503),
+                Decision::Pass,
+                Decision::Pass
+            ]
+        );
+        control.set(
+            Endpoint::Projects,
+            FaultSpec {
+                rate_limit_rate: 1.0,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            control.decide(Endpoint::Projects),
+            Decision::RateLimit(RetryAfter::Absent)
+        );
         control.clear_all();
         assert_eq!(control.decide(Endpoint::Projects), Decision::Pass);
     }
@@ -285,7 +366,13 @@ mod tests {
     #[test]
     fn drift_grows_after_the_first_request() {
         let control = FaultControl::default();
-        control.set(Endpoint::Results, FaultSpec { total_drift: 5, ..Default::default() });
+        control.set(
+            Endpoint::Results,
+            FaultSpec {
+                total_drift: 5,
+                ..Default::default()
+            },
+        );
         control.decide(Endpoint::Results);
         assert_eq!(control.drift(Endpoint::Results), 0);
         control.decide(Endpoint::Results);

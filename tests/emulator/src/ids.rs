@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(decode(7, Kind::Scan, "not-an-id"), None);
         let mut forged = id.clone().into_bytes();
         forged[35] = if forged[35] == b'0' { b'1' } else { b'0' };
-        assert_eq!(decode(7, Kind::Scan, std::str::from_utf8(&forged).unwrap()), None);
+        assert_eq!(
+            decode(7, Kind::Scan, std::str::from_utf8(&forged).unwrap()),
+            None
+        );
     }
 
     #[test]

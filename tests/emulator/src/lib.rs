@@ -34,7 +34,9 @@ use tokio_util::sync::CancellationToken;
 pub use app::OffsetMode;
 pub use auth::Credentials;
 pub use endpoint::Endpoint;
-pub use expected::{ExpectedDastScan, ExpectedEnvironment, ExpectedProject, ExpectedScan, ExpectedTotals, Totals};
+pub use expected::{
+    ExpectedDastScan, ExpectedEnvironment, ExpectedProject, ExpectedScan, ExpectedTotals, Totals,
+};
 pub use faults::{FaultSpec, RetryAfter};
 pub use stats::TrafficSnapshot;
 pub use tenant::{ResultMix, ResultType, TenantShape};
@@ -91,11 +93,25 @@ impl Emulator {
         validate(&config)?;
         let api_listener = TcpListener::bind(SocketAddr::new(config.host, config.api_port))
             .await
-            .with_context(|| format!("binding the API listener on {}:{}", config.host, config.api_port))?;
+            .with_context(|| {
+                format!(
+                    "binding the API listener on {}:{}",
+                    config.host, config.api_port
+                )
+            })?;
         let iam_listener = TcpListener::bind(SocketAddr::new(config.host, config.iam_port))
             .await
-            .with_context(|| format!("binding the IAM listener on {}:{}", config.host, config.iam_port))?;
-        let tls = if config.tls { Some(tls::generate()?) } else { None };
+            .with_context(|| {
+                format!(
+                    "binding the IAM listener on {}:{}",
+                    config.host, config.iam_port
+                )
+            })?;
+        let tls = if config.tls {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = |listener: &TcpListener| -> anyhow::Result<String> {
             let addr = listener.local_addr()?;
@@ -126,8 +142,18 @@ impl Emulator {
         }
         let shutdown = CancellationToken::new();
         let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        server::spawn(api_listener, acceptor.clone(), app::api_router(state.clone()), shutdown.clone());
-        server::spawn(iam_listener, acceptor, app::iam_router(state.clone()), shutdown.clone());
+        server::spawn(
+            api_listener,
+            acceptor.clone(),
+            app::api_router(state.clone()),
+            shutdown.clone(),
+        );
+        server::spawn(
+            iam_listener,
+            acceptor,
+            app::iam_router(state.clone()),
+            shutdown.clone(),
+        );
         Ok(Self {
             api_url,
             iam_url,
@@ -141,7 +167,10 @@ impl Emulator {
 
     /// `{iam_url}/auth/realms/{tenant}/protocol/openid-connect/token`
     pub fn token_url(&self) -> String {
-        format!("{}/auth/realms/{}/protocol/openid-connect/token", self.iam_url, self.tenant)
+        format!(
+            "{}/auth/realms/{}/protocol/openid-connect/token",
+            self.iam_url, self.tenant
+        )
     }
 
     pub fn set_fault(&self, endpoint: Endpoint, spec: FaultSpec) {
@@ -176,9 +205,10 @@ impl Emulator {
             "iam_url": self.iam_url,
             "tenant": self.tenant,
         });
-        if let (Some(map), serde_json::Value::Object(creds)) =
-            (line.as_object_mut(), serde_json::to_value(&self.credentials).unwrap_or_default())
-        {
+        if let (Some(map), serde_json::Value::Object(creds)) = (
+            line.as_object_mut(),
+            serde_json::to_value(&self.credentials).unwrap_or_default(),
+        ) {
             map.extend(creds);
         }
         line
@@ -194,15 +224,37 @@ impl Drop for Emulator {
 fn validate(config: &EmulatorConfig) -> anyhow::Result<()> {
     let mix = config.shape.result_mix;
     let sum = mix.sast + mix.kics + mix.sca + mix.containers;
-    anyhow::ensure!(sum == 100, "result mix must add up to 100 percent (sast,kics,sca,containers), got {sum}");
-    anyhow::ensure!(config.shape.churn_percent <= 100, "churn percent must be 0..=100, got {}", config.shape.churn_percent);
     anyhow::ensure!(
-        !config.tenant.is_empty() && config.tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        sum == 100,
+        "result mix must add up to 100 percent (sast,kics,sca,containers), got {sum}"
+    );
+    anyhow::ensure!(
+        config.shape.churn_percent <= 100,
+        "churn percent must be 0..=100, got {}",
+        config.shape.churn_percent
+    );
+    anyhow::ensure!(
+        !config.tenant.is_empty()
+            && config
+                .tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
         "tenant name must be non-empty letters, digits, '-' or '_', got '{}'",
         config.tenant
     );
-    anyhow::ensure!(config.token_lifetime_secs > 0, "token lifetime must be at least 1 second");
-    let dast_per_scan = config.shape.dast_results_per_scan.max(config.shape.environment_results.iter().copied().max().unwrap_or(0));
+    anyhow::ensure!(
+        config.token_lifetime_secs > 0,
+        "token lifetime must be at least 1 second"
+    );
+    let dast_per_scan = config.shape.dast_results_per_scan.max(
+        config
+            .shape
+            .environment_results
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0),
+    );
     anyhow::ensure!(
         u64::from(config.shape.dast_scans_per_environment) * dast_per_scan < u64::from(u32::MAX),
         "DAST results per scan × scans per environment must stay below 2^32"

@@ -45,8 +45,8 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     project_results: Vec<u64>,
     /// Percent of sast,kics,sca,containers results; must add up to 100.
-    #[arg(long, value_delimiter = ',', num_args = 4, default_values_t = [60, 15, 20, 5])]
-    result_mix: Vec<u32>,
+    #[arg(long, value_parser = parse_mix, default_value = "60,15,20,5")]
+    result_mix: ResultMix,
     /// Percent of a project's findings replaced from one scan to the next.
     #[arg(long, default_value_t = 5)]
     churn_percent: u32,
@@ -79,12 +79,37 @@ struct Args {
     faults: Vec<(Vec<cxone_emulator::Endpoint>, cxone_emulator::FaultSpec)>,
 }
 
+fn parse_mix(text: &str) -> Result<ResultMix, String> {
+    let parts: Vec<u32> = text
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|_| format!("'{p}' is not a whole percent"))
+        })
+        .collect::<Result<_, _>>()?;
+    let [sast, kics, sca, containers] = parts[..] else {
+        return Err(format!(
+            "expected four percentages sast,kics,sca,containers, got {}",
+            parts.len()
+        ));
+    };
+    Ok(ResultMix {
+        sast,
+        kics,
+        sca,
+        containers,
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let config = EmulatorConfig {
         host: args.host,
@@ -98,12 +123,7 @@ async fn main() -> anyhow::Result<()> {
             scans_per_project: args.scans_per_project,
             results_per_scan: args.results_per_scan,
             project_results: args.project_results,
-            result_mix: ResultMix {
-                sast: args.result_mix[0],
-                kics: args.result_mix[1],
-                sca: args.result_mix[2],
-                containers: args.result_mix[3],
-            },
+            result_mix: args.result_mix,
             churn_percent: args.churn_percent,
             dast_environments: args.dast_environments,
             dast_scans_per_environment: args.dast_scans_per_environment,
@@ -114,12 +134,17 @@ async fn main() -> anyhow::Result<()> {
         results_offset: args.results_offset,
         api_key_client_id: args.api_key_client_id,
         tls: args.tls,
-        faults: args.faults.into_iter().flat_map(|(endpoints, spec)| endpoints.into_iter().map(move |e| (e, spec.clone()))).collect(),
+        faults: args
+            .faults
+            .into_iter()
+            .flat_map(|(endpoints, spec)| endpoints.into_iter().map(move |e| (e, spec.clone())))
+            .collect(),
     };
     let emulator = Emulator::start(config).await?;
     let mut line = emulator.startup_line();
     if let (Some(path), Some(pem)) = (&args.tls_ca_out, &emulator.ca_pem) {
-        std::fs::write(path, pem).with_context(|| format!("writing the CA certificate to {}", path.display()))?;
+        std::fs::write(path, pem)
+            .with_context(|| format!("writing the CA certificate to {}", path.display()))?;
         line["ca_file"] = serde_json::json!(path.display().to_string());
     }
     println!("{line}");
@@ -132,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
         dast_results = expected.dast_results,
         "emulator ready; stop with Ctrl-C"
     );
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     Ok(())
 }

@@ -7,12 +7,20 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn parse(query: Option<&str>) -> Self {
-        Self(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+        Self(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
 
     /// The last value given for `key`.
     pub fn one(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value given for `key`, repeated or comma-joined.
@@ -34,9 +42,12 @@ impl Params {
     pub fn u64(&self, key: &str, default: u64, style: Style) -> Result<u64, ApiError> {
         match self.one(key) {
             None | Some("") => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| ApiError::bad_request(style, format!("query parameter '{key}' must be a non-negative integer, got '{v}'"))),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::bad_request(
+                    style,
+                    format!("query parameter '{key}' must be a non-negative integer, got '{v}'"),
+                )
+            }),
         }
     }
 
@@ -45,7 +56,10 @@ impl Params {
             None | Some("") => Ok(default),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-            Some(v) => Err(ApiError::bad_request(style, format!("query parameter '{key}' must be true or false, got '{v}'"))),
+            Some(v) => Err(ApiError::bad_request(
+                style,
+                format!("query parameter '{key}' must be true or false, got '{v}'"),
+            )),
         }
     }
 }
@@ -61,6 +75,11 @@ mod tests {
         assert_eq!(p.one("x"), Some("2"));
         assert!(p.list("empty").is_empty());
         assert!(p.u64("x", 0, Style::Ast).is_ok());
-        assert!(p.u64("statuses", 0, Style::Ast).unwrap_err().message.contains("'statuses'"));
+        assert!(
+            p.u64("statuses", 0, Style::Ast)
+                .unwrap_err()
+                .message
+                .contains("'statuses'")
+        );
     }
 }

@@ -18,7 +18,12 @@ use crate::app::DropConnection;
 #[error("connection dropped by the reset fault")]
 struct ConnectionDropped;
 
-pub fn spawn(listener: TcpListener, tls: Option<TlsAcceptor>, router: Router, shutdown: CancellationToken) {
+pub fn spawn(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -38,7 +43,9 @@ pub fn spawn(listener: TcpListener, tls: Option<TlsAcceptor>, router: Router, sh
                 match tls {
                     None => serve_connection(TokioIo::new(stream), router, shutdown).await,
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => serve_connection(TokioIo::new(stream), router, shutdown).await,
+                        Ok(stream) => {
+                            serve_connection(TokioIo::new(stream), router, shutdown).await
+                        }
                         Err(error) => tracing::debug!(%error, "TLS handshake failed"),
                     },
                 }
@@ -54,7 +61,10 @@ where
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let router = router.clone();
         async move {
-            let response = router.oneshot(request.map(Body::new)).await.unwrap_or_else(|never: Infallible| match never {});
+            let response = router
+                .oneshot(request.map(Body::new))
+                .await
+                .unwrap_or_else(|never: Infallible| match never {});
             if response.extensions().get::<DropConnection>().is_some() {
                 // An error from the service makes hyper close the connection without a response.
                 return Err(ConnectionDropped);

@@ -36,12 +36,17 @@ impl Stats {
         for r in &self.requests {
             r.store(0, Ordering::Relaxed);
         }
-        self.peak_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.peak_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     pub fn snapshot(&self, faults: &FaultControl) -> TrafficSnapshot {
         let per_endpoint = |f: &dyn Fn(Endpoint) -> u64| -> BTreeMap<String, u64> {
-            Endpoint::ALL.iter().map(|e| (e.name().to_string(), f(*e))).filter(|(_, n)| *n > 0).collect()
+            Endpoint::ALL
+                .iter()
+                .map(|e| (e.name().to_string(), f(*e)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
         };
         let fired = |e: Endpoint| &faults.fired[e.index()];
         TrafficSnapshot {

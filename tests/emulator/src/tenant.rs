@@ -48,7 +48,12 @@ pub struct ResultMix {
 
 impl Default for ResultMix {
     fn default() -> Self {
-        Self { sast: 60, kics: 15, sca: 20, containers: 5 }
+        Self {
+            sast: 60,
+            kics: 15,
+            sca: 20,
+            containers: 5,
+        }
     }
 }
 
@@ -128,7 +133,11 @@ impl SlotTable {
                 }
             }
         }
-        Self { slot_type, prefix, positions }
+        Self {
+            slot_type,
+            prefix,
+            positions,
+        }
     }
 
     fn type_of(&self, k: u64) -> ResultType {
@@ -145,7 +154,8 @@ impl SlotTable {
     fn nth_from(&self, t: ResultType, lo: u64, r: u64) -> u64 {
         let per_block = u64::from(self.prefix[t as usize][100]);
         let rank = self.before(t, lo) + r;
-        (rank / per_block) * 100 + u64::from(self.positions[t as usize][(rank % per_block) as usize])
+        (rank / per_block) * 100
+            + u64::from(self.positions[t as usize][(rank % per_block) as usize])
     }
 }
 
@@ -195,7 +205,11 @@ pub fn rfc3339(unix_us: i64, micros: bool) -> String {
         t.minute(),
         t.second()
     );
-    if micros { format!("{base}.{:06}Z", unix_us.rem_euclid(1_000_000)) } else { format!("{base}Z") }
+    if micros {
+        format!("{base}.{:06}Z", unix_us.rem_euclid(1_000_000))
+    } else {
+        format!("{base}Z")
+    }
 }
 
 fn pick<T: Copy>(list: &[T], h: u64) -> T {
@@ -265,7 +279,11 @@ impl Tenant {
     }
 
     pub fn project_repo_url(&self, p: u32) -> String {
-        if p % 4 == 3 { String::new() } else { format!("https://github.com/{}", self.project_name(p)) }
+        if p % 4 == 3 {
+            String::new()
+        } else {
+            format!("https://github.com/{}", self.project_name(p))
+        }
     }
 
     pub fn project_group(&self, p: u32) -> Option<String> {
@@ -347,7 +365,11 @@ impl Tenant {
             branch: branches[((n - 1 - j) as usize) % branches.len()].clone(),
             created_us,
             updated_us: created_us + 193_036_220,
-            engines: if self.project_has_sast(p) { ENGINES_ALL } else { ENGINES_NO_SAST },
+            engines: if self.project_has_sast(p) {
+                ENGINES_ALL
+            } else {
+                ENGINES_NO_SAST
+            },
         }
     }
 
@@ -360,7 +382,9 @@ impl Tenant {
     pub fn scan_json(&self, s: &ScanInfo) -> Value {
         let created = rfc3339(s.created_us, true);
         let updated = rfc3339(s.updated_us, true);
-        let mut details = vec![json!({"name": "general", "status": s.status, "details": "", "startDate": created, "endDate": updated})];
+        let mut details = vec![
+            json!({"name": "general", "status": s.status, "details": "", "startDate": created, "endDate": updated}),
+        ];
         for engine in s.engines {
             let mut d = json!({"name": engine, "status": s.status, "details": "", "startDate": created, "endDate": updated});
             if *engine == "sast" {
@@ -413,12 +437,20 @@ impl Tenant {
     // ---------------------------------------------------------------- results
 
     fn slots(&self, p: u32) -> &SlotTable {
-        if self.project_has_sast(p) { &self.with_sast } else { &self.without_sast }
+        if self.project_has_sast(p) {
+            &self.with_sast
+        } else {
+            &self.without_sast
+        }
     }
 
     /// Findings held by a scan: all of the project's for a completed scan, none otherwise.
     pub fn scan_result_count(&self, s: &ScanInfo) -> u64 {
-        if s.status == "Completed" { self.project_results(s.project) } else { 0 }
+        if s.status == "Completed" {
+            self.project_results(s.project)
+        } else {
+            0
+        }
     }
 
     fn churn(&self, per_scan: u64) -> u64 {
@@ -485,7 +517,15 @@ impl Tenant {
             55..85 => "LOW",
             _ => "INFO",
         };
-        ResultTraits { k, h, first, status, state, severity, kind: self.result_type(s, i) }
+        ResultTraits {
+            k,
+            h,
+            first,
+            status,
+            state,
+            severity,
+            kind: self.result_type(s, i),
+        }
     }
 
     /// Writes the scan's `i`-th result as `/api/results` sends it.
@@ -531,14 +571,17 @@ impl Tenant {
                         }
                     })
                     .collect();
-                let description = ((h >> 32) % 10 != 0).then(|| {
-                    format!("{stem} The flaw is at line {} of {file}.", 10 + h % 400)
-                });
+                let description = ((h >> 32) % 10 != 0)
+                    .then(|| format!("{stem} The flaw is at line {} of {file}.", 10 + h % 400));
                 let record = ResultRecord {
                     kind: "sast",
                     sca_type: None,
                     label: "sast",
-                    id: if p % 3 == 0 { format!("{}", 100_000_000 + t.k * 7 + u64::from(p) * 1_000_000_000) } else { hash.clone() },
+                    id: if p % 3 == 0 {
+                        format!("{}", 100_000_000 + t.k * 7 + u64::from(p) * 1_000_000_000)
+                    } else {
+                        hash.clone()
+                    },
                     alternate_id: None,
                     similarity_id: format!("{}", (h >> 3) as i32),
                     common,
@@ -555,7 +598,11 @@ impl Tenant {
                         nodes,
                     },
                     comments: Empty {},
-                    vulnerability_details: SastDetails { cwe_id: cwe, cvss: Empty {}, compliances: COMPLIANCES },
+                    vulnerability_details: SastDetails {
+                        cwe_id: cwe,
+                        cvss: Empty {},
+                        compliances: COMPLIANCES,
+                    },
                 };
                 serde_json::to_writer(&mut *out, &record)
             }
@@ -567,13 +614,22 @@ impl Tenant {
                     label: "IaC Security",
                     id: base64_hash(h, 3),
                     alternate_id: None,
-                    similarity_id: format!("{:016x}{:016x}{:016x}{:016x}", h, mix(&[h, 1]), mix(&[h, 2]), mix(&[h, 3])),
+                    similarity_id: format!(
+                        "{:016x}{:016x}{:016x}{:016x}",
+                        h,
+                        mix(&[h, 1]),
+                        mix(&[h, 2]),
+                        mix(&[h, 3])
+                    ),
                     common,
                     confidence_level: None,
                     description: Some(format!("{query}: {expected}.")),
                     description_html: None,
                     data: KicsData {
-                        query_id: format!("{} [Taken from query_id]", encode(self.seed(), Kind::Application, (h >> 24) as u32 % 97, 99)),
+                        query_id: format!(
+                            "{} [Taken from query_id]",
+                            encode(self.seed(), Kind::Application, (h >> 24) as u32 % 97, 99)
+                        ),
                         query_name: query,
                         group,
                         line: 1 + (h % 200) as u32,
@@ -581,7 +637,14 @@ impl Tenant {
                         issue_type: issue,
                         expected_value: expected,
                         value,
-                        filename: format!("/deploy/svc{p}/{}", if platform == "Dockerfile" { "Dockerfile" } else { "main.tf" }),
+                        filename: format!(
+                            "/deploy/svc{p}/{}",
+                            if platform == "Dockerfile" {
+                                "Dockerfile"
+                            } else {
+                                "main.tf"
+                            }
+                        ),
                     },
                     comments: Empty {},
                     vulnerability_details: KicsDetails { cvss: Empty {} },
@@ -603,11 +666,16 @@ impl Tenant {
                     similarity_id: cve.clone(),
                     common,
                     confidence_level: Some(0),
-                    description: Some(format!("Versions of {name} before {fixed} are vulnerable ({cve}).")),
+                    description: Some(format!(
+                        "Versions of {name} before {fixed} are vulnerable ({cve})."
+                    )),
                     description_html: None,
                     data: ScaData {
                         package_identifier: identifier,
-                        package_data: vec![PackageRef { kind: "Advisory", url: format!("https://github.com/advisories/GHSA-{:04x}", h % 65_536) }],
+                        package_data: vec![PackageRef {
+                            kind: "Advisory",
+                            url: format!("https://github.com/advisories/GHSA-{:04x}", h % 65_536),
+                        }],
                         recommended_version: fixed,
                     },
                     comments: Empty {},
@@ -615,7 +683,13 @@ impl Tenant {
                         cwe_id: pick(SCA_CWES, h >> 30),
                         cvss_score: (h % 100) as f64 / 10.0,
                         cve_name: cve,
-                        cvss: Cvss { version: 3, attack_vector: "NETWORK", availability: "HIGH", confidentiality: "NONE", attack_complexity: "LOW" },
+                        cvss: Cvss {
+                            version: 3,
+                            attack_vector: "NETWORK",
+                            availability: "HIGH",
+                            confidentiality: "NONE",
+                            attack_complexity: "LOW",
+                        },
                     },
                 };
                 serde_json::to_writer(&mut *out, &record)
@@ -633,11 +707,25 @@ impl Tenant {
                     similarity_id: cve.clone(),
                     common,
                     confidence_level: Some(0),
-                    description: Some(format!("{package} {version} in {image}:{tag} is affected by {cve}.")),
+                    description: Some(format!(
+                        "{package} {version} in {image}:{tag} is affected by {cve}."
+                    )),
                     description_html: None,
-                    data: ContainerData { package_name: package, package_version: version, image_name: image, image_tag: tag, image_file_path: "Dockerfile", image_origin: "Dockerfile" },
+                    data: ContainerData {
+                        package_name: package,
+                        package_version: version,
+                        image_name: image,
+                        image_tag: tag,
+                        image_file_path: "Dockerfile",
+                        image_origin: "Dockerfile",
+                    },
                     comments: Empty {},
-                    vulnerability_details: ContainerDetails { cvss_score: (h % 100) as f64 / 10.0, cve_name: cve, cwe_id: "", cvss: () },
+                    vulnerability_details: ContainerDetails {
+                        cvss_score: (h % 100) as f64 / 10.0,
+                        cve_name: cve,
+                        cwe_id: "",
+                        cvss: (),
+                    },
                 };
                 serde_json::to_writer(&mut *out, &record)
             }
@@ -646,7 +734,14 @@ impl Tenant {
     }
 
     /// Writes the scan's `i`-th result (a SAST one) in the flat `/api/sast-results` shape.
-    pub fn write_sast_flat(&self, s: &ScanInfo, i: u64, dates: &ScanDates, include_nodes: bool, out: &mut Vec<u8>) {
+    pub fn write_sast_flat(
+        &self,
+        s: &ScanInfo,
+        i: u64,
+        dates: &ScanDates,
+        include_nodes: bool,
+        out: &mut Vec<u8>,
+    ) {
         let mut full = Vec::with_capacity(2048);
         self.write_result(s, i, dates, &mut full);
         let v: Value = serde_json::from_slice(&full).expect("own output parses");
@@ -708,7 +803,10 @@ impl Tenant {
     }
 
     pub fn environment_domain(&self, e: u32) -> String {
-        format!("{}{e}.example.com", pick(SERVICES, mix(&[self.seed(), 31, e as u64])))
+        format!(
+            "{}{e}.example.com",
+            pick(SERVICES, mix(&[self.seed(), 31, e as u64]))
+        )
     }
 
     pub fn environment_url(&self, e: u32) -> String {
@@ -764,7 +862,11 @@ impl Tenant {
     }
 
     pub fn dast_scan_result_count(&self, s: &DastScanInfo) -> u64 {
-        if s.status == "Completed" { self.environment_results(s.environment) } else { 0 }
+        if s.status == "Completed" {
+            self.environment_results(s.environment)
+        } else {
+            0
+        }
     }
 
     pub fn environment_json(&self, e: u32) -> Value {
@@ -842,14 +944,33 @@ impl Tenant {
         let per_scan = self.environment_results(e);
         let c = self.churn(per_scan);
         let k = u64::from(s.index) * c + i;
-        let first = if c == 0 || k < per_scan { 0 } else { ((k - per_scan) / c + 1).min(u64::from(s.index)) };
+        let first = if c == 0 || k < per_scan {
+            0
+        } else {
+            ((k - per_scan) / c + 1).min(u64::from(s.index))
+        };
         let h = mix(&[self.seed(), 41, e as u64, k]);
         let (name, cwe, owasp, solution) = pick(DAST_ALERTS, h >> 8);
-        let path = format!("{}{}", pick(DAST_PATHS, h >> 16), if k % 3 == 0 { format!("?q={k}") } else { String::new() });
+        let path = format!(
+            "{}{}",
+            pick(DAST_PATHS, h >> 16),
+            if k % 3 == 0 {
+                format!("?q={k}")
+            } else {
+                String::new()
+            }
+        );
         let record = DastRecord {
             id: encode(self.seed(), Kind::DastResult, e, k as u32),
             severity: ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"][((h >> 24) % 5) as usize],
-            state: ["To Verify", "To Verify", "Not Exploitable", "Proposed Not Exploitable", "Confirmed", "Urgent"][((h >> 32) % 6) as usize],
+            state: [
+                "To Verify",
+                "To Verify",
+                "Not Exploitable",
+                "Proposed Not Exploitable",
+                "Confirmed",
+                "Urgent",
+            ][((h >> 32) % 6) as usize],
             status: match h % 100 {
                 0..3 => "Fixed",
                 3..6 => "Resurfaced",
@@ -1069,11 +1190,26 @@ mod tests {
 
     #[test]
     fn slot_table_counts_match_a_brute_force_count() {
-        let table = SlotTable::new(ResultMix { sast: 55, kics: 20, sca: 17, containers: 8 });
-        for (lo, hi) in [(0u64, 0u64), (0, 1), (3, 250), (99, 1001), (1234, 1234 + 777)] {
+        let table = SlotTable::new(ResultMix {
+            sast: 55,
+            kics: 20,
+            sca: 17,
+            containers: 8,
+        });
+        for (lo, hi) in [
+            (0u64, 0u64),
+            (0, 1),
+            (3, 250),
+            (99, 1001),
+            (1234, 1234 + 777),
+        ] {
             for t in ResultType::ALL {
                 let brute = (lo..hi).filter(|k| table.type_of(*k) == t).count() as u64;
-                assert_eq!(table.before(t, hi) - table.before(t, lo), brute, "{t:?} in {lo}..{hi}");
+                assert_eq!(
+                    table.before(t, hi) - table.before(t, lo),
+                    brute,
+                    "{t:?} in {lo}..{hi}"
+                );
                 for r in 0..brute.min(50) {
                     let k = table.nth_from(t, lo, r);
                     assert_eq!(table.type_of(k), t);
@@ -1085,13 +1221,27 @@ mod tests {
 
     #[test]
     fn timestamps_have_microseconds_for_projects_and_whole_seconds_for_results() {
-        assert_eq!(rfc3339(EPOCH * 1_000_000 + 671_243, true), "2026-01-05T00:00:00.671243Z");
-        assert_eq!(rfc3339(EPOCH * 1_000_000 + 671_243, false), "2026-01-05T00:00:00Z");
+        assert_eq!(
+            rfc3339(EPOCH * 1_000_000 + 671_243, true),
+            "2026-01-05T00:00:00.671243Z"
+        );
+        assert_eq!(
+            rfc3339(EPOCH * 1_000_000 + 671_243, false),
+            "2026-01-05T00:00:00Z"
+        );
     }
 
     #[test]
     fn sast_results_carry_u64_query_ids_and_string_similarity_ids() {
-        let tenant = Tenant::new(TenantShape { result_mix: ResultMix { sast: 100, kics: 0, sca: 0, containers: 0 }, ..Default::default() });
+        let tenant = Tenant::new(TenantShape {
+            result_mix: ResultMix {
+                sast: 100,
+                kics: 0,
+                sca: 0,
+                containers: 0,
+            },
+            ..Default::default()
+        });
         let scan = &tenant.scans(0)[0];
         let dates = tenant.scan_dates(scan);
         let mut out = Vec::new();

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use cxone_emulator::{EmulatorConfig, FaultSpec, Endpoint, TenantShape};
+use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use reqwest::StatusCode;
 
 #[tokio::test]
@@ -17,7 +17,11 @@ async fn api_key_flow_issues_a_token_with_the_claims_clients_read() {
 
     let (status, body) = token_response(
         &emulator,
-        &[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", &emulator.credentials.api_key)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "ast-app"),
+            ("refresh_token", &emulator.credentials.api_key),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -27,8 +31,16 @@ async fn api_key_flow_issues_a_token_with_the_claims_clients_read() {
     assert_eq!(access["tenant_name"], "acme");
     assert_eq!(access["ast-base-url"], emulator.api_url.as_str());
     assert!(access["exp"].as_u64().unwrap() > access["iat"].as_u64().unwrap() + 1700);
-    let roles: Vec<&str> = access["roles_ast"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert!(roles.contains(&"view-results") && roles.contains(&"dast-viewer"), "{roles:?}");
+    let roles: Vec<&str> = access["roles_ast"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        roles.contains(&"view-results") && roles.contains(&"dast-viewer"),
+        "{roles:?}"
+    );
 }
 
 #[tokio::test]
@@ -37,14 +49,24 @@ async fn oauth_client_flow_issues_a_token_without_refresh_token() {
     let c = &emulator.credentials;
     let (status, body) = token_response(
         &emulator,
-        &[("grant_type", "client_credentials"), ("client_id", &c.client_id), ("client_secret", &c.client_secret)],
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &c.client_id),
+            ("client_secret", &c.client_secret),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.get("refresh_token").is_none());
-    assert_eq!(claims(body["access_token"].as_str().unwrap())["azp"], c.client_id.as_str());
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["azp"],
+        c.client_id.as_str()
+    );
     let token = body["access_token"].as_str().unwrap();
-    assert_eq!(get(&emulator, token, "/api/projects?limit=1").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&emulator, token, "/api/projects?limit=1").await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -53,31 +75,57 @@ async fn token_errors_answer_as_keycloak_does() {
     let c = &emulator.credentials;
     let cases: Vec<(Vec<(&str, &str)>, StatusCode, &str, &str)> = vec![
         (
-            vec![("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", "eyJ.garbage.key")],
+            vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", "ast-app"),
+                ("refresh_token", "eyJ.garbage.key"),
+            ],
             StatusCode::BAD_REQUEST,
             "invalid_grant",
             "Invalid refresh token",
         ),
         (
-            vec![("grant_type", "refresh_token"), ("client_id", "ast-cli"), ("refresh_token", &c.api_key)],
+            vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", "ast-cli"),
+                ("refresh_token", &c.api_key),
+            ],
             StatusCode::BAD_REQUEST,
             "invalid_grant",
             "Invalid refresh token. Token client and authorized client don't match",
         ),
         (
-            vec![("grant_type", "client_credentials"), ("client_id", &c.client_id), ("client_secret", "wrong")],
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", &c.client_id),
+                ("client_secret", "wrong"),
+            ],
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Invalid client or Invalid client credentials",
         ),
         (
-            vec![("grant_type", "client_credentials"), ("client_id", "nobody"), ("client_secret", &c.client_secret)],
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+                ("client_secret", &c.client_secret),
+            ],
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Invalid client or Invalid client credentials",
         ),
-        (vec![("grant_type", "password")], StatusCode::BAD_REQUEST, "unsupported_grant_type", "Unsupported grant_type"),
-        (vec![], StatusCode::BAD_REQUEST, "invalid_request", "Missing form parameter: grant_type"),
+        (
+            vec![("grant_type", "password")],
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Unsupported grant_type",
+        ),
+        (
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing form parameter: grant_type",
+        ),
     ];
     for (form, status, error, description) in cases {
         let (got, body) = token_response(&emulator, &form).await;
@@ -90,20 +138,37 @@ async fn token_errors_answer_as_keycloak_does() {
 #[tokio::test]
 async fn unknown_tenant_is_404_realm_does_not_exist_and_tenant_case_does_not_matter() {
     let emulator = start(TenantShape::default()).await;
-    let url = format!("{}/auth/realms/nosuch/protocol/openid-connect/token", emulator.iam_url);
+    let url = format!(
+        "{}/auth/realms/nosuch/protocol/openid-connect/token",
+        emulator.iam_url
+    );
     let response = client()
         .post(url)
-        .form(&[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", &emulator.credentials.api_key)])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "ast-app"),
+            ("refresh_token", &emulator.credentials.api_key),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"], "Realm does not exist");
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["error"],
+        "Realm does not exist"
+    );
 
-    let upper = format!("{}/auth/realms/ACME/protocol/openid-connect/token", emulator.iam_url);
+    let upper = format!(
+        "{}/auth/realms/ACME/protocol/openid-connect/token",
+        emulator.iam_url
+    );
     let response = client()
         .post(upper)
-        .form(&[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", &emulator.credentials.api_key)])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "ast-app"),
+            ("refresh_token", &emulator.credentials.api_key),
+        ])
         .send()
         .await
         .unwrap();
@@ -114,27 +179,59 @@ async fn unknown_tenant_is_404_realm_does_not_exist_and_tenant_case_does_not_mat
 async fn iam_and_api_are_separate_hosts() {
     let emulator = start(TenantShape::default()).await;
     assert_ne!(emulator.iam_url, emulator.api_url);
-    let on_api_host = format!("{}/auth/realms/acme/protocol/openid-connect/token", emulator.api_url);
-    let response = client().post(on_api_host).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let on_api_host = format!(
+        "{}/auth/realms/acme/protocol/openid-connect/token",
+        emulator.api_url
+    );
+    let response = client()
+        .post(on_api_host)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let token = full_token(&emulator).await;
-    let on_iam_host = client().get(format!("{}/api/projects", emulator.iam_url)).bearer_auth(token).send().await.unwrap();
+    let on_iam_host = client()
+        .get(format!("{}/api/projects", emulator.iam_url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(on_iam_host.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn keys_issued_to_another_client_need_that_client_id() {
-    let emulator =
-        start_with(EmulatorConfig { api_key_client_id: "cx-etm-connector".into(), ..EmulatorConfig::default() }).await;
+    let emulator = start_with(EmulatorConfig {
+        api_key_client_id: "cx-etm-connector".into(),
+        ..EmulatorConfig::default()
+    })
+    .await;
     let key = emulator.credentials.api_key.clone();
     assert_eq!(claims(&key)["azp"], "cx-etm-connector");
-    let (status, body) =
-        token_response(&emulator, &[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", &key)]).await;
+    let (status, body) = token_response(
+        &emulator,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "ast-app"),
+            ("refresh_token", &key),
+        ],
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error_description"].as_str().unwrap().contains("don't match"));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("don't match")
+    );
     let (status, _) = token_response(
         &emulator,
-        &[("grant_type", "refresh_token"), ("client_id", "cx-etm-connector"), ("refresh_token", &key)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "cx-etm-connector"),
+            ("refresh_token", &key),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -142,40 +239,84 @@ async fn keys_issued_to_another_client_need_that_client_id() {
 
 #[tokio::test]
 async fn api_refuses_missing_forged_expired_and_revoked_tokens() {
-    let emulator = start_with(EmulatorConfig { token_lifetime_secs: 1, ..EmulatorConfig::default() }).await;
-    let response = client().get(format!("{}/api/projects", emulator.api_url)).send().await.unwrap();
+    let emulator = start_with(EmulatorConfig {
+        token_lifetime_secs: 1,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let response = client()
+        .get(format!("{}/api/projects", emulator.api_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
 
     let token = full_token(&emulator).await;
-    assert_eq!(claims(&token)["exp"].as_u64().unwrap() - claims(&token)["iat"].as_u64().unwrap(), 1);
+    assert_eq!(
+        claims(&token)["exp"].as_u64().unwrap() - claims(&token)["iat"].as_u64().unwrap(),
+        1
+    );
     let forged = format!("{token}x");
-    assert_eq!(get(&emulator, &forged, "/api/projects").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&emulator, &forged, "/api/projects").await.0,
+        StatusCode::UNAUTHORIZED
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
     let (status, body) = get(&emulator, &token, "/api/projects").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
 
     let emulator = start(TenantShape::default()).await;
     let token = full_token(&emulator).await;
-    assert_eq!(get(&emulator, &token, "/api/projects").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&emulator, &token, "/api/projects").await.0,
+        StatusCode::OK
+    );
     emulator.revoke_tokens();
-    assert_eq!(get(&emulator, &token, "/api/projects").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&emulator, &token, "/api/projects").await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let fresh = full_token(&emulator).await;
-    assert_eq!(get(&emulator, &fresh, "/api/projects").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&emulator, &fresh, "/api/projects").await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn early_expiry_fault_kills_tokens_before_their_exp() {
     let emulator = start(TenantShape::default()).await;
-    emulator.set_fault(Endpoint::Token, FaultSpec { expire_tokens_after_secs: Some(1), ..FaultSpec::default() });
+    emulator.set_fault(
+        Endpoint::Token,
+        FaultSpec {
+            expire_tokens_after_secs: Some(1),
+            ..FaultSpec::default()
+        },
+    );
     let token = full_token(&emulator).await;
-    assert!(claims(&token)["exp"].as_u64().unwrap() > claims(&token)["iat"].as_u64().unwrap() + 1000);
-    assert_eq!(get(&emulator, &token, "/api/projects").await.0, StatusCode::OK);
+    assert!(
+        claims(&token)["exp"].as_u64().unwrap() > claims(&token)["iat"].as_u64().unwrap() + 1000
+    );
+    assert_eq!(
+        get(&emulator, &token, "/api/projects").await.0,
+        StatusCode::OK
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    assert_eq!(get(&emulator, &token, "/api/projects").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&emulator, &token, "/api/projects").await.0,
+        StatusCode::UNAUTHORIZED
+    );
     emulator.clear_faults();
     let token = full_token(&emulator).await;
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    assert_eq!(get(&emulator, &token, "/api/projects").await.0, StatusCode::OK, "cleared fault stops early expiry");
+    assert_eq!(
+        get(&emulator, &token, "/api/projects").await.0,
+        StatusCode::OK,
+        "cleared fault stops early expiry"
+    );
 }

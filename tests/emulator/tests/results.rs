@@ -17,13 +17,22 @@ fn key(r: &Value) -> String {
 
 async fn latest_scan(emulator: &cxone_emulator::Emulator, project: usize) -> (String, u64) {
     let p = &emulator.expected().projects[project];
-    let id = p.latest_completed_sast_scan.clone().expect("a completed scan");
+    let id = p
+        .latest_completed_sast_scan
+        .clone()
+        .expect("a completed scan");
     let results = p.scans.iter().find(|s| s.id == id).unwrap().results;
     (id, results)
 }
 
 /// Pages a scan's results with `offset` read as `mode` says; returns the records and the totals seen.
-async fn page_all(emulator: &cxone_emulator::Emulator, token: &str, scan: &str, limit: u64, mode: OffsetMode) -> (Vec<Value>, Vec<u64>) {
+async fn page_all(
+    emulator: &cxone_emulator::Emulator,
+    token: &str,
+    scan: &str,
+    limit: u64,
+    mode: OffsetMode,
+) -> (Vec<Value>, Vec<u64>) {
     let mut records = Vec::new();
     let mut totals = Vec::new();
     for page in 0.. {
@@ -31,11 +40,17 @@ async fn page_all(emulator: &cxone_emulator::Emulator, token: &str, scan: &str, 
             OffsetMode::Page => page,
             OffsetMode::Item => page * limit,
         };
-        let body = get_ok(emulator, token, &format!("/api/results/?scan-id={scan}&limit={limit}&offset={offset}")).await;
+        let body = get_ok(
+            emulator,
+            token,
+            &format!("/api/results/?scan-id={scan}&limit={limit}&offset={offset}"),
+        )
+        .await;
         assert_eq!(body["scanID"], scan);
         totals.push(body["totalCount"].as_u64().unwrap());
         let batch = body["results"].as_array().unwrap().clone();
-        let done = (batch.len() as u64) < limit || records.len() as u64 + batch.len() as u64 >= totals[0];
+        let done =
+            (batch.len() as u64) < limit || records.len() as u64 + batch.len() as u64 >= totals[0];
         records.extend(batch);
         if done {
             break;
@@ -49,42 +64,87 @@ async fn both_offset_semantics_give_every_result_once_at_the_edges() {
     let limit = 10;
     let sizes = vec![0, 1, limit - 1, limit, limit + 1, 3 * limit + 7];
     for mode in [OffsetMode::Page, OffsetMode::Item] {
-        let shape = TenantShape { projects: sizes.len() as u32, project_results: sizes.clone(), ..TenantShape::default() };
-        let emulator = start_with(EmulatorConfig { shape, results_offset: mode, ..EmulatorConfig::default() }).await;
+        let shape = TenantShape {
+            projects: sizes.len() as u32,
+            project_results: sizes.clone(),
+            ..TenantShape::default()
+        };
+        let emulator = start_with(EmulatorConfig {
+            shape,
+            results_offset: mode,
+            ..EmulatorConfig::default()
+        })
+        .await;
         let token = full_token(&emulator).await;
         for (p, size) in sizes.iter().enumerate() {
             let (scan, expected) = latest_scan(&emulator, p).await;
             assert_eq!(expected, *size);
             let (records, totals) = page_all(&emulator, &token, &scan, limit, mode).await;
-            assert!(totals.iter().all(|t| *t == *size), "{mode:?} size {size}: totals {totals:?}");
+            assert!(
+                totals.iter().all(|t| *t == *size),
+                "{mode:?} size {size}: totals {totals:?}"
+            );
             assert_eq!(records.len() as u64, *size, "{mode:?} size {size}");
-            assert_eq!(records.iter().map(key).collect::<HashSet<_>>().len() as u64, *size, "{mode:?}: no duplicates");
+            assert_eq!(
+                records.iter().map(key).collect::<HashSet<_>>().len() as u64,
+                *size,
+                "{mode:?}: no duplicates"
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn a_client_assuming_the_wrong_offset_semantics_gets_gaps_or_duplicates() {
-    let shape = TenantShape { projects: 1, project_results: vec![35], ..TenantShape::default() };
+    let shape = TenantShape {
+        projects: 1,
+        project_results: vec![35],
+        ..TenantShape::default()
+    };
     let page_mode = start(shape.clone()).await;
     let token = full_token(&page_mode).await;
     let (scan, _) = latest_scan(&page_mode, 0).await;
     // Item offsets against a page-index server skip everything after the first page.
-    let second = get_ok(&page_mode, &token, &format!("/api/results?scan-id={scan}&limit=10&offset=10")).await;
+    let second = get_ok(
+        &page_mode,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=10&offset=10"),
+    )
+    .await;
     assert!(second["results"].as_array().unwrap().is_empty());
     assert_eq!(second["totalCount"], 35);
 
-    let item_mode = start_with(EmulatorConfig { shape, results_offset: OffsetMode::Item, ..EmulatorConfig::default() }).await;
+    let item_mode = start_with(EmulatorConfig {
+        shape,
+        results_offset: OffsetMode::Item,
+        ..EmulatorConfig::default()
+    })
+    .await;
     let token = full_token(&item_mode).await;
     // Page indices against an item-offset server overlap.
-    let first = get_ok(&item_mode, &token, &format!("/api/results?scan-id={scan}&limit=10&offset=0")).await;
-    let next = get_ok(&item_mode, &token, &format!("/api/results?scan-id={scan}&limit=10&offset=1")).await;
+    let first = get_ok(
+        &item_mode,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=10&offset=0"),
+    )
+    .await;
+    let next = get_ok(
+        &item_mode,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=10&offset=1"),
+    )
+    .await;
     assert_eq!(first["results"][1], next["results"][0]);
 }
 
 #[tokio::test]
 async fn results_mix_every_engine_with_the_real_field_types() {
-    let emulator = start(TenantShape { projects: 1, project_results: vec![2_000], ..TenantShape::default() }).await;
+    let emulator = start(TenantShape {
+        projects: 1,
+        project_results: vec![2_000],
+        ..TenantShape::default()
+    })
+    .await;
     let token = full_token(&emulator).await;
     let (scan, _) = latest_scan(&emulator, 0).await;
     let (records, _) = page_all(&emulator, &token, &scan, 10_000, OffsetMode::Page).await;
@@ -92,105 +152,284 @@ async fn results_mix_every_engine_with_the_real_field_types() {
 
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
     for r in &records {
-        *by_type.entry(r["type"].as_str().unwrap().to_string()).or_default() += 1;
+        *by_type
+            .entry(r["type"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     let totals = emulator.expected();
-    let expected = &totals.projects[0].scans.iter().find(|s| s.id == scan).unwrap().by_type;
-    let expected: BTreeMap<String, u64> =
-        expected.iter().map(|(t, n)| (serde_json::to_value(t).unwrap().as_str().unwrap().to_string(), *n)).collect();
+    let expected = &totals.projects[0]
+        .scans
+        .iter()
+        .find(|s| s.id == scan)
+        .unwrap()
+        .by_type;
+    let expected: BTreeMap<String, u64> = expected
+        .iter()
+        .map(|(t, n)| {
+            (
+                serde_json::to_value(t)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                *n,
+            )
+        })
+        .collect();
     assert_eq!(by_type, expected);
-    assert_eq!(by_type.len(), 4, "sast, kics, sca and containers are all present");
+    assert_eq!(
+        by_type.len(),
+        4,
+        "sast, kics, sca and containers are all present"
+    );
 
     let sast: Vec<&Value> = records.iter().filter(|r| r["type"] == "sast").collect();
-    assert!(sast.iter().all(|r| r["data"]["queryId"].is_u64() && r["similarityId"].is_string()));
-    assert!(sast.iter().any(|r| r["data"]["queryId"].as_u64().unwrap() > i64::MAX as u64), "u64 query ids");
-    assert!(sast.iter().all(|r| r["vulnerabilityDetails"]["cweId"].is_u64()), "SAST cweId is an integer");
-    assert!(sast.iter().any(|r| r.get("description").is_none()), "some descriptions are missing");
-    assert!(records.iter().filter(|r| r["type"] == "sca").all(|r| r["vulnerabilityDetails"]["cweId"].is_string()));
-    assert!(records.iter().filter(|r| r["type"] == "containers").all(|r| r["vulnerabilityDetails"]["cvss"].is_null()));
-    assert!(records.iter().filter(|r| r["type"] == "kics").all(|r| r["data"]["queryId"].is_string()));
-    let severities: HashSet<&str> = records.iter().map(|r| r["severity"].as_str().unwrap()).collect();
+    assert!(
+        sast.iter()
+            .all(|r| r["data"]["queryId"].is_u64() && r["similarityId"].is_string())
+    );
+    assert!(
+        sast.iter()
+            .any(|r| r["data"]["queryId"].as_u64().unwrap() > i64::MAX as u64),
+        "u64 query ids"
+    );
+    assert!(
+        sast.iter()
+            .all(|r| r["vulnerabilityDetails"]["cweId"].is_u64()),
+        "SAST cweId is an integer"
+    );
+    assert!(
+        sast.iter().any(|r| r.get("description").is_none()),
+        "some descriptions are missing"
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "sca")
+            .all(|r| r["vulnerabilityDetails"]["cweId"].is_string())
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "containers")
+            .all(|r| r["vulnerabilityDetails"]["cvss"].is_null())
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "kics")
+            .all(|r| r["data"]["queryId"].is_string())
+    );
+    let severities: HashSet<&str> = records
+        .iter()
+        .map(|r| r["severity"].as_str().unwrap())
+        .collect();
     assert!(severities.contains("CRITICAL") && severities.contains("INFO"));
-    let states: HashSet<&str> = records.iter().map(|r| r["state"].as_str().unwrap()).collect();
-    assert!(states.contains("NOT_EXPLOITABLE") && states.contains("Risk_Accepted_By_AppSec"), "custom states: {states:?}");
-    let statuses: HashSet<&str> = records.iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert!(statuses.contains("RECURRENT") && statuses.contains("NEW") && statuses.contains("FIXED"), "{statuses:?}");
-    assert!(records.iter().all(|r| r["foundAt"].as_str().unwrap().len() == "2024-11-18T15:05:11Z".len()));
-    assert!(records.iter().all(|r| r["firstScanId"].is_string() && r.get("firstScanID").is_none()));
-    let sca_ids: Vec<&str> = records.iter().filter(|r| r["type"] == "sca").map(|r| r["id"].as_str().unwrap()).collect();
-    assert!(sca_ids.len() > sca_ids.iter().collect::<HashSet<_>>().len(), "SCA ids (CVE ids) repeat within a scan");
+    let states: HashSet<&str> = records
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains("NOT_EXPLOITABLE") && states.contains("Risk_Accepted_By_AppSec"),
+        "custom states: {states:?}"
+    );
+    let statuses: HashSet<&str> = records
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains("RECURRENT") && statuses.contains("NEW") && statuses.contains("FIXED"),
+        "{statuses:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["foundAt"].as_str().unwrap().len() == "2024-11-18T15:05:11Z".len())
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["firstScanId"].is_string() && r.get("firstScanID").is_none())
+    );
+    let sca_ids: Vec<&str> = records
+        .iter()
+        .filter(|r| r["type"] == "sca")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        sca_ids.len() > sca_ids.iter().collect::<HashSet<_>>().len(),
+        "SCA ids (CVE ids) repeat within a scan"
+    );
 }
 
 #[tokio::test]
 async fn findings_keep_their_identity_from_scan_to_scan() {
-    let emulator = start(TenantShape { projects: 1, project_results: vec![200], scans_per_project: 3, branches_per_project: 1, ..TenantShape::default() }).await;
+    let emulator = start(TenantShape {
+        projects: 1,
+        project_results: vec![200],
+        scans_per_project: 3,
+        branches_per_project: 1,
+        ..TenantShape::default()
+    })
+    .await;
     let token = full_token(&emulator).await;
     let scans = &emulator.expected().projects[0].scans;
     let (older, _) = page_all(&emulator, &token, &scans[1].id, 1000, OffsetMode::Page).await;
     let (newer, _) = page_all(&emulator, &token, &scans[2].id, 1000, OffsetMode::Page).await;
     let older: HashSet<String> = older.iter().map(key).collect();
     let newer_keys: HashSet<String> = newer.iter().map(key).collect();
-    assert_eq!(older.intersection(&newer_keys).count(), 190, "5% churn: 10 findings replaced");
+    assert_eq!(
+        older.intersection(&newer_keys).count(),
+        190,
+        "5% churn: 10 findings replaced"
+    );
     let new_ones = newer.iter().filter(|r| !older.contains(&key(r)));
-    assert!(new_ones.filter(|r| r["status"] != "FIXED").all(|r| r["status"] == "NEW" && r["firstScanId"] == scans[2].id.as_str()));
+    assert!(
+        new_ones
+            .filter(|r| r["status"] != "FIXED")
+            .all(|r| r["status"] == "NEW" && r["firstScanId"] == scans[2].id.as_str())
+    );
 }
 
 #[tokio::test]
 async fn result_filters_limits_and_bad_requests() {
-    let emulator = start(TenantShape { projects: 1, project_results: vec![500], ..TenantShape::default() }).await;
+    let emulator = start(TenantShape {
+        projects: 1,
+        project_results: vec![500],
+        ..TenantShape::default()
+    })
+    .await;
     let token = full_token(&emulator).await;
     let (scan, _) = latest_scan(&emulator, 0).await;
-    let high = get_ok(&emulator, &token, &format!("/api/results?scan-id={scan}&limit=1000&severity=HIGH&severity=CRITICAL")).await;
+    let high = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=1000&severity=HIGH&severity=CRITICAL"),
+    )
+    .await;
     let page = high["results"].as_array().unwrap();
     assert_eq!(high["totalCount"].as_u64().unwrap(), page.len() as u64);
-    assert!(!page.is_empty() && page.iter().all(|r| r["severity"] == "HIGH" || r["severity"] == "CRITICAL"));
-    let joined = get_ok(&emulator, &token, &format!("/api/results?scan-id={scan}&limit=1000&severity=HIGH,CRITICAL")).await;
+    assert!(
+        !page.is_empty()
+            && page
+                .iter()
+                .all(|r| r["severity"] == "HIGH" || r["severity"] == "CRITICAL")
+    );
+    let joined = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=1000&severity=HIGH,CRITICAL"),
+    )
+    .await;
     assert_eq!(joined["totalCount"], high["totalCount"]);
 
-    let max = get_ok(&emulator, &token, &format!("/api/results?scan-id={scan}&limit=10000")).await;
+    let max = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=10000"),
+    )
+    .await;
     assert_eq!(max["results"].as_array().unwrap().len(), 500);
-    let (status, body) = get(&emulator, &token, &format!("/api/results?scan-id={scan}&limit=10001")).await;
+    let (status, body) = get(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=10001"),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], 400);
-    assert!(body.get("data").is_some(), "results errors carry code, message, data: {body}");
+    assert!(
+        body.get("data").is_some(),
+        "results errors carry code, message, data: {body}"
+    );
     let (status, body) = get(&emulator, &token, "/api/results?limit=10").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["message"].as_str().unwrap().contains("scan-id"));
-    let (status, _) = get(&emulator, &token, "/api/results?scan-id=00000000-0000-0000-0000-000000000000").await;
+    let (status, _) = get(
+        &emulator,
+        &token,
+        "/api/results?scan-id=00000000-0000-0000-0000-000000000000",
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let default = get_ok(&emulator, &token, &format!("/api/results?scan-id={scan}")).await;
-    assert_eq!(default["results"].as_array().unwrap().len(), 20, "default limit is 20");
+    assert_eq!(
+        default["results"].as_array().unwrap().len(),
+        20,
+        "default limit is 20"
+    );
 }
 
 #[tokio::test]
 async fn running_and_failed_scans_hold_no_results() {
-    let emulator = start(TenantShape { projects: 5, scans_per_project: 3, ..TenantShape::default() }).await;
+    let emulator = start(TenantShape {
+        projects: 5,
+        scans_per_project: 3,
+        ..TenantShape::default()
+    })
+    .await;
     let token = full_token(&emulator).await;
-    let running = emulator.expected().projects[4].scans.last().cloned().unwrap();
+    let running = emulator.expected().projects[4]
+        .scans
+        .last()
+        .cloned()
+        .unwrap();
     assert_eq!(running.status, "Running");
-    let body = get_ok(&emulator, &token, &format!("/api/results?scan-id={}", running.id)).await;
+    let body = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={}", running.id),
+    )
+    .await;
     assert_eq!(body["totalCount"], 0);
     assert_eq!(body["results"], serde_json::json!([]));
 }
 
 #[tokio::test]
 async fn sast_results_page_by_item_offset_in_the_flat_shape() {
-    let emulator = start(TenantShape { projects: 1, project_results: vec![333], ..TenantShape::default() }).await;
+    let emulator = start(TenantShape {
+        projects: 1,
+        project_results: vec![333],
+        ..TenantShape::default()
+    })
+    .await;
     let token = full_token(&emulator).await;
     let (scan, _) = latest_scan(&emulator, 0).await;
-    let sast_total = emulator.expected().projects[0].scans.iter().find(|s| s.id == scan).unwrap().by_type[&ResultType::Sast];
+    let sast_total = emulator.expected().projects[0]
+        .scans
+        .iter()
+        .find(|s| s.id == scan)
+        .unwrap()
+        .by_type[&ResultType::Sast];
     let mut seen = Vec::new();
     let mut offset = 0;
     loop {
-        let body = get_ok(&emulator, &token, &format!("/api/sast-results?scan-id={scan}&limit=50&offset={offset}")).await;
+        let body = get_ok(
+            &emulator,
+            &token,
+            &format!("/api/sast-results?scan-id={scan}&limit=50&offset={offset}"),
+        )
+        .await;
         assert_eq!(body["totalCount"].as_u64().unwrap(), sast_total);
         let page = body["results"].as_array().unwrap();
         for r in page {
-            assert!(r["ID"].is_string() && r["queryIDStr"].is_string() && r["similarityID"].is_i64() && r["cweID"].is_u64(), "{r}");
-            assert_eq!(r["queryID"].as_u64().unwrap().to_string(), r["queryIDStr"].as_str().unwrap());
+            assert!(
+                r["ID"].is_string()
+                    && r["queryIDStr"].is_string()
+                    && r["similarityID"].is_i64()
+                    && r["cweID"].is_u64(),
+                "{r}"
+            );
+            assert_eq!(
+                r["queryID"].as_u64().unwrap().to_string(),
+                r["queryIDStr"].as_str().unwrap()
+            );
             assert!(r["nodes"].is_array());
         }
-        seen.extend(page.iter().map(|r| r["resultHash"].as_str().unwrap().to_string()));
+        seen.extend(
+            page.iter()
+                .map(|r| r["resultHash"].as_str().unwrap().to_string()),
+        );
         offset += 50;
         if offset >= sast_total {
             break;
@@ -199,24 +438,57 @@ async fn sast_results_page_by_item_offset_in_the_flat_shape() {
     assert_eq!(seen.len() as u64, sast_total);
     assert_eq!(seen.iter().collect::<HashSet<_>>().len() as u64, sast_total);
     let (all, _) = page_all(&emulator, &token, &scan, 1000, OffsetMode::Page).await;
-    let from_all: Vec<String> = all.iter().filter(|r| r["type"] == "sast").map(|r| r["data"]["resultHash"].as_str().unwrap().to_string()).collect();
-    assert_eq!(seen, from_all, "the same SAST results in the same order as /api/results");
-    let no_nodes = get_ok(&emulator, &token, &format!("/api/sast-results?scan-id={scan}&limit=1&include-nodes=false")).await;
+    let from_all: Vec<String> = all
+        .iter()
+        .filter(|r| r["type"] == "sast")
+        .map(|r| r["data"]["resultHash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        seen, from_all,
+        "the same SAST results in the same order as /api/results"
+    );
+    let no_nodes = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/sast-results?scan-id={scan}&limit=1&include-nodes=false"),
+    )
+    .await;
     assert!(no_nodes["results"][0].get("nodes").is_none());
 }
 
 #[tokio::test]
 async fn a_million_finding_scan_is_served_without_generating_it_whole() {
-    let emulator = start(TenantShape { projects: 1, project_results: vec![1_000_000], scans_per_project: 1, ..TenantShape::default() }).await;
+    let emulator = start(TenantShape {
+        projects: 1,
+        project_results: vec![1_000_000],
+        scans_per_project: 1,
+        ..TenantShape::default()
+    })
+    .await;
     assert_eq!(emulator.expected().totals.results, 1_000_000);
     let token = full_token(&emulator).await;
     let (scan, _) = latest_scan(&emulator, 0).await;
-    let last = get_ok(&emulator, &token, &format!("/api/results?scan-id={scan}&limit=10000&offset=99")).await;
+    let last = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=10000&offset=99"),
+    )
+    .await;
     assert_eq!(last["totalCount"], 1_000_000);
     assert_eq!(last["results"].as_array().unwrap().len(), 10_000);
-    let past = get_ok(&emulator, &token, &format!("/api/results?scan-id={scan}&limit=10000&offset=100")).await;
+    let past = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={scan}&limit=10000&offset=100"),
+    )
+    .await;
     assert!(past["results"].as_array().unwrap().is_empty());
-    let sast = get_ok(&emulator, &token, &format!("/api/sast-results?scan-id={scan}&limit=5&offset=599995")).await;
+    let sast = get_ok(
+        &emulator,
+        &token,
+        &format!("/api/sast-results?scan-id={scan}&limit=5&offset=599995"),
+    )
+    .await;
     assert_eq!(sast["results"].as_array().unwrap().len(), 5);
     assert_eq!(sast["totalCount"], 600_000);
 }

@@ -24,26 +24,45 @@ fn window(params: &Params) -> Result<(usize, usize), ApiError> {
     let from = params.u64("from", 0, Style::Ast)?;
     let to = params.u64("to", from + DEFAULT_WINDOW, Style::Ast)?;
     if to < from {
-        return Err(ApiError::bad_request(Style::Ast, format!("'to' ({to}) must not be below 'from' ({from})")));
+        return Err(ApiError::bad_request(
+            Style::Ast,
+            format!("'to' ({to}) must not be below 'from' ({from})"),
+        ));
     }
     Ok((from as usize, (to - from) as usize))
 }
 
 /// `sort` entries must be `column:asc|desc`; the live API rejects bare column names with 400.
-fn sort(params: &Params, columns: &[&str], default: (&str, bool)) -> Result<(String, bool), ApiError> {
+fn sort(
+    params: &Params,
+    columns: &[&str],
+    default: (&str, bool),
+) -> Result<(String, bool), ApiError> {
     let Some(entry) = params.list("sort").into_iter().next() else {
         return Ok((default.0.to_string(), default.1));
     };
-    let (column, direction) = entry
-        .split_once(':')
-        .ok_or_else(|| ApiError::bad_request(Style::Ast, format!("sort '{entry}' must be of the form column:asc or column:desc")))?;
+    let (column, direction) = entry.split_once(':').ok_or_else(|| {
+        ApiError::bad_request(
+            Style::Ast,
+            format!("sort '{entry}' must be of the form column:asc or column:desc"),
+        )
+    })?;
     if !columns.contains(&column) {
-        return Err(ApiError::bad_request(Style::Ast, format!("sort column '{column}' is not one of {}", columns.join(", "))));
+        return Err(ApiError::bad_request(
+            Style::Ast,
+            format!(
+                "sort column '{column}' is not one of {}",
+                columns.join(", ")
+            ),
+        ));
     }
     match direction {
         "asc" => Ok((column.to_string(), false)),
         "desc" => Ok((column.to_string(), true)),
-        _ => Err(ApiError::bad_request(Style::Ast, format!("sort direction '{direction}' must be asc or desc"))),
+        _ => Err(ApiError::bad_request(
+            Style::Ast,
+            format!("sort direction '{direction}' must be asc or desc"),
+        )),
     }
 }
 
@@ -58,19 +77,35 @@ pub async fn environments(
     let (from, count) = window(&params)?;
     let (column, descending) = sort(
         &params,
-        &["domain", "url", "scantype", "lastscantime", "lastscanstatus", "lastriskrating", "created", "authsuccess"],
+        &[
+            "domain",
+            "url",
+            "scantype",
+            "lastscantime",
+            "lastscanstatus",
+            "lastriskrating",
+            "created",
+            "authsuccess",
+        ],
         ("created", false),
     )?;
     let tenant = &state.tenant;
     let search = params.one("search").map(str::to_ascii_lowercase);
-    let scan_type = params.any_of(&["match[scantype]", "filter[scantype]", "match.scantype"]).map(str::to_ascii_uppercase);
+    let scan_type = params
+        .any_of(&["match[scantype]", "filter[scantype]", "match.scantype"])
+        .map(str::to_ascii_uppercase);
     let mut matching: Vec<u32> = (0..tenant.shape.dast_environments)
         .filter(|e| {
             search.as_ref().is_none_or(|s| {
-                tenant.environment_domain(*e).contains(s.as_str()) || tenant.environment_url(*e).contains(s.as_str())
+                tenant.environment_domain(*e).contains(s.as_str())
+                    || tenant.environment_url(*e).contains(s.as_str())
             })
         })
-        .filter(|e| scan_type.as_ref().is_none_or(|t| tenant.environment_scan_type(*e) == t))
+        .filter(|e| {
+            scan_type
+                .as_ref()
+                .is_none_or(|t| tenant.environment_scan_type(*e) == t)
+        })
         .collect();
     if column == "domain" || column == "url" {
         matching.sort_by_key(|e| tenant.environment_domain(*e));
@@ -86,7 +121,11 @@ pub async fn environments(
         &state,
         Endpoint::DastEnvironments,
         page.len(),
-        page.into_iter().map(|e| move |out: &mut Vec<u8>| serde_json::to_writer(out, &tenant.environment_json(e)).expect("Vec write")),
+        page.into_iter().map(|e| {
+            move |out: &mut Vec<u8>| {
+                serde_json::to_writer(out, &tenant.environment_json(e)).expect("Vec write")
+            }
+        }),
         &mut body,
     );
     body.extend_from_slice(
@@ -111,17 +150,32 @@ pub async fn scans(
     let env_id = params
         .one("environmentId")
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::bad_request(Style::Ast, "query parameter 'environmentId' is required"))?;
-    let e = tenant
-        .environment_index(env_id)
-        .ok_or_else(|| ApiError::not_found(Style::Ast, format!("environment {env_id} not found")))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(Style::Ast, "query parameter 'environmentId' is required")
+        })?;
+    let e = tenant.environment_index(env_id).ok_or_else(|| {
+        ApiError::not_found(Style::Ast, format!("environment {env_id} not found"))
+    })?;
     let (from, count) = window(&params)?;
     let (_, descending) = sort(
         &params,
-        &["initiator", "scantype", "created", "starttime", "updatetime", "scanduration", "laststatus", "riskrating"],
+        &[
+            "initiator",
+            "scantype",
+            "created",
+            "starttime",
+            "updatetime",
+            "scanduration",
+            "laststatus",
+            "riskrating",
+        ],
         ("created", true),
     )?;
-    let statuses: Vec<String> = params.list("lastStatus").iter().map(|s| s.to_ascii_lowercase()).collect();
+    let statuses: Vec<String> = params
+        .list("lastStatus")
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     let mut matching: Vec<_> = tenant
         .dast_scans(e)
         .into_iter()
@@ -131,8 +185,16 @@ pub async fn scans(
         matching.reverse();
     }
     let total = matching.len() as u64;
-    let page: Vec<Value> = matching.iter().skip(from).take(count).map(|s| tenant.dast_scan_json(s)).collect();
-    Ok(Json(json!({"scans": page, "totalScans": reported_total(&state, Endpoint::DastScans, total)})).into_response())
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(from)
+        .take(count)
+        .map(|s| tenant.dast_scan_json(s))
+        .collect();
+    Ok(Json(
+        json!({"scans": page, "totalScans": reported_total(&state, Endpoint::DastScans, total)}),
+    )
+    .into_response())
 }
 
 /// `GET /api/dast/mfe-results/results/{scanId}`
@@ -154,7 +216,10 @@ pub async fn results(
         return Err(ApiError::bad_request(Style::Ast, "'page' starts at 1"));
     }
     if per_page == 0 || per_page > MAX_PER_PAGE {
-        return Err(ApiError::bad_request(Style::Ast, format!("'per_page' must be between 1 and {MAX_PER_PAGE}, got {per_page}")));
+        return Err(ApiError::bad_request(
+            Style::Ast,
+            format!("'per_page' must be between 1 and {MAX_PER_PAGE}, got {per_page}"),
+        ));
     }
     let total = tenant.dast_scan_result_count(&scan);
     let start = (page - 1).saturating_mul(per_page).min(total);

@@ -15,7 +15,11 @@ use crate::endpoint::Endpoint;
 use crate::error::{ApiError, Style};
 
 pub fn require(principal: Principal, role: &str, style: Style) -> Result<(), ApiError> {
-    if has_role(principal, role) { Ok(()) } else { Err(ApiError::forbidden(style)) }
+    if has_role(principal, role) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(style))
+    }
 }
 
 pub fn json_bytes(body: Vec<u8>) -> Response {
@@ -53,7 +57,11 @@ where
     I: Iterator,
     I::Item: FnOnce(&mut Vec<u8>),
 {
-    let broken = if len > 0 && state.faults.malformed(endpoint) { Some(len / 2) } else { None };
+    let broken = if len > 0 && state.faults.malformed(endpoint) {
+        Some(len / 2)
+    } else {
+        None
+    };
     out.push(b'[');
     for (n, write) in items.enumerate() {
         if n > 0 {

@@ -35,13 +35,26 @@ struct ProjectFilter {
 impl ProjectFilter {
     fn parse(params: &Params) -> Result<Self, ApiError> {
         let names = params.list("names");
-        let name = params.one("name").filter(|n| !n.is_empty()).map(str::to_string);
+        let name = params
+            .one("name")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
         let name_regex = params.one("name-regex").filter(|n| !n.is_empty());
         if !names.is_empty() && (name.is_some() || name_regex.is_some()) {
-            return Err(ApiError::bad_request(Style::Ast, "'names' is mutually exclusive with 'name' and 'name-regex'"));
+            return Err(ApiError::bad_request(
+                Style::Ast,
+                "'names' is mutually exclusive with 'name' and 'name-regex'",
+            ));
         }
         let name_regex = name_regex
-            .map(|r| regex::Regex::new(r).map_err(|e| ApiError::bad_request(Style::Ast, format!("'name-regex' is not a valid regex: {e}"))))
+            .map(|r| {
+                regex::Regex::new(r).map_err(|e| {
+                    ApiError::bad_request(
+                        Style::Ast,
+                        format!("'name-regex' is not a valid regex: {e}"),
+                    )
+                })
+            })
             .transpose()?;
         Ok(Self {
             ids: params.list("ids"),
@@ -51,7 +64,10 @@ impl ProjectFilter {
             groups: params.list("groups"),
             tag_keys: params.list("tags-keys"),
             tag_values: params.list("tags-values"),
-            repo_url: params.one("repo-url").filter(|u| !u.is_empty()).map(str::to_string),
+            repo_url: params
+                .one("repo-url")
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
         })
     }
 
@@ -74,13 +90,21 @@ impl ProjectFilter {
         if !self.names.is_empty() && !self.names.contains(&name) {
             return false;
         }
-        if self.name.as_ref().is_some_and(|n| !name.contains(n.as_str())) {
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| !name.contains(n.as_str()))
+        {
             return false;
         }
         if self.name_regex.as_ref().is_some_and(|r| !r.is_match(&name)) {
             return false;
         }
-        if !self.groups.is_empty() && !tenant.project_group(p).is_some_and(|g| self.groups.contains(&g)) {
+        if !self.groups.is_empty()
+            && !tenant
+                .project_group(p)
+                .is_some_and(|g| self.groups.contains(&g))
+        {
             return false;
         }
         let tags = tenant.project_tags(p);
@@ -90,7 +114,11 @@ impl ProjectFilter {
         if !self.tag_values.is_empty() && !tags.values().any(|v| self.tag_values.contains(v)) {
             return false;
         }
-        if self.repo_url.as_ref().is_some_and(|u| *u != tenant.project_repo_url(p)) {
+        if self
+            .repo_url
+            .as_ref()
+            .is_some_and(|u| *u != tenant.project_repo_url(p))
+        {
             return false;
         }
         true
@@ -113,8 +141,15 @@ pub async fn list(
         let end = limit.map_or(all, |l| offset.saturating_add(l).min(all));
         (all, (offset.min(all)..end).map(|p| p as u32).collect())
     } else {
-        let matching: Vec<u32> = (0..tenant.shape.projects).filter(|p| filter.matches(tenant, *p)).collect();
-        let page = matching.iter().skip(offset).take(limit.unwrap_or(usize::MAX)).copied().collect();
+        let matching: Vec<u32> = (0..tenant.shape.projects)
+            .filter(|p| filter.matches(tenant, *p))
+            .collect();
+        let page = matching
+            .iter()
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .copied()
+            .collect();
         (matching.len(), page)
     };
     let mut body = Vec::with_capacity(page.len() * 800 + 100);
@@ -123,7 +158,11 @@ pub async fn list(
         &state,
         Endpoint::Projects,
         page.len(),
-        page.into_iter().map(|p| move |out: &mut Vec<u8>| serde_json::to_writer(out, &tenant.project_json(p)).expect("Vec write")),
+        page.into_iter().map(|p| {
+            move |out: &mut Vec<u8>| {
+                serde_json::to_writer(out, &tenant.project_json(p)).expect("Vec write")
+            }
+        }),
         &mut body,
     );
     body.extend_from_slice(
@@ -144,7 +183,10 @@ pub async fn one(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require(principal, ROLE_PROJECTS, Style::Ast)?;
-    let p = state.tenant.project_index(&id).ok_or_else(|| ApiError::not_found(Style::Ast, "project not found"))?;
+    let p = state
+        .tenant
+        .project_index(&id)
+        .ok_or_else(|| ApiError::not_found(Style::Ast, "project not found"))?;
     Ok(Json(state.tenant.project_json(p)).into_response())
 }
 
@@ -162,7 +204,10 @@ pub async fn last_scan(
     let tenant = &state.tenant;
     let ids = params.list("project-ids");
     if !ids.is_empty() && params.one("application-id").is_some() {
-        return Err(ApiError::bad_request(Style::Ast, "'project-ids' is mutually exclusive with 'application-id'"));
+        return Err(ApiError::bad_request(
+            Style::Ast,
+            "'project-ids' is mutually exclusive with 'application-id'",
+        ));
     }
     let status = params.one("scan-status").map(str::to_string);
     let engine = params.one("engine").map(str::to_string);
@@ -171,14 +216,24 @@ pub async fn last_scan(
     let scope: Vec<u32> = if ids.is_empty() {
         (0..tenant.shape.projects).collect()
     } else {
-        ids.iter().filter_map(|id| tenant.project_index(id)).collect()
+        ids.iter()
+            .filter_map(|id| tenant.project_index(id))
+            .collect()
     };
     let mut answer = Map::new();
-    for p in scope.into_iter().skip(offset).take(limit.unwrap_or(usize::MAX)) {
+    for p in scope
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+    {
         let main = tenant.project_main_branch(p);
         let latest = tenant.scans(p).into_iter().rev().find(|s| {
-            status.as_ref().is_none_or(|st| s.status.eq_ignore_ascii_case(st))
-                && engine.as_ref().is_none_or(|e| s.engines.contains(&e.as_str()))
+            status
+                .as_ref()
+                .is_none_or(|st| s.status.eq_ignore_ascii_case(st))
+                && engine
+                    .as_ref()
+                    .is_none_or(|e| s.engines.contains(&e.as_str()))
                 && branch.as_ref().is_none_or(|b| s.branch == *b)
                 && (!use_main || main.is_empty() || s.branch == main)
         });
@@ -202,11 +257,18 @@ pub async fn list_scans(
     let mut project_ids = params.list("project-ids");
     if let Some(one) = params.one("project-id") {
         if !project_ids.is_empty() {
-            return Err(ApiError::bad_request(Style::Ast, "'project-id' is mutually exclusive with 'project-ids'"));
+            return Err(ApiError::bad_request(
+                Style::Ast,
+                "'project-id' is mutually exclusive with 'project-ids'",
+            ));
         }
         project_ids.push(one.to_string());
     }
-    let statuses: Vec<String> = params.list("statuses").iter().map(|s| s.to_ascii_lowercase()).collect();
+    let statuses: Vec<String> = params
+        .list("statuses")
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     let mut branches = params.list("branches");
     branches.extend(params.list("branch"));
     let scan_ids = params.list("scan-ids");
@@ -214,13 +276,19 @@ pub async fn list_scans(
         None | Some("-created_at") => false,
         Some("+created_at") => true,
         Some(other) => {
-            return Err(ApiError::bad_request(Style::Ast, format!("sort '{other}' is not supported here; use -created_at or +created_at")));
+            return Err(ApiError::bad_request(
+                Style::Ast,
+                format!("sort '{other}' is not supported here; use -created_at or +created_at"),
+            ));
         }
     };
     let projects: Vec<u32> = if project_ids.is_empty() {
         (0..tenant.shape.projects).collect()
     } else {
-        project_ids.iter().filter_map(|id| tenant.project_index(id)).collect()
+        project_ids
+            .iter()
+            .filter_map(|id| tenant.project_index(id))
+            .collect()
     };
     let mut matching: Vec<ScanInfo> = projects
         .into_iter()
@@ -234,8 +302,12 @@ pub async fn list_scans(
         matching.reverse();
     }
     let total_scans = u64::from(tenant.shape.projects) * u64::from(tenant.shape.scans_per_project);
-    let page: Vec<Value> =
-        matching.iter().skip(offset).take(limit.unwrap_or(usize::MAX)).map(|s| tenant.scan_json(s)).collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|s| tenant.scan_json(s))
+        .collect();
     Ok(Json(json!({
         "totalCount": reported_total(&state, Endpoint::Scans, total_scans),
         "filteredTotalCount": reported_total(&state, Endpoint::Scans, matching.len() as u64),
@@ -251,6 +323,9 @@ pub async fn one_scan(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require(principal, ROLE_SCANS, Style::Ast)?;
-    let scan = state.tenant.scan_by_id(&id).ok_or_else(|| ApiError::not_found(Style::Ast, "scan not found"))?;
+    let scan = state
+        .tenant
+        .scan_by_id(&id)
+        .ok_or_else(|| ApiError::not_found(Style::Ast, "scan not found"))?;
     Ok(Json(state.tenant.scan_json(&scan)).into_response())
 }

@@ -24,8 +24,18 @@ struct ResultFilter {
 
 impl ResultFilter {
     fn parse(params: &Params) -> Self {
-        let upper = |key: &str| params.list(key).into_iter().map(|v| v.to_ascii_uppercase()).collect();
-        Self { severity: upper("severity"), state: upper("state"), status: upper("status") }
+        let upper = |key: &str| {
+            params
+                .list(key)
+                .into_iter()
+                .map(|v| v.to_ascii_uppercase())
+                .collect()
+        };
+        Self {
+            severity: upper("severity"),
+            state: upper("state"),
+            status: upper("status"),
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -33,7 +43,9 @@ impl ResultFilter {
     }
 
     fn matches(&self, t: &ResultTraits) -> bool {
-        let ok = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x.eq_ignore_ascii_case(v));
+        let ok = |list: &[String], v: &str| {
+            list.is_empty() || list.iter().any(|x| x.eq_ignore_ascii_case(v))
+        };
         ok(&self.severity, t.severity) && ok(&self.state, t.state) && ok(&self.status, t.status)
     }
 }
@@ -42,20 +54,33 @@ fn scan_for(tenant: &Tenant, params: &Params) -> Result<ScanInfo, ApiError> {
     let id = params
         .one("scan-id")
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::bad_request(Style::Results, "query parameter 'scan-id' is required"))?;
-    tenant.scan_by_id(id).ok_or_else(|| ApiError::not_found(Style::Results, format!("scan {id} not found")))
+        .ok_or_else(|| {
+            ApiError::bad_request(Style::Results, "query parameter 'scan-id' is required")
+        })?;
+    tenant
+        .scan_by_id(id)
+        .ok_or_else(|| ApiError::not_found(Style::Results, format!("scan {id} not found")))
 }
 
 fn limit(params: &Params) -> Result<u64, ApiError> {
     let limit = params.u64("limit", 20, Style::Results)?;
     if limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(Style::Results, format!("'limit' must be at most {MAX_LIMIT}, got {limit}")));
+        return Err(ApiError::bad_request(
+            Style::Results,
+            format!("'limit' must be at most {MAX_LIMIT}, got {limit}"),
+        ));
     }
     Ok(limit)
 }
 
 /// Positions (in the scan) of the page's results, and the total matching the filter.
-fn select(n: u64, skip: u64, take: u64, matching: impl Fn(u64) -> bool, unfiltered: bool) -> (Vec<u64>, u64) {
+fn select(
+    n: u64,
+    skip: u64,
+    take: u64,
+    matching: impl Fn(u64) -> bool,
+    unfiltered: bool,
+) -> (Vec<u64>, u64) {
     if unfiltered {
         let end = skip.saturating_add(take).min(n);
         return ((skip.min(n)..end).collect(), n);
@@ -91,7 +116,13 @@ pub async fn all_scanners(
     };
     let filter = ResultFilter::parse(&params);
     let n = tenant.scan_result_count(&scan);
-    let (page, total) = select(n, skip, limit, |i| filter.matches(&tenant.result_traits(&scan, i)), filter.is_empty());
+    let (page, total) = select(
+        n,
+        skip,
+        limit,
+        |i| filter.matches(&tenant.result_traits(&scan, i)),
+        filter.is_empty(),
+    );
     let dates = tenant.scan_dates(&scan);
     let mut body = Vec::with_capacity(page.len() * 1_600 + 128);
     body.extend_from_slice(b"{\"results\":");
@@ -100,12 +131,17 @@ pub async fn all_scanners(
         &state,
         Endpoint::Results,
         page.len(),
-        page.into_iter().map(|i| move |out: &mut Vec<u8>| tenant.write_result(scan_ref, i, dates_ref, out)),
+        page.into_iter()
+            .map(|i| move |out: &mut Vec<u8>| tenant.write_result(scan_ref, i, dates_ref, out)),
         &mut body,
     );
     body.extend_from_slice(
-        format!(",\"totalCount\":{},\"scanID\":\"{}\"}}", reported_total(&state, Endpoint::Results, total), scan.id)
-            .as_bytes(),
+        format!(
+            ",\"totalCount\":{},\"scanID\":\"{}\"}}",
+            reported_total(&state, Endpoint::Results, total),
+            scan.id
+        )
+        .as_bytes(),
     );
     Ok(json_bytes(body))
 }
@@ -124,13 +160,21 @@ pub async fn sast_only(
     let skip = params.u64("offset", 0, Style::Results)?;
     let include_nodes = params.bool("include-nodes", true, Style::Results)?;
     let filter = ResultFilter::parse(&params);
-    let sast_total = tenant.scan_type_counts(&scan).get(&ResultType::Sast).copied().unwrap_or(0);
+    let sast_total = tenant
+        .scan_type_counts(&scan)
+        .get(&ResultType::Sast)
+        .copied()
+        .unwrap_or(0);
     // Positions among the scan's SAST results, mapped to positions in the scan.
     let (ranks, total) = select(
         sast_total,
         skip,
         limit,
-        |r| filter.matches(&tenant.result_traits(&scan, tenant.nth_of_type(&scan, ResultType::Sast, r))),
+        |r| {
+            filter.matches(
+                &tenant.result_traits(&scan, tenant.nth_of_type(&scan, ResultType::Sast, r)),
+            )
+        },
         filter.is_empty(),
     );
     let dates = tenant.scan_dates(&scan);
@@ -150,7 +194,11 @@ pub async fn sast_only(
         &mut body,
     );
     body.extend_from_slice(
-        format!(",\"totalCount\":{}}}", reported_total(&state, Endpoint::SastResults, total)).as_bytes(),
+        format!(
+            ",\"totalCount\":{}}}",
+            reported_total(&state, Endpoint::SastResults, total)
+        )
+        .as_bytes(),
     );
     Ok(json_bytes(body))
 }

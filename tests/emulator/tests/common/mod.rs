@@ -6,7 +6,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 pub async fn start(shape: TenantShape) -> Emulator {
-    start_with(EmulatorConfig { shape, ..EmulatorConfig::default() }).await
+    start_with(EmulatorConfig {
+        shape,
+        ..EmulatorConfig::default()
+    })
+    .await
 }
 
 pub async fn start_with(config: EmulatorConfig) -> Emulator {
@@ -18,23 +22,48 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn token_response(emulator: &Emulator, form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let response = client().post(emulator.token_url()).form(form).send().await.expect("token request");
+    let response = client()
+        .post(emulator.token_url())
+        .form(form)
+        .send()
+        .await
+        .expect("token request");
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
 pub async fn api_key_token(emulator: &Emulator, api_key: &str) -> String {
-    let (status, body) =
-        token_response(emulator, &[("grant_type", "refresh_token"), ("client_id", "ast-app"), ("refresh_token", api_key)]).await;
+    let (status, body) = token_response(
+        emulator,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "ast-app"),
+            ("refresh_token", api_key),
+        ],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().expect("access_token").to_string()
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 pub async fn oauth_token(emulator: &Emulator, client_id: &str, secret: &str) -> String {
-    let (status, body) =
-        token_response(emulator, &[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)]).await;
+    let (status, body) = token_response(
+        emulator,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().expect("access_token").to_string()
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 pub async fn full_token(emulator: &Emulator) -> String {
@@ -63,5 +92,10 @@ pub async fn get_ok(emulator: &Emulator, token: &str, path: &str) -> Value {
 pub fn claims(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).expect("three parts");
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json")
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("json")
 }
