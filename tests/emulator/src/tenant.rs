@@ -287,13 +287,13 @@ impl Tenant {
     }
 
     pub fn project_group(&self, p: u32) -> Option<String> {
-        (p % 3 == 0).then(|| encode(self.seed(), Kind::Group, p % 4, 0))
+        (p.is_multiple_of(3)).then(|| encode(self.seed(), Kind::Group, p % 4, 0))
     }
 
     pub fn project_tags(&self, p: u32) -> BTreeMap<String, String> {
         let mut tags = BTreeMap::new();
         tags.insert("team".to_string(), pick(TEAMS, p as u64).to_string());
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             tags.insert("pci".to_string(), String::new());
         }
         tags
@@ -319,12 +319,12 @@ impl Tenant {
             "repoUrl": repo,
             "mainBranch": self.project_main_branch(p),
             "origin": if repo.is_empty() { "" } else { "GitHub" },
-            "criticality": if p % 5 == 0 { 3 } else { 0 },
+            "criticality": if p.is_multiple_of(5) { 3 } else { 0 },
             "privatePackage": false,
             "imported_proj_name": name,
             "scmRepoId": if repo.is_empty() { String::new() } else { format!("service-{p}") },
             "repoId": 20_000 + p,
-            "applicationIds": if p % 6 == 0 { vec![encode(self.seed(), Kind::Application, p % 7, 0)] } else { vec![] },
+            "applicationIds": if p.is_multiple_of(6) { vec![encode(self.seed(), Kind::Application, p % 7, 0)] } else { vec![] },
         })
     }
 
@@ -495,7 +495,7 @@ impl Tenant {
         let k = self.finding_index(s, i);
         let h = mix(&[self.seed(), 21, s.project as u64, k]);
         let first = self.first_scan_of(s, k);
-        let status = if h % 50 == 0 {
+        let status = if h.is_multiple_of(50) {
             "FIXED"
         } else if first == s.index {
             "NEW"
@@ -571,13 +571,13 @@ impl Tenant {
                         }
                     })
                     .collect();
-                let description = ((h >> 32) % 10 != 0)
+                let description = (!(h >> 32).is_multiple_of(10))
                     .then(|| format!("{stem} The flaw is at line {} of {file}.", 10 + h % 400));
                 let record = ResultRecord {
                     kind: "sast",
                     sca_type: None,
                     label: "sast",
-                    id: if p % 3 == 0 {
+                    id: if p.is_multiple_of(3) {
                         format!("{}", 100_000_000 + t.k * 7 + u64::from(p) * 1_000_000_000)
                     } else {
                         hash.clone()
@@ -585,7 +585,7 @@ impl Tenant {
                     alternate_id: None,
                     similarity_id: format!("{}", (h >> 3) as i32),
                     common,
-                    confidence_level: (p % 2 == 0).then_some(((h >> 44) % 100) as u32),
+                    confidence_level: (p.is_multiple_of(2)).then_some(((h >> 44) % 100) as u32),
                     description_html: description.as_ref().map(|d| format!("<p>{d}</p>\n")),
                     description,
                     data: SastData {
@@ -881,12 +881,12 @@ impl Tenant {
             "domain": self.environment_domain(e),
             "url": self.environment_url(e),
             "scanType": self.environment_scan_type(e),
-            "projectIds": if e % 2 == 0 && self.shape.projects > 0 { vec![self.project_id(e % self.shape.projects)] } else { vec![] },
-            "tags": if e % 3 == 0 { vec!["prod"] } else { vec!["staging"] },
+            "projectIds": if e.is_multiple_of(2) && self.shape.projects > 0 { vec![self.project_id(e % self.shape.projects)] } else { vec![] },
+            "tags": if e.is_multiple_of(3) { vec!["prod"] } else { vec!["staging"] },
             "groups": [],
             "applications": [],
             "riskLevel": counts,
-            "riskRating": if e % 3 == 0 { "High risk" } else { "Low risk" },
+            "riskRating": if e.is_multiple_of(3) { "High risk" } else { "Low risk" },
             "alertRiskLevel": counts,
             "lastAlertRiskRating": "Medium risk",
             "lastScanID": last.map(|s| s.id.clone()).unwrap_or_default(),
@@ -899,8 +899,8 @@ impl Tenant {
             },
             "authSuccess": true,
             "isPublic": e % 2 == 1,
-            "hasAuth": e % 2 == 0,
-            "authMethod": if e % 2 == 0 { "form" } else { "" },
+            "hasAuth": e.is_multiple_of(2),
+            "authMethod": if e.is_multiple_of(2) { "form" } else { "" },
             "tunnelState": "no_tunnel",
             "hasReport": last.is_some(),
             "settings": {},
@@ -954,7 +954,7 @@ impl Tenant {
         let path = format!(
             "{}{}",
             pick(DAST_PATHS, h >> 16),
-            if k % 3 == 0 {
+            if k.is_multiple_of(3) {
                 format!("?q={k}")
             } else {
                 String::new()

@@ -73,7 +73,9 @@ async fn oauth_client_flow_issues_a_token_without_refresh_token() {
 async fn token_errors_answer_as_keycloak_does() {
     let emulator = start(TenantShape::default()).await;
     let c = &emulator.credentials;
-    let cases: Vec<(Vec<(&str, &str)>, StatusCode, &str, &str)> = vec![
+    // (form, status, error, error_description)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, StatusCode, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![
                 ("grant_type", "refresh_token"),
