@@ -1,0 +1,183 @@
+//! The Checkmarx One client: authenticated GETs with one re-auth on 401 and the shared retry
+//! layer, and the list pages every pager reads.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use serde_json::value::RawValue;
+use url::Url;
+
+use super::auth::TokenSource;
+use super::config::VendorConfig;
+use super::error::VendorError;
+use super::transport::{CounterSnapshot, Transport, Verdict, classify, without_url};
+use crate::secret::Credential;
+
+/// The only code that talks to Checkmarx One. Cheap to share (`Arc` inside); safe to use from
+/// many tasks at once: the concurrency cap and the token cache are shared.
+#[derive(Clone)]
+pub struct CxOneClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: VendorConfig,
+    pub transport: Transport,
+    pub tokens: TokenSource,
+}
+
+/// A list page as the server sent it, with where each record sits in the body.
+pub(crate) struct ListPage {
+    pub body: Bytes,
+    pub total: u64,
+    pub records: Vec<Range<usize>>,
+    /// `pages_number` of DAST results pages.
+    pub pages: Option<u64>,
+}
+
+impl ListPage {
+    pub fn record(&self, range: &Range<usize>) -> &[u8] {
+        &self.body[range.clone()]
+    }
+}
+
+/// Finds the list and its total in a page body; the error says what is wrong, never echoes data.
+fn parse_list_page(body: Bytes, list_key: &str, total_key: &str) -> Result<ListPage, String> {
+    let text = std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8 at byte {}", e.valid_up_to()))?;
+    let top: std::collections::HashMap<&str, &RawValue> =
+        serde_json::from_str(text).map_err(|e| format!("body is not a JSON object ({} at line {} column {})", kind(&e), e.line(), e.column()))?;
+    let list = top.get(list_key).ok_or_else(|| format!("no `{list_key}` list in the answer"))?;
+    let items: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(|_| format!("`{list_key}` is not a list"))?;
+    let total = top
+        .get(total_key)
+        .and_then(|t| serde_json::from_str::<u64>(t.get()).ok())
+        .ok_or_else(|| format!("no whole-number `{total_key}` in the answer"))?;
+    let pages = top.get("pages_number").and_then(|p| serde_json::from_str::<u64>(p.get()).ok());
+    let base = text.as_ptr() as usize;
+    let records = items
+        .iter()
+        .map(|raw| {
+            let start = raw.get().as_ptr() as usize - base;
+            start..start + raw.get().len()
+        })
+        .collect();
+    Ok(ListPage { body, total, records, pages })
+}
+
+fn kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "cut off",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        _ => "unexpected shape",
+    }
+}
+
+impl CxOneClient {
+    pub fn new(config: VendorConfig, credential: &Credential) -> Result<Self, VendorError> {
+        let transport = Transport::new(&config)?;
+        let tokens = TokenSource::new(credential, &config)?;
+        Ok(Self { inner: Arc::new(Inner { config, transport, tokens }) })
+    }
+
+    pub fn config(&self) -> &VendorConfig {
+        &self.inner.config
+    }
+
+    /// Requests, retries, 429s, re-authentications, token requests and bytes so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.inner.transport.counters.snapshot()
+    }
+
+    /// `{api}{path}?{query}`
+    pub(crate) fn api_url(&self, path: &str, query: &[(&str, String)]) -> Url {
+        let mut url = self.inner.config.endpoints.api.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}{path}"));
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    /// Gets an access token now (the credential check of the connection test).
+    pub async fn authenticate(&self) -> Result<(), VendorError> {
+        self.inner.tokens.bearer(&self.inner.transport).await.map(|_| ())
+    }
+
+    /// An authenticated GET, read whole. A 401 triggers one re-authentication and one more
+    /// attempt; 429, 5xx, timeouts, broken connections and bodies that `accept` refuses are
+    /// retried by the one retry layer; other answers fail at once.
+    pub(crate) async fn get_checked<T>(
+        &self,
+        endpoint: &'static str,
+        url: &Url,
+        accept: impl Fn(Bytes) -> Result<T, String>,
+    ) -> Result<T, VendorError> {
+        let inner = &self.inner;
+        let mut retries = inner.transport.retries(endpoint);
+        let mut reauthenticated = false;
+        loop {
+            let bearer = inner.tokens.bearer(&inner.transport).await?;
+            let request = inner.transport.http.get(url.clone()).bearer_auth(bearer.expose()).header("Accept", "application/json");
+            let (reason, retry_after) = match inner.transport.exchange(endpoint, retries.attempt(), request).await {
+                Err(error) => (without_url(&error), None),
+                Ok(exchange) if exchange.status.is_success() => match accept(exchange.body) {
+                    Ok(value) => return Ok(value),
+                    Err(problem) => (problem, None),
+                },
+                Ok(exchange) if exchange.status == StatusCode::UNAUTHORIZED => {
+                    if reauthenticated {
+                        return Err(VendorError::Unauthorized { endpoint });
+                    }
+                    reauthenticated = true;
+                    if inner.tokens.invalidate(&bearer).await {
+                        inner.transport.counters.reauthentications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tracing::info!(endpoint, "access token refused; re-authenticating once");
+                    continue;
+                }
+                Ok(exchange) => match classify(endpoint, &exchange) {
+                    Verdict::Retry { reason, retry_after } => (reason, retry_after),
+                    Verdict::Fail(error) => return Err(error),
+                },
+            };
+            retries.wait(reason, retry_after).await?;
+        }
+    }
+
+    /// A list page with its records located; a body that is not such a page is retried.
+    pub(crate) async fn get_list(&self, endpoint: &'static str, url: &Url, list_key: &str, total_key: &str) -> Result<ListPage, VendorError> {
+        self.get_checked(endpoint, url, |body| parse_list_page(body, list_key, total_key)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_pages_locate_each_record() {
+        let body = Bytes::from_static(br#"{"results":[{"id":"a"}, {"id":"b","x":[1,2]}],"totalCount":7,"scanID":"s"}"#);
+        let page = parse_list_page(body, "results", "totalCount").unwrap();
+        assert_eq!(page.total, 7);
+        let records: Vec<&[u8]> = page.records.iter().map(|r| page.record(r)).collect();
+        assert_eq!(records, vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b","x":[1,2]}"#[..]]);
+    }
+
+    #[test]
+    fn broken_pages_are_described_without_their_content() {
+        let cases: [(&[u8], &str); 5] = [
+            (br#"{"results":[{"id":"a"}"#, "cut off"),
+            (b"<html>502 Bad Gateway</html>", "invalid JSON"),
+            (br#"{"items":[],"totalCount":0}"#, "no `results` list"),
+            (br#"{"results":[],"totalCount":-1}"#, "no whole-number `totalCount`"),
+            (br#"{"results":{},"totalCount":0}"#, "`results` is not a list"),
+        ];
+        for (body, expected) in cases {
+            let error = parse_list_page(Bytes::from_static(body), "results", "totalCount").err().unwrap();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The client's settings as a user writes them, and the validated form the client runs on.
+//! Validation happens once, at construction; every error names the field and the fix.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use super::region::{self, Endpoints, NetworkPolicy};
+
+/// Vendor settings of a connection. Credentials are not here: they come from the secret source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorSettings {
+    /// A region name (US, US2, EU, EU2, DEU, ANZ, IND, SNG, UAE, IL-gov) or its URL.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A private deployment's API base URL (instead of `region`).
+    #[serde(default)]
+    pub custom_api_url: Option<String>,
+    /// A private deployment's IAM base URL; derived from `custom_api_url` when absent.
+    #[serde(default)]
+    pub custom_iam_url: Option<String>,
+    pub tenant: String,
+    /// Plain HTTP and loopback addresses, for a local emulator only.
+    #[serde(default)]
+    pub allow_insecure_local: bool,
+    /// A port other than 443 on a custom deployment.
+    #[serde(default)]
+    pub allow_custom_port: bool,
+    /// Extra CA certificates (PEM) to trust, for deployments behind a private CA or proxy.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    #[serde(default = "defaults::connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "defaults::request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Requests in flight at once, retries and token requests included.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: usize,
+    #[serde(default = "defaults::projects_page_size")]
+    pub projects_page_size: u32,
+    /// Project ids per `last-scan` call.
+    #[serde(default = "defaults::last_scan_batch")]
+    pub last_scan_batch: u32,
+    #[serde(default = "defaults::results_page_size")]
+    pub results_page_size: u32,
+    #[serde(default = "defaults::dast_page_size")]
+    pub dast_page_size: u32,
+    #[serde(default)]
+    pub retry: RetrySettings,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_secs: u64,
+    /// Bound on the total time one call may spend waiting between attempts.
+    pub max_total_wait_secs: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self { max_retries: 8, base_delay_ms: 500, max_delay_secs: 30, max_total_wait_secs: 300 }
+    }
+}
+
+mod defaults {
+    pub fn connect_timeout_secs() -> u64 {
+        10
+    }
+    pub fn request_timeout_secs() -> u64 {
+        120
+    }
+    pub fn concurrency() -> usize {
+        8
+    }
+    pub fn projects_page_size() -> u32 {
+        100
+    }
+    pub fn last_scan_batch() -> u32 {
+        100
+    }
+    /// The largest page Checkmarx's own CLI asks for: fewest requests.
+    pub fn results_page_size() -> u32 {
+        10_000
+    }
+    pub fn dast_page_size() -> u32 {
+        100
+    }
+}
+
+impl VendorSettings {
+    /// Settings for a region with every default.
+    pub fn for_region(region: &str, tenant: &str) -> Self {
+        Self {
+            region: Some(region.to_string()),
+            custom_api_url: None,
+            custom_iam_url: None,
+            tenant: tenant.to_string(),
+            allow_insecure_local: false,
+            allow_custom_port: false,
+            ca_bundle: None,
+            connect_timeout_secs: defaults::connect_timeout_secs(),
+            request_timeout_secs: defaults::request_timeout_secs(),
+            concurrency: defaults::concurrency(),
+            projects_page_size: defaults::projects_page_size(),
+            last_scan_batch: defaults::last_scan_batch(),
+            results_page_size: defaults::results_page_size(),
+            dast_page_size: defaults::dast_page_size(),
+            retry: RetrySettings::default(),
+        }
+    }
+
+    /// Settings for a custom deployment (for example the bundled emulator) with every default.
+    pub fn for_custom(api_url: &str, iam_url: &str, tenant: &str) -> Self {
+        Self {
+            region: None,
+            custom_api_url: Some(api_url.to_string()),
+            custom_iam_url: Some(iam_url.to_string()),
+            ..Self::for_region("", tenant)
+        }
+    }
+
+    pub fn validate(&self) -> Result<VendorConfig, ConfigError> {
+        let policy = NetworkPolicy { allow_insecure_local: self.allow_insecure_local, allow_custom_port: self.allow_custom_port };
+        let endpoints = region::resolve(self.region.as_deref(), self.custom_api_url.as_deref(), self.custom_iam_url.as_deref(), policy)?;
+        let tenant = self.tenant.trim();
+        if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            return Err(ConfigError::new(
+                "tenant",
+                format!("'{tenant}' is not a tenant name"),
+                "use the tenant name shown in Checkmarx One (letters, digits, '-', '_', '.'), e.g. acme-corp",
+            ));
+        }
+        let ca_pem = match &self.ca_bundle {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ConfigError::new("ca_bundle", format!("cannot read {} ({e})", path.display()), "point `ca_bundle` at a readable PEM file")
+                })?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError::new(
+                        "ca_bundle",
+                        format!("{} holds no PEM certificate", path.display()),
+                        "give a PEM file with one or more -----BEGIN CERTIFICATE----- blocks",
+                    ));
+                }
+                Some(pem)
+            }
+        };
+        let within = |field: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, format!("{value} is out of range"), format!("use a value from {min} to {max}")))
+            }
+        };
+        within("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
+        within("request_timeout_secs", self.request_timeout_secs, 1, 900)?;
+        within("concurrency", self.concurrency as u64, 1, 256)?;
+        within("projects_page_size", u64::from(self.projects_page_size), 1, 1_000)?;
+        within("last_scan_batch", u64::from(self.last_scan_batch), 1, 200)?;
+        within("results_page_size", u64::from(self.results_page_size), 1, 10_000)?;
+        within("dast_page_size", u64::from(self.dast_page_size), 1, 100)?;
+        within("retry.max_retries", u64::from(self.retry.max_retries), 0, 50)?;
+        within("retry.base_delay_ms", self.retry.base_delay_ms, 1, 60_000)?;
+        within("retry.max_delay_secs", self.retry.max_delay_secs, 1, 3_600)?;
+        within("retry.max_total_wait_secs", self.retry.max_total_wait_secs, 1, 3_600)?;
+        Ok(VendorConfig {
+            endpoints,
+            tenant: tenant.to_string(),
+            policy,
+            ca_pem,
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            concurrency: self.concurrency,
+            projects_page_size: self.projects_page_size,
+            last_scan_batch: self.last_scan_batch,
+            results_page_size: self.results_page_size,
+            dast_page_size: self.dast_page_size,
+            retry: self.retry.clone(),
+        })
+    }
+}
+
+/// Validated settings: only a [`VendorConfig`] can build a client.
+#[derive(Clone, Debug)]
+pub struct VendorConfig {
+    pub endpoints: Endpoints,
+    pub tenant: String,
+    pub policy: NetworkPolicy,
+    pub ca_pem: Option<Vec<u8>>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub concurrency: usize,
+    pub projects_page_size: u32,
+    pub last_scan_batch: u32,
+    pub results_page_size: u32,
+    pub dast_page_size: u32,
+    pub retry: RetrySettings,
+}
+
+impl VendorConfig {
+    /// `{iam}/auth/realms/{tenant}`
+    pub fn realm_url(&self) -> String {
+        format!("{}/auth/realms/{}", self.endpoints.iam.as_str().trim_end_matches('/'), self.tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<VendorConfig, String> {
+        let settings: VendorSettings = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        settings.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_document() {
+        let c = parse(r#"{"region": "EU", "tenant": "acme"}"#).unwrap();
+        assert_eq!(c.endpoints.api.as_str(), "https://eu.ast.checkmarx.net/");
+        assert_eq!(c.realm_url(), "https://eu.iam.checkmarx.net/auth/realms/acme");
+        assert_eq!((c.concurrency, c.results_page_size, c.projects_page_size), (8, 10_000, 100));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_field() {
+        let cases = [
+            (r#"{"region": "EU", "tenant": ""}"#, "`tenant`"),
+            (r#"{"region": "EU", "tenant": "a/b"}"#, "`tenant`"),
+            (r#"{"region": "Mars", "tenant": "acme"}"#, "`region`"),
+            (r#"{"tenant": "acme"}"#, "`region`"),
+            (r#"{"region": "EU", "tenant": "acme", "concurrency": 0}"#, "`concurrency`"),
+            (r#"{"region": "EU", "tenant": "acme", "results_page_size": 10001}"#, "`results_page_size`"),
+            (r#"{"region": "EU", "tenant": "acme", "dast_page_size": 101}"#, "`dast_page_size`"),
+            (r#"{"region": "EU", "tenant": "acme", "retry": {"max_retries": 99}}"#, "`retry.max_retries`"),
+            (r#"{"region": "EU", "tenant": "acme", "ca_bundle": "/nonexistent/ca.pem"}"#, "`ca_bundle`"),
+            (r#"{"custom_api_url": "http://cx.example.com", "tenant": "acme"}"#, "`custom_api_url`"),
+            (r#"{"region": "EU", "tenant": "acme", "api_key": "x"}"#, "unknown field `api_key`"),
+        ];
+        for (json, field) in cases {
+            let message = parse(json).unwrap_err();
+            assert!(message.contains(field), "{json}: {message}");
+        }
+    }
+}

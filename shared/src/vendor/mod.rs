@@ -1,0 +1,21 @@
+//! The Checkmarx One client: configuration and SSRF rules, authentication, the HTTP layer with its
+//! one retry layer, tolerant models, pagers that prove completeness, and the connection test.
+
+mod auth;
+mod check;
+mod client;
+mod config;
+mod error;
+mod models;
+mod paging;
+mod region;
+mod transport;
+
+pub use check::{CheckOutcome, CheckStatus, ConnectionReport, ConnectorKind, test_connection};
+pub use client::CxOneClient;
+pub use config::{RetrySettings, VendorConfig, VendorSettings};
+pub use error::{AuthError, ConfigError, VendorError};
+pub use models::*;
+pub use paging::{Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics, RawPage, ResultsPager};
+pub use region::{Endpoints, NetworkPolicy, REGIONS, Region};
+pub use transport::CounterSnapshot;

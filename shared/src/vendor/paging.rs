@@ -1,0 +1,413 @@
+//! Paging every list the connector reads, and proving it complete: an item is complete only when
+//! the unique records fetched equal the server's total and that total held still while paging.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::client::{CxOneClient, ListPage};
+use super::error::VendorError;
+use super::models::{DastEnvironment, DastScan, LastScan, Project};
+
+/// How complete a paged list is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Completeness {
+    /// The total the server reported on the first page.
+    pub expected: u64,
+    /// Distinct records received.
+    pub unique: u64,
+    /// Records received more than once (dropped from the pages handed over).
+    pub duplicates: u64,
+    pub pages: u32,
+    /// Every different total the server reported after the first.
+    pub totals_seen: Vec<u64>,
+}
+
+impl Completeness {
+    pub fn is_complete(&self) -> bool {
+        self.problem().is_none()
+    }
+
+    /// Why the list cannot be trusted as complete, in plain words.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(changed) = self.totals_seen.first() {
+            return Some(format!("the total changed during paging (first {}, then {changed}); the data moved while it was read", self.expected));
+        }
+        if self.unique != self.expected {
+            return Some(format!("received {} distinct records but the server reported {}", self.unique, self.expected));
+        }
+        None
+    }
+
+    fn observe_total(&mut self, total: u64) {
+        if self.pages == 0 {
+            self.expected = total;
+        } else if total != self.expected && !self.totals_seen.contains(&total) {
+            self.totals_seen.push(total);
+        }
+        self.pages += 1;
+    }
+}
+
+/// Remembers which records were seen (by a hash of their bytes: a record served twice is
+/// byte-identical) and filters repeats out of a page.
+#[derive(Default)]
+struct Seen(HashSet<u64>);
+
+impl Seen {
+    fn fingerprint(record: &[u8]) -> u64 {
+        let mut h = DefaultHasher::new();
+        record.hash(&mut h);
+        h.finish()
+    }
+
+    /// The page's records that are new, in order; counts both kinds into `completeness`.
+    fn admit<'p>(&mut self, page: &'p ListPage, completeness: &mut Completeness) -> Vec<&'p [u8]> {
+        let mut fresh = Vec::with_capacity(page.records.len());
+        for range in &page.records {
+            let record = page.record(range);
+            if self.0.insert(Self::fingerprint(record)) {
+                fresh.push(record);
+            } else {
+                completeness.duplicates += 1;
+            }
+        }
+        completeness.unique = self.0.len() as u64;
+        fresh
+    }
+}
+
+/// One page of records handed over for storage and transform: a JSON object with the records
+/// under `list_key` and the totals, repeats already removed.
+#[derive(Clone, Debug)]
+pub struct RawPage {
+    /// 0-based page number in the order fetched.
+    pub number: u32,
+    pub body: Bytes,
+    pub records: usize,
+    pub total: u64,
+}
+
+/// The page as received when it holds no repeats, else rebuilt from the new records only.
+fn handed_over(page: &ListPage, fresh: &[&[u8]], list_key: &str, total_key: &str, number: u32) -> RawPage {
+    let body = if fresh.len() == page.records.len() {
+        page.body.clone()
+    } else {
+        let mut body = Vec::with_capacity(page.body.len());
+        body.extend_from_slice(format!("{{\"{list_key}\":[").as_bytes());
+        for (i, record) in fresh.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(record);
+        }
+        body.extend_from_slice(format!("],\"{total_key}\":{}}}", page.total).as_bytes());
+        Bytes::from(body)
+    };
+    RawPage { number, body, records: fresh.len(), total: page.total }
+}
+
+/// Projects (or environments) with what could not be read and the completeness verdict.
+#[derive(Debug)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    /// Records that are not a valid item, with the reason (for the run's rejected list).
+    pub malformed: Vec<String>,
+    pub completeness: Completeness,
+}
+
+/// How `/api/results` turned out to read `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum OffsetSemantics {
+    /// Not needed: everything came in the first page.
+    Unneeded,
+    PageIndex,
+    ItemCount,
+}
+
+/// Pages one scan's `/api/results`, detecting whether the server reads `offset` as a page index
+/// or as an item count: the second request asks for `offset=1`; a page index answers with new
+/// records only, an item count with records already seen.
+pub struct ResultsPager {
+    client: CxOneClient,
+    scan_id: String,
+    limit: u64,
+    semantics: Option<OffsetSemantics>,
+    /// Item mode: the index of the next record to ask for.
+    position: u64,
+    /// Records per page as the server actually sends them (it may cap `limit` silently).
+    served: u64,
+    completeness: Completeness,
+    seen: Seen,
+    done: bool,
+}
+
+impl ResultsPager {
+    pub fn semantics(&self) -> Option<OffsetSemantics> {
+        self.semantics
+    }
+
+    pub fn completeness(&self) -> &Completeness {
+        &self.completeness
+    }
+
+    pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
+        if self.done {
+            return Ok(None);
+        }
+        let number = self.completeness.pages;
+        let offset = match (number, self.semantics) {
+            (0, _) => 0,
+            (1, None) => 1,
+            (_, Some(OffsetSemantics::ItemCount)) => self.position,
+            _ => u64::from(number),
+        };
+        let url = self.client.api_url(
+            "/api/results",
+            &[("scan-id", self.scan_id.clone()), ("limit", self.limit.to_string()), ("offset", offset.to_string())],
+        );
+        let page = self.client.get_list("results", &url, "results", "totalCount").await?;
+        self.completeness.observe_total(page.total);
+        let fresh = self.seen.admit(&page, &mut self.completeness);
+        if number == 1 && self.semantics.is_none() {
+            self.semantics = Some(if fresh.len() < page.records.len() { OffsetSemantics::ItemCount } else { OffsetSemantics::PageIndex });
+        }
+        let received = page.records.len() as u64;
+        self.position = offset + received;
+        self.served = self.served.max(received);
+        let short = received < self.served;
+        if self.completeness.unique >= self.completeness.expected || received == 0 || short {
+            self.done = true;
+        }
+        if number == 0 && self.done {
+            self.semantics = Some(OffsetSemantics::Unneeded);
+        }
+        // A server that keeps answering must not keep us paging forever.
+        if u64::from(self.completeness.pages) > self.completeness.expected / self.served.max(1) + 3 {
+            self.done = true;
+        }
+        Ok(Some(handed_over(&page, &fresh, "results", "totalCount", number)))
+    }
+}
+
+/// Pages one DAST scan's results (`page` from 1, `per_page` ≤ 100).
+pub struct DastResultsPager {
+    client: CxOneClient,
+    scan_id: String,
+    per_page: u64,
+    completeness: Completeness,
+    seen: Seen,
+    done: bool,
+}
+
+impl DastResultsPager {
+    pub fn completeness(&self) -> &Completeness {
+        &self.completeness
+    }
+
+    pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
+        if self.done {
+            return Ok(None);
+        }
+        let number = self.completeness.pages;
+        let url = self.client.api_url(
+            &format!("/api/dast/mfe-results/results/{}", self.scan_id),
+            &[("page", (u64::from(number) + 1).to_string()), ("per_page", self.per_page.to_string())],
+        );
+        let page = self.client.get_list("dast-results", &url, "results", "total").await?;
+        self.completeness.observe_total(page.total);
+        let fresh = self.seen.admit(&page, &mut self.completeness);
+        let last_page = page.pages.unwrap_or_else(|| page.total.div_ceil(self.per_page));
+        if u64::from(number) + 1 >= last_page || page.records.is_empty() || self.completeness.unique >= self.completeness.expected {
+            self.done = true;
+        }
+        Ok(Some(handed_over(&page, &fresh, "results", "total", number)))
+    }
+}
+
+/// Filters of a `last-scan` call.
+#[derive(Clone, Debug)]
+pub struct LastScanQuery {
+    pub scan_status: Option<String>,
+    pub engine: Option<String>,
+    pub branch: Option<String>,
+    pub use_main_branch: bool,
+}
+
+impl LastScanQuery {
+    /// The spec's call: the latest completed SAST scan of any branch.
+    pub fn completed_sast() -> Self {
+        Self { scan_status: Some("Completed".into()), engine: Some("sast".into()), branch: None, use_main_branch: false }
+    }
+}
+
+fn parse_items<T: serde::de::DeserializeOwned>(page: &ListPage, fresh: &[&[u8]], what: &str, listing: &mut Listing<T>) {
+    for record in fresh {
+        match serde_json::from_slice::<T>(record) {
+            Ok(item) => listing.items.push(item),
+            Err(e) => listing.malformed.push(format!("{what} record {}: {e}", listing.items.len() + listing.malformed.len())),
+        }
+    }
+    let _ = page;
+}
+
+impl CxOneClient {
+    /// Every project, paged by item offset.
+    pub async fn projects(&self) -> Result<Listing<Project>, VendorError> {
+        let limit = u64::from(self.inner.config.projects_page_size);
+        let mut listing = Listing { items: Vec::new(), malformed: Vec::new(), completeness: Completeness::default() };
+        let mut seen = Seen::default();
+        let mut offset = 0;
+        loop {
+            let url = self.api_url("/api/projects", &[("limit", limit.to_string()), ("offset", offset.to_string())]);
+            let page = self.get_list("projects", &url, "projects", "filteredTotalCount").await?;
+            listing.completeness.observe_total(page.total);
+            let fresh = seen.admit(&page, &mut listing.completeness);
+            parse_items(&page, &fresh, "project", &mut listing);
+            offset += page.records.len() as u64;
+            let runaway = u64::from(listing.completeness.pages) > listing.completeness.expected / limit + 3;
+            if page.records.is_empty() || offset >= page.total || runaway {
+                return Ok(listing);
+            }
+        }
+    }
+
+    /// The last scan of each project, many projects per call (`limit` set to the batch size, so
+    /// the server's default of 20 does not cut the answer short). Projects without a matching
+    /// scan are absent from the map.
+    pub async fn last_scans(&self, project_ids: &[String], query: &LastScanQuery) -> Result<HashMap<String, LastScan>, VendorError> {
+        let mut found = HashMap::new();
+        for batch in project_ids.chunks(self.inner.config.last_scan_batch as usize) {
+            let mut params = vec![("limit", batch.len().to_string()), ("offset", "0".to_string()), ("project-ids", batch.join(","))];
+            if let Some(status) = &query.scan_status {
+                params.push(("scan-status", status.clone()));
+            }
+            if let Some(engine) = &query.engine {
+                params.push(("engine", engine.clone()));
+            }
+            if let Some(branch) = &query.branch {
+                params.push(("branch", branch.clone()));
+            }
+            if query.use_main_branch {
+                params.push(("use-main-branch", "true".into()));
+            }
+            let url = self.api_url("/api/projects/last-scan", &params);
+            let map: HashMap<String, LastScan> = self
+                .get_checked("last-scan", &url, |body| {
+                    serde_json::from_slice(&body).map_err(|e| format!("last-scan answer is not a map of project id to scan: {e}"))
+                })
+                .await?;
+            found.extend(map.into_iter().filter(|(id, _)| batch.contains(id)));
+        }
+        Ok(found)
+    }
+
+    /// A pager over one scan's results in `/api/results`.
+    pub fn results(&self, scan_id: &str) -> ResultsPager {
+        ResultsPager {
+            client: self.clone(),
+            scan_id: scan_id.to_string(),
+            limit: u64::from(self.inner.config.results_page_size),
+            semantics: None,
+            position: 0,
+            served: 0,
+            completeness: Completeness::default(),
+            seen: Seen::default(),
+            done: false,
+        }
+    }
+
+    /// Every DAST environment, paged with `from`/`to` windows.
+    pub async fn dast_environments(&self) -> Result<Listing<DastEnvironment>, VendorError> {
+        let size = u64::from(self.inner.config.dast_page_size);
+        let mut listing = Listing { items: Vec::new(), malformed: Vec::new(), completeness: Completeness::default() };
+        let mut seen = Seen::default();
+        let mut from = 0;
+        loop {
+            let url = self.api_url("/api/dast/scans/environments", &[("from", from.to_string()), ("to", (from + size).to_string())]);
+            let page = self.get_list("dast-environments", &url, "environments", "totalItems").await?;
+            listing.completeness.observe_total(page.total);
+            let fresh = seen.admit(&page, &mut listing.completeness);
+            parse_items(&page, &fresh, "environment", &mut listing);
+            from += page.records.len() as u64;
+            let runaway = u64::from(listing.completeness.pages) > listing.completeness.expected / size + 3;
+            if page.records.is_empty() || from >= page.total || runaway {
+                return Ok(listing);
+            }
+        }
+    }
+
+    /// The newest completed scan of a DAST environment, if it has one.
+    pub async fn latest_completed_dast_scan(&self, environment_id: &str) -> Result<Option<DastScan>, VendorError> {
+        let size = u64::from(self.inner.config.dast_page_size);
+        let mut from = 0;
+        loop {
+            let url = self.api_url(
+                "/api/dast/scans/scans",
+                &[
+                    ("environmentId", environment_id.to_string()),
+                    ("sort", "created:desc".to_string()),
+                    ("from", from.to_string()),
+                    ("to", (from + size).to_string()),
+                ],
+            );
+            let page = self.get_list("dast-scans", &url, "scans", "totalScans").await?;
+            for range in &page.records {
+                if let Ok(scan) = serde_json::from_slice::<DastScan>(page.record(range))
+                    && scan.is_completed()
+                {
+                    return Ok(Some(scan));
+                }
+            }
+            from += page.records.len() as u64;
+            if page.records.is_empty() || from >= page.total {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A pager over one DAST scan's results.
+    pub fn dast_results(&self, scan_id: &str) -> DastResultsPager {
+        DastResultsPager {
+            client: self.clone(),
+            scan_id: scan_id.to_string(),
+            per_page: u64::from(self.inner.config.dast_page_size),
+            completeness: Completeness::default(),
+            seen: Seen::default(),
+            done: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completeness_reports_short_lists_and_moving_totals() {
+        let mut c = Completeness::default();
+        c.observe_total(10);
+        c.unique = 10;
+        assert!(c.is_complete());
+        c.unique = 9;
+        assert!(c.problem().unwrap().contains("9 distinct records but the server reported 10"));
+        c.unique = 10;
+        c.observe_total(12);
+        assert!(c.problem().unwrap().contains("total changed during paging (first 10, then 12)"));
+    }
+
+    #[test]
+    fn pages_with_repeats_are_rebuilt_from_new_records_only() {
+        let body = Bytes::from_static(br#"{"results":[{"id":1},{"id":2}],"totalCount":3}"#);
+        let page = ListPage { body: body.clone(), total: 3, records: vec![12..20, 21..29], pages: None };
+        let mut seen = Seen::default();
+        let mut c = Completeness::default();
+        seen.0.insert(Seen::fingerprint(br#"{"id":1}"#));
+        let fresh = seen.admit(&page, &mut c);
+        let handed = handed_over(&page, &fresh, "results", "totalCount", 1);
+        assert_eq!(&handed.body[..], br#"{"results":[{"id":2}],"totalCount":3}"#);
+        assert_eq!((handed.records, c.duplicates, c.unique), (1, 1, 2));
+    }
+}

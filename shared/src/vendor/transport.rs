@@ -1,0 +1,353 @@
+//! The HTTP layer every vendor call goes through: a guarded connector (SSRF rules applied to every
+//! resolved address and redirect), a concurrency cap that holds for retries and token requests
+//! too, the one retry layer (capped exponential backoff with full jitter, `Retry-After`
+//! honoured, a bounded total wait), and one tracing span per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode};
+use retry_policies::policies::{ExponentialBackoff, ExponentialBackoffTimed};
+use retry_policies::{Jitter, RetryDecision, RetryPolicy};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::config::{RetrySettings, VendorConfig};
+use super::error::VendorError;
+use super::region::{NetworkPolicy, forbidden_address};
+
+/// Resolves host names and drops every address the network policy forbids, so a name that
+/// resolves to a private, loopback or metadata address is refused before a socket is opened.
+struct GuardedResolver {
+    policy: NetworkPolicy,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy;
+        Box::pin(async move {
+            let allowed = resolve_allowed(name.as_str(), 0, policy).await?;
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The addresses of `host` the policy allows; an error when it resolves only to forbidden ones.
+pub(crate) async fn resolve_allowed(host: &str, port: u16, policy: NetworkPolicy) -> Result<Vec<SocketAddr>, String> {
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
+    let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| forbidden_address(a.ip(), policy).is_none()).collect();
+    if allowed.is_empty() {
+        let reason = resolved
+            .first()
+            .and_then(|a| forbidden_address(a.ip(), policy).map(|r| format!("{} is {r}", a.ip())))
+            .unwrap_or_else(|| "no address".to_string());
+        return Err(format!("refused {host}: it resolves only to forbidden addresses ({reason})"));
+    }
+    Ok(allowed)
+}
+
+/// Builds the HTTP client: guarded resolver, same-host redirects only, HTTPS only unless the local
+/// emulator is allowed, extra CA certificates from the bundle.
+pub(crate) fn http_client(config: &VendorConfig) -> Result<reqwest::Client, VendorError> {
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let origin = attempt.previous().first().map(|u| (u.scheme().to_string(), u.host_str().map(str::to_string), u.port_or_known_default()));
+        let next = (attempt.url().scheme().to_string(), attempt.url().host_str().map(str::to_string), attempt.url().port_or_known_default());
+        if attempt.previous().len() > 3 {
+            attempt.error("more than 3 redirects")
+        } else if origin.as_ref() == Some(&next) {
+            attempt.follow()
+        } else {
+            let to = attempt.url().host_str().unwrap_or("?").to_string();
+            attempt.error(format!("refused a redirect to another host ({to})"))
+        }
+    });
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("cxone-etm/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .redirect(redirects)
+        .dns_resolver(Arc::new(GuardedResolver { policy: config.policy }))
+        .https_only(!config.policy.allow_insecure_local)
+        .pool_max_idle_per_host(config.concurrency);
+    if let Some(pem) = &config.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| VendorError::Setup(format!("ca_bundle: {e}")))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| VendorError::Setup(e.to_string()))
+}
+
+/// Counters over the client's life, for run reports and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub reauthentications: AtomicU64,
+    pub token_requests: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CounterSnapshot {
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    pub reauthentications: u64,
+    pub token_requests: u64,
+    pub bytes: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            requests: get(&self.requests),
+            retries: get(&self.retries),
+            rate_limited: get(&self.rate_limited),
+            reauthentications: get(&self.reauthentications),
+            token_requests: get(&self.token_requests),
+            bytes: get(&self.bytes),
+        }
+    }
+}
+
+/// One HTTP exchange, read to the end.
+pub(crate) struct Exchange {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub(crate) struct Transport {
+    pub http: reqwest::Client,
+    limiter: Semaphore,
+    retry: RetrySettings,
+    pub counters: Counters,
+}
+
+impl Transport {
+    pub fn new(config: &VendorConfig) -> Result<Self, VendorError> {
+        Ok(Self {
+            http: http_client(config)?,
+            limiter: Semaphore::new(config.concurrency),
+            retry: config.retry.clone(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Sends one request under a concurrency permit and reads the whole body, in a span with
+    /// the endpoint, attempt, status, duration and bytes. Headers and bodies are never logged.
+    pub async fn exchange(&self, endpoint: &'static str, attempt: u32, request: RequestBuilder) -> Result<Exchange, reqwest::Error> {
+        let span = tracing::info_span!(
+            "vendor_request",
+            endpoint,
+            attempt,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            bytes = tracing::field::Empty
+        );
+        async {
+            let _permit = self.limiter.acquire().await.expect("the semaphore is never closed");
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let result = async {
+                let response = request.send().await?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = response.bytes().await?;
+                Ok(Exchange { status, headers, body })
+            }
+            .await;
+            let span = tracing::Span::current();
+            span.record("duration_ms", started.elapsed().as_millis() as u64);
+            match &result {
+                Ok(exchange) => {
+                    span.record("status", exchange.status.as_u16());
+                    span.record("bytes", exchange.body.len());
+                    self.counters.bytes.fetch_add(exchange.body.len() as u64, Ordering::Relaxed);
+                    tracing::debug!("vendor answered");
+                }
+                Err(error) => tracing::debug!(error = %without_url(error), "vendor request failed"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub fn retries(&self, endpoint: &'static str) -> Retries<'_> {
+        let policy = ExponentialBackoff::builder()
+            .retry_bounds(Duration::from_millis(self.retry.base_delay_ms), Duration::from_secs(self.retry.max_delay_secs))
+            .jitter(Jitter::Full)
+            .base(2)
+            .build_with_total_retry_duration_and_max_retries(Duration::from_secs(self.retry.max_total_wait_secs), self.retry.max_retries);
+        Retries {
+            endpoint,
+            policy,
+            max_retries: self.retry.max_retries,
+            budget: Duration::from_secs(self.retry.max_total_wait_secs),
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            retries: 0,
+            counters: &self.counters,
+        }
+    }
+}
+
+/// A transport error's text without the URL (kept out of messages on principle).
+pub(crate) fn without_url(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the response body was cut off or unreadable"
+    } else if error.is_redirect() {
+        "redirect refused"
+    } else {
+        "the request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        detail = cause.to_string();
+        source = cause.source();
+    }
+    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+}
+
+/// What a failed attempt means for the next one.
+pub(crate) enum Verdict {
+    /// Worth another attempt after the backoff (or the server's `Retry-After`).
+    Retry { reason: String, retry_after: Option<Duration> },
+    Fail(VendorError),
+}
+
+/// Classifies an answer that is not a success, for the retry layer.
+pub(crate) fn classify(endpoint: &'static str, exchange: &Exchange) -> Verdict {
+    let status = exchange.status;
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Verdict::Retry { reason: "HTTP 429 Too Many Requests".into(), retry_after: retry_after(&exchange.headers) };
+    }
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        return Verdict::Retry { reason: format!("HTTP {}", status.as_u16()), retry_after: None };
+    }
+    Verdict::Fail(match status {
+        StatusCode::FORBIDDEN => VendorError::Forbidden { endpoint, role_hint: role_hint(endpoint) },
+        StatusCode::NOT_FOUND => VendorError::NotFound { endpoint, what: message_of(&exchange.body) },
+        _ => VendorError::Rejected { endpoint, status: status.as_u16(), message: message_of(&exchange.body) },
+    })
+}
+
+fn role_hint(endpoint: &'static str) -> &'static str {
+    match endpoint {
+        "results" | "sast-results" => "view-results, e.g. through ast-viewer or ast-scanner",
+        "projects" => "view-projects",
+        "last-scan" | "scans" => "view-scans",
+        e if e.starts_with("dast") => "a DAST role that can view environments, scans and results",
+        _ => "a role that can read this resource",
+    }
+}
+
+/// The `message` of a vendor error body, or the start of the body when it is not JSON.
+pub(crate) fn message_of(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        ["message", "error_description", "error"].iter().find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_string))
+    });
+    message.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string())
+}
+
+/// `Retry-After` as seconds or as an HTTP-date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// The retry state of one call.
+pub(crate) struct Retries<'a> {
+    endpoint: &'static str,
+    policy: ExponentialBackoffTimed,
+    max_retries: u32,
+    budget: Duration,
+    started: SystemTime,
+    started_at: Instant,
+    retries: u32,
+    counters: &'a Counters,
+}
+
+impl Retries<'_> {
+    /// The attempt number about to be made (1-based).
+    pub fn attempt(&self) -> u32 {
+        self.retries + 1
+    }
+
+    /// Waits before the next attempt, or gives up with the reason of the last failure.
+    pub async fn wait(&mut self, reason: String, retry_after: Option<Duration>) -> Result<(), VendorError> {
+        let waited = self.started_at.elapsed();
+        let exhausted = || VendorError::RetriesExhausted { endpoint: self.endpoint, attempts: self.retries + 1, waited, last: reason.clone() };
+        if self.retries >= self.max_retries {
+            return Err(exhausted());
+        }
+        let delay = match retry_after {
+            Some(asked) => {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let left = self.budget.saturating_sub(waited);
+                if asked > left {
+                    return Err(VendorError::RetryAfterTooLong { endpoint: self.endpoint, asked, budget: left });
+                }
+                asked
+            }
+            None => {
+                if reason.contains("429") {
+                    self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                }
+                match self.policy.should_retry(self.started, self.retries) {
+                    RetryDecision::Retry { execute_after } => execute_after.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+                    RetryDecision::DoNotRetry => return Err(exhausted()),
+                }
+            }
+        };
+        tracing::info!(endpoint = self.endpoint, attempt = self.retries + 1, delay_ms = delay.as_millis() as u64, %reason, "retrying");
+        self.retries += 1;
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
+        let d = retry_after(&headers).unwrap();
+        assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a past date means now");
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn error_bodies_give_their_message_or_their_start() {
+        assert_eq!(message_of(br#"{"message":"bad scan id","type":"ERROR","code":400}"#), "bad scan id");
+        assert_eq!(message_of(br#"{"code":400,"message":"limit too big","data":null}"#), "limit too big");
+        assert_eq!(message_of(b"<html>503</html>"), "<html>503</html>");
+    }
+}
