@@ -85,6 +85,12 @@ fn key_claims(key: &str) -> KeyClaims {
     KeyClaims { azp: text(&claims["azp"]), realm: audience.or_else(|| text(&claims["iss"]).filter(|i| i.contains("/auth/realms/"))) }
 }
 
+/// How long before expiry a token is replaced: a fifth of its lifetime, at least a second (`exp`
+/// claims count whole seconds) and at most a minute, never more than half the lifetime.
+fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 5).max(Duration::from_secs(1)).min(Duration::from_secs(60)).min(lifetime / 2)
+}
+
 fn realm_token_url(realm: &str) -> Result<Url, ()> {
     Url::parse(&format!("{}/protocol/openid-connect/token", realm.trim_end_matches('/'))).map_err(|_| ())
 }
@@ -132,11 +138,11 @@ impl TokenSource {
         if let Some(cached) = cache.as_ref().filter(|c| Instant::now() < c.refresh_after) {
             return Ok(cached.bearer.clone());
         }
+        // Lifetimes count from before the request was sent, never from the answer.
+        let requested_at = Instant::now();
         let (token, lifetime) = self.request(transport).await?;
-        // Refresh a fifth of the lifetime early, at most a minute: never use a token about to die.
-        let margin = (lifetime / 5).min(Duration::from_secs(60));
         let bearer = Bearer { value: Arc::new(token), serial: self.serials.fetch_add(1, Ordering::Relaxed) + 1 };
-        *cache = Some(Cached { bearer: bearer.clone(), refresh_after: Instant::now() + lifetime - margin });
+        *cache = Some(Cached { bearer: bearer.clone(), refresh_after: requested_at + lifetime - refresh_margin(lifetime) });
         Ok(bearer)
     }
 
@@ -239,6 +245,14 @@ mod tests {
     fn jwt(claims: &str) -> String {
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.sig", enc(r#"{"alg":"none"}"#), enc(claims))
+    }
+
+    #[test]
+    fn tokens_are_replaced_well_before_they_expire() {
+        assert_eq!(refresh_margin(Duration::from_secs(1800)), Duration::from_secs(60));
+        assert_eq!(refresh_margin(Duration::from_secs(100)), Duration::from_secs(20));
+        assert_eq!(refresh_margin(Duration::from_secs(4)), Duration::from_secs(1));
+        assert_eq!(refresh_margin(Duration::from_secs(1)), Duration::from_millis(500));
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! Starting an emulator and a client pointed at it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
+use cxone_etm::secret::Credential;
+use cxone_etm::vendor::{CxOneClient, RetrySettings, VendorSettings};
+
+pub async fn emulator(shape: TenantShape) -> Emulator {
+    emulator_with(EmulatorConfig { shape, ..EmulatorConfig::default() }).await
+}
+
+pub async fn emulator_with(config: EmulatorConfig) -> Emulator {
+    Emulator::start(config).await.expect("emulator starts")
+}
+
+/// Settings for the emulator, with short retry delays so fault tests run quickly.
+pub fn settings(emulator: &Emulator) -> VendorSettings {
+    let mut s = VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
+    s.allow_insecure_local = true;
+    s.retry = RetrySettings { max_retries: 6, base_delay_ms: 10, max_delay_secs: 1, max_total_wait_secs: 30 };
+    s
+}
+
+pub fn api_key(emulator: &Emulator) -> Credential {
+    Credential::ApiKey(emulator.credentials.api_key.clone().into())
+}
+
+pub fn oauth(emulator: &Emulator) -> Credential {
+    Credential::OAuthClient {
+        client_id: emulator.credentials.client_id.clone(),
+        client_secret: emulator.credentials.client_secret.clone().into(),
+    }
+}
+
+pub fn client(settings: VendorSettings, credential: &Credential) -> CxOneClient {
+    CxOneClient::new(settings.validate().expect("valid settings"), credential).expect("client builds")
+}
+
+pub fn default_client(emulator: &Emulator) -> CxOneClient {
+    client(settings(emulator), &api_key(emulator))
+}
+
+/// Every page of one scan's results; returns the record count and the pager's verdict.
+pub async fn pull_results(client: &CxOneClient, scan: &str) -> (u64, cxone_etm::vendor::ResultsPager) {
+    let mut pager = client.results(scan);
+    let mut records = 0;
+    while let Some(page) = pager.next_page().await.expect("page") {
+        records += page.records as u64;
+    }
+    (records, pager)
+}
