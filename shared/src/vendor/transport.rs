@@ -329,6 +329,24 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
+    #[tokio::test]
+    async fn names_that_resolve_to_forbidden_addresses_are_refused_before_connecting() {
+        let denied = NetworkPolicy::default();
+        let e = resolve_allowed("localhost", 443, denied).await.unwrap_err();
+        assert!(e.contains("forbidden addresses") && e.contains("loopback"), "{e}");
+        assert!(resolve_allowed("localhost", 443, NetworkPolicy { allow_insecure_local: true, ..denied }).await.is_ok());
+
+        // Through the real HTTP client: a listener on loopback sees no connection at all.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = crate::vendor::VendorSettings::for_region("EU", "acme").validate().unwrap();
+        let client = http_client(&config).unwrap();
+        let error = client.get(format!("https://localhost:{port}/")).send().await.unwrap_err();
+        assert!(format!("{error:?}").contains("forbidden addresses"), "{error:?}");
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was made");
+    }
+
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let mut headers = HeaderMap::new();

@@ -1,0 +1,113 @@
+//! SSRF refusals before any connection, redirects that leave the host, and no secret in any log
+//! line at trace level.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use cxone_emulator::{Endpoint, FaultSpec, TenantShape};
+use cxone_etm::secret::Credential;
+use cxone_etm::vendor::{CxOneClient, VendorSettings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[test]
+fn ssrf_shaped_settings_are_refused_at_construction() {
+    let cases = [
+        ("http://cx.example.com", false),
+        ("https://127.0.0.1", false),
+        ("http://127.0.0.1:8080", false),
+        ("https://169.254.169.254", true),
+        ("https://[fd00:ec2::254]", true),
+        ("https://10.0.0.5", true),
+        ("https://user:pass@cx.example.com", true),
+        ("https://cx.example.com:8443", false),
+        ("https://localhost", false),
+    ];
+    for (url, allow_local) in cases {
+        let mut s = VendorSettings::for_custom(url, url, "acme");
+        s.allow_insecure_local = allow_local;
+        let e = s.validate().unwrap_err();
+        assert!(e.field == "custom_api_url", "{url}: {e}");
+    }
+    let mut unknown_region = VendorSettings::for_region("atlantis", "acme");
+    unknown_region.allow_insecure_local = true;
+    assert_eq!(unknown_region.validate().unwrap_err().field, "region");
+}
+
+/// A server that answers every request with a redirect to `location`.
+async fn redirecting_server(location: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let location = location.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let answer = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn redirects_to_another_host_are_refused() {
+    let emulator = emulator(TenantShape::default()).await;
+    let target = format!("{}/auth/realms/acme/protocol/openid-connect/token", emulator.iam_url.replace("127.0.0.1", "localhost"));
+    let redirector = redirecting_server(target).await;
+    let mut s = settings(&emulator);
+    s.custom_iam_url = Some(redirector);
+    s.retry.max_retries = 0;
+    let client = CxOneClient::new(s.validate().unwrap(), &oauth(&emulator)).unwrap();
+    let e = client.authenticate().await.unwrap_err();
+    assert!(e.to_string().contains("redirect"), "{e}");
+    assert_eq!(emulator.traffic().requests_to(Endpoint::Token), 0, "the redirect was not followed");
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_log_line_even_at_trace_level() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let emulator = emulator(TenantShape { projects: 3, results_per_scan: 20, ..TenantShape::default() }).await;
+    emulator.set_fault(Endpoint::Results, FaultSpec { rate_limit_rate: 1.0, max: Some(1), ..FaultSpec::default() });
+    let key_client = default_client(&emulator);
+    let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().unwrap();
+    let (records, _) = pull_results(&key_client, &scan).await;
+    assert_eq!(records, 20);
+    emulator.revoke_tokens();
+    key_client.projects().await.unwrap();
+    let oauth_client = client(settings(&emulator), &oauth(&emulator));
+    oauth_client.projects().await.unwrap();
+    let bad = Credential::OAuthClient { client_id: emulator.credentials.client_id.clone(), client_secret: "wrong-secret-zz9".to_string().into() };
+    let _ = client(settings(&emulator), &bad).authenticate().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("vendor_request") && logs.contains("retrying"), "the run was logged");
+    for secret in [emulator.credentials.api_key.as_str(), emulator.credentials.client_secret.as_str(), "wrong-secret-zz9", "Bearer ", "eyJ"] {
+        assert!(!logs.contains(secret), "a secret ({}…) reached the logs", &secret[..secret.len().min(6)]);
+    }
+}
