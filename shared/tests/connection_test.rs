@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use cxone_emulator::{EmulatorConfig, TenantShape};
 use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{CheckStatus, ConnectionReport, ConnectorKind, CxOneClient, test_connection};
+use cxone_etm::vendor::{
+    CheckStatus, ConnectionReport, ConnectorKind, CxOneClient, test_connection,
+};
 
 fn statuses(report: &ConnectionReport) -> Vec<CheckStatus> {
     report.checks.iter().map(|c| c.status).collect()
@@ -20,9 +22,17 @@ async fn all_checks_pass_for_sast_and_dast_on_a_local_emulator() {
     let client = default_client(&emulator);
     let report = test_connection(&client, ConnectorKind::Sast).await;
     assert!(report.passed, "{}", report.to_table());
-    assert_eq!(statuses(&report), vec![Pass, Skipped, Pass, Pass, Pass], "TLS is skipped on plain HTTP");
+    assert_eq!(
+        statuses(&report),
+        vec![Pass, Skipped, Pass, Pass, Pass],
+        "TLS is skipped on plain HTTP"
+    );
     assert!(report.checks[3].detail.contains("results"));
-    assert!(report.checks[4].detail.contains("10 projects"), "{}", report.checks[4].detail);
+    assert!(
+        report.checks[4].detail.contains("10 projects"),
+        "{}",
+        report.checks[4].detail
+    );
     let dast = test_connection(&client, ConnectorKind::Dast).await;
     assert!(dast.passed, "{}", dast.to_table());
     assert!(dast.checks[4].detail.contains("3 DAST environments"));
@@ -34,7 +44,11 @@ async fn all_checks_pass_for_sast_and_dast_on_a_local_emulator() {
 
 #[tokio::test]
 async fn over_tls_the_handshake_is_verified_with_the_ca_bundle_and_fails_without_it() {
-    let emulator = emulator_with(EmulatorConfig { tls: true, ..EmulatorConfig::default() }).await;
+    let emulator = emulator_with(EmulatorConfig {
+        tls: true,
+        ..EmulatorConfig::default()
+    })
+    .await;
     let dir = std::env::temp_dir().join(format!("cxone-etm-ca-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca = dir.join("ca.pem");
@@ -44,23 +58,52 @@ async fn over_tls_the_handshake_is_verified_with_the_ca_bundle_and_fails_without
     with_ca.ca_bundle = Some(ca.clone());
     let report = test_connection(&client(with_ca, &oauth(&emulator)), ConnectorKind::Sast).await;
     assert_eq!(statuses(&report), vec![Pass; 5], "{}", report.to_table());
-    assert!(report.checks[1].detail.contains("TLSv1_3") || report.checks[1].detail.contains("TLSv1_2"));
+    assert!(
+        report.checks[1].detail.contains("TLSv1_3") || report.checks[1].detail.contains("TLSv1_2")
+    );
 
-    let report = test_connection(&client(settings(&emulator), &oauth(&emulator)), ConnectorKind::Sast).await;
-    assert_eq!(statuses(&report), vec![Pass, Fail, Skipped, Skipped, Skipped], "{}", report.to_table());
-    assert!(report.checks[1].fix.as_deref().unwrap().contains("ca_bundle"));
+    let report = test_connection(
+        &client(settings(&emulator), &oauth(&emulator)),
+        ConnectorKind::Sast,
+    )
+    .await;
+    assert_eq!(
+        statuses(&report),
+        vec![Pass, Fail, Skipped, Skipped, Skipped],
+        "{}",
+        report.to_table()
+    );
+    assert!(
+        report.checks[1]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("ca_bundle")
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
 async fn a_bad_key_fails_the_credential_check_with_the_fix() {
     let emulator = emulator(TenantShape::default()).await;
-    let client = client(settings(&emulator), &Credential::ApiKey("revoked-key".to_string().into()));
+    let client = client(
+        settings(&emulator),
+        &Credential::ApiKey("revoked-key".to_string().into()),
+    );
     let report = test_connection(&client, ConnectorKind::Sast).await;
     assert!(!report.passed);
-    assert_eq!(statuses(&report), vec![Pass, Skipped, Fail, Skipped, Skipped]);
+    assert_eq!(
+        statuses(&report),
+        vec![Pass, Skipped, Fail, Skipped, Skipped]
+    );
     assert!(report.checks[2].detail.contains("API key was rejected"));
-    assert!(report.checks[2].fix.as_deref().unwrap().contains("create a new API key"));
+    assert!(
+        report.checks[2]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("create a new API key")
+    );
     assert!(report.to_table().contains("FAILED"));
 }
 
@@ -71,23 +114,42 @@ async fn an_unknown_tenant_fails_the_credential_check() {
     s.tenant = "globex".into();
     let report = test_connection(&client(s, &oauth(&emulator)), ConnectorKind::Sast).await;
     assert_eq!(report.checks[2].status, Fail);
-    assert!(report.checks[2].detail.contains("tenant 'globex' does not exist"));
+    assert!(
+        report.checks[2]
+            .detail
+            .contains("tenant 'globex' does not exist")
+    );
 }
 
 #[tokio::test]
 async fn a_missing_role_fails_the_scope_check_naming_the_role() {
     let emulator = emulator(TenantShape::default()).await;
     let no_results = Credential::ApiKey(emulator.credentials.api_key_no_results.clone().into());
-    let report = test_connection(&client(settings(&emulator), &no_results), ConnectorKind::Sast).await;
+    let report = test_connection(
+        &client(settings(&emulator), &no_results),
+        ConnectorKind::Sast,
+    )
+    .await;
     assert_eq!(statuses(&report), vec![Pass, Skipped, Pass, Fail, Skipped]);
-    assert!(report.checks[3].fix.as_deref().unwrap().contains("view-results"), "{}", report.to_table());
+    assert!(
+        report.checks[3]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("view-results"),
+        "{}",
+        report.to_table()
+    );
 
     let no_dast = Credential::OAuthClient {
         client_id: emulator.credentials.client_id_no_dast.clone(),
         client_secret: emulator.credentials.client_secret_no_dast.clone().into(),
     };
     let client = client(settings(&emulator), &no_dast);
-    assert!(test_connection(&client, ConnectorKind::Sast).await.passed, "SAST needs no DAST role");
+    assert!(
+        test_connection(&client, ConnectorKind::Sast).await.passed,
+        "SAST needs no DAST role"
+    );
     let report = test_connection(&client, ConnectorKind::Dast).await;
     assert_eq!(report.checks[3].status, Fail);
     assert!(report.checks[3].fix.as_deref().unwrap().contains("DAST"));
@@ -101,9 +163,22 @@ async fn an_unreachable_host_fails_the_network_check_with_the_region_fix() {
     let url = format!("http://127.0.0.1:{port}");
     let mut s = cxone_etm::vendor::VendorSettings::for_custom(&url, &url, "acme");
     s.allow_insecure_local = true;
-    let client = CxOneClient::new(s.validate().unwrap(), &Credential::ApiKey("k".to_string().into())).unwrap();
+    let client = CxOneClient::new(
+        s.validate().unwrap(),
+        &Credential::ApiKey("k".to_string().into()),
+    )
+    .unwrap();
     let report = test_connection(&client, ConnectorKind::Sast).await;
-    assert_eq!(statuses(&report), vec![Fail, Skipped, Skipped, Skipped, Skipped]);
+    assert_eq!(
+        statuses(&report),
+        vec![Fail, Skipped, Skipped, Skipped, Skipped]
+    );
     assert!(report.checks[0].detail.contains("cannot connect"));
-    assert!(report.checks[0].fix.as_deref().unwrap().contains("check the region"));
+    assert!(
+        report.checks[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("check the region")
+    );
 }

@@ -18,7 +18,11 @@ async fn auth_error(client: &CxOneClient) -> AuthError {
 
 #[tokio::test]
 async fn both_flows_read_projects() {
-    let emulator = emulator(TenantShape { projects: 7, ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 7,
+        ..TenantShape::default()
+    })
+    .await;
     for credential in [api_key(&emulator), oauth(&emulator)] {
         let client = client(settings(&emulator), &credential);
         let listing = client.projects().await.unwrap();
@@ -30,9 +34,16 @@ async fn both_flows_read_projects() {
 
 #[tokio::test]
 async fn api_keys_are_presented_with_the_client_named_in_their_azp_claim() {
-    let emulator = emulator_with(EmulatorConfig { api_key_client_id: "cx-etm-key-client".into(), ..EmulatorConfig::default() }).await;
+    let emulator = emulator_with(EmulatorConfig {
+        api_key_client_id: "cx-etm-key-client".into(),
+        ..EmulatorConfig::default()
+    })
+    .await;
     let client = default_client(&emulator);
-    client.authenticate().await.expect("the key's own client id is used, not ast-app");
+    client
+        .authenticate()
+        .await
+        .expect("the key's own client id is used, not ast-app");
 }
 
 #[tokio::test]
@@ -41,9 +52,15 @@ async fn each_token_refusal_becomes_its_own_actionable_error() {
     let good = settings(&emulator);
 
     let bad_key = Credential::ApiKey("not-a-real-key".to_string().into());
-    assert!(matches!(auth_error(&client(good.clone(), &bad_key)).await, AuthError::BadApiKey { .. }));
+    assert!(matches!(
+        auth_error(&client(good.clone(), &bad_key)).await,
+        AuthError::BadApiKey { .. }
+    ));
 
-    let bad_secret = Credential::OAuthClient { client_id: emulator.credentials.client_id.clone(), client_secret: "wrong".to_string().into() };
+    let bad_secret = Credential::OAuthClient {
+        client_id: emulator.credentials.client_id.clone(),
+        client_secret: "wrong".to_string().into(),
+    };
     let e = auth_error(&client(good.clone(), &bad_secret)).await;
     assert!(matches!(e, AuthError::BadClientCredentials { .. }), "{e}");
     assert!(e.to_string().contains("secret"));
@@ -51,7 +68,10 @@ async fn each_token_refusal_becomes_its_own_actionable_error() {
     let mut wrong_tenant = good.clone();
     wrong_tenant.tenant = "globex".into();
     let e = auth_error(&client(wrong_tenant, &oauth(&emulator))).await;
-    assert!(matches!(e, AuthError::UnknownTenant { ref tenant } if tenant == "globex"), "{e}");
+    assert!(
+        matches!(e, AuthError::UnknownTenant { ref tenant } if tenant == "globex"),
+        "{e}"
+    );
 
     // The IAM URL points at the API host: it answers 404, not Keycloak's "Realm does not exist".
     let mut wrong_region = good.clone();
@@ -64,7 +84,9 @@ async fn each_token_refusal_becomes_its_own_actionable_error() {
     let mut other_realm = good.clone();
     other_realm.tenant = "globex".into();
     let before = emulator.traffic().requests_to(Endpoint::Token);
-    let e = CxOneClient::new(other_realm.validate().unwrap(), &api_key(&emulator)).err().unwrap();
+    let e = CxOneClient::new(other_realm.validate().unwrap(), &api_key(&emulator))
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("belongs to"), "{e}");
     assert_eq!(emulator.traffic().requests_to(Endpoint::Token), before);
 }
@@ -73,11 +95,20 @@ async fn each_token_refusal_becomes_its_own_actionable_error() {
 async fn token_errors_never_contain_the_secret() {
     let emulator = emulator(TenantShape::default()).await;
     let secret = "an-obviously-secret-value-123";
-    let credential = Credential::OAuthClient { client_id: emulator.credentials.client_id.clone(), client_secret: secret.to_string().into() };
-    let e = client(settings(&emulator), &credential).authenticate().await.unwrap_err();
+    let credential = Credential::OAuthClient {
+        client_id: emulator.credentials.client_id.clone(),
+        client_secret: secret.to_string().into(),
+    };
+    let e = client(settings(&emulator), &credential)
+        .authenticate()
+        .await
+        .unwrap_err();
     assert!(!format!("{e} {e:?}").contains(secret));
     let key = Credential::ApiKey(secret.to_string().into());
-    let e = client(settings(&emulator), &key).authenticate().await.unwrap_err();
+    let e = client(settings(&emulator), &key)
+        .authenticate()
+        .await
+        .unwrap_err();
     assert!(!format!("{e} {e:?}").contains(secret));
 }
 
@@ -85,12 +116,19 @@ async fn token_errors_never_contain_the_secret() {
 async fn tokens_expiring_mid_run_cause_no_failed_request() {
     let emulator = emulator_with(EmulatorConfig {
         token_lifetime_secs: 2,
-        shape: TenantShape { projects: 3, results_per_scan: 30, ..TenantShape::default() },
+        shape: TenantShape {
+            projects: 3,
+            results_per_scan: 30,
+            ..TenantShape::default()
+        },
         ..EmulatorConfig::default()
     })
     .await;
     let client = default_client(&emulator);
-    let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().unwrap();
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
     let started = std::time::Instant::now();
     let mut calls = 0;
     while started.elapsed() < Duration::from_millis(4_500) {
@@ -102,18 +140,33 @@ async fn tokens_expiring_mid_run_cause_no_failed_request() {
     }
     assert!(calls > 10);
     let counters = client.counters();
-    assert!(counters.token_requests >= 3, "tokens refreshed before expiry: {counters:?}");
-    assert_eq!(counters.reauthentications, 0, "refreshed early, never refused: {counters:?}");
+    assert!(
+        counters.token_requests >= 3,
+        "tokens refreshed before expiry: {counters:?}"
+    );
+    assert_eq!(
+        counters.reauthentications, 0,
+        "refreshed early, never refused: {counters:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_token_killed_early_is_replaced_once_and_the_call_succeeds() {
     let emulator = emulator(TenantShape::default()).await;
-    emulator.set_fault(Endpoint::Token, FaultSpec { expire_tokens_after_secs: Some(1), ..FaultSpec::default() });
+    emulator.set_fault(
+        Endpoint::Token,
+        FaultSpec {
+            expire_tokens_after_secs: Some(1),
+            ..FaultSpec::default()
+        },
+    );
     let client = default_client(&emulator);
     client.projects().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let listing = client.projects().await.expect("the 401 is answered with one re-authentication");
+    let listing = client
+        .projects()
+        .await
+        .expect("the 401 is answered with one re-authentication");
     assert_eq!(listing.items.len(), 10);
     assert_eq!(client.counters().reauthentications, 1);
     assert_eq!(client.counters().token_requests, 2);
@@ -121,12 +174,22 @@ async fn a_token_killed_early_is_replaced_once_and_the_call_succeeds() {
 
 #[tokio::test]
 async fn a_forced_401_under_concurrency_costs_exactly_one_reauthentication() {
-    let emulator = emulator(TenantShape { projects: 5, results_per_scan: 20, ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 5,
+        results_per_scan: 20,
+        ..TenantShape::default()
+    })
+    .await;
     let client = default_client(&emulator);
     client.authenticate().await.unwrap();
     emulator.revoke_tokens();
     let tokens_before = emulator.traffic().requests_to(Endpoint::Token);
-    let scans: Vec<String> = emulator.expected().projects.iter().filter_map(|p| p.latest_completed_sast_scan.clone()).collect();
+    let scans: Vec<String> = emulator
+        .expected()
+        .projects
+        .iter()
+        .filter_map(|p| p.latest_completed_sast_scan.clone())
+        .collect();
     let pulls = (0..16).map(|i| {
         let client = client.clone();
         let scan = scans[i % scans.len()].clone();
@@ -134,7 +197,11 @@ async fn a_forced_401_under_concurrency_costs_exactly_one_reauthentication() {
     });
     let counts = futures_util::future::join_all(pulls).await;
     assert!(counts.iter().all(|c| *c == 20));
-    assert_eq!(emulator.traffic().requests_to(Endpoint::Token) - tokens_before, 1, "one token request for sixteen refused calls");
+    assert_eq!(
+        emulator.traffic().requests_to(Endpoint::Token) - tokens_before,
+        1,
+        "one token request for sixteen refused calls"
+    );
     assert_eq!(client.counters().reauthentications, 1);
 }
 
@@ -142,9 +209,27 @@ async fn a_forced_401_under_concurrency_costs_exactly_one_reauthentication() {
 async fn a_credential_refused_after_a_fresh_token_fails_clearly() {
     let emulator = emulator(TenantShape::default()).await;
     // Every token dies at once: the re-authenticated attempt is refused too.
-    emulator.set_fault(Endpoint::Token, FaultSpec { expire_tokens_after_secs: Some(0), ..FaultSpec::default() });
+    emulator.set_fault(
+        Endpoint::Token,
+        FaultSpec {
+            expire_tokens_after_secs: Some(0),
+            ..FaultSpec::default()
+        },
+    );
     let client = default_client(&emulator);
     let e = client.projects().await.unwrap_err();
-    assert!(matches!(e, VendorError::Unauthorized { endpoint: "projects" }), "{e}");
-    assert_eq!(client.counters().token_requests, 2, "one re-authentication, not a loop");
+    assert!(
+        matches!(
+            e,
+            VendorError::Unauthorized {
+                endpoint: "projects"
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        client.counters().token_requests,
+        2,
+        "one re-authentication, not a loop"
+    );
 }

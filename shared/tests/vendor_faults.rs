@@ -20,15 +20,42 @@ async fn rate_limits_are_waited_out_as_the_server_asks() {
     let client = default_client(&emulator);
     client.authenticate().await.unwrap();
 
-    emulator.set_fault(Endpoint::Projects, FaultSpec { rate_limit_rate: 1.0, retry_after: RetryAfter::Seconds(1), max: Some(1), ..fault() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            rate_limit_rate: 1.0,
+            retry_after: RetryAfter::Seconds(1),
+            max: Some(1),
+            ..fault()
+        },
+    );
     let started = Instant::now();
     assert_eq!(client.projects().await.unwrap().items.len(), 10);
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 honoured ({:?})", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 honoured ({:?})",
+        started.elapsed()
+    );
 
-    emulator.set_fault(Endpoint::Projects, FaultSpec { rate_limit_rate: 1.0, retry_after: RetryAfter::HttpDate(1), max: Some(1), ..fault() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            rate_limit_rate: 1.0,
+            retry_after: RetryAfter::HttpDate(1),
+            max: Some(1),
+            ..fault()
+        },
+    );
     assert_eq!(client.projects().await.unwrap().items.len(), 10);
 
-    emulator.set_fault(Endpoint::Projects, FaultSpec { rate_limit_rate: 1.0, max: Some(3), ..fault() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            rate_limit_rate: 1.0,
+            max: Some(3),
+            ..fault()
+        },
+    );
     assert_eq!(client.projects().await.unwrap().items.len(), 10);
 
     let counters = client.counters();
@@ -41,26 +68,53 @@ async fn rate_limits_are_waited_out_as_the_server_asks() {
 async fn a_retry_after_beyond_the_budget_fails_at_once_with_the_reason() {
     let emulator = emulator(TenantShape::default()).await;
     let mut s = settings(&emulator);
-    s.retry = RetrySettings { max_total_wait_secs: 5, ..s.retry };
+    s.retry = RetrySettings {
+        max_total_wait_secs: 5,
+        ..s.retry
+    };
     let client = client(s, &api_key(&emulator));
-    emulator.set_fault(Endpoint::Projects, FaultSpec { rate_limit_rate: 1.0, retry_after: RetryAfter::Seconds(600), ..fault() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            rate_limit_rate: 1.0,
+            retry_after: RetryAfter::Seconds(600),
+            ..fault()
+        },
+    );
     let started = Instant::now();
     let e = client.projects().await.unwrap_err();
     assert!(matches!(e, VendorError::RetryAfterTooLong { .. }), "{e}");
     assert!(e.to_string().contains("600s"));
     assert!(e.is_transient());
-    assert!(started.elapsed() < Duration::from_secs(5), "did not sleep 600 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not sleep 600 s"
+    );
 }
 
 #[tokio::test]
 async fn server_error_bursts_are_retried_and_endless_ones_give_up_with_the_count() {
     let emulator = emulator(TenantShape::default()).await;
     let client = default_client(&emulator);
-    emulator.set_fault(Endpoint::Projects, FaultSpec { server_error_rate: 1.0, server_error_status: Some(502), max: Some(3), ..fault() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            server_error_rate: 1.0,
+            server_error_status: Some(502),
+            max: Some(3),
+            ..fault()
+        },
+    );
     assert_eq!(client.projects().await.unwrap().items.len(), 10);
     assert_eq!(client.counters().retries, 3);
 
-    emulator.set_fault(Endpoint::Projects, FaultSpec { server_error_rate: 1.0, ..fault() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            server_error_rate: 1.0,
+            ..fault()
+        },
+    );
     let e = client.projects().await.unwrap_err();
     match &e {
         VendorError::RetriesExhausted { attempts, last, .. } => {
@@ -73,16 +127,38 @@ async fn server_error_bursts_are_retried_and_endless_ones_give_up_with_the_count
 
 #[tokio::test]
 async fn truncated_bodies_and_dropped_connections_are_retried() {
-    let emulator = emulator(TenantShape { projects: 1, project_results: vec![300], ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 1,
+        project_results: vec![300],
+        ..TenantShape::default()
+    })
+    .await;
     let client = default_client(&emulator);
-    let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().unwrap();
-    emulator.set_fault(Endpoint::Results, FaultSpec { truncate_rate: 1.0, max: Some(2), ..fault() });
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            truncate_rate: 1.0,
+            max: Some(2),
+            ..fault()
+        },
+    );
     let (records, pager) = pull_results(&client, &scan).await;
     assert_eq!(records, 300);
     assert!(pager.completeness().is_complete());
     assert_eq!(emulator.traffic().faults_fired.truncated["results"], 2);
 
-    emulator.set_fault(Endpoint::Results, FaultSpec { reset_rate: 1.0, max: Some(2), ..fault() });
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            reset_rate: 1.0,
+            max: Some(2),
+            ..fault()
+        },
+    );
     let (records, _) = pull_results(&client, &scan).await;
     assert_eq!(records, 300);
     assert_eq!(emulator.traffic().faults_fired.resets["results"], 2);
@@ -94,35 +170,88 @@ async fn a_missing_role_is_a_403_that_names_the_role_and_is_not_retried() {
     let emulator = emulator(TenantShape::default()).await;
     let credential = Credential::ApiKey(emulator.credentials.api_key_no_results.clone().into());
     let client = client(settings(&emulator), &credential);
-    let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().unwrap();
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
     let e = client.results(&scan).next_page().await.unwrap_err();
-    assert!(matches!(e, VendorError::Forbidden { endpoint: "results", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            VendorError::Forbidden {
+                endpoint: "results",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("view-results"));
     assert_eq!(client.counters().retries, 0);
-    assert_eq!(client.projects().await.unwrap().items.len(), 10, "projects are still readable");
+    assert_eq!(
+        client.projects().await.unwrap().items.len(),
+        10,
+        "projects are still readable"
+    );
 }
 
 #[tokio::test]
 async fn the_concurrency_cap_holds_under_429s_and_latency() {
-    let emulator = emulator(TenantShape { projects: 40, results_per_scan: 50, ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 40,
+        results_per_scan: 50,
+        ..TenantShape::default()
+    })
+    .await;
     let mut s = settings(&emulator);
     s.concurrency = 4;
     s.retry.max_retries = 20;
     let client = client(s, &api_key(&emulator));
-    emulator.set_fault(Endpoint::Results, FaultSpec { latency_ms: 20, rate_limit_rate: 0.2, retry_after: RetryAfter::Absent, ..fault() });
-    emulator.set_fault(Endpoint::Token, FaultSpec { latency_ms: 20, ..fault() });
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            latency_ms: 20,
+            rate_limit_rate: 0.2,
+            retry_after: RetryAfter::Absent,
+            ..fault()
+        },
+    );
+    emulator.set_fault(
+        Endpoint::Token,
+        FaultSpec {
+            latency_ms: 20,
+            ..fault()
+        },
+    );
     emulator.reset_traffic();
     let expected = emulator.expected();
-    let pulls = expected.projects.iter().filter_map(|p| p.latest_completed_sast_scan.clone()).map(|scan| {
-        let client = client.clone();
-        async move { pull_results(&client, &scan).await }
-    });
+    let pulls = expected
+        .projects
+        .iter()
+        .filter_map(|p| p.latest_completed_sast_scan.clone())
+        .map(|scan| {
+            let client = client.clone();
+            async move { pull_results(&client, &scan).await }
+        });
     let outcomes = futures_util::future::join_all(pulls).await;
     let total: u64 = outcomes.iter().map(|(n, _)| *n).sum();
     assert_eq!(total, expected.totals.results, "no item lost");
-    assert!(outcomes.iter().all(|(_, pager)| pager.completeness().is_complete()));
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, pager)| pager.completeness().is_complete())
+    );
     let traffic = emulator.traffic();
-    assert!(traffic.faults_fired.rate_limited["results"] > 0, "429s really happened");
-    assert!(traffic.peak_in_flight <= 4, "peak in flight {} exceeds the cap of 4", traffic.peak_in_flight);
-    assert!(traffic.peak_in_flight >= 2, "the pulls did run concurrently");
+    assert!(
+        traffic.faults_fired.rate_limited["results"] > 0,
+        "429s really happened"
+    );
+    assert!(
+        traffic.peak_in_flight <= 4,
+        "peak in flight {} exceeds the cap of 4",
+        traffic.peak_in_flight
+    );
+    assert!(
+        traffic.peak_in_flight >= 2,
+        "the pulls did run concurrently"
+    );
 }

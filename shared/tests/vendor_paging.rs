@@ -16,13 +16,26 @@ const LIMIT: u64 = 10;
 async fn results_are_complete_and_unique_under_both_offset_semantics_at_the_edges() {
     let sizes = vec![0, 1, LIMIT - 1, LIMIT, LIMIT + 1, 4 * LIMIT + 3];
     for mode in [OffsetMode::Page, OffsetMode::Item] {
-        let shape = TenantShape { projects: sizes.len() as u32, project_results: sizes.clone(), scans_per_project: 1, ..TenantShape::default() };
-        let emulator = emulator_with(EmulatorConfig { shape, results_offset: mode, ..EmulatorConfig::default() }).await;
+        let shape = TenantShape {
+            projects: sizes.len() as u32,
+            project_results: sizes.clone(),
+            scans_per_project: 1,
+            ..TenantShape::default()
+        };
+        let emulator = emulator_with(EmulatorConfig {
+            shape,
+            results_offset: mode,
+            ..EmulatorConfig::default()
+        })
+        .await;
         let mut s = settings(&emulator);
         s.results_page_size = LIMIT as u32;
         let client = client(s, &api_key(&emulator));
         for (p, size) in sizes.iter().enumerate() {
-            let scan = emulator.expected().projects[p].latest_completed_sast_scan.clone().unwrap();
+            let scan = emulator.expected().projects[p]
+                .latest_completed_sast_scan
+                .clone()
+                .unwrap();
             emulator.reset_traffic();
             let mut pager = client.results(&scan);
             let mut ids = Vec::new();
@@ -30,12 +43,20 @@ async fn results_are_complete_and_unique_under_both_offset_semantics_at_the_edge
                 let body: Value = serde_json::from_slice(&page.body).unwrap();
                 let records = body["results"].as_array().unwrap();
                 assert_eq!(records.len(), page.records);
-                ids.extend(records.iter().map(|r| format!("{}|{}|{}", r["type"], r["id"], r["alternateId"])));
+                ids.extend(
+                    records
+                        .iter()
+                        .map(|r| format!("{}|{}|{}", r["type"], r["id"], r["alternateId"])),
+                );
             }
             let c = pager.completeness();
             assert!(c.is_complete(), "{mode:?} size {size}: {:?}", c.problem());
             assert_eq!((c.expected, c.unique), (*size, *size));
-            assert_eq!(ids.len() as u64, *size, "{mode:?} size {size}: pages handed over hold each result once");
+            assert_eq!(
+                ids.len() as u64,
+                *size,
+                "{mode:?} size {size}: pages handed over hold each result once"
+            );
             assert_eq!(ids.iter().collect::<HashSet<_>>().len() as u64, *size);
             let requests = emulator.traffic().requests_to(Endpoint::Results);
             let minimum = size.div_ceil(LIMIT).max(1);
@@ -44,35 +65,76 @@ async fn results_are_complete_and_unique_under_both_offset_semantics_at_the_edge
                 (true, OffsetMode::Page) => OffsetSemantics::PageIndex,
                 (true, OffsetMode::Item) => OffsetSemantics::ItemCount,
             };
-            assert_eq!(pager.semantics(), Some(expected_semantics), "{mode:?} size {size}");
-            let allowed = if expected_semantics == OffsetSemantics::ItemCount { minimum + 1 } else { minimum };
-            assert!(requests <= allowed, "{mode:?} size {size}: {requests} requests, at most {allowed}");
+            assert_eq!(
+                pager.semantics(),
+                Some(expected_semantics),
+                "{mode:?} size {size}"
+            );
+            let allowed = if expected_semantics == OffsetSemantics::ItemCount {
+                minimum + 1
+            } else {
+                minimum
+            };
+            assert!(
+                requests <= allowed,
+                "{mode:?} size {size}: {requests} requests, at most {allowed}"
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn a_total_that_moves_during_paging_is_reported_not_hidden() {
-    let emulator = emulator(TenantShape { projects: 1, project_results: vec![35], ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 1,
+        project_results: vec![35],
+        ..TenantShape::default()
+    })
+    .await;
     let mut s = settings(&emulator);
     s.results_page_size = 10;
     let client = client(s, &api_key(&emulator));
-    let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().unwrap();
-    emulator.set_fault(Endpoint::Results, FaultSpec { total_drift: 3, ..FaultSpec::default() });
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            total_drift: 3,
+            ..FaultSpec::default()
+        },
+    );
     let (_, pager) = pull_results(&client, &scan).await;
     let c = pager.completeness();
     assert!(!c.is_complete());
-    assert!(c.problem().unwrap().contains("total changed during paging (first 35"), "{:?}", c.problem());
+    assert!(
+        c.problem()
+            .unwrap()
+            .contains("total changed during paging (first 35"),
+        "{:?}",
+        c.problem()
+    );
 }
 
 #[tokio::test]
 async fn a_server_that_stops_short_leaves_the_item_incomplete() {
-    let emulator = emulator(TenantShape { projects: 30, ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 30,
+        ..TenantShape::default()
+    })
+    .await;
     let mut s = settings(&emulator);
     s.projects_page_size = 10;
     let client = client(s, &api_key(&emulator));
     // The total grows by 5 after the first page: the server claims 35 and 40 but holds 30.
-    emulator.set_fault(Endpoint::Projects, FaultSpec { total_drift: 5, ..FaultSpec::default() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            total_drift: 5,
+            ..FaultSpec::default()
+        },
+    );
     let listing = client.projects().await.unwrap();
     assert_eq!(listing.items.len(), 30);
     assert!(!listing.completeness.is_complete());
@@ -80,7 +142,11 @@ async fn a_server_that_stops_short_leaves_the_item_incomplete() {
 
 #[tokio::test]
 async fn projects_page_completely_and_malformed_records_are_listed_not_dropped() {
-    let emulator = emulator(TenantShape { projects: 57, ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 57,
+        ..TenantShape::default()
+    })
+    .await;
     let mut s = settings(&emulator);
     s.projects_page_size = 20;
     let client = client(s, &api_key(&emulator));
@@ -88,30 +154,73 @@ async fn projects_page_completely_and_malformed_records_are_listed_not_dropped()
     assert_eq!(listing.items.len(), 57);
     assert!(listing.completeness.is_complete());
     assert_eq!(listing.completeness.pages, 3);
-    let expected: Vec<String> = emulator.expected().projects.iter().map(|p| p.id.clone()).collect();
-    assert_eq!(listing.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), expected);
+    let expected: Vec<String> = emulator
+        .expected()
+        .projects
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    assert_eq!(
+        listing
+            .items
+            .iter()
+            .map(|p| p.id.clone())
+            .collect::<Vec<_>>(),
+        expected
+    );
 
-    emulator.set_fault(Endpoint::Projects, FaultSpec { malformed_rate: 1.0, max: Some(1), ..FaultSpec::default() });
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            malformed_rate: 1.0,
+            max: Some(1),
+            ..FaultSpec::default()
+        },
+    );
     let listing = client.projects().await.unwrap();
     assert_eq!(listing.items.len(), 56);
     assert_eq!(listing.malformed.len(), 1);
-    assert!(listing.malformed[0].starts_with("project record 10: invalid type"), "{}", listing.malformed[0]);
-    assert!(listing.completeness.is_complete(), "every record arrived; one is unusable and reported");
+    assert!(
+        listing.malformed[0].starts_with("project record 10: invalid type"),
+        "{}",
+        listing.malformed[0]
+    );
+    assert!(
+        listing.completeness.is_complete(),
+        "every record arrived; one is unusable and reported"
+    );
 }
 
 #[tokio::test]
 async fn last_scans_come_in_batches_with_the_limit_set() {
-    let emulator = emulator(TenantShape { projects: 45, scans_per_project: 3, ..TenantShape::default() }).await;
+    let emulator = emulator(TenantShape {
+        projects: 45,
+        scans_per_project: 3,
+        ..TenantShape::default()
+    })
+    .await;
     let mut s = settings(&emulator);
     s.last_scan_batch = 25;
     let client = client(s, &api_key(&emulator));
     let expected = emulator.expected().projects;
     let ids: Vec<String> = expected.iter().map(|p| p.id.clone()).collect();
     emulator.reset_traffic();
-    let scans = client.last_scans(&ids, &LastScanQuery::completed_sast()).await.unwrap();
-    assert_eq!(emulator.traffic().requests_to(Endpoint::LastScan), 2, "45 projects in batches of 25");
+    let scans = client
+        .last_scans(&ids, &LastScanQuery::completed_sast())
+        .await
+        .unwrap();
+    assert_eq!(
+        emulator.traffic().requests_to(Endpoint::LastScan),
+        2,
+        "45 projects in batches of 25"
+    );
     for p in &expected {
-        assert_eq!(scans.get(&p.id).map(|s| s.id.clone()), p.latest_completed_sast_scan, "{}", p.name);
+        assert_eq!(
+            scans.get(&p.id).map(|s| s.id.clone()),
+            p.latest_completed_sast_scan,
+            "{}",
+            p.name
+        );
     }
     assert!(scans.len() < 45, "projects without SAST have no entry");
 }
@@ -134,15 +243,29 @@ async fn dast_environments_scans_and_results_page_completely() {
     let expected = emulator.expected().environments;
     for env in &expected {
         let scan = client.latest_completed_dast_scan(&env.id).await.unwrap();
-        assert_eq!(scan.as_ref().map(|s| s.scan_id.clone()), env.latest_completed_scan, "{}", env.domain);
+        assert_eq!(
+            scan.as_ref().map(|s| s.scan_id.clone()),
+            env.latest_completed_scan,
+            "{}",
+            env.domain
+        );
         let Some(scan) = scan else { continue };
         let mut pager = client.dast_results(&scan.scan_id);
         let mut records = 0;
         while let Some(page) = pager.next_page().await.unwrap() {
             records += page.records as u64;
         }
-        let want = env.scans.iter().find(|s| s.id == scan.scan_id).unwrap().results;
+        let want = env
+            .scans
+            .iter()
+            .find(|s| s.id == scan.scan_id)
+            .unwrap()
+            .results;
         assert_eq!(records, want);
-        assert!(pager.completeness().is_complete(), "{:?}", pager.completeness().problem());
+        assert!(
+            pager.completeness().is_complete(),
+            "{:?}",
+            pager.completeness().problem()
+        );
     }
 }

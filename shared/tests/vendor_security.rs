@@ -46,7 +46,9 @@ async fn redirecting_server(location: String) -> String {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                let answer = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
                 let _ = stream.write_all(answer.as_bytes()).await;
             });
         }
@@ -57,7 +59,10 @@ async fn redirecting_server(location: String) -> String {
 #[tokio::test]
 async fn redirects_to_another_host_are_refused() {
     let emulator = emulator(TenantShape::default()).await;
-    let target = format!("{}/auth/realms/acme/protocol/openid-connect/token", emulator.iam_url.replace("127.0.0.1", "localhost"));
+    let target = format!(
+        "{}/auth/realms/acme/protocol/openid-connect/token",
+        emulator.iam_url.replace("127.0.0.1", "localhost")
+    );
     let redirector = redirecting_server(target).await;
     let mut s = settings(&emulator);
     s.custom_iam_url = Some(redirector);
@@ -65,7 +70,11 @@ async fn redirects_to_another_host_are_refused() {
     let client = CxOneClient::new(s.validate().unwrap(), &oauth(&emulator)).unwrap();
     let e = client.authenticate().await.unwrap_err();
     assert!(e.to_string().contains("redirect"), "{e}");
-    assert_eq!(emulator.traffic().requests_to(Endpoint::Token), 0, "the redirect was not followed");
+    assert_eq!(
+        emulator.traffic().requests_to(Endpoint::Token),
+        0,
+        "the redirect was not followed"
+    );
 }
 
 #[derive(Clone, Default)]
@@ -92,22 +101,53 @@ async fn no_secret_reaches_a_log_line_even_at_trace_level() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let emulator = emulator(TenantShape { projects: 3, results_per_scan: 20, ..TenantShape::default() }).await;
-    emulator.set_fault(Endpoint::Results, FaultSpec { rate_limit_rate: 1.0, max: Some(1), ..FaultSpec::default() });
+    let emulator = emulator(TenantShape {
+        projects: 3,
+        results_per_scan: 20,
+        ..TenantShape::default()
+    })
+    .await;
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            rate_limit_rate: 1.0,
+            max: Some(1),
+            ..FaultSpec::default()
+        },
+    );
     let key_client = default_client(&emulator);
-    let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().unwrap();
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
     let (records, _) = pull_results(&key_client, &scan).await;
     assert_eq!(records, 20);
     emulator.revoke_tokens();
     key_client.projects().await.unwrap();
     let oauth_client = client(settings(&emulator), &oauth(&emulator));
     oauth_client.projects().await.unwrap();
-    let bad = Credential::OAuthClient { client_id: emulator.credentials.client_id.clone(), client_secret: "wrong-secret-zz9".to_string().into() };
+    let bad = Credential::OAuthClient {
+        client_id: emulator.credentials.client_id.clone(),
+        client_secret: "wrong-secret-zz9".to_string().into(),
+    };
     let _ = client(settings(&emulator), &bad).authenticate().await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("vendor_request") && logs.contains("retrying"), "the run was logged");
-    for secret in [emulator.credentials.api_key.as_str(), emulator.credentials.client_secret.as_str(), "wrong-secret-zz9", "Bearer ", "eyJ"] {
-        assert!(!logs.contains(secret), "a secret ({}…) reached the logs", &secret[..secret.len().min(6)]);
+    assert!(
+        logs.contains("vendor_request") && logs.contains("retrying"),
+        "the run was logged"
+    );
+    for secret in [
+        emulator.credentials.api_key.as_str(),
+        emulator.credentials.client_secret.as_str(),
+        "wrong-secret-zz9",
+        "Bearer ",
+        "eyJ",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a secret ({}…) reached the logs",
+            &secret[..secret.len().min(6)]
+        );
     }
 }

@@ -19,8 +19,14 @@ use crate::secret::Credential;
 const DEFAULT_API_KEY_CLIENT: &str = "ast-app";
 
 enum Flow {
-    ApiKey { key: SecretString, client_id: String },
-    Client { client_id: String, secret: SecretString },
+    ApiKey {
+        key: SecretString,
+        client_id: String,
+    },
+    Client {
+        client_id: String,
+        secret: SecretString,
+    },
 }
 
 /// A cached access token; `serial` tells tokens apart without comparing their values.
@@ -72,33 +78,58 @@ struct KeyClaims {
 }
 
 fn key_claims(key: &str) -> KeyClaims {
-    let Some(payload) = key.split('.').nth(1) else { return KeyClaims::default() };
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='));
-    let Ok(claims) = decoded.map_err(|_| ()).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ())) else {
+    let Some(payload) = key.split('.').nth(1) else {
         return KeyClaims::default();
     };
-    let text = |v: &serde_json::Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let decoded =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='));
+    let Ok(claims) = decoded
+        .map_err(|_| ())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|_| ()))
+    else {
+        return KeyClaims::default();
+    };
+    let text = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
     let audience = match &claims["aud"] {
-        serde_json::Value::Array(list) => list.iter().filter_map(text).find(|a| a.contains("/auth/realms/")),
+        serde_json::Value::Array(list) => list
+            .iter()
+            .filter_map(text)
+            .find(|a| a.contains("/auth/realms/")),
         other => text(other).filter(|a| a.contains("/auth/realms/")),
     };
-    KeyClaims { azp: text(&claims["azp"]), realm: audience.or_else(|| text(&claims["iss"]).filter(|i| i.contains("/auth/realms/"))) }
+    KeyClaims {
+        azp: text(&claims["azp"]),
+        realm: audience.or_else(|| text(&claims["iss"]).filter(|i| i.contains("/auth/realms/"))),
+    }
 }
 
 /// How long before expiry a token is replaced: a fifth of its lifetime, at least a second (`exp`
 /// claims count whole seconds) and at most a minute, never more than half the lifetime.
 fn refresh_margin(lifetime: Duration) -> Duration {
-    (lifetime / 5).max(Duration::from_secs(1)).min(Duration::from_secs(60)).min(lifetime / 2)
+    (lifetime / 5)
+        .max(Duration::from_secs(1))
+        .min(Duration::from_secs(60))
+        .min(lifetime / 2)
 }
 
 fn realm_token_url(realm: &str) -> Result<Url, ()> {
-    Url::parse(&format!("{}/protocol/openid-connect/token", realm.trim_end_matches('/'))).map_err(|_| ())
+    Url::parse(&format!(
+        "{}/protocol/openid-connect/token",
+        realm.trim_end_matches('/')
+    ))
+    .map_err(|_| ())
 }
 
 impl TokenSource {
     pub fn new(credential: &Credential, config: &VendorConfig) -> Result<Self, VendorError> {
         let configured_realm = config.realm_url();
-        let configured = realm_token_url(&configured_realm).map_err(|()| VendorError::Setup(format!("bad realm URL {configured_realm}")))?;
+        let configured = realm_token_url(&configured_realm)
+            .map_err(|()| VendorError::Setup(format!("bad realm URL {configured_realm}")))?;
         let (flow, token_url) = match credential {
             Credential::ApiKey(key) => {
                 let claims = key_claims(key.expose_secret());
@@ -112,23 +143,52 @@ impl TokenSource {
                                 && u.host_str() == configured.host_str()
                                 && u.port_or_known_default() == configured.port_or_known_default()
                         });
-                        let same_tenant = realm.trim_end_matches('/').rsplit('/').next().is_some_and(|t| t.eq_ignore_ascii_case(&config.tenant));
+                        let same_tenant = realm
+                            .trim_end_matches('/')
+                            .rsplit('/')
+                            .next()
+                            .is_some_and(|t| t.eq_ignore_ascii_case(&config.tenant));
                         match url {
                             Some(url) if same_host && same_tenant => url,
                             _ => {
-                                return Err(AuthError::KeyForOtherRealm { key_realm: realm, configured_realm }.into());
+                                return Err(AuthError::KeyForOtherRealm {
+                                    key_realm: realm,
+                                    configured_realm,
+                                }
+                                .into());
                             }
                         }
                     }
                 };
-                let client_id = claims.azp.unwrap_or_else(|| DEFAULT_API_KEY_CLIENT.to_string());
-                (Flow::ApiKey { key: key.clone(), client_id }, token_url)
+                let client_id = claims
+                    .azp
+                    .unwrap_or_else(|| DEFAULT_API_KEY_CLIENT.to_string());
+                (
+                    Flow::ApiKey {
+                        key: key.clone(),
+                        client_id,
+                    },
+                    token_url,
+                )
             }
-            Credential::OAuthClient { client_id, client_secret } => {
-                (Flow::Client { client_id: client_id.clone(), secret: client_secret.clone() }, configured)
-            }
+            Credential::OAuthClient {
+                client_id,
+                client_secret,
+            } => (
+                Flow::Client {
+                    client_id: client_id.clone(),
+                    secret: client_secret.clone(),
+                },
+                configured,
+            ),
         };
-        Ok(Self { flow, token_url, tenant: config.tenant.clone(), cache: tokio::sync::Mutex::new(None), serials: AtomicU64::new(0) })
+        Ok(Self {
+            flow,
+            token_url,
+            tenant: config.tenant.clone(),
+            cache: tokio::sync::Mutex::new(None),
+            serials: AtomicU64::new(0),
+        })
     }
 
     /// A valid access token: the cached one, or a fresh one. Callers wait on the lock while one
@@ -141,15 +201,24 @@ impl TokenSource {
         // Lifetimes count from before the request was sent, never from the answer.
         let requested_at = Instant::now();
         let (token, lifetime) = self.request(transport).await?;
-        let bearer = Bearer { value: Arc::new(token), serial: self.serials.fetch_add(1, Ordering::Relaxed) + 1 };
-        *cache = Some(Cached { bearer: bearer.clone(), refresh_after: requested_at + lifetime - refresh_margin(lifetime) });
+        let bearer = Bearer {
+            value: Arc::new(token),
+            serial: self.serials.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        *cache = Some(Cached {
+            bearer: bearer.clone(),
+            refresh_after: requested_at + lifetime - refresh_margin(lifetime),
+        });
         Ok(bearer)
     }
 
     /// Drops `used` after the API refused it, unless another caller already replaced it.
     pub async fn invalidate(&self, used: &Bearer) -> bool {
         let mut cache = self.cache.lock().await;
-        if cache.as_ref().is_some_and(|c| c.bearer.serial == used.serial) {
+        if cache
+            .as_ref()
+            .is_some_and(|c| c.bearer.serial == used.serial)
+        {
             *cache = None;
             true
         } else {
@@ -157,23 +226,40 @@ impl TokenSource {
         }
     }
 
-    async fn request(&self, transport: &Transport) -> Result<(SecretString, Duration), VendorError> {
+    async fn request(
+        &self,
+        transport: &Transport,
+    ) -> Result<(SecretString, Duration), VendorError> {
         let mut retries = transport.retries("token");
         loop {
-            transport.counters.token_requests.fetch_add(1, Ordering::Relaxed);
+            transport
+                .counters
+                .token_requests
+                .fetch_add(1, Ordering::Relaxed);
             let request = match &self.flow {
-                Flow::ApiKey { key, client_id } => transport.http.post(self.token_url.clone()).form(&[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", client_id.as_str()),
-                    ("refresh_token", key.expose_secret()),
-                ]),
-                Flow::Client { client_id, secret } => transport.http.post(self.token_url.clone()).form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id.as_str()),
-                    ("client_secret", secret.expose_secret()),
-                ]),
+                Flow::ApiKey { key, client_id } => {
+                    transport.http.post(self.token_url.clone()).form(&[
+                        ("grant_type", "refresh_token"),
+                        ("client_id", client_id.as_str()),
+                        ("refresh_token", key.expose_secret()),
+                    ])
+                }
+                Flow::Client { client_id, secret } => {
+                    transport.http.post(self.token_url.clone()).form(&[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", client_id.as_str()),
+                        ("client_secret", secret.expose_secret()),
+                    ])
+                }
             };
-            let exchange = match transport.exchange("token", retries.attempt(), request.header("Accept", "application/json")).await {
+            let exchange = match transport
+                .exchange(
+                    "token",
+                    retries.attempt(),
+                    request.header("Accept", "application/json"),
+                )
+                .await
+            {
                 Ok(exchange) => exchange,
                 Err(error) if error.is_connect() && retries.attempt() > 2 => {
                     return Err(AuthError::WrongRegion {
@@ -188,15 +274,24 @@ impl TokenSource {
                 }
             };
             if exchange.status.is_success() {
-                let answer: TokenAnswer = serde_json::from_slice(&exchange.body)
-                    .map_err(|e| VendorError::Malformed { endpoint: "token", detail: format!("token answer: {}", e.classify_text()) })?;
-                return Ok((answer.access_token, Duration::from_secs(answer.expires_in.unwrap_or(300).max(1))));
+                let answer: TokenAnswer =
+                    serde_json::from_slice(&exchange.body).map_err(|e| VendorError::Malformed {
+                        endpoint: "token",
+                        detail: format!("token answer: {}", e.classify_text()),
+                    })?;
+                return Ok((
+                    answer.access_token,
+                    Duration::from_secs(answer.expires_in.unwrap_or(300).max(1)),
+                ));
             }
             if let Some(refusal) = self.refusal(exchange.status.as_u16(), &exchange.body) {
                 return Err(refusal.into());
             }
             match classify("token", &exchange) {
-                Verdict::Retry { reason, retry_after } => retries.wait(reason, retry_after).await?,
+                Verdict::Retry {
+                    reason,
+                    retry_after,
+                } => retries.wait(reason, retry_after).await?,
                 Verdict::Fail(error) => return Err(error),
             }
         }
@@ -205,21 +300,37 @@ impl TokenSource {
     /// Token-endpoint answers that mean the credential, tenant or region is wrong.
     fn refusal(&self, status: u16, body: &[u8]) -> Option<AuthError> {
         let oauth: OAuthError = serde_json::from_slice(body).unwrap_or_default();
-        let detail = if oauth.error_description.is_empty() { oauth.error.clone() } else { oauth.error_description.clone() };
+        let detail = if oauth.error_description.is_empty() {
+            oauth.error.clone()
+        } else {
+            oauth.error_description.clone()
+        };
         let detail: String = detail.chars().take(200).collect();
         match (status, oauth.error.as_str(), &self.flow) {
-            (404, "Realm does not exist", _) => Some(AuthError::UnknownTenant { tenant: self.tenant.clone() }),
+            (404, "Realm does not exist", _) => Some(AuthError::UnknownTenant {
+                tenant: self.tenant.clone(),
+            }),
             (404, _, _) => Some(AuthError::WrongRegion {
                 host: self.token_url.host_str().unwrap_or("?").to_string(),
                 detail: format!("HTTP 404 for {}", self.token_url.path()),
             }),
             (400, "invalid_grant", Flow::ApiKey { client_id, .. }) if detail.contains("client") => {
-                Some(AuthError::KeyClientMismatch { sent_client: client_id.clone() })
+                Some(AuthError::KeyClientMismatch {
+                    sent_client: client_id.clone(),
+                })
             }
             (400, "invalid_grant", Flow::ApiKey { .. }) => Some(AuthError::BadApiKey { detail }),
-            (400 | 401, "invalid_client" | "unauthorized_client", Flow::Client { .. }) => Some(AuthError::BadClientCredentials { detail }),
-            (400 | 401, "invalid_client" | "unauthorized_client", Flow::ApiKey { client_id, .. }) => Some(AuthError::BadApiKey {
-                detail: format!("client '{client_id}' from the key's azp claim is unknown to this tenant: {detail}"),
+            (400 | 401, "invalid_client" | "unauthorized_client", Flow::Client { .. }) => {
+                Some(AuthError::BadClientCredentials { detail })
+            }
+            (
+                400 | 401,
+                "invalid_client" | "unauthorized_client",
+                Flow::ApiKey { client_id, .. },
+            ) => Some(AuthError::BadApiKey {
+                detail: format!(
+                    "client '{client_id}' from the key's azp claim is unknown to this tenant: {detail}"
+                ),
             }),
             (400 | 401, _, _) => Some(AuthError::Unexpected { status, detail }),
             _ => None,
@@ -234,7 +345,12 @@ trait ClassifyText {
 impl ClassifyText for serde_json::Error {
     /// Where the JSON broke, without echoing it (the token answer holds a secret).
     fn classify_text(&self) -> String {
-        format!("{:?} error at line {} column {}", self.classify(), self.line(), self.column())
+        format!(
+            "{:?} error at line {} column {}",
+            self.classify(),
+            self.line(),
+            self.column()
+        )
     }
 }
 
@@ -249,35 +365,77 @@ mod tests {
 
     #[test]
     fn tokens_are_replaced_well_before_they_expire() {
-        assert_eq!(refresh_margin(Duration::from_secs(1800)), Duration::from_secs(60));
-        assert_eq!(refresh_margin(Duration::from_secs(100)), Duration::from_secs(20));
-        assert_eq!(refresh_margin(Duration::from_secs(4)), Duration::from_secs(1));
-        assert_eq!(refresh_margin(Duration::from_secs(1)), Duration::from_millis(500));
+        assert_eq!(
+            refresh_margin(Duration::from_secs(1800)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(100)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
     fn key_claims_read_azp_and_the_realm_from_aud_or_iss() {
-        let c = key_claims(&jwt(r#"{"azp":"cx-cli","aud":"https://eu.iam.checkmarx.net/auth/realms/acme"}"#));
+        let c = key_claims(&jwt(
+            r#"{"azp":"cx-cli","aud":"https://eu.iam.checkmarx.net/auth/realms/acme"}"#,
+        ));
         assert_eq!(c.azp.as_deref(), Some("cx-cli"));
-        assert_eq!(c.realm.as_deref(), Some("https://eu.iam.checkmarx.net/auth/realms/acme"));
-        let c = key_claims(&jwt(r#"{"aud":["account","https://iam.checkmarx.net/auth/realms/x"]}"#));
-        assert_eq!(c.realm.as_deref(), Some("https://iam.checkmarx.net/auth/realms/x"));
-        let c = key_claims(&jwt(r#"{"aud":"account","iss":"https://deu.iam.checkmarx.net/auth/realms/t"}"#));
-        assert_eq!(c.realm.as_deref(), Some("https://deu.iam.checkmarx.net/auth/realms/t"));
+        assert_eq!(
+            c.realm.as_deref(),
+            Some("https://eu.iam.checkmarx.net/auth/realms/acme")
+        );
+        let c = key_claims(&jwt(
+            r#"{"aud":["account","https://iam.checkmarx.net/auth/realms/x"]}"#,
+        ));
+        assert_eq!(
+            c.realm.as_deref(),
+            Some("https://iam.checkmarx.net/auth/realms/x")
+        );
+        let c = key_claims(&jwt(
+            r#"{"aud":"account","iss":"https://deu.iam.checkmarx.net/auth/realms/t"}"#,
+        ));
+        assert_eq!(
+            c.realm.as_deref(),
+            Some("https://deu.iam.checkmarx.net/auth/realms/t")
+        );
         let c = key_claims("not-a-jwt");
         assert!(c.azp.is_none() && c.realm.is_none());
     }
 
     #[test]
     fn a_key_from_another_region_or_tenant_is_refused_before_any_request() {
-        let config = crate::vendor::VendorSettings::for_region("US", "acme").validate().unwrap();
-        let eu_key = Credential::ApiKey(jwt(r#"{"aud":"https://eu.iam.checkmarx.net/auth/realms/acme"}"#).into());
+        let config = crate::vendor::VendorSettings::for_region("US", "acme")
+            .validate()
+            .unwrap();
+        let eu_key = Credential::ApiKey(
+            jwt(r#"{"aud":"https://eu.iam.checkmarx.net/auth/realms/acme"}"#).into(),
+        );
         let error = TokenSource::new(&eu_key, &config).err().unwrap();
-        assert!(error.to_string().contains("eu.iam.checkmarx.net") && error.to_string().contains("fix the region"), "{error}");
-        let other_tenant = Credential::ApiKey(jwt(r#"{"aud":"https://iam.checkmarx.net/auth/realms/globex"}"#).into());
+        assert!(
+            error.to_string().contains("eu.iam.checkmarx.net")
+                && error.to_string().contains("fix the region"),
+            "{error}"
+        );
+        let other_tenant = Credential::ApiKey(
+            jwt(r#"{"aud":"https://iam.checkmarx.net/auth/realms/globex"}"#).into(),
+        );
         assert!(TokenSource::new(&other_tenant, &config).is_err());
-        let same = Credential::ApiKey(jwt(r#"{"aud":"https://iam.checkmarx.net/auth/realms/ACME","azp":"ast-app"}"#).into());
+        let same = Credential::ApiKey(
+            jwt(r#"{"aud":"https://iam.checkmarx.net/auth/realms/ACME","azp":"ast-app"}"#).into(),
+        );
         let source = TokenSource::new(&same, &config).unwrap();
-        assert_eq!(source.token_url.as_str(), "https://iam.checkmarx.net/auth/realms/ACME/protocol/openid-connect/token");
+        assert_eq!(
+            source.token_url.as_str(),
+            "https://iam.checkmarx.net/auth/realms/ACME/protocol/openid-connect/token"
+        );
     }
 }

@@ -45,16 +45,29 @@ impl ListPage {
 
 /// Finds the list and its total in a page body; the error says what is wrong, never echoes data.
 fn parse_list_page(body: Bytes, list_key: &str, total_key: &str) -> Result<ListPage, String> {
-    let text = std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8 at byte {}", e.valid_up_to()))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| format!("body is not UTF-8 at byte {}", e.valid_up_to()))?;
     let top: std::collections::HashMap<&str, &RawValue> =
-        serde_json::from_str(text).map_err(|e| format!("body is not a JSON object ({} at line {} column {})", kind(&e), e.line(), e.column()))?;
-    let list = top.get(list_key).ok_or_else(|| format!("no `{list_key}` list in the answer"))?;
-    let items: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(|_| format!("`{list_key}` is not a list"))?;
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "body is not a JSON object ({} at line {} column {})",
+                kind(&e),
+                e.line(),
+                e.column()
+            )
+        })?;
+    let list = top
+        .get(list_key)
+        .ok_or_else(|| format!("no `{list_key}` list in the answer"))?;
+    let items: Vec<&RawValue> =
+        serde_json::from_str(list.get()).map_err(|_| format!("`{list_key}` is not a list"))?;
     let total = top
         .get(total_key)
         .and_then(|t| serde_json::from_str::<u64>(t.get()).ok())
         .ok_or_else(|| format!("no whole-number `{total_key}` in the answer"))?;
-    let pages = top.get("pages_number").and_then(|p| serde_json::from_str::<u64>(p.get()).ok());
+    let pages = top
+        .get("pages_number")
+        .and_then(|p| serde_json::from_str::<u64>(p.get()).ok());
     let base = text.as_ptr() as usize;
     let records = items
         .iter()
@@ -63,7 +76,12 @@ fn parse_list_page(body: Bytes, list_key: &str, total_key: &str) -> Result<ListP
             start..start + raw.get().len()
         })
         .collect();
-    Ok(ListPage { body, total, records, pages })
+    Ok(ListPage {
+        body,
+        total,
+        records,
+        pages,
+    })
 }
 
 fn kind(e: &serde_json::Error) -> &'static str {
@@ -78,7 +96,13 @@ impl CxOneClient {
     pub fn new(config: VendorConfig, credential: &Credential) -> Result<Self, VendorError> {
         let transport = Transport::new(&config)?;
         let tokens = TokenSource::new(credential, &config)?;
-        Ok(Self { inner: Arc::new(Inner { config, transport, tokens }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                transport,
+                tokens,
+            }),
+        })
     }
 
     pub fn config(&self) -> &VendorConfig {
@@ -96,14 +120,19 @@ impl CxOneClient {
         let base = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base}{path}"));
         if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         url
     }
 
     /// Gets an access token now (the credential check of the connection test).
     pub async fn authenticate(&self) -> Result<(), VendorError> {
-        self.inner.tokens.bearer(&self.inner.transport).await.map(|_| ())
+        self.inner
+            .tokens
+            .bearer(&self.inner.transport)
+            .await
+            .map(|_| ())
     }
 
     /// An authenticated GET, read whole. A 401 triggers one re-authentication and one more
@@ -120,8 +149,17 @@ impl CxOneClient {
         let mut reauthenticated = false;
         loop {
             let bearer = inner.tokens.bearer(&inner.transport).await?;
-            let request = inner.transport.http.get(url.clone()).bearer_auth(bearer.expose()).header("Accept", "application/json");
-            let (reason, retry_after) = match inner.transport.exchange(endpoint, retries.attempt(), request).await {
+            let request = inner
+                .transport
+                .http
+                .get(url.clone())
+                .bearer_auth(bearer.expose())
+                .header("Accept", "application/json");
+            let (reason, retry_after) = match inner
+                .transport
+                .exchange(endpoint, retries.attempt(), request)
+                .await
+            {
                 Err(error) => (without_url(&error), None),
                 Ok(exchange) if exchange.status.is_success() => match accept(exchange.body) {
                     Ok(value) => return Ok(value),
@@ -133,13 +171,20 @@ impl CxOneClient {
                     }
                     reauthenticated = true;
                     if inner.tokens.invalidate(&bearer).await {
-                        inner.transport.counters.reauthentications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        inner
+                            .transport
+                            .counters
+                            .reauthentications
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     tracing::info!(endpoint, "access token refused; re-authenticating once");
                     continue;
                 }
                 Ok(exchange) => match classify(endpoint, &exchange) {
-                    Verdict::Retry { reason, retry_after } => (reason, retry_after),
+                    Verdict::Retry {
+                        reason,
+                        retry_after,
+                    } => (reason, retry_after),
                     Verdict::Fail(error) => return Err(error),
                 },
             };
@@ -148,8 +193,17 @@ impl CxOneClient {
     }
 
     /// A list page with its records located; a body that is not such a page is retried.
-    pub(crate) async fn get_list(&self, endpoint: &'static str, url: &Url, list_key: &str, total_key: &str) -> Result<ListPage, VendorError> {
-        self.get_checked(endpoint, url, |body| parse_list_page(body, list_key, total_key)).await
+    pub(crate) async fn get_list(
+        &self,
+        endpoint: &'static str,
+        url: &Url,
+        list_key: &str,
+        total_key: &str,
+    ) -> Result<ListPage, VendorError> {
+        self.get_checked(endpoint, url, |body| {
+            parse_list_page(body, list_key, total_key)
+        })
+        .await
     }
 }
 
@@ -159,11 +213,16 @@ mod tests {
 
     #[test]
     fn list_pages_locate_each_record() {
-        let body = Bytes::from_static(br#"{"results":[{"id":"a"}, {"id":"b","x":[1,2]}],"totalCount":7,"scanID":"s"}"#);
+        let body = Bytes::from_static(
+            br#"{"results":[{"id":"a"}, {"id":"b","x":[1,2]}],"totalCount":7,"scanID":"s"}"#,
+        );
         let page = parse_list_page(body, "results", "totalCount").unwrap();
         assert_eq!(page.total, 7);
         let records: Vec<&[u8]> = page.records.iter().map(|r| page.record(r)).collect();
-        assert_eq!(records, vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b","x":[1,2]}"#[..]]);
+        assert_eq!(
+            records,
+            vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b","x":[1,2]}"#[..]]
+        );
     }
 
     #[test]
@@ -172,11 +231,19 @@ mod tests {
             (br#"{"results":[{"id":"a"}"#, "cut off"),
             (b"<html>502 Bad Gateway</html>", "invalid JSON"),
             (br#"{"items":[],"totalCount":0}"#, "no `results` list"),
-            (br#"{"results":[],"totalCount":-1}"#, "no whole-number `totalCount`"),
-            (br#"{"results":{},"totalCount":0}"#, "`results` is not a list"),
+            (
+                br#"{"results":[],"totalCount":-1}"#,
+                "no whole-number `totalCount`",
+            ),
+            (
+                br#"{"results":{},"totalCount":0}"#,
+                "`results` is not a list",
+            ),
         ];
         for (body, expected) in cases {
-            let error = parse_list_page(Bytes::from_static(body), "results", "totalCount").err().unwrap();
+            let error = parse_list_page(Bytes::from_static(body), "results", "totalCount")
+                .err()
+                .unwrap();
             assert!(error.contains(expected), "{error}");
         }
     }

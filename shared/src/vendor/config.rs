@@ -65,7 +65,12 @@ pub struct RetrySettings {
 
 impl Default for RetrySettings {
     fn default() -> Self {
-        Self { max_retries: 8, base_delay_ms: 500, max_delay_secs: 30, max_total_wait_secs: 300 }
+        Self {
+            max_retries: 8,
+            base_delay_ms: 500,
+            max_delay_secs: 30,
+            max_total_wait_secs: 300,
+        }
     }
 }
 
@@ -127,10 +132,22 @@ impl VendorSettings {
     }
 
     pub fn validate(&self) -> Result<VendorConfig, ConfigError> {
-        let policy = NetworkPolicy { allow_insecure_local: self.allow_insecure_local, allow_custom_port: self.allow_custom_port };
-        let endpoints = region::resolve(self.region.as_deref(), self.custom_api_url.as_deref(), self.custom_iam_url.as_deref(), policy)?;
+        let policy = NetworkPolicy {
+            allow_insecure_local: self.allow_insecure_local,
+            allow_custom_port: self.allow_custom_port,
+        };
+        let endpoints = region::resolve(
+            self.region.as_deref(),
+            self.custom_api_url.as_deref(),
+            self.custom_iam_url.as_deref(),
+            policy,
+        )?;
         let tenant = self.tenant.trim();
-        if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if tenant.is_empty()
+            || !tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return Err(ConfigError::new(
                 "tenant",
                 format!("'{tenant}' is not a tenant name"),
@@ -141,7 +158,11 @@ impl VendorSettings {
             None => None,
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    ConfigError::new("ca_bundle", format!("cannot read {} ({e})", path.display()), "point `ca_bundle` at a readable PEM file")
+                    ConfigError::new(
+                        "ca_bundle",
+                        format!("cannot read {} ({e})", path.display()),
+                        "point `ca_bundle` at a readable PEM file",
+                    )
                 })?;
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(ConfigError::new(
@@ -153,24 +174,49 @@ impl VendorSettings {
                 Some(pem)
             }
         };
-        let within = |field: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(ConfigError::new(field, format!("{value} is out of range"), format!("use a value from {min} to {max}")))
-            }
-        };
+        let within =
+            |field: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
+                if (min..=max).contains(&value) {
+                    Ok(())
+                } else {
+                    Err(ConfigError::new(
+                        field,
+                        format!("{value} is out of range"),
+                        format!("use a value from {min} to {max}"),
+                    ))
+                }
+            };
         within("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
         within("request_timeout_secs", self.request_timeout_secs, 1, 900)?;
         within("concurrency", self.concurrency as u64, 1, 256)?;
-        within("projects_page_size", u64::from(self.projects_page_size), 1, 1_000)?;
+        within(
+            "projects_page_size",
+            u64::from(self.projects_page_size),
+            1,
+            1_000,
+        )?;
         within("last_scan_batch", u64::from(self.last_scan_batch), 1, 200)?;
-        within("results_page_size", u64::from(self.results_page_size), 1, 10_000)?;
+        within(
+            "results_page_size",
+            u64::from(self.results_page_size),
+            1,
+            10_000,
+        )?;
         within("dast_page_size", u64::from(self.dast_page_size), 1, 100)?;
-        within("retry.max_retries", u64::from(self.retry.max_retries), 0, 50)?;
+        within(
+            "retry.max_retries",
+            u64::from(self.retry.max_retries),
+            0,
+            50,
+        )?;
         within("retry.base_delay_ms", self.retry.base_delay_ms, 1, 60_000)?;
         within("retry.max_delay_secs", self.retry.max_delay_secs, 1, 3_600)?;
-        within("retry.max_total_wait_secs", self.retry.max_total_wait_secs, 1, 3_600)?;
+        within(
+            "retry.max_total_wait_secs",
+            self.retry.max_total_wait_secs,
+            1,
+            3_600,
+        )?;
         Ok(VendorConfig {
             endpoints,
             tenant: tenant.to_string(),
@@ -208,7 +254,11 @@ pub struct VendorConfig {
 impl VendorConfig {
     /// `{iam}/auth/realms/{tenant}`
     pub fn realm_url(&self) -> String {
-        format!("{}/auth/realms/{}", self.endpoints.iam.as_str().trim_end_matches('/'), self.tenant)
+        format!(
+            "{}/auth/realms/{}",
+            self.endpoints.iam.as_str().trim_end_matches('/'),
+            self.tenant
+        )
     }
 }
 
@@ -225,8 +275,14 @@ mod tests {
     fn defaults_fill_a_minimal_document() {
         let c = parse(r#"{"region": "EU", "tenant": "acme"}"#).unwrap();
         assert_eq!(c.endpoints.api.as_str(), "https://eu.ast.checkmarx.net/");
-        assert_eq!(c.realm_url(), "https://eu.iam.checkmarx.net/auth/realms/acme");
-        assert_eq!((c.concurrency, c.results_page_size, c.projects_page_size), (8, 10_000, 100));
+        assert_eq!(
+            c.realm_url(),
+            "https://eu.iam.checkmarx.net/auth/realms/acme"
+        );
+        assert_eq!(
+            (c.concurrency, c.results_page_size, c.projects_page_size),
+            (8, 10_000, 100)
+        );
     }
 
     #[test]
@@ -236,13 +292,34 @@ mod tests {
             (r#"{"region": "EU", "tenant": "a/b"}"#, "`tenant`"),
             (r#"{"region": "Mars", "tenant": "acme"}"#, "`region`"),
             (r#"{"tenant": "acme"}"#, "`region`"),
-            (r#"{"region": "EU", "tenant": "acme", "concurrency": 0}"#, "`concurrency`"),
-            (r#"{"region": "EU", "tenant": "acme", "results_page_size": 10001}"#, "`results_page_size`"),
-            (r#"{"region": "EU", "tenant": "acme", "dast_page_size": 101}"#, "`dast_page_size`"),
-            (r#"{"region": "EU", "tenant": "acme", "retry": {"max_retries": 99}}"#, "`retry.max_retries`"),
-            (r#"{"region": "EU", "tenant": "acme", "ca_bundle": "/nonexistent/ca.pem"}"#, "`ca_bundle`"),
-            (r#"{"custom_api_url": "http://cx.example.com", "tenant": "acme"}"#, "`custom_api_url`"),
-            (r#"{"region": "EU", "tenant": "acme", "api_key": "x"}"#, "unknown field `api_key`"),
+            (
+                r#"{"region": "EU", "tenant": "acme", "concurrency": 0}"#,
+                "`concurrency`",
+            ),
+            (
+                r#"{"region": "EU", "tenant": "acme", "results_page_size": 10001}"#,
+                "`results_page_size`",
+            ),
+            (
+                r#"{"region": "EU", "tenant": "acme", "dast_page_size": 101}"#,
+                "`dast_page_size`",
+            ),
+            (
+                r#"{"region": "EU", "tenant": "acme", "retry": {"max_retries": 99}}"#,
+                "`retry.max_retries`",
+            ),
+            (
+                r#"{"region": "EU", "tenant": "acme", "ca_bundle": "/nonexistent/ca.pem"}"#,
+                "`ca_bundle`",
+            ),
+            (
+                r#"{"custom_api_url": "http://cx.example.com", "tenant": "acme"}"#,
+                "`custom_api_url`",
+            ),
+            (
+                r#"{"region": "EU", "tenant": "acme", "api_key": "x"}"#,
+                "unknown field `api_key`",
+            ),
         ];
         for (json, field) in cases {
             let message = parse(json).unwrap_err();

@@ -15,25 +15,42 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(field: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { field, problem: problem.into(), fix: fix.into() }
+        Self {
+            field,
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 }
 
 /// Why the token endpoint refused the credential.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("the API key was rejected ({detail}); check that it is the whole key, not expired or revoked, and from this tenant")]
+    #[error(
+        "the API key was rejected ({detail}); check that it is the whole key, not expired or revoked, and from this tenant"
+    )]
     BadApiKey { detail: String },
-    #[error("the API key was issued to another client than '{sent_client}' and carries no `azp` claim naming it; create a new API key in Checkmarx One")]
+    #[error(
+        "the API key was issued to another client than '{sent_client}' and carries no `azp` claim naming it; create a new API key in Checkmarx One"
+    )]
     KeyClientMismatch { sent_client: String },
-    #[error("the OAuth client id or secret was rejected ({detail}); check both in the secret and that the client is enabled")]
+    #[error(
+        "the OAuth client id or secret was rejected ({detail}); check both in the secret and that the client is enabled"
+    )]
     BadClientCredentials { detail: String },
-    #[error("tenant '{tenant}' does not exist in this region; check the tenant name (Settings > Identity and Access Management shows it) and the region")]
+    #[error(
+        "tenant '{tenant}' does not exist in this region; check the tenant name (Settings > Identity and Access Management shows it) and the region"
+    )]
     UnknownTenant { tenant: String },
     #[error("the IAM host {host} does not serve Checkmarx One tokens ({detail}); check the region")]
     WrongRegion { host: String, detail: String },
-    #[error("the API key belongs to {key_realm}, but this connection is configured for {configured_realm}; fix the region or tenant, or use a key from this tenant")]
-    KeyForOtherRealm { key_realm: String, configured_realm: String },
+    #[error(
+        "the API key belongs to {key_realm}, but this connection is configured for {configured_realm}; fix the region or tenant, or use a key from this tenant"
+    )]
+    KeyForOtherRealm {
+        key_realm: String,
+        configured_realm: String,
+    },
     #[error("the token endpoint answered HTTP {status} ({detail})")]
     Unexpected { status: u16, detail: String },
 }
@@ -44,20 +61,46 @@ pub enum VendorError {
     Config(#[from] ConfigError),
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
-    #[error("{endpoint}: HTTP 403 Forbidden; the credential lacks the role for this call ({role_hint})")]
-    Forbidden { endpoint: &'static str, role_hint: &'static str },
+    #[error(
+        "{endpoint}: HTTP 403 Forbidden; the credential lacks the role for this call ({role_hint})"
+    )]
+    Forbidden {
+        endpoint: &'static str,
+        role_hint: &'static str,
+    },
     #[error("{endpoint}: HTTP 401 after a fresh token; the credential is no longer accepted")]
     Unauthorized { endpoint: &'static str },
     #[error("{endpoint}: {what} not found (HTTP 404)")]
-    NotFound { endpoint: &'static str, what: String },
+    NotFound {
+        endpoint: &'static str,
+        what: String,
+    },
     #[error("{endpoint}: HTTP {status}: {message}")]
-    Rejected { endpoint: &'static str, status: u16, message: String },
+    Rejected {
+        endpoint: &'static str,
+        status: u16,
+        message: String,
+    },
     #[error("{endpoint}: gave up after {attempts} attempts over {waited:?}: {last}")]
-    RetriesExhausted { endpoint: &'static str, attempts: u32, waited: Duration, last: String },
-    #[error("{endpoint}: the server asked to wait {asked:?} (Retry-After), beyond the remaining retry budget of {budget:?}")]
-    RetryAfterTooLong { endpoint: &'static str, asked: Duration, budget: Duration },
+    RetriesExhausted {
+        endpoint: &'static str,
+        attempts: u32,
+        waited: Duration,
+        last: String,
+    },
+    #[error(
+        "{endpoint}: the server asked to wait {asked:?} (Retry-After), beyond the remaining retry budget of {budget:?}"
+    )]
+    RetryAfterTooLong {
+        endpoint: &'static str,
+        asked: Duration,
+        budget: Duration,
+    },
     #[error("{endpoint}: unexpected response: {detail}")]
-    Malformed { endpoint: &'static str, detail: String },
+    Malformed {
+        endpoint: &'static str,
+        detail: String,
+    },
     #[error("refused to connect to {host}: {reason}")]
     Refused { host: String, reason: String },
     #[error("HTTP client setup failed: {0}")]
@@ -67,6 +110,9 @@ pub enum VendorError {
 impl VendorError {
     /// True when a later attempt (a Step Functions retry, the next run) may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::RetriesExhausted { .. } | Self::RetryAfterTooLong { .. })
+        matches!(
+            self,
+            Self::RetriesExhausted { .. } | Self::RetryAfterTooLong { .. }
+        )
     }
 }

@@ -16,6 +16,8 @@ pub use client::CxOneClient;
 pub use config::{RetrySettings, VendorConfig, VendorSettings};
 pub use error::{AuthError, ConfigError, VendorError};
 pub use models::*;
-pub use paging::{Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics, RawPage, ResultsPager};
+pub use paging::{
+    Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics, RawPage, ResultsPager,
+};
 pub use region::{Endpoints, NetworkPolicy, REGIONS, Region};
 pub use transport::CounterSnapshot;

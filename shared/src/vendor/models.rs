@@ -322,9 +322,15 @@ mod tests {
         assert_eq!(page.total_count, 1);
         let r = &page.results[0];
         assert_eq!(r.kind, ResultType::Sast);
-        assert_eq!(r.data.query_id, Some(NumberOrText::Number(9_509_477_347_196_366_877)));
+        assert_eq!(
+            r.data.query_id,
+            Some(NumberOrText::Number(9_509_477_347_196_366_877))
+        );
         assert!(r.description.is_none());
-        assert_eq!(r.vulnerability_details.cwe_id, Some(NumberOrText::Number(522)));
+        assert_eq!(
+            r.vulnerability_details.cwe_id,
+            Some(NumberOrText::Number(522))
+        );
         assert_eq!(r.severity, Severity::Low);
         assert_eq!(r.state, TriageState::ToVerify);
         assert_eq!(r.data.nodes.len(), 13);
@@ -341,7 +347,10 @@ mod tests {
         assert_eq!(r.status.as_str(), "REOPENED");
         assert_eq!(r.state, TriageState::Other("Risk_Accepted".into()));
         assert!(!r.severity.is_known() && r.severity.as_str() == "BLOCKER");
-        assert_eq!(r.vulnerability_details.cwe_id, Some(NumberOrText::Text("CWE-79".into())));
+        assert_eq!(
+            r.vulnerability_details.cwe_id,
+            Some(NumberOrText::Text("CWE-79".into()))
+        );
         assert_eq!(Severity::parse("critical"), Severity::Critical);
     }
 

@@ -33,10 +33,16 @@ impl Completeness {
     /// Why the list cannot be trusted as complete, in plain words.
     pub fn problem(&self) -> Option<String> {
         if let Some(changed) = self.totals_seen.first() {
-            return Some(format!("the total changed during paging (first {}, then {changed}); the data moved while it was read", self.expected));
+            return Some(format!(
+                "the total changed during paging (first {}, then {changed}); the data moved while it was read",
+                self.expected
+            ));
         }
         if self.unique != self.expected {
-            return Some(format!("received {} distinct records but the server reported {}", self.unique, self.expected));
+            return Some(format!(
+                "received {} distinct records but the server reported {}",
+                self.unique, self.expected
+            ));
         }
         None
     }
@@ -91,7 +97,13 @@ pub struct RawPage {
 }
 
 /// The page as received when it holds no repeats, else rebuilt from the new records only.
-fn handed_over(page: &ListPage, fresh: &[&[u8]], list_key: &str, total_key: &str, number: u32) -> RawPage {
+fn handed_over(
+    page: &ListPage,
+    fresh: &[&[u8]],
+    list_key: &str,
+    total_key: &str,
+    number: u32,
+) -> RawPage {
     let body = if fresh.len() == page.records.len() {
         page.body.clone()
     } else {
@@ -106,7 +118,12 @@ fn handed_over(page: &ListPage, fresh: &[&[u8]], list_key: &str, total_key: &str
         body.extend_from_slice(format!("],\"{total_key}\":{}}}", page.total).as_bytes());
         Bytes::from(body)
     };
-    RawPage { number, body, records: fresh.len(), total: page.total }
+    RawPage {
+        number,
+        body,
+        records: fresh.len(),
+        total: page.total,
+    }
 }
 
 /// Projects (or environments) with what could not be read and the completeness verdict.
@@ -166,13 +183,24 @@ impl ResultsPager {
         };
         let url = self.client.api_url(
             "/api/results",
-            &[("scan-id", self.scan_id.clone()), ("limit", self.limit.to_string()), ("offset", offset.to_string())],
+            &[
+                ("scan-id", self.scan_id.clone()),
+                ("limit", self.limit.to_string()),
+                ("offset", offset.to_string()),
+            ],
         );
-        let page = self.client.get_list("results", &url, "results", "totalCount").await?;
+        let page = self
+            .client
+            .get_list("results", &url, "results", "totalCount")
+            .await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         if number == 1 && self.semantics.is_none() {
-            self.semantics = Some(if fresh.len() < page.records.len() { OffsetSemantics::ItemCount } else { OffsetSemantics::PageIndex });
+            self.semantics = Some(if fresh.len() < page.records.len() {
+                OffsetSemantics::ItemCount
+            } else {
+                OffsetSemantics::PageIndex
+            });
         }
         let received = page.records.len() as u64;
         self.position = offset + received;
@@ -185,10 +213,17 @@ impl ResultsPager {
             self.semantics = Some(OffsetSemantics::Unneeded);
         }
         // A server that keeps answering must not keep us paging forever.
-        if u64::from(self.completeness.pages) > self.completeness.expected / self.served.max(1) + 3 {
+        if u64::from(self.completeness.pages) > self.completeness.expected / self.served.max(1) + 3
+        {
             self.done = true;
         }
-        Ok(Some(handed_over(&page, &fresh, "results", "totalCount", number)))
+        Ok(Some(handed_over(
+            &page,
+            &fresh,
+            "results",
+            "totalCount",
+            number,
+        )))
     }
 }
 
@@ -214,13 +249,24 @@ impl DastResultsPager {
         let number = self.completeness.pages;
         let url = self.client.api_url(
             &format!("/api/dast/mfe-results/results/{}", self.scan_id),
-            &[("page", (u64::from(number) + 1).to_string()), ("per_page", self.per_page.to_string())],
+            &[
+                ("page", (u64::from(number) + 1).to_string()),
+                ("per_page", self.per_page.to_string()),
+            ],
         );
-        let page = self.client.get_list("dast-results", &url, "results", "total").await?;
+        let page = self
+            .client
+            .get_list("dast-results", &url, "results", "total")
+            .await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
-        let last_page = page.pages.unwrap_or_else(|| page.total.div_ceil(self.per_page));
-        if u64::from(number) + 1 >= last_page || page.records.is_empty() || self.completeness.unique >= self.completeness.expected {
+        let last_page = page
+            .pages
+            .unwrap_or_else(|| page.total.div_ceil(self.per_page));
+        if u64::from(number) + 1 >= last_page
+            || page.records.is_empty()
+            || self.completeness.unique >= self.completeness.expected
+        {
             self.done = true;
         }
         Ok(Some(handed_over(&page, &fresh, "results", "total", number)))
@@ -239,15 +285,28 @@ pub struct LastScanQuery {
 impl LastScanQuery {
     /// The spec's call: the latest completed SAST scan of any branch.
     pub fn completed_sast() -> Self {
-        Self { scan_status: Some("Completed".into()), engine: Some("sast".into()), branch: None, use_main_branch: false }
+        Self {
+            scan_status: Some("Completed".into()),
+            engine: Some("sast".into()),
+            branch: None,
+            use_main_branch: false,
+        }
     }
 }
 
-fn parse_items<T: serde::de::DeserializeOwned>(page: &ListPage, fresh: &[&[u8]], what: &str, listing: &mut Listing<T>) {
+fn parse_items<T: serde::de::DeserializeOwned>(
+    page: &ListPage,
+    fresh: &[&[u8]],
+    what: &str,
+    listing: &mut Listing<T>,
+) {
     for record in fresh {
         match serde_json::from_slice::<T>(record) {
             Ok(item) => listing.items.push(item),
-            Err(e) => listing.malformed.push(format!("{what} record {}: {e}", listing.items.len() + listing.malformed.len())),
+            Err(e) => listing.malformed.push(format!(
+                "{what} record {}: {e}",
+                listing.items.len() + listing.malformed.len()
+            )),
         }
     }
     let _ = page;
@@ -257,17 +316,27 @@ impl CxOneClient {
     /// Every project, paged by item offset.
     pub async fn projects(&self) -> Result<Listing<Project>, VendorError> {
         let limit = u64::from(self.inner.config.projects_page_size);
-        let mut listing = Listing { items: Vec::new(), malformed: Vec::new(), completeness: Completeness::default() };
+        let mut listing = Listing {
+            items: Vec::new(),
+            malformed: Vec::new(),
+            completeness: Completeness::default(),
+        };
         let mut seen = Seen::default();
         let mut offset = 0;
         loop {
-            let url = self.api_url("/api/projects", &[("limit", limit.to_string()), ("offset", offset.to_string())]);
-            let page = self.get_list("projects", &url, "projects", "filteredTotalCount").await?;
+            let url = self.api_url(
+                "/api/projects",
+                &[("limit", limit.to_string()), ("offset", offset.to_string())],
+            );
+            let page = self
+                .get_list("projects", &url, "projects", "filteredTotalCount")
+                .await?;
             listing.completeness.observe_total(page.total);
             let fresh = seen.admit(&page, &mut listing.completeness);
             parse_items(&page, &fresh, "project", &mut listing);
             offset += page.records.len() as u64;
-            let runaway = u64::from(listing.completeness.pages) > listing.completeness.expected / limit + 3;
+            let runaway =
+                u64::from(listing.completeness.pages) > listing.completeness.expected / limit + 3;
             if page.records.is_empty() || offset >= page.total || runaway {
                 return Ok(listing);
             }
@@ -277,10 +346,18 @@ impl CxOneClient {
     /// The last scan of each project, many projects per call (`limit` set to the batch size, so
     /// the server's default of 20 does not cut the answer short). Projects without a matching
     /// scan are absent from the map.
-    pub async fn last_scans(&self, project_ids: &[String], query: &LastScanQuery) -> Result<HashMap<String, LastScan>, VendorError> {
+    pub async fn last_scans(
+        &self,
+        project_ids: &[String],
+        query: &LastScanQuery,
+    ) -> Result<HashMap<String, LastScan>, VendorError> {
         let mut found = HashMap::new();
         for batch in project_ids.chunks(self.inner.config.last_scan_batch as usize) {
-            let mut params = vec![("limit", batch.len().to_string()), ("offset", "0".to_string()), ("project-ids", batch.join(","))];
+            let mut params = vec![
+                ("limit", batch.len().to_string()),
+                ("offset", "0".to_string()),
+                ("project-ids", batch.join(",")),
+            ];
             if let Some(status) = &query.scan_status {
                 params.push(("scan-status", status.clone()));
             }
@@ -296,7 +373,9 @@ impl CxOneClient {
             let url = self.api_url("/api/projects/last-scan", &params);
             let map: HashMap<String, LastScan> = self
                 .get_checked("last-scan", &url, |body| {
-                    serde_json::from_slice(&body).map_err(|e| format!("last-scan answer is not a map of project id to scan: {e}"))
+                    serde_json::from_slice(&body).map_err(|e| {
+                        format!("last-scan answer is not a map of project id to scan: {e}")
+                    })
                 })
                 .await?;
             found.extend(map.into_iter().filter(|(id, _)| batch.contains(id)));
@@ -322,17 +401,30 @@ impl CxOneClient {
     /// Every DAST environment, paged with `from`/`to` windows.
     pub async fn dast_environments(&self) -> Result<Listing<DastEnvironment>, VendorError> {
         let size = u64::from(self.inner.config.dast_page_size);
-        let mut listing = Listing { items: Vec::new(), malformed: Vec::new(), completeness: Completeness::default() };
+        let mut listing = Listing {
+            items: Vec::new(),
+            malformed: Vec::new(),
+            completeness: Completeness::default(),
+        };
         let mut seen = Seen::default();
         let mut from = 0;
         loop {
-            let url = self.api_url("/api/dast/scans/environments", &[("from", from.to_string()), ("to", (from + size).to_string())]);
-            let page = self.get_list("dast-environments", &url, "environments", "totalItems").await?;
+            let url = self.api_url(
+                "/api/dast/scans/environments",
+                &[
+                    ("from", from.to_string()),
+                    ("to", (from + size).to_string()),
+                ],
+            );
+            let page = self
+                .get_list("dast-environments", &url, "environments", "totalItems")
+                .await?;
             listing.completeness.observe_total(page.total);
             let fresh = seen.admit(&page, &mut listing.completeness);
             parse_items(&page, &fresh, "environment", &mut listing);
             from += page.records.len() as u64;
-            let runaway = u64::from(listing.completeness.pages) > listing.completeness.expected / size + 3;
+            let runaway =
+                u64::from(listing.completeness.pages) > listing.completeness.expected / size + 3;
             if page.records.is_empty() || from >= page.total || runaway {
                 return Ok(listing);
             }
@@ -340,7 +432,10 @@ impl CxOneClient {
     }
 
     /// The newest completed scan of a DAST environment, if it has one.
-    pub async fn latest_completed_dast_scan(&self, environment_id: &str) -> Result<Option<DastScan>, VendorError> {
+    pub async fn latest_completed_dast_scan(
+        &self,
+        environment_id: &str,
+    ) -> Result<Option<DastScan>, VendorError> {
         let size = u64::from(self.inner.config.dast_page_size);
         let mut from = 0;
         loop {
@@ -353,7 +448,9 @@ impl CxOneClient {
                     ("to", (from + size).to_string()),
                 ],
             );
-            let page = self.get_list("dast-scans", &url, "scans", "totalScans").await?;
+            let page = self
+                .get_list("dast-scans", &url, "scans", "totalScans")
+                .await?;
             for range in &page.records {
                 if let Ok(scan) = serde_json::from_slice::<DastScan>(page.record(range))
                     && scan.is_completed()
@@ -392,22 +489,38 @@ mod tests {
         c.unique = 10;
         assert!(c.is_complete());
         c.unique = 9;
-        assert!(c.problem().unwrap().contains("9 distinct records but the server reported 10"));
+        assert!(
+            c.problem()
+                .unwrap()
+                .contains("9 distinct records but the server reported 10")
+        );
         c.unique = 10;
         c.observe_total(12);
-        assert!(c.problem().unwrap().contains("total changed during paging (first 10, then 12)"));
+        assert!(
+            c.problem()
+                .unwrap()
+                .contains("total changed during paging (first 10, then 12)")
+        );
     }
 
     #[test]
     fn pages_with_repeats_are_rebuilt_from_new_records_only() {
         let body = Bytes::from_static(br#"{"results":[{"id":1},{"id":2}],"totalCount":3}"#);
-        let page = ListPage { body: body.clone(), total: 3, records: vec![12..20, 21..29], pages: None };
+        let page = ListPage {
+            body: body.clone(),
+            total: 3,
+            records: vec![12..20, 21..29],
+            pages: None,
+        };
         let mut seen = Seen::default();
         let mut c = Completeness::default();
         seen.0.insert(Seen::fingerprint(br#"{"id":1}"#));
         let fresh = seen.admit(&page, &mut c);
         let handed = handed_over(&page, &fresh, "results", "totalCount", 1);
-        assert_eq!(&handed.body[..], br#"{"results":[{"id":2}],"totalCount":3}"#);
+        assert_eq!(
+            &handed.body[..],
+            br#"{"results":[{"id":2}],"totalCount":3}"#
+        );
         assert_eq!((handed.records, c.duplicates, c.unique), (1, 1, 2));
     }
 }

@@ -18,20 +18,74 @@ pub struct Region {
 }
 
 pub const REGIONS: [Region; 10] = [
-    Region { name: "US", aliases: &[], api_host: "ast.checkmarx.net", iam_host: "iam.checkmarx.net" },
-    Region { name: "US2", aliases: &[], api_host: "us.ast.checkmarx.net", iam_host: "us.iam.checkmarx.net" },
-    Region { name: "EU", aliases: &[], api_host: "eu.ast.checkmarx.net", iam_host: "eu.iam.checkmarx.net" },
-    Region { name: "EU2", aliases: &[], api_host: "eu-2.ast.checkmarx.net", iam_host: "eu-2.iam.checkmarx.net" },
-    Region { name: "DEU", aliases: &["DE"], api_host: "deu.ast.checkmarx.net", iam_host: "deu.iam.checkmarx.net" },
-    Region { name: "ANZ", aliases: &["AU"], api_host: "anz.ast.checkmarx.net", iam_host: "anz.iam.checkmarx.net" },
-    Region { name: "IND", aliases: &["IN"], api_host: "ind.ast.checkmarx.net", iam_host: "ind.iam.checkmarx.net" },
-    Region { name: "SNG", aliases: &["SG"], api_host: "sng.ast.checkmarx.net", iam_host: "sng.iam.checkmarx.net" },
-    Region { name: "UAE", aliases: &["MEA"], api_host: "mea.ast.checkmarx.net", iam_host: "mea.iam.checkmarx.net" },
-    Region { name: "IL-gov", aliases: &["IL", "GOV-IL"], api_host: "gov-il.ast.checkmarx.net", iam_host: "gov-il.iam.checkmarx.net" },
+    Region {
+        name: "US",
+        aliases: &[],
+        api_host: "ast.checkmarx.net",
+        iam_host: "iam.checkmarx.net",
+    },
+    Region {
+        name: "US2",
+        aliases: &[],
+        api_host: "us.ast.checkmarx.net",
+        iam_host: "us.iam.checkmarx.net",
+    },
+    Region {
+        name: "EU",
+        aliases: &[],
+        api_host: "eu.ast.checkmarx.net",
+        iam_host: "eu.iam.checkmarx.net",
+    },
+    Region {
+        name: "EU2",
+        aliases: &[],
+        api_host: "eu-2.ast.checkmarx.net",
+        iam_host: "eu-2.iam.checkmarx.net",
+    },
+    Region {
+        name: "DEU",
+        aliases: &["DE"],
+        api_host: "deu.ast.checkmarx.net",
+        iam_host: "deu.iam.checkmarx.net",
+    },
+    Region {
+        name: "ANZ",
+        aliases: &["AU"],
+        api_host: "anz.ast.checkmarx.net",
+        iam_host: "anz.iam.checkmarx.net",
+    },
+    Region {
+        name: "IND",
+        aliases: &["IN"],
+        api_host: "ind.ast.checkmarx.net",
+        iam_host: "ind.iam.checkmarx.net",
+    },
+    Region {
+        name: "SNG",
+        aliases: &["SG"],
+        api_host: "sng.ast.checkmarx.net",
+        iam_host: "sng.iam.checkmarx.net",
+    },
+    Region {
+        name: "UAE",
+        aliases: &["MEA"],
+        api_host: "mea.ast.checkmarx.net",
+        iam_host: "mea.iam.checkmarx.net",
+    },
+    Region {
+        name: "IL-gov",
+        aliases: &["IL", "GOV-IL"],
+        api_host: "gov-il.ast.checkmarx.net",
+        iam_host: "gov-il.iam.checkmarx.net",
+    },
 ];
 
 fn region_names() -> String {
-    REGIONS.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+    REGIONS
+        .iter()
+        .map(|r| r.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The two base URLs every request goes to, already checked against the [`NetworkPolicy`].
@@ -60,7 +114,10 @@ pub fn resolve(
     custom_iam_url: Option<&str>,
     policy: NetworkPolicy,
 ) -> Result<Endpoints, ConfigError> {
-    match (region.map(str::trim).filter(|r| !r.is_empty()), custom_api_url.map(str::trim).filter(|u| !u.is_empty())) {
+    match (
+        region.map(str::trim).filter(|r| !r.is_empty()),
+        custom_api_url.map(str::trim).filter(|u| !u.is_empty()),
+    ) {
         (Some(_), Some(_)) => Err(ConfigError::new(
             "region",
             "both `region` and `custom_api_url` are set",
@@ -69,7 +126,10 @@ pub fn resolve(
         (None, None) => Err(ConfigError::new(
             "region",
             "no region is set",
-            format!("set `region` to one of {} or its URL (e.g. https://eu.ast.checkmarx.net)", region_names()),
+            format!(
+                "set `region` to one of {} or its URL (e.g. https://eu.ast.checkmarx.net)",
+                region_names()
+            ),
         )),
         (Some(region), None) => {
             if custom_iam_url.is_some_and(|u| !u.trim().is_empty()) {
@@ -90,8 +150,10 @@ pub fn resolve(
                 )
             })?;
             Ok(Endpoints {
-                api: Url::parse(&format!("https://{}/", found.api_host)).expect("table hosts are valid"),
-                iam: Url::parse(&format!("https://{}/", found.iam_host)).expect("table hosts are valid"),
+                api: Url::parse(&format!("https://{}/", found.api_host))
+                    .expect("table hosts are valid"),
+                iam: Url::parse(&format!("https://{}/", found.iam_host))
+                    .expect("table hosts are valid"),
                 region: Some(found.name),
             })
         }
@@ -101,7 +163,11 @@ pub fn resolve(
                 Some(iam) => checked_url("custom_iam_url", iam, policy)?,
                 None => derive_iam(&api),
             };
-            Ok(Endpoints { api, iam, region: None })
+            Ok(Endpoints {
+                api,
+                iam,
+                region: None,
+            })
         }
     }
 }
@@ -120,7 +186,13 @@ fn find_region(text: &str) -> Option<&'static Region> {
             && matches!(url.path(), "" | "/")
             && url.query().is_none();
         let host = url.host_str()?.to_ascii_lowercase();
-        plain.then(|| REGIONS.iter().find(|r| r.api_host == host || r.iam_host == host)).flatten()
+        plain
+            .then(|| {
+                REGIONS
+                    .iter()
+                    .find(|r| r.api_host == host || r.iam_host == host)
+            })
+            .flatten()
     })
 }
 
@@ -131,7 +203,8 @@ fn derive_iam(api: &Url) -> Url {
         let derived = if let Some(rest) = host.strip_prefix("ast.") {
             Some(format!("iam.{rest}"))
         } else {
-            host.find(".ast.").map(|at| format!("{}.iam.{}", &host[..at], &host[at + 5..]))
+            host.find(".ast.")
+                .map(|at| format!("{}.iam.{}", &host[..at], &host[at + 5..]))
         };
         if let Some(derived) = derived {
             let _ = iam.set_host(Some(&derived));
@@ -144,17 +217,39 @@ fn derive_iam(api: &Url) -> Url {
 /// allowed), no user info, no query or fragment, port 443 unless allowed, and no address that
 /// reaches inside the network (loopback, private, link-local, metadata) unless it is the allowed
 /// local loopback.
-pub fn checked_url(field: &'static str, text: &str, policy: NetworkPolicy) -> Result<Url, ConfigError> {
+pub fn checked_url(
+    field: &'static str,
+    text: &str,
+    policy: NetworkPolicy,
+) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| {
-        ConfigError::new(field, format!("'{text}' is not a URL ({e})"), "give a full URL such as https://cxone.example.com")
+        ConfigError::new(
+            field,
+            format!("'{text}' is not a URL ({e})"),
+            "give a full URL such as https://cxone.example.com",
+        )
     })?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(field, "the URL carries user info", "remove the `user:password@` part; credentials come from the secret"));
+        return Err(ConfigError::new(
+            field,
+            "the URL carries user info",
+            "remove the `user:password@` part; credentials come from the secret",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::new(field, "the URL has a query or fragment", "give only the scheme, host and optional path"));
+        return Err(ConfigError::new(
+            field,
+            "the URL has a query or fragment",
+            "give only the scheme, host and optional path",
+        ));
     }
-    let host = url.host().ok_or_else(|| ConfigError::new(field, "the URL has no host", "give a full URL such as https://cxone.example.com"))?;
+    let host = url.host().ok_or_else(|| {
+        ConfigError::new(
+            field,
+            "the URL has no host",
+            "give a full URL such as https://cxone.example.com",
+        )
+    })?;
     let loopback = is_loopback_host(&host);
     match url.scheme() {
         "https" => {}
@@ -167,17 +262,31 @@ pub fn checked_url(field: &'static str, text: &str, policy: NetworkPolicy) -> Re
             ));
         }
         other => {
-            return Err(ConfigError::new(field, format!("scheme '{other}' is refused"), "use https://"));
+            return Err(ConfigError::new(
+                field,
+                format!("scheme '{other}' is refused"),
+                "use https://",
+            ));
         }
     }
     if let Some(ip) = host_ip(&host) {
         if let Some(reason) = forbidden_address(ip, policy) {
-            return Err(ConfigError::new(field, format!("{ip} is {reason}"), "point the URL at the vendor's public host name"));
+            return Err(ConfigError::new(
+                field,
+                format!("{ip} is {reason}"),
+                "point the URL at the vendor's public host name",
+            ));
         }
     } else if loopback && !policy.allow_insecure_local {
-        return Err(ConfigError::new(field, "localhost is refused", "set `allow_insecure_local` for a local emulator on loopback"));
+        return Err(ConfigError::new(
+            field,
+            "localhost is refused",
+            "set `allow_insecure_local` for a local emulator on loopback",
+        ));
     }
-    let port_ok = url.port().is_none_or(|p| p == 443) || policy.allow_custom_port || (loopback && policy.allow_insecure_local);
+    let port_ok = url.port().is_none_or(|p| p == 443)
+        || policy.allow_custom_port
+        || (loopback && policy.allow_insecure_local);
     if !port_ok {
         return Err(ConfigError::new(
             field,
@@ -198,7 +307,10 @@ fn host_ip(host: &Host<&str>) -> Option<IpAddr> {
 
 fn is_loopback_host(host: &Host<&str>) -> bool {
     match host {
-        Host::Domain(name) => name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost"),
+        Host::Domain(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost")
+        }
         other => host_ip(other).is_some_and(|ip| ip.is_loopback()),
     }
 }
@@ -206,11 +318,16 @@ fn is_loopback_host(host: &Host<&str>) -> bool {
 /// Why the client must not connect to `ip`, if it must not.
 pub fn forbidden_address(ip: IpAddr, policy: NetworkPolicy) -> Option<&'static str> {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     if ip.is_loopback() {
-        return (!policy.allow_insecure_local).then_some("a loopback address (only a local emulator with allow_insecure_local may use it)");
+        return (!policy.allow_insecure_local).then_some(
+            "a loopback address (only a local emulator with allow_insecure_local may use it)",
+        );
     }
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
@@ -226,7 +343,12 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("a link-local address")
     } else if ip.is_private() || (a == 100 && (64..128).contains(&b)) {
         Some("a private network address")
-    } else if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_documentation() || a == 0 {
+    } else if ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+    {
         Some("not a routable unicast address")
     } else {
         None
@@ -252,8 +374,14 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    const OPEN: NetworkPolicy = NetworkPolicy { allow_insecure_local: false, allow_custom_port: false };
-    const LOCAL: NetworkPolicy = NetworkPolicy { allow_insecure_local: true, allow_custom_port: false };
+    const OPEN: NetworkPolicy = NetworkPolicy {
+        allow_insecure_local: false,
+        allow_custom_port: false,
+    };
+    const LOCAL: NetworkPolicy = NetworkPolicy {
+        allow_insecure_local: true,
+        allow_custom_port: false,
+    };
 
     #[test]
     fn every_region_resolves_by_name_alias_and_url() {
@@ -262,24 +390,59 @@ mod tests {
             assert_eq!(by_name.api.host_str(), Some(region.api_host));
             assert_eq!(by_name.iam.host_str(), Some(region.iam_host));
             assert_eq!(by_name.region, Some(region.name));
-            let by_url = resolve(Some(&format!("https://{}/", region.api_host)), None, None, OPEN).unwrap();
+            let by_url = resolve(
+                Some(&format!("https://{}/", region.api_host)),
+                None,
+                None,
+                OPEN,
+            )
+            .unwrap();
             assert_eq!(by_url, by_name);
-            let by_iam = resolve(Some(&format!("https://{}", region.iam_host)), None, None, OPEN).unwrap();
+            let by_iam = resolve(
+                Some(&format!("https://{}", region.iam_host)),
+                None,
+                None,
+                OPEN,
+            )
+            .unwrap();
             assert_eq!(by_iam, by_name);
         }
-        assert_eq!(resolve(Some("MEA"), None, None, OPEN).unwrap().region, Some("UAE"));
+        assert_eq!(
+            resolve(Some("MEA"), None, None, OPEN).unwrap().region,
+            Some("UAE")
+        );
     }
 
     #[test]
     fn unknown_regions_and_conflicts_name_the_field_and_the_fix() {
         let e = resolve(Some("moon"), None, None, OPEN).unwrap_err();
         assert_eq!(e.field, "region");
-        assert!(e.to_string().contains("'moon' is not a Checkmarx One region") && e.to_string().contains("custom_api_url"));
-        assert!(resolve(Some("https://evil.example.com"), None, None, OPEN).is_err(), "a URL outside the table is not a region");
-        assert!(resolve(Some("http://eu.ast.checkmarx.net"), None, None, OPEN).is_err(), "http:// is not a region URL");
+        assert!(
+            e.to_string()
+                .contains("'moon' is not a Checkmarx One region")
+                && e.to_string().contains("custom_api_url")
+        );
+        assert!(
+            resolve(Some("https://evil.example.com"), None, None, OPEN).is_err(),
+            "a URL outside the table is not a region"
+        );
+        assert!(
+            resolve(Some("http://eu.ast.checkmarx.net"), None, None, OPEN).is_err(),
+            "http:// is not a region URL"
+        );
         assert_eq!(resolve(None, None, None, OPEN).unwrap_err().field, "region");
-        assert!(resolve(Some("EU"), Some("https://cx.example.com"), None, OPEN).unwrap_err().problem.contains("both"));
-        assert_eq!(resolve(Some("EU"), None, Some("https://iam.example.com"), OPEN).unwrap_err().field, "custom_iam_url");
+        assert!(
+            resolve(Some("EU"), Some("https://cx.example.com"), None, OPEN)
+                .unwrap_err()
+                .problem
+                .contains("both")
+        );
+        assert_eq!(
+            resolve(Some("EU"), None, Some("https://iam.example.com"), OPEN)
+                .unwrap_err()
+                .field,
+            "custom_iam_url"
+        );
     }
 
     #[test]
@@ -288,7 +451,13 @@ mod tests {
         assert_eq!(e.iam.as_str(), "https://iam.cx.example.com/");
         let e = resolve(None, Some("https://acme.ast.cxone.cloud"), None, OPEN).unwrap();
         assert_eq!(e.iam.host_str(), Some("acme.iam.cxone.cloud"));
-        let e = resolve(None, Some("https://cx.example.com"), Some("https://login.example.com"), OPEN).unwrap();
+        let e = resolve(
+            None,
+            Some("https://cx.example.com"),
+            Some("https://login.example.com"),
+            OPEN,
+        )
+        .unwrap();
         assert_eq!(e.iam.host_str(), Some("login.example.com"));
     }
 
@@ -323,9 +492,15 @@ mod tests {
         }
         assert!(checked_url("custom_api_url", "http://127.0.0.1:9001", LOCAL).is_ok());
         assert!(checked_url("custom_api_url", "http://localhost:8080", LOCAL).is_ok());
-        assert!(checked_url("custom_api_url", "http://10.0.0.1", LOCAL).is_err(), "local means loopback only");
+        assert!(
+            checked_url("custom_api_url", "http://10.0.0.1", LOCAL).is_err(),
+            "local means loopback only"
+        );
         assert!(checked_url("custom_api_url", "https://169.254.169.254", LOCAL).is_err());
-        let port_ok = NetworkPolicy { allow_custom_port: true, ..OPEN };
+        let port_ok = NetworkPolicy {
+            allow_custom_port: true,
+            ..OPEN
+        };
         assert!(checked_url("custom_api_url", "https://cx.example.com:8443", port_ok).is_ok());
     }
 }

@@ -37,15 +37,28 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// The addresses of `host` the policy allows; an error when it resolves only to forbidden ones.
-pub(crate) async fn resolve_allowed(host: &str, port: u16, policy: NetworkPolicy) -> Result<Vec<SocketAddr>, String> {
-    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?.collect();
-    let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| forbidden_address(a.ip(), policy).is_none()).collect();
+pub(crate) async fn resolve_allowed(
+    host: &str,
+    port: u16,
+    policy: NetworkPolicy,
+) -> Result<Vec<SocketAddr>, String> {
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    let allowed: Vec<SocketAddr> = resolved
+        .iter()
+        .copied()
+        .filter(|a| forbidden_address(a.ip(), policy).is_none())
+        .collect();
     if allowed.is_empty() {
         let reason = resolved
             .first()
             .and_then(|a| forbidden_address(a.ip(), policy).map(|r| format!("{} is {r}", a.ip())))
             .unwrap_or_else(|| "no address".to_string());
-        return Err(format!("refused {host}: it resolves only to forbidden addresses ({reason})"));
+        return Err(format!(
+            "refused {host}: it resolves only to forbidden addresses ({reason})"
+        ));
     }
     Ok(allowed)
 }
@@ -54,8 +67,18 @@ pub(crate) async fn resolve_allowed(host: &str, port: u16, policy: NetworkPolicy
 /// emulator is allowed, extra CA certificates from the bundle.
 pub(crate) fn http_client(config: &VendorConfig) -> Result<reqwest::Client, VendorError> {
     let redirects = reqwest::redirect::Policy::custom(|attempt| {
-        let origin = attempt.previous().first().map(|u| (u.scheme().to_string(), u.host_str().map(str::to_string), u.port_or_known_default()));
-        let next = (attempt.url().scheme().to_string(), attempt.url().host_str().map(str::to_string), attempt.url().port_or_known_default());
+        let origin = attempt.previous().first().map(|u| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_string),
+                u.port_or_known_default(),
+            )
+        });
+        let next = (
+            attempt.url().scheme().to_string(),
+            attempt.url().host_str().map(str::to_string),
+            attempt.url().port_or_known_default(),
+        );
         if attempt.previous().len() > 3 {
             attempt.error("more than 3 redirects")
         } else if origin.as_ref() == Some(&next) {
@@ -70,14 +93,19 @@ pub(crate) fn http_client(config: &VendorConfig) -> Result<reqwest::Client, Vend
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
         .redirect(redirects)
-        .dns_resolver(Arc::new(GuardedResolver { policy: config.policy }))
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: config.policy,
+        }))
         .https_only(!config.policy.allow_insecure_local)
         .pool_max_idle_per_host(config.concurrency);
     if let Some(pem) = &config.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| VendorError::Setup(format!("ca_bundle: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| VendorError::Setup(format!("ca_bundle: {e}")))?;
         builder = builder.tls_certs_merge(certs);
     }
-    builder.build().map_err(|e| VendorError::Setup(e.to_string()))
+    builder
+        .build()
+        .map_err(|e| VendorError::Setup(e.to_string()))
 }
 
 /// Counters over the client's life, for run reports and tests.
@@ -141,7 +169,12 @@ impl Transport {
 
     /// Sends one request under a concurrency permit and reads the whole body, in a span with
     /// the endpoint, attempt, status, duration and bytes. Headers and bodies are never logged.
-    pub async fn exchange(&self, endpoint: &'static str, attempt: u32, request: RequestBuilder) -> Result<Exchange, reqwest::Error> {
+    pub async fn exchange(
+        &self,
+        endpoint: &'static str,
+        attempt: u32,
+        request: RequestBuilder,
+    ) -> Result<Exchange, reqwest::Error> {
         let span = tracing::info_span!(
             "vendor_request",
             endpoint,
@@ -151,7 +184,11 @@ impl Transport {
             bytes = tracing::field::Empty
         );
         async {
-            let _permit = self.limiter.acquire().await.expect("the semaphore is never closed");
+            let _permit = self
+                .limiter
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let result = async {
@@ -159,7 +196,11 @@ impl Transport {
                 let status = response.status();
                 let headers = response.headers().clone();
                 let body = response.bytes().await?;
-                Ok(Exchange { status, headers, body })
+                Ok(Exchange {
+                    status,
+                    headers,
+                    body,
+                })
             }
             .await;
             let span = tracing::Span::current();
@@ -168,7 +209,9 @@ impl Transport {
                 Ok(exchange) => {
                     span.record("status", exchange.status.as_u16());
                     span.record("bytes", exchange.body.len());
-                    self.counters.bytes.fetch_add(exchange.body.len() as u64, Ordering::Relaxed);
+                    self.counters
+                        .bytes
+                        .fetch_add(exchange.body.len() as u64, Ordering::Relaxed);
                     tracing::debug!("vendor answered");
                 }
                 Err(error) => tracing::debug!(error = %without_url(error), "vendor request failed"),
@@ -181,10 +224,16 @@ impl Transport {
 
     pub fn retries(&self, endpoint: &'static str) -> Retries<'_> {
         let policy = ExponentialBackoff::builder()
-            .retry_bounds(Duration::from_millis(self.retry.base_delay_ms), Duration::from_secs(self.retry.max_delay_secs))
+            .retry_bounds(
+                Duration::from_millis(self.retry.base_delay_ms),
+                Duration::from_secs(self.retry.max_delay_secs),
+            )
             .jitter(Jitter::Full)
             .base(2)
-            .build_with_total_retry_duration_and_max_retries(Duration::from_secs(self.retry.max_total_wait_secs), self.retry.max_retries);
+            .build_with_total_retry_duration_and_max_retries(
+                Duration::from_secs(self.retry.max_total_wait_secs),
+                self.retry.max_retries,
+            );
         Retries {
             endpoint,
             policy,
@@ -217,13 +266,20 @@ pub(crate) fn without_url(error: &reqwest::Error) -> String {
         detail = cause.to_string();
         source = cause.source();
     }
-    if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
 }
 
 /// What a failed attempt means for the next one.
 pub(crate) enum Verdict {
     /// Worth another attempt after the backoff (or the server's `Retry-After`).
-    Retry { reason: String, retry_after: Option<Duration> },
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     Fail(VendorError),
 }
 
@@ -231,15 +287,31 @@ pub(crate) enum Verdict {
 pub(crate) fn classify(endpoint: &'static str, exchange: &Exchange) -> Verdict {
     let status = exchange.status;
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Verdict::Retry { reason: "HTTP 429 Too Many Requests".into(), retry_after: retry_after(&exchange.headers) };
+        return Verdict::Retry {
+            reason: "HTTP 429 Too Many Requests".into(),
+            retry_after: retry_after(&exchange.headers),
+        };
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-        return Verdict::Retry { reason: format!("HTTP {}", status.as_u16()), retry_after: None };
+        return Verdict::Retry {
+            reason: format!("HTTP {}", status.as_u16()),
+            retry_after: None,
+        };
     }
     Verdict::Fail(match status {
-        StatusCode::FORBIDDEN => VendorError::Forbidden { endpoint, role_hint: role_hint(endpoint) },
-        StatusCode::NOT_FOUND => VendorError::NotFound { endpoint, what: message_of(&exchange.body) },
-        _ => VendorError::Rejected { endpoint, status: status.as_u16(), message: message_of(&exchange.body) },
+        StatusCode::FORBIDDEN => VendorError::Forbidden {
+            endpoint,
+            role_hint: role_hint(endpoint),
+        },
+        StatusCode::NOT_FOUND => VendorError::NotFound {
+            endpoint,
+            what: message_of(&exchange.body),
+        },
+        _ => VendorError::Rejected {
+            endpoint,
+            status: status.as_u16(),
+            message: message_of(&exchange.body),
+        },
     })
 }
 
@@ -257,9 +329,15 @@ fn role_hint(endpoint: &'static str) -> &'static str {
 pub(crate) fn message_of(body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let message = parsed.as_ref().and_then(|v| {
-        ["message", "error_description", "error"].iter().find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_string))
+        ["message", "error_description", "error"]
+            .iter()
+            .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_string))
     });
-    message.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string())
+    message.unwrap_or_else(|| {
+        String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_string()
+    })
 }
 
 /// `Retry-After` as seconds or as an HTTP-date.
@@ -269,7 +347,10 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The retry state of one call.
@@ -291,9 +372,18 @@ impl Retries<'_> {
     }
 
     /// Waits before the next attempt, or gives up with the reason of the last failure.
-    pub async fn wait(&mut self, reason: String, retry_after: Option<Duration>) -> Result<(), VendorError> {
+    pub async fn wait(
+        &mut self,
+        reason: String,
+        retry_after: Option<Duration>,
+    ) -> Result<(), VendorError> {
         let waited = self.started_at.elapsed();
-        let exhausted = || VendorError::RetriesExhausted { endpoint: self.endpoint, attempts: self.retries + 1, waited, last: reason.clone() };
+        let exhausted = || VendorError::RetriesExhausted {
+            endpoint: self.endpoint,
+            attempts: self.retries + 1,
+            waited,
+            last: reason.clone(),
+        };
         if self.retries >= self.max_retries {
             return Err(exhausted());
         }
@@ -302,7 +392,11 @@ impl Retries<'_> {
                 self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let left = self.budget.saturating_sub(waited);
                 if asked > left {
-                    return Err(VendorError::RetryAfterTooLong { endpoint: self.endpoint, asked, budget: left });
+                    return Err(VendorError::RetryAfterTooLong {
+                        endpoint: self.endpoint,
+                        asked,
+                        budget: left,
+                    });
                 }
                 asked
             }
@@ -311,7 +405,9 @@ impl Retries<'_> {
                     self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                 }
                 match self.policy.should_retry(self.started, self.retries) {
-                    RetryDecision::Retry { execute_after } => execute_after.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+                    RetryDecision::Retry { execute_after } => execute_after
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO),
                     RetryDecision::DoNotRetry => return Err(exhausted()),
                 }
             }
@@ -333,16 +429,39 @@ mod tests {
     async fn names_that_resolve_to_forbidden_addresses_are_refused_before_connecting() {
         let denied = NetworkPolicy::default();
         let e = resolve_allowed("localhost", 443, denied).await.unwrap_err();
-        assert!(e.contains("forbidden addresses") && e.contains("loopback"), "{e}");
-        assert!(resolve_allowed("localhost", 443, NetworkPolicy { allow_insecure_local: true, ..denied }).await.is_ok());
+        assert!(
+            e.contains("forbidden addresses") && e.contains("loopback"),
+            "{e}"
+        );
+        assert!(
+            resolve_allowed(
+                "localhost",
+                443,
+                NetworkPolicy {
+                    allow_insecure_local: true,
+                    ..denied
+                }
+            )
+            .await
+            .is_ok()
+        );
 
         // Through the real HTTP client: a listener on loopback sees no connection at all.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let config = crate::vendor::VendorSettings::for_region("EU", "acme").validate().unwrap();
+        let config = crate::vendor::VendorSettings::for_region("EU", "acme")
+            .validate()
+            .unwrap();
         let client = http_client(&config).unwrap();
-        let error = client.get(format!("https://localhost:{port}/")).send().await.unwrap_err();
-        assert!(format!("{error:?}").contains("forbidden addresses"), "{error:?}");
+        let error = client
+            .get(format!("https://localhost:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{error:?}").contains("forbidden addresses"),
+            "{error:?}"
+        );
         let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "a connection was made");
     }
@@ -355,17 +474,33 @@ mod tests {
         let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         headers.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
         let d = retry_after(&headers).unwrap();
-        assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
-        assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a past date means now");
+        assert!(
+            d > Duration::from_secs(27) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(
+            retry_after(&headers),
+            Some(Duration::ZERO),
+            "a past date means now"
+        );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
     }
 
     #[test]
     fn error_bodies_give_their_message_or_their_start() {
-        assert_eq!(message_of(br#"{"message":"bad scan id","type":"ERROR","code":400}"#), "bad scan id");
-        assert_eq!(message_of(br#"{"code":400,"message":"limit too big","data":null}"#), "limit too big");
+        assert_eq!(
+            message_of(br#"{"message":"bad scan id","type":"ERROR","code":400}"#),
+            "bad scan id"
+        );
+        assert_eq!(
+            message_of(br#"{"code":400,"message":"limit too big","data":null}"#),
+            "limit too big"
+        );
         assert_eq!(message_of(b"<html>503</html>"), "<html>503</html>");
     }
 }

@@ -6,7 +6,11 @@ use cxone_etm::secret::Credential;
 use cxone_etm::vendor::{CxOneClient, RetrySettings, VendorSettings};
 
 pub async fn emulator(shape: TenantShape) -> Emulator {
-    emulator_with(EmulatorConfig { shape, ..EmulatorConfig::default() }).await
+    emulator_with(EmulatorConfig {
+        shape,
+        ..EmulatorConfig::default()
+    })
+    .await
 }
 
 pub async fn emulator_with(config: EmulatorConfig) -> Emulator {
@@ -17,7 +21,12 @@ pub async fn emulator_with(config: EmulatorConfig) -> Emulator {
 pub fn settings(emulator: &Emulator) -> VendorSettings {
     let mut s = VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
     s.allow_insecure_local = true;
-    s.retry = RetrySettings { max_retries: 6, base_delay_ms: 10, max_delay_secs: 1, max_total_wait_secs: 30 };
+    s.retry = RetrySettings {
+        max_retries: 6,
+        base_delay_ms: 10,
+        max_delay_secs: 1,
+        max_total_wait_secs: 30,
+    };
     s
 }
 
@@ -33,7 +42,8 @@ pub fn oauth(emulator: &Emulator) -> Credential {
 }
 
 pub fn client(settings: VendorSettings, credential: &Credential) -> CxOneClient {
-    CxOneClient::new(settings.validate().expect("valid settings"), credential).expect("client builds")
+    CxOneClient::new(settings.validate().expect("valid settings"), credential)
+        .expect("client builds")
 }
 
 pub fn default_client(emulator: &Emulator) -> CxOneClient {
@@ -41,7 +51,10 @@ pub fn default_client(emulator: &Emulator) -> CxOneClient {
 }
 
 /// Every page of one scan's results; returns the record count and the pager's verdict.
-pub async fn pull_results(client: &CxOneClient, scan: &str) -> (u64, cxone_etm::vendor::ResultsPager) {
+pub async fn pull_results(
+    client: &CxOneClient,
+    scan: &str,
+) -> (u64, cxone_etm::vendor::ResultsPager) {
     let mut pager = client.results(scan);
     let mut records = 0;
     while let Some(page) = pager.next_page().await.expect("page") {
