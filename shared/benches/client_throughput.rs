@@ -11,13 +11,28 @@ const RESULTS: u64 = 100_000;
 
 fn client_throughput(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let shape = TenantShape { projects: 1, scans_per_project: 1, project_results: vec![RESULTS], ..TenantShape::default() };
-    let emulator = runtime.block_on(Emulator::start(EmulatorConfig { shape, ..EmulatorConfig::default() })).expect("emulator");
-    let mut settings = VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
+    let shape = TenantShape {
+        projects: 1,
+        scans_per_project: 1,
+        project_results: vec![RESULTS],
+        ..TenantShape::default()
+    };
+    let emulator = runtime
+        .block_on(Emulator::start(EmulatorConfig {
+            shape,
+            ..EmulatorConfig::default()
+        }))
+        .expect("emulator");
+    let mut settings =
+        VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
     settings.allow_insecure_local = true;
     let credential = Credential::ApiKey(emulator.credentials.api_key.clone().into());
-    let client = CxOneClient::new(settings.validate().expect("settings"), &credential).expect("client");
-    let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().expect("scan");
+    let client =
+        CxOneClient::new(settings.validate().expect("settings"), &credential).expect("client");
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .expect("scan");
     let pull = || async {
         let mut pager = client.results(&scan);
         let (mut records, mut bytes) = (0u64, 0u64);
@@ -34,9 +49,14 @@ fn client_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("client");
     group.sample_size(10);
     group.throughput(Throughput::Elements(records));
-    group.bench_function(format!("pull a {RESULTS}-result scan (results/s)"), |b| b.iter(|| runtime.block_on(pull())));
+    group.bench_function(format!("pull a {RESULTS}-result scan (results/s)"), |b| {
+        b.iter(|| runtime.block_on(pull()))
+    });
     group.throughput(Throughput::Bytes(bytes));
-    group.bench_function(format!("pull a {RESULTS}-result scan ({bytes} bytes of JSON)"), |b| b.iter(|| runtime.block_on(pull())));
+    group.bench_function(
+        format!("pull a {RESULTS}-result scan ({bytes} bytes of JSON)"),
+        |b| b.iter(|| runtime.block_on(pull())),
+    );
     group.finish();
 }
 
