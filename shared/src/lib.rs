@@ -1,5 +1,16 @@
-//! The library every function uses: the Checkmarx One client and the credential types; the
-//! transform, the object store and secret ports, and the pipeline steps join it as they are built.
+//! The library every function uses: the Checkmarx One client, the credential types and the
+//! transform; the object store and secret ports and the pipeline steps join it as they are built.
 
 pub mod secret;
+pub mod transform;
 pub mod vendor;
+
+use serde::{Deserialize, Serialize};
+
+/// Which connector: SAST (projects and their scans' results) or DAST (environments and theirs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectorKind {
+    Sast,
+    Dast,
+}

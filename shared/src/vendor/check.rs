@@ -14,13 +14,7 @@ use super::client::CxOneClient;
 use super::error::{AuthError, VendorError};
 use super::paging::LastScanQuery;
 use super::transport::resolve_allowed;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConnectorKind {
-    Sast,
-    Dast,
-}
+pub use crate::ConnectorKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,535 @@
+//! One item (a project or a DAST environment) at a time: raw pages in, ETM batch lines out.
+//! Every record ends as exactly one of: a finding in a line, a rejected record (with the reason
+//! and the vendor id), or a skipped one (counted by reason).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeSeed;
+use serde_json::{Map, Value};
+
+use super::catalog::ValueType;
+use super::extract::PageSeed;
+use super::map::{CompiledEntry, Layout, Plan};
+use super::scoring::CompiledScoring;
+use crate::ConnectorKind;
+
+pub const SCHEMA_VERSION: &str = "1.0";
+pub const VENDOR: &str = "Checkmarx";
+pub const PRODUCT: &str = "Checkmarx One";
+
+/// The triage states Checkmarx One ships; tenants can add their own (kept and flagged).
+const KNOWN_STATES: [&str; 5] = ["TO_VERIFY", "NOT_EXPLOITABLE", "PROPOSED_NOT_EXPLOITABLE", "CONFIRMED", "URGENT"];
+
+/// Which run the lines belong to and when they were produced.
+#[derive(Clone, Debug)]
+pub struct TransformContext {
+    pub connection_id: String,
+    pub run_id: String,
+    /// RFC 3339; every line of the run carries it.
+    pub produced_at: String,
+}
+
+/// SAST asset types to emit; both by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssetTypes {
+    pub generic_application: bool,
+    pub code_repository: bool,
+}
+
+impl Default for AssetTypes {
+    fn default() -> Self {
+        Self { generic_application: true, code_repository: true }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TransformOptions {
+    pub asset_types: AssetTypes,
+    /// A page's findings are split into lines of at most this many.
+    pub max_findings_per_line: usize,
+}
+
+impl Default for TransformOptions {
+    fn default() -> Self {
+        Self { asset_types: AssetTypes::default(), max_findings_per_line: 1_000 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    /// The vendor's id of the record, when it has a readable one.
+    pub vendor_id: Option<String>,
+    pub page: u32,
+    pub index: u32,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Collision {
+    pub external_finding_id: String,
+    /// The id the later record carries instead, so both are kept.
+    pub renamed_to: String,
+}
+
+/// What happened to an item's records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Figures {
+    pub records_in: u64,
+    pub findings_out: u64,
+    /// Findings out whose vendor status is FIXED (emitted closed, never open).
+    pub fixed: u64,
+    pub rejected: u64,
+    /// Records of other engines (`/api/results` mixes them), by type.
+    pub skipped_by_type: BTreeMap<String, u64>,
+    /// Records of an asset the asset-type filter removed.
+    pub skipped_by_filter: u64,
+    pub collisions: u64,
+    /// Findings carrying a triage state Checkmarx One does not ship (custom states).
+    pub unknown_triage_states: u64,
+    /// Findings with a value no value map knew, or that did not fit its target.
+    pub flagged_values: u64,
+    pub lines: u64,
+}
+
+impl Figures {
+    pub fn skipped(&self) -> u64 {
+        self.skipped_by_type.values().sum::<u64>() + self.skipped_by_filter
+    }
+
+    pub fn add(&mut self, other: &Figures) {
+        self.records_in += other.records_in;
+        self.findings_out += other.findings_out;
+        self.fixed += other.fixed;
+        self.rejected += other.rejected;
+        for (k, v) in &other.skipped_by_type {
+            *self.skipped_by_type.entry(k.clone()).or_default() += v;
+        }
+        self.skipped_by_filter += other.skipped_by_filter;
+        self.collisions += other.collisions;
+        self.unknown_triage_states += other.unknown_triage_states;
+        self.flagged_values += other.flagged_values;
+        self.lines += other.lines;
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransformError {
+    #[error("item record: {0}")]
+    Item(String),
+    #[error("page {page}: {problem}")]
+    Page { page: u32, problem: String },
+}
+
+/// The outcome of one item.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemOutcome {
+    pub figures: Figures,
+    pub rejected: Vec<Rejected>,
+    pub collisions: Vec<Collision>,
+}
+
+pub struct ItemTransformer<'p> {
+    plan: &'p Plan,
+    scoring: &'p CompiledScoring,
+    options: TransformOptions,
+    /// `{"schemaVersion":…,"vendorItemId":"…",` — the start of every line.
+    envelope: Vec<u8>,
+    /// `"externalAssetId":…,"asset":{…},` — the mapped asset, the same on every line.
+    asset: Vec<u8>,
+    emit: bool,
+    state: State,
+}
+
+#[derive(Default)]
+struct State {
+    outcome: ItemOutcome,
+    seen_ids: HashSet<u64>,
+    /// Next suffix for ids that collided.
+    suffixes: HashMap<String, u32>,
+    findings: Vec<Vec<u8>>,
+}
+
+fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Coerces a value to the target type; `Err` names what did not fit.
+fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
+    match ty {
+        ValueType::Text | ValueType::Status => match value {
+            Value::String(_) => Ok(value),
+            Value::Number(n) => Ok(Value::String(n.to_string())),
+            Value::Bool(b) => Ok(Value::String(b.to_string())),
+            other => Err(format!("{} where a text belongs", kind_of(&other))),
+        },
+        ValueType::Integer | ValueType::Severity => {
+            let number = match &value {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => {
+                    let digits = s.trim().trim_start_matches("CWE-").trim_start_matches("cwe-");
+                    digits.parse::<i64>().ok()
+                }
+                _ => None,
+            };
+            match number {
+                Some(n) if ty == ValueType::Severity && !(1..=5).contains(&n) => Err(format!("severity {n} is outside 1–5")),
+                Some(n) => Ok(Value::from(n)),
+                None => Err(format!("{} is not a whole number", short(&value))),
+            }
+        }
+        ValueType::DateTime => match &value {
+            Value::String(s) if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok() => Ok(value),
+            other => Err(format!("{} is not an RFC 3339 time stamp", short(other))),
+        },
+        ValueType::List => match value {
+            Value::Array(items) => Ok(Value::Array(items.into_iter().filter_map(|v| text_of(&v).map(Value::String)).collect())),
+            Value::String(s) => Ok(Value::Array(vec![Value::String(s)])),
+            other => Err(format!("{} where a list belongs", kind_of(&other))),
+        },
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() > 40 { format!("{}…", &text[..text.floor_char_boundary(40)]) } else { text }
+}
+
+/// The value of one entry for a record: mapped, defaulted, coerced. `Err` only for a required
+/// target left without a value; other misfits are flagged in `flags` and left out.
+fn entry_value(entry: &CompiledEntry, raw: Option<&Value>, flags: &mut Vec<String>) -> Result<Option<Value>, String> {
+    let raw = raw.filter(|v| !v.is_null());
+    let mapped = match (&entry.value_map, raw) {
+        (Some(map), Some(v)) => {
+            let key = text_of(v).unwrap_or_default();
+            let hit = map.get(&key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)).map(|(_, v)| v));
+            match (hit, &entry.default) {
+                (Some(to), _) => Some(to.clone()),
+                (None, Some(default)) => {
+                    flags.push(format!("{}={key}", entry.segments.join(".")));
+                    Some(default.clone())
+                }
+                (None, None) => {
+                    flags.push(format!("{}={key}", entry.segments.join(".")));
+                    Some(v.clone())
+                }
+            }
+        }
+        (None, Some(v)) => Some(v.clone()),
+        (_, None) => entry.default.clone(),
+    };
+    let coerced = match mapped {
+        None => None,
+        Some(v) => match coerce(v, entry.target.ty) {
+            Ok(v) => Some(v),
+            Err(problem) if entry.required => return Err(format!("{}: {problem}", entry.label)),
+            Err(problem) => {
+                flags.push(format!("{}: {problem}", entry.segments.join(".")));
+                None
+            }
+        },
+    };
+    match coerced {
+        None if entry.required => Err(format!("{}: required value is missing", entry.label)),
+        other => Ok(other),
+    }
+}
+
+fn set_path(root: &mut Map<String, Value>, segments: &[&str], value: Value) {
+    let (last, parents) = segments.split_last().expect("target paths are not empty");
+    let mut node = root;
+    for segment in parents {
+        let next = node.entry(segment.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if !next.is_object() {
+            *next = Value::Object(Map::new());
+        }
+        node = next.as_object_mut().expect("made an object above");
+    }
+    node.insert(last.to_string(), value);
+}
+
+/// Writes the fields of `layout` that have values, comma-separated, without braces.
+fn write_fields(layout: &[(String, Layout)], values: &[Option<Value>], out: &mut Vec<u8>, first: &mut bool) {
+    for (key, node) in layout {
+        if !has_value(node, values) {
+            continue;
+        }
+        if !*first {
+            out.push(b',');
+        }
+        *first = false;
+        serde_json::to_writer(&mut *out, key).expect("Vec write");
+        out.push(b':');
+        match node {
+            Layout::Leaf(index) => serde_json::to_writer(&mut *out, values[*index].as_ref().expect("has_value")).expect("Vec write"),
+            Layout::Object(children) => {
+                out.push(b'{');
+                let mut inner_first = true;
+                write_fields(children, values, out, &mut inner_first);
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+fn has_value(node: &Layout, values: &[Option<Value>]) -> bool {
+    match node {
+        Layout::Leaf(index) => values[*index].is_some(),
+        Layout::Object(children) => children.iter().any(|(_, c)| has_value(c, values)),
+    }
+}
+
+fn fingerprint(id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+impl<'p> ItemTransformer<'p> {
+    /// Starts an item from its project (SAST) or environment (DAST) record.
+    pub fn new(
+        plan: &'p Plan,
+        scoring: &'p CompiledScoring,
+        context: &TransformContext,
+        options: TransformOptions,
+        item_record: &[u8],
+    ) -> Result<Self, TransformError> {
+        let item: Value = serde_json::from_slice(item_record).map_err(|e| TransformError::Item(format!("not JSON: {e}")))?;
+        let id_field = match plan.kind {
+            ConnectorKind::Sast => "id",
+            ConnectorKind::Dast => "environmentId",
+        };
+        let item_id = item
+            .get(id_field)
+            .and_then(text_of)
+            .ok_or_else(|| TransformError::Item(format!("the record has no `{id_field}`")))?;
+        let mut asset = Map::new();
+        let mut flags = Vec::new();
+        for entry in &plan.asset_entries {
+            if let Some(v) = entry_value(entry, item.pointer(&entry.pointer), &mut flags).map_err(TransformError::Item)? {
+                set_path(&mut asset, &entry.segments, v);
+            }
+        }
+        let emit = match plan.kind {
+            ConnectorKind::Sast => {
+                let repo = item.get("repoUrl").and_then(Value::as_str).filter(|u| !u.trim().is_empty());
+                let mut types = Vec::new();
+                if options.asset_types.generic_application {
+                    types.push("GENERIC_APPLICATION");
+                } else if let Some(Value::Object(detail)) = asset.get_mut("asset").and_then(|a| a.get_mut("assetDetail")) {
+                    detail.remove("genericApplicationAssetClass");
+                }
+                if let (true, Some(url)) = (options.asset_types.code_repository, repo) {
+                    types.push("CODE_REPOSITORY");
+                    let mut class = Map::new();
+                    class.insert("url".into(), Value::from(url));
+                    if let Some(branch) = item.get("mainBranch").and_then(Value::as_str).filter(|b| !b.is_empty()) {
+                        class.insert("mainBranch".into(), Value::from(branch));
+                    }
+                    set_path(&mut asset, &["asset", "assetDetail", "codeRepositoryAssetClass"], Value::Object(class));
+                }
+                set_path(&mut asset, &["asset", "assetTypes"], Value::from(types.clone()));
+                !types.is_empty()
+            }
+            ConnectorKind::Dast => {
+                asset.entry("externalAssetId").or_insert_with(|| Value::from(item_id.clone()));
+                set_path(&mut asset, &["asset", "assetTypes"], Value::from(vec!["WEB_APPLICATION"]));
+                true
+            }
+        };
+        if !flags.is_empty() {
+            set_path(&mut asset, &["asset", "flaggedValues"], Value::from(flags));
+        }
+        let kind = match plan.kind {
+            ConnectorKind::Sast => "SAST",
+            ConnectorKind::Dast => "DAST",
+        };
+        let envelope = serde_json::json!({
+            "schemaVersion": SCHEMA_VERSION,
+            "connectionId": context.connection_id,
+            "runId": context.run_id,
+            "connectorKind": kind,
+            "vendor": VENDOR,
+            "product": PRODUCT,
+            "producedAt": context.produced_at,
+            "vendorItemId": item_id,
+        });
+        let mut envelope = serde_json::to_vec(&envelope).expect("serializes");
+        envelope.pop();
+        envelope.push(b',');
+        let mut asset_bytes = serde_json::to_vec(&Value::Object(asset)).expect("serializes");
+        asset_bytes.remove(0);
+        asset_bytes.pop();
+        if !asset_bytes.is_empty() {
+            asset_bytes.push(b',');
+        }
+        Ok(Self { plan, scoring, options, envelope, asset: asset_bytes, emit, state: State::default() })
+    }
+
+    /// Maps one raw page (the JSON object the vendor sent, records under `results`) and returns its
+    /// lines. A page that is not JSON fails; a bad record inside it only goes to the rejected list.
+    pub fn push_page(&mut self, page: &[u8], page_number: u32) -> Result<Vec<Vec<u8>>, TransformError> {
+        let plan = self.plan;
+        let scoring = self.scoring;
+        let emit = self.emit;
+        let state = &mut self.state;
+        let mut slots = vec![None; plan.finding_slots];
+        let mut on_record = |index: u32, is_object: bool, slots: &[Option<Value>]| {
+            state.record(plan, scoring, emit, page_number, index, is_object, slots);
+        };
+        let mut deserializer = serde_json::Deserializer::from_slice(page);
+        let seed = PageSeed { list_key: "results", tree: &plan.finding_tree, slots: &mut slots, on_record: &mut on_record };
+        let found = seed.deserialize(&mut deserializer).and_then(|found| deserializer.end().map(|()| found));
+        match found {
+            Ok(true) => {}
+            Ok(false) => return Err(TransformError::Page { page: page_number, problem: "no `results` list".into() }),
+            Err(e) => return Err(TransformError::Page { page: page_number, problem: format!("not a page object: {e}") }),
+        }
+        Ok(self.lines())
+    }
+
+    fn lines(&mut self) -> Vec<Vec<u8>> {
+        let findings = std::mem::take(&mut self.state.findings);
+        let mut lines = Vec::new();
+        for chunk in findings.chunks(self.options.max_findings_per_line.max(1)) {
+            let size: usize = chunk.iter().map(|f| f.len() + 1).sum::<usize>() + self.envelope.len() + self.asset.len() + 64;
+            let mut line = Vec::with_capacity(size);
+            line.extend_from_slice(&self.envelope);
+            line.extend_from_slice(format!("\"part\":{},", self.state.outcome.figures.lines).as_bytes());
+            line.extend_from_slice(&self.asset);
+            line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
+            for (i, finding) in chunk.iter().enumerate() {
+                if i > 0 {
+                    line.push(b',');
+                }
+                line.extend_from_slice(finding);
+            }
+            line.extend_from_slice(b"]}}\n");
+            self.state.outcome.figures.lines += 1;
+            lines.push(line);
+        }
+        lines
+    }
+
+    pub fn finish(self) -> ItemOutcome {
+        self.state.outcome
+    }
+}
+
+impl State {
+    #[allow(clippy::too_many_arguments)] // one record's whole context; grouping it would only rename it
+    fn record(&mut self, plan: &Plan, scoring: &CompiledScoring, emit: bool, page: u32, index: u32, is_object: bool, slots: &[Option<Value>]) {
+        let figures = &mut self.outcome.figures;
+        figures.records_in += 1;
+        let vendor_id = slots[plan.implicit.id].as_ref().and_then(text_of);
+        let reject = |outcome: &mut ItemOutcome, reason: String| {
+            outcome.figures.rejected += 1;
+            outcome.rejected.push(Rejected { vendor_id: vendor_id.clone(), page, index, reason });
+        };
+        if !is_object {
+            return reject(&mut self.outcome, "the record is not a JSON object".into());
+        }
+        if let Some(kind_slot) = plan.implicit.kind {
+            let kind = slots[kind_slot].as_ref().and_then(text_of).unwrap_or_else(|| "(none)".into());
+            if kind != "sast" {
+                *figures.skipped_by_type.entry(kind).or_default() += 1;
+                return;
+            }
+        }
+        if !emit {
+            figures.skipped_by_filter += 1;
+            return;
+        }
+        let mut flags = Vec::new();
+        let mut values = Vec::with_capacity(plan.finding_entries.len());
+        for entry in &plan.finding_entries {
+            match entry_value(entry, slots[entry.slot].as_ref(), &mut flags) {
+                Ok(v) => values.push(v),
+                Err(reason) => return reject(&mut self.outcome, reason),
+            }
+        }
+        // externalFindingId must be unique within the asset: a repeat is kept under a new id.
+        if let Some(position) = plan.finding_entries.iter().position(|e| e.segments == ["externalFindingId"])
+            && let Some(Value::String(id)) = &values[position]
+        {
+            let id = id.clone();
+            if !self.seen_ids.insert(fingerprint(&id)) {
+                let next = self.suffixes.entry(id.clone()).or_insert(1);
+                *next += 1;
+                let renamed = format!("{id}#{next}");
+                self.seen_ids.insert(fingerprint(&renamed));
+                self.outcome.figures.collisions += 1;
+                self.outcome.collisions.push(Collision { external_finding_id: id, renamed_to: renamed.clone() });
+                values[position] = Some(Value::String(renamed));
+            }
+        }
+        let severity = slots[plan.implicit.severity].as_ref().and_then(text_of).unwrap_or_default();
+        let (qds, matched) = scoring.score(&severity);
+        if !matched {
+            flags.push(format!("severity '{severity}' matches no scoring row; scored as the default severity"));
+        }
+        let state = slots[plan.implicit.state].as_ref().and_then(text_of);
+        let normalized = state.as_deref().map(|s| s.trim().to_ascii_uppercase().replace(' ', "_"));
+        let known_state = normalized.as_deref().is_some_and(|s| KNOWN_STATES.contains(&s));
+        let status = slots[plan.implicit.status].as_ref().and_then(text_of).unwrap_or_default();
+
+        let mut out = Vec::with_capacity(512);
+        out.push(b'{');
+        let mut first = true;
+        write_fields(&plan.finding_layout, &values, &mut out, &mut first);
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!("\"qds\":{qds},\"vendorSeverity\":").as_bytes());
+        serde_json::to_writer(&mut out, &severity).expect("Vec write");
+        out.extend_from_slice(b",\"vendorStatus\":");
+        serde_json::to_writer(&mut out, &status).expect("Vec write");
+        if let Some(state) = &state {
+            out.extend_from_slice(b",\"triageState\":");
+            let shown = if known_state { normalized.as_deref().unwrap_or(state) } else { state.as_str() };
+            serde_json::to_writer(&mut out, shown).expect("Vec write");
+            out.extend_from_slice(if known_state { b",\"triageStateKnown\":true" } else { b",\"triageStateKnown\":false" });
+        }
+        if !flags.is_empty() {
+            out.extend_from_slice(b",\"flaggedValues\":");
+            serde_json::to_writer(&mut out, &flags).expect("Vec write");
+        }
+        out.push(b'}');
+
+        let figures = &mut self.outcome.figures;
+        figures.findings_out += 1;
+        if status.eq_ignore_ascii_case("fixed") {
+            figures.fixed += 1;
+        }
+        if state.is_some() && !known_state {
+            figures.unknown_triage_states += 1;
+        }
+        if !flags.is_empty() {
+            figures.flagged_values += 1;
+        }
+        self.findings.push(out);
+    }
+}

@@ -1,0 +1,191 @@
+//! One pass over a raw page: each record's mapped fields land in slots; everything else is skipped
+//! without being built. Shape problems never fail the page: a record that is not an object, or a
+//! nested field that is not what the map expects, simply leaves its slots empty.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::map::PathTree;
+
+/// Reads one record into `slots`; yields whether it was a JSON object.
+pub(crate) struct RecordSeed<'a> {
+    pub tree: &'a PathTree,
+    pub slots: &'a mut [Option<Value>],
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// A key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Fills the slots under `tree` from an already-built value (a path that is both read whole and
+/// read into, such as `data` and `data.queryName`).
+fn fill_from_value(tree: &PathTree, value: &Value, slots: &mut [Option<Value>]) {
+    for (key, child) in &tree.children {
+        if let Some(inner) = value.get(key) {
+            if let Some(slot) = child.slot {
+                slots[slot] = Some(inner.clone());
+            }
+            fill_from_value(child, inner, slots);
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            match self.tree.children.get(key.as_ref()) {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(child) if child.children.is_empty() => {
+                    let value: Value = map.next_value()?;
+                    if let Some(slot) = child.slot {
+                        self.slots[slot] = Some(value);
+                    }
+                }
+                Some(child) if child.slot.is_some() => {
+                    let value: Value = map.next_value()?;
+                    fill_from_value(child, &value, self.slots);
+                    self.slots[child.slot.expect("checked")] = Some(value);
+                }
+                Some(child) => {
+                    map.next_value_seed(RecordSeed { tree: child, slots: &mut *self.slots })?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// Called for each record of the list: its index, whether it was an object, and its slots.
+pub(crate) type OnRecord<'a> = dyn FnMut(u32, bool, &[Option<Value>]) + 'a;
+
+/// Walks a page object, finds the list under `list_key` and reads each record.
+pub(crate) struct PageSeed<'a, 'h> {
+    pub list_key: &'a str,
+    pub tree: &'a PathTree,
+    pub slots: &'a mut Vec<Option<Value>>,
+    pub on_record: &'a mut OnRecord<'h>,
+}
+
+impl<'de> DeserializeSeed<'de> for PageSeed<'_, '_> {
+    /// Whether the list was found.
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a page object with a `{}` list", self.list_key)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(Key(key)) = map.next_key::<Key>()? {
+            if key == self.list_key {
+                found = map.next_value_seed(ListSeed { tree: self.tree, slots: &mut *self.slots, on_record: &mut *self.on_record })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct ListSeed<'a, 'h> {
+    tree: &'a PathTree,
+    slots: &'a mut Vec<Option<Value>>,
+    on_record: &'a mut OnRecord<'h>,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut index = 0u32;
+        loop {
+            self.slots.iter_mut().for_each(|s| *s = None);
+            match seq.next_element_seed(RecordSeed { tree: self.tree, slots: self.slots })? {
+                Some(is_object) => (self.on_record)(index, is_object, self.slots),
+                None => return Ok(true),
+            }
+            index += 1;
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Transform maps as data: the document users export, edit and point a connection at; its
+//! validation (each error names the entry and the problem); and its compilation, once, into a
+//! plan that reads each record in one pass without looking at paths again.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::catalog::{FINDING_PREFIX, Scope, Target, ValueType, catalog};
+use crate::ConnectorKind;
+
+pub const DEFAULT_SAST_MAP: &str = include_str!("../../maps/sast-default.json");
+pub const DEFAULT_DAST_MAP: &str = include_str!("../../maps/dast-default.json");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransformMap {
+    pub version: u32,
+    pub name: String,
+    pub kind: ConnectorKind,
+    pub entries: Vec<MapEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MapEntry {
+    /// Vendor path; `findings[].x` (SAST) or `scanResults[].x` (DAST) reads each finding.
+    pub source: String,
+    /// ETM path; `findingGroup.findings[].x` writes each finding.
+    pub target: String,
+    /// Vendor value → ETM value; unmatched values take `default` (or stay as they are, flagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_map: Option<BTreeMap<String, Value>>,
+    /// Used when the source is absent or null, or its value is not in `valueMap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// A record without a value here (and no default) is rejected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+}
+
+impl TransformMap {
+    pub fn default_for(kind: ConnectorKind) -> Self {
+        let text = match kind {
+            ConnectorKind::Sast => DEFAULT_SAST_MAP,
+            ConnectorKind::Dast => DEFAULT_DAST_MAP,
+        };
+        serde_json::from_str(text).expect("the shipped maps parse")
+    }
+
+    /// Parses and compiles a map document; every problem is listed.
+    pub fn parse(text: &str) -> Result<Plan, Vec<String>> {
+        let map: TransformMap = serde_json::from_str(text).map_err(|e| vec![format!("map: not a transform map document: {e}")])?;
+        map.compile()
+    }
+
+    pub fn compile(&self) -> Result<Plan, Vec<String>> {
+        Plan::compile(self)
+    }
+}
+
+/// Where a source path's value lands while a record is read.
+#[derive(Debug, Default)]
+pub(crate) struct PathTree {
+    pub children: HashMap<String, PathTree>,
+    pub slot: Option<usize>,
+}
+
+impl PathTree {
+    /// The slot of `path`, adding it if new (equal paths share a slot).
+    fn slot_for(&mut self, path: &str, next: &mut usize) -> usize {
+        let node = path.split('.').fold(self, |node, segment| node.children.entry(segment.to_string()).or_default());
+        *node.slot.get_or_insert_with(|| {
+            *next += 1;
+            *next - 1
+        })
+    }
+}
+
+/// How the mapped finding fields nest in the output object.
+#[derive(Debug)]
+pub(crate) enum Layout {
+    Leaf(usize),
+    Object(Vec<(String, Layout)>),
+}
+
+impl Layout {
+    fn insert(children: &mut Vec<(String, Layout)>, path: &[&str], entry: usize) {
+        match path {
+            [] => {}
+            [last] => children.push((last.to_string(), Layout::Leaf(entry))),
+            [first, rest @ ..] => {
+                if !children.iter().any(|(k, _)| k == first) {
+                    children.push((first.to_string(), Layout::Object(Vec::new())));
+                }
+                if let Some((_, Layout::Object(inner))) = children.iter_mut().find(|(k, _)| k == first) {
+                    Layout::insert(inner, rest, entry);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledEntry {
+    pub label: String,
+    /// Where a finding entry's value lands while the record is read.
+    pub slot: usize,
+    /// The source as a JSON pointer (asset entries read the project / environment with it).
+    pub pointer: String,
+    pub target: &'static Target,
+    /// Target segments below the asset root or the finding object.
+    pub segments: Vec<&'static str>,
+    pub value_map: Option<HashMap<String, Value>>,
+    pub default: Option<Value>,
+    pub required: bool,
+}
+
+/// Slots every finding needs whatever the map says: identity for rejections, the engine type,
+/// lifecycle status, triage state and severity.
+#[derive(Debug)]
+pub(crate) struct Implicit {
+    pub id: usize,
+    pub kind: Option<usize>,
+    pub status: usize,
+    pub state: usize,
+    pub severity: usize,
+}
+
+/// A compiled map: apply it to any number of records.
+#[derive(Debug)]
+pub struct Plan {
+    pub kind: ConnectorKind,
+    pub name: String,
+    pub(crate) asset_entries: Vec<CompiledEntry>,
+    pub(crate) finding_entries: Vec<CompiledEntry>,
+    pub(crate) finding_tree: PathTree,
+    pub(crate) finding_slots: usize,
+    pub(crate) finding_layout: Vec<(String, Layout)>,
+    pub(crate) implicit: Implicit,
+}
+
+impl Plan {
+    fn compile(map: &TransformMap) -> Result<Self, Vec<String>> {
+        let catalog = catalog(map.kind);
+        let mut errors = Vec::new();
+        if map.version != 1 {
+            errors.push(format!("map: version {} is not supported; use 1", map.version));
+        }
+        let (mut finding_tree, mut finding_slots) = (PathTree::default(), 0);
+        let (mut asset_entries, mut finding_entries) = (Vec::new(), Vec::new());
+        let mut targets_seen: HashMap<&str, usize> = HashMap::new();
+        let finding_prefix = format!("{}[].", catalog.finding_array);
+        for (n, entry) in map.entries.iter().enumerate() {
+            let label = format!("entry {} ({} → {})", n + 1, entry.source, entry.target);
+            let Some(target) = catalog.target(&entry.target) else {
+                let known: Vec<&str> = catalog.targets.iter().map(|t| t.path).collect();
+                errors.push(format!("{label}: unknown target `{}`; {} targets are: {}", entry.target, kind_name(map.kind), known.join(", ")));
+                continue;
+            };
+            if let Some(first) = targets_seen.insert(target.path, n + 1) {
+                errors.push(format!("{label}: target `{}` is already filled by entry {first}; each target once", target.path));
+                continue;
+            }
+            let Some(scope) = catalog.source_scope(&entry.source) else {
+                errors.push(format!(
+                    "{label}: unknown source path `{}`; see docs/etm-batch.md for the {} source fields (finding fields start with `{finding_prefix}`)",
+                    entry.source,
+                    kind_name(map.kind)
+                ));
+                continue;
+            };
+            if scope != target.scope {
+                let (from, to) = if scope == Scope::Finding { ("a finding field", "an asset target") } else { ("an asset field", "a finding target") };
+                errors.push(format!("{label}: maps {from} to {to}; findings map to `{FINDING_PREFIX}…`, assets to the others"));
+                continue;
+            }
+            if let Some(problem) = value_map_problem(entry, target) {
+                errors.push(format!("{label}: {problem}"));
+                continue;
+            }
+            let (source, segments_of) = match scope {
+                Scope::Asset => (entry.source.as_str(), target.path),
+                Scope::Finding => (&entry.source[finding_prefix.len()..], &target.path[FINDING_PREFIX.len()..]),
+            };
+            let compiled = CompiledEntry {
+                label,
+                slot: if scope == Scope::Finding { finding_tree.slot_for(source, &mut finding_slots) } else { 0 },
+                pointer: format!("/{}", source.replace('.', "/")),
+                target,
+                segments: segments_of.split('.').collect(),
+                value_map: entry.value_map.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                default: entry.default.clone(),
+                required: entry.required || target.required,
+            };
+            match scope {
+                Scope::Asset => asset_entries.push(compiled),
+                Scope::Finding => finding_entries.push(compiled),
+            }
+        }
+        for target in catalog.targets.iter().filter(|t| t.required) {
+            if !targets_seen.contains_key(target.path) {
+                errors.push(format!("map: required target `{}` is not filled by any entry", target.path));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let implicit = Implicit {
+            id: finding_tree.slot_for("id", &mut finding_slots),
+            kind: (map.kind == ConnectorKind::Sast).then(|| finding_tree.slot_for("type", &mut finding_slots)),
+            status: finding_tree.slot_for("status", &mut finding_slots),
+            state: finding_tree.slot_for("state", &mut finding_slots),
+            severity: finding_tree.slot_for("severity", &mut finding_slots),
+        };
+        let mut finding_layout = Vec::new();
+        for (index, entry) in finding_entries.iter().enumerate() {
+            Layout::insert(&mut finding_layout, &entry.segments, index);
+        }
+        Ok(Plan {
+            kind: map.kind,
+            name: map.name.clone(),
+            asset_entries,
+            finding_entries,
+            finding_tree,
+            finding_slots,
+            finding_layout,
+            implicit,
+        })
+    }
+}
+
+fn kind_name(kind: ConnectorKind) -> &'static str {
+    match kind {
+        ConnectorKind::Sast => "SAST",
+        ConnectorKind::Dast => "DAST",
+    }
+}
+
+/// Why a value map (or default) cannot apply to its target, if it cannot.
+fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
+    let fits = |v: &Value| match target.ty {
+        ValueType::Severity => v.as_i64().is_some_and(|n| (1..=5).contains(&n)),
+        ValueType::Integer => v.is_i64() || v.is_u64(),
+        ValueType::Status => v.as_str().is_some_and(|s| ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"].contains(&s)),
+        ValueType::Text | ValueType::DateTime => v.is_string(),
+        ValueType::List => v.is_array() || v.is_string(),
+    };
+    let expected = match target.ty {
+        ValueType::Severity => "a severity from 1 to 5",
+        ValueType::Integer => "a whole number",
+        ValueType::Status => "one of NEW, ACTIVE, FIXED, REOPENED, PROTECTED, RETEST",
+        ValueType::Text => "a text",
+        ValueType::DateTime => "an RFC 3339 time stamp",
+        ValueType::List => "a list or a text",
+    };
+    if let Some(map) = &entry.value_map {
+        if map.is_empty() {
+            return Some("the value map is empty; remove it or list the vendor values".into());
+        }
+        if let Some((from, to)) = map.iter().find(|(_, to)| !fits(to)) {
+            return Some(format!("value map sends '{from}' to {to}, but `{}` takes {expected}", target.path));
+        }
+    }
+    if let Some(default) = &entry.default
+        && !fits(default)
+    {
+        return Some(format!("default {default} does not fit `{}`, which takes {expected}", target.path));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_maps_reproduce_the_spec_tables_and_compile() {
+        let sast = TransformMap::default_for(ConnectorKind::Sast);
+        let rows: Vec<(&str, &str)> = sast.entries.iter().map(|e| (e.source.as_str(), e.target.as_str())).collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("name", "asset.assetDetail.genericApplicationAssetClass.name"),
+                ("createdAt", "asset.assetDetail.sourceCreatedAt"),
+                ("id", "externalAssetId"),
+                ("name", "asset.assetDetail.name"),
+                ("id", "vendorAssetId"),
+                ("findings[].type", "findingGroup.findings[].subCategory"),
+                ("findings[].id", "findingGroup.findings[].externalFindingId"),
+                ("findings[].status", "findingGroup.findings[].findingStatus"),
+                ("findings[].severity", "findingGroup.findings[].severity"),
+                ("findings[].firstFoundAt", "findingGroup.findings[].firstFoundOn"),
+                ("findings[].foundAt", "findingGroup.findings[].lastFoundOn"),
+                ("findings[].description", "findingGroup.findings[].description"),
+                ("findings[].data.queryName", "findingGroup.findings[].name"),
+                ("findings[].vulnerabilityDetails.cweId", "findingGroup.findings[].findingType.vulnerability.cweId"),
+            ]
+        );
+        sast.compile().unwrap();
+        let dast = TransformMap::default_for(ConnectorKind::Dast);
+        let severity = dast.entries.iter().find(|e| e.source == "scanResults[].severity").unwrap().value_map.clone().unwrap();
+        assert_eq!(severity.len(), 5);
+        assert_eq!((severity["INFO"].clone(), severity["CRITICAL"].clone()), (Value::from(1), Value::from(5)));
+        let status = dast.entries.iter().find(|e| e.source == "scanResults[].status").unwrap().value_map.clone().unwrap();
+        let expected: BTreeMap<String, Value> =
+            [("New", "NEW"), ("Recurrent", "ACTIVE"), ("Fixed", "FIXED"), ("Resurfaced", "REOPENED"), ("Active", "ACTIVE")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Value::from(v)))
+                .collect();
+        assert_eq!(status, expected);
+        dast.compile().unwrap();
+    }
+
+    #[test]
+    fn each_map_error_names_the_entry_and_the_problem() {
+        let text = r#"{"version":1,"name":"broken","kind":"sast","entries":[
+            {"source":"id","target":"externalAssetId"},
+            {"source":"name","target":"asset.assetDetail.name"},
+            {"source":"findings[].id","target":"findingGroup.findings[].externalFindingId"},
+            {"source":"findings[].nope","target":"findingGroup.findings[].name"},
+            {"source":"findings[].type","target":"findingGroup.findings[].madeUp"},
+            {"source":"findings[].id","target":"findingGroup.findings[].externalFindingId"},
+            {"source":"findings[].severity","target":"findingGroup.findings[].severity","valueMap":{"HIGH":"very"}},
+            {"source":"findings[].status","target":"findingGroup.findings[].findingStatus","default":"OPEN"},
+            {"source":"name","target":"findingGroup.findings[].description"}
+        ]}"#;
+        let errors = TransformMap::parse(text).unwrap_err();
+        let all = errors.join("\n");
+        assert!(all.contains("entry 4 (findings[].nope → findingGroup.findings[].name): unknown source path `findings[].nope`"), "{all}");
+        assert!(all.contains("entry 5 (findings[].type → findingGroup.findings[].madeUp): unknown target"), "{all}");
+        assert!(all.contains("entry 6") && all.contains("already filled by entry 3"), "{all}");
+        assert!(all.contains("entry 7") && all.contains("sends 'HIGH' to \"very\"") && all.contains("a severity from 1 to 5"), "{all}");
+        assert!(all.contains("entry 8") && all.contains("default \"OPEN\" does not fit"), "{all}");
+        assert!(all.contains("entry 9 (name → findingGroup.findings[].description): maps an asset field to a finding target"), "{all}");
+        assert_eq!(errors.len(), 6, "{all}");
+
+        let missing = r#"{"version":1,"name":"m","kind":"dast","entries":[{"source":"domain","target":"asset.webAppName"}]}"#;
+        let all = TransformMap::parse(missing).unwrap_err().join("\n");
+        assert!(all.contains("required target `asset.webAppUrl` is not filled"), "{all}");
+        assert!(all.contains("required target `findingGroup.findings[].externalFindingId` is not filled"), "{all}");
+        assert!(TransformMap::parse(r#"{"version":1}"#).unwrap_err()[0].contains("not a transform map document"));
+    }
+
+    #[test]
+    fn equal_source_paths_share_one_slot() {
+        let plan = TransformMap::default_for(ConnectorKind::Dast).compile().unwrap();
+        assert_eq!(plan.finding_slots, 11, "ten mapped sources plus the implicit state; id, status and severity are shared");
+        let plan = TransformMap::default_for(ConnectorKind::Sast).compile().unwrap();
+        assert_eq!(plan.asset_entries[0].pointer, "/name");
+        let id_entry = plan.finding_entries.iter().find(|e| e.target.path.ends_with("externalFindingId")).unwrap();
+        assert_eq!(plan.implicit.id, id_entry.slot);
+    }
+}

@@ -1,0 +1,19 @@
+//! Vendor records → ETM batch lines, through transform maps and scoring tables that are data.
+//! See docs/etm-batch.md for the line format, the identity rules and the counting rules.
+
+mod catalog;
+mod engine;
+mod extract;
+mod map;
+mod scoring;
+
+pub use catalog::{Catalog, Scope, Target, ValueType, catalog};
+pub use engine::{
+    AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PRODUCT, Rejected, SCHEMA_VERSION, TransformContext, TransformError,
+    TransformOptions, VENDOR,
+};
+pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
+pub use scoring::{CompiledScoring, DEFAULT_SCORING, ScoreRow, Scoring};
+
+/// The JSON Schema every batch line validates against.
+pub const BATCH_SCHEMA: &str = include_str!("../../../schemas/etm-batch-v1.schema.json");

@@ -1,0 +1,117 @@
+//! Scoring: five rows mapping the vendor's severities to a Qualys Detection Score (0–100), and the
+//! severity whose score applies to values that match no row.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scoring {
+    pub version: u32,
+    pub rows: Vec<ScoreRow>,
+    pub default_severity: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreRow {
+    pub severity: String,
+    pub qds: i64,
+}
+
+/// The vendor severities a scoring table must cover, each once.
+pub const SEVERITIES: [&str; 5] = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"];
+
+pub const DEFAULT_SCORING: &str = include_str!("../../maps/scoring-default.json");
+
+#[derive(Clone, Debug)]
+pub struct CompiledScoring {
+    qds: [u8; 5],
+    default: usize,
+}
+
+impl Scoring {
+    pub fn default_table() -> Self {
+        serde_json::from_str(DEFAULT_SCORING).expect("the shipped scoring table parses")
+    }
+
+    /// Parses and validates; every problem is listed, each naming its row.
+    pub fn parse(text: &str) -> Result<CompiledScoring, Vec<String>> {
+        let scoring: Scoring = serde_json::from_str(text).map_err(|e| vec![format!("scoring: not a scoring document: {e}")])?;
+        scoring.compile()
+    }
+
+    pub fn compile(&self) -> Result<CompiledScoring, Vec<String>> {
+        let mut errors = Vec::new();
+        if self.version != 1 {
+            errors.push(format!("scoring: version {} is not supported; use 1", self.version));
+        }
+        let mut qds: [Option<u8>; 5] = [None; 5];
+        let mut named = [false; 5];
+        for (n, row) in self.rows.iter().enumerate() {
+            let label = format!("scoring row {} ({})", n + 1, row.severity);
+            let Some(index) = SEVERITIES.iter().position(|s| s.eq_ignore_ascii_case(&row.severity)) else {
+                errors.push(format!("{label}: '{}' is not a severity; use one of {}", row.severity, SEVERITIES.join(", ")));
+                continue;
+            };
+            named[index] = true;
+            if !(0..=100).contains(&row.qds) {
+                errors.push(format!("{label}: QDS {} is outside 0–100", row.qds));
+                continue;
+            }
+            if qds[index].is_some() {
+                errors.push(format!("{label}: {} appears more than once", SEVERITIES[index]));
+            }
+            qds[index] = Some(row.qds as u8);
+        }
+        for (index, missing) in qds.iter().enumerate() {
+            if missing.is_none() && !named[index] {
+                errors.push(format!("scoring: no row for {}; the table needs one row per severity", SEVERITIES[index]));
+            }
+        }
+        let default = SEVERITIES.iter().position(|s| s.eq_ignore_ascii_case(&self.default_severity));
+        if default.is_none() {
+            errors.push(format!("scoring: defaultSeverity '{}' is not one of {}", self.default_severity, SEVERITIES.join(", ")));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(CompiledScoring { qds: qds.map(|q| q.expect("checked above")), default: default.expect("checked above") })
+    }
+}
+
+impl CompiledScoring {
+    /// The QDS of a vendor severity, and whether the severity matched a row.
+    pub fn score(&self, severity: &str) -> (u8, bool) {
+        match SEVERITIES.iter().position(|s| s.eq_ignore_ascii_case(severity)) {
+            Some(index) => (self.qds[index], true),
+            None => (self.qds[self.default], false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_table_scores_each_severity_and_defaults_unknown_ones() {
+        let scoring = Scoring::parse(DEFAULT_SCORING).unwrap();
+        assert_eq!(scoring.score("CRITICAL"), (95, true));
+        assert_eq!(scoring.score("info"), (10, true));
+        assert_eq!(scoring.score("BLOCKER"), (55, false));
+    }
+
+    #[test]
+    fn each_problem_names_its_row() {
+        let text = r#"{"version":1,"rows":[{"severity":"CRITICAL","qds":101},{"severity":"HIGH","qds":80},{"severity":"HIGH","qds":70},
+            {"severity":"URGENT","qds":10},{"severity":"LOW","qds":30}],"defaultSeverity":"SEVERE"}"#;
+        let errors = Scoring::parse(text).unwrap_err();
+        let all = errors.join("\n");
+        assert!(all.contains("scoring row 1 (CRITICAL): QDS 101 is outside 0–100"), "{all}");
+        assert!(all.contains("scoring row 3 (HIGH): HIGH appears more than once"), "{all}");
+        assert!(all.contains("scoring row 4 (URGENT): 'URGENT' is not a severity"), "{all}");
+        assert!(all.contains("no row for MEDIUM") && all.contains("no row for INFO"), "{all}");
+        assert!(all.contains("defaultSeverity 'SEVERE'"), "{all}");
+        assert!(Scoring::parse("{").unwrap_err()[0].contains("not a scoring document"));
+    }
+}
