@@ -6,7 +6,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::secret::Credential;
-use cxone_etm::transform::{ItemTransformer, Scoring, TransformContext, TransformMap, TransformOptions};
+use cxone_etm::transform::{
+    ItemTransformer, Scoring, TransformContext, TransformMap, TransformOptions,
+};
 use cxone_etm::vendor::{CxOneClient, VendorSettings};
 
 fn realistic_page() -> (Vec<u8>, Vec<u8>) {
@@ -28,25 +30,49 @@ fn realistic_page() -> (Vec<u8>, Vec<u8>) {
 
 fn transform(c: &mut Criterion) {
     let (page, project) = realistic_page();
-    let plan = TransformMap::default_for(ConnectorKind::Sast).compile().expect("map");
+    let plan = TransformMap::default_for(ConnectorKind::Sast)
+        .compile()
+        .expect("map");
     let scoring = Scoring::default_table().compile().expect("scoring");
-    let context = TransformContext { connection_id: "bench".into(), run_id: "run".into(), produced_at: "2026-11-22T00:00:00Z".into() };
+    let context = TransformContext {
+        connection_id: "bench".into(),
+        run_id: "run".into(),
+        produced_at: "2026-11-22T00:00:00Z".into(),
+    };
     let run = || {
-        let mut t = ItemTransformer::new(&plan, &scoring, &context, TransformOptions::default(), &project).expect("item");
+        let mut t = ItemTransformer::new(
+            &plan,
+            &scoring,
+            &context,
+            TransformOptions::default(),
+            &project,
+        )
+        .expect("item");
         let lines = t.push_page(&page, 0).expect("page");
-        (lines.iter().map(Vec::len).sum::<usize>(), t.finish().figures.findings_out)
+        (
+            lines.iter().map(Vec::len).sum::<usize>(),
+            t.finish().figures.findings_out,
+        )
     };
     let (_, findings) = run();
 
     let mut group = c.benchmark_group("transform");
     group.sample_size(30);
     group.throughput(Throughput::Bytes(page.len() as u64));
-    group.bench_function(format!("plain serde_json::Value parse of the page ({} bytes)", page.len()), |b| {
-        b.iter(|| serde_json::from_slice::<serde_json::Value>(&page).expect("parses"))
+    group.bench_function(
+        format!(
+            "plain serde_json::Value parse of the page ({} bytes)",
+            page.len()
+        ),
+        |b| b.iter(|| serde_json::from_slice::<serde_json::Value>(&page).expect("parses")),
+    );
+    group.bench_function("transform the page (bytes/s of vendor JSON)", |b| {
+        b.iter(run)
     });
-    group.bench_function("transform the page (bytes/s of vendor JSON)", |b| b.iter(run));
     group.throughput(Throughput::Elements(findings));
-    group.bench_function(format!("transform the page ({findings} findings/s)"), |b| b.iter(run));
+    group.bench_function(format!("transform the page ({findings} findings/s)"), |b| {
+        b.iter(run)
+    });
     group.finish();
 }
 

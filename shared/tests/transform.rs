@@ -9,7 +9,8 @@ use common::*;
 use cxone_emulator::TenantShape;
 use cxone_etm::ConnectorKind;
 use cxone_etm::transform::{
-    AssetTypes, BATCH_SCHEMA, ItemOutcome, ItemTransformer, Scoring, TransformContext, TransformError, TransformMap, TransformOptions,
+    AssetTypes, BATCH_SCHEMA, ItemOutcome, ItemTransformer, Scoring, TransformContext,
+    TransformError, TransformMap, TransformOptions,
 };
 use serde_json::{Value, json};
 
@@ -17,18 +18,33 @@ const REAL_PAGE: &str = include_str!("fixtures/results_real_sample.json");
 const REAL_PROJECT: &str = include_str!("fixtures/project_real_sample.json");
 
 fn context() -> TransformContext {
-    TransformContext { connection_id: "conn-sast-1".into(), run_id: "run-0001".into(), produced_at: "2026-11-22T10:00:00Z".into() }
+    TransformContext {
+        connection_id: "conn-sast-1".into(),
+        run_id: "run-0001".into(),
+        produced_at: "2026-11-22T10:00:00Z".into(),
+    }
 }
 
 /// Runs one item through the default map and scoring; returns its lines and outcome.
-fn run(kind: ConnectorKind, item: &str, pages: &[&[u8]], options: TransformOptions) -> (Vec<String>, ItemOutcome) {
+fn run(
+    kind: ConnectorKind,
+    item: &str,
+    pages: &[&[u8]],
+    options: TransformOptions,
+) -> (Vec<String>, ItemOutcome) {
     run_with(&TransformMap::default_for(kind), item, pages, options)
 }
 
-fn run_with(map: &TransformMap, item: &str, pages: &[&[u8]], options: TransformOptions) -> (Vec<String>, ItemOutcome) {
+fn run_with(
+    map: &TransformMap,
+    item: &str,
+    pages: &[&[u8]],
+    options: TransformOptions,
+) -> (Vec<String>, ItemOutcome) {
     let plan = map.compile().expect("map compiles");
     let scoring = Scoring::default_table().compile().unwrap();
-    let mut transformer = ItemTransformer::new(&plan, &scoring, &context(), options, item.as_bytes()).expect("item");
+    let mut transformer =
+        ItemTransformer::new(&plan, &scoring, &context(), options, item.as_bytes()).expect("item");
     let mut lines = Vec::new();
     for (n, page) in pages.iter().enumerate() {
         for line in transformer.push_page(page, n as u32).expect("page") {
@@ -40,23 +56,39 @@ fn run_with(map: &TransformMap, item: &str, pages: &[&[u8]], options: TransformO
 
 fn validate(lines: &[String]) {
     let schema: Value = serde_json::from_str(BATCH_SCHEMA).unwrap();
-    let validator = jsonschema::options().should_validate_formats(true).build(&schema).expect("the schema compiles");
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the schema compiles");
     for line in lines {
         assert!(line.ends_with('\n'), "lines end with a newline");
         let value: Value = serde_json::from_str(line).expect("each line is JSON");
-        let errors: Vec<String> = validator.iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-        assert!(errors.is_empty(), "line does not validate: {errors:?}\n{line}");
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "line does not validate: {errors:?}\n{line}"
+        );
     }
 }
 
 /// Compares with a checked-in golden file; `UPDATE_GOLDEN=1` rewrites it.
 fn golden(name: &str, lines: &[String]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     let actual = lines.concat();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "missing golden file {}; run with UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
     assert_eq!(actual, expected, "output differs from {}", path.display());
 }
 
@@ -67,14 +99,29 @@ fn findings(line: &str) -> Vec<Value> {
 
 #[test]
 fn the_real_sample_page_maps_to_its_golden_batch() {
-    let (lines, outcome) = run(ConnectorKind::Sast, REAL_PROJECT, &[REAL_PAGE.as_bytes()], TransformOptions::default());
+    let (lines, outcome) = run(
+        ConnectorKind::Sast,
+        REAL_PROJECT,
+        &[REAL_PAGE.as_bytes()],
+        TransformOptions::default(),
+    );
     validate(&lines);
     golden("real_sample_sast.ndjson", &lines);
-    assert_eq!((outcome.figures.records_in, outcome.figures.findings_out), (1, 1));
+    assert_eq!(
+        (outcome.figures.records_in, outcome.figures.findings_out),
+        (1, 1)
+    );
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
-    assert_eq!(line["externalAssetId"], "8f060e6b-f931-4af8-82c3-5f0fcf9a7922");
+    assert_eq!(
+        line["externalAssetId"],
+        "8f060e6b-f931-4af8-82c3-5f0fcf9a7922"
+    );
     assert_eq!(line["asset"]["assetDetail"]["name"], "janedoe/example-docs");
-    assert_eq!(line["asset"]["assetTypes"], json!(["GENERIC_APPLICATION"]), "no repository URL, no Code Repository asset");
+    assert_eq!(
+        line["asset"]["assetTypes"],
+        json!(["GENERIC_APPLICATION"]),
+        "no repository URL, no Code Repository asset"
+    );
     let finding = &findings(&lines[0])[0];
     assert_eq!(finding["externalFindingId"], "1ZOFSPJzlZAqW4XH/43v0l2qI7w=");
     assert_eq!(finding["severity"], 2);
@@ -82,7 +129,10 @@ fn the_real_sample_page_maps_to_its_golden_batch() {
     assert_eq!(finding["findingStatus"], "ACTIVE", "RECURRENT → ACTIVE");
     assert_eq!(finding["findingType"]["vulnerability"]["cweId"], 522);
     assert_eq!(finding["name"], "Insufficiently_Protected_Credentials");
-    assert!(finding.get("description").is_none(), "the sample has no description");
+    assert!(
+        finding.get("description").is_none(),
+        "the sample has no description"
+    );
     assert_eq!(finding["triageState"], "TO_VERIFY");
 }
 
@@ -104,7 +154,10 @@ async fn emulator_pages(kind: ConnectorKind) -> Vec<(String, Vec<Vec<u8>>)> {
         ConnectorKind::Sast => {
             let projects = client.projects().await.unwrap();
             let ids: Vec<String> = projects.items.iter().map(|p| p.id.clone()).collect();
-            let scans = client.last_scans(&ids, &cxone_etm::vendor::LastScanQuery::completed_sast()).await.unwrap();
+            let scans = client
+                .last_scans(&ids, &cxone_etm::vendor::LastScanQuery::completed_sast())
+                .await
+                .unwrap();
             let raw = client_raw_projects(&emulator).await;
             for (id, record) in raw {
                 let Some(scan) = scans.get(&id) else { continue };
@@ -119,7 +172,11 @@ async fn emulator_pages(kind: ConnectorKind) -> Vec<(String, Vec<Vec<u8>>)> {
         ConnectorKind::Dast => {
             let raw = client_raw_environments(&emulator).await;
             for (id, record) in raw {
-                let scan = client.latest_completed_dast_scan(&id).await.unwrap().unwrap();
+                let scan = client
+                    .latest_completed_dast_scan(&id)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let mut pager = client.dast_results(&scan.scan_id);
                 let mut pages = Vec::new();
                 while let Some(page) = pager.next_page().await.unwrap() {
@@ -144,13 +201,21 @@ async fn client_raw_projects(emulator: &cxone_emulator::Emulator) -> Vec<(String
         .json()
         .await
         .unwrap();
-    body["projects"].as_array().unwrap().iter().map(|p| (p["id"].as_str().unwrap().to_string(), p.to_string())).collect()
+    body["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap().to_string(), p.to_string()))
+        .collect()
 }
 
 async fn client_raw_environments(emulator: &cxone_emulator::Emulator) -> Vec<(String, String)> {
     let token = oauth_token(emulator).await;
     let body: Value = reqwest::Client::new()
-        .get(format!("{}/api/dast/scans/environments?from=0&to=100", emulator.api_url))
+        .get(format!(
+            "{}/api/dast/scans/environments?from=0&to=100",
+            emulator.api_url
+        ))
         .bearer_auth(token)
         .send()
         .await
@@ -158,7 +223,17 @@ async fn client_raw_environments(emulator: &cxone_emulator::Emulator) -> Vec<(St
         .json()
         .await
         .unwrap();
-    body["environments"].as_array().unwrap().iter().map(|e| (e["environmentId"].as_str().unwrap().to_string(), e.to_string())).collect()
+    body["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["environmentId"].as_str().unwrap().to_string(),
+                e.to_string(),
+            )
+        })
+        .collect()
 }
 
 async fn oauth_token(emulator: &cxone_emulator::Emulator) -> String {
@@ -180,7 +255,10 @@ async fn oauth_token(emulator: &cxone_emulator::Emulator) -> String {
 
 #[tokio::test]
 async fn emulator_data_maps_to_the_golden_batches_for_both_kinds() {
-    for (kind, name) in [(ConnectorKind::Sast, "emulator_sast.ndjson"), (ConnectorKind::Dast, "emulator_dast.ndjson")] {
+    for (kind, name) in [
+        (ConnectorKind::Sast, "emulator_sast.ndjson"),
+        (ConnectorKind::Dast, "emulator_dast.ndjson"),
+    ] {
         let mut all_lines = Vec::new();
         let mut total = cxone_etm::transform::Figures::default();
         for (record, pages) in emulator_pages(kind).await {
@@ -191,10 +269,18 @@ async fn emulator_data_maps_to_the_golden_batches_for_both_kinds() {
         }
         validate(&all_lines);
         golden(name, &all_lines);
-        assert_eq!(total.records_in, total.findings_out + total.rejected + total.skipped(), "{kind:?}: nothing lost");
+        assert_eq!(
+            total.records_in,
+            total.findings_out + total.rejected + total.skipped(),
+            "{kind:?}: nothing lost"
+        );
         assert!(total.findings_out > 0);
         if kind == ConnectorKind::Sast {
-            assert!(total.skipped_by_type.contains_key("sca") && total.skipped_by_type.contains_key("kics"), "{total:?}");
+            assert!(
+                total.skipped_by_type.contains_key("sca")
+                    && total.skipped_by_type.contains_key("kics"),
+                "{total:?}"
+            );
         } else {
             for f in all_lines.iter().flat_map(|l| findings(l)) {
                 let expected = match f["vendorStatus"].as_str().unwrap() {
@@ -229,8 +315,7 @@ fn page(records: Vec<Value>) -> Vec<u8> {
     serde_json::to_vec(&json!({"results": records, "totalCount": 0, "scanID": "s"})).unwrap()
 }
 
-const PROJECT_WITH_REPO: &str =
-    r#"{"id":"p-1","name":"acme/checkout","createdAt":"2025-09-08T10:56:35.671243Z","repoUrl":"https://github.com/acme/checkout","mainBranch":"main"}"#;
+const PROJECT_WITH_REPO: &str = r#"{"id":"p-1","name":"acme/checkout","createdAt":"2025-09-08T10:56:35.671243Z","repoUrl":"https://github.com/acme/checkout","mainBranch":"main"}"#;
 
 #[test]
 fn records_are_findings_rejected_or_skipped_never_lost() {
@@ -241,11 +326,25 @@ fn records_are_findings_rejected_or_skipped_never_lost() {
         json!({"type": "kics", "id": "k", "status": "NEW", "state": "TO_VERIFY", "severity": "LOW"}),
         sast_record("", json!({"id": null})),
         json!(42),
-        sast_record("c", json!({"severity": 3, "data": "corrupted", "createdAt": 12345})),
-        sast_record("d", json!({"state": "Risk_Accepted_By_AppSec", "severity": "BLOCKER"})),
-        sast_record("e", json!({"firstFoundAt": "yesterday", "vulnerabilityDetails": {"cweId": "NVD-CWE-Other"}})),
+        sast_record(
+            "c",
+            json!({"severity": 3, "data": "corrupted", "createdAt": 12345}),
+        ),
+        sast_record(
+            "d",
+            json!({"state": "Risk_Accepted_By_AppSec", "severity": "BLOCKER"}),
+        ),
+        sast_record(
+            "e",
+            json!({"firstFoundAt": "yesterday", "vulnerabilityDetails": {"cweId": "NVD-CWE-Other"}}),
+        ),
     ];
-    let (lines, outcome) = run(ConnectorKind::Sast, PROJECT_WITH_REPO, &[&page(records)], TransformOptions::default());
+    let (lines, outcome) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&page(records)],
+        TransformOptions::default(),
+    );
     validate(&lines);
     let f = &outcome.figures;
     assert_eq!(f.records_in, 9);
@@ -255,33 +354,83 @@ fn records_are_findings_rejected_or_skipped_never_lost() {
     assert_eq!(f.findings_out, 5);
     assert_eq!(f.records_in, f.findings_out + f.rejected + f.skipped());
     assert_eq!(f.fixed, 1);
-    assert!(outcome.rejected.iter().any(|r| r.index == 4 && r.reason.contains("findings[].id") && r.reason.contains("missing")), "{:?}", outcome.rejected);
-    assert!(outcome.rejected.iter().any(|r| r.index == 5 && r.reason.contains("not a JSON object")));
+    assert!(
+        outcome.rejected.iter().any(|r| r.index == 4
+            && r.reason.contains("findings[].id")
+            && r.reason.contains("missing")),
+        "{:?}",
+        outcome.rejected
+    );
+    assert!(
+        outcome
+            .rejected
+            .iter()
+            .any(|r| r.index == 5 && r.reason.contains("not a JSON object"))
+    );
 
     let out = findings(&lines[0]);
-    let by_id = |id: &str| out.iter().find(|f| f["externalFindingId"] == id).unwrap().clone();
-    assert_eq!(by_id("b")["findingStatus"], "FIXED", "fixed findings go out closed, never open");
+    let by_id = |id: &str| {
+        out.iter()
+            .find(|f| f["externalFindingId"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_id("b")["findingStatus"],
+        "FIXED",
+        "fixed findings go out closed, never open"
+    );
     let c = by_id("c");
-    assert!(c.get("name").is_none(), "the corrupted `data` left the name empty: {c}");
+    assert!(
+        c.get("name").is_none(),
+        "the corrupted `data` left the name empty: {c}"
+    );
     assert_eq!(c["vendorSeverity"], "3");
-    assert!(c["flaggedValues"].as_array().unwrap().iter().any(|v| v.as_str().unwrap().contains("severity=3")));
+    assert!(
+        c["flaggedValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str().unwrap().contains("severity=3"))
+    );
     let d = by_id("d");
     assert_eq!(d["triageState"], "Risk_Accepted_By_AppSec");
     assert_eq!(d["triageStateKnown"], false);
-    assert_eq!(d["qds"], 55, "an unknown severity takes the default severity's QDS");
+    assert_eq!(
+        d["qds"], 55,
+        "an unknown severity takes the default severity's QDS"
+    );
     assert_eq!(d["severity"], 3, "and the value map's default");
     assert_eq!(f.unknown_triage_states, 1);
     let e = by_id("e");
-    assert!(e.get("firstFoundOn").is_none() && e.get("findingType").is_none(), "misfits are left out and flagged: {e}");
+    assert!(
+        e.get("firstFoundOn").is_none() && e.get("findingType").is_none(),
+        "misfits are left out and flagged: {e}"
+    );
     assert_eq!(e["flaggedValues"].as_array().unwrap().len(), 2);
     let a = by_id("a");
-    assert_eq!((a["severity"].clone(), a["qds"].clone(), a["triageStateKnown"].clone()), (json!(4), json!(80), json!(true)));
+    assert_eq!(
+        (
+            a["severity"].clone(),
+            a["qds"].clone(),
+            a["triageStateKnown"].clone()
+        ),
+        (json!(4), json!(80), json!(true))
+    );
 }
 
 #[test]
 fn dast_values_go_through_the_spec_value_maps() {
-    let environment = r#"{"environmentId":"env-1","domain":"shop.example.com","url":"https://shop.example.com"}"#;
-    let statuses = ["New", "Recurrent", "Fixed", "Resurfaced", "Active", "Reviewed"];
+    let environment =
+        r#"{"environmentId":"env-1","domain":"shop.example.com","url":"https://shop.example.com"}"#;
+    let statuses = [
+        "New",
+        "Recurrent",
+        "Fixed",
+        "Resurfaced",
+        "Active",
+        "Reviewed",
+    ];
     let severities = ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL", "SEVERE"];
     let records: Vec<Value> = statuses
         .iter()
@@ -292,11 +441,20 @@ fn dast_values_go_through_the_spec_value_maps() {
                    "cwe_id": "-1", "owasp": ["A03:2021 - Injection"], "url": "https://shop.example.com/q", "scan_type": "DAST"})
         })
         .collect();
-    let body = serde_json::to_vec(&json!({"results": records, "total": 6, "pages_number": 1})).unwrap();
-    let (lines, outcome) = run(ConnectorKind::Dast, environment, &[&body], TransformOptions::default());
+    let body =
+        serde_json::to_vec(&json!({"results": records, "total": 6, "pages_number": 1})).unwrap();
+    let (lines, outcome) = run(
+        ConnectorKind::Dast,
+        environment,
+        &[&body],
+        TransformOptions::default(),
+    );
     validate(&lines);
     let out = findings(&lines[0]);
-    let got: Vec<(Value, Value)> = out.iter().map(|f| (f["findingStatus"].clone(), f["findingSeverity"].clone())).collect();
+    let got: Vec<(Value, Value)> = out
+        .iter()
+        .map(|f| (f["findingStatus"].clone(), f["findingSeverity"].clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -309,21 +467,49 @@ fn dast_values_go_through_the_spec_value_maps() {
         ],
         "unknown values take the map's default and are flagged"
     );
-    assert_eq!(out[5]["flaggedValues"].as_array().unwrap().len(), 3, "status, severity and the scoring miss: {}", out[5]);
-    assert_eq!(out[0]["triageState"], "NOT_EXPLOITABLE", "spaced title case states are recognised");
+    assert_eq!(
+        out[5]["flaggedValues"].as_array().unwrap().len(),
+        3,
+        "status, severity and the scoring miss: {}",
+        out[5]
+    );
+    assert_eq!(
+        out[0]["triageState"], "NOT_EXPLOITABLE",
+        "spaced title case states are recognised"
+    );
     assert_eq!(out[0]["cweId"], -1);
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
-    assert_eq!(line["externalAssetId"], "env-1", "DAST assets are identified by their environment");
+    assert_eq!(
+        line["externalAssetId"], "env-1",
+        "DAST assets are identified by their environment"
+    );
     assert_eq!(outcome.figures.fixed, 1);
 }
 
 #[test]
 fn colliding_finding_ids_keep_both_records_under_distinct_ids() {
-    let records = vec![sast_record("same", json!({})), sast_record("same", json!({"severity": "LOW"})), sast_record("same", json!({}))];
+    let records = vec![
+        sast_record("same", json!({})),
+        sast_record("same", json!({"severity": "LOW"})),
+        sast_record("same", json!({})),
+    ];
     let later = vec![sast_record("same", json!({}))];
-    let (lines, outcome) = run(ConnectorKind::Sast, PROJECT_WITH_REPO, &[&page(records), &page(later)], TransformOptions::default());
-    let ids: Vec<String> = lines.iter().flat_map(|l| findings(l)).map(|f| f["externalFindingId"].as_str().unwrap().to_string()).collect();
-    assert_eq!(ids, vec!["same", "same#2", "same#3", "same#4"], "unique within the asset, across pages too");
+    let (lines, outcome) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&page(records), &page(later)],
+        TransformOptions::default(),
+    );
+    let ids: Vec<String> = lines
+        .iter()
+        .flat_map(|l| findings(l))
+        .map(|f| f["externalFindingId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["same", "same#2", "same#3", "same#4"],
+        "unique within the asset, across pages too"
+    );
     assert_eq!(outcome.figures.collisions, 3);
     assert_eq!(outcome.collisions[0].renamed_to, "same#2");
 }
@@ -331,17 +517,43 @@ fn colliding_finding_ids_keep_both_records_under_distinct_ids() {
 #[test]
 fn asset_types_follow_the_repository_url_and_the_filter() {
     let one = page(vec![sast_record("a", json!({}))]);
-    let (lines, _) = run(ConnectorKind::Sast, PROJECT_WITH_REPO, &[&one], TransformOptions::default());
+    let (lines, _) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&one],
+        TransformOptions::default(),
+    );
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
-    assert_eq!(line["asset"]["assetTypes"], json!(["GENERIC_APPLICATION", "CODE_REPOSITORY"]));
-    assert_eq!(line["asset"]["assetDetail"]["codeRepositoryAssetClass"], json!({"url": "https://github.com/acme/checkout", "mainBranch": "main"}));
+    assert_eq!(
+        line["asset"]["assetTypes"],
+        json!(["GENERIC_APPLICATION", "CODE_REPOSITORY"])
+    );
+    assert_eq!(
+        line["asset"]["assetDetail"]["codeRepositoryAssetClass"],
+        json!({"url": "https://github.com/acme/checkout", "mainBranch": "main"})
+    );
 
-    let repo_only = TransformOptions { asset_types: AssetTypes { generic_application: false, code_repository: true }, ..TransformOptions::default() };
-    let (lines, _) = run(ConnectorKind::Sast, PROJECT_WITH_REPO, &[&one], repo_only.clone());
+    let repo_only = TransformOptions {
+        asset_types: AssetTypes {
+            generic_application: false,
+            code_repository: true,
+        },
+        ..TransformOptions::default()
+    };
+    let (lines, _) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&one],
+        repo_only.clone(),
+    );
     validate(&lines);
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(line["asset"]["assetTypes"], json!(["CODE_REPOSITORY"]));
-    assert!(line["asset"]["assetDetail"].get("genericApplicationAssetClass").is_none());
+    assert!(
+        line["asset"]["assetDetail"]
+            .get("genericApplicationAssetClass")
+            .is_none()
+    );
 
     // A project without a repository and only Code Repository wanted: nothing to emit, all counted.
     let (lines, outcome) = run(ConnectorKind::Sast, REAL_PROJECT, &[&one], repo_only);
@@ -352,12 +564,29 @@ fn asset_types_follow_the_repository_url_and_the_filter() {
 
 #[test]
 fn large_pages_are_split_into_parts() {
-    let records: Vec<Value> = (0..25).map(|i| sast_record(&format!("r{i}"), json!({}))).collect();
-    let options = TransformOptions { max_findings_per_line: 10, ..TransformOptions::default() };
-    let (lines, outcome) = run(ConnectorKind::Sast, PROJECT_WITH_REPO, &[&page(records)], options);
+    let records: Vec<Value> = (0..25)
+        .map(|i| sast_record(&format!("r{i}"), json!({})))
+        .collect();
+    let options = TransformOptions {
+        max_findings_per_line: 10,
+        ..TransformOptions::default()
+    };
+    let (lines, outcome) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&page(records)],
+        options,
+    );
     let sizes: Vec<usize> = lines.iter().map(|l| findings(l).len()).collect();
     assert_eq!(sizes, vec![10, 10, 5]);
-    let parts: Vec<u64> = lines.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()["part"].as_u64().unwrap()).collect();
+    let parts: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["part"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(parts, vec![0, 1, 2]);
     assert_eq!(outcome.figures.lines, 3);
 }
@@ -365,11 +594,17 @@ fn large_pages_are_split_into_parts() {
 #[test]
 fn a_custom_map_changes_the_output_without_code() {
     let mut map = TransformMap::default_for(ConnectorKind::Sast);
-    map.entries.retain(|e| e.target != "findingGroup.findings[].description");
+    map.entries
+        .retain(|e| e.target != "findingGroup.findings[].description");
     map.entries.push(serde_json::from_value(json!({"source": "findings[].data.group", "target": "findingGroup.findings[].category"})).unwrap());
     let text = serde_json::to_string_pretty(&map).unwrap();
     let reloaded: TransformMap = serde_json::from_str(&text).unwrap();
-    let (lines, _) = run_with(&reloaded, PROJECT_WITH_REPO, &[&page(vec![sast_record("a", json!({}))])], TransformOptions::default());
+    let (lines, _) = run_with(
+        &reloaded,
+        PROJECT_WITH_REPO,
+        &[&page(vec![sast_record("a", json!({}))])],
+        TransformOptions::default(),
+    );
     let finding = &findings(&lines[0])[0];
     assert_eq!(finding["category"], "Java_High_Risk");
     assert!(finding.get("description").is_none());
@@ -377,14 +612,37 @@ fn a_custom_map_changes_the_output_without_code() {
 
 #[test]
 fn broken_pages_and_items_fail_with_the_reason() {
-    let plan = TransformMap::default_for(ConnectorKind::Sast).compile().unwrap();
+    let plan = TransformMap::default_for(ConnectorKind::Sast)
+        .compile()
+        .unwrap();
     let scoring = Scoring::default_table().compile().unwrap();
     let options = TransformOptions::default();
-    let e = ItemTransformer::new(&plan, &scoring, &context(), options.clone(), br#"{"name":"no id"}"#).err().unwrap();
+    let e = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(),
+        options.clone(),
+        br#"{"name":"no id"}"#,
+    )
+    .err()
+    .unwrap();
     assert_eq!(e, TransformError::Item("the record has no `id`".into()));
-    let mut t = ItemTransformer::new(&plan, &scoring, &context(), options, PROJECT_WITH_REPO.as_bytes()).unwrap();
-    assert!(matches!(t.push_page(b"{\"results\":[{\"id\":", 3), Err(TransformError::Page { page: 3, .. })));
-    assert!(matches!(t.push_page(b"{\"items\":[]}", 4), Err(TransformError::Page { page: 4, .. })));
+    let mut t = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(),
+        options,
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    assert!(matches!(
+        t.push_page(b"{\"results\":[{\"id\":", 3),
+        Err(TransformError::Page { page: 3, .. })
+    ));
+    assert!(matches!(
+        t.push_page(b"{\"items\":[]}", 4),
+        Err(TransformError::Page { page: 4, .. })
+    ));
 }
 
 mod property {

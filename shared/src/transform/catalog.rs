@@ -51,11 +51,21 @@ pub struct Catalog {
 pub const FINDING_PREFIX: &str = "findingGroup.findings[].";
 
 const fn asset(path: &'static str, ty: ValueType, required: bool) -> Target {
-    Target { path, ty, scope: Scope::Asset, required }
+    Target {
+        path,
+        ty,
+        scope: Scope::Asset,
+        required,
+    }
 }
 
 const fn finding(path: &'static str, ty: ValueType, required: bool) -> Target {
-    Target { path, ty, scope: Scope::Finding, required }
+    Target {
+        path,
+        ty,
+        scope: Scope::Finding,
+        required,
+    }
 }
 
 use ValueType::*;
@@ -63,7 +73,19 @@ use ValueType::*;
 pub static SAST: Catalog = Catalog {
     kind: ConnectorKind::Sast,
     finding_array: "findings",
-    asset_sources: &["id", "name", "createdAt", "updatedAt", "repoUrl", "mainBranch", "origin", "criticality", "groups", "tenantId", "applicationIds"],
+    asset_sources: &[
+        "id",
+        "name",
+        "createdAt",
+        "updatedAt",
+        "repoUrl",
+        "mainBranch",
+        "origin",
+        "criticality",
+        "groups",
+        "tenantId",
+        "applicationIds",
+    ],
     open_asset_prefixes: &["tags."],
     finding_sources: &[
         "type",
@@ -93,7 +115,11 @@ pub static SAST: Catalog = Catalog {
         asset("externalAssetId", Text, true),
         asset("vendorAssetId", Text, false),
         asset("asset.assetDetail.name", Text, true),
-        asset("asset.assetDetail.genericApplicationAssetClass.name", Text, false),
+        asset(
+            "asset.assetDetail.genericApplicationAssetClass.name",
+            Text,
+            false,
+        ),
         asset("asset.assetDetail.sourceCreatedAt", DateTime, false),
         asset("asset.assetDetail.description", Text, false),
         finding("findingGroup.findings[].externalFindingId", Text, true),
@@ -105,7 +131,11 @@ pub static SAST: Catalog = Catalog {
         finding("findingGroup.findings[].description", Text, false),
         finding("findingGroup.findings[].name", Text, false),
         finding("findingGroup.findings[].category", Text, false),
-        finding("findingGroup.findings[].findingType.vulnerability.cweId", Integer, false),
+        finding(
+            "findingGroup.findings[].findingType.vulnerability.cweId",
+            Integer,
+            false,
+        ),
         finding("findingGroup.findings[].compliances", List, false),
         finding("findingGroup.findings[].language", Text, false),
     ],
@@ -114,7 +144,17 @@ pub static SAST: Catalog = Catalog {
 pub static DAST: Catalog = Catalog {
     kind: ConnectorKind::Dast,
     finding_array: "scanResults",
-    asset_sources: &["environmentId", "domain", "url", "scanType", "created", "riskRating", "lastScanID", "projectIds", "groups"],
+    asset_sources: &[
+        "environmentId",
+        "domain",
+        "url",
+        "scanType",
+        "created",
+        "riskRating",
+        "lastScanID",
+        "projectIds",
+        "groups",
+    ],
     open_asset_prefixes: &[],
     finding_sources: &[
         "id",
@@ -166,9 +206,15 @@ impl Catalog {
     pub fn source_scope(&self, path: &str) -> Option<Scope> {
         let prefix = format!("{}[].", self.finding_array);
         if let Some(rest) = path.strip_prefix(&prefix) {
-            return self.finding_sources.contains(&rest).then_some(Scope::Finding);
+            return self
+                .finding_sources
+                .contains(&rest)
+                .then_some(Scope::Finding);
         }
-        let open = self.open_asset_prefixes.iter().any(|p| path.strip_prefix(p).is_some_and(|k| !k.is_empty()));
+        let open = self
+            .open_asset_prefixes
+            .iter()
+            .any(|p| path.strip_prefix(p).is_some_and(|k| !k.is_empty()));
         (self.asset_sources.contains(&path) || open).then_some(Scope::Asset)
     }
 }

@@ -6,8 +6,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeSeed;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::catalog::ValueType;
@@ -21,7 +21,13 @@ pub const VENDOR: &str = "Checkmarx";
 pub const PRODUCT: &str = "Checkmarx One";
 
 /// The triage states Checkmarx One ships; tenants can add their own (kept and flagged).
-const KNOWN_STATES: [&str; 5] = ["TO_VERIFY", "NOT_EXPLOITABLE", "PROPOSED_NOT_EXPLOITABLE", "CONFIRMED", "URGENT"];
+const KNOWN_STATES: [&str; 5] = [
+    "TO_VERIFY",
+    "NOT_EXPLOITABLE",
+    "PROPOSED_NOT_EXPLOITABLE",
+    "CONFIRMED",
+    "URGENT",
+];
 
 /// Which run the lines belong to and when they were produced.
 #[derive(Clone, Debug)]
@@ -42,7 +48,10 @@ pub struct AssetTypes {
 
 impl Default for AssetTypes {
     fn default() -> Self {
-        Self { generic_application: true, code_repository: true }
+        Self {
+            generic_application: true,
+            code_repository: true,
+        }
     }
 }
 
@@ -55,7 +64,10 @@ pub struct TransformOptions {
 
 impl Default for TransformOptions {
     fn default() -> Self {
-        Self { asset_types: AssetTypes::default(), max_findings_per_line: 1_000 }
+        Self {
+            asset_types: AssetTypes::default(),
+            max_findings_per_line: 1_000,
+        }
     }
 }
 
@@ -179,23 +191,41 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
             let number = match &value {
                 Value::Number(n) => n.as_i64(),
                 Value::String(s) => {
-                    let digits = s.trim().trim_start_matches("CWE-").trim_start_matches("cwe-");
+                    let digits = s
+                        .trim()
+                        .trim_start_matches("CWE-")
+                        .trim_start_matches("cwe-");
                     digits.parse::<i64>().ok()
                 }
                 _ => None,
             };
             match number {
-                Some(n) if ty == ValueType::Severity && !(1..=5).contains(&n) => Err(format!("severity {n} is outside 1–5")),
+                Some(n) if ty == ValueType::Severity && !(1..=5).contains(&n) => {
+                    Err(format!("severity {n} is outside 1–5"))
+                }
                 Some(n) => Ok(Value::from(n)),
                 None => Err(format!("{} is not a whole number", short(&value))),
             }
         }
         ValueType::DateTime => match &value {
-            Value::String(s) if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok() => Ok(value),
+            Value::String(s)
+                if time::OffsetDateTime::parse(
+                    s,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .is_ok() =>
+            {
+                Ok(value)
+            }
             other => Err(format!("{} is not an RFC 3339 time stamp", short(other))),
         },
         ValueType::List => match value {
-            Value::Array(items) => Ok(Value::Array(items.into_iter().filter_map(|v| text_of(&v).map(Value::String)).collect())),
+            Value::Array(items) => Ok(Value::Array(
+                items
+                    .into_iter()
+                    .filter_map(|v| text_of(&v).map(Value::String))
+                    .collect(),
+            )),
             Value::String(s) => Ok(Value::Array(vec![Value::String(s)])),
             other => Err(format!("{} where a list belongs", kind_of(&other))),
         },
@@ -215,17 +245,29 @@ fn kind_of(value: &Value) -> &'static str {
 
 fn short(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 40 { format!("{}…", &text[..text.floor_char_boundary(40)]) } else { text }
+    if text.chars().count() > 40 {
+        format!("{}…", text.chars().take(40).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// The value of one entry for a record: mapped, defaulted, coerced. `Err` only for a required
 /// target left without a value; other misfits are flagged in `flags` and left out.
-fn entry_value(entry: &CompiledEntry, raw: Option<&Value>, flags: &mut Vec<String>) -> Result<Option<Value>, String> {
+fn entry_value(
+    entry: &CompiledEntry,
+    raw: Option<&Value>,
+    flags: &mut Vec<String>,
+) -> Result<Option<Value>, String> {
     let raw = raw.filter(|v| !v.is_null());
     let mapped = match (&entry.value_map, raw) {
         (Some(map), Some(v)) => {
             let key = text_of(v).unwrap_or_default();
-            let hit = map.get(&key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)).map(|(_, v)| v));
+            let hit = map.get(&key).or_else(|| {
+                map.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                    .map(|(_, v)| v)
+            });
             match (hit, &entry.default) {
                 (Some(to), _) => Some(to.clone()),
                 (None, Some(default)) => {
@@ -262,7 +304,9 @@ fn set_path(root: &mut Map<String, Value>, segments: &[&str], value: Value) {
     let (last, parents) = segments.split_last().expect("target paths are not empty");
     let mut node = root;
     for segment in parents {
-        let next = node.entry(segment.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        let next = node
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
         if !next.is_object() {
             *next = Value::Object(Map::new());
         }
@@ -272,7 +316,12 @@ fn set_path(root: &mut Map<String, Value>, segments: &[&str], value: Value) {
 }
 
 /// Writes the fields of `layout` that have values, comma-separated, without braces.
-fn write_fields(layout: &[(String, Layout)], values: &[Option<Value>], out: &mut Vec<u8>, first: &mut bool) {
+fn write_fields(
+    layout: &[(String, Layout)],
+    values: &[Option<Value>],
+    out: &mut Vec<u8>,
+    first: &mut bool,
+) {
     for (key, node) in layout {
         if !has_value(node, values) {
             continue;
@@ -284,7 +333,10 @@ fn write_fields(layout: &[(String, Layout)], values: &[Option<Value>], out: &mut
         serde_json::to_writer(&mut *out, key).expect("Vec write");
         out.push(b':');
         match node {
-            Layout::Leaf(index) => serde_json::to_writer(&mut *out, values[*index].as_ref().expect("has_value")).expect("Vec write"),
+            Layout::Leaf(index) => {
+                serde_json::to_writer(&mut *out, values[*index].as_ref().expect("has_value"))
+                    .expect("Vec write")
+            }
             Layout::Object(children) => {
                 out.push(b'{');
                 let mut inner_first = true;
@@ -317,7 +369,8 @@ impl<'p> ItemTransformer<'p> {
         options: TransformOptions,
         item_record: &[u8],
     ) -> Result<Self, TransformError> {
-        let item: Value = serde_json::from_slice(item_record).map_err(|e| TransformError::Item(format!("not JSON: {e}")))?;
+        let item: Value = serde_json::from_slice(item_record)
+            .map_err(|e| TransformError::Item(format!("not JSON: {e}")))?;
         let id_field = match plan.kind {
             ConnectorKind::Sast => "id",
             ConnectorKind::Dast => "environmentId",
@@ -329,34 +382,60 @@ impl<'p> ItemTransformer<'p> {
         let mut asset = Map::new();
         let mut flags = Vec::new();
         for entry in &plan.asset_entries {
-            if let Some(v) = entry_value(entry, item.pointer(&entry.pointer), &mut flags).map_err(TransformError::Item)? {
+            if let Some(v) = entry_value(entry, item.pointer(&entry.pointer), &mut flags)
+                .map_err(TransformError::Item)?
+            {
                 set_path(&mut asset, &entry.segments, v);
             }
         }
         let emit = match plan.kind {
             ConnectorKind::Sast => {
-                let repo = item.get("repoUrl").and_then(Value::as_str).filter(|u| !u.trim().is_empty());
+                let repo = item
+                    .get("repoUrl")
+                    .and_then(Value::as_str)
+                    .filter(|u| !u.trim().is_empty());
                 let mut types = Vec::new();
                 if options.asset_types.generic_application {
                     types.push("GENERIC_APPLICATION");
-                } else if let Some(Value::Object(detail)) = asset.get_mut("asset").and_then(|a| a.get_mut("assetDetail")) {
+                } else if let Some(Value::Object(detail)) = asset
+                    .get_mut("asset")
+                    .and_then(|a| a.get_mut("assetDetail"))
+                {
                     detail.remove("genericApplicationAssetClass");
                 }
                 if let (true, Some(url)) = (options.asset_types.code_repository, repo) {
                     types.push("CODE_REPOSITORY");
                     let mut class = Map::new();
                     class.insert("url".into(), Value::from(url));
-                    if let Some(branch) = item.get("mainBranch").and_then(Value::as_str).filter(|b| !b.is_empty()) {
+                    if let Some(branch) = item
+                        .get("mainBranch")
+                        .and_then(Value::as_str)
+                        .filter(|b| !b.is_empty())
+                    {
                         class.insert("mainBranch".into(), Value::from(branch));
                     }
-                    set_path(&mut asset, &["asset", "assetDetail", "codeRepositoryAssetClass"], Value::Object(class));
+                    set_path(
+                        &mut asset,
+                        &["asset", "assetDetail", "codeRepositoryAssetClass"],
+                        Value::Object(class),
+                    );
                 }
-                set_path(&mut asset, &["asset", "assetTypes"], Value::from(types.clone()));
+                set_path(
+                    &mut asset,
+                    &["asset", "assetTypes"],
+                    Value::from(types.clone()),
+                );
                 !types.is_empty()
             }
             ConnectorKind::Dast => {
-                asset.entry("externalAssetId").or_insert_with(|| Value::from(item_id.clone()));
-                set_path(&mut asset, &["asset", "assetTypes"], Value::from(vec!["WEB_APPLICATION"]));
+                asset
+                    .entry("externalAssetId")
+                    .or_insert_with(|| Value::from(item_id.clone()));
+                set_path(
+                    &mut asset,
+                    &["asset", "assetTypes"],
+                    Value::from(vec!["WEB_APPLICATION"]),
+                );
                 true
             }
         };
@@ -386,12 +465,24 @@ impl<'p> ItemTransformer<'p> {
         if !asset_bytes.is_empty() {
             asset_bytes.push(b',');
         }
-        Ok(Self { plan, scoring, options, envelope, asset: asset_bytes, emit, state: State::default() })
+        Ok(Self {
+            plan,
+            scoring,
+            options,
+            envelope,
+            asset: asset_bytes,
+            emit,
+            state: State::default(),
+        })
     }
 
     /// Maps one raw page (the JSON object the vendor sent, records under `results`) and returns its
     /// lines. A page that is not JSON fails; a bad record inside it only goes to the rejected list.
-    pub fn push_page(&mut self, page: &[u8], page_number: u32) -> Result<Vec<Vec<u8>>, TransformError> {
+    pub fn push_page(
+        &mut self,
+        page: &[u8],
+        page_number: u32,
+    ) -> Result<Vec<Vec<u8>>, TransformError> {
         let plan = self.plan;
         let scoring = self.scoring;
         let emit = self.emit;
@@ -401,12 +492,29 @@ impl<'p> ItemTransformer<'p> {
             state.record(plan, scoring, emit, page_number, index, is_object, slots);
         };
         let mut deserializer = serde_json::Deserializer::from_slice(page);
-        let seed = PageSeed { list_key: "results", tree: &plan.finding_tree, slots: &mut slots, on_record: &mut on_record };
-        let found = seed.deserialize(&mut deserializer).and_then(|found| deserializer.end().map(|()| found));
+        let seed = PageSeed {
+            list_key: "results",
+            tree: &plan.finding_tree,
+            slots: &mut slots,
+            on_record: &mut on_record,
+        };
+        let found = seed
+            .deserialize(&mut deserializer)
+            .and_then(|found| deserializer.end().map(|()| found));
         match found {
             Ok(true) => {}
-            Ok(false) => return Err(TransformError::Page { page: page_number, problem: "no `results` list".into() }),
-            Err(e) => return Err(TransformError::Page { page: page_number, problem: format!("not a page object: {e}") }),
+            Ok(false) => {
+                return Err(TransformError::Page {
+                    page: page_number,
+                    problem: "no `results` list".into(),
+                });
+            }
+            Err(e) => {
+                return Err(TransformError::Page {
+                    page: page_number,
+                    problem: format!("not a page object: {e}"),
+                });
+            }
         }
         Ok(self.lines())
     }
@@ -415,10 +523,15 @@ impl<'p> ItemTransformer<'p> {
         let findings = std::mem::take(&mut self.state.findings);
         let mut lines = Vec::new();
         for chunk in findings.chunks(self.options.max_findings_per_line.max(1)) {
-            let size: usize = chunk.iter().map(|f| f.len() + 1).sum::<usize>() + self.envelope.len() + self.asset.len() + 64;
+            let size: usize = chunk.iter().map(|f| f.len() + 1).sum::<usize>()
+                + self.envelope.len()
+                + self.asset.len()
+                + 64;
             let mut line = Vec::with_capacity(size);
             line.extend_from_slice(&self.envelope);
-            line.extend_from_slice(format!("\"part\":{},", self.state.outcome.figures.lines).as_bytes());
+            line.extend_from_slice(
+                format!("\"part\":{},", self.state.outcome.figures.lines).as_bytes(),
+            );
             line.extend_from_slice(&self.asset);
             line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
             for (i, finding) in chunk.iter().enumerate() {
@@ -441,19 +554,36 @@ impl<'p> ItemTransformer<'p> {
 
 impl State {
     #[allow(clippy::too_many_arguments)] // one record's whole context; grouping it would only rename it
-    fn record(&mut self, plan: &Plan, scoring: &CompiledScoring, emit: bool, page: u32, index: u32, is_object: bool, slots: &[Option<Value>]) {
+    fn record(
+        &mut self,
+        plan: &Plan,
+        scoring: &CompiledScoring,
+        emit: bool,
+        page: u32,
+        index: u32,
+        is_object: bool,
+        slots: &[Option<Value>],
+    ) {
         let figures = &mut self.outcome.figures;
         figures.records_in += 1;
         let vendor_id = slots[plan.implicit.id].as_ref().and_then(text_of);
         let reject = |outcome: &mut ItemOutcome, reason: String| {
             outcome.figures.rejected += 1;
-            outcome.rejected.push(Rejected { vendor_id: vendor_id.clone(), page, index, reason });
+            outcome.rejected.push(Rejected {
+                vendor_id: vendor_id.clone(),
+                page,
+                index,
+                reason,
+            });
         };
         if !is_object {
             return reject(&mut self.outcome, "the record is not a JSON object".into());
         }
         if let Some(kind_slot) = plan.implicit.kind {
-            let kind = slots[kind_slot].as_ref().and_then(text_of).unwrap_or_else(|| "(none)".into());
+            let kind = slots[kind_slot]
+                .as_ref()
+                .and_then(text_of)
+                .unwrap_or_else(|| "(none)".into());
             if kind != "sast" {
                 *figures.skipped_by_type.entry(kind).or_default() += 1;
                 return;
@@ -472,7 +602,10 @@ impl State {
             }
         }
         // externalFindingId must be unique within the asset: a repeat is kept under a new id.
-        if let Some(position) = plan.finding_entries.iter().position(|e| e.segments == ["externalFindingId"])
+        if let Some(position) = plan
+            .finding_entries
+            .iter()
+            .position(|e| e.segments == ["externalFindingId"])
             && let Some(Value::String(id)) = &values[position]
         {
             let id = id.clone();
@@ -482,19 +615,34 @@ impl State {
                 let renamed = format!("{id}#{next}");
                 self.seen_ids.insert(fingerprint(&renamed));
                 self.outcome.figures.collisions += 1;
-                self.outcome.collisions.push(Collision { external_finding_id: id, renamed_to: renamed.clone() });
+                self.outcome.collisions.push(Collision {
+                    external_finding_id: id,
+                    renamed_to: renamed.clone(),
+                });
                 values[position] = Some(Value::String(renamed));
             }
         }
-        let severity = slots[plan.implicit.severity].as_ref().and_then(text_of).unwrap_or_default();
+        let severity = slots[plan.implicit.severity]
+            .as_ref()
+            .and_then(text_of)
+            .unwrap_or_default();
         let (qds, matched) = scoring.score(&severity);
         if !matched {
-            flags.push(format!("severity '{severity}' matches no scoring row; scored as the default severity"));
+            flags.push(format!(
+                "severity '{severity}' matches no scoring row; scored as the default severity"
+            ));
         }
         let state = slots[plan.implicit.state].as_ref().and_then(text_of);
-        let normalized = state.as_deref().map(|s| s.trim().to_ascii_uppercase().replace(' ', "_"));
-        let known_state = normalized.as_deref().is_some_and(|s| KNOWN_STATES.contains(&s));
-        let status = slots[plan.implicit.status].as_ref().and_then(text_of).unwrap_or_default();
+        let normalized = state
+            .as_deref()
+            .map(|s| s.trim().to_ascii_uppercase().replace(' ', "_"));
+        let known_state = normalized
+            .as_deref()
+            .is_some_and(|s| KNOWN_STATES.contains(&s));
+        let status = slots[plan.implicit.status]
+            .as_ref()
+            .and_then(text_of)
+            .unwrap_or_default();
 
         let mut out = Vec::with_capacity(512);
         out.push(b'{');
@@ -509,9 +657,17 @@ impl State {
         serde_json::to_writer(&mut out, &status).expect("Vec write");
         if let Some(state) = &state {
             out.extend_from_slice(b",\"triageState\":");
-            let shown = if known_state { normalized.as_deref().unwrap_or(state) } else { state.as_str() };
+            let shown = if known_state {
+                normalized.as_deref().unwrap_or(state)
+            } else {
+                state.as_str()
+            };
             serde_json::to_writer(&mut out, shown).expect("Vec write");
-            out.extend_from_slice(if known_state { b",\"triageStateKnown\":true" } else { b",\"triageStateKnown\":false" });
+            out.extend_from_slice(if known_state {
+                b",\"triageStateKnown\":true"
+            } else {
+                b",\"triageStateKnown\":false"
+            });
         }
         if !flags.is_empty() {
             out.extend_from_slice(b",\"flaggedValues\":");

@@ -84,7 +84,10 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                     self.slots[child.slot.expect("checked")] = Some(value);
                 }
                 Some(child) => {
-                    map.next_value_seed(RecordSeed { tree: child, slots: &mut *self.slots })?;
+                    map.next_value_seed(RecordSeed {
+                        tree: child,
+                        slots: &mut *self.slots,
+                    })?;
                 }
             }
         }
@@ -147,7 +150,11 @@ impl<'de> Visitor<'de> for PageSeed<'_, '_> {
         let mut found = false;
         while let Some(Key(key)) = map.next_key::<Key>()? {
             if key == self.list_key {
-                found = map.next_value_seed(ListSeed { tree: self.tree, slots: &mut *self.slots, on_record: &mut *self.on_record })?;
+                found = map.next_value_seed(ListSeed {
+                    tree: self.tree,
+                    slots: &mut *self.slots,
+                    on_record: &mut *self.on_record,
+                })?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -181,7 +188,10 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
         let mut index = 0u32;
         loop {
             self.slots.iter_mut().for_each(|s| *s = None);
-            match seq.next_element_seed(RecordSeed { tree: self.tree, slots: self.slots })? {
+            match seq.next_element_seed(RecordSeed {
+                tree: self.tree,
+                slots: self.slots,
+            })? {
                 Some(is_object) => (self.on_record)(index, is_object, self.slots),
                 None => return Ok(true),
             }

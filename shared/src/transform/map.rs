@@ -51,7 +51,8 @@ impl TransformMap {
 
     /// Parses and compiles a map document; every problem is listed.
     pub fn parse(text: &str) -> Result<Plan, Vec<String>> {
-        let map: TransformMap = serde_json::from_str(text).map_err(|e| vec![format!("map: not a transform map document: {e}")])?;
+        let map: TransformMap = serde_json::from_str(text)
+            .map_err(|e| vec![format!("map: not a transform map document: {e}")])?;
         map.compile()
     }
 
@@ -70,7 +71,9 @@ pub(crate) struct PathTree {
 impl PathTree {
     /// The slot of `path`, adding it if new (equal paths share a slot).
     fn slot_for(&mut self, path: &str, next: &mut usize) -> usize {
-        let node = path.split('.').fold(self, |node, segment| node.children.entry(segment.to_string()).or_default());
+        let node = path.split('.').fold(self, |node, segment| {
+            node.children.entry(segment.to_string()).or_default()
+        });
         *node.slot.get_or_insert_with(|| {
             *next += 1;
             *next - 1
@@ -94,7 +97,9 @@ impl Layout {
                 if !children.iter().any(|(k, _)| k == first) {
                     children.push((first.to_string(), Layout::Object(Vec::new())));
                 }
-                if let Some((_, Layout::Object(inner))) = children.iter_mut().find(|(k, _)| k == first) {
+                if let Some((_, Layout::Object(inner))) =
+                    children.iter_mut().find(|(k, _)| k == first)
+                {
                     Layout::insert(inner, rest, entry);
                 }
             }
@@ -146,7 +151,10 @@ impl Plan {
         let catalog = catalog(map.kind);
         let mut errors = Vec::new();
         if map.version != 1 {
-            errors.push(format!("map: version {} is not supported; use 1", map.version));
+            errors.push(format!(
+                "map: version {} is not supported; use 1",
+                map.version
+            ));
         }
         let (mut finding_tree, mut finding_slots) = (PathTree::default(), 0);
         let (mut asset_entries, mut finding_entries) = (Vec::new(), Vec::new());
@@ -156,11 +164,19 @@ impl Plan {
             let label = format!("entry {} ({} → {})", n + 1, entry.source, entry.target);
             let Some(target) = catalog.target(&entry.target) else {
                 let known: Vec<&str> = catalog.targets.iter().map(|t| t.path).collect();
-                errors.push(format!("{label}: unknown target `{}`; {} targets are: {}", entry.target, kind_name(map.kind), known.join(", ")));
+                errors.push(format!(
+                    "{label}: unknown target `{}`; {} targets are: {}",
+                    entry.target,
+                    kind_name(map.kind),
+                    known.join(", ")
+                ));
                 continue;
             };
             if let Some(first) = targets_seen.insert(target.path, n + 1) {
-                errors.push(format!("{label}: target `{}` is already filled by entry {first}; each target once", target.path));
+                errors.push(format!(
+                    "{label}: target `{}` is already filled by entry {first}; each target once",
+                    target.path
+                ));
                 continue;
             }
             let Some(scope) = catalog.source_scope(&entry.source) else {
@@ -172,7 +188,11 @@ impl Plan {
                 continue;
             };
             if scope != target.scope {
-                let (from, to) = if scope == Scope::Finding { ("a finding field", "an asset target") } else { ("an asset field", "a finding target") };
+                let (from, to) = if scope == Scope::Finding {
+                    ("a finding field", "an asset target")
+                } else {
+                    ("an asset field", "a finding target")
+                };
                 errors.push(format!("{label}: maps {from} to {to}; findings map to `{FINDING_PREFIX}…`, assets to the others"));
                 continue;
             }
@@ -182,15 +202,25 @@ impl Plan {
             }
             let (source, segments_of) = match scope {
                 Scope::Asset => (entry.source.as_str(), target.path),
-                Scope::Finding => (&entry.source[finding_prefix.len()..], &target.path[FINDING_PREFIX.len()..]),
+                Scope::Finding => (
+                    &entry.source[finding_prefix.len()..],
+                    &target.path[FINDING_PREFIX.len()..],
+                ),
             };
             let compiled = CompiledEntry {
                 label,
-                slot: if scope == Scope::Finding { finding_tree.slot_for(source, &mut finding_slots) } else { 0 },
+                slot: if scope == Scope::Finding {
+                    finding_tree.slot_for(source, &mut finding_slots)
+                } else {
+                    0
+                },
                 pointer: format!("/{}", source.replace('.', "/")),
                 target,
                 segments: segments_of.split('.').collect(),
-                value_map: entry.value_map.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                value_map: entry
+                    .value_map
+                    .as_ref()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
                 default: entry.default.clone(),
                 required: entry.required || target.required,
             };
@@ -201,7 +231,10 @@ impl Plan {
         }
         for target in catalog.targets.iter().filter(|t| t.required) {
             if !targets_seen.contains_key(target.path) {
-                errors.push(format!("map: required target `{}` is not filled by any entry", target.path));
+                errors.push(format!(
+                    "map: required target `{}` is not filled by any entry",
+                    target.path
+                ));
             }
         }
         if !errors.is_empty() {
@@ -209,7 +242,8 @@ impl Plan {
         }
         let implicit = Implicit {
             id: finding_tree.slot_for("id", &mut finding_slots),
-            kind: (map.kind == ConnectorKind::Sast).then(|| finding_tree.slot_for("type", &mut finding_slots)),
+            kind: (map.kind == ConnectorKind::Sast)
+                .then(|| finding_tree.slot_for("type", &mut finding_slots)),
             status: finding_tree.slot_for("status", &mut finding_slots),
             state: finding_tree.slot_for("state", &mut finding_slots),
             severity: finding_tree.slot_for("severity", &mut finding_slots),
@@ -243,7 +277,9 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
     let fits = |v: &Value| match target.ty {
         ValueType::Severity => v.as_i64().is_some_and(|n| (1..=5).contains(&n)),
         ValueType::Integer => v.is_i64() || v.is_u64(),
-        ValueType::Status => v.as_str().is_some_and(|s| ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"].contains(&s)),
+        ValueType::Status => v.as_str().is_some_and(|s| {
+            ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"].contains(&s)
+        }),
         ValueType::Text | ValueType::DateTime => v.is_string(),
         ValueType::List => v.is_array() || v.is_string(),
     };
@@ -260,13 +296,19 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
             return Some("the value map is empty; remove it or list the vendor values".into());
         }
         if let Some((from, to)) = map.iter().find(|(_, to)| !fits(to)) {
-            return Some(format!("value map sends '{from}' to {to}, but `{}` takes {expected}", target.path));
+            return Some(format!(
+                "value map sends '{from}' to {to}, but `{}` takes {expected}",
+                target.path
+            ));
         }
     }
     if let Some(default) = &entry.default
         && !fits(default)
     {
-        return Some(format!("default {default} does not fit `{}`, which takes {expected}", target.path));
+        return Some(format!(
+            "default {default} does not fit `{}`, which takes {expected}",
+            target.path
+        ));
     }
     None
 }
@@ -278,11 +320,18 @@ mod tests {
     #[test]
     fn the_shipped_maps_reproduce_the_spec_tables_and_compile() {
         let sast = TransformMap::default_for(ConnectorKind::Sast);
-        let rows: Vec<(&str, &str)> = sast.entries.iter().map(|e| (e.source.as_str(), e.target.as_str())).collect();
+        let rows: Vec<(&str, &str)> = sast
+            .entries
+            .iter()
+            .map(|e| (e.source.as_str(), e.target.as_str()))
+            .collect();
         assert_eq!(
             rows,
             vec![
-                ("name", "asset.assetDetail.genericApplicationAssetClass.name"),
+                (
+                    "name",
+                    "asset.assetDetail.genericApplicationAssetClass.name"
+                ),
                 ("createdAt", "asset.assetDetail.sourceCreatedAt"),
                 ("id", "externalAssetId"),
                 ("name", "asset.assetDetail.name"),
@@ -291,24 +340,55 @@ mod tests {
                 ("findings[].id", "findingGroup.findings[].externalFindingId"),
                 ("findings[].status", "findingGroup.findings[].findingStatus"),
                 ("findings[].severity", "findingGroup.findings[].severity"),
-                ("findings[].firstFoundAt", "findingGroup.findings[].firstFoundOn"),
+                (
+                    "findings[].firstFoundAt",
+                    "findingGroup.findings[].firstFoundOn"
+                ),
                 ("findings[].foundAt", "findingGroup.findings[].lastFoundOn"),
-                ("findings[].description", "findingGroup.findings[].description"),
+                (
+                    "findings[].description",
+                    "findingGroup.findings[].description"
+                ),
                 ("findings[].data.queryName", "findingGroup.findings[].name"),
-                ("findings[].vulnerabilityDetails.cweId", "findingGroup.findings[].findingType.vulnerability.cweId"),
+                (
+                    "findings[].vulnerabilityDetails.cweId",
+                    "findingGroup.findings[].findingType.vulnerability.cweId"
+                ),
             ]
         );
         sast.compile().unwrap();
         let dast = TransformMap::default_for(ConnectorKind::Dast);
-        let severity = dast.entries.iter().find(|e| e.source == "scanResults[].severity").unwrap().value_map.clone().unwrap();
+        let severity = dast
+            .entries
+            .iter()
+            .find(|e| e.source == "scanResults[].severity")
+            .unwrap()
+            .value_map
+            .clone()
+            .unwrap();
         assert_eq!(severity.len(), 5);
-        assert_eq!((severity["INFO"].clone(), severity["CRITICAL"].clone()), (Value::from(1), Value::from(5)));
-        let status = dast.entries.iter().find(|e| e.source == "scanResults[].status").unwrap().value_map.clone().unwrap();
-        let expected: BTreeMap<String, Value> =
-            [("New", "NEW"), ("Recurrent", "ACTIVE"), ("Fixed", "FIXED"), ("Resurfaced", "REOPENED"), ("Active", "ACTIVE")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), Value::from(v)))
-                .collect();
+        assert_eq!(
+            (severity["INFO"].clone(), severity["CRITICAL"].clone()),
+            (Value::from(1), Value::from(5))
+        );
+        let status = dast
+            .entries
+            .iter()
+            .find(|e| e.source == "scanResults[].status")
+            .unwrap()
+            .value_map
+            .clone()
+            .unwrap();
+        let expected: BTreeMap<String, Value> = [
+            ("New", "NEW"),
+            ("Recurrent", "ACTIVE"),
+            ("Fixed", "FIXED"),
+            ("Resurfaced", "REOPENED"),
+            ("Active", "ACTIVE"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::from(v)))
+        .collect();
         assert_eq!(status, expected);
         dast.compile().unwrap();
     }
@@ -329,27 +409,65 @@ mod tests {
         let errors = TransformMap::parse(text).unwrap_err();
         let all = errors.join("\n");
         assert!(all.contains("entry 4 (findings[].nope → findingGroup.findings[].name): unknown source path `findings[].nope`"), "{all}");
-        assert!(all.contains("entry 5 (findings[].type → findingGroup.findings[].madeUp): unknown target"), "{all}");
-        assert!(all.contains("entry 6") && all.contains("already filled by entry 3"), "{all}");
-        assert!(all.contains("entry 7") && all.contains("sends 'HIGH' to \"very\"") && all.contains("a severity from 1 to 5"), "{all}");
-        assert!(all.contains("entry 8") && all.contains("default \"OPEN\" does not fit"), "{all}");
+        assert!(
+            all.contains(
+                "entry 5 (findings[].type → findingGroup.findings[].madeUp): unknown target"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("entry 6") && all.contains("already filled by entry 3"),
+            "{all}"
+        );
+        assert!(
+            all.contains("entry 7")
+                && all.contains("sends 'HIGH' to \"very\"")
+                && all.contains("a severity from 1 to 5"),
+            "{all}"
+        );
+        assert!(
+            all.contains("entry 8") && all.contains("default \"OPEN\" does not fit"),
+            "{all}"
+        );
         assert!(all.contains("entry 9 (name → findingGroup.findings[].description): maps an asset field to a finding target"), "{all}");
         assert_eq!(errors.len(), 6, "{all}");
 
         let missing = r#"{"version":1,"name":"m","kind":"dast","entries":[{"source":"domain","target":"asset.webAppName"}]}"#;
         let all = TransformMap::parse(missing).unwrap_err().join("\n");
-        assert!(all.contains("required target `asset.webAppUrl` is not filled"), "{all}");
-        assert!(all.contains("required target `findingGroup.findings[].externalFindingId` is not filled"), "{all}");
-        assert!(TransformMap::parse(r#"{"version":1}"#).unwrap_err()[0].contains("not a transform map document"));
+        assert!(
+            all.contains("required target `asset.webAppUrl` is not filled"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "required target `findingGroup.findings[].externalFindingId` is not filled"
+            ),
+            "{all}"
+        );
+        assert!(
+            TransformMap::parse(r#"{"version":1}"#).unwrap_err()[0]
+                .contains("not a transform map document")
+        );
     }
 
     #[test]
     fn equal_source_paths_share_one_slot() {
-        let plan = TransformMap::default_for(ConnectorKind::Dast).compile().unwrap();
-        assert_eq!(plan.finding_slots, 11, "ten mapped sources plus the implicit state; id, status and severity are shared");
-        let plan = TransformMap::default_for(ConnectorKind::Sast).compile().unwrap();
+        let plan = TransformMap::default_for(ConnectorKind::Dast)
+            .compile()
+            .unwrap();
+        assert_eq!(
+            plan.finding_slots, 11,
+            "ten mapped sources plus the implicit state; id, status and severity are shared"
+        );
+        let plan = TransformMap::default_for(ConnectorKind::Sast)
+            .compile()
+            .unwrap();
         assert_eq!(plan.asset_entries[0].pointer, "/name");
-        let id_entry = plan.finding_entries.iter().find(|e| e.target.path.ends_with("externalFindingId")).unwrap();
+        let id_entry = plan
+            .finding_entries
+            .iter()
+            .find(|e| e.target.path.ends_with("externalFindingId"))
+            .unwrap();
         assert_eq!(plan.implicit.id, id_entry.slot);
     }
 }

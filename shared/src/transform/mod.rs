@@ -5,14 +5,16 @@ mod catalog;
 mod engine;
 mod extract;
 mod map;
+mod replay;
 mod scoring;
 
 pub use catalog::{Catalog, Scope, Target, ValueType, catalog};
 pub use engine::{
-    AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PRODUCT, Rejected, SCHEMA_VERSION, TransformContext, TransformError,
-    TransformOptions, VENDOR,
+    AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PRODUCT, Rejected,
+    SCHEMA_VERSION, TransformContext, TransformError, TransformOptions, VENDOR,
 };
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
+pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};
 pub use scoring::{CompiledScoring, DEFAULT_SCORING, ScoreRow, Scoring};
 
 /// The JSON Schema every batch line validates against.

@@ -36,21 +36,32 @@ impl Scoring {
 
     /// Parses and validates; every problem is listed, each naming its row.
     pub fn parse(text: &str) -> Result<CompiledScoring, Vec<String>> {
-        let scoring: Scoring = serde_json::from_str(text).map_err(|e| vec![format!("scoring: not a scoring document: {e}")])?;
+        let scoring: Scoring = serde_json::from_str(text)
+            .map_err(|e| vec![format!("scoring: not a scoring document: {e}")])?;
         scoring.compile()
     }
 
     pub fn compile(&self) -> Result<CompiledScoring, Vec<String>> {
         let mut errors = Vec::new();
         if self.version != 1 {
-            errors.push(format!("scoring: version {} is not supported; use 1", self.version));
+            errors.push(format!(
+                "scoring: version {} is not supported; use 1",
+                self.version
+            ));
         }
         let mut qds: [Option<u8>; 5] = [None; 5];
         let mut named = [false; 5];
         for (n, row) in self.rows.iter().enumerate() {
             let label = format!("scoring row {} ({})", n + 1, row.severity);
-            let Some(index) = SEVERITIES.iter().position(|s| s.eq_ignore_ascii_case(&row.severity)) else {
-                errors.push(format!("{label}: '{}' is not a severity; use one of {}", row.severity, SEVERITIES.join(", ")));
+            let Some(index) = SEVERITIES
+                .iter()
+                .position(|s| s.eq_ignore_ascii_case(&row.severity))
+            else {
+                errors.push(format!(
+                    "{label}: '{}' is not a severity; use one of {}",
+                    row.severity,
+                    SEVERITIES.join(", ")
+                ));
                 continue;
             };
             named[index] = true;
@@ -59,30 +70,48 @@ impl Scoring {
                 continue;
             }
             if qds[index].is_some() {
-                errors.push(format!("{label}: {} appears more than once", SEVERITIES[index]));
+                errors.push(format!(
+                    "{label}: {} appears more than once",
+                    SEVERITIES[index]
+                ));
             }
             qds[index] = Some(row.qds as u8);
         }
         for (index, missing) in qds.iter().enumerate() {
             if missing.is_none() && !named[index] {
-                errors.push(format!("scoring: no row for {}; the table needs one row per severity", SEVERITIES[index]));
+                errors.push(format!(
+                    "scoring: no row for {}; the table needs one row per severity",
+                    SEVERITIES[index]
+                ));
             }
         }
-        let default = SEVERITIES.iter().position(|s| s.eq_ignore_ascii_case(&self.default_severity));
+        let default = SEVERITIES
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case(&self.default_severity));
         if default.is_none() {
-            errors.push(format!("scoring: defaultSeverity '{}' is not one of {}", self.default_severity, SEVERITIES.join(", ")));
+            errors.push(format!(
+                "scoring: defaultSeverity '{}' is not one of {}",
+                self.default_severity,
+                SEVERITIES.join(", ")
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(CompiledScoring { qds: qds.map(|q| q.expect("checked above")), default: default.expect("checked above") })
+        Ok(CompiledScoring {
+            qds: qds.map(|q| q.expect("checked above")),
+            default: default.expect("checked above"),
+        })
     }
 }
 
 impl CompiledScoring {
     /// The QDS of a vendor severity, and whether the severity matched a row.
     pub fn score(&self, severity: &str) -> (u8, bool) {
-        match SEVERITIES.iter().position(|s| s.eq_ignore_ascii_case(severity)) {
+        match SEVERITIES
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case(severity))
+        {
             Some(index) => (self.qds[index], true),
             None => (self.qds[self.default], false),
         }
@@ -107,10 +136,22 @@ mod tests {
             {"severity":"URGENT","qds":10},{"severity":"LOW","qds":30}],"defaultSeverity":"SEVERE"}"#;
         let errors = Scoring::parse(text).unwrap_err();
         let all = errors.join("\n");
-        assert!(all.contains("scoring row 1 (CRITICAL): QDS 101 is outside 0–100"), "{all}");
-        assert!(all.contains("scoring row 3 (HIGH): HIGH appears more than once"), "{all}");
-        assert!(all.contains("scoring row 4 (URGENT): 'URGENT' is not a severity"), "{all}");
-        assert!(all.contains("no row for MEDIUM") && all.contains("no row for INFO"), "{all}");
+        assert!(
+            all.contains("scoring row 1 (CRITICAL): QDS 101 is outside 0–100"),
+            "{all}"
+        );
+        assert!(
+            all.contains("scoring row 3 (HIGH): HIGH appears more than once"),
+            "{all}"
+        );
+        assert!(
+            all.contains("scoring row 4 (URGENT): 'URGENT' is not a severity"),
+            "{all}"
+        );
+        assert!(
+            all.contains("no row for MEDIUM") && all.contains("no row for INFO"),
+            "{all}"
+        );
         assert!(all.contains("defaultSeverity 'SEVERE'"), "{all}");
         assert!(Scoring::parse("{").unwrap_err()[0].contains("not a scoring document"));
     }

@@ -1,0 +1,207 @@
+//! `cxone-etm`: the connector's command line. Only wiring: each command calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use cxone_etm::ConnectorKind;
+use cxone_etm::transform::{
+    AssetTypes, DEFAULT_SCORING, Scoring, TransformContext, TransformMap, TransformOptions,
+    replay_dir,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "cxone-etm",
+    version,
+    about = "Checkmarx One → Qualys ETM connector tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Sast,
+    Dast,
+}
+
+impl From<Kind> for ConnectorKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Sast => ConnectorKind::Sast,
+            Kind::Dast => ConnectorKind::Dast,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the default transform map of a connector kind (to edit and point a connection at).
+    ExportMap {
+        kind: Kind,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the default scoring table.
+    ExportScoring {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a transform map or scoring file and print each error.
+    Validate {
+        #[arg(value_enum)]
+        what: Validated,
+        file: PathBuf,
+    },
+    /// Re-run the transform over stored raw pages (no vendor calls) with a map and scoring table.
+    Transform {
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Raw pages: one directory per item holding item.json and 0.json.gz, 1.json.gz, …
+        #[arg(long)]
+        raw: PathBuf,
+        /// Where to write <item>/<page>.ndjson.gz.
+        #[arg(long)]
+        out: PathBuf,
+        /// Transform map file (default: the kind's shipped map).
+        #[arg(long)]
+        map: Option<PathBuf>,
+        /// Scoring file (default: the shipped table).
+        #[arg(long)]
+        scoring: Option<PathBuf>,
+        #[arg(long, default_value = "replay")]
+        connection_id: String,
+        #[arg(long, default_value = "replay")]
+        run_id: String,
+        /// SAST asset types to emit.
+        #[arg(long, value_delimiter = ',', default_values = ["generic-application", "code-repository"])]
+        asset_types: Vec<AssetTypeArg>,
+        #[arg(long, default_value_t = 1_000)]
+        max_findings_per_line: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Validated {
+    Map,
+    Scoring,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AssetTypeArg {
+    GenericApplication,
+    CodeRepository,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_or_print(out: Option<PathBuf>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn errors_to_exit(what: &str, errors: Vec<String>) -> ExitCode {
+    eprintln!("{what} has {} error(s):", errors.len());
+    for error in errors {
+        eprintln!("  - {error}");
+    }
+    ExitCode::FAILURE
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::ExportMap { kind, out } => {
+            let map = TransformMap::default_for(kind.into());
+            write_or_print(out, &serde_json::to_string_pretty(&map)?)?;
+        }
+        Command::ExportScoring { out } => write_or_print(out, DEFAULT_SCORING.trim_end())?,
+        Command::Validate {
+            what: Validated::Map,
+            file,
+        } => match TransformMap::parse(&read(&file)?) {
+            Ok(plan) => println!(
+                "{}: valid {:?} map '{}'",
+                file.display(),
+                plan.kind,
+                plan.name
+            ),
+            Err(errors) => return Ok(errors_to_exit(&file.display().to_string(), errors)),
+        },
+        Command::Validate {
+            what: Validated::Scoring,
+            file,
+        } => match Scoring::parse(&read(&file)?) {
+            Ok(_) => println!("{}: valid scoring table", file.display()),
+            Err(errors) => return Ok(errors_to_exit(&file.display().to_string(), errors)),
+        },
+        Command::Transform {
+            kind,
+            raw,
+            out,
+            map,
+            scoring,
+            connection_id,
+            run_id,
+            asset_types,
+            max_findings_per_line,
+        } => {
+            let map_text = match &map {
+                Some(path) => read(path)?,
+                None => serde_json::to_string(&TransformMap::default_for(kind.into()))?,
+            };
+            let plan = match TransformMap::parse(&map_text) {
+                Ok(plan) if plan.kind == ConnectorKind::from(kind) => plan,
+                Ok(plan) => anyhow::bail!(
+                    "the map is for {:?} results, not {:?}",
+                    plan.kind,
+                    ConnectorKind::from(kind)
+                ),
+                Err(errors) => return Ok(errors_to_exit("the map", errors)),
+            };
+            let scoring = match Scoring::parse(
+                &scoring
+                    .as_ref()
+                    .map(read)
+                    .transpose()?
+                    .unwrap_or_else(|| DEFAULT_SCORING.to_string()),
+            ) {
+                Ok(scoring) => scoring,
+                Err(errors) => return Ok(errors_to_exit("the scoring table", errors)),
+            };
+            let context = TransformContext {
+                connection_id,
+                run_id,
+                produced_at: now_rfc3339(),
+            };
+            let options = TransformOptions {
+                asset_types: AssetTypes {
+                    generic_application: asset_types.contains(&AssetTypeArg::GenericApplication),
+                    code_repository: asset_types.contains(&AssetTypeArg::CodeRepository),
+                },
+                max_findings_per_line,
+            };
+            let summary = replay_dir(&raw, &out, &plan, &scoring, &context, &options)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

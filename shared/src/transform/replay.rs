@@ -1,0 +1,163 @@
+//! Re-running a transform over stored raw pages with another map or scoring table, without pulling
+//! from the vendor again. Reads the raw layout the collect step writes (`<raw>/<item>/item.json`
+//! and `<raw>/<item>/<page>.json.gz`) and writes `<out>/<item>/<page>.ndjson.gz`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::Serialize;
+
+use super::engine::{
+    Figures, ItemOutcome, ItemTransformer, TransformContext, TransformError, TransformOptions,
+};
+use super::map::Plan;
+use super::scoring::CompiledScoring;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {problem}")]
+    Layout { path: PathBuf, problem: String },
+    #[error("item {item}: {source}")]
+    Transform {
+        item: String,
+        source: TransformError,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemReplay {
+    pub item: String,
+    pub pages: usize,
+    pub files: Vec<PathBuf>,
+    pub outcome: ItemOutcome,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReplaySummary {
+    pub items: Vec<ItemReplay>,
+    pub figures: Figures,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
+    move |source| ReplayError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a raw file, gunzipping `.gz` ones.
+fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(io(path))?;
+        Ok(out)
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// The page files of an item directory in page order (`0.json.gz`, `1.json.gz`, … or `.json`).
+fn page_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, ReplayError> {
+    let mut pages = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let stem = name.trim_end_matches(".gz").trim_end_matches(".json");
+        if stem == "item" || !(name.ends_with(".json") || name.ends_with(".json.gz")) {
+            continue;
+        }
+        let number = stem.parse::<u32>().map_err(|_| ReplayError::Layout {
+            path: path.clone(),
+            problem: "page files are named by their page number (0.json.gz, 1.json.gz, …)".into(),
+        })?;
+        pages.push((number, path));
+    }
+    pages.sort();
+    Ok(pages)
+}
+
+pub fn replay_dir(
+    raw: &Path,
+    out: &Path,
+    plan: &Plan,
+    scoring: &CompiledScoring,
+    context: &TransformContext,
+    options: &TransformOptions,
+) -> Result<ReplaySummary, ReplayError> {
+    let mut item_dirs: Vec<PathBuf> = std::fs::read_dir(raw)
+        .map_err(io(raw))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    item_dirs.sort();
+    let mut summary = ReplaySummary::default();
+    for dir in item_dirs {
+        let item = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let record_path = ["item.json", "item.json.gz"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.exists())
+            .ok_or_else(|| ReplayError::Layout {
+                path: dir.clone(),
+                problem: "no item.json (the project or environment record)".into(),
+            })?;
+        let record = read_raw(&record_path)?;
+        let transform_error = |source| ReplayError::Transform {
+            item: item.clone(),
+            source,
+        };
+        let mut transformer =
+            ItemTransformer::new(plan, scoring, context, options.clone(), &record)
+                .map_err(transform_error)?;
+        let pages = page_files(&dir)?;
+        let target = out.join(&item);
+        std::fs::create_dir_all(&target).map_err(io(&target))?;
+        let mut files = Vec::new();
+        for (number, path) in &pages {
+            let lines = transformer
+                .push_page(&read_raw(path)?, *number)
+                .map_err(|source| ReplayError::Transform {
+                    item: item.clone(),
+                    source,
+                })?;
+            if lines.is_empty() {
+                continue;
+            }
+            let file = target.join(format!("{number}.ndjson.gz"));
+            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+            for line in &lines {
+                encoder.write_all(line).map_err(io(&file))?;
+            }
+            std::fs::write(&file, encoder.finish().map_err(io(&file))?).map_err(io(&file))?;
+            files.push(file);
+        }
+        let outcome = transformer.finish();
+        summary.figures.add(&outcome.figures);
+        summary.items.push(ItemReplay {
+            item,
+            pages: pages.len(),
+            files,
+            outcome,
+        });
+    }
+    Ok(summary)
+}

@@ -1,0 +1,185 @@
+//! The `cxone-etm` command: export a map, validate maps and scoring tables, and replay a transform
+//! over stored raw pages with another map.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cxone-etm");
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cxone-etm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn gunzip_lines(path: &Path) -> Vec<Value> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn export_then_validate_round_trips_and_errors_are_listed() {
+    let dir = temp_dir("validate");
+    let map = dir.join("map.json");
+    let status = Command::new(BIN)
+        .args(["export-map", "sast", "--out", map.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = Command::new(BIN)
+        .args(["validate", "map", map.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("valid Sast map 'Checkmarx SAST Transformation Map'")
+    );
+
+    let mut edited: Value = serde_json::from_str(&std::fs::read_to_string(&map).unwrap()).unwrap();
+    edited["entries"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"source": "findings[].bogus", "target": "findingGroup.findings[].category"}));
+    edited["entries"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"source": "findings[].id", "target": "findingGroup.findings[].nonsense"}));
+    std::fs::write(&map, edited.to_string()).unwrap();
+    let output = Command::new(BIN)
+        .args(["validate", "map", map.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has 2 error(s)"), "{stderr}");
+    assert!(stderr.contains("entry 15 (findings[].bogus → findingGroup.findings[].category): unknown source path `findings[].bogus`"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "entry 16 (findings[].id → findingGroup.findings[].nonsense): unknown target"
+        ),
+        "{stderr}"
+    );
+
+    let scoring = dir.join("scoring.json");
+    std::fs::write(
+        &scoring,
+        r#"{"version":1,"rows":[{"severity":"HIGH","qds":200}],"defaultSeverity":"HIGH"}"#,
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["validate", "scoring", scoring.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("QDS 200 is outside 0–100") && stderr.contains("no row for CRITICAL"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn transform_replays_stored_raw_pages_with_another_map() {
+    let dir = temp_dir("replay");
+    let item = dir.join("raw").join("project-1");
+    std::fs::create_dir_all(&item).unwrap();
+    std::fs::write(
+        item.join("item.json"),
+        include_str!("fixtures/project_real_sample.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        item.join("0.json.gz"),
+        gzip(include_bytes!("fixtures/results_real_sample.json")),
+    )
+    .unwrap();
+    let (raw, out) = (dir.join("raw"), dir.join("out"));
+
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "transform",
+            "--kind",
+            "sast",
+            "--raw",
+            raw.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = Command::new(BIN).args(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let summary = run(&out, &["--connection-id", "conn-9", "--run-id", "run-42"]);
+    assert_eq!(summary["figures"]["findingsOut"], 1);
+    let lines = gunzip_lines(&out.join("project-1/0.ndjson.gz"));
+    assert_eq!(lines[0]["connectionId"], "conn-9");
+    assert_eq!(lines[0]["runId"], "run-42");
+    assert!(
+        lines[0]["findingGroup"]["findings"][0]
+            .get("category")
+            .is_none()
+    );
+
+    let mut map: Value = serde_json::from_slice(
+        &Command::new(BIN)
+            .args(["export-map", "sast"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    map["entries"].as_array_mut().unwrap().push(
+        json!({"source": "findings[].data.group", "target": "findingGroup.findings[].category"}),
+    );
+    let map_file = dir.join("custom.json");
+    std::fs::write(&map_file, map.to_string()).unwrap();
+    let replayed = dir.join("out2");
+    run(&replayed, &["--map", map_file.to_str().unwrap()]);
+    let lines = gunzip_lines(&replayed.join("project-1/0.ndjson.gz"));
+    assert_eq!(
+        lines[0]["findingGroup"]["findings"][0]["category"],
+        "Java_Low_Visibility"
+    );
+
+    let output = Command::new(BIN)
+        .args([
+            "transform",
+            "--kind",
+            "dast",
+            "--raw",
+            raw.to_str().unwrap(),
+            "--out",
+            replayed.to_str().unwrap(),
+            "--map",
+            map_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the map is for Sast results, not Dast")
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
