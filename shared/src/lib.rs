@@ -2,6 +2,7 @@
 //! transform; the object store and secret ports and the pipeline steps join it as they are built.
 
 pub mod secret;
+pub mod store;
 pub mod transform;
 pub mod vendor;
 

@@ -162,3 +162,148 @@ mod tests {
         }
     }
 }
+
+/// Where a connection's credential lives. The reference is in the connection config; the value
+/// never is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretRef {
+    /// A Secrets Manager secret (ARN or name) holding the JSON document.
+    SecretsManager(String),
+    /// An environment variable holding the JSON document, or a bare API key.
+    Env(String),
+    /// A file holding the JSON document, or a bare API key.
+    File(std::path::PathBuf),
+}
+
+impl std::str::FromStr for SecretRef {
+    type Err = CredentialError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if let Some(var) = text.strip_prefix("env:").filter(|v| !v.is_empty()) {
+            Ok(Self::Env(var.to_string()))
+        } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            Ok(Self::File(path.into()))
+        } else if text.starts_with("arn:aws:secretsmanager:") || text.starts_with("arn:aws-us-gov:secretsmanager:") {
+            Ok(Self::SecretsManager(text.to_string()))
+        } else if let Some(name) = text.strip_prefix("secretsmanager:").filter(|n| !n.is_empty()) {
+            Ok(Self::SecretsManager(name.to_string()))
+        } else {
+            Err(CredentialError(format!(
+                "secret reference '{text}' is not understood; use a Secrets Manager ARN, secretsmanager:NAME, env:VARIABLE or file:PATH"
+            )))
+        }
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SecretsManager(id) => write!(f, "secretsmanager:{id}"),
+            Self::Env(var) => write!(f, "env:{var}"),
+            Self::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+/// Reads a credential where its reference points, keeps it for later calls (across warm Lambda
+/// invocations when the source lives as long as the process), and re-reads it on demand after the
+/// vendor refused it, so a rotated secret is picked up without a restart.
+pub struct SecretSource {
+    reference: SecretRef,
+    secrets_manager: Option<aws_sdk_secretsmanager::Client>,
+    cached: tokio::sync::Mutex<Option<Credential>>,
+}
+
+impl SecretSource {
+    pub async fn new(reference: SecretRef) -> Self {
+        let secrets_manager = match reference {
+            SecretRef::SecretsManager(_) => {
+                let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                Some(aws_sdk_secretsmanager::Client::new(&config))
+            }
+            _ => None,
+        };
+        Self { reference, secrets_manager, cached: tokio::sync::Mutex::new(None) }
+    }
+
+    pub fn reference(&self) -> &SecretRef {
+        &self.reference
+    }
+
+    /// The credential, read once and then served from memory.
+    pub async fn credential(&self) -> Result<Credential, CredentialError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(credential) = cached.as_ref() {
+            return Ok(credential.clone());
+        }
+        let credential = self.read().await?;
+        *cached = Some(credential.clone());
+        Ok(credential)
+    }
+
+    /// Reads the secret again (after the vendor refused the cached one).
+    pub async fn refresh(&self) -> Result<Credential, CredentialError> {
+        let credential = self.read().await?;
+        *self.cached.lock().await = Some(credential.clone());
+        Ok(credential)
+    }
+
+    async fn read(&self) -> Result<Credential, CredentialError> {
+        let located = |problem: String| CredentialError(format!("{}: {problem}", self.reference));
+        let text = match &self.reference {
+            SecretRef::Env(var) => std::env::var(var).map_err(|_| located("the environment variable is not set".into()))?,
+            SecretRef::File(path) => std::fs::read_to_string(path).map_err(|e| located(format!("cannot read the file ({})", e.kind())))?,
+            SecretRef::SecretsManager(id) => {
+                let client = self.secrets_manager.as_ref().expect("created for Secrets Manager references");
+                let output = client.get_secret_value().secret_id(id).send().await.map_err(|e| {
+                    located(format!("cannot read the secret ({})", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))
+                })?;
+                output.secret_string().map(str::to_string).ok_or_else(|| located("the secret has no string value".into()))?
+            }
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(located("it is empty".into()));
+        }
+        if text.starts_with('{') {
+            Credential::from_json(text).map_err(|e| located(e.0))
+        } else {
+            Ok(Credential::ApiKey(text.to_string().into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_and_display_without_values() {
+        assert_eq!("env:CX_KEY".parse::<SecretRef>().unwrap(), SecretRef::Env("CX_KEY".into()));
+        assert_eq!("file:/run/key.json".parse::<SecretRef>().unwrap(), SecretRef::File("/run/key.json".into()));
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cx-AbCdEf";
+        assert_eq!(arn.parse::<SecretRef>().unwrap(), SecretRef::SecretsManager(arn.into()));
+        assert_eq!("secretsmanager:cx/prod".parse::<SecretRef>().unwrap().to_string(), "secretsmanager:cx/prod");
+        let e = "my-api-key-value".parse::<SecretRef>().unwrap_err().to_string();
+        assert!(e.contains("not understood"));
+    }
+
+    #[tokio::test]
+    async fn env_and_file_sources_read_documents_or_bare_keys_and_refresh() {
+        let dir = std::env::temp_dir().join(format!("cxone-etm-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret.json");
+        std::fs::write(&file, r#"{"client_id":"etm","client_secret":"first"}"#).unwrap();
+        let source = SecretSource::new(SecretRef::File(file.clone())).await;
+        assert!(matches!(source.credential().await.unwrap(), Credential::OAuthClient { .. }));
+        std::fs::write(&file, "rotated-bare-key").unwrap();
+        assert!(matches!(source.credential().await.unwrap(), Credential::OAuthClient { .. }), "served from the cache");
+        assert!(matches!(source.refresh().await.unwrap(), Credential::ApiKey(_)), "re-read after rotation");
+        std::fs::write(&file, "  ").unwrap();
+        assert!(source.refresh().await.unwrap_err().to_string().contains("is empty"));
+        let missing = SecretSource::new(SecretRef::Env("CXONE_ETM_TEST_UNSET_VARIABLE".into())).await;
+        assert_eq!(missing.credential().await.unwrap_err().to_string(), "credential secret: env:CXONE_ETM_TEST_UNSET_VARIABLE: the environment variable is not set");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,357 @@
+//! The object store port and its adapters: S3 (aws-sdk-s3), a local directory, and memory (for
+//! unit tests). Keys are `/`-separated; writes of one key replace it, so a retried step rewrites
+//! the same object; `put_if_absent` is the conditional write locks and commit markers rely on.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {location}: {problem}")]
+    Failed { location: String, problem: String },
+    #[error("invalid store location '{0}': use a directory path or s3://bucket/prefix")]
+    Location(String),
+}
+
+impl StoreError {
+    fn failed(location: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        Self::Failed { location: location.into(), problem: problem.to_string() }
+    }
+}
+
+pub trait ObjectStore: Send + Sync {
+    fn put(&self, key: &str, body: Bytes) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes only when the key does not exist yet; `false` when it did (nothing written).
+    fn put_if_absent(&self, key: &str, body: Bytes) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+    /// Keys under `prefix`, sorted.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A directory on disk. Writes go to a temporary file and are renamed into place, so a reader never
+/// sees half an object; `put_if_absent` uses an exclusive create.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if key.is_empty() || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            return Err(StoreError::failed(key, "keys are non-empty '/'-separated names without '.' or '..'"));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn parent(path: &Path) -> Result<(), StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::failed(parent.display().to_string(), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl ObjectStore for LocalStore {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        Self::parent(&path)?;
+        let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&temp, &body).map_err(|e| StoreError::failed(temp.display().to_string(), e))?;
+        std::fs::rename(&temp, &path).map_err(|e| StoreError::failed(path.display().to_string(), e))
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        use std::io::Write;
+        let path = self.path(key)?;
+        Self::parent(&path)?;
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut file) => {
+                file.write_all(&body).map_err(|e| StoreError::failed(path.display().to_string(), e))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path(key)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::failed(dir.display().to_string(), e)),
+            };
+            for entry in entries {
+                let path = entry.map_err(|e| StoreError::failed(dir.display().to_string(), e))?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(relative) = path.strip_prefix(&self.root) {
+                    let key = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                    if key.starts_with(prefix) && !key.contains(".tmp-") {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
+        }
+    }
+}
+
+/// An S3 bucket, under an optional key prefix.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into().trim_matches('/').to_string();
+        Self { client, bucket: bucket.into(), prefix: if prefix.is_empty() { prefix } else { format!("{prefix}/") } }
+    }
+
+    /// A client from the environment's AWS configuration; `AWS_ENDPOINT_URL` (a local S3 server)
+    /// switches to path-style addressing, which such servers need.
+    pub async fn from_env(bucket: &str, prefix: &str) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&config);
+        if std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+            builder = builder.force_path_style(true);
+        }
+        Self::new(aws_sdk_s3::Client::from_conf(builder.build()), bucket, prefix)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(key))
+    }
+}
+
+fn sdk_problem<E: std::error::Error + Send + Sync + 'static>(error: &aws_sdk_s3::error::SdkError<E>) -> String {
+    use aws_sdk_s3::error::DisplayErrorContext;
+    DisplayErrorContext(error).to_string()
+}
+
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .body(body.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::failed(self.location(key), sdk_problem(&e)))
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        let result = self.client.put_object().bucket(&self.bucket).key(self.key(key)).if_none_match("*").body(body.into()).send().await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412 || r.status().as_u16() == 409) => Ok(false),
+            Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.client.get_object().bucket(&self.bucket).key(self.key(key)).send().await {
+            Ok(output) => {
+                let body = output.body.collect().await.map_err(|e| StoreError::failed(self.location(key), e))?;
+                Ok(Some(body.into_bytes()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(self.key(prefix)).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StoreError::failed(self.location(prefix), sdk_problem(&e)))?;
+            for object in page.contents() {
+                if let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    keys.push(key.to_string());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::failed(self.location(key), sdk_problem(&e)))
+    }
+}
+
+/// In memory, for unit tests of the steps.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Bytes>>,
+}
+
+impl MemoryStore {
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ObjectStore for MemoryStore {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.objects().insert(key.to_string(), body);
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        let mut objects = self.objects();
+        if objects.contains_key(key) {
+            return Ok(false);
+        }
+        objects.insert(key.to_string(), body);
+        Ok(true)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.objects().get(key).cloned())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.objects().keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.objects().remove(key);
+        Ok(())
+    }
+}
+
+/// A store chosen at run time: a directory or `s3://bucket/prefix`.
+#[derive(Debug)]
+pub enum AnyStore {
+    Local(LocalStore),
+    S3(S3Store),
+}
+
+impl AnyStore {
+    pub async fn open(location: &str) -> Result<Self, StoreError> {
+        match location.strip_prefix("s3://") {
+            Some(rest) => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(StoreError::Location(location.to_string()));
+                }
+                Ok(Self::S3(S3Store::from_env(bucket, prefix).await))
+            }
+            None if location.is_empty() || location.contains("://") => Err(StoreError::Location(location.to_string())),
+            None => Ok(Self::Local(LocalStore::new(location))),
+        }
+    }
+}
+
+impl ObjectStore for AnyStore {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        match self {
+            Self::Local(s) => s.put(key, body).await,
+            Self::S3(s) => s.put(key, body).await,
+        }
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        match self {
+            Self::Local(s) => s.put_if_absent(key, body).await,
+            Self::S3(s) => s.put_if_absent(key, body).await,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Self::Local(s) => s.get(key).await,
+            Self::S3(s) => s.get(key).await,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Local(s) => s.list(prefix).await,
+            Self::S3(s) => s.list(prefix).await,
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Local(s) => s.delete(key).await,
+            Self::S3(s) => s.delete(key).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exercise(store: &impl ObjectStore) {
+        store.put("a/b/1.json", Bytes::from_static(b"one")).await.unwrap();
+        store.put("a/b/1.json", Bytes::from_static(b"uno")).await.unwrap();
+        assert_eq!(store.get("a/b/1.json").await.unwrap().unwrap(), Bytes::from_static(b"uno"), "a rewrite replaces");
+        assert!(store.put_if_absent("a/lock", Bytes::from_static(b"x")).await.unwrap());
+        assert!(!store.put_if_absent("a/lock", Bytes::from_static(b"y")).await.unwrap());
+        assert_eq!(store.get("a/lock").await.unwrap().unwrap(), Bytes::from_static(b"x"), "the loser wrote nothing");
+        store.put("a/c.json", Bytes::from_static(b"c")).await.unwrap();
+        assert_eq!(store.list("a/").await.unwrap(), vec!["a/b/1.json", "a/c.json", "a/lock"]);
+        assert_eq!(store.list("a/b").await.unwrap(), vec!["a/b/1.json"]);
+        store.delete("a/lock").await.unwrap();
+        store.delete("a/lock").await.unwrap();
+        assert!(store.get("a/lock").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_and_local_stores_behave_alike() {
+        exercise(&MemoryStore::default()).await;
+        let dir = std::env::temp_dir().join(format!("cxone-etm-store-{}", std::process::id()));
+        exercise(&LocalStore::new(&dir)).await;
+        assert!(LocalStore::new(&dir).put("../escape", Bytes::new()).await.is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
