@@ -173,6 +173,8 @@ pub enum SecretRef {
     Env(String),
     /// A file holding the JSON document, or a bare API key.
     File(std::path::PathBuf),
+    /// Handed over in process (the demo passes the bundled emulator's test credential).
+    Provided,
 }
 
 impl std::str::FromStr for SecretRef {
@@ -184,14 +186,20 @@ impl std::str::FromStr for SecretRef {
             Ok(Self::Env(var.to_string()))
         } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(Self::File(path.into()))
-        } else if text.starts_with("arn:aws:secretsmanager:") || text.starts_with("arn:aws-us-gov:secretsmanager:") {
+        } else if text.starts_with("arn:aws:secretsmanager:")
+            || text.starts_with("arn:aws-us-gov:secretsmanager:")
+        {
             Ok(Self::SecretsManager(text.to_string()))
-        } else if let Some(name) = text.strip_prefix("secretsmanager:").filter(|n| !n.is_empty()) {
+        } else if let Some(name) = text
+            .strip_prefix("secretsmanager:")
+            .filter(|n| !n.is_empty())
+        {
             Ok(Self::SecretsManager(name.to_string()))
         } else {
-            Err(CredentialError(format!(
-                "secret reference '{text}' is not understood; use a Secrets Manager ARN, secretsmanager:NAME, env:VARIABLE or file:PATH"
-            )))
+            // The text is not echoed: a secret value pasted here by mistake must not reach a log.
+            Err(CredentialError(
+                "the secret reference is not understood; use a Secrets Manager ARN, secretsmanager:NAME, env:VARIABLE or file:PATH".into(),
+            ))
         }
     }
 }
@@ -202,6 +210,7 @@ impl std::fmt::Display for SecretRef {
             Self::SecretsManager(id) => write!(f, "secretsmanager:{id}"),
             Self::Env(var) => write!(f, "env:{var}"),
             Self::File(path) => write!(f, "file:{}", path.display()),
+            Self::Provided => f.write_str("provided"),
         }
     }
 }
@@ -224,7 +233,20 @@ impl SecretSource {
             }
             _ => None,
         };
-        Self { reference, secrets_manager, cached: tokio::sync::Mutex::new(None) }
+        Self {
+            reference,
+            secrets_manager,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A source that always yields `credential` (nothing to re-read).
+    pub fn provided(credential: Credential) -> Self {
+        Self {
+            reference: SecretRef::Provided,
+            secrets_manager: None,
+            cached: tokio::sync::Mutex::new(Some(credential)),
+        }
     }
 
     pub fn reference(&self) -> &SecretRef {
@@ -252,14 +274,38 @@ impl SecretSource {
     async fn read(&self) -> Result<Credential, CredentialError> {
         let located = |problem: String| CredentialError(format!("{}: {problem}", self.reference));
         let text = match &self.reference {
-            SecretRef::Env(var) => std::env::var(var).map_err(|_| located("the environment variable is not set".into()))?,
-            SecretRef::File(path) => std::fs::read_to_string(path).map_err(|e| located(format!("cannot read the file ({})", e.kind())))?,
+            SecretRef::Provided => {
+                return self
+                    .cached
+                    .lock()
+                    .await
+                    .clone()
+                    .ok_or_else(|| located("nothing was provided".into()));
+            }
+            SecretRef::Env(var) => std::env::var(var)
+                .map_err(|_| located("the environment variable is not set".into()))?,
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| located(format!("cannot read the file ({})", e.kind())))?,
             SecretRef::SecretsManager(id) => {
-                let client = self.secrets_manager.as_ref().expect("created for Secrets Manager references");
-                let output = client.get_secret_value().secret_id(id).send().await.map_err(|e| {
-                    located(format!("cannot read the secret ({})", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))
-                })?;
-                output.secret_string().map(str::to_string).ok_or_else(|| located("the secret has no string value".into()))?
+                let client = self
+                    .secrets_manager
+                    .as_ref()
+                    .expect("created for Secrets Manager references");
+                let output = client
+                    .get_secret_value()
+                    .secret_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        located(format!(
+                            "cannot read the secret ({})",
+                            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                        ))
+                    })?;
+                output
+                    .secret_string()
+                    .map(str::to_string)
+                    .ok_or_else(|| located("the secret has no string value".into()))?
             }
         };
         let text = text.trim();
@@ -280,12 +326,30 @@ mod source_tests {
 
     #[test]
     fn references_parse_and_display_without_values() {
-        assert_eq!("env:CX_KEY".parse::<SecretRef>().unwrap(), SecretRef::Env("CX_KEY".into()));
-        assert_eq!("file:/run/key.json".parse::<SecretRef>().unwrap(), SecretRef::File("/run/key.json".into()));
+        assert_eq!(
+            "env:CX_KEY".parse::<SecretRef>().unwrap(),
+            SecretRef::Env("CX_KEY".into())
+        );
+        assert_eq!(
+            "file:/run/key.json".parse::<SecretRef>().unwrap(),
+            SecretRef::File("/run/key.json".into())
+        );
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cx-AbCdEf";
-        assert_eq!(arn.parse::<SecretRef>().unwrap(), SecretRef::SecretsManager(arn.into()));
-        assert_eq!("secretsmanager:cx/prod".parse::<SecretRef>().unwrap().to_string(), "secretsmanager:cx/prod");
-        let e = "my-api-key-value".parse::<SecretRef>().unwrap_err().to_string();
+        assert_eq!(
+            arn.parse::<SecretRef>().unwrap(),
+            SecretRef::SecretsManager(arn.into())
+        );
+        assert_eq!(
+            "secretsmanager:cx/prod"
+                .parse::<SecretRef>()
+                .unwrap()
+                .to_string(),
+            "secretsmanager:cx/prod"
+        );
+        let e = "my-api-key-value"
+            .parse::<SecretRef>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not understood"));
     }
 
@@ -296,14 +360,37 @@ mod source_tests {
         let file = dir.join("secret.json");
         std::fs::write(&file, r#"{"client_id":"etm","client_secret":"first"}"#).unwrap();
         let source = SecretSource::new(SecretRef::File(file.clone())).await;
-        assert!(matches!(source.credential().await.unwrap(), Credential::OAuthClient { .. }));
+        assert!(matches!(
+            source.credential().await.unwrap(),
+            Credential::OAuthClient { .. }
+        ));
         std::fs::write(&file, "rotated-bare-key").unwrap();
-        assert!(matches!(source.credential().await.unwrap(), Credential::OAuthClient { .. }), "served from the cache");
-        assert!(matches!(source.refresh().await.unwrap(), Credential::ApiKey(_)), "re-read after rotation");
+        assert!(
+            matches!(
+                source.credential().await.unwrap(),
+                Credential::OAuthClient { .. }
+            ),
+            "served from the cache"
+        );
+        assert!(
+            matches!(source.refresh().await.unwrap(), Credential::ApiKey(_)),
+            "re-read after rotation"
+        );
         std::fs::write(&file, "  ").unwrap();
-        assert!(source.refresh().await.unwrap_err().to_string().contains("is empty"));
-        let missing = SecretSource::new(SecretRef::Env("CXONE_ETM_TEST_UNSET_VARIABLE".into())).await;
-        assert_eq!(missing.credential().await.unwrap_err().to_string(), "credential secret: env:CXONE_ETM_TEST_UNSET_VARIABLE: the environment variable is not set");
+        assert!(
+            source
+                .refresh()
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
+        let missing =
+            SecretSource::new(SecretRef::Env("CXONE_ETM_TEST_UNSET_VARIABLE".into())).await;
+        assert_eq!(
+            missing.credential().await.unwrap_err().to_string(),
+            "credential secret: env:CXONE_ETM_TEST_UNSET_VARIABLE: the environment variable is not set"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

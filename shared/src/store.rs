@@ -19,14 +19,21 @@ pub enum StoreError {
 
 impl StoreError {
     fn failed(location: impl Into<String>, problem: impl std::fmt::Display) -> Self {
-        Self::Failed { location: location.into(), problem: problem.to_string() }
+        Self::Failed {
+            location: location.into(),
+            problem: problem.to_string(),
+        }
     }
 }
 
 pub trait ObjectStore: Send + Sync {
     fn put(&self, key: &str, body: Bytes) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Writes only when the key does not exist yet; `false` when it did (nothing written).
-    fn put_if_absent(&self, key: &str, body: Bytes) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn put_if_absent(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
     /// Keys under `prefix`, sorted.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
@@ -46,15 +53,23 @@ impl LocalStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        if key.is_empty() || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-            return Err(StoreError::failed(key, "keys are non-empty '/'-separated names without '.' or '..'"));
+        if key.is_empty()
+            || key
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(StoreError::failed(
+                key,
+                "keys are non-empty '/'-separated names without '.' or '..'",
+            ));
         }
         Ok(self.root.join(key))
     }
 
     fn parent(path: &Path) -> Result<(), StoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::failed(parent.display().to_string(), e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::failed(parent.display().to_string(), e))?;
         }
         Ok(())
     }
@@ -65,7 +80,8 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         Self::parent(&path)?;
         let temp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&temp, &body).map_err(|e| StoreError::failed(temp.display().to_string(), e))?;
+        std::fs::write(&temp, &body)
+            .map_err(|e| StoreError::failed(temp.display().to_string(), e))?;
         std::fs::rename(&temp, &path).map_err(|e| StoreError::failed(path.display().to_string(), e))
     }
 
@@ -73,9 +89,14 @@ impl ObjectStore for LocalStore {
         use std::io::Write;
         let path = self.path(key)?;
         Self::parent(&path)?;
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(mut file) => {
-                file.write_all(&body).map_err(|e| StoreError::failed(path.display().to_string(), e))?;
+                file.write_all(&body)
+                    .map_err(|e| StoreError::failed(path.display().to_string(), e))?;
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -102,11 +123,17 @@ impl ObjectStore for LocalStore {
                 Err(e) => return Err(StoreError::failed(dir.display().to_string(), e)),
             };
             for entry in entries {
-                let path = entry.map_err(|e| StoreError::failed(dir.display().to_string(), e))?.path();
+                let path = entry
+                    .map_err(|e| StoreError::failed(dir.display().to_string(), e))?
+                    .path();
                 if path.is_dir() {
                     stack.push(path);
                 } else if let Ok(relative) = path.strip_prefix(&self.root) {
-                    let key = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                    let key = relative
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/");
                     if key.starts_with(prefix) && !key.contains(".tmp-") {
                         keys.push(key);
                     }
@@ -136,9 +163,21 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
         let prefix = prefix.into().trim_matches('/').to_string();
-        Self { client, bucket: bucket.into(), prefix: if prefix.is_empty() { prefix } else { format!("{prefix}/") } }
+        Self {
+            client,
+            bucket: bucket.into(),
+            prefix: if prefix.is_empty() {
+                prefix
+            } else {
+                format!("{prefix}/")
+            },
+        }
     }
 
     /// A client from the environment's AWS configuration; `AWS_ENDPOINT_URL` (a local S3 server)
@@ -146,10 +185,16 @@ impl S3Store {
     pub async fn from_env(bucket: &str, prefix: &str) -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let mut builder = aws_sdk_s3::config::Builder::from(&config);
-        if std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+        if std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        {
             builder = builder.force_path_style(true);
         }
-        Self::new(aws_sdk_s3::Client::from_conf(builder.build()), bucket, prefix)
+        Self::new(
+            aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket,
+            prefix,
+        )
     }
 
     fn key(&self, key: &str) -> String {
@@ -161,7 +206,9 @@ impl S3Store {
     }
 }
 
-fn sdk_problem<E: std::error::Error + Send + Sync + 'static>(error: &aws_sdk_s3::error::SdkError<E>) -> String {
+fn sdk_problem<E: std::error::Error + Send + Sync + 'static>(
+    error: &aws_sdk_s3::error::SdkError<E>,
+) -> String {
     use aws_sdk_s3::error::DisplayErrorContext;
     DisplayErrorContext(error).to_string()
 }
@@ -180,18 +227,42 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        let result = self.client.put_object().bucket(&self.bucket).key(self.key(key)).if_none_match("*").body(body.into()).send().await;
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .if_none_match("*")
+            .body(body.into())
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412 || r.status().as_u16() == 409) => Ok(false),
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 412 || r.status().as_u16() == 409) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
         }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        match self.client.get_object().bucket(&self.bucket).key(self.key(key)).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
             Ok(output) => {
-                let body = output.body.collect().await.map_err(|e| StoreError::failed(self.location(key), e))?;
+                let body = output
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StoreError::failed(self.location(key), e))?;
                 Ok(Some(body.into_bytes()))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
@@ -201,9 +272,16 @@ impl ObjectStore for S3Store {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(self.key(prefix)).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.key(prefix))
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StoreError::failed(self.location(prefix), sdk_problem(&e)))?;
+            let page =
+                page.map_err(|e| StoreError::failed(self.location(prefix), sdk_problem(&e)))?;
             for object in page.contents() {
                 if let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) {
                     keys.push(key.to_string());
@@ -258,7 +336,12 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self.objects().keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+        Ok(self
+            .objects()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -284,7 +367,9 @@ impl AnyStore {
                 }
                 Ok(Self::S3(S3Store::from_env(bucket, prefix).await))
             }
-            None if location.is_empty() || location.contains("://") => Err(StoreError::Location(location.to_string())),
+            None if location.is_empty() || location.contains("://") => {
+                Err(StoreError::Location(location.to_string()))
+            }
             None => Ok(Self::Local(LocalStore::new(location))),
         }
     }
@@ -332,14 +417,44 @@ mod tests {
     use super::*;
 
     async fn exercise(store: &impl ObjectStore) {
-        store.put("a/b/1.json", Bytes::from_static(b"one")).await.unwrap();
-        store.put("a/b/1.json", Bytes::from_static(b"uno")).await.unwrap();
-        assert_eq!(store.get("a/b/1.json").await.unwrap().unwrap(), Bytes::from_static(b"uno"), "a rewrite replaces");
-        assert!(store.put_if_absent("a/lock", Bytes::from_static(b"x")).await.unwrap());
-        assert!(!store.put_if_absent("a/lock", Bytes::from_static(b"y")).await.unwrap());
-        assert_eq!(store.get("a/lock").await.unwrap().unwrap(), Bytes::from_static(b"x"), "the loser wrote nothing");
-        store.put("a/c.json", Bytes::from_static(b"c")).await.unwrap();
-        assert_eq!(store.list("a/").await.unwrap(), vec!["a/b/1.json", "a/c.json", "a/lock"]);
+        store
+            .put("a/b/1.json", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        store
+            .put("a/b/1.json", Bytes::from_static(b"uno"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("a/b/1.json").await.unwrap().unwrap(),
+            Bytes::from_static(b"uno"),
+            "a rewrite replaces"
+        );
+        assert!(
+            store
+                .put_if_absent("a/lock", Bytes::from_static(b"x"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put_if_absent("a/lock", Bytes::from_static(b"y"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get("a/lock").await.unwrap().unwrap(),
+            Bytes::from_static(b"x"),
+            "the loser wrote nothing"
+        );
+        store
+            .put("a/c.json", Bytes::from_static(b"c"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list("a/").await.unwrap(),
+            vec!["a/b/1.json", "a/c.json", "a/lock"]
+        );
         assert_eq!(store.list("a/b").await.unwrap(), vec!["a/b/1.json"]);
         store.delete("a/lock").await.unwrap();
         store.delete("a/lock").await.unwrap();
@@ -351,7 +466,12 @@ mod tests {
         exercise(&MemoryStore::default()).await;
         let dir = std::env::temp_dir().join(format!("cxone-etm-store-{}", std::process::id()));
         exercise(&LocalStore::new(&dir)).await;
-        assert!(LocalStore::new(&dir).put("../escape", Bytes::new()).await.is_err());
+        assert!(
+            LocalStore::new(&dir)
+                .put("../escape", Bytes::new())
+                .await
+                .is_err()
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -40,7 +40,7 @@ pub struct TransformContext {
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct AssetTypes {
     pub generic_application: bool,
     pub code_repository: bool,
@@ -107,6 +107,8 @@ pub struct Figures {
     pub unknown_triage_states: u64,
     /// Findings with a value no value map knew, or that did not fit its target.
     pub flagged_values: u64,
+    /// Findings out by vendor severity.
+    pub by_severity: BTreeMap<String, u64>,
     pub lines: u64,
 }
 
@@ -127,6 +129,9 @@ impl Figures {
         self.collisions += other.collisions;
         self.unknown_triage_states += other.unknown_triage_states;
         self.flagged_values += other.flagged_values;
+        for (k, v) in &other.by_severity {
+            *self.by_severity.entry(k.clone()).or_default() += v;
+        }
         self.lines += other.lines;
     }
 }
@@ -547,6 +552,11 @@ impl<'p> ItemTransformer<'p> {
         lines
     }
 
+    /// The figures so far.
+    pub fn figures(&self) -> &Figures {
+        &self.state.outcome.figures
+    }
+
     pub fn finish(self) -> ItemOutcome {
         self.state.outcome
     }
@@ -677,6 +687,14 @@ impl State {
 
         let figures = &mut self.outcome.figures;
         figures.findings_out += 1;
+        *figures
+            .by_severity
+            .entry(if severity.is_empty() {
+                "(none)".to_string()
+            } else {
+                severity.clone()
+            })
+            .or_default() += 1;
         if status.eq_ignore_ascii_case("fixed") {
             figures.fixed += 1;
         }

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use super::region::{self, Endpoints, NetworkPolicy};
 
 /// Vendor settings of a connection. Credentials are not here: they come from the secret source.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VendorSettings {
     /// A region name (US, US2, EU, EU2, DEU, ANZ, IND, SNG, UAE, IL-gov) or its URL.
@@ -52,7 +52,7 @@ pub struct VendorSettings {
     pub retry: RetrySettings,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySettings {
     /// Retries after the first attempt.

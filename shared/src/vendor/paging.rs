@@ -12,7 +12,7 @@ use super::error::VendorError;
 use super::models::{DastEnvironment, DastScan, LastScan, Project};
 
 /// How complete a paged list is.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Completeness {
     /// The total the server reported on the first page.
     pub expected: u64,
@@ -130,6 +130,8 @@ fn handed_over(
 #[derive(Debug)]
 pub struct Listing<T> {
     pub items: Vec<T>,
+    /// Each item's record as the vendor sent it (same order as `items`).
+    pub raw: Vec<String>,
     /// Records that are not a valid item, with the reason (for the run's rejected list).
     pub malformed: Vec<String>,
     pub completeness: Completeness,
@@ -302,7 +304,12 @@ fn parse_items<T: serde::de::DeserializeOwned>(
 ) {
     for record in fresh {
         match serde_json::from_slice::<T>(record) {
-            Ok(item) => listing.items.push(item),
+            Ok(item) => {
+                listing.items.push(item);
+                listing
+                    .raw
+                    .push(String::from_utf8_lossy(record).into_owned());
+            }
             Err(e) => listing.malformed.push(format!(
                 "{what} record {}: {e}",
                 listing.items.len() + listing.malformed.len()
@@ -318,6 +325,7 @@ impl CxOneClient {
         let limit = u64::from(self.inner.config.projects_page_size);
         let mut listing = Listing {
             items: Vec::new(),
+            raw: Vec::new(),
             malformed: Vec::new(),
             completeness: Completeness::default(),
         };
@@ -403,6 +411,7 @@ impl CxOneClient {
         let size = u64::from(self.inner.config.dast_page_size);
         let mut listing = Listing {
             items: Vec::new(),
+            raw: Vec::new(),
             malformed: Vec::new(),
             completeness: Completeness::default(),
         };

@@ -1,5 +1,7 @@
 //! `cxone-etm`: the connector's command line. Only wiring: each command calls the library.
 
+mod runs;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +41,44 @@ impl From<Kind> for ConnectorKind {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a SAST and a DAST connection end to end against the bundled emulator (no account needed).
+    Demo {
+        /// Where batches, manifests and commit markers go.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        projects: u32,
+        #[arg(long, default_value_t = 500)]
+        results_per_scan: u64,
+        #[arg(long, default_value_t = 5)]
+        dast_environments: u32,
+        #[arg(long, default_value_t = 200)]
+        dast_results_per_scan: u64,
+        /// One JSON object on stdout: per connection, the emulator's totals and the committed totals.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Run a connection from its config file (exit 0: complete, 2: committed but partial, 1: failed).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// A directory or s3://bucket/prefix.
+        #[arg(long, default_value = "out")]
+        store: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The five connection checks for a connection config file.
+    TestConnection {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the default transform map of a connector kind (to edit and point a connection at).
     ExportMap {
         kind: Kind,
@@ -121,8 +161,41 @@ fn errors_to_exit(what: &str, errors: Vec<String>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     match Cli::parse().command {
+        Command::Demo {
+            out,
+            projects,
+            results_per_scan,
+            dast_environments,
+            dast_results_per_scan,
+            json,
+            quiet,
+        } => {
+            let size = runs::DemoSize {
+                projects,
+                results_per_scan,
+                dast_environments,
+                dast_results_per_scan,
+            };
+            return runs::demo(&out, size, runs::Output { json, quiet }).await;
+        }
+        Command::Run {
+            config,
+            store,
+            json,
+            quiet,
+        } => return runs::run(&config, &store, runs::Output { json, quiet }).await,
+        Command::TestConnection { config, json } => {
+            return runs::check(&config, runs::Output { json, quiet: false }).await;
+        }
         Command::ExportMap { kind, out } => {
             let map = TransformMap::default_for(kind.into());
             write_or_print(out, &serde_json::to_string_pretty(&map)?)?;

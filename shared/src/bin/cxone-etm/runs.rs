@@ -1,0 +1,251 @@
+//! `demo`, `run` and `test-connection`: the local runner over a directory or S3, with a progress
+//! bar for people, `--json` for scripts, and exit codes that tell success, partial and failure apart.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
+use cxone_etm::ConnectorKind;
+use cxone_etm::pipeline::{
+    Connection, ConnectionConfig, RunSummary, Trigger, config_key, run_connection,
+};
+use cxone_etm::secret::{Credential, SecretSource};
+use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
+use cxone_etm::vendor::{CxOneClient, VendorSettings, test_connection};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+pub const EXIT_PARTIAL: u8 = 2;
+
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+fn progress(output: &Output, label: &str) -> Arc<ProgressBar> {
+    let bar = if output.json || output.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} items {elapsed}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    Arc::new(bar)
+}
+
+async fn run_one(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    secret: SecretSource,
+    output: &Output,
+) -> anyhow::Result<RunSummary> {
+    store
+        .put(
+            &config_key(&connection.config.id),
+            serde_json::to_vec_pretty(&connection.config)?.into(),
+        )
+        .await
+        .context("writing the connection config")?;
+    let bar = progress(output, &connection.config.id);
+    let (planned, done) = (bar.clone(), bar.clone());
+    let summary = run_connection(
+        store,
+        connection,
+        secret,
+        Trigger::Local,
+        &move |n| planned.set_length(n),
+        &move |_| done.inc(1),
+    )
+    .await;
+    bar.finish_and_clear();
+    Ok(summary?)
+}
+
+fn print_summary(summary: &RunSummary, expected: Option<(&str, u64)>) {
+    println!(
+        "connection {}  run {}",
+        summary.connection_id, summary.run_id
+    );
+    println!(
+        "  items        {} {:?}",
+        summary.items, summary.items_by_status
+    );
+    println!("  records in   {}", summary.records_in);
+    println!(
+        "  findings     {} {:?} ({} of them fixed)",
+        summary.findings, summary.findings_by_severity, summary.fixed
+    );
+    println!("  rejected     {}", summary.rejected);
+    println!("  skipped      {}", summary.skipped);
+    println!("  batches      {}", summary.batches);
+    if let Some((what, n)) = expected {
+        println!(
+            "  emulator     {n} {what}; committed {} (findings + rejected)",
+            summary.findings + summary.rejected
+        );
+    }
+    println!("  duration     {:.1}s", summary.duration_ms as f64 / 1000.0);
+    println!("  manifest     {}", summary.manifest);
+    println!(
+        "  {}",
+        if summary.complete {
+            "complete: committed".to_string()
+        } else {
+            format!("PARTIAL: {}", summary.problems.join("; "))
+        }
+    );
+}
+
+pub struct DemoSize {
+    pub projects: u32,
+    pub results_per_scan: u64,
+    pub dast_environments: u32,
+    pub dast_results_per_scan: u64,
+}
+
+/// Starts the bundled emulator and runs a SAST (API key) and a DAST (OAuth client) connection.
+pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<ExitCode> {
+    let shape = TenantShape {
+        projects: size.projects,
+        results_per_scan: size.results_per_scan,
+        dast_environments: size.dast_environments,
+        dast_results_per_scan: size.dast_results_per_scan,
+        ..TenantShape::default()
+    };
+    let emulator = Emulator::start(EmulatorConfig {
+        shape,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let expected = emulator.expected().totals;
+    let store = LocalStore::new(out);
+    let mut reports = Vec::new();
+    let mut all_complete = true;
+    for kind in [ConnectorKind::Sast, ConnectorKind::Dast] {
+        let (id, credential, expected_findings, what) = match kind {
+            ConnectorKind::Sast => (
+                "demo-sast",
+                Credential::ApiKey(emulator.credentials.api_key.clone().into()),
+                expected
+                    .by_type
+                    .get(&ResultType::Sast)
+                    .copied()
+                    .unwrap_or(0),
+                "SAST results in the latest completed SAST scans",
+            ),
+            ConnectorKind::Dast => (
+                "demo-dast",
+                Credential::OAuthClient {
+                    client_id: emulator.credentials.client_id.clone(),
+                    client_secret: emulator.credentials.client_secret.clone().into(),
+                },
+                expected.dast_results,
+                "DAST results in the latest completed scans",
+            ),
+        };
+        let mut vendor =
+            VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
+        vendor.allow_insecure_local = true;
+        let config = ConnectionConfig {
+            id: id.into(),
+            name: format!("Demo {kind:?} connection (bundled emulator)"),
+            description: Some("cxone-etm demo".into()),
+            kind,
+            vendor,
+            // The demo hands the emulator's test credential over in process; nothing is stored.
+            secret: "env:CXONE_ETM_DEMO_CREDENTIAL".into(),
+            transform_map: None,
+            scoring: None,
+            filters: Default::default(),
+            schedule: None,
+            item_concurrency: 4,
+        };
+        let connection = config
+            .validate()
+            .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+        let summary = run_one(
+            &store,
+            &connection,
+            SecretSource::provided(credential),
+            &output,
+        )
+        .await?;
+        all_complete &=
+            summary.complete && summary.findings + summary.rejected == expected_findings;
+        if !output.json && !output.quiet {
+            print_summary(&summary, Some((what, expected_findings)));
+        }
+        reports.push(json!({"kind": kind, "emulatorHolds": expected_findings, "committed": summary.findings + summary.rejected, "summary": summary}));
+    }
+    if output.json {
+        println!(
+            "{}",
+            json!({"out": out.display().to_string(), "connections": reports})
+        );
+    } else if !output.quiet {
+        println!(
+            "batches, manifests and commit markers are under {}",
+            out.display()
+        );
+    }
+    Ok(if all_complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn load(config: &Path) -> anyhow::Result<Connection> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    ConnectionConfig::load(&text).map_err(|errors| {
+        anyhow::anyhow!(
+            "{} is not a valid connection:\n  - {}",
+            config.display(),
+            errors.join("\n  - ")
+        )
+    })
+}
+
+/// Runs a connection from its config file into a directory or `s3://bucket/prefix`.
+pub async fn run(config: &Path, store: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let connection = load(config)?;
+    let store = AnyStore::open(store).await?;
+    let secret = SecretSource::new(connection.secret.clone()).await;
+    let summary = run_one(&store, &connection, secret, &output).await?;
+    if output.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if !output.quiet {
+        print_summary(&summary, None);
+    }
+    Ok(if summary.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+/// The five checks of the spec for a connection file.
+pub async fn check(config: &Path, output: Output) -> anyhow::Result<ExitCode> {
+    let connection = load(config)?;
+    let secret = SecretSource::new(connection.secret.clone()).await;
+    let credential = secret.credential().await?;
+    let client = CxOneClient::new(connection.vendor.clone(), &credential)?;
+    let report = test_connection(&client, connection.config.kind).await;
+    if output.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,334 @@
+//! A connection: a typed, validated JSON document. Secrets are never in it, only a reference to
+//! where the credential lives.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ConnectorKind;
+use crate::secret::SecretRef;
+use crate::transform::{
+    AssetTypes, CompiledScoring, Plan, Scoring, TransformMap, TransformOptions,
+};
+use crate::vendor::{VendorConfig, VendorSettings};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Letters, digits, '-' and '_' (it names the connection's folder in the bucket).
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub kind: ConnectorKind,
+    pub vendor: VendorSettings,
+    /// Where the credential is: a Secrets Manager ARN, `secretsmanager:NAME`, `env:VAR` or `file:PATH`.
+    pub secret: String,
+    /// A transform map document; the kind's shipped map when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform_map: Option<TransformMap>,
+    /// A scoring table; the shipped table when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<Scoring>,
+    #[serde(default)]
+    pub filters: Filters,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Items collected and transformed at once by the local runner (the state machine's MaxConcurrency on AWS).
+    #[serde(default = "default_item_concurrency")]
+    pub item_concurrency: usize,
+}
+
+fn default_item_concurrency() -> usize {
+    4
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    #[serde(default)]
+    pub asset_types: AssetTypes,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// An EventBridge Scheduler expression: `rate(1 day)`, `cron(0 2 * * ? *)`.
+    pub expression: String,
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    pub timezone: String,
+    /// `YYYY-MM-DD`.
+    pub start_date: String,
+    /// `YYYY-MM-DD`; five years after the start when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
+}
+
+/// A connection ready to run: every part parsed, checked and compiled.
+pub struct Connection {
+    pub config: ConnectionConfig,
+    pub vendor: VendorConfig,
+    pub secret: SecretRef,
+    pub plan: Plan,
+    pub scoring: CompiledScoring,
+    pub options: TransformOptions,
+}
+
+fn date(text: &str) -> Option<time::Date> {
+    time::Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
+}
+
+impl Schedule {
+    /// The end date, defaulting to five years after the start.
+    pub fn effective_end_date(&self) -> Option<String> {
+        if let Some(end) = &self.end_date {
+            return Some(end.clone());
+        }
+        let start = date(&self.start_date)?;
+        let end = start
+            .replace_year(start.year() + 5)
+            .or_else(|_| (start - time::Duration::days(1)).replace_year(start.year() + 5))
+            .ok()?;
+        Some(end.to_string())
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let e = self.expression.trim();
+        let shaped = (e.starts_with("rate(") || e.starts_with("cron(") || e.starts_with("at("))
+            && e.ends_with(')');
+        if !shaped {
+            errors.push(format!("config field `schedule.expression`: '{e}' is not a schedule expression; use rate(1 day) or cron(0 2 * * ? *)"));
+        }
+        if self.timezone.trim().is_empty() || !self.timezone.contains('/') && self.timezone != "UTC"
+        {
+            errors.push(format!("config field `schedule.timezone`: '{}' is not an IANA time zone; use e.g. UTC or Europe/Berlin", self.timezone));
+        }
+        let start = date(&self.start_date);
+        if start.is_none() {
+            errors.push(format!(
+                "config field `schedule.start_date`: '{}' is not a date; use YYYY-MM-DD",
+                self.start_date
+            ));
+        }
+        if let Some(end) = &self.end_date {
+            match (date(end), start) {
+                (None, _) => errors.push(format!(
+                    "config field `schedule.end_date`: '{end}' is not a date; use YYYY-MM-DD"
+                )),
+                (Some(end), Some(start)) if end <= start => errors.push(
+                    "config field `schedule.end_date`: it must be after start_date".to_string(),
+                ),
+                _ => {}
+            }
+        }
+        errors
+    }
+}
+
+impl ConnectionConfig {
+    /// Parses and validates a connection document; every problem is listed.
+    pub fn load(text: &str) -> Result<Connection, Vec<String>> {
+        let config: ConnectionConfig =
+            serde_json::from_str(text).map_err(|e| vec![format!("connection config: {e}")])?;
+        config.validate()
+    }
+
+    pub fn validate(self) -> Result<Connection, Vec<String>> {
+        let mut errors = Vec::new();
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errors.push(format!(
+                "config field `id`: '{}' must be 1–64 letters, digits, '-' or '_'",
+                self.id
+            ));
+        }
+        if self.name.trim().is_empty() {
+            errors.push(
+                "config field `name`: it is empty; give the connection a display name".to_string(),
+            );
+        }
+        if !(1..=64).contains(&self.item_concurrency) {
+            errors.push(format!(
+                "config field `item_concurrency`: {} is out of range; use 1 to 64",
+                self.item_concurrency
+            ));
+        }
+        let vendor = self
+            .vendor
+            .validate()
+            .map_err(|e| {
+                errors.push(format!("{}", e).replacen("config field `", "config field `vendor.", 1))
+            })
+            .ok();
+        let secret = self
+            .secret
+            .parse::<SecretRef>()
+            .map_err(|e| errors.push(format!("config field `secret`: {e}")))
+            .ok();
+        let map = self
+            .transform_map
+            .clone()
+            .unwrap_or_else(|| TransformMap::default_for(self.kind));
+        let plan = match map.compile() {
+            Ok(plan) if plan.kind == self.kind => Some(plan),
+            Ok(plan) => {
+                errors.push(format!(
+                    "config field `transform_map`: the map is for {:?}, the connection for {:?}",
+                    plan.kind, self.kind
+                ));
+                None
+            }
+            Err(problems) => {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("config field `transform_map`: {p}")),
+                );
+                None
+            }
+        };
+        let scoring = self.scoring.clone().unwrap_or_else(Scoring::default_table);
+        let scoring = scoring
+            .compile()
+            .map_err(|problems| {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("config field `scoring`: {p}")),
+                )
+            })
+            .ok();
+        if let Some(schedule) = &self.schedule {
+            errors.extend(schedule.problems());
+        }
+        if self.kind == ConnectorKind::Sast
+            && !self.filters.asset_types.generic_application
+            && !self.filters.asset_types.code_repository
+        {
+            errors.push("config field `filters.asset_types`: both asset types are off, so nothing would be ingested; keep at least one".into());
+        }
+        match (vendor, secret, plan, scoring) {
+            (Some(vendor), Some(secret), Some(plan), Some(scoring)) if errors.is_empty() => {
+                let options = TransformOptions {
+                    asset_types: self.filters.asset_types,
+                    ..TransformOptions::default()
+                };
+                Ok(Connection {
+                    config: self,
+                    vendor,
+                    secret,
+                    plan,
+                    scoring,
+                    options,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"id":"cx-sast","name":"Checkmarx SAST","kind":"sast","vendor":{"region":"EU","tenant":"acme"},"secret":"env:CX_KEY"}"#;
+
+    #[test]
+    fn a_minimal_document_gets_the_shipped_map_and_scoring() {
+        let c = ConnectionConfig::load(MINIMAL).unwrap();
+        assert_eq!(c.plan.name, "Checkmarx SAST Transformation Map");
+        assert_eq!(c.secret, SecretRef::Env("CX_KEY".into()));
+        assert_eq!(c.vendor.endpoints.region, Some("EU"));
+        assert_eq!(c.config.item_concurrency, 4);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (r#""id":"cx-sast""#, r#""id":"cx sast/../x""#, "`id`"),
+            (r#""name":"Checkmarx SAST""#, r#""name":" ""#, "`name`"),
+            (r#""region":"EU""#, r#""region":"Mars""#, "`vendor.region`"),
+            (
+                r#""secret":"env:CX_KEY""#,
+                r#""secret":"hunter2""#,
+                "`secret`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","item_concurrency":0"#,
+                "`item_concurrency`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","filters":{"asset_types":{"generic_application":false,"code_repository":false}}"#,
+                "`filters.asset_types`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","schedule":{"expression":"daily","timezone":"Mars/Base","start_date":"2026-13-01"}"#,
+                "`schedule.expression`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","schedule":{"expression":"rate(1 day)","timezone":"Berlin","start_date":"2026-01-01"}"#,
+                "`schedule.timezone`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","schedule":{"expression":"rate(1 day)","timezone":"UTC","start_date":"2026-13-01"}"#,
+                "`schedule.start_date`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","scoring":{"version":1,"rows":[],"defaultSeverity":"HIGH"}"#,
+                "`scoring`: scoring: no row for CRITICAL",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","transform_map":{"version":1,"name":"d","kind":"dast","entries":[{"source":"url","target":"asset.webAppUrl"},{"source":"scanResults[].id","target":"findingGroup.findings[].externalFindingId"}]}"#,
+                "the map is for Dast",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","api_key":"x""#,
+                "unknown field `api_key`",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let text = MINIMAL.replace(from, to);
+            let errors = ConnectionConfig::load(&text)
+                .err()
+                .unwrap_or_else(|| panic!("{text} should fail"))
+                .join("\n");
+            assert!(errors.contains(expected), "{to}: {errors}");
+            assert!(
+                !errors.contains("hunter2"),
+                "the secret field's value is not echoed: {errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn schedules_end_five_years_after_their_start_by_default() {
+        let s = Schedule {
+            expression: "rate(1 day)".into(),
+            timezone: "UTC".into(),
+            start_date: "2026-02-28".into(),
+            end_date: None,
+        };
+        assert_eq!(s.effective_end_date().as_deref(), Some("2031-02-28"));
+        let leap = Schedule {
+            start_date: "2028-02-29".into(),
+            ..s
+        };
+        assert_eq!(leap.effective_end_date().as_deref(), Some("2033-02-28"));
+    }
+}

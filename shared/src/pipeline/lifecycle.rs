@@ -1,0 +1,278 @@
+//! The run lifecycle: the per-connection run lock (a conditional write, so two runs of one
+//! connection never overlap; a lock past its lease is recovered), the connection's state
+//! (Registered → Scheduled → Processing → Processed, or Failed with the reason) and the run record.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::steps::StepError;
+use super::{RunRef, get_json, lock_key, now_rfc3339, put_json, state_key};
+use crate::store::ObjectStore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunState {
+    Registered,
+    Scheduled,
+    Processing,
+    Processed,
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Schedule,
+    Api,
+    Local,
+}
+
+/// `connections/<c>/state.json`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateDocument {
+    pub state: RunState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_committed_run: Option<String>,
+    pub updated_at: String,
+}
+
+/// `connections/<c>/runs/<r>/run.json`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub connection_id: String,
+    pub run_id: String,
+    pub trigger: Trigger,
+    pub state: RunState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
+}
+
+/// `connections/<c>/lock`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Lock {
+    run_id: String,
+    acquired_at: String,
+    /// Unix seconds after which the holder is presumed crashed.
+    expires_at: i64,
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A sortable, unique run id: `20261122T204900Z-1a2b3c`.
+fn new_run_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    format!("{stamp}-{:06x}", rand::random::<u32>() & 0xFF_FFFF)
+}
+
+pub async fn read_state(
+    store: &impl ObjectStore,
+    connection_id: &str,
+) -> Result<Option<StateDocument>, StepError> {
+    get_json(store, &state_key(connection_id)).await
+}
+
+pub(crate) async fn write_state(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    state: RunState,
+    reason: Option<String>,
+    run: Option<&str>,
+    committed: Option<&str>,
+) -> Result<(), StepError> {
+    let previous = read_state(store, connection_id).await?;
+    let document = StateDocument {
+        state,
+        reason,
+        last_run: run
+            .map(str::to_string)
+            .or_else(|| previous.as_ref().and_then(|p| p.last_run.clone())),
+        last_committed_run: committed
+            .map(str::to_string)
+            .or_else(|| previous.and_then(|p| p.last_committed_run)),
+        updated_at: now_rfc3339(),
+    };
+    put_json(store, &state_key(connection_id), &document).await
+}
+
+pub(crate) async fn update_run(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    change: impl FnOnce(&mut RunRecord),
+) -> Result<RunRecord, StepError> {
+    let mut record: RunRecord = get_json(store, &run.run_record()).await?.ok_or_else(|| {
+        StepError::fatal(format!("{}: the run record is missing", run.run_record()))
+    })?;
+    change(&mut record);
+    put_json(store, &run.run_record(), &record).await?;
+    Ok(record)
+}
+
+/// Takes the connection's run lock and registers a new run (state Scheduled). Refuses, naming the
+/// run that holds it, while another run is under way; recovers a lock whose lease ran out.
+pub async fn begin_run(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    trigger: Trigger,
+    lease: Duration,
+) -> Result<RunRef, StepError> {
+    if read_state(store, connection_id).await?.is_none() {
+        write_state(store, connection_id, RunState::Registered, None, None, None).await?;
+    }
+    let run = RunRef {
+        connection_id: connection_id.to_string(),
+        run_id: new_run_id(),
+    };
+    let lock = Lock {
+        run_id: run.run_id.clone(),
+        acquired_at: now_rfc3339(),
+        expires_at: unix_now() + lease.as_secs() as i64,
+    };
+    let body = Bytes::from(serde_json::to_vec(&lock).expect("serializes"));
+    let key = lock_key(connection_id);
+    if !store.put_if_absent(&key, body.clone()).await? {
+        let holder: Option<Lock> = get_json(store, &key).await?;
+        match holder {
+            Some(holder) if holder.expires_at > unix_now() => {
+                return Err(StepError::fatal(format!(
+                    "connection {connection_id} is already running (run {} since {}); wait for it to finish, or for its lease to expire if it crashed",
+                    holder.run_id, holder.acquired_at
+                )));
+            }
+            stale => {
+                tracing::warn!(
+                    connection = connection_id,
+                    stale_run = stale.map(|l| l.run_id),
+                    "recovering a stale run lock"
+                );
+                store.delete(&key).await?;
+                if !store.put_if_absent(&key, body).await? {
+                    return Err(StepError::fatal(format!(
+                        "connection {connection_id}: another trigger took the lock first"
+                    )));
+                }
+            }
+        }
+    }
+    let record = RunRecord {
+        connection_id: connection_id.to_string(),
+        run_id: run.run_id.clone(),
+        trigger,
+        state: RunState::Scheduled,
+        reason: None,
+        started_at: now_rfc3339(),
+        finished_at: None,
+        items: None,
+    };
+    put_json(store, &run.run_record(), &record).await?;
+    write_state(
+        store,
+        connection_id,
+        RunState::Scheduled,
+        None,
+        Some(&run.run_id),
+        None,
+    )
+    .await?;
+    Ok(run)
+}
+
+/// Releases the lock if this run holds it.
+pub(crate) async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<(), StepError> {
+    let key = lock_key(&run.connection_id);
+    let holder: Option<Lock> = get_json(store, &key).await?;
+    if holder.is_some_and(|l| l.run_id == run.run_id) {
+        store.delete(&key).await?;
+    }
+    Ok(())
+}
+
+/// Marks the run and the connection Failed with the reason, and releases the lock.
+pub async fn fail_run(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    reason: &str,
+) -> Result<(), StepError> {
+    update_run(store, run, |r| {
+        r.state = RunState::Failed;
+        r.reason = Some(reason.to_string());
+        r.finished_at = Some(now_rfc3339());
+    })
+    .await?;
+    write_state(
+        store,
+        &run.connection_id,
+        RunState::Failed,
+        Some(reason.to_string()),
+        Some(&run.run_id),
+        None,
+    )
+    .await?;
+    release(store, run).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_second_trigger_is_refused_and_a_stale_lock_is_recovered() {
+        let store = MemoryStore::default();
+        let first = begin_run(&store, "c1", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let state = read_state(&store, "c1").await.unwrap().unwrap();
+        assert_eq!(
+            (state.state, state.last_run.as_deref()),
+            (RunState::Scheduled, Some(first.run_id.as_str()))
+        );
+        let refused = begin_run(&store, "c1", Trigger::Schedule, Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.message.contains("already running") && refused.message.contains(&first.run_id),
+            "{}",
+            refused.message
+        );
+        assert!(!refused.retryable);
+
+        fail_run(&store, &first, "collect failed").await.unwrap();
+        assert_eq!(
+            read_state(&store, "c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("collect failed")
+        );
+        let second = begin_run(&store, "c1", Trigger::Api, Duration::ZERO)
+            .await
+            .unwrap();
+        // `second` crashed holding a lock whose lease is already over: the next trigger recovers it.
+        let third = begin_run(&store, "c1", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_ne!(second.run_id, third.run_id);
+    }
+}

@@ -1,0 +1,146 @@
+//! The pipeline: a connection's run from trigger to commit, as plain async steps over the object
+//! store port. The Lambda functions and the local runner call the same steps.
+//!
+//! Bucket layout (keys are deterministic, so a retried step rewrites the same objects):
+//! ```text
+//! connections/<c>/config.json | state.json | lock
+//! connections/<c>/runs/<r>/run.json | work.jsonl | manifest.json | _COMMITTED
+//! connections/<c>/runs/<r>/raw/<item>/item.json.gz | <page>.json.gz | collect.json
+//! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | transform.json
+//! ```
+
+mod config;
+mod lifecycle;
+mod runner;
+mod steps;
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use config::{Connection, ConnectionConfig, Filters, Schedule};
+pub use lifecycle::{RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, read_state};
+pub use runner::{RunSummary, run_connection};
+pub use steps::{
+    CollectOutcome, ItemStatus, Manifest, ManifestItem, ObjectEntry, StepError, TransformRecord,
+    WorkItem, collect, finalize, plan, transform,
+};
+
+use crate::store::{ObjectStore, StoreError};
+
+/// Keys of one run in the bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RunRef {
+    pub connection_id: String,
+    pub run_id: String,
+}
+
+impl RunRef {
+    fn base(&self) -> String {
+        format!("connections/{}/runs/{}", self.connection_id, self.run_id)
+    }
+    pub fn run_record(&self) -> String {
+        format!("{}/run.json", self.base())
+    }
+    pub fn work_list(&self) -> String {
+        format!("{}/work.jsonl", self.base())
+    }
+    pub fn raw_prefix(&self, item: &str) -> String {
+        format!("{}/raw/{item}/", self.base())
+    }
+    pub fn etm_prefix(&self, item: &str) -> String {
+        format!("{}/etm/{item}/", self.base())
+    }
+    pub fn manifest(&self) -> String {
+        format!("{}/manifest.json", self.base())
+    }
+    pub fn commit_marker(&self) -> String {
+        format!("{}/_COMMITTED", self.base())
+    }
+}
+
+pub fn config_key(connection_id: &str) -> String {
+    format!("connections/{connection_id}/config.json")
+}
+
+pub fn state_key(connection_id: &str) -> String {
+    format!("connections/{connection_id}/state.json")
+}
+
+pub fn lock_key(connection_id: &str) -> String {
+    format!("connections/{connection_id}/lock")
+}
+
+/// A vendor id made safe as one key segment.
+pub fn item_key(vendor_id: &str) -> String {
+    vendor_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn gzip(bytes: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(bytes)
+        .expect("writing to a Vec cannot fail");
+    Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
+}
+
+pub(crate) fn gunzip(key: &str, bytes: &[u8]) -> Result<Vec<u8>, StepError> {
+    let mut out = Vec::with_capacity(bytes.len() * 4);
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| StepError::fatal(format!("{key}: not gzip ({e})")))?;
+    Ok(out)
+}
+
+pub(crate) async fn put_json(
+    store: &impl ObjectStore,
+    key: &str,
+    value: &impl Serialize,
+) -> Result<(), StepError> {
+    let body = serde_json::to_vec_pretty(value).expect("records serialize");
+    store
+        .put(key, Bytes::from(body))
+        .await
+        .map_err(StepError::from)
+}
+
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    store: &impl ObjectStore,
+    key: &str,
+) -> Result<Option<T>, StepError> {
+    match store.get(key).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StepError::fatal(format!("{key}: unreadable ({e})"))),
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(error: StoreError) -> Self {
+        StepError::retryable(error.to_string())
+    }
+}
+
+/// Now, RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,662 @@
+//! The four steps: plan (list the items, find SAST scans in batches, write the work list), collect
+//! (one item: page its scan's results into raw pages, prove completeness), transform (one item:
+//! raw pages → ETM batches) and finalize (manifest, commit marker last, state, lock).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::config::Connection;
+use super::lifecycle::{RunState, release, update_run, write_state};
+use super::{RunRef, get_json, gunzip, gzip, item_key, now_rfc3339, put_json};
+use crate::ConnectorKind;
+use crate::secret::SecretSource;
+use crate::store::ObjectStore;
+use crate::transform::{Collision, Figures, ItemTransformer, Rejected, TransformContext};
+use crate::vendor::{
+    AuthError, Completeness, CxOneClient, LastScanQuery, VendorConfig, VendorError,
+};
+
+/// A step that could not finish. `retryable` tells Step Functions (and the local runner) whether
+/// another attempt may succeed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub retryable: bool,
+    pub message: String,
+}
+
+impl StepError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            message: message.into(),
+        }
+    }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// One line of the work list: a project (SAST) or an environment (DAST) to collect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkItem {
+    pub run: RunRef,
+    /// The item's key segment in the bucket.
+    pub item: String,
+    pub vendor_id: String,
+    pub name: String,
+    pub kind: ConnectorKind,
+    /// SAST: the latest completed SAST scan, found by the plan in batches; DAST: found by collect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_id: Option<String>,
+    /// The project or environment record as the vendor sent it.
+    pub record: Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Every result arrived (fetched == total) and was transformed.
+    Complete,
+    /// The item has no completed scan: nothing to ingest, nothing missing.
+    NoScan,
+    /// Results missing or the total moved: not transformed; previous findings are kept as they were.
+    Incomplete,
+    /// The vendor refused the item (e.g. 403) or a step failed.
+    Failed,
+}
+
+/// `raw/<item>/collect.json`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectOutcome {
+    pub item: String,
+    pub status: ItemStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_id: Option<String>,
+    pub pages: u32,
+    pub completeness: Completeness,
+}
+
+/// An object written by the transform.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectEntry {
+    pub key: String,
+    pub lines: u64,
+    pub findings: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `etm/<item>/transform.json`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformRecord {
+    pub item: String,
+    pub figures: Figures,
+    pub rejected: Vec<Rejected>,
+    pub collisions: Vec<Collision>,
+    pub objects: Vec<ObjectEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestItem {
+    pub item: String,
+    pub vendor_id: String,
+    pub name: String,
+    pub status: ItemStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_id: Option<String>,
+    pub records_expected: u64,
+    pub records_fetched: u64,
+    pub figures: Figures,
+    pub objects: Vec<ObjectEntry>,
+    pub rejected: Vec<Rejected>,
+    pub collisions: Vec<Collision>,
+}
+
+/// `runs/<r>/manifest.json`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub schema_version: String,
+    pub connection_id: String,
+    pub run_id: String,
+    pub kind: ConnectorKind,
+    pub started_at: String,
+    pub finished_at: String,
+    /// True only when every item is complete (or has no scan) and the item list itself was complete.
+    pub complete: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    pub items_by_status: BTreeMap<String, u64>,
+    pub totals: Figures,
+    pub items: Vec<ManifestItem>,
+}
+
+/// The vendor client with the credential behind it: rebuilt once with a re-read secret when the
+/// vendor rejects the credential, so a rotated key is picked up mid-run.
+pub struct VendorAccess {
+    config: VendorConfig,
+    secret: SecretSource,
+    client: tokio::sync::RwLock<CxOneClient>,
+    renewed: AtomicBool,
+}
+
+impl VendorAccess {
+    pub async fn new(config: VendorConfig, secret: SecretSource) -> Result<Self, StepError> {
+        let credential = secret
+            .credential()
+            .await
+            .map_err(|e| StepError::fatal(e.to_string()))?;
+        let client = CxOneClient::new(config.clone(), &credential)
+            .map_err(|e| StepError::fatal(e.to_string()))?;
+        Ok(Self {
+            config,
+            secret,
+            client: tokio::sync::RwLock::new(client),
+            renewed: AtomicBool::new(false),
+        })
+    }
+
+    pub async fn client(&self) -> CxOneClient {
+        self.client.read().await.clone()
+    }
+
+    /// After the vendor refused the credential: re-read the secret once and rebuild the client.
+    async fn renew(&self) -> bool {
+        if self.renewed.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let Ok(credential) = self.secret.refresh().await else {
+            return false;
+        };
+        match CxOneClient::new(self.config.clone(), &credential) {
+            Ok(client) => {
+                *self.client.write().await = client;
+                tracing::info!("credential re-read after the vendor refused it");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn credential_refused(error: &VendorError) -> bool {
+    matches!(
+        error,
+        VendorError::Unauthorized { .. }
+            | VendorError::Auth(
+                AuthError::BadApiKey { .. } | AuthError::BadClientCredentials { .. }
+            )
+    )
+}
+
+fn vendor_step_error(error: VendorError) -> StepError {
+    if error.is_transient() {
+        StepError::retryable(error.to_string())
+    } else {
+        StepError::fatal(error.to_string())
+    }
+}
+
+/// Runs `attempt`; when the vendor refused the credential, re-reads the secret once and tries again.
+async fn with_renewal<T, F, Fut>(vendor: &VendorAccess, attempt: F) -> Result<T, VendorError>
+where
+    F: Fn(CxOneClient) -> Fut,
+    Fut: Future<Output = Result<T, VendorError>>,
+{
+    match attempt(vendor.client().await).await {
+        Err(error) if credential_refused(&error) && vendor.renew().await => {
+            attempt(vendor.client().await).await
+        }
+        other => other,
+    }
+}
+
+/// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
+/// and writes the work list. Moves the run to Processing.
+pub async fn plan(
+    store: &impl ObjectStore,
+    vendor: &VendorAccess,
+    connection: &Connection,
+    run: &RunRef,
+) -> Result<Vec<WorkItem>, StepError> {
+    update_run(store, run, |r| r.state = RunState::Processing).await?;
+    write_state(
+        store,
+        &run.connection_id,
+        RunState::Processing,
+        None,
+        Some(&run.run_id),
+        None,
+    )
+    .await?;
+    let kind = connection.config.kind;
+    let (raw, malformed, completeness, ids, names) = match kind {
+        ConnectorKind::Sast => {
+            let listing = with_renewal(vendor, |c| async move { c.projects().await })
+                .await
+                .map_err(vendor_step_error)?;
+            let ids: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
+            let names = listing
+                .items
+                .iter()
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>();
+            (
+                listing.raw,
+                listing.malformed,
+                listing.completeness,
+                ids,
+                names,
+            )
+        }
+        ConnectorKind::Dast => {
+            let listing = with_renewal(vendor, |c| async move { c.dast_environments().await })
+                .await
+                .map_err(vendor_step_error)?;
+            let ids: Vec<String> = listing
+                .items
+                .iter()
+                .map(|e| e.environment_id.clone())
+                .collect();
+            let names = listing
+                .items
+                .iter()
+                .map(|e| e.domain.clone().or(e.url.clone()).unwrap_or_default())
+                .collect::<Vec<_>>();
+            (
+                listing.raw,
+                listing.malformed,
+                listing.completeness,
+                ids,
+                names,
+            )
+        }
+    };
+    let scans = match kind {
+        ConnectorKind::Sast => {
+            let ids = &ids;
+            with_renewal(vendor, |c| async move {
+                c.last_scans(ids, &LastScanQuery::completed_sast()).await
+            })
+            .await
+            .map_err(vendor_step_error)?
+        }
+        ConnectorKind::Dast => Default::default(),
+    };
+    let mut items = Vec::with_capacity(ids.len());
+    for ((id, name), record) in ids.iter().zip(names).zip(raw) {
+        items.push(WorkItem {
+            run: run.clone(),
+            item: item_key(id),
+            vendor_id: id.clone(),
+            name,
+            kind,
+            scan_id: scans.get(id).map(|s| s.id.clone()),
+            record: serde_json::from_str(&record).unwrap_or(Value::Null),
+        });
+    }
+    let mut problems = malformed;
+    if let Some(problem) = completeness.problem() {
+        problems.push(format!("the item list is incomplete: {problem}"));
+    }
+    let mut body = Vec::new();
+    for item in &items {
+        serde_json::to_writer(&mut body, item).expect("serializes");
+        body.push(b'\n');
+    }
+    store.put(&run.work_list(), Bytes::from(body)).await?;
+    put_json(
+        store,
+        &format!("{}.problems.json", run.work_list()),
+        &problems,
+    )
+    .await?;
+    update_run(store, run, |r| r.items = Some(items.len() as u64)).await?;
+    Ok(items)
+}
+
+/// Reads the work list back (finalize, and the state machine's item reader on AWS).
+pub async fn read_work_list(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<(Vec<WorkItem>, Vec<String>), StepError> {
+    let body = store.get(&run.work_list()).await?.ok_or_else(|| {
+        StepError::fatal(format!("{}: the work list is missing", run.work_list()))
+    })?;
+    let mut items = Vec::new();
+    for (n, line) in body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        items.push(
+            serde_json::from_slice(line).map_err(|e| {
+                StepError::fatal(format!("{} line {}: {e}", run.work_list(), n + 1))
+            })?,
+        );
+    }
+    let problems = get_json(store, &format!("{}.problems.json", run.work_list()))
+        .await?
+        .unwrap_or_default();
+    Ok((items, problems))
+}
+
+/// Collects one item: its record, every page of its scan's results (written as they arrive), and
+/// the completeness verdict in `collect.json`. A vendor refusal becomes the item's Failed outcome;
+/// only a transient failure is an error (retryable).
+pub async fn collect(
+    store: &impl ObjectStore,
+    vendor: &VendorAccess,
+    item: &WorkItem,
+) -> Result<CollectOutcome, StepError> {
+    let prefix = item.run.raw_prefix(&item.item);
+    store
+        .put(
+            &format!("{prefix}item.json.gz"),
+            gzip(&serde_json::to_vec(&item.record).expect("serializes")),
+        )
+        .await?;
+    let result = with_renewal(vendor, |client| collect_pages(store, client, item, &prefix)).await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_transient() => return Err(StepError::retryable(error.to_string())),
+        Err(error) => CollectOutcome {
+            item: item.item.clone(),
+            status: ItemStatus::Failed,
+            reason: Some(error.to_string()),
+            scan_id: item.scan_id.clone(),
+            pages: 0,
+            completeness: Completeness::default(),
+        },
+    };
+    put_json(store, &format!("{prefix}collect.json"), &outcome).await?;
+    Ok(outcome)
+}
+
+async fn collect_pages(
+    store: &impl ObjectStore,
+    client: CxOneClient,
+    item: &WorkItem,
+    prefix: &str,
+) -> Result<CollectOutcome, VendorError> {
+    let scan_id = match item.kind {
+        ConnectorKind::Sast => item.scan_id.clone(),
+        ConnectorKind::Dast => client
+            .latest_completed_dast_scan(&item.vendor_id)
+            .await?
+            .map(|s| s.scan_id),
+    };
+    let Some(scan_id) = scan_id else {
+        return Ok(CollectOutcome {
+            item: item.item.clone(),
+            status: ItemStatus::NoScan,
+            reason: None,
+            scan_id: None,
+            pages: 0,
+            completeness: Completeness::default(),
+        });
+    };
+    let store_error = |e: crate::store::StoreError| VendorError::Setup(e.to_string());
+    let (pages, completeness) = match item.kind {
+        ConnectorKind::Sast => {
+            let mut pager = client.results(&scan_id);
+            let mut pages = 0;
+            while let Some(page) = pager.next_page().await? {
+                store
+                    .put(
+                        &format!("{prefix}{}.json.gz", page.number),
+                        gzip(&page.body),
+                    )
+                    .await
+                    .map_err(store_error)?;
+                pages += 1;
+            }
+            (pages, pager.completeness().clone())
+        }
+        ConnectorKind::Dast => {
+            let mut pager = client.dast_results(&scan_id);
+            let mut pages = 0;
+            while let Some(page) = pager.next_page().await? {
+                store
+                    .put(
+                        &format!("{prefix}{}.json.gz", page.number),
+                        gzip(&page.body),
+                    )
+                    .await
+                    .map_err(store_error)?;
+                pages += 1;
+            }
+            (pages, pager.completeness().clone())
+        }
+    };
+    let problem = completeness.problem();
+    Ok(CollectOutcome {
+        item: item.item.clone(),
+        status: if problem.is_none() {
+            ItemStatus::Complete
+        } else {
+            ItemStatus::Incomplete
+        },
+        reason: problem,
+        scan_id: Some(scan_id),
+        pages,
+        completeness,
+    })
+}
+
+/// Transforms one collected item: its raw pages, in order, into `etm/<item>/<page>.ndjson.gz`.
+/// Items whose collection is not complete are not transformed (nothing of them is committed).
+pub async fn transform(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    item: &WorkItem,
+) -> Result<TransformRecord, StepError> {
+    let raw = item.run.raw_prefix(&item.item);
+    let outcome: CollectOutcome = get_json(store, &format!("{raw}collect.json"))
+        .await?
+        .ok_or_else(|| {
+            StepError::retryable(format!(
+                "{raw}collect.json is missing: collect has not finished for this item"
+            ))
+        })?;
+    let etm = item.run.etm_prefix(&item.item);
+    let mut record = TransformRecord {
+        item: item.item.clone(),
+        ..TransformRecord::default()
+    };
+    if outcome.status == ItemStatus::Complete {
+        let run_record: super::RunRecord = get_json(store, &item.run.run_record())
+            .await?
+            .ok_or_else(|| StepError::fatal("the run record is missing"))?;
+        // Every line of the run carries the run's start: re-running a step gives the same bytes.
+        let context = TransformContext {
+            connection_id: item.run.connection_id.clone(),
+            run_id: item.run.run_id.clone(),
+            produced_at: run_record.started_at,
+        };
+        let item_key = format!("{raw}item.json.gz");
+        let item_json = gunzip(
+            &item_key,
+            &store
+                .get(&item_key)
+                .await?
+                .ok_or_else(|| StepError::fatal(format!("{item_key} is missing")))?,
+        )?;
+        let mut transformer = ItemTransformer::new(
+            &connection.plan,
+            &connection.scoring,
+            &context,
+            connection.options.clone(),
+            &item_json,
+        )
+        .map_err(|e| StepError::fatal(format!("item {}: {e}", item.item)))?;
+        for number in 0..outcome.pages {
+            let key = format!("{raw}{number}.json.gz");
+            let page = gunzip(
+                &key,
+                &store
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| StepError::fatal(format!("{key} is missing")))?,
+            )?;
+            let before = transformer.figures().findings_out;
+            let lines = transformer
+                .push_page(&page, number)
+                .map_err(|e| StepError::fatal(format!("item {}: {e}", item.item)))?;
+            if lines.is_empty() {
+                continue;
+            }
+            let body = gzip(&lines.concat());
+            let key = format!("{etm}{number}.ndjson.gz");
+            record.objects.push(ObjectEntry {
+                key: key.clone(),
+                lines: lines.len() as u64,
+                findings: transformer.figures().findings_out - before,
+                bytes: body.len() as u64,
+                sha256: hex::encode(Sha256::digest(&body)),
+            });
+            store.put(&key, body).await?;
+        }
+        let done = transformer.finish();
+        record.figures = done.figures;
+        record.rejected = done.rejected;
+        record.collisions = done.collisions;
+    }
+    put_json(store, &format!("{etm}transform.json"), &record).await?;
+    Ok(record)
+}
+
+/// Writes the manifest (every object with its counts and hash, every item's outcome), then the
+/// commit marker — last, and only once — then the connection's state; releases the lock.
+pub async fn finalize(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    run: &RunRef,
+) -> Result<Manifest, StepError> {
+    if store.get(&run.commit_marker()).await?.is_some()
+        && let Some(manifest) = get_json::<Manifest>(store, &run.manifest()).await?
+    {
+        return Ok(manifest);
+    }
+    let (work, mut problems) = read_work_list(store, run).await?;
+    let mut items = Vec::with_capacity(work.len());
+    let mut totals = Figures::default();
+    let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+    for item in &work {
+        let collected: Option<CollectOutcome> = get_json(
+            store,
+            &format!("{}collect.json", run.raw_prefix(&item.item)),
+        )
+        .await?;
+        let transformed: Option<TransformRecord> = get_json(
+            store,
+            &format!("{}transform.json", run.etm_prefix(&item.item)),
+        )
+        .await?;
+        let (status, reason) = match (&collected, &transformed) {
+            (None, _) => (
+                ItemStatus::Failed,
+                Some("collect did not finish".to_string()),
+            ),
+            (Some(c), None) if c.status == ItemStatus::Complete => (
+                ItemStatus::Failed,
+                Some("transform did not finish".to_string()),
+            ),
+            (Some(c), _) => (c.status, c.reason.clone()),
+        };
+        let transformed = transformed.unwrap_or_default();
+        totals.add(&transformed.figures);
+        let status_name = serde_json::to_value(status)
+            .expect("serializes")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        *by_status.entry(status_name).or_default() += 1;
+        items.push(ManifestItem {
+            item: item.item.clone(),
+            vendor_id: item.vendor_id.clone(),
+            name: item.name.clone(),
+            status,
+            reason,
+            scan_id: collected.as_ref().and_then(|c| c.scan_id.clone()),
+            records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
+            records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
+            figures: transformed.figures,
+            objects: transformed.objects,
+            rejected: transformed.rejected,
+            collisions: transformed.collisions,
+        });
+    }
+    let not_whole = items
+        .iter()
+        .filter(|i| !matches!(i.status, ItemStatus::Complete | ItemStatus::NoScan))
+        .count();
+    if not_whole > 0 {
+        problems.push(format!("{not_whole} of {} items are incomplete or failed; their previous findings stay as they were", items.len()));
+    }
+    let record: super::RunRecord = get_json(store, &run.run_record())
+        .await?
+        .ok_or_else(|| StepError::fatal("the run record is missing"))?;
+    let manifest = Manifest {
+        schema_version: "1.0".into(),
+        connection_id: run.connection_id.clone(),
+        run_id: run.run_id.clone(),
+        kind: connection.config.kind,
+        started_at: record.started_at,
+        finished_at: now_rfc3339(),
+        complete: problems.is_empty(),
+        problems,
+        items_by_status: by_status,
+        totals,
+        items,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    let sha = hex::encode(Sha256::digest(&body));
+    store.put(&run.manifest(), Bytes::from(body)).await?;
+    let marker = serde_json::json!({"runId": run.run_id, "complete": manifest.complete, "manifestSha256": sha, "committedAt": now_rfc3339()});
+    if !store
+        .put_if_absent(
+            &run.commit_marker(),
+            Bytes::from(serde_json::to_vec(&marker).expect("serializes")),
+        )
+        .await?
+    {
+        tracing::info!(run = %run.run_id, "already committed");
+    }
+    let reason = (!manifest.complete).then(|| manifest.problems.join("; "));
+    update_run(store, run, |r| {
+        r.state = RunState::Processed;
+        r.reason = reason.clone();
+        r.finished_at = Some(manifest.finished_at.clone());
+    })
+    .await?;
+    write_state(
+        store,
+        &run.connection_id,
+        RunState::Processed,
+        reason,
+        Some(&run.run_id),
+        Some(&run.run_id),
+    )
+    .await?;
+    release(store, run).await?;
+    Ok(manifest)
+}
