@@ -1,0 +1,362 @@
+//! Full runs of SAST and DAST connections against the emulator, into a local directory store:
+//! every result committed exactly once or rejected, manifests that match their objects, repeatable
+//! runs, partial runs that do not claim completeness, and the run lock.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use common::*;
+use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultType, TenantShape};
+use cxone_etm::ConnectorKind;
+use cxone_etm::pipeline::{
+    Connection, ConnectionConfig, ItemStatus, Manifest, RunState, Trigger, begin_run, read_state,
+    run_connection,
+};
+use cxone_etm::secret::{Credential, SecretSource};
+use cxone_etm::store::{LocalStore, ObjectStore};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn connection(emulator: &Emulator, id: &str, kind: ConnectorKind) -> Connection {
+    let config = ConnectionConfig {
+        id: id.into(),
+        name: id.into(),
+        description: None,
+        kind,
+        vendor: settings(emulator),
+        secret: "env:UNUSED_IN_TESTS".into(),
+        transform_map: None,
+        scoring: None,
+        filters: Default::default(),
+        schedule: None,
+        item_concurrency: 3,
+    };
+    config.validate().unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn temp_store(name: &str) -> (LocalStore, std::path::PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("cxone-etm-pipeline-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    (LocalStore::new(&dir), dir)
+}
+
+async fn run(
+    store: &LocalStore,
+    connection: &Connection,
+    credential: Credential,
+) -> Result<cxone_etm::pipeline::RunSummary, cxone_etm::pipeline::StepError> {
+    run_connection(
+        store,
+        connection,
+        SecretSource::provided(credential),
+        Trigger::Local,
+        &|_| {},
+        &|_| {},
+    )
+    .await
+}
+
+async fn manifest(store: &LocalStore, key: &str) -> Manifest {
+    serde_json::from_slice(&store.get(key).await.unwrap().unwrap()).unwrap()
+}
+
+/// Every committed finding as (asset, externalFindingId), after checking each object against the manifest.
+async fn committed_findings(store: &LocalStore, manifest: &Manifest) -> BTreeSet<(String, String)> {
+    let mut findings = BTreeSet::new();
+    for item in &manifest.items {
+        for object in &item.objects {
+            let body = store
+                .get(&object.key)
+                .await
+                .unwrap()
+                .expect("every manifest object exists");
+            assert_eq!(
+                hex::encode(Sha256::digest(&body)),
+                object.sha256,
+                "{}",
+                object.key
+            );
+            assert_eq!(body.len() as u64, object.bytes);
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len() as u64, object.lines);
+            let mut count = 0;
+            for line in &lines {
+                assert_eq!(line["runId"], manifest.run_id.as_str());
+                for f in line["findingGroup"]["findings"].as_array().unwrap() {
+                    count += 1;
+                    let fresh = findings.insert((
+                        line["externalAssetId"].as_str().unwrap().to_string(),
+                        f["externalFindingId"].as_str().unwrap().to_string(),
+                    ));
+                    assert!(fresh, "a finding is committed twice");
+                }
+            }
+            assert_eq!(count, object.findings);
+        }
+    }
+    findings
+}
+
+#[tokio::test]
+async fn sast_and_dast_runs_commit_every_result_exactly_once() {
+    let emulator = emulator(TenantShape {
+        projects: 12,
+        results_per_scan: 120,
+        dast_environments: 4,
+        dast_results_per_scan: 130,
+        ..TenantShape::default()
+    })
+    .await;
+    let (store, dir) = temp_store("full");
+    let expected = emulator.expected();
+
+    let sast = run(
+        &store,
+        &connection(&emulator, "sast", ConnectorKind::Sast),
+        api_key(&emulator),
+    )
+    .await
+    .unwrap();
+    assert!(sast.complete, "{:?}", sast.problems);
+    let m = manifest(&store, &sast.manifest).await;
+    let committed = committed_findings(&store, &m).await;
+    assert_eq!(
+        sast.findings + sast.rejected,
+        expected.totals.by_type[&ResultType::Sast]
+    );
+    assert_eq!(committed.len() as u64, sast.findings);
+    assert_eq!(
+        sast.records_in, expected.totals.results,
+        "every record of every pulled scan was read"
+    );
+    for project in &expected.projects {
+        let item = m
+            .items
+            .iter()
+            .find(|i| i.vendor_id == project.id)
+            .expect("every project is an item");
+        match &project.latest_completed_sast_scan {
+            None => assert_eq!(item.status, ItemStatus::NoScan),
+            Some(scan) => {
+                assert_eq!(item.status, ItemStatus::Complete);
+                assert_eq!(item.scan_id.as_ref(), Some(scan));
+                let want = project
+                    .scans
+                    .iter()
+                    .find(|s| &s.id == scan)
+                    .unwrap()
+                    .by_type
+                    .get(&ResultType::Sast)
+                    .copied()
+                    .unwrap_or(0);
+                assert_eq!(
+                    item.figures.findings_out + item.figures.rejected,
+                    want,
+                    "{}",
+                    project.name
+                );
+            }
+        }
+    }
+    assert!(
+        store
+            .get(&sast.manifest.replace("manifest.json", "_COMMITTED"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let state = read_state(&store, "sast").await.unwrap().unwrap();
+    assert_eq!(
+        (state.state, state.last_committed_run.as_deref()),
+        (RunState::Processed, Some(sast.run_id.as_str()))
+    );
+    assert!(
+        store.get("connections/sast/lock").await.unwrap().is_none(),
+        "the lock is released"
+    );
+
+    let dast = run(
+        &store,
+        &connection(&emulator, "dast", ConnectorKind::Dast),
+        oauth(&emulator),
+    )
+    .await
+    .unwrap();
+    assert!(dast.complete);
+    let committed = committed_findings(&store, &manifest(&store, &dast.manifest).await).await;
+    assert_eq!(
+        committed.len() as u64 + dast.rejected,
+        expected.totals.dast_results
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_second_run_over_the_same_data_commits_the_same_findings() {
+    let emulator = emulator(TenantShape {
+        projects: 6,
+        results_per_scan: 80,
+        ..TenantShape::default()
+    })
+    .await;
+    let (store, dir) = temp_store("repeat");
+    let c = connection(&emulator, "repeat", ConnectorKind::Sast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let second = run(&store, &c, oauth(&emulator)).await.unwrap();
+    assert_ne!(first.run_id, second.run_id);
+    let a = committed_findings(&store, &manifest(&store, &first.manifest).await).await;
+    let b = committed_findings(&store, &manifest(&store, &second.manifest).await).await;
+    assert_eq!(a, b);
+    assert!(!a.is_empty());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_run_with_incomplete_items_commits_without_claiming_completeness() {
+    let emulator = emulator(TenantShape {
+        projects: 4,
+        project_results: vec![25],
+        ..TenantShape::default()
+    })
+    .await;
+    let (store, dir) = temp_store("partial");
+    let mut c = connection(&emulator, "partial", ConnectorKind::Sast);
+    c.vendor.results_page_size = 10;
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            total_drift: 2,
+            ..FaultSpec::default()
+        },
+    );
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(!summary.complete);
+    let m = manifest(&store, &summary.manifest).await;
+    assert!(!m.complete);
+    assert!(m.items.iter().any(|i| i.status == ItemStatus::Incomplete
+        && i.reason.as_deref().unwrap().contains("total changed")));
+    assert!(
+        m.items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Incomplete)
+            .all(|i| i.objects.is_empty()),
+        "incomplete items commit no batch"
+    );
+    let marker: Value = serde_json::from_slice(
+        &store
+            .get(&summary.manifest.replace("manifest.json", "_COMMITTED"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["complete"], false);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn an_item_the_vendor_refuses_is_failed_and_the_run_goes_on() {
+    let emulator = emulator(TenantShape {
+        projects: 3,
+        results_per_scan: 10,
+        ..TenantShape::default()
+    })
+    .await;
+    let (store, dir) = temp_store("refused");
+    let no_results = Credential::ApiKey(emulator.credentials.api_key_no_results.clone().into());
+    let summary = run(
+        &store,
+        &connection(&emulator, "refused", ConnectorKind::Sast),
+        no_results,
+    )
+    .await
+    .unwrap();
+    assert!(!summary.complete);
+    let m = manifest(&store, &summary.manifest).await;
+    let failed: Vec<_> = m
+        .items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed)
+        .collect();
+    assert_eq!(failed.len(), 3);
+    assert!(
+        failed[0].reason.as_deref().unwrap().contains("403"),
+        "{:?}",
+        failed[0].reason
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_second_trigger_while_a_run_holds_the_lock_is_refused() {
+    let emulator = emulator(TenantShape::default()).await;
+    let (store, dir) = temp_store("locked");
+    let c = connection(&emulator, "locked", ConnectorKind::Sast);
+    let holder = begin_run(
+        &store,
+        "locked",
+        Trigger::Schedule,
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let refused = run(&store, &c, api_key(&emulator)).await.unwrap_err();
+    assert!(
+        refused.message.contains("already running") && refused.message.contains(&holder.run_id),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        emulator.traffic().requests.values().sum::<u64>(),
+        0,
+        "a refused trigger calls no vendor"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_list_items_fails_with_the_reason_and_releases_the_lock() {
+    let emulator = emulator(TenantShape::default()).await;
+    let (store, dir) = temp_store("failed");
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            server_error_rate: 1.0,
+            ..FaultSpec::default()
+        },
+    );
+    let error = run(
+        &store,
+        &connection(&emulator, "failed", ConnectorKind::Sast),
+        api_key(&emulator),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.retryable && error.message.contains("gave up"),
+        "{error:?}"
+    );
+    let state = read_state(&store, "failed").await.unwrap().unwrap();
+    assert_eq!(state.state, RunState::Failed);
+    assert!(state.reason.unwrap().contains("503"));
+    assert!(
+        store
+            .get("connections/failed/lock")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let counts: BTreeMap<_, _> = emulator.traffic().faults_fired.server_errors;
+    assert!(counts["projects"] >= 1);
+    std::fs::remove_dir_all(dir).ok();
+}
