@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# moto serves S3 and Secrets Manager over the real AWS wire protocol for the AWS tests.
+if [ ! -x .venv/bin/moto_server ]; then
+  echo "== installing moto into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.*'
+fi
+export MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -22,4 +30,4 @@ fi
 cargo test --workspace --doc --locked
 
 echo "== demo (the README's main command)"
-bash scripts/demo.sh
+bash scripts/check-demo.sh
