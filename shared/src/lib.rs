@@ -1,6 +1,7 @@
 //! The library every function uses: the Checkmarx One client, the credential types and the
 //! transform; the object store and secret ports and the pipeline steps join it as they are built.
 
+pub mod lambda;
 pub mod pipeline;
 pub mod secret;
 pub mod store;

@@ -241,8 +241,15 @@ impl SecretSource {
     }
 
     /// A Secrets Manager source with a given client (a local server in tests, custom endpoints).
-    pub fn with_secrets_manager(id: impl Into<String>, client: aws_sdk_secretsmanager::Client) -> Self {
-        Self { reference: SecretRef::SecretsManager(id.into()), secrets_manager: Some(client), cached: tokio::sync::Mutex::new(None) }
+    pub fn with_secrets_manager(
+        id: impl Into<String>,
+        client: aws_sdk_secretsmanager::Client,
+    ) -> Self {
+        Self {
+            reference: SecretRef::SecretsManager(id.into()),
+            secrets_manager: Some(client),
+            cached: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// A source that always yields `credential` (nothing to re-read).

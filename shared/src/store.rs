@@ -201,6 +201,15 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The object key in the bucket of a store key (the prefix added).
+    pub fn full_key(&self, key: &str) -> String {
+        self.key(key)
+    }
+
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.key(key))
     }

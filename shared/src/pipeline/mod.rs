@@ -22,16 +22,17 @@ use serde::de::DeserializeOwned;
 
 pub use config::{Connection, ConnectionConfig, Filters, Schedule};
 pub use lifecycle::{RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, read_state};
-pub use runner::{RunSummary, run_connection};
+pub use runner::{LOCK_LEASE, RunSummary, run_connection};
 pub use steps::{
     CollectOutcome, ItemStatus, Manifest, ManifestItem, ObjectEntry, StepError, TransformRecord,
-    WorkItem, collect, finalize, plan, transform,
+    VendorAccess, WorkItem, collect, finalize, plan, read_work_list, transform,
 };
 
 use crate::store::{ObjectStore, StoreError};
 
 /// Keys of one run in the bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunRef {
     pub connection_id: String,
     pub run_id: String,

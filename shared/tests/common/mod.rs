@@ -1,8 +1,6 @@
 //! Starting an emulator and a client pointed at it.
 #![allow(dead_code)] // each test binary uses its own subset
 
-pub mod moto;
-
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
 use cxone_etm::secret::Credential;
 use cxone_etm::vendor::{CxOneClient, RetrySettings, VendorSettings};

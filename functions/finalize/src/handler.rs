@@ -1,0 +1,12 @@
+//! Decodes the task input, runs the step, returns its typed output. Errors carry the type
+//! `Retryable` or `Fatal` for the state machine's Retry and Catch.
+
+use cxone_etm::lambda::{Runtime, decode, finalize_task};
+use lambda_runtime::Diagnostic;
+use serde_json::Value;
+
+pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnostic> {
+    let input = decode("finalize", payload)?;
+    let output = finalize_task(runtime, input).await?;
+    Ok(serde_json::to_value(output).expect("outputs serialize"))
+}

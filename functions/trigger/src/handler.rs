@@ -1,0 +1,88 @@
+//! A scheduled event (`{"connectionId": "…"}` from EventBridge Scheduler) starts a run; an HTTP API
+//! event is routed:
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `POST /connections/{id}/runs` | 202 with the started run, 409 while another run holds the lock |
+//! | `GET /connections/{id}/runs/{runId}` | 200 with the run record and, once committed, its outcome; 404 |
+//! | `POST /connections/{id}/test` | 200 with the five checks (`passed` tells the verdict) |
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue};
+use cxone_etm::lambda::{Runtime, check_connection, decode, show_run, start_run};
+use cxone_etm::pipeline::{StepError, Trigger};
+use lambda_runtime::Diagnostic;
+use serde_json::{Value, json};
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Scheduled {
+    connection_id: String,
+}
+
+pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnostic> {
+    if payload.get("routeKey").is_some() || payload.get("requestContext").is_some() {
+        let request: ApiGatewayV2httpRequest = decode("HTTP API", payload)?;
+        return Ok(
+            serde_json::to_value(route(runtime, &request).await).expect("responses serialize")
+        );
+    }
+    let scheduled: Scheduled = decode("scheduled", payload)?;
+    let started = start_run(runtime, &scheduled.connection_id, Trigger::Schedule).await?;
+    Ok(serde_json::to_value(started).expect("serializes"))
+}
+
+fn answer(status: i64, body: Value) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = status;
+    response.headers = headers;
+    response.body = Some(Body::Text(body.to_string()));
+    response
+}
+
+fn failure(error: StepError) -> ApiGatewayV2httpResponse {
+    let status = if error.message.contains("already running") {
+        409
+    } else if error.message.contains("is not configured") {
+        404
+    } else if error.retryable {
+        503
+    } else {
+        400
+    };
+    answer(
+        status,
+        json!({"error": error.message, "retryable": error.retryable}),
+    )
+}
+
+async fn route(runtime: &Runtime, request: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+    let method = request.request_context.http.method.as_str();
+    let path = request.raw_path.as_deref().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["connections", id, "runs"]) => match start_run(runtime, id, Trigger::Api).await {
+            Ok(started) => answer(202, serde_json::to_value(started).expect("serializes")),
+            Err(error) => failure(error),
+        },
+        ("GET", ["connections", id, "runs", run]) => match show_run(runtime, id, run).await {
+            Ok(Some(view)) => answer(200, serde_json::to_value(view).expect("serializes")),
+            Ok(None) => answer(
+                404,
+                json!({"error": format!("connection {id} has no run {run}")}),
+            ),
+            Err(error) => failure(error),
+        },
+        ("POST", ["connections", id, "test"]) => match check_connection(runtime, id).await {
+            Ok(report) => answer(200, serde_json::to_value(report).expect("serializes")),
+            Err(error) => failure(error),
+        },
+        _ => answer(
+            404,
+            json!({"error": format!("no route {method} {path}; use POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test")}),
+        ),
+    }
+}

@@ -1,0 +1,372 @@
+//! What the four Lambda functions do, as plain async functions with typed inputs and outputs, so
+//! each function's handler only decodes its event and calls one of these. Loaded connections
+//! (config, compiled map, credential, vendor client) are cached for the life of the process, that
+//! is across warm invocations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{
+    CollectOutcome, Connection, ConnectionConfig, ItemStatus, Manifest, RunRecord, RunRef,
+    StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key, fail_run, finalize,
+    plan, transform,
+};
+use crate::secret::{SecretRef, SecretSource};
+use crate::store::{ObjectStore, S3Store};
+use crate::vendor::{ConnectionReport, CxOneClient, test_connection};
+
+/// A function's settings, from its environment, checked at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionEnv {
+    pub bucket: String,
+    pub prefix: String,
+    /// Only the trigger starts the state machine.
+    pub state_machine_arn: Option<String>,
+}
+
+impl FunctionEnv {
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let bucket = get("BUCKET")
+            .filter(|b| !b.trim().is_empty())
+            .ok_or("environment variable BUCKET is not set; set it to the data bucket's name")?;
+        Ok(Self {
+            bucket,
+            prefix: get("BUCKET_PREFIX").unwrap_or_default(),
+            state_machine_arn: get("STATE_MACHINE_ARN").filter(|a| !a.is_empty()),
+        })
+    }
+}
+
+/// A connection loaded from the bucket, with its vendor client.
+pub struct LoadedConnection {
+    pub connection: Connection,
+    pub vendor: VendorAccess,
+}
+
+pub struct Runtime {
+    pub store: S3Store,
+    secrets_manager: aws_sdk_secretsmanager::Client,
+    state_machine: Option<(aws_sdk_sfn::Client, String)>,
+    connections: tokio::sync::Mutex<HashMap<String, Arc<LoadedConnection>>>,
+}
+
+impl Runtime {
+    pub fn new(
+        store: S3Store,
+        secrets_manager: aws_sdk_secretsmanager::Client,
+        state_machine: Option<(aws_sdk_sfn::Client, String)>,
+    ) -> Self {
+        Self {
+            store,
+            secrets_manager,
+            state_machine,
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Clients from the Lambda's own AWS configuration.
+    pub async fn from_env(env: &FunctionEnv) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = S3Store::new(aws_sdk_s3::Client::new(&config), &env.bucket, &env.prefix);
+        let state_machine = env
+            .state_machine_arn
+            .clone()
+            .map(|arn| (aws_sdk_sfn::Client::new(&config), arn));
+        Self::new(
+            store,
+            aws_sdk_secretsmanager::Client::new(&config),
+            state_machine,
+        )
+    }
+
+    /// The connection `id`, from `connections/<id>/config.json`, loaded once per process.
+    pub async fn connection(&self, id: &str) -> Result<Arc<LoadedConnection>, StepError> {
+        let mut cache = self.connections.lock().await;
+        if let Some(loaded) = cache.get(id) {
+            return Ok(loaded.clone());
+        }
+        let key = config_key(id);
+        let text = self.store.get(&key).await?.ok_or_else(|| {
+            StepError::fatal(format!(
+                "connection '{id}' is not configured ({key} is missing)"
+            ))
+        })?;
+        let config: ConnectionConfig =
+            serde_json::from_slice(&text).map_err(|e| StepError::fatal(format!("{key}: {e}")))?;
+        let connection = config
+            .validate()
+            .map_err(|errors| StepError::fatal(format!("{key}: {}", errors.join("; "))))?;
+        let secret = match &connection.secret {
+            SecretRef::SecretsManager(secret_id) => {
+                SecretSource::with_secrets_manager(secret_id.clone(), self.secrets_manager.clone())
+            }
+            other => SecretSource::new(other.clone()).await,
+        };
+        let vendor = VendorAccess::new(connection.vendor.clone(), secret).await?;
+        let loaded = Arc::new(LoadedConnection { connection, vendor });
+        cache.insert(id.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// What the trigger hands the state machine and answers its caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartedRun {
+    pub run: RunRef,
+    pub bucket: String,
+    /// The work list's key in the bucket (the Distributed Map reads it).
+    pub work_list_key: String,
+    pub items: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_arn: Option<String>,
+}
+
+/// Trigger: lock, register, plan, and start the state machine over the work list.
+pub async fn start_run(
+    runtime: &Runtime,
+    connection_id: &str,
+    trigger: Trigger,
+) -> Result<StartedRun, StepError> {
+    let loaded = runtime.connection(connection_id).await?;
+    let run = begin_run(
+        &runtime.store,
+        connection_id,
+        trigger,
+        crate::pipeline::LOCK_LEASE,
+    )
+    .await?;
+    let started = async {
+        let items = plan(&runtime.store, &loaded.vendor, &loaded.connection, &run).await?;
+        let mut started = StartedRun {
+            work_list_key: runtime.store.full_key(&run.work_list()),
+            bucket: runtime.store.bucket().to_string(),
+            run: run.clone(),
+            items: items.len() as u64,
+            execution_arn: None,
+        };
+        if let Some((client, arn)) = &runtime.state_machine {
+            let input = serde_json::to_string(&started).expect("serializes");
+            let output = client
+                .start_execution()
+                .state_machine_arn(arn)
+                .name(format!("{}-{}", run.connection_id, run.run_id))
+                .input(input)
+                .send()
+                .await
+                .map_err(|e| {
+                    StepError::retryable(format!(
+                        "starting the state machine: {}",
+                        aws_sdk_sfn::error::DisplayErrorContext(&e)
+                    ))
+                })?;
+            started.execution_arn = Some(output.execution_arn().to_string());
+        }
+        Ok::<_, StepError>(started)
+    }
+    .await;
+    if let Err(error) = &started {
+        let _ = fail_run(&runtime.store, &run, &error.message).await;
+    }
+    started
+}
+
+/// Trigger (API): a run's record and, once committed, its manifest's headline.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    pub run: RunRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items_by_status: Option<std::collections::BTreeMap<String, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub findings: Option<u64>,
+}
+
+pub async fn show_run(
+    runtime: &Runtime,
+    connection_id: &str,
+    run_id: &str,
+) -> Result<Option<RunView>, StepError> {
+    let run = RunRef {
+        connection_id: connection_id.to_string(),
+        run_id: run_id.to_string(),
+    };
+    let Some(record) = runtime.store.get(&run.run_record()).await? else {
+        return Ok(None);
+    };
+    let record: RunRecord =
+        serde_json::from_slice(&record).map_err(|e| StepError::fatal(e.to_string()))?;
+    let manifest: Option<Manifest> = match runtime.store.get(&run.manifest()).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).ok(),
+        None => None,
+    };
+    Ok(Some(RunView {
+        run: record,
+        complete: manifest.as_ref().map(|m| m.complete),
+        items_by_status: manifest.as_ref().map(|m| m.items_by_status.clone()),
+        findings: manifest.map(|m| m.totals.findings_out),
+    }))
+}
+
+/// Trigger (API): the five checks.
+pub async fn check_connection(
+    runtime: &Runtime,
+    connection_id: &str,
+) -> Result<ConnectionReport, StepError> {
+    let loaded = runtime.connection(connection_id).await?;
+    let client: CxOneClient = loaded.vendor.client().await;
+    Ok(test_connection(&client, loaded.connection.config.kind).await)
+}
+
+/// Collect's output: the item again (transform needs it) and its status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectTaskOutput {
+    pub item: WorkItem,
+    pub status: ItemStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub records: u64,
+}
+
+pub async fn collect_task(
+    runtime: &Runtime,
+    item: WorkItem,
+) -> Result<CollectTaskOutput, StepError> {
+    let loaded = runtime.connection(&item.run.connection_id).await?;
+    let outcome: CollectOutcome = collect(&runtime.store, &loaded.vendor, &item).await?;
+    Ok(CollectTaskOutput {
+        status: outcome.status,
+        reason: outcome.reason,
+        records: outcome.completeness.unique,
+        item,
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformTaskOutput {
+    pub item: String,
+    pub findings: u64,
+    pub rejected: u64,
+    pub objects: u64,
+}
+
+pub async fn transform_task(
+    runtime: &Runtime,
+    input: CollectTaskOutput,
+) -> Result<TransformTaskOutput, StepError> {
+    let loaded = runtime.connection(&input.item.run.connection_id).await?;
+    let record = transform(&runtime.store, &loaded.connection, &input.item).await?;
+    Ok(TransformTaskOutput {
+        item: record.item,
+        findings: record.figures.findings_out,
+        rejected: record.figures.rejected,
+        objects: record.objects.len() as u64,
+    })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalizeInput {
+    pub run: RunRef,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinalizeOutput {
+    pub run: RunRef,
+    pub complete: bool,
+    pub items_by_status: std::collections::BTreeMap<String, u64>,
+    pub findings: u64,
+    pub manifest_key: String,
+}
+
+pub async fn finalize_task(
+    runtime: &Runtime,
+    input: FinalizeInput,
+) -> Result<FinalizeOutput, StepError> {
+    let loaded = runtime.connection(&input.run.connection_id).await?;
+    let manifest = finalize(&runtime.store, &loaded.connection, &input.run).await?;
+    Ok(FinalizeOutput {
+        complete: manifest.complete,
+        items_by_status: manifest.items_by_status,
+        findings: manifest.totals.findings_out,
+        manifest_key: runtime.store.full_key(&input.run.manifest()),
+        run: input.run,
+    })
+}
+
+/// Step Functions retries the error types its Retry lists name: `Retryable` (a later attempt may
+/// succeed), never `Fatal`.
+impl From<StepError> for lambda_runtime::Diagnostic {
+    fn from(error: StepError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: if error.retryable {
+                "Retryable".into()
+            } else {
+                "Fatal".into()
+            },
+            error_message: error.message,
+        }
+    }
+}
+
+/// JSON logs to stdout (the Lambda log format), level from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .without_time()
+        .try_init();
+}
+
+/// Decodes a task's input, or fails as `Fatal` naming what was wrong with it.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    what: &str,
+    payload: serde_json::Value,
+) -> Result<T, StepError> {
+    serde_json::from_value(payload).map_err(|e| StepError::fatal(format!("{what} input: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_settings_name_what_is_missing() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(
+            FunctionEnv::from_vars(vars(&[]))
+                .unwrap_err()
+                .contains("BUCKET is not set")
+        );
+        let env = FunctionEnv::from_vars(vars(&[
+            ("BUCKET", "data"),
+            ("STATE_MACHINE_ARN", "arn:aws:states:x"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                env.bucket.as_str(),
+                env.prefix.as_str(),
+                env.state_machine_arn.as_deref()
+            ),
+            ("data", "", Some("arn:aws:states:x"))
+        );
+    }
+}

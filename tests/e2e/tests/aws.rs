@@ -1,0 +1,259 @@
+//! The AWS adapters against moto: S3 as the object store (conditional writes included) and Secrets
+//! Manager as the credential source (rotation included), in full pipeline runs.
+
+use bytes::Bytes;
+use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
+use cxone_etm::ConnectorKind;
+use cxone_etm::pipeline::{ConnectionConfig, Manifest, Trigger, run_connection};
+use cxone_etm::secret::SecretSource;
+use cxone_etm::store::{ObjectStore, S3Store};
+use cxone_etm_e2e::{Moto, vendor_settings as settings};
+
+async fn bucket(moto: &Moto, name: &str) -> S3Store {
+    moto.s3()
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("bucket created");
+    S3Store::new(moto.s3(), name, "etm")
+}
+
+#[tokio::test]
+async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
+    let moto = Moto::start().await;
+    let store = bucket(&moto, "contract").await;
+    store
+        .put("a/b/1.json", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    store
+        .put("a/b/1.json", Bytes::from_static(b"uno"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("a/b/1.json").await.unwrap().unwrap(),
+        Bytes::from_static(b"uno")
+    );
+    assert!(
+        store
+            .put_if_absent("a/lock", Bytes::from_static(b"x"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_if_absent("a/lock", Bytes::from_static(b"y"))
+            .await
+            .unwrap(),
+        "If-None-Match: * refuses the second write"
+    );
+    assert_eq!(
+        store.get("a/lock").await.unwrap().unwrap(),
+        Bytes::from_static(b"x")
+    );
+    assert_eq!(
+        store.list("a/").await.unwrap(),
+        vec!["a/b/1.json", "a/lock"]
+    );
+    store.delete("a/lock").await.unwrap();
+    assert!(store.get("a/lock").await.unwrap().is_none());
+    let raw = moto
+        .s3()
+        .list_objects_v2()
+        .bucket("contract")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        raw.contents()
+            .iter()
+            .all(|o| o.key().unwrap().starts_with("etm/")),
+        "objects live under the prefix"
+    );
+}
+
+#[tokio::test]
+async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
+    let moto = Moto::start().await;
+    let shape = TenantShape {
+        projects: 8,
+        results_per_scan: 60,
+        dast_environments: 3,
+        dast_results_per_scan: 40,
+        ..TenantShape::default()
+    };
+    let emulator = Emulator::start(EmulatorConfig {
+        shape,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let store = bucket(&moto, "runs").await;
+    let sm = moto.secrets_manager();
+    let key_doc = serde_json::json!({"api_key": emulator.credentials.api_key}).to_string();
+    let key_arn = sm
+        .create_secret()
+        .name("cx/api-key")
+        .secret_string(key_doc)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let client_doc = serde_json::json!({"client_id": emulator.credentials.client_id, "client_secret": emulator.credentials.client_secret}).to_string();
+    let client_arn = sm
+        .create_secret()
+        .name("cx/oauth")
+        .secret_string(client_doc)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+
+    for (kind, arn, expected) in [
+        (
+            ConnectorKind::Sast,
+            key_arn,
+            emulator.expected().totals.by_type[&ResultType::Sast],
+        ),
+        (
+            ConnectorKind::Dast,
+            client_arn,
+            emulator.expected().totals.dast_results,
+        ),
+    ] {
+        let id = format!("{kind:?}").to_lowercase();
+        let config = ConnectionConfig {
+            id: id.clone(),
+            name: id.clone(),
+            description: None,
+            kind,
+            vendor: settings(&emulator),
+            secret: arn.clone(),
+            transform_map: None,
+            scoring: None,
+            filters: Default::default(),
+            schedule: None,
+            item_concurrency: 4,
+        };
+        let connection = config.validate().unwrap();
+        let secret = SecretSource::with_secrets_manager(arn, moto.secrets_manager());
+        let summary = run_connection(&store, &connection, secret, Trigger::Api, &|_| {}, &|_| {})
+            .await
+            .unwrap();
+        assert!(summary.complete, "{:?}", summary.problems);
+        assert_eq!(summary.findings + summary.rejected, expected, "{kind:?}");
+        let manifest: Manifest =
+            serde_json::from_slice(&store.get(&summary.manifest).await.unwrap().unwrap()).unwrap();
+        for object in manifest.items.iter().flat_map(|i| &i.objects) {
+            let head = moto
+                .s3()
+                .head_object()
+                .bucket("runs")
+                .key(format!("etm/{}", object.key))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                head.content_length(),
+                Some(object.bytes as i64),
+                "{}",
+                object.key
+            );
+        }
+        assert!(
+            store
+                .get(&summary.manifest.replace("manifest.json", "_COMMITTED"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .get(&format!("connections/{id}/lock"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let everything = store.list("").await.unwrap();
+    for secret in [
+        &emulator.credentials.api_key,
+        &emulator.credentials.client_secret,
+    ] {
+        for key in &everything {
+            let body = store.get(key).await.unwrap().unwrap();
+            assert!(
+                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a secret reached {key}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_re_read_when_the_vendor_refuses_the_cached_one() {
+    let moto = Moto::start().await;
+    let shape = TenantShape {
+        projects: 3,
+        results_per_scan: 20,
+        ..TenantShape::default()
+    };
+    let emulator = Emulator::start(EmulatorConfig {
+        shape,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let store = bucket(&moto, "rotation").await;
+    let sm = moto.secrets_manager();
+    let arn = sm
+        .create_secret()
+        .name("cx/rotating")
+        .secret_string(r#"{"api_key": "revoked-before-rotation"}"#)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let secret = SecretSource::with_secrets_manager(arn.clone(), moto.secrets_manager());
+    secret.credential().await.unwrap();
+    // The key is rotated after the source cached the old one.
+    let rotated = serde_json::json!({"api_key": emulator.credentials.api_key}).to_string();
+    sm.put_secret_value()
+        .secret_id(&arn)
+        .secret_string(rotated)
+        .send()
+        .await
+        .unwrap();
+    let config = ConnectionConfig {
+        id: "rotation".into(),
+        name: "rotation".into(),
+        description: None,
+        kind: ConnectorKind::Sast,
+        vendor: settings(&emulator),
+        secret: arn,
+        transform_map: None,
+        scoring: None,
+        filters: Default::default(),
+        schedule: None,
+        item_concurrency: 2,
+    };
+    let summary = run_connection(
+        &store,
+        &config.validate().unwrap(),
+        secret,
+        Trigger::Schedule,
+        &|_| {},
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert!(summary.complete, "{:?}", summary.problems);
+    assert!(summary.findings > 0);
+}

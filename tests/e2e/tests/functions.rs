@@ -1,0 +1,299 @@
+//! Every sample event in `events/` fed through its function's handler, against moto (S3, Secrets
+//! Manager, Step Functions) and the emulator; and a whole run driven through the four handlers the
+//! way the state machine drives them.
+
+use std::path::PathBuf;
+
+use cxone_emulator::{Emulator, EmulatorConfig};
+use cxone_etm::lambda::Runtime;
+use cxone_etm::pipeline::{ConnectionConfig, RunRecord, RunRef, RunState, Trigger, config_key};
+use cxone_etm::store::{ObjectStore, S3Store};
+use cxone_etm_e2e::{Moto, vendor_settings};
+use serde_json::{Value, json};
+
+fn event(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events")
+        .join(name);
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+struct Fixture {
+    _moto: Moto,
+    emulator: Emulator,
+    runtime: Runtime,
+}
+
+/// moto with a bucket, the API key in Secrets Manager and a state machine; the `demo-sast`
+/// connection of the sample events configured against an emulator of the default tenant (seed 1).
+async fn fixture() -> Fixture {
+    let moto = Moto::start().await;
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    moto.s3()
+        .create_bucket()
+        .bucket("etm-data")
+        .send()
+        .await
+        .unwrap();
+    let secret = serde_json::json!({"api_key": emulator.credentials.api_key}).to_string();
+    let arn = moto
+        .secrets_manager()
+        .create_secret()
+        .name("cxone/demo-sast")
+        .secret_string(secret)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let definition =
+        json!({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}).to_string();
+    let machine = moto
+        .step_functions()
+        .create_state_machine()
+        .name("cxone-etm")
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/cxone-etm")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_string();
+    let store = S3Store::new(moto.s3(), "etm-data", "");
+    let config = ConnectionConfig {
+        id: "demo-sast".into(),
+        name: "Demo SAST".into(),
+        description: None,
+        kind: cxone_etm::ConnectorKind::Sast,
+        vendor: vendor_settings(&emulator),
+        secret: arn,
+        transform_map: None,
+        scoring: None,
+        filters: Default::default(),
+        schedule: None,
+        item_concurrency: 4,
+    };
+    store
+        .put(
+            &config_key("demo-sast"),
+            serde_json::to_vec(&config).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let runtime = Runtime::new(
+        store,
+        moto.secrets_manager(),
+        Some((moto.step_functions(), machine)),
+    );
+    Fixture {
+        _moto: moto,
+        emulator,
+        runtime,
+    }
+}
+
+fn body(response: &Value) -> Value {
+    serde_json::from_str(response["body"].as_str().expect("a text body")).unwrap()
+}
+
+#[tokio::test]
+async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
+    let f = fixture().await;
+    let started = cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-schedule.json"))
+        .await
+        .expect("scheduled trigger");
+    assert!(
+        started["executionArn"]
+            .as_str()
+            .unwrap()
+            .contains("cxone-etm"),
+        "the state machine was started: {started}"
+    );
+    assert_eq!(started["items"], 10);
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+
+    let refused =
+        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-start-run.json"))
+            .await
+            .unwrap();
+    assert_eq!(
+        refused["statusCode"], 409,
+        "a second trigger while the run holds the lock"
+    );
+    assert!(
+        body(&refused)["error"]
+            .as_str()
+            .unwrap()
+            .contains(&run.run_id)
+    );
+
+    // The Distributed Map: each work list line through collect then transform.
+    let work = f
+        .runtime
+        .store
+        .get(&run.work_list())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started["workListKey"], run.work_list().as_str());
+    let mut findings = 0;
+    for line in work.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let item: Value = serde_json::from_slice(line).unwrap();
+        let collected = cxone_etm_collect::handler::handle(&f.runtime, item)
+            .await
+            .expect("collect");
+        let transformed = cxone_etm_transform::handler::handle(&f.runtime, collected)
+            .await
+            .expect("transform");
+        findings +=
+            transformed["findings"].as_u64().unwrap() + transformed["rejected"].as_u64().unwrap();
+    }
+    let finalized = cxone_etm_finalize::handler::handle(&f.runtime, json!({"run": run}))
+        .await
+        .expect("finalize");
+    assert_eq!(finalized["complete"], true);
+    assert_eq!(finalized["findings"].as_u64().unwrap(), findings);
+    assert_eq!(
+        findings,
+        f.emulator.expected().totals.by_type[&cxone_emulator::ResultType::Sast]
+    );
+
+    // The show-run sample names a run that does not exist; the same route with the real id shows it.
+    let missing =
+        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-show-run.json"))
+            .await
+            .unwrap();
+    assert_eq!(missing["statusCode"], 404);
+    let mut show = event("trigger-api-show-run.json");
+    show["rawPath"] = json!(format!("/connections/demo-sast/runs/{}", run.run_id));
+    let shown = cxone_etm_trigger::handler::handle(&f.runtime, show)
+        .await
+        .unwrap();
+    assert_eq!(shown["statusCode"], 200);
+    assert_eq!(body(&shown)["run"]["state"], "Processed");
+    assert_eq!(body(&shown)["complete"], true);
+
+    let tested =
+        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-test-connection.json"))
+            .await
+            .unwrap();
+    assert_eq!(tested["statusCode"], 200);
+    assert_eq!(body(&tested)["passed"], true, "{}", body(&tested));
+
+    let started =
+        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-start-run.json"))
+            .await
+            .unwrap();
+    assert_eq!(
+        started["statusCode"],
+        202,
+        "the lock was released by finalize: {}",
+        body(&started)
+    );
+}
+
+#[tokio::test]
+async fn the_step_sample_events_run_as_they_are() {
+    let f = fixture().await;
+    // The samples name run 20261122T000000Z-000001 of demo-sast and the first project of the default tenant.
+    let item = event("collect.json");
+    assert_eq!(
+        item["vendorId"],
+        f.emulator.expected().projects[0].id.as_str(),
+        "the sample matches the emulator's default tenant"
+    );
+    let run: RunRef = serde_json::from_value(item["run"].clone()).unwrap();
+    let record = RunRecord {
+        connection_id: run.connection_id.clone(),
+        run_id: run.run_id.clone(),
+        trigger: Trigger::Api,
+        state: RunState::Processing,
+        reason: None,
+        started_at: "2026-11-22T00:00:00Z".into(),
+        finished_at: None,
+        items: Some(1),
+    };
+    f.runtime
+        .store
+        .put(
+            &run.run_record(),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let mut work = serde_json::to_vec(&item).unwrap();
+    work.push(b'\n');
+    f.runtime
+        .store
+        .put(&run.work_list(), work.into())
+        .await
+        .unwrap();
+
+    let collected = cxone_etm_collect::handler::handle(&f.runtime, event("collect.json"))
+        .await
+        .expect("collect");
+    assert_eq!(collected["status"], "complete");
+    let transformed = cxone_etm_transform::handler::handle(&f.runtime, event("transform.json"))
+        .await
+        .expect("transform");
+    assert!(transformed["objects"].as_u64().unwrap() >= 1);
+    let finalized = cxone_etm_finalize::handler::handle(&f.runtime, event("finalize.json"))
+        .await
+        .expect("finalize");
+    assert_eq!(finalized["complete"], true);
+    assert!(
+        f.runtime
+            .store
+            .get(&run.commit_marker())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn bad_inputs_fail_as_fatal_and_unknown_connections_as_not_found() {
+    let f = fixture().await;
+    let error = cxone_etm_collect::handler::handle(&f.runtime, json!({"item": 3}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type, "Fatal");
+    assert!(
+        error.error_message.contains("work item input"),
+        "{}",
+        error.error_message
+    );
+    let error = cxone_etm_trigger::handler::handle(&f.runtime, json!({"connectionId": "nobody"}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type, "Fatal");
+    assert!(
+        error
+            .error_message
+            .contains("connection 'nobody' is not configured")
+    );
+    let mut api = event("trigger-api-start-run.json");
+    api["rawPath"] = json!("/connections/nobody/runs");
+    assert_eq!(
+        cxone_etm_trigger::handler::handle(&f.runtime, api)
+            .await
+            .unwrap()["statusCode"],
+        404
+    );
+    let mut wrong = event("trigger-api-test-connection.json");
+    wrong["rawPath"] = json!("/elsewhere");
+    let answer = cxone_etm_trigger::handler::handle(&f.runtime, wrong)
+        .await
+        .unwrap();
+    assert_eq!(answer["statusCode"], 404);
+    assert!(
+        body(&answer)["error"]
+            .as_str()
+            .unwrap()
+            .contains("POST /connections/{id}/runs")
+    );
+}
