@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # moto serves S3 and Secrets Manager over the real AWS wire protocol for the AWS tests.
-if [ ! -x .venv/bin/moto_server ]; then
-  echo "== installing moto into .venv"
+# cargo-lambda runs the functions locally (`cargo lambda watch`) for the function tests.
+if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/cargo-lambda ]; then
+  echo "== installing moto and cargo-lambda into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.*'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.*' 'cargo-lambda==1.*'
 fi
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
@@ -28,6 +29,9 @@ else
 fi
 # nextest does not run doctests.
 cargo test --workspace --doc --locked
+
+echo "== functions through cargo lambda watch"
+bash scripts/lambda-watch-test.sh
 
 echo "== demo (the README's main command)"
 bash scripts/check-demo.sh
