@@ -21,17 +21,8 @@ use sha2::{Digest, Sha256};
 
 fn connection(emulator: &Emulator, id: &str, kind: ConnectorKind) -> Connection {
     let config = ConnectionConfig {
-        id: id.into(),
-        name: id.into(),
-        description: None,
-        kind,
-        vendor: settings(emulator),
-        secret: "env:UNUSED_IN_TESTS".into(),
-        transform_map: None,
-        scoring: None,
-        filters: Default::default(),
-        schedule: None,
         item_concurrency: 3,
+        ..ConnectionConfig::new(id, kind, settings(emulator), "env:UNUSED_IN_TESTS")
     };
     config.validate().unwrap_or_else(|e| panic!("{e:?}"))
 }

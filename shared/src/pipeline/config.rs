@@ -129,6 +129,23 @@ impl Schedule {
 }
 
 impl ConnectionConfig {
+    /// A connection with the shipped map and scoring, both asset types, no schedule.
+    pub fn new(id: &str, kind: ConnectorKind, vendor: VendorSettings, secret: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            name: id.to_string(),
+            description: None,
+            kind,
+            vendor,
+            secret: secret.to_string(),
+            transform_map: None,
+            scoring: None,
+            filters: Filters::default(),
+            schedule: None,
+            item_concurrency: default_item_concurrency(),
+        }
+    }
+
     /// Parses and validates a connection document; every problem is listed.
     pub fn load(text: &str) -> Result<Connection, Vec<String>> {
         let config: ConnectionConfig =

@@ -18,7 +18,7 @@ use crate::secret::SecretSource;
 use crate::store::ObjectStore;
 use crate::transform::{Collision, Figures, ItemTransformer, Rejected, TransformContext};
 use crate::vendor::{
-    AuthError, Completeness, CxOneClient, LastScanQuery, VendorConfig, VendorError,
+    AuthError, Completeness, CxOneClient, LastScanQuery, PageSource, VendorConfig, VendorError,
 };
 
 /// A step that could not finish. `retryable` tells Step Functions (and the local runner) whether
@@ -414,38 +414,9 @@ async fn collect_pages(
             completeness: Completeness::default(),
         });
     };
-    let store_error = |e: crate::store::StoreError| VendorError::Setup(e.to_string());
     let (pages, completeness) = match item.kind {
-        ConnectorKind::Sast => {
-            let mut pager = client.results(&scan_id);
-            let mut pages = 0;
-            while let Some(page) = pager.next_page().await? {
-                store
-                    .put(
-                        &format!("{prefix}{}.json.gz", page.number),
-                        gzip(&page.body),
-                    )
-                    .await
-                    .map_err(store_error)?;
-                pages += 1;
-            }
-            (pages, pager.completeness().clone())
-        }
-        ConnectorKind::Dast => {
-            let mut pager = client.dast_results(&scan_id);
-            let mut pages = 0;
-            while let Some(page) = pager.next_page().await? {
-                store
-                    .put(
-                        &format!("{prefix}{}.json.gz", page.number),
-                        gzip(&page.body),
-                    )
-                    .await
-                    .map_err(store_error)?;
-                pages += 1;
-            }
-            (pages, pager.completeness().clone())
-        }
+        ConnectorKind::Sast => store_pages(store, client.results(&scan_id), prefix).await?,
+        ConnectorKind::Dast => store_pages(store, client.dast_results(&scan_id), prefix).await?,
     };
     let problem = completeness.problem();
     Ok(CollectOutcome {
@@ -460,6 +431,24 @@ async fn collect_pages(
         pages,
         completeness,
     })
+}
+
+/// Writes every page of a pager as `<prefix><page>.json.gz` as it arrives.
+async fn store_pages(
+    store: &impl ObjectStore,
+    mut pager: impl PageSource,
+    prefix: &str,
+) -> Result<(u32, Completeness), VendorError> {
+    let mut pages = 0;
+    while let Some(page) = pager.next_page().await? {
+        let key = format!("{prefix}{}.json.gz", page.number);
+        store
+            .put(&key, gzip(&page.body))
+            .await
+            .map_err(|e| VendorError::Setup(e.to_string()))?;
+        pages += 1;
+    }
+    Ok((pages, pager.completeness().clone()))
 }
 
 /// Transforms one collected item: its raw pages, in order, into `etm/<item>/<page>.ndjson.gz`.

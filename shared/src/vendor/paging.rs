@@ -137,6 +137,30 @@ pub struct Listing<T> {
     pub completeness: Completeness,
 }
 
+/// A pager handing over one raw page at a time, and its completeness verdict at the end.
+pub trait PageSource: Send {
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<RawPage>, VendorError>> + Send;
+    fn completeness(&self) -> &Completeness;
+}
+
+impl PageSource for ResultsPager {
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<RawPage>, VendorError>> + Send {
+        ResultsPager::next_page(self)
+    }
+    fn completeness(&self) -> &Completeness {
+        ResultsPager::completeness(self)
+    }
+}
+
+impl PageSource for DastResultsPager {
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<RawPage>, VendorError>> + Send {
+        DastResultsPager::next_page(self)
+    }
+    fn completeness(&self) -> &Completeness {
+        DastResultsPager::completeness(self)
+    }
+}
+
 /// How `/api/results` turned out to read `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum OffsetSemantics {

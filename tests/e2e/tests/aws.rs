@@ -127,19 +127,7 @@ async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
         ),
     ] {
         let id = format!("{kind:?}").to_lowercase();
-        let config = ConnectionConfig {
-            id: id.clone(),
-            name: id.clone(),
-            description: None,
-            kind,
-            vendor: settings(&emulator),
-            secret: arn.clone(),
-            transform_map: None,
-            scoring: None,
-            filters: Default::default(),
-            schedule: None,
-            item_concurrency: 4,
-        };
+        let config = ConnectionConfig::new(&id, kind, settings(&emulator), &arn);
         let connection = config.validate().unwrap();
         let secret = SecretSource::with_secrets_manager(arn, moto.secrets_manager());
         let summary = run_connection(&store, &connection, secret, Trigger::Api, &|_| {}, &|_| {})
@@ -232,17 +220,8 @@ async fn a_rotated_secret_is_re_read_when_the_vendor_refuses_the_cached_one() {
         .await
         .unwrap();
     let config = ConnectionConfig {
-        id: "rotation".into(),
-        name: "rotation".into(),
-        description: None,
-        kind: ConnectorKind::Sast,
-        vendor: settings(&emulator),
-        secret: arn,
-        transform_map: None,
-        scoring: None,
-        filters: Default::default(),
-        schedule: None,
         item_concurrency: 2,
+        ..ConnectionConfig::new("rotation", ConnectorKind::Sast, settings(&emulator), &arn)
     };
     let summary = run_connection(
         &store,

@@ -64,19 +64,12 @@ async fn fixture() -> Fixture {
         .state_machine_arn()
         .to_string();
     let store = S3Store::new(moto.s3(), "etm-data", "");
-    let config = ConnectionConfig {
-        id: "demo-sast".into(),
-        name: "Demo SAST".into(),
-        description: None,
-        kind: cxone_etm::ConnectorKind::Sast,
-        vendor: vendor_settings(&emulator),
-        secret: arn,
-        transform_map: None,
-        scoring: None,
-        filters: Default::default(),
-        schedule: None,
-        item_concurrency: 4,
-    };
+    let config = ConnectionConfig::new(
+        "demo-sast",
+        cxone_etm::ConnectorKind::Sast,
+        vendor_settings(&emulator),
+        &arn,
+    );
     store
         .put(
             &config_key("demo-sast"),

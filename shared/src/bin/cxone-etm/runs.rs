@@ -153,18 +153,10 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
             VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
         vendor.allow_insecure_local = true;
         let config = ConnectionConfig {
-            id: id.into(),
             name: format!("Demo {kind:?} connection (bundled emulator)"),
             description: Some("cxone-etm demo".into()),
-            kind,
-            vendor,
             // The demo hands the emulator's test credential over in process; nothing is stored.
-            secret: "env:CXONE_ETM_DEMO_CREDENTIAL".into(),
-            transform_map: None,
-            scoring: None,
-            filters: Default::default(),
-            schedule: None,
-            item_concurrency: 4,
+            ..ConnectionConfig::new(id, kind, vendor, "env:CXONE_ETM_DEMO_CREDENTIAL")
         };
         let connection = config
             .validate()
