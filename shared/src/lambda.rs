@@ -81,6 +81,24 @@ impl Runtime {
         )
     }
 
+    /// Validates a connection config and stores it as `connections/<id>/config.json` (the
+    /// scheduled events carry the template's config); the cached connection is replaced.
+    pub async fn register(&self, id: &str, config: ConnectionConfig) -> Result<(), StepError> {
+        if config.id != id {
+            return Err(StepError::fatal(format!(
+                "the event names connection '{id}' but carries the config of '{}'",
+                config.id
+            )));
+        }
+        let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
+        config.validate().map_err(|errors| {
+            StepError::fatal(format!("connection '{id}': {}", errors.join("; ")))
+        })?;
+        self.store.put(&config_key(id), body.into()).await?;
+        self.connections.lock().await.remove(id);
+        Ok(())
+    }
+
     /// The connection `id`, from `connections/<id>/config.json`, loaded once per process.
     pub async fn connection(&self, id: &str) -> Result<Arc<LoadedConnection>, StepError> {
         let mut cache = self.connections.lock().await;
@@ -131,6 +149,19 @@ pub async fn start_run(
     trigger: Trigger,
 ) -> Result<StartedRun, StepError> {
     let loaded = runtime.connection(connection_id).await?;
+    if trigger == Trigger::Schedule
+        && let Some(end) = loaded
+            .connection
+            .config
+            .schedule
+            .as_ref()
+            .and_then(|s| s.effective_end_date())
+        && time::OffsetDateTime::now_utc().date().to_string() > end
+    {
+        return Err(StepError::fatal(format!(
+            "connection {connection_id}: the schedule ended on {end}; scheduled runs are refused after it"
+        )));
+    }
     let run = begin_run(
         &runtime.store,
         connection_id,

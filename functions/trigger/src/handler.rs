@@ -11,14 +11,18 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use cxone_etm::lambda::{Runtime, check_connection, decode, show_run, start_run};
-use cxone_etm::pipeline::{StepError, Trigger};
+use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger};
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 
+/// EventBridge Scheduler's input: the connection to run and, from the template, its config
+/// (stored before the run, so the schedule's parameters are the connection's source of truth).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Scheduled {
     connection_id: String,
+    #[serde(default)]
+    connection: Option<ConnectionConfig>,
 }
 
 pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnostic> {
@@ -29,6 +33,9 @@ pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnost
         );
     }
     let scheduled: Scheduled = decode("scheduled", payload)?;
+    if let Some(config) = scheduled.connection {
+        runtime.register(&scheduled.connection_id, config).await?;
+    }
     let started = start_run(runtime, &scheduled.connection_id, Trigger::Schedule).await?;
     Ok(serde_json::to_value(started).expect("serializes"))
 }

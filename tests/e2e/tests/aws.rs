@@ -167,6 +167,27 @@ async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
                 .unwrap()
                 .is_none()
         );
+        let raw_page = store
+            .list(&format!("connections/{id}/runs/"))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.contains("/raw/") && k.ends_with("/0.json.gz"))
+            .expect("a raw page");
+        let tags = moto
+            .s3()
+            .get_object_tagging()
+            .bucket("runs")
+            .key(format!("etm/{raw_page}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            tags.tag_set()
+                .iter()
+                .any(|t| t.key() == "class" && t.value() == "raw"),
+            "raw pages are tagged for the lifecycle rule"
+        );
     }
     let everything = store.list("").await.unwrap();
     for secret in [

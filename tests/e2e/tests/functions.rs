@@ -290,3 +290,73 @@ async fn bad_inputs_fail_as_fatal_and_unknown_connections_as_not_found() {
             .contains("POST /connections/{id}/runs")
     );
 }
+
+#[tokio::test]
+async fn scheduled_events_carry_the_template_config_and_respect_the_schedule_end() {
+    let f = fixture().await;
+    let mut config = serde_json::to_value(ConnectionConfig::new(
+        "from-template",
+        cxone_etm::ConnectorKind::Dast,
+        vendor_settings(&f.emulator),
+        "env:UNUSED_BECAUSE_OAUTH_IS_IN_SECRETS_MANAGER",
+    ))
+    .unwrap();
+    let arn = f
+        .runtime
+        .connection("demo-sast")
+        .await
+        .unwrap()
+        .connection
+        .config
+        .secret
+        .clone();
+    config["secret"] = json!(arn);
+    config["schedule"] =
+        json!({"expression": "rate(1 day)", "timezone": "UTC", "start_date": "2026-01-01"});
+    let started = cxone_etm_trigger::handler::handle(
+        &f.runtime,
+        json!({"connectionId": "from-template", "connection": config}),
+    )
+    .await
+    .expect("the template's config is stored and run");
+    assert_eq!(
+        started["items"], 3,
+        "the DAST environments of the default tenant"
+    );
+    assert!(
+        f.runtime
+            .store
+            .get(&config_key("from-template"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    config["schedule"]["start_date"] = json!("2016-01-01");
+    let ended = cxone_etm_trigger::handler::handle(
+        &f.runtime,
+        json!({"connectionId": "from-template", "connection": config}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(ended.error_type, "Fatal");
+    assert!(
+        ended
+            .error_message
+            .contains("the schedule ended on 2021-01-01"),
+        "{}",
+        ended.error_message
+    );
+
+    let mismatch = cxone_etm_trigger::handler::handle(
+        &f.runtime,
+        json!({"connectionId": "other", "connection": config}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        mismatch
+            .error_message
+            .contains("carries the config of 'from-template'")
+    );
+}
