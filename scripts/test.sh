@@ -14,6 +14,20 @@ if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/cargo-lambda ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.*' 'cargo-lambda==1.*'
 fi
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
+# The template checks: cfn-lint and the SAM CLI in .venv, checkov in its own venv (it pins old boto3).
+if [ ! -x .venv/bin/sam ] || [ ! -x .venv/bin/cfn-lint ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==1.*' 'cfn-lint==1.*'
+fi
+if [ ! -x .venv-checkov/bin/checkov ]; then
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.*'
+fi
+
+echo "== infra: cfn-lint, sam validate --lint, checkov, template ↔ code"
+.venv/bin/cfn-lint infra/template.yaml
+(cd infra && SAM_CLI_TELEMETRY=0 ../.venv/bin/sam validate --lint -t template.yaml)
+BC_SKIP_MAPPING=TRUE .venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation --quiet --compact
+.venv/bin/python scripts/check-infra.py
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -32,6 +46,12 @@ cargo test --workspace --doc --locked
 
 echo "== functions through cargo lambda watch"
 bash scripts/lambda-watch-test.sh
+
+echo "== sam build: every function through cargo-lambda (arm64)"
+(cd infra && PATH="$PWD/../.venv/bin:$PATH" SAM_CLI_TELEMETRY=0 ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build)
+for f in TriggerFunction CollectFunction TransformFunction FinalizeFunction; do
+  test -x "infra/.aws-sam/build/$f/bootstrap" || { echo "sam build produced no bootstrap for $f" >&2; exit 1; }
+done
 
 echo "== demo (the README's main command)"
 bash scripts/check-demo.sh
