@@ -69,7 +69,7 @@ impl Runtime {
     /// Clients from the Lambda's own AWS configuration.
     pub async fn from_env(env: &FunctionEnv) -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let store = S3Store::from_env(&env.bucket, &env.prefix).await;
+        let store = S3Store::from_sdk_config(&config, &env.bucket, &env.prefix);
         let state_machine = env
             .state_machine_arn
             .clone()

@@ -184,7 +184,12 @@ impl S3Store {
     /// switches to path-style addressing, which such servers need.
     pub async fn from_env(bucket: &str, prefix: &str) -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&config);
+        Self::from_sdk_config(&config, bucket, prefix)
+    }
+
+    /// A client from an already loaded AWS configuration (path-style for local S3 servers).
+    pub fn from_sdk_config(config: &aws_config::SdkConfig, bucket: &str, prefix: &str) -> Self {
+        let mut builder = aws_sdk_s3::config::Builder::from(config);
         if std::env::var_os("AWS_ENDPOINT_URL").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
         {

@@ -3,7 +3,6 @@
 //! raw pages → ETM batches) and finalize (manifest, commit marker last, state, lock).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -155,7 +154,9 @@ pub struct VendorAccess {
     config: VendorConfig,
     secret: SecretSource,
     client: tokio::sync::RwLock<CxOneClient>,
-    renewed: AtomicBool,
+    /// When the secret was last re-read: at most once a minute, so a refused credential does not
+    /// hammer the secret store, while a long-lived process still picks up each later rotation.
+    renewed_at: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl VendorAccess {
@@ -170,7 +171,7 @@ impl VendorAccess {
             config,
             secret,
             client: tokio::sync::RwLock::new(client),
-            renewed: AtomicBool::new(false),
+            renewed_at: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -180,8 +181,12 @@ impl VendorAccess {
 
     /// After the vendor refused the credential: re-read the secret once and rebuild the client.
     async fn renew(&self) -> bool {
-        if self.renewed.swap(true, Ordering::SeqCst) {
-            return false;
+        {
+            let mut renewed_at = self.renewed_at.lock().await;
+            if renewed_at.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(60)) {
+                return false;
+            }
+            *renewed_at = Some(std::time::Instant::now());
         }
         let Ok(credential) = self.secret.refresh().await else {
             return false;
