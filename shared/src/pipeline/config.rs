@@ -146,10 +146,15 @@ impl ConnectionConfig {
         }
     }
 
-    /// Parses and validates a connection document; every problem is listed.
+    /// Parses (JSON, or YAML when the text does not start with `{`) and validates a connection
+    /// document; every problem is listed.
     pub fn load(text: &str) -> Result<Connection, Vec<String>> {
-        let config: ConnectionConfig =
-            serde_json::from_str(text).map_err(|e| vec![format!("connection config: {e}")])?;
+        let config: ConnectionConfig = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| vec![format!("connection config: {e}")])?
+        } else {
+            serde_yaml_ng::from_str(text)
+                .map_err(|e| vec![format!("connection config (YAML): {e}")])?
+        };
         config.validate()
     }
 
@@ -331,6 +336,32 @@ mod tests {
                 "the secret field's value is not echoed: {errors}"
             );
         }
+    }
+
+    #[test]
+    fn yaml_documents_load_like_json_ones() {
+        let yaml = "id: cx-dast\nname: Checkmarx DAST\nkind: dast\nvendor:\n  region: DEU\n  tenant: acme\nsecret: env:CX_CLIENT\nschedule:\n  expression: cron(0 2 * * ? *)\n  timezone: Europe/Berlin\n  start_date: \"2026-12-01\"\n";
+        let c = ConnectionConfig::load(yaml).unwrap();
+        assert_eq!(c.config.kind, ConnectorKind::Dast);
+        assert_eq!(c.vendor.endpoints.region, Some("DEU"));
+        assert_eq!(
+            c.config.schedule.unwrap().effective_end_date().as_deref(),
+            Some("2031-12-01")
+        );
+        let errors =
+            ConnectionConfig::load(&yaml.replace("region: DEU", "region: DEU\n  colour: blue"))
+                .err()
+                .unwrap()
+                .join("\n");
+        assert!(
+            errors.contains("YAML") && errors.contains("unknown field `colour`"),
+            "{errors}"
+        );
+        let errors = ConnectionConfig::load(&yaml.replace("region: DEU", "region: Mars"))
+            .err()
+            .unwrap()
+            .join("\n");
+        assert!(errors.contains("`vendor.region`"), "{errors}");
     }
 
     #[test]
