@@ -612,10 +612,7 @@ impl State {
             }
         }
         // externalFindingId must be unique within the asset: a repeat is kept under a new id.
-        if let Some(position) = plan
-            .finding_entries
-            .iter()
-            .position(|e| e.segments == ["externalFindingId"])
+        if let Some(position) = plan.external_finding_id
             && let Some(Value::String(id)) = &values[position]
         {
             let id = id.clone();

@@ -144,6 +144,8 @@ pub struct Plan {
     pub(crate) finding_slots: usize,
     pub(crate) finding_layout: Vec<(String, Layout)>,
     pub(crate) implicit: Implicit,
+    /// The finding entry that fills `externalFindingId` (kept unique within an asset).
+    pub(crate) external_finding_id: Option<usize>,
 }
 
 impl Plan {
@@ -252,6 +254,9 @@ impl Plan {
         for (index, entry) in finding_entries.iter().enumerate() {
             Layout::insert(&mut finding_layout, &entry.segments, index);
         }
+        let external_finding_id = finding_entries
+            .iter()
+            .position(|e| e.segments == ["externalFindingId"]);
         Ok(Plan {
             kind: map.kind,
             name: map.name.clone(),
@@ -261,6 +266,7 @@ impl Plan {
             finding_slots,
             finding_layout,
             implicit,
+            external_finding_id,
         })
     }
 }
