@@ -4,99 +4,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::collections::BTreeMap;
 
+use common::runs::*;
 use common::*;
-use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultType, TenantShape};
+use cxone_emulator::{Endpoint, FaultSpec, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
-use cxone_etm::pipeline::{
-    Connection, ConnectionConfig, ItemStatus, Manifest, RunState, Trigger, begin_run, read_state,
-    run_connection,
-};
-use cxone_etm::secret::{Credential, SecretSource};
-use cxone_etm::store::{LocalStore, ObjectStore};
+use cxone_etm::pipeline::{ItemStatus, RunState, Trigger, begin_run, read_state};
+use cxone_etm::secret::Credential;
+use cxone_etm::store::ObjectStore;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-fn connection(emulator: &Emulator, id: &str, kind: ConnectorKind) -> Connection {
-    let config = ConnectionConfig {
-        item_concurrency: 3,
-        ..ConnectionConfig::new(id, kind, settings(emulator), "env:UNUSED_IN_TESTS")
-    };
-    config.validate().unwrap_or_else(|e| panic!("{e:?}"))
-}
-
-fn temp_store(name: &str) -> (LocalStore, std::path::PathBuf) {
-    let dir =
-        std::env::temp_dir().join(format!("cxone-etm-pipeline-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    (LocalStore::new(&dir), dir)
-}
-
-async fn run(
-    store: &LocalStore,
-    connection: &Connection,
-    credential: Credential,
-) -> Result<cxone_etm::pipeline::RunSummary, cxone_etm::pipeline::StepError> {
-    run_connection(
-        store,
-        connection,
-        SecretSource::provided(credential),
-        Trigger::Local,
-        &|_| {},
-        &|_| {},
-    )
-    .await
-}
-
-async fn manifest(store: &LocalStore, key: &str) -> Manifest {
-    serde_json::from_slice(&store.get(key).await.unwrap().unwrap()).unwrap()
-}
-
-/// Every committed finding as (asset, externalFindingId), after checking each object against the manifest.
-async fn committed_findings(store: &LocalStore, manifest: &Manifest) -> BTreeSet<(String, String)> {
-    let mut findings = BTreeSet::new();
-    for item in &manifest.items {
-        for object in &item.objects {
-            let body = store
-                .get(&object.key)
-                .await
-                .unwrap()
-                .expect("every manifest object exists");
-            assert_eq!(
-                hex::encode(Sha256::digest(&body)),
-                object.sha256,
-                "{}",
-                object.key
-            );
-            assert_eq!(body.len() as u64, object.bytes);
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .read_to_string(&mut text)
-                .unwrap();
-            let lines: Vec<Value> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            assert_eq!(lines.len() as u64, object.lines);
-            let mut count = 0;
-            for line in &lines {
-                assert_eq!(line["runId"], manifest.run_id.as_str());
-                for f in line["findingGroup"]["findings"].as_array().unwrap() {
-                    count += 1;
-                    let fresh = findings.insert((
-                        line["externalAssetId"].as_str().unwrap().to_string(),
-                        f["externalFindingId"].as_str().unwrap().to_string(),
-                    ));
-                    assert!(fresh, "a finding is committed twice");
-                }
-            }
-            assert_eq!(count, object.findings);
-        }
-    }
-    findings
-}
 
 #[tokio::test]
 async fn sast_and_dast_runs_commit_every_result_exactly_once() {

@@ -67,6 +67,41 @@ struct Lock {
     acquired_at: String,
     /// Unix seconds after which the holder is presumed crashed.
     expires_at: i64,
+    /// A local runner's host and process id: a runner on the same host can see at once that the
+    /// holder is gone instead of waiting out the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local_holder: Option<LocalHolder>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LocalHolder {
+    host: String,
+    pid: u32,
+}
+
+impl LocalHolder {
+    /// This process, where the host can be named (Linux); elsewhere the lease alone applies.
+    fn current() -> Option<Self> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+        Some(Self {
+            host: host.trim().to_string(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// True when the holder ran on this host and its process no longer exists.
+    fn is_gone(&self) -> bool {
+        Self::current().is_some_and(|me| {
+            me.host == self.host && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        })
+    }
+}
+
+impl Lock {
+    fn is_stale(&self) -> bool {
+        self.expires_at <= unix_now()
+            || self.local_holder.as_ref().is_some_and(LocalHolder::is_gone)
+    }
 }
 
 fn unix_now() -> i64 {
@@ -146,13 +181,16 @@ pub async fn begin_run(
         run_id: run.run_id.clone(),
         acquired_at: now_rfc3339(),
         expires_at: unix_now() + lease.as_secs() as i64,
+        local_holder: (trigger == Trigger::Local)
+            .then(LocalHolder::current)
+            .flatten(),
     };
     let body = Bytes::from(serde_json::to_vec(&lock).expect("serializes"));
     let key = lock_key(connection_id);
     if !store.put_if_absent(&key, body.clone()).await? {
         let holder: Option<Lock> = get_json(store, &key).await?;
         match holder {
-            Some(holder) if holder.expires_at > unix_now() => {
+            Some(holder) if !holder.is_stale() => {
                 return Err(StepError::fatal(format!(
                     "connection {connection_id} is already running (run {} since {}); wait for it to finish, or for its lease to expire if it crashed",
                     holder.run_id, holder.acquired_at
@@ -161,7 +199,7 @@ pub async fn begin_run(
             stale => {
                 tracing::warn!(
                     connection = connection_id,
-                    stale_run = stale.map(|l| l.run_id),
+                    stale_run = stale.as_ref().map(|l| l.run_id.as_str()),
                     "recovering a stale run lock"
                 );
                 store.delete(&key).await?;
@@ -169,6 +207,9 @@ pub async fn begin_run(
                     return Err(StepError::fatal(format!(
                         "connection {connection_id}: another trigger took the lock first"
                     )));
+                }
+                if let Some(stale) = stale {
+                    abandon(store, connection_id, &stale.run_id, &run.run_id).await?;
                 }
             }
         }
@@ -194,6 +235,32 @@ pub async fn begin_run(
     )
     .await?;
     Ok(run)
+}
+
+/// Records that a run whose runner stopped will never finish; it has no commit marker, so nothing
+/// of it was ever committed.
+async fn abandon(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    stale_run: &str,
+    by: &str,
+) -> Result<(), StepError> {
+    let stale = RunRef {
+        connection_id: connection_id.to_string(),
+        run_id: stale_run.to_string(),
+    };
+    if store.get(&stale.commit_marker()).await?.is_some() {
+        return Ok(());
+    }
+    if let Some(mut record) = get_json::<RunRecord>(store, &stale.run_record()).await? {
+        record.state = RunState::Failed;
+        record.reason = Some(format!(
+            "abandoned: its runner stopped before the commit; run {by} recovered the lock"
+        ));
+        record.finished_at = Some(now_rfc3339());
+        put_json(store, &stale.run_record(), &record).await?;
+    }
+    Ok(())
 }
 
 /// Releases the lock if this run holds it.
@@ -274,5 +341,46 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(second.run_id, third.run_id);
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_by_a_local_runner_that_died_is_recovered_at_once() {
+        let store = MemoryStore::default();
+        let crashed = begin_run(&store, "c2", Trigger::Local, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let mut lock: Lock = get_json(&store, &lock_key("c2")).await.unwrap().unwrap();
+        let holder = lock
+            .local_holder
+            .clone()
+            .expect("a local run names its process");
+        assert_eq!(holder.pid, std::process::id());
+        let refused = begin_run(&store, "c2", Trigger::Local, Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.message.contains("already running"),
+            "{}",
+            refused.message
+        );
+
+        // The same lock, as if its process had exited: no process has pid u32::MAX.
+        lock.local_holder = Some(LocalHolder {
+            pid: u32::MAX,
+            ..holder
+        });
+        put_json(&store, &lock_key("c2"), &lock).await.unwrap();
+        let next = begin_run(&store, "c2", Trigger::Local, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let record: RunRecord = get_json(&store, &crashed.run_record())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, RunState::Failed);
+        assert!(
+            record.reason.unwrap().contains(&next.run_id),
+            "the abandoned run names the run that recovered its lock"
+        );
     }
 }

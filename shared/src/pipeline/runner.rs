@@ -11,7 +11,8 @@ use super::RunRef;
 use super::config::Connection;
 use super::lifecycle::{Trigger, begin_run, fail_run};
 use super::steps::{
-    Manifest, StepError, VendorAccess, WorkItem, collect, finalize, plan, transform,
+    Manifest, StepError, VendorAccess, WorkItem, collect, finalize, plan, record_collect_failure,
+    transform,
 };
 use crate::secret::SecretSource;
 use crate::store::ObjectStore;
@@ -82,7 +83,14 @@ async fn process(
             Err(error) => return Err(error),
         }
     }
-    Err(last.expect("two attempts were made"))
+    let error = last.expect("two attempts were made");
+    record_collect_failure(
+        store,
+        item,
+        &format!("{}; the item was tried twice", error.message),
+    )
+    .await?;
+    Err(error)
 }
 
 /// Runs a connection end to end: lock, plan, collect + transform every item (at most

@@ -383,15 +383,28 @@ pub async fn collect(
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) if error.is_transient() => return Err(StepError::retryable(error.to_string())),
-        Err(error) => CollectOutcome {
-            item: item.item.clone(),
-            status: ItemStatus::Failed,
-            reason: Some(error.to_string()),
-            scan_id: item.scan_id.clone(),
-            pages: 0,
-            completeness: Completeness::default(),
-        },
+        Err(error) => return record_collect_failure(store, item, &error.to_string()).await,
     };
+    put_json(store, &format!("{prefix}collect.json"), &outcome).await?;
+    Ok(outcome)
+}
+
+/// Records an item as Failed with the reason, for finalize to report (a refusal, or a transient
+/// failure that outlasted every attempt).
+pub async fn record_collect_failure(
+    store: &impl ObjectStore,
+    item: &WorkItem,
+    reason: &str,
+) -> Result<CollectOutcome, StepError> {
+    let outcome = CollectOutcome {
+        item: item.item.clone(),
+        status: ItemStatus::Failed,
+        reason: Some(reason.to_string()),
+        scan_id: item.scan_id.clone(),
+        pages: 0,
+        completeness: Completeness::default(),
+    };
+    let prefix = item.run.raw_prefix(&item.item);
     put_json(store, &format!("{prefix}collect.json"), &outcome).await?;
     Ok(outcome)
 }

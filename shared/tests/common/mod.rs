@@ -1,6 +1,8 @@
 //! Starting an emulator and a client pointed at it.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod runs;
+
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
 use cxone_etm::secret::Credential;
 use cxone_etm::vendor::{CxOneClient, RetrySettings, VendorSettings};

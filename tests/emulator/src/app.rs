@@ -169,14 +169,19 @@ async fn instrument(
     next: Next,
 ) -> Response {
     let _in_flight = state.stats.begin(endpoint);
-    let delay = state.faults.latency(endpoint);
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.as_str().to_string());
+    let delay = state.faults.latency(endpoint, &target);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    match state.faults.decide(endpoint) {
+    match state.faults.decide(endpoint, &target) {
         Decision::Pass => {}
         Decision::RateLimit(retry_after) => return rate_limited(retry_after),
         Decision::ServerError(status) => return server_error(status),
+        Decision::Forbidden => return forbidden(),
         Decision::Reset => {
             let mut response = Response::new(Body::empty());
             response.extensions_mut().insert(DropConnection);
@@ -184,7 +189,7 @@ async fn instrument(
         }
     }
     let response = next.run(request).await;
-    if state.faults.truncate(endpoint) {
+    if state.faults.truncate(endpoint, &target) {
         truncated(response).await
     } else {
         response
@@ -219,6 +224,15 @@ fn server_error(status: u16) -> Response {
         code = status.as_u16()
     );
     (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+}
+
+/// The API's own refusal of a resource the caller's roles do not cover.
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"code": 403, "message": "Forbidden", "data": null})),
+    )
+        .into_response()
 }
 
 /// Sends the headers (with the full Content-Length) and half the body, then breaks the connection.

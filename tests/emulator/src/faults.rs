@@ -36,6 +36,8 @@ pub struct FaultSpec {
     /// Share of requests answered with `server_error_status` (default 503).
     pub server_error_rate: f64,
     pub server_error_status: Option<u16>,
+    /// Share of requests answered 403 as the API does for a resource the caller may not read.
+    pub forbidden_rate: f64,
     /// Share of requests whose connection is dropped without an answer.
     pub reset_rate: f64,
     /// Share of responses cut off halfway through the body (the connection then closes).
@@ -50,6 +52,17 @@ pub struct FaultSpec {
     pub expire_tokens_after_secs: Option<u64>,
     /// The failure faults (429, 5xx, reset, truncate, malformed) fire at most this often in all.
     pub max: Option<u64>,
+    /// When set, the faults apply only to requests whose path and query contain this text (a
+    /// scan, project or environment id), so one item can fail while the others pass.
+    pub only_matching: Option<String>,
+}
+
+impl FaultSpec {
+    fn applies_to(&self, path_and_query: &str) -> bool {
+        self.only_matching
+            .as_deref()
+            .is_none_or(|text| path_and_query.contains(text))
+    }
 }
 
 impl FaultSpec {
@@ -101,6 +114,8 @@ impl FaultSpec {
                     }
                     spec.server_error_status = Some(status as u16);
                 }
+                "403" => spec.forbidden_rate = rate()?,
+                "match" => spec.only_matching = Some(value.to_string()),
                 "reset" => spec.reset_rate = rate()?,
                 "truncate" => spec.truncate_rate = rate()?,
                 "malformed" => spec.malformed_rate = rate()?,
@@ -113,7 +128,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, reset, truncate, malformed, drift, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, drift, expire-tokens-after, max"
                     ));
                 }
             }
@@ -147,6 +162,7 @@ pub enum Decision {
     Pass,
     RateLimit(RetryAfter),
     ServerError(u16),
+    Forbidden,
     Reset,
 }
 
@@ -162,6 +178,7 @@ struct Slot {
 pub struct Fired {
     pub rate_limited: AtomicU64,
     pub server_errors: AtomicU64,
+    pub forbidden: AtomicU64,
     pub resets: AtomicU64,
     pub truncated: AtomicU64,
     pub malformed: AtomicU64,
@@ -198,8 +215,11 @@ impl FaultControl {
     }
 
     /// Latency to add to this request.
-    pub fn latency(&self, endpoint: Endpoint) -> Duration {
+    pub fn latency(&self, endpoint: Endpoint, path_and_query: &str) -> Duration {
         let spec = &self.slot(endpoint).spec;
+        if !spec.applies_to(path_and_query) {
+            return Duration::ZERO;
+        }
         let jitter = if spec.jitter_ms > 0 {
             rand::rng().random_range(0..=spec.jitter_ms)
         } else {
@@ -209,10 +229,13 @@ impl FaultControl {
     }
 
     /// Rolls the failure faults that answer instead of the handler.
-    pub fn decide(&self, endpoint: Endpoint) -> Decision {
+    pub fn decide(&self, endpoint: Endpoint, path_and_query: &str) -> Decision {
         let mut slot = self.slot(endpoint);
         slot.requests_while_set += 1;
         let spec = slot.spec.clone();
+        if !spec.applies_to(path_and_query) {
+            return Decision::Pass;
+        }
         let fired = &self.fired[endpoint.index()];
         if self.roll(&mut slot, spec.rate_limit_rate) {
             fired.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -222,6 +245,10 @@ impl FaultControl {
             fired.server_errors.fetch_add(1, Ordering::Relaxed);
             return Decision::ServerError(spec.server_error_status.unwrap_or(503));
         }
+        if self.roll(&mut slot, spec.forbidden_rate) {
+            fired.forbidden.fetch_add(1, Ordering::Relaxed);
+            return Decision::Forbidden;
+        }
         if self.roll(&mut slot, spec.reset_rate) {
             fired.resets.fetch_add(1, Ordering::Relaxed);
             return Decision::Reset;
@@ -229,8 +256,11 @@ impl FaultControl {
         Decision::Pass
     }
 
-    pub fn truncate(&self, endpoint: Endpoint) -> bool {
+    pub fn truncate(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
         let mut slot = self.slot(endpoint);
+        if !slot.spec.applies_to(path_and_query) {
+            return false;
+        }
         let rate = slot.spec.truncate_rate;
         let hit = self.roll(&mut slot, rate);
         if hit {
@@ -281,11 +311,13 @@ mod tests {
 
     #[test]
     fn flag_form_parses_every_setting() {
-        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,reset=0.2,truncate=0.3,malformed=0.4,drift=7,latency-ms=20,jitter-ms=5,max=9").unwrap();
+        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,drift=7,latency-ms=20,jitter-ms=5,max=9").unwrap();
         assert_eq!(eps, vec![Endpoint::Results]);
         assert_eq!(spec.rate_limit_rate, 0.5);
         assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
         assert_eq!(spec.server_error_status, Some(502));
+        assert_eq!(spec.forbidden_rate, 0.6);
+        assert_eq!(spec.only_matching.as_deref(), Some("scan-1"));
         assert_eq!(
             (spec.reset_rate, spec.truncate_rate, spec.malformed_rate),
             (0.2, 0.3, 0.4)
@@ -338,7 +370,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        let decisions: Vec<_> = (0..4).map(|_| control.decide(Endpoint::Projects)).collect();
+        let decisions: Vec<_> = (0..4)
+            .map(|_| control.decide(Endpoint::Projects, ""))
+            .collect();
         assert_eq!(
             decisions,
             vec![
@@ -356,11 +390,11 @@ mod tests {
             },
         );
         assert_eq!(
-            control.decide(Endpoint::Projects),
+            control.decide(Endpoint::Projects, ""),
             Decision::RateLimit(RetryAfter::Absent)
         );
         control.clear_all();
-        assert_eq!(control.decide(Endpoint::Projects), Decision::Pass);
+        assert_eq!(control.decide(Endpoint::Projects, ""), Decision::Pass);
     }
 
     #[test]
@@ -373,9 +407,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        control.decide(Endpoint::Results);
+        control.decide(Endpoint::Results, "");
         assert_eq!(control.drift(Endpoint::Results), 0);
-        control.decide(Endpoint::Results);
+        control.decide(Endpoint::Results, "");
         assert_eq!(control.drift(Endpoint::Results), 5);
     }
 }

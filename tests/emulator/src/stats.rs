@@ -56,6 +56,7 @@ impl Stats {
             faults_fired: FaultsFired {
                 rate_limited: per_endpoint(&|e| fired(e).rate_limited.load(Ordering::Relaxed)),
                 server_errors: per_endpoint(&|e| fired(e).server_errors.load(Ordering::Relaxed)),
+                forbidden: per_endpoint(&|e| fired(e).forbidden.load(Ordering::Relaxed)),
                 resets: per_endpoint(&|e| fired(e).resets.load(Ordering::Relaxed)),
                 truncated: per_endpoint(&|e| fired(e).truncated.load(Ordering::Relaxed)),
                 malformed: per_endpoint(&|e| fired(e).malformed.load(Ordering::Relaxed)),
@@ -83,6 +84,7 @@ impl TrafficSnapshot {
 pub struct FaultsFired {
     pub rate_limited: BTreeMap<String, u64>,
     pub server_errors: BTreeMap<String, u64>,
+    pub forbidden: BTreeMap<String, u64>,
     pub resets: BTreeMap<String, u64>,
     pub truncated: BTreeMap<String, u64>,
     pub malformed: BTreeMap<String, u64>,

@@ -138,6 +138,43 @@ async fn server_errors_come_as_html_from_the_gateway_until_cleared() {
 }
 
 #[tokio::test]
+async fn a_matched_fault_hits_one_scan_and_leaves_the_others_alone() {
+    let emulator = start(TenantShape {
+        projects: 3,
+        ..TenantShape::default()
+    })
+    .await;
+    let token = full_token(&emulator).await;
+    let scans: Vec<String> = emulator
+        .expected()
+        .projects
+        .iter()
+        .filter_map(|p| p.latest_completed_sast_scan.clone())
+        .collect();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: Some(scans[0].clone()),
+            ..spec()
+        },
+    );
+    let (status, body) = get(
+        &emulator,
+        &token,
+        &format!("/api/results?scan-id={}", scans[0]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["message"], "Forbidden");
+    for other in &scans[1..] {
+        let (status, _) = get(&emulator, &token, &format!("/api/results?scan-id={other}")).await;
+        assert_eq!(status, StatusCode::OK, "{other} is not matched");
+    }
+    assert_eq!(emulator.traffic().faults_fired.forbidden["results"], 1);
+}
+
+#[tokio::test]
 async fn reset_drops_the_connection_without_an_answer() {
     let emulator = start(TenantShape::default()).await;
     let token = full_token(&emulator).await;

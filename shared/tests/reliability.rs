@@ -1,0 +1,647 @@
+//! Full SAST and DAST runs against the emulator under each fault a live tenant produces. For every
+//! scenario: each result the emulator holds ends in exactly one committed batch (or the rejected
+//! list), or the run names precisely which items are incomplete and why, commits nothing for them,
+//! and its commit marker does not claim completeness. Each scenario writes its figures to
+//! `target/tmp/reliability/<scenario>.json`; `scripts/reliability-table.py` renders them for
+//! docs/reliability.md.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::runs::*;
+use common::*;
+use cxone_emulator::{
+    Emulator, Endpoint, FaultSpec, ResultType, RetryAfter, TenantShape, TrafficSnapshot,
+};
+use cxone_etm::ConnectorKind;
+use cxone_etm::pipeline::{Connection, ItemStatus, Manifest};
+use cxone_etm::store::{LocalStore, ObjectStore};
+use serde_json::{Value, json};
+
+/// 8 projects of 240 results (40 per page) and 3 environments of 90 results (30 per page): a few
+/// hundred requests per scenario, enough for every fault to fire many times.
+fn shape() -> TenantShape {
+    TenantShape {
+        projects: 8,
+        results_per_scan: 240,
+        dast_environments: 3,
+        dast_results_per_scan: 90,
+        ..TenantShape::default()
+    }
+}
+
+fn tuned(emulator: &Emulator, id: &str, kind: ConnectorKind) -> Connection {
+    let mut c = connection(emulator, id, kind);
+    c.vendor.results_page_size = 40;
+    c.vendor.dast_page_size = 30;
+    // A storm at 30% should not exhaust the retries: 0.3^13 per call is about 1.6e-7.
+    c.vendor.retry.max_retries = 12;
+    c.vendor.retry.max_total_wait_secs = 60;
+    c
+}
+
+/// What each item should have committed: SAST results of the project's latest completed SAST scan,
+/// or the environment's latest completed scan's results; `None` for items without such a scan.
+fn expected_per_item(emulator: &Emulator, kind: ConnectorKind) -> BTreeMap<String, Option<u64>> {
+    let expected = emulator.expected();
+    match kind {
+        ConnectorKind::Sast => expected
+            .projects
+            .iter()
+            .map(|p| {
+                let want = p.latest_completed_sast_scan.as_ref().map(|scan| {
+                    let scan = p.scans.iter().find(|s| &s.id == scan).unwrap();
+                    scan.by_type.get(&ResultType::Sast).copied().unwrap_or(0)
+                });
+                (p.id.clone(), want)
+            })
+            .collect(),
+        ConnectorKind::Dast => expected
+            .environments
+            .iter()
+            .map(|e| {
+                let want = e
+                    .latest_completed_scan
+                    .as_ref()
+                    .map(|scan| e.scans.iter().find(|s| &s.id == scan).unwrap().results);
+                (e.id.clone(), want)
+            })
+            .collect(),
+    }
+}
+
+/// The checks every scenario shares. `failing` names the items (vendor ids) that must end
+/// incomplete or failed, with a word their reason must hold; every other item must be complete.
+async fn check_run(
+    store: &LocalStore,
+    emulator: &Emulator,
+    kind: ConnectorKind,
+    manifest_key: &str,
+    failing: &BTreeMap<String, &str>,
+) -> Value {
+    let m: Manifest = manifest(store, manifest_key).await;
+    let committed = committed_findings(store, &m).await;
+    let expected = expected_per_item(emulator, kind);
+    assert_eq!(m.items.len(), expected.len(), "every item was planned");
+    let (mut results_in, mut results_out, mut findings) = (0, 0, 0);
+    for item in &m.items {
+        let want = expected[&item.vendor_id];
+        results_in += want.unwrap_or(0);
+        if let Some(word) = failing.get(&item.vendor_id) {
+            assert!(
+                matches!(item.status, ItemStatus::Incomplete | ItemStatus::Failed),
+                "{} should not be complete",
+                item.vendor_id
+            );
+            let reason = item.reason.as_deref().unwrap_or_default();
+            assert!(reason.contains(word), "{}: {reason}", item.vendor_id);
+            assert!(
+                item.objects.is_empty() && item.figures.findings_out == 0,
+                "an incomplete item commits nothing, so none of its findings can read as fixed"
+            );
+            continue;
+        }
+        match want {
+            None => assert_eq!(item.status, ItemStatus::NoScan, "{}", item.vendor_id),
+            Some(want) => {
+                assert_eq!(
+                    item.status,
+                    ItemStatus::Complete,
+                    "{}: {:?}",
+                    item.vendor_id,
+                    item.reason
+                );
+                assert_eq!(
+                    item.figures.findings_out + item.figures.rejected,
+                    want,
+                    "{}: every result committed once or rejected",
+                    item.vendor_id
+                );
+                results_out += item.figures.findings_out + item.figures.rejected;
+                findings += item.figures.findings_out;
+            }
+        }
+    }
+    assert_eq!(
+        committed.len() as u64,
+        findings,
+        "no finding is committed twice"
+    );
+    let marker: Value = serde_json::from_slice(
+        &store
+            .get(&manifest_key.replace("manifest.json", "_COMMITTED"))
+            .await
+            .unwrap()
+            .expect("the run committed"),
+    )
+    .unwrap();
+    assert_eq!(marker["complete"], failing.is_empty());
+    assert_eq!(m.complete, failing.is_empty());
+    let incomplete: Vec<Value> = m
+        .items
+        .iter()
+        .filter(|i| matches!(i.status, ItemStatus::Incomplete | ItemStatus::Failed))
+        .map(|i| json!({"item": i.name, "reason": i.reason}))
+        .collect();
+    json!({
+        "kind": format!("{kind:?}"),
+        "resultsIn": results_in,
+        "resultsOut": results_out,
+        "findings": findings,
+        "rejected": results_out - findings,
+        "incomplete": incomplete,
+        "complete": m.complete,
+    })
+}
+
+/// Runs SAST and DAST under the faults `setup` sets, checks both, and records the figures.
+async fn scenario(
+    name: &str,
+    injected: &str,
+    setup: impl Fn(&Emulator),
+    failing: impl Fn(&Emulator) -> BTreeMap<String, &'static str>,
+) -> (Vec<Value>, TrafficSnapshot) {
+    let emulator = emulator(shape()).await;
+    setup(&emulator);
+    let (store, dir) = temp_store(&format!("reliability-{name}"));
+    let mut runs = Vec::new();
+    for (kind, credential) in [
+        (ConnectorKind::Sast, api_key(&emulator)),
+        (ConnectorKind::Dast, oauth(&emulator)),
+    ] {
+        let id = format!("{name}-{kind:?}").to_lowercase();
+        let started = std::time::Instant::now();
+        let summary = run(&store, &tuned(&emulator, &id, kind), credential)
+            .await
+            .unwrap_or_else(|e| panic!("{name} {kind:?}: {e:?}"));
+        let mut row = check_run(
+            &store,
+            &emulator,
+            kind,
+            &summary.manifest,
+            &failing(&emulator),
+        )
+        .await;
+        row["seconds"] = json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+        runs.push(row);
+    }
+    record_figures(name, injected, &runs, &emulator);
+    std::fs::remove_dir_all(dir).ok();
+    (runs, emulator.traffic())
+}
+
+/// Writes a scenario's figures to `target/tmp/reliability/<name>.json`.
+fn record_figures(name: &str, injected: &str, runs: &[Value], emulator: &Emulator) {
+    let traffic = emulator.traffic();
+    let figures = json!({
+        "scenario": name,
+        "injected": injected,
+        "runs": runs,
+        "requests": traffic.requests.values().sum::<u64>(),
+        "peakInFlight": traffic.peak_in_flight,
+        "faultsFired": traffic.faults_fired,
+    });
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_vec_pretty(&figures).unwrap(),
+    )
+    .unwrap();
+}
+
+fn none(_: &Emulator) -> BTreeMap<String, &'static str> {
+    BTreeMap::new()
+}
+
+fn everywhere(emulator: &Emulator, spec: FaultSpec) {
+    for endpoint in Endpoint::ALL {
+        emulator.set_fault(endpoint, spec.clone());
+    }
+}
+
+#[tokio::test]
+async fn storms_of_429_with_retry_after_in_seconds() {
+    scenario(
+        "429-retry-after-seconds",
+        "30% of requests to every endpoint answered 429 with Retry-After: 1",
+        |e| {
+            everywhere(
+                e,
+                FaultSpec {
+                    rate_limit_rate: 0.3,
+                    retry_after: RetryAfter::Seconds(1),
+                    ..FaultSpec::default()
+                },
+            )
+        },
+        none,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn storms_of_429_with_retry_after_as_an_http_date() {
+    scenario(
+        "429-retry-after-date",
+        "30% of requests to every endpoint answered 429 with Retry-After as an HTTP-date 1 s ahead",
+        |e| {
+            everywhere(
+                e,
+                FaultSpec {
+                    rate_limit_rate: 0.3,
+                    retry_after: RetryAfter::HttpDate(1),
+                    ..FaultSpec::default()
+                },
+            )
+        },
+        none,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn storms_of_429_without_retry_after() {
+    scenario(
+        "429-no-retry-after",
+        "30% of requests to every endpoint answered 429 without Retry-After",
+        |e| {
+            everywhere(
+                e,
+                FaultSpec {
+                    rate_limit_rate: 0.3,
+                    ..FaultSpec::default()
+                },
+            )
+        },
+        none,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn steady_server_errors_resets_and_jittered_latency() {
+    scenario(
+        "5xx-resets-latency",
+        "every endpoint: 10% 503 (HTML), 5% connections dropped, 20 ms + up to 30 ms jitter",
+        |e| {
+            everywhere(
+                e,
+                FaultSpec {
+                    server_error_rate: 0.1,
+                    reset_rate: 0.05,
+                    latency_ms: 20,
+                    jitter_ms: 30,
+                    ..FaultSpec::default()
+                },
+            )
+        },
+        none,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_that_expire_every_second_during_a_long_pull() {
+    let (runs, traffic) = scenario(
+        "tokens-expire",
+        "access tokens stop working 1 s after issue (their exp claims 30 min); results pages take 150 ms",
+        |e| {
+            e.set_fault(
+                Endpoint::Token,
+                FaultSpec {
+                    expire_tokens_after_secs: Some(1),
+                    ..FaultSpec::default()
+                },
+            );
+            for endpoint in [Endpoint::Results, Endpoint::DastResults] {
+                e.set_fault(
+                    endpoint,
+                    FaultSpec {
+                        latency_ms: 150,
+                        ..FaultSpec::default()
+                    },
+                );
+            }
+        },
+        none,
+    )
+    .await;
+    let seconds: f64 = runs.iter().map(|r| r["seconds"].as_f64().unwrap()).sum();
+    let tokens = traffic.requests_to(Endpoint::Token);
+    assert!(
+        seconds > 3.0 && tokens >= 4,
+        "the pulls ({seconds} s) outlived their tokens and re-authenticated: {tokens} token requests"
+    );
+}
+
+#[tokio::test]
+async fn truncated_bodies_and_malformed_records_inside_valid_pages() {
+    let (runs, traffic) = scenario(
+        "truncated-malformed",
+        "results and DAST results: 20% of bodies cut off halfway, 20% of pages with one record breaking the schema",
+        |e| {
+            for endpoint in [Endpoint::Results, Endpoint::DastResults] {
+                e.set_fault(
+                    endpoint,
+                    FaultSpec {
+                        truncate_rate: 0.2,
+                        malformed_rate: 0.2,
+                        ..FaultSpec::default()
+                    },
+                );
+            }
+        },
+        none,
+    )
+    .await;
+    assert!(
+        runs.iter().any(|r| r["rejected"].as_u64().unwrap() > 0),
+        "malformed records were rejected, not dropped: {runs:?}"
+    );
+    let truncated: u64 = traffic.faults_fired.truncated.values().sum();
+    assert!(truncated > 0, "bodies were cut off and fetched again");
+}
+
+#[tokio::test]
+async fn one_project_refused_and_one_environment_failing_for_good() {
+    let refused_scan = |e: &Emulator| {
+        let p = e
+            .expected()
+            .projects
+            .into_iter()
+            .find(|p| p.latest_completed_sast_scan.is_some())
+            .unwrap();
+        (p.id, p.latest_completed_sast_scan.unwrap())
+    };
+    let broken_environment = |e: &Emulator| e.expected().environments[1].id.clone();
+    scenario(
+        "one-item-refused",
+        "one project's results answer 403; one environment's scans answer 503 on every attempt",
+        |e| {
+            e.set_fault(
+                Endpoint::Results,
+                FaultSpec {
+                    forbidden_rate: 1.0,
+                    only_matching: Some(refused_scan(e).1),
+                    ..FaultSpec::default()
+                },
+            );
+            e.set_fault(
+                Endpoint::DastScans,
+                FaultSpec {
+                    server_error_rate: 1.0,
+                    only_matching: Some(broken_environment(e)),
+                    ..FaultSpec::default()
+                },
+            );
+        },
+        |e| BTreeMap::from([(refused_scan(e).0, "403"), (broken_environment(e), "503")]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_total_that_changes_during_paging() {
+    scenario(
+        "total-drift",
+        "results and DAST results: the reported total grows by 1 on every request",
+        |e| {
+            for endpoint in [Endpoint::Results, Endpoint::DastResults] {
+                e.set_fault(
+                    endpoint,
+                    FaultSpec {
+                        total_drift: 1,
+                        ..FaultSpec::default()
+                    },
+                );
+            }
+        },
+        |e| {
+            let sast = e
+                .expected()
+                .projects
+                .into_iter()
+                .filter(|p| p.latest_completed_sast_scan.is_some())
+                .map(|p| (p.id, "total changed"));
+            let dast = e
+                .expected()
+                .environments
+                .into_iter()
+                .filter(|env| env.latest_completed_scan.is_some())
+                .map(|env| (env.id, "total changed"));
+            sast.chain(dast).collect()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_hundred_items_under_429s_never_exceed_the_request_cap() {
+    let emulator = emulator(TenantShape {
+        projects: 100,
+        results_per_scan: 30,
+        ..TenantShape::default()
+    })
+    .await;
+    everywhere(
+        &emulator,
+        FaultSpec {
+            rate_limit_rate: 0.2,
+            latency_ms: 5,
+            ..FaultSpec::default()
+        },
+    );
+    let (store, dir) = temp_store("reliability-concurrency");
+    let mut c = tuned(&emulator, "concurrency", ConnectorKind::Sast);
+    c.config.item_concurrency = 20;
+    c.vendor.concurrency = 4;
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let row = check_run(
+        &store,
+        &emulator,
+        ConnectorKind::Sast,
+        &summary.manifest,
+        &BTreeMap::new(),
+    )
+    .await;
+    let traffic = emulator.traffic();
+    assert!(
+        traffic.peak_in_flight <= 4,
+        "peak in flight {} > cap 4",
+        traffic.peak_in_flight
+    );
+    let rate_limited: u64 = traffic.faults_fired.rate_limited.values().sum();
+    assert!(rate_limited >= 10, "the storm really fired: {rate_limited}");
+    record_figures(
+        "concurrency",
+        "100 projects, 20 items at once, request cap 4; 20% of requests to every endpoint answered 429, 5 ms latency",
+        &[row],
+        &emulator,
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Each run directory under `connections/<id>/runs/` with whether it holds a commit marker.
+fn runs_on_disk(dir: &std::path::Path, id: &str) -> BTreeMap<String, bool> {
+    std::fs::read_dir(dir.join("connections").join(id).join("runs"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .map(|p| {
+                    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                    (name, p.join("_COMMITTED").exists())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_output() {
+    let emulator = emulator(shape()).await;
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            latency_ms: 150,
+            ..FaultSpec::default()
+        },
+    );
+    let (store, dir) = temp_store("reliability-crash");
+    let config = cxone_etm::pipeline::ConnectionConfig {
+        item_concurrency: 2,
+        ..cxone_etm::pipeline::ConnectionConfig::new(
+            "crash",
+            ConnectorKind::Sast,
+            settings(&emulator),
+            "env:CX_CRASH_TEST_SECRET",
+        )
+    };
+    let config_file = dir.with_extension("json");
+    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+    let secret = json!({"api_key": emulator.credentials.api_key}).to_string();
+    let runner = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cxone-etm"));
+        command
+            .args(["run", "--quiet", "--json", "--config"])
+            .arg(&config_file)
+            .arg("--store")
+            .arg(&dir)
+            .env("CX_CRASH_TEST_SECRET", &secret);
+        command
+    };
+
+    // Kill the runner (SIGKILL: no clean-up runs) once it has stored its first raw pages.
+    let mut child = runner()
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let crashed_run = loop {
+        let running = runs_on_disk(&dir, "crash");
+        let with_pages = running.keys().find(|run| {
+            let raw = dir.join("connections/crash/runs").join(run).join("raw");
+            walk_count(&raw, ".json.gz") > 2
+        });
+        if let Some(run) = with_pages {
+            break run.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runner stored no pages"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        runs_on_disk(&dir, "crash"),
+        BTreeMap::from([(crashed_run.clone(), false)]),
+        "the killed run committed nothing"
+    );
+    assert!(
+        dir.join("connections/crash/lock").exists(),
+        "the killed runner left its lock"
+    );
+
+    // The next run takes the dead runner's lock over at once and commits everything.
+    let mut rerun = runner();
+    let output = tokio::task::spawn_blocking(move || rerun.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rerun = summary["runId"].as_str().unwrap().to_string();
+    let on_disk = runs_on_disk(&dir, "crash");
+    assert_eq!(
+        on_disk,
+        BTreeMap::from([(crashed_run.clone(), false), (rerun.clone(), true)]),
+        "exactly one commit, by the re-run"
+    );
+    let abandoned: Value = serde_json::from_slice(
+        &store
+            .get(&format!("connections/crash/runs/{crashed_run}/run.json"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(abandoned["state"], "Failed");
+    assert!(abandoned["reason"].as_str().unwrap().contains(&rerun));
+    let row = check_run(
+        &store,
+        &emulator,
+        ConnectorKind::Sast,
+        summary["manifest"].as_str().unwrap(),
+        &BTreeMap::new(),
+    )
+    .await;
+
+    // The same findings as a run that was never interrupted.
+    let recovered = committed_findings(
+        &store,
+        &manifest(&store, summary["manifest"].as_str().unwrap()).await,
+    )
+    .await;
+    let (clean_store, clean_dir) = temp_store("reliability-no-crash");
+    let clean = run(
+        &clean_store,
+        &connection(&emulator, "crash", ConnectorKind::Sast),
+        api_key(&emulator),
+    )
+    .await
+    .unwrap();
+    let uninterrupted =
+        committed_findings(&clean_store, &manifest(&clean_store, &clean.manifest).await).await;
+    assert_eq!(recovered, uninterrupted);
+    record_figures(
+        "crash-and-rerun",
+        "the local runner killed (SIGKILL) after it stored its first raw pages, then run again",
+        &[row],
+        &emulator,
+    );
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(clean_dir).ok();
+    std::fs::remove_file(config_file).ok();
+}
+
+fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                if p.is_dir() {
+                    walk_count(&p, suffix)
+                } else {
+                    usize::from(p.to_string_lossy().ends_with(suffix))
+                }
+            })
+            .sum()
+    })
+}
