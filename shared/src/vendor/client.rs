@@ -210,6 +210,37 @@ impl CxOneClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Whatever the server sends: an error naming the problem, or records that are each a
+        /// whole JSON value inside the body. Never a panic.
+        #[test]
+        fn any_body_parses_or_is_refused_without_panicking(
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                ("[ -~]{0,40}", 0u64..5, "[ -~]{0,20}").prop_map(|(junk, total, tail)| {
+                    format!(r#"{{"results":[{{"id":"a"}},{junk}],"totalCount":{total}{tail}"#).into_bytes()
+                }),
+            ],
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let body = Bytes::from(body);
+            let cut_short = body.slice(..cut.index(body.len() + 1));
+            for candidate in [body, cut_short] {
+                match parse_list_page(candidate.clone(), "results", "totalCount") {
+                    Ok(page) => {
+                        for range in &page.records {
+                            prop_assert!(range.end <= candidate.len());
+                            prop_assert!(serde_json::from_slice::<serde_json::Value>(page.record(range)).is_ok());
+                        }
+                    }
+                    Err(reason) => prop_assert!(!reason.is_empty()),
+                }
+            }
+        }
+    }
 
     #[test]
     fn list_pages_locate_each_record() {

@@ -7,6 +7,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cxone_emulator::{Emulator, EmulatorConfig};
+use cxone_etm::lambda::Runtime;
+use cxone_etm::pipeline::{ConnectionConfig, config_key};
+use cxone_etm::store::{ObjectStore, S3Store};
+use serde_json::json;
+
 pub struct Moto {
     child: Child,
     pub endpoint: String,
@@ -120,4 +126,72 @@ pub fn vendor_settings(emulator: &cxone_emulator::Emulator) -> cxone_etm::vendor
         max_total_wait_secs: 30,
     };
     s
+}
+
+pub struct Fixture {
+    pub moto: Moto,
+    pub emulator: Emulator,
+    pub runtime: Runtime,
+}
+
+/// moto with a bucket, the API key in Secrets Manager and a state machine; the `demo-sast`
+/// connection of the sample events configured against an emulator of the default tenant (seed 1).
+pub async fn fixture() -> Fixture {
+    let moto = Moto::start().await;
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    moto.s3()
+        .create_bucket()
+        .bucket("etm-data")
+        .send()
+        .await
+        .unwrap();
+    let secret = serde_json::json!({"api_key": emulator.credentials.api_key}).to_string();
+    let arn = moto
+        .secrets_manager()
+        .create_secret()
+        .name("cxone/demo-sast")
+        .secret_string(secret)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let definition =
+        json!({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}).to_string();
+    let machine = moto
+        .step_functions()
+        .create_state_machine()
+        .name("cxone-etm")
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/cxone-etm")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_string();
+    let store = S3Store::new(moto.s3(), "etm-data", "");
+    let config = ConnectionConfig::new(
+        "demo-sast",
+        cxone_etm::ConnectorKind::Sast,
+        vendor_settings(&emulator),
+        &arn,
+    );
+    store
+        .put(
+            &config_key("demo-sast"),
+            serde_json::to_vec(&config).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let runtime = Runtime::new(
+        store,
+        moto.secrets_manager(),
+        Some((moto.step_functions(), machine)),
+    );
+    Fixture {
+        moto,
+        emulator,
+        runtime,
+    }
 }

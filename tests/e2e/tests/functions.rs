@@ -4,11 +4,9 @@
 
 use std::path::PathBuf;
 
-use cxone_emulator::{Emulator, EmulatorConfig};
-use cxone_etm::lambda::Runtime;
 use cxone_etm::pipeline::{ConnectionConfig, RunRecord, RunRef, RunState, Trigger, config_key};
-use cxone_etm::store::{ObjectStore, S3Store};
-use cxone_etm_e2e::{Moto, vendor_settings};
+use cxone_etm::store::ObjectStore;
+use cxone_etm_e2e::{fixture, vendor_settings};
 use serde_json::{Value, json};
 
 fn event(name: &str) -> Value {
@@ -19,74 +17,6 @@ fn event(name: &str) -> Value {
         &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )
     .unwrap()
-}
-
-struct Fixture {
-    _moto: Moto,
-    emulator: Emulator,
-    runtime: Runtime,
-}
-
-/// moto with a bucket, the API key in Secrets Manager and a state machine; the `demo-sast`
-/// connection of the sample events configured against an emulator of the default tenant (seed 1).
-async fn fixture() -> Fixture {
-    let moto = Moto::start().await;
-    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    moto.s3()
-        .create_bucket()
-        .bucket("etm-data")
-        .send()
-        .await
-        .unwrap();
-    let secret = serde_json::json!({"api_key": emulator.credentials.api_key}).to_string();
-    let arn = moto
-        .secrets_manager()
-        .create_secret()
-        .name("cxone/demo-sast")
-        .secret_string(secret)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
-    let definition =
-        json!({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}).to_string();
-    let machine = moto
-        .step_functions()
-        .create_state_machine()
-        .name("cxone-etm")
-        .definition(definition)
-        .role_arn("arn:aws:iam::123456789012:role/cxone-etm")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn()
-        .to_string();
-    let store = S3Store::new(moto.s3(), "etm-data", "");
-    let config = ConnectionConfig::new(
-        "demo-sast",
-        cxone_etm::ConnectorKind::Sast,
-        vendor_settings(&emulator),
-        &arn,
-    );
-    store
-        .put(
-            &config_key("demo-sast"),
-            serde_json::to_vec(&config).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    let runtime = Runtime::new(
-        store,
-        moto.secrets_manager(),
-        Some((moto.step_functions(), machine)),
-    );
-    Fixture {
-        _moto: moto,
-        emulator,
-        runtime,
-    }
 }
 
 fn body(response: &Value) -> Value {
