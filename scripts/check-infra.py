@@ -1,6 +1,9 @@
 """Checks that tie infra/template.yaml to the code: every crate under functions/ has a template
 resource building its binary, the binary names are unique, every function is reached by the state
-machine or an event source, and every function has sample events in events/."""
+machine or an event source, and every function has sample events in events/. Then least privilege:
+no wildcard action or resource on S3, Secrets Manager or KMS in any policy, wildcard resources only
+for the log-delivery and X-Ray calls that have no resource-level permissions, and a bucket policy
+that denies every request without TLS."""
 import pathlib
 import re
 import sys
@@ -66,6 +69,60 @@ for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):
         check(retry.get("JitterStrategy") == "FULL", "a retry without full jitter")
         check("States.ALL" not in retry["ErrorEquals"] and "Fatal" not in retry["ErrorEquals"], "a retry on non-retryable errors")
+
+
+
+def as_list(value):
+    """A policy field as a list, with both branches of an Fn::If."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        return [v for branch in value["Fn::If"][1:] for v in as_list(branch)]
+    return value if isinstance(value, list) else [value]
+
+
+def policy_statements():
+    """(resource, statement) for every inline policy statement in the template."""
+    for logical, body in resources.items():
+        props = body.get("Properties", {})
+        for policy in props.get("Policies", []) if isinstance(props.get("Policies"), list) else []:
+            document = policy.get("PolicyDocument", policy) if isinstance(policy, dict) else {}
+            for statement in document.get("Statement", []):
+                yield logical, statement
+
+
+NO_RESOURCE_LEVEL = ("logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+                     "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
+                     "logs:DescribeResourcePolicies", "logs:DescribeLogGroups", "xray:")
+SENSITIVE = ("s3:", "secretsmanager:", "kms:")
+statements = list(policy_statements())
+check(len(statements) >= 10, f"found only {len(statements)} policy statements; the walk missed some")
+for logical, statement in statements:
+    if statement.get("Effect") != "Allow":
+        continue
+    actions = [a for a in as_list(statement.get("Action", [])) if isinstance(a, str)]
+    targets = as_list(statement.get("Resource", []))
+    for action in actions:
+        check("*" not in action, f"{logical}: wildcard action {action}")
+        if action.lower().startswith(SENSITIVE):
+            for target in targets:
+                check(target != "*" and not (isinstance(target, str) and target.endswith(":*")),
+                      f"{logical}: {action} on wildcard resource {target}")
+    if "*" in targets:
+        for action in actions:
+            check(action.startswith(NO_RESOURCE_LEVEL),
+                  f"{logical}: {action} on Resource '*' although it supports resource-level permissions")
+
+bucket_policy = next(body for body in resources.values() if body["Type"] == "AWS::S3::BucketPolicy")
+tls_denials = [
+    st for st in bucket_policy["Properties"]["PolicyDocument"]["Statement"]
+    if st.get("Effect") == "Deny" and st.get("Principal") == "*"
+    and st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+    and "s3:*" in as_list(st.get("Action"))
+]
+check(len(tls_denials) == 1, "the bucket policy does not deny every request without TLS")
+if tls_denials:
+    covered = [str(r) for r in as_list(tls_denials[0]["Resource"])]
+    check(any("/*" in r for r in covered) and any("/*" not in r for r in covered),
+          f"the TLS denial does not cover both the bucket and its objects: {covered}")
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -199,6 +199,7 @@ fn record_figures(name: &str, injected: &str, runs: &[Value], emulator: &Emulato
         "injected": injected,
         "runs": runs,
         "requests": traffic.requests.values().sum::<u64>(),
+        "tokenRequests": traffic.requests_to(Endpoint::Token),
         "peakInFlight": traffic.peak_in_flight,
         "faultsFired": traffic.faults_fired,
     });

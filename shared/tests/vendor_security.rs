@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use cxone_emulator::{Endpoint, FaultSpec, TenantShape};
+use cxone_etm::ConnectorKind;
 use cxone_etm::secret::Credential;
 use cxone_etm::vendor::{CxOneClient, VendorSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,4 +151,134 @@ async fn no_secret_reaches_a_log_line_even_at_trace_level() {
             &secret[..secret.len().min(6)]
         );
     }
+}
+
+/// Every file under `dir`, gzip members unpacked, as text.
+fn everything_stored(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            everything_stored(&path, out);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let text = if path.extension().is_some_and(|e| e == "gz") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+                .unwrap();
+            text
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        out.push((path.display().to_string(), text));
+    }
+}
+
+#[tokio::test]
+async fn a_full_run_with_failures_leaks_no_secret_into_logs_errors_objects_or_events() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let emulator = emulator(TenantShape {
+        projects: 4,
+        results_per_scan: 60,
+        dast_environments: 2,
+        dast_results_per_scan: 40,
+        ..TenantShape::default()
+    })
+    .await;
+    // Retries (429, 503, a token refused mid-run) and one item the vendor refuses (403).
+    for endpoint in [Endpoint::Results, Endpoint::DastResults] {
+        emulator.set_fault(
+            endpoint,
+            FaultSpec {
+                rate_limit_rate: 0.3,
+                server_error_rate: 0.1,
+                ..FaultSpec::default()
+            },
+        );
+    }
+    let refused_scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            rate_limit_rate: 0.3,
+            server_error_rate: 0.1,
+            forbidden_rate: 1.0,
+            only_matching: Some(refused_scan),
+            ..FaultSpec::default()
+        },
+    );
+    let (store, dir) = common::runs::temp_store("no-secrets");
+    let mut errors = Vec::new();
+    for (id, kind, credential) in [
+        ("sast", ConnectorKind::Sast, api_key(&emulator)),
+        ("dast", ConnectorKind::Dast, oauth(&emulator)),
+    ] {
+        let c = common::runs::connection(&emulator, id, kind);
+        let summary = common::runs::run(&store, &c, credential).await.unwrap();
+        errors.push(serde_json::to_string(&summary).unwrap());
+        emulator.revoke_tokens();
+    }
+    // Failed authentication: a wrong client secret and a key of another realm.
+    let wrong = Credential::OAuthClient {
+        client_id: emulator.credentials.client_id.clone(),
+        client_secret: "wrong-secret-zz9".to_string().into(),
+    };
+    let c = common::runs::connection(&emulator, "bad-auth", ConnectorKind::Dast);
+    let failed = common::runs::run(&store, &c, wrong).await.unwrap_err();
+    errors.push(format!("{failed} {failed:?}"));
+
+    let mut stored = Vec::new();
+    everything_stored(&dir, &mut stored);
+    assert!(
+        stored.iter().any(|(k, _)| k.ends_with("_COMMITTED"))
+            && stored.iter().any(|(k, _)| k.ends_with("manifest.json")),
+        "the runs committed"
+    );
+    let events_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    everything_stored(&events_dir, &mut stored);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("retrying")
+            && logs.contains("403")
+            && logs.contains("id or secret was rejected"),
+        "the failures were logged"
+    );
+    let mut places: Vec<(String, String)> = vec![("logs".into(), logs)];
+    places.extend(
+        errors
+            .into_iter()
+            .map(|e| ("error or summary".to_string(), e)),
+    );
+    places.extend(stored);
+    for (place, text) in &places {
+        for secret in [
+            emulator.credentials.api_key.as_str(),
+            emulator.credentials.client_secret.as_str(),
+            "wrong-secret-zz9",
+            "Bearer ",
+            "eyJ",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{place} holds a secret ({}…)",
+                &secret[..secret.len().min(6)]
+            );
+        }
+        assert!(
+            !text.to_ascii_lowercase().contains("authorization:"),
+            "{place} holds an Authorization header"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -129,6 +129,7 @@ pub async fn run_connection(
     match result {
         Ok(manifest) => Ok(RunSummary::from(&manifest, &run, started)),
         Err(error) => {
+            tracing::error!(run = %run.run_id, error = %error, "run failed");
             if let Err(also) = fail_run(store, &run, &error.message).await {
                 tracing::error!(error = %also, "could not record the failed run");
             }

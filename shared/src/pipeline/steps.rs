@@ -396,6 +396,7 @@ pub async fn record_collect_failure(
     item: &WorkItem,
     reason: &str,
 ) -> Result<CollectOutcome, StepError> {
+    tracing::warn!(item = %item.item, name = %item.name, reason, "item failed");
     let outcome = CollectOutcome {
         item: item.item.clone(),
         status: ItemStatus::Failed,
