@@ -348,14 +348,25 @@ impl From<StepError> for lambda_runtime::Diagnostic {
 }
 
 /// JSON logs to stdout (the Lambda log format), level from `RUST_LOG` (default `info`).
+///
+/// `RUST_LOG` takes `level` or `target=level,…` (no span filters: the plain target filter keeps the
+/// regex engine out of the function binaries); anything unreadable falls back to `info`.
 pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
+    let format = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(false)
-        .without_time()
+        .without_time();
+    let _ = tracing_subscriber::registry()
+        .with(format)
+        .with(filter)
         .try_init();
 }
 

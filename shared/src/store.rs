@@ -368,7 +368,7 @@ impl ObjectStore for MemoryStore {
 }
 
 /// A store chosen at run time: a directory or `s3://bucket/prefix`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum AnyStore {
     Local(LocalStore),
     S3(S3Store),

@@ -183,3 +183,52 @@ fn transform_replays_stored_raw_pages_with_another_map() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
+    let output = Command::new(BIN)
+        .args([
+            "bench",
+            "--projects",
+            "7",
+            "--results-per-scan",
+            "50",
+            "--dast-environments",
+            "3",
+            "--dast-results-per-scan",
+            "250",
+            "--latency-ms",
+            "0",
+            "--single-project-results",
+            "12000",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        matches!(output.status.code(), Some(0 | 2)),
+        "exit 0 (every budget met) or 2 (one missed): {stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let e2e = &report["endToEnd"];
+    // 7 projects of which some have no completed SAST scan, 3 environments of 250 DAST results
+    // (3 pages of 100 each): the pull needs exactly the minimum the API allows.
+    assert_eq!(e2e["requests"], e2e["minimumRequests"], "{report}");
+    assert!(e2e["findings"].as_u64().unwrap() > 750, "{report}");
+    for run in report["runs"].as_array().unwrap() {
+        assert_eq!(run["complete"], true, "{run}");
+        assert!(run["peakRssMiB"].as_f64().unwrap() > 1.0, "{run}");
+        assert!(run["firstRequestMs"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(run["stageMs"]["finalize"].is_u64(), "{run}");
+    }
+    // The 12,000-result project takes two result pages; its findings are its SAST share.
+    assert!(report["singleProject"]["findings"].as_u64().unwrap() > 5_000);
+    let budgets = report["budgets"].as_array().unwrap();
+    assert_eq!(budgets.len(), 8, "four run budgets and four binaries");
+    assert_eq!(
+        output.status.code() == Some(0),
+        budgets.iter().all(|b| b["met"] != false),
+        "the exit code follows the budgets"
+    );
+}

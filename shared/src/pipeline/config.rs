@@ -63,6 +63,7 @@ pub struct Schedule {
 }
 
 /// A connection ready to run: every part parsed, checked and compiled.
+#[derive(Clone)]
 pub struct Connection {
     pub config: ConnectionConfig,
     pub vendor: VendorConfig,

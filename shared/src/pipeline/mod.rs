@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 pub use config::{Connection, ConnectionConfig, Filters, Schedule};
 pub use lifecycle::{RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, read_state};
-pub use runner::{LOCK_LEASE, RunSummary, run_connection};
+pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use steps::{
     CollectOutcome, ItemStatus, Manifest, ManifestItem, ObjectEntry, StepError, TransformRecord,
     VendorAccess, WorkItem, collect, finalize, plan, read_work_list, transform,

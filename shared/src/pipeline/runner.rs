@@ -2,6 +2,8 @@
 //! concurrency cap (the state machine's MaxConcurrency) and one more attempt for a retryable item.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -16,6 +18,7 @@ use super::steps::{
 };
 use crate::secret::SecretSource;
 use crate::store::ObjectStore;
+use crate::vendor::CounterSnapshot;
 
 /// How long a run may hold its connection's lock before another trigger may take it over.
 pub const LOCK_LEASE: Duration = Duration::from_secs(6 * 3600);
@@ -37,12 +40,43 @@ pub struct RunSummary {
     pub skipped: u64,
     pub batches: u64,
     pub duration_ms: u64,
+    /// Time per stage; collect and transform are summed over items (they overlap across items).
+    pub stage_ms: StageTimes,
+    /// What the vendor client did: requests, retries, 429s, re-authentications, bytes.
+    pub vendor: CounterSnapshot,
     pub manifest: String,
     pub problems: Vec<String>,
 }
 
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StageTimes {
+    pub plan: u64,
+    pub collect: u64,
+    pub transform: u64,
+    pub finalize: u64,
+}
+
+/// Stage clocks shared by the items running at once.
+#[derive(Default)]
+struct StageClock {
+    collect_us: AtomicU64,
+    transform_us: AtomicU64,
+}
+
+impl StageClock {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 impl RunSummary {
-    fn from(manifest: &Manifest, run: &RunRef, started: Instant) -> Self {
+    fn from(
+        manifest: &Manifest,
+        run: &RunRef,
+        started: Instant,
+        stage_ms: StageTimes,
+        vendor: CounterSnapshot,
+    ) -> Self {
         let t = &manifest.totals;
         Self {
             connection_id: manifest.connection_id.clone(),
@@ -58,6 +92,8 @@ impl RunSummary {
             skipped: t.skipped(),
             batches: manifest.items.iter().map(|i| i.objects.len() as u64).sum(),
             duration_ms: started.elapsed().as_millis() as u64,
+            stage_ms,
+            vendor,
             manifest: run.manifest(),
             problems: manifest.problems.clone(),
         }
@@ -70,14 +106,20 @@ async fn process(
     vendor: &VendorAccess,
     connection: &Connection,
     item: &WorkItem,
+    clock: &StageClock,
 ) -> Result<(), StepError> {
     let mut last = None;
     for _attempt in 0..2 {
-        match collect(store, vendor, item).await {
+        let collecting = Instant::now();
+        let collected = collect(store, vendor, item).await;
+        StageClock::add(&clock.collect_us, collecting);
+        match collected {
             Ok(_) => {
                 // Writes the item's transform record whatever its status; only complete items get batches.
-                transform(store, connection, item).await?;
-                return Ok(());
+                let transforming = Instant::now();
+                let transformed = transform(store, connection, item).await;
+                StageClock::add(&clock.transform_us, transforming);
+                return transformed.map(|_| ());
             }
             Err(error) if error.retryable => last = Some(error),
             Err(error) => return Err(error),
@@ -94,9 +136,10 @@ async fn process(
 }
 
 /// Runs a connection end to end: lock, plan, collect + transform every item (at most
-/// `item_concurrency` at once), finalize. `on_item` is called as each item finishes.
-pub async fn run_connection(
-    store: &impl ObjectStore,
+/// `item_concurrency` at once, each item a task of its own so they use every core), finalize.
+/// `on_item` is called as each item finishes.
+pub async fn run_connection<S: ObjectStore + Clone + 'static>(
+    store: &S,
     connection: &Connection,
     secret: SecretSource,
     trigger: Trigger,
@@ -104,30 +147,52 @@ pub async fn run_connection(
     on_item: &(dyn Fn(&WorkItem) + Sync),
 ) -> Result<RunSummary, StepError> {
     let started = Instant::now();
+    let connection = Arc::new(connection.clone());
     let run = begin_run(store, &connection.config.id, trigger, LOCK_LEASE).await?;
-    let result = async {
-        let vendor = VendorAccess::new(connection.vendor.clone(), secret).await?;
-        let items = plan(store, &vendor, connection, &run).await?;
-        on_planned(items.len() as u64);
-        let vendor = &vendor;
-        let failures: Vec<(String, StepError)> = futures_util::stream::iter(items.iter())
-            .map(|item| async move {
-                let result = process(store, vendor, connection, item).await;
-                on_item(item);
-                result.err().map(|e| (item.item.clone(), e))
+    let clock = Arc::new(StageClock::default());
+    let mut stages = StageTimes::default();
+    let result =
+        async {
+            let planning = Instant::now();
+            let vendor = Arc::new(VendorAccess::new(connection.vendor.clone(), secret).await?);
+            let items = plan(store, &vendor, &connection, &run).await?;
+            stages.plan = planning.elapsed().as_millis() as u64;
+            on_planned(items.len() as u64);
+            let failures: Vec<(String, StepError)> = futures_util::stream::iter(items)
+            .map(|item| {
+                let (store, vendor, connection, clock) =
+                    (store.clone(), vendor.clone(), connection.clone(), clock.clone());
+                async move {
+                    let task = tokio::spawn({
+                        let item = item.clone();
+                        async move { process(&store, &vendor, &connection, &item, &clock).await }
+                    });
+                    let result = task.await.unwrap_or_else(|panicked| {
+                        Err(StepError::fatal(format!("the item's task stopped: {panicked}")))
+                    });
+                    on_item(&item);
+                    result.err().map(|e| (item.item.clone(), e))
+                }
             })
             .buffer_unordered(connection.config.item_concurrency)
             .filter_map(|failure| async move { failure })
             .collect()
             .await;
-        for (item, error) in &failures {
-            tracing::warn!(item, error = %error, "item failed; finalize records it");
+            for (item, error) in &failures {
+                tracing::warn!(item, error = %error, "item failed; finalize records it");
+            }
+            let finalizing = Instant::now();
+            let manifest = finalize(store, &connection, &run).await?;
+            stages.finalize = finalizing.elapsed().as_millis() as u64;
+            Ok::<_, StepError>((manifest, vendor.client().await.counters()))
         }
-        finalize(store, connection, &run).await
-    }
-    .await;
+        .await;
+    stages.collect = clock.collect_us.load(Ordering::Relaxed) / 1000;
+    stages.transform = clock.transform_us.load(Ordering::Relaxed) / 1000;
     match result {
-        Ok(manifest) => Ok(RunSummary::from(&manifest, &run, started)),
+        Ok((manifest, counters)) => {
+            Ok(RunSummary::from(&manifest, &run, started, stages, counters))
+        }
         Err(error) => {
             tracing::error!(run = %run.run_id, error = %error, "run failed");
             if let Err(also) = fail_run(store, &run, &error.message).await {

@@ -62,7 +62,7 @@ impl TransformMap {
 }
 
 /// Where a source path's value lands while a record is read.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct PathTree {
     pub children: HashMap<String, PathTree>,
     pub slot: Option<usize>,
@@ -82,7 +82,7 @@ impl PathTree {
 }
 
 /// How the mapped finding fields nest in the output object.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Layout {
     Leaf(usize),
     Object(Vec<(String, Layout)>),
@@ -107,7 +107,7 @@ impl Layout {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CompiledEntry {
     pub label: String,
     /// Where a finding entry's value lands while the record is read.
@@ -124,7 +124,7 @@ pub(crate) struct CompiledEntry {
 
 /// Slots every finding needs whatever the map says: identity for rejections, the engine type,
 /// lifecycle status, triage state and severity.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Implicit {
     pub id: usize,
     pub kind: Option<usize>,
@@ -134,7 +134,7 @@ pub(crate) struct Implicit {
 }
 
 /// A compiled map: apply it to any number of records.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub kind: ConnectorKind,
     pub name: String,

@@ -13,6 +13,14 @@ pub struct Stats {
     requests: [AtomicU64; 9],
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    /// Unix microseconds of the first request since start or reset (0: none yet).
+    first_request_us: AtomicU64,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Decrements the in-flight count when the request is done, however it ends.
@@ -26,6 +34,14 @@ impl Drop for InFlight<'_> {
 
 impl Stats {
     pub fn begin(&self, endpoint: Endpoint) -> InFlight<'_> {
+        if self.first_request_us.load(Ordering::Relaxed) == 0 {
+            let _ = self.first_request_us.compare_exchange(
+                0,
+                unix_us(),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            );
+        }
         self.requests[endpoint.index()].fetch_add(1, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -38,6 +54,7 @@ impl Stats {
         }
         self.peak_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.first_request_us.store(0, Ordering::SeqCst);
     }
 
     pub fn snapshot(&self, faults: &FaultControl) -> TrafficSnapshot {
@@ -53,6 +70,8 @@ impl Stats {
             requests: per_endpoint(&|e| self.requests[e.index()].load(Ordering::Relaxed)),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
+            first_request_unix_us: Some(self.first_request_us.load(Ordering::SeqCst))
+                .filter(|&us| us > 0),
             faults_fired: FaultsFired {
                 rate_limited: per_endpoint(&|e| fired(e).rate_limited.load(Ordering::Relaxed)),
                 server_errors: per_endpoint(&|e| fired(e).server_errors.load(Ordering::Relaxed)),
@@ -71,6 +90,8 @@ pub struct TrafficSnapshot {
     pub requests: BTreeMap<String, u64>,
     pub in_flight: u64,
     pub peak_in_flight: u64,
+    /// When the first request since start or reset arrived (Unix microseconds).
+    pub first_request_unix_us: Option<u64>,
     pub faults_fired: FaultsFired,
 }
 

@@ -418,8 +418,23 @@ async fn faults_can_be_switched_over_http_and_stats_count_requests_and_peak_in_f
         .await
         .unwrap();
 
+    let unix_us = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let before = unix_us();
     let calls = (0..8).map(|_| get(&emulator, &token, "/api/projects"));
     let answers = futures_util::future::join_all(calls).await;
+    let first = emulator
+        .traffic()
+        .first_request_unix_us
+        .expect("a first request");
+    assert!(
+        before <= first && first <= unix_us(),
+        "the first request since the reset"
+    );
     assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK));
     let stats: Value = http
         .get(format!("{}/_emulator/stats", emulator.api_url))

@@ -1,5 +1,6 @@
 //! `cxone-etm`: the connector's command line. Only wiring: each command calls the library.
 
+mod bench;
 mod runs;
 
 use std::path::PathBuf;
@@ -71,6 +72,29 @@ enum Command {
         json: bool,
         #[arg(long)]
         quiet: bool,
+    },
+    /// Full SAST + DAST pull against the bundled emulator with each budget checked (exit 2 when
+    /// one is not met); docs/performance.md holds the figures.
+    Bench {
+        #[arg(long, default_value_t = 1_000)]
+        projects: u32,
+        #[arg(long, default_value_t = 1_000)]
+        results_per_scan: u64,
+        #[arg(long, default_value_t = 100)]
+        dast_environments: u32,
+        #[arg(long, default_value_t = 200)]
+        dast_results_per_scan: u64,
+        /// Added to every vendor answer.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Results of the project collected and transformed on its own for the memory budget.
+        #[arg(long, default_value_t = 100_000)]
+        single_project_results: u64,
+        /// Items at once (the state machine's MaxConcurrency default).
+        #[arg(long, default_value_t = 10)]
+        item_concurrency: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// The five connection checks for a connection config file.
     TestConnection {
@@ -193,6 +217,28 @@ async fn main() -> anyhow::Result<ExitCode> {
             json,
             quiet,
         } => return runs::run(&config, &store, runs::Output { json, quiet }).await,
+        Command::Bench {
+            projects,
+            results_per_scan,
+            dast_environments,
+            dast_results_per_scan,
+            latency_ms,
+            single_project_results,
+            item_concurrency,
+            json,
+        } => {
+            return bench::bench(bench::BenchArgs {
+                projects,
+                results_per_scan,
+                dast_environments,
+                dast_results_per_scan,
+                latency_ms,
+                single_project_results,
+                item_concurrency,
+                json,
+            })
+            .await;
+        }
         Command::TestConnection { config, json } => {
             return runs::check(&config, runs::Output { json, quiet: false }).await;
         }

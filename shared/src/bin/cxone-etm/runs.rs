@@ -40,7 +40,7 @@ fn progress(output: &Output, label: &str) -> Arc<ProgressBar> {
 }
 
 async fn run_one(
-    store: &impl ObjectStore,
+    store: &(impl ObjectStore + Clone + 'static),
     connection: &Connection,
     secret: SecretSource,
     output: &Output,
@@ -212,7 +212,9 @@ pub async fn run(config: &Path, store: &str, output: Output) -> anyhow::Result<E
     let secret = SecretSource::new(connection.secret.clone()).await;
     let summary = run_one(&store, &connection, secret, &output).await?;
     if output.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        let mut report = serde_json::to_value(&summary)?;
+        report["peakRssBytes"] = json!(peak_rss_bytes());
+        println!("{}", serde_json::to_string(&report)?);
     } else if !output.quiet {
         print_summary(&summary, None);
     }
@@ -240,4 +242,12 @@ pub async fn check(config: &Path, output: Output) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// This process's peak resident set (VmHWM), where the system reports it (Linux).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
