@@ -193,17 +193,24 @@ async fn a_full_run_with_failures_leaks_no_secret_into_logs_errors_objects_or_ev
         ..TenantShape::default()
     })
     .await;
-    // Retries (429, 503, a token refused mid-run) and one item the vendor refuses (403).
-    for endpoint in [Endpoint::Results, Endpoint::DastResults] {
-        emulator.set_fault(
-            endpoint,
-            FaultSpec {
-                rate_limit_rate: 0.3,
-                server_error_rate: 0.1,
-                ..FaultSpec::default()
-            },
-        );
-    }
+    // Retries (a 429 and a 503, each exactly once), tokens revoked between the runs, and one item
+    // the vendor refuses (403).
+    emulator.set_fault(
+        Endpoint::DastResults,
+        FaultSpec {
+            rate_limit_rate: 1.0,
+            max: Some(1),
+            ..FaultSpec::default()
+        },
+    );
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            server_error_rate: 1.0,
+            max: Some(1),
+            ..FaultSpec::default()
+        },
+    );
     let refused_scan = emulator.expected().projects[0]
         .latest_completed_sast_scan
         .clone()
@@ -211,8 +218,6 @@ async fn a_full_run_with_failures_leaks_no_secret_into_logs_errors_objects_or_ev
     emulator.set_fault(
         Endpoint::Results,
         FaultSpec {
-            rate_limit_rate: 0.3,
-            server_error_rate: 0.1,
             forbidden_rate: 1.0,
             only_matching: Some(refused_scan),
             ..FaultSpec::default()

@@ -35,6 +35,11 @@ pub struct ConnectionConfig {
     /// Items collected and transformed at once by the local runner (the state machine's MaxConcurrency on AWS).
     #[serde(default = "default_item_concurrency")]
     pub item_concurrency: usize,
+    /// When a project or environment disappears from the tenant, close its open findings (closure
+    /// records) instead of only reporting it. Off by default: a project can vanish from a listing
+    /// for reasons other than its deletion (a changed role, a group filter).
+    #[serde(default)]
+    pub close_deleted_items: bool,
 }
 
 fn default_item_concurrency() -> usize {
@@ -144,6 +149,7 @@ impl ConnectionConfig {
             filters: Filters::default(),
             schedule: None,
             item_concurrency: default_item_concurrency(),
+            close_deleted_items: false,
         }
     }
 

@@ -57,6 +57,9 @@ pub struct RunRecord {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<u64>,
+    /// The last committed run when this one was planned (what it reconciles against).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_run: Option<String>,
 }
 
 /// `connections/<c>/lock`
@@ -223,6 +226,7 @@ pub async fn begin_run(
         started_at: now_rfc3339(),
         finished_at: None,
         items: None,
+        previous_run: None,
     };
     put_json(store, &run.run_record(), &record).await?;
     write_state(

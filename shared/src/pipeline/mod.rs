@@ -6,7 +6,8 @@
 //! connections/<c>/config.json | state.json | lock
 //! connections/<c>/runs/<r>/run.json | work.jsonl | manifest.json | _COMMITTED
 //! connections/<c>/runs/<r>/raw/<item>/item.json.gz | <page>.json.gz | collect.json
-//! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | transform.json
+//! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
+//! connections/<c>/runs/<r>/ledger/<item>.json.gz
 //! ```
 
 mod config;
@@ -24,8 +25,8 @@ pub use config::{Connection, ConnectionConfig, Filters, Schedule};
 pub use lifecycle::{RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, read_state};
 pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use steps::{
-    CollectOutcome, ItemStatus, Manifest, ManifestItem, ObjectEntry, StepError, TransformRecord,
-    VendorAccess, WorkItem, collect, finalize, plan, read_work_list, transform,
+    CollectOutcome, DeletedItem, ItemStatus, Manifest, ManifestItem, ObjectEntry, StepError,
+    TransformRecord, VendorAccess, WorkItem, collect, finalize, plan, read_work_list, transform,
 };
 
 use crate::store::{ObjectStore, StoreError};
@@ -53,6 +54,13 @@ impl RunRef {
     }
     pub fn etm_prefix(&self, item: &str) -> String {
         format!("{}/etm/{item}/", self.base())
+    }
+    /// The asset's ledger as of this run (what has been reported for it, open or fixed).
+    pub fn ledger(&self, item: &str) -> String {
+        format!("{}{item}.json.gz", self.ledger_prefix())
+    }
+    pub fn ledger_prefix(&self) -> String {
+        format!("{}/ledger/", self.base())
     }
     pub fn manifest(&self) -> String {
         format!("{}/manifest.json", self.base())

@@ -10,12 +10,14 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::config::Connection;
-use super::lifecycle::{RunState, release, update_run, write_state};
+use super::lifecycle::{RunState, read_state, release, update_run, write_state};
 use super::{RunRef, get_json, gunzip, gzip, item_key, now_rfc3339, put_json};
 use crate::ConnectorKind;
 use crate::secret::SecretSource;
 use crate::store::ObjectStore;
-use crate::transform::{Collision, Figures, ItemTransformer, Rejected, TransformContext};
+use crate::transform::{
+    Collision, Figures, ItemTransformer, Ledger, Rejected, TransformContext, close_all,
+};
 use crate::vendor::{
     AuthError, Completeness, CxOneClient, LastScanQuery, PageSource, VendorConfig, VendorError,
 };
@@ -59,6 +61,10 @@ pub struct WorkItem {
     pub scan_id: Option<String>,
     /// The project or environment record as the vendor sent it.
     pub record: Value,
+    /// The connection's last committed run when this run was planned: its ledgers are what the
+    /// findings are reconciled against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_run: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +110,9 @@ pub struct ObjectEntry {
 #[serde(rename_all = "camelCase")]
 pub struct TransformRecord {
     pub item: String,
+    /// Open findings of an item whose pull was not complete, carried forward unchanged.
+    #[serde(default)]
+    pub carried_forward: u64,
     pub figures: Figures,
     pub rejected: Vec<Rejected>,
     pub collisions: Vec<Collision>,
@@ -124,6 +133,8 @@ pub struct ManifestItem {
     pub records_expected: u64,
     pub records_fetched: u64,
     pub figures: Figures,
+    #[serde(default)]
+    pub carried_forward: u64,
     pub objects: Vec<ObjectEntry>,
     pub rejected: Vec<Rejected>,
     pub collisions: Vec<Collision>,
@@ -145,7 +156,25 @@ pub struct Manifest {
     pub problems: Vec<String>,
     pub items_by_status: BTreeMap<String, u64>,
     pub totals: Figures,
+    /// Open findings of incomplete or failed items, carried forward unchanged.
+    #[serde(default)]
+    pub carried_forward: u64,
     pub items: Vec<ManifestItem>,
+    /// Projects or environments of the previous committed run that the tenant no longer lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_items: Vec<DeletedItem>,
+}
+
+/// An asset whose project or environment disappeared since the previous committed run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedItem {
+    pub item: String,
+    pub vendor_id: String,
+    pub open_findings: u64,
+    /// True when the connection's policy closed its findings (closure records in `objects`).
+    pub closed: bool,
+    pub objects: Vec<ObjectEntry>,
 }
 
 /// The vendor client with the credential behind it: rebuilt once with a re-read secret when the
@@ -252,6 +281,9 @@ pub async fn plan(
         None,
     )
     .await?;
+    let previous_run = read_state(store, &run.connection_id)
+        .await?
+        .and_then(|s| s.last_committed_run);
     let kind = connection.config.kind;
     let (raw, malformed, completeness, ids, names) = match kind {
         ConnectorKind::Sast => {
@@ -316,6 +348,7 @@ pub async fn plan(
             kind,
             scan_id: scans.get(id).map(|s| s.id.clone()),
             record: serde_json::from_str(&record).unwrap_or(Value::Null),
+            previous_run: previous_run.clone(),
         });
     }
     let mut problems = malformed;
@@ -334,7 +367,11 @@ pub async fn plan(
         &problems,
     )
     .await?;
-    update_run(store, run, |r| r.items = Some(items.len() as u64)).await?;
+    update_run(store, run, |r| {
+        r.items = Some(items.len() as u64);
+        r.previous_run = previous_run.clone();
+    })
+    .await?;
     Ok(items)
 }
 
@@ -490,6 +527,16 @@ pub async fn transform(
         item: item.item.clone(),
         ..TransformRecord::default()
     };
+    let previous = match &item.previous_run {
+        Some(previous_run) => {
+            let previous = RunRef {
+                connection_id: item.run.connection_id.clone(),
+                run_id: previous_run.clone(),
+            };
+            get_gzip_json::<Ledger>(store, &previous.ledger(&item.item)).await?
+        }
+        None => None,
+    };
     if outcome.status == ItemStatus::Complete {
         let run_record: super::RunRecord = get_json(store, &item.run.run_record())
             .await?
@@ -516,6 +563,7 @@ pub async fn transform(
             &item_json,
         )
         .map_err(|e| StepError::fatal(format!("item {}: {e}", item.item)))?;
+        transformer.reconcile(previous.unwrap_or_default(), &item.run.run_id);
         for number in 0..outcome.pages {
             let key = format!("{raw}{number}.json.gz");
             let page = gunzip(
@@ -532,24 +580,154 @@ pub async fn transform(
             if lines.is_empty() {
                 continue;
             }
-            let body = gzip(&lines.concat());
-            let key = format!("{etm}{number}.ndjson.gz");
-            record.objects.push(ObjectEntry {
-                key: key.clone(),
-                lines: lines.len() as u64,
-                findings: transformer.figures().findings_out - before,
-                bytes: body.len() as u64,
-                sha256: hex::encode(Sha256::digest(&body)),
-            });
-            store.put(&key, body).await?;
+            let findings = transformer.figures().findings_out - before;
+            record.objects.push(
+                put_lines(store, &format!("{etm}{number}.ndjson.gz"), &lines, findings).await?,
+            );
         }
-        let done = transformer.finish();
+        let (closures, closed) = transformer.close_absent();
+        if !closures.is_empty() {
+            record.objects.push(
+                put_lines(
+                    store,
+                    &format!("{etm}closures.ndjson.gz"),
+                    &closures,
+                    closed,
+                )
+                .await?,
+            );
+        }
+        let mut done = transformer.finish();
+        if let Some(ledger) = done.ledger.take() {
+            put_gzip_json(store, &item.run.ledger(&item.item), &ledger).await?;
+        }
         record.figures = done.figures;
         record.rejected = done.rejected;
         record.collisions = done.collisions;
+    } else if let Some(previous) = previous {
+        // Not pulled completely: nothing is closed; the asset's findings stay as they were.
+        record.carried_forward = previous.open_findings();
+        put_gzip_json(store, &item.run.ledger(&item.item), &previous).await?;
     }
     put_json(store, &format!("{etm}transform.json"), &record).await?;
     Ok(record)
+}
+
+/// Assets of the previous committed run whose project or environment is no longer listed: their
+/// ledgers go forward, closed when the connection's policy says so, else unchanged.
+async fn deleted_items(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    run: &RunRef,
+    record: &super::RunRecord,
+    work: &[WorkItem],
+) -> Result<Vec<DeletedItem>, StepError> {
+    let Some(previous_run) = &record.previous_run else {
+        return Ok(Vec::new());
+    };
+    let previous = RunRef {
+        connection_id: run.connection_id.clone(),
+        run_id: previous_run.clone(),
+    };
+    let prefix = previous.ledger_prefix();
+    let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
+    let mut deleted = Vec::new();
+    for key in store.list(&prefix).await? {
+        let Some(item) = key
+            .strip_prefix(&prefix)
+            .and_then(|k| k.strip_suffix(".json.gz"))
+        else {
+            continue;
+        };
+        if listed.contains(item) {
+            continue;
+        }
+        let Some(ledger) = get_gzip_json::<Ledger>(store, &key).await? else {
+            continue;
+        };
+        let open_findings = ledger.open_findings();
+        let mut entry = DeletedItem {
+            item: item.to_string(),
+            vendor_id: ledger.vendor_item_id.clone(),
+            open_findings,
+            closed: false,
+            objects: Vec::new(),
+        };
+        let ledger = if connection.config.close_deleted_items && open_findings > 0 {
+            let context = TransformContext {
+                connection_id: run.connection_id.clone(),
+                run_id: run.run_id.clone(),
+                produced_at: record.started_at.clone(),
+            };
+            let reason = format!(
+                "its {} is no longer listed by the tenant (run {})",
+                match connection.config.kind {
+                    ConnectorKind::Sast => "project",
+                    ConnectorKind::Dast => "environment",
+                },
+                run.run_id
+            );
+            let (lines, closed, ledger) = close_all(
+                ledger,
+                &context,
+                connection.config.kind,
+                &reason,
+                connection.options.max_findings_per_line,
+            );
+            let key = format!("{}closures.ndjson.gz", run.etm_prefix(item));
+            entry
+                .objects
+                .push(put_lines(store, &key, &lines, closed).await?);
+            entry.closed = true;
+            ledger
+        } else {
+            ledger
+        };
+        put_gzip_json(store, &run.ledger(item), &ledger).await?;
+        deleted.push(entry);
+    }
+    Ok(deleted)
+}
+
+/// Writes batch lines as one gzip object and returns its manifest entry.
+async fn put_lines(
+    store: &impl ObjectStore,
+    key: &str,
+    lines: &[Vec<u8>],
+    findings: u64,
+) -> Result<ObjectEntry, StepError> {
+    let body = gzip(&lines.concat());
+    let entry = ObjectEntry {
+        key: key.to_string(),
+        lines: lines.len() as u64,
+        findings,
+        bytes: body.len() as u64,
+        sha256: hex::encode(Sha256::digest(&body)),
+    };
+    store.put(key, body).await?;
+    Ok(entry)
+}
+
+async fn put_gzip_json<T: Serialize>(
+    store: &impl ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<(), StepError> {
+    let body = gzip(&serde_json::to_vec(value).expect("serializes"));
+    store.put(key, body).await.map_err(StepError::from)
+}
+
+async fn get_gzip_json<T: serde::de::DeserializeOwned>(
+    store: &impl ObjectStore,
+    key: &str,
+) -> Result<Option<T>, StepError> {
+    let Some(body) = store.get(key).await? else {
+        return Ok(None);
+    };
+    let text = gunzip(key, &body)?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| StepError::fatal(format!("{key}: {e}")))
 }
 
 /// Writes the manifest (every object with its counts and hash, every item's outcome), then the
@@ -608,6 +786,7 @@ pub async fn finalize(
             records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
             records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
             figures: transformed.figures,
+            carried_forward: transformed.carried_forward,
             objects: transformed.objects,
             rejected: transformed.rejected,
             collisions: transformed.collisions,
@@ -623,6 +802,21 @@ pub async fn finalize(
     let record: super::RunRecord = get_json(store, &run.run_record())
         .await?
         .ok_or_else(|| StepError::fatal("the run record is missing"))?;
+    let deleted_items = deleted_items(store, connection, run, &record, &work).await?;
+    let closed_with_deleted: u64 = deleted_items
+        .iter()
+        .flat_map(|d| &d.objects)
+        .map(|o| o.findings)
+        .sum();
+    if closed_with_deleted > 0 {
+        *totals.lifecycle.entry("FIXED".into()).or_default() += closed_with_deleted;
+    }
+    let carried_forward = items.iter().map(|i| i.carried_forward).sum::<u64>()
+        + deleted_items
+            .iter()
+            .filter(|d| !d.closed)
+            .map(|d| d.open_findings)
+            .sum::<u64>();
     let manifest = Manifest {
         schema_version: "1.0".into(),
         connection_id: run.connection_id.clone(),
@@ -634,7 +828,9 @@ pub async fn finalize(
         problems,
         items_by_status: by_status,
         totals,
+        carried_forward,
         items,
+        deleted_items,
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("serializes");
     let sha = hex::encode(Sha256::digest(&body));

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::catalog::ValueType;
 use super::extract::PageSeed;
+use super::lifecycle::{Ledger, LedgerEntry, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use crate::ConnectorKind;
@@ -109,6 +110,9 @@ pub struct Figures {
     pub flagged_values: u64,
     /// Findings out by vendor severity.
     pub by_severity: BTreeMap<String, u64>,
+    /// Findings out (closure records included) by lifecycle status, when reconciled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lifecycle: BTreeMap<String, u64>,
     pub lines: u64,
 }
 
@@ -132,6 +136,9 @@ impl Figures {
         for (k, v) in &other.by_severity {
             *self.by_severity.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &other.lifecycle {
+            *self.lifecycle.entry(k.clone()).or_default() += v;
+        }
         self.lines += other.lines;
     }
 }
@@ -151,6 +158,9 @@ pub struct ItemOutcome {
     pub figures: Figures,
     pub rejected: Vec<Rejected>,
     pub collisions: Vec<Collision>,
+    /// The asset's next ledger, when the item was reconciled.
+    #[serde(skip)]
+    pub ledger: Option<Ledger>,
 }
 
 pub struct ItemTransformer<'p> {
@@ -161,13 +171,22 @@ pub struct ItemTransformer<'p> {
     envelope: Vec<u8>,
     /// `"externalAssetId":…,"asset":{…},` — the mapped asset, the same on every line.
     asset: Vec<u8>,
+    vendor_item_id: String,
     emit: bool,
     state: State,
+}
+
+/// The previous ledger and the one being built, while an item is reconciled.
+struct Reconciling {
+    previous: Ledger,
+    next: Ledger,
+    run_id: String,
 }
 
 #[derive(Default)]
 struct State {
     outcome: ItemOutcome,
+    reconciling: Option<Reconciling>,
     seen_ids: HashSet<u64>,
     /// Next suffix for ids that collided.
     suffixes: HashMap<String, u32>,
@@ -476,6 +495,7 @@ impl<'p> ItemTransformer<'p> {
             options,
             envelope,
             asset: asset_bytes,
+            vendor_item_id: item_id,
             emit,
             state: State::default(),
         })
@@ -557,7 +577,64 @@ impl<'p> ItemTransformer<'p> {
         &self.state.outcome.figures
     }
 
-    pub fn finish(self) -> ItemOutcome {
+    /// Reconciles this item against its previous ledger (empty on the first run): every finding
+    /// gets a `lifecycleStatus`, and [`Self::close_absent`] closes what disappeared.
+    pub fn reconcile(&mut self, previous: Ledger, run_id: &str) {
+        let asset = String::from_utf8_lossy(&self.asset).into_owned();
+        let vendor_item_id = self.vendor_item_id.clone();
+        self.state.reconciling = Some(Reconciling {
+            previous,
+            next: Ledger {
+                vendor_item_id,
+                asset,
+                findings: Default::default(),
+            },
+            run_id: run_id.to_string(),
+        });
+    }
+
+    /// After the last page of a complete pull: a closure record (FIXED) for every finding that was
+    /// open and is absent now, as lines, with their count; fixed findings not seen again stay in
+    /// the ledger as fixed.
+    pub fn close_absent(&mut self) -> (Vec<Vec<u8>>, u64) {
+        let Some(reconciling) = &mut self.state.reconciling else {
+            return (Vec::new(), 0);
+        };
+        let reason = format!(
+            "absent from the complete pull of this asset in run {}",
+            reconciling.run_id
+        );
+        let mut closed = 0u64;
+        for (id, entry) in &reconciling.previous.findings {
+            if reconciling.next.findings.contains_key(id) {
+                continue;
+            }
+            if entry.open {
+                self.state
+                    .findings
+                    .push(Ledger::closure_record(id, entry, &reason));
+                closed += 1;
+            }
+            reconciling.next.findings.insert(
+                id.clone(),
+                LedgerEntry {
+                    open: false,
+                    ..entry.clone()
+                },
+            );
+        }
+        if closed > 0 {
+            let figures = &mut self.state.outcome.figures;
+            *figures
+                .lifecycle
+                .entry(Lifecycle::Fixed.as_str().to_string())
+                .or_default() += closed;
+        }
+        (self.lines(), closed)
+    }
+
+    pub fn finish(mut self) -> ItemOutcome {
+        self.state.outcome.ledger = self.state.reconciling.take().map(|r| r.next);
         self.state.outcome
     }
 }
@@ -679,6 +756,37 @@ impl State {
         if !flags.is_empty() {
             out.extend_from_slice(b",\"flaggedValues\":");
             serde_json::to_writer(&mut out, &flags).expect("Vec write");
+        }
+        if let (Some(reconciling), Some(position)) =
+            (&mut self.reconciling, plan.external_finding_id)
+            && let Some(Value::String(id)) = &values[position]
+        {
+            let closed_by_vendor = status.eq_ignore_ascii_case("fixed");
+            let lifecycle = reconciling.previous.classify(id, closed_by_vendor);
+            out.extend_from_slice(b",\"lifecycleStatus\":\"");
+            out.extend_from_slice(lifecycle.as_str().as_bytes());
+            out.push(b'"');
+            let first_seen = reconciling
+                .previous
+                .findings
+                .get(id)
+                .map_or_else(|| reconciling.run_id.clone(), |e| e.first_seen.clone());
+            reconciling.next.findings.insert(
+                id.clone(),
+                LedgerEntry {
+                    open: !closed_by_vendor,
+                    qds,
+                    severity: severity.clone(),
+                    status: status.clone(),
+                    first_seen,
+                },
+            );
+            *self
+                .outcome
+                .figures
+                .lifecycle
+                .entry(lifecycle.as_str().to_string())
+                .or_default() += 1;
         }
         out.push(b'}');
 

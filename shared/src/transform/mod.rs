@@ -4,6 +4,7 @@
 mod catalog;
 mod engine;
 mod extract;
+mod lifecycle;
 mod map;
 mod replay;
 mod scoring;
@@ -13,6 +14,7 @@ pub use engine::{
     AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PRODUCT, Rejected,
     SCHEMA_VERSION, TransformContext, TransformError, TransformOptions, VENDOR,
 };
+pub use lifecycle::{Ledger, LedgerEntry, Lifecycle, close_all};
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
 pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};
 pub use scoring::{CompiledScoring, DEFAULT_SCORING, ScoreRow, Scoring};

@@ -139,6 +139,7 @@ async fn the_step_sample_events_run_as_they_are() {
         started_at: "2026-11-22T00:00:00Z".into(),
         finished_at: None,
         items: Some(1),
+        previous_run: None,
     };
     f.runtime
         .store

@@ -1,0 +1,164 @@
+//! Reconciliation against the last committed run, per asset: each finding is NEW (first seen),
+//! ACTIVE (seen open before), REOPENED (fixed before, back now) or FIXED (closed by the vendor, or
+//! absent from a complete pull of its asset: then an explicit closure record is emitted). The
+//! ledger is what the connector has reported for one asset, open or fixed; each run writes the next
+//! one, and an asset whose pull is not complete carries its ledger forward unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Lifecycle {
+    New,
+    Active,
+    Reopened,
+    Fixed,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "NEW",
+            Self::Active => "ACTIVE",
+            Self::Reopened => "REOPENED",
+            Self::Fixed => "FIXED",
+        }
+    }
+}
+
+/// What was last reported for one finding: enough to classify it next time and to write its
+/// closure record if it disappears.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub open: bool,
+    pub qds: u8,
+    pub severity: String,
+    pub status: String,
+    /// The run that first reported it.
+    pub first_seen: String,
+}
+
+/// One asset's reported findings, keyed by `externalFindingId`, with the asset part of its lines
+/// (so a deleted project's findings can still be closed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ledger {
+    pub vendor_item_id: String,
+    /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
+    pub asset: String,
+    pub findings: BTreeMap<String, LedgerEntry>,
+}
+
+impl Ledger {
+    pub fn open_findings(&self) -> u64 {
+        self.findings.values().filter(|e| e.open).count() as u64
+    }
+
+    /// The status of a finding seen now, against this (the previous) ledger.
+    pub fn classify(&self, id: &str, closed_by_vendor: bool) -> Lifecycle {
+        if closed_by_vendor {
+            return Lifecycle::Fixed;
+        }
+        match self.findings.get(id) {
+            None => Lifecycle::New,
+            Some(entry) if entry.open => Lifecycle::Active,
+            Some(_) => Lifecycle::Reopened,
+        }
+    }
+
+    /// A closure record for a finding that was open and is absent now.
+    pub fn closure_record(id: &str, entry: &LedgerEntry, reason: &str) -> Vec<u8> {
+        let record = serde_json::json!({
+            "externalFindingId": id,
+            "qds": entry.qds,
+            "vendorSeverity": entry.severity,
+            "vendorStatus": entry.status,
+            "findingStatus": "FIXED",
+            "lifecycleStatus": "FIXED",
+            "closedReason": reason,
+        });
+        serde_json::to_vec(&record).expect("serializes")
+    }
+}
+
+/// Closure records for every open finding of `ledger` as batch lines (for an asset whose project or
+/// environment was deleted), with their count; the ledger comes back with everything closed.
+pub fn close_all(
+    mut ledger: Ledger,
+    context: &super::TransformContext,
+    kind: crate::ConnectorKind,
+    reason: &str,
+    max_findings_per_line: usize,
+) -> (Vec<Vec<u8>>, u64, Ledger) {
+    let closures: Vec<Vec<u8>> = ledger
+        .findings
+        .iter()
+        .filter(|(_, e)| e.open)
+        .map(|(id, e)| Ledger::closure_record(id, e, reason))
+        .collect();
+    let closed = closures.len() as u64;
+    let kind = match kind {
+        crate::ConnectorKind::Sast => "SAST",
+        crate::ConnectorKind::Dast => "DAST",
+    };
+    let mut lines = Vec::new();
+    for (part, chunk) in closures.chunks(max_findings_per_line.max(1)).enumerate() {
+        let envelope = serde_json::json!({
+            "schemaVersion": super::SCHEMA_VERSION,
+            "connectionId": context.connection_id,
+            "runId": context.run_id,
+            "connectorKind": kind,
+            "vendor": super::VENDOR,
+            "product": super::PRODUCT,
+            "producedAt": context.produced_at,
+            "vendorItemId": ledger.vendor_item_id,
+            "part": part,
+        });
+        let mut line = serde_json::to_vec(&envelope).expect("serializes");
+        line.pop();
+        line.push(b',');
+        line.extend_from_slice(ledger.asset.as_bytes());
+        line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
+        line.extend_from_slice(&chunk.join(&b',')[..]);
+        line.extend_from_slice(b"]}}\n");
+        lines.push(line);
+    }
+    for entry in ledger.findings.values_mut() {
+        entry.open = false;
+    }
+    (lines, closed, ledger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(open: bool) -> LedgerEntry {
+        LedgerEntry {
+            open,
+            qds: 70,
+            severity: "HIGH".into(),
+            status: "NEW".into(),
+            first_seen: "r1".into(),
+        }
+    }
+
+    #[test]
+    fn findings_are_classified_against_the_previous_ledger() {
+        let mut previous = Ledger::default();
+        previous.findings.insert("open".into(), entry(true));
+        previous.findings.insert("closed".into(), entry(false));
+        assert_eq!(previous.classify("brand-new", false), Lifecycle::New);
+        assert_eq!(previous.classify("open", false), Lifecycle::Active);
+        assert_eq!(previous.classify("closed", false), Lifecycle::Reopened);
+        assert_eq!(previous.classify("open", true), Lifecycle::Fixed);
+        assert_eq!(previous.open_findings(), 1);
+        let closure: serde_json::Value =
+            serde_json::from_slice(&Ledger::closure_record("open", &entry(true), "gone")).unwrap();
+        assert_eq!(closure["findingStatus"], "FIXED");
+        assert_eq!(closure["qds"], 70);
+    }
+}

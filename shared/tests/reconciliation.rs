@@ -1,0 +1,258 @@
+//! Three consecutive runs of one SAST connection while the tenant changes under it: findings
+//! added and fixed (a newer scan), fixed ones back (an older scan is the latest again), a project
+//! deleted (reported, then closed by policy), and one project refused (carried forward). Every
+//! lifecycle count is checked against a model computed from the emulator's own results.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use common::runs::*;
+use common::*;
+use cxone_emulator::{Emulator, Endpoint, FaultSpec, TenantShape};
+use cxone_etm::ConnectorKind;
+use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary};
+use cxone_etm::store::{LocalStore, ObjectStore};
+use serde_json::Value;
+
+const PROJECTS: u32 = 5;
+
+fn shape(projects: u32, scans: u32) -> TenantShape {
+    TenantShape {
+        projects,
+        scans_per_project: scans,
+        results_per_scan: 40,
+        churn_percent: 25,
+        ..TenantShape::default()
+    }
+}
+
+/// Per project id (all but `except`): SAST result id → closed by the vendor (status FIXED), read
+/// from the emulator.
+async fn vendor_view(
+    emulator: &Emulator,
+    except: Option<&str>,
+) -> BTreeMap<String, BTreeMap<String, bool>> {
+    let client = default_client(emulator);
+    let mut view = BTreeMap::new();
+    for project in emulator.expected().projects {
+        if except == Some(project.id.as_str()) {
+            continue;
+        }
+        let Some(scan) = project.latest_completed_sast_scan else {
+            continue;
+        };
+        let mut findings = BTreeMap::new();
+        let mut pager = client.results(&scan);
+        while let Some(page) = pager.next_page().await.unwrap() {
+            let body: Value = serde_json::from_slice(&page.body).unwrap();
+            for r in body["results"].as_array().unwrap() {
+                if r["type"] == "sast" {
+                    let fixed = r["status"].as_str().unwrap().eq_ignore_ascii_case("fixed");
+                    findings.insert(r["id"].as_str().unwrap().to_string(), fixed);
+                }
+            }
+        }
+        view.insert(project.id, findings);
+    }
+    view
+}
+
+/// The reconciliation rules, written out independently of the connector: per project, the open
+/// and fixed ids after a run, and the counts the run should report.
+#[derive(Default)]
+struct Model {
+    open: BTreeMap<String, BTreeSet<String>>,
+    fixed: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Model {
+    fn apply(
+        &mut self,
+        view: &BTreeMap<String, BTreeMap<String, bool>>,
+        skip: &BTreeSet<String>,
+    ) -> BTreeMap<&'static str, u64> {
+        let mut counts = BTreeMap::new();
+        for (project, findings) in view {
+            if skip.contains(project) {
+                continue;
+            }
+            let open = self.open.entry(project.clone()).or_default();
+            let fixed = self.fixed.entry(project.clone()).or_default();
+            let mut next_open = BTreeSet::new();
+            let mut next_fixed = BTreeSet::new();
+            for (id, closed_by_vendor) in findings {
+                let status = if *closed_by_vendor {
+                    "FIXED"
+                } else if open.contains(id) {
+                    "ACTIVE"
+                } else if fixed.contains(id) {
+                    "REOPENED"
+                } else {
+                    "NEW"
+                };
+                *counts.entry(status).or_default() += 1;
+                if *closed_by_vendor {
+                    next_fixed.insert(id.clone());
+                } else {
+                    next_open.insert(id.clone());
+                }
+            }
+            for id in open.iter().filter(|id| !findings.contains_key(*id)) {
+                *counts.entry("FIXED").or_default() += 1;
+                next_fixed.insert(id.clone());
+            }
+            for id in fixed.iter().filter(|id| !findings.contains_key(*id)) {
+                next_fixed.insert(id.clone());
+            }
+            *open = next_open;
+            *fixed = next_fixed;
+        }
+        counts
+    }
+}
+
+async fn run_on(store: &LocalStore, emulator: &Emulator, close_deleted: bool) -> RunSummary {
+    let mut c = connection(emulator, "lifecycle", ConnectorKind::Sast);
+    c.config.close_deleted_items = close_deleted;
+    run(store, &c, api_key(emulator)).await.unwrap()
+}
+
+/// Every finding line of a run, as (project, id, lifecycleStatus, findingStatus).
+async fn lines_of(store: &LocalStore, m: &Manifest) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    let objects = m
+        .items
+        .iter()
+        .flat_map(|i| &i.objects)
+        .chain(m.deleted_items.iter().flat_map(|d| &d.objects));
+    for object in objects {
+        let body = store.get(&object.key).await.unwrap().unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        for line in text.lines() {
+            let line: Value = serde_json::from_str(line).unwrap();
+            for f in line["findingGroup"]["findings"].as_array().unwrap() {
+                out.push((
+                    line["vendorItemId"].as_str().unwrap().to_string(),
+                    f["externalFindingId"].as_str().unwrap().to_string(),
+                    f["lifecycleStatus"].as_str().unwrap().to_string(),
+                    f["findingStatus"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn counted(lines: &[(String, String, String, String)]) -> BTreeMap<&'static str, u64> {
+    let mut counts = BTreeMap::new();
+    for (_, _, status, _) in lines {
+        let key = ["NEW", "ACTIVE", "REOPENED", "FIXED"]
+            .into_iter()
+            .find(|s| s == status)
+            .unwrap_or_else(|| panic!("unknown lifecycle status {status}"));
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+fn as_strings(counts: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
+    counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[tokio::test]
+async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
+    let (store, dir) = temp_store("lifecycle");
+    let mut model = Model::default();
+    let none = BTreeSet::new();
+
+    // Run 1: everything is new (or closed by the vendor).
+    let first = emulator(shape(PROJECTS, 3)).await;
+    let view = vendor_view(&first, None).await;
+    let expected = model.apply(&view, &none);
+    let summary = run_on(&store, &first, false).await;
+    let m1 = manifest(&store, &summary.manifest).await;
+    let lines = lines_of(&store, &m1).await;
+    assert_eq!(counted(&lines), expected);
+    assert_eq!(m1.totals.lifecycle, as_strings(&expected));
+    assert!(expected["NEW"] > 100 && !expected.contains_key("ACTIVE"));
+
+    // Run 2: a newer scan (a quarter of each project's findings fixed, as many new) and the last
+    // project deleted: it is reported, its findings neither closed nor counted.
+    let second = emulator(shape(PROJECTS - 1, 4)).await;
+    let view = vendor_view(&second, None).await;
+    let expected = model.apply(&view, &none);
+    let summary = run_on(&store, &second, false).await;
+    let m2 = manifest(&store, &summary.manifest).await;
+    let lines = lines_of(&store, &m2).await;
+    assert_eq!(counted(&lines), expected);
+    assert_eq!(m2.totals.lifecycle, as_strings(&expected));
+    assert!(expected["NEW"] > 0 && expected["ACTIVE"] > 0 && expected["FIXED"] > 0);
+    for (_, _, lifecycle, finding_status) in &lines {
+        if lifecycle == "FIXED" {
+            assert_eq!(
+                finding_status, "FIXED",
+                "closures are explicit FIXED records"
+            );
+        }
+    }
+    let deleted_id = first.expected().projects[PROJECTS as usize - 1].id.clone();
+    assert_eq!(m2.deleted_items.len(), 1);
+    assert_eq!(m2.deleted_items[0].vendor_id, deleted_id);
+    assert!(!m2.deleted_items[0].closed && m2.deleted_items[0].objects.is_empty());
+    let deleted_open = m2.deleted_items[0].open_findings;
+    assert_eq!(
+        deleted_open,
+        model.open.get(&deleted_id).map_or(0, |o| o.len() as u64)
+    );
+    assert_eq!(m2.carried_forward, deleted_open);
+
+    // Run 3: the older scan is the latest again (what was fixed comes back, what was new goes),
+    // project 0 is refused (its findings are carried, never closed), and the deleted project's
+    // findings are closed by policy.
+    let third = emulator(shape(PROJECTS - 1, 3)).await;
+    let refused = third.expected().projects[0].clone();
+    third.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: refused.latest_completed_sast_scan.clone(),
+            ..FaultSpec::default()
+        },
+    );
+    let view = vendor_view(&third, Some(&refused.id)).await;
+    let skip = BTreeSet::from([refused.id.clone()]);
+    let carried = model.open[&refused.id].len() as u64;
+    let mut expected = model.apply(&view, &skip);
+    *expected.entry("FIXED").or_default() += deleted_open;
+    let summary = run_on(&store, &third, true).await;
+    assert!(!summary.complete, "a refused project makes the run partial");
+    let m3 = manifest(&store, &summary.manifest).await;
+    let lines = lines_of(&store, &m3).await;
+    assert_eq!(counted(&lines), expected);
+    assert_eq!(m3.totals.lifecycle, as_strings(&expected));
+    assert!(expected["REOPENED"] > 0, "{expected:?}");
+    let refused_item = m3.items.iter().find(|i| i.vendor_id == refused.id).unwrap();
+    assert_eq!(refused_item.status, ItemStatus::Failed);
+    assert_eq!(refused_item.carried_forward, carried);
+    assert!(
+        lines.iter().all(|(project, ..)| project != &refused.id),
+        "nothing of the refused project is reported, so nothing of it reads as fixed"
+    );
+    assert_eq!(m3.carried_forward, carried);
+    let deleted = &m3.deleted_items[0];
+    assert!(deleted.closed);
+    assert_eq!(deleted.objects[0].findings, deleted_open);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|(project, ..)| project == &deleted_id)
+            .count() as u64,
+        deleted_open
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
