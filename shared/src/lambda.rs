@@ -262,6 +262,9 @@ pub struct CollectTaskOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub records: u64,
+    /// Vendor requests retried while collecting this item.
+    #[serde(default)]
+    pub retries: u64,
 }
 
 pub async fn collect_task(
@@ -269,11 +272,14 @@ pub async fn collect_task(
     item: WorkItem,
 ) -> Result<CollectTaskOutput, StepError> {
     let loaded = runtime.connection(&item.run.connection_id).await?;
+    let before = loaded.vendor.client().await.counters().retries;
     let outcome: CollectOutcome = collect(&runtime.store, &loaded.vendor, &item).await?;
+    let after = loaded.vendor.client().await.counters().retries;
     Ok(CollectTaskOutput {
         status: outcome.status,
         reason: outcome.reason,
         records: outcome.completeness.unique,
+        retries: after.saturating_sub(before),
         item,
     })
 }
@@ -330,6 +336,31 @@ pub async fn finalize_task(
         manifest_key: runtime.store.full_key(&input.run.manifest()),
         run: input.run,
     })
+}
+
+/// Runs one invocation of `function` and prints its summary line (EMF metrics included) whether it
+/// succeeded or failed.
+pub async fn invoke<F>(
+    function: &'static str,
+    payload: serde_json::Value,
+    handler: impl FnOnce(serde_json::Value) -> F,
+) -> Result<serde_json::Value, lambda_runtime::Diagnostic>
+where
+    F: std::future::Future<Output = Result<serde_json::Value, lambda_runtime::Diagnostic>>,
+{
+    let invocation = crate::metrics::Invocation::start(function);
+    let event = payload.clone();
+    let result = handler(payload).await;
+    let summary = match &result {
+        Ok(answer) => crate::metrics::summary_of(&event, answer),
+        Err(diagnostic) => crate::metrics::Summary {
+            outcome: diagnostic.error_type.clone(),
+            error: Some(diagnostic.error_message.clone()),
+            ..crate::metrics::summary_of(&event, &serde_json::Value::Null)
+        },
+    };
+    invocation.finish(&summary);
+    result
 }
 
 /// Step Functions retries the error types its Retry lists name: `Retryable` (a later attempt may

@@ -1,6 +1,6 @@
 //! The collect function: one Step Functions task. Only wiring; the handler is in handler.rs.
 
-use cxone_etm::lambda::{FunctionEnv, Runtime, init_tracing};
+use cxone_etm::lambda::{FunctionEnv, Runtime, init_tracing, invoke};
 use cxone_etm_collect::handler;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
@@ -10,7 +10,9 @@ async fn main() -> Result<(), Error> {
     let env = FunctionEnv::from_vars(|name| std::env::var(name).ok())?;
     let runtime = Runtime::from_env(&env).await;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        handler::handle(&runtime, event.payload)
+        invoke("collect", event.payload, |payload| {
+            handler::handle(&runtime, payload)
+        })
     }))
     .await
 }

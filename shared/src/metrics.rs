@@ -1,0 +1,229 @@
+//! One line per function invocation: a structured summary that is also a CloudWatch Embedded
+//! Metric Format document, so CloudWatch extracts the metrics (items, findings, rejected, retries,
+//! duration) from the log without any API call or extra permission.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+pub const NAMESPACE: &str = "CxoneEtm";
+
+/// What an invocation did, for its summary line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub connection: String,
+    pub run: Option<String>,
+    pub item: Option<String>,
+    /// `ok`, an item status (`complete`, `incomplete`, …), or the error type (`Retryable`, `Fatal`).
+    pub outcome: String,
+    pub items: u64,
+    pub findings: u64,
+    pub rejected: u64,
+    pub retries: u64,
+    pub error: Option<String>,
+}
+
+/// The EMF document for one invocation of `function` that took `duration_ms`.
+pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_ms: u64) -> Value {
+    let metric = |name: &str, unit: &str| json!({"Name": name, "Unit": unit});
+    let mut line = json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Function", "ConnectionId"], ["Function"]],
+                "Metrics": [
+                    metric("Items", "Count"),
+                    metric("Findings", "Count"),
+                    metric("Rejected", "Count"),
+                    metric("Retries", "Count"),
+                    metric("Errors", "Count"),
+                    metric("Duration", "Milliseconds"),
+                ],
+            }],
+        },
+        "message": "invocation summary",
+        "Function": function,
+        "ConnectionId": summary.connection,
+        "Outcome": summary.outcome,
+        "Items": summary.items,
+        "Findings": summary.findings,
+        "Rejected": summary.rejected,
+        "Retries": summary.retries,
+        "Errors": u64::from(summary.error.is_some()),
+        "Duration": duration_ms,
+    });
+    if let Some(run) = &summary.run {
+        line["RunId"] = json!(run);
+    }
+    if let Some(item) = &summary.item {
+        line["Item"] = json!(item);
+    }
+    if let Some(error) = &summary.error {
+        line["Error"] = json!(error);
+    }
+    line
+}
+
+/// The summary of a handler's answer: the step outputs (collect, transform, finalize), the
+/// trigger's started run, or an HTTP answer; the connection and run come from the event when the
+/// answer does not name them.
+pub fn summary_of(event: &Value, answer: &Value) -> Summary {
+    let pick = |v: &Value, paths: &[&str]| {
+        paths
+            .iter()
+            .find_map(|p| v.pointer(p).and_then(Value::as_str).map(str::to_string))
+    };
+    let run_paths = ["/run/runId", "/item/run/runId", "/runId"];
+    let connection_paths = [
+        "/run/connectionId",
+        "/item/run/connectionId",
+        "/connectionId",
+    ];
+    let count = |key: &str| answer[key].as_u64().unwrap_or(0);
+    let outcome = if let Some(status) = answer["status"].as_str() {
+        status.to_string()
+    } else if let Some(complete) = answer["complete"].as_bool() {
+        if complete { "complete" } else { "partial" }.to_string()
+    } else if let Some(code) = answer["statusCode"].as_i64() {
+        format!("http {code}")
+    } else {
+        "ok".to_string()
+    };
+    let items = match &answer["itemsByStatus"] {
+        Value::Object(by_status) => by_status.values().filter_map(Value::as_u64).sum(),
+        _ if answer.get("item").is_some() => 1,
+        _ => count("items"),
+    };
+    Summary {
+        connection: pick(answer, &connection_paths)
+            .or_else(|| pick(event, &connection_paths))
+            .or_else(|| pick(event, &["/pathParameters/id"]))
+            .or_else(|| {
+                // HTTP API events name the connection in the path: /connections/{id}/…
+                pick(event, &["/rawPath"])
+                    .and_then(|p| p.split('/').nth(2).map(str::to_string))
+                    .filter(|id| !id.is_empty())
+            })
+            .unwrap_or_else(|| "(unknown)".to_string()),
+        run: pick(answer, &run_paths).or_else(|| pick(event, &run_paths)),
+        item: pick(answer, &["/item/item", "/item"])
+            .or_else(|| pick(event, &["/item/item", "/item"])),
+        outcome,
+        items,
+        findings: count("findings"),
+        rejected: count("rejected"),
+        retries: count("retries"),
+        error: None,
+    }
+}
+
+/// Times an invocation and prints its summary line to stdout (where Lambda collects EMF).
+pub struct Invocation {
+    function: &'static str,
+    started: Instant,
+}
+
+impl Invocation {
+    pub fn start(function: &'static str) -> Self {
+        Self {
+            function,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn finish(self, summary: &Summary) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let line = emf_line(
+            self.function,
+            summary,
+            self.started.elapsed().as_millis() as u64,
+            now_ms,
+        );
+        println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_metric_has_a_value_and_every_dimension_a_key() {
+        let summary = Summary {
+            connection: "cx-sast".into(),
+            run: Some("r1".into()),
+            item: Some("p1".into()),
+            outcome: "complete".into(),
+            items: 1,
+            findings: 42,
+            rejected: 2,
+            retries: 3,
+            error: None,
+        };
+        let line = emf_line("collect", &summary, 1234, 1_700_000_000_000);
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        for metric in directive["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(line[name].is_u64(), "metric {name} has no value");
+        }
+        for set in directive["Dimensions"].as_array().unwrap() {
+            for key in set.as_array().unwrap() {
+                assert!(line[key.as_str().unwrap()].is_string(), "{key}");
+            }
+        }
+        assert_eq!(
+            (&line["Findings"], &line["Duration"], &line["Errors"]),
+            (&json!(42), &json!(1234), &json!(0))
+        );
+        let failed = emf_line(
+            "collect",
+            &Summary {
+                error: Some("boom".into()),
+                outcome: "Fatal".into(),
+                ..summary
+            },
+            5,
+            0,
+        );
+        assert_eq!(
+            (&failed["Errors"], &failed["Error"]),
+            (&json!(1), &json!("boom"))
+        );
+    }
+
+    #[test]
+    fn summaries_read_each_step_output_and_fall_back_to_the_event() {
+        let event = json!({"run": {"connectionId": "c1", "runId": "r1"}, "item": "p1"});
+        let collect = json!({"item": {"run": {"connectionId": "c1", "runId": "r1"}, "item": "p1"},
+            "status": "incomplete", "records": 10, "retries": 4});
+        let s = summary_of(&event, &collect);
+        assert_eq!(
+            (
+                s.connection.as_str(),
+                s.run.as_deref(),
+                s.item.as_deref(),
+                s.outcome.as_str(),
+                s.items,
+                s.retries
+            ),
+            ("c1", Some("r1"), Some("p1"), "incomplete", 1, 4)
+        );
+        let finalize = json!({"run": {"connectionId": "c1", "runId": "r1"}, "complete": false,
+            "itemsByStatus": {"complete": 3, "failed": 1}, "findings": 99});
+        let s = summary_of(&event, &finalize);
+        assert_eq!(
+            (s.outcome.as_str(), s.items, s.findings),
+            ("partial", 4, 99)
+        );
+        let http = json!({"statusCode": 409});
+        let s = summary_of(&json!({"pathParameters": {"id": "c9"}}), &http);
+        assert_eq!(
+            (s.connection.as_str(), s.outcome.as_str()),
+            ("c9", "http 409")
+        );
+    }
+}
