@@ -23,6 +23,15 @@ if [ ! -x .venv-checkov/bin/checkov ]; then
   .venv-checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.*'
 fi
 
+# The run report's HTML is checked in a real headless browser: Debian's chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (Debian package) for the report test"
+  sudo_if_needed=""
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq chromium >/dev/null
+fi
+
 echo "== infra: cfn-lint, sam validate --lint, checkov, template ↔ code"
 .venv/bin/cfn-lint infra/template.yaml
 (cd infra && SAM_CLI_TELEMETRY=0 ../.venv/bin/sam validate --lint -t template.yaml)

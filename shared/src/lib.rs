@@ -4,6 +4,7 @@
 pub mod lambda;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod secret;
 pub mod store;
 pub mod transform;

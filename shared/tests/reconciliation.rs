@@ -254,5 +254,124 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
             .count() as u64,
         deleted_open
     );
+
+    // The third run's report, rendered by a real browser: what the page shows matches the manifest.
+    let record: cxone_etm::pipeline::RunRecord = serde_json::from_slice(
+        &store
+            .get(&summary.manifest.replace("manifest.json", "run.json"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let page = dir.join("report.html");
+    std::fs::write(&page, cxone_etm::report::html(&m3, &record)).unwrap();
+    let shown = browser_check(&page, &dir.join("report.png"));
+    assert!(
+        shown.dom.contains("Partial: some items are incomplete"),
+        "the verdict"
+    );
+    for (status, n) in &m3.totals.lifecycle {
+        assert!(
+            shown
+                .dom
+                .contains(&format!("<td>{status}</td><td>{n}</td>")),
+            "{status} {n} in the lifecycle table"
+        );
+    }
+    assert!(
+        shown.dom.contains(&refused.name),
+        "the refused project is listed"
+    );
+    // Bars: the pixels of each severity's colour are proportional to its count.
+    let counts: Vec<(&str, u64)> = cxone_etm::report::SEVERITY_COLOURS
+        .iter()
+        .map(|(s, _)| (*s, m3.totals.by_severity.get(*s).copied().unwrap_or(0)))
+        .collect();
+    let (top, top_count) = counts.iter().max_by_key(|(_, n)| *n).copied().unwrap();
+    assert!(top_count > 0);
+    for (severity, count) in &counts {
+        let ratio = shown.pixels[*severity] as f64 / shown.pixels[top] as f64;
+        let expected = *count as f64 / top_count as f64;
+        assert!(
+            (ratio - expected).abs() < 0.03,
+            "{severity}: bar area {ratio:.3} of the longest, count {expected:.3}"
+        );
+    }
     std::fs::remove_dir_all(dir).ok();
+}
+
+struct Shown {
+    /// The DOM after the browser parsed and laid out the page.
+    dom: String,
+    /// Pixels of each severity's bar colour in a screenshot.
+    pixels: BTreeMap<&'static str, u64>,
+}
+
+/// Renders `page` in headless Chromium (Debian's `chromium`, which scripts/test.sh installs):
+/// its DOM and a screenshot, whose pixels are counted per bar colour.
+fn browser_check(page: &std::path::Path, screenshot: &std::path::Path) -> Shown {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("a headless browser: install Debian's chromium (bash scripts/test.sh does)");
+    let url = format!("file://{}", page.display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1200,2400",
+    ];
+    let dom = std::process::Command::new(browser)
+        .args(common)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot = std::process::Command::new(browser)
+        .args(common)
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(screenshot).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buffer = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buffer).unwrap();
+    let channels = frame.color_type.samples();
+    let colours: Vec<(&'static str, [u8; 3])> = cxone_etm::report::SEVERITY_COLOURS
+        .iter()
+        .map(|(s, hex)| {
+            let v = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap();
+            (*s, [v(1), v(3), v(5)])
+        })
+        .collect();
+    let mut pixels: BTreeMap<&'static str, u64> = colours.iter().map(|(s, _)| (*s, 0)).collect();
+    for px in buffer[..frame.buffer_size()].chunks(channels) {
+        if let Some((s, _)) = colours.iter().find(|(_, c)| px[..3] == c[..]) {
+            *pixels.get_mut(s).unwrap() += 1;
+        }
+    }
+    Shown {
+        dom: String::from_utf8_lossy(&dom.stdout).into_owned(),
+        pixels,
+    }
 }

@@ -25,8 +25,9 @@ pub use config::{Connection, ConnectionConfig, Filters, Schedule};
 pub use lifecycle::{RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, read_state};
 pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use steps::{
-    CollectOutcome, DeletedItem, ItemStatus, Manifest, ManifestItem, ObjectEntry, StepError,
-    TransformRecord, VendorAccess, WorkItem, collect, finalize, plan, read_work_list, transform,
+    CollectOutcome, DeletedItem, ItemStatus, ItemTraffic, Manifest, ManifestItem, ObjectEntry,
+    StepError, TransformRecord, VendorAccess, WorkItem, collect, finalize, plan, read_work_list,
+    transform,
 };
 
 use crate::store::{ObjectStore, StoreError};

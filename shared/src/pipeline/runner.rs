@@ -130,6 +130,7 @@ async fn process(
         store,
         item,
         &format!("{}; the item was tried twice", error.message),
+        Default::default(),
     )
     .await?;
     Err(error)

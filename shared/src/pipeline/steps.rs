@@ -19,7 +19,8 @@ use crate::transform::{
     Collision, Figures, ItemTransformer, Ledger, Rejected, TransformContext, close_all,
 };
 use crate::vendor::{
-    AuthError, Completeness, CxOneClient, LastScanQuery, PageSource, VendorConfig, VendorError,
+    AuthError, Completeness, Counters, CxOneClient, LastScanQuery, PageSource, VendorConfig,
+    VendorError, counted,
 };
 
 /// A step that could not finish. `retryable` tells Step Functions (and the local runner) whether
@@ -92,6 +93,20 @@ pub struct CollectOutcome {
     pub scan_id: Option<String>,
     pub pages: u32,
     pub completeness: Completeness,
+    /// The vendor traffic of this item alone.
+    #[serde(default)]
+    pub traffic: ItemTraffic,
+}
+
+/// Time and vendor traffic of one item's collection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemTraffic {
+    pub duration_ms: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    pub bytes: u64,
 }
 
 /// An object written by the transform.
@@ -135,6 +150,8 @@ pub struct ManifestItem {
     pub figures: Figures,
     #[serde(default)]
     pub carried_forward: u64,
+    #[serde(default)]
+    pub traffic: ItemTraffic,
     pub objects: Vec<ObjectEntry>,
     pub rejected: Vec<Rejected>,
     pub collisions: Vec<Collision>,
@@ -416,11 +433,27 @@ pub async fn collect(
             gzip(&serde_json::to_vec(&item.record).expect("serializes")),
         )
         .await?;
-    let result = with_renewal(vendor, |client| collect_pages(store, client, item, &prefix)).await;
+    let started = std::time::Instant::now();
+    let counters = std::sync::Arc::new(Counters::default());
+    let result = counted(
+        counters.clone(),
+        with_renewal(vendor, |client| collect_pages(store, client, item, &prefix)),
+    )
+    .await;
+    let seen = counters.snapshot();
+    let traffic = ItemTraffic {
+        duration_ms: started.elapsed().as_millis() as u64,
+        requests: seen.requests,
+        retries: seen.retries,
+        rate_limited: seen.rate_limited,
+        bytes: seen.bytes,
+    };
     let outcome = match result {
-        Ok(outcome) => outcome,
+        Ok(outcome) => CollectOutcome { traffic, ..outcome },
         Err(error) if error.is_transient() => return Err(StepError::retryable(error.to_string())),
-        Err(error) => return record_collect_failure(store, item, &error.to_string()).await,
+        Err(error) => {
+            return record_collect_failure(store, item, &error.to_string(), traffic).await;
+        }
     };
     put_json(store, &format!("{prefix}collect.json"), &outcome).await?;
     Ok(outcome)
@@ -432,6 +465,7 @@ pub async fn record_collect_failure(
     store: &impl ObjectStore,
     item: &WorkItem,
     reason: &str,
+    traffic: ItemTraffic,
 ) -> Result<CollectOutcome, StepError> {
     tracing::warn!(item = %item.item, name = %item.name, reason, "item failed");
     let outcome = CollectOutcome {
@@ -441,6 +475,7 @@ pub async fn record_collect_failure(
         scan_id: item.scan_id.clone(),
         pages: 0,
         completeness: Completeness::default(),
+        traffic,
     };
     let prefix = item.run.raw_prefix(&item.item);
     put_json(store, &format!("{prefix}collect.json"), &outcome).await?;
@@ -468,6 +503,7 @@ async fn collect_pages(
             scan_id: None,
             pages: 0,
             completeness: Completeness::default(),
+            traffic: ItemTraffic::default(),
         });
     };
     let (pages, completeness) = match item.kind {
@@ -486,6 +522,7 @@ async fn collect_pages(
         scan_id: Some(scan_id),
         pages,
         completeness,
+        traffic: ItemTraffic::default(),
     })
 }
 
@@ -787,6 +824,10 @@ pub async fn finalize(
             records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
             figures: transformed.figures,
             carried_forward: transformed.carried_forward,
+            traffic: collected
+                .as_ref()
+                .map(|c| c.traffic.clone())
+                .unwrap_or_default(),
             objects: transformed.objects,
             rejected: transformed.rejected,
             collisions: transformed.collisions,

@@ -21,4 +21,4 @@ pub use paging::{
     ResultsPager,
 };
 pub use region::{Endpoints, NetworkPolicy, REGIONS, Region};
-pub use transport::CounterSnapshot;
+pub use transport::{CounterSnapshot, Counters, counted};

@@ -108,6 +108,25 @@ pub(crate) fn http_client(config: &VendorConfig) -> Result<reqwest::Client, Vend
         .map_err(|e| VendorError::Setup(e.to_string()))
 }
 
+tokio::task_local! {
+    /// The counters of the unit of work the current task is doing (one item), kept besides the
+    /// client's, so items collected at the same time over one client are told apart.
+    static SCOPED: std::sync::Arc<Counters>;
+}
+
+/// Runs `work` with its own counters: every request, retry and 429 it causes is counted there too.
+pub async fn counted<F: std::future::Future>(
+    counters: std::sync::Arc<Counters>,
+    work: F,
+) -> F::Output {
+    SCOPED.scope(counters, work).await
+}
+
+fn bump(counters: &Counters, pick: impl Fn(&Counters) -> &AtomicU64, by: u64) {
+    pick(counters).fetch_add(by, Ordering::Relaxed);
+    let _ = SCOPED.try_with(|scoped| pick(scoped).fetch_add(by, Ordering::Relaxed));
+}
+
 /// Counters over the client's life, for run reports and tests.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -189,7 +208,7 @@ impl Transport {
                 .acquire()
                 .await
                 .expect("the semaphore is never closed");
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters, |c| &c.requests, 1);
             let started = Instant::now();
             let result = async {
                 let response = request.send().await?;
@@ -209,9 +228,7 @@ impl Transport {
                 Ok(exchange) => {
                     span.record("status", exchange.status.as_u16());
                     span.record("bytes", exchange.body.len());
-                    self.counters
-                        .bytes
-                        .fetch_add(exchange.body.len() as u64, Ordering::Relaxed);
+                    bump(&self.counters, |c| &c.bytes, exchange.body.len() as u64);
                     tracing::debug!("vendor answered");
                 }
                 Err(error) => tracing::debug!(error = %without_url(error), "vendor request failed"),
@@ -389,7 +406,7 @@ impl Retries<'_> {
         }
         let delay = match retry_after {
             Some(asked) => {
-                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                bump(self.counters, |c| &c.rate_limited, 1);
                 let left = self.budget.saturating_sub(waited);
                 if asked > left {
                     return Err(VendorError::RetryAfterTooLong {
@@ -402,7 +419,7 @@ impl Retries<'_> {
             }
             None => {
                 if reason.contains("429") {
-                    self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    bump(self.counters, |c| &c.rate_limited, 1);
                 }
                 match self.policy.should_retry(self.started, self.retries) {
                     RetryDecision::Retry { execute_after } => execute_after
@@ -414,7 +431,7 @@ impl Retries<'_> {
         };
         tracing::info!(endpoint = self.endpoint, attempt = self.retries + 1, delay_ms = delay.as_millis() as u64, %reason, "retrying");
         self.retries += 1;
-        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        bump(self.counters, |c| &c.retries, 1);
         tokio::time::sleep(delay).await;
         Ok(())
     }

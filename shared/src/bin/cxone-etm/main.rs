@@ -96,6 +96,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A run's report as Markdown or a self-contained HTML page (counts by severity and lifecycle
+    /// status, a chart, each item's outcome, rejected records, retries, slowest items).
+    Report {
+        /// The connection id.
+        connection: String,
+        /// The run id; the connection's last committed run when left out.
+        run: Option<String>,
+        /// A directory or s3://bucket/prefix.
+        #[arg(long, default_value = "out")]
+        store: String,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The five connection checks for a connection config file.
     TestConnection {
         #[arg(long)]
@@ -150,6 +166,12 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Markdown,
+    Html,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Validated {
     Map,
     Scoring,
@@ -171,8 +193,12 @@ fn write_or_print(out: Option<PathBuf>, text: &str) -> anyhow::Result<()> {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
         }
         None => {
-            println!("{text}");
-            Ok(())
+            use std::io::Write;
+            match writeln!(std::io::stdout().lock(), "{text}") {
+                // A reader that stopped early (`| head`) is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.context("writing to stdout"),
+            }
         }
     }
 }
@@ -238,6 +264,20 @@ async fn main() -> anyhow::Result<ExitCode> {
                 json,
             })
             .await;
+        }
+        Command::Report {
+            connection,
+            run,
+            store,
+            format,
+            out,
+        } => {
+            let (manifest, record) = runs::load_run(&store, &connection, run.as_deref()).await?;
+            let text = match format {
+                ReportFormat::Markdown => cxone_etm::report::markdown(&manifest, &record),
+                ReportFormat::Html => cxone_etm::report::html(&manifest, &record),
+            };
+            write_or_print(out, &text)?;
         }
         Command::TestConnection { config, json } => {
             return runs::check(&config, runs::Output { json, quiet: false }).await;

@@ -9,7 +9,8 @@ use anyhow::Context;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{
-    Connection, ConnectionConfig, RunSummary, Trigger, config_key, run_connection,
+    Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunSummary, Trigger, config_key,
+    read_state, run_connection,
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
@@ -250,4 +251,41 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// A committed run's manifest and record: `run`, or the connection's last committed run.
+pub async fn load_run(
+    store: &str,
+    connection: &str,
+    run: Option<&str>,
+) -> anyhow::Result<(Manifest, RunRecord)> {
+    let store = AnyStore::open(store).await?;
+    let run_id = match run {
+        Some(run) => run.to_string(),
+        None => read_state(&store, connection)
+            .await?
+            .and_then(|s| s.last_committed_run)
+            .with_context(|| {
+                format!("connection {connection} has no committed run in this store")
+            })?,
+    };
+    let run = RunRef {
+        connection_id: connection.to_string(),
+        run_id,
+    };
+    let read = |key: String| {
+        let store = &store;
+        async move {
+            let body = store
+                .get(&key)
+                .await?
+                .with_context(|| format!("{key} is missing: is the run committed?"))?;
+            anyhow::Ok(body)
+        }
+    };
+    let manifest = serde_json::from_slice(&read(run.manifest()).await?)
+        .with_context(|| format!("reading {}", run.manifest()))?;
+    let record = serde_json::from_slice(&read(run.run_record()).await?)
+        .with_context(|| format!("reading {}", run.run_record()))?;
+    Ok((manifest, record))
 }

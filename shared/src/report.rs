@@ -1,0 +1,423 @@
+//! A run's report for people: Markdown and a self-contained HTML page (inline CSS and SVG, no
+//! script, every vendor text escaped) from the manifest and the run record. Counts by severity and
+//! lifecycle status, a chart of findings by severity, each item's outcome, rejected records,
+//! retries and 429s, the slowest items, and deleted projects or environments.
+
+use std::fmt::Write as _;
+
+use crate::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
+
+/// How many rejected records and slow items the report lists.
+const LISTED: usize = 50;
+const SLOWEST: usize = 10;
+/// Severity order and bar colours of the chart (the test reads the colours back from a screenshot).
+pub const SEVERITY_COLOURS: [(&str, &str); 5] = [
+    ("CRITICAL", "#7b1fa2"),
+    ("HIGH", "#d32f2f"),
+    ("MEDIUM", "#f57c00"),
+    ("LOW", "#1976d2"),
+    ("INFO", "#388e3c"),
+];
+const LIFECYCLE: [&str; 4] = ["NEW", "ACTIVE", "REOPENED", "FIXED"];
+
+fn status_name(status: ItemStatus) -> &'static str {
+    match status {
+        ItemStatus::Complete => "complete",
+        ItemStatus::NoScan => "no scan",
+        ItemStatus::Incomplete => "incomplete",
+        ItemStatus::Failed => "failed",
+    }
+}
+
+/// Findings by severity in chart order, then any severity the table does not know.
+fn by_severity(manifest: &Manifest) -> Vec<(String, u64)> {
+    let counts = &manifest.totals.by_severity;
+    let mut rows: Vec<(String, u64)> = SEVERITY_COLOURS
+        .iter()
+        .map(|(s, _)| (s.to_string(), counts.get(*s).copied().unwrap_or(0)))
+        .collect();
+    for (severity, n) in counts {
+        if !SEVERITY_COLOURS.iter().any(|(s, _)| s == severity) {
+            rows.push((severity.clone(), *n));
+        }
+    }
+    rows
+}
+
+fn lifecycle(manifest: &Manifest) -> Vec<(&'static str, u64)> {
+    LIFECYCLE
+        .iter()
+        .map(|s| (*s, manifest.totals.lifecycle.get(*s).copied().unwrap_or(0)))
+        .collect()
+}
+
+fn slowest(manifest: &Manifest) -> Vec<&ManifestItem> {
+    let mut items: Vec<&ManifestItem> = manifest.items.iter().collect();
+    items.sort_by_key(|i| std::cmp::Reverse(i.traffic.duration_ms));
+    items.truncate(SLOWEST);
+    items
+}
+
+fn retries(manifest: &Manifest) -> (u64, u64, u64) {
+    manifest.items.iter().fold((0, 0, 0), |(r, l, q), i| {
+        (
+            r + i.traffic.retries,
+            l + i.traffic.rate_limited,
+            q + i.traffic.requests,
+        )
+    })
+}
+
+/// Markdown table cells cannot hold `|` or line breaks.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
+    let mut md = String::new();
+    let t = &manifest.totals;
+    let _ = writeln!(
+        md,
+        "# Run {} of {} ({:?})\n",
+        manifest.run_id, manifest.connection_id, manifest.kind
+    );
+    let _ = writeln!(
+        md,
+        "- Started {}, finished {}; trigger {:?}",
+        manifest.started_at, manifest.finished_at, record.trigger
+    );
+    let _ = writeln!(
+        md,
+        "- **{}**: {} items; {} findings out, {} rejected, {} skipped; {} open findings carried forward",
+        if manifest.complete {
+            "Complete"
+        } else {
+            "Partial"
+        },
+        manifest.items.len(),
+        t.findings_out,
+        t.rejected,
+        t.skipped(),
+        manifest.carried_forward
+    );
+    for problem in &manifest.problems {
+        let _ = writeln!(md, "- Problem: {problem}");
+    }
+    let (retried, limited, requests) = retries(manifest);
+    let _ = writeln!(
+        md,
+        "- Vendor: {requests} requests, {retried} retries, {limited} answered 429\n"
+    );
+    md.push_str("## Findings by severity\n\n| Severity | Findings |\n|---|---|\n");
+    for (severity, n) in by_severity(manifest) {
+        let _ = writeln!(md, "| {} | {n} |", cell(&severity));
+    }
+    md.push_str("\n## Findings by lifecycle status\n\n| Status | Findings |\n|---|---|\n");
+    for (status, n) in lifecycle(manifest) {
+        let _ = writeln!(md, "| {status} | {n} |");
+    }
+    md.push_str("\n## Items\n\n| Item | Status | Findings | Rejected | New | Active | Reopened | Fixed | Carried | Seconds | Retries | 429s | Reason |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for i in &manifest.items {
+        let l = |s: &str| i.figures.lifecycle.get(s).copied().unwrap_or(0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
+            cell(&i.name),
+            status_name(i.status),
+            i.figures.findings_out,
+            i.figures.rejected,
+            l("NEW"),
+            l("ACTIVE"),
+            l("REOPENED"),
+            l("FIXED"),
+            i.carried_forward,
+            i.traffic.duration_ms as f64 / 1000.0,
+            i.traffic.retries,
+            i.traffic.rate_limited,
+            cell(i.reason.as_deref().unwrap_or(""))
+        );
+    }
+    md.push_str("\n## Slowest items\n\n| Item | Seconds | Requests |\n|---|---|---|\n");
+    for i in slowest(manifest) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} | {} |",
+            cell(&i.name),
+            i.traffic.duration_ms as f64 / 1000.0,
+            i.traffic.requests
+        );
+    }
+    let rejected: Vec<_> = manifest
+        .items
+        .iter()
+        .flat_map(|i| i.rejected.iter().map(move |r| (i, r)))
+        .collect();
+    let _ = writeln!(md, "\n## Rejected records ({})\n", rejected.len());
+    if !rejected.is_empty() {
+        md.push_str("| Item | Vendor id | Page | Position | Reason |\n|---|---|---|---|---|\n");
+        for (i, r) in rejected.iter().take(LISTED) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                cell(&i.name),
+                cell(r.vendor_id.as_deref().unwrap_or("(unreadable)")),
+                r.page,
+                r.index,
+                cell(&r.reason)
+            );
+        }
+        if rejected.len() > LISTED {
+            let _ = writeln!(
+                md,
+                "\n…and {} more in the manifest.",
+                rejected.len() - LISTED
+            );
+        }
+    }
+    if !manifest.deleted_items.is_empty() {
+        md.push_str("\n## Deleted projects and environments\n\n| Vendor id | Open findings | Closed |\n|---|---|---|\n");
+        for d in &manifest.deleted_items {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                cell(&d.vendor_id),
+                d.open_findings,
+                if d.closed { "yes" } else { "no (policy)" }
+            );
+        }
+    }
+    md
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Horizontal bars, one per severity, their length proportional to the count.
+fn chart(rows: &[(String, u64)]) -> String {
+    let max = rows.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let (width, bar, gap, label) = (600.0, 28.0, 10.0, 90.0);
+    let height = rows.len() as f64 * (bar + gap);
+    let mut svg = format!(
+        r#"<svg id="severity-chart" role="img" aria-label="Findings by severity" width="{}" height="{height}" xmlns="http://www.w3.org/2000/svg">"#,
+        width + label + 80.0
+    );
+    for (n, (severity, count)) in rows.iter().enumerate() {
+        let colour = SEVERITY_COLOURS
+            .iter()
+            .find(|(s, _)| s == severity)
+            .map_or("#757575", |(_, c)| c);
+        let y = n as f64 * (bar + gap);
+        let length = width * (*count as f64) / (max as f64);
+        let _ = write!(
+            svg,
+            r#"<text x="0" y="{}" font-size="14">{}</text><rect class="bar" data-severity="{}" data-count="{count}" x="{label}" y="{y}" width="{length:.1}" height="{bar}" fill="{colour}"/><text x="{}" y="{}" font-size="14">{count}</text>"#,
+            y + bar * 0.7,
+            escape(severity),
+            escape(severity),
+            label + length + 6.0,
+            y + bar * 0.7
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut html = String::from("<table><thead><tr>");
+    for h in head {
+        let _ = write!(html, "<th>{}</th>", escape(h));
+    }
+    html.push_str("</tr></thead><tbody>");
+    for row in rows {
+        html.push_str("<tr>");
+        for c in row {
+            let _ = write!(html, "<td>{}</td>", escape(c));
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</tbody></table>");
+    html
+}
+
+pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
+    let t = &manifest.totals;
+    let (retried, limited, requests) = retries(manifest);
+    let severity = by_severity(manifest);
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Run {} of {}</h1><p class=\"verdict {}\" id=\"verdict\">{}</p>",
+        escape(&manifest.run_id),
+        escape(&manifest.connection_id),
+        if manifest.complete {
+            "complete"
+        } else {
+            "partial"
+        },
+        if manifest.complete {
+            "Complete"
+        } else {
+            "Partial: some items are incomplete or failed; their findings are carried, not closed"
+        }
+    );
+    let summary = vec![
+        vec!["Kind".into(), format!("{:?}", manifest.kind)],
+        vec!["Trigger".into(), format!("{:?}", record.trigger)],
+        vec!["Started".into(), manifest.started_at.clone()],
+        vec!["Finished".into(), manifest.finished_at.clone()],
+        vec!["Items".into(), manifest.items.len().to_string()],
+        vec!["Findings out".into(), t.findings_out.to_string()],
+        vec!["Rejected records".into(), t.rejected.to_string()],
+        vec!["Skipped records".into(), t.skipped().to_string()],
+        vec![
+            "Open findings carried forward".into(),
+            manifest.carried_forward.to_string(),
+        ],
+        vec!["Vendor requests".into(), requests.to_string()],
+        vec!["Retries".into(), retried.to_string()],
+        vec!["Answered 429".into(), limited.to_string()],
+    ];
+    body.push_str(&table(&["Figure", "Value"], &summary));
+    for problem in &manifest.problems {
+        let _ = write!(body, "<p class=\"problem\">{}</p>", escape(problem));
+    }
+    body.push_str("<h2>Findings by severity</h2>");
+    body.push_str(&chart(&severity));
+    body.push_str("<h2>Findings by lifecycle status</h2>");
+    let lifecycle_rows: Vec<Vec<String>> = lifecycle(manifest)
+        .into_iter()
+        .map(|(s, n)| vec![s.to_string(), n.to_string()])
+        .collect();
+    body.push_str(&table(&["Status", "Findings"], &lifecycle_rows));
+    body.push_str("<h2>Items</h2>");
+    let item_rows: Vec<Vec<String>> = manifest
+        .items
+        .iter()
+        .map(|i| {
+            let l = |s: &str| i.figures.lifecycle.get(s).copied().unwrap_or(0).to_string();
+            vec![
+                i.name.clone(),
+                status_name(i.status).to_string(),
+                i.figures.findings_out.to_string(),
+                i.figures.rejected.to_string(),
+                l("NEW"),
+                l("ACTIVE"),
+                l("REOPENED"),
+                l("FIXED"),
+                i.carried_forward.to_string(),
+                format!("{:.1}", i.traffic.duration_ms as f64 / 1000.0),
+                i.traffic.retries.to_string(),
+                i.traffic.rate_limited.to_string(),
+                i.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        &[
+            "Item", "Status", "Findings", "Rejected", "New", "Active", "Reopened", "Fixed",
+            "Carried", "Seconds", "Retries", "429s", "Reason",
+        ],
+        &item_rows,
+    ));
+    body.push_str("<h2>Slowest items</h2>");
+    let slow_rows: Vec<Vec<String>> = slowest(manifest)
+        .into_iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                format!("{:.1}", i.traffic.duration_ms as f64 / 1000.0),
+                i.traffic.requests.to_string(),
+            ]
+        })
+        .collect();
+    body.push_str(&table(&["Item", "Seconds", "Requests"], &slow_rows));
+    let rejected: Vec<Vec<String>> = manifest
+        .items
+        .iter()
+        .flat_map(|i| {
+            i.rejected.iter().map(move |r| {
+                vec![
+                    i.name.clone(),
+                    r.vendor_id.clone().unwrap_or_else(|| "(unreadable)".into()),
+                    r.page.to_string(),
+                    r.index.to_string(),
+                    r.reason.clone(),
+                ]
+            })
+        })
+        .collect();
+    let _ = write!(body, "<h2>Rejected records ({})</h2>", rejected.len());
+    let shown: Vec<Vec<String>> = rejected.iter().take(LISTED).cloned().collect();
+    body.push_str(&table(
+        &["Item", "Vendor id", "Page", "Position", "Reason"],
+        &shown,
+    ));
+    if !manifest.deleted_items.is_empty() {
+        body.push_str("<h2>Deleted projects and environments</h2>");
+        let rows: Vec<Vec<String>> = manifest
+            .deleted_items
+            .iter()
+            .map(|d| {
+                vec![
+                    d.vendor_id.clone(),
+                    d.open_findings.to_string(),
+                    if d.closed { "yes" } else { "no (policy)" }.to_string(),
+                ]
+            })
+            .collect();
+        body.push_str(&table(&["Vendor id", "Open findings", "Closed"], &rows));
+    }
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Run {} of {}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
+        escape(&manifest.run_id),
+        escape(&manifest.connection_id)
+    )
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}\
+table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #bdbdbd;padding:4px 8px;text-align:left;font-size:13px}\
+th{background:#eeeeee}.verdict{font-weight:bold;padding:6px 10px;display:inline-block}\
+.verdict.complete{background:#e8f5e9}.verdict.partial{background:#fff3e0}.problem{color:#b71c1c}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_text_is_escaped_in_html_and_markdown_cells() {
+        assert_eq!(
+            escape("<script>alert('x')</script>&"),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;"
+        );
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+
+    #[test]
+    fn bars_are_proportional_to_the_counts() {
+        let svg = chart(&[("HIGH".into(), 50), ("LOW".into(), 100), ("INFO".into(), 0)]);
+        assert!(
+            svg.contains(r#"data-severity="HIGH" data-count="50" x="90" y="0" width="300.0""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"data-severity="LOW" data-count="100" x="90" y="38" width="600.0""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"data-severity="INFO" data-count="0" x="90" y="76" width="0.0""#),
+            "{svg}"
+        );
+    }
+}
