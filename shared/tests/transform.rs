@@ -437,7 +437,7 @@ fn dast_values_go_through_the_spec_value_maps() {
         .zip(severities)
         .enumerate()
         .map(|(i, (status, severity))| {
-            json!({"id": format!("r{i}"), "severity": severity, "state": "Not Exploitable", "status": status, "name": "XSS",
+            json!({"id": format!("r{i}"), "severity": severity, "state": "To Verify", "status": status, "name": "XSS",
                    "cwe_id": "-1", "owasp": ["A03:2021 - Injection"], "url": "https://shop.example.com/q", "scan_type": "DAST"})
         })
         .collect();
@@ -474,7 +474,7 @@ fn dast_values_go_through_the_spec_value_maps() {
         out[5]
     );
     assert_eq!(
-        out[0]["triageState"], "NOT_EXPLOITABLE",
+        out[0]["triageState"], "TO_VERIFY",
         "spaced title case states are recognised"
     );
     assert_eq!(out[0]["cweId"], -1);
@@ -643,6 +643,50 @@ fn broken_pages_and_items_fail_with_the_reason() {
         t.push_page(b"{\"items\":[]}", 4),
         Err(TransformError::Page { page: 4, .. })
     ));
+}
+
+#[test]
+fn triage_states_settle_status_through_the_connection_map() {
+    let records = vec![
+        sast_record("a", json!({"state": "NOT_EXPLOITABLE"})),
+        sast_record("b", json!({"state": "CONFIRMED"})),
+        sast_record("c", json!({"state": "IGNORE_FOR_NOW"})),
+    ];
+    let (lines, outcome) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&page(records.clone())],
+        TransformOptions::default(),
+    );
+    validate(&lines);
+    let out = findings(&lines[0]);
+    let status: Vec<&str> = out
+        .iter()
+        .map(|f| f["findingStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(status[0], "PROTECTED", "NOT_EXPLOITABLE is not open");
+    assert_ne!(status[1], "PROTECTED");
+    assert_ne!(status[2], "PROTECTED", "an unknown custom state stays open");
+    assert_eq!(out[2]["triageStateKnown"], false, "and is flagged");
+    assert_eq!(outcome.figures.settled_by_triage, 1);
+
+    let custom: cxone_etm::transform::TriageMap = serde_json::from_value(
+        json!({"states": {"IGNORE_FOR_NOW": "FIXED", "NOT_EXPLOITABLE": "OPEN"}}),
+    )
+    .unwrap();
+    let (lines, outcome) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&page(records)],
+        TransformOptions {
+            triage: custom,
+            ..TransformOptions::default()
+        },
+    );
+    let out = findings(&lines[0]);
+    assert_ne!(out[0]["findingStatus"], "PROTECTED");
+    assert_eq!(out[2]["findingStatus"], "FIXED");
+    assert_eq!(outcome.figures.settled_by_triage, 1);
 }
 
 mod property {

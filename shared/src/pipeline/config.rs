@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ConnectorKind;
 use crate::secret::SecretRef;
 use crate::transform::{
-    AssetTypes, CompiledScoring, Plan, Scoring, TransformMap, TransformOptions,
+    AssetTypes, CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap,
 };
 use crate::vendor::{VendorConfig, VendorSettings};
 
@@ -40,6 +40,10 @@ pub struct ConnectionConfig {
     /// for reasons other than its deletion (a changed role, a group filter).
     #[serde(default)]
     pub close_deleted_items: bool,
+    /// What each triage state means for ETM; NOT_EXPLOITABLE → PROTECTED, everything else (custom
+    /// states included) kept open by default.
+    #[serde(default)]
+    pub triage: TriageMap,
 }
 
 fn default_item_concurrency() -> usize {
@@ -150,6 +154,7 @@ impl ConnectionConfig {
             schedule: None,
             item_concurrency: default_item_concurrency(),
             close_deleted_items: false,
+            triage: TriageMap::default(),
         }
     }
 
@@ -238,6 +243,7 @@ impl ConnectionConfig {
         if let Some(schedule) = &self.schedule {
             errors.extend(schedule.problems());
         }
+        errors.extend(self.triage.problems());
         if self.kind == ConnectorKind::Sast
             && !self.filters.asset_types.generic_application
             && !self.filters.asset_types.code_repository
@@ -248,6 +254,7 @@ impl ConnectionConfig {
             (Some(vendor), Some(secret), Some(plan), Some(scoring)) if errors.is_empty() => {
                 let options = TransformOptions {
                     asset_types: self.filters.asset_types,
+                    triage: self.triage.clone(),
                     ..TransformOptions::default()
                 };
                 Ok(Connection {

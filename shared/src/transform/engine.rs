@@ -15,6 +15,7 @@ use super::extract::PageSeed;
 use super::lifecycle::{Ledger, LedgerEntry, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
+use super::triage::TriageMap;
 use crate::ConnectorKind;
 
 pub const SCHEMA_VERSION: &str = "1.0";
@@ -59,6 +60,8 @@ impl Default for AssetTypes {
 #[derive(Clone, Debug)]
 pub struct TransformOptions {
     pub asset_types: AssetTypes,
+    /// What each triage state means for the finding's ETM status.
+    pub triage: TriageMap,
     /// A page's findings are split into lines of at most this many.
     pub max_findings_per_line: usize,
 }
@@ -67,6 +70,7 @@ impl Default for TransformOptions {
     fn default() -> Self {
         Self {
             asset_types: AssetTypes::default(),
+            triage: TriageMap::default(),
             max_findings_per_line: 1_000,
         }
     }
@@ -108,6 +112,9 @@ pub struct Figures {
     pub unknown_triage_states: u64,
     /// Findings with a value no value map knew, or that did not fit its target.
     pub flagged_values: u64,
+    /// Findings whose ETM status a triage state set (e.g. NOT_EXPLOITABLE → PROTECTED).
+    #[serde(default)]
+    pub settled_by_triage: u64,
     /// Findings out by vendor severity.
     pub by_severity: BTreeMap<String, u64>,
     /// Findings out (closure records included) by lifecycle status, when reconciled.
@@ -133,6 +140,7 @@ impl Figures {
         self.collisions += other.collisions;
         self.unknown_triage_states += other.unknown_triage_states;
         self.flagged_values += other.flagged_values;
+        self.settled_by_triage += other.settled_by_triage;
         for (k, v) in &other.by_severity {
             *self.by_severity.entry(k.clone()).or_default() += v;
         }
@@ -511,10 +519,20 @@ impl<'p> ItemTransformer<'p> {
         let plan = self.plan;
         let scoring = self.scoring;
         let emit = self.emit;
+        let triage = &self.options.triage;
         let state = &mut self.state;
         let mut slots = vec![None; plan.finding_slots];
         let mut on_record = |index: u32, is_object: bool, slots: &[Option<Value>]| {
-            state.record(plan, scoring, emit, page_number, index, is_object, slots);
+            state.record(
+                plan,
+                scoring,
+                triage,
+                emit,
+                page_number,
+                index,
+                is_object,
+                slots,
+            );
         };
         let mut deserializer = serde_json::Deserializer::from_slice(page);
         let seed = PageSeed {
@@ -645,6 +663,7 @@ impl State {
         &mut self,
         plan: &Plan,
         scoring: &CompiledScoring,
+        triage: &TriageMap,
         emit: bool,
         page: u32,
         index: u32,
@@ -728,10 +747,29 @@ impl State {
             .and_then(text_of)
             .unwrap_or_default();
 
+        // A triage state that settles the finding (NOT_EXPLOITABLE → PROTECTED) sets its status.
+        let forced = state
+            .as_deref()
+            .and_then(|s| TriageMap::forced_status(triage.outcome(s)));
+        let mut forced_unplaced = None;
+        if let Some(forced) = forced {
+            match plan.finding_status {
+                Some(position) => values[position] = Some(Value::from(forced)),
+                None => forced_unplaced = Some(forced),
+            }
+        }
+
         let mut out = Vec::with_capacity(512);
         out.push(b'{');
         let mut first = true;
         write_fields(&plan.finding_layout, &values, &mut out, &mut first);
+        if let Some(forced) = forced_unplaced {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(format!("\"findingStatus\":\"{forced}\"").as_bytes());
+        }
         if !first {
             out.push(b',');
         }
@@ -808,6 +846,9 @@ impl State {
         }
         if !flags.is_empty() {
             figures.flagged_values += 1;
+        }
+        if forced.is_some() {
+            figures.settled_by_triage += 1;
         }
         self.findings.push(out);
     }

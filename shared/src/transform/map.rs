@@ -146,6 +146,8 @@ pub struct Plan {
     pub(crate) implicit: Implicit,
     /// The finding entry that fills `externalFindingId` (kept unique within an asset).
     pub(crate) external_finding_id: Option<usize>,
+    /// The finding entry that fills `findingStatus` (a triage outcome may override it).
+    pub(crate) finding_status: Option<usize>,
 }
 
 impl Plan {
@@ -257,6 +259,9 @@ impl Plan {
         let external_finding_id = finding_entries
             .iter()
             .position(|e| e.segments == ["externalFindingId"]);
+        let finding_status = finding_entries
+            .iter()
+            .position(|e| e.segments == ["findingStatus"]);
         Ok(Plan {
             kind: map.kind,
             name: map.name.clone(),
@@ -267,6 +272,7 @@ impl Plan {
             finding_layout,
             implicit,
             external_finding_id,
+            finding_status,
         })
     }
 }

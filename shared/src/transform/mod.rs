@@ -8,6 +8,7 @@ mod lifecycle;
 mod map;
 mod replay;
 mod scoring;
+mod triage;
 
 pub use catalog::{Catalog, Scope, Target, ValueType, catalog};
 pub use engine::{
@@ -18,6 +19,7 @@ pub use lifecycle::{Ledger, LedgerEntry, Lifecycle, close_all};
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
 pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};
 pub use scoring::{CompiledScoring, DEFAULT_SCORING, ScoreRow, Scoring};
+pub use triage::{TriageMap, TriageOutcome};
 
 /// The JSON Schema every batch line validates against.
 pub const BATCH_SCHEMA: &str = include_str!("../../../schemas/etm-batch-v1.schema.json");

@@ -351,6 +351,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     code_repository: asset_types.contains(&AssetTypeArg::CodeRepository),
                 },
                 max_findings_per_line,
+                ..TransformOptions::default()
             };
             let summary = replay_dir(&raw, &out, &plan, &scoring, &context, &options)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
