@@ -273,7 +273,13 @@ pub async fn collect_task(
 ) -> Result<CollectTaskOutput, StepError> {
     let loaded = runtime.connection(&item.run.connection_id).await?;
     let before = loaded.vendor.client().await.counters().retries;
-    let outcome: CollectOutcome = collect(&runtime.store, &loaded.vendor, &item).await?;
+    let outcome: CollectOutcome = collect(
+        &runtime.store,
+        &loaded.vendor,
+        &loaded.connection.config.filters,
+        &item,
+    )
+    .await?;
     let after = loaded.vendor.client().await.counters().retries;
     Ok(CollectTaskOutput {
         status: outcome.status,

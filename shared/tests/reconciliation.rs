@@ -375,3 +375,79 @@ fn browser_check(page: &std::path::Path, screenshot: &std::path::Path) -> Shown 
         pixels,
     }
 }
+
+#[tokio::test]
+async fn filters_leave_findings_out_without_closing_them() {
+    let (store, dir) = temp_store("filters");
+    let emulator = emulator(shape(PROJECTS, 3)).await;
+    let first = run_on(&store, &emulator, false).await;
+    let m1 = manifest(&store, &first.manifest).await;
+    let open_before: u64 = m1.totals.lifecycle.get("NEW").copied().unwrap_or(0);
+    let left_out = emulator.expected().projects[1].clone();
+
+    // Run 2: only HIGH and CRITICAL findings, and every project but one by name.
+    let mut c = connection(&emulator, "lifecycle", ConnectorKind::Sast);
+    let keep: Vec<String> = emulator
+        .expected()
+        .projects
+        .iter()
+        .filter(|p| p.id != left_out.id)
+        .map(|p| p.name.clone())
+        .collect();
+    c.config.filters.project_names = keep;
+    c.config.filters.severities = vec!["HIGH".into(), "CRITICAL".into()];
+    let c = c.config.validate().unwrap();
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    let lines = lines_of(&store, &m2).await;
+    let closure_objects = |m: &Manifest| {
+        m.items
+            .iter()
+            .flat_map(|i| &i.objects)
+            .filter(|o| o.key.ends_with("closures.ndjson.gz"))
+            .count()
+    };
+    assert_eq!(closure_objects(&m2), 0, "no finding is closed by a filter");
+    assert!(lines.iter().all(|(_, _, lifecycle, _)| lifecycle != "NEW"));
+    assert!(
+        m2.totals
+            .by_severity
+            .keys()
+            .all(|s| s == "HIGH" || s == "CRITICAL")
+    );
+    assert!(m2.totals.skipped_by_filter > 0);
+    assert_eq!(m2.filtered_items.len(), 1);
+    assert_eq!(m2.filtered_items[0].vendor_id, left_out.id);
+    assert!(m2.filtered_items[0].reason.contains("project_names"));
+    assert!(
+        m2.carried_forward > 0,
+        "the left-out project's findings are carried"
+    );
+
+    // Run 3: a look-back window the emulator's scans (months old) fall outside: every item is
+    // skipped with the reason and nothing is closed.
+    let mut c = connection(&emulator, "lifecycle", ConnectorKind::Sast);
+    c.config.filters.max_scan_age_days = Some(30);
+    let c = c.config.validate().unwrap();
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(
+        lines_of(&store, &m3).await.is_empty(),
+        "nothing emitted, nothing closed"
+    );
+    assert_eq!(closure_objects(&m3), 0);
+    let with_scan: Vec<_> = m3.items.iter().filter(|i| i.reason.is_some()).collect();
+    assert!(!with_scan.is_empty());
+    assert!(with_scan.iter().all(|i| {
+        i.status == ItemStatus::NoScan
+            && i.reason
+                .as_deref()
+                .unwrap()
+                .contains("look-back window of 30 days")
+    }));
+    assert_eq!(
+        m3.carried_forward, open_before,
+        "every finding open after run 1 is still open, carried"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

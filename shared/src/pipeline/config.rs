@@ -3,11 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::selection::Filters;
 use crate::ConnectorKind;
 use crate::secret::SecretRef;
-use crate::transform::{
-    AssetTypes, CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap,
-};
+use crate::transform::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
 use crate::vendor::{VendorConfig, VendorSettings};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,13 +47,6 @@ pub struct ConnectionConfig {
 
 fn default_item_concurrency() -> usize {
     4
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filters {
-    #[serde(default)]
-    pub asset_types: AssetTypes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -244,6 +236,7 @@ impl ConnectionConfig {
             errors.extend(schedule.problems());
         }
         errors.extend(self.triage.problems());
+        errors.extend(self.filters.problems());
         if self.kind == ConnectorKind::Sast
             && !self.filters.asset_types.generic_application
             && !self.filters.asset_types.code_repository
@@ -255,6 +248,8 @@ impl ConnectionConfig {
                 let options = TransformOptions {
                     asset_types: self.filters.asset_types,
                     triage: self.triage.clone(),
+                    severities: self.filters.severities.clone(),
+                    triage_states: self.filters.triage_states.clone(),
                     ..TransformOptions::default()
                 };
                 Ok(Connection {

@@ -13,6 +13,7 @@
 mod config;
 mod lifecycle;
 mod runner;
+mod selection;
 mod steps;
 
 use std::io::{Read, Write};
@@ -25,9 +26,9 @@ pub use config::{Connection, ConnectionConfig, Filters, Schedule};
 pub use lifecycle::{RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, read_state};
 pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use steps::{
-    CollectOutcome, DeletedItem, ItemStatus, ItemTraffic, Manifest, ManifestItem, ObjectEntry,
-    StepError, TransformRecord, VendorAccess, WorkItem, collect, finalize, plan, read_work_list,
-    transform,
+    CollectOutcome, DeletedItem, FilteredItem, ItemStatus, ItemTraffic, Manifest, ManifestItem,
+    ObjectEntry, StepError, TransformRecord, VendorAccess, WorkItem, collect, finalize, plan,
+    read_work_list, transform,
 };
 
 use crate::store::{ObjectStore, StoreError};
@@ -62,6 +63,10 @@ impl RunRef {
     }
     pub fn ledger_prefix(&self) -> String {
         format!("{}/ledger/", self.base())
+    }
+    /// Items the connection's filters left out of the run, with the reason.
+    pub fn filtered_list(&self) -> String {
+        format!("{}/filtered.json", self.base())
     }
     pub fn manifest(&self) -> String {
         format!("{}/manifest.json", self.base())

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::config::Connection;
+use super::config::{Connection, Filters};
 use super::lifecycle::{RunState, read_state, release, update_run, write_state};
 use super::{RunRef, get_json, gunzip, gzip, item_key, now_rfc3339, put_json};
 use crate::ConnectorKind;
@@ -60,6 +60,9 @@ pub struct WorkItem {
     /// SAST: the latest completed SAST scan, found by the plan in batches; DAST: found by collect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
+    /// When the SAST scan was made (for the look-back window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_created: Option<String>,
     /// The project or environment record as the vendor sent it.
     pub record: Value,
     /// The connection's last committed run when this run was planned: its ledgers are what the
@@ -177,9 +180,22 @@ pub struct Manifest {
     #[serde(default)]
     pub carried_forward: u64,
     pub items: Vec<ManifestItem>,
+    /// Projects or environments the connection's filters left out (their findings are carried).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filtered_items: Vec<FilteredItem>,
     /// Projects or environments of the previous committed run that the tenant no longer lists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted_items: Vec<DeletedItem>,
+}
+
+/// A project or environment the connection's filters left out of this run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FilteredItem {
+    pub item: String,
+    pub vendor_id: String,
+    pub name: String,
+    pub reason: String,
 }
 
 /// An asset whose project or environment disappeared since the previous committed run.
@@ -302,7 +318,7 @@ pub async fn plan(
         .await?
         .and_then(|s| s.last_committed_run);
     let kind = connection.config.kind;
-    let (raw, malformed, completeness, ids, names) = match kind {
+    let (raw, malformed, completeness, ids, names, excluded) = match kind {
         ConnectorKind::Sast => {
             let listing = with_renewal(vendor, |c| async move { c.projects().await })
                 .await
@@ -313,12 +329,18 @@ pub async fn plan(
                 .iter()
                 .map(|p| p.name.clone())
                 .collect::<Vec<_>>();
+            let excluded = listing
+                .items
+                .iter()
+                .map(|p| connection.config.filters.project_excluded(p))
+                .collect::<Vec<_>>();
             (
                 listing.raw,
                 listing.malformed,
                 listing.completeness,
                 ids,
                 names,
+                excluded,
             )
         }
         ConnectorKind::Dast => {
@@ -335,18 +357,30 @@ pub async fn plan(
                 .iter()
                 .map(|e| e.domain.clone().or(e.url.clone()).unwrap_or_default())
                 .collect::<Vec<_>>();
+            let excluded = listing
+                .items
+                .iter()
+                .map(|e| connection.config.filters.environment_excluded(e))
+                .collect::<Vec<_>>();
             (
                 listing.raw,
                 listing.malformed,
                 listing.completeness,
                 ids,
                 names,
+                excluded,
             )
         }
     };
+    let selected: Vec<String> = ids
+        .iter()
+        .zip(&excluded)
+        .filter(|(_, reason)| reason.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
     let scans = match kind {
         ConnectorKind::Sast => {
-            let ids = &ids;
+            let ids = &selected;
             with_renewal(vendor, |c| async move {
                 c.last_scans(ids, &LastScanQuery::completed_sast()).await
             })
@@ -355,8 +389,18 @@ pub async fn plan(
         }
         ConnectorKind::Dast => Default::default(),
     };
-    let mut items = Vec::with_capacity(ids.len());
-    for ((id, name), record) in ids.iter().zip(names).zip(raw) {
+    let mut items = Vec::with_capacity(selected.len());
+    let mut filtered = Vec::new();
+    for (((id, name), record), reason) in ids.iter().zip(names).zip(raw).zip(excluded) {
+        if let Some(reason) = reason {
+            filtered.push(FilteredItem {
+                item: item_key(id),
+                vendor_id: id.clone(),
+                name,
+                reason,
+            });
+            continue;
+        }
         items.push(WorkItem {
             run: run.clone(),
             item: item_key(id),
@@ -364,10 +408,12 @@ pub async fn plan(
             name,
             kind,
             scan_id: scans.get(id).map(|s| s.id.clone()),
+            scan_created: scans.get(id).and_then(|s| s.created_at.clone()),
             record: serde_json::from_str(&record).unwrap_or(Value::Null),
             previous_run: previous_run.clone(),
         });
     }
+    put_json(store, &run.filtered_list(), &filtered).await?;
     let mut problems = malformed;
     if let Some(problem) = completeness.problem() {
         problems.push(format!("the item list is incomplete: {problem}"));
@@ -424,6 +470,7 @@ pub async fn read_work_list(
 pub async fn collect(
     store: &impl ObjectStore,
     vendor: &VendorAccess,
+    filters: &Filters,
     item: &WorkItem,
 ) -> Result<CollectOutcome, StepError> {
     let prefix = item.run.raw_prefix(&item.item);
@@ -437,7 +484,9 @@ pub async fn collect(
     let counters = std::sync::Arc::new(Counters::default());
     let result = counted(
         counters.clone(),
-        with_renewal(vendor, |client| collect_pages(store, client, item, &prefix)),
+        with_renewal(vendor, |client| {
+            collect_pages(store, client, item, &prefix, filters)
+        }),
     )
     .await;
     let seen = counters.snapshot();
@@ -487,19 +536,25 @@ async fn collect_pages(
     client: CxOneClient,
     item: &WorkItem,
     prefix: &str,
+    filters: &Filters,
 ) -> Result<CollectOutcome, VendorError> {
-    let scan_id = match item.kind {
-        ConnectorKind::Sast => item.scan_id.clone(),
+    let (scan_id, created) = match item.kind {
+        ConnectorKind::Sast => (item.scan_id.clone(), item.scan_created.clone()),
         ConnectorKind::Dast => client
             .latest_completed_dast_scan(&item.vendor_id)
             .await?
-            .map(|s| s.scan_id),
+            .map_or((None, None), |s| {
+                let created = s.created.or(s.update_time);
+                (Some(s.scan_id), created)
+            }),
     };
-    let Some(scan_id) = scan_id else {
+    let too_old = filters.scan_too_old(created.as_deref());
+    let (Some(scan_id), None) = (scan_id, &too_old) else {
+        // No scan to take: nothing to ingest, and the previous findings are carried, not closed.
         return Ok(CollectOutcome {
             item: item.item.clone(),
             status: ItemStatus::NoScan,
-            reason: None,
+            reason: too_old,
             scan_id: None,
             pages: 0,
             completeness: Completeness::default(),
@@ -651,17 +706,22 @@ pub async fn transform(
 }
 
 /// Assets of the previous committed run whose project or environment is no longer listed: their
-/// ledgers go forward, closed when the connection's policy says so, else unchanged.
+/// ledgers go forward, closed when the connection's policy says so, else unchanged. Assets the
+/// filters left out carry their ledgers forward unchanged; their open findings are the second value.
 async fn deleted_items(
     store: &impl ObjectStore,
     connection: &Connection,
     run: &RunRef,
     record: &super::RunRecord,
     work: &[WorkItem],
-) -> Result<Vec<DeletedItem>, StepError> {
+    filtered: &[FilteredItem],
+) -> Result<(Vec<DeletedItem>, u64), StepError> {
     let Some(previous_run) = &record.previous_run else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     };
+    let left_out: std::collections::HashSet<&str> =
+        filtered.iter().map(|f| f.item.as_str()).collect();
+    let mut carried = 0;
     let previous = RunRef {
         connection_id: run.connection_id.clone(),
         run_id: previous_run.clone(),
@@ -683,6 +743,11 @@ async fn deleted_items(
             continue;
         };
         let open_findings = ledger.open_findings();
+        if left_out.contains(item) {
+            carried += open_findings;
+            put_gzip_json(store, &run.ledger(item), &ledger).await?;
+            continue;
+        }
         let mut entry = DeletedItem {
             item: item.to_string(),
             vendor_id: ledger.vendor_item_id.clone(),
@@ -723,7 +788,7 @@ async fn deleted_items(
         put_gzip_json(store, &run.ledger(item), &ledger).await?;
         deleted.push(entry);
     }
-    Ok(deleted)
+    Ok((deleted, carried))
 }
 
 /// Writes batch lines as one gzip object and returns its manifest entry.
@@ -843,7 +908,11 @@ pub async fn finalize(
     let record: super::RunRecord = get_json(store, &run.run_record())
         .await?
         .ok_or_else(|| StepError::fatal("the run record is missing"))?;
-    let deleted_items = deleted_items(store, connection, run, &record, &work).await?;
+    let filtered_items: Vec<FilteredItem> = get_json(store, &run.filtered_list())
+        .await?
+        .unwrap_or_default();
+    let (deleted_items, carried_for_filtered) =
+        deleted_items(store, connection, run, &record, &work, &filtered_items).await?;
     let closed_with_deleted: u64 = deleted_items
         .iter()
         .flat_map(|d| &d.objects)
@@ -853,6 +922,7 @@ pub async fn finalize(
         *totals.lifecycle.entry("FIXED".into()).or_default() += closed_with_deleted;
     }
     let carried_forward = items.iter().map(|i| i.carried_forward).sum::<u64>()
+        + carried_for_filtered
         + deleted_items
             .iter()
             .filter(|d| !d.closed)
@@ -871,6 +941,7 @@ pub async fn finalize(
         totals,
         carried_forward,
         items,
+        filtered_items,
         deleted_items,
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("serializes");

@@ -62,6 +62,10 @@ pub struct TransformOptions {
     pub asset_types: AssetTypes,
     /// What each triage state means for the finding's ETM status.
     pub triage: TriageMap,
+    /// Finding severities to emit (vendor names, upper case); all when empty.
+    pub severities: Vec<String>,
+    /// Finding triage states to emit (upper case, `_` between words); all when empty.
+    pub triage_states: Vec<String>,
     /// A page's findings are split into lines of at most this many.
     pub max_findings_per_line: usize,
 }
@@ -71,6 +75,8 @@ impl Default for TransformOptions {
         Self {
             asset_types: AssetTypes::default(),
             triage: TriageMap::default(),
+            severities: Vec::new(),
+            triage_states: Vec::new(),
             max_findings_per_line: 1_000,
         }
     }
@@ -519,14 +525,14 @@ impl<'p> ItemTransformer<'p> {
         let plan = self.plan;
         let scoring = self.scoring;
         let emit = self.emit;
-        let triage = &self.options.triage;
+        let options = &self.options;
         let state = &mut self.state;
         let mut slots = vec![None; plan.finding_slots];
         let mut on_record = |index: u32, is_object: bool, slots: &[Option<Value>]| {
             state.record(
                 plan,
                 scoring,
-                triage,
+                options,
                 emit,
                 page_number,
                 index,
@@ -663,7 +669,7 @@ impl State {
         &mut self,
         plan: &Plan,
         scoring: &CompiledScoring,
-        triage: &TriageMap,
+        options: &TransformOptions,
         emit: bool,
         page: u32,
         index: u32,
@@ -747,10 +753,32 @@ impl State {
             .and_then(text_of)
             .unwrap_or_default();
 
+        // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
+        // as they were: leaving a finding out never reads as fixing it.
+        let filtered_out = (!options.severities.is_empty()
+            && !options
+                .severities
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&severity)))
+            || (!options.triage_states.is_empty()
+                && !normalized
+                    .as_deref()
+                    .is_some_and(|s| options.triage_states.iter().any(|w| w == s)));
+        if filtered_out {
+            self.outcome.figures.skipped_by_filter += 1;
+            if let (Some(reconciling), Some(position)) =
+                (&mut self.reconciling, plan.external_finding_id)
+                && let Some(Value::String(id)) = &values[position]
+                && let Some(entry) = reconciling.previous.findings.get(id)
+            {
+                reconciling.next.findings.insert(id.clone(), entry.clone());
+            }
+            return;
+        }
         // A triage state that settles the finding (NOT_EXPLOITABLE → PROTECTED) sets its status.
         let forced = state
             .as_deref()
-            .and_then(|s| TriageMap::forced_status(triage.outcome(s)));
+            .and_then(|s| TriageMap::forced_status(options.triage.outcome(s)));
         let mut forced_unplaced = None;
         if let Some(forced) = forced {
             match plan.finding_status {
