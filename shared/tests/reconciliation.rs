@@ -451,3 +451,93 @@ async fn filters_leave_findings_out_without_closing_them() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn a_change_of_branch_holds_closures_for_one_run() {
+    let (store, dir) = temp_store("branches");
+    let emulator = emulator(TenantShape {
+        branches_per_project: 2,
+        ..shape(PROJECTS, 3)
+    })
+    .await;
+    let feature = emulator.expected().projects[0].scans[1].branch.clone();
+    let pinned = |branch: &str| {
+        let mut c = connection(&emulator, "branches", ConnectorKind::Sast);
+        c.config.branches = cxone_etm::pipeline::BranchPolicy::Pinned {
+            branch: branch.to_string(),
+        };
+        c.config.validate().unwrap()
+    };
+    let closures = |m: &Manifest| -> u64 {
+        m.items
+            .iter()
+            .flat_map(|i| &i.objects)
+            .filter(|o| o.key.ends_with("closures.ndjson.gz"))
+            .map(|o| o.findings)
+            .sum()
+    };
+    let on_main = run(&store, &pinned("main"), api_key(&emulator))
+        .await
+        .unwrap();
+    let m1 = manifest(&store, &on_main.manifest).await;
+    assert!(m1.totals.findings_out > 0);
+
+    // The feature branch's scan is older: some findings of main's are absent. Switching holds
+    // them open instead of closing them…
+    let switched = run(&store, &pinned(&feature), api_key(&emulator))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &switched.manifest).await;
+    assert_eq!(
+        closures(&m2),
+        0,
+        "no closure in the run that changed branch"
+    );
+    let held = m2.totals.held_on_branch_change;
+    assert!(held > 0, "findings absent on the new branch were held");
+
+    // …and a second run on the same branch closes what is still absent, exactly those.
+    let again = run(&store, &pinned(&feature), api_key(&emulator))
+        .await
+        .unwrap();
+    let m3 = manifest(&store, &again.manifest).await;
+    assert_eq!(closures(&m3), held);
+    assert_eq!(m3.totals.held_on_branch_change, 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn the_main_branch_policy_falls_back_to_any_branch_only_when_asked() {
+    // With two scans on two branches, project 4's newest scan (on main) is still running: its main
+    // branch has no completed scan, only the feature branch has.
+    let emulator = emulator(TenantShape {
+        branches_per_project: 2,
+        ..shape(PROJECTS, 2)
+    })
+    .await;
+    let project = emulator.expected().projects[4].clone();
+    let feature_scan = project.scans[0].clone();
+    assert_ne!(feature_scan.branch, project.main_branch);
+    for (fallback_to_any, expected) in [(false, ItemStatus::NoScan), (true, ItemStatus::Complete)] {
+        let (store, dir) = temp_store(&format!("main-branch-{fallback_to_any}"));
+        let mut c = connection(&emulator, "main-branch", ConnectorKind::Sast);
+        c.config.branches = cxone_etm::pipeline::BranchPolicy::Main { fallback_to_any };
+        let c = c.config.validate().unwrap();
+        let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+        let m = manifest(&store, &summary.manifest).await;
+        let item = m.items.iter().find(|i| i.vendor_id == project.id).unwrap();
+        assert_eq!(item.status, expected, "fallback_to_any = {fallback_to_any}");
+        if fallback_to_any {
+            assert_eq!(item.scan_id.as_ref(), Some(&feature_scan.id));
+        }
+        for other in m.items.iter().filter(|i| i.vendor_id != project.id) {
+            assert_eq!(
+                other.status,
+                ItemStatus::Complete,
+                "{}: main has a completed scan",
+                other.name
+            );
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use super::selection::Filters;
+pub use super::selection::{BranchPolicy, Filters};
 use crate::ConnectorKind;
 use crate::secret::SecretRef;
 use crate::transform::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
@@ -43,6 +43,10 @@ pub struct ConnectionConfig {
     /// states included) kept open by default.
     #[serde(default)]
     pub triage: TriageMap,
+    /// Which scan of a SAST project is taken: `{"policy": "any"}` (default), `{"policy": "main",
+    /// "fallback_to_any": false}` or `{"policy": "pinned", "branch": "release"}`.
+    #[serde(default)]
+    pub branches: BranchPolicy,
 }
 
 fn default_item_concurrency() -> usize {
@@ -147,6 +151,7 @@ impl ConnectionConfig {
             item_concurrency: default_item_concurrency(),
             close_deleted_items: false,
             triage: TriageMap::default(),
+            branches: BranchPolicy::default(),
         }
     }
 
@@ -237,6 +242,7 @@ impl ConnectionConfig {
         }
         errors.extend(self.triage.problems());
         errors.extend(self.filters.problems());
+        errors.extend(self.branches.problems());
         if self.kind == ConnectorKind::Sast
             && !self.filters.asset_types.generic_application
             && !self.filters.asset_types.code_repository

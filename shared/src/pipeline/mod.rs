@@ -22,7 +22,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use config::{Connection, ConnectionConfig, Filters, Schedule};
+pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, Schedule};
 pub use lifecycle::{RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, read_state};
 pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use steps::{

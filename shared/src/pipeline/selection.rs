@@ -41,6 +41,34 @@ pub struct Filters {
     pub max_scan_age_days: Option<u32>,
 }
 
+/// Which SAST scan of a project is its latest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "policy")]
+pub enum BranchPolicy {
+    /// The latest completed SAST scan of any branch (the spec's `last-scan` call).
+    #[default]
+    Any,
+    /// The project's main branch; with `fallback_to_any`, projects whose main branch has no
+    /// completed scan take the latest of any branch.
+    Main {
+        #[serde(default)]
+        fallback_to_any: bool,
+    },
+    /// One named branch in every project.
+    Pinned { branch: String },
+}
+
+impl BranchPolicy {
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            Self::Pinned { branch } if branch.trim().is_empty() => {
+                vec!["config field `branches.branch`: a pinned policy needs the branch name".into()]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// `*` matches any run of characters; everything else matches itself, case-insensitively.
 fn matches(pattern: &str, text: &str) -> bool {
     let (pattern, text) = (pattern.to_lowercase(), text.to_lowercase());

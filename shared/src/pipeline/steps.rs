@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::config::{Connection, Filters};
+use super::config::{BranchPolicy, Connection, Filters};
 use super::lifecycle::{RunState, read_state, release, update_run, write_state};
 use super::{RunRef, get_json, gunzip, gzip, item_key, now_rfc3339, put_json};
 use crate::ConnectorKind;
@@ -19,8 +19,8 @@ use crate::transform::{
     Collision, Figures, ItemTransformer, Ledger, Rejected, TransformContext, close_all,
 };
 use crate::vendor::{
-    AuthError, Completeness, Counters, CxOneClient, LastScanQuery, PageSource, VendorConfig,
-    VendorError, counted,
+    AuthError, Completeness, Counters, CxOneClient, LastScan, LastScanQuery, PageSource,
+    VendorConfig, VendorError, counted,
 };
 
 /// A step that could not finish. `retryable` tells Step Functions (and the local runner) whether
@@ -60,6 +60,9 @@ pub struct WorkItem {
     /// SAST: the latest completed SAST scan, found by the plan in batches; DAST: found by collect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
+    /// The branch of the SAST scan (a change of branch holds closures for one run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_branch: Option<String>,
     /// When the SAST scan was made (for the look-back window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_created: Option<String>,
@@ -379,14 +382,7 @@ pub async fn plan(
         .map(|(id, _)| id.clone())
         .collect();
     let scans = match kind {
-        ConnectorKind::Sast => {
-            let ids = &selected;
-            with_renewal(vendor, |c| async move {
-                c.last_scans(ids, &LastScanQuery::completed_sast()).await
-            })
-            .await
-            .map_err(vendor_step_error)?
-        }
+        ConnectorKind::Sast => latest_scans(vendor, &selected, &connection.config.branches).await?,
         ConnectorKind::Dast => Default::default(),
     };
     let mut items = Vec::with_capacity(selected.len());
@@ -409,6 +405,7 @@ pub async fn plan(
             kind,
             scan_id: scans.get(id).map(|s| s.id.clone()),
             scan_created: scans.get(id).and_then(|s| s.created_at.clone()),
+            scan_branch: scans.get(id).and_then(|s| s.branch.clone()),
             record: serde_json::from_str(&record).unwrap_or(Value::Null),
             previous_run: previous_run.clone(),
         });
@@ -436,6 +433,45 @@ pub async fn plan(
     })
     .await?;
     Ok(items)
+}
+
+/// Each project's latest completed SAST scan under the branch policy, in batched `last-scan` calls.
+async fn latest_scans(
+    vendor: &VendorAccess,
+    ids: &[String],
+    policy: &BranchPolicy,
+) -> Result<std::collections::HashMap<String, LastScan>, StepError> {
+    let query = |branch: Option<String>, use_main_branch: bool| LastScanQuery {
+        branch,
+        use_main_branch,
+        ..LastScanQuery::completed_sast()
+    };
+    let ask = |ids: Vec<String>, query: LastScanQuery| async move {
+        with_renewal(vendor, |c| {
+            let (ids, query) = (ids.clone(), query.clone());
+            async move { c.last_scans(&ids, &query).await }
+        })
+        .await
+        .map_err(vendor_step_error)
+    };
+    match policy {
+        BranchPolicy::Any => ask(ids.to_vec(), query(None, false)).await,
+        BranchPolicy::Pinned { branch } => {
+            ask(ids.to_vec(), query(Some(branch.clone()), false)).await
+        }
+        BranchPolicy::Main { fallback_to_any } => {
+            let mut scans = ask(ids.to_vec(), query(None, true)).await?;
+            let missing: Vec<String> = ids
+                .iter()
+                .filter(|id| !scans.contains_key(*id))
+                .cloned()
+                .collect();
+            if *fallback_to_any && !missing.is_empty() {
+                scans.extend(ask(missing, query(None, false)).await?);
+            }
+            Ok(scans)
+        }
+    }
 }
 
 /// Reads the work list back (finalize, and the state machine's item reader on AWS).
@@ -655,7 +691,11 @@ pub async fn transform(
             &item_json,
         )
         .map_err(|e| StepError::fatal(format!("item {}: {e}", item.item)))?;
-        transformer.reconcile(previous.unwrap_or_default(), &item.run.run_id);
+        transformer.reconcile(
+            previous.unwrap_or_default(),
+            &item.run.run_id,
+            item.scan_branch.as_deref(),
+        );
         for number in 0..outcome.pages {
             let key = format!("{raw}{number}.json.gz");
             let page = gunzip(

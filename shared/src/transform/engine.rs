@@ -121,6 +121,10 @@ pub struct Figures {
     /// Findings whose ETM status a triage state set (e.g. NOT_EXPLOITABLE → PROTECTED).
     #[serde(default)]
     pub settled_by_triage: u64,
+    /// Open findings absent from a scan of a different branch than the last run's: held open
+    /// for this run instead of closed.
+    #[serde(default)]
+    pub held_on_branch_change: u64,
     /// Findings out by vendor severity.
     pub by_severity: BTreeMap<String, u64>,
     /// Findings out (closure records included) by lifecycle status, when reconciled.
@@ -147,6 +151,7 @@ impl Figures {
         self.unknown_triage_states += other.unknown_triage_states;
         self.flagged_values += other.flagged_values;
         self.settled_by_triage += other.settled_by_triage;
+        self.held_on_branch_change += other.held_on_branch_change;
         for (k, v) in &other.by_severity {
             *self.by_severity.entry(k.clone()).or_default() += v;
         }
@@ -195,6 +200,7 @@ struct Reconciling {
     previous: Ledger,
     next: Ledger,
     run_id: String,
+    branch_switched: bool,
 }
 
 #[derive(Default)]
@@ -603,17 +609,26 @@ impl<'p> ItemTransformer<'p> {
 
     /// Reconciles this item against its previous ledger (empty on the first run): every finding
     /// gets a `lifecycleStatus`, and [`Self::close_absent`] closes what disappeared.
-    pub fn reconcile(&mut self, previous: Ledger, run_id: &str) {
+    ///
+    /// `branch` is the scan's branch: when it differs from the previous ledger's, findings absent
+    /// now are held open for this run instead of closed, so a change of the winning branch never
+    /// flips findings closed and open again; a second run on the new branch closes what is still
+    /// absent.
+    pub fn reconcile(&mut self, previous: Ledger, run_id: &str, branch: Option<&str>) {
         let asset = String::from_utf8_lossy(&self.asset).into_owned();
         let vendor_item_id = self.vendor_item_id.clone();
+        let branch_switched =
+            matches!((&previous.branch, branch), (Some(before), Some(now)) if before != now);
         self.state.reconciling = Some(Reconciling {
             previous,
             next: Ledger {
                 vendor_item_id,
+                branch: branch.map(str::to_string),
                 asset,
                 findings: Default::default(),
             },
             run_id: run_id.to_string(),
+            branch_switched,
         });
     }
 
@@ -628,9 +643,14 @@ impl<'p> ItemTransformer<'p> {
             "absent from the complete pull of this asset in run {}",
             reconciling.run_id
         );
-        let mut closed = 0u64;
+        let (mut closed, mut held) = (0u64, 0u64);
         for (id, entry) in &reconciling.previous.findings {
             if reconciling.next.findings.contains_key(id) {
+                continue;
+            }
+            if entry.open && reconciling.branch_switched {
+                held += 1;
+                reconciling.next.findings.insert(id.clone(), entry.clone());
                 continue;
             }
             if entry.open {
@@ -647,6 +667,7 @@ impl<'p> ItemTransformer<'p> {
                 },
             );
         }
+        self.state.outcome.figures.held_on_branch_change += held;
         if closed > 0 {
             let figures = &mut self.state.outcome.figures;
             *figures

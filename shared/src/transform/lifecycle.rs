@@ -47,6 +47,9 @@ pub struct LedgerEntry {
 #[serde(rename_all = "camelCase")]
 pub struct Ledger {
     pub vendor_item_id: String,
+    /// The branch of the scan the findings came from (SAST), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
     pub asset: String,
     pub findings: BTreeMap<String, LedgerEntry>,
