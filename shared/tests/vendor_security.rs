@@ -91,8 +91,8 @@ impl std::io::Write for Captured {
     }
 }
 
-#[tokio::test]
-async fn no_secret_reaches_a_log_line_even_at_trace_level() {
+/// Every log line at trace level, for as long as the guard lives (this thread).
+fn capture_trace() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -100,7 +100,12 @@ async fn no_secret_reaches_a_log_line_even_at_trace_level() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_log_line_even_at_trace_level() {
+    let (captured, _guard) = capture_trace();
 
     let emulator = emulator(TenantShape {
         projects: 3,
@@ -176,14 +181,7 @@ fn everything_stored(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
 
 #[tokio::test]
 async fn a_full_run_with_failures_leaks_no_secret_into_logs_errors_objects_or_events() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_trace();
 
     let emulator = emulator(TenantShape {
         projects: 4,

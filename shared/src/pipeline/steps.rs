@@ -321,60 +321,38 @@ pub async fn plan(
         .await?
         .and_then(|s| s.last_committed_run);
     let kind = connection.config.kind;
-    let (raw, malformed, completeness, ids, names, excluded) = match kind {
+    let filters = &connection.config.filters;
+    let listed = match kind {
         ConnectorKind::Sast => {
             let listing = with_renewal(vendor, |c| async move { c.projects().await })
                 .await
                 .map_err(vendor_step_error)?;
-            let ids: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
-            let names = listing
-                .items
-                .iter()
-                .map(|p| p.name.clone())
-                .collect::<Vec<_>>();
-            let excluded = listing
-                .items
-                .iter()
-                .map(|p| connection.config.filters.project_excluded(p))
-                .collect::<Vec<_>>();
-            (
-                listing.raw,
-                listing.malformed,
-                listing.completeness,
-                ids,
-                names,
-                excluded,
-            )
+            Listed::from(listing, |p| {
+                (p.id.clone(), p.name.clone(), filters.project_excluded(p))
+            })
         }
         ConnectorKind::Dast => {
             let listing = with_renewal(vendor, |c| async move { c.dast_environments().await })
                 .await
                 .map_err(vendor_step_error)?;
-            let ids: Vec<String> = listing
-                .items
-                .iter()
-                .map(|e| e.environment_id.clone())
-                .collect();
-            let names = listing
-                .items
-                .iter()
-                .map(|e| e.domain.clone().or(e.url.clone()).unwrap_or_default())
-                .collect::<Vec<_>>();
-            let excluded = listing
-                .items
-                .iter()
-                .map(|e| connection.config.filters.environment_excluded(e))
-                .collect::<Vec<_>>();
-            (
-                listing.raw,
-                listing.malformed,
-                listing.completeness,
-                ids,
-                names,
-                excluded,
-            )
+            Listed::from(listing, |e| {
+                let name = e.domain.clone().or(e.url.clone()).unwrap_or_default();
+                (
+                    e.environment_id.clone(),
+                    name,
+                    filters.environment_excluded(e),
+                )
+            })
         }
     };
+    let Listed {
+        raw,
+        malformed,
+        completeness,
+        ids,
+        names,
+        excluded,
+    } = listed;
     let selected: Vec<String> = ids
         .iter()
         .zip(&excluded)
@@ -433,6 +411,40 @@ pub async fn plan(
     })
     .await?;
     Ok(items)
+}
+
+/// A project or environment listing reduced to what the plan needs: id, name and why the
+/// filters leave it out, beside the raw records.
+struct Listed {
+    raw: Vec<String>,
+    malformed: Vec<String>,
+    completeness: Completeness,
+    ids: Vec<String>,
+    names: Vec<String>,
+    excluded: Vec<Option<String>>,
+}
+
+impl Listed {
+    fn from<T>(
+        listing: crate::vendor::Listing<T>,
+        describe: impl Fn(&T) -> (String, String, Option<String>),
+    ) -> Self {
+        let (mut ids, mut names, mut excluded) = (Vec::new(), Vec::new(), Vec::new());
+        for item in &listing.items {
+            let (id, name, reason) = describe(item);
+            ids.push(id);
+            names.push(name);
+            excluded.push(reason);
+        }
+        Self {
+            raw: listing.raw,
+            malformed: listing.malformed,
+            completeness: listing.completeness,
+            ids,
+            names,
+            excluded,
+        }
+    }
 }
 
 /// Each project's latest completed SAST scan under the branch policy, in batched `last-scan` calls.
