@@ -541,3 +541,51 @@ async fn the_main_branch_policy_falls_back_to_any_branch_only_when_asked() {
         std::fs::remove_dir_all(dir).ok();
     }
 }
+
+#[tokio::test]
+async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run() {
+    let (store, dir) = temp_store("unfinished");
+    let emulator = emulator(shape(PROJECTS, 3)).await;
+    let c = connection(&emulator, "unfinished", ConnectorKind::Sast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    let broken = emulator.expected().projects[0].clone();
+    let open_before = m1
+        .items
+        .iter()
+        .find(|i| i.vendor_id == broken.id)
+        .unwrap()
+        .figures
+        .lifecycle["NEW"];
+
+    // Run 2: the project's results answer 503 every time, so its collect never finishes.
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            server_error_rate: 1.0,
+            only_matching: broken.latest_completed_sast_scan.clone(),
+            ..FaultSpec::default()
+        },
+    );
+    let mut quick = connection(&emulator, "unfinished", ConnectorKind::Sast);
+    quick.vendor.retry.max_retries = 1;
+    let second = run(&store, &quick, api_key(&emulator)).await.unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    let item = m2.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!(item.carried_forward, open_before);
+
+    // Run 3: the project is back; its findings are the same ones, still open (ACTIVE), not NEW.
+    emulator.clear_faults();
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    let item = m3.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
+    assert_eq!(
+        item.figures.lifecycle.get("NEW"),
+        None,
+        "{:?}",
+        item.figures.lifecycle
+    );
+    assert_eq!(item.figures.lifecycle["ACTIVE"], open_before);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -413,6 +413,28 @@ pub async fn plan(
     Ok(items)
 }
 
+/// Copies an asset's ledger from the previous committed run into this run unchanged and returns
+/// its open findings (0 when there was none).
+async fn carry_ledger(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    record: &super::RunRecord,
+    item: &str,
+) -> Result<u64, StepError> {
+    let Some(previous_run) = &record.previous_run else {
+        return Ok(0);
+    };
+    let previous = RunRef {
+        connection_id: run.connection_id.clone(),
+        run_id: previous_run.clone(),
+    };
+    let Some(ledger) = get_gzip_json::<Ledger>(store, &previous.ledger(item)).await? else {
+        return Ok(0);
+    };
+    put_gzip_json(store, &run.ledger(item), &ledger).await?;
+    Ok(ledger.open_findings())
+}
+
 /// A project or environment listing reduced to what the plan needs: id, name and why the
 /// filters leave it out, beside the raw records.
 struct Listed {
@@ -897,6 +919,20 @@ pub async fn finalize(
         return Ok(manifest);
     }
     let (work, mut problems) = read_work_list(store, run).await?;
+    let record: super::RunRecord = get_json(store, &run.run_record())
+        .await?
+        .ok_or_else(|| StepError::fatal("the run record is missing"))?;
+    let ledger_prefix = run.ledger_prefix();
+    let ledgers_written: std::collections::HashSet<String> = store
+        .list(&ledger_prefix)
+        .await?
+        .into_iter()
+        .filter_map(|k| {
+            k.strip_prefix(&ledger_prefix)
+                .and_then(|k| k.strip_suffix(".json.gz"))
+                .map(str::to_string)
+        })
+        .collect();
     let mut items = Vec::with_capacity(work.len());
     let mut totals = Figures::default();
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
@@ -922,7 +958,12 @@ pub async fn finalize(
             ),
             (Some(c), _) => (c.status, c.reason.clone()),
         };
-        let transformed = transformed.unwrap_or_default();
+        let mut transformed = transformed.unwrap_or_default();
+        if !ledgers_written.contains(&item.item) {
+            // A step that never finished wrote no ledger: the previous one goes forward unchanged,
+            // so the next run still knows what is open for this asset.
+            transformed.carried_forward = carry_ledger(store, run, &record, &item.item).await?;
+        }
         totals.add(&transformed.figures);
         let status_name = serde_json::to_value(status)
             .expect("serializes")
@@ -957,9 +998,6 @@ pub async fn finalize(
     if not_whole > 0 {
         problems.push(format!("{not_whole} of {} items are incomplete or failed; their previous findings stay as they were", items.len()));
     }
-    let record: super::RunRecord = get_json(store, &run.run_record())
-        .await?
-        .ok_or_else(|| StepError::fatal("the run record is missing"))?;
     let filtered_items: Vec<FilteredItem> = get_json(store, &run.filtered_list())
         .await?
         .unwrap_or_default();
