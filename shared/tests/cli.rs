@@ -232,3 +232,66 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
         "the exit code follows the budgets"
     );
 }
+
+#[test]
+fn report_renders_the_last_committed_run_and_names_what_is_missing() {
+    let dir = temp_dir("report");
+    let demo = Command::new(BIN)
+        .args([
+            "demo",
+            "--quiet",
+            "--projects",
+            "3",
+            "--dast-environments",
+            "1",
+            "--out",
+        ])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(demo.success());
+    let output = Command::new(BIN)
+        .args(["report", "demo-sast", "--store"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let markdown = String::from_utf8_lossy(&output.stdout);
+    assert!(markdown.starts_with("# Run ") && markdown.contains("## Findings by lifecycle status"));
+    let html = dir.join("report.html");
+    let output = Command::new(BIN)
+        .args(["report", "demo-dast", "--format", "html", "--out"])
+        .arg(&html)
+        .arg("--store")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("id=\"severity-chart\""));
+
+    for (args, expected) in [
+        (
+            vec!["report", "nobody"],
+            "connection nobody has no committed run in this store",
+        ),
+        (
+            vec!["report", "demo-sast", "20990101T000000Z-000000"],
+            "is missing: is the run committed?",
+        ),
+    ] {
+        let output = Command::new(BIN)
+            .args(args)
+            .arg("--store")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
