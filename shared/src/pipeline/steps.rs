@@ -131,9 +131,6 @@ pub struct ObjectEntry {
 #[serde(rename_all = "camelCase")]
 pub struct TransformRecord {
     pub item: String,
-    /// Open findings of an item whose pull was not complete, carried forward unchanged.
-    #[serde(default)]
-    pub carried_forward: u64,
     pub figures: Figures,
     pub rejected: Vec<Rejected>,
     pub collisions: Vec<Collision>,
@@ -689,16 +686,6 @@ pub async fn transform(
         item: item.item.clone(),
         ..TransformRecord::default()
     };
-    let previous = match &item.previous_run {
-        Some(previous_run) => {
-            let previous = RunRef {
-                connection_id: item.run.connection_id.clone(),
-                run_id: previous_run.clone(),
-            };
-            get_gzip_json::<Ledger>(store, &previous.ledger(&item.item)).await?
-        }
-        None => None,
-    };
     if outcome.status == ItemStatus::Complete {
         let run_record: super::RunRecord = get_json(store, &item.run.run_record())
             .await?
@@ -725,6 +712,16 @@ pub async fn transform(
             &item_json,
         )
         .map_err(|e| StepError::fatal(format!("item {}: {e}", item.item)))?;
+        let previous = match &item.previous_run {
+            Some(previous_run) => {
+                let previous = RunRef {
+                    connection_id: item.run.connection_id.clone(),
+                    run_id: previous_run.clone(),
+                };
+                get_gzip_json::<Ledger>(store, &previous.ledger(&item.item)).await?
+            }
+            None => None,
+        };
         transformer.reconcile(
             previous.unwrap_or_default(),
             &item.run.run_id,
@@ -770,10 +767,6 @@ pub async fn transform(
         record.figures = done.figures;
         record.rejected = done.rejected;
         record.collisions = done.collisions;
-    } else if let Some(previous) = previous {
-        // Not pulled completely: nothing is closed; the asset's findings stay as they were.
-        record.carried_forward = previous.open_findings();
-        put_gzip_json(store, &item.run.ledger(&item.item), &previous).await?;
     }
     put_json(store, &format!("{etm}transform.json"), &record).await?;
     Ok(record)
@@ -958,12 +951,15 @@ pub async fn finalize(
             ),
             (Some(c), _) => (c.status, c.reason.clone()),
         };
-        let mut transformed = transformed.unwrap_or_default();
-        if !ledgers_written.contains(&item.item) {
-            // A step that never finished wrote no ledger: the previous one goes forward unchanged,
-            // so the next run still knows what is open for this asset.
-            transformed.carried_forward = carry_ledger(store, run, &record, &item.item).await?;
-        }
+        let transformed = transformed.unwrap_or_default();
+        // Only a complete pull writes the asset's next ledger; for any other item (incomplete,
+        // failed, no scan, a step that never finished) the previous one goes forward unchanged,
+        // so nothing of it is closed and the next run still knows what is open.
+        let carried_forward = if ledgers_written.contains(&item.item) {
+            0
+        } else {
+            carry_ledger(store, run, &record, &item.item).await?
+        };
         totals.add(&transformed.figures);
         let status_name = serde_json::to_value(status)
             .expect("serializes")
@@ -981,7 +977,7 @@ pub async fn finalize(
             records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
             records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
             figures: transformed.figures,
-            carried_forward: transformed.carried_forward,
+            carried_forward,
             traffic: collected
                 .as_ref()
                 .map(|c| c.traffic.clone())

@@ -29,14 +29,26 @@ const FUNCTIONS: [&str; 4] = [
     "cxone-etm-finalize",
 ];
 
+#[derive(clap::Args)]
 pub struct BenchArgs {
+    #[arg(long, default_value_t = 1_000)]
     pub projects: u32,
+    #[arg(long, default_value_t = 1_000)]
     pub results_per_scan: u64,
+    #[arg(long, default_value_t = 100)]
     pub dast_environments: u32,
+    #[arg(long, default_value_t = 200)]
     pub dast_results_per_scan: u64,
+    /// Added to every vendor answer.
+    #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
+    /// Results of the project collected and transformed on its own for the memory budget.
+    #[arg(long, default_value_t = 100_000)]
     pub single_project_results: u64,
+    /// Items at once (the state machine's MaxConcurrency default).
+    #[arg(long, default_value_t = 10)]
     pub item_concurrency: usize,
+    #[arg(long)]
     pub json: bool,
 }
 

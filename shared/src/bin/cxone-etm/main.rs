@@ -75,27 +75,7 @@ enum Command {
     },
     /// Full SAST + DAST pull against the bundled emulator with each budget checked (exit 2 when
     /// one is not met); docs/performance.md holds the figures.
-    Bench {
-        #[arg(long, default_value_t = 1_000)]
-        projects: u32,
-        #[arg(long, default_value_t = 1_000)]
-        results_per_scan: u64,
-        #[arg(long, default_value_t = 100)]
-        dast_environments: u32,
-        #[arg(long, default_value_t = 200)]
-        dast_results_per_scan: u64,
-        /// Added to every vendor answer.
-        #[arg(long, default_value_t = 20)]
-        latency_ms: u64,
-        /// Results of the project collected and transformed on its own for the memory budget.
-        #[arg(long, default_value_t = 100_000)]
-        single_project_results: u64,
-        /// Items at once (the state machine's MaxConcurrency default).
-        #[arg(long, default_value_t = 10)]
-        item_concurrency: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(bench::BenchArgs),
     /// A run's report as Markdown or a self-contained HTML page (counts by severity and lifecycle
     /// status, a chart, each item's outcome, rejected records, retries, slowest items).
     Report {
@@ -243,28 +223,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             json,
             quiet,
         } => return runs::run(&config, &store, runs::Output { json, quiet }).await,
-        Command::Bench {
-            projects,
-            results_per_scan,
-            dast_environments,
-            dast_results_per_scan,
-            latency_ms,
-            single_project_results,
-            item_concurrency,
-            json,
-        } => {
-            return bench::bench(bench::BenchArgs {
-                projects,
-                results_per_scan,
-                dast_environments,
-                dast_results_per_scan,
-                latency_ms,
-                single_project_results,
-                item_concurrency,
-                json,
-            })
-            .await;
-        }
+        Command::Bench(args) => return bench::bench(args).await,
         Command::Report {
             connection,
             run,
