@@ -288,6 +288,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_branch_policy_needs_its_branch() {
+        let text = MINIMAL.replace(
+            r#""kind":"sast""#,
+            r#""kind":"sast","branches":{"policy":"pinned","branch":" "}"#,
+        );
+        let errors = ConnectionConfig::load(&text).err().unwrap().join("\n");
+        assert!(errors.contains("`branches.branch`"), "{errors}");
+        let main = MINIMAL.replace(
+            r#""kind":"sast""#,
+            r#""kind":"sast","branches":{"policy":"main","fallback_to_any":true}"#,
+        );
+        let c = ConnectionConfig::load(&main).unwrap();
+        assert_eq!(
+            c.config.branches,
+            BranchPolicy::Main {
+                fallback_to_any: true
+            }
+        );
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let cases = [
             (r#""id":"cx-sast""#, r#""id":"cx sast/../x""#, "`id`"),
