@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# One full build: incremental state would only add gigabytes of target/ that nothing reuses.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "== disk free before the build: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 
 # moto serves S3 and Secrets Manager over the real AWS wire protocol for the AWS tests.
 # cargo-lambda runs the functions locally (`cargo lambda watch`) for the function tests.
@@ -61,6 +64,8 @@ echo "== sam build: every function through cargo-lambda (arm64)"
 for f in TriggerFunction CollectFunction TransformFunction FinalizeFunction; do
   test -x "infra/.aws-sam/build/$f/bootstrap" || { echo "sam build produced no bootstrap for $f" >&2; exit 1; }
 done
+
+echo "== target/ after the builds: $(du -sh target | cut -f1)"
 
 echo "== demo (the README's main command)"
 bash scripts/check-demo.sh
