@@ -47,13 +47,23 @@ async fn sast_and_dast_runs_commit_every_result_exactly_once() {
         sast.records_in, expected.totals.results,
         "every record of every pulled scan was read"
     );
+    // The default branch policy is main: where a project's newest completed scan is on a feature
+    // branch, the committed scan is still main's.
+    assert!(
+        expected
+            .projects
+            .iter()
+            .any(|p| p.main_branch_sast_scan.is_some()
+                && p.main_branch_sast_scan != p.latest_completed_sast_scan),
+        "the tenant must hold a project whose newest completed scan is not on main"
+    );
     for project in &expected.projects {
         let item = m
             .items
             .iter()
             .find(|i| i.vendor_id == project.id)
             .expect("every project is an item");
-        match &project.latest_completed_sast_scan {
+        match &project.main_branch_sast_scan {
             None => assert_eq!(item.status, ItemStatus::NoScan),
             Some(scan) => {
                 assert_eq!(item.status, ItemStatus::Complete);

@@ -40,7 +40,7 @@ async fn vendor_view(
         if except == Some(project.id.as_str()) {
             continue;
         }
-        let Some(scan) = project.latest_completed_sast_scan else {
+        let Some(scan) = project.main_branch_sast_scan else {
             continue;
         };
         let mut findings = BTreeMap::new();
@@ -220,7 +220,7 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
         Endpoint::Results,
         FaultSpec {
             forbidden_rate: 1.0,
-            only_matching: refused.latest_completed_sast_scan.clone(),
+            only_matching: refused.main_branch_sast_scan.clone(),
             ..FaultSpec::default()
         },
     );
@@ -563,7 +563,7 @@ async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run(
         Endpoint::Results,
         FaultSpec {
             server_error_rate: 1.0,
-            only_matching: broken.latest_completed_sast_scan.clone(),
+            only_matching: broken.main_branch_sast_scan.clone(),
             ..FaultSpec::default()
         },
     );

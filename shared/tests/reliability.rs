@@ -50,7 +50,7 @@ fn expected_per_item(emulator: &Emulator, kind: ConnectorKind) -> BTreeMap<Strin
             .projects
             .iter()
             .map(|p| {
-                let want = p.latest_completed_sast_scan.as_ref().map(|scan| {
+                let want = p.main_branch_sast_scan.as_ref().map(|scan| {
                     let scan = p.scans.iter().find(|s| &s.id == scan).unwrap();
                     scan.by_type.get(&ResultType::Sast).copied().unwrap_or(0)
                 });
@@ -372,9 +372,9 @@ async fn one_project_refused_and_one_environment_failing_for_good() {
             .expected()
             .projects
             .into_iter()
-            .find(|p| p.latest_completed_sast_scan.is_some())
+            .find(|p| p.main_branch_sast_scan.is_some())
             .unwrap();
-        (p.id, p.latest_completed_sast_scan.unwrap())
+        (p.id, p.main_branch_sast_scan.unwrap())
     };
     let broken_environment = |e: &Emulator| e.expected().environments[1].id.clone();
     scenario(
@@ -424,7 +424,7 @@ async fn a_total_that_changes_during_paging() {
                 .expected()
                 .projects
                 .into_iter()
-                .filter(|p| p.latest_completed_sast_scan.is_some())
+                .filter(|p| p.main_branch_sast_scan.is_some())
                 .map(|p| (p.id, "total changed"));
             let dast = e
                 .expected()

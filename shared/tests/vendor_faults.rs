@@ -227,7 +227,7 @@ async fn the_concurrency_cap_holds_under_429s_and_latency() {
     let pulls = expected
         .projects
         .iter()
-        .filter_map(|p| p.latest_completed_sast_scan.clone())
+        .filter_map(|p| p.main_branch_sast_scan.clone())
         .map(|scan| {
             let client = client.clone();
             async move { pull_results(&client, &scan).await }

@@ -43,8 +43,9 @@ pub struct ConnectionConfig {
     /// states included) kept open by default.
     #[serde(default)]
     pub triage: TriageMap,
-    /// Which scan of a SAST project is taken: `{"policy": "any"}` (default), `{"policy": "main",
-    /// "fallback_to_any": false}` or `{"policy": "pinned", "branch": "release"}`.
+    /// Which scan of a SAST project is taken: `{"policy": "main", "fallback_to_any": false}`
+    /// (default), `{"policy": "any"}`, `{"policy": "pinned", "branch": "release"}` or
+    /// `{"policy": "each_branch"}` (every branch its own asset).
     #[serde(default)]
     pub branches: BranchPolicy,
 }

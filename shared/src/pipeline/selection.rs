@@ -42,20 +42,29 @@ pub struct Filters {
 }
 
 /// Which SAST scan of a project is its latest.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", tag = "policy")]
 pub enum BranchPolicy {
-    /// The latest completed SAST scan of any branch (the spec's `last-scan` call).
-    #[default]
+    /// The latest completed SAST scan of any branch (the spec's `last-scan` call). Findings flap
+    /// open and closed when feature-branch scans interleave with main's, so it is not the default.
     Any,
-    /// The project's main branch; with `fallback_to_any`, projects whose main branch has no
-    /// completed scan take the latest of any branch.
+    /// The project's main branch (the default; a project that names no main branch takes its
+    /// latest scan of any branch, as `use-main-branch` answers); with `fallback_to_any`, projects
+    /// whose main branch has no completed scan take the latest of any branch.
     Main {
         #[serde(default)]
         fallback_to_any: bool,
     },
     /// One named branch in every project.
     Pinned { branch: String },
+}
+
+impl Default for BranchPolicy {
+    fn default() -> Self {
+        Self::Main {
+            fallback_to_any: false,
+        }
+    }
 }
 
 impl BranchPolicy {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tenant::{ResultType, Tenant};
+use crate::tenant::{ResultType, ScanInfo, Tenant};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedTotals {
@@ -23,6 +23,10 @@ pub struct ExpectedProject {
     pub scans: Vec<ExpectedScan>,
     /// What `last-scan?scan-status=Completed&engine=sast` answers (any branch).
     pub latest_completed_sast_scan: Option<String>,
+    /// What the same call answers with `use-main-branch=true`: the latest completed SAST scan on
+    /// the project's main branch, or of any branch when the project names no main branch. This
+    /// is the scan a connection takes under its default branch policy.
+    pub main_branch_sast_scan: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,12 +54,12 @@ pub struct ExpectedDastScan {
     pub results: u64,
 }
 
-/// Sums over what a full pull takes: each project's latest completed SAST-engine scan and each
-/// environment's latest completed scan.
+/// Sums over what a full pull under the connector's default policy takes: each project's latest
+/// completed SAST-engine scan on its main branch and each environment's latest completed scan.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub projects: u64,
-    pub projects_with_completed_sast_scan: u64,
+    pub projects_with_main_branch_sast_scan: u64,
     pub results: u64,
     pub by_type: BTreeMap<ResultType, u64>,
     pub environments: u64,
@@ -72,12 +76,17 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
     let projects = (0..tenant.shape.projects)
         .map(|p| {
             let scans = tenant.scans(p);
-            let latest = scans
+            let main = tenant.project_main_branch(p);
+            let completed_sast =
+                |s: &&ScanInfo| s.status == "Completed" && s.engines.contains(&"sast");
+            let latest = scans.iter().rev().find(completed_sast);
+            let on_main = scans
                 .iter()
                 .rev()
-                .find(|s| s.status == "Completed" && s.engines.contains(&"sast"));
-            if let Some(scan) = latest {
-                totals.projects_with_completed_sast_scan += 1;
+                .filter(completed_sast)
+                .find(|s| main.is_empty() || s.branch == main);
+            if let Some(scan) = on_main {
+                totals.projects_with_main_branch_sast_scan += 1;
                 totals.results += tenant.scan_result_count(scan);
                 for (t, n) in tenant.scan_type_counts(scan) {
                     *totals.by_type.entry(t).or_default() += n;
@@ -89,6 +98,7 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
                 main_branch: tenant.project_main_branch(p).to_string(),
                 has_sast: tenant.project_has_sast(p),
                 latest_completed_sast_scan: latest.map(|s| s.id.clone()),
+                main_branch_sast_scan: on_main.map(|s| s.id.clone()),
                 scans: scans
                     .iter()
                     .map(|s| ExpectedScan {

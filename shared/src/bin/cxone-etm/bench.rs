@@ -152,7 +152,7 @@ fn minimum_requests(expected: &ExpectedTotals, kind: ConnectorKind) -> u64 {
                 .projects
                 .iter()
                 .filter_map(|p| {
-                    let id = p.latest_completed_sast_scan.as_ref()?;
+                    let id = p.main_branch_sast_scan.as_ref()?;
                     let scan = p.scans.iter().find(|s| &s.id == id)?;
                     Some(pages(scan.results, RESULTS_PAGE))
                 })
