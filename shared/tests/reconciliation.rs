@@ -10,7 +10,7 @@ use std::io::Read;
 
 use common::runs::*;
 use common::*;
-use cxone_emulator::{Emulator, Endpoint, FaultSpec, TenantShape};
+use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary};
 use cxone_etm::store::{LocalStore, ObjectStore};
@@ -587,5 +587,103 @@ async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run(
         item.figures.lifecycle
     );
     assert_eq!(item.figures.lifecycle["ACTIVE"], open_before);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
+    // Eight projects, two branches each (main, or master where the project names no main branch,
+    // and a feature branch); project 3's feature-branch scan failed, so only its main branch has
+    // a completed scan.
+    let emulator = emulator(TenantShape {
+        branches_per_project: 2,
+        ..shape(8, 3)
+    })
+    .await;
+    let expected = emulator.expected();
+    let mut want: BTreeMap<(String, String), (String, u64)> = BTreeMap::new();
+    for p in expected.projects.iter().filter(|p| p.has_sast) {
+        for s in p.scans.iter().rev().filter(|s| s.status == "Completed") {
+            let sast = s.by_type.get(&ResultType::Sast).copied().unwrap_or(0);
+            want.entry((p.id.clone(), s.branch.clone()))
+                .or_insert((s.id.clone(), sast));
+        }
+    }
+    let branch_names: BTreeSet<&str> = expected
+        .projects
+        .iter()
+        .flat_map(|p| p.scans.iter().map(|s| s.branch.as_str()))
+        .collect();
+    assert!(want.len() > expected.projects.len() && branch_names.len() >= 3);
+
+    let (store, dir) = temp_store("each-branch");
+    let mut c = connection(&emulator, "each-branch", ConnectorKind::Sast);
+    c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+    let c = c.config.validate().unwrap();
+    emulator.reset_traffic();
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let traffic = emulator.traffic();
+    assert_eq!(
+        traffic.requests["branches"],
+        expected.projects.len() as u64,
+        "one branch listing per project"
+    );
+    assert_eq!(
+        traffic.requests["last-scan"],
+        branch_names.len() as u64,
+        "one batched last-scan call per branch name"
+    );
+
+    let m1 = manifest(&store, &first.manifest).await;
+    for ((project_id, branch), (scan, sast)) in &want {
+        let project = expected
+            .projects
+            .iter()
+            .find(|p| &p.id == project_id)
+            .unwrap();
+        let item = m1
+            .items
+            .iter()
+            .find(|i| i.vendor_id == *project_id && i.name.ends_with(&format!(" @ {branch}")))
+            .unwrap_or_else(|| panic!("{} has an asset for {branch}", project.name));
+        assert_eq!(item.status, ItemStatus::Complete);
+        assert_eq!(item.name, format!("{} @ {branch}", project.name));
+        assert_eq!(item.scan_id.as_ref(), Some(scan));
+        assert_eq!(item.figures.findings_out + item.figures.rejected, *sast);
+    }
+    assert_eq!(
+        m1.items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Complete)
+            .count(),
+        want.len()
+    );
+    let items: BTreeSet<&str> = m1.items.iter().map(|i| i.item.as_str()).collect();
+    assert_eq!(items.len(), m1.items.len(), "item keys are unique");
+    let committed = committed_findings(&store, &m1).await;
+    let assets: BTreeSet<String> = committed.iter().map(|(a, _)| a.clone()).collect();
+    let want_assets: BTreeSet<String> = want
+        .iter()
+        .filter(|(_, (_, sast))| *sast > 0)
+        .map(|((p, b), _)| format!("{p}@{b}"))
+        .collect();
+    assert_eq!(assets, want_assets, "one ETM asset per project branch");
+
+    // The same tenant again: every asset keeps its findings; nothing is new and nothing closes.
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert_eq!(
+        m2.totals.lifecycle.get("NEW"),
+        None,
+        "{:?}",
+        m2.totals.lifecycle
+    );
+    assert_eq!(m2.totals.lifecycle.get("REOPENED"), None);
+    assert_eq!(
+        m2.totals.lifecycle.get("ACTIVE"),
+        m1.totals.lifecycle.get("NEW")
+    );
+    assert_eq!(committed_findings(&store, &m2).await, committed);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -255,3 +255,44 @@ async fn the_concurrency_cap_holds_under_429s_and_latency() {
         "the pulls did run concurrently"
     );
 }
+
+#[tokio::test]
+async fn branch_listings_retry_broken_answers_and_fail_with_the_endpoint_named() {
+    let emulator = emulator(TenantShape {
+        branches_per_project: 3,
+        scans_per_project: 3,
+        ..TenantShape::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.retry.max_retries = 2;
+    let client = client(s, &api_key(&emulator));
+    let project = emulator.expected().projects[0].clone();
+    let mut want: Vec<String> = Vec::new();
+    for scan in project.scans.iter().rev() {
+        if !want.contains(&scan.branch) {
+            want.push(scan.branch.clone());
+        }
+    }
+    emulator.set_fault(
+        Endpoint::Branches,
+        FaultSpec {
+            truncate_rate: 1.0,
+            max: Some(2),
+            ..fault()
+        },
+    );
+    assert_eq!(client.project_branches(&project.id).await.unwrap(), want);
+    assert_eq!(emulator.traffic().faults_fired.truncated["branches"], 2);
+
+    emulator.set_fault(
+        Endpoint::Branches,
+        FaultSpec {
+            server_error_rate: 1.0,
+            ..fault()
+        },
+    );
+    let e = client.project_branches(&project.id).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("branches"), "{e}");
+}

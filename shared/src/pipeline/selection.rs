@@ -57,6 +57,8 @@ pub enum BranchPolicy {
     },
     /// One named branch in every project.
     Pinned { branch: String },
+    /// Every branch with a completed SAST scan is its own asset (`<project id>@<branch>`).
+    EachBranch,
 }
 
 impl Default for BranchPolicy {

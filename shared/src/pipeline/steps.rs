@@ -2,7 +2,9 @@
 //! (one item: page its scan's results into raw pages, prove completeness), transform (one item:
 //! raw pages → ETM batches) and finalize (manifest, commit marker last, state, lock).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::{StreamExt, TryStreamExt};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -237,6 +239,11 @@ impl VendorAccess {
         })
     }
 
+    /// How many vendor requests may be in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.config.concurrency
+    }
+
     pub async fn client(&self) -> CxOneClient {
         self.client.read().await.clone()
     }
@@ -360,6 +367,7 @@ pub async fn plan(
         ConnectorKind::Sast => latest_scans(vendor, &selected, &connection.config.branches).await?,
         ConnectorKind::Dast => Default::default(),
     };
+    let each_branch = connection.config.branches == BranchPolicy::EachBranch;
     let mut items = Vec::with_capacity(selected.len());
     let mut filtered = Vec::new();
     for (((id, name), record), reason) in ids.iter().zip(names).zip(raw).zip(excluded) {
@@ -372,18 +380,29 @@ pub async fn plan(
             });
             continue;
         }
-        items.push(WorkItem {
+        let record: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
+        let item = |key: String, name: String, record: Value, scan: Option<&LastScan>| WorkItem {
             run: run.clone(),
-            item: item_key(id),
+            item: key,
             vendor_id: id.clone(),
             name,
             kind,
-            scan_id: scans.get(id).map(|s| s.id.clone()),
-            scan_created: scans.get(id).and_then(|s| s.created_at.clone()),
-            scan_branch: scans.get(id).and_then(|s| s.branch.clone()),
-            record: serde_json::from_str(&record).unwrap_or(Value::Null),
+            scan_id: scan.map(|s| s.id.clone()),
+            scan_created: scan.and_then(|s| s.created_at.clone()),
+            scan_branch: scan.and_then(|s| s.branch.clone()),
+            record,
             previous_run: previous_run.clone(),
-        });
+        };
+        match scans.get(id).map(Vec::as_slice).unwrap_or_default() {
+            branch_scans if each_branch && !branch_scans.is_empty() => {
+                for scan in branch_scans {
+                    let branch = scan.branch.clone().unwrap_or_default();
+                    let (key, name, record) = branch_asset(id, &name, &record, &branch);
+                    items.push(item(key, name, record, Some(scan)));
+                }
+            }
+            scans => items.push(item(item_key(id), name, record, scans.first())),
+        }
     }
     put_json(store, &run.filtered_list(), &filtered).await?;
     let mut problems = malformed;
@@ -466,12 +485,44 @@ impl Listed {
     }
 }
 
-/// Each project's latest completed SAST scan under the branch policy, in batched `last-scan` calls.
+/// An asset of its own for one branch of a project: the item key (readable, and unique even where
+/// two branch names sanitize alike), its name, and the project record with `id` and `name` made the
+/// branch asset's, so any transform map gives each branch its own asset; `projectId` and `branch`
+/// keep where it came from.
+fn branch_asset(
+    project_id: &str,
+    name: &str,
+    record: &Value,
+    branch: &str,
+) -> (String, String, Value) {
+    let asset_id = format!("{project_id}@{branch}");
+    let digest = hex::encode(&Sha256::digest(branch.as_bytes())[..4]);
+    let key = format!("{}-{digest}", item_key(&asset_id));
+    let asset_name = format!("{name} @ {branch}");
+    let mut record = record.clone();
+    if let Some(fields) = record.as_object_mut() {
+        fields.insert("projectId".into(), Value::from(project_id));
+        fields.insert("branch".into(), Value::from(branch));
+        fields.insert("id".into(), Value::from(asset_id));
+        fields.insert("name".into(), Value::from(asset_name.clone()));
+    }
+    (key, asset_name, record)
+}
+
+/// Each project's latest completed SAST scans under the branch policy, in batched `last-scan`
+/// calls: one scan per project, or under `each_branch` one per branch (the project's branches
+/// listed first, then one batched call per branch name across the projects that have it).
 async fn latest_scans(
     vendor: &VendorAccess,
     ids: &[String],
     policy: &BranchPolicy,
-) -> Result<std::collections::HashMap<String, LastScan>, StepError> {
+) -> Result<HashMap<String, Vec<LastScan>>, StepError> {
+    let one_each = |scans: HashMap<String, LastScan>| {
+        scans
+            .into_iter()
+            .map(|(id, scan)| (id, vec![scan]))
+            .collect()
+    };
     let query = |branch: Option<String>, use_main_branch: bool| LastScanQuery {
         branch,
         use_main_branch,
@@ -486,10 +537,10 @@ async fn latest_scans(
         .map_err(vendor_step_error)
     };
     match policy {
-        BranchPolicy::Any => ask(ids.to_vec(), query(None, false)).await,
-        BranchPolicy::Pinned { branch } => {
-            ask(ids.to_vec(), query(Some(branch.clone()), false)).await
-        }
+        BranchPolicy::Any => ask(ids.to_vec(), query(None, false)).await.map(one_each),
+        BranchPolicy::Pinned { branch } => ask(ids.to_vec(), query(Some(branch.clone()), false))
+            .await
+            .map(one_each),
         BranchPolicy::Main { fallback_to_any } => {
             let mut scans = ask(ids.to_vec(), query(None, true)).await?;
             let missing: Vec<String> = ids
@@ -499,6 +550,35 @@ async fn latest_scans(
                 .collect();
             if *fallback_to_any && !missing.is_empty() {
                 scans.extend(ask(missing, query(None, false)).await?);
+            }
+            Ok(one_each(scans))
+        }
+        BranchPolicy::EachBranch => {
+            let listed = futures_util::stream::iter(ids.iter().cloned())
+                .map(|id| async move {
+                    let branches = with_renewal(vendor, |c| {
+                        let id = id.clone();
+                        async move { c.project_branches(&id).await }
+                    })
+                    .await
+                    .map_err(vendor_step_error)?;
+                    Ok::<_, StepError>((id, branches))
+                })
+                .buffer_unordered(vendor.concurrency())
+                .try_collect::<Vec<_>>()
+                .await?;
+            let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (id, branches) in listed {
+                for branch in branches {
+                    by_branch.entry(branch).or_default().push(id.clone());
+                }
+            }
+            let mut scans: HashMap<String, Vec<LastScan>> = HashMap::new();
+            for (branch, projects) in by_branch {
+                for (id, mut scan) in ask(projects, query(Some(branch.clone()), false)).await? {
+                    scan.branch.get_or_insert(branch.clone());
+                    scans.entry(id).or_default().push(scan);
+                }
             }
             Ok(scans)
         }
@@ -830,9 +910,12 @@ async fn deleted_items(
             };
             let reason = format!(
                 "its {} is no longer listed by the tenant (run {})",
-                match connection.config.kind {
-                    ConnectorKind::Sast => "project",
-                    ConnectorKind::Dast => "environment",
+                match (connection.config.kind, &connection.config.branches) {
+                    (ConnectorKind::Sast, BranchPolicy::EachBranch) => {
+                        "project branch (or its last completed scan)"
+                    }
+                    (ConnectorKind::Sast, _) => "project",
+                    (ConnectorKind::Dast, _) => "environment",
                 },
                 run.run_id
             );

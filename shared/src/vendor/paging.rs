@@ -415,6 +415,40 @@ impl CxOneClient {
         Ok(found)
     }
 
+    /// The names of the branches a project has scans on (`/api/projects/branches`, a bare JSON
+    /// array paged by item offset; `null` for a project with no scans). Paging stops at a short
+    /// page, or at a full page that brings no new name (a server ignoring `offset`).
+    pub async fn project_branches(&self, project_id: &str) -> Result<Vec<String>, VendorError> {
+        const PAGE: usize = 100;
+        let mut names: Vec<String> = Vec::new();
+        loop {
+            let url = self.api_url(
+                "/api/projects/branches",
+                &[
+                    ("project-id", project_id.to_string()),
+                    ("limit", PAGE.to_string()),
+                    ("offset", names.len().to_string()),
+                ],
+            );
+            let page: Option<Vec<String>> = self
+                .get_checked("branches", &url, |body| {
+                    serde_json::from_slice(&body)
+                        .map_err(|e| format!("branches answer is not a list of branch names: {e}"))
+                })
+                .await?;
+            let page = page.unwrap_or_default();
+            let before = names.len();
+            for name in &page {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+            if page.len() < PAGE || names.len() == before {
+                return Ok(names);
+            }
+        }
+    }
+
     /// A pager over one scan's results in `/api/results`.
     pub fn results(&self, scan_id: &str) -> ResultsPager {
         ResultsPager {

@@ -335,7 +335,7 @@ pub(crate) fn classify(endpoint: &'static str, exchange: &Exchange) -> Verdict {
 fn role_hint(endpoint: &'static str) -> &'static str {
     match endpoint {
         "results" | "sast-results" => "view-results, e.g. through ast-viewer or ast-scanner",
-        "projects" => "view-projects",
+        "projects" | "branches" => "view-projects",
         "last-scan" | "scans" => "view-scans",
         e if e.starts_with("dast") => "a DAST role that can view environments, scans and results",
         _ => "a role that can read this resource",

@@ -101,6 +101,11 @@ pub fn api_router(state: Shared) -> Router {
             get(api::projects::last_scan),
         ),
         (
+            "/api/projects/branches",
+            Endpoint::Branches,
+            get(api::projects::branches),
+        ),
+        (
             "/api/scans",
             Endpoint::Scans,
             get(api::projects::list_scans),

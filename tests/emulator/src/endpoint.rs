@@ -8,6 +8,7 @@ pub enum Endpoint {
     Token,
     Projects,
     LastScan,
+    Branches,
     Scans,
     Results,
     SastResults,
@@ -17,10 +18,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 10] = [
         Self::Token,
         Self::Projects,
         Self::LastScan,
+        Self::Branches,
         Self::Scans,
         Self::Results,
         Self::SastResults,
@@ -34,6 +36,7 @@ impl Endpoint {
             Self::Token => "token",
             Self::Projects => "projects",
             Self::LastScan => "last-scan",
+            Self::Branches => "branches",
             Self::Scans => "scans",
             Self::Results => "results",
             Self::SastResults => "sast-results",

@@ -186,8 +186,8 @@ pub struct Fired {
 
 #[derive(Default)]
 pub struct FaultControl {
-    slots: [Mutex<Slot>; 9],
-    pub fired: [Fired; 9],
+    slots: [Mutex<Slot>; Endpoint::ALL.len()],
+    pub fired: [Fired; Endpoint::ALL.len()],
 }
 
 impl FaultControl {
@@ -326,7 +326,10 @@ mod tests {
             (spec.total_drift, spec.latency_ms, spec.jitter_ms, spec.max),
             (7, 20, 5, Some(9))
         );
-        assert_eq!(parse_flag("all:retry-after=4").unwrap().0.len(), 9);
+        assert_eq!(
+            parse_flag("all:retry-after=4").unwrap().0.len(),
+            Endpoint::ALL.len()
+        );
         assert_eq!(
             FaultSpec::parse("retry-after=none").unwrap().retry_after,
             RetryAfter::Absent

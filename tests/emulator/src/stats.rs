@@ -10,7 +10,7 @@ use crate::faults::FaultControl;
 
 #[derive(Default)]
 pub struct Stats {
-    requests: [AtomicU64; 9],
+    requests: [AtomicU64; Endpoint::ALL.len()],
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     /// Unix microseconds of the first request since start or reset (0: none yet).

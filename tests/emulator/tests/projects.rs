@@ -312,3 +312,56 @@ async fn scans_list_filters_and_sorts() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn branches_list_names_newest_first_paged_and_null_without_scans() {
+    let emulator = start(TenantShape {
+        projects: 8,
+        branches_per_project: 3,
+        scans_per_project: 4,
+        ..TenantShape::default()
+    })
+    .await;
+    let token = full_token(&emulator).await;
+    let expected = emulator.expected();
+    let project = &expected.projects[0];
+    let mut newest_first: Vec<String> = Vec::new();
+    for s in project.scans.iter().rev() {
+        if !newest_first.contains(&s.branch) {
+            newest_first.push(s.branch.clone());
+        }
+    }
+    let path = |q: &str| format!("/api/projects/branches?project-id={}{q}", project.id);
+    let all = get_ok(&emulator, &token, &path("")).await;
+    let names: Vec<String> = serde_json::from_value(all).unwrap();
+    assert_eq!(names, newest_first);
+    assert_eq!(names[0], project.main_branch, "the newest scan is on main");
+    let second: Vec<String> =
+        serde_json::from_value(get_ok(&emulator, &token, &path("&offset=1&limit=1")).await)
+            .unwrap();
+    assert_eq!(second, vec![newest_first[1].clone()]);
+    let feature = &newest_first[1];
+    let filtered: Vec<String> = serde_json::from_value(
+        get_ok(&emulator, &token, &path(&format!("&branch-name={feature}"))).await,
+    )
+    .unwrap();
+    assert_eq!(filtered, vec![feature.clone()]);
+    let (status, _) = get(&emulator, &token, "/api/projects/branches").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "project-id is required");
+
+    let empty = start(TenantShape {
+        projects: 1,
+        scans_per_project: 0,
+        ..TenantShape::default()
+    })
+    .await;
+    let token = full_token(&empty).await;
+    let id = &empty.expected().projects[0].id;
+    let answer = get_ok(
+        &empty,
+        &token,
+        &format!("/api/projects/branches?project-id={id}"),
+    )
+    .await;
+    assert_eq!(answer, Value::Null, "a project with no scans answers null");
+}

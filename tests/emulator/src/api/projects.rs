@@ -1,4 +1,5 @@
-//! `GET /api/projects`, `/api/projects/{id}`, `/api/projects/last-scan`, `/api/scans`, `/api/scans/{id}`.
+//! `GET /api/projects`, `/api/projects/{id}`, `/api/projects/last-scan`, `/api/projects/branches`,
+//! `/api/scans`, `/api/scans/{id}`.
 
 use axum::Extension;
 use axum::Json;
@@ -242,6 +243,46 @@ pub async fn last_scan(
         }
     }
     Ok(Json(Value::Object(answer)).into_response())
+}
+
+/// `GET /api/projects/branches?project-id=&branch-name=`: the names of the branches the project
+/// has scans on, newest scan first, as a bare JSON array (item offset, 20 by default), or `null`
+/// for a project with no scans.
+pub async fn branches(
+    State(state): State<Shared>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require(principal, ROLE_PROJECTS, Style::Ast)?;
+    let params = Params::parse(query.as_deref());
+    let (offset, limit) = window(&params)?;
+    let tenant = &state.tenant;
+    let Some(id) = params.one("project-id") else {
+        return Err(ApiError::bad_request(
+            Style::Ast,
+            "'project-id' is required",
+        ));
+    };
+    let Some(p) = tenant.project_index(id) else {
+        return Err(ApiError::not_found(Style::Ast, "project not found"));
+    };
+    let scans = tenant.scans(p);
+    if scans.is_empty() {
+        return Ok(Json(Value::Null).into_response());
+    }
+    let name = params.one("branch-name").unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    for scan in scans.iter().rev() {
+        if scan.branch.contains(name) && !names.contains(&scan.branch) {
+            names.push(scan.branch.clone());
+        }
+    }
+    let page: Vec<String> = names
+        .into_iter()
+        .skip(offset)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(Json(page).into_response())
 }
 
 /// `GET /api/scans`: item offset, newest first unless `sort=+created_at`.
