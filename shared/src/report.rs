@@ -100,6 +100,11 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
         t.skipped(),
         manifest.carried_forward
     );
+    let _ = writeln!(
+        md,
+        "- Triage: {} findings settled by their state, {} with a severity triage changed",
+        t.settled_by_triage, t.severity_changed_by_triage
+    );
     for problem in &manifest.problems {
         let _ = writeln!(md, "- Problem: {problem}");
     }
@@ -281,6 +286,14 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
         vec!["Findings out".into(), t.findings_out.to_string()],
         vec!["Rejected records".into(), t.rejected.to_string()],
         vec!["Skipped records".into(), t.skipped().to_string()],
+        vec![
+            "Settled by triage state".into(),
+            t.settled_by_triage.to_string(),
+        ],
+        vec![
+            "Severity changed by triage".into(),
+            t.severity_changed_by_triage.to_string(),
+        ],
         vec![
             "Open findings carried forward".into(),
             manifest.carried_forward.to_string(),

@@ -278,3 +278,179 @@ async fn a_run_that_cannot_list_items_fails_with_the_reason_and_releases_the_loc
     assert!(counts["projects"] >= 1);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Every committed SAST finding line of a run, by external finding id.
+async fn finding_lines(
+    store: &cxone_etm::store::LocalStore,
+    m: &cxone_etm::pipeline::Manifest,
+) -> BTreeMap<String, Value> {
+    use std::io::Read;
+    let mut lines = BTreeMap::new();
+    for object in m.items.iter().flat_map(|i| &i.objects) {
+        let body = store.get(&object.key).await.unwrap().unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        for line in text.lines() {
+            let line: Value = serde_json::from_str(line).unwrap();
+            for f in line["findingGroup"]["findings"].as_array().unwrap() {
+                lines.insert(
+                    f["externalFindingId"].as_str().unwrap().to_string(),
+                    f.clone(),
+                );
+            }
+        }
+    }
+    lines
+}
+
+#[tokio::test]
+async fn sast_findings_keep_their_severity_before_and_after_triage() {
+    let emulator = emulator(TenantShape {
+        projects: 4,
+        results_per_scan: 300,
+        ..TenantShape::default()
+    })
+    .await;
+    // What the vendor says, read independently: triaged severities from /api/results (by result
+    // hash), severities before triage from /api/sast-results?apply-predicates=false.
+    let client = default_client(&emulator);
+    let mut triaged = BTreeMap::new();
+    let mut original = BTreeMap::new();
+    for p in emulator.expected().projects {
+        let scan = p.main_branch_sast_scan.unwrap();
+        let mut pager = client.results(&scan);
+        while let Some(page) = pager.next_page().await.unwrap() {
+            let body: Value = serde_json::from_slice(&page.body).unwrap();
+            for r in body["results"].as_array().unwrap() {
+                if r["type"] == "sast" {
+                    let hash = r["data"]["resultHash"].as_str().unwrap().to_string();
+                    triaged.insert(
+                        r["id"].as_str().unwrap().to_string(),
+                        (r["severity"].clone(), hash),
+                    );
+                }
+            }
+        }
+        let mut pager = client.original_severities(&scan);
+        while let Some(page) = pager.next_page().await.unwrap() {
+            let body: Value = serde_json::from_slice(&page.body).unwrap();
+            for r in body["results"].as_array().unwrap() {
+                original.insert(
+                    r["resultHash"].as_str().unwrap().to_string(),
+                    r["severity"].clone(),
+                );
+            }
+        }
+    }
+    // `/api/results` ids are the result hash or a number; the hash is what both endpoints share.
+    let changed = triaged
+        .values()
+        .filter(|(severity, hash)| original[hash] != *severity)
+        .count() as u64;
+    assert!(
+        changed > 0,
+        "the tenant holds findings whose severity triage changed"
+    );
+
+    let (store, dir) = temp_store("original-severity");
+    let c = connection(&emulator, "original", ConnectorKind::Sast);
+    assert!(c.config.original_severity, "on by default");
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(summary.complete, "{:?}", summary.problems);
+    let m = manifest(&store, &summary.manifest).await;
+    let lines = finding_lines(&store, &m).await;
+    assert_eq!(lines.len(), triaged.len());
+    for (id, f) in &lines {
+        let (severity, hash) = &triaged[id];
+        assert_eq!(f["vendorSeverity"], *severity, "{id}");
+        assert_eq!(f["originalVendorSeverity"], original[hash], "{id}");
+        assert_eq!(
+            f["severityChangedByTriage"] == Value::Bool(true),
+            *severity != original[hash],
+            "{id}"
+        );
+    }
+    assert_eq!(m.totals.severity_changed_by_triage, changed);
+
+    // Off: no slim pull, and the findings carry only the triaged severity.
+    let mut off = connection(&emulator, "original-off", ConnectorKind::Sast);
+    off.config.original_severity = false;
+    emulator.reset_traffic();
+    let summary = run(&store, &off, api_key(&emulator)).await.unwrap();
+    assert!(!emulator.traffic().requests.contains_key("sast-results"));
+    let m = manifest(&store, &summary.manifest).await;
+    let lines = finding_lines(&store, &m).await;
+    assert!(
+        lines
+            .values()
+            .all(|f| f.get("originalVendorSeverity").is_none())
+    );
+    assert_eq!(m.totals.severity_changed_by_triage, 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_broken_pull_of_severities_before_triage_leaves_the_item_uncommitted() {
+    let emulator = emulator(TenantShape {
+        projects: 3,
+        results_per_scan: 100,
+        ..TenantShape::default()
+    })
+    .await;
+    let broken = emulator.expected().projects[1].clone();
+    let scan = broken.main_branch_sast_scan.clone().unwrap();
+    // The slim pull's total moves between pages: the item is incomplete, named, not transformed.
+    emulator.set_fault(
+        Endpoint::SastResults,
+        FaultSpec {
+            total_drift: 5,
+            only_matching: Some(scan.clone()),
+            ..FaultSpec::default()
+        },
+    );
+    let mut c = connection(&emulator, "original-broken", ConnectorKind::Sast);
+    c.vendor.results_page_size = 40;
+    let (store, dir) = temp_store("original-broken");
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(!summary.complete);
+    let m = manifest(&store, &summary.manifest).await;
+    let item = m.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
+    assert_eq!(item.status, ItemStatus::Incomplete);
+    assert!(
+        item.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("severities before triage:"),
+        "{:?}",
+        item.reason
+    );
+    assert!(item.objects.is_empty(), "nothing of it is committed");
+
+    // Refused outright (403): the item fails with the role to ask for; the others commit.
+    emulator.set_fault(
+        Endpoint::SastResults,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: Some(scan),
+            ..FaultSpec::default()
+        },
+    );
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m = manifest(&store, &summary.manifest).await;
+    let item = m.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert!(
+        item.reason.as_deref().unwrap().contains("view-results"),
+        "{:?}",
+        item.reason
+    );
+    assert!(
+        m.items
+            .iter()
+            .filter(|i| i.vendor_id != broken.id)
+            .all(|i| i.status == ItemStatus::Complete)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -283,6 +283,14 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
         shown.dom.contains(&refused.name),
         "the refused project is listed"
     );
+    assert!(m3.totals.severity_changed_by_triage > 0);
+    assert!(
+        shown.dom.contains(&format!(
+            "<td>Severity changed by triage</td><td>{}</td>",
+            m3.totals.severity_changed_by_triage
+        )),
+        "the triage figures"
+    );
     // Bars: the pixels of each severity's colour are proportional to its count.
     let counts: Vec<(&str, u64)> = cxone_etm::report::SEVERITY_COLOURS
         .iter()

@@ -721,3 +721,65 @@ mod property {
         }
     }
 }
+
+#[test]
+fn severities_before_triage_join_on_the_result_hash() {
+    let plan = TransformMap::default_for(ConnectorKind::Sast)
+        .compile()
+        .unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let mut t = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(),
+        TransformOptions::default(),
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    let hashed = |id: &str, hash: &str, severity: &str| {
+        sast_record(
+            id,
+            json!({"severity": severity, "data": {"queryName": "SQL_Injection", "resultHash": hash}}),
+        )
+    };
+    t.add_original_severities(
+        br#"{"results":[{"resultHash":"h-a","severity":"CRITICAL"},{"resultHash":"h-b","severity":"LOW"},{"severity":"HIGH"},{"resultHash":"h-x"}],"totalCount":4}"#,
+    )
+    .unwrap();
+    let lines = t
+        .push_page(
+            &page(vec![
+                hashed("a", "h-a", "LOW"),
+                hashed("111914456", "h-b", "LOW"),
+                hashed("c", "h-unknown", "MEDIUM"),
+            ]),
+            0,
+        )
+        .unwrap();
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|l| String::from_utf8(l).unwrap())
+        .collect();
+    validate(&lines);
+    let found: Vec<Value> = lines.iter().flat_map(|l| findings(l)).collect();
+    assert_eq!(found[0]["vendorSeverity"], "LOW");
+    assert_eq!(found[0]["originalVendorSeverity"], "CRITICAL");
+    assert_eq!(found[0]["severityChangedByTriage"], true);
+    assert_eq!(
+        found[1]["originalVendorSeverity"], "LOW",
+        "numeric ids join by hash too"
+    );
+    assert!(found[1].get("severityChangedByTriage").is_none());
+    assert!(
+        found[2].get("originalVendorSeverity").is_none(),
+        "no original known"
+    );
+    assert_eq!(t.figures().severity_changed_by_triage, 1);
+
+    let e = t.add_original_severities(b"{\"results\":{}}").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not a page of severities before triage"),
+        "{e}"
+    );
+}

@@ -48,6 +48,15 @@ pub struct ConnectionConfig {
     /// `{"policy": "each_branch"}` (every branch its own asset).
     #[serde(default)]
     pub branches: BranchPolicy,
+    /// SAST: also read each scan's severities as they were before triage (one slim
+    /// `/api/sast-results?apply-predicates=false` pull per scan) so every finding carries both
+    /// its triaged and its original severity. On by default; off saves that pull.
+    #[serde(default = "default_true")]
+    pub original_severity: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_item_concurrency() -> usize {
@@ -151,6 +160,7 @@ impl ConnectionConfig {
             schedule: None,
             item_concurrency: default_item_concurrency(),
             close_deleted_items: false,
+            original_severity: true,
             triage: TriageMap::default(),
             branches: BranchPolicy::default(),
         }

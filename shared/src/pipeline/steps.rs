@@ -65,6 +65,9 @@ pub struct WorkItem {
     /// The branch of the SAST scan (a change of branch holds closures for one run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_branch: Option<String>,
+    /// SAST: also pull the scan's severities before triage (the connection's `original_severity`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub original_severity: bool,
     /// When the SAST scan was made (for the look-back window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_created: Option<String>,
@@ -89,6 +92,10 @@ pub enum ItemStatus {
     Failed,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// `raw/<item>/collect.json`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,6 +107,9 @@ pub struct CollectOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
     pub pages: u32,
+    /// Pages of severities before triage (`original-<n>.json.gz`), when the item asked for them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub original_pages: u32,
     pub completeness: Completeness,
     /// The vendor traffic of this item alone.
     #[serde(default)]
@@ -390,6 +400,7 @@ pub async fn plan(
             scan_id: scan.map(|s| s.id.clone()),
             scan_created: scan.and_then(|s| s.created_at.clone()),
             scan_branch: scan.and_then(|s| s.branch.clone()),
+            original_severity: kind == ConnectorKind::Sast && connection.config.original_severity,
             record,
             previous_run: previous_run.clone(),
         };
@@ -670,6 +681,7 @@ pub async fn record_collect_failure(
         reason: Some(reason.to_string()),
         scan_id: item.scan_id.clone(),
         pages: 0,
+        original_pages: 0,
         completeness: Completeness::default(),
         traffic,
     };
@@ -704,6 +716,7 @@ async fn collect_pages(
             reason: too_old,
             scan_id: None,
             pages: 0,
+            original_pages: 0,
             completeness: Completeness::default(),
             traffic: ItemTraffic::default(),
         });
@@ -712,7 +725,16 @@ async fn collect_pages(
         ConnectorKind::Sast => store_pages(store, client.results(&scan_id), prefix).await?,
         ConnectorKind::Dast => store_pages(store, client.dast_results(&scan_id), prefix).await?,
     };
-    let problem = completeness.problem();
+    let mut problem = completeness.problem();
+    let mut original_pages = 0;
+    if item.original_severity && problem.is_none() {
+        let original = client.original_severities(&scan_id);
+        let (n, original) = store_pages(store, original, &format!("{prefix}original-")).await?;
+        original_pages = n;
+        problem = original
+            .problem()
+            .map(|p| format!("severities before triage: {p}"));
+    }
     Ok(CollectOutcome {
         item: item.item.clone(),
         status: if problem.is_none() {
@@ -723,6 +745,7 @@ async fn collect_pages(
         reason: problem,
         scan_id: Some(scan_id),
         pages,
+        original_pages,
         completeness,
         traffic: ItemTraffic::default(),
     })
@@ -807,6 +830,19 @@ pub async fn transform(
             &item.run.run_id,
             item.scan_branch.as_deref(),
         );
+        for number in 0..outcome.original_pages {
+            let key = format!("{raw}original-{number}.json.gz");
+            let page = gunzip(
+                &key,
+                &store
+                    .get(&key)
+                    .await?
+                    .ok_or_else(|| StepError::fatal(format!("{key} is missing")))?,
+            )?;
+            transformer
+                .add_original_severities(&page)
+                .map_err(|e| StepError::fatal(format!("{key}: {e}")))?;
+        }
         for number in 0..outcome.pages {
             let key = format!("{raw}{number}.json.gz");
             let page = gunzip(

@@ -125,6 +125,9 @@ pub struct Figures {
     /// for this run instead of closed.
     #[serde(default)]
     pub held_on_branch_change: u64,
+    /// SAST findings whose severity triage changed (`originalVendorSeverity` differs).
+    #[serde(default)]
+    pub severity_changed_by_triage: u64,
     /// Findings out by vendor severity.
     pub by_severity: BTreeMap<String, u64>,
     /// Findings out (closure records included) by lifecycle status, when reconciled.
@@ -152,6 +155,7 @@ impl Figures {
         self.flagged_values += other.flagged_values;
         self.settled_by_triage += other.settled_by_triage;
         self.held_on_branch_change += other.held_on_branch_change;
+        self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
             *self.by_severity.entry(k.clone()).or_default() += v;
         }
@@ -211,6 +215,49 @@ struct State {
     /// Next suffix for ids that collided.
     suffixes: HashMap<String, u32>,
     findings: Vec<Vec<u8>>,
+    original: OriginalSeverities,
+}
+
+/// Severities before triage by result hash: the hash's fingerprint to an interned severity, a
+/// few bytes per result even for a 100,000-result scan.
+#[derive(Default)]
+struct OriginalSeverities {
+    by_hash: HashMap<u64, u16>,
+    names: Vec<String>,
+}
+
+impl OriginalSeverities {
+    fn insert(&mut self, result_hash: &str, severity: &str) {
+        let at = match self.names.iter().position(|n| n == severity) {
+            Some(at) => at,
+            None => {
+                self.names.push(severity.to_string());
+                self.names.len() - 1
+            }
+        };
+        self.by_hash.insert(
+            fingerprint(result_hash),
+            u16::try_from(at).unwrap_or(u16::MAX),
+        );
+    }
+
+    fn get(&self, result_hash: &str) -> Option<&str> {
+        let at = *self.by_hash.get(&fingerprint(result_hash))?;
+        self.names.get(usize::from(at)).map(String::as_str)
+    }
+}
+
+/// A page of `/api/sast-results` as the original-severity pull asks for it.
+#[derive(Deserialize)]
+struct OriginalPage {
+    results: Vec<OriginalRow>,
+}
+
+#[derive(Deserialize)]
+struct OriginalRow {
+    #[serde(rename = "resultHash")]
+    result_hash: Option<String>,
+    severity: Option<String>,
 }
 
 fn text_of(value: &Value) -> Option<String> {
@@ -523,6 +570,22 @@ impl<'p> ItemTransformer<'p> {
 
     /// Maps one raw page (the JSON object the vendor sent, records under `results`) and returns its
     /// lines. A page that is not JSON fails; a bad record inside it only goes to the rejected list.
+    /// Reads one page of severities before triage; each SAST finding whose result hash is
+    /// among them carries `originalVendorSeverity`. Rows without a hash or severity add nothing.
+    pub fn add_original_severities(&mut self, page: &[u8]) -> Result<(), TransformError> {
+        let page: OriginalPage =
+            serde_json::from_slice(page).map_err(|e| TransformError::Page {
+                page: 0,
+                problem: format!("not a page of severities before triage: {e}"),
+            })?;
+        for row in page.results {
+            if let (Some(hash), Some(severity)) = (row.result_hash, row.severity) {
+                self.state.original.insert(&hash, &severity);
+            }
+        }
+        Ok(())
+    }
+
     pub fn push_page(
         &mut self,
         page: &[u8],
@@ -840,6 +903,20 @@ impl State {
                 b",\"triageStateKnown\":false"
             });
         }
+        let original = plan
+            .implicit
+            .result_hash
+            .and_then(|slot| slots[slot].as_ref())
+            .and_then(|hash| hash.as_str())
+            .and_then(|hash| self.original.get(hash));
+        let severity_changed = original.is_some_and(|o| !o.eq_ignore_ascii_case(&severity));
+        if let Some(original) = original {
+            out.extend_from_slice(b",\"originalVendorSeverity\":");
+            serde_json::to_writer(&mut out, original).expect("Vec write");
+            if severity_changed {
+                out.extend_from_slice(b",\"severityChangedByTriage\":true");
+            }
+        }
         if !flags.is_empty() {
             out.extend_from_slice(b",\"flaggedValues\":");
             serde_json::to_writer(&mut out, &flags).expect("Vec write");
@@ -898,6 +975,9 @@ impl State {
         }
         if forced.is_some() {
             figures.settled_by_triage += 1;
+        }
+        if severity_changed {
+            figures.severity_changed_by_triage += 1;
         }
         self.findings.push(out);
     }

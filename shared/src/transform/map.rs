@@ -131,6 +131,8 @@ pub(crate) struct Implicit {
     pub status: usize,
     pub state: usize,
     pub severity: usize,
+    /// SAST: `data.resultHash`, the key of the severity before triage.
+    pub result_hash: Option<usize>,
 }
 
 /// A compiled map: apply it to any number of records.
@@ -251,6 +253,8 @@ impl Plan {
             status: finding_tree.slot_for("status", &mut finding_slots),
             state: finding_tree.slot_for("state", &mut finding_slots),
             severity: finding_tree.slot_for("severity", &mut finding_slots),
+            result_hash: (map.kind == ConnectorKind::Sast)
+                .then(|| finding_tree.slot_for("data.resultHash", &mut finding_slots)),
         };
         let mut finding_layout = Vec::new();
         for (index, entry) in finding_entries.iter().enumerate() {

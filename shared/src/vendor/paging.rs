@@ -253,6 +253,72 @@ impl ResultsPager {
     }
 }
 
+/// Pages one scan's SAST results as they were before triage (`/api/sast-results` with
+/// `apply-predicates=false`), only the result hash and severity of each (`include-nodes=false`,
+/// `visible-columns`), by item offset.
+pub struct OriginalSeverityPager {
+    client: CxOneClient,
+    scan_id: String,
+    limit: u64,
+    offset: u64,
+    completeness: Completeness,
+    seen: Seen,
+    done: bool,
+}
+
+impl OriginalSeverityPager {
+    pub fn completeness(&self) -> &Completeness {
+        &self.completeness
+    }
+
+    pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
+        if self.done {
+            return Ok(None);
+        }
+        let number = self.completeness.pages;
+        let url = self.client.api_url(
+            "/api/sast-results",
+            &[
+                ("scan-id", self.scan_id.clone()),
+                ("apply-predicates", "false".into()),
+                ("include-nodes", "false".into()),
+                ("visible-columns", "result-hash".into()),
+                ("visible-columns", "severity".into()),
+                ("limit", self.limit.to_string()),
+                ("offset", self.offset.to_string()),
+            ],
+        );
+        let page = self
+            .client
+            .get_list("sast-results", &url, "results", "totalCount")
+            .await?;
+        self.completeness.observe_total(page.total);
+        let fresh = self.seen.admit(&page, &mut self.completeness);
+        self.offset += page.records.len() as u64;
+        let runaway =
+            u64::from(self.completeness.pages) > self.completeness.expected / self.limit.max(1) + 3;
+        if page.records.is_empty() || self.offset >= page.total || runaway {
+            self.done = true;
+        }
+        Ok(Some(handed_over(
+            &page,
+            &fresh,
+            "results",
+            "totalCount",
+            number,
+        )))
+    }
+}
+
+impl PageSource for OriginalSeverityPager {
+    fn next_page(&mut self) -> impl Future<Output = Result<Option<RawPage>, VendorError>> + Send {
+        OriginalSeverityPager::next_page(self)
+    }
+    fn completeness(&self) -> &Completeness {
+        OriginalSeverityPager::completeness(self)
+    }
+}
+
 /// Pages one DAST scan's results (`page` from 1, `per_page` ≤ 100).
 pub struct DastResultsPager {
     client: CxOneClient,
@@ -458,6 +524,19 @@ impl CxOneClient {
             semantics: None,
             position: 0,
             served: 0,
+            completeness: Completeness::default(),
+            seen: Seen::default(),
+            done: false,
+        }
+    }
+
+    /// A pager over one scan's SAST severities before triage.
+    pub fn original_severities(&self, scan_id: &str) -> OriginalSeverityPager {
+        OriginalSeverityPager {
+            client: self.clone(),
+            scan_id: scan_id.to_string(),
+            limit: u64::from(self.inner.config.results_page_size),
+            offset: 0,
             completeness: Completeness::default(),
             seen: Seen::default(),
             done: false,

@@ -13,6 +13,7 @@ use crate::ids::{Kind, decode, encode, mix};
 /// Fixed origin of generated time stamps (2026-01-05T00:00:00Z), so data does not depend on the clock.
 const EPOCH: i64 = 1_767_571_200;
 const DAY: i64 = 86_400;
+const SEVERITIES: [&str; 5] = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"];
 
 /// Every engine type `/api/results` mixes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -517,6 +518,14 @@ impl Tenant {
             55..85 => "LOW",
             _ => "INFO",
         };
+        // Triage (a predicate) changed the severity of a third of the triaged results: the
+        // original is what `/api/sast-results?apply-predicates=false` shows.
+        let original_severity = if state != "TO_VERIFY" && (h >> 40).is_multiple_of(3) {
+            let at = SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0);
+            SEVERITIES[(at + 1 + ((h >> 42) % 4) as usize) % SEVERITIES.len()]
+        } else {
+            severity
+        };
         ResultTraits {
             k,
             h,
@@ -524,6 +533,7 @@ impl Tenant {
             status,
             state,
             severity,
+            original_severity,
             kind: self.result_type(s, i),
         }
     }
@@ -733,15 +743,43 @@ impl Tenant {
         written.expect("writing JSON to a Vec cannot fail");
     }
 
-    /// Writes the scan's `i`-th result (a SAST one) in the flat `/api/sast-results` shape.
+    /// Writes the scan's `i`-th result (a SAST one) in the flat `/api/sast-results` shape, as
+    /// `view` asks: without predicates the severity and state are the ones before triage; with
+    /// visible columns only those fields (the slim columns straight from the result's traits).
     pub fn write_sast_flat(
         &self,
         s: &ScanInfo,
         i: u64,
         dates: &ScanDates,
-        include_nodes: bool,
+        view: &SastView,
         out: &mut Vec<u8>,
     ) {
+        let t = self.result_traits(s, i);
+        let (severity, state) = if view.apply_predicates {
+            (t.severity, t.state)
+        } else {
+            (t.original_severity, "TO_VERIFY")
+        };
+        if !view.columns.is_empty()
+            && view
+                .columns
+                .iter()
+                .all(|c| SLIM_COLUMNS.contains(&c.as_str()))
+        {
+            let mut slim = serde_json::Map::new();
+            for column in &view.columns {
+                let (key, value) = match column.as_str() {
+                    "result-hash" => ("resultHash", base64_hash(t.h, 1)),
+                    "severity" => ("severity", severity.to_string()),
+                    "state" => ("state", state.to_string()),
+                    _ => ("status", t.status.to_string()),
+                };
+                slim.insert(key.into(), Value::String(value));
+            }
+            serde_json::to_writer(&mut *out, &slim).expect("writing JSON to a Vec cannot fail");
+            return;
+        }
+        let include_nodes = view.include_nodes;
         let mut full = Vec::with_capacity(2048);
         self.write_result(s, i, dates, &mut full);
         let v: Value = serde_json::from_slice(&full).expect("own output parses");
@@ -757,9 +795,9 @@ impl Tenant {
             "languageName": d["languageName"],
             "group": d["group"],
             "cweID": v["vulnerabilityDetails"]["cweId"],
-            "severity": v["severity"],
+            "severity": severity,
             "status": v["status"],
-            "state": v["state"],
+            "state": state,
             "similarityID": v["similarityId"].as_str().and_then(|x| x.parse::<i64>().ok()),
             "uniqueID": self.finding_index(s, i),
             "confidenceLevel": v.get("confidenceLevel").cloned().unwrap_or(json!(0)),
@@ -996,6 +1034,17 @@ impl Tenant {
 }
 
 /// What filters on `/api/results` look at.
+/// The `visible-columns` the emulator serves without building the whole record.
+const SLIM_COLUMNS: [&str; 4] = ["result-hash", "severity", "state", "status"];
+
+/// How `/api/sast-results` was asked to show its results.
+pub struct SastView {
+    pub include_nodes: bool,
+    pub apply_predicates: bool,
+    /// `visible-columns`; empty means every field.
+    pub columns: Vec<String>,
+}
+
 pub struct ResultTraits {
     pub k: u64,
     pub h: u64,
@@ -1003,6 +1052,8 @@ pub struct ResultTraits {
     pub status: &'static str,
     pub state: &'static str,
     pub severity: &'static str,
+    /// The severity before triage changed it (the same where triage did not).
+    pub original_severity: &'static str,
     pub kind: ResultType,
 }
 

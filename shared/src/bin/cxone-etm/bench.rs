@@ -9,7 +9,9 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, ExpectedTotals, FaultSpec, TenantShape};
+use cxone_emulator::{
+    Emulator, EmulatorConfig, Endpoint, ExpectedTotals, FaultSpec, ResultType, TenantShape,
+};
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::ConnectionConfig;
 use cxone_etm::vendor::VendorSettings;
@@ -142,7 +144,8 @@ async fn run_child(
 }
 
 /// The fewest requests the API allows for this tenant: one token, project (or environment) pages,
-/// last-scan batches, and per item the scan lookup (DAST) and the result pages (at least one).
+/// last-scan batches, and per item the scan lookup (DAST), the result pages (at least one) and,
+/// for SAST (severities before triage, on by default), the pages of the slim `sast-results` pull.
 fn minimum_requests(expected: &ExpectedTotals, kind: ConnectorKind) -> u64 {
     let pages = |n: u64, size: u64| n.div_ceil(size).max(1);
     match kind {
@@ -154,7 +157,8 @@ fn minimum_requests(expected: &ExpectedTotals, kind: ConnectorKind) -> u64 {
                 .filter_map(|p| {
                     let id = p.main_branch_sast_scan.as_ref()?;
                     let scan = p.scans.iter().find(|s| &s.id == id)?;
-                    Some(pages(scan.results, RESULTS_PAGE))
+                    let sast = scan.by_type.get(&ResultType::Sast).copied().unwrap_or(0);
+                    Some(pages(scan.results, RESULTS_PAGE) + pages(sast, RESULTS_PAGE))
                 })
                 .sum();
             1 + pages(projects, PROJECTS_PAGE) + pages(projects, LAST_SCAN_BATCH) + results

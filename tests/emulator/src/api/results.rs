@@ -11,7 +11,7 @@ use crate::auth::{Principal, ROLE_RESULTS};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, Style};
 use crate::query::Params;
-use crate::tenant::{ResultTraits, ResultType, ScanInfo, Tenant};
+use crate::tenant::{ResultTraits, ResultType, SastView, ScanInfo, Tenant};
 
 /// The largest `limit` the results endpoints accept (what Checkmarx's own CLI sends).
 pub const MAX_LIMIT: u64 = 10_000;
@@ -158,7 +158,11 @@ pub async fn sast_only(
     let scan = scan_for(tenant, &params)?;
     let limit = limit(&params)?;
     let skip = params.u64("offset", 0, Style::Results)?;
-    let include_nodes = params.bool("include-nodes", true, Style::Results)?;
+    let view = SastView {
+        include_nodes: params.bool("include-nodes", true, Style::Results)?,
+        apply_predicates: params.bool("apply-predicates", true, Style::Results)?,
+        columns: params.list("visible-columns"),
+    };
     let filter = ResultFilter::parse(&params);
     let sast_total = tenant
         .scan_type_counts(&scan)
@@ -180,7 +184,7 @@ pub async fn sast_only(
     let dates = tenant.scan_dates(&scan);
     let mut body = Vec::with_capacity(ranks.len() * 1_600 + 64);
     body.extend_from_slice(b"{\"results\":");
-    let (scan_ref, dates_ref) = (&scan, &dates);
+    let (scan_ref, dates_ref, view_ref) = (&scan, &dates, &view);
     write_array(
         &state,
         Endpoint::SastResults,
@@ -188,7 +192,7 @@ pub async fn sast_only(
         ranks.into_iter().map(|r| {
             move |out: &mut Vec<u8>| {
                 let i = tenant.nth_of_type(scan_ref, ResultType::Sast, r);
-                tenant.write_sast_flat(scan_ref, i, dates_ref, include_nodes, out)
+                tenant.write_sast_flat(scan_ref, i, dates_ref, view_ref, out)
             }
         }),
         &mut body,
