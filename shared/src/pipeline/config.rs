@@ -169,11 +169,24 @@ impl ConnectionConfig {
     /// Parses (JSON, or YAML when the text does not start with `{`) and validates a connection
     /// document; every problem is listed.
     pub fn load(text: &str) -> Result<Connection, Vec<String>> {
+        // The path of the field that did not fit leads the message (`branches`, `vendor.region`).
+        fn named<E: std::fmt::Display>(
+            e: serde_path_to_error::Error<E>,
+            form: &str,
+        ) -> Vec<String> {
+            let path = e.path().to_string();
+            if path == "." {
+                vec![format!("connection config{form}: {}", e.inner())]
+            } else {
+                vec![format!("config field `{path}`{form}: {}", e.inner())]
+            }
+        }
         let config: ConnectionConfig = if text.trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|e| vec![format!("connection config: {e}")])?
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                .map_err(|e| named(e, ""))?
         } else {
-            serde_yaml_ng::from_str(text)
-                .map_err(|e| vec![format!("connection config (YAML): {e}")])?
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text))
+                .map_err(|e| named(e, " (YAML)"))?
         };
         config.validate()
     }
@@ -296,6 +309,48 @@ mod tests {
         assert_eq!(c.secret, SecretRef::Env("CX_KEY".into()));
         assert_eq!(c.vendor.endpoints.region, Some("EU"));
         assert_eq!(c.config.item_concurrency, 4);
+    }
+
+    #[test]
+    fn a_minimal_document_takes_main_branches_and_severities_before_triage() {
+        let c = ConnectionConfig::load(MINIMAL).unwrap();
+        assert_eq!(
+            c.config.branches,
+            BranchPolicy::Main {
+                fallback_to_any: false
+            }
+        );
+        assert!(c.config.original_severity);
+        let each = MINIMAL.replace(
+            r#""kind":"sast""#,
+            r#""kind":"sast","branches":{"policy":"each_branch"},"original_severity":false"#,
+        );
+        let c = ConnectionConfig::load(&each).unwrap();
+        assert_eq!(c.config.branches, BranchPolicy::EachBranch);
+        assert!(!c.config.original_severity);
+        let unknown = MINIMAL.replace(
+            r#""kind":"sast""#,
+            r#""kind":"sast","branches":{"policy":"every"}"#,
+        );
+        let errors = ConnectionConfig::load(&unknown).err().unwrap().join("\n");
+        assert!(
+            errors.contains("config field `branches.policy`") && errors.contains("each_branch"),
+            "{errors}"
+        );
+    }
+
+    /// The example in docs/pipeline.md is a document that loads as written.
+    #[test]
+    fn the_documented_example_loads() {
+        let doc = include_str!("../../../docs/pipeline.md");
+        let at = doc
+            .find("\"id\": \"cx-sast-prod\"")
+            .expect("the example is in the doc");
+        let start = doc[..at].rfind("```json\n").expect("a json block") + "```json\n".len();
+        let end = start + doc[start..].find("```").expect("the block ends");
+        let c = ConnectionConfig::load(&doc[start..end]).unwrap();
+        assert_eq!(c.config.item_concurrency, 4);
+        assert!(c.config.original_severity);
     }
 
     #[test]
