@@ -584,12 +584,24 @@ async fn latest_scans(
                     by_branch.entry(branch).or_default().push(id.clone());
                 }
             }
+            let answers = futures_util::stream::iter(by_branch)
+                .map(|(branch, projects)| async move {
+                    let found = ask(projects, query(Some(branch.clone()), false)).await?;
+                    Ok::<_, StepError>((branch, found))
+                })
+                .buffer_unordered(vendor.concurrency())
+                .try_collect::<Vec<_>>()
+                .await?;
             let mut scans: HashMap<String, Vec<LastScan>> = HashMap::new();
-            for (branch, projects) in by_branch {
-                for (id, mut scan) in ask(projects, query(Some(branch.clone()), false)).await? {
+            for (branch, found) in answers {
+                for (id, mut scan) in found {
                     scan.branch.get_or_insert(branch.clone());
                     scans.entry(id).or_default().push(scan);
                 }
+            }
+            // The same order every run, whatever order the answers came in.
+            for branch_scans in scans.values_mut() {
+                branch_scans.sort_by(|a, b| a.branch.cmp(&b.branch));
             }
             Ok(scans)
         }
