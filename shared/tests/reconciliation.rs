@@ -1,7 +1,9 @@
 //! Three consecutive runs of one SAST connection while the tenant changes under it: findings
 //! added and fixed (a newer scan), fixed ones back (an older scan is the latest again), a project
-//! deleted (reported, then closed by policy), and one project refused (carried forward). Every
-//! lifecycle count is checked against a model computed from the emulator's own results.
+//! deleted (reported, then closed by policy), one project refused and one incomplete (both carried
+//! forward). Every lifecycle count is checked against a model computed from the emulator's own
+//! results. Branch policies (a switch of branch, main with fallback, every branch its own asset)
+//! have their own runs below.
 
 mod common;
 
@@ -113,9 +115,8 @@ impl Model {
     }
 }
 
-async fn run_on(store: &LocalStore, emulator: &Emulator, close_deleted: bool) -> RunSummary {
-    let mut c = connection(emulator, "lifecycle", ConnectorKind::Sast);
-    c.config.close_deleted_items = close_deleted;
+async fn run_on(store: &LocalStore, emulator: &Emulator) -> RunSummary {
+    let c = connection(emulator, "lifecycle", ConnectorKind::Sast);
     run(store, &c, api_key(emulator)).await.unwrap()
 }
 
@@ -174,7 +175,7 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
     let first = emulator(shape(PROJECTS, 3)).await;
     let view = vendor_view(&first, None).await;
     let expected = model.apply(&view, &none);
-    let summary = run_on(&store, &first, false).await;
+    let summary = run_on(&store, &first).await;
     let m1 = manifest(&store, &summary.manifest).await;
     let lines = lines_of(&store, &m1).await;
     assert_eq!(counted(&lines), expected);
@@ -186,7 +187,7 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
     let second = emulator(shape(PROJECTS - 1, 4)).await;
     let view = vendor_view(&second, None).await;
     let expected = model.apply(&view, &none);
-    let summary = run_on(&store, &second, false).await;
+    let summary = run_on(&store, &second).await;
     let m2 = manifest(&store, &summary.manifest).await;
     let lines = lines_of(&store, &m2).await;
     assert_eq!(counted(&lines), expected);
@@ -212,10 +213,12 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
     assert_eq!(m2.carried_forward, deleted_open);
 
     // Run 3: the older scan is the latest again (what was fixed comes back, what was new goes),
-    // project 0 is refused (its findings are carried, never closed), and the deleted project's
-    // findings are closed by policy.
+    // project 0 is refused and project 1's pull is incomplete (the total of its severities
+    // before triage moves): the findings of both are carried, never closed; and the deleted
+    // project's findings are closed by policy.
     let third = emulator(shape(PROJECTS - 1, 3)).await;
     let refused = third.expected().projects[0].clone();
+    let incomplete = third.expected().projects[1].clone();
     third.set_fault(
         Endpoint::Results,
         FaultSpec {
@@ -224,12 +227,26 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
             ..FaultSpec::default()
         },
     );
-    let view = vendor_view(&third, Some(&refused.id)).await;
-    let skip = BTreeSet::from([refused.id.clone()]);
+    third.set_fault(
+        Endpoint::SastResults,
+        FaultSpec {
+            total_drift: 3,
+            only_matching: incomplete.main_branch_sast_scan.clone(),
+            ..FaultSpec::default()
+        },
+    );
+    let mut view = vendor_view(&third, Some(&refused.id)).await;
+    view.remove(&incomplete.id);
+    let skip = BTreeSet::from([refused.id.clone(), incomplete.id.clone()]);
     let carried = model.open[&refused.id].len() as u64;
+    let carried_incomplete = model.open[&incomplete.id].len() as u64;
     let mut expected = model.apply(&view, &skip);
     *expected.entry("FIXED").or_default() += deleted_open;
-    let summary = run_on(&store, &third, true).await;
+    // Pages of 10, so the drifting total shows between pages.
+    let mut c = connection(&third, "lifecycle", ConnectorKind::Sast);
+    c.config.close_deleted_items = true;
+    c.vendor.results_page_size = 10;
+    let summary = run(&store, &c, api_key(&third)).await.unwrap();
     assert!(!summary.complete, "a refused project makes the run partial");
     let m3 = manifest(&store, &summary.manifest).await;
     let lines = lines_of(&store, &m3).await;
@@ -243,7 +260,19 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
         lines.iter().all(|(project, ..)| project != &refused.id),
         "nothing of the refused project is reported, so nothing of it reads as fixed"
     );
-    assert_eq!(m3.carried_forward, carried);
+    let incomplete_item = m3
+        .items
+        .iter()
+        .find(|i| i.vendor_id == incomplete.id)
+        .unwrap();
+    assert_eq!(incomplete_item.status, ItemStatus::Incomplete);
+    assert_eq!(incomplete_item.carried_forward, carried_incomplete);
+    assert!(carried_incomplete > 0);
+    assert!(
+        lines.iter().all(|(project, ..)| project != &incomplete.id),
+        "nothing of the incomplete project is reported either"
+    );
+    assert_eq!(m3.carried_forward, carried + carried_incomplete);
     let deleted = &m3.deleted_items[0];
     assert!(deleted.closed);
     assert_eq!(deleted.objects[0].findings, deleted_open);
@@ -280,8 +309,8 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
         );
     }
     assert!(
-        shown.dom.contains(&refused.name),
-        "the refused project is listed"
+        shown.dom.contains(&refused.name) && shown.dom.contains(&incomplete.name),
+        "the refused and the incomplete project are listed"
     );
     assert!(m3.totals.severity_changed_by_triage > 0);
     assert!(
@@ -388,7 +417,7 @@ fn browser_check(page: &std::path::Path, screenshot: &std::path::Path) -> Shown 
 async fn filters_leave_findings_out_without_closing_them() {
     let (store, dir) = temp_store("filters");
     let emulator = emulator(shape(PROJECTS, 3)).await;
-    let first = run_on(&store, &emulator, false).await;
+    let first = run_on(&store, &emulator).await;
     let m1 = manifest(&store, &first.manifest).await;
     let open_before: u64 = m1.totals.lifecycle.get("NEW").copied().unwrap_or(0);
     let left_out = emulator.expected().projects[1].clone();

@@ -231,11 +231,11 @@ impl FaultControl {
     /// Rolls the failure faults that answer instead of the handler.
     pub fn decide(&self, endpoint: Endpoint, path_and_query: &str) -> Decision {
         let mut slot = self.slot(endpoint);
-        slot.requests_while_set += 1;
         let spec = slot.spec.clone();
         if !spec.applies_to(path_and_query) {
             return Decision::Pass;
         }
+        slot.requests_while_set += 1;
         let fired = &self.fired[endpoint.index()];
         if self.roll(&mut slot, spec.rate_limit_rate) {
             fired.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -284,8 +284,11 @@ impl FaultControl {
     }
 
     /// How much to add to the true total in this response.
-    pub fn drift(&self, endpoint: Endpoint) -> i64 {
+    pub fn drift(&self, endpoint: Endpoint, scope: &str) -> i64 {
         let slot = self.slot(endpoint);
+        if !slot.spec.applies_to(scope) {
+            return 0;
+        }
         slot.spec.total_drift * (slot.requests_while_set.saturating_sub(1) as i64)
     }
 
@@ -411,8 +414,29 @@ mod tests {
             },
         );
         control.decide(Endpoint::Results, "");
-        assert_eq!(control.drift(Endpoint::Results), 0);
+        assert_eq!(control.drift(Endpoint::Results, ""), 0);
         control.decide(Endpoint::Results, "");
-        assert_eq!(control.drift(Endpoint::Results), 5);
+        assert_eq!(control.drift(Endpoint::Results, ""), 5);
+    }
+
+    #[test]
+    fn drift_limited_to_one_scan_leaves_the_others_alone() {
+        let control = FaultControl::default();
+        control.set(
+            Endpoint::Results,
+            FaultSpec {
+                total_drift: 5,
+                only_matching: Some("scan-1".into()),
+                ..Default::default()
+            },
+        );
+        for _ in 0..3 {
+            control.decide(Endpoint::Results, "/api/results?scan-id=scan-2");
+        }
+        control.decide(Endpoint::Results, "/api/results?scan-id=scan-1");
+        assert_eq!(control.drift(Endpoint::Results, "scan-id=scan-1"), 0);
+        control.decide(Endpoint::Results, "/api/results?scan-id=scan-1");
+        assert_eq!(control.drift(Endpoint::Results, "scan-id=scan-1"), 5);
+        assert_eq!(control.drift(Endpoint::Results, "scan-id=scan-2"), 0);
     }
 }

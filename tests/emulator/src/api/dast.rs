@@ -131,7 +131,12 @@ pub async fn environments(
     body.extend_from_slice(
         format!(
             ",\"totalItems\":{},\"misconfiguredCount\":0,\"zrokHost\":\"\"}}",
-            reported_total(&state, Endpoint::DastEnvironments, total)
+            reported_total(
+                &state,
+                Endpoint::DastEnvironments,
+                total,
+                query.as_deref().unwrap_or_default()
+            )
         )
         .as_bytes(),
     );
@@ -192,7 +197,7 @@ pub async fn scans(
         .map(|s| tenant.dast_scan_json(s))
         .collect();
     Ok(Json(
-        json!({"scans": page, "totalScans": reported_total(&state, Endpoint::DastScans, total)}),
+        json!({"scans": page, "totalScans": reported_total(&state, Endpoint::DastScans, total, query.as_deref().unwrap_or_default())}),
     )
     .into_response())
 }
@@ -237,7 +242,7 @@ pub async fn results(
     body.extend_from_slice(
         format!(
             ",\"total\":{},\"pages_number\":{}}}",
-            reported_total(&state, Endpoint::DastResults, total),
+            reported_total(&state, Endpoint::DastResults, total, &scan_id),
             total.div_ceil(per_page)
         )
         .as_bytes(),

@@ -27,8 +27,10 @@ pub fn json_bytes(body: Vec<u8>) -> Response {
 }
 
 /// The reported total, moved by the `drift` fault if it is set.
-pub fn reported_total(state: &Shared, endpoint: Endpoint, total: u64) -> i64 {
-    total as i64 + state.faults.drift(endpoint)
+/// The total a page reports: the true one, moved by a drift fault when it applies to `scope`
+/// (the request's query, or the scan id a path names).
+pub fn reported_total(state: &Shared, endpoint: Endpoint, total: u64, scope: &str) -> i64 {
+    total as i64 + state.faults.drift(endpoint, scope)
 }
 
 /// Breaks one record the way a schema violation from the vendor looks: the id is gone, the

@@ -138,7 +138,12 @@ pub async fn all_scanners(
     body.extend_from_slice(
         format!(
             ",\"totalCount\":{},\"scanID\":\"{}\"}}",
-            reported_total(&state, Endpoint::Results, total),
+            reported_total(
+                &state,
+                Endpoint::Results,
+                total,
+                query.as_deref().unwrap_or_default()
+            ),
             scan.id
         )
         .as_bytes(),
@@ -200,7 +205,12 @@ pub async fn sast_only(
     body.extend_from_slice(
         format!(
             ",\"totalCount\":{}}}",
-            reported_total(&state, Endpoint::SastResults, total)
+            reported_total(
+                &state,
+                Endpoint::SastResults,
+                total,
+                query.as_deref().unwrap_or_default()
+            )
         )
         .as_bytes(),
     );
