@@ -279,30 +279,16 @@ async fn a_run_that_cannot_list_items_fails_with_the_reason_and_releases_the_loc
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// Every committed SAST finding line of a run, by external finding id.
+/// Every committed SAST finding of a run, by external finding id.
 async fn finding_lines(
     store: &cxone_etm::store::LocalStore,
     m: &cxone_etm::pipeline::Manifest,
 ) -> BTreeMap<String, Value> {
-    use std::io::Read;
-    let mut lines = BTreeMap::new();
-    for object in m.items.iter().flat_map(|i| &i.objects) {
-        let body = store.get(&object.key).await.unwrap().unwrap();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        for line in text.lines() {
-            let line: Value = serde_json::from_str(line).unwrap();
-            for f in line["findingGroup"]["findings"].as_array().unwrap() {
-                lines.insert(
-                    f["externalFindingId"].as_str().unwrap().to_string(),
-                    f.clone(),
-                );
-            }
-        }
-    }
-    lines
+    findings_in(store, m.items.iter().flat_map(|i| &i.objects))
+        .await
+        .into_iter()
+        .map(|(_, f)| (f["externalFindingId"].as_str().unwrap().to_string(), f))
+        .collect()
 }
 
 #[tokio::test]

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 
 use common::runs::*;
 use common::*;
@@ -122,31 +121,24 @@ async fn run_on(store: &LocalStore, emulator: &Emulator) -> RunSummary {
 
 /// Every finding line of a run, as (project, id, lifecycleStatus, findingStatus).
 async fn lines_of(store: &LocalStore, m: &Manifest) -> Vec<(String, String, String, String)> {
-    let mut out = Vec::new();
     let objects = m
         .items
         .iter()
         .flat_map(|i| &i.objects)
         .chain(m.deleted_items.iter().flat_map(|d| &d.objects));
-    for object in objects {
-        let body = store.get(&object.key).await.unwrap().unwrap();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        for line in text.lines() {
-            let line: Value = serde_json::from_str(line).unwrap();
-            for f in line["findingGroup"]["findings"].as_array().unwrap() {
-                out.push((
-                    line["vendorItemId"].as_str().unwrap().to_string(),
-                    f["externalFindingId"].as_str().unwrap().to_string(),
-                    f["lifecycleStatus"].as_str().unwrap().to_string(),
-                    f["findingStatus"].as_str().unwrap_or_default().to_string(),
-                ));
-            }
-        }
-    }
-    out
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    findings_in(store, objects)
+        .await
+        .iter()
+        .map(|(line, f)| {
+            (
+                text(&line["vendorItemId"]),
+                text(&f["externalFindingId"]),
+                text(&f["lifecycleStatus"]),
+                text(&f["findingStatus"]),
+            )
+        })
+        .collect()
 }
 
 fn counted(lines: &[(String, String, String, String)]) -> BTreeMap<&'static str, u64> {

@@ -811,14 +811,7 @@ pub async fn transform(
             run_id: item.run.run_id.clone(),
             produced_at: run_record.started_at,
         };
-        let item_key = format!("{raw}item.json.gz");
-        let item_json = gunzip(
-            &item_key,
-            &store
-                .get(&item_key)
-                .await?
-                .ok_or_else(|| StepError::fatal(format!("{item_key} is missing")))?,
-        )?;
+        let item_json = get_written(store, &format!("{raw}item.json.gz")).await?;
         let mut transformer = ItemTransformer::new(
             &connection.plan,
             &connection.scoring,
@@ -844,26 +837,13 @@ pub async fn transform(
         );
         for number in 0..outcome.original_pages {
             let key = format!("{raw}original-{number}.json.gz");
-            let page = gunzip(
-                &key,
-                &store
-                    .get(&key)
-                    .await?
-                    .ok_or_else(|| StepError::fatal(format!("{key} is missing")))?,
-            )?;
+            let page = get_written(store, &key).await?;
             transformer
                 .add_original_severities(&page)
                 .map_err(|e| StepError::fatal(format!("{key}: {e}")))?;
         }
         for number in 0..outcome.pages {
-            let key = format!("{raw}{number}.json.gz");
-            let page = gunzip(
-                &key,
-                &store
-                    .get(&key)
-                    .await?
-                    .ok_or_else(|| StepError::fatal(format!("{key} is missing")))?,
-            )?;
+            let page = get_written(store, &format!("{raw}{number}.json.gz")).await?;
             let before = transformer.figures().findings_out;
             let lines = transformer
                 .push_page(&page, number)
@@ -1015,6 +995,15 @@ async fn put_gzip_json<T: Serialize>(
 ) -> Result<(), StepError> {
     let body = gzip(&serde_json::to_vec(value).expect("serializes"));
     store.put(key, body).await.map_err(StepError::from)
+}
+
+/// A gzip'd object an earlier step wrote, unpacked; without it this step cannot go on.
+async fn get_written(store: &impl ObjectStore, key: &str) -> Result<Vec<u8>, StepError> {
+    let body = store
+        .get(key)
+        .await?
+        .ok_or_else(|| StepError::fatal(format!("{key} is missing")))?;
+    gunzip(key, &body)
 }
 
 async fn get_gzip_json<T: serde::de::DeserializeOwned>(

@@ -5,7 +5,9 @@ use std::io::Read;
 
 use cxone_emulator::Emulator;
 use cxone_etm::ConnectorKind;
-use cxone_etm::pipeline::{Connection, ConnectionConfig, Manifest, Trigger, run_connection};
+use cxone_etm::pipeline::{
+    Connection, ConnectionConfig, Manifest, ObjectEntry, Trigger, run_connection,
+};
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{LocalStore, ObjectStore};
 use serde_json::Value;
@@ -93,4 +95,26 @@ pub async fn committed_findings(
         }
     }
     findings
+}
+
+/// Every finding in `objects`, beside the batch line that holds it.
+pub async fn findings_in(
+    store: &LocalStore,
+    objects: impl IntoIterator<Item = &ObjectEntry>,
+) -> Vec<(Value, Value)> {
+    let mut out = Vec::new();
+    for object in objects {
+        let body = store.get(&object.key).await.unwrap().unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        for line in text.lines() {
+            let line: Value = serde_json::from_str(line).unwrap();
+            for finding in line["findingGroup"]["findings"].as_array().unwrap() {
+                out.push((line.clone(), finding.clone()));
+            }
+        }
+    }
+    out
 }
