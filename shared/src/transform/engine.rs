@@ -445,6 +445,62 @@ fn has_value(node: &Layout, values: &[Option<Value>]) -> bool {
     }
 }
 
+/// `{"schemaVersion":…,"vendorItemId":"…",` — the start of every batch line of one item.
+pub(crate) fn line_envelope(
+    context: &TransformContext,
+    kind: ConnectorKind,
+    vendor_item_id: &str,
+) -> Vec<u8> {
+    let kind = match kind {
+        ConnectorKind::Sast => "SAST",
+        ConnectorKind::Dast => "DAST",
+    };
+    let envelope = serde_json::json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "connectionId": context.connection_id,
+        "runId": context.run_id,
+        "connectorKind": kind,
+        "vendor": VENDOR,
+        "product": PRODUCT,
+        "producedAt": context.produced_at,
+        "vendorItemId": vendor_item_id,
+    });
+    let mut envelope = serde_json::to_vec(&envelope).expect("serializes");
+    envelope.pop();
+    envelope.push(b',');
+    envelope
+}
+
+/// Batch lines of at most `per_line` findings each (JSON objects), numbered from `first_part`:
+/// envelope, part, the asset (`"externalAssetId":…,"asset":{…},`) and the finding group.
+pub(crate) fn batch_lines(
+    envelope: &[u8],
+    first_part: u64,
+    asset: &[u8],
+    findings: &[Vec<u8>],
+    per_line: usize,
+) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    for (part, chunk) in (first_part..).zip(findings.chunks(per_line.max(1))) {
+        let size: usize =
+            chunk.iter().map(|f| f.len() + 1).sum::<usize>() + envelope.len() + asset.len() + 64;
+        let mut line = Vec::with_capacity(size);
+        line.extend_from_slice(envelope);
+        line.extend_from_slice(format!("\"part\":{part},").as_bytes());
+        line.extend_from_slice(asset);
+        line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
+        for (i, finding) in chunk.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            line.extend_from_slice(finding);
+        }
+        line.extend_from_slice(b"]}}\n");
+        lines.push(line);
+    }
+    lines
+}
+
 fn fingerprint(id: &str) -> u64 {
     let mut h = DefaultHasher::new();
     id.hash(&mut h);
@@ -533,23 +589,7 @@ impl<'p> ItemTransformer<'p> {
         if !flags.is_empty() {
             set_path(&mut asset, &["asset", "flaggedValues"], Value::from(flags));
         }
-        let kind = match plan.kind {
-            ConnectorKind::Sast => "SAST",
-            ConnectorKind::Dast => "DAST",
-        };
-        let envelope = serde_json::json!({
-            "schemaVersion": SCHEMA_VERSION,
-            "connectionId": context.connection_id,
-            "runId": context.run_id,
-            "connectorKind": kind,
-            "vendor": VENDOR,
-            "product": PRODUCT,
-            "producedAt": context.produced_at,
-            "vendorItemId": item_id,
-        });
-        let mut envelope = serde_json::to_vec(&envelope).expect("serializes");
-        envelope.pop();
-        envelope.push(b',');
+        let envelope = line_envelope(context, plan.kind, &item_id);
         let mut asset_bytes = serde_json::to_vec(&Value::Object(asset)).expect("serializes");
         asset_bytes.remove(0);
         asset_bytes.pop();
@@ -568,8 +608,6 @@ impl<'p> ItemTransformer<'p> {
         })
     }
 
-    /// Maps one raw page (the JSON object the vendor sent, records under `results`) and returns its
-    /// lines. A page that is not JSON fails; a bad record inside it only goes to the rejected list.
     /// Reads one page of severities before triage; each SAST finding whose result hash is
     /// among them carries `originalVendorSeverity`. Rows without a hash or severity add nothing.
     pub fn add_original_severities(&mut self, page: &[u8]) -> Result<(), TransformError> {
@@ -586,6 +624,8 @@ impl<'p> ItemTransformer<'p> {
         Ok(())
     }
 
+    /// Maps one raw page (the JSON object the vendor sent, records under `results`) and returns its
+    /// lines. A page that is not JSON fails; a bad record inside it only goes to the rejected list.
     pub fn push_page(
         &mut self,
         page: &[u8],
@@ -639,29 +679,14 @@ impl<'p> ItemTransformer<'p> {
 
     fn lines(&mut self) -> Vec<Vec<u8>> {
         let findings = std::mem::take(&mut self.state.findings);
-        let mut lines = Vec::new();
-        for chunk in findings.chunks(self.options.max_findings_per_line.max(1)) {
-            let size: usize = chunk.iter().map(|f| f.len() + 1).sum::<usize>()
-                + self.envelope.len()
-                + self.asset.len()
-                + 64;
-            let mut line = Vec::with_capacity(size);
-            line.extend_from_slice(&self.envelope);
-            line.extend_from_slice(
-                format!("\"part\":{},", self.state.outcome.figures.lines).as_bytes(),
-            );
-            line.extend_from_slice(&self.asset);
-            line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
-            for (i, finding) in chunk.iter().enumerate() {
-                if i > 0 {
-                    line.push(b',');
-                }
-                line.extend_from_slice(finding);
-            }
-            line.extend_from_slice(b"]}}\n");
-            self.state.outcome.figures.lines += 1;
-            lines.push(line);
-        }
+        let lines = batch_lines(
+            &self.envelope,
+            self.state.outcome.figures.lines,
+            &self.asset,
+            &findings,
+            self.options.max_findings_per_line,
+        );
+        self.state.outcome.figures.lines += lines.len() as u64;
         lines
     }
 

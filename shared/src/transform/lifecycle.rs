@@ -103,32 +103,14 @@ pub fn close_all(
         .map(|(id, e)| Ledger::closure_record(id, e, reason))
         .collect();
     let closed = closures.len() as u64;
-    let kind = match kind {
-        crate::ConnectorKind::Sast => "SAST",
-        crate::ConnectorKind::Dast => "DAST",
-    };
-    let mut lines = Vec::new();
-    for (part, chunk) in closures.chunks(max_findings_per_line.max(1)).enumerate() {
-        let envelope = serde_json::json!({
-            "schemaVersion": super::SCHEMA_VERSION,
-            "connectionId": context.connection_id,
-            "runId": context.run_id,
-            "connectorKind": kind,
-            "vendor": super::VENDOR,
-            "product": super::PRODUCT,
-            "producedAt": context.produced_at,
-            "vendorItemId": ledger.vendor_item_id,
-            "part": part,
-        });
-        let mut line = serde_json::to_vec(&envelope).expect("serializes");
-        line.pop();
-        line.push(b',');
-        line.extend_from_slice(ledger.asset.as_bytes());
-        line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
-        line.extend_from_slice(&chunk.join(&b',')[..]);
-        line.extend_from_slice(b"]}}\n");
-        lines.push(line);
-    }
+    let envelope = super::engine::line_envelope(context, kind, &ledger.vendor_item_id);
+    let lines = super::engine::batch_lines(
+        &envelope,
+        0,
+        ledger.asset.as_bytes(),
+        &closures,
+        max_findings_per_line,
+    );
     for entry in ledger.findings.values_mut() {
         entry.open = false;
     }
