@@ -1019,6 +1019,68 @@ async fn get_gzip_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| StepError::fatal(format!("{key}: {e}")))
 }
 
+/// How many items' outcomes finalize reads at once.
+const FINALIZE_READS_AT_ONCE: usize = 16;
+
+/// One item's line in the manifest, from what its collect and transform wrote. Only a complete
+/// pull writes the asset's next ledger; for any other item (incomplete, failed, no scan, a step
+/// that never finished) the previous one goes forward unchanged, so nothing of it is closed and
+/// the next run still knows what is open.
+async fn manifest_item(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    record: &super::RunRecord,
+    item: &WorkItem,
+    ledgers_written: &std::collections::HashSet<String>,
+) -> Result<ManifestItem, StepError> {
+    let collected: Option<CollectOutcome> = get_json(
+        store,
+        &format!("{}collect.json", run.raw_prefix(&item.item)),
+    )
+    .await?;
+    let transformed: Option<TransformRecord> = get_json(
+        store,
+        &format!("{}transform.json", run.etm_prefix(&item.item)),
+    )
+    .await?;
+    let (status, reason) = match (&collected, &transformed) {
+        (None, _) => (
+            ItemStatus::Failed,
+            Some("collect did not finish".to_string()),
+        ),
+        (Some(c), None) if c.status == ItemStatus::Complete => (
+            ItemStatus::Failed,
+            Some("transform did not finish".to_string()),
+        ),
+        (Some(c), _) => (c.status, c.reason.clone()),
+    };
+    let transformed = transformed.unwrap_or_default();
+    let carried_forward = if ledgers_written.contains(&item.item) {
+        0
+    } else {
+        carry_ledger(store, run, record, &item.item).await?
+    };
+    Ok(ManifestItem {
+        item: item.item.clone(),
+        vendor_id: item.vendor_id.clone(),
+        name: item.name.clone(),
+        status,
+        reason,
+        scan_id: collected.as_ref().and_then(|c| c.scan_id.clone()),
+        records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
+        records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
+        figures: transformed.figures,
+        carried_forward,
+        traffic: collected
+            .as_ref()
+            .map(|c| c.traffic.clone())
+            .unwrap_or_default(),
+        objects: transformed.objects,
+        rejected: transformed.rejected,
+        collisions: transformed.collisions,
+    })
+}
+
 /// Writes the manifest (every object with its counts and hash, every item's outcome), then the
 /// commit marker — last, and only once — then the connection's state; releases the lock.
 pub async fn finalize(
@@ -1046,66 +1108,23 @@ pub async fn finalize(
                 .map(str::to_string)
         })
         .collect();
-    let mut items = Vec::with_capacity(work.len());
+    // Each item's outcome is two small reads (and maybe a ledger copy): many at once, as a
+    // tenant of thousands of projects would otherwise wait on thousands of S3 round trips in turn.
+    let items: Vec<ManifestItem> = futures_util::stream::iter(&work)
+        .map(|item| manifest_item(store, run, &record, item, &ledgers_written))
+        .buffered(FINALIZE_READS_AT_ONCE)
+        .try_collect()
+        .await?;
     let mut totals = Figures::default();
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-    for item in &work {
-        let collected: Option<CollectOutcome> = get_json(
-            store,
-            &format!("{}collect.json", run.raw_prefix(&item.item)),
-        )
-        .await?;
-        let transformed: Option<TransformRecord> = get_json(
-            store,
-            &format!("{}transform.json", run.etm_prefix(&item.item)),
-        )
-        .await?;
-        let (status, reason) = match (&collected, &transformed) {
-            (None, _) => (
-                ItemStatus::Failed,
-                Some("collect did not finish".to_string()),
-            ),
-            (Some(c), None) if c.status == ItemStatus::Complete => (
-                ItemStatus::Failed,
-                Some("transform did not finish".to_string()),
-            ),
-            (Some(c), _) => (c.status, c.reason.clone()),
-        };
-        let transformed = transformed.unwrap_or_default();
-        // Only a complete pull writes the asset's next ledger; for any other item (incomplete,
-        // failed, no scan, a step that never finished) the previous one goes forward unchanged,
-        // so nothing of it is closed and the next run still knows what is open.
-        let carried_forward = if ledgers_written.contains(&item.item) {
-            0
-        } else {
-            carry_ledger(store, run, &record, &item.item).await?
-        };
-        totals.add(&transformed.figures);
-        let status_name = serde_json::to_value(status)
+    for item in &items {
+        totals.add(&item.figures);
+        let status_name = serde_json::to_value(item.status)
             .expect("serializes")
             .as_str()
             .unwrap_or_default()
             .to_string();
         *by_status.entry(status_name).or_default() += 1;
-        items.push(ManifestItem {
-            item: item.item.clone(),
-            vendor_id: item.vendor_id.clone(),
-            name: item.name.clone(),
-            status,
-            reason,
-            scan_id: collected.as_ref().and_then(|c| c.scan_id.clone()),
-            records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
-            records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
-            figures: transformed.figures,
-            carried_forward,
-            traffic: collected
-                .as_ref()
-                .map(|c| c.traffic.clone())
-                .unwrap_or_default(),
-            objects: transformed.objects,
-            rejected: transformed.rejected,
-            collisions: transformed.collisions,
-        });
     }
     let not_whole = items
         .iter()
