@@ -272,7 +272,6 @@ pub async fn collect_task(
     item: WorkItem,
 ) -> Result<CollectTaskOutput, StepError> {
     let loaded = runtime.connection(&item.run.connection_id).await?;
-    let before = loaded.vendor.client().await.counters().retries;
     let outcome: CollectOutcome = collect(
         &runtime.store,
         &loaded.vendor,
@@ -280,12 +279,11 @@ pub async fn collect_task(
         &item,
     )
     .await?;
-    let after = loaded.vendor.client().await.counters().retries;
     Ok(CollectTaskOutput {
         status: outcome.status,
         reason: outcome.reason,
         records: outcome.completeness.unique,
-        retries: after.saturating_sub(before),
+        retries: outcome.traffic.retries,
         item,
     })
 }

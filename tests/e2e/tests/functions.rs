@@ -157,10 +157,21 @@ async fn the_step_sample_events_run_as_they_are() {
         .await
         .unwrap();
 
+    // Two 503s on the item's results: retried, and counted in collect's answer (and its metrics).
+    f.emulator.set_fault(
+        cxone_emulator::Endpoint::Results,
+        cxone_emulator::FaultSpec {
+            server_error_rate: 1.0,
+            max: Some(2),
+            ..Default::default()
+        },
+    );
     let collected = cxone_etm_collect::handler::handle(&f.runtime, event("collect.json"))
         .await
         .expect("collect");
+    f.emulator.clear_faults();
     assert_eq!(collected["status"], "complete");
+    assert_eq!(collected["retries"], 2, "{collected}");
     let transformed = cxone_etm_transform::handler::handle(&f.runtime, event("transform.json"))
         .await
         .expect("transform");
