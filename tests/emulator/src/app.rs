@@ -18,7 +18,7 @@ use crate::api;
 use crate::auth::{self, Auth, Principal, Refusal};
 use crate::endpoint::Endpoint;
 use crate::expected::expected_totals;
-use crate::faults::{Decision, FaultControl, FaultSpec, RetryAfter};
+use crate::faults::{self, Decision, FaultControl, FaultSpec, RetryAfter};
 use crate::stats::Stats;
 use crate::tenant::Tenant;
 
@@ -193,7 +193,7 @@ async fn instrument(
             return response;
         }
     }
-    let response = next.run(request).await;
+    let response = faults::for_request(target.clone(), next.run(request)).await;
     if state.faults.truncate(endpoint, &target) {
         truncated(response).await
     } else {

@@ -57,6 +57,22 @@ pub struct FaultSpec {
     pub only_matching: Option<String>,
 }
 
+tokio::task_local! {
+    /// The path and query of the request being answered, so faults that act inside a handler
+    /// (drift, malformed records) honour `only_matching` like the ones the middleware applies.
+    static REQUEST_TARGET: String;
+}
+
+/// Answers one request with its target known to the faults.
+pub async fn for_request<F: std::future::Future>(path_and_query: String, answer: F) -> F::Output {
+    REQUEST_TARGET.scope(path_and_query, answer).await
+}
+
+/// The target of the request being answered ("" outside one).
+pub fn request_target() -> String {
+    REQUEST_TARGET.try_with(String::clone).unwrap_or_default()
+}
+
 impl FaultSpec {
     fn applies_to(&self, path_and_query: &str) -> bool {
         self.only_matching
@@ -271,8 +287,11 @@ impl FaultControl {
         hit
     }
 
-    pub fn malformed(&self, endpoint: Endpoint) -> bool {
+    pub fn malformed(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
         let mut slot = self.slot(endpoint);
+        if !slot.spec.applies_to(path_and_query) {
+            return false;
+        }
         let rate = slot.spec.malformed_rate;
         let hit = self.roll(&mut slot, rate);
         if hit {
@@ -284,9 +303,9 @@ impl FaultControl {
     }
 
     /// How much to add to the true total in this response.
-    pub fn drift(&self, endpoint: Endpoint, scope: &str) -> i64 {
+    pub fn drift(&self, endpoint: Endpoint, path_and_query: &str) -> i64 {
         let slot = self.slot(endpoint);
-        if !slot.spec.applies_to(scope) {
+        if !slot.spec.applies_to(path_and_query) {
             return 0;
         }
         slot.spec.total_drift * (slot.requests_while_set.saturating_sub(1) as i64)
@@ -438,5 +457,20 @@ mod tests {
         control.decide(Endpoint::Results, "/api/results?scan-id=scan-1");
         assert_eq!(control.drift(Endpoint::Results, "scan-id=scan-1"), 5);
         assert_eq!(control.drift(Endpoint::Results, "scan-id=scan-2"), 0);
+    }
+
+    #[test]
+    fn malformed_records_limited_to_one_scan_leave_the_others_alone() {
+        let control = FaultControl::default();
+        control.set(
+            Endpoint::Results,
+            FaultSpec {
+                malformed_rate: 1.0,
+                only_matching: Some("scan-1".into()),
+                ..Default::default()
+            },
+        );
+        assert!(!control.malformed(Endpoint::Results, "/api/results?scan-id=scan-2"));
+        assert!(control.malformed(Endpoint::Results, "/api/results?scan-id=scan-1"));
     }
 }

@@ -131,12 +131,7 @@ pub async fn environments(
     body.extend_from_slice(
         format!(
             ",\"totalItems\":{},\"misconfiguredCount\":0,\"zrokHost\":\"\"}}",
-            reported_total(
-                &state,
-                Endpoint::DastEnvironments,
-                total,
-                query.as_deref().unwrap_or_default()
-            )
+            reported_total(&state, Endpoint::DastEnvironments, total)
         )
         .as_bytes(),
     );
@@ -197,7 +192,7 @@ pub async fn scans(
         .map(|s| tenant.dast_scan_json(s))
         .collect();
     Ok(Json(
-        json!({"scans": page, "totalScans": reported_total(&state, Endpoint::DastScans, total, query.as_deref().unwrap_or_default())}),
+        json!({"scans": page, "totalScans": reported_total(&state, Endpoint::DastScans, total)}),
     )
     .into_response())
 }
@@ -242,7 +237,7 @@ pub async fn results(
     body.extend_from_slice(
         format!(
             ",\"total\":{},\"pages_number\":{}}}",
-            reported_total(&state, Endpoint::DastResults, total, &scan_id),
+            reported_total(&state, Endpoint::DastResults, total),
             total.div_ceil(per_page)
         )
         .as_bytes(),

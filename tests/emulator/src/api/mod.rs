@@ -13,6 +13,7 @@ use crate::app::{Shared, has_role};
 use crate::auth::Principal;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, Style};
+use crate::faults;
 
 pub fn require(principal: Principal, role: &str, style: Style) -> Result<(), ApiError> {
     if has_role(principal, role) {
@@ -27,10 +28,9 @@ pub fn json_bytes(body: Vec<u8>) -> Response {
 }
 
 /// The reported total, moved by the `drift` fault if it is set.
-/// The total a page reports: the true one, moved by a drift fault when it applies to `scope`
-/// (the request's query, or the scan id a path names).
-pub fn reported_total(state: &Shared, endpoint: Endpoint, total: u64, scope: &str) -> i64 {
-    total as i64 + state.faults.drift(endpoint, scope)
+/// The total a page reports: the true one, moved by a drift fault that applies to this request.
+pub fn reported_total(state: &Shared, endpoint: Endpoint, total: u64) -> i64 {
+    total as i64 + state.faults.drift(endpoint, &faults::request_target())
 }
 
 /// Breaks one record the way a schema violation from the vendor looks: the id is gone, the
@@ -59,7 +59,7 @@ where
     I: Iterator,
     I::Item: FnOnce(&mut Vec<u8>),
 {
-    let broken = if len > 0 && state.faults.malformed(endpoint) {
+    let broken = if len > 0 && state.faults.malformed(endpoint, &faults::request_target()) {
         Some(len / 2)
     } else {
         None

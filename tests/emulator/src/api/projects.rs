@@ -169,18 +169,8 @@ pub async fn list(
     body.extend_from_slice(
         format!(
             ",\"totalCount\":{},\"filteredTotalCount\":{}}}",
-            reported_total(
-                &state,
-                Endpoint::Projects,
-                all as u64,
-                query.as_deref().unwrap_or_default()
-            ),
-            reported_total(
-                &state,
-                Endpoint::Projects,
-                filtered_total as u64,
-                query.as_deref().unwrap_or_default()
-            )
+            reported_total(&state, Endpoint::Projects, all as u64),
+            reported_total(&state, Endpoint::Projects, filtered_total as u64)
         )
         .as_bytes(),
     );
@@ -360,8 +350,8 @@ pub async fn list_scans(
         .map(|s| tenant.scan_json(s))
         .collect();
     Ok(Json(json!({
-        "totalCount": reported_total(&state, Endpoint::Scans, total_scans, query.as_deref().unwrap_or_default()),
-        "filteredTotalCount": reported_total(&state, Endpoint::Scans, matching.len() as u64, query.as_deref().unwrap_or_default()),
+        "totalCount": reported_total(&state, Endpoint::Scans, total_scans),
+        "filteredTotalCount": reported_total(&state, Endpoint::Scans, matching.len() as u64),
         "scans": page,
     }))
     .into_response())

@@ -138,12 +138,7 @@ pub async fn all_scanners(
     body.extend_from_slice(
         format!(
             ",\"totalCount\":{},\"scanID\":\"{}\"}}",
-            reported_total(
-                &state,
-                Endpoint::Results,
-                total,
-                query.as_deref().unwrap_or_default()
-            ),
+            reported_total(&state, Endpoint::Results, total),
             scan.id
         )
         .as_bytes(),
@@ -205,12 +200,7 @@ pub async fn sast_only(
     body.extend_from_slice(
         format!(
             ",\"totalCount\":{}}}",
-            reported_total(
-                &state,
-                Endpoint::SastResults,
-                total,
-                query.as_deref().unwrap_or_default()
-            )
+            reported_total(&state, Endpoint::SastResults, total)
         )
         .as_bytes(),
     );
