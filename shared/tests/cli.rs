@@ -295,3 +295,73 @@ fn report_renders_the_last_committed_run_and_names_what_is_missing() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[test]
+fn a_runs_raw_folder_replays_as_it_is_with_severities_before_triage() {
+    let dir = temp_dir("replay-run");
+    let demo = Command::new(BIN)
+        .args(["demo", "--quiet", "--projects", "3", "--out"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(demo.success());
+    let runs = dir.join("connections/demo-sast/runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    let out = dir.join("replayed");
+    let output = Command::new(BIN)
+        .args(["transform", "--kind", "sast", "--raw"])
+        .arg(run.join("raw"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        summary["figures"]["findingsOut"],
+        manifest["totals"]["findingsOut"]
+    );
+    assert_eq!(
+        summary["figures"]["severityChangedByTriage"],
+        manifest["totals"]["severityChangedByTriage"]
+    );
+    let item = &summary["items"][0]["item"];
+    let lines = gunzip_lines(&out.join(item.as_str().unwrap()).join("0.ndjson.gz"));
+    assert!(
+        lines[0]["findingGroup"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["originalVendorSeverity"].is_string())
+    );
+
+    // A stray file in an item folder is named, not read as a page.
+    std::fs::write(
+        run.join("raw")
+            .join(item.as_str().unwrap())
+            .join("notes.json"),
+        "{}",
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["transform", "--kind", "sast", "--raw"])
+        .arg(run.join("raw"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("notes.json: page files are named"));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -5,7 +5,7 @@
 //! ```text
 //! connections/<c>/config.json | state.json | lock
 //! connections/<c>/runs/<r>/run.json | work.jsonl | manifest.json | _COMMITTED
-//! connections/<c>/runs/<r>/raw/<item>/item.json.gz | <page>.json.gz | collect.json
+//! connections/<c>/runs/<r>/raw/<item>/item.json.gz | <page>.json.gz | original-<page>.json.gz | collect.json
 //! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
 //! connections/<c>/runs/<r>/ledger/<item>.json.gz
 //! ```

@@ -1,6 +1,7 @@
 //! Re-running a transform over stored raw pages with another map or scoring table, without pulling
-//! from the vendor again. Reads the raw layout the collect step writes (`<raw>/<item>/item.json`
-//! and `<raw>/<item>/<page>.json.gz`) and writes `<out>/<item>/<page>.ndjson.gz`.
+//! from the vendor again. Reads the raw layout the collect step writes (`<raw>/<item>/item.json`,
+//! `<raw>/<item>/<page>.json.gz` and, for SAST, `original-<page>.json.gz`), so a run's `raw/`
+//! folder replays as it is, and writes `<out>/<item>/<page>.ndjson.gz`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -67,9 +68,17 @@ fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
     }
 }
 
-/// The page files of an item directory in page order (`0.json.gz`, `1.json.gz`, … or `.json`).
-fn page_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, ReplayError> {
-    let mut pages = Vec::new();
+/// The files of one item directory as the collect step writes them: results pages
+/// (`<n>.json.gz`) and pages of severities before triage (`original-<n>.json.gz`), each in page
+/// order; `item` and `collect` are read elsewhere or not needed. Any other name is a layout error.
+#[derive(Default)]
+struct ItemFiles {
+    pages: Vec<(u32, PathBuf)>,
+    original: Vec<(u32, PathBuf)>,
+}
+
+fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
+    let mut files = ItemFiles::default();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         let name = path
@@ -78,17 +87,24 @@ fn page_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, ReplayError> {
             .unwrap_or_default()
             .to_string();
         let stem = name.trim_end_matches(".gz").trim_end_matches(".json");
-        if stem == "item" || !(name.ends_with(".json") || name.ends_with(".json.gz")) {
+        if matches!(stem, "item" | "collect")
+            || !(name.ends_with(".json") || name.ends_with(".json.gz"))
+        {
             continue;
         }
-        let number = stem.parse::<u32>().map_err(|_| ReplayError::Layout {
+        let (list, number) = match stem.strip_prefix("original-") {
+            Some(number) => (&mut files.original, number),
+            None => (&mut files.pages, stem),
+        };
+        let number = number.parse::<u32>().map_err(|_| ReplayError::Layout {
             path: path.clone(),
-            problem: "page files are named by their page number (0.json.gz, 1.json.gz, …)".into(),
+            problem: "page files are named by their page number (0.json.gz, 1.json.gz, …, or original-0.json.gz, … for severities before triage)".into(),
         })?;
-        pages.push((number, path));
+        list.push((number, path));
     }
-    pages.sort();
-    Ok(pages)
+    files.pages.sort();
+    files.original.sort();
+    Ok(files)
 }
 
 pub fn replay_dir(
@@ -128,7 +144,12 @@ pub fn replay_dir(
         let mut transformer =
             ItemTransformer::new(plan, scoring, context, options.clone(), &record)
                 .map_err(transform_error)?;
-        let pages = page_files(&dir)?;
+        let ItemFiles { pages, original } = item_files(&dir)?;
+        for (_, path) in &original {
+            transformer
+                .add_original_severities(&read_raw(path)?)
+                .map_err(transform_error)?;
+        }
         let target = out.join(&item);
         std::fs::create_dir_all(&target).map_err(io(&target))?;
         let mut files = Vec::new();
