@@ -138,7 +138,7 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
                     .get(&ResultType::Sast)
                     .copied()
                     .unwrap_or(0),
-                "SAST results in the latest completed SAST scans",
+                "SAST results in the latest completed SAST scans of the main branches",
             ),
             ConnectorKind::Dast => (
                 "demo-dast",
