@@ -24,17 +24,35 @@ pub struct FunctionEnv {
     pub prefix: String,
     /// Only the trigger starts the state machine.
     pub state_machine_arn: Option<String>,
+    /// Items collected at once by the state machine's Distributed Map (the trigger passes it in
+    /// the execution's input: `MaxConcurrencyPath`, an integer as the States Language requires).
+    pub max_concurrency: u32,
 }
+
+/// The state machine's default when `MAX_CONCURRENCY` is not set.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
 
 impl FunctionEnv {
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let bucket = get("BUCKET")
             .filter(|b| !b.trim().is_empty())
             .ok_or("environment variable BUCKET is not set; set it to the data bucket's name")?;
+        let max_concurrency = match get("MAX_CONCURRENCY").filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_MAX_CONCURRENCY,
+            Some(text) => text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    format!("environment variable MAX_CONCURRENCY is '{text}'; use a whole number from 1 to 10000")
+                })?,
+        };
         Ok(Self {
             bucket,
             prefix: get("BUCKET_PREFIX").unwrap_or_default(),
             state_machine_arn: get("STATE_MACHINE_ARN").filter(|a| !a.is_empty()),
+            max_concurrency,
         })
     }
 }
@@ -49,6 +67,7 @@ pub struct Runtime {
     pub store: S3Store,
     secrets_manager: aws_sdk_secretsmanager::Client,
     state_machine: Option<(aws_sdk_sfn::Client, String)>,
+    max_concurrency: u32,
     connections: tokio::sync::Mutex<HashMap<String, Arc<LoadedConnection>>>,
 }
 
@@ -62,7 +81,16 @@ impl Runtime {
             store,
             secrets_manager,
             state_machine,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             connections: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The Distributed Map's concurrency the trigger hands the state machine.
+    pub fn with_max_concurrency(self, max_concurrency: u32) -> Self {
+        Self {
+            max_concurrency,
+            ..self
         }
     }
 
@@ -79,11 +107,25 @@ impl Runtime {
             aws_sdk_secretsmanager::Client::new(&config),
             state_machine,
         )
+        .with_max_concurrency(env.max_concurrency)
     }
 
-    /// Validates a connection config and stores it as `connections/<id>/config.json` (the
-    /// scheduled events carry the template's config); the cached connection is replaced.
-    pub async fn register(&self, id: &str, config: ConnectionConfig) -> Result<(), StepError> {
+    /// Stores the config a schedule carries (the template's parameters) as
+    /// `connections/<id>/config.json` only when the connection has none: the stored config is the
+    /// source of truth, and what a user put there (`cxone-etm connection put`, a custom map and
+    /// scoring) is never replaced by a schedule. Answers whether it was stored.
+    pub async fn register_if_absent(
+        &self,
+        id: &str,
+        config: ConnectionConfig,
+    ) -> Result<bool, StepError> {
+        let mut config = config;
+        if let Some(schedule) = config.schedule.as_mut()
+            && schedule.start_date.trim().is_empty()
+        {
+            // The template's empty ScheduleStartDate: the schedule starts the day it is registered.
+            schedule.start_date = time::OffsetDateTime::now_utc().date().to_string();
+        }
         if config.id != id {
             return Err(StepError::fatal(format!(
                 "the event names connection '{id}' but carries the config of '{}'",
@@ -94,9 +136,10 @@ impl Runtime {
         config.validate().map_err(|errors| {
             StepError::fatal(format!("connection '{id}': {}", errors.join("; ")))
         })?;
-        self.store.put(&config_key(id), body.into()).await?;
-        self.connections.lock().await.remove(id);
-        Ok(())
+        Ok(self
+            .store
+            .put_if_absent(&config_key(id), body.into())
+            .await?)
     }
 
     /// The connection `id`, from `connections/<id>/config.json`, loaded once per process.
@@ -137,6 +180,11 @@ pub struct StartedRun {
     pub bucket: String,
     /// The work list's key in the bucket (the Distributed Map reads it).
     pub work_list_key: String,
+    /// Where the Distributed Map writes its children's results (its ResultWriter), so the
+    /// execution's state never carries one entry per item.
+    pub map_results_prefix: String,
+    /// The Distributed Map's MaxConcurrency (`MaxConcurrencyPath`).
+    pub max_concurrency: u32,
     pub items: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_arn: Option<String>,
@@ -162,6 +210,15 @@ pub async fn start_run(
             "connection {connection_id}: the schedule ended on {end}; scheduled runs are refused after it"
         )));
     }
+    if trigger == Trigger::Schedule
+        && let Some(schedule) = loaded.connection.config.schedule.as_ref()
+        && time::OffsetDateTime::now_utc().date().to_string() < schedule.start_date
+    {
+        return Err(StepError::fatal(format!(
+            "connection {connection_id}: the schedule starts on {}; scheduled runs before it are refused",
+            schedule.start_date
+        )));
+    }
     let run = begin_run(
         &runtime.store,
         connection_id,
@@ -173,6 +230,8 @@ pub async fn start_run(
         let items = plan(&runtime.store, &loaded.vendor, &loaded.connection, &run).await?;
         let mut started = StartedRun {
             work_list_key: runtime.store.full_key(&run.work_list()),
+            map_results_prefix: runtime.store.full_key(&run.map_results_prefix()),
+            max_concurrency: runtime.max_concurrency,
             bucket: runtime.store.bucket().to_string(),
             run: run.clone(),
             items: items.len() as u64,
@@ -183,7 +242,7 @@ pub async fn start_run(
             let output = client
                 .start_execution()
                 .state_machine_arn(arn)
-                .name(format!("{}-{}", run.connection_id, run.run_id))
+                .name(execution_name(&run))
                 .input(input)
                 .send()
                 .await
@@ -202,6 +261,36 @@ pub async fn start_run(
         let _ = fail_run(&runtime.store, &run, &error.message).await;
     }
     started
+}
+
+/// StartExecution's name for a run: `<connection>-<run>`, unique per run, within the 80 characters
+/// and the characters Step Functions allows. A connection id too long to fit is cut and followed
+/// by 8 hex digits of its SHA-256, so two long ids never share a name.
+pub fn execution_name(run: &RunRef) -> String {
+    const LIMIT: usize = 80;
+    let clean = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    let (connection, run_id) = (clean(&run.connection_id), clean(&run.run_id));
+    let whole = format!("{connection}-{run_id}");
+    if whole.len() <= LIMIT {
+        return whole;
+    }
+    use sha2::Digest;
+    let digest = hex::encode(&sha2::Sha256::digest(run.connection_id.as_bytes())[..4]);
+    let room = LIMIT.saturating_sub(run_id.len() + digest.len() + 2);
+    format!(
+        "{}-{digest}-{run_id}",
+        &connection[..room.min(connection.len())]
+    )
 }
 
 /// Trigger (API): a run's record and, once committed, its manifest's headline.
@@ -445,5 +534,42 @@ mod tests {
             ),
             ("data", "", Some("arn:aws:states:x"))
         );
+        assert_eq!(env.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        let env = FunctionEnv::from_vars(vars(&[("BUCKET", "data"), ("MAX_CONCURRENCY", "25")]));
+        assert_eq!(env.unwrap().max_concurrency, 25);
+        for bad in ["0", "ten", "10001"] {
+            let pairs: &'static [(&'static str, &'static str)] = match bad {
+                "0" => &[("BUCKET", "data"), ("MAX_CONCURRENCY", "0")],
+                "ten" => &[("BUCKET", "data"), ("MAX_CONCURRENCY", "ten")],
+                _ => &[("BUCKET", "data"), ("MAX_CONCURRENCY", "10001")],
+            };
+            let error = FunctionEnv::from_vars(vars(pairs)).unwrap_err();
+            assert!(
+                error.contains("MAX_CONCURRENCY") && error.contains(bad),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn execution_names_fit_step_functions_for_every_connection_id() {
+        let run = |connection: &str| RunRef {
+            connection_id: connection.to_string(),
+            run_id: "20261201T150318Z-1a2b3c".to_string(),
+        };
+        assert_eq!(execution_name(&run("sast")), "sast-20261201T150318Z-1a2b3c");
+        let long_a = "a".repeat(64);
+        let long_b = format!("{}b", "a".repeat(63));
+        let (a, b) = (execution_name(&run(&long_a)), execution_name(&run(&long_b)));
+        for name in [&a, &b] {
+            assert!(name.len() <= 80, "{name} has {} characters", name.len());
+            assert!(name.ends_with("-20261201T150318Z-1a2b3c"), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{name}"
+            );
+        }
+        assert_ne!(a, b, "two long ids that share their first characters");
     }
 }

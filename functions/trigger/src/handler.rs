@@ -15,8 +15,10 @@ use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger};
 use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 
-/// EventBridge Scheduler's input: the connection to run and, from the template, its config
-/// (stored before the run, so the schedule's parameters are the connection's source of truth).
+/// EventBridge Scheduler's input: the connection to run and, from the template, a starting config.
+/// The config in the bucket is the source of truth: the schedule's config is stored only when the
+/// connection has none, so a connection changed with `cxone-etm connection put` (its map and
+/// scoring included) is never replaced by a scheduled run.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Scheduled {
@@ -34,7 +36,12 @@ pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnost
     }
     let scheduled: Scheduled = decode("scheduled", payload)?;
     if let Some(config) = scheduled.connection {
-        runtime.register(&scheduled.connection_id, config).await?;
+        if runtime
+            .register_if_absent(&scheduled.connection_id, config)
+            .await?
+        {
+            tracing::info!(connection = %scheduled.connection_id, "stored the schedule's config: the connection had none");
+        }
     }
     let started = start_run(runtime, &scheduled.connection_id, Trigger::Schedule).await?;
     Ok(serde_json::to_value(started).expect("serializes"))

@@ -169,6 +169,12 @@ impl ConnectionConfig {
     /// Parses (JSON, or YAML when the text does not start with `{`) and validates a connection
     /// document; every problem is listed.
     pub fn load(text: &str) -> Result<Connection, Vec<String>> {
+        Self::parse(text)?.validate()
+    }
+
+    /// Parses a connection document (JSON, or YAML when the text does not start with `{`) without
+    /// validating it, so parts (a map, a scoring table) can be added before `validate`.
+    pub fn parse(text: &str) -> Result<Self, Vec<String>> {
         // The path of the field that did not fit leads the message (`branches`, `vendor.region`).
         fn named<E: std::fmt::Display>(
             e: serde_path_to_error::Error<E>,
@@ -188,7 +194,7 @@ impl ConnectionConfig {
             serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text))
                 .map_err(|e| named(e, " (YAML)"))?
         };
-        config.validate()
+        Ok(config)
     }
 
     pub fn validate(self) -> Result<Connection, Vec<String>> {

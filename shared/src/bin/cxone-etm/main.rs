@@ -41,6 +41,29 @@ impl From<Kind> for ConnectorKind {
 }
 
 #[derive(Subcommand)]
+enum ConnectionAction {
+    /// Validate a connection (config, map and scoring), run the five connection checks, and only
+    /// when all pass store it as connections/<id>/config.json (exit 1, nothing stored, otherwise).
+    /// On a deployed stack the store is s3://<BucketName>/; scheduled runs then use it unchanged.
+    Put {
+        /// A directory or s3://bucket/prefix.
+        #[arg(long)]
+        store: String,
+        /// The connection config (JSON or YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// A transform map (`export-map` gives the default to edit); replaces the config's.
+        #[arg(long)]
+        map: Option<PathBuf>,
+        /// A scoring table (`export-scoring` gives the default to edit); replaces the config's.
+        #[arg(long)]
+        scoring: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run a SAST and a DAST connection end to end against the bundled emulator (no account needed).
     Demo {
@@ -91,6 +114,11 @@ enum Command {
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Create or change a connection where a deployed stack reads it.
+    Connection {
+        #[command(subcommand)]
+        action: ConnectionAction,
     },
     /// The five connection checks for a connection config file.
     TestConnection {
@@ -237,6 +265,23 @@ async fn main() -> anyhow::Result<ExitCode> {
                 ReportFormat::Html => cxone_etm::report::html(&manifest, &record),
             };
             write_or_print(out, &text)?;
+        }
+        Command::Connection {
+            action:
+                ConnectionAction::Put {
+                    store,
+                    config,
+                    map,
+                    scoring,
+                    json,
+                },
+        } => {
+            let parts = runs::ConnectionParts {
+                config,
+                map,
+                scoring,
+            };
+            return runs::put_connection(&store, &parts, runs::Output { json, quiet: false }).await;
         }
         Command::TestConnection { config, json } => {
             return runs::check(&config, runs::Output { json, quiet: false }).await;

@@ -245,6 +245,84 @@ pub async fn check(config: &Path, output: Output) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A connection's files: the config and, optionally, a map and a scoring table to fold into it.
+pub struct ConnectionParts {
+    pub config: std::path::PathBuf,
+    pub map: Option<std::path::PathBuf>,
+    pub scoring: Option<std::path::PathBuf>,
+}
+
+fn part<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a {what}: field `{}`: {}",
+            path.display(),
+            e.path(),
+            e.inner()
+        )
+    })
+}
+
+/// `connection put`: validates the connection with its map and scoring, runs the five checks and
+/// stores it only when every check passed, so a deployed stack never runs a connection that
+/// cannot work.
+pub async fn put_connection(
+    store: &str,
+    parts: &ConnectionParts,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let path = &parts.config;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let invalid = |errors: Vec<String>| {
+        anyhow::anyhow!(
+            "{} is not a valid connection; nothing stored:\n  - {}",
+            path.display(),
+            errors.join("\n  - ")
+        )
+    };
+    let mut config = ConnectionConfig::parse(&text).map_err(invalid)?;
+    if let Some(map) = &parts.map {
+        config.transform_map = Some(part(map, "transform map")?);
+    }
+    if let Some(scoring) = &parts.scoring {
+        config.scoring = Some(part(scoring, "scoring table")?);
+    }
+    let connection = config.validate().map_err(invalid)?;
+    let store = AnyStore::open(store).await?;
+    let secret = SecretSource::new(connection.secret.clone()).await;
+    let credential = secret.credential().await?;
+    let client = CxOneClient::new(connection.vendor.clone(), &credential)?;
+    let report = test_connection(&client, connection.config.kind).await;
+    let key = config_key(&connection.config.id);
+    if report.passed {
+        store
+            .put(&key, serde_json::to_vec_pretty(&connection.config)?.into())
+            .await
+            .with_context(|| format!("storing {key}"))?;
+    }
+    if output.json {
+        println!(
+            "{}",
+            json!({"stored": report.passed, "key": key, "checks": report})
+        );
+    } else {
+        print!("{}", report.to_table());
+        if report.passed {
+            println!("stored {key}");
+        } else {
+            eprintln!("a connection check failed; nothing stored");
+        }
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// This process's peak resident set (VmHWM), where the system reports it (Linux).
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

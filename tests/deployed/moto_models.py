@@ -1,0 +1,207 @@
+"""moto (pinned in scripts/deployed-test.sh), started in this process, with the AWS behaviours the
+template relies on and moto lacks modelled here. Each model says what AWS does; none of them touches
+the template under test.
+
+1. Step Functions executes definitions (moto's own switch, `execute_state_machine`).
+2. Distributed Map `ItemReader` with `ReaderConfig.InputType: JSONL`: AWS reads one JSON value per
+   line; moto knows only CSV and JSON.
+3. `arn:aws:states:::lambda:invoke`: moto would run the function in Docker; here the call goes to the
+   local Lambda host (the real function binaries), and every call the interpreter makes (Lambda, the
+   ItemReader's and ResultWriter's S3 calls) is signed with the state machine role's credentials,
+   as Step Functions acts as its role.
+4. S3 answers 403, not 404, for a key that does not exist when the caller may not `s3:ListBucket` on
+   the bucket (a GET of a missing key leaks nothing only when listing is allowed).
+5. `ToleratedFailurePercentage` is a number from 0 to 100 in AWS; moto's parser takes only a
+   decimal literal (`100.0`), so an integer is read as the same number before it parses.
+6. IAM is enforced on every call once the harness has set up the account. moto matches S3 requests
+   against resource ARNs; for Secrets Manager and Step Functions it checks every action against `*`,
+   so the resource each call names (the secret, the state machine, the execution) is given here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import boto3
+from botocore.config import Config
+
+from stack import ACCOUNT, REGION
+
+_state = {"lambda_endpoint": None, "sfn_credentials": None, "moto_url": None}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start() -> str:
+    """Starts moto on a free port with the models above; answers its URL."""
+    port = free_port()
+    os.environ["MOTO_PORT"] = str(port)
+    from moto import settings
+    from moto.core.config import default_user_config
+    from moto.server import ThreadedMotoServer
+
+    default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    # No authorization while the harness creates the account; `enforce_iam()` switches it on.
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    _model_jsonl_item_reader()
+    _route_interpreter_calls()
+    _model_missing_key_403()
+    _name_resources_for_iam()
+    _model_integer_tolerated_failure()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    _state["moto_url"] = f"http://127.0.0.1:{port}"
+    return _state["moto_url"]
+
+
+def enforce_iam() -> None:
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+
+
+def route_lambda_to(endpoint: str, sfn_credentials: dict) -> None:
+    _state["lambda_endpoint"] = endpoint
+    _state["sfn_credentials"] = sfn_credentials
+
+
+def _model_jsonl_item_reader() -> None:
+    import moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.item_reader_decl as decl
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_output_transformer.transformer_json import (
+        ResourceOutputTransformerJson,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.reader_config import (
+        input_type,
+    )
+
+    class Jsonl(ResourceOutputTransformerJson):
+        def _eval_body(self, env) -> None:
+            reader_config = env.stack.pop()
+            text = env.stack.pop()
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+            env.stack.append(items[: reader_config["MaxItemsValue"]])
+
+    original_init = input_type.InputType.__init__
+
+    def init(self, input_type: str):
+        if input_type == "JSONL":
+            self.input_type_value = "JSONL"
+        else:
+            original_init(self, input_type)
+
+    input_type.InputType.__init__ = init
+    original_factory = decl.resource_output_transformer_for
+
+    def factory(input_type):
+        if input_type.input_type_value == "JSONL":
+            return Jsonl()
+        return original_factory(input_type)
+
+    decl.resource_output_transformer_for = factory
+
+
+def _interpreter_client(region: str, service: str, state_credentials=None):
+    credentials = _state["sfn_credentials"]
+    endpoint = _state["lambda_endpoint"] if service == "lambda" else _state["moto_url"]
+    return boto3.client(
+        service,
+        region_name=region or REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        config=Config(
+            parameter_validation=False,
+            retries={"max_attempts": 0, "total_max_attempts": 1},
+            connect_timeout=10,
+            # A task waits for its function as long as the function's Timeout allows (900 s).
+            read_timeout=960,
+            s3={"addressing_style": "path"},
+        ),
+    )
+
+
+def _route_interpreter_calls() -> None:
+    import moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_eval_s3 as reader
+    import moto.stepfunctions.parser.asl.component.state.exec.state_map.result_writer.resource_eval.resource_eval_s3 as writer
+    import moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils as lambda_utils
+
+    for module in (reader, writer, lambda_utils):
+        module.boto_client_for = _interpreter_client
+
+
+def _model_missing_key_403() -> None:
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import S3IAMRequest
+    from moto.s3.exceptions import MissingKey
+    from moto.s3.responses import S3Response
+
+    original = S3Response._key_response_get
+
+    def key_response_get(self, query, key_name):
+        try:
+            return original(self, query, key_name)
+        except MissingKey:
+            if ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT:
+                request = S3IAMRequest(
+                    account_id=self.current_account,
+                    method=self.method,
+                    path=self.raw_path,
+                    data=self.data,
+                    body=self.raw_body,
+                    headers=self.headers,
+                    action="ListBucket",
+                )
+                # Raises S3's AccessDenied (403) when listing is not allowed.
+                request.check_action_permitted(f"arn:aws:s3:::{self.bucket_name}")
+            raise
+
+    S3Response._key_response_get = key_response_get
+
+
+def _name_resources_for_iam() -> None:
+    from moto.secretsmanager.responses import SecretsManagerResponse
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    def secret(self) -> str:
+        secret_id = json.loads(self.body or "{}").get("SecretId", "*")
+        if secret_id.startswith("arn:"):
+            return secret_id
+        return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret_id}"
+
+    def machine(self) -> str:
+        body = json.loads(self.body or "{}")
+        return body.get("stateMachineArn") or body.get("executionArn") or "*"
+
+    SecretsManagerResponse._determine_resource = secret
+    StepFunctionResponse._determine_resource = machine
+
+
+def _model_integer_tolerated_failure() -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    original = AmazonStateLanguageParser.parse
+
+    def as_decimal(node):
+        if isinstance(node, dict):
+            return {
+                k: float(v) if k == "ToleratedFailurePercentage" and isinstance(v, int) else as_decimal(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [as_decimal(v) for v in node]
+        return node
+
+    def parse(definition: str):
+        return original(json.dumps(as_decimal(json.loads(definition))))
+
+    AmazonStateLanguageParser.parse = staticmethod(parse)

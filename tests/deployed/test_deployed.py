@@ -1,0 +1,456 @@
+"""The deployed shape, executed: infra/template.yaml translated and resolved as CloudFormation does,
+its state machine run by moto's Step Functions interpreter, every Lambda task performed by the real
+function binary under its own role from the template, the bundled emulator as Checkmarx One.
+
+Run with `bash scripts/deployed-test.sh` (it installs and builds what this needs).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import boto3
+import pytest
+from botocore.config import Config
+
+import moto_models
+import stack
+from lambda_host import Function, LambdaHost
+
+BIN = pathlib.Path(os.environ.get("CXONE_BIN_DIR", stack.ROOT / "target" / "debug"))
+# The payload limit of a Step Functions state's input and output.
+STATE_PAYLOAD_LIMIT = 256 * 1024
+
+
+class Emulator:
+    """The bundled Checkmarx One emulator as a process."""
+
+    def __init__(self, work: pathlib.Path, *args: str):
+        self.out = open(work / f"emulator-{time.time_ns()}.json", "w+")
+        self.process = subprocess.Popen(
+            [str(BIN / "cxone-emulator"), *args],
+            stdout=self.out,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            self.out.seek(0)
+            text = self.out.read()
+            if text.strip():
+                self.line = json.loads(text.splitlines()[0])
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the emulator did not start")
+        self.url = self.line["url"]
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path) as answer:
+            return json.load(answer)
+
+    def fault(self, endpoint: str, spec: dict) -> None:
+        request = urllib.request.Request(
+            f"{self.url}/_emulator/faults/{endpoint}", data=json.dumps(spec).encode(), method="PUT",
+            headers={"content-type": "application/json"},
+        )
+        urllib.request.urlopen(request).read()
+
+    def clear_faults(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/_emulator/faults", method="DELETE")).read()
+
+    def stop(self) -> None:
+        self.process.kill()
+
+
+class Account:
+    """One AWS account on this machine holding the stack the template describes."""
+
+    def __init__(self, work: pathlib.Path, api_key: str, **parameters: str):
+        self.work = work
+        self.moto_url = moto_models.start()
+        admin = self._client("iam", None)
+        admin.create_user(UserName="operator")
+        admin.put_user_policy(
+            UserName="operator", PolicyName="all",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+        )
+        key = admin.create_access_key(UserName="operator")["AccessKey"]
+        self.operator = {"AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"], "SessionToken": None}
+        self.secret_arn = self.client("secretsmanager").create_secret(
+            Name="cxone/sast", SecretString=json.dumps({"api_key": api_key})
+        )["ARN"]
+        self.resolved = stack.resolve(
+            stack.translate(stack.parameters_for(SastSecretArn=self.secret_arn, **parameters)),
+            stack.parameters_for(SastSecretArn=self.secret_arn, **parameters),
+        )
+        self.machine_logical, self.definition = stack.state_machine_definition(self.resolved)
+        stack.asl_validate(self.definition, work)
+        (self.bucket_logical, _), = self.resolved.of_type("AWS::S3::Bucket").items()
+        self.bucket = self.resolved.names[self.bucket_logical]
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=self.bucket)
+        s3.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        # Every role of the template with its inline policies; credentials as each service gets them.
+        iam, sts = self.client("iam"), self.client("sts")
+        self.role_credentials = {}
+        for logical, role in self.resolved.of_type("AWS::IAM::Role").items():
+            name = self.resolved.names[logical]
+            props = role["Properties"]
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(props["AssumeRolePolicyDocument"]))
+            for index, document in enumerate(stack.role_policies(self.resolved, logical)):
+                iam.put_role_policy(RoleName=name, PolicyName=f"policy-{index}", PolicyDocument=json.dumps(document))
+            self.role_credentials[logical] = sts.assume_role(
+                RoleArn=self.resolved.arn(logical), RoleSessionName=logical, DurationSeconds=43200
+            )["Credentials"]
+        machine = self.resolved.resources[self.machine_logical]["Properties"]
+        machine_role = next(k for k in self.role_credentials if self.resolved.arn(k) == machine["RoleArn"])
+        self.machine_arn = self.client("stepfunctions").create_state_machine(
+            name=self.resolved.names[self.machine_logical], definition=self.definition,
+            roleArn=machine["RoleArn"], type=machine.get("StateMachineType", "STANDARD"),
+        )["stateMachineArn"]
+        assert self.machine_arn == self.resolved.arn(self.machine_logical), self.machine_arn
+        self.host = LambdaHost(str(work))
+        for logical, function in self.resolved.of_type("AWS::Lambda::Function").items():
+            self.host.add(self._function(logical, function))
+        moto_models.route_lambda_to(self.host.url, self.role_credentials[machine_role])
+        moto_models.enforce_iam()
+
+    def _client(self, service: str, credentials: dict | None):
+        credentials = credentials or {"AccessKeyId": "AKIAOPERATOR00000000", "SecretAccessKey": "setup", "SessionToken": None}
+        return boto3.client(
+            service, region_name=stack.REGION, endpoint_url=self.moto_url,
+            aws_access_key_id=credentials["AccessKeyId"], aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials.get("SessionToken"),
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def client(self, service: str):
+        return self._client(service, self.operator)
+
+    def _function(self, logical: str, function: dict) -> Function:
+        props = function["Properties"]
+        role = stack.function_role(self.resolved, logical)
+        credentials = self.role_credentials[role]
+        sam = stack.translate  # noqa: F841 (the binary comes from the SAM Metadata below)
+        binary = function["Metadata"]["BuildProperties"]["Binary"]
+        env = {
+            **props.get("Environment", {}).get("Variables", {}),
+            "AWS_REGION": stack.REGION,
+            "AWS_DEFAULT_REGION": stack.REGION,
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        return Function(
+            name=self.resolved.names[logical], arn=self.resolved.arn(logical), binary=str(BIN / binary),
+            env=env, memory_mb=int(props.get("MemorySize", 128)), timeout_s=int(props.get("Timeout", 3)),
+        )
+
+    def function_named(self, binary: str) -> Function:
+        return next(f for f in self.host.functions.values() if f.binary.endswith("/" + binary))
+
+    # ------------------------------------------------------------------ what a user does
+    def invoke_trigger(self, event: dict) -> dict:
+        body, failed = self.host.invoke(self.function_named("cxone-etm-trigger").name, json.dumps(event).encode())
+        answer = json.loads(body)
+        assert not failed, answer
+        return answer
+
+    def http(self, method: str, path: str) -> tuple[int, dict]:
+        """An HTTP API request, as API Gateway hands it to the trigger (payload format 2.0), for a
+        route the template declares."""
+        route = self.route_for(method, path)
+        event = {
+            "version": "2.0", "routeKey": f"{method} {route}", "rawPath": path, "rawQueryString": "",
+            "headers": {"content-type": "application/json"},
+            "requestContext": {
+                "accountId": stack.ACCOUNT, "apiId": "local", "domainName": "local", "domainPrefix": "local",
+                "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},
+                "requestId": str(time.time_ns()), "routeKey": f"{method} {route}", "stage": "$default",
+                "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": int(time.time() * 1000),
+            },
+            "isBase64Encoded": False,
+        }
+        answer = self.invoke_trigger(event)
+        return answer["statusCode"], json.loads(answer["body"])
+
+    def route_for(self, method: str, path: str) -> str:
+        (_, api), = self.resolved.of_type("AWS::ApiGatewayV2::Api").items()
+        parts = path.strip("/").split("/")
+        for route, methods in api["Properties"]["Body"]["paths"].items():
+            pattern = route.strip("/").split("/")
+            if len(pattern) == len(parts) and all(p.startswith("{") or p == q for p, q in zip(pattern, parts)):
+                if method.lower() in methods:
+                    target = methods[method.lower()]["x-amazon-apigateway-integration"]["uri"]
+                    assert self.function_named("cxone-etm-trigger").name in json.dumps(target), target
+                    return route
+        raise AssertionError(f"the template declares no route {method} {path}")
+
+    def scheduled_event(self, schedule: str = "SastSchedule") -> dict:
+        return stack.schedule_inputs(self.resolved)[schedule]["input"]
+
+    def wait(self, execution_arn: str, timeout: float = 900) -> dict:
+        sfn = self.client("stepfunctions")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            execution = sfn.describe_execution(executionArn=execution_arn)
+            if execution["status"] != "RUNNING":
+                return execution
+            time.sleep(0.5)
+        raise AssertionError(f"{execution_arn} still running after {timeout}s")
+
+    def get_json(self, key: str):
+        return json.loads(self.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def exists(self, key: str) -> bool:
+        return "Contents" in self.client("s3").list_objects_v2(Bucket=self.bucket, Prefix=key)
+
+    def findings(self, manifest: dict) -> list[dict]:
+        out = []
+        s3 = self.client("s3")
+        for item in manifest["items"]:
+            for entry in item["objects"]:
+                body = gzip.decompress(s3.get_object(Bucket=self.bucket, Key=entry["key"])["Body"].read())
+                for line in body.splitlines():
+                    record = json.loads(line)
+                    for finding in record.get("findingGroup", {}).get("findings", []):
+                        out.append({"item": item["item"], "asset": record.get("asset", {}), **finding})
+        return out
+
+
+def put_connection(account: Account, emulator: Emulator, connection_id: str, extra: dict | None = None,
+                   map_file: pathlib.Path | None = None, scoring_file: pathlib.Path | None = None) -> subprocess.CompletedProcess:
+    """`cxone-etm connection put`, as the README tells a user to run it against a deployed stack."""
+    config = {
+        "id": connection_id, "name": f"{connection_id} (emulator)", "kind": "sast", "secret": account.secret_arn,
+        "vendor": {"custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
+                   "tenant": emulator.line["tenant"], "allow_insecure_local": True},
+        **(extra or {}),
+    }
+    path = account.work / f"{connection_id}.json"
+    path.write_text(json.dumps(config))
+    command = [str(BIN / "cxone-etm"), "connection", "put", "--store", f"s3://{account.bucket}/", "--config", str(path), "--json"]
+    if map_file:
+        command += ["--map", str(map_file)]
+    if scoring_file:
+        command += ["--scoring", str(scoring_file)]
+    env = {
+        **os.environ, "AWS_ACCESS_KEY_ID": account.operator["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": account.operator["SecretAccessKey"], "AWS_REGION": stack.REGION,
+        "AWS_ENDPOINT_URL": account.moto_url, "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    env.pop("AWS_SESSION_TOKEN", None)
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def sast_total(emulator: Emulator) -> int:
+    return emulator.get("/_emulator/stats")["expected"]["totals"]["by_type"].get("sast", 0)
+
+
+def committed(account: Account, run: dict) -> dict:
+    base = f"connections/{run['connectionId']}/runs/{run['runId']}"
+    assert account.exists(f"{base}/_COMMITTED"), f"{base} has no commit marker"
+    return account.get_json(f"{base}/manifest.json")
+
+
+@pytest.fixture(scope="module")
+def work():
+    with tempfile.TemporaryDirectory(prefix="deployed-") as directory:
+        yield pathlib.Path(directory)
+
+
+@pytest.fixture(scope="module")
+def emulator(work):
+    emulator = Emulator(work, "--projects", "12", "--results-per-scan", "40")
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def account(work, emulator):
+    account = Account(work, emulator.line["api_key"], Tenant=emulator.line["tenant"], MaxConcurrency="4")
+    yield account
+    account.host.stop()
+
+
+def custom_map_and_scoring(work: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """The shipped SAST map and scoring, changed as a user would: HIGH becomes severity 5, scored 77."""
+    exported = subprocess.run([str(BIN / "cxone-etm"), "export-map", "sast"], capture_output=True, text=True, check=True)
+    transform_map = json.loads(exported.stdout)
+    transform_map["name"] = "Custom SAST map"
+    for entry in transform_map["entries"]:
+        if entry["target"] == "findingGroup.findings[].severity":
+            entry["valueMap"]["HIGH"] = 5
+    scoring = json.loads(subprocess.run([str(BIN / "cxone-etm"), "export-scoring"], capture_output=True, text=True, check=True).stdout)
+    for row in scoring["rows"]:
+        if row["severity"] == "HIGH":
+            row["qds"] = 77
+    (work / "map.json").write_text(json.dumps(transform_map))
+    (work / "scoring.json").write_text(json.dumps(scoring))
+    return work / "map.json", work / "scoring.json"
+
+
+def assert_unchanged(manifest: dict, first: dict) -> None:
+    lifecycle, totals = manifest["totals"]["lifecycle"], manifest["totals"]
+    assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
+    assert lifecycle.get("FIXED", 0) == totals["fixed"], (lifecycle, totals["fixed"])
+    # Every finding still open is the same finding as before.
+    assert lifecycle.get("ACTIVE", 0) == totals["findingsOut"] - totals["fixed"], (lifecycle, totals["findingsOut"])
+    assert totals["findingsOut"] == first["totals"]["findingsOut"]
+
+
+def scheduled_run(account: Account, schedule: str = "SastSchedule") -> tuple[dict, dict]:
+    """The schedule's own event → trigger → state machine; (started run, finished execution)."""
+    started = account.invoke_trigger(account.scheduled_event(schedule))
+    assert started["executionArn"].startswith(account.machine_arn.replace(":stateMachine:", ":execution:")), started
+    execution = account.wait(started["executionArn"])
+    assert execution["status"] == "SUCCEEDED", execution
+    return started, execution
+
+
+def test_definition_passes_asl_validator_after_substitution(account):
+    definition = json.loads(account.definition)
+    assert "${" not in account.definition, "a DefinitionSubstitutions key the template does not define"
+    items = definition["States"]["ProcessItems"]
+    assert "MaxConcurrency" not in items or isinstance(items["MaxConcurrency"], int), items
+    stack.asl_validate(account.definition, account.work)
+
+
+def test_connection_put_refuses_a_broken_connection_and_stores_nothing(account, emulator):
+    bad_map = account.work / "bad-map.json"
+    bad_map.write_text(json.dumps({"version": 1, "name": "x", "kind": "sast", "entries": [{"source": "nope[]", "target": "asset.nowhere"}]}))
+    result = put_connection(account, emulator, "broken", map_file=bad_map)
+    assert result.returncode != 0 and "transform_map" in result.stderr, result
+    result = put_connection(account, emulator, "broken", extra={"vendor": {
+        "custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"], "tenant": "no-such-tenant",
+        "allow_insecure_local": True}})
+    assert result.returncode == 1 and "no-such-tenant" in result.stderr, result.stderr[:1000]
+    # The credential is right but a check fails (the key may not list projects): nothing stored.
+    emulator.fault("projects", {"forbidden_rate": 1.0})
+    try:
+        result = put_connection(account, emulator, "broken")
+    finally:
+        emulator.clear_faults()
+    assert result.returncode == 1 and result.stdout.strip(), result.stderr[:1000]
+    answer = json.loads(result.stdout)
+    assert answer["stored"] is False and answer["checks"]["passed"] is False, answer
+    assert not account.exists("connections/broken/config.json")
+
+
+def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_users_config(account, emulator):
+    map_file, scoring_file = custom_map_and_scoring(account.work)
+    result = put_connection(account, emulator, "sast", map_file=map_file, scoring_file=scoring_file)
+    assert result.returncode == 0, result.stderr
+    stored = account.get_json("connections/sast/config.json")
+    assert stored["transform_map"]["name"] == "Custom SAST map"
+    runs = []
+    for _ in range(3):
+        started, execution = scheduled_run(account)
+        output = json.loads(execution["output"])
+        assert output["complete"] is True, output
+        manifest = committed(account, started["run"])
+        assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
+        assert account.get_json("connections/sast/config.json") == stored, "a schedule replaced the stored config"
+        findings = account.findings(manifest)
+        high = [f for f in findings if f.get("vendorSeverity") == "HIGH"]
+        assert high and all(f["severity"] == 5 and f["qds"] == 77 for f in high), high[:2]
+        runs.append(manifest)
+    # Reconciliation against the last committed run, on an unchanged tenant: nothing new or
+    # reopened, and the only FIXED findings are those the vendor itself reports fixed.
+    for manifest in runs[1:]:
+        assert_unchanged(manifest, runs[0])
+    # Each function ran under its own role: the host started every one of them.
+    assert all(account.function_named(b).invocations > 0 for b in ("cxone-etm-trigger", "cxone-etm-collect", "cxone-etm-transform", "cxone-etm-finalize"))
+
+
+def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
+    status, report = account.http("POST", "/connections/sast/test")
+    assert status == 200 and report["passed"] is True, report
+    status, started = account.http("POST", "/connections/sast/runs")
+    assert status == 202, started
+    status, refused = account.http("POST", "/connections/sast/runs")
+    assert status == 409, refused
+    execution = account.wait(started["executionArn"])
+    assert execution["status"] == "SUCCEEDED", execution
+    status, shown = account.http("GET", f"/connections/sast/runs/{started['run']['runId']}")
+    assert status == 200 and shown["complete"] is True and shown["findings"] > 0, shown
+    status, missing = account.http("GET", "/connections/sast/runs/20000101T000000Z-000000")
+    assert status == 404, missing
+    status, unknown = account.http("POST", "/connections/nobody/runs")
+    assert status == 404, unknown
+
+
+def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulator):
+    previous = account.get_json("connections/sast/state.json")
+    projects = emulator.get("/_emulator/stats")["expected"]["projects"]
+    victim = next(p for p in projects if p.get("main_branch_sast_scan") and any(
+        s["id"] == p["main_branch_sast_scan"] and s["by_type"].get("sast", 0) > 0 for s in p["scans"]))
+    emulator.fault("results", {"server_error_rate": 1.0, "only_matching": victim["main_branch_sast_scan"]})
+    try:
+        started, execution = scheduled_run(account)
+    finally:
+        emulator.clear_faults()
+    output = json.loads(execution["output"])
+    assert output["complete"] is False, output
+    manifest = committed(account, started["run"])
+    (item,) = [i for i in manifest["items"] if i["vendorId"] == victim["id"]]
+    assert item["status"] == "failed", item
+    assert item["carriedForward"] > 0, item
+    # Nothing closed by absence: every FIXED finding is one the vendor reports fixed, and none is
+    # the failed item's.
+    assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
+    assert not [f for f in account.findings(manifest) if f["item"] == item["item"]]
+    # Step Functions retried the item (Retry), then caught it (Catch → ItemFailed).
+    collect = account.function_named("cxone-etm-collect")
+    assert sum(1 for e in collect.errors if e.get("errorType") == "Retryable") >= 4, collect.errors[-4:]
+    # The next run sees the item again: it is complete, and nothing is new, fixed or reopened.
+    started, execution = scheduled_run(account)
+    assert json.loads(execution["output"])["complete"] is True
+    after = committed(account, started["run"])
+    assert after["totals"]["lifecycle"].get("NEW", 0) == 0 and after["totals"]["lifecycle"].get("REOPENED", 0) == 0
+    assert after["totals"]["lifecycle"].get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
+    assert previous["lastCommittedRun"] != account.get_json("connections/sast/state.json")["lastCommittedRun"]
+
+
+def test_ten_thousand_items_pass_the_map_within_limits(account, work):
+    wide = Emulator(work, "--projects", "10000", "--results-per-scan", "1", "--scans-per-project", "1",
+                    "--dast-environments", "0")
+    try:
+        result = put_connection(account, wide, "wide")
+        assert result.returncode == 0, result.stderr
+        event = {"connectionId": "wide"}
+        started = account.invoke_trigger(event)
+        assert started["items"] == 10000, started
+        execution = account.wait(started["executionArn"], timeout=3600)
+        assert execution["status"] == "SUCCEEDED", execution
+        manifest = committed(account, started["run"])
+        assert len(manifest["items"]) == 10000
+        assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(wide)
+        # Every state's input and output stayed under the payload limit.
+        sfn = account.client("stepfunctions")
+        sizes, token = [], None
+        while True:
+            page = sfn.get_execution_history(executionArn=started["executionArn"], maxResults=1000, **({"nextToken": token} if token else {}))
+            for event in page["events"]:
+                for details in event.values():
+                    if isinstance(details, dict):
+                        for field in ("input", "output"):
+                            if isinstance(details.get(field), str):
+                                sizes.append(len(details[field].encode()))
+            token = page.get("nextToken")
+            if not token:
+                break
+        assert max(sizes) < STATE_PAYLOAD_LIMIT, max(sizes)
+        finalize = account.function_named("cxone-etm-finalize")
+        assert not [e for e in finalize.errors if e["errorType"].startswith(("Sandbox", "Runtime"))], finalize.errors
+        assert finalize.peak_rss_kib < finalize.memory_mb * 1024
+    finally:
+        wide.stop()
