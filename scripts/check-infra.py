@@ -63,7 +63,23 @@ for binary, logical in binaries.items():
 definition = machine["Properties"]["Definition"]
 map_state = definition["States"]["ProcessItems"]
 check(map_state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED", "the item map is not distributed")
-check(map_state["MaxConcurrency"] == "${MaxConcurrency}", "MaxConcurrency does not come from the parameter")
+# A substituted "${MaxConcurrency}" stays a JSON string, which Step Functions refuses: the value
+# comes from the execution's input, set by the trigger from its MAX_CONCURRENCY.
+check("MaxConcurrency" not in map_state and map_state.get("MaxConcurrencyPath") == "$.maxConcurrency",
+      "the map's concurrency does not come from the execution input ($.maxConcurrency)")
+trigger_env = functions["TriggerFunction"]["Properties"]["Environment"]["Variables"]
+check(trigger_env.get("MAX_CONCURRENCY") == {"Ref": "MaxConcurrency"}, "the trigger does not get MAX_CONCURRENCY from the parameter")
+check(map_state.get("ResultWriter", {}).get("Resource") == "arn:aws:states:::s3:putObject",
+      "the map keeps every child's result in its state (no ResultWriter): 10,000 items pass 256 KiB")
+# Reserved concurrency is optional: an unconditional reservation fails the deploy on a new account.
+for logical, body in functions.items():
+    reserved = body["Properties"].get("ReservedConcurrentExecutions")
+    check(reserved is None or (isinstance(reserved, dict) and "Fn::If" in reserved),
+          f"{logical} reserves concurrency unconditionally ({reserved}); new accounts have a quota of 10 or 50")
+for logical, body in resources.items():
+    if body["Type"] == "AWS::Scheduler::Schedule":
+        check("StartDate" not in body["Properties"],
+              f"{logical} has a StartDate: Scheduler refuses one in the past, so a later stack update fails")
 check(map_state["Next"] == "Finalize" and map_state["Catch"][0]["Next"] == "Finalize", "finalize does not always run")
 for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):
@@ -110,6 +126,23 @@ for logical, statement in statements:
         for action in actions:
             check(action.startswith(NO_RESOURCE_LEVEL),
                   f"{logical}: {action} on Resource '*' although it supports resource-level permissions")
+
+# moto matches only S3 requests faithfully against resource ARNs; the other services each function
+# calls are checked here: the action granted on exactly the resource the code names.
+def grants(logical, action):
+    return [as_list(st.get("Resource", [])) for owner, st in statements
+            if owner == logical and st.get("Effect") == "Allow" and action in as_list(st.get("Action", []))]
+
+secret_targets = [{"Ref": "SastSecretArn"}, {"Ref": "DastSecretArn"}]
+for logical in functions:
+    granted = [r for rs in grants(logical, "secretsmanager:GetSecretValue") for r in rs]
+    check(granted and all(r in secret_targets for r in granted),
+          f"{logical} loads connections (the vendor credential) but may not read exactly their secrets: {granted}")
+check(grants("TriggerFunction", "states:StartExecution") == [[{"Ref": "PipelineStateMachine"}]],
+      "the trigger may not start exactly the pipeline state machine")
+invoked = [r for rs in grants("PipelineStateMachine", "lambda:InvokeFunction") for r in rs]
+check(sorted(str(r) for r in invoked) == sorted(str({"Fn::GetAtt": [f, "Arn"]}) for f in ("CollectFunction", "TransformFunction", "FinalizeFunction")),
+      f"the state machine may not invoke exactly collect, transform and finalize: {invoked}")
 
 bucket_policy = next(body for body in resources.values() if body["Type"] == "AWS::S3::BucketPolicy")
 tls_denials = [

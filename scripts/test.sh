@@ -11,10 +11,11 @@ echo "== disk free before the build: $(df -h --output=avail . | tail -1 | tr -d 
 
 # moto serves S3 and Secrets Manager over the real AWS wire protocol for the AWS tests.
 # cargo-lambda runs the functions locally (`cargo lambda watch`) for the function tests.
-if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/cargo-lambda ]; then
-  echo "== installing moto and cargo-lambda into .venv"
+# pytest drives the deployed-shape scenarios (scripts/deployed-test.sh), which need moto 5.2.5 exactly.
+if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/cargo-lambda ] || [ ! -x .venv/bin/pytest ]; then
+  echo "== installing moto, cargo-lambda and pytest into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.*' 'cargo-lambda==1.*'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'cargo-lambda==1.*' 'pytest==8.*'
 fi
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
 # The template checks: cfn-lint and the SAM CLI in .venv, checkov in its own venv (it pins old boto3).
@@ -58,6 +59,9 @@ cargo test --workspace --doc --locked
 
 echo "== functions through cargo lambda watch"
 bash scripts/lambda-watch-test.sh
+
+echo "== the deployed shape: the template's state machine executed with the real functions under their roles"
+bash scripts/deployed-test.sh
 
 echo "== sam build: every function through cargo-lambda (arm64)"
 (cd infra && PATH="$PWD/../.venv/bin:$PATH" SAM_CLI_TELEMETRY=0 ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build)

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::runs::*;
 use common::*;
-use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultType, TenantShape};
+use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary};
-use cxone_etm::store::{LocalStore, ObjectStore};
+use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
 use serde_json::Value;
 
 const PROJECTS: u32 = 5;
@@ -536,6 +536,122 @@ async fn a_change_of_branch_holds_closures_for_one_run() {
 }
 
 #[tokio::test]
+async fn a_rejected_record_never_closes_the_finding_it_might_be() {
+    let (store, dir) = temp_store("rejected");
+    // One scan per project and only SAST results: nothing changes between runs but the fault.
+    let emulator = emulator(TenantShape {
+        result_mix: ResultMix {
+            sast: 100,
+            kics: 0,
+            sca: 0,
+            containers: 0,
+        },
+        ..shape(PROJECTS, 1)
+    })
+    .await;
+    let c = connection(&emulator, "rejected", ConnectorKind::Sast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    let victim = emulator
+        .expected()
+        .projects
+        .into_iter()
+        .find(|p| p.main_branch_sast_scan.is_some())
+        .unwrap();
+
+    // Run 2: one record of the victim's pull arrives malformed (no id) and is rejected; the pull
+    // is otherwise complete. Its finding is absent from the accepted records, but it is not fixed.
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            malformed_rate: 1.0,
+            max: Some(1),
+            only_matching: victim.main_branch_sast_scan.clone(),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    let item = m2.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    assert_eq!(item.status, ItemStatus::Complete);
+    assert_eq!(item.figures.rejected, 1, "{:?}", item.rejected);
+    assert_eq!(
+        m2.totals.lifecycle.get("FIXED").copied().unwrap_or(0),
+        m2.totals.fixed,
+        "no finding closed by absence: {:?}",
+        m2.totals.lifecycle
+    );
+    assert_eq!(item.figures.held_for_rejected_records, 1);
+    assert_eq!(m2.totals.held_for_rejected_records, 1);
+
+    // Run 3: the record is whole again; it is the same open finding (ACTIVE), nothing reopened.
+    emulator.clear_faults();
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert_eq!(m3.totals.held_for_rejected_records, 0);
+    for status in ["NEW", "REOPENED"] {
+        assert_eq!(
+            m3.totals.lifecycle.get(status),
+            None,
+            "{:?}",
+            m3.totals.lifecycle
+        );
+    }
+    assert_eq!(m3.totals.findings_out, m1.totals.findings_out);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_malformed_project_record_is_never_read_as_a_deleted_project() {
+    let (store, dir) = temp_store("unlisted");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut c = connection(&emulator, "unlisted", ConnectorKind::Sast);
+    c.config.close_deleted_items = true;
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+
+    // Run 2: one record of the project list arrives malformed, so that project is not in the work
+    // list. The list is incomplete: the project is not deleted, and none of its findings closes.
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            malformed_rate: 1.0,
+            max: Some(1),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(!second.complete, "an incomplete list makes the run partial");
+    let m2 = manifest(&store, &second.manifest).await;
+    assert_eq!(m2.items.len() as u32, PROJECTS - 1, "one project unread");
+    assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
+    assert_eq!(
+        m2.totals.lifecycle.get("FIXED").copied().unwrap_or(0),
+        m2.totals.fixed,
+        "nothing closed by absence: {:?}",
+        m2.totals.lifecycle
+    );
+    let open_now = m2.totals.findings_out - m2.totals.fixed;
+    assert_eq!(open_now + m2.carried_forward, open_before);
+
+    // Run 3: listed again, its findings are the same open ones (ACTIVE), nothing new or reopened.
+    emulator.clear_faults();
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(third.complete);
+    for status in ["NEW", "REOPENED"] {
+        assert_eq!(
+            m3.totals.lifecycle.get(status),
+            None,
+            "{:?}",
+            m3.totals.lifecycle
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
 async fn the_main_branch_policy_falls_back_to_any_branch_only_when_asked() {
     // With two scans on two branches, project 4's newest scan (on main) is still running: its main
     // branch has no completed scan, only the feature branch has.
@@ -715,4 +831,210 @@ async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
     );
     assert_eq!(committed_findings(&store, &m2).await, committed);
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// A directory store whose process "dies" right after a chosen write: every write after it fails,
+/// as nothing more reaches the bucket once a process is killed. Reads go on working, so the
+/// runner's own error path is exercised too.
+#[derive(Clone)]
+struct CrashingStore {
+    inner: LocalStore,
+    crash: std::sync::Arc<std::sync::Mutex<Crash>>,
+}
+
+#[derive(Default)]
+struct Crash {
+    /// Dies after this many more successful writes of a key ending so.
+    after: Option<(String, usize)>,
+    dead: bool,
+}
+
+impl CrashingStore {
+    fn new(inner: LocalStore) -> Self {
+        Self {
+            inner,
+            crash: Default::default(),
+        }
+    }
+
+    /// Dies after the `nth` (1-based) write of a key ending with `suffix` from now on.
+    fn crash_after(&self, suffix: &str, nth: usize) {
+        *self.crash.lock().unwrap() = Crash {
+            after: Some((suffix.to_string(), nth)),
+            dead: false,
+        };
+    }
+
+    fn revive(&self) {
+        *self.crash.lock().unwrap() = Crash::default();
+    }
+
+    fn check(&self, key: &str) -> Result<(), StoreError> {
+        if self.crash.lock().unwrap().dead {
+            return Err(StoreError::Failed {
+                location: key.to_string(),
+                problem: "the process was killed".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn wrote(&self, key: &str) {
+        let mut crash = self.crash.lock().unwrap();
+        if let Some((suffix, left)) = &mut crash.after
+            && key.ends_with(suffix.as_str())
+        {
+            *left -= 1;
+            if *left == 0 {
+                crash.dead = true;
+            }
+        }
+    }
+}
+
+impl ObjectStore for CrashingStore {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.check(key)?;
+        self.inner.put(key, body).await?;
+        self.wrote(key);
+        Ok(())
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.check(key)?;
+        let written = self.inner.put_if_absent(key, body).await?;
+        self.wrote(key);
+        Ok(written)
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.check(key)?;
+        self.inner.delete(key).await
+    }
+}
+
+async fn run_through(
+    store: &CrashingStore,
+    c: &cxone_etm::pipeline::Connection,
+    emulator: &Emulator,
+) -> Result<RunSummary, cxone_etm::pipeline::StepError> {
+    cxone_etm::pipeline::run_connection(
+        store,
+        c,
+        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
+        cxone_etm::pipeline::Trigger::Local,
+        &|_| {},
+        &|_| {},
+    )
+    .await
+}
+
+fn previous_run_of(dir: &std::path::Path, connection: &str, run: &str) -> Option<String> {
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(dir.join(format!("connections/{connection}/runs/{run}/run.json"))).unwrap(),
+    )
+    .unwrap();
+    record["previousRun"].as_str().map(str::to_string)
+}
+
+/// Finalize killed at each of its crash points; the run after it must reconcile against the run
+/// the commit markers say was last committed, and a committed run is never marked Failed.
+#[tokio::test]
+async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_against_the_wrong_run()
+ {
+    // (the crash point, the write it follows and which one, whether finalize is retried)
+    let points = [
+        ("before the marker", "manifest.json", 1, false),
+        ("after the marker", "_COMMITTED", 1, false),
+        ("after the marker, finalize retried", "_COMMITTED", 1, true),
+        ("after the state", "state.json", 3, true),
+    ];
+    for (point, suffix, nth, retry_finalize) in points {
+        let (local, dir) = temp_store(&format!("crash-{}", point.replace([' ', ','], "-")));
+        let store = CrashingStore::new(local);
+        // Run 1 on two scans per project; runs 2 and 3 on a newer third scan: run 2 has NEW and
+        // FIXED findings against run 1, run 3 none against run 2.
+        let before = emulator(shape(PROJECTS, 2)).await;
+        let after = emulator(shape(PROJECTS, 3)).await;
+        let c1 = connection(&before, "crash", ConnectorKind::Sast);
+        let c2 = connection(&after, "crash", ConnectorKind::Sast);
+        let first = run_through(&store, &c1, &before).await.unwrap();
+
+        store.crash_after(suffix, nth);
+        let crashed = run_through(&store, &c2, &after).await;
+        assert!(crashed.is_err(), "{point}: the run went on after the crash");
+        store.revive();
+        let runs: Vec<String> = std::fs::read_dir(dir.join("connections/crash/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|r| *r != first.run_id)
+            .collect();
+        let second = runs[0].clone();
+        let second_ref = cxone_etm::pipeline::RunRef {
+            connection_id: "crash".into(),
+            run_id: second.clone(),
+        };
+        let committed = store
+            .get(&second_ref.commit_marker())
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(committed, suffix != "manifest.json", "{point}");
+        if retry_finalize {
+            // Step Functions retries a failed finalize: it completes what followed the marker.
+            cxone_etm::pipeline::finalize(&store, &c2, &second_ref)
+                .await
+                .unwrap();
+            assert!(
+                store.get("connections/crash/lock").await.unwrap().is_none(),
+                "{point}: the retried finalize released the lock"
+            );
+        } else {
+            // The killed runner's lock outlives it until its lease ends; the lease ends here.
+            store.delete("connections/crash/lock").await.unwrap();
+        }
+        let record: Value =
+            serde_json::from_slice(&store.get(&second_ref.run_record()).await.unwrap().unwrap())
+                .unwrap();
+        if committed {
+            assert_ne!(
+                record["state"], "Failed",
+                "{point}: a committed run marked Failed"
+            );
+        }
+
+        let third = run_through(&store, &c2, &after).await.unwrap();
+        let expected_previous = if committed { &second } else { &first.run_id };
+        assert_eq!(
+            previous_run_of(&dir, "crash", &third.run_id).as_ref(),
+            Some(expected_previous),
+            "{point}"
+        );
+        let m3 = manifest(&store.inner, &third.manifest).await;
+        if committed {
+            for status in ["NEW", "REOPENED"] {
+                assert_eq!(
+                    m3.totals.lifecycle.get(status),
+                    None,
+                    "{point}: {:?}",
+                    m3.totals.lifecycle
+                );
+            }
+            assert_eq!(
+                m3.totals.lifecycle.get("FIXED").copied().unwrap_or(0),
+                m3.totals.fixed,
+                "{point}: only what the vendor reports fixed"
+            );
+        } else {
+            assert!(
+                m3.totals.lifecycle.contains_key("NEW"),
+                "{point}: run 2 never committed"
+            );
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

@@ -13,7 +13,9 @@ the template under test.
    the bucket (a GET of a missing key leaks nothing only when listing is allowed).
 5. `ToleratedFailurePercentage` is a number from 0 to 100 in AWS; moto's parser takes only a
    decimal literal (`100.0`), so an integer is read as the same number before it parses.
-6. IAM is enforced on every call once the harness has set up the account. moto matches S3 requests
+6. A Distributed Map without a ResultWriter returns its children's results in its state, which
+   fails the execution (`States.DataLimitExceeded`) past 256 KiB; moto has no such limit.
+7. IAM is enforced on every call once the harness has set up the account. moto matches S3 requests
    against resource ARNs; for Secrets Manager and Step Functions it checks every action against `*`,
    so the resource each call names (the secret, the state machine, the execution) is given here.
 """
@@ -21,6 +23,7 @@ the template under test.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 
@@ -47,6 +50,8 @@ def start() -> str:
     from moto.server import ThreadedMotoServer
 
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
+    # One log line per request would cost more than the request.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     # No authorization while the harness creates the account; `enforce_iam()` switches it on.
     settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
     _model_jsonl_item_reader()
@@ -54,6 +59,8 @@ def start() -> str:
     _model_missing_key_403()
     _name_resources_for_iam()
     _model_integer_tolerated_failure()
+    _cache_module_list()
+    _model_map_result_limit()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     _state["moto_url"] = f"http://127.0.0.1:{port}"
@@ -108,7 +115,19 @@ def _model_jsonl_item_reader() -> None:
     decl.resource_output_transformer_for = factory
 
 
+_clients: dict = {}
+
+
 def _interpreter_client(region: str, service: str, state_credentials=None):
+    # One client per service: boto3 clients are thread-safe and costly to create, and the
+    # interpreter asks for one per call.
+    key = (service, region)
+    if key not in _clients:
+        _clients[key] = _new_interpreter_client(region, service)
+    return _clients[key]
+
+
+def _new_interpreter_client(region: str, service: str):
     credentials = _state["sfn_credentials"]
     endpoint = _state["lambda_endpoint"] if service == "lambda" else _state["moto_url"]
     return boto3.client(
@@ -205,3 +224,66 @@ def _model_integer_tolerated_failure() -> None:
         return original(json.dumps(as_decimal(json.loads(definition))))
 
     AmazonStateLanguageParser.parse = staticmethod(parse)
+
+
+def _cache_module_list() -> None:
+    """moto's server lists its own package directory on every request to find the service; the
+    list cannot change while it runs (a speed-up only: a 10,000-item run makes ~200,000 requests)."""
+    from moto import backends
+
+    modules = list(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+
+STATE_PAYLOAD_LIMIT = 256 * 1024
+# The largest result any Distributed Map of the run kept in its state (bytes), for the tests.
+largest_map_result = {"bytes": 0}
+
+
+def _model_map_result_limit() -> None:
+    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.state_map import StateMap
+
+    original = StateMap._eval_execution
+
+    def eval_execution(self, env) -> None:
+        iteration = self.iteration_component
+        original_eval = iteration.eval
+
+        def measured(inner_env) -> None:
+            original_eval(inner_env)
+            if self.result_writer is None and inner_env.stack:
+                size = len(json.dumps(inner_env.stack[-1], separators=(",", ":")).encode())
+                largest_map_result["bytes"] = max(largest_map_result["bytes"], size)
+                if size > STATE_PAYLOAD_LIMIT:
+                    error = StatesErrorName(typ=StatesErrorNameType.StatesStatesDataLimitExceeded)
+                    raise FailureEventException(
+                        failure_event=FailureEvent(
+                            env=inner_env,
+                            error_name=error,
+                            event_type=HistoryEventType.TaskFailed,
+                            event_details=EventDetails(
+                                mapRunFailedEventDetails=MapRunFailedEventDetails(
+                                    error=error.error_name,
+                                    cause=f"the map's result of {size} bytes exceeds the state payload limit of {STATE_PAYLOAD_LIMIT}",
+                                )
+                            ),
+                        )
+                    )
+
+        iteration.eval = measured
+        try:
+            original(self, env)
+        finally:
+            del iteration.eval
+
+    StateMap._eval_execution = eval_execution

@@ -35,13 +35,12 @@ pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnost
         );
     }
     let scheduled: Scheduled = decode("scheduled", payload)?;
-    if let Some(config) = scheduled.connection {
-        if runtime
+    if let Some(config) = scheduled.connection
+        && runtime
             .register_if_absent(&scheduled.connection_id, config)
             .await?
-        {
-            tracing::info!(connection = %scheduled.connection_id, "stored the schedule's config: the connection had none");
-        }
+    {
+        tracing::info!(connection = %scheduled.connection_id, "stored the schedule's config: the connection had none");
     }
     let started = start_run(runtime, &scheduled.connection_id, Trigger::Schedule).await?;
     Ok(serde_json::to_value(started).expect("serializes"))

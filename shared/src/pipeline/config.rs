@@ -188,8 +188,15 @@ impl ConnectionConfig {
             }
         }
         let config: ConnectionConfig = if text.trim_start().starts_with('{') {
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
-                .map_err(|e| named(e, ""))?
+            let mut json = serde_json::Deserializer::from_str(text);
+            let config = serde_path_to_error::deserialize(&mut json).map_err(|e| named(e, ""))?;
+            // Text after the document is refused, not ignored: it is often a second, pasted config.
+            json.end().map_err(|e| {
+                vec![format!(
+                    "connection config: {e}: text follows the JSON document; remove it"
+                )]
+            })?;
+            config
         } else {
             serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text))
                 .map_err(|e| named(e, " (YAML)"))?
@@ -463,6 +470,15 @@ mod tests {
                 .join("\n");
         assert!(
             errors.contains("YAML") && errors.contains("unknown field `colour`"),
+            "{errors}"
+        );
+        let json = serde_json::to_string(&ConnectionConfig::load(yaml).unwrap().config).unwrap();
+        let errors = ConnectionConfig::load(&format!("{json}\n{json}"))
+            .err()
+            .unwrap()
+            .join("\n");
+        assert!(
+            errors.contains("text follows the JSON document"),
             "{errors}"
         );
         let errors = ConnectionConfig::load(&yaml.replace("region: DEU", "region: Mars"))

@@ -229,16 +229,46 @@ pub async fn begin_run(
         previous_run: None,
     };
     put_json(store, &run.run_record(), &record).await?;
+    // The state names the last committed run, but the commit markers decide: a run that committed
+    // and then could not write the state (a crash, a failed write) is the last committed one.
+    let committed = last_committed_run(store, connection_id).await?;
     write_state(
         store,
         connection_id,
         RunState::Scheduled,
         None,
         Some(&run.run_id),
-        None,
+        committed.as_deref(),
     )
     .await?;
     Ok(run)
+}
+
+/// The connection's last committed run, as the commit markers say: the state's last run when it
+/// has a `_COMMITTED` marker, else its last committed run (when that has one). Runs of a
+/// connection are serialized by the lock and the state's last run is always the newest, so only
+/// it can have committed unrecorded. (Run ids of one second do not sort in start order: the
+/// state's order is used, not the ids'.)
+pub async fn last_committed_run(
+    store: &impl ObjectStore,
+    connection_id: &str,
+) -> Result<Option<String>, StepError> {
+    let Some(state) = read_state(store, connection_id).await? else {
+        return Ok(None);
+    };
+    for run_id in [state.last_run, state.last_committed_run]
+        .into_iter()
+        .flatten()
+    {
+        let run = RunRef {
+            connection_id: connection_id.to_string(),
+            run_id,
+        };
+        if store.get(&run.commit_marker()).await?.is_some() {
+            return Ok(Some(run.run_id));
+        }
+    }
+    Ok(None)
 }
 
 /// Records that a run whose runner stopped will never finish; it has no commit marker, so nothing
@@ -277,12 +307,18 @@ pub(crate) async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<()
     Ok(())
 }
 
-/// Marks the run and the connection Failed with the reason, and releases the lock.
+/// Marks the run and the connection Failed with the reason, and releases the lock. A run with a
+/// commit marker is committed whatever failed after the marker (writing the state, say): it is not
+/// marked Failed; the next run's start reads the markers and records it as the last committed run.
 pub async fn fail_run(
     store: &impl ObjectStore,
     run: &RunRef,
     reason: &str,
 ) -> Result<(), StepError> {
+    if store.get(&run.commit_marker()).await?.is_some() {
+        tracing::warn!(run = %run.run_id, reason, "a step after the commit failed; the run stays committed");
+        return release(store, run).await;
+    }
     update_run(store, run, |r| {
         r.state = RunState::Failed;
         r.reason = Some(reason.to_string());

@@ -883,6 +883,9 @@ pub async fn transform(
 /// Assets of the previous committed run whose project or environment is no longer listed: their
 /// ledgers go forward, closed when the connection's policy says so, else unchanged. Assets the
 /// filters left out carry their ledgers forward unchanged; their open findings are the second value.
+/// Deletion is decided only from a complete listing: when this run's list was incomplete (a
+/// malformed record, a total that moved), an unlisted asset may simply be the one that was not
+/// read, so it is carried forward unchanged, never reported deleted or closed.
 async fn deleted_items(
     store: &impl ObjectStore,
     connection: &Connection,
@@ -890,6 +893,7 @@ async fn deleted_items(
     record: &super::RunRecord,
     work: &[WorkItem],
     filtered: &[FilteredItem],
+    listing_complete: bool,
 ) -> Result<(Vec<DeletedItem>, u64), StepError> {
     let Some(previous_run) = &record.previous_run else {
         return Ok((Vec::new(), 0));
@@ -918,7 +922,7 @@ async fn deleted_items(
             continue;
         };
         let open_findings = ledger.open_findings();
-        if left_out.contains(item) {
+        if left_out.contains(item) || !listing_complete {
             carried += open_findings;
             put_gzip_json(store, &run.ledger(item), &ledger).await?;
             continue;
@@ -1091,9 +1095,14 @@ pub async fn finalize(
     if store.get(&run.commit_marker()).await?.is_some()
         && let Some(manifest) = get_json::<Manifest>(store, &run.manifest()).await?
     {
+        // Committed by an earlier attempt that stopped before the end: finish what follows the
+        // marker (the run record, the state, the lock), each step safe to repeat.
+        after_commit(store, run, &manifest).await?;
         return Ok(manifest);
     }
     let (work, mut problems) = read_work_list(store, run).await?;
+    // The work list's problems are the listing's (malformed records, an incomplete list).
+    let listing_complete = problems.is_empty();
     let record: super::RunRecord = get_json(store, &run.run_record())
         .await?
         .ok_or_else(|| StepError::fatal("the run record is missing"))?;
@@ -1136,8 +1145,16 @@ pub async fn finalize(
     let filtered_items: Vec<FilteredItem> = get_json(store, &run.filtered_list())
         .await?
         .unwrap_or_default();
-    let (deleted_items, carried_for_filtered) =
-        deleted_items(store, connection, run, &record, &work, &filtered_items).await?;
+    let (deleted_items, carried_for_filtered) = deleted_items(
+        store,
+        connection,
+        run,
+        &record,
+        &work,
+        &filtered_items,
+        listing_complete,
+    )
+    .await?;
     let closed_with_deleted: u64 = deleted_items
         .iter()
         .flat_map(|d| &d.objects)
@@ -1182,6 +1199,17 @@ pub async fn finalize(
     {
         tracing::info!(run = %run.run_id, "already committed");
     }
+    after_commit(store, run, &manifest).await?;
+    Ok(manifest)
+}
+
+/// What follows the commit marker: the run record and the connection's state say Processed, and
+/// the lock is released. Repeating it changes nothing.
+async fn after_commit(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    manifest: &Manifest,
+) -> Result<(), StepError> {
     let reason = (!manifest.complete).then(|| manifest.problems.join("; "));
     update_run(store, run, |r| {
         r.state = RunState::Processed;
@@ -1198,6 +1226,5 @@ pub async fn finalize(
         Some(&run.run_id),
     )
     .await?;
-    release(store, run).await?;
-    Ok(manifest)
+    release(store, run).await
 }

@@ -125,6 +125,10 @@ pub struct Figures {
     /// for this run instead of closed.
     #[serde(default)]
     pub held_on_branch_change: u64,
+    /// Open findings absent from a pull in which a record was rejected: any of them might be the
+    /// rejected record, so they are held open for this run instead of closed.
+    #[serde(default)]
+    pub held_for_rejected_records: u64,
     /// SAST findings whose severity triage changed (`originalVendorSeverity` differs).
     #[serde(default)]
     pub severity_changed_by_triage: u64,
@@ -155,6 +159,7 @@ impl Figures {
         self.flagged_values += other.flagged_values;
         self.settled_by_triage += other.settled_by_triage;
         self.held_on_branch_change += other.held_on_branch_change;
+        self.held_for_rejected_records += other.held_for_rejected_records;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
             *self.by_severity.entry(k.clone()).or_default() += v;
@@ -722,8 +727,11 @@ impl<'p> ItemTransformer<'p> {
 
     /// After the last page of a complete pull: a closure record (FIXED) for every finding that was
     /// open and is absent now, as lines, with their count; fixed findings not seen again stay in
-    /// the ledger as fixed.
+    /// the ledger as fixed. When a record of the pull was rejected, no absent finding is closed:
+    /// the rejected record might be any of them (its id may be what was malformed), so they are
+    /// held open and counted in `held_for_rejected_records`.
     pub fn close_absent(&mut self) -> (Vec<Vec<u8>>, u64) {
+        let any_rejected = self.state.outcome.figures.rejected > 0;
         let Some(reconciling) = &mut self.state.reconciling else {
             return (Vec::new(), 0);
         };
@@ -731,13 +739,17 @@ impl<'p> ItemTransformer<'p> {
             "absent from the complete pull of this asset in run {}",
             reconciling.run_id
         );
-        let (mut closed, mut held) = (0u64, 0u64);
+        let (mut closed, mut held, mut held_for_rejected) = (0u64, 0u64, 0u64);
         for (id, entry) in &reconciling.previous.findings {
             if reconciling.next.findings.contains_key(id) {
                 continue;
             }
-            if entry.open && reconciling.branch_switched {
-                held += 1;
+            if entry.open && (reconciling.branch_switched || any_rejected) {
+                if reconciling.branch_switched {
+                    held += 1;
+                } else {
+                    held_for_rejected += 1;
+                }
                 reconciling.next.findings.insert(id.clone(), entry.clone());
                 continue;
             }
@@ -756,6 +768,7 @@ impl<'p> ItemTransformer<'p> {
             );
         }
         self.state.outcome.figures.held_on_branch_change += held;
+        self.state.outcome.figures.held_for_rejected_records += held_for_rejected;
         if closed > 0 {
             let figures = &mut self.state.outcome.figures;
             *figures

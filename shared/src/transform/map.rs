@@ -51,8 +51,7 @@ impl TransformMap {
 
     /// Parses and compiles a map document; every problem is listed.
     pub fn parse(text: &str) -> Result<Plan, Vec<String>> {
-        let map: TransformMap = serde_json::from_str(text)
-            .map_err(|e| vec![format!("map: not a transform map document: {e}")])?;
+        let map: TransformMap = parse_document(text, "map", "transform map")?;
         map.compile()
     }
 
@@ -281,6 +280,34 @@ impl Plan {
     }
 }
 
+/// Parses a JSON document of `what` (a map, a scoring table); an error names the field's path
+/// (`entries[3].valueMap`) and text after the document is refused.
+pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
+    text: &str,
+    label: &str,
+    what: &str,
+) -> Result<T, Vec<String>> {
+    let mut json = serde_json::Deserializer::from_str(text);
+    let document: T = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let at_root = e
+            .path()
+            .iter()
+            .all(|s| matches!(s, serde_path_to_error::Segment::Unknown));
+        if at_root {
+            vec![format!("{label}: not a {what} document: {}", e.inner())]
+        } else {
+            vec![format!("{label}: field `{path}`: {}", e.inner())]
+        }
+    })?;
+    json.end().map_err(|e| {
+        vec![format!(
+            "{label}: {e}: text follows the JSON document; remove it"
+        )]
+    })?;
+    Ok(document)
+}
+
 fn kind_name(kind: ConnectorKind) -> &'static str {
     match kind {
         ConnectorKind::Sast => "SAST",
@@ -464,6 +491,18 @@ mod tests {
             TransformMap::parse(r#"{"version":1}"#).unwrap_err()[0]
                 .contains("not a transform map document")
         );
+        let wrong_type = TransformMap::parse(
+            r#"{"version":1,"name":"m","kind":"sast","entries":[{"source":"id","target":"asset.id","required":"yes"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            wrong_type[0].contains("field `entries[0].required`"),
+            "{wrong_type:?}"
+        );
+        let shipped =
+            serde_json::to_string(&TransformMap::default_for(ConnectorKind::Sast)).unwrap();
+        let trailing = TransformMap::parse(&format!("{shipped} {{}}")).unwrap_err();
+        assert!(trailing[0].contains("text follows"), "{trailing:?}");
     }
 
     #[test]

@@ -36,8 +36,7 @@ impl Scoring {
 
     /// Parses and validates; every problem is listed, each naming its row.
     pub fn parse(text: &str) -> Result<CompiledScoring, Vec<String>> {
-        let scoring: Scoring = serde_json::from_str(text)
-            .map_err(|e| vec![format!("scoring: not a scoring document: {e}")])?;
+        let scoring: Scoring = super::map::parse_document(text, "scoring", "scoring")?;
         scoring.compile()
     }
 
@@ -154,5 +153,13 @@ mod tests {
         );
         assert!(all.contains("defaultSeverity 'SEVERE'"), "{all}");
         assert!(Scoring::parse("{").unwrap_err()[0].contains("not a scoring document"));
+        let wrong_type = Scoring::parse(
+            r#"{"version":1,"rows":[{"severity":"HIGH","qds":"eighty"}],"defaultSeverity":"HIGH"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            wrong_type[0].contains("field `rows[0].qds`"),
+            "{wrong_type:?}"
+        );
     }
 }

@@ -234,7 +234,7 @@ async fn bad_inputs_fail_as_fatal_and_unknown_connections_as_not_found() {
 }
 
 #[tokio::test]
-async fn scheduled_events_carry_the_template_config_and_respect_the_schedule_end() {
+async fn scheduled_events_store_the_template_config_only_once_and_respect_the_schedule_dates() {
     let f = fixture().await;
     let mut config = serde_json::to_value(ConnectionConfig::new(
         "from-template",
@@ -255,32 +255,40 @@ async fn scheduled_events_carry_the_template_config_and_respect_the_schedule_end
     config["secret"] = json!(arn);
     config["schedule"] =
         json!({"expression": "rate(1 day)", "timezone": "UTC", "start_date": "2026-01-01"});
-    let started = cxone_etm_trigger::handler::handle(
-        &f.runtime,
-        json!({"connectionId": "from-template", "connection": config}),
-    )
-    .await
-    .expect("the template's config is stored and run");
+    let schedule = |id: &str, config: &serde_json::Value| {
+        let mut config = config.clone();
+        config["id"] = json!(id);
+        json!({"connectionId": id, "connection": config})
+    };
+    let stored_schedule = |id: &'static str| {
+        let store = f.runtime.store.clone();
+        async move {
+            let bytes = store.get(&config_key(id)).await.unwrap().expect("stored");
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["schedule"].clone()
+        }
+    };
+    let started =
+        cxone_etm_trigger::handler::handle(&f.runtime, schedule("from-template", &config))
+            .await
+            .expect("the template's config is stored and run");
     assert_eq!(
         started["items"], 3,
         "the DAST environments of the default tenant"
     );
-    assert!(
-        f.runtime
-            .store
-            .get(&config_key("from-template"))
-            .await
-            .unwrap()
-            .is_some()
+
+    // A later schedule event with another config does not replace the stored one.
+    let mut changed = config.clone();
+    changed["schedule"]["start_date"] = json!("2016-01-01");
+    let _ =
+        cxone_etm_trigger::handler::handle(&f.runtime, schedule("from-template", &changed)).await;
+    assert_eq!(
+        stored_schedule("from-template").await["start_date"],
+        "2026-01-01"
     );
 
-    config["schedule"]["start_date"] = json!("2016-01-01");
-    let ended = cxone_etm_trigger::handler::handle(
-        &f.runtime,
-        json!({"connectionId": "from-template", "connection": config}),
-    )
-    .await
-    .unwrap_err();
+    let ended = cxone_etm_trigger::handler::handle(&f.runtime, schedule("ended", &changed))
+        .await
+        .unwrap_err();
     assert_eq!(ended.error_type, "Fatal");
     assert!(
         ended
@@ -288,6 +296,30 @@ async fn scheduled_events_carry_the_template_config_and_respect_the_schedule_end
             .contains("the schedule ended on 2021-01-01"),
         "{}",
         ended.error_message
+    );
+
+    let mut later = config.clone();
+    later["schedule"]["start_date"] = json!("2099-01-01");
+    let early = cxone_etm_trigger::handler::handle(&f.runtime, schedule("not-yet", &later))
+        .await
+        .unwrap_err();
+    assert!(
+        early
+            .error_message
+            .contains("the schedule starts on 2099-01-01"),
+        "{}",
+        early.error_message
+    );
+
+    // The template's empty ScheduleStartDate: the schedule starts the day it is stored.
+    let mut from_deploy = config.clone();
+    from_deploy["schedule"]["start_date"] = json!("");
+    cxone_etm_trigger::handler::handle(&f.runtime, schedule("from-today", &from_deploy))
+        .await
+        .expect("a schedule without a start date runs from the day it is stored");
+    assert_eq!(
+        stored_schedule("from-today").await["start_date"],
+        time::OffsetDateTime::now_utc().date().to_string()
     );
 
     let mismatch = cxone_etm_trigger::handler::handle(
