@@ -66,6 +66,15 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
+    /// A temporary file name beside `path`, unique to this process and call, so concurrent writes
+    /// of one key never share one.
+    fn temp_beside(path: &Path) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    }
+
     fn parent(path: &Path) -> Result<(), StoreError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -79,26 +88,25 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
         Self::parent(&path)?;
-        let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let temp = Self::temp_beside(&path);
         std::fs::write(&temp, &body)
             .map_err(|e| StoreError::failed(temp.display().to_string(), e))?;
         std::fs::rename(&temp, &path).map_err(|e| StoreError::failed(path.display().to_string(), e))
     }
 
+    /// The whole object appears at once or not at all: written to a temporary file, then linked
+    /// into place, which fails when the key exists. A crash leaves no half-written object (an
+    /// empty lock would otherwise block its connection).
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        use std::io::Write;
         let path = self.path(key)?;
         Self::parent(&path)?;
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut file) => {
-                file.write_all(&body)
-                    .map_err(|e| StoreError::failed(path.display().to_string(), e))?;
-                Ok(true)
-            }
+        let temp = Self::temp_beside(&path);
+        std::fs::write(&temp, &body)
+            .map_err(|e| StoreError::failed(temp.display().to_string(), e))?;
+        let linked = std::fs::hard_link(&temp, &path);
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
         }

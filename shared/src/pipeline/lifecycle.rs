@@ -107,6 +107,11 @@ impl Lock {
     }
 }
 
+fn short_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(bytes)[..4])
+}
+
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -191,7 +196,12 @@ pub async fn begin_run(
     let body = Bytes::from(serde_json::to_vec(&lock).expect("serializes"));
     let key = lock_key(connection_id);
     if !store.put_if_absent(&key, body.clone()).await? {
-        let holder: Option<Lock> = get_json(store, &key).await?;
+        let held = store.get(&key).await?;
+        // A lock that cannot be read (a crash between creating and writing it, on a store without
+        // atomic writes) names no live holder: it is stale like one whose lease ran out.
+        let holder: Option<Lock> = held
+            .as_ref()
+            .and_then(|bytes| serde_json::from_slice(bytes).ok());
         match holder {
             Some(holder) if !holder.is_stale() => {
                 return Err(StepError::fatal(format!(
@@ -199,18 +209,37 @@ pub async fn begin_run(
                     holder.run_id, holder.acquired_at
                 )));
             }
-            stale => {
-                tracing::warn!(
-                    connection = connection_id,
-                    stale_run = stale.as_ref().map(|l| l.run_id.as_str()),
-                    "recovering a stale run lock"
-                );
-                store.delete(&key).await?;
+            _ if held.is_none() => {
+                // Released between the two calls: take it the ordinary way, or be refused.
                 if !store.put_if_absent(&key, body).await? {
                     return Err(StepError::fatal(format!(
                         "connection {connection_id}: another trigger took the lock first"
                     )));
                 }
+            }
+            stale => {
+                let stale_id = match (&stale, &held) {
+                    (Some(lock), _) => lock.run_id.clone(),
+                    (None, bytes) => format!(
+                        "unreadable-{}",
+                        short_hash(bytes.as_deref().unwrap_or_default())
+                    ),
+                };
+                tracing::warn!(
+                    connection = connection_id,
+                    stale_run = %stale_id,
+                    "recovering a stale run lock"
+                );
+                // Exactly one runner takes over a given stale lock: the one whose takeover record
+                // is written first (a conditional write); the others are refused. Deleting the
+                // stale lock and creating a new one would let a slower runner delete the winner's.
+                let takeover = format!("{key}-takeovers/{stale_id}");
+                if !store.put_if_absent(&takeover, body.clone()).await? {
+                    return Err(StepError::fatal(format!(
+                        "connection {connection_id}: another trigger took over the stale lock of run {stale_id} first"
+                    )));
+                }
+                store.put(&key, body).await?;
                 if let Some(stale) = stale {
                     abandon(store, connection_id, &stale.run_id, &run.run_id).await?;
                 }
@@ -422,5 +451,102 @@ mod tests {
             record.reason.unwrap().contains(&next.run_id),
             "the abandoned run names the run that recovered its lock"
         );
+    }
+
+    /// Eight runners find the same stale lock at once, twenty times over, on a directory and in
+    /// memory: exactly one takes it over each time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn exactly_one_of_many_racing_runners_takes_over_a_stale_lock() {
+        let dir = std::env::temp_dir().join(format!("cxone-etm-lock-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let local = std::sync::Arc::new(Jittery(crate::store::LocalStore::new(&dir)));
+        let memory = std::sync::Arc::new(Jittery(MemoryStore::default()));
+        for trial in 0..20 {
+            let connection = format!("race-{trial}");
+            let on_disk = race(local.clone(), &connection).await;
+            let in_memory = race(memory.clone(), &connection).await;
+            assert_eq!(
+                (on_disk, in_memory),
+                (1, 1),
+                "trial {trial}: runners that took the lock"
+            );
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A store whose every call first waits a random moment, as calls to S3 do, so racing
+    /// runners interleave between their reads and writes.
+    struct Jittery<S>(S);
+
+    async fn jitter() {
+        tokio::time::sleep(Duration::from_micros(rand::random::<u64>() % 2000)).await;
+    }
+
+    impl<S: ObjectStore> ObjectStore for Jittery<S> {
+        async fn put(&self, key: &str, body: Bytes) -> Result<(), crate::store::StoreError> {
+            jitter().await;
+            self.0.put(key, body).await
+        }
+        async fn put_if_absent(
+            &self,
+            key: &str,
+            body: Bytes,
+        ) -> Result<bool, crate::store::StoreError> {
+            jitter().await;
+            self.0.put_if_absent(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, crate::store::StoreError> {
+            jitter().await;
+            self.0.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::store::StoreError> {
+            jitter().await;
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
+            jitter().await;
+            self.0.delete(key).await
+        }
+    }
+
+    async fn race<S: ObjectStore + 'static>(store: std::sync::Arc<S>, connection: &str) -> usize {
+        // A lease of 0 s: the first run's lock is stale at once, as if it had crashed.
+        begin_run(&*store, connection, Trigger::Api, Duration::from_secs(0))
+            .await
+            .unwrap();
+        let runners: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, connection) = (store.clone(), connection.to_string());
+                tokio::spawn(async move {
+                    begin_run(
+                        &*store,
+                        &connection,
+                        Trigger::Api,
+                        Duration::from_secs(3600),
+                    )
+                    .await
+                    .is_ok()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for runner in runners {
+            winners += usize::from(runner.await.unwrap());
+        }
+        winners
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_lock_does_not_block_its_connection() {
+        let store = MemoryStore::default();
+        // What a crash between creating and writing the lock left on a store without atomic writes.
+        store.put(&lock_key("c1"), Bytes::new()).await.unwrap();
+        let run = begin_run(&store, "c1", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .expect("an empty lock names no live holder");
+        let refused = begin_run(&store, "c1", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(refused.message.contains(&run.run_id), "{}", refused.message);
     }
 }
