@@ -92,18 +92,31 @@ pub fn lock_key(connection_id: &str) -> String {
     format!("connections/{connection_id}/lock")
 }
 
-/// A vendor id made safe as one key segment.
+/// A vendor id as one key segment, one-to-one: letters, digits, `-` and `_` stay as they are,
+/// every other byte becomes `~` and two hex digits (so `a/b`, `a_b` and `..` stay apart and no
+/// segment is `.` or `..`); an encoding over 100 characters keeps its first 80 and adds `~~` and
+/// 16 hex digits of the id's SHA-256 (`~~` never occurs in a short encoding).
 pub fn item_key(vendor_id: &str) -> String {
-    vendor_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    const LIMIT: usize = 100;
+    let mut key = String::with_capacity(vendor_id.len());
+    for byte in vendor_id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            key.push(byte as char);
+        } else {
+            key.push_str(&format!("~{byte:02X}"));
+        }
+    }
+    if key.is_empty() {
+        return "~".to_string();
+    }
+    if key.len() > LIMIT {
+        use sha2::Digest;
+        let digest = hex::encode(&sha2::Sha256::digest(vendor_id.as_bytes())[..8]);
+        key.truncate(80);
+        key.push_str("~~");
+        key.push_str(&digest);
+    }
+    key
 }
 
 pub(crate) fn gzip(bytes: &[u8]) -> Bytes {
@@ -162,4 +175,43 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::item_key;
+    use proptest::prelude::*;
+
+    fn is_segment(key: &str) -> bool {
+        !key.is_empty()
+            && key.len() <= 100
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'~')
+    }
+
+    #[test]
+    fn hostile_ids_get_distinct_safe_keys() {
+        let ids = ["a/b", "a_b", "a~2Fb", "..", ".", "", "~", "a b", "ü", "%2F"];
+        let keys: std::collections::BTreeSet<String> = ids.iter().map(|i| item_key(i)).collect();
+        assert_eq!(keys.len(), ids.len(), "{keys:?}");
+        assert!(keys.iter().all(|k| is_segment(k)), "{keys:?}");
+        // Checkmarx One ids (UUIDs) are kept as they are.
+        let uuid = "520b4930-0200-0000-0200-000000be5614";
+        assert_eq!(item_key(uuid), uuid);
+        let long_a = "x".repeat(300);
+        let long_b = format!("{}y", "x".repeat(299));
+        assert_ne!(item_key(&long_a), item_key(&long_b));
+        assert!(is_segment(&item_key(&long_a)));
+    }
+
+    proptest! {
+        #[test]
+        fn distinct_ids_never_share_a_key(a in ".{0,140}", b in ".{0,140}") {
+            prop_assert!(is_segment(&item_key(&a)));
+            if a != b {
+                prop_assert_ne!(item_key(&a), item_key(&b));
+            }
+        }
+    }
 }

@@ -284,6 +284,13 @@ pub fn checked_url(
             "set `allow_insecure_local` for a local emulator on loopback",
         ));
     }
+    if loopback && url.port_or_known_default() == Some(lambda_runtime_api_port()) {
+        return Err(ConfigError::new(
+            field,
+            "the Lambda Runtime API's port on loopback is refused",
+            "point the URL at the vendor, or at a local emulator on another port",
+        ));
+    }
     let port_ok = url.port().is_none_or(|p| p == 443)
         || policy.allow_custom_port
         || (loopback && policy.allow_insecure_local);
@@ -313,6 +320,34 @@ fn is_loopback_host(host: &Host<&str>) -> bool {
         }
         other => host_ip(other).is_some_and(|ip| ip.is_loopback()),
     }
+}
+
+/// The Lambda Runtime API's port on this host (`AWS_LAMBDA_RUNTIME_API`, 9001 by default): a
+/// function must never call it as a vendor, even with `allow_insecure_local`.
+fn lambda_runtime_api_port() -> u16 {
+    std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .ok()
+        .and_then(|api| {
+            let with_scheme = if api.contains("://") {
+                api
+            } else {
+                format!("http://{api}")
+            };
+            Url::parse(&with_scheme).ok()?.port()
+        })
+        .unwrap_or(9001)
+}
+
+/// Why the client must not connect to `address`, if it must not: its IP (see
+/// [`forbidden_address`]), or the Lambda Runtime API on loopback.
+pub fn forbidden_socket(
+    address: std::net::SocketAddr,
+    policy: NetworkPolicy,
+) -> Option<&'static str> {
+    if address.ip().is_loopback() && address.port() == lambda_runtime_api_port() {
+        return Some("the Lambda Runtime API (refused even with allow_insecure_local)");
+    }
+    forbidden_address(address.ip(), policy)
 }
 
 /// Why the client must not connect to `ip`, if it must not.
@@ -355,8 +390,35 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// The IPv4 addresses an IPv6 address carries and would reach: IPv4-compatible (`::a.b.c.d`),
+/// NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`), 6to4 (`2002::/16`) and Teredo (`2001::/32`, server and
+/// client).
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => vec![v4(hi, lo)],
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] | [0x64, 0xff9b, 1, _, _, _, hi, lo] => vec![v4(hi, lo)],
+        [0x2002, hi, lo, ..] => vec![v4(hi, lo)],
+        [0x2001, 0, server_hi, server_lo, _, _, hi, lo] => {
+            vec![v4(server_hi, server_lo), v4(!hi, !lo)]
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let first = ip.segments()[0];
+    for v4 in embedded_v4(ip) {
+        if v4.is_loopback() {
+            return Some("an IPv6 address that carries a loopback IPv4 address");
+        }
+        if forbidden_v4(v4).is_some() {
+            return Some(
+                "an IPv6 address that carries a forbidden IPv4 address (metadata, link-local, private or unroutable)",
+            );
+        }
+    }
     if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
         Some("a cloud metadata address")
     } else if first & 0xffc0 == 0xfe80 {
@@ -490,7 +552,30 @@ mod tests {
             assert!(e.to_string().contains(expected), "{url}: {e}");
             assert_eq!(e.field, "custom_api_url");
         }
-        assert!(checked_url("custom_api_url", "http://127.0.0.1:9001", LOCAL).is_ok());
+        let runtime_api =
+            checked_url("custom_api_url", "http://127.0.0.1:9001", LOCAL).unwrap_err();
+        assert!(
+            runtime_api.to_string().contains("Lambda Runtime API"),
+            "{runtime_api}"
+        );
+        assert!(checked_url("custom_api_url", "http://127.0.0.1:9002", LOCAL).is_ok());
+        for (url, expected) in [
+            ("https://[64:ff9b::a00:1]", "carries a forbidden IPv4"),
+            ("https://[64:ff9b:1::a9fe:a9fe]", "carries a forbidden IPv4"),
+            ("https://[::a9fe:a9fe]", "carries a forbidden IPv4"),
+            ("https://[2002:a9fe:a9fe::1]", "carries a forbidden IPv4"),
+            ("https://[2002:7f00:1::1]", "carries a loopback"),
+            ("https://[2001:0:a9fe:a9fe::1]", "carries a forbidden IPv4"),
+            (
+                "https://[2001:0:4136:e378:8000:63bf:f5ff:fffe]",
+                "carries a forbidden IPv4",
+            ),
+        ] {
+            let e = checked_url("custom_api_url", url, LOCAL).unwrap_err();
+            assert!(e.to_string().contains(expected), "{url}: {e}");
+        }
+        // An address that carries a public IPv4 address stays allowed.
+        assert!(checked_url("custom_api_url", "https://[2002:0808:0808::1]", OPEN).is_ok());
         assert!(checked_url("custom_api_url", "http://localhost:8080", LOCAL).is_ok());
         assert!(
             checked_url("custom_api_url", "http://10.0.0.1", LOCAL).is_err(),

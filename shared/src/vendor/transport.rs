@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::config::{RetrySettings, VendorConfig};
 use super::error::VendorError;
-use super::region::{NetworkPolicy, forbidden_address};
+use super::region::{NetworkPolicy, forbidden_socket};
 
 /// Resolves host names and drops every address the network policy forbids, so a name that
 /// resolves to a private, loopback or metadata address is refused before a socket is opened.
@@ -49,12 +49,12 @@ pub(crate) async fn resolve_allowed(
     let allowed: Vec<SocketAddr> = resolved
         .iter()
         .copied()
-        .filter(|a| forbidden_address(a.ip(), policy).is_none())
+        .filter(|a| forbidden_socket(*a, policy).is_none())
         .collect();
     if allowed.is_empty() {
         let reason = resolved
             .first()
-            .and_then(|a| forbidden_address(a.ip(), policy).map(|r| format!("{} is {r}", a.ip())))
+            .and_then(|a| forbidden_socket(*a, policy).map(|r| format!("{a} is {r}")))
             .unwrap_or_else(|| "no address".to_string());
         return Err(format!(
             "refused {host}: it resolves only to forbidden addresses ({reason})"
@@ -462,6 +462,18 @@ mod tests {
             .await
             .is_ok()
         );
+        // The Lambda Runtime API stays refused when loopback is allowed.
+        let runtime_api = resolve_allowed(
+            "localhost",
+            9001,
+            NetworkPolicy {
+                allow_insecure_local: true,
+                ..denied
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(runtime_api.contains("Lambda Runtime API"), "{runtime_api}");
 
         // Through the real HTTP client: a listener on loopback sees no connection at all.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
