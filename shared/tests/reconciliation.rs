@@ -1038,3 +1038,74 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
         std::fs::remove_dir_all(dir).ok();
     }
 }
+
+/// A directory store whose writes of raw result pages fail as S3 fails them under load.
+struct ThrottledStore(LocalStore);
+
+impl ObjectStore for ThrottledStore {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        if key.contains("/raw/") && key.ends_with("/0.json.gz") {
+            return Err(StoreError::Failed {
+                location: key.to_string(),
+                problem: "SlowDown: Please reduce your request rate (HTTP 503)".into(),
+            });
+        }
+        self.0.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.0.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
+    let (local, dir) = temp_store("throttled");
+    let emulator = emulator(shape(2, 1)).await;
+    let c = connection(&emulator, "throttled", ConnectorKind::Sast);
+    let run = cxone_etm::pipeline::begin_run(
+        &local,
+        "throttled",
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+    )
+    .await
+    .unwrap();
+    let items = cxone_etm::pipeline::plan(&local, &vendor, &c, &run)
+        .await
+        .unwrap();
+    let item = items.iter().find(|i| i.scan_id.is_some()).unwrap();
+    let store = ThrottledStore(local);
+    let error = cxone_etm::pipeline::collect(&store, &vendor, &c.config.filters, item)
+        .await
+        .expect_err("the page could not be stored");
+    assert!(
+        error.retryable,
+        "a store throttle is transient: {}",
+        error.message
+    );
+    assert!(error.message.contains("SlowDown"), "{}", error.message);
+    let recorded = store
+        .get(&format!("{}collect.json", item.run.raw_prefix(&item.item)))
+        .await
+        .unwrap();
+    assert!(
+        recorded.is_none(),
+        "no Failed outcome recorded for a retryable store error"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

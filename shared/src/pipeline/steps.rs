@@ -291,6 +291,33 @@ fn credential_refused(error: &VendorError) -> bool {
     )
 }
 
+/// What collecting one item can fail on: the vendor, or the store its pages go to. A store error
+/// stays a store error (transient: the state machine retries the item), never a vendor refusal.
+#[derive(Debug, thiserror::Error)]
+enum CollectError {
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// An error that may say the vendor refused the credential (so renewing it may help).
+trait MayRefuseCredential {
+    fn credential_refused(&self) -> bool;
+}
+
+impl MayRefuseCredential for VendorError {
+    fn credential_refused(&self) -> bool {
+        credential_refused(self)
+    }
+}
+
+impl MayRefuseCredential for CollectError {
+    fn credential_refused(&self) -> bool {
+        matches!(self, CollectError::Vendor(e) if credential_refused(e))
+    }
+}
+
 fn vendor_step_error(error: VendorError) -> StepError {
     if error.is_transient() {
         StepError::retryable(error.to_string())
@@ -300,13 +327,14 @@ fn vendor_step_error(error: VendorError) -> StepError {
 }
 
 /// Runs `attempt`; when the vendor refused the credential, re-reads the secret once and tries again.
-async fn with_renewal<T, F, Fut>(vendor: &VendorAccess, attempt: F) -> Result<T, VendorError>
+async fn with_renewal<T, E, F, Fut>(vendor: &VendorAccess, attempt: F) -> Result<T, E>
 where
+    E: MayRefuseCredential,
     F: Fn(CxOneClient) -> Fut,
-    Fut: Future<Output = Result<T, VendorError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     match attempt(vendor.client().await).await {
-        Err(error) if credential_refused(&error) && vendor.renew().await => {
+        Err(error) if error.credential_refused() && vendor.renew().await => {
             attempt(vendor.client().await).await
         }
         other => other,
@@ -669,8 +697,11 @@ pub async fn collect(
     };
     let outcome = match result {
         Ok(outcome) => CollectOutcome { traffic, ..outcome },
-        Err(error) if error.is_transient() => return Err(StepError::retryable(error.to_string())),
-        Err(error) => {
+        Err(CollectError::Store(error)) => return Err(error.into()),
+        Err(CollectError::Vendor(error)) if error.is_transient() => {
+            return Err(StepError::retryable(error.to_string()));
+        }
+        Err(CollectError::Vendor(error)) => {
             return record_collect_failure(store, item, &error.to_string(), traffic).await;
         }
     };
@@ -708,7 +739,7 @@ async fn collect_pages(
     item: &WorkItem,
     prefix: &str,
     filters: &Filters,
-) -> Result<CollectOutcome, VendorError> {
+) -> Result<CollectOutcome, CollectError> {
     let (scan_id, created) = match item.kind {
         ConnectorKind::Sast => (item.scan_id.clone(), item.scan_created.clone()),
         ConnectorKind::Dast => client
@@ -768,14 +799,11 @@ async fn store_pages(
     store: &impl ObjectStore,
     mut pager: impl PageSource,
     prefix: &str,
-) -> Result<(u32, Completeness), VendorError> {
+) -> Result<(u32, Completeness), CollectError> {
     let mut pages = 0;
     while let Some(page) = pager.next_page().await? {
         let key = format!("{prefix}{}.json.gz", page.number);
-        store
-            .put(&key, gzip(&page.body))
-            .await
-            .map_err(|e| VendorError::Setup(e.to_string()))?;
+        store.put(&key, gzip(&page.body)).await?;
         pages += 1;
     }
     Ok((pages, pager.completeness().clone()))
