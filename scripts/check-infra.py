@@ -69,8 +69,11 @@ check("MaxConcurrency" not in map_state and map_state.get("MaxConcurrencyPath") 
       "the map's concurrency does not come from the execution input ($.maxConcurrency)")
 trigger_env = functions["TriggerFunction"]["Properties"]["Environment"]["Variables"]
 check(trigger_env.get("MAX_CONCURRENCY") == {"Ref": "MaxConcurrency"}, "the trigger does not get MAX_CONCURRENCY from the parameter")
-check(map_state.get("ResultWriter", {}).get("Resource") == "arn:aws:states:::s3:putObject",
+writer = map_state.get("ResultWriter", {})
+check(writer.get("Resource") == "arn:aws:states:::s3:putObject",
       "the map keeps every child's result in its state (no ResultWriter): 10,000 items pass 256 KiB")
+check(not any(k.endswith(".$") for k in writer.get("Parameters", {})),
+      "the ResultWriter takes paths; keep it static (the bucket is known at deploy, and moto reads paths against the results)")
 # Reserved concurrency is optional: an unconditional reservation fails the deploy on a new account.
 for logical, body in functions.items():
     reserved = body["Properties"].get("ReservedConcurrentExecutions")

@@ -180,9 +180,6 @@ pub struct StartedRun {
     pub bucket: String,
     /// The work list's key in the bucket (the Distributed Map reads it).
     pub work_list_key: String,
-    /// Where the Distributed Map writes its children's results (its ResultWriter), so the
-    /// execution's state never carries one entry per item.
-    pub map_results_prefix: String,
     /// The Distributed Map's MaxConcurrency (`MaxConcurrencyPath`).
     pub max_concurrency: u32,
     pub items: u64,
@@ -230,7 +227,6 @@ pub async fn start_run(
         let items = plan(&runtime.store, &loaded.vendor, &loaded.connection, &run).await?;
         let mut started = StartedRun {
             work_list_key: runtime.store.full_key(&run.work_list()),
-            map_results_prefix: runtime.store.full_key(&run.map_results_prefix()),
             max_concurrency: runtime.max_concurrency,
             bucket: runtime.store.bucket().to_string(),
             run: run.clone(),

@@ -490,7 +490,7 @@ def test_the_harness_models_the_map_result_limit(account):
         }
         if with_writer:
             state["ResultWriter"] = {"Resource": "arn:aws:states:::s3:putObject",
-                                     "Parameters": {"Bucket": account.bucket, "Prefix": "connections/probe/map-results/"}}
+                                     "Parameters": {"Bucket": account.bucket, "Prefix": "map-results"}}
         machine = sfn.create_state_machine(
             name=f"probe-{with_writer}", roleArn=role,
             definition=json.dumps({"StartAt": "Map", "States": {"Map": state}}),
@@ -503,3 +503,32 @@ def test_the_harness_models_the_map_result_limit(account):
     assert "DataLimitExceeded" in json.dumps(sfn.get_execution_history(executionArn=failed["executionArn"])["events"], default=str)
     assert moto_models.largest_map_result["bytes"] > moto_models.STATE_PAYLOAD_LIMIT
     assert run(with_writer=True)["status"] == "SUCCEEDED"
+
+
+def test_the_templates_map_passes_ten_thousand_items_within_the_payload_limit(account):
+    """The template's own Map state (reader, concurrency, tolerance, result writer, catch) over a
+    work list of 10,000 items, each child standing in for collect and transform with a Pass state
+    whose output is as large as transform's answer: the execution must not exceed the state
+    payload limit. (The real functions run over a wide list in the test above.)"""
+    s3, sfn = account.client("s3"), account.client("stepfunctions")
+    definition = json.loads(account.definition)
+    items_state = definition["States"]["ProcessItems"]
+    items_state["ItemProcessor"]["States"] = {
+        "Item": {"Type": "Pass", "End": True,
+                 "Parameters": {"item.$": "$.item", "findings": 1000, "rejected": 0, "objects": 1, "pad": "x" * 60}},
+    }
+    items_state["ItemProcessor"]["StartAt"] = "Item"
+    definition["States"]["Finalize"] = {"Type": "Pass", "End": True}
+    run = {"connectionId": "payload", "runId": "20261201T000000Z-000000"}
+    base = f"connections/payload/runs/{run['runId']}"
+    lines = "".join(json.dumps({"run": run, "item": f"{n:036d}", "vendorId": f"{n:036d}", "record": {"name": "x" * 200}}) + "\n"
+                    for n in range(10_000))
+    s3.put_object(Bucket=account.bucket, Key=f"{base}/work.jsonl", Body=lines.encode())
+    role = account.resolved.resources[account.machine_logical]["Properties"]["RoleArn"]
+    machine = sfn.create_state_machine(name="payload-probe", roleArn=role, definition=json.dumps(definition))["stateMachineArn"]
+    started = {"run": run, "bucket": account.bucket, "workListKey": f"{base}/work.jsonl",
+               "maxConcurrency": 40, "items": 10_000}
+    execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(started))["executionArn"]
+    finished = account.wait(execution, timeout=900)
+    assert finished["status"] == "SUCCEEDED", account.explain(finished)
+    assert len(finished["output"].encode()) < moto_models.STATE_PAYLOAD_LIMIT

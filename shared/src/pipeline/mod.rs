@@ -68,10 +68,6 @@ impl RunRef {
     pub fn filtered_list(&self) -> String {
         format!("{}/filtered.json", self.base())
     }
-    /// Where the state machine's Distributed Map writes its children's results (ResultWriter).
-    pub fn map_results_prefix(&self) -> String {
-        format!("{}/map-results/", self.base())
-    }
     pub fn manifest(&self) -> String {
         format!("{}/manifest.json", self.base())
     }
