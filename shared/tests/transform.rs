@@ -743,9 +743,10 @@ fn severities_before_triage_join_on_the_result_hash() {
         )
     };
     t.add_original_severities(
-        br#"{"results":[{"resultHash":"h-a","severity":"CRITICAL"},{"resultHash":"h-b","severity":"LOW"},{"severity":"HIGH"},{"resultHash":"h-x"}],"totalCount":4}"#,
+        br#"{"results":[{"resultHash":"h-a","severity":"CRITICAL"},{"resultHash":"h-b","severity":"LOW"},{"severity":"HIGH"},{"resultHash":"h-x"},{"resultHash":"h-c","severity":3},{"resultHash":{"broken":true}},"junk"],"totalCount":7}"#,
     )
-    .unwrap();
+    .expect("malformed rows cost only themselves, not the page");
+    assert_eq!(t.figures().unreadable_original_severities, 5);
     let lines = t
         .push_page(
             &page(vec![

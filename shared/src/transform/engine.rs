@@ -129,6 +129,10 @@ pub struct Figures {
     /// rejected record, so they are held open for this run instead of closed.
     #[serde(default)]
     pub held_for_rejected_records: u64,
+    /// Rows of the severities-before-triage pull that could not be read (no text hash or
+    /// severity): their findings are ingested without `originalVendorSeverity`.
+    #[serde(default)]
+    pub unreadable_original_severities: u64,
     /// SAST findings whose severity triage changed (`originalVendorSeverity` differs).
     #[serde(default)]
     pub severity_changed_by_triage: u64,
@@ -160,6 +164,7 @@ impl Figures {
         self.settled_by_triage += other.settled_by_triage;
         self.held_on_branch_change += other.held_on_branch_change;
         self.held_for_rejected_records += other.held_for_rejected_records;
+        self.unreadable_original_severities += other.unreadable_original_severities;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
             *self.by_severity.entry(k.clone()).or_default() += v;
@@ -255,14 +260,8 @@ impl OriginalSeverities {
 /// A page of `/api/sast-results` as the original-severity pull asks for it.
 #[derive(Deserialize)]
 struct OriginalPage {
-    results: Vec<OriginalRow>,
-}
-
-#[derive(Deserialize)]
-struct OriginalRow {
-    #[serde(rename = "resultHash")]
-    result_hash: Option<String>,
-    severity: Option<String>,
+    /// Rows as they came: one malformed row must not cost the page (see `add_original_severities`).
+    results: Vec<Value>,
 }
 
 fn text_of(value: &Value) -> Option<String> {
@@ -614,7 +613,9 @@ impl<'p> ItemTransformer<'p> {
     }
 
     /// Reads one page of severities before triage; each SAST finding whose result hash is
-    /// among them carries `originalVendorSeverity`. Rows without a hash or severity add nothing.
+    /// among them carries `originalVendorSeverity`. A row without a text hash and severity adds
+    /// nothing and is counted (`unreadable_original_severities`): its finding is still ingested,
+    /// only without the severity before triage. A page that is not JSON fails.
     pub fn add_original_severities(&mut self, page: &[u8]) -> Result<(), TransformError> {
         let page: OriginalPage =
             serde_json::from_slice(page).map_err(|e| TransformError::Page {
@@ -622,8 +623,10 @@ impl<'p> ItemTransformer<'p> {
                 problem: format!("not a page of severities before triage: {e}"),
             })?;
         for row in page.results {
-            if let (Some(hash), Some(severity)) = (row.result_hash, row.severity) {
-                self.state.original.insert(&hash, &severity);
+            let field = |name: &str| row.get(name).and_then(Value::as_str);
+            match (field("resultHash"), field("severity")) {
+                (Some(hash), Some(severity)) => self.state.original.insert(hash, severity),
+                _ => self.state.outcome.figures.unreadable_original_severities += 1,
             }
         }
         Ok(())
