@@ -24,9 +24,9 @@ import moto_models
 import stack
 from lambda_host import Function, LambdaHost
 
-# Items of the wide run: 1,000 in CI (moto's interpreter in one Python process manages about ten items
+# Items of the wide run: 600 in CI (moto's interpreter in one Python process manages about ten items
 # a second on two cores); CXONE_DEPLOYED_ITEMS=10000 for the full size.
-WIDE_ITEMS = int(os.environ.get("CXONE_DEPLOYED_ITEMS", "1000"))
+WIDE_ITEMS = int(os.environ.get("CXONE_DEPLOYED_ITEMS", "600"))
 BIN = pathlib.Path(os.environ.get("CXONE_BIN_DIR", stack.ROOT / "target" / "debug"))
 
 

@@ -116,15 +116,20 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// A sortable, unique run id: `20261122T204900Z-1a2b3c`.
+/// A unique run id that sorts in start order to the millisecond: `20261122T204900Z-1a2b3c`, the
+/// suffix's first 10 bits the millisecond within the second, the other 14 random.
 fn new_run_id() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    run_id_at(time::OffsetDateTime::now_utc(), rand::random::<u32>())
+}
+
+fn run_id_at(now: time::OffsetDateTime, random: u32) -> String {
     let stamp = now
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    format!("{stamp}-{:06x}", rand::random::<u32>() & 0xFF_FFFF)
+    let millis = u32::from(now.millisecond());
+    format!("{stamp}-{:06x}", (millis << 14) | (random & 0x3FFF))
 }
 
 pub async fn read_state(
@@ -534,6 +539,28 @@ mod tests {
             winners += usize::from(runner.await.unwrap());
         }
         winners
+    }
+
+    #[test]
+    fn run_ids_of_one_second_sort_in_start_order() {
+        let second = time::macros::datetime!(2026-12-01 15:46:19 UTC);
+        let ids: Vec<String> = [0u32, 1, 499, 998, 999]
+            .iter()
+            .zip([u32::MAX, 0, 7, u32::MAX, 0])
+            .map(|(ms, random)| {
+                run_id_at(
+                    second + time::Duration::milliseconds(i64::from(*ms)),
+                    random,
+                )
+            })
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == "20261201T154619Z-1a2b3c".len())
+        );
     }
 
     #[tokio::test]
