@@ -153,6 +153,18 @@ fn counted(lines: &[(String, String, String, String)]) -> BTreeMap<&'static str,
     counts
 }
 
+/// The run found every finding as it was: none NEW, none REOPENED.
+fn nothing_new_or_reopened(m: &Manifest, what: &str) {
+    for status in ["NEW", "REOPENED"] {
+        assert_eq!(
+            m.totals.lifecycle.get(status),
+            None,
+            "{what}: {:?}",
+            m.totals.lifecycle
+        );
+    }
+}
+
 fn as_strings(counts: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
     counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
@@ -589,14 +601,7 @@ async fn a_rejected_record_never_closes_the_finding_it_might_be() {
     let third = run(&store, &c, api_key(&emulator)).await.unwrap();
     let m3 = manifest(&store, &third.manifest).await;
     assert_eq!(m3.totals.held_for_rejected_records, 0);
-    for status in ["NEW", "REOPENED"] {
-        assert_eq!(
-            m3.totals.lifecycle.get(status),
-            None,
-            "{:?}",
-            m3.totals.lifecycle
-        );
-    }
+    nothing_new_or_reopened(&m3, "run 3");
     assert_eq!(m3.totals.findings_out, m1.totals.findings_out);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -640,14 +645,7 @@ async fn a_malformed_project_record_is_never_read_as_a_deleted_project() {
     let third = run(&store, &c, api_key(&emulator)).await.unwrap();
     let m3 = manifest(&store, &third.manifest).await;
     assert!(third.complete);
-    for status in ["NEW", "REOPENED"] {
-        assert_eq!(
-            m3.totals.lifecycle.get(status),
-            None,
-            "{:?}",
-            m3.totals.lifecycle
-        );
-    }
+    nothing_new_or_reopened(&m3, "run 3");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -1016,14 +1014,7 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
         );
         let m3 = manifest(&store.inner, &third.manifest).await;
         if committed {
-            for status in ["NEW", "REOPENED"] {
-                assert_eq!(
-                    m3.totals.lifecycle.get(status),
-                    None,
-                    "{point}: {:?}",
-                    m3.totals.lifecycle
-                );
-            }
+            nothing_new_or_reopened(&m3, point);
             assert_eq!(
                 m3.totals.lifecycle.get("FIXED").copied().unwrap_or(0),
                 m3.totals.fixed,
