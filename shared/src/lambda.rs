@@ -1,7 +1,7 @@
 //! What the four Lambda functions do, as plain async functions with typed inputs and outputs, so
 //! each function's handler only decodes its event and calls one of these. Loaded connections
 //! (config, compiled map, credential, vendor client) are cached for the life of the process, that
-//! is across warm invocations.
+//! is across warm invocations, as long as the stored config is unchanged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,7 +68,8 @@ pub struct Runtime {
     secrets_manager: aws_sdk_secretsmanager::Client,
     state_machine: Option<(aws_sdk_sfn::Client, String)>,
     max_concurrency: u32,
-    connections: tokio::sync::Mutex<HashMap<String, Arc<LoadedConnection>>>,
+    /// Per connection: the config's stored bytes and what was loaded from them.
+    connections: tokio::sync::Mutex<HashMap<String, (bytes::Bytes, Arc<LoadedConnection>)>>,
 }
 
 impl Runtime {
@@ -144,16 +145,21 @@ impl Runtime {
 
     /// The connection `id`, from `connections/<id>/config.json`, loaded once per process.
     pub async fn connection(&self, id: &str) -> Result<Arc<LoadedConnection>, StepError> {
-        let mut cache = self.connections.lock().await;
-        if let Some(loaded) = cache.get(id) {
-            return Ok(loaded.clone());
-        }
         let key = config_key(id);
         let text = self.store.get(&key).await?.ok_or_else(|| {
             StepError::fatal(format!(
                 "connection '{id}' is not configured ({key} is missing)"
             ))
         })?;
+        let mut cache = self.connections.lock().await;
+        // The stored config is read on every invocation (one small GET): a warm instance takes a
+        // changed config (`cxone-etm connection put`) at once, and keeps its vendor client and
+        // token while the config is the same.
+        if let Some((cached, loaded)) = cache.get(id)
+            && *cached == text
+        {
+            return Ok(loaded.clone());
+        }
         let config: ConnectionConfig =
             serde_json::from_slice(&text).map_err(|e| StepError::fatal(format!("{key}: {e}")))?;
         let connection = config
@@ -167,7 +173,7 @@ impl Runtime {
         };
         let vendor = VendorAccess::new(connection.vendor.clone(), secret).await?;
         let loaded = Arc::new(LoadedConnection { connection, vendor });
-        cache.insert(id.to_string(), loaded.clone());
+        cache.insert(id.to_string(), (text, loaded.clone()));
         Ok(loaded)
     }
 }

@@ -387,6 +387,17 @@ def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_use
     # reopened, and the only FIXED findings are those the vendor itself reports fixed.
     for manifest in runs[1:]:
         assert_unchanged(manifest, runs[0])
+    # A change put while the functions are warm is what the next run uses.
+    scoring = json.loads(scoring_file.read_text())
+    for row in scoring["rows"]:
+        if row["severity"] == "HIGH":
+            row["qds"] = 66
+    scoring_file.write_text(json.dumps(scoring))
+    result = put_connection(account, emulator, "sast", map_file=map_file, scoring_file=scoring_file, vendor=retry)
+    assert result.returncode == 0, result.stderr
+    started, _ = scheduled_run(account)
+    high = [f for f in account.findings(committed(account, started["run"])) if f.get("vendorSeverity") == "HIGH"]
+    assert high and all(f["qds"] == 66 for f in high), high[:2]
     # Each function ran under its own role: the host started every one of them.
     assert all(account.function_named(b).invocations > 0 for b in ("cxone-etm-trigger", "cxone-etm-collect", "cxone-etm-transform", "cxone-etm-finalize"))
 
