@@ -277,7 +277,3 @@ def parameters_for(**overrides: str) -> dict[str, str]:
     }
     base.update(overrides)
     return base
-
-
-def json_dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"))

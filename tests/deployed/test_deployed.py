@@ -136,7 +136,6 @@ class Account:
         props = function["Properties"]
         role = stack.function_role(self.resolved, logical)
         credentials = self.role_credentials[role]
-        sam = stack.translate  # noqa: F841 (the binary comes from the SAM Metadata below)
         binary = function["Metadata"]["BuildProperties"]["Binary"]
         env = {
             **props.get("Environment", {}).get("Variables", {}),
