@@ -104,11 +104,15 @@ pub enum Refusal {
     Revoked,
 }
 
-fn now_secs() -> u64 {
+fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+fn now_secs() -> u64 {
+    now_millis() / 1000
 }
 
 impl Auth {
@@ -239,7 +243,8 @@ impl Auth {
         });
         if let Some(secs) = valid_for {
             // Only the emulator reads this: the token dies early although `exp` says otherwise.
-            claims["x-emulator-valid-until"] = json!(now + secs);
+            // Milliseconds, so a token lives its full validity whatever the second it was issued in.
+            claims["x-emulator-valid-until-ms"] = json!(now_millis() + secs * 1000);
         }
         (self.sign(&claims), self.lifetime_secs)
     }
@@ -255,9 +260,8 @@ impl Auth {
         if claims["typ"] != "Bearer" {
             return Err(Refusal::Invalid);
         }
-        let now = now_secs();
-        let expired = |claim: &str| claims[claim].as_u64().is_some_and(|t| now >= t);
-        if expired("exp") || expired("x-emulator-valid-until") {
+        let passed = |claim: &str, now: u64| claims[claim].as_u64().is_some_and(|t| now >= t);
+        if passed("exp", now_secs()) || passed("x-emulator-valid-until-ms", now_millis()) {
             return Err(Refusal::Expired);
         }
         let (hi, lo) = decode(self.seed, Kind::Token, claims["jti"].as_str().unwrap_or(""))
