@@ -93,6 +93,35 @@ async fn a_retry_after_beyond_the_budget_fails_at_once_with_the_reason() {
 }
 
 #[tokio::test]
+async fn retry_after_zero_still_waits_the_least_delay_between_attempts() {
+    let emulator = emulator(TenantShape::default()).await;
+    let mut s = settings(&emulator);
+    s.retry = RetrySettings {
+        base_delay_ms: 300,
+        ..s.retry
+    };
+    let client = client(s, &api_key(&emulator));
+    client.authenticate().await.unwrap();
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            rate_limit_rate: 1.0,
+            retry_after: RetryAfter::Seconds(0),
+            max: Some(3),
+            ..fault()
+        },
+    );
+    let started = Instant::now();
+    assert_eq!(client.projects().await.unwrap().items.len(), 10);
+    assert_eq!(client.counters().rate_limited, 3);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "three `Retry-After: 0` answers were retried after {:?}, not after 3 × the 300 ms floor",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn server_error_bursts_are_retried_and_endless_ones_give_up_with_the_count() {
     let emulator = emulator(TenantShape::default()).await;
     let client = default_client(&emulator);

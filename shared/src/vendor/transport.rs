@@ -255,6 +255,7 @@ impl Transport {
             endpoint,
             policy,
             max_retries: self.retry.max_retries,
+            floor: Duration::from_millis(self.retry.base_delay_ms),
             budget: Duration::from_secs(self.retry.max_total_wait_secs),
             started: SystemTime::now(),
             started_at: Instant::now(),
@@ -375,6 +376,9 @@ pub(crate) struct Retries<'a> {
     endpoint: &'static str,
     policy: ExponentialBackoffTimed,
     max_retries: u32,
+    /// The least wait between attempts, whatever the server asks: `Retry-After: 0` from a server
+    /// that is shedding load would otherwise be hammered.
+    floor: Duration,
     budget: Duration,
     started: SystemTime,
     started_at: Instant,
@@ -415,7 +419,7 @@ impl Retries<'_> {
                         budget: left,
                     });
                 }
-                asked
+                asked.max(self.floor)
             }
             None => {
                 if reason.contains("429") {
