@@ -338,6 +338,43 @@ async fn tokens_that_expire_every_second_during_a_long_pull() {
 }
 
 #[tokio::test]
+async fn tokens_that_die_during_every_rate_limit_wait() {
+    let (runs, traffic) = scenario(
+        "tokens-die-in-waits",
+        "access tokens stop working 1 s after issue; 30% of results pages answer 429 with Retry-After: 2 (up to 6 per endpoint)",
+        |e| {
+            e.set_fault(
+                Endpoint::Token,
+                FaultSpec {
+                    expire_tokens_after_secs: Some(1),
+                    ..FaultSpec::default()
+                },
+            );
+            for endpoint in [Endpoint::Results, Endpoint::DastResults] {
+                e.set_fault(
+                    endpoint,
+                    FaultSpec {
+                        rate_limit_rate: 0.3,
+                        retry_after: RetryAfter::Seconds(2),
+                        max: Some(6),
+                        ..FaultSpec::default()
+                    },
+                );
+            }
+        },
+        none,
+    )
+    .await;
+    assert!(runs.iter().all(|r| r["complete"] == true));
+    let fired: u64 = traffic.faults_fired.rate_limited.values().sum();
+    let tokens = traffic.requests_to(Endpoint::Token);
+    assert!(
+        fired >= 1 && tokens > 2,
+        "the waits outlived the first two tokens (one per run) and new ones were taken: {fired} waits, {tokens} token requests"
+    );
+}
+
+#[tokio::test]
 async fn truncated_bodies_and_malformed_records_inside_valid_pages() {
     let (runs, traffic) = scenario(
         "truncated-malformed",

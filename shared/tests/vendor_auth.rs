@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{AuthError, CxOneClient, VendorError};
+use cxone_etm::vendor::{AuthError, CxOneClient, RetrySettings, VendorError};
 
 async fn auth_error(client: &CxOneClient) -> AuthError {
     match client.authenticate().await {
@@ -170,6 +170,45 @@ async fn a_token_killed_early_is_replaced_once_and_the_call_succeeds() {
     assert_eq!(listing.items.len(), 10);
     assert_eq!(client.counters().reauthentications, 1);
     assert_eq!(client.counters().token_requests, 2);
+}
+
+#[tokio::test]
+async fn a_token_that_dies_during_each_retry_wait_is_renewed_each_time() {
+    let emulator = emulator(TenantShape::default()).await;
+    emulator.set_fault(
+        Endpoint::Token,
+        FaultSpec {
+            expire_tokens_after_secs: Some(1),
+            ..FaultSpec::default()
+        },
+    );
+    // Each truncated page is retried after at least 1.2 s (half the base delay), longer than a token lives: every retry
+    // meets a dead token. (Truncation happens after the emulator checked the token; a 429 comes
+    // before, so it could not interleave with the refusals.)
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            truncate_rate: 1.0,
+            max: Some(2),
+            ..FaultSpec::default()
+        },
+    );
+    let mut s = settings(&emulator);
+    s.retry = RetrySettings {
+        base_delay_ms: 2_400,
+        max_delay_secs: 3,
+        ..s.retry
+    };
+    let client = client(s, &api_key(&emulator));
+    let listing = client
+        .projects()
+        .await
+        .expect("a token that died in a wait is renewed, however many waits the call has");
+    assert_eq!(listing.items.len(), 10);
+    let counters = client.counters();
+    assert_eq!(counters.retries, 2, "{counters:?}");
+    assert_eq!(counters.reauthentications, 2, "{counters:?}");
+    assert_eq!(counters.token_requests, 3, "{counters:?}");
 }
 
 #[tokio::test]

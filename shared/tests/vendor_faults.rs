@@ -97,7 +97,7 @@ async fn retry_after_zero_still_waits_the_least_delay_between_attempts() {
     let emulator = emulator(TenantShape::default()).await;
     let mut s = settings(&emulator);
     s.retry = RetrySettings {
-        base_delay_ms: 300,
+        base_delay_ms: 600,
         ..s.retry
     };
     let client = client(s, &api_key(&emulator));
@@ -116,7 +116,7 @@ async fn retry_after_zero_still_waits_the_least_delay_between_attempts() {
     assert_eq!(client.counters().rate_limited, 3);
     assert!(
         started.elapsed() >= Duration::from_millis(900),
-        "three `Retry-After: 0` answers were retried after {:?}, not after 3 × the 300 ms floor",
+        "three `Retry-After: 0` answers were retried after {:?}, not after 3 × the 300 ms floor (half the base delay)",
         started.elapsed()
     );
 }

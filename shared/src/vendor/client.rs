@@ -135,9 +135,10 @@ impl CxOneClient {
             .map(|_| ())
     }
 
-    /// An authenticated GET, read whole. A 401 triggers one re-authentication and one more
-    /// attempt; 429, 5xx, timeouts, broken connections and bodies that `accept` refuses are
-    /// retried by the one retry layer; other answers fail at once.
+    /// An authenticated GET, read whole. A 401 triggers a re-authentication and one more
+    /// attempt; a 401 straight after one means the credential no longer works, while a token that
+    /// dies during a retry's wait is renewed again. 429, 5xx, timeouts, broken connections and
+    /// bodies that `accept` refuses are retried by the one retry layer; other answers fail at once.
     pub(crate) async fn get_checked<T>(
         &self,
         endpoint: &'static str,
@@ -146,7 +147,7 @@ impl CxOneClient {
     ) -> Result<T, VendorError> {
         let inner = &self.inner;
         let mut retries = inner.transport.retries(endpoint);
-        let mut reauthenticated = false;
+        let mut refused_in_a_row = false;
         loop {
             let bearer = inner.tokens.bearer(&inner.transport).await?;
             let request = inner
@@ -166,10 +167,10 @@ impl CxOneClient {
                     Err(problem) => (problem, None),
                 },
                 Ok(exchange) if exchange.status == StatusCode::UNAUTHORIZED => {
-                    if reauthenticated {
+                    if refused_in_a_row {
                         return Err(VendorError::Unauthorized { endpoint });
                     }
-                    reauthenticated = true;
+                    refused_in_a_row = true;
                     if inner.tokens.invalidate(&bearer).await {
                         inner
                             .transport
@@ -177,7 +178,7 @@ impl CxOneClient {
                             .reauthentications
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    tracing::info!(endpoint, "access token refused; re-authenticating once");
+                    tracing::info!(endpoint, "access token refused; re-authenticating");
                     continue;
                 }
                 Ok(exchange) => match classify(endpoint, &exchange) {
@@ -188,6 +189,7 @@ impl CxOneClient {
                     Verdict::Fail(error) => return Err(error),
                 },
             };
+            refused_in_a_row = false;
             retries.wait(reason, retry_after).await?;
         }
     }

@@ -245,7 +245,8 @@ impl Transport {
                 Duration::from_millis(self.retry.base_delay_ms),
                 Duration::from_secs(self.retry.max_delay_secs),
             )
-            .jitter(Jitter::Full)
+            // Spread between half the base delay and the backoff: no attempt follows at once.
+            .jitter(Jitter::Bounded)
             .base(2)
             .build_with_total_retry_duration_and_max_retries(
                 Duration::from_secs(self.retry.max_total_wait_secs),
@@ -255,7 +256,7 @@ impl Transport {
             endpoint,
             policy,
             max_retries: self.retry.max_retries,
-            floor: Duration::from_millis(self.retry.base_delay_ms),
+            floor: Duration::from_millis(self.retry.base_delay_ms / 2),
             budget: Duration::from_secs(self.retry.max_total_wait_secs),
             started: SystemTime::now(),
             started_at: Instant::now(),
@@ -376,8 +377,9 @@ pub(crate) struct Retries<'a> {
     endpoint: &'static str,
     policy: ExponentialBackoffTimed,
     max_retries: u32,
-    /// The least wait between attempts, whatever the server asks: `Retry-After: 0` from a server
-    /// that is shedding load would otherwise be hammered.
+    /// The least wait between attempts (half the base delay, as the bounded jitter's), whatever
+    /// the server asks: `Retry-After: 0` from a server that is shedding load would otherwise be
+    /// hammered.
     floor: Duration,
     budget: Duration,
     started: SystemTime,

@@ -194,7 +194,8 @@ async fn instrument(
         }
     }
     let response = faults::for_request(target.clone(), next.run(request)).await;
-    if state.faults.truncate(endpoint, &target) {
+    // Only a body worth reading is cut: a refusal stays a clean refusal.
+    if response.status().is_success() && state.faults.truncate(endpoint, &target) {
         truncated(response).await
     } else {
         response

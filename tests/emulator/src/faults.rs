@@ -40,7 +40,7 @@ pub struct FaultSpec {
     pub forbidden_rate: f64,
     /// Share of requests whose connection is dropped without an answer.
     pub reset_rate: f64,
-    /// Share of responses cut off halfway through the body (the connection then closes).
+    /// Share of successful responses cut off halfway through the body (the connection then closes).
     pub truncate_rate: f64,
     /// Share of pages with one record that breaks the documented schema.
     pub malformed_rate: f64,
