@@ -521,6 +521,93 @@ async fn a_hundred_items_under_429s_never_exceed_the_request_cap() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Ids a tenant may hand out that break naive key schemes: a path separator and the ids it would
+/// collapse into once replaced or escaped, a parent directory, a percent escape, non-ASCII, and two
+/// ids longer than a file name may be that share their first 299 characters.
+fn hostile_ids() -> Vec<String> {
+    [
+        "a/b",
+        "a_b",
+        "a~2Fb",
+        "..",
+        "x y%2F..%2F",
+        "プロジェクト",
+        &"x".repeat(300),
+        &format!("{}y", "x".repeat(299)),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[tokio::test]
+async fn hostile_vendor_ids_each_keep_their_own_findings_across_runs() {
+    let ids = hostile_ids();
+    let emulator = emulator(TenantShape {
+        projects: ids.len() as u32,
+        dast_environments: ids.len() as u32,
+        scans_per_project: 1,
+        hostile_ids: ids.clone(),
+        ..shape()
+    })
+    .await;
+    let (store, dir) = temp_store("reliability-hostile-ids");
+    let mut rows = Vec::new();
+    for (kind, credential) in [
+        (ConnectorKind::Sast, api_key(&emulator)),
+        (ConnectorKind::Dast, oauth(&emulator)),
+    ] {
+        let c = tuned(&emulator, &format!("hostile-{kind:?}").to_lowercase(), kind);
+        let first = run(&store, &c, credential.clone()).await.unwrap();
+        // Item by item against the emulator: each id its own item, every result committed once.
+        let row = check_run(&store, &emulator, kind, &first.manifest, &BTreeMap::new()).await;
+        let m1: Manifest = manifest(&store, &first.manifest).await;
+        let listed: Vec<&str> = m1.items.iter().map(|i| i.vendor_id.as_str()).collect();
+        assert_eq!(listed.len(), ids.len(), "{kind:?}: {listed:?}");
+        assert!(
+            ids.iter().all(|id| listed.contains(&id.as_str())),
+            "{kind:?}: {listed:?}"
+        );
+        let keys: Vec<&str> = m1
+            .items
+            .iter()
+            .flat_map(|i| &i.objects)
+            .map(|o| o.key.as_str())
+            .collect();
+        let distinct: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
+        assert_eq!(
+            distinct.len(),
+            keys.len(),
+            "{kind:?}: two items wrote one object"
+        );
+        // The next run finds each finding where it left it: nothing new or reopened, and nothing
+        // closed but what the vendor itself reports fixed.
+        let second = run(&store, &c, credential).await.unwrap();
+        let m2: Manifest = manifest(&store, &second.manifest).await;
+        assert!(second.complete);
+        let lifecycle = &m2.totals.lifecycle;
+        assert_eq!(lifecycle.get("NEW"), None, "{kind:?} run 2: {lifecycle:?}");
+        assert_eq!(
+            lifecycle.get("REOPENED"),
+            None,
+            "{kind:?} run 2: {lifecycle:?}"
+        );
+        assert_eq!(
+            lifecycle.get("FIXED").copied().unwrap_or(0),
+            m2.totals.fixed,
+            "{kind:?} run 2: none closed by absence: {lifecycle:?}"
+        );
+        assert_eq!(m2.totals.findings_out, m1.totals.findings_out);
+        rows.push(row);
+    }
+    record_figures(
+        "hostile-ids",
+        "8 projects and 8 environments with the ids `a/b`, `a_b`, `a~2Fb`, `..`, `x y%2F..%2F`, `プロジェクト` and two of 300 characters sharing 299; two runs each",
+        &rows,
+        &emulator,
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Each run directory under `connections/<id>/runs/` with whether it holds a commit marker.
 fn runs_on_disk(dir: &std::path::Path, id: &str) -> BTreeMap<String, bool> {
     std::fs::read_dir(dir.join("connections").join(id).join("runs"))

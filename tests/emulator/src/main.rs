@@ -59,6 +59,10 @@ struct Args {
     /// Per-environment DAST results per scan, cycled (overrides --dast-results-per-scan).
     #[arg(long, value_delimiter = ',')]
     environment_results: Vec<u64>,
+    /// Ids that replace the generated ones of the first projects and environments, in order
+    /// (repeat the flag), to try clients with hostile ids such as `a/b`, `..` or very long ones.
+    #[arg(long = "hostile-id")]
+    hostile_ids: Vec<String>,
     /// Access token lifetime in seconds (the `expires_in` and `exp` the token endpoint gives).
     #[arg(long, default_value_t = 1800)]
     token_lifetime: u64,
@@ -129,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             dast_scans_per_environment: args.dast_scans_per_environment,
             dast_results_per_scan: args.dast_results_per_scan,
             environment_results: args.environment_results,
+            hostile_ids: args.hostile_ids,
         },
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,

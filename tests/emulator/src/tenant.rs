@@ -76,6 +76,9 @@ pub struct TenantShape {
     pub dast_results_per_scan: u64,
     /// When non-empty, environment `e` has `environment_results[e % len]` results per scan instead.
     pub environment_results: Vec<u64>,
+    /// When non-empty, project `p` and environment `e` below its length take `hostile_ids[p]` and
+    /// `hostile_ids[e]` as their ids instead of generated ones (`a/b`, `..`, 300 characters...).
+    pub hostile_ids: Vec<String>,
 }
 
 impl Default for TenantShape {
@@ -93,6 +96,7 @@ impl Default for TenantShape {
             dast_scans_per_environment: 2,
             dast_results_per_scan: 50,
             environment_results: Vec::new(),
+            hostile_ids: Vec::new(),
         }
     }
 }
@@ -248,13 +252,23 @@ impl Tenant {
     // ---------------------------------------------------------------- projects
 
     pub fn project_id(&self, p: u32) -> String {
-        encode(self.seed(), Kind::Project, p, 0)
+        self.hostile_id(p)
+            .unwrap_or_else(|| encode(self.seed(), Kind::Project, p, 0))
     }
 
     pub fn project_index(&self, id: &str) -> Option<u32> {
-        decode(self.seed(), Kind::Project, id)
-            .map(|(p, _)| p)
-            .filter(|p| *p < self.shape.projects)
+        self.hostile_index(id)
+            .or_else(|| decode(self.seed(), Kind::Project, id).map(|(p, _)| p))
+            .filter(|p| *p < self.shape.projects && self.project_id(*p) == id)
+    }
+
+    fn hostile_id(&self, index: u32) -> Option<String> {
+        self.shape.hostile_ids.get(index as usize).cloned()
+    }
+
+    fn hostile_index(&self, id: &str) -> Option<u32> {
+        let index = self.shape.hostile_ids.iter().position(|h| h == id)?;
+        u32::try_from(index).ok()
     }
 
     pub fn project_name(&self, p: u32) -> String {
@@ -831,13 +845,14 @@ impl Tenant {
     // ---------------------------------------------------------------- DAST
 
     pub fn environment_id(&self, e: u32) -> String {
-        encode(self.seed(), Kind::Environment, e, 0)
+        self.hostile_id(e)
+            .unwrap_or_else(|| encode(self.seed(), Kind::Environment, e, 0))
     }
 
     pub fn environment_index(&self, id: &str) -> Option<u32> {
-        decode(self.seed(), Kind::Environment, id)
-            .map(|(e, _)| e)
-            .filter(|e| *e < self.shape.dast_environments)
+        self.hostile_index(id)
+            .or_else(|| decode(self.seed(), Kind::Environment, id).map(|(e, _)| e))
+            .filter(|e| *e < self.shape.dast_environments && self.environment_id(*e) == id)
     }
 
     pub fn environment_domain(&self, e: u32) -> String {
