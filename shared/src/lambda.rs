@@ -128,14 +128,18 @@ impl Runtime {
             schedule.start_date = time::OffsetDateTime::now_utc().date().to_string();
         }
         if config.id != id {
-            return Err(StepError::fatal(format!(
-                "the event names connection '{id}' but carries the config of '{}'",
-                config.id
-            )));
+            return Err(StepError::BadEvent {
+                what: "schedule".into(),
+                problem: format!(
+                    "the event names connection '{id}' but carries the config of '{}'",
+                    config.id
+                ),
+            });
         }
         let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
-        config.validate().map_err(|errors| {
-            StepError::fatal(format!("connection '{id}': {}", errors.join("; ")))
+        config.validate().map_err(|errors| StepError::BadConfig {
+            source_name: format!("connection '{id}'"),
+            problems: errors.join("; "),
         })?;
         Ok(self
             .store
@@ -146,11 +150,14 @@ impl Runtime {
     /// The connection `id`, from `connections/<id>/config.json`, loaded once per process.
     pub async fn connection(&self, id: &str) -> Result<Arc<LoadedConnection>, StepError> {
         let key = config_key(id);
-        let text = self.store.get(&key).await?.ok_or_else(|| {
-            StepError::fatal(format!(
-                "connection '{id}' is not configured ({key} is missing)"
-            ))
-        })?;
+        let text = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| StepError::NotConfigured {
+                connection_id: id.to_string(),
+                key: key.clone(),
+            })?;
         let mut cache = self.connections.lock().await;
         // The stored config is read on every invocation (one small GET): a warm instance takes a
         // changed config (`cxone-etm connection put`) at once, and keeps its vendor client and
@@ -160,11 +167,15 @@ impl Runtime {
         {
             return Ok(loaded.clone());
         }
+        let bad_config = |problems: String| StepError::BadConfig {
+            source_name: key.clone(),
+            problems,
+        };
         let config: ConnectionConfig =
-            serde_json::from_slice(&text).map_err(|e| StepError::fatal(format!("{key}: {e}")))?;
+            serde_json::from_slice(&text).map_err(|e| bad_config(e.to_string()))?;
         let connection = config
             .validate()
-            .map_err(|errors| StepError::fatal(format!("{key}: {}", errors.join("; "))))?;
+            .map_err(|errors| bad_config(errors.join("; ")))?;
         let secret = match &connection.secret {
             SecretRef::SecretsManager(secret_id) => {
                 SecretSource::with_secrets_manager(secret_id.clone(), self.secrets_manager.clone())
@@ -209,18 +220,22 @@ pub async fn start_run(
             .and_then(|s| s.effective_end_date())
         && time::OffsetDateTime::now_utc().date().to_string() > end
     {
-        return Err(StepError::fatal(format!(
-            "connection {connection_id}: the schedule ended on {end}; scheduled runs are refused after it"
-        )));
+        return Err(StepError::OutsideSchedule {
+            connection_id: connection_id.to_string(),
+            problem: format!("the schedule ended on {end}; scheduled runs are refused after it"),
+        });
     }
     if trigger == Trigger::Schedule
         && let Some(schedule) = loaded.connection.config.schedule.as_ref()
         && time::OffsetDateTime::now_utc().date().to_string() < schedule.start_date
     {
-        return Err(StepError::fatal(format!(
-            "connection {connection_id}: the schedule starts on {}; scheduled runs before it are refused",
-            schedule.start_date
-        )));
+        return Err(StepError::OutsideSchedule {
+            connection_id: connection_id.to_string(),
+            problem: format!(
+                "the schedule starts on {}; scheduled runs before it are refused",
+                schedule.start_date
+            ),
+        });
     }
     let run = begin_run(
         &runtime.store,
@@ -249,10 +264,7 @@ pub async fn start_run(
                 .send()
                 .await
                 .map_err(|e| {
-                    StepError::retryable(format!(
-                        "starting the state machine: {}",
-                        aws_sdk_sfn::error::DisplayErrorContext(&e)
-                    ))
+                    StepError::StateMachine(aws_sdk_sfn::error::DisplayErrorContext(&e).to_string())
                 })?;
             started.execution_arn = Some(output.execution_arn().to_string());
         }
@@ -260,7 +272,7 @@ pub async fn start_run(
     }
     .await;
     if let Err(error) = &started {
-        let _ = fail_run(&runtime.store, &run, &error.message).await;
+        let _ = fail_run(&runtime.store, &run, &error.to_string()).await;
     }
     started
 }
@@ -321,7 +333,7 @@ pub async fn show_run(
         return Ok(None);
     };
     let record: RunRecord =
-        serde_json::from_slice(&record).map_err(|e| StepError::fatal(e.to_string()))?;
+        serde_json::from_slice(&record).map_err(|e| StepError::bad_object(&run.run_record(), e))?;
     let manifest: Option<Manifest> = match runtime.store.get(&run.manifest()).await? {
         Some(bytes) => serde_json::from_slice(&bytes).ok(),
         None => None,
@@ -463,12 +475,12 @@ where
 impl From<StepError> for lambda_runtime::Diagnostic {
     fn from(error: StepError) -> Self {
         lambda_runtime::Diagnostic {
-            error_type: if error.retryable {
+            error_type: if error.is_retryable() {
                 "Retryable".into()
             } else {
                 "Fatal".into()
             },
-            error_message: error.message,
+            error_message: error.to_string(),
         }
     }
 }
@@ -501,7 +513,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(
     what: &str,
     payload: serde_json::Value,
 ) -> Result<T, StepError> {
-    serde_json::from_value(payload).map_err(|e| StepError::fatal(format!("{what} input: {e}")))
+    serde_json::from_value(payload).map_err(|e| StepError::BadEvent {
+        what: what.to_string(),
+        problem: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! transform; the object store and secret ports and the pipeline steps join it as they are built.
 
 pub mod lambda;
+pub mod layout;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;

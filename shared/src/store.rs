@@ -238,7 +238,7 @@ fn sdk_problem<E: std::error::Error + Send + Sync + 'static>(
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         // Raw vendor pages are tagged so the bucket's lifecycle rule can expire them.
-        let tagging = key.contains("/raw/").then(|| "class=raw".to_string());
+        let tagging = crate::layout::is_raw(key).then(|| "class=raw".to_string());
         self.client
             .put_object()
             .bucket(&self.bucket)

@@ -10,7 +10,7 @@ use common::runs::*;
 use common::*;
 use cxone_emulator::{Endpoint, FaultSpec, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
-use cxone_etm::pipeline::{ItemStatus, RunState, Trigger, begin_run, read_state};
+use cxone_etm::pipeline::{ItemStatus, RunState, StepError, Trigger, begin_run, read_state};
 use cxone_etm::secret::Credential;
 use cxone_etm::store::ObjectStore;
 use serde_json::Value;
@@ -230,9 +230,8 @@ async fn a_second_trigger_while_a_run_holds_the_lock_is_refused() {
     .unwrap();
     let refused = run(&store, &c, api_key(&emulator)).await.unwrap_err();
     assert!(
-        refused.message.contains("already running") && refused.message.contains(&holder.run_id),
-        "{}",
-        refused.message
+        matches!(&refused, StepError::AlreadyRunning { run_id, .. } if *run_id == holder.run_id),
+        "{refused}"
     );
     assert_eq!(
         emulator.traffic().requests.values().sum::<u64>(),
@@ -261,7 +260,7 @@ async fn a_run_that_cannot_list_items_fails_with_the_reason_and_releases_the_loc
     .await
     .unwrap_err();
     assert!(
-        error.retryable && error.message.contains("gave up"),
+        error.is_retryable() && error.to_string().contains("gave up"),
         "{error:?}"
     );
     let state = read_state(&store, "failed").await.unwrap().unwrap();

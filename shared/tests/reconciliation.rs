@@ -13,7 +13,7 @@ use common::runs::*;
 use common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
-use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary};
+use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary, StepError};
 use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
 use serde_json::Value;
 
@@ -1085,13 +1085,12 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
         .await
         .expect_err("the page could not be stored");
     assert!(
-        error.retryable,
-        "a store throttle is transient: {}",
-        error.message
+        matches!(error, StepError::Store(_)) && error.is_retryable(),
+        "a store throttle is a transient store error: {error}"
     );
-    assert!(error.message.contains("SlowDown"), "{}", error.message);
+    assert!(error.to_string().contains("SlowDown"), "{error}");
     let recorded = store
-        .get(&format!("{}collect.json", item.run.raw_prefix(&item.item)))
+        .get(&item.run.collect_outcome(&item.item))
         .await
         .unwrap();
     assert!(

@@ -57,18 +57,15 @@ fn answer(status: i64, body: Value) -> ApiGatewayV2httpResponse {
 }
 
 fn failure(error: StepError) -> ApiGatewayV2httpResponse {
-    let status = if error.message.contains("already running") {
-        409
-    } else if error.message.contains("is not configured") {
-        404
-    } else if error.retryable {
-        503
-    } else {
-        400
+    let status = match &error {
+        StepError::AlreadyRunning { .. } | StepError::LockTaken { .. } => 409,
+        StepError::NotConfigured { .. } => 404,
+        error if error.is_retryable() => 503,
+        _ => 400,
     };
     answer(
         status,
-        json!({"error": error.message, "retryable": error.retryable}),
+        json!({"error": error.to_string(), "retryable": error.is_retryable()}),
     )
 }
 

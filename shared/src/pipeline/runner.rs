@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::RunRef;
+use super::access::VendorAccess;
+use super::collect::{collect, record_collect_failure};
 use super::config::Connection;
-use super::lifecycle::{Trigger, begin_run, fail_run};
-use super::steps::{
-    Manifest, StepError, VendorAccess, WorkItem, collect, finalize, plan, record_collect_failure,
-    transform,
-};
+use super::documents::{Manifest, WorkItem};
+use super::error::StepError;
+use super::finalize::finalize;
+use super::plan::plan;
+use super::run::{Trigger, begin_run, fail_run};
+use super::transform::transform;
+use crate::layout::RunRef;
 use crate::secret::SecretSource;
 use crate::store::ObjectStore;
 use crate::vendor::CounterSnapshot;
@@ -121,7 +124,7 @@ async fn process(
                 StageClock::add(&clock.transform_us, transforming);
                 return transformed.map(|_| ());
             }
-            Err(error) if error.retryable => last = Some(error),
+            Err(error) if error.is_retryable() => last = Some(error),
             Err(error) => return Err(error),
         }
     }
@@ -129,7 +132,7 @@ async fn process(
     record_collect_failure(
         store,
         item,
-        &format!("{}; the item was tried twice", error.message),
+        &format!("{error}; the item was tried twice"),
         Default::default(),
     )
     .await?;
@@ -169,7 +172,7 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
                         async move { process(&store, &vendor, &connection, &item, &clock).await }
                     });
                     let result = task.await.unwrap_or_else(|panicked| {
-                        Err(StepError::fatal(format!("the item's task stopped: {panicked}")))
+                        Err(StepError::TaskStopped(panicked.to_string()))
                     });
                     on_item(&item);
                     result.err().map(|e| (item.item.clone(), e))
@@ -196,7 +199,7 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
         }
         Err(error) => {
             tracing::error!(run = %run.run_id, error = %error, "run failed");
-            if let Err(also) = fail_run(store, &run, &error.message).await {
+            if let Err(also) = fail_run(store, &run, &error.to_string()).await {
                 tracing::error!(error = %also, "could not record the failed run");
             }
             Err(error)

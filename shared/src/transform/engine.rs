@@ -10,17 +10,14 @@ use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::ValueType;
 use super::extract::PageSeed;
-use super::lifecycle::{Ledger, LedgerEntry, Lifecycle};
+use super::ledger::{Ledger, LedgerEntry, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
 use crate::ConnectorKind;
-
-pub const SCHEMA_VERSION: &str = "1.0";
-pub const VENDOR: &str = "Checkmarx";
-pub const PRODUCT: &str = "Checkmarx One";
 
 /// The triage states Checkmarx One ships; tenants can add their own (kept and flagged).
 const KNOWN_STATES: [&str; 5] = [
@@ -30,15 +27,6 @@ const KNOWN_STATES: [&str; 5] = [
     "CONFIRMED",
     "URGENT",
 ];
-
-/// Which run the lines belong to and when they were produced.
-#[derive(Clone, Debug)]
-pub struct TransformContext {
-    pub connection_id: String,
-    pub run_id: String,
-    /// RFC 3339; every line of the run carries it.
-    pub produced_at: String,
-}
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -447,62 +435,6 @@ fn has_value(node: &Layout, values: &[Option<Value>]) -> bool {
         Layout::Leaf(index) => values[*index].is_some(),
         Layout::Object(children) => children.iter().any(|(_, c)| has_value(c, values)),
     }
-}
-
-/// `{"schemaVersion":…,"vendorItemId":"…",` — the start of every batch line of one item.
-pub(crate) fn line_envelope(
-    context: &TransformContext,
-    kind: ConnectorKind,
-    vendor_item_id: &str,
-) -> Vec<u8> {
-    let kind = match kind {
-        ConnectorKind::Sast => "SAST",
-        ConnectorKind::Dast => "DAST",
-    };
-    let envelope = serde_json::json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "connectionId": context.connection_id,
-        "runId": context.run_id,
-        "connectorKind": kind,
-        "vendor": VENDOR,
-        "product": PRODUCT,
-        "producedAt": context.produced_at,
-        "vendorItemId": vendor_item_id,
-    });
-    let mut envelope = serde_json::to_vec(&envelope).expect("serializes");
-    envelope.pop();
-    envelope.push(b',');
-    envelope
-}
-
-/// Batch lines of at most `per_line` findings each (JSON objects), numbered from `first_part`:
-/// envelope, part, the asset (`"externalAssetId":…,"asset":{…},`) and the finding group.
-pub(crate) fn batch_lines(
-    envelope: &[u8],
-    first_part: u64,
-    asset: &[u8],
-    findings: &[Vec<u8>],
-    per_line: usize,
-) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    for (part, chunk) in (first_part..).zip(findings.chunks(per_line.max(1))) {
-        let size: usize =
-            chunk.iter().map(|f| f.len() + 1).sum::<usize>() + envelope.len() + asset.len() + 64;
-        let mut line = Vec::with_capacity(size);
-        line.extend_from_slice(envelope);
-        line.extend_from_slice(format!("\"part\":{part},").as_bytes());
-        line.extend_from_slice(asset);
-        line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
-        for (i, finding) in chunk.iter().enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            line.extend_from_slice(finding);
-        }
-        line.extend_from_slice(b"]}}\n");
-        lines.push(line);
-    }
-    lines
 }
 
 fn fingerprint(id: &str) -> u64 {

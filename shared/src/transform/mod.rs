@@ -1,21 +1,23 @@
 //! Vendor records → ETM batch lines, through transform maps and scoring tables that are data.
 //! See docs/etm-batch.md for the line format, the identity rules and the counting rules.
 
+mod batch;
 mod catalog;
 mod engine;
 mod extract;
-mod lifecycle;
+mod ledger;
 mod map;
 mod replay;
 mod scoring;
 mod triage;
 
+pub use batch::{PRODUCT, SCHEMA_VERSION, TransformContext, VENDOR};
 pub use catalog::{Catalog, Scope, Target, ValueType, catalog};
 pub use engine::{
-    AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PRODUCT, Rejected,
-    SCHEMA_VERSION, TransformContext, TransformError, TransformOptions, VENDOR,
+    AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, Rejected, TransformError,
+    TransformOptions,
 };
-pub use lifecycle::{Ledger, LedgerEntry, Lifecycle, close_all};
+pub use ledger::{Ledger, LedgerEntry, Lifecycle, close_all};
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
 pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};
 pub use scoring::{CompiledScoring, DEFAULT_SCORING, ScoreRow, Scoring};

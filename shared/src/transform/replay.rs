@@ -11,11 +11,11 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::Serialize;
 
-use super::engine::{
-    Figures, ItemOutcome, ItemTransformer, TransformContext, TransformError, TransformOptions,
-};
+use super::batch::TransformContext;
+use super::engine::{Figures, ItemOutcome, ItemTransformer, TransformError, TransformOptions};
 use super::map::Plan;
 use super::scoring::CompiledScoring;
+use crate::layout::{RawFile, etm_page_file};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -68,11 +68,12 @@ fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
     }
 }
 
-/// The files of one item directory as the collect step writes them: results pages
-/// (`<n>.json.gz`) and pages of severities before triage (`original-<n>.json.gz`), each in page
-/// order; `item` and `collect` are read elsewhere or not needed. Any other name is a layout error.
+/// The files of one item directory as the collect step writes them (see [`crate::layout`]): the
+/// project or environment record, results pages and pages of severities before triage, each in
+/// page order; collect's outcome is not needed. Any other JSON name is a layout error.
 #[derive(Default)]
 struct ItemFiles {
+    record: Option<PathBuf>,
     pages: Vec<(u32, PathBuf)>,
     original: Vec<(u32, PathBuf)>,
 }
@@ -84,23 +85,19 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let stem = name.trim_end_matches(".gz").trim_end_matches(".json");
-        if matches!(stem, "item" | "collect")
-            || !(name.ends_with(".json") || name.ends_with(".json.gz"))
-        {
-            continue;
+            .unwrap_or_default();
+        match RawFile::from_name(name) {
+            None | Some(RawFile::CollectOutcome) => {}
+            Some(RawFile::Record) => files.record = Some(path),
+            Some(RawFile::Page(number)) => files.pages.push((number, path)),
+            Some(RawFile::OriginalPage(number)) => files.original.push((number, path)),
+            Some(RawFile::Misnamed) => {
+                return Err(ReplayError::Layout {
+                    path,
+                    problem: "page files are named by their page number (0.json.gz, 1.json.gz, …, or original-0.json.gz, … for severities before triage)".into(),
+                });
+            }
         }
-        let (list, number) = match stem.strip_prefix("original-") {
-            Some(number) => (&mut files.original, number),
-            None => (&mut files.pages, stem),
-        };
-        let number = number.parse::<u32>().map_err(|_| ReplayError::Layout {
-            path: path.clone(),
-            problem: "page files are named by their page number (0.json.gz, 1.json.gz, …, or original-0.json.gz, … for severities before triage)".into(),
-        })?;
-        list.push((number, path));
     }
     files.pages.sort();
     files.original.sort();
@@ -128,14 +125,15 @@ pub fn replay_dir(
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        let record_path = ["item.json", "item.json.gz"]
-            .iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.exists())
-            .ok_or_else(|| ReplayError::Layout {
-                path: dir.clone(),
-                problem: "no item.json (the project or environment record)".into(),
-            })?;
+        let ItemFiles {
+            record,
+            pages,
+            original,
+        } = item_files(&dir)?;
+        let record_path = record.ok_or_else(|| ReplayError::Layout {
+            path: dir.clone(),
+            problem: "no item.json (the project or environment record)".into(),
+        })?;
         let record = read_raw(&record_path)?;
         let transform_error = |source| ReplayError::Transform {
             item: item.clone(),
@@ -144,7 +142,6 @@ pub fn replay_dir(
         let mut transformer =
             ItemTransformer::new(plan, scoring, context, options.clone(), &record)
                 .map_err(transform_error)?;
-        let ItemFiles { pages, original } = item_files(&dir)?;
         for (_, path) in &original {
             transformer
                 .add_original_severities(&read_raw(path)?)
@@ -163,7 +160,7 @@ pub fn replay_dir(
             if lines.is_empty() {
                 continue;
             }
-            let file = target.join(format!("{number}.ndjson.gz"));
+            let file = target.join(etm_page_file(*number));
             let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
             for line in &lines {
                 encoder.write_all(line).map_err(io(&file))?;

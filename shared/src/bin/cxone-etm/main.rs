@@ -347,7 +347,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             let context = TransformContext {
                 connection_id,
                 run_id,
-                produced_at: now_rfc3339(),
+                produced_at: cxone_etm::pipeline::now_rfc3339(),
             };
             let options = TransformOptions {
                 asset_types: AssetTypes {
@@ -362,10 +362,4 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

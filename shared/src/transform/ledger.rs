@@ -103,8 +103,8 @@ pub fn close_all(
         .map(|(id, e)| Ledger::closure_record(id, e, reason))
         .collect();
     let closed = closures.len() as u64;
-    let envelope = super::engine::line_envelope(context, kind, &ledger.vendor_item_id);
-    let lines = super::engine::batch_lines(
+    let envelope = super::batch::line_envelope(context, kind, &ledger.vendor_item_id);
+    let lines = super::batch::batch_lines(
         &envelope,
         0,
         ledger.asset.as_bytes(),

@@ -1,14 +1,17 @@
-//! The run lifecycle: the per-connection run lock (a conditional write, so two runs of one
-//! connection never overlap; a lock past its lease is recovered), the connection's state
-//! (Registered → Scheduled → Processing → Processed, or Failed with the reason) and the run record.
+//! A run's states, and only here are they changed: the per-connection run lock (a conditional
+//! write, so two runs of one connection never overlap; a lock past its lease is recovered), the
+//! connection's state (Registered → Scheduled → Processing → Processed, or Failed with the reason)
+//! and the run record. The steps ask this module to move a run on.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::steps::StepError;
-use super::{RunRef, get_json, lock_key, now_rfc3339, put_json, state_key};
+use super::error::StepError;
+use super::now_rfc3339;
+use super::objects::{get_json, put_json};
+use crate::layout::{RunRef, lock_key, lock_takeover_key, state_key};
 use crate::store::ObjectStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +142,7 @@ pub async fn read_state(
     get_json(store, &state_key(connection_id)).await
 }
 
-pub(crate) async fn write_state(
+async fn write_state(
     store: &impl ObjectStore,
     connection_id: &str,
     state: RunState,
@@ -162,17 +165,87 @@ pub(crate) async fn write_state(
     put_json(store, &state_key(connection_id), &document).await
 }
 
-pub(crate) async fn update_run(
+async fn update_run(
     store: &impl ObjectStore,
     run: &RunRef,
     change: impl FnOnce(&mut RunRecord),
 ) -> Result<RunRecord, StepError> {
-    let mut record: RunRecord = get_json(store, &run.run_record()).await?.ok_or_else(|| {
-        StepError::fatal(format!("{}: the run record is missing", run.run_record()))
-    })?;
+    let mut record = read_run(store, run).await?;
     change(&mut record);
     put_json(store, &run.run_record(), &record).await?;
     Ok(record)
+}
+
+/// The run record; a run without one was never begun.
+pub(crate) async fn read_run(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<RunRecord, StepError> {
+    get_json(store, &run.run_record())
+        .await?
+        .ok_or_else(|| StepError::bad_object(&run.run_record(), "the run record is missing"))
+}
+
+/// The plan has begun: the run and the connection are Processing. Returns the connection's last
+/// committed run, which this run reconciles against.
+pub(crate) async fn start_processing(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<Option<String>, StepError> {
+    update_run(store, run, |r| r.state = RunState::Processing).await?;
+    write_state(
+        store,
+        &run.connection_id,
+        RunState::Processing,
+        None,
+        Some(&run.run_id),
+        None,
+    )
+    .await?;
+    Ok(read_state(store, &run.connection_id)
+        .await?
+        .and_then(|s| s.last_committed_run))
+}
+
+/// The plan is written: the run record holds its item count and the run it reconciles against.
+pub(crate) async fn record_plan(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    items: u64,
+    previous_run: Option<String>,
+) -> Result<(), StepError> {
+    update_run(store, run, |r| {
+        r.items = Some(items);
+        r.previous_run = previous_run;
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The run has committed: it and the connection are Processed (with the reason when partial), and
+/// the lock is released. Repeating it changes nothing.
+pub(crate) async fn mark_processed(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    reason: Option<String>,
+    finished_at: &str,
+) -> Result<(), StepError> {
+    update_run(store, run, |r| {
+        r.state = RunState::Processed;
+        r.reason = reason.clone();
+        r.finished_at = Some(finished_at.to_string());
+    })
+    .await?;
+    write_state(
+        store,
+        &run.connection_id,
+        RunState::Processed,
+        reason,
+        Some(&run.run_id),
+        Some(&run.run_id),
+    )
+    .await?;
+    release(store, run).await
 }
 
 /// Takes the connection's run lock and registers a new run (state Scheduled). Refuses, naming the
@@ -209,17 +282,19 @@ pub async fn begin_run(
             .and_then(|bytes| serde_json::from_slice(bytes).ok());
         match holder {
             Some(holder) if !holder.is_stale() => {
-                return Err(StepError::fatal(format!(
-                    "connection {connection_id} is already running (run {} since {}); wait for it to finish, or for its lease to expire if it crashed",
-                    holder.run_id, holder.acquired_at
-                )));
+                return Err(StepError::AlreadyRunning {
+                    connection_id: connection_id.to_string(),
+                    run_id: holder.run_id,
+                    since: holder.acquired_at,
+                });
             }
             _ if held.is_none() => {
                 // Released between the two calls: take it the ordinary way, or be refused.
                 if !store.put_if_absent(&key, body).await? {
-                    return Err(StepError::fatal(format!(
-                        "connection {connection_id}: another trigger took the lock first"
-                    )));
+                    return Err(StepError::LockTaken {
+                        connection_id: connection_id.to_string(),
+                        detail: "another trigger took the lock first".into(),
+                    });
                 }
             }
             stale => {
@@ -238,11 +313,14 @@ pub async fn begin_run(
                 // Exactly one runner takes over a given stale lock: the one whose takeover record
                 // is written first (a conditional write); the others are refused. Deleting the
                 // stale lock and creating a new one would let a slower runner delete the winner's.
-                let takeover = format!("{key}-takeovers/{stale_id}");
+                let takeover = lock_takeover_key(connection_id, &stale_id);
                 if !store.put_if_absent(&takeover, body.clone()).await? {
-                    return Err(StepError::fatal(format!(
-                        "connection {connection_id}: another trigger took over the stale lock of run {stale_id} first"
-                    )));
+                    return Err(StepError::LockTaken {
+                        connection_id: connection_id.to_string(),
+                        detail: format!(
+                            "another trigger took over the stale lock of run {stale_id} first"
+                        ),
+                    });
                 }
                 store.put(&key, body).await?;
                 if let Some(stale) = stale {
@@ -332,7 +410,7 @@ async fn abandon(
 }
 
 /// Releases the lock if this run holds it.
-pub(crate) async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<(), StepError> {
+async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<(), StepError> {
     let key = lock_key(&run.connection_id);
     let holder: Option<Lock> = get_json(store, &key).await?;
     if holder.is_some_and(|l| l.run_id == run.run_id) {
@@ -391,11 +469,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            refused.message.contains("already running") && refused.message.contains(&first.run_id),
-            "{}",
-            refused.message
+            matches!(&refused, StepError::AlreadyRunning { run_id, .. } if *run_id == first.run_id),
+            "{refused}"
         );
-        assert!(!refused.retryable);
+        assert!(!refused.is_retryable());
 
         fail_run(&store, &first, "collect failed").await.unwrap();
         assert_eq!(
@@ -433,9 +510,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            refused.message.contains("already running"),
-            "{}",
-            refused.message
+            matches!(refused, StepError::AlreadyRunning { .. }),
+            "{refused}"
         );
 
         // The same lock, as if its process had exited: no process has pid u32::MAX.
@@ -574,6 +650,6 @@ mod tests {
         let refused = begin_run(&store, "c1", Trigger::Api, Duration::from_secs(3600))
             .await
             .unwrap_err();
-        assert!(refused.message.contains(&run.run_id), "{}", refused.message);
+        assert!(refused.to_string().contains(&run.run_id), "{refused}");
     }
 }

@@ -1,0 +1,273 @@
+//! The bucket layout: every key the connector reads or writes is built (or read back) here, for
+//! the steps, the S3 adapter's tagging, replay and the CLI alike. Keys are deterministic, so a
+//! retried step rewrites the same objects.
+//!
+//! ```text
+//! connections/<c>/config.json | state.json | lock | lock-takeovers/<stale run>
+//! connections/<c>/runs/<r>/run.json | work.jsonl | work.jsonl.problems.json | filtered.json
+//! connections/<c>/runs/<r>/manifest.json | _COMMITTED
+//! connections/<c>/runs/<r>/raw/<item>/item.json.gz | <page>.json.gz | original-<page>.json.gz | collect.json
+//! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
+//! connections/<c>/runs/<r>/ledger/<item>.json.gz
+//! ```
+//!
+//! `<item>` is [`item_key`] of the vendor id: one-to-one, so hostile ids never share a folder.
+
+use serde::{Deserialize, Serialize};
+
+/// The project or environment record, in an item's raw folder.
+pub const RAW_RECORD: &str = "item.json.gz";
+/// Collect's outcome (status, completeness, traffic), in an item's raw folder.
+pub const COLLECT_OUTCOME: &str = "collect.json";
+/// Closure records of findings no longer reported, in an item's etm folder.
+pub const CLOSURES: &str = "closures.ndjson.gz";
+/// The transform's record (figures, rejected records, objects), in an item's etm folder.
+pub const TRANSFORM_RECORD: &str = "transform.json";
+
+const RAW_SEGMENT: &str = "/raw/";
+const ORIGINAL_PREFIX: &str = "original-";
+
+/// A raw results page: `<page>.json.gz`.
+pub fn raw_page_file(page: u32) -> String {
+    format!("{page}.json.gz")
+}
+
+/// A raw page of severities before triage: `original-<page>.json.gz`.
+pub fn original_page_file(page: u32) -> String {
+    format!("{ORIGINAL_PREFIX}{page}.json.gz")
+}
+
+/// A batch file of one page's findings: `<page>.ndjson.gz`.
+pub fn etm_page_file(page: u32) -> String {
+    format!("{page}.ndjson.gz")
+}
+
+/// What a file of an item's raw folder holds, read back from its name (gzip'd or not, as replay
+/// accepts copies unpacked by hand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawFile {
+    Record,
+    CollectOutcome,
+    Page(u32),
+    OriginalPage(u32),
+    /// JSON named like none of the above.
+    Misnamed,
+}
+
+impl RawFile {
+    /// `None` for a file that is not JSON.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let stem = name
+            .strip_suffix(".json.gz")
+            .or_else(|| name.strip_suffix(".json"))?;
+        let page =
+            |number: &str, as_file: fn(u32) -> Self| number.parse().map_or(Self::Misnamed, as_file);
+        Some(match stem {
+            "item" => Self::Record,
+            "collect" => Self::CollectOutcome,
+            _ => match stem.strip_prefix(ORIGINAL_PREFIX) {
+                Some(number) => page(number, Self::OriginalPage),
+                None => page(stem, Self::Page),
+            },
+        })
+    }
+}
+
+/// True for a key under a run's `raw/` folder: vendor data the bucket's lifecycle rule expires.
+pub fn is_raw(key: &str) -> bool {
+    key.contains(RAW_SEGMENT)
+}
+
+pub fn config_key(connection_id: &str) -> String {
+    format!("connections/{connection_id}/config.json")
+}
+
+pub fn state_key(connection_id: &str) -> String {
+    format!("connections/{connection_id}/state.json")
+}
+
+pub fn lock_key(connection_id: &str) -> String {
+    format!("connections/{connection_id}/lock")
+}
+
+/// The record that one runner took over the stale lock of `stale_run` (written once, conditionally).
+pub fn lock_takeover_key(connection_id: &str, stale_run: &str) -> String {
+    format!("{}-takeovers/{stale_run}", lock_key(connection_id))
+}
+
+/// Keys of one run in the bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRef {
+    pub connection_id: String,
+    pub run_id: String,
+}
+
+impl RunRef {
+    /// Another run of the same connection.
+    pub fn sibling(&self, run_id: &str) -> Self {
+        Self {
+            connection_id: self.connection_id.clone(),
+            run_id: run_id.to_string(),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("connections/{}/runs/{}", self.connection_id, self.run_id)
+    }
+    pub fn run_record(&self) -> String {
+        format!("{}/run.json", self.base())
+    }
+    pub fn work_list(&self) -> String {
+        format!("{}/work.jsonl", self.base())
+    }
+    /// The listing's problems (malformed records, an incomplete list), beside the work list.
+    pub fn work_list_problems(&self) -> String {
+        format!("{}.problems.json", self.work_list())
+    }
+    /// Items the connection's filters left out of the run, with the reason.
+    pub fn filtered_list(&self) -> String {
+        format!("{}/filtered.json", self.base())
+    }
+    pub fn manifest(&self) -> String {
+        format!("{}/manifest.json", self.base())
+    }
+    pub fn commit_marker(&self) -> String {
+        format!("{}/_COMMITTED", self.base())
+    }
+
+    pub fn raw_prefix(&self, item: &str) -> String {
+        format!("{}{RAW_SEGMENT}{item}/", self.base())
+    }
+    pub fn raw_record(&self, item: &str) -> String {
+        format!("{}{RAW_RECORD}", self.raw_prefix(item))
+    }
+    pub fn raw_page(&self, item: &str, page: u32) -> String {
+        format!("{}{}", self.raw_prefix(item), raw_page_file(page))
+    }
+    pub fn original_page(&self, item: &str, page: u32) -> String {
+        format!("{}{}", self.raw_prefix(item), original_page_file(page))
+    }
+    pub fn collect_outcome(&self, item: &str) -> String {
+        format!("{}{COLLECT_OUTCOME}", self.raw_prefix(item))
+    }
+
+    pub fn etm_prefix(&self, item: &str) -> String {
+        format!("{}/etm/{item}/", self.base())
+    }
+    pub fn etm_page(&self, item: &str, page: u32) -> String {
+        format!("{}{}", self.etm_prefix(item), etm_page_file(page))
+    }
+    pub fn closures(&self, item: &str) -> String {
+        format!("{}{CLOSURES}", self.etm_prefix(item))
+    }
+    pub fn transform_record(&self, item: &str) -> String {
+        format!("{}{TRANSFORM_RECORD}", self.etm_prefix(item))
+    }
+
+    /// The asset's ledger as of this run (what has been reported for it, open or fixed).
+    pub fn ledger(&self, item: &str) -> String {
+        format!("{}{item}.json.gz", self.ledger_prefix())
+    }
+    pub fn ledger_prefix(&self) -> String {
+        format!("{}/ledger/", self.base())
+    }
+    /// The item of a key under [`Self::ledger_prefix`].
+    pub fn ledger_item<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.ledger_prefix())?
+            .strip_suffix(".json.gz")
+    }
+}
+
+/// A vendor id as one key segment, one-to-one: letters, digits, `-` and `_` stay as they are,
+/// every other byte becomes `~` and two hex digits (so `a/b`, `a_b` and `..` stay apart and no
+/// segment is `.` or `..`); an encoding over 100 characters keeps its first 80 and adds `~~` and
+/// 16 hex digits of the id's SHA-256 (`~~` never occurs in a short encoding).
+pub fn item_key(vendor_id: &str) -> String {
+    const LIMIT: usize = 100;
+    let mut key = String::with_capacity(vendor_id.len());
+    for byte in vendor_id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            key.push(byte as char);
+        } else {
+            key.push_str(&format!("~{byte:02X}"));
+        }
+    }
+    if key.is_empty() {
+        return "~".to_string();
+    }
+    if key.len() > LIMIT {
+        use sha2::Digest;
+        let digest = hex::encode(&sha2::Sha256::digest(vendor_id.as_bytes())[..8]);
+        key.truncate(80);
+        key.push_str("~~");
+        key.push_str(&digest);
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn is_segment(key: &str) -> bool {
+        !key.is_empty()
+            && key.len() <= 100
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'~')
+    }
+
+    #[test]
+    fn hostile_ids_get_distinct_safe_keys() {
+        let ids = ["a/b", "a_b", "a~2Fb", "..", ".", "", "~", "a b", "ü", "%2F"];
+        let keys: std::collections::BTreeSet<String> = ids.iter().map(|i| item_key(i)).collect();
+        assert_eq!(keys.len(), ids.len(), "{keys:?}");
+        assert!(keys.iter().all(|k| is_segment(k)), "{keys:?}");
+        // Checkmarx One ids (UUIDs) are kept as they are.
+        let uuid = "520b4930-0200-0000-0200-000000be5614";
+        assert_eq!(item_key(uuid), uuid);
+        let long_a = "x".repeat(300);
+        let long_b = format!("{}y", "x".repeat(299));
+        assert_ne!(item_key(&long_a), item_key(&long_b));
+        assert!(is_segment(&item_key(&long_a)));
+    }
+
+    #[test]
+    fn raw_file_names_read_back_as_what_they_hold() {
+        let run = RunRef {
+            connection_id: "c".into(),
+            run_id: "r".into(),
+        };
+        for (key, file) in [
+            (run.raw_record("i"), RawFile::Record),
+            (run.collect_outcome("i"), RawFile::CollectOutcome),
+            (run.raw_page("i", 12), RawFile::Page(12)),
+            (run.original_page("i", 3), RawFile::OriginalPage(3)),
+        ] {
+            assert!(is_raw(&key), "{key}");
+            let name = key.strip_prefix(&run.raw_prefix("i")).unwrap();
+            assert_eq!(RawFile::from_name(name), Some(file), "{name}");
+        }
+        assert_eq!(RawFile::from_name("0.json"), Some(RawFile::Page(0)));
+        assert_eq!(
+            RawFile::from_name("page-a.json.gz"),
+            Some(RawFile::Misnamed)
+        );
+        assert_eq!(RawFile::from_name("notes.txt"), None);
+        assert!(!is_raw(&run.etm_page("i", 0)));
+        assert_eq!(run.ledger_item(&run.ledger("a~2Fb")), Some("a~2Fb"));
+        assert_eq!(run.ledger_item(&run.manifest()), None);
+    }
+
+    proptest! {
+        #[test]
+        fn distinct_ids_never_share_a_key(a in ".{0,140}", b in ".{0,140}") {
+            prop_assert!(is_segment(&item_key(&a)));
+            if a != b {
+                prop_assert_ne!(item_key(&a), item_key(&b));
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The vendor client behind the steps, with the credential renewed when the vendor refuses it.
+
+use super::error::StepError;
+use crate::secret::SecretSource;
+use crate::vendor::{AuthError, CxOneClient, VendorConfig, VendorError};
+
+/// The vendor client with the credential behind it: rebuilt once with a re-read secret when the
+/// vendor rejects the credential, so a rotated key is picked up mid-run.
+pub struct VendorAccess {
+    config: VendorConfig,
+    secret: SecretSource,
+    client: tokio::sync::RwLock<CxOneClient>,
+    /// When the secret was last re-read: at most once a minute, so a refused credential does not
+    /// hammer the secret store, while a long-lived process still picks up each later rotation.
+    renewed_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl VendorAccess {
+    pub async fn new(config: VendorConfig, secret: SecretSource) -> Result<Self, StepError> {
+        let credential = secret.credential().await?;
+        let client = CxOneClient::new(config.clone(), &credential)?;
+        Ok(Self {
+            config,
+            secret,
+            client: tokio::sync::RwLock::new(client),
+            renewed_at: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// How many vendor requests may be in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.config.concurrency
+    }
+
+    pub async fn client(&self) -> CxOneClient {
+        self.client.read().await.clone()
+    }
+
+    /// After the vendor refused the credential: re-read the secret once and rebuild the client.
+    async fn renew(&self) -> bool {
+        {
+            let mut renewed_at = self.renewed_at.lock().await;
+            if renewed_at.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(60)) {
+                return false;
+            }
+            *renewed_at = Some(std::time::Instant::now());
+        }
+        let Ok(credential) = self.secret.refresh().await else {
+            return false;
+        };
+        match CxOneClient::new(self.config.clone(), &credential) {
+            Ok(client) => {
+                *self.client.write().await = client;
+                tracing::info!("credential re-read after the vendor refused it");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+pub(super) fn credential_refused(error: &VendorError) -> bool {
+    matches!(
+        error,
+        VendorError::Unauthorized { .. }
+            | VendorError::Auth(
+                AuthError::BadApiKey { .. } | AuthError::BadClientCredentials { .. }
+            )
+    )
+}
+
+/// An error that may say the vendor refused the credential (so renewing it may help).
+pub(super) trait MayRefuseCredential {
+    fn credential_refused(&self) -> bool;
+}
+
+impl MayRefuseCredential for VendorError {
+    fn credential_refused(&self) -> bool {
+        credential_refused(self)
+    }
+}
+
+/// Runs `attempt`; when the vendor refused the credential, re-reads the secret once and tries again.
+pub(super) async fn with_renewal<T, E, F, Fut>(vendor: &VendorAccess, attempt: F) -> Result<T, E>
+where
+    E: MayRefuseCredential,
+    F: Fn(CxOneClient) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    match attempt(vendor.client().await).await {
+        Err(error) if error.credential_refused() && vendor.renew().await => {
+            attempt(vendor.client().await).await
+        }
+        other => other,
+    }
+}

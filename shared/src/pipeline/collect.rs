@@ -1,0 +1,177 @@
+//! Collect: one item's record and every page of its scan's results, written as they arrive, and
+//! the completeness verdict. A vendor refusal is the item's Failed outcome; only a transient
+//! failure is an error (retryable).
+
+use super::access::{MayRefuseCredential, VendorAccess, credential_refused, with_renewal};
+use super::config::Filters;
+use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, WorkItem};
+use super::error::StepError;
+use super::objects::{gzip, put_json};
+use crate::ConnectorKind;
+use crate::store::ObjectStore;
+use crate::vendor::{Completeness, Counters, CxOneClient, PageSource, VendorError, counted};
+
+/// What collecting one item can fail on: the vendor, or the store its pages go to. A store error
+/// stays a store error (transient: the state machine retries the item), never a vendor refusal.
+#[derive(Debug, thiserror::Error)]
+enum CollectError {
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl MayRefuseCredential for CollectError {
+    fn credential_refused(&self) -> bool {
+        matches!(self, CollectError::Vendor(e) if credential_refused(e))
+    }
+}
+
+/// Collects one item: its record, every page of its scan's results (written as they arrive), and
+/// the completeness verdict in `collect.json`. A vendor refusal becomes the item's Failed outcome;
+/// only a transient failure is an error (retryable).
+pub async fn collect(
+    store: &impl ObjectStore,
+    vendor: &VendorAccess,
+    filters: &Filters,
+    item: &WorkItem,
+) -> Result<CollectOutcome, StepError> {
+    store
+        .put(
+            &item.run.raw_record(&item.item),
+            gzip(&serde_json::to_vec(&item.record).expect("serializes")),
+        )
+        .await?;
+    let started = std::time::Instant::now();
+    let counters = std::sync::Arc::new(Counters::default());
+    let result = counted(
+        counters.clone(),
+        with_renewal(vendor, |client| collect_pages(store, client, item, filters)),
+    )
+    .await;
+    let seen = counters.snapshot();
+    let traffic = ItemTraffic {
+        duration_ms: started.elapsed().as_millis() as u64,
+        requests: seen.requests,
+        retries: seen.retries,
+        rate_limited: seen.rate_limited,
+        bytes: seen.bytes,
+    };
+    let outcome = match result {
+        Ok(outcome) => CollectOutcome { traffic, ..outcome },
+        Err(CollectError::Store(error)) => return Err(error.into()),
+        Err(CollectError::Vendor(error)) if error.is_transient() => {
+            return Err(error.into());
+        }
+        Err(CollectError::Vendor(error)) => {
+            return record_collect_failure(store, item, &error.to_string(), traffic).await;
+        }
+    };
+    put_json(store, &item.run.collect_outcome(&item.item), &outcome).await?;
+    Ok(outcome)
+}
+
+/// Records an item as Failed with the reason, for finalize to report (a refusal, or a transient
+/// failure that outlasted every attempt).
+pub async fn record_collect_failure(
+    store: &impl ObjectStore,
+    item: &WorkItem,
+    reason: &str,
+    traffic: ItemTraffic,
+) -> Result<CollectOutcome, StepError> {
+    tracing::warn!(item = %item.item, name = %item.name, reason, "item failed");
+    let outcome = CollectOutcome {
+        item: item.item.clone(),
+        status: ItemStatus::Failed,
+        reason: Some(reason.to_string()),
+        scan_id: item.scan_id.clone(),
+        pages: 0,
+        original_pages: 0,
+        completeness: Completeness::default(),
+        traffic,
+    };
+    put_json(store, &item.run.collect_outcome(&item.item), &outcome).await?;
+    Ok(outcome)
+}
+
+async fn collect_pages(
+    store: &impl ObjectStore,
+    client: CxOneClient,
+    item: &WorkItem,
+    filters: &Filters,
+) -> Result<CollectOutcome, CollectError> {
+    let (run, key) = (&item.run, item.item.as_str());
+    let (scan_id, created) = match item.kind {
+        ConnectorKind::Sast => (item.scan_id.clone(), item.scan_created.clone()),
+        ConnectorKind::Dast => client
+            .latest_completed_dast_scan(&item.vendor_id)
+            .await?
+            .map_or((None, None), |s| {
+                let created = s.created.or(s.update_time);
+                (Some(s.scan_id), created)
+            }),
+    };
+    let too_old = filters.scan_too_old(created.as_deref());
+    let (Some(scan_id), None) = (scan_id, &too_old) else {
+        // No scan to take: nothing to ingest, and the previous findings are carried, not closed.
+        return Ok(CollectOutcome {
+            item: item.item.clone(),
+            status: ItemStatus::NoScan,
+            reason: too_old,
+            scan_id: None,
+            pages: 0,
+            original_pages: 0,
+            completeness: Completeness::default(),
+            traffic: ItemTraffic::default(),
+        });
+    };
+    let (pages, completeness) = match item.kind {
+        ConnectorKind::Sast => {
+            store_pages(store, client.results(&scan_id), |n| run.raw_page(key, n)).await?
+        }
+        ConnectorKind::Dast => {
+            store_pages(store, client.dast_results(&scan_id), |n| {
+                run.raw_page(key, n)
+            })
+            .await?
+        }
+    };
+    let mut problem = completeness.problem();
+    let mut original_pages = 0;
+    if item.original_severity && problem.is_none() {
+        let original = client.original_severities(&scan_id);
+        let (n, original) = store_pages(store, original, |n| run.original_page(key, n)).await?;
+        original_pages = n;
+        problem = original
+            .problem()
+            .map(|p| format!("severities before triage: {p}"));
+    }
+    Ok(CollectOutcome {
+        item: item.item.clone(),
+        status: if problem.is_none() {
+            ItemStatus::Complete
+        } else {
+            ItemStatus::Incomplete
+        },
+        reason: problem,
+        scan_id: Some(scan_id),
+        pages,
+        original_pages,
+        completeness,
+        traffic: ItemTraffic::default(),
+    })
+}
+
+/// Writes every page of a pager, as it arrives, under the key `key_of` gives its number.
+async fn store_pages(
+    store: &impl ObjectStore,
+    mut pager: impl PageSource,
+    key_of: impl Fn(u32) -> String,
+) -> Result<(u32, Completeness), CollectError> {
+    let mut pages = 0;
+    while let Some(page) = pager.next_page().await? {
+        store.put(&key_of(page.number), gzip(&page.body)).await?;
+        pages += 1;
+    }
+    Ok((pages, pager.completeness().clone()))
+}

@@ -1,0 +1,129 @@
+//! The error every step returns: what failed, with its source, and whether another attempt may
+//! succeed ([`StepError::is_retryable`], which Step Functions' Retry and the local runner follow).
+
+use crate::secret::CredentialError;
+use crate::store::StoreError;
+use crate::transform::TransformError;
+use crate::vendor::VendorError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Checkmarx One refused or failed; retryable when the failure was transient.
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
+    /// The object store failed (a throttle, a lost connection): always retryable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The connection's credential could not be read or used.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// No `connections/<id>/config.json`.
+    #[error("connection '{connection_id}' is not configured ({key} is missing)")]
+    NotConfigured { connection_id: String, key: String },
+    /// A connection config (stored, or carried by an event) that does not validate.
+    #[error("{source_name}: {problems}")]
+    BadConfig {
+        source_name: String,
+        problems: String,
+    },
+    /// Another run of the connection holds its lock.
+    #[error(
+        "connection {connection_id} is already running (run {run_id} since {since}); wait for it to finish, or for its lease to expire if it crashed"
+    )]
+    AlreadyRunning {
+        connection_id: String,
+        run_id: String,
+        since: String,
+    },
+    /// Another trigger won the race for the lock (`detail` says which race).
+    #[error("connection {connection_id}: {detail}")]
+    LockTaken {
+        connection_id: String,
+        detail: String,
+    },
+    /// A scheduled run outside the schedule's dates.
+    #[error("connection {connection_id}: {problem}")]
+    OutsideSchedule {
+        connection_id: String,
+        problem: String,
+    },
+    /// An object an earlier step writes is not there yet: that step has not finished.
+    #[error("{key} is missing: {why}")]
+    NotYetWritten { key: String, why: String },
+    /// An object this step needs is missing or cannot be read.
+    #[error("{key}: {problem}")]
+    BadObject { key: String, problem: String },
+    /// An item that cannot be transformed (its record does not fit the map).
+    #[error("{at}: {source}")]
+    Transform {
+        at: String,
+        #[source]
+        source: TransformError,
+    },
+    /// Step Functions did not start the run's execution.
+    #[error("starting the state machine: {0}")]
+    StateMachine(String),
+    /// A Lambda event that is not the step's input.
+    #[error("{what} input: {problem}")]
+    BadEvent { what: String, problem: String },
+    /// An item's task stopped (a panic) before it returned.
+    #[error("the item's task stopped: {0}")]
+    TaskStopped(String),
+}
+
+impl StepError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Vendor(error) => error.is_transient(),
+            Self::Store(_) | Self::NotYetWritten { .. } | Self::StateMachine(_) => true,
+            Self::Credential(_)
+            | Self::NotConfigured { .. }
+            | Self::BadConfig { .. }
+            | Self::AlreadyRunning { .. }
+            | Self::LockTaken { .. }
+            | Self::OutsideSchedule { .. }
+            | Self::BadObject { .. }
+            | Self::Transform { .. }
+            | Self::BadEvent { .. }
+            | Self::TaskStopped(_) => false,
+        }
+    }
+
+    pub fn bad_object(key: &str, problem: impl std::fmt::Display) -> Self {
+        Self::BadObject {
+            key: key.to_string(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_only_where_another_attempt_may_succeed() {
+        let store = StepError::from(StoreError::Failed {
+            location: "s3://b/k".into(),
+            problem: "SlowDown".into(),
+        });
+        assert!(store.is_retryable());
+        assert_eq!(store.to_string(), "store s3://b/k: SlowDown");
+        let running = StepError::AlreadyRunning {
+            connection_id: "c".into(),
+            run_id: "r".into(),
+            since: "t".into(),
+        };
+        assert!(!running.is_retryable());
+        assert!(
+            running
+                .to_string()
+                .contains("already running (run r since t)")
+        );
+        let refused = StepError::from(VendorError::Unauthorized {
+            endpoint: "projects",
+        });
+        assert!(!refused.is_retryable());
+    }
+}

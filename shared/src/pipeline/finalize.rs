@@ -1,0 +1,307 @@
+//! Finalize: the manifest (every object with its counts and hash, every item's outcome), then the
+//! commit marker (last, and only once), then the run and the connection are Processed and the
+//! lock is released. Assets not pulled completely, filtered out or no longer listed carry their
+//! ledgers forward, unless the policy closes a deleted one.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use super::config::{BranchPolicy, Connection};
+use super::documents::{
+    CollectOutcome, DeletedItem, FilteredItem, ItemStatus, Manifest, ManifestItem, TransformRecord,
+    WorkItem,
+};
+use super::error::StepError;
+use super::now_rfc3339;
+use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines};
+use super::plan::read_work_list;
+use super::run::{RunRecord, mark_processed, read_run};
+use crate::ConnectorKind;
+use crate::layout::RunRef;
+use crate::store::ObjectStore;
+use crate::transform::{Figures, Ledger, TransformContext, close_all};
+
+/// How many items' outcomes finalize reads at once.
+const FINALIZE_READS_AT_ONCE: usize = 16;
+
+/// One item's line in the manifest, from what its collect and transform wrote. Only a complete
+/// pull writes the asset's next ledger; for any other item (incomplete, failed, no scan, a step
+/// that never finished) the previous one goes forward unchanged, so nothing of it is closed and
+/// the next run still knows what is open.
+async fn manifest_item(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    record: &RunRecord,
+    item: &WorkItem,
+    ledgers_written: &std::collections::HashSet<String>,
+) -> Result<ManifestItem, StepError> {
+    let collected: Option<CollectOutcome> =
+        get_json(store, &run.collect_outcome(&item.item)).await?;
+    let transformed: Option<TransformRecord> =
+        get_json(store, &run.transform_record(&item.item)).await?;
+    let (status, reason) = match (&collected, &transformed) {
+        (None, _) => (
+            ItemStatus::Failed,
+            Some("collect did not finish".to_string()),
+        ),
+        (Some(c), None) if c.status == ItemStatus::Complete => (
+            ItemStatus::Failed,
+            Some("transform did not finish".to_string()),
+        ),
+        (Some(c), _) => (c.status, c.reason.clone()),
+    };
+    let transformed = transformed.unwrap_or_default();
+    let carried_forward = if ledgers_written.contains(&item.item) {
+        0
+    } else {
+        carry_ledger(store, run, record, &item.item).await?
+    };
+    Ok(ManifestItem {
+        item: item.item.clone(),
+        vendor_id: item.vendor_id.clone(),
+        name: item.name.clone(),
+        status,
+        reason,
+        scan_id: collected.as_ref().and_then(|c| c.scan_id.clone()),
+        records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
+        records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
+        figures: transformed.figures,
+        carried_forward,
+        traffic: collected
+            .as_ref()
+            .map(|c| c.traffic.clone())
+            .unwrap_or_default(),
+        objects: transformed.objects,
+        rejected: transformed.rejected,
+        collisions: transformed.collisions,
+    })
+}
+
+/// Writes the manifest (every object with its counts and hash, every item's outcome), then the
+/// commit marker — last, and only once — then the connection's state; releases the lock.
+pub async fn finalize(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    run: &RunRef,
+) -> Result<Manifest, StepError> {
+    if store.get(&run.commit_marker()).await?.is_some()
+        && let Some(manifest) = get_json::<Manifest>(store, &run.manifest()).await?
+    {
+        // Committed by an earlier attempt that stopped before the end: finish what follows the
+        // marker (the run record, the state, the lock), each step safe to repeat.
+        after_commit(store, run, &manifest).await?;
+        return Ok(manifest);
+    }
+    let (work, mut problems) = read_work_list(store, run).await?;
+    // The work list's problems are the listing's (malformed records, an incomplete list).
+    let listing_complete = problems.is_empty();
+    let record = read_run(store, run).await?;
+    let ledgers_written: std::collections::HashSet<String> = store
+        .list(&run.ledger_prefix())
+        .await?
+        .iter()
+        .filter_map(|k| run.ledger_item(k).map(str::to_string))
+        .collect();
+    // Each item's outcome is two small reads (and maybe a ledger copy): many at once, as a
+    // tenant of thousands of projects would otherwise wait on thousands of S3 round trips in turn.
+    let items: Vec<ManifestItem> = futures_util::stream::iter(&work)
+        .map(|item| manifest_item(store, run, &record, item, &ledgers_written))
+        .buffered(FINALIZE_READS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let mut totals = Figures::default();
+    let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+    for item in &items {
+        totals.add(&item.figures);
+        let status_name = serde_json::to_value(item.status)
+            .expect("serializes")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        *by_status.entry(status_name).or_default() += 1;
+    }
+    let not_whole = items
+        .iter()
+        .filter(|i| !matches!(i.status, ItemStatus::Complete | ItemStatus::NoScan))
+        .count();
+    if not_whole > 0 {
+        problems.push(format!("{not_whole} of {} items are incomplete or failed; their previous findings stay as they were", items.len()));
+    }
+    let filtered_items: Vec<FilteredItem> = get_json(store, &run.filtered_list())
+        .await?
+        .unwrap_or_default();
+    let (deleted_items, carried_for_filtered) = deleted_items(
+        store,
+        connection,
+        run,
+        &record,
+        &work,
+        &filtered_items,
+        listing_complete,
+    )
+    .await?;
+    let closed_with_deleted: u64 = deleted_items
+        .iter()
+        .flat_map(|d| &d.objects)
+        .map(|o| o.findings)
+        .sum();
+    if closed_with_deleted > 0 {
+        *totals.lifecycle.entry("FIXED".into()).or_default() += closed_with_deleted;
+    }
+    let carried_forward = items.iter().map(|i| i.carried_forward).sum::<u64>()
+        + carried_for_filtered
+        + deleted_items
+            .iter()
+            .filter(|d| !d.closed)
+            .map(|d| d.open_findings)
+            .sum::<u64>();
+    let manifest = Manifest {
+        schema_version: "1.0".into(),
+        connection_id: run.connection_id.clone(),
+        run_id: run.run_id.clone(),
+        kind: connection.config.kind,
+        started_at: record.started_at,
+        finished_at: now_rfc3339(),
+        complete: problems.is_empty(),
+        problems,
+        items_by_status: by_status,
+        totals,
+        carried_forward,
+        items,
+        filtered_items,
+        deleted_items,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    let sha = hex::encode(Sha256::digest(&body));
+    store.put(&run.manifest(), Bytes::from(body)).await?;
+    let marker = serde_json::json!({"runId": run.run_id, "complete": manifest.complete, "manifestSha256": sha, "committedAt": now_rfc3339()});
+    if !store
+        .put_if_absent(
+            &run.commit_marker(),
+            Bytes::from(serde_json::to_vec(&marker).expect("serializes")),
+        )
+        .await?
+    {
+        tracing::info!(run = %run.run_id, "already committed");
+    }
+    after_commit(store, run, &manifest).await?;
+    Ok(manifest)
+}
+
+/// What follows the commit marker: the run and the connection are Processed (with the reason
+/// when the run is partial), and the lock is released. Repeating it changes nothing.
+async fn after_commit(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    manifest: &Manifest,
+) -> Result<(), StepError> {
+    let reason = (!manifest.complete).then(|| manifest.problems.join("; "));
+    mark_processed(store, run, reason, &manifest.finished_at).await
+}
+
+/// Copies an asset's ledger from the previous committed run into this run unchanged and returns
+/// its open findings (0 when there was none).
+async fn carry_ledger(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    record: &RunRecord,
+    item: &str,
+) -> Result<u64, StepError> {
+    let Some(previous_run) = &record.previous_run else {
+        return Ok(0);
+    };
+    let previous = run.sibling(previous_run);
+    let Some(ledger) = get_gzip_json::<Ledger>(store, &previous.ledger(item)).await? else {
+        return Ok(0);
+    };
+    put_gzip_json(store, &run.ledger(item), &ledger).await?;
+    Ok(ledger.open_findings())
+}
+
+/// Assets of the previous committed run whose project or environment is no longer listed: their
+/// ledgers go forward, closed when the connection's policy says so, else unchanged. Assets the
+/// filters left out carry their ledgers forward unchanged; their open findings are the second value.
+/// Deletion is decided only from a complete listing: when this run's list was incomplete (a
+/// malformed record, a total that moved), an unlisted asset may simply be the one that was not
+/// read, so it is carried forward unchanged, never reported deleted or closed.
+async fn deleted_items(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    run: &RunRef,
+    record: &RunRecord,
+    work: &[WorkItem],
+    filtered: &[FilteredItem],
+    listing_complete: bool,
+) -> Result<(Vec<DeletedItem>, u64), StepError> {
+    let Some(previous_run) = &record.previous_run else {
+        return Ok((Vec::new(), 0));
+    };
+    let left_out: std::collections::HashSet<&str> =
+        filtered.iter().map(|f| f.item.as_str()).collect();
+    let mut carried = 0;
+    let previous = run.sibling(previous_run);
+    let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
+    let mut deleted = Vec::new();
+    for key in store.list(&previous.ledger_prefix()).await? {
+        let Some(item) = previous.ledger_item(&key) else {
+            continue;
+        };
+        if listed.contains(item) {
+            continue;
+        }
+        let Some(ledger) = get_gzip_json::<Ledger>(store, &key).await? else {
+            continue;
+        };
+        let open_findings = ledger.open_findings();
+        if left_out.contains(item) || !listing_complete {
+            carried += open_findings;
+            put_gzip_json(store, &run.ledger(item), &ledger).await?;
+            continue;
+        }
+        let mut entry = DeletedItem {
+            item: item.to_string(),
+            vendor_id: ledger.vendor_item_id.clone(),
+            open_findings,
+            closed: false,
+            objects: Vec::new(),
+        };
+        let ledger = if connection.config.close_deleted_items && open_findings > 0 {
+            let context = TransformContext {
+                connection_id: run.connection_id.clone(),
+                run_id: run.run_id.clone(),
+                produced_at: record.started_at.clone(),
+            };
+            let reason = format!(
+                "its {} is no longer listed by the tenant (run {})",
+                match (connection.config.kind, &connection.config.branches) {
+                    (ConnectorKind::Sast, BranchPolicy::EachBranch) => {
+                        "project branch (or its last completed scan)"
+                    }
+                    (ConnectorKind::Sast, _) => "project",
+                    (ConnectorKind::Dast, _) => "environment",
+                },
+                run.run_id
+            );
+            let (lines, closed, ledger) = close_all(
+                ledger,
+                &context,
+                connection.config.kind,
+                &reason,
+                connection.options.max_findings_per_line,
+            );
+            entry
+                .objects
+                .push(put_lines(store, &run.closures(item), &lines, closed).await?);
+            entry.closed = true;
+            ledger
+        } else {
+            ledger
+        };
+        put_gzip_json(store, &run.ledger(item), &ledger).await?;
+        deleted.push(entry);
+    }
+    Ok((deleted, carried))
+}

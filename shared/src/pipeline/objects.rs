@@ -1,0 +1,106 @@
+//! Reading and writing the stored objects: JSON documents, gzip'd JSON (ledgers, raw pages) and
+//! gzip'd batch files with their manifest entry.
+
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::documents::ObjectEntry;
+use super::error::StepError;
+use crate::store::ObjectStore;
+
+pub(crate) fn gzip(bytes: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(bytes)
+        .expect("writing to a Vec cannot fail");
+    Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
+}
+
+pub(crate) fn gunzip(key: &str, bytes: &[u8]) -> Result<Vec<u8>, StepError> {
+    let mut out = Vec::with_capacity(bytes.len() * 4);
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| StepError::bad_object(key, format!("not gzip ({e})")))?;
+    Ok(out)
+}
+
+pub(crate) async fn put_json(
+    store: &impl ObjectStore,
+    key: &str,
+    value: &impl Serialize,
+) -> Result<(), StepError> {
+    let body = serde_json::to_vec_pretty(value).expect("records serialize");
+    store
+        .put(key, Bytes::from(body))
+        .await
+        .map_err(StepError::from)
+}
+
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    store: &impl ObjectStore,
+    key: &str,
+) -> Result<Option<T>, StepError> {
+    match store.get(key).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StepError::bad_object(key, format!("unreadable ({e})"))),
+    }
+}
+
+/// Writes batch lines as one gzip object and returns its manifest entry.
+pub(super) async fn put_lines(
+    store: &impl ObjectStore,
+    key: &str,
+    lines: &[Vec<u8>],
+    findings: u64,
+) -> Result<ObjectEntry, StepError> {
+    let body = gzip(&lines.concat());
+    let entry = ObjectEntry {
+        key: key.to_string(),
+        lines: lines.len() as u64,
+        findings,
+        bytes: body.len() as u64,
+        sha256: hex::encode(Sha256::digest(&body)),
+    };
+    store.put(key, body).await?;
+    Ok(entry)
+}
+
+pub(super) async fn put_gzip_json<T: Serialize>(
+    store: &impl ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<(), StepError> {
+    let body = gzip(&serde_json::to_vec(value).expect("serializes"));
+    store.put(key, body).await.map_err(StepError::from)
+}
+
+/// A gzip'd object an earlier step wrote, unpacked; without it this step cannot go on.
+pub(super) async fn get_written(store: &impl ObjectStore, key: &str) -> Result<Vec<u8>, StepError> {
+    let body = store
+        .get(key)
+        .await?
+        .ok_or_else(|| StepError::bad_object(key, "missing"))?;
+    gunzip(key, &body)
+}
+
+pub(super) async fn get_gzip_json<T: serde::de::DeserializeOwned>(
+    store: &impl ObjectStore,
+    key: &str,
+) -> Result<Option<T>, StepError> {
+    let Some(body) = store.get(key).await? else {
+        return Ok(None);
+    };
+    let text = gunzip(key, &body)?;
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| StepError::bad_object(key, e))
+}

@@ -1,0 +1,297 @@
+//! Plan: list the projects (SAST) or environments (DAST), find each SAST project's latest
+//! completed scans under the branch policy (many projects per call), and write the work list.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::access::{VendorAccess, with_renewal};
+use super::config::{BranchPolicy, Connection};
+use super::documents::{FilteredItem, WorkItem};
+use super::error::StepError;
+use super::objects::{get_json, put_json};
+use super::run::{record_plan, start_processing};
+use crate::ConnectorKind;
+use crate::layout::{RunRef, item_key};
+use crate::store::ObjectStore;
+use crate::vendor::{Completeness, LastScan, LastScanQuery, Listing};
+
+/// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
+/// and writes the work list. Moves the run to Processing.
+pub async fn plan(
+    store: &impl ObjectStore,
+    vendor: &VendorAccess,
+    connection: &Connection,
+    run: &RunRef,
+) -> Result<Vec<WorkItem>, StepError> {
+    let previous_run = start_processing(store, run).await?;
+    let kind = connection.config.kind;
+    let filters = &connection.config.filters;
+    let listed = match kind {
+        ConnectorKind::Sast => {
+            let listing = with_renewal(vendor, |c| async move { c.projects().await })
+                .await
+                .map_err(StepError::from)?;
+            Listed::from(listing, |p| {
+                (p.id.clone(), p.name.clone(), filters.project_excluded(p))
+            })
+        }
+        ConnectorKind::Dast => {
+            let listing = with_renewal(vendor, |c| async move { c.dast_environments().await })
+                .await
+                .map_err(StepError::from)?;
+            Listed::from(listing, |e| {
+                let name = e.domain.clone().or(e.url.clone()).unwrap_or_default();
+                (
+                    e.environment_id.clone(),
+                    name,
+                    filters.environment_excluded(e),
+                )
+            })
+        }
+    };
+    let Listed {
+        raw,
+        malformed,
+        completeness,
+        ids,
+        names,
+        excluded,
+    } = listed;
+    let selected: Vec<String> = ids
+        .iter()
+        .zip(&excluded)
+        .filter(|(_, reason)| reason.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
+    let scans = match kind {
+        ConnectorKind::Sast => latest_scans(vendor, &selected, &connection.config.branches).await?,
+        ConnectorKind::Dast => Default::default(),
+    };
+    let each_branch = connection.config.branches == BranchPolicy::EachBranch;
+    let mut items = Vec::with_capacity(selected.len());
+    let mut filtered = Vec::new();
+    for (((id, name), record), reason) in ids.iter().zip(names).zip(raw).zip(excluded) {
+        if let Some(reason) = reason {
+            filtered.push(FilteredItem {
+                item: item_key(id),
+                vendor_id: id.clone(),
+                name,
+                reason,
+            });
+            continue;
+        }
+        let record: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
+        let item = |key: String, name: String, record: Value, scan: Option<&LastScan>| WorkItem {
+            run: run.clone(),
+            item: key,
+            vendor_id: id.clone(),
+            name,
+            kind,
+            scan_id: scan.map(|s| s.id.clone()),
+            scan_created: scan.and_then(|s| s.created_at.clone()),
+            scan_branch: scan.and_then(|s| s.branch.clone()),
+            original_severity: kind == ConnectorKind::Sast && connection.config.original_severity,
+            record,
+            previous_run: previous_run.clone(),
+        };
+        match scans.get(id).map(Vec::as_slice).unwrap_or_default() {
+            branch_scans if each_branch && !branch_scans.is_empty() => {
+                for scan in branch_scans {
+                    let branch = scan.branch.clone().unwrap_or_default();
+                    let (key, name, record) = branch_asset(id, &name, &record, &branch);
+                    items.push(item(key, name, record, Some(scan)));
+                }
+            }
+            scans => items.push(item(item_key(id), name, record, scans.first())),
+        }
+    }
+    put_json(store, &run.filtered_list(), &filtered).await?;
+    let mut problems = malformed;
+    if let Some(problem) = completeness.problem() {
+        problems.push(format!("the item list is incomplete: {problem}"));
+    }
+    let mut body = Vec::new();
+    for item in &items {
+        serde_json::to_writer(&mut body, item).expect("serializes");
+        body.push(b'\n');
+    }
+    store.put(&run.work_list(), Bytes::from(body)).await?;
+    put_json(store, &run.work_list_problems(), &problems).await?;
+    record_plan(store, run, items.len() as u64, previous_run).await?;
+    Ok(items)
+}
+
+/// A project or environment listing reduced to what the plan needs: id, name and why the
+/// filters leave it out, beside the raw records.
+struct Listed {
+    raw: Vec<String>,
+    malformed: Vec<String>,
+    completeness: Completeness,
+    ids: Vec<String>,
+    names: Vec<String>,
+    excluded: Vec<Option<String>>,
+}
+
+impl Listed {
+    fn from<T>(
+        listing: Listing<T>,
+        describe: impl Fn(&T) -> (String, String, Option<String>),
+    ) -> Self {
+        let (mut ids, mut names, mut excluded) = (Vec::new(), Vec::new(), Vec::new());
+        for item in &listing.items {
+            let (id, name, reason) = describe(item);
+            ids.push(id);
+            names.push(name);
+            excluded.push(reason);
+        }
+        Self {
+            raw: listing.raw,
+            malformed: listing.malformed,
+            completeness: listing.completeness,
+            ids,
+            names,
+            excluded,
+        }
+    }
+}
+
+/// An asset of its own for one branch of a project: the item key (readable, and unique even where
+/// two branch names sanitize alike), its name, and the project record with `id` and `name` made the
+/// branch asset's, so any transform map gives each branch its own asset; `projectId` and `branch`
+/// keep where it came from.
+fn branch_asset(
+    project_id: &str,
+    name: &str,
+    record: &Value,
+    branch: &str,
+) -> (String, String, Value) {
+    let asset_id = format!("{project_id}@{branch}");
+    let digest = hex::encode(&Sha256::digest(branch.as_bytes())[..4]);
+    let key = format!("{}-{digest}", item_key(&asset_id));
+    let asset_name = format!("{name} @ {branch}");
+    let mut record = record.clone();
+    if let Some(fields) = record.as_object_mut() {
+        fields.insert("projectId".into(), Value::from(project_id));
+        fields.insert("branch".into(), Value::from(branch));
+        fields.insert("id".into(), Value::from(asset_id));
+        fields.insert("name".into(), Value::from(asset_name.clone()));
+    }
+    (key, asset_name, record)
+}
+
+/// Each project's latest completed SAST scans under the branch policy, in batched `last-scan`
+/// calls: one scan per project, or under `each_branch` one per branch (the project's branches
+/// listed first, then one batched call per branch name across the projects that have it).
+async fn latest_scans(
+    vendor: &VendorAccess,
+    ids: &[String],
+    policy: &BranchPolicy,
+) -> Result<HashMap<String, Vec<LastScan>>, StepError> {
+    let one_each = |scans: HashMap<String, LastScan>| {
+        scans
+            .into_iter()
+            .map(|(id, scan)| (id, vec![scan]))
+            .collect()
+    };
+    let query = |branch: Option<String>, use_main_branch: bool| LastScanQuery {
+        branch,
+        use_main_branch,
+        ..LastScanQuery::completed_sast()
+    };
+    let ask = |ids: Vec<String>, query: LastScanQuery| async move {
+        with_renewal(vendor, |c| {
+            let (ids, query) = (ids.clone(), query.clone());
+            async move { c.last_scans(&ids, &query).await }
+        })
+        .await
+        .map_err(StepError::from)
+    };
+    match policy {
+        BranchPolicy::Any => ask(ids.to_vec(), query(None, false)).await.map(one_each),
+        BranchPolicy::Pinned { branch } => ask(ids.to_vec(), query(Some(branch.clone()), false))
+            .await
+            .map(one_each),
+        BranchPolicy::Main { fallback_to_any } => {
+            let mut scans = ask(ids.to_vec(), query(None, true)).await?;
+            let missing: Vec<String> = ids
+                .iter()
+                .filter(|id| !scans.contains_key(*id))
+                .cloned()
+                .collect();
+            if *fallback_to_any && !missing.is_empty() {
+                scans.extend(ask(missing, query(None, false)).await?);
+            }
+            Ok(one_each(scans))
+        }
+        BranchPolicy::EachBranch => {
+            let listed = futures_util::stream::iter(ids.iter().cloned())
+                .map(|id| async move {
+                    let branches = with_renewal(vendor, |c| {
+                        let id = id.clone();
+                        async move { c.project_branches(&id).await }
+                    })
+                    .await
+                    .map_err(StepError::from)?;
+                    Ok::<_, StepError>((id, branches))
+                })
+                .buffer_unordered(vendor.concurrency())
+                .try_collect::<Vec<_>>()
+                .await?;
+            let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (id, branches) in listed {
+                for branch in branches {
+                    by_branch.entry(branch).or_default().push(id.clone());
+                }
+            }
+            let answers = futures_util::stream::iter(by_branch)
+                .map(|(branch, projects)| async move {
+                    let found = ask(projects, query(Some(branch.clone()), false)).await?;
+                    Ok::<_, StepError>((branch, found))
+                })
+                .buffer_unordered(vendor.concurrency())
+                .try_collect::<Vec<_>>()
+                .await?;
+            let mut scans: HashMap<String, Vec<LastScan>> = HashMap::new();
+            for (branch, found) in answers {
+                for (id, mut scan) in found {
+                    scan.branch.get_or_insert(branch.clone());
+                    scans.entry(id).or_default().push(scan);
+                }
+            }
+            // The same order every run, whatever order the answers came in.
+            for branch_scans in scans.values_mut() {
+                branch_scans.sort_by(|a, b| a.branch.cmp(&b.branch));
+            }
+            Ok(scans)
+        }
+    }
+}
+
+/// Reads the work list back (finalize, and the state machine's item reader on AWS).
+pub async fn read_work_list(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<(Vec<WorkItem>, Vec<String>), StepError> {
+    let body = store
+        .get(&run.work_list())
+        .await?
+        .ok_or_else(|| StepError::bad_object(&run.work_list(), "the work list is missing"))?;
+    let mut items = Vec::new();
+    for (n, line) in body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        items.push(serde_json::from_slice(line).map_err(|e| {
+            StepError::bad_object(&run.work_list(), format!("line {}: {e}", n + 1))
+        })?);
+    }
+    let problems = get_json(store, &run.work_list_problems())
+        .await?
+        .unwrap_or_default();
+    Ok((items, problems))
+}
