@@ -4,8 +4,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
+use cxone_etm::cxone::{CxOneClient, VendorSettings};
 use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{CxOneClient, VendorSettings};
 
 const RESULTS: u64 = 100_000;
 

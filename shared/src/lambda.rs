@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cxone::{ConnectionReport, CxOneClient, test_connection};
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ItemStatus, Manifest, RunRecord, RunRef,
     StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key, fail_run, finalize,
@@ -15,7 +16,6 @@ use crate::pipeline::{
 };
 use crate::secret::{SecretRef, SecretSource};
 use crate::store::{ObjectStore, S3Store};
-use crate::vendor::{ConnectionReport, CxOneClient, test_connection};
 
 /// A function's settings, from its environment, checked at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,9 @@
-//! The library every function uses: the Checkmarx One client, the credential types and the
-//! transform; the object store and secret ports and the pipeline steps join it as they are built.
+//! The library every function uses: the Checkmarx One client (`cxone`), the credential types
+//! (`secret`), the transform of vendor records into ETM batches (`transform`), the object store
+//! port and its adapters (`store`), the bucket layout (`layout`), the pipeline steps (`pipeline`)
+//! and the Lambda task logic (`lambda`).
 
+pub mod cxone;
 pub mod lambda;
 pub mod layout;
 pub mod metrics;
@@ -9,7 +12,6 @@ pub mod report;
 pub mod secret;
 pub mod store;
 pub mod transform;
-pub mod vendor;
 
 use serde::{Deserialize, Serialize};
 

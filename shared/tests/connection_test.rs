@@ -5,10 +5,10 @@ mod common;
 
 use common::*;
 use cxone_emulator::{EmulatorConfig, TenantShape};
-use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{
+use cxone_etm::cxone::{
     CheckStatus, ConnectionReport, ConnectorKind, CxOneClient, test_connection,
 };
+use cxone_etm::secret::Credential;
 
 fn statuses(report: &ConnectionReport) -> Vec<CheckStatus> {
     report.checks.iter().map(|c| c.status).collect()
@@ -161,7 +161,7 @@ async fn an_unreachable_host_fails_the_network_check_with_the_region_fix() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let url = format!("http://127.0.0.1:{port}");
-    let mut s = cxone_etm::vendor::VendorSettings::for_custom(&url, &url, "acme");
+    let mut s = cxone_etm::cxone::VendorSettings::for_custom(&url, &url, "acme");
     s.allow_insecure_local = true;
     let client = CxOneClient::new(
         s.validate().unwrap(),

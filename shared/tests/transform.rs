@@ -155,7 +155,7 @@ async fn emulator_pages(kind: ConnectorKind) -> Vec<(String, Vec<Vec<u8>>)> {
             let projects = client.projects().await.unwrap();
             let ids: Vec<String> = projects.items.iter().map(|p| p.id.clone()).collect();
             let scans = client
-                .last_scans(&ids, &cxone_etm::vendor::LastScanQuery::completed_sast())
+                .last_scans(&ids, &cxone_etm::cxone::LastScanQuery::completed_sast())
                 .await
                 .unwrap();
             let raw = client_raw_projects(&emulator).await;

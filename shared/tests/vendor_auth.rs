@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
+use cxone_etm::cxone::{AuthError, CxOneClient, RetrySettings, VendorError};
 use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{AuthError, CxOneClient, RetrySettings, VendorError};
 
 async fn auth_error(client: &CxOneClient) -> AuthError {
     match client.authenticate().await {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use cxone_emulator::{Endpoint, FaultSpec, RetryAfter, TenantShape};
+use cxone_etm::cxone::{RetrySettings, VendorError};
 use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{RetrySettings, VendorError};
 
 fn fault() -> FaultSpec {
     FaultSpec::default()

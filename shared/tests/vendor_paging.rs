@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, OffsetMode, TenantShape};
-use cxone_etm::vendor::{LastScanQuery, OffsetSemantics};
+use cxone_etm::cxone::{LastScanQuery, OffsetSemantics};
 use serde_json::Value;
 
 const LIMIT: u64 = 10;

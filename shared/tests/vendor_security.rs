@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use cxone_emulator::{Endpoint, FaultSpec, TenantShape};
 use cxone_etm::ConnectorKind;
+use cxone_etm::cxone::{CxOneClient, VendorSettings};
 use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{CxOneClient, VendorSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -1,8 +1,8 @@
 //! The vendor client behind the steps, with the credential renewed when the vendor refuses it.
 
 use super::error::StepError;
+use crate::cxone::{AuthError, CxOneClient, VendorConfig, VendorError};
 use crate::secret::SecretSource;
-use crate::vendor::{AuthError, CxOneClient, VendorConfig, VendorError};
 
 /// The vendor client with the credential behind it: rebuilt once with a re-read secret when the
 /// vendor rejects the credential, so a rotated key is picked up mid-run.

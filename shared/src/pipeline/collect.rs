@@ -8,8 +8,8 @@ use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, WorkItem};
 use super::error::StepError;
 use super::objects::{gzip, put_json};
 use crate::ConnectorKind;
+use crate::cxone::{Completeness, Counters, CxOneClient, PageSource, VendorError, counted};
 use crate::store::ObjectStore;
-use crate::vendor::{Completeness, Counters, CxOneClient, PageSource, VendorError, counted};
 
 /// What collecting one item can fail on: the vendor, or the store its pages go to. A store error
 /// stays a store error (transient: the state machine retries the item), never a vendor refusal.

@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 
 pub use super::selection::{BranchPolicy, Filters};
 use crate::ConnectorKind;
+use crate::cxone::{VendorConfig, VendorSettings};
 use crate::secret::SecretRef;
 use crate::transform::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
-use crate::vendor::{VendorConfig, VendorSettings};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

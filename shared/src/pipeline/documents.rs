@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ConnectorKind;
+use crate::cxone::Completeness;
 use crate::layout::RunRef;
 use crate::transform::{Collision, Figures, Rejected};
-use crate::vendor::Completeness;
 
 /// One line of the work list: a project (SAST) or an environment (DAST) to collect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,10 +1,10 @@
 //! The error every step returns: what failed, with its source, and whether another attempt may
 //! succeed ([`StepError::is_retryable`], which Step Functions' Retry and the local runner follow).
 
+use crate::cxone::VendorError;
 use crate::secret::CredentialError;
 use crate::store::StoreError;
 use crate::transform::TransformError;
-use crate::vendor::VendorError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {

@@ -15,9 +15,9 @@ use super::error::StepError;
 use super::objects::{get_json, put_json};
 use super::run::{record_plan, start_processing};
 use crate::ConnectorKind;
+use crate::cxone::{Completeness, LastScan, LastScanQuery, Listing};
 use crate::layout::{RunRef, item_key};
 use crate::store::ObjectStore;
-use crate::vendor::{Completeness, LastScan, LastScanQuery, Listing};
 
 /// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
 /// and writes the work list. Moves the run to Processing.

@@ -18,10 +18,10 @@ use super::finalize::finalize;
 use super::plan::plan;
 use super::run::{Trigger, begin_run, fail_run};
 use super::transform::transform;
+use crate::cxone::CounterSnapshot;
 use crate::layout::RunRef;
 use crate::secret::SecretSource;
 use crate::store::ObjectStore;
-use crate::vendor::CounterSnapshot;
 
 /// How long a run may hold its connection's lock before another trigger may take it over.
 pub const LOCK_LEASE: Duration = Duration::from_secs(6 * 3600);

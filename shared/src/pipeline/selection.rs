@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cxone::{DastEnvironment, Project};
 use crate::transform::AssetTypes;
-use crate::vendor::{DastEnvironment, Project};
 
 const SEVERITIES: [&str; 5] = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"];
 

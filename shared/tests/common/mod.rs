@@ -4,8 +4,8 @@
 pub mod runs;
 
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
+use cxone_etm::cxone::{CxOneClient, RetrySettings, VendorSettings};
 use cxone_etm::secret::Credential;
-use cxone_etm::vendor::{CxOneClient, RetrySettings, VendorSettings};
 
 pub async fn emulator(shape: TenantShape) -> Emulator {
     emulator_with(EmulatorConfig {
@@ -56,7 +56,7 @@ pub fn default_client(emulator: &Emulator) -> CxOneClient {
 pub async fn pull_results(
     client: &CxOneClient,
     scan: &str,
-) -> (u64, cxone_etm::vendor::ResultsPager) {
+) -> (u64, cxone_etm::cxone::ResultsPager) {
     let mut pager = client.results(scan);
     let mut records = 0;
     while let Some(page) = pager.next_page().await.expect("page") {

@@ -112,14 +112,14 @@ impl Moto {
 }
 
 /// Vendor settings for an emulator on loopback, with short retry delays.
-pub fn vendor_settings(emulator: &cxone_emulator::Emulator) -> cxone_etm::vendor::VendorSettings {
-    let mut s = cxone_etm::vendor::VendorSettings::for_custom(
+pub fn vendor_settings(emulator: &cxone_emulator::Emulator) -> cxone_etm::cxone::VendorSettings {
+    let mut s = cxone_etm::cxone::VendorSettings::for_custom(
         &emulator.api_url,
         &emulator.iam_url,
         &emulator.tenant,
     );
     s.allow_insecure_local = true;
-    s.retry = cxone_etm::vendor::RetrySettings {
+    s.retry = cxone_etm::cxone::RetrySettings {
         max_retries: 6,
         base_delay_ms: 10,
         max_delay_secs: 1,

@@ -7,11 +7,11 @@
 use std::path::PathBuf;
 
 use cxone_etm::ConnectorKind;
+use cxone_etm::cxone::{DastEnvironment, DastResult, DastScan, LastScan, Project, ScanResult};
 use cxone_etm::pipeline::ConnectionConfig;
 use cxone_etm::transform::{
     DEFAULT_SCORING, ItemTransformer, Scoring, TransformContext, TransformMap, TransformOptions,
 };
-use cxone_etm::vendor::{DastEnvironment, DastResult, DastScan, LastScan, Project, ScanResult};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};

@@ -13,8 +13,8 @@ use cxone_emulator::{
     Emulator, EmulatorConfig, Endpoint, ExpectedTotals, FaultSpec, ResultType, TenantShape,
 };
 use cxone_etm::ConnectorKind;
+use cxone_etm::cxone::VendorSettings;
 use cxone_etm::pipeline::ConnectionConfig;
-use cxone_etm::vendor::VendorSettings;
 use serde_json::{Value, json};
 
 const SECRET_VAR: &str = "CXONE_ETM_BENCH_CREDENTIAL";

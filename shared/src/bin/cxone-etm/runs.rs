@@ -8,13 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
+use cxone_etm::cxone::{CxOneClient, VendorSettings, test_connection};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunSummary, Trigger, config_key,
     read_state, run_connection,
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
-use cxone_etm::vendor::{CxOneClient, VendorSettings, test_connection};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 

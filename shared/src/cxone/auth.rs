@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_key_from_another_region_or_tenant_is_refused_before_any_request() {
-        let config = crate::vendor::VendorSettings::for_region("US", "acme")
+        let config = crate::cxone::VendorSettings::for_region("US", "acme")
             .validate()
             .unwrap();
         let eu_key = Credential::ApiKey(

@@ -484,7 +484,7 @@ mod tests {
         // Through the real HTTP client: a listener on loopback sees no connection at all.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let config = crate::vendor::VendorSettings::for_region("EU", "acme")
+        let config = crate::cxone::VendorSettings::for_region("EU", "acme")
             .validate()
             .unwrap();
         let client = http_client(&config).unwrap();
