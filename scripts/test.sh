@@ -4,16 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each stage's header says when it started (seconds since the start), to see where the time goes.
+stage() { echo "== [+${SECONDS}s] $*"; }
+
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # One full build: incremental state would only add gigabytes of target/ that nothing reuses.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-echo "== disk free before the build: $(df -h --output=avail . | tail -1 | tr -d ' ')"
+stage "disk free before the build: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 
 # moto serves S3 and Secrets Manager over the real AWS wire protocol for the AWS tests.
 # cargo-lambda runs the functions locally (`cargo lambda watch`) for the function tests.
 # pytest drives the deployed-shape scenarios (scripts/deployed-test.sh), which need moto 5.2.5 exactly.
 if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/cargo-lambda ] || [ ! -x .venv/bin/pytest ]; then
-  echo "== installing moto, cargo-lambda and pytest into .venv"
+  stage "installing moto, cargo-lambda and pytest into .venv"
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'cargo-lambda==1.*' 'pytest==8.*'
 fi
@@ -29,26 +32,26 @@ fi
 
 # The run report's HTML is checked in a real headless browser: Debian's chromium.
 if ! command -v chromium >/dev/null 2>&1; then
-  echo "== installing chromium (Debian package) for the report test"
+  stage "installing chromium (Debian package) for the report test"
   sudo_if_needed=""
   [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
   $sudo_if_needed apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq chromium >/dev/null
 fi
 
-echo "== infra: cfn-lint, sam validate --lint, checkov, template ↔ code"
+stage "infra: cfn-lint, sam validate --lint, checkov, template ↔ code"
 .venv/bin/cfn-lint infra/template.yaml
 (cd infra && SAM_CLI_TELEMETRY=0 ../.venv/bin/sam validate --lint -t template.yaml)
 BC_SKIP_MAPPING=TRUE .venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation --quiet --compact
 .venv/bin/python scripts/check-infra.py
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy -D warnings"
+stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== tests"
+stage "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
@@ -57,19 +60,20 @@ fi
 # nextest does not run doctests.
 cargo test --workspace --doc --locked
 
-echo "== functions through cargo lambda watch"
+stage "functions through cargo lambda watch"
 bash scripts/lambda-watch-test.sh
 
-echo "== the deployed shape: the template's state machine executed with the real functions under their roles"
+stage "the deployed shape: the template's state machine executed with the real functions under their roles"
 bash scripts/deployed-test.sh
 
-echo "== sam build: every function through cargo-lambda (arm64)"
+stage "sam build: every function through cargo-lambda (arm64)"
 (cd infra && PATH="$PWD/../.venv/bin:$PATH" SAM_CLI_TELEMETRY=0 ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build)
 for f in TriggerFunction CollectFunction TransformFunction FinalizeFunction; do
   test -x "infra/.aws-sam/build/$f/bootstrap" || { echo "sam build produced no bootstrap for $f" >&2; exit 1; }
 done
 
-echo "== target/ after the builds: $(du -sh target | cut -f1)"
+stage "target/ after the builds: $(du -sh target | cut -f1)"
 
-echo "== demo (the README's main command)"
+stage "demo (the README's main command)"
 bash scripts/check-demo.sh
+stage "done"
