@@ -1,6 +1,6 @@
 """Renders the figures the reliability scenarios wrote (target/tmp/reliability/*.json) as the
 Markdown table in docs/reliability.md. Run the scenarios first:
-    cargo nextest run -p cxone-etm --test reliability
+    cargo nextest run -p cxone-etm --test runs reliability::
     python3 scripts/reliability-table.py"""
 import json
 import pathlib

@@ -1,10 +1,8 @@
 //! Authentication against the emulator: both flows, every token error, expiry and re-auth.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use cxone_etm::cxone::{AuthError, CxOneClient, RetrySettings, VendorError};
 use cxone_etm::secret::Credential;

@@ -1,11 +1,9 @@
 //! Pagers against the emulator: results complete and duplicate-free under both offset semantics
 //! at the edges, totals that move, last scans in batches, DAST, and malformed records.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, OffsetMode, TenantShape};
 use cxone_etm::cxone::{LastScanQuery, OffsetSemantics};
 use serde_json::Value;

@@ -1,10 +1,8 @@
 //! Projects (item offset, filters, totals), last scans (many ids per call), and scans.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::TenantShape;
 use reqwest::StatusCode;
 use serde_json::Value;

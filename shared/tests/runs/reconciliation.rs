@@ -5,12 +5,10 @@
 //! results. Branch policies (a switch of branch, main with fallback, every branch its own asset)
 //! have their own runs below.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::runs::*;
-use common::*;
+use crate::common::runs::*;
+use crate::common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary, StepError};

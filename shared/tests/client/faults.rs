@@ -1,11 +1,9 @@
 //! The retry layer against real faults: 429 with and without Retry-After, 5xx bursts, truncated
 //! bodies, dropped connections, 403, and the concurrency cap under pressure.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::{Endpoint, FaultSpec, RetryAfter, TenantShape};
 use cxone_etm::cxone::{RetrySettings, VendorError};
 use cxone_etm::secret::Credential;

@@ -1,10 +1,8 @@
 //! Every fault switch: it really happens, and turning it off really stops it.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::{Endpoint, FaultSpec, RetryAfter, TenantShape};
 use reqwest::StatusCode;
 use serde_json::Value;

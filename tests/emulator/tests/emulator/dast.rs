@@ -1,10 +1,8 @@
 //! DAST environments and scans (`from`/`to` windows) and results (`page`/`per_page`).
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::TenantShape;
 use reqwest::StatusCode;
 use serde_json::Value;

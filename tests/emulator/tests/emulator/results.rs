@@ -1,11 +1,9 @@
 //! `/api/results` under both offset semantics, field types as the real service sends them, and
 //! `/api/sast-results`.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::{EmulatorConfig, OffsetMode, ResultType, TenantShape};
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -2,12 +2,10 @@
 //! every result committed exactly once or rejected, manifests that match their objects, repeatable
 //! runs, partial runs that do not claim completeness, and the run lock.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::runs::*;
-use common::*;
+use crate::common::runs::*;
+use crate::common::*;
 use cxone_emulator::{Endpoint, FaultSpec, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{ItemStatus, RunState, StepError, Trigger, begin_run, read_state};

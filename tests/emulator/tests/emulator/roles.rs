@@ -1,8 +1,6 @@
 //! Credentials lacking a role get 403 from exactly the endpoints that need it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use cxone_emulator::TenantShape;
 use reqwest::StatusCode;
 

@@ -1,11 +1,9 @@
 //! SSRF refusals before any connection, redirects that leave the host, and no secret in any log
 //! line at trace level.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use cxone_emulator::{Endpoint, FaultSpec, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{CxOneClient, VendorSettings};
@@ -221,14 +219,16 @@ async fn a_full_run_with_failures_leaks_no_secret_into_logs_errors_objects_or_ev
             ..FaultSpec::default()
         },
     );
-    let (store, dir) = common::runs::temp_store("no-secrets");
+    let (store, dir) = crate::common::runs::temp_store("no-secrets");
     let mut errors = Vec::new();
     for (id, kind, credential) in [
         ("sast", ConnectorKind::Sast, api_key(&emulator)),
         ("dast", ConnectorKind::Dast, oauth(&emulator)),
     ] {
-        let c = common::runs::connection(&emulator, id, kind);
-        let summary = common::runs::run(&store, &c, credential).await.unwrap();
+        let c = crate::common::runs::connection(&emulator, id, kind);
+        let summary = crate::common::runs::run(&store, &c, credential)
+            .await
+            .unwrap();
         errors.push(serde_json::to_string(&summary).unwrap());
         emulator.revoke_tokens();
     }
@@ -237,8 +237,10 @@ async fn a_full_run_with_failures_leaks_no_secret_into_logs_errors_objects_or_ev
         client_id: emulator.credentials.client_id.clone(),
         client_secret: "wrong-secret-zz9".to_string().into(),
     };
-    let c = common::runs::connection(&emulator, "bad-auth", ConnectorKind::Dast);
-    let failed = common::runs::run(&store, &c, wrong).await.unwrap_err();
+    let c = crate::common::runs::connection(&emulator, "bad-auth", ConnectorKind::Dast);
+    let failed = crate::common::runs::run(&store, &c, wrong)
+        .await
+        .unwrap_err();
     errors.push(format!("{failed} {failed:?}"));
 
     let mut stored = Vec::new();

@@ -5,12 +5,10 @@
 //! `target/tmp/reliability/<scenario>.json`; `scripts/reliability-table.py` renders them for
 //! docs/reliability.md.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::runs::*;
-use common::*;
+use crate::common::runs::*;
+use crate::common::*;
 use cxone_emulator::{
     Emulator, Endpoint, FaultSpec, ResultType, RetryAfter, TenantShape, TrafficSnapshot,
 };

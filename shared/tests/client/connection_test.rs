@@ -1,9 +1,7 @@
 //! The five-check connection test against the emulator: all pass, and each failure names its
 //! cause and its fix, with the later checks skipped.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use cxone_emulator::{EmulatorConfig, TenantShape};
 use cxone_etm::cxone::{
     CheckStatus, ConnectionReport, ConnectorKind, CxOneClient, test_connection,

@@ -1,8 +1,6 @@
 //! IAM: both token flows, the claims real clients read, and every documented error answer.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use reqwest::StatusCode;
 
