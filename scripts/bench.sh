@@ -12,5 +12,5 @@ if [ ! -x .venv/bin/cargo-lambda ]; then
 fi
 PATH="$PWD/.venv/bin:$PATH" cargo lambda build --release --arm64 \
   -p cxone-etm-trigger -p cxone-etm-collect -p cxone-etm-transform -p cxone-etm-finalize
-cargo build --release -p cxone-etm --bin cxone-etm
+cargo build --release -p cxone-etm-cli --bin cxone-etm
 exec target/release/cxone-etm bench "$@"

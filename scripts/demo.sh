@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out}
-cargo run --quiet -p cxone-etm --bin cxone-etm -- demo --out "$out"
+cargo run --quiet -p cxone-etm-cli --bin cxone-etm -- demo --out "$out"

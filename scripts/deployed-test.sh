@@ -18,7 +18,7 @@ fi
 
 echo "== building the function binaries, the emulator and cxone-etm"
 cargo build --quiet --locked --bins -p cxone-etm-trigger -p cxone-etm-collect -p cxone-etm-transform \
-  -p cxone-etm-finalize -p cxone-emulator -p cxone-etm
+  -p cxone-etm-finalize -p cxone-emulator -p cxone-etm-cli
 
 echo "== the deployed-shape scenarios"
 cd tests/deployed

@@ -8,7 +8,6 @@ pub mod lambda;
 pub mod layout;
 pub mod metrics;
 pub mod pipeline;
-pub mod report;
 pub mod secret;
 pub mod store;
 pub mod transform;

@@ -1,6 +1,7 @@
 //! Starting an emulator and a client pointed at it.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod reliability;
 pub mod runs;
 
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
+use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
 
 /// How many rejected records and slow items the report lists.
 const LISTED: usize = 50;

@@ -102,12 +102,14 @@ fn transform_replays_stored_raw_pages_with_another_map() {
     std::fs::create_dir_all(&item).unwrap();
     std::fs::write(
         item.join("item.json"),
-        include_str!("fixtures/project_real_sample.json"),
+        include_str!("../../shared/tests/fixtures/project_real_sample.json"),
     )
     .unwrap();
     std::fs::write(
         item.join("0.json.gz"),
-        gzip(include_bytes!("fixtures/results_real_sample.json")),
+        gzip(include_bytes!(
+            "../../shared/tests/fixtures/results_real_sample.json"
+        )),
     )
     .unwrap();
     let (raw, out) = (dir.join("raw"), dir.join("out"));

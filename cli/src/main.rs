@@ -3,6 +3,8 @@
 mod bench;
 mod runs;
 
+use cxone_etm_cli::report;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -261,8 +263,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         } => {
             let (manifest, record) = runs::load_run(&store, &connection, run.as_deref()).await?;
             let text = match format {
-                ReportFormat::Markdown => cxone_etm::report::markdown(&manifest, &record),
-                ReportFormat::Html => cxone_etm::report::html(&manifest, &record),
+                ReportFormat::Markdown => report::markdown(&manifest, &record),
+                ReportFormat::Html => report::html(&manifest, &record),
             };
             write_or_print(out, &text)?;
         }
