@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
 use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
 
 /// How many rejected records and slow items the report lists.
@@ -194,127 +196,80 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     md
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Horizontal bars, one per severity, their length proportional to the count.
-fn chart(rows: &[(String, u64)]) -> String {
+fn chart(rows: &[(String, u64)]) -> Markup {
     let max = rows.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
     let (width, bar, gap, label) = (600.0, 28.0, 10.0, 90.0);
     let height = rows.len() as f64 * (bar + gap);
-    let mut svg = format!(
-        r#"<svg id="severity-chart" role="img" aria-label="Findings by severity" width="{}" height="{height}" xmlns="http://www.w3.org/2000/svg">"#,
-        width + label + 80.0
-    );
-    for (n, (severity, count)) in rows.iter().enumerate() {
-        let colour = SEVERITY_COLOURS
-            .iter()
-            .find(|(s, _)| s == severity)
-            .map_or("#757575", |(_, c)| c);
-        let y = n as f64 * (bar + gap);
-        let length = width * (*count as f64) / (max as f64);
-        let _ = write!(
-            svg,
-            r#"<text x="0" y="{}" font-size="14">{}</text><rect class="bar" data-severity="{}" data-count="{count}" x="{label}" y="{y}" width="{length:.1}" height="{bar}" fill="{colour}"/><text x="{}" y="{}" font-size="14">{count}</text>"#,
-            y + bar * 0.7,
-            escape(severity),
-            escape(severity),
-            label + length + 6.0,
-            y + bar * 0.7
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-fn table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut html = String::from("<table><thead><tr>");
-    for h in head {
-        let _ = write!(html, "<th>{}</th>", escape(h));
-    }
-    html.push_str("</tr></thead><tbody>");
-    for row in rows {
-        html.push_str("<tr>");
-        for c in row {
-            let _ = write!(html, "<td>{}</td>", escape(c));
+    html! {
+        svg id="severity-chart" role="img" aria-label="Findings by severity" width=(width + label + 80.0)
+            height=(height) xmlns="http://www.w3.org/2000/svg" {
+            @for (n, (severity, count)) in rows.iter().enumerate() {
+                @let colour = SEVERITY_COLOURS
+                    .iter()
+                    .find(|(s, _)| s == severity)
+                    .map_or("#757575", |(_, c)| c);
+                @let y = n as f64 * (bar + gap);
+                @let length = width * (*count as f64) / (max as f64);
+                text x="0" y=(y + bar * 0.7) font-size="14" { (severity) }
+                // An element with an end tag: inside SVG, an unclosed rect would hold what follows.
+                rect class="bar" data-severity=(severity) data-count=(count) x=(label) y=(y)
+                    width=(format!("{length:.1}")) height=(bar) fill=(colour) {}
+                text x=(label + length + 6.0) y=(y + bar * 0.7) font-size="14" { (count) }
+            }
         }
-        html.push_str("</tr>");
     }
-    html.push_str("</tbody></table>");
-    html
 }
 
+fn table(head: &[&str], rows: &[Vec<String>]) -> Markup {
+    html! {
+        table {
+            thead { tr { @for h in head { th { (h) } } } }
+            tbody { @for row in rows { tr { @for c in row { td { (c) } } } } }
+        }
+    }
+}
+
+/// The report as a self-contained page; maud escapes every value it interpolates.
 pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
     let t = &manifest.totals;
     let (retried, limited, requests) = retries(manifest);
-    let severity = by_severity(manifest);
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        "<h1>Run {} of {}</h1><p class=\"verdict {}\" id=\"verdict\">{}</p>",
-        escape(&manifest.run_id),
-        escape(&manifest.connection_id),
-        if manifest.complete {
-            "complete"
-        } else {
-            "partial"
-        },
-        if manifest.complete {
-            "Complete"
-        } else {
-            "Partial: some items are incomplete or failed; their findings are carried, not closed"
-        }
-    );
+    let (verdict_class, verdict) = if manifest.complete {
+        ("complete", "Complete")
+    } else {
+        (
+            "partial",
+            "Partial: some items are incomplete or failed; their findings are carried, not closed",
+        )
+    };
+    let figure = |name: &str, value: String| vec![name.to_string(), value];
     let summary = vec![
-        vec!["Kind".into(), format!("{:?}", manifest.kind)],
-        vec!["Trigger".into(), format!("{:?}", record.trigger)],
-        vec!["Started".into(), manifest.started_at.clone()],
-        vec!["Finished".into(), manifest.finished_at.clone()],
-        vec!["Items".into(), manifest.items.len().to_string()],
-        vec!["Findings out".into(), t.findings_out.to_string()],
-        vec!["Rejected records".into(), t.rejected.to_string()],
-        vec!["Skipped records".into(), t.skipped().to_string()],
-        vec![
-            "Settled by triage state".into(),
-            t.settled_by_triage.to_string(),
-        ],
-        vec![
-            "Severity changed by triage".into(),
+        figure("Kind", format!("{:?}", manifest.kind)),
+        figure("Trigger", format!("{:?}", record.trigger)),
+        figure("Started", manifest.started_at.clone()),
+        figure("Finished", manifest.finished_at.clone()),
+        figure("Items", manifest.items.len().to_string()),
+        figure("Findings out", t.findings_out.to_string()),
+        figure("Rejected records", t.rejected.to_string()),
+        figure("Skipped records", t.skipped().to_string()),
+        figure("Settled by triage state", t.settled_by_triage.to_string()),
+        figure(
+            "Severity changed by triage",
             t.severity_changed_by_triage.to_string(),
-        ],
-        vec![
-            "Open findings carried forward".into(),
+        ),
+        figure(
+            "Open findings carried forward",
             manifest.carried_forward.to_string(),
-        ],
-        vec!["Vendor requests".into(), requests.to_string()],
-        vec!["Retries".into(), retried.to_string()],
-        vec!["Answered 429".into(), limited.to_string()],
+        ),
+        figure("Vendor requests", requests.to_string()),
+        figure("Retries", retried.to_string()),
+        figure("Answered 429", limited.to_string()),
     ];
-    body.push_str(&table(&["Figure", "Value"], &summary));
-    for problem in &manifest.problems {
-        let _ = write!(body, "<p class=\"problem\">{}</p>", escape(problem));
-    }
-    body.push_str("<h2>Findings by severity</h2>");
-    body.push_str(&chart(&severity));
-    body.push_str("<h2>Findings by lifecycle status</h2>");
     let lifecycle_rows: Vec<Vec<String>> = lifecycle(manifest)
         .into_iter()
         .map(|(s, n)| vec![s.to_string(), n.to_string()])
         .collect();
-    body.push_str(&table(&["Status", "Findings"], &lifecycle_rows));
-    body.push_str("<h2>Items</h2>");
+    let seconds = |i: &ManifestItem| format!("{:.1}", i.traffic.duration_ms as f64 / 1000.0);
     let item_rows: Vec<Vec<String>> = manifest
         .items
         .iter()
@@ -330,32 +285,17 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
                 l("REOPENED"),
                 l("FIXED"),
                 i.carried_forward.to_string(),
-                format!("{:.1}", i.traffic.duration_ms as f64 / 1000.0),
+                seconds(i),
                 i.traffic.retries.to_string(),
                 i.traffic.rate_limited.to_string(),
                 i.reason.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    body.push_str(&table(
-        &[
-            "Item", "Status", "Findings", "Rejected", "New", "Active", "Reopened", "Fixed",
-            "Carried", "Seconds", "Retries", "429s", "Reason",
-        ],
-        &item_rows,
-    ));
-    body.push_str("<h2>Slowest items</h2>");
     let slow_rows: Vec<Vec<String>> = slowest(manifest)
         .into_iter()
-        .map(|i| {
-            vec![
-                i.name.clone(),
-                format!("{:.1}", i.traffic.duration_ms as f64 / 1000.0),
-                i.traffic.requests.to_string(),
-            ]
-        })
+        .map(|i| vec![i.name.clone(), seconds(i), i.traffic.requests.to_string()])
         .collect();
-    body.push_str(&table(&["Item", "Seconds", "Requests"], &slow_rows));
     let rejected: Vec<Vec<String>> = manifest
         .items
         .iter()
@@ -371,32 +311,58 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
             })
         })
         .collect();
-    let _ = write!(body, "<h2>Rejected records ({})</h2>", rejected.len());
-    let shown: Vec<Vec<String>> = rejected.iter().take(LISTED).cloned().collect();
-    body.push_str(&table(
-        &["Item", "Vendor id", "Page", "Position", "Reason"],
-        &shown,
-    ));
-    if !manifest.deleted_items.is_empty() {
-        body.push_str("<h2>Deleted projects and environments</h2>");
-        let rows: Vec<Vec<String>> = manifest
-            .deleted_items
-            .iter()
-            .map(|d| {
-                vec![
-                    d.vendor_id.clone(),
-                    d.open_findings.to_string(),
-                    if d.closed { "yes" } else { "no (policy)" }.to_string(),
-                ]
-            })
-            .collect();
-        body.push_str(&table(&["Vendor id", "Open findings", "Closed"], &rows));
-    }
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Run {} of {}</title><style>{STYLE}</style></head><body>{body}</body></html>\n",
-        escape(&manifest.run_id),
-        escape(&manifest.connection_id)
-    )
+    let deleted_rows: Vec<Vec<String>> = manifest
+        .deleted_items
+        .iter()
+        .map(|d| {
+            vec![
+                d.vendor_id.clone(),
+                d.open_findings.to_string(),
+                if d.closed { "yes" } else { "no (policy)" }.to_string(),
+            ]
+        })
+        .collect();
+    let title = format!("Run {} of {}", manifest.run_id, manifest.connection_id);
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                p id="verdict" class={ "verdict " (verdict_class) } { (verdict) }
+                (table(&["Figure", "Value"], &summary))
+                @for problem in &manifest.problems {
+                    p.problem { (problem) }
+                }
+                h2 { "Findings by severity" }
+                (chart(&by_severity(manifest)))
+                h2 { "Findings by lifecycle status" }
+                (table(&["Status", "Findings"], &lifecycle_rows))
+                h2 { "Items" }
+                (table(
+                    &["Item", "Status", "Findings", "Rejected", "New", "Active", "Reopened", "Fixed",
+                      "Carried", "Seconds", "Retries", "429s", "Reason"],
+                    &item_rows,
+                ))
+                h2 { "Slowest items" }
+                (table(&["Item", "Seconds", "Requests"], &slow_rows))
+                h2 { "Rejected records (" (rejected.len()) ")" }
+                (table(
+                    &["Item", "Vendor id", "Page", "Position", "Reason"],
+                    &rejected[..rejected.len().min(LISTED)],
+                ))
+                @if !deleted_rows.is_empty() {
+                    h2 { "Deleted projects and environments" }
+                    (table(&["Vendor id", "Open findings", "Closed"], &deleted_rows))
+                }
+            }
+        }
+    };
+    page.into_string() + "\n"
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}\
@@ -410,16 +376,21 @@ mod tests {
 
     #[test]
     fn vendor_text_is_escaped_in_html_and_markdown_cells() {
-        assert_eq!(
-            escape("<script>alert('x')</script>&"),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;"
+        let hostile = "<script>alert('x')</script>&\"";
+        let cells = table(&["Item"], &[vec![hostile.to_string()]]).into_string();
+        assert!(
+            cells.contains("<td>&lt;script&gt;alert('x')&lt;/script&gt;&amp;&quot;</td>"),
+            "{cells}"
         );
+        let svg = chart(&[(hostile.to_string(), 1)]).into_string();
+        assert!(!svg.contains("<script>"), "{svg}");
         assert_eq!(cell("a|b\nc"), "a\\|b c");
     }
 
     #[test]
     fn bars_are_proportional_to_the_counts() {
-        let svg = chart(&[("HIGH".into(), 50), ("LOW".into(), 100), ("INFO".into(), 0)]);
+        let svg =
+            chart(&[("HIGH".into(), 50), ("LOW".into(), 100), ("INFO".into(), 0)]).into_string();
         assert!(
             svg.contains(r#"data-severity="HIGH" data-count="50" x="90" y="0" width="300.0""#),
             "{svg}"
