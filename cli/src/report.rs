@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
+use cxone_etm::transform::Lifecycle;
 
 /// How many rejected records and slow items the report lists.
 const LISTED: usize = 50;
@@ -20,7 +21,6 @@ pub const SEVERITY_COLOURS: [(&str, &str); 5] = [
     ("LOW", "#1976d2"),
     ("INFO", "#388e3c"),
 ];
-const LIFECYCLE: [&str; 4] = ["NEW", "ACTIVE", "REOPENED", "FIXED"];
 
 fn status_name(status: ItemStatus) -> &'static str {
     match status {
@@ -47,10 +47,20 @@ fn by_severity(manifest: &Manifest) -> Vec<(String, u64)> {
 }
 
 fn lifecycle(manifest: &Manifest) -> Vec<(&'static str, u64)> {
-    LIFECYCLE
+    Lifecycle::ALL
         .iter()
-        .map(|s| (*s, manifest.totals.lifecycle.get(*s).copied().unwrap_or(0)))
+        .map(|s| {
+            (
+                s.as_str(),
+                manifest.totals.lifecycle.get(s).copied().unwrap_or(0),
+            )
+        })
         .collect()
+}
+
+/// An item's findings in each lifecycle status, in [`Lifecycle::ALL`]'s order.
+fn item_lifecycle(item: &ManifestItem) -> [u64; 4] {
+    Lifecycle::ALL.map(|s| item.figures.lifecycle.get(&s).copied().unwrap_or(0))
 }
 
 fn slowest(manifest: &Manifest) -> Vec<&ManifestItem> {
@@ -125,7 +135,7 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     }
     md.push_str("\n## Items\n\n| Item | Status | Findings | Rejected | New | Active | Reopened | Fixed | Carried | Seconds | Retries | 429s | Reason |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for i in &manifest.items {
-        let l = |s: &str| i.figures.lifecycle.get(s).copied().unwrap_or(0);
+        let [new, active, reopened, fixed] = item_lifecycle(i);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
@@ -133,10 +143,10 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
             status_name(i.status),
             i.figures.findings_out,
             i.figures.rejected,
-            l("NEW"),
-            l("ACTIVE"),
-            l("REOPENED"),
-            l("FIXED"),
+            new,
+            active,
+            reopened,
+            fixed,
             i.carried_forward,
             i.traffic.duration_ms as f64 / 1000.0,
             i.traffic.retries,
@@ -274,16 +284,16 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
         .items
         .iter()
         .map(|i| {
-            let l = |s: &str| i.figures.lifecycle.get(s).copied().unwrap_or(0).to_string();
+            let [new, active, reopened, fixed] = item_lifecycle(i).map(|n| n.to_string());
             vec![
                 i.name.clone(),
                 status_name(i.status).to_string(),
                 i.figures.findings_out.to_string(),
                 i.figures.rejected.to_string(),
-                l("NEW"),
-                l("ACTIVE"),
-                l("REOPENED"),
-                l("FIXED"),
+                new,
+                active,
+                reopened,
+                fixed,
                 i.carried_forward.to_string(),
                 seconds(i),
                 i.traffic.retries.to_string(),

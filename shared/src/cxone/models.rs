@@ -19,6 +19,9 @@ macro_rules! open_enum {
         }
 
         impl $name {
+            /// The values this version knows, as the vendor spells them.
+            pub const KNOWN: &'static [&'static str] = &[$($text),*];
+
             pub fn parse(raw: &str) -> Self {
                 $(if raw.eq_ignore_ascii_case($text) { return Self::$variant; })*
                 Self::Other(raw.to_string())

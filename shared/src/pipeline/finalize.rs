@@ -22,7 +22,7 @@ use super::run::{RunRecord, mark_processed, read_run};
 use crate::ConnectorKind;
 use crate::layout::RunRef;
 use crate::store::ObjectStore;
-use crate::transform::{Figures, Ledger, TransformContext, close_all};
+use crate::transform::{Figures, Ledger, Lifecycle, TransformContext, close_all};
 
 /// How many items' outcomes finalize reads at once.
 const FINALIZE_READS_AT_ONCE: usize = 16;
@@ -149,7 +149,7 @@ pub async fn finalize(
         .map(|o| o.findings)
         .sum();
     if closed_with_deleted > 0 {
-        *totals.lifecycle.entry("FIXED".into()).or_default() += closed_with_deleted;
+        *totals.lifecycle.entry(Lifecycle::Fixed).or_default() += closed_with_deleted;
     }
     let carried_forward = items.iter().map(|i| i.carried_forward).sum::<u64>()
         + carried_for_filtered

@@ -5,10 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cxone::{DastEnvironment, Project};
+use crate::cxone::{DastEnvironment, Project, Severity};
 use crate::transform::AssetTypes;
-
-const SEVERITIES: [&str; 5] = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"];
 
 /// `filters` of a connection; every list empty means "all".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,10 +112,10 @@ impl Filters {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for s in &self.severities {
-            if !SEVERITIES.contains(&s.as_str()) {
+            if !Severity::KNOWN.contains(&s.as_str()) {
                 problems.push(format!(
                     "config field `filters.severities`: '{s}' is not a severity; use {}",
-                    SEVERITIES.join(", ")
+                    Severity::KNOWN.join(", ")
                 ));
             }
         }

@@ -128,7 +128,7 @@ pub struct Figures {
     pub by_severity: BTreeMap<String, u64>,
     /// Findings out (closure records included) by lifecycle status, when reconciled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub lifecycle: BTreeMap<String, u64>,
+    pub lifecycle: BTreeMap<Lifecycle, u64>,
     pub lines: u64,
 }
 
@@ -158,7 +158,7 @@ impl Figures {
             *self.by_severity.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &other.lifecycle {
-            *self.lifecycle.entry(k.clone()).or_default() += v;
+            *self.lifecycle.entry(*k).or_default() += v;
         }
         self.lines += other.lines;
     }
@@ -706,10 +706,7 @@ impl<'p> ItemTransformer<'p> {
         self.state.outcome.figures.held_for_rejected_records += held_for_rejected;
         if closed > 0 {
             let figures = &mut self.state.outcome.figures;
-            *figures
-                .lifecycle
-                .entry(Lifecycle::Fixed.as_str().to_string())
-                .or_default() += closed;
+            *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed;
         }
         (self.lines(), closed)
     }
@@ -918,12 +915,7 @@ impl State {
                     first_seen,
                 },
             );
-            *self
-                .outcome
-                .figures
-                .lifecycle
-                .entry(lifecycle.as_str().to_string())
-                .or_default() += 1;
+            *self.outcome.figures.lifecycle.entry(lifecycle).or_default() += 1;
         }
         out.push(b'}');
 

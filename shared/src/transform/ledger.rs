@@ -18,6 +18,9 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// Every status, in the order reports list them.
+    pub const ALL: [Self; 4] = [Self::New, Self::Active, Self::Reopened, Self::Fixed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::New => "NEW",
@@ -25,6 +28,12 @@ impl Lifecycle {
             Self::Reopened => "REOPENED",
             Self::Fixed => "FIXED",
         }
+    }
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

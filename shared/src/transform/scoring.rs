@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cxone::Severity;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scoring {
@@ -18,13 +20,11 @@ pub struct ScoreRow {
     pub qds: i64,
 }
 
-/// The vendor severities a scoring table must cover, each once.
-pub const SEVERITIES: [&str; 5] = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"];
-
 pub const DEFAULT_SCORING: &str = include_str!("../../maps/scoring-default.json");
 
 #[derive(Clone, Debug)]
 pub struct CompiledScoring {
+    /// One score per known vendor severity ([`Severity::KNOWN`]), each covered once by the table.
     qds: [u8; 5],
     default: usize,
 }
@@ -52,14 +52,14 @@ impl Scoring {
         let mut named = [false; 5];
         for (n, row) in self.rows.iter().enumerate() {
             let label = format!("scoring row {} ({})", n + 1, row.severity);
-            let Some(index) = SEVERITIES
+            let Some(index) = Severity::KNOWN
                 .iter()
                 .position(|s| s.eq_ignore_ascii_case(&row.severity))
             else {
                 errors.push(format!(
                     "{label}: '{}' is not a severity; use one of {}",
                     row.severity,
-                    SEVERITIES.join(", ")
+                    Severity::KNOWN.join(", ")
                 ));
                 continue;
             };
@@ -71,7 +71,7 @@ impl Scoring {
             if qds[index].is_some() {
                 errors.push(format!(
                     "{label}: {} appears more than once",
-                    SEVERITIES[index]
+                    Severity::KNOWN[index]
                 ));
             }
             qds[index] = Some(row.qds as u8);
@@ -80,18 +80,18 @@ impl Scoring {
             if missing.is_none() && !named[index] {
                 errors.push(format!(
                     "scoring: no row for {}; the table needs one row per severity",
-                    SEVERITIES[index]
+                    Severity::KNOWN[index]
                 ));
             }
         }
-        let default = SEVERITIES
+        let default = Severity::KNOWN
             .iter()
             .position(|s| s.eq_ignore_ascii_case(&self.default_severity));
         if default.is_none() {
             errors.push(format!(
                 "scoring: defaultSeverity '{}' is not one of {}",
                 self.default_severity,
-                SEVERITIES.join(", ")
+                Severity::KNOWN.join(", ")
             ));
         }
         if !errors.is_empty() {
@@ -107,7 +107,7 @@ impl Scoring {
 impl CompiledScoring {
     /// The QDS of a vendor severity, and whether the severity matched a row.
     pub fn score(&self, severity: &str) -> (u8, bool) {
-        match SEVERITIES
+        match Severity::KNOWN
             .iter()
             .position(|s| s.eq_ignore_ascii_case(severity))
         {

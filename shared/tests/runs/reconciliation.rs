@@ -13,6 +13,7 @@ use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, Tenan
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary, StepError};
 use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
+use cxone_etm::transform::Lifecycle;
 use serde_json::Value;
 
 const PROJECTS: u32 = 5;
@@ -153,9 +154,9 @@ fn counted(lines: &[(String, String, String, String)]) -> BTreeMap<&'static str,
 
 /// The run found every finding as it was: none NEW, none REOPENED.
 fn nothing_new_or_reopened(m: &Manifest, what: &str) {
-    for status in ["NEW", "REOPENED"] {
+    for status in [Lifecycle::New, Lifecycle::Reopened] {
         assert_eq!(
-            m.totals.lifecycle.get(status),
+            m.totals.lifecycle.get(&status),
             None,
             "{what}: {:?}",
             m.totals.lifecycle
@@ -163,8 +164,18 @@ fn nothing_new_or_reopened(m: &Manifest, what: &str) {
     }
 }
 
-fn as_strings(counts: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
-    counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+/// The model's counts keyed as the manifest keys them.
+fn as_lifecycle(counts: &BTreeMap<&'static str, u64>) -> BTreeMap<Lifecycle, u64> {
+    counts
+        .iter()
+        .map(|(k, v)| {
+            let status = Lifecycle::ALL.into_iter().find(|s| s.as_str() == *k);
+            (
+                status.unwrap_or_else(|| panic!("unknown lifecycle status {k}")),
+                *v,
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -181,7 +192,7 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
     let m1 = manifest(&store, &summary.manifest).await;
     let lines = lines_of(&store, &m1).await;
     assert_eq!(counted(&lines), expected);
-    assert_eq!(m1.totals.lifecycle, as_strings(&expected));
+    assert_eq!(m1.totals.lifecycle, as_lifecycle(&expected));
     assert!(expected["NEW"] > 100 && !expected.contains_key("ACTIVE"));
 
     // Run 2: a newer scan (a quarter of each project's findings fixed, as many new) and the last
@@ -193,7 +204,7 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
     let m2 = manifest(&store, &summary.manifest).await;
     let lines = lines_of(&store, &m2).await;
     assert_eq!(counted(&lines), expected);
-    assert_eq!(m2.totals.lifecycle, as_strings(&expected));
+    assert_eq!(m2.totals.lifecycle, as_lifecycle(&expected));
     assert!(expected["NEW"] > 0 && expected["ACTIVE"] > 0 && expected["FIXED"] > 0);
     for (_, _, lifecycle, finding_status) in &lines {
         if lifecycle == "FIXED" {
@@ -253,7 +264,7 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
     let m3 = manifest(&store, &summary.manifest).await;
     let lines = lines_of(&store, &m3).await;
     assert_eq!(counted(&lines), expected);
-    assert_eq!(m3.totals.lifecycle, as_strings(&expected));
+    assert_eq!(m3.totals.lifecycle, as_lifecycle(&expected));
     assert!(expected["REOPENED"] > 0, "{expected:?}");
     let refused_item = m3.items.iter().find(|i| i.vendor_id == refused.id).unwrap();
     assert_eq!(refused_item.status, ItemStatus::Failed);
@@ -295,7 +306,12 @@ async fn filters_leave_findings_out_without_closing_them() {
     let emulator = emulator(shape(PROJECTS, 3)).await;
     let first = run_on(&store, &emulator).await;
     let m1 = manifest(&store, &first.manifest).await;
-    let open_before: u64 = m1.totals.lifecycle.get("NEW").copied().unwrap_or(0);
+    let open_before: u64 = m1
+        .totals
+        .lifecycle
+        .get(&Lifecycle::New)
+        .copied()
+        .unwrap_or(0);
     let left_out = emulator.expected().projects[1].clone();
 
     // Run 2: only HIGH and CRITICAL findings, and every project but one by name.
@@ -460,7 +476,11 @@ async fn a_rejected_record_never_closes_the_finding_it_might_be() {
     assert_eq!(item.status, ItemStatus::Complete);
     assert_eq!(item.figures.rejected, 1, "{:?}", item.rejected);
     assert_eq!(
-        m2.totals.lifecycle.get("FIXED").copied().unwrap_or(0),
+        m2.totals
+            .lifecycle
+            .get(&Lifecycle::Fixed)
+            .copied()
+            .unwrap_or(0),
         m2.totals.fixed,
         "no finding closed by absence: {:?}",
         m2.totals.lifecycle
@@ -504,7 +524,11 @@ async fn a_malformed_project_record_is_never_read_as_a_deleted_project() {
     assert_eq!(m2.items.len() as u32, PROJECTS - 1, "one project unread");
     assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
     assert_eq!(
-        m2.totals.lifecycle.get("FIXED").copied().unwrap_or(0),
+        m2.totals
+            .lifecycle
+            .get(&Lifecycle::Fixed)
+            .copied()
+            .unwrap_or(0),
         m2.totals.fixed,
         "nothing closed by absence: {:?}",
         m2.totals.lifecycle
@@ -571,7 +595,7 @@ async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run(
         .find(|i| i.vendor_id == broken.id)
         .unwrap()
         .figures
-        .lifecycle["NEW"];
+        .lifecycle[&Lifecycle::New];
 
     // Run 2: the project's results answer 503 every time, so its collect never finishes.
     emulator.set_fault(
@@ -596,12 +620,12 @@ async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run(
     let m3 = manifest(&store, &third.manifest).await;
     let item = m3.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
     assert_eq!(
-        item.figures.lifecycle.get("NEW"),
+        item.figures.lifecycle.get(&Lifecycle::New),
         None,
         "{:?}",
         item.figures.lifecycle
     );
-    assert_eq!(item.figures.lifecycle["ACTIVE"], open_before);
+    assert_eq!(item.figures.lifecycle[&Lifecycle::Active], open_before);
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -689,15 +713,15 @@ async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
     let second = run(&store, &c, api_key(&emulator)).await.unwrap();
     let m2 = manifest(&store, &second.manifest).await;
     assert_eq!(
-        m2.totals.lifecycle.get("NEW"),
+        m2.totals.lifecycle.get(&Lifecycle::New),
         None,
         "{:?}",
         m2.totals.lifecycle
     );
-    assert_eq!(m2.totals.lifecycle.get("REOPENED"), None);
+    assert_eq!(m2.totals.lifecycle.get(&Lifecycle::Reopened), None);
     assert_eq!(
-        m2.totals.lifecycle.get("ACTIVE"),
-        m1.totals.lifecycle.get("NEW")
+        m2.totals.lifecycle.get(&Lifecycle::Active),
+        m1.totals.lifecycle.get(&Lifecycle::New)
     );
     assert_eq!(committed_findings(&store, &m2).await, committed);
     std::fs::remove_dir_all(dir).ok();
@@ -888,13 +912,17 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
         if committed {
             nothing_new_or_reopened(&m3, point);
             assert_eq!(
-                m3.totals.lifecycle.get("FIXED").copied().unwrap_or(0),
+                m3.totals
+                    .lifecycle
+                    .get(&Lifecycle::Fixed)
+                    .copied()
+                    .unwrap_or(0),
                 m3.totals.fixed,
                 "{point}: only what the vendor reports fixed"
             );
         } else {
             assert!(
-                m3.totals.lifecycle.contains_key("NEW"),
+                m3.totals.lifecycle.contains_key(&Lifecycle::New),
                 "{point}: run 2 never committed"
             );
         }

@@ -13,6 +13,7 @@ use crate::common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, RetryAfter, TenantShape, TrafficSnapshot};
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::Manifest;
+use cxone_etm::transform::Lifecycle;
 use serde_json::{Value, json};
 
 /// Runs SAST and DAST under the faults `setup` sets, checks both, and records the figures.
@@ -424,14 +425,18 @@ async fn hostile_vendor_ids_each_keep_their_own_findings_across_runs() {
         let m2: Manifest = manifest(&store, &second.manifest).await;
         assert!(second.complete);
         let lifecycle = &m2.totals.lifecycle;
-        assert_eq!(lifecycle.get("NEW"), None, "{kind:?} run 2: {lifecycle:?}");
         assert_eq!(
-            lifecycle.get("REOPENED"),
+            lifecycle.get(&Lifecycle::New),
             None,
             "{kind:?} run 2: {lifecycle:?}"
         );
         assert_eq!(
-            lifecycle.get("FIXED").copied().unwrap_or(0),
+            lifecycle.get(&Lifecycle::Reopened),
+            None,
+            "{kind:?} run 2: {lifecycle:?}"
+        );
+        assert_eq!(
+            lifecycle.get(&Lifecycle::Fixed).copied().unwrap_or(0),
             m2.totals.fixed,
             "{kind:?} run 2: none closed by absence: {lifecycle:?}"
         );
