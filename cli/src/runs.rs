@@ -9,6 +9,7 @@ use anyhow::Context;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{CxOneClient, VendorSettings, test_connection};
+use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunSummary, Trigger, config_key,
     read_state, run_connection,
@@ -161,7 +162,7 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
         };
         let connection = config
             .validate()
-            .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+            .map_err(|errors| anyhow::anyhow!(errors.described("\n")))?;
         let summary = run_one(
             &store,
             &connection,
@@ -201,7 +202,7 @@ fn load(config: &Path) -> anyhow::Result<Connection> {
         anyhow::anyhow!(
             "{} is not a valid connection:\n  - {}",
             config.display(),
-            errors.join("\n  - ")
+            errors.described("\n  - ")
         )
     })
 }
@@ -276,11 +277,11 @@ pub async fn put_connection(
     let path = &parts.config;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let invalid = |errors: Vec<String>| {
+    let invalid = |errors: Vec<FieldError>| {
         anyhow::anyhow!(
             "{} is not a valid connection; nothing stored:\n  - {}",
             path.display(),
-            errors.join("\n  - ")
+            errors.described("\n  - ")
         )
     };
     let mut config = ConnectionConfig::parse(&text).map_err(invalid)?;

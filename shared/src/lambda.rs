@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::cxone::{ConnectionReport, CxOneClient, test_connection};
+use crate::field_error::FieldError;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ItemStatus, Manifest, RunRecord, RunRef,
     StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key, fail_run, finalize,
@@ -139,7 +140,7 @@ impl Runtime {
         let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
         config.validate().map_err(|errors| StepError::BadConfig {
             source_name: format!("connection '{id}'"),
-            problems: errors.join("; "),
+            errors,
         })?;
         Ok(self
             .store
@@ -167,15 +168,13 @@ impl Runtime {
         {
             return Ok(loaded.clone());
         }
-        let bad_config = |problems: String| StepError::BadConfig {
+        let bad_config = |errors: Vec<FieldError>| StepError::BadConfig {
             source_name: key.clone(),
-            problems,
+            errors,
         };
-        let config: ConnectionConfig =
-            serde_json::from_slice(&text).map_err(|e| bad_config(e.to_string()))?;
-        let connection = config
-            .validate()
-            .map_err(|errors| bad_config(errors.join("; ")))?;
+        let config: ConnectionConfig = serde_json::from_slice(&text)
+            .map_err(|e| bad_config(vec![FieldError::document(e.to_string())]))?;
+        let connection = config.validate().map_err(bad_config)?;
         let secret = match &connection.secret {
             SecretRef::SecretsManager(secret_id) => {
                 SecretSource::with_secrets_manager(secret_id.clone(), self.secrets_manager.clone())

@@ -4,6 +4,7 @@
 //! and the Lambda task logic (`lambda`).
 
 pub mod cxone;
+pub mod field_error;
 pub mod lambda;
 pub mod layout;
 pub mod metrics;

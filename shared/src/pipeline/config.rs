@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use super::selection::{BranchPolicy, Filters};
 use crate::ConnectorKind;
 use crate::cxone::{VendorConfig, VendorSettings};
+use crate::field_error::FieldError;
 use crate::secret::SecretRef;
 use crate::transform::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
 
@@ -110,33 +111,44 @@ impl Schedule {
         Some(end.to_string())
     }
 
-    fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         let e = self.expression.trim();
         let shaped = (e.starts_with("rate(") || e.starts_with("cron(") || e.starts_with("at("))
             && e.ends_with(')');
         if !shaped {
-            errors.push(format!("config field `schedule.expression`: '{e}' is not a schedule expression; use rate(1 day) or cron(0 2 * * ? *)"));
+            errors.push(FieldError::new(
+                "schedule.expression",
+                format!("'{e}' is not a schedule expression; use rate(1 day) or cron(0 2 * * ? *)"),
+            ));
         }
         if self.timezone.trim().is_empty() || !self.timezone.contains('/') && self.timezone != "UTC"
         {
-            errors.push(format!("config field `schedule.timezone`: '{}' is not an IANA time zone; use e.g. UTC or Europe/Berlin", self.timezone));
+            errors.push(FieldError::new(
+                "schedule.timezone",
+                format!(
+                    "'{}' is not an IANA time zone; use e.g. UTC or Europe/Berlin",
+                    self.timezone
+                ),
+            ));
         }
         let start = date(&self.start_date);
         if start.is_none() {
-            errors.push(format!(
-                "config field `schedule.start_date`: '{}' is not a date; use YYYY-MM-DD",
-                self.start_date
+            errors.push(FieldError::new(
+                "schedule.start_date",
+                format!("'{}' is not a date; use YYYY-MM-DD", self.start_date),
             ));
         }
         if let Some(end) = &self.end_date {
             match (date(end), start) {
-                (None, _) => errors.push(format!(
-                    "config field `schedule.end_date`: '{end}' is not a date; use YYYY-MM-DD"
+                (None, _) => errors.push(FieldError::new(
+                    "schedule.end_date",
+                    format!("'{end}' is not a date; use YYYY-MM-DD"),
                 )),
-                (Some(end), Some(start)) if end <= start => errors.push(
-                    "config field `schedule.end_date`: it must be after start_date".to_string(),
-                ),
+                (Some(end), Some(start)) if end <= start => errors.push(FieldError::new(
+                    "schedule.end_date",
+                    "it must be after start_date",
+                )),
                 _ => {}
             }
         }
@@ -168,23 +180,24 @@ impl ConnectionConfig {
 
     /// Parses (JSON, or YAML when the text does not start with `{`) and validates a connection
     /// document; every problem is listed.
-    pub fn load(text: &str) -> Result<Connection, Vec<String>> {
+    pub fn load(text: &str) -> Result<Connection, Vec<FieldError>> {
         Self::parse(text)?.validate()
     }
 
     /// Parses a connection document (JSON, or YAML when the text does not start with `{`) without
     /// validating it, so parts (a map, a scoring table) can be added before `validate`.
-    pub fn parse(text: &str) -> Result<Self, Vec<String>> {
+    pub fn parse(text: &str) -> Result<Self, Vec<FieldError>> {
         // The path of the field that did not fit leads the message (`branches`, `vendor.region`).
         fn named<E: std::fmt::Display>(
             e: serde_path_to_error::Error<E>,
             form: &str,
-        ) -> Vec<String> {
+        ) -> Vec<FieldError> {
             let path = e.path().to_string();
+            let problem = format!("{form}{}", e.inner());
             if path == "." {
-                vec![format!("connection config{form}: {}", e.inner())]
+                vec![FieldError::document(problem)]
             } else {
-                vec![format!("config field `{path}`{form}: {}", e.inner())]
+                vec![FieldError::new(path, problem)]
             }
         }
         let config: ConnectionConfig = if text.trim_start().starts_with('{') {
@@ -192,19 +205,19 @@ impl ConnectionConfig {
             let config = serde_path_to_error::deserialize(&mut json).map_err(|e| named(e, ""))?;
             // Text after the document is refused, not ignored: it is often a second, pasted config.
             json.end().map_err(|e| {
-                vec![format!(
-                    "connection config: {e}: text follows the JSON document; remove it"
-                )]
+                vec![FieldError::document(format!(
+                    "{e}: text follows the JSON document; remove it"
+                ))]
             })?;
             config
         } else {
             serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text))
-                .map_err(|e| named(e, " (YAML)"))?
+                .map_err(|e| named(e, "(YAML) "))?
         };
         Ok(config)
     }
 
-    pub fn validate(self) -> Result<Connection, Vec<String>> {
+    pub fn validate(self) -> Result<Connection, Vec<FieldError>> {
         let mut errors = Vec::new();
         if self.id.is_empty()
             || self.id.len() > 64
@@ -213,33 +226,32 @@ impl ConnectionConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            errors.push(format!(
-                "config field `id`: '{}' must be 1–64 letters, digits, '-' or '_'",
-                self.id
+            errors.push(FieldError::new(
+                "id",
+                format!("'{}' must be 1–64 letters, digits, '-' or '_'", self.id),
             ));
         }
         if self.name.trim().is_empty() {
-            errors.push(
-                "config field `name`: it is empty; give the connection a display name".to_string(),
-            );
+            errors.push(FieldError::new(
+                "name",
+                "it is empty; give the connection a display name",
+            ));
         }
         if !(1..=64).contains(&self.item_concurrency) {
-            errors.push(format!(
-                "config field `item_concurrency`: {} is out of range; use 1 to 64",
-                self.item_concurrency
+            errors.push(FieldError::new(
+                "item_concurrency",
+                format!("{} is out of range; use 1 to 64", self.item_concurrency),
             ));
         }
         let vendor = self
             .vendor
             .validate()
-            .map_err(|e| {
-                errors.push(format!("{}", e).replacen("config field `", "config field `vendor.", 1))
-            })
+            .map_err(|e| errors.push(FieldError::from(e)))
             .ok();
         let secret = self
             .secret
             .parse::<SecretRef>()
-            .map_err(|e| errors.push(format!("config field `secret`: {e}")))
+            .map_err(|e| errors.push(FieldError::new("secret", e.to_string())))
             .ok();
         let map = self
             .transform_map
@@ -248,9 +260,12 @@ impl ConnectionConfig {
         let plan = match map.compile() {
             Ok(plan) if plan.kind == self.kind => Some(plan),
             Ok(plan) => {
-                errors.push(format!(
-                    "config field `transform_map`: the map is for {:?}, the connection for {:?}",
-                    plan.kind, self.kind
+                errors.push(FieldError::new(
+                    "transform_map",
+                    format!(
+                        "the map is for {:?}, the connection for {:?}",
+                        plan.kind, self.kind
+                    ),
                 ));
                 None
             }
@@ -258,7 +273,7 @@ impl ConnectionConfig {
                 errors.extend(
                     problems
                         .into_iter()
-                        .map(|p| format!("config field `transform_map`: {p}")),
+                        .map(|p| FieldError::new("transform_map", p)),
                 );
                 None
             }
@@ -267,11 +282,7 @@ impl ConnectionConfig {
         let scoring = scoring
             .compile()
             .map_err(|problems| {
-                errors.extend(
-                    problems
-                        .into_iter()
-                        .map(|p| format!("config field `scoring`: {p}")),
-                )
+                errors.extend(problems.into_iter().map(|p| FieldError::new("scoring", p)))
             })
             .ok();
         if let Some(schedule) = &self.schedule {
@@ -284,7 +295,10 @@ impl ConnectionConfig {
             && !self.filters.asset_types.generic_application
             && !self.filters.asset_types.code_repository
         {
-            errors.push("config field `filters.asset_types`: both asset types are off, so nothing would be ingested; keep at least one".into());
+            errors.push(FieldError::new(
+                "filters.asset_types",
+                "both asset types are off, so nothing would be ingested; keep at least one",
+            ));
         }
         match (vendor, secret, plan, scoring) {
             (Some(vendor), Some(secret), Some(plan), Some(scoring)) if errors.is_empty() => {
@@ -312,6 +326,7 @@ impl ConnectionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field_error::Described;
 
     const MINIMAL: &str = r#"{"id":"cx-sast","name":"Checkmarx SAST","kind":"sast","vendor":{"region":"EU","tenant":"acme"},"secret":"env:CX_KEY"}"#;
 
@@ -345,7 +360,10 @@ mod tests {
             r#""kind":"sast""#,
             r#""kind":"sast","branches":{"policy":"every"}"#,
         );
-        let errors = ConnectionConfig::load(&unknown).err().unwrap().join("\n");
+        let errors = ConnectionConfig::load(&unknown)
+            .err()
+            .unwrap()
+            .described("\n");
         assert!(
             errors.contains("config field `branches.policy`") && errors.contains("each_branch"),
             "{errors}"
@@ -372,7 +390,7 @@ mod tests {
             r#""kind":"sast""#,
             r#""kind":"sast","branches":{"policy":"pinned","branch":" "}"#,
         );
-        let errors = ConnectionConfig::load(&text).err().unwrap().join("\n");
+        let errors = ConnectionConfig::load(&text).err().unwrap().described("\n");
         assert!(errors.contains("`branches.branch`"), "{errors}");
         let main = MINIMAL.replace(
             r#""kind":"sast""#,
@@ -444,7 +462,7 @@ mod tests {
             let errors = ConnectionConfig::load(&text)
                 .err()
                 .unwrap_or_else(|| panic!("{text} should fail"))
-                .join("\n");
+                .described("\n");
             assert!(errors.contains(expected), "{to}: {errors}");
             assert!(
                 !errors.contains("hunter2"),
@@ -467,7 +485,7 @@ mod tests {
             ConnectionConfig::load(&yaml.replace("region: DEU", "region: DEU\n  colour: blue"))
                 .err()
                 .unwrap()
-                .join("\n");
+                .described("\n");
         assert!(
             errors.contains("YAML") && errors.contains("unknown field `colour`"),
             "{errors}"
@@ -476,7 +494,7 @@ mod tests {
         let errors = ConnectionConfig::load(&format!("{json}\n{json}"))
             .err()
             .unwrap()
-            .join("\n");
+            .described("\n");
         assert!(
             errors.contains("text follows the JSON document"),
             "{errors}"
@@ -484,7 +502,7 @@ mod tests {
         let errors = ConnectionConfig::load(&yaml.replace("region: DEU", "region: Mars"))
             .err()
             .unwrap()
-            .join("\n");
+            .described("\n");
         assert!(errors.contains("`vendor.region`"), "{errors}");
     }
 

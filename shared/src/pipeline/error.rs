@@ -2,6 +2,7 @@
 //! succeed ([`StepError::is_retryable`], which Step Functions' Retry and the local runner follow).
 
 use crate::cxone::VendorError;
+use crate::field_error::{Described, FieldError};
 use crate::secret::CredentialError;
 use crate::store::StoreError;
 use crate::transform::TransformError;
@@ -20,11 +21,12 @@ pub enum StepError {
     /// No `connections/<id>/config.json`.
     #[error("connection '{connection_id}' is not configured ({key} is missing)")]
     NotConfigured { connection_id: String, key: String },
-    /// A connection config (stored, or carried by an event) that does not validate.
-    #[error("{source_name}: {problems}")]
+    /// A connection config (stored, or carried by an event) that does not validate: every
+    /// field that is wrong.
+    #[error("{source_name}: {}", errors.described("; "))]
     BadConfig {
         source_name: String,
-        problems: String,
+        errors: Vec<FieldError>,
     },
     /// Another run of the connection holds its lock.
     #[error(

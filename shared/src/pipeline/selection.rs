@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cxone::{DastEnvironment, Project, Severity};
+use crate::field_error::FieldError;
 use crate::transform::AssetTypes;
 
 /// `filters` of a connection; every list empty means "all".
@@ -68,10 +69,13 @@ impl Default for BranchPolicy {
 }
 
 impl BranchPolicy {
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<FieldError> {
         match self {
             Self::Pinned { branch } if branch.trim().is_empty() => {
-                vec!["config field `branches.branch`: a pinned policy needs the branch name".into()]
+                vec![FieldError::new(
+                    "branches.branch",
+                    "a pinned policy needs the branch name",
+                )]
             }
             _ => Vec::new(),
         }
@@ -109,27 +113,39 @@ fn normalized_state(state: &str) -> String {
 }
 
 impl Filters {
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<FieldError> {
         let mut problems = Vec::new();
         for s in &self.severities {
             if !Severity::KNOWN.contains(&s.as_str()) {
-                problems.push(format!(
-                    "config field `filters.severities`: '{s}' is not a severity; use {}",
-                    Severity::KNOWN.join(", ")
+                problems.push(FieldError::new(
+                    "filters.severities",
+                    format!(
+                        "'{s}' is not a severity; use {}",
+                        Severity::KNOWN.join(", ")
+                    ),
                 ));
             }
         }
         for s in &self.triage_states {
             if normalized_state(s) != *s || s.is_empty() {
-                problems.push(format!("config field `filters.triage_states`: '{s}' is not written as Checkmarx One names states (e.g. TO_VERIFY)"));
+                problems.push(FieldError::new(
+                    "filters.triage_states",
+                    format!("'{s}' is not written as Checkmarx One names states (e.g. TO_VERIFY)"),
+                ));
             }
         }
         if self.max_scan_age_days == Some(0) {
-            problems.push("config field `filters.max_scan_age_days`: 0 would skip every item; leave it out for no window".into());
+            problems.push(FieldError::new(
+                "filters.max_scan_age_days",
+                "0 would skip every item; leave it out for no window",
+            ));
         }
         for p in self.project_names.iter().chain(&self.project_groups) {
             if p.trim().is_empty() {
-                problems.push("config field `filters.project_names`/`project_groups`: an empty entry matches nothing".into());
+                problems.push(FieldError::new(
+                    "filters.project_names`/`project_groups",
+                    "an empty entry matches nothing",
+                ));
             }
         }
         problems
@@ -213,6 +229,7 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field_error::Described;
 
     fn project(name: &str, groups: &[&str], tags: serde_json::Value) -> Project {
         serde_json::from_value(
@@ -322,7 +339,7 @@ mod tests {
             max_scan_age_days: Some(0),
             ..Filters::default()
         };
-        let problems = bad.problems().join("\n");
+        let problems = bad.problems().described("\n");
         assert!(
             problems.contains("`filters.severities`: 'SEVERE'"),
             "{problems}"

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::field_error::FieldError;
+
 /// The ETM status a triage state leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -72,11 +74,11 @@ impl TriageMap {
     }
 
     /// Problems with the map's state names, each naming the entry.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<FieldError> {
         self.states
             .keys()
             .filter(|s| s.is_empty() || s.trim().to_ascii_uppercase().replace(' ', "_") != **s)
-            .map(|s| format!("config field `triage.states`: '{s}' is not written as Checkmarx One names states (upper case, '_' between words, e.g. NOT_EXPLOITABLE)"))
+            .map(|s| FieldError::new("triage.states", format!("'{s}' is not written as Checkmarx One names states (upper case, '_' between words, e.g. NOT_EXPLOITABLE)")))
             .collect()
     }
 }
@@ -99,6 +101,6 @@ mod tests {
         .unwrap();
         assert_eq!(custom.outcome("Ignore for now"), TriageOutcome::Protected);
         assert_eq!(custom.problems().len(), 1);
-        assert!(custom.problems()[0].contains("'Bad name'"));
+        assert!(custom.problems()[0].to_string().contains("'Bad name'"));
     }
 }

@@ -114,7 +114,7 @@ proptest! {
         let text = doc.to_string();
         if let Err(errors) = ConnectionConfig::load(&text) {
             prop_assert!(!errors.is_empty());
-            prop_assert!(errors.iter().all(|e| !e.trim().is_empty()), "{errors:?}");
+            prop_assert!(errors.iter().all(|e| !e.problem.trim().is_empty()), "{errors:?}");
         }
         let yaml = serde_yaml_ng::to_string(&doc).unwrap();
         let _ = ConnectionConfig::load(&yaml);
