@@ -210,30 +210,18 @@ pub async fn start_run(
     trigger: Trigger,
 ) -> Result<StartedRun, StepError> {
     let loaded = runtime.connection(connection_id).await?;
+    let today = time::OffsetDateTime::now_utc().date();
     if trigger == Trigger::Schedule
-        && let Some(end) = loaded
+        && let Some(problem) = loaded
             .connection
             .config
             .schedule
             .as_ref()
-            .and_then(|s| s.effective_end_date())
-        && time::OffsetDateTime::now_utc().date().to_string() > end
+            .and_then(|s| s.refuses(today))
     {
         return Err(StepError::OutsideSchedule {
             connection_id: connection_id.to_string(),
-            problem: format!("the schedule ended on {end}; scheduled runs are refused after it"),
-        });
-    }
-    if trigger == Trigger::Schedule
-        && let Some(schedule) = loaded.connection.config.schedule.as_ref()
-        && time::OffsetDateTime::now_utc().date().to_string() < schedule.start_date
-    {
-        return Err(StepError::OutsideSchedule {
-            connection_id: connection_id.to_string(),
-            problem: format!(
-                "the schedule starts on {}; scheduled runs before it are refused",
-                schedule.start_date
-            ),
+            problem,
         });
     }
     let run = begin_run(

@@ -99,16 +99,34 @@ fn date(text: &str) -> Option<time::Date> {
 
 impl Schedule {
     /// The end date, defaulting to five years after the start.
-    pub fn effective_end_date(&self) -> Option<String> {
+    pub fn effective_end_date(&self) -> Option<time::Date> {
         if let Some(end) = &self.end_date {
-            return Some(end.clone());
+            return date(end);
         }
         let start = date(&self.start_date)?;
-        let end = start
+        start
             .replace_year(start.year() + 5)
             .or_else(|_| (start - time::Duration::days(1)).replace_year(start.year() + 5))
-            .ok()?;
-        Some(end.to_string())
+            .ok()
+    }
+
+    /// Why a scheduled run on `today` is refused: before the start date or after the end date.
+    pub fn refuses(&self, today: time::Date) -> Option<String> {
+        if let Some(start) = date(&self.start_date)
+            && today < start
+        {
+            return Some(format!(
+                "the schedule starts on {start}; scheduled runs before it are refused"
+            ));
+        }
+        if let Some(end) = self.effective_end_date()
+            && today > end
+        {
+            return Some(format!(
+                "the schedule ended on {end}; scheduled runs are refused after it"
+            ));
+        }
+        None
     }
 
     fn problems(&self) -> Vec<FieldError> {
@@ -478,7 +496,12 @@ mod tests {
         assert_eq!(c.config.kind, ConnectorKind::Dast);
         assert_eq!(c.vendor.endpoints.region, Some("DEU"));
         assert_eq!(
-            c.config.schedule.unwrap().effective_end_date().as_deref(),
+            c.config
+                .schedule
+                .unwrap()
+                .effective_end_date()
+                .map(|d| d.to_string())
+                .as_deref(),
             Some("2031-12-01")
         );
         let errors =
@@ -507,6 +530,30 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_runs_are_refused_outside_the_schedules_dates_compared_as_dates() {
+        let s = Schedule {
+            expression: "rate(1 day)".into(),
+            timezone: "UTC".into(),
+            start_date: "2026-12-01".into(),
+            end_date: Some("2027-01-10".into()),
+        };
+        let day = |text: &str| date(text).unwrap();
+        assert!(
+            s.refuses(day("2026-11-30"))
+                .unwrap()
+                .contains("starts on 2026-12-01")
+        );
+        assert_eq!(s.refuses(day("2026-12-01")), None);
+        assert_eq!(s.refuses(day("2027-01-10")), None);
+        assert!(
+            s.refuses(day("2027-01-11"))
+                .unwrap()
+                .contains("ended on 2027-01-10")
+        );
+        assert!(s.refuses(day("2030-01-01")).is_some());
+    }
+
+    #[test]
     fn schedules_end_five_years_after_their_start_by_default() {
         let s = Schedule {
             expression: "rate(1 day)".into(),
@@ -514,11 +561,17 @@ mod tests {
             start_date: "2026-02-28".into(),
             end_date: None,
         };
-        assert_eq!(s.effective_end_date().as_deref(), Some("2031-02-28"));
+        assert_eq!(
+            s.effective_end_date().map(|d| d.to_string()).as_deref(),
+            Some("2031-02-28")
+        );
         let leap = Schedule {
             start_date: "2028-02-29".into(),
             ..s
         };
-        assert_eq!(leap.effective_end_date().as_deref(), Some("2033-02-28"));
+        assert_eq!(
+            leap.effective_end_date().map(|d| d.to_string()).as_deref(),
+            Some("2033-02-28")
+        );
     }
 }
