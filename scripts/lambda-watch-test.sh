@@ -74,6 +74,9 @@ assert len(lines) == 7, f"{len(lines)} summary lines for 7 invocations"
 for l in lines:
     for m in l["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
         assert isinstance(l[m["Name"]], int), (m, l)
+assert all(l["ConnectionId"] == "demo-sast" for l in lines), [l["ConnectionId"] for l in lines]
+outcomes = sorted(l["Outcome"] for l in lines if l["Function"] == "trigger")
+assert outcomes == ["http 200", "http 200", "http 409", "ok"], outcomes
 transform = next(l for l in lines if l["Function"] == "transform")
 assert transform["Findings"] > 0 and transform["ConnectionId"] == "demo-sast", transform
 print(f"  EMF: {len(lines)} summary lines, metrics {[m['Name'] for m in lines[0]['_aws']['CloudWatchMetrics'][0]['Metrics']]}")

@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::cxone::{ConnectionReport, CxOneClient, test_connection};
 use crate::field_error::FieldError;
+use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ItemStatus, Manifest, RunRecord, RunRef,
     StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key, fail_run, finalize,
@@ -432,36 +434,105 @@ pub async fn finalize_task(
     })
 }
 
-/// Runs one invocation of `function` and prints its summary line (EMF metrics included) whether it
-/// succeeded or failed.
-pub async fn invoke<F>(
+/// What an invocation's event names (its connection, run and item) and what its answer counted,
+/// written into the invocation's summary line.
+pub trait Summarized {
+    fn summarize(&self, summary: &mut Summary);
+}
+
+/// Runs one invocation of `function` over its typed event and prints its summary line (EMF
+/// metrics included) whether it succeeded or failed.
+pub async fn invoke<I, O, F>(
     function: &'static str,
-    payload: serde_json::Value,
-    handler: impl FnOnce(serde_json::Value) -> F,
-) -> Result<serde_json::Value, lambda_runtime::Diagnostic>
+    event: LambdaEvent<I>,
+    handler: impl FnOnce(LambdaEvent<I>) -> F,
+) -> Result<O, Diagnostic>
 where
-    F: std::future::Future<Output = Result<serde_json::Value, lambda_runtime::Diagnostic>>,
+    I: Summarized,
+    O: Summarized,
+    F: std::future::Future<Output = Result<O, Diagnostic>>,
 {
     let invocation = crate::metrics::Invocation::start(function);
-    let event = payload.clone();
-    let result = handler(payload).await;
-    let summary = match &result {
-        Ok(answer) => crate::metrics::summary_of(&event, answer),
-        Err(diagnostic) => crate::metrics::Summary {
-            outcome: diagnostic.error_type.clone(),
-            error: Some(diagnostic.error_message.clone()),
-            ..crate::metrics::summary_of(&event, &serde_json::Value::Null)
-        },
-    };
+    let mut summary = Summary::default();
+    event.payload.summarize(&mut summary);
+    let result = handler(event).await;
+    match &result {
+        Ok(answer) => answer.summarize(&mut summary),
+        Err(diagnostic) => {
+            summary.outcome = diagnostic.error_type.clone();
+            summary.error = Some(diagnostic.error_message.clone());
+        }
+    }
+    if summary.connection.is_empty() {
+        summary.connection = "(unknown)".into();
+    }
+    if summary.outcome.is_empty() {
+        summary.outcome = "ok".into();
+    }
     invocation.finish(&summary);
     result
 }
 
+fn name_run(summary: &mut Summary, run: &RunRef) {
+    summary.connection = run.connection_id.clone();
+    summary.run = Some(run.run_id.clone());
+}
+
+impl Summarized for WorkItem {
+    fn summarize(&self, summary: &mut Summary) {
+        name_run(summary, &self.run);
+        summary.item = Some(self.item.clone());
+    }
+}
+
+impl Summarized for CollectTaskOutput {
+    fn summarize(&self, summary: &mut Summary) {
+        self.item.summarize(summary);
+        summary.outcome = serde_json::to_value(self.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        summary.items = 1;
+        summary.retries = self.retries;
+    }
+}
+
+impl Summarized for TransformTaskOutput {
+    fn summarize(&self, summary: &mut Summary) {
+        summary.item = Some(self.item.clone());
+        summary.items = 1;
+        summary.findings = self.findings;
+        summary.rejected = self.rejected;
+    }
+}
+
+impl Summarized for FinalizeInput {
+    fn summarize(&self, summary: &mut Summary) {
+        name_run(summary, &self.run);
+    }
+}
+
+impl Summarized for FinalizeOutput {
+    fn summarize(&self, summary: &mut Summary) {
+        name_run(summary, &self.run);
+        summary.outcome = if self.complete { "complete" } else { "partial" }.into();
+        summary.items = self.items_by_status.values().sum();
+        summary.findings = self.findings;
+    }
+}
+
+impl Summarized for StartedRun {
+    fn summarize(&self, summary: &mut Summary) {
+        name_run(summary, &self.run);
+        summary.items = self.items;
+    }
+}
+
 /// Step Functions retries the error types its Retry lists name: `Retryable` (a later attempt may
 /// succeed), never `Fatal`.
-impl From<StepError> for lambda_runtime::Diagnostic {
+impl From<StepError> for Diagnostic {
     fn from(error: StepError) -> Self {
-        lambda_runtime::Diagnostic {
+        Diagnostic {
             error_type: if error.is_retryable() {
                 "Retryable".into()
             } else {
@@ -493,17 +564,6 @@ pub fn init_tracing() {
         .with(format)
         .with(filter)
         .try_init();
-}
-
-/// Decodes a task's input, or fails as `Fatal` naming what was wrong with it.
-pub fn decode<T: serde::de::DeserializeOwned>(
-    what: &str,
-    payload: serde_json::Value,
-) -> Result<T, StepError> {
-    serde_json::from_value(payload).map_err(|e| StepError::BadEvent {
-        what: what.to_string(),
-        problem: e.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -65,59 +65,6 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
     line
 }
 
-/// The summary of a handler's answer: the step outputs (collect, transform, finalize), the
-/// trigger's started run, or an HTTP answer; the connection and run come from the event when the
-/// answer does not name them.
-pub fn summary_of(event: &Value, answer: &Value) -> Summary {
-    let pick = |v: &Value, paths: &[&str]| {
-        paths
-            .iter()
-            .find_map(|p| v.pointer(p).and_then(Value::as_str).map(str::to_string))
-    };
-    let run_paths = ["/run/runId", "/item/run/runId", "/runId"];
-    let connection_paths = [
-        "/run/connectionId",
-        "/item/run/connectionId",
-        "/connectionId",
-    ];
-    let count = |key: &str| answer[key].as_u64().unwrap_or(0);
-    let outcome = if let Some(status) = answer["status"].as_str() {
-        status.to_string()
-    } else if let Some(complete) = answer["complete"].as_bool() {
-        if complete { "complete" } else { "partial" }.to_string()
-    } else if let Some(code) = answer["statusCode"].as_i64() {
-        format!("http {code}")
-    } else {
-        "ok".to_string()
-    };
-    let items = match &answer["itemsByStatus"] {
-        Value::Object(by_status) => by_status.values().filter_map(Value::as_u64).sum(),
-        _ if answer.get("item").is_some() => 1,
-        _ => count("items"),
-    };
-    Summary {
-        connection: pick(answer, &connection_paths)
-            .or_else(|| pick(event, &connection_paths))
-            .or_else(|| pick(event, &["/pathParameters/id"]))
-            .or_else(|| {
-                // HTTP API events name the connection in the path: /connections/{id}/…
-                pick(event, &["/rawPath"])
-                    .and_then(|p| p.split('/').nth(2).map(str::to_string))
-                    .filter(|id| !id.is_empty())
-            })
-            .unwrap_or_else(|| "(unknown)".to_string()),
-        run: pick(answer, &run_paths).or_else(|| pick(event, &run_paths)),
-        item: pick(answer, &["/item/item", "/item"])
-            .or_else(|| pick(event, &["/item/item", "/item"])),
-        outcome,
-        items,
-        findings: count("findings"),
-        rejected: count("rejected"),
-        retries: count("retries"),
-        error: None,
-    }
-}
-
 /// Times an invocation and prints its summary line to stdout (where Lambda collects EMF).
 pub struct Invocation {
     function: &'static str,
@@ -192,38 +139,6 @@ mod tests {
         assert_eq!(
             (&failed["Errors"], &failed["Error"]),
             (&json!(1), &json!("boom"))
-        );
-    }
-
-    #[test]
-    fn summaries_read_each_step_output_and_fall_back_to_the_event() {
-        let event = json!({"run": {"connectionId": "c1", "runId": "r1"}, "item": "p1"});
-        let collect = json!({"item": {"run": {"connectionId": "c1", "runId": "r1"}, "item": "p1"},
-            "status": "incomplete", "records": 10, "retries": 4});
-        let s = summary_of(&event, &collect);
-        assert_eq!(
-            (
-                s.connection.as_str(),
-                s.run.as_deref(),
-                s.item.as_deref(),
-                s.outcome.as_str(),
-                s.items,
-                s.retries
-            ),
-            ("c1", Some("r1"), Some("p1"), "incomplete", 1, 4)
-        );
-        let finalize = json!({"run": {"connectionId": "c1", "runId": "r1"}, "complete": false,
-            "itemsByStatus": {"complete": 3, "failed": 1}, "findings": 99});
-        let s = summary_of(&event, &finalize);
-        assert_eq!(
-            (s.outcome.as_str(), s.items, s.findings),
-            ("partial", 4, 99)
-        );
-        let http = json!({"statusCode": 409});
-        let s = summary_of(&json!({"pathParameters": {"id": "c9"}}), &http);
-        assert_eq!(
-            (s.connection.as_str(), s.outcome.as_str()),
-            ("c9", "http 409")
         );
     }
 }

@@ -1,12 +1,13 @@
-//! Decodes the task input, runs the step, returns its typed output. Errors carry the type
-//! `Retryable` or `Fatal` for the state machine's Retry and Catch.
+//! The collect task over one project or environment of a run: the typed event in, the step's
+//! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
 
-use cxone_etm::lambda::{Runtime, collect_task, decode};
-use lambda_runtime::Diagnostic;
-use serde_json::Value;
+use cxone_etm::lambda::{CollectTaskOutput, Runtime, collect_task};
+use cxone_etm::pipeline::WorkItem;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 
-pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnostic> {
-    let input = decode("work item", payload)?;
-    let output = collect_task(runtime, input).await?;
-    Ok(serde_json::to_value(output).expect("outputs serialize"))
+pub async fn handle(
+    runtime: &Runtime,
+    event: LambdaEvent<WorkItem>,
+) -> Result<CollectTaskOutput, Diagnostic> {
+    Ok(collect_task(runtime, event.payload).await?)
 }

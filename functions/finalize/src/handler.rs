@@ -1,12 +1,12 @@
-//! Decodes the task input, runs the step, returns its typed output. Errors carry the type
-//! `Retryable` or `Fatal` for the state machine's Retry and Catch.
+//! The finalize task over a run whose items are done: the typed event in, the step's
+//! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
 
-use cxone_etm::lambda::{Runtime, decode, finalize_task};
-use lambda_runtime::Diagnostic;
-use serde_json::Value;
+use cxone_etm::lambda::{FinalizeInput, FinalizeOutput, Runtime, finalize_task};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 
-pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnostic> {
-    let input = decode("finalize", payload)?;
-    let output = finalize_task(runtime, input).await?;
-    Ok(serde_json::to_value(output).expect("outputs serialize"))
+pub async fn handle(
+    runtime: &Runtime,
+    event: LambdaEvent<FinalizeInput>,
+) -> Result<FinalizeOutput, Diagnostic> {
+    Ok(finalize_task(runtime, event.payload).await?)
 }

@@ -1,12 +1,12 @@
-//! Decodes the task input, runs the step, returns its typed output. Errors carry the type
-//! `Retryable` or `Fatal` for the state machine's Retry and Catch.
+//! The transform task over one collected item: the typed event in, the step's
+//! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
 
-use cxone_etm::lambda::{Runtime, decode, transform_task};
-use lambda_runtime::Diagnostic;
-use serde_json::Value;
+use cxone_etm::lambda::{CollectTaskOutput, Runtime, TransformTaskOutput, transform_task};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 
-pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnostic> {
-    let input = decode("collect output", payload)?;
-    let output = transform_task(runtime, input).await?;
-    Ok(serde_json::to_value(output).expect("outputs serialize"))
+pub async fn handle(
+    runtime: &Runtime,
+    event: LambdaEvent<CollectTaskOutput>,
+) -> Result<TransformTaskOutput, Diagnostic> {
+    Ok(transform_task(runtime, event.payload).await?)
 }

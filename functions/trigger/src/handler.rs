@@ -10,31 +10,90 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
-use cxone_etm::lambda::{Runtime, check_connection, decode, show_run, start_run};
+use cxone_etm::lambda::{Runtime, StartedRun, Summarized, check_connection, show_run, start_run};
+use cxone_etm::metrics::Summary;
 use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger};
-use lambda_runtime::Diagnostic;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
 
 /// EventBridge Scheduler's input: the connection to run and, from the template, a starting config.
 /// The config in the bucket is the source of truth: the schedule's config is stored only when the
 /// connection has none, so a connection changed with `cxone-etm connection put` (its map and
 /// scoring included) is never replaced by a scheduled run.
-#[derive(serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Scheduled {
-    connection_id: String,
+pub struct Scheduled {
+    pub connection_id: String,
     #[serde(default)]
-    connection: Option<ConnectionConfig>,
+    pub connection: Option<ConnectionConfig>,
 }
 
-pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnostic> {
-    if payload.get("routeKey").is_some() || payload.get("requestContext").is_some() {
-        let request: ApiGatewayV2httpRequest = decode("HTTP API", payload)?;
-        return Ok(
-            serde_json::to_value(route(runtime, &request).await).expect("responses serialize")
-        );
+/// The trigger's event: an HTTP API request (it has a `routeKey` or a `requestContext`) or a
+/// scheduled run.
+#[derive(Debug)]
+pub enum TriggerEvent {
+    Http(Box<ApiGatewayV2httpRequest>),
+    Scheduled(Box<Scheduled>),
+}
+
+impl<'de> serde::Deserialize<'de> for TriggerEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let event = Value::deserialize(deserializer)?;
+        if event.get("routeKey").is_some() || event.get("requestContext").is_some() {
+            serde_json::from_value(event)
+                .map(|request| Self::Http(Box::new(request)))
+                .map_err(|e| D::Error::custom(format!("HTTP API event: {e}")))
+        } else {
+            serde_json::from_value(event)
+                .map(|scheduled| Self::Scheduled(Box::new(scheduled)))
+                .map_err(|e| D::Error::custom(format!("scheduled event: {e}")))
+        }
     }
-    let scheduled: Scheduled = decode("scheduled", payload)?;
+}
+
+/// What the trigger answers: the started run (a schedule) or an HTTP response (the API).
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum TriggerAnswer {
+    Started(StartedRun),
+    Http(ApiGatewayV2httpResponse),
+}
+
+impl Summarized for TriggerEvent {
+    fn summarize(&self, summary: &mut Summary) {
+        summary.connection = match self {
+            Self::Scheduled(scheduled) => scheduled.connection_id.clone(),
+            // /connections/{id}/…
+            Self::Http(request) => request
+                .raw_path
+                .as_deref()
+                .and_then(|path| path.split('/').nth(2))
+                .unwrap_or_default()
+                .to_string(),
+        };
+    }
+}
+
+impl Summarized for TriggerAnswer {
+    fn summarize(&self, summary: &mut Summary) {
+        match self {
+            Self::Started(started) => started.summarize(summary),
+            Self::Http(response) => summary.outcome = format!("http {}", response.status_code),
+        }
+    }
+}
+
+pub async fn handle(
+    runtime: &Runtime,
+    event: LambdaEvent<TriggerEvent>,
+) -> Result<TriggerAnswer, Diagnostic> {
+    let scheduled = match event.payload {
+        TriggerEvent::Http(request) => {
+            return Ok(TriggerAnswer::Http(route(runtime, &request).await));
+        }
+        TriggerEvent::Scheduled(scheduled) => *scheduled,
+    };
     if let Some(config) = scheduled.connection
         && runtime
             .register_if_absent(&scheduled.connection_id, config)
@@ -43,7 +102,7 @@ pub async fn handle(runtime: &Runtime, payload: Value) -> Result<Value, Diagnost
         tracing::info!(connection = %scheduled.connection_id, "stored the schedule's config: the connection had none");
     }
     let started = start_run(runtime, &scheduled.connection_id, Trigger::Schedule).await?;
-    Ok(serde_json::to_value(started).expect("serializes"))
+    Ok(TriggerAnswer::Started(started))
 }
 
 fn answer(status: i64, body: Value) -> ApiGatewayV2httpResponse {

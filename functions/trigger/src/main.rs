@@ -3,17 +3,15 @@
 
 use cxone_etm::lambda::{FunctionEnv, Runtime, init_tracing, invoke};
 use cxone_etm_trigger::handler;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let env = FunctionEnv::from_vars(|name| std::env::var(name).ok())?;
     let runtime = Runtime::from_env(&env).await;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        invoke("trigger", event.payload, |payload| {
-            handler::handle(&runtime, payload)
-        })
+    lambda_runtime::run(service_fn(|event| {
+        invoke("trigger", event, |event| handler::handle(&runtime, event))
     }))
     .await
 }

@@ -194,23 +194,48 @@ proptest! {
     }
 }
 
-/// Sends `event` to the handler its sample file belongs to.
-async fn dispatch(
-    runtime: &cxone_etm::lambda::Runtime,
-    sample: &str,
-    event: Value,
-) -> Result<Value, lambda_runtime::Diagnostic> {
+/// How a handler met an event: the Lambda runtime refused it (it does not decode into the
+/// handler's payload type; the handler never runs), or the handler answered or failed.
+enum Met {
+    Refused(serde_json::Error),
+    Handled(Result<Value, lambda_runtime::Diagnostic>),
+}
+
+async fn through<I, O, F, Fut>(handler: F, event: Value) -> Met
+where
+    I: serde::de::DeserializeOwned,
+    O: serde::Serialize,
+    F: FnOnce(lambda_runtime::LambdaEvent<I>) -> Fut,
+    Fut: Future<Output = Result<O, lambda_runtime::Diagnostic>>,
+{
+    match crate::decoded(event) {
+        Err(refused) => Met::Refused(refused),
+        Ok(event) => Met::Handled(
+            handler(event)
+                .await
+                .map(|answer| serde_json::to_value(answer).expect("answers serialize")),
+        ),
+    }
+}
+
+/// Sends `event` to the handler its sample file belongs to, as the Lambda runtime would.
+async fn dispatch(runtime: &cxone_etm::lambda::Runtime, sample: &str, event: Value) -> Met {
     match sample.split(['-', '.']).next() {
-        Some("trigger") => cxone_etm_trigger::handler::handle(runtime, event).await,
-        Some("collect") => cxone_etm_collect::handler::handle(runtime, event).await,
-        Some("transform") => cxone_etm_transform::handler::handle(runtime, event).await,
-        Some("finalize") => cxone_etm_finalize::handler::handle(runtime, event).await,
+        Some("trigger") => through(|e| cxone_etm_trigger::handler::handle(runtime, e), event).await,
+        Some("collect") => through(|e| cxone_etm_collect::handler::handle(runtime, e), event).await,
+        Some("transform") => {
+            through(|e| cxone_etm_transform::handler::handle(runtime, e), event).await
+        }
+        Some("finalize") => {
+            through(|e| cxone_etm_finalize::handler::handle(runtime, e), event).await
+        }
         other => panic!("no handler for sample {other:?}"),
     }
 }
 
 /// Every sample event, with one value replaced or removed, through its handler against moto and
-/// the emulator: an answer or a typed Fatal/Retryable error, never a panic.
+/// the emulator: refused by its payload type, or an answer or a typed Fatal/Retryable error; never a
+/// panic.
 #[test]
 fn lambda_events_never_panic_a_handler() {
     let tokio = tokio::runtime::Runtime::new().unwrap();
@@ -235,13 +260,16 @@ fn lambda_events_never_panic_a_handler() {
                 let (name, valid) = &samples[which.index(samples.len())];
                 let event = mutate(valid, at, replacement, remove);
                 match tokio.block_on(dispatch(&fixture.runtime, name, event)) {
-                    Ok(answer) => {
+                    Met::Refused(refused) => {
+                        prop_assert!(!refused.to_string().is_empty(), "{name}");
+                    }
+                    Met::Handled(Ok(answer)) => {
                         if let Some(status) = answer.get("statusCode") {
                             let status = status.as_i64().unwrap_or(0);
                             prop_assert!((200..600).contains(&status), "{name}: {answer}");
                         }
                     }
-                    Err(diagnostic) => {
+                    Met::Handled(Err(diagnostic)) => {
                         prop_assert!(
                             ["Fatal", "Retryable"].contains(&diagnostic.error_type.as_str()),
                             "{name}: {diagnostic:?}"

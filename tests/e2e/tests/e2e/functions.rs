@@ -4,8 +4,12 @@
 
 use std::path::PathBuf;
 
-use cxone_etm::pipeline::{ConnectionConfig, RunRecord, RunRef, RunState, Trigger, config_key};
+use cxone_etm::pipeline::{
+    ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkItem, config_key,
+};
 use cxone_etm::store::ObjectStore;
+
+use crate::call;
 use cxone_etm_e2e::{fixture, vendor_settings};
 use serde_json::{Value, json};
 
@@ -26,9 +30,12 @@ fn body(response: &Value) -> Value {
 #[tokio::test]
 async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     let f = fixture().await;
-    let started = cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-schedule.json"))
-        .await
-        .expect("scheduled trigger");
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .expect("scheduled trigger");
     assert!(
         started["executionArn"]
             .as_str()
@@ -39,10 +46,12 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     assert_eq!(started["items"], 10);
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
 
-    let refused =
-        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-start-run.json"))
-            .await
-            .unwrap();
+    let refused = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-api-start-run.json"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         refused["statusCode"], 409,
         "a second trigger while the run holds the lock"
@@ -66,18 +75,24 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     let mut findings = 0;
     for line in work.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let item: Value = serde_json::from_slice(line).unwrap();
-        let collected = cxone_etm_collect::handler::handle(&f.runtime, item)
+        let collected = call(|e| cxone_etm_collect::handler::handle(&f.runtime, e), item)
             .await
             .expect("collect");
-        let transformed = cxone_etm_transform::handler::handle(&f.runtime, collected)
-            .await
-            .expect("transform");
+        let transformed = call(
+            |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+            collected,
+        )
+        .await
+        .expect("transform");
         findings +=
             transformed["findings"].as_u64().unwrap() + transformed["rejected"].as_u64().unwrap();
     }
-    let finalized = cxone_etm_finalize::handler::handle(&f.runtime, json!({"run": run}))
-        .await
-        .expect("finalize");
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({"run": run}),
+    )
+    .await
+    .expect("finalize");
     assert_eq!(finalized["complete"], true);
     assert_eq!(finalized["findings"].as_u64().unwrap(), findings);
     assert_eq!(
@@ -86,31 +101,37 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     );
 
     // The show-run sample names a run that does not exist; the same route with the real id shows it.
-    let missing =
-        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-show-run.json"))
-            .await
-            .unwrap();
+    let missing = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-api-show-run.json"),
+    )
+    .await
+    .unwrap();
     assert_eq!(missing["statusCode"], 404);
     let mut show = event("trigger-api-show-run.json");
     show["rawPath"] = json!(format!("/connections/demo-sast/runs/{}", run.run_id));
-    let shown = cxone_etm_trigger::handler::handle(&f.runtime, show)
+    let shown = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), show)
         .await
         .unwrap();
     assert_eq!(shown["statusCode"], 200);
     assert_eq!(body(&shown)["run"]["state"], "Processed");
     assert_eq!(body(&shown)["complete"], true);
 
-    let tested =
-        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-test-connection.json"))
-            .await
-            .unwrap();
+    let tested = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-api-test-connection.json"),
+    )
+    .await
+    .unwrap();
     assert_eq!(tested["statusCode"], 200);
     assert_eq!(body(&tested)["passed"], true, "{}", body(&tested));
 
-    let started =
-        cxone_etm_trigger::handler::handle(&f.runtime, event("trigger-api-start-run.json"))
-            .await
-            .unwrap();
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-api-start-run.json"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         started["statusCode"],
         202,
@@ -166,19 +187,28 @@ async fn the_step_sample_events_run_as_they_are() {
             ..Default::default()
         },
     );
-    let collected = cxone_etm_collect::handler::handle(&f.runtime, event("collect.json"))
-        .await
-        .expect("collect");
+    let collected = call(
+        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+        event("collect.json"),
+    )
+    .await
+    .expect("collect");
     f.emulator.clear_faults();
     assert_eq!(collected["status"], "complete");
     assert_eq!(collected["retries"], 2, "{collected}");
-    let transformed = cxone_etm_transform::handler::handle(&f.runtime, event("transform.json"))
-        .await
-        .expect("transform");
+    let transformed = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        event("transform.json"),
+    )
+    .await
+    .expect("transform");
     assert!(transformed["objects"].as_u64().unwrap() >= 1);
-    let finalized = cxone_etm_finalize::handler::handle(&f.runtime, event("finalize.json"))
-        .await
-        .expect("finalize");
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        event("finalize.json"),
+    )
+    .await
+    .expect("finalize");
     assert_eq!(finalized["complete"], true);
     assert!(
         f.runtime
@@ -191,20 +221,21 @@ async fn the_step_sample_events_run_as_they_are() {
 }
 
 #[tokio::test]
-async fn bad_inputs_fail_as_fatal_and_unknown_connections_as_not_found() {
+async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
     let f = fixture().await;
-    let error = cxone_etm_collect::handler::handle(&f.runtime, json!({"item": 3}))
-        .await
-        .unwrap_err();
-    assert_eq!(error.error_type, "Fatal");
+    // A task input that is not a work item never reaches the handler: the runtime decodes the
+    // event into the handler's payload type first, and the state machine's Catch takes the error.
+    let refused = crate::decoded::<WorkItem>(json!({"item": 3})).unwrap_err();
     assert!(
-        error.error_message.contains("work item input"),
-        "{}",
-        error.error_message
+        refused.to_string().contains("invalid type: integer `3`"),
+        "{refused}"
     );
-    let error = cxone_etm_trigger::handler::handle(&f.runtime, json!({"connectionId": "nobody"}))
-        .await
-        .unwrap_err();
+    let error = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        json!({"connectionId": "nobody"}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(error.error_type, "Fatal");
     assert!(
         error
@@ -214,14 +245,14 @@ async fn bad_inputs_fail_as_fatal_and_unknown_connections_as_not_found() {
     let mut api = event("trigger-api-start-run.json");
     api["rawPath"] = json!("/connections/nobody/runs");
     assert_eq!(
-        cxone_etm_trigger::handler::handle(&f.runtime, api)
+        call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), api)
             .await
             .unwrap()["statusCode"],
         404
     );
     let mut wrong = event("trigger-api-test-connection.json");
     wrong["rawPath"] = json!("/elsewhere");
-    let answer = cxone_etm_trigger::handler::handle(&f.runtime, wrong)
+    let answer = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), wrong)
         .await
         .unwrap();
     assert_eq!(answer["statusCode"], 404);
@@ -267,10 +298,12 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["schedule"].clone()
         }
     };
-    let started =
-        cxone_etm_trigger::handler::handle(&f.runtime, schedule("from-template", &config))
-            .await
-            .expect("the template's config is stored and run");
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("from-template", &config),
+    )
+    .await
+    .expect("the template's config is stored and run");
     assert_eq!(
         started["items"], 3,
         "the DAST environments of the default tenant"
@@ -279,16 +312,22 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     // A later schedule event with another config does not replace the stored one.
     let mut changed = config.clone();
     changed["schedule"]["start_date"] = json!("2016-01-01");
-    let _ =
-        cxone_etm_trigger::handler::handle(&f.runtime, schedule("from-template", &changed)).await;
+    let _ = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("from-template", &changed),
+    )
+    .await;
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2026-01-01"
     );
 
-    let ended = cxone_etm_trigger::handler::handle(&f.runtime, schedule("ended", &changed))
-        .await
-        .unwrap_err();
+    let ended = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("ended", &changed),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(ended.error_type, "Fatal");
     assert!(
         ended
@@ -300,9 +339,12 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
 
     let mut later = config.clone();
     later["schedule"]["start_date"] = json!("2099-01-01");
-    let early = cxone_etm_trigger::handler::handle(&f.runtime, schedule("not-yet", &later))
-        .await
-        .unwrap_err();
+    let early = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("not-yet", &later),
+    )
+    .await
+    .unwrap_err();
     assert!(
         early
             .error_message
@@ -314,16 +356,19 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     // The template's empty ScheduleStartDate: the schedule starts the day it is stored.
     let mut from_deploy = config.clone();
     from_deploy["schedule"]["start_date"] = json!("");
-    cxone_etm_trigger::handler::handle(&f.runtime, schedule("from-today", &from_deploy))
-        .await
-        .expect("a schedule without a start date runs from the day it is stored");
+    call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("from-today", &from_deploy),
+    )
+    .await
+    .expect("a schedule without a start date runs from the day it is stored");
     assert_eq!(
         stored_schedule("from-today").await["start_date"],
         time::OffsetDateTime::now_utc().date().to_string()
     );
 
-    let mismatch = cxone_etm_trigger::handler::handle(
-        &f.runtime,
+    let mismatch = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         json!({"connectionId": "other", "connection": config}),
     )
     .await
