@@ -12,6 +12,24 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 stage "disk free before the build: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 
+stage "cargo fmt --check"
+cargo fmt --all -- --check
+
+# Clippy and the test build need nothing from .venv: they run while the tools install (the installs
+# wait on the network more than on the CPU).
+if cargo nextest --version >/dev/null 2>&1; then
+  build_tests=(cargo nextest run --workspace --locked --no-run)
+  run_tests=(cargo nextest run --workspace --locked --no-fail-fast)
+else
+  build_tests=(cargo test --workspace --locked --no-run)
+  run_tests=(cargo test --workspace --locked --no-fail-fast)
+fi
+mkdir -p target
+stage "cargo clippy -D warnings, then the test build, in the background"
+(cargo clippy --workspace --all-targets --locked -- -D warnings && "${build_tests[@]}") >target/ci-build.log 2>&1 &
+build=$!
+trap 'kill "$build" 2>/dev/null || true' EXIT
+
 # moto serves S3 and Secrets Manager over the real AWS wire protocol for the AWS tests.
 # cargo-lambda runs the functions locally (`cargo lambda watch`) for the function tests.
 # pytest drives the deployed-shape scenarios (scripts/deployed-test.sh), which need moto 5.2.5 exactly.
@@ -45,18 +63,16 @@ stage "infra: cfn-lint, sam validate --lint, checkov, template ↔ code"
 BC_SKIP_MAPPING=TRUE .venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation --quiet --compact
 .venv/bin/python scripts/check-infra.py
 
-stage "cargo fmt --check"
-cargo fmt --all -- --check
-
-stage "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "waiting for clippy and the test build"
+if ! wait "$build"; then
+  cat target/ci-build.log
+  echo "clippy or the test build failed (above)" >&2
+  exit 1
+fi
+grep -E "^(warning|error)" target/ci-build.log || echo "clippy: no warnings"
 
 stage "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
-else
-  cargo test --workspace --locked --no-fail-fast
-fi
+"${run_tests[@]}"
 # nextest does not run doctests.
 cargo test --workspace --doc --locked
 
