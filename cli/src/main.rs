@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use cxone_etm::ConnectorKind;
-use cxone_etm::transform::{
+use cxone_etm::mapping::{
     AssetTypes, DEFAULT_SCORING, Scoring, TransformContext, TransformMap, TransformOptions,
     replay_dir,
 };

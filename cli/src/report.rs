@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
-use cxone_etm::transform::Lifecycle;
 
 /// How many rejected records and slow items the report lists.
 const LISTED: usize = 50;

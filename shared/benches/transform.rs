@@ -6,10 +6,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{CxOneClient, VendorSettings};
-use cxone_etm::secret::Credential;
-use cxone_etm::transform::{
+use cxone_etm::mapping::{
     ItemTransformer, Scoring, TransformContext, TransformMap, TransformOptions,
 };
+use cxone_etm::secret::Credential;
 
 fn realistic_page() -> (Vec<u8>, Vec<u8>) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

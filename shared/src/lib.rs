@@ -1,17 +1,17 @@
 //! The library every function uses: the Checkmarx One client (`cxone`), the credential types
-//! (`secret`), the transform of vendor records into ETM batches (`transform`), the object store
-//! port and its adapters (`store`), the bucket layout (`layout`), the pipeline steps (`pipeline`)
-//! and the Lambda task logic (`lambda`).
+//! (`secret`), the mapping of vendor records into ETM batches through transform maps and scoring
+//! tables (`mapping`), the object store port and its adapters (`store`), the bucket layout
+//! (`layout`), the pipeline steps (`pipeline`) and the Lambda task logic (`lambda`).
 
 pub mod cxone;
 pub mod field_error;
 pub mod lambda;
 pub mod layout;
+pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod secret;
 pub mod store;
-pub mod transform;
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use common::*;
 use cxone_emulator::TenantShape;
 use cxone_etm::ConnectorKind;
-use cxone_etm::transform::{
+use cxone_etm::mapping::{
     AssetTypes, BATCH_SCHEMA, ItemOutcome, ItemTransformer, Scoring, TransformContext,
     TransformError, TransformMap, TransformOptions,
 };
@@ -260,7 +260,7 @@ async fn emulator_data_maps_to_the_golden_batches_for_both_kinds() {
         (ConnectorKind::Dast, "emulator_dast.ndjson"),
     ] {
         let mut all_lines = Vec::new();
-        let mut total = cxone_etm::transform::Figures::default();
+        let mut total = cxone_etm::mapping::Figures::default();
         for (record, pages) in emulator_pages(kind).await {
             let pages: Vec<&[u8]> = pages.iter().map(Vec::as_slice).collect();
             let (lines, outcome) = run(kind, &record, &pages, TransformOptions::default());
@@ -670,7 +670,7 @@ fn triage_states_settle_status_through_the_connection_map() {
     assert_eq!(out[2]["triageStateKnown"], false, "and is flagged");
     assert_eq!(outcome.figures.settled_by_triage, 1);
 
-    let custom: cxone_etm::transform::TriageMap = serde_json::from_value(
+    let custom: cxone_etm::mapping::TriageMap = serde_json::from_value(
         json!({"states": {"IGNORE_FOR_NOW": "FIXED", "NOT_EXPLOITABLE": "OPEN"}}),
     )
     .unwrap();

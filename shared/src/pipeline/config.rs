@@ -7,8 +7,8 @@ pub use super::selection::{BranchPolicy, Filters};
 use crate::ConnectorKind;
 use crate::cxone::{VendorConfig, VendorSettings};
 use crate::field_error::FieldError;
+use crate::mapping::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
 use crate::secret::SecretRef;
-use crate::transform::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

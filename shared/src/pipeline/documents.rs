@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::ConnectorKind;
 use crate::cxone::Completeness;
 use crate::layout::RunRef;
-use crate::transform::{Collision, Figures, Rejected};
+use crate::mapping::{Collision, Figures, Rejected};
 
 /// One line of the work list: a project (SAST) or an environment (DAST) to collect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

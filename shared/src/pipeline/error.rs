@@ -3,9 +3,9 @@
 
 use crate::cxone::VendorError;
 use crate::field_error::{Described, FieldError};
+use crate::mapping::TransformError;
 use crate::secret::CredentialError;
 use crate::store::StoreError;
-use crate::transform::TransformError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {

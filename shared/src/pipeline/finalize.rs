@@ -21,8 +21,8 @@ use super::plan::read_work_list;
 use super::run::{RunRecord, mark_processed, read_run};
 use crate::ConnectorKind;
 use crate::layout::RunRef;
+use crate::mapping::{Figures, Ledger, Lifecycle, TransformContext, close_all};
 use crate::store::ObjectStore;
-use crate::transform::{Figures, Ledger, Lifecycle, TransformContext, close_all};
 
 /// How many items' outcomes finalize reads at once.
 const FINALIZE_READS_AT_ONCE: usize = 16;

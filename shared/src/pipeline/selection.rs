@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cxone::{DastEnvironment, Project, Severity};
 use crate::field_error::FieldError;
-use crate::transform::AssetTypes;
+use crate::mapping::AssetTypes;
 
 /// `filters` of a connection; every list empty means "all".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

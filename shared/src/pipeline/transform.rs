@@ -6,8 +6,8 @@ use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::{get_gzip_json, get_json, get_written, put_gzip_json, put_json, put_lines};
 use super::run::read_run;
+use crate::mapping::{ItemTransformer, Ledger, TransformContext};
 use crate::store::ObjectStore;
-use crate::transform::{ItemTransformer, Ledger, TransformContext};
 
 /// Transforms one collected item: its raw pages, in order, into `etm/<item>/<page>.ndjson.gz`.
 /// Items whose collection is not complete are not transformed (nothing of them is committed).

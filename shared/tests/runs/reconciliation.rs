@@ -11,9 +11,9 @@ use crate::common::runs::*;
 use crate::common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
+use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary, StepError};
 use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
-use cxone_etm::transform::Lifecycle;
 use serde_json::Value;
 
 const PROJECTS: u32 = 5;

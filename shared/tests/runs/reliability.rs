@@ -12,8 +12,8 @@ use crate::common::runs::*;
 use crate::common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, RetryAfter, TenantShape, TrafficSnapshot};
 use cxone_etm::ConnectorKind;
+use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::Manifest;
-use cxone_etm::transform::Lifecycle;
 use serde_json::{Value, json};
 
 /// Runs SAST and DAST under the faults `setup` sets, checks both, and records the figures.

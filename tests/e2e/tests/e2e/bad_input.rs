@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{DastEnvironment, DastResult, DastScan, LastScan, Project, ScanResult};
-use cxone_etm::pipeline::ConnectionConfig;
-use cxone_etm::transform::{
+use cxone_etm::mapping::{
     DEFAULT_SCORING, ItemTransformer, Scoring, TransformContext, TransformMap, TransformOptions,
 };
+use cxone_etm::pipeline::ConnectionConfig;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
