@@ -174,9 +174,10 @@ impl Runtime {
             source_name: key.clone(),
             errors,
         };
-        let config: ConnectionConfig = serde_json::from_slice(&text)
-            .map_err(|e| bad_config(vec![FieldError::document(e.to_string())]))?;
-        let connection = config.validate().map_err(bad_config)?;
+        // The same reading as every other config document: field paths named, trailing text refused.
+        let document = std::str::from_utf8(&text)
+            .map_err(|e| bad_config(vec![FieldError::document(format!("not UTF-8 ({e})"))]))?;
+        let connection = ConnectionConfig::load(document).map_err(bad_config)?;
         let secret = match &connection.secret {
             SecretRef::SecretsManager(secret_id) => {
                 SecretSource::with_secrets_manager(secret_id.clone(), self.secrets_manager.clone())

@@ -20,12 +20,15 @@ pub struct ScoreRow {
     pub qds: i64,
 }
 
+/// How many severities a scoring table covers.
+const SEVERITIES: usize = Severity::KNOWN.len();
+
 pub const DEFAULT_SCORING: &str = include_str!("../../maps/scoring-default.json");
 
 #[derive(Clone, Debug)]
 pub struct CompiledScoring {
     /// One score per known vendor severity ([`Severity::KNOWN`]), each covered once by the table.
-    qds: [u8; 5],
+    qds: [u8; SEVERITIES],
     default: usize,
 }
 
@@ -48,8 +51,8 @@ impl Scoring {
                 self.version
             ));
         }
-        let mut qds: [Option<u8>; 5] = [None; 5];
-        let mut named = [false; 5];
+        let mut qds: [Option<u8>; SEVERITIES] = [None; SEVERITIES];
+        let mut named = [false; SEVERITIES];
         for (n, row) in self.rows.iter().enumerate() {
             let label = format!("scoring row {} ({})", n + 1, row.severity);
             let Some(index) = Severity::KNOWN

@@ -16,6 +16,8 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
 
+use crate::{Met, through};
+
 fn repo_file(path: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -191,30 +193,6 @@ proptest! {
         let project = repo_file("shared/tests/fixtures/project_real_sample.json");
         transform_page(ConnectorKind::Sast, project.as_bytes(), &bytes);
         transform_page(ConnectorKind::Dast, &bytes, &bytes);
-    }
-}
-
-/// How a handler met an event: the Lambda runtime refused it (it does not decode into the
-/// handler's payload type; the handler never runs), or the handler answered or failed.
-enum Met {
-    Refused(serde_json::Error),
-    Handled(Result<Value, lambda_runtime::Diagnostic>),
-}
-
-async fn through<I, O, F, Fut>(handler: F, event: Value) -> Met
-where
-    I: serde::de::DeserializeOwned,
-    O: serde::Serialize,
-    F: FnOnce(lambda_runtime::LambdaEvent<I>) -> Fut,
-    Fut: Future<Output = Result<O, lambda_runtime::Diagnostic>>,
-{
-    match crate::decoded(event) {
-        Err(refused) => Met::Refused(refused),
-        Ok(event) => Met::Handled(
-            handler(event)
-                .await
-                .map(|answer| serde_json::to_value(answer).expect("answers serialize")),
-        ),
     }
 }
 

@@ -242,6 +242,24 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
             .error_message
             .contains("connection 'nobody' is not configured")
     );
+    // A stored config that does not read names the field that is wrong, as `cxone-etm` does.
+    f.runtime
+        .store
+        .put(&config_key("broken"), br#"{"id": 3}"#.to_vec().into())
+        .await
+        .unwrap();
+    let error = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        json!({"connectionId": "broken"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.error_type, "Fatal");
+    assert!(
+        error.error_message.contains("config field `id`"),
+        "{}",
+        error.error_message
+    );
     let mut api = event("trigger-api-start-run.json");
     api["rawPath"] = json!("/connections/nobody/runs");
     assert_eq!(

@@ -16,8 +16,33 @@ fn decoded<I: DeserializeOwned>(event: Value) -> Result<LambdaEvent<I>, serde_js
     serde_json::from_value(event).map(|payload| LambdaEvent::new(payload, Context::default()))
 }
 
-/// Calls a handler as the Lambda runtime does: the JSON event decoded into its typed payload (the
-/// sample events must decode), the typed answer encoded back to JSON.
+/// How a handler met an event: the Lambda runtime refused it (it does not decode into the
+/// handler's payload type; the handler never runs), or the handler answered or failed.
+enum Met {
+    Refused(serde_json::Error),
+    Handled(Result<Value, Diagnostic>),
+}
+
+/// Sends a JSON event to a handler as the Lambda runtime does: decoded into its typed payload, the
+/// typed answer encoded back to JSON.
+async fn through<I, O, F, Fut>(handler: F, event: Value) -> Met
+where
+    I: DeserializeOwned,
+    O: Serialize,
+    F: FnOnce(LambdaEvent<I>) -> Fut,
+    Fut: Future<Output = Result<O, Diagnostic>>,
+{
+    match decoded(event) {
+        Err(refused) => Met::Refused(refused),
+        Ok(event) => Met::Handled(
+            handler(event)
+                .await
+                .map(|answer| serde_json::to_value(answer).expect("answers serialize")),
+        ),
+    }
+}
+
+/// [`through`] for an event that must decode (the sample events do).
 async fn call<I, O, F, Fut>(handler: F, event: Value) -> Result<Value, Diagnostic>
 where
     I: DeserializeOwned,
@@ -25,8 +50,10 @@ where
     F: FnOnce(LambdaEvent<I>) -> Fut,
     Fut: Future<Output = Result<O, Diagnostic>>,
 {
-    let event = decoded(event).expect("the event decodes into the handler's payload type");
-    handler(event)
-        .await
-        .map(|answer| serde_json::to_value(answer).expect("answers serialize"))
+    match through(handler, event).await {
+        Met::Refused(refused) => {
+            panic!("the event does not decode into the payload type: {refused}")
+        }
+        Met::Handled(answer) => answer,
+    }
 }
