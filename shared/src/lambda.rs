@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +18,8 @@ use crate::pipeline::{
     StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key, fail_run, finalize,
     plan, transform,
 };
-use crate::secret::{SecretRef, SecretSource};
-use crate::store::{ObjectStore, S3Store};
+use crate::secret::{SecretRef, SecretSource, SecretsManager};
+use crate::store::{BucketStore, S3Store};
 
 /// A function's settings, from its environment, checked at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,20 +67,141 @@ pub struct LoadedConnection {
     pub vendor: VendorAccess,
 }
 
-pub struct Runtime {
-    pub store: S3Store,
-    secrets_manager: aws_sdk_secretsmanager::Client,
-    state_machine: Option<(aws_sdk_sfn::Client, String)>,
+/// The state machine port: Step Functions, or [`RecordedStarts`] where no AWS is at hand.
+pub trait StateMachine: Send + Sync {
+    /// Starts an execution named `name` with `input`; answers its ARN.
+    fn start_execution<'a>(
+        &'a self,
+        name: &'a str,
+        input: String,
+    ) -> BoxFuture<'a, Result<String, StepError>>;
+}
+
+/// The template's state machine, through the AWS SDK.
+pub struct StepFunctions {
+    pub client: aws_sdk_sfn::Client,
+    pub state_machine_arn: String,
+}
+
+impl StateMachine for StepFunctions {
+    fn start_execution<'a>(
+        &'a self,
+        name: &'a str,
+        input: String,
+    ) -> BoxFuture<'a, Result<String, StepError>> {
+        Box::pin(async move {
+            let output = self
+                .client
+                .start_execution()
+                .state_machine_arn(&self.state_machine_arn)
+                .name(name)
+                .input(input)
+                .send()
+                .await
+                .map_err(|e| {
+                    StepError::StateMachine(aws_sdk_sfn::error::DisplayErrorContext(&e).to_string())
+                })?;
+            Ok(output.execution_arn().to_string())
+        })
+    }
+}
+
+/// An execution a [`RecordedStarts`] was asked to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedStart {
+    pub name: String,
+    pub input: String,
+}
+
+/// Keeps the executions it is asked to start, or refuses the next one as Step Functions may
+/// (throttled, access denied); for tests that run without AWS.
+#[derive(Debug, Default)]
+pub struct RecordedStarts {
+    starts: std::sync::Mutex<Vec<RecordedStart>>,
+    refusal: std::sync::Mutex<Option<String>>,
+}
+
+impl RecordedStarts {
+    pub fn starts(&self) -> Vec<RecordedStart> {
+        self.starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The next start fails with `problem` (and starts nothing).
+    pub fn refuse_next(&self, problem: impl Into<String>) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem.into());
+    }
+}
+
+impl StateMachine for RecordedStarts {
+    fn start_execution<'a>(
+        &'a self,
+        name: &'a str,
+        input: String,
+    ) -> BoxFuture<'a, Result<String, StepError>> {
+        let refusal = self
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let answer = match refusal {
+            Some(problem) => Err(StepError::StateMachine(problem)),
+            None => {
+                self.starts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(RecordedStart {
+                        name: name.to_string(),
+                        input,
+                    });
+                Ok(format!(
+                    "arn:aws:states:memory:000000000000:execution:recorded:{name}"
+                ))
+            }
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// What the four functions share for the life of the process: the store, the Secrets Manager and
+/// state machine ports, and the connections loaded so far. Generic over the store so the same
+/// tasks run on S3 in Lambda and on a memory store in tests.
+pub struct Runtime<S> {
+    pub store: S,
+    secrets_manager: Arc<dyn SecretsManager>,
+    state_machine: Option<Arc<dyn StateMachine>>,
     max_concurrency: u32,
     /// Per connection: the config's stored bytes and what was loaded from them.
     connections: tokio::sync::Mutex<HashMap<String, (bytes::Bytes, Arc<LoadedConnection>)>>,
 }
 
-impl Runtime {
+impl Runtime<S3Store> {
+    /// Clients from the Lambda's own AWS configuration.
+    pub async fn from_env(env: &FunctionEnv) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = S3Store::from_sdk_config(&config, &env.bucket, &env.prefix);
+        let state_machine = env.state_machine_arn.clone().map(|arn| {
+            Arc::new(StepFunctions {
+                client: aws_sdk_sfn::Client::new(&config),
+                state_machine_arn: arn,
+            }) as Arc<dyn StateMachine>
+        });
+        Self::new(
+            store,
+            Arc::new(aws_sdk_secretsmanager::Client::new(&config)),
+            state_machine,
+        )
+        .with_max_concurrency(env.max_concurrency)
+    }
+}
+
+impl<S: BucketStore> Runtime<S> {
     pub fn new(
-        store: S3Store,
-        secrets_manager: aws_sdk_secretsmanager::Client,
-        state_machine: Option<(aws_sdk_sfn::Client, String)>,
+        store: S,
+        secrets_manager: Arc<dyn SecretsManager>,
+        state_machine: Option<Arc<dyn StateMachine>>,
     ) -> Self {
         Self {
             store,
@@ -96,22 +218,6 @@ impl Runtime {
             max_concurrency,
             ..self
         }
-    }
-
-    /// Clients from the Lambda's own AWS configuration.
-    pub async fn from_env(env: &FunctionEnv) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let store = S3Store::from_sdk_config(&config, &env.bucket, &env.prefix);
-        let state_machine = env
-            .state_machine_arn
-            .clone()
-            .map(|arn| (aws_sdk_sfn::Client::new(&config), arn));
-        Self::new(
-            store,
-            aws_sdk_secretsmanager::Client::new(&config),
-            state_machine,
-        )
-        .with_max_concurrency(env.max_concurrency)
     }
 
     /// Stores the config a schedule carries (the template's parameters) as
@@ -208,7 +314,7 @@ pub struct StartedRun {
 
 /// Trigger: lock, register, plan, and start the state machine over the work list.
 pub async fn start_run(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
     trigger: Trigger,
 ) -> Result<StartedRun, StepError> {
@@ -244,19 +350,10 @@ pub async fn start_run(
             items: items.len() as u64,
             execution_arn: None,
         };
-        if let Some((client, arn)) = &runtime.state_machine {
+        if let Some(state_machine) = &runtime.state_machine {
             let input = serde_json::to_string(&started).expect("serializes");
-            let output = client
-                .start_execution()
-                .state_machine_arn(arn)
-                .name(execution_name(&run))
-                .input(input)
-                .send()
-                .await
-                .map_err(|e| {
-                    StepError::StateMachine(aws_sdk_sfn::error::DisplayErrorContext(&e).to_string())
-                })?;
-            started.execution_arn = Some(output.execution_arn().to_string());
+            let name = execution_name(&run);
+            started.execution_arn = Some(state_machine.start_execution(&name, input).await?);
         }
         Ok::<_, StepError>(started)
     }
@@ -311,7 +408,7 @@ pub struct RunView {
 }
 
 pub async fn show_run(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
     run_id: &str,
 ) -> Result<Option<RunView>, StepError> {
@@ -338,7 +435,7 @@ pub async fn show_run(
 
 /// Trigger (API): the five checks.
 pub async fn check_connection(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
 ) -> Result<ConnectionReport, StepError> {
     let loaded = runtime.connection(connection_id).await?;
@@ -361,7 +458,7 @@ pub struct CollectTaskOutput {
 }
 
 pub async fn collect_task(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     item: WorkItem,
 ) -> Result<CollectTaskOutput, StepError> {
     let loaded = runtime.connection(&item.run.connection_id).await?;
@@ -391,7 +488,7 @@ pub struct TransformTaskOutput {
 }
 
 pub async fn transform_task(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     input: CollectTaskOutput,
 ) -> Result<TransformTaskOutput, StepError> {
     let loaded = runtime.connection(&input.item.run.connection_id).await?;
@@ -421,7 +518,7 @@ pub struct FinalizeOutput {
 }
 
 pub async fn finalize_task(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     input: FinalizeInput,
 ) -> Result<FinalizeOutput, StepError> {
     let loaded = runtime.connection(&input.run.connection_id).await?;

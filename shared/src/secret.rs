@@ -1,6 +1,9 @@
 //! Credentials, typed so they cannot be printed: `Debug` shows only which kind it is, and the
 //! secret parts are [`secrecy::SecretString`]s that are exposed only where a request is built.
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -220,8 +223,65 @@ impl std::fmt::Display for SecretRef {
 /// vendor refused it, so a rotated secret is picked up without a restart.
 pub struct SecretSource {
     reference: SecretRef,
-    secrets_manager: Option<aws_sdk_secretsmanager::Client>,
+    secrets_manager: Option<Arc<dyn SecretsManager>>,
     cached: tokio::sync::Mutex<Option<Credential>>,
+}
+
+/// The Secrets Manager port: the AWS SDK client, or [`MemorySecrets`] where no AWS is at hand.
+pub trait SecretsManager: Send + Sync {
+    /// The string value of the secret `id` (an ARN or a name), or why it cannot be read.
+    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, String>>;
+}
+
+impl SecretsManager for aws_sdk_secretsmanager::Client {
+    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let output = self
+                .get_secret_value()
+                .secret_id(id)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot read the secret ({})",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            output
+                .secret_string()
+                .map(str::to_string)
+                .ok_or_else(|| "the secret has no string value".to_string())
+        })
+    }
+}
+
+/// Secrets held in memory by id, standing in for Secrets Manager in tests that run without AWS.
+#[derive(Debug, Default)]
+pub struct MemorySecrets {
+    values: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl MemorySecrets {
+    /// Stores (or replaces, as a rotation does) the secret `id`.
+    pub fn put(&self, id: impl Into<String>, value: impl Into<String>) {
+        self.values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.into(), value.into());
+    }
+}
+
+impl SecretsManager for MemorySecrets {
+    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, String>> {
+        let value = self
+            .values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| "cannot read the secret (no such secret)".to_string());
+        Box::pin(std::future::ready(value))
+    }
 }
 
 impl SecretSource {
@@ -229,7 +289,8 @@ impl SecretSource {
         let secrets_manager = match reference {
             SecretRef::SecretsManager(_) => {
                 let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                Some(aws_sdk_secretsmanager::Client::new(&config))
+                Some(Arc::new(aws_sdk_secretsmanager::Client::new(&config))
+                    as Arc<dyn SecretsManager>)
             }
             _ => None,
         };
@@ -240,14 +301,15 @@ impl SecretSource {
         }
     }
 
-    /// A Secrets Manager source with a given client (a local server in tests, custom endpoints).
+    /// A Secrets Manager source read through a given port (a client of a local server or a custom
+    /// endpoint, the function's shared client, or secrets in memory).
     pub fn with_secrets_manager(
         id: impl Into<String>,
-        client: aws_sdk_secretsmanager::Client,
+        secrets_manager: Arc<dyn SecretsManager>,
     ) -> Self {
         Self {
             reference: SecretRef::SecretsManager(id.into()),
-            secrets_manager: Some(client),
+            secrets_manager: Some(secrets_manager),
             cached: tokio::sync::Mutex::new(None),
         }
     }
@@ -298,27 +360,13 @@ impl SecretSource {
                 .map_err(|_| located("the environment variable is not set".into()))?,
             SecretRef::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| located(format!("cannot read the file ({})", e.kind())))?,
-            SecretRef::SecretsManager(id) => {
-                let client = self
-                    .secrets_manager
-                    .as_ref()
-                    .expect("created for Secrets Manager references");
-                let output = client
-                    .get_secret_value()
-                    .secret_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        located(format!(
-                            "cannot read the secret ({})",
-                            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-                        ))
-                    })?;
-                output
-                    .secret_string()
-                    .map(str::to_string)
-                    .ok_or_else(|| located("the secret has no string value".into()))?
-            }
+            SecretRef::SecretsManager(id) => self
+                .secrets_manager
+                .as_ref()
+                .expect("created for Secrets Manager references")
+                .secret_string(id)
+                .await
+                .map_err(located)?,
         };
         let text = text.trim();
         if text.is_empty() {

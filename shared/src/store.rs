@@ -214,17 +214,26 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
-    pub fn bucket(&self) -> &str {
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(key))
+    }
+}
+
+/// A store that names its objects as a bucket and key, for what reads them without the store: the
+/// state machine's Distributed Map reads the work list from S3 itself.
+pub trait BucketStore: ObjectStore {
+    fn bucket(&self) -> &str;
+    /// The object key in the bucket of a store key.
+    fn full_key(&self, key: &str) -> String;
+}
+
+impl BucketStore for S3Store {
+    fn bucket(&self) -> &str {
         &self.bucket
     }
 
-    /// The object key in the bucket of a store key (the prefix added).
-    pub fn full_key(&self, key: &str) -> String {
+    fn full_key(&self, key: &str) -> String {
         self.key(key)
-    }
-
-    fn location(&self, key: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(key))
     }
 }
 
@@ -329,7 +338,7 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// In memory, for unit tests of the steps.
+/// In memory, for tests of the steps and the Lambda tasks that need no AWS.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: Mutex<BTreeMap<String, Bytes>>,
@@ -372,6 +381,17 @@ impl ObjectStore for MemoryStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.objects().remove(key);
         Ok(())
+    }
+}
+
+/// Stands in for a bucket named `memory`, without a key prefix.
+impl BucketStore for MemoryStore {
+    fn bucket(&self) -> &str {
+        "memory"
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        key.to_string()
     }
 }
 

@@ -3,10 +3,11 @@
 
 use cxone_etm::lambda::{CollectTaskOutput, Runtime, collect_task};
 use cxone_etm::pipeline::WorkItem;
+use cxone_etm::store::BucketStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 pub async fn handle(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     event: LambdaEvent<WorkItem>,
 ) -> Result<CollectTaskOutput, Diagnostic> {
     Ok(collect_task(runtime, event.payload).await?)

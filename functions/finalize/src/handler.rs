@@ -2,10 +2,11 @@
 //! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
 
 use cxone_etm::lambda::{FinalizeInput, FinalizeOutput, Runtime, finalize_task};
+use cxone_etm::store::BucketStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 pub async fn handle(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     event: LambdaEvent<FinalizeInput>,
 ) -> Result<FinalizeOutput, Diagnostic> {
     Ok(finalize_task(runtime, event.payload).await?)

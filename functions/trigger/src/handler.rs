@@ -13,6 +13,7 @@ use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use cxone_etm::lambda::{Runtime, StartedRun, Summarized, check_connection, show_run, start_run};
 use cxone_etm::metrics::Summary;
 use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger};
+use cxone_etm::store::BucketStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
 
@@ -85,7 +86,7 @@ impl Summarized for TriggerAnswer {
 }
 
 pub async fn handle(
-    runtime: &Runtime,
+    runtime: &Runtime<impl BucketStore>,
     event: LambdaEvent<TriggerEvent>,
 ) -> Result<TriggerAnswer, Diagnostic> {
     let scheduled = match event.payload {
@@ -128,7 +129,10 @@ fn failure(error: StepError) -> ApiGatewayV2httpResponse {
     )
 }
 
-async fn route(runtime: &Runtime, request: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+async fn route(
+    runtime: &Runtime<impl BucketStore>,
+    request: &ApiGatewayV2httpRequest,
+) -> ApiGatewayV2httpResponse {
     let method = request.request_context.http.method.as_str();
     let path = request.raw_path.as_deref().unwrap_or_default();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();

@@ -1,16 +1,18 @@
-//! End-to-end test support: a moto server (S3, Secrets Manager and Step Functions over the real AWS
-//! wire protocol) and settings pointing the client at an emulator. `bash scripts/test.sh` installs
+//! End-to-end test support: a moto server (S3 and Secrets Manager over the real AWS wire protocol),
+//! settings pointing the client at an emulator, and the Lambda tasks' fixture over memory ports. `bash scripts/test.sh` installs
 //! moto into `.venv`; `MOTO_SERVER` may name another binary.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxone_emulator::{Emulator, EmulatorConfig};
-use cxone_etm::lambda::Runtime;
+use cxone_etm::lambda::{RecordedStarts, Runtime};
 use cxone_etm::pipeline::{ConnectionConfig, config_key};
-use cxone_etm::store::{ObjectStore, S3Store};
+use cxone_etm::secret::MemorySecrets;
+use cxone_etm::store::{MemoryStore, ObjectStore};
 use serde_json::json;
 
 pub struct Moto {
@@ -97,20 +99,6 @@ impl Moto {
     }
 }
 
-impl Moto {
-    pub fn step_functions(&self) -> aws_sdk_sfn::Client {
-        let config = aws_sdk_sfn::config::Builder::new()
-            .behavior_version(aws_sdk_sfn::config::BehaviorVersion::latest())
-            .region(aws_sdk_sfn::config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_sfn::config::Credentials::new(
-                "test", "test", None, None, "moto",
-            ))
-            .build();
-        aws_sdk_sfn::Client::from_conf(config)
-    }
-}
-
 /// Vendor settings for an emulator on loopback, with short retry delays.
 pub fn vendor_settings(emulator: &cxone_emulator::Emulator) -> cxone_etm::cxone::VendorSettings {
     let mut s = cxone_etm::cxone::VendorSettings::for_custom(
@@ -128,54 +116,36 @@ pub fn vendor_settings(emulator: &cxone_emulator::Emulator) -> cxone_etm::cxone:
     s
 }
 
+/// The Lambda tasks over a memory store, secrets in memory and a state machine that records what it
+/// is asked to start: the functions' handlers run offline, as the sample events describe them. The
+/// AWS adapters themselves (S3, Secrets Manager) are tested against moto, and the state machine by
+/// the deployed-shape test.
 pub struct Fixture {
-    pub moto: Moto,
     pub emulator: Emulator,
-    pub runtime: Runtime,
+    pub runtime: Runtime<MemoryStore>,
+    pub starts: Arc<RecordedStarts>,
 }
 
-/// moto with a bucket, the API key in Secrets Manager and a state machine; the `demo-sast`
-/// connection of the sample events configured against an emulator of the default tenant (seed 1).
+/// The secret the `demo-sast` connection names: an ARN, as a deployed connection's would be.
+pub const DEMO_SECRET_ARN: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:cxone/demo-sast-AbCdEf";
+
+/// The `demo-sast` connection of the sample events configured against an emulator of the default
+/// tenant (seed 1), its API key in (memory) Secrets Manager.
 pub async fn fixture() -> Fixture {
-    let moto = Moto::start().await;
     let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    moto.s3()
-        .create_bucket()
-        .bucket("etm-data")
-        .send()
-        .await
-        .unwrap();
-    let secret = serde_json::json!({"api_key": emulator.credentials.api_key}).to_string();
-    let arn = moto
-        .secrets_manager()
-        .create_secret()
-        .name("cxone/demo-sast")
-        .secret_string(secret)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
-    let definition =
-        json!({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}).to_string();
-    let machine = moto
-        .step_functions()
-        .create_state_machine()
-        .name("cxone-etm")
-        .definition(definition)
-        .role_arn("arn:aws:iam::123456789012:role/cxone-etm")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn()
-        .to_string();
-    let store = S3Store::new(moto.s3(), "etm-data", "");
+    let secrets = Arc::new(MemorySecrets::default());
+    secrets.put(
+        DEMO_SECRET_ARN,
+        json!({"api_key": emulator.credentials.api_key}).to_string(),
+    );
+    let starts = Arc::new(RecordedStarts::default());
+    let store = MemoryStore::default();
     let config = ConnectionConfig::new(
         "demo-sast",
         cxone_etm::ConnectorKind::Sast,
         vendor_settings(&emulator),
-        &arn,
+        DEMO_SECRET_ARN,
     );
     store
         .put(
@@ -184,14 +154,10 @@ pub async fn fixture() -> Fixture {
         )
         .await
         .unwrap();
-    let runtime = Runtime::new(
-        store,
-        moto.secrets_manager(),
-        Some((moto.step_functions(), machine)),
-    );
+    let runtime = Runtime::new(store, secrets.clone(), Some(starts.clone()));
     Fixture {
-        moto,
         emulator,
         runtime,
+        starts,
     }
 }

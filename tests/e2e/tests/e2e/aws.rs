@@ -1,6 +1,8 @@
 //! The AWS adapters against moto: S3 as the object store (conditional writes included) and Secrets
 //! Manager as the credential source (rotation included), in full pipeline runs.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
@@ -129,7 +131,7 @@ async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
         let id = format!("{kind:?}").to_lowercase();
         let config = ConnectionConfig::new(&id, kind, settings(&emulator), &arn);
         let connection = config.validate().unwrap();
-        let secret = SecretSource::with_secrets_manager(arn, moto.secrets_manager());
+        let secret = SecretSource::with_secrets_manager(arn, Arc::new(moto.secrets_manager()));
         let summary = run_connection(&store, &connection, secret, Trigger::Api, &|_| {}, &|_| {})
             .await
             .unwrap();
@@ -230,7 +232,7 @@ async fn a_rotated_secret_is_re_read_when_the_vendor_refuses_the_cached_one() {
         .arn()
         .unwrap()
         .to_string();
-    let secret = SecretSource::with_secrets_manager(arn.clone(), moto.secrets_manager());
+    let secret = SecretSource::with_secrets_manager(arn.clone(), Arc::new(moto.secrets_manager()));
     secret.credential().await.unwrap();
     // The key is rotated after the source cached the old one.
     let rotated = serde_json::json!({"api_key": emulator.credentials.api_key}).to_string();

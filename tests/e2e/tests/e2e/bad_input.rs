@@ -197,7 +197,11 @@ proptest! {
 }
 
 /// Sends `event` to the handler its sample file belongs to, as the Lambda runtime would.
-async fn dispatch(runtime: &cxone_etm::lambda::Runtime, sample: &str, event: Value) -> Met {
+async fn dispatch(
+    runtime: &cxone_etm::lambda::Runtime<cxone_etm::store::MemoryStore>,
+    sample: &str,
+    event: Value,
+) -> Met {
     match sample.split(['-', '.']).next() {
         Some("trigger") => through(|e| cxone_etm_trigger::handler::handle(runtime, e), event).await,
         Some("collect") => through(|e| cxone_etm_collect::handler::handle(runtime, e), event).await,
@@ -211,7 +215,7 @@ async fn dispatch(runtime: &cxone_etm::lambda::Runtime, sample: &str, event: Val
     }
 }
 
-/// Every sample event, with one value replaced or removed, through its handler against moto and
+/// Every sample event, with one value replaced or removed, through its handler over memory ports and
 /// the emulator: refused by its payload type, or an answer or a typed Fatal/Retryable error; never a
 /// panic.
 #[test]

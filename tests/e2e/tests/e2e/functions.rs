@@ -1,11 +1,11 @@
-//! Every sample event in `events/` fed through its function's handler, against moto (S3, Secrets
-//! Manager, Step Functions) and the emulator; and a whole run driven through the four handlers the
+//! Every sample event in `events/` fed through its function's handler, over memory ports (store,
+//! secrets, state machine) and the emulator; and a whole run driven through the four handlers the
 //! way the state machine drives them.
 
 use std::path::PathBuf;
 
 use cxone_etm::pipeline::{
-    ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkItem, config_key,
+    ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkItem, config_key, read_state,
 };
 use cxone_etm::store::ObjectStore;
 
@@ -36,15 +36,25 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     )
     .await
     .expect("scheduled trigger");
+    assert_eq!(started["items"], 10);
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    // The state machine was started once, named for the run, with the run as its input (what the
+    // Distributed Map reads: the bucket, the work list's key and the concurrency).
+    let starts = f.starts.starts();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert_eq!(starts[0].name, format!("demo-sast-{}", run.run_id));
     assert!(
         started["executionArn"]
             .as_str()
             .unwrap()
-            .contains("cxone-etm"),
-        "the state machine was started: {started}"
+            .ends_with(&starts[0].name),
+        "{started}"
     );
-    assert_eq!(started["items"], 10);
-    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let input: Value = serde_json::from_str(&starts[0].input).unwrap();
+    assert_eq!(input["workListKey"], run.work_list().as_str());
+    assert_eq!(input["bucket"], "memory");
+    assert_eq!(input["maxConcurrency"], 10);
+    assert_eq!(input["items"], 10);
 
     let refused = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
@@ -310,7 +320,7 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
         json!({"connectionId": id, "connection": config})
     };
     let stored_schedule = |id: &'static str| {
-        let store = f.runtime.store.clone();
+        let store = &f.runtime.store;
         async move {
             let bytes = store.get(&config_key(id)).await.unwrap().expect("stored");
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["schedule"].clone()
@@ -396,4 +406,55 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
             .error_message
             .contains("carries the config of 'from-template'")
     );
+}
+
+#[tokio::test]
+async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_connection() {
+    let f = fixture().await;
+    f.starts
+        .refuse_next("ThrottlingException: Rate exceeded (StartExecution)");
+    let refused = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.error_type, "Retryable", "{refused:?}");
+    assert!(
+        refused.error_message.contains("starting the state machine")
+            && refused.error_message.contains("Rate exceeded"),
+        "{}",
+        refused.error_message
+    );
+    assert!(f.starts.starts().is_empty());
+    let state = read_state(&f.runtime.store, "demo-sast")
+        .await
+        .unwrap()
+        .expect("the connection's state was written");
+    assert_eq!(state.state, RunState::Failed);
+    let failed = RunRef {
+        connection_id: "demo-sast".into(),
+        run_id: state.last_run.expect("names the failed run"),
+    };
+    let record: RunRecord = serde_json::from_slice(
+        &f.runtime
+            .store
+            .get(&failed.run_record())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record.state, RunState::Failed);
+    assert!(record.reason.unwrap().contains("Rate exceeded"));
+
+    // The lock went with the failed run: the scheduler's retry starts a new run.
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .expect("the retry starts");
+    assert_ne!(started["run"]["runId"], json!(failed.run_id));
+    assert_eq!(f.starts.starts().len(), 1);
 }

@@ -1,6 +1,6 @@
-//! The Lambda functions' code against moto (S3, Secrets Manager) and the emulator: whole runs on
-//! S3 with credentials from Secrets Manager, every sample event through its handler, and bad input
-//! of every kind. One test binary (each links the whole library and the AWS SDK).
+//! The Lambda functions' code with the emulator: whole runs on S3 with credentials from Secrets
+//! Manager (both moto), and every sample event and bad input of every kind through its handler over
+//! memory ports (no AWS needed). One test binary (each links the whole library and the AWS SDK).
 
 mod aws;
 mod bad_input;
