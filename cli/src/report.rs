@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use cxone_etm::cxone::Severity;
 use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
 
@@ -31,19 +32,18 @@ fn status_name(status: ItemStatus) -> &'static str {
     }
 }
 
-/// Findings by severity in chart order, then any severity the table does not know.
+/// Findings by severity, every known severity (in chart order) and then any other the run met.
 fn by_severity(manifest: &Manifest) -> Vec<(String, u64)> {
     let counts = &manifest.totals.by_severity;
-    let mut rows: Vec<(String, u64)> = SEVERITY_COLOURS
+    let known = Severity::KNOWN.iter().map(|s| {
+        let n = counts.get(&Severity::parse(s)).copied().unwrap_or(0);
+        (s.to_string(), n)
+    });
+    let others = counts
         .iter()
-        .map(|(s, _)| (s.to_string(), counts.get(*s).copied().unwrap_or(0)))
-        .collect();
-    for (severity, n) in counts {
-        if !SEVERITY_COLOURS.iter().any(|(s, _)| s == severity) {
-            rows.push((severity.clone(), *n));
-        }
-    }
-    rows
+        .filter(|(s, _)| !s.is_known())
+        .map(|(s, n)| (s.as_str().to_string(), *n));
+    known.chain(others).collect()
 }
 
 fn lifecycle(manifest: &Manifest) -> Vec<(&'static str, u64)> {

@@ -79,9 +79,16 @@ fn print_summary(summary: &RunSummary, expected: Option<(&str, u64)>) {
         summary.items, summary.items_by_status
     );
     println!("  records in   {}", summary.records_in);
+    let by_severity: Vec<String> = summary
+        .findings_by_severity
+        .iter()
+        .map(|(severity, n)| format!("{} {n}", severity.as_str()))
+        .collect();
     println!(
-        "  findings     {} {:?} ({} of them fixed)",
-        summary.findings, summary.findings_by_severity, summary.fixed
+        "  findings     {} ({}; {} of them fixed)",
+        summary.findings,
+        by_severity.join(", "),
+        summary.fixed
     );
     println!("  rejected     {}", summary.rejected);
     println!("  skipped      {}", summary.skipped);

@@ -116,7 +116,12 @@ async fn a_partial_runs_html_report_shows_what_its_manifest_says() {
         .map(|(s, _)| {
             (
                 *s,
-                manifest.totals.by_severity.get(*s).copied().unwrap_or(0),
+                manifest
+                    .totals
+                    .by_severity
+                    .get(&cxone_etm::cxone::Severity::parse(s))
+                    .copied()
+                    .unwrap_or(0),
             )
         })
         .collect();

@@ -11,7 +11,8 @@ use serde_json::Value;
 macro_rules! open_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        /// Ordered as listed (most severe first for severities), then unknown values by text.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name {
             $($variant,)*
             /// A value this version does not know, as the vendor sent it.
@@ -72,6 +73,30 @@ open_enum!(
         Urgent = "URGENT",
     }
 );
+impl TriageState {
+    /// A state's name as Checkmarx One writes states, and as configs name them: upper case with
+    /// `_` between words (`Not Exploitable` → `NOT_EXPLOITABLE`), custom states too.
+    pub fn canonical_name(raw: &str) -> String {
+        raw.trim().to_ascii_uppercase().replace(' ', "_")
+    }
+
+    /// A state as a result carries it, in any case or spacing; a custom state keeps its text.
+    pub fn read(raw: &str) -> Self {
+        match Self::parse(&Self::canonical_name(raw)) {
+            Self::Other(_) => Self::Other(raw.to_string()),
+            known => known,
+        }
+    }
+
+    /// Whether two states are the same state, however each was written.
+    pub fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Other(a), Self::Other(b)) => Self::canonical_name(a) == Self::canonical_name(b),
+            _ => self == other,
+        }
+    }
+}
+
 open_enum!(
     /// The engine that produced a result in `/api/results`.
     ResultType { Sast = "sast", Kics = "kics", Sca = "sca", ScaContainer = "sca-container", Containers = "containers" }
@@ -337,6 +362,37 @@ mod tests {
         assert_eq!(r.severity, Severity::Low);
         assert_eq!(r.state, TriageState::ToVerify);
         assert_eq!(r.data.nodes.len(), 13);
+    }
+
+    #[test]
+    fn triage_states_read_in_any_spelling_and_custom_ones_keep_their_text() {
+        assert_eq!(
+            TriageState::read(" Not Exploitable"),
+            TriageState::NotExploitable
+        );
+        assert_eq!(TriageState::read("to_verify"), TriageState::ToVerify);
+        let custom = TriageState::read("Risk Accepted");
+        assert_eq!(custom.as_str(), "Risk Accepted");
+        assert!(custom.same_as(&TriageState::Other("RISK_ACCEPTED".into())));
+        assert!(!custom.same_as(&TriageState::Other("RISK".into())));
+        assert!(!TriageState::Urgent.same_as(&TriageState::Confirmed));
+        let mut severities = vec![
+            Severity::parse("BLOCKER"),
+            Severity::Info,
+            Severity::Critical,
+            Severity::Medium,
+        ];
+        severities.sort();
+        assert_eq!(
+            severities,
+            [
+                Severity::Critical,
+                Severity::Medium,
+                Severity::Info,
+                Severity::Other("BLOCKER".into())
+            ],
+            "most severe first, unknown last"
+        );
     }
 
     #[test]

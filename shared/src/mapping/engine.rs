@@ -18,15 +18,7 @@ use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
 use crate::ConnectorKind;
-
-/// The triage states Checkmarx One ships; tenants can add their own (kept and flagged).
-const KNOWN_STATES: [&str; 5] = [
-    "TO_VERIFY",
-    "NOT_EXPLOITABLE",
-    "PROPOSED_NOT_EXPLOITABLE",
-    "CONFIRMED",
-    "URGENT",
-];
+use crate::cxone::{ResultStatus, Severity, TriageState};
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,10 +42,10 @@ pub struct TransformOptions {
     pub asset_types: AssetTypes,
     /// What each triage state means for the finding's ETM status.
     pub triage: TriageMap,
-    /// Finding severities to emit (vendor names, upper case); all when empty.
-    pub severities: Vec<String>,
-    /// Finding triage states to emit (upper case, `_` between words); all when empty.
-    pub triage_states: Vec<String>,
+    /// Finding severities to emit; all when empty.
+    pub severities: Vec<Severity>,
+    /// Finding triage states to emit; all when empty.
+    pub triage_states: Vec<TriageState>,
     /// A page's findings are split into lines of at most this many.
     pub max_findings_per_line: usize,
 }
@@ -124,8 +116,8 @@ pub struct Figures {
     /// SAST findings whose severity triage changed (`originalVendorSeverity` differs).
     #[serde(default)]
     pub severity_changed_by_triage: u64,
-    /// Findings out by vendor severity.
-    pub by_severity: BTreeMap<String, u64>,
+    /// Findings out by vendor severity, most severe first (`(none)` for findings without one).
+    pub by_severity: BTreeMap<Severity, u64>,
     /// Findings out (closure records included) by lifecycle status, when reconciled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lifecycle: BTreeMap<Lifecycle, u64>,
@@ -185,16 +177,22 @@ pub struct ItemOutcome {
 }
 
 pub struct ItemTransformer<'p> {
-    plan: &'p Plan,
-    scoring: &'p CompiledScoring,
-    options: TransformOptions,
+    rules: Rules<'p>,
     /// `{"schemaVersion":…,"vendorItemId":"…",` — the start of every line.
     envelope: Vec<u8>,
     /// `"externalAssetId":…,"asset":{…},` — the mapped asset, the same on every line.
     asset: Vec<u8>,
     vendor_item_id: String,
-    emit: bool,
     state: State,
+}
+
+/// What every record of an item is mapped with.
+struct Rules<'p> {
+    plan: &'p Plan,
+    scoring: &'p CompiledScoring,
+    options: TransformOptions,
+    /// Whether the item has an asset to emit (the asset-type filter may leave none).
+    emit: bool,
 }
 
 /// The previous ledger and the one being built, while an item is reconciled.
@@ -533,13 +531,15 @@ impl<'p> ItemTransformer<'p> {
             asset_bytes.push(b',');
         }
         Ok(Self {
-            plan,
-            scoring,
-            options,
+            rules: Rules {
+                plan,
+                scoring,
+                options,
+                emit,
+            },
             envelope,
             asset: asset_bytes,
             vendor_item_id: item_id,
-            emit,
             state: State::default(),
         })
     }
@@ -571,28 +571,20 @@ impl<'p> ItemTransformer<'p> {
         page: &[u8],
         page_number: u32,
     ) -> Result<Vec<Vec<u8>>, TransformError> {
-        let plan = self.plan;
-        let scoring = self.scoring;
-        let emit = self.emit;
-        let options = &self.options;
+        let rules = &self.rules;
         let state = &mut self.state;
-        let mut slots = vec![None; plan.finding_slots];
+        let mut slots = vec![None; rules.plan.finding_slots];
         let mut on_record = |index: u32, is_object: bool, slots: &[Option<Value>]| {
-            state.record(
-                plan,
-                scoring,
-                options,
-                emit,
-                page_number,
+            let at = At {
+                page: page_number,
                 index,
-                is_object,
-                slots,
-            );
+            };
+            state.record(rules, at, is_object, slots);
         };
         let mut deserializer = serde_json::Deserializer::from_slice(page);
         let seed = PageSeed {
             list_key: "results",
-            tree: &plan.finding_tree,
+            tree: &rules.plan.finding_tree,
             slots: &mut slots,
             on_record: &mut on_record,
         };
@@ -624,7 +616,7 @@ impl<'p> ItemTransformer<'p> {
             self.state.outcome.figures.lines,
             &self.asset,
             &findings,
-            self.options.max_findings_per_line,
+            self.rules.options.max_findings_per_line,
         );
         self.state.outcome.figures.lines += lines.len() as u64;
         lines
@@ -717,46 +709,73 @@ impl<'p> ItemTransformer<'p> {
     }
 }
 
-impl State {
-    #[allow(clippy::too_many_arguments)] // one record's whole context; grouping it would only rename it
-    fn record(
-        &mut self,
-        plan: &Plan,
-        scoring: &CompiledScoring,
-        options: &TransformOptions,
-        emit: bool,
-        page: u32,
-        index: u32,
-        is_object: bool,
-        slots: &[Option<Value>],
-    ) {
-        let figures = &mut self.outcome.figures;
-        figures.records_in += 1;
-        let vendor_id = slots[plan.implicit.id].as_ref().and_then(text_of);
-        let reject = |outcome: &mut ItemOutcome, reason: String| {
-            outcome.figures.rejected += 1;
-            outcome.rejected.push(Rejected {
-                vendor_id: vendor_id.clone(),
-                page,
-                index,
-                reason,
-            });
-        };
-        if !is_object {
-            return reject(&mut self.outcome, "the record is not a JSON object".into());
+/// Where a record sits in the item's pull.
+#[derive(Clone, Copy)]
+struct At {
+    page: u32,
+    index: u32,
+}
+
+/// What the connector reads from a record itself, beside the map: the vendor's words as sent
+/// (written out verbatim) and what they mean (what decisions use).
+struct VendorFacts {
+    severity_text: String,
+    severity: Severity,
+    state_text: Option<String>,
+    state: Option<TriageState>,
+    status_text: String,
+    fixed: bool,
+}
+
+impl VendorFacts {
+    fn read(plan: &Plan, slots: &[Option<Value>]) -> Self {
+        let text = |slot: usize| slots[slot].as_ref().and_then(text_of);
+        let severity_text = text(plan.implicit.severity).unwrap_or_default();
+        let state_text = text(plan.implicit.state);
+        let status_text = text(plan.implicit.status).unwrap_or_default();
+        Self {
+            severity: Severity::parse(&severity_text),
+            state: state_text.as_deref().map(TriageState::read),
+            fixed: ResultStatus::parse(&status_text) == ResultStatus::Fixed,
+            severity_text,
+            state_text,
+            status_text,
         }
-        if let Some(kind_slot) = plan.implicit.kind {
-            let kind = slots[kind_slot]
+    }
+
+    /// The counting key: findings without a severity are counted under `(none)`.
+    fn severity_key(&self) -> Severity {
+        if self.severity_text.is_empty() {
+            Severity::Other("(none)".into())
+        } else {
+            self.severity.clone()
+        }
+    }
+}
+
+impl TransformOptions {
+    /// Whether the connection's severity and triage filters leave this finding out.
+    fn leaves_out(&self, facts: &VendorFacts) -> bool {
+        let severity_out =
+            !self.severities.is_empty() && !self.severities.contains(&facts.severity);
+        let state_out = !self.triage_states.is_empty()
+            && !facts
+                .state
                 .as_ref()
-                .and_then(text_of)
-                .unwrap_or_else(|| "(none)".into());
-            if kind != "sast" {
-                *figures.skipped_by_type.entry(kind).or_default() += 1;
-                return;
-            }
+                .is_some_and(|state| self.triage_states.iter().any(|w| w.same_as(state)));
+        severity_out || state_out
+    }
+}
+
+impl State {
+    /// One record of a page: rejected, skipped or mapped to one finding.
+    fn record(&mut self, rules: &Rules, at: At, is_object: bool, slots: &[Option<Value>]) {
+        let plan = rules.plan;
+        self.outcome.figures.records_in += 1;
+        if !is_object {
+            return self.reject(plan, slots, at, "the record is not a JSON object".into());
         }
-        if !emit {
-            figures.skipped_by_filter += 1;
+        if self.skips(rules, slots) {
             return;
         }
         let mut flags = Vec::new();
@@ -764,83 +783,199 @@ impl State {
         for entry in &plan.finding_entries {
             match entry_value(entry, slots[entry.slot].as_ref(), &mut flags) {
                 Ok(v) => values.push(v),
-                Err(reason) => return reject(&mut self.outcome, reason),
+                Err(reason) => return self.reject(plan, slots, at, reason),
             }
         }
-        // externalFindingId must be unique within the asset: a repeat is kept under a new id.
-        if let Some(position) = plan.external_finding_id
-            && let Some(Value::String(id)) = &values[position]
-        {
-            let id = id.clone();
-            if !self.seen_ids.insert(fingerprint(&id)) {
-                let next = self.suffixes.entry(id.clone()).or_insert(1);
-                *next += 1;
-                let renamed = format!("{id}#{next}");
-                self.seen_ids.insert(fingerprint(&renamed));
-                self.outcome.figures.collisions += 1;
-                self.outcome.collisions.push(Collision {
-                    external_finding_id: id,
-                    renamed_to: renamed.clone(),
-                });
-                values[position] = Some(Value::String(renamed));
-            }
-        }
-        let severity = slots[plan.implicit.severity]
-            .as_ref()
-            .and_then(text_of)
-            .unwrap_or_default();
-        let (qds, matched) = scoring.score(&severity);
+        self.keep_id_unique(plan, &mut values);
+        let facts = VendorFacts::read(plan, slots);
+        let (qds, matched) = rules.scoring.score(&facts.severity);
         if !matched {
             flags.push(format!(
-                "severity '{severity}' matches no scoring row; scored as the default severity"
+                "severity '{}' matches no scoring row; scored as the default severity",
+                facts.severity_text
             ));
         }
-        let state = slots[plan.implicit.state].as_ref().and_then(text_of);
-        let normalized = state
-            .as_deref()
-            .map(|s| s.trim().to_ascii_uppercase().replace(' ', "_"));
-        let known_state = normalized
-            .as_deref()
-            .is_some_and(|s| KNOWN_STATES.contains(&s));
-        let status = slots[plan.implicit.status]
-            .as_ref()
-            .and_then(text_of)
-            .unwrap_or_default();
-
+        let id = plan
+            .external_finding_id
+            .and_then(|position| match &values[position] {
+                Some(Value::String(id)) => Some(id.clone()),
+                _ => None,
+            });
         // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
         // as they were: leaving a finding out never reads as fixing it.
-        let filtered_out = (!options.severities.is_empty()
-            && !options
-                .severities
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(&severity)))
-            || (!options.triage_states.is_empty()
-                && !normalized
-                    .as_deref()
-                    .is_some_and(|s| options.triage_states.iter().any(|w| w == s)));
-        if filtered_out {
+        if rules.options.leaves_out(&facts) {
             self.outcome.figures.skipped_by_filter += 1;
-            if let (Some(reconciling), Some(position)) =
-                (&mut self.reconciling, plan.external_finding_id)
-                && let Some(Value::String(id)) = &values[position]
-                && let Some(entry) = reconciling.previous.findings.get(id)
-            {
-                reconciling.next.findings.insert(id.clone(), entry.clone());
+            if let (Some(reconciling), Some(id)) = (&mut self.reconciling, &id) {
+                reconciling.carry_forward(id);
             }
             return;
         }
         // A triage state that settles the finding (NOT_EXPLOITABLE → PROTECTED) sets its status.
-        let forced = state
+        let forced = facts
+            .state_text
             .as_deref()
-            .and_then(|s| TriageMap::forced_status(options.triage.outcome(s)));
+            .and_then(|s| TriageMap::forced_status(rules.options.triage.outcome(s)));
+        let original = plan
+            .implicit
+            .result_hash
+            .and_then(|slot| slots[slot].as_ref())
+            .and_then(Value::as_str)
+            .and_then(|hash| self.original.get(hash));
+        let lifecycle = match (&mut self.reconciling, &id) {
+            (Some(reconciling), Some(id)) => Some(reconciling.see(id, &facts, qds)),
+            _ => None,
+        };
+        let finding = Finding {
+            qds,
+            facts: &facts,
+            forced,
+            original,
+            flags: &flags,
+            lifecycle,
+        };
+        self.findings.push(finding.write(plan, values));
+        finding.count(&mut self.outcome.figures);
+    }
+
+    fn reject(&mut self, plan: &Plan, slots: &[Option<Value>], at: At, reason: String) {
+        self.outcome.figures.rejected += 1;
+        self.outcome.rejected.push(Rejected {
+            vendor_id: slots[plan.implicit.id].as_ref().and_then(text_of),
+            page: at.page,
+            index: at.index,
+            reason,
+        });
+    }
+
+    /// Records of another engine, or of an asset the asset-type filter removed, are counted and
+    /// skipped.
+    fn skips(&mut self, rules: &Rules, slots: &[Option<Value>]) -> bool {
+        let figures = &mut self.outcome.figures;
+        if let Some(kind_slot) = rules.plan.implicit.kind {
+            let kind = slots[kind_slot]
+                .as_ref()
+                .and_then(text_of)
+                .unwrap_or_else(|| "(none)".into());
+            if kind != "sast" {
+                *figures.skipped_by_type.entry(kind).or_default() += 1;
+                return true;
+            }
+        }
+        if !rules.emit {
+            figures.skipped_by_filter += 1;
+            return true;
+        }
+        false
+    }
+
+    /// `externalFindingId` must be unique within the asset: a repeat is kept under a new id.
+    fn keep_id_unique(&mut self, plan: &Plan, values: &mut [Option<Value>]) {
+        let Some(position) = plan.external_finding_id else {
+            return;
+        };
+        let Some(Value::String(id)) = &values[position] else {
+            return;
+        };
+        let id = id.clone();
+        if self.seen_ids.insert(fingerprint(&id)) {
+            return;
+        }
+        let next = self.suffixes.entry(id.clone()).or_insert(1);
+        *next += 1;
+        let renamed = format!("{id}#{next}");
+        self.seen_ids.insert(fingerprint(&renamed));
+        self.outcome.figures.collisions += 1;
+        self.outcome.collisions.push(Collision {
+            external_finding_id: id,
+            renamed_to: renamed.clone(),
+        });
+        values[position] = Some(Value::String(renamed));
+    }
+}
+
+impl Reconciling {
+    /// A finding the filters left out keeps its previous ledger entry.
+    fn carry_forward(&mut self, id: &str) {
+        if let Some(entry) = self.previous.findings.get(id) {
+            self.next.findings.insert(id.to_string(), entry.clone());
+        }
+    }
+
+    /// A finding seen in this pull: its lifecycle status against the previous ledger, and its
+    /// entry in the next.
+    fn see(&mut self, id: &str, facts: &VendorFacts, qds: u8) -> Lifecycle {
+        let lifecycle = self.previous.classify(id, facts.fixed);
+        let first_seen = self
+            .previous
+            .findings
+            .get(id)
+            .map_or_else(|| self.run_id.clone(), |e| e.first_seen.clone());
+        self.next.findings.insert(
+            id.to_string(),
+            LedgerEntry {
+                open: !facts.fixed,
+                qds,
+                severity: facts.severity_text.clone(),
+                status: facts.status_text.clone(),
+                first_seen,
+            },
+        );
+        lifecycle
+    }
+}
+
+/// One finding as it is written: the mapped values, then what the connector adds.
+struct Finding<'f> {
+    qds: u8,
+    facts: &'f VendorFacts,
+    /// The `findingStatus` a triage state sets.
+    forced: Option<&'static str>,
+    /// The severity before triage.
+    original: Option<&'f str>,
+    flags: &'f [String],
+    lifecycle: Option<Lifecycle>,
+}
+
+impl Finding<'_> {
+    fn severity_changed(&self) -> bool {
+        self.original
+            .is_some_and(|o| !o.eq_ignore_ascii_case(&self.facts.severity_text))
+    }
+
+    fn count(&self, figures: &mut Figures) {
+        figures.findings_out += 1;
+        *figures
+            .by_severity
+            .entry(self.facts.severity_key())
+            .or_default() += 1;
+        if let Some(lifecycle) = self.lifecycle {
+            *figures.lifecycle.entry(lifecycle).or_default() += 1;
+        }
+        if self.facts.fixed {
+            figures.fixed += 1;
+        }
+        if self.facts.state.as_ref().is_some_and(|s| !s.is_known()) {
+            figures.unknown_triage_states += 1;
+        }
+        if !self.flags.is_empty() {
+            figures.flagged_values += 1;
+        }
+        if self.forced.is_some() {
+            figures.settled_by_triage += 1;
+        }
+        if self.severity_changed() {
+            figures.severity_changed_by_triage += 1;
+        }
+    }
+
+    fn write(&self, plan: &Plan, mut values: Vec<Option<Value>>) -> Vec<u8> {
         let mut forced_unplaced = None;
-        if let Some(forced) = forced {
+        if let Some(forced) = self.forced {
             match plan.finding_status {
                 Some(position) => values[position] = Some(Value::from(forced)),
                 None => forced_unplaced = Some(forced),
             }
         }
-
         let mut out = Vec::with_capacity(512);
         out.push(b'{');
         let mut first = true;
@@ -855,95 +990,43 @@ impl State {
         if !first {
             out.push(b',');
         }
-        out.extend_from_slice(format!("\"qds\":{qds},\"vendorSeverity\":").as_bytes());
-        serde_json::to_writer(&mut out, &severity).expect("Vec write");
+        let facts = self.facts;
+        out.extend_from_slice(format!("\"qds\":{},\"vendorSeverity\":", self.qds).as_bytes());
+        serde_json::to_writer(&mut out, &facts.severity_text).expect("Vec write");
         out.extend_from_slice(b",\"vendorStatus\":");
-        serde_json::to_writer(&mut out, &status).expect("Vec write");
-        if let Some(state) = &state {
+        serde_json::to_writer(&mut out, &facts.status_text).expect("Vec write");
+        if let (Some(text), Some(state)) = (&facts.state_text, &facts.state) {
             out.extend_from_slice(b",\"triageState\":");
-            let shown = if known_state {
-                normalized.as_deref().unwrap_or(state)
-            } else {
+            // A known state in Checkmarx One's spelling; a custom one as the vendor sent it.
+            let shown = if state.is_known() {
                 state.as_str()
+            } else {
+                text
             };
             serde_json::to_writer(&mut out, shown).expect("Vec write");
-            out.extend_from_slice(if known_state {
+            out.extend_from_slice(if state.is_known() {
                 b",\"triageStateKnown\":true"
             } else {
                 b",\"triageStateKnown\":false"
             });
         }
-        let original = plan
-            .implicit
-            .result_hash
-            .and_then(|slot| slots[slot].as_ref())
-            .and_then(|hash| hash.as_str())
-            .and_then(|hash| self.original.get(hash));
-        let severity_changed = original.is_some_and(|o| !o.eq_ignore_ascii_case(&severity));
-        if let Some(original) = original {
+        if let Some(original) = self.original {
             out.extend_from_slice(b",\"originalVendorSeverity\":");
             serde_json::to_writer(&mut out, original).expect("Vec write");
-            if severity_changed {
+            if self.severity_changed() {
                 out.extend_from_slice(b",\"severityChangedByTriage\":true");
             }
         }
-        if !flags.is_empty() {
+        if !self.flags.is_empty() {
             out.extend_from_slice(b",\"flaggedValues\":");
-            serde_json::to_writer(&mut out, &flags).expect("Vec write");
+            serde_json::to_writer(&mut out, self.flags).expect("Vec write");
         }
-        if let (Some(reconciling), Some(position)) =
-            (&mut self.reconciling, plan.external_finding_id)
-            && let Some(Value::String(id)) = &values[position]
-        {
-            let closed_by_vendor = status.eq_ignore_ascii_case("fixed");
-            let lifecycle = reconciling.previous.classify(id, closed_by_vendor);
+        if let Some(lifecycle) = self.lifecycle {
             out.extend_from_slice(b",\"lifecycleStatus\":\"");
             out.extend_from_slice(lifecycle.as_str().as_bytes());
             out.push(b'"');
-            let first_seen = reconciling
-                .previous
-                .findings
-                .get(id)
-                .map_or_else(|| reconciling.run_id.clone(), |e| e.first_seen.clone());
-            reconciling.next.findings.insert(
-                id.clone(),
-                LedgerEntry {
-                    open: !closed_by_vendor,
-                    qds,
-                    severity: severity.clone(),
-                    status: status.clone(),
-                    first_seen,
-                },
-            );
-            *self.outcome.figures.lifecycle.entry(lifecycle).or_default() += 1;
         }
         out.push(b'}');
-
-        let figures = &mut self.outcome.figures;
-        figures.findings_out += 1;
-        *figures
-            .by_severity
-            .entry(if severity.is_empty() {
-                "(none)".to_string()
-            } else {
-                severity.clone()
-            })
-            .or_default() += 1;
-        if status.eq_ignore_ascii_case("fixed") {
-            figures.fixed += 1;
-        }
-        if state.is_some() && !known_state {
-            figures.unknown_triage_states += 1;
-        }
-        if !flags.is_empty() {
-            figures.flagged_values += 1;
-        }
-        if forced.is_some() {
-            figures.settled_by_triage += 1;
-        }
-        if severity_changed {
-            figures.severity_changed_by_triage += 1;
-        }
-        self.findings.push(out);
+        out
     }
 }

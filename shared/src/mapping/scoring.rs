@@ -109,11 +109,12 @@ impl Scoring {
 
 impl CompiledScoring {
     /// The QDS of a vendor severity, and whether the severity matched a row.
-    pub fn score(&self, severity: &str) -> (u8, bool) {
-        match Severity::KNOWN
-            .iter()
-            .position(|s| s.eq_ignore_ascii_case(severity))
-        {
+    pub fn score(&self, severity: &Severity) -> (u8, bool) {
+        let row = severity
+            .is_known()
+            .then(|| Severity::KNOWN.iter().position(|s| *s == severity.as_str()))
+            .flatten();
+        match row {
             Some(index) => (self.qds[index], true),
             None => (self.qds[self.default], false),
         }
@@ -127,9 +128,9 @@ mod tests {
     #[test]
     fn the_default_table_scores_each_severity_and_defaults_unknown_ones() {
         let scoring = Scoring::parse(DEFAULT_SCORING).unwrap();
-        assert_eq!(scoring.score("CRITICAL"), (95, true));
-        assert_eq!(scoring.score("info"), (10, true));
-        assert_eq!(scoring.score("BLOCKER"), (55, false));
+        assert_eq!(scoring.score(&Severity::Critical), (95, true));
+        assert_eq!(scoring.score(&Severity::parse("info")), (10, true));
+        assert_eq!(scoring.score(&Severity::parse("BLOCKER")), (55, false));
     }
 
     #[test]

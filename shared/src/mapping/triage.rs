@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cxone::TriageState;
 use crate::field_error::FieldError;
 
 /// The ETM status a triage state leads to.
@@ -57,9 +58,8 @@ impl TriageMap {
     /// The outcome for a state as the vendor sent it (`Not Exploitable` and `NOT_EXPLOITABLE`
     /// alike).
     pub fn outcome(&self, state: &str) -> TriageOutcome {
-        let normalized = state.trim().to_ascii_uppercase().replace(' ', "_");
         self.states
-            .get(&normalized)
+            .get(&TriageState::canonical_name(state))
             .copied()
             .unwrap_or(self.unknown)
     }
@@ -77,7 +77,7 @@ impl TriageMap {
     pub fn problems(&self) -> Vec<FieldError> {
         self.states
             .keys()
-            .filter(|s| s.is_empty() || s.trim().to_ascii_uppercase().replace(' ', "_") != **s)
+            .filter(|s| s.is_empty() || TriageState::canonical_name(s) != **s)
             .map(|s| FieldError::new("triage.states", format!("'{s}' is not written as Checkmarx One names states (upper case, '_' between words, e.g. NOT_EXPLOITABLE)")))
             .collect()
     }

@@ -19,6 +19,7 @@ use super::plan::plan;
 use super::run::{Trigger, begin_run, fail_run};
 use super::transform::transform;
 use crate::cxone::CounterSnapshot;
+use crate::cxone::Severity;
 use crate::layout::RunRef;
 use crate::secret::SecretSource;
 use crate::store::ObjectStore;
@@ -37,7 +38,7 @@ pub struct RunSummary {
     pub items_by_status: BTreeMap<String, u64>,
     pub records_in: u64,
     pub findings: u64,
-    pub findings_by_severity: BTreeMap<String, u64>,
+    pub findings_by_severity: BTreeMap<Severity, u64>,
     pub fixed: u64,
     pub rejected: u64,
     pub skipped: u64,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cxone::{DastEnvironment, Project, Severity};
+use crate::cxone::{DastEnvironment, Project, Severity, TriageState};
 use crate::field_error::FieldError;
 use crate::mapping::AssetTypes;
 
@@ -15,9 +15,9 @@ use crate::mapping::AssetTypes;
 pub struct Filters {
     #[serde(default)]
     pub asset_types: AssetTypes,
-    /// Project names to take; `*` matches any run of characters (`acme-web/*`).
+    /// Project names to take, as glob patterns (`acme-web/*`), case-insensitive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub project_names: Vec<String>,
+    pub project_names: Vec<NamePattern>,
     /// Project tags to take: `key` (any value) or `key:value`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub project_tags: Vec<String>,
@@ -31,10 +31,10 @@ pub struct Filters {
     pub scan_types: Vec<String>,
     /// Finding severities to take (CRITICAL, HIGH, MEDIUM, LOW, INFO).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub severities: Vec<String>,
-    /// Finding triage states to take (e.g. TO_VERIFY, CONFIRMED, URGENT).
+    pub severities: Vec<Severity>,
+    /// Finding triage states to take (e.g. TO_VERIFY, CONFIRMED, URGENT, or a custom state).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub triage_states: Vec<String>,
+    pub triage_states: Vec<TriageState>,
     /// Skip items whose latest completed scan is older than this many days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_scan_age_days: Option<u32>,
@@ -82,55 +82,85 @@ impl BranchPolicy {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself, case-insensitively.
-fn matches(pattern: &str, text: &str) -> bool {
-    let (pattern, text) = (pattern.to_lowercase(), text.to_lowercase());
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let mut rest = text.as_str();
-    for (n, part) in parts.iter().enumerate() {
-        if n == 0 {
-            let Some(after) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = after;
-        } else if n == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
+/// A project name pattern: a glob (`*` any run of characters, `/` included; `?` one character;
+/// `[a-z]` a class; `{web,api}` alternatives), matched case-insensitively against the whole name.
+/// Parsed when the config is read, so a bad pattern is refused there with its field named.
+#[derive(Clone, Debug)]
+pub struct NamePattern {
+    text: String,
+    matcher: globset::GlobMatcher,
 }
 
-fn normalized_state(state: &str) -> String {
-    state.trim().to_ascii_uppercase().replace(' ', "_")
+impl NamePattern {
+    pub fn matches(&self, name: &str) -> bool {
+        self.matcher.is_match(name)
+    }
+}
+
+impl std::str::FromStr for NamePattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().is_empty() {
+            return Err(
+                "an empty pattern matches no project; remove it or write one such as `acme-web/*`"
+                    .into(),
+            );
+        }
+        let glob = globset::GlobBuilder::new(text)
+            .case_insensitive(true)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| format!("'{text}' is not a name pattern ({}); `*` matches any run of characters, `?` one, `[…]` a class", e.kind()))?;
+        Ok(Self {
+            text: text.to_string(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+}
+
+impl PartialEq for NamePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for NamePattern {}
+
+impl Serialize for NamePattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for NamePattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Filters {
     pub fn problems(&self) -> Vec<FieldError> {
         let mut problems = Vec::new();
-        for s in &self.severities {
-            if !Severity::KNOWN.contains(&s.as_str()) {
-                problems.push(FieldError::new(
-                    "filters.severities",
-                    format!(
-                        "'{s}' is not a severity; use {}",
-                        Severity::KNOWN.join(", ")
-                    ),
-                ));
-            }
+        for s in self.severities.iter().filter(|s| !s.is_known()) {
+            problems.push(FieldError::new(
+                "filters.severities",
+                format!(
+                    "'{}' is not a severity; use {}",
+                    s.as_str(),
+                    Severity::KNOWN.join(", ")
+                ),
+            ));
         }
         for s in &self.triage_states {
-            if normalized_state(s) != *s || s.is_empty() {
+            if s.as_str().is_empty() || TriageState::canonical_name(s.as_str()) != s.as_str() {
                 problems.push(FieldError::new(
                     "filters.triage_states",
-                    format!("'{s}' is not written as Checkmarx One names states (e.g. TO_VERIFY)"),
+                    format!(
+                        "'{}' is not written as Checkmarx One names states (e.g. TO_VERIFY)",
+                        s.as_str()
+                    ),
                 ));
             }
         }
@@ -140,13 +170,11 @@ impl Filters {
                 "0 would skip every item; leave it out for no window",
             ));
         }
-        for p in self.project_names.iter().chain(&self.project_groups) {
-            if p.trim().is_empty() {
-                problems.push(FieldError::new(
-                    "filters.project_names`/`project_groups",
-                    "an empty entry matches nothing",
-                ));
-            }
+        if self.project_groups.iter().any(|g| g.trim().is_empty()) {
+            problems.push(FieldError::new(
+                "filters.project_groups",
+                "an empty group matches no project; remove it",
+            ));
         }
         problems
     }
@@ -154,7 +182,7 @@ impl Filters {
     /// Why a project is left out, or `None` when it is taken.
     pub fn project_excluded(&self, project: &Project) -> Option<String> {
         if !self.project_names.is_empty()
-            && !self.project_names.iter().any(|p| matches(p, &project.name))
+            && !self.project_names.iter().any(|p| p.matches(&project.name))
         {
             return Some("its name matches no `filters.project_names` pattern".into());
         }
@@ -241,7 +269,7 @@ mod tests {
     #[test]
     fn projects_are_taken_by_name_pattern_group_and_tag() {
         let f = Filters {
-            project_names: vec!["acme-web/*".into(), "*-legacy".into()],
+            project_names: vec!["acme-web/*".parse().unwrap(), "*-legacy".parse().unwrap()],
             ..Filters::default()
         };
         assert!(
@@ -260,6 +288,19 @@ mod tests {
             f.project_excluded(&project("acme-data/shop", &[], serde_json::json!({})))
                 .is_some()
         );
+        let f = Filters {
+            project_names: vec!["svc-?-{api,web}".parse().unwrap()],
+            ..Filters::default()
+        };
+        for (name, taken) in [
+            ("svc-1-api", true),
+            ("SVC-2-WEB", true),
+            ("svc-12-api", false),
+            ("svc-1-api-old", false),
+        ] {
+            let excluded = f.project_excluded(&project(name, &[], serde_json::json!({})));
+            assert_eq!(excluded.is_none(), taken, "{name}");
+        }
         let f = Filters {
             project_groups: vec!["g1".into()],
             project_tags: vec!["env:prod".into(), "pci".into()],
@@ -334,12 +375,26 @@ mod tests {
             .unwrap();
         assert!(f.scan_too_old(Some(&recent)).is_none());
         let bad = Filters {
-            severities: vec!["SEVERE".into()],
-            triage_states: vec!["to verify".into()],
+            severities: vec![Severity::parse("SEVERE")],
+            triage_states: vec![TriageState::parse("to verify")],
             max_scan_age_days: Some(0),
             ..Filters::default()
         };
         let problems = bad.problems().described("\n");
+        for (pattern, expected) in [
+            (
+                "acme-[web",
+                "'acme-[web' is not a name pattern (unclosed character class",
+            ),
+            ("  ", "an empty pattern matches no project"),
+        ] {
+            let refused = serde_json::from_value::<Filters>(
+                serde_json::json!({"project_names": ["ok-*", pattern]}),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(refused.contains(expected), "{pattern}: {refused}");
+        }
         assert!(
             problems.contains("`filters.severities`: 'SEVERE'"),
             "{problems}"

@@ -11,6 +11,7 @@ use crate::common::runs::*;
 use crate::common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
+use cxone_etm::cxone::Severity;
 use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary, StepError};
 use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
@@ -316,15 +317,19 @@ async fn filters_leave_findings_out_without_closing_them() {
 
     // Run 2: only HIGH and CRITICAL findings, and every project but one by name.
     let mut c = connection(&emulator, "lifecycle", ConnectorKind::Sast);
-    let keep: Vec<String> = emulator
+    let keep = emulator
         .expected()
         .projects
         .iter()
         .filter(|p| p.id != left_out.id)
-        .map(|p| p.name.clone())
+        .map(|p| {
+            globset::escape(&p.name)
+                .parse()
+                .expect("an escaped name is a pattern")
+        })
         .collect();
     c.config.filters.project_names = keep;
-    c.config.filters.severities = vec!["HIGH".into(), "CRITICAL".into()];
+    c.config.filters.severities = vec![Severity::High, Severity::Critical];
     let c = c.config.validate().unwrap();
     let second = run(&store, &c, api_key(&emulator)).await.unwrap();
     let m2 = manifest(&store, &second.manifest).await;
@@ -342,7 +347,7 @@ async fn filters_leave_findings_out_without_closing_them() {
         m2.totals
             .by_severity
             .keys()
-            .all(|s| s == "HIGH" || s == "CRITICAL")
+            .all(|s| [Severity::High, Severity::Critical].contains(s))
     );
     assert!(m2.totals.skipped_by_filter > 0);
     assert_eq!(m2.filtered_items.len(), 1);
