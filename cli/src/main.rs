@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use cxone_etm::ConnectorKind;
+use cxone_etm::field_error::FieldError;
 use cxone_etm::mapping::{
     AssetTypes, DEFAULT_SCORING, Scoring, TransformContext, TransformMap, TransformOptions,
     replay_dir,
@@ -213,10 +214,10 @@ fn write_or_print(out: Option<PathBuf>, text: &str) -> anyhow::Result<()> {
     }
 }
 
-fn errors_to_exit(what: &str, errors: Vec<String>) -> ExitCode {
+fn errors_to_exit(what: &str, errors: Vec<FieldError>) -> ExitCode {
     eprintln!("{what} has {} error(s):", errors.len());
     for error in errors {
-        eprintln!("  - {error}");
+        eprintln!("  - {}", error.in_document());
     }
     ExitCode::FAILURE
 }

@@ -68,10 +68,10 @@ fn export_then_validate_round_trips_and_errors_are_listed() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("has 2 error(s)"), "{stderr}");
-    assert!(stderr.contains("entry 15 (findings[].bogus → findingGroup.findings[].category): unknown source path `findings[].bogus`"), "{stderr}");
+    assert!(stderr.contains("- field `entries[14]`: `findings[].bogus` → `findingGroup.findings[].category`: unknown source path `findings[].bogus`"), "{stderr}");
     assert!(
         stderr.contains(
-            "entry 16 (findings[].id → findingGroup.findings[].nonsense): unknown target"
+            "- field `entries[15]`: `findings[].id` → `findingGroup.findings[].nonsense`: unknown target"
         ),
         "{stderr}"
     );
@@ -89,7 +89,8 @@ fn export_then_validate_round_trips_and_errors_are_listed() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("QDS 200 is outside 0–100") && stderr.contains("no row for CRITICAL"),
+        stderr.contains("- field `rows[0]`: HIGH: QDS 200 is outside 0–100")
+            && stderr.contains("- field `rows`: no row for CRITICAL"),
         "{stderr}"
     );
     std::fs::remove_dir_all(dir).ok();

@@ -26,6 +26,29 @@ impl FieldError {
             problem: problem.into(),
         }
     }
+
+    /// The same problem in a document held by field `parent` of a larger one (a transform map
+    /// inside a connection config: `entries[3]` becomes `transform_map.entries[3]`).
+    pub fn under(self, parent: &str) -> Self {
+        let field = match self.field {
+            Some(field) if field.starts_with('[') => format!("{parent}{field}"),
+            Some(field) => format!("{parent}.{field}"),
+            None => parent.to_string(),
+        };
+        Self {
+            field: Some(field),
+            problem: self.problem,
+        }
+    }
+
+    /// The problem as said of a document of its own (a map or scoring file): its field, if any,
+    /// then what is wrong.
+    pub fn in_document(&self) -> String {
+        match &self.field {
+            Some(field) => format!("field `{field}`: {}", self.problem),
+            None => self.problem.clone(),
+        }
+    }
 }
 
 /// Every problem of a list, one per `separator`.

@@ -431,7 +431,7 @@ fn dast_values_go_through_the_spec_value_maps() {
         "Active",
         "Reviewed",
     ];
-    let severities = ["INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL", "SEVERE"];
+    let severities = ["info", "LOW", "MEDIUM", "High", "CRITICAL", "SEVERE"];
     let records: Vec<Value> = statuses
         .iter()
         .zip(severities)
@@ -484,6 +484,28 @@ fn dast_values_go_through_the_spec_value_maps() {
         "DAST assets are identified by their environment"
     );
     assert_eq!(outcome.figures.fixed, 1);
+    assert_eq!(
+        out[3]["vendorSeverity"], "High",
+        "the vendor's word, as sent"
+    );
+    let counted: Vec<(&str, u64)> = outcome
+        .figures
+        .by_severity
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .collect();
+    assert_eq!(
+        counted,
+        [
+            ("CRITICAL", 1),
+            ("HIGH", 1),
+            ("MEDIUM", 1),
+            ("LOW", 1),
+            ("INFO", 1),
+            ("SEVERE", 1)
+        ],
+        "counted by what the severity means, whatever its case, most severe first"
+    );
 }
 
 #[test]

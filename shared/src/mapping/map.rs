@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::catalog::{FINDING_PREFIX, Scope, Target, ValueType, catalog};
 use crate::ConnectorKind;
+use crate::field_error::FieldError;
 
 pub const DEFAULT_SAST_MAP: &str = include_str!("../../maps/sast-default.json");
 pub const DEFAULT_DAST_MAP: &str = include_str!("../../maps/dast-default.json");
@@ -50,12 +51,12 @@ impl TransformMap {
     }
 
     /// Parses and compiles a map document; every problem is listed.
-    pub fn parse(text: &str) -> Result<Plan, Vec<String>> {
-        let map: TransformMap = parse_document(text, "map", "transform map")?;
+    pub fn parse(text: &str) -> Result<Plan, Vec<FieldError>> {
+        let map: TransformMap = parse_document(text, "transform map")?;
         map.compile()
     }
 
-    pub fn compile(&self) -> Result<Plan, Vec<String>> {
+    pub fn compile(&self) -> Result<Plan, Vec<FieldError>> {
         Plan::compile(self)
     }
 }
@@ -152,13 +153,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn compile(map: &TransformMap) -> Result<Self, Vec<String>> {
+    fn compile(map: &TransformMap) -> Result<Self, Vec<FieldError>> {
         let catalog = catalog(map.kind);
         let mut errors = Vec::new();
         if map.version != 1 {
-            errors.push(format!(
-                "map: version {} is not supported; use 1",
-                map.version
+            errors.push(FieldError::new(
+                "version",
+                format!("version {} is not supported; use 1", map.version),
             ));
         }
         let (mut finding_tree, mut finding_slots) = (PathTree::default(), 0);
@@ -166,29 +167,39 @@ impl Plan {
         let mut targets_seen: HashMap<&str, usize> = HashMap::new();
         let finding_prefix = format!("{}[].", catalog.finding_array);
         for (n, entry) in map.entries.iter().enumerate() {
-            let label = format!("entry {} ({} → {})", n + 1, entry.source, entry.target);
+            let label = format!("`{}` → `{}`", entry.source, entry.target);
+            let field = format!("entries[{n}]");
             let Some(target) = catalog.target(&entry.target) else {
                 let known: Vec<&str> = catalog.targets.iter().map(|t| t.path).collect();
-                errors.push(format!(
-                    "{label}: unknown target `{}`; {} targets are: {}",
-                    entry.target,
-                    kind_name(map.kind),
-                    known.join(", ")
+                errors.push(FieldError::new(
+                    &field,
+                    format!(
+                        "{label}: unknown target `{}`; {} targets are: {}",
+                        entry.target,
+                        kind_name(map.kind),
+                        known.join(", ")
+                    ),
                 ));
                 continue;
             };
-            if let Some(first) = targets_seen.insert(target.path, n + 1) {
-                errors.push(format!(
-                    "{label}: target `{}` is already filled by entry {first}; each target once",
-                    target.path
+            if let Some(first) = targets_seen.insert(target.path, n) {
+                errors.push(FieldError::new(
+                    &field,
+                    format!(
+                        "{label}: target `{}` is already filled by entries[{first}]; each target once",
+                        target.path
+                    ),
                 ));
                 continue;
             }
             let Some(scope) = catalog.source_scope(&entry.source) else {
-                errors.push(format!(
-                    "{label}: unknown source path `{}`; see docs/etm-batch.md for the {} source fields (finding fields start with `{finding_prefix}`)",
-                    entry.source,
-                    kind_name(map.kind)
+                errors.push(FieldError::new(
+                    &field,
+                    format!(
+                        "{label}: unknown source path `{}`; see docs/etm-batch.md for the {} source fields (finding fields start with `{finding_prefix}`)",
+                        entry.source,
+                        kind_name(map.kind)
+                    ),
                 ));
                 continue;
             };
@@ -198,11 +209,14 @@ impl Plan {
                 } else {
                     ("an asset field", "a finding target")
                 };
-                errors.push(format!("{label}: maps {from} to {to}; findings map to `{FINDING_PREFIX}…`, assets to the others"));
+                errors.push(FieldError::new(
+                    &field,
+                    format!("{label}: maps {from} to {to}; findings map to `{FINDING_PREFIX}…`, assets to the others"),
+                ));
                 continue;
             }
             if let Some(problem) = value_map_problem(entry, target) {
-                errors.push(format!("{label}: {problem}"));
+                errors.push(FieldError::new(&field, format!("{label}: {problem}")));
                 continue;
             }
             let (source, segments_of) = match scope {
@@ -213,7 +227,8 @@ impl Plan {
                 ),
             };
             let compiled = CompiledEntry {
-                label,
+                // A rejected record's reason names the entry that refused it.
+                label: format!("{field} ({label})"),
                 slot: if scope == Scope::Finding {
                     finding_tree.slot_for(source, &mut finding_slots)
                 } else {
@@ -236,9 +251,12 @@ impl Plan {
         }
         for target in catalog.targets.iter().filter(|t| t.required) {
             if !targets_seen.contains_key(target.path) {
-                errors.push(format!(
-                    "map: required target `{}` is not filled by any entry",
-                    target.path
+                errors.push(FieldError::new(
+                    "entries",
+                    format!(
+                        "required target `{}` is not filled by any entry",
+                        target.path
+                    ),
                 ));
             }
         }
@@ -280,30 +298,31 @@ impl Plan {
     }
 }
 
-/// Parses a JSON document of `what` (a map, a scoring table); an error names the field's path
-/// (`entries[3].valueMap`) and text after the document is refused.
+/// Parses a JSON document of `what` (a transform map, a scoring table); an error names the field's
+/// path (`entries[3].valueMap`) and text after the document is refused.
 pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
     text: &str,
-    label: &str,
     what: &str,
-) -> Result<T, Vec<String>> {
+) -> Result<T, Vec<FieldError>> {
     let mut json = serde_json::Deserializer::from_str(text);
     let document: T = serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
         let at_root = e
             .path()
             .iter()
             .all(|s| matches!(s, serde_path_to_error::Segment::Unknown));
         if at_root {
-            vec![format!("{label}: not a {what} document: {}", e.inner())]
+            vec![FieldError::document(format!(
+                "not a {what} document: {}",
+                e.inner()
+            ))]
         } else {
-            vec![format!("{label}: field `{path}`: {}", e.inner())]
+            vec![FieldError::new(e.path().to_string(), e.inner().to_string())]
         }
     })?;
     json.end().map_err(|e| {
-        vec![format!(
-            "{label}: {e}: text follows the JSON document; remove it"
-        )]
+        vec![FieldError::document(format!(
+            "{e}: text follows the JSON document; remove it"
+        ))]
     })?;
     Ok(document)
 }
@@ -359,6 +378,7 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field_error::Described;
 
     #[test]
     fn the_shipped_maps_reproduce_the_spec_tables_and_compile() {
@@ -450,33 +470,39 @@ mod tests {
             {"source":"name","target":"findingGroup.findings[].description"}
         ]}"#;
         let errors = TransformMap::parse(text).unwrap_err();
-        let all = errors.join("\n");
-        assert!(all.contains("entry 4 (findings[].nope → findingGroup.findings[].name): unknown source path `findings[].nope`"), "{all}");
+        let all = errors.described("\n");
+        let of = |field: &str| -> String {
+            errors
+                .iter()
+                .filter(|e| e.field.as_deref() == Some(field))
+                .map(|e| e.problem.clone())
+                .collect()
+        };
+        assert!(of("entries[3]").starts_with("`findings[].nope` → `findingGroup.findings[].name`: unknown source path `findings[].nope`"), "{all}");
         assert!(
-            all.contains(
-                "entry 5 (findings[].type → findingGroup.findings[].madeUp): unknown target"
+            of("entries[4]").starts_with(
+                "`findings[].type` → `findingGroup.findings[].madeUp`: unknown target"
             ),
             "{all}"
         );
         assert!(
-            all.contains("entry 6") && all.contains("already filled by entry 3"),
+            of("entries[5]").contains("already filled by entries[2]"),
             "{all}"
         );
         assert!(
-            all.contains("entry 7")
-                && all.contains("sends 'HIGH' to \"very\"")
-                && all.contains("a severity from 1 to 5"),
+            of("entries[6]").contains("sends 'HIGH' to \"very\"")
+                && of("entries[6]").contains("a severity from 1 to 5"),
             "{all}"
         );
         assert!(
-            all.contains("entry 8") && all.contains("default \"OPEN\" does not fit"),
+            of("entries[7]").contains("default \"OPEN\" does not fit"),
             "{all}"
         );
-        assert!(all.contains("entry 9 (name → findingGroup.findings[].description): maps an asset field to a finding target"), "{all}");
+        assert!(of("entries[8]").contains("`name` → `findingGroup.findings[].description`: maps an asset field to a finding target"), "{all}");
         assert_eq!(errors.len(), 6, "{all}");
 
         let missing = r#"{"version":1,"name":"m","kind":"dast","entries":[{"source":"domain","target":"asset.webAppName"}]}"#;
-        let all = TransformMap::parse(missing).unwrap_err().join("\n");
+        let all = TransformMap::parse(missing).unwrap_err().described("\n");
         assert!(
             all.contains("required target `asset.webAppUrl` is not filled"),
             "{all}"
@@ -489,20 +515,22 @@ mod tests {
         );
         assert!(
             TransformMap::parse(r#"{"version":1}"#).unwrap_err()[0]
+                .problem
                 .contains("not a transform map document")
         );
         let wrong_type = TransformMap::parse(
             r#"{"version":1,"name":"m","kind":"sast","entries":[{"source":"id","target":"asset.id","required":"yes"}]}"#,
         )
         .unwrap_err();
-        assert!(
-            wrong_type[0].contains("field `entries[0].required`"),
+        assert_eq!(
+            wrong_type[0].field.as_deref(),
+            Some("entries[0].required"),
             "{wrong_type:?}"
         );
         let shipped =
             serde_json::to_string(&TransformMap::default_for(ConnectorKind::Sast)).unwrap();
         let trailing = TransformMap::parse(&format!("{shipped} {{}}")).unwrap_err();
-        assert!(trailing[0].contains("text follows"), "{trailing:?}");
+        assert!(trailing[0].problem.contains("text follows"), "{trailing:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cxone::Severity;
+use crate::field_error::FieldError;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -38,52 +39,61 @@ impl Scoring {
     }
 
     /// Parses and validates; every problem is listed, each naming its row.
-    pub fn parse(text: &str) -> Result<CompiledScoring, Vec<String>> {
-        let scoring: Scoring = super::map::parse_document(text, "scoring", "scoring")?;
+    pub fn parse(text: &str) -> Result<CompiledScoring, Vec<FieldError>> {
+        let scoring: Scoring = super::map::parse_document(text, "scoring")?;
         scoring.compile()
     }
 
-    pub fn compile(&self) -> Result<CompiledScoring, Vec<String>> {
+    pub fn compile(&self) -> Result<CompiledScoring, Vec<FieldError>> {
         let mut errors = Vec::new();
         if self.version != 1 {
-            errors.push(format!(
-                "scoring: version {} is not supported; use 1",
-                self.version
+            errors.push(FieldError::new(
+                "version",
+                format!("version {} is not supported; use 1", self.version),
             ));
         }
         let mut qds: [Option<u8>; SEVERITIES] = [None; SEVERITIES];
         let mut named = [false; SEVERITIES];
         for (n, row) in self.rows.iter().enumerate() {
-            let label = format!("scoring row {} ({})", n + 1, row.severity);
+            let field = format!("rows[{n}]");
             let Some(index) = Severity::KNOWN
                 .iter()
                 .position(|s| s.eq_ignore_ascii_case(&row.severity))
             else {
-                errors.push(format!(
-                    "{label}: '{}' is not a severity; use one of {}",
-                    row.severity,
-                    Severity::KNOWN.join(", ")
+                errors.push(FieldError::new(
+                    &field,
+                    format!(
+                        "'{}' is not a severity; use one of {}",
+                        row.severity,
+                        Severity::KNOWN.join(", ")
+                    ),
                 ));
                 continue;
             };
             named[index] = true;
             if !(0..=100).contains(&row.qds) {
-                errors.push(format!("{label}: QDS {} is outside 0–100", row.qds));
+                errors.push(FieldError::new(
+                    &field,
+                    format!("{}: QDS {} is outside 0–100", row.severity, row.qds),
+                ));
                 continue;
             }
             if qds[index].is_some() {
-                errors.push(format!(
-                    "{label}: {} appears more than once",
-                    Severity::KNOWN[index]
+                errors.push(FieldError::new(
+                    &field,
+                    format!("{} appears more than once", Severity::KNOWN[index]),
                 ));
             }
             qds[index] = Some(row.qds as u8);
         }
         for (index, missing) in qds.iter().enumerate() {
             if missing.is_none() && !named[index] {
-                errors.push(format!(
-                    "scoring: no row for {}; the table needs one row per severity",
-                    Severity::KNOWN[index]
+                errors.push(FieldError::new(
+                    "rows",
+                    format!(
+                        "no row for {}; the table needs one row per severity",
+                        Severity::KNOWN[index]
+                    ),
                 ));
             }
         }
@@ -91,10 +101,13 @@ impl Scoring {
             .iter()
             .position(|s| s.eq_ignore_ascii_case(&self.default_severity));
         if default.is_none() {
-            errors.push(format!(
-                "scoring: defaultSeverity '{}' is not one of {}",
-                self.default_severity,
-                Severity::KNOWN.join(", ")
+            errors.push(FieldError::new(
+                "defaultSeverity",
+                format!(
+                    "'{}' is not one of {}",
+                    self.default_severity,
+                    Severity::KNOWN.join(", ")
+                ),
             ));
         }
         if !errors.is_empty() {
@@ -124,6 +137,7 @@ impl CompiledScoring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::field_error::Described;
 
     #[test]
     fn the_default_table_scores_each_severity_and_defaults_unknown_ones() {
@@ -138,31 +152,29 @@ mod tests {
         let text = r#"{"version":1,"rows":[{"severity":"CRITICAL","qds":101},{"severity":"HIGH","qds":80},{"severity":"HIGH","qds":70},
             {"severity":"URGENT","qds":10},{"severity":"LOW","qds":30}],"defaultSeverity":"SEVERE"}"#;
         let errors = Scoring::parse(text).unwrap_err();
-        let all = errors.join("\n");
+        let all = errors.described("\n");
+        for expected in [
+            "config field `rows[0]`: CRITICAL: QDS 101 is outside 0–100",
+            "config field `rows[2]`: HIGH appears more than once",
+            "config field `rows[3]`: 'URGENT' is not a severity",
+            "config field `rows`: no row for MEDIUM",
+            "config field `rows`: no row for INFO",
+            "config field `defaultSeverity`: 'SEVERE' is not one of",
+        ] {
+            assert!(all.contains(expected), "{expected}: {all}");
+        }
         assert!(
-            all.contains("scoring row 1 (CRITICAL): QDS 101 is outside 0–100"),
-            "{all}"
+            Scoring::parse("{").unwrap_err()[0]
+                .problem
+                .contains("not a scoring document")
         );
-        assert!(
-            all.contains("scoring row 3 (HIGH): HIGH appears more than once"),
-            "{all}"
-        );
-        assert!(
-            all.contains("scoring row 4 (URGENT): 'URGENT' is not a severity"),
-            "{all}"
-        );
-        assert!(
-            all.contains("no row for MEDIUM") && all.contains("no row for INFO"),
-            "{all}"
-        );
-        assert!(all.contains("defaultSeverity 'SEVERE'"), "{all}");
-        assert!(Scoring::parse("{").unwrap_err()[0].contains("not a scoring document"));
         let wrong_type = Scoring::parse(
             r#"{"version":1,"rows":[{"severity":"HIGH","qds":"eighty"}],"defaultSeverity":"HIGH"}"#,
         )
         .unwrap_err();
-        assert!(
-            wrong_type[0].contains("field `rows[0].qds`"),
+        assert_eq!(
+            wrong_type[0].field.as_deref(),
+            Some("rows[0].qds"),
             "{wrong_type:?}"
         );
     }

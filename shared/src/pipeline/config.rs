@@ -288,20 +288,14 @@ impl ConnectionConfig {
                 None
             }
             Err(problems) => {
-                errors.extend(
-                    problems
-                        .into_iter()
-                        .map(|p| FieldError::new("transform_map", p)),
-                );
+                errors.extend(problems.into_iter().map(|p| p.under("transform_map")));
                 None
             }
         };
         let scoring = self.scoring.clone().unwrap_or_else(Scoring::default_table);
         let scoring = scoring
             .compile()
-            .map_err(|problems| {
-                errors.extend(problems.into_iter().map(|p| FieldError::new("scoring", p)))
-            })
+            .map_err(|problems| errors.extend(problems.into_iter().map(|p| p.under("scoring"))))
             .ok();
         if let Some(schedule) = &self.schedule {
             errors.extend(schedule.problems());
@@ -462,7 +456,17 @@ mod tests {
             (
                 r#""kind":"sast""#,
                 r#""kind":"sast","scoring":{"version":1,"rows":[],"defaultSeverity":"HIGH"}"#,
-                "`scoring`: scoring: no row for CRITICAL",
+                "`scoring.rows`: no row for CRITICAL",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","transform_map":{"version":1,"name":"s","kind":"sast","entries":[{"source":"name","target":"asset.assetDetail.name"},{"source":"findings[].nope","target":"findingGroup.findings[].name"}]}"#,
+                "`transform_map.entries[1]`: `findings[].nope` → `findingGroup.findings[].name`: unknown source path",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","filters":{"project_names":["web-*","web-[a"]}"#,
+                "`filters.project_names[1]`: 'web-[a' is not a name pattern",
             ),
             (
                 r#""kind":"sast""#,
