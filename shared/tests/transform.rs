@@ -386,13 +386,11 @@ fn records_are_findings_rejected_or_skipped_never_lost() {
         "the corrupted `data` left the name empty: {c}"
     );
     assert_eq!(c["vendorSeverity"], "3");
-    assert!(
-        c["flaggedValues"]
-            .as_array()
+    assert!(c["flaggedValues"].as_array().unwrap().iter().any(|v| {
+        v.as_str()
             .unwrap()
-            .iter()
-            .any(|v| v.as_str().unwrap().contains("severity=3"))
-    );
+            .contains("severity '3' matches no scoring row; scored and mapped as MEDIUM")
+    }));
     let d = by_id("d");
     assert_eq!(d["triageState"], "Risk_Accepted_By_AppSec");
     assert_eq!(d["triageStateKnown"], false);
@@ -477,7 +475,7 @@ fn dast_values_go_through_the_spec_value_maps() {
         out[0]["triageState"], "TO_VERIFY",
         "spaced title case states are recognised"
     );
-    assert_eq!(out[0]["cweId"], -1);
+    assert!(out[0].get("cweId").is_none(), "CWE -1 is no CWE");
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(
         line["externalAssetId"], "env-1",
@@ -709,6 +707,113 @@ fn triage_states_settle_status_through_the_connection_map() {
     assert_ne!(out[0]["findingStatus"], "PROTECTED");
     assert_eq!(out[2]["findingStatus"], "FIXED");
     assert_eq!(outcome.figures.settled_by_triage, 1);
+}
+
+#[test]
+fn a_fixed_result_is_fixed_whatever_its_triage_state() {
+    let records = vec![
+        sast_record(
+            "gone",
+            json!({"status": "FIXED", "state": "NOT_EXPLOITABLE"}),
+        ),
+        sast_record("here", json!({"state": "NOT_EXPLOITABLE"})),
+    ];
+    let (lines, outcome) = run(
+        ConnectorKind::Sast,
+        PROJECT_WITH_REPO,
+        &[&page(records)],
+        TransformOptions::default(),
+    );
+    let out = findings(&lines[0]);
+    assert_eq!(out[0]["findingStatus"], "FIXED", "{}", out[0]);
+    assert_eq!(out[1]["findingStatus"], "PROTECTED");
+    assert_eq!(
+        (outcome.figures.fixed, outcome.figures.settled_by_triage),
+        (1, 1),
+        "counted as shown: one fixed, one settled by triage"
+    );
+}
+
+#[test]
+fn values_that_mean_nothing_are_left_out_and_unknown_severities_agree() {
+    let environment =
+        r#"{"environmentId":"env-1","domain":"shop.example.com","url":"https://shop.example.com"}"#;
+    let dast = |id: &str, severity: &str, cwe: &str, owasp: Value| {
+        json!({"id": id, "severity": severity, "state": "To Verify", "status": "New", "name": "XSS",
+               "cwe_id": cwe, "owasp": owasp, "url": "https://shop.example.com/q", "scan_type": "DAST"})
+    };
+    let body = serde_json::to_vec(&json!({"results": [
+        dast("none", "HIGH", "-1", json!(["A03:2021 - Injection"])),
+        dast("zero", "HIGH", "0", json!(["A03:2021 - Injection", "A07:2021 - Identification"])),
+        dast("real", "BLOCKER", "CWE-79", json!([])),
+    ], "total": 3, "pages_number": 1}))
+    .unwrap();
+    let (lines, outcome) = run(
+        ConnectorKind::Dast,
+        environment,
+        &[&body],
+        TransformOptions::default(),
+    );
+    validate(&lines);
+    let out = findings(&lines[0]);
+    assert!(out[0].get("cweId").is_none(), "no CWE -1: {}", out[0]);
+    assert!(
+        out[0]["flaggedValues"][0]
+            .as_str()
+            .unwrap()
+            .contains("CWE -1 means no CWE"),
+        "{}",
+        out[0]
+    );
+    assert!(out[1].get("cweId").is_none());
+    assert_eq!(out[2]["cweId"], 79);
+    assert_eq!(out[0]["owaspTop10Name"], "A03:2021 - Injection", "one text");
+    assert_eq!(
+        out[1]["owaspTop10Name"],
+        "A03:2021 - Injection, A07:2021 - Identification"
+    );
+    // BLOCKER is no severity the scoring table knows: its QDS and its ETM severity both come from
+    // the table's defaultSeverity (MEDIUM: QDS 55, severity 3), and the finding says so.
+    assert_eq!(
+        (out[2]["qds"].clone(), out[2]["findingSeverity"].clone()),
+        (json!(55), json!(3))
+    );
+    assert_eq!(out[2]["vendorSeverity"], "BLOCKER");
+    assert!(
+        out[2]["flaggedValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("scored and mapped as MEDIUM")),
+        "{}",
+        out[2]
+    );
+    assert_eq!(outcome.figures.flagged_values, 3);
+
+    // The table's default decides, not the map's: with HIGH as the default, both follow it.
+    let scoring = cxone_etm::mapping::Scoring::parse(&cxone_etm::mapping::DEFAULT_SCORING.replace(
+        "\"defaultSeverity\": \"MEDIUM\"",
+        "\"defaultSeverity\": \"HIGH\"",
+    ))
+    .unwrap();
+    assert_eq!(scoring.default_severity(), "HIGH");
+    let plan = TransformMap::default_for(ConnectorKind::Dast)
+        .compile()
+        .unwrap();
+    let mut transformer = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(),
+        TransformOptions::default(),
+        environment.as_bytes(),
+    )
+    .unwrap();
+    let lines = transformer.push_page(&body, 0).unwrap();
+    let out = findings(std::str::from_utf8(&lines[0]).unwrap());
+    assert_eq!(
+        (out[2]["qds"].clone(), out[2]["findingSeverity"].clone()),
+        (json!(80), json!(4))
+    );
 }
 
 mod property {

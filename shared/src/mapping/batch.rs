@@ -6,7 +6,7 @@ use crate::ConnectorKind;
 
 pub const SCHEMA_VERSION: &str = "1.0";
 pub const VENDOR: &str = "Checkmarx";
-pub const PRODUCT: &str = "Checkmarx One";
+pub const PRODUCT: &str = "Checkmarx";
 
 /// Which run the lines belong to and when they were produced.
 #[derive(Clone, Debug)]

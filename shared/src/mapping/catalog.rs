@@ -17,6 +17,9 @@ pub enum ValueType {
     Integer,
     /// ETM severity 1–5.
     Severity,
+    /// A CWE id, a whole number from 1 (`"CWE-79"` and `"79"` become 79). Checkmarx writes "no
+    /// CWE" as -1 (DAST's `cwe_id: "-1"`) or 0: such values are left out and flagged.
+    Cwe,
     /// ETM finding status: NEW, ACTIVE, FIXED, REOPENED (also PROTECTED, RETEST).
     Status,
     /// RFC 3339 time stamp.
@@ -133,7 +136,7 @@ pub static SAST: Catalog = Catalog {
         finding("findingGroup.findings[].category", Text, false),
         finding(
             "findingGroup.findings[].findingType.vulnerability.cweId",
-            Integer,
+            Cwe,
             false,
         ),
         finding("findingGroup.findings[].compliances", List, false),
@@ -182,8 +185,8 @@ pub static DAST: Catalog = Catalog {
         finding("findingGroup.findings[].findingStatus", Status, false),
         finding("findingGroup.findings[].findingDescription", Text, false),
         finding("findingGroup.findings[].recommendation", Text, false),
-        finding("findingGroup.findings[].cweId", Integer, false),
-        finding("findingGroup.findings[].owaspTop10Name", List, false),
+        finding("findingGroup.findings[].cweId", Cwe, false),
+        finding("findingGroup.findings[].owaspTop10Name", Text, false),
         finding("findingGroup.findings[].sourceFindingURL", Text, false),
         finding("findingGroup.findings[].detectionMethod", Text, false),
         finding("findingGroup.findings[].httpMethod", Text, false),

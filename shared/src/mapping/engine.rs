@@ -262,11 +262,32 @@ fn text_of(value: &Value) -> Option<String> {
 /// Coerces a value to the target type; `Err` names what did not fit.
 fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
     match ty {
-        ValueType::Text | ValueType::Status => match value {
+        // A list of texts where one text belongs (DAST `owasp`) is written as one text.
+        ValueType::Text => match value {
+            Value::Array(items)
+                if !items.is_empty() && items.iter().all(|v| text_of(v).is_some()) =>
+            {
+                Ok(Value::String(
+                    items
+                        .iter()
+                        .filter_map(text_of)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ))
+            }
+            other => coerce(other, ValueType::Status),
+        },
+        ValueType::Status => match value {
             Value::String(_) => Ok(value),
             Value::Number(n) => Ok(Value::String(n.to_string())),
             Value::Bool(b) => Ok(Value::String(b.to_string())),
             other => Err(format!("{} where a text belongs", kind_of(&other))),
+        },
+        ValueType::Cwe => match coerce(value, ValueType::Integer)? {
+            Value::Number(n) if n.as_i64().is_some_and(|n| n >= 1) => Ok(Value::Number(n)),
+            other => Err(format!(
+                "CWE {other} means no CWE; the finding carries none"
+            )),
         },
         ValueType::Integer | ValueType::Severity => {
             let number = match &value {
@@ -778,23 +799,31 @@ impl State {
         if self.skips(rules, slots) {
             return;
         }
+        let facts = VendorFacts::read(plan, slots);
+        let (qds, matched) = rules.scoring.score(&facts.severity);
         let mut flags = Vec::new();
+        // A severity the scoring table does not know is scored, and mapped to the ETM severity,
+        // as the table's default severity: one default, so `qds` and `severity` agree.
+        let stand_in = (!matched).then(|| {
+            let default = rules.scoring.default_severity();
+            flags.push(format!(
+                "severity '{}' matches no scoring row; scored and mapped as {default}, the scoring table's defaultSeverity",
+                facts.severity_text
+            ));
+            Value::from(default)
+        });
         let mut values = Vec::with_capacity(plan.finding_entries.len());
         for entry in &plan.finding_entries {
-            match entry_value(entry, slots[entry.slot].as_ref(), &mut flags) {
+            let raw = match &stand_in {
+                Some(default) if entry.slot == plan.implicit.severity => Some(default),
+                _ => slots[entry.slot].as_ref(),
+            };
+            match entry_value(entry, raw, &mut flags) {
                 Ok(v) => values.push(v),
                 Err(reason) => return self.reject(plan, slots, at, reason),
             }
         }
         self.keep_id_unique(plan, &mut values);
-        let facts = VendorFacts::read(plan, slots);
-        let (qds, matched) = rules.scoring.score(&facts.severity);
-        if !matched {
-            flags.push(format!(
-                "severity '{}' matches no scoring row; scored as the default severity",
-                facts.severity_text
-            ));
-        }
         let id = plan
             .external_finding_id
             .and_then(|position| match &values[position] {
@@ -810,10 +839,13 @@ impl State {
             }
             return;
         }
-        // A triage state that settles the finding (NOT_EXPLOITABLE → PROTECTED) sets its status.
+        // A triage state that settles the finding (NOT_EXPLOITABLE → PROTECTED) sets its status,
+        // unless the scan says the finding is gone: FIXED wins over any triage state, and the
+        // finding is counted as fixed only.
         let forced = facts
             .state_text
             .as_deref()
+            .filter(|_| !facts.fixed)
             .and_then(|s| TriageMap::forced_status(rules.options.triage.outcome(s)));
         let original = plan
             .implicit

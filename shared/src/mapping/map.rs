@@ -339,6 +339,7 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
     let fits = |v: &Value| match target.ty {
         ValueType::Severity => v.as_i64().is_some_and(|n| (1..=5).contains(&n)),
         ValueType::Integer => v.is_i64() || v.is_u64(),
+        ValueType::Cwe => v.as_i64().is_some_and(|n| n >= 1),
         ValueType::Status => v.as_str().is_some_and(|s| {
             ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"].contains(&s)
         }),
@@ -348,6 +349,7 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
     let expected = match target.ty {
         ValueType::Severity => "a severity from 1 to 5",
         ValueType::Integer => "a whole number",
+        ValueType::Cwe => "a CWE id from 1",
         ValueType::Status => "one of NEW, ACTIVE, FIXED, REOPENED, PROTECTED, RETEST",
         ValueType::Text => "a text",
         ValueType::DateTime => "an RFC 3339 time stamp",

@@ -121,6 +121,11 @@ impl Scoring {
 }
 
 impl CompiledScoring {
+    /// The severity values no row matches are scored as (`defaultSeverity`).
+    pub fn default_severity(&self) -> &'static str {
+        Severity::KNOWN[self.default]
+    }
+
     /// The QDS of a vendor severity, and whether the severity matched a row.
     pub fn score(&self, severity: &Severity) -> (u8, bool) {
         let row = severity
