@@ -710,6 +710,166 @@ fn triage_states_settle_status_through_the_connection_map() {
 }
 
 #[test]
+fn source_and_sink_are_the_first_and_last_node_whatever_the_list_holds() {
+    let node = |file: &str, line: u32, method: Option<&str>| {
+        let mut n = json!({"fileName": file, "line": line, "column": 7, "name": "x", "nodeID": 1});
+        if let Some(m) = method {
+            n["method"] = json!(m);
+        }
+        n
+    };
+    let with_nodes = |id: &str, nodes: Value| {
+        sast_record(
+            id,
+            json!({"data": {"queryName": "SQL_Injection", "resultHash": format!("h/{id}+="), "nodes": nodes}}),
+        )
+    };
+    let records = vec![
+        with_nodes(
+            "three",
+            json!([
+                node("/a.java", 1, Some("read")),
+                node("/b.java", 2, Some("mid")),
+                node("/c.java", 3, None)
+            ]),
+        ),
+        with_nodes("one", json!([node("/only.java", 9, Some("m"))])),
+        with_nodes("none", json!([])),
+        with_nodes("odd", json!("not a list")),
+        with_nodes("mixed", json!([42, node("/z.java", 5, None)])),
+    ];
+    let plan = TransformMap::default_for(ConnectorKind::Sast)
+        .compile()
+        .unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let mut transformer = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(),
+        TransformOptions::default(),
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    transformer.link_to(cxone_etm::cxone::links::ScanLinks {
+        base: "https://eu.ast.checkmarx.net".parse().unwrap(),
+        scan_id: "scan-1".into(),
+        project_id: Some("p-1".into()),
+        branch: Some("main".into()),
+    });
+    let lines: Vec<String> = transformer
+        .push_page(&page(records), 0)
+        .unwrap()
+        .into_iter()
+        .map(|l| String::from_utf8(l).unwrap())
+        .collect();
+    validate(&lines);
+    let out = findings(&lines[0]);
+    assert_eq!(
+        (out[0]["source"].clone(), out[0]["sink"].clone()),
+        (
+            json!({"file": "/a.java", "line": 1, "column": 7, "method": "read"}),
+            json!({"file": "/c.java", "line": 3, "column": 7})
+        ),
+        "the last node's own fields only: no method carried over from an earlier node"
+    );
+    assert_eq!(out[1]["source"], out[1]["sink"], "one node is both");
+    for (n, f) in out.iter().enumerate().skip(2).take(2) {
+        assert!(
+            f.get("source").is_none() && f.get("sink").is_none(),
+            "{n}: {f}"
+        );
+    }
+    assert!(
+        out[4].get("source").is_none(),
+        "a first element that is no node"
+    );
+    assert_eq!(out[4]["sink"]["file"], "/z.java");
+    assert_eq!(
+        out[0]["vendorFindingURL"],
+        "https://eu.ast.checkmarx.net/results/scan-1/p-1/sast?result-id=h%2Fthree%2B%3D"
+    );
+    assert_eq!(
+        out[0]["vendorScanURL"],
+        "https://eu.ast.checkmarx.net/scans?id=scan-1&branch=main"
+    );
+    assert_eq!(transformer.figures().rejected, 0);
+}
+
+#[test]
+fn a_custom_map_carries_any_vendor_field_as_a_custom_attribute() {
+    let mut map = TransformMap::default_for(ConnectorKind::Sast);
+    for (source, target) in [
+        (
+            "findings[].confidenceLevel",
+            "findingGroup.findings[].customAttributes.confidence",
+        ),
+        (
+            "findings[].data.nodes[last].name",
+            "findingGroup.findings[].customAttributes.sinkNode",
+        ),
+        (
+            "findings[].vulnerabilityDetails.compliances",
+            "findingGroup.findings[].customAttributes.compliance",
+        ),
+        ("origin", "asset.customAttributes.origin"),
+        ("tags.team", "asset.customAttributes.team"),
+        ("tags", "asset.customAttributes.allTags"),
+    ] {
+        map.entries.push(cxone_etm::mapping::MapEntry {
+            source: source.into(),
+            target: target.into(),
+            value_map: None,
+            default: None,
+            required: false,
+        });
+    }
+    let project =
+        r#"{"id":"p-1","name":"acme/checkout","origin":"GitHub","tags":{"team":"payments"}}"#;
+    let record = sast_record(
+        "a",
+        json!({"confidenceLevel": 87, "vulnerabilityDetails": {"cweId": 89, "compliances": ["PCI DSS v4.0", "OWASP Top 10 2021"]},
+               "data": {"queryName": "SQL_Injection", "nodes": [{"name": "src"}, {"name": "executeQuery"}]}}),
+    );
+    let (lines, outcome) = run_with(
+        &map,
+        project,
+        &[&page(vec![record])],
+        TransformOptions::default(),
+    );
+    validate(&lines);
+    let line: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(
+        line["asset"]["customAttributes"],
+        json!({"origin": "GitHub", "team": "payments"}),
+        "an object is no attribute: left out"
+    );
+    assert!(
+        line["asset"]["flaggedValues"][0]
+            .as_str()
+            .unwrap()
+            .contains("customAttributes.allTags: an object where a custom attribute belongs"),
+        "and flagged: {line}"
+    );
+    let f = &findings(&lines[0])[0];
+    assert_eq!(
+        f["customAttributes"],
+        json!({"confidence": 87, "sinkNode": "executeQuery", "compliance": ["PCI DSS v4.0", "OWASP Top 10 2021"]})
+    );
+    assert_eq!(outcome.figures.flagged_values, 0, "no finding was flagged");
+
+    // A custom attribute's name is one word: a dotted one is an unknown target.
+    map.entries.push(cxone_etm::mapping::MapEntry {
+        source: "name".into(),
+        target: "asset.customAttributes.a.b".into(),
+        value_map: None,
+        default: None,
+        required: false,
+    });
+    let refused = map.compile().unwrap_err();
+    assert!(refused[0].problem.contains("unknown target"), "{refused:?}");
+}
+
+#[test]
 fn a_fixed_result_is_fixed_whatever_its_triage_state() {
     let records = vec![
         sast_record(

@@ -6,6 +6,7 @@ mod check;
 mod client;
 mod config;
 mod error;
+pub mod links;
 mod models;
 mod paging;
 mod region;

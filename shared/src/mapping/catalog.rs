@@ -26,6 +26,20 @@ pub enum ValueType {
     DateTime,
     /// A list of texts (a single text becomes a one-element list).
     List,
+    /// Tags as a list of texts: `{"team": "payments", "pci": ""}` becomes `["team:payments",
+    /// "pci"]`; a list of names (or of `{"name": …}` objects) stays a list of names.
+    Tags,
+    /// A custom attribute: a text, number, boolean or list of texts, as the vendor sent it.
+    Attribute,
+}
+
+/// A source the connector computes instead of reading it from the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Computed {
+    /// The result in Checkmarx One's result viewer (SAST).
+    ResultLink,
+    /// The scan the finding came from, in Checkmarx One.
+    ScanLink,
 }
 
 #[derive(Debug)]
@@ -48,8 +62,21 @@ pub struct Catalog {
     pub open_asset_prefixes: &'static [&'static str],
     /// Sources on each finding record, without the `findings[].` prefix.
     pub finding_sources: &'static [&'static str],
+    /// Finding sources the connector computes (`connector.resultLink`).
+    pub computed_sources: &'static [(&'static str, Computed)],
     pub targets: &'static [Target],
 }
+
+/// Where custom attributes go: any name below these prefixes is a target of type `Attribute`.
+pub const ASSET_ATTRIBUTES: &str = "asset.customAttributes.";
+pub const FINDING_ATTRIBUTES: &str = "findingGroup.findings[].customAttributes.";
+static ASSET_ATTRIBUTE: Target =
+    asset("asset.customAttributes.<name>", ValueType::Attribute, false);
+static FINDING_ATTRIBUTE: Target = finding(
+    "findingGroup.findings[].customAttributes.<name>",
+    ValueType::Attribute,
+    false,
+);
 
 pub const FINDING_PREFIX: &str = "findingGroup.findings[].";
 
@@ -88,6 +115,7 @@ pub static SAST: Catalog = Catalog {
         "groups",
         "tenantId",
         "applicationIds",
+        "tags",
     ],
     open_asset_prefixes: &["tags."],
     finding_sources: &[
@@ -111,8 +139,23 @@ pub static SAST: Catalog = Catalog {
         "data.group",
         "data.resultHash",
         "data.languageName",
+        // The data flow's first node is the source, its last the sink.
+        "data.nodes[first].fileName",
+        "data.nodes[first].line",
+        "data.nodes[first].column",
+        "data.nodes[first].method",
+        "data.nodes[first].name",
+        "data.nodes[last].fileName",
+        "data.nodes[last].line",
+        "data.nodes[last].column",
+        "data.nodes[last].method",
+        "data.nodes[last].name",
         "vulnerabilityDetails.cweId",
         "vulnerabilityDetails.compliances",
+    ],
+    computed_sources: &[
+        ("connector.resultLink", Computed::ResultLink),
+        ("connector.scanLink", Computed::ScanLink),
     ],
     targets: &[
         asset("externalAssetId", Text, true),
@@ -125,6 +168,12 @@ pub static SAST: Catalog = Catalog {
         ),
         asset("asset.assetDetail.sourceCreatedAt", DateTime, false),
         asset("asset.assetDetail.description", Text, false),
+        asset("asset.tags", Tags, false),
+        asset("asset.groups", List, false),
+        asset("asset.applications", List, false),
+        asset("asset.mainBranch", Text, false),
+        asset("asset.repositoryUrl", Text, false),
+        asset("asset.criticality", Integer, false),
         finding("findingGroup.findings[].externalFindingId", Text, true),
         finding("findingGroup.findings[].subCategory", Text, false),
         finding("findingGroup.findings[].findingStatus", Status, false),
@@ -141,6 +190,17 @@ pub static SAST: Catalog = Catalog {
         ),
         finding("findingGroup.findings[].compliances", List, false),
         finding("findingGroup.findings[].language", Text, false),
+        finding("findingGroup.findings[].queryGroup", Text, false),
+        finding("findingGroup.findings[].source.file", Text, false),
+        finding("findingGroup.findings[].source.line", Integer, false),
+        finding("findingGroup.findings[].source.column", Integer, false),
+        finding("findingGroup.findings[].source.method", Text, false),
+        finding("findingGroup.findings[].sink.file", Text, false),
+        finding("findingGroup.findings[].sink.line", Integer, false),
+        finding("findingGroup.findings[].sink.column", Integer, false),
+        finding("findingGroup.findings[].sink.method", Text, false),
+        finding("findingGroup.findings[].vendorFindingURL", Text, false),
+        finding("findingGroup.findings[].vendorScanURL", Text, false),
     ],
 };
 
@@ -157,6 +217,7 @@ pub static DAST: Catalog = Catalog {
         "lastScanID",
         "projectIds",
         "groups",
+        "tags",
     ],
     open_asset_prefixes: &[],
     finding_sources: &[
@@ -175,10 +236,14 @@ pub static DAST: Catalog = Catalog {
         "scan_type",
         "environment_id",
     ],
+    computed_sources: &[("connector.scanLink", Computed::ScanLink)],
     targets: &[
         asset("externalAssetId", Text, false),
         asset("asset.webAppUrl", Text, true),
         asset("asset.webAppName", Text, false),
+        asset("asset.tags", Tags, false),
+        asset("asset.groups", List, false),
+        asset("asset.scanType", Text, false),
         finding("findingGroup.findings[].externalFindingId", Text, true),
         finding("findingGroup.findings[].findingName", Text, false),
         finding("findingGroup.findings[].findingSeverity", Severity, false),
@@ -190,6 +255,7 @@ pub static DAST: Catalog = Catalog {
         finding("findingGroup.findings[].sourceFindingURL", Text, false),
         finding("findingGroup.findings[].detectionMethod", Text, false),
         finding("findingGroup.findings[].httpMethod", Text, false),
+        finding("findingGroup.findings[].vendorScanURL", Text, false),
     ],
 };
 
@@ -201,18 +267,38 @@ pub fn catalog(kind: ConnectorKind) -> &'static Catalog {
 }
 
 impl Catalog {
+    /// The target at `path`: one of the kind's, or a custom attribute (`asset.customAttributes.x`,
+    /// `findingGroup.findings[].customAttributes.x`, one name without dots).
     pub fn target(&self, path: &str) -> Option<&'static Target> {
+        let custom = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|name| !name.is_empty() && !name.contains(['.', '[', ']']))
+        };
+        if custom(ASSET_ATTRIBUTES) {
+            return Some(&ASSET_ATTRIBUTE);
+        }
+        if custom(FINDING_ATTRIBUTES) {
+            return Some(&FINDING_ATTRIBUTE);
+        }
         self.targets.iter().find(|t| t.path == path)
+    }
+
+    /// What the connector computes for a finding source path, if it is one of its own.
+    pub fn computed(&self, path: &str) -> Option<Computed> {
+        let rest = path.strip_prefix(&format!("{}[].", self.finding_array))?;
+        self.computed_sources
+            .iter()
+            .find(|(name, _)| *name == rest)
+            .map(|(_, computed)| *computed)
     }
 
     /// The scope of a source path, if it is one this kind knows.
     pub fn source_scope(&self, path: &str) -> Option<Scope> {
         let prefix = format!("{}[].", self.finding_array);
         if let Some(rest) = path.strip_prefix(&prefix) {
-            return self
-                .finding_sources
-                .contains(&rest)
-                .then_some(Scope::Finding);
+            let known = self.finding_sources.contains(&rest)
+                || self.computed_sources.iter().any(|(name, _)| *name == rest);
+            return known.then_some(Scope::Finding);
         }
         let open = self
             .open_asset_prefixes

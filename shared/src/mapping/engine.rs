@@ -11,13 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::batch::{TransformContext, batch_lines, line_envelope};
-use super::catalog::ValueType;
+use super::catalog::{Computed, ValueType};
 use super::extract::PageSeed;
 use super::ledger::{Ledger, LedgerEntry, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
 use crate::ConnectorKind;
+use crate::cxone::links::ScanLinks;
 use crate::cxone::{ResultStatus, Severity, TriageState};
 
 /// SAST asset types to emit; both by default.
@@ -193,6 +194,22 @@ struct Rules<'p> {
     options: TransformOptions,
     /// Whether the item has an asset to emit (the asset-type filter may leave none).
     emit: bool,
+    /// Links back to the scan and its results in Checkmarx One, when the scan is known.
+    links: Option<ScanLinks>,
+}
+
+impl Rules<'_> {
+    /// The value of a source the connector computes, for one record.
+    fn computed(&self, computed: Computed, slots: &[Option<Value>]) -> Option<Value> {
+        let links = self.links.as_ref()?;
+        match computed {
+            Computed::ResultLink => {
+                let hash = slots[self.plan.implicit.result_hash?].as_ref()?.as_str()?;
+                links.sast_result(hash).map(Value::String)
+            }
+            Computed::ScanLink => links.scan().map(Value::String),
+        }
+    }
 }
 
 /// The previous ledger and the one being built, while an item is reconciled.
@@ -321,6 +338,35 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
             }
             other => Err(format!("{} is not an RFC 3339 time stamp", short(other))),
         },
+        ValueType::Tags => match value {
+            Value::Object(tags) => Ok(Value::Array(
+                tags.iter()
+                    .map(
+                        |(key, value)| match text_of(value).filter(|v| !v.is_empty()) {
+                            Some(value) => Value::String(format!("{key}:{value}")),
+                            None => Value::String(key.clone()),
+                        },
+                    )
+                    .collect(),
+            )),
+            Value::Array(items) => Ok(Value::Array(
+                items
+                    .iter()
+                    .filter_map(|item| text_of(item).or_else(|| item.get("name").and_then(text_of)))
+                    .map(Value::String)
+                    .collect(),
+            )),
+            Value::String(s) => Ok(Value::Array(vec![Value::String(s)])),
+            other => Err(format!("{} where tags belong", kind_of(&other))),
+        },
+        ValueType::Attribute => match value {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(value),
+            Value::Array(_) => coerce(value, ValueType::List),
+            other => Err(format!(
+                "{} where a custom attribute belongs (a text, number, boolean or list)",
+                kind_of(&other)
+            )),
+        },
         ValueType::List => match value {
             Value::Array(items) => Ok(Value::Array(
                 items
@@ -361,7 +407,8 @@ fn entry_value(
     raw: Option<&Value>,
     flags: &mut Vec<String>,
 ) -> Result<Option<Value>, String> {
-    let raw = raw.filter(|v| !v.is_null());
+    // Null and blank texts (a project's `repoUrl: ""`) are no value.
+    let raw = raw.filter(|v| !v.is_null() && v.as_str().is_none_or(|t| !t.trim().is_empty()));
     let mapped = match (&entry.value_map, raw) {
         (Some(map), Some(v)) => {
             let key = text_of(v).unwrap_or_default();
@@ -402,19 +449,19 @@ fn entry_value(
     }
 }
 
-fn set_path(root: &mut Map<String, Value>, segments: &[&str], value: Value) {
+fn set_path<S: AsRef<str>>(root: &mut Map<String, Value>, segments: &[S], value: Value) {
     let (last, parents) = segments.split_last().expect("target paths are not empty");
     let mut node = root;
     for segment in parents {
         let next = node
-            .entry(segment.to_string())
+            .entry(segment.as_ref())
             .or_insert_with(|| Value::Object(Map::new()));
         if !next.is_object() {
             *next = Value::Object(Map::new());
         }
         node = next.as_object_mut().expect("made an object above");
     }
-    node.insert(last.to_string(), value);
+    node.insert(last.as_ref().to_string(), value);
 }
 
 /// Writes the fields of `layout` that have values, comma-separated, without braces.
@@ -557,12 +604,19 @@ impl<'p> ItemTransformer<'p> {
                 scoring,
                 options,
                 emit,
+                links: None,
             },
             envelope,
             asset: asset_bytes,
             vendor_item_id: item_id,
             state: State::default(),
         })
+    }
+
+    /// Links every finding of this item back to its scan (and, for SAST, its result) in
+    /// Checkmarx One, for maps that read `connector.scanLink` or `connector.resultLink`.
+    pub fn link_to(&mut self, links: ScanLinks) {
+        self.rules.links = Some(links);
     }
 
     /// Reads one page of severities before triage; each SAST finding whose result hash is
@@ -814,8 +868,10 @@ impl State {
         });
         let mut values = Vec::with_capacity(plan.finding_entries.len());
         for entry in &plan.finding_entries {
-            let raw = match &stand_in {
-                Some(default) if entry.slot == plan.implicit.severity => Some(default),
+            let computed = entry.computed.and_then(|c| rules.computed(c, slots));
+            let raw = match (&stand_in, entry.computed) {
+                (_, Some(_)) => computed.as_ref(),
+                (Some(default), None) if entry.slot == plan.implicit.severity => Some(default),
                 _ => slots[entry.slot].as_ref(),
             };
             match entry_value(entry, raw, &mut flags) {

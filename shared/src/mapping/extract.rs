@@ -5,8 +5,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::map::PathTree;
 
@@ -46,11 +49,31 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
+/// The element selectors of a list path: `nodes[first]`, `nodes[last]`.
+pub(crate) const FIRST: &str = "[first]";
+pub(crate) const LAST: &str = "[last]";
+
+/// Reads one list element, kept as its raw text, into the slots under `tree`.
+fn read_raw(
+    tree: &PathTree,
+    raw: &RawValue,
+    slots: &mut [Option<Value>],
+) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    RecordSeed { tree, slots }.deserialize(&mut deserializer)?;
+    Ok(())
+}
+
 /// Fills the slots under `tree` from an already-built value (a path that is both read whole and
 /// read into, such as `data` and `data.queryName`).
 fn fill_from_value(tree: &PathTree, value: &Value, slots: &mut [Option<Value>]) {
     for (key, child) in &tree.children {
-        if let Some(inner) = value.get(key) {
+        let inner = match key.as_str() {
+            FIRST => value.as_array().and_then(|list| list.first()),
+            LAST => value.as_array().and_then(|list| list.last()),
+            _ => value.get(key),
+        };
+        if let Some(inner) = inner {
             if let Some(slot) = child.slot {
                 slots[slot] = Some(inner.clone());
             }
@@ -94,8 +117,37 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
         Ok(true)
     }
 
+    /// A list read into: its first element (`[first]`) and its last (`[last]`, known only when
+    /// the list ends, so each element is kept unread until the next one arrives).
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        let first = self.tree.children.get(FIRST);
+        let last = self.tree.children.get(LAST);
+        if first.is_none() && last.is_none() {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(false);
+        }
+        let mut latest: Option<&'de RawValue> = None;
+        let mut index = 0usize;
+        loop {
+            let element = match (index, first) {
+                (0, Some(tree)) => {
+                    let raw: Option<&'de RawValue> = seq.next_element()?;
+                    if let Some(raw) = raw {
+                        read_raw(tree, raw, self.slots).map_err(A::Error::custom)?;
+                    }
+                    raw
+                }
+                _ => seq.next_element()?,
+            };
+            match element {
+                Some(raw) => latest = Some(raw),
+                None => break,
+            }
+            index += 1;
+        }
+        if let (Some(tree), Some(raw)) = (last, latest) {
+            read_raw(tree, raw, self.slots).map_err(A::Error::custom)?;
+        }
         Ok(false)
     }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::catalog::{FINDING_PREFIX, Scope, Target, ValueType, catalog};
+use super::catalog::{Computed, FINDING_PREFIX, Scope, Target, ValueType, catalog};
 use crate::ConnectorKind;
 use crate::field_error::FieldError;
 
@@ -69,9 +69,17 @@ pub(crate) struct PathTree {
 }
 
 impl PathTree {
-    /// The slot of `path`, adding it if new (equal paths share a slot).
+    /// The slot of `path`, adding it if new (equal paths share a slot). A list element is named
+    /// by its position: `data.nodes[first].line`, `data.nodes[last].line`.
     fn slot_for(&mut self, path: &str, next: &mut usize) -> usize {
-        let node = path.split('.').fold(self, |node, segment| {
+        let segments = path
+            .split('.')
+            .flat_map(|segment| match segment.split_once('[') {
+                Some((name, _)) => vec![name, &segment[name.len()..]],
+                None => vec![segment],
+            });
+        debug_assert!(!path.contains("[]"), "{path}");
+        let node = segments.fold(self, |node, segment| {
             node.children.entry(segment.to_string()).or_default()
         });
         *node.slot.get_or_insert_with(|| {
@@ -89,13 +97,13 @@ pub(crate) enum Layout {
 }
 
 impl Layout {
-    fn insert(children: &mut Vec<(String, Layout)>, path: &[&str], entry: usize) {
+    fn insert(children: &mut Vec<(String, Layout)>, path: &[String], entry: usize) {
         match path {
             [] => {}
-            [last] => children.push((last.to_string(), Layout::Leaf(entry))),
+            [last] => children.push((last.clone(), Layout::Leaf(entry))),
             [first, rest @ ..] => {
                 if !children.iter().any(|(k, _)| k == first) {
-                    children.push((first.to_string(), Layout::Object(Vec::new())));
+                    children.push((first.clone(), Layout::Object(Vec::new())));
                 }
                 if let Some((_, Layout::Object(inner))) =
                     children.iter_mut().find(|(k, _)| k == first)
@@ -110,13 +118,16 @@ impl Layout {
 #[derive(Clone, Debug)]
 pub(crate) struct CompiledEntry {
     pub label: String,
-    /// Where a finding entry's value lands while the record is read.
+    /// Where a finding entry's value lands while the record is read (not used by asset entries
+    /// and computed sources).
     pub slot: usize,
+    /// A source the connector computes (a link) instead of reading it.
+    pub computed: Option<Computed>,
     /// The source as a JSON pointer (asset entries read the project / environment with it).
     pub pointer: String,
     pub target: &'static Target,
     /// Target segments below the asset root or the finding object.
-    pub segments: Vec<&'static str>,
+    pub segments: Vec<String>,
     pub value_map: Option<HashMap<String, Value>>,
     pub default: Option<Value>,
     pub required: bool,
@@ -170,7 +181,15 @@ impl Plan {
             let label = format!("`{}` → `{}`", entry.source, entry.target);
             let field = format!("entries[{n}]");
             let Some(target) = catalog.target(&entry.target) else {
-                let known: Vec<&str> = catalog.targets.iter().map(|t| t.path).collect();
+                let known: Vec<&str> = catalog
+                    .targets
+                    .iter()
+                    .map(|t| t.path)
+                    .chain([
+                        "asset.customAttributes.<name>",
+                        "findingGroup.findings[].customAttributes.<name>",
+                    ])
+                    .collect();
                 errors.push(FieldError::new(
                     &field,
                     format!(
@@ -182,12 +201,12 @@ impl Plan {
                 ));
                 continue;
             };
-            if let Some(first) = targets_seen.insert(target.path, n) {
+            if let Some(first) = targets_seen.insert(entry.target.as_str(), n) {
                 errors.push(FieldError::new(
                     &field,
                     format!(
                         "{label}: target `{}` is already filled by entries[{first}]; each target once",
-                        target.path
+                        entry.target
                     ),
                 ));
                 continue;
@@ -220,23 +239,25 @@ impl Plan {
                 continue;
             }
             let (source, segments_of) = match scope {
-                Scope::Asset => (entry.source.as_str(), target.path),
+                Scope::Asset => (entry.source.as_str(), entry.target.as_str()),
                 Scope::Finding => (
                     &entry.source[finding_prefix.len()..],
-                    &target.path[FINDING_PREFIX.len()..],
+                    &entry.target[FINDING_PREFIX.len()..],
                 ),
             };
+            let computed = catalog.computed(&entry.source);
             let compiled = CompiledEntry {
                 // A rejected record's reason names the entry that refused it.
                 label: format!("{field} ({label})"),
-                slot: if scope == Scope::Finding {
+                slot: if scope == Scope::Finding && computed.is_none() {
                     finding_tree.slot_for(source, &mut finding_slots)
                 } else {
                     0
                 },
+                computed,
                 pointer: format!("/{}", source.replace('.', "/")),
                 target,
-                segments: segments_of.split('.').collect(),
+                segments: segments_of.split('.').map(str::to_string).collect(),
                 value_map: entry
                     .value_map
                     .as_ref()
@@ -344,7 +365,8 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
             ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"].contains(&s)
         }),
         ValueType::Text | ValueType::DateTime => v.is_string(),
-        ValueType::List => v.is_array() || v.is_string(),
+        ValueType::List | ValueType::Tags => v.is_array() || v.is_string(),
+        ValueType::Attribute => !v.is_object() && !v.is_null(),
     };
     let expected = match target.ty {
         ValueType::Severity => "a severity from 1 to 5",
@@ -353,7 +375,8 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
         ValueType::Status => "one of NEW, ACTIVE, FIXED, REOPENED, PROTECTED, RETEST",
         ValueType::Text => "a text",
         ValueType::DateTime => "an RFC 3339 time stamp",
-        ValueType::List => "a list or a text",
+        ValueType::List | ValueType::Tags => "a list or a text",
+        ValueType::Attribute => "a text, number, boolean or list",
     };
     if let Some(map) = &entry.value_map {
         if map.is_empty() {
@@ -385,9 +408,11 @@ mod tests {
     #[test]
     fn the_shipped_maps_reproduce_the_spec_tables_and_compile() {
         let sast = TransformMap::default_for(ConnectorKind::Sast);
+        // The spec's rows come first, in its order; what the connector adds beyond them follows.
         let rows: Vec<(&str, &str)> = sast
             .entries
             .iter()
+            .take(14)
             .map(|e| (e.source.as_str(), e.target.as_str()))
             .collect();
         assert_eq!(

@@ -6,6 +6,8 @@ use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::{get_gzip_json, get_json, get_written, put_gzip_json, put_json, put_lines};
 use super::run::read_run;
+use crate::ConnectorKind;
+use crate::cxone::links::ScanLinks;
 use crate::mapping::{ItemTransformer, Ledger, TransformContext};
 use crate::store::ObjectStore;
 
@@ -47,6 +49,17 @@ pub async fn transform(
             at: format!("item {key}"),
             source,
         })?;
+        if let Some(scan_id) = &outcome.scan_id {
+            transformer.link_to(ScanLinks {
+                base: connection.vendor.endpoints.api.clone(),
+                scan_id: scan_id.clone(),
+                project_id: match item.kind {
+                    ConnectorKind::Sast => item.record["id"].as_str().map(str::to_string),
+                    ConnectorKind::Dast => None,
+                },
+                branch: item.scan_branch.clone(),
+            });
+        }
         let previous = match &item.previous_run {
             Some(previous_run) => {
                 get_gzip_json::<Ledger>(store, &run.sibling(previous_run).ledger(key)).await?

@@ -374,6 +374,125 @@ async fn sast_findings_keep_their_severity_before_and_after_triage() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// One committed line of each item of a run (its asset), by vendor item id.
+async fn asset_lines(
+    store: &cxone_etm::store::LocalStore,
+    m: &cxone_etm::pipeline::Manifest,
+) -> BTreeMap<String, Value> {
+    findings_in(store, m.items.iter().flat_map(|i| &i.objects))
+        .await
+        .into_iter()
+        .map(|(line, _)| (line["vendorItemId"].as_str().unwrap().to_string(), line))
+        .collect()
+}
+
+#[tokio::test]
+async fn sast_findings_say_where_the_flaw_is_and_link_back_to_the_result() {
+    let emulator = emulator(TenantShape {
+        projects: 6,
+        results_per_scan: 40,
+        ..TenantShape::default()
+    })
+    .await;
+    // What the vendor says, read independently: each result's first and last data-flow node,
+    // its scan and project, and each project's record.
+    let client = default_client(&emulator);
+    let projects = client.projects().await.unwrap();
+    let mut expected = BTreeMap::new();
+    for p in emulator.expected().projects {
+        let scan = p.main_branch_sast_scan.clone().unwrap();
+        let mut pager = client.results(&scan);
+        while let Some(page) = pager.next_page().await.unwrap() {
+            let body: Value = serde_json::from_slice(&page.body).unwrap();
+            for r in body["results"].as_array().unwrap() {
+                if r["type"] == "sast" {
+                    let nodes = r["data"]["nodes"].as_array().unwrap();
+                    let at = |n: &Value| serde_json::json!({"file": n["fileName"], "line": n["line"], "column": n["column"], "method": n["method"]});
+                    let link = format!(
+                        "{}/results/{scan}/{}/sast?result-id={}",
+                        emulator.api_url,
+                        p.id,
+                        url::form_urlencoded::byte_serialize(
+                            r["data"]["resultHash"].as_str().unwrap().as_bytes()
+                        )
+                        .collect::<String>()
+                    );
+                    expected.insert(
+                        r["id"].as_str().unwrap().to_string(),
+                        (at(&nodes[0]), at(nodes.last().unwrap()), link, scan.clone()),
+                    );
+                }
+            }
+        }
+    }
+    assert!(expected.len() > 100);
+
+    let (store, dir) = temp_store("locations");
+    let c = connection(&emulator, "locations", ConnectorKind::Sast);
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(summary.complete, "{:?}", summary.problems);
+    let m = manifest(&store, &summary.manifest).await;
+    let lines = finding_lines(&store, &m).await;
+    assert_eq!(lines.len(), expected.len());
+    for (id, f) in &lines {
+        let (source, sink, link, scan) = &expected[id];
+        assert_eq!(&f["source"], source, "{id}");
+        assert_eq!(&f["sink"], sink, "{id}");
+        assert_eq!(f["vendorFindingURL"], link.as_str(), "{id}");
+        assert!(
+            f["vendorScanURL"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{}/scans?id={scan}&branch=", emulator.api_url)),
+            "{id}: {}",
+            f["vendorScanURL"]
+        );
+        assert!(
+            f["language"].is_string() && f["queryGroup"].is_string(),
+            "{f}"
+        );
+    }
+
+    // Each asset carries its project's context, for routing findings to their owners.
+    let assets = asset_lines(&store, &m).await;
+    assert_eq!(
+        assets.len(),
+        emulator
+            .expected()
+            .projects
+            .iter()
+            .filter(|p| p.main_branch_sast_scan.is_some())
+            .count()
+    );
+    for raw in &projects.raw {
+        let project: Value = serde_json::from_str(raw).unwrap();
+        let Some(line) = assets.get(project["id"].as_str().unwrap()) else {
+            continue;
+        };
+        let asset = &line["asset"];
+        let tags: Vec<String> = project["tags"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| match v.as_str().unwrap() {
+                "" => k.clone(),
+                v => format!("{k}:{v}"),
+            })
+            .collect();
+        assert_eq!(asset["tags"], serde_json::json!(tags), "{asset}");
+        assert_eq!(asset["groups"], project["groups"]);
+        assert_eq!(asset["applications"], project["applicationIds"]);
+        assert_eq!(asset["criticality"], project["criticality"]);
+        for (field, target) in [("mainBranch", "mainBranch"), ("repoUrl", "repositoryUrl")] {
+            match project[field].as_str().unwrap() {
+                "" => assert!(asset.get(target).is_none(), "a blank {field} is no value"),
+                value => assert_eq!(asset[target], value),
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn a_broken_pull_of_severities_before_triage_leaves_the_item_uncommitted() {
     let emulator = emulator(TenantShape {
