@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::*;
@@ -506,32 +507,137 @@ fn dast_values_go_through_the_spec_value_maps() {
     );
 }
 
+/// A SAST record whose identity fields (similarity id, source and sink) come from `at`.
+fn located(id: &str, at: u32, extra: Value) -> Value {
+    let mut record = sast_record(id, extra);
+    record["similarityId"] = json!(format!("-{at}"));
+    record["data"]["resultHash"] = json!(format!("hash{at}"));
+    record["data"]["nodes"] = json!([
+        {"fileName": "/src/In.java", "line": at, "column": 1},
+        {"fileName": "/src/Out.java", "line": at + 1, "column": 2}
+    ]);
+    record
+}
+
+/// Each record's `externalFindingId` by its description (a marker of the record), the records
+/// given in `pages`, with the repeated ids counted first as collect counts them.
+fn ids_by_record(pages: &[Vec<Value>]) -> (BTreeMap<String, String>, ItemOutcome) {
+    let bodies: Vec<Vec<u8>> = pages.iter().map(|p| page(p.clone())).collect();
+    let mut tally = cxone_etm::mapping::IdTally::new(ConnectorKind::Sast);
+    for body in &bodies {
+        tally.add_page(body);
+    }
+    let plan = TransformMap::default_for(ConnectorKind::Sast)
+        .compile()
+        .unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let mut transformer = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(),
+        TransformOptions::default(),
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    transformer.expect_repeats(tally.repeated());
+    let mut ids = BTreeMap::new();
+    for (n, body) in bodies.iter().enumerate() {
+        for line in transformer.push_page(body, n as u32).unwrap() {
+            validate(&[String::from_utf8(line.clone()).unwrap()]);
+            for f in findings(std::str::from_utf8(&line).unwrap()) {
+                let id = f["externalFindingId"].as_str().unwrap().to_string();
+                let marker = f["description"].as_str().unwrap().to_string();
+                assert!(ids.insert(marker, id).is_none());
+            }
+        }
+    }
+    (ids, transformer.finish())
+}
+
 #[test]
-fn colliding_finding_ids_keep_both_records_under_distinct_ids() {
+fn repeated_vendor_ids_are_told_apart_by_content_never_by_position() {
+    // The vendor gives `dup` to three different results, and a real result's id is `dup#2`.
+    let records: Vec<Value> = (0..40u32)
+        .map(|n| {
+            let id = match n {
+                3 | 17 | 31 => "dup".to_string(),
+                9 => "dup#2".to_string(),
+                n => format!("r{n}"),
+            };
+            located(&id, n * 10, json!({"description": format!("record {n}")}))
+        })
+        .collect();
+    let (ids, outcome) = ids_by_record(std::slice::from_ref(&records));
+    assert_eq!(ids.len(), 40, "every record is a finding");
+    let unique: BTreeSet<&String> = ids.values().collect();
+    assert_eq!(unique.len(), 40, "unique within the asset: {ids:?}");
+    assert_eq!(
+        ids["record 9"], "dup#2",
+        "an id that does not repeat is kept"
+    );
+    assert_eq!(ids["record 0"], "r0");
+    for n in [3, 17, 31] {
+        let id = &ids[&format!("record {n}")];
+        assert!(
+            id.starts_with("dup#") && id.len() == "dup#".len() + 16,
+            "{id}"
+        );
+    }
+    assert_eq!(outcome.figures.collisions, 3);
+
+    // The same results in other orders and other page sizes: every record keeps its id.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for page_size in [1, 3, 7, 40] {
+        let mut shuffled = records.clone();
+        for i in (1..shuffled.len()).rev() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            shuffled.swap(i, (rng % (i as u64 + 1)) as usize);
+        }
+        let pages: Vec<Vec<Value>> = shuffled.chunks(page_size).map(<[Value]>::to_vec).collect();
+        let (again, _) = ids_by_record(&pages);
+        assert_eq!(again, ids, "pages of {page_size}, shuffled");
+    }
+}
+
+#[test]
+fn a_record_alike_in_every_identity_field_is_rejected_not_renamed() {
     let records = vec![
-        sast_record("same", json!({})),
-        sast_record("same", json!({"severity": "LOW"})),
-        sast_record("same", json!({})),
+        located("same", 1, json!({"description": "first"})),
+        located(
+            "same",
+            1,
+            json!({"description": "twin", "state": "CONFIRMED"}),
+        ),
+        located("other", 2, json!({"description": "other"})),
     ];
-    let later = vec![sast_record("same", json!({}))];
+    let (ids, outcome) = ids_by_record(std::slice::from_ref(&records));
+    assert_eq!(ids.len(), 2);
+    assert!(ids["first"].starts_with("same#"));
+    assert_eq!(outcome.figures.rejected, 1);
+    assert!(
+        outcome.rejected[0]
+            .reason
+            .contains("already has the finding id"),
+        "{:?}",
+        outcome.rejected
+    );
+    // Without the count of repeated ids (a transform nobody told), a repeat is refused too,
+    // never renamed by where it arrives.
     let (lines, outcome) = run(
         ConnectorKind::Sast,
         PROJECT_WITH_REPO,
-        &[&page(records), &page(later)],
+        &[&page(records)],
         TransformOptions::default(),
     );
-    let ids: Vec<String> = lines
+    let emitted: Vec<String> = lines
         .iter()
         .flat_map(|l| findings(l))
         .map(|f| f["externalFindingId"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(
-        ids,
-        vec!["same", "same#2", "same#3", "same#4"],
-        "unique within the asset, across pages too"
-    );
-    assert_eq!(outcome.figures.collisions, 3);
-    assert_eq!(outcome.collisions[0].renamed_to, "same#2");
+    assert_eq!(emitted, ["same", "other"]);
+    assert_eq!(outcome.figures.rejected, 1);
 }
 
 #[test]

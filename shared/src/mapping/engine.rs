@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::{Computed, ValueType};
 use super::extract::PageSeed;
+use super::identity;
 use super::ledger::{Ledger, LedgerEntry, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
@@ -196,6 +197,8 @@ struct Rules<'p> {
     emit: bool,
     /// Links back to the scan and its results in Checkmarx One, when the scan is known.
     links: Option<ScanLinks>,
+    /// Vendor ids more than one record of the item carries (see `identity`).
+    repeated_ids: HashSet<String>,
 }
 
 impl Rules<'_> {
@@ -225,8 +228,6 @@ struct State {
     outcome: ItemOutcome,
     reconciling: Option<Reconciling>,
     seen_ids: HashSet<u64>,
-    /// Next suffix for ids that collided.
-    suffixes: HashMap<String, u32>,
     findings: Vec<Vec<u8>>,
     original: OriginalSeverities,
 }
@@ -605,6 +606,7 @@ impl<'p> ItemTransformer<'p> {
                 options,
                 emit,
                 links: None,
+                repeated_ids: HashSet::new(),
             },
             envelope,
             asset: asset_bytes,
@@ -617,6 +619,14 @@ impl<'p> ItemTransformer<'p> {
     /// Checkmarx One, for maps that read `connector.scanLink` or `connector.resultLink`.
     pub fn link_to(&mut self, links: ScanLinks) {
         self.rules.links = Some(links);
+    }
+
+    /// The vendor ids more than one record of this item carries (collect counts them with
+    /// [`super::IdTally`] before anything is written): each such record is told apart by a suffix
+    /// derived from its own identity fields. Without this, a second record with an id seen before
+    /// is rejected rather than renamed by its position.
+    pub fn expect_repeats(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.rules.repeated_ids.extend(ids);
     }
 
     /// Reads one page of severities before triage; each SAST finding whose result hash is
@@ -879,7 +889,9 @@ impl State {
                 Err(reason) => return self.reject(plan, slots, at, reason),
             }
         }
-        self.keep_id_unique(plan, &mut values);
+        if let Err(reason) = self.identify(rules, slots, &mut values) {
+            return self.reject(plan, slots, at, reason);
+        }
         let id = plan
             .external_finding_id
             .and_then(|position| match &values[position] {
@@ -956,28 +968,45 @@ impl State {
         false
     }
 
-    /// `externalFindingId` must be unique within the asset: a repeat is kept under a new id.
-    fn keep_id_unique(&mut self, plan: &Plan, values: &mut [Option<Value>]) {
+    /// The finding's `externalFindingId`: the vendor's id, or for an id the vendor repeats within
+    /// the scan that id with its record's identity suffix. An id this asset already emitted (a
+    /// repeat nobody announced, or two records alike in every identity field) is refused: the
+    /// record is rejected rather than renamed by its position.
+    fn identify(
+        &mut self,
+        rules: &Rules,
+        slots: &[Option<Value>],
+        values: &mut [Option<Value>],
+    ) -> Result<(), String> {
+        let plan = rules.plan;
         let Some(position) = plan.external_finding_id else {
-            return;
+            return Ok(());
         };
         let Some(Value::String(id)) = &values[position] else {
-            return;
+            return Ok(());
         };
         let id = id.clone();
+        let id = if rules.repeated_ids.contains(&id) {
+            let suffix =
+                identity::suffix(plan.implicit.identity.iter().map(|&s| slots[s].as_ref()));
+            let told_apart = format!("{id}#{suffix}");
+            self.outcome.figures.collisions += 1;
+            self.outcome.collisions.push(Collision {
+                external_finding_id: id,
+                renamed_to: told_apart.clone(),
+            });
+            values[position] = Some(Value::String(told_apart.clone()));
+            told_apart
+        } else {
+            id
+        };
         if self.seen_ids.insert(fingerprint(&id)) {
-            return;
+            Ok(())
+        } else {
+            Err(format!(
+                "another record of this asset already has the finding id `{id}` (the same vendor id and the same identity fields); kept out rather than renamed by its position"
+            ))
         }
-        let next = self.suffixes.entry(id.clone()).or_insert(1);
-        *next += 1;
-        let renamed = format!("{id}#{next}");
-        self.seen_ids.insert(fingerprint(&renamed));
-        self.outcome.figures.collisions += 1;
-        self.outcome.collisions.push(Collision {
-            external_finding_id: id,
-            renamed_to: renamed.clone(),
-        });
-        values[position] = Some(Value::String(renamed));
     }
 }
 

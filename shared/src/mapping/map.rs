@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::catalog::{Computed, FINDING_PREFIX, Scope, Target, ValueType, catalog};
+use super::identity::identity_sources;
 use crate::ConnectorKind;
 use crate::field_error::FieldError;
 
@@ -71,7 +72,7 @@ pub(crate) struct PathTree {
 impl PathTree {
     /// The slot of `path`, adding it if new (equal paths share a slot). A list element is named
     /// by its position: `data.nodes[first].line`, `data.nodes[last].line`.
-    fn slot_for(&mut self, path: &str, next: &mut usize) -> usize {
+    pub(crate) fn slot_for(&mut self, path: &str, next: &mut usize) -> usize {
         let segments = path
             .split('.')
             .flat_map(|segment| match segment.split_once('[') {
@@ -144,6 +145,8 @@ pub(crate) struct Implicit {
     pub severity: usize,
     /// SAST: `data.resultHash`, the key of the severity before triage.
     pub result_hash: Option<usize>,
+    /// The fields a repeated vendor id's suffix is derived from (`identity::identity_sources`).
+    pub identity: Vec<usize>,
 }
 
 /// A compiled map: apply it to any number of records.
@@ -293,6 +296,10 @@ impl Plan {
             severity: finding_tree.slot_for("severity", &mut finding_slots),
             result_hash: (map.kind == ConnectorKind::Sast)
                 .then(|| finding_tree.slot_for("data.resultHash", &mut finding_slots)),
+            identity: identity_sources(map.kind)
+                .iter()
+                .map(|path| finding_tree.slot_for(path, &mut finding_slots))
+                .collect(),
         };
         let mut finding_layout = Vec::new();
         for (index, entry) in finding_entries.iter().enumerate() {
@@ -566,8 +573,8 @@ mod tests {
             .compile()
             .unwrap();
         assert_eq!(
-            plan.finding_slots, 11,
-            "ten mapped sources plus the implicit state; id, status and severity are shared"
+            plan.finding_slots, 13,
+            "ten mapped sources plus the implicit state and the identity fields method and path; id, status, severity, name, url, cwe_id and scan_type are shared"
         );
         let plan = TransformMap::default_for(ConnectorKind::Sast)
             .compile()

@@ -5,6 +5,7 @@ mod batch;
 mod catalog;
 mod engine;
 mod extract;
+mod identity;
 mod ledger;
 mod map;
 mod replay;
@@ -12,11 +13,12 @@ mod scoring;
 mod triage;
 
 pub use batch::{PRODUCT, SCHEMA_VERSION, TransformContext, VENDOR};
-pub use catalog::{Catalog, Scope, Target, ValueType, catalog};
+pub use catalog::{Catalog, Computed, Scope, Target, ValueType, catalog};
 pub use engine::{
     AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, Rejected, TransformError,
     TransformOptions,
 };
+pub use identity::IdTally;
 pub use ledger::{Ledger, LedgerEntry, Lifecycle, close_all};
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
 pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};

@@ -142,6 +142,12 @@ pub fn replay_dir(
         let mut transformer =
             ItemTransformer::new(plan, scoring, context, options.clone(), &record)
                 .map_err(transform_error)?;
+        // Which ids repeat is known before the first finding is written, as in a pipeline run.
+        let mut ids = super::IdTally::new(plan.kind);
+        for (_, path) in &pages {
+            ids.add_page(&read_raw(path)?);
+        }
+        transformer.expect_repeats(ids.repeated());
         for (_, path) in &original {
             transformer
                 .add_original_severities(&read_raw(path)?)

@@ -9,6 +9,7 @@ use super::error::StepError;
 use super::objects::{gzip, put_json};
 use crate::ConnectorKind;
 use crate::cxone::{Completeness, Counters, CxOneClient, PageSource, VendorError, counted};
+use crate::mapping::IdTally;
 use crate::store::ObjectStore;
 
 /// What collecting one item can fail on: the vendor, or the store its pages go to. A store error
@@ -88,6 +89,7 @@ pub async fn record_collect_failure(
         pages: 0,
         original_pages: 0,
         completeness: Completeness::default(),
+        repeated_ids: Vec::new(),
         traffic,
     };
     put_json(store, &item.run.collect_outcome(&item.item), &outcome).await?;
@@ -122,25 +124,28 @@ async fn collect_pages(
             pages: 0,
             original_pages: 0,
             completeness: Completeness::default(),
+            repeated_ids: Vec::new(),
             traffic: ItemTraffic::default(),
         });
     };
+    let mut ids = IdTally::new(item.kind);
+    let mut tally = |page: &[u8]| ids.add_page(page);
     let (pages, completeness) = match item.kind {
         ConnectorKind::Sast => {
-            store_pages(store, client.results(&scan_id), |n| run.raw_page(key, n)).await?
+            let pager = client.results(&scan_id);
+            store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?
         }
         ConnectorKind::Dast => {
-            store_pages(store, client.dast_results(&scan_id), |n| {
-                run.raw_page(key, n)
-            })
-            .await?
+            let pager = client.dast_results(&scan_id);
+            store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?
         }
     };
     let mut problem = completeness.problem();
     let mut original_pages = 0;
     if item.original_severity && problem.is_none() {
         let original = client.original_severities(&scan_id);
-        let (n, original) = store_pages(store, original, |n| run.original_page(key, n)).await?;
+        let (n, original) =
+            store_pages(store, original, |n| run.original_page(key, n), &mut |_| {}).await?;
         original_pages = n;
         problem = original
             .problem()
@@ -158,18 +163,22 @@ async fn collect_pages(
         pages,
         original_pages,
         completeness,
+        repeated_ids: ids.repeated(),
         traffic: ItemTraffic::default(),
     })
 }
 
-/// Writes every page of a pager, as it arrives, under the key `key_of` gives its number.
+/// Writes every page of a pager, as it arrives, under the key `key_of` gives its number, after
+/// `read` has seen it.
 async fn store_pages(
     store: &impl ObjectStore,
     mut pager: impl PageSource,
     key_of: impl Fn(u32) -> String,
+    read: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(u32, Completeness), CollectError> {
     let mut pages = 0;
     while let Some(page) = pager.next_page().await? {
+        read(&page.body);
         store.put(&key_of(page.number), gzip(&page.body)).await?;
         pages += 1;
     }

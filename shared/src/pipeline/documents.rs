@@ -73,6 +73,10 @@ pub struct CollectOutcome {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub original_pages: u32,
     pub completeness: Completeness,
+    /// Vendor ids more than one record carries: the transform tells those records apart by
+    /// their identity fields (docs/etm-batch.md, Identity).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeated_ids: Vec<String>,
     /// The vendor traffic of this item alone.
     #[serde(default)]
     pub traffic: ItemTraffic,

@@ -49,6 +49,7 @@ pub async fn transform(
             at: format!("item {key}"),
             source,
         })?;
+        transformer.expect_repeats(outcome.repeated_ids.iter().cloned());
         if let Some(scan_id) = &outcome.scan_id {
             transformer.link_to(ScanLinks {
                 base: connection.vendor.endpoints.api.clone(),

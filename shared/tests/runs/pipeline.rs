@@ -138,6 +138,57 @@ async fn a_second_run_over_the_same_data_commits_the_same_findings() {
 }
 
 #[tokio::test]
+async fn findings_whose_vendor_ids_repeat_keep_one_identity_from_run_to_run() {
+    let emulator = emulator(TenantShape {
+        projects: 5,
+        results_per_scan: 120,
+        repeated_result_ids_percent: 25,
+        ..TenantShape::default()
+    })
+    .await;
+    let (store, dir) = temp_store("repeated-ids");
+    let c = connection(&emulator, "repeated-ids", ConnectorKind::Sast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+    let expected = emulator.expected().totals.by_type[&ResultType::Sast];
+    assert_eq!(
+        m1.totals.findings_out, expected,
+        "every record is a finding"
+    );
+    assert_eq!(m1.totals.rejected, 0);
+    assert!(m1.totals.collisions > 10, "{}", m1.totals.collisions);
+    for item in &m1.items {
+        let ids: Vec<String> = findings_in(&store, &item.objects)
+            .await
+            .into_iter()
+            .map(|(_, f)| f["externalFindingId"].as_str().unwrap().to_string())
+            .collect();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "unique within {}", item.vendor_id);
+    }
+
+    // The next run over the same scans: every finding is the one it was (ACTIVE), none NEW,
+    // none closed.
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    let lines = finding_lines(&store, &m2).await;
+    assert_eq!(lines.len() as u64, expected);
+    assert!(
+        lines
+            .values()
+            .all(|f| f["lifecycleStatus"] == "ACTIVE" || f["vendorStatus"] == "FIXED"),
+        "{:?}",
+        m2.totals.lifecycle
+    );
+    assert_eq!(
+        committed_findings(&store, &m1).await,
+        committed_findings(&store, &m2).await
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
 async fn a_run_with_incomplete_items_commits_without_claiming_completeness() {
     let emulator = emulator(TenantShape {
         projects: 4,

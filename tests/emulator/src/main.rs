@@ -63,6 +63,9 @@ struct Args {
     /// (repeat the flag), to try clients with hostile ids such as `a/b`, `..` or very long ones.
     #[arg(long = "hostile-id")]
     hostile_ids: Vec<String>,
+    /// Percent of SAST findings that share their id with another finding of the scan.
+    #[arg(long, default_value_t = 0)]
+    repeated_result_ids_percent: u32,
     /// Access token lifetime in seconds (the `expires_in` and `exp` the token endpoint gives).
     #[arg(long, default_value_t = 1800)]
     token_lifetime: u64,
@@ -134,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             dast_results_per_scan: args.dast_results_per_scan,
             environment_results: args.environment_results,
             hostile_ids: args.hostile_ids,
+            repeated_result_ids_percent: args.repeated_result_ids_percent,
         },
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,

@@ -79,6 +79,9 @@ pub struct TenantShape {
     /// When non-empty, project `p` and environment `e` below its length take `hostile_ids[p]` and
     /// `hostile_ids[e]` as their ids instead of generated ones (`a/b`, `..`, 300 characters...).
     pub hostile_ids: Vec<String>,
+    /// Percent of SAST findings that share their `id` with one other finding of the scan (pairs
+    /// of findings, stable from scan to scan), as some tenants send: the id does not identify.
+    pub repeated_result_ids_percent: u32,
 }
 
 impl Default for TenantShape {
@@ -97,6 +100,7 @@ impl Default for TenantShape {
             dast_results_per_scan: 50,
             environment_results: Vec::new(),
             hostile_ids: Vec::new(),
+            repeated_result_ids_percent: 0,
         }
     }
 }
@@ -601,7 +605,12 @@ impl Tenant {
                     kind: "sast",
                     sca_type: None,
                     label: "sast",
-                    id: if p.is_multiple_of(3) {
+                    id: if mix(&[self.seed(), 77, u64::from(p), t.k / 2]) % 100
+                        < u64::from(self.shape.repeated_result_ids_percent)
+                    {
+                        // Findings 2m and 2m+1 share one id.
+                        format!("{}", 900_000_000 + t.k / 2 + u64::from(p) * 1_000_000_000)
+                    } else if p.is_multiple_of(3) {
                         format!("{}", 100_000_000 + t.k * 7 + u64::from(p) * 1_000_000_000)
                     } else {
                         hash.clone()
