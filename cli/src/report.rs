@@ -85,6 +85,16 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 
+/// A table cell linking `text` to `url` (angle brackets keep any `(` or `)` of the URL inside the
+/// link; the url crate escapes `<`, `>` and spaces).
+fn md_link(text: &str, url: Option<&str>) -> String {
+    let text = cell(text).replace('[', "\\[").replace(']', "\\]");
+    match url {
+        Some(url) => format!("[{text}](<{}>)", cell(url)),
+        None => text,
+    }
+}
+
 pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     let mut md = String::new();
     let t = &manifest.totals;
@@ -159,7 +169,7 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
         let _ = writeln!(
             md,
             "| {} | {:.1} | {} |",
-            cell(&i.name),
+            md_link(&i.name, i.scan_url.as_deref()),
             i.traffic.duration_ms as f64 / 1000.0,
             i.traffic.requests
         );
@@ -171,13 +181,19 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
         .collect();
     let _ = writeln!(md, "\n## Rejected records ({})\n", rejected.len());
     if !rejected.is_empty() {
-        md.push_str("| Item | Vendor id | Page | Position | Reason |\n|---|---|---|---|---|\n");
+        md.push_str(
+            "| Item | Vendor id | Where | Page | Position | Reason |\n|---|---|---|---|---|---|\n",
+        );
         for (i, r) in rejected.iter().take(LISTED) {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 cell(&i.name),
-                cell(r.vendor_id.as_deref().unwrap_or("(unreadable)")),
+                md_link(
+                    r.vendor_id.as_deref().unwrap_or("(unreadable)"),
+                    r.link.as_deref()
+                ),
+                cell(r.location.as_deref().unwrap_or("")),
                 r.page,
                 r.index,
                 cell(&r.reason)
@@ -231,7 +247,17 @@ fn chart(rows: &[(String, u64)]) -> Markup {
     }
 }
 
-fn table(head: &[&str], rows: &[Vec<String>]) -> Markup {
+/// `text`, as a link to `url` when there is one.
+fn linked(text: &str, url: Option<&str>) -> Markup {
+    html! {
+        @match url {
+            Some(url) => a href=(url) { (text) },
+            None => (text),
+        }
+    }
+}
+
+fn table<Cell: maud::Render>(head: &[&str], rows: &[Vec<Cell>]) -> Markup {
     html! {
         table {
             thead { tr { @for h in head { th { (h) } } } }
@@ -302,21 +328,31 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
             ]
         })
         .collect();
-    let slow_rows: Vec<Vec<String>> = slowest(manifest)
+    let slow_rows: Vec<Vec<Markup>> = slowest(manifest)
         .into_iter()
-        .map(|i| vec![i.name.clone(), seconds(i), i.traffic.requests.to_string()])
+        .map(|i| {
+            vec![
+                linked(&i.name, i.scan_url.as_deref()),
+                html! { (seconds(i)) },
+                html! { (i.traffic.requests) },
+            ]
+        })
         .collect();
-    let rejected: Vec<Vec<String>> = manifest
+    let rejected: Vec<Vec<Markup>> = manifest
         .items
         .iter()
         .flat_map(|i| {
             i.rejected.iter().map(move |r| {
                 vec![
-                    i.name.clone(),
-                    r.vendor_id.clone().unwrap_or_else(|| "(unreadable)".into()),
-                    r.page.to_string(),
-                    r.index.to_string(),
-                    r.reason.clone(),
+                    html! { (i.name) },
+                    linked(
+                        r.vendor_id.as_deref().unwrap_or("(unreadable)"),
+                        r.link.as_deref(),
+                    ),
+                    html! { (r.location.as_deref().unwrap_or("")) },
+                    html! { (r.page) },
+                    html! { (r.index) },
+                    html! { (r.reason) },
                 ]
             })
         })
@@ -359,10 +395,10 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
                     &item_rows,
                 ))
                 h2 { "Slowest items" }
-                (table(&["Item", "Seconds", "Requests"], &slow_rows))
+                (table(&["Item (its scan in Checkmarx One)", "Seconds", "Requests"], &slow_rows))
                 h2 { "Rejected records (" (rejected.len()) ")" }
                 (table(
-                    &["Item", "Vendor id", "Page", "Position", "Reason"],
+                    &["Item", "Vendor id (its result in Checkmarx One)", "Where", "Page", "Position", "Reason"],
                     &rejected[..rejected.len().min(LISTED)],
                 ))
                 @if !deleted_rows.is_empty() {

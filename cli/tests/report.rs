@@ -110,6 +110,16 @@ async fn a_partial_runs_html_report_shows_what_its_manifest_says() {
         )),
         "the triage figures"
     );
+    // The slowest items link to their scans in Checkmarx One (here, the emulator's web app).
+    let slow_links = manifest.items.iter().filter_map(|i| i.scan_url.as_deref());
+    let linked = slow_links
+        .filter(|url| {
+            shown
+                .dom
+                .contains(&format!("<a href=\"{}\">", url.replace('&', "&amp;")))
+        })
+        .count();
+    assert!(linked >= 1, "the slowest items link to their scans");
     // Bars: the pixels of each severity's colour are proportional to its count.
     let counts: Vec<(&str, u64)> = report::SEVERITY_COLOURS
         .iter()

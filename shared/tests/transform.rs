@@ -843,6 +843,14 @@ fn source_and_sink_are_the_first_and_last_node_whatever_the_list_holds() {
         with_nodes("none", json!([])),
         with_nodes("odd", json!("not a list")),
         with_nodes("mixed", json!([42, node("/z.java", 5, None)])),
+        {
+            let mut nameless = with_nodes(
+                "x",
+                json!([node("/in.java", 1, None), node("/out.java", 8, None)]),
+            );
+            nameless["id"] = Value::Null;
+            nameless
+        },
     ];
     let plan = TransformMap::default_for(ConnectorKind::Sast)
         .compile()
@@ -898,7 +906,17 @@ fn source_and_sink_are_the_first_and_last_node_whatever_the_list_holds() {
         out[0]["vendorScanURL"],
         "https://eu.ast.checkmarx.net/scans?id=scan-1&branch=main"
     );
-    assert_eq!(transformer.figures().rejected, 0);
+    let outcome = transformer.finish();
+    assert_eq!(outcome.figures.rejected, 1);
+    let rejected = &outcome.rejected[0];
+    assert_eq!(
+        (rejected.location.as_deref(), rejected.link.as_deref()),
+        (
+            Some("/out.java:8"),
+            Some("https://eu.ast.checkmarx.net/results/scan-1/p-1/sast?result-id=h%2Fx%2B%3D")
+        ),
+        "a rejected record says where its flaw is and links to it"
+    );
 }
 
 #[test]

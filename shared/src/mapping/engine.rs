@@ -72,6 +72,12 @@ pub struct Rejected {
     pub page: u32,
     pub index: u32,
     pub reason: String,
+    /// SAST: where the record's flaw is (`file:line` of its sink), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// SAST: the record in Checkmarx One's result viewer, when the scan and its hash are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -858,7 +864,7 @@ impl State {
         let plan = rules.plan;
         self.outcome.figures.records_in += 1;
         if !is_object {
-            return self.reject(plan, slots, at, "the record is not a JSON object".into());
+            return self.reject(rules, slots, at, "the record is not a JSON object".into());
         }
         if self.skips(rules, slots) {
             return;
@@ -886,11 +892,11 @@ impl State {
             };
             match entry_value(entry, raw, &mut flags) {
                 Ok(v) => values.push(v),
-                Err(reason) => return self.reject(plan, slots, at, reason),
+                Err(reason) => return self.reject(rules, slots, at, reason),
             }
         }
         if let Err(reason) = self.identify(rules, slots, &mut values) {
-            return self.reject(plan, slots, at, reason);
+            return self.reject(rules, slots, at, reason);
         }
         let id = plan
             .external_finding_id
@@ -937,13 +943,25 @@ impl State {
         finding.count(&mut self.outcome.figures);
     }
 
-    fn reject(&mut self, plan: &Plan, slots: &[Option<Value>], at: At, reason: String) {
+    fn reject(&mut self, rules: &Rules, slots: &[Option<Value>], at: At, reason: String) {
+        let implicit = &rules.plan.implicit;
+        let location = implicit.sink.and_then(|(file, line)| {
+            let file = slots[file].as_ref().and_then(text_of)?;
+            Some(match slots[line].as_ref().and_then(text_of) {
+                Some(line) => format!("{file}:{line}"),
+                None => file,
+            })
+        });
         self.outcome.figures.rejected += 1;
         self.outcome.rejected.push(Rejected {
-            vendor_id: slots[plan.implicit.id].as_ref().and_then(text_of),
+            vendor_id: slots[implicit.id].as_ref().and_then(text_of),
             page: at.page,
             index: at.index,
             reason,
+            location,
+            link: rules
+                .computed(Computed::ResultLink, slots)
+                .and_then(|link| link.as_str().map(str::to_string)),
         });
     }
 

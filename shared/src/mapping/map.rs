@@ -147,6 +147,8 @@ pub(crate) struct Implicit {
     pub result_hash: Option<usize>,
     /// The fields a repeated vendor id's suffix is derived from (`identity::identity_sources`).
     pub identity: Vec<usize>,
+    /// SAST: the sink's file and line, to say where a rejected record points.
+    pub sink: Option<(usize, usize)>,
 }
 
 /// A compiled map: apply it to any number of records.
@@ -300,6 +302,12 @@ impl Plan {
                 .iter()
                 .map(|path| finding_tree.slot_for(path, &mut finding_slots))
                 .collect(),
+            sink: (map.kind == ConnectorKind::Sast).then(|| {
+                (
+                    finding_tree.slot_for("data.nodes[last].fileName", &mut finding_slots),
+                    finding_tree.slot_for("data.nodes[last].line", &mut finding_slots),
+                )
+            }),
         };
         let mut finding_layout = Vec::new();
         for (index, entry) in finding_entries.iter().enumerate() {

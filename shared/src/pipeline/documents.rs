@@ -126,6 +126,9 @@ pub struct ManifestItem {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
+    /// The scan's page in Checkmarx One.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_url: Option<String>,
     pub records_expected: u64,
     pub records_fetched: u64,
     pub figures: Figures,

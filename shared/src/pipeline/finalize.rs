@@ -20,6 +20,7 @@ use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines};
 use super::plan::read_work_list;
 use super::run::{RunRecord, mark_processed, read_run};
 use crate::ConnectorKind;
+use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{Figures, Ledger, Lifecycle, TransformContext, close_all};
 use crate::store::ObjectStore;
@@ -37,6 +38,7 @@ async fn manifest_item(
     record: &RunRecord,
     item: &WorkItem,
     ledgers_written: &std::collections::HashSet<String>,
+    ast_base: &url::Url,
 ) -> Result<ManifestItem, StepError> {
     let collected: Option<CollectOutcome> =
         get_json(store, &run.collect_outcome(&item.item)).await?;
@@ -59,13 +61,24 @@ async fn manifest_item(
     } else {
         carry_ledger(store, run, record, &item.item).await?
     };
+    let scan_id = collected.as_ref().and_then(|c| c.scan_id.clone());
+    let scan_url = scan_id.as_ref().and_then(|scan_id| {
+        ScanLinks {
+            base: ast_base.clone(),
+            scan_id: scan_id.clone(),
+            project_id: None,
+            branch: item.scan_branch.clone(),
+        }
+        .scan()
+    });
     Ok(ManifestItem {
         item: item.item.clone(),
         vendor_id: item.vendor_id.clone(),
         name: item.name.clone(),
         status,
         reason,
-        scan_id: collected.as_ref().and_then(|c| c.scan_id.clone()),
+        scan_id,
+        scan_url,
         records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
         records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
         figures: transformed.figures,
@@ -108,7 +121,16 @@ pub async fn finalize(
     // Each item's outcome is two small reads (and maybe a ledger copy): many at once, as a
     // tenant of thousands of projects would otherwise wait on thousands of S3 round trips in turn.
     let items: Vec<ManifestItem> = futures_util::stream::iter(&work)
-        .map(|item| manifest_item(store, run, &record, item, &ledgers_written))
+        .map(|item| {
+            manifest_item(
+                store,
+                run,
+                &record,
+                item,
+                &ledgers_written,
+                &connection.vendor.endpoints.api,
+            )
+        })
         .buffered(FINALIZE_READS_AT_ONCE)
         .try_collect()
         .await?;

@@ -503,6 +503,22 @@ async fn sast_findings_say_where_the_flaw_is_and_link_back_to_the_result() {
             "{f}"
         );
     }
+    // The links work: the emulator's web app opens each result and scan they name, and only those.
+    let http = reqwest::Client::new();
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    };
+    for f in lines.values().take(60) {
+        let result = f["vendorFindingURL"].as_str().unwrap().to_string();
+        assert_eq!(status(result.clone()).await, 200, "{result}");
+        assert_eq!(
+            status(result.replace("result-id=", "result-id=x")).await,
+            404
+        );
+        let scan = f["vendorScanURL"].as_str().unwrap().to_string();
+        assert_eq!(status(scan).await, 200);
+    }
 
     // Each asset carries its project's context, for routing findings to their owners.
     let assets = asset_lines(&store, &m).await;

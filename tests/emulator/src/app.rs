@@ -148,6 +148,11 @@ pub fn api_router(state: Shared) -> Router {
             "/api/dast/mfe-results/results/{scan_id}",
             authed(Endpoint::DastResults, get(api::dast::results)),
         )
+        .route(
+            "/results/{scan_id}/{project_id}/sast",
+            get(api::viewer::sast_result),
+        )
+        .route("/scans", get(api::viewer::scan))
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/stats/reset", post(reset_stats))
         .route("/_emulator/faults", get(list_faults).delete(clear_faults))

@@ -556,6 +556,13 @@ impl Tenant {
         }
     }
 
+    /// The result hashes of the scan's SAST results (what the result viewer's links name).
+    pub fn sast_result_hashes<'a>(&'a self, s: &'a ScanInfo) -> impl Iterator<Item = String> + 'a {
+        (0..self.scan_result_count(s))
+            .filter(|&i| self.result_type(s, i) == ResultType::Sast)
+            .map(|i| base64_hash(self.result_traits(s, i).h, 1))
+    }
+
     /// Writes the scan's `i`-th result as `/api/results` sends it.
     pub fn write_result(&self, s: &ScanInfo, i: u64, dates: &ScanDates, out: &mut Vec<u8>) {
         let t = self.result_traits(s, i);

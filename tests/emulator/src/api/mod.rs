@@ -4,6 +4,7 @@
 pub mod dast;
 pub mod projects;
 pub mod results;
+pub mod viewer;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
