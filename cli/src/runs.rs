@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
-use cxone_etm::cxone::{CxOneClient, VendorSettings, test_connection};
+use cxone_etm::cxone::{ConnectionReport, VendorSettings, test_connection};
 use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunSummary, Trigger, config_key,
@@ -234,13 +234,21 @@ pub async fn run(config: &Path, store: &str, output: Output) -> anyhow::Result<E
     })
 }
 
+/// The five checks of a connection, always as a report: a credential that cannot be read fails
+/// the credential check rather than ending the command.
+async fn check_connection(connection: &Connection) -> ConnectionReport {
+    let credential = SecretSource::new(connection.secret.clone())
+        .await
+        .credential()
+        .await
+        .map_err(|e| e.to_string());
+    test_connection(&connection.vendor, credential, connection.run_calls()).await
+}
+
 /// The five checks of the spec for a connection file.
 pub async fn check(config: &Path, output: Output) -> anyhow::Result<ExitCode> {
     let connection = load(config)?;
-    let secret = SecretSource::new(connection.secret.clone()).await;
-    let credential = secret.credential().await?;
-    let client = CxOneClient::new(connection.vendor.clone(), &credential)?;
-    let report = test_connection(&client, connection.config.kind).await;
+    let report = check_connection(&connection).await;
     if output.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -300,10 +308,7 @@ pub async fn put_connection(
     }
     let connection = config.validate().map_err(invalid)?;
     let store = AnyStore::open(store).await?;
-    let secret = SecretSource::new(connection.secret.clone()).await;
-    let credential = secret.credential().await?;
-    let client = CxOneClient::new(connection.vendor.clone(), &credential)?;
-    let report = test_connection(&client, connection.config.kind).await;
+    let report = check_connection(&connection).await;
     let key = config_key(&connection.config.id);
     if report.passed {
         store

@@ -370,3 +370,108 @@ fn a_runs_raw_folder_replays_as_it_is_with_severities_before_triage() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("notes.json: page files are named"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `test-connection` always prints the five checks, in text and in JSON, whatever the mistake:
+/// an API key issued for another tenant, a secret that is not there. (Multi-threaded: the
+/// emulator serves while this thread waits on the command.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connection_prints_the_five_checks_for_every_mistake() {
+    let emulator = cxone_emulator::Emulator::start(cxone_emulator::EmulatorConfig::default())
+        .await
+        .unwrap();
+    let dir = temp_dir("test-connection");
+    let config = |tenant: &str, secret: &str| {
+        let path = dir.join(format!("{tenant}-{}.json", secret.replace(':', "_")));
+        let mut vendor = cxone_etm::cxone::VendorSettings::for_custom(
+            &emulator.api_url,
+            &emulator.iam_url,
+            tenant,
+        );
+        vendor.allow_insecure_local = true;
+        let config = cxone_etm::pipeline::ConnectionConfig::new(
+            "checked",
+            cxone_etm::ConnectorKind::Sast,
+            vendor,
+            secret,
+        );
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        path
+    };
+    let test = |path: &Path, json: bool| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["test-connection", "--config"])
+            .arg(path)
+            .env("CXONE_TEST_KEY", &emulator.credentials.api_key)
+            .env_remove("CXONE_UNSET_KEY");
+        if json {
+            command.arg("--json");
+        }
+        command.output().unwrap()
+    };
+
+    let good = config(&emulator.tenant, "env:CXONE_TEST_KEY");
+    let output = test(&good, false);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("connection test passed"), "{text}");
+
+    let cases = [
+        (
+            config("acme-typo", "env:CXONE_TEST_KEY"),
+            "acme-typo",
+            "set the region and tenant the credential was issued for",
+        ),
+        (
+            config(&emulator.tenant, "env:CXONE_UNSET_KEY"),
+            "env:CXONE_UNSET_KEY: the environment variable is not set",
+            "store the credential where the connection's `secret` points",
+        ),
+    ];
+    for (path, cause, fix) in cases {
+        let output = test(&path, true);
+        assert_eq!(output.status.code(), Some(1));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "a JSON report on stdout ({e}): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        let statuses: Vec<&str> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["pass", "skipped", "fail", "skipped", "skipped"],
+            "{report}"
+        );
+        assert!(
+            report["checks"][2]["detail"]
+                .as_str()
+                .unwrap()
+                .contains(cause),
+            "{report}"
+        );
+        assert!(
+            report["checks"][2]["fix"].as_str().unwrap().contains(fix),
+            "{report}"
+        );
+
+        let output = test(&path, false);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("Credential check") && text.contains("FAIL") && text.contains(fix),
+            "{text}"
+        );
+        assert!(text.contains("connection test FAILED"), "{text}");
+        assert!(
+            !text.contains(&emulator.credentials.api_key),
+            "the key leaked"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::cxone::{ConnectionReport, CxOneClient, test_connection};
+use crate::cxone::{ConnectionReport, test_connection};
 use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
@@ -256,8 +256,9 @@ impl<S: BucketStore> Runtime<S> {
             .await?)
     }
 
-    /// The connection `id`, from `connections/<id>/config.json`, loaded once per process.
-    pub async fn connection(&self, id: &str) -> Result<Arc<LoadedConnection>, StepError> {
+    /// The stored config of connection `id` (`connections/<id>/config.json`): its bytes, and the
+    /// connection checked and compiled from them.
+    async fn stored(&self, id: &str) -> Result<(bytes::Bytes, Connection), StepError> {
         let key = config_key(id);
         let text = self
             .store
@@ -267,6 +268,30 @@ impl<S: BucketStore> Runtime<S> {
                 connection_id: id.to_string(),
                 key: key.clone(),
             })?;
+        let bad_config = |errors: Vec<FieldError>| StepError::BadConfig {
+            source_name: key.clone(),
+            errors,
+        };
+        // The same reading as every other config document: field paths named, trailing text refused.
+        let document = std::str::from_utf8(&text)
+            .map_err(|e| bad_config(vec![FieldError::document(format!("not UTF-8 ({e})"))]))?;
+        let connection = ConnectionConfig::load(document).map_err(bad_config)?;
+        Ok((text, connection))
+    }
+
+    /// Where the connection's credential is read, through this function's Secrets Manager port.
+    async fn secret_source(&self, connection: &Connection) -> SecretSource {
+        match &connection.secret {
+            SecretRef::SecretsManager(secret_id) => {
+                SecretSource::with_secrets_manager(secret_id.clone(), self.secrets_manager.clone())
+            }
+            other => SecretSource::new(other.clone()).await,
+        }
+    }
+
+    /// The connection `id` with its vendor client, loaded once per process.
+    pub async fn connection(&self, id: &str) -> Result<Arc<LoadedConnection>, StepError> {
+        let (text, connection) = self.stored(id).await?;
         let mut cache = self.connections.lock().await;
         // The stored config is read on every invocation (one small GET): a warm instance takes a
         // changed config (`cxone-etm connection put`) at once, and keeps its vendor client and
@@ -276,24 +301,24 @@ impl<S: BucketStore> Runtime<S> {
         {
             return Ok(loaded.clone());
         }
-        let bad_config = |errors: Vec<FieldError>| StepError::BadConfig {
-            source_name: key.clone(),
-            errors,
-        };
-        // The same reading as every other config document: field paths named, trailing text refused.
-        let document = std::str::from_utf8(&text)
-            .map_err(|e| bad_config(vec![FieldError::document(format!("not UTF-8 ({e})"))]))?;
-        let connection = ConnectionConfig::load(document).map_err(bad_config)?;
-        let secret = match &connection.secret {
-            SecretRef::SecretsManager(secret_id) => {
-                SecretSource::with_secrets_manager(secret_id.clone(), self.secrets_manager.clone())
-            }
-            other => SecretSource::new(other.clone()).await,
-        };
+        let secret = self.secret_source(&connection).await;
         let vendor = VendorAccess::new(connection.vendor.clone(), secret).await?;
         let loaded = Arc::new(LoadedConnection { connection, vendor });
         cache.insert(id.to_string(), (text, loaded.clone()));
         Ok(loaded)
+    }
+
+    /// The five checks of connection `id`: always a report, whatever the credential (a secret
+    /// that cannot be read, a key issued for another tenant) — those fail the credential check.
+    pub async fn check_connection(&self, id: &str) -> Result<ConnectionReport, StepError> {
+        let (_, connection) = self.stored(id).await?;
+        let credential = self
+            .secret_source(&connection)
+            .await
+            .credential()
+            .await
+            .map_err(|e| e.to_string());
+        Ok(test_connection(&connection.vendor, credential, connection.run_calls()).await)
     }
 }
 
@@ -431,16 +456,6 @@ pub async fn show_run(
         items_by_status: manifest.as_ref().map(|m| m.items_by_status.clone()),
         findings: manifest.map(|m| m.totals.findings_out),
     }))
-}
-
-/// Trigger (API): the five checks.
-pub async fn check_connection(
-    runtime: &Runtime<impl BucketStore>,
-    connection_id: &str,
-) -> Result<ConnectionReport, StepError> {
-    let loaded = runtime.connection(connection_id).await?;
-    let client: CxOneClient = loaded.vendor.client().await;
-    Ok(test_connection(&client, loaded.connection.config.kind).await)
 }
 
 /// Collect's output: the item again (transform needs it) and its status.

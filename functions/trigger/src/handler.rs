@@ -10,7 +10,7 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
-use cxone_etm::lambda::{Runtime, StartedRun, Summarized, check_connection, show_run, start_run};
+use cxone_etm::lambda::{Runtime, StartedRun, Summarized, show_run, start_run};
 use cxone_etm::metrics::Summary;
 use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger};
 use cxone_etm::store::BucketStore;
@@ -149,7 +149,7 @@ async fn route(
             ),
             Err(error) => failure(error),
         },
-        ("POST", ["connections", id, "test"]) => match check_connection(runtime, id).await {
+        ("POST", ["connections", id, "test"]) => match runtime.check_connection(id).await {
             Ok(report) => answer(200, serde_json::to_value(report).expect("serializes")),
             Err(error) => failure(error),
         },

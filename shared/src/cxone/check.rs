@@ -11,10 +11,12 @@ use serde::Serialize;
 use url::Url;
 
 use super::client::CxOneClient;
+use super::config::VendorConfig;
 use super::error::{AuthError, VendorError};
 use super::paging::LastScanQuery;
 use super::transport::resolve_allowed;
 pub use crate::ConnectorKind;
+use crate::secret::Credential;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,10 +55,39 @@ const CHECKS: [&str; 5] = [
 
 type Step = Result<(CheckStatus, String), (String, String)>;
 
-/// Runs the five checks in order; after a failure the rest are skipped.
-pub async fn test_connection(client: &CxOneClient, kind: ConnectorKind) -> ConnectionReport {
+/// What a connection's runs call beyond the basics, so the scope check probes exactly the
+/// endpoints a run will need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunCalls {
+    pub kind: ConnectorKind,
+    /// SAST: `/api/sast-results`, the severities before triage (`original_severity`).
+    pub severities_before_triage: bool,
+    /// SAST: `/api/projects/branches` (the `each_branch` policy).
+    pub branches: bool,
+}
+
+impl RunCalls {
+    /// The calls of a connection of `kind` with the default settings.
+    pub fn defaults(kind: ConnectorKind) -> Self {
+        Self {
+            kind,
+            severities_before_triage: kind == ConnectorKind::Sast,
+            branches: false,
+        }
+    }
+}
+
+/// Runs the five checks in order; after a failure the rest are skipped. Always a report: a
+/// credential that cannot be read or used (a key issued for another tenant or region) fails the
+/// credential check, after the network and TLS checks have run.
+pub async fn test_connection(
+    config: &VendorConfig,
+    credential: Result<Credential, String>,
+    calls: RunCalls,
+) -> ConnectionReport {
     let mut checks = Vec::new();
     let mut failed = false;
+    let mut client: Option<CxOneClient> = None;
     for (index, name) in CHECKS.into_iter().enumerate() {
         if failed {
             checks.push(CheckOutcome {
@@ -69,12 +100,19 @@ pub async fn test_connection(client: &CxOneClient, kind: ConnectorKind) -> Conne
             continue;
         }
         let started = Instant::now();
-        let step = match index {
-            0 => network(client).await,
-            1 => tls(client).await,
-            2 => credential(client).await,
-            3 => scope(client, kind).await,
-            _ => data(client, kind).await,
+        let step = match (index, &client) {
+            (0, _) => network(config).await,
+            (1, _) => tls(config).await,
+            (2, _) => match signed_in(config, &credential).await {
+                Ok((signed_in, detail)) => {
+                    client = Some(signed_in);
+                    Ok((CheckStatus::Pass, detail))
+                }
+                Err(failure) => Err(failure),
+            },
+            (3, Some(client)) => scope(client, calls).await,
+            (_, Some(client)) => data(client, calls.kind).await,
+            (_, None) => unreachable!("the credential check passed and kept its client"),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         checks.push(match step {
@@ -98,15 +136,14 @@ pub async fn test_connection(client: &CxOneClient, kind: ConnectorKind) -> Conne
         });
     }
     ConnectionReport {
-        kind,
+        kind: calls.kind,
         passed: !failed,
         checks,
     }
 }
 
-fn hosts(client: &CxOneClient) -> [&Url; 2] {
-    let endpoints = &client.config().endpoints;
-    [&endpoints.iam, &endpoints.api]
+fn hosts(config: &VendorConfig) -> [&Url; 2] {
+    [&config.endpoints.iam, &config.endpoints.api]
 }
 
 fn host_port(url: &Url) -> (String, u16) {
@@ -120,19 +157,19 @@ fn host_port(url: &Url) -> (String, u16) {
     )
 }
 
-async fn network(client: &CxOneClient) -> Step {
-    let config = client.config();
+async fn network(config: &VendorConfig) -> Step {
     let mut seen = Vec::new();
-    for url in hosts(client) {
+    for url in hosts(config) {
         let (host, port) = host_port(url);
         let fix = || {
             format!(
                 "check the region (for example https://deu.ast.checkmarx.net for DEU) and that outbound HTTPS to {host}:{port} is allowed from here"
             )
         };
+        // The resolver's message names the host already.
         let addresses = resolve_allowed(&host, port, config.policy)
             .await
-            .map_err(|e| (format!("cannot resolve {host}: {e}"), fix()))?;
+            .map_err(|e| (e, fix()))?;
         let connect = tokio::time::timeout(
             config.connect_timeout,
             tokio::net::TcpStream::connect(&addresses[..]),
@@ -154,9 +191,8 @@ async fn network(client: &CxOneClient) -> Step {
     Ok((CheckStatus::Pass, format!("reached {}", seen.join(" and "))))
 }
 
-async fn tls(client: &CxOneClient) -> Step {
-    let config = client.config();
-    if hosts(client).iter().all(|u| u.scheme() == "http") {
+async fn tls(config: &VendorConfig) -> Step {
+    if hosts(config).iter().all(|u| u.scheme() == "http") {
         return Ok((
             CheckStatus::Skipped,
             "plain HTTP to a local emulator (allow_insecure_local)".into(),
@@ -189,7 +225,7 @@ async fn tls(client: &CxOneClient) -> Step {
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config));
     let mut seen = Vec::new();
-    for url in hosts(client) {
+    for url in hosts(config) {
         let (host, port) = host_port(url);
         let fix = || {
             "if a proxy or a private CA sits in front of Checkmarx One, add its CA certificate with ca_bundle; otherwise check the region URL".to_string()
@@ -223,104 +259,208 @@ async fn tls(client: &CxOneClient) -> Step {
     ))
 }
 
-async fn credential(client: &CxOneClient) -> Step {
-    match client.authenticate().await {
-        Ok(()) => Ok((
-            CheckStatus::Pass,
-            format!(
-                "the token endpoint of tenant '{}' issued an access token",
-                client.config().tenant
-            ),
-        )),
-        Err(VendorError::Auth(auth)) => {
-            let fix = match &auth {
-                AuthError::BadApiKey { .. } | AuthError::KeyClientMismatch { .. } => {
-                    "create a new API key (Settings > Identity and Access Management > API Keys) and store it in the secret"
-                }
-                AuthError::BadClientCredentials { .. } => {
-                    "check the OAuth client id and secret in the secret; regenerate the secret if unsure"
-                }
-                AuthError::UnknownTenant { .. } => {
-                    "set the tenant name exactly as Checkmarx One shows it"
-                }
-                AuthError::WrongRegion { .. } | AuthError::KeyForOtherRealm { .. } => {
-                    "set the region the tenant lives in (the host in your Checkmarx One login URL)"
-                }
-                AuthError::Unexpected { .. } => "check the credential, tenant and region",
-            };
-            Err((auth.to_string(), fix.to_string()))
+/// The fix for a credential the token endpoint or the key itself refuses.
+fn credential_fix(auth: &AuthError) -> &'static str {
+    match auth {
+        AuthError::BadApiKey { .. } | AuthError::KeyClientMismatch { .. } => {
+            "create a new API key (Settings > Identity and Access Management > API Keys) and store it in the secret"
         }
-        Err(other) => Err((
-            other.to_string(),
-            "check the region and network, then retry".to_string(),
-        )),
+        AuthError::BadClientCredentials { .. } => {
+            "check the OAuth client id and secret in the secret; regenerate the secret if unsure"
+        }
+        AuthError::UnknownTenant { .. } => "set the tenant name exactly as Checkmarx One shows it",
+        AuthError::WrongRegion { .. } | AuthError::KeyForOtherRealm { .. } => {
+            "set the region and tenant the credential was issued for (the host and tenant in your Checkmarx One login URL), or use a credential of this tenant"
+        }
+        AuthError::Unexpected { .. } => "check the credential, tenant and region",
     }
 }
 
-fn scope_failure(error: VendorError) -> (String, String) {
-    let fix = match &error {
-        VendorError::Forbidden { role_hint, .. } => format!(
-            "give the credential the role {role_hint} (read access to projects, scans and results)"
+fn vendor_failure(error: VendorError) -> (String, String) {
+    match error {
+        VendorError::Auth(auth) => (auth.to_string(), credential_fix(&auth).to_string()),
+        other => (
+            other.to_string(),
+            "check the region and network, then retry".to_string(),
         ),
-        _ => "retry; if it persists, check the region and the vendor's status".to_string(),
-    };
-    (error.to_string(), fix)
+    }
 }
 
-async fn scope(client: &CxOneClient, kind: ConnectorKind) -> Step {
-    match kind {
+/// The credential check: the secret is read, the client built with it (an API key names the
+/// tenant and region it was issued for), and an access token asked for.
+async fn signed_in(
+    config: &VendorConfig,
+    credential: &Result<Credential, String>,
+) -> Result<(CxOneClient, String), (String, String)> {
+    let credential = credential.as_ref().map_err(|problem| {
+        (
+            problem.clone(),
+            "store the credential where the connection's `secret` points: {\"api_key\": \"…\"} or {\"client_id\": \"…\", \"client_secret\": \"…\"}".to_string(),
+        )
+    })?;
+    let client = CxOneClient::new(config.clone(), credential).map_err(vendor_failure)?;
+    client.authenticate().await.map_err(vendor_failure)?;
+    let detail = format!(
+        "the token endpoint of tenant '{}' issued an access token",
+        config.tenant
+    );
+    Ok((client, detail))
+}
+
+/// The scope check: each endpoint a run of this connection calls, called once. Every refusal is
+/// listed with the role that call needs, not only the first.
+async fn scope(client: &CxOneClient, calls: RunCalls) -> Step {
+    let mut probe = Probe {
+        client,
+        read: Vec::new(),
+        refused: Vec::new(),
+    };
+    match calls.kind {
         ConnectorKind::Sast => {
-            let projects = client
-                .probe("projects", "/api/projects", &[("limit", "1".into())])
-                .await
-                .map_err(scope_failure)?;
-            client
-                .probe("scans", "/api/scans", &[("limit", "1".into())])
-                .await
-                .map_err(scope_failure)?;
-            let first = first_id(&projects, "projects", "id");
-            let Some(project) = first else {
-                return Ok((
-                    CheckStatus::Pass,
-                    "can read projects and scans; the tenant has no project to probe results with"
-                        .into(),
-                ));
-            };
-            let scans = client
-                .last_scans(&[project], &LastScanQuery::completed_sast())
-                .await
-                .map_err(scope_failure)?;
-            let Some(scan) = scans.values().next() else {
-                return Ok((
-                    CheckStatus::Pass,
-                    "can read projects and scans; no completed SAST scan to probe results with"
-                        .into(),
-                ));
-            };
-            client
-                .probe(
-                    "results",
-                    "/api/results",
-                    &[("scan-id", scan.id.clone()), ("limit", "1".into())],
-                )
-                .await
-                .map_err(scope_failure)?;
-            Ok((
-                CheckStatus::Pass,
-                "can read projects, scans and results".into(),
-            ))
+            let projects = probe
+                .call("projects", "/api/projects", &[("limit", "1".into())])
+                .await?;
+            if let Some(project) = projects.and_then(|p| first_id(&p, "projects", "id")) {
+                let last_scan = LastScanQuery::completed_sast();
+                let scan = probe
+                    .call(
+                        "last-scan",
+                        "/api/projects/last-scan",
+                        &[
+                            ("project-ids", project.clone()),
+                            ("scan-status", "Completed".into()),
+                            ("engine", last_scan.engine.clone().unwrap_or_default()),
+                            ("limit", "1".into()),
+                        ],
+                    )
+                    .await?
+                    .and_then(|answer| answer[&project]["id"].as_str().map(str::to_string));
+                if calls.branches {
+                    probe
+                        .call(
+                            "branches",
+                            "/api/projects/branches",
+                            &[("project-id", project.clone()), ("limit", "1".into())],
+                        )
+                        .await?;
+                }
+                if let Some(scan) = scan {
+                    probe
+                        .call(
+                            "results",
+                            "/api/results",
+                            &[("scan-id", scan.clone()), ("limit", "1".into())],
+                        )
+                        .await?;
+                    if calls.severities_before_triage {
+                        probe
+                            .call(
+                                "sast-results",
+                                "/api/sast-results",
+                                &[
+                                    ("scan-id", scan),
+                                    ("apply-predicates", "false".into()),
+                                    ("include-nodes", "false".into()),
+                                    ("limit", "1".into()),
+                                ],
+                            )
+                            .await?;
+                    }
+                }
+            }
         }
         ConnectorKind::Dast => {
-            client
-                .probe(
+            let environments = probe
+                .call(
                     "dast-environments",
                     "/api/dast/scans/environments",
                     &[("from", "0".into()), ("to", "1".into())],
                 )
-                .await
-                .map_err(scope_failure)?;
-            Ok((CheckStatus::Pass, "can read DAST environments".into()))
+                .await?;
+            if let Some(environment) =
+                environments.and_then(|e| first_id(&e, "environments", "environmentId"))
+            {
+                let scan = probe
+                    .call(
+                        "dast-scans",
+                        "/api/dast/scans/scans",
+                        &[
+                            ("environmentId", environment),
+                            ("from", "0".into()),
+                            ("to", "1".into()),
+                        ],
+                    )
+                    .await?
+                    .and_then(|s| first_id(&s, "scans", "scanId"));
+                if let Some(scan) = scan {
+                    probe
+                        .call(
+                            "dast-results",
+                            &format!("/api/dast/mfe-results/results/{scan}"),
+                            &[("page", "1".into()), ("per_page", "1".into())],
+                        )
+                        .await?;
+                }
+            }
         }
+    }
+    probe.verdict()
+}
+
+/// The scope check's calls so far: what was read and what was refused (403).
+struct Probe<'c> {
+    client: &'c CxOneClient,
+    read: Vec<&'static str>,
+    refused: Vec<(&'static str, String, &'static str)>,
+}
+
+impl Probe<'_> {
+    /// One call: its answer, `None` when it was refused (listed), or the check's failure for any
+    /// other error.
+    async fn call(
+        &mut self,
+        endpoint: &'static str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Option<serde_json::Value>, (String, String)> {
+        match self.client.probe(endpoint, path, query).await {
+            Ok(answer) => {
+                self.read.push(endpoint);
+                Ok(Some(answer))
+            }
+            Err(VendorError::Forbidden { role_hint, .. }) => {
+                self.refused
+                    .push((endpoint, format!("GET {path}"), role_hint));
+                Ok(None)
+            }
+            Err(other) => Err((
+                format!("{endpoint}: {other}"),
+                "retry; if it persists, check the region and the vendor's status".to_string(),
+            )),
+        }
+    }
+
+    fn verdict(self) -> Step {
+        if self.refused.is_empty() {
+            return Ok((
+                CheckStatus::Pass,
+                format!("can read everything a run reads: {}", self.read.join(", ")),
+            ));
+        }
+        let calls: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(_, call, _)| format!("{call} (403)"))
+            .collect();
+        let mut roles: Vec<&str> = self.refused.iter().map(|(_, _, role)| *role).collect();
+        roles.dedup();
+        Err((
+            format!(
+                "the credential may not read what a run reads: {}",
+                calls.join(", ")
+            ),
+            format!("give the credential {}", roles.join(" and ")),
+        ))
     }
 }
 

@@ -61,9 +61,7 @@ pub enum VendorError {
     Config(#[from] ConfigError),
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
-    #[error(
-        "{endpoint}: HTTP 403 Forbidden; the credential lacks the role for this call ({role_hint})"
-    )]
+    #[error("{endpoint}: HTTP 403 Forbidden; the credential lacks {role_hint}")]
     Forbidden {
         endpoint: &'static str,
         role_hint: &'static str,

@@ -12,7 +12,9 @@ mod paging;
 mod region;
 mod transport;
 
-pub use check::{CheckOutcome, CheckStatus, ConnectionReport, ConnectorKind, test_connection};
+pub use check::{
+    CheckOutcome, CheckStatus, ConnectionReport, ConnectorKind, RunCalls, test_connection,
+};
 pub use client::CxOneClient;
 pub use config::{RetrySettings, VendorConfig, VendorSettings};
 pub use error::{AuthError, ConfigError, VendorError};

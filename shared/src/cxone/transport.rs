@@ -334,12 +334,17 @@ pub(crate) fn classify(endpoint: &'static str, exchange: &Exchange) -> Verdict {
     })
 }
 
+/// The role a call needs, as a phrase that follows "give the credential" and "lacks".
 fn role_hint(endpoint: &'static str) -> &'static str {
     match endpoint {
-        "results" | "sast-results" => "view-results, e.g. through ast-viewer or ast-scanner",
-        "projects" | "branches" => "view-projects",
-        "last-scan" | "scans" => "view-scans",
-        e if e.starts_with("dast") => "a DAST role that can view environments, scans and results",
+        "results" | "sast-results" => {
+            "the view-results role (ast-viewer and ast-scanner include it)"
+        }
+        "projects" | "branches" => "the view-projects role",
+        "last-scan" | "scans" => "the view-scans role",
+        e if e.starts_with("dast") => {
+            "a DAST role that can view environments, scans and results (dast-admin, or ast-viewer with DAST access)"
+        }
         _ => "a role that can read this resource",
     }
 }

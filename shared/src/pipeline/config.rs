@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::selection::{BranchPolicy, Filters};
 use crate::ConnectorKind;
-use crate::cxone::{VendorConfig, VendorSettings};
+use crate::cxone::{RunCalls, VendorConfig, VendorSettings};
 use crate::field_error::FieldError;
 use crate::mapping::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
 use crate::secret::SecretRef;
@@ -87,6 +87,18 @@ pub struct Connection {
     pub plan: Plan,
     pub scoring: CompiledScoring,
     pub options: TransformOptions,
+}
+
+impl Connection {
+    /// What this connection's runs call, for the connection test's scope check.
+    pub fn run_calls(&self) -> RunCalls {
+        let sast = self.config.kind == ConnectorKind::Sast;
+        RunCalls {
+            kind: self.config.kind,
+            severities_before_triage: sast && self.config.original_severity,
+            branches: sast && self.config.branches == BranchPolicy::EachBranch,
+        }
+    }
 }
 
 fn date(text: &str) -> Option<time::Date> {

@@ -1,10 +1,11 @@
-//! The five-check connection test against the emulator: all pass, and each failure names its
-//! cause and its fix, with the later checks skipped.
+//! The five-check connection test against the emulator: all pass, and every failure a user can
+//! make is a report in which one check fails, names its cause and its fix, and the later checks
+//! are skipped.
 
 use crate::common::*;
-use cxone_emulator::{EmulatorConfig, TenantShape};
+use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use cxone_etm::cxone::{
-    CheckStatus, ConnectionReport, ConnectorKind, CxOneClient, test_connection,
+    CheckStatus, ConnectionReport, ConnectorKind, RunCalls, VendorSettings, test_connection,
 };
 use cxone_etm::secret::Credential;
 
@@ -14,25 +15,53 @@ fn statuses(report: &ConnectionReport) -> Vec<CheckStatus> {
 
 use CheckStatus::{Fail, Pass, Skipped};
 
+async fn check(
+    settings: VendorSettings,
+    credential: Credential,
+    calls: RunCalls,
+) -> ConnectionReport {
+    test_connection(
+        &settings.validate().expect("valid settings"),
+        Ok(credential),
+        calls,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn all_checks_pass_for_sast_and_dast_on_a_local_emulator() {
     let emulator = emulator(TenantShape::default()).await;
-    let client = default_client(&emulator);
-    let report = test_connection(&client, ConnectorKind::Sast).await;
+    let sast = RunCalls {
+        branches: true,
+        ..RunCalls::defaults(ConnectorKind::Sast)
+    };
+    let report = check(settings(&emulator), api_key(&emulator), sast).await;
     assert!(report.passed, "{}", report.to_table());
     assert_eq!(
         statuses(&report),
         vec![Pass, Skipped, Pass, Pass, Pass],
         "TLS is skipped on plain HTTP"
     );
-    assert!(report.checks[3].detail.contains("results"));
+    assert_eq!(
+        report.checks[3].detail,
+        "can read everything a run reads: projects, last-scan, branches, results, sast-results"
+    );
     assert!(
         report.checks[4].detail.contains("10 projects"),
         "{}",
         report.checks[4].detail
     );
-    let dast = test_connection(&client, ConnectorKind::Dast).await;
+    let dast = check(
+        settings(&emulator),
+        oauth(&emulator),
+        RunCalls::defaults(ConnectorKind::Dast),
+    )
+    .await;
     assert!(dast.passed, "{}", dast.to_table());
+    assert_eq!(
+        dast.checks[3].detail,
+        "can read everything a run reads: dast-environments, dast-scans, dast-results"
+    );
     assert!(dast.checks[4].detail.contains("3 DAST environments"));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["checks"][0]["name"], "Network reachability");
@@ -54,17 +83,14 @@ async fn over_tls_the_handshake_is_verified_with_the_ca_bundle_and_fails_without
 
     let mut with_ca = settings(&emulator);
     with_ca.ca_bundle = Some(ca.clone());
-    let report = test_connection(&client(with_ca, &oauth(&emulator)), ConnectorKind::Sast).await;
+    let sast = RunCalls::defaults(ConnectorKind::Sast);
+    let report = check(with_ca, oauth(&emulator), sast).await;
     assert_eq!(statuses(&report), vec![Pass; 5], "{}", report.to_table());
     assert!(
         report.checks[1].detail.contains("TLSv1_3") || report.checks[1].detail.contains("TLSv1_2")
     );
 
-    let report = test_connection(
-        &client(settings(&emulator), &oauth(&emulator)),
-        ConnectorKind::Sast,
-    )
-    .await;
+    let report = check(settings(&emulator), oauth(&emulator), sast).await;
     assert_eq!(
         statuses(&report),
         vec![Pass, Fail, Skipped, Skipped, Skipped],
@@ -81,51 +107,278 @@ async fn over_tls_the_handshake_is_verified_with_the_ca_bundle_and_fails_without
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// One mistake a user can make, and what the report must say about it.
+struct Case {
+    what: &'static str,
+    settings: VendorSettings,
+    credential: Result<Credential, String>,
+    kind: ConnectorKind,
+    /// The check that fails (0-based).
+    fails: usize,
+    detail: &'static str,
+    fix: &'static str,
+}
+
+fn unreachable_settings(url: &str) -> VendorSettings {
+    let mut s = VendorSettings::for_custom(url, url, "acme");
+    s.allow_insecure_local = url.starts_with("http://");
+    s.connect_timeout_secs = 2;
+    s
+}
+
+fn credential_cases(emulator: &Emulator) -> Vec<Case> {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let tenant = |name: &str| {
+        let mut s = settings(emulator);
+        s.tenant = name.into();
+        s
+    };
+    let sast = ConnectorKind::Sast;
+    vec![
+        Case {
+            what: "a closed port",
+            settings: unreachable_settings(&format!("http://127.0.0.1:{port}")),
+            credential: Ok(api_key(emulator)),
+            kind: sast,
+            fails: 0,
+            detail: "cannot connect to 127.0.0.1",
+            fix: "check the region",
+        },
+        Case {
+            what: "a host that does not exist",
+            settings: unreachable_settings("https://no-such-host.invalid"),
+            credential: Ok(api_key(emulator)),
+            kind: sast,
+            fails: 0,
+            detail: "no-such-host.invalid",
+            fix: "check the region",
+        },
+        Case {
+            what: "a secret that cannot be read",
+            settings: settings(emulator),
+            credential: Err(
+                "credential secret: env:CX_KEY: the environment variable is not set".into(),
+            ),
+            kind: sast,
+            fails: 2,
+            detail: "env:CX_KEY: the environment variable is not set",
+            fix: "store the credential where the connection's `secret` points",
+        },
+        Case {
+            what: "an API key of another tenant",
+            settings: tenant("acme-typo"),
+            credential: Ok(api_key(emulator)),
+            kind: sast,
+            fails: 2,
+            detail: "acme-typo",
+            fix: "set the region and tenant the credential was issued for",
+        },
+        Case {
+            what: "an OAuth client and a tenant that does not exist",
+            settings: tenant("globex"),
+            credential: Ok(oauth(emulator)),
+            kind: ConnectorKind::Dast,
+            fails: 2,
+            detail: "tenant 'globex' does not exist",
+            fix: "set the tenant name exactly as Checkmarx One shows it",
+        },
+        Case {
+            what: "a revoked API key",
+            settings: settings(emulator),
+            credential: Ok(Credential::ApiKey("revoked-key".to_string().into())),
+            kind: sast,
+            fails: 2,
+            detail: "API key was rejected",
+            fix: "create a new API key",
+        },
+        Case {
+            what: "a wrong client secret",
+            settings: settings(emulator),
+            credential: Ok(Credential::OAuthClient {
+                client_id: emulator.credentials.client_id.clone(),
+                client_secret: "not-the-secret".to_string().into(),
+            }),
+            kind: ConnectorKind::Dast,
+            fails: 2,
+            detail: "",
+            fix: "check the OAuth client id and secret",
+        },
+    ]
+}
+
 #[tokio::test]
-async fn a_bad_key_fails_the_credential_check_with_the_fix() {
+async fn every_mistake_is_a_report_with_one_failed_check_its_cause_and_its_fix() {
     let emulator = emulator(TenantShape::default()).await;
-    let client = client(
-        settings(&emulator),
-        &Credential::ApiKey("revoked-key".to_string().into()),
+    for case in credential_cases(&emulator) {
+        let config = case.settings.validate().expect("valid settings");
+        let report = test_connection(&config, case.credential, RunCalls::defaults(case.kind)).await;
+        let table = report.to_table();
+        assert!(!report.passed, "{}: {table}", case.what);
+        let failed = &report.checks[case.fails];
+        assert_eq!(failed.status, Fail, "{}: {table}", case.what);
+        assert!(
+            report.checks[case.fails + 1..]
+                .iter()
+                .all(|c| c.status == Skipped),
+            "{}: {table}",
+            case.what
+        );
+        assert!(
+            report.checks[..case.fails].iter().all(|c| c.status != Fail),
+            "{}: {table}",
+            case.what
+        );
+        assert!(
+            failed.detail.contains(case.detail),
+            "{}: {table}",
+            case.what
+        );
+        assert!(
+            failed.fix.as_deref().unwrap().contains(case.fix),
+            "{}: {table}",
+            case.what
+        );
+        assert!(
+            !failed.detail.contains(&emulator.credentials.api_key),
+            "{}: the key leaked",
+            case.what
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_scope_check_calls_every_endpoint_a_run_calls_and_names_each_missing_role() {
+    let emulator = emulator(TenantShape::default()).await;
+    let each_branch = RunCalls {
+        branches: true,
+        ..RunCalls::defaults(ConnectorKind::Sast)
+    };
+    let dast = RunCalls::defaults(ConnectorKind::Dast);
+    let cases = [
+        (
+            Endpoint::Projects,
+            each_branch,
+            "GET /api/projects (403)",
+            "the view-projects role",
+        ),
+        (
+            Endpoint::LastScan,
+            each_branch,
+            "GET /api/projects/last-scan (403)",
+            "the view-scans role",
+        ),
+        (
+            Endpoint::Branches,
+            each_branch,
+            "GET /api/projects/branches (403)",
+            "the view-projects role",
+        ),
+        (
+            Endpoint::Results,
+            each_branch,
+            "GET /api/results (403)",
+            "the view-results role",
+        ),
+        (
+            Endpoint::SastResults,
+            each_branch,
+            "GET /api/sast-results (403)",
+            "the view-results role",
+        ),
+        (
+            Endpoint::DastEnvironments,
+            dast,
+            "GET /api/dast/scans/environments (403)",
+            "a DAST role",
+        ),
+        (
+            Endpoint::DastScans,
+            dast,
+            "GET /api/dast/scans/scans (403)",
+            "a DAST role",
+        ),
+        (
+            Endpoint::DastResults,
+            dast,
+            "GET /api/dast/mfe-results/results/",
+            "a DAST role",
+        ),
+    ];
+    for (endpoint, calls, refused, role) in cases {
+        emulator.clear_faults();
+        emulator.set_fault(
+            endpoint,
+            FaultSpec {
+                forbidden_rate: 1.0,
+                ..FaultSpec::default()
+            },
+        );
+        let report = check(settings(&emulator), oauth(&emulator), calls).await;
+        let table = report.to_table();
+        assert_eq!(
+            statuses(&report),
+            vec![Pass, Skipped, Pass, Fail, Skipped],
+            "{endpoint:?}: {table}"
+        );
+        let scope = &report.checks[3];
+        assert!(scope.detail.contains(refused), "{endpoint:?}: {table}");
+        let fix = scope.fix.as_deref().unwrap();
+        assert!(
+            fix.starts_with("give the credential ") && fix.contains(role),
+            "{endpoint:?}: {fix}"
+        );
+        assert!(!fix.contains("role a "), "read once, not garbled: {fix}");
+    }
+    emulator.clear_faults();
+
+    // What the run does not call is not asked for: without the each-branch policy, a refused
+    // branches endpoint does not fail the test, nor a refused /api/sast-results without the
+    // severities before triage.
+    emulator.set_fault(
+        Endpoint::Branches,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            ..FaultSpec::default()
+        },
     );
-    let report = test_connection(&client, ConnectorKind::Sast).await;
-    assert!(!report.passed);
+    emulator.set_fault(
+        Endpoint::SastResults,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            ..FaultSpec::default()
+        },
+    );
+    let plain = RunCalls {
+        severities_before_triage: false,
+        ..RunCalls::defaults(ConnectorKind::Sast)
+    };
+    let report = check(settings(&emulator), oauth(&emulator), plain).await;
+    assert!(report.passed, "{}", report.to_table());
+    // Two refusals are both named, each with its role.
+    let report = check(settings(&emulator), oauth(&emulator), each_branch).await;
+    let scope = &report.checks[3];
+    assert!(
+        scope.detail.contains("/api/projects/branches (403)")
+            && scope.detail.contains("/api/sast-results (403)"),
+        "{}",
+        scope.detail
+    );
     assert_eq!(
-        statuses(&report),
-        vec![Pass, Skipped, Fail, Skipped, Skipped]
-    );
-    assert!(report.checks[2].detail.contains("API key was rejected"));
-    assert!(
-        report.checks[2]
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("create a new API key")
-    );
-    assert!(report.to_table().contains("FAILED"));
-}
-
-#[tokio::test]
-async fn an_unknown_tenant_fails_the_credential_check() {
-    let emulator = emulator(TenantShape::default()).await;
-    let mut s = settings(&emulator);
-    s.tenant = "globex".into();
-    let report = test_connection(&client(s, &oauth(&emulator)), ConnectorKind::Sast).await;
-    assert_eq!(report.checks[2].status, Fail);
-    assert!(
-        report.checks[2]
-            .detail
-            .contains("tenant 'globex' does not exist")
+        scope.fix.as_deref().unwrap(),
+        "give the credential the view-projects role and the view-results role (ast-viewer and ast-scanner include it)"
     );
 }
 
 #[tokio::test]
-async fn a_missing_role_fails_the_scope_check_naming_the_role() {
+async fn credentials_without_a_role_fail_the_scope_check() {
     let emulator = emulator(TenantShape::default()).await;
     let no_results = Credential::ApiKey(emulator.credentials.api_key_no_results.clone().into());
-    let report = test_connection(
-        &client(settings(&emulator), &no_results),
-        ConnectorKind::Sast,
+    let report = check(
+        settings(&emulator),
+        no_results,
+        RunCalls::defaults(ConnectorKind::Sast),
     )
     .await;
     assert_eq!(statuses(&report), vec![Pass, Skipped, Pass, Fail, Skipped]);
@@ -138,45 +391,23 @@ async fn a_missing_role_fails_the_scope_check_naming_the_role() {
         "{}",
         report.to_table()
     );
-
     let no_dast = Credential::OAuthClient {
         client_id: emulator.credentials.client_id_no_dast.clone(),
         client_secret: emulator.credentials.client_secret_no_dast.clone().into(),
     };
-    let client = client(settings(&emulator), &no_dast);
-    assert!(
-        test_connection(&client, ConnectorKind::Sast).await.passed,
-        "SAST needs no DAST role"
-    );
-    let report = test_connection(&client, ConnectorKind::Dast).await;
+    let sast = check(
+        settings(&emulator),
+        no_dast.clone(),
+        RunCalls::defaults(ConnectorKind::Sast),
+    )
+    .await;
+    assert!(sast.passed, "SAST needs no DAST role");
+    let report = check(
+        settings(&emulator),
+        no_dast,
+        RunCalls::defaults(ConnectorKind::Dast),
+    )
+    .await;
     assert_eq!(report.checks[3].status, Fail);
     assert!(report.checks[3].fix.as_deref().unwrap().contains("DAST"));
-}
-
-#[tokio::test]
-async fn an_unreachable_host_fails_the_network_check_with_the_region_fix() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let url = format!("http://127.0.0.1:{port}");
-    let mut s = cxone_etm::cxone::VendorSettings::for_custom(&url, &url, "acme");
-    s.allow_insecure_local = true;
-    let client = CxOneClient::new(
-        s.validate().unwrap(),
-        &Credential::ApiKey("k".to_string().into()),
-    )
-    .unwrap();
-    let report = test_connection(&client, ConnectorKind::Sast).await;
-    assert_eq!(
-        statuses(&report),
-        vec![Fail, Skipped, Skipped, Skipped, Skipped]
-    );
-    assert!(report.checks[0].detail.contains("cannot connect"));
-    assert!(
-        report.checks[0]
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("check the region")
-    );
 }

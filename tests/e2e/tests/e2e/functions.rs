@@ -458,3 +458,65 @@ async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_conn
     assert_ne!(started["run"]["runId"], json!(failed.run_id));
     assert_eq!(f.starts.starts().len(), 1);
 }
+
+#[tokio::test]
+async fn the_test_route_answers_every_mistake_with_the_five_checks() {
+    let f = fixture().await;
+    let store = |id: &str, tenant: &str, secret: &str| {
+        let mut vendor = vendor_settings(&f.emulator);
+        vendor.tenant = tenant.into();
+        let config = ConnectionConfig::new(id, cxone_etm::ConnectorKind::Sast, vendor, secret);
+        let store = &f.runtime.store;
+        let id = id.to_string();
+        async move {
+            store
+                .put(
+                    &config_key(&id),
+                    serde_json::to_vec(&config).unwrap().into(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    store("other-tenant", "acme-typo", cxone_etm_e2e::DEMO_SECRET_ARN).await;
+    store(
+        "no-secret",
+        &f.emulator.tenant,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nobody-AbCdEf",
+    )
+    .await;
+    for (id, cause) in [
+        ("other-tenant", "acme-typo"),
+        ("no-secret", "cannot read the secret"),
+    ] {
+        let mut request = event("trigger-api-test-connection.json");
+        request["rawPath"] = json!(format!("/connections/{id}/test"));
+        let answer = call(
+            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+            request,
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer["statusCode"], 200, "{id}: a report, not a refusal");
+        let report = body(&answer);
+        assert_eq!(report["passed"], false, "{id}");
+        let statuses: Vec<&str> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["pass", "skipped", "fail", "skipped", "skipped"],
+            "{id}"
+        );
+        assert!(
+            report["checks"][2]["detail"]
+                .as_str()
+                .unwrap()
+                .contains(cause),
+            "{id}: {report}"
+        );
+    }
+}
