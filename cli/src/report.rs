@@ -88,11 +88,20 @@ fn cell(text: &str) -> String {
 /// A table cell linking `text` to `url` (angle brackets keep any `(` or `)` of the URL inside the
 /// link; the url crate escapes `<`, `>` and spaces).
 fn md_link(text: &str, url: Option<&str>) -> String {
-    let text = cell(text).replace('[', "\\[").replace(']', "\\]");
-    match url {
+    // The backslash first: the escapes added after it must stay escapes.
+    let text = cell(&text.replace('\\', "\\\\"))
+        .replace('[', "\\[")
+        .replace(']', "\\]");
+    match url.filter(|url| web_link(url)) {
         Some(url) => format!("[{text}](<{}>)", cell(url)),
         None => text,
     }
+}
+
+/// Links go only to web pages: a manifest edited to hold `javascript:` or `file:` links is shown
+/// as text.
+fn web_link(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
 }
 
 pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
@@ -250,7 +259,7 @@ fn chart(rows: &[(String, u64)]) -> Markup {
 /// `text`, as a link to `url` when there is one.
 fn linked(text: &str, url: Option<&str>) -> Markup {
     html! {
-        @match url {
+        @match url.filter(|url| web_link(url)) {
             Some(url) => a href=(url) { (text) },
             None => (text),
         }
@@ -448,6 +457,21 @@ mod tests {
         assert!(
             svg.contains(r#"data-severity="INFO" data-count="0" x="90" y="76" width="0.0""#),
             "{svg}"
+        );
+    }
+
+    #[test]
+    fn links_go_to_web_pages_only_and_their_text_cannot_break_out() {
+        assert_eq!(
+            md_link("a]b\\", Some("https://x.example/r?id=1&b=(2)")),
+            "[a\\]b\\\\](<https://x.example/r?id=1&b=(2)>)"
+        );
+        assert_eq!(md_link("p|q", None), "p\\|q");
+        assert_eq!(md_link("x", Some("javascript:alert(1)")), "x");
+        assert_eq!(linked("x", Some("javascript:alert(1)")).into_string(), "x");
+        assert_eq!(
+            linked("<b>", Some("https://x.example/?a=\"1\"")).into_string(),
+            "<a href=\"https://x.example/?a=&quot;1&quot;\">&lt;b&gt;</a>"
         );
     }
 }

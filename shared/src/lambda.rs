@@ -477,13 +477,8 @@ pub async fn collect_task(
     item: WorkItem,
 ) -> Result<CollectTaskOutput, StepError> {
     let loaded = runtime.connection(&item.run.connection_id).await?;
-    let outcome: CollectOutcome = collect(
-        &runtime.store,
-        &loaded.vendor,
-        &loaded.connection.config.filters,
-        &item,
-    )
-    .await?;
+    let outcome: CollectOutcome =
+        collect(&runtime.store, &loaded.vendor, &loaded.connection, &item).await?;
     Ok(CollectTaskOutput {
         status: outcome.status,
         reason: outcome.reason,

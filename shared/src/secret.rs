@@ -256,9 +256,19 @@ impl SecretsManager for aws_sdk_secretsmanager::Client {
 }
 
 /// Secrets held in memory by id, standing in for Secrets Manager in tests that run without AWS.
-#[derive(Debug, Default)]
+/// Like every credential here, the values cannot be printed: `Debug` shows the ids only.
+#[derive(Default)]
 pub struct MemorySecrets {
-    values: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    values: std::sync::Mutex<std::collections::HashMap<String, SecretString>>,
+}
+
+impl std::fmt::Debug for MemorySecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("MemorySecrets")
+            .field("ids", &values.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl MemorySecrets {
@@ -267,7 +277,7 @@ impl MemorySecrets {
         self.values
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.into(), value.into());
+            .insert(id.into(), SecretString::from(value.into()));
     }
 }
 
@@ -278,7 +288,7 @@ impl SecretsManager for MemorySecrets {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .cloned()
+            .map(|value| secrecy::ExposeSecret::expose_secret(value).to_string())
             .ok_or_else(|| "cannot read the secret (no such secret)".to_string());
         Box::pin(std::future::ready(value))
     }
@@ -383,6 +393,17 @@ impl SecretSource {
 #[cfg(test)]
 mod source_tests {
     use super::*;
+
+    #[test]
+    fn memory_secrets_print_their_ids_never_their_values() {
+        let secrets = MemorySecrets::default();
+        secrets.put("cxone/demo", r#"{"api_key": "zz-top-secret"}"#);
+        let shown = format!("{secrets:?}");
+        assert!(
+            shown.contains("cxone/demo") && !shown.contains("zz-top-secret"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn references_parse_and_display_without_values() {

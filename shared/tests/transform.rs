@@ -10,7 +10,7 @@ use common::*;
 use cxone_emulator::TenantShape;
 use cxone_etm::ConnectorKind;
 use cxone_etm::mapping::{
-    AssetTypes, BATCH_SCHEMA, ItemOutcome, ItemTransformer, Scoring, TransformContext,
+    AssetTypes, BATCH_SCHEMA, ItemOutcome, ItemTransformer, Lifecycle, Scoring, TransformContext,
     TransformError, TransformMap, TransformOptions,
 };
 use serde_json::{Value, json};
@@ -522,14 +522,22 @@ fn located(id: &str, at: u32, extra: Value) -> Value {
 /// Each record's `externalFindingId` by its description (a marker of the record), the records
 /// given in `pages`, with the repeated ids counted first as collect counts them.
 fn ids_by_record(pages: &[Vec<Value>]) -> (BTreeMap<String, String>, ItemOutcome) {
+    ids_after(pages, None)
+}
+
+/// [`ids_by_record`] reconciled against the ledger of a previous run, when one is given.
+fn ids_after(
+    pages: &[Vec<Value>],
+    previous: Option<cxone_etm::mapping::Ledger>,
+) -> (BTreeMap<String, String>, ItemOutcome) {
     let bodies: Vec<Vec<u8>> = pages.iter().map(|p| page(p.clone())).collect();
-    let mut tally = cxone_etm::mapping::IdTally::new(ConnectorKind::Sast);
-    for body in &bodies {
-        tally.add_page(body);
-    }
     let plan = TransformMap::default_for(ConnectorKind::Sast)
         .compile()
         .unwrap();
+    let mut tally = cxone_etm::mapping::IdTally::new(&plan);
+    for body in &bodies {
+        tally.add_page(body);
+    }
     let scoring = Scoring::default_table().compile().unwrap();
     let mut transformer = ItemTransformer::new(
         &plan,
@@ -540,6 +548,9 @@ fn ids_by_record(pages: &[Vec<Value>]) -> (BTreeMap<String, String>, ItemOutcome
     )
     .unwrap();
     transformer.expect_repeats(tally.repeated());
+    if let Some(previous) = previous {
+        transformer.reconcile(previous, "run-2", None);
+    }
     let mut ids = BTreeMap::new();
     for (n, body) in bodies.iter().enumerate() {
         for line in transformer.push_page(body, n as u32).unwrap() {
@@ -602,7 +613,55 @@ fn repeated_vendor_ids_are_told_apart_by_content_never_by_position() {
 }
 
 #[test]
-fn a_record_alike_in_every_identity_field_is_rejected_not_renamed() {
+fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
+    let twins = vec![
+        located("dup", 10, json!({"description": "a"})),
+        located("dup", 20, json!({"description": "b"})),
+    ];
+    let (first, outcome) = ids_after(std::slice::from_ref(&twins), None);
+    let ledger = outcome.ledger.clone();
+    assert!(ledger.is_none(), "not reconciled without a previous ledger");
+    // The next scan: code above both flaws was edited (every line moved by 3), then `b` went.
+    let moved: Vec<Value> = twins
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            for node in r["data"]["nodes"].as_array_mut().unwrap() {
+                node["line"] = json!(node["line"].as_u64().unwrap() + 3);
+            }
+            r
+        })
+        .collect();
+    let (second, _) = ids_after(std::slice::from_ref(&moved), None);
+    assert_eq!(second, first, "lines and columns are not identity");
+    let previous = {
+        let plan = TransformMap::default_for(ConnectorKind::Sast)
+            .compile()
+            .unwrap();
+        let scoring = Scoring::default_table().compile().unwrap();
+        let mut t = ItemTransformer::new(
+            &plan,
+            &scoring,
+            &context(),
+            TransformOptions::default(),
+            PROJECT_WITH_REPO.as_bytes(),
+        )
+        .unwrap();
+        t.expect_repeats(["dup".to_string()]);
+        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+        t.push_page(&page(twins.clone()), 0).unwrap();
+        t.finish().ledger.unwrap()
+    };
+    let (alone, outcome) = ids_after(&[vec![moved[0].clone()]], Some(previous));
+    assert_eq!(
+        alone["a"], first["a"],
+        "the id no longer repeats, but the finding keeps the id it had"
+    );
+    assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 1);
+}
+
+#[test]
+fn a_record_alike_in_every_identity_field_is_skipped_as_a_duplicate() {
     let records = vec![
         located("same", 1, json!({"description": "first"})),
         located(
@@ -615,15 +674,20 @@ fn a_record_alike_in_every_identity_field_is_rejected_not_renamed() {
     let (ids, outcome) = ids_by_record(std::slice::from_ref(&records));
     assert_eq!(ids.len(), 2);
     assert!(ids["first"].starts_with("same#"));
-    assert_eq!(outcome.figures.rejected, 1);
-    assert!(
-        outcome.rejected[0]
-            .reason
-            .contains("already has the finding id"),
-        "{:?}",
-        outcome.rejected
+    assert_eq!(outcome.figures.duplicates, 1);
+    assert_eq!(
+        outcome.figures.rejected, 0,
+        "a duplicate holds no closure back"
     );
-    // Without the count of repeated ids (a transform nobody told), a repeat is refused too,
+    assert_eq!(
+        outcome.figures.collisions, 1,
+        "only the written one is listed"
+    );
+    assert_eq!(
+        outcome.figures.records_in,
+        outcome.figures.findings_out + outcome.figures.rejected + outcome.figures.skipped()
+    );
+    // Without the count of repeated ids (a transform nobody told), a repeat is skipped too,
     // never renamed by where it arrives.
     let (lines, outcome) = run(
         ConnectorKind::Sast,
@@ -637,7 +701,7 @@ fn a_record_alike_in_every_identity_field_is_rejected_not_renamed() {
         .map(|f| f["externalFindingId"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(emitted, ["same", "other"]);
-    assert_eq!(outcome.figures.rejected, 1);
+    assert_eq!(outcome.figures.duplicates, 1);
 }
 
 #[test]

@@ -20,10 +20,10 @@ pub struct ScanLinks {
 impl ScanLinks {
     /// The base with `segments` appended, each one segment whatever it holds (the url crate
     /// escapes `/`, `?`, `#` and spaces). A `.` or `..` segment has no escaped form a browser
-    /// would not resolve (`%2E%2E` is `..` to a URL parser), so such an id gets no link: better
-    /// none than one that opens another page.
+    /// would not resolve (`%2E%2E` is `..` to a URL parser), and an empty one would shift the
+    /// others, so such an id gets no link: better none than one that opens another page.
     fn at(&self, segments: &[&str]) -> Option<Url> {
-        if segments.iter().any(|s| matches!(*s, "." | "..")) {
+        if segments.iter().any(|s| matches!(*s, "" | "." | "..")) {
             return None;
         }
         let mut url = self.base.clone();
@@ -100,6 +100,12 @@ mod tests {
             "a `..` id would climb out of the path: no link rather than a wrong one"
         );
         assert!(dotted.scan().is_some(), "the scan's link names no project");
+        let empty = links("https://cx.example.com", "");
+        assert_eq!(
+            empty.sast_result("h"),
+            None,
+            "an empty id shifts no segment"
+        );
         let without_project = ScanLinks {
             project_id: None,
             ..dotted

@@ -26,6 +26,8 @@ pub enum ValueType {
     DateTime,
     /// A list of texts (a single text becomes a one-element list).
     List,
+    /// A list of texts written as one, comma-separated (an empty list is no value).
+    Joined,
     /// Tags as a list of texts: `{"team": "payments", "pci": ""}` becomes `["team:payments",
     /// "pci"]`; a list of names (or of `{"name": …}` objects) stays a list of names.
     Tags,
@@ -251,7 +253,7 @@ pub static DAST: Catalog = Catalog {
         finding("findingGroup.findings[].findingDescription", Text, false),
         finding("findingGroup.findings[].recommendation", Text, false),
         finding("findingGroup.findings[].cweId", Cwe, false),
-        finding("findingGroup.findings[].owaspTop10Name", Text, false),
+        finding("findingGroup.findings[].owaspTop10Name", Joined, false),
         finding("findingGroup.findings[].sourceFindingURL", Text, false),
         finding("findingGroup.findings[].detectionMethod", Text, false),
         finding("findingGroup.findings[].httpMethod", Text, false),

@@ -83,8 +83,9 @@ pub struct Rejected {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Collision {
+    /// The id several records of the item share.
     pub external_finding_id: String,
-    /// The id the later record carries instead, so both are kept.
+    /// The id this record carries instead (the shared id and its identity suffix).
     pub renamed_to: String,
 }
 
@@ -101,6 +102,10 @@ pub struct Figures {
     pub skipped_by_type: BTreeMap<String, u64>,
     /// Records of an asset the asset-type filter removed.
     pub skipped_by_filter: u64,
+    /// Records alike in id and every identity field to one already written: the same finding
+    /// sent twice, skipped.
+    #[serde(default)]
+    pub duplicates: u64,
     pub collisions: u64,
     /// Findings carrying a triage state Checkmarx One does not ship (custom states).
     pub unknown_triage_states: u64,
@@ -134,7 +139,7 @@ pub struct Figures {
 
 impl Figures {
     pub fn skipped(&self) -> u64 {
-        self.skipped_by_type.values().sum::<u64>() + self.skipped_by_filter
+        self.skipped_by_type.values().sum::<u64>() + self.skipped_by_filter + self.duplicates
     }
 
     pub fn add(&mut self, other: &Figures) {
@@ -146,6 +151,7 @@ impl Figures {
             *self.skipped_by_type.entry(k.clone()).or_default() += v;
         }
         self.skipped_by_filter += other.skipped_by_filter;
+        self.duplicates += other.duplicates;
         self.collisions += other.collisions;
         self.unknown_triage_states += other.unknown_triage_states;
         self.flagged_values += other.flagged_values;
@@ -286,22 +292,18 @@ fn text_of(value: &Value) -> Option<String> {
 /// Coerces a value to the target type; `Err` names what did not fit.
 fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
     match ty {
-        // A list of texts where one text belongs (DAST `owasp`) is written as one text.
-        ValueType::Text => match value {
-            Value::Array(items)
-                if !items.is_empty() && items.iter().all(|v| text_of(v).is_some()) =>
-            {
-                Ok(Value::String(
-                    items
-                        .iter()
-                        .filter_map(text_of)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ))
-            }
-            other => coerce(other, ValueType::Status),
+        // A list of texts written as one text (DAST `owasp`); a lone text stays as it is.
+        ValueType::Joined => match value {
+            Value::Array(items) if items.iter().all(|v| text_of(v).is_some()) => Ok(Value::String(
+                items
+                    .iter()
+                    .filter_map(text_of)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+            other => coerce(other, ValueType::Text),
         },
-        ValueType::Status => match value {
+        ValueType::Text | ValueType::Status => match value {
             Value::String(_) => Ok(value),
             Value::Number(n) => Ok(Value::String(n.to_string())),
             Value::Bool(b) => Ok(Value::String(b.to_string())),
@@ -414,8 +416,13 @@ fn entry_value(
     raw: Option<&Value>,
     flags: &mut Vec<String>,
 ) -> Result<Option<Value>, String> {
-    // Null and blank texts (a project's `repoUrl: ""`) are no value.
-    let raw = raw.filter(|v| !v.is_null() && v.as_str().is_none_or(|t| !t.trim().is_empty()));
+    // Null and blank texts (a project's `repoUrl: ""`) are no value; nor is an empty list where
+    // one text is written from a list.
+    let raw = raw.filter(|v| {
+        !v.is_null()
+            && v.as_str().is_none_or(|t| !t.trim().is_empty())
+            && !(entry.target.ty == ValueType::Joined && v.as_array().is_some_and(Vec::is_empty))
+    });
     let mapped = match (&entry.value_map, raw) {
         (Some(map), Some(v)) => {
             let key = text_of(v).unwrap_or_default();
@@ -887,7 +894,12 @@ impl State {
             let computed = entry.computed.and_then(|c| rules.computed(c, slots));
             let raw = match (&stand_in, entry.computed) {
                 (_, Some(_)) => computed.as_ref(),
-                (Some(default), None) if entry.slot == plan.implicit.severity => Some(default),
+                (Some(default), None)
+                    if entry.slot == plan.implicit.severity
+                        && entry.target.ty == ValueType::Severity =>
+                {
+                    Some(default)
+                }
                 _ => slots[entry.slot].as_ref(),
             };
             match entry_value(entry, raw, &mut flags) {
@@ -895,8 +907,11 @@ impl State {
                 Err(reason) => return self.reject(rules, slots, at, reason),
             }
         }
-        if let Err(reason) = self.identify(rules, slots, &mut values) {
-            return self.reject(rules, slots, at, reason);
+        if !self.identify(rules, slots, &mut values) {
+            // The same finding twice (same id, same identity fields): one is enough, and a
+            // skipped record does not hold the asset's absent findings open as a rejected one would.
+            self.outcome.figures.duplicates += 1;
+            return;
         }
         let id = plan
             .external_finding_id
@@ -986,45 +1001,55 @@ impl State {
         false
     }
 
-    /// The finding's `externalFindingId`: the vendor's id, or for an id the vendor repeats within
-    /// the scan that id with its record's identity suffix. An id this asset already emitted (a
-    /// repeat nobody announced, or two records alike in every identity field) is refused: the
-    /// record is rejected rather than renamed by its position.
+    /// Gives the finding its `externalFindingId`: the id the map gives it, or, for an id several
+    /// records of the scan share (counted before: [`super::IdTally`]), that id with its record's
+    /// identity suffix. A suffix the asset's previous ledger holds is kept when the id no longer
+    /// repeats, so a finding whose twin went away keeps its identity. Answers `false` for a record
+    /// alike in every identity field to one already written: a duplicate, skipped and counted.
     fn identify(
         &mut self,
         rules: &Rules,
         slots: &[Option<Value>],
         values: &mut [Option<Value>],
-    ) -> Result<(), String> {
+    ) -> bool {
         let plan = rules.plan;
         let Some(position) = plan.external_finding_id else {
-            return Ok(());
+            return true;
         };
         let Some(Value::String(id)) = &values[position] else {
-            return Ok(());
+            return true;
         };
         let id = id.clone();
-        let id = if rules.repeated_ids.contains(&id) {
+        let read = &plan.finding_entries[position];
+        let repeated = read.computed.is_none()
+            && slots[read.slot]
+                .as_ref()
+                .and_then(identity::id_text)
+                .is_some_and(|raw| rules.repeated_ids.contains(&raw));
+        let previous = self.reconciling.as_ref().map(|r| &r.previous);
+        let suffixed_before = previous.is_some_and(|ledger| ledger.has_suffixed(&id));
+        let mut told_apart = None;
+        if repeated || suffixed_before {
             let suffix =
                 identity::suffix(plan.implicit.identity.iter().map(|&s| slots[s].as_ref()));
-            let told_apart = format!("{id}#{suffix}");
+            let suffixed = format!("{id}#{suffix}");
+            if repeated || previous.is_some_and(|ledger| ledger.findings.contains_key(&suffixed)) {
+                told_apart = Some(suffixed);
+            }
+        }
+        let emitted = told_apart.clone().unwrap_or_else(|| id.clone());
+        if !self.seen_ids.insert(fingerprint(&emitted)) {
+            return false;
+        }
+        if let Some(told_apart) = told_apart {
             self.outcome.figures.collisions += 1;
             self.outcome.collisions.push(Collision {
                 external_finding_id: id,
                 renamed_to: told_apart.clone(),
             });
-            values[position] = Some(Value::String(told_apart.clone()));
-            told_apart
-        } else {
-            id
-        };
-        if self.seen_ids.insert(fingerprint(&id)) {
-            Ok(())
-        } else {
-            Err(format!(
-                "another record of this asset already has the finding id `{id}` (the same vendor id and the same identity fields); kept out rather than renamed by its position"
-            ))
+            values[position] = Some(Value::String(told_apart));
         }
+        true
     }
 }
 

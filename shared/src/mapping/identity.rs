@@ -1,9 +1,9 @@
 //! A finding's identity (`externalFindingId`) is a function of its own record, never of where the
-//! record arrives: the vendor's id, and where the vendor gives one id to several records of a
-//! scan, that id with a suffix derived from the record's identity fields (`<id>#<16 hex digits>`).
-//! Which ids repeat is counted while the item is collected ([`IdTally`]), before any finding is
-//! written, so every record that shares an id is told apart the same way whatever the order of
-//! pages and records.
+//! record arrives: the id the map gives it, and where several records of a scan share that id,
+//! the id with a suffix derived from the record's identity fields (`<id>#<16 hex digits>`).
+//! Which ids repeat is counted while the item is collected ([`IdTally`], reading the field the
+//! map fills `externalFindingId` from), before any finding is written, so every record that shares
+//! an id is told apart the same way whatever the order of pages and records.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -12,25 +12,31 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::extract::PageSeed;
-use super::map::PathTree;
+use super::map::{PathTree, Plan};
 use crate::ConnectorKind;
 
-/// The fields that tell apart findings sharing a vendor id: what stays the same for one finding
-/// from scan to scan (not its status, state, severity or dates, which triage and time change).
+/// The fields that tell apart findings sharing an id: what stays the same for one finding from
+/// scan to scan. Not its status, state, severity or dates (triage and time change them), nor its
+/// lines and columns (an edit above the flaw moves them): the similarity id Checkmarx keeps
+/// across code changes, the query, and the files the data flow starts and ends in.
 pub(crate) fn identity_sources(kind: ConnectorKind) -> &'static [&'static str] {
     match kind {
         ConnectorKind::Sast => &[
             "similarityId",
             "data.queryId",
-            "data.resultHash",
             "data.nodes[first].fileName",
-            "data.nodes[first].line",
-            "data.nodes[first].column",
             "data.nodes[last].fileName",
-            "data.nodes[last].line",
-            "data.nodes[last].column",
         ],
         ConnectorKind::Dast => &["name", "url", "method", "path", "cwe_id", "scan_type"],
+    }
+}
+
+/// An id's text as the tally and the engine compare it: a text or a number.
+pub(crate) fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(id) => Some(id.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -47,22 +53,25 @@ pub(crate) fn suffix<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> Str
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// Counts the vendor ids of an item's records, page by page, and names those more than one record
-/// carries. Only the records the connector ingests count (SAST: `type: sast`).
+/// Counts the ids of an item's records, page by page, and names those more than one record
+/// carries: the id is read where the map reads `externalFindingId` from. Only the records the
+/// connector ingests count (SAST: `type: sast`).
 pub struct IdTally {
     tree: PathTree,
     slots: Vec<Option<Value>>,
-    id: usize,
+    id: Option<usize>,
     kind: Option<usize>,
     counts: HashMap<u64, u32>,
     repeated: BTreeSet<String>,
 }
 
 impl IdTally {
-    pub fn new(kind: ConnectorKind) -> Self {
+    pub fn new(plan: &Plan) -> Self {
         let (mut tree, mut slots) = (PathTree::default(), 0);
-        let id = tree.slot_for("id", &mut slots);
-        let kind = (kind == ConnectorKind::Sast).then(|| tree.slot_for("type", &mut slots));
+        let id = plan
+            .id_source()
+            .map(|source| tree.slot_for(source, &mut slots));
+        let kind = (plan.kind == ConnectorKind::Sast).then(|| tree.slot_for("type", &mut slots));
         Self {
             tree,
             slots: vec![None; slots],
@@ -76,7 +85,10 @@ impl IdTally {
     /// Counts one page (the records under `results`). A page that cannot be read counts what was
     /// read before the fault; the transform refuses such a page anyway.
     pub fn add_page(&mut self, page: &[u8]) {
-        let (id_slot, kind_slot) = (self.id, self.kind);
+        let Some(id_slot) = self.id else {
+            return;
+        };
+        let kind_slot = self.kind;
         let (counts, repeated) = (&mut self.counts, &mut self.repeated);
         let mut on_record = |_: u32, _: bool, slots: &[Option<Value>]| {
             if let Some(kind) = kind_slot
@@ -84,10 +96,8 @@ impl IdTally {
             {
                 return;
             }
-            let id = match &slots[id_slot] {
-                Some(Value::String(id)) => id.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => return,
+            let Some(id) = slots[id_slot].as_ref().and_then(id_text) else {
+                return;
             };
             let mut hasher = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&id, &mut hasher);
@@ -123,7 +133,10 @@ mod tests {
     #[test]
     fn repeated_ids_are_counted_across_pages_for_the_ingested_engine_only() {
         let page = |records: Value| serde_json::to_vec(&json!({"results": records})).unwrap();
-        let mut tally = IdTally::new(ConnectorKind::Sast);
+        let sast = crate::mapping::TransformMap::default_for(ConnectorKind::Sast)
+            .compile()
+            .unwrap();
+        let mut tally = IdTally::new(&sast);
         tally.add_page(&page(json!([
             {"type": "sast", "id": "a"},
             {"type": "sast", "id": 7},
@@ -140,9 +153,27 @@ mod tests {
         tally.add_page(b"{\"results\": [cut off");
         assert_eq!(tally.repeated(), ["7", "a"]);
 
-        let mut dast = IdTally::new(ConnectorKind::Dast);
-        dast.add_page(&page(json!([{"id": "u"}, {"id": "u"}, {"id": "v"}])));
-        assert_eq!(dast.repeated(), ["u"]);
+        let dast = crate::mapping::TransformMap::default_for(ConnectorKind::Dast)
+            .compile()
+            .unwrap();
+        let mut tally = IdTally::new(&dast);
+        tally.add_page(&page(json!([{"id": "u"}, {"id": "u"}, {"id": "v"}])));
+        assert_eq!(tally.repeated(), ["u"]);
+
+        // A map that fills `externalFindingId` from another field: that field is counted.
+        let mut by_similarity = crate::mapping::TransformMap::default_for(ConnectorKind::Sast);
+        for entry in &mut by_similarity.entries {
+            if entry.target.ends_with("externalFindingId") {
+                entry.source = "findings[].similarityId".into();
+            }
+        }
+        let mut tally = IdTally::new(&by_similarity.compile().unwrap());
+        tally.add_page(&page(json!([
+            {"type": "sast", "id": "a", "similarityId": "-5"},
+            {"type": "sast", "id": "b", "similarityId": "-5"},
+            {"type": "sast", "id": "a", "similarityId": "-6"},
+        ])));
+        assert_eq!(tally.repeated(), ["-5"]);
     }
 
     #[test]

@@ -65,6 +65,15 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Whether some finding of this ledger carries `id` with an identity suffix (`<id>#…`).
+    pub fn has_suffixed(&self, id: &str) -> bool {
+        let prefix = format!("{id}#");
+        self.findings
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(key, _)| key.starts_with(&prefix))
+    }
+
     pub fn open_findings(&self) -> u64 {
         self.findings.values().filter(|e| e.open).count() as u64
     }

@@ -124,6 +124,8 @@ pub(crate) struct CompiledEntry {
     pub slot: usize,
     /// A source the connector computes (a link) instead of reading it.
     pub computed: Option<Computed>,
+    /// The source path below the record (`data.queryName`).
+    pub source: String,
     /// The source as a JSON pointer (asset entries read the project / environment with it).
     pub pointer: String,
     pub target: &'static Target,
@@ -260,6 +262,7 @@ impl Plan {
                     0
                 },
                 computed,
+                source: source.to_string(),
                 pointer: format!("/{}", source.replace('.', "/")),
                 target,
                 segments: segments_of.split('.').map(str::to_string).collect(),
@@ -334,6 +337,15 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Where `externalFindingId` is read from in each record (`id` in the shipped maps); `None`
+    /// when the map computes it.
+    pub(crate) fn id_source(&self) -> Option<&str> {
+        let entry = &self.finding_entries[self.external_finding_id?];
+        entry.computed.is_none().then_some(entry.source.as_str())
+    }
+}
+
 /// Parses a JSON document of `what` (a transform map, a scoring table); an error names the field's
 /// path (`entries[3].valueMap`) and text after the document is refused.
 pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
@@ -379,7 +391,7 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
         ValueType::Status => v.as_str().is_some_and(|s| {
             ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"].contains(&s)
         }),
-        ValueType::Text | ValueType::DateTime => v.is_string(),
+        ValueType::Text | ValueType::DateTime | ValueType::Joined => v.is_string(),
         ValueType::List | ValueType::Tags => v.is_array() || v.is_string(),
         ValueType::Attribute => !v.is_object() && !v.is_null(),
     };
@@ -388,7 +400,7 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
         ValueType::Integer => "a whole number",
         ValueType::Cwe => "a CWE id from 1",
         ValueType::Status => "one of NEW, ACTIVE, FIXED, REOPENED, PROTECTED, RETEST",
-        ValueType::Text => "a text",
+        ValueType::Text | ValueType::Joined => "a text",
         ValueType::DateTime => "an RFC 3339 time stamp",
         ValueType::List | ValueType::Tags => "a list or a text",
         ValueType::Attribute => "a text, number, boolean or list",

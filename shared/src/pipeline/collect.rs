@@ -3,7 +3,7 @@
 //! failure is an error (retryable).
 
 use super::access::{MayRefuseCredential, VendorAccess, credential_refused, with_renewal};
-use super::config::Filters;
+use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, WorkItem};
 use super::error::StepError;
 use super::objects::{gzip, put_json};
@@ -34,7 +34,7 @@ impl MayRefuseCredential for CollectError {
 pub async fn collect(
     store: &impl ObjectStore,
     vendor: &VendorAccess,
-    filters: &Filters,
+    connection: &Connection,
     item: &WorkItem,
 ) -> Result<CollectOutcome, StepError> {
     store
@@ -47,7 +47,9 @@ pub async fn collect(
     let counters = std::sync::Arc::new(Counters::default());
     let result = counted(
         counters.clone(),
-        with_renewal(vendor, |client| collect_pages(store, client, item, filters)),
+        with_renewal(vendor, |client| {
+            collect_pages(store, client, item, connection)
+        }),
     )
     .await;
     let seen = counters.snapshot();
@@ -100,8 +102,9 @@ async fn collect_pages(
     store: &impl ObjectStore,
     client: CxOneClient,
     item: &WorkItem,
-    filters: &Filters,
+    connection: &Connection,
 ) -> Result<CollectOutcome, CollectError> {
+    let filters = &connection.config.filters;
     let (run, key) = (&item.run, item.item.as_str());
     let (scan_id, created) = match item.kind {
         ConnectorKind::Sast => (item.scan_id.clone(), item.scan_created.clone()),
@@ -128,7 +131,7 @@ async fn collect_pages(
             traffic: ItemTraffic::default(),
         });
     };
-    let mut ids = IdTally::new(item.kind);
+    let mut ids = IdTally::new(&connection.plan);
     let mut tally = |page: &[u8]| ids.add_page(page);
     let (pages, completeness) = match item.kind {
         ConnectorKind::Sast => {

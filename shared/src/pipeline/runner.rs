@@ -115,7 +115,7 @@ async fn process(
     let mut last = None;
     for _attempt in 0..2 {
         let collecting = Instant::now();
-        let collected = collect(store, vendor, &connection.config.filters, item).await;
+        let collected = collect(store, vendor, connection, item).await;
         StageClock::add(&clock.collect_us, collecting);
         match collected {
             Ok(_) => {

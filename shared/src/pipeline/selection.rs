@@ -288,6 +288,15 @@ mod tests {
             f.project_excluded(&project("acme-data/shop", &[], serde_json::json!({})))
                 .is_some()
         );
+        let literal = Filters {
+            project_names: vec![r"acme \[legacy\]".parse().unwrap()],
+            ..Filters::default()
+        };
+        let legacy = project("acme [legacy]", &[], serde_json::json!({}));
+        assert!(
+            literal.project_excluded(&legacy).is_none(),
+            "escaped brackets are literal"
+        );
         let f = Filters {
             project_names: vec!["svc-?-{api,web}".parse().unwrap()],
             ..Filters::default()

@@ -11,6 +11,12 @@ use crate::app::Shared;
 use crate::query::Params;
 
 fn page(found: bool, what: String) -> Response {
+    // What the link names is echoed: escaped, as any page that shows its own URL must.
+    let what = what
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
     if found {
         Html(format!(
             "<!doctype html><title>Checkmarx One</title><p>{what}</p>"
