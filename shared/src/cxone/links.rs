@@ -59,6 +59,40 @@ impl ScanLinks {
     }
 }
 
+/// One scan's links built once, for every finding of an item: the scan's page, and the result
+/// viewer's URL up to the result hash, which each finding appends (escaped as
+/// [`ScanLinks::sast_result`] escapes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemLinks {
+    scan: Option<String>,
+    result_prefix: Option<String>,
+}
+
+impl From<&ScanLinks> for ItemLinks {
+    fn from(links: &ScanLinks) -> Self {
+        // The viewer's URL with an empty result id ends in `result-id=`.
+        let result_prefix = links.sast_result("");
+        Self {
+            scan: links.scan(),
+            result_prefix,
+        }
+    }
+}
+
+impl ItemLinks {
+    pub fn scan(&self) -> Option<&str> {
+        self.scan.as_deref()
+    }
+
+    pub fn sast_result(&self, result_hash: &str) -> Option<String> {
+        let prefix = self.result_prefix.as_deref()?;
+        let mut url = String::with_capacity(prefix.len() + result_hash.len() * 2);
+        url.push_str(prefix);
+        url.extend(url::form_urlencoded::byte_serialize(result_hash.as_bytes()));
+        Some(url)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +117,22 @@ mod tests {
             l.scan().unwrap(),
             "https://eu.ast.checkmarx.net/scans?id=b1f2c3d4-0000-4000-8000-000000000001&branch=release%2F2.0"
         );
+    }
+
+    #[test]
+    fn links_built_once_per_item_are_the_links_built_per_finding() {
+        for project in ["p-1", "a/../b c", ".."] {
+            let scan = links("https://cx.example.com/ast/", project);
+            let item = ItemLinks::from(&scan);
+            assert_eq!(item.scan(), scan.scan().as_deref());
+            for hash in ["kSWz+lub/J2c5=", "a b&c", "é", ""] {
+                assert_eq!(
+                    item.sast_result(hash),
+                    scan.sast_result(hash),
+                    "{project} {hash}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -82,6 +82,11 @@ impl TriageState {
 
     /// A state as a result carries it, in any case or spacing; a custom state keeps its text.
     pub fn read(raw: &str) -> Self {
+        // Most states arrive spelled as Checkmarx spells them: known without an allocation.
+        let trimmed = raw.trim();
+        if let Some(known) = Self::KNOWN.iter().find(|k| k.eq_ignore_ascii_case(trimmed)) {
+            return Self::parse(known);
+        }
         match Self::parse(&Self::canonical_name(raw)) {
             Self::Other(_) => Self::Other(raw.to_string()),
             known => known,

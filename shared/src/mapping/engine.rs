@@ -19,7 +19,7 @@ use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
 use crate::ConnectorKind;
-use crate::cxone::links::ScanLinks;
+use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
 
 /// SAST asset types to emit; both by default.
@@ -208,7 +208,7 @@ struct Rules<'p> {
     /// Whether the item has an asset to emit (the asset-type filter may leave none).
     emit: bool,
     /// Links back to the scan and its results in Checkmarx One, when the scan is known.
-    links: Option<ScanLinks>,
+    links: Option<ItemLinks>,
     /// Vendor ids more than one record of the item carries (see `identity`).
     repeated_ids: HashSet<String>,
 }
@@ -222,7 +222,7 @@ impl Rules<'_> {
                 let hash = slots[self.plan.implicit.result_hash?].as_ref()?.as_str()?;
                 links.sast_result(hash).map(Value::String)
             }
-            Computed::ScanLink => links.scan().map(Value::String),
+            Computed::ScanLink => links.scan().map(Value::from),
         }
     }
 }
@@ -631,7 +631,7 @@ impl<'p> ItemTransformer<'p> {
     /// Links every finding of this item back to its scan (and, for SAST, its result) in
     /// Checkmarx One, for maps that read `connector.scanLink` or `connector.resultLink`.
     pub fn link_to(&mut self, links: ScanLinks) {
-        self.rules.links = Some(links);
+        self.rules.links = Some(ItemLinks::from(&links));
     }
 
     /// The vendor ids more than one record of this item carries (collect counts them with
@@ -1019,15 +1019,19 @@ impl State {
         let Some(Value::String(id)) = &values[position] else {
             return true;
         };
-        let id = id.clone();
+        // Every record passes here: nothing is allocated unless the id repeats or repeated before.
         let read = &plan.finding_entries[position];
-        let repeated = read.computed.is_none()
-            && slots[read.slot]
-                .as_ref()
-                .and_then(identity::id_text)
-                .is_some_and(|raw| rules.repeated_ids.contains(&raw));
+        let repeated = !rules.repeated_ids.is_empty()
+            && read.computed.is_none()
+            && match &slots[read.slot] {
+                Some(Value::String(raw)) => rules.repeated_ids.contains(raw),
+                Some(number @ Value::Number(_)) => {
+                    identity::id_text(number).is_some_and(|raw| rules.repeated_ids.contains(&raw))
+                }
+                _ => false,
+            };
         let previous = self.reconciling.as_ref().map(|r| &r.previous);
-        let suffixed_before = previous.is_some_and(|ledger| ledger.has_suffixed(&id));
+        let suffixed_before = previous.is_some_and(|ledger| ledger.has_suffixed(id));
         let mut told_apart = None;
         if repeated || suffixed_before {
             let suffix =
@@ -1037,14 +1041,16 @@ impl State {
                 told_apart = Some(suffixed);
             }
         }
-        let emitted = told_apart.clone().unwrap_or_else(|| id.clone());
-        if !self.seen_ids.insert(fingerprint(&emitted)) {
+        if !self
+            .seen_ids
+            .insert(fingerprint(told_apart.as_deref().unwrap_or(id)))
+        {
             return false;
         }
         if let Some(told_apart) = told_apart {
             self.outcome.figures.collisions += 1;
             self.outcome.collisions.push(Collision {
-                external_finding_id: id,
+                external_finding_id: id.clone(),
                 renamed_to: told_apart.clone(),
             });
             values[position] = Some(Value::String(told_apart));

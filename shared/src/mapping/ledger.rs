@@ -65,13 +65,19 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Whether some finding of this ledger carries `id` with an identity suffix (`<id>#…`).
+    /// Whether some finding of this ledger carries `id` with an identity suffix (`<id>#…`). The
+    /// keys after `id` that continue it with a byte up to `#` come first in order, so the walk
+    /// stops at the first longer key that continues it otherwise (`id0`, `id-x`), without
+    /// building a prefix.
     pub fn has_suffixed(&self, id: &str) -> bool {
-        let prefix = format!("{id}#");
+        use std::ops::Bound;
         self.findings
-            .range(prefix.clone()..)
-            .next()
-            .is_some_and(|(key, _)| key.starts_with(&prefix))
+            .range::<str, _>((Bound::Excluded(id), Bound::Unbounded))
+            .map_while(|(key, _)| {
+                let next = *key.strip_prefix(id)?.as_bytes().first()?;
+                (next <= b'#').then_some(next)
+            })
+            .any(|next| next == b'#')
     }
 
     pub fn open_findings(&self) -> u64 {
@@ -138,6 +144,19 @@ pub fn close_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suffixed_id_is_found_among_ids_that_start_alike() {
+        let mut ledger = Ledger::default();
+        for id in ["10", "10!", "100", "10-x", "10#a1b2", "2#ff", "1"] {
+            ledger.findings.insert(id.to_string(), entry(true));
+        }
+        assert!(ledger.has_suffixed("10"));
+        assert!(ledger.has_suffixed("2"));
+        assert!(!ledger.has_suffixed("1"), "`10#…` is not `1#…`");
+        assert!(!ledger.has_suffixed("100"));
+        assert!(!ledger.has_suffixed("3"));
+    }
 
     fn entry(open: bool) -> LedgerEntry {
         LedgerEntry {
