@@ -10,8 +10,8 @@ use common::*;
 use cxone_emulator::TenantShape;
 use cxone_etm::ConnectorKind;
 use cxone_etm::mapping::{
-    AssetTypes, BATCH_SCHEMA, ItemOutcome, ItemTransformer, Lifecycle, Scoring, TransformContext,
-    TransformError, TransformMap, TransformOptions,
+    AssetTypes, BATCH_SCHEMA, CompiledScoring, ItemOutcome, ItemTransformer, Lifecycle, Plan,
+    Scoring, TransformContext, TransformError, TransformMap, TransformOptions,
 };
 use serde_json::{Value, json};
 
@@ -507,6 +507,32 @@ fn dast_values_go_through_the_spec_value_maps() {
     );
 }
 
+/// The default SAST map and scoring table, compiled once.
+fn sast_rules() -> &'static (Plan, CompiledScoring) {
+    static RULES: std::sync::OnceLock<(Plan, CompiledScoring)> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| {
+        (
+            TransformMap::default_for(ConnectorKind::Sast)
+                .compile()
+                .unwrap(),
+            Scoring::default_table().compile().unwrap(),
+        )
+    })
+}
+
+/// A transformer of the project `PROJECT_WITH_REPO` through the default SAST map and scoring.
+fn sast_transformer() -> ItemTransformer<'static> {
+    let (plan, scoring) = sast_rules();
+    ItemTransformer::new(
+        plan,
+        scoring,
+        &context(),
+        TransformOptions::default(),
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap()
+}
+
 /// A SAST record whose identity fields (similarity id, source and sink) come from `at`.
 fn located(id: &str, at: u32, extra: Value) -> Value {
     let mut record = sast_record(id, extra);
@@ -531,22 +557,11 @@ fn ids_after(
     previous: Option<cxone_etm::mapping::Ledger>,
 ) -> (BTreeMap<String, String>, ItemOutcome) {
     let bodies: Vec<Vec<u8>> = pages.iter().map(|p| page(p.clone())).collect();
-    let plan = TransformMap::default_for(ConnectorKind::Sast)
-        .compile()
-        .unwrap();
-    let mut tally = cxone_etm::mapping::IdTally::new(&plan);
+    let mut tally = cxone_etm::mapping::IdTally::new(&sast_rules().0);
     for body in &bodies {
         tally.add_page(body);
     }
-    let scoring = Scoring::default_table().compile().unwrap();
-    let mut transformer = ItemTransformer::new(
-        &plan,
-        &scoring,
-        &context(),
-        TransformOptions::default(),
-        PROJECT_WITH_REPO.as_bytes(),
-    )
-    .unwrap();
+    let mut transformer = sast_transformer();
     transformer.expect_repeats(tally.repeated());
     if let Some(previous) = previous {
         transformer.reconcile(previous, "run-2", None);
@@ -635,18 +650,7 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
     let (second, _) = ids_after(std::slice::from_ref(&moved), None);
     assert_eq!(second, first, "lines and columns are not identity");
     let previous = {
-        let plan = TransformMap::default_for(ConnectorKind::Sast)
-            .compile()
-            .unwrap();
-        let scoring = Scoring::default_table().compile().unwrap();
-        let mut t = ItemTransformer::new(
-            &plan,
-            &scoring,
-            &context(),
-            TransformOptions::default(),
-            PROJECT_WITH_REPO.as_bytes(),
-        )
-        .unwrap();
+        let mut t = sast_transformer();
         t.expect_repeats(["dup".to_string()]);
         t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
         t.push_page(&page(twins.clone()), 0).unwrap();
@@ -916,18 +920,7 @@ fn source_and_sink_are_the_first_and_last_node_whatever_the_list_holds() {
             nameless
         },
     ];
-    let plan = TransformMap::default_for(ConnectorKind::Sast)
-        .compile()
-        .unwrap();
-    let scoring = Scoring::default_table().compile().unwrap();
-    let mut transformer = ItemTransformer::new(
-        &plan,
-        &scoring,
-        &context(),
-        TransformOptions::default(),
-        PROJECT_WITH_REPO.as_bytes(),
-    )
-    .unwrap();
+    let mut transformer = sast_transformer();
     transformer.link_to(cxone_etm::cxone::links::ScanLinks {
         base: "https://eu.ast.checkmarx.net".parse().unwrap(),
         scan_id: "scan-1".into(),
@@ -1199,18 +1192,7 @@ mod property {
 
 #[test]
 fn severities_before_triage_join_on_the_result_hash() {
-    let plan = TransformMap::default_for(ConnectorKind::Sast)
-        .compile()
-        .unwrap();
-    let scoring = Scoring::default_table().compile().unwrap();
-    let mut t = ItemTransformer::new(
-        &plan,
-        &scoring,
-        &context(),
-        TransformOptions::default(),
-        PROJECT_WITH_REPO.as_bytes(),
-    )
-    .unwrap();
+    let mut t = sast_transformer();
     let hashed = |id: &str, hash: &str, severity: &str| {
         sast_record(
             id,

@@ -425,18 +425,6 @@ async fn sast_findings_keep_their_severity_before_and_after_triage() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// One committed line of each item of a run (its asset), by vendor item id.
-async fn asset_lines(
-    store: &cxone_etm::store::LocalStore,
-    m: &cxone_etm::pipeline::Manifest,
-) -> BTreeMap<String, Value> {
-    findings_in(store, m.items.iter().flat_map(|i| &i.objects))
-        .await
-        .into_iter()
-        .map(|(line, _)| (line["vendorItemId"].as_str().unwrap().to_string(), line))
-        .collect()
-}
-
 #[tokio::test]
 async fn sast_findings_say_where_the_flaw_is_and_link_back_to_the_result() {
     let emulator = emulator(TenantShape {
@@ -521,7 +509,13 @@ async fn sast_findings_say_where_the_flaw_is_and_link_back_to_the_result() {
     }
 
     // Each asset carries its project's context, for routing findings to their owners.
-    let assets = asset_lines(&store, &m).await;
+    // One committed line of each item (its asset), by vendor item id.
+    let assets: BTreeMap<String, Value> =
+        findings_in(&store, m.items.iter().flat_map(|i| &i.objects))
+            .await
+            .into_iter()
+            .map(|(line, _)| (line["vendorItemId"].as_str().unwrap().to_string(), line))
+            .collect();
     assert_eq!(
         assets.len(),
         emulator
