@@ -91,7 +91,11 @@ pub async fn handle(
 ) -> Result<TriggerAnswer, Diagnostic> {
     let scheduled = match event.payload {
         TriggerEvent::Http(request) => {
-            return Ok(TriggerAnswer::Http(route(runtime, &request).await));
+            // Boxed: the routes' futures are deep (the connection test, a whole plan), and inlined
+            // into `main`'s they overflow the compiler's query depth.
+            return Ok(TriggerAnswer::Http(
+                Box::pin(route(runtime, &request)).await,
+            ));
         }
         TriggerEvent::Scheduled(scheduled) => *scheduled,
     };
