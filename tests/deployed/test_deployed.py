@@ -349,7 +349,14 @@ def test_connection_put_refuses_a_broken_connection_and_stores_nothing(account, 
     result = put_connection(account, emulator, "broken", extra={"vendor": {
         "custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"], "tenant": "no-such-tenant",
         "allow_insecure_local": True}})
-    assert result.returncode == 1 and "no-such-tenant" in result.stderr, result.stderr[:1000]
+    # A tenant the key was not issued for: the five checks as a report, the credential check failing
+    # and naming the tenant, and nothing stored.
+    assert result.returncode == 1 and result.stdout.strip(), result.stderr[:1000]
+    answer = json.loads(result.stdout)
+    credential = answer["checks"]["checks"][2]
+    assert answer["stored"] is False and credential["status"] == "fail", answer
+    assert "no-such-tenant" in credential["detail"], answer
+    assert not account.exists("connections/broken/config.json")
     # The credential is right but a check fails (the key may not list projects): nothing stored.
     emulator.fault("projects", {"forbidden_rate": 1.0})
     try:
