@@ -118,6 +118,17 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A connection's state (Registered, Scheduled, Processing, Processed complete or partial,
+    /// Failed with the reason), its last and last committed runs, and its next scheduled run.
+    Status {
+        /// The connection id.
+        connection: String,
+        /// A directory or s3://bucket/prefix.
+        #[arg(long, default_value = "out")]
+        store: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or change a connection where a deployed stack reads it.
     Connection {
         #[command(subcommand)]
@@ -269,6 +280,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             write_or_print(out, &text)?;
         }
+        Command::Status {
+            connection,
+            store,
+            json,
+        } => runs::status(&store, &connection, json).await?,
         Command::Connection {
             action:
                 ConnectionAction::Put {

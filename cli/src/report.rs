@@ -9,7 +9,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use cxone_etm::cxone::Severity;
 use cxone_etm::mapping::Lifecycle;
-use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord};
+use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord, RunState};
 
 /// How many rejected records and slow items the report lists.
 const LISTED: usize = 50;
@@ -120,11 +120,7 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     let _ = writeln!(
         md,
         "- **{}**: {} items; {} findings out, {} rejected, {} skipped; {} open findings carried forward",
-        if manifest.complete {
-            "Complete"
-        } else {
-            "Partial"
-        },
+        verdict(manifest, record).1,
         manifest.items.len(),
         t.findings_out,
         t.rejected,
@@ -275,18 +271,30 @@ fn table<Cell: maud::Render>(head: &[&str], rows: &[Vec<Cell>]) -> Markup {
     }
 }
 
+/// The run's state in a few words, and its CSS class: committed complete or partial, or failed
+/// (nothing committed) with the reason.
+fn verdict(manifest: &Manifest, record: &RunRecord) -> (&'static str, String) {
+    match record.state {
+        RunState::Failed => (
+            "failed",
+            format!(
+                "Failed, nothing committed: {}",
+                record.reason.as_deref().unwrap_or("no reason recorded")
+            ),
+        ),
+        _ if manifest.complete => ("complete", "Complete".into()),
+        _ => ("partial", "Partial".into()),
+    }
+}
+
 /// The report as a self-contained page; maud escapes every value it interpolates.
 pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
     let t = &manifest.totals;
     let (retried, limited, requests) = retries(manifest);
-    let (verdict_class, verdict) = if manifest.complete {
-        ("complete", "Complete")
-    } else {
-        (
-            "partial",
-            "Partial: some items are incomplete or failed; their findings are carried, not closed",
-        )
-    };
+    let (verdict_class, mut verdict) = verdict(manifest, record);
+    if verdict_class == "partial" {
+        verdict += ": some items are incomplete or failed; their findings are carried, not closed";
+    }
     let figure = |name: &str, value: String| vec![name.to_string(), value];
     let summary = vec![
         figure("Kind", format!("{:?}", manifest.kind)),
@@ -423,7 +431,7 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}\
 table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #bdbdbd;padding:4px 8px;text-align:left;font-size:13px}\
 th{background:#eeeeee}.verdict{font-weight:bold;padding:6px 10px;display:inline-block}\
-.verdict.complete{background:#e8f5e9}.verdict.partial{background:#fff3e0}.problem{color:#b71c1c}";
+.verdict.complete{background:#e8f5e9}.verdict.partial{background:#fff3e0}.verdict.failed{background:#ffebee}.problem{color:#b71c1c}";
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! `demo`, `run` and `test-connection`: the local runner over a directory or S3, with a progress
+//! `demo`, `run`, `status`, `connection put` and `test-connection`: the local runner over a directory or S3, with a progress
 //! bar for people, `--json` for scripts, and exit codes that tell success, partial and failure apart.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use cxone_etm::cxone::{ConnectionReport, VendorSettings, test_connection};
 use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunSummary, Trigger, config_key,
-    read_state, run_connection,
+    connection_status, read_state, record_registration, run_connection,
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
@@ -315,6 +315,9 @@ pub async fn put_connection(
             .put(&key, serde_json::to_vec_pretty(&connection.config)?.into())
             .await
             .with_context(|| format!("storing {key}"))?;
+        record_registration(&store, &connection.config.id, connection.schedule.is_some())
+            .await
+            .context("recording the connection's state")?;
     }
     if output.json {
         println!(
@@ -334,6 +337,25 @@ pub async fn put_connection(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `status`: the connection's state and next scheduled run, from its stored config and state.
+pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Result<()> {
+    let store = AnyStore::open(store).await?;
+    let key = config_key(connection_id);
+    let text = store.get(&key).await?.with_context(|| {
+        format!("connection {connection_id} is not stored here ({key} is missing); store it with `cxone-etm connection put` or run it with `cxone-etm run`")
+    })?;
+    let connection = ConnectionConfig::load(&String::from_utf8_lossy(&text)).map_err(|errors| {
+        anyhow::anyhow!("{key} is not a valid connection:\n  - {}", errors.described("\n  - "))
+    })?;
+    let status = connection_status(&store, &connection, jiff::Timestamp::now()).await?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        print!("{}", status.to_text());
+    }
+    Ok(())
 }
 
 /// This process's peak resident set (VmHWM), where the system reports it (Linux).

@@ -14,9 +14,9 @@ use crate::cxone::{ConnectionReport, test_connection};
 use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
-    CollectOutcome, Connection, ConnectionConfig, ItemStatus, Manifest, RunRecord, RunRef,
-    StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key, fail_run, finalize,
-    plan, transform,
+    CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, ItemStatus, Manifest,
+    RunRecord, RunRef, StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key,
+    connection_status, fail_run, finalize, plan, record_registration, transform,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -233,8 +233,9 @@ impl<S: BucketStore> Runtime<S> {
         if let Some(schedule) = config.schedule.as_mut()
             && schedule.start_date.trim().is_empty()
         {
-            // The template's empty ScheduleStartDate: the schedule starts the day it is registered.
-            schedule.start_date = time::OffsetDateTime::now_utc().date().to_string();
+            // The template's empty ScheduleStartDate: the schedule starts the day it is registered,
+            // a day of the schedule's time zone.
+            schedule.start_date = schedule.today(jiff::Timestamp::now());
         }
         if config.id != id {
             return Err(StepError::BadEvent {
@@ -246,14 +247,18 @@ impl<S: BucketStore> Runtime<S> {
             });
         }
         let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
-        config.validate().map_err(|errors| StepError::BadConfig {
+        let connection = config.validate().map_err(|errors| StepError::BadConfig {
             source_name: format!("connection '{id}'"),
             errors,
         })?;
-        Ok(self
+        let stored = self
             .store
             .put_if_absent(&config_key(id), body.into())
-            .await?)
+            .await?;
+        if stored {
+            record_registration(&self.store, id, connection.schedule.is_some()).await?;
+        }
+        Ok(stored)
     }
 
     /// The stored config of connection `id` (`connections/<id>/config.json`): its bytes, and the
@@ -308,6 +313,12 @@ impl<S: BucketStore> Runtime<S> {
         Ok(loaded)
     }
 
+    /// Connection `id`'s state and next scheduled run.
+    pub async fn status(&self, id: &str) -> Result<ConnectionStatus, StepError> {
+        let (_, connection) = self.stored(id).await?;
+        connection_status(&self.store, &connection, jiff::Timestamp::now()).await
+    }
+
     /// The five checks of connection `id`: always a report, whatever the credential (a secret
     /// that cannot be read, a key issued for another tenant) — those fail the credential check.
     pub async fn check_connection(&self, id: &str) -> Result<ConnectionReport, StepError> {
@@ -344,14 +355,12 @@ pub async fn start_run(
     trigger: Trigger,
 ) -> Result<StartedRun, StepError> {
     let loaded = runtime.connection(connection_id).await?;
-    let today = time::OffsetDateTime::now_utc().date();
     if trigger == Trigger::Schedule
         && let Some(problem) = loaded
             .connection
-            .config
             .schedule
             .as_ref()
-            .and_then(|s| s.refuses(today))
+            .and_then(|s| s.refuses(jiff::Timestamp::now()))
     {
         return Err(StepError::OutsideSchedule {
             connection_id: connection_id.to_string(),
@@ -419,11 +428,13 @@ pub fn execution_name(run: &RunRef) -> String {
     )
 }
 
-/// Trigger (API): a run's record and, once committed, its manifest's headline.
+/// Trigger (API): a run's record, its manifest's headline once finalized, and its connection's
+/// status.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     pub run: RunRecord,
+    pub connection: ConnectionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -452,6 +463,7 @@ pub async fn show_run(
     };
     Ok(Some(RunView {
         run: record,
+        connection: runtime.status(connection_id).await?,
         complete: manifest.as_ref().map(|m| m.complete),
         items_by_status: manifest.as_ref().map(|m| m.items_by_status.clone()),
         findings: manifest.map(|m| m.totals.findings_out),

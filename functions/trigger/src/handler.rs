@@ -3,8 +3,9 @@
 //!
 //! | Route | Answer |
 //! |---|---|
+//! | `GET /connections/{id}` | 200 with the connection's state and next scheduled run; 404 |
 //! | `POST /connections/{id}/runs` | 202 with the started run, 409 while another run holds the lock |
-//! | `GET /connections/{id}/runs/{runId}` | 200 with the run record and, once committed, its outcome; 404 |
+//! | `GET /connections/{id}/runs/{runId}` | 200 with the run record, its outcome once finalized and the connection's status; 404 |
 //! | `POST /connections/{id}/test` | 200 with the five checks (`passed` tells the verdict) |
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -141,6 +142,10 @@ async fn route(
     let path = request.raw_path.as_deref().unwrap_or_default();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
+        ("GET", ["connections", id]) => match runtime.status(id).await {
+            Ok(status) => answer(200, serde_json::to_value(status).expect("serializes")),
+            Err(error) => failure(error),
+        },
         ("POST", ["connections", id, "runs"]) => match start_run(runtime, id, Trigger::Api).await {
             Ok(started) => answer(202, serde_json::to_value(started).expect("serializes")),
             Err(error) => failure(error),
@@ -159,7 +164,7 @@ async fn route(
         },
         _ => answer(
             404,
-            json!({"error": format!("no route {method} {path}; use POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test")}),
+            json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test")}),
         ),
     }
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::schedule::{ParsedSchedule, Schedule};
 pub use super::selection::{BranchPolicy, Filters};
 use crate::ConnectorKind;
 use crate::cxone::{RunCalls, VendorConfig, VendorSettings};
@@ -64,24 +65,12 @@ fn default_item_concurrency() -> usize {
     4
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schedule {
-    /// An EventBridge Scheduler expression: `rate(1 day)`, `cron(0 2 * * ? *)`.
-    pub expression: String,
-    /// IANA time zone, e.g. `Europe/Berlin`.
-    pub timezone: String,
-    /// `YYYY-MM-DD`.
-    pub start_date: String,
-    /// `YYYY-MM-DD`; five years after the start when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_date: Option<String>,
-}
-
 /// A connection ready to run: every part parsed, checked and compiled.
 #[derive(Clone)]
 pub struct Connection {
     pub config: ConnectionConfig,
+    /// The config's schedule, read.
+    pub schedule: Option<ParsedSchedule>,
     pub vendor: VendorConfig,
     pub secret: SecretRef,
     pub plan: Plan,
@@ -98,91 +87,6 @@ impl Connection {
             severities_before_triage: sast && self.config.original_severity,
             branches: sast && self.config.branches == BranchPolicy::EachBranch,
         }
-    }
-}
-
-fn date(text: &str) -> Option<time::Date> {
-    time::Date::parse(
-        text,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
-}
-
-impl Schedule {
-    /// The end date, defaulting to five years after the start.
-    pub fn effective_end_date(&self) -> Option<time::Date> {
-        if let Some(end) = &self.end_date {
-            return date(end);
-        }
-        let start = date(&self.start_date)?;
-        start
-            .replace_year(start.year() + 5)
-            .or_else(|_| (start - time::Duration::days(1)).replace_year(start.year() + 5))
-            .ok()
-    }
-
-    /// Why a scheduled run on `today` is refused: before the start date or after the end date.
-    pub fn refuses(&self, today: time::Date) -> Option<String> {
-        if let Some(start) = date(&self.start_date)
-            && today < start
-        {
-            return Some(format!(
-                "the schedule starts on {start}; scheduled runs before it are refused"
-            ));
-        }
-        if let Some(end) = self.effective_end_date()
-            && today > end
-        {
-            return Some(format!(
-                "the schedule ended on {end}; scheduled runs are refused after it"
-            ));
-        }
-        None
-    }
-
-    fn problems(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        let e = self.expression.trim();
-        let shaped = (e.starts_with("rate(") || e.starts_with("cron(") || e.starts_with("at("))
-            && e.ends_with(')');
-        if !shaped {
-            errors.push(FieldError::new(
-                "schedule.expression",
-                format!("'{e}' is not a schedule expression; use rate(1 day) or cron(0 2 * * ? *)"),
-            ));
-        }
-        if self.timezone.trim().is_empty() || !self.timezone.contains('/') && self.timezone != "UTC"
-        {
-            errors.push(FieldError::new(
-                "schedule.timezone",
-                format!(
-                    "'{}' is not an IANA time zone; use e.g. UTC or Europe/Berlin",
-                    self.timezone
-                ),
-            ));
-        }
-        let start = date(&self.start_date);
-        if start.is_none() {
-            errors.push(FieldError::new(
-                "schedule.start_date",
-                format!("'{}' is not a date; use YYYY-MM-DD", self.start_date),
-            ));
-        }
-        if let Some(end) = &self.end_date {
-            match (date(end), start) {
-                (None, _) => errors.push(FieldError::new(
-                    "schedule.end_date",
-                    format!("'{end}' is not a date; use YYYY-MM-DD"),
-                )),
-                (Some(end), Some(start)) if end <= start => errors.push(FieldError::new(
-                    "schedule.end_date",
-                    "it must be after start_date",
-                )),
-                _ => {}
-            }
-        }
-        errors
     }
 }
 
@@ -309,9 +213,14 @@ impl ConnectionConfig {
             .compile()
             .map_err(|problems| errors.extend(problems.into_iter().map(|p| p.under("scoring"))))
             .ok();
-        if let Some(schedule) = &self.schedule {
-            errors.extend(schedule.problems());
-        }
+        let schedule = self
+            .schedule
+            .as_ref()
+            .map(Schedule::parse)
+            .transpose()
+            .map_err(|problems| errors.extend(problems))
+            .ok()
+            .flatten();
         errors.extend(self.triage.problems());
         errors.extend(self.filters.problems());
         errors.extend(self.branches.problems());
@@ -335,6 +244,7 @@ impl ConnectionConfig {
                 };
                 Ok(Connection {
                     config: self,
+                    schedule,
                     vendor,
                     secret,
                     plan,
@@ -515,8 +425,9 @@ mod tests {
             c.config
                 .schedule
                 .unwrap()
-                .effective_end_date()
-                .map(|d| d.to_string())
+                .parse()
+                .map(|s| s.end_date().to_string())
+                .ok()
                 .as_deref(),
             Some("2031-12-01")
         );
@@ -543,51 +454,5 @@ mod tests {
             .unwrap()
             .described("\n");
         assert!(errors.contains("`vendor.region`"), "{errors}");
-    }
-
-    #[test]
-    fn scheduled_runs_are_refused_outside_the_schedules_dates_compared_as_dates() {
-        let s = Schedule {
-            expression: "rate(1 day)".into(),
-            timezone: "UTC".into(),
-            start_date: "2026-12-01".into(),
-            end_date: Some("2027-01-10".into()),
-        };
-        let day = |text: &str| date(text).unwrap();
-        assert!(
-            s.refuses(day("2026-11-30"))
-                .unwrap()
-                .contains("starts on 2026-12-01")
-        );
-        assert_eq!(s.refuses(day("2026-12-01")), None);
-        assert_eq!(s.refuses(day("2027-01-10")), None);
-        assert!(
-            s.refuses(day("2027-01-11"))
-                .unwrap()
-                .contains("ended on 2027-01-10")
-        );
-        assert!(s.refuses(day("2030-01-01")).is_some());
-    }
-
-    #[test]
-    fn schedules_end_five_years_after_their_start_by_default() {
-        let s = Schedule {
-            expression: "rate(1 day)".into(),
-            timezone: "UTC".into(),
-            start_date: "2026-02-28".into(),
-            end_date: None,
-        };
-        assert_eq!(
-            s.effective_end_date().map(|d| d.to_string()).as_deref(),
-            Some("2031-02-28")
-        );
-        let leap = Schedule {
-            start_date: "2028-02-29".into(),
-            ..s
-        };
-        assert_eq!(
-            leap.effective_end_date().map(|d| d.to_string()).as_deref(),
-            Some("2033-02-28")
-        );
     }
 }

@@ -68,6 +68,9 @@ pub enum StepError {
     /// A Lambda event that is not the step's input.
     #[error("{what} input: {problem}")]
     BadEvent { what: String, problem: String },
+    /// Every item of the run failed: nothing was committed (the reason names the first).
+    #[error("{0}")]
+    NothingCommitted(String),
     /// An item's task stopped (a panic) before it returned.
     #[error("the item's task stopped: {0}")]
     TaskStopped(String),
@@ -88,7 +91,8 @@ impl StepError {
             | Self::BadObject { .. }
             | Self::Transform { .. }
             | Self::BadEvent { .. }
-            | Self::TaskStopped(_) => false,
+            | Self::TaskStopped(_)
+            | Self::NothingCommitted(_) => false,
         }
     }
 

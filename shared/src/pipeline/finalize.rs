@@ -18,7 +18,7 @@ use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines};
 use super::plan::read_work_list;
-use super::run::{RunRecord, mark_processed, read_run};
+use super::run::{RunRecord, fail_run, mark_processed, read_run};
 use crate::ConnectorKind;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
@@ -199,6 +199,12 @@ pub async fn finalize(
     let body = serde_json::to_vec_pretty(&manifest).expect("serializes");
     let sha = hex::encode(Sha256::digest(&body));
     store.put(&run.manifest(), Bytes::from(body)).await?;
+    if let Some(reason) = nothing_to_commit(&manifest) {
+        // The manifest stays for the report (each item's reason), without a commit marker: the
+        // next run reconciles against the last committed one, and nothing of this run counts.
+        fail_run(store, run, &reason).await?;
+        return Err(StepError::NothingCommitted(reason));
+    }
     let marker = serde_json::json!({"runId": run.run_id, "complete": manifest.complete, "manifestSha256": sha, "committedAt": now_rfc3339()});
     if !store
         .put_if_absent(
@@ -211,6 +217,22 @@ pub async fn finalize(
     }
     after_commit(store, run, &manifest).await?;
     Ok(manifest)
+}
+
+/// Why a run has nothing to commit: every item of its work list failed. (An empty work list, a
+/// tenant without projects, commits: that is what the tenant holds.)
+fn nothing_to_commit(manifest: &Manifest) -> Option<String> {
+    let failed = |item: &ManifestItem| item.status == ItemStatus::Failed;
+    let first = manifest.items.first()?;
+    if !manifest.items.iter().all(failed) {
+        return None;
+    }
+    Some(format!(
+        "nothing was committed: all {} items failed; the first, {}: {}",
+        manifest.items.len(),
+        first.name,
+        first.reason.as_deref().unwrap_or("no reason recorded")
+    ))
 }
 
 /// What follows the commit marker: the run and the connection are Processed (with the reason

@@ -14,12 +14,15 @@ mod objects;
 mod plan;
 mod run;
 mod runner;
+mod schedule;
 mod selection;
+mod status;
 mod transform;
 
 pub use access::VendorAccess;
 pub use collect::{collect, record_collect_failure};
-pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, Schedule};
+pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters};
+pub use schedule::{NextRun, ParsedSchedule, Schedule};
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemStatus, ItemTraffic, Manifest, ManifestItem,
     ObjectEntry, TransformRecord, WorkItem,
@@ -28,10 +31,11 @@ pub use error::StepError;
 pub use finalize::finalize;
 pub use plan::{plan, read_work_list};
 pub use run::{
-    RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run, last_committed_run,
-    read_state,
+    RunOutcome, RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run,
+    last_committed_run, read_state, record_registration,
 };
 pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
+pub use status::{ConnectionStatus, connection_status};
 pub use transform::transform;
 
 pub use crate::layout::{RunRef, config_key, item_key, lock_key, state_key};

@@ -36,13 +36,28 @@ pub enum Trigger {
 #[serde(rename_all = "camelCase")]
 pub struct StateDocument {
     pub state: RunState,
+    /// Processed: whether the committed run is complete or partial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunOutcome>,
+    /// Failed: why; Processed and partial: what was not whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_committed_run: Option<String>,
+    /// When the schedule last started a run (a rate schedule's next run counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_run_at: Option<String>,
     pub updated_at: String,
+}
+
+/// A committed run took every item whole, or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    Complete,
+    Partial,
 }
 
 /// `connections/<c>/runs/<r>/run.json`
@@ -142,27 +157,70 @@ pub async fn read_state(
     get_json(store, &state_key(connection_id)).await
 }
 
-async fn write_state(
+/// Changes the connection's state document (a fresh one, Registered, when there is none).
+async fn update_state(
     store: &impl ObjectStore,
     connection_id: &str,
-    state: RunState,
-    reason: Option<String>,
-    run: Option<&str>,
-    committed: Option<&str>,
+    change: impl FnOnce(&mut StateDocument),
 ) -> Result<(), StepError> {
-    let previous = read_state(store, connection_id).await?;
-    let document = StateDocument {
-        state,
-        reason,
-        last_run: run
-            .map(str::to_string)
-            .or_else(|| previous.as_ref().and_then(|p| p.last_run.clone())),
-        last_committed_run: committed
-            .map(str::to_string)
-            .or_else(|| previous.and_then(|p| p.last_committed_run)),
-        updated_at: now_rfc3339(),
-    };
+    let mut document = read_state(store, connection_id)
+        .await?
+        .unwrap_or_else(|| StateDocument {
+            state: RunState::Registered,
+            outcome: None,
+            reason: None,
+            last_run: None,
+            last_committed_run: None,
+            last_scheduled_run_at: None,
+            updated_at: String::new(),
+        });
+    change(&mut document);
+    document.updated_at = now_rfc3339();
     put_json(store, &state_key(connection_id), &document).await
+}
+
+/// A run moved the connection to `state`: the run is its last, the reason and the outcome are
+/// this run's (none unless given).
+async fn write_state(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    state: RunState,
+    outcome: Option<RunOutcome>,
+    reason: Option<String>,
+) -> Result<(), StepError> {
+    update_state(store, &run.connection_id, |doc| {
+        doc.state = state;
+        doc.outcome = outcome;
+        doc.reason = reason;
+        doc.last_run = Some(run.run_id.clone());
+        if state == RunState::Processed {
+            doc.last_committed_run = Some(run.run_id.clone());
+        }
+    })
+    .await
+}
+
+/// A connection was stored: until its first run it is Registered, or Scheduled when a schedule
+/// will start its runs. A connection that has run keeps its state (the last run's).
+pub async fn record_registration(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    scheduled: bool,
+) -> Result<(), StepError> {
+    if read_state(store, connection_id)
+        .await?
+        .is_some_and(|s| s.last_run.is_some())
+    {
+        return Ok(());
+    }
+    update_state(store, connection_id, |doc| {
+        doc.state = if scheduled {
+            RunState::Scheduled
+        } else {
+            RunState::Registered
+        };
+    })
+    .await
 }
 
 async fn update_run(
@@ -193,15 +251,7 @@ pub(crate) async fn start_processing(
     run: &RunRef,
 ) -> Result<Option<String>, StepError> {
     update_run(store, run, |r| r.state = RunState::Processing).await?;
-    write_state(
-        store,
-        &run.connection_id,
-        RunState::Processing,
-        None,
-        Some(&run.run_id),
-        None,
-    )
-    .await?;
+    write_state(store, run, RunState::Processing, None, None).await?;
     Ok(read_state(store, &run.connection_id)
         .await?
         .and_then(|s| s.last_committed_run))
@@ -236,15 +286,12 @@ pub(crate) async fn mark_processed(
         r.finished_at = Some(finished_at.to_string());
     })
     .await?;
-    write_state(
-        store,
-        &run.connection_id,
-        RunState::Processed,
-        reason,
-        Some(&run.run_id),
-        Some(&run.run_id),
-    )
-    .await?;
+    let outcome = if reason.is_none() {
+        RunOutcome::Complete
+    } else {
+        RunOutcome::Partial
+    };
+    write_state(store, run, RunState::Processed, Some(outcome), reason).await?;
     release(store, run).await
 }
 
@@ -256,9 +303,6 @@ pub async fn begin_run(
     trigger: Trigger,
     lease: Duration,
 ) -> Result<RunRef, StepError> {
-    if read_state(store, connection_id).await?.is_none() {
-        write_state(store, connection_id, RunState::Registered, None, None, None).await?;
-    }
     let run = RunRef {
         connection_id: connection_id.to_string(),
         run_id: new_run_id(),
@@ -344,14 +388,16 @@ pub async fn begin_run(
     // The state names the last committed run, but the commit markers decide: a run that committed
     // and then could not write the state (a crash, a failed write) is the last committed one.
     let committed = last_committed_run(store, connection_id).await?;
-    write_state(
-        store,
-        connection_id,
-        RunState::Scheduled,
-        None,
-        Some(&run.run_id),
-        committed.as_deref(),
-    )
+    update_state(store, connection_id, |doc| {
+        doc.state = RunState::Scheduled;
+        doc.outcome = None;
+        doc.reason = None;
+        doc.last_run = Some(run.run_id.clone());
+        doc.last_committed_run = committed.or(doc.last_committed_run.take());
+        if trigger == Trigger::Schedule {
+            doc.last_scheduled_run_at = Some(record.started_at.clone());
+        }
+    })
     .await?;
     Ok(run)
 }
@@ -439,11 +485,10 @@ pub async fn fail_run(
     .await?;
     write_state(
         store,
-        &run.connection_id,
+        run,
         RunState::Failed,
-        Some(reason.to_string()),
-        Some(&run.run_id),
         None,
+        Some(reason.to_string()),
     )
     .await?;
     release(store, run).await
