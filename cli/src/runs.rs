@@ -347,7 +347,10 @@ pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Res
         format!("connection {connection_id} is not stored here ({key} is missing); store it with `cxone-etm connection put` or run it with `cxone-etm run`")
     })?;
     let connection = ConnectionConfig::load(&String::from_utf8_lossy(&text)).map_err(|errors| {
-        anyhow::anyhow!("{key} is not a valid connection:\n  - {}", errors.described("\n  - "))
+        anyhow::anyhow!(
+            "{key} is not a valid connection:\n  - {}",
+            errors.described("\n  - ")
+        )
     })?;
     let status = connection_status(&store, &connection, jiff::Timestamp::now()).await?;
     if json {

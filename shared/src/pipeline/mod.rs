@@ -22,7 +22,6 @@ mod transform;
 pub use access::VendorAccess;
 pub use collect::{collect, record_collect_failure};
 pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters};
-pub use schedule::{NextRun, ParsedSchedule, Schedule};
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemStatus, ItemTraffic, Manifest, ManifestItem,
     ObjectEntry, TransformRecord, WorkItem,
@@ -35,6 +34,7 @@ pub use run::{
     last_committed_run, read_state, record_registration,
 };
 pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
+pub use schedule::{NextRun, ParsedSchedule, Schedule};
 pub use status::{ConnectionStatus, connection_status};
 pub use transform::transform;
 

@@ -483,14 +483,7 @@ pub async fn fail_run(
         r.finished_at = Some(now_rfc3339());
     })
     .await?;
-    write_state(
-        store,
-        run,
-        RunState::Failed,
-        None,
-        Some(reason.to_string()),
-    )
-    .await?;
+    write_state(store, run, RunState::Failed, None, Some(reason.to_string())).await?;
     release(store, run).await
 }
 

@@ -52,8 +52,7 @@ pub enum NextRun {
     Over(String),
 }
 
-const EXPRESSION_FORMS: &str =
-    "use rate(1 day), cron(0 2 * * ? *) (minutes hours day-of-month month day-of-week year) or at(2027-01-01T02:00:00)";
+const EXPRESSION_FORMS: &str = "use rate(1 day), cron(0 2 * * ? *) (minutes hours day-of-month month day-of-week year) or at(2027-01-01T02:00:00)";
 
 impl Schedule {
     /// Reads every part; each problem names its field.
@@ -147,19 +146,24 @@ impl ParsedSchedule {
             Expression::Cron(cron) => {
                 match cron.find_next_occurrence(&from.to_zoned(self.zone.clone()), from > now) {
                     Ok(next) => next.timestamp(),
-                    Err(_) => return NextRun::Over("the cron expression matches no later time".into()),
+                    Err(_) => {
+                        return NextRun::Over("the cron expression matches no later time".into());
+                    }
                 }
             }
             Expression::Rate(every) => {
                 let Some(anchor) = last_scheduled_run else {
                     return NextRun::Unknown(format!(
                         "a rate schedule fires every {} from its creation; the first scheduled run sets the time",
-                        jiff::Span::try_from(*every).map(|s| format!("{s:#}")).unwrap_or_default()
+                        jiff::Span::try_from(*every)
+                            .map(|s| format!("{s:#}"))
+                            .unwrap_or_default()
                     ));
                 };
                 let elapsed = from.duration_since(anchor);
+                // The anchor fired already: the next is at least one interval after it.
                 let periods = if elapsed.is_negative() {
-                    0
+                    1
                 } else {
                     elapsed.as_secs() / every.as_secs() + 1
                 };
@@ -211,7 +215,9 @@ fn parse_date(text: &str) -> Result<Date, String> {
 /// An IANA zone name as EventBridge Scheduler takes it: spelled as the time zone database does.
 fn parse_zone(name: &str) -> Result<TimeZone, String> {
     let zone = TimeZone::get(name).map_err(|_| {
-        format!("'{name}' is not in the IANA time zone database; use a name like UTC or Europe/Berlin")
+        format!(
+            "'{name}' is not in the IANA time zone database; use a name like UTC or Europe/Berlin"
+        )
     })?;
     match zone.iana_name() {
         Some(canonical) if canonical != name => Err(format!(
@@ -322,21 +328,105 @@ mod tests {
     #[test]
     fn every_malformed_part_is_named_with_its_fix() {
         let cases = [
-            ("daily", "UTC", "2026-12-01", None, "`schedule.expression`: 'daily' is not a schedule expression"),
-            ("rate(1 days)", "UTC", "2026-12-01", None, "write rate(1 day)"),
-            ("rate(2 day)", "UTC", "2026-12-01", None, "write rate(2 days)"),
+            (
+                "daily",
+                "UTC",
+                "2026-12-01",
+                None,
+                "`schedule.expression`: 'daily' is not a schedule expression",
+            ),
+            (
+                "rate(1 days)",
+                "UTC",
+                "2026-12-01",
+                None,
+                "write rate(1 day)",
+            ),
+            (
+                "rate(2 day)",
+                "UTC",
+                "2026-12-01",
+                None,
+                "write rate(2 days)",
+            ),
             ("rate(0 days)", "UTC", "2026-12-01", None, "at least 1"),
-            ("rate(3 weeks)", "UTC", "2026-12-01", None, "minutes, hours or days"),
-            ("cron(0 2 * * *)", "UTC", "2026-12-01", None, "has 5 fields; EventBridge takes six"),
-            ("cron(0 2 * * * *)", "UTC", "2026-12-01", None, "exactly one of day-of-month and day-of-week"),
-            ("cron(0 25 * * ? *)", "UTC", "2026-12-01", None, "'cron(0 25 * * ? *)'"),
-            ("at(2027-01-01 02:00)", "UTC", "2026-12-01", None, "not yyyy-mm-ddThh:mm:ss"),
-            ("rate(1 day)", "Mars/Base", "2026-12-01", None, "`schedule.timezone`: 'Mars/Base' is not in the IANA time zone database"),
-            ("rate(1 day)", "Berlin", "2026-12-01", None, "'Berlin' is not in the IANA"),
-            ("rate(1 day)", "europe/berlin", "2026-12-01", None, "spelled 'Europe/Berlin'"),
-            ("rate(1 day)", "UTC", "2026-13-01", None, "`schedule.start_date`: '2026-13-01' is not a date"),
-            ("rate(1 day)", "UTC", "2026-1-1", None, "'2026-1-1' is not a date; use YYYY-MM-DD"),
-            ("rate(1 day)", "UTC", "2026-12-01", Some("2026-12-01"), "`schedule.end_date`: 2026-12-01 is not after start_date"),
+            (
+                "rate(3 weeks)",
+                "UTC",
+                "2026-12-01",
+                None,
+                "minutes, hours or days",
+            ),
+            (
+                "cron(0 2 * * *)",
+                "UTC",
+                "2026-12-01",
+                None,
+                "has 5 fields; EventBridge takes six",
+            ),
+            (
+                "cron(0 2 * * * *)",
+                "UTC",
+                "2026-12-01",
+                None,
+                "exactly one of day-of-month and day-of-week",
+            ),
+            (
+                "cron(0 25 * * ? *)",
+                "UTC",
+                "2026-12-01",
+                None,
+                "'cron(0 25 * * ? *)'",
+            ),
+            (
+                "at(2027-01-01 02:00)",
+                "UTC",
+                "2026-12-01",
+                None,
+                "not yyyy-mm-ddThh:mm:ss",
+            ),
+            (
+                "rate(1 day)",
+                "Mars/Base",
+                "2026-12-01",
+                None,
+                "`schedule.timezone`: 'Mars/Base' is not in the IANA time zone database",
+            ),
+            (
+                "rate(1 day)",
+                "Berlin",
+                "2026-12-01",
+                None,
+                "'Berlin' is not in the IANA",
+            ),
+            (
+                "rate(1 day)",
+                "europe/berlin",
+                "2026-12-01",
+                None,
+                "spelled 'Europe/Berlin'",
+            ),
+            (
+                "rate(1 day)",
+                "UTC",
+                "2026-13-01",
+                None,
+                "`schedule.start_date`: '2026-13-01' is not a date",
+            ),
+            (
+                "rate(1 day)",
+                "UTC",
+                "2026-1-1",
+                None,
+                "'2026-1-1' is not a date; use YYYY-MM-DD",
+            ),
+            (
+                "rate(1 day)",
+                "UTC",
+                "2026-12-01",
+                Some("2026-12-01"),
+                "`schedule.end_date`: 2026-12-01 is not after start_date",
+            ),
         ];
         for (expression, zone, start, end, expected) in cases {
             let problems = schedule(expression, zone, start, end)
@@ -358,7 +448,9 @@ mod tests {
             ("at(2027-01-01T02:00:00)", "Pacific/Auckland"),
         ] {
             assert!(
-                schedule(expression, zone, "2026-12-01", None).parse().is_ok(),
+                schedule(expression, zone, "2026-12-01", None)
+                    .parse()
+                    .is_ok(),
                 "{expression} in {zone} should parse"
             );
         }
@@ -366,13 +458,21 @@ mod tests {
 
     #[test]
     fn the_start_and_end_days_are_days_of_the_schedules_time_zone() {
-        let berlin = schedule("cron(0 2 * * ? *)", "Europe/Berlin", "2026-12-01", Some("2027-01-10"))
-            .parse()
-            .unwrap();
+        let berlin = schedule(
+            "cron(0 2 * * ? *)",
+            "Europe/Berlin",
+            "2026-12-01",
+            Some("2027-01-10"),
+        )
+        .parse()
+        .unwrap();
         // 23:30 UTC on November 30th is already December 1st in Berlin.
         assert_eq!(berlin.refuses(at("2026-11-30T23:30:00Z")), None);
         let early = berlin.refuses(at("2026-11-30T22:30:00Z")).unwrap();
-        assert!(early.contains("starts on 2026-12-01 (Europe/Berlin)"), "{early}");
+        assert!(
+            early.contains("starts on 2026-12-01 (Europe/Berlin)"),
+            "{early}"
+        );
         assert_eq!(berlin.refuses(at("2027-01-10T22:30:00Z")), None);
         let late = berlin.refuses(at("2027-01-10T23:30:00Z")).unwrap();
         assert!(late.contains("ended on 2027-01-10"), "{late}");
@@ -393,9 +493,14 @@ mod tests {
 
     #[test]
     fn the_next_run_is_the_expressions_next_time_within_the_schedules_days() {
-        let nightly = schedule("cron(0 2 * * ? *)", "Europe/Berlin", "2026-12-01", Some("2026-12-31"))
-            .parse()
-            .unwrap();
+        let nightly = schedule(
+            "cron(0 2 * * ? *)",
+            "Europe/Berlin",
+            "2026-12-01",
+            Some("2026-12-31"),
+        )
+        .parse()
+        .unwrap();
         // 02:00 in Berlin is 01:00 UTC in winter.
         assert_eq!(
             nightly.next_run(at("2026-12-02T01:30:00Z"), None),
@@ -419,7 +524,9 @@ mod tests {
             NextRun::At(at("2026-12-07T06:30:00Z"))
         );
 
-        let hourly = schedule("rate(6 hours)", "UTC", "2026-12-01", None).parse().unwrap();
+        let hourly = schedule("rate(6 hours)", "UTC", "2026-12-01", None)
+            .parse()
+            .unwrap();
         assert!(matches!(
             hourly.next_run(at("2026-12-02T00:00:00Z"), None),
             NextRun::Unknown(why) if why.contains("first scheduled run")
@@ -429,9 +536,14 @@ mod tests {
             NextRun::At(at("2026-12-02T14:15:00Z"))
         );
 
-        let once = schedule("at(2026-12-24T18:00:00)", "America/New_York", "2026-12-01", None)
-            .parse()
-            .unwrap();
+        let once = schedule(
+            "at(2026-12-24T18:00:00)",
+            "America/New_York",
+            "2026-12-01",
+            None,
+        )
+        .parse()
+        .unwrap();
         assert_eq!(
             once.next_run(at("2026-12-02T00:00:00Z"), None),
             NextRun::At(at("2026-12-24T23:00:00Z"))

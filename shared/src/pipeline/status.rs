@@ -70,10 +70,7 @@ pub async fn connection_status(
         NextRun::At(at) => {
             status.next_run_at = Some(at.to_string());
             status.next_run_local = Some(
-                schedule
-                    .local(at)
-                    .strftime("%Y-%m-%d %H:%M %Z")
-                    .to_string()
+                schedule.local(at).strftime("%Y-%m-%d %H:%M %Z").to_string()
                     + &format!(" ({})", schedule.zone_name()),
             );
         }

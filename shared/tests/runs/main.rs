@@ -8,3 +8,4 @@ mod common;
 mod pipeline;
 mod reconciliation;
 mod reliability;
+mod states;

@@ -231,8 +231,10 @@ async fn a_run_with_incomplete_items_commits_without_claiming_completeness() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Every item refused (a role without results): every item is tried and recorded, and the run
+/// fails, committing nothing, so no closure can follow from it.
 #[tokio::test]
-async fn an_item_the_vendor_refuses_is_failed_and_the_run_goes_on() {
+async fn a_run_whose_every_item_the_vendor_refuses_fails_and_commits_nothing() {
     let emulator = emulator(TenantShape {
         projects: 3,
         results_per_scan: 10,
@@ -241,25 +243,34 @@ async fn an_item_the_vendor_refuses_is_failed_and_the_run_goes_on() {
     .await;
     let (store, dir) = temp_store("refused");
     let no_results = Credential::ApiKey(emulator.credentials.api_key_no_results.clone().into());
-    let summary = run(
+    let error = run(
         &store,
         &connection(&emulator, "refused", ConnectorKind::Sast),
         no_results,
     )
     .await
-    .unwrap();
-    assert!(!summary.complete);
-    let m = manifest(&store, &summary.manifest).await;
-    let failed: Vec<_> = m
-        .items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Failed)
-        .collect();
-    assert_eq!(failed.len(), 3);
+    .unwrap_err();
     assert!(
-        failed[0].reason.as_deref().unwrap().contains("403"),
+        matches!(&error, StepError::NothingCommitted(reason) if reason.contains("all 3 items failed") && reason.contains("403")),
+        "{error}"
+    );
+    let state = read_state(&store, "refused").await.unwrap().unwrap();
+    assert_eq!(state.state, RunState::Failed);
+    assert_eq!(state.reason, Some(error.to_string()));
+    assert_eq!(state.last_committed_run, None);
+    let run = cxone_etm::pipeline::RunRef {
+        connection_id: "refused".into(),
+        run_id: state.last_run.unwrap(),
+    };
+    assert!(store.get(&run.commit_marker()).await.unwrap().is_none());
+    // The manifest stays for the report: each item tried, each reason kept.
+    let m = manifest(&store, &run.manifest()).await;
+    assert_eq!(m.items.len(), 3);
+    assert!(
+        m.items.iter().all(|i| i.status == ItemStatus::Failed
+            && i.reason.as_deref().unwrap().contains("403")),
         "{:?}",
-        failed[0].reason
+        m.items
     );
     std::fs::remove_dir_all(dir).ok();
 }
