@@ -60,6 +60,7 @@ check "trigger: test connection" "$(invoke cxone-etm-trigger events/trigger-api-
 check "trigger: scheduled run" "$(invoke cxone-etm-trigger events/trigger-schedule.json)" 'd["items"] == 10 and "executionArn" not in d'
 check "trigger: second start is refused" "$(invoke cxone-etm-trigger events/trigger-api-start-run.json)" 'd["statusCode"] == 409'
 check "trigger: show the finalized run" "$(invoke cxone-etm-trigger events/trigger-api-show-run.json)" 'd["statusCode"] == 200 and json.loads(d["body"])["complete"] is True'
+check "trigger: show the connection" "$(invoke cxone-etm-trigger events/trigger-api-show-connection.json)" 'd["statusCode"] == 200 and json.loads(d["body"])["state"] == "Processing"'
 # Every invocation printed one summary line in CloudWatch Embedded Metric Format.
 "$venv/bin/python" - "$work/watch.log" <<'PY'
 import json, sys
@@ -70,13 +71,13 @@ for raw in open(sys.argv[1], errors="replace"):
         lines.append(json.loads(raw[start:]))
 functions = {l["Function"] for l in lines}
 assert functions == {"collect", "transform", "finalize", "trigger"}, functions
-assert len(lines) == 7, f"{len(lines)} summary lines for 7 invocations"
+assert len(lines) == 8, f"{len(lines)} summary lines for 8 invocations"
 for l in lines:
     for m in l["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
         assert isinstance(l[m["Name"]], int), (m, l)
 assert all(l["ConnectionId"] == "demo-sast" for l in lines), [l["ConnectionId"] for l in lines]
 outcomes = sorted(l["Outcome"] for l in lines if l["Function"] == "trigger")
-assert outcomes == ["http 200", "http 200", "http 409", "ok"], outcomes
+assert outcomes == ["http 200", "http 200", "http 200", "http 409", "ok"], outcomes
 transform = next(l for l in lines if l["Function"] == "transform")
 assert transform["Findings"] > 0 and transform["ConnectionId"] == "demo-sast", transform
 print(f"  EMF: {len(lines)} summary lines, metrics {[m['Name'] for m in lines[0]['_aws']['CloudWatchMetrics'][0]['Metrics']]}")

@@ -475,3 +475,107 @@ async fn test_connection_prints_the_five_checks_for_every_mistake() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `status` after `connection put` (Registered, then Scheduled with its next run in the schedule's
+/// time zone) and after a run (Processed, complete), in text and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follows_a_connection_from_put_to_its_run() {
+    let emulator = cxone_emulator::Emulator::start(cxone_emulator::EmulatorConfig::default())
+        .await
+        .unwrap();
+    let dir = temp_dir("status");
+    let store = dir.join("store");
+    let path = dir.join("connection.json");
+    let mut vendor = cxone_etm::cxone::VendorSettings::for_custom(
+        &emulator.api_url,
+        &emulator.iam_url,
+        &emulator.tenant,
+    );
+    vendor.allow_insecure_local = true;
+    let mut config = cxone_etm::pipeline::ConnectionConfig::new(
+        "watched",
+        cxone_etm::ConnectorKind::Sast,
+        vendor,
+        "env:CXONE_TEST_KEY",
+    );
+    let cli = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .env("CXONE_TEST_KEY", &emulator.credentials.api_key)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let (store_arg, path_arg) = (store.to_str().unwrap(), path.to_str().unwrap());
+    let status = || -> Value {
+        serde_json::from_str(&cli(&["status", "watched", "--store", store_arg, "--json"])).unwrap()
+    };
+
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    cli(&[
+        "connection",
+        "put",
+        "--store",
+        store_arg,
+        "--config",
+        path_arg,
+    ]);
+    let registered = status();
+    assert_eq!(registered["state"], "Registered", "{registered}");
+    assert_eq!(
+        registered["nextRunNote"],
+        "no schedule: runs start on demand"
+    );
+
+    config.schedule = Some(cxone_etm::pipeline::Schedule {
+        expression: "cron(0 2 * * ? *)".into(),
+        timezone: "Asia/Tokyo".into(),
+        start_date: "2026-01-01".into(),
+        end_date: None,
+    });
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    cli(&[
+        "connection",
+        "put",
+        "--store",
+        store_arg,
+        "--config",
+        path_arg,
+    ]);
+    let scheduled = status();
+    assert_eq!(scheduled["state"], "Scheduled", "{scheduled}");
+    // 02:00 in Tokyo is 17:00 UTC the day before.
+    assert!(
+        scheduled["nextRunAt"]
+            .as_str()
+            .unwrap()
+            .ends_with("T17:00:00Z")
+            && scheduled["nextRunLocal"]
+                .as_str()
+                .unwrap()
+                .contains(" 02:00 JST (Asia/Tokyo)"),
+        "{scheduled}"
+    );
+
+    cli(&["run", "--config", path_arg, "--store", store_arg, "--quiet"]);
+    let processed = status();
+    assert_eq!(
+        (&processed["state"], &processed["outcome"]),
+        (&json!("Processed"), &json!("complete")),
+        "{processed}"
+    );
+    assert_eq!(processed["lastRun"], processed["lastCommittedRun"]);
+    let text = cli(&["status", "watched", "--store", store_arg]);
+    assert!(
+        text.starts_with("connection watched: Processed (complete)\n")
+            && text.contains("next run: "),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -126,6 +126,25 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     assert_eq!(shown["statusCode"], 200);
     assert_eq!(body(&shown)["run"]["state"], "Processed");
     assert_eq!(body(&shown)["complete"], true);
+    assert_eq!(body(&shown)["connection"]["outcome"], "complete");
+
+    let status = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-api-show-connection.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status["statusCode"], 200);
+    let status = body(&status);
+    assert_eq!(
+        (
+            &status["state"],
+            &status["outcome"],
+            &status["lastCommittedRun"]
+        ),
+        (&json!("Processed"), &json!("complete"), &json!(run.run_id)),
+        "{status}"
+    );
 
     let tested = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
@@ -336,6 +355,18 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
         started["items"], 3,
         "the DAST environments of the default tenant"
     );
+    // Planned and handed to the state machine: Processing; the rate schedule's next run is a day
+    // after this scheduled run began.
+    let status = f.runtime.status("from-template").await.unwrap();
+    assert_eq!(
+        status.state.state,
+        cxone_etm::pipeline::RunState::Processing
+    );
+    let began: jiff::Timestamp = status.state.last_scheduled_run_at.unwrap().parse().unwrap();
+    assert_eq!(
+        status.next_run_at,
+        Some((began + jiff::SignedDuration::from_hours(24)).to_string())
+    );
 
     // A later schedule event with another config does not replace the stored one.
     let mut changed = config.clone();
@@ -392,7 +423,10 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     .expect("a schedule without a start date runs from the day it is stored");
     assert_eq!(
         stored_schedule("from-today").await["start_date"],
-        time::OffsetDateTime::now_utc().date().to_string()
+        jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .to_string()
     );
 
     let mismatch = call(
