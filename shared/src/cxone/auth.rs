@@ -75,6 +75,8 @@ struct OAuthError {
 struct KeyClaims {
     azp: Option<String>,
     realm: Option<String>,
+    /// Unix seconds after which the key no longer works, when it was created with an expiry.
+    expires_at: Option<i64>,
 }
 
 fn key_claims(key: &str) -> KeyClaims {
@@ -103,6 +105,7 @@ fn key_claims(key: &str) -> KeyClaims {
         other => text(other).filter(|a| a.contains("/auth/realms/")),
     };
     KeyClaims {
+        expires_at: claims["exp"].as_i64(),
         azp: text(&claims["azp"]),
         realm: audience.or_else(|| text(&claims["iss"]).filter(|i| i.contains("/auth/realms/"))),
     }
@@ -160,6 +163,19 @@ impl TokenSource {
                         }
                     }
                 };
+                // An expired key is named as such, before the token endpoint's terse refusal.
+                if let Some(expires_at) = claims.expires_at
+                    && expires_at <= time::OffsetDateTime::now_utc().unix_timestamp()
+                {
+                    let expired_at = time::OffsetDateTime::from_unix_timestamp(expires_at)
+                        .ok()
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_else(|| expires_at.to_string());
+                    return Err(AuthError::ExpiredApiKey { expired_at }.into());
+                }
                 let client_id = claims
                     .azp
                     .unwrap_or_else(|| DEFAULT_API_KEY_CLIENT.to_string());

@@ -262,7 +262,9 @@ async fn tls(config: &VendorConfig) -> Step {
 /// The fix for a credential the token endpoint or the key itself refuses.
 fn credential_fix(auth: &AuthError) -> &'static str {
     match auth {
-        AuthError::BadApiKey { .. } | AuthError::KeyClientMismatch { .. } => {
+        AuthError::BadApiKey { .. }
+        | AuthError::ExpiredApiKey { .. }
+        | AuthError::KeyClientMismatch { .. } => {
             "create a new API key (Settings > Identity and Access Management > API Keys) and store it in the secret"
         }
         AuthError::BadClientCredentials { .. } => {

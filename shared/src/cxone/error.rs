@@ -30,6 +30,8 @@ pub enum AuthError {
         "the API key was rejected ({detail}); check that it is the whole key, not expired or revoked, and from this tenant"
     )]
     BadApiKey { detail: String },
+    #[error("the API key expired at {expired_at} (its `exp` claim)")]
+    ExpiredApiKey { expired_at: String },
     #[error(
         "the API key was issued to another client than '{sent_client}' and carries no `azp` claim naming it; create a new API key in Checkmarx One"
     )]

@@ -64,7 +64,9 @@ pub(super) fn credential_refused(error: &VendorError) -> bool {
         error,
         VendorError::Unauthorized { .. }
             | VendorError::Auth(
-                AuthError::BadApiKey { .. } | AuthError::BadClientCredentials { .. }
+                AuthError::BadApiKey { .. }
+                    | AuthError::ExpiredApiKey { .. }
+                    | AuthError::BadClientCredentials { .. }
             )
     )
 }

@@ -194,6 +194,17 @@ fn credential_cases(emulator: &Emulator) -> Vec<Case> {
             fix: "create a new API key",
         },
         Case {
+            what: "an expired API key",
+            settings: settings(emulator),
+            credential: Ok(Credential::ApiKey(
+                emulator.credentials.api_key_expired.clone().into(),
+            )),
+            kind: sast,
+            fails: 2,
+            detail: "the API key expired at 2026-01-06T00:00:00Z",
+            fix: "create a new API key",
+        },
+        Case {
             what: "a wrong client secret",
             settings: settings(emulator),
             credential: Ok(Credential::OAuthClient {

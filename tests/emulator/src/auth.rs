@@ -73,6 +73,9 @@ impl Principal {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Credentials {
     pub api_key: String,
+    /// The full-access key, but it expired the day after it was issued (the token endpoint
+    /// answers "Token is not active").
+    pub api_key_expired: String,
     pub client_id: String,
     pub client_secret: String,
     pub api_key_no_results: String,
@@ -103,6 +106,9 @@ pub enum Refusal {
     Expired,
     Revoked,
 }
+
+/// When the emulator's API keys were issued (2026-01-05).
+const ISSUED_AT: u64 = 1_767_571_200;
 
 fn now_millis() -> u64 {
     SystemTime::now()
@@ -150,6 +156,7 @@ impl Auth {
         let secret = |p: Principal| self.client_secret(p);
         Credentials {
             api_key: key(Principal::Full),
+            api_key_expired: self.api_key_expiring(Principal::Full, Some(ISSUED_AT + 86_400)),
             client_id: Principal::Full.client_id().into(),
             client_secret: secret(Principal::Full),
             api_key_no_results: key(Principal::NoResults),
@@ -176,8 +183,13 @@ impl Auth {
     /// An API key is a Keycloak offline (refresh) token: its `aud` and `iss` name the realm and
     /// its `azp` the client it was issued to.
     fn api_key(&self, p: Principal) -> String {
-        self.sign(&json!({
-            "iat": 1_767_571_200u64,
+        self.api_key_expiring(p, None)
+    }
+
+    /// An API key, with an expiry (`exp`) when it was created with one.
+    fn api_key_expiring(&self, p: Principal, expires_at: Option<u64>) -> String {
+        let mut claims = json!({
+            "iat": ISSUED_AT,
             "jti": encode(self.seed, Kind::Token, u32::MAX, p.index()),
             "iss": self.realm_url,
             "aud": self.realm_url,
@@ -186,7 +198,11 @@ impl Auth {
             "azp": self.api_key_client_id,
             "session_state": encode(self.seed, Kind::Token, u32::MAX - 1, p.index()),
             "scope": "openid offline_access ast-api iam-api roles profile email",
-        }))
+        });
+        if let Some(exp) = expires_at {
+            claims["exp"] = json!(exp);
+        }
+        self.sign(&claims)
     }
 
     fn sign(&self, claims: &Value) -> String {
@@ -324,6 +340,13 @@ impl Auth {
                         "Invalid refresh token",
                     );
                 };
+                if claims["exp"].as_u64().is_some_and(|exp| now_secs() >= exp) {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "Token is not active",
+                    );
+                }
                 if claims["azp"] != client_id {
                     return oauth_error(
                         StatusCode::BAD_REQUEST,
@@ -523,5 +546,14 @@ mod tests {
             None,
         );
         assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+        let expired = a.token_answer(
+            &form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "ast-app"),
+                ("refresh_token", &a.credentials().api_key_expired),
+            ]),
+            None,
+        );
+        assert_eq!(expired.status(), StatusCode::BAD_REQUEST);
     }
 }
