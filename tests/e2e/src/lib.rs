@@ -124,6 +124,7 @@ pub struct Fixture {
     pub emulator: Emulator,
     pub runtime: Runtime<MemoryStore>,
     pub starts: Arc<RecordedStarts>,
+    pub secrets: Arc<MemorySecrets>,
 }
 
 /// The secret the `demo-sast` connection names: an ARN, as a deployed connection's would be.
@@ -159,5 +160,6 @@ pub async fn fixture() -> Fixture {
         emulator,
         runtime,
         starts,
+        secrets,
     }
 }

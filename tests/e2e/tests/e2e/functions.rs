@@ -513,6 +513,12 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
         }
     };
     store("other-tenant", "acme-typo", cxone_etm_e2e::DEMO_SECRET_ARN).await;
+    let expired_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cxone/expired-AbCdEf";
+    f.secrets.put(
+        expired_arn,
+        json!({"api_key": f.emulator.credentials.api_key_expired}).to_string(),
+    );
+    store("expired-key", &f.emulator.tenant, expired_arn).await;
     store(
         "no-secret",
         &f.emulator.tenant,
@@ -522,6 +528,7 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     for (id, cause) in [
         ("other-tenant", "acme-typo"),
         ("no-secret", "cannot read the secret"),
+        ("expired-key", "the API key expired at 2026-01-06T00:00:00Z"),
     ] {
         let mut request = event("trigger-api-test-connection.json");
         request["rawPath"] = json!(format!("/connections/{id}/test"));
