@@ -83,6 +83,8 @@ for logical, body in resources.items():
     if body["Type"] == "AWS::Scheduler::Schedule":
         check("StartDate" not in body["Properties"],
               f"{logical} has a StartDate: Scheduler refuses one in the past, so a later stack update fails")
+        check(body["Properties"].get("EndDate") == {"Fn::Sub": "${ScheduleEndDate}T23:59:59Z"},
+              f"{logical} does not stop at ScheduleEndDate: a schedule would fire (and be refused) after its last day")
 check(map_state["Next"] == "Finalize" and map_state["Catch"][0]["Next"] == "Finalize", "finalize does not always run")
 for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):

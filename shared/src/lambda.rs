@@ -229,14 +229,6 @@ impl<S: BucketStore> Runtime<S> {
         id: &str,
         config: ConnectionConfig,
     ) -> Result<bool, StepError> {
-        let mut config = config;
-        if let Some(schedule) = config.schedule.as_mut()
-            && schedule.start_date.trim().is_empty()
-        {
-            // The template's empty ScheduleStartDate: the schedule starts the day it is registered,
-            // a day of the schedule's time zone.
-            schedule.start_date = schedule.today(jiff::Timestamp::now());
-        }
         if config.id != id {
             return Err(StepError::BadEvent {
                 what: "schedule".into(),

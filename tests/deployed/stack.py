@@ -16,6 +16,7 @@ edits the template.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import pathlib
@@ -271,8 +272,16 @@ def schedule_inputs(resolved: Resolved) -> dict[str, dict]:
 
 
 def parameters_for(**overrides: str) -> dict[str, str]:
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    try:
+        end = today.replace(year=today.year + 5)
+    except ValueError:  # February 29th ends on February 28th
+        end = today.replace(year=today.year + 5, day=28)
     base = {
         "Tenant": "acme",
+        # As the README's deploy command gives them: from today, for five years.
+        "ScheduleStartDate": today.isoformat(),
+        "ScheduleEndDate": end.isoformat(),
         "SastSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:cxone/sast-AbCdEf",
     }
     base.update(overrides)

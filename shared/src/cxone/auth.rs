@@ -438,7 +438,9 @@ mod tests {
         let error = TokenSource::new(&eu_key, &config).err().unwrap();
         assert!(
             error.to_string().contains("eu.iam.checkmarx.net")
-                && error.to_string().contains("fix the region"),
+                && error
+                    .to_string()
+                    .contains("set the region and tenant the credential was issued for"),
             "{error}"
         );
         let other_tenant = Credential::ApiKey(

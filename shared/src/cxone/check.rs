@@ -12,7 +12,7 @@ use url::Url;
 
 use super::client::CxOneClient;
 use super::config::VendorConfig;
-use super::error::{AuthError, VendorError};
+use super::error::VendorError;
 use super::paging::LastScanQuery;
 use super::transport::resolve_allowed;
 pub use crate::ConnectorKind;
@@ -259,28 +259,9 @@ async fn tls(config: &VendorConfig) -> Step {
     ))
 }
 
-/// The fix for a credential the token endpoint or the key itself refuses.
-fn credential_fix(auth: &AuthError) -> &'static str {
-    match auth {
-        AuthError::BadApiKey { .. }
-        | AuthError::ExpiredApiKey { .. }
-        | AuthError::KeyClientMismatch { .. } => {
-            "create a new API key (Settings > Identity and Access Management > API Keys) and store it in the secret"
-        }
-        AuthError::BadClientCredentials { .. } => {
-            "check the OAuth client id and secret in the secret; regenerate the secret if unsure"
-        }
-        AuthError::UnknownTenant { .. } => "set the tenant name exactly as Checkmarx One shows it",
-        AuthError::WrongRegion { .. } | AuthError::KeyForOtherRealm { .. } => {
-            "set the region and tenant the credential was issued for (the host and tenant in your Checkmarx One login URL), or use a credential of this tenant"
-        }
-        AuthError::Unexpected { .. } => "check the credential, tenant and region",
-    }
-}
-
 fn vendor_failure(error: VendorError) -> (String, String) {
     match error {
-        VendorError::Auth(auth) => (auth.to_string(), credential_fix(&auth).to_string()),
+        VendorError::Auth(auth) => (auth.to_string(), auth.fix().to_string()),
         other => (
             other.to_string(),
             "check the region and network, then retry".to_string(),

@@ -23,31 +23,26 @@ impl ConfigError {
     }
 }
 
-/// Why the token endpoint refused the credential.
+/// Why the credential was refused: what went wrong ([`Display`](std::fmt::Display)) and, apart,
+/// what to do ([`AuthError::fix`]), so a report shows each once.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error(
-        "the API key was rejected ({detail}); check that it is the whole key, not expired or revoked, and from this tenant"
-    )]
+    #[error("the API key was rejected ({detail})")]
     BadApiKey { detail: String },
     #[error("the API key expired at {expired_at} (its `exp` claim)")]
     ExpiredApiKey { expired_at: String },
     #[error(
-        "the API key was issued to another client than '{sent_client}' and carries no `azp` claim naming it; create a new API key in Checkmarx One"
+        "the API key was issued to another client than '{sent_client}' and carries no `azp` claim naming it"
     )]
     KeyClientMismatch { sent_client: String },
-    #[error(
-        "the OAuth client id or secret was rejected ({detail}); check both in the secret and that the client is enabled"
-    )]
+    #[error("the OAuth client id or secret was rejected ({detail})")]
     BadClientCredentials { detail: String },
-    #[error(
-        "tenant '{tenant}' does not exist in this region; check the tenant name (Settings > Identity and Access Management shows it) and the region"
-    )]
+    #[error("tenant '{tenant}' does not exist in this region")]
     UnknownTenant { tenant: String },
-    #[error("the IAM host {host} does not serve Checkmarx One tokens ({detail}); check the region")]
+    #[error("the IAM host {host} does not serve Checkmarx One tokens ({detail})")]
     WrongRegion { host: String, detail: String },
     #[error(
-        "the API key belongs to {key_realm}, but this connection is configured for {configured_realm}; fix the region or tenant, or use a key from this tenant"
+        "the API key belongs to {key_realm}, but this connection is configured for {configured_realm}"
     )]
     KeyForOtherRealm {
         key_realm: String,
@@ -57,11 +52,35 @@ pub enum AuthError {
     Unexpected { status: u16, detail: String },
 }
 
+impl AuthError {
+    /// What the user does about it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Self::BadApiKey { .. } => {
+                "check that the secret holds the whole key of this tenant; if it was revoked, create a new API key (Settings > Identity and Access Management > API Keys) and store it in the secret"
+            }
+            Self::ExpiredApiKey { .. } | Self::KeyClientMismatch { .. } => {
+                "create a new API key (Settings > Identity and Access Management > API Keys) and store it in the secret"
+            }
+            Self::BadClientCredentials { .. } => {
+                "check the OAuth client id and secret in the secret and that the client is enabled; regenerate the secret if unsure"
+            }
+            Self::UnknownTenant { .. } => {
+                "set the tenant name exactly as Checkmarx One shows it (Settings > Identity and Access Management), and check the region"
+            }
+            Self::WrongRegion { .. } | Self::KeyForOtherRealm { .. } => {
+                "set the region and tenant the credential was issued for (the host and tenant in your Checkmarx One login URL), or use a credential of this tenant"
+            }
+            Self::Unexpected { .. } => "check the credential, tenant and region",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VendorError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("authentication failed: {0}")]
+    #[error("authentication failed: {0}; {fix}", fix = .0.fix())]
     Auth(#[from] AuthError),
     #[error("{endpoint}: HTTP 403 Forbidden; the credential lacks {role_hint}")]
     Forbidden {

@@ -97,13 +97,6 @@ impl Schedule {
             _ => Err(errors),
         }
     }
-
-    /// Today in the schedule's time zone (UTC when the zone cannot be read: the config check
-    /// reports that), as `YYYY-MM-DD`.
-    pub fn today(&self, now: Timestamp) -> String {
-        let zone = parse_zone(&self.timezone).unwrap_or(TimeZone::UTC);
-        now.to_zoned(zone).date().to_string()
-    }
 }
 
 impl ParsedSchedule {

@@ -61,7 +61,7 @@ async fn each_token_refusal_becomes_its_own_actionable_error() {
     };
     let e = auth_error(&client(good.clone(), &bad_secret)).await;
     assert!(matches!(e, AuthError::BadClientCredentials { .. }), "{e}");
-    assert!(e.to_string().contains("secret"));
+    assert!(e.fix().contains("client id and secret"));
 
     let mut wrong_tenant = good.clone();
     wrong_tenant.tenant = "globex".into();
@@ -76,7 +76,14 @@ async fn each_token_refusal_becomes_its_own_actionable_error() {
     wrong_region.custom_iam_url = Some(emulator.api_url.clone());
     let e = auth_error(&client(wrong_region, &oauth(&emulator))).await;
     assert!(matches!(e, AuthError::WrongRegion { .. }), "{e}");
-    assert!(e.to_string().contains("check the region"));
+    assert!(e.fix().contains("set the region"));
+    // A run's error says what went wrong and, once, what to do.
+    let run_error = cxone_etm::cxone::VendorError::Auth(e.clone()).to_string();
+    assert_eq!(
+        run_error,
+        format!("authentication failed: {e}; {}", e.fix()),
+        "{run_error}"
+    );
 
     // The API key names another realm than the one configured: refused before any request.
     let mut other_realm = good.clone();

@@ -251,6 +251,15 @@ async fn every_mistake_is_a_report_with_one_failed_check_its_cause_and_its_fix()
             "{}: {table}",
             case.what
         );
+        // Read once: the detail says what went wrong, the fix what to do, neither repeats the other.
+        let fix = failed.fix.as_deref().unwrap();
+        assert!(
+            !fix.split("; ").any(|clause| failed.detail.contains(clause))
+                && !failed.detail.contains("; fix ")
+                && !failed.detail.contains("; check "),
+            "{}: {table}",
+            case.what
+        );
         assert!(
             !failed.detail.contains(&emulator.credentials.api_key),
             "{}: the key leaked",

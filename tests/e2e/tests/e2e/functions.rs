@@ -412,23 +412,6 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
         early.error_message
     );
 
-    // The template's empty ScheduleStartDate: the schedule starts the day it is stored.
-    let mut from_deploy = config.clone();
-    from_deploy["schedule"]["start_date"] = json!("");
-    call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("from-today", &from_deploy),
-    )
-    .await
-    .expect("a schedule without a start date runs from the day it is stored");
-    assert_eq!(
-        stored_schedule("from-today").await["start_date"],
-        jiff::Timestamp::now()
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .date()
-            .to_string()
-    );
-
     let mismatch = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         json!({"connectionId": "other", "connection": config}),
