@@ -419,6 +419,11 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
     status, shown = account.http("GET", f"/connections/sast/runs/{started['run']['runId']}")
     assert status == 200 and shown["complete"] is True and shown["findings"] > 0, shown
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and (connection["state"], connection["outcome"]) == ("Processed", "complete"), connection
+    assert connection["lastCommittedRun"] == started["run"]["runId"], connection
+    # The template's rate schedule: the next run a day after the last scheduled one began.
+    assert connection["nextRunAt"] > connection["lastScheduledRunAt"], connection
     status, missing = account.http("GET", "/connections/sast/runs/20000101T000000Z-000000")
     assert status == 404, missing
     status, unknown = account.http("POST", "/connections/nobody/runs")
@@ -455,6 +460,33 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     assert after["totals"]["lifecycle"].get("NEW", 0) == 0 and after["totals"]["lifecycle"].get("REOPENED", 0) == 0
     assert after["totals"]["lifecycle"].get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
     assert previous["lastCommittedRun"] != account.get_json("connections/sast/state.json")["lastCommittedRun"]
+
+
+def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(account, emulator):
+    before = account.get_json("connections/sast/state.json")
+    emulator.fault("results", {"forbidden_rate": 1.0})
+    try:
+        started = account.invoke_trigger(account.scheduled_event())
+        execution = account.wait(started["executionArn"])
+    finally:
+        emulator.clear_faults()
+    # Finalize refuses to commit a run with nothing in it: the execution fails (the failed-runs
+    # alarm's metric), the run and the connection are Failed with the reason.
+    assert execution["status"] == "FAILED", account.explain(execution)
+    run = started["run"]
+    prefix = f"connections/sast/runs/{run['runId']}"
+    assert not account.exists(f"{prefix}/_COMMITTED")
+    assert account.get_json(f"{prefix}/manifest.json")["complete"] is False
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and connection["state"] == "Failed", connection
+    assert connection["reason"].startswith("nothing was committed: all ") and "403" in connection["reason"], connection
+    assert connection["lastCommittedRun"] == before["lastCommittedRun"], (connection, before)
+    status, shown = account.http("GET", f"/connections/sast/runs/{run['runId']}")
+    assert status == 200 and shown["run"]["state"] == "Failed", shown
+    # The lock is free and the next run reconciles against the last committed one.
+    started, execution = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
 
 
 def test_a_wide_work_list_passes_the_map_within_limits(account, wide):

@@ -199,7 +199,7 @@ pub async fn finalize(
     let body = serde_json::to_vec_pretty(&manifest).expect("serializes");
     let sha = hex::encode(Sha256::digest(&body));
     store.put(&run.manifest(), Bytes::from(body)).await?;
-    if let Some(reason) = nothing_to_commit(&manifest) {
+    if let Some(reason) = nothing_to_commit(&manifest.items) {
         // The manifest stays for the report (each item's reason), without a commit marker: the
         // next run reconciles against the last committed one, and nothing of this run counts.
         fail_run(store, run, &reason).await?;
@@ -219,17 +219,29 @@ pub async fn finalize(
     Ok(manifest)
 }
 
-/// Why a run has nothing to commit: every item of its work list failed. (An empty work list, a
-/// tenant without projects, commits: that is what the tenant holds.)
-fn nothing_to_commit(manifest: &Manifest) -> Option<String> {
-    let failed = |item: &ManifestItem| item.status == ItemStatus::Failed;
-    let first = manifest.items.first()?;
-    if !manifest.items.iter().all(failed) {
+/// Why a run has nothing to commit: items failed and none delivered anything (every other item
+/// has no scan). An empty work list, a tenant without projects, commits: that is what it holds.
+fn nothing_to_commit(items: &[ManifestItem]) -> Option<String> {
+    let failed: Vec<&ManifestItem> = items
+        .iter()
+        .filter(|item| item.status == ItemStatus::Failed)
+        .collect();
+    let first = failed.first()?;
+    if items
+        .iter()
+        .any(|item| matches!(item.status, ItemStatus::Complete | ItemStatus::Incomplete))
+    {
         return None;
     }
+    let without_scan = items.len() - failed.len();
     Some(format!(
-        "nothing was committed: all {} items failed; the first, {}: {}",
-        manifest.items.len(),
+        "nothing was committed: all {} items {}failed; the first, {}: {}",
+        failed.len(),
+        if without_scan > 0 {
+            format!("with a scan ({without_scan} have none) ")
+        } else {
+            String::new()
+        },
         first.name,
         first.reason.as_deref().unwrap_or("no reason recorded")
     ))
@@ -348,4 +360,47 @@ async fn deleted_items(
         deleted.push(entry);
     }
     Ok((deleted, carried))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(name: &str, status: &str) -> ManifestItem {
+        serde_json::from_value(serde_json::json!({
+            "item": name, "vendorId": name, "name": name, "status": status,
+            "reason": format!("{name} went wrong"), "recordsExpected": 0, "recordsFetched": 0,
+            "figures": serde_json::to_value(Figures::default()).unwrap(), "objects": [], "rejected": [], "collisions": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_run_in_which_nothing_was_delivered_and_something_failed_commits_nothing() {
+        let cases: [(&[(&str, &str)], Option<&str>); 6] = [
+            (&[], None),
+            (&[("a", "no_scan")], None),
+            (&[("a", "failed"), ("b", "complete")], None),
+            (&[("a", "failed"), ("b", "incomplete")], None),
+            (
+                &[("a", "failed"), ("b", "failed")],
+                Some("nothing was committed: all 2 items failed; the first, a: a went wrong"),
+            ),
+            (
+                &[("a", "no_scan"), ("b", "failed")],
+                Some("all 1 items with a scan (1 have none) failed; the first, b: b went wrong"),
+            ),
+        ];
+        for (items, expected) in cases {
+            let items: Vec<ManifestItem> = items.iter().map(|(n, s)| item(n, s)).collect();
+            let reason = nothing_to_commit(&items);
+            match expected {
+                None => assert_eq!(reason, None, "{items:?}"),
+                Some(text) => assert!(
+                    reason.as_deref().is_some_and(|r| r.contains(text)),
+                    "{reason:?}"
+                ),
+            }
+        }
+    }
 }
