@@ -15,8 +15,9 @@ use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, ItemStatus, Manifest,
-    RunRecord, RunRef, StepError, Trigger, VendorAccess, WorkItem, begin_run, collect, config_key,
-    connection_status, fail_run, finalize, plan, record_registration, transform,
+    RunRecord, RunRef, Schedule, StepError, Trigger, VendorAccess, WorkItem, begin_run, collect,
+    config_key, connection_status, fail_run, finalize, plan, record_event_schedule,
+    record_registration, transform,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -340,19 +341,24 @@ pub struct StartedRun {
     pub execution_arn: Option<String>,
 }
 
-/// Trigger: lock, register, plan, and start the state machine over the work list.
+/// Trigger: lock, register, plan, and start the state machine over the work list. A scheduled
+/// run passes the schedule its event carries: it is what fires the connection, and its dates
+/// apply when the stored config has no schedule of its own.
 pub async fn start_run(
     runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
     trigger: Trigger,
+    event_schedule: Option<Schedule>,
 ) -> Result<StartedRun, StepError> {
     let loaded = runtime.connection(connection_id).await?;
+    let event_schedule = event_schedule.and_then(|s| s.parse().ok().map(|parsed| (s, parsed)));
+    let window = loaded
+        .connection
+        .schedule
+        .as_ref()
+        .or(event_schedule.as_ref().map(|(_, parsed)| parsed));
     if trigger == Trigger::Schedule
-        && let Some(problem) = loaded
-            .connection
-            .schedule
-            .as_ref()
-            .and_then(|s| s.refuses(jiff::Timestamp::now()))
+        && let Some(problem) = window.and_then(|s| s.refuses(jiff::Timestamp::now()))
     {
         return Err(StepError::OutsideSchedule {
             connection_id: connection_id.to_string(),
@@ -367,6 +373,9 @@ pub async fn start_run(
     )
     .await?;
     let started = async {
+        if let Some((schedule, _)) = event_schedule {
+            record_event_schedule(&runtime.store, connection_id, schedule).await?;
+        }
         let items = plan(&runtime.store, &loaded.vendor, &loaded.connection, &run).await?;
         let mut started = StartedRun {
             work_list_key: runtime.store.full_key(&run.work_list()),

@@ -100,6 +100,10 @@ pub async fn handle(
         }
         TriggerEvent::Scheduled(scheduled) => *scheduled,
     };
+    let event_schedule = scheduled
+        .connection
+        .as_ref()
+        .and_then(|config| config.schedule.clone());
     if let Some(config) = scheduled.connection
         && runtime
             .register_if_absent(&scheduled.connection_id, config)
@@ -107,7 +111,13 @@ pub async fn handle(
     {
         tracing::info!(connection = %scheduled.connection_id, "stored the schedule's config: the connection had none");
     }
-    let started = start_run(runtime, &scheduled.connection_id, Trigger::Schedule).await?;
+    let started = start_run(
+        runtime,
+        &scheduled.connection_id,
+        Trigger::Schedule,
+        event_schedule,
+    )
+    .await?;
     Ok(TriggerAnswer::Started(started))
 }
 
@@ -146,10 +156,12 @@ async fn route(
             Ok(status) => answer(200, serde_json::to_value(status).expect("serializes")),
             Err(error) => failure(error),
         },
-        ("POST", ["connections", id, "runs"]) => match start_run(runtime, id, Trigger::Api).await {
-            Ok(started) => answer(202, serde_json::to_value(started).expect("serializes")),
-            Err(error) => failure(error),
-        },
+        ("POST", ["connections", id, "runs"]) => {
+            match start_run(runtime, id, Trigger::Api, None).await {
+                Ok(started) => answer(202, serde_json::to_value(started).expect("serializes")),
+                Err(error) => failure(error),
+            }
+        }
         ("GET", ["connections", id, "runs", run]) => match show_run(runtime, id, run).await {
             Ok(Some(view)) => answer(200, serde_json::to_value(view).expect("serializes")),
             Ok(None) => answer(

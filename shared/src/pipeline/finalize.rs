@@ -377,17 +377,17 @@ mod tests {
 
     #[test]
     fn only_a_run_in_which_nothing_was_delivered_and_something_failed_commits_nothing() {
-        let cases: [(&[(&str, &str)], Option<&str>); 6] = [
-            (&[], None),
-            (&[("a", "no_scan")], None),
-            (&[("a", "failed"), ("b", "complete")], None),
-            (&[("a", "failed"), ("b", "incomplete")], None),
+        let cases = [
+            (vec![], None),
+            (vec![("a", "no_scan")], None),
+            (vec![("a", "failed"), ("b", "complete")], None),
+            (vec![("a", "failed"), ("b", "incomplete")], None),
             (
-                &[("a", "failed"), ("b", "failed")],
+                vec![("a", "failed"), ("b", "failed")],
                 Some("nothing was committed: all 2 items failed; the first, a: a went wrong"),
             ),
             (
-                &[("a", "no_scan"), ("b", "failed")],
+                vec![("a", "no_scan"), ("b", "failed")],
                 Some("all 1 items with a scan (1 have none) failed; the first, b: b went wrong"),
             ),
         ];

@@ -31,7 +31,7 @@ pub use finalize::finalize;
 pub use plan::{plan, read_work_list};
 pub use run::{
     RunOutcome, RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run,
-    last_committed_run, read_state, record_registration,
+    last_committed_run, read_state, record_event_schedule, record_registration,
 };
 pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use schedule::{NextRun, ParsedSchedule, Schedule};

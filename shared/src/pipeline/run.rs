@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_json, put_json};
+use super::schedule::Schedule;
 use crate::layout::{RunRef, lock_key, lock_takeover_key, state_key};
 use crate::store::ObjectStore;
 
@@ -49,6 +50,10 @@ pub struct StateDocument {
     /// When the schedule last started a run (a rate schedule's next run counts from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_run_at: Option<String>,
+    /// The schedule the last scheduled event carried (on AWS, the template's, which is what
+    /// fires): the connection's schedule when its stored config has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_schedule: Option<Schedule>,
     pub updated_at: String,
 }
 
@@ -172,6 +177,7 @@ async fn update_state(
             last_run: None,
             last_committed_run: None,
             last_scheduled_run_at: None,
+            event_schedule: None,
             updated_at: String::new(),
         });
     change(&mut document);
@@ -196,6 +202,18 @@ async fn write_state(
         if state == RunState::Processed {
             doc.last_committed_run = Some(run.run_id.clone());
         }
+    })
+    .await
+}
+
+/// A scheduled event started a run: the schedule it carries is what fires the connection.
+pub async fn record_event_schedule(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    schedule: Schedule,
+) -> Result<(), StepError> {
+    update_state(store, connection_id, |doc| {
+        doc.event_schedule = Some(schedule)
     })
     .await
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::field_error::FieldError;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// An EventBridge Scheduler expression: `rate(1 day)`, `cron(0 2 * * ? *)`,

@@ -27,7 +27,8 @@ pub struct ConnectionStatus {
     pub next_run_note: Option<String>,
 }
 
-/// The connection's status at `now`. A connection stored before states were recorded shows as
+/// The connection's status at `now`. Its schedule is its stored config's, else the one its
+/// scheduled events carry. A connection stored before states were recorded shows as
 /// registered (or scheduled) until its first run.
 pub async fn connection_status(
     store: &impl ObjectStore,
@@ -48,6 +49,7 @@ pub async fn connection_status(
             last_run: None,
             last_committed_run: None,
             last_scheduled_run_at: None,
+            event_schedule: None,
             updated_at: String::new(),
         });
     let mut status = ConnectionStatus {
@@ -57,7 +59,14 @@ pub async fn connection_status(
         next_run_local: None,
         next_run_note: None,
     };
-    let Some(schedule) = &connection.schedule else {
+    let schedule = connection.schedule.clone().or_else(|| {
+        status
+            .state
+            .event_schedule
+            .as_ref()
+            .and_then(|s| s.parse().ok())
+    });
+    let Some(schedule) = &schedule else {
         status.next_run_note = Some("no schedule: runs start on demand".into());
         return Ok(status);
     };

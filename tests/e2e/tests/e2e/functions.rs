@@ -412,6 +412,45 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
         early.error_message
     );
 
+    // A connection stored without a schedule (as `connection put` of a plain config leaves it):
+    // the schedule its events carry (the template's) sets the dates and the next run.
+    let mut demo = serde_json::to_value(
+        &f.runtime
+            .connection("demo-sast")
+            .await
+            .unwrap()
+            .connection
+            .config,
+    )
+    .unwrap();
+    assert!(demo.get("schedule").is_none());
+    demo["schedule"] =
+        json!({"expression": "rate(1 day)", "timezone": "UTC", "start_date": "2099-01-01"});
+    let early = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("demo-sast", &demo),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        early.error_message.contains("starts on 2099-01-01"),
+        "{}",
+        early.error_message
+    );
+    demo["schedule"]["start_date"] = json!("2026-01-01");
+    call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("demo-sast", &demo),
+    )
+    .await
+    .expect("within the event's schedule");
+    let status = f.runtime.status("demo-sast").await.unwrap();
+    let began: jiff::Timestamp = status.state.last_scheduled_run_at.unwrap().parse().unwrap();
+    assert_eq!(
+        status.next_run_at,
+        Some((began + jiff::SignedDuration::from_hours(24)).to_string())
+    );
+
     let mismatch = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         json!({"connectionId": "other", "connection": config}),
