@@ -372,7 +372,7 @@ fn a_runs_raw_folder_replays_as_it_is_with_severities_before_triage() {
 }
 
 /// `test-connection` always prints the five checks, in text and in JSON, whatever the mistake:
-/// an API key issued for another tenant, a secret that is not there. (Multi-threaded: the
+/// every one of the emulator's table, and a secret that is not there. (Multi-threaded: the
 /// emulator serves while this thread waits on the command.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_connection_prints_the_five_checks_for_every_mistake() {
@@ -380,21 +380,10 @@ async fn test_connection_prints_the_five_checks_for_every_mistake() {
         .await
         .unwrap();
     let dir = temp_dir("test-connection");
-    let config = |tenant: &str, secret: &str| {
-        let path = dir.join(format!("{tenant}-{}.json", secret.replace(':', "_")));
-        let mut vendor = cxone_etm::cxone::VendorSettings::for_custom(
-            &emulator.api_url,
-            &emulator.iam_url,
-            tenant,
-        );
-        vendor.allow_insecure_local = true;
-        let config = cxone_etm::pipeline::ConnectionConfig::new(
-            "checked",
-            cxone_etm::ConnectorKind::Sast,
-            vendor,
-            secret,
-        );
-        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let config = |name: &str, kind: &str, vendor: Value, secret: &str| {
+        let path = dir.join(format!("{name}.json"));
+        let config = json!({"id": "checked", "name": name, "kind": kind, "vendor": vendor, "secret": secret});
+        std::fs::write(&path, config.to_string()).unwrap();
         path
     };
     let test = |path: &Path, json: bool| {
@@ -402,75 +391,77 @@ async fn test_connection_prints_the_five_checks_for_every_mistake() {
         command
             .args(["test-connection", "--config"])
             .arg(path)
-            .env("CXONE_TEST_KEY", &emulator.credentials.api_key)
             .env_remove("CXONE_UNSET_KEY");
         if json {
             command.arg("--json");
         }
         command.output().unwrap()
     };
+    let good_vendor = json!({"custom_api_url": emulator.api_url, "custom_iam_url": emulator.iam_url, "tenant": emulator.tenant, "allow_insecure_local": true});
 
-    let good = config(&emulator.tenant, "env:CXONE_TEST_KEY");
+    let key_file = dir.join("good-secret.json");
+    std::fs::write(
+        &key_file,
+        json!({"api_key": emulator.credentials.api_key}).to_string(),
+    )
+    .unwrap();
+    let good = config(
+        "good",
+        "sast",
+        good_vendor.clone(),
+        &format!("file:{}", key_file.display()),
+    );
     let output = test(&good, false);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("connection test passed"), "{text}");
 
-    let cases = [
-        (
-            config("acme-typo", "env:CXONE_TEST_KEY"),
-            "acme-typo",
-            "set the region and tenant the credential was issued for",
-        ),
-        (
-            config(&emulator.tenant, "env:CXONE_UNSET_KEY"),
-            "env:CXONE_UNSET_KEY: the environment variable is not set",
-            "store the credential where the connection's `secret` points",
-        ),
-    ];
-    for (path, cause, fix) in cases {
+    let unset = config("unset", "sast", good_vendor, "env:CXONE_UNSET_KEY");
+    let output = test(&unset, true);
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        report["checks"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("env:CXONE_UNSET_KEY: the environment variable is not set"),
+        "{report}"
+    );
+
+    for (n, mistake) in emulator.mistakes().into_iter().enumerate() {
+        let secret_file = dir.join(format!("secret-{n}.json"));
+        std::fs::write(&secret_file, &mistake.secret).unwrap();
+        let path = config(
+            &format!("mistake-{n}"),
+            mistake.kind,
+            mistake.vendor(),
+            &format!("file:{}", secret_file.display()),
+        );
         let output = test(&path, true);
-        assert_eq!(output.status.code(), Some(1));
+        assert_eq!(output.status.code(), Some(1), "{}", mistake.what);
         let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
-                "a JSON report on stdout ({e}): {}{}",
+                "{}: a JSON report on stdout ({e}): {}{}",
+                mistake.what,
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             )
         });
-        let statuses: Vec<&str> = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["status"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            statuses,
-            ["pass", "skipped", "fail", "skipped", "skipped"],
-            "{report}"
-        );
-        assert!(
-            report["checks"][2]["detail"]
-                .as_str()
-                .unwrap()
-                .contains(cause),
-            "{report}"
-        );
-        assert!(
-            report["checks"][2]["fix"].as_str().unwrap().contains(fix),
-            "{report}"
-        );
+        if let Err(problem) = mistake.check_report(&report) {
+            panic!("{problem}");
+        }
 
         let output = test(&path, false);
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(
-            text.contains("Credential check") && text.contains("FAIL") && text.contains(fix),
-            "{text}"
-        );
-        assert!(text.contains("connection test FAILED"), "{text}");
-        assert!(
-            !text.contains(&emulator.credentials.api_key),
-            "the key leaked"
+            text.contains("FAIL")
+                && text.contains(&format!(
+                    "fix: {}",
+                    report["checks"][mistake.fails]["fix"].as_str().unwrap()
+                ))
+                && text.contains("connection test FAILED"),
+            "{}: {text}",
+            mistake.what
         );
     }
     std::fs::remove_dir_all(dir).ok();

@@ -3,7 +3,7 @@
 //! are skipped.
 
 use crate::common::*;
-use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, TenantShape};
+use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use cxone_etm::cxone::{
     CheckStatus, ConnectionReport, ConnectorKind, RunCalls, VendorSettings, test_connection,
 };
@@ -107,165 +107,44 @@ async fn over_tls_the_handshake_is_verified_with_the_ca_bundle_and_fails_without
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// One mistake a user can make, and what the report must say about it.
-struct Case {
-    what: &'static str,
-    settings: VendorSettings,
-    credential: Result<Credential, String>,
-    kind: ConnectorKind,
-    /// The check that fails (0-based).
-    fails: usize,
-    detail: &'static str,
-    fix: &'static str,
-}
-
-fn unreachable_settings(url: &str) -> VendorSettings {
-    let mut s = VendorSettings::for_custom(url, url, "acme");
-    s.allow_insecure_local = url.starts_with("http://");
-    s.connect_timeout_secs = 2;
-    s
-}
-
-fn credential_cases(emulator: &Emulator) -> Vec<Case> {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let tenant = |name: &str| {
-        let mut s = settings(emulator);
-        s.tenant = name.into();
-        s
-    };
-    let sast = ConnectorKind::Sast;
-    vec![
-        Case {
-            what: "a closed port",
-            settings: unreachable_settings(&format!("http://127.0.0.1:{port}")),
-            credential: Ok(api_key(emulator)),
-            kind: sast,
-            fails: 0,
-            detail: "cannot connect to 127.0.0.1",
-            fix: "check the region",
-        },
-        Case {
-            what: "a host that does not exist",
-            settings: unreachable_settings("https://no-such-host.invalid"),
-            credential: Ok(api_key(emulator)),
-            kind: sast,
-            fails: 0,
-            detail: "no-such-host.invalid",
-            fix: "check the region",
-        },
-        Case {
-            what: "a secret that cannot be read",
-            settings: settings(emulator),
-            credential: Err(
-                "credential secret: env:CX_KEY: the environment variable is not set".into(),
-            ),
-            kind: sast,
-            fails: 2,
-            detail: "env:CX_KEY: the environment variable is not set",
-            fix: "store the credential where the connection's `secret` points",
-        },
-        Case {
-            what: "an API key of another tenant",
-            settings: tenant("acme-typo"),
-            credential: Ok(api_key(emulator)),
-            kind: sast,
-            fails: 2,
-            detail: "acme-typo",
-            fix: "set the region and tenant the credential was issued for",
-        },
-        Case {
-            what: "an OAuth client and a tenant that does not exist",
-            settings: tenant("globex"),
-            credential: Ok(oauth(emulator)),
-            kind: ConnectorKind::Dast,
-            fails: 2,
-            detail: "tenant 'globex' does not exist",
-            fix: "set the tenant name exactly as Checkmarx One shows it",
-        },
-        Case {
-            what: "a revoked API key",
-            settings: settings(emulator),
-            credential: Ok(Credential::ApiKey("revoked-key".to_string().into())),
-            kind: sast,
-            fails: 2,
-            detail: "API key was rejected",
-            fix: "create a new API key",
-        },
-        Case {
-            what: "an expired API key",
-            settings: settings(emulator),
-            credential: Ok(Credential::ApiKey(
-                emulator.credentials.api_key_expired.clone().into(),
-            )),
-            kind: sast,
-            fails: 2,
-            detail: "the API key expired at 2026-01-06T00:00:00Z",
-            fix: "create a new API key",
-        },
-        Case {
-            what: "a wrong client secret",
-            settings: settings(emulator),
-            credential: Ok(Credential::OAuthClient {
-                client_id: emulator.credentials.client_id.clone(),
-                client_secret: "not-the-secret".to_string().into(),
-            }),
-            kind: ConnectorKind::Dast,
-            fails: 2,
-            detail: "",
-            fix: "check the OAuth client id and secret",
-        },
-    ]
-}
-
+/// The emulator's table of mistakes (`Emulator::mistakes`, also run through the CLI and the
+/// Lambda route), and a secret that cannot be read: each a report whose one failing check names
+/// its cause and its fix.
 #[tokio::test]
 async fn every_mistake_is_a_report_with_one_failed_check_its_cause_and_its_fix() {
     let emulator = emulator(TenantShape::default()).await;
-    for case in credential_cases(&emulator) {
-        let config = case.settings.validate().expect("valid settings");
-        let report = test_connection(&config, case.credential, RunCalls::defaults(case.kind)).await;
-        let table = report.to_table();
-        assert!(!report.passed, "{}: {table}", case.what);
-        let failed = &report.checks[case.fails];
-        assert_eq!(failed.status, Fail, "{}: {table}", case.what);
-        assert!(
-            report.checks[case.fails + 1..]
-                .iter()
-                .all(|c| c.status == Skipped),
-            "{}: {table}",
-            case.what
-        );
-        assert!(
-            report.checks[..case.fails].iter().all(|c| c.status != Fail),
-            "{}: {table}",
-            case.what
-        );
-        assert!(
-            failed.detail.contains(case.detail),
-            "{}: {table}",
-            case.what
-        );
-        assert!(
-            failed.fix.as_deref().unwrap().contains(case.fix),
-            "{}: {table}",
-            case.what
-        );
-        // Read once: the detail says what went wrong, the fix what to do, neither repeats the other.
-        let fix = failed.fix.as_deref().unwrap();
-        assert!(
-            !fix.split("; ").any(|clause| failed.detail.contains(clause))
-                && !failed.detail.contains("; fix ")
-                && !failed.detail.contains("; check "),
-            "{}: {table}",
-            case.what
-        );
-        assert!(
-            !failed.detail.contains(&emulator.credentials.api_key),
-            "{}: the key leaked",
-            case.what
-        );
+    for mistake in emulator.mistakes() {
+        let settings: VendorSettings = serde_json::from_value(mistake.vendor()).unwrap();
+        let credential = Credential::from_json(&mistake.secret).map_err(|e| e.to_string());
+        let kind: ConnectorKind = serde_json::from_value(serde_json::json!(mistake.kind)).unwrap();
+        let report = test_connection(
+            &settings.validate().expect("valid settings"),
+            credential,
+            RunCalls::defaults(kind),
+        )
+        .await;
+        let json = serde_json::to_value(&report).unwrap();
+        if let Err(problem) = mistake.check_report(&json) {
+            panic!("{problem}\n{}", report.to_table());
+        }
     }
+    let unreadable = test_connection(
+        &settings(&emulator).validate().unwrap(),
+        Err("credential secret: env:CX_KEY: the environment variable is not set".into()),
+        RunCalls::defaults(ConnectorKind::Sast),
+    )
+    .await;
+    assert_eq!(
+        statuses(&unreadable),
+        [Pass, Skipped, Fail, Skipped, Skipped]
+    );
+    assert!(
+        unreadable.checks[2]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("store the credential where the connection's `secret` points")
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ mod error;
 mod expected;
 pub mod faults;
 mod ids;
+mod mistakes;
 mod query;
 mod server;
 mod stats;
@@ -38,6 +39,7 @@ pub use expected::{
     ExpectedDastScan, ExpectedEnvironment, ExpectedProject, ExpectedScan, ExpectedTotals, Totals,
 };
 pub use faults::{FaultSpec, RetryAfter};
+pub use mistakes::Mistake;
 pub use stats::TrafficSnapshot;
 pub use tenant::{ResultMix, ResultType, TenantShape};
 
