@@ -278,7 +278,7 @@ fn verdict(manifest: &Manifest, record: &RunRecord) -> (&'static str, String) {
         RunState::Failed => (
             "failed",
             format!(
-                "Failed, nothing committed: {}",
+                "Failed: {}",
                 record.reason.as_deref().unwrap_or("no reason recorded")
             ),
         ),

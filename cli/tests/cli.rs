@@ -489,12 +489,15 @@ async fn status_follows_a_connection_from_put_to_its_run() {
         vendor,
         "env:CXONE_TEST_KEY",
     );
-    let cli = |args: &[&str]| {
-        let output = Command::new(BIN)
+    let run_with = |key: &str, args: &[&str]| {
+        Command::new(BIN)
             .args(args)
-            .env("CXONE_TEST_KEY", &emulator.credentials.api_key)
+            .env("CXONE_TEST_KEY", key)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let cli = |args: &[&str]| {
+        let output = run_with(&emulator.credentials.api_key, args);
         assert!(
             output.status.success(),
             "{args:?}: {}{}",
