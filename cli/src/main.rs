@@ -16,6 +16,7 @@ use cxone_etm::mapping::{
     AssetTypes, DEFAULT_SCORING, Scoring, TransformContext, TransformMap, TransformOptions,
     replay_dir,
 };
+use cxone_etm::pipeline::Schedule;
 
 #[derive(Parser)]
 #[command(
@@ -128,6 +129,16 @@ enum Command {
         store: String,
         #[arg(long)]
         json: bool,
+    },
+    /// The schedule's days for `sam deploy --parameter-overrides`: from today (or --start) in the
+    /// time zone, to five years on, by the product's own rules.
+    ScheduleDates {
+        /// The IANA time zone (the stack's ScheduleTimezone).
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// YYYY-MM-DD; today in the time zone when left out.
+        #[arg(long)]
+        start: Option<String>,
     },
     /// Create or change a connection where a deployed stack reads it.
     Connection {
@@ -285,6 +296,24 @@ async fn main() -> anyhow::Result<ExitCode> {
             store,
             json,
         } => runs::status(&store, &connection, json).await?,
+        Command::ScheduleDates { timezone, start } => {
+            let zone = jiff::tz::TimeZone::get(&timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+            let today = jiff::Timestamp::now().to_zoned(zone).date().to_string();
+            let schedule = Schedule {
+                expression: "rate(1 day)".into(),
+                timezone: timezone.clone(),
+                start_date: start.unwrap_or(today),
+                end_date: None,
+            };
+            match schedule.parse() {
+                Ok(parsed) => println!(
+                    "ScheduleTimezone={timezone} ScheduleStartDate={} ScheduleEndDate={}",
+                    schedule.start_date,
+                    parsed.end_date()
+                ),
+                Err(errors) => return Ok(errors_to_exit("the schedule", errors)),
+            }
+        }
         Command::Connection {
             action:
                 ConnectionAction::Put {

@@ -571,5 +571,34 @@ async fn status_follows_a_connection_from_put_to_its_run() {
             && text.contains("next run: "),
         "{text}"
     );
+
+    // A key that may not read results: every item fails, nothing is committed, and the state,
+    // the run's report and the last committed run say so.
+    let failed = run_with(
+        &emulator.credentials.api_key_no_results,
+        &["run", "--config", path_arg, "--store", store_arg, "--quiet"],
+    );
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("nothing was committed: every item failed"),
+        "{stderr}"
+    );
+    let after = status();
+    assert_eq!(after["state"], "Failed", "{after}");
+    assert_eq!(after["lastCommittedRun"], processed["lastCommittedRun"]);
+    let failed_run = after["lastRun"].as_str().unwrap();
+    let report = cli(&["report", "watched", failed_run, "--store", store_arg]);
+    assert!(
+        report.contains("**Failed: nothing was committed: every item failed")
+            && report.contains("403"),
+        "{report}"
+    );
+    let last_committed = cli(&["report", "watched", "--store", store_arg]);
+    assert!(
+        last_committed.contains(processed["lastCommittedRun"].as_str().unwrap())
+            && last_committed.contains("**Complete**"),
+        "{last_committed}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

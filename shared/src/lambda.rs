@@ -342,8 +342,8 @@ pub struct StartedRun {
 }
 
 /// Trigger: lock, register, plan, and start the state machine over the work list. A scheduled
-/// run passes the schedule its event carries: it is what fires the connection, and its dates
-/// apply when the stored config has no schedule of its own.
+/// run passes the schedule its event carries: it is what fires the connection (the template's,
+/// with the dates of the stack's last update), so its dates apply, not the stored config's.
 pub async fn start_run(
     runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
@@ -352,11 +352,10 @@ pub async fn start_run(
 ) -> Result<StartedRun, StepError> {
     let loaded = runtime.connection(connection_id).await?;
     let event_schedule = event_schedule.and_then(|s| s.parse().ok().map(|parsed| (s, parsed)));
-    let window = loaded
-        .connection
-        .schedule
+    let window = event_schedule
         .as_ref()
-        .or(event_schedule.as_ref().map(|(_, parsed)| parsed));
+        .map(|(_, parsed)| parsed)
+        .or(loaded.connection.schedule.as_ref());
     if trigger == Trigger::Schedule
         && let Some(problem) = window.and_then(|s| s.refuses(jiff::Timestamp::now()))
     {
@@ -435,7 +434,9 @@ pub fn execution_name(run: &RunRef) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     pub run: RunRecord,
-    pub connection: ConnectionStatus,
+    /// The connection's status; absent when its config can no longer be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -464,7 +465,7 @@ pub async fn show_run(
     };
     Ok(Some(RunView {
         run: record,
-        connection: runtime.status(connection_id).await?,
+        connection: runtime.status(connection_id).await.ok(),
         complete: manifest.as_ref().map(|m| m.complete),
         items_by_status: manifest.as_ref().map(|m| m.items_by_status.clone()),
         findings: manifest.map(|m| m.totals.findings_out),

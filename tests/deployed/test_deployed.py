@@ -7,6 +7,7 @@ Run with `bash scripts/deployed-test.sh` (it installs and builds what this needs
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import os
@@ -422,8 +423,10 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
     status, connection = account.http("GET", "/connections/sast")
     assert status == 200 and (connection["state"], connection["outcome"]) == ("Processed", "complete"), connection
     assert connection["lastCommittedRun"] == started["run"]["runId"], connection
-    # The template's rate schedule: the next run a day after the last scheduled one began.
-    assert connection["nextRunAt"] > connection["lastScheduledRunAt"], connection
+    # The template's rate schedule, as the scheduled events carry it: the next run a day after
+    # the last scheduled one began.
+    began = datetime.datetime.fromisoformat(connection["lastScheduledRunAt"])
+    assert datetime.datetime.fromisoformat(connection["nextRunAt"]) == began + datetime.timedelta(days=1), connection
     status, missing = account.http("GET", "/connections/sast/runs/20000101T000000Z-000000")
     assert status == 404, missing
     status, unknown = account.http("POST", "/connections/nobody/runs")
@@ -479,7 +482,7 @@ def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(ac
     assert account.get_json(f"{prefix}/manifest.json")["complete"] is False
     status, connection = account.http("GET", "/connections/sast")
     assert status == 200 and connection["state"] == "Failed", connection
-    assert connection["reason"].startswith("nothing was committed: all ") and "403" in connection["reason"], connection
+    assert connection["reason"].startswith("nothing was committed: every item failed (") and "403" in connection["reason"], connection
     assert connection["lastCommittedRun"] == before["lastCommittedRun"], (connection, before)
     status, shown = account.http("GET", f"/connections/sast/runs/{run['runId']}")
     assert status == 200 and shown["run"]["state"] == "Failed", shown

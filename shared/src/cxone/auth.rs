@@ -75,7 +75,8 @@ struct OAuthError {
 struct KeyClaims {
     azp: Option<String>,
     realm: Option<String>,
-    /// Unix seconds after which the key no longer works, when it was created with an expiry.
+    /// Unix seconds after which the key no longer works, when it was created with an expiry (an
+    /// `exp` of 0 means none).
     expires_at: Option<i64>,
 }
 
@@ -105,7 +106,8 @@ fn key_claims(key: &str) -> KeyClaims {
         other => text(other).filter(|a| a.contains("/auth/realms/")),
     };
     KeyClaims {
-        expires_at: claims["exp"].as_i64(),
+        // Keycloak writes `exp: 0` into offline tokens that never expire.
+        expires_at: claims["exp"].as_i64().filter(|exp| *exp > 0),
         azp: text(&claims["azp"]),
         realm: audience.or_else(|| text(&claims["iss"]).filter(|i| i.contains("/auth/realms/"))),
     }
@@ -425,6 +427,34 @@ mod tests {
         );
         let c = key_claims("not-a-jwt");
         assert!(c.azp.is_none() && c.realm.is_none());
+    }
+
+    #[test]
+    fn only_a_key_past_a_real_expiry_is_refused_as_expired() {
+        let config = crate::cxone::VendorSettings::for_region("EU", "acme")
+            .validate()
+            .unwrap();
+        let key = |exp: &str| {
+            Credential::ApiKey(
+                jwt(&format!(
+                    r#"{{"aud":"https://eu.iam.checkmarx.net/auth/realms/acme"{exp}}}"#
+                ))
+                .into(),
+            )
+        };
+        // No `exp`, Keycloak's `exp: 0` (never expires) and a future one: the key is used.
+        for exp in ["", r#","exp":0"#, r#","exp":4102444800"#] {
+            assert!(TokenSource::new(&key(exp), &config).is_ok(), "{exp}");
+        }
+        let error = TokenSource::new(&key(r#","exp":1767657600"#), &config)
+            .err()
+            .unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("the API key expired at 2026-01-06T00:00:00Z"),
+            "{error}"
+        );
     }
 
     #[test]

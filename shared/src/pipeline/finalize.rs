@@ -219,26 +219,22 @@ pub async fn finalize(
     Ok(manifest)
 }
 
-/// Why a run has nothing to commit: items failed and none delivered anything (every other item
-/// has no scan). An empty work list, a tenant without projects, commits: that is what it holds.
+/// Why a run has nothing to commit: items failed and none was pulled (complete, or incomplete:
+/// read but with its total moving, which commits as partial, naming the item, its findings
+/// carried); the others have no scan. An empty work list, a tenant without projects, commits:
+/// that is what it holds.
 fn nothing_to_commit(items: &[ManifestItem]) -> Option<String> {
-    let failed: Vec<&ManifestItem> = items
-        .iter()
-        .filter(|item| item.status == ItemStatus::Failed)
-        .collect();
-    let first = failed.first()?;
-    if items
-        .iter()
-        .any(|item| matches!(item.status, ItemStatus::Complete | ItemStatus::Incomplete))
-    {
+    let count = |status: ItemStatus| items.iter().filter(|i| i.status == status).count();
+    let failed = count(ItemStatus::Failed);
+    if failed == 0 || count(ItemStatus::Complete) + count(ItemStatus::Incomplete) > 0 {
         return None;
     }
-    let without_scan = items.len() - failed.len();
+    let first = items.iter().find(|i| i.status == ItemStatus::Failed)?;
+    let without_scan = count(ItemStatus::NoScan);
     Some(format!(
-        "nothing was committed: all {} items {}failed; the first, {}: {}",
-        failed.len(),
+        "nothing was committed: every item failed ({failed} failed{}); the first, {}: {}",
         if without_scan > 0 {
-            format!("with a scan ({without_scan} have none) ")
+            format!(", {without_scan} without a scan")
         } else {
             String::new()
         },
@@ -382,13 +378,16 @@ mod tests {
             (vec![("a", "no_scan")], None),
             (vec![("a", "failed"), ("b", "complete")], None),
             (vec![("a", "failed"), ("b", "incomplete")], None),
+            (vec![("a", "incomplete")], None),
             (
                 vec![("a", "failed"), ("b", "failed")],
-                Some("nothing was committed: all 2 items failed; the first, a: a went wrong"),
+                Some(
+                    "nothing was committed: every item failed (2 failed); the first, a: a went wrong",
+                ),
             ),
             (
                 vec![("a", "no_scan"), ("b", "failed")],
-                Some("all 1 items with a scan (1 have none) failed; the first, b: b went wrong"),
+                Some("every item failed (1 failed, 1 without a scan); the first, b: b went wrong"),
             ),
         ];
         for (items, expected) in cases {

@@ -50,11 +50,28 @@ pub struct StateDocument {
     /// When the schedule last started a run (a rate schedule's next run counts from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_run_at: Option<String>,
-    /// The schedule the last scheduled event carried (on AWS, the template's, which is what
-    /// fires): the connection's schedule when its stored config has none.
+    /// The schedule the last scheduled event carried (on AWS, the template's: what fires, with
+    /// the dates of the stack's last update). It is the connection's schedule; the stored
+    /// config's applies only where no scheduled event has come (a local store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_schedule: Option<Schedule>,
     pub updated_at: String,
+}
+
+impl StateDocument {
+    /// A connection's state before any run.
+    pub fn fresh(state: RunState) -> Self {
+        Self {
+            state,
+            outcome: None,
+            reason: None,
+            last_run: None,
+            last_committed_run: None,
+            last_scheduled_run_at: None,
+            event_schedule: None,
+            updated_at: String::new(),
+        }
+    }
 }
 
 /// A committed run took every item whole, or not.
@@ -170,23 +187,15 @@ async fn update_state(
 ) -> Result<(), StepError> {
     let mut document = read_state(store, connection_id)
         .await?
-        .unwrap_or_else(|| StateDocument {
-            state: RunState::Registered,
-            outcome: None,
-            reason: None,
-            last_run: None,
-            last_committed_run: None,
-            last_scheduled_run_at: None,
-            event_schedule: None,
-            updated_at: String::new(),
-        });
+        .unwrap_or_else(|| StateDocument::fresh(RunState::Registered));
     change(&mut document);
     document.updated_at = now_rfc3339();
     put_json(store, &state_key(connection_id), &document).await
 }
 
-/// A run moved the connection to `state`: the run is its last, the reason and the outcome are
-/// this run's (none unless given).
+/// A run moved the connection to `state`: the reason and the outcome are this run's (none unless
+/// given). A run that is no longer the connection's last (a late repeat of a step, after the lock
+/// was released and another run began) changes nothing.
 async fn write_state(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -195,6 +204,10 @@ async fn write_state(
     reason: Option<String>,
 ) -> Result<(), StepError> {
     update_state(store, &run.connection_id, |doc| {
+        if doc.last_run.as_ref().is_some_and(|last| *last != run.run_id) {
+            tracing::warn!(run = %run.run_id, last_run = ?doc.last_run, "a later run began: the state stays its");
+            return;
+        }
         doc.state = state;
         doc.outcome = outcome;
         doc.reason = reason;
@@ -225,18 +238,14 @@ pub async fn record_registration(
     connection_id: &str,
     scheduled: bool,
 ) -> Result<(), StepError> {
-    if read_state(store, connection_id)
-        .await?
-        .is_some_and(|s| s.last_run.is_some())
-    {
-        return Ok(());
-    }
     update_state(store, connection_id, |doc| {
-        doc.state = if scheduled {
-            RunState::Scheduled
-        } else {
-            RunState::Registered
-        };
+        if doc.last_run.is_none() {
+            doc.state = if scheduled {
+                RunState::Scheduled
+            } else {
+                RunState::Registered
+            };
+        }
     })
     .await
 }
@@ -486,6 +495,7 @@ async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<(), StepError
 /// Marks the run and the connection Failed with the reason, and releases the lock. A run with a
 /// commit marker is committed whatever failed after the marker (writing the state, say): it is not
 /// marked Failed; the next run's start reads the markers and records it as the last committed run.
+/// A run already Failed keeps its reason.
 pub async fn fail_run(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -493,6 +503,10 @@ pub async fn fail_run(
 ) -> Result<(), StepError> {
     if store.get(&run.commit_marker()).await?.is_some() {
         tracing::warn!(run = %run.run_id, reason, "a step after the commit failed; the run stays committed");
+        return release(store, run).await;
+    }
+    if read_run(store, run).await?.state == RunState::Failed {
+        // Failed already (finalize records a run with nothing to commit): its reason stands.
         return release(store, run).await;
     }
     update_run(store, run, |r| {

@@ -130,20 +130,23 @@ impl ParsedSchedule {
     }
 
     /// The first scheduled run after `now` that the trigger accepts (within the start and end
-    /// days). A rate schedule counts from its last scheduled run, when there was one.
+    /// days, and before the end day's end in UTC, when EventBridge Scheduler's `EndDate` stops
+    /// the schedule). A rate schedule counts from its last scheduled run, when there was one.
     pub fn next_run(&self, now: Timestamp, last_scheduled_run: Option<Timestamp>) -> NextRun {
+        let after_end = self.end.tomorrow().unwrap_or(self.end);
         let window_start = self.day_start(self.start);
-        let window_end = self.day_start(self.end.tomorrow().unwrap_or(self.end));
+        let window_end = self.day_start(after_end).min(
+            after_end
+                .to_zoned(TimeZone::UTC)
+                .map(|z| z.timestamp())
+                .unwrap_or(Timestamp::MAX),
+        );
         let from = now.max(window_start);
         let next = match &self.expression {
-            Expression::Cron(cron) => {
-                match cron.find_next_occurrence(&from.to_zoned(self.zone.clone()), from > now) {
-                    Ok(next) => next.timestamp(),
-                    Err(_) => {
-                        return NextRun::Over("the cron expression matches no later time".into());
-                    }
-                }
-            }
+            Expression::Cron(cron) => match self.next_cron(cron, from, from > now) {
+                Some(next) => next,
+                None => return NextRun::Over("the cron expression matches no later time".into()),
+            },
             Expression::Rate(every) => {
                 let Some(anchor) = last_scheduled_run else {
                     return NextRun::Unknown(format!(
@@ -160,12 +163,21 @@ impl ParsedSchedule {
                 } else {
                     elapsed.as_secs() / every.as_secs() + 1
                 };
-                anchor
-                    .checked_add(SignedDuration::from_secs(every.as_secs() * periods))
+                every
+                    .as_secs()
+                    .checked_mul(periods)
+                    .and_then(|secs| anchor.checked_add(SignedDuration::from_secs(secs)).ok())
                     .unwrap_or(Timestamp::MAX)
             }
             Expression::At(at) => match at.to_zoned(self.zone.clone()) {
-                Ok(at) if at.timestamp() > now => at.timestamp(),
+                Ok(at) if at.timestamp() > now && at.timestamp() >= window_start => at.timestamp(),
+                Ok(at) if at.timestamp() > now => {
+                    return NextRun::Over(format!(
+                        "its one run, at {}, is before the schedule's start on {}",
+                        at.datetime(),
+                        self.start
+                    ));
+                }
                 _ => return NextRun::Over(format!("its one run, at {at}, is past")),
             },
         };
@@ -179,6 +191,35 @@ impl ParsedSchedule {
         NextRun::At(next)
     }
 
+    /// The cron expression's next time as EventBridge Scheduler fires it: a wall-clock time the
+    /// spring-forward gap skips does not fire (croner would move it past the gap), and a time the
+    /// autumn fold repeats fires once, at its first instant.
+    fn next_cron(
+        &self,
+        cron: &croner::Cron,
+        from: Timestamp,
+        inclusive: bool,
+    ) -> Option<Timestamp> {
+        let mut from = from.to_zoned(self.zone.clone());
+        let mut inclusive = inclusive;
+        // Each pass moves past one skipped or repeated time; a year of them is far more than any
+        // zone has.
+        for _ in 0..1000 {
+            let next = cron.find_next_occurrence(&from, inclusive).ok()?;
+            let skipped = !cron.is_time_matching(&next).unwrap_or(false);
+            let repeated = matches!(
+                self.zone.to_ambiguous_zoned(next.datetime()).offset(),
+                jiff::tz::AmbiguousOffset::Fold { before, .. } if next.offset() != before
+            );
+            if !skipped && !repeated {
+                return Some(next.timestamp());
+            }
+            from = next;
+            inclusive = false;
+        }
+        None
+    }
+
     /// A day's first instant in the schedule's zone.
     fn day_start(&self, day: Date) -> Timestamp {
         day.to_zoned(self.zone.clone())
@@ -186,7 +227,7 @@ impl ParsedSchedule {
             .unwrap_or(Timestamp::MAX)
     }
 
-    /// `now` in the schedule's zone, for people.
+    /// `at` in the schedule's zone, for people.
     pub fn local(&self, at: Timestamp) -> Zoned {
         at.to_zoned(self.zone.clone())
     }
@@ -274,7 +315,10 @@ fn parse_rate(text: &str) -> Result<SignedDuration, String> {
     if unit != expected {
         return Err(bad(&format!("write rate({value} {expected})")));
     }
-    Ok(SignedDuration::from_secs(value * seconds))
+    value
+        .checked_mul(seconds)
+        .map(SignedDuration::from_secs)
+        .ok_or_else(|| bad("the interval is too long"))
 }
 
 /// EventBridge's six fields (minutes hours day-of-month month day-of-week year), weekdays 1–7 from
@@ -296,6 +340,8 @@ fn parse_cron(text: &str) -> Result<croner::Cron, String> {
         .seconds(croner::parser::Seconds::Required)
         .year(croner::parser::Year::Required)
         .alternative_weekdays(true)
+        // EventBridge writes steps from a number: `0/15` (every 15 from 0).
+        .sloppy_ranges(true)
         .build()
         .parse(&format!("0 {text}"))
         .map_err(|e| format!("'cron({text})': {e}"))
@@ -543,6 +589,55 @@ mod tests {
         );
         assert!(matches!(
             once.next_run(at("2026-12-25T00:00:00Z"), None),
+            NextRun::Over(_)
+        ));
+    }
+
+    #[test]
+    fn daylight_saving_changes_are_followed_as_eventbridge_scheduler_follows_them() {
+        let berlin = |expression: &str| {
+            schedule(expression, "Europe/Berlin", "2027-01-01", None)
+                .parse()
+                .unwrap()
+        };
+        // 2027-03-28: 02:00 jumps to 03:00, so 02:30 does not exist that day and does not fire.
+        assert_eq!(
+            berlin("cron(30 2 * * ? *)").next_run(at("2027-03-27T12:00:00Z"), None),
+            NextRun::At(at("2027-03-29T00:30:00Z"))
+        );
+        // 2027-10-31: 02:00–03:00 happens twice; a run in it fires once, at the first.
+        let every_quarter = berlin("cron(0/15 2 * * ? *)");
+        assert_eq!(
+            every_quarter.next_run(at("2027-10-31T00:50:00Z"), None),
+            NextRun::At(at("2027-11-01T01:00:00Z")),
+            "02:00 CET after 02:45 CEST is the repeated hour: the next run is the next day's"
+        );
+        // Summer and winter time keep 02:00 local.
+        let nightly = berlin("cron(0 2 * * ? *)");
+        assert_eq!(
+            nightly.next_run(at("2027-07-01T12:00:00Z"), None),
+            NextRun::At(at("2027-07-02T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn west_of_utc_the_last_run_is_the_last_before_the_schedulers_end_date() {
+        // Scheduler's EndDate is the end day's end in UTC (16:59 in Los Angeles): a run at 20:00 on
+        // the end day would not fire.
+        let evening = schedule(
+            "cron(0 20 * * ? *)",
+            "America/Los_Angeles",
+            "2026-12-01",
+            Some("2026-12-20"),
+        )
+        .parse()
+        .unwrap();
+        assert_eq!(
+            evening.next_run(at("2026-12-19T12:00:00Z"), None),
+            NextRun::At(at("2026-12-20T04:00:00Z"))
+        );
+        assert!(matches!(
+            evening.next_run(at("2026-12-20T05:00:00Z"), None),
             NextRun::Over(_)
         ));
     }

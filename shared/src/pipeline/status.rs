@@ -27,8 +27,8 @@ pub struct ConnectionStatus {
     pub next_run_note: Option<String>,
 }
 
-/// The connection's status at `now`. Its schedule is its stored config's, else the one its
-/// scheduled events carry. A connection stored before states were recorded shows as
+/// The connection's status at `now`. Its schedule is the one its scheduled events carry (what
+/// fires it), else its stored config's. A connection stored before states were recorded shows as
 /// registered (or scheduled) until its first run.
 pub async fn connection_status(
     store: &impl ObjectStore,
@@ -36,22 +36,13 @@ pub async fn connection_status(
     now: jiff::Timestamp,
 ) -> Result<ConnectionStatus, StepError> {
     let id = &connection.config.id;
-    let state = read_state(store, id)
-        .await?
-        .unwrap_or_else(|| StateDocument {
-            state: if connection.schedule.is_some() {
-                RunState::Scheduled
-            } else {
-                RunState::Registered
-            },
-            outcome: None,
-            reason: None,
-            last_run: None,
-            last_committed_run: None,
-            last_scheduled_run_at: None,
-            event_schedule: None,
-            updated_at: String::new(),
-        });
+    let state = read_state(store, id).await?.unwrap_or_else(|| {
+        StateDocument::fresh(if connection.schedule.is_some() {
+            RunState::Scheduled
+        } else {
+            RunState::Registered
+        })
+    });
     let mut status = ConnectionStatus {
         connection_id: id.clone(),
         state,
@@ -59,13 +50,12 @@ pub async fn connection_status(
         next_run_local: None,
         next_run_note: None,
     };
-    let schedule = connection.schedule.clone().or_else(|| {
-        status
-            .state
-            .event_schedule
-            .as_ref()
-            .and_then(|s| s.parse().ok())
-    });
+    let schedule = status
+        .state
+        .event_schedule
+        .as_ref()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| connection.schedule.clone());
     let Some(schedule) = &schedule else {
         status.next_run_note = Some("no schedule: runs start on demand".into());
         return Ok(status);

@@ -251,7 +251,7 @@ async fn a_run_whose_every_item_the_vendor_refuses_fails_and_commits_nothing() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&error, StepError::NothingCommitted(reason) if reason.contains("all 3 items failed") && reason.contains("403")),
+        matches!(&error, StepError::NothingCommitted(reason) if reason.contains("every item failed (3 failed)") && reason.contains("403")),
         "{error}"
     );
     let state = read_state(&store, "refused").await.unwrap().unwrap();

@@ -116,13 +116,13 @@ async fn a_connection_shows_each_state_of_its_life() {
             Expected {
                 state: RunState::Failed,
                 outcome: None,
-                reason: Some("nothing was committed: all 3 items failed; the first, "),
+                reason: Some("nothing was committed: every item failed (3 failed); the first, "),
                 next_run: "(Europe/Berlin)",
                 committed: false,
             },
         ),
         (
-            "a rate schedule after its first scheduled run",
+            "a rate schedule before its first scheduled run",
             Step::Schedule("rate(1 day)"),
             Expected {
                 state: RunState::Failed,
@@ -143,8 +143,8 @@ async fn a_connection_shows_each_state_of_its_life() {
                 state: RunState::Processed,
                 outcome: Some(RunOutcome::Complete),
                 reason: None,
-                // Counted from the run's start: a day later.
-                next_run: "T",
+                // A day after the run's start: checked to the second below.
+                next_run: "(Europe/Berlin)",
                 committed: true,
             },
         ),
