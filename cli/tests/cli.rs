@@ -602,3 +602,35 @@ async fn status_follows_a_connection_from_put_to_its_run() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `schedule-dates` gives the deploy's schedule parameters by the product's rules (five years on;
+/// February 29th ends on February 28th) and refuses a zone the database does not hold.
+#[test]
+fn schedule_dates_are_the_deploy_parameters_of_a_five_year_schedule() {
+    let output = Command::new(BIN)
+        .args([
+            "schedule-dates",
+            "--timezone",
+            "Pacific/Honolulu",
+            "--start",
+            "2028-02-29",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "ScheduleTimezone=Pacific/Honolulu ScheduleStartDate=2028-02-29 ScheduleEndDate=2033-02-28\n"
+    );
+    let output = Command::new(BIN)
+        .args(["schedule-dates", "--timezone", "Berlin"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("`schedule.timezone`: 'Berlin' is not in the IANA time zone database"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
