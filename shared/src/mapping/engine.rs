@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::{Computed, ValueType};
-use super::extract::PageSeed;
+use super::extract::{PageSeed, text_of};
 use super::identity;
 use super::ledger::{Ledger, LedgerEntry, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
@@ -278,15 +278,6 @@ impl OriginalSeverities {
 struct OriginalPage {
     /// Rows as they came: one malformed row must not cost the page (see `add_original_severities`).
     results: Vec<Value>,
-}
-
-fn text_of(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 /// Coerces a value to the target type; `Err` names what did not fit.
@@ -1025,10 +1016,8 @@ impl State {
             && read.computed.is_none()
             && match &slots[read.slot] {
                 Some(Value::String(raw)) => rules.repeated_ids.contains(raw),
-                Some(number @ Value::Number(_)) => {
-                    identity::id_text(number).is_some_and(|raw| rules.repeated_ids.contains(&raw))
-                }
-                _ => false,
+                Some(other) => text_of(other).is_some_and(|raw| rules.repeated_ids.contains(&raw)),
+                None => false,
             };
         let previous = self.reconciling.as_ref().map(|r| &r.previous);
         let suffixed_before = previous.is_some_and(|ledger| ledger.has_suffixed(id));

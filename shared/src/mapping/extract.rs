@@ -251,3 +251,13 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
         }
     }
 }
+
+/// A value as text: a text, a number or a boolean (what an id, a key or a label may be).
+pub(crate) fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

@@ -11,7 +11,7 @@ use serde::de::DeserializeSeed;
 use serde_json::Value;
 use sha2::Digest;
 
-use super::extract::PageSeed;
+use super::extract::{PageSeed, text_of};
 use super::map::{PathTree, Plan};
 use crate::ConnectorKind;
 
@@ -28,15 +28,6 @@ pub(crate) fn identity_sources(kind: ConnectorKind) -> &'static [&'static str] {
             "data.nodes[last].fileName",
         ],
         ConnectorKind::Dast => &["name", "url", "method", "path", "cwe_id", "scan_type"],
-    }
-}
-
-/// An id's text as the tally and the engine compare it: a text or a number.
-pub(crate) fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(id) => Some(id.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 
@@ -96,7 +87,7 @@ impl IdTally {
             {
                 return;
             }
-            let Some(id) = slots[id_slot].as_ref().and_then(id_text) else {
+            let Some(id) = slots[id_slot].as_ref().and_then(text_of) else {
                 return;
             };
             let mut hasher = std::hash::DefaultHasher::new();
