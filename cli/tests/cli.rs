@@ -510,16 +510,19 @@ async fn status_follows_a_connection_from_put_to_its_run() {
     let status = || -> Value {
         serde_json::from_str(&cli(&["status", "watched", "--store", store_arg, "--json"])).unwrap()
     };
+    let put = |config: &cxone_etm::pipeline::ConnectionConfig| {
+        std::fs::write(&path, serde_json::to_vec(config).unwrap()).unwrap();
+        cli(&[
+            "connection",
+            "put",
+            "--store",
+            store_arg,
+            "--config",
+            path_arg,
+        ]);
+    };
 
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-    cli(&[
-        "connection",
-        "put",
-        "--store",
-        store_arg,
-        "--config",
-        path_arg,
-    ]);
+    put(&config);
     let registered = status();
     assert_eq!(registered["state"], "Registered", "{registered}");
     assert_eq!(
@@ -533,15 +536,7 @@ async fn status_follows_a_connection_from_put_to_its_run() {
         start_date: "2026-01-01".into(),
         end_date: None,
     });
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
-    cli(&[
-        "connection",
-        "put",
-        "--store",
-        store_arg,
-        "--config",
-        path_arg,
-    ]);
+    put(&config);
     let scheduled = status();
     assert_eq!(scheduled["state"], "Scheduled", "{scheduled}");
     // 02:00 in Tokyo is 17:00 UTC the day before.
