@@ -709,6 +709,42 @@ mod tests {
         );
     }
 
+    /// A step of an old run that comes late (its lock taken over, a newer run begun) leaves the
+    /// newer run's state alone; a run already Failed keeps its reason.
+    #[tokio::test]
+    async fn a_late_step_of_an_old_run_does_not_overwrite_the_newer_runs_state() {
+        let store = MemoryStore::default();
+        let old = begin_run(&store, "c3", Trigger::Api, Duration::ZERO)
+            .await
+            .unwrap();
+        let new = begin_run(&store, "c3", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        // The takeover marked the old run Failed; its late failure keeps that reason.
+        fail_run(&store, &old, "late failure").await.unwrap();
+        let record = read_run(&store, &old).await.unwrap();
+        assert!(record.reason.unwrap().contains("abandoned"));
+        // A late state write of the old run (as its finalize would make) changes nothing.
+        write_state(
+            &store,
+            &old,
+            RunState::Processed,
+            Some(RunOutcome::Complete),
+            None,
+        )
+        .await
+        .unwrap();
+        let state = read_state(&store, "c3").await.unwrap().unwrap();
+        assert_eq!(
+            (state.state, state.last_run.as_deref()),
+            (RunState::Scheduled, Some(new.run_id.as_str()))
+        );
+        assert!(
+            store.get(&lock_key("c3")).await.unwrap().is_some(),
+            "the newer run keeps its lock"
+        );
+    }
+
     #[tokio::test]
     async fn an_unreadable_lock_does_not_block_its_connection() {
         let store = MemoryStore::default();
