@@ -104,7 +104,9 @@ async fn run_child(
     let config_file = work.join(format!("{id}.json"));
     std::fs::write(&config_file, serde_json::to_vec_pretty(&config)?)?;
     let credential = match kind {
-        ConnectorKind::Sast => json!({"api_key": emulator.credentials.api_key}),
+        ConnectorKind::Sast | ConnectorKind::Sca => {
+            json!({"api_key": emulator.credentials.api_key})
+        }
         ConnectorKind::Dast => json!({
             "client_id": emulator.credentials.client_id,
             "client_secret": emulator.credentials.client_secret,
@@ -149,6 +151,7 @@ async fn run_child(
 fn minimum_requests(expected: &ExpectedTotals, kind: ConnectorKind) -> u64 {
     let pages = |n: u64, size: u64| n.div_ceil(size).max(1);
     match kind {
+        ConnectorKind::Sca => unreachable!("the bench runs SAST and DAST connections"),
         ConnectorKind::Sast => {
             let projects = expected.projects.len() as u64;
             let results: u64 = expected

@@ -10,13 +10,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use cxone_etm::ConnectorKind;
 use cxone_etm::field_error::FieldError;
 use cxone_etm::mapping::{
     AssetTypes, DEFAULT_SCORING, Scoring, TransformContext, TransformMap, TransformOptions,
     replay_dir,
 };
 use cxone_etm::pipeline::Schedule;
+use cxone_etm::{ConnectorKind, Engine};
 
 #[derive(Parser)]
 #[command(
@@ -29,17 +29,35 @@ struct Cli {
     command: Command,
 }
 
+/// The engine a transform map is for.
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
     Sast,
+    Sca,
+    Kics,
+    Containers,
     Dast,
 }
 
-impl From<Kind> for ConnectorKind {
+impl From<Kind> for Engine {
     fn from(kind: Kind) -> Self {
         match kind {
-            Kind::Sast => ConnectorKind::Sast,
+            Kind::Sast => Engine::Sast,
+            Kind::Sca => Engine::Sca,
+            Kind::Kics => Engine::Kics,
+            Kind::Containers => Engine::Containers,
+            Kind::Dast => Engine::Dast,
+        }
+    }
+}
+
+impl Kind {
+    /// The connector a replay's lines say they come from.
+    fn connector(self) -> ConnectorKind {
+        match self {
+            Kind::Sca => ConnectorKind::Sca,
             Kind::Dast => ConnectorKind::Dast,
+            Kind::Sast | Kind::Kics | Kind::Containers => ConnectorKind::Sast,
         }
     }
 }
@@ -152,7 +170,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the default transform map of a connector kind (to edit and point a connection at).
+    /// Print the default transform map of an engine (to edit and point a connection at).
     ExportMap {
         kind: Kind,
         /// Write to this file instead of stdout.
@@ -344,7 +362,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             file,
         } => match TransformMap::parse(&read(&file)?) {
             Ok(plan) => println!(
-                "{}: valid {:?} map '{}'",
+                "{}: valid {} map '{}'",
                 file.display(),
                 plan.kind,
                 plan.name
@@ -374,11 +392,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 None => serde_json::to_string(&TransformMap::default_for(kind.into()))?,
             };
             let plan = match TransformMap::parse(&map_text) {
-                Ok(plan) if plan.kind == ConnectorKind::from(kind) => plan,
+                Ok(plan) if plan.kind == Engine::from(kind) => plan,
                 Ok(plan) => anyhow::bail!(
-                    "the map is for {:?} results, not {:?}",
+                    "the map is for {} results, not {}",
                     plan.kind,
-                    ConnectorKind::from(kind)
+                    Engine::from(kind)
                 ),
                 Err(errors) => return Ok(errors_to_exit("the map", errors)),
             };
@@ -395,6 +413,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             let context = TransformContext {
                 connection_id,
                 run_id,
+                connector_kind: kind.connector(),
                 produced_at: cxone_etm::pipeline::now_rfc3339(),
             };
             let options = TransformOptions {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
-use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{ConnectionReport, VendorSettings, test_connection};
 use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::pipeline::{
@@ -16,6 +15,7 @@ use cxone_etm::pipeline::{
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
+use cxone_etm::{ConnectorKind, Engine};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -69,7 +69,7 @@ async fn run_one(
     Ok(summary?)
 }
 
-fn print_summary(summary: &RunSummary, expected: Option<(&str, u64)>) {
+fn print_summary(summary: &RunSummary, expected: Option<&[(Engine, u64)]>) {
     println!(
         "connection {}  run {}",
         summary.connection_id, summary.run_id
@@ -93,11 +93,22 @@ fn print_summary(summary: &RunSummary, expected: Option<(&str, u64)>) {
     println!("  rejected     {}", summary.rejected);
     println!("  skipped      {}", summary.skipped);
     println!("  batches      {}", summary.batches);
-    if let Some((what, n)) = expected {
-        println!(
-            "  emulator     {n} {what}; committed {} (findings + rejected)",
-            summary.findings + summary.rejected
-        );
+    for (engine, done) in &summary.by_engine {
+        let holds = expected.and_then(|e| e.iter().find(|(x, _)| x == engine).map(|(_, n)| *n));
+        match holds {
+            Some(n) => println!(
+                "  {:<12} {} findings, {} rejected; the emulator holds {n} (latest completed main-branch scans)",
+                engine.as_str(),
+                done.findings,
+                done.rejected,
+            ),
+            None => println!(
+                "  {:<12} {} findings, {} rejected",
+                engine.as_str(),
+                done.findings,
+                done.rejected
+            ),
+        }
     }
     println!("  duration     {:.1}s", summary.duration_ms as f64 / 1000.0);
     println!("  manifest     {}", summary.manifest);
@@ -136,17 +147,25 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
     let store = LocalStore::new(out);
     let mut reports = Vec::new();
     let mut all_complete = true;
+    // The project connection delivers every engine of a scan; the emulator holds each one's
+    // results in the latest completed main-branch scan that ran it.
+    let project_engines: Vec<(Engine, u64)> = Engine::PROJECT_ENGINES
+        .into_iter()
+        .map(|engine| {
+            let holds = ResultType::ALL
+                .into_iter()
+                .find(|t| t.as_str() == engine.as_str())
+                .and_then(|t| expected.by_engine.get(&t).copied())
+                .unwrap_or(0);
+            (engine, holds)
+        })
+        .collect();
     for kind in [ConnectorKind::Sast, ConnectorKind::Dast] {
-        let (id, credential, expected_findings, what) = match kind {
-            ConnectorKind::Sast => (
+        let (id, credential, holds) = match kind {
+            ConnectorKind::Sast | ConnectorKind::Sca => (
                 "demo-sast",
                 Credential::ApiKey(emulator.credentials.api_key.clone().into()),
-                expected
-                    .by_type
-                    .get(&ResultType::Sast)
-                    .copied()
-                    .unwrap_or(0),
-                "SAST results in the latest completed SAST scans of the main branches",
+                project_engines.clone(),
             ),
             ConnectorKind::Dast => (
                 "demo-dast",
@@ -154,8 +173,7 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
                     client_id: emulator.credentials.client_id.clone(),
                     client_secret: emulator.credentials.client_secret.clone().into(),
                 },
-                expected.dast_results,
-                "DAST results in the latest completed scans",
+                vec![(Engine::Dast, expected.dast_results)],
             ),
         };
         let mut vendor =
@@ -164,6 +182,7 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
         let config = ConnectionConfig {
             name: format!("Demo {kind:?} connection (bundled emulator)"),
             description: Some("cxone-etm demo".into()),
+            engines: Some(holds.iter().map(|(engine, _)| *engine).collect()),
             // The demo hands the emulator's test credential over in process; nothing is stored.
             ..ConnectionConfig::new(id, kind, vendor, "env:CXONE_ETM_DEMO_CREDENTIAL")
         };
@@ -177,12 +196,19 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
             &output,
         )
         .await?;
-        all_complete &=
-            summary.complete && summary.findings + summary.rejected == expected_findings;
+        let engines: Vec<serde_json::Value> = holds
+            .iter()
+            .map(|(engine, holds)| {
+                let done = summary.by_engine.get(engine).cloned().unwrap_or_default();
+                json!({"engine": engine, "emulatorHolds": holds, "committed": done.findings + done.rejected})
+            })
+            .collect();
+        let all_committed = engines.iter().all(|e| e["committed"] == e["emulatorHolds"]);
+        all_complete &= summary.complete && all_committed;
         if !output.json && !output.quiet {
-            print_summary(&summary, Some((what, expected_findings)));
+            print_summary(&summary, Some(&holds));
         }
-        reports.push(json!({"kind": kind, "emulatorHolds": expected_findings, "committed": summary.findings + summary.rejected, "summary": summary}));
+        reports.push(json!({"kind": kind, "engines": engines, "summary": summary}));
     }
     if output.json {
         println!(

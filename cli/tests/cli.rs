@@ -48,7 +48,7 @@ fn export_then_validate_round_trips_and_errors_are_listed() {
     assert!(output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stdout)
-            .contains("valid Sast map 'Checkmarx SAST Transformation Map'")
+            .contains("valid sast map 'Checkmarx SAST Transformation Map'")
     );
 
     let mut edited: Value = serde_json::from_str(&std::fs::read_to_string(&map).unwrap()).unwrap();

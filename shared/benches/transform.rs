@@ -4,12 +4,12 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
-use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{CxOneClient, VendorSettings};
 use cxone_etm::mapping::{
     ItemTransformer, Scoring, TransformContext, TransformMap, TransformOptions,
 };
 use cxone_etm::secret::Credential;
+use cxone_etm::{ConnectorKind, Engine};
 
 fn realistic_page() -> (Vec<u8>, Vec<u8>) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -30,13 +30,14 @@ fn realistic_page() -> (Vec<u8>, Vec<u8>) {
 
 fn transform(c: &mut Criterion) {
     let (page, project) = realistic_page();
-    let plan = TransformMap::default_for(ConnectorKind::Sast)
+    let plan = TransformMap::default_for(Engine::Sast)
         .compile()
         .expect("map");
     let scoring = Scoring::default_table().compile().expect("scoring");
     let context = TransformContext {
         connection_id: "bench".into(),
         run_id: "run".into(),
+        connector_kind: ConnectorKind::Sast,
         produced_at: "2026-11-22T00:00:00Z".into(),
     };
     let run = || {

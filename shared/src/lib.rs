@@ -15,10 +15,98 @@ pub mod store;
 
 use serde::{Deserialize, Serialize};
 
-/// Which connector: SAST (projects and their scans' results) or DAST (environments and theirs).
+/// Which connector: SAST or SCA (projects and their scans' results, by default of that engine)
+/// or DAST (environments and theirs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectorKind {
     Sast,
+    Sca,
     Dast,
+}
+
+impl ConnectorKind {
+    /// Whether its items are projects (SAST, SCA), not DAST environments.
+    pub fn on_projects(self) -> bool {
+        self != Self::Dast
+    }
+
+    /// The engine of ledger entries written before ledgers recorded engines.
+    pub fn legacy_engine(self) -> Engine {
+        if self.on_projects() {
+            Engine::Sast
+        } else {
+            Engine::Dast
+        }
+    }
+
+    /// The engines a connection of this kind delivers when its config names none.
+    pub fn default_engines(self) -> Vec<Engine> {
+        match self {
+            Self::Sast => vec![Engine::Sast],
+            Self::Sca => vec![Engine::Sca],
+            Self::Dast => vec![Engine::Dast],
+        }
+    }
+}
+
+/// A Checkmarx One engine whose findings a connection delivers; each has its own transform map.
+/// The first four are the engines of a project's scan, whose records `/api/results` mixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Static analysis of the source code.
+    Sast,
+    /// Open-source packages (software composition analysis).
+    Sca,
+    /// Infrastructure as code.
+    Kics,
+    /// Container images.
+    Containers,
+    /// The running web application (environments, not projects).
+    Dast,
+}
+
+impl Engine {
+    pub const PROJECT_ENGINES: [Engine; 4] = [Self::Sast, Self::Sca, Self::Kics, Self::Containers];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sast => "sast",
+            Self::Sca => "sca",
+            Self::Kics => "kics",
+            Self::Containers => "containers",
+            Self::Dast => "dast",
+        }
+    }
+
+    /// The `type` of its records in `/api/results` (`sca-container` is the containers engine's
+    /// other spelling).
+    pub fn record_types(self) -> &'static [&'static str] {
+        match self {
+            Self::Sast => &["sast"],
+            Self::Sca => &["sca"],
+            Self::Kics => &["kics"],
+            Self::Containers => &["containers", "sca-container"],
+            Self::Dast => &[],
+        }
+    }
+
+    /// The engine whose record `type` this is, among a project scan's engines.
+    pub fn of_record_type(kind: &str) -> Option<Self> {
+        Self::PROJECT_ENGINES
+            .into_iter()
+            .find(|e| e.record_types().contains(&kind))
+    }
+
+    /// Whether its items are projects, not DAST environments.
+    pub fn on_projects(self) -> bool {
+        self != Self::Dast
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

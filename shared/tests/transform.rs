@@ -8,27 +8,33 @@ use std::path::Path;
 
 use common::*;
 use cxone_emulator::TenantShape;
-use cxone_etm::ConnectorKind;
 use cxone_etm::mapping::{
     AssetTypes, BATCH_SCHEMA, CompiledScoring, ItemOutcome, ItemTransformer, Lifecycle, Plan,
     Scoring, TransformContext, TransformError, TransformMap, TransformOptions,
 };
+use cxone_etm::{ConnectorKind, Engine};
 use serde_json::{Value, json};
 
 const REAL_PAGE: &str = include_str!("fixtures/results_real_sample.json");
 const REAL_PROJECT: &str = include_str!("fixtures/project_real_sample.json");
 
-fn context() -> TransformContext {
+/// The context of a connection whose kind fits the engine.
+fn context(engine: Engine) -> TransformContext {
     TransformContext {
         connection_id: "conn-sast-1".into(),
         run_id: "run-0001".into(),
+        connector_kind: match engine {
+            Engine::Dast => ConnectorKind::Dast,
+            Engine::Sca => ConnectorKind::Sca,
+            _ => ConnectorKind::Sast,
+        },
         produced_at: "2026-11-22T10:00:00Z".into(),
     }
 }
 
 /// Runs one item through the default map and scoring; returns its lines and outcome.
 fn run(
-    kind: ConnectorKind,
+    kind: Engine,
     item: &str,
     pages: &[&[u8]],
     options: TransformOptions,
@@ -45,7 +51,7 @@ fn run_with(
     let plan = map.compile().expect("map compiles");
     let scoring = Scoring::default_table().compile().unwrap();
     let mut transformer =
-        ItemTransformer::new(&plan, &scoring, &context(), options, item.as_bytes()).expect("item");
+        ItemTransformer::new(&plan, &scoring, &context(map.kind), options, item.as_bytes()).expect("item");
     let mut lines = Vec::new();
     for (n, page) in pages.iter().enumerate() {
         for line in transformer.push_page(page, n as u32).expect("page") {
@@ -101,7 +107,7 @@ fn findings(line: &str) -> Vec<Value> {
 #[test]
 fn the_real_sample_page_maps_to_its_golden_batch() {
     let (lines, outcome) = run(
-        ConnectorKind::Sast,
+        Engine::Sast,
         REAL_PROJECT,
         &[REAL_PAGE.as_bytes()],
         TransformOptions::default(),
@@ -137,7 +143,7 @@ fn the_real_sample_page_maps_to_its_golden_batch() {
     assert_eq!(finding["triageState"], "TO_VERIFY");
 }
 
-async fn emulator_pages(kind: ConnectorKind) -> Vec<(String, Vec<Vec<u8>>)> {
+async fn emulator_pages(kind: Engine) -> Vec<(String, Vec<Vec<u8>>)> {
     let emulator = emulator(TenantShape {
         seed: 7,
         projects: 4,
@@ -151,12 +157,15 @@ async fn emulator_pages(kind: ConnectorKind) -> Vec<(String, Vec<Vec<u8>>)> {
     .await;
     let client = default_client(&emulator);
     let mut items = Vec::new();
-    match kind {
-        ConnectorKind::Sast => {
+    match kind.on_projects() {
+        true => {
             let projects = client.projects().await.unwrap();
             let ids: Vec<String> = projects.items.iter().map(|p| p.id.clone()).collect();
             let scans = client
-                .last_scans(&ids, &cxone_etm::cxone::LastScanQuery::completed_sast())
+                .last_scans(
+                    &ids,
+                    &cxone_etm::cxone::LastScanQuery::completed(Some(kind)),
+                )
                 .await
                 .unwrap();
             let raw = client_raw_projects(&emulator).await;
@@ -170,7 +179,7 @@ async fn emulator_pages(kind: ConnectorKind) -> Vec<(String, Vec<Vec<u8>>)> {
                 items.push((record, pages));
             }
         }
-        ConnectorKind::Dast => {
+        false => {
             let raw = client_raw_environments(&emulator).await;
             for (id, record) in raw {
                 let scan = client
@@ -255,10 +264,13 @@ async fn oauth_token(emulator: &cxone_emulator::Emulator) -> String {
 }
 
 #[tokio::test]
-async fn emulator_data_maps_to_the_golden_batches_for_both_kinds() {
+async fn emulator_data_maps_to_the_golden_batches_for_every_engine() {
     for (kind, name) in [
-        (ConnectorKind::Sast, "emulator_sast.ndjson"),
-        (ConnectorKind::Dast, "emulator_dast.ndjson"),
+        (Engine::Sast, "emulator_sast.ndjson"),
+        (Engine::Sca, "emulator_sca.ndjson"),
+        (Engine::Kics, "emulator_kics.ndjson"),
+        (Engine::Containers, "emulator_containers.ndjson"),
+        (Engine::Dast, "emulator_dast.ndjson"),
     ] {
         let mut all_lines = Vec::new();
         let mut total = cxone_etm::mapping::Figures::default();
@@ -276,12 +288,20 @@ async fn emulator_data_maps_to_the_golden_batches_for_both_kinds() {
             "{kind:?}: nothing lost"
         );
         assert!(total.findings_out > 0);
-        if kind == ConnectorKind::Sast {
+        if kind.on_projects() {
+            // A transformer alone on an item counts every other engine's records as skipped.
+            let others: Vec<&str> = Engine::PROJECT_ENGINES
+                .iter()
+                .filter(|e| **e != kind)
+                .map(|e| e.as_str())
+                .collect();
             assert!(
-                total.skipped_by_type.contains_key("sca")
-                    && total.skipped_by_type.contains_key("kics"),
-                "{total:?}"
+                others
+                    .iter()
+                    .all(|t| total.skipped_by_type.contains_key(*t)),
+                "{kind}: {total:?}"
             );
+            assert_eq!(total.duplicates, 0, "{kind}: no two findings alike");
         } else {
             for f in all_lines.iter().flat_map(|l| findings(l)) {
                 let expected = match f["vendorStatus"].as_str().unwrap() {
@@ -341,7 +361,7 @@ fn records_are_findings_rejected_or_skipped_never_lost() {
         ),
     ];
     let (lines, outcome) = run(
-        ConnectorKind::Sast,
+        Engine::Sast,
         PROJECT_WITH_REPO,
         &[&page(records)],
         TransformOptions::default(),
@@ -443,7 +463,7 @@ fn dast_values_go_through_the_spec_value_maps() {
     let body =
         serde_json::to_vec(&json!({"results": records, "total": 6, "pages_number": 1})).unwrap();
     let (lines, outcome) = run(
-        ConnectorKind::Dast,
+        Engine::Dast,
         environment,
         &[&body],
         TransformOptions::default(),
@@ -512,9 +532,7 @@ fn sast_rules() -> &'static (Plan, CompiledScoring) {
     static RULES: std::sync::OnceLock<(Plan, CompiledScoring)> = std::sync::OnceLock::new();
     RULES.get_or_init(|| {
         (
-            TransformMap::default_for(ConnectorKind::Sast)
-                .compile()
-                .unwrap(),
+            TransformMap::default_for(Engine::Sast).compile().unwrap(),
             Scoring::default_table().compile().unwrap(),
         )
     })
@@ -526,7 +544,7 @@ fn sast_transformer() -> ItemTransformer<'static> {
     ItemTransformer::new(
         plan,
         scoring,
-        &context(),
+        &context(plan.kind),
         TransformOptions::default(),
         PROJECT_WITH_REPO.as_bytes(),
     )
@@ -694,7 +712,7 @@ fn a_record_alike_in_every_identity_field_is_skipped_as_a_duplicate() {
     // Without the count of repeated ids (a transform nobody told), a repeat is skipped too,
     // never renamed by where it arrives.
     let (lines, outcome) = run(
-        ConnectorKind::Sast,
+        Engine::Sast,
         PROJECT_WITH_REPO,
         &[&page(records)],
         TransformOptions::default(),
@@ -712,7 +730,7 @@ fn a_record_alike_in_every_identity_field_is_skipped_as_a_duplicate() {
 fn asset_types_follow_the_repository_url_and_the_filter() {
     let one = page(vec![sast_record("a", json!({}))]);
     let (lines, _) = run(
-        ConnectorKind::Sast,
+        Engine::Sast,
         PROJECT_WITH_REPO,
         &[&one],
         TransformOptions::default(),
@@ -734,12 +752,7 @@ fn asset_types_follow_the_repository_url_and_the_filter() {
         },
         ..TransformOptions::default()
     };
-    let (lines, _) = run(
-        ConnectorKind::Sast,
-        PROJECT_WITH_REPO,
-        &[&one],
-        repo_only.clone(),
-    );
+    let (lines, _) = run(Engine::Sast, PROJECT_WITH_REPO, &[&one], repo_only.clone());
     validate(&lines);
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(line["asset"]["assetTypes"], json!(["CODE_REPOSITORY"]));
@@ -750,7 +763,7 @@ fn asset_types_follow_the_repository_url_and_the_filter() {
     );
 
     // A project without a repository and only Code Repository wanted: nothing to emit, all counted.
-    let (lines, outcome) = run(ConnectorKind::Sast, REAL_PROJECT, &[&one], repo_only);
+    let (lines, outcome) = run(Engine::Sast, REAL_PROJECT, &[&one], repo_only);
     assert!(lines.is_empty());
     assert_eq!(outcome.figures.skipped_by_filter, 1);
     assert_eq!(outcome.figures.records_in, outcome.figures.skipped());
@@ -765,12 +778,7 @@ fn large_pages_are_split_into_parts() {
         max_findings_per_line: 10,
         ..TransformOptions::default()
     };
-    let (lines, outcome) = run(
-        ConnectorKind::Sast,
-        PROJECT_WITH_REPO,
-        &[&page(records)],
-        options,
-    );
+    let (lines, outcome) = run(Engine::Sast, PROJECT_WITH_REPO, &[&page(records)], options);
     let sizes: Vec<usize> = lines.iter().map(|l| findings(l).len()).collect();
     assert_eq!(sizes, vec![10, 10, 5]);
     let parts: Vec<u64> = lines
@@ -787,7 +795,7 @@ fn large_pages_are_split_into_parts() {
 
 #[test]
 fn a_custom_map_changes_the_output_without_code() {
-    let mut map = TransformMap::default_for(ConnectorKind::Sast);
+    let mut map = TransformMap::default_for(Engine::Sast);
     map.entries
         .retain(|e| e.target != "findingGroup.findings[].description");
     map.entries.push(serde_json::from_value(json!({"source": "findings[].data.group", "target": "findingGroup.findings[].category"})).unwrap());
@@ -806,15 +814,13 @@ fn a_custom_map_changes_the_output_without_code() {
 
 #[test]
 fn broken_pages_and_items_fail_with_the_reason() {
-    let plan = TransformMap::default_for(ConnectorKind::Sast)
-        .compile()
-        .unwrap();
+    let plan = TransformMap::default_for(Engine::Sast).compile().unwrap();
     let scoring = Scoring::default_table().compile().unwrap();
     let options = TransformOptions::default();
     let e = ItemTransformer::new(
         &plan,
         &scoring,
-        &context(),
+        &context(plan.kind),
         options.clone(),
         br#"{"name":"no id"}"#,
     )
@@ -824,7 +830,7 @@ fn broken_pages_and_items_fail_with_the_reason() {
     let mut t = ItemTransformer::new(
         &plan,
         &scoring,
-        &context(),
+        &context(plan.kind),
         options,
         PROJECT_WITH_REPO.as_bytes(),
     )
@@ -847,7 +853,7 @@ fn triage_states_settle_status_through_the_connection_map() {
         sast_record("c", json!({"state": "IGNORE_FOR_NOW"})),
     ];
     let (lines, outcome) = run(
-        ConnectorKind::Sast,
+        Engine::Sast,
         PROJECT_WITH_REPO,
         &[&page(records.clone())],
         TransformOptions::default(),
@@ -869,7 +875,7 @@ fn triage_states_settle_status_through_the_connection_map() {
     )
     .unwrap();
     let (lines, outcome) = run(
-        ConnectorKind::Sast,
+        Engine::Sast,
         PROJECT_WITH_REPO,
         &[&page(records)],
         TransformOptions {
@@ -978,7 +984,7 @@ fn source_and_sink_are_the_first_and_last_node_whatever_the_list_holds() {
 
 #[test]
 fn a_custom_map_carries_any_vendor_field_as_a_custom_attribute() {
-    let mut map = TransformMap::default_for(ConnectorKind::Sast);
+    let mut map = TransformMap::default_for(Engine::Sast);
     for (source, target) in [
         (
             "findings[].confidenceLevel",
@@ -1060,7 +1066,7 @@ fn a_fixed_result_is_fixed_whatever_its_triage_state() {
         sast_record("here", json!({"state": "NOT_EXPLOITABLE"})),
     ];
     let (lines, outcome) = run(
-        ConnectorKind::Sast,
+        Engine::Sast,
         PROJECT_WITH_REPO,
         &[&page(records)],
         TransformOptions::default(),
@@ -1090,7 +1096,7 @@ fn values_that_mean_nothing_are_left_out_and_unknown_severities_agree() {
     ], "total": 3, "pages_number": 1}))
     .unwrap();
     let (lines, outcome) = run(
-        ConnectorKind::Dast,
+        Engine::Dast,
         environment,
         &[&body],
         TransformOptions::default(),
@@ -1138,13 +1144,11 @@ fn values_that_mean_nothing_are_left_out_and_unknown_severities_agree() {
     ))
     .unwrap();
     assert_eq!(scoring.default_severity(), "HIGH");
-    let plan = TransformMap::default_for(ConnectorKind::Dast)
-        .compile()
-        .unwrap();
+    let plan = TransformMap::default_for(Engine::Dast).compile().unwrap();
     let mut transformer = ItemTransformer::new(
         &plan,
         &scoring,
-        &context(),
+        &context(plan.kind),
         TransformOptions::default(),
         environment.as_bytes(),
     )
@@ -1179,7 +1183,7 @@ mod property {
         #[test]
         fn records_in_equal_findings_out_plus_rejected_plus_skipped(records in proptest::collection::vec(record(), 0..60)) {
             let n = records.len() as u64;
-            let (lines, outcome) = run(ConnectorKind::Sast, PROJECT_WITH_REPO, &[&page(records)], TransformOptions { max_findings_per_line: 7, ..TransformOptions::default() });
+            let (lines, outcome) = run(Engine::Sast, PROJECT_WITH_REPO, &[&page(records)], TransformOptions { max_findings_per_line: 7, ..TransformOptions::default() });
             let f = &outcome.figures;
             prop_assert_eq!(f.records_in, n);
             prop_assert_eq!(f.records_in, f.findings_out + f.rejected + f.skipped());

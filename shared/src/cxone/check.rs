@@ -57,9 +57,11 @@ type Step = Result<(CheckStatus, String), (String, String)>;
 
 /// What a connection's runs call beyond the basics, so the scope check probes exactly the
 /// endpoints a run will need.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunCalls {
     pub kind: ConnectorKind,
+    /// Projects: the engines the connection delivers (their latest scans are what it reads).
+    pub engines: Vec<crate::Engine>,
     /// SAST: `/api/sast-results`, the severities before triage (`original_severity`).
     pub severities_before_triage: bool,
     /// SAST: `/api/projects/branches` (the `each_branch` policy).
@@ -71,6 +73,7 @@ impl RunCalls {
     pub fn defaults(kind: ConnectorKind) -> Self {
         Self {
             kind,
+            engines: kind.default_engines(),
             severities_before_triage: kind == ConnectorKind::Sast,
             branches: false,
         }
@@ -110,8 +113,8 @@ pub async fn test_connection(
                 }
                 Err(failure) => Err(failure),
             },
-            (3, Some(client)) => scope(client, calls).await,
-            (_, Some(client)) => data(client, calls.kind).await,
+            (3, Some(client)) => scope(client, calls.clone()).await,
+            (_, Some(client)) => data(client, &calls).await,
             (_, None) => unreachable!("the credential check passed and kept its client"),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -299,12 +302,12 @@ async fn scope(client: &CxOneClient, calls: RunCalls) -> Step {
         refused: Vec::new(),
     };
     match calls.kind {
-        ConnectorKind::Sast => {
+        ConnectorKind::Sast | ConnectorKind::Sca => {
             let projects = probe
                 .call("projects", "/api/projects", &[("limit", "1".into())])
                 .await?;
             if let Some(project) = projects.and_then(|p| first_id(&p, "projects", "id")) {
-                let last_scan = LastScanQuery::completed_sast();
+                let last_scan = LastScanQuery::completed(calls.engines.first().copied());
                 let scan = probe
                     .call(
                         "last-scan",
@@ -454,15 +457,15 @@ fn first_id(body: &serde_json::Value, list: &str, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn data(client: &CxOneClient, kind: ConnectorKind) -> Step {
+async fn data(client: &CxOneClient, calls: &RunCalls) -> Step {
     let failure = |e: VendorError| {
         (
             e.to_string(),
             "retry; if it persists, check the vendor's status".to_string(),
         )
     };
-    match kind {
-        ConnectorKind::Sast => {
+    match calls.kind {
+        ConnectorKind::Sast | ConnectorKind::Sca => {
             let page = client
                 .probe("projects", "/api/projects", &[("limit", "10".into())])
                 .await
@@ -474,16 +477,20 @@ async fn data(client: &CxOneClient, kind: ConnectorKind) -> Step {
                 .flatten()
                 .filter_map(|p| p["id"].as_str().map(str::to_string))
                 .collect();
-            let scans = client
-                .last_scans(&ids, &LastScanQuery::completed_sast())
-                .await
-                .map_err(failure)?;
+            let mut found = Vec::new();
+            for engine in &calls.engines {
+                let scans = client
+                    .last_scans(&ids, &LastScanQuery::completed(Some(*engine)))
+                    .await
+                    .map_err(failure)?;
+                found.push(format!("{} a completed {engine} scan", scans.len()));
+            }
             Ok((
                 CheckStatus::Pass,
                 format!(
-                    "{total} projects; {} of the first {} have a completed SAST scan",
-                    scans.len(),
-                    ids.len()
+                    "{total} projects; of the first {}: {}",
+                    ids.len(),
+                    found.join(", ")
                 ),
             ))
         }

@@ -375,14 +375,20 @@ pub struct LastScanQuery {
 }
 
 impl LastScanQuery {
-    /// The spec's call: the latest completed SAST scan of any branch.
-    pub fn completed_sast() -> Self {
+    /// The latest completed scan that ran `engine` (of any engine when `None`), of any branch;
+    /// the spec's call is `completed(Some(Engine::Sast))`.
+    pub fn completed(engine: Option<crate::Engine>) -> Self {
         Self {
             scan_status: Some("Completed".into()),
-            engine: Some("sast".into()),
+            engine: engine.map(|e| e.as_str().to_string()),
             branch: None,
             use_main_branch: false,
         }
+    }
+
+    /// The latest completed SAST scan of any branch.
+    pub fn completed_sast() -> Self {
+        Self::completed(Some(crate::Engine::Sast))
     }
 }
 

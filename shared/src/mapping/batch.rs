@@ -2,7 +2,7 @@
 //! lines of at most `max_findings_per_line`. The engine writes findings this way, and closures of
 //! a ledger's open findings go out the same way.
 
-use crate::ConnectorKind;
+use crate::{ConnectorKind, Engine};
 
 pub const SCHEMA_VERSION: &str = "1.0";
 pub const VENDOR: &str = "Checkmarx";
@@ -13,6 +13,8 @@ pub const PRODUCT: &str = "Checkmarx";
 pub struct TransformContext {
     pub connection_id: String,
     pub run_id: String,
+    /// The connection's kind, as every line says it.
+    pub connector_kind: ConnectorKind,
     /// RFC 3339; every line of the run carries it.
     pub produced_at: String,
 }
@@ -20,11 +22,12 @@ pub struct TransformContext {
 /// `{"schemaVersion":…,"vendorItemId":"…",` — the start of every batch line of one item.
 pub(super) fn line_envelope(
     context: &TransformContext,
-    kind: ConnectorKind,
+    engine: Engine,
     vendor_item_id: &str,
 ) -> Vec<u8> {
-    let kind = match kind {
+    let kind = match context.connector_kind {
         ConnectorKind::Sast => "SAST",
+        ConnectorKind::Sca => "SCA",
         ConnectorKind::Dast => "DAST",
     };
     let envelope = serde_json::json!({
@@ -32,6 +35,7 @@ pub(super) fn line_envelope(
         "connectionId": context.connection_id,
         "runId": context.run_id,
         "connectorKind": kind,
+        "engine": engine,
         "vendor": VENDOR,
         "product": PRODUCT,
         "producedAt": context.produced_at,

@@ -1,7 +1,7 @@
 //! What a transform map may read (vendor source paths) and write (ETM target paths), per connector
 //! kind. Maps are checked against these lists when they are loaded.
 
-use crate::ConnectorKind;
+use crate::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -33,6 +33,18 @@ pub enum ValueType {
     Tags,
     /// A custom attribute: a text, number, boolean or list of texts, as the vendor sent it.
     Attribute,
+    /// A number, whole or not (a CVSS score).
+    Number,
+    /// `true` or `false` (also from the texts `"true"` and `"false"`).
+    Boolean,
+    /// A CVSS vector: a text as sent, or built from the metrics of a CVSS object
+    /// (`{"attackVector": "NETWORK", …}` becomes `AV:N/…`); an empty object is no value.
+    CvssVector,
+    /// SCA dependency paths (lists of packages from the project down to the vulnerable one),
+    /// each written as one text of names joined by ` > `.
+    DependencyPaths,
+    /// A list of texts, or of objects with a name (`{"name": …}`, `{"methodName": …}`), as names.
+    Names,
 }
 
 /// A source the connector computes instead of reading it from the record.
@@ -42,6 +54,9 @@ pub enum Computed {
     ResultLink,
     /// The scan the finding came from, in Checkmarx One.
     ScanLink,
+    /// SCA: the package's ecosystem (`Npm`, `Maven`), the first part of its identifier
+    /// (`Npm-jquery-2.1.4`).
+    PackageEcosystem,
 }
 
 #[derive(Debug)]
@@ -55,18 +70,20 @@ pub struct Target {
 }
 
 pub struct Catalog {
-    pub kind: ConnectorKind,
+    pub kind: Engine,
     /// The array of findings in source paths (`findings` → `findings[].id`).
     pub finding_array: &'static str,
     /// Sources on the project / environment record.
     pub asset_sources: &'static [&'static str],
     /// Source prefixes that accept any key below them (`tags.team`).
     pub open_asset_prefixes: &'static [&'static str],
-    /// Sources on each finding record, without the `findings[].` prefix.
-    pub finding_sources: &'static [&'static str],
+    /// Sources on each finding record, without the `findings[].` prefix, in groups (the fields
+    /// every engine's records share, then the engine's own).
+    pub finding_sources: &'static [&'static [&'static str]],
     /// Finding sources the connector computes (`connector.resultLink`).
     pub computed_sources: &'static [(&'static str, Computed)],
-    pub targets: &'static [Target],
+    /// Targets, in groups (the asset's, the findings every engine fills, the engine's own).
+    pub targets: &'static [&'static [Target]],
 }
 
 /// Where custom attributes go: any name below these prefixes is a target of type `Attribute`.
@@ -102,112 +119,284 @@ const fn finding(path: &'static str, ty: ValueType, required: bool) -> Target {
 
 use ValueType::*;
 
+/// A project record's fields, the asset of every project engine's findings.
+const PROJECT_SOURCES: &[&str] = &[
+    "id",
+    "name",
+    "createdAt",
+    "updatedAt",
+    "repoUrl",
+    "mainBranch",
+    "origin",
+    "criticality",
+    "groups",
+    "tenantId",
+    "applicationIds",
+    "tags",
+];
+
+/// Fields every `/api/results` record has, whatever its engine.
+const RESULT_SOURCES: &[&str] = &[
+    "type",
+    "label",
+    "id",
+    "similarityId",
+    "alternateId",
+    "status",
+    "state",
+    "severity",
+    "confidenceLevel",
+    "created",
+    "firstFoundAt",
+    "foundAt",
+    "firstScanId",
+    "description",
+    "descriptionHTML",
+];
+
+const PROJECT_ASSET_TARGETS: &[Target] = &[
+    asset("externalAssetId", Text, true),
+    asset("vendorAssetId", Text, false),
+    asset("asset.assetDetail.name", Text, true),
+    asset(
+        "asset.assetDetail.genericApplicationAssetClass.name",
+        Text,
+        false,
+    ),
+    asset("asset.assetDetail.sourceCreatedAt", DateTime, false),
+    asset("asset.assetDetail.description", Text, false),
+    asset("asset.tags", Tags, false),
+    asset("asset.groups", List, false),
+    asset("asset.applications", List, false),
+    asset("asset.mainBranch", Text, false),
+    asset("asset.repositoryUrl", Text, false),
+    asset("asset.criticality", Integer, false),
+];
+
+/// Finding targets every project engine fills alike.
+const RESULT_TARGETS: &[Target] = &[
+    finding("findingGroup.findings[].externalFindingId", Text, true),
+    finding("findingGroup.findings[].subCategory", Text, false),
+    finding("findingGroup.findings[].findingStatus", Status, false),
+    finding("findingGroup.findings[].severity", Severity, false),
+    finding("findingGroup.findings[].firstFoundOn", DateTime, false),
+    finding("findingGroup.findings[].lastFoundOn", DateTime, false),
+    finding("findingGroup.findings[].description", Text, false),
+    finding("findingGroup.findings[].name", Text, false),
+    finding("findingGroup.findings[].category", Text, false),
+    finding(
+        "findingGroup.findings[].findingType.vulnerability.cweId",
+        Cwe,
+        false,
+    ),
+    finding("findingGroup.findings[].vendorScanURL", Text, false),
+];
+
+/// Targets of a known vulnerability (SCA, containers): its CVE and CVSS.
+const CVE_TARGETS: &[Target] = &[
+    finding(
+        "findingGroup.findings[].findingType.vulnerability.cveId",
+        Text,
+        false,
+    ),
+    finding(
+        "findingGroup.findings[].findingType.vulnerability.cvssScore",
+        Number,
+        false,
+    ),
+    finding(
+        "findingGroup.findings[].findingType.vulnerability.cvssVector",
+        CvssVector,
+        false,
+    ),
+];
+
 pub static SAST: Catalog = Catalog {
-    kind: ConnectorKind::Sast,
+    kind: Engine::Sast,
     finding_array: "findings",
-    asset_sources: &[
-        "id",
-        "name",
-        "createdAt",
-        "updatedAt",
-        "repoUrl",
-        "mainBranch",
-        "origin",
-        "criticality",
-        "groups",
-        "tenantId",
-        "applicationIds",
-        "tags",
-    ],
+    asset_sources: PROJECT_SOURCES,
     open_asset_prefixes: &["tags."],
     finding_sources: &[
-        "type",
-        "label",
-        "id",
-        "similarityId",
-        "alternateId",
-        "status",
-        "state",
-        "severity",
-        "confidenceLevel",
-        "created",
-        "firstFoundAt",
-        "foundAt",
-        "firstScanId",
-        "description",
-        "descriptionHTML",
-        "data.queryId",
-        "data.queryName",
-        "data.group",
-        "data.resultHash",
-        "data.languageName",
-        // The data flow's first node is the source, its last the sink.
-        "data.nodes[first].fileName",
-        "data.nodes[first].line",
-        "data.nodes[first].column",
-        "data.nodes[first].method",
-        "data.nodes[first].name",
-        "data.nodes[last].fileName",
-        "data.nodes[last].line",
-        "data.nodes[last].column",
-        "data.nodes[last].method",
-        "data.nodes[last].name",
-        "vulnerabilityDetails.cweId",
-        "vulnerabilityDetails.compliances",
+        RESULT_SOURCES,
+        &[
+            "data.queryId",
+            "data.queryName",
+            "data.group",
+            "data.resultHash",
+            "data.languageName",
+            // The data flow's first node is the source, its last the sink.
+            "data.nodes[first].fileName",
+            "data.nodes[first].line",
+            "data.nodes[first].column",
+            "data.nodes[first].method",
+            "data.nodes[first].name",
+            "data.nodes[last].fileName",
+            "data.nodes[last].line",
+            "data.nodes[last].column",
+            "data.nodes[last].method",
+            "data.nodes[last].name",
+            "vulnerabilityDetails.cweId",
+            "vulnerabilityDetails.compliances",
+        ],
     ],
     computed_sources: &[
         ("connector.resultLink", Computed::ResultLink),
         ("connector.scanLink", Computed::ScanLink),
     ],
     targets: &[
-        asset("externalAssetId", Text, true),
-        asset("vendorAssetId", Text, false),
-        asset("asset.assetDetail.name", Text, true),
-        asset(
-            "asset.assetDetail.genericApplicationAssetClass.name",
-            Text,
-            false,
-        ),
-        asset("asset.assetDetail.sourceCreatedAt", DateTime, false),
-        asset("asset.assetDetail.description", Text, false),
-        asset("asset.tags", Tags, false),
-        asset("asset.groups", List, false),
-        asset("asset.applications", List, false),
-        asset("asset.mainBranch", Text, false),
-        asset("asset.repositoryUrl", Text, false),
-        asset("asset.criticality", Integer, false),
-        finding("findingGroup.findings[].externalFindingId", Text, true),
-        finding("findingGroup.findings[].subCategory", Text, false),
-        finding("findingGroup.findings[].findingStatus", Status, false),
-        finding("findingGroup.findings[].severity", Severity, false),
-        finding("findingGroup.findings[].firstFoundOn", DateTime, false),
-        finding("findingGroup.findings[].lastFoundOn", DateTime, false),
-        finding("findingGroup.findings[].description", Text, false),
-        finding("findingGroup.findings[].name", Text, false),
-        finding("findingGroup.findings[].category", Text, false),
-        finding(
-            "findingGroup.findings[].findingType.vulnerability.cweId",
-            Cwe,
-            false,
-        ),
-        finding("findingGroup.findings[].compliances", List, false),
-        finding("findingGroup.findings[].language", Text, false),
-        finding("findingGroup.findings[].queryGroup", Text, false),
-        finding("findingGroup.findings[].source.file", Text, false),
-        finding("findingGroup.findings[].source.line", Integer, false),
-        finding("findingGroup.findings[].source.column", Integer, false),
-        finding("findingGroup.findings[].source.method", Text, false),
-        finding("findingGroup.findings[].sink.file", Text, false),
-        finding("findingGroup.findings[].sink.line", Integer, false),
-        finding("findingGroup.findings[].sink.column", Integer, false),
-        finding("findingGroup.findings[].sink.method", Text, false),
-        finding("findingGroup.findings[].vendorFindingURL", Text, false),
-        finding("findingGroup.findings[].vendorScanURL", Text, false),
+        PROJECT_ASSET_TARGETS,
+        RESULT_TARGETS,
+        &[
+            finding("findingGroup.findings[].compliances", List, false),
+            finding("findingGroup.findings[].language", Text, false),
+            finding("findingGroup.findings[].queryGroup", Text, false),
+            finding("findingGroup.findings[].source.file", Text, false),
+            finding("findingGroup.findings[].source.line", Integer, false),
+            finding("findingGroup.findings[].source.column", Integer, false),
+            finding("findingGroup.findings[].source.method", Text, false),
+            finding("findingGroup.findings[].sink.file", Text, false),
+            finding("findingGroup.findings[].sink.line", Integer, false),
+            finding("findingGroup.findings[].sink.column", Integer, false),
+            finding("findingGroup.findings[].sink.method", Text, false),
+            finding("findingGroup.findings[].vendorFindingURL", Text, false),
+        ],
+    ],
+};
+
+pub static SCA: Catalog = Catalog {
+    kind: Engine::Sca,
+    finding_array: "findings",
+    asset_sources: PROJECT_SOURCES,
+    open_asset_prefixes: &["tags."],
+    finding_sources: &[
+        RESULT_SOURCES,
+        &[
+            "scaType",
+            "data.packageIdentifier",
+            "data.packageName",
+            "data.packageVersion",
+            "data.packageData",
+            "data.recommendedVersion",
+            "data.publishedAt",
+            "data.exploitableMethods",
+            "data.scaPackageData.id",
+            "data.scaPackageData.fixLink",
+            "data.scaPackageData.locations",
+            "data.scaPackageData.dependencyPaths",
+            "data.scaPackageData.isDirectDependency",
+            "data.scaPackageData.typeOfDependency",
+            "data.scaPackageData.outdated",
+            "vulnerabilityDetails.cweId",
+            "vulnerabilityDetails.cveName",
+            "vulnerabilityDetails.cvssScore",
+            "vulnerabilityDetails.cvss",
+        ],
+    ],
+    computed_sources: &[
+        ("connector.scanLink", Computed::ScanLink),
+        ("connector.packageEcosystem", Computed::PackageEcosystem),
+    ],
+    targets: &[
+        PROJECT_ASSET_TARGETS,
+        RESULT_TARGETS,
+        CVE_TARGETS,
+        &[
+            finding("findingGroup.findings[].package.identifier", Text, false),
+            finding("findingGroup.findings[].package.name", Text, false),
+            finding("findingGroup.findings[].package.version", Text, false),
+            finding("findingGroup.findings[].package.ecosystem", Text, false),
+            finding("findingGroup.findings[].package.direct", Boolean, false),
+            finding(
+                "findingGroup.findings[].package.dependencyPaths",
+                DependencyPaths,
+                false,
+            ),
+            finding("findingGroup.findings[].package.locations", List, false),
+            finding("findingGroup.findings[].recommendedVersion", Text, false),
+            finding("findingGroup.findings[].fixLink", Text, false),
+            finding("findingGroup.findings[].publishedOn", DateTime, false),
+            finding("findingGroup.findings[].exploitableMethods", Names, false),
+        ],
+    ],
+};
+
+pub static KICS: Catalog = Catalog {
+    kind: Engine::Kics,
+    finding_array: "findings",
+    asset_sources: PROJECT_SOURCES,
+    open_asset_prefixes: &["tags."],
+    finding_sources: &[
+        RESULT_SOURCES,
+        &[
+            "data.queryId",
+            "data.queryName",
+            "data.group",
+            "data.line",
+            "data.platform",
+            "data.issueType",
+            "data.expectedValue",
+            "data.value",
+            "data.filename",
+            // Some tenants spell it with a capital N.
+            "data.fileName",
+        ],
+    ],
+    computed_sources: &[("connector.scanLink", Computed::ScanLink)],
+    targets: &[
+        PROJECT_ASSET_TARGETS,
+        RESULT_TARGETS,
+        &[
+            finding("findingGroup.findings[].queryGroup", Text, false),
+            finding("findingGroup.findings[].platform", Text, false),
+            finding("findingGroup.findings[].location.file", Text, false),
+            finding("findingGroup.findings[].location.line", Integer, false),
+            finding("findingGroup.findings[].issueType", Text, false),
+            finding("findingGroup.findings[].expectedValue", Text, false),
+            finding("findingGroup.findings[].actualValue", Text, false),
+        ],
+    ],
+};
+
+pub static CONTAINERS: Catalog = Catalog {
+    kind: Engine::Containers,
+    finding_array: "findings",
+    asset_sources: PROJECT_SOURCES,
+    open_asset_prefixes: &["tags."],
+    finding_sources: &[
+        RESULT_SOURCES,
+        &[
+            "data.packageName",
+            "data.packageVersion",
+            "data.imageName",
+            "data.imageTag",
+            "data.imageFilePath",
+            "data.imageOrigin",
+            "data.publishedAt",
+            "vulnerabilityDetails.cweId",
+            "vulnerabilityDetails.cveName",
+            "vulnerabilityDetails.cvssScore",
+            "vulnerabilityDetails.cvss",
+        ],
+    ],
+    computed_sources: &[("connector.scanLink", Computed::ScanLink)],
+    targets: &[
+        PROJECT_ASSET_TARGETS,
+        RESULT_TARGETS,
+        CVE_TARGETS,
+        &[
+            finding("findingGroup.findings[].package.name", Text, false),
+            finding("findingGroup.findings[].package.version", Text, false),
+            finding("findingGroup.findings[].image.name", Text, false),
+            finding("findingGroup.findings[].image.tag", Text, false),
+            finding("findingGroup.findings[].image.filePath", Text, false),
+            finding("findingGroup.findings[].image.origin", Text, false),
+            finding("findingGroup.findings[].publishedOn", DateTime, false),
+        ],
     ],
 };
 
 pub static DAST: Catalog = Catalog {
-    kind: ConnectorKind::Dast,
+    kind: Engine::Dast,
     finding_array: "scanResults",
     asset_sources: &[
         "environmentId",
@@ -222,7 +411,7 @@ pub static DAST: Catalog = Catalog {
         "tags",
     ],
     open_asset_prefixes: &[],
-    finding_sources: &[
+    finding_sources: &[&[
         "id",
         "severity",
         "state",
@@ -237,9 +426,9 @@ pub static DAST: Catalog = Catalog {
         "owasp",
         "scan_type",
         "environment_id",
-    ],
+    ]],
     computed_sources: &[("connector.scanLink", Computed::ScanLink)],
-    targets: &[
+    targets: &[&[
         asset("externalAssetId", Text, false),
         asset("asset.webAppUrl", Text, true),
         asset("asset.webAppName", Text, false),
@@ -258,13 +447,16 @@ pub static DAST: Catalog = Catalog {
         finding("findingGroup.findings[].detectionMethod", Text, false),
         finding("findingGroup.findings[].httpMethod", Text, false),
         finding("findingGroup.findings[].vendorScanURL", Text, false),
-    ],
+    ]],
 };
 
-pub fn catalog(kind: ConnectorKind) -> &'static Catalog {
+pub fn catalog(kind: Engine) -> &'static Catalog {
     match kind {
-        ConnectorKind::Sast => &SAST,
-        ConnectorKind::Dast => &DAST,
+        Engine::Sast => &SAST,
+        Engine::Sca => &SCA,
+        Engine::Kics => &KICS,
+        Engine::Containers => &CONTAINERS,
+        Engine::Dast => &DAST,
     }
 }
 
@@ -282,7 +474,12 @@ impl Catalog {
         if custom(FINDING_ATTRIBUTES) {
             return Some(&FINDING_ATTRIBUTE);
         }
-        self.targets.iter().find(|t| t.path == path)
+        self.targets().find(|t| t.path == path)
+    }
+
+    /// Every target of the kind, custom attributes aside.
+    pub fn targets(&self) -> impl Iterator<Item = &'static Target> + '_ {
+        self.targets.iter().flat_map(|group| group.iter())
     }
 
     /// What the connector computes for a finding source path, if it is one of its own.
@@ -298,7 +495,7 @@ impl Catalog {
     pub fn source_scope(&self, path: &str) -> Option<Scope> {
         let prefix = format!("{}[].", self.finding_array);
         if let Some(rest) = path.strip_prefix(&prefix) {
-            let known = self.finding_sources.contains(&rest)
+            let known = self.finding_sources.iter().any(|g| g.contains(&rest))
                 || self.computed_sources.iter().any(|(name, _)| *name == rest);
             return known.then_some(Scope::Finding);
         }

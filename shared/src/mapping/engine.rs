@@ -18,7 +18,7 @@ use super::ledger::{Ledger, LedgerEntry, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
-use crate::ConnectorKind;
+use crate::Engine;
 use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
 
@@ -211,18 +211,27 @@ struct Rules<'p> {
     links: Option<ItemLinks>,
     /// Vendor ids more than one record of the item carries (see `identity`).
     repeated_ids: HashSet<String>,
+    /// Record types the item's other engines take: theirs to count, not skipped here.
+    taken_by_others: Vec<&'static str>,
+    /// Whether this transformer counts the records no engine of the item takes (skipped by
+    /// type, or not objects): one of an item's transformers does.
+    counts_untaken: bool,
 }
 
 impl Rules<'_> {
     /// The value of a source the connector computes, for one record.
     fn computed(&self, computed: Computed, slots: &[Option<Value>]) -> Option<Value> {
-        let links = self.links.as_ref()?;
         match computed {
             Computed::ResultLink => {
                 let hash = slots[self.plan.implicit.result_hash?].as_ref()?.as_str()?;
-                links.sast_result(hash).map(Value::String)
+                self.links.as_ref()?.sast_result(hash).map(Value::String)
             }
-            Computed::ScanLink => links.scan().map(Value::from),
+            Computed::ScanLink => self.links.as_ref()?.scan().map(Value::from),
+            Computed::PackageEcosystem => {
+                let identifier = slots[self.plan.implicit.package?].as_ref()?.as_str()?;
+                let (ecosystem, _) = identifier.split_once('-')?;
+                (!ecosystem.is_empty()).then(|| Value::from(ecosystem))
+            }
         }
     }
 }
@@ -233,6 +242,7 @@ struct Reconciling {
     next: Ledger,
     run_id: String,
     branch_switched: bool,
+    engine: Engine,
 }
 
 #[derive(Default)]
@@ -300,6 +310,10 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
             Value::Bool(b) => Ok(Value::String(b.to_string())),
             other => Err(format!("{} where a text belongs", kind_of(&other))),
         },
+        // NVD's `NVD-CWE-Other` and `NVD-CWE-noinfo` (SCA) name no weakness.
+        ValueType::Cwe if value.as_str().is_some_and(|s| s.starts_with("NVD-CWE-")) => Err(
+            format!("{value} names no specific CWE; the finding carries none"),
+        ),
         ValueType::Cwe => match coerce(value, ValueType::Integer)? {
             Value::Number(n) if n.as_i64().is_some_and(|n| n >= 1) => Ok(Value::Number(n)),
             other => Err(format!(
@@ -367,6 +381,64 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
                 kind_of(&other)
             )),
         },
+        ValueType::Number => match &value {
+            Value::Number(_) => Ok(value),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| format!("{} is not a number", short(&value))),
+            other => Err(format!("{} where a number belongs", kind_of(other))),
+        },
+        ValueType::Boolean => match &value {
+            Value::Bool(_) => Ok(value),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+            other => Err(format!("{} is not true or false", short(other))),
+        },
+        ValueType::CvssVector => match value {
+            Value::String(_) => Ok(value),
+            Value::Object(metrics) => cvss_vector(&metrics)
+                .map(Value::String)
+                .ok_or_else(|| "a CVSS object without metrics".to_string()),
+            other => Err(format!("{} where a CVSS vector belongs", kind_of(&other))),
+        },
+        ValueType::DependencyPaths => match value {
+            Value::Array(paths) => Ok(Value::Array(
+                paths
+                    .iter()
+                    .filter_map(|path| {
+                        let names: Vec<String> = path
+                            .as_array()?
+                            .iter()
+                            .filter_map(|step| step.get("name").and_then(text_of))
+                            .collect();
+                        (!names.is_empty()).then(|| Value::String(names.join(" > ")))
+                    })
+                    .collect(),
+            )),
+            other => Err(format!("{} where dependency paths belong", kind_of(&other))),
+        },
+        ValueType::Names => match value {
+            Value::Array(items) => Ok(Value::Array(
+                items
+                    .iter()
+                    .filter_map(|item| {
+                        text_of(item).or_else(|| {
+                            ["name", "methodName", "fullName"]
+                                .iter()
+                                .find_map(|key| item.get(key).and_then(text_of))
+                        })
+                    })
+                    .map(Value::String)
+                    .collect(),
+            )),
+            Value::String(s) => Ok(Value::Array(vec![Value::String(s)])),
+            other => Err(format!("{} where a list of names belongs", kind_of(&other))),
+        },
         ValueType::List => match value {
             Value::Array(items) => Ok(Value::Array(
                 items
@@ -378,6 +450,38 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
             other => Err(format!("{} where a list belongs", kind_of(&other))),
         },
     }
+}
+
+/// A CVSS vector from the metrics of Checkmarx One's CVSS object (`attackVector: NETWORK` →
+/// `AV:N`, each value's first letter as the specification abbreviates it), in the
+/// specification's order; `None` when it names none.
+fn cvss_vector(metrics: &Map<String, Value>) -> Option<String> {
+    const METRICS: [(&str, &str); 11] = [
+        ("attackVector", "AV"),
+        ("attackComplexity", "AC"),
+        ("privilegesRequired", "PR"),
+        ("userInteraction", "UI"),
+        ("scope", "S"),
+        ("confidentiality", "C"),
+        ("integrity", "I"),
+        ("integrityImpact", "I"),
+        ("availability", "A"),
+        ("accessVector", "AV"),
+        ("authentication", "Au"),
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    for (key, short) in METRICS {
+        let Some(value) = metrics.get(key).and_then(Value::as_str) else {
+            continue;
+        };
+        if parts.iter().any(|p| p.starts_with(&format!("{short}:"))) {
+            continue;
+        }
+        let letter = value.chars().next()?.to_ascii_uppercase();
+        parts.push(format!("{short}:{letter}"));
+    }
+    // No `CVSS:3.x/` prefix: the object gives the major version only.
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -411,6 +515,7 @@ fn entry_value(
     // one text is written from a list.
     let raw = raw.filter(|v| {
         !v.is_null()
+            && v.as_object().is_none_or(|o| !o.is_empty())
             && v.as_str().is_none_or(|t| !t.trim().is_empty())
             && !(entry.target.ty == ValueType::Joined && v.as_array().is_some_and(Vec::is_empty))
     });
@@ -525,9 +630,10 @@ impl<'p> ItemTransformer<'p> {
     ) -> Result<Self, TransformError> {
         let item: Value = serde_json::from_slice(item_record)
             .map_err(|e| TransformError::Item(format!("not JSON: {e}")))?;
-        let id_field = match plan.kind {
-            ConnectorKind::Sast => "id",
-            ConnectorKind::Dast => "environmentId",
+        let id_field = if plan.kind.on_projects() {
+            "id"
+        } else {
+            "environmentId"
         };
         let item_id = item
             .get(id_field)
@@ -542,8 +648,8 @@ impl<'p> ItemTransformer<'p> {
                 set_path(&mut asset, &entry.segments, v);
             }
         }
-        let emit = match plan.kind {
-            ConnectorKind::Sast => {
+        let emit = match plan.kind.on_projects() {
+            true => {
                 let repo = item
                     .get("repoUrl")
                     .and_then(Value::as_str)
@@ -581,7 +687,7 @@ impl<'p> ItemTransformer<'p> {
                 );
                 !types.is_empty()
             }
-            ConnectorKind::Dast => {
+            false => {
                 asset
                     .entry("externalAssetId")
                     .or_insert_with(|| Value::from(item_id.clone()));
@@ -611,6 +717,8 @@ impl<'p> ItemTransformer<'p> {
                 emit,
                 links: None,
                 repeated_ids: HashSet::new(),
+                taken_by_others: Vec::new(),
+                counts_untaken: true,
             },
             envelope,
             asset: asset_bytes,
@@ -623,6 +731,22 @@ impl<'p> ItemTransformer<'p> {
     /// Checkmarx One, for maps that read `connector.scanLink` or `connector.resultLink`.
     pub fn link_to(&mut self, links: ScanLinks) {
         self.rules.links = Some(ItemLinks::from(&links));
+    }
+
+    /// The engine whose records this transformer maps.
+    pub fn engine(&self) -> Engine {
+        self.rules.plan.kind
+    }
+
+    /// Shares the item's pages with transformers of other engines: the record types they take
+    /// are left to them, and unless `counts_untaken`, so are the records no engine takes
+    /// (counted once per item, by one transformer).
+    pub fn beside(&mut self, taken_by_others: &[Engine], counts_untaken: bool) {
+        self.rules.taken_by_others = taken_by_others
+            .iter()
+            .flat_map(|e| e.record_types().iter().copied())
+            .collect();
+        self.rules.counts_untaken = counts_untaken;
     }
 
     /// The vendor ids more than one record of this item carries (collect counts them with
@@ -738,6 +862,7 @@ impl<'p> ItemTransformer<'p> {
             },
             run_id: run_id.to_string(),
             branch_switched,
+            engine: self.rules.plan.kind,
         });
     }
 
@@ -860,9 +985,12 @@ impl State {
     /// One record of a page: rejected, skipped or mapped to one finding.
     fn record(&mut self, rules: &Rules, at: At, is_object: bool, slots: &[Option<Value>]) {
         let plan = rules.plan;
-        self.outcome.figures.records_in += 1;
         if !is_object {
-            return self.reject(rules, slots, at, "the record is not a JSON object".into());
+            if rules.counts_untaken {
+                self.outcome.figures.records_in += 1;
+                self.reject(rules, slots, at, "the record is not a JSON object".into());
+            }
+            return;
         }
         if self.skips(rules, slots) {
             return;
@@ -971,20 +1099,28 @@ impl State {
         });
     }
 
-    /// Records of another engine, or of an asset the asset-type filter removed, are counted and
-    /// skipped.
+    /// Records of another engine are left to its transformer, or, when no engine of the item takes
+    /// them, counted by type and skipped; records of an asset the asset-type filter removed are
+    /// counted and skipped. Every record this transformer keeps or skips counts in `records_in`.
     fn skips(&mut self, rules: &Rules, slots: &[Option<Value>]) -> bool {
         let figures = &mut self.outcome.figures;
         if let Some(kind_slot) = rules.plan.implicit.kind {
-            let kind = slots[kind_slot]
-                .as_ref()
-                .and_then(text_of)
-                .unwrap_or_else(|| "(none)".into());
-            if kind != "sast" {
-                *figures.skipped_by_type.entry(kind).or_default() += 1;
+            let kind = slots[kind_slot].as_ref().and_then(Value::as_str);
+            let ours = kind.is_some_and(|k| rules.plan.kind.record_types().contains(&k));
+            if !ours {
+                let taken = kind.is_some_and(|k| rules.taken_by_others.contains(&k));
+                if rules.counts_untaken && !taken {
+                    figures.records_in += 1;
+                    let kind = slots[kind_slot]
+                        .as_ref()
+                        .and_then(text_of)
+                        .unwrap_or_else(|| "(none)".into());
+                    *figures.skipped_by_type.entry(kind).or_default() += 1;
+                }
                 return true;
             }
         }
+        figures.records_in += 1;
         if !rules.emit {
             figures.skipped_by_filter += 1;
             return true;
@@ -1012,7 +1148,7 @@ impl State {
         };
         // Every record passes here: nothing is allocated unless the id repeats or repeated before.
         let read = &plan.finding_entries[position];
-        let repeated = !rules.repeated_ids.is_empty()
+        let shared = !rules.repeated_ids.is_empty()
             && read.computed.is_none()
             && match &slots[read.slot] {
                 Some(Value::String(raw)) => rules.repeated_ids.contains(raw),
@@ -1021,6 +1157,7 @@ impl State {
             };
         let previous = self.reconciling.as_ref().map(|r| &r.previous);
         let suffixed_before = previous.is_some_and(|ledger| ledger.has_suffixed(id));
+        let repeated = shared || plan.implicit.always_suffixed;
         let mut told_apart = None;
         if repeated || suffixed_before {
             let suffix =
@@ -1037,11 +1174,13 @@ impl State {
             return false;
         }
         if let Some(told_apart) = told_apart {
-            self.outcome.figures.collisions += 1;
-            self.outcome.collisions.push(Collision {
-                external_finding_id: id.clone(),
-                renamed_to: told_apart.clone(),
-            });
+            if shared || !plan.implicit.always_suffixed {
+                self.outcome.figures.collisions += 1;
+                self.outcome.collisions.push(Collision {
+                    external_finding_id: id.clone(),
+                    renamed_to: told_apart.clone(),
+                });
+            }
             values[position] = Some(Value::String(told_apart));
         }
         true
@@ -1073,6 +1212,7 @@ impl Reconciling {
                 severity: facts.severity_text.clone(),
                 status: facts.status_text.clone(),
                 first_seen,
+                engine: Some(self.engine),
             },
         );
         lifecycle

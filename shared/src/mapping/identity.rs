@@ -13,21 +13,42 @@ use sha2::Digest;
 
 use super::extract::{PageSeed, text_of};
 use super::map::{PathTree, Plan};
-use crate::ConnectorKind;
+use crate::Engine;
 
 /// The fields that tell apart findings sharing an id: what stays the same for one finding from
 /// scan to scan. Not its status, state, severity or dates (triage and time change them), nor its
 /// lines and columns (an edit above the flaw moves them): the similarity id Checkmarx keeps
 /// across code changes, the query, and the files the data flow starts and ends in.
-pub(crate) fn identity_sources(kind: ConnectorKind) -> &'static [&'static str] {
+///
+/// SCA and containers ids are CVE ids: one CVE in many packages or images. Their identity is
+/// the package (identifier, or name and version) and, for containers, the image and its tag.
+/// KICS: the similarity id Checkmarx keeps for the issue, its file and line.
+pub(crate) fn identity_sources(kind: Engine) -> &'static [&'static str] {
     match kind {
-        ConnectorKind::Sast => &[
+        Engine::Sast => &[
             "similarityId",
             "data.queryId",
             "data.nodes[first].fileName",
             "data.nodes[last].fileName",
         ],
-        ConnectorKind::Dast => &["name", "url", "method", "path", "cwe_id", "scan_type"],
+        Engine::Sca => &[
+            "data.packageIdentifier",
+            "data.packageName",
+            "data.packageVersion",
+        ],
+        Engine::Kics => &[
+            "similarityId",
+            "data.filename",
+            "data.fileName",
+            "data.line",
+        ],
+        Engine::Containers => &[
+            "data.imageName",
+            "data.imageTag",
+            "data.packageName",
+            "data.packageVersion",
+        ],
+        Engine::Dast => &["name", "url", "method", "path", "cwe_id", "scan_type"],
     }
 }
 
@@ -46,12 +67,13 @@ pub(crate) fn suffix<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> Str
 
 /// Counts the ids of an item's records, page by page, and names those more than one record
 /// carries: the id is read where the map reads `externalFindingId` from. Only the records the
-/// connector ingests count (SAST: `type: sast`).
+/// connector ingests count (those of the map's engine: `type: sast` for SAST).
 pub struct IdTally {
     tree: PathTree,
     slots: Vec<Option<Value>>,
     id: Option<usize>,
     kind: Option<usize>,
+    record_types: &'static [&'static str],
     counts: HashMap<u64, u32>,
     repeated: BTreeSet<String>,
 }
@@ -62,12 +84,16 @@ impl IdTally {
         let id = plan
             .id_source()
             .map(|source| tree.slot_for(source, &mut slots));
-        let kind = (plan.kind == ConnectorKind::Sast).then(|| tree.slot_for("type", &mut slots));
+        let kind = plan
+            .kind
+            .on_projects()
+            .then(|| tree.slot_for("type", &mut slots));
         Self {
             tree,
             slots: vec![None; slots],
             id,
             kind,
+            record_types: plan.kind.record_types(),
             counts: HashMap::new(),
             repeated: BTreeSet::new(),
         }
@@ -79,11 +105,14 @@ impl IdTally {
         let Some(id_slot) = self.id else {
             return;
         };
-        let kind_slot = self.kind;
+        let (kind_slot, record_types) = (self.kind, self.record_types);
         let (counts, repeated) = (&mut self.counts, &mut self.repeated);
         let mut on_record = |_: u32, _: bool, slots: &[Option<Value>]| {
             if let Some(kind) = kind_slot
-                && slots[kind].as_ref().and_then(Value::as_str) != Some("sast")
+                && !slots[kind]
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .is_some_and(|kind| record_types.contains(&kind))
             {
                 return;
             }
@@ -124,7 +153,7 @@ mod tests {
     #[test]
     fn repeated_ids_are_counted_across_pages_for_the_ingested_engine_only() {
         let page = |records: Value| serde_json::to_vec(&json!({"results": records})).unwrap();
-        let sast = crate::mapping::TransformMap::default_for(ConnectorKind::Sast)
+        let sast = crate::mapping::TransformMap::default_for(Engine::Sast)
             .compile()
             .unwrap();
         let mut tally = IdTally::new(&sast);
@@ -144,7 +173,7 @@ mod tests {
         tally.add_page(b"{\"results\": [cut off");
         assert_eq!(tally.repeated(), ["7", "a"]);
 
-        let dast = crate::mapping::TransformMap::default_for(ConnectorKind::Dast)
+        let dast = crate::mapping::TransformMap::default_for(Engine::Dast)
             .compile()
             .unwrap();
         let mut tally = IdTally::new(&dast);
@@ -152,7 +181,7 @@ mod tests {
         assert_eq!(tally.repeated(), ["u"]);
 
         // A map that fills `externalFindingId` from another field: that field is counted.
-        let mut by_similarity = crate::mapping::TransformMap::default_for(ConnectorKind::Sast);
+        let mut by_similarity = crate::mapping::TransformMap::default_for(Engine::Sast);
         for entry in &mut by_similarity.entries {
             if entry.target.ends_with("externalFindingId") {
                 entry.source = "findings[].similarityId".into();

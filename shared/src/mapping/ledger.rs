@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Engine;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Lifecycle {
@@ -48,6 +50,17 @@ pub struct LedgerEntry {
     pub status: String,
     /// The run that first reported it.
     pub first_seen: String,
+    /// The engine that reports it; absent in ledgers written before engines, whose findings are
+    /// the connection's SAST or DAST ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+}
+
+impl LedgerEntry {
+    /// The engine that reports it (`legacy` for an entry written before engines).
+    pub fn engine_or(&self, legacy: Engine) -> Engine {
+        self.engine.unwrap_or(legacy)
+    }
 }
 
 /// One asset's reported findings, keyed by `externalFindingId`, with the asset part of its lines
@@ -78,6 +91,35 @@ impl Ledger {
                 (next <= b'#').then_some(next)
             })
             .any(|next| next == b'#')
+    }
+
+    /// Splits the ledger into one per engine (entries written before engines belong to
+    /// `legacy`); each keeps the asset and branch.
+    pub fn split_by_engine(self, legacy: Engine) -> BTreeMap<Engine, Ledger> {
+        let mut parts: BTreeMap<Engine, Ledger> = BTreeMap::new();
+        let empty = self.clone_without_findings();
+        for (id, entry) in self.findings {
+            parts
+                .entry(entry.engine_or(legacy))
+                .or_insert_with(|| empty.clone())
+                .findings
+                .insert(id, entry);
+        }
+        parts
+    }
+
+    fn clone_without_findings(&self) -> Ledger {
+        Ledger {
+            vendor_item_id: self.vendor_item_id.clone(),
+            branch: self.branch.clone(),
+            asset: self.asset.clone(),
+            findings: BTreeMap::new(),
+        }
+    }
+
+    /// Adds another engine's part of the asset's ledger.
+    pub fn absorb(&mut self, part: Ledger) {
+        self.findings.extend(part.findings);
     }
 
     pub fn open_findings(&self) -> u64 {
@@ -116,25 +158,30 @@ impl Ledger {
 pub fn close_all(
     mut ledger: Ledger,
     context: &super::TransformContext,
-    kind: crate::ConnectorKind,
+    legacy: Engine,
     reason: &str,
     max_findings_per_line: usize,
 ) -> (Vec<Vec<u8>>, u64, Ledger) {
-    let closures: Vec<Vec<u8>> = ledger
-        .findings
-        .iter()
-        .filter(|(_, e)| e.open)
-        .map(|(id, e)| Ledger::closure_record(id, e, reason))
-        .collect();
-    let closed = closures.len() as u64;
-    let envelope = super::batch::line_envelope(context, kind, &ledger.vendor_item_id);
-    let lines = super::batch::batch_lines(
-        &envelope,
-        0,
-        ledger.asset.as_bytes(),
-        &closures,
-        max_findings_per_line,
-    );
+    let mut by_engine: BTreeMap<Engine, Vec<Vec<u8>>> = BTreeMap::new();
+    for (id, entry) in ledger.findings.iter().filter(|(_, e)| e.open) {
+        by_engine
+            .entry(entry.engine_or(legacy))
+            .or_default()
+            .push(Ledger::closure_record(id, entry, reason));
+    }
+    let mut closed = 0;
+    let mut lines = Vec::new();
+    for (engine, closures) in by_engine {
+        closed += closures.len() as u64;
+        let envelope = super::batch::line_envelope(context, engine, &ledger.vendor_item_id);
+        lines.extend(super::batch::batch_lines(
+            &envelope,
+            0,
+            ledger.asset.as_bytes(),
+            &closures,
+            max_findings_per_line,
+        ));
+    }
     for entry in ledger.findings.values_mut() {
         entry.open = false;
     }
@@ -165,6 +212,7 @@ mod tests {
             severity: "HIGH".into(),
             status: "NEW".into(),
             first_seen: "r1".into(),
+            engine: None,
         }
     }
 

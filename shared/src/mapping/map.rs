@@ -9,18 +9,22 @@ use serde_json::Value;
 
 use super::catalog::{Computed, FINDING_PREFIX, Scope, Target, ValueType, catalog};
 use super::identity::identity_sources;
-use crate::ConnectorKind;
+use crate::Engine;
 use crate::field_error::FieldError;
 
 pub const DEFAULT_SAST_MAP: &str = include_str!("../../maps/sast-default.json");
 pub const DEFAULT_DAST_MAP: &str = include_str!("../../maps/dast-default.json");
+pub const DEFAULT_SCA_MAP: &str = include_str!("../../maps/sca-default.json");
+pub const DEFAULT_KICS_MAP: &str = include_str!("../../maps/kics-default.json");
+pub const DEFAULT_CONTAINERS_MAP: &str = include_str!("../../maps/containers-default.json");
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransformMap {
     pub version: u32,
     pub name: String,
-    pub kind: ConnectorKind,
+    /// The engine whose records it maps.
+    pub kind: Engine,
     pub entries: Vec<MapEntry>,
 }
 
@@ -43,10 +47,13 @@ pub struct MapEntry {
 }
 
 impl TransformMap {
-    pub fn default_for(kind: ConnectorKind) -> Self {
+    pub fn default_for(kind: Engine) -> Self {
         let text = match kind {
-            ConnectorKind::Sast => DEFAULT_SAST_MAP,
-            ConnectorKind::Dast => DEFAULT_DAST_MAP,
+            Engine::Sast => DEFAULT_SAST_MAP,
+            Engine::Sca => DEFAULT_SCA_MAP,
+            Engine::Kics => DEFAULT_KICS_MAP,
+            Engine::Containers => DEFAULT_CONTAINERS_MAP,
+            Engine::Dast => DEFAULT_DAST_MAP,
         };
         serde_json::from_str(text).expect("the shipped maps parse")
     }
@@ -149,6 +156,11 @@ pub(crate) struct Implicit {
     pub result_hash: Option<usize>,
     /// The fields a repeated vendor id's suffix is derived from (`identity::identity_sources`).
     pub identity: Vec<usize>,
+    /// Every id takes its identity suffix, repeated or not: the engine's vendor ids are CVE ids,
+    /// which name a vulnerability, not a finding (SCA, containers).
+    pub always_suffixed: bool,
+    /// SCA: `data.packageIdentifier`, whose first part is the package's ecosystem.
+    pub package: Option<usize>,
     /// SAST: the sink's file and line, to say where a rejected record points.
     pub sink: Option<(usize, usize)>,
 }
@@ -156,7 +168,7 @@ pub(crate) struct Implicit {
 /// A compiled map: apply it to any number of records.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub kind: ConnectorKind,
+    pub kind: Engine,
     pub name: String,
     pub(crate) asset_entries: Vec<CompiledEntry>,
     pub(crate) finding_entries: Vec<CompiledEntry>,
@@ -189,8 +201,7 @@ impl Plan {
             let field = format!("entries[{n}]");
             let Some(target) = catalog.target(&entry.target) else {
                 let known: Vec<&str> = catalog
-                    .targets
-                    .iter()
+                    .targets()
                     .map(|t| t.path)
                     .chain([
                         "asset.customAttributes.<name>",
@@ -278,7 +289,7 @@ impl Plan {
                 Scope::Finding => finding_entries.push(compiled),
             }
         }
-        for target in catalog.targets.iter().filter(|t| t.required) {
+        for target in catalog.targets().filter(|t| t.required) {
             if !targets_seen.contains_key(target.path) {
                 errors.push(FieldError::new(
                     "entries",
@@ -294,18 +305,23 @@ impl Plan {
         }
         let implicit = Implicit {
             id: finding_tree.slot_for("id", &mut finding_slots),
-            kind: (map.kind == ConnectorKind::Sast)
+            kind: map
+                .kind
+                .on_projects()
                 .then(|| finding_tree.slot_for("type", &mut finding_slots)),
             status: finding_tree.slot_for("status", &mut finding_slots),
             state: finding_tree.slot_for("state", &mut finding_slots),
             severity: finding_tree.slot_for("severity", &mut finding_slots),
-            result_hash: (map.kind == ConnectorKind::Sast)
+            result_hash: (map.kind == Engine::Sast)
                 .then(|| finding_tree.slot_for("data.resultHash", &mut finding_slots)),
             identity: identity_sources(map.kind)
                 .iter()
                 .map(|path| finding_tree.slot_for(path, &mut finding_slots))
                 .collect(),
-            sink: (map.kind == ConnectorKind::Sast).then(|| {
+            package: (map.kind == Engine::Sca)
+                .then(|| finding_tree.slot_for("data.packageIdentifier", &mut finding_slots)),
+            always_suffixed: matches!(map.kind, Engine::Sca | Engine::Containers),
+            sink: (map.kind == Engine::Sast).then(|| {
                 (
                     finding_tree.slot_for("data.nodes[last].fileName", &mut finding_slots),
                     finding_tree.slot_for("data.nodes[last].line", &mut finding_slots),
@@ -375,10 +391,13 @@ pub(crate) fn parse_document<T: serde::de::DeserializeOwned>(
     Ok(document)
 }
 
-fn kind_name(kind: ConnectorKind) -> &'static str {
+fn kind_name(kind: Engine) -> &'static str {
     match kind {
-        ConnectorKind::Sast => "SAST",
-        ConnectorKind::Dast => "DAST",
+        Engine::Sast => "SAST",
+        Engine::Sca => "SCA",
+        Engine::Kics => "KICS",
+        Engine::Containers => "containers",
+        Engine::Dast => "DAST",
     }
 }
 
@@ -394,6 +413,10 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
         ValueType::Text | ValueType::DateTime | ValueType::Joined => v.is_string(),
         ValueType::List | ValueType::Tags => v.is_array() || v.is_string(),
         ValueType::Attribute => !v.is_object() && !v.is_null(),
+        ValueType::Number => v.is_number(),
+        ValueType::Boolean => v.is_boolean(),
+        ValueType::CvssVector => v.is_string(),
+        ValueType::DependencyPaths | ValueType::Names => v.is_array(),
     };
     let expected = match target.ty {
         ValueType::Severity => "a severity from 1 to 5",
@@ -404,6 +427,10 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
         ValueType::DateTime => "an RFC 3339 time stamp",
         ValueType::List | ValueType::Tags => "a list or a text",
         ValueType::Attribute => "a text, number, boolean or list",
+        ValueType::Number => "a number",
+        ValueType::Boolean => "true or false",
+        ValueType::CvssVector => "a CVSS vector text",
+        ValueType::DependencyPaths | ValueType::Names => "a list",
     };
     if let Some(map) = &entry.value_map {
         if map.is_empty() {
@@ -434,7 +461,7 @@ mod tests {
 
     #[test]
     fn the_shipped_maps_reproduce_the_spec_tables_and_compile() {
-        let sast = TransformMap::default_for(ConnectorKind::Sast);
+        let sast = TransformMap::default_for(Engine::Sast);
         // The spec's rows come first, in its order; what the connector adds beyond them follows.
         let rows: Vec<(&str, &str)> = sast
             .entries
@@ -474,7 +501,7 @@ mod tests {
             ]
         );
         sast.compile().unwrap();
-        let dast = TransformMap::default_for(ConnectorKind::Dast);
+        let dast = TransformMap::default_for(Engine::Dast);
         let severity = dast
             .entries
             .iter()
@@ -581,24 +608,19 @@ mod tests {
             Some("entries[0].required"),
             "{wrong_type:?}"
         );
-        let shipped =
-            serde_json::to_string(&TransformMap::default_for(ConnectorKind::Sast)).unwrap();
+        let shipped = serde_json::to_string(&TransformMap::default_for(Engine::Sast)).unwrap();
         let trailing = TransformMap::parse(&format!("{shipped} {{}}")).unwrap_err();
         assert!(trailing[0].problem.contains("text follows"), "{trailing:?}");
     }
 
     #[test]
     fn equal_source_paths_share_one_slot() {
-        let plan = TransformMap::default_for(ConnectorKind::Dast)
-            .compile()
-            .unwrap();
+        let plan = TransformMap::default_for(Engine::Dast).compile().unwrap();
         assert_eq!(
             plan.finding_slots, 13,
             "ten mapped sources plus the implicit state and the identity fields method and path; id, status, severity, name, url, cwe_id and scan_type are shared"
         );
-        let plan = TransformMap::default_for(ConnectorKind::Sast)
-            .compile()
-            .unwrap();
+        let plan = TransformMap::default_for(Engine::Sast).compile().unwrap();
         assert_eq!(plan.asset_entries[0].pointer, "/name");
         let id_entry = plan
             .finding_entries

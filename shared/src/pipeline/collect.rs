@@ -4,13 +4,13 @@
 
 use super::access::{MayRefuseCredential, VendorAccess, credential_refused, with_renewal};
 use super::config::Connection;
-use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, WorkItem};
+use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, ScanPull, WorkItem};
 use super::error::StepError;
 use super::objects::{gzip, put_json};
-use crate::ConnectorKind;
 use crate::cxone::{Completeness, Counters, CxOneClient, PageSource, VendorError, counted};
 use crate::mapping::IdTally;
 use crate::store::ObjectStore;
+use crate::{ConnectorKind, Engine};
 
 /// What collecting one item can fail on: the vendor, or the store its pages go to. A store error
 /// stays a store error (transient: the state machine retries the item), never a vendor refusal.
@@ -91,6 +91,7 @@ pub async fn record_collect_failure(
         pages: 0,
         original_pages: 0,
         completeness: Completeness::default(),
+        other_pulls: Vec::new(),
         repeated_ids: Vec::new(),
         traffic,
     };
@@ -107,7 +108,9 @@ async fn collect_pages(
     let filters = &connection.config.filters;
     let (run, key) = (&item.run, item.item.as_str());
     let (scan_id, created) = match item.kind {
-        ConnectorKind::Sast => (item.scan_id.clone(), item.scan_created.clone()),
+        ConnectorKind::Sast | ConnectorKind::Sca => {
+            (item.scan_id.clone(), item.scan_created.clone())
+        }
         ConnectorKind::Dast => client
             .latest_completed_dast_scan(&item.vendor_id)
             .await?
@@ -127,14 +130,16 @@ async fn collect_pages(
             pages: 0,
             original_pages: 0,
             completeness: Completeness::default(),
+            other_pulls: Vec::new(),
             repeated_ids: Vec::new(),
             traffic: ItemTraffic::default(),
         });
     };
-    let mut ids = IdTally::new(&connection.plan);
-    let mut tally = |page: &[u8]| ids.add_page(page);
+    // Ids are counted per engine, each over its own records.
+    let mut tallies: Vec<IdTally> = connection.plans.iter().map(IdTally::new).collect();
+    let mut tally = |page: &[u8]| tallies.iter_mut().for_each(|t| t.add_page(page));
     let (pages, completeness) = match item.kind {
-        ConnectorKind::Sast => {
+        ConnectorKind::Sast | ConnectorKind::Sca => {
             let pager = client.results(&scan_id);
             store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?
         }
@@ -144,9 +149,45 @@ async fn collect_pages(
         }
     };
     let mut problem = completeness.problem();
+    // Engines whose latest scan is another: their pages follow the main scan's.
+    let mut other_pulls = Vec::new();
+    let mut next_page = pages;
+    for other in &item.other_scans {
+        if problem.is_some() {
+            break;
+        }
+        let first_page = next_page;
+        let pager = client.results(&other.scan_id);
+        let (n, completeness) = store_pages(
+            store,
+            pager,
+            |n| run.raw_page(key, first_page + n),
+            &mut tally,
+        )
+        .await?;
+        next_page += n;
+        problem = completeness.problem().map(|p| {
+            format!(
+                "scan {} ({}): {p}",
+                other.scan_id,
+                engine_names(&other.engines)
+            )
+        });
+        other_pulls.push(ScanPull {
+            scan_id: other.scan_id.clone(),
+            engines: other.engines.clone(),
+            first_page,
+            pages: n,
+            completeness,
+        });
+    }
     let mut original_pages = 0;
-    if item.original_severity && problem.is_none() {
-        let original = client.original_severities(&scan_id);
+    let sast_scan = item
+        .scans()
+        .find(|(_, engines)| engines.contains(&Engine::Sast))
+        .map(|(id, _)| id.to_string());
+    if let (true, None, Some(sast_scan)) = (item.original_severity, &problem, sast_scan) {
+        let original = client.original_severities(&sast_scan);
         let (n, original) =
             store_pages(store, original, |n| run.original_page(key, n), &mut |_| {}).await?;
         original_pages = n;
@@ -166,9 +207,23 @@ async fn collect_pages(
         pages,
         original_pages,
         completeness,
-        repeated_ids: ids.repeated(),
+        other_pulls,
+        repeated_ids: tallies
+            .into_iter()
+            .flat_map(IdTally::repeated)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         traffic: ItemTraffic::default(),
     })
+}
+
+fn engine_names(engines: &[Engine]) -> String {
+    engines
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Writes every page of a pager, as it arrives, under the key `key_of` gives its number, after

@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::{ParsedSchedule, Schedule};
 pub use super::selection::{BranchPolicy, Filters};
-use crate::ConnectorKind;
 use crate::cxone::{RunCalls, VendorConfig, VendorSettings};
 use crate::field_error::FieldError;
 use crate::mapping::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
 use crate::secret::SecretRef;
+use crate::{ConnectorKind, Engine};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,9 +23,18 @@ pub struct ConnectionConfig {
     pub vendor: VendorSettings,
     /// Where the credential is: a Secrets Manager ARN, `secretsmanager:NAME`, `env:VAR` or `file:PATH`.
     pub secret: String,
-    /// A transform map document; the kind's shipped map when absent.
+    /// The engines whose findings the connection delivers (`sast`, `sca`, `kics`, `containers`
+    /// for project connections): the kind's own engine when absent. One pull of each project's
+    /// scan serves them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engines: Option<Vec<Engine>>,
+    /// A transform map document for the engine its `kind` names; that engine's shipped map when
+    /// absent. See `transform_maps` for more than one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform_map: Option<TransformMap>,
+    /// Transform maps for several engines, one each (the shipped map for any engine not named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transform_maps: Vec<TransformMap>,
     /// A scoring table; the shipped table when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring: Option<Scoring>,
@@ -73,7 +82,8 @@ pub struct Connection {
     pub schedule: Option<ParsedSchedule>,
     pub vendor: VendorConfig,
     pub secret: SecretRef,
-    pub plan: Plan,
+    /// One compiled map per engine the connection delivers, in the config's order.
+    pub plans: Vec<Plan>,
     pub scoring: CompiledScoring,
     pub options: TransformOptions,
 }
@@ -81,12 +91,27 @@ pub struct Connection {
 impl Connection {
     /// What this connection's runs call, for the connection test's scope check.
     pub fn run_calls(&self) -> RunCalls {
-        let sast = self.config.kind == ConnectorKind::Sast;
+        let projects = self.config.kind.on_projects();
         RunCalls {
             kind: self.config.kind,
-            severities_before_triage: sast && self.config.original_severity,
-            branches: sast && self.config.branches == BranchPolicy::EachBranch,
+            engines: self.engines().collect(),
+            severities_before_triage: self.delivers(Engine::Sast) && self.config.original_severity,
+            branches: projects && self.config.branches == BranchPolicy::EachBranch,
         }
+    }
+
+    /// The engines the connection delivers, in the config's order.
+    pub fn engines(&self) -> impl Iterator<Item = Engine> + '_ {
+        self.plans.iter().map(|plan| plan.kind)
+    }
+
+    pub fn delivers(&self, engine: Engine) -> bool {
+        self.engines().any(|e| e == engine)
+    }
+
+    /// The compiled map of the connection's first engine (its only one for SAST-only and DAST).
+    pub fn first_plan(&self) -> &Plan {
+        &self.plans[0]
     }
 }
 
@@ -100,7 +125,9 @@ impl ConnectionConfig {
             kind,
             vendor,
             secret: secret.to_string(),
+            engines: None,
             transform_map: None,
+            transform_maps: Vec::new(),
             scoring: None,
             filters: Filters::default(),
             schedule: None,
@@ -187,27 +214,7 @@ impl ConnectionConfig {
             .parse::<SecretRef>()
             .map_err(|e| errors.push(FieldError::new("secret", e.to_string())))
             .ok();
-        let map = self
-            .transform_map
-            .clone()
-            .unwrap_or_else(|| TransformMap::default_for(self.kind));
-        let plan = match map.compile() {
-            Ok(plan) if plan.kind == self.kind => Some(plan),
-            Ok(plan) => {
-                errors.push(FieldError::new(
-                    "transform_map",
-                    format!(
-                        "the map is for {:?}, the connection for {:?}",
-                        plan.kind, self.kind
-                    ),
-                ));
-                None
-            }
-            Err(problems) => {
-                errors.extend(problems.into_iter().map(|p| p.under("transform_map")));
-                None
-            }
-        };
+        let plans = self.compile_maps(&mut errors);
         let scoring = self.scoring.clone().unwrap_or_else(Scoring::default_table);
         let scoring = scoring
             .compile()
@@ -233,8 +240,8 @@ impl ConnectionConfig {
                 "both asset types are off, so nothing would be ingested; keep at least one",
             ));
         }
-        match (vendor, secret, plan, scoring) {
-            (Some(vendor), Some(secret), Some(plan), Some(scoring)) if errors.is_empty() => {
+        match (vendor, secret, scoring) {
+            (Some(vendor), Some(secret), Some(scoring)) if errors.is_empty() => {
                 let options = TransformOptions {
                     asset_types: self.filters.asset_types,
                     triage: self.triage.clone(),
@@ -247,13 +254,96 @@ impl ConnectionConfig {
                     schedule,
                     vendor,
                     secret,
-                    plan,
+                    plans,
                     scoring,
                     options,
                 })
             }
             _ => Err(errors),
         }
+    }
+}
+
+impl ConnectionConfig {
+    /// The engines asked for, checked against the kind: projects take any of `sast`, `sca`,
+    /// `kics` and `containers` (each once); DAST takes `dast` only.
+    fn checked_engines(&self, errors: &mut Vec<FieldError>) -> Vec<Engine> {
+        let Some(engines) = &self.engines else {
+            return self.kind.default_engines();
+        };
+        let mut problems = Vec::new();
+        if engines.is_empty() {
+            problems.push("the list is empty; name at least one engine".to_string());
+        }
+        for (n, engine) in engines.iter().enumerate() {
+            if engines[..n].contains(engine) {
+                problems.push(format!("`{engine}` is listed twice"));
+            }
+            if engine.on_projects() != self.kind.on_projects() {
+                problems.push(if self.kind.on_projects() {
+                    format!(
+                        "`{engine}` is not an engine of a project's scans; use sast, sca, kics or containers"
+                    )
+                } else {
+                    format!("a DAST connection delivers `dast` only, not `{engine}`")
+                });
+            }
+        }
+        if problems.is_empty() {
+            engines.clone()
+        } else {
+            errors.extend(problems.into_iter().map(|p| FieldError::new("engines", p)));
+            Vec::new()
+        }
+    }
+
+    /// One compiled map per engine: the custom map naming it, else its shipped one.
+    fn compile_maps(&self, errors: &mut Vec<FieldError>) -> Vec<Plan> {
+        let engines = self.checked_engines(errors);
+        let custom: Vec<(String, &TransformMap)> = self
+            .transform_map
+            .iter()
+            .map(|map| ("transform_map".to_string(), map))
+            .chain(
+                self.transform_maps
+                    .iter()
+                    .enumerate()
+                    .map(|(n, map)| (format!("transform_maps[{n}]"), map)),
+            )
+            .collect();
+        for (n, (field, map)) in custom.iter().enumerate() {
+            if !engines.contains(&map.kind) && !engines.is_empty() {
+                let delivered: Vec<&str> = engines.iter().map(|e| e.as_str()).collect();
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "the map is for {}, which this connection does not deliver (it delivers {}); add it to `engines` or change the map's `kind`",
+                        map.kind,
+                        delivered.join(", ")
+                    ),
+                ));
+            } else if let Some((first, _)) = custom[..n].iter().find(|(_, m)| m.kind == map.kind) {
+                errors.push(FieldError::new(
+                    field,
+                    format!(
+                        "{first} is already the map for {}; one map per engine",
+                        map.kind
+                    ),
+                ));
+            }
+        }
+        let mut plans = Vec::new();
+        for engine in engines {
+            let (field, map) = match custom.iter().find(|(_, m)| m.kind == engine) {
+                Some((field, map)) => (field.as_str(), (*map).clone()),
+                None => ("transform_map", TransformMap::default_for(engine)),
+            };
+            match map.compile() {
+                Ok(plan) => plans.push(plan),
+                Err(problems) => errors.extend(problems.into_iter().map(|p| p.under(field))),
+            }
+        }
+        plans
     }
 }
 
@@ -267,7 +357,7 @@ mod tests {
     #[test]
     fn a_minimal_document_gets_the_shipped_map_and_scoring() {
         let c = ConnectionConfig::load(MINIMAL).unwrap();
-        assert_eq!(c.plan.name, "Checkmarx SAST Transformation Map");
+        assert_eq!(c.first_plan().name, "Checkmarx SAST Transformation Map");
         assert_eq!(c.secret, SecretRef::Env("CX_KEY".into()));
         assert_eq!(c.vendor.endpoints.region, Some("EU"));
         assert_eq!(c.config.item_concurrency, 4);
@@ -393,7 +483,7 @@ mod tests {
             (
                 r#""kind":"sast""#,
                 r#""kind":"sast","transform_map":{"version":1,"name":"d","kind":"dast","entries":[{"source":"url","target":"asset.webAppUrl"},{"source":"scanResults[].id","target":"findingGroup.findings[].externalFindingId"}]}"#,
-                "the map is for Dast",
+                "the map is for dast, which this connection does not deliver (it delivers sast)",
             ),
             (
                 r#""kind":"sast""#,

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ConnectorKind;
 use crate::cxone::Completeness;
 use crate::layout::RunRef;
 use crate::mapping::{Collision, Figures, Rejected};
+use crate::{ConnectorKind, Engine};
 
 /// One line of the work list: a project (SAST) or an environment (DAST) to collect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,9 +21,17 @@ pub struct WorkItem {
     pub vendor_id: String,
     pub name: String,
     pub kind: ConnectorKind,
-    /// SAST: the latest completed SAST scan, found by the plan in batches; DAST: found by collect.
+    /// Projects: the latest completed scan (of the connection's engine, or of any engine when it
+    /// delivers several), found by the plan in batches; DAST: found by collect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
+    /// Projects: the engines whose findings come from `scan_id`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<Engine>,
+    /// Projects: engines whose latest completed scan is another one (a scan that ran SCA only is
+    /// not the SAST scan), one entry per distinct scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_scans: Vec<EngineScan>,
     /// The branch of the SAST scan (a change of branch holds closures for one run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_branch: Option<String>,
@@ -39,6 +47,29 @@ pub struct WorkItem {
     /// findings are reconciled against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_run: Option<String>,
+}
+
+/// A scan some of an item's engines take their findings from, beside the item's main scan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineScan {
+    pub scan_id: String,
+    pub engines: Vec<Engine>,
+}
+
+impl WorkItem {
+    /// The item's scans with the engines each delivers: the main scan first, then the others.
+    pub fn scans(&self) -> impl Iterator<Item = (&str, &[Engine])> {
+        self.scan_id
+            .as_deref()
+            .map(|id| (id, self.engines.as_slice()))
+            .into_iter()
+            .chain(
+                self.other_scans
+                    .iter()
+                    .map(|s| (s.scan_id.as_str(), s.engines.as_slice())),
+            )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +104,10 @@ pub struct CollectOutcome {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub original_pages: u32,
     pub completeness: Completeness,
+    /// The pulls of the item's other scans (engines whose latest scan is not the main one),
+    /// their pages numbered after the main scan's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_pulls: Vec<ScanPull>,
     /// Vendor ids more than one record carries: the transform tells those records apart by
     /// their identity fields (docs/etm-batch.md, Identity).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -80,6 +115,39 @@ pub struct CollectOutcome {
     /// The vendor traffic of this item alone.
     #[serde(default)]
     pub traffic: ItemTraffic,
+}
+
+/// One of an item's other scans, pulled: its pages are `first_page .. first_page + pages`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanPull {
+    pub scan_id: String,
+    pub engines: Vec<Engine>,
+    pub first_page: u32,
+    pub pages: u32,
+    pub completeness: Completeness,
+}
+
+impl CollectOutcome {
+    /// Records the vendor reported, over every scan pulled.
+    pub fn records_expected(&self) -> u64 {
+        self.completeness.expected
+            + self
+                .other_pulls
+                .iter()
+                .map(|p| p.completeness.expected)
+                .sum::<u64>()
+    }
+
+    /// Distinct records received, over every scan pulled.
+    pub fn records_fetched(&self) -> u64 {
+        self.completeness.unique
+            + self
+                .other_pulls
+                .iter()
+                .map(|p| p.completeness.unique)
+                .sum::<u64>()
+    }
 }
 
 /// Time and vendor traffic of one item's collection.
@@ -110,6 +178,9 @@ pub struct ObjectEntry {
 pub struct TransformRecord {
     pub item: String,
     pub figures: Figures,
+    /// The figures of each engine the item delivered (they add up to `figures`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_engine: BTreeMap<Engine, Figures>,
     pub rejected: Vec<Rejected>,
     pub collisions: Vec<Collision>,
     pub objects: Vec<ObjectEntry>,
@@ -132,6 +203,9 @@ pub struct ManifestItem {
     pub records_expected: u64,
     pub records_fetched: u64,
     pub figures: Figures,
+    /// The figures of each engine the item delivered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_engine: BTreeMap<Engine, Figures>,
     #[serde(default)]
     pub carried_forward: u64,
     #[serde(default)]
@@ -157,6 +231,9 @@ pub struct Manifest {
     pub problems: Vec<String>,
     pub items_by_status: BTreeMap<String, u64>,
     pub totals: Figures,
+    /// The engines the connection delivers, each with its totals over the run's items.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub totals_by_engine: BTreeMap<Engine, Figures>,
     /// Open findings of incomplete or failed items, carried forward unchanged.
     #[serde(default)]
     pub carried_forward: u64,

@@ -19,11 +19,11 @@ use super::now_rfc3339;
 use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines};
 use super::plan::read_work_list;
 use super::run::{RunRecord, fail_run, mark_processed, read_run};
-use crate::ConnectorKind;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{Figures, Ledger, Lifecycle, TransformContext, close_all};
 use crate::store::ObjectStore;
+use crate::{ConnectorKind, Engine};
 
 /// How many items' outcomes finalize reads at once.
 const FINALIZE_READS_AT_ONCE: usize = 16;
@@ -79,9 +79,14 @@ async fn manifest_item(
         reason,
         scan_id,
         scan_url,
-        records_expected: collected.as_ref().map_or(0, |c| c.completeness.expected),
-        records_fetched: collected.as_ref().map_or(0, |c| c.completeness.unique),
+        records_expected: collected
+            .as_ref()
+            .map_or(0, CollectOutcome::records_expected),
+        records_fetched: collected
+            .as_ref()
+            .map_or(0, CollectOutcome::records_fetched),
         figures: transformed.figures,
+        by_engine: transformed.by_engine,
         carried_forward,
         traffic: collected
             .as_ref()
@@ -135,9 +140,24 @@ pub async fn finalize(
         .try_collect()
         .await?;
     let mut totals = Figures::default();
+    // Every engine the connection delivers has its line, the ones that found nothing too.
+    let mut totals_by_engine: BTreeMap<Engine, Figures> = connection
+        .engines()
+        .map(|engine| (engine, Figures::default()))
+        .collect();
     let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
     for item in &items {
         totals.add(&item.figures);
+        for (engine, figures) in &item.by_engine {
+            totals_by_engine.entry(*engine).or_default().add(figures);
+        }
+        // A connection of one engine keeps no figures per engine: the item's are that engine's.
+        if item.by_engine.is_empty()
+            && let Some(figures) = totals_by_engine.values_mut().next()
+            && connection.plans.len() == 1
+        {
+            figures.add(&item.figures);
+        }
         let status_name = serde_json::to_value(item.status)
             .expect("serializes")
             .as_str()
@@ -191,6 +211,7 @@ pub async fn finalize(
         problems,
         items_by_status: by_status,
         totals,
+        totals_by_engine,
         carried_forward,
         items,
         filtered_items,
@@ -324,15 +345,16 @@ async fn deleted_items(
             let context = TransformContext {
                 connection_id: run.connection_id.clone(),
                 run_id: run.run_id.clone(),
+                connector_kind: connection.config.kind,
                 produced_at: record.started_at.clone(),
             };
             let reason = format!(
                 "its {} is no longer listed by the tenant (run {})",
                 match (connection.config.kind, &connection.config.branches) {
-                    (ConnectorKind::Sast, BranchPolicy::EachBranch) => {
+                    (ConnectorKind::Sast | ConnectorKind::Sca, BranchPolicy::EachBranch) => {
                         "project branch (or its last completed scan)"
                     }
-                    (ConnectorKind::Sast, _) => "project",
+                    (ConnectorKind::Sast | ConnectorKind::Sca, _) => "project",
                     (ConnectorKind::Dast, _) => "environment",
                 },
                 run.run_id
@@ -340,7 +362,7 @@ async fn deleted_items(
             let (lines, closed, ledger) = close_all(
                 ledger,
                 &context,
-                connection.config.kind,
+                connection.config.kind.legacy_engine(),
                 &reason,
                 connection.options.max_findings_per_line,
             );

@@ -33,7 +33,7 @@ pub use run::{
     RunOutcome, RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run,
     last_committed_run, read_state, record_event_schedule, record_registration,
 };
-pub use runner::{LOCK_LEASE, RunSummary, StageTimes, run_connection};
+pub use runner::{EngineSummary, LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use schedule::{NextRun, ParsedSchedule, Schedule};
 pub use status::{ConnectionStatus, connection_status};
 pub use transform::transform;

@@ -1,5 +1,9 @@
-//! Plan: list the projects (SAST) or environments (DAST), find each SAST project's latest
+//! Plan: list the projects (SAST, SCA) or environments (DAST), find each project's latest
 //! completed scans under the branch policy (many projects per call), and write the work list.
+//!
+//! A connection that delivers several engines asks for each project's latest completed scan of
+//! any engine; an engine that scan did not run is looked up on its own, for the projects that
+//! need it. Where the latest scan ran every engine, that is one call, as for one engine.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,14 +14,14 @@ use sha2::{Digest, Sha256};
 
 use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
-use super::documents::{FilteredItem, WorkItem};
+use super::documents::{EngineScan, FilteredItem, WorkItem};
 use super::error::StepError;
 use super::objects::{get_json, put_json};
 use super::run::{record_plan, start_processing};
-use crate::ConnectorKind;
 use crate::cxone::{Completeness, LastScan, LastScanQuery, Listing};
 use crate::layout::{RunRef, item_key};
 use crate::store::ObjectStore;
+use crate::{ConnectorKind, Engine};
 
 /// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
 /// and writes the work list. Moves the run to Processing.
@@ -31,7 +35,7 @@ pub async fn plan(
     let kind = connection.config.kind;
     let filters = &connection.config.filters;
     let listed = match kind {
-        ConnectorKind::Sast => {
+        ConnectorKind::Sast | ConnectorKind::Sca => {
             let listing = with_renewal(vendor, |c| async move { c.projects().await })
                 .await
                 .map_err(StepError::from)?;
@@ -67,9 +71,11 @@ pub async fn plan(
         .filter(|(_, reason)| reason.is_none())
         .map(|(id, _)| id.clone())
         .collect();
-    let scans = match kind {
-        ConnectorKind::Sast => latest_scans(vendor, &selected, &connection.config.branches).await?,
-        ConnectorKind::Dast => Default::default(),
+    let engines: Vec<Engine> = connection.engines().collect();
+    let scans = if kind.on_projects() {
+        scans_per_engine(vendor, &selected, &connection.config.branches, &engines).await?
+    } else {
+        Default::default()
     };
     let each_branch = connection.config.branches == BranchPolicy::EachBranch;
     let mut items = Vec::with_capacity(selected.len());
@@ -85,23 +91,36 @@ pub async fn plan(
             continue;
         }
         let record: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
-        let item = |key: String, name: String, record: Value, scan: Option<&LastScan>| WorkItem {
+        let item = |key: String, name: String, record: Value, scan: Option<&AssetScans>| WorkItem {
             run: run.clone(),
             item: key,
             vendor_id: id.clone(),
             name,
             kind,
-            scan_id: scan.map(|s| s.id.clone()),
-            scan_created: scan.and_then(|s| s.created_at.clone()),
-            scan_branch: scan.and_then(|s| s.branch.clone()),
-            original_severity: kind == ConnectorKind::Sast && connection.config.original_severity,
+            scan_id: scan.map(|s| s.main.id.clone()),
+            engines: scan.map(|s| s.main_engines.clone()).unwrap_or_default(),
+            other_scans: scan
+                .map(|s| {
+                    s.others
+                        .iter()
+                        .map(|(scan, engines)| EngineScan {
+                            scan_id: scan.id.clone(),
+                            engines: engines.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            scan_created: scan.and_then(|s| s.main.created_at.clone()),
+            scan_branch: scan.and_then(|s| s.main.branch.clone()),
+            original_severity: connection.delivers(Engine::Sast)
+                && connection.config.original_severity,
             record,
             previous_run: previous_run.clone(),
         };
         match scans.get(id).map(Vec::as_slice).unwrap_or_default() {
             branch_scans if each_branch && !branch_scans.is_empty() => {
                 for scan in branch_scans {
-                    let branch = scan.branch.clone().unwrap_or_default();
+                    let branch = scan.main.branch.clone().unwrap_or_default();
                     let (key, name, record) = branch_asset(id, &name, &record, &branch);
                     items.push(item(key, name, record, Some(scan)));
                 }
@@ -183,13 +202,102 @@ fn branch_asset(
     (key, asset_name, record)
 }
 
-/// Each project's latest completed SAST scans under the branch policy, in batched `last-scan`
-/// calls: one scan per project, or under `each_branch` one per branch (the project's branches
-/// listed first, then one batched call per branch name across the projects that have it).
+/// The scans one asset (a project, or a branch of one) takes its findings from: the main scan
+/// and the engines it delivers, and a scan for each engine whose latest scan is another.
+struct AssetScans {
+    main: LastScan,
+    main_engines: Vec<Engine>,
+    others: Vec<(LastScan, Vec<Engine>)>,
+}
+
+/// Each project's scans per engine under the branch policy. With one engine, its latest
+/// completed scan. With several, the latest completed scan of any engine (one batched call, as
+/// for one engine) delivers the engines it ran; each engine it did not run is asked for on its
+/// own, for the projects (or branches) that lack it. An engine with no completed scan delivers
+/// nothing this run: its findings are carried as they were.
+async fn scans_per_engine(
+    vendor: &VendorAccess,
+    ids: &[String],
+    policy: &BranchPolicy,
+    engines: &[Engine],
+) -> Result<HashMap<String, Vec<AssetScans>>, StepError> {
+    let single = (engines.len() == 1).then(|| engines[0]);
+    let latest = latest_scans(vendor, ids, policy, single).await?;
+    let ran = |scan: &LastScan, engine: Engine| {
+        single.is_some()
+            || scan.engines.is_empty()
+            || scan
+                .engines
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(engine.as_str()))
+    };
+    let mut assets: HashMap<String, Vec<AssetScans>> = latest
+        .into_iter()
+        .map(|(id, scans)| {
+            let assets = scans
+                .into_iter()
+                .map(|main| AssetScans {
+                    main_engines: engines.iter().copied().filter(|e| ran(&main, *e)).collect(),
+                    main,
+                    others: Vec::new(),
+                })
+                .collect();
+            (id, assets)
+        })
+        .collect();
+    for &engine in engines {
+        let lacking: Vec<String> = assets
+            .iter()
+            .filter(|(_, scans)| scans.iter().any(|s| !s.main_engines.contains(&engine)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if lacking.is_empty() {
+            continue;
+        }
+        let found = latest_scans(vendor, &lacking, policy, Some(engine)).await?;
+        for (id, scans) in found {
+            let Some(project) = assets.get_mut(&id) else {
+                continue;
+            };
+            for scan in scans {
+                let asset = project.iter_mut().find(|a| {
+                    !a.main_engines.contains(&engine)
+                        && (*policy != BranchPolicy::EachBranch || a.main.branch == scan.branch)
+                });
+                let Some(asset) = asset else { continue };
+                if scan.id == asset.main.id {
+                    asset.main_engines.push(engine);
+                    continue;
+                }
+                match asset.others.iter_mut().find(|(o, _)| o.id == scan.id) {
+                    Some((_, engines)) => engines.push(engine),
+                    None => asset.others.push((scan, vec![engine])),
+                }
+            }
+        }
+    }
+    // A latest scan that ran none of the engines (an API security scan, say) is not pulled: the
+    // first other scan becomes the main one; an asset with no scan of any engine has none.
+    for scans in assets.values_mut() {
+        scans.retain_mut(|asset| {
+            if asset.main_engines.is_empty() && !asset.others.is_empty() {
+                (asset.main, asset.main_engines) = asset.others.remove(0);
+            }
+            !asset.main_engines.is_empty()
+        });
+    }
+    Ok(assets)
+}
+
+/// Each project's latest completed scans (of `engine`, or of any engine) under the branch
+/// policy, in batched `last-scan` calls: one scan per project, or under `each_branch` one per
+/// branch (the project's branches listed first, then one batched call per branch name across the
+/// projects that have it).
 async fn latest_scans(
     vendor: &VendorAccess,
     ids: &[String],
     policy: &BranchPolicy,
+    engine: Option<Engine>,
 ) -> Result<HashMap<String, Vec<LastScan>>, StepError> {
     let one_each = |scans: HashMap<String, LastScan>| {
         scans
@@ -200,7 +308,7 @@ async fn latest_scans(
     let query = |branch: Option<String>, use_main_branch: bool| LastScanQuery {
         branch,
         use_main_branch,
-        ..LastScanQuery::completed_sast()
+        ..LastScanQuery::completed(engine)
     };
     let ask = |ids: Vec<String>, query: LastScanQuery| async move {
         with_renewal(vendor, |c| {

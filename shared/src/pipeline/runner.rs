@@ -18,6 +18,7 @@ use super::finalize::finalize;
 use super::plan::plan;
 use super::run::{Trigger, begin_run, fail_run};
 use super::transform::transform;
+use crate::Engine;
 use crate::cxone::CounterSnapshot;
 use crate::cxone::Severity;
 use crate::layout::RunRef;
@@ -42,6 +43,8 @@ pub struct RunSummary {
     pub fixed: u64,
     pub rejected: u64,
     pub skipped: u64,
+    /// Per engine the connection delivers: what came in, went out and was rejected.
+    pub by_engine: BTreeMap<Engine, EngineSummary>,
     pub batches: u64,
     pub duration_ms: u64,
     /// Time per stage; collect and transform are summed over items (they overlap across items).
@@ -50,6 +53,16 @@ pub struct RunSummary {
     pub vendor: CounterSnapshot,
     pub manifest: String,
     pub problems: Vec<String>,
+}
+
+/// One engine's part of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineSummary {
+    pub records_in: u64,
+    pub findings: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -94,6 +107,19 @@ impl RunSummary {
             fixed: t.fixed,
             rejected: t.rejected,
             skipped: t.skipped(),
+            by_engine: manifest
+                .totals_by_engine
+                .iter()
+                .map(|(engine, f)| {
+                    let summary = EngineSummary {
+                        records_in: f.records_in,
+                        findings: f.findings_out,
+                        rejected: f.rejected,
+                        duplicates: f.duplicates,
+                    };
+                    (*engine, summary)
+                })
+                .collect(),
             batches: manifest.items.iter().map(|i| i.objects.len() as u64).sum(),
             duration_ms: started.elapsed().as_millis() as u64,
             stage_ms,

@@ -1,17 +1,28 @@
-//! Transform: one collected item's raw pages, in order, through the connection's map and scoring
-//! into ETM batch files, reconciled against the asset's ledger of the last committed run.
+//! Transform: one collected item's raw pages, in order, through the connection's maps (one per
+//! engine) and scoring into ETM batch files, reconciled against the asset's ledger of the last
+//! committed run.
+
+use std::collections::BTreeMap;
 
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::{get_gzip_json, get_json, get_written, put_gzip_json, put_json, put_lines};
 use super::run::read_run;
-use crate::ConnectorKind;
+use crate::Engine;
 use crate::cxone::links::ScanLinks;
 use crate::mapping::{ItemTransformer, Ledger, TransformContext};
 use crate::store::ObjectStore;
 
-/// Transforms one collected item: its raw pages, in order, into `etm/<item>/<page>.ndjson.gz`.
+/// The pages of one scan of the item and the transformers of the engines it delivers.
+struct Pull<'p> {
+    scan_id: String,
+    pages: std::ops::Range<u32>,
+    transformers: Vec<ItemTransformer<'p>>,
+}
+
+/// Transforms one collected item: its raw pages, in order, into `etm/<item>/<page>.ndjson.gz`
+/// (one object per raw page, holding the lines of every engine whose records it carries).
 /// Items whose collection is not complete are not transformed (nothing of them is committed).
 pub async fn transform(
     store: &impl ObjectStore,
@@ -35,84 +46,159 @@ pub async fn transform(
         let context = TransformContext {
             connection_id: item.run.connection_id.clone(),
             run_id: item.run.run_id.clone(),
+            connector_kind: connection.config.kind,
             produced_at: run_record.started_at,
         };
         let item_json = get_written(store, &run.raw_record(key)).await?;
-        let mut transformer = ItemTransformer::new(
-            &connection.plan,
-            &connection.scoring,
-            &context,
-            connection.options.clone(),
-            &item_json,
-        )
-        .map_err(|source| StepError::Transform {
-            at: format!("item {key}"),
-            source,
-        })?;
-        transformer.expect_repeats(outcome.repeated_ids.iter().cloned());
-        if let Some(scan_id) = &outcome.scan_id {
-            transformer.link_to(ScanLinks {
-                base: connection.vendor.endpoints.api.clone(),
-                scan_id: scan_id.clone(),
-                project_id: match item.kind {
-                    ConnectorKind::Sast => item.record["id"].as_str().map(str::to_string),
-                    ConnectorKind::Dast => None,
-                },
-                branch: item.scan_branch.clone(),
-            });
-        }
-        let previous = match &item.previous_run {
+        let legacy = connection.config.kind.legacy_engine();
+        let mut previous = match &item.previous_run {
             Some(previous_run) => {
                 get_gzip_json::<Ledger>(store, &run.sibling(previous_run).ledger(key)).await?
             }
             None => None,
+        }
+        .unwrap_or_default()
+        .split_by_engine(legacy);
+        let mut pulls = Vec::new();
+        let main_engines: Vec<Engine> = if connection.config.kind.on_projects() {
+            item.engines.clone()
+        } else {
+            connection.engines().collect()
         };
-        transformer.reconcile(
-            previous.unwrap_or_default(),
-            &item.run.run_id,
-            item.scan_branch.as_deref(),
+        let main = (
+            outcome.scan_id.clone(),
+            0..outcome.pages,
+            main_engines.as_slice(),
         );
+        let others = outcome.other_pulls.iter().map(|p| {
+            (
+                Some(p.scan_id.clone()),
+                p.first_page..p.first_page + p.pages,
+                p.engines.as_slice(),
+            )
+        });
+        for (scan_id, pages, engines) in std::iter::once(main).chain(others) {
+            let mut transformers = Vec::new();
+            for (n, &engine) in engines.iter().enumerate() {
+                let Some(plan) = connection.plans.iter().find(|p| p.kind == engine) else {
+                    continue;
+                };
+                let mut transformer = ItemTransformer::new(
+                    plan,
+                    &connection.scoring,
+                    &context,
+                    connection.options.clone(),
+                    &item_json,
+                )
+                .map_err(|source| StepError::Transform {
+                    at: format!("item {key}"),
+                    source,
+                })?;
+                let beside: Vec<Engine> =
+                    engines.iter().copied().filter(|e| *e != engine).collect();
+                transformer.beside(&beside, n == 0);
+                transformer.expect_repeats(outcome.repeated_ids.iter().cloned());
+                if let Some(scan_id) = &scan_id {
+                    transformer.link_to(ScanLinks {
+                        base: connection.vendor.endpoints.api.clone(),
+                        scan_id: scan_id.clone(),
+                        project_id: connection
+                            .config
+                            .kind
+                            .on_projects()
+                            .then(|| item.record["id"].as_str().map(str::to_string))
+                            .flatten(),
+                        branch: item.scan_branch.clone(),
+                    });
+                }
+                transformer.reconcile(
+                    previous.remove(&engine).unwrap_or_default(),
+                    &item.run.run_id,
+                    item.scan_branch.as_deref(),
+                );
+                transformers.push(transformer);
+            }
+            pulls.push(Pull {
+                scan_id: scan_id.unwrap_or_default(),
+                pages,
+                transformers,
+            });
+        }
         for number in 0..outcome.original_pages {
             let page_key = run.original_page(key, number);
             let page = get_written(store, &page_key).await?;
-            transformer
-                .add_original_severities(&page)
-                .map_err(|source| StepError::Transform {
-                    at: page_key.clone(),
-                    source,
-                })?;
-        }
-        for number in 0..outcome.pages {
-            let page = get_written(store, &run.raw_page(key, number)).await?;
-            let before = transformer.figures().findings_out;
-            let lines =
-                transformer
-                    .push_page(&page, number)
+            let sast = pulls
+                .iter_mut()
+                .flat_map(|p| p.transformers.iter_mut())
+                .find(|t| t.engine() == Engine::Sast);
+            if let Some(sast) = sast {
+                sast.add_original_severities(&page)
                     .map_err(|source| StepError::Transform {
-                        at: format!("item {key}"),
+                        at: page_key.clone(),
                         source,
                     })?;
-            if lines.is_empty() {
-                continue;
             }
-            let findings = transformer.figures().findings_out - before;
-            record
-                .objects
-                .push(put_lines(store, &run.etm_page(key, number), &lines, findings).await?);
         }
-        let (closures, closed) = transformer.close_absent();
+        for pull in &mut pulls {
+            for number in pull.pages.clone() {
+                let page = get_written(store, &run.raw_page(key, number)).await?;
+                let mut lines = Vec::new();
+                let mut findings = 0;
+                for transformer in &mut pull.transformers {
+                    let before = transformer.figures().findings_out;
+                    lines.extend(transformer.push_page(&page, number).map_err(|source| {
+                        StepError::Transform {
+                            at: format!("item {key} (scan {})", pull.scan_id),
+                            source,
+                        }
+                    })?);
+                    findings += transformer.figures().findings_out - before;
+                }
+                if !lines.is_empty() {
+                    record.objects.push(
+                        put_lines(store, &run.etm_page(key, number), &lines, findings).await?,
+                    );
+                }
+            }
+        }
+        let (mut closures, mut closed) = (Vec::new(), 0);
+        for transformer in pulls.iter_mut().flat_map(|p| p.transformers.iter_mut()) {
+            let (lines, n) = transformer.close_absent();
+            closures.extend(lines);
+            closed += n;
+        }
         if !closures.is_empty() {
             record
                 .objects
                 .push(put_lines(store, &run.closures(key), &closures, closed).await?);
         }
-        let mut done = transformer.finish();
-        if let Some(ledger) = done.ledger.take() {
-            put_gzip_json(store, &run.ledger(key), &ledger).await?;
+        // The next ledger: each engine's, and as they were the parts of engines with no scan
+        // this run (nothing of theirs is closed).
+        let mut next: Option<Ledger> = None;
+        let mut by_engine = BTreeMap::new();
+        for transformer in pulls.into_iter().flat_map(|p| p.transformers) {
+            let engine = transformer.engine();
+            let mut done = transformer.finish();
+            record.figures.add(&done.figures);
+            record.rejected.append(&mut done.rejected);
+            record.collisions.append(&mut done.collisions);
+            by_engine.insert(engine, done.figures);
+            if let Some(ledger) = done.ledger.take() {
+                match &mut next {
+                    Some(next) => next.absorb(ledger),
+                    None => next = Some(ledger),
+                }
+            }
         }
-        record.figures = done.figures;
-        record.rejected = done.rejected;
-        record.collisions = done.collisions;
+        if let Some(mut next) = next {
+            for (_, untouched) in previous {
+                next.absorb(untouched);
+            }
+            put_gzip_json(store, &run.ledger(key), &next).await?;
+        }
+        if connection.plans.len() > 1 {
+            record.by_engine = by_engine;
+        }
     }
     put_json(store, &run.transform_record(key), &record).await?;
     Ok(record)

@@ -84,7 +84,7 @@ async fn over_tls_the_handshake_is_verified_with_the_ca_bundle_and_fails_without
     let mut with_ca = settings(&emulator);
     with_ca.ca_bundle = Some(ca.clone());
     let sast = RunCalls::defaults(ConnectorKind::Sast);
-    let report = check(with_ca, oauth(&emulator), sast).await;
+    let report = check(with_ca, oauth(&emulator), sast.clone()).await;
     assert_eq!(statuses(&report), vec![Pass; 5], "{}", report.to_table());
     assert!(
         report.checks[1].detail.contains("TLSv1_3") || report.checks[1].detail.contains("TLSv1_2")
@@ -158,49 +158,49 @@ async fn the_scope_check_calls_every_endpoint_a_run_calls_and_names_each_missing
     let cases = [
         (
             Endpoint::Projects,
-            each_branch,
+            each_branch.clone(),
             "GET /api/projects (403)",
             "the view-projects role",
         ),
         (
             Endpoint::LastScan,
-            each_branch,
+            each_branch.clone(),
             "GET /api/projects/last-scan (403)",
             "the view-scans role",
         ),
         (
             Endpoint::Branches,
-            each_branch,
+            each_branch.clone(),
             "GET /api/projects/branches (403)",
             "the view-projects role",
         ),
         (
             Endpoint::Results,
-            each_branch,
+            each_branch.clone(),
             "GET /api/results (403)",
             "the view-results role",
         ),
         (
             Endpoint::SastResults,
-            each_branch,
+            each_branch.clone(),
             "GET /api/sast-results (403)",
             "the view-results role",
         ),
         (
             Endpoint::DastEnvironments,
-            dast,
+            dast.clone(),
             "GET /api/dast/scans/environments (403)",
             "a DAST role",
         ),
         (
             Endpoint::DastScans,
-            dast,
+            dast.clone(),
             "GET /api/dast/scans/scans (403)",
             "a DAST role",
         ),
         (
             Endpoint::DastResults,
-            dast,
+            dast.clone(),
             "GET /api/dast/mfe-results/results/",
             "a DAST role",
         ),

@@ -53,6 +53,9 @@ pub fn expected_per_item(
                 (p.id.clone(), want)
             })
             .collect(),
+        ConnectorKind::Sca => {
+            unimplemented!("the reliability scenarios run SAST and DAST connections")
+        }
         ConnectorKind::Dast => expected
             .environments
             .iter()

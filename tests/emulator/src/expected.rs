@@ -27,6 +27,9 @@ pub struct ExpectedProject {
     /// the project's main branch, or of any branch when the project names no main branch. This
     /// is the scan a connection takes under its default branch policy.
     pub main_branch_sast_scan: Option<String>,
+    /// Per engine (result type), the scan a connection delivering it takes under the default
+    /// branch policy: the latest completed scan on the main branch that ran the engine.
+    pub main_branch_scan_by_engine: BTreeMap<ResultType, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,6 +65,9 @@ pub struct Totals {
     pub projects_with_main_branch_sast_scan: u64,
     pub results: u64,
     pub by_type: BTreeMap<ResultType, u64>,
+    /// Per engine, its results in each project's `main_branch_scan_by_engine` scan: what a
+    /// connection delivering that engine commits.
+    pub by_engine: BTreeMap<ResultType, u64>,
     pub environments: u64,
     pub environments_with_completed_scan: u64,
     pub dast_results: u64,
@@ -92,7 +98,23 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
                     *totals.by_type.entry(t).or_default() += n;
                 }
             }
+            let mut main_branch_scan_by_engine = BTreeMap::new();
+            for t in ResultType::ALL {
+                let ran =
+                    |s: &&ScanInfo| s.status == "Completed" && s.engines.contains(&t.as_str());
+                let scan = scans
+                    .iter()
+                    .rev()
+                    .filter(ran)
+                    .find(|s| main.is_empty() || s.branch == main);
+                if let Some(scan) = scan {
+                    let n = tenant.scan_type_counts(scan).get(&t).copied().unwrap_or(0);
+                    *totals.by_engine.entry(t).or_default() += n;
+                    main_branch_scan_by_engine.insert(t, scan.id.clone());
+                }
+            }
             ExpectedProject {
+                main_branch_scan_by_engine,
                 id: tenant.project_id(p),
                 name: tenant.project_name(p),
                 main_branch: tenant.project_main_branch(p).to_string(),
@@ -118,6 +140,7 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
         .collect();
     for t in ResultType::ALL {
         totals.by_type.entry(t).or_default();
+        totals.by_engine.entry(t).or_default();
     }
     let environments = (0..tenant.shape.dast_environments)
         .map(|e| {

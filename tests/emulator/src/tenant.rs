@@ -692,11 +692,30 @@ impl Tenant {
                 serde_json::to_writer(&mut *out, &record)
             }
             ResultType::Sca => {
-                let (eco, name, version, fixed) = pick(PACKAGES, h >> 24);
-                // Every two SCA findings share a CVE: ids are not unique within a scan, as in real SCA data.
-                let pair = self.slots(p).before(ResultType::Sca, t.k) / 2;
+                // Every two SCA findings share a CVE, each in its own package: ids are not unique
+                // within a scan, as in real SCA data (one CVE, many packages).
+                let rank = self.slots(p).before(ResultType::Sca, t.k);
+                let pair = rank / 2;
+                let (eco, name, version, fixed) =
+                    PACKAGES[((pair * 3 + rank % 2) % PACKAGES.len() as u64) as usize];
                 let cve = format!("CVE-{}-{}", 2016 + pair % 9, 10_000 + pair % 90_000);
                 let identifier = format!("{eco}-{name}-{version}");
+                let manifest = match eco {
+                    "Npm" => "package.json",
+                    "Maven" => "pom.xml",
+                    _ => "requirements.txt",
+                };
+                let direct = h % 3 != 0;
+                let root = format!("{eco}-svc{p}-1.0.0");
+                let path = if direct {
+                    vec![PathStep::new(&identifier, manifest)]
+                } else {
+                    vec![
+                        PathStep::new(&root, manifest),
+                        PathStep::new(&format!("{eco}-framework-4.2.0"), manifest),
+                        PathStep::new(&identifier, manifest),
+                    ]
+                };
                 let record = ResultRecord {
                     kind: "sca",
                     sca_type: Some("Vulnerability"),
@@ -711,63 +730,123 @@ impl Tenant {
                     )),
                     description_html: None,
                     data: ScaData {
+                        sca_package_data: ScaPackageData {
+                            id: identifier.clone(),
+                            fix_link: format!("https://devhub.checkmarx.com/cve-details/{cve}"),
+                            locations: vec![manifest],
+                            dependency_paths: vec![path],
+                            outdated: h % 5 == 0,
+                            supports_quick_fix: false,
+                            is_direct_dependency: direct,
+                            type_of_dependency: if direct {
+                                "Direct Dependency"
+                            } else {
+                                "Transitive Dependency"
+                            },
+                        },
                         package_identifier: identifier,
                         package_data: vec![PackageRef {
                             kind: "Advisory",
                             url: format!("https://github.com/advisories/GHSA-{:04x}", h % 65_536),
                         }],
                         recommended_version: fixed,
+                        published_at: format!(
+                            "{}-{:02}-{:02}T00:00:00Z",
+                            2016 + pair % 9,
+                            1 + pair % 12,
+                            1 + pair % 28
+                        ),
+                        // Checkmarx names the vulnerable methods a project calls, when it knows.
+                        exploitable_methods: (h % 4 == 0).then(|| {
+                            vec![ExploitableMethod {
+                                full_name: format!("{name}.internal.Parser.parse"),
+                                name: "parse",
+                            }]
+                        }),
                     },
                     comments: Empty {},
                     vulnerability_details: ScaDetails {
                         cwe_id: pick(SCA_CWES, h >> 30),
                         cvss_score: (h % 100) as f64 / 10.0,
                         cve_name: cve,
-                        cvss: Cvss {
+                        // Some SCA results carry no CVSS metrics at all.
+                        cvss: (h % 10 != 7).then_some(Cvss {
                             version: 3,
                             attack_vector: "NETWORK",
                             availability: "HIGH",
                             confidentiality: "NONE",
                             attack_complexity: "LOW",
-                        },
+                        }),
                     },
                 };
                 serde_json::to_writer(&mut *out, &record)
             }
             ResultType::Containers => {
-                let (package, version, image, tag) = pick(CONTAINER_PACKAGES, h >> 24);
-                let pair = self.slots(p).before(ResultType::Containers, t.k) / 2;
+                // As for SCA, the two findings of a pair share a CVE, each in its own package.
+                let rank = self.slots(p).before(ResultType::Containers, t.k);
+                let pair = rank / 2;
+                let (package, version, image, tag) = CONTAINER_PACKAGES
+                    [((pair * 3 + rank % 2) % CONTAINER_PACKAGES.len() as u64) as usize];
                 let cve = format!("CVE-{}-{}", 2019 + pair % 6, 3_000 + pair % 90_000);
-                let record = ResultRecord {
-                    kind: "containers",
-                    sca_type: None,
-                    label: "containers",
-                    id: cve.clone(),
-                    alternate_id: Some(format!("{}", 50_000_000 + t.k + u64::from(p) * 10_000_000)),
-                    similarity_id: cve.clone(),
-                    common,
-                    confidence_level: Some(0),
-                    description: Some(format!(
-                        "{package} {version} in {image}:{tag} is affected by {cve}."
-                    )),
-                    description_html: None,
-                    data: ContainerData {
-                        package_name: package,
-                        package_version: version,
-                        image_name: image,
-                        image_tag: tag,
-                        image_file_path: "Dockerfile",
-                        image_origin: "Dockerfile",
-                    },
-                    comments: Empty {},
-                    vulnerability_details: ContainerDetails {
-                        cvss_score: (h % 100) as f64 / 10.0,
-                        cve_name: cve,
-                        cwe_id: "",
-                        cvss: (),
-                    },
+                let details = ContainerDetails {
+                    cvss_score: (h % 100) as f64 / 10.0,
+                    cve_name: cve.clone(),
+                    cwe_id: "",
+                    cvss: (),
                 };
-                serde_json::to_writer(&mut *out, &record)
+                // One in five comes in the `sca-container` shape: the package and when the CVE
+                // was published, no image.
+                if h % 5 == 1 {
+                    let record = ResultRecord {
+                        kind: "sca-container",
+                        sca_type: None,
+                        label: "sca-container",
+                        id: cve.clone(),
+                        alternate_id: None,
+                        similarity_id: cve.clone(),
+                        common,
+                        confidence_level: None,
+                        description: Some(format!("{package} {version} is affected by {cve}.")),
+                        description_html: None,
+                        data: ScaContainerData {
+                            package_name: package,
+                            package_version: version,
+                            published_at: format!("{}-06-01T00:00:00Z", 2019 + pair % 6),
+                        },
+                        comments: Empty {},
+                        vulnerability_details: details,
+                    };
+                    serde_json::to_writer(&mut *out, &record)
+                } else {
+                    let record = ResultRecord {
+                        kind: "containers",
+                        sca_type: None,
+                        label: "containers",
+                        id: cve.clone(),
+                        alternate_id: Some(format!(
+                            "{}",
+                            50_000_000 + t.k + u64::from(p) * 10_000_000
+                        )),
+                        similarity_id: cve.clone(),
+                        common,
+                        confidence_level: Some(0),
+                        description: Some(format!(
+                            "{package} {version} in {image}:{tag} is affected by {cve}."
+                        )),
+                        description_html: None,
+                        data: ContainerData {
+                            package_name: package,
+                            package_version: version,
+                            image_name: image,
+                            image_tag: tag,
+                            image_file_path: "Dockerfile",
+                            image_origin: "Dockerfile",
+                        },
+                        comments: Empty {},
+                        vulnerability_details: details,
+                    };
+                    serde_json::to_writer(&mut *out, &record)
+                }
             }
         };
         written.expect("writing JSON to a Vec cannot fail");
@@ -1196,7 +1275,49 @@ struct KicsDetails {
 struct ScaData {
     package_identifier: String,
     package_data: Vec<PackageRef>,
+    sca_package_data: ScaPackageData,
     recommended_version: &'static str,
+    published_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exploitable_methods: Option<Vec<ExploitableMethod>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScaPackageData {
+    id: String,
+    fix_link: String,
+    locations: Vec<&'static str>,
+    dependency_paths: Vec<Vec<PathStep>>,
+    outdated: bool,
+    supports_quick_fix: bool,
+    is_direct_dependency: bool,
+    type_of_dependency: &'static str,
+}
+
+/// One package on a dependency path, from the project's own down to the vulnerable one.
+#[derive(Serialize)]
+struct PathStep {
+    id: String,
+    name: String,
+    locations: Vec<&'static str>,
+}
+
+impl PathStep {
+    fn new(identifier: &str, manifest: &'static str) -> Self {
+        Self {
+            id: identifier.to_string(),
+            name: identifier.to_string(),
+            locations: vec![manifest],
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExploitableMethod {
+    full_name: String,
+    name: &'static str,
 }
 
 #[derive(Serialize)]
@@ -1212,7 +1333,7 @@ struct ScaDetails {
     cwe_id: &'static str,
     cvss_score: f64,
     cve_name: String,
-    cvss: Cvss,
+    cvss: Option<Cvss>,
 }
 
 #[derive(Serialize)]
@@ -1234,6 +1355,14 @@ struct ContainerData {
     image_tag: &'static str,
     image_file_path: &'static str,
     image_origin: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScaContainerData {
+    package_name: &'static str,
+    package_version: &'static str,
+    published_at: String,
 }
 
 #[derive(Serialize)]

@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 
-use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{DastEnvironment, DastResult, DastScan, LastScan, Project, ScanResult};
 use cxone_etm::mapping::{
     DEFAULT_SCORING, ItemTransformer, Scoring, TransformContext, TransformMap, TransformOptions,
 };
 use cxone_etm::pipeline::ConnectionConfig;
+use cxone_etm::{ConnectorKind, Engine};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{Value, json};
@@ -129,7 +129,13 @@ proptest! {
 
     #[test]
     fn transform_maps_never_panic(
-        kind in prop_oneof![Just(ConnectorKind::Sast), Just(ConnectorKind::Dast)],
+        kind in prop_oneof![
+            Just(Engine::Sast),
+            Just(Engine::Sca),
+            Just(Engine::Kics),
+            Just(Engine::Containers),
+            Just(Engine::Dast),
+        ],
         at in any::<Index>(),
         replacement in any_json(),
         remove in any::<bool>(),
@@ -159,12 +165,17 @@ proptest! {
     }
 }
 
-fn transform_page(kind: ConnectorKind, item: &[u8], page: &[u8]) {
+fn transform_page(kind: Engine, item: &[u8], page: &[u8]) {
     let map = TransformMap::default_for(kind).compile().unwrap();
     let scoring = Scoring::default_table().compile().unwrap();
     let context = TransformContext {
         connection_id: "fuzz".into(),
         run_id: "fuzz".into(),
+        connector_kind: if kind.on_projects() {
+            ConnectorKind::Sast
+        } else {
+            ConnectorKind::Dast
+        },
         produced_at: "2026-11-22T00:00:00Z".into(),
     };
     if let Ok(mut t) =
@@ -185,14 +196,18 @@ proptest! {
         page in mutations_of(serde_json::from_str(&repo_file("shared/tests/fixtures/results_real_sample.json")).unwrap()),
         project in mutations_of(serde_json::from_str(&repo_file("shared/tests/fixtures/project_real_sample.json")).unwrap()),
     ) {
-        transform_page(ConnectorKind::Sast, project.to_string().as_bytes(), page.to_string().as_bytes());
+        for engine in Engine::PROJECT_ENGINES {
+            transform_page(engine, project.to_string().as_bytes(), page.to_string().as_bytes());
+        }
     }
 
     #[test]
     fn arbitrary_bytes_never_panic_the_transform(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let project = repo_file("shared/tests/fixtures/project_real_sample.json");
-        transform_page(ConnectorKind::Sast, project.as_bytes(), &bytes);
-        transform_page(ConnectorKind::Dast, &bytes, &bytes);
+        for engine in Engine::PROJECT_ENGINES {
+            transform_page(engine, project.as_bytes(), &bytes);
+        }
+        transform_page(Engine::Dast, &bytes, &bytes);
     }
 }
 
