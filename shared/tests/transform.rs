@@ -50,8 +50,14 @@ fn run_with(
 ) -> (Vec<String>, ItemOutcome) {
     let plan = map.compile().expect("map compiles");
     let scoring = Scoring::default_table().compile().unwrap();
-    let mut transformer =
-        ItemTransformer::new(&plan, &scoring, &context(map.kind), options, item.as_bytes()).expect("item");
+    let mut transformer = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(map.kind),
+        options,
+        item.as_bytes(),
+    )
+    .expect("item");
     let mut lines = Vec::new();
     for (n, page) in pages.iter().enumerate() {
         for line in transformer.push_page(page, n as u32).expect("page") {

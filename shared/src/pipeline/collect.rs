@@ -182,10 +182,17 @@ async fn collect_pages(
         });
     }
     let mut original_pages = 0;
-    let sast_scan = item
-        .scans()
-        .find(|(_, engines)| engines.contains(&Engine::Sast))
-        .map(|(id, _)| id.to_string());
+    let sast_scan = if item
+        .main_engines(connection.engines())
+        .contains(&Engine::Sast)
+    {
+        Some(scan_id.clone())
+    } else {
+        item.other_scans
+            .iter()
+            .find(|o| o.engines.contains(&Engine::Sast))
+            .map(|o| o.scan_id.clone())
+    };
     if let (true, None, Some(sast_scan)) = (item.original_severity, &problem, sast_scan) {
         let original = client.original_severities(&sast_scan);
         let (n, original) =

@@ -58,17 +58,17 @@ pub struct EngineScan {
 }
 
 impl WorkItem {
-    /// The item's scans with the engines each delivers: the main scan first, then the others.
-    pub fn scans(&self) -> impl Iterator<Item = (&str, &[Engine])> {
-        self.scan_id
-            .as_deref()
-            .map(|id| (id, self.engines.as_slice()))
+    /// The engines whose findings come from the main scan: those the plan named, or, for an
+    /// item that names none (DAST, or a work list written before engines), every engine the
+    /// connection delivers that no other scan of the item does.
+    pub fn main_engines(&self, delivered: impl IntoIterator<Item = Engine>) -> Vec<Engine> {
+        if !self.engines.is_empty() {
+            return self.engines.clone();
+        }
+        delivered
             .into_iter()
-            .chain(
-                self.other_scans
-                    .iter()
-                    .map(|s| (s.scan_id.as_str(), s.engines.as_slice())),
-            )
+            .filter(|e| !self.other_scans.iter().any(|o| o.engines.contains(e)))
+            .collect()
     }
 }
 

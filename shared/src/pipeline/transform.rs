@@ -60,11 +60,7 @@ pub async fn transform(
         .unwrap_or_default()
         .split_by_engine(legacy);
         let mut pulls = Vec::new();
-        let main_engines: Vec<Engine> = if connection.config.kind.on_projects() {
-            item.engines.clone()
-        } else {
-            connection.engines().collect()
-        };
+        let main_engines = item.main_engines(connection.engines());
         let main = (
             outcome.scan_id.clone(),
             0..outcome.pages,

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod engines;
 mod pipeline;
 mod reconciliation;
 mod reliability;

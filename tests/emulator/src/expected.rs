@@ -127,7 +127,7 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
                         id: s.id.clone(),
                         branch: s.branch.clone(),
                         status: s.status.to_string(),
-                        results: tenant.scan_result_count(s),
+                        results: tenant.scan_type_counts(s).values().sum(),
                         by_type: tenant
                             .scan_type_counts(s)
                             .into_iter()

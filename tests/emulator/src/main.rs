@@ -66,6 +66,9 @@ struct Args {
     /// Percent of SAST findings that share their id with another finding of the scan.
     #[arg(long, default_value_t = 0)]
     repeated_result_ids_percent: u32,
+    /// The newest scan of every third project ran SCA alone.
+    #[arg(long)]
+    sca_rescans: bool,
     /// Access token lifetime in seconds (the `expires_in` and `exp` the token endpoint gives).
     #[arg(long, default_value_t = 1800)]
     token_lifetime: u64,
@@ -138,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             environment_results: args.environment_results,
             hostile_ids: args.hostile_ids,
             repeated_result_ids_percent: args.repeated_result_ids_percent,
+            sca_rescans: args.sca_rescans,
         },
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,

@@ -82,6 +82,9 @@ pub struct TenantShape {
     /// Percent of SAST findings that share their `id` with one other finding of the scan (pairs
     /// of findings, stable from scan to scan), as some tenants send: the id does not identify.
     pub repeated_result_ids_percent: u32,
+    /// When set, the newest scan of every third project (1, 4, 7, …) ran SCA alone (a
+    /// dependency re-scan): the latest scan is not the latest SAST, KICS or containers scan.
+    pub sca_rescans: bool,
 }
 
 impl Default for TenantShape {
@@ -101,6 +104,7 @@ impl Default for TenantShape {
             environment_results: Vec::new(),
             hostile_ids: Vec::new(),
             repeated_result_ids_percent: 0,
+            sca_rescans: false,
         }
     }
 }
@@ -201,6 +205,7 @@ pub struct DastScanInfo {
 
 const ENGINES_ALL: &[&str] = &["sast", "kics", "sca", "containers"];
 const ENGINES_NO_SAST: &[&str] = &["kics", "sca", "containers"];
+const ENGINES_SCA_ONLY: &[&str] = &["sca"];
 
 pub fn rfc3339(unix_us: i64, micros: bool) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix_us.div_euclid(1_000_000))
@@ -384,7 +389,9 @@ impl Tenant {
             branch: branches[((n - 1 - j) as usize) % branches.len()].clone(),
             created_us,
             updated_us: created_us + 193_036_220,
-            engines: if self.project_has_sast(p) {
+            engines: if self.shape.sca_rescans && j + 1 == n && p % 3 == 1 {
+                ENGINES_SCA_ONLY
+            } else if self.project_has_sast(p) {
                 ENGINES_ALL
             } else {
                 ENGINES_NO_SAST
@@ -486,15 +493,30 @@ impl Tenant {
         self.slots(s.project).type_of(self.finding_index(s, i))
     }
 
-    /// Results of each type in the scan.
+    /// Results of each type in the scan (none of an engine the scan did not run).
     pub fn scan_type_counts(&self, s: &ScanInfo) -> BTreeMap<ResultType, u64> {
         let n = self.scan_result_count(s);
         let lo = self.finding_index(s, 0);
         let slots = self.slots(s.project);
         ResultType::ALL
             .iter()
-            .map(|t| (*t, slots.before(*t, lo + n) - slots.before(*t, lo)))
+            .map(|t| {
+                let ran = s.engines.contains(&t.as_str());
+                let count = slots.before(*t, lo + n) - slots.before(*t, lo);
+                (*t, if ran { count } else { 0 })
+            })
             .collect()
+    }
+
+    /// Whether the scan's `i`-th position holds a result the scan reports: one of an engine it
+    /// ran (a scan that ran SCA alone reports the SCA positions only).
+    pub fn scan_reports(&self, s: &ScanInfo, i: u64) -> bool {
+        s.engines.contains(&self.result_type(s, i).as_str())
+    }
+
+    /// Whether the scan ran every engine its project's results come from.
+    pub fn scan_ran_every_engine(&self, s: &ScanInfo) -> bool {
+        s.engines != ENGINES_SCA_ONLY
     }
 
     /// Position in the scan (`i`) of its `r`-th result of type `t`.
@@ -705,7 +727,7 @@ impl Tenant {
                     "Maven" => "pom.xml",
                     _ => "requirements.txt",
                 };
-                let direct = h % 3 != 0;
+                let direct = !h.is_multiple_of(3);
                 let root = format!("{eco}-svc{p}-1.0.0");
                 let path = if direct {
                     vec![PathStep::new(&identifier, manifest)]
@@ -735,7 +757,7 @@ impl Tenant {
                             fix_link: format!("https://devhub.checkmarx.com/cve-details/{cve}"),
                             locations: vec![manifest],
                             dependency_paths: vec![path],
-                            outdated: h % 5 == 0,
+                            outdated: h.is_multiple_of(5),
                             supports_quick_fix: false,
                             is_direct_dependency: direct,
                             type_of_dependency: if direct {
@@ -757,7 +779,7 @@ impl Tenant {
                             1 + pair % 28
                         ),
                         // Checkmarx names the vulnerable methods a project calls, when it knows.
-                        exploitable_methods: (h % 4 == 0).then(|| {
+                        exploitable_methods: h.is_multiple_of(4).then(|| {
                             vec![ExploitableMethod {
                                 full_name: format!("{name}.internal.Parser.parse"),
                                 name: "parse",

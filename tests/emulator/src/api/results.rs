@@ -116,12 +116,16 @@ pub async fn all_scanners(
     };
     let filter = ResultFilter::parse(&params);
     let n = tenant.scan_result_count(&scan);
+    let every_engine = tenant.scan_ran_every_engine(&scan);
     let (page, total) = select(
         n,
         skip,
         limit,
-        |i| filter.matches(&tenant.result_traits(&scan, i)),
-        filter.is_empty(),
+        |i| {
+            (every_engine || tenant.scan_reports(&scan, i))
+                && filter.matches(&tenant.result_traits(&scan, i))
+        },
+        filter.is_empty() && every_engine,
     );
     let dates = tenant.scan_dates(&scan);
     let mut body = Vec::with_capacity(page.len() * 1_600 + 128);

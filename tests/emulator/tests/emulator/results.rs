@@ -148,12 +148,26 @@ async fn results_mix_every_engine_with_the_real_field_types() {
     let (records, _) = page_all(&emulator, &token, &scan, 10_000, OffsetMode::Page).await;
     assert_eq!(records.len(), 2_000);
 
+    // `sca-container` is the containers engine's other shape: counted with it.
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sca_container = 0;
     for r in &records {
-        *by_type
-            .entry(r["type"].as_str().unwrap().to_string())
-            .or_default() += 1;
+        let kind = r["type"].as_str().unwrap();
+        if kind == "sca-container" {
+            sca_container += 1;
+            assert!(r["data"]["imageName"].is_null() && r["data"]["packageName"].is_string());
+        }
+        let engine = if kind == "sca-container" {
+            "containers"
+        } else {
+            kind
+        };
+        *by_type.entry(engine.to_string()).or_default() += 1;
     }
+    assert!(
+        sca_container > 0,
+        "some containers results come as sca-container"
+    );
     let totals = emulator.expected();
     let expected = &totals.projects[0]
         .scans
@@ -211,6 +225,45 @@ async fn results_mix_every_engine_with_the_real_field_types() {
             .iter()
             .filter(|r| r["type"] == "containers")
             .all(|r| r["vulnerabilityDetails"]["cvss"].is_null())
+    );
+    // SCA: ids are CVE ids that repeat (one CVE, two packages); the package data real tenants
+    // send; string CWEs with NVD's "no CWE"; some results without CVSS metrics.
+    let sca: Vec<&Value> = records.iter().filter(|r| r["type"] == "sca").collect();
+    let mut packages_by_cve: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in &sca {
+        packages_by_cve
+            .entry(r["id"].as_str().unwrap())
+            .or_default()
+            .push(r["data"]["packageIdentifier"].as_str().unwrap());
+        let package = &r["data"]["scaPackageData"];
+        assert!(package["isDirectDependency"].is_boolean() && package["fixLink"].is_string());
+        assert!(package["dependencyPaths"][0][0]["name"].is_string(), "{r}");
+        assert!(r["data"]["publishedAt"].is_string());
+    }
+    assert!(
+        packages_by_cve
+            .values()
+            .any(|p| p.len() == 2 && p[0] != p[1]),
+        "a CVE id repeats, each time in another package"
+    );
+    assert!(
+        sca.iter()
+            .any(|r| r["vulnerabilityDetails"]["cweId"] == "NVD-CWE-Other")
+    );
+    assert!(
+        sca.iter()
+            .any(|r| r["vulnerabilityDetails"]["cvss"].is_null())
+    );
+    assert!(
+        sca.iter()
+            .any(|r| r["data"]["exploitableMethods"].is_array())
+    );
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "kics")
+            .all(|r| r["data"]["filename"].is_string() && r["data"]["fileName"].is_null()),
+        "KICS spells filename with a lower-case n"
     );
     assert!(
         records

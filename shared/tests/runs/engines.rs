@@ -1,0 +1,299 @@
+//! A project connection that delivers every engine of a scan (SAST, SCA, KICS, containers): each
+//! engine's findings committed exactly as the emulator holds them, from each engine's own latest
+//! scan; identities unique per asset; reconciled per engine across runs; and one pull per scan,
+//! so where the latest scan ran every engine the vendor sees the requests of a SAST-only run.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::common::runs::*;
+use crate::common::*;
+use cxone_emulator::{Emulator, ResultType, TenantShape};
+use cxone_etm::pipeline::{ConnectionConfig, Manifest};
+use cxone_etm::store::LocalStore;
+use cxone_etm::{ConnectorKind, Engine};
+use serde_json::Value;
+
+fn shape(scans: u32, sca_rescans: bool) -> TenantShape {
+    TenantShape {
+        // Project 9's scans have no SAST.
+        projects: 12,
+        scans_per_project: scans,
+        results_per_scan: 100,
+        churn_percent: 25,
+        sca_rescans,
+        ..TenantShape::default()
+    }
+}
+
+fn every_engine(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connection {
+    ConnectionConfig {
+        item_concurrency: 3,
+        engines: Some(Engine::PROJECT_ENGINES.to_vec()),
+        ..ConnectionConfig::new(
+            id,
+            ConnectorKind::Sast,
+            settings(emulator),
+            "env:UNUSED_IN_TESTS",
+        )
+    }
+    .validate()
+    .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn engine_of(t: ResultType) -> Engine {
+    match t {
+        ResultType::Sast => Engine::Sast,
+        ResultType::Sca => Engine::Sca,
+        ResultType::Kics => Engine::Kics,
+        ResultType::Containers => Engine::Containers,
+    }
+}
+
+/// What tells one engine's findings apart, read the same way from a vendor record and from a
+/// committed finding: the vendor id, and for CVE-keyed engines the package (and image).
+fn identity_of_record(engine: Engine, r: &Value) -> String {
+    let d = &r["data"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match engine {
+        Engine::Sca => format!("{}|{}", text(&r["id"]), text(&d["packageIdentifier"])),
+        Engine::Containers => format!(
+            "{}|{}|{}|{}|{}",
+            text(&r["id"]),
+            text(&d["imageName"]),
+            text(&d["imageTag"]),
+            text(&d["packageName"]),
+            text(&d["packageVersion"])
+        ),
+        _ => text(&r["id"]),
+    }
+}
+
+fn identity_of_finding(engine: Engine, f: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let cve = text(&f["findingType"]["vulnerability"]["cveId"]);
+    match engine {
+        Engine::Sca => format!("{cve}|{}", text(&f["package"]["identifier"])),
+        Engine::Containers => format!(
+            "{cve}|{}|{}|{}|{}",
+            text(&f["image"]["name"]),
+            text(&f["image"]["tag"]),
+            text(&f["package"]["name"]),
+            text(&f["package"]["version"])
+        ),
+        _ => text(&f["externalFindingId"]),
+    }
+}
+
+type View = BTreeMap<Engine, BTreeMap<String, BTreeMap<String, bool>>>;
+
+/// Per engine, per project: identity → closed by the vendor, from each project's scan of that
+/// engine (the latest completed main-branch scan that ran it), read from the emulator.
+async fn vendor_view(emulator: &Emulator) -> View {
+    let client = default_client(emulator);
+    let mut view = View::new();
+    for project in emulator.expected().projects {
+        for (t, scan) in &project.main_branch_scan_by_engine {
+            let engine = engine_of(*t);
+            let mut pager = client.results(scan);
+            let findings = view
+                .entry(engine)
+                .or_default()
+                .entry(project.id.clone())
+                .or_default();
+            while let Some(page) = pager.next_page().await.unwrap() {
+                let body: Value = serde_json::from_slice(&page.body).unwrap();
+                for r in body["results"].as_array().unwrap() {
+                    let kind = r["type"].as_str().unwrap();
+                    if Engine::of_record_type(kind) == Some(engine) {
+                        let fixed = r["status"] == "FIXED";
+                        let fresh = findings
+                            .insert(identity_of_record(engine, r), fixed)
+                            .is_none();
+                        assert!(fresh, "the emulator sends each finding once: {r}");
+                    }
+                }
+            }
+        }
+    }
+    view
+}
+
+/// What the connector should report per engine against what it reported before: the model of
+/// the ledger (identities ever reported, and which are open).
+#[derive(Default)]
+struct Model {
+    known: BTreeMap<(Engine, String, String), bool>,
+}
+
+impl Model {
+    fn apply(&mut self, view: &View) -> BTreeMap<(Engine, &'static str), u64> {
+        let mut counts = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (engine, projects) in view {
+            for (project, findings) in projects {
+                for (identity, fixed) in findings {
+                    let key = (*engine, project.clone(), identity.clone());
+                    let status = match (fixed, self.known.get(&key)) {
+                        (true, _) => "FIXED",
+                        (false, None) => "NEW",
+                        (false, Some(true)) => "ACTIVE",
+                        (false, Some(false)) => "REOPENED",
+                    };
+                    *counts.entry((*engine, status)).or_default() += 1;
+                    seen.insert(key.clone());
+                    self.known.insert(key, !fixed);
+                }
+            }
+        }
+        for (key, open) in self.known.iter_mut() {
+            if *open && !seen.contains(key) {
+                *counts.entry((key.0, "FIXED")).or_default() += 1;
+                *open = false;
+            }
+        }
+        counts
+    }
+}
+
+/// Every line's findings by (engine, lifecycle status); and that no asset carries an id twice.
+async fn reported(store: &LocalStore, m: &Manifest) -> BTreeMap<(Engine, &'static str), u64> {
+    let mut counts = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for (line, f) in findings_in(store, m.items.iter().flat_map(|i| &i.objects)).await {
+        let engine: Engine = serde_json::from_value(line["engine"].clone()).unwrap();
+        let status = match f["lifecycleStatus"].as_str().unwrap() {
+            "NEW" => "NEW",
+            "ACTIVE" => "ACTIVE",
+            "REOPENED" => "REOPENED",
+            _ => "FIXED",
+        };
+        *counts.entry((engine, status)).or_default() += 1;
+        let id = f["externalFindingId"].as_str().unwrap().to_string();
+        let fresh = ids.insert((line["externalAssetId"].to_string(), id.clone()));
+        assert!(fresh, "{id} twice on one asset");
+        if f.get("closedReason").is_none() {
+            assert!(!identity_of_finding(engine, &f).starts_with('|'), "{f}");
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_engine() {
+    let (store, _dir) = temp_store("engines");
+    let mut model = Model::default();
+
+    // Run 1: everything as the emulator holds it, per engine.
+    let first = emulator(shape(3, false)).await;
+    let expected = model.apply(&vendor_view(&first).await);
+    let summary = run(&store, &every_engine(&first, "engines"), api_key(&first))
+        .await
+        .unwrap();
+    let m1 = manifest(&store, &summary.manifest).await;
+    assert!(m1.complete, "{:?}", m1.problems);
+    let holds = first.expected().totals.by_engine;
+    assert!(holds.values().all(|n| *n > 0), "{holds:?}");
+    for (t, n) in &holds {
+        let engine = engine_of(*t);
+        let totals = &m1.totals_by_engine[&engine];
+        assert_eq!(totals.findings_out + totals.rejected, *n, "{engine}");
+        assert_eq!(summary.by_engine[&engine].findings, totals.findings_out);
+    }
+    assert!(
+        m1.totals.skipped_by_type.is_empty(),
+        "nothing asked for is skipped: {:?}",
+        m1.totals.skipped_by_type
+    );
+    assert_eq!(m1.totals.duplicates, 0);
+    assert_eq!(reported(&store, &m1).await, expected);
+
+    // Run 2: a newer scan of every project: per engine, a quarter of the findings fixed and as
+    // many new, each closed or added in its own engine.
+    let second = emulator(shape(4, false)).await;
+    let expected = model.apply(&vendor_view(&second).await);
+    let summary = run(&store, &every_engine(&second, "engines"), api_key(&second))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &summary.manifest).await;
+    let got = reported(&store, &m2).await;
+    assert_eq!(got, expected);
+    for engine in Engine::PROJECT_ENGINES {
+        for status in ["NEW", "ACTIVE", "FIXED"] {
+            assert!(got.get(&(engine, status)) > Some(&0), "{engine} {status}");
+        }
+    }
+
+    // Run 3: every third project's newest scan ran SCA alone: its SCA findings come from it,
+    // the other engines' from the older scan that ran them (one more pull for those projects).
+    let third = emulator(shape(4, true)).await;
+    let expected = model.apply(&vendor_view(&third).await);
+    let summary = run(&store, &every_engine(&third, "engines"), api_key(&third))
+        .await
+        .unwrap();
+    let m3 = manifest(&store, &summary.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    assert_eq!(reported(&store, &m3).await, expected);
+    for (t, n) in &third.expected().totals.by_engine {
+        let totals = &m3.totals_by_engine[&engine_of(*t)];
+        assert_eq!(totals.findings_out + totals.rejected, *n, "{t:?}");
+    }
+    let rescanned: Vec<_> = third
+        .expected()
+        .projects
+        .into_iter()
+        .filter(|p| {
+            let sca = &p.main_branch_scan_by_engine[&ResultType::Sca];
+            p.main_branch_scan_by_engine.get(&ResultType::Kics) != Some(sca)
+        })
+        .collect();
+    assert!(!rescanned.is_empty());
+    for project in rescanned {
+        let item = m3.items.iter().find(|i| i.vendor_id == project.id).unwrap();
+        assert_eq!(
+            item.scan_id.as_ref(),
+            Some(&project.main_branch_scan_by_engine[&ResultType::Sca]),
+            "the SCA re-scan is the item's main scan"
+        );
+        assert!(item.by_engine[&Engine::Kics].records_in > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_pull_serves_every_engine_with_the_requests_of_a_sast_only_run() {
+    // Nine projects: each one's scans ran every engine.
+    let tenant = TenantShape {
+        projects: 9,
+        results_per_scan: 300,
+        ..TenantShape::default()
+    };
+    let emulator = emulator(tenant).await;
+    let (sast_store, _a) = temp_store("engines-sast-only");
+    let (all_store, _b) = temp_store("engines-all");
+
+    emulator.reset_traffic();
+    let sast = connection(&emulator, "sast-only", ConnectorKind::Sast);
+    let sast_only = run(&sast_store, &sast, api_key(&emulator)).await.unwrap();
+    let sast_requests = emulator.traffic().requests;
+
+    emulator.reset_traffic();
+    let all = run(
+        &all_store,
+        &every_engine(&emulator, "all"),
+        api_key(&emulator),
+    )
+    .await
+    .unwrap();
+    let all_requests = emulator.traffic().requests;
+
+    assert_eq!(all_requests, sast_requests);
+    // The same SAST findings; the SAST-only run read the other engines' records too, and
+    // skipped them.
+    assert_eq!(
+        all.by_engine[&Engine::Sast].findings,
+        sast_only.by_engine[&Engine::Sast].findings
+    );
+    // Every record read once, and every one delivered.
+    assert_eq!(all.records_in, sast_only.records_in);
+    assert_eq!(all.findings, all.records_in);
+    assert!(sast_only.skipped > 0 && all.skipped == 0);
+}
