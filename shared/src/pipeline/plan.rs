@@ -223,9 +223,10 @@ async fn scans_per_engine(
 ) -> Result<HashMap<String, Vec<AssetScans>>, StepError> {
     let single = (engines.len() == 1).then(|| engines[0]);
     let latest = latest_scans(vendor, ids, policy, single).await?;
+    // A scan that does not list its engines is asked about each engine: taking it for one that
+    // ran them all would close, as absent, every finding of an engine it never ran.
     let ran = |scan: &LastScan, engine: Engine| {
         single.is_some()
-            || scan.engines.is_empty()
             || scan
                 .engines
                 .iter()
