@@ -59,6 +59,26 @@ fn lifecycle(manifest: &Manifest) -> Vec<(&'static str, u64)> {
 }
 
 /// An item's findings in each lifecycle status, in [`Lifecycle::ALL`]'s order.
+/// One row per engine the connection delivers: records in, findings out, rejected, skipped, and
+/// the lifecycle statuses.
+const ENGINE_HEAD: [&str; 9] = [
+    "Engine", "Records", "Findings", "Rejected", "Skipped", "New", "Active", "Reopened", "Fixed",
+];
+
+fn engine_rows(manifest: &Manifest) -> Vec<Vec<String>> {
+    manifest
+        .totals_by_engine
+        .iter()
+        .map(|(engine, f)| {
+            let lifecycle = Lifecycle::ALL.map(|s| f.lifecycle.get(&s).copied().unwrap_or(0));
+            let counts = [f.records_in, f.findings_out, f.rejected, f.skipped()];
+            let mut row = vec![engine.as_str().to_string()];
+            row.extend(counts.into_iter().chain(lifecycle).map(|n| n.to_string()));
+            row
+        })
+        .collect()
+}
+
 fn item_lifecycle(item: &ManifestItem) -> [u64; 4] {
     Lifecycle::ALL.map(|s| item.figures.lifecycle.get(&s).copied().unwrap_or(0))
 }
@@ -147,6 +167,15 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     md.push_str("\n## Findings by lifecycle status\n\n| Status | Findings |\n|---|---|\n");
     for (status, n) in lifecycle(manifest) {
         let _ = writeln!(md, "| {status} | {n} |");
+    }
+    let _ = writeln!(
+        md,
+        "\n## Findings by engine\n\n| {} |\n|{}",
+        ENGINE_HEAD.join(" | "),
+        "---|".repeat(ENGINE_HEAD.len())
+    );
+    for row in engine_rows(manifest) {
+        let _ = writeln!(md, "| {} |", row.join(" | "));
     }
     md.push_str("\n## Items\n\n| Item | Status | Findings | Rejected | New | Active | Reopened | Fixed | Carried | Seconds | Retries | 429s | Reason |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for i in &manifest.items {
@@ -405,6 +434,8 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
                 (chart(&by_severity(manifest)))
                 h2 { "Findings by lifecycle status" }
                 (table(&["Status", "Findings"], &lifecycle_rows))
+                h2 { "Findings by engine" }
+                (table(&ENGINE_HEAD, &engine_rows(manifest)))
                 h2 { "Items" }
                 (table(
                     &["Item", "Status", "Findings", "Rejected", "New", "Active", "Reopened", "Fixed",

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, TenantShape};
-use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::VendorSettings;
 use cxone_etm::pipeline::{ConnectionConfig, Manifest, Trigger, run_connection};
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{LocalStore, ObjectStore};
+use cxone_etm::{ConnectorKind, Engine};
 use cxone_etm_cli::report;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cxone-etm");
@@ -52,9 +52,12 @@ async fn a_partial_runs_html_report_shows_what_its_manifest_says() {
     let mut settings =
         VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
     settings.allow_insecure_local = true;
-    let connection = ConnectionConfig::new("report", ConnectorKind::Sast, settings, "env:UNUSED")
-        .validate()
-        .expect("a valid connection");
+    let connection = ConnectionConfig {
+        engines: Some(Engine::PROJECT_ENGINES.to_vec()),
+        ..ConnectionConfig::new("report", ConnectorKind::Sast, settings, "env:UNUSED")
+    }
+    .validate()
+    .expect("a valid connection");
     let credential = Credential::ApiKey(emulator.credentials.api_key.clone().into());
     let summary = run_connection(
         &store,
@@ -96,6 +99,17 @@ async fn a_partial_runs_html_report_shows_what_its_manifest_says() {
                 .dom
                 .contains(&format!("<td>{status}</td><td>{n}</td>")),
             "{status} {n} in the lifecycle table"
+        );
+    }
+    for engine in Engine::PROJECT_ENGINES {
+        let f = &manifest.totals_by_engine[&engine];
+        assert!(f.findings_out > 0, "{engine}");
+        assert!(
+            shown.dom.contains(&format!(
+                "<td>{engine}</td><td>{}</td><td>{}</td><td>{}</td>",
+                f.records_in, f.findings_out, f.rejected
+            )),
+            "{engine}'s row in the engine table"
         );
     }
     assert!(
