@@ -297,3 +297,49 @@ async fn one_pull_serves_every_engine_with_the_requests_of_a_sast_only_run() {
     assert_eq!(all.findings, all.records_in);
     assert!(sast_only.skipped > 0 && all.skipped == 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sca_connection_delivers_sca_alone_and_its_check_reads_its_scans() {
+    let emulator = emulator(shape(2, false)).await;
+    let sca = connection(&emulator, "sca", ConnectorKind::Sca);
+    assert_eq!(sca.engines().collect::<Vec<_>>(), vec![Engine::Sca]);
+
+    let report =
+        cxone_etm::cxone::test_connection(&sca.vendor, Ok(api_key(&emulator)), sca.run_calls())
+            .await;
+    assert!(report.passed, "{}", report.to_table());
+    assert!(
+        report.checks[4]
+            .detail
+            .contains("of the first 10: 10 a completed sca scan"),
+        "{}",
+        report.checks[4].detail
+    );
+
+    let (store, _dir) = temp_store("engines-sca");
+    emulator.reset_traffic();
+    let summary = run(&store, &sca, api_key(&emulator)).await.unwrap();
+    let requests = emulator.traffic().requests;
+    assert!(summary.complete);
+    let holds = emulator.expected().totals.by_engine[&ResultType::Sca];
+    assert_eq!(summary.by_engine[&Engine::Sca].findings, holds);
+    assert_eq!(summary.findings, holds, "no finding of another engine");
+    let m = manifest(&store, &summary.manifest).await;
+    for other in ["sast", "kics", "containers"] {
+        assert!(
+            m.totals.skipped_by_type[other] > 0,
+            "{other} counted as skipped"
+        );
+    }
+    assert!(requests["results"] > 0);
+    assert!(
+        !requests.contains_key("sast-results"),
+        "no severities before triage without SAST: {requests:?}"
+    );
+    let lines = findings_in(&store, m.items.iter().flat_map(|i| &i.objects)).await;
+    assert!(
+        lines
+            .iter()
+            .all(|(line, _)| line["connectorKind"] == "SCA" && line["engine"] == "sca")
+    );
+}
