@@ -1251,3 +1251,206 @@ fn severities_before_triage_join_on_the_result_hash() {
         "{e}"
     );
 }
+
+fn sca_record(cve: &str, package: &str, extra: Value) -> Value {
+    let mut record = json!({
+        "type": "sca", "id": cve, "similarityId": cve, "status": "NEW", "state": "TO_VERIFY", "severity": "HIGH",
+        "data": {"packageIdentifier": package, "recommendedVersion": "9.9.9"},
+        "vulnerabilityDetails": {"cveName": cve, "cweId": "CWE-78", "cvssScore": 9.8,
+            "cvss": {"version": 3, "attackVector": "NETWORK", "attackComplexity": "LOW", "confidentiality": "HIGH"}}
+    });
+    if let (Some(r), Some(e)) = (record.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+    record
+}
+
+/// SCA's traps: a CVE id in many packages, string CWEs and NVD's "no CWE", empty and null CVSS,
+/// dependency paths as lists of packages, booleans sent as texts; and ids that follow the package,
+/// whatever the order the records come in.
+#[test]
+fn sca_findings_are_told_apart_by_package_and_read_in_sca_terms() {
+    let log4j = "Maven-org.apache.logging.log4j:log4j-core-2.14.1";
+    let records = vec![
+        sca_record(
+            "CVE-2021-44228",
+            log4j,
+            json!({"data": {"packageIdentifier": log4j, "publishedAt": "2021-12-10T00:00:00Z",
+                "scaPackageData": {"isDirectDependency": "false", "fixLink": "https://devhub.checkmarx.com/cve-details/CVE-2021-44228",
+                    "dependencyPaths": [[{"name": "Maven-acme-app-1.0"}, {"name": log4j}], []],
+                    "locations": ["pom.xml"]},
+                "exploitableMethods": [{"fullName": "org.apache.logging.log4j.core.lookup.JndiLookup.lookup", "name": "lookup"}, "x.y"]}}),
+        ),
+        sca_record(
+            "CVE-2021-44228",
+            "Maven-org.apache.logging.log4j:log4j-api-2.14.1",
+            json!({"vulnerabilityDetails": {"cveName": "CVE-2021-44228", "cweId": "NVD-CWE-Other", "cvss": {}}}),
+        ),
+        sca_record(
+            "CVE-2020-8203",
+            "Npm-lodash-4.17.15",
+            json!({"vulnerabilityDetails": {"cveName": "CVE-2020-8203", "cvss": null}}),
+        ),
+    ];
+    let ids = |records: Vec<Value>| {
+        let (lines, outcome) = run(
+            Engine::Sca,
+            PROJECT_WITH_REPO,
+            &[&page(records)],
+            TransformOptions::default(),
+        );
+        validate(&lines);
+        let found: Vec<Value> = lines.iter().flat_map(|l| findings(l)).collect();
+        (found, outcome)
+    };
+    let (found, outcome) = ids(records.clone());
+    assert_eq!(outcome.figures.findings_out, 3);
+    assert_eq!(
+        outcome.figures.collisions, 0,
+        "an always-suffixed id is no collision"
+    );
+    let by_package = |p: &str| {
+        found
+            .iter()
+            .find(|f| f["package"]["identifier"] == p)
+            .unwrap()
+            .clone()
+    };
+    let core = by_package(log4j);
+    let api = by_package("Maven-org.apache.logging.log4j:log4j-api-2.14.1");
+    let lodash = by_package("Npm-lodash-4.17.15");
+    for f in [&core, &api, &lodash] {
+        let id = f["externalFindingId"].as_str().unwrap();
+        let cve = f["findingType"]["vulnerability"]["cveId"].as_str().unwrap();
+        assert!(
+            id.starts_with(&format!("{cve}#")) && id.len() == cve.len() + 17,
+            "{id}"
+        );
+    }
+    assert_ne!(core["externalFindingId"], api["externalFindingId"]);
+    assert_eq!(core["package"]["ecosystem"], "Maven");
+    assert_eq!(core["package"]["direct"], false);
+    assert_eq!(
+        core["package"]["dependencyPaths"],
+        json!([format!("Maven-acme-app-1.0 > {log4j}")])
+    );
+    assert_eq!(
+        core["exploitableMethods"],
+        json!([
+            "org.apache.logging.log4j.core.lookup.JndiLookup.lookup",
+            "x.y"
+        ])
+    );
+    assert_eq!(core["findingType"]["vulnerability"]["cweId"], 78);
+    assert_eq!(
+        core["findingType"]["vulnerability"]["cvssVector"],
+        "AV:N/AC:L/C:H"
+    );
+    assert_eq!(core["findingType"]["vulnerability"]["cvssScore"], 9.8);
+    assert_eq!(
+        core["fixLink"],
+        "https://devhub.checkmarx.com/cve-details/CVE-2021-44228"
+    );
+    assert!(core.get("flaggedValues").is_none(), "{core}");
+    // NVD's "no CWE" is left out and said; an empty or null CVSS is no value, not a misfit.
+    assert!(api["findingType"]["vulnerability"].get("cweId").is_none());
+    assert!(
+        api["flaggedValues"][0]
+            .as_str()
+            .unwrap()
+            .contains("NVD-CWE-Other"),
+        "{api}"
+    );
+    assert!(
+        api["findingType"]["vulnerability"]
+            .get("cvssVector")
+            .is_none()
+    );
+    assert!(
+        lodash["findingType"]["vulnerability"]
+            .get("cvssVector")
+            .is_none()
+    );
+    assert!(lodash.get("flaggedValues").is_none(), "{lodash}");
+    // The same records in another order keep their ids.
+    let mut reversed = records.clone();
+    reversed.reverse();
+    let (again, _) = ids(reversed);
+    let id_of = |fs: &[Value], p: &str| {
+        fs.iter().find(|f| f["package"]["identifier"] == p).unwrap()["externalFindingId"].clone()
+    };
+    for p in [log4j, "Npm-lodash-4.17.15"] {
+        assert_eq!(id_of(&found, p), id_of(&again, p));
+    }
+}
+
+/// One transformer per engine shares an item's pages: each takes its engine's records, and a
+/// type no engine of the item takes is counted once, by the first.
+#[test]
+fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
+    let records = vec![
+        sast_record("a", json!({})),
+        sca_record("CVE-1", "Npm-a-1", json!({})),
+        json!({"type": "kics", "id": "k", "status": "NEW", "state": "TO_VERIFY", "severity": "LOW",
+            "data": {"filename": "/main.tf", "line": 3}}),
+        json!({"type": "sca-container", "id": "CVE-2", "status": "NEW", "state": "TO_VERIFY", "severity": "LOW",
+            "data": {"packageName": "zlib", "packageVersion": "1.2.11"}, "vulnerabilityDetails": {"cveName": "CVE-2", "cvss": null, "cweId": ""}}),
+        json!({"type": "sscs-secret-detection", "id": "s", "status": "NEW", "state": "TO_VERIFY", "severity": "HIGH"}),
+        json!("not an object"),
+    ];
+    let body = page(records);
+    let scoring = Scoring::default_table().compile().unwrap();
+    let plans: Vec<_> = Engine::PROJECT_ENGINES
+        .iter()
+        .map(|e| TransformMap::default_for(*e).compile().unwrap())
+        .collect();
+    let mut total = cxone_etm::mapping::Figures::default();
+    let mut out = BTreeMap::new();
+    for (n, plan) in plans.iter().enumerate() {
+        let mut t = ItemTransformer::new(
+            plan,
+            &scoring,
+            &context(plan.kind),
+            TransformOptions::default(),
+            PROJECT_WITH_REPO.as_bytes(),
+        )
+        .unwrap();
+        let others: Vec<Engine> = Engine::PROJECT_ENGINES
+            .into_iter()
+            .filter(|e| *e != plan.kind)
+            .collect();
+        t.beside(&others, n == 0);
+        let lines = t.push_page(&body, 0).unwrap();
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        validate(&lines);
+        let done = t.finish();
+        total.add(&done.figures);
+        out.insert(plan.kind, (lines, done.figures));
+    }
+    assert_eq!(total.records_in, 6);
+    assert_eq!(total.findings_out, 4);
+    assert_eq!(total.rejected, 1, "the non-object, once");
+    assert_eq!(
+        total.skipped_by_type,
+        BTreeMap::from([("sscs-secret-detection".to_string(), 1)])
+    );
+    for (engine, (lines, figures)) in &out {
+        assert_eq!(figures.findings_out, 1, "{engine}");
+        let line: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["engine"], engine.as_str());
+    }
+    let (lines, _) = &out[&Engine::Containers];
+    let container = &findings(&lines[0])[0];
+    assert_eq!(container["package"]["name"], "zlib");
+    assert!(
+        container["externalFindingId"]
+            .as_str()
+            .unwrap()
+            .starts_with("CVE-2#")
+    );
+}

@@ -43,7 +43,8 @@ pub enum ValueType {
     /// SCA dependency paths (lists of packages from the project down to the vulnerable one),
     /// each written as one text of names joined by ` > `.
     DependencyPaths,
-    /// A list of texts, or of objects with a name (`{"name": …}`, `{"methodName": …}`), as names.
+    /// A list of texts, or of objects named by `fullName`, `methodName` or `name` (the first
+    /// present), as names.
     Names,
 }
 

@@ -428,7 +428,7 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
                     .iter()
                     .filter_map(|item| {
                         text_of(item).or_else(|| {
-                            ["name", "methodName", "fullName"]
+                            ["fullName", "methodName", "name"]
                                 .iter()
                                 .find_map(|key| item.get(key).and_then(text_of))
                         })

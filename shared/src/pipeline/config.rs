@@ -409,6 +409,56 @@ mod tests {
     }
 
     #[test]
+    fn engines_take_their_shipped_maps_unless_a_custom_map_names_them() {
+        let c = ConnectionConfig::load(MINIMAL).unwrap();
+        assert_eq!(c.engines().collect::<Vec<_>>(), vec![Engine::Sast]);
+        let sca = MINIMAL.replace(r#""kind":"sast""#, r#""kind":"sca""#);
+        let c = ConnectionConfig::load(&sca).unwrap();
+        assert_eq!(c.engines().collect::<Vec<_>>(), vec![Engine::Sca]);
+        assert!(
+            !c.run_calls().severities_before_triage,
+            "no SAST, no SAST-only pull"
+        );
+        let custom_kics = r#"{"version":1,"name":"my KICS","kind":"kics","entries":[
+            {"source":"id","target":"externalAssetId"},{"source":"name","target":"asset.assetDetail.name"},
+            {"source":"findings[].id","target":"findingGroup.findings[].externalFindingId"}]}"#;
+        let all = MINIMAL.replace(
+            r#""kind":"sast""#,
+            &format!(
+                r#""kind":"sast","engines":["sca","sast","kics","containers"],"transform_maps":[{custom_kics}]"#
+            ),
+        );
+        let c = ConnectionConfig::load(&all).unwrap();
+        let plans: Vec<(Engine, &str)> =
+            c.plans.iter().map(|p| (p.kind, p.name.as_str())).collect();
+        assert_eq!(
+            plans,
+            vec![
+                (Engine::Sca, "Checkmarx SCA Transformation Map"),
+                (Engine::Sast, "Checkmarx SAST Transformation Map"),
+                (Engine::Kics, "my KICS"),
+                (
+                    Engine::Containers,
+                    "Checkmarx Containers Transformation Map"
+                ),
+            ]
+        );
+        assert!(c.run_calls().severities_before_triage);
+        let twice = all.replace(
+            r#""transform_maps":["#,
+            &format!(r#""transform_map":{custom_kics},"transform_maps":["#),
+        );
+        let errors = ConnectionConfig::load(&twice)
+            .err()
+            .unwrap()
+            .described("\n");
+        assert!(
+            errors.contains("`transform_maps[0]`: transform_map is already the map for kics"),
+            "{errors}"
+        );
+    }
+
+    #[test]
     fn a_pinned_branch_policy_needs_its_branch() {
         let text = MINIMAL.replace(
             r#""kind":"sast""#,
@@ -489,6 +539,41 @@ mod tests {
                 r#""kind":"sast""#,
                 r#""kind":"sast","api_key":"x""#,
                 "unknown field `api_key`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","engines":[]"#,
+                "`engines`: the list is empty",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","engines":["sca","sca"]"#,
+                "`engines`: `sca` is listed twice",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","engines":["sast","dast"]"#,
+                "`engines`: `dast` is not an engine of a project's scans",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","engines":["sast","secrets"]"#,
+                "`engines[1]`: unknown variant `secrets`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"dast","engines":["sast"]"#,
+                "a DAST connection delivers `dast` only",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","transform_maps":[{"version":1,"name":"k","kind":"kics","entries":[]}]"#,
+                "`transform_maps[0]`: the map is for kics, which this connection does not deliver (it delivers sast)",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","engines":["sast","kics"],"transform_maps":[{"version":1,"name":"k","kind":"kics","entries":[{"source":"findings[].data.platform","target":"findingGroup.findings[].platform"}]}]"#,
+                "`transform_maps[0].entries`: required target `findingGroup.findings[].externalFindingId`",
             ),
         ];
         for (from, to, expected) in cases {
