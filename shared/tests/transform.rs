@@ -1421,7 +1421,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
             .into_iter()
             .filter(|e| *e != plan.kind)
             .collect();
-        t.beside(&others, n == 0);
+        t.beside(&others, &[], n == 0);
         let lines = t.push_page(&body, 0).unwrap();
         let lines: Vec<String> = lines
             .into_iter()

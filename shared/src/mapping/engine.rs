@@ -106,6 +106,10 @@ pub struct Figures {
     /// sent twice, skipped.
     #[serde(default)]
     pub duplicates: u64,
+    /// Records of an engine whose findings the item takes from another scan (that engine's
+    /// latest): a scan's pull carries every engine it ran, and these are the older copies.
+    #[serde(default)]
+    pub superseded: u64,
     pub collisions: u64,
     /// Findings carrying a triage state Checkmarx One does not ship (custom states).
     pub unknown_triage_states: u64,
@@ -139,7 +143,10 @@ pub struct Figures {
 
 impl Figures {
     pub fn skipped(&self) -> u64 {
-        self.skipped_by_type.values().sum::<u64>() + self.skipped_by_filter + self.duplicates
+        self.skipped_by_type.values().sum::<u64>()
+            + self.skipped_by_filter
+            + self.duplicates
+            + self.superseded
     }
 
     pub fn add(&mut self, other: &Figures) {
@@ -152,6 +159,7 @@ impl Figures {
         }
         self.skipped_by_filter += other.skipped_by_filter;
         self.duplicates += other.duplicates;
+        self.superseded += other.superseded;
         self.collisions += other.collisions;
         self.unknown_triage_states += other.unknown_triage_states;
         self.flagged_values += other.flagged_values;
@@ -211,8 +219,10 @@ struct Rules<'p> {
     links: Option<ItemLinks>,
     /// Vendor ids more than one record of the item carries (see `identity`).
     repeated_ids: HashSet<String>,
-    /// Record types the item's other engines take: theirs to count, not skipped here.
+    /// Record types the item's other engines take from this scan: theirs to count.
     taken_by_others: Vec<&'static str>,
+    /// Record types of engines the item takes from another scan: counted as superseded.
+    taken_elsewhere: Vec<&'static str>,
     /// Whether this transformer counts the records no engine of the item takes (skipped by
     /// type, or not objects): one of an item's transformers does.
     counts_untaken: bool,
@@ -718,6 +728,7 @@ impl<'p> ItemTransformer<'p> {
                 links: None,
                 repeated_ids: HashSet::new(),
                 taken_by_others: Vec::new(),
+                taken_elsewhere: Vec::new(),
                 counts_untaken: true,
             },
             envelope,
@@ -738,14 +749,20 @@ impl<'p> ItemTransformer<'p> {
         self.rules.plan.kind
     }
 
-    /// Shares the item's pages with transformers of other engines: the record types they take
-    /// are left to them, and unless `counts_untaken`, so are the records no engine takes
-    /// (counted once per item, by one transformer).
-    pub fn beside(&mut self, taken_by_others: &[Engine], counts_untaken: bool) {
-        self.rules.taken_by_others = taken_by_others
-            .iter()
-            .flat_map(|e| e.record_types().iter().copied())
-            .collect();
+    /// Shares a scan's pages with the transformers of the other engines that take their
+    /// findings from it (`same_scan`): the record types they take are left to them. Records of
+    /// engines the item takes from another scan (`other_scans`) are counted as superseded, and
+    /// records no engine takes as skipped by type, each by one transformer per scan: the one
+    /// told `counts_untaken`.
+    pub fn beside(&mut self, same_scan: &[Engine], other_scans: &[Engine], counts_untaken: bool) {
+        let types = |engines: &[Engine]| {
+            engines
+                .iter()
+                .flat_map(|e| e.record_types().iter().copied())
+                .collect()
+        };
+        self.rules.taken_by_others = types(same_scan);
+        self.rules.taken_elsewhere = types(other_scans);
         self.rules.counts_untaken = counts_untaken;
     }
 
@@ -1111,11 +1128,15 @@ impl State {
                 let taken = kind.is_some_and(|k| rules.taken_by_others.contains(&k));
                 if rules.counts_untaken && !taken {
                     figures.records_in += 1;
-                    let kind = slots[kind_slot]
-                        .as_ref()
-                        .and_then(text_of)
-                        .unwrap_or_else(|| "(none)".into());
-                    *figures.skipped_by_type.entry(kind).or_default() += 1;
+                    if kind.is_some_and(|k| rules.taken_elsewhere.contains(&k)) {
+                        figures.superseded += 1;
+                    } else {
+                        let kind = slots[kind_slot]
+                            .as_ref()
+                            .and_then(text_of)
+                            .unwrap_or_else(|| "(none)".into());
+                        *figures.skipped_by_type.entry(kind).or_default() += 1;
+                    }
                 }
                 return true;
             }

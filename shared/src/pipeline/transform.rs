@@ -73,7 +73,17 @@ pub async fn transform(
                 p.engines.as_slice(),
             )
         });
+        let item_engines: Vec<Engine> = main_engines
+            .iter()
+            .chain(outcome.other_pulls.iter().flat_map(|p| &p.engines))
+            .copied()
+            .collect();
         for (scan_id, pages, engines) in std::iter::once(main).chain(others) {
+            let elsewhere: Vec<Engine> = item_engines
+                .iter()
+                .copied()
+                .filter(|e| !engines.contains(e))
+                .collect();
             let mut transformers = Vec::new();
             for (n, &engine) in engines.iter().enumerate() {
                 let Some(plan) = connection.plans.iter().find(|p| p.kind == engine) else {
@@ -90,9 +100,9 @@ pub async fn transform(
                     at: format!("item {key}"),
                     source,
                 })?;
-                let beside: Vec<Engine> =
+                let same_scan: Vec<Engine> =
                     engines.iter().copied().filter(|e| *e != engine).collect();
-                transformer.beside(&beside, n == 0);
+                transformer.beside(&same_scan, &elsewhere, n == 0);
                 transformer.expect_repeats(outcome.repeated_ids.iter().cloned());
                 if let Some(scan_id) = &scan_id {
                     transformer.link_to(ScanLinks {

@@ -232,6 +232,13 @@ async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_e
         .unwrap();
     let m3 = manifest(&store, &summary.manifest).await;
     assert!(m3.complete, "{:?}", m3.problems);
+    // The older scan's SCA records are superseded by the SCA re-scan: read, counted, not taken.
+    assert!(m3.totals.superseded > 0);
+    assert!(
+        m3.totals.skipped_by_type.is_empty(),
+        "{:?}",
+        m3.totals.skipped_by_type
+    );
     assert_eq!(reported(&store, &m3).await, expected);
     for (t, n) in &third.expected().totals.by_engine {
         let totals = &m3.totals_by_engine[&engine_of(*t)];
@@ -342,4 +349,29 @@ async fn an_sca_connection_delivers_sca_alone_and_its_check_reads_its_scans() {
             .iter()
             .all(|(line, _)| line["connectorKind"] == "SCA" && line["engine"] == "sca")
     );
+}
+
+/// A `last-scan` answer that does not say which engines a scan ran: each engine is asked for on
+/// its own, and the SCA re-scans never pass for the projects' SAST scans.
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_that_do_not_list_their_engines_are_asked_about_each_engine() {
+    let (store, _dir) = temp_store("engines-unlisted");
+    let listed = emulator(shape(4, true)).await;
+    let (listed_store, _d) = temp_store("engines-listed");
+    let baseline = run(&listed_store, &every_engine(&listed, "e"), api_key(&listed))
+        .await
+        .unwrap();
+    let unlisted = emulator(TenantShape {
+        last_scan_without_engines: true,
+        ..shape(4, true)
+    })
+    .await;
+    let summary = run(&store, &every_engine(&unlisted, "e"), api_key(&unlisted))
+        .await
+        .unwrap();
+    assert!(summary.complete);
+    assert_eq!(summary.by_engine, baseline.by_engine);
+    for (t, n) in &unlisted.expected().totals.by_engine {
+        assert_eq!(summary.by_engine[&engine_of(*t)].findings, *n, "{t:?}");
+    }
 }

@@ -69,6 +69,9 @@ struct Args {
     /// The newest scan of every third project ran SCA alone.
     #[arg(long)]
     sca_rescans: bool,
+    /// Leave each scan's `engines` out of `last-scan` answers.
+    #[arg(long)]
+    last_scan_without_engines: bool,
     /// Access token lifetime in seconds (the `expires_in` and `exp` the token endpoint gives).
     #[arg(long, default_value_t = 1800)]
     token_lifetime: u64,
@@ -142,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
             hostile_ids: args.hostile_ids,
             repeated_result_ids_percent: args.repeated_result_ids_percent,
             sca_rescans: args.sca_rescans,
+            last_scan_without_engines: args.last_scan_without_engines,
         },
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,

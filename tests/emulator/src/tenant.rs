@@ -85,6 +85,9 @@ pub struct TenantShape {
     /// When set, the newest scan of every third project (1, 4, 7, …) ran SCA alone (a
     /// dependency re-scan): the latest scan is not the latest SAST, KICS or containers scan.
     pub sca_rescans: bool,
+    /// When set, `last-scan` answers leave out each scan's `engines` (the schema makes it
+    /// optional).
+    pub last_scan_without_engines: bool,
 }
 
 impl Default for TenantShape {
@@ -105,6 +108,7 @@ impl Default for TenantShape {
             hostile_ids: Vec::new(),
             repeated_result_ids_percent: 0,
             sca_rescans: false,
+            last_scan_without_engines: false,
         }
     }
 }
@@ -446,7 +450,7 @@ impl Tenant {
 
     /// The smaller scan object `/api/projects/last-scan` returns.
     pub fn subset_scan_json(&self, s: &ScanInfo) -> Value {
-        json!({
+        let mut scan = json!({
             "id": s.id,
             "createdAt": rfc3339(s.created_us, true),
             "updatedAt": rfc3339(s.updated_us, true),
@@ -457,7 +461,13 @@ impl Tenant {
             "engines": s.engines,
             "sourceType": "github",
             "sourceOrigin": "Github Action",
-        })
+        });
+        if self.shape.last_scan_without_engines
+            && let Some(fields) = scan.as_object_mut()
+        {
+            fields.remove("engines");
+        }
+        scan
     }
 
     // ---------------------------------------------------------------- results
