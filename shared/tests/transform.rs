@@ -581,7 +581,7 @@ fn ids_after(
     previous: Option<cxone_etm::mapping::Ledger>,
 ) -> (BTreeMap<String, String>, ItemOutcome) {
     let bodies: Vec<Vec<u8>> = pages.iter().map(|p| page(p.clone())).collect();
-    let mut tally = cxone_etm::mapping::IdTally::new(&sast_rules().0);
+    let mut tally = cxone_etm::mapping::IdTally::new(&[&sast_rules().0]);
     for body in &bodies {
         tally.add_page(body);
     }
@@ -1391,7 +1391,8 @@ fn sca_findings_are_told_apart_by_package_and_read_in_sca_terms() {
 #[test]
 fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
     let records = vec![
-        sast_record("a", json!({})),
+        // A SAST and a KICS record that share an id (both numeric texts in real tenants).
+        sast_record("k", json!({})),
         sca_record("CVE-1", "Npm-a-1", json!({})),
         json!({"type": "kics", "id": "k", "status": "NEW", "state": "TO_VERIFY", "severity": "LOW",
             "data": {"filename": "/main.tf", "line": 3}}),
@@ -1406,6 +1407,10 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
         .iter()
         .map(|e| TransformMap::default_for(*e).compile().unwrap())
         .collect();
+    let mut tally = cxone_etm::mapping::IdTally::new(&plans.iter().collect::<Vec<_>>());
+    tally.add_page(&body);
+    let repeated = tally.repeated();
+    assert_eq!(repeated, ["k"]);
     let mut total = cxone_etm::mapping::Figures::default();
     let mut out = BTreeMap::new();
     for (n, plan) in plans.iter().enumerate() {
@@ -1422,6 +1427,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
             .filter(|e| *e != plan.kind)
             .collect();
         t.beside(&others, &[], n == 0);
+        t.expect_repeats(repeated.iter().cloned());
         let lines = t.push_page(&body, 0).unwrap();
         let lines: Vec<String> = lines
             .into_iter()
@@ -1444,6 +1450,14 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
         let line: Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(line["engine"], engine.as_str());
     }
+    let id = |engine: Engine| findings(&out[&engine].0[0])[0]["externalFindingId"].clone();
+    let (sast, kics) = (id(Engine::Sast), id(Engine::Kics));
+    assert!(
+        sast.as_str().unwrap().starts_with("k#")
+            && kics.as_str().unwrap().starts_with("k#")
+            && sast != kics,
+        "one asset, two engines, one vendor id: {sast} and {kics}"
+    );
     let (lines, _) = &out[&Engine::Containers];
     let container = &findings(&lines[0])[0];
     assert_eq!(container["package"]["name"], "zlib");

@@ -66,34 +66,40 @@ pub(crate) fn suffix<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> Str
 }
 
 /// Counts the ids of an item's records, page by page, and names those more than one record
-/// carries: the id is read where the map reads `externalFindingId` from. Only the records the
-/// connector ingests count (those of the map's engine: `type: sast` for SAST).
+/// carries: each record's id is read where its engine's map reads `externalFindingId` from. Only
+/// the records the connector ingests count (those of the maps' engines). The count is over every
+/// engine at once, one pass per page: an id a SAST and a KICS record share is told apart too, so
+/// ids stay unique within the asset all engines share.
 pub struct IdTally {
     tree: PathTree,
     slots: Vec<Option<Value>>,
-    id: Option<usize>,
+    /// The `type` slot, for records of project scans.
     kind: Option<usize>,
-    record_types: &'static [&'static str],
+    /// Per map: the record types it takes and where its id is read.
+    readers: Vec<(&'static [&'static str], usize)>,
     counts: HashMap<u64, u32>,
     repeated: BTreeSet<String>,
 }
 
 impl IdTally {
-    pub fn new(plan: &Plan) -> Self {
+    pub fn new(plans: &[&Plan]) -> Self {
         let (mut tree, mut slots) = (PathTree::default(), 0);
-        let id = plan
-            .id_source()
-            .map(|source| tree.slot_for(source, &mut slots));
-        let kind = plan
-            .kind
-            .on_projects()
+        let kind = plans
+            .iter()
+            .any(|p| p.kind.on_projects())
             .then(|| tree.slot_for("type", &mut slots));
+        let readers = plans
+            .iter()
+            .filter_map(|plan| {
+                let id = tree.slot_for(plan.id_source()?, &mut slots);
+                Some((plan.kind.record_types(), id))
+            })
+            .collect();
         Self {
             tree,
             slots: vec![None; slots],
-            id,
             kind,
-            record_types: plan.kind.record_types(),
+            readers,
             counts: HashMap::new(),
             repeated: BTreeSet::new(),
         }
@@ -102,21 +108,23 @@ impl IdTally {
     /// Counts one page (the records under `results`). A page that cannot be read counts what was
     /// read before the fault; the transform refuses such a page anyway.
     pub fn add_page(&mut self, page: &[u8]) {
-        let Some(id_slot) = self.id else {
+        if self.readers.is_empty() {
             return;
-        };
-        let (kind_slot, record_types) = (self.kind, self.record_types);
+        }
+        let (kind_slot, readers) = (self.kind, &self.readers);
         let (counts, repeated) = (&mut self.counts, &mut self.repeated);
         let mut on_record = |_: u32, _: bool, slots: &[Option<Value>]| {
-            if let Some(kind) = kind_slot
-                && !slots[kind]
-                    .as_ref()
-                    .and_then(Value::as_str)
-                    .is_some_and(|kind| record_types.contains(&kind))
-            {
-                return;
-            }
-            let Some(id) = slots[id_slot].as_ref().and_then(text_of) else {
+            let id_slot = match kind_slot {
+                Some(kind) => {
+                    let kind = slots[kind].as_ref().and_then(Value::as_str);
+                    readers
+                        .iter()
+                        .find(|(types, _)| kind.is_some_and(|k| types.contains(&k)))
+                        .map(|(_, slot)| *slot)
+                }
+                None => readers.first().map(|(_, slot)| *slot),
+            };
+            let Some(id) = id_slot.and_then(|slot| slots[slot].as_ref().and_then(text_of)) else {
                 return;
             };
             let mut hasher = std::hash::DefaultHasher::new();
@@ -156,7 +164,7 @@ mod tests {
         let sast = crate::mapping::TransformMap::default_for(Engine::Sast)
             .compile()
             .unwrap();
-        let mut tally = IdTally::new(&sast);
+        let mut tally = IdTally::new(&[&sast]);
         tally.add_page(&page(json!([
             {"type": "sast", "id": "a"},
             {"type": "sast", "id": 7},
@@ -176,7 +184,7 @@ mod tests {
         let dast = crate::mapping::TransformMap::default_for(Engine::Dast)
             .compile()
             .unwrap();
-        let mut tally = IdTally::new(&dast);
+        let mut tally = IdTally::new(&[&dast]);
         tally.add_page(&page(json!([{"id": "u"}, {"id": "u"}, {"id": "v"}])));
         assert_eq!(tally.repeated(), ["u"]);
 
@@ -187,13 +195,36 @@ mod tests {
                 entry.source = "findings[].similarityId".into();
             }
         }
-        let mut tally = IdTally::new(&by_similarity.compile().unwrap());
+        let mut tally = IdTally::new(&[&by_similarity.compile().unwrap()]);
         tally.add_page(&page(json!([
             {"type": "sast", "id": "a", "similarityId": "-5"},
             {"type": "sast", "id": "b", "similarityId": "-5"},
             {"type": "sast", "id": "a", "similarityId": "-6"},
         ])));
         assert_eq!(tally.repeated(), ["-5"]);
+    }
+
+    #[test]
+    fn an_id_two_engines_share_is_repeated_in_one_pass_over_the_page() {
+        let page = |records: Value| serde_json::to_vec(&json!({"results": records})).unwrap();
+        let plans: Vec<Plan> = [Engine::Sast, Engine::Kics, Engine::Containers]
+            .map(|e| {
+                crate::mapping::TransformMap::default_for(e)
+                    .compile()
+                    .unwrap()
+            })
+            .into();
+        let mut tally = IdTally::new(&plans.iter().collect::<Vec<_>>());
+        tally.add_page(&page(json!([
+            {"type": "sast", "id": "111914456"},
+            {"type": "kics", "id": "111914456"},
+            {"type": "kics", "id": "k"},
+            {"type": "sca-container", "id": "CVE-1"},
+            {"type": "containers", "id": "CVE-1"},
+            {"type": "sca", "id": "k"},
+            {"type": "sca", "id": "k"},
+        ])));
+        assert_eq!(tally.repeated(), ["111914456", "CVE-1"], "SCA is not read");
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub fn replay_dir(
             ItemTransformer::new(plan, scoring, context, options.clone(), &record)
                 .map_err(transform_error)?;
         // Which ids repeat is known before the first finding is written, as in a pipeline run.
-        let mut ids = super::IdTally::new(plan);
+        let mut ids = super::IdTally::new(&[plan]);
         for (_, path) in &pages {
             ids.add_page(&read_raw(path)?);
         }

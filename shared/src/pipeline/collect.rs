@@ -135,9 +135,8 @@ async fn collect_pages(
             traffic: ItemTraffic::default(),
         });
     };
-    // Ids are counted per engine, each over its own records.
-    let mut tallies: Vec<IdTally> = connection.plans.iter().map(IdTally::new).collect();
-    let mut tally = |page: &[u8]| tallies.iter_mut().for_each(|t| t.add_page(page));
+    let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
+    let mut tally = |page: &[u8]| ids.add_page(page);
     let (pages, completeness) = match item.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
             let pager = client.results(&scan_id);
@@ -215,12 +214,7 @@ async fn collect_pages(
         original_pages,
         completeness,
         other_pulls,
-        repeated_ids: tallies
-            .into_iter()
-            .flat_map(IdTally::repeated)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        repeated_ids: ids.repeated(),
         traffic: ItemTraffic::default(),
     })
 }
