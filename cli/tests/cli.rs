@@ -229,8 +229,15 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
     }
     // The 12,000-result project takes two result pages; its findings are its SAST share.
     assert!(report["singleProject"]["findings"].as_u64().unwrap() > 5_000);
+    // Every engine of the same scans: the requests of the SAST-only pull, every finding of each.
+    let every = &report["everyEngine"];
+    assert_eq!(every["requests"], every["minimumRequests"], "{every}");
+    for e in every["byEngine"].as_array().unwrap() {
+        assert!(e["findings"].as_u64().unwrap() > 0, "{e}");
+        assert_eq!(e["findings"], e["emulatorHolds"], "{e}");
+    }
     let budgets = report["budgets"].as_array().unwrap();
-    assert_eq!(budgets.len(), 8, "four run budgets and four binaries");
+    assert_eq!(budgets.len(), 9, "five run budgets and four binaries");
     assert_eq!(
         output.status.code() == Some(0),
         budgets.iter().all(|b| b["met"] != false),
