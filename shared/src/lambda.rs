@@ -494,9 +494,9 @@ pub async fn collect_task(
     let outcome: CollectOutcome =
         collect(&runtime.store, &loaded.vendor, &loaded.connection, &item).await?;
     Ok(CollectTaskOutput {
+        records: outcome.records_fetched(),
         status: outcome.status,
         reason: outcome.reason,
-        records: outcome.completeness.unique,
         retries: outcome.traffic.retries,
         item,
     })

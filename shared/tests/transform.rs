@@ -583,7 +583,7 @@ fn ids_after(
     let bodies: Vec<Vec<u8>> = pages.iter().map(|p| page(p.clone())).collect();
     let mut tally = cxone_etm::mapping::IdTally::new(&[&sast_rules().0]);
     for body in &bodies {
-        tally.add_page(body);
+        tally.add_page(body, &[Engine::Sast]);
     }
     let mut transformer = sast_transformer();
     transformer.expect_repeats(tally.repeated());
@@ -1408,7 +1408,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
         .map(|e| TransformMap::default_for(*e).compile().unwrap())
         .collect();
     let mut tally = cxone_etm::mapping::IdTally::new(&plans.iter().collect::<Vec<_>>());
-    tally.add_page(&body);
+    tally.add_page(&body, &Engine::PROJECT_ENGINES);
     let repeated = tally.repeated();
     assert_eq!(repeated, ["k"]);
     let mut total = cxone_etm::mapping::Figures::default();

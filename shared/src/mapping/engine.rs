@@ -522,12 +522,14 @@ fn entry_value(
     flags: &mut Vec<String>,
 ) -> Result<Option<Value>, String> {
     // Null and blank texts (a project's `repoUrl: ""`) are no value; nor is an empty list where
-    // one text is written from a list.
-    let raw = raw.filter(|v| {
-        !v.is_null()
-            && v.as_object().is_none_or(|o| !o.is_empty())
-            && v.as_str().is_none_or(|t| !t.trim().is_empty())
-            && !(entry.target.ty == ValueType::Joined && v.as_array().is_some_and(Vec::is_empty))
+    // one text is written from a list, nor an empty CVSS object (`"cvss": {}` names no metric).
+    let ty = entry.target.ty;
+    let raw = raw.filter(|v| match v {
+        Value::Null => false,
+        Value::String(t) => !t.trim().is_empty(),
+        Value::Array(items) => !(ty == ValueType::Joined && items.is_empty()),
+        Value::Object(fields) => !(ty == ValueType::CvssVector && fields.is_empty()),
+        Value::Bool(_) | Value::Number(_) => true,
     });
     let mapped = match (&entry.value_map, raw) {
         (Some(map), Some(v)) => {
@@ -875,7 +877,7 @@ impl<'p> ItemTransformer<'p> {
                 vendor_item_id,
                 branch: branch.map(str::to_string),
                 asset,
-                findings: Default::default(),
+                ..Ledger::default()
             },
             run_id: run_id.to_string(),
             branch_switched,
@@ -1195,7 +1197,9 @@ impl State {
             return false;
         }
         if let Some(told_apart) = told_apart {
-            if shared || !plan.implicit.always_suffixed {
+            // An always-suffixed id (SCA, containers: a CVE id) never stands as sent: telling it
+            // apart is the rule, not a collision.
+            if !plan.implicit.always_suffixed {
                 self.outcome.figures.collisions += 1;
                 self.outcome.collisions.push(Collision {
                     external_finding_id: id.clone(),

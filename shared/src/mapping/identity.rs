@@ -75,8 +75,8 @@ pub struct IdTally {
     slots: Vec<Option<Value>>,
     /// The `type` slot, for records of project scans.
     kind: Option<usize>,
-    /// Per map: the record types it takes and where its id is read.
-    readers: Vec<(&'static [&'static str], usize)>,
+    /// Per map: its engine, the record types it takes and where its id is read.
+    readers: Vec<(Engine, &'static [&'static str], usize)>,
     counts: HashMap<u64, u32>,
     repeated: BTreeSet<String>,
 }
@@ -92,7 +92,7 @@ impl IdTally {
             .iter()
             .filter_map(|plan| {
                 let id = tree.slot_for(plan.id_source()?, &mut slots);
-                Some((plan.kind.record_types(), id))
+                Some((plan.kind, plan.kind.record_types(), id))
             })
             .collect();
         Self {
@@ -105,13 +105,21 @@ impl IdTally {
         }
     }
 
-    /// Counts one page (the records under `results`). A page that cannot be read counts what was
-    /// read before the fault; the transform refuses such a page anyway.
-    pub fn add_page(&mut self, page: &[u8]) {
-        if self.readers.is_empty() {
+    /// Counts one page (the records under `results`) of a scan that delivers `engines`: the
+    /// records of other engines are not this item's findings (an older copy, from a scan pulled
+    /// for another engine) and are not counted. A page that cannot be read counts what was read
+    /// before the fault; the transform refuses such a page anyway.
+    pub fn add_page(&mut self, page: &[u8], engines: &[Engine]) {
+        let readers: Vec<(&'static [&'static str], usize)> = self
+            .readers
+            .iter()
+            .filter(|(engine, _, _)| engines.contains(engine))
+            .map(|(_, types, slot)| (*types, *slot))
+            .collect();
+        if readers.is_empty() {
             return;
         }
-        let (kind_slot, readers) = (self.kind, &self.readers);
+        let kind_slot = self.kind;
         let (counts, repeated) = (&mut self.counts, &mut self.repeated);
         let mut on_record = |_: u32, _: bool, slots: &[Option<Value>]| {
             let id_slot = match kind_slot {
@@ -165,27 +173,36 @@ mod tests {
             .compile()
             .unwrap();
         let mut tally = IdTally::new(&[&sast]);
-        tally.add_page(&page(json!([
-            {"type": "sast", "id": "a"},
-            {"type": "sast", "id": 7},
-            {"type": "sca", "id": "CVE-1"},
-            {"type": "sca", "id": "CVE-1"},
-            "not a record",
-        ])));
-        tally.add_page(&page(json!([
-            {"type": "sast", "id": "7"},
-            {"type": "sast", "id": "b"},
-            {"type": "sast", "id": "a"},
-            {"type": "sast", "id": "a"},
-        ])));
-        tally.add_page(b"{\"results\": [cut off");
+        tally.add_page(
+            &page(json!([
+                {"type": "sast", "id": "a"},
+                {"type": "sast", "id": 7},
+                {"type": "sca", "id": "CVE-1"},
+                {"type": "sca", "id": "CVE-1"},
+                "not a record",
+            ])),
+            &[Engine::Sast],
+        );
+        tally.add_page(
+            &page(json!([
+                {"type": "sast", "id": "7"},
+                {"type": "sast", "id": "b"},
+                {"type": "sast", "id": "a"},
+                {"type": "sast", "id": "a"},
+            ])),
+            &[Engine::Sast],
+        );
+        tally.add_page(b"{\"results\": [cut off", &[Engine::Sast]);
         assert_eq!(tally.repeated(), ["7", "a"]);
 
         let dast = crate::mapping::TransformMap::default_for(Engine::Dast)
             .compile()
             .unwrap();
         let mut tally = IdTally::new(&[&dast]);
-        tally.add_page(&page(json!([{"id": "u"}, {"id": "u"}, {"id": "v"}])));
+        tally.add_page(
+            &page(json!([{"id": "u"}, {"id": "u"}, {"id": "v"}])),
+            &[Engine::Dast],
+        );
         assert_eq!(tally.repeated(), ["u"]);
 
         // A map that fills `externalFindingId` from another field: that field is counted.
@@ -196,11 +213,14 @@ mod tests {
             }
         }
         let mut tally = IdTally::new(&[&by_similarity.compile().unwrap()]);
-        tally.add_page(&page(json!([
-            {"type": "sast", "id": "a", "similarityId": "-5"},
-            {"type": "sast", "id": "b", "similarityId": "-5"},
-            {"type": "sast", "id": "a", "similarityId": "-6"},
-        ])));
+        tally.add_page(
+            &page(json!([
+                {"type": "sast", "id": "a", "similarityId": "-5"},
+                {"type": "sast", "id": "b", "similarityId": "-5"},
+                {"type": "sast", "id": "a", "similarityId": "-6"},
+            ])),
+            &[Engine::Sast],
+        );
         assert_eq!(tally.repeated(), ["-5"]);
     }
 
@@ -215,15 +235,18 @@ mod tests {
             })
             .into();
         let mut tally = IdTally::new(&plans.iter().collect::<Vec<_>>());
-        tally.add_page(&page(json!([
-            {"type": "sast", "id": "111914456"},
-            {"type": "kics", "id": "111914456"},
-            {"type": "kics", "id": "k"},
-            {"type": "sca-container", "id": "CVE-1"},
-            {"type": "containers", "id": "CVE-1"},
-            {"type": "sca", "id": "k"},
-            {"type": "sca", "id": "k"},
-        ])));
+        tally.add_page(
+            &page(json!([
+                {"type": "sast", "id": "111914456"},
+                {"type": "kics", "id": "111914456"},
+                {"type": "kics", "id": "k"},
+                {"type": "sca-container", "id": "CVE-1"},
+                {"type": "containers", "id": "CVE-1"},
+                {"type": "sca", "id": "k"},
+                {"type": "sca", "id": "k"},
+            ])),
+            &[Engine::Sast, Engine::Kics, Engine::Containers],
+        );
         assert_eq!(tally.repeated(), ["111914456", "CVE-1"], "SCA is not read");
     }
 

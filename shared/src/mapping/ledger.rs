@@ -72,6 +72,10 @@ pub struct Ledger {
     /// The branch of the scan the findings came from (SAST), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The branch of an engine's scan where it differs from `branch` (an engine whose latest
+    /// scan is another than the asset's main scan).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engine_branches: BTreeMap<Engine, String>,
     /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
     pub asset: String,
     pub findings: BTreeMap<String, LedgerEntry>,
@@ -94,31 +98,35 @@ impl Ledger {
     }
 
     /// Splits the ledger into one per engine (entries written before engines belong to
-    /// `legacy`); each keeps the asset and branch.
+    /// `legacy`); each keeps the asset and its engine's branch.
     pub fn split_by_engine(self, legacy: Engine) -> BTreeMap<Engine, Ledger> {
         let mut parts: BTreeMap<Engine, Ledger> = BTreeMap::new();
-        let empty = self.clone_without_findings();
         for (id, entry) in self.findings {
+            let engine = entry.engine_or(legacy);
             parts
-                .entry(entry.engine_or(legacy))
-                .or_insert_with(|| empty.clone())
+                .entry(engine)
+                .or_insert_with(|| Ledger {
+                    vendor_item_id: self.vendor_item_id.clone(),
+                    branch: self
+                        .engine_branches
+                        .get(&engine)
+                        .cloned()
+                        .or_else(|| self.branch.clone()),
+                    engine_branches: BTreeMap::new(),
+                    asset: self.asset.clone(),
+                    findings: BTreeMap::new(),
+                })
                 .findings
                 .insert(id, entry);
         }
         parts
     }
 
-    fn clone_without_findings(&self) -> Ledger {
-        Ledger {
-            vendor_item_id: self.vendor_item_id.clone(),
-            branch: self.branch.clone(),
-            asset: self.asset.clone(),
-            findings: BTreeMap::new(),
+    /// Adds `engine`'s part of the asset's ledger (and its branch, where it differs).
+    pub fn absorb(&mut self, engine: Engine, part: Ledger) {
+        if let Some(branch) = part.branch.filter(|b| self.branch.as_ref() != Some(b)) {
+            self.engine_branches.insert(engine, branch);
         }
-    }
-
-    /// Adds another engine's part of the asset's ledger.
-    pub fn absorb(&mut self, part: Ledger) {
         self.findings.extend(part.findings);
     }
 

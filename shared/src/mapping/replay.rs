@@ -1,7 +1,9 @@
 //! Re-running a transform over stored raw pages with another map or scoring table, without pulling
 //! from the vendor again. Reads the raw layout the collect step writes (`<raw>/<item>/item.json`,
 //! `<raw>/<item>/<page>.json.gz` and, for SAST, `original-<page>.json.gz`), so a run's `raw/`
-//! folder replays as it is, and writes `<out>/<item>/<page>.ndjson.gz`.
+//! folder replays as it is, and writes `<out>/<item>/<page>.ndjson.gz`. Where a run pulled more than
+//! one scan of an item (engines whose latest scans differ), its `collect.json` says which pages
+//! are which scan's: the map's engine is replayed from its own scan's pages only.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -9,12 +11,13 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::batch::TransformContext;
 use super::engine::{Figures, ItemOutcome, ItemTransformer, TransformError, TransformOptions};
 use super::map::Plan;
 use super::scoring::CompiledScoring;
+use crate::Engine;
 use crate::layout::{RawFile, etm_page_file};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +73,44 @@ fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
 
 /// The files of one item directory as the collect step writes them (see [`crate::layout`]): the
 /// project or environment record, results pages and pages of severities before triage, each in
-/// page order; collect's outcome is not needed. Any other JSON name is a layout error.
+/// page order, and collect's outcome when it is there. Any other JSON name is a layout error.
 #[derive(Default)]
 struct ItemFiles {
     record: Option<PathBuf>,
     pages: Vec<(u32, PathBuf)>,
     original: Vec<(u32, PathBuf)>,
+    collected: Option<PathBuf>,
+}
+
+/// What replay reads of `collect.json`: the pages of each scan pulled beside the main one.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pulls {
+    #[serde(default)]
+    other_pulls: Vec<OtherPull>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OtherPull {
+    engines: Vec<Engine>,
+    first_page: u32,
+    pages: u32,
+}
+
+impl Pulls {
+    /// Whether page `number` belongs to the scan `engine`'s findings come from.
+    fn delivers(&self, engine: Engine, number: u32) -> bool {
+        let pull_of = |n: u32| {
+            self.other_pulls
+                .iter()
+                .find(|p| (p.first_page..p.first_page + p.pages).contains(&n))
+        };
+        match pull_of(number) {
+            Some(pull) => pull.engines.contains(&engine),
+            None => !self.other_pulls.iter().any(|p| p.engines.contains(&engine)),
+        }
+    }
 }
 
 fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
@@ -87,7 +122,8 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         match RawFile::from_name(name) {
-            None | Some(RawFile::CollectOutcome) => {}
+            None => {}
+            Some(RawFile::CollectOutcome) => files.collected = Some(path),
             Some(RawFile::Record) => files.record = Some(path),
             Some(RawFile::Page(number)) => files.pages.push((number, path)),
             Some(RawFile::OriginalPage(number)) => files.original.push((number, path)),
@@ -127,9 +163,18 @@ pub fn replay_dir(
             .to_string();
         let ItemFiles {
             record,
-            pages,
+            mut pages,
             original,
+            collected,
         } = item_files(&dir)?;
+        if let Some(path) = collected {
+            let pulls: Pulls =
+                serde_json::from_slice(&read_raw(&path)?).map_err(|e| ReplayError::Layout {
+                    path: path.clone(),
+                    problem: format!("not collect's outcome: {e}"),
+                })?;
+            pages.retain(|(number, _)| pulls.delivers(plan.kind, *number));
+        }
         let record_path = record.ok_or_else(|| ReplayError::Layout {
             path: dir.clone(),
             problem: "no item.json (the project or environment record)".into(),
@@ -145,7 +190,7 @@ pub fn replay_dir(
         // Which ids repeat is known before the first finding is written, as in a pipeline run.
         let mut ids = super::IdTally::new(&[plan]);
         for (_, path) in &pages {
-            ids.add_page(&read_raw(path)?);
+            ids.add_page(&read_raw(path)?, &[plan.kind]);
         }
         transformer.expect_repeats(ids.repeated());
         for (_, path) in &original {

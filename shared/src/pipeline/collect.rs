@@ -136,7 +136,9 @@ async fn collect_pages(
         });
     };
     let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
-    let mut tally = |page: &[u8]| ids.add_page(page);
+    let main_engines = item.main_engines(connection.engines());
+    // Only the records of the engines a scan delivers are this item's findings.
+    let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
     let (pages, completeness) = match item.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
             let pager = client.results(&scan_id);
@@ -156,12 +158,25 @@ async fn collect_pages(
             break;
         }
         let first_page = next_page;
+        if let Some(too_old) = filters.scan_too_old(other.created.as_deref()) {
+            // Nothing of these engines this run: their findings are carried, not closed.
+            other_pulls.push(ScanPull {
+                scan_id: other.scan_id.clone(),
+                engines: other.engines.clone(),
+                branch: other.branch.clone(),
+                first_page,
+                pages: 0,
+                completeness: Completeness::default(),
+                not_taken: Some(too_old),
+            });
+            continue;
+        }
         let pager = client.results(&other.scan_id);
         let (n, completeness) = store_pages(
             store,
             pager,
             |n| run.raw_page(key, first_page + n),
-            &mut tally,
+            &mut |page: &[u8]| ids.add_page(page, &other.engines),
         )
         .await?;
         next_page += n;
@@ -175,21 +190,20 @@ async fn collect_pages(
         other_pulls.push(ScanPull {
             scan_id: other.scan_id.clone(),
             engines: other.engines.clone(),
+            branch: other.branch.clone(),
             first_page,
             pages: n,
             completeness,
+            not_taken: None,
         });
     }
     let mut original_pages = 0;
-    let sast_scan = if item
-        .main_engines(connection.engines())
-        .contains(&Engine::Sast)
-    {
+    let sast_scan = if main_engines.contains(&Engine::Sast) {
         Some(scan_id.clone())
     } else {
-        item.other_scans
+        other_pulls
             .iter()
-            .find(|o| o.engines.contains(&Engine::Sast))
+            .find(|o| o.engines.contains(&Engine::Sast) && o.not_taken.is_none())
             .map(|o| o.scan_id.clone())
     };
     if let (true, None, Some(sast_scan)) = (item.original_severity, &problem, sast_scan) {

@@ -231,7 +231,7 @@ impl ConnectionConfig {
         errors.extend(self.triage.problems());
         errors.extend(self.filters.problems());
         errors.extend(self.branches.problems());
-        if self.kind == ConnectorKind::Sast
+        if self.kind.on_projects()
             && !self.filters.asset_types.generic_application
             && !self.filters.asset_types.code_repository
         {

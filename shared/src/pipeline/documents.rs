@@ -55,6 +55,12 @@ pub struct WorkItem {
 pub struct EngineScan {
     pub scan_id: String,
     pub engines: Vec<Engine>,
+    /// When the scan was made (for the look-back window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// The scan's branch (a change of branch holds its engines' closures for one run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 impl WorkItem {
@@ -123,9 +129,15 @@ pub struct CollectOutcome {
 pub struct ScanPull {
     pub scan_id: String,
     pub engines: Vec<Engine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     pub first_page: u32,
     pub pages: u32,
     pub completeness: Completeness,
+    /// Why the scan was not pulled (outside the look-back window): its engines deliver nothing
+    /// this run and their findings are carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_taken: Option<String>,
 }
 
 impl CollectOutcome {

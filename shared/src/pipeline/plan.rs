@@ -106,6 +106,8 @@ pub async fn plan(
                         .map(|(scan, engines)| EngineScan {
                             scan_id: scan.id.clone(),
                             engines: engines.clone(),
+                            created: scan.created_at.clone(),
+                            branch: scan.branch.clone(),
                         })
                         .collect()
                 })
@@ -222,7 +224,7 @@ async fn scans_per_engine(
     engines: &[Engine],
 ) -> Result<HashMap<String, Vec<AssetScans>>, StepError> {
     let single = (engines.len() == 1).then(|| engines[0]);
-    let latest = latest_scans(vendor, ids, policy, single).await?;
+    let latest = latest_scans(vendor, ids, policy, single, None).await?;
     // A scan that does not list its engines is asked about each engine: taking it for one that
     // ran them all would close, as absent, every finding of an engine it never ran.
     let ran = |scan: &LastScan, engine: Engine| {
@@ -255,7 +257,18 @@ async fn scans_per_engine(
         if lacking.is_empty() {
             continue;
         }
-        let found = latest_scans(vendor, &lacking, policy, Some(engine)).await?;
+        // Under `each_branch`, the branches whose scan lacks the engine, as listed already.
+        let listed = (*policy == BranchPolicy::EachBranch).then(|| {
+            let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (id, scans) in &assets {
+                for scan in scans.iter().filter(|s| !s.main_engines.contains(&engine)) {
+                    let branch = scan.main.branch.clone().unwrap_or_default();
+                    by_branch.entry(branch).or_default().push(id.clone());
+                }
+            }
+            by_branch
+        });
+        let found = latest_scans(vendor, &lacking, policy, Some(engine), listed).await?;
         for (id, scans) in found {
             let Some(project) = assets.get_mut(&id) else {
                 continue;
@@ -294,11 +307,15 @@ async fn scans_per_engine(
 /// policy, in batched `last-scan` calls: one scan per project, or under `each_branch` one per
 /// branch (the project's branches listed first, then one batched call per branch name across the
 /// projects that have it).
+///
+/// `listed`: under `each_branch`, the projects on each branch when the branches are known already
+/// (asking again for another engine), so they are not listed twice.
 async fn latest_scans(
     vendor: &VendorAccess,
     ids: &[String],
     policy: &BranchPolicy,
     engine: Option<Engine>,
+    listed: Option<BTreeMap<String, Vec<String>>>,
 ) -> Result<HashMap<String, Vec<LastScan>>, StepError> {
     let one_each = |scans: HashMap<String, LastScan>| {
         scans
@@ -337,25 +354,10 @@ async fn latest_scans(
             Ok(one_each(scans))
         }
         BranchPolicy::EachBranch => {
-            let listed = futures_util::stream::iter(ids.iter().cloned())
-                .map(|id| async move {
-                    let branches = with_renewal(vendor, |c| {
-                        let id = id.clone();
-                        async move { c.project_branches(&id).await }
-                    })
-                    .await
-                    .map_err(StepError::from)?;
-                    Ok::<_, StepError>((id, branches))
-                })
-                .buffer_unordered(vendor.concurrency())
-                .try_collect::<Vec<_>>()
-                .await?;
-            let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for (id, branches) in listed {
-                for branch in branches {
-                    by_branch.entry(branch).or_default().push(id.clone());
-                }
-            }
+            let by_branch = match listed {
+                Some(by_branch) => by_branch,
+                None => branches_of(vendor, ids).await?,
+            };
             let answers = futures_util::stream::iter(by_branch)
                 .map(|(branch, projects)| async move {
                     let found = ask(projects, query(Some(branch.clone()), false)).await?;
@@ -378,6 +380,33 @@ async fn latest_scans(
             Ok(scans)
         }
     }
+}
+
+/// The projects on each branch: each project's branches, listed (one call per project).
+async fn branches_of(
+    vendor: &VendorAccess,
+    ids: &[String],
+) -> Result<BTreeMap<String, Vec<String>>, StepError> {
+    let listed = futures_util::stream::iter(ids.iter().cloned())
+        .map(|id| async move {
+            let branches = with_renewal(vendor, |c| {
+                let id = id.clone();
+                async move { c.project_branches(&id).await }
+            })
+            .await
+            .map_err(StepError::from)?;
+            Ok::<_, StepError>((id, branches))
+        })
+        .buffer_unordered(vendor.concurrency())
+        .try_collect::<Vec<_>>()
+        .await?;
+    let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, branches) in listed {
+        for branch in branches {
+            by_branch.entry(branch).or_default().push(id.clone());
+        }
+    }
+    Ok(by_branch)
 }
 
 /// Reads the work list back (finalize, and the state machine's item reader on AWS).

@@ -63,32 +63,51 @@ pub async fn transform(
         let main_engines = item.main_engines(connection.engines());
         let main = (
             outcome.scan_id.clone(),
+            item.scan_branch.clone(),
             0..outcome.pages,
             main_engines.as_slice(),
         );
-        let others = outcome.other_pulls.iter().map(|p| {
-            (
-                Some(p.scan_id.clone()),
-                p.first_page..p.first_page + p.pages,
-                p.engines.as_slice(),
-            )
-        });
+        // A scan left out of the window is not pulled: its engines' ledger parts go forward.
+        let others = outcome
+            .other_pulls
+            .iter()
+            .filter(|p| p.not_taken.is_none())
+            .map(|p| {
+                (
+                    Some(p.scan_id.clone()),
+                    p.branch.clone(),
+                    p.first_page..p.first_page + p.pages,
+                    p.engines.as_slice(),
+                )
+            });
         let item_engines: Vec<Engine> = main_engines
             .iter()
             .chain(outcome.other_pulls.iter().flat_map(|p| &p.engines))
             .copied()
             .collect();
-        for (scan_id, pages, engines) in std::iter::once(main).chain(others) {
+        if let Some(engine) = item_engines.iter().find(|e| !connection.delivers(**e)) {
+            // The connection's engines changed after this run was planned: nothing of the item
+            // is transformed (its findings are carried) rather than some records counted nowhere.
+            return Err(StepError::bad_object(
+                &run.work_list(),
+                format!(
+                    "item {key} was planned with the {engine} engine, which the connection no longer delivers; the next run takes the new engines"
+                ),
+            ));
+        }
+        for (scan_id, branch, pages, engines) in std::iter::once(main).chain(others) {
             let elsewhere: Vec<Engine> = item_engines
                 .iter()
                 .copied()
                 .filter(|e| !engines.contains(e))
                 .collect();
             let mut transformers = Vec::new();
-            for (n, &engine) in engines.iter().enumerate() {
-                let Some(plan) = connection.plans.iter().find(|p| p.kind == engine) else {
-                    continue;
-                };
+            for &engine in engines {
+                let plan = connection
+                    .plans
+                    .iter()
+                    .find(|p| p.kind == engine)
+                    .expect("every engine of the item is delivered (checked above)");
                 let mut transformer = ItemTransformer::new(
                     plan,
                     &connection.scoring,
@@ -102,7 +121,7 @@ pub async fn transform(
                 })?;
                 let same_scan: Vec<Engine> =
                     engines.iter().copied().filter(|e| *e != engine).collect();
-                transformer.beside(&same_scan, &elsewhere, n == 0);
+                transformer.beside(&same_scan, &elsewhere, transformers.is_empty());
                 transformer.expect_repeats(outcome.repeated_ids.iter().cloned());
                 if let Some(scan_id) = &scan_id {
                     transformer.link_to(ScanLinks {
@@ -114,13 +133,13 @@ pub async fn transform(
                             .on_projects()
                             .then(|| item.record["id"].as_str().map(str::to_string))
                             .flatten(),
-                        branch: item.scan_branch.clone(),
+                        branch: branch.clone(),
                     });
                 }
                 transformer.reconcile(
                     previous.remove(&engine).unwrap_or_default(),
                     &item.run.run_id,
-                    item.scan_branch.as_deref(),
+                    branch.as_deref(),
                 );
                 transformers.push(transformer);
             }
@@ -191,14 +210,14 @@ pub async fn transform(
             by_engine.insert(engine, done.figures);
             if let Some(ledger) = done.ledger.take() {
                 match &mut next {
-                    Some(next) => next.absorb(ledger),
+                    Some(next) => next.absorb(engine, ledger),
                     None => next = Some(ledger),
                 }
             }
         }
         if let Some(mut next) = next {
-            for (_, untouched) in previous {
-                next.absorb(untouched);
+            for (engine, untouched) in previous {
+                next.absorb(engine, untouched);
             }
             put_gzip_json(store, &run.ledger(key), &next).await?;
         }

@@ -13,14 +13,14 @@ use cxone_etm::store::LocalStore;
 use cxone_etm::{ConnectorKind, Engine};
 use serde_json::Value;
 
-fn shape(scans: u32, sca_rescans: bool) -> TenantShape {
+fn shape(scans: u32, rescan_engine: Option<ResultType>) -> TenantShape {
     TenantShape {
         // Project 9's scans have no SAST.
         projects: 12,
         scans_per_project: scans,
         results_per_scan: 100,
         churn_percent: 25,
-        sca_rescans,
+        rescan_engine,
         ..TenantShape::default()
     }
 }
@@ -84,7 +84,8 @@ fn identity_of_finding(engine: Engine, f: &Value) -> String {
     }
 }
 
-type View = BTreeMap<Engine, BTreeMap<String, BTreeMap<String, bool>>>;
+/// Per engine, per project: the branch of the engine's scan, and identity → closed by the vendor.
+type View = BTreeMap<Engine, BTreeMap<String, (String, BTreeMap<String, bool>)>>;
 
 /// Per engine, per project: identity → closed by the vendor, from each project's scan of that
 /// engine (the latest completed main-branch scan that ran it), read from the emulator.
@@ -95,11 +96,18 @@ async fn vendor_view(emulator: &Emulator) -> View {
         for (t, scan) in &project.main_branch_scan_by_engine {
             let engine = engine_of(*t);
             let mut pager = client.results(scan);
-            let findings = view
+            let branch = project
+                .scans
+                .iter()
+                .find(|s| &s.id == scan)
+                .unwrap()
+                .branch
+                .clone();
+            let (_, findings) = view
                 .entry(engine)
                 .or_default()
                 .entry(project.id.clone())
-                .or_default();
+                .or_insert_with(|| (branch, BTreeMap::new()));
             while let Some(page) = pager.next_page().await.unwrap() {
                 let body: Value = serde_json::from_slice(&page.body).unwrap();
                 for r in body["results"].as_array().unwrap() {
@@ -119,18 +127,27 @@ async fn vendor_view(emulator: &Emulator) -> View {
 }
 
 /// What the connector should report per engine against what it reported before: the model of
-/// the ledger (identities ever reported, and which are open).
+/// the ledger (identities ever reported, and which are open; the branch of each engine's scan:
+/// when it changes, absent findings are held open for one run, not closed).
 #[derive(Default)]
 struct Model {
     known: BTreeMap<(Engine, String, String), bool>,
+    branches: BTreeMap<(Engine, String), String>,
 }
 
 impl Model {
     fn apply(&mut self, view: &View) -> BTreeMap<(Engine, &'static str), u64> {
         let mut counts = BTreeMap::new();
         let mut seen = BTreeSet::new();
+        let mut switched = BTreeSet::new();
         for (engine, projects) in view {
-            for (project, findings) in projects {
+            for (project, (branch, findings)) in projects {
+                let before = self
+                    .branches
+                    .insert((*engine, project.clone()), branch.clone());
+                if before.is_some_and(|b| &b != branch) {
+                    switched.insert((*engine, project.clone()));
+                }
                 for (identity, fixed) in findings {
                     let key = (*engine, project.clone(), identity.clone());
                     let status = match (fixed, self.known.get(&key)) {
@@ -146,7 +163,8 @@ impl Model {
             }
         }
         for (key, open) in self.known.iter_mut() {
-            if *open && !seen.contains(key) {
+            let held = switched.contains(&(key.0, key.1.clone()));
+            if *open && !seen.contains(key) && !held {
                 *counts.entry((key.0, "FIXED")).or_default() += 1;
                 *open = false;
             }
@@ -184,7 +202,7 @@ async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_e
     let mut model = Model::default();
 
     // Run 1: everything as the emulator holds it, per engine.
-    let first = emulator(shape(3, false)).await;
+    let first = emulator(shape(3, None)).await;
     let expected = model.apply(&vendor_view(&first).await);
     let summary = run(&store, &every_engine(&first, "engines"), api_key(&first))
         .await
@@ -209,7 +227,7 @@ async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_e
 
     // Run 2: a newer scan of every project: per engine, a quarter of the findings fixed and as
     // many new, each closed or added in its own engine.
-    let second = emulator(shape(4, false)).await;
+    let second = emulator(shape(4, None)).await;
     let expected = model.apply(&vendor_view(&second).await);
     let summary = run(&store, &every_engine(&second, "engines"), api_key(&second))
         .await
@@ -225,7 +243,7 @@ async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_e
 
     // Run 3: every third project's newest scan ran SCA alone: its SCA findings come from it,
     // the other engines' from the older scan that ran them (one more pull for those projects).
-    let third = emulator(shape(4, true)).await;
+    let third = emulator(shape(4, Some(ResultType::Sca))).await;
     let expected = model.apply(&vendor_view(&third).await);
     let summary = run(&store, &every_engine(&third, "engines"), api_key(&third))
         .await
@@ -234,6 +252,11 @@ async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_e
     assert!(m3.complete, "{:?}", m3.problems);
     // The older scan's SCA records are superseded by the SCA re-scan: read, counted, not taken.
     assert!(m3.totals.superseded > 0);
+    // Those copies are not counted as repeats of the SCA ids: no id is a collision.
+    assert_eq!(m3.totals.collisions, 0);
+    // The project without a main branch takes SAST from a scan of another branch than before:
+    // its absent findings are held for one run (the model above knows it).
+    assert!(m3.totals.held_on_branch_change > 0);
     assert!(
         m3.totals.skipped_by_type.is_empty(),
         "{:?}",
@@ -244,6 +267,19 @@ async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_e
         let totals = &m3.totals_by_engine[&engine_of(*t)];
         assert_eq!(totals.findings_out + totals.rejected, *n, "{t:?}");
     }
+    // Run 4: every third project's newest scan ran SAST alone; the other engines come from an
+    // older scan whose SAST records are superseded copies: they never make a SAST id look
+    // repeated (which would rename, close and reopen every SAST finding of the project).
+    let fourth = emulator(shape(5, Some(ResultType::Sast))).await;
+    let expected_fourth = model.apply(&vendor_view(&fourth).await);
+    let summary = run(&store, &every_engine(&fourth, "engines"), api_key(&fourth))
+        .await
+        .unwrap();
+    let m4 = manifest(&store, &summary.manifest).await;
+    assert!(m4.complete, "{:?}", m4.problems);
+    assert_eq!(reported(&store, &m4).await, expected_fourth);
+    assert!(m4.totals.superseded > 0);
+    assert_eq!(m4.totals.collisions, 0);
     let rescanned: Vec<_> = third
         .expected()
         .projects
@@ -307,7 +343,7 @@ async fn one_pull_serves_every_engine_with_the_requests_of_a_sast_only_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_sca_connection_delivers_sca_alone_and_its_check_reads_its_scans() {
-    let emulator = emulator(shape(2, false)).await;
+    let emulator = emulator(shape(2, None)).await;
     let sca = connection(&emulator, "sca", ConnectorKind::Sca);
     assert_eq!(sca.engines().collect::<Vec<_>>(), vec![Engine::Sca]);
 
@@ -344,6 +380,7 @@ async fn an_sca_connection_delivers_sca_alone_and_its_check_reads_its_scans() {
         "no severities before triage without SAST: {requests:?}"
     );
     let lines = findings_in(&store, m.items.iter().flat_map(|i| &i.objects)).await;
+    assert_eq!(lines.len() as u64, holds);
     assert!(
         lines
             .iter()
@@ -356,14 +393,14 @@ async fn an_sca_connection_delivers_sca_alone_and_its_check_reads_its_scans() {
 #[tokio::test(flavor = "multi_thread")]
 async fn scans_that_do_not_list_their_engines_are_asked_about_each_engine() {
     let (store, _dir) = temp_store("engines-unlisted");
-    let listed = emulator(shape(4, true)).await;
+    let listed = emulator(shape(4, Some(ResultType::Sca))).await;
     let (listed_store, _d) = temp_store("engines-listed");
     let baseline = run(&listed_store, &every_engine(&listed, "e"), api_key(&listed))
         .await
         .unwrap();
     let unlisted = emulator(TenantShape {
         last_scan_without_engines: true,
-        ..shape(4, true)
+        ..shape(4, Some(ResultType::Sca))
     })
     .await;
     let summary = run(&store, &every_engine(&unlisted, "e"), api_key(&unlisted))
@@ -374,4 +411,48 @@ async fn scans_that_do_not_list_their_engines_are_asked_about_each_engine() {
     for (t, n) in &unlisted.expected().totals.by_engine {
         assert_eq!(summary.by_engine[&engine_of(*t)].findings, *n, "{t:?}");
     }
+}
+
+/// Every branch its own asset, with every engine: each branch takes each engine from its own
+/// latest scan that ran it, and the branches are listed once per project, not once per engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_branch_takes_each_engine_from_its_own_latest_scan() {
+    let emulator = emulator(shape(5, Some(ResultType::Kics))).await;
+    let connection = ConnectionConfig {
+        item_concurrency: 3,
+        engines: Some(Engine::PROJECT_ENGINES.to_vec()),
+        branches: cxone_etm::pipeline::BranchPolicy::EachBranch,
+        ..ConnectionConfig::new(
+            "branches",
+            ConnectorKind::Sast,
+            settings(&emulator),
+            "env:UNUSED_IN_TESTS",
+        )
+    }
+    .validate()
+    .unwrap();
+    let mut expected: BTreeMap<Engine, u64> = BTreeMap::new();
+    for project in emulator.expected().projects {
+        let branches: BTreeSet<&String> = project.scans.iter().map(|s| &s.branch).collect();
+        for branch in branches {
+            for t in ResultType::ALL {
+                let latest = project.scans.iter().rev().find(|s| {
+                    &s.branch == branch
+                        && s.status == "Completed"
+                        && s.by_type.get(&t).is_some_and(|n| *n > 0)
+                });
+                *expected.entry(engine_of(t)).or_default() += latest.map_or(0, |s| s.by_type[&t]);
+            }
+        }
+    }
+    let (store, _dir) = temp_store("engines-branches");
+    emulator.reset_traffic();
+    let summary = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let requests = emulator.traffic().requests;
+    assert!(summary.complete);
+    for (engine, n) in &expected {
+        assert!(*n > 0);
+        assert_eq!(summary.by_engine[engine].findings, *n, "{engine}");
+    }
+    assert_eq!(requests["branches"], 12, "one listing per project");
 }

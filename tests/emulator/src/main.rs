@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use cxone_emulator::faults::parse_flag;
-use cxone_emulator::{Emulator, EmulatorConfig, OffsetMode, ResultMix, TenantShape};
+use cxone_emulator::{Emulator, EmulatorConfig, OffsetMode, ResultMix, ResultType, TenantShape};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,9 +66,9 @@ struct Args {
     /// Percent of SAST findings that share their id with another finding of the scan.
     #[arg(long, default_value_t = 0)]
     repeated_result_ids_percent: u32,
-    /// The newest scan of every third project ran SCA alone.
-    #[arg(long)]
-    sca_rescans: bool,
+    /// The newest scan of every third project ran this engine alone (sast, kics, sca or containers).
+    #[arg(long, value_parser = parse_engine)]
+    rescan_engine: Option<ResultType>,
     /// Leave each scan's `engines` out of `last-scan` answers.
     #[arg(long)]
     last_scan_without_engines: bool,
@@ -90,6 +90,13 @@ struct Args {
     /// A fault to inject from the start; see FAULTS below.
     #[arg(long = "fault", value_parser = parse_flag)]
     faults: Vec<(Vec<cxone_emulator::Endpoint>, cxone_emulator::FaultSpec)>,
+}
+
+fn parse_engine(text: &str) -> Result<ResultType, String> {
+    ResultType::ALL
+        .into_iter()
+        .find(|t| t.as_str() == text)
+        .ok_or_else(|| format!("'{text}' is not an engine; use sast, kics, sca or containers"))
 }
 
 fn parse_mix(text: &str) -> Result<ResultMix, String> {
@@ -144,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
             environment_results: args.environment_results,
             hostile_ids: args.hostile_ids,
             repeated_result_ids_percent: args.repeated_result_ids_percent,
-            sca_rescans: args.sca_rescans,
+            rescan_engine: args.rescan_engine,
             last_scan_without_engines: args.last_scan_without_engines,
         },
         token_lifetime_secs: args.token_lifetime,

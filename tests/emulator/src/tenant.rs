@@ -82,9 +82,10 @@ pub struct TenantShape {
     /// Percent of SAST findings that share their `id` with one other finding of the scan (pairs
     /// of findings, stable from scan to scan), as some tenants send: the id does not identify.
     pub repeated_result_ids_percent: u32,
-    /// When set, the newest scan of every third project (1, 4, 7, …) ran SCA alone (a
-    /// dependency re-scan): the latest scan is not the latest SAST, KICS or containers scan.
-    pub sca_rescans: bool,
+    /// When set, the newest scan of every third project (1, 4, 7, …) ran this engine alone (an
+    /// SCA re-scan after a dependency update, say): the latest scan is not the latest scan of
+    /// the other engines.
+    pub rescan_engine: Option<ResultType>,
     /// When set, `last-scan` answers leave out each scan's `engines` (the schema makes it
     /// optional).
     pub last_scan_without_engines: bool,
@@ -107,7 +108,7 @@ impl Default for TenantShape {
             environment_results: Vec::new(),
             hostile_ids: Vec::new(),
             repeated_result_ids_percent: 0,
-            sca_rescans: false,
+            rescan_engine: None,
             last_scan_without_engines: false,
         }
     }
@@ -209,7 +210,16 @@ pub struct DastScanInfo {
 
 const ENGINES_ALL: &[&str] = &["sast", "kics", "sca", "containers"];
 const ENGINES_NO_SAST: &[&str] = &["kics", "sca", "containers"];
-const ENGINES_SCA_ONLY: &[&str] = &["sca"];
+
+/// The engines of a scan that ran `t` alone.
+fn alone(t: ResultType) -> &'static [&'static str] {
+    match t {
+        ResultType::Sast => &["sast"],
+        ResultType::Kics => &["kics"],
+        ResultType::Sca => &["sca"],
+        ResultType::Containers => &["containers"],
+    }
+}
 
 pub fn rfc3339(unix_us: i64, micros: bool) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix_us.div_euclid(1_000_000))
@@ -393,8 +403,12 @@ impl Tenant {
             branch: branches[((n - 1 - j) as usize) % branches.len()].clone(),
             created_us,
             updated_us: created_us + 193_036_220,
-            engines: if self.shape.sca_rescans && j + 1 == n && p % 3 == 1 {
-                ENGINES_SCA_ONLY
+            engines: if let Some(t) = self
+                .shape
+                .rescan_engine
+                .filter(|_| j + 1 == n && p % 3 == 1)
+            {
+                alone(t)
             } else if self.project_has_sast(p) {
                 ENGINES_ALL
             } else {
@@ -519,14 +533,14 @@ impl Tenant {
     }
 
     /// Whether the scan's `i`-th position holds a result the scan reports: one of an engine it
-    /// ran (a scan that ran SCA alone reports the SCA positions only).
+    /// ran (a scan that ran one engine alone reports that engine's positions only).
     pub fn scan_reports(&self, s: &ScanInfo, i: u64) -> bool {
         s.engines.contains(&self.result_type(s, i).as_str())
     }
 
     /// Whether the scan ran every engine its project's results come from.
     pub fn scan_ran_every_engine(&self, s: &ScanInfo) -> bool {
-        s.engines != ENGINES_SCA_ONLY
+        s.engines.len() > 1
     }
 
     /// Position in the scan (`i`) of its `r`-th result of type `t`.
