@@ -9,7 +9,7 @@ use crate::common::runs::*;
 use crate::common::*;
 use cxone_emulator::{Emulator, ResultType, TenantShape};
 use cxone_etm::pipeline::{ConnectionConfig, Manifest};
-use cxone_etm::store::LocalStore;
+use cxone_etm::store::{LocalStore, ObjectStore};
 use cxone_etm::{ConnectorKind, Engine};
 use serde_json::Value;
 
@@ -455,4 +455,101 @@ async fn every_branch_takes_each_engine_from_its_own_latest_scan() {
         assert_eq!(summary.by_engine[engine].findings, *n, "{engine}");
     }
     assert_eq!(requests["branches"], 12, "one listing per project");
+}
+
+/// The look-back window holds for each scan: an engine whose latest scan is older than the
+/// window delivers nothing, and its findings are carried, open, never closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
+    let (store, _dir) = temp_store("engines-window");
+    let first = emulator(shape(4, None)).await;
+    run(&store, &every_engine(&first, "window"), api_key(&first))
+        .await
+        .unwrap();
+    // Every third project's newest scan ran SCA alone; its other engines' scan is two days older.
+    let rescans = emulator(shape(4, Some(ResultType::Sca))).await;
+    let project = rescans.expected().projects[1].clone();
+    let client = default_client(&rescans);
+    let created = |engine: Engine| {
+        let client = &client;
+        let id = project.id.clone();
+        async move {
+            let scans = client
+                .last_scans(
+                    std::slice::from_ref(&id),
+                    &cxone_etm::cxone::LastScanQuery {
+                        use_main_branch: true,
+                        ..cxone_etm::cxone::LastScanQuery::completed(Some(engine))
+                    },
+                )
+                .await
+                .unwrap();
+            let at = scans[&id].created_at.clone().unwrap();
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+        }
+    };
+    let (sca_at, sast_at) = (created(Engine::Sca).await, created(Engine::Sast).await);
+    assert!(sca_at - sast_at >= time::Duration::days(2));
+    let window = (time::OffsetDateTime::now_utc() - sca_at).whole_days() as u32 + 1;
+    let mut connection = every_engine(&rescans, "window");
+    connection.config.filters.max_scan_age_days = Some(window);
+    let connection = connection.config.validate().unwrap();
+    let summary = run(&store, &connection, api_key(&rescans)).await.unwrap();
+    let m = manifest(&store, &summary.manifest).await;
+    assert!(m.complete, "{:?}", m.problems);
+    let item = m.items.iter().find(|i| i.vendor_id == project.id).unwrap();
+    assert!(
+        item.by_engine[&Engine::Sca].findings_out > 0,
+        "SCA's scan is in the window"
+    );
+    assert!(
+        !item.by_engine.contains_key(&Engine::Sast),
+        "{:?}",
+        item.by_engine
+    );
+    let run_ref = cxone_etm::layout::RunRef {
+        connection_id: "window".into(),
+        run_id: m.run_id.clone(),
+    };
+    let collected: Value = serde_json::from_slice(
+        &store
+            .get(&run_ref.collect_outcome(&item.item))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        collected["otherPulls"][0]["notTaken"]
+            .as_str()
+            .unwrap()
+            .contains("look-back window"),
+        "{collected}"
+    );
+    // Nothing of SAST, KICS or containers is closed for that project; their ledger entries go on.
+    let closed: Vec<_> = findings_in(&store, &item.objects)
+        .await
+        .into_iter()
+        .filter(|(line, f)| line["engine"] != "sca" && f["lifecycleStatus"] == "FIXED")
+        .collect();
+    assert!(closed.is_empty(), "{closed:?}");
+    let ledger: Value = {
+        let body = store
+            .get(&run_ref.ledger(&item.item))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let open_sast = ledger["findings"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|e| e["engine"] == "sast" && e["open"] == true)
+        .count();
+    assert!(open_sast > 0, "the project's SAST findings are still open");
 }
