@@ -50,6 +50,29 @@ fn export_then_validate_round_trips_and_errors_are_listed() {
         String::from_utf8_lossy(&output.stdout)
             .contains("valid sast map 'Checkmarx SAST Transformation Map'")
     );
+    // Every engine's shipped map exports and validates as it is.
+    for (engine, name) in [
+        ("sca", "Checkmarx SCA Transformation Map"),
+        ("kics", "Checkmarx KICS Transformation Map"),
+        ("containers", "Checkmarx Containers Transformation Map"),
+    ] {
+        let file = dir.join(format!("{engine}.json"));
+        let exported = Command::new(BIN)
+            .args(["export-map", engine, "--out", file.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(exported.success());
+        let output = Command::new(BIN)
+            .args(["validate", "map", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&output.stdout)
+                .contains(&format!("valid {engine} map '{name}'")),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 
     let mut edited: Value = serde_json::from_str(&std::fs::read_to_string(&map).unwrap()).unwrap();
     let shipped = edited["entries"].as_array().unwrap().len();
