@@ -230,7 +230,8 @@ class Account:
                 for line in body.splitlines():
                     record = json.loads(line)
                     for finding in record.get("findingGroup", {}).get("findings", []):
-                        out.append({"item": item["item"], "asset": record.get("asset", {}), **finding})
+                        out.append({"item": item["item"], "engine": record.get("engine"),
+                                    "asset": record.get("asset", {}), **finding})
         return out
 
 
@@ -431,6 +432,36 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
     assert status == 404, missing
     status, unknown = account.http("POST", "/connections/nobody/runs")
     assert status == 404, unknown
+
+
+def test_a_connection_of_every_engine_commits_each_engine_and_reconciles_it(account, emulator):
+    engines = ["sast", "sca", "kics", "containers"]
+    result = put_connection(account, emulator, "engines", extra={"engines": engines})
+    assert result.returncode == 0, result.stderr
+    holds = emulator.get("/_emulator/stats")["expected"]["totals"]["by_engine"]
+    manifests = []
+    for _ in range(2):
+        status, started = account.http("POST", "/connections/engines/runs")
+        assert status == 202, started
+        execution = account.wait(started["executionArn"])
+        assert execution["status"] == "SUCCEEDED", account.explain(execution)
+        manifest = committed(account, started["run"])
+        assert manifest["complete"] is True, manifest["problems"]
+        for engine in engines:
+            totals = manifest["totalsByEngine"][engine]
+            assert holds[engine] > 0 and totals["findingsOut"] + totals["rejected"] == holds[engine], (engine, totals)
+        assert not manifest["totals"]["skippedByType"], manifest["totals"]["skippedByType"]
+        by_line_engine = {}
+        for finding in account.findings(manifest):
+            by_line_engine[finding["engine"]] = by_line_engine.get(finding["engine"], 0) + 1
+        assert set(by_line_engine) == set(engines), by_line_engine
+        manifests.append(manifest)
+    # The second run, on the same tenant, reconciles each engine: nothing new, reopened or closed
+    # by absence.
+    for engine in engines:
+        lifecycle = manifests[1]["totalsByEngine"][engine]["lifecycle"]
+        assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, (engine, lifecycle)
+        assert lifecycle.get("FIXED", 0) == manifests[1]["totalsByEngine"][engine]["fixed"], (engine, lifecycle)
 
 
 def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulator):
