@@ -193,6 +193,20 @@ const RESULT_TARGETS: &[Target] = &[
     finding("findingGroup.findings[].vendorScanURL", Text, false),
 ];
 
+/// Sources of a known vulnerability (SCA, containers): its CWE, CVE and CVSS.
+const CVE_SOURCES: &[&str] = &[
+    "vulnerabilityDetails.cweId",
+    "vulnerabilityDetails.cveName",
+    "vulnerabilityDetails.cvssScore",
+    "vulnerabilityDetails.cvss",
+];
+
+/// The vulnerable package's name and version (SCA, containers).
+const PACKAGE_TARGETS: &[Target] = &[
+    finding("findingGroup.findings[].package.name", Text, false),
+    finding("findingGroup.findings[].package.version", Text, false),
+];
+
 /// Targets of a known vulnerability (SCA, containers): its CVE and CVSS.
 const CVE_TARGETS: &[Target] = &[
     finding(
@@ -287,11 +301,8 @@ pub static SCA: Catalog = Catalog {
             "data.scaPackageData.isDirectDependency",
             "data.scaPackageData.typeOfDependency",
             "data.scaPackageData.outdated",
-            "vulnerabilityDetails.cweId",
-            "vulnerabilityDetails.cveName",
-            "vulnerabilityDetails.cvssScore",
-            "vulnerabilityDetails.cvss",
         ],
+        CVE_SOURCES,
     ],
     computed_sources: &[
         ("connector.scanLink", Computed::ScanLink),
@@ -301,10 +312,9 @@ pub static SCA: Catalog = Catalog {
         PROJECT_ASSET_TARGETS,
         RESULT_TARGETS,
         CVE_TARGETS,
+        PACKAGE_TARGETS,
         &[
             finding("findingGroup.findings[].package.identifier", Text, false),
-            finding("findingGroup.findings[].package.name", Text, false),
-            finding("findingGroup.findings[].package.version", Text, false),
             finding("findingGroup.findings[].package.ecosystem", Text, false),
             finding("findingGroup.findings[].package.direct", Boolean, false),
             finding(
@@ -373,20 +383,16 @@ pub static CONTAINERS: Catalog = Catalog {
             "data.imageFilePath",
             "data.imageOrigin",
             "data.publishedAt",
-            "vulnerabilityDetails.cweId",
-            "vulnerabilityDetails.cveName",
-            "vulnerabilityDetails.cvssScore",
-            "vulnerabilityDetails.cvss",
         ],
+        CVE_SOURCES,
     ],
     computed_sources: &[("connector.scanLink", Computed::ScanLink)],
     targets: &[
         PROJECT_ASSET_TARGETS,
         RESULT_TARGETS,
         CVE_TARGETS,
+        PACKAGE_TARGETS,
         &[
-            finding("findingGroup.findings[].package.name", Text, false),
-            finding("findingGroup.findings[].package.version", Text, false),
             finding("findingGroup.findings[].image.name", Text, false),
             finding("findingGroup.findings[].image.tag", Text, false),
             finding("findingGroup.findings[].image.filePath", Text, false),
