@@ -553,3 +553,37 @@ async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
         .count();
     assert!(open_sast > 0, "the project's SAST findings are still open");
 }
+
+/// The connection's engines changed between the plan and the transform (a config put while a run
+/// is under way): the item is refused with the reason, never transformed with records counted
+/// nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_planned_with_an_engine_the_connection_no_longer_delivers_is_refused() {
+    let emulator = emulator(shape(2, None)).await;
+    let (store, _dir) = temp_store("engines-changed");
+    let summary = run(
+        &store,
+        &every_engine(&emulator, "changed"),
+        api_key(&emulator),
+    )
+    .await
+    .unwrap();
+    let run_ref = cxone_etm::layout::RunRef {
+        connection_id: "changed".into(),
+        run_id: summary.run_id.clone(),
+    };
+    let (items, _) = cxone_etm::pipeline::read_work_list(&store, &run_ref)
+        .await
+        .unwrap();
+    let item = items.iter().find(|i| i.scan_id.is_some()).unwrap();
+    let sast_only = connection(&emulator, "changed", ConnectorKind::Sast);
+    let refused = cxone_etm::pipeline::transform(&store, &sast_only, item)
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("which the connection no longer delivers"),
+        "{message}"
+    );
+    assert!(!refused.is_retryable(), "{message}");
+}
