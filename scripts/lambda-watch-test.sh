@@ -34,12 +34,12 @@ arn = boto3.client("secretsmanager").create_secret(Name="cxone/demo-sast", Secre
 config = {"id": "demo-sast", "name": "Demo SAST", "kind": "sast", "secret": arn,
           "vendor": {"custom_api_url": line["url"], "custom_iam_url": line["iam_url"], "tenant": line["tenant"], "allow_insecure_local": True}}
 s3.put_object(Bucket="etm-data", Key="connections/demo-sast/config.json", Body=json.dumps(config))
-item = json.load(open("events/collect.json"))
-run = item["run"]
+group = json.load(open("events/collect.json"))
+run = group["items"][0]["run"]
 base = f"connections/{run['connectionId']}/runs/{run['runId']}"
 record = {"connectionId": run["connectionId"], "runId": run["runId"], "trigger": "api", "state": "Processing", "startedAt": "2026-11-22T00:00:00Z"}
 s3.put_object(Bucket="etm-data", Key=f"{base}/run.json", Body=json.dumps(record))
-s3.put_object(Bucket="etm-data", Key=f"{base}/work.jsonl", Body=json.dumps(item) + "\n")
+s3.put_object(Bucket="etm-data", Key=f"{base}/work.jsonl", Body=json.dumps(group) + "\n")
 PY
 
 watch_port=$(free_port)
@@ -53,8 +53,8 @@ for _ in $(seq 1 300); do curl -s "http://127.0.0.1:$watch_port/" >/dev/null 2>&
 check() { # $1 label, $2 JSON, $3 python condition on d
   echo "$2" | "$venv/bin/python" -c "import json,sys; d=json.load(sys.stdin); assert $3, d; print('  $1: ok')"
 }
-check "collect (events/collect.json)" "$(invoke cxone-etm-collect events/collect.json)" 'd["status"] == "complete" and d["records"] > 0'
-check "transform (events/transform.json)" "$(invoke cxone-etm-transform events/transform.json)" 'd["objects"] >= 1'
+check "collect (events/collect.json)" "$(invoke cxone-etm-collect events/collect.json)" 'd["items"][0]["status"] == "complete" and d["items"][0]["records"] > 0'
+check "transform (events/transform.json)" "$(invoke cxone-etm-transform events/transform.json)" 'd["items"][0]["objects"] >= 1'
 check "finalize (events/finalize.json)" "$(invoke cxone-etm-finalize events/finalize.json)" 'd["complete"] is True'
 check "trigger: test connection" "$(invoke cxone-etm-trigger events/trigger-api-test-connection.json)" 'd["statusCode"] == 200 and json.loads(d["body"])["passed"]'
 check "trigger: scheduled run" "$(invoke cxone-etm-trigger events/trigger-schedule.json)" 'd["items"] == 10 and "executionArn" not in d'

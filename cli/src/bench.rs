@@ -1,8 +1,14 @@
 //! `bench`: a full SAST + DAST pull against the bundled emulator on loopback, with each run in its
-//! own `cxone-etm run` process so its peak RSS and its start-up time are the connector's alone (the
-//! emulator stays in this process). Reports wall time, findings/s, vendor MB/s, per-stage times,
-//! requests beside the minimum the API allows, peak RSS, one 100,000-result project on its own, and
-//! the function binaries' sizes, each against its budget.
+//! own `cxone-etm run` process so its peak RSS, CPU time and start-up time are the connector's
+//! alone (the emulator stays in this process). Each run is measured against its limit in the same
+//! bench: the plain download of exactly the requests it made, at the same concurrency and latency.
+//! Reports the ratio to that download (whole run and per stage), findings/s, CPU-seconds per
+//! million findings, requests beside the minimum the API allows, peak RSS, what the run would cost
+//! on AWS under the template's settings, one 100,000-result project for memory and one
+//! 1,000,000-result project against its download, and the function binaries' sizes.
+
+mod cost;
+mod download;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,6 +16,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use cost::{Deployment, RunWork};
 use cxone_emulator::{
     Emulator, EmulatorConfig, Endpoint, ExpectedScan, ExpectedTotals, FaultSpec, ResultType,
     TenantShape,
@@ -17,6 +24,7 @@ use cxone_emulator::{
 use cxone_etm::cxone::VendorSettings;
 use cxone_etm::pipeline::ConnectionConfig;
 use cxone_etm::{ConnectorKind, Engine};
+use download::download;
 use serde_json::{Value, json};
 
 const SECRET_VAR: &str = "CXONE_ETM_BENCH_CREDENTIAL";
@@ -49,6 +57,9 @@ pub struct BenchArgs {
     /// Results of the project collected and transformed on its own for the memory budget.
     #[arg(long, default_value_t = 100_000)]
     pub single_project_results: u64,
+    /// Results of the one huge project measured against its plain download.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub huge_project_results: u64,
     /// Items at once (the state machine's MaxConcurrency default).
     #[arg(long, default_value_t = 10)]
     pub item_concurrency: usize,
@@ -62,6 +73,33 @@ struct ChildRun {
     wall: Duration,
     first_request_ms: Option<f64>,
     requests: u64,
+    /// Every request the run made, in order.
+    log: Vec<(Endpoint, String)>,
+    objects_written: u64,
+    /// The vendor client's requests in flight at most (the connection's `concurrency`).
+    connections: usize,
+}
+
+/// Endpoints the plan calls before any item starts; the rest are the items'.
+const PLAN_ENDPOINTS: [Endpoint; 4] = [
+    Endpoint::Projects,
+    Endpoint::LastScan,
+    Endpoint::Branches,
+    Endpoint::DastEnvironments,
+];
+
+/// Files under `dir`, at any depth (a directory store writes one file per object).
+fn files_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => files_under(&e.path()),
+                Ok(_) => 1,
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
 
 fn unix_us(at: SystemTime) -> u64 {
@@ -105,6 +143,7 @@ async fn run_child(
         engines,
         ..ConnectionConfig::new(id, kind, vendor, &format!("env:{SECRET_VAR}"))
     };
+    let connections = config.vendor.concurrency;
     let config_file = work.join(format!("{id}.json"));
     std::fs::write(&config_file, serde_json::to_vec_pretty(&config)?)?;
     let credential = match kind {
@@ -124,6 +163,7 @@ async fn run_child(
         .arg(work.join("store"))
         .env(SECRET_VAR, credential.to_string());
     emulator.reset_traffic();
+    let objects_before = files_under(&work.join("store"));
     let started = SystemTime::now();
     let output = tokio::task::spawn_blocking(move || command.output())
         .await?
@@ -146,7 +186,57 @@ async fn run_child(
             .first_request_unix_us
             .map(|us| us.saturating_sub(unix_us(started)) as f64 / 1000.0),
         requests: traffic.requests.values().sum(),
+        log: emulator.request_log(),
+        objects_written: files_under(&work.join("store")) - objects_before,
+        connections,
     })
+}
+
+/// A run beside its limit: the plain download of the same requests, all at once and per stage
+/// (the plan's requests, then the items').
+async fn against_download(emulator: &Emulator, run: &ChildRun) -> anyhow::Result<Value> {
+    let (plan, items): (Vec<_>, Vec<_>) = run
+        .log
+        .iter()
+        .cloned()
+        .partition(|(endpoint, _)| PLAN_ENDPOINTS.contains(endpoint));
+    let all = download(emulator, &run.log, run.connections).await?;
+    let plan = download(emulator, &plan, run.connections).await?;
+    let items = download(emulator, &items, run.connections).await?;
+    let wall_ms = run.wall.as_secs_f64() * 1000.0;
+    let plan_ms = ms(&run.summary, "plan") as f64;
+    // The items' stage is what the run spent after the plan and before finalize.
+    let items_ms = wall_ms - plan_ms - ms(&run.summary, "finalize") as f64;
+    let stage = |connector_ms: f64, download: &download::Download| {
+        let download_ms = download.wall.as_secs_f64() * 1000.0;
+        json!({"connectorMs": connector_ms.round(), "downloadMs": download_ms.round(),
+            "ratio": connector_ms / download_ms, "requests": download.requests})
+    };
+    Ok(json!({
+        "connections": run.connections,
+        "downloadSeconds": all.wall.as_secs_f64(),
+        "downloadMiB": mib(all.bytes as f64),
+        "ratio": run.wall.as_secs_f64() / all.wall.as_secs_f64(),
+        "stages": {"plan": stage(plan_ms, &plan), "items": stage(items_ms, &items)},
+    }))
+}
+
+/// What the run would cost deployed with the template's settings.
+fn run_cost(deployment: &Deployment, run: &ChildRun) -> Value {
+    let s = &run.summary;
+    let work = RunWork {
+        findings: s["findings"].as_u64().unwrap_or(0),
+        child_executions: s["childExecutions"].as_u64().unwrap_or(0),
+        plan_ms: ms(s, "plan"),
+        collect_ms: ms(s, "collect"),
+        transform_ms: ms(s, "transform"),
+        finalize_ms: ms(s, "finalize"),
+        objects_written: run.objects_written,
+    };
+    let mut cost = serde_json::to_value(cost::cost(deployment, &work)).unwrap_or_default();
+    let items = s["items"].as_u64().unwrap_or(0).max(1) as f64;
+    cost["transitionsPerItem"] = json!(cost["stateTransitions"].as_f64().unwrap_or(0.0) / items);
+    cost
 }
 
 /// The fewest requests the API allows for this tenant: one token, project (or environment) pages,
@@ -234,6 +324,22 @@ fn binary_sizes(workspace: &Path) -> Vec<(String, Option<u64>)> {
         .collect()
 }
 
+/// The machine the figures were measured on: CPU model, cores and the date (UTC).
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    json!({"cpu": cpu, "cores": cores, "date": date})
+}
+
 fn mib(bytes: f64) -> f64 {
     bytes / (1024.0 * 1024.0)
 }
@@ -271,10 +377,13 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
         dast_results_per_scan: args.dast_results_per_scan,
         ..TenantShape::default()
     };
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let deployment = Deployment::from_template(&workspace.join("infra/template.yaml"))?;
     let emulator = start_emulator(shape, args.latency_ms).await?;
     let expected = emulator.expected();
     let mut runs = Vec::new();
     let (mut findings, mut bytes, mut wall, mut requests, mut minimum) = (0u64, 0u64, 0.0, 0, 0);
+    let (mut download_wall, mut cpu, mut transitions, mut items) = (0.0, 0.0, 0.0, 0.0);
     let mut peak_rss = 0u64;
     let mut first_request = Vec::new();
     for (id, kind) in [
@@ -286,7 +395,14 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
             args.projects, args.dast_environments
         );
         let run = run_child(&emulator, work, id, kind, None, args.item_concurrency).await?;
+        let limit = against_download(&emulator, &run).await?;
+        let cost = run_cost(&deployment, &run);
         let s = &run.summary;
+        let run_cpu = s["cpuSeconds"].as_f64().unwrap_or(0.0);
+        download_wall += limit["downloadSeconds"].as_f64().unwrap_or(0.0);
+        cpu += run_cpu;
+        transitions += cost["stateTransitions"].as_f64().unwrap_or(0.0);
+        items += s["items"].as_f64().unwrap_or(0.0);
         let min = minimum_requests(&expected, kind);
         let run_findings = s["findings"].as_u64().unwrap_or(0);
         let run_bytes = s["vendor"]["bytes"].as_u64().unwrap_or(0);
@@ -313,6 +429,11 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
             "retries": s["vendor"]["retries"],
             "peakRssMiB": mib(s["peakRssBytes"].as_f64().unwrap_or(0.0)),
             "firstRequestMs": run.first_request_ms,
+            "childExecutions": s["childExecutions"],
+            "cpuSeconds": run_cpu,
+            "cpuSecondsPerMillionFindings": run_cpu * 1e6 / run_findings.max(1) as f64,
+            "download": limit,
+            "cost": cost,
         }));
     }
     // The same projects with every engine of their scans delivered: the same pulls, more
@@ -370,13 +491,44 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
     let one = run_child(&single, work, "bench-one", ConnectorKind::Sast, None, 1).await?;
     let one_rss = one.summary["peakRssBytes"].as_u64().unwrap_or(0);
     let one_ms = ms(&one.summary, "collect") + ms(&one.summary, "transform");
+    drop(single);
 
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    eprintln!(
+        "bench: one project of {} results against its download ...",
+        args.huge_project_results
+    );
+    let huge_tenant = start_emulator(
+        TenantShape {
+            projects: 1,
+            project_results: vec![args.huge_project_results],
+            dast_environments: 0,
+            ..TenantShape::default()
+        },
+        args.latency_ms,
+    )
+    .await?;
+    let huge = run_child(
+        &huge_tenant,
+        work,
+        "bench-huge",
+        ConnectorKind::Sast,
+        None,
+        1,
+    )
+    .await?;
+    let huge_limit = against_download(&huge_tenant, &huge).await?;
+    let huge_ratio = huge_limit["ratio"].as_f64().unwrap_or(f64::INFINITY);
+    drop(huge_tenant);
+
     let binaries = binary_sizes(&workspace);
     let findings_per_second = findings as f64 / wall;
+    let ratio = wall / download_wall;
+    let transitions_per_item = transitions / items.max(1.0);
     let slowest_start = first_request.iter().copied().fold(0.0, f64::max);
     let mut budgets = vec![
-        json!({"budget": "end to end >= 50,000 findings/s", "value": findings_per_second.round(), "met": findings_per_second >= 50_000.0}),
+        json!({"budget": "end to end <= 1.25 x the plain download of the same requests", "value": format!("{ratio:.2} x ({wall:.1} s / {download_wall:.1} s)"), "met": ratio <= 1.25}),
+        json!({"budget": format!("one {}-result project <= 1.5 x its plain download", args.huge_project_results), "value": format!("{huge_ratio:.2} x ({:.1} s / {:.1} s)", huge.wall.as_secs_f64(), huge_limit["downloadSeconds"].as_f64().unwrap_or(0.0)), "met": huge_ratio <= 1.5}),
+        json!({"budget": "Step Functions transitions per item <= 0.3 (a tenth of a child per item)", "value": format!("{transitions_per_item:.3}"), "met": transitions_per_item <= 0.3}),
         json!({"budget": "vendor requests <= 1.05 x minimum", "value": format!("{requests} / {minimum}"), "met": requests as f64 <= 1.05 * minimum as f64}),
         json!({"budget": "every engine: vendor requests <= 1.05 x minimum, every finding", "value": format!("{} / {engines_min}", every.requests),
             "met": every.requests as f64 <= 1.05 * engines_min as f64 && by_engine.iter().all(|e| e["findings"] == e["emulatorHolds"])}),
@@ -395,10 +547,14 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
             "environments": args.dast_environments, "dastResultsPerScan": args.dast_results_per_scan,
             "latencyMs": args.latency_ms, "itemConcurrency": args.item_concurrency,
         },
+        "machine": machine(),
         "endToEnd": {
             "findings": findings, "wallSeconds": wall, "findingsPerSecond": findings_per_second,
+            "downloadSeconds": download_wall, "ratioToDownload": ratio,
+            "cpuSecondsPerMillionFindings": cpu * 1e6 / findings.max(1) as f64,
             "vendorMiBPerSecond": mib(bytes as f64) / wall, "requests": requests,
             "minimumRequests": minimum, "peakRssMiB": mib(peak_rss as f64),
+            "stateTransitionsPerItem": transitions_per_item,
         },
         "runs": runs,
         "everyEngine": engines,
@@ -407,22 +563,39 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
             "findings": one.summary["findings"], "collectPlusTransformMs": one_ms,
             "peakRssMiB": mib(one_rss as f64), "vendorMiB": mib(one.summary["vendor"]["bytes"].as_f64().unwrap_or(0.0)),
         },
+        "hugeProject": {
+            "results": args.huge_project_results, "findings": huge.summary["findings"],
+            "wallSeconds": huge.wall.as_secs_f64(), "download": huge_limit,
+            "cpuSeconds": huge.summary["cpuSeconds"],
+            "peakRssMiB": mib(huge.summary["peakRssBytes"].as_f64().unwrap_or(0.0)),
+        },
         "binaries": binaries.iter().map(|(n, s)| json!({"function": n, "bytes": s})).collect::<Vec<_>>(),
         "budgets": budgets,
     }))
 }
 
 fn print_table(report: &Value) {
-    let e = &report["endToEnd"];
+    let m = &report["machine"];
     println!(
-        "end to end: {} findings in {:.1} s = {:.0} findings/s, vendor JSON {:.1} MiB/s, {} requests (minimum {}), peak RSS {:.1} MiB",
+        "machine: {}, {} cores, {}",
+        m["cpu"].as_str().unwrap_or_default(),
+        m["cores"],
+        m["date"].as_str().unwrap_or_default()
+    );
+    let e = &report["endToEnd"];
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "end to end: {} findings in {:.1} s = {:.2} x the plain download of the same requests ({:.1} s); {:.0} findings/s, {:.1} CPU-s per million findings, vendor JSON {:.1} MiB/s, {} requests (minimum {}), peak RSS {:.1} MiB",
         e["findings"],
-        e["wallSeconds"].as_f64().unwrap_or(0.0),
-        e["findingsPerSecond"].as_f64().unwrap_or(0.0),
-        e["vendorMiBPerSecond"].as_f64().unwrap_or(0.0),
+        f(&e["wallSeconds"]),
+        f(&e["ratioToDownload"]),
+        f(&e["downloadSeconds"]),
+        f(&e["findingsPerSecond"]),
+        f(&e["cpuSecondsPerMillionFindings"]),
+        f(&e["vendorMiBPerSecond"]),
         e["requests"],
         e["minimumRequests"],
-        e["peakRssMiB"].as_f64().unwrap_or(0.0)
+        f(&e["peakRssMiB"])
     );
     for run in report["runs"].as_array().into_iter().flatten() {
         println!(
@@ -438,6 +611,41 @@ fn print_table(report: &Value) {
             run["retries"],
             run["peakRssMiB"].as_f64().unwrap_or(0.0),
             run["firstRequestMs"].as_f64().unwrap_or(f64::NAN)
+        );
+        let d = &run["download"];
+        let stage = |name: &str| {
+            let s = &d["stages"][name];
+            format!(
+                "{name} {:.0} ms / {:.0} ms = {:.2} x",
+                f(&s["connectorMs"]),
+                f(&s["downloadMs"]),
+                f(&s["ratio"])
+            )
+        };
+        println!(
+            "    against the plain download ({} connections, {:.1} MiB): {:.2} x ({:.1} s); {}; {}; {:.1} CPU-s per million findings",
+            d["connections"],
+            f(&d["downloadMiB"]),
+            f(&d["ratio"]),
+            f(&d["downloadSeconds"]),
+            stage("plan"),
+            stage("items"),
+            f(&run["cpuSecondsPerMillionFindings"])
+        );
+        let c = &run["cost"];
+        println!(
+            "    deployed: {} child executions, {} state transitions ({:.3} per item), {} Lambda invocations, {:.0} GB-s, {} S3 PUTs: ${:.4} (Step Functions ${:.4}, Lambda ${:.4}, S3 ${:.4}) = ${:.4} per million findings",
+            run["childExecutions"],
+            c["stateTransitions"],
+            f(&c["transitionsPerItem"]),
+            c["lambdaInvocations"],
+            f(&c["lambdaGbSeconds"]),
+            c["s3Puts"],
+            f(&c["dollars"]["total"]),
+            f(&c["dollars"]["stepFunctions"]),
+            f(&c["dollars"]["lambda"]),
+            f(&c["dollars"]["s3"]),
+            f(&c["dollarsPerMillionFindings"])
         );
     }
     let every = &report["everyEngine"];
@@ -463,6 +671,17 @@ fn print_table(report: &Value) {
         every["requests"],
         every["minimumRequests"],
         every["peakRssMiB"].as_f64().unwrap_or(0.0)
+    );
+    let h = &report["hugeProject"];
+    println!(
+        "one project of {} results: {} findings in {:.1} s = {:.2} x its plain download ({:.1} s), {} CPU-s, peak RSS {:.1} MiB",
+        h["results"],
+        h["findings"],
+        f(&h["wallSeconds"]),
+        f(&h["download"]["ratio"]),
+        f(&h["download"]["downloadSeconds"]),
+        h["cpuSeconds"],
+        f(&h["peakRssMiB"])
     );
     let one = &report["singleProject"];
     println!(

@@ -249,6 +249,7 @@ pub async fn run(config: &Path, store: &str, output: Output) -> anyhow::Result<E
     if output.json {
         let mut report = serde_json::to_value(&summary)?;
         report["peakRssBytes"] = json!(peak_rss_bytes());
+        report["cpuSeconds"] = json!(cpu_seconds());
         println!("{}", serde_json::to_string(&report)?);
     } else if !output.quiet {
         print_summary(&summary, None);
@@ -393,6 +394,16 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// CPU time this process has used, user and system, over all its threads (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, so split after its closing paren);
+    // utime and stime are the 14th and 15th fields, in clock ticks of 1/100 s on Linux.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// A committed run's manifest and record: `run`, or the connection's last committed run.

@@ -15,9 +15,9 @@ use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, ItemStatus, Manifest,
-    RunRecord, RunRef, Schedule, StepError, Trigger, VendorAccess, WorkItem, begin_run, collect,
-    config_key, connection_status, fail_run, finalize, plan, record_event_schedule,
-    record_registration, transform,
+    RunRecord, RunRef, Schedule, StepError, Trigger, VendorAccess, WorkGroup, begin_run,
+    collect_group, config_key, connection_status, fail_run, finalize, plan, record_event_schedule,
+    record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -337,6 +337,8 @@ pub struct StartedRun {
     /// The Distributed Map's MaxConcurrency (`MaxConcurrencyPath`).
     pub max_concurrency: u32,
     pub items: u64,
+    /// The work list's lines: the Distributed Map's children, each a group of items.
+    pub child_executions: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_arn: Option<String>,
 }
@@ -375,13 +377,21 @@ pub async fn start_run(
         if let Some((schedule, _)) = event_schedule {
             record_event_schedule(&runtime.store, connection_id, schedule).await?;
         }
-        let items = plan(&runtime.store, &loaded.vendor, &loaded.connection, &run).await?;
+        let groups = plan(
+            &runtime.store,
+            &loaded.vendor,
+            &loaded.connection,
+            &run,
+            runtime.max_concurrency as usize,
+        )
+        .await?;
         let mut started = StartedRun {
             work_list_key: runtime.store.full_key(&run.work_list()),
             max_concurrency: runtime.max_concurrency,
             bucket: runtime.store.bucket().to_string(),
             run: run.clone(),
-            items: items.len() as u64,
+            items: groups.iter().map(|g| g.items.len() as u64).sum(),
+            child_executions: groups.len() as u64,
             execution_arn: None,
         };
         if let Some(state_machine) = &runtime.state_machine {
@@ -472,11 +482,11 @@ pub async fn show_run(
     }))
 }
 
-/// Collect's output: the item again (transform needs it) and its status.
+/// One item's collect: its status and what it fetched.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectTaskOutput {
-    pub item: WorkItem,
+    pub item: String,
     pub status: ItemStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -486,20 +496,44 @@ pub struct CollectTaskOutput {
     pub retries: u64,
 }
 
+/// Collect's answer for a child's group: each finished item, in order. The state machine keeps
+/// the group (its input) for transform, which reads each item's outcome from the bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectGroupOutput {
+    pub items: Vec<CollectTaskOutput>,
+}
+
+/// Collects a child's group of items, one after another (see [`collect_group`]).
 pub async fn collect_task(
     runtime: &Runtime<impl BucketStore>,
-    item: WorkItem,
-) -> Result<CollectTaskOutput, StepError> {
-    let loaded = runtime.connection(&item.run.connection_id).await?;
-    let outcome: CollectOutcome =
-        collect(&runtime.store, &loaded.vendor, &loaded.connection, &item).await?;
-    Ok(CollectTaskOutput {
-        records: outcome.records_fetched(),
-        status: outcome.status,
-        reason: outcome.reason,
-        retries: outcome.traffic.retries,
-        item,
-    })
+    group: WorkGroup,
+) -> Result<CollectGroupOutput, StepError> {
+    let Some(first) = group.items.first() else {
+        return Ok(CollectGroupOutput { items: Vec::new() });
+    };
+    let loaded = runtime.connection(&first.run.connection_id).await?;
+    let (done, unfinished) = collect_group(
+        &runtime.store,
+        &loaded.vendor,
+        &loaded.connection,
+        &group.items,
+    )
+    .await;
+    if let Some(error) = unfinished {
+        return Err(error);
+    }
+    let items = done
+        .into_iter()
+        .map(|outcome: CollectOutcome| CollectTaskOutput {
+            records: outcome.records_fetched(),
+            status: outcome.status,
+            reason: outcome.reason,
+            retries: outcome.traffic.retries,
+            item: outcome.item,
+        })
+        .collect();
+    Ok(CollectGroupOutput { items })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,18 +545,37 @@ pub struct TransformTaskOutput {
     pub objects: u64,
 }
 
+/// Transform's answer for a child's group: each transformed item, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformGroupOutput {
+    pub items: Vec<TransformTaskOutput>,
+}
+
+/// Transforms a child's group of items, one after another (see [`transform_group`]).
 pub async fn transform_task(
     runtime: &Runtime<impl BucketStore>,
-    input: CollectTaskOutput,
-) -> Result<TransformTaskOutput, StepError> {
-    let loaded = runtime.connection(&input.item.run.connection_id).await?;
-    let record = transform(&runtime.store, &loaded.connection, &input.item).await?;
-    Ok(TransformTaskOutput {
-        item: record.item,
-        findings: record.figures.findings_out,
-        rejected: record.figures.rejected,
-        objects: record.objects.len() as u64,
-    })
+    group: WorkGroup,
+) -> Result<TransformGroupOutput, StepError> {
+    let Some(first) = group.items.first() else {
+        return Ok(TransformGroupOutput { items: Vec::new() });
+    };
+    let loaded = runtime.connection(&first.run.connection_id).await?;
+    let (done, unfinished) =
+        transform_group(&runtime.store, &loaded.connection, &group.items).await;
+    if let Some(error) = unfinished {
+        return Err(error);
+    }
+    let items = done
+        .into_iter()
+        .map(|record| TransformTaskOutput {
+            findings: record.figures.findings_out,
+            rejected: record.figures.rejected,
+            objects: record.objects.len() as u64,
+            item: record.item,
+        })
+        .collect();
+    Ok(TransformGroupOutput { items })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -600,31 +653,30 @@ fn name_run(summary: &mut Summary, run: &RunRef) {
     summary.run = Some(run.run_id.clone());
 }
 
-impl Summarized for WorkItem {
+impl Summarized for WorkGroup {
     fn summarize(&self, summary: &mut Summary) {
-        name_run(summary, &self.run);
-        summary.item = Some(self.item.clone());
+        if let Some(first) = self.items.first() {
+            name_run(summary, &first.run);
+        }
+        if let [only] = self.items.as_slice() {
+            summary.item = Some(only.item.clone());
+        }
+        summary.items = self.items.len() as u64;
     }
 }
 
-impl Summarized for CollectTaskOutput {
+impl Summarized for CollectGroupOutput {
     fn summarize(&self, summary: &mut Summary) {
-        self.item.summarize(summary);
-        summary.outcome = serde_json::to_value(self.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        summary.items = 1;
-        summary.retries = self.retries;
+        summary.items = self.items.len() as u64;
+        summary.retries = self.items.iter().map(|i| i.retries).sum();
     }
 }
 
-impl Summarized for TransformTaskOutput {
+impl Summarized for TransformGroupOutput {
     fn summarize(&self, summary: &mut Summary) {
-        summary.item = Some(self.item.clone());
-        summary.items = 1;
-        summary.findings = self.findings;
-        summary.rejected = self.rejected;
+        summary.items = self.items.len() as u64;
+        summary.findings = self.items.iter().map(|i| i.findings).sum();
+        summary.rejected = self.items.iter().map(|i| i.rejected).sum();
     }
 }
 

@@ -527,10 +527,17 @@ def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     result = put_connection(account, wide, "wide", secret=account.dast_secret_arn)
     assert result.returncode == 0, result.stderr
     event = {"connectionId": "wide"}
+    collect, transform = account.function_named("cxone-etm-collect"), account.function_named("cxone-etm-transform")
+    invoked = (collect.invocations, transform.invocations)
     started = account.invoke_trigger(event)
     assert started["items"] == WIDE_ITEMS, started
+    # The items go in groups, as many as keep every child busy, at most 25 each: one child, one
+    # collect and one transform invocation per group, not per item.
+    per_group = min(25, -(-WIDE_ITEMS // 16))
+    assert started["childExecutions"] == -(-WIDE_ITEMS // per_group), started
     execution = account.wait(started["executionArn"], timeout=3600)
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    assert (collect.invocations - invoked[0], transform.invocations - invoked[1]) == (started["childExecutions"],) * 2
     manifest = committed(account, started["run"])
     assert len(manifest["items"]) == WIDE_ITEMS
     assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(wide)
@@ -590,22 +597,23 @@ def test_the_harness_models_the_map_result_limit(account):
 
 def test_the_templates_map_passes_ten_thousand_items_within_the_payload_limit(account):
     """The template's own Map state (reader, concurrency, tolerance, result writer, catch) over a
-    work list of 10,000 items, each child standing in for collect and transform with a Pass state
-    whose output is as large as transform's answer: the execution must not exceed the state
-    payload limit. (The real functions run over a wide list in the test above.)"""
+    work list of 10,000 items in groups of 25, each child standing in for collect and transform
+    with a Pass state whose output (the whole group) is larger than transform's answer: the
+    execution must not exceed the state payload limit. (The real functions run over a wide list
+    in the test above.)"""
     s3, sfn = account.client("s3"), account.client("stepfunctions")
     definition = json.loads(account.definition)
     items_state = definition["States"]["ProcessItems"]
     items_state["ItemProcessor"]["States"] = {
         "Item": {"Type": "Pass", "End": True,
-                 "Parameters": {"item.$": "$.item", "findings": 1000, "rejected": 0, "objects": 1, "pad": "x" * 60}},
+                 "Parameters": {"items.$": "$.items"}},
     }
     items_state["ItemProcessor"]["StartAt"] = "Item"
     definition["States"]["Finalize"] = {"Type": "Pass", "End": True}
     run = {"connectionId": "payload", "runId": "20261201T000000Z-000000"}
     base = f"connections/payload/runs/{run['runId']}"
-    lines = "".join(json.dumps({"run": run, "item": f"{n:036d}", "vendorId": f"{n:036d}", "record": {"name": "x" * 200}}) + "\n"
-                    for n in range(10_000))
+    item = lambda n: {"run": run, "item": f"{n:036d}", "vendorId": f"{n:036d}", "record": {"name": "x" * 200}}
+    lines = "".join(json.dumps({"items": [item(n) for n in range(g, g + 25)]}) + "\n" for g in range(0, 10_000, 25))
     s3.put_object(Bucket=account.bucket, Key=f"{base}/work.jsonl", Body=lines.encode())
     role = account.resolved.resources[account.machine_logical]["Properties"]["RoleArn"]
     machine = sfn.create_state_machine(name="payload-probe", roleArn=role, definition=json.dumps(definition))["stateMachineArn"]

@@ -1,13 +1,14 @@
-//! The transform task over one collected item: the typed event in, the step's
+//! The transform task over a child's group of collected items: the typed event in, the step's
 //! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
 
-use cxone_etm::lambda::{CollectTaskOutput, Runtime, TransformTaskOutput, transform_task};
+use cxone_etm::lambda::{Runtime, TransformGroupOutput, transform_task};
+use cxone_etm::pipeline::WorkGroup;
 use cxone_etm::store::BucketStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 pub async fn handle(
     runtime: &Runtime<impl BucketStore>,
-    event: LambdaEvent<CollectTaskOutput>,
-) -> Result<TransformTaskOutput, Diagnostic> {
+    event: LambdaEvent<WorkGroup>,
+) -> Result<TransformGroupOutput, Diagnostic> {
     Ok(transform_task(runtime, event.payload).await?)
 }

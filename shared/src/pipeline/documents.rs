@@ -49,6 +49,15 @@ pub struct WorkItem {
     pub previous_run: Option<String>,
 }
 
+/// One line of the work list: the items one child execution of the state machine collects and
+/// transforms, one after another. A child is billed its start and each task it enters, whatever
+/// it carries: grouping items cuts the state transitions per item (see `plan::group_items`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkGroup {
+    pub items: Vec<WorkItem>,
+}
+
 /// A scan some of an item's engines take their findings from, beside the item's main scan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -74,6 +74,15 @@ pub enum StepError {
     /// An item's task stopped (a panic) before it returned.
     #[error("the item's task stopped: {0}")]
     TaskStopped(String),
+    /// Items of a child execution's group that did not finish; the others did, and an attempt
+    /// of the group again redoes only these.
+    #[error("{} of the group's items did not finish ({}); {}: {first}", items.len(), items.join(", "), items[0])]
+    Unfinished {
+        items: Vec<String>,
+        first: Box<StepError>,
+        /// Whether another attempt may finish any of them.
+        retryable: bool,
+    },
 }
 
 impl StepError {
@@ -82,6 +91,7 @@ impl StepError {
         match self {
             Self::Vendor(error) => error.is_transient(),
             Self::Store(_) | Self::NotYetWritten { .. } | Self::StateMachine(_) => true,
+            Self::Unfinished { retryable, .. } => *retryable,
             Self::Credential(_)
             | Self::NotConfigured { .. }
             | Self::BadConfig { .. }

@@ -10,6 +10,7 @@ mod config;
 mod documents;
 mod error;
 mod finalize;
+mod group;
 mod objects;
 mod plan;
 mod run;
@@ -24,11 +25,12 @@ pub use collect::{collect, record_collect_failure};
 pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters};
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemStatus, ItemTraffic, Manifest, ManifestItem,
-    ObjectEntry, TransformRecord, WorkItem,
+    ObjectEntry, TransformRecord, WorkGroup, WorkItem,
 };
 pub use error::StepError;
 pub use finalize::finalize;
-pub use plan::{plan, read_work_list};
+pub use group::{collect_group, transform_group};
+pub use plan::{MAX_ITEMS_PER_GROUP, group_items, plan, read_work_list};
 pub use run::{
     RunOutcome, RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run,
     last_committed_run, read_state, record_event_schedule, record_registration,

@@ -46,6 +46,9 @@ pub struct RunSummary {
     /// Per engine the connection delivers: what came in, went out and was rejected.
     pub by_engine: BTreeMap<Engine, EngineSummary>,
     pub batches: u64,
+    /// The state machine's children this run's work list makes (groups of items): each is
+    /// billed its start and its tasks.
+    pub child_executions: u64,
     pub duration_ms: u64,
     /// Time per stage; collect and transform are summed over items (they overlap across items).
     pub stage_ms: StageTimes,
@@ -93,6 +96,7 @@ impl RunSummary {
         started: Instant,
         stage_ms: StageTimes,
         vendor: CounterSnapshot,
+        child_executions: u64,
     ) -> Self {
         let t = &manifest.totals;
         Self {
@@ -121,6 +125,7 @@ impl RunSummary {
                 })
                 .collect(),
             batches: manifest.items.iter().map(|i| i.objects.len() as u64).sum(),
+            child_executions,
             duration_ms: started.elapsed().as_millis() as u64,
             stage_ms,
             vendor,
@@ -182,11 +187,15 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
     let run = begin_run(store, &connection.config.id, trigger, LOCK_LEASE).await?;
     let clock = Arc::new(StageClock::default());
     let mut stages = StageTimes::default();
+    let item_concurrency = connection.config.item_concurrency;
+    let mut child_executions = 0;
     let result =
         async {
             let planning = Instant::now();
             let vendor = Arc::new(VendorAccess::new(connection.vendor.clone(), secret).await?);
-            let items = plan(store, &vendor, &connection, &run).await?;
+            let groups = plan(store, &vendor, &connection, &run, item_concurrency).await?;
+            child_executions = groups.len() as u64;
+            let items: Vec<WorkItem> = groups.into_iter().flat_map(|g| g.items).collect();
             stages.plan = planning.elapsed().as_millis() as u64;
             on_planned(items.len() as u64);
             let failures: Vec<(String, StepError)> = futures_util::stream::iter(items)
@@ -205,7 +214,7 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
                     result.err().map(|e| (item.item.clone(), e))
                 }
             })
-            .buffer_unordered(connection.config.item_concurrency)
+            .buffer_unordered(item_concurrency)
             .filter_map(|failure| async move { failure })
             .collect()
             .await;
@@ -221,9 +230,14 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
     stages.collect = clock.collect_us.load(Ordering::Relaxed) / 1000;
     stages.transform = clock.transform_us.load(Ordering::Relaxed) / 1000;
     match result {
-        Ok((manifest, counters)) => {
-            Ok(RunSummary::from(&manifest, &run, started, stages, counters))
-        }
+        Ok((manifest, counters)) => Ok(RunSummary::from(
+            &manifest,
+            &run,
+            started,
+            stages,
+            counters,
+            child_executions,
+        )),
         Err(error) => {
             tracing::error!(run = %run.run_id, error = %error, "run failed");
             if let Err(also) = fail_run(store, &run, &error.to_string()).await {

@@ -981,10 +981,14 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
     )
     .await
     .unwrap();
-    let items = cxone_etm::pipeline::plan(&local, &vendor, &c, &run)
+    let groups = cxone_etm::pipeline::plan(&local, &vendor, &c, &run, 1)
         .await
         .unwrap();
-    let item = items.iter().find(|i| i.scan_id.is_some()).unwrap();
+    let item = groups
+        .iter()
+        .flat_map(|g| &g.items)
+        .find(|i| i.scan_id.is_some())
+        .unwrap();
     let store = ThrottledStore(local);
     let error = cxone_etm::pipeline::collect(&store, &vendor, &c, item)
         .await

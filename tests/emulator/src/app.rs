@@ -178,11 +178,11 @@ async fn instrument(
     request: Request,
     next: Next,
 ) -> Response {
-    let _in_flight = state.stats.begin(endpoint);
     let target = request
         .uri()
         .path_and_query()
         .map_or_else(String::new, |p| p.as_str().to_string());
+    let _in_flight = state.stats.begin(endpoint, &target);
     let delay = state.faults.latency(endpoint, &target);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -187,6 +187,12 @@ impl Emulator {
         self.state.stats.snapshot(&self.state.faults)
     }
 
+    /// Every request since start or the last `reset_traffic`, in arrival order, as its endpoint
+    /// and path with query.
+    pub fn request_log(&self) -> Vec<(Endpoint, String)> {
+        self.state.stats.requests()
+    }
+
     pub fn reset_traffic(&self) {
         self.state.stats.reset();
     }

@@ -15,6 +15,9 @@ pub struct Stats {
     peak_in_flight: AtomicU64,
     /// Unix microseconds of the first request since start or reset (0: none yet).
     first_request_us: AtomicU64,
+    /// Every API request's path and query since start or reset, in arrival order: what a plain
+    /// download of the same answers must fetch (the bench's baseline).
+    log: std::sync::Mutex<Vec<(Endpoint, String)>>,
 }
 
 fn unix_us() -> u64 {
@@ -33,7 +36,11 @@ impl Drop for InFlight<'_> {
 }
 
 impl Stats {
-    pub fn begin(&self, endpoint: Endpoint) -> InFlight<'_> {
+    pub fn begin(&self, endpoint: Endpoint, target: &str) -> InFlight<'_> {
+        self.log
+            .lock()
+            .expect("the request log is never poisoned")
+            .push((endpoint, target.to_string()));
         if self.first_request_us.load(Ordering::Relaxed) == 0 {
             let _ = self.first_request_us.compare_exchange(
                 0,
@@ -55,6 +62,18 @@ impl Stats {
         self.peak_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         self.first_request_us.store(0, Ordering::SeqCst);
+        self.log
+            .lock()
+            .expect("the request log is never poisoned")
+            .clear();
+    }
+
+    /// The requests since start or reset, each as its endpoint and path with query.
+    pub fn requests(&self) -> Vec<(Endpoint, String)> {
+        self.log
+            .lock()
+            .expect("the request log is never poisoned")
+            .clone()
     }
 
     pub fn snapshot(&self, faults: &FaultControl) -> TrafficSnapshot {

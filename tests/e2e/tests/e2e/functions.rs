@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
+use cxone_emulator::{Endpoint, FaultSpec};
 use cxone_etm::pipeline::{
     ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkItem, config_key, read_state,
+    read_work_list,
 };
 use cxone_etm::store::ObjectStore;
 
@@ -73,7 +75,8 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
             .contains(&run.run_id)
     );
 
-    // The Distributed Map: each work list line through collect then transform.
+    // The Distributed Map: each work list line (a group of items) through collect, then the
+    // same group through transform, as the state machine passes it.
     let work = f
         .runtime
         .store
@@ -84,18 +87,26 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     assert_eq!(started["workListKey"], run.work_list().as_str());
     let mut findings = 0;
     for line in work.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let item: Value = serde_json::from_slice(line).unwrap();
-        let collected = call(|e| cxone_etm_collect::handler::handle(&f.runtime, e), item)
-            .await
-            .expect("collect");
+        let group: Value = serde_json::from_slice(line).unwrap();
+        let collected = call(
+            |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+            group.clone(),
+        )
+        .await
+        .expect("collect");
+        assert_eq!(
+            collected["items"].as_array().unwrap().len(),
+            group["items"].as_array().unwrap().len()
+        );
         let transformed = call(
             |e| cxone_etm_transform::handler::handle(&f.runtime, e),
-            collected,
+            group,
         )
         .await
         .expect("transform");
-        findings +=
-            transformed["findings"].as_u64().unwrap() + transformed["rejected"].as_u64().unwrap();
+        for item in transformed["items"].as_array().unwrap() {
+            findings += item["findings"].as_u64().unwrap() + item["rejected"].as_u64().unwrap();
+        }
     }
     let finalized = call(
         |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
@@ -173,7 +184,13 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
 async fn the_step_sample_events_run_as_they_are() {
     let f = fixture().await;
     // The samples name run 20261122T000000Z-000001 of demo-sast and the first project of the default tenant.
-    let item = event("collect.json");
+    let group = event("collect.json");
+    assert_eq!(
+        event("transform.json"),
+        group,
+        "transform takes the group collect took"
+    );
+    let item = &group["items"][0];
     assert_eq!(
         item["vendorId"],
         f.emulator.expected().projects[0].id.as_str(),
@@ -199,7 +216,7 @@ async fn the_step_sample_events_run_as_they_are() {
         )
         .await
         .unwrap();
-    let mut work = serde_json::to_vec(&item).unwrap();
+    let mut work = serde_json::to_vec(&group).unwrap();
     work.push(b'\n');
     f.runtime
         .store
@@ -223,15 +240,15 @@ async fn the_step_sample_events_run_as_they_are() {
     .await
     .expect("collect");
     f.emulator.clear_faults();
-    assert_eq!(collected["status"], "complete");
-    assert_eq!(collected["retries"], 2, "{collected}");
+    assert_eq!(collected["items"][0]["status"], "complete");
+    assert_eq!(collected["items"][0]["retries"], 2, "{collected}");
     let transformed = call(
         |e| cxone_etm_transform::handler::handle(&f.runtime, e),
         event("transform.json"),
     )
     .await
     .expect("transform");
-    assert!(transformed["objects"].as_u64().unwrap() >= 1);
+    assert!(transformed["items"][0]["objects"].as_u64().unwrap() >= 1);
     let finalized = call(
         |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
         event("finalize.json"),
@@ -570,5 +587,161 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
             .unwrap()
             .contains("cannot read the secret"),
         "{report}"
+    );
+}
+
+/// A child's group of items where one item's results answer 503 for good: collect finishes the
+/// others and fails Retryable naming that one; the state machine's retry, once the vendor
+/// answers, collects only it; transform takes the same group; the run is complete and exact.
+#[tokio::test]
+async fn a_group_finishes_its_other_items_when_one_fails_and_the_retry_redoes_only_that_one() {
+    let f = fixture().await;
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .expect("scheduled trigger");
+    // Ten items and ten children at once: a group each, so every child has work.
+    assert_eq!(started["childExecutions"], 10, "{started}");
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
+    assert_eq!(items.len(), 10);
+    let group = json!({ "items": items });
+    let failing = &items[2];
+    f.emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            server_error_rate: 1.0,
+            only_matching: failing.scan_id.clone(),
+            ..Default::default()
+        },
+    );
+    let error = call(
+        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+        group.clone(),
+    )
+    .await
+    .expect_err("one item did not finish");
+    assert_eq!(error.error_type, "Retryable");
+    assert!(
+        error.error_message.starts_with(&format!(
+            "1 of the group's items did not finish ({})",
+            failing.item
+        )),
+        "{}",
+        error.error_message
+    );
+    for (n, item) in items.iter().enumerate() {
+        let record = f.runtime.store.get(&run.collect_outcome(&item.item)).await;
+        assert_eq!(record.unwrap().is_some(), n != 2, "item {n} collected");
+    }
+
+    // The retry: the vendor answers again; only the failed item is fetched.
+    f.emulator.clear_faults();
+    f.emulator.reset_traffic();
+    let retried = call(
+        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+        group.clone(),
+    )
+    .await
+    .expect("the retry finishes the group");
+    assert_eq!(retried["items"].as_array().unwrap().len(), 10);
+    let traffic = f.emulator.traffic();
+    assert_eq!(traffic.requests_to(Endpoint::Results), 1, "{traffic:?}");
+    let paths: Vec<String> = f
+        .emulator
+        .request_log()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.contains(failing.scan_id.as_deref().unwrap())),
+        "only the failed item's scan is fetched again: {paths:?}"
+    );
+
+    // Transform takes the group as the state machine passes it after a caught collect error.
+    let mut after_catch = group.clone();
+    after_catch["collectError"] = json!({"Error": "Retryable", "Cause": "…"});
+    let transformed = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        after_catch,
+    )
+    .await
+    .expect("transform");
+    assert_eq!(transformed["items"].as_array().unwrap().len(), 10);
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({ "run": run }),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], true, "{finalized}");
+    assert_eq!(
+        finalized["findings"].as_u64().unwrap(),
+        f.emulator.expected().totals.by_type[&cxone_emulator::ResultType::Sast]
+    );
+}
+
+/// A group whose collect gave up (its retries spent) still has its collected items transformed;
+/// the item that was never collected is reported failed, and nothing of it is closed.
+#[tokio::test]
+async fn items_collected_before_a_group_gave_up_are_transformed_and_the_rest_reported_failed() {
+    let f = fixture().await;
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .expect("scheduled trigger");
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
+    let failing = items[7].clone();
+    f.emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            server_error_rate: 1.0,
+            only_matching: failing.scan_id.clone(),
+            ..Default::default()
+        },
+    );
+    let group = json!({ "items": items });
+    call(
+        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+        group.clone(),
+    )
+    .await
+    .expect_err("one item did not finish");
+    let mut after_catch = group;
+    after_catch["collectError"] = json!({"Error": "Retryable"});
+    let transformed = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        after_catch,
+    )
+    .await
+    .expect("transform skips the item collect did not finish");
+    let done: Vec<&str> = transformed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item"].as_str().unwrap())
+        .collect();
+    assert_eq!(done.len(), 9);
+    assert!(!done.contains(&failing.item.as_str()));
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({ "run": run }),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], false);
+    assert_eq!(finalized["itemsByStatus"]["failed"], 1, "{finalized}");
+    let with_scan = items.iter().filter(|i| i.scan_id.is_some()).count() as u64;
+    assert_eq!(
+        finalized["itemsByStatus"]["complete"].as_u64(),
+        Some(with_scan - 1),
+        "{finalized}"
     );
 }

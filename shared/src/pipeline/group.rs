@@ -1,0 +1,101 @@
+//! A child execution's items, one after another. Each item is collected (or transformed) unless
+//! an earlier attempt of the same child already wrote its record, every item is tried whatever
+//! happens to another, and one error at the end names the items that did not finish: the state
+//! machine's retry then redoes only those.
+
+use super::access::VendorAccess;
+use super::collect::{collect, record_collect_failure};
+use super::config::Connection;
+use super::documents::{CollectOutcome, TransformRecord, WorkItem};
+use super::error::StepError;
+use super::objects::get_json;
+use super::transform::transform;
+use crate::store::ObjectStore;
+
+/// Collects each item that has no collect record yet. A refusal is recorded as the item's
+/// Failed outcome by `collect`; any other error that no retry can mend is recorded too, with its
+/// reason. Errors a retry may mend leave the item without a record, for the next attempt.
+pub async fn collect_group(
+    store: &impl ObjectStore,
+    vendor: &VendorAccess,
+    connection: &Connection,
+    items: &[WorkItem],
+) -> (Vec<CollectOutcome>, Option<StepError>) {
+    let mut done = Vec::with_capacity(items.len());
+    let mut unfinished = Unfinished::default();
+    for item in items {
+        let key = item.run.collect_outcome(&item.item);
+        let outcome = match get_json::<CollectOutcome>(store, &key).await {
+            Ok(Some(earlier)) => Ok(earlier),
+            Ok(None) => collect(store, vendor, connection, item).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(outcome) => done.push(outcome),
+            Err(error) if error.is_retryable() => unfinished.add(item, error),
+            Err(error) => {
+                match record_collect_failure(store, item, &error.to_string(), Default::default())
+                    .await
+                {
+                    Ok(recorded) => done.push(recorded),
+                    Err(also) => {
+                        tracing::error!(item = %item.item, error = %also, "could not record the item's failure")
+                    }
+                }
+                unfinished.add(item, error);
+            }
+        }
+    }
+    (done, unfinished.into_error())
+}
+
+/// Transforms each collected item that has no transform record yet. An item that was not
+/// collected is left to finalize, which reports it ("collect did not finish").
+pub async fn transform_group(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    items: &[WorkItem],
+) -> (Vec<TransformRecord>, Option<StepError>) {
+    let mut done = Vec::with_capacity(items.len());
+    let mut unfinished = Unfinished::default();
+    for item in items {
+        let key = item.run.transform_record(&item.item);
+        let record = match get_json::<TransformRecord>(store, &key).await {
+            Ok(Some(earlier)) => Ok(earlier),
+            Ok(None) => transform(store, connection, item).await,
+            Err(error) => Err(error),
+        };
+        match record {
+            Ok(record) => done.push(record),
+            Err(StepError::NotYetWritten { .. }) => {}
+            Err(error) => unfinished.add(item, error),
+        }
+    }
+    (done, unfinished.into_error())
+}
+
+/// The items of a group that did not finish, and why the first did not.
+#[derive(Default)]
+struct Unfinished {
+    items: Vec<String>,
+    first: Option<StepError>,
+    retryable: bool,
+}
+
+impl Unfinished {
+    fn add(&mut self, item: &WorkItem, error: StepError) {
+        tracing::warn!(item = %item.item, error = %error, "item did not finish");
+        self.retryable |= error.is_retryable();
+        self.items.push(item.item.clone());
+        self.first.get_or_insert(error);
+    }
+
+    fn into_error(self) -> Option<StepError> {
+        let first = self.first?;
+        Some(StepError::Unfinished {
+            items: self.items,
+            first: Box::new(first),
+            retryable: self.retryable,
+        })
+    }
+}
