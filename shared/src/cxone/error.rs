@@ -120,6 +120,11 @@ pub enum VendorError {
         endpoint: &'static str,
         detail: String,
     },
+    #[error("{endpoint}: the request started ahead of its turn stopped: {detail}")]
+    Stopped {
+        endpoint: &'static str,
+        detail: String,
+    },
     #[error("refused to connect to {host}: {reason}")]
     Refused { host: String, reason: String },
     #[error("HTTP client setup failed: {0}")]

@@ -1,7 +1,7 @@
 //! Paging every list the connector reads, and proving it complete: an item is complete only when
 //! the unique records fetched equal the server's total and that total held still while paging.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::Bytes;
@@ -10,6 +10,8 @@ use serde::Serialize;
 use super::client::{CxOneClient, ListPage};
 use super::error::VendorError;
 use super::models::{DastEnvironment, DastScan, LastScan, Project};
+use super::transport::spawn_counted;
+use url::Url;
 
 /// How complete a paged list is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -161,6 +163,69 @@ impl PageSource for DastResultsPager {
     }
 }
 
+/// Pages of one scan's results requested ahead of the one being handed over. They share the
+/// client's concurrency cap with everything else, so the cap holds; pages in flight, not the
+/// scan's size, bound the memory they take.
+const PAGES_AHEAD: usize = 3;
+
+/// Requests started ahead of their turn, oldest first, each with the URL it fetches. Pages are
+/// still handed over in order, so repeats, totals and completeness are judged as before.
+#[derive(Default)]
+struct ReadAhead(VecDeque<(Url, tokio::task::JoinHandle<Result<ListPage, VendorError>>)>);
+
+impl ReadAhead {
+    /// The page at `url`: the answer of the request started ahead for it, or fetched now when
+    /// none was (the plan changed, as when the total moved: what was started is dropped).
+    async fn take(
+        &mut self,
+        client: &CxOneClient,
+        endpoint: &'static str,
+        url: Url,
+    ) -> Result<ListPage, VendorError> {
+        if self.0.front().is_some_and(|(ahead, _)| *ahead == url) {
+            let (_, request) = self.0.pop_front().expect("checked above");
+            return request.await.map_err(|e| VendorError::Stopped {
+                endpoint,
+                detail: e.to_string(),
+            })?;
+        }
+        self.clear();
+        client
+            .get_list(endpoint, &url, "results", "totalCount")
+            .await
+    }
+
+    /// Starts requests for `upcoming` (the next pages, in order) until `PAGES_AHEAD` are in
+    /// flight.
+    fn fill(&mut self, client: &CxOneClient, endpoint: &'static str, upcoming: Vec<Url>) {
+        for url in upcoming
+            .into_iter()
+            .skip(self.0.len())
+            .take(PAGES_AHEAD - self.0.len())
+        {
+            let (client, request_url) = (client.clone(), url.clone());
+            let request = spawn_counted(async move {
+                client
+                    .get_list(endpoint, &request_url, "results", "totalCount")
+                    .await
+            });
+            self.0.push_back((url, request));
+        }
+    }
+
+    fn clear(&mut self) {
+        for (_, request) in self.0.drain(..) {
+            request.abort();
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 /// How `/api/results` turned out to read `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum OffsetSemantics {
@@ -185,6 +250,7 @@ pub struct ResultsPager {
     completeness: Completeness,
     seen: Seen,
     done: bool,
+    ahead: ReadAhead,
 }
 
 impl ResultsPager {
@@ -194,6 +260,36 @@ impl ResultsPager {
 
     pub fn completeness(&self) -> &Completeness {
         &self.completeness
+    }
+
+    fn page_url(&self, offset: u64) -> Url {
+        self.client.api_url(
+            "/api/results",
+            &[
+                ("scan-id", self.scan_id.clone()),
+                ("limit", self.limit.to_string()),
+                ("offset", offset.to_string()),
+            ],
+        )
+    }
+
+    /// The pages still to come if the total holds and every page is full, once the offset's
+    /// meaning is known: none beyond the last the total calls for, so no request is wasted.
+    fn upcoming(&self) -> Vec<Url> {
+        let (next, served) = (u64::from(self.completeness.pages), self.served.max(1));
+        let last = self.completeness.expected.div_ceil(served);
+        let offsets: Vec<u64> = match self.semantics {
+            Some(OffsetSemantics::PageIndex) => (next..last).collect(),
+            Some(OffsetSemantics::ItemCount) => (0..last.saturating_sub(next))
+                .map(|k| self.position + k * served)
+                .collect(),
+            _ => Vec::new(),
+        };
+        offsets
+            .into_iter()
+            .take(PAGES_AHEAD)
+            .map(|offset| self.page_url(offset))
+            .collect()
     }
 
     pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
@@ -207,18 +303,8 @@ impl ResultsPager {
             (_, Some(OffsetSemantics::ItemCount)) => self.position,
             _ => u64::from(number),
         };
-        let url = self.client.api_url(
-            "/api/results",
-            &[
-                ("scan-id", self.scan_id.clone()),
-                ("limit", self.limit.to_string()),
-                ("offset", offset.to_string()),
-            ],
-        );
-        let page = self
-            .client
-            .get_list("results", &url, "results", "totalCount")
-            .await?;
+        let url = self.page_url(offset);
+        let page = self.ahead.take(&self.client, "results", url).await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         if number == 1 && self.semantics.is_none() {
@@ -243,6 +329,10 @@ impl ResultsPager {
         {
             self.done = true;
         }
+        if !self.done {
+            let upcoming = self.upcoming();
+            self.ahead.fill(&self.client, "results", upcoming);
+        }
         Ok(Some(handed_over(
             &page,
             &fresh,
@@ -261,9 +351,12 @@ pub struct OriginalSeverityPager {
     scan_id: String,
     limit: u64,
     offset: u64,
+    /// Records per page as the server actually sends them.
+    served: u64,
     completeness: Completeness,
     seen: Seen,
     done: bool,
+    ahead: ReadAhead,
 }
 
 impl OriginalSeverityPager {
@@ -271,12 +364,8 @@ impl OriginalSeverityPager {
         &self.completeness
     }
 
-    pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
-        if self.done {
-            return Ok(None);
-        }
-        let number = self.completeness.pages;
-        let url = self.client.api_url(
+    fn page_url(&self, offset: u64) -> Url {
+        self.client.api_url(
             "/api/sast-results",
             &[
                 ("scan-id", self.scan_id.clone()),
@@ -285,20 +374,36 @@ impl OriginalSeverityPager {
                 ("visible-columns", "result-hash".into()),
                 ("visible-columns", "severity".into()),
                 ("limit", self.limit.to_string()),
-                ("offset", self.offset.to_string()),
+                ("offset", offset.to_string()),
             ],
-        );
-        let page = self
-            .client
-            .get_list("sast-results", &url, "results", "totalCount")
-            .await?;
+        )
+    }
+
+    pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
+        if self.done {
+            return Ok(None);
+        }
+        let number = self.completeness.pages;
+        let url = self.page_url(self.offset);
+        let page = self.ahead.take(&self.client, "sast-results", url).await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         self.offset += page.records.len() as u64;
         let runaway =
             u64::from(self.completeness.pages) > self.completeness.expected / self.limit.max(1) + 3;
+        self.served = self.served.max(page.records.len() as u64);
         if page.records.is_empty() || self.offset >= page.total || runaway {
             self.done = true;
+        } else {
+            // Item offsets: the pages to come if every page is full, up to the total.
+            let (total, served) = (self.completeness.expected, self.served);
+            let upcoming = (0..)
+                .map(|k| self.offset + k * served)
+                .take_while(|&offset| offset < total)
+                .take(PAGES_AHEAD)
+                .map(|offset| self.page_url(offset))
+                .collect();
+            self.ahead.fill(&self.client, "sast-results", upcoming);
         }
         Ok(Some(handed_over(
             &page,
@@ -533,6 +638,7 @@ impl CxOneClient {
             completeness: Completeness::default(),
             seen: Seen::default(),
             done: false,
+            ahead: ReadAhead::default(),
         }
     }
 
@@ -543,9 +649,11 @@ impl CxOneClient {
             scan_id: scan_id.to_string(),
             limit: u64::from(self.inner.config.results_page_size),
             offset: 0,
+            served: 0,
             completeness: Completeness::default(),
             seen: Seen::default(),
             done: false,
+            ahead: ReadAhead::default(),
         }
     }
 

@@ -122,6 +122,19 @@ pub async fn counted<F: std::future::Future>(
     SCOPED.scope(counters, work).await
 }
 
+/// Spawns `work` as a task of its own that counts into the current unit of work's counters (a
+/// task does not inherit the task-local they live in).
+pub(crate) fn spawn_counted<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match SCOPED.try_with(Arc::clone) {
+        Ok(counters) => tokio::spawn(counted(counters, work)),
+        Err(_) => tokio::spawn(work),
+    }
+}
+
 fn bump(counters: &Counters, pick: impl Fn(&Counters) -> &AtomicU64, by: u64) {
     pick(counters).fetch_add(by, Ordering::Relaxed);
     let _ = SCOPED.try_with(|scoped| pick(scoped).fetch_add(by, Ordering::Relaxed));

@@ -267,3 +267,104 @@ async fn dast_environments_scans_and_results_page_completely() {
         );
     }
 }
+
+/// Once the offset's meaning is known, the pages to come are requested ahead (at most three in
+/// flight), still handed over in order, with no request past the last page; a page fetched
+/// ahead that needs retries is retried and counted in the unit of work that asked for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
+    for mode in [OffsetMode::Page, OffsetMode::Item] {
+        let emulator = emulator_with(EmulatorConfig {
+            shape: TenantShape {
+                projects: 1,
+                project_results: vec![10 * LIMIT],
+                scans_per_project: 1,
+                ..TenantShape::default()
+            },
+            results_offset: mode,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let mut s = settings(&emulator);
+        s.results_page_size = LIMIT as u32;
+        let client = client(s, &api_key(&emulator));
+        let scan = emulator.expected().projects[0]
+            .latest_completed_sast_scan
+            .clone()
+            .unwrap();
+        // Every answer takes a while, so requests started ahead are in flight together; the
+        // fifth page's first two answers are 503s.
+        let fifth = match mode {
+            OffsetMode::Page => "offset=4",
+            OffsetMode::Item => "offset=41",
+        };
+        emulator.set_fault(
+            Endpoint::Results,
+            FaultSpec {
+                latency_ms: 40,
+                ..FaultSpec::default()
+            },
+        );
+        emulator.reset_traffic();
+        let counters = std::sync::Arc::new(cxone_etm::cxone::Counters::default());
+        let (numbers, ids, pager) = cxone_etm::cxone::counted(counters.clone(), async {
+            let mut pager = client.results(&scan);
+            let (mut numbers, mut ids) = (Vec::new(), Vec::new());
+            let mut faulted = false;
+            while let Some(page) = pager.next_page().await.unwrap() {
+                if !faulted {
+                    // Set once the first page is in: the fault is for a page fetched ahead.
+                    emulator.set_fault(
+                        Endpoint::Results,
+                        FaultSpec {
+                            latency_ms: 40,
+                            server_error_rate: 1.0,
+                            max: Some(2),
+                            only_matching: Some(fifth.into()),
+                            ..FaultSpec::default()
+                        },
+                    );
+                    faulted = true;
+                }
+                numbers.push(page.number);
+                let body: Value = serde_json::from_slice(&page.body).unwrap();
+                ids.extend(
+                    body["results"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| format!("{}|{}|{}", r["type"], r["id"], r["alternateId"])),
+                );
+            }
+            (numbers, ids, pager)
+        })
+        .await;
+        assert!(pager.completeness().is_complete(), "{mode:?}");
+        // The item-offset server needs one probe more to be told apart (offset=1).
+        let pages = 10 + u32::from(mode == OffsetMode::Item);
+        assert_eq!(
+            numbers,
+            (0..pages).collect::<Vec<u32>>(),
+            "{mode:?}: in order"
+        );
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len() as u64, 10 * LIMIT);
+        let traffic = emulator.traffic();
+        let fired = traffic.faults_fired.server_errors.get("results").copied();
+        assert_eq!(fired, Some(2), "{mode:?}: the fifth page failed twice");
+        // Every page once, two retries, nothing past the end.
+        let minimum = u64::from(pages) + 2;
+        assert_eq!(traffic.requests_to(Endpoint::Results), minimum, "{mode:?}");
+        assert!(
+            (2..=3).contains(&traffic.peak_in_flight),
+            "{mode:?}: {} requests in flight at most",
+            traffic.peak_in_flight
+        );
+        // The unit of work's counters hold every page request and the token request.
+        let seen = counters.snapshot();
+        assert_eq!(
+            (seen.requests, seen.retries),
+            (minimum + 1, 2),
+            "{mode:?}: requests made ahead count for the unit of work: {seen:?}"
+        );
+    }
+}
