@@ -233,9 +233,23 @@ fn run_cost(deployment: &Deployment, run: &ChildRun) -> Value {
         finalize_ms: ms(s, "finalize"),
         objects_written: run.objects_written,
     };
+    let items = s["items"].as_u64().unwrap_or(0);
     let mut cost = serde_json::to_value(cost::cost(deployment, &work)).unwrap_or_default();
-    let items = s["items"].as_u64().unwrap_or(0).max(1) as f64;
-    cost["transitionsPerItem"] = json!(cost["stateTransitions"].as_f64().unwrap_or(0.0) / items);
+    cost["transitionsPerItem"] =
+        json!(cost["stateTransitions"].as_f64().unwrap_or(0.0) / items.max(1) as f64);
+    // The same run with each item its own child, as the work list was before items were grouped.
+    let one_per_item = cost::cost(
+        deployment,
+        &RunWork {
+            child_executions: items,
+            ..work
+        },
+    );
+    cost["oneChildPerItem"] = json!({
+        "stateTransitions": one_per_item.state_transitions,
+        "dollars": one_per_item.dollars,
+        "dollarsPerMillionFindings": one_per_item.dollars_per_million_findings,
+    });
     cost
 }
 
@@ -633,16 +647,19 @@ fn print_table(report: &Value) {
             f(&run["cpuSecondsPerMillionFindings"])
         );
         let c = &run["cost"];
+        let before = &c["oneChildPerItem"];
         println!(
-            "    deployed: {} child executions, {} state transitions ({:.3} per item), {} Lambda invocations, {:.0} GB-s, {} S3 PUTs: ${:.4} (Step Functions ${:.4}, Lambda ${:.4}, S3 ${:.4}) = ${:.4} per million findings",
+            "    deployed: {} child executions, {} state transitions ({:.3} per item; {} with a child per item), {} Lambda invocations, {:.0} GB-s, {} S3 PUTs: ${:.4} (Step Functions ${:.4} instead of ${:.4}, Lambda ${:.4}, S3 ${:.4}) = ${:.4} per million findings",
             run["childExecutions"],
             c["stateTransitions"],
             f(&c["transitionsPerItem"]),
+            before["stateTransitions"],
             c["lambdaInvocations"],
             f(&c["lambdaGbSeconds"]),
             c["s3Puts"],
             f(&c["dollars"]["total"]),
             f(&c["dollars"]["stepFunctions"]),
+            f(&before["dollars"]["stepFunctions"]),
             f(&c["dollars"]["lambda"]),
             f(&c["dollars"]["s3"]),
             f(&c["dollarsPerMillionFindings"])

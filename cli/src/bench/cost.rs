@@ -77,6 +77,7 @@ impl Deployment {
 }
 
 /// What one run did, as the bench measured it.
+#[derive(Clone, Copy)]
 pub struct RunWork {
     pub findings: u64,
     pub child_executions: u64,

@@ -2,7 +2,7 @@
 //! the unique records fetched equal the server's total and that total held still while paging.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -60,15 +60,23 @@ impl Completeness {
 }
 
 /// Remembers which records were seen (by a hash of their bytes: a record served twice is
-/// byte-identical) and filters repeats out of a page.
+/// byte-identical) and filters repeats out of a page. The hash is keyed at random per pager, so
+/// records cannot be crafted to collide; were two distinct records ever to share a hash, one
+/// would be missing from the count and the item reported incomplete, never silently short.
 #[derive(Default)]
-struct Seen(HashSet<u64>);
+struct Seen {
+    keys: foldhash::quality::RandomState,
+    hashes: HashSet<u64, foldhash::fast::RandomState>,
+}
 
 impl Seen {
-    fn fingerprint(record: &[u8]) -> u64 {
-        let mut h = DefaultHasher::new();
-        record.hash(&mut h);
-        h.finish()
+    fn fingerprint(&self, record: &[u8]) -> u64 {
+        self.keys.hash_one(record)
+    }
+
+    fn insert(&mut self, record: &[u8]) -> bool {
+        let fingerprint = self.fingerprint(record);
+        self.hashes.insert(fingerprint)
     }
 
     /// The page's records that are new, in order; counts both kinds into `completeness`.
@@ -76,13 +84,13 @@ impl Seen {
         let mut fresh = Vec::with_capacity(page.records.len());
         for range in &page.records {
             let record = page.record(range);
-            if self.0.insert(Self::fingerprint(record)) {
+            if self.insert(record) {
                 fresh.push(record);
             } else {
                 completeness.duplicates += 1;
             }
         }
-        completeness.unique = self.0.len() as u64;
+        completeness.unique = self.hashes.len() as u64;
         fresh
     }
 }
@@ -774,7 +782,7 @@ mod tests {
         };
         let mut seen = Seen::default();
         let mut c = Completeness::default();
-        seen.0.insert(Seen::fingerprint(br#"{"id":1}"#));
+        seen.insert(br#"{"id":1}"#);
         let fresh = seen.admit(&page, &mut c);
         let handed = handed_over(&page, &fresh, "results", "totalCount", 1);
         assert_eq!(
