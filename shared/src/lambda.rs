@@ -15,9 +15,9 @@ use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, ItemStatus, Manifest,
-    RunRecord, RunRef, Schedule, StepError, Trigger, VendorAccess, WorkGroup, begin_run,
-    collect_group, config_key, connection_status, fail_run, finalize, plan, record_event_schedule,
-    record_registration, transform_group,
+    RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger, VendorAccess, WorkGroup,
+    begin_run, collect_group, config_key, connection_status, fail_run, finalize, plan,
+    record_event_schedule, record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -508,6 +508,7 @@ pub struct CollectGroupOutput {
 pub async fn collect_task(
     runtime: &Runtime<impl BucketStore>,
     group: WorkGroup,
+    time: TimeBudget,
 ) -> Result<CollectGroupOutput, StepError> {
     let Some(first) = group.items.first() else {
         return Ok(CollectGroupOutput { items: Vec::new() });
@@ -518,6 +519,7 @@ pub async fn collect_task(
         &loaded.vendor,
         &loaded.connection,
         &group.items,
+        time,
     )
     .await;
     if let Some(error) = unfinished {
@@ -545,6 +547,14 @@ pub struct TransformTaskOutput {
     pub objects: u64,
 }
 
+/// The invocation's time for a group's items: until its deadline (milliseconds since the epoch in
+/// the Lambda context; 0, as in a hand-made context, is no deadline).
+pub fn time_budget(context: &lambda_runtime::Context) -> TimeBudget {
+    let deadline = (context.deadline > 0)
+        .then(|| std::time::UNIX_EPOCH + std::time::Duration::from_millis(context.deadline));
+    TimeBudget::until(deadline)
+}
+
 /// Transform's answer for a child's group: each transformed item, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -556,13 +566,14 @@ pub struct TransformGroupOutput {
 pub async fn transform_task(
     runtime: &Runtime<impl BucketStore>,
     group: WorkGroup,
+    time: TimeBudget,
 ) -> Result<TransformGroupOutput, StepError> {
     let Some(first) = group.items.first() else {
         return Ok(TransformGroupOutput { items: Vec::new() });
     };
     let loaded = runtime.connection(&first.run.connection_id).await?;
     let (done, unfinished) =
-        transform_group(&runtime.store, &loaded.connection, &group.items).await;
+        transform_group(&runtime.store, &loaded.connection, &group.items, time).await;
     if let Some(error) = unfinished {
         return Err(error);
     }

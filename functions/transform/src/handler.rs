@@ -1,7 +1,7 @@
 //! The transform task over a child's group of collected items: the typed event in, the step's
 //! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
 
-use cxone_etm::lambda::{Runtime, TransformGroupOutput, transform_task};
+use cxone_etm::lambda::{Runtime, TransformGroupOutput, time_budget, transform_task};
 use cxone_etm::pipeline::WorkGroup;
 use cxone_etm::store::BucketStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -10,5 +10,6 @@ pub async fn handle(
     runtime: &Runtime<impl BucketStore>,
     event: LambdaEvent<WorkGroup>,
 ) -> Result<TransformGroupOutput, Diagnostic> {
-    Ok(transform_task(runtime, event.payload).await?)
+    let time = time_budget(&event.context);
+    Ok(transform_task(runtime, event.payload, time).await?)
 }

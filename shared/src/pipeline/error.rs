@@ -74,6 +74,11 @@ pub enum StepError {
     /// An item's task stopped (a panic) before it returned.
     #[error("the item's task stopped: {0}")]
     TaskStopped(String),
+    /// Too little of the invocation's time is left to start another item.
+    #[error(
+        "not started: the invocation had {left_secs} s left, too little for another item; the next attempt goes on from here"
+    )]
+    TimeShort { left_secs: u64 },
     /// Items of a child execution's group that did not finish; the others did, and an attempt
     /// of the group again redoes only these.
     #[error("{} of the group's items did not finish ({}); {}: {first}", items.len(), items.join(", "), items[0])]
@@ -92,6 +97,7 @@ impl StepError {
             Self::Vendor(error) => error.is_transient(),
             Self::Store(_) | Self::NotYetWritten { .. } | Self::StateMachine(_) => true,
             Self::Unfinished { retryable, .. } => *retryable,
+            Self::TimeShort { .. } => true,
             Self::Credential(_)
             | Self::NotConfigured { .. }
             | Self::BadConfig { .. }

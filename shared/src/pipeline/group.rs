@@ -3,6 +3,8 @@
 //! happens to another, and one error at the end names the items that did not finish: the state
 //! machine's retry then redoes only those.
 
+use std::time::{Duration, Instant, SystemTime};
+
 use super::access::VendorAccess;
 use super::collect::{collect, record_collect_failure};
 use super::config::Connection;
@@ -20,6 +22,7 @@ pub async fn collect_group(
     vendor: &VendorAccess,
     connection: &Connection,
     items: &[WorkItem],
+    mut time: TimeBudget,
 ) -> (Vec<CollectOutcome>, Option<StepError>) {
     let mut done = Vec::with_capacity(items.len());
     let mut unfinished = Unfinished::default();
@@ -27,7 +30,15 @@ pub async fn collect_group(
         let key = item.run.collect_outcome(&item.item);
         let outcome = match get_json::<CollectOutcome>(store, &key).await {
             Ok(Some(earlier)) => Ok(earlier),
-            Ok(None) => collect(store, vendor, connection, item).await,
+            Ok(None) => match time.left_for_another() {
+                Err(short) => Err(short),
+                Ok(()) => {
+                    let started = Instant::now();
+                    let collected = collect(store, vendor, connection, item).await;
+                    time.spent(started.elapsed());
+                    collected
+                }
+            },
             Err(error) => Err(error),
         };
         match outcome {
@@ -55,6 +66,7 @@ pub async fn transform_group(
     store: &impl ObjectStore,
     connection: &Connection,
     items: &[WorkItem],
+    mut time: TimeBudget,
 ) -> (Vec<TransformRecord>, Option<StepError>) {
     let mut done = Vec::with_capacity(items.len());
     let mut unfinished = Unfinished::default();
@@ -62,7 +74,15 @@ pub async fn transform_group(
         let key = item.run.transform_record(&item.item);
         let record = match get_json::<TransformRecord>(store, &key).await {
             Ok(Some(earlier)) => Ok(earlier),
-            Ok(None) => transform(store, connection, item).await,
+            Ok(None) => match time.left_for_another() {
+                Err(short) => Err(short),
+                Ok(()) => {
+                    let started = Instant::now();
+                    let transformed = transform(store, connection, item).await;
+                    time.spent(started.elapsed());
+                    transformed
+                }
+            },
             Err(error) => Err(error),
         };
         match record {
@@ -72,6 +92,48 @@ pub async fn transform_group(
         }
     }
     (done, unfinished.into_error())
+}
+
+/// The time an invocation has for its group's items. A group shares one invocation's time (15
+/// minutes at most on Lambda): no item is started unless twice the longest item so far, and at
+/// least a minute, is left, so none is cut off midway; the items not started are left to the
+/// state machine's next attempt, which skips the finished ones.
+#[derive(Clone, Copy, Debug)]
+pub struct TimeBudget {
+    deadline: Option<SystemTime>,
+    longest: Duration,
+}
+
+/// The least time left in which another item is started.
+const LEAST_TIME_FOR_AN_ITEM: Duration = Duration::from_secs(60);
+
+impl TimeBudget {
+    /// Until `deadline` (the Lambda invocation's); `None`: no limit (the local runner).
+    pub fn until(deadline: Option<SystemTime>) -> Self {
+        Self {
+            deadline,
+            longest: Duration::ZERO,
+        }
+    }
+
+    fn left_for_another(&self) -> Result<(), StepError> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left >= LEAST_TIME_FOR_AN_ITEM.max(self.longest * 2) {
+            return Ok(());
+        }
+        Err(StepError::TimeShort {
+            left_secs: left.as_secs(),
+        })
+    }
+
+    fn spent(&mut self, took: Duration) {
+        self.longest = self.longest.max(took);
+    }
 }
 
 /// The items of a group that did not finish, and why the first did not.

@@ -29,7 +29,7 @@ pub use documents::{
 };
 pub use error::StepError;
 pub use finalize::finalize;
-pub use group::{collect_group, transform_group};
+pub use group::{TimeBudget, collect_group, transform_group};
 pub use plan::{MAX_ITEMS_PER_GROUP, group_items, plan, read_work_list};
 pub use run::{
     RunOutcome, RunRecord, RunState, StateDocument, Trigger, begin_run, fail_run,

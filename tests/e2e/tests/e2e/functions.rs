@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use cxone_emulator::{Endpoint, FaultSpec};
 use cxone_etm::pipeline::{
-    ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkItem, config_key, read_state,
-    read_work_list,
+    ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkGroup, WorkItem, config_key,
+    read_state, read_work_list,
 };
 use cxone_etm::store::ObjectStore;
 
@@ -744,4 +744,63 @@ async fn items_collected_before_a_group_gave_up_are_transformed_and_the_rest_rep
         Some(with_scan - 1),
         "{finalized}"
     );
+}
+
+/// A group shares one invocation's time: with too little of it left, no item is started (none
+/// cut off midway) and the group fails Retryable naming them all; the next invocation, with its
+/// full time, collects them.
+#[tokio::test]
+async fn no_item_is_started_without_time_to_finish_it_and_the_next_attempt_goes_on() {
+    let f = fixture().await;
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .expect("scheduled trigger");
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
+    let group = json!({ "items": items });
+    let until = |seconds: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        (now + std::time::Duration::from_secs(seconds)).as_millis() as u64
+    };
+    let short = until(30);
+    let error = call(
+        |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
+            e.context.deadline = short;
+            cxone_etm_collect::handler::handle(&f.runtime, e)
+        },
+        group.clone(),
+    )
+    .await
+    .expect_err("no time for any item");
+    assert_eq!(error.error_type, "Retryable");
+    assert!(
+        error
+            .error_message
+            .starts_with("10 of the group's items did not finish")
+            && error
+                .error_message
+                .contains("not started: the invocation had"),
+        "{}",
+        error.error_message
+    );
+    for item in &items {
+        let record = f.runtime.store.get(&run.collect_outcome(&item.item)).await;
+        assert!(record.unwrap().is_none(), "{} was not started", item.item);
+    }
+    let ample = until(900);
+    let collected = call(
+        |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
+            e.context.deadline = ample;
+            cxone_etm_collect::handler::handle(&f.runtime, e)
+        },
+        group,
+    )
+    .await
+    .expect("the next attempt collects every item");
+    assert_eq!(collected["items"].as_array().unwrap().len(), 10);
 }
