@@ -229,6 +229,8 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
             "0",
             "--single-project-results",
             "12000",
+            "--huge-project-results",
+            "25000",
             "--json",
         ])
         .output()
@@ -259,8 +261,24 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
         assert!(e["findings"].as_u64().unwrap() > 0, "{e}");
         assert_eq!(e["findings"], e["emulatorHolds"], "{e}");
     }
+    // Each run beside the plain download of its own requests, and what it would cost deployed.
+    assert!(e2e["downloadSeconds"].as_f64().unwrap() > 0.0, "{e2e}");
+    assert!(e2e["ratioToDownload"].as_f64().unwrap() > 0.0, "{e2e}");
+    for run in report["runs"].as_array().unwrap() {
+        let cost = &run["cost"];
+        // A small run keeps its parallelism: fewer items than children at once, one item each.
+        let children = run["childExecutions"].as_u64().unwrap();
+        assert_eq!(Some(children), run["items"].as_u64(), "{run}");
+        assert_eq!(
+            cost["stateTransitions"].as_u64(),
+            Some(3 + 3 * children),
+            "{cost}"
+        );
+        assert!(cost["s3Puts"].as_u64().unwrap() > 0, "{cost}");
+    }
+    assert_eq!(report["hugeProject"]["findings"].as_u64(), Some(15_000));
     let budgets = report["budgets"].as_array().unwrap();
-    assert_eq!(budgets.len(), 9, "five run budgets and four binaries");
+    assert_eq!(budgets.len(), 11, "seven run budgets and four binaries");
     assert_eq!(
         output.status.code() == Some(0),
         budgets.iter().all(|b| b["met"] != false),

@@ -484,7 +484,7 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     # the failed item's.
     assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
     assert not [f for f in account.findings(manifest) if f["item"] == item["item"]]
-    # Step Functions retried the item (Retry), then caught it (Catch → ItemFailed).
+    # Step Functions retried the item's group (Retry), then caught it (Catch → transform of the others).
     collect = account.function_named("cxone-etm-collect")
     assert sum(1 for e in collect.errors if e.get("errorType") == "Retryable") >= 4, collect.errors[-4:]
     # The next run sees the item again: it is complete, and nothing is new, fixed or reopened.

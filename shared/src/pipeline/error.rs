@@ -76,7 +76,7 @@ pub enum StepError {
     TaskStopped(String),
     /// Too little of the invocation's time is left to start another item.
     #[error(
-        "not started: the invocation had {left_secs} s left, too little for another item; the next attempt goes on from here"
+        "not started: the invocation had {left_secs} s left, too little for another item; the state machine's next attempt, if any is left, goes on from here"
     )]
     TimeShort { left_secs: u64 },
     /// Items of a child execution's group that did not finish; the others did, and an attempt
