@@ -95,8 +95,8 @@ pub async fn transform_group(
 }
 
 /// The time an invocation has for its group's items. A group shares one invocation's time (15
-/// minutes at most on Lambda): no item is started unless twice the longest item so far, and at
-/// least a minute, is left, so none is cut off midway; the items not started are left to the
+/// minutes at most on Lambda): after the first, no item is started unless twice the longest item
+/// so far, and at least a minute, is left, so none is cut off midway; the items not started are left to the
 /// state machine's next attempt, which skips the finished ones.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBudget {
@@ -116,8 +116,10 @@ impl TimeBudget {
         }
     }
 
+    /// The first item of an invocation always starts: a fresh invocation has all the time it
+    /// will ever get, and a function with a Timeout under a minute must still make progress.
     fn left_for_another(&self) -> Result<(), StepError> {
-        let Some(deadline) = self.deadline else {
+        let (Some(deadline), false) = (self.deadline, self.longest.is_zero()) else {
             return Ok(());
         };
         let left = deadline
@@ -132,7 +134,7 @@ impl TimeBudget {
     }
 
     fn spent(&mut self, took: Duration) {
-        self.longest = self.longest.max(took);
+        self.longest = self.longest.max(took).max(Duration::from_nanos(1));
     }
 }
 
