@@ -590,22 +590,29 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     );
 }
 
-/// A child's group of items where one item's results answer 503 for good: collect finishes the
-/// others and fails Retryable naming that one; the state machine's retry, once the vendor
-/// answers, collects only it; transform takes the same group; the run is complete and exact.
-#[tokio::test]
-async fn a_group_finishes_its_other_items_when_one_fails_and_the_retry_redoes_only_that_one() {
-    let f = fixture().await;
+/// A scheduled run of the fixture's connection, planned: the trigger's answer, the run and its
+/// work list's items.
+async fn scheduled_run(f: &cxone_etm_e2e::Fixture) -> (Value, RunRef, Vec<WorkItem>) {
     let started = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         event("trigger-schedule.json"),
     )
     .await
     .expect("scheduled trigger");
-    // Ten items and ten children at once: a group each, so every child has work.
-    assert_eq!(started["childExecutions"], 10, "{started}");
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
     let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
+    (started, run, items)
+}
+
+/// A child's group of items where one item's results answer 503 for good: collect finishes the
+/// others and fails Retryable naming that one; the state machine's retry, once the vendor
+/// answers, collects only it; transform takes the same group; the run is complete and exact.
+#[tokio::test]
+async fn a_group_finishes_its_other_items_when_one_fails_and_the_retry_redoes_only_that_one() {
+    let f = fixture().await;
+    let (started, run, items) = scheduled_run(&f).await;
+    // Ten items and ten children at once: a group each, so every child has work.
+    assert_eq!(started["childExecutions"], 10, "{started}");
     assert_eq!(items.len(), 10);
     let group = json!({ "items": items });
     let failing = &items[2];
@@ -690,14 +697,7 @@ async fn a_group_finishes_its_other_items_when_one_fails_and_the_retry_redoes_on
 #[tokio::test]
 async fn items_collected_before_a_group_gave_up_are_transformed_and_the_rest_reported_failed() {
     let f = fixture().await;
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-    .expect("scheduled trigger");
-    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
-    let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
+    let (_, run, items) = scheduled_run(&f).await;
     let failing = items[7].clone();
     f.emulator.set_fault(
         Endpoint::Results,
@@ -752,14 +752,7 @@ async fn items_collected_before_a_group_gave_up_are_transformed_and_the_rest_rep
 #[tokio::test]
 async fn no_item_is_started_without_time_to_finish_it_and_the_next_attempt_goes_on() {
     let f = fixture().await;
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-    .expect("scheduled trigger");
-    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
-    let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
+    let (_, run, items) = scheduled_run(&f).await;
     let group = json!({ "items": items });
     let until = |seconds: u64| {
         let now = std::time::SystemTime::now()
