@@ -276,9 +276,15 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
         );
         assert!(cost["s3Puts"].as_u64().unwrap() > 0, "{cost}");
     }
-    assert_eq!(report["hugeProject"]["findings"].as_u64(), Some(15_000));
+    let huge = &report["hugeProject"];
+    assert_eq!(huge["findings"].as_u64(), Some(15_000));
+    assert_eq!(huge["nextRun"]["findings"].as_u64(), Some(15_000), "{huge}");
+    assert!(
+        huge["nextRun"]["peakRssMiB"].as_f64().unwrap() > 0.0,
+        "{huge}"
+    );
     let budgets = report["budgets"].as_array().unwrap();
-    assert_eq!(budgets.len(), 11, "seven run budgets and four binaries");
+    assert_eq!(budgets.len(), 12, "eight run budgets and four binaries");
     assert_eq!(
         output.status.code() == Some(0),
         budgets.iter().all(|b| b["met"] != false),

@@ -688,6 +688,54 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 1);
 }
 
+/// Entries move from the previous ledger to the next as their findings are seen. What was not
+/// seen is closed by `close_absent`, once; and a transformer finished without that step keeps
+/// those entries as they were: no entry of the asset's ledger is lost on either path.
+#[test]
+fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
+    let both = page(vec![
+        sast_record("a", json!({})),
+        sast_record("b", json!({})),
+    ]);
+    let only_a = page(vec![sast_record("a", json!({"status": "RECURRENT"}))]);
+    let previous = {
+        let mut t = sast_transformer();
+        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+        t.push_page(&both, 0).unwrap();
+        t.finish().ledger.unwrap()
+    };
+    assert_eq!(previous.open_findings(), 2);
+
+    let mut t = sast_transformer();
+    t.reconcile(previous.clone(), "run-2", None);
+    t.push_page(&only_a, 0).unwrap();
+    let (lines, closed) = t.close_absent();
+    assert_eq!(closed, 1);
+    let closures: Vec<Value> = lines
+        .iter()
+        .flat_map(|l| findings(std::str::from_utf8(l).unwrap()))
+        .collect();
+    assert_eq!(closures.len(), 1);
+    assert_eq!(closures[0]["externalFindingId"], "b");
+    let outcome = t.finish();
+    assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 1);
+    let next = outcome.ledger.unwrap();
+    assert_eq!(next.findings.len(), 2);
+    assert!(!next.findings["b"].open, "b was closed");
+    assert_eq!(next.findings["a"].first_seen, "run-1");
+    assert_eq!(next.findings["a"].status, "RECURRENT");
+
+    let mut t = sast_transformer();
+    t.reconcile(previous.clone(), "run-2", None);
+    t.push_page(&only_a, 0).unwrap();
+    let kept = t.finish().ledger.unwrap();
+    assert_eq!(kept.findings.len(), 2);
+    assert_eq!(
+        kept.findings["b"], previous.findings["b"],
+        "b kept as it was"
+    );
+}
+
 #[test]
 fn a_record_alike_in_every_identity_field_is_skipped_as_a_duplicate() {
     let records = vec![

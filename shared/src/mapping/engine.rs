@@ -246,8 +246,11 @@ impl Rules<'_> {
     }
 }
 
-/// The previous ledger and the one being built, while an item is reconciled.
+/// The previous ledger and the one being built, while an item is reconciled. Each entry moves
+/// from the previous ledger to the next when its finding is seen, so the two together hold each
+/// finding once: a run against the ledger of a million findings holds a million entries, not two.
 struct Reconciling {
+    /// What is left of the previous ledger: the findings not seen yet.
     previous: Ledger,
     next: Ledger,
     run_id: String,
@@ -900,30 +903,28 @@ impl<'p> ItemTransformer<'p> {
             reconciling.run_id
         );
         let (mut closed, mut held, mut held_for_rejected) = (0u64, 0u64, 0u64);
-        for (id, entry) in &reconciling.previous.findings {
-            if reconciling.next.findings.contains_key(id) {
-                continue;
-            }
+        // What is left of the previous ledger was not seen in this pull.
+        for (id, entry) in std::mem::take(&mut reconciling.previous.findings) {
             if entry.open && (reconciling.branch_switched || any_rejected) {
                 if reconciling.branch_switched {
                     held += 1;
                 } else {
                     held_for_rejected += 1;
                 }
-                reconciling.next.findings.insert(id.clone(), entry.clone());
+                reconciling.next.findings.insert(id, entry);
                 continue;
             }
             if entry.open {
                 self.state
                     .findings
-                    .push(Ledger::closure_record(id, entry, &reason));
+                    .push(Ledger::closure_record(&id, &entry, &reason));
                 closed += 1;
             }
             reconciling.next.findings.insert(
-                id.clone(),
+                id,
                 LedgerEntry {
                     open: false,
-                    ..entry.clone()
+                    ..entry
                 },
             );
         }
@@ -936,8 +937,13 @@ impl<'p> ItemTransformer<'p> {
         (self.lines(), closed)
     }
 
+    /// The item's outcome, with its next ledger. Findings of the previous ledger that were not
+    /// seen and not closed ([`Self::close_absent`] was not called) go into it as they were.
     pub fn finish(mut self) -> ItemOutcome {
-        self.state.outcome.ledger = self.state.reconciling.take().map(|r| r.next);
+        self.state.outcome.ledger = self.state.reconciling.take().map(|mut r| {
+            r.next.findings.append(&mut r.previous.findings);
+            r.next
+        });
         self.state.outcome
     }
 }
@@ -1186,7 +1192,9 @@ impl State {
             let suffix =
                 identity::suffix(plan.implicit.identity.iter().map(|&s| slots[s].as_ref()));
             let suffixed = format!("{id}#{suffix}");
-            if repeated || previous.is_some_and(|ledger| ledger.findings.contains_key(&suffixed)) {
+            if repeated
+                || previous.is_some_and(|ledger| ledger.findings.contains_key(suffixed.as_str()))
+            {
                 told_apart = Some(suffixed);
             }
         }
@@ -1215,27 +1223,24 @@ impl State {
 impl Reconciling {
     /// A finding the filters left out keeps its previous ledger entry.
     fn carry_forward(&mut self, id: &str) {
-        if let Some(entry) = self.previous.findings.get(id) {
-            self.next.findings.insert(id.to_string(), entry.clone());
+        if let Some((id, entry)) = self.previous.findings.remove_entry(id) {
+            self.next.findings.insert(id, entry);
         }
     }
 
     /// A finding seen in this pull: its lifecycle status against the previous ledger, and its
     /// entry in the next.
     fn see(&mut self, id: &str, facts: &VendorFacts, qds: u8) -> Lifecycle {
-        let lifecycle = self.previous.classify(id, facts.fixed);
-        let first_seen = self
-            .previous
-            .findings
-            .get(id)
-            .map_or_else(|| self.run_id.clone(), |e| e.first_seen.clone());
+        let before = self.previous.findings.remove(id);
+        let lifecycle = Lifecycle::against(before.as_ref(), facts.fixed);
+        let first_seen = before.map_or_else(|| self.run_id.as_str().into(), |e| e.first_seen);
         self.next.findings.insert(
-            id.to_string(),
+            id.into(),
             LedgerEntry {
                 open: !facts.fixed,
                 qds,
-                severity: facts.severity_text.clone(),
-                status: facts.status_text.clone(),
+                severity: facts.severity_text.as_str().into(),
+                status: facts.status_text.as_str().into(),
                 first_seen,
                 engine: Some(self.engine),
             },

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::Engine;
@@ -22,6 +23,16 @@ pub enum Lifecycle {
 impl Lifecycle {
     /// Every status, in the order reports list them.
     pub const ALL: [Self; 4] = [Self::New, Self::Active, Self::Reopened, Self::Fixed];
+
+    /// The status of a finding seen now, given its entry in the previous ledger.
+    pub fn against(previous: Option<&LedgerEntry>, closed_by_vendor: bool) -> Self {
+        match previous {
+            _ if closed_by_vendor => Self::Fixed,
+            None => Self::New,
+            Some(entry) if entry.open => Self::Active,
+            Some(_) => Self::Reopened,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,16 +51,17 @@ impl std::fmt::Display for Lifecycle {
 }
 
 /// What was last reported for one finding: enough to classify it next time and to write its
-/// closure record if it disappears.
+/// closure record if it disappears. Its texts are short (a severity, a status, a run id) and kept
+/// inline: an asset of millions of findings holds no heap allocation per text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     pub open: bool,
     pub qds: u8,
-    pub severity: String,
-    pub status: String,
+    pub severity: CompactString,
+    pub status: CompactString,
     /// The run that first reported it.
-    pub first_seen: String,
+    pub first_seen: CompactString,
     /// The engine that reports it; absent in ledgers written before engines, whose findings are
     /// the connection's SAST or DAST ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +90,7 @@ pub struct Ledger {
     pub engine_branches: BTreeMap<Engine, String>,
     /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
     pub asset: String,
-    pub findings: BTreeMap<String, LedgerEntry>,
+    pub findings: BTreeMap<CompactString, LedgerEntry>,
 }
 
 impl Ledger {
@@ -134,18 +146,6 @@ impl Ledger {
         self.findings.values().filter(|e| e.open).count() as u64
     }
 
-    /// The status of a finding seen now, against this (the previous) ledger.
-    pub fn classify(&self, id: &str, closed_by_vendor: bool) -> Lifecycle {
-        if closed_by_vendor {
-            return Lifecycle::Fixed;
-        }
-        match self.findings.get(id) {
-            None => Lifecycle::New,
-            Some(entry) if entry.open => Lifecycle::Active,
-            Some(_) => Lifecycle::Reopened,
-        }
-    }
-
     /// A closure record for a finding that was open and is absent now.
     pub fn closure_record(id: &str, entry: &LedgerEntry, reason: &str) -> Vec<u8> {
         let record = serde_json::json!({
@@ -159,6 +159,36 @@ impl Ledger {
         });
         serde_json::to_vec(&record).expect("serializes")
     }
+}
+
+/// The open findings of a stored ledger, counted as it is read, without building it: a ledger
+/// carried forward unchanged is copied as it is stored.
+#[derive(Debug, Deserialize)]
+pub struct OpenFindings {
+    #[serde(rename = "findings", deserialize_with = "count_open")]
+    pub count: u64,
+}
+
+fn count_open<'de, D: serde::Deserializer<'de>>(findings: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    struct Openness {
+        open: bool,
+    }
+    struct Counter;
+    impl<'de> serde::de::Visitor<'de> for Counter {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of findings by id")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+            let mut open = 0;
+            while let Some((_, entry)) = map.next_entry::<serde::de::IgnoredAny, Openness>()? {
+                open += u64::from(entry.open);
+            }
+            Ok(open)
+        }
+    }
+    findings.deserialize_map(Counter)
 }
 
 /// Closure records for every open finding of `ledger` as batch lines (for an asset whose project or
@@ -204,7 +234,7 @@ mod tests {
     fn a_suffixed_id_is_found_among_ids_that_start_alike() {
         let mut ledger = Ledger::default();
         for id in ["10", "10!", "100", "10-x", "10#a1b2", "2#ff", "1"] {
-            ledger.findings.insert(id.to_string(), entry(true));
+            ledger.findings.insert(id.into(), entry(true));
         }
         assert!(ledger.has_suffixed("10"));
         assert!(ledger.has_suffixed("2"));
@@ -229,14 +259,35 @@ mod tests {
         let mut previous = Ledger::default();
         previous.findings.insert("open".into(), entry(true));
         previous.findings.insert("closed".into(), entry(false));
-        assert_eq!(previous.classify("brand-new", false), Lifecycle::New);
-        assert_eq!(previous.classify("open", false), Lifecycle::Active);
-        assert_eq!(previous.classify("closed", false), Lifecycle::Reopened);
-        assert_eq!(previous.classify("open", true), Lifecycle::Fixed);
+        let classify = |id: &str, fixed: bool| Lifecycle::against(previous.findings.get(id), fixed);
+        assert_eq!(classify("brand-new", false), Lifecycle::New);
+        assert_eq!(classify("open", false), Lifecycle::Active);
+        assert_eq!(classify("closed", false), Lifecycle::Reopened);
+        assert_eq!(classify("open", true), Lifecycle::Fixed);
         assert_eq!(previous.open_findings(), 1);
         let closure: serde_json::Value =
             serde_json::from_slice(&Ledger::closure_record("open", &entry(true), "gone")).unwrap();
         assert_eq!(closure["findingStatus"], "FIXED");
         assert_eq!(closure["qds"], 70);
+    }
+
+    #[test]
+    fn open_findings_are_counted_from_the_stored_text() {
+        let mut ledger = Ledger::default();
+        ledger
+            .findings
+            .insert("a \"quoted\" id".into(), entry(true));
+        ledger.findings.insert("b".into(), entry(false));
+        ledger.findings.insert("c".into(), entry(true));
+        let text = serde_json::to_vec(&ledger).unwrap();
+        let counted: OpenFindings = serde_json::from_slice(&text).unwrap();
+        assert_eq!(counted.count, ledger.open_findings());
+        assert_eq!(counted.count, 2);
+        let broken = br#"{"vendorItemId":"p","asset":"","findings":{"a":{"qds":1}}}"#;
+        let error = serde_json::from_slice::<OpenFindings>(broken).unwrap_err();
+        assert!(
+            error.to_string().contains("missing field `open`"),
+            "{error}"
+        );
     }
 }

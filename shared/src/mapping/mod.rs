@@ -19,7 +19,7 @@ pub use engine::{
     TransformOptions,
 };
 pub use identity::IdTally;
-pub use ledger::{Ledger, LedgerEntry, Lifecycle, close_all};
+pub use ledger::{Ledger, LedgerEntry, Lifecycle, OpenFindings, close_all};
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
 pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};
 pub use scoring::{CompiledScoring, DEFAULT_SCORING, ScoreRow, Scoring};

@@ -52,10 +52,32 @@ pub struct WorkItem {
 /// One line of the work list: the items one child execution of the state machine collects and
 /// transforms, one after another. A child is billed its start and each task it enters, whatever
 /// it carries: grouping items cuts the state transitions per item (see `plan::group_items`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// A lone item (a work-list line or task input of a version before groups, such as an execution
+/// still running while a new version is deployed) reads as a group of one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkGroup {
     pub items: Vec<WorkItem>,
+}
+
+impl<'de> Deserialize<'de> for WorkGroup {
+    fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        // Other fields are the state machine's (a caught error beside the items).
+        #[derive(Deserialize)]
+        struct Group {
+            items: Vec<WorkItem>,
+        }
+        let value = Value::deserialize(input)?;
+        let parsed = if value.get("items").is_some() {
+            serde_json::from_value::<Group>(value).map(|g| g.items)
+        } else {
+            serde_json::from_value::<WorkItem>(value).map(|item| vec![item])
+        };
+        parsed
+            .map(|items| WorkGroup { items })
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A scan some of an item's engines take their findings from, beside the item's main scan.

@@ -16,12 +16,12 @@ use super::documents::{
 };
 use super::error::StepError;
 use super::now_rfc3339;
-use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines};
+use super::objects::{get_json, put_gzip_json, put_lines, read_gzip_json};
 use super::plan::read_work_list;
 use super::run::{RunRecord, fail_run, mark_processed, read_run};
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
-use crate::mapping::{Figures, Ledger, Lifecycle, TransformContext, close_all};
+use crate::mapping::{Figures, Ledger, Lifecycle, OpenFindings, TransformContext, close_all};
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 
@@ -286,12 +286,13 @@ async fn carry_ledger(
     let Some(previous_run) = &record.previous_run else {
         return Ok(0);
     };
-    let previous = run.sibling(previous_run);
-    let Some(ledger) = get_gzip_json::<Ledger>(store, &previous.ledger(item)).await? else {
+    let key = run.sibling(previous_run).ledger(item);
+    let Some(body) = store.get(&key).await? else {
         return Ok(0);
     };
-    put_gzip_json(store, &run.ledger(item), &ledger).await?;
-    Ok(ledger.open_findings())
+    let open = read_gzip_json::<OpenFindings>(&key, &body)?.count;
+    store.put(&run.ledger(item), body).await?;
+    Ok(open)
 }
 
 /// Assets of the previous committed run whose project or environment is no longer listed: their
@@ -325,15 +326,16 @@ async fn deleted_items(
         if listed.contains(item) {
             continue;
         }
-        let Some(ledger) = get_gzip_json::<Ledger>(store, &key).await? else {
+        let Some(body) = store.get(&key).await? else {
             continue;
         };
-        let open_findings = ledger.open_findings();
         if left_out.contains(item) || !listing_complete {
-            carried += open_findings;
-            put_gzip_json(store, &run.ledger(item), &ledger).await?;
+            carried += read_gzip_json::<OpenFindings>(&key, &body)?.count;
+            store.put(&run.ledger(item), body).await?;
             continue;
         }
+        let ledger: Ledger = read_gzip_json(&key, &body)?;
+        let open_findings = ledger.open_findings();
         let mut entry = DeletedItem {
             item: item.to_string(),
             vendor_id: ledger.vendor_item_id.clone(),

@@ -74,13 +74,25 @@ pub(super) async fn put_lines(
     Ok(entry)
 }
 
+/// Serializes straight into the compressor: a ledger of millions of findings never exists as
+/// uncompressed JSON in memory.
 pub(super) async fn put_gzip_json<T: Serialize>(
     store: &impl ObjectStore,
     key: &str,
     value: &T,
 ) -> Result<(), StepError> {
-    let body = gzip(&serde_json::to_vec(value).expect("serializes"));
-    store.put(key, body).await.map_err(StepError::from)
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, encoder);
+    serde_json::to_writer(&mut writer, value).expect("serializes into memory");
+    let body = writer
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .and_then(flate2::write::GzEncoder::finish)
+        .expect("writing to a Vec cannot fail");
+    store
+        .put(key, Bytes::from(body))
+        .await
+        .map_err(StepError::from)
 }
 
 /// A gzip'd object an earlier step wrote, unpacked; without it this step cannot go on.
@@ -96,11 +108,15 @@ pub(super) async fn get_gzip_json<T: serde::de::DeserializeOwned>(
     store: &impl ObjectStore,
     key: &str,
 ) -> Result<Option<T>, StepError> {
-    let Some(body) = store.get(key).await? else {
-        return Ok(None);
-    };
-    let text = gunzip(key, &body)?;
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|e| StepError::bad_object(key, e))
+    match store.get(key).await? {
+        Some(body) => read_gzip_json(key, &body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads gzip'd JSON through the decompressor: a ledger of millions of findings is never held
+/// both as text and as values.
+pub(super) fn read_gzip_json<T: DeserializeOwned>(key: &str, body: &[u8]) -> Result<T, StepError> {
+    let reader = std::io::BufReader::with_capacity(64 * 1024, flate2::read::GzDecoder::new(body));
+    serde_json::from_reader(reader).map_err(|e| StepError::bad_object(key, e))
 }

@@ -465,13 +465,8 @@ pub async fn read_work_list(
         let unreadable = |e: serde_json::Error| {
             StepError::bad_object(&run.work_list(), format!("line {}: {e}", n + 1))
         };
-        let value: Value = serde_json::from_slice(line).map_err(unreadable)?;
-        if value.get("items").is_some() {
-            let group: WorkGroup = serde_json::from_value(value).map_err(unreadable)?;
-            items.extend(group.items);
-        } else {
-            items.push(serde_json::from_value(value).map_err(unreadable)?);
-        }
+        let group: WorkGroup = serde_json::from_slice(line).map_err(unreadable)?;
+        items.extend(group.items);
     }
     let problems = get_json(store, &run.work_list_problems())
         .await?
