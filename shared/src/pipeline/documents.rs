@@ -53,8 +53,8 @@ pub struct WorkItem {
 /// transforms, one after another. A child is billed its start and each task it enters, whatever
 /// it carries: grouping items cuts the state transitions per item (see `plan::group_items`).
 ///
-/// A lone item (a work-list line or task input of a version before groups, such as an execution
-/// still running while a new version is deployed) reads as a group of one.
+/// A lone item (a work-list line of a run planned before groups, which finalize and reports still
+/// read) reads as a group of one.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkGroup {

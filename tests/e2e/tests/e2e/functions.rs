@@ -604,48 +604,6 @@ async fn scheduled_run(f: &cxone_etm_e2e::Fixture) -> (Value, RunRef, Vec<WorkIt
     (started, run, items)
 }
 
-/// An execution started before groups, still running while this version is deployed, hands its
-/// tasks one item alone: each is taken as a group of one, not failed for its shape.
-#[tokio::test]
-async fn an_item_sent_alone_by_an_execution_from_before_groups_is_a_group_of_one() {
-    let f = fixture().await;
-    let (_, run, items) = scheduled_run(&f).await;
-    let lone = serde_json::to_value(&items[0]).unwrap();
-    let collected = call(
-        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
-        lone.clone(),
-    )
-    .await
-    .expect("collect");
-    assert_eq!(collected["items"][0]["item"], items[0].item.as_str());
-    assert_eq!(collected["items"][0]["status"], "complete", "{collected}");
-    let transformed = call(
-        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
-        lone,
-    )
-    .await
-    .expect("transform");
-    assert_eq!(transformed["items"].as_array().unwrap().len(), 1);
-    let record = f
-        .runtime
-        .store
-        .get(&run.transform_record(&items[0].item))
-        .await;
-    assert!(record.unwrap().is_some(), "the item was transformed");
-
-    // Neither shape hides what is wrong inside it.
-    let error = crate::decoded::<WorkGroup>(json!({"items": [{"item": 3}]})).unwrap_err();
-    assert!(
-        error.to_string().contains("invalid type: integer `3`"),
-        "{error}"
-    );
-    let error = crate::decoded::<WorkGroup>(json!({"item": "p", "run": 1})).unwrap_err();
-    assert!(
-        error.to_string().contains("invalid type: integer `1`"),
-        "{error}"
-    );
-}
-
 /// A child's group of items where one item's results answer 503 for good: collect finishes the
 /// others and fails Retryable naming that one; the state machine's retry, once the vendor
 /// answers, collects only it; transform takes the same group; the run is complete and exact.
