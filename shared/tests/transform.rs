@@ -734,6 +734,22 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
         kept.findings["b"], previous.findings["b"],
         "b kept as it was"
     );
+
+    // A rejected record might be b: nothing is closed, b is held open in the next ledger.
+    let with_rejected = page(vec![
+        sast_record("a", json!({})),
+        sast_record("x", json!({"id": null})),
+    ]);
+    let mut t = sast_transformer();
+    t.reconcile(previous.clone(), "run-2", None);
+    t.push_page(&with_rejected, 0).unwrap();
+    assert_eq!(t.close_absent().1, 0);
+    let outcome = t.finish();
+    assert_eq!(outcome.figures.rejected, 1);
+    assert_eq!(outcome.figures.held_for_rejected_records, 1);
+    let held = outcome.ledger.unwrap();
+    assert_eq!(held.findings.len(), 2);
+    assert!(held.findings["b"].open, "b held open");
 }
 
 #[test]
