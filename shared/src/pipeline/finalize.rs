@@ -55,8 +55,14 @@ async fn manifest_item(
         ),
         (Some(c), _) => (c.status, c.reason.clone()),
     };
+    // A ledger under this run is the transform's only for an item it transformed; for any other
+    // item it is one an earlier attempt of this finalize carried forward, and is counted again.
+    let reconciled = collected
+        .as_ref()
+        .is_some_and(|c| c.status == ItemStatus::Complete)
+        && transformed.is_some();
     let transformed = transformed.unwrap_or_default();
-    let carried_forward = if ledgers_written.contains(&item.item) {
+    let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
         0
     } else {
         carry_ledger(store, run, record, &item.item).await?

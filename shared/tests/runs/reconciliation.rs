@@ -935,6 +935,55 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
     }
 }
 
+/// Finalize killed right after it carried an unfinished item's ledger forward: the retried
+/// finalize still counts that item's open findings as carried, not as a ledger this run's
+/// transform wrote.
+#[tokio::test]
+async fn a_finalize_retried_after_carrying_a_ledger_still_counts_it_carried() {
+    let (local, dir) = temp_store("carried-retry");
+    let store = CrashingStore::new(local);
+    let emulator = emulator(shape(PROJECTS, 3)).await;
+    let c = connection(&emulator, "carried", ConnectorKind::Sast);
+    let first = run_through(&store, &c, &emulator).await.unwrap();
+    let m1 = manifest(&store.inner, &first.manifest).await;
+    let broken = emulator.expected().projects[0].clone();
+    let before = m1.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
+    let open_before = before.figures.lifecycle[&Lifecycle::New];
+    assert!(open_before > 0);
+
+    // Run 2: the project's collect never finishes; finalize dies right after carrying its ledger.
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            server_error_rate: 1.0,
+            only_matching: broken.main_branch_sast_scan.clone(),
+            ..FaultSpec::default()
+        },
+    );
+    let mut quick = connection(&emulator, "carried", ConnectorKind::Sast);
+    quick.vendor.retry.max_retries = 1;
+    store.crash_after(&format!("/ledger/{}.json.gz", before.item), 1);
+    assert!(run_through(&store, &quick, &emulator).await.is_err());
+    store.revive();
+    let second = std::fs::read_dir(dir.join("connections/carried/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|r| *r != first.run_id)
+        .unwrap();
+    let second_ref = cxone_etm::pipeline::RunRef {
+        connection_id: "carried".into(),
+        run_id: second,
+    };
+    let m2 = cxone_etm::pipeline::finalize(&store, &quick, &second_ref)
+        .await
+        .unwrap();
+    let item = m2.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
+    assert_eq!(item.status, ItemStatus::Failed);
+    assert_eq!(item.carried_forward, open_before);
+    assert_eq!(m2.carried_forward, open_before);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A directory store whose writes of raw result pages fail as S3 fails them under load.
 struct ThrottledStore(LocalStore);
 
