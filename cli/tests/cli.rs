@@ -397,6 +397,11 @@ fn a_runs_raw_folder_replays_as_it_is_with_severities_before_triage() {
         manifest["totals"]["severityChangedByTriage"]
     );
     let item = &summary["items"][0]["item"];
+    let folder = run.join("raw").join(item.as_str().unwrap());
+    assert!(
+        !folder.join("item.json.gz").exists(),
+        "the record is in collect.json, not an object of its own"
+    );
     let lines = gunzip_lines(&out.join(item.as_str().unwrap()).join("0.ndjson.gz"));
     assert!(
         lines[0]["findingGroup"]["findings"]

@@ -6,7 +6,7 @@
 //! connections/<c>/config.json | state.json | lock | lock-takeovers/<stale run>
 //! connections/<c>/runs/<r>/run.json | work.jsonl | work.jsonl.problems.json | filtered.json
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
-//! connections/<c>/runs/<r>/raw/<item>/item.json.gz | <page>.json.gz | original-<page>.json.gz | collect.json
+//! connections/<c>/runs/<r>/raw/<item>/<page>.json.gz | original-<page>.json.gz | collect.json (with the record)
 //! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
 //! connections/<c>/runs/<r>/ledger/<item>.json.gz
 //! ```
@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The project or environment record, in an item's raw folder.
+/// The project or environment record in an item's raw folder, as runs wrote it before it moved into `collect.json`.
 pub const RAW_RECORD: &str = "item.json.gz";
 /// Collect's outcome (status, completeness, traffic), in an item's raw folder.
 pub const COLLECT_OUTCOME: &str = "collect.json";
@@ -46,6 +46,8 @@ pub fn etm_page_file(page: u32) -> String {
 /// accepts copies unpacked by hand).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawFile {
+    /// `item.json`: the project or environment record, as runs wrote it before it moved into
+    /// `collect.json`, and as a folder put together by hand for replay may hold it.
     Record,
     CollectOutcome,
     Page(u32),
@@ -138,9 +140,6 @@ impl RunRef {
 
     pub fn raw_prefix(&self, item: &str) -> String {
         format!("{}{RAW_SEGMENT}{item}/", self.base())
-    }
-    pub fn raw_record(&self, item: &str) -> String {
-        format!("{}{RAW_RECORD}", self.raw_prefix(item))
     }
     pub fn raw_page(&self, item: &str, page: u32) -> String {
         format!("{}{}", self.raw_prefix(item), raw_page_file(page))
@@ -241,7 +240,10 @@ mod tests {
             run_id: "r".into(),
         };
         for (key, file) in [
-            (run.raw_record("i"), RawFile::Record),
+            (
+                format!("{}{RAW_RECORD}", run.raw_prefix("i")),
+                RawFile::Record,
+            ),
             (run.collect_outcome("i"), RawFile::CollectOutcome),
             (run.raw_page("i", 12), RawFile::Page(12)),
             (run.original_page("i", 3), RawFile::OriginalPage(3)),

@@ -1,9 +1,11 @@
 //! Re-running a transform over stored raw pages with another map or scoring table, without pulling
-//! from the vendor again. Reads the raw layout the collect step writes (`<raw>/<item>/item.json`,
-//! `<raw>/<item>/<page>.json.gz` and, for SAST, `original-<page>.json.gz`), so a run's `raw/`
-//! folder replays as it is, and writes `<out>/<item>/<page>.ndjson.gz`. Where a run pulled more than
-//! one scan of an item (engines whose latest scans differ), its `collect.json` says which pages
-//! are which scan's: the map's engine is replayed from its own scan's pages only.
+//! from the vendor again. Reads the raw layout the collect step writes (`<raw>/<item>/collect.json`
+//! with the project or environment record, `<raw>/<item>/<page>.json.gz` and, for SAST,
+//! `original-<page>.json.gz`), so a run's `raw/` folder replays as it is, and writes
+//! `<out>/<item>/<page>.ndjson.gz`. The record may also be its own file, `item.json`, as runs before
+//! it moved into `collect.json` wrote it and as a folder put together by hand holds it. Where a run
+//! pulled more than one scan of an item (engines whose latest scans differ), its `collect.json` says
+//! which pages are which scan's: the map's engine is replayed from its own scan's pages only.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -82,12 +84,15 @@ struct ItemFiles {
     collected: Option<PathBuf>,
 }
 
-/// What replay reads of `collect.json`: the pages of each scan pulled beside the main one.
+/// What replay reads of `collect.json`: the pages of each scan pulled beside the main one, and the
+/// item's record.
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Pulls {
     #[serde(default)]
     other_pulls: Vec<OtherPull>,
+    #[serde(default)]
+    record: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -167,19 +172,26 @@ pub fn replay_dir(
             original,
             collected,
         } = item_files(&dir)?;
+        let mut pulls = Pulls::default();
         if let Some(path) = collected {
-            let pulls: Pulls =
-                serde_json::from_slice(&read_raw(&path)?).map_err(|e| ReplayError::Layout {
-                    path: path.clone(),
-                    problem: format!("not collect's outcome: {e}"),
-                })?;
+            pulls = serde_json::from_slice(&read_raw(&path)?).map_err(|e| ReplayError::Layout {
+                path: path.clone(),
+                problem: format!("not collect's outcome: {e}"),
+            })?;
             pages.retain(|(number, _)| pulls.delivers(plan.kind, *number));
         }
-        let record_path = record.ok_or_else(|| ReplayError::Layout {
-            path: dir.clone(),
-            problem: "no item.json (the project or environment record)".into(),
-        })?;
-        let record = read_raw(&record_path)?;
+        let record = match record {
+            Some(path) => read_raw(&path)?,
+            None if !pulls.record.is_null() => {
+                serde_json::to_vec(&pulls.record).expect("a JSON value serializes")
+            }
+            None => {
+                return Err(ReplayError::Layout {
+                    path: dir.clone(),
+                    problem: "no project or environment record: neither item.json nor a `record` in collect.json".into(),
+                });
+            }
+        };
         let transform_error = |source| ReplayError::Transform {
             item: item.clone(),
             source,

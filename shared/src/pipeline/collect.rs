@@ -11,6 +11,7 @@ use crate::cxone::{Completeness, Counters, CxOneClient, PageSource, VendorError,
 use crate::mapping::IdTally;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
+use serde_json::Value;
 
 /// What collecting one item can fail on: the vendor, or the store its pages go to. A store error
 /// stays a store error (transient: the state machine retries the item), never a vendor refusal.
@@ -37,12 +38,6 @@ pub async fn collect(
     connection: &Connection,
     item: &WorkItem,
 ) -> Result<CollectOutcome, StepError> {
-    store
-        .put(
-            &item.run.raw_record(&item.item),
-            gzip(&serde_json::to_vec(&item.record).expect("serializes")),
-        )
-        .await?;
     let started = std::time::Instant::now();
     let counters = std::sync::Arc::new(Counters::default());
     let result = counted(
@@ -61,7 +56,11 @@ pub async fn collect(
         bytes: seen.bytes,
     };
     let outcome = match result {
-        Ok(outcome) => CollectOutcome { traffic, ..outcome },
+        Ok(outcome) => CollectOutcome {
+            traffic,
+            record: item.record.clone(),
+            ..outcome
+        },
         Err(CollectError::Store(error)) => return Err(error.into()),
         Err(CollectError::Vendor(error)) if error.is_transient() => {
             return Err(error.into());
@@ -94,6 +93,7 @@ pub async fn record_collect_failure(
         other_pulls: Vec::new(),
         repeated_ids: Vec::new(),
         traffic,
+        record: item.record.clone(),
     };
     put_json(store, &item.run.collect_outcome(&item.item), &outcome).await?;
     Ok(outcome)
@@ -133,6 +133,7 @@ async fn collect_pages(
             other_pulls: Vec::new(),
             repeated_ids: Vec::new(),
             traffic: ItemTraffic::default(),
+            record: Value::Null,
         });
     };
     let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
@@ -230,6 +231,7 @@ async fn collect_pages(
         other_pulls,
         repeated_ids: ids.repeated(),
         traffic: ItemTraffic::default(),
+        record: Value::Null,
     })
 }
 

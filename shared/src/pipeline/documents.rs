@@ -152,6 +152,10 @@ pub struct CollectOutcome {
     /// The vendor traffic of this item alone.
     #[serde(default)]
     pub traffic: ItemTraffic,
+    /// The project or environment record as the vendor sent it, for replay (runs before this
+    /// field wrote it as its own object, `item.json.gz`, one more PUT per item).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub record: Value,
 }
 
 /// One of an item's other scans, pulled: its pages are `first_page .. first_page + pages`.

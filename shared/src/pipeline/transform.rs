@@ -49,7 +49,7 @@ pub async fn transform(
             connector_kind: connection.config.kind,
             produced_at: run_record.started_at,
         };
-        let item_json = get_written(store, &run.raw_record(key)).await?;
+        let item_json = serde_json::to_vec(&item.record).expect("a JSON value serializes");
         let legacy = connection.config.kind.legacy_engine();
         let mut previous = match &item.previous_run {
             Some(previous_run) => {
