@@ -209,6 +209,23 @@ fn transform_replays_stored_raw_pages_with_another_map() {
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("the map is for sast results, not dast")
     );
+
+    // Without item.json and without a collect.json that holds the record, the folder is named.
+    std::fs::remove_file(item.join("item.json")).unwrap();
+    std::fs::write(item.join("collect.json"), r#"{"otherPulls": []}"#).unwrap();
+    let output = Command::new(BIN)
+        .args(["transform", "--kind", "sast", "--raw"])
+        .arg(&raw)
+        .arg("--out")
+        .arg(&replayed)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("project-1: no project or environment record: neither item.json nor a `record` in collect.json"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
