@@ -210,8 +210,23 @@ fn transform_replays_stored_raw_pages_with_another_map() {
         String::from_utf8_lossy(&output.stderr).contains("the map is for sast results, not dast")
     );
 
-    // Without item.json and without a collect.json that holds the record, the folder is named.
+    // Without item.json or collect.json (a collect cut off before it finished), the item is
+    // listed as unfinished and the others replay.
     std::fs::remove_file(item.join("item.json")).unwrap();
+    let other = raw.join("project-2");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("item.json"),
+        include_str!("../../shared/tests/fixtures/project_real_sample.json"),
+    )
+    .unwrap();
+    std::fs::copy(item.join("0.json.gz"), other.join("0.json.gz")).unwrap();
+    let summary = run(&replayed, &[]);
+    assert_eq!(summary["unfinished"], json!(["project-1"]));
+    assert_eq!(summary["items"][0]["item"], "project-2");
+    assert_eq!(summary["figures"]["findingsOut"], 1);
+
+    // A collect.json without the record names the folder.
     std::fs::write(item.join("collect.json"), r#"{"otherPulls": []}"#).unwrap();
     let output = Command::new(BIN)
         .args(["transform", "--kind", "sast", "--raw"])

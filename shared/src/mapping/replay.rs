@@ -50,6 +50,10 @@ pub struct ItemReplay {
 pub struct ReplaySummary {
     pub items: Vec<ItemReplay>,
     pub figures: Figures,
+    /// Item folders with pages but neither a record nor `collect.json`: a collect cut off before
+    /// it finished (its run did not transform them either), or a folder missing its `item.json`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unfinished: Vec<String>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
@@ -173,8 +177,8 @@ pub fn replay_dir(
             collected,
         } = item_files(&dir)?;
         let mut pulls = Pulls::default();
-        if let Some(path) = collected {
-            pulls = serde_json::from_slice(&read_raw(&path)?).map_err(|e| ReplayError::Layout {
+        if let Some(path) = &collected {
+            pulls = serde_json::from_slice(&read_raw(path)?).map_err(|e| ReplayError::Layout {
                 path: path.clone(),
                 problem: format!("not collect's outcome: {e}"),
             })?;
@@ -184,6 +188,10 @@ pub fn replay_dir(
             Some(path) => read_raw(&path)?,
             None if !pulls.record.is_null() => {
                 serde_json::to_vec(&pulls.record).expect("a JSON value serializes")
+            }
+            None if collected.is_none() => {
+                summary.unfinished.push(item);
+                continue;
             }
             None => {
                 return Err(ReplayError::Layout {
