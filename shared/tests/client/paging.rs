@@ -273,6 +273,7 @@ async fn dast_environments_scans_and_results_page_completely() {
 /// ahead that needs retries is retried and counted in the unit of work that asked for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
+    const ANSWER_MS: u64 = 250;
     for mode in [OffsetMode::Page, OffsetMode::Item] {
         let emulator = emulator_with(EmulatorConfig {
             shape: TenantShape {
@@ -292,8 +293,9 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
             .latest_completed_sast_scan
             .clone()
             .unwrap();
-        // Every answer takes a while, so requests started ahead are in flight together; the
-        // fifth page's first two answers are 503s.
+        // Every answer takes a while, so requests started ahead are in flight together even on
+        // a machine so loaded that a spawned request starts tens of milliseconds late (40 ms was
+        // not enough beside a release build); the fifth page's first two answers are 503s.
         let fifth = match mode {
             OffsetMode::Page => "offset=4",
             OffsetMode::Item => "offset=41",
@@ -301,7 +303,7 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
         emulator.set_fault(
             Endpoint::Results,
             FaultSpec {
-                latency_ms: 40,
+                latency_ms: ANSWER_MS,
                 ..FaultSpec::default()
             },
         );
@@ -317,7 +319,7 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
                     emulator.set_fault(
                         Endpoint::Results,
                         FaultSpec {
-                            latency_ms: 40,
+                            latency_ms: ANSWER_MS,
                             server_error_rate: 1.0,
                             max: Some(2),
                             only_matching: Some(fifth.into()),
