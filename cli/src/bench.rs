@@ -521,28 +521,23 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
         args.latency_ms,
     )
     .await?;
-    let huge = run_child(
-        &huge_tenant,
-        work,
-        "bench-huge",
-        ConnectorKind::Sast,
-        None,
-        1,
-    )
-    .await?;
+    let run_huge = async || {
+        run_child(
+            &huge_tenant,
+            work,
+            "bench-huge",
+            ConnectorKind::Sast,
+            None,
+            1,
+        )
+        .await
+    };
+    let huge = run_huge().await?;
     let huge_limit = against_download(&huge_tenant, &huge).await?;
     let huge_ratio = huge_limit["ratio"].as_f64().unwrap_or(f64::INFINITY);
     // The run after: every finding reconciled against the first run's ledger, as every
     // scheduled run after the first is.
-    let huge_next = run_child(
-        &huge_tenant,
-        work,
-        "bench-huge",
-        ConnectorKind::Sast,
-        None,
-        1,
-    )
-    .await?;
+    let huge_next = run_huge().await?;
     let huge_rss = [&huge, &huge_next]
         .iter()
         .map(|r| r.summary["peakRssBytes"].as_u64().unwrap_or(u64::MAX))

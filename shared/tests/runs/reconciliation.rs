@@ -586,6 +586,26 @@ async fn the_main_branch_policy_falls_back_to_any_branch_only_when_asked() {
     }
 }
 
+/// A connection whose pulls of `project` answer 503 every time, retried once: its collect never
+/// finishes.
+fn never_finished(
+    emulator: &Emulator,
+    project: &cxone_emulator::ExpectedProject,
+    id: &str,
+) -> cxone_etm::pipeline::Connection {
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            server_error_rate: 1.0,
+            only_matching: project.main_branch_sast_scan.clone(),
+            ..FaultSpec::default()
+        },
+    );
+    let mut quick = connection(emulator, id, ConnectorKind::Sast);
+    quick.vendor.retry.max_retries = 1;
+    quick
+}
+
 #[tokio::test]
 async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run() {
     let (store, dir) = temp_store("unfinished");
@@ -603,16 +623,7 @@ async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run(
         .lifecycle[&Lifecycle::New];
 
     // Run 2: the project's results answer 503 every time, so its collect never finishes.
-    emulator.set_fault(
-        Endpoint::Results,
-        FaultSpec {
-            server_error_rate: 1.0,
-            only_matching: broken.main_branch_sast_scan.clone(),
-            ..FaultSpec::default()
-        },
-    );
-    let mut quick = connection(&emulator, "unfinished", ConnectorKind::Sast);
-    quick.vendor.retry.max_retries = 1;
+    let quick = never_finished(&emulator, &broken, "unfinished");
     let second = run(&store, &quick, api_key(&emulator)).await.unwrap();
     let m2 = manifest(&store, &second.manifest).await;
     let item = m2.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
@@ -952,16 +963,7 @@ async fn a_finalize_retried_after_carrying_a_ledger_still_counts_it_carried() {
     assert!(open_before > 0);
 
     // Run 2: the project's collect never finishes; finalize dies right after carrying its ledger.
-    emulator.set_fault(
-        Endpoint::Results,
-        FaultSpec {
-            server_error_rate: 1.0,
-            only_matching: broken.main_branch_sast_scan.clone(),
-            ..FaultSpec::default()
-        },
-    );
-    let mut quick = connection(&emulator, "carried", ConnectorKind::Sast);
-    quick.vendor.retry.max_retries = 1;
+    let quick = never_finished(&emulator, &broken, "carried");
     store.crash_after(&format!("/ledger/{}.json.gz", before.item), 1);
     assert!(run_through(&store, &quick, &emulator).await.is_err());
     store.revive();
