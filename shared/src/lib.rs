@@ -5,6 +5,7 @@
 
 pub mod cxone;
 pub mod field_error;
+pub mod fingerprint;
 pub mod lambda;
 pub mod layout;
 pub mod mapping;

@@ -44,29 +44,37 @@ impl ListPage {
 }
 
 /// Finds the list and its total in a page body; the error says what is wrong, never echoes data.
+/// One pass over the body: the list's records are located as the top-level object is read.
 fn parse_list_page(body: Bytes, list_key: &str, total_key: &str) -> Result<ListPage, String> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| format!("body is not UTF-8 at byte {}", e.valid_up_to()))?;
-    let top: std::collections::HashMap<&str, &RawValue> =
-        serde_json::from_str(text).map_err(|e| {
-            format!(
-                "body is not a JSON object ({} at line {} column {})",
-                kind(&e),
-                e.line(),
-                e.column()
-            )
-        })?;
-    let list = top
-        .get(list_key)
-        .ok_or_else(|| format!("no `{list_key}` list in the answer"))?;
-    let items: Vec<&RawValue> =
-        serde_json::from_str(list.get()).map_err(|_| format!("`{list_key}` is not a list"))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let top = serde::de::DeserializeSeed::deserialize(
+        TopLevel {
+            list_key,
+            total_key,
+        },
+        &mut deserializer,
+    )
+    .and_then(|top| deserializer.end().map(|()| top))
+    .map_err(|e| {
+        format!(
+            "body is not a JSON object ({} at line {} column {})",
+            kind(&e),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let items = top
+        .list
+        .ok_or_else(|| format!("no `{list_key}` list in the answer"))?
+        .ok_or_else(|| format!("`{list_key}` is not a list"))?;
     let total = top
-        .get(total_key)
+        .total
         .and_then(|t| serde_json::from_str::<u64>(t.get()).ok())
         .ok_or_else(|| format!("no whole-number `{total_key}` in the answer"))?;
     let pages = top
-        .get("pages_number")
+        .pages
         .and_then(|p| serde_json::from_str::<u64>(p.get()).ok());
     let base = text.as_ptr() as usize;
     let records = items
@@ -82,6 +90,109 @@ fn parse_list_page(body: Bytes, list_key: &str, total_key: &str) -> Result<ListP
         records,
         pages,
     })
+}
+
+/// The members of a list page's top-level object that matter, borrowed from the body; the last of
+/// repeated keys wins. `list` is `Some(None)` when the key holds something other than a list.
+struct TopLevel<'k> {
+    list_key: &'k str,
+    total_key: &'k str,
+}
+
+#[derive(Default)]
+struct TopMembers<'a> {
+    list: Option<Option<Vec<&'a RawValue>>>,
+    total: Option<&'a RawValue>,
+    pages: Option<&'a RawValue>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = TopMembers<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopLevel<'_> {
+    type Value = TopMembers<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut top = TopMembers::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.list_key {
+                top.list = Some(map.next_value::<ListOrOther<'de>>()?.0);
+            } else if key == self.total_key {
+                top.total = Some(map.next_value()?);
+            } else if key == "pages_number" {
+                top.pages = Some(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(top)
+    }
+}
+
+/// A list's records, located; `None` for any other value, read past.
+struct ListOrOther<'a>(Option<Vec<&'a RawValue>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for ListOrOther<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Records;
+        impl<'de> serde::de::Visitor<'de> for Records {
+            type Value = ListOrOther<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(record) = seq.next_element()? {
+                    records.push(record);
+                }
+                Ok(ListOrOther(Some(records)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(ListOrOther(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ListOrOther(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ListOrOther(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ListOrOther(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ListOrOther(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ListOrOther(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ListOrOther(None))
+            }
+        }
+        deserializer.deserialize_any(Records)
+    }
 }
 
 fn kind(e: &serde_json::Error) -> &'static str {
@@ -259,8 +370,19 @@ mod tests {
     }
 
     #[test]
+    fn list_pages_take_the_last_of_repeated_keys_and_escaped_keys() {
+        let body = Bytes::from_static(
+            br#"{"results":[{"id":"old"}],"totalCount":1,"results":[{"id":"a"},{"id":"b"}],"pages_number":3,"tot\u0061lCount":2}"#,
+        );
+        let page = parse_list_page(body, "results", "totalCount").unwrap();
+        assert_eq!((page.total, page.pages), (2, Some(3)));
+        let records: Vec<&[u8]> = page.records.iter().map(|r| page.record(r)).collect();
+        assert_eq!(records, vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b"}"#[..]]);
+    }
+
+    #[test]
     fn broken_pages_are_described_without_their_content() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 8] = [
             (br#"{"results":[{"id":"a"}"#, "cut off"),
             (b"<html>502 Bad Gateway</html>", "invalid JSON"),
             (br#"{"items":[],"totalCount":0}"#, "no `results` list"),
@@ -269,9 +391,15 @@ mod tests {
                 "no whole-number `totalCount`",
             ),
             (
-                br#"{"results":{},"totalCount":0}"#,
+                br#"{"results":{"a":[1]},"totalCount":0}"#,
                 "`results` is not a list",
             ),
+            (
+                br#"{"results":"[]","totalCount":0}"#,
+                "`results` is not a list",
+            ),
+            (br#"[{"results":[]}]"#, "unexpected shape"),
+            (br#"{"results":[],"totalCount":0} {}"#, "invalid JSON"),
         ];
         for (body, expected) in cases {
             let error = parse_list_page(Bytes::from_static(body), "results", "totalCount")

@@ -1,8 +1,7 @@
 //! Paging every list the connector reads, and proving it complete: an item is complete only when
 //! the unique records fetched equal the server's total and that total held still while paging.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::BuildHasher;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -11,6 +10,7 @@ use super::client::{CxOneClient, ListPage};
 use super::error::VendorError;
 use super::models::{DastEnvironment, DastScan, LastScan, Project};
 use super::transport::spawn_counted;
+use crate::fingerprint::{FingerprintSet, Fingerprints};
 use url::Url;
 
 /// How complete a paged list is.
@@ -65,13 +65,13 @@ impl Completeness {
 /// would be missing from the count and the item reported incomplete, never silently short.
 #[derive(Default)]
 struct Seen {
-    keys: foldhash::quality::RandomState,
-    hashes: HashSet<u64, foldhash::fast::RandomState>,
+    keys: Fingerprints,
+    hashes: FingerprintSet,
 }
 
 impl Seen {
     fn fingerprint(&self, record: &[u8]) -> u64 {
-        self.keys.hash_one(record)
+        self.keys.of(record)
     }
 
     fn insert(&mut self, record: &[u8]) -> bool {

@@ -2,9 +2,7 @@
 //! Every record ends as exactly one of: a finding in a line, a rejected record (with the reason
 //! and the vendor id), or a skipped one (counted by reason).
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
@@ -21,6 +19,7 @@ use super::triage::TriageMap;
 use crate::Engine;
 use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
+use crate::fingerprint::{FingerprintMap, FingerprintSet, Fingerprints};
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,7 +261,9 @@ struct Reconciling {
 struct State {
     outcome: ItemOutcome,
     reconciling: Option<Reconciling>,
-    seen_ids: HashSet<u64>,
+    /// The fingerprints of the ids written: a second record with one is a duplicate.
+    ids: Fingerprints,
+    seen_ids: FingerprintSet,
     findings: Vec<Vec<u8>>,
     original: OriginalSeverities,
 }
@@ -271,7 +272,8 @@ struct State {
 /// few bytes per result even for a 100,000-result scan.
 #[derive(Default)]
 struct OriginalSeverities {
-    by_hash: HashMap<u64, u16>,
+    fingerprints: Fingerprints,
+    by_hash: FingerprintMap<u16>,
     names: Vec<String>,
 }
 
@@ -285,13 +287,15 @@ impl OriginalSeverities {
             }
         };
         self.by_hash.insert(
-            fingerprint(result_hash),
+            self.fingerprints.of(result_hash.as_bytes()),
             u16::try_from(at).unwrap_or(u16::MAX),
         );
     }
 
     fn get(&self, result_hash: &str) -> Option<&str> {
-        let at = *self.by_hash.get(&fingerprint(result_hash))?;
+        let at = *self
+            .by_hash
+            .get(&self.fingerprints.of(result_hash.as_bytes()))?;
         self.names.get(usize::from(at)).map(String::as_str)
     }
 }
@@ -626,12 +630,6 @@ fn has_value(node: &Layout, values: &[Option<Value>]) -> bool {
         Layout::Leaf(index) => values[*index].is_some(),
         Layout::Object(children) => children.iter().any(|(_, c)| has_value(c, values)),
     }
-}
-
-fn fingerprint(id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
 }
 
 impl<'p> ItemTransformer<'p> {
@@ -1200,7 +1198,7 @@ impl State {
         }
         if !self
             .seen_ids
-            .insert(fingerprint(told_apart.as_deref().unwrap_or(id)))
+            .insert(self.ids.of(told_apart.as_deref().unwrap_or(id).as_bytes()))
         {
             return false;
         }

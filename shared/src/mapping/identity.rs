@@ -5,7 +5,7 @@
 //! map fills `externalFindingId` from), before any finding is written, so every record that shares
 //! an id is told apart the same way whatever the order of pages and records.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde::de::DeserializeSeed;
 use serde_json::Value;
@@ -14,6 +14,7 @@ use sha2::Digest;
 use super::extract::{PageSeed, text_of};
 use super::map::{PathTree, Plan};
 use crate::Engine;
+use crate::fingerprint::{FingerprintMap, Fingerprints};
 
 /// The fields that tell apart findings sharing an id: what stays the same for one finding from
 /// scan to scan. Not its status, state, severity or dates (triage and time change them), nor its
@@ -77,7 +78,8 @@ pub struct IdTally {
     kind: Option<usize>,
     /// Per map: its engine, the record types it takes and where its id is read.
     readers: Vec<(Engine, &'static [&'static str], usize)>,
-    counts: HashMap<u64, u32>,
+    fingerprints: Fingerprints,
+    counts: FingerprintMap<u32>,
     repeated: BTreeSet<String>,
 }
 
@@ -100,7 +102,8 @@ impl IdTally {
             slots: vec![None; slots],
             kind,
             readers,
-            counts: HashMap::new(),
+            fingerprints: Fingerprints::default(),
+            counts: FingerprintMap::default(),
             repeated: BTreeSet::new(),
         }
     }
@@ -120,7 +123,8 @@ impl IdTally {
             return;
         }
         let kind_slot = self.kind;
-        let (counts, repeated) = (&mut self.counts, &mut self.repeated);
+        let (fingerprints, counts, repeated) =
+            (&self.fingerprints, &mut self.counts, &mut self.repeated);
         let mut on_record = |_: u32, _: bool, slots: &[Option<Value>]| {
             let id_slot = match kind_slot {
                 Some(kind) => {
@@ -135,11 +139,7 @@ impl IdTally {
             let Some(id) = id_slot.and_then(|slot| slots[slot].as_ref().and_then(text_of)) else {
                 return;
             };
-            let mut hasher = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&id, &mut hasher);
-            let seen = counts
-                .entry(std::hash::Hasher::finish(&hasher))
-                .or_default();
+            let seen = counts.entry(fingerprints.of(id.as_bytes())).or_default();
             *seen += 1;
             if *seen == 2 {
                 repeated.insert(id);
