@@ -722,8 +722,8 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     let next = outcome.ledger.unwrap();
     assert_eq!(next.findings.len(), 2);
     assert!(!next.findings["b"].open, "b was closed");
-    assert_eq!(next.findings["a"].first_seen, "run-1");
-    assert_eq!(next.findings["a"].status, "RECURRENT");
+    assert_eq!(next.findings["a"].first_seen.as_str(), "run-1");
+    assert_eq!(next.findings["a"].status.as_str(), "RECURRENT");
 
     let mut t = sast_transformer();
     t.reconcile(previous.clone(), "run-2", None);

@@ -4,7 +4,8 @@
 //! ledger is what the connector has reported for one asset, open or fixed; each run writes the next
 //! one, and an asset whose pull is not complete carries its ledger forward unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -51,17 +52,17 @@ impl std::fmt::Display for Lifecycle {
 }
 
 /// What was last reported for one finding: enough to classify it next time and to write its
-/// closure record if it disappears. Its texts are short (a severity, a status, a run id) and kept
-/// inline: an asset of millions of findings holds no heap allocation per text.
+/// closure record if it disappears. Sixteen bytes: its texts (a severity, a status, a run id) are
+/// the same few for every finding of an asset, so each is a [`Text`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     pub open: bool,
     pub qds: u8,
-    pub severity: CompactString,
-    pub status: CompactString,
+    pub severity: Text,
+    pub status: Text,
     /// The run that first reported it.
-    pub first_seen: CompactString,
+    pub first_seen: Text,
     /// The engine that reports it; absent in ledgers written before engines, whose findings are
     /// the connection's SAST or DAST ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +73,77 @@ impl LedgerEntry {
     /// The engine that reports it (`legacy` for an entry written before engines).
     pub fn engine_or(&self, legacy: Engine) -> Engine {
         self.engine.unwrap_or(legacy)
+    }
+}
+
+/// A text held once per process and named by a number: the severities, statuses and run ids
+/// millions of ledger entries repeat. Each distinct text stays for the life of the process; a
+/// ledger holds a handful (its severities, its statuses, the runs that first saw its findings).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Text(u32);
+
+#[derive(Default)]
+struct Texts {
+    numbers: HashMap<&'static str, u32, foldhash::fast::RandomState>,
+    texts: Vec<&'static str>,
+}
+
+static TEXTS: LazyLock<RwLock<Texts>> = LazyLock::new(RwLock::default);
+
+impl Text {
+    pub fn as_str(self) -> &'static str {
+        let texts = TEXTS.read().unwrap_or_else(PoisonError::into_inner);
+        texts.texts[self.0 as usize]
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Self {
+        if let Some(&number) = TEXTS
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .numbers
+            .get(text)
+        {
+            return Self(number);
+        }
+        let mut texts = TEXTS.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&number) = texts.numbers.get(text) {
+            return Self(number);
+        }
+        let number = u32::try_from(texts.texts.len()).expect("fewer than 2^32 distinct texts");
+        let held: &'static str = Box::leak(text.into());
+        texts.texts.push(held);
+        texts.numbers.insert(held, number);
+        Self(number)
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text, E> {
+                Ok(Text::from(text))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -269,6 +341,30 @@ mod tests {
             serde_json::from_slice(&Ledger::closure_record("open", &entry(true), "gone")).unwrap();
         assert_eq!(closure["findingStatus"], "FIXED");
         assert_eq!(closure["qds"], 70);
+    }
+
+    #[test]
+    fn entries_hold_their_texts_in_sixteen_bytes_and_store_them_as_strings() {
+        assert_eq!(std::mem::size_of::<LedgerEntry>(), 16);
+        let (a, b) = (
+            Text::from("TO_VERIFY"),
+            Text::from(String::from("TO_VERIFY").as_str()),
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, Text::from("CONFIRMED"));
+        assert_eq!(a.as_str(), "TO_VERIFY");
+        let stored = serde_json::to_value(entry(true)).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({"open": true, "qds": 70, "severity": "HIGH", "status": "NEW", "firstSeen": "r1"})
+        );
+        let read: LedgerEntry = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, entry(true));
+        let error = serde_json::from_str::<LedgerEntry>(
+            r#"{"open":true,"qds":1,"severity":3,"status":"NEW","firstSeen":"r1"}"#,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("expected a string"), "{error}");
     }
 
     #[test]
