@@ -192,7 +192,7 @@ enum Command {
     Transform {
         #[arg(long, value_enum)]
         kind: Kind,
-        /// Raw pages: one directory per item holding 0.json.gz, 1.json.gz, … and the record, in collect.json (as a run writes it) or item.json
+        /// Raw pages: one directory per item holding 0.json.zst, 1.json.zst, … (or .json.gz, as older runs wrote them) and the record, in collect.json (as a run writes it) or item.json
         #[arg(long)]
         raw: PathBuf,
         /// Where to write <item>/<page>.ndjson.gz.

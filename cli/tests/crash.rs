@@ -76,7 +76,7 @@ async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_outp
         let running = runs_on_disk(&dir, "crash");
         let with_pages = running.keys().find(|run| {
             let raw = dir.join("connections/crash/runs").join(run).join("raw");
-            walk_count(&raw, ".json.gz") > 2
+            walk_count(&raw, ".json.zst") > 2
         });
         if let Some(run) = with_pages {
             break run.clone();

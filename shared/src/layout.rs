@@ -6,7 +6,7 @@
 //! connections/<c>/config.json | state.json | lock | lock-takeovers/<stale run>
 //! connections/<c>/runs/<r>/run.json | work.jsonl | work.jsonl.problems.json | filtered.json
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
-//! connections/<c>/runs/<r>/raw/<item>/<page>.json.gz | original-<page>.json.gz | collect.json (with the record)
+//! connections/<c>/runs/<r>/raw/<item>/<page>.json.zst | original-<page>.json.zst | collect.json (with the record)
 //! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
 //! connections/<c>/runs/<r>/ledger/<item>.json.gz
 //! ```
@@ -14,6 +14,8 @@
 //! `<item>` is [`item_key`] of the vendor id: one-to-one, so hostile ids never share a folder.
 
 use serde::{Deserialize, Serialize};
+
+use crate::packing::{GZIP_PAGE_SUFFIX, PAGE_SUFFIX};
 
 /// The project or environment record in an item's raw folder, as runs wrote it before it moved into `collect.json`.
 pub const RAW_RECORD: &str = "item.json.gz";
@@ -27,14 +29,20 @@ pub const TRANSFORM_RECORD: &str = "transform.json";
 const RAW_SEGMENT: &str = "/raw/";
 const ORIGINAL_PREFIX: &str = "original-";
 
-/// A raw results page: `<page>.json.gz`.
+/// A raw results page: `<page>.json.zst` (`<page>.json.gz` in runs before zstd).
 pub fn raw_page_file(page: u32) -> String {
-    format!("{page}.json.gz")
+    format!("{page}{PAGE_SUFFIX}")
 }
 
-/// A raw page of severities before triage: `original-<page>.json.gz`.
+/// A raw page of severities before triage: `original-<page>.json.zst`.
 pub fn original_page_file(page: u32) -> String {
-    format!("{ORIGINAL_PREFIX}{page}.json.gz")
+    format!("{ORIGINAL_PREFIX}{page}{PAGE_SUFFIX}")
+}
+
+/// Where a run before zstd wrote the raw page `key` names: the same name, gzip'd.
+pub fn gzip_page_key(key: &str) -> Option<String> {
+    key.strip_suffix(PAGE_SUFFIX)
+        .map(|stem| format!("{stem}{GZIP_PAGE_SUFFIX}"))
 }
 
 /// A batch file of one page's findings: `<page>.ndjson.gz`.
@@ -60,7 +68,8 @@ impl RawFile {
     /// `None` for a file that is not JSON.
     pub fn from_name(name: &str) -> Option<Self> {
         let stem = name
-            .strip_suffix(".json.gz")
+            .strip_suffix(PAGE_SUFFIX)
+            .or_else(|| name.strip_suffix(GZIP_PAGE_SUFFIX))
             .or_else(|| name.strip_suffix(".json"))?;
         let page =
             |number: &str, as_file: fn(u32) -> Self| number.parse().map_or(Self::Misnamed, as_file);
@@ -253,6 +262,16 @@ mod tests {
             assert_eq!(RawFile::from_name(name), Some(file), "{name}");
         }
         assert_eq!(RawFile::from_name("0.json"), Some(RawFile::Page(0)));
+        assert_eq!(RawFile::from_name("7.json.gz"), Some(RawFile::Page(7)));
+        assert_eq!(
+            RawFile::from_name("original-2.json.gz"),
+            Some(RawFile::OriginalPage(2))
+        );
+        assert_eq!(
+            gzip_page_key(&run.raw_page("i", 12)),
+            Some(format!("{}12.json.gz", run.raw_prefix("i")))
+        );
+        assert_eq!(gzip_page_key(&run.ledger("i")), None);
         assert_eq!(
             RawFile::from_name("page-a.json.gz"),
             Some(RawFile::Misnamed)

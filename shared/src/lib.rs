@@ -10,6 +10,7 @@ pub mod lambda;
 pub mod layout;
 pub mod mapping;
 pub mod metrics;
+pub mod packing;
 pub mod pipeline;
 pub mod secret;
 pub mod store;

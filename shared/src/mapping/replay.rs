@@ -1,17 +1,16 @@
 //! Re-running a transform over stored raw pages with another map or scoring table, without pulling
 //! from the vendor again. Reads the raw layout the collect step writes (`<raw>/<item>/collect.json`
-//! with the project or environment record, `<raw>/<item>/<page>.json.gz` and, for SAST,
-//! `original-<page>.json.gz`), so a run's `raw/` folder replays as it is, and writes
+//! with the project or environment record, `<raw>/<item>/<page>.json.zst` and, for SAST,
+//! `original-<page>.json.zst`; `.json.gz` as runs before zstd wrote them, or unpacked `.json`), so a run's `raw/` folder replays as it is, and writes
 //! `<out>/<item>/<page>.ndjson.gz`. The record may also be its own file, `item.json`, as runs before
 //! it moved into `collect.json` wrote it and as a folder put together by hand holds it. Where a run
 //! pulled more than one scan of an item (engines whose latest scans differ), its `collect.json` says
 //! which pages are which scan's: the map's engine is replayed from its own scan's pages only.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use flate2::Compression;
-use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
@@ -63,18 +62,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
     }
 }
 
-/// Reads a raw file, gunzipping `.gz` ones.
+/// Reads a raw file, unpacking `.zst` and `.gz` ones.
 fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(io(path))?;
-        Ok(out)
-    } else {
-        Ok(bytes)
-    }
+    crate::packing::unpack(&path.to_string_lossy(), &bytes).map_err(|problem| {
+        io(path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            problem,
+        ))
+    })
 }
 
 /// The files of one item directory as the collect step writes them (see [`crate::layout`]): the
@@ -139,7 +135,7 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
             Some(RawFile::Misnamed) => {
                 return Err(ReplayError::Layout {
                     path,
-                    problem: "page files are named by their page number (0.json.gz, 1.json.gz, …, or original-0.json.gz, … for severities before triage)".into(),
+                    problem: "page files are named by their page number (0.json.zst, 1.json.zst, …, or original-0.json.zst, … for severities before triage; .json.gz as older runs wrote them, or .json)".into(),
                 });
             }
         }

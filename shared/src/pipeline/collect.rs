@@ -6,9 +6,10 @@ use super::access::{MayRefuseCredential, VendorAccess, credential_refused, with_
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, ScanPull, WorkItem};
 use super::error::StepError;
-use super::objects::{gzip, put_json};
+use super::objects::put_json;
 use crate::cxone::{Completeness, Counters, CxOneClient, PageSource, VendorError, counted};
 use crate::mapping::IdTally;
+use crate::packing::pack_page;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 use serde_json::Value;
@@ -254,7 +255,9 @@ async fn store_pages(
     let mut pages = 0;
     while let Some(page) = pager.next_page().await? {
         read(&page.body);
-        store.put(&key_of(page.number), gzip(&page.body)).await?;
+        store
+            .put(&key_of(page.number), pack_page(&page.body))
+            .await?;
         pages += 1;
     }
     Ok((pages, pager.completeness().clone()))

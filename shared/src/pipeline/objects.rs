@@ -1,7 +1,7 @@
-//! Reading and writing the stored objects: JSON documents, gzip'd JSON (ledgers, raw pages) and
-//! gzip'd batch files with their manifest entry.
+//! Reading and writing the stored objects: JSON documents, gzip'd JSON (ledgers), raw pages
+//! (packed as [`crate::packing`] says) and gzip'd batch files with their manifest entry.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -10,25 +10,21 @@ use sha2::{Digest, Sha256};
 
 use super::documents::ObjectEntry;
 use super::error::StepError;
+use crate::layout::gzip_page_key;
+use crate::packing::unpack;
 use crate::store::ObjectStore;
 
-pub(crate) fn gzip(bytes: &[u8]) -> Bytes {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4),
-        flate2::Compression::fast(),
-    );
-    encoder
-        .write_all(bytes)
-        .expect("writing to a Vec cannot fail");
+/// The lines gzip'd one after another, never joined in memory first.
+fn gzip_lines(lines: &[Vec<u8>]) -> Bytes {
+    let size: usize = lines.iter().map(Vec::len).sum();
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(size / 4), flate2::Compression::fast());
+    for line in lines {
+        encoder
+            .write_all(line)
+            .expect("writing to a Vec cannot fail");
+    }
     Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
-}
-
-pub(crate) fn gunzip(key: &str, bytes: &[u8]) -> Result<Vec<u8>, StepError> {
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .map_err(|e| StepError::bad_object(key, format!("not gzip ({e})")))?;
-    Ok(out)
 }
 
 pub(crate) async fn put_json(
@@ -62,7 +58,7 @@ pub(super) async fn put_lines(
     lines: &[Vec<u8>],
     findings: u64,
 ) -> Result<ObjectEntry, StepError> {
-    let body = gzip(&lines.concat());
+    let body = gzip_lines(lines);
     let entry = ObjectEntry {
         key: key.to_string(),
         lines: lines.len() as u64,
@@ -95,13 +91,22 @@ pub(super) async fn put_gzip_json<T: Serialize>(
         .map_err(StepError::from)
 }
 
-/// A gzip'd object an earlier step wrote, unpacked; without it this step cannot go on.
-pub(super) async fn get_written(store: &impl ObjectStore, key: &str) -> Result<Vec<u8>, StepError> {
-    let body = store
-        .get(key)
-        .await?
-        .ok_or_else(|| StepError::bad_object(key, "missing"))?;
-    gunzip(key, &body)
+/// A raw page collect wrote, unpacked; without it this step cannot go on. A page of a collect
+/// from before zstd (an execution under way across the upgrade) is read gzip'd.
+pub(super) async fn get_page(store: &impl ObjectStore, key: &str) -> Result<Vec<u8>, StepError> {
+    let (key, body) = match store.get(key).await? {
+        Some(body) => (key.to_string(), body),
+        None => {
+            let gzipped =
+                gzip_page_key(key).ok_or_else(|| StepError::bad_object(key, "missing"))?;
+            let body = store
+                .get(&gzipped)
+                .await?
+                .ok_or_else(|| StepError::bad_object(key, "missing"))?;
+            (gzipped, body)
+        }
+    };
+    unpack(&key, &body).map_err(|problem| StepError::bad_object(&key, problem))
 }
 
 pub(super) async fn get_gzip_json<T: serde::de::DeserializeOwned>(

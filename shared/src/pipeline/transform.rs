@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
-use super::objects::{get_gzip_json, get_json, get_written, put_gzip_json, put_json, put_lines};
+use super::objects::{get_gzip_json, get_json, get_page, put_gzip_json, put_json, put_lines};
 use super::run::read_run;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
@@ -151,7 +151,7 @@ pub async fn transform(
         }
         for number in 0..outcome.original_pages {
             let page_key = run.original_page(key, number);
-            let page = get_written(store, &page_key).await?;
+            let page = get_page(store, &page_key).await?;
             let sast = pulls
                 .iter_mut()
                 .flat_map(|p| p.transformers.iter_mut())
@@ -166,7 +166,7 @@ pub async fn transform(
         }
         for pull in &mut pulls {
             for number in pull.pages.clone() {
-                let page = get_written(store, &run.raw_page(key, number)).await?;
+                let page = get_page(store, &run.raw_page(key, number)).await?;
                 let mut lines = Vec::new();
                 let mut findings = 0;
                 for transformer in &mut pull.transformers {

@@ -165,14 +165,9 @@ fn everything_stored(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
             continue;
         }
         let bytes = std::fs::read(&path).unwrap();
-        let text = if path.extension().is_some_and(|e| e == "gz") {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
-                .unwrap();
-            text
-        } else {
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
+        // Packed files (raw pages, batches, ledgers) are searched unpacked.
+        let unpacked = cxone_etm::packing::unpack(&path.to_string_lossy(), &bytes).unwrap();
+        let text = String::from_utf8_lossy(&unpacked).into_owned();
         out.push((path.display().to_string(), text));
     }
 }

@@ -628,3 +628,80 @@ async fn a_broken_pull_of_severities_before_triage_leaves_the_item_uncommitted()
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A directory store that keeps raw pages as collect wrote them before zstd: gzip'd, named
+/// `<page>.json.gz`.
+#[derive(Clone)]
+struct GzipPagesStore(cxone_etm::store::LocalStore);
+
+impl ObjectStore for GzipPagesStore {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), cxone_etm::store::StoreError> {
+        let Some(stem) = key
+            .strip_suffix(".json.zst")
+            .filter(|_| key.contains("/raw/"))
+        else {
+            return self.0.put(key, body).await;
+        };
+        let page = cxone_etm::packing::unpack(key, &body).unwrap();
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, &page).unwrap();
+        let gzipped = bytes::Bytes::from(encoder.finish().unwrap());
+        self.0.put(&format!("{stem}.json.gz"), gzipped).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<bool, cxone_etm::store::StoreError> {
+        self.0.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, cxone_etm::store::StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, cxone_etm::store::StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), cxone_etm::store::StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn raw_pages_a_collect_before_zstd_gzipped_are_transformed_alike() {
+    let emulator = emulator(TenantShape {
+        projects: 4,
+        results_per_scan: 90,
+        ..TenantShape::default()
+    })
+    .await;
+    let c = connection(&emulator, "gzip-pages", ConnectorKind::Sast);
+    let (straight, straight_dir) = temp_store("zstd-pages");
+    let expected = run(&straight, &c, api_key(&emulator)).await.unwrap();
+    let (local, dir) = temp_store("gzip-pages");
+    let summary = cxone_etm::pipeline::run_connection(
+        &GzipPagesStore(local.clone()),
+        &c,
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+        Trigger::Local,
+        &|_| {},
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert!(summary.complete, "{:?}", summary.problems);
+    let raw = local.list("connections/gzip-pages/runs/").await.unwrap();
+    let pages = |suffix: &str| {
+        raw.iter()
+            .filter(|k| k.contains("/raw/") && k.ends_with(suffix))
+            .count()
+    };
+    // Results pages and pages of severities before triage, all gzip'd as before.
+    assert!(pages(".json.gz") >= 8, "{raw:?}");
+    assert_eq!(pages(".json.zst"), 0);
+    let gzipped = committed_findings(&local, &manifest(&local, &summary.manifest).await).await;
+    let zstd = committed_findings(&straight, &manifest(&straight, &expected.manifest).await).await;
+    assert!(!zstd.is_empty());
+    assert_eq!(gzipped, zstd);
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(straight_dir).ok();
+}

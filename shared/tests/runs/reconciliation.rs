@@ -991,7 +991,7 @@ struct ThrottledStore(LocalStore);
 
 impl ObjectStore for ThrottledStore {
     async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
-        if key.contains("/raw/") && key.ends_with("/0.json.gz") {
+        if key.contains("/raw/") && key.ends_with("/0.json.zst") {
             return Err(StoreError::Failed {
                 location: key.to_string(),
                 problem: "SlowDown: Please reduce your request rate (HTTP 503)".into(),

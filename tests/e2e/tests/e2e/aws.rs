@@ -174,7 +174,7 @@ async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
             .await
             .unwrap()
             .into_iter()
-            .find(|k| k.contains("/raw/") && k.ends_with("/0.json.gz"))
+            .find(|k| k.contains("/raw/") && k.ends_with("/0.json.zst"))
             .expect("a raw page");
         let tags = moto
             .s3()
