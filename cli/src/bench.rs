@@ -170,10 +170,12 @@ async fn run_child(
         .context("running cxone-etm run")?;
     let wall = started.elapsed().unwrap_or_default();
     if !output.status.success() {
+        // An incomplete run still prints its summary: its problems say why.
         bail!(
-            "the {id} run exited with {}: {}",
+            "the {id} run exited with {}: {}{}",
             output.status,
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
         );
     }
     let summary: Value =

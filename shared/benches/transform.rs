@@ -1,6 +1,8 @@
 //! The transform on a realistic page: 5,000 results of a SAST scan as the emulator serves them
 //! (60% SAST with nodes, the rest KICS/SCA/containers), beside a plain `serde_json` parse of the
-//! same bytes into `serde_json::Value`. Run: `cargo bench -p cxone-etm --bench transform`.
+//! same bytes into `serde_json::Value`; and the raw page packed and unpacked as collect and the
+//! transform do (zstd level 1), beside gzip at its fastest level, which raw pages used before.
+//! Run: `cargo bench -p cxone-etm --bench transform`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cxone_emulator::{Emulator, EmulatorConfig, TenantShape};
@@ -77,5 +79,41 @@ fn transform(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, transform);
+fn packing(c: &mut Criterion) {
+    let (page, _) = realistic_page();
+    let gzip = |bytes: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, bytes).expect("in memory");
+        encoder.finish().expect("in memory")
+    };
+    let (zstd, gzipped) = (cxone_etm::packing::pack_page(&page), gzip(&page));
+    let mut group = c.benchmark_group("raw page");
+    group.sample_size(30);
+    group.throughput(Throughput::Bytes(page.len() as u64));
+    group.bench_function(
+        format!(
+            "pack, zstd level 1 ({} of {} bytes)",
+            zstd.len(),
+            page.len()
+        ),
+        |b| b.iter(|| cxone_etm::packing::pack_page(&page)),
+    );
+    group.bench_function(
+        format!(
+            "pack, gzip fast ({} of {} bytes)",
+            gzipped.len(),
+            page.len()
+        ),
+        |b| b.iter(|| gzip(&page)),
+    );
+    group.bench_function("unpack, zstd", |b| {
+        b.iter(|| cxone_etm::packing::unpack("0.json.zst", &zstd).expect("zstd"))
+    });
+    group.bench_function("unpack, gzip", |b| {
+        b.iter(|| cxone_etm::packing::unpack("0.json.gz", &gzipped).expect("gzip"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, transform, packing);
 criterion_main!(benches);

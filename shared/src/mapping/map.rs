@@ -72,7 +72,9 @@ impl TransformMap {
 /// Where a source path's value lands while a record is read.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PathTree {
-    pub children: HashMap<String, PathTree>,
+    /// Looked up for every key of every record: hashed the cheap way (the tree is the map's,
+    /// fixed before any record is read; vendor keys are only looked up, never added).
+    pub children: HashMap<String, PathTree, foldhash::fast::RandomState>,
     pub slot: Option<usize>,
 }
 

@@ -744,7 +744,8 @@ impl Tenant {
                 let pair = rank / 2;
                 let (eco, name, version, fixed) =
                     PACKAGES[((pair * 3 + rank % 2) % PACKAGES.len() as u64) as usize];
-                let cve = format!("CVE-{}-{}", 2016 + pair % 9, 10_000 + pair % 90_000);
+                // The year cycles and the number climbs: no two pairs share a CVE, at any size.
+                let cve = format!("CVE-{}-{}", 2016 + pair % 9, 10_000 + pair / 9);
                 let identifier = format!("{eco}-{name}-{version}");
                 let manifest = match eco {
                     "Npm" => "package.json",
@@ -833,7 +834,9 @@ impl Tenant {
                 let pair = rank / 2;
                 let (package, version, image, tag) = CONTAINER_PACKAGES
                     [((pair * 3 + rank % 2) % CONTAINER_PACKAGES.len() as u64) as usize];
-                let cve = format!("CVE-{}-{}", 2019 + pair % 6, 3_000 + pair % 90_000);
+                // Unique per pair, at any size: with the number wrapping, a large scan repeated whole
+                // `sca-container` records (12 in 5,000,000 results), which no server sends.
+                let cve = format!("CVE-{}-{}", 2019 + pair % 6, 3_000 + pair / 6);
                 let details = ContainerDetails {
                     cvss_score: (h % 100) as f64 / 10.0,
                     cve_name: cve.clone(),
@@ -1507,5 +1510,39 @@ mod tests {
         assert!(v["data"]["queryId"].as_u64().unwrap() > i64::MAX as u64);
         assert!(v["similarityId"].is_string());
         assert!(v["vulnerabilityDetails"]["cweId"].is_u64());
+    }
+
+    #[test]
+    fn sca_and_container_pairs_never_share_a_cve_however_large_the_scan() {
+        // Pairs 0 and 90,000 shared a CVE (and a package) when the number wrapped: a scan of
+        // millions of results then held byte-identical records.
+        for (kind, field) in [
+            (ResultType::Sca, "id"),
+            (ResultType::Containers, "similarityId"),
+        ] {
+            let only = |t: ResultType| u32::from(t == kind) * 100;
+            let tenant = Tenant::new(TenantShape {
+                project_results: vec![200_000],
+                result_mix: ResultMix {
+                    sast: only(ResultType::Sast),
+                    kics: only(ResultType::Kics),
+                    sca: only(ResultType::Sca),
+                    containers: only(ResultType::Containers),
+                },
+                ..Default::default()
+            });
+            let scan = &tenant.scans(0)[0];
+            let dates = tenant.scan_dates(scan);
+            let cve = |i: u64| {
+                let mut out = Vec::new();
+                tenant.write_result(scan, i, &dates, &mut out);
+                let v: Value = serde_json::from_slice(&out).unwrap();
+                v[field].as_str().unwrap().to_string()
+            };
+            assert_eq!(cve(0), cve(1), "{kind:?}: a pair shares its CVE");
+            for far in [180_000, 180_001, 199_998] {
+                assert_ne!(cve(0), cve(far), "{kind:?}: position {far}");
+            }
+        }
     }
 }
