@@ -172,7 +172,7 @@ async fn run_child(
     if !output.status.success() {
         // An incomplete run still prints its summary: its problems say why.
         bail!(
-            "the {id} run exited with {}: {}{}",
+            "the {id} run exited with {}: {}\nits summary: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr),
             String::from_utf8_lossy(&output.stdout)

@@ -161,6 +161,18 @@ fn transform_replays_stored_raw_pages_with_another_map() {
     };
     let summary = run(&out, &["--connection-id", "conn-9", "--run-id", "run-42"]);
     assert_eq!(summary["figures"]["findingsOut"], 1);
+    // The page both ways, as a collect retried across the upgrade to zstd can leave it: read once.
+    let page = dir.join("raw/project-1/0.json.zst");
+    std::fs::write(
+        &page,
+        cxone_etm::packing::pack_page(include_bytes!(
+            "../../shared/tests/fixtures/results_real_sample.json"
+        )),
+    )
+    .unwrap();
+    let both = run(&dir.join("out-both"), &[]);
+    assert_eq!(both["figures"], summary["figures"]);
+    std::fs::remove_file(page).unwrap();
     let lines = gunzip_lines(&out.join("project-1/0.ndjson.gz"));
     assert_eq!(lines[0]["connectionId"], "conn-9");
     assert_eq!(lines[0]["runId"], "run-42");

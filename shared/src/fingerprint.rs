@@ -1,7 +1,9 @@
 //! 64-bit fingerprints that stand for ids, result hashes and records in the sets and counts a
 //! large scan needs (eight bytes per entry, whatever the text's length). Each owner draws its own
-//! random key, so a vendor cannot craft two ids that share a fingerprint: with a fixed key, such
-//! a pair would make one finding pass for a duplicate of the other.
+//! random key, so which ids share a fingerprint cannot be worked out in advance. With the fixed
+//! key used before, such a pair could be computed offline, and one finding of it would pass for a
+//! duplicate of the other. (foldhash is fast, not cryptographic: it defeats precomputed pairs,
+//! not an attacker who can watch the hashes.)
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;

@@ -12,8 +12,18 @@ pub const GZIP_PAGE_SUFFIX: &str = ".json.gz";
 
 const PAGE_LEVEL: i32 = 1;
 
+/// A page packed with its checksum, so a page damaged at rest fails to unpack, as gzip's CRC made
+/// it fail before.
 pub fn pack_page(bytes: &[u8]) -> Bytes {
-    Bytes::from(zstd::bulk::compress(bytes, PAGE_LEVEL).expect("packing into memory cannot fail"))
+    let mut packer = zstd::bulk::Compressor::new(PAGE_LEVEL).expect("a zstd context");
+    packer
+        .include_checksum(true)
+        .expect("zstd takes the checksum flag");
+    Bytes::from(
+        packer
+            .compress(bytes)
+            .expect("packing into memory cannot fail"),
+    )
 }
 
 /// A stored file unpacked as its name says: `.zst` (zstd), `.gz` (gzip) or anything else as it is.
@@ -54,5 +64,11 @@ mod tests {
         assert!(error.starts_with("not gzip"), "{error}");
         let error = unpack("0.json.zst", &packed[..packed.len() / 2]).unwrap_err();
         assert!(error.starts_with("not zstd"), "a cut-off page: {error}");
+        // The checksum is the frame's last four bytes: a page changed at rest does not unpack.
+        let mut damaged = packed.to_vec();
+        let at = damaged.len() - 2;
+        damaged[at] ^= 0x40;
+        let error = unpack("0.json.zst", &damaged).unwrap_err();
+        assert!(error.starts_with("not zstd"), "a damaged page: {error}");
     }
 }

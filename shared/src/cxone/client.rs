@@ -92,7 +92,7 @@ fn parse_list_page(body: Bytes, list_key: &str, total_key: &str) -> Result<ListP
     })
 }
 
-/// The members of a list page's top-level object that matter, borrowed from the body; the last of
+/// The members of a list page's top-level object that matter, located in the body; the last of
 /// repeated keys wins. `list` is `Some(None)` when the key holds something other than a list.
 struct TopLevel<'k> {
     list_key: &'k str,

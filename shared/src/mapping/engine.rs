@@ -12,7 +12,7 @@ use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::{Computed, ValueType};
 use super::extract::{PageSeed, text_of};
 use super::identity;
-use super::ledger::{Ledger, LedgerEntry, Lifecycle};
+use super::ledger::{Ledger, LedgerEntry, Lifecycle, Text};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
@@ -268,35 +268,27 @@ struct State {
     original: OriginalSeverities,
 }
 
-/// Severities before triage by result hash: the hash's fingerprint to an interned severity, a
+/// Severities before triage by result hash: the hash's fingerprint to a numbered severity, a
 /// few bytes per result even for a 100,000-result scan.
 #[derive(Default)]
 struct OriginalSeverities {
     fingerprints: Fingerprints,
-    by_hash: FingerprintMap<u16>,
-    names: Vec<String>,
+    by_hash: FingerprintMap<Text>,
 }
 
 impl OriginalSeverities {
     fn insert(&mut self, result_hash: &str, severity: &str) {
-        let at = match self.names.iter().position(|n| n == severity) {
-            Some(at) => at,
-            None => {
-                self.names.push(severity.to_string());
-                self.names.len() - 1
-            }
-        };
         self.by_hash.insert(
             self.fingerprints.of(result_hash.as_bytes()),
-            u16::try_from(at).unwrap_or(u16::MAX),
+            Text::from(severity),
         );
     }
 
-    fn get(&self, result_hash: &str) -> Option<&str> {
-        let at = *self
+    fn get(&self, result_hash: &str) -> Option<&'static str> {
+        let severity = self
             .by_hash
             .get(&self.fingerprints.of(result_hash.as_bytes()))?;
-        self.names.get(usize::from(at)).map(String::as_str)
+        Some(severity.as_str())
     }
 }
 

@@ -20,6 +20,7 @@ use super::map::Plan;
 use super::scoring::CompiledScoring;
 use crate::Engine;
 use crate::layout::{RawFile, etm_page_file};
+use crate::packing::PAGE_SUFFIX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -140,8 +141,14 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
             }
         }
     }
-    files.pages.sort();
-    files.original.sort();
+    // A collect retried across the upgrade to zstd can leave a page both ways: like the
+    // transform, replay reads the `.zst` one.
+    for pages in [&mut files.pages, &mut files.original] {
+        pages.sort_by_key(|(number, path)| {
+            (*number, !path.to_string_lossy().ends_with(PAGE_SUFFIX))
+        });
+        pages.dedup_by_key(|(number, _)| *number);
+    }
     Ok(files)
 }
 
