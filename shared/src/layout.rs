@@ -50,8 +50,8 @@ pub fn etm_page_file(page: u32) -> String {
     format!("{page}.ndjson.gz")
 }
 
-/// What a file of an item's raw folder holds, read back from its name (gzip'd or not, as replay
-/// accepts copies unpacked by hand).
+/// What a file of an item's raw folder holds, read back from its name (zstd, gzip'd as older runs
+/// wrote pages, or unpacked, as replay accepts copies unpacked by hand).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawFile {
     /// `item.json`: the project or environment record, as runs wrote it before it moved into

@@ -137,7 +137,7 @@ pub struct CollectOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
     pub pages: u32,
-    /// Pages of severities before triage (`original-<n>.json.gz`), when the item asked for them.
+    /// Pages of severities before triage (`original-<n>.json.zst`), when the item asked for them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub original_pages: u32,
     pub completeness: Completeness,
