@@ -1,5 +1,5 @@
 //! How raw pages are packed: zstd at level 1. On a realistic results page, against gzip at its
-//! fastest level (zlib-rs), it packs 1.37× and unpacks 1.26× as fast, into 1.77× fewer bytes
+//! fastest level (zlib-rs), it packs 1.37× and unpacks 1.29× as fast, into 1.77× fewer bytes
 //! (`cargo bench -p cxone-etm --bench transform`, docs/performance.md); the raw pages are most of
 //! the bytes a run writes and reads. Runs before
 //! it stored them gzip'd, and those still read. Batch files, closures and ledgers stay gzip.
