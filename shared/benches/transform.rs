@@ -81,11 +81,7 @@ fn transform(c: &mut Criterion) {
 
 fn packing(c: &mut Criterion) {
     let (page, _) = realistic_page();
-    let gzip = |bytes: &[u8]| {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut encoder, bytes).expect("in memory");
-        encoder.finish().expect("in memory")
-    };
+    let gzip = |bytes: &[u8]| cxone_etm::packing::gzip(&[bytes]);
     let (zstd, gzipped) = (cxone_etm::packing::pack_page(&page), gzip(&page));
     let mut group = c.benchmark_group("raw page");
     group.sample_size(30);

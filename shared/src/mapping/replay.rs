@@ -7,11 +7,8 @@
 //! pulled more than one scan of an item (engines whose latest scans differ), its `collect.json` says
 //! which pages are which scan's: the map's engine is replayed from its own scan's pages only.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
 use super::batch::TransformContext;
@@ -235,11 +232,7 @@ pub fn replay_dir(
                 continue;
             }
             let file = target.join(etm_page_file(*number));
-            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-            for line in &lines {
-                encoder.write_all(line).map_err(io(&file))?;
-            }
-            std::fs::write(&file, encoder.finish().map_err(io(&file))?).map_err(io(&file))?;
+            std::fs::write(&file, crate::packing::gzip(&lines)).map_err(io(&file))?;
             files.push(file);
         }
         let outcome = transformer.finish();

@@ -1,8 +1,6 @@
 //! Reading and writing the stored objects: JSON documents, gzip'd JSON (ledgers), raw pages
 //! (packed as [`crate::packing`] says) and gzip'd batch files with their manifest entry.
 
-use std::io::Write;
-
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,21 +9,8 @@ use sha2::{Digest, Sha256};
 use super::documents::ObjectEntry;
 use super::error::StepError;
 use crate::layout::gzip_page_key;
-use crate::packing::unpack;
+use crate::packing::{gzip, unpack};
 use crate::store::ObjectStore;
-
-/// The lines gzip'd one after another, never joined in memory first.
-fn gzip_lines(lines: &[Vec<u8>]) -> Bytes {
-    let size: usize = lines.iter().map(Vec::len).sum();
-    let mut encoder =
-        flate2::write::GzEncoder::new(Vec::with_capacity(size / 4), flate2::Compression::fast());
-    for line in lines {
-        encoder
-            .write_all(line)
-            .expect("writing to a Vec cannot fail");
-    }
-    Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
-}
 
 pub(crate) async fn put_json(
     store: &impl ObjectStore,
@@ -58,7 +43,7 @@ pub(super) async fn put_lines(
     lines: &[Vec<u8>],
     findings: u64,
 ) -> Result<ObjectEntry, StepError> {
-    let body = gzip_lines(lines);
+    let body = gzip(lines);
     let entry = ObjectEntry {
         key: key.to_string(),
         lines: lines.len() as u64,

@@ -643,9 +643,7 @@ impl ObjectStore for GzipPagesStore {
             return self.0.put(key, body).await;
         };
         let page = cxone_etm::packing::unpack(key, &body).unwrap();
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut encoder, &page).unwrap();
-        let gzipped = bytes::Bytes::from(encoder.finish().unwrap());
+        let gzipped = cxone_etm::packing::gzip(&[&page]);
         self.0.put(&format!("{stem}.json.gz"), gzipped).await
     }
     async fn put_if_absent(
