@@ -1,11 +1,11 @@
-//! 64-bit fingerprints that stand for ids, result hashes and records in the sets and counts a
-//! large scan needs (eight bytes per entry, whatever the text's length). Each owner draws its own
+//! 64-bit fingerprints that stand for ids, result hashes and records in the sets a large
+//! scan needs (eight bytes per entry, whatever the text's length). Each owner draws its own
 //! random key, so which ids share a fingerprint cannot be worked out in advance. With the fixed
 //! key used before, such a pair could be computed offline, and one finding of it would pass for a
 //! duplicate of the other. (foldhash is fast, not cryptographic: it defeats precomputed pairs,
 //! not an attacker who can watch the hashes.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::BuildHasher;
 
 /// Fingerprints under a key drawn at random when it is made.
@@ -20,9 +20,6 @@ impl Fingerprints {
 
 /// A set of fingerprints; they are random already, so the set hashes them the cheap way.
 pub type FingerprintSet = HashSet<u64, foldhash::fast::RandomState>;
-
-/// A map from fingerprints.
-pub type FingerprintMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
 
 #[cfg(test)]
 mod tests {

@@ -59,6 +59,9 @@ impl Completeness {
     }
 }
 
+/// The most records a pager makes room for ahead of receiving them.
+const RESERVED_RECORDS_CAP: u64 = 10_000_000;
+
 /// Remembers which records were seen (by a hash of their bytes: a record served twice is
 /// byte-identical) and filters repeats out of a page. The hash is keyed at random per pager, so
 /// records cannot be crafted to collide; were two distinct records ever to share a hash, one
@@ -81,6 +84,13 @@ impl Seen {
 
     /// The page's records that are new, in order; counts both kinds into `completeness`.
     fn admit<'p>(&mut self, page: &'p ListPage, completeness: &mut Completeness) -> Vec<&'p [u8]> {
+        if completeness.pages == 1 {
+            // Sized once for the total the first page reports: growing step by step would hold
+            // the old table and the new one together at each step, half again the memory at the
+            // peak. Capped, so a total that lies cannot claim memory it never fills.
+            let expected = completeness.expected.min(RESERVED_RECORDS_CAP);
+            self.hashes.reserve(expected as usize);
+        }
         let mut fresh = Vec::with_capacity(page.records.len());
         for range in &page.records {
             let record = page.record(range);
@@ -790,5 +800,35 @@ mod tests {
             br#"{"results":[{"id":2}],"totalCount":3}"#
         );
         assert_eq!((handed.records, c.duplicates, c.unique), (1, 1, 2));
+    }
+
+    #[test]
+    fn room_for_the_reported_total_is_made_once_and_capped() {
+        let page = |total: u64| ListPage {
+            body: Bytes::from_static(br#"{"results":[{"id":1}],"totalCount":0}"#),
+            total,
+            records: std::iter::once(12..20).collect(),
+            pages: None,
+        };
+        let first_page_of = |total: u64| {
+            let (mut seen, mut c) = (Seen::default(), Completeness::default());
+            c.observe_total(total);
+            seen.admit(&page(total), &mut c);
+            seen.hashes.capacity()
+        };
+        assert!(first_page_of(100_000) >= 100_000);
+        let lying = first_page_of(u64::MAX);
+        assert!(
+            (RESERVED_RECORDS_CAP as usize..2 * RESERVED_RECORDS_CAP as usize).contains(&lying),
+            "{lying}"
+        );
+        // Later pages make no room of their own.
+        let (mut seen, mut c) = (Seen::default(), Completeness::default());
+        c.observe_total(1);
+        seen.admit(&page(1), &mut c);
+        let after_first = seen.hashes.capacity();
+        c.observe_total(100_000);
+        seen.admit(&page(100_000), &mut c);
+        assert_eq!(seen.hashes.capacity(), after_first);
     }
 }

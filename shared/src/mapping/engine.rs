@@ -19,7 +19,7 @@ use super::triage::TriageMap;
 use crate::Engine;
 use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
-use crate::fingerprint::{FingerprintMap, FingerprintSet, Fingerprints};
+use crate::fingerprint::{FingerprintSet, Fingerprints};
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,27 +268,47 @@ struct State {
     original: OriginalSeverities,
 }
 
-/// Severities before triage by result hash: the hash's fingerprint to a numbered severity, a
-/// few bytes per result even for a 100,000-result scan.
+/// Severities before triage by result hash: one set of hash fingerprints per severity, as a scan
+/// has a handful of severities and millions of results. Nine bytes a result, where a map from
+/// fingerprint to severity took seventeen (the pair padded to sixteen).
 #[derive(Default)]
 struct OriginalSeverities {
     fingerprints: Fingerprints,
-    by_hash: FingerprintMap<Text>,
+    by_severity: Vec<(Text, FingerprintSet)>,
 }
 
 impl OriginalSeverities {
+    /// Records `severity` for `result_hash`; a hash given twice keeps the later severity.
     fn insert(&mut self, result_hash: &str, severity: &str) {
-        self.by_hash.insert(
+        let (fingerprint, severity) = (
             self.fingerprints.of(result_hash.as_bytes()),
             Text::from(severity),
         );
+        for (text, hashes) in &mut self.by_severity {
+            if *text != severity {
+                hashes.remove(&fingerprint);
+            }
+        }
+        match self
+            .by_severity
+            .iter_mut()
+            .find(|(text, _)| *text == severity)
+        {
+            Some((_, hashes)) => {
+                hashes.insert(fingerprint);
+            }
+            None => self
+                .by_severity
+                .push((severity, FingerprintSet::from_iter([fingerprint]))),
+        }
     }
 
     fn get(&self, result_hash: &str) -> Option<&'static str> {
-        let severity = self
-            .by_hash
-            .get(&self.fingerprints.of(result_hash.as_bytes()))?;
-        Some(severity.as_str())
+        let fingerprint = self.fingerprints.of(result_hash.as_bytes());
+        self.by_severity
+            .iter()
+            .find(|(_, hashes)| hashes.contains(&fingerprint))
+            .map(|(severity, _)| severity.as_str())
     }
 }
 
@@ -1343,5 +1363,25 @@ impl Finding<'_> {
         }
         out.push(b'}');
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OriginalSeverities;
+
+    #[test]
+    fn severities_before_triage_are_found_by_hash_and_the_later_of_two_wins() {
+        let mut original = OriginalSeverities::default();
+        original.insert("h1", "HIGH");
+        original.insert("h2", "LOW");
+        original.insert("h3", "HIGH");
+        original.insert("h2", "CRITICAL");
+        assert_eq!(original.get("h1"), Some("HIGH"));
+        assert_eq!(original.get("h3"), Some("HIGH"));
+        assert_eq!(original.get("h2"), Some("CRITICAL"));
+        assert_eq!(original.get("h4"), None);
+        original.insert("h2", "LOW");
+        assert_eq!(original.get("h2"), Some("LOW"));
     }
 }

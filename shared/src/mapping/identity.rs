@@ -14,7 +14,7 @@ use sha2::Digest;
 use super::extract::{PageSeed, text_of};
 use super::map::{PathTree, Plan};
 use crate::Engine;
-use crate::fingerprint::{FingerprintMap, Fingerprints};
+use crate::fingerprint::{FingerprintSet, Fingerprints};
 
 /// The fields that tell apart findings sharing an id: what stays the same for one finding from
 /// scan to scan. Not its status, state, severity or dates (triage and time change them), nor its
@@ -79,7 +79,9 @@ pub struct IdTally {
     /// Per map: its engine, the record types it takes and where its id is read.
     readers: Vec<(Engine, &'static [&'static str], usize)>,
     fingerprints: Fingerprints,
-    counts: FingerprintMap<u32>,
+    /// The fingerprints of the ids counted so far: a set, not a count per id, as only a second
+    /// sighting matters (nine bytes an id where a count took seventeen).
+    counted: FingerprintSet,
     repeated: BTreeSet<String>,
 }
 
@@ -103,7 +105,7 @@ impl IdTally {
             kind,
             readers,
             fingerprints: Fingerprints::default(),
-            counts: FingerprintMap::default(),
+            counted: FingerprintSet::default(),
             repeated: BTreeSet::new(),
         }
     }
@@ -123,8 +125,8 @@ impl IdTally {
             return;
         }
         let kind_slot = self.kind;
-        let (fingerprints, counts, repeated) =
-            (&self.fingerprints, &mut self.counts, &mut self.repeated);
+        let (fingerprints, counted, repeated) =
+            (&self.fingerprints, &mut self.counted, &mut self.repeated);
         let mut on_record = |_: u32, _: bool, slots: &[Option<Value>]| {
             let id_slot = match kind_slot {
                 Some(kind) => {
@@ -139,9 +141,7 @@ impl IdTally {
             let Some(id) = id_slot.and_then(|slot| slots[slot].as_ref().and_then(text_of)) else {
                 return;
             };
-            let seen = counts.entry(fingerprints.of(id.as_bytes())).or_default();
-            *seen += 1;
-            if *seen == 2 {
+            if !counted.insert(fingerprints.of(id.as_bytes())) {
                 repeated.insert(id);
             }
         };
