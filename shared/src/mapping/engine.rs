@@ -12,7 +12,7 @@ use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::{Computed, ValueType};
 use super::extract::{PageSeed, text_of};
 use super::identity;
-use super::ledger::{Ledger, LedgerEntry, Lifecycle, Text};
+use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle, Text};
 use super::map::{CompiledEntry, Layout, Plan};
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
@@ -245,13 +245,14 @@ impl Rules<'_> {
     }
 }
 
-/// The previous ledger and the one being built, while an item is reconciled. Each entry moves
-/// from the previous ledger to the next when its finding is seen, so the two together hold each
-/// finding once: a run against the ledger of a million findings holds a million entries, not two.
+/// The ledger being built while an item is reconciled: the previous ledger's findings, each
+/// entry rewritten in place when its finding is seen, and the findings new in this pull appended
+/// after them. A run against the ledger of a million findings holds a million entries, not two.
 struct Reconciling {
-    /// What is left of the previous ledger: the findings not seen yet.
-    previous: Ledger,
     next: Ledger,
+    /// By stored position, the previous ledger's findings seen in this pull (or left out by
+    /// the filters): the rest are absent.
+    seen: Vec<bool>,
     run_id: String,
     branch_switched: bool,
     engine: Engine,
@@ -885,11 +886,12 @@ impl<'p> ItemTransformer<'p> {
         let branch_switched =
             matches!((&previous.branch, branch), (Some(before), Some(now)) if before != now);
         self.state.reconciling = Some(Reconciling {
-            previous,
+            seen: vec![false; previous.findings.len()],
             next: Ledger {
                 vendor_item_id,
                 branch: branch.map(str::to_string),
                 asset,
+                findings: previous.findings,
                 ..Ledger::default()
             },
             run_id: run_id.to_string(),
@@ -913,30 +915,29 @@ impl<'p> ItemTransformer<'p> {
             reconciling.run_id
         );
         let (mut closed, mut held, mut held_for_rejected) = (0u64, 0u64, 0u64);
-        // What is left of the previous ledger was not seen in this pull.
-        for (id, entry) in std::mem::take(&mut reconciling.previous.findings) {
-            if entry.open && (reconciling.branch_switched || any_rejected) {
+        let (findings, seen) = (&reconciling.next.findings, &reconciling.seen);
+        // The previous ledger's findings not seen in this pull, in id order.
+        let absent: Vec<usize> = findings
+            .positions()
+            .filter(|&p| seen.get(p) == Some(&false) && findings.entry(p).open)
+            .collect();
+        for position in absent {
+            if reconciling.branch_switched || any_rejected {
                 if reconciling.branch_switched {
                     held += 1;
                 } else {
                     held_for_rejected += 1;
                 }
-                reconciling.next.findings.insert(id, entry);
                 continue;
             }
-            if entry.open {
-                self.state
-                    .findings
-                    .push(Ledger::closure_record(&id, &entry, &reason));
-                closed += 1;
-            }
-            reconciling.next.findings.insert(
-                id,
-                LedgerEntry {
-                    open: false,
-                    ..entry
-                },
-            );
+            let findings = &mut reconciling.next.findings;
+            self.state.findings.push(Ledger::closure_record(
+                findings.id_at(position),
+                findings.entry(position),
+                &reason,
+            ));
+            findings.entry_mut(position).open = false;
+            closed += 1;
         }
         self.state.outcome.figures.held_on_branch_change += held;
         self.state.outcome.figures.held_for_rejected_records += held_for_rejected;
@@ -951,7 +952,7 @@ impl<'p> ItemTransformer<'p> {
     /// seen and not closed ([`Self::close_absent`] was not called) go into it as they were.
     pub fn finish(mut self) -> ItemOutcome {
         self.state.outcome.ledger = self.state.reconciling.take().map(|mut r| {
-            r.next.findings.append(&mut r.previous.findings);
+            r.next.findings.settle();
             r.next
         });
         self.state.outcome
@@ -1097,7 +1098,10 @@ impl State {
             .and_then(Value::as_str)
             .and_then(|hash| self.original.get(hash));
         let lifecycle = match (&mut self.reconciling, &id) {
-            (Some(reconciling), Some(id)) => Some(reconciling.see(id, &facts, qds)),
+            (Some(reconciling), Some(id)) => match reconciling.see(id, &facts, qds) {
+                Ok(lifecycle) => Some(lifecycle),
+                Err(full) => return self.reject(rules, slots, at, full.to_string()),
+            },
             _ => None,
         };
         let finding = Finding {
@@ -1194,7 +1198,8 @@ impl State {
                 Some(other) => text_of(other).is_some_and(|raw| rules.repeated_ids.contains(&raw)),
                 None => false,
             };
-        let previous = self.reconciling.as_ref().map(|r| &r.previous);
+        // Lookups find only the previous ledger's findings: this pull's are appended unsettled.
+        let previous = self.reconciling.as_ref().map(|r| &r.next);
         let suffixed_before = previous.is_some_and(|ledger| ledger.has_suffixed(id));
         let repeated = shared || plan.implicit.always_suffixed;
         let mut told_apart = None;
@@ -1233,29 +1238,35 @@ impl State {
 impl Reconciling {
     /// A finding the filters left out keeps its previous ledger entry.
     fn carry_forward(&mut self, id: &str) {
-        if let Some((id, entry)) = self.previous.findings.remove_entry(id) {
-            self.next.findings.insert(id, entry);
+        if let Some(position) = self.next.findings.position(id) {
+            self.seen[position] = true;
         }
     }
 
     /// A finding seen in this pull: its lifecycle status against the previous ledger, and its
     /// entry in the next.
-    fn see(&mut self, id: &str, facts: &VendorFacts, qds: u8) -> Lifecycle {
-        let before = self.previous.findings.remove(id);
-        let lifecycle = Lifecycle::against(before.as_ref(), facts.fixed);
-        let first_seen = before.map_or_else(|| self.run_id.as_str().into(), |e| e.first_seen);
-        self.next.findings.insert(
-            id.into(),
-            LedgerEntry {
-                open: !facts.fixed,
-                qds,
-                severity: facts.severity_text.as_str().into(),
-                status: facts.status_text.as_str().into(),
-                first_seen,
-                engine: Some(self.engine),
-            },
-        );
-        lifecycle
+    fn see(&mut self, id: &str, facts: &VendorFacts, qds: u8) -> Result<Lifecycle, LedgerFull> {
+        let position = self.next.findings.position(id);
+        let before = position.map(|p| self.next.findings.entry(p));
+        let lifecycle = Lifecycle::against(before, facts.fixed);
+        let entry = LedgerEntry {
+            open: !facts.fixed,
+            qds,
+            severity: facts.severity_text.as_str().into(),
+            status: facts.status_text.as_str().into(),
+            first_seen: before.map_or_else(|| self.run_id.as_str().into(), |e| e.first_seen),
+            engine: Some(self.engine),
+        };
+        match position {
+            Some(position) => {
+                self.seen[position] = true;
+                *self.next.findings.entry_mut(position) = entry;
+            }
+            None => {
+                self.next.findings.append_unsettled(id, entry)?;
+            }
+        }
+        Ok(lifecycle)
     }
 }
 

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, PoisonError, RwLock};
 
 use compact_str::CompactString;
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::Engine;
@@ -162,7 +163,269 @@ pub struct Ledger {
     pub engine_branches: BTreeMap<Engine, String>,
     /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
     pub asset: String,
-    pub findings: BTreeMap<CompactString, LedgerEntry>,
+    pub findings: Findings,
+}
+
+/// A ledger's findings would need more than 4 GiB of ids: far beyond what one function's memory
+/// holds, so the asset cannot be reconciled in one piece.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the asset's ledger would hold more than 4 GiB of finding ids; it is too large to reconcile in one piece"
+)]
+pub struct LedgerFull;
+
+/// One asset's findings by `externalFindingId`, packed: the ids end to end in one string, and per
+/// finding a 16-byte entry and the 4-byte end of its id. A map of owned ids took about 47 bytes a
+/// finding beside the ids (tree nodes part full, each id in 24 bytes); this takes 20, so a
+/// 5,000,000-finding asset's ledger fits where the map's did not. Lookups are binary searches in
+/// id order; stored, it is a JSON object in id order.
+#[derive(Clone, Default)]
+pub struct Findings {
+    ids: String,
+    ends: Vec<u32>,
+    entries: Vec<LedgerEntry>,
+    /// The stored positions in id order, when the stored order is not id order. A position left
+    /// out is not a finding (its id was stored again later, and the later entry won).
+    order: Option<Vec<u32>>,
+    /// Positions from here on were appended out of id order ([`Self::append_unsettled`]): they
+    /// are not findings, to lookups or walks, until [`Self::settle`].
+    settled: usize,
+}
+
+impl Findings {
+    /// How many findings (appended ones not yet settled are not counted).
+    pub fn len(&self) -> usize {
+        self.order.as_ref().map_or(self.settled, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The stored position of the `rank`-th finding in id order.
+    fn at_rank(&self, rank: usize) -> usize {
+        self.order
+            .as_ref()
+            .map_or(rank, |order| order[rank] as usize)
+    }
+
+    pub(crate) fn id_at(&self, position: usize) -> &str {
+        let start = position
+            .checked_sub(1)
+            .map_or(0, |before| self.ends[before] as usize);
+        &self.ids[start..self.ends[position] as usize]
+    }
+
+    /// The rank of the first finding whose id is not below `id`.
+    fn rank_of(&self, id: &str) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.id_at(self.at_rank(middle)) < id {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+
+    /// The stored position of `id`'s finding.
+    pub(crate) fn position(&self, id: &str) -> Option<usize> {
+        let rank = self.rank_of(id);
+        (rank < self.len())
+            .then(|| self.at_rank(rank))
+            .filter(|&position| self.id_at(position) == id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&LedgerEntry> {
+        self.position(id).map(|position| &self.entries[position])
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.position(id).is_some()
+    }
+
+    /// The entry at a stored position ([`Self::position`]).
+    pub(crate) fn entry(&self, position: usize) -> &LedgerEntry {
+        &self.entries[position]
+    }
+
+    /// The entry at a stored position, to rewrite.
+    pub(crate) fn entry_mut(&mut self, position: usize) -> &mut LedgerEntry {
+        &mut self.entries[position]
+    }
+
+    /// The findings in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &LedgerEntry)> {
+        (0..self.len()).map(|rank| {
+            let position = self.at_rank(rank);
+            (self.id_at(position), &self.entries[position])
+        })
+    }
+
+    /// The stored positions in id order.
+    pub(crate) fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len()).map(|rank| self.at_rank(rank))
+    }
+
+    /// Every entry, in no particular order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut LedgerEntry> {
+        self.entries.iter_mut()
+    }
+
+    /// Adds a finding, or replaces the entry of one with the same id. Adding in id order is
+    /// cheap; adding out of it moves every later position.
+    pub fn insert(&mut self, id: &str, entry: LedgerEntry) -> Result<(), LedgerFull> {
+        debug_assert_eq!(self.settled, self.entries.len(), "settled before inserting");
+        if let Some(position) = self.position(id) {
+            self.entries[position] = entry;
+            return Ok(());
+        }
+        let rank = self.rank_of(id);
+        let position = self.append_unsettled(id, entry)?;
+        self.settled = self.entries.len();
+        if rank < self.len() || self.order.is_some() {
+            let order = self
+                .order
+                .get_or_insert_with(|| (0..position as u32).collect());
+            order.insert(rank, position as u32);
+        }
+        Ok(())
+    }
+
+    /// Stores a finding without placing it in id order: it is not a finding until
+    /// [`Self::settle`]. Answers its stored position.
+    pub(crate) fn append_unsettled(
+        &mut self,
+        id: &str,
+        entry: LedgerEntry,
+    ) -> Result<usize, LedgerFull> {
+        let end = u32::try_from(self.ids.len() + id.len()).map_err(|_| LedgerFull)?;
+        u32::try_from(self.entries.len()).map_err(|_| LedgerFull)?;
+        self.ids.push_str(id);
+        self.ends.push(end);
+        self.entries.push(entry);
+        Ok(self.entries.len() - 1)
+    }
+
+    /// Places what was appended in id order; of an id stored twice, the later entry wins.
+    pub(crate) fn settle(&mut self) {
+        if self.settled == self.entries.len() {
+            return;
+        }
+        let mut appended: Vec<u32> = (self.settled as u32..self.entries.len() as u32).collect();
+        // Stable: of equal ids, the later stays last, and is the one kept.
+        appended.sort_by(|&a, &b| self.id_at(a as usize).cmp(self.id_at(b as usize)));
+        appended.dedup_by(|later, earlier| {
+            let same = self.id_at(*later as usize) == self.id_at(*earlier as usize);
+            if same {
+                *earlier = *later;
+            }
+            same
+        });
+        let mut order = Vec::with_capacity(self.len() + appended.len());
+        let mut appended = appended.into_iter().peekable();
+        for rank in 0..self.len() {
+            let position = self.at_rank(rank);
+            let id = self.id_at(position);
+            while let Some(&next) = appended.peek() {
+                if self.id_at(next as usize) >= id {
+                    break;
+                }
+                order.push(next);
+                appended.next();
+            }
+            // The same id appended again replaces the settled one.
+            if appended
+                .peek()
+                .is_some_and(|&next| self.id_at(next as usize) == id)
+            {
+                continue;
+            }
+            order.push(position as u32);
+        }
+        order.extend(appended);
+        self.settled = self.entries.len();
+        let in_stored_order = order.len() == self.entries.len()
+            && order.iter().enumerate().all(|(i, &p)| p as usize == i);
+        self.order = (!in_stored_order).then_some(order);
+    }
+
+    /// Adds every finding of `other`; of an id in both, `other`'s entry wins.
+    pub fn extend(&mut self, other: &Findings) -> Result<(), LedgerFull> {
+        for (id, entry) in other.iter() {
+            self.append_unsettled(id, entry.clone())?;
+        }
+        self.settle();
+        Ok(())
+    }
+}
+
+impl std::ops::Index<&str> for Findings {
+    type Output = LedgerEntry;
+
+    fn index(&self, id: &str) -> &LedgerEntry {
+        self.get(id)
+            .unwrap_or_else(|| panic!("no finding {id:?} in the ledger"))
+    }
+}
+
+impl PartialEq for Findings {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Findings {}
+
+impl std::fmt::Debug for Findings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Findings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        debug_assert_eq!(self.settled, self.entries.len(), "settled before storing");
+        let mut map = serializer.serialize_map(Some(self.len()))?;
+        for (id, entry) in self.iter() {
+            map.serialize_entry(id, entry)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Findings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Findings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of findings by id")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Findings, A::Error> {
+                let mut findings = Findings::default();
+                // Stored ledgers are in id order; one that is not (edited by hand) is put in it.
+                let mut in_order = true;
+                while let Some((id, entry)) = map.next_entry::<CompactString, LedgerEntry>()? {
+                    let position = findings
+                        .append_unsettled(&id, entry)
+                        .map_err(serde::de::Error::custom)?;
+                    in_order &= position == 0 || findings.id_at(position - 1) < id.as_str();
+                    if in_order {
+                        findings.settled = findings.entries.len();
+                    }
+                }
+                findings.settle();
+                Ok(findings)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 impl Ledger {
@@ -171,10 +434,11 @@ impl Ledger {
     /// stops at the first longer key that continues it otherwise (`id0`, `id-x`), without
     /// building a prefix.
     pub fn has_suffixed(&self, id: &str) -> bool {
-        use std::ops::Bound;
-        self.findings
-            .range::<str, _>((Bound::Excluded(id), Bound::Unbounded))
-            .map_while(|(key, _)| {
+        let findings = &self.findings;
+        (findings.rank_of(id)..findings.len())
+            .map(|rank| findings.id_at(findings.at_rank(rank)))
+            .skip_while(|key| *key == id)
+            .map_while(|key| {
                 let next = *key.strip_prefix(id)?.as_bytes().first()?;
                 (next <= b'#').then_some(next)
             })
@@ -185,7 +449,7 @@ impl Ledger {
     /// `legacy`); each keeps the asset and its engine's branch.
     pub fn split_by_engine(self, legacy: Engine) -> BTreeMap<Engine, Ledger> {
         let mut parts: BTreeMap<Engine, Ledger> = BTreeMap::new();
-        for (id, entry) in self.findings {
+        for (id, entry) in self.findings.iter() {
             let engine = entry.engine_or(legacy);
             parts
                 .entry(engine)
@@ -198,24 +462,29 @@ impl Ledger {
                         .or_else(|| self.branch.clone()),
                     engine_branches: BTreeMap::new(),
                     asset: self.asset.clone(),
-                    findings: BTreeMap::new(),
+                    findings: Findings::default(),
                 })
                 .findings
-                .insert(id, entry);
+                .append_unsettled(id, entry.clone())
+                .expect("a part holds no more ids than the whole");
+        }
+        for part in parts.values_mut() {
+            // Taken in id order: settling finds them in it.
+            part.findings.settle();
         }
         parts
     }
 
     /// Adds `engine`'s part of the asset's ledger (and its branch, where it differs).
-    pub fn absorb(&mut self, engine: Engine, part: Ledger) {
+    pub fn absorb(&mut self, engine: Engine, part: Ledger) -> Result<(), LedgerFull> {
         if let Some(branch) = part.branch.filter(|b| self.branch.as_ref() != Some(b)) {
             self.engine_branches.insert(engine, branch);
         }
-        self.findings.extend(part.findings);
+        self.findings.extend(&part.findings)
     }
 
     pub fn open_findings(&self) -> u64 {
-        self.findings.values().filter(|e| e.open).count() as u64
+        self.findings.iter().filter(|(_, e)| e.open).count() as u64
     }
 
     /// A closure record for a finding that was open and is absent now.
@@ -306,7 +575,7 @@ mod tests {
     fn a_suffixed_id_is_found_among_ids_that_start_alike() {
         let mut ledger = Ledger::default();
         for id in ["10", "10!", "100", "10-x", "10#a1b2", "2#ff", "1"] {
-            ledger.findings.insert(id.into(), entry(true));
+            ledger.findings.insert(id, entry(true)).unwrap();
         }
         assert!(ledger.has_suffixed("10"));
         assert!(ledger.has_suffixed("2"));
@@ -329,8 +598,8 @@ mod tests {
     #[test]
     fn findings_are_classified_against_the_previous_ledger() {
         let mut previous = Ledger::default();
-        previous.findings.insert("open".into(), entry(true));
-        previous.findings.insert("closed".into(), entry(false));
+        previous.findings.insert("open", entry(true)).unwrap();
+        previous.findings.insert("closed", entry(false)).unwrap();
         let classify = |id: &str, fixed: bool| Lifecycle::against(previous.findings.get(id), fixed);
         assert_eq!(classify("brand-new", false), Lifecycle::New);
         assert_eq!(classify("open", false), Lifecycle::Active);
@@ -372,9 +641,10 @@ mod tests {
         let mut ledger = Ledger::default();
         ledger
             .findings
-            .insert("a \"quoted\" id".into(), entry(true));
-        ledger.findings.insert("b".into(), entry(false));
-        ledger.findings.insert("c".into(), entry(true));
+            .insert("a \"quoted\" id", entry(true))
+            .unwrap();
+        ledger.findings.insert("b", entry(false)).unwrap();
+        ledger.findings.insert("c", entry(true)).unwrap();
         let text = serde_json::to_vec(&ledger).unwrap();
         let counted: OpenFindings = serde_json::from_slice(&text).unwrap();
         assert_eq!(counted.count, ledger.open_findings());
@@ -383,6 +653,124 @@ mod tests {
         let error = serde_json::from_slice::<OpenFindings>(broken).unwrap_err();
         assert!(
             error.to_string().contains("missing field `open`"),
+            "{error}"
+        );
+    }
+
+    /// What a ledger's findings must behave as: a map by id, in id order, the later entry
+    /// winning. Operations are drawn over few ids, so replacing and reordering are common.
+    #[derive(Clone, Debug)]
+    enum Change {
+        Insert(String, u8),
+        Append(String, u8),
+        Settle,
+        Extend(Vec<(String, u8)>),
+    }
+
+    fn changes() -> impl proptest::strategy::Strategy<Value = Vec<Change>> {
+        use proptest::prelude::*;
+        let id = "[a-d#]{0,3}";
+        let change = prop_oneof![
+            (id, any::<u8>()).prop_map(|(i, q)| Change::Insert(i, q)),
+            (id, any::<u8>()).prop_map(|(i, q)| Change::Append(i, q)),
+            Just(Change::Settle),
+            proptest::collection::vec((id, any::<u8>()), 0..6).prop_map(Change::Extend),
+        ];
+        proptest::collection::vec(change, 0..40)
+    }
+
+    fn with_qds(qds: u8) -> LedgerEntry {
+        LedgerEntry { qds, ..entry(true) }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn packed_findings_behave_as_a_map_in_id_order(changes in changes()) {
+            let mut findings = Findings::default();
+            let mut model: BTreeMap<String, u8> = BTreeMap::new();
+            let mut pending: Vec<(String, u8)> = Vec::new();
+            for change in changes {
+                match change {
+                    Change::Append(id, qds) => {
+                        findings.append_unsettled(&id, with_qds(qds)).unwrap();
+                        pending.push((id, qds));
+                    }
+                    Change::Settle => {
+                        findings.settle();
+                        model.extend(pending.drain(..));
+                    }
+                    // Inserting and extending work on settled findings.
+                    Change::Insert(id, qds) => {
+                        findings.settle();
+                        model.extend(pending.drain(..));
+                        findings.insert(&id, with_qds(qds)).unwrap();
+                        model.insert(id, qds);
+                    }
+                    Change::Extend(other) => {
+                        findings.settle();
+                        model.extend(pending.drain(..));
+                        let mut part = Findings::default();
+                        for (id, qds) in &other {
+                            part.insert(id, with_qds(*qds)).unwrap();
+                        }
+                        findings.extend(&part).unwrap();
+                        model.extend(other);
+                    }
+                }
+                // Appended findings are not found until settled.
+                let found: Vec<(String, u8)> =
+                    findings.iter().map(|(id, e)| (id.to_string(), e.qds)).collect();
+                let expected: Vec<(String, u8)> = model.clone().into_iter().collect();
+                proptest::prop_assert_eq!(&found, &expected);
+                for (id, qds) in &model {
+                    proptest::prop_assert_eq!(findings.get(id).map(|e| e.qds), Some(*qds));
+                }
+                for (id, _) in pending.iter().filter(|(id, _)| !model.contains_key(id)) {
+                    proptest::prop_assert!(!findings.contains_key(id));
+                }
+                let ledger = Ledger {
+                    findings: findings.clone(),
+                    ..Ledger::default()
+                };
+                for id in ["", "a", "ab", "b#", "c", "d"] {
+                    let suffixed = model
+                        .keys()
+                        .any(|k| k.strip_prefix(id).is_some_and(|rest| rest.starts_with('#')));
+                    proptest::prop_assert_eq!(ledger.has_suffixed(id), suffixed, "{}", id);
+                }
+            }
+            findings.settle();
+            model.extend(pending.drain(..));
+            let stored = serde_json::to_string(&findings).unwrap();
+            let as_map: BTreeMap<String, LedgerEntry> = serde_json::from_str(&stored).unwrap();
+            proptest::prop_assert_eq!(
+                as_map.into_iter().map(|(id, e)| (id, e.qds)).collect::<Vec<_>>(),
+                model.clone().into_iter().collect::<Vec<_>>()
+            );
+            let read: Findings = serde_json::from_str(&stored).unwrap();
+            proptest::prop_assert_eq!(read, findings);
+        }
+    }
+
+    #[test]
+    fn a_stored_ledger_out_of_id_order_or_with_an_id_twice_is_read_in_order_and_the_later_wins() {
+        let stored = r#"{"b":{"open":true,"qds":1,"severity":"HIGH","status":"NEW","firstSeen":"r1"},
+            "a":{"open":true,"qds":2,"severity":"HIGH","status":"NEW","firstSeen":"r1"},
+            "b":{"open":false,"qds":3,"severity":"LOW","status":"NEW","firstSeen":"r2"}}"#;
+        let read: Findings = serde_json::from_str(stored).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            read.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!((read["b"].qds, read["b"].open), (3, false));
+        assert_eq!(
+            serde_json::to_string(&read).unwrap(),
+            r#"{"a":{"open":true,"qds":2,"severity":"HIGH","status":"NEW","firstSeen":"r1"},"b":{"open":false,"qds":3,"severity":"LOW","status":"NEW","firstSeen":"r2"}}"#
+        );
+        let error = serde_json::from_str::<Findings>(r#"["a"]"#).unwrap_err();
+        assert!(
+            error.to_string().contains("a map of findings by id"),
             "{error}"
         );
     }

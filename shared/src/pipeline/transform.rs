@@ -200,6 +200,7 @@ pub async fn transform(
         // The next ledger: each engine's, and as they were the parts of engines with no scan
         // this run (nothing of theirs is closed).
         let mut next: Option<Ledger> = None;
+        let too_large = |full| StepError::bad_object(&run.ledger(key), full);
         let mut by_engine = BTreeMap::new();
         for transformer in pulls.into_iter().flat_map(|p| p.transformers) {
             let engine = transformer.engine();
@@ -210,14 +211,14 @@ pub async fn transform(
             by_engine.insert(engine, done.figures);
             if let Some(ledger) = done.ledger.take() {
                 match &mut next {
-                    Some(next) => next.absorb(engine, ledger),
+                    Some(next) => next.absorb(engine, ledger).map_err(too_large)?,
                     None => next = Some(ledger),
                 }
             }
         }
         if let Some(mut next) = next {
             for (engine, untouched) in previous {
-                next.absorb(engine, untouched);
+                next.absorb(engine, untouched).map_err(too_large)?;
             }
             put_gzip_json(store, &run.ledger(key), &next).await?;
         }
