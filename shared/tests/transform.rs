@@ -688,8 +688,8 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 1);
 }
 
-/// Entries move from the previous ledger to the next as their findings are seen. What was not
-/// seen is closed by `close_absent`, once; and a transformer finished without that step keeps
+/// Entries of the previous ledger are rewritten in place as their findings are seen. What was
+/// not seen is closed by `close_absent`, once; and a transformer finished without that step keeps
 /// those entries as they were: no entry of the asset's ledger is lost on either path.
 #[test]
 fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
@@ -750,6 +750,71 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     let held = outcome.ledger.unwrap();
     assert_eq!(held.findings.len(), 2);
     assert!(held.findings["b"].open, "b held open");
+}
+
+/// Against a previous ledger, a record served twice is written once (its finding is not seen
+/// twice), and a finding the filters now leave out keeps its entry as it was: neither closed
+/// nor counted, and never reported as NEW when the filter is lifted.
+#[test]
+fn against_the_previous_ledger_a_repeat_is_written_once_and_a_left_out_finding_is_kept() {
+    let previous = {
+        let mut t = sast_transformer();
+        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+        t.push_page(
+            &page(vec![
+                sast_record("a", json!({})),
+                sast_record("low", json!({"severity": "LOW"})),
+            ]),
+            0,
+        )
+        .unwrap();
+        t.finish().ledger.unwrap()
+    };
+    let (plan, scoring) = sast_rules();
+    let high_only = TransformOptions {
+        severities: vec![cxone_etm::cxone::Severity::High],
+        ..TransformOptions::default()
+    };
+    let mut t = ItemTransformer::new(
+        plan,
+        scoring,
+        &context(plan.kind),
+        high_only,
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    t.reconcile(previous.clone(), "run-2", None);
+    let a = sast_record("a", json!({"status": "RECURRENT"}));
+    let lines = t
+        .push_page(
+            &page(vec![
+                a.clone(),
+                sast_record("low", json!({"severity": "LOW"})),
+                a,
+            ]),
+            0,
+        )
+        .unwrap();
+    let written: Vec<Value> = lines
+        .iter()
+        .flat_map(|l| findings(std::str::from_utf8(l).unwrap()))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0]["lifecycleStatus"], "ACTIVE");
+    assert_eq!(t.close_absent().1, 0, "the left-out finding is not absent");
+    let outcome = t.finish();
+    assert_eq!(
+        (
+            outcome.figures.duplicates,
+            outcome.figures.skipped_by_filter,
+            outcome.figures.findings_out
+        ),
+        (1, 1, 1)
+    );
+    let next = outcome.ledger.unwrap();
+    assert_eq!(next.findings.len(), 2);
+    assert_eq!(next.findings["low"], previous.findings["low"]);
+    assert_eq!(next.findings["a"].status.as_str(), "RECURRENT");
 }
 
 #[test]

@@ -250,8 +250,8 @@ impl Rules<'_> {
 /// after them. A run against the ledger of a million findings holds a million entries, not two.
 struct Reconciling {
     next: Ledger,
-    /// By stored position, the previous ledger's findings seen in this pull (or left out by
-    /// the filters): the rest are absent.
+    /// By stored position, the previous ledger's findings whose records this pull holds
+    /// (written, or left out by the filters): the rest are absent.
     seen: Vec<bool>,
     run_id: String,
     branch_switched: bool,
@@ -262,7 +262,8 @@ struct Reconciling {
 struct State {
     outcome: ItemOutcome,
     reconciling: Option<Reconciling>,
-    /// The fingerprints of the ids written: a second record with one is a duplicate.
+    /// The fingerprints of the ids written that the previous ledger does not hold: a second
+    /// record with one is a duplicate ([`State::claim`]).
     ids: Fingerprints,
     seen_ids: FingerprintSet,
     findings: Vec<Vec<u8>>,
@@ -1075,12 +1076,9 @@ impl State {
                 _ => None,
             });
         // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
-        // as they were: leaving a finding out never reads as fixing it.
+        // as they were (claimed, so not absent): leaving a finding out never reads as fixing it.
         if rules.options.leaves_out(&facts) {
             self.outcome.figures.skipped_by_filter += 1;
-            if let (Some(reconciling), Some(id)) = (&mut self.reconciling, &id) {
-                reconciling.carry_forward(id);
-            }
             return;
         }
         // A triage state that settles the finding (NOT_EXPLOITABLE → PROTECTED) sets its status,
@@ -1213,10 +1211,7 @@ impl State {
                 told_apart = Some(suffixed);
             }
         }
-        if !self
-            .seen_ids
-            .insert(self.ids.of(told_apart.as_deref().unwrap_or(id).as_bytes()))
-        {
+        if !self.claim(told_apart.as_deref().unwrap_or(id)) {
             return false;
         }
         if let Some(told_apart) = told_apart {
@@ -1233,16 +1228,22 @@ impl State {
         }
         true
     }
+
+    /// Claims `id` for the record being written: `false` when a record with it was written
+    /// already. A finding of the previous ledger is marked seen where it is stored; only ids new
+    /// to the asset are remembered, by fingerprint, so a pull of the same findings as last time
+    /// remembers next to nothing beside the ledger.
+    fn claim(&mut self, id: &str) -> bool {
+        if let Some(reconciling) = &mut self.reconciling
+            && let Some(position) = reconciling.next.findings.position(id)
+        {
+            return !std::mem::replace(&mut reconciling.seen[position], true);
+        }
+        self.seen_ids.insert(self.ids.of(id.as_bytes()))
+    }
 }
 
 impl Reconciling {
-    /// A finding the filters left out keeps its previous ledger entry.
-    fn carry_forward(&mut self, id: &str) {
-        if let Some(position) = self.next.findings.position(id) {
-            self.seen[position] = true;
-        }
-    }
-
     /// A finding seen in this pull: its lifecycle status against the previous ledger, and its
     /// entry in the next.
     fn see(&mut self, id: &str, facts: &VendorFacts, qds: u8) -> Result<Lifecycle, LedgerFull> {
@@ -1258,10 +1259,7 @@ impl Reconciling {
             engine: Some(self.engine),
         };
         match position {
-            Some(position) => {
-                self.seen[position] = true;
-                *self.next.findings.entry_mut(position) = entry;
-            }
+            Some(position) => *self.next.findings.entry_mut(position) = entry,
             None => {
                 self.next.findings.append_unsettled(id, entry)?;
             }

@@ -447,23 +447,27 @@ impl Ledger {
 
     /// Splits the ledger into one per engine (entries written before engines belong to
     /// `legacy`); each keeps the asset and its engine's branch.
-    pub fn split_by_engine(self, legacy: Engine) -> BTreeMap<Engine, Ledger> {
+    pub fn split_by_engine(mut self, legacy: Engine) -> BTreeMap<Engine, Ledger> {
+        let (first, one_engine) = {
+            let mut engines = self.findings.iter().map(|(_, e)| e.engine_or(legacy));
+            let Some(first) = engines.next() else {
+                return BTreeMap::new();
+            };
+            (first, engines.all(|engine| engine == first))
+        };
+        if one_engine {
+            // One engine, as most assets have: its findings move, where a copy would hold the
+            // ledger twice.
+            let mut part = self.part(first);
+            part.findings = std::mem::take(&mut self.findings);
+            return BTreeMap::from([(first, part)]);
+        }
         let mut parts: BTreeMap<Engine, Ledger> = BTreeMap::new();
         for (id, entry) in self.findings.iter() {
             let engine = entry.engine_or(legacy);
             parts
                 .entry(engine)
-                .or_insert_with(|| Ledger {
-                    vendor_item_id: self.vendor_item_id.clone(),
-                    branch: self
-                        .engine_branches
-                        .get(&engine)
-                        .cloned()
-                        .or_else(|| self.branch.clone()),
-                    engine_branches: BTreeMap::new(),
-                    asset: self.asset.clone(),
-                    findings: Findings::default(),
-                })
+                .or_insert_with(|| self.part(engine))
                 .findings
                 .append_unsettled(id, entry.clone())
                 .expect("a part holds no more ids than the whole");
@@ -473,6 +477,21 @@ impl Ledger {
             part.findings.settle();
         }
         parts
+    }
+
+    /// `engine`'s part of this ledger, with no findings yet.
+    fn part(&self, engine: Engine) -> Ledger {
+        Ledger {
+            vendor_item_id: self.vendor_item_id.clone(),
+            branch: self
+                .engine_branches
+                .get(&engine)
+                .cloned()
+                .or_else(|| self.branch.clone()),
+            engine_branches: BTreeMap::new(),
+            asset: self.asset.clone(),
+            findings: Findings::default(),
+        }
     }
 
     /// Adds `engine`'s part of the asset's ledger (and its branch, where it differs).
@@ -773,5 +792,61 @@ mod tests {
             error.to_string().contains("a map of findings by id"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_ledger_splits_by_engine_with_each_part_in_its_branch_and_joins_back() {
+        let of = |engine| LedgerEntry {
+            engine,
+            ..entry(true)
+        };
+        let mut ledger = Ledger {
+            vendor_item_id: "p1".into(),
+            branch: Some("main".into()),
+            engine_branches: BTreeMap::from([(Engine::Sca, "release".to_string())]),
+            ..Ledger::default()
+        };
+        for (id, engine) in [
+            ("a", None),
+            ("b", Some(Engine::Sca)),
+            ("c", Some(Engine::Sast)),
+            ("d", Some(Engine::Sca)),
+        ] {
+            ledger.findings.insert(id, of(engine)).unwrap();
+        }
+        let parts = ledger.clone().split_by_engine(Engine::Sast);
+        let ids = |engine| {
+            parts[&engine]
+                .findings
+                .iter()
+                .map(|(id, _)| id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            (ids(Engine::Sast), ids(Engine::Sca)),
+            (
+                vec!["a".to_string(), "c".into()],
+                vec!["b".to_string(), "d".into()]
+            )
+        );
+        assert_eq!(parts[&Engine::Sca].branch.as_deref(), Some("release"));
+        assert_eq!(parts[&Engine::Sast].branch.as_deref(), Some("main"));
+        let mut joined = parts[&Engine::Sast].clone();
+        joined
+            .absorb(Engine::Sca, parts[&Engine::Sca].clone())
+            .unwrap();
+        assert_eq!(joined, ledger);
+
+        // One engine: the whole ledger is the part.
+        let mut one = ledger.clone();
+        one.findings = Findings::default();
+        for id in ["x", "y"] {
+            one.findings.insert(id, of(Some(Engine::Sca))).unwrap();
+        }
+        let parts = one.clone().split_by_engine(Engine::Sast);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[&Engine::Sca].findings, one.findings);
+        assert_eq!(parts[&Engine::Sca].branch.as_deref(), Some("release"));
+        assert!(Ledger::default().split_by_engine(Engine::Sast).is_empty());
     }
 }
