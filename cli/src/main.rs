@@ -262,8 +262,11 @@ fn errors_to_exit(what: &str, errors: Vec<FieldError>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+fn main() -> anyhow::Result<ExitCode> {
+    cxone_etm::process::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)

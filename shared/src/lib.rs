@@ -1,7 +1,8 @@
 //! The library every function uses: the Checkmarx One client (`cxone`), the credential types
 //! (`secret`), the mapping of vendor records into ETM batches through transform maps and scoring
 //! tables (`mapping`), the object store port and its adapters (`store`), the bucket layout
-//! (`layout`), the pipeline steps (`pipeline`) and the Lambda task logic (`lambda`).
+//! (`layout`), the pipeline steps (`pipeline`), the Lambda task logic (`lambda`) and what every
+//! binary sets up first (`process`).
 
 pub mod cxone;
 pub mod field_error;
@@ -12,6 +13,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod packing;
 pub mod pipeline;
+pub mod process;
 pub mod secret;
 pub mod store;
 

@@ -4,8 +4,11 @@ use cxone_etm::lambda::{FunctionEnv, Runtime, init_tracing, invoke};
 use cxone_etm_transform::handler;
 use lambda_runtime::{Error, service_fn};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    cxone_etm::process::runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     init_tracing();
     let env = FunctionEnv::from_vars(|name| std::env::var(name).ok())?;
     let runtime = Runtime::from_env(&env).await;
