@@ -817,6 +817,41 @@ fn against_the_previous_ledger_a_repeat_is_written_once_and_a_left_out_finding_i
     assert_eq!(next.findings["a"].status.as_str(), "RECURRENT");
 }
 
+/// A stored ledger edited by hand (out of id order, an id twice) is read with the later entry of
+/// the id, and reconciles like any other.
+#[test]
+fn a_previous_ledger_out_of_order_with_an_id_twice_reconciles_by_its_later_entry() {
+    let entry = |open: bool| json!({"open": open, "qds": 70, "severity": "HIGH", "status": "NEW", "firstSeen": "run-0"});
+    let stored = format!(
+        r#"{{"vendorItemId":"p","asset":"","findings":{{"b":{},"a":{},"b":{}}}}}"#,
+        entry(true),
+        entry(true),
+        entry(false)
+    );
+    let previous: cxone_etm::mapping::Ledger = serde_json::from_str(&stored).unwrap();
+    assert_eq!(previous.findings.len(), 2);
+    let mut t = sast_transformer();
+    t.reconcile(previous, "run-2", None);
+    let lines = t
+        .push_page(&page(vec![sast_record("b", json!({}))]), 0)
+        .unwrap();
+    let written: Vec<Value> = lines
+        .iter()
+        .flat_map(|l| findings(std::str::from_utf8(l).unwrap()))
+        .collect();
+    assert_eq!(
+        written[0]["lifecycleStatus"], "REOPENED",
+        "b was last stored fixed"
+    );
+    assert_eq!(t.close_absent().1, 1, "a is closed");
+    let next = t.finish().ledger.unwrap();
+    assert_eq!(
+        next.findings.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(next.findings["b"].open && !next.findings["a"].open);
+}
+
 #[test]
 fn a_record_alike_in_every_identity_field_is_skipped_as_a_duplicate() {
     let records = vec![

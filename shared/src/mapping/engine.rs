@@ -887,7 +887,7 @@ impl<'p> ItemTransformer<'p> {
         let branch_switched =
             matches!((&previous.branch, branch), (Some(before), Some(now)) if before != now);
         self.state.reconciling = Some(Reconciling {
-            seen: vec![false; previous.findings.len()],
+            seen: vec![false; previous.findings.stored()],
             next: Ledger {
                 vendor_item_id,
                 branch: branch.map(str::to_string),

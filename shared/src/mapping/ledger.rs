@@ -202,6 +202,12 @@ impl Findings {
         self.len() == 0
     }
 
+    /// How many entries are stored: the findings, and entries an id stored again replaced. Stored
+    /// positions are below it.
+    pub(crate) fn stored(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The stored position of the `rank`-th finding in id order.
     fn at_rank(&self, rank: usize) -> usize {
         self.order
