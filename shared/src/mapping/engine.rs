@@ -1063,12 +1063,12 @@ impl State {
                 Err(reason) => return self.reject(rules, slots, at, reason),
             }
         }
-        if !self.identify(rules, slots, &mut values) {
+        let Some(claim) = self.identify(rules, slots, &mut values) else {
             // The same finding twice (same id, same identity fields): one is enough, and a
             // skipped record does not hold the asset's absent findings open as a rejected one would.
             self.outcome.figures.duplicates += 1;
             return;
-        }
+        };
         let id = plan
             .external_finding_id
             .and_then(|position| match &values[position] {
@@ -1096,7 +1096,7 @@ impl State {
             .and_then(Value::as_str)
             .and_then(|hash| self.original.get(hash));
         let lifecycle = match (&mut self.reconciling, &id) {
-            (Some(reconciling), Some(id)) => match reconciling.see(id, &facts, qds) {
+            (Some(reconciling), Some(id)) => match reconciling.see(id, claim, &facts, qds) {
                 Ok(lifecycle) => Some(lifecycle),
                 Err(full) => return self.reject(rules, slots, at, full.to_string()),
             },
@@ -1172,20 +1172,21 @@ impl State {
     /// Gives the finding its `externalFindingId`: the id the map gives it, or, for an id several
     /// records of the scan share (counted before: [`super::IdTally`]), that id with its record's
     /// identity suffix. A suffix the asset's previous ledger holds is kept when the id no longer
-    /// repeats, so a finding whose twin went away keeps its identity. Answers `false` for a record
-    /// alike in every identity field to one already written: a duplicate, skipped and counted.
+    /// repeats, so a finding whose twin went away keeps its identity. Answers the record's claim
+    /// on the id, or `None` for a record alike in every identity field to one already written: a
+    /// duplicate, skipped and counted.
     fn identify(
         &mut self,
         rules: &Rules,
         slots: &[Option<Value>],
         values: &mut [Option<Value>],
-    ) -> bool {
+    ) -> Option<Claim> {
         let plan = rules.plan;
         let Some(position) = plan.external_finding_id else {
-            return true;
+            return Some(Claim::default());
         };
         let Some(Value::String(id)) = &values[position] else {
-            return true;
+            return Some(Claim::default());
         };
         // Every record passes here: nothing is allocated unless the id repeats or repeated before.
         let read = &plan.finding_entries[position];
@@ -1197,22 +1198,27 @@ impl State {
                 None => false,
             };
         // Lookups find only the previous ledger's findings: this pull's are appended unsettled.
-        let previous = self.reconciling.as_ref().map(|r| &r.next);
-        let suffixed_before = previous.is_some_and(|ledger| ledger.has_suffixed(id));
+        let previous = self.reconciling.as_ref().map(|r| &r.next.findings);
+        let found = previous.map(|f| f.look_up(id)).unwrap_or_default();
         let repeated = shared || plan.implicit.always_suffixed;
-        let mut told_apart = None;
-        if repeated || suffixed_before {
+        let (mut told_apart, mut claim) = (
+            None,
+            Claim {
+                previous: found.position,
+            },
+        );
+        if repeated || found.suffixed {
             let suffix =
                 identity::suffix(plan.implicit.identity.iter().map(|&s| slots[s].as_ref()));
             let suffixed = format!("{id}#{suffix}");
-            if repeated
-                || previous.is_some_and(|ledger| ledger.findings.contains_key(suffixed.as_str()))
-            {
+            let held = previous.and_then(|f| f.position(&suffixed));
+            if repeated || held.is_some() {
                 told_apart = Some(suffixed);
+                claim.previous = held;
             }
         }
-        if !self.claim(told_apart.as_deref().unwrap_or(id)) {
-            return false;
+        if !self.claim(told_apart.as_deref().unwrap_or(id), claim) {
+            return None;
         }
         if let Some(told_apart) = told_apart {
             // An always-suffixed id (SCA, containers: a CVE id) never stands as sent: telling it
@@ -1226,28 +1232,39 @@ impl State {
             }
             values[position] = Some(Value::String(told_apart));
         }
-        true
+        Some(claim)
     }
 
     /// Claims `id` for the record being written: `false` when a record with it was written
     /// already. A finding of the previous ledger is marked seen where it is stored; only ids new
     /// to the asset are remembered, by fingerprint, so a pull of the same findings as last time
     /// remembers next to nothing beside the ledger.
-    fn claim(&mut self, id: &str) -> bool {
-        if let Some(reconciling) = &mut self.reconciling
-            && let Some(position) = reconciling.next.findings.position(id)
-        {
+    fn claim(&mut self, id: &str, claim: Claim) -> bool {
+        if let (Some(reconciling), Some(position)) = (&mut self.reconciling, claim.previous) {
             return !std::mem::replace(&mut reconciling.seen[position], true);
         }
         self.seen_ids.insert(self.ids.of(id.as_bytes()))
     }
 }
 
+/// A record's hold on its `externalFindingId`: where the previous ledger stores that finding,
+/// if it does.
+#[derive(Clone, Copy, Default)]
+struct Claim {
+    previous: Option<usize>,
+}
+
 impl Reconciling {
     /// A finding seen in this pull: its lifecycle status against the previous ledger, and its
     /// entry in the next.
-    fn see(&mut self, id: &str, facts: &VendorFacts, qds: u8) -> Result<Lifecycle, LedgerFull> {
-        let position = self.next.findings.position(id);
+    fn see(
+        &mut self,
+        id: &str,
+        claim: Claim,
+        facts: &VendorFacts,
+        qds: u8,
+    ) -> Result<Lifecycle, LedgerFull> {
+        let position = claim.previous;
         let before = position.map(|p| self.next.findings.entry(p));
         let lifecycle = Lifecycle::against(before, facts.fixed);
         let entry = LedgerEntry {

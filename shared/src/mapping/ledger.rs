@@ -166,6 +166,13 @@ pub struct Ledger {
     pub findings: Findings,
 }
 
+/// What [`Findings::look_up`] found of an id.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LookUp {
+    pub position: Option<usize>,
+    pub suffixed: bool,
+}
+
 /// A ledger's findings would need more than 4 GiB of ids: far beyond what one function's memory
 /// holds, so the asset cannot be reconciled in one piece.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +241,25 @@ impl Findings {
             }
         }
         low
+    }
+
+    /// Where `id` stands among the findings, in one search: the stored position of its finding,
+    /// and whether some finding carries it with an identity suffix (`<id>#…`). The ids after `id`
+    /// that continue it with a byte up to `#` come first in order, so the walk stops at the first
+    /// longer id that continues it otherwise (`id0`, `id-x`).
+    pub(crate) fn look_up(&self, id: &str) -> LookUp {
+        let rank = self.rank_of(id);
+        let position = (rank < self.len())
+            .then(|| self.at_rank(rank))
+            .filter(|&position| self.id_at(position) == id);
+        let suffixed = (rank + usize::from(position.is_some())..self.len())
+            .map(|rank| self.id_at(self.at_rank(rank)))
+            .map_while(|key| {
+                let next = *key.strip_prefix(id)?.as_bytes().first()?;
+                (next <= b'#').then_some(next)
+            })
+            .any(|next| next == b'#');
+        LookUp { position, suffixed }
     }
 
     /// The stored position of `id`'s finding.
@@ -440,15 +466,7 @@ impl Ledger {
     /// stops at the first longer key that continues it otherwise (`id0`, `id-x`), without
     /// building a prefix.
     pub fn has_suffixed(&self, id: &str) -> bool {
-        let findings = &self.findings;
-        (findings.rank_of(id)..findings.len())
-            .map(|rank| findings.id_at(findings.at_rank(rank)))
-            .skip_while(|key| *key == id)
-            .map_while(|key| {
-                let next = *key.strip_prefix(id)?.as_bytes().first()?;
-                (next <= b'#').then_some(next)
-            })
-            .any(|next| next == b'#')
+        self.findings.look_up(id).suffixed
     }
 
     /// Splits the ledger into one per engine (entries written before engines belong to
