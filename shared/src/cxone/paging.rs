@@ -87,7 +87,8 @@ impl Seen {
         if completeness.pages == 1 {
             // Sized once for the total the first page reports: growing step by step would hold
             // the old table and the new one together at each step, half again the memory at the
-            // peak. Capped, so a total that lies cannot claim memory it never fills.
+            // peak. Capped: a total that lies claims at most the table for the cap (about
+            // 150 MiB, the size a 10,000,000-record scan needs anyway).
             let expected = completeness.expected.min(RESERVED_RECORDS_CAP);
             self.hashes.reserve(expected as usize);
         }

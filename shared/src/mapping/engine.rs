@@ -1235,8 +1235,8 @@ impl State {
         Some(claim)
     }
 
-    /// Claims `id` for the record being written: `false` when a record with it was written
-    /// already. A finding of the previous ledger is marked seen where it is stored; only ids new
+    /// Claims `id` for the record being written: `false` when a record with it was written, or
+    /// left out by the filters, already. A finding of the previous ledger is marked seen where it is stored; only ids new
     /// to the asset are remembered, by fingerprint, so a pull of the same findings as last time
     /// remembers next to nothing beside the ledger.
     fn claim(&mut self, id: &str, claim: Claim) -> bool {

@@ -182,10 +182,11 @@ pub(crate) struct LookUp {
 pub struct LedgerFull;
 
 /// One asset's findings by `externalFindingId`, packed: the ids end to end in one string, and per
-/// finding a 16-byte entry and the 4-byte end of its id. A map of owned ids took about 47 bytes a
-/// finding beside the ids (tree nodes part full, each id in 24 bytes); this takes 20, so a
-/// 5,000,000-finding asset's ledger fits where the map's did not. Lookups are binary searches in
-/// id order; stored, it is a JSON object in id order.
+/// finding a 16-byte entry and the 4-byte end of its id (4 more for its place in `order` when the
+/// entries are not stored in id order). A map of owned ids took about 47 bytes a finding beside
+/// the ids (tree nodes part full, each id in 24 bytes); this takes 20 to 24, so a 5,000,000-finding
+/// asset's ledger fits where the map's did not. Lookups are binary searches in id order; stored,
+/// it is a JSON object in id order.
 #[derive(Clone, Default)]
 pub struct Findings {
     ids: String,
@@ -301,7 +302,8 @@ impl Findings {
         (0..self.len()).map(|rank| self.at_rank(rank))
     }
 
-    /// Every entry, in no particular order.
+    /// Every stored entry, in no particular order: the findings' and those an id stored again
+    /// replaced (not findings, but harmless to change).
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut LedgerEntry> {
         self.entries.iter_mut()
     }
@@ -309,15 +311,16 @@ impl Findings {
     /// Adds a finding, or replaces the entry of one with the same id. Adding in id order is
     /// cheap; adding out of it moves every later position.
     pub fn insert(&mut self, id: &str, entry: LedgerEntry) -> Result<(), LedgerFull> {
-        debug_assert_eq!(self.settled, self.entries.len(), "settled before inserting");
+        self.settle();
         if let Some(position) = self.position(id) {
             self.entries[position] = entry;
             return Ok(());
         }
         let rank = self.rank_of(id);
+        let last_in_stored_order = self.order.is_none() && rank == self.len();
         let position = self.append_unsettled(id, entry)?;
         self.settled = self.entries.len();
-        if rank < self.len() || self.order.is_some() {
+        if !last_in_stored_order {
             let order = self
                 .order
                 .get_or_insert_with(|| (0..position as u32).collect());
@@ -334,7 +337,8 @@ impl Findings {
         entry: LedgerEntry,
     ) -> Result<usize, LedgerFull> {
         let end = u32::try_from(self.ids.len() + id.len()).map_err(|_| LedgerFull)?;
-        u32::try_from(self.entries.len()).map_err(|_| LedgerFull)?;
+        // Positions, and the count after this one, stay within u32.
+        u32::try_from(self.entries.len() + 1).map_err(|_| LedgerFull)?;
         self.ids.push_str(id);
         self.ends.push(end);
         self.entries.push(entry);
@@ -419,7 +423,12 @@ impl std::fmt::Debug for Findings {
 
 impl Serialize for Findings {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        debug_assert_eq!(self.settled, self.entries.len(), "settled before storing");
+        if self.settled != self.entries.len() {
+            // A bug, never a ledger stored without the findings of its last pull.
+            return Err(serde::ser::Error::custom(
+                "the ledger has findings appended and not yet settled",
+            ));
+        }
         let mut map = serializer.serialize_map(Some(self.len()))?;
         for (id, entry) in self.iter() {
             map.serialize_entry(id, entry)?;
@@ -872,5 +881,25 @@ mod tests {
         assert_eq!(parts[&Engine::Sca].findings, one.findings);
         assert_eq!(parts[&Engine::Sca].branch.as_deref(), Some("release"));
         assert!(Ledger::default().split_by_engine(Engine::Sast).is_empty());
+    }
+
+    #[test]
+    fn findings_added_in_id_order_keep_no_order_beside_them_and_unsettled_ones_are_never_stored() {
+        let mut findings = Findings::default();
+        for id in ["a", "b", "c"] {
+            findings.insert(id, entry(true)).unwrap();
+        }
+        assert!(
+            findings.order.is_none(),
+            "stored in id order: no order kept"
+        );
+        findings.insert("0", entry(true)).unwrap();
+        assert_eq!(findings.order.as_deref(), Some(&[3, 0, 1, 2][..]));
+
+        findings.append_unsettled("d", entry(false)).unwrap();
+        let error = serde_json::to_string(&findings).unwrap_err();
+        assert!(error.to_string().contains("not yet settled"), "{error}");
+        findings.settle();
+        assert!(serde_json::to_string(&findings).unwrap().contains("\"d\""));
     }
 }
