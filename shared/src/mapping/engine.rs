@@ -286,22 +286,19 @@ impl OriginalSeverities {
             self.fingerprints.of(result_hash.as_bytes()),
             Text::from(severity),
         );
+        // One pass: into this severity's set, out of every other's.
+        let mut held = false;
         for (text, hashes) in &mut self.by_severity {
-            if *text != severity {
+            if *text == severity {
+                hashes.insert(fingerprint);
+                held = true;
+            } else {
                 hashes.remove(&fingerprint);
             }
         }
-        match self
-            .by_severity
-            .iter_mut()
-            .find(|(text, _)| *text == severity)
-        {
-            Some((_, hashes)) => {
-                hashes.insert(fingerprint);
-            }
-            None => self
-                .by_severity
-                .push((severity, FingerprintSet::from_iter([fingerprint]))),
+        if !held {
+            self.by_severity
+                .push((severity, FingerprintSet::from_iter([fingerprint])));
         }
     }
 
@@ -1236,9 +1233,9 @@ impl State {
     }
 
     /// Claims `id` for the record being written: `false` when a record with it was written, or
-    /// left out by the filters, already. A finding of the previous ledger is marked seen where it is stored; only ids new
-    /// to the asset are remembered, by fingerprint, so a pull of the same findings as last time
-    /// remembers next to nothing beside the ledger.
+    /// left out by the filters, already. A finding of the previous ledger is marked seen where it
+    /// is stored; only ids new to the asset are remembered, by fingerprint, so a pull of the same
+    /// findings as last time remembers next to nothing beside the ledger.
     fn claim(&mut self, id: &str, claim: Claim) -> bool {
         if let (Some(reconciling), Some(position)) = (&mut self.reconciling, claim.previous) {
             return !std::mem::replace(&mut reconciling.seen[position], true);
