@@ -54,7 +54,7 @@ fn transform(c: &mut Criterion) {
         let lines = t.push_page(&page, 0).expect("page");
         (
             lines.iter().map(Vec::len).sum::<usize>(),
-            t.finish().figures.findings_out,
+            t.finish().expect("not reconciled").figures.findings_out,
         )
     };
     let (_, findings) = run();

@@ -64,7 +64,7 @@ fn run_with(
             lines.push(String::from_utf8(line).unwrap());
         }
     }
-    (lines, transformer.finish())
+    (lines, transformer.finish().unwrap())
 }
 
 fn validate(lines: &[String]) {
@@ -601,7 +601,7 @@ fn ids_after(
             }
         }
     }
-    (ids, transformer.finish())
+    (ids, transformer.finish().unwrap())
 }
 
 #[test]
@@ -678,7 +678,7 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
         t.expect_repeats(["dup".to_string()]);
         t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
         t.push_page(&page(twins.clone()), 0).unwrap();
-        t.finish().ledger.unwrap()
+        t.finish().unwrap().ledger.unwrap()
     };
     let (alone, outcome) = ids_after(&[vec![moved[0].clone()]], Some(previous));
     assert_eq!(
@@ -702,7 +702,7 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
         let mut t = sast_transformer();
         t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
         t.push_page(&both, 0).unwrap();
-        t.finish().ledger.unwrap()
+        t.finish().unwrap().ledger.unwrap()
     };
     assert_eq!(previous.open_findings(), 2);
 
@@ -717,7 +717,7 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
         .collect();
     assert_eq!(closures.len(), 1);
     assert_eq!(closures[0]["externalFindingId"], "b");
-    let outcome = t.finish();
+    let outcome = t.finish().unwrap();
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 1);
     let next = outcome.ledger.unwrap();
     assert_eq!(next.findings.len(), 2);
@@ -728,7 +728,7 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     let mut t = sast_transformer();
     t.reconcile(previous.clone(), "run-2", None);
     t.push_page(&only_a, 0).unwrap();
-    let kept = t.finish().ledger.unwrap();
+    let kept = t.finish().unwrap().ledger.unwrap();
     assert_eq!(kept.findings.len(), 2);
     assert_eq!(
         kept.findings["b"], previous.findings["b"],
@@ -744,12 +744,48 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     t.reconcile(previous.clone(), "run-2", None);
     t.push_page(&with_rejected, 0).unwrap();
     assert_eq!(t.close_absent().1, 0);
-    let outcome = t.finish();
+    let outcome = t.finish().unwrap();
     assert_eq!(outcome.figures.rejected, 1);
     assert_eq!(outcome.figures.held_for_rejected_records, 1);
     let held = outcome.ledger.unwrap();
     assert_eq!(held.findings.len(), 2);
     assert!(held.findings["b"].open, "b held open");
+}
+
+/// Ids collect counted once are not remembered one by one while they are written: if two
+/// records carry such an id after all (collect and the map disagreed), the next ledger finds it
+/// when it settles and the item is refused, naming the id, rather than committed with the
+/// finding twice. Without collect's count, the second record is skipped as a duplicate.
+#[test]
+fn an_id_collect_counted_once_that_comes_twice_refuses_the_item() {
+    let twice = page(vec![
+        sast_record("a", json!({"description": "first"})),
+        sast_record("b", json!({})),
+        sast_record("a", json!({"description": "second"})),
+    ]);
+    let mut counted = sast_transformer();
+    counted.expect_repeats(Vec::new());
+    counted.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+    counted.push_page(&twice, 0).unwrap();
+    let refused = counted.finish().unwrap_err();
+    assert!(
+        matches!(&refused, TransformError::UncountedRepeats(ids) if ids == &["a"]),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("\"a\""), "{refused}");
+
+    let mut uncounted = sast_transformer();
+    uncounted.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+    let written: usize = uncounted
+        .push_page(&twice, 0)
+        .unwrap()
+        .iter()
+        .map(|l| findings(std::str::from_utf8(l).unwrap()).len())
+        .sum();
+    assert_eq!(written, 2, "the second `a` is not written");
+    let outcome = uncounted.finish().unwrap();
+    assert_eq!(outcome.figures.duplicates, 1);
+    assert_eq!(outcome.ledger.unwrap().findings.len(), 2);
 }
 
 /// Against a previous ledger, a record served twice is written once (its finding is not seen
@@ -768,7 +804,7 @@ fn against_the_previous_ledger_a_repeat_is_written_once_and_a_left_out_finding_i
             0,
         )
         .unwrap();
-        t.finish().ledger.unwrap()
+        t.finish().unwrap().ledger.unwrap()
     };
     let (plan, scoring) = sast_rules();
     let high_only = TransformOptions {
@@ -802,7 +838,7 @@ fn against_the_previous_ledger_a_repeat_is_written_once_and_a_left_out_finding_i
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(written[0]["lifecycleStatus"], "ACTIVE");
     assert_eq!(t.close_absent().1, 0, "the left-out finding is not absent");
-    let outcome = t.finish();
+    let outcome = t.finish().unwrap();
     assert_eq!(
         (
             outcome.figures.duplicates,
@@ -844,7 +880,7 @@ fn a_previous_ledger_out_of_order_with_an_id_twice_reconciles_by_its_later_entry
         "b was last stored fixed"
     );
     assert_eq!(t.close_absent().1, 1, "a is closed");
-    let next = t.finish().ledger.unwrap();
+    let next = t.finish().unwrap().ledger.unwrap();
     assert_eq!(
         next.findings.iter().map(|(id, _)| id).collect::<Vec<_>>(),
         ["a", "b"]
@@ -1139,7 +1175,7 @@ fn source_and_sink_are_the_first_and_last_node_whatever_the_list_holds() {
         out[0]["vendorScanURL"],
         "https://eu.ast.checkmarx.net/scans?id=scan-1&branch=main"
     );
-    let outcome = transformer.finish();
+    let outcome = transformer.finish().unwrap();
     assert_eq!(outcome.figures.rejected, 1);
     let rejected = &outcome.rejected[0];
     assert_eq!(
@@ -1598,7 +1634,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
             .map(|l| String::from_utf8(l).unwrap())
             .collect();
         validate(&lines);
-        let done = t.finish();
+        let done = t.finish().unwrap();
         total.add(&done.figures);
         out.insert(plan.kind, (lines, done.figures));
     }

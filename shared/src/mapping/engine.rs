@@ -183,6 +183,14 @@ pub enum TransformError {
     Item(String),
     #[error("page {page}: {problem}")]
     Page { page: u32, problem: String },
+    /// Ids collect counted once each that more than one record carried: their findings were
+    /// written twice. Only a disagreement between collect's count and the map could cause it.
+    #[error(
+        "{} finding id(s) arrived on more than one record though collect counted each once (the first: {:?}): the item is not committed, and its findings are carried; report this with the connection's transform map",
+        .0.len(),
+        .0.first().map(String::as_str).unwrap_or_default()
+    )]
+    UncountedRepeats(Vec<String>),
 }
 
 /// The outcome of one item.
@@ -218,6 +226,9 @@ struct Rules<'p> {
     links: Option<ItemLinks>,
     /// Vendor ids more than one record of the item carries (see `identity`).
     repeated_ids: HashSet<String>,
+    /// Whether collect counted the ids ([`ItemTransformer::expect_repeats`]): then no record's id
+    /// outside `repeated_ids` can come twice, and those need not be remembered.
+    ids_counted: bool,
     /// Record types the item's other engines take from this scan: theirs to count.
     taken_by_others: Vec<&'static str>,
     /// Record types of engines the item takes from another scan: counted as superseded.
@@ -741,6 +752,7 @@ impl<'p> ItemTransformer<'p> {
                 emit,
                 links: None,
                 repeated_ids: HashSet::new(),
+                ids_counted: false,
                 taken_by_others: Vec::new(),
                 taken_elsewhere: Vec::new(),
                 counts_untaken: true,
@@ -786,6 +798,7 @@ impl<'p> ItemTransformer<'p> {
     /// is rejected rather than renamed by its position.
     pub fn expect_repeats(&mut self, ids: impl IntoIterator<Item = String>) {
         self.rules.repeated_ids.extend(ids);
+        self.rules.ids_counted = true;
     }
 
     /// Reads one page of severities before triage; each SAST finding whose result hash is
@@ -948,12 +961,17 @@ impl<'p> ItemTransformer<'p> {
 
     /// The item's outcome, with its next ledger. Findings of the previous ledger that were not
     /// seen and not closed ([`Self::close_absent`] was not called) go into it as they were.
-    pub fn finish(mut self) -> ItemOutcome {
-        self.state.outcome.ledger = self.state.reconciling.take().map(|mut r| {
-            r.next.findings.settle();
-            r.next
-        });
-        self.state.outcome
+    /// Fails when findings new to the asset came twice under ids collect counted once each
+    /// (those ids were not remembered one by one: the ledger finds them when it settles).
+    pub fn finish(mut self) -> Result<ItemOutcome, TransformError> {
+        if let Some(mut reconciling) = self.state.reconciling.take() {
+            let twice = reconciling.next.findings.settle();
+            if !twice.is_empty() {
+                return Err(TransformError::UncountedRepeats(twice));
+            }
+            self.state.outcome.ledger = Some(reconciling.next);
+        }
+        Ok(self.state.outcome)
     }
 }
 
@@ -1214,7 +1232,13 @@ impl State {
                 claim.previous = held;
             }
         }
-        if !self.claim(told_apart.as_deref().unwrap_or(id), claim) {
+        // An id collect counted once, as the record carries it: no other record has it, and
+        // if one does after all, the next ledger finds both (`finish` refuses the item then).
+        let counted_once = rules.ids_counted
+            && read.computed.is_none()
+            && told_apart.is_none()
+            && self.reconciling.is_some();
+        if !self.claim(told_apart.as_deref().unwrap_or(id), claim, counted_once) {
             return None;
         }
         if let Some(told_apart) = told_apart {
@@ -1234,13 +1258,14 @@ impl State {
 
     /// Claims `id` for the record being written: `false` when a record with it was written, or
     /// left out by the filters, already. A finding of the previous ledger is marked seen where it
-    /// is stored; only ids new to the asset are remembered, by fingerprint, so a pull of the same
-    /// findings as last time remembers next to nothing beside the ledger.
-    fn claim(&mut self, id: &str, claim: Claim) -> bool {
+    /// is stored; ids new to the asset are remembered by fingerprint, unless `counted_once`, so a
+    /// pull of the same findings as last time, or of ids collect counted, remembers next to
+    /// nothing beside the ledger.
+    fn claim(&mut self, id: &str, claim: Claim, counted_once: bool) -> bool {
         if let (Some(reconciling), Some(position)) = (&mut self.reconciling, claim.previous) {
             return !std::mem::replace(&mut reconciling.seen[position], true);
         }
-        self.seen_ids.insert(self.ids.of(id.as_bytes()))
+        counted_once || self.seen_ids.insert(self.ids.of(id.as_bytes()))
     }
 }
 

@@ -339,6 +339,17 @@ impl Findings {
         let end = u32::try_from(self.ids.len() + id.len()).map_err(|_| LedgerFull)?;
         // Positions, and the count after this one, stay within u32.
         u32::try_from(self.entries.len() + 1).map_err(|_| LedgerFull)?;
+        if self.entries.len() == self.entries.capacity() {
+            // A quarter more at a time, not double: the last doubling of a large asset's ledger
+            // leaves up to half its room unused at the peak. Large blocks grow by remapping
+            // pages, not copying, so growing more often costs little.
+            let more = self.entries.len() / 4 + 64;
+            self.entries.reserve_exact(more);
+            self.ends.reserve_exact(more);
+        }
+        if self.ids.len() + id.len() > self.ids.capacity() {
+            self.ids.reserve_exact(self.ids.len() / 4 + id.len() + 1024);
+        }
         self.ids.push_str(id);
         self.ends.push(end);
         self.entries.push(entry);
@@ -346,9 +357,11 @@ impl Findings {
     }
 
     /// Places what was appended in id order; of an id stored twice, the later entry wins.
-    pub(crate) fn settle(&mut self) {
+    /// Answers the ids appended that were stored or appended before (each once).
+    pub(crate) fn settle(&mut self) -> Vec<String> {
+        let mut replaced = Vec::new();
         if self.settled == self.entries.len() {
-            return;
+            return replaced;
         }
         let mut appended: Vec<u32> = (self.settled as u32..self.entries.len() as u32).collect();
         // Stable: of equal ids, the later stays last, and is the one kept.
@@ -356,6 +369,7 @@ impl Findings {
         appended.dedup_by(|later, earlier| {
             let same = self.id_at(*later as usize) == self.id_at(*earlier as usize);
             if same {
+                replaced.push(self.id_at(*earlier as usize).to_string());
                 *earlier = *later;
             }
             same
@@ -377,6 +391,7 @@ impl Findings {
                 .peek()
                 .is_some_and(|&next| self.id_at(next as usize) == id)
             {
+                replaced.push(id.to_string());
                 continue;
             }
             order.push(position as u32);
@@ -386,6 +401,9 @@ impl Findings {
         let in_stored_order = order.len() == self.entries.len()
             && order.iter().enumerate().all(|(i, &p)| p as usize == i);
         self.order = (!in_stored_order).then_some(order);
+        replaced.sort_unstable();
+        replaced.dedup();
+        replaced
     }
 
     /// Adds every finding of `other`; of an id in both, `other`'s entry wins.
@@ -901,5 +919,36 @@ mod tests {
         assert!(error.to_string().contains("not yet settled"), "{error}");
         findings.settle();
         assert!(serde_json::to_string(&findings).unwrap().contains("\"d\""));
+    }
+
+    #[test]
+    fn settling_names_each_id_appended_when_it_was_stored_or_appended_before() {
+        let mut findings = Findings::default();
+        for id in ["a", "b"] {
+            findings.insert(id, entry(true)).unwrap();
+        }
+        for id in ["c", "b", "c", "d", "c"] {
+            findings.append_unsettled(id, entry(false)).unwrap();
+        }
+        assert_eq!(findings.settle(), ["b", "c"]);
+        assert_eq!(findings.len(), 4);
+        assert!(!findings["b"].open, "the later entry wins");
+        findings.append_unsettled("e", entry(true)).unwrap();
+        assert!(findings.settle().is_empty());
+    }
+
+    /// Appending grows the packed parts a quarter at a time: doubling would leave up to half of
+    /// a large ledger's room unused at its peak.
+    #[test]
+    fn appending_leaves_at_most_a_quarter_of_the_room_unused() {
+        let mut findings = Findings::default();
+        for n in 0..150_000u32 {
+            findings
+                .append_unsettled(&format!("{n:08}"), entry(true))
+                .unwrap();
+            assert!(findings.entries.capacity() <= findings.entries.len() * 5 / 4 + 64);
+        }
+        assert!(findings.ends.capacity() <= findings.ends.len() * 5 / 4 + 64);
+        assert!(findings.ids.capacity() <= findings.ids.len() * 5 / 4 + 1024 + 8);
     }
 }

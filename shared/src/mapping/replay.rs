@@ -235,7 +235,12 @@ pub fn replay_dir(
             std::fs::write(&file, crate::packing::gzip(&lines)).map_err(io(&file))?;
             files.push(file);
         }
-        let outcome = transformer.finish();
+        let outcome = transformer
+            .finish()
+            .map_err(|source| ReplayError::Transform {
+                item: item.clone(),
+                source,
+            })?;
         summary.figures.add(&outcome.figures);
         summary.items.push(ItemReplay {
             item,

@@ -204,7 +204,12 @@ pub async fn transform(
         let mut by_engine = BTreeMap::new();
         for transformer in pulls.into_iter().flat_map(|p| p.transformers) {
             let engine = transformer.engine();
-            let mut done = transformer.finish();
+            let mut done = transformer
+                .finish()
+                .map_err(|source| StepError::Transform {
+                    at: format!("item {key}"),
+                    source,
+                })?;
             record.figures.add(&done.figures);
             record.rejected.append(&mut done.rejected);
             record.collisions.append(&mut done.collisions);

@@ -182,7 +182,7 @@ fn transform_page(kind: Engine, item: &[u8], page: &[u8]) {
         ItemTransformer::new(&map, &scoring, &context, TransformOptions::default(), item)
     {
         let _ = t.push_page(page, 0);
-        let outcome = t.finish();
+        let outcome = t.finish().expect("an item not reconciled is never refused");
         let f = &outcome.figures;
         assert_eq!(f.records_in, f.findings_out + f.rejected + f.skipped());
     }
