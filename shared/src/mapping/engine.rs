@@ -12,8 +12,9 @@ use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::{Computed, ValueType};
 use super::extract::{PageSeed, text_of};
 use super::identity;
-use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle, Text};
+use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
+use super::original::OriginalSeverities;
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
 use crate::Engine;
@@ -279,47 +280,6 @@ struct State {
     seen_ids: FingerprintSet,
     findings: Vec<Vec<u8>>,
     original: OriginalSeverities,
-}
-
-/// Severities before triage by result hash: one set of hash fingerprints per severity, as a scan
-/// has a handful of severities and millions of results. Nine bytes a result, where a map from
-/// fingerprint to severity took seventeen (the pair padded to sixteen).
-#[derive(Default)]
-struct OriginalSeverities {
-    fingerprints: Fingerprints,
-    by_severity: Vec<(Text, FingerprintSet)>,
-}
-
-impl OriginalSeverities {
-    /// Records `severity` for `result_hash`; a hash given twice keeps the later severity.
-    fn insert(&mut self, result_hash: &str, severity: &str) {
-        let (fingerprint, severity) = (
-            self.fingerprints.of(result_hash.as_bytes()),
-            Text::from(severity),
-        );
-        // One pass: into this severity's set, out of every other's.
-        let mut held = false;
-        for (text, hashes) in &mut self.by_severity {
-            if *text == severity {
-                hashes.insert(fingerprint);
-                held = true;
-            } else {
-                hashes.remove(&fingerprint);
-            }
-        }
-        if !held {
-            self.by_severity
-                .push((severity, FingerprintSet::from_iter([fingerprint])));
-        }
-    }
-
-    fn get(&self, result_hash: &str) -> Option<&'static str> {
-        let fingerprint = self.fingerprints.of(result_hash.as_bytes());
-        self.by_severity
-            .iter()
-            .find(|(_, hashes)| hashes.contains(&fingerprint))
-            .map(|(severity, _)| severity.as_str())
-    }
 }
 
 /// A page of `/api/sast-results` as the original-severity pull asks for it.
@@ -814,7 +774,7 @@ impl<'p> ItemTransformer<'p> {
         for row in page.results {
             let field = |name: &str| row.get(name).and_then(Value::as_str);
             match (field("resultHash"), field("severity")) {
-                (Some(hash), Some(severity)) => self.state.original.insert(hash, severity),
+                (Some(hash), Some(severity)) if self.state.original.insert(hash, severity) => {}
                 _ => self.state.outcome.figures.unreadable_original_severities += 1,
             }
         }
@@ -830,6 +790,7 @@ impl<'p> ItemTransformer<'p> {
     ) -> Result<Vec<Vec<u8>>, TransformError> {
         let rules = &self.rules;
         let state = &mut self.state;
+        state.original.settle();
         let mut slots = vec![None; rules.plan.finding_slots];
         let mut on_record = |index: u32, is_object: bool, slots: &[Option<Value>]| {
             let at = At {
@@ -1411,25 +1372,5 @@ impl Finding<'_> {
         }
         out.push(b'}');
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::OriginalSeverities;
-
-    #[test]
-    fn severities_before_triage_are_found_by_hash_and_the_later_of_two_wins() {
-        let mut original = OriginalSeverities::default();
-        original.insert("h1", "HIGH");
-        original.insert("h2", "LOW");
-        original.insert("h3", "HIGH");
-        original.insert("h2", "CRITICAL");
-        assert_eq!(original.get("h1"), Some("HIGH"));
-        assert_eq!(original.get("h3"), Some("HIGH"));
-        assert_eq!(original.get("h2"), Some("CRITICAL"));
-        assert_eq!(original.get("h4"), None);
-        original.insert("h2", "LOW");
-        assert_eq!(original.get("h2"), Some("LOW"));
     }
 }

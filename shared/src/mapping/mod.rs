@@ -8,6 +8,7 @@ mod extract;
 mod identity;
 mod ledger;
 mod map;
+mod original;
 mod replay;
 mod scoring;
 mod triage;
