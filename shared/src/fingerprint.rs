@@ -19,7 +19,116 @@ impl Fingerprints {
 }
 
 /// A set of fingerprints; they are random already, so the set hashes them the cheap way.
-pub type FingerprintSet = HashSet<u64, foldhash::fast::RandomState>;
+type FingerprintSet = HashSet<u64, foldhash::fast::RandomState>;
+
+/// Where each run of words with the same leading bits starts in a list sorted by them (one past
+/// the last run at the end): a lookup in millions of random words searches about sixteen.
+#[derive(Default)]
+pub(crate) struct Runs {
+    starts: Vec<usize>,
+    shift: u32,
+}
+
+impl Runs {
+    pub(crate) fn of(sorted: &[u64]) -> Self {
+        let bits = (usize::BITS - sorted.len().leading_zeros())
+            .saturating_sub(4)
+            .clamp(1, 22);
+        let shift = 64 - bits;
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0;
+        for run in 0..=(1u64 << bits) {
+            while at < sorted.len() && sorted[at] >> shift < run {
+                at += 1;
+            }
+            starts.push(at);
+        }
+        Self { starts, shift }
+    }
+
+    /// The positions of the words that share `word`'s run (none before [`Self::of`]).
+    pub(crate) fn around(&self, word: u64) -> std::ops::Range<usize> {
+        let run = (word >> self.shift) as usize;
+        match self.starts.get(run..=run + 1) {
+            Some(&[start, end]) => start..end,
+            _ => 0..0,
+        }
+    }
+}
+
+/// A set of fingerprints for millions of records in about eight bytes each, where a hash set
+/// takes nine at best and, rounded to a power of two, up to eighteen: the fingerprints sorted,
+/// beside a small hash set of the latest that is merged into them whenever it fills.
+#[derive(Default)]
+pub struct CompactFingerprintSet {
+    sorted: Vec<u64>,
+    runs: Runs,
+    latest: FingerprintSet,
+}
+
+/// The most fingerprints kept in the hash set between merges (about 4.5 MiB of table).
+const LATEST_AT_MOST: usize = 1 << 18;
+
+impl CompactFingerprintSet {
+    /// Makes room for `count` fingerprints in all.
+    pub fn reserve(&mut self, count: usize) {
+        self.sorted
+            .reserve_exact(count.saturating_sub(self.sorted.len()));
+    }
+
+    /// Adds `fingerprint`; `false` when it was in the set already.
+    pub fn insert(&mut self, fingerprint: u64) -> bool {
+        if self.sorted[self.runs.around(fingerprint)]
+            .binary_search(&fingerprint)
+            .is_ok()
+            || !self.latest.insert(fingerprint)
+        {
+            return false;
+        }
+        if self.latest.len() == LATEST_AT_MOST {
+            self.merge();
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.sorted.len() + self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many fingerprints the sorted list has room for.
+    pub fn capacity(&self) -> usize {
+        self.sorted.capacity()
+    }
+
+    /// Moves the latest into the sorted list, merging from the back in place.
+    fn merge(&mut self) {
+        let mut latest: Vec<u64> = self.latest.drain().collect();
+        latest.sort_unstable();
+        let old = self.sorted.len();
+        if self.sorted.capacity() < old + latest.len() {
+            // A quarter more at a time, not double (large blocks grow by remapping pages).
+            self.sorted.reserve_exact(latest.len().max(old / 4));
+        }
+        self.sorted.resize(old + latest.len(), 0);
+        let (mut from_old, mut from_latest) = (old, latest.len());
+        for to in (0..self.sorted.len()).rev() {
+            let take_old = from_latest == 0
+                || (from_old > 0 && self.sorted[from_old - 1] > latest[from_latest - 1]);
+            self.sorted[to] = if take_old {
+                from_old -= 1;
+                self.sorted[from_old]
+            } else {
+                from_latest -= 1;
+                latest[from_latest]
+            };
+        }
+        self.runs = Runs::of(&self.sorted);
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -32,5 +141,45 @@ mod tests {
         assert_ne!(a.of(b"12345"), a.of(b"12346"));
         // Keys are drawn per owner: the same id does not fingerprint alike in another set.
         assert_ne!(a.of(b"12345"), b.of(b"12345"));
+    }
+
+    #[test]
+    fn a_compact_set_answers_as_a_hash_set_across_merges() {
+        let keys = Fingerprints::default();
+        let (mut compact, mut model) =
+            (CompactFingerprintSet::default(), FingerprintSet::default());
+        compact.reserve(600_000);
+        // Past two merges; every tenth record a repeat of one long since merged or still latest.
+        for n in 0u64..600_000 {
+            let record = if n % 10 == 9 { n / 3 } else { n };
+            let fingerprint = keys.of(&record.to_le_bytes());
+            assert_eq!(
+                compact.insert(fingerprint),
+                model.insert(fingerprint),
+                "record {n}"
+            );
+        }
+        assert_eq!(compact.len(), model.len());
+        assert!(compact.sorted.len() >= 2 * LATEST_AT_MOST, "merged twice");
+        assert!(
+            compact.sorted.windows(2).all(|w| w[0] < w[1]),
+            "sorted, each once"
+        );
+        assert_eq!(compact.sorted.capacity(), 600_000, "in the room reserved");
+        assert!(!compact.insert(keys.of(&0u64.to_le_bytes())));
+    }
+
+    #[test]
+    fn runs_find_every_word_of_a_sorted_list_and_nothing_before_it_is_built() {
+        let mut words: Vec<u64> = (0..5_000u64)
+            .map(|n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        words.sort_unstable();
+        let runs = Runs::of(&words);
+        for &word in &words {
+            assert!(words[runs.around(word)].contains(&word));
+        }
+        assert_eq!(Runs::default().around(words[0]), 0..0);
+        assert_eq!(Runs::of(&[]).around(u64::MAX), 0..0);
     }
 }

@@ -33,11 +33,13 @@ pub fn pack_page(bytes: &[u8]) -> Bytes {
     packer
         .include_checksum(true)
         .expect("zstd takes the checksum flag");
-    Bytes::from(
-        packer
-            .compress(bytes)
-            .expect("packing into memory cannot fail"),
-    )
+    let mut packed = packer
+        .compress(bytes)
+        .expect("packing into memory cannot fail");
+    // Made with room for the worst case, the page's size and more: a page held until stored
+    // would keep it all.
+    packed.shrink_to_fit();
+    Bytes::from(packed)
 }
 
 /// A stored file unpacked as its name says: `.zst` (zstd), `.gz` (gzip) or anything else as it is.

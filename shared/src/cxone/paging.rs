@@ -10,7 +10,7 @@ use super::client::{CxOneClient, ListPage};
 use super::error::VendorError;
 use super::models::{DastEnvironment, DastScan, LastScan, Project};
 use super::transport::spawn_counted;
-use crate::fingerprint::{FingerprintSet, Fingerprints};
+use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
 use url::Url;
 
 /// How complete a paged list is.
@@ -69,7 +69,7 @@ const RESERVED_RECORDS_CAP: u64 = 10_000_000;
 #[derive(Default)]
 struct Seen {
     keys: Fingerprints,
-    hashes: FingerprintSet,
+    hashes: CompactFingerprintSet,
 }
 
 impl Seen {
@@ -85,10 +85,9 @@ impl Seen {
     /// The page's records that are new, in order; counts both kinds into `completeness`.
     fn admit<'p>(&mut self, page: &'p ListPage, completeness: &mut Completeness) -> Vec<&'p [u8]> {
         if completeness.pages == 1 {
-            // Sized once for the total the first page reports: growing step by step would hold
-            // the old table and the new one together at each step, half again the memory at the
-            // peak. Capped: a total that lies claims at most the table for the cap (about
-            // 150 MiB, the size a 10,000,000-record scan needs anyway).
+            // Sized once for the total the first page reports, eight bytes a record. Capped: a
+            // total that lies claims at most the room for the cap (80 MB, what a
+            // 10,000,000-record scan needs anyway).
             let expected = completeness.expected.min(RESERVED_RECORDS_CAP);
             self.hashes.reserve(expected as usize);
         }

@@ -20,7 +20,7 @@ use super::triage::TriageMap;
 use crate::Engine;
 use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
-use crate::fingerprint::{FingerprintSet, Fingerprints};
+use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,7 +277,7 @@ struct State {
     /// The fingerprints of the ids written that the previous ledger does not hold: a second
     /// record with one is a duplicate ([`State::claim`]).
     ids: Fingerprints,
-    seen_ids: FingerprintSet,
+    seen_ids: CompactFingerprintSet,
     findings: Vec<Vec<u8>>,
     original: OriginalSeverities,
 }

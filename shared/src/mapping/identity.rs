@@ -14,7 +14,7 @@ use sha2::Digest;
 use super::extract::{PageSeed, text_of};
 use super::map::{PathTree, Plan};
 use crate::Engine;
-use crate::fingerprint::{FingerprintSet, Fingerprints};
+use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
 
 /// The fields that tell apart findings sharing an id: what stays the same for one finding from
 /// scan to scan. Not its status, state, severity or dates (triage and time change them), nor its
@@ -80,8 +80,8 @@ pub struct IdTally {
     readers: Vec<(Engine, &'static [&'static str], usize)>,
     fingerprints: Fingerprints,
     /// The fingerprints of the ids counted so far: a set, not a count per id, as only a second
-    /// sighting matters (nine bytes an id where a count took seventeen).
-    counted: FingerprintSet,
+    /// sighting matters (about eight bytes an id where a count took seventeen).
+    counted: CompactFingerprintSet,
     repeated: BTreeSet<String>,
 }
 
@@ -105,7 +105,7 @@ impl IdTally {
             kind,
             readers,
             fingerprints: Fingerprints::default(),
-            counted: FingerprintSet::default(),
+            counted: CompactFingerprintSet::default(),
             repeated: BTreeSet::new(),
         }
     }

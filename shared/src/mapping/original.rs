@@ -3,7 +3,7 @@
 //! handful of severities, so each result takes eight bytes: its hash's fingerprint and its
 //! severity's number, packed in one word, sorted once the pages are read.
 
-use crate::fingerprint::Fingerprints;
+use crate::fingerprint::{Fingerprints, Runs};
 use crate::mapping::ledger::Text;
 
 /// The low bits of a packed word hold the severity's number; the high 56, the fingerprint's.
@@ -18,11 +18,7 @@ pub(crate) struct OriginalSeverities {
     /// Per result hash, `fingerprint << 8 | severity number`; in fingerprint order when settled.
     packed: Vec<u64>,
     settled: bool,
-    /// Where each run of equal leading fingerprint bits starts in `packed` (one past the last
-    /// run at the end): a lookup searches a dozen words, not the whole list.
-    starts: Vec<usize>,
-    /// How far a fingerprint shifts right to give its run.
-    shift: u32,
+    runs: Runs,
 }
 
 impl OriginalSeverities {
@@ -68,35 +64,17 @@ impl OriginalSeverities {
         }
         self.packed.truncate(kept);
         self.packed.shrink_to_fit();
-        // About sixteen words a run.
-        let run_bits = (usize::BITS - kept.leading_zeros())
-            .saturating_sub(4)
-            .min(20);
-        self.shift = 64 - SEVERITY_BITS - run_bits;
-        let mut starts = Vec::with_capacity((1 << run_bits) + 1);
-        let mut at = 0;
-        for run in 0..=(1usize << run_bits) {
-            while at < kept && self.run_of(self.packed[at] >> SEVERITY_BITS) < run {
-                at += 1;
-            }
-            starts.push(at);
-        }
-        self.starts = starts;
+        self.runs = Runs::of(&self.packed);
         self.settled = true;
-    }
-
-    fn run_of(&self, fingerprint: u64) -> usize {
-        (fingerprint >> self.shift) as usize
     }
 
     /// The severity before triage of `result_hash`, once settled ([`Self::settle`]).
     pub(crate) fn get(&self, result_hash: &str) -> Option<&'static str> {
-        if !self.settled || self.packed.is_empty() {
+        if !self.settled {
             return None;
         }
         let fingerprint = self.fingerprints.of(result_hash.as_bytes()) >> SEVERITY_BITS;
-        let run = self.run_of(fingerprint);
-        let words = &self.packed[self.starts[run]..self.starts[run + 1]];
+        let words = &self.packed[self.runs.around(fingerprint << SEVERITY_BITS)];
         let at = words.partition_point(|word| word >> SEVERITY_BITS < fingerprint);
         let word = words
             .get(at)
