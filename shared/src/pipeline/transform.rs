@@ -14,6 +14,10 @@ use crate::cxone::links::ScanLinks;
 use crate::mapping::{ItemTransformer, Ledger, TransformContext};
 use crate::store::ObjectStore;
 
+/// How many pages a transform reads between giving freed memory back: after every page it cost
+/// a seventh more CPU on a 5,000,000-result project.
+const RELEASE_EVERY_PAGES: u32 = 16;
+
 /// The pages of one scan of the item and the transformers of the engines it delivers.
 struct Pull<'p> {
     scan_id: String,
@@ -183,6 +187,10 @@ pub async fn transform(
                     record.objects.push(
                         put_lines(store, &run.etm_page(key, number), &lines, findings).await?,
                     );
+                }
+                drop(lines);
+                if number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
+                    crate::process::release_free_memory();
                 }
             }
         }
