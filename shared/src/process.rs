@@ -18,8 +18,9 @@ pub const MALLOC_ARENAS: i32 = 2;
 /// Blocks from this size up are mapped on their own and unmapped when freed. glibc's default
 /// starts at 128 KiB and rises to the largest block freed (up to 32 MiB): after the first page of
 /// results (15 MB) is freed, pages, page buffers and growing ledgers are carved out of the arenas,
-/// whose freed middles are never returned. The same 5,000,000-result runs peaked at 160 and
-/// 159 MiB with 1 MiB, against 213 to 318 MiB (docs/performance.md).
+/// whose freed middles are never returned. With 1 MiB, and the transform trimming the heap
+/// ([`release_free_memory`]), the same 5,000,000-result runs peaked at 161 and 167 MiB, against
+/// 213 to 318 MiB before (docs/performance.md).
 pub const MALLOC_MMAP_FROM: i32 = 1024 * 1024;
 
 /// Caps malloc's arenas at [`MALLOC_ARENAS`] and maps blocks from [`MALLOC_MMAP_FROM`] up (glibc
