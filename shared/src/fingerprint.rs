@@ -49,8 +49,8 @@ impl Runs {
     /// The positions of the words that share `word`'s run (none before [`Self::of`]).
     pub(crate) fn around(&self, word: u64) -> std::ops::Range<usize> {
         let run = (word >> self.shift) as usize;
-        match self.starts.get(run..=run + 1) {
-            Some(&[start, end]) => start..end,
+        match (self.starts.get(run), self.starts.get(run.wrapping_add(1))) {
+            (Some(&start), Some(&end)) => start..end,
             _ => 0..0,
         }
     }
@@ -180,6 +180,11 @@ mod tests {
             assert!(words[runs.around(word)].contains(&word));
         }
         assert_eq!(Runs::default().around(words[0]), 0..0);
+        assert_eq!(
+            Runs::default().around(u64::MAX),
+            0..0,
+            "no run past the last"
+        );
         assert_eq!(Runs::of(&[]).around(u64::MAX), 0..0);
     }
 }

@@ -788,6 +788,46 @@ fn an_id_collect_counted_once_that_comes_twice_refuses_the_item() {
     assert_eq!(outcome.ledger.unwrap().findings.len(), 2);
 }
 
+/// A map whose id entry has a value map (or a default) can give two records one id that collect
+/// counted as two: those ids are remembered as they are written, and the second is a duplicate,
+/// not a reason to refuse the item on every run.
+#[test]
+fn ids_a_value_map_makes_one_are_remembered_and_the_second_skipped() {
+    let mut map = TransformMap::default_for(Engine::Sast);
+    let id_entry = map
+        .entries
+        .iter_mut()
+        .find(|e| e.target.ends_with("externalFindingId"))
+        .expect("the default map writes the id");
+    id_entry.value_map = Some(BTreeMap::from([
+        ("a".to_string(), json!("same")),
+        ("b".to_string(), json!("same")),
+    ]));
+    let plan = map.compile().unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let mut t = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(plan.kind),
+        TransformOptions::default(),
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    t.expect_repeats(Vec::new());
+    t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+    t.push_page(
+        &page(vec![
+            sast_record("a", json!({})),
+            sast_record("b", json!({})),
+        ]),
+        0,
+    )
+    .unwrap();
+    let outcome = t.finish().expect("not refused");
+    assert_eq!(outcome.figures.duplicates, 1);
+    assert!(outcome.ledger.unwrap().findings.contains_key("same"));
+}
+
 /// Against a previous ledger, a record served twice is written once (its finding is not seen
 /// twice), and a finding the filters now leave out keeps its entry as it was: neither closed
 /// nor counted, and never reported as NEW when the filter is lifted.

@@ -205,6 +205,8 @@ async fn read_body(mut response: reqwest::Response) -> Result<Bytes, reqwest::Er
     while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);
     }
+    // Grown past what was announced (or nothing was): the room beyond the body goes.
+    body.shrink_to_fit();
     Ok(Bytes::from(body))
 }
 impl Transport {

@@ -227,8 +227,9 @@ struct Rules<'p> {
     links: Option<ItemLinks>,
     /// Vendor ids more than one record of the item carries (see `identity`).
     repeated_ids: HashSet<String>,
-    /// Whether collect counted the ids ([`ItemTransformer::expect_repeats`]): then no record's id
-    /// outside `repeated_ids` can come twice, and those need not be remembered.
+    /// Whether collect counted the ids ([`ItemTransformer::expect_repeats`]): then no id read as
+    /// the record carries it, outside `repeated_ids`, can come twice, and those need not be
+    /// remembered.
     ids_counted: bool,
     /// Record types the item's other engines take from this scan: theirs to count.
     taken_by_others: Vec<&'static str>,
@@ -274,8 +275,8 @@ struct Reconciling {
 struct State {
     outcome: ItemOutcome,
     reconciling: Option<Reconciling>,
-    /// The fingerprints of the ids written that the previous ledger does not hold: a second
-    /// record with one is a duplicate ([`State::claim`]).
+    /// The fingerprints of the ids written that the previous ledger does not hold, but for ids
+    /// collect counted once: a second record with one is a duplicate ([`State::claim`]).
     ids: Fingerprints,
     seen_ids: CompactFingerprintSet,
     findings: Vec<Vec<u8>>,
@@ -1193,10 +1194,13 @@ impl State {
                 claim.previous = held;
             }
         }
-        // An id collect counted once, as the record carries it: no other record has it, and
-        // if one does after all, the next ledger finds both (`finish` refuses the item then).
+        // An id collect counted once, written as the record carries it (no value map or default
+        // can make two ids one): no other record has it, and if one does after all, the next
+        // ledger finds both (`finish` refuses the item then).
         let counted_once = rules.ids_counted
             && read.computed.is_none()
+            && read.value_map.is_none()
+            && read.default.is_none()
             && told_apart.is_none()
             && self.reconciling.is_some();
         if !self.claim(told_apart.as_deref().unwrap_or(id), claim, counted_once) {

@@ -1,7 +1,9 @@
 //! Severities before triage, by result hash: what a SAST finding's severity was before someone
 //! triaged it, looked up for each of a scan's results. A scan has millions of results and a
 //! handful of severities, so each result takes eight bytes: its hash's fingerprint and its
-//! severity's number, packed in one word, sorted once the pages are read.
+//! severity's number, packed in one word, sorted once the pages are read. The fingerprint keeps
+//! 56 bits: two of a scan's 5,000,000 result hashes share one with a chance of about 2 in 10,000,
+//! and then one finding carries the other's severity before triage (nothing else of it changes).
 
 use crate::fingerprint::{Fingerprints, Runs};
 use crate::mapping::ledger::Text;
@@ -26,11 +28,11 @@ impl OriginalSeverities {
     /// `false`, recording nothing, for a severity beyond the 256 distinct texts one scan could
     /// have (vendor data gone wrong).
     pub(crate) fn insert(&mut self, result_hash: &str, severity: &str) -> bool {
-        let severity = Text::from(severity);
-        let number = match self.severities.iter().position(|s| *s == severity) {
+        // Compared as text first: a text is held for the life of the process once numbered.
+        let number = match self.severities.iter().position(|s| s.as_str() == severity) {
             Some(number) => number,
             None if self.severities.len() < MOST_SEVERITIES => {
-                self.severities.push(severity);
+                self.severities.push(Text::from(severity));
                 self.severities.len() - 1
             }
             None => return false,
