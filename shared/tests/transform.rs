@@ -547,12 +547,21 @@ fn sast_rules() -> &'static (Plan, CompiledScoring) {
 /// A transformer of the project `PROJECT_WITH_REPO` through the default SAST map and scoring.
 fn sast_transformer() -> ItemTransformer<'static> {
     let (plan, scoring) = sast_rules();
+    transformer_of(plan, scoring, PROJECT_WITH_REPO)
+}
+
+/// A transformer of `item` through `plan` and `scoring`, with the default options.
+fn transformer_of<'p>(
+    plan: &'p Plan,
+    scoring: &'p CompiledScoring,
+    item: &str,
+) -> ItemTransformer<'p> {
     ItemTransformer::new(
         plan,
         scoring,
         &context(plan.kind),
         TransformOptions::default(),
-        PROJECT_WITH_REPO.as_bytes(),
+        item.as_bytes(),
     )
     .unwrap()
 }
@@ -805,14 +814,7 @@ fn ids_a_value_map_makes_one_are_remembered_and_the_second_skipped() {
     ]));
     let plan = map.compile().unwrap();
     let scoring = Scoring::default_table().compile().unwrap();
-    let mut t = ItemTransformer::new(
-        &plan,
-        &scoring,
-        &context(plan.kind),
-        TransformOptions::default(),
-        PROJECT_WITH_REPO.as_bytes(),
-    )
-    .unwrap();
+    let mut t = transformer_of(&plan, &scoring, PROJECT_WITH_REPO);
     t.expect_repeats(Vec::new());
     t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
     t.push_page(
@@ -1391,14 +1393,7 @@ fn values_that_mean_nothing_are_left_out_and_unknown_severities_agree() {
     .unwrap();
     assert_eq!(scoring.default_severity(), "HIGH");
     let plan = TransformMap::default_for(Engine::Dast).compile().unwrap();
-    let mut transformer = ItemTransformer::new(
-        &plan,
-        &scoring,
-        &context(plan.kind),
-        TransformOptions::default(),
-        environment.as_bytes(),
-    )
-    .unwrap();
+    let mut transformer = transformer_of(&plan, &scoring, environment);
     let lines = transformer.push_page(&body, 0).unwrap();
     let out = findings(std::str::from_utf8(&lines[0]).unwrap());
     assert_eq!(
