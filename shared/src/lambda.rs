@@ -545,6 +545,9 @@ pub struct TransformTaskOutput {
     pub findings: u64,
     pub rejected: u64,
     pub objects: u64,
+    /// Why the item could not be transformed (see [`transform`](crate::pipeline::transform)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// The invocation's time for a group's items: until its deadline (milliseconds since the epoch in
@@ -584,6 +587,7 @@ pub async fn transform_task(
             rejected: record.figures.rejected,
             objects: record.objects.len() as u64,
             item: record.item,
+            failed: record.failed,
         })
         .collect();
     Ok(TransformGroupOutput { items })

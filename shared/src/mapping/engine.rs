@@ -615,6 +615,62 @@ fn has_value(node: &Layout, values: &[Option<Value>]) -> bool {
     }
 }
 
+/// Reads raw pages into the fields one engine's map takes. It holds nothing of an item, so it
+/// works on its own thread beside the [`ItemTransformer`] it came from.
+#[derive(Clone, Copy)]
+pub struct PageReader<'p> {
+    plan: &'p Plan,
+}
+
+/// One raw page's records, each read into the map's fields: what [`ItemTransformer::push_read`]
+/// maps.
+pub struct ReadPage {
+    number: u32,
+    /// Each record's index on the page and whether it was a JSON object.
+    records: Vec<(u32, bool)>,
+    /// The records' fields, the map's `finding_slots` of them per record, one record after another.
+    slots: Vec<Option<Value>>,
+}
+
+impl PageReader<'_> {
+    /// Reads page `number` (the JSON object the vendor sent, records under `results`). A page
+    /// that is not such an object fails; a record that is not what the map expects is read as
+    /// far as it goes, for the transformer to reject.
+    pub fn read(&self, page: &[u8], number: u32) -> Result<ReadPage, TransformError> {
+        let mut read = ReadPage {
+            number,
+            records: Vec::new(),
+            slots: Vec::new(),
+        };
+        let mut on_record = |index: u32, is_object: bool, slots: &mut [Option<Value>]| {
+            read.records.push((index, is_object));
+            read.slots.extend(slots.iter_mut().map(Option::take));
+        };
+        let mut slots = vec![None; self.plan.finding_slots];
+        let mut deserializer = serde_json::Deserializer::from_slice(page);
+        let seed = PageSeed {
+            list_key: "results",
+            tree: &self.plan.finding_tree,
+            slots: &mut slots,
+            on_record: &mut on_record,
+        };
+        let found = seed
+            .deserialize(&mut deserializer)
+            .and_then(|found| deserializer.end().map(|()| found));
+        match found {
+            Ok(true) => Ok(read),
+            Ok(false) => Err(TransformError::Page {
+                page: number,
+                problem: "no `results` list".into(),
+            }),
+            Err(e) => Err(TransformError::Page {
+                page: number,
+                problem: format!("not a page object: {e}"),
+            }),
+        }
+    }
+}
+
 impl<'p> ItemTransformer<'p> {
     /// Starts an item from its project (SAST) or environment (DAST) record.
     pub fn new(
@@ -789,43 +845,33 @@ impl<'p> ItemTransformer<'p> {
         page: &[u8],
         page_number: u32,
     ) -> Result<Vec<Vec<u8>>, TransformError> {
-        let rules = &self.rules;
-        let state = &mut self.state;
+        let read = self.reader().read(page, page_number)?;
+        Ok(self.push_read(read))
+    }
+
+    /// What reads this item's pages for its map, apart from the item: a page can be read on one
+    /// core while the page before it is mapped on another.
+    pub fn reader(&self) -> PageReader<'p> {
+        PageReader {
+            plan: self.rules.plan,
+        }
+    }
+
+    /// Maps a page its [`PageReader`] read, in record order, and returns its lines.
+    pub fn push_read(&mut self, page: ReadPage) -> Vec<Vec<u8>> {
+        let (rules, state) = (&self.rules, &mut self.state);
         state.original.settle();
-        let mut slots = vec![None; rules.plan.finding_slots];
-        let mut on_record = |index: u32, is_object: bool, slots: &[Option<Value>]| {
+        let width = rules.plan.finding_slots;
+        for (position, &(index, is_object)) in page.records.iter().enumerate() {
             let at = At {
-                page: page_number,
+                page: page.number,
                 index,
             };
+            let slots = &page.slots[position * width..(position + 1) * width];
             state.record(rules, at, is_object, slots);
-        };
-        let mut deserializer = serde_json::Deserializer::from_slice(page);
-        let seed = PageSeed {
-            list_key: "results",
-            tree: &rules.plan.finding_tree,
-            slots: &mut slots,
-            on_record: &mut on_record,
-        };
-        let found = seed
-            .deserialize(&mut deserializer)
-            .and_then(|found| deserializer.end().map(|()| found));
-        match found {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(TransformError::Page {
-                    page: page_number,
-                    problem: "no `results` list".into(),
-                });
-            }
-            Err(e) => {
-                return Err(TransformError::Page {
-                    page: page_number,
-                    problem: format!("not a page object: {e}"),
-                });
-            }
         }
-        Ok(self.lines())
+        drop(page);
+        self.lines()
     }
 
     fn lines(&mut self) -> Vec<Vec<u8>> {

@@ -171,8 +171,9 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
 }
 
-/// Called for each record of the list: its index, whether it was an object, and its slots.
-pub(crate) type OnRecord<'a> = dyn FnMut(u32, bool, &[Option<Value>]) + 'a;
+/// Called for each record of the list: its index, whether it was an object, and its slots (which
+/// it may take: they are cleared before the next record).
+pub(crate) type OnRecord<'a> = dyn FnMut(u32, bool, &mut [Option<Value>]) + 'a;
 
 /// Walks a page object, finds the list under `list_key` and reads each record.
 pub(crate) struct PageSeed<'a, 'h> {
@@ -244,7 +245,7 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
                 tree: self.tree,
                 slots: self.slots,
             })? {
-                Some(is_object) => (self.on_record)(index, is_object, self.slots),
+                Some(is_object) => (self.on_record)(index, is_object, &mut self.slots[..]),
                 None => return Ok(true),
             }
             index += 1;

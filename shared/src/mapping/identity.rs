@@ -127,7 +127,7 @@ impl IdTally {
         let kind_slot = self.kind;
         let (fingerprints, counted, repeated) =
             (&self.fingerprints, &mut self.counted, &mut self.repeated);
-        let mut on_record = |_: u32, _: bool, slots: &[Option<Value>]| {
+        let mut on_record = |_: u32, _: bool, slots: &mut [Option<Value>]| {
             let id_slot = match kind_slot {
                 Some(kind) => {
                     let kind = slots[kind].as_ref().and_then(Value::as_str);

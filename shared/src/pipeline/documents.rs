@@ -231,6 +231,10 @@ pub struct TransformRecord {
     pub rejected: Vec<Rejected>,
     pub collisions: Vec<Collision>,
     pub objects: Vec<ObjectEntry>,
+    /// Why the item could not be transformed, when no new attempt would mend it (a raw page that
+    /// cannot be read, for one): nothing of the item is committed and its findings are carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -53,6 +53,14 @@ async fn manifest_item(
             ItemStatus::Failed,
             Some("transform did not finish".to_string()),
         ),
+        (
+            Some(c),
+            Some(TransformRecord {
+                failed: Some(why), ..
+            }),
+        ) if c.status == ItemStatus::Complete => {
+            (ItemStatus::Failed, Some(format!("transform failed: {why}")))
+        }
         (Some(c), _) => (c.status, c.reason.clone()),
     };
     // A ledger under this run is the transform's only for an item it transformed; for any other
@@ -60,7 +68,7 @@ async fn manifest_item(
     let reconciled = collected
         .as_ref()
         .is_some_and(|c| c.status == ItemStatus::Complete)
-        && transformed.is_some();
+        && transformed.as_ref().is_some_and(|t| t.failed.is_none());
     let transformed = transformed.unwrap_or_default();
     let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
         0

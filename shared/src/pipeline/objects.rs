@@ -43,6 +43,14 @@ pub(super) async fn put_lines(
     lines: &[Vec<u8>],
     findings: u64,
 ) -> Result<ObjectEntry, StepError> {
+    let (entry, body) = pack_lines(key, lines, findings);
+    store.put(key, body).await?;
+    Ok(entry)
+}
+
+/// Batch lines as the gzip object [`put_lines`] writes, with its manifest entry: the part that
+/// needs no store, so it can run beside other work.
+pub(super) fn pack_lines(key: &str, lines: &[Vec<u8>], findings: u64) -> (ObjectEntry, Bytes) {
     let body = gzip(lines);
     let entry = ObjectEntry {
         key: key.to_string(),
@@ -51,8 +59,7 @@ pub(super) async fn put_lines(
         bytes: body.len() as u64,
         sha256: hex::encode(Sha256::digest(&body)),
     };
-    store.put(key, body).await?;
-    Ok(entry)
+    (entry, body)
 }
 
 /// Serializes straight into the compressor: a ledger of millions of findings never exists as
@@ -79,6 +86,28 @@ pub(super) async fn put_gzip_json<T: Serialize>(
 /// A raw page collect wrote, unpacked; without it this step cannot go on. A page of a collect
 /// from before zstd (an execution under way across the upgrade) is read gzip'd.
 pub(super) async fn get_page(store: &impl ObjectStore, key: &str) -> Result<Vec<u8>, StepError> {
+    get_packed_page(store, key).await?.unpack()
+}
+
+/// A raw page as stored, under the key it was found at.
+pub(super) struct PackedPage {
+    key: String,
+    body: Bytes,
+}
+
+impl PackedPage {
+    /// The page's bytes: the part of reading it that needs no store, so it can run beside other
+    /// work.
+    pub(super) fn unpack(&self) -> Result<Vec<u8>, StepError> {
+        unpack(&self.key, &self.body).map_err(|problem| StepError::bad_object(&self.key, problem))
+    }
+}
+
+/// A raw page collect wrote, as stored (see [`get_page`]).
+pub(super) async fn get_packed_page(
+    store: &impl ObjectStore,
+    key: &str,
+) -> Result<PackedPage, StepError> {
     let (key, body) = match store.get(key).await? {
         Some(body) => (key.to_string(), body),
         None => {
@@ -91,7 +120,7 @@ pub(super) async fn get_page(store: &impl ObjectStore, key: &str) -> Result<Vec<
             (gzipped, body)
         }
     };
-    unpack(&key, &body).map_err(|problem| StepError::bad_object(&key, problem))
+    Ok(PackedPage { key, body })
 }
 
 pub(super) async fn get_gzip_json<T: serde::de::DeserializeOwned>(

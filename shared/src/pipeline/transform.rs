@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
-use super::objects::{get_gzip_json, get_json, get_page, put_gzip_json, put_json, put_lines};
+use super::objects::{
+    PackedPage, get_gzip_json, get_json, get_packed_page, get_page, pack_lines, put_gzip_json,
+    put_json, put_lines,
+};
 use super::run::read_run;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
-use crate::mapping::{ItemTransformer, Ledger, TransformContext};
+use crate::mapping::{ItemTransformer, Ledger, PageReader, ReadPage, TransformContext};
 use crate::store::ObjectStore;
 
 /// How many pages a transform reads between giving freed memory back: after every page it cost
@@ -28,7 +31,31 @@ struct Pull<'p> {
 /// Transforms one collected item: its raw pages, in order, into `etm/<item>/<page>.ndjson.gz`
 /// (one object per raw page, holding the lines of every engine whose records it carries).
 /// Items whose collection is not complete are not transformed (nothing of them is committed).
+///
+/// A failure no new attempt would mend is recorded, not returned: the record names it (for the
+/// manifest to give as the item's reason), commits nothing of the item and is final. A failure
+/// that may pass (the store, a step not yet written) is returned for the caller to retry.
 pub async fn transform(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    item: &WorkItem,
+) -> Result<TransformRecord, StepError> {
+    match transform_collected(store, connection, item).await {
+        Err(error) if !error.is_retryable() => {
+            tracing::warn!(item = %item.item, error = %error, "item could not be transformed");
+            let record = TransformRecord {
+                item: item.item.clone(),
+                failed: Some(error.to_string()),
+                ..TransformRecord::default()
+            };
+            put_json(store, &item.run.transform_record(&item.item), &record).await?;
+            Ok(record)
+        }
+        transformed => transformed,
+    }
+}
+
+async fn transform_collected(
     store: &impl ObjectStore,
     connection: &Connection,
     item: &WorkItem,
@@ -169,26 +196,66 @@ pub async fn transform(
             }
         }
         for pull in &mut pulls {
-            for number in pull.pages.clone() {
-                let page = get_page(store, &run.raw_page(key, number)).await?;
-                let mut lines = Vec::new();
-                let mut findings = 0;
-                for transformer in &mut pull.transformers {
-                    let before = transformer.figures().findings_out;
-                    lines.extend(transformer.push_page(&page, number).map_err(|source| {
-                        StepError::Transform {
-                            at: format!("item {key} (scan {})", pull.scan_id),
-                            source,
-                        }
-                    })?);
-                    findings += transformer.figures().findings_out - before;
+            let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
+            let at = format!("item {key} (scan {})", pull.scan_id);
+            // Unpacks and reads a page for every engine of the pull: the part that needs nothing
+            // of the item, so each page is read on a second core while the one before is mapped.
+            let read = |packed: &PackedPage, number: u32| -> Result<Vec<ReadPage>, StepError> {
+                let page = packed.unpack()?;
+                readers
+                    .iter()
+                    .map(|reader| reader.read(&page, number))
+                    .collect::<Result<_, _>>()
+                    .map_err(|source| StepError::Transform {
+                        at: at.clone(),
+                        source,
+                    })
+            };
+            let mut numbers = pull.pages.clone().peekable();
+            let mut ahead = None;
+            while let Some(number) = numbers.next() {
+                let this = match ahead.take() {
+                    Some(this) => this,
+                    None => read(
+                        &get_packed_page(store, &run.raw_page(key, number)).await?,
+                        number,
+                    ),
+                }?;
+                let next = match numbers.peek() {
+                    Some(&next) => Some((
+                        next,
+                        get_packed_page(store, &run.raw_page(key, next)).await?,
+                    )),
+                    None => None,
+                };
+                let etm_key = run.etm_page(key, number);
+                let (packed, read_ahead) = std::thread::scope(|scope| {
+                    let reading = next
+                        .as_ref()
+                        .map(|(next, packed)| scope.spawn(|| read(packed, *next)));
+                    let mut lines = Vec::new();
+                    let mut findings = 0;
+                    for (transformer, page) in pull.transformers.iter_mut().zip(this) {
+                        let before = transformer.figures().findings_out;
+                        lines.extend(transformer.push_read(page));
+                        findings += transformer.figures().findings_out - before;
+                    }
+                    let packed =
+                        (!lines.is_empty()).then(|| pack_lines(&etm_key, &lines, findings));
+                    drop(lines);
+                    let read_ahead = reading.map(|reading| {
+                        reading
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    });
+                    (packed, read_ahead)
+                });
+                ahead = read_ahead;
+                drop(next);
+                if let Some((entry, body)) = packed {
+                    store.put(&etm_key, body).await?;
+                    record.objects.push(entry);
                 }
-                if !lines.is_empty() {
-                    record.objects.push(
-                        put_lines(store, &run.etm_page(key, number), &lines, findings).await?,
-                    );
-                }
-                drop(lines);
                 if number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
                     crate::process::release_free_memory();
                 }

@@ -555,8 +555,8 @@ async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
 }
 
 /// The connection's engines changed between the plan and the transform (a config put while a run
-/// is under way): the item is refused with the reason, never transformed with records counted
-/// nowhere.
+/// is under way): the item is refused with the reason, recorded for finalize to give, never
+/// transformed with records counted nowhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_item_planned_with_an_engine_the_connection_no_longer_delivers_is_refused() {
     let emulator = emulator(shape(2, None)).await;
@@ -579,11 +579,23 @@ async fn an_item_planned_with_an_engine_the_connection_no_longer_delivers_is_ref
     let sast_only = connection(&emulator, "changed", ConnectorKind::Sast);
     let refused = cxone_etm::pipeline::transform(&store, &sast_only, item)
         .await
-        .unwrap_err();
-    let message = refused.to_string();
+        .unwrap();
+    let message = refused.failed.clone().unwrap_or_default();
     assert!(
         message.contains("which the connection no longer delivers"),
         "{message}"
     );
-    assert!(!refused.is_retryable(), "{message}");
+    assert!(refused.objects.is_empty() && refused.figures.findings_out == 0);
+    let stored: cxone_etm::pipeline::TransformRecord = serde_json::from_slice(
+        &store
+            .get(&run_ref.transform_record(&item.item))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        stored, refused,
+        "the refusal is what the item's record says"
+    );
 }

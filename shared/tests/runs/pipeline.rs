@@ -703,3 +703,115 @@ async fn raw_pages_a_collect_before_zstd_gzipped_are_transformed_alike() {
     std::fs::remove_dir_all(dir).ok();
     std::fs::remove_dir_all(straight_dir).ok();
 }
+
+/// A directory store that holds one raw page as `body` instead of what collect packed: a page
+/// broken at rest between collect and transform.
+#[derive(Clone)]
+struct BrokenPageStore {
+    inner: cxone_etm::store::LocalStore,
+    page: String,
+    body: bytes::Bytes,
+}
+
+impl ObjectStore for BrokenPageStore {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), cxone_etm::store::StoreError> {
+        match key.ends_with(&self.page) {
+            true => self.inner.put(key, self.body.clone()).await,
+            false => self.inner.put(key, body).await,
+        }
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<bool, cxone_etm::store::StoreError> {
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, cxone_etm::store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, cxone_etm::store::StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), cxone_etm::store::StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// The transform reads each page on a second core while it maps the one before: a broken page
+/// fails its item whether it is read first, ahead in the middle, or last. The item's reason names
+/// the page, nothing of it is committed (not even its pages mapped before the broken one) and its
+/// findings from the last run are carried, not closed; the other items commit as before.
+#[tokio::test]
+async fn a_raw_page_broken_at_rest_fails_its_item_wherever_it_lies() {
+    let emulator = emulator(TenantShape {
+        projects: 3,
+        results_per_scan: 200,
+        ..TenantShape::default()
+    })
+    .await;
+    let broken = emulator.expected().projects[1].clone();
+    let item = cxone_etm::layout::item_key(&broken.id);
+    let mut c = connection(&emulator, "broken-page", ConnectorKind::Sast);
+    c.vendor.results_page_size = 25;
+    let (local, dir) = temp_store("broken-page");
+    let clean = run(&local, &c, api_key(&emulator)).await.unwrap();
+    assert!(clean.complete, "{:?}", clean.problems);
+    let clean = manifest(&local, &clean.manifest).await;
+    let others = |m: &cxone_etm::pipeline::Manifest| {
+        let mut m = m.clone();
+        m.items.retain(|i| i.vendor_id != broken.id);
+        m
+    };
+    let keys = local.list("connections/broken-page/runs/").await.unwrap();
+    let pages = keys
+        .iter()
+        .filter(|k| k.contains(&format!("/raw/{item}/")) && !k.contains("original"))
+        .filter(|k| k.ends_with(".json.zst"))
+        .count() as u32;
+    assert!(pages >= 3, "{keys:?}");
+    let not_json = cxone_etm::packing::pack_page(br#"{"results": [{"id": "#);
+    for page in [0, pages / 2, pages - 1] {
+        for (what, body) in [
+            ("not zstd", bytes::Bytes::from_static(b"not a zstd frame")),
+            ("not JSON", not_json.clone()),
+        ] {
+            let store = BrokenPageStore {
+                inner: local.clone(),
+                page: format!("/raw/{item}/{page}.json.zst"),
+                body,
+            };
+            let summary = cxone_etm::pipeline::run_connection(
+                &store,
+                &c,
+                cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+                Trigger::Local,
+                &|_| {},
+                &|_| {},
+            )
+            .await
+            .unwrap();
+            assert!(!summary.complete, "page {page} {what}");
+            let m = manifest(&local, &summary.manifest).await;
+            let failed = m.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
+            assert_eq!(failed.status, ItemStatus::Failed, "page {page} {what}");
+            let reason = failed.reason.as_deref().unwrap();
+            let named = match what {
+                "not zstd" => format!("/raw/{item}/{page}.json.zst: not zstd"),
+                _ => format!("page {page}: not a page object"),
+            };
+            assert!(
+                reason.starts_with("transform failed: ") && reason.contains(&named),
+                "page {page} {what}: {reason}"
+            );
+            assert!(failed.objects.is_empty(), "page {page} {what}");
+            assert!(failed.carried_forward > 0, "page {page} {what}");
+            assert_eq!(
+                committed_findings(&local, &others(&m)).await,
+                committed_findings(&local, &others(&clean)).await,
+                "page {page} {what}: the other items commit as in the clean run"
+            );
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
