@@ -53,10 +53,47 @@ pub fn release_free_memory() {
     }
 }
 
+/// Lambda gives a function one vCPU's worth of time per 1,769 MB of memory, whatever number of
+/// cores its guest sees (AWS Lambda: "Memory and computing power").
+const LAMBDA_MB_PER_VCPU: u64 = 1769;
+
+/// How many cores this process can keep busy: on Lambda, the whole vCPUs its memory size buys
+/// (a 512 MB function sees two cores and may use a third of one); elsewhere, what the system and
+/// its cgroup allow. Work is spread over a second thread only when this is two or more: where it
+/// is not, the second thread's extra CPU would only slow the step down.
+pub fn cores() -> usize {
+    cores_for(
+        std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+            .ok()
+            .as_deref(),
+    )
+}
+
+fn cores_for(lambda_memory_mb: Option<&str>) -> usize {
+    match lambda_memory_mb.and_then(|mb| mb.trim().parse::<u64>().ok()) {
+        Some(mb) => usize::try_from(mb / LAMBDA_MB_PER_VCPU).map_or(1, |cores| cores.max(1)),
+        None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn malloc_takes_the_arena_cap_and_the_mapping_size() {
-        assert!(super::tune_malloc());
+        assert!(tune_malloc());
+    }
+
+    #[test]
+    fn a_lambda_function_has_the_cores_its_memory_buys_and_elsewhere_the_systems() {
+        assert_eq!(cores_for(Some("128")), 1);
+        assert_eq!(cores_for(Some("512")), 1);
+        assert_eq!(cores_for(Some("3537")), 1);
+        assert_eq!(cores_for(Some("3538")), 2);
+        assert_eq!(cores_for(Some("10240")), 5);
+        let system = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(cores_for(None), system);
+        assert_eq!(cores_for(Some("not a size")), system);
     }
 }

@@ -199,7 +199,8 @@ async fn transform_collected(
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
             // Unpacks and reads a page for every engine of the pull: the part that needs nothing
-            // of the item, so each page is read on a second core while the one before is mapped.
+            // of the item, so with two cores each page is read on the second while the one
+            // before is mapped; with one, each is read when its turn comes.
             let read = |packed: &PackedPage, number: u32| -> Result<Vec<ReadPage>, StepError> {
                 let page = packed.unpack()?;
                 readers
@@ -211,6 +212,7 @@ async fn transform_collected(
                         source,
                     })
             };
+            let two_cores = crate::process::cores() >= 2;
             let mut numbers = pull.pages.clone().peekable();
             let mut ahead = None;
             while let Some(number) = numbers.next() {
@@ -222,11 +224,11 @@ async fn transform_collected(
                     ),
                 }?;
                 let next = match numbers.peek() {
-                    Some(&next) => Some((
+                    Some(&next) if two_cores => Some((
                         next,
                         get_packed_page(store, &run.raw_page(key, next)).await?,
                     )),
-                    None => None,
+                    _ => None,
                 };
                 let etm_key = run.etm_page(key, number);
                 let (packed, read_ahead) = std::thread::scope(|scope| {
