@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::{Computed, ValueType};
-use super::extract::{PageSeed, text_of};
+use super::extract::{OnRecord, PageSeed, text_of};
 use super::identity;
 use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
@@ -642,32 +642,42 @@ impl PageReader<'_> {
             records: Vec::new(),
             slots: Vec::new(),
         };
-        let mut on_record = |index: u32, is_object: bool, slots: &mut [Option<Value>]| {
+        read_records(self.plan, page, number, &mut |index, is_object, slots| {
             read.records.push((index, is_object));
             read.slots.extend(slots.iter_mut().map(Option::take));
-        };
-        let mut slots = vec![None; self.plan.finding_slots];
-        let mut deserializer = serde_json::Deserializer::from_slice(page);
-        let seed = PageSeed {
-            list_key: "results",
-            tree: &self.plan.finding_tree,
-            slots: &mut slots,
-            on_record: &mut on_record,
-        };
-        let found = seed
-            .deserialize(&mut deserializer)
-            .and_then(|found| deserializer.end().map(|()| found));
-        match found {
-            Ok(true) => Ok(read),
-            Ok(false) => Err(TransformError::Page {
-                page: number,
-                problem: "no `results` list".into(),
-            }),
-            Err(e) => Err(TransformError::Page {
-                page: number,
-                problem: format!("not a page object: {e}"),
-            }),
-        }
+        })?;
+        Ok(read)
+    }
+}
+
+/// Walks page `number`, handing each record's slots to `on_record` as it is read.
+fn read_records(
+    plan: &Plan,
+    page: &[u8],
+    number: u32,
+    on_record: &mut OnRecord,
+) -> Result<(), TransformError> {
+    let mut slots = vec![None; plan.finding_slots];
+    let mut deserializer = serde_json::Deserializer::from_slice(page);
+    let seed = PageSeed {
+        list_key: "results",
+        tree: &plan.finding_tree,
+        slots: &mut slots,
+        on_record,
+    };
+    let found = seed
+        .deserialize(&mut deserializer)
+        .and_then(|found| deserializer.end().map(|()| found));
+    match found {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(TransformError::Page {
+            page: number,
+            problem: "no `results` list".into(),
+        }),
+        Err(e) => Err(TransformError::Page {
+            page: number,
+            problem: format!("not a page object: {e}"),
+        }),
     }
 }
 
@@ -840,13 +850,28 @@ impl<'p> ItemTransformer<'p> {
 
     /// Maps one raw page (the JSON object the vendor sent, records under `results`) and returns its
     /// lines. A page that is not JSON fails; a bad record inside it only goes to the rejected list.
+    /// Each record is mapped as soon as it is read, so a page is never held as read records (see
+    /// [`push_read`](Self::push_read) for a page read on another thread).
     pub fn push_page(
         &mut self,
         page: &[u8],
         page_number: u32,
     ) -> Result<Vec<Vec<u8>>, TransformError> {
-        let read = self.reader().read(page, page_number)?;
-        Ok(self.push_read(read))
+        let (rules, state) = (&self.rules, &mut self.state);
+        state.original.settle();
+        read_records(
+            rules.plan,
+            page,
+            page_number,
+            &mut |index, is_object, slots| {
+                let at = At {
+                    page: page_number,
+                    index,
+                };
+                state.record(rules, at, is_object, slots);
+            },
+        )?;
+        Ok(self.lines())
     }
 
     /// What reads this item's pages for its map, apart from the item: a page can be read on one

@@ -14,7 +14,9 @@ use super::objects::{
 use super::run::read_run;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
-use crate::mapping::{ItemTransformer, Ledger, PageReader, ReadPage, TransformContext};
+use crate::mapping::{
+    ItemTransformer, Ledger, PageReader, ReadPage, TransformContext, TransformError,
+};
 use crate::store::ObjectStore;
 
 /// How many pages a transform reads between giving freed memory back: after every page it cost
@@ -26,6 +28,38 @@ struct Pull<'p> {
     scan_id: String,
     pages: std::ops::Range<u32>,
     transformers: Vec<ItemTransformer<'p>>,
+}
+
+/// A raw page as the transform maps it: as stored, or already read on the second core.
+enum Page {
+    Raw(Vec<u8>),
+    Read(Vec<ReadPage>),
+}
+
+/// Maps page `number` through each engine's transformer; its lines and the findings they hold.
+fn map_page(
+    transformers: &mut [ItemTransformer],
+    page: Page,
+    number: u32,
+) -> Result<(Vec<Vec<u8>>, u64), TransformError> {
+    let findings = |transformers: &[ItemTransformer]| -> u64 {
+        transformers.iter().map(|t| t.figures().findings_out).sum()
+    };
+    let before = findings(transformers);
+    let mut lines = Vec::new();
+    match page {
+        Page::Raw(page) => {
+            for transformer in transformers.iter_mut() {
+                lines.extend(transformer.push_page(&page, number)?);
+            }
+        }
+        Page::Read(read) => {
+            for (transformer, read) in transformers.iter_mut().zip(read) {
+                lines.extend(transformer.push_read(read));
+            }
+        }
+    }
+    Ok((lines, findings(transformers) - before))
 }
 
 /// Transforms one collected item: its raw pages, in order, into `etm/<item>/<page>.ndjson.gz`
@@ -198,31 +232,30 @@ async fn transform_collected(
         for pull in &mut pulls {
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
-            // Unpacks and reads a page for every engine of the pull: the part that needs nothing
-            // of the item, so with two cores each page is read on the second while the one
-            // before is mapped; with one, each is read when its turn comes.
-            let read = |packed: &PackedPage, number: u32| -> Result<Vec<ReadPage>, StepError> {
-                let page = packed.unpack()?;
-                readers
-                    .iter()
-                    .map(|reader| reader.read(&page, number))
-                    .collect::<Result<_, _>>()
-                    .map_err(|source| StepError::Transform {
-                        at: at.clone(),
-                        source,
-                    })
+            let failed = |source| StepError::Transform {
+                at: at.clone(),
+                source,
             };
+            // Unpacks and reads a page for every engine of the pull: the part that needs nothing
+            // of the item, so with two cores each page after the first is read on the second
+            // while the one before is mapped. With one, each page is mapped as it is read.
+            let read_ahead =
+                |packed: &PackedPage, number: u32| -> Result<Vec<ReadPage>, StepError> {
+                    let page = packed.unpack()?;
+                    readers
+                        .iter()
+                        .map(|reader| reader.read(&page, number))
+                        .collect::<Result<_, _>>()
+                        .map_err(failed)
+                };
             let two_cores = crate::process::cores() >= 2;
             let mut numbers = pull.pages.clone().peekable();
             let mut ahead = None;
             while let Some(number) = numbers.next() {
                 let this = match ahead.take() {
-                    Some(this) => this,
-                    None => read(
-                        &get_packed_page(store, &run.raw_page(key, number)).await?,
-                        number,
-                    ),
-                }?;
+                    Some(read) => Page::Read(read?),
+                    None => Page::Raw(get_page(store, &run.raw_page(key, number)).await?),
+                };
                 let next = match numbers.peek() {
                     Some(&next) if two_cores => Some((
                         next,
@@ -231,30 +264,25 @@ async fn transform_collected(
                     _ => None,
                 };
                 let etm_key = run.etm_page(key, number);
-                let (packed, read_ahead) = std::thread::scope(|scope| {
+                let (packed, read) = std::thread::scope(|scope| {
                     let reading = next
                         .as_ref()
-                        .map(|(next, packed)| scope.spawn(|| read(packed, *next)));
-                    let mut lines = Vec::new();
-                    let mut findings = 0;
-                    for (transformer, page) in pull.transformers.iter_mut().zip(this) {
-                        let before = transformer.figures().findings_out;
-                        lines.extend(transformer.push_read(page));
-                        findings += transformer.figures().findings_out - before;
-                    }
-                    let packed =
-                        (!lines.is_empty()).then(|| pack_lines(&etm_key, &lines, findings));
-                    drop(lines);
-                    let read_ahead = reading.map(|reading| {
+                        .map(|(next, packed)| scope.spawn(|| read_ahead(packed, *next)));
+                    let packed = map_page(&mut pull.transformers, this, number)
+                        .map_err(failed)
+                        .map(|(lines, findings)| {
+                            (!lines.is_empty()).then(|| pack_lines(&etm_key, &lines, findings))
+                        });
+                    let read = reading.map(|reading| {
                         reading
                             .join()
                             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                     });
-                    (packed, read_ahead)
+                    (packed, read)
                 });
-                ahead = read_ahead;
+                ahead = read;
                 drop(next);
-                if let Some((entry, body)) = packed {
+                if let Some((entry, body)) = packed? {
                     store.put(&etm_key, body).await?;
                     record.objects.push(entry);
                 }
