@@ -692,6 +692,17 @@ impl Summarized for TransformGroupOutput {
         summary.items = self.items.len() as u64;
         summary.findings = self.items.iter().map(|i| i.findings).sum();
         summary.rejected = self.items.iter().map(|i| i.rejected).sum();
+        let mut failed = self
+            .items
+            .iter()
+            .filter_map(|i| Some((&i.item, i.failed.as_deref()?)));
+        if let Some((item, why)) = failed.next() {
+            summary.outcome = "failed".into();
+            summary.error = Some(format!(
+                "{} of the group's items could not be transformed; {item}: {why}",
+                1 + failed.count()
+            ));
+        }
     }
 }
 
@@ -758,6 +769,38 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transform_group_with_items_that_could_not_be_transformed_says_so_in_its_summary() {
+        let item = |item: &str, failed: Option<&str>| TransformTaskOutput {
+            item: item.into(),
+            findings: if failed.is_some() { 0 } else { 7 },
+            rejected: 0,
+            objects: 1,
+            failed: failed.map(str::to_string),
+        };
+        let mut summary = Summary::default();
+        TransformGroupOutput {
+            items: vec![item("a", None), item("b", None)],
+        }
+        .summarize(&mut summary);
+        assert_eq!((summary.outcome.as_str(), summary.error), ("", None));
+        assert_eq!(summary.findings, 14);
+        let mut summary = Summary::default();
+        TransformGroupOutput {
+            items: vec![
+                item("a", None),
+                item("b", Some("page 3: not a page object")),
+                item("c", Some("missing")),
+            ],
+        }
+        .summarize(&mut summary);
+        assert_eq!(summary.outcome, "failed");
+        assert_eq!(
+            summary.error.as_deref(),
+            Some("2 of the group's items could not be transformed; b: page 3: not a page object")
+        );
+    }
 
     #[test]
     fn function_settings_name_what_is_missing() {

@@ -69,10 +69,25 @@ async fn manifest_item(
         .as_ref()
         .is_some_and(|c| c.status == ItemStatus::Complete)
         && transformed.as_ref().is_some_and(|t| t.failed.is_none());
+    let transform_began = collected
+        .as_ref()
+        .is_some_and(|c| c.status == ItemStatus::Complete);
     let transformed = transformed.unwrap_or_default();
     let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
         0
     } else {
+        if transform_began {
+            // A transform that failed, or never finished, may have written batch files before
+            // it stopped, or its next ledger before its record: none of them is this run's. Its
+            // record stays, for a finalize run again to give the same reason.
+            let record_key = run.transform_record(&item.item);
+            for key in store.list(&run.etm_prefix(&item.item)).await? {
+                if key != record_key {
+                    store.delete(&key).await?;
+                }
+            }
+            store.delete(&run.ledger(&item.item)).await?;
+        }
         carry_ledger(store, run, record, &item.item).await?
     };
     let scan_id = collected.as_ref().and_then(|c| c.scan_id.clone());

@@ -8,6 +8,7 @@ use crate::common::runs::*;
 use crate::common::*;
 use cxone_emulator::{Endpoint, FaultSpec, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
+use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ItemStatus, RunState, StepError, Trigger, begin_run, read_state};
 use cxone_etm::secret::Credential;
 use cxone_etm::store::ObjectStore;
@@ -704,18 +705,27 @@ async fn raw_pages_a_collect_before_zstd_gzipped_are_transformed_alike() {
     std::fs::remove_dir_all(straight_dir).ok();
 }
 
-/// A directory store that holds one raw page as `body` instead of what collect packed: a page
-/// broken at rest between collect and transform.
+/// A directory store that holds one raw page of `item` as `body` instead of what collect packed:
+/// a page broken at rest between collect and transform. With `stale_ledger`, it also writes that
+/// ledger as the item's next one just before the item's transform record, as a transform cut off
+/// between the two writes in an earlier attempt would have left it.
 #[derive(Clone)]
 struct BrokenPageStore {
     inner: cxone_etm::store::LocalStore,
-    page: String,
+    item: String,
+    page: u32,
     body: bytes::Bytes,
+    stale_ledger: Option<bytes::Bytes>,
 }
 
 impl ObjectStore for BrokenPageStore {
     async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), cxone_etm::store::StoreError> {
-        match key.ends_with(&self.page) {
+        let record = format!("/etm/{}/transform.json", self.item);
+        if let (Some(ledger), Some(base)) = (&self.stale_ledger, key.strip_suffix(&record)) {
+            let ledger_key = format!("{base}/ledger/{}.json.gz", self.item);
+            self.inner.put(&ledger_key, ledger.clone()).await?;
+        }
+        match key.ends_with(&format!("/raw/{}/{}.json.zst", self.item, self.page)) {
             true => self.inner.put(key, self.body.clone()).await,
             false => self.inner.put(key, body).await,
         }
@@ -778,8 +788,10 @@ async fn a_raw_page_broken_at_rest_fails_its_item_wherever_it_lies() {
         ] {
             let store = BrokenPageStore {
                 inner: local.clone(),
-                page: format!("/raw/{item}/{page}.json.zst"),
+                item: item.clone(),
+                page,
                 body,
+                stale_ledger: None,
             };
             let summary = cxone_etm::pipeline::run_connection(
                 &store,
@@ -805,6 +817,15 @@ async fn a_raw_page_broken_at_rest_fails_its_item_wherever_it_lies() {
                 "page {page} {what}: {reason}"
             );
             assert!(failed.objects.is_empty(), "page {page} {what}");
+            let run_ref = cxone_etm::layout::RunRef {
+                connection_id: "broken-page".into(),
+                run_id: summary.run_id.clone(),
+            };
+            assert_eq!(
+                local.list(&run_ref.etm_prefix(&item)).await.unwrap(),
+                vec![run_ref.transform_record(&item)],
+                "page {page} {what}: no batch file of the pages mapped before it is left"
+            );
             assert!(failed.carried_forward > 0, "page {page} {what}");
             assert_eq!(
                 committed_findings(&local, &others(&m)).await,
@@ -814,4 +835,80 @@ async fn a_raw_page_broken_at_rest_fails_its_item_wherever_it_lies() {
         }
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// A transform cut off after writing an asset's next ledger and before its record, whose next
+/// attempt then fails for good: the ledger it left is not the run's. On a first run (no ledger
+/// to carry) it is removed, so the next run reports the asset's findings as new, not as open
+/// findings ETM was never sent.
+#[tokio::test]
+async fn a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs() {
+    let emulator = emulator(TenantShape {
+        projects: 2,
+        results_per_scan: 120,
+        ..TenantShape::default()
+    })
+    .await;
+    let broken = emulator.expected().projects[0].clone();
+    let item = cxone_etm::layout::item_key(&broken.id);
+    let mut c = connection(&emulator, "stale-ledger", ConnectorKind::Sast);
+    c.vendor.results_page_size = 25;
+    let (elsewhere, elsewhere_dir) = temp_store("stale-ledger-source");
+    let source = run(&elsewhere, &c, api_key(&emulator)).await.unwrap();
+    let source_run = cxone_etm::layout::RunRef {
+        connection_id: "stale-ledger".into(),
+        run_id: source.run_id.clone(),
+    };
+    let ledger = elsewhere
+        .get(&source_run.ledger(&item))
+        .await
+        .unwrap()
+        .expect("the asset's ledger");
+    let (local, dir) = temp_store("stale-ledger");
+    let store = BrokenPageStore {
+        inner: local.clone(),
+        item: item.clone(),
+        page: 1,
+        body: bytes::Bytes::from_static(b"not a zstd frame"),
+        stale_ledger: Some(ledger),
+    };
+    let failed = cxone_etm::pipeline::run_connection(
+        &store,
+        &c,
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+        Trigger::Local,
+        &|_| {},
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    let failed_run = cxone_etm::layout::RunRef {
+        connection_id: "stale-ledger".into(),
+        run_id: failed.run_id.clone(),
+    };
+    let m = manifest(&local, &failed.manifest).await;
+    let item_line = m.items.iter().find(|i| i.item == item).unwrap();
+    assert_eq!(item_line.status, ItemStatus::Failed);
+    assert_eq!(item_line.carried_forward, 0);
+    assert!(
+        local
+            .get(&failed_run.ledger(&item))
+            .await
+            .unwrap()
+            .is_none(),
+        "the ledger the failed transform left is removed"
+    );
+    let next = run(&local, &c, api_key(&emulator)).await.unwrap();
+    assert!(next.complete, "{:?}", next.problems);
+    let m = manifest(&local, &next.manifest).await;
+    let figures = &m.items.iter().find(|i| i.item == item).unwrap().figures;
+    assert!(figures.findings_out > 0);
+    assert_eq!(
+        figures.lifecycle.get(&Lifecycle::New).copied().unwrap_or(0),
+        figures.findings_out,
+        "every finding of the asset is new to ETM: {:?}",
+        figures.lifecycle
+    );
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(elsewhere_dir).ok();
 }
