@@ -31,7 +31,7 @@ pub fn temp_store(name: &str) -> (LocalStore, std::path::PathBuf) {
 }
 
 pub async fn run(
-    store: &LocalStore,
+    store: &(impl ObjectStore + Clone + 'static),
     connection: &Connection,
     credential: Credential,
 ) -> Result<cxone_etm::pipeline::RunSummary, cxone_etm::pipeline::StepError> {

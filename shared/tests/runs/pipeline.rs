@@ -677,16 +677,9 @@ async fn raw_pages_a_collect_before_zstd_gzipped_are_transformed_alike() {
     let (straight, straight_dir) = temp_store("zstd-pages");
     let expected = run(&straight, &c, api_key(&emulator)).await.unwrap();
     let (local, dir) = temp_store("gzip-pages");
-    let summary = cxone_etm::pipeline::run_connection(
-        &GzipPagesStore(local.clone()),
-        &c,
-        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
-        Trigger::Local,
-        &|_| {},
-        &|_| {},
-    )
-    .await
-    .unwrap();
+    let summary = run(&GzipPagesStore(local.clone()), &c, api_key(&emulator))
+        .await
+        .unwrap();
     assert!(summary.complete, "{:?}", summary.problems);
     let raw = local.list("connections/gzip-pages/runs/").await.unwrap();
     let pages = |suffix: &str| {
@@ -793,16 +786,7 @@ async fn a_raw_page_broken_at_rest_fails_its_item_wherever_it_lies() {
                 body,
                 stale_ledger: None,
             };
-            let summary = cxone_etm::pipeline::run_connection(
-                &store,
-                &c,
-                cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
-                Trigger::Local,
-                &|_| {},
-                &|_| {},
-            )
-            .await
-            .unwrap();
+            let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
             assert!(!summary.complete, "page {page} {what}");
             let m = manifest(&local, &summary.manifest).await;
             let failed = m.items.iter().find(|i| i.vendor_id == broken.id).unwrap();
@@ -872,16 +856,7 @@ async fn a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs() {
         body: bytes::Bytes::from_static(b"not a zstd frame"),
         stale_ledger: Some(ledger),
     };
-    let failed = cxone_etm::pipeline::run_connection(
-        &store,
-        &c,
-        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
-        Trigger::Local,
-        &|_| {},
-        &|_| {},
-    )
-    .await
-    .unwrap();
+    let failed = run(&store, &c, api_key(&emulator)).await.unwrap();
     let failed_run = cxone_etm::layout::RunRef {
         connection_id: "stale-ledger".into(),
         run_id: failed.run_id.clone(),
