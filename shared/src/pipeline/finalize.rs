@@ -65,13 +65,10 @@ async fn manifest_item(
     };
     // A ledger under this run is the transform's only for an item it transformed; for any other
     // item it is one an earlier attempt of this finalize carried forward, and is counted again.
-    let reconciled = collected
-        .as_ref()
-        .is_some_and(|c| c.status == ItemStatus::Complete)
-        && transformed.as_ref().is_some_and(|t| t.failed.is_none());
     let transform_began = collected
         .as_ref()
         .is_some_and(|c| c.status == ItemStatus::Complete);
+    let reconciled = transform_began && transformed.as_ref().is_some_and(|t| t.failed.is_none());
     let transformed = transformed.unwrap_or_default();
     let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
         0

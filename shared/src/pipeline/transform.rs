@@ -248,7 +248,9 @@ async fn transform_collected(
                         .collect::<Result<_, _>>()
                         .map_err(failed)
                 };
-            let two_cores = crate::process::cores() >= 2;
+            // Asked only of a pull with a page to read ahead: most items have one page, and the
+            // count reads the cgroup's files.
+            let two_cores = pull.pages.len() > 1 && crate::process::cores() >= 2;
             let mut numbers = pull.pages.clone().peekable();
             let mut ahead = None;
             while let Some(number) = numbers.next() {
