@@ -26,6 +26,8 @@ pub(crate) struct Inner {
     pub config: VendorConfig,
     pub transport: Transport,
     pub tokens: TokenSource,
+    /// Pagers of this client reading pages ahead at this moment: they share its concurrency cap.
+    pub readers: std::sync::atomic::AtomicUsize,
 }
 
 /// A list page as the server sent it, with where each record sits in the body.
@@ -212,6 +214,7 @@ impl CxOneClient {
                 config,
                 transport,
                 tokens,
+                readers: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }

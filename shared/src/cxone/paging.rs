@@ -2,6 +2,7 @@
 //! the unique records fetched equal the server's total and that total held still while paging.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -181,58 +182,93 @@ impl PageSource for DastResultsPager {
     }
 }
 
-/// Pages of one scan's results requested ahead of the one being handed over. They share the
-/// client's concurrency cap with everything else, so the cap holds; pages in flight, not the
-/// scan's size, bound the memory they take.
-const PAGES_AHEAD: usize = 3;
+/// The bytes of pages a pager holds ahead of the one being handed over, at most: with pages of
+/// 10,000 results (about 15 MB) six are requested ahead, so a collect of 512 MB keeps its room.
+const AHEAD_BYTES: usize = 96 << 20;
+
+/// How many pages a pager requests ahead of the one it hands over: its share of the client's
+/// concurrency cap (the cap divided among the pagers reading at once, less the page being
+/// read), at least one, and no more than [`AHEAD_BYTES`] of pages the size of the largest so far.
+/// Alone (a collect function's one item at a time, or the last item of a local run) a pager
+/// takes the whole cap; among many, the cap is shared, and it holds either way.
+pub(crate) fn pages_ahead(cap: usize, readers: usize, page_bytes: usize) -> usize {
+    let share = (cap / readers.max(1)).saturating_sub(1);
+    let room = AHEAD_BYTES / page_bytes.max(1);
+    share.min(room).max(1)
+}
 
 /// Requests started ahead of their turn, oldest first, each with the URL it fetches. Pages are
-/// still handed over in order, so repeats, totals and completeness are judged as before.
-#[derive(Default)]
-struct ReadAhead(VecDeque<(Url, tokio::task::JoinHandle<Result<ListPage, VendorError>>)>);
+/// still handed over in order, so repeats, totals and completeness are judged as before. A pager
+/// counts among its client's readers from when it is made until it is dropped.
+struct ReadAhead {
+    client: CxOneClient,
+    endpoint: &'static str,
+    requests: VecDeque<(Url, tokio::task::JoinHandle<Result<ListPage, VendorError>>)>,
+    /// The largest page received so far, in bytes.
+    page_bytes: usize,
+}
 
 impl ReadAhead {
-    /// The page at `url`: the answer of the request started ahead for it, or fetched now when
-    /// none was (the plan changed, as when the total moved: what was started is dropped).
-    async fn take(
-        &mut self,
-        client: &CxOneClient,
-        endpoint: &'static str,
-        url: Url,
-    ) -> Result<ListPage, VendorError> {
-        if self.0.front().is_some_and(|(ahead, _)| *ahead == url) {
-            let (_, request) = self.0.pop_front().expect("checked above");
-            return request.await.map_err(|e| VendorError::Stopped {
-                endpoint,
-                detail: e.to_string(),
-            })?;
+    fn new(client: &CxOneClient, endpoint: &'static str) -> Self {
+        client.inner.readers.fetch_add(1, Ordering::Relaxed);
+        Self {
+            client: client.clone(),
+            endpoint,
+            requests: VecDeque::new(),
+            page_bytes: 0,
         }
-        self.clear();
-        client
-            .get_list(endpoint, &url, "results", "totalCount")
-            .await
     }
 
-    /// Starts requests for `upcoming` (the next pages, in order) until `PAGES_AHEAD` are in
-    /// flight.
-    fn fill(&mut self, client: &CxOneClient, endpoint: &'static str, upcoming: Vec<Url>) {
-        for url in upcoming
-            .into_iter()
-            .skip(self.0.len())
-            .take(PAGES_AHEAD - self.0.len())
+    /// The pages to request ahead now.
+    fn depth(&self) -> usize {
+        let inner = &self.client.inner;
+        pages_ahead(
+            inner.config.concurrency,
+            inner.readers.load(Ordering::Relaxed),
+            self.page_bytes,
+        )
+    }
+
+    /// The page at `url`: the answer of the request started ahead for it, or fetched now when
+    /// none was (the plan changed, as when the total moved: what was started is dropped).
+    async fn take(&mut self, url: Url) -> Result<ListPage, VendorError> {
+        let page = if self
+            .requests
+            .front()
+            .is_some_and(|(ahead, _)| *ahead == url)
         {
-            let (client, request_url) = (client.clone(), url.clone());
+            let (_, request) = self.requests.pop_front().expect("checked above");
+            request.await.map_err(|e| VendorError::Stopped {
+                endpoint: self.endpoint,
+                detail: e.to_string(),
+            })??
+        } else {
+            self.clear();
+            self.client
+                .get_list(self.endpoint, &url, "results", "totalCount")
+                .await?
+        };
+        self.page_bytes = self.page_bytes.max(page.body.len());
+        Ok(page)
+    }
+
+    /// Starts requests for `upcoming` (the next pages, in order) until [`Self::depth`] are in
+    /// flight.
+    fn fill(&mut self, upcoming: impl Iterator<Item = Url>) {
+        let wanted = self.depth().saturating_sub(self.requests.len());
+        for url in upcoming.skip(self.requests.len()).take(wanted) {
+            let (client, request_url, endpoint) = (self.client.clone(), url.clone(), self.endpoint);
             let request = spawn_counted(async move {
                 client
                     .get_list(endpoint, &request_url, "results", "totalCount")
                     .await
             });
-            self.0.push_back((url, request));
+            self.requests.push_back((url, request));
         }
     }
 
     fn clear(&mut self) {
-        for (_, request) in self.0.drain(..) {
+        for (_, request) in self.requests.drain(..) {
             request.abort();
         }
     }
@@ -241,6 +277,7 @@ impl ReadAhead {
 impl Drop for ReadAhead {
     fn drop(&mut self) {
         self.clear();
+        self.client.inner.readers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -293,7 +330,7 @@ impl ResultsPager {
 
     /// The pages still to come if the total holds and every page is full, once the offset's
     /// meaning is known: none beyond the last the total calls for, so no request is wasted.
-    fn upcoming(&self) -> Vec<Url> {
+    fn upcoming(&self, count: usize) -> Vec<Url> {
         let (next, served) = (u64::from(self.completeness.pages), self.served.max(1));
         let last = self.completeness.expected.div_ceil(served);
         let offsets: Vec<u64> = match self.semantics {
@@ -305,7 +342,7 @@ impl ResultsPager {
         };
         offsets
             .into_iter()
-            .take(PAGES_AHEAD)
+            .take(count)
             .map(|offset| self.page_url(offset))
             .collect()
     }
@@ -322,7 +359,7 @@ impl ResultsPager {
             _ => u64::from(number),
         };
         let url = self.page_url(offset);
-        let page = self.ahead.take(&self.client, "results", url).await?;
+        let page = self.ahead.take(url).await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         if number == 1 && self.semantics.is_none() {
@@ -348,8 +385,8 @@ impl ResultsPager {
             self.done = true;
         }
         if !self.done {
-            let upcoming = self.upcoming();
-            self.ahead.fill(&self.client, "results", upcoming);
+            let upcoming = self.upcoming(self.ahead.depth());
+            self.ahead.fill(upcoming.into_iter());
         }
         Ok(Some(handed_over(
             &page,
@@ -403,7 +440,7 @@ impl OriginalSeverityPager {
         }
         let number = self.completeness.pages;
         let url = self.page_url(self.offset);
-        let page = self.ahead.take(&self.client, "sast-results", url).await?;
+        let page = self.ahead.take(url).await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         self.offset += page.records.len() as u64;
@@ -418,10 +455,10 @@ impl OriginalSeverityPager {
             let upcoming = (0..)
                 .map(|k| self.offset + k * served)
                 .take_while(|&offset| offset < total)
-                .take(PAGES_AHEAD)
+                .take(self.ahead.depth())
                 .map(|offset| self.page_url(offset))
-                .collect();
-            self.ahead.fill(&self.client, "sast-results", upcoming);
+                .collect::<Vec<_>>();
+            self.ahead.fill(upcoming.into_iter());
         }
         Ok(Some(handed_over(
             &page,
@@ -656,7 +693,7 @@ impl CxOneClient {
             completeness: Completeness::default(),
             seen: Seen::default(),
             done: false,
-            ahead: ReadAhead::default(),
+            ahead: ReadAhead::new(self, "results"),
         }
     }
 
@@ -671,7 +708,7 @@ impl CxOneClient {
             completeness: Completeness::default(),
             seen: Seen::default(),
             done: false,
-            ahead: ReadAhead::default(),
+            ahead: ReadAhead::new(self, "sast-results"),
         }
     }
 
@@ -779,6 +816,25 @@ mod tests {
                 .unwrap()
                 .contains("total changed during paging (first 10, then 12)")
         );
+    }
+
+    #[test]
+    fn a_pager_reads_ahead_by_its_share_of_the_cap_within_the_byte_room() {
+        const MB: usize = 1 << 20;
+        // Alone: the whole cap, less the page being read; before any page, as if pages were small.
+        assert_eq!(pages_ahead(8, 1, 0), 7);
+        assert_eq!(pages_ahead(8, 1, 100_000), 7);
+        assert_eq!(pages_ahead(64, 1, 100_000), 63);
+        // Shared: the cap divided among the readers; at least one page ahead however many.
+        assert_eq!(pages_ahead(8, 2, 100_000), 3);
+        assert_eq!(pages_ahead(8, 3, 100_000), 1);
+        assert_eq!(pages_ahead(8, 20, 100_000), 1);
+        assert_eq!(pages_ahead(1, 1, 100_000), 1);
+        // Pages of 10,000 results (about 15 MB): six held at most; larger pages, fewer.
+        assert_eq!(pages_ahead(8, 1, 15 * MB), 6);
+        assert_eq!(pages_ahead(64, 1, 15 * MB), 6);
+        assert_eq!(pages_ahead(8, 1, 50 * MB), 1);
+        assert_eq!(pages_ahead(8, 1, 500 * MB), 1);
     }
 
     #[test]

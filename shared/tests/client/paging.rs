@@ -268,9 +268,10 @@ async fn dast_environments_scans_and_results_page_completely() {
     }
 }
 
-/// Once the offset's meaning is known, the pages to come are requested ahead (at most three in
-/// flight), still handed over in order, with no request past the last page; a page fetched
-/// ahead that needs retries is retried and counted in the unit of work that asked for it.
+/// Once the offset's meaning is known, the pages to come are requested ahead (a lone pager: the
+/// client's cap of 8, less the page being read), still handed over in order, with no request
+/// past the last page; a page fetched ahead that needs retries is retried and counted in the
+/// unit of work that asked for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
     const ANSWER_MS: u64 = 250;
@@ -356,8 +357,10 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
         // Every page once, two retries, nothing past the end.
         let minimum = u64::from(pages) + 2;
         assert_eq!(traffic.requests_to(Endpoint::Results), minimum, "{mode:?}");
+        // Only the fifth page's answers are slow here, so how many overlap is up to timing:
+        // more than one, never more than the lone pager's seven.
         assert!(
-            (2..=3).contains(&traffic.peak_in_flight),
+            (2..=7).contains(&traffic.peak_in_flight),
             "{mode:?}: {} requests in flight at most",
             traffic.peak_in_flight
         );
@@ -369,4 +372,61 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
             "{mode:?}: requests made ahead count for the unit of work: {seen:?}"
         );
     }
+}
+
+/// Pagers of one client share its concurrency cap: while another pager of the client exists, a
+/// pager requests only its half of the cap ahead (8 / 2, less the page being read); once the
+/// other is gone, the whole cap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pager_reads_ahead_only_its_share_of_the_cap() {
+    let emulator = emulator_with(EmulatorConfig {
+        shape: TenantShape {
+            projects: 1,
+            project_results: vec![12 * LIMIT],
+            scans_per_project: 1,
+            ..TenantShape::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.results_page_size = LIMIT as u32;
+    assert_eq!(s.concurrency, 8, "the default cap");
+    let client = client(s, &api_key(&emulator));
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            latency_ms: 250,
+            ..FaultSpec::default()
+        },
+    );
+    let pull = |client: cxone_etm::cxone::CxOneClient| {
+        let scan = scan.clone();
+        async move {
+            let mut pager = client.results(&scan);
+            let mut records = 0;
+            while let Some(page) = pager.next_page().await.unwrap() {
+                records += page.records;
+            }
+            assert!(pager.completeness().is_complete());
+            records
+        }
+    };
+    let other = client.results(&scan);
+    emulator.reset_traffic();
+    assert_eq!(pull(client.clone()).await as u64, 12 * LIMIT);
+    let shared = emulator.traffic().peak_in_flight;
+    assert!(
+        (2..=3).contains(&shared),
+        "beside another pager: {shared} in flight at most"
+    );
+    drop(other);
+    emulator.reset_traffic();
+    assert_eq!(pull(client.clone()).await as u64, 12 * LIMIT);
+    let alone = emulator.traffic().peak_in_flight;
+    assert!((6..=7).contains(&alone), "alone: {alone} in flight at most");
 }
