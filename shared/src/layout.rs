@@ -21,6 +21,8 @@ use crate::packing::{GZIP_PAGE_SUFFIX, PAGE_SUFFIX};
 pub const RAW_RECORD: &str = "item.json.gz";
 /// Collect's outcome (status, completeness, traffic), in an item's raw folder.
 pub const COLLECT_OUTCOME: &str = "collect.json";
+/// How far an unfinished collect got, in an item's raw folder: the next attempt goes on from it.
+pub const COLLECT_PROGRESS: &str = "progress.json";
 /// Closure records of findings no longer reported, in an item's etm folder.
 pub const CLOSURES: &str = "closures.ndjson.gz";
 /// The transform's record (figures, rejected records, objects), in an item's etm folder.
@@ -58,6 +60,7 @@ pub enum RawFile {
     /// `collect.json`, and as a folder put together by hand for replay may hold it.
     Record,
     CollectOutcome,
+    CollectProgress,
     Page(u32),
     OriginalPage(u32),
     /// JSON named like none of the above.
@@ -76,6 +79,7 @@ impl RawFile {
         Some(match stem {
             "item" => Self::Record,
             "collect" => Self::CollectOutcome,
+            "progress" => Self::CollectProgress,
             _ => match stem.strip_prefix(ORIGINAL_PREFIX) {
                 Some(number) => page(number, Self::OriginalPage),
                 None => page(stem, Self::Page),
@@ -158,6 +162,9 @@ impl RunRef {
     }
     pub fn collect_outcome(&self, item: &str) -> String {
         format!("{}{COLLECT_OUTCOME}", self.raw_prefix(item))
+    }
+    pub fn collect_progress(&self, item: &str) -> String {
+        format!("{}{COLLECT_PROGRESS}", self.raw_prefix(item))
     }
 
     pub fn etm_prefix(&self, item: &str) -> String {
@@ -254,6 +261,7 @@ mod tests {
                 RawFile::Record,
             ),
             (run.collect_outcome("i"), RawFile::CollectOutcome),
+            (run.collect_progress("i"), RawFile::CollectProgress),
             (run.raw_page("i", 12), RawFile::Page(12)),
             (run.original_page("i", 3), RawFile::OriginalPage(3)),
         ] {

@@ -47,7 +47,11 @@ impl ListPage {
 
 /// Finds the list and its total in a page body; the error says what is wrong, never echoes data.
 /// One pass over the body: the list's records are located as the top-level object is read.
-fn parse_list_page(body: Bytes, list_key: &str, total_key: &str) -> Result<ListPage, String> {
+pub(crate) fn parse_list_page(
+    body: Bytes,
+    list_key: &str,
+    total_key: &str,
+) -> Result<ListPage, String> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| format!("body is not UTF-8 at byte {}", e.valid_up_to()))?;
     let mut deserializer = serde_json::Deserializer::from_str(text);

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::client::{CxOneClient, ListPage};
+use super::client::{CxOneClient, ListPage, parse_list_page};
 use super::error::VendorError;
 use super::models::{DastEnvironment, DastScan, LastScan, Project};
 use super::transport::spawn_counted;
@@ -282,7 +282,7 @@ impl Drop for ReadAhead {
 }
 
 /// How `/api/results` turned out to read `offset`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum OffsetSemantics {
     /// Not needed: everything came in the first page.
     Unneeded,
@@ -308,9 +308,49 @@ pub struct ResultsPager {
     ahead: ReadAhead,
 }
 
+/// Where a results pager stands after the pages it has handed over: what an attempt that stops
+/// midway leaves for the next one, which resumes with [`ResultsPager::resume`]. The records seen
+/// are not in it: they are the pages already stored, read again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultsProgress {
+    pub semantics: Option<OffsetSemantics>,
+    pub position: u64,
+    pub served: u64,
+    pub completeness: Completeness,
+    pub done: bool,
+}
+
 impl ResultsPager {
     pub fn semantics(&self) -> Option<OffsetSemantics> {
         self.semantics
+    }
+
+    /// Where the pager stands: enough, with the pages handed over, to resume it.
+    pub fn progress(&self) -> ResultsProgress {
+        ResultsProgress {
+            semantics: self.semantics,
+            position: self.position,
+            served: self.served,
+            completeness: self.completeness.clone(),
+            done: self.done,
+        }
+    }
+
+    /// Takes back a page this pager's `progress` counts as handed over (as stored: repeats
+    /// already removed), so a record served again later is still known as a repeat.
+    pub fn remember(&mut self, body: Bytes) -> Result<(), String> {
+        let page = parse_list_page(body, "results", "totalCount")?;
+        for range in &page.records {
+            self.seen.insert(page.record(range));
+        }
+        Ok(())
+    }
+
+    /// Whether the pages remembered hold exactly the distinct records `progress` counted: if
+    /// not, they are not the pages it was written after, and the pull starts over.
+    pub fn remembers_all(&self) -> bool {
+        self.seen.hashes.len() as u64 == self.completeness.unique
     }
 
     pub fn completeness(&self) -> &Completeness {
@@ -679,6 +719,24 @@ impl CxOneClient {
                 return Ok(names);
             }
         }
+    }
+
+    /// A results pager that goes on from `progress`, left by an earlier pager of the same scan;
+    /// the pages that pager handed over are given back with [`ResultsPager::remember`].
+    pub fn resume_results(&self, scan_id: &str, progress: ResultsProgress) -> ResultsPager {
+        let mut pager = self.results(scan_id);
+        if progress.completeness.pages > 0 {
+            pager
+                .seen
+                .hashes
+                .reserve(progress.completeness.expected.min(RESERVED_RECORDS_CAP) as usize);
+        }
+        pager.semantics = progress.semantics;
+        pager.position = progress.position;
+        pager.served = progress.served;
+        pager.completeness = progress.completeness;
+        pager.done = progress.done;
+        pager
     }
 
     /// A pager over one scan's results in `/api/results`.

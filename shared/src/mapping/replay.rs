@@ -125,7 +125,8 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         match RawFile::from_name(name) {
-            None => {}
+            // What an unfinished collect left for its next attempt: nothing to replay.
+            None | Some(RawFile::CollectProgress) => {}
             Some(RawFile::CollectOutcome) => files.collected = Some(path),
             Some(RawFile::Record) => files.record = Some(path),
             Some(RawFile::Page(number)) => files.pages.push((number, path)),

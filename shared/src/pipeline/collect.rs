@@ -4,15 +4,25 @@
 
 use super::access::{MayRefuseCredential, VendorAccess, credential_refused, with_renewal};
 use super::config::Connection;
-use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, ScanPull, WorkItem};
+use super::documents::{
+    CollectOutcome, CollectProgress, ItemStatus, ItemTraffic, ScanPull, WorkItem,
+};
 use super::error::StepError;
-use super::objects::put_json;
-use crate::cxone::{Completeness, Counters, CxOneClient, PageSource, VendorError, counted};
+use super::objects::{get_json, get_page, put_json};
+use crate::cxone::{
+    Completeness, Counters, CxOneClient, PageSource, ResultsPager, VendorError, counted,
+};
 use crate::mapping::IdTally;
 use crate::packing::pack_page;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
+use bytes::Bytes;
 use serde_json::Value;
+use std::time::{Duration, SystemTime};
+
+/// The least time left in the invocation for a collect to ask for another page of its main scan:
+/// with less, it stops between two pages, its progress stored, for the next attempt to go on.
+const LEAST_TIME_FOR_A_PAGE: Duration = Duration::from_secs(60);
 
 /// What collecting one item can fail on: the vendor, or the store its pages go to. A store error
 /// stays a store error (transient: the state machine retries the item), never a vendor refusal.
@@ -22,6 +32,9 @@ enum CollectError {
     Vendor(#[from] VendorError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The invocation's time ran short between two pages of the main scan.
+    #[error("collect stopped after {pages} pages")]
+    Paused { pages: u32, left_secs: u64 },
 }
 
 impl MayRefuseCredential for CollectError {
@@ -32,19 +45,22 @@ impl MayRefuseCredential for CollectError {
 
 /// Collects one item: its record, every page of its scan's results (written as they arrive), and
 /// the completeness verdict in `collect.json`. A vendor refusal becomes the item's Failed outcome;
-/// only a transient failure is an error (retryable).
+/// only a transient failure is an error (retryable). A project's main scan goes on from where an
+/// earlier attempt of the run stopped, and stops between two pages when less than a minute is
+/// left before `deadline` (the invocation's; `None`: no limit).
 pub async fn collect(
     store: &impl ObjectStore,
     vendor: &VendorAccess,
     connection: &Connection,
     item: &WorkItem,
+    deadline: Option<SystemTime>,
 ) -> Result<CollectOutcome, StepError> {
     let started = std::time::Instant::now();
     let counters = std::sync::Arc::new(Counters::default());
     let result = counted(
         counters.clone(),
         with_renewal(vendor, |client| {
-            collect_pages(store, client, item, connection)
+            collect_pages(store, client, item, connection, deadline)
         }),
     )
     .await;
@@ -63,6 +79,10 @@ pub async fn collect(
             ..outcome
         },
         Err(CollectError::Store(error)) => return Err(error.into()),
+        Err(CollectError::Paused { pages, left_secs }) => {
+            tracing::info!(item = %item.item, pages, left_secs, "collect paused");
+            return Err(StepError::CollectPaused { pages, left_secs });
+        }
         Err(CollectError::Vendor(error)) if error.is_transient() => {
             return Err(error.into());
         }
@@ -105,6 +125,7 @@ async fn collect_pages(
     client: CxOneClient,
     item: &WorkItem,
     connection: &Connection,
+    deadline: Option<SystemTime>,
 ) -> Result<CollectOutcome, CollectError> {
     let filters = &connection.config.filters;
     let (run, key) = (&item.run, item.item.as_str());
@@ -137,17 +158,27 @@ async fn collect_pages(
             record: Value::Null,
         });
     };
-    let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
+    let new_tally = || IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
+    let mut ids = new_tally();
     let main_engines = item.main_engines(connection.engines());
     // Only the records of the engines a scan delivers are this item's findings.
-    let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
     let (pages, completeness) = match item.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
-            let pager = client.results(&scan_id);
-            store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?
+            let (pager, stored) = results_pager(store, &client, item, &scan_id, |page| {
+                ids.add_page(page, &main_engines)
+            })
+            .await
+            .unwrap_or_else(|problem| {
+                tracing::warn!(item = %item.item, problem, "collect starts over");
+                ids = new_tally();
+                (client.results(&scan_id), 0)
+            });
+            let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
+            store_results_pages(store, pager, stored, item, &scan_id, deadline, &mut tally).await?
         }
         ConnectorKind::Dast => {
             let pager = client.dast_results(&scan_id);
+            let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
             store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?
         }
     };
@@ -242,6 +273,89 @@ fn engine_names(engines: &[Engine]) -> String {
         .map(|e| e.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The pager of the item's main scan, and the pages already stored: it goes on from the progress
+/// an earlier attempt of this run left, after those pages are read again (`read` tallies their
+/// ids; their records are known as seen), or starts afresh where there is no progress. A progress
+/// that cannot be used (another scan, a page missing or unreadable, pages that do not hold what it
+/// counted) is the problem returned, and the pull starts over: slower, never short.
+async fn results_pager(
+    store: &impl ObjectStore,
+    client: &CxOneClient,
+    item: &WorkItem,
+    scan_id: &str,
+    mut read: impl FnMut(&[u8]),
+) -> Result<(ResultsPager, u32), String> {
+    let key = item.run.collect_progress(&item.item);
+    let progress = match get_json::<CollectProgress>(store, &key).await {
+        Ok(Some(progress)) if progress.scan_id == scan_id => progress,
+        Ok(Some(other)) => return Err(format!("its progress is of scan {}", other.scan_id)),
+        Ok(None) => return Ok((client.results(scan_id), 0)),
+        Err(error) => return Err(error.to_string()),
+    };
+    let mut pager = client.resume_results(scan_id, progress.pager);
+    for number in 0..progress.pages {
+        let page = get_page(store, &item.run.raw_page(&item.item, number))
+            .await
+            .map_err(|e| e.to_string())?;
+        read(&page);
+        pager
+            .remember(Bytes::from(page))
+            .map_err(|e| format!("stored page {number}: {e}"))?;
+    }
+    if !pager.remembers_all() {
+        return Err(format!(
+            "its {} stored pages do not hold the records its progress counted",
+            progress.pages
+        ));
+    }
+    tracing::info!(item = %item.item, pages = progress.pages, "collect goes on from its progress");
+    Ok((pager, progress.pages))
+}
+
+/// Writes every page of the main scan's pager as it arrives, after `read` has seen it, and the
+/// progress after each but the last; stops between two pages when less than
+/// [`LEAST_TIME_FOR_A_PAGE`] is left before `deadline`.
+async fn store_results_pages(
+    store: &impl ObjectStore,
+    mut pager: ResultsPager,
+    mut stored: u32,
+    item: &WorkItem,
+    scan_id: &str,
+    deadline: Option<SystemTime>,
+    read: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<(u32, Completeness), CollectError> {
+    let progress_key = item.run.collect_progress(&item.item);
+    while let Some(page) = pager.next_page().await? {
+        read(&page.body);
+        store
+            .put(
+                &item.run.raw_page(&item.item, page.number),
+                pack_page(&page.body),
+            )
+            .await?;
+        stored += 1;
+        let progress = CollectProgress {
+            scan_id: scan_id.to_string(),
+            pages: stored,
+            pager: pager.progress(),
+        };
+        // After the last page (most scans have one) the outcome follows at once: no progress.
+        if progress.pager.done {
+            continue;
+        }
+        let body = serde_json::to_vec(&progress).expect("progress serializes");
+        store.put(&progress_key, Bytes::from(body)).await?;
+        let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
+        if let Some(left) = left.filter(|left| *left < LEAST_TIME_FOR_A_PAGE) {
+            return Err(CollectError::Paused {
+                pages: stored,
+                left_secs: left.as_secs(),
+            });
+        }
+    }
+    Ok((stored, pager.completeness().clone()))
 }
 
 /// Writes every page of a pager, as it arrives, under the key `key_of` gives its number, after

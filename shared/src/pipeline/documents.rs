@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cxone::Completeness;
+use crate::cxone::{Completeness, ResultsProgress};
 use crate::layout::RunRef;
 use crate::mapping::{Collision, Figures, Rejected};
 use crate::{ConnectorKind, Engine};
@@ -124,6 +124,19 @@ pub enum ItemStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// `raw/<item>/progress.json`: how far the collect of an item's main scan got, rewritten after
+/// each page it stores. An attempt cut off (its invocation's time run out, the function stopped)
+/// leaves it, and the next attempt of the run goes on from the page after, reading the pages
+/// stored before again rather than asking the vendor for them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectProgress {
+    pub scan_id: String,
+    /// Pages stored: `0.json.zst` up to this one, excluded.
+    pub pages: u32,
+    pub pager: ResultsProgress,
 }
 
 /// `raw/<item>/collect.json`

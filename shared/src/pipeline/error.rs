@@ -79,6 +79,12 @@ pub enum StepError {
         "not started: the invocation had {left_secs} s left, too little for another item; the state machine's next attempt, if any is left, goes on from here"
     )]
     TimeShort { left_secs: u64 },
+    /// An item's collect stopped between two pages as its invocation's time ran short; what it
+    /// stored is kept, with its progress.
+    #[error(
+        "collect stopped after {pages} pages with {left_secs} s of the invocation left; the state machine's next attempt, if any is left, goes on from page {pages}"
+    )]
+    CollectPaused { pages: u32, left_secs: u64 },
     /// Items of a child execution's group that did not finish; the others did, and an attempt
     /// of the group again redoes only these.
     #[error("{} of the group's items did not finish ({}); {}: {first}", items.len(), items.join(", "), items[0])]
@@ -97,7 +103,7 @@ impl StepError {
             Self::Vendor(error) => error.is_transient(),
             Self::Store(_) | Self::NotYetWritten { .. } | Self::StateMachine(_) => true,
             Self::Unfinished { retryable, .. } => *retryable,
-            Self::TimeShort { .. } => true,
+            Self::TimeShort { .. } | Self::CollectPaused { .. } => true,
             Self::Credential(_)
             | Self::NotConfigured { .. }
             | Self::BadConfig { .. }

@@ -34,7 +34,7 @@ pub async fn collect_group(
                 Err(short) => Err(short),
                 Ok(()) => {
                     let started = Instant::now();
-                    let collected = collect(store, vendor, connection, item).await;
+                    let collected = collect(store, vendor, connection, item, time.deadline).await;
                     time.spent(started.elapsed());
                     collected
                 }

@@ -146,7 +146,7 @@ async fn process(
     let mut last = None;
     for _attempt in 0..2 {
         let collecting = Instant::now();
-        let collected = collect(store, vendor, connection, item).await;
+        let collected = collect(store, vendor, connection, item, None).await;
         StageClock::add(&clock.collect_us, collecting);
         match collected {
             Ok(_) => {

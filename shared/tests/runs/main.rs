@@ -9,4 +9,5 @@ mod engines;
 mod pipeline;
 mod reconciliation;
 mod reliability;
+mod resume;
 mod states;

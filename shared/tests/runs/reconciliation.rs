@@ -1041,7 +1041,7 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
         .find(|i| i.scan_id.is_some())
         .unwrap();
     let store = ThrottledStore(local);
-    let error = cxone_etm::pipeline::collect(&store, &vendor, &c, item)
+    let error = cxone_etm::pipeline::collect(&store, &vendor, &c, item, None)
         .await
         .expect_err("the page could not be stored");
     assert!(

@@ -1,0 +1,294 @@
+//! A collect cut off midway (its invocation's time running short, a store failing, the function
+//! stopped) goes on from the pages it stored: none of them asked of the vendor again, nothing
+//! short, and the same pages and verdict as a collect never cut off. A progress it cannot trust
+//! makes it start over.
+
+use std::time::{Duration, SystemTime};
+
+use crate::common::runs::*;
+use crate::common::*;
+use cxone_emulator::{Emulator, EmulatorConfig, OffsetMode, TenantShape};
+use cxone_etm::ConnectorKind;
+use cxone_etm::pipeline::{
+    CollectOutcome, Connection, ItemStatus, StepError, VendorAccess, WorkItem, collect,
+};
+use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
+
+const PAGE: u32 = 10;
+
+async fn tenant(mode: OffsetMode) -> Emulator {
+    emulator_with(EmulatorConfig {
+        shape: TenantShape {
+            projects: 1,
+            project_results: vec![96],
+            scans_per_project: 1,
+            // Ids that repeat are told apart by what the collect tallied: a resumed collect must
+            // tally the pages it did not fetch again.
+            repeated_result_ids_percent: 50,
+            ..TenantShape::default()
+        },
+        results_offset: mode,
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+/// A run planned in its own store, its one item, and what collects it.
+struct Planned {
+    store: LocalStore,
+    dir: std::path::PathBuf,
+    vendor: VendorAccess,
+    connection: Connection,
+    item: WorkItem,
+}
+
+async fn planned(emulator: &Emulator, name: &str) -> Planned {
+    let (store, dir) = temp_store(name);
+    let mut connection = connection(emulator, name, ConnectorKind::Sast);
+    connection.vendor.results_page_size = PAGE;
+    let run = cxone_etm::pipeline::begin_run(
+        &store,
+        name,
+        cxone_etm::pipeline::Trigger::Api,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = VendorAccess::new(
+        connection.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(&store, &vendor, &connection, &run, 1)
+        .await
+        .unwrap();
+    let item = groups
+        .into_iter()
+        .flat_map(|g| g.items)
+        .find(|i| i.scan_id.is_some())
+        .unwrap();
+    Planned {
+        store,
+        dir,
+        vendor,
+        connection,
+        item,
+    }
+}
+
+impl Planned {
+    async fn collect(
+        &self,
+        store: &impl ObjectStore,
+        deadline: Option<SystemTime>,
+    ) -> Result<CollectOutcome, StepError> {
+        collect(store, &self.vendor, &self.connection, &self.item, deadline).await
+    }
+
+    async fn pages(&self, count: u32) -> Vec<bytes::Bytes> {
+        let mut pages = Vec::new();
+        for n in 0..count {
+            let key = self.item.run.raw_page(&self.item.item, n);
+            pages.push(self.store.get(&key).await.unwrap().expect("page stored"));
+        }
+        pages
+    }
+}
+
+/// A deadline 59 s away: under the minute a collect wants for another page, so it stops after
+/// the next page it stores.
+fn one_more_page() -> Option<SystemTime> {
+    Some(SystemTime::now() + Duration::from_secs(59))
+}
+
+/// What a collect found, without its traffic (which differs by attempt).
+fn verdict(outcome: &CollectOutcome) -> (ItemStatus, u32, String, Vec<String>) {
+    (
+        outcome.status,
+        outcome.pages,
+        format!("{:?}", outcome.completeness),
+        outcome.repeated_ids.clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_collect_whose_time_runs_short_stops_between_pages_and_the_next_attempt_goes_on() {
+    for mode in [OffsetMode::Page, OffsetMode::Item] {
+        let emulator = tenant(mode).await;
+        let whole = planned(&emulator, "resume-whole").await;
+        let uncut = whole.collect(&whole.store, None).await.unwrap();
+        assert_eq!(uncut.status, ItemStatus::Complete, "{mode:?}");
+        assert!(
+            uncut.repeated_ids.len() >= 3,
+            "{mode:?}: the tenant repeats ids: {:?}",
+            uncut.repeated_ids
+        );
+        // Progress is written after each page but the last, which the outcome follows at once.
+        let progress = whole
+            .store
+            .get(&whole.item.run.collect_progress(&whole.item.item))
+            .await
+            .unwrap()
+            .expect("a progress");
+        let progress: serde_json::Value = serde_json::from_slice(&progress).unwrap();
+        assert_eq!(progress["pages"], uncut.pages - 1, "{mode:?}");
+        assert_eq!(progress["pager"]["done"], false, "{mode:?}");
+
+        let cut = planned(&emulator, "resume-cut").await;
+        // Twice cut off: after the first page, then after the second (the offset probe).
+        for stored in [1, 2] {
+            let error = cut.collect(&cut.store, one_more_page()).await.unwrap_err();
+            assert!(
+                matches!(error, StepError::CollectPaused { pages, left_secs }
+                    if pages == stored && left_secs < 60),
+                "{mode:?}: {error}"
+            );
+            assert!(error.is_retryable(), "the state machine retries it");
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("goes on from page {stored}")),
+                "{message}"
+            );
+            let outcome_key = cut.item.run.collect_outcome(&cut.item.item);
+            assert!(
+                cut.store.get(&outcome_key).await.unwrap().is_none(),
+                "{mode:?}: a paused item has no outcome yet"
+            );
+        }
+        let resumed = cut.collect(&cut.store, None).await.unwrap();
+        assert_eq!(verdict(&resumed), verdict(&uncut), "{mode:?}");
+        // Counted by the attempt itself (a request an attempt that stopped started ahead may
+        // reach the emulator late): every request of a whole collect (results pages, then the
+        // severities before triage) but the two pages stored.
+        assert_eq!(
+            resumed.traffic.requests,
+            uncut.traffic.requests - 2,
+            "{mode:?}: the two pages stored are not asked for again"
+        );
+        assert_eq!(
+            cut.pages(resumed.pages).await,
+            whole.pages(uncut.pages).await,
+            "{mode:?}: the same pages"
+        );
+        std::fs::remove_dir_all(&whole.dir).ok();
+        std::fs::remove_dir_all(&cut.dir).ok();
+    }
+}
+
+/// Fails the first write of one raw page, as a store throttling or a function stopped would.
+#[derive(Clone)]
+struct FailsOnce {
+    inner: LocalStore,
+    page: String,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ObjectStore for FailsOnce {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        if key.ends_with(&self.page) && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::Failed {
+                location: key.to_string(),
+                problem: "SlowDown".into(),
+            });
+        }
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_collect_stopped_by_a_failing_store_goes_on_from_its_last_stored_page() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let whole = planned(&emulator, "resume-store-whole").await;
+    let uncut = whole.collect(&whole.store, None).await.unwrap();
+
+    let cut = planned(&emulator, "resume-store-cut").await;
+    let failing = FailsOnce {
+        inner: cut.store.clone(),
+        page: "/raw/".to_string() + &cut.item.item + "/5.json.zst",
+        failed: Default::default(),
+    };
+    let error = cut.collect(&failing, None).await.unwrap_err();
+    assert!(
+        matches!(error, StepError::Store(_)) && error.is_retryable(),
+        "{error}"
+    );
+    let resumed = cut.collect(&failing, None).await.unwrap();
+    assert_eq!(verdict(&resumed), verdict(&uncut));
+    assert_eq!(
+        resumed.traffic.requests,
+        uncut.traffic.requests - 5,
+        "pages 0 to 4 were stored with their progress: only 5 on are asked for"
+    );
+    assert_eq!(
+        cut.pages(resumed.pages).await,
+        whole.pages(uncut.pages).await
+    );
+    std::fs::remove_dir_all(&whole.dir).ok();
+    std::fs::remove_dir_all(&cut.dir).ok();
+}
+
+#[tokio::test]
+async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let whole = planned(&emulator, "resume-bad-whole").await;
+    let uncut = whole.collect(&whole.store, None).await.unwrap();
+
+    for (case, damage) in [
+        ("a stored page missing", "missing"),
+        ("a stored page that is not a page", "garbage"),
+        ("a stored page of other records", "other"),
+        ("a progress that is not JSON", "progress"),
+    ] {
+        let cut = planned(&emulator, "resume-bad-cut").await;
+        for _ in 0..3 {
+            cut.collect(&cut.store, one_more_page()).await.unwrap_err();
+        }
+        let (run, item) = (&cut.item.run, &cut.item.item);
+        let page1 = run.raw_page(item, 1);
+        match damage {
+            "missing" => cut.store.delete(&page1).await.unwrap(),
+            "garbage" => cut.store.put(&page1, "{}".into()).await.unwrap(),
+            "other" => {
+                let page0 = cut
+                    .store
+                    .get(&run.raw_page(item, 0))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                cut.store.put(&page1, page0).await.unwrap();
+            }
+            _ => cut
+                .store
+                .put(&run.collect_progress(item), "{".into())
+                .await
+                .unwrap(),
+        }
+        let outcome = cut.collect(&cut.store, None).await.unwrap();
+        assert_eq!(verdict(&outcome), verdict(&uncut), "{case}");
+        assert_eq!(
+            outcome.traffic.requests, uncut.traffic.requests,
+            "{case}: every page asked for again"
+        );
+        assert_eq!(
+            cut.pages(outcome.pages).await,
+            whole.pages(uncut.pages).await,
+            "{case}"
+        );
+        std::fs::remove_dir_all(&cut.dir).ok();
+    }
+    std::fs::remove_dir_all(&whole.dir).ok();
+}
