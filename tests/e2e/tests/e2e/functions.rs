@@ -746,6 +746,96 @@ async fn items_collected_before_a_group_gave_up_are_transformed_and_the_rest_rep
     );
 }
 
+/// A scan too large for what is left of the invocation: collect stops between two pages, its
+/// progress stored, and fails Retryable saying where it stopped; each next invocation goes on
+/// from the page after, and the run commits every result of the scan once.
+#[tokio::test]
+async fn a_collect_short_of_time_stops_between_pages_and_the_next_invocation_goes_on() {
+    let f = fixture().await;
+    // Pages of 25 results: every project's scan takes several.
+    let key = config_key("demo-sast");
+    let stored = f.runtime.store.get(&key).await.unwrap().unwrap();
+    let mut config: ConnectionConfig = serde_json::from_slice(&stored).unwrap();
+    config.vendor.results_page_size = 25;
+    let config = serde_json::to_vec(&config).unwrap();
+    f.runtime.store.put(&key, config.into()).await.unwrap();
+    let (_, run, items) = scheduled_run(&f).await;
+    let item = items.iter().find(|i| i.scan_id.is_some()).unwrap().clone();
+    let scan_results = f
+        .emulator
+        .expected()
+        .projects
+        .iter()
+        .flat_map(|p| &p.scans)
+        .find(|s| Some(&s.id) == item.scan_id.as_ref())
+        .unwrap()
+        .results;
+    assert!(
+        scan_results > 3 * 25,
+        "{scan_results} results: several pages"
+    );
+    let group = json!({ "items": [item] });
+    let until = |seconds: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        (now + std::time::Duration::from_secs(seconds)).as_millis() as u64
+    };
+    for stored in 1..=2 {
+        let short = until(30);
+        let error = call(
+            |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
+                e.context.deadline = short;
+                cxone_etm_collect::handler::handle(&f.runtime, e)
+            },
+            group.clone(),
+        )
+        .await
+        .expect_err("not enough time for the whole scan");
+        assert_eq!(error.error_type, "Retryable");
+        let message = &error.error_message;
+        assert!(
+            message.contains(&format!("collect stopped after {stored} pages with "))
+                && message.contains(&format!("goes on from page {stored}")),
+            "{message}"
+        );
+        assert!(
+            f.runtime
+                .store
+                .get(&run.collect_progress(&item.item))
+                .await
+                .unwrap()
+                .is_some(),
+            "its progress is stored"
+        );
+    }
+    let ample = until(900);
+    let collected = call(
+        |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
+            e.context.deadline = ample;
+            cxone_etm_collect::handler::handle(&f.runtime, e)
+        },
+        group.clone(),
+    )
+    .await
+    .expect("the next invocation finishes the scan");
+    assert_eq!(collected["items"][0]["status"], "complete", "{collected}");
+    assert_eq!(
+        collected["items"][0]["records"], scan_results,
+        "{collected}"
+    );
+    let transformed = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        group,
+    )
+    .await
+    .expect("transform");
+    assert!(
+        transformed["items"][0]["findings"].as_u64().unwrap() > 0,
+        "{transformed}"
+    );
+}
+
 /// A group shares one invocation's time: with too little of it left, no item after the first is
 /// started (none cut off midway) and the group fails Retryable naming them; the next invocation,
 /// with its full time, collects them.
