@@ -26,7 +26,8 @@ pub(crate) struct Inner {
     pub config: VendorConfig,
     pub transport: Transport,
     pub tokens: TokenSource,
-    /// Pagers of this client reading pages ahead at this moment: they share its concurrency cap.
+    /// Pagers of this client that exist at this moment (from when each is made until it is
+    /// dropped): they share its concurrency cap.
     pub readers: std::sync::atomic::AtomicUsize,
 }
 

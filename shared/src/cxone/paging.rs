@@ -182,17 +182,18 @@ impl PageSource for DastResultsPager {
     }
 }
 
-/// The bytes of pages a pager holds ahead of the one being handed over, at most: with pages of
-/// 10,000 results (about 15 MB) six are requested ahead, so a collect of 512 MB keeps its room.
+/// The bytes of pages a pager holds ahead of the one being handed over: with pages of 10,000
+/// results (about 15 MB) six are requested ahead, so a collect of 512 MB keeps its room. One page
+/// is requested ahead whatever its size.
 const AHEAD_BYTES: usize = 96 << 20;
 
-/// How many pages a pager requests ahead of the one it hands over: its share of the client's
-/// concurrency cap (the cap divided among the pagers reading at once, less the page being
-/// read), at least one, and no more than [`AHEAD_BYTES`] of pages the size of the largest so far.
-/// Alone (a collect function's one item at a time, or the last item of a local run) a pager
+/// How many pages a pager requests ahead of the one it hands over (they are the requests it has
+/// in flight): its share of the client's concurrency cap (the cap divided among the client's
+/// pagers), at least one, and no more than [`AHEAD_BYTES`] of pages the size of the largest so
+/// far. Alone (a collect function's one item at a time, or the last item of a local run) a pager
 /// takes the whole cap; among many, the cap is shared, and it holds either way.
 pub(crate) fn pages_ahead(cap: usize, readers: usize, page_bytes: usize) -> usize {
-    let share = (cap / readers.max(1)).saturating_sub(1);
+    let share = cap / readers.max(1);
     let room = AHEAD_BYTES / page_bytes.max(1);
     share.min(room).max(1)
 }
@@ -206,6 +207,8 @@ struct ReadAhead {
     requests: VecDeque<(Url, tokio::task::JoinHandle<Result<ListPage, VendorError>>)>,
     /// The largest page received so far, in bytes.
     page_bytes: usize,
+    /// Off once the pull is about to stop: what is requested ahead would be dropped.
+    on: bool,
 }
 
 impl ReadAhead {
@@ -216,6 +219,7 @@ impl ReadAhead {
             endpoint,
             requests: VecDeque::new(),
             page_bytes: 0,
+            on: true,
         }
     }
 
@@ -255,6 +259,9 @@ impl ReadAhead {
     /// Starts requests for `upcoming` (the next pages, in order) until [`Self::depth`] are in
     /// flight.
     fn fill(&mut self, upcoming: impl Iterator<Item = Url>) {
+        if !self.on {
+            return;
+        }
         let wanted = self.depth().saturating_sub(self.requests.len());
         for url in upcoming.skip(self.requests.len()).take(wanted) {
             let (client, request_url, endpoint) = (self.client.clone(), url.clone(), self.endpoint);
@@ -309,11 +316,13 @@ pub struct ResultsPager {
 }
 
 /// Where a results pager stands after the pages it has handed over: what an attempt that stops
-/// midway leaves for the next one, which resumes with [`ResultsPager::resume`]. The records seen
+/// midway leaves for the next one, which resumes with [`CxOneClient::resume_results`]. The records seen
 /// are not in it: they are the pages already stored, read again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultsProgress {
+    /// Records asked for per page: offsets are only good for the same.
+    pub limit: u64,
     pub semantics: Option<OffsetSemantics>,
     pub position: u64,
     pub served: u64,
@@ -329,6 +338,7 @@ impl ResultsPager {
     /// Where the pager stands: enough, with the pages handed over, to resume it.
     pub fn progress(&self) -> ResultsProgress {
         ResultsProgress {
+            limit: self.limit,
             semantics: self.semantics,
             position: self.position,
             served: self.served,
@@ -341,6 +351,12 @@ impl ResultsPager {
     /// already removed), so a record served again later is still known as a repeat.
     pub fn remember(&mut self, body: Bytes) -> Result<(), String> {
         let page = parse_list_page(body, "results", "totalCount")?;
+        if page.total != self.completeness.expected {
+            return Err(format!(
+                "its total is {}, where the progress has {}",
+                page.total, self.completeness.expected
+            ));
+        }
         for range in &page.records {
             self.seen.insert(page.record(range));
         }
@@ -351,6 +367,12 @@ impl ResultsPager {
     /// not, they are not the pages it was written after, and the pull starts over.
     pub fn remembers_all(&self) -> bool {
         self.seen.hashes.len() as u64 == self.completeness.unique
+    }
+
+    /// Requests no more pages ahead: the pull is about to stop, and what is started ahead would
+    /// be dropped.
+    pub fn stop_reading_ahead(&mut self) {
+        self.ahead.on = false;
     }
 
     pub fn completeness(&self) -> &Completeness {
@@ -721,10 +743,21 @@ impl CxOneClient {
         }
     }
 
-    /// A results pager that goes on from `progress`, left by an earlier pager of the same scan;
-    /// the pages that pager handed over are given back with [`ResultsPager::remember`].
-    pub fn resume_results(&self, scan_id: &str, progress: ResultsProgress) -> ResultsPager {
+    /// A results pager that goes on from `progress`, left by an earlier pager of the same scan
+    /// with the same page size (else the problem); the pages that pager handed over are given
+    /// back with [`ResultsPager::remember`].
+    pub fn resume_results(
+        &self,
+        scan_id: &str,
+        progress: ResultsProgress,
+    ) -> Result<ResultsPager, String> {
         let mut pager = self.results(scan_id);
+        if progress.limit != pager.limit {
+            return Err(format!(
+                "its pages are of {} results, the connection's now of {}",
+                progress.limit, pager.limit
+            ));
+        }
         if progress.completeness.pages > 0 {
             pager
                 .seen
@@ -736,7 +769,7 @@ impl CxOneClient {
         pager.served = progress.served;
         pager.completeness = progress.completeness;
         pager.done = progress.done;
-        pager
+        Ok(pager)
     }
 
     /// A pager over one scan's results in `/api/results`.
@@ -879,13 +912,13 @@ mod tests {
     #[test]
     fn a_pager_reads_ahead_by_its_share_of_the_cap_within_the_byte_room() {
         const MB: usize = 1 << 20;
-        // Alone: the whole cap, less the page being read; before any page, as if pages were small.
-        assert_eq!(pages_ahead(8, 1, 0), 7);
-        assert_eq!(pages_ahead(8, 1, 100_000), 7);
-        assert_eq!(pages_ahead(64, 1, 100_000), 63);
+        // Alone: the whole cap; before any page, as if pages were small.
+        assert_eq!(pages_ahead(8, 1, 0), 8);
+        assert_eq!(pages_ahead(8, 1, 100_000), 8);
+        assert_eq!(pages_ahead(64, 1, 100_000), 64);
         // Shared: the cap divided among the readers; at least one page ahead however many.
-        assert_eq!(pages_ahead(8, 2, 100_000), 3);
-        assert_eq!(pages_ahead(8, 3, 100_000), 1);
+        assert_eq!(pages_ahead(8, 2, 100_000), 4);
+        assert_eq!(pages_ahead(8, 3, 100_000), 2);
         assert_eq!(pages_ahead(8, 20, 100_000), 1);
         assert_eq!(pages_ahead(1, 1, 100_000), 1);
         // Pages of 10,000 results (about 15 MB): six held at most; larger pages, fewer.

@@ -156,6 +156,12 @@ impl IdTally {
     }
 
     /// The ids more than one counted record carries, sorted.
+    /// Forgets every id counted, for a pull that starts over.
+    pub fn restart(&mut self) {
+        self.counted = CompactFingerprintSet::default();
+        self.repeated.clear();
+    }
+
     pub fn repeated(self) -> Vec<String> {
         self.repeated.into_iter().collect()
     }

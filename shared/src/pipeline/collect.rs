@@ -158,23 +158,17 @@ async fn collect_pages(
             record: Value::Null,
         });
     };
-    let new_tally = || IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
-    let mut ids = new_tally();
+    let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
     let main_engines = item.main_engines(connection.engines());
     // Only the records of the engines a scan delivers are this item's findings.
     let (pages, completeness) = match item.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
-            let (pager, stored) = results_pager(store, &client, item, &scan_id, |page| {
-                ids.add_page(page, &main_engines)
-            })
-            .await
-            .unwrap_or_else(|problem| {
-                tracing::warn!(item = %item.item, problem, "collect starts over");
-                ids = new_tally();
-                (client.results(&scan_id), 0)
-            });
-            let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
-            store_results_pages(store, pager, stored, item, &scan_id, deadline, &mut tally).await?
+            let main = MainScan {
+                item,
+                scan_id: &scan_id,
+                engines: &main_engines,
+            };
+            store_results_pages(store, &client, &main, deadline, &mut ids).await?
         }
         ConnectorKind::Dast => {
             let pager = client.dast_results(&scan_id);
@@ -275,69 +269,115 @@ fn engine_names(engines: &[Engine]) -> String {
         .join(", ")
 }
 
-/// The pager of the item's main scan, and the pages already stored: it goes on from the progress
-/// an earlier attempt of this run left, after those pages are read again (`read` tallies their
-/// ids; their records are known as seen), or starts afresh where there is no progress. A progress
-/// that cannot be used (another scan, a page missing or unreadable, pages that do not hold what it
-/// counted) is the problem returned, and the pull starts over: slower, never short.
-async fn results_pager(
-    store: &impl ObjectStore,
-    client: &CxOneClient,
-    item: &WorkItem,
-    scan_id: &str,
-    mut read: impl FnMut(&[u8]),
-) -> Result<(ResultsPager, u32), String> {
-    let key = item.run.collect_progress(&item.item);
-    let progress = match get_json::<CollectProgress>(store, &key).await {
-        Ok(Some(progress)) if progress.scan_id == scan_id => progress,
-        Ok(Some(other)) => return Err(format!("its progress is of scan {}", other.scan_id)),
-        Ok(None) => return Ok((client.results(scan_id), 0)),
-        Err(error) => return Err(error.to_string()),
-    };
-    let mut pager = client.resume_results(scan_id, progress.pager);
-    for number in 0..progress.pages {
-        let page = get_page(store, &item.run.raw_page(&item.item, number))
-            .await
-            .map_err(|e| e.to_string())?;
-        read(&page);
-        pager
-            .remember(Bytes::from(page))
-            .map_err(|e| format!("stored page {number}: {e}"))?;
-    }
-    if !pager.remembers_all() {
-        return Err(format!(
-            "its {} stored pages do not hold the records its progress counted",
-            progress.pages
-        ));
-    }
-    tracing::info!(item = %item.item, pages = progress.pages, "collect goes on from its progress");
-    Ok((pager, progress.pages))
+/// An item's main scan: the one whose pull goes on across attempts.
+struct MainScan<'a> {
+    item: &'a WorkItem,
+    scan_id: &'a str,
+    /// The engines whose records in it are the item's findings (their ids are tallied).
+    engines: &'a [Engine],
 }
 
-/// Writes every page of the main scan's pager as it arrives, after `read` has seen it, and the
-/// progress after each but the last; stops between two pages when less than
-/// [`LEAST_TIME_FOR_A_PAGE`] is left before `deadline`.
+impl MainScan<'_> {
+    fn progress_key(&self) -> String {
+        self.item.run.collect_progress(&self.item.item)
+    }
+
+    fn page_key(&self, number: u32) -> String {
+        self.item.run.raw_page(&self.item.item, number)
+    }
+
+    /// The pager going on from the progress an earlier attempt of this run left, and the pages
+    /// it had stored, read again (their records known as seen, their ids tallied); a new pager
+    /// where there is no progress. A progress that cannot be used (another scan or page size, a
+    /// page missing or unreadable, pages that do not hold what it counted) is the problem
+    /// returned: the pull starts over, slower, never short.
+    async fn resume(
+        &self,
+        store: &impl ObjectStore,
+        client: &CxOneClient,
+        ids: &mut IdTally,
+    ) -> Result<(ResultsPager, u32), String> {
+        let progress = match get_json::<CollectProgress>(store, &self.progress_key()).await {
+            Ok(Some(progress)) if progress.scan_id == self.scan_id => progress,
+            Ok(Some(other)) => return Err(format!("its progress is of scan {}", other.scan_id)),
+            Ok(None) => return Ok((client.results(self.scan_id), 0)),
+            Err(error) => return Err(error.to_string()),
+        };
+        let pages = progress.pages;
+        let mut pager = client.resume_results(self.scan_id, progress.pager)?;
+        for number in 0..pages {
+            let page = get_page(store, &self.page_key(number))
+                .await
+                .map_err(|e| e.to_string())?;
+            ids.add_page(&page, self.engines);
+            pager
+                .remember(Bytes::from(page))
+                .map_err(|e| format!("stored page {number}: {e}"))?;
+        }
+        if !pager.remembers_all() {
+            return Err(format!(
+                "its {pages} stored pages do not hold the distinct records its progress counted"
+            ));
+        }
+        tracing::info!(item = %self.item.item, pages, "collect goes on from its progress");
+        Ok((pager, pages))
+    }
+
+    /// Forgets what an earlier attempt got, for a pull from the first page.
+    async fn start_over(
+        &self,
+        store: &impl ObjectStore,
+        client: &CxOneClient,
+        ids: &mut IdTally,
+        why: &str,
+    ) -> Result<ResultsPager, CollectError> {
+        tracing::warn!(item = %self.item.item, why, "collect starts over");
+        ids.restart();
+        store.delete(&self.progress_key()).await?;
+        Ok(client.results(self.scan_id))
+    }
+}
+
+/// Pulls the item's main scan from where an earlier attempt stopped (see [`MainScan::resume`]):
+/// writes every page as it arrives, after its ids are tallied, and the progress after each page
+/// but the last. With less than two of [`LEAST_TIME_FOR_A_PAGE`] left before `deadline` it asks
+/// for no page ahead; with less than one, it stops between two pages. A resumed pull that finds the
+/// scan's total moved since the pages it stored starts over, as a pull from the start would have
+/// been the only one to see the data whole.
 async fn store_results_pages(
     store: &impl ObjectStore,
-    mut pager: ResultsPager,
-    mut stored: u32,
-    item: &WorkItem,
-    scan_id: &str,
+    client: &CxOneClient,
+    main: &MainScan<'_>,
     deadline: Option<SystemTime>,
-    read: &mut (dyn FnMut(&[u8]) + Send),
+    ids: &mut IdTally,
 ) -> Result<(u32, Completeness), CollectError> {
-    let progress_key = item.run.collect_progress(&item.item);
-    while let Some(page) = pager.next_page().await? {
-        read(&page.body);
+    let (mut pager, mut stored) = match main.resume(store, client, ids).await {
+        Ok(resumed) => resumed,
+        Err(problem) => (main.start_over(store, client, ids, &problem).await?, 0),
+    };
+    let mut resumed = stored > 0;
+    let time_left = || deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
+    loop {
+        if time_left().is_some_and(|left| left < 2 * LEAST_TIME_FOR_A_PAGE) {
+            // Pages requested ahead would be dropped when the pull stops.
+            pager.stop_reading_ahead();
+        }
+        let Some(page) = pager.next_page().await? else {
+            break;
+        };
+        if resumed && !pager.completeness().totals_seen.is_empty() {
+            let why = "the scan's total moved since the pages stored";
+            pager = main.start_over(store, client, ids, why).await?;
+            (stored, resumed) = (0, false);
+            continue;
+        }
+        ids.add_page(&page.body, main.engines);
         store
-            .put(
-                &item.run.raw_page(&item.item, page.number),
-                pack_page(&page.body),
-            )
+            .put(&main.page_key(page.number), pack_page(&page.body))
             .await?;
         stored += 1;
         let progress = CollectProgress {
-            scan_id: scan_id.to_string(),
+            scan_id: main.scan_id.to_string(),
             pages: stored,
             pager: pager.progress(),
         };
@@ -346,9 +386,8 @@ async fn store_results_pages(
             continue;
         }
         let body = serde_json::to_vec(&progress).expect("progress serializes");
-        store.put(&progress_key, Bytes::from(body)).await?;
-        let left = deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
-        if let Some(left) = left.filter(|left| *left < LEAST_TIME_FOR_A_PAGE) {
+        store.put(&main.progress_key(), Bytes::from(body)).await?;
+        if let Some(left) = time_left().filter(|left| *left < LEAST_TIME_FOR_A_PAGE) {
             return Err(CollectError::Paused {
                 pages: stored,
                 left_secs: left.as_secs(),

@@ -269,8 +269,7 @@ async fn dast_environments_scans_and_results_page_completely() {
 }
 
 /// Once the offset's meaning is known, the pages to come are requested ahead (a lone pager: the
-/// client's cap of 8, less the page being read), still handed over in order, with no request
-/// past the last page; a page fetched ahead that needs retries is retried and counted in the
+/// client's cap of 8), still handed over in order, with no request past the last page; a page fetched ahead that needs retries is retried and counted in the
 /// unit of work that asked for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
@@ -358,9 +357,9 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
         let minimum = u64::from(pages) + 2;
         assert_eq!(traffic.requests_to(Endpoint::Results), minimum, "{mode:?}");
         // Only the fifth page's answers are slow here, so how many overlap is up to timing:
-        // more than one, never more than the lone pager's seven.
+        // more than one, never more than the lone pager's eight.
         assert!(
-            (2..=7).contains(&traffic.peak_in_flight),
+            (2..=8).contains(&traffic.peak_in_flight),
             "{mode:?}: {} requests in flight at most",
             traffic.peak_in_flight
         );
@@ -375,8 +374,8 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
 }
 
 /// Pagers of one client share its concurrency cap: while another pager of the client exists, a
-/// pager requests only its half of the cap ahead (8 / 2, less the page being read); once the
-/// other is gone, the whole cap.
+/// pager requests only its half of the cap ahead (4 of 8); once the other is gone, the whole
+/// cap; told to stop reading ahead (its pull is about to stop), one page at a time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pager_reads_ahead_only_its_share_of_the_cap() {
     let emulator = emulator_with(EmulatorConfig {
@@ -404,10 +403,13 @@ async fn a_pager_reads_ahead_only_its_share_of_the_cap() {
             ..FaultSpec::default()
         },
     );
-    let pull = |client: cxone_etm::cxone::CxOneClient| {
+    let pull = |client: cxone_etm::cxone::CxOneClient, ahead: bool| {
         let scan = scan.clone();
         async move {
             let mut pager = client.results(&scan);
+            if !ahead {
+                pager.stop_reading_ahead();
+            }
             let mut records = 0;
             while let Some(page) = pager.next_page().await.unwrap() {
                 records += page.records;
@@ -418,15 +420,19 @@ async fn a_pager_reads_ahead_only_its_share_of_the_cap() {
     };
     let other = client.results(&scan);
     emulator.reset_traffic();
-    assert_eq!(pull(client.clone()).await as u64, 12 * LIMIT);
+    assert_eq!(pull(client.clone(), true).await as u64, 12 * LIMIT);
     let shared = emulator.traffic().peak_in_flight;
     assert!(
-        (2..=3).contains(&shared),
+        (3..=4).contains(&shared),
         "beside another pager: {shared} in flight at most"
     );
     drop(other);
     emulator.reset_traffic();
-    assert_eq!(pull(client.clone()).await as u64, 12 * LIMIT);
+    assert_eq!(pull(client.clone(), true).await as u64, 12 * LIMIT);
     let alone = emulator.traffic().peak_in_flight;
-    assert!((6..=7).contains(&alone), "alone: {alone} in flight at most");
+    assert!((7..=8).contains(&alone), "alone: {alone} in flight at most");
+    emulator.reset_traffic();
+    assert_eq!(pull(client.clone(), false).await as u64, 12 * LIMIT);
+    let stopped = emulator.traffic().peak_in_flight;
+    assert_eq!(stopped, 1, "reading ahead stopped: one request at a time");
 }

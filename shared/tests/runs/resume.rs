@@ -251,7 +251,9 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
         ("a stored page missing", "missing"),
         ("a stored page that is not a page", "garbage"),
         ("a stored page of other records", "other"),
+        ("a stored page of another total", "total"),
         ("a progress that is not JSON", "progress"),
+        ("a progress of another scan", "scan"),
     ] {
         let cut = planned(&emulator, "resume-bad-cut").await;
         for _ in 0..3 {
@@ -271,11 +273,28 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
                     .unwrap();
                 cut.store.put(&page1, page0).await.unwrap();
             }
-            _ => cut
+            "total" => {
+                let packed = cut.store.get(&page1).await.unwrap().unwrap();
+                let page = cxone_etm::packing::unpack(&page1, &packed).unwrap();
+                let mut page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+                page["totalCount"] = (uncut.completeness.expected + 1).into();
+                let page = cxone_etm::packing::pack_page(&serde_json::to_vec(&page).unwrap());
+                cut.store.put(&page1, page).await.unwrap();
+            }
+            "progress" => cut
                 .store
                 .put(&run.collect_progress(item), "{".into())
                 .await
                 .unwrap(),
+            field => {
+                let key = run.collect_progress(item);
+                let stored = cut.store.get(&key).await.unwrap().unwrap();
+                let mut progress: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+                assert_eq!(field, "scan");
+                progress["scanId"] = "another-scan".into();
+                let progress = serde_json::to_vec(&progress).unwrap();
+                cut.store.put(&key, progress.into()).await.unwrap();
+            }
         }
         let outcome = cut.collect(&cut.store, None).await.unwrap();
         assert_eq!(verdict(&outcome), verdict(&uncut), "{case}");
@@ -291,4 +310,86 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
         std::fs::remove_dir_all(&cut.dir).ok();
     }
     std::fs::remove_dir_all(&whole.dir).ok();
+}
+
+/// The scan's total moved between two attempts: the pages stored are of the scan as it was, so
+/// the pull that goes on from them could never be proven whole; it starts over and the data is
+/// read whole again, as a first attempt would have.
+#[tokio::test]
+async fn a_pull_resumed_over_a_total_that_moved_starts_over() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let whole = planned(&emulator, "resume-moved-whole").await;
+    let uncut = whole.collect(&whole.store, None).await.unwrap();
+
+    let cut = planned(&emulator, "resume-moved-cut").await;
+    for _ in 0..3 {
+        cut.collect(&cut.store, one_more_page()).await.unwrap_err();
+    }
+    // As if the scan had one result fewer when these three pages were read.
+    let (run, item) = (&cut.item.run, &cut.item.item);
+    let earlier = uncut.completeness.expected - 1;
+    for n in 0..3 {
+        let key = run.raw_page(item, n);
+        let packed = cut.store.get(&key).await.unwrap().unwrap();
+        let page = cxone_etm::packing::unpack(&key, &packed).unwrap();
+        let mut page: serde_json::Value = serde_json::from_slice(&page).unwrap();
+        page["totalCount"] = earlier.into();
+        let page = cxone_etm::packing::pack_page(&serde_json::to_vec(&page).unwrap());
+        cut.store.put(&key, page).await.unwrap();
+    }
+    let key = run.collect_progress(item);
+    let stored = cut.store.get(&key).await.unwrap().unwrap();
+    let mut progress: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    progress["pager"]["completeness"]["expected"] = earlier.into();
+    let progress = serde_json::to_vec(&progress).unwrap();
+    cut.store.put(&key, progress.into()).await.unwrap();
+
+    let outcome = cut.collect(&cut.store, None).await.unwrap();
+    assert_eq!(verdict(&outcome), verdict(&uncut));
+    assert!(
+        outcome.traffic.requests > uncut.traffic.requests,
+        "the page that showed the new total, then every page again: {} requests",
+        outcome.traffic.requests
+    );
+    assert_eq!(
+        cut.pages(outcome.pages).await,
+        whole.pages(uncut.pages).await
+    );
+    std::fs::remove_dir_all(&whole.dir).ok();
+    std::fs::remove_dir_all(&cut.dir).ok();
+}
+
+/// The connection's page size changed between two attempts: offsets of the old size mean other
+/// records at the new one, so the pull starts over at the new size and is whole.
+#[tokio::test]
+async fn a_pull_resumed_at_another_page_size_starts_over() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let whole = planned(&emulator, "resume-size-whole").await;
+    let uncut = whole.collect(&whole.store, None).await.unwrap();
+
+    let cut = planned(&emulator, "resume-size-cut").await;
+    for _ in 0..3 {
+        cut.collect(&cut.store, one_more_page()).await.unwrap_err();
+    }
+    let mut connection = cut.connection.clone();
+    connection.vendor.results_page_size = 2 * PAGE;
+    let vendor = VendorAccess::new(
+        connection.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+    )
+    .await
+    .unwrap();
+    let outcome = collect(&cut.store, &vendor, &connection, &cut.item, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, ItemStatus::Complete, "{:?}", outcome.reason);
+    assert_eq!(outcome.completeness.unique, uncut.completeness.unique);
+    assert_eq!(outcome.repeated_ids, uncut.repeated_ids);
+    assert_eq!(
+        outcome.pages,
+        uncut.pages.div_ceil(2),
+        "pages of the new size"
+    );
+    std::fs::remove_dir_all(&whole.dir).ok();
+    std::fs::remove_dir_all(&cut.dir).ok();
 }

@@ -824,15 +824,24 @@ async fn a_collect_short_of_time_stops_between_pages_and_the_next_invocation_goe
         collected["items"][0]["records"], scan_results,
         "{collected}"
     );
-    let transformed = call(
+    call(
         |e| cxone_etm_transform::handler::handle(&f.runtime, e),
         group,
     )
     .await
     .expect("transform");
-    assert!(
-        transformed["items"][0]["findings"].as_u64().unwrap() > 0,
-        "{transformed}"
+    let record = f
+        .runtime
+        .store
+        .get(&run.transform_record(&item.item))
+        .await
+        .unwrap()
+        .expect("a transform record");
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(
+        record["figures"]["recordsIn"], scan_results,
+        "the transform read every record of every page, once: {}",
+        record["figures"]
     );
 }
 
