@@ -155,13 +155,13 @@ impl IdTally {
         .deserialize(&mut deserializer);
     }
 
-    /// The ids more than one counted record carries, sorted.
     /// Forgets every id counted, for a pull that starts over.
     pub fn restart(&mut self) {
         self.counted = CompactFingerprintSet::default();
         self.repeated.clear();
     }
 
+    /// The ids more than one counted record carries, sorted.
     pub fn repeated(self) -> Vec<String> {
         self.repeated.into_iter().collect()
     }

@@ -32,6 +32,9 @@ enum CollectError {
     Vendor(#[from] VendorError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The store failed while an earlier attempt's pages were read again.
+    #[error(transparent)]
+    Resume(StepError),
     /// The invocation's time ran short between two pages of the main scan.
     #[error("collect stopped after {pages} pages")]
     Paused { pages: u32, left_secs: u64 },
@@ -79,6 +82,7 @@ pub async fn collect(
             ..outcome
         },
         Err(CollectError::Store(error)) => return Err(error.into()),
+        Err(CollectError::Resume(error)) => return Err(error),
         Err(CollectError::Paused { pages, left_secs }) => {
             tracing::info!(item = %item.item, pages, left_secs, "collect paused");
             return Err(StepError::CollectPaused { pages, left_secs });
@@ -289,52 +293,68 @@ impl MainScan<'_> {
     /// The pager going on from the progress an earlier attempt of this run left, and the pages
     /// it had stored, read again (their records known as seen, their ids tallied); a new pager
     /// where there is no progress. A progress that cannot be used (another scan or page size, a
-    /// page missing or unreadable, pages that do not hold what it counted) is the problem
-    /// returned: the pull starts over, slower, never short.
+    /// page missing or unreadable, pages that do not hold what it counted) is
+    /// [`Resume::Unusable`]: the pull starts over, slower, never short. A store that fails to
+    /// answer is an error the next attempt retries, the progress kept.
     async fn resume(
         &self,
         store: &impl ObjectStore,
         client: &CxOneClient,
         ids: &mut IdTally,
-    ) -> Result<(ResultsPager, u32), String> {
-        let progress = match get_json::<CollectProgress>(store, &self.progress_key()).await {
-            Ok(Some(progress)) if progress.scan_id == self.scan_id => progress,
-            Ok(Some(other)) => return Err(format!("its progress is of scan {}", other.scan_id)),
-            Ok(None) => return Ok((client.results(self.scan_id), 0)),
-            Err(error) => return Err(error.to_string()),
+    ) -> Result<(ResultsPager, u32), Resume> {
+        let progress = match get_json::<CollectProgress>(store, &self.progress_key()).await? {
+            Some(progress) if progress.scan_id == self.scan_id => progress,
+            Some(other) => {
+                let problem = format!("its progress is of scan {}", other.scan_id);
+                return Err(Resume::Unusable(problem));
+            }
+            None => return Ok((client.results(self.scan_id), 0)),
         };
         let pages = progress.pages;
-        let mut pager = client.resume_results(self.scan_id, progress.pager)?;
+        let mut pager = client
+            .resume_results(self.scan_id, progress.pager)
+            .map_err(Resume::Unusable)?;
         for number in 0..pages {
-            let page = get_page(store, &self.page_key(number))
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = get_page(store, &self.page_key(number)).await?;
             ids.add_page(&page, self.engines);
             pager
                 .remember(Bytes::from(page))
-                .map_err(|e| format!("stored page {number}: {e}"))?;
+                .map_err(|e| Resume::Unusable(format!("stored page {number}: {e}")))?;
         }
         if !pager.remembers_all() {
-            return Err(format!(
+            return Err(Resume::Unusable(format!(
                 "its {pages} stored pages do not hold the distinct records its progress counted"
-            ));
+            )));
         }
         tracing::info!(item = %self.item.item, pages, "collect goes on from its progress");
         Ok((pager, pages))
     }
 
-    /// Forgets what an earlier attempt got, for a pull from the first page.
-    async fn start_over(
-        &self,
-        store: &impl ObjectStore,
-        client: &CxOneClient,
-        ids: &mut IdTally,
-        why: &str,
-    ) -> Result<ResultsPager, CollectError> {
+    /// Forgets what an earlier attempt got, for a pull from the first page. The old progress
+    /// stays until the first new page's replaces it (collect may not delete): were this attempt
+    /// cut off before, the next finds the same old progress and pages, and decides as this one.
+    fn start_over(&self, client: &CxOneClient, ids: &mut IdTally, why: &str) -> ResultsPager {
         tracing::warn!(item = %self.item.item, why, "collect starts over");
         ids.restart();
-        store.delete(&self.progress_key()).await?;
-        Ok(client.results(self.scan_id))
+        client.results(self.scan_id)
+    }
+}
+
+/// Why a main scan's pull does not go on from an earlier attempt's progress.
+enum Resume {
+    /// The store did not answer: the next attempt tries again.
+    Store(StepError),
+    /// The progress or its pages cannot be trusted: the pull starts over.
+    Unusable(String),
+}
+
+impl From<StepError> for Resume {
+    /// A store that fails is the store's; anything else read wrong is the progress's.
+    fn from(error: StepError) -> Self {
+        match error {
+            StepError::Store(_) => Resume::Store(error),
+            other => Resume::Unusable(other.to_string()),
+        }
     }
 }
 
@@ -353,7 +373,8 @@ async fn store_results_pages(
 ) -> Result<(u32, Completeness), CollectError> {
     let (mut pager, mut stored) = match main.resume(store, client, ids).await {
         Ok(resumed) => resumed,
-        Err(problem) => (main.start_over(store, client, ids, &problem).await?, 0),
+        Err(Resume::Unusable(problem)) => (main.start_over(client, ids, &problem), 0),
+        Err(Resume::Store(error)) => return Err(CollectError::Resume(error)),
     };
     let mut resumed = stored > 0;
     let time_left = || deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
@@ -367,7 +388,7 @@ async fn store_results_pages(
         };
         if resumed && !pager.completeness().totals_seen.is_empty() {
             let why = "the scan's total moved since the pages stored";
-            pager = main.start_over(store, client, ids, why).await?;
+            pager = main.start_over(client, ids, why);
             (stored, resumed) = (0, false);
             continue;
         }

@@ -269,8 +269,8 @@ async fn dast_environments_scans_and_results_page_completely() {
 }
 
 /// Once the offset's meaning is known, the pages to come are requested ahead (a lone pager: the
-/// client's cap of 8), still handed over in order, with no request past the last page; a page fetched ahead that needs retries is retried and counted in the
-/// unit of work that asked for it.
+/// client's cap of 8), still handed over in order, with no request past the last page; a page
+/// fetched ahead that needs retries is retried and counted in the unit of work that asked for it.
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
     const ANSWER_MS: u64 = 250;

@@ -176,29 +176,41 @@ async fn a_collect_whose_time_runs_short_stops_between_pages_and_the_next_attemp
     }
 }
 
-/// Fails the first write of one raw page, as a store throttling or a function stopped would.
+/// Fails the first write (or read) of one raw page, as a store throttling or a function stopped
+/// would.
 #[derive(Clone)]
 struct FailsOnce {
     inner: LocalStore,
     page: String,
+    reads: bool,
     failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl ObjectStore for FailsOnce {
-    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
-        if key.ends_with(&self.page) && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+impl FailsOnce {
+    fn fails(&self, key: &str, read: bool) -> Result<(), StoreError> {
+        if read == self.reads
+            && key.ends_with(&self.page)
+            && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             return Err(StoreError::Failed {
                 location: key.to_string(),
                 problem: "SlowDown".into(),
             });
         }
+        Ok(())
+    }
+}
+
+impl ObjectStore for FailsOnce {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.fails(key, false)?;
         self.inner.put(key, body).await
     }
     async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
         self.inner.put_if_absent(key, body).await
     }
     async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.fails(key, true)?;
         self.inner.get(key).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -219,6 +231,7 @@ async fn a_collect_stopped_by_a_failing_store_goes_on_from_its_last_stored_page(
     let failing = FailsOnce {
         inner: cut.store.clone(),
         page: "/raw/".to_string() + &cut.item.item + "/5.json.zst",
+        reads: false,
         failed: Default::default(),
     };
     let error = cut.collect(&failing, None).await.unwrap_err();
@@ -389,6 +402,41 @@ async fn a_pull_resumed_at_another_page_size_starts_over() {
         outcome.pages,
         uncut.pages.div_ceil(2),
         "pages of the new size"
+    );
+    std::fs::remove_dir_all(&whole.dir).ok();
+    std::fs::remove_dir_all(&cut.dir).ok();
+}
+
+/// The store fails to give back a stored page while a pull is resumed: that is the store's
+/// passing fault, not a progress to throw away; the attempt fails retryable and the next one
+/// goes on from the same progress.
+#[tokio::test]
+async fn a_store_that_fails_while_a_pull_is_resumed_keeps_its_progress() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let whole = planned(&emulator, "resume-read-whole").await;
+    let uncut = whole.collect(&whole.store, None).await.unwrap();
+
+    let cut = planned(&emulator, "resume-read-cut").await;
+    for _ in 0..3 {
+        cut.collect(&cut.store, one_more_page()).await.unwrap_err();
+    }
+    let failing = FailsOnce {
+        inner: cut.store.clone(),
+        page: "/raw/".to_string() + &cut.item.item + "/1.json.zst",
+        reads: true,
+        failed: Default::default(),
+    };
+    let error = cut.collect(&failing, None).await.unwrap_err();
+    assert!(
+        matches!(error, StepError::Store(_)) && error.is_retryable(),
+        "{error}"
+    );
+    let resumed = cut.collect(&failing, None).await.unwrap();
+    assert_eq!(verdict(&resumed), verdict(&uncut));
+    assert_eq!(
+        resumed.traffic.requests,
+        uncut.traffic.requests - 3,
+        "the three pages stored are not asked for again"
     );
     std::fs::remove_dir_all(&whole.dir).ok();
     std::fs::remove_dir_all(&cut.dir).ok();
