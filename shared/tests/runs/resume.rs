@@ -77,6 +77,29 @@ async fn planned(emulator: &Emulator, name: &str) -> Planned {
     }
 }
 
+impl Drop for Planned {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A run planned and collected whole, never cut off: what a resumed collect must match.
+async fn collected_whole(emulator: &Emulator, name: &str) -> (Planned, CollectOutcome) {
+    let whole = planned(emulator, name).await;
+    let outcome = whole.collect(&whole.store, None).await.unwrap();
+    (whole, outcome)
+}
+
+/// A run planned and its collect cut off three times, short of time: three pages stored, with
+/// their progress.
+async fn cut_after_three_pages(emulator: &Emulator, name: &str) -> Planned {
+    let cut = planned(emulator, name).await;
+    for _ in 0..3 {
+        cut.collect(&cut.store, one_more_page()).await.unwrap_err();
+    }
+    cut
+}
+
 impl Planned {
     async fn collect(
         &self,
@@ -116,8 +139,7 @@ fn verdict(outcome: &CollectOutcome) -> (ItemStatus, u32, String, Vec<String>) {
 async fn a_collect_whose_time_runs_short_stops_between_pages_and_the_next_attempt_goes_on() {
     for mode in [OffsetMode::Page, OffsetMode::Item] {
         let emulator = tenant(mode).await;
-        let whole = planned(&emulator, "resume-whole").await;
-        let uncut = whole.collect(&whole.store, None).await.unwrap();
+        let (whole, uncut) = collected_whole(&emulator, "resume-whole").await;
         assert_eq!(uncut.status, ItemStatus::Complete, "{mode:?}");
         assert!(
             uncut.repeated_ids.len() >= 3,
@@ -171,8 +193,6 @@ async fn a_collect_whose_time_runs_short_stops_between_pages_and_the_next_attemp
             whole.pages(uncut.pages).await,
             "{mode:?}: the same pages"
         );
-        std::fs::remove_dir_all(&whole.dir).ok();
-        std::fs::remove_dir_all(&cut.dir).ok();
     }
 }
 
@@ -221,17 +241,20 @@ impl ObjectStore for FailsOnce {
     }
 }
 
-#[tokio::test]
-async fn a_collect_stopped_by_a_failing_store_goes_on_from_its_last_stored_page() {
-    let emulator = tenant(OffsetMode::Page).await;
-    let whole = planned(&emulator, "resume-store-whole").await;
-    let uncut = whole.collect(&whole.store, None).await.unwrap();
-
-    let cut = planned(&emulator, "resume-store-cut").await;
+/// The store fails once at raw page `page` (its write, or its read when `reads`): the collect
+/// fails retryable, and the next one goes on to the verdict and pages of the `whole` collect,
+/// asking the vendor for all but the `kept` pages stored before.
+async fn fails_once_then_goes_on(
+    cut: &Planned,
+    (whole, uncut): (&Planned, &CollectOutcome),
+    page: u32,
+    reads: bool,
+    kept: u64,
+) {
     let failing = FailsOnce {
         inner: cut.store.clone(),
-        page: "/raw/".to_string() + &cut.item.item + "/5.json.zst",
-        reads: false,
+        page: format!("/raw/{}/{page}.json.zst", cut.item.item),
+        reads,
         failed: Default::default(),
     };
     let error = cut.collect(&failing, None).await.unwrap_err();
@@ -240,25 +263,32 @@ async fn a_collect_stopped_by_a_failing_store_goes_on_from_its_last_stored_page(
         "{error}"
     );
     let resumed = cut.collect(&failing, None).await.unwrap();
-    assert_eq!(verdict(&resumed), verdict(&uncut));
+    assert_eq!(verdict(&resumed), verdict(uncut));
     assert_eq!(
         resumed.traffic.requests,
-        uncut.traffic.requests - 5,
-        "pages 0 to 4 were stored with their progress: only 5 on are asked for"
+        uncut.traffic.requests - kept,
+        "the {kept} pages stored are not asked for again"
     );
     assert_eq!(
         cut.pages(resumed.pages).await,
         whole.pages(uncut.pages).await
     );
-    std::fs::remove_dir_all(&whole.dir).ok();
-    std::fs::remove_dir_all(&cut.dir).ok();
+}
+
+#[tokio::test]
+async fn a_collect_stopped_by_a_failing_store_goes_on_from_its_last_stored_page() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let (whole, uncut) = collected_whole(&emulator, "resume-store-whole").await;
+
+    let cut = planned(&emulator, "resume-store-cut").await;
+    // Pages 0 to 4 are stored with their progress: only 5 on are asked for again.
+    fails_once_then_goes_on(&cut, (&whole, &uncut), 5, false, 5).await;
 }
 
 #[tokio::test]
 async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
     let emulator = tenant(OffsetMode::Page).await;
-    let whole = planned(&emulator, "resume-bad-whole").await;
-    let uncut = whole.collect(&whole.store, None).await.unwrap();
+    let (whole, uncut) = collected_whole(&emulator, "resume-bad-whole").await;
 
     for (case, damage) in [
         ("a stored page missing", "missing"),
@@ -268,10 +298,7 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
         ("a progress that is not JSON", "progress"),
         ("a progress of another scan", "scan"),
     ] {
-        let cut = planned(&emulator, "resume-bad-cut").await;
-        for _ in 0..3 {
-            cut.collect(&cut.store, one_more_page()).await.unwrap_err();
-        }
+        let cut = cut_after_three_pages(&emulator, "resume-bad-cut").await;
         let (run, item) = (&cut.item.run, &cut.item.item);
         let page1 = run.raw_page(item, 1);
         match damage {
@@ -320,9 +347,7 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
             whole.pages(uncut.pages).await,
             "{case}"
         );
-        std::fs::remove_dir_all(&cut.dir).ok();
     }
-    std::fs::remove_dir_all(&whole.dir).ok();
 }
 
 /// The scan's total moved between two attempts: the pages stored are of the scan as it was, so
@@ -331,13 +356,9 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
 #[tokio::test]
 async fn a_pull_resumed_over_a_total_that_moved_starts_over() {
     let emulator = tenant(OffsetMode::Page).await;
-    let whole = planned(&emulator, "resume-moved-whole").await;
-    let uncut = whole.collect(&whole.store, None).await.unwrap();
+    let (whole, uncut) = collected_whole(&emulator, "resume-moved-whole").await;
 
-    let cut = planned(&emulator, "resume-moved-cut").await;
-    for _ in 0..3 {
-        cut.collect(&cut.store, one_more_page()).await.unwrap_err();
-    }
+    let cut = cut_after_three_pages(&emulator, "resume-moved-cut").await;
     // As if the scan had one result fewer when these three pages were read.
     let (run, item) = (&cut.item.run, &cut.item.item);
     let earlier = uncut.completeness.expected - 1;
@@ -368,8 +389,6 @@ async fn a_pull_resumed_over_a_total_that_moved_starts_over() {
         cut.pages(outcome.pages).await,
         whole.pages(uncut.pages).await
     );
-    std::fs::remove_dir_all(&whole.dir).ok();
-    std::fs::remove_dir_all(&cut.dir).ok();
 }
 
 /// The connection's page size changed between two attempts: offsets of the old size mean other
@@ -377,13 +396,9 @@ async fn a_pull_resumed_over_a_total_that_moved_starts_over() {
 #[tokio::test]
 async fn a_pull_resumed_at_another_page_size_starts_over() {
     let emulator = tenant(OffsetMode::Page).await;
-    let whole = planned(&emulator, "resume-size-whole").await;
-    let uncut = whole.collect(&whole.store, None).await.unwrap();
+    let (_, uncut) = collected_whole(&emulator, "resume-size-whole").await;
 
-    let cut = planned(&emulator, "resume-size-cut").await;
-    for _ in 0..3 {
-        cut.collect(&cut.store, one_more_page()).await.unwrap_err();
-    }
+    let cut = cut_after_three_pages(&emulator, "resume-size-cut").await;
     let mut connection = cut.connection.clone();
     connection.vendor.results_page_size = 2 * PAGE;
     let vendor = VendorAccess::new(
@@ -403,8 +418,6 @@ async fn a_pull_resumed_at_another_page_size_starts_over() {
         uncut.pages.div_ceil(2),
         "pages of the new size"
     );
-    std::fs::remove_dir_all(&whole.dir).ok();
-    std::fs::remove_dir_all(&cut.dir).ok();
 }
 
 /// The store fails to give back a stored page while a pull is resumed: that is the store's
@@ -413,31 +426,8 @@ async fn a_pull_resumed_at_another_page_size_starts_over() {
 #[tokio::test]
 async fn a_store_that_fails_while_a_pull_is_resumed_keeps_its_progress() {
     let emulator = tenant(OffsetMode::Page).await;
-    let whole = planned(&emulator, "resume-read-whole").await;
-    let uncut = whole.collect(&whole.store, None).await.unwrap();
+    let (whole, uncut) = collected_whole(&emulator, "resume-read-whole").await;
 
-    let cut = planned(&emulator, "resume-read-cut").await;
-    for _ in 0..3 {
-        cut.collect(&cut.store, one_more_page()).await.unwrap_err();
-    }
-    let failing = FailsOnce {
-        inner: cut.store.clone(),
-        page: "/raw/".to_string() + &cut.item.item + "/1.json.zst",
-        reads: true,
-        failed: Default::default(),
-    };
-    let error = cut.collect(&failing, None).await.unwrap_err();
-    assert!(
-        matches!(error, StepError::Store(_)) && error.is_retryable(),
-        "{error}"
-    );
-    let resumed = cut.collect(&failing, None).await.unwrap();
-    assert_eq!(verdict(&resumed), verdict(&uncut));
-    assert_eq!(
-        resumed.traffic.requests,
-        uncut.traffic.requests - 3,
-        "the three pages stored are not asked for again"
-    );
-    std::fs::remove_dir_all(&whole.dir).ok();
-    std::fs::remove_dir_all(&cut.dir).ok();
+    let cut = cut_after_three_pages(&emulator, "resume-read-cut").await;
+    fails_once_then_goes_on(&cut, (&whole, &uncut), 1, true, 3).await;
 }

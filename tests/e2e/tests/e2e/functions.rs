@@ -746,6 +746,30 @@ async fn items_collected_before_a_group_gave_up_are_transformed_and_the_rest_rep
     );
 }
 
+/// The collect function's answer for `group` in an invocation that ends at `deadline`.
+async fn collect_until(
+    f: &cxone_etm_e2e::Fixture,
+    group: Value,
+    deadline: u64,
+) -> Result<Value, lambda_runtime::Diagnostic> {
+    call(
+        |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
+            e.context.deadline = deadline;
+            cxone_etm_collect::handler::handle(&f.runtime, e)
+        },
+        group,
+    )
+    .await
+}
+
+/// A Lambda context's deadline `seconds` from now (milliseconds since the epoch).
+fn deadline_in(seconds: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (now + std::time::Duration::from_secs(seconds)).as_millis() as u64
+}
+
 /// A scan too large for what is left of the invocation: collect stops between two pages, its
 /// progress stored, and fails Retryable saying where it stopped; each next invocation goes on
 /// from the page after, and the run commits every result of the scan once.
@@ -775,23 +799,11 @@ async fn a_collect_short_of_time_stops_between_pages_and_the_next_invocation_goe
         "{scan_results} results: several pages"
     );
     let group = json!({ "items": [item] });
-    let until = |seconds: u64| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        (now + std::time::Duration::from_secs(seconds)).as_millis() as u64
-    };
     for stored in 1..=2 {
-        let short = until(30);
-        let error = call(
-            |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
-                e.context.deadline = short;
-                cxone_etm_collect::handler::handle(&f.runtime, e)
-            },
-            group.clone(),
-        )
-        .await
-        .expect_err("not enough time for the whole scan");
+        let short = deadline_in(30);
+        let error = collect_until(&f, group.clone(), short)
+            .await
+            .expect_err("not enough time for the whole scan");
         assert_eq!(error.error_type, "Retryable");
         let message = &error.error_message;
         assert!(
@@ -809,16 +821,10 @@ async fn a_collect_short_of_time_stops_between_pages_and_the_next_invocation_goe
             "its progress is stored"
         );
     }
-    let ample = until(900);
-    let collected = call(
-        |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
-            e.context.deadline = ample;
-            cxone_etm_collect::handler::handle(&f.runtime, e)
-        },
-        group.clone(),
-    )
-    .await
-    .expect("the next invocation finishes the scan");
+    let ample = deadline_in(900);
+    let collected = collect_until(&f, group.clone(), ample)
+        .await
+        .expect("the next invocation finishes the scan");
     assert_eq!(collected["items"][0]["status"], "complete", "{collected}");
     assert_eq!(
         collected["items"][0]["records"], scan_results,
@@ -853,22 +859,10 @@ async fn no_item_is_started_without_time_to_finish_it_and_the_next_attempt_goes_
     let f = fixture().await;
     let (_, run, items) = scheduled_run(&f).await;
     let group = json!({ "items": items });
-    let until = |seconds: u64| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        (now + std::time::Duration::from_secs(seconds)).as_millis() as u64
-    };
-    let short = until(30);
-    let error = call(
-        |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
-            e.context.deadline = short;
-            cxone_etm_collect::handler::handle(&f.runtime, e)
-        },
-        group.clone(),
-    )
-    .await
-    .expect_err("no time for a second item");
+    let short = deadline_in(30);
+    let error = collect_until(&f, group.clone(), short)
+        .await
+        .expect_err("no time for a second item");
     assert_eq!(error.error_type, "Retryable");
     assert!(
         error
@@ -888,15 +882,9 @@ async fn no_item_is_started_without_time_to_finish_it_and_the_next_attempt_goes_
             "only the first item started"
         );
     }
-    let ample = until(900);
-    let collected = call(
-        |mut e: lambda_runtime::LambdaEvent<WorkGroup>| {
-            e.context.deadline = ample;
-            cxone_etm_collect::handler::handle(&f.runtime, e)
-        },
-        group,
-    )
-    .await
-    .expect("the next attempt collects every item");
+    let ample = deadline_in(900);
+    let collected = collect_until(&f, group, ample)
+        .await
+        .expect("the next attempt collects every item");
     assert_eq!(collected["items"].as_array().unwrap().len(), 10);
 }
