@@ -78,6 +78,14 @@ impl Seen {
         self.keys.of(record)
     }
 
+    /// Room for the total the first page reports, eight bytes a record, made once. Capped: a
+    /// total that lies claims at most the room for the cap (80 MB, what a 10,000,000-record scan
+    /// needs anyway).
+    fn make_room(&mut self, expected: u64) {
+        self.hashes
+            .reserve(expected.min(RESERVED_RECORDS_CAP) as usize);
+    }
+
     fn insert(&mut self, record: &[u8]) -> bool {
         let fingerprint = self.fingerprint(record);
         self.hashes.insert(fingerprint)
@@ -86,11 +94,7 @@ impl Seen {
     /// The page's records that are new, in order; counts both kinds into `completeness`.
     fn admit<'p>(&mut self, page: &'p ListPage, completeness: &mut Completeness) -> Vec<&'p [u8]> {
         if completeness.pages == 1 {
-            // Sized once for the total the first page reports, eight bytes a record. Capped: a
-            // total that lies claims at most the room for the cap (80 MB, what a
-            // 10,000,000-record scan needs anyway).
-            let expected = completeness.expected.min(RESERVED_RECORDS_CAP);
-            self.hashes.reserve(expected as usize);
+            self.make_room(completeness.expected);
         }
         let mut fresh = Vec::with_capacity(page.records.len());
         for range in &page.records {
@@ -759,10 +763,7 @@ impl CxOneClient {
             ));
         }
         if progress.completeness.pages > 0 {
-            pager
-                .seen
-                .hashes
-                .reserve(progress.completeness.expected.min(RESERVED_RECORDS_CAP) as usize);
+            pager.seen.make_room(progress.completeness.expected);
         }
         pager.semantics = progress.semantics;
         pager.position = progress.position;

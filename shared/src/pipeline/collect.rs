@@ -32,9 +32,10 @@ enum CollectError {
     Vendor(#[from] VendorError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The store failed while an earlier attempt's pages were read again.
+    /// The store failed with the main scan's progress: reading it or its pages again, or
+    /// writing it.
     #[error(transparent)]
-    Resume(StepError),
+    Progress(StepError),
     /// The invocation's time ran short between two pages of the main scan.
     #[error("collect stopped after {pages} pages")]
     Paused { pages: u32, left_secs: u64 },
@@ -82,7 +83,7 @@ pub async fn collect(
             ..outcome
         },
         Err(CollectError::Store(error)) => return Err(error.into()),
-        Err(CollectError::Resume(error)) => return Err(error),
+        Err(CollectError::Progress(error)) => return Err(error),
         Err(CollectError::Paused { pages, left_secs }) => {
             tracing::info!(item = %item.item, pages, left_secs, "collect paused");
             return Err(StepError::CollectPaused { pages, left_secs });
@@ -374,7 +375,7 @@ async fn store_results_pages(
     let (mut pager, mut stored) = match main.resume(store, client, ids).await {
         Ok(resumed) => resumed,
         Err(Resume::Unusable(problem)) => (main.start_over(client, ids, &problem), 0),
-        Err(Resume::Store(error)) => return Err(CollectError::Resume(error)),
+        Err(Resume::Store(error)) => return Err(CollectError::Progress(error)),
     };
     let mut resumed = stored > 0;
     let time_left = || deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
@@ -406,8 +407,9 @@ async fn store_results_pages(
         if progress.pager.done {
             continue;
         }
-        let body = serde_json::to_vec(&progress).expect("progress serializes");
-        store.put(&main.progress_key(), Bytes::from(body)).await?;
+        put_json(store, &main.progress_key(), &progress)
+            .await
+            .map_err(CollectError::Progress)?;
         if let Some(left) = time_left().filter(|left| *left < LEAST_TIME_FOR_A_PAGE) {
             return Err(CollectError::Paused {
                 pages: stored,

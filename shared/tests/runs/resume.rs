@@ -109,6 +109,27 @@ impl Planned {
         collect(store, &self.vendor, &self.connection, &self.item, deadline).await
     }
 
+    /// Changes the JSON of the item's stored progress.
+    async fn edit_progress(&self, change: impl FnOnce(&mut serde_json::Value)) {
+        let key = self.item.run.collect_progress(&self.item.item);
+        let stored = self.store.get(&key).await.unwrap().expect("a progress");
+        let mut progress = serde_json::from_slice(&stored).unwrap();
+        change(&mut progress);
+        let progress = serde_json::to_vec(&progress).unwrap();
+        self.store.put(&key, progress.into()).await.unwrap();
+    }
+
+    /// Changes the JSON of a stored raw page, packed again as collect packs it.
+    async fn edit_page(&self, number: u32, change: impl FnOnce(&mut serde_json::Value)) {
+        let key = self.item.run.raw_page(&self.item.item, number);
+        let packed = self.store.get(&key).await.unwrap().expect("a page");
+        let page = cxone_etm::packing::unpack(&key, &packed).unwrap();
+        let mut page = serde_json::from_slice(&page).unwrap();
+        change(&mut page);
+        let page = cxone_etm::packing::pack_page(&serde_json::to_vec(&page).unwrap());
+        self.store.put(&key, page).await.unwrap();
+    }
+
     async fn pages(&self, count: u32) -> Vec<bytes::Bytes> {
         let mut pages = Vec::new();
         for n in 0..count {
@@ -314,12 +335,9 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
                 cut.store.put(&page1, page0).await.unwrap();
             }
             "total" => {
-                let packed = cut.store.get(&page1).await.unwrap().unwrap();
-                let page = cxone_etm::packing::unpack(&page1, &packed).unwrap();
-                let mut page: serde_json::Value = serde_json::from_slice(&page).unwrap();
-                page["totalCount"] = (uncut.completeness.expected + 1).into();
-                let page = cxone_etm::packing::pack_page(&serde_json::to_vec(&page).unwrap());
-                cut.store.put(&page1, page).await.unwrap();
+                let other_total = uncut.completeness.expected + 1;
+                cut.edit_page(1, |page| page["totalCount"] = other_total.into())
+                    .await
             }
             "progress" => cut
                 .store
@@ -327,13 +345,9 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
                 .await
                 .unwrap(),
             field => {
-                let key = run.collect_progress(item);
-                let stored = cut.store.get(&key).await.unwrap().unwrap();
-                let mut progress: serde_json::Value = serde_json::from_slice(&stored).unwrap();
                 assert_eq!(field, "scan");
-                progress["scanId"] = "another-scan".into();
-                let progress = serde_json::to_vec(&progress).unwrap();
-                cut.store.put(&key, progress.into()).await.unwrap();
+                cut.edit_progress(|progress| progress["scanId"] = "another-scan".into())
+                    .await
             }
         }
         let outcome = cut.collect(&cut.store, None).await.unwrap();
@@ -360,23 +374,13 @@ async fn a_pull_resumed_over_a_total_that_moved_starts_over() {
 
     let cut = cut_after_three_pages(&emulator, "resume-moved-cut").await;
     // As if the scan had one result fewer when these three pages were read.
-    let (run, item) = (&cut.item.run, &cut.item.item);
     let earlier = uncut.completeness.expected - 1;
     for n in 0..3 {
-        let key = run.raw_page(item, n);
-        let packed = cut.store.get(&key).await.unwrap().unwrap();
-        let page = cxone_etm::packing::unpack(&key, &packed).unwrap();
-        let mut page: serde_json::Value = serde_json::from_slice(&page).unwrap();
-        page["totalCount"] = earlier.into();
-        let page = cxone_etm::packing::pack_page(&serde_json::to_vec(&page).unwrap());
-        cut.store.put(&key, page).await.unwrap();
+        cut.edit_page(n, |page| page["totalCount"] = earlier.into())
+            .await;
     }
-    let key = run.collect_progress(item);
-    let stored = cut.store.get(&key).await.unwrap().unwrap();
-    let mut progress: serde_json::Value = serde_json::from_slice(&stored).unwrap();
-    progress["pager"]["completeness"]["expected"] = earlier.into();
-    let progress = serde_json::to_vec(&progress).unwrap();
-    cut.store.put(&key, progress.into()).await.unwrap();
+    cut.edit_progress(|progress| progress["pager"]["completeness"]["expected"] = earlier.into())
+        .await;
 
     let outcome = cut.collect(&cut.store, None).await.unwrap();
     assert_eq!(verdict(&outcome), verdict(&uncut));
