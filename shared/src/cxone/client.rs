@@ -13,6 +13,10 @@ use super::auth::TokenSource;
 use super::config::VendorConfig;
 use super::error::VendorError;
 use super::transport::{CounterSnapshot, Transport, Verdict, classify, without_url};
+
+/// How often one request goes again after a 401 on a token another request had already replaced
+/// (each time with the token then held) before it gives up: a bound, not a loop.
+const MAX_REFUSED_REPLACED_TOKENS: u32 = 4;
 use crate::secret::Credential;
 
 /// The only code that talks to Checkmarx One. Cheap to share (`Arc` inside); safe to use from
@@ -256,8 +260,10 @@ impl CxOneClient {
 
     /// An authenticated GET, read whole. A 401 triggers a re-authentication and one more
     /// attempt; a 401 straight after one means the credential no longer works, while a token that
-    /// dies during a retry's wait is renewed again. 429, 5xx, timeouts, broken connections and
-    /// bodies that `accept` refuses are retried by the one retry layer; other answers fail at once.
+    /// dies during a retry's wait is renewed again. A 401 on a token another request has already
+    /// replaced says nothing about the credential: the request goes again with the token now
+    /// held (a few times at most). 429, 5xx, timeouts, broken connections and bodies that
+    /// `accept` refuses are retried by the one retry layer; other answers fail at once.
     pub(crate) async fn get_checked<T>(
         &self,
         endpoint: &'static str,
@@ -267,6 +273,7 @@ impl CxOneClient {
         let inner = &self.inner;
         let mut retries = inner.transport.retries(endpoint);
         let mut refused_in_a_row = false;
+        let mut refused_replaced_tokens = 0;
         loop {
             let bearer = inner.tokens.bearer(&inner.transport).await?;
             let request = inner
@@ -286,17 +293,23 @@ impl CxOneClient {
                     Err(problem) => (problem, None),
                 },
                 Ok(exchange) if exchange.status == StatusCode::UNAUTHORIZED => {
+                    if !inner.tokens.invalidate(&bearer).await {
+                        refused_replaced_tokens += 1;
+                        if refused_replaced_tokens > MAX_REFUSED_REPLACED_TOKENS {
+                            return Err(VendorError::Unauthorized { endpoint });
+                        }
+                        tracing::info!(endpoint, "access token refused, already replaced");
+                        continue;
+                    }
                     if refused_in_a_row {
                         return Err(VendorError::Unauthorized { endpoint });
                     }
                     refused_in_a_row = true;
-                    if inner.tokens.invalidate(&bearer).await {
-                        inner
-                            .transport
-                            .counters
-                            .reauthentications
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    inner
+                        .transport
+                        .counters
+                        .reauthentications
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(endpoint, "access token refused; re-authenticating");
                     continue;
                 }

@@ -249,6 +249,114 @@ async fn a_forced_401_under_concurrency_costs_exactly_one_reauthentication() {
     assert_eq!(client.counters().reauthentications, 1);
 }
 
+/// A request that waits long on its answer can be refused for a token another request has since
+/// replaced; that refusal says nothing about the credential. When the replacement dies too, the
+/// request re-authenticates once more and succeeds, as any request whose token died would.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credential() {
+    let emulator = emulator(TenantShape {
+        projects: 2,
+        scans_per_project: 1,
+        results_per_scan: 20,
+        ..TenantShape::default()
+    })
+    .await;
+    let client = default_client(&emulator);
+    client.authenticate().await.unwrap();
+    // The results answer comes a second late: its token is judged when the wait is over.
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            latency_ms: 1_000,
+            ..FaultSpec::default()
+        },
+    );
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { pull_results(&client, &scan).await.0 }
+    });
+    let arrived = std::time::Instant::now();
+    while emulator.traffic().requests_to(Endpoint::Results) == 0 {
+        assert!(
+            arrived.elapsed() < Duration::from_secs(30),
+            "the pull never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // While it waits, its token is revoked, another call replaces it, and the replacement is
+    // revoked as well.
+    emulator.revoke_tokens();
+    assert!(client.projects().await.unwrap().completeness.is_complete());
+    emulator.revoke_tokens();
+    assert_eq!(slow.await.unwrap(), 20, "the slow pull succeeds");
+    let seen = client.counters();
+    assert_eq!(
+        (seen.reauthentications, seen.token_requests),
+        (2, 3),
+        "one re-authentication for each token that died"
+    );
+    assert_eq!(emulator.traffic().requests_to(Endpoint::Results), 3);
+}
+
+/// Refused again and again on tokens other requests keep replacing, a request gives up after a
+/// few rounds rather than going on for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_refused_on_replaced_tokens_again_and_again_gives_up() {
+    let emulator = emulator(TenantShape {
+        projects: 2,
+        scans_per_project: 1,
+        results_per_scan: 20,
+        ..TenantShape::default()
+    })
+    .await;
+    let client = default_client(&emulator);
+    client.authenticate().await.unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            latency_ms: 500,
+            ..FaultSpec::default()
+        },
+    );
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.results(&scan).next_page().await.map(|_| ()) }
+    });
+    // During each of its attempts, the token it holds is revoked and replaced by another call.
+    for attempt in 1..=5 {
+        let started = std::time::Instant::now();
+        while emulator.traffic().requests_to(Endpoint::Results) < attempt {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "attempt {attempt} never came"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        emulator.revoke_tokens();
+        client.projects().await.unwrap();
+    }
+    let e = slow.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VendorError::Unauthorized {
+                endpoint: "results"
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(emulator.traffic().requests_to(Endpoint::Results), 5);
+    assert_eq!(client.counters().token_requests, 6, "the other calls' five");
+}
+
 #[tokio::test]
 async fn a_credential_refused_after_a_fresh_token_fails_clearly() {
     let emulator = emulator(TenantShape::default()).await;
