@@ -113,11 +113,12 @@ fn key_claims(key: &str) -> KeyClaims {
     }
 }
 
-/// How long before expiry a token is replaced: a fifth of its lifetime, at least a second (`exp`
-/// claims count whole seconds) and at most a minute, never more than half the lifetime.
+/// How long before expiry a token is replaced: a fifth of its lifetime, at least two seconds (an
+/// issuer counts `exp` in whole seconds, so a token can die up to a second early, and a request
+/// takes a while to arrive) and at most a minute, never more than half the lifetime.
 fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 5)
-        .max(Duration::from_secs(1))
+        .max(Duration::from_secs(2))
         .min(Duration::from_secs(60))
         .min(lifetime / 2)
 }
@@ -392,8 +393,16 @@ mod tests {
             Duration::from_secs(20)
         );
         assert_eq!(
+            refresh_margin(Duration::from_secs(10)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
             refresh_margin(Duration::from_secs(4)),
-            Duration::from_secs(1)
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(3)),
+            Duration::from_millis(1_500)
         );
         assert_eq!(
             refresh_margin(Duration::from_secs(1)),

@@ -119,8 +119,10 @@ async fn token_errors_never_contain_the_secret() {
 
 #[tokio::test]
 async fn tokens_expiring_mid_run_cause_no_failed_request() {
+    // Four seconds, counted in whole seconds from the second of issue as Keycloak does: each
+    // token dies 3 to 4 s after it is asked for, and is replaced 2 s after.
     let emulator = emulator_with(EmulatorConfig {
-        token_lifetime_secs: 2,
+        token_lifetime_secs: 4,
         shape: TenantShape {
             projects: 3,
             results_per_scan: 30,
@@ -136,14 +138,13 @@ async fn tokens_expiring_mid_run_cause_no_failed_request() {
         .unwrap();
     let started = std::time::Instant::now();
     let mut calls = 0;
-    while started.elapsed() < Duration::from_millis(4_500) {
+    while started.elapsed() < Duration::from_millis(6_500) || calls <= 10 {
         let (records, pager) = pull_results(&client, &scan).await;
         assert_eq!(records, 30);
         assert!(pager.completeness().is_complete());
         calls += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(calls > 10);
     let counters = client.counters();
     assert!(
         counters.token_requests >= 3,

@@ -381,14 +381,16 @@ async fn drift_changes_the_total_during_paging() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn faults_can_be_switched_over_http_and_stats_count_requests_and_peak_in_flight() {
     let emulator = start(TenantShape::default()).await;
     let token = full_token(&emulator).await;
     let http = client();
+    // Answers three seconds late, so the eight calls below (each with its own client and
+    // connection) are all in flight together even on a loaded machine.
     let put = http
         .put(format!("{}/_emulator/faults/all", emulator.api_url))
-        .json(&serde_json::json!({"latency_ms": 600, "rate_limit_rate": 0.0}))
+        .json(&serde_json::json!({"latency_ms": 3000, "rate_limit_rate": 0.0}))
         .send()
         .await
         .unwrap();
