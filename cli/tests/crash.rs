@@ -71,7 +71,7 @@ async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_outp
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let crashed_run = loop {
         let running = runs_on_disk(&dir, "crash");
         let with_pages = running.keys().find(|run| {

@@ -491,7 +491,10 @@ async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
     };
     let (sca_at, sast_at) = (created(Engine::Sca).await, created(Engine::Sast).await);
     assert!(sca_at - sast_at >= time::Duration::days(2));
-    let window = (time::OffsetDateTime::now_utc() - sca_at).whole_days() as u32 + 1;
+    // SCA's scan at least half a day inside the window, SAST's at least half a day outside,
+    // whatever the time of day the test runs at.
+    let sca_age = time::OffsetDateTime::now_utc() - sca_at;
+    let window = (sca_age + time::Duration::hours(12)).whole_days() as u32 + 1;
     let mut connection = every_engine(&rescans, "window");
     connection.config.filters.max_scan_age_days = Some(window);
     let connection = connection.config.validate().unwrap();

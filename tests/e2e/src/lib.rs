@@ -66,8 +66,8 @@ impl Moto {
                 return moto;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server did not answer within 30 s"
+                started.elapsed() < Duration::from_secs(120),
+                "moto_server did not answer within 120 s"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
