@@ -42,10 +42,15 @@ pub fn pack_page(bytes: &[u8]) -> Bytes {
     Bytes::from(packed)
 }
 
+/// The most a packed page may say it unpacks to and be unpacked into one buffer of that size; a
+/// larger claim (a damaged header, or a page larger than any collect writes) is unpacked as a
+/// stream, so a false size never reserves memory.
+const ONE_BUFFER_LIMIT: u64 = 256 << 20;
+
 /// A stored file unpacked as its name says: `.zst` (zstd), `.gz` (gzip) or anything else as it is.
 pub fn unpack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
     if name.ends_with(".zst") {
-        zstd::stream::decode_all(bytes).map_err(|e| format!("not zstd ({e})"))
+        unzstd(bytes, ONE_BUFFER_LIMIT)
     } else if name.ends_with(".gz") {
         let mut out = Vec::with_capacity(bytes.len() * 4);
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out)
@@ -54,6 +59,16 @@ pub fn unpack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
     } else {
         Ok(bytes.to_vec())
     }
+}
+
+/// A page's frame says its size: unpacked into one buffer of it, not one grown and copied as the
+/// stream goes. A frame whose content differs from the size it claims does not unpack.
+fn unzstd(bytes: &[u8], one_buffer_limit: u64) -> Result<Vec<u8>, String> {
+    match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(size)) if size <= one_buffer_limit => zstd::bulk::decompress(bytes, size as usize),
+        _ => zstd::stream::decode_all(bytes),
+    }
+    .map_err(|e| format!("not zstd ({e})"))
 }
 
 #[cfg(test)]
@@ -81,5 +96,41 @@ mod tests {
         damaged[at] ^= 0x40;
         let error = unpack("0.json.zst", &damaged).unwrap_err();
         assert!(error.starts_with("not zstd"), "a damaged page: {error}");
+    }
+
+    #[test]
+    fn a_page_unpacks_whether_or_not_its_frame_says_its_size_and_a_false_size_fails() {
+        let page = br#"{"results":[{"id":"a"}],"totalCount":1}"#.repeat(50);
+        let packed = pack_page(&page);
+        let said = zstd::zstd_safe::get_frame_content_size(&packed).unwrap();
+        assert_eq!(
+            said,
+            Some(page.len() as u64),
+            "collect's frames say their size"
+        );
+        assert_eq!(unzstd(&packed, 1 << 20).unwrap(), page, "in one buffer");
+        assert_eq!(
+            unzstd(&packed, 100).unwrap(),
+            page,
+            "over the limit: streamed"
+        );
+        let unsized_frame = zstd::stream::encode_all(&page[..], 1).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&unsized_frame).unwrap(),
+            None
+        );
+        assert_eq!(unpack("0.json.zst", &unsized_frame).unwrap(), page);
+        // The size is the header's last field (after the magic number and one descriptor byte,
+        // for a page this small): a frame saying it holds less, or more, does not unpack.
+        for change in [-1i16, 1] {
+            let mut lying = packed.to_vec();
+            lying[5] = (i16::from(lying[5]) + change) as u8;
+            let said = zstd::zstd_safe::get_frame_content_size(&lying)
+                .unwrap()
+                .unwrap();
+            assert_ne!(said, page.len() as u64);
+            let error = unpack("0.json.zst", &lying).unwrap_err();
+            assert!(error.starts_with("not zstd"), "{change}: {error}");
+        }
     }
 }

@@ -435,3 +435,46 @@ async fn a_store_that_fails_while_a_pull_is_resumed_keeps_its_progress() {
     let cut = cut_after_three_pages(&emulator, "resume-read-cut").await;
     fails_once_then_goes_on(&cut, (&whole, &uncut), 1, true, 3).await;
 }
+
+/// A collect stopped between a page's write and its progress's (the function killed there, or
+/// the store failing the second write) leaves the progress one page behind the pages: the next
+/// attempt asks again for that one page only, writes it over the one stored, and ends as a
+/// collect never cut off.
+#[tokio::test]
+async fn a_collect_stopped_between_a_page_and_its_progress_asks_again_for_that_page_only() {
+    let emulator = tenant(OffsetMode::Item).await;
+    let (whole, uncut) = collected_whole(&emulator, "resume-lag-whole").await;
+    let cut = cut_after_three_pages(&emulator, "resume-lag-cut").await;
+    let failing = FailsOnce {
+        inner: cut.store.clone(),
+        page: format!("/raw/{}/progress.json", cut.item.item),
+        reads: false,
+        failed: Default::default(),
+    };
+    let error = cut.collect(&failing, None).await.unwrap_err();
+    assert!(
+        matches!(error, StepError::Store(_)) && error.is_retryable(),
+        "{error}"
+    );
+    let page_three = cut.item.run.raw_page(&cut.item.item, 3);
+    assert!(
+        cut.store.get(&page_three).await.unwrap().is_some(),
+        "page 3 stored"
+    );
+    let progress = cut.item.run.collect_progress(&cut.item.item);
+    let progress: serde_json::Value =
+        serde_json::from_slice(&cut.store.get(&progress).await.unwrap().unwrap()).unwrap();
+    assert_eq!(progress["pages"], 3, "its progress not");
+
+    let resumed = cut.collect(&cut.store, None).await.unwrap();
+    assert_eq!(verdict(&resumed), verdict(&uncut));
+    assert_eq!(
+        resumed.traffic.requests,
+        uncut.traffic.requests - 3,
+        "pages 0 to 2 are not asked for again; page 3 is"
+    );
+    assert_eq!(
+        cut.pages(resumed.pages).await,
+        whole.pages(uncut.pages).await
+    );
+}
