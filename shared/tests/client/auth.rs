@@ -159,16 +159,17 @@ async fn tokens_expiring_mid_run_cause_no_failed_request() {
 #[tokio::test]
 async fn a_token_killed_early_is_replaced_once_and_the_call_succeeds() {
     let emulator = emulator(TenantShape::default()).await;
+    // Two seconds: the first call uses its token well inside them, however loaded the machine.
     emulator.set_fault(
         Endpoint::Token,
         FaultSpec {
-            expire_tokens_after_secs: Some(1),
+            expire_tokens_after_secs: Some(2),
             ..FaultSpec::default()
         },
     );
     let client = default_client(&emulator);
     client.projects().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
     let listing = client
         .projects()
         .await
