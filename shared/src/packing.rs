@@ -44,7 +44,7 @@ pub fn pack_page(bytes: &[u8]) -> Bytes {
 
 /// The most a packed page may say it unpacks to and be unpacked into one buffer of that size; a
 /// larger claim (a damaged header, or a page larger than any collect writes) is unpacked as a
-/// stream, so a false size never reserves memory.
+/// stream, so a false size reserves no more than this.
 const ONE_BUFFER_LIMIT: u64 = 256 << 20;
 
 /// A stored file unpacked as its name says: `.zst` (zstd), `.gz` (gzip) or anything else as it is.
@@ -61,11 +61,16 @@ pub fn unpack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// A page's frame says its size: unpacked into one buffer of it, not one grown and copied as the
-/// stream goes. A frame whose content differs from the size it claims does not unpack.
+/// A page packed as one frame that says its size (as collect packs them) is unpacked into one
+/// buffer of that size, not one grown and copied as the stream goes; anything else (several
+/// frames, no size said) as a stream. A frame whose content differs from the size it claims does
+/// not unpack.
 fn unzstd(bytes: &[u8], one_buffer_limit: u64) -> Result<Vec<u8>, String> {
+    let one_frame = zstd::zstd_safe::find_frame_compressed_size(bytes) == Ok(bytes.len());
     match zstd::zstd_safe::get_frame_content_size(bytes) {
-        Ok(Some(size)) if size <= one_buffer_limit => zstd::bulk::decompress(bytes, size as usize),
+        Ok(Some(size)) if one_frame && size <= one_buffer_limit => {
+            zstd::bulk::decompress(bytes, size as usize)
+        }
         _ => zstd::stream::decode_all(bytes),
     }
     .map_err(|e| format!("not zstd ({e})"))
@@ -120,6 +125,12 @@ mod tests {
             None
         );
         assert_eq!(unpack("0.json.zst", &unsized_frame).unwrap(), page);
+        // Two frames one after the other (`cat a.zst b.zst`): the first says only its own size.
+        let two_frames = [&packed[..], &packed[..]].concat();
+        assert_eq!(
+            unpack("0.json.zst", &two_frames).unwrap(),
+            [&page[..], &page[..]].concat()
+        );
         // The size is the header's last field (after the magic number and one descriptor byte,
         // for a page this small): a frame saying it holds less, or more, does not unpack.
         for change in [-1i16, 1] {

@@ -231,6 +231,15 @@ impl TokenSource {
         Ok(bearer)
     }
 
+    /// Whether `used` is the token held: no other caller has replaced it since.
+    pub async fn holds(&self, used: &Bearer) -> bool {
+        self.cache
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.bearer.serial == used.serial)
+    }
+
     /// Drops `used` after the API refused it, unless another caller already replaced it.
     pub async fn invalidate(&self, used: &Bearer) -> bool {
         let mut cache = self.cache.lock().await;

@@ -1,4 +1,4 @@
-//! The Checkmarx One client: authenticated GETs with one re-auth on 401 and the shared retry
+//! The Checkmarx One client: authenticated GETs that re-authenticate on a 401, the shared retry
 //! layer, and the list pages every pager reads.
 
 use std::ops::Range;
@@ -13,11 +13,11 @@ use super::auth::TokenSource;
 use super::config::VendorConfig;
 use super::error::VendorError;
 use super::transport::{CounterSnapshot, Transport, Verdict, classify, without_url};
+use crate::secret::Credential;
 
-/// How often one request goes again after a 401 on a token another request had already replaced
+/// How often one attempt goes again after a 401 on a token another request had already replaced
 /// (each time with the token then held) before it gives up: a bound, not a loop.
 const MAX_REFUSED_REPLACED_TOKENS: u32 = 4;
-use crate::secret::Credential;
 
 /// The only code that talks to Checkmarx One. Cheap to share (`Arc` inside); safe to use from
 /// many tasks at once: the concurrency cap and the token cache are shared.
@@ -258,11 +258,11 @@ impl CxOneClient {
             .map(|_| ())
     }
 
-    /// An authenticated GET, read whole. A 401 triggers a re-authentication and one more
-    /// attempt; a 401 straight after one means the credential no longer works, while a token that
-    /// dies during a retry's wait is renewed again. A 401 on a token another request has already
-    /// replaced says nothing about the credential: the request goes again with the token now
-    /// held (a few times at most). 429, 5xx, timeouts, broken connections and bodies that
+    /// An authenticated GET, read whole. A 401 on the token held drops it, re-authenticates and
+    /// goes again; a second 401 on the token held, with no other answer between, means the
+    /// credential no longer works, while a token that dies during a retry's wait is renewed
+    /// again. A 401 on a token another request has already replaced says nothing about the
+    /// credential: the request goes again with the token now held (a few times at most). 429, 5xx, timeouts, broken connections and bodies that
     /// `accept` refuses are retried by the one retry layer; other answers fail at once.
     pub(crate) async fn get_checked<T>(
         &self,
@@ -293,7 +293,7 @@ impl CxOneClient {
                     Err(problem) => (problem, None),
                 },
                 Ok(exchange) if exchange.status == StatusCode::UNAUTHORIZED => {
-                    if !inner.tokens.invalidate(&bearer).await {
+                    if !inner.tokens.holds(&bearer).await {
                         refused_replaced_tokens += 1;
                         if refused_replaced_tokens > MAX_REFUSED_REPLACED_TOKENS {
                             return Err(VendorError::Unauthorized { endpoint });
@@ -305,11 +305,13 @@ impl CxOneClient {
                         return Err(VendorError::Unauthorized { endpoint });
                     }
                     refused_in_a_row = true;
-                    inner
-                        .transport
-                        .counters
-                        .reauthentications
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if inner.tokens.invalidate(&bearer).await {
+                        inner
+                            .transport
+                            .counters
+                            .reauthentications
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     tracing::info!(endpoint, "access token refused; re-authenticating");
                     continue;
                 }
@@ -321,7 +323,7 @@ impl CxOneClient {
                     Verdict::Fail(error) => return Err(error),
                 },
             };
-            refused_in_a_row = false;
+            (refused_in_a_row, refused_replaced_tokens) = (false, 0);
             retries.wait(reason, retry_after).await?;
         }
     }

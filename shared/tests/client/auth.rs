@@ -265,11 +265,12 @@ async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credentia
     .await;
     let client = default_client(&emulator);
     client.authenticate().await.unwrap();
-    // The results answer comes a second late: its token is judged when the wait is over.
+    // The first results answer comes three seconds late: its token is judged when the wait is
+    // over, long after what follows.
     emulator.set_fault(
         Endpoint::Results,
         FaultSpec {
-            latency_ms: 1_000,
+            latency_ms: 3_000,
             ..FaultSpec::default()
         },
     );
@@ -294,6 +295,7 @@ async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credentia
     emulator.revoke_tokens();
     assert!(client.projects().await.unwrap().completeness.is_complete());
     emulator.revoke_tokens();
+    emulator.clear_faults();
     assert_eq!(slow.await.unwrap(), 20, "the slow pull succeeds");
     let seen = client.counters();
     assert_eq!(
@@ -317,10 +319,11 @@ async fn a_request_refused_on_replaced_tokens_again_and_again_gives_up() {
     .await;
     let client = default_client(&emulator);
     client.authenticate().await.unwrap();
+    // Each attempt's token is judged 1.5 s after it arrives, long after the test's moves.
     emulator.set_fault(
         Endpoint::Results,
         FaultSpec {
-            latency_ms: 500,
+            latency_ms: 1_500,
             ..FaultSpec::default()
         },
     );
