@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
+use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use cxone_etm::cxone::{AuthError, CxOneClient, RetrySettings, VendorError};
 use cxone_etm::secret::Credential;
 
@@ -251,11 +251,9 @@ async fn a_forced_401_under_concurrency_costs_exactly_one_reauthentication() {
     assert_eq!(client.counters().reauthentications, 1);
 }
 
-/// A request that waits long on its answer can be refused for a token another request has since
-/// replaced; that refusal says nothing about the credential. When the replacement dies too, the
-/// request re-authenticates once more and succeeds, as any request whose token died would.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credential() {
+/// A tenant whose results answers come `latency_ms` late (each request's token judged when the
+/// wait is over), a client holding a token, and the scan to pull.
+async fn slow_results(latency_ms: u64) -> (Emulator, CxOneClient, String) {
     let emulator = emulator(TenantShape {
         projects: 2,
         scans_per_project: 1,
@@ -265,12 +263,10 @@ async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credentia
     .await;
     let client = default_client(&emulator);
     client.authenticate().await.unwrap();
-    // The first results answer comes three seconds late: its token is judged when the wait is
-    // over, long after what follows.
     emulator.set_fault(
         Endpoint::Results,
         FaultSpec {
-            latency_ms: 3_000,
+            latency_ms,
             ..FaultSpec::default()
         },
     );
@@ -278,18 +274,33 @@ async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credentia
         .latest_completed_sast_scan
         .clone()
         .unwrap();
+    (emulator, client, scan)
+}
+
+/// Waits until the emulator has received `count` results requests.
+async fn results_requests_arrived(emulator: &Emulator, count: u64) {
+    let started = std::time::Instant::now();
+    while emulator.traffic().requests_to(Endpoint::Results) < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "results request {count} never came"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A request that waits long on its answer can be refused for a token another request has since
+/// replaced; that refusal says nothing about the credential. When the replacement dies too, the
+/// request re-authenticates once more and succeeds, as any request whose token died would.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credential() {
+    // The first results answer comes three seconds late, long after what follows.
+    let (emulator, client, scan) = slow_results(3_000).await;
     let slow = tokio::spawn({
         let client = client.clone();
         async move { pull_results(&client, &scan).await.0 }
     });
-    let arrived = std::time::Instant::now();
-    while emulator.traffic().requests_to(Endpoint::Results) == 0 {
-        assert!(
-            arrived.elapsed() < Duration::from_secs(30),
-            "the pull never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    results_requests_arrived(&emulator, 1).await;
     // While it waits, its token is revoked, another call replaces it, and the replacement is
     // revoked as well.
     emulator.revoke_tokens();
@@ -310,41 +321,15 @@ async fn a_refusal_of_a_token_already_replaced_is_not_held_against_the_credentia
 /// few rounds rather than going on for ever.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_refused_on_replaced_tokens_again_and_again_gives_up() {
-    let emulator = emulator(TenantShape {
-        projects: 2,
-        scans_per_project: 1,
-        results_per_scan: 20,
-        ..TenantShape::default()
-    })
-    .await;
-    let client = default_client(&emulator);
-    client.authenticate().await.unwrap();
     // Each attempt's token is judged 1.5 s after it arrives, long after the test's moves.
-    emulator.set_fault(
-        Endpoint::Results,
-        FaultSpec {
-            latency_ms: 1_500,
-            ..FaultSpec::default()
-        },
-    );
-    let scan = emulator.expected().projects[0]
-        .latest_completed_sast_scan
-        .clone()
-        .unwrap();
+    let (emulator, client, scan) = slow_results(1_500).await;
     let slow = tokio::spawn({
         let client = client.clone();
         async move { client.results(&scan).next_page().await.map(|_| ()) }
     });
     // During each of its attempts, the token it holds is revoked and replaced by another call.
     for attempt in 1..=5 {
-        let started = std::time::Instant::now();
-        while emulator.traffic().requests_to(Endpoint::Results) < attempt {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "attempt {attempt} never came"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        results_requests_arrived(&emulator, attempt).await;
         emulator.revoke_tokens();
         client.projects().await.unwrap();
     }
