@@ -347,6 +347,41 @@ async fn a_request_refused_on_replaced_tokens_again_and_again_gives_up() {
     assert_eq!(client.counters().token_requests, 6, "the other calls' five");
 }
 
+/// The bound is on refusals in a row: an answer of another kind between them (here a 503, retried)
+/// starts the count again, so a long call among callers that keep replacing tokens goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_on_replaced_tokens_are_counted_in_a_row_only() {
+    let (emulator, client, scan) = slow_results(1_500).await;
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.results(&scan).next_page().await.map(|_| ()) }
+    });
+    // Four refusals on replaced tokens, then a 503, then a fifth refusal: within the bound.
+    for attempt in 1..=6 {
+        results_requests_arrived(&emulator, attempt).await;
+        if attempt == 5 {
+            emulator.set_fault(
+                Endpoint::Results,
+                FaultSpec {
+                    latency_ms: 1_500,
+                    server_error_rate: 1.0,
+                    max: Some(1),
+                    ..FaultSpec::default()
+                },
+            );
+        } else {
+            emulator.revoke_tokens();
+            client.projects().await.unwrap();
+        }
+    }
+    emulator.clear_faults();
+    slow.await
+        .unwrap()
+        .expect("a 503 between refusals starts their count again");
+    assert_eq!(emulator.traffic().requests_to(Endpoint::Results), 7);
+    assert_eq!(client.counters().retries, 1, "the 503's");
+}
+
 #[tokio::test]
 async fn a_credential_refused_after_a_fresh_token_fails_clearly() {
     let emulator = emulator(TenantShape::default()).await;
