@@ -7,6 +7,7 @@
 pub mod cxone;
 pub mod field_error;
 pub mod fingerprint;
+mod json;
 pub mod lambda;
 pub mod layout;
 pub mod mapping;

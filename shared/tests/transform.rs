@@ -1703,3 +1703,36 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
             .starts_with("CVE-2#")
     );
 }
+
+#[test]
+fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
+    let cases: [(&[u8], &str); 5] = [
+        (b"{\"results\":[{\"id\":", "cut off at line 1 column 18"),
+        (
+            b"{\"results\":[{\"id\":\"secret-value\" \"x\"}]}",
+            "invalid JSON at line 1 column 34",
+        ),
+        (
+            b"{\"results\":[]} trailing",
+            "invalid JSON at line 1 column 16",
+        ),
+        (
+            b"{\"results\":[{\"id\":\"a\xff\"}]}",
+            "invalid JSON at line 1 column 21",
+        ),
+        (
+            b"{\"results\":[{\"id\":\"a\",\"similarityId\":1e999}]}",
+            "invalid JSON at line 1 column 42",
+        ),
+    ];
+    for (n, (page, problem)) in cases.into_iter().enumerate() {
+        let e = sast_transformer().push_page(page, n as u32).unwrap_err();
+        assert_eq!(
+            e,
+            TransformError::Page {
+                page: n as u32,
+                problem: format!("not a page object ({problem})"),
+            }
+        );
+    }
+}

@@ -4,13 +4,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::batch::{TransformContext, batch_lines, line_envelope};
 use super::catalog::{Computed, ValueType};
-use super::extract::{OnRecord, PageSeed, text_of};
+use super::extract::{OnRecord, text_of, walk_page};
 use super::identity;
 use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle};
 use super::map::{CompiledEntry, Layout, Plan};
@@ -658,25 +657,15 @@ fn read_records(
     on_record: &mut OnRecord,
 ) -> Result<(), TransformError> {
     let mut slots = vec![None; plan.finding_slots];
-    let mut deserializer = serde_json::Deserializer::from_slice(page);
-    let seed = PageSeed {
-        list_key: "results",
-        tree: &plan.finding_tree,
-        slots: &mut slots,
-        on_record,
-    };
-    let found = seed
-        .deserialize(&mut deserializer)
-        .and_then(|found| deserializer.end().map(|()| found));
-    match found {
+    match walk_page(page, "results", &plan.finding_tree, &mut slots, on_record) {
         Ok(true) => Ok(()),
         Ok(false) => Err(TransformError::Page {
             page: number,
             problem: "no `results` list".into(),
         }),
-        Err(e) => Err(TransformError::Page {
+        Err(problem) => Err(TransformError::Page {
             page: number,
-            problem: format!("not a page object: {e}"),
+            problem: format!("not a page object ({problem})"),
         }),
     }
 }

@@ -1,6 +1,7 @@
 //! One pass over a raw page: each record's mapped fields land in slots; everything else is skipped
 //! without being built. Shape problems never fail the page: a record that is not an object, or a
 //! nested field that is not what the map expects, simply leaves its slots empty.
+//! Pages are read with sonic-rs ([`crate::json`]); the slots hold `serde_json` values.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,7 +10,8 @@ use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 use serde_json::Value;
-use serde_json::value::RawValue;
+
+use sonic_rs::LazyValue;
 
 use super::map::PathTree;
 
@@ -56,10 +58,10 @@ pub(crate) const LAST: &str = "[last]";
 /// Reads one list element, kept as its raw text, into the slots under `tree`.
 fn read_raw(
     tree: &PathTree,
-    raw: &RawValue,
+    raw: &LazyValue,
     slots: &mut [Option<Value>],
-) -> Result<(), serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+) -> Result<(), sonic_rs::Error> {
+    let mut deserializer = sonic_rs::Deserializer::from_str(raw.as_raw_str());
     RecordSeed { tree, slots }.deserialize(&mut deserializer)?;
     Ok(())
 }
@@ -126,13 +128,13 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             return Ok(false);
         }
-        let mut latest: Option<&'de RawValue> = None;
+        let mut latest: Option<LazyValue<'de>> = None;
         let mut index = 0usize;
         loop {
             let element = match (index, first) {
                 (0, Some(tree)) => {
-                    let raw: Option<&'de RawValue> = seq.next_element()?;
-                    if let Some(raw) = raw {
+                    let raw: Option<LazyValue<'de>> = seq.next_element()?;
+                    if let Some(raw) = &raw {
                         read_raw(tree, raw, self.slots).map_err(A::Error::custom)?;
                     }
                     raw
@@ -146,7 +148,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             index += 1;
         }
         if let (Some(tree), Some(raw)) = (last, latest) {
-            read_raw(tree, raw, self.slots).map_err(A::Error::custom)?;
+            read_raw(tree, &raw, self.slots).map_err(A::Error::custom)?;
         }
         Ok(false)
     }
@@ -175,8 +177,30 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
 /// it may take: they are cleared before the next record).
 pub(crate) type OnRecord<'a> = dyn FnMut(u32, bool, &mut [Option<Value>]) + 'a;
 
+/// Walks `page`, a page object, to the end: reads each record of the list under `list_key` into
+/// `slots` and hands them to `on_record`. Whether the list was found; the error names what was
+/// wrong and where, never the page's text.
+pub(crate) fn walk_page(
+    page: &[u8],
+    list_key: &str,
+    tree: &PathTree,
+    slots: &mut Vec<Option<Value>>,
+    on_record: &mut OnRecord,
+) -> Result<bool, String> {
+    let mut deserializer = sonic_rs::Deserializer::from_slice(page);
+    PageSeed {
+        list_key,
+        tree,
+        slots,
+        on_record,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|found| deserializer.end().map(|()| found))
+    .map_err(|e| crate::json::fault(&e))
+}
+
 /// Walks a page object, finds the list under `list_key` and reads each record.
-pub(crate) struct PageSeed<'a, 'h> {
+struct PageSeed<'a, 'h> {
     pub list_key: &'a str,
     pub tree: &'a PathTree,
     pub slots: &'a mut Vec<Option<Value>>,

@@ -7,11 +7,10 @@
 
 use std::collections::BTreeSet;
 
-use serde::de::DeserializeSeed;
 use serde_json::Value;
 use sha2::Digest;
 
-use super::extract::{PageSeed, text_of};
+use super::extract::{text_of, walk_page};
 use super::map::{PathTree, Plan};
 use crate::Engine;
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
@@ -145,14 +144,7 @@ impl IdTally {
                 repeated.insert(id);
             }
         };
-        let mut deserializer = serde_json::Deserializer::from_slice(page);
-        let _ = PageSeed {
-            list_key: "results",
-            tree: &self.tree,
-            slots: &mut self.slots,
-            on_record: &mut on_record,
-        }
-        .deserialize(&mut deserializer);
+        let _ = walk_page(page, "results", &self.tree, &mut self.slots, &mut on_record);
     }
 
     /// Forgets every id counted, for a pull that starts over.
