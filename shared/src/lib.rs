@@ -7,7 +7,6 @@
 pub mod cxone;
 pub mod field_error;
 pub mod fingerprint;
-mod json;
 pub mod lambda;
 pub mod layout;
 pub mod mapping;

@@ -1706,8 +1706,21 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
 
 #[test]
 fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
-    let cases: [(&[u8], &str); 5] = [
+    let cases: [(&[u8], &str); 7] = [
         (b"{\"results\":[{\"id\":", "cut off at line 1 column 18"),
+        // Not UTF-8: in a field the map reads, in a list element it reads, in one it skips.
+        (
+            b"{\"results\":[{\"id\":\"a\xff\"}]}",
+            "not UTF-8 at byte 20",
+        ),
+        (
+            b"{\"results\":[{\"id\":\"a\",\"data\":{\"nodes\":[{\"fileName\":\"\xff\"}]}}]}",
+            "not UTF-8 at byte 52",
+        ),
+        (
+            b"{\"results\":[{\"id\":\"a\",\"unread\":\"\xff\"}]}",
+            "not UTF-8 at byte 32",
+        ),
         (
             b"{\"results\":[{\"id\":\"secret-value\" \"x\"}]}",
             "invalid JSON at line 1 column 34",
@@ -1715,10 +1728,6 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
         (
             b"{\"results\":[]} trailing",
             "invalid JSON at line 1 column 16",
-        ),
-        (
-            b"{\"results\":[{\"id\":\"a\xff\"}]}",
-            "invalid JSON at line 1 column 21",
         ),
         (
             b"{\"results\":[{\"id\":\"a\",\"similarityId\":1e999}]}",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use sonic_rs::LazyValue;
+use serde_json::value::RawValue;
 use url::Url;
 
 use super::auth::TokenSource;
@@ -59,7 +59,7 @@ pub(crate) fn parse_list_page(
 ) -> Result<ListPage, String> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| format!("body is not UTF-8 at byte {}", e.valid_up_to()))?;
-    let mut deserializer = sonic_rs::Deserializer::from_str(text);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let top = serde::de::DeserializeSeed::deserialize(
         TopLevel {
             list_key,
@@ -68,22 +68,31 @@ pub(crate) fn parse_list_page(
         &mut deserializer,
     )
     .and_then(|top| deserializer.end().map(|()| top))
-    .map_err(|e| format!("body is not a JSON object ({})", crate::json::fault(&e)))?;
+    .map_err(|e| {
+        format!(
+            "body is not a JSON object ({} at line {} column {})",
+            kind(&e),
+            e.line(),
+            e.column()
+        )
+    })?;
     let items = top
         .list
         .ok_or_else(|| format!("no `{list_key}` list in the answer"))?
         .ok_or_else(|| format!("`{list_key}` is not a list"))?;
     let total = top
         .total
-        .and_then(|t| t.as_raw_str().parse::<u64>().ok())
+        .and_then(|t| serde_json::from_str::<u64>(t.get()).ok())
         .ok_or_else(|| format!("no whole-number `{total_key}` in the answer"))?;
-    let pages = top.pages.and_then(|p| p.as_raw_str().parse::<u64>().ok());
+    let pages = top
+        .pages
+        .and_then(|p| serde_json::from_str::<u64>(p.get()).ok());
     let base = text.as_ptr() as usize;
     let records = items
         .iter()
         .map(|raw| {
-            let start = raw.as_raw_str().as_ptr() as usize - base;
-            start..start + raw.as_raw_str().len()
+            let start = raw.get().as_ptr() as usize - base;
+            start..start + raw.get().len()
         })
         .collect();
     Ok(ListPage {
@@ -103,9 +112,9 @@ struct TopLevel<'k> {
 
 #[derive(Default)]
 struct TopMembers<'a> {
-    list: Option<Option<Vec<LazyValue<'a>>>>,
-    total: Option<LazyValue<'a>>,
-    pages: Option<LazyValue<'a>>,
+    list: Option<Option<Vec<&'a RawValue>>>,
+    total: Option<&'a RawValue>,
+    pages: Option<&'a RawValue>,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for TopLevel<'_> {
@@ -144,7 +153,7 @@ impl<'de> serde::de::Visitor<'de> for TopLevel<'_> {
 }
 
 /// A list's records, located; `None` for any other value, read past.
-struct ListOrOther<'a>(Option<Vec<LazyValue<'a>>>);
+struct ListOrOther<'a>(Option<Vec<&'a RawValue>>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for ListOrOther<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -194,6 +203,14 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for ListOrOther<'a> {
             }
         }
         deserializer.deserialize_any(Records)
+    }
+}
+
+fn kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "cut off",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        _ => "unexpected shape",
     }
 }
 
@@ -364,14 +381,18 @@ mod tests {
     #[test]
     fn list_pages_locate_each_record() {
         let body = Bytes::from_static(
-            b"{\"results\":[ {\"id\":\"a\"} ,\n\t{\"id\":\"b]\\\"}\",\"x\":[1,2]}\r\n],\"totalCount\": 7 ,\"scanID\":\"s\"}",
+            b"{\"results\":[ {\"id\":\"a\"} ,\n\t{\"id\":\"b]\\\"}\",\"x\":[1,2]}\r\n, \"c\\\"d\" ],\"totalCount\": 7 ,\"scanID\":\"s\"}",
         );
         let page = parse_list_page(body, "results", "totalCount").unwrap();
         assert_eq!(page.total, 7);
         let records: Vec<&[u8]> = page.records.iter().map(|r| page.record(r)).collect();
         assert_eq!(
             records,
-            vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b]\"}","x":[1,2]}"#[..]]
+            vec![
+                &br#"{"id":"a"}"#[..],
+                &br#"{"id":"b]\"}","x":[1,2]}"#[..],
+                &br#""c\"d""#[..]
+            ]
         );
     }
 
@@ -388,13 +409,17 @@ mod tests {
 
     #[test]
     fn broken_pages_are_described_without_their_content() {
-        let cases: [(&[u8], &str); 11] = [
+        let cases: [(&[u8], &str); 12] = [
             (br#"{"results":[{"id":"a"}"#, "cut off"),
             (
                 br#"{"results":[{"id":tru}],"totalCount":1}"#,
                 "invalid JSON",
             ),
             (br#"{"results":[{"x":[1,}],"totalCount":1}"#, "invalid JSON"),
+            (
+                br#"{"results":[{"x":"\uZZZZ"}],"totalCount":1}"#,
+                "invalid JSON",
+            ),
             (
                 b"{\"results\":[{\"x\":\"\xff\"}],\"totalCount\":1}",
                 "not UTF-8 at byte 18",

@@ -1,7 +1,11 @@
 //! One pass over a raw page: each record's mapped fields land in slots; everything else is skipped
 //! without being built. Shape problems never fail the page: a record that is not an object, or a
 //! nested field that is not what the map expects, simply leaves its slots empty.
-//! Pages are read with sonic-rs ([`crate::json`]); the slots hold `serde_json` values.
+//!
+//! Pages are walked with sonic-rs's serde `Deserializer`, which reads them faster than serde_json
+//! (docs/performance.md); the slots hold `serde_json` values. Collect has checked each page with
+//! serde_json as it arrived, so the walk checks only what sonic-rs cannot do without: that the page
+//! is UTF-8.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -135,7 +139,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 (0, Some(tree)) => {
                     let raw: Option<LazyValue<'de>> = seq.next_element()?;
                     if let Some(raw) = &raw {
-                        read_raw(tree, raw, self.slots).map_err(A::Error::custom)?;
+                        read_raw(tree, raw, self.slots).map_err(|e| A::Error::custom(fault(&e)))?;
                     }
                     raw
                 }
@@ -148,7 +152,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             index += 1;
         }
         if let (Some(tree), Some(raw)) = (last, latest) {
-            read_raw(tree, &raw, self.slots).map_err(A::Error::custom)?;
+            read_raw(tree, &raw, self.slots).map_err(|e| A::Error::custom(fault(&e)))?;
         }
         Ok(false)
     }
@@ -187,7 +191,11 @@ pub(crate) fn walk_page(
     slots: &mut Vec<Option<Value>>,
     on_record: &mut OnRecord,
 ) -> Result<bool, String> {
-    let mut deserializer = sonic_rs::Deserializer::from_slice(page);
+    // sonic-rs reads `&str` input as UTF-8 without checking it, and checks `&[u8]` input only in
+    // the strings it reads: the whole page is checked first, once.
+    let text =
+        std::str::from_utf8(page).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
+    let mut deserializer = sonic_rs::Deserializer::from_str(text);
     PageSeed {
         list_key,
         tree,
@@ -196,7 +204,18 @@ pub(crate) fn walk_page(
     }
     .deserialize(&mut deserializer)
     .and_then(|found| deserializer.end().map(|()| found))
-    .map_err(|e| crate::json::fault(&e))
+    .map_err(|e| fault(&e))
+}
+
+/// What was wrong with a page and where, never its text (a sonic-rs error's `Display` quotes the
+/// input around the fault, so it is never shown).
+fn fault(e: &sonic_rs::Error) -> String {
+    let kind = match e.classify() {
+        sonic_rs::error::Category::Eof => "cut off",
+        sonic_rs::error::Category::Syntax => "invalid JSON",
+        _ => "unexpected shape",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
 }
 
 /// Walks a page object, finds the list under `list_key` and reads each record.
