@@ -82,16 +82,17 @@ cargo test --workspace --doc --locked
 # one core, so both ways are tested.
 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512 "${run_whole_runs[@]}"
 
-# sam build's release links (fat LTO, one codegen unit) use one core each for minutes: it runs in
+# sam build's release links (fat LTO, one codegen unit) take one core each for minutes: it runs in
 # the background, in a target directory of its own (cargo locks a target directory per build, and
-# SAM finds the binaries through `cargo metadata`), while the next stages use the other core.
+# SAM finds the binaries through `cargo metadata`), beside the next stages.
 # SAM builds the functions one after another, one `cargo lambda build --bin` each, so their four
-# links would run one at a time. The same command with all four `--bin`s first lets cargo link them
-# side by side; SAM's own builds then find every unit fresh and only copy the binaries.
+# links would run one at a time. The same command with all four `--bin`s first lets cargo link two
+# at a time (both cores, once the stages beside it are done); SAM's own builds then find every unit
+# fresh and only copy the binaries.
 stage "sam build: every function through cargo-lambda (arm64), in the background"
 functions=(cxone-etm-trigger cxone-etm-collect cxone-etm-transform cxone-etm-finalize)
 (export CARGO_TARGET_DIR="$PWD/target/sam-arm64" PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
-  cargo lambda build --release --arm64 "${functions[@]/#/--bin=}"
+  cargo lambda build --release --arm64 --locked "${functions[@]/#/--bin=}"
   cd infra && ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build) >target/sam-build.log 2>&1 &
 sam_build=$!
 trap 'kill "$build" "$sam_build" 2>/dev/null || true' EXIT

@@ -257,6 +257,39 @@ fn transform_replays_stored_raw_pages_with_another_map() {
 }
 
 #[test]
+fn a_replayed_page_that_is_not_json_throughout_is_refused_by_name() {
+    let dir = temp_dir("replay-not-json");
+    let item = dir.join("raw").join("project-1");
+    std::fs::create_dir_all(&item).unwrap();
+    std::fs::write(
+        item.join("item.json"),
+        include_str!("../../shared/tests/fixtures/project_real_sample.json"),
+    )
+    .unwrap();
+    // A `\u` escape in a field no map reads, with no hex digits after it: it would take the
+    // closing quote with it.
+    std::fs::write(
+        item.join("0.json"),
+        r#"{"results":[{"id":"a","unread":"\u"},{"id":"b"}],"totalCount":2}"#,
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["transform", "--kind", "sast", "--raw"])
+        .arg(dir.join("raw"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("0.json: not JSON (line 1 column 38)"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
     let output = Command::new(BIN)
         .args([

@@ -1706,7 +1706,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
 
 #[test]
 fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
-    let cases: [(&[u8], &str); 7] = [
+    let cases: [(&[u8], &str); 9] = [
         (b"{\"results\":[{\"id\":", "cut off at line 1 column 18"),
         // Not UTF-8: in a field the map reads, in a list element it reads, in one it skips.
         (
@@ -1732,6 +1732,16 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
         (
             b"{\"results\":[{\"id\":\"a\",\"similarityId\":1e999}]}",
             "invalid JSON at line 1 column 42",
+        ),
+        // In the first and in the last element of a list the map reads one field of: the place
+        // is the page's, where the list ends.
+        (
+            b"{\"results\":[{\"id\":\"a\",\"data\":{\"nodes\":[{\"fileName\":1e999}]}}]}",
+            "unexpected shape at line 1 column 58",
+        ),
+        (
+            b"{\"results\":[{\"id\":\"a\",\"data\":{\"nodes\":[{\"fileName\":\"x\"},{\"fileName\":1e999}]}}]}",
+            "unexpected shape at line 1 column 75",
         ),
     ];
     for (n, (page, problem)) in cases.into_iter().enumerate() {

@@ -3,9 +3,10 @@
 //! nested field that is not what the map expects, simply leaves its slots empty.
 //!
 //! Pages are walked with sonic-rs's serde `Deserializer`, which reads them faster than serde_json
-//! (docs/performance.md); the slots hold `serde_json` values. Collect has checked each page with
-//! serde_json as it arrived, so the walk checks only what sonic-rs cannot do without: that the page
-//! is UTF-8.
+//! (docs/performance.md); the slots hold `serde_json` values. It checks less than serde_json in
+//! what it skips (an unread `\u` escape takes the next four bytes unchecked), so every page it
+//! walks has passed serde_json first: collect checks each page as it arrives, replay each file it
+//! reads. The walk itself checks that the page is UTF-8, which sonic-rs does not.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,15 +15,14 @@ use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 use serde_json::Value;
-
 use sonic_rs::LazyValue;
 
 use super::map::PathTree;
 
 /// Reads one record into `slots`; yields whether it was a JSON object.
-pub(crate) struct RecordSeed<'a> {
-    pub tree: &'a PathTree,
-    pub slots: &'a mut [Option<Value>],
+struct RecordSeed<'a> {
+    tree: &'a PathTree,
+    slots: &'a mut [Option<Value>],
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
@@ -56,8 +56,8 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 }
 
 /// The element selectors of a list path: `nodes[first]`, `nodes[last]`.
-pub(crate) const FIRST: &str = "[first]";
-pub(crate) const LAST: &str = "[last]";
+const FIRST: &str = "[first]";
+const LAST: &str = "[last]";
 
 /// Reads one list element, kept as its raw text, into the slots under `tree`.
 fn read_raw(
@@ -69,6 +69,11 @@ fn read_raw(
     RecordSeed { tree, slots }.deserialize(&mut deserializer)?;
     Ok(())
 }
+
+/// A `[first]` or `[last]` list element that could not be read. The message has no place of its
+/// own (the element's error counts from the element's start, and quotes it), so the error takes
+/// the place in the page where the list ends.
+const ELEMENT_FAULT: &str = "a list element could not be read";
 
 /// Fills the slots under `tree` from an already-built value (a path that is both read whole and
 /// read into, such as `data` and `data.queryName`).
@@ -139,7 +144,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 (0, Some(tree)) => {
                     let raw: Option<LazyValue<'de>> = seq.next_element()?;
                     if let Some(raw) = &raw {
-                        read_raw(tree, raw, self.slots).map_err(|e| A::Error::custom(fault(&e)))?;
+                        read_raw(tree, raw, self.slots)
+                            .map_err(|_| A::Error::custom(ELEMENT_FAULT))?;
                     }
                     raw
                 }
@@ -152,7 +158,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             index += 1;
         }
         if let (Some(tree), Some(raw)) = (last, latest) {
-            read_raw(tree, &raw, self.slots).map_err(|e| A::Error::custom(fault(&e)))?;
+            read_raw(tree, &raw, self.slots).map_err(|_| A::Error::custom(ELEMENT_FAULT))?;
         }
         Ok(false)
     }
@@ -220,10 +226,10 @@ fn fault(e: &sonic_rs::Error) -> String {
 
 /// Walks a page object, finds the list under `list_key` and reads each record.
 struct PageSeed<'a, 'h> {
-    pub list_key: &'a str,
-    pub tree: &'a PathTree,
-    pub slots: &'a mut Vec<Option<Value>>,
-    pub on_record: &'a mut OnRecord<'h>,
+    list_key: &'a str,
+    tree: &'a PathTree,
+    slots: &'a mut Vec<Option<Value>>,
+    on_record: &'a mut OnRecord<'h>,
 }
 
 impl<'de> DeserializeSeed<'de> for PageSeed<'_, '_> {

@@ -71,6 +71,18 @@ fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
     })
 }
 
+/// Reads a results page, refused unless it is JSON throughout: the transform's walk skips what it
+/// does not read with fewer checks, and a replayed file, unlike a collected page, has not been
+/// checked before.
+fn read_page(path: &Path) -> Result<Vec<u8>, ReplayError> {
+    let page = read_raw(path)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&page).map_err(|e| ReplayError::Layout {
+        path: path.to_path_buf(),
+        problem: format!("not JSON (line {} column {})", e.line(), e.column()),
+    })?;
+    Ok(page)
+}
+
 /// The files of one item directory as the collect step writes them (see [`crate::layout`]): the
 /// project or environment record, results pages and pages of severities before triage, each in
 /// page order, and collect's outcome when it is there. Any other JSON name is a layout error.
@@ -211,7 +223,7 @@ pub fn replay_dir(
         // Which ids repeat is known before the first finding is written, as in a pipeline run.
         let mut ids = super::IdTally::new(&[plan]);
         for (_, path) in &pages {
-            ids.add_page(&read_raw(path)?, &[plan.kind]);
+            ids.add_page(&read_page(path)?, &[plan.kind]);
         }
         transformer.expect_repeats(ids.repeated());
         for (_, path) in &original {
@@ -224,7 +236,7 @@ pub fn replay_dir(
         let mut files = Vec::new();
         for (number, path) in &pages {
             let lines = transformer
-                .push_page(&read_raw(path)?, *number)
+                .push_page(&read_page(path)?, *number)
                 .map_err(|source| ReplayError::Transform {
                     item: item.clone(),
                     source,
