@@ -22,6 +22,20 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// A raw folder holding one SAST item, `raw/project-1`, with its project record: the folder and the
+/// item's directory, for the test to put pages in.
+fn raw_folder_with_one_project(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    let item = dir.join("raw").join("project-1");
+    std::fs::create_dir_all(&item).unwrap();
+    std::fs::write(
+        item.join("item.json"),
+        include_str!("../../shared/tests/fixtures/project_real_sample.json"),
+    )
+    .unwrap();
+    (dir, item)
+}
+
 fn gunzip_lines(path: &Path) -> Vec<Value> {
     let mut text = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
@@ -123,14 +137,7 @@ fn export_then_validate_round_trips_and_errors_are_listed() {
 
 #[test]
 fn transform_replays_stored_raw_pages_with_another_map() {
-    let dir = temp_dir("replay");
-    let item = dir.join("raw").join("project-1");
-    std::fs::create_dir_all(&item).unwrap();
-    std::fs::write(
-        item.join("item.json"),
-        include_str!("../../shared/tests/fixtures/project_real_sample.json"),
-    )
-    .unwrap();
+    let (dir, item) = raw_folder_with_one_project("replay");
     std::fs::write(
         item.join("0.json.gz"),
         gzip(include_bytes!(
@@ -258,14 +265,7 @@ fn transform_replays_stored_raw_pages_with_another_map() {
 
 #[test]
 fn a_replayed_page_that_is_not_json_throughout_is_refused_by_name() {
-    let dir = temp_dir("replay-not-json");
-    let item = dir.join("raw").join("project-1");
-    std::fs::create_dir_all(&item).unwrap();
-    std::fs::write(
-        item.join("item.json"),
-        include_str!("../../shared/tests/fixtures/project_real_sample.json"),
-    )
-    .unwrap();
+    let (dir, item) = raw_folder_with_one_project("replay-not-json");
     // A `\u` escape in a field no map reads, with no hex digits after it: it would take the
     // closing quote with it.
     std::fs::write(
