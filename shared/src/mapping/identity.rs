@@ -111,8 +111,9 @@ impl IdTally {
 
     /// Counts one page (the records under `results`) of a scan that delivers `engines`: the
     /// records of other engines are not this item's findings (an older copy, from a scan pulled
-    /// for another engine) and are not counted. A page that cannot be read counts what was read
-    /// before the fault; the transform refuses such a page anyway.
+    /// for another engine) and are not counted. A page that is not JSON counts what was read
+    /// before the fault, one that is not UTF-8 nothing; collect has refused such a page before it
+    /// is counted, and the transform refuses it too.
     pub fn add_page(&mut self, page: &[u8], engines: &[Engine]) {
         let readers: Vec<(&'static [&'static str], usize)> = self
             .readers
