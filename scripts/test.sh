@@ -86,11 +86,13 @@ AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512 "${run_whole_runs[@]}"
 # the background, in a target directory of its own (cargo locks a target directory per build, and
 # SAM finds the binaries through `cargo metadata`), beside the next stages.
 # SAM builds the functions one after another, one `cargo lambda build --bin` each, so their four
-# links would run one at a time. The same command with all four `--bin`s first lets cargo link two
-# at a time (both cores, once the stages beside it are done); SAM's own builds then find every unit
-# fresh and only copy the binaries.
+# links would run one at a time. The same command with every function's `--bin` first lets cargo
+# link two at a time (both cores, once the stages beside it are done); SAM's own builds then find
+# every unit fresh and only copy the binaries. The binaries are the template's own
+# (`BuildProperties: Binary:`), so a function added there is prebuilt too.
 stage "sam build: every function through cargo-lambda (arm64), in the background"
-functions=(cxone-etm-trigger cxone-etm-collect cxone-etm-transform cxone-etm-finalize)
+mapfile -t functions < <(sed -n 's/^ *Binary: *//p' infra/template.yaml)
+[[ ${#functions[@]} -gt 0 ]] || { echo "infra/template.yaml names no function binary (BuildProperties: Binary:)" >&2; exit 1; }
 (export CARGO_TARGET_DIR="$PWD/target/sam-arm64" PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
   cargo lambda build --release --arm64 --locked "${functions[@]/#/--bin=}"
   cd infra && ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build) >target/sam-build.log 2>&1 &

@@ -47,6 +47,13 @@ struct Cached {
     refresh_after: Instant,
 }
 
+impl Cached {
+    /// Whether `cached` holds `used` (the same token, by serial).
+    fn is(cached: Option<&Cached>, used: &Bearer) -> bool {
+        cached.is_some_and(|c| c.bearer.serial == used.serial)
+    }
+}
+
 pub(crate) struct TokenSource {
     flow: Flow,
     token_url: Url,
@@ -233,20 +240,13 @@ impl TokenSource {
 
     /// Whether `used` is the token held: no other caller has replaced it since.
     pub async fn holds(&self, used: &Bearer) -> bool {
-        self.cache
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|c| c.bearer.serial == used.serial)
+        Cached::is(self.cache.lock().await.as_ref(), used)
     }
 
     /// Drops `used` after the API refused it, unless another caller already replaced it.
     pub async fn invalidate(&self, used: &Bearer) -> bool {
         let mut cache = self.cache.lock().await;
-        if cache
-            .as_ref()
-            .is_some_and(|c| c.bearer.serial == used.serial)
-        {
+        if Cached::is(cache.as_ref(), used) {
             *cache = None;
             true
         } else {
