@@ -11,9 +11,12 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// glibc's malloc gives threads that contend up to eight arenas per core, and memory freed in one
 /// arena is not reused by another: one 5,000,000-result project's first and next runs peaked at
-/// 326 and 280 MiB with the default, and at 260 and 252 MiB with two, for the same CPU time
-/// (docs/performance.md). One arena held as little, for more CPU.
-pub const MALLOC_ARENAS: i32 = 2;
+/// 326 and 280 MiB with the default, and at 260 and 252 MiB with two, for the same CPU time, before
+/// large blocks were mapped on their own ([`MALLOC_MMAP_FROM`]). With two, the transform's reading
+/// thread and its mapping thread shared one arena and waited on its lock for 13 to 17% of their
+/// time; with four (and each page freed by the thread that read it) the transform stage is about
+/// a tenth shorter, for 6 to 13 MiB more at 5,000,000 results (docs/performance.md).
+pub const MALLOC_ARENAS: i32 = 4;
 
 /// Blocks from this size up are mapped on their own and unmapped when freed. glibc's default
 /// starts at 128 KiB and rises to the largest block freed (up to 32 MiB): after the first page of

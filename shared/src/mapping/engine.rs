@@ -871,8 +871,9 @@ impl<'p> ItemTransformer<'p> {
         }
     }
 
-    /// Maps a page its [`PageReader`] read, in record order, and returns its lines.
-    pub fn push_read(&mut self, page: ReadPage) -> Vec<Vec<u8>> {
+    /// Maps a page its [`PageReader`] read, in record order, and returns its lines. The page is
+    /// only borrowed: the caller frees it on the thread that read it (see `pipeline::transform`).
+    pub fn push_read(&mut self, page: &ReadPage) -> Vec<Vec<u8>> {
         let (rules, state) = (&self.rules, &mut self.state);
         state.original.settle();
         let width = rules.plan.finding_slots;
@@ -884,7 +885,6 @@ impl<'p> ItemTransformer<'p> {
             let slots = &page.slots[position * width..(position + 1) * width];
             state.record(rules, at, is_object, slots);
         }
-        drop(page);
         self.lines()
     }
 

@@ -39,7 +39,7 @@ enum Page {
 /// Maps page `number` through each engine's transformer; its lines and the findings they hold.
 fn map_page(
     transformers: &mut [ItemTransformer],
-    page: Page,
+    page: &Page,
     number: u32,
 ) -> Result<(Vec<Vec<u8>>, u64), TransformError> {
     let findings = |transformers: &[ItemTransformer]| -> u64 {
@@ -50,7 +50,7 @@ fn map_page(
     match page {
         Page::Raw(page) => {
             for transformer in transformers.iter_mut() {
-                lines.extend(transformer.push_page(&page, number)?);
+                lines.extend(transformer.push_page(page, number)?);
             }
         }
         Page::Read(read) => {
@@ -253,6 +253,10 @@ async fn transform_collected(
             let two_cores = pull.pages.len() > 1 && crate::process::cores() >= 2;
             let mut numbers = pull.pages.clone().peekable();
             let mut ahead = None;
+            // The page mapped last, freed by the thread that reads the next one: its fields were
+            // allocated by a reading thread, and freed from the mapping thread they went back
+            // under the lock of the arena the reader allocates from (`process::MALLOC_ARENAS`).
+            let mut spent: Option<Page> = None;
             while let Some(number) = numbers.next() {
                 let this = match ahead.take() {
                     Some(read) => Page::Read(read?),
@@ -267,10 +271,14 @@ async fn transform_collected(
                 };
                 let etm_key = run.etm_page(key, number);
                 let (packed, read) = std::thread::scope(|scope| {
-                    let reading = next
-                        .as_ref()
-                        .map(|(next, packed)| scope.spawn(|| read_ahead(packed, *next)));
-                    let packed = map_page(&mut pull.transformers, this, number)
+                    let reading = next.as_ref().map(|(next, packed)| {
+                        let spent = spent.take();
+                        scope.spawn(move || {
+                            drop(spent);
+                            read_ahead(packed, *next)
+                        })
+                    });
+                    let packed = map_page(&mut pull.transformers, &this, number)
                         .map_err(failed)
                         .map(|(lines, findings)| {
                             (!lines.is_empty()).then(|| pack_lines(&etm_key, &lines, findings))
@@ -283,6 +291,7 @@ async fn transform_collected(
                     (packed, read)
                 });
                 ahead = read;
+                spent = Some(this);
                 drop(next);
                 if let Some((entry, body)) = packed? {
                     store.put(&etm_key, body).await?;
