@@ -85,14 +85,18 @@ AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512 "${run_whole_runs[@]}"
 # sam build's release links (fat LTO, one codegen unit) take one core each for minutes: it runs in
 # the background, in a target directory of its own (cargo locks a target directory per build, and
 # SAM finds the binaries through `cargo metadata`), beside the next stages.
-# SAM builds the functions one after another, one `cargo lambda build --bin` each, so their four
-# links would run one at a time. The same command with every function's `--bin` first lets cargo
-# link two at a time (both cores, once the stages beside it are done); SAM's own builds then find
-# every unit fresh and only copy the binaries. The binaries are the template's own
-# (`BuildProperties: Binary:`), so a function added there is prebuilt too.
+# SAM builds the functions one after another, one `cargo lambda build --bin` each, so their links
+# would run one at a time. The same command with every function's `--bin` first lets cargo link two
+# at a time (both cores, once the stages beside it are done); SAM's own builds then find every unit
+# fresh and only copy the binaries. The functions are the template's own, as check-infra.py reads
+# them, so a function added there is prebuilt and checked too.
 stage "sam build: every function through cargo-lambda (arm64), in the background"
-mapfile -t functions < <(sed -n 's/^ *Binary: *//p' infra/template.yaml)
-[[ ${#functions[@]} -gt 0 ]] || { echo "infra/template.yaml names no function binary (BuildProperties: Binary:)" >&2; exit 1; }
+mapfile -t function_lines < <(.venv/bin/python scripts/check-infra.py --functions)
+logical_ids=() functions=()
+for line in "${function_lines[@]}"; do
+  logical_ids+=("${line% *}") functions+=("${line#* }")
+done
+[[ ${#functions[@]} -gt 0 ]] || { echo "infra/template.yaml names no function (scripts/check-infra.py --functions)" >&2; exit 1; }
 (export CARGO_TARGET_DIR="$PWD/target/sam-arm64" PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
   cargo lambda build --release --arm64 --locked "${functions[@]/#/--bin=}"
   cd infra && ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build) >target/sam-build.log 2>&1 &
@@ -114,7 +118,7 @@ if ! wait "$sam_build"; then
   echo "sam build failed (above)" >&2
   exit 1
 fi
-for f in TriggerFunction CollectFunction TransformFunction FinalizeFunction; do
+for f in "${logical_ids[@]}"; do
   test -x "infra/.aws-sam/build/$f/bootstrap" || { echo "sam build produced no bootstrap for $f" >&2; exit 1; }
 done
 grep -E "Build Succeeded|Running RustCargoLambdaBuilder:CargoLambdaBuild" target/sam-build.log | sort | uniq -c

@@ -12,10 +12,11 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// glibc's malloc gives threads that contend up to eight arenas per core, and memory freed in one
 /// arena is not reused by another: one 5,000,000-result project's first and next runs peaked at
 /// 326 and 280 MiB with the default, and at 260 and 252 MiB with two, for the same CPU time, before
-/// large blocks were mapped on their own ([`MALLOC_MMAP_FROM`]). With two, the transform's reading
-/// thread and its mapping thread shared one arena and waited on its lock for 13 to 17% of their
-/// time; with four (and each page freed by the thread that read it) the transform stage is about
-/// a tenth shorter, for 6 to 13 MiB more at 5,000,000 results (docs/performance.md).
+/// large blocks were mapped on their own ([`MALLOC_MMAP_FROM`]). With two, 13 to 17% of the
+/// transform's samples were waits on an arena's lock, shared by its reading and mapping threads;
+/// with four (and each page freed by a later reading thread, not the mapping one) the transform
+/// stage is about a tenth shorter, for 6 to 13 MiB more in one pair of 5,000,000-result runs
+/// (docs/performance.md).
 pub const MALLOC_ARENAS: i32 = 4;
 
 /// Blocks from this size up are mapped on their own and unmapped when freed. glibc's default

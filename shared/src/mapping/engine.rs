@@ -872,7 +872,7 @@ impl<'p> ItemTransformer<'p> {
     }
 
     /// Maps a page its [`PageReader`] read, in record order, and returns its lines. The page is
-    /// only borrowed: the caller frees it on the thread that read it (see `pipeline::transform`).
+    /// only borrowed: the caller frees it on a reading thread (see `pipeline::transform`).
     pub fn push_read(&mut self, page: &ReadPage) -> Vec<Vec<u8>> {
         let (rules, state) = (&self.rules, &mut self.state);
         state.original.settle();

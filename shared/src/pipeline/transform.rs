@@ -253,9 +253,10 @@ async fn transform_collected(
             let two_cores = pull.pages.len() > 1 && crate::process::cores() >= 2;
             let mut numbers = pull.pages.clone().peekable();
             let mut ahead = None;
-            // The page mapped last, freed by the thread that reads the next one: its fields were
-            // allocated by a reading thread, and freed from the mapping thread they went back
-            // under the lock of the arena the reader allocates from (`process::MALLOC_ARENAS`).
+            // On two cores, the page mapped last, freed by the next reading thread rather than
+            // by the mapping thread: its fields were allocated by a reading thread, and the
+            // mapping thread freeing them contended for the lock of the reader's arena
+            // (`process::MALLOC_ARENAS`). With no reading thread it is freed at once.
             let mut spent: Option<Page> = None;
             while let Some(number) = numbers.next() {
                 let this = match ahead.take() {
@@ -271,13 +272,17 @@ async fn transform_collected(
                 };
                 let etm_key = run.etm_page(key, number);
                 let (packed, read) = std::thread::scope(|scope| {
-                    let reading = next.as_ref().map(|(next, packed)| {
-                        let spent = spent.take();
-                        scope.spawn(move || {
+                    let spent = spent.take();
+                    let reading = match &next {
+                        Some((next, packed)) => Some(scope.spawn(move || {
                             drop(spent);
                             read_ahead(packed, *next)
-                        })
-                    });
+                        })),
+                        None => {
+                            drop(spent);
+                            None
+                        }
+                    };
                     let packed = map_page(&mut pull.transformers, &this, number)
                         .map_err(failed)
                         .map(|(lines, findings)| {
@@ -291,7 +296,7 @@ async fn transform_collected(
                     (packed, read)
                 });
                 ahead = read;
-                spent = Some(this);
+                spent = two_cores.then_some(this);
                 drop(next);
                 if let Some((entry, body)) = packed? {
                     store.put(&etm_key, body).await?;
