@@ -7,6 +7,7 @@
 //! connections/<c>/runs/<r>/run.json | work.jsonl | work.jsonl.problems.json | filtered.json
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
 //! connections/<c>/runs/<r>/raw/<item>/<page>.json.zst | original-<page>.json.zst | collect.json (with the record)
+//! connections/<c>/runs/<r>/raw/<item>/part-<k>.json | part-<k>-progress.json (a split scan's parts)
 //! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
 //! connections/<c>/runs/<r>/ledger/<item>.json.gz
 //! ```
@@ -30,6 +31,7 @@ pub const TRANSFORM_RECORD: &str = "transform.json";
 
 const RAW_SEGMENT: &str = "/raw/";
 const ORIGINAL_PREFIX: &str = "original-";
+const PART_PREFIX: &str = "part-";
 
 /// A raw results page: `<page>.json.zst` (`<page>.json.gz` in runs before zstd).
 pub fn raw_page_file(page: u32) -> String {
@@ -61,6 +63,9 @@ pub enum RawFile {
     Record,
     CollectOutcome,
     CollectProgress,
+    /// A part's outcome or progress (a split scan): the item's `collect.json` holds what the
+    /// parts got, joined.
+    Part,
     Page(u32),
     OriginalPage(u32),
     /// JSON named like none of the above.
@@ -80,6 +85,7 @@ impl RawFile {
             "item" => Self::Record,
             "collect" => Self::CollectOutcome,
             "progress" => Self::CollectProgress,
+            _ if stem.starts_with(PART_PREFIX) => Self::Part,
             _ => match stem.strip_prefix(ORIGINAL_PREFIX) {
                 Some(number) => page(number, Self::OriginalPage),
                 None => page(stem, Self::Page),
@@ -165,6 +171,14 @@ impl RunRef {
     }
     pub fn collect_progress(&self, item: &str) -> String {
         format!("{}{COLLECT_PROGRESS}", self.raw_prefix(item))
+    }
+    /// Collect's outcome of one part of a split scan: `part-<k>.json`.
+    pub fn part_outcome(&self, item: &str, part: u32) -> String {
+        format!("{}{PART_PREFIX}{part}.json", self.raw_prefix(item))
+    }
+    /// How far the collect of one part of a split scan got: `part-<k>-progress.json`.
+    pub fn part_progress(&self, item: &str, part: u32) -> String {
+        format!("{}{PART_PREFIX}{part}-progress.json", self.raw_prefix(item))
     }
 
     pub fn etm_prefix(&self, item: &str) -> String {
@@ -264,6 +278,8 @@ mod tests {
             (run.collect_progress("i"), RawFile::CollectProgress),
             (run.raw_page("i", 12), RawFile::Page(12)),
             (run.original_page("i", 3), RawFile::OriginalPage(3)),
+            (run.part_outcome("i", 2), RawFile::Part),
+            (run.part_progress("i", 2), RawFile::Part),
         ] {
             assert!(is_raw(&key), "{key}");
             let name = key.strip_prefix(&run.raw_prefix("i")).unwrap();

@@ -21,7 +21,7 @@ pub use error::{AuthError, ConfigError, VendorError};
 pub use models::*;
 pub use paging::{
     Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics, OriginalSeverityPager,
-    PageSource, RawPage, ResultsPager, ResultsProgress,
+    PageRange, PageSource, RawPage, RecordUnion, ResultsPager, ResultsProgress,
 };
 pub use region::{Endpoints, NetworkPolicy, REGIONS, Region};
 pub use transport::{CounterSnapshot, Counters, counted};

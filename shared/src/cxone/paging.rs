@@ -93,8 +93,20 @@ impl Seen {
 
     /// The page's records that are new, in order; counts both kinds into `completeness`.
     fn admit<'p>(&mut self, page: &'p ListPage, completeness: &mut Completeness) -> Vec<&'p [u8]> {
+        let room = completeness.expected;
+        self.admit_within(page, completeness, room)
+    }
+
+    /// [`Self::admit`], making room on the first page for `room` records (a part of a split
+    /// scan receives fewer than the scan's total).
+    fn admit_within<'p>(
+        &mut self,
+        page: &'p ListPage,
+        completeness: &mut Completeness,
+        room: u64,
+    ) -> Vec<&'p [u8]> {
         if completeness.pages == 1 {
-            self.make_room(completeness.expected);
+            self.make_room(room);
         }
         let mut fresh = Vec::with_capacity(page.records.len());
         for range in &page.records {
@@ -107,6 +119,41 @@ impl Seen {
         }
         completeness.unique = self.hashes.len() as u64;
         fresh
+    }
+}
+
+/// The completeness proof over a split scan's parts, joined: every part's stored pages read
+/// again. A record two parts both stored is a repeat no single pager could see (the data moved
+/// between their pulls), and the union must hold the scan's total, which every page reports alike.
+#[derive(Default)]
+pub struct RecordUnion {
+    seen: Seen,
+    completeness: Completeness,
+}
+
+impl RecordUnion {
+    /// Adds a stored page (a JSON object with `results` and `totalCount`).
+    pub fn add_page(&mut self, body: Bytes) -> Result<(), String> {
+        let page = parse_list_page(body, "results", "totalCount")?;
+        self.completeness.observe_total(page.total);
+        self.seen.admit(&page, &mut self.completeness);
+        Ok(())
+    }
+
+    pub fn completeness(&self) -> &Completeness {
+        &self.completeness
+    }
+
+    /// Why the union cannot be trusted as the whole scan, in plain words.
+    pub fn problem(&self) -> Option<String> {
+        let c = &self.completeness;
+        if c.duplicates > 0 {
+            return Some(format!(
+                "records stored by two parts: {} (the data moved between their pulls)",
+                c.duplicates
+            ));
+        }
+        c.problem()
     }
 }
 
@@ -292,8 +339,17 @@ impl Drop for ReadAhead {
     }
 }
 
+/// The pages of a scan one part of a split pull reads: from `first` on, `count` of them (`None`:
+/// to the scan's end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRange {
+    pub first: u32,
+    pub count: Option<u32>,
+}
+
 /// How `/api/results` turned out to read `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum OffsetSemantics {
     /// Not needed: everything came in the first page.
     Unneeded,
@@ -308,6 +364,8 @@ pub struct ResultsPager {
     client: CxOneClient,
     scan_id: String,
     limit: u64,
+    /// A split scan's part reads only these pages; `None`: the whole scan.
+    range: Option<PageRange>,
     semantics: Option<OffsetSemantics>,
     /// Item mode: the index of the next record to ask for.
     position: u64,
@@ -337,6 +395,43 @@ pub struct ResultsProgress {
 impl ResultsPager {
     pub fn semantics(&self) -> Option<OffsetSemantics> {
         self.semantics
+    }
+
+    /// The records the pages of `range` hold at the scan's total.
+    fn range_records(&self, range: PageRange) -> u64 {
+        let total = self.completeness.expected;
+        let start = u64::from(range.first) * self.limit;
+        let end = range.count.map_or(total, |count| {
+            (u64::from(range.first + count) * self.limit).min(total)
+        });
+        end.saturating_sub(start)
+    }
+
+    fn first_page(&self) -> u32 {
+        self.range.map_or(0, |r| r.first)
+    }
+
+    /// Why what this pager received cannot be trusted as complete: the whole scan's verdict, or,
+    /// for a part of a split scan, whether it holds every record of its pages (the union of the
+    /// parts is proven when they are joined).
+    pub fn problem(&self) -> Option<String> {
+        let Some(range) = self.range else {
+            return self.completeness.problem();
+        };
+        let c = &self.completeness;
+        if let Some(changed) = c.totals_seen.first() {
+            return Some(format!(
+                "the total changed during paging (first {}, then {changed}); the data moved while it was read",
+                c.expected
+            ));
+        }
+        let holds = self.range_records(range);
+        (c.unique != holds).then(|| {
+            format!(
+                "received {} distinct records where its pages hold {holds} of the scan's {} (at {} a page)",
+                c.unique, c.expected, self.limit
+            )
+        })
     }
 
     /// Where the pager stands: enough, with the pages handed over, to resume it.
@@ -397,8 +492,15 @@ impl ResultsPager {
     /// The pages still to come if the total holds and every page is full, once the offset's
     /// meaning is known: none beyond the last the total calls for, so no request is wasted.
     fn upcoming(&self, count: usize) -> Vec<Url> {
-        let (next, served) = (u64::from(self.completeness.pages), self.served.max(1));
-        let last = self.completeness.expected.div_ceil(served);
+        let first = u64::from(self.first_page());
+        let (next, served) = (
+            first + u64::from(self.completeness.pages),
+            self.served.max(1),
+        );
+        let mut last = self.completeness.expected.div_ceil(served);
+        if let Some(pages) = self.range.and_then(|r| r.count) {
+            last = last.min(first + u64::from(pages));
+        }
         let offsets: Vec<u64> = match self.semantics {
             Some(OffsetSemantics::PageIndex) => (next..last).collect(),
             Some(OffsetSemantics::ItemCount) => (0..last.saturating_sub(next))
@@ -419,15 +521,19 @@ impl ResultsPager {
         }
         let number = self.completeness.pages;
         let offset = match (number, self.semantics) {
-            (0, _) => 0,
+            (0, None) => 0,
             (1, None) => 1,
             (_, Some(OffsetSemantics::ItemCount)) => self.position,
-            _ => u64::from(number),
+            _ => u64::from(self.first_page() + number),
         };
         let url = self.page_url(offset);
         let page = self.ahead.take(url).await?;
         self.completeness.observe_total(page.total);
-        let fresh = self.seen.admit(&page, &mut self.completeness);
+        let room = match self.range {
+            Some(range) => self.range_records(range),
+            None => self.completeness.expected,
+        };
+        let fresh = self.seen.admit_within(&page, &mut self.completeness, room);
         if number == 1 && self.semantics.is_none() {
             self.semantics = Some(if fresh.len() < page.records.len() {
                 OffsetSemantics::ItemCount
@@ -439,7 +545,20 @@ impl ResultsPager {
         self.position = offset + received;
         self.served = self.served.max(received);
         let short = received < self.served;
-        if self.completeness.unique >= self.completeness.expected || received == 0 || short {
+        let whole = match self.range {
+            None => self.completeness.unique >= self.completeness.expected,
+            // A range ends with its last page, at the scan's end, or at a page short of `limit`
+            // (where the range does not end there, its part is found short).
+            Some(range) => {
+                let pages_read = number + 1;
+                let end_of_scan =
+                    u64::from(range.first + pages_read) * self.limit >= self.completeness.expected;
+                range.count.is_some_and(|count| pages_read >= count)
+                    || end_of_scan
+                    || received < self.limit
+            }
+        };
+        if whole || received == 0 || short {
             self.done = true;
         }
         if number == 0 && self.done {
@@ -753,24 +872,85 @@ impl CxOneClient {
     pub fn resume_results(
         &self,
         scan_id: &str,
+        range: Option<(PageRange, OffsetSemantics)>,
         progress: ResultsProgress,
     ) -> Result<ResultsPager, String> {
-        let mut pager = self.results(scan_id);
+        let mut pager = match range {
+            Some((range, semantics)) => self.results_part(scan_id, range, semantics),
+            None => self.results(scan_id),
+        };
         if progress.limit != pager.limit {
             return Err(format!(
                 "its pages are of {} results, the connection's now of {}",
                 progress.limit, pager.limit
             ));
         }
-        if progress.completeness.pages > 0 {
-            pager.seen.make_room(progress.completeness.expected);
-        }
         pager.semantics = progress.semantics;
         pager.position = progress.position;
         pager.served = progress.served;
         pager.completeness = progress.completeness;
+        if pager.completeness.pages > 0 {
+            let room = match pager.range {
+                Some(range) => pager.range_records(range),
+                None => pager.completeness.expected,
+            };
+            pager.seen.make_room(room);
+        }
         pager.done = progress.done;
         Ok(pager)
+    }
+
+    /// A pager over one part of a split scan's results: the pages of `range`, with the offset's
+    /// meaning the plan probed (see [`Self::probe_results`]).
+    pub fn results_part(
+        &self,
+        scan_id: &str,
+        range: PageRange,
+        semantics: OffsetSemantics,
+    ) -> ResultsPager {
+        let mut pager = self.results(scan_id);
+        pager.position = u64::from(range.first) * pager.limit;
+        pager.range = Some(range);
+        pager.semantics = Some(semantics);
+        pager
+    }
+
+    /// One scan's result total and how the server reads `offset`, from two pages of two
+    /// results: the second (`offset=1`) starts with the first page's second record when
+    /// `offset` counts items, with a record not yet seen when it is a page index.
+    pub async fn probe_results(
+        &self,
+        scan_id: &str,
+    ) -> Result<(u64, OffsetSemantics), VendorError> {
+        let url = |offset: u64| {
+            self.api_url(
+                "/api/results",
+                &[
+                    ("scan-id", scan_id.to_string()),
+                    ("limit", "2".to_string()),
+                    ("offset", offset.to_string()),
+                ],
+            )
+        };
+        let first = self
+            .get_list("results", &url(0), "results", "totalCount")
+            .await?;
+        if first.total <= 2 {
+            return Ok((first.total, OffsetSemantics::Unneeded));
+        }
+        let second = self
+            .get_list("results", &url(1), "results", "totalCount")
+            .await?;
+        let overlaps = match (first.records.get(1), second.records.first()) {
+            (Some(a), Some(b)) => first.record(a) == second.record(b),
+            _ => false,
+        };
+        let semantics = if overlaps {
+            OffsetSemantics::ItemCount
+        } else {
+            OffsetSemantics::PageIndex
+        };
+        Ok((first.total, semantics))
     }
 
     /// A pager over one scan's results in `/api/results`.
@@ -779,6 +959,7 @@ impl CxOneClient {
             client: self.clone(),
             scan_id: scan_id.to_string(),
             limit: u64::from(self.inner.config.results_page_size),
+            range: None,
             semantics: None,
             position: 0,
             served: 0,

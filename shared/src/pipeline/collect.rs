@@ -10,7 +10,8 @@ use super::documents::{
 use super::error::StepError;
 use super::objects::{get_json, get_page, put_json};
 use crate::cxone::{
-    Completeness, Counters, CxOneClient, PageSource, ResultsPager, VendorError, counted,
+    Completeness, Counters, CxOneClient, OffsetSemantics, PageRange, PageSource, ResultsPager,
+    VendorError, counted,
 };
 use crate::mapping::IdTally;
 use crate::packing::pack_page;
@@ -80,6 +81,7 @@ pub async fn collect(
         Ok(outcome) => CollectOutcome {
             traffic,
             record: item.record.clone(),
+            part: item.part.clone(),
             ..outcome
         },
         Err(CollectError::Store(error)) => return Err(error.into()),
@@ -95,7 +97,7 @@ pub async fn collect(
             return record_collect_failure(store, item, &error.to_string(), traffic).await;
         }
     };
-    put_json(store, &item.run.collect_outcome(&item.item), &outcome).await?;
+    put_json(store, &item.collect_outcome_key(), &outcome).await?;
     Ok(outcome)
 }
 
@@ -120,8 +122,9 @@ pub async fn record_collect_failure(
         repeated_ids: Vec::new(),
         traffic,
         record: item.record.clone(),
+        part: item.part.clone(),
     };
-    put_json(store, &item.run.collect_outcome(&item.item), &outcome).await?;
+    put_json(store, &item.collect_outcome_key(), &outcome).await?;
     Ok(outcome)
 }
 
@@ -161,12 +164,13 @@ async fn collect_pages(
             repeated_ids: Vec::new(),
             traffic: ItemTraffic::default(),
             record: Value::Null,
+            part: None,
         });
     };
     let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
     let main_engines = item.main_engines(connection.engines());
     // Only the records of the engines a scan delivers are this item's findings.
-    let (pages, completeness) = match item.kind {
+    let (pages, completeness, mut problem) = match item.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
             let main = MainScan {
                 item,
@@ -178,14 +182,20 @@ async fn collect_pages(
         ConnectorKind::Dast => {
             let pager = client.dast_results(&scan_id);
             let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
-            store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?
+            let (pages, completeness) =
+                store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?;
+            let problem = completeness.problem();
+            (pages, completeness, problem)
         }
     };
-    let mut problem = completeness.problem();
+    // Of a split scan, only the last part pulls the rest of the item: the other parts' outcomes
+    // are their page ranges alone.
+    let whole_item = item.part.as_ref().is_none_or(|part| part.is_last());
     // Engines whose latest scan is another: their pages follow the main scan's.
     let mut other_pulls = Vec::new();
-    let mut next_page = pages;
-    for other in &item.other_scans {
+    let first_page = item.part.as_ref().map_or(0, |part| part.first_page);
+    let mut next_page = first_page + pages;
+    for other in item.other_scans.iter().filter(|_| whole_item) {
         if problem.is_some() {
             break;
         }
@@ -238,7 +248,8 @@ async fn collect_pages(
             .find(|o| o.engines.contains(&Engine::Sast) && o.not_taken.is_none())
             .map(|o| o.scan_id.clone())
     };
-    if let (true, None, Some(sast_scan)) = (item.original_severity, &problem, sast_scan) {
+    let original_severity = item.original_severity && whole_item;
+    if let (true, None, Some(sast_scan)) = (original_severity, &problem, sast_scan) {
         let original = client.original_severities(&sast_scan);
         let (n, original) =
             store_pages(store, original, |n| run.original_page(key, n), &mut |_| {}).await?;
@@ -263,6 +274,7 @@ async fn collect_pages(
         repeated_ids: ids.repeated(),
         traffic: ItemTraffic::default(),
         record: Value::Null,
+        part: None,
     })
 }
 
@@ -284,11 +296,32 @@ struct MainScan<'a> {
 
 impl MainScan<'_> {
     fn progress_key(&self) -> String {
-        self.item.run.collect_progress(&self.item.item)
+        self.item.collect_progress_key()
     }
 
+    /// The key of the `number`th page this pull stores: a part's pages keep the scan's numbers.
     fn page_key(&self, number: u32) -> String {
-        self.item.run.raw_page(&self.item.item, number)
+        let first = self.item.part.as_ref().map_or(0, |part| part.first_page);
+        self.item.run.raw_page(&self.item.item, first + number)
+    }
+
+    /// The page range and offset meaning of a split scan's part.
+    fn range(&self) -> Option<(PageRange, OffsetSemantics)> {
+        self.item.part.as_ref().map(|part| {
+            let range = PageRange {
+                first: part.first_page,
+                count: part.pages,
+            };
+            (range, part.semantics)
+        })
+    }
+
+    /// A pager from the first page of this pull (the scan's, or its part's).
+    fn new_pager(&self, client: &CxOneClient) -> ResultsPager {
+        match self.range() {
+            Some((range, semantics)) => client.results_part(self.scan_id, range, semantics),
+            None => client.results(self.scan_id),
+        }
     }
 
     /// The pager going on from the progress an earlier attempt of this run left, and the pages
@@ -309,11 +342,11 @@ impl MainScan<'_> {
                 let problem = format!("its progress is of scan {}", other.scan_id);
                 return Err(Resume::Unusable(problem));
             }
-            None => return Ok((client.results(self.scan_id), 0)),
+            None => return Ok((self.new_pager(client), 0)),
         };
         let pages = progress.pages;
         let mut pager = client
-            .resume_results(self.scan_id, progress.pager)
+            .resume_results(self.scan_id, self.range(), progress.pager)
             .map_err(Resume::Unusable)?;
         for number in 0..pages {
             let page = get_page(store, &self.page_key(number)).await?;
@@ -337,7 +370,7 @@ impl MainScan<'_> {
     fn start_over(&self, client: &CxOneClient, ids: &mut IdTally, why: &str) -> ResultsPager {
         tracing::warn!(item = %self.item.item, why, "collect starts over");
         ids.restart();
-        client.results(self.scan_id)
+        self.new_pager(client)
     }
 }
 
@@ -371,7 +404,7 @@ async fn store_results_pages(
     main: &MainScan<'_>,
     deadline: Option<SystemTime>,
     ids: &mut IdTally,
-) -> Result<(u32, Completeness), CollectError> {
+) -> Result<(u32, Completeness, Option<String>), CollectError> {
     let (mut pager, mut stored) = match main.resume(store, client, ids).await {
         Ok(resumed) => resumed,
         Err(Resume::Unusable(problem)) => (main.start_over(client, ids, &problem), 0),
@@ -417,7 +450,7 @@ async fn store_results_pages(
             });
         }
     }
-    Ok((stored, pager.completeness().clone()))
+    Ok((stored, pager.completeness().clone(), pager.problem()))
 }
 
 /// Writes every page of a pager, as it arrives, under the key `key_of` gives its number, after

@@ -64,6 +64,15 @@ pub struct ConnectionConfig {
     /// its triaged and its original severity. On by default; off saves that pull.
     #[serde(default = "default_true")]
     pub original_severity: bool,
+    /// A project scan of more results than this is collected in parts of at most this many
+    /// results (whole pages), by separate workers at once, and joined before its transform; 0
+    /// never splits. A scan is split once the last committed run saw it above half this size.
+    #[serde(default = "default_split_scans_above")]
+    pub split_scans_above: u64,
+}
+
+fn default_split_scans_above() -> u64 {
+    1_000_000
 }
 
 fn default_true() -> bool {
@@ -134,6 +143,7 @@ impl ConnectionConfig {
             item_concurrency: default_item_concurrency(),
             close_deleted_items: false,
             original_severity: true,
+            split_scans_above: default_split_scans_above(),
             triage: TriageMap::default(),
             branches: BranchPolicy::default(),
         }
@@ -202,6 +212,16 @@ impl ConnectionConfig {
             errors.push(FieldError::new(
                 "item_concurrency",
                 format!("{} is out of range; use 1 to 64", self.item_concurrency),
+            ));
+        }
+        let page = u64::from(self.vendor.results_page_size);
+        if self.split_scans_above != 0 && self.split_scans_above < page {
+            errors.push(FieldError::new(
+                "split_scans_above",
+                format!(
+                    "{} is less than one page of results ({page}, `vendor.results_page_size`); use 0 (never split) or at least {page}",
+                    self.split_scans_above
+                ),
             ));
         }
         let vendor = self

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cxone::{Completeness, ResultsProgress};
+use crate::cxone::{Completeness, OffsetSemantics, ResultsProgress};
 use crate::layout::RunRef;
 use crate::mapping::{Collision, Figures, Rejected};
 use crate::{ConnectorKind, Engine};
@@ -47,6 +47,47 @@ pub struct WorkItem {
     /// findings are reconciled against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_run: Option<String>,
+    /// A scan too large for one worker: this item is one page range of it, collected on its own
+    /// and joined with the others before the asset is transformed (see `pipeline::split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<ScanPart>,
+}
+
+/// One page range of a project's main scan, split by the plan: parts are collected at once by
+/// separate workers, each into the item's raw folder under the scan's own page numbers, and the
+/// transform that finds every part collected joins them (the completeness proof over the union)
+/// and transforms the asset once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanPart {
+    /// 0-based; the last part (`index == of - 1`) also pulls the item's other scans.
+    pub index: u32,
+    pub of: u32,
+    /// The scan's page this part starts at.
+    pub first_page: u32,
+    /// Pages in the range; `None` for the last part, which reads to the scan's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u32>,
+    /// How the server read `offset`, probed by the plan: a range that starts past the first
+    /// page cannot tell from its own pages.
+    pub semantics: OffsetSemantics,
+    /// The scan's total when the plan probed it.
+    pub planned_total: u64,
+}
+
+impl ScanPart {
+    pub fn is_last(&self) -> bool {
+        self.index + 1 == self.of
+    }
+
+    /// `part 2 of 3 (pages 100–199)`, for reasons and logs.
+    pub fn describe(&self) -> String {
+        let pages = match self.pages {
+            Some(n) => format!("pages {}–{}", self.first_page, self.first_page + n - 1),
+            None => format!("pages {} to the end", self.first_page),
+        };
+        format!("part {} of {} ({pages})", self.index + 1, self.of)
+    }
 }
 
 /// One line of the work list: the items one child execution of the state machine collects and
@@ -95,6 +136,22 @@ pub struct EngineScan {
 }
 
 impl WorkItem {
+    /// Where collect records this item's outcome: the item's, or its part's for a split scan.
+    pub fn collect_outcome_key(&self) -> String {
+        match &self.part {
+            Some(part) => self.run.part_outcome(&self.item, part.index),
+            None => self.run.collect_outcome(&self.item),
+        }
+    }
+
+    /// Where collect records how far the pull of this item's main scan (or its part) got.
+    pub fn collect_progress_key(&self) -> String {
+        match &self.part {
+            Some(part) => self.run.part_progress(&self.item, part.index),
+            None => self.run.collect_progress(&self.item),
+        }
+    }
+
     /// The engines whose findings come from the main scan: those the plan named, or, for an
     /// item that names none (DAST, or a work list written before engines), every engine the
     /// connection delivers that no other scan of the item does.
@@ -169,6 +226,10 @@ pub struct CollectOutcome {
     /// field wrote it as its own object, `item.json.gz`, one more PUT per item).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub record: Value,
+    /// The part of a split scan this outcome is of (`raw/<item>/part-<k>.json`): `pages` are
+    /// its own, stored from the part's first page on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<ScanPart>,
 }
 
 /// One of an item's other scans, pulled: its pages are `first_page .. first_page + pages`.

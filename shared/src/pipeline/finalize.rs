@@ -19,6 +19,7 @@ use super::now_rfc3339;
 use super::objects::{get_json, put_gzip_json, put_lines, read_gzip_json};
 use super::plan::read_work_list;
 use super::run::{RunRecord, fail_run, mark_processed, read_run};
+use super::split::unjoined_reason;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{Figures, Ledger, Lifecycle, OpenFindings, TransformContext, close_all};
@@ -44,12 +45,23 @@ async fn manifest_item(
         get_json(store, &run.collect_outcome(&item.item)).await?;
     let transformed: Option<TransformRecord> =
         get_json(store, &run.transform_record(&item.item)).await?;
-    let (status, reason) = match (&collected, &transformed) {
-        (None, _) => (
+    let (status, reason) = match (&collected, &transformed, &item.part) {
+        (
+            None,
+            Some(TransformRecord {
+                failed: Some(why), ..
+            }),
+            Some(_),
+        ) => (ItemStatus::Failed, Some(format!("transform failed: {why}"))),
+        (None, _, Some(part)) => (
+            ItemStatus::Failed,
+            Some(unjoined_reason(store, item, part.of).await?),
+        ),
+        (None, _, None) => (
             ItemStatus::Failed,
             Some("collect did not finish".to_string()),
         ),
-        (Some(c), None) if c.status == ItemStatus::Complete => (
+        (Some(c), None, _) if c.status == ItemStatus::Complete => (
             ItemStatus::Failed,
             Some("transform did not finish".to_string()),
         ),
@@ -58,10 +70,11 @@ async fn manifest_item(
             Some(TransformRecord {
                 failed: Some(why), ..
             }),
+            _,
         ) if c.status == ItemStatus::Complete => {
             (ItemStatus::Failed, Some(format!("transform failed: {why}")))
         }
-        (Some(c), _) => (c.status, c.reason.clone()),
+        (Some(c), _, _) => (c.status, c.reason.clone()),
     };
     // A ledger under this run is the transform's only for an item it transformed; for any other
     // item it is one an earlier attempt of this finalize carried forward, and is counted again.
@@ -139,7 +152,10 @@ pub async fn finalize(
         after_commit(store, run, &manifest).await?;
         return Ok(manifest);
     }
-    let (work, mut problems) = read_work_list(store, run).await?;
+    let (mut work, mut problems) = read_work_list(store, run).await?;
+    // The parts of a split scan are one asset: the first stands for them all.
+    let mut listed = std::collections::HashSet::new();
+    work.retain(|item| listed.insert(item.item.clone()));
     // The work list's problems are the listing's (malformed records, an incomplete list).
     let listing_complete = problems.is_empty();
     let record = read_run(store, run).await?;

@@ -17,6 +17,7 @@ mod run;
 mod runner;
 mod schedule;
 mod selection;
+mod split;
 mod status;
 mod transform;
 
@@ -25,7 +26,7 @@ pub use collect::{collect, record_collect_failure};
 pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters};
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemStatus, ItemTraffic, Manifest, ManifestItem,
-    ObjectEntry, TransformRecord, WorkGroup, WorkItem,
+    ObjectEntry, ScanPart, TransformRecord, WorkGroup, WorkItem,
 };
 pub use error::StepError;
 pub use finalize::finalize;

@@ -18,6 +18,7 @@ use super::documents::{EngineScan, FilteredItem, WorkGroup, WorkItem};
 use super::error::StepError;
 use super::objects::{get_json, put_json};
 use super::run::{record_plan, start_processing};
+use super::split::split_large_scans;
 use crate::cxone::{Completeness, LastScan, LastScanQuery, Listing};
 use crate::layout::{RunRef, item_key};
 use crate::store::ObjectStore;
@@ -126,6 +127,7 @@ pub async fn plan(
                 && connection.config.original_severity,
             record,
             previous_run: previous_run.clone(),
+            part: None,
         };
         match scans.get(id).map(Vec::as_slice).unwrap_or_default() {
             branch_scans if each_branch && !branch_scans.is_empty() => {
@@ -144,6 +146,7 @@ pub async fn plan(
         problems.push(format!("the item list is incomplete: {problem}"));
     }
     let planned = items.len() as u64;
+    let items = split_large_scans(store, vendor, connection, run, items).await?;
     let groups = group_items(items, children_at_once);
     let mut body = Vec::new();
     for group in &groups {
@@ -159,6 +162,7 @@ pub async fn plan(
 /// Groups the items for the state machine's children: as many items per group as leave every
 /// one of `children_at_once` children a group (a small run keeps its parallelism), at most
 /// [`MAX_ITEMS_PER_GROUP`] and [`MAX_GROUP_BYTES`] of input (an item larger than that goes alone).
+/// Each part of a split scan goes alone, for the parts to be collected at once.
 pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGroup> {
     let per_group = items
         .len()
@@ -168,7 +172,10 @@ pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGro
     let (mut current, mut bytes) = (Vec::new(), 0);
     for item in items {
         let size = serde_json::to_vec(&item).map_or(0, |b| b.len());
-        if !current.is_empty() && (current.len() == per_group || bytes + size > MAX_GROUP_BYTES) {
+        let alone = item.part.is_some();
+        if !current.is_empty()
+            && (alone || current.len() == per_group || bytes + size > MAX_GROUP_BYTES)
+        {
             groups.push(WorkGroup {
                 items: std::mem::take(&mut current),
             });
@@ -176,6 +183,12 @@ pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGro
         }
         bytes += size;
         current.push(item);
+        if alone {
+            groups.push(WorkGroup {
+                items: std::mem::take(&mut current),
+            });
+            bytes = 0;
+        }
     }
     if !current.is_empty() {
         groups.push(WorkGroup { items: current });
@@ -496,6 +509,7 @@ mod tests {
             scan_created: None,
             record: Value::String("x".repeat(record_bytes)),
             previous_run: None,
+            part: None,
         }
     }
 

@@ -154,7 +154,11 @@ async fn process(
                 let transforming = Instant::now();
                 let transformed = transform(store, connection, item).await;
                 StageClock::add(&clock.transform_us, transforming);
-                return transformed.map(|_| ());
+                return match transformed {
+                    // A part of a split scan collected before another: that one's transform joins them.
+                    Err(StepError::NotYetWritten { .. }) if item.part.is_some() => Ok(()),
+                    transformed => transformed.map(|_| ()),
+                };
             }
             Err(error) if error.is_retryable() => last = Some(error),
             Err(error) => return Err(error),

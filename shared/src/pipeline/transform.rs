@@ -12,6 +12,7 @@ use super::objects::{
     put_json, put_lines,
 };
 use super::run::read_run;
+use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
 use crate::mapping::{
@@ -74,6 +75,12 @@ pub async fn transform(
     connection: &Connection,
     item: &WorkItem,
 ) -> Result<TransformRecord, StepError> {
+    if item.part.is_some()
+        && let Some(done) = get_json(store, &item.run.transform_record(&item.item)).await?
+    {
+        // The parts of a split scan share the item's transform: another part's did it.
+        return Ok(done);
+    }
     match transform_collected(store, connection, item).await {
         Err(error) if !error.is_retryable() => {
             tracing::warn!(item = %item.item, error = %error, "item could not be transformed");
@@ -95,6 +102,9 @@ async fn transform_collected(
     item: &WorkItem,
 ) -> Result<TransformRecord, StepError> {
     let (run, key) = (&item.run, item.item.as_str());
+    if let Some(part) = &item.part {
+        join_parts(store, connection, item, part.of).await?;
+    }
     let outcome: CollectOutcome = get_json(store, &run.collect_outcome(key))
         .await?
         .ok_or_else(|| StepError::NotYetWritten {

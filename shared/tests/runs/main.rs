@@ -10,4 +10,5 @@ mod pipeline;
 mod reconciliation;
 mod reliability;
 mod resume;
+mod split;
 mod states;

@@ -1,0 +1,571 @@
+//! A scan too large for one worker is split into page ranges collected at once and joined
+//! before its transform: the asset commits what a whole pull commits, under either reading of
+//! `offset`, and a part that fails, is cut off, or does not add up with the others leaves the
+//! asset's findings carried, never closed.
+
+use crate::common::runs::*;
+use crate::common::*;
+use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, OffsetMode, TenantShape};
+use cxone_etm::ConnectorKind;
+use cxone_etm::pipeline::{
+    CollectOutcome, Connection, ItemStatus, Manifest, RunRef, VendorAccess, WorkItem, collect,
+    finalize, read_work_list, transform,
+};
+use cxone_etm::store::{LocalStore, ObjectStore};
+
+const PAGE: u32 = 10;
+/// Parts of three pages: the 95 results of the large project make four parts (3, 3, 3 and 1 pages).
+const SPLIT_ABOVE: u64 = 30;
+const LARGE: u64 = 95;
+
+async fn tenant(mode: OffsetMode) -> Emulator {
+    emulator_with(EmulatorConfig {
+        shape: TenantShape {
+            projects: 3,
+            project_results: vec![LARGE, 7, 12],
+            scans_per_project: 1,
+            // Ids that repeat across parts are found only over the union.
+            repeated_result_ids_percent: 50,
+            ..TenantShape::default()
+        },
+        results_offset: mode,
+        ..EmulatorConfig::default()
+    })
+    .await
+}
+
+fn split_connection(emulator: &Emulator, id: &str) -> Connection {
+    let mut c = connection(emulator, id, ConnectorKind::Sast);
+    c.config.split_scans_above = SPLIT_ABOVE;
+    c.vendor.results_page_size = PAGE;
+    c
+}
+
+fn run_ref(id: &str, run_id: &str) -> RunRef {
+    RunRef {
+        connection_id: id.to_string(),
+        run_id: run_id.to_string(),
+    }
+}
+
+async fn outcome(store: &LocalStore, key: &str) -> Option<CollectOutcome> {
+    let body = store.get(key).await.unwrap()?;
+    Some(serde_json::from_slice(&body).unwrap())
+}
+
+/// The large project's item in a run's manifest.
+fn large_item(manifest: &Manifest, emulator: &Emulator) -> cxone_etm::pipeline::ManifestItem {
+    let id = &emulator.expected().projects[0].id;
+    manifest
+        .items
+        .iter()
+        .find(|i| &i.vendor_id == id)
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn a_large_scan_split_into_parts_commits_what_a_whole_pull_commits() {
+    for mode in [OffsetMode::Page, OffsetMode::Item] {
+        let emulator = tenant(mode).await;
+        let (store, dir) = temp_store("split-whole");
+        let c = split_connection(&emulator, "split");
+        // The first run knows no size: the scan is pulled whole.
+        let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+        let m1 = manifest(&store, &first.manifest).await;
+        let (work, _) = read_work_list(&store, &run_ref("split", &first.run_id))
+            .await
+            .unwrap();
+        assert!(work.iter().all(|i| i.part.is_none()), "{mode:?}");
+
+        let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+        assert!(second.complete, "{mode:?}: {:?}", second.problems);
+        let run2 = run_ref("split", &second.run_id);
+        let (work, _) = read_work_list(&store, &run2).await.unwrap();
+        let parts: Vec<_> = work.iter().filter_map(|i| i.part.clone()).collect();
+        let ranges: Vec<_> = parts.iter().map(|p| (p.first_page, p.pages)).collect();
+        assert_eq!(
+            ranges,
+            [(0, Some(3)), (3, Some(3)), (6, Some(3)), (9, None)],
+            "{mode:?}"
+        );
+        assert!(parts.iter().all(|p| p.of == 4 && p.planned_total == LARGE));
+        // Each part is a child execution of its own; the two small projects share one.
+        assert_eq!(second.child_executions, 5, "{mode:?}");
+        assert_eq!(second.items, 3, "the parts are one asset");
+
+        let m2 = manifest(&store, &second.manifest).await;
+        let (whole, split) = (large_item(&m1, &emulator), large_item(&m2, &emulator));
+        assert_eq!(split.status, ItemStatus::Complete, "{mode:?}: {split:?}");
+        assert_eq!(
+            (split.records_expected, split.records_fetched),
+            (LARGE, LARGE)
+        );
+        assert_eq!(split.figures.findings_out, whole.figures.findings_out);
+        // The same figures, but every finding is one the last run reported (none new, none fixed).
+        let mut expected = whole.figures.clone();
+        expected.lifecycle = split.figures.lifecycle.clone();
+        assert_eq!(split.figures, expected, "{mode:?}");
+        assert_eq!(
+            format!("{:?}", split.figures.lifecycle),
+            format!("{{Active: {}}}", whole.figures.findings_out)
+        );
+        assert_eq!(
+            committed_findings(&store, &m1).await,
+            committed_findings(&store, &m2).await,
+            "{mode:?}"
+        );
+        // The joined outcome proves the union as a whole pull proves the scan.
+        let item = &work.iter().find(|i| i.part.is_some()).unwrap().item;
+        let joined = outcome(&store, &run2.collect_outcome(item)).await.unwrap();
+        let alone = outcome(
+            &store,
+            &run_ref("split", &first.run_id).collect_outcome(item),
+        )
+        .await
+        .unwrap();
+        assert_eq!(joined.pages, 10, "{mode:?}");
+        assert_eq!(
+            (joined.completeness.expected, joined.completeness.unique),
+            (LARGE, LARGE)
+        );
+        assert_eq!(joined.completeness.duplicates, 0);
+        assert!(!alone.repeated_ids.is_empty(), "the tenant repeats ids");
+        assert_eq!(joined.repeated_ids, alone.repeated_ids, "{mode:?}");
+        for index in 0..4 {
+            let part = outcome(&store, &run2.part_outcome(item, index)).await;
+            assert_eq!(
+                part.unwrap().status,
+                ItemStatus::Complete,
+                "{mode:?} {index}"
+            );
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[tokio::test]
+async fn a_part_the_vendor_refuses_leaves_the_asset_failed_and_its_findings_carried() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let (store, dir) = temp_store("split-refused");
+    let c = split_connection(&emulator, "split-refused");
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let open_before = large_item(&manifest(&store, &first.manifest).await, &emulator)
+        .figures
+        .findings_out;
+    // The second part's first page (page index 3) is refused.
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: Some(format!("limit={PAGE}&offset=3")),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(!second.complete);
+    let m2 = manifest(&store, &second.manifest).await;
+    let large = large_item(&m2, &emulator);
+    assert_eq!(large.status, ItemStatus::Failed);
+    let reason = large.reason.unwrap();
+    assert!(reason.starts_with("part 2 of 4: "), "{reason}");
+    assert!(reason.contains("403"), "{reason}");
+    assert_eq!(large.carried_forward, open_before);
+    assert!(
+        large.objects.is_empty(),
+        "nothing of the asset is committed"
+    );
+    assert_eq!(
+        m2.items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Complete)
+            .count(),
+        2
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_total_that_moves_while_the_parts_are_pulled_leaves_the_asset_incomplete() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let (store, dir) = temp_store("split-drift");
+    let c = split_connection(&emulator, "split-drift");
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let open_before = large_item(&manifest(&store, &first.manifest).await, &emulator)
+        .figures
+        .findings_out;
+    let scan = emulator.expected().projects[0]
+        .main_branch_sast_scan
+        .clone()
+        .unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            total_drift: 2,
+            only_matching: Some(scan),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let large = large_item(&manifest(&store, &second.manifest).await, &emulator);
+    assert_eq!(large.status, ItemStatus::Incomplete, "{large:?}");
+    assert!(large.reason.unwrap().starts_with("part "));
+    assert_eq!(large.carried_forward, open_before);
+    assert!(large.objects.is_empty());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A run planned after a committed one, so the large scan is split: its store, the vendor, the
+/// connection and the work list.
+struct SplitRun {
+    store: LocalStore,
+    dir: std::path::PathBuf,
+    vendor: VendorAccess,
+    connection: Connection,
+    run: RunRef,
+    work: Vec<WorkItem>,
+}
+
+impl Drop for SplitRun {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+async fn split_run(emulator: &Emulator, name: &str) -> SplitRun {
+    let (store, dir) = temp_store(name);
+    let connection = split_connection(emulator, name);
+    run(&store, &connection, api_key(emulator)).await.unwrap();
+    let run = cxone_etm::pipeline::begin_run(
+        &store,
+        name,
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = VendorAccess::new(
+        connection.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(&store, &vendor, &connection, &run, 4)
+        .await
+        .unwrap();
+    let work = groups.into_iter().flat_map(|g| g.items).collect();
+    SplitRun {
+        store,
+        dir,
+        vendor,
+        connection,
+        run,
+        work,
+    }
+}
+
+impl SplitRun {
+    fn parts(&self) -> Vec<&WorkItem> {
+        self.work.iter().filter(|i| i.part.is_some()).collect()
+    }
+
+    async fn collect(&self, item: &WorkItem) -> CollectOutcome {
+        collect(&self.store, &self.vendor, &self.connection, item, None)
+            .await
+            .unwrap()
+    }
+
+    /// Collects and transforms every item but the split one.
+    async fn the_others(&self) {
+        for item in self.work.iter().filter(|i| i.part.is_none()) {
+            self.collect(item).await;
+            transform(&self.store, &self.connection, item)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn parts_wait_for_each_other_and_a_part_that_never_finishes_is_named() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let s = split_run(&emulator, "split-unfinished").await;
+    s.the_others().await;
+    let parts = s.parts();
+    assert_eq!(parts.len(), 4);
+    let key = parts[0].item.clone();
+    // Parts 1, 2 and 4 are collected; each transform waits, as part 3 has no outcome.
+    for part in [parts[0], parts[1], parts[3]] {
+        assert_eq!(s.collect(part).await.status, ItemStatus::Complete);
+    }
+    for part in [parts[0], parts[1], parts[3]] {
+        let error = transform(&s.store, &s.connection, part).await.unwrap_err();
+        assert!(error.is_retryable(), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("part 3 of 4 has not finished"),
+            "{message}"
+        );
+    }
+    assert!(
+        s.store
+            .get(&s.run.collect_outcome(&key))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.store
+            .get(&s.run.part_progress(&key, 0))
+            .await
+            .unwrap()
+            .is_some(),
+        "a part's progress is its own"
+    );
+    assert!(
+        s.store
+            .get(&s.run.collect_progress(&key))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let m = finalize(&s.store, &s.connection, &s.run).await.unwrap();
+    let large = large_item(&m, &emulator);
+    assert_eq!(large.status, ItemStatus::Failed);
+    assert_eq!(
+        large.reason.as_deref(),
+        Some("part 3 of 4: collect did not finish")
+    );
+    assert!(large.carried_forward > 0);
+    assert!(large.objects.is_empty());
+    assert_eq!(m.items.len(), 3, "the parts are one line of the manifest");
+}
+
+#[tokio::test]
+async fn the_part_collected_last_joins_them_and_the_others_take_its_transform() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let s = split_run(&emulator, "split-join").await;
+    s.the_others().await;
+    let parts = s.parts();
+    for part in &parts[1..] {
+        s.collect(part).await;
+    }
+    let later = transform(&s.store, &s.connection, parts[3]).await;
+    assert!(later.is_err(), "part 1 is not collected yet");
+    s.collect(parts[0]).await;
+    let joined = transform(&s.store, &s.connection, parts[0]).await.unwrap();
+    assert!(joined.failed.is_none(), "{joined:?}");
+    assert_eq!(joined.figures.records_in, LARGE);
+    // The parts transformed after take the record of the one that joined them.
+    for part in &parts[1..] {
+        let record = transform(&s.store, &s.connection, part).await.unwrap();
+        assert_eq!(record, joined);
+    }
+    let m = finalize(&s.store, &s.connection, &s.run).await.unwrap();
+    assert!(m.complete, "{:?}", m.problems);
+    let large = large_item(&m, &emulator);
+    assert_eq!(large.figures.findings_out, joined.figures.findings_out);
+}
+
+/// Rewrites a stored raw page of the split item, packed as collect packs it.
+async fn edit_page(s: &SplitRun, number: u32, change: impl FnOnce(&mut serde_json::Value)) {
+    let key = s.run.raw_page(&s.parts()[0].item, number);
+    let packed = s.store.get(&key).await.unwrap().expect("a page");
+    let page = cxone_etm::packing::unpack(&key, &packed).unwrap();
+    let mut page = serde_json::from_slice(&page).unwrap();
+    change(&mut page);
+    let page = cxone_etm::packing::pack_page(&serde_json::to_vec(&page).unwrap());
+    s.store.put(&key, page).await.unwrap();
+}
+
+/// The JSON of a stored raw page of the split item.
+async fn read_page(s: &SplitRun, number: u32) -> serde_json::Value {
+    let key = s.run.raw_page(&s.parts()[0].item, number);
+    let packed = s.store.get(&key).await.unwrap().expect("a page");
+    serde_json::from_slice(&cxone_etm::packing::unpack(&key, &packed).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn parts_that_do_not_add_up_leave_the_asset_incomplete_never_short() {
+    let emulator = tenant(OffsetMode::Page).await;
+    for what in ["a record stored by two parts", "pages of another total"] {
+        let s = split_run(&emulator, "split-tampered").await;
+        s.the_others().await;
+        for part in s.parts() {
+            s.collect(part).await;
+        }
+        let says = if what.starts_with("a record") {
+            // The first part's last record, stored again by the second in place of its first.
+            let last_of_first = read_page(&s, 2).await["results"][9].clone();
+            edit_page(&s, 3, |page| page["results"][0] = last_of_first).await;
+            // Written again as the other is, so the two copies are byte for byte alike, as a
+            // record the server serves twice is.
+            edit_page(&s, 2, |_| {}).await;
+            "records stored by two parts: 1 "
+        } else {
+            edit_page(&s, 6, |page| {
+                page["totalCount"] = serde_json::json!(LARGE + 1)
+            })
+            .await;
+            "the total changed"
+        };
+        let record = transform(&s.store, &s.connection, s.parts()[3])
+            .await
+            .unwrap();
+        assert!(record.objects.is_empty(), "{what}: nothing transformed");
+        let m = finalize(&s.store, &s.connection, &s.run).await.unwrap();
+        let large = large_item(&m, &emulator);
+        assert_eq!(large.status, ItemStatus::Incomplete, "{what}: {large:?}");
+        let reason = large.reason.unwrap();
+        assert!(
+            reason.starts_with("the union of its 4 parts: "),
+            "{what}: {reason}"
+        );
+        assert!(reason.contains(says), "{what}: {reason}");
+        assert!(large.carried_forward > 0, "{what}");
+        assert!(
+            large.objects.is_empty(),
+            "{what}: nothing of it is committed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_part_cut_off_goes_on_from_its_own_progress() {
+    let emulator = tenant(OffsetMode::Item).await;
+    let s = split_run(&emulator, "split-cut").await;
+    let part = s.parts()[1];
+    let key = &part.item;
+    // A deadline 59 s away: under the minute a collect wants for another page.
+    let short = Some(std::time::SystemTime::now() + std::time::Duration::from_secs(59));
+    let error = collect(&s.store, &s.vendor, &s.connection, part, short)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("after 1 pages"), "{error}");
+    assert!(
+        s.store
+            .get(&s.run.part_progress(key, 1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.store
+            .get(&s.run.raw_page(key, 3))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.store
+            .get(&s.run.raw_page(key, 0))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    emulator.reset_traffic();
+    let outcome = s.collect(part).await;
+    assert_eq!(outcome.status, ItemStatus::Complete, "{outcome:?}");
+    assert_eq!((outcome.pages, outcome.completeness.unique), (3, 30));
+    // Only the part's two pages not stored are asked for, by item offset.
+    let asked: Vec<String> = emulator
+        .request_log()
+        .into_iter()
+        .filter(|(endpoint, _)| *endpoint == Endpoint::Results)
+        .map(|(_, target)| target.rsplit('&').next().unwrap().to_string())
+        .collect();
+    assert_eq!(asked, ["offset=40", "offset=50"]);
+}
+
+#[tokio::test]
+async fn a_scan_the_plan_cannot_probe_is_collected_whole() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let (store, dir) = temp_store("split-unprobed");
+    let c = split_connection(&emulator, "split-unprobed");
+    run(&store, &c, api_key(&emulator)).await.unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: Some("limit=2&".into()),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let probes_refused = emulator.traffic().faults_fired.forbidden;
+    assert_eq!(
+        probes_refused.get("results"),
+        Some(&1),
+        "{probes_refused:?}"
+    );
+    let (work, _) = read_work_list(&store, &run_ref("split-unprobed", &second.run_id))
+        .await
+        .unwrap();
+    assert!(work.iter().all(|i| i.part.is_none()));
+    let large = large_item(&manifest(&store, &second.manifest).await, &emulator);
+    assert_eq!(large.records_fetched, LARGE);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn the_last_part_pulls_the_scans_of_the_other_engines() {
+    // Project 1's latest scan ran SCA alone: SAST, KICS and containers come from the scan before.
+    let emulator = emulator(TenantShape {
+        projects: 3,
+        project_results: vec![7, LARGE, 12],
+        scans_per_project: 2,
+        branches_per_project: 1,
+        rescan_engine: Some(cxone_emulator::ResultType::Sca),
+        ..TenantShape::default()
+    })
+    .await;
+    let (store, dir) = temp_store("split-engines");
+    let mut config = cxone_etm::pipeline::ConnectionConfig {
+        item_concurrency: 3,
+        engines: Some(cxone_etm::Engine::PROJECT_ENGINES.to_vec()),
+        // One page a part: the SCA scan holds only the project's SCA results.
+        split_scans_above: u64::from(PAGE),
+        ..cxone_etm::pipeline::ConnectionConfig::new(
+            "split-engines",
+            ConnectorKind::Sast,
+            settings(&emulator),
+            "env:UNUSED_IN_TESTS",
+        )
+    };
+    config.vendor.results_page_size = PAGE;
+    let c = config.validate().unwrap_or_else(|e| panic!("{e:?}"));
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let (work, _) = read_work_list(&store, &run_ref("split-engines", &second.run_id))
+        .await
+        .unwrap();
+    let id = &emulator.expected().projects[1].id;
+    let parts: Vec<_> = work
+        .iter()
+        .filter(|i| i.part.is_some() && &i.vendor_id == id)
+        .collect();
+    assert!(parts.len() > 1, "the SCA scan is split");
+    assert!(!parts[0].other_scans.is_empty(), "with other scans");
+    let item = |m: &Manifest| m.items.iter().find(|i| &i.vendor_id == id).unwrap().clone();
+    let (m1, m2) = (
+        manifest(&store, &first.manifest).await,
+        manifest(&store, &second.manifest).await,
+    );
+    let (whole, split) = (item(&m1), item(&m2));
+    assert_eq!(split.status, ItemStatus::Complete, "{split:?}");
+    assert_eq!(split.records_fetched, whole.records_fetched);
+    assert_eq!(split.by_engine.keys().count(), 4, "{:?}", split.by_engine);
+    for (engine, figures) in &whole.by_engine {
+        assert_eq!(
+            split.by_engine[engine].findings_out, figures.findings_out,
+            "{engine:?}"
+        );
+    }
+    assert_eq!(
+        committed_findings(&store, &m1).await,
+        committed_findings(&store, &m2).await
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
