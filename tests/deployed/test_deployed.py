@@ -464,6 +464,39 @@ def test_a_connection_of_every_engine_commits_each_engine_and_reconciles_it(acco
         assert lifecycle.get("FIXED", 0) == manifests[1]["totalsByEngine"][engine]["fixed"], (engine, lifecycle)
 
 
+def test_a_large_scan_is_collected_in_parts_and_committed_whole(account, emulator):
+    # Pages of 10 and parts of at most 20 results: the second run splits every project's scan of
+    # 40 results into two parts, each a child execution of its own, joined by a transform.
+    result = put_connection(account, emulator, "split", extra={"split_scans_above": 20},
+                            vendor={"results_page_size": 10})
+    assert result.returncode == 0, result.stderr
+    manifests, work = [], []
+    for _ in range(2):
+        status, started = account.http("POST", "/connections/split/runs")
+        assert status == 202, started
+        execution = account.wait(started["executionArn"])
+        assert execution["status"] == "SUCCEEDED", account.explain(execution)
+        manifest = committed(account, started["run"])
+        assert manifest["complete"] is True, manifest["problems"]
+        assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
+        manifests.append(manifest)
+        key = f"connections/split/runs/{started['run']['runId']}/work.jsonl"
+        body = account.client("s3").get_object(Bucket=account.bucket, Key=key)["Body"].read()
+        work.append([json.loads(line) for line in body.splitlines()])
+    assert all("part" not in item for group in work[0] for item in group["items"]), "the first run knows no size"
+    split = [group for group in work[1] if any("part" in item for item in group["items"])]
+    assert split and all(len(group["items"]) == 1 for group in split), "each part is a child of its own"
+    parts = {}
+    for group in split:
+        (item,) = group["items"]
+        parts.setdefault(item["item"], []).append((item["part"]["firstPage"], item["part"].get("pages")))
+    assert all(sorted(ranges) == [(0, 2), (2, None)] for ranges in parts.values()), parts
+    assert len(manifests[1]["items"]) == len(manifests[0]["items"]), "the parts are one asset each"
+    assert_unchanged(manifests[1], manifests[0])
+    assert sorted((f["item"], f["externalFindingId"]) for f in account.findings(manifests[1])) == sorted(
+        (f["item"], f["externalFindingId"]) for f in account.findings(manifests[0]))
+
+
 def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulator):
     previous = account.get_json("connections/sast/state.json")
     projects = emulator.get("/_emulator/stats")["expected"]["projects"]

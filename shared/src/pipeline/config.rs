@@ -517,6 +517,11 @@ mod tests {
             ),
             (
                 r#""kind":"sast""#,
+                r#""kind":"sast","split_scans_above":999"#,
+                "`split_scans_above`",
+            ),
+            (
+                r#""kind":"sast""#,
                 r#""kind":"sast","filters":{"asset_types":{"generic_application":false,"code_repository":false}}"#,
                 "`filters.asset_types`",
             ),

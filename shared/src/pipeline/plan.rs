@@ -556,6 +556,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn each_part_of_a_split_scan_goes_alone() {
+        let mut items: Vec<WorkItem> = (0..6).map(|i| item(i, 10)).collect();
+        for (index, part) in items[2..4].iter_mut().enumerate() {
+            part.part = Some(crate::pipeline::ScanPart {
+                index: index as u32,
+                of: 2,
+                first_page: index as u32 * 100,
+                pages: (index == 0).then_some(100),
+                semantics: crate::cxone::OffsetSemantics::PageIndex,
+                planned_total: 2_000_000,
+            });
+        }
+        let groups = group_items(items, 1);
+        assert_eq!(sizes(&groups), vec![2, 1, 1, 2]);
+        assert!(groups[1].items[0].part.is_some() && groups[2].items[0].part.is_some());
+    }
+
     #[tokio::test]
     async fn the_work_list_reads_groups_and_the_single_items_of_older_runs() {
         let store = crate::store::MemoryStore::default();
