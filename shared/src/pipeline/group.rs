@@ -27,7 +27,7 @@ pub async fn collect_group(
     let mut done = Vec::with_capacity(items.len());
     let mut unfinished = Unfinished::default();
     for item in items {
-        let key = item.run.collect_outcome(&item.item);
+        let key = item.collect_outcome_key();
         let outcome = match get_json::<CollectOutcome>(store, &key).await {
             Ok(Some(earlier)) => Ok(earlier),
             Ok(None) => match time.left_for_another() {

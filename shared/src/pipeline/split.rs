@@ -128,8 +128,10 @@ pub(super) async fn join_parts(
             }
         }
     }
+    let started = std::time::Instant::now();
     let outcome = joined(store, connection, item, parts).await?;
-    tracing::info!(item = %key, status = ?outcome.status, pages = outcome.pages, "parts joined");
+    let took_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(item = %key, status = ?outcome.status, pages = outcome.pages, took_ms, "parts joined");
     put_json(store, &run.collect_outcome(key), &outcome).await
 }
 

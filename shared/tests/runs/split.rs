@@ -569,3 +569,27 @@ async fn the_last_part_pulls_the_scans_of_the_other_engines() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn a_group_retried_after_its_part_was_collected_asks_the_vendor_nothing() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let s = split_run(&emulator, "split-group").await;
+    let part = s.parts()[2].clone();
+    let budget = cxone_etm::pipeline::TimeBudget::until(None);
+    let collect_once = || {
+        cxone_etm::pipeline::collect_group(
+            &s.store,
+            &s.vendor,
+            &s.connection,
+            std::slice::from_ref(&part),
+            budget,
+        )
+    };
+    let (done, error) = collect_once().await;
+    assert!(error.is_none() && done[0].status == ItemStatus::Complete);
+    emulator.reset_traffic();
+    let (again, error) = collect_once().await;
+    assert!(error.is_none());
+    assert_eq!(again, done, "the part's own outcome is taken");
+    assert_eq!(emulator.traffic().requests_to(Endpoint::Results), 0);
+}
