@@ -390,7 +390,12 @@ pub async fn start_run(
             max_concurrency: runtime.max_concurrency,
             bucket: runtime.store.bucket().to_string(),
             run: run.clone(),
-            items: groups.iter().map(|g| g.items.len() as u64).sum(),
+            // The parts of a split scan are one item.
+            items: groups
+                .iter()
+                .flat_map(|g| &g.items)
+                .filter(|i| i.part.as_ref().is_none_or(|p| p.index == 0))
+                .count() as u64,
             child_executions: groups.len() as u64,
             execution_arn: None,
         };

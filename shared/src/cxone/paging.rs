@@ -402,7 +402,7 @@ impl ResultsPager {
         let total = self.completeness.expected;
         let start = u64::from(range.first) * self.limit;
         let end = range.count.map_or(total, |count| {
-            (u64::from(range.first + count) * self.limit).min(total)
+            ((u64::from(range.first) + u64::from(count)) * self.limit).min(total)
         });
         end.saturating_sub(start)
     }
@@ -426,12 +426,19 @@ impl ResultsPager {
             ));
         }
         let holds = self.range_records(range);
-        (c.unique != holds).then(|| {
-            format!(
-                "received {} distinct records where its pages hold {holds} of the scan's {} (at {} a page)",
-                c.unique, c.expected, self.limit
-            )
-        })
+        if c.unique == holds {
+            return None;
+        }
+        if self.served < self.limit && holds > self.served {
+            return Some(format!(
+                "the server sent {} results a page where `limit` asked {}: it caps the page size, and a split scan's parts need full pages; set `vendor.results_page_size` to {} or less",
+                self.served, self.limit, self.served
+            ));
+        }
+        Some(format!(
+            "received {} distinct records where its pages hold {holds} of the scan's {} (at {} a page)",
+            c.unique, c.expected, self.limit
+        ))
     }
 
     /// Where the pager stands: enough, with the pages handed over, to resume it.
@@ -524,7 +531,7 @@ impl ResultsPager {
             (0, None) => 0,
             (1, None) => 1,
             (_, Some(OffsetSemantics::ItemCount)) => self.position,
-            _ => u64::from(self.first_page() + number),
+            _ => u64::from(self.first_page()) + u64::from(number),
         };
         let url = self.page_url(offset);
         let page = self.ahead.take(url).await?;
@@ -551,8 +558,8 @@ impl ResultsPager {
             // (where the range does not end there, its part is found short).
             Some(range) => {
                 let pages_read = number + 1;
-                let end_of_scan =
-                    u64::from(range.first + pages_read) * self.limit >= self.completeness.expected;
+                let end_of_scan = (u64::from(range.first) + u64::from(pages_read)) * self.limit
+                    >= self.completeness.expected;
                 range.count.is_some_and(|count| pages_read >= count)
                     || end_of_scan
                     || received < self.limit
@@ -561,7 +568,7 @@ impl ResultsPager {
         if whole || received == 0 || short {
             self.done = true;
         }
-        if number == 0 && self.done {
+        if number == 0 && self.done && self.range.is_none() {
             self.semantics = Some(OffsetSemantics::Unneeded);
         }
         // A server that keeps answering must not keep us paging forever.

@@ -66,7 +66,8 @@ pub struct ConnectionConfig {
     pub original_severity: bool,
     /// A project scan of more results than this is collected in parts of at most this many
     /// results (whole pages), by separate workers at once, and joined before its transform; 0
-    /// never splits. A scan is split once the last committed run saw it above half this size.
+    /// never splits. The plan asks a scan its size only where the last committed run saw the
+    /// item complete with more than half this many records.
     #[serde(default = "default_split_scans_above")]
     pub split_scans_above: u64,
 }

@@ -79,15 +79,6 @@ impl ScanPart {
     pub fn is_last(&self) -> bool {
         self.index + 1 == self.of
     }
-
-    /// `part 2 of 3 (pages 100–199)`, for reasons and logs.
-    pub fn describe(&self) -> String {
-        let pages = match self.pages {
-            Some(n) => format!("pages {}–{}", self.first_page, self.first_page + n - 1),
-            None => format!("pages {} to the end", self.first_page),
-        };
-        format!("part {} of {} ({pages})", self.index + 1, self.of)
-    }
 }
 
 /// One line of the work list: the items one child execution of the state machine collects and

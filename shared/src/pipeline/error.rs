@@ -52,6 +52,12 @@ pub enum StepError {
     /// An object an earlier step writes is not there yet: that step has not finished.
     #[error("{key} is missing: {why}")]
     NotYetWritten { key: String, why: String },
+    /// A part of a split scan has no outcome yet: the transform of the part collected last joins
+    /// the parts, not this one.
+    #[error(
+        "{key} is missing: part {part} of {of} has not finished collecting; the transform of the part collected last joins them"
+    )]
+    WaitingForPart { key: String, part: u32, of: u32 },
     /// An object this step needs is missing or cannot be read.
     #[error("{key}: {problem}")]
     BadObject { key: String, problem: String },
@@ -101,7 +107,10 @@ impl StepError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Vendor(error) => error.is_transient(),
-            Self::Store(_) | Self::NotYetWritten { .. } | Self::StateMachine(_) => true,
+            Self::Store(_)
+            | Self::NotYetWritten { .. }
+            | Self::WaitingForPart { .. }
+            | Self::StateMachine(_) => true,
             Self::Unfinished { retryable, .. } => *retryable,
             Self::TimeShort { .. } | Self::CollectPaused { .. } => true,
             Self::Credential(_)

@@ -19,7 +19,7 @@ use super::now_rfc3339;
 use super::objects::{get_json, put_gzip_json, put_lines, read_gzip_json};
 use super::plan::read_work_list;
 use super::run::{RunRecord, fail_run, mark_processed, read_run};
-use super::split::unjoined_reason;
+use super::split::unjoined;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{Figures, Ledger, Lifecycle, OpenFindings, TransformContext, close_all};
@@ -41,40 +41,36 @@ async fn manifest_item(
     ledgers_written: &std::collections::HashSet<String>,
     ast_base: &url::Url,
 ) -> Result<ManifestItem, StepError> {
-    let collected: Option<CollectOutcome> =
+    let mut collected: Option<CollectOutcome> =
         get_json(store, &run.collect_outcome(&item.item)).await?;
     let transformed: Option<TransformRecord> =
         get_json(store, &run.transform_record(&item.item)).await?;
-    let (status, reason) = match (&collected, &transformed, &item.part) {
-        (
-            None,
-            Some(TransformRecord {
-                failed: Some(why), ..
-            }),
-            Some(_),
-        ) => (ItemStatus::Failed, Some(format!("transform failed: {why}"))),
-        (None, _, Some(part)) => (
-            ItemStatus::Failed,
-            Some(unjoined_reason(store, item, part.of).await?),
-        ),
-        (None, _, None) => (
-            ItemStatus::Failed,
-            Some("collect did not finish".to_string()),
-        ),
-        (Some(c), None, _) if c.status == ItemStatus::Complete => (
-            ItemStatus::Failed,
-            Some("transform did not finish".to_string()),
-        ),
+    // A split scan whose parts were not joined: what they got, and why.
+    let mut unjoined_reason = None;
+    if let (None, Some(part)) = (&collected, &item.part) {
+        let (why, parts) = unjoined(store, item, part.of).await?;
+        unjoined_reason = Some(why);
+        collected = Some(parts);
+    }
+    let (status, reason) = match (&collected, &transformed) {
         (
             Some(c),
             Some(TransformRecord {
                 failed: Some(why), ..
             }),
-            _,
-        ) if c.status == ItemStatus::Complete => {
+        ) if unjoined_reason.is_some() || c.status == ItemStatus::Complete => {
             (ItemStatus::Failed, Some(format!("transform failed: {why}")))
         }
-        (Some(c), _, _) => (c.status, c.reason.clone()),
+        _ if unjoined_reason.is_some() => (ItemStatus::Failed, unjoined_reason),
+        (None, _) => (
+            ItemStatus::Failed,
+            Some("collect did not finish".to_string()),
+        ),
+        (Some(c), None) if c.status == ItemStatus::Complete => (
+            ItemStatus::Failed,
+            Some("transform did not finish".to_string()),
+        ),
+        (Some(c), _) => (c.status, c.reason.clone()),
     };
     // A ledger under this run is the transform's only for an item it transformed; for any other
     // item it is one an earlier attempt of this finalize carried forward, and is counted again.

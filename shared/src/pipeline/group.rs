@@ -73,6 +73,8 @@ pub async fn transform_group(
     for item in items {
         let key = item.run.transform_record(&item.item);
         let record = match get_json::<TransformRecord>(store, &key).await {
+            // A split scan's record is reported by the part whose transform wrote it.
+            Ok(Some(_)) if item.part.is_some() => continue,
             Ok(Some(earlier)) => Ok(earlier),
             Ok(None) => match time.left_for_another() {
                 Err(short) => Err(short),
@@ -87,7 +89,7 @@ pub async fn transform_group(
         };
         match record {
             Ok(record) => done.push(record),
-            Err(StepError::NotYetWritten { .. }) => {}
+            Err(StepError::NotYetWritten { .. } | StepError::WaitingForPart { .. }) => {}
             Err(error) => unfinished.add(item, error),
         }
     }

@@ -156,7 +156,7 @@ async fn process(
                 StageClock::add(&clock.transform_us, transforming);
                 return match transformed {
                     // A part of a split scan collected before another: that one's transform joins them.
-                    Err(StepError::NotYetWritten { .. }) if item.part.is_some() => Ok(()),
+                    Err(StepError::WaitingForPart { .. }) => Ok(()),
                     transformed => transformed.map(|_| ()),
                 };
             }

@@ -4,10 +4,12 @@
 //! joins them into the item's outcome, with the completeness proof over the union, before the
 //! asset is transformed once.
 //!
-//! The plan splits a scan only where the last committed run saw more than half the connection's
-//! `split_scans_above` results (a scan's size is known from no listing), and only after asking
-//! it for two results (`limit=2`): the answers give its total now and how the server reads
-//! `offset`, which a range that starts past the first page could not tell from its own pages.
+//! The plan asks a scan its size only where the last committed run pulled the item complete with
+//! more than half the connection's `split_scans_above` records (a scan's size is known from no
+//! listing), by asking it for two results (`limit=2`) twice: the answers give its total now and how
+//! the server reads `offset`, which a range that starts past the first page could not tell from
+//! its own pages. An item whose last pull was not complete (a split that did not add up among
+//! them) is pulled whole: a whole pull adapts to what the server does, a part cannot.
 
 use std::collections::HashMap;
 
@@ -18,10 +20,15 @@ use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, Manifest, ScanPart, WorkItem};
 use super::error::StepError;
 use super::objects::{get_json, get_page, put_json};
+use crate::cxone::Completeness;
 use crate::cxone::RecordUnion;
 use crate::layout::RunRef;
 use crate::mapping::IdTally;
 use crate::store::ObjectStore;
+
+/// The most parts one scan is split into: a total that calls for more (a server's word is all
+/// there is) makes the last part read on to the scan's end, as a whole pull would.
+const MAX_PARTS: u64 = 100;
 
 /// Splits each project item whose main scan holds more than the connection's
 /// `split_scans_above` results into parts of at most that many (whole pages), in the item's place.
@@ -46,10 +53,10 @@ pub(super) async fn split_large_scans(
     let sizes: HashMap<String, u64> = previous
         .items
         .into_iter()
+        .filter(|i| i.status == ItemStatus::Complete)
         .map(|i| (i.item, i.records_expected))
         .collect();
     let page = u64::from(connection.vendor.results_page_size);
-    let pages_per_part = u32::try_from((above / page).max(1)).unwrap_or(u32::MAX);
     let mut planned = Vec::with_capacity(items.len());
     for item in items {
         let grown_near = sizes.get(&item.item).is_some_and(|n| *n > above / 2);
@@ -74,15 +81,18 @@ pub(super) async fn split_large_scans(
                 continue;
             }
         };
-        let of = u32::try_from(total.div_ceil(page).div_ceil(u64::from(pages_per_part)))
-            .unwrap_or(u32::MAX);
+        let Some((of, per_part)) = parts_of(total, page, above) else {
+            tracing::warn!(item = %item.item, total, "scan too large to number its pages; collected whole");
+            planned.push(item);
+            continue;
+        };
         tracing::info!(item = %item.item, total, parts = of, "scan split");
         for index in 0..of {
             let part = ScanPart {
                 index,
                 of,
-                first_page: index * pages_per_part,
-                pages: (index + 1 < of).then_some(pages_per_part),
+                first_page: index * per_part,
+                pages: (index + 1 < of).then_some(per_part),
                 semantics,
                 planned_total: total,
             };
@@ -95,9 +105,23 @@ pub(super) async fn split_large_scans(
     Ok(planned)
 }
 
+/// How many parts a scan of `total` results makes, in pages of `page`, and the pages of each
+/// part but the last: at most [`MAX_PARTS`] parts. `None` where the parts' pages could not be
+/// numbered (page numbers are u32 in the bucket's keys).
+fn parts_of(total: u64, page: u64, above: u64) -> Option<(u32, u32)> {
+    let per_part = (above / page.max(1)).max(1);
+    let of = total
+        .div_ceil(page.max(1))
+        .div_ceil(per_part)
+        .min(MAX_PARTS);
+    let last_first_page = of.saturating_sub(1).checked_mul(per_part)?;
+    u32::try_from(last_first_page).ok()?;
+    Some((u32::try_from(of).ok()?, u32::try_from(per_part).ok()?))
+}
+
 /// Joins a split scan's parts into the item's outcome (`collect.json`), once every part has its
 /// own: the outcome transform and finalize read as for a scan pulled whole. Until then, the
-/// missing part's key as [`StepError::NotYetWritten`]: the transform of the part collected last
+/// missing part's key as [`StepError::WaitingForPart`]: the transform of the part collected last
 /// finds them all. Two transforms that join at once write the same outcome.
 pub(super) async fn join_parts(
     store: &impl ObjectStore,
@@ -118,12 +142,10 @@ pub(super) async fn join_parts(
         match get_json::<CollectOutcome>(store, &part_key).await? {
             Some(outcome) => parts.push(outcome),
             None => {
-                return Err(StepError::NotYetWritten {
+                return Err(StepError::WaitingForPart {
                     key: part_key,
-                    why: format!(
-                        "part {} of {of} has not finished collecting; the transform of the part collected last joins them",
-                        index + 1
-                    ),
+                    part: index + 1,
+                    of,
                 });
             }
         }
@@ -133,6 +155,47 @@ pub(super) async fn join_parts(
     let took_ms = started.elapsed().as_millis() as u64;
     tracing::info!(item = %key, status = ?outcome.status, pages = outcome.pages, took_ms, "parts joined");
     put_json(store, &run.collect_outcome(key), &outcome).await
+}
+
+/// What the parts got, summed: their traffic (the longest part's duration), and their records
+/// against the scan's total, for the manifest of an item whose parts do not make a whole.
+fn gathered(item: &WorkItem, parts: &[CollectOutcome]) -> CollectOutcome {
+    let mut traffic = ItemTraffic::default();
+    // The scan's total, as the parts that paged it saw it.
+    let mut completeness = Completeness {
+        expected: parts
+            .iter()
+            .map(|p| p.completeness.expected)
+            .max()
+            .unwrap_or(0),
+        ..Completeness::default()
+    };
+    for part in parts {
+        traffic.duration_ms = traffic.duration_ms.max(part.traffic.duration_ms);
+        traffic.requests += part.traffic.requests;
+        traffic.retries += part.traffic.retries;
+        traffic.rate_limited += part.traffic.rate_limited;
+        traffic.bytes += part.traffic.bytes;
+        let c = &part.completeness;
+        completeness.unique += c.unique;
+        completeness.duplicates += c.duplicates;
+        completeness.pages += c.pages;
+    }
+    let last = parts.last();
+    CollectOutcome {
+        item: item.item.clone(),
+        status: ItemStatus::Failed,
+        reason: None,
+        scan_id: item.scan_id.clone(),
+        pages: parts.iter().map(|p| p.pages).sum(),
+        original_pages: last.map_or(0, |p| p.original_pages),
+        completeness,
+        other_pulls: last.map(|p| p.other_pulls.clone()).unwrap_or_default(),
+        repeated_ids: Vec::new(),
+        traffic,
+        record: item.record.clone(),
+        part: None,
+    }
 }
 
 /// The item's outcome from its parts' (all of them, in order): the first part not complete
@@ -145,28 +208,8 @@ async fn joined(
     parts: Vec<CollectOutcome>,
 ) -> Result<CollectOutcome, StepError> {
     let (run, key) = (&item.run, item.item.as_str());
-    let mut traffic = ItemTraffic::default();
-    for part in &parts {
-        traffic.duration_ms = traffic.duration_ms.max(part.traffic.duration_ms);
-        traffic.requests += part.traffic.requests;
-        traffic.retries += part.traffic.retries;
-        traffic.rate_limited += part.traffic.rate_limited;
-        traffic.bytes += part.traffic.bytes;
-    }
     let of = parts.len();
-    let last = parts.last().cloned().ok_or_else(|| {
-        StepError::bad_object(
-            &run.work_list(),
-            format!("item {key} is split into no part"),
-        )
-    })?;
-    let mut outcome = CollectOutcome {
-        item: key.to_string(),
-        traffic,
-        record: item.record.clone(),
-        part: None,
-        ..last.clone()
-    };
+    let mut outcome = gathered(item, &parts);
     let described = |index: usize, what: &str| format!("part {} of {of}: {what}", index + 1);
     if let Some((index, part)) = parts
         .iter()
@@ -177,18 +220,20 @@ async fn joined(
         outcome.reason = Some(described(index, part.reason.as_deref().unwrap_or("")));
         return Ok(outcome);
     }
-    let mut next_page = 0;
+    let mut next_page: u32 = 0;
     for (index, part) in parts.iter().enumerate() {
-        let first_page = part.part.as_ref().map_or(0, |p| p.first_page);
+        let split = part.part.as_ref();
+        let first_page = split.map_or(0, |p| p.first_page);
         if first_page != next_page {
+            let planned = split.map_or(0, |p| p.planned_total);
             let why = format!(
-                "its pages start at {first_page}, where the parts before end at {next_page}: the scan shrank since the plan split it"
+                "its pages start at {first_page}, where the parts before end at {next_page}: the scan shrank from the {planned} results the plan split"
             );
             outcome.status = ItemStatus::Incomplete;
             outcome.reason = Some(described(index, &why));
             return Ok(outcome);
         }
-        next_page = first_page + part.pages;
+        next_page = first_page.saturating_add(part.pages);
     }
     let main_engines = item.main_engines(connection.engines());
     let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
@@ -201,8 +246,8 @@ async fn joined(
             .add_page(Bytes::from(page))
             .map_err(|problem| StepError::bad_object(&page_key, problem))?;
     }
-    for pull in last.other_pulls.iter().filter(|p| p.not_taken.is_none()) {
-        for number in pull.first_page..pull.first_page + pull.pages {
+    for pull in outcome.other_pulls.iter().filter(|p| p.not_taken.is_none()) {
+        for number in pull.first_page..pull.first_page.saturating_add(pull.pages) {
             ids.add_page(
                 &get_page(store, &run.raw_page(key, number)).await?,
                 &pull.engines,
@@ -212,29 +257,58 @@ async fn joined(
     outcome.pages = next_page;
     outcome.completeness = union.completeness().clone();
     outcome.repeated_ids = ids.repeated();
-    if let Some(problem) = union.problem() {
-        outcome.status = ItemStatus::Incomplete;
-        outcome.reason = Some(format!("the union of its {of} parts: {problem}"));
-    }
+    (outcome.status, outcome.reason) = match union.problem() {
+        None => (ItemStatus::Complete, None),
+        Some(problem) => (
+            ItemStatus::Incomplete,
+            Some(format!("the union of its {of} parts: {problem}")),
+        ),
+    };
     Ok(outcome)
 }
 
-/// Why a split item has no joined outcome, for the manifest: the first part whose collect did
-/// not finish, or did not complete; else the join, which did not run.
-pub(super) async fn unjoined_reason(
+/// A split item that has no joined outcome, for the manifest: why (the first part whose collect
+/// did not finish or did not complete; else the join, which did not run), and what the parts that
+/// finished got.
+pub(super) async fn unjoined(
     store: &impl ObjectStore,
     item: &WorkItem,
     of: u32,
-) -> Result<String, StepError> {
+) -> Result<(String, CollectOutcome), StepError> {
+    let mut parts = Vec::new();
+    let mut why = None;
     for index in 0..of {
         let part =
             get_json::<CollectOutcome>(store, &item.run.part_outcome(&item.item, index)).await?;
-        let why = match part {
-            None => "collect did not finish".to_string(),
-            Some(p) if p.status != ItemStatus::Complete => p.reason.unwrap_or_default(),
-            Some(_) => continue,
+        let problem = match &part {
+            None => Some("collect did not finish".to_string()),
+            Some(p) if p.status != ItemStatus::Complete => p.reason.clone(),
+            Some(_) => None,
         };
-        return Ok(format!("part {} of {of}: {why}", index + 1));
+        if let (None, Some(problem)) = (&why, problem) {
+            why = Some(format!("part {} of {of}: {problem}", index + 1));
+        }
+        parts.extend(part);
     }
-    Ok("its parts were collected but not joined: transform did not finish".to_string())
+    let why = why.unwrap_or_else(|| {
+        "its parts were collected but not joined: transform did not finish".to_string()
+    });
+    Ok((why, gathered(item, &parts)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_makes_parts_of_whole_pages_and_never_more_than_the_cap() {
+        assert_eq!(parts_of(95, 10, 30), Some((4, 3)));
+        assert_eq!(parts_of(5_000_000, 10_000, 1_000_000), Some((5, 100)));
+        // A part is at least one page.
+        assert_eq!(parts_of(5, 10, 3), Some((1, 1)));
+        // A total that claims more parts than the cap: the last reads on to the end.
+        assert_eq!(parts_of(1_000_000_000_000_000, 10, 30), Some((100, 3)));
+        // Parts whose pages the keys cannot number are not made.
+        assert_eq!(parts_of(u64::MAX, 1, u64::MAX / 4), None);
+    }
 }

@@ -336,6 +336,8 @@ async fn parts_wait_for_each_other_and_a_part_that_never_finishes_is_named() {
         large.reason.as_deref(),
         Some("part 3 of 4: collect did not finish")
     );
+    // What the three parts that finished got, against the scan's total.
+    assert_eq!((large.records_expected, large.records_fetched), (LARGE, 65));
     assert!(large.carried_forward > 0);
     assert!(large.objects.is_empty());
     assert_eq!(m.items.len(), 3, "the parts are one line of the manifest");
@@ -592,4 +594,54 @@ async fn a_group_retried_after_its_part_was_collected_asks_the_vendor_nothing() 
     assert!(error.is_none());
     assert_eq!(again, done, "the part's own outcome is taken");
     assert_eq!(emulator.traffic().requests_to(Endpoint::Results), 0);
+}
+
+#[tokio::test]
+async fn a_server_that_caps_the_page_size_fails_a_split_once_and_the_next_run_pulls_whole() {
+    let emulator = emulator_with(EmulatorConfig {
+        shape: TenantShape {
+            projects: 3,
+            project_results: vec![LARGE, 7, 12],
+            scans_per_project: 1,
+            ..TenantShape::default()
+        },
+        results_limit_cap: Some(7),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (store, dir) = temp_store("split-capped");
+    let c = split_connection(&emulator, "split-capped");
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(
+        first.complete,
+        "a whole pull pages by what the server sends"
+    );
+    let open_before = large_item(&manifest(&store, &first.manifest).await, &emulator)
+        .figures
+        .findings_out;
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let large = large_item(&manifest(&store, &second.manifest).await, &emulator);
+    assert_eq!(large.status, ItemStatus::Incomplete, "{large:?}");
+    let reason = large.reason.clone().unwrap();
+    assert!(
+        reason.starts_with("part 1 of 4: the server sent 7 results a page where `limit` asked 10"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("set `vendor.results_page_size` to 7 or less"),
+        "{reason}"
+    );
+    assert_eq!(large.carried_forward, open_before);
+    assert!(
+        large.records_expected == LARGE && large.records_fetched > 0,
+        "{large:?}"
+    );
+    // The item's last pull was not complete: the next run pulls it whole, and it is complete.
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    let (work, _) = read_work_list(&store, &run_ref("split-capped", &third.run_id))
+        .await
+        .unwrap();
+    assert!(work.iter().all(|i| i.part.is_none()));
+    std::fs::remove_dir_all(dir).ok();
 }

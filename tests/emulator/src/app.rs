@@ -49,6 +49,8 @@ pub struct AppState {
     pub faults: FaultControl,
     pub stats: Stats,
     pub results_offset: OffsetMode,
+    /// At most this many results a page of `/api/results`, whatever `limit` asks.
+    pub results_limit_cap: Option<u64>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -53,6 +53,8 @@ pub struct EmulatorConfig {
     pub shape: TenantShape,
     pub token_lifetime_secs: u64,
     pub results_offset: OffsetMode,
+    /// `/api/results` sends at most this many results a page, whatever `limit` asks.
+    pub results_limit_cap: Option<u64>,
     /// The `azp` claim of issued API keys: the client id a key must be presented with.
     pub api_key_client_id: String,
     pub tls: bool,
@@ -69,6 +71,7 @@ impl Default for EmulatorConfig {
             shape: TenantShape::default(),
             token_lifetime_secs: 1800,
             results_offset: OffsetMode::Page,
+            results_limit_cap: None,
             api_key_client_id: "ast-app".to_string(),
             tls: false,
             faults: Vec::new(),
@@ -138,6 +141,7 @@ impl Emulator {
             faults: faults::FaultControl::default(),
             stats: stats::Stats::default(),
             results_offset: config.results_offset,
+            results_limit_cap: config.results_limit_cap,
         });
         for (endpoint, spec) in &config.faults {
             state.faults.set(*endpoint, spec.clone());

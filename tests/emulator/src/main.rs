@@ -78,6 +78,10 @@ struct Args {
     /// How /api/results reads `offset`: page (0-based page index, the default) or item (items to skip).
     #[arg(long, value_enum, default_value_t = OffsetMode::Page)]
     results_offset: OffsetMode,
+    /// /api/results sends at most this many results a page, whatever `limit` asks (a server that
+    /// caps the page size silently).
+    #[arg(long)]
+    results_limit_cap: Option<u64>,
     /// The `azp` claim of the issued API keys (the client id a key must be presented with).
     #[arg(long, default_value = "ast-app")]
     api_key_client_id: String,
@@ -156,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
         },
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,
+        results_limit_cap: args.results_limit_cap,
         api_key_client_id: args.api_key_client_id,
         tls: args.tls,
         faults: args

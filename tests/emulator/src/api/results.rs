@@ -108,7 +108,8 @@ pub async fn all_scanners(
     let params = Params::parse(query.as_deref());
     let tenant = &state.tenant;
     let scan = scan_for(tenant, &params)?;
-    let limit = limit(&params)?;
+    // A server that caps the page size pages by what it sends.
+    let limit = limit(&params)?.min(state.results_limit_cap.unwrap_or(u64::MAX));
     let offset = params.u64("offset", 0, Style::Results)?;
     let skip = match state.results_offset {
         OffsetMode::Page => offset.saturating_mul(limit),
