@@ -3,16 +3,33 @@
 //! random key, so which ids share a fingerprint cannot be worked out in advance. With the fixed
 //! key used before, such a pair could be computed offline, and one finding of it would pass for a
 //! duplicate of the other. (foldhash is fast, not cryptographic: it defeats precomputed pairs,
-//! not an attacker who can watch the hashes.)
+//! not an attacker who can watch the hashes.) The parts of a split scan share one key, drawn at
+//! random by the plan and handed to them in the work list, so their sets can be compared when
+//! they are joined: a pair worked out from that key needs the bucket read and the vendor's data
+//! changed within the run, and still makes the asset incomplete, not short.
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 
 /// Fingerprints under a key drawn at random when it is made.
-#[derive(Clone, Default)]
-pub struct Fingerprints(foldhash::quality::RandomState);
+#[derive(Clone)]
+pub struct Fingerprints(foldhash::quality::SeedableRandomState);
+
+impl Default for Fingerprints {
+    fn default() -> Self {
+        Self(foldhash::quality::SeedableRandomState::random())
+    }
+}
 
 impl Fingerprints {
+    /// Fingerprints under `key`: alike in every process that is given the same key.
+    pub fn keyed(key: u64) -> Self {
+        Self(foldhash::quality::SeedableRandomState::with_seed(
+            key,
+            foldhash::SharedSeed::global_fixed(),
+        ))
+    }
+
     pub fn of(&self, bytes: &[u8]) -> u64 {
         self.0.hash_one(bytes)
     }
@@ -104,6 +121,12 @@ impl CompactFingerprintSet {
         self.sorted.capacity()
     }
 
+    /// Every fingerprint, sorted.
+    pub fn into_sorted(mut self) -> Vec<u64> {
+        self.merge();
+        self.sorted
+    }
+
     /// Moves the latest into the sorted list, merging from the back in place.
     fn merge(&mut self) {
         let mut latest: Vec<u64> = self.latest.drain().collect();
@@ -141,6 +164,24 @@ mod tests {
         assert_ne!(a.of(b"12345"), a.of(b"12346"));
         // Keys are drawn per owner: the same id does not fingerprint alike in another set.
         assert_ne!(a.of(b"12345"), b.of(b"12345"));
+        // Under a key given, alike wherever it is given.
+        let (c, d) = (Fingerprints::keyed(7), Fingerprints::keyed(7));
+        assert_eq!(c.of(b"12345"), d.of(b"12345"));
+        assert_ne!(c.of(b"12345"), Fingerprints::keyed(8).of(b"12345"));
+    }
+
+    #[test]
+    fn a_compact_set_gives_every_fingerprint_sorted() {
+        let mut set = CompactFingerprintSet::default();
+        let values: Vec<u64> = (0..(LATEST_AT_MOST as u64 + 10))
+            .map(|n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        for v in &values {
+            set.insert(*v);
+        }
+        let mut expected = values.clone();
+        expected.sort_unstable();
+        assert_eq!(set.into_sorted(), expected);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! connections/<c>/runs/<r>/run.json | work.jsonl | work.jsonl.problems.json | filtered.json
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
 //! connections/<c>/runs/<r>/raw/<item>/<page>.json.zst | original-<page>.json.zst | collect.json (with the record)
-//! connections/<c>/runs/<r>/raw/<item>/part-<k>.json | part-<k>-progress.json (a split scan's parts)
+//! connections/<c>/runs/<r>/raw/<item>/part-<k>.json | part-<k>-progress.json | part-<k>-fingerprints.bin.zst (a split scan's parts)
 //! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
 //! connections/<c>/runs/<r>/ledger/<item>.json.gz
 //! ```
@@ -175,6 +175,13 @@ impl RunRef {
     /// Collect's outcome of one part of a split scan: `part-<k>.json`.
     pub fn part_outcome(&self, item: &str, part: u32) -> String {
         format!("{}{PART_PREFIX}{part}.json", self.raw_prefix(item))
+    }
+    /// The fingerprints of one part's records and ids, for the join: `part-<k>-fingerprints.bin.zst`.
+    pub fn part_fingerprints(&self, item: &str, part: u32) -> String {
+        format!(
+            "{}{PART_PREFIX}{part}-fingerprints.bin.zst",
+            self.raw_prefix(item)
+        )
     }
     /// How far the collect of one part of a split scan got: `part-<k>-progress.json`.
     pub fn part_progress(&self, item: &str, part: u32) -> String {

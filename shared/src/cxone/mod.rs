@@ -21,7 +21,7 @@ pub use error::{AuthError, ConfigError, VendorError};
 pub use models::*;
 pub use paging::{
     Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics, OriginalSeverityPager,
-    PageRange, PageSource, RawPage, RecordUnion, ResultsPager, ResultsProgress,
+    PageSource, RawPage, ResultsPager, ResultsProgress, ScanRange,
 };
 pub use region::{Endpoints, NetworkPolicy, REGIONS, Region};
 pub use transport::{CounterSnapshot, Counters, counted};

@@ -122,41 +122,6 @@ impl Seen {
     }
 }
 
-/// The completeness proof over a split scan's parts, joined: every part's stored pages read
-/// again. A record two parts both stored is a repeat no single pager could see (the data moved
-/// between their pulls), and the union must hold the scan's total, which every page reports alike.
-#[derive(Default)]
-pub struct RecordUnion {
-    seen: Seen,
-    completeness: Completeness,
-}
-
-impl RecordUnion {
-    /// Adds a stored page (a JSON object with `results` and `totalCount`).
-    pub fn add_page(&mut self, body: Bytes) -> Result<(), String> {
-        let page = parse_list_page(body, "results", "totalCount")?;
-        self.completeness.observe_total(page.total);
-        self.seen.admit(&page, &mut self.completeness);
-        Ok(())
-    }
-
-    pub fn completeness(&self) -> &Completeness {
-        &self.completeness
-    }
-
-    /// Why the union cannot be trusted as the whole scan, in plain words.
-    pub fn problem(&self) -> Option<String> {
-        let c = &self.completeness;
-        if c.duplicates > 0 {
-            return Some(format!(
-                "records stored by two parts: {} (the data moved between their pulls)",
-                c.duplicates
-            ));
-        }
-        c.problem()
-    }
-}
-
 /// One page of records handed over for storage and transform: a JSON object with the records
 /// under `list_key` and the totals, repeats already removed.
 #[derive(Clone, Debug)]
@@ -340,11 +305,14 @@ impl Drop for ReadAhead {
 }
 
 /// The pages of a scan one part of a split pull reads: from `first` on, `count` of them (`None`:
-/// to the scan's end).
+/// to the scan's end), with the offset's meaning the plan probed and the key every part of the
+/// scan fingerprints its records under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageRange {
+pub struct ScanRange {
     pub first: u32,
     pub count: Option<u32>,
+    pub semantics: OffsetSemantics,
+    pub fingerprint_key: u64,
 }
 
 /// How `/api/results` turned out to read `offset`.
@@ -365,7 +333,7 @@ pub struct ResultsPager {
     scan_id: String,
     limit: u64,
     /// A split scan's part reads only these pages; `None`: the whole scan.
-    range: Option<PageRange>,
+    range: Option<ScanRange>,
     semantics: Option<OffsetSemantics>,
     /// Item mode: the index of the next record to ask for.
     position: u64,
@@ -398,7 +366,7 @@ impl ResultsPager {
     }
 
     /// The records the pages of `range` hold at the scan's total.
-    fn range_records(&self, range: PageRange) -> u64 {
+    fn range_records(&self, range: ScanRange) -> u64 {
         let total = self.completeness.expected;
         let start = u64::from(range.first) * self.limit;
         let end = range.count.map_or(total, |count| {
@@ -483,6 +451,12 @@ impl ResultsPager {
 
     pub fn completeness(&self) -> &Completeness {
         &self.completeness
+    }
+
+    /// The fingerprint of every distinct record handed over, sorted (for a part of a split scan,
+    /// under the key its parts share).
+    pub fn into_fingerprints(self) -> Vec<u64> {
+        self.seen.hashes.into_sorted()
     }
 
     fn page_url(&self, offset: u64) -> Url {
@@ -879,11 +853,11 @@ impl CxOneClient {
     pub fn resume_results(
         &self,
         scan_id: &str,
-        range: Option<(PageRange, OffsetSemantics)>,
+        range: Option<ScanRange>,
         progress: ResultsProgress,
     ) -> Result<ResultsPager, String> {
         let mut pager = match range {
-            Some((range, semantics)) => self.results_part(scan_id, range, semantics),
+            Some(range) => self.results_part(scan_id, range),
             None => self.results(scan_id),
         };
         if progress.limit != pager.limit {
@@ -908,17 +882,14 @@ impl CxOneClient {
     }
 
     /// A pager over one part of a split scan's results: the pages of `range`, with the offset's
-    /// meaning the plan probed (see [`Self::probe_results`]).
-    pub fn results_part(
-        &self,
-        scan_id: &str,
-        range: PageRange,
-        semantics: OffsetSemantics,
-    ) -> ResultsPager {
+    /// meaning the plan probed (see [`Self::probe_results`]), its records fingerprinted under the
+    /// key every part of the scan shares.
+    pub fn results_part(&self, scan_id: &str, range: ScanRange) -> ResultsPager {
         let mut pager = self.results(scan_id);
         pager.position = u64::from(range.first) * pager.limit;
         pager.range = Some(range);
-        pager.semantics = Some(semantics);
+        pager.semantics = Some(range.semantics);
+        pager.seen.keys = Fingerprints::keyed(range.fingerprint_key);
         pager
     }
 

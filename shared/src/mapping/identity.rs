@@ -154,9 +154,25 @@ impl IdTally {
         self.repeated.clear();
     }
 
+    /// Counts ids under `key` (see [`Fingerprints::keyed`]): the parts of a split scan, whose
+    /// id sets are compared when they are joined.
+    pub fn keyed(mut self, key: u64) -> Self {
+        self.fingerprints = Fingerprints::keyed(key);
+        self
+    }
+
     /// The ids more than one counted record carries, sorted.
     pub fn repeated(self) -> Vec<String> {
         self.repeated.into_iter().collect()
+    }
+
+    /// The ids more than one counted record carries, sorted, and the fingerprint of every id
+    /// counted, sorted.
+    pub fn into_repeated_and_fingerprints(self) -> (Vec<String>, Vec<u64>) {
+        (
+            self.repeated.into_iter().collect(),
+            self.counted.into_sorted(),
+        )
     }
 }
 

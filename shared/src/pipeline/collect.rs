@@ -9,9 +9,9 @@ use super::documents::{
 };
 use super::error::StepError;
 use super::objects::{get_json, get_page, put_json};
+use super::split::PartFingerprints;
 use crate::cxone::{
-    Completeness, Counters, CxOneClient, OffsetSemantics, PageRange, PageSource, ResultsPager,
-    VendorError, counted,
+    Completeness, Counters, CxOneClient, PageSource, ResultsPager, ScanRange, VendorError, counted,
 };
 use crate::mapping::IdTally;
 use crate::packing::pack_page;
@@ -168,9 +168,12 @@ async fn collect_pages(
         });
     };
     let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
+    if let Some(part) = &item.part {
+        ids = ids.keyed(part.fingerprint_key);
+    }
     let main_engines = item.main_engines(connection.engines());
     // Only the records of the engines a scan delivers are this item's findings.
-    let (pages, completeness, mut problem) = match item.kind {
+    let (pages, completeness, mut problem, record_fingerprints) = match item.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
             let main = MainScan {
                 item,
@@ -185,7 +188,7 @@ async fn collect_pages(
             let (pages, completeness) =
                 store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?;
             let problem = completeness.problem();
-            (pages, completeness, problem)
+            (pages, completeness, problem, None)
         }
     };
     // Of a split scan, only the last part pulls the rest of the item: the other parts' outcomes
@@ -258,6 +261,17 @@ async fn collect_pages(
             .problem()
             .map(|p| format!("severities before triage: {p}"));
     }
+    let (repeated_ids, id_fingerprints) = ids.into_repeated_and_fingerprints();
+    if let (Some(part), Some(records), None) = (&item.part, record_fingerprints, &problem) {
+        // What the join compares with the other parts' (see `split::PartFingerprints`).
+        let fingerprints = PartFingerprints {
+            records,
+            ids: id_fingerprints,
+        };
+        store
+            .put(&run.part_fingerprints(key, part.index), fingerprints.pack())
+            .await?;
+    }
     Ok(CollectOutcome {
         item: item.item.clone(),
         status: if problem.is_none() {
@@ -271,7 +285,7 @@ async fn collect_pages(
         original_pages,
         completeness,
         other_pulls,
-        repeated_ids: ids.repeated(),
+        repeated_ids,
         traffic: ItemTraffic::default(),
         record: Value::Null,
         part: None,
@@ -302,24 +316,25 @@ impl MainScan<'_> {
     /// The key of the `number`th page this pull stores: a part's pages keep the scan's numbers.
     fn page_key(&self, number: u32) -> String {
         let first = self.item.part.as_ref().map_or(0, |part| part.first_page);
-        self.item.run.raw_page(&self.item.item, first + number)
+        self.item
+            .run
+            .raw_page(&self.item.item, first.saturating_add(number))
     }
 
-    /// The page range and offset meaning of a split scan's part.
-    fn range(&self) -> Option<(PageRange, OffsetSemantics)> {
-        self.item.part.as_ref().map(|part| {
-            let range = PageRange {
-                first: part.first_page,
-                count: part.pages,
-            };
-            (range, part.semantics)
+    /// The pages, offset meaning and fingerprint key of a split scan's part.
+    fn range(&self) -> Option<ScanRange> {
+        self.item.part.as_ref().map(|part| ScanRange {
+            first: part.first_page,
+            count: part.pages,
+            semantics: part.semantics,
+            fingerprint_key: part.fingerprint_key,
         })
     }
 
     /// A pager from the first page of this pull (the scan's, or its part's).
     fn new_pager(&self, client: &CxOneClient) -> ResultsPager {
         match self.range() {
-            Some((range, semantics)) => client.results_part(self.scan_id, range, semantics),
+            Some(range) => client.results_part(self.scan_id, range),
             None => client.results(self.scan_id),
         }
     }
@@ -404,7 +419,7 @@ async fn store_results_pages(
     main: &MainScan<'_>,
     deadline: Option<SystemTime>,
     ids: &mut IdTally,
-) -> Result<(u32, Completeness, Option<String>), CollectError> {
+) -> Result<(u32, Completeness, Option<String>, Option<Vec<u64>>), CollectError> {
     let (mut pager, mut stored) = match main.resume(store, client, ids).await {
         Ok(resumed) => resumed,
         Err(Resume::Unusable(problem)) => (main.start_over(client, ids, &problem), 0),
@@ -450,7 +465,10 @@ async fn store_results_pages(
             });
         }
     }
-    Ok((stored, pager.completeness().clone(), pager.problem()))
+    let (completeness, problem) = (pager.completeness().clone(), pager.problem());
+    // A part's records, for the join; a whole pull's set is dropped with its pager.
+    let fingerprints = main.item.part.is_some().then(|| pager.into_fingerprints());
+    Ok((stored, completeness, problem, fingerprints))
 }
 
 /// Writes every page of a pager, as it arrives, under the key `key_of` gives its number, after

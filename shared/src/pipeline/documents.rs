@@ -73,6 +73,9 @@ pub struct ScanPart {
     pub semantics: OffsetSemantics,
     /// The scan's total when the plan probed it.
     pub planned_total: u64,
+    /// The key the parts fingerprint records and ids under (drawn at random by the plan), so
+    /// the join compares their sets instead of reading every page again.
+    pub fingerprint_key: u64,
 }
 
 impl ScanPart {

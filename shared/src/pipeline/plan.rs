@@ -567,6 +567,7 @@ mod tests {
                 pages: (index == 0).then_some(100),
                 semantics: crate::cxone::OffsetSemantics::PageIndex,
                 planned_total: 2_000_000,
+                fingerprint_key: 7,
             });
         }
         let groups = group_items(items, 1);

@@ -21,7 +21,6 @@ use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, Manifest, ScanPa
 use super::error::StepError;
 use super::objects::{get_json, get_page, put_json};
 use crate::cxone::Completeness;
-use crate::cxone::RecordUnion;
 use crate::layout::RunRef;
 use crate::mapping::IdTally;
 use crate::store::ObjectStore;
@@ -87,6 +86,7 @@ pub(super) async fn split_large_scans(
             continue;
         };
         tracing::info!(item = %item.item, total, parts = of, "scan split");
+        let fingerprint_key = rand::random();
         for index in 0..of {
             let part = ScanPart {
                 index,
@@ -95,6 +95,7 @@ pub(super) async fn split_large_scans(
                 pages: (index + 1 < of).then_some(per_part),
                 semantics,
                 planned_total: total,
+                fingerprint_key,
             };
             planned.push(WorkItem {
                 part: Some(part),
@@ -198,9 +199,72 @@ fn gathered(item: &WorkItem, parts: &[CollectOutcome]) -> CollectOutcome {
     }
 }
 
+/// The fingerprints of one complete part's records and ids, under the key its scan's parts
+/// share, each list sorted (`part-<k>-fingerprints.bin.zst`): the join compares them instead of
+/// reading every page again. Written by the part's collect after its last page and before its
+/// outcome, so a part with an outcome has them.
+pub(super) struct PartFingerprints {
+    pub records: Vec<u64>,
+    pub ids: Vec<u64>,
+}
+
+impl PartFingerprints {
+    /// The record count, then the records' and the ids' fingerprints, little-endian, packed with
+    /// a checksum.
+    pub fn pack(&self) -> Bytes {
+        let mut bytes = Vec::with_capacity(8 * (1 + self.records.len() + self.ids.len()));
+        bytes.extend_from_slice(&(self.records.len() as u64).to_le_bytes());
+        for word in self.records.iter().chain(&self.ids) {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        crate::packing::pack_page(&bytes)
+    }
+
+    fn unpack(key: &str, packed: &[u8]) -> Result<Self, StepError> {
+        let bytes =
+            crate::packing::unpack(key, packed).map_err(|e| StepError::bad_object(key, e))?;
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("chunks of eight")));
+        let records = words.next().and_then(|n| usize::try_from(n).ok());
+        let malformed = || {
+            StepError::bad_object(
+                key,
+                "not a part's fingerprints (a count, then whole eight-byte words)",
+            )
+        };
+        let records = records.ok_or_else(malformed)?;
+        if bytes.len() % 8 != 0 || records > bytes.len() / 8 - 1 {
+            return Err(malformed());
+        }
+        let records_list: Vec<u64> = words.by_ref().take(records).collect();
+        Ok(Self {
+            records: records_list,
+            ids: words.collect(),
+        })
+    }
+}
+
+/// The fingerprints more than one of `lists` holds (each list holds any at most once).
+fn shared_between(lists: Vec<Vec<u64>>) -> Vec<u64> {
+    let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+    for list in lists {
+        all.extend(list);
+    }
+    all.sort_unstable();
+    let mut shared: Vec<u64> = all
+        .windows(2)
+        .filter(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+        .collect();
+    shared.dedup();
+    shared
+}
+
 /// The item's outcome from its parts' (all of them, in order): the first part not complete
-/// decides it; else the union of their pages, read again, must hold the scan's total with no
-/// record twice and its pages must follow one another.
+/// decides it; else their pages must follow one another, every part must have seen the same
+/// total, and their records, compared by fingerprint, must hold it with no record twice. Ids two
+/// parts both carry are named by reading the pages again, only where there are any.
 async fn joined(
     store: &impl ObjectStore,
     connection: &Connection,
@@ -235,35 +299,70 @@ async fn joined(
         }
         next_page = first_page.saturating_add(part.pages);
     }
-    let main_engines = item.main_engines(connection.engines());
-    let mut ids = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
-    let mut union = RecordUnion::default();
-    for number in 0..next_page {
-        let page_key = run.raw_page(key, number);
-        let page = get_page(store, &page_key).await?;
-        ids.add_page(&page, &main_engines);
-        union
-            .add_page(Bytes::from(page))
-            .map_err(|problem| StepError::bad_object(&page_key, problem))?;
+    outcome.pages = next_page;
+    let total = outcome.completeness.expected;
+    if let Some((index, part)) = parts
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.completeness.expected != total)
+    {
+        let why = format!(
+            "it saw a total of {} where another part saw {total}: the data moved between their pulls",
+            part.completeness.expected
+        );
+        outcome.status = ItemStatus::Incomplete;
+        outcome.reason = Some(described(index, &why));
+        return Ok(outcome);
     }
-    for pull in outcome.other_pulls.iter().filter(|p| p.not_taken.is_none()) {
-        for number in pull.first_page..pull.first_page.saturating_add(pull.pages) {
-            ids.add_page(
+    let (mut records, mut ids) = (Vec::with_capacity(of), Vec::with_capacity(of));
+    for index in 0..of as u32 {
+        let fingerprints_key = run.part_fingerprints(key, index);
+        let packed = store.get(&fingerprints_key).await?.ok_or_else(|| {
+            StepError::bad_object(&fingerprints_key, "missing, where the part has its outcome")
+        })?;
+        let part = PartFingerprints::unpack(&fingerprints_key, &packed)?;
+        records.push(part.records);
+        ids.push(part.ids);
+    }
+    let repeats = shared_between(records).len() as u64;
+    outcome.completeness.duplicates += repeats;
+    outcome.completeness.unique -= repeats.min(outcome.completeness.unique);
+    let problem = if repeats > 0 {
+        Some(format!(
+            "records stored by two parts: {repeats} (the data moved between their pulls)"
+        ))
+    } else {
+        outcome.completeness.problem()
+    };
+    if let Some(problem) = problem {
+        outcome.status = ItemStatus::Incomplete;
+        outcome.reason = Some(format!("the union of its {of} parts: {problem}"));
+        return Ok(outcome);
+    }
+    let mut repeated: std::collections::BTreeSet<String> = parts
+        .iter()
+        .flat_map(|p| p.repeated_ids.iter().cloned())
+        .collect();
+    if !shared_between(ids).is_empty() {
+        // Ids more than one part carries: named by counting every page's again.
+        let main_engines = item.main_engines(connection.engines());
+        let mut tally = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
+        for number in 0..next_page {
+            tally.add_page(
                 &get_page(store, &run.raw_page(key, number)).await?,
-                &pull.engines,
+                &main_engines,
             );
         }
+        for pull in outcome.other_pulls.iter().filter(|p| p.not_taken.is_none()) {
+            for number in pull.first_page..pull.first_page.saturating_add(pull.pages) {
+                let page = get_page(store, &run.raw_page(key, number)).await?;
+                tally.add_page(&page, &pull.engines);
+            }
+        }
+        repeated.extend(tally.repeated());
     }
-    outcome.pages = next_page;
-    outcome.completeness = union.completeness().clone();
-    outcome.repeated_ids = ids.repeated();
-    (outcome.status, outcome.reason) = match union.problem() {
-        None => (ItemStatus::Complete, None),
-        Some(problem) => (
-            ItemStatus::Incomplete,
-            Some(format!("the union of its {of} parts: {problem}")),
-        ),
-    };
+    outcome.repeated_ids = repeated.into_iter().collect();
+    outcome.status = ItemStatus::Complete;
     Ok(outcome)
 }
 
