@@ -133,12 +133,10 @@ async fn a_large_scan_split_into_parts_commits_what_a_whole_pull_commits() {
         assert!(!alone.repeated_ids.is_empty(), "the tenant repeats ids");
         assert_eq!(joined.repeated_ids, alone.repeated_ids, "{mode:?}");
         for index in 0..4 {
-            let part = outcome(&store, &run2.part_outcome(item, index)).await;
-            assert_eq!(
-                part.unwrap().status,
-                ItemStatus::Complete,
-                "{mode:?} {index}"
-            );
+            let part = outcome(&store, &run2.part_outcome(item, index))
+                .await
+                .unwrap();
+            assert_eq!(part.status, ItemStatus::Complete, "{mode:?} {index}");
         }
         std::fs::remove_dir_all(dir).ok();
     }
@@ -684,5 +682,59 @@ async fn a_server_that_caps_the_page_size_fails_a_split_once_and_the_next_run_pu
         .await
         .unwrap();
     assert!(work.iter().all(|i| i.part.is_none()));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn ids_two_parts_share_are_named_by_the_join() {
+    // Every SAST id shared by two findings, and parts of one page: many pairs straddle two parts.
+    let emulator = emulator(TenantShape {
+        projects: 1,
+        project_results: vec![LARGE],
+        scans_per_project: 1,
+        repeated_result_ids_percent: 100,
+        ..TenantShape::default()
+    })
+    .await;
+    let (store, dir) = temp_store("split-shared-ids");
+    // Parts of one page of 7: the emulator places a pair's two findings side by side, and pages
+    // of 10 never part them.
+    let mut c = split_connection(&emulator, "split-shared-ids");
+    c.vendor.results_page_size = 7;
+    c.config.split_scans_above = 7;
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let (first_run, second_run) = (
+        run_ref("split-shared-ids", &first.run_id),
+        run_ref("split-shared-ids", &second.run_id),
+    );
+    let item = emulator.expected().projects[0].id.clone();
+    let whole = outcome(&store, &first_run.collect_outcome(&item))
+        .await
+        .unwrap();
+    let joined = outcome(&store, &second_run.collect_outcome(&item))
+        .await
+        .unwrap();
+    let mut within_parts = std::collections::BTreeSet::new();
+    for index in 0..14 {
+        let part = outcome(&store, &second_run.part_outcome(&item, index))
+            .await
+            .unwrap();
+        within_parts.extend(part.repeated_ids);
+    }
+    assert!(
+        within_parts.len() < joined.repeated_ids.len(),
+        "some ids repeat only across parts: {within_parts:?}"
+    );
+    assert_eq!(joined.repeated_ids, whole.repeated_ids);
+    let (m1, m2) = (
+        manifest(&store, &first.manifest).await,
+        manifest(&store, &second.manifest).await,
+    );
+    assert_eq!(
+        committed_findings(&store, &m1).await,
+        committed_findings(&store, &m2).await
+    );
     std::fs::remove_dir_all(dir).ok();
 }
