@@ -6,7 +6,9 @@
 //! not an attacker who can watch the hashes.) The parts of a split scan share one key, drawn at
 //! random by the plan and handed to them in the work list, so their sets can be compared when
 //! they are joined: a pair worked out from that key needs the bucket read and the vendor's data
-//! changed within the run, and still makes the asset incomplete, not short.
+//! changed within the run. Two records paired so make the asset incomplete, never short; two
+//! ids paired so within a part make the second one's findings carry their identity fields in
+//! their id (as for an id that does repeat), so those findings change their ids once.
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;

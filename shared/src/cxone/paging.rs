@@ -64,9 +64,10 @@ impl Completeness {
 const RESERVED_RECORDS_CAP: u64 = 10_000_000;
 
 /// Remembers which records were seen (by a hash of their bytes: a record served twice is
-/// byte-identical) and filters repeats out of a page. The hash is keyed at random per pager, so
-/// records cannot be crafted to collide; were two distinct records ever to share a hash, one
-/// would be missing from the count and the item reported incomplete, never silently short.
+/// byte-identical) and filters repeats out of a page. The hash is keyed at random per pager (per
+/// split scan for its parts, see `fingerprint`), so records cannot be crafted to collide ahead of
+/// time; were two distinct records ever to share a hash, one would be missing from the count and
+/// the item reported incomplete, never silently short.
 #[derive(Default)]
 struct Seen {
     keys: Fingerprints,

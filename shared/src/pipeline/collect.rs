@@ -197,7 +197,7 @@ async fn collect_pages(
     // Engines whose latest scan is another: their pages follow the main scan's.
     let mut other_pulls = Vec::new();
     let first_page = item.part.as_ref().map_or(0, |part| part.first_page);
-    let mut next_page = first_page + pages;
+    let mut next_page = first_page.saturating_add(pages);
     for other in item.other_scans.iter().filter(|_| whole_item) {
         if problem.is_some() {
             break;

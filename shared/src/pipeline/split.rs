@@ -86,7 +86,9 @@ pub(super) async fn split_large_scans(
             continue;
         };
         tracing::info!(item = %item.item, total, parts = of, "scan split");
-        let fingerprint_key = rand::random();
+        // Below 2^53: the work list travels through Step Functions as JSON, where a larger
+        // number may not keep every digit.
+        let fingerprint_key = rand::random::<u64>() >> 11;
         for index in 0..of {
             let part = ScanPart {
                 index,
@@ -202,7 +204,7 @@ fn gathered(item: &WorkItem, parts: &[CollectOutcome]) -> CollectOutcome {
 /// The fingerprints of one complete part's records and ids, under the key its scan's parts
 /// share, each list sorted (`part-<k>-fingerprints.bin.zst`): the join compares them instead of
 /// reading every page again. Written by the part's collect after its last page and before its
-/// outcome, so a part with an outcome has them.
+/// outcome, so a complete part has them.
 pub(super) struct PartFingerprints {
     pub records: Vec<u64>,
     pub ids: Vec<u64>,
@@ -238,9 +240,18 @@ impl PartFingerprints {
             return Err(malformed());
         }
         let records_list: Vec<u64> = words.by_ref().take(records).collect();
+        let ids: Vec<u64> = words.collect();
+        // Each list is a set, sorted: a fingerprint twice would hide a record or an id.
+        let increasing = |list: &[u64]| list.windows(2).all(|pair| pair[0] < pair[1]);
+        if !increasing(&records_list) || !increasing(&ids) {
+            return Err(StepError::bad_object(
+                key,
+                "a part's fingerprints that are not in increasing order",
+            ));
+        }
         Ok(Self {
             records: records_list,
-            ids: words.collect(),
+            ids,
         })
     }
 }
@@ -315,12 +326,22 @@ async fn joined(
         return Ok(outcome);
     }
     let (mut records, mut ids) = (Vec::with_capacity(of), Vec::with_capacity(of));
-    for index in 0..of as u32 {
+    for (index, outcome) in (0..).zip(&parts) {
         let fingerprints_key = run.part_fingerprints(key, index);
         let packed = store.get(&fingerprints_key).await?.ok_or_else(|| {
             StepError::bad_object(&fingerprints_key, "missing, where the part has its outcome")
         })?;
         let part = PartFingerprints::unpack(&fingerprints_key, &packed)?;
+        if part.records.len() as u64 != outcome.completeness.unique {
+            return Err(StepError::bad_object(
+                &fingerprints_key,
+                format!(
+                    "{} records' fingerprints, where the part's outcome counts {}",
+                    part.records.len(),
+                    outcome.completeness.unique
+                ),
+            ));
+        }
         records.push(part.records);
         ids.push(part.ids);
     }

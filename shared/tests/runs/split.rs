@@ -138,6 +138,28 @@ async fn a_large_scan_split_into_parts_commits_what_a_whole_pull_commits() {
                 .unwrap();
             assert_eq!(part.status, ItemStatus::Complete, "{mode:?} {index}");
         }
+        // `cxone-etm transform` replays the split item's raw folder as the whole one's.
+        let replayed = |run: &RunRef| {
+            let raw = dir.join(run.raw_prefix("x").trim_end_matches("/x/"));
+            let context = cxone_etm::mapping::TransformContext {
+                connection_id: "split".into(),
+                run_id: "replay".into(),
+                connector_kind: ConnectorKind::Sast,
+                produced_at: "2026-12-03T00:00:00Z".into(),
+            };
+            cxone_etm::mapping::replay_dir(
+                &raw,
+                &dir.join(format!("replay-{}", run.run_id)),
+                c.first_plan(),
+                &c.scoring,
+                &context,
+                &c.options,
+            )
+            .unwrap()
+        };
+        let (alone, split) = (replayed(&run_ref("split", &first.run_id)), replayed(&run2));
+        assert!(split.unfinished.is_empty(), "{:?}", split.unfinished);
+        assert_eq!(split.figures, alone.figures, "{mode:?}");
         std::fs::remove_dir_all(dir).ok();
     }
 }
@@ -407,6 +429,7 @@ async fn parts_that_do_not_add_up_leave_the_asset_incomplete_never_short() {
         "a record stored by two parts",
         "parts that saw two totals",
         "a part's fingerprints missing",
+        "a part's fingerprints short of its outcome",
     ];
     for what in cases {
         let s = split_run(&emulator, "split-tampered").await;
@@ -443,7 +466,7 @@ async fn parts_that_do_not_add_up_leave_the_asset_incomplete_never_short() {
                     "part 1 of 4: it saw a total of 95 where another part saw 96",
                 )
             }
-            _ => {
+            "a part's fingerprints missing" => {
                 s.store
                     .delete(&s.run.part_fingerprints(&key, 1))
                     .await
@@ -451,6 +474,16 @@ async fn parts_that_do_not_add_up_leave_the_asset_incomplete_never_short() {
                 (
                     ItemStatus::Failed,
                     "missing, where the part has its outcome",
+                )
+            }
+            _ => {
+                edit_fingerprints(&s, 2, |records| {
+                    records.pop();
+                })
+                .await;
+                (
+                    ItemStatus::Failed,
+                    "29 records' fingerprints, where the part's outcome counts 30",
                 )
             }
         };
