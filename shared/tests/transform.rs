@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use common::*;
 use cxone_emulator::TenantShape;
@@ -595,7 +596,7 @@ fn ids_after(
         tally.add_page(body, &[Engine::Sast]);
     }
     let mut transformer = sast_transformer();
-    transformer.expect_repeats(tally.repeated());
+    transformer.expect_repeats(Arc::new(tally.repeated().into_iter().collect()));
     if let Some(previous) = previous {
         transformer.reconcile(previous, "run-2", None);
     }
@@ -684,7 +685,7 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
     assert_eq!(second, first, "lines and columns are not identity");
     let previous = {
         let mut t = sast_transformer();
-        t.expect_repeats(["dup".to_string()]);
+        t.expect_repeats(Arc::new(HashSet::from(["dup".to_string()])));
         t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
         t.push_page(&page(twins.clone()), 0).unwrap();
         t.finish().unwrap().ledger.unwrap()
@@ -773,7 +774,7 @@ fn an_id_collect_counted_once_that_comes_twice_refuses_the_item() {
         sast_record("a", json!({"description": "second"})),
     ]);
     let mut counted = sast_transformer();
-    counted.expect_repeats(Vec::new());
+    counted.expect_repeats(Arc::default());
     counted.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
     counted.push_page(&twice, 0).unwrap();
     let refused = counted.finish().unwrap_err();
@@ -815,7 +816,7 @@ fn ids_a_value_map_makes_one_are_remembered_and_the_second_skipped() {
     let plan = map.compile().unwrap();
     let scoring = Scoring::default_table().compile().unwrap();
     let mut t = transformer_of(&plan, &scoring, PROJECT_WITH_REPO);
-    t.expect_repeats(Vec::new());
+    t.expect_repeats(Arc::default());
     t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
     t.push_page(
         &page(vec![
@@ -1662,7 +1663,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
             .filter(|e| *e != plan.kind)
             .collect();
         t.beside(&others, &[], n == 0);
-        t.expect_repeats(repeated.iter().cloned());
+        t.expect_repeats(Arc::new(repeated.iter().cloned().collect()));
         let lines = t.push_page(&body, 0).unwrap();
         let lines: Vec<String> = lines
             .into_iter()

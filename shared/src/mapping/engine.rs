@@ -3,6 +3,7 @@
 //! and the vendor id), or a skipped one (counted by reason).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -224,8 +225,10 @@ struct Rules<'p> {
     emit: bool,
     /// Links back to the scan and its results in Checkmarx One, when the scan is known.
     links: Option<ItemLinks>,
-    /// Vendor ids more than one record of the item carries (see `identity`).
-    repeated_ids: HashSet<String>,
+    /// Vendor ids more than one record of the item carries (see `identity`): one set for all
+    /// the item's transformers (an SCA scan of millions of results repeats hundreds of
+    /// thousands of CVE ids).
+    repeated_ids: Arc<HashSet<String>>,
     /// Whether collect counted the ids ([`ItemTransformer::expect_repeats`]): then no id read as
     /// the record carries it, outside `repeated_ids`, can come twice, and those need not be
     /// remembered.
@@ -767,7 +770,7 @@ impl<'p> ItemTransformer<'p> {
                 options,
                 emit,
                 links: None,
-                repeated_ids: HashSet::new(),
+                repeated_ids: Arc::default(),
                 ids_counted: false,
                 taken_by_others: Vec::new(),
                 taken_elsewhere: Vec::new(),
@@ -812,8 +815,8 @@ impl<'p> ItemTransformer<'p> {
     /// [`super::IdTally`] before anything is written): each such record is told apart by a suffix
     /// derived from its own identity fields. Without this, a second record with an id seen before
     /// is rejected rather than renamed by its position.
-    pub fn expect_repeats(&mut self, ids: impl IntoIterator<Item = String>) {
-        self.rules.repeated_ids.extend(ids);
+    pub fn expect_repeats(&mut self, ids: Arc<HashSet<String>>) {
+        self.rules.repeated_ids = ids;
         self.rules.ids_counted = true;
     }
 

@@ -225,7 +225,7 @@ pub fn replay_dir(
         for (_, path) in &pages {
             ids.add_page(&read_page(path)?, &[plan.kind]);
         }
-        transformer.expect_repeats(ids.repeated());
+        transformer.expect_repeats(std::sync::Arc::new(ids.repeated().into_iter().collect()));
         for (_, path) in &original {
             transformer
                 .add_original_severities(&read_raw(path)?)

@@ -2,7 +2,8 @@
 //! engine) and scoring into ETM batch files, reconciled against the asset's ledger of the last
 //! committed run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
@@ -105,7 +106,7 @@ async fn transform_collected(
     if let Some(part) = &item.part {
         join_parts(store, connection, item, part.of).await?;
     }
-    let outcome: CollectOutcome = get_json(store, &run.collect_outcome(key))
+    let mut outcome: CollectOutcome = get_json(store, &run.collect_outcome(key))
         .await?
         .ok_or_else(|| StepError::NotYetWritten {
             key: run.collect_outcome(key),
@@ -135,6 +136,12 @@ async fn transform_collected(
         .unwrap_or_default()
         .split_by_engine(legacy);
         let mut pulls = Vec::new();
+        // One set for every engine's transformer.
+        let repeated_ids: Arc<HashSet<String>> = Arc::new(
+            std::mem::take(&mut outcome.repeated_ids)
+                .into_iter()
+                .collect(),
+        );
         let main_engines = item.main_engines(connection.engines());
         let main = (
             outcome.scan_id.clone(),
@@ -197,7 +204,7 @@ async fn transform_collected(
                 let same_scan: Vec<Engine> =
                     engines.iter().copied().filter(|e| *e != engine).collect();
                 transformer.beside(&same_scan, &elsewhere, transformers.is_empty());
-                transformer.expect_repeats(outcome.repeated_ids.iter().cloned());
+                transformer.expect_repeats(repeated_ids.clone());
                 if let Some(scan_id) = &scan_id {
                     transformer.link_to(ScanLinks {
                         base: connection.vendor.endpoints.api.clone(),
