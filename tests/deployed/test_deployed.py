@@ -335,6 +335,17 @@ def scheduled_run(account: Account, schedule: str = "SastSchedule") -> tuple[dic
     return started, execution
 
 
+def api_run(account: Account, connection_id: str) -> tuple[dict, dict]:
+    """`POST /connections/{id}/runs` → state machine; (started run, its complete committed manifest)."""
+    status, started = account.http("POST", f"/connections/{connection_id}/runs")
+    assert status == 202, started
+    execution = account.wait(started["executionArn"])
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    return started, manifest
+
+
 def test_definition_passes_asl_validator_after_substitution(account):
     definition = json.loads(account.definition)
     assert "${" not in account.definition, "a DefinitionSubstitutions key the template does not define"
@@ -441,12 +452,7 @@ def test_a_connection_of_every_engine_commits_each_engine_and_reconciles_it(acco
     holds = emulator.get("/_emulator/stats")["expected"]["totals"]["by_engine"]
     manifests = []
     for _ in range(2):
-        status, started = account.http("POST", "/connections/engines/runs")
-        assert status == 202, started
-        execution = account.wait(started["executionArn"])
-        assert execution["status"] == "SUCCEEDED", account.explain(execution)
-        manifest = committed(account, started["run"])
-        assert manifest["complete"] is True, manifest["problems"]
+        _, manifest = api_run(account, "engines")
         for engine in engines:
             totals = manifest["totalsByEngine"][engine]
             assert holds[engine] > 0 and totals["findingsOut"] + totals["rejected"] == holds[engine], (engine, totals)
@@ -472,12 +478,7 @@ def test_a_large_scan_is_collected_in_parts_and_committed_whole(account, emulato
     assert result.returncode == 0, result.stderr
     manifests, work = [], []
     for _ in range(2):
-        status, started = account.http("POST", "/connections/split/runs")
-        assert status == 202, started
-        execution = account.wait(started["executionArn"])
-        assert execution["status"] == "SUCCEEDED", account.explain(execution)
-        manifest = committed(account, started["run"])
-        assert manifest["complete"] is True, manifest["problems"]
+        started, manifest = api_run(account, "split")
         assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
         manifests.append(manifest)
         key = f"connections/split/runs/{started['run']['runId']}/work.jsonl"

@@ -6,7 +6,8 @@ use std::io::Read;
 use cxone_emulator::Emulator;
 use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{
-    Connection, ConnectionConfig, Manifest, ObjectEntry, Trigger, run_connection,
+    Connection, ConnectionConfig, Manifest, ObjectEntry, RunRef, Trigger, VendorAccess, WorkItem,
+    begin_run, plan, run_connection,
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{LocalStore, ObjectStore};
@@ -44,6 +45,35 @@ pub async fn run(
         &|_| {},
     )
     .await
+}
+
+/// A run begun and planned, step by step as the state machine's trigger does: its reference, the
+/// vendor access its steps use, and its work items (in groups for `children` at once).
+pub async fn planned_run(
+    store: &LocalStore,
+    connection: &Connection,
+    emulator: &Emulator,
+    children: usize,
+) -> (RunRef, VendorAccess, Vec<WorkItem>) {
+    let run = begin_run(
+        store,
+        &connection.config.id,
+        Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = VendorAccess::new(
+        connection.vendor.clone(),
+        SecretSource::provided(super::api_key(emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = plan(store, &vendor, connection, &run, children)
+        .await
+        .unwrap();
+    let work = groups.into_iter().flat_map(|g| g.items).collect();
+    (run, vendor, work)
 }
 
 pub async fn manifest(store: &LocalStore, key: &str) -> Manifest {

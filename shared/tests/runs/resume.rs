@@ -46,28 +46,8 @@ async fn planned(emulator: &Emulator, name: &str) -> Planned {
     let (store, dir) = temp_store(name);
     let mut connection = connection(emulator, name, ConnectorKind::Sast);
     connection.vendor.results_page_size = PAGE;
-    let run = cxone_etm::pipeline::begin_run(
-        &store,
-        name,
-        cxone_etm::pipeline::Trigger::Api,
-        Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = VendorAccess::new(
-        connection.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
-    )
-    .await
-    .unwrap();
-    let groups = cxone_etm::pipeline::plan(&store, &vendor, &connection, &run, 1)
-        .await
-        .unwrap();
-    let item = groups
-        .into_iter()
-        .flat_map(|g| g.items)
-        .find(|i| i.scan_id.is_some())
-        .unwrap();
+    let (_, vendor, work) = planned_run(&store, &connection, emulator, 1).await;
+    let item = work.into_iter().find(|i| i.scan_id.is_some()).unwrap();
     Planned {
         store,
         dir,

@@ -256,24 +256,7 @@ async fn split_run(emulator: &Emulator, name: &str) -> SplitRun {
     let (store, dir) = temp_store(name);
     let connection = split_connection(emulator, name);
     run(&store, &connection, api_key(emulator)).await.unwrap();
-    let run = cxone_etm::pipeline::begin_run(
-        &store,
-        name,
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = VendorAccess::new(
-        connection.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
-    )
-    .await
-    .unwrap();
-    let groups = cxone_etm::pipeline::plan(&store, &vendor, &connection, &run, 4)
-        .await
-        .unwrap();
-    let work = groups.into_iter().flat_map(|g| g.items).collect();
+    let (run, vendor, work) = planned_run(&store, &connection, emulator, 4).await;
     SplitRun {
         store,
         dir,
