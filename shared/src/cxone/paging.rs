@@ -376,6 +376,14 @@ impl ResultsPager {
         end.saturating_sub(start)
     }
 
+    /// The records to make room for: the scan's total, or what a part's pages hold of it.
+    fn room(&self) -> u64 {
+        match self.range {
+            Some(range) => self.range_records(range),
+            None => self.completeness.expected,
+        }
+    }
+
     fn first_page(&self) -> u32 {
         self.range.map_or(0, |r| r.first)
     }
@@ -511,10 +519,7 @@ impl ResultsPager {
         let url = self.page_url(offset);
         let page = self.ahead.take(url).await?;
         self.completeness.observe_total(page.total);
-        let room = match self.range {
-            Some(range) => self.range_records(range),
-            None => self.completeness.expected,
-        };
+        let room = self.room();
         let fresh = self.seen.admit_within(&page, &mut self.completeness, room);
         if number == 1 && self.semantics.is_none() {
             self.semantics = Some(if fresh.len() < page.records.len() {
@@ -872,10 +877,7 @@ impl CxOneClient {
         pager.served = progress.served;
         pager.completeness = progress.completeness;
         if pager.completeness.pages > 0 {
-            let room = match pager.range {
-                Some(range) => pager.range_records(range),
-                None => pager.completeness.expected,
-            };
+            let room = pager.room();
             pager.seen.make_room(room);
         }
         pager.done = progress.done;

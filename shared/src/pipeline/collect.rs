@@ -261,17 +261,19 @@ async fn collect_pages(
             .problem()
             .map(|p| format!("severities before triage: {p}"));
     }
-    let (repeated_ids, id_fingerprints) = ids.into_repeated_and_fingerprints();
-    if let (Some(part), Some(records), None) = (&item.part, record_fingerprints, &problem) {
-        // What the join compares with the other parts' (see `split::PartFingerprints`).
-        let fingerprints = PartFingerprints {
-            records,
-            ids: id_fingerprints,
-        };
-        store
-            .put(&run.part_fingerprints(key, part.index), fingerprints.pack())
-            .await?;
-    }
+    let repeated_ids = match (&item.part, record_fingerprints, &problem) {
+        (Some(part), Some(records), None) => {
+            // What the join compares with the other parts' (see `split::PartFingerprints`).
+            let (repeated_ids, ids) = ids.into_repeated_and_fingerprints();
+            let fingerprints = PartFingerprints { records, ids };
+            store
+                .put(&run.part_fingerprints(key, part.index), fingerprints.pack())
+                .await?;
+            repeated_ids
+        }
+        // A whole pull's id fingerprints are not kept: sorting them would be work for nothing.
+        _ => ids.repeated(),
+    };
     Ok(CollectOutcome {
         item: item.item.clone(),
         status: if problem.is_none() {
