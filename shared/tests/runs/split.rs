@@ -754,3 +754,33 @@ async fn ids_two_parts_share_are_named_by_the_join() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn two_parts_that_join_at_once_write_the_same_outcome_and_batches() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let s = split_run(&emulator, "split-race").await;
+    s.the_others().await;
+    for part in s.parts() {
+        s.collect(part).await;
+    }
+    // Two parts' transforms find every part collected at the same time: both join and transform.
+    let (a, b) = tokio::join!(
+        transform(&s.store, &s.connection, s.parts()[0]),
+        transform(&s.store, &s.connection, s.parts()[3]),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "the same record, whichever wrote last");
+    assert!(a.failed.is_none() && a.figures.records_in == LARGE);
+    let m = finalize(&s.store, &s.connection, &s.run).await.unwrap();
+    assert!(m.complete, "{:?}", m.problems);
+    let large = large_item(&m, &emulator);
+    assert_eq!(
+        large.objects, a.objects,
+        "the batches are the ones both wrote"
+    );
+    // `committed_findings` checks every object's bytes against the manifest's hash.
+    assert_eq!(
+        committed_findings(&s.store, &m).await.len() as u64,
+        m.totals.findings_out
+    );
+}
