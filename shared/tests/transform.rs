@@ -1635,6 +1635,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
         json!({"type": "sca-container", "id": "CVE-2", "status": "NEW", "state": "TO_VERIFY", "severity": "LOW",
             "data": {"packageName": "zlib", "packageVersion": "1.2.11"}, "vulnerabilityDetails": {"cveName": "CVE-2", "cvss": null, "cweId": ""}}),
         json!({"type": "sscs-secret-detection", "id": "s", "status": "NEW", "state": "TO_VERIFY", "severity": "HIGH"}),
+        json!({"id": "t", "status": "NEW", "severity": "LOW"}),
         json!("not an object"),
     ];
     let body = page(records);
@@ -1650,20 +1651,26 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
     let mut total = cxone_etm::mapping::Figures::default();
     let mut out = BTreeMap::new();
     for (n, plan) in plans.iter().enumerate() {
-        let mut t = ItemTransformer::new(
-            plan,
-            &scoring,
-            &context(plan.kind),
-            TransformOptions::default(),
-            PROJECT_WITH_REPO.as_bytes(),
-        )
-        .unwrap();
-        let others: Vec<Engine> = Engine::PROJECT_ENGINES
-            .into_iter()
-            .filter(|e| *e != plan.kind)
-            .collect();
-        t.beside(&others, &[], n == 0);
-        t.expect_repeats(Arc::new(repeated.iter().cloned().collect()));
+        let transformer = || {
+            let mut t = ItemTransformer::new(
+                plan,
+                &scoring,
+                &context(plan.kind),
+                TransformOptions::default(),
+                PROJECT_WITH_REPO.as_bytes(),
+            )
+            .unwrap();
+            let others: Vec<Engine> = Engine::PROJECT_ENGINES
+                .into_iter()
+                .filter(|e| *e != plan.kind)
+                .collect();
+            t.beside(&others, &[], n == 0);
+            t.expect_repeats(Arc::new(repeated.iter().cloned().collect()));
+            t
+        };
+        let mut t = transformer();
+        // The same page read apart first, as on a second core, then mapped.
+        let mut read_apart = transformer();
         let lines = t.push_page(&body, 0).unwrap();
         let lines: Vec<String> = lines
             .into_iter()
@@ -1671,15 +1678,26 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
             .collect();
         validate(&lines);
         let done = t.finish().unwrap();
+        let read = read_apart.reader().read(&body, 0).unwrap();
+        let apart: Vec<String> = read_apart
+            .push_read(&read)
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        assert_eq!(apart, lines, "{}: read apart, the same lines", plan.kind);
+        assert_eq!(read_apart.finish().unwrap().figures, done.figures);
         total.add(&done.figures);
         out.insert(plan.kind, (lines, done.figures));
     }
-    assert_eq!(total.records_in, 6);
+    assert_eq!(total.records_in, 7);
     assert_eq!(total.findings_out, 4);
     assert_eq!(total.rejected, 1, "the non-object, once");
     assert_eq!(
         total.skipped_by_type,
-        BTreeMap::from([("sscs-secret-detection".to_string(), 1)])
+        BTreeMap::from([
+            ("(none)".to_string(), 1),
+            ("sscs-secret-detection".to_string(), 1)
+        ])
     );
     for (engine, (lines, figures)) in &out {
         assert_eq!(figures.findings_out, 1, "{engine}");

@@ -625,13 +625,43 @@ pub struct PageReader<'p> {
 }
 
 /// One raw page's records, each read into the map's fields: what [`ItemTransformer::push_read`]
-/// maps.
+/// maps. A record of another engine's type keeps only its type: that is all the transformer
+/// reads of it (it is skipped by type), so a page read for each of four engines holds each
+/// record's fields once, not four times.
 pub struct ReadPage {
     number: u32,
-    /// Each record's index on the page and whether it was a JSON object.
-    records: Vec<(u32, bool)>,
-    /// The records' fields, the map's `finding_slots` of them per record, one record after another.
+    records: Vec<ReadRecord>,
+    /// The fields of the records read in full, the map's `finding_slots` of them per record, one
+    /// record after another.
     slots: Vec<Option<Value>>,
+    /// One row per record type of other engines on the page: every field empty but the type.
+    others: Vec<Option<Value>>,
+}
+
+/// A record of a [`ReadPage`]: its index on the page, whether it was a JSON object, and where
+/// its fields are.
+struct ReadRecord {
+    index: u32,
+    is_object: bool,
+    row: Row,
+}
+
+enum Row {
+    /// Read in full: the record's row in `slots`.
+    Own(u32),
+    /// Another engine's: the row of its type in `others`.
+    Other(u32),
+}
+
+impl ReadPage {
+    /// The fields of `record`, as the transformer reads them.
+    fn fields(&self, record: &ReadRecord, width: usize) -> &[Option<Value>] {
+        let (rows, row) = match record.row {
+            Row::Own(row) => (&self.slots, row as usize),
+            Row::Other(row) => (&self.others, row as usize),
+        };
+        &rows[row * width..(row + 1) * width]
+    }
 }
 
 impl PageReader<'_> {
@@ -639,14 +669,47 @@ impl PageReader<'_> {
     /// that is not such an object fails; a record that is not what the map expects is read as
     /// far as it goes, for the transformer to reject.
     pub fn read(&self, page: &[u8], number: u32) -> Result<ReadPage, TransformError> {
+        let plan = self.plan;
+        let width = plan.finding_slots;
         let mut read = ReadPage {
             number,
             records: Vec::new(),
             slots: Vec::new(),
+            others: Vec::new(),
         };
-        read_records(self.plan, page, number, &mut |index, is_object, slots| {
-            read.records.push((index, is_object));
-            read.slots.extend(slots.iter_mut().map(Option::take));
+        let mut own_rows = 0u32;
+        read_records(plan, page, number, &mut |index, is_object, slots| {
+            let other_type = plan.implicit.kind.filter(|_| is_object).and_then(|kind| {
+                let value = slots[kind].as_ref();
+                let ours = value
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| plan.kind.record_types().contains(&k));
+                (!ours).then(|| slots[kind].take())
+            });
+            let row = match other_type {
+                Some(kind_value) => {
+                    let kind_slot = plan.implicit.kind.expect("the type was read");
+                    let known = (0..read.others.len() / width)
+                        .find(|&row| read.others[row * width + kind_slot] == kind_value);
+                    let row = known.unwrap_or_else(|| {
+                        let row = read.others.len() / width;
+                        read.others.resize(read.others.len() + width, None);
+                        read.others[row * width + kind_slot] = kind_value;
+                        row
+                    });
+                    Row::Other(row as u32)
+                }
+                None => {
+                    read.slots.extend(slots.iter_mut().map(Option::take));
+                    own_rows += 1;
+                    Row::Own(own_rows - 1)
+                }
+            };
+            read.records.push(ReadRecord {
+                index,
+                is_object,
+                row,
+            });
         })?;
         Ok(read)
     }
@@ -880,13 +943,12 @@ impl<'p> ItemTransformer<'p> {
         let (rules, state) = (&self.rules, &mut self.state);
         state.original.settle();
         let width = rules.plan.finding_slots;
-        for (position, &(index, is_object)) in page.records.iter().enumerate() {
+        for record in &page.records {
             let at = At {
                 page: page.number,
-                index,
+                index: record.index,
             };
-            let slots = &page.slots[position * width..(position + 1) * width];
-            state.record(rules, at, is_object, slots);
+            state.record(rules, at, record.is_object, page.fields(record, width));
         }
         self.lines()
     }

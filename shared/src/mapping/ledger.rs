@@ -467,23 +467,210 @@ impl<'de> Deserialize<'de> for Findings {
                 self,
                 mut map: A,
             ) -> Result<Findings, A::Error> {
-                let mut findings = Findings::default();
-                // Stored ledgers are in id order; one that is not (edited by hand) is put in it.
-                let mut in_order = true;
+                let mut reading = Reading::default();
                 while let Some((id, entry)) = map.next_entry::<CompactString, LedgerEntry>()? {
-                    let position = findings
-                        .append_unsettled(&id, entry)
-                        .map_err(serde::de::Error::custom)?;
-                    in_order &= position == 0 || findings.id_at(position - 1) < id.as_str();
-                    if in_order {
-                        findings.settled = findings.entries.len();
-                    }
+                    reading.push(&id, entry).map_err(serde::de::Error::custom)?;
                 }
-                findings.settle();
-                Ok(findings)
+                Ok(reading.finish())
             }
         }
         deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// Findings as a stored ledger's map gives them. Stored ledgers are in id order, so each is
+/// settled as it comes; one that is not (edited by hand) is put in id order at the end.
+struct Reading {
+    findings: Findings,
+    in_order: bool,
+}
+
+impl Default for Reading {
+    fn default() -> Self {
+        Self {
+            findings: Findings::default(),
+            in_order: true,
+        }
+    }
+}
+
+impl Reading {
+    fn push(&mut self, id: &str, entry: LedgerEntry) -> Result<(), LedgerFull> {
+        let findings = &mut self.findings;
+        let position = findings.append_unsettled(id, entry)?;
+        self.in_order &= position == 0 || findings.id_at(position - 1) < id;
+        if self.in_order {
+            findings.settled = findings.entries.len();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Findings {
+        self.findings.settle();
+        self.findings
+    }
+}
+
+/// A stored ledger read straight into one part per engine, as the transform reconciles it: the
+/// ledger of an asset every engine reports on is never held whole beside its parts.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerByEngine {
+    vendor_item_id: String,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    engine_branches: BTreeMap<Engine, String>,
+    asset: String,
+    findings: FindingsByEngine,
+}
+
+/// A ledger's findings by the engine each entry names (`None`: written before engines).
+struct FindingsByEngine(BTreeMap<Option<Engine>, Findings>);
+
+impl<'de> Deserialize<'de> for FindingsByEngine {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FindingsByEngine;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of findings by id")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FindingsByEngine, A::Error> {
+                let mut parts: BTreeMap<Option<Engine>, Reading> = BTreeMap::new();
+                while let Some((id, entry)) = map.next_entry::<CompactString, LedgerEntry>()? {
+                    parts
+                        .entry(entry.engine)
+                        .or_default()
+                        .push(&id, entry)
+                        .map_err(serde::de::Error::custom)?;
+                }
+                Ok(FindingsByEngine(
+                    parts
+                        .into_iter()
+                        .map(|(engine, reading)| (engine, reading.finish()))
+                        .collect(),
+                ))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl LedgerByEngine {
+    /// One ledger per engine (entries written before engines belong to `legacy`); each keeps the
+    /// asset and its engine's branch.
+    pub fn into_parts(self, legacy: Engine) -> Result<BTreeMap<Engine, Ledger>, LedgerFull> {
+        let mut parts: BTreeMap<Engine, Ledger> = BTreeMap::new();
+        for (engine, findings) in self.findings.0 {
+            let engine = engine.unwrap_or(legacy);
+            match parts.get_mut(&engine) {
+                // Entries of the legacy engine written before and after engines: rare, copied.
+                Some(part) => part.findings.extend(&findings)?,
+                None => {
+                    let branch = self.engine_branches.get(&engine).or(self.branch.as_ref());
+                    let part = Ledger {
+                        vendor_item_id: self.vendor_item_id.clone(),
+                        branch: branch.cloned(),
+                        engine_branches: BTreeMap::new(),
+                        asset: self.asset.clone(),
+                        findings,
+                    };
+                    parts.insert(engine, part);
+                }
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// An asset's next ledger from its engines' parts, merged in id order only as it is written:
+/// the same JSON as one ledger holding them all, without a second copy of their findings.
+#[derive(Default)]
+pub struct LedgerParts {
+    /// The first part's item, asset and branch: the ledger's.
+    head: Option<Ledger>,
+    engine_branches: BTreeMap<Engine, String>,
+    /// Every part's findings; where two hold an id, the later one's entry is written.
+    findings: Vec<Findings>,
+}
+
+impl LedgerParts {
+    /// Adds `engine`'s part; its branch is recorded as the engine's where it differs from the
+    /// first part's.
+    pub fn absorb(&mut self, engine: Engine, mut part: Ledger) {
+        let findings = std::mem::take(&mut part.findings);
+        match &self.head {
+            None => self.head = Some(part),
+            Some(head) => {
+                if let Some(branch) = part.branch.filter(|b| head.branch.as_ref() != Some(b)) {
+                    self.engine_branches.insert(engine, branch);
+                }
+            }
+        }
+        self.findings.push(findings);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+impl Serialize for LedgerParts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let empty = Ledger::default();
+        let head = self.head.as_ref().unwrap_or(&empty);
+        let mut ledger = serializer.serialize_struct("Ledger", 5)?;
+        ledger.serialize_field("vendorItemId", &head.vendor_item_id)?;
+        match &head.branch {
+            Some(branch) => ledger.serialize_field("branch", branch)?,
+            None => ledger.skip_field("branch")?,
+        }
+        if self.engine_branches.is_empty() {
+            ledger.skip_field("engineBranches")?;
+        } else {
+            ledger.serialize_field("engineBranches", &self.engine_branches)?;
+        }
+        ledger.serialize_field("asset", &head.asset)?;
+        ledger.serialize_field("findings", &MergedFindings(&self.findings))?;
+        ledger.end()
+    }
+}
+
+/// Several findings' maps written as one, in id order.
+struct MergedFindings<'f>(&'f [Findings]);
+
+impl Serialize for MergedFindings<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.iter().any(|f| f.settled != f.entries.len()) {
+            return Err(serde::ser::Error::custom(
+                "the ledger has findings appended and not yet settled",
+            ));
+        }
+        let mut walks: Vec<_> = self.0.iter().map(|f| f.iter().peekable()).collect();
+        let mut map = serializer.serialize_map(None)?;
+        loop {
+            // The least id at the head of any walk; of equal ids, the last part's entry.
+            let mut least: Option<(usize, &str)> = None;
+            for (part, walk) in walks.iter_mut().enumerate() {
+                if let Some(&(id, _)) = walk.peek()
+                    && least.is_none_or(|(_, least)| id <= least)
+                {
+                    least = Some((part, id));
+                }
+            }
+            let Some((part, id)) = least else { break };
+            for walk in &mut walks[..part] {
+                walk.next_if(|(other, _)| *other == id);
+            }
+            let (id, entry) = walks[part].next().expect("peeked");
+            map.serialize_entry(id, entry)?;
+        }
+        map.end()
     }
 }
 
@@ -494,63 +681,6 @@ impl Ledger {
     /// building a prefix.
     pub fn has_suffixed(&self, id: &str) -> bool {
         self.findings.look_up(id).suffixed
-    }
-
-    /// Splits the ledger into one per engine (entries written before engines belong to
-    /// `legacy`); each keeps the asset and its engine's branch.
-    pub fn split_by_engine(mut self, legacy: Engine) -> BTreeMap<Engine, Ledger> {
-        let (first, one_engine) = {
-            let mut engines = self.findings.iter().map(|(_, e)| e.engine_or(legacy));
-            let Some(first) = engines.next() else {
-                return BTreeMap::new();
-            };
-            (first, engines.all(|engine| engine == first))
-        };
-        if one_engine {
-            // One engine, as most assets have: its findings move, where a copy would hold the
-            // ledger twice.
-            let mut part = self.part(first);
-            part.findings = std::mem::take(&mut self.findings);
-            return BTreeMap::from([(first, part)]);
-        }
-        let mut parts: BTreeMap<Engine, Ledger> = BTreeMap::new();
-        for (id, entry) in self.findings.iter() {
-            let engine = entry.engine_or(legacy);
-            parts
-                .entry(engine)
-                .or_insert_with(|| self.part(engine))
-                .findings
-                .append_unsettled(id, entry.clone())
-                .expect("a part holds no more ids than the whole");
-        }
-        for part in parts.values_mut() {
-            // Taken in id order: settling finds them in it.
-            part.findings.settle();
-        }
-        parts
-    }
-
-    /// `engine`'s part of this ledger, with no findings yet.
-    fn part(&self, engine: Engine) -> Ledger {
-        Ledger {
-            vendor_item_id: self.vendor_item_id.clone(),
-            branch: self
-                .engine_branches
-                .get(&engine)
-                .cloned()
-                .or_else(|| self.branch.clone()),
-            engine_branches: BTreeMap::new(),
-            asset: self.asset.clone(),
-            findings: Findings::default(),
-        }
-    }
-
-    /// Adds `engine`'s part of the asset's ledger (and its branch, where it differs).
-    pub fn absorb(&mut self, engine: Engine, part: Ledger) -> Result<(), LedgerFull> {
-        if let Some(branch) = part.branch.filter(|b| self.branch.as_ref() != Some(b)) {
-            self.engine_branches.insert(engine, branch);
-        }
-        self.findings.extend(&part.findings)
     }
 
     pub fn open_findings(&self) -> u64 {
@@ -846,7 +976,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ledger_splits_by_engine_with_each_part_in_its_branch_and_joins_back() {
+    fn a_stored_ledger_reads_into_parts_by_engine_each_in_its_branch_and_writes_back_the_same() {
         let of = |engine| LedgerEntry {
             engine,
             ..entry(true)
@@ -855,8 +985,10 @@ mod tests {
             vendor_item_id: "p1".into(),
             branch: Some("main".into()),
             engine_branches: BTreeMap::from([(Engine::Sca, "release".to_string())]),
+            asset: r#""externalAssetId":"p1","#.into(),
             ..Ledger::default()
         };
+        // "a" was written before engines: the legacy engine's, beside "c".
         for (id, engine) in [
             ("a", None),
             ("b", Some(Engine::Sca)),
@@ -865,7 +997,11 @@ mod tests {
         ] {
             ledger.findings.insert(id, of(engine)).unwrap();
         }
-        let parts = ledger.clone().split_by_engine(Engine::Sast);
+        let stored = serde_json::to_vec(&ledger).unwrap();
+        let parts = serde_json::from_slice::<LedgerByEngine>(&stored)
+            .unwrap()
+            .into_parts(Engine::Sast)
+            .unwrap();
         let ids = |engine| {
             parts[&engine]
                 .findings
@@ -882,23 +1018,74 @@ mod tests {
         );
         assert_eq!(parts[&Engine::Sca].branch.as_deref(), Some("release"));
         assert_eq!(parts[&Engine::Sast].branch.as_deref(), Some("main"));
-        let mut joined = parts[&Engine::Sast].clone();
-        joined
-            .absorb(Engine::Sca, parts[&Engine::Sca].clone())
-            .unwrap();
-        assert_eq!(joined, ledger);
+        assert_eq!(parts[&Engine::Sca].asset, ledger.asset);
 
-        // One engine: the whole ledger is the part.
-        let mut one = ledger.clone();
-        one.findings = Findings::default();
-        for id in ["x", "y"] {
-            one.findings.insert(id, of(Some(Engine::Sca))).unwrap();
+        let mut joined = LedgerParts::default();
+        for (engine, part) in parts {
+            joined.absorb(engine, part);
         }
-        let parts = one.clone().split_by_engine(Engine::Sast);
-        assert_eq!(parts.len(), 1);
-        assert_eq!(parts[&Engine::Sca].findings, one.findings);
-        assert_eq!(parts[&Engine::Sca].branch.as_deref(), Some("release"));
-        assert!(Ledger::default().split_by_engine(Engine::Sast).is_empty());
+        assert_eq!(
+            serde_json::to_vec(&joined).unwrap(),
+            stored,
+            "byte for byte"
+        );
+        assert!(
+            serde_json::from_slice::<LedgerByEngine>(&stored[..stored.len() - 2]).is_err(),
+            "a cut-off ledger is refused"
+        );
+        let none = LedgerByEngine {
+            vendor_item_id: String::new(),
+            branch: None,
+            engine_branches: BTreeMap::new(),
+            asset: String::new(),
+            findings: FindingsByEngine(BTreeMap::new()),
+        };
+        assert!(none.into_parts(Engine::Sast).unwrap().is_empty());
+        assert!(LedgerParts::default().is_empty());
+    }
+
+    proptest::proptest! {
+        /// Parts written as one ledger: every id once, in id order, the last part's entry where
+        /// parts share an id, and each later part's branch where it differs from the first's.
+        #[test]
+        fn parts_written_as_one_ledger_match_one_ledger_built_from_them(
+            parts in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![Engine::Sast, Engine::Sca, Engine::Kics]),
+                    proptest::option::of(proptest::sample::select(vec!["main", "dev"])),
+                    proptest::collection::btree_map("[a-d]{1,3}(#[0-9a-f]{2})?", 0u8..100, 0..12),
+                ),
+                0..5,
+            )
+        ) {
+            let mut joined = LedgerParts::default();
+            let mut model = Ledger::default();
+            for (number, (engine, branch, findings)) in parts.iter().enumerate() {
+                let mut part = Ledger {
+                    vendor_item_id: "p1".into(),
+                    branch: branch.map(str::to_string),
+                    asset: "a".into(),
+                    ..Ledger::default()
+                };
+                for (id, qds) in findings {
+                    let entry = LedgerEntry { qds: *qds, engine: Some(*engine), ..entry(true) };
+                    part.findings.insert(id, entry.clone()).unwrap();
+                    model.findings.insert(id, entry).unwrap();
+                }
+                if number == 0 {
+                    (model.vendor_item_id, model.branch, model.asset) =
+                        ("p1".into(), part.branch.clone(), "a".into());
+                } else if let Some(branch) = part.branch.clone().filter(|b| model.branch.as_ref() != Some(b)) {
+                    model.engine_branches.insert(*engine, branch);
+                }
+                joined.absorb(*engine, part);
+            }
+            let written = serde_json::to_vec(&joined).unwrap();
+            proptest::prop_assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&model).unwrap()
+            );
+        }
     }
 
     #[test]

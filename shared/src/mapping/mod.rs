@@ -20,7 +20,9 @@ pub use engine::{
     TransformError, TransformOptions,
 };
 pub use identity::IdTally;
-pub use ledger::{Ledger, LedgerEntry, Lifecycle, OpenFindings, close_all};
+pub use ledger::{
+    Ledger, LedgerByEngine, LedgerEntry, LedgerParts, Lifecycle, OpenFindings, close_all,
+};
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
 pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};
 pub use scoring::{CompiledScoring, DEFAULT_SCORING, ScoreRow, Scoring};

@@ -17,7 +17,8 @@ use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
 use crate::mapping::{
-    ItemTransformer, Ledger, PageReader, ReadPage, TransformContext, TransformError,
+    ItemTransformer, LedgerByEngine, LedgerParts, PageReader, ReadPage, TransformContext,
+    TransformError,
 };
 use crate::store::ObjectStore;
 
@@ -129,12 +130,16 @@ async fn transform_collected(
         let legacy = connection.config.kind.legacy_engine();
         let mut previous = match &item.previous_run {
             Some(previous_run) => {
-                get_gzip_json::<Ledger>(store, &run.sibling(previous_run).ledger(key)).await?
+                let key = run.sibling(previous_run).ledger(key);
+                match get_gzip_json::<LedgerByEngine>(store, &key).await? {
+                    Some(stored) => stored
+                        .into_parts(legacy)
+                        .map_err(|full| StepError::bad_object(&key, full))?,
+                    None => BTreeMap::new(),
+                }
             }
-            None => None,
-        }
-        .unwrap_or_default()
-        .split_by_engine(legacy);
+            None => BTreeMap::new(),
+        };
         let mut pulls = Vec::new();
         // One set for every engine's transformer.
         let repeated_ids: Arc<HashSet<String>> = Arc::new(
@@ -337,8 +342,7 @@ async fn transform_collected(
         }
         // The next ledger: each engine's, and as they were the parts of engines with no scan
         // this run (nothing of theirs is closed).
-        let mut next: Option<Ledger> = None;
-        let too_large = |full| StepError::bad_object(&run.ledger(key), full);
+        let mut next = LedgerParts::default();
         let mut by_engine = BTreeMap::new();
         for transformer in pulls.into_iter().flat_map(|p| p.transformers) {
             let engine = transformer.engine();
@@ -353,15 +357,12 @@ async fn transform_collected(
             record.collisions.append(&mut done.collisions);
             by_engine.insert(engine, done.figures);
             if let Some(ledger) = done.ledger.take() {
-                match &mut next {
-                    Some(next) => next.absorb(engine, ledger).map_err(too_large)?,
-                    None => next = Some(ledger),
-                }
+                next.absorb(engine, ledger);
             }
         }
-        if let Some(mut next) = next {
+        if !next.is_empty() {
             for (engine, untouched) in previous {
-                next.absorb(engine, untouched).map_err(too_large)?;
+                next.absorb(engine, untouched);
             }
             put_gzip_json(store, &run.ledger(key), &next).await?;
         }
