@@ -102,6 +102,21 @@ fn packing(c: &mut Criterion) {
         ),
         |b| b.iter(|| gzip(&page)),
     );
+    // The levels the page level was chosen among (packing::PAGE_LEVEL).
+    for level in [-7, -5, -3, -1, 1, 3] {
+        let packed = zstd::bulk::compress(&page, level).expect("packs");
+        group.bench_function(
+            format!(
+                "pack, zstd level {level} ({} of {} bytes)",
+                packed.len(),
+                page.len()
+            ),
+            |b| b.iter(|| zstd::bulk::compress(&page, level).expect("packs")),
+        );
+        group.bench_function(format!("unpack, zstd level {level}"), |b| {
+            b.iter(|| zstd::bulk::decompress(&packed, page.len()).expect("unpacks"))
+        });
+    }
     group.bench_function("unpack, zstd", |b| {
         b.iter(|| cxone_etm::packing::unpack("0.json.zst", &zstd).expect("zstd"))
     });
