@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::documents::ObjectEntry;
 use super::error::StepError;
 use crate::layout::gzip_page_key;
-use crate::packing::{gzip, unpack};
+use crate::packing::{gzip, unpack_into};
 use crate::store::ObjectStore;
 
 pub(crate) async fn put_json(
@@ -99,7 +99,15 @@ impl PackedPage {
     /// The page's bytes: the part of reading it that needs no store, so it can run beside other
     /// work.
     pub(super) fn unpack(&self) -> Result<Vec<u8>, StepError> {
-        unpack(&self.key, &self.body).map_err(|problem| StepError::bad_object(&self.key, problem))
+        let mut page = Vec::new();
+        self.unpack_into(&mut page)?;
+        Ok(page)
+    }
+
+    /// As [`Self::unpack`], into `out`, keeping its room (see [`unpack_into`]).
+    pub(super) fn unpack_into(&self, out: &mut Vec<u8>) -> Result<(), StepError> {
+        unpack_into(&self.key, &self.body, out)
+            .map_err(|problem| StepError::bad_object(&self.key, problem))
     }
 }
 

@@ -261,15 +261,17 @@ async fn transform_collected(
             // Unpacks and reads a page for every engine of the pull: the part that needs nothing
             // of the item, so with two cores each page after the first is read on the second
             // while the one before is mapped. With one, each page is mapped as it is read.
-            let read_ahead =
-                |packed: &PackedPage, number: u32| -> Result<Vec<ReadPage>, StepError> {
-                    let page = packed.unpack()?;
-                    readers
-                        .iter()
-                        .map(|reader| reader.read(&page, number))
-                        .collect::<Result<_, _>>()
-                        .map_err(failed)
-                };
+            let read_ahead = |packed: &PackedPage,
+                              number: u32,
+                              page: &mut Vec<u8>|
+             -> Result<Vec<ReadPage>, StepError> {
+                packed.unpack_into(page)?;
+                readers
+                    .iter()
+                    .map(|reader| reader.read(page, number))
+                    .collect::<Result<_, _>>()
+                    .map_err(failed)
+            };
             // Asked only of a pull with a page to read ahead: most items have one page, and the
             // count reads the cgroup's files.
             let two_cores = pull.pages.len() > 1 && crate::process::cores() >= 2;
@@ -278,12 +280,22 @@ async fn transform_collected(
             // On two cores, the page mapped last, freed by the next reading thread rather than
             // by the mapping thread: its fields were allocated by a reading thread, and the
             // mapping thread freeing them contended for the lock of the reader's arena
-            // (`process::MALLOC_ARENAS`). With no reading thread it is freed at once.
+            // (`process::MALLOC_ARENAS`). With no reading thread, its buffer takes the next page.
             let mut spent: Option<Page> = None;
+            // The buffers pages are unpacked into, kept from page to page (see
+            // `packing::unpack_into`): the mapping thread's, for a page read as it is mapped, and
+            // the reading threads'.
+            let (mut unpacked, mut unpacked_ahead) = (Vec::new(), Vec::new());
             while let Some(number) = numbers.next() {
                 let this = match ahead.take() {
                     Some(read) => Page::Read(read?),
-                    None => Page::Raw(get_page(store, &run.raw_page(key, number)).await?),
+                    None => {
+                        let mut page = std::mem::take(&mut unpacked);
+                        get_packed_page(store, &run.raw_page(key, number))
+                            .await?
+                            .unpack_into(&mut page)?;
+                        Page::Raw(page)
+                    }
                 };
                 let next = match numbers.peek() {
                     Some(&next) if two_cores => Some((
@@ -295,10 +307,11 @@ async fn transform_collected(
                 let etm_key = run.etm_page(key, number);
                 let (packed, read) = std::thread::scope(|scope| {
                     let spent = spent.take();
+                    let unpacked_ahead = &mut unpacked_ahead;
                     let reading = match &next {
                         Some((next, packed)) => Some(scope.spawn(move || {
                             drop(spent);
-                            read_ahead(packed, *next)
+                            read_ahead(packed, *next, unpacked_ahead)
                         })),
                         None => {
                             drop(spent);
@@ -318,7 +331,10 @@ async fn transform_collected(
                     (packed, read)
                 });
                 ahead = read;
-                spent = two_cores.then_some(this);
+                match this {
+                    Page::Raw(page) if !two_cores => unpacked = page,
+                    this => spent = two_cores.then_some(this),
+                }
                 drop(next);
                 if let Some((entry, body)) = packed? {
                     store.put(&etm_key, body).await?;
