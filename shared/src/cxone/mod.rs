@@ -2,6 +2,7 @@
 //! one retry layer, tolerant models, pagers that prove completeness, and the connection test.
 
 mod auth;
+mod bodies;
 mod check;
 mod client;
 mod config;

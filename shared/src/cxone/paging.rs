@@ -217,7 +217,8 @@ pub(crate) fn pages_ahead(cap: usize, readers: usize, page_bytes: usize) -> usiz
 
 /// Requests started ahead of their turn, oldest first, each with the URL it fetches. Pages are
 /// still handed over in order, so repeats, totals and completeness are judged as before. A pager
-/// counts among its client's readers from when it is made until it is dropped.
+/// counts among its client's readers, and keeps its large bodies' buffers for the next
+/// (`bodies`), from when it is made until it is dropped.
 struct ReadAhead {
     client: CxOneClient,
     endpoint: &'static str,
@@ -231,6 +232,7 @@ struct ReadAhead {
 impl ReadAhead {
     fn new(client: &CxOneClient, endpoint: &'static str) -> Self {
         client.inner.readers.fetch_add(1, Ordering::Relaxed);
+        client.inner.transport.bodies.pull_started();
         Self {
             client: client.clone(),
             endpoint,
@@ -302,6 +304,7 @@ impl Drop for ReadAhead {
     fn drop(&mut self) {
         self.clear();
         self.client.inner.readers.fetch_sub(1, Ordering::Relaxed);
+        self.client.inner.transport.bodies.pull_ended();
     }
 }
 

@@ -16,6 +16,7 @@ use retry_policies::{Jitter, RetryDecision, RetryPolicy};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::bodies::BodyBuffers;
 use super::config::{RetrySettings, VendorConfig};
 use super::error::VendorError;
 use super::region::{NetworkPolicy, forbidden_socket};
@@ -187,6 +188,7 @@ pub(crate) struct Transport {
     limiter: Semaphore,
     retry: RetrySettings,
     pub counters: Counters,
+    pub bodies: Arc<BodyBuffers>,
 }
 
 /// The most room a body's `Content-Length` makes ahead of its bytes (a header that lies claims
@@ -195,19 +197,21 @@ const BODY_ROOM_AT_MOST: u64 = 64 * 1024 * 1024;
 
 /// Reads the whole body into one buffer, made the size the `Content-Length` announces. Reading
 /// it as chunks and joining them at the end held each page twice, and left thousands of small
-/// blocks behind, which a large scan's memory kept.
-async fn read_body(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+/// blocks behind, which a large scan's memory kept. A large body's buffer is one an earlier body
+/// gave back, when there is one ([`BodyBuffers`]).
+async fn read_body(
+    mut response: reqwest::Response,
+    buffers: &Arc<BodyBuffers>,
+) -> Result<Bytes, reqwest::Error> {
     let announced = response
         .content_length()
         .unwrap_or(0)
         .min(BODY_ROOM_AT_MOST);
-    let mut body = Vec::with_capacity(announced as usize);
+    let mut body = buffers.take(announced as usize);
     while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);
     }
-    // Grown past what was announced (or nothing was): the room beyond the body goes.
-    body.shrink_to_fit();
-    Ok(Bytes::from(body))
+    Ok(buffers.hand_out(body))
 }
 impl Transport {
     pub fn new(config: &VendorConfig) -> Result<Self, VendorError> {
@@ -216,6 +220,7 @@ impl Transport {
             limiter: Semaphore::new(config.concurrency),
             retry: config.retry.clone(),
             counters: Counters::default(),
+            bodies: Arc::default(),
         })
     }
 
@@ -247,7 +252,7 @@ impl Transport {
                 let response = request.send().await?;
                 let status = response.status();
                 let headers = response.headers().clone();
-                let body = read_body(response).await?;
+                let body = read_body(response, &self.bodies).await?;
                 Ok(Exchange {
                     status,
                     headers,
