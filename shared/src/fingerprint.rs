@@ -155,6 +155,49 @@ impl CompactFingerprintSet {
     }
 }
 
+/// Texts held as their fingerprints, under a key of their own, for lookups only: the ids more
+/// than one record of an item carries, looked up for every record. Eight bytes a text, where a
+/// hash set of the texts took about ninety (562,832 SCA ids: 53 MB). A text not in the set is
+/// found in it only if its fingerprint equals one of the set's, under a key drawn at random when
+/// the set is made: with n texts, a chance of n in 2^64 a lookup (for 562,832 ids and 5,000,000
+/// records, about 1.5 × 10^-7 in a run).
+#[derive(Default)]
+pub struct TextSet {
+    fingerprints: Fingerprints,
+    sorted: Vec<u64>,
+    runs: Runs,
+}
+
+impl TextSet {
+    pub fn contains(&self, text: &str) -> bool {
+        let fingerprint = self.fingerprints.of(text.as_bytes());
+        self.sorted[self.runs.around(fingerprint)].contains(&fingerprint)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for TextSet {
+    fn from_iter<I: IntoIterator<Item = S>>(texts: I) -> Self {
+        let fingerprints = Fingerprints::default();
+        let mut sorted: Vec<u64> = texts
+            .into_iter()
+            .map(|text| fingerprints.of(text.as_ref().as_bytes()))
+            .collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.shrink_to_fit();
+        let runs = Runs::of(&sorted);
+        Self {
+            fingerprints,
+            sorted,
+            runs,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +272,19 @@ mod tests {
             "no run past the last"
         );
         assert_eq!(Runs::of(&[]).around(u64::MAX), 0..0);
+    }
+
+    #[test]
+    fn a_text_set_finds_its_texts_and_no_other() {
+        let texts: Vec<String> = (0..20_000).map(|n| format!("CVE-2024-{n}")).collect();
+        let set: TextSet = texts.iter().step_by(2).collect();
+        for (n, text) in texts.iter().enumerate() {
+            assert_eq!(set.contains(text), n % 2 == 0, "{text}");
+        }
+        assert!(!set.is_empty());
+        let empty: TextSet = std::iter::empty::<&str>().collect();
+        assert!(empty.is_empty());
+        assert!(!empty.contains("CVE-2024-0"));
+        assert!(!TextSet::default().contains(""));
     }
 }

@@ -54,13 +54,13 @@ pub fn unpack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// As [`unpack`], into `out` (whatever it held is replaced), keeping its room: the transform
-/// unpacks page after page into one buffer. A fresh buffer of a page's size (15 MB at 10,000
-/// results) was mapped anew for each page and faulted in, a quarter of the transform's page
-/// faults.
+/// As [`unpack`], into `out` (whatever it held is replaced; left empty on an error), keeping its
+/// room: the transform unpacks page after page into one buffer. A fresh buffer of a page's size
+/// (15 MB at 10,000 results) was mapped anew for each page and faulted in, a quarter of the
+/// transform's page faults.
 pub fn unpack_into(name: &str, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     out.clear();
-    if name.ends_with(".zst") {
+    let unpacked = if name.ends_with(".zst") {
         unzstd(bytes, ONE_BUFFER_LIMIT, out)
     } else if name.ends_with(".gz") {
         out.reserve(bytes.len() * 4);
@@ -70,7 +70,11 @@ pub fn unpack_into(name: &str, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), St
     } else {
         out.extend_from_slice(bytes);
         Ok(())
+    };
+    if unpacked.is_err() {
+        out.clear();
     }
+    unpacked
 }
 
 /// A page packed as one frame that says its size (as collect packs them) is unpacked straight
@@ -81,7 +85,7 @@ fn unzstd(bytes: &[u8], one_buffer_limit: u64, out: &mut Vec<u8>) -> Result<(), 
     let one_frame = zstd::zstd_safe::find_frame_compressed_size(bytes) == Ok(bytes.len());
     match zstd::zstd_safe::get_frame_content_size(bytes) {
         Ok(Some(size)) if one_frame && size <= one_buffer_limit => {
-            out.reserve(size as usize);
+            out.reserve_exact(size as usize);
             // The decompressor writes into the Vec's room; the free function of that name
             // would write into its (empty) slice.
             zstd::bulk::Decompressor::new()
@@ -197,5 +201,10 @@ mod tests {
         }
         let error = unpack_into("2.json.zst", b"not a frame", &mut buffer).unwrap_err();
         assert!(error.starts_with("not zstd"), "{error}");
+        assert!(buffer.is_empty(), "nothing of a page that failed");
+        let cut = gzip(&[&large]);
+        let error = unpack_into("3.json.gz", &cut[..cut.len() - 9], &mut buffer).unwrap_err();
+        assert!(error.starts_with("not gzip"), "{error}");
+        assert!(buffer.is_empty(), "nothing of a gzip'd page cut short");
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -685,7 +685,7 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
     assert_eq!(second, first, "lines and columns are not identity");
     let previous = {
         let mut t = sast_transformer();
-        t.expect_repeats(Arc::new(HashSet::from(["dup".to_string()])));
+        t.expect_repeats(Arc::new(["dup"].into_iter().collect()));
         t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
         t.push_page(&page(twins.clone()), 0).unwrap();
         t.finish().unwrap().ledger.unwrap()

@@ -11,9 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use bytes::Bytes;
 
-/// Bodies announced smaller than this are read into buffers of their own, sized to them: malloc
-/// serves those from its heap, with nothing to map.
+/// Bodies announced smaller than this, or not announced, are read into buffers of their own,
+/// sized to them: malloc serves the small ones from its heap, with nothing to map.
 const KEPT_FROM: usize = crate::process::MALLOC_MMAP_FROM as usize;
+
+/// A buffer larger than this (a body far larger than the pages) is not kept: every body after it
+/// would hold its room.
+const KEPT_UP_TO: usize = 32 * 1024 * 1024;
 
 /// Buffers kept idle at most. Pages in flight hand theirs on as each is stored and the next
 /// request is sent, so one or two idle are enough; more would be memory held for nothing once a
@@ -24,28 +28,28 @@ const IDLE_AT_MOST: usize = 2;
 pub(crate) struct BodyBuffers {
     idle: Mutex<Vec<Vec<u8>>>,
     /// Pagers reading now; buffers are kept while there is one.
-    pulls: AtomicUsize,
+    pagers: AtomicUsize,
 }
 
 impl BodyBuffers {
-    /// An empty buffer with room for `announced` bytes: for a large body, one an earlier body
-    /// gave back, if any.
-    pub fn take(&self, announced: usize) -> Vec<u8> {
+    /// An empty buffer with room for a body of `announced` bytes (its `Content-Length`, 0 when
+    /// none): for a large body, one an earlier body gave back, if any.
+    pub fn buffer_for(&self, announced: usize) -> Vec<u8> {
         let kept = if announced >= KEPT_FROM {
             self.idle().pop()
         } else {
             None
         };
         let mut buffer = kept.unwrap_or_default();
-        buffer.reserve(announced);
+        buffer.reserve_exact(announced);
         buffer
     }
 
-    /// `body` as `Bytes`. A large body's buffer comes back here when the last of them is
-    /// dropped; a small one loses the room beyond its bytes (a body grown past what was
-    /// announced, or with nothing announced).
-    pub fn hand_out(self: &Arc<Self>, mut body: Vec<u8>) -> Bytes {
-        if body.capacity() < KEPT_FROM {
+    /// `body`, read into [`Self::buffer_for`]`(announced)`, as `Bytes`. A large body's buffer
+    /// comes back here when the last of them is dropped; any other loses the room beyond its
+    /// bytes (a body grown past what was announced, or with nothing announced).
+    pub fn hand_out(self: &Arc<Self>, mut body: Vec<u8>, announced: usize) -> Bytes {
+        if announced < KEPT_FROM {
             body.shrink_to_fit();
             return Bytes::from(body);
         }
@@ -57,13 +61,13 @@ impl BodyBuffers {
 
     /// A pager starts reading: buffers given back are kept for the bodies to come.
     pub fn pull_started(&self) {
-        self.pulls.fetch_add(1, Ordering::Relaxed);
+        self.pagers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A pager is done: when it was the last, the idle buffers go, and so will those given back
     /// later.
     pub fn pull_ended(&self) {
-        if self.pulls.fetch_sub(1, Ordering::Relaxed) == 1 {
+        if self.pagers.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.idle().clear();
         }
     }
@@ -71,7 +75,10 @@ impl BodyBuffers {
     fn give_back(&self, mut buffer: Vec<u8>) {
         // Checked under the lock: a last pull that ends meanwhile clears after this.
         let mut idle = self.idle();
-        if self.pulls.load(Ordering::Relaxed) > 0 && idle.len() < IDLE_AT_MOST {
+        if self.pagers.load(Ordering::Relaxed) > 0
+            && idle.len() < IDLE_AT_MOST
+            && buffer.capacity() <= KEPT_UP_TO
+        {
             buffer.clear();
             idle.push(buffer);
         }
@@ -115,73 +122,90 @@ mod tests {
         buffers
     }
 
-    fn filled(buffers: &BodyBuffers, announced: usize, byte: u8) -> Vec<u8> {
-        let mut body = buffers.take(announced);
+    /// A body of `size` bytes, announced, read as `read_body` reads it.
+    fn body(buffers: &Arc<BodyBuffers>, size: usize, byte: u8) -> Bytes {
+        buffers.hand_out(filled(buffers, size, byte), size)
+    }
+
+    fn filled(buffers: &BodyBuffers, size: usize, byte: u8) -> Vec<u8> {
+        let mut body = buffers.buffer_for(size);
         assert!(
             body.is_empty(),
             "a buffer taken holds none of the last body"
         );
-        body.resize(announced, byte);
+        body.resize(size, byte);
         body
     }
 
     #[test]
     fn a_large_body_gives_its_buffer_back_when_its_last_slice_is_dropped() {
         let buffers = reading();
-        let bytes = buffers.hand_out(filled(&buffers, KEPT_FROM, b'a'));
+        let bytes = body(&buffers, KEPT_FROM, b'a');
         let slice = bytes.slice(10..20);
         drop(bytes);
         assert_eq!(buffers.idle().len(), 0, "a slice still holds it");
         assert_eq!(&slice[..], &[b'a'; 10]);
         drop(slice);
         assert_eq!(buffers.idle().len(), 1);
-        // A larger body takes it and grows it; the smaller one after takes it as it is.
-        let larger = filled(&buffers, 2 * KEPT_FROM, b'b');
-        assert!(larger.iter().all(|&b| b == b'b'));
-        assert_eq!(buffers.idle().len(), 0, "taken again");
-        let at = larger.as_ptr();
-        drop(buffers.hand_out(larger));
-        let smaller = buffers.take(KEPT_FROM);
-        assert_eq!(smaller.as_ptr(), at);
-        assert!(smaller.capacity() >= 2 * KEPT_FROM, "its room kept");
     }
 
     #[test]
-    fn the_same_buffer_serves_body_after_body() {
+    fn the_same_buffer_serves_body_after_body_and_grows_to_the_largest() {
         let buffers = reading();
-        let first = filled(&buffers, KEPT_FROM, b'a');
-        let at = first.as_ptr();
-        drop(buffers.hand_out(first));
+        // A room no fresh buffer for these bodies would have.
+        let odd = KEPT_FROM + 4097;
+        let mut first = buffers.buffer_for(odd);
+        first.resize(KEPT_FROM, b'a');
+        drop(buffers.hand_out(first, KEPT_FROM));
         let second = filled(&buffers, KEPT_FROM, b'b');
-        assert_eq!(second.as_ptr(), at, "the buffer the first body gave back");
+        assert_eq!(
+            second.capacity(),
+            odd,
+            "the buffer the first body gave back"
+        );
         assert!(second.iter().all(|&b| b == b'b'));
+        drop(buffers.hand_out(second, KEPT_FROM));
+        // A larger body takes it and grows it to its size exactly; the next keeps that room.
+        let larger = filled(&buffers, 2 * KEPT_FROM, b'c');
+        assert_eq!(larger.capacity(), 2 * KEPT_FROM);
+        assert!(larger.iter().all(|&b| b == b'c'));
+        drop(buffers.hand_out(larger, 2 * KEPT_FROM));
+        assert_eq!(buffers.buffer_for(KEPT_FROM).capacity(), 2 * KEPT_FROM);
     }
 
     #[test]
-    fn small_bodies_are_not_kept_and_lose_their_spare_room() {
+    fn small_and_unannounced_bodies_are_not_kept_and_lose_their_spare_room() {
         let buffers = reading();
-        let mut body = buffers.take(100);
-        body.extend_from_slice(b"{}");
-        let bytes = buffers.hand_out(body);
+        let mut small = buffers.buffer_for(100);
+        small.extend_from_slice(b"{}");
+        let bytes = buffers.hand_out(small, 100);
         assert_eq!(&bytes[..], b"{}");
+        drop(bytes);
+        // Nothing announced, grown past the size kept: its own, shrunk to its bytes.
+        let mut unannounced = buffers.buffer_for(0);
+        unannounced.resize(KEPT_FROM + 1, b'u');
+        let bytes = buffers.hand_out(unannounced, 0);
+        assert_eq!(bytes.len(), KEPT_FROM + 1);
         drop(bytes);
         assert_eq!(buffers.idle().len(), 0);
     }
 
     #[test]
-    fn at_most_two_buffers_wait_idle() {
+    fn at_most_two_buffers_wait_idle_and_none_larger_than_kept() {
         let buffers = reading();
-        let bodies: Vec<Bytes> = (0..4)
-            .map(|i| buffers.hand_out(filled(&buffers, KEPT_FROM, i)))
-            .collect();
+        let bodies: Vec<Bytes> = (0..4).map(|i| body(&buffers, KEPT_FROM, i)).collect();
         drop(bodies);
         assert_eq!(buffers.idle().len(), IDLE_AT_MOST);
+        let (a, b) = (buffers.buffer_for(KEPT_FROM), buffers.buffer_for(KEPT_FROM));
+        drop((a, b));
+        drop(body(&buffers, KEPT_UP_TO + 1, b'x'));
+        assert_eq!(buffers.idle().len(), 0, "a buffer over the size kept");
     }
 
     #[test]
     fn a_body_that_outlives_its_buffers_is_freed_as_any_other() {
         let buffers = reading();
-        let bytes = buffers.hand_out(filled(&buffers, KEPT_FROM, b'a'));
+        let bytes = body(&buffers, KEPT_FROM, b'a');
         drop(buffers);
         assert_eq!(bytes.len(), KEPT_FROM);
         drop(bytes);
@@ -191,9 +215,9 @@ mod tests {
     fn nothing_is_kept_once_the_last_pull_ends_nor_outside_a_pull() {
         let buffers = reading();
         buffers.pull_started();
-        drop(buffers.hand_out(filled(&buffers, KEPT_FROM, b'a')));
-        let late = buffers.hand_out(filled(&buffers, KEPT_FROM, b'b'));
-        drop(buffers.hand_out(filled(&buffers, KEPT_FROM, b'c')));
+        drop(body(&buffers, KEPT_FROM, b'a'));
+        let late = body(&buffers, KEPT_FROM, b'b');
+        drop(body(&buffers, KEPT_FROM, b'c'));
         assert_eq!(buffers.idle().len(), 1);
         buffers.pull_ended();
         assert_eq!(buffers.idle().len(), 1, "one pull still reads");
@@ -201,7 +225,7 @@ mod tests {
         assert_eq!(buffers.idle().len(), 0, "the last pull ended");
         drop(late);
         assert_eq!(buffers.idle().len(), 0, "a body dropped after the pulls");
-        drop(buffers.hand_out(filled(&buffers, KEPT_FROM, b'd')));
+        drop(body(&buffers, KEPT_FROM, b'd'));
         assert_eq!(buffers.idle().len(), 0, "a body read outside a pull");
     }
 }

@@ -207,11 +207,11 @@ async fn read_body(
         .content_length()
         .unwrap_or(0)
         .min(BODY_ROOM_AT_MOST);
-    let mut body = buffers.take(announced as usize);
+    let mut body = buffers.buffer_for(announced as usize);
     while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);
     }
-    Ok(buffers.hand_out(body))
+    Ok(buffers.hand_out(body, announced as usize))
 }
 impl Transport {
     pub fn new(config: &VendorConfig) -> Result<Self, VendorError> {

@@ -2,7 +2,7 @@
 //! Every record ends as exactly one of: a finding in a line, a rejected record (with the reason
 //! and the vendor id), or a skipped one (counted by reason).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use super::triage::TriageMap;
 use crate::Engine;
 use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
-use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
+use crate::fingerprint::{CompactFingerprintSet, Fingerprints, TextSet};
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,7 +228,7 @@ struct Rules<'p> {
     /// Vendor ids more than one record of the item carries (see `identity`): one set for all
     /// the item's transformers (an SCA scan of millions of results repeats hundreds of
     /// thousands of CVE ids).
-    repeated_ids: Arc<HashSet<String>>,
+    repeated_ids: Arc<TextSet>,
     /// Whether collect counted the ids ([`ItemTransformer::expect_repeats`]): then no id read as
     /// the record carries it, outside `repeated_ids`, can come twice, and those need not be
     /// remembered.
@@ -878,7 +878,7 @@ impl<'p> ItemTransformer<'p> {
     /// [`super::IdTally`] before anything is written): each such record is told apart by a suffix
     /// derived from its own identity fields. Without this, a second record with an id seen before
     /// is rejected rather than renamed by its position.
-    pub fn expect_repeats(&mut self, ids: Arc<HashSet<String>>) {
+    pub fn expect_repeats(&mut self, ids: Arc<TextSet>) {
         self.rules.repeated_ids = ids;
         self.rules.ids_counted = true;
     }

@@ -2,20 +2,21 @@
 //! engine) and scoring into ETM batch files, reconciled against the asset's ledger of the last
 //! committed run.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::{
-    PackedPage, get_gzip_json, get_json, get_packed_page, get_page, pack_lines, put_gzip_json,
-    put_json, put_lines,
+    PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json, put_json,
+    put_lines,
 };
 use super::run::read_run;
 use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
+use crate::fingerprint::TextSet;
 use crate::mapping::{
     ItemTransformer, LedgerByEngine, LedgerParts, PageReader, ReadPage, TransformContext,
     TransformError,
@@ -141,8 +142,8 @@ async fn transform_collected(
             None => BTreeMap::new(),
         };
         let mut pulls = Vec::new();
-        // One set for every engine's transformer.
-        let repeated_ids: Arc<HashSet<String>> = Arc::new(
+        // One set for every engine's transformer; the texts go once it is made.
+        let repeated_ids: Arc<TextSet> = Arc::new(
             std::mem::take(&mut outcome.repeated_ids)
                 .into_iter()
                 .collect(),
@@ -236,9 +237,13 @@ async fn transform_collected(
                 transformers,
             });
         }
+        // One buffer for the pages of severities before triage, freed before the results'.
+        let mut page = Vec::new();
         for number in 0..outcome.original_pages {
             let page_key = run.original_page(key, number);
-            let page = get_page(store, &page_key).await?;
+            get_packed_page(store, &page_key)
+                .await?
+                .unpack_into(&mut page)?;
             let sast = pulls
                 .iter_mut()
                 .flat_map(|p| p.transformers.iter_mut())
@@ -251,6 +256,7 @@ async fn transform_collected(
                     })?;
             }
         }
+        drop(page);
         for pull in &mut pulls {
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
