@@ -73,6 +73,11 @@ impl Runs {
             _ => 0..0,
         }
     }
+
+    /// Whether `sorted` (the list these runs were made of) holds `word`.
+    pub(crate) fn holds(&self, sorted: &[u64], word: u64) -> bool {
+        sorted[self.around(word)].binary_search(&word).is_ok()
+    }
 }
 
 /// A set of fingerprints for millions of records in about eight bytes each, where a hash set
@@ -97,11 +102,7 @@ impl CompactFingerprintSet {
 
     /// Adds `fingerprint`; `false` when it was in the set already.
     pub fn insert(&mut self, fingerprint: u64) -> bool {
-        if self.sorted[self.runs.around(fingerprint)]
-            .binary_search(&fingerprint)
-            .is_ok()
-            || !self.latest.insert(fingerprint)
-        {
+        if self.runs.holds(&self.sorted, fingerprint) || !self.latest.insert(fingerprint) {
             return false;
         }
         if self.latest.len() == LATEST_AT_MOST {
@@ -171,7 +172,7 @@ pub struct TextSet {
 impl TextSet {
     pub fn contains(&self, text: &str) -> bool {
         let fingerprint = self.fingerprints.of(text.as_bytes());
-        self.sorted[self.runs.around(fingerprint)].contains(&fingerprint)
+        self.runs.holds(&self.sorted, fingerprint)
     }
 
     pub fn is_empty(&self) -> bool {
