@@ -1029,12 +1029,19 @@ impl<'p> ItemTransformer<'p> {
                 continue;
             }
             let findings = &mut reconciling.next.findings;
+            let entry = *findings.entry(position);
             self.state.findings.push(Ledger::closure_record(
                 findings.id_at(position),
-                findings.entry(position),
+                &entry,
                 &reason,
             ));
-            findings.entry_mut(position).open = false;
+            findings.set_entry(
+                position,
+                LedgerEntry {
+                    open: false,
+                    ..entry
+                },
+            );
             closed += 1;
         }
         self.state.outcome.figures.held_on_branch_change += held;
@@ -1388,7 +1395,7 @@ impl Reconciling {
             engine: Some(self.engine),
         };
         match position {
-            Some(position) => *self.next.findings.entry_mut(position) = entry,
+            Some(position) => self.next.findings.set_entry(position, entry),
             None => {
                 self.next.findings.append_unsettled(id, entry)?;
             }

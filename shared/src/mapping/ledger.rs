@@ -55,7 +55,7 @@ impl std::fmt::Display for Lifecycle {
 /// What was last reported for one finding: enough to classify it next time and to write its
 /// closure record if it disappears. Sixteen bytes: its texts (a severity, a status, a run id) are
 /// the same few for every finding of an asset, so each is a [`Text`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     pub open: bool,
@@ -80,7 +80,7 @@ impl LedgerEntry {
 /// A text held once per process and named by a number: the severities, statuses and run ids
 /// millions of ledger entries repeat. Each distinct text stays for the life of the process; a
 /// ledger holds a handful (its severities, its statuses, the runs that first saw its findings).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Text(u32);
 
 #[derive(Default)]
@@ -182,16 +182,18 @@ pub(crate) struct LookUp {
 pub struct LedgerFull;
 
 /// One asset's findings by `externalFindingId`, packed: the ids end to end in one string, and per
-/// finding a 16-byte entry and the 4-byte end of its id (4 more for its place in `order` when the
-/// entries are not stored in id order). A map of owned ids took about 47 bytes a finding beside
-/// the ids (tree nodes part full, each id in 24 bytes); this takes 20 to 24, so a 5,000,000-finding
-/// asset's ledger fits where the map's did not. Lookups are binary searches in id order; stored,
-/// it is a JSON object in id order.
+/// finding the 4-byte end of its id and the 4-byte number of its entry among the distinct ones
+/// (4 more for its place in `order` when the entries are not stored in id order). A map of owned
+/// ids took about 47 bytes a finding beside the ids (tree nodes part full, each id in 24 bytes);
+/// this takes 8 to 12, so a 5,000,000-finding asset's ledger fits where the map's did not.
+/// Lookups are binary searches in id order; stored, it is a JSON object in id order.
 #[derive(Clone, Default)]
 pub struct Findings {
     ids: String,
     ends: Vec<u32>,
-    entries: Vec<LedgerEntry>,
+    /// Per stored position, the number of its entry in `distinct`.
+    entries: Vec<u32>,
+    distinct: DistinctEntries,
     /// The stored positions in id order, when the stored order is not id order. A position left
     /// out is not a finding (its id was stored again later, and the later entry won).
     order: Option<Vec<u32>>,
@@ -272,7 +274,7 @@ impl Findings {
     }
 
     pub fn get(&self, id: &str) -> Option<&LedgerEntry> {
-        self.position(id).map(|position| &self.entries[position])
+        self.position(id).map(|position| self.entry(position))
     }
 
     pub fn contains_key(&self, id: &str) -> bool {
@@ -281,19 +283,19 @@ impl Findings {
 
     /// The entry at a stored position ([`Self::position`]).
     pub(crate) fn entry(&self, position: usize) -> &LedgerEntry {
-        &self.entries[position]
+        self.distinct.get(self.entries[position])
     }
 
-    /// The entry at a stored position, to rewrite.
-    pub(crate) fn entry_mut(&mut self, position: usize) -> &mut LedgerEntry {
-        &mut self.entries[position]
+    /// Rewrites the entry at a stored position.
+    pub(crate) fn set_entry(&mut self, position: usize, entry: LedgerEntry) {
+        self.entries[position] = self.distinct.number(entry);
     }
 
     /// The findings in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &LedgerEntry)> {
         (0..self.len()).map(|rank| {
             let position = self.at_rank(rank);
-            (self.id_at(position), &self.entries[position])
+            (self.id_at(position), self.entry(position))
         })
     }
 
@@ -302,10 +304,9 @@ impl Findings {
         (0..self.len()).map(|rank| self.at_rank(rank))
     }
 
-    /// Every stored entry, in no particular order: the findings' and those an id stored again
-    /// replaced (not findings, but harmless to change).
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut LedgerEntry> {
-        self.entries.iter_mut()
+    /// Marks every finding closed.
+    pub fn close_every_finding(&mut self) {
+        self.distinct.close_every_entry();
     }
 
     /// Adds a finding, or replaces the entry of one with the same id. Adding in id order is
@@ -313,7 +314,7 @@ impl Findings {
     pub fn insert(&mut self, id: &str, entry: LedgerEntry) -> Result<(), LedgerFull> {
         self.settle();
         if let Some(position) = self.position(id) {
-            self.entries[position] = entry;
+            self.set_entry(position, entry);
             return Ok(());
         }
         let rank = self.rank_of(id);
@@ -352,7 +353,8 @@ impl Findings {
         }
         self.ids.push_str(id);
         self.ends.push(end);
-        self.entries.push(entry);
+        let number = self.distinct.number(entry);
+        self.entries.push(number);
         Ok(self.entries.len() - 1)
     }
 
@@ -409,10 +411,43 @@ impl Findings {
     /// Adds every finding of `other`; of an id in both, `other`'s entry wins.
     pub fn extend(&mut self, other: &Findings) -> Result<(), LedgerFull> {
         for (id, entry) in other.iter() {
-            self.append_unsettled(id, entry.clone())?;
+            self.append_unsettled(id, *entry)?;
         }
         self.settle();
         Ok(())
+    }
+}
+
+/// The distinct entries of one asset's findings, each numbered once: millions of findings share
+/// a few severities, statuses, scores, engines and first runs.
+#[derive(Clone, Default)]
+struct DistinctEntries {
+    entries: Vec<LedgerEntry>,
+    numbers: HashMap<LedgerEntry, u32, foldhash::fast::RandomState>,
+}
+
+impl DistinctEntries {
+    fn get(&self, number: u32) -> &LedgerEntry {
+        &self.entries[number as usize]
+    }
+
+    /// The number of `entry`, numbering it if it is new.
+    fn number(&mut self, entry: LedgerEntry) -> u32 {
+        *self.numbers.entry(entry).or_insert_with(|| {
+            self.entries.push(entry);
+            u32::try_from(self.entries.len() - 1)
+                .expect("fewer than 2^32 distinct entries: each is a score and a few texts")
+        })
+    }
+
+    /// Closes every entry. Two that differed only in being open become one; both numbers stay
+    /// valid, and new findings get the first.
+    fn close_every_entry(&mut self) {
+        self.numbers.clear();
+        for (number, entry) in self.entries.iter_mut().enumerate() {
+            entry.open = false;
+            self.numbers.entry(*entry).or_insert(number as u32);
+        }
     }
 }
 
@@ -761,9 +796,7 @@ pub fn close_all(
             max_findings_per_line,
         ));
     }
-    for entry in ledger.findings.values_mut() {
-        entry.open = false;
-    }
+    ledger.findings.close_every_finding();
     (lines, closed, ledger)
 }
 
@@ -865,6 +898,7 @@ mod tests {
         Append(String, u8),
         Settle,
         Extend(Vec<(String, u8)>),
+        CloseEvery,
     }
 
     fn changes() -> impl proptest::strategy::Strategy<Value = Vec<Change>> {
@@ -875,6 +909,7 @@ mod tests {
             (id, any::<u8>()).prop_map(|(i, q)| Change::Append(i, q)),
             Just(Change::Settle),
             proptest::collection::vec((id, any::<u8>()), 0..6).prop_map(Change::Extend),
+            Just(Change::CloseEvery),
         ];
         proptest::collection::vec(change, 0..40)
     }
@@ -887,13 +922,14 @@ mod tests {
         #[test]
         fn packed_findings_behave_as_a_map_in_id_order(changes in changes()) {
             let mut findings = Findings::default();
-            let mut model: BTreeMap<String, u8> = BTreeMap::new();
-            let mut pending: Vec<(String, u8)> = Vec::new();
+            // Each id's qds and whether it is open.
+            let mut model: BTreeMap<String, (u8, bool)> = BTreeMap::new();
+            let mut pending: Vec<(String, (u8, bool))> = Vec::new();
             for change in changes {
                 match change {
                     Change::Append(id, qds) => {
                         findings.append_unsettled(&id, with_qds(qds)).unwrap();
-                        pending.push((id, qds));
+                        pending.push((id, (qds, true)));
                     }
                     Change::Settle => {
                         findings.settle();
@@ -904,7 +940,7 @@ mod tests {
                         findings.settle();
                         model.extend(pending.drain(..));
                         findings.insert(&id, with_qds(qds)).unwrap();
-                        model.insert(id, qds);
+                        model.insert(id, (qds, true));
                     }
                     Change::Extend(other) => {
                         findings.settle();
@@ -914,16 +950,22 @@ mod tests {
                             part.insert(id, with_qds(*qds)).unwrap();
                         }
                         findings.extend(&part).unwrap();
-                        model.extend(other);
+                        model.extend(other.into_iter().map(|(id, qds)| (id, (qds, true))));
+                    }
+                    Change::CloseEvery => {
+                        findings.settle();
+                        model.extend(pending.drain(..));
+                        findings.close_every_finding();
+                        model.values_mut().for_each(|(_, open)| *open = false);
                     }
                 }
                 // Appended findings are not found until settled.
-                let found: Vec<(String, u8)> =
-                    findings.iter().map(|(id, e)| (id.to_string(), e.qds)).collect();
-                let expected: Vec<(String, u8)> = model.clone().into_iter().collect();
+                let found: Vec<(String, (u8, bool))> =
+                    findings.iter().map(|(id, e)| (id.to_string(), (e.qds, e.open))).collect();
+                let expected: Vec<(String, (u8, bool))> = model.clone().into_iter().collect();
                 proptest::prop_assert_eq!(&found, &expected);
-                for (id, qds) in &model {
-                    proptest::prop_assert_eq!(findings.get(id).map(|e| e.qds), Some(*qds));
+                for (id, held) in &model {
+                    proptest::prop_assert_eq!(findings.get(id).map(|e| (e.qds, e.open)), Some(*held));
                 }
                 for (id, _) in pending.iter().filter(|(id, _)| !model.contains_key(id)) {
                     proptest::prop_assert!(!findings.contains_key(id));
@@ -944,7 +986,7 @@ mod tests {
             let stored = serde_json::to_string(&findings).unwrap();
             let as_map: BTreeMap<String, LedgerEntry> = serde_json::from_str(&stored).unwrap();
             proptest::prop_assert_eq!(
-                as_map.into_iter().map(|(id, e)| (id, e.qds)).collect::<Vec<_>>(),
+                as_map.into_iter().map(|(id, e)| (id, (e.qds, e.open))).collect::<Vec<_>>(),
                 model.clone().into_iter().collect::<Vec<_>>()
             );
             let read: Findings = serde_json::from_str(&stored).unwrap();
@@ -1069,7 +1111,7 @@ mod tests {
                 };
                 for (id, qds) in findings {
                     let entry = LedgerEntry { qds: *qds, engine: Some(*engine), ..entry(true) };
-                    part.findings.insert(id, entry.clone()).unwrap();
+                    part.findings.insert(id, entry).unwrap();
                     model.findings.insert(id, entry).unwrap();
                 }
                 if number == 0 {
@@ -1122,6 +1164,46 @@ mod tests {
         assert!(!findings["b"].open, "the later entry wins");
         findings.append_unsettled("e", entry(true)).unwrap();
         assert!(findings.settle().is_empty());
+    }
+
+    #[test]
+    fn findings_that_share_an_entry_hold_it_once_and_closing_every_finding_keeps_them_apart() {
+        let mut findings = Findings::default();
+        for n in 0..30_000u32 {
+            let entry = LedgerEntry {
+                qds: (n % 3) as u8,
+                ..entry(n % 2 == 0)
+            };
+            findings
+                .append_unsettled(&format!("{n:08}"), entry)
+                .unwrap();
+        }
+        findings.settle();
+        assert_eq!(findings.distinct.entries.len(), 6, "3 scores, open or not");
+
+        findings.close_every_finding();
+        assert!(findings.iter().all(|(_, e)| !e.open));
+        assert_eq!(findings["00000004"].qds, 1, "scores kept");
+        findings.insert("00000004", entry(true)).unwrap();
+        findings
+            .insert(
+                "new",
+                LedgerEntry {
+                    qds: 2,
+                    ..entry(false)
+                },
+            )
+            .unwrap();
+        assert!(findings["00000004"].open);
+        assert_eq!(findings["00000004"].qds, 70);
+        assert!(!findings["00000005"].open, "the others stay closed");
+        assert_eq!(
+            findings["new"],
+            LedgerEntry {
+                qds: 2,
+                ..entry(false)
+            }
+        );
     }
 
     /// Appending grows the packed parts a quarter at a time: doubling would leave up to half of

@@ -146,10 +146,14 @@ async fn process(
     let mut last = None;
     for _attempt in 0..2 {
         let collecting = Instant::now();
-        let collected = collect(store, vendor, connection, item, None).await;
+        // The outcome is in the store, where the transform reads it: dropped here, not held
+        // through the transform (a large scan's repeated ids are tens of MB).
+        let collected = collect(store, vendor, connection, item, None)
+            .await
+            .map(drop);
         StageClock::add(&clock.collect_us, collecting);
         match collected {
-            Ok(_) => {
+            Ok(()) => {
                 // Writes the item's transform record whatever its status; only complete items get batches.
                 let transforming = Instant::now();
                 let transformed = transform(store, connection, item).await;
