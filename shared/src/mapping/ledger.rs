@@ -376,6 +376,10 @@ impl Findings {
             }
             same
         });
+        if self.is_empty() {
+            // Nothing settled to merge with (a first pull): the appended are the order.
+            return self.place(appended, replaced);
+        }
         let mut order = Vec::with_capacity(self.len() + appended.len());
         let mut appended = appended.into_iter().peekable();
         for rank in 0..self.len() {
@@ -399,6 +403,12 @@ impl Findings {
             order.push(position as u32);
         }
         order.extend(appended);
+        self.place(order, replaced)
+    }
+
+    /// Takes `order` (every finding's stored position, in id order) as settled; answers
+    /// `replaced`, sorted, each id once.
+    fn place(&mut self, order: Vec<u32>, mut replaced: Vec<String>) -> Vec<String> {
         self.settled = self.entries.len();
         let in_stored_order = order.len() == self.entries.len()
             && order.iter().enumerate().all(|(i, &p)| p as usize == i);

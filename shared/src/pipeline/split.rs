@@ -256,19 +256,27 @@ impl PartFingerprints {
     }
 }
 
-/// The fingerprints more than one of `lists` holds (each list holds any at most once).
-fn shared_between(lists: Vec<Vec<u64>>) -> Vec<u64> {
-    let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
-    for list in lists {
-        all.extend(list);
-    }
-    all.sort_unstable();
-    let mut shared: Vec<u64> = all
-        .windows(2)
-        .filter(|pair| pair[0] == pair[1])
-        .map(|pair| pair[0])
+/// The fingerprints more than one of `lists` holds (each sorted, each holding any at most once),
+/// found by walking them together: a scan's millions of fingerprints are not copied into one
+/// list to be sorted again.
+fn shared_between(lists: &[Vec<u64>]) -> Vec<u64> {
+    use std::cmp::Reverse;
+    let mut heads: std::collections::BinaryHeap<Reverse<(u64, usize, usize)>> = lists
+        .iter()
+        .enumerate()
+        .filter_map(|(list, words)| words.first().map(|&word| Reverse((word, list, 0))))
         .collect();
-    shared.dedup();
+    let mut shared = Vec::new();
+    let mut last = None;
+    while let Some(Reverse((word, list, at))) = heads.pop() {
+        if last == Some(word) && shared.last() != Some(&word) {
+            shared.push(word);
+        }
+        last = Some(word);
+        if let Some(&next) = lists[list].get(at + 1) {
+            heads.push(Reverse((next, list, at + 1)));
+        }
+    }
     shared
 }
 
@@ -345,7 +353,8 @@ async fn joined(
         records.push(part.records);
         ids.push(part.ids);
     }
-    let repeats = shared_between(records).len() as u64;
+    let repeats = shared_between(&records).len() as u64;
+    drop(records);
     outcome.completeness.duplicates += repeats;
     outcome.completeness.unique -= repeats.min(outcome.completeness.unique);
     let problem = if repeats > 0 {
@@ -364,7 +373,9 @@ async fn joined(
         .iter()
         .flat_map(|p| p.repeated_ids.iter().cloned())
         .collect();
-    if !shared_between(ids).is_empty() {
+    let ids_shared = !shared_between(&ids).is_empty();
+    drop(ids);
+    if ids_shared {
         // Ids more than one part carries: named by counting every page's again.
         let main_engines = item.main_engines(connection.engines());
         let mut tally = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
@@ -430,5 +441,28 @@ mod tests {
         assert_eq!(parts_of(1_000_000_000_000_000, 10, 30), Some((100, 3)));
         // Parts whose pages the keys cannot number are not made.
         assert_eq!(parts_of(u64::MAX, 1, u64::MAX / 4), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fingerprints_shared_between_parts_are_those_two_or_more_hold(
+            lists in proptest::collection::vec(
+                proptest::collection::btree_set(0u64..40, 0..20),
+                0..6,
+            )
+        ) {
+            let mut holders: std::collections::BTreeMap<u64, usize> = Default::default();
+            for word in lists.iter().flatten() {
+                *holders.entry(*word).or_default() += 1;
+            }
+            let expected: Vec<u64> = holders
+                .into_iter()
+                .filter(|&(_, count)| count > 1)
+                .map(|(word, _)| word)
+                .collect();
+            let lists: Vec<Vec<u64>> =
+                lists.into_iter().map(|set| set.into_iter().collect()).collect();
+            proptest::prop_assert_eq!(shared_between(&lists), expected);
+        }
     }
 }

@@ -129,6 +129,13 @@ async fn transform_collected(
         };
         let item_json = serde_json::to_vec(&item.record).expect("a JSON value serializes");
         let legacy = connection.config.kind.legacy_engine();
+        // One set for every engine's transformer; the texts go once it is made, before the
+        // previous ledger is read beside them.
+        let repeated_ids: Arc<TextSet> = Arc::new(
+            std::mem::take(&mut outcome.repeated_ids)
+                .into_iter()
+                .collect(),
+        );
         let mut previous = match &item.previous_run {
             Some(previous_run) => {
                 let key = run.sibling(previous_run).ledger(key);
@@ -142,12 +149,6 @@ async fn transform_collected(
             None => BTreeMap::new(),
         };
         let mut pulls = Vec::new();
-        // One set for every engine's transformer; the texts go once it is made.
-        let repeated_ids: Arc<TextSet> = Arc::new(
-            std::mem::take(&mut outcome.repeated_ids)
-                .into_iter()
-                .collect(),
-        );
         let main_engines = item.main_engines(connection.engines());
         let main = (
             outcome.scan_id.clone(),
