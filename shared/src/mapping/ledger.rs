@@ -53,8 +53,9 @@ impl std::fmt::Display for Lifecycle {
 }
 
 /// What was last reported for one finding: enough to classify it next time and to write its
-/// closure record if it disappears. Sixteen bytes: its texts (a severity, a status, a run id) are
-/// the same few for every finding of an asset, so each is a [`Text`].
+/// closure record if it disappears. Sixteen bytes, held once per distinct entry of an asset (its
+/// findings share them): its texts (a severity, a status, a run id) are the same few for every
+/// finding of an asset, so each is a [`Text`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
@@ -906,6 +907,8 @@ mod tests {
     enum Change {
         Insert(String, u8),
         Append(String, u8),
+        /// Closes one settled finding, as a pull that did not see it does.
+        Close(String),
         Settle,
         Extend(Vec<(String, u8)>),
         CloseEvery,
@@ -914,11 +917,14 @@ mod tests {
     fn changes() -> impl proptest::strategy::Strategy<Value = Vec<Change>> {
         use proptest::prelude::*;
         let id = "[a-d#]{0,3}";
+        // Few scores, so findings share entries and an entry comes back after it was closed.
+        let qds = 0u8..3;
         let change = prop_oneof![
-            (id, any::<u8>()).prop_map(|(i, q)| Change::Insert(i, q)),
-            (id, any::<u8>()).prop_map(|(i, q)| Change::Append(i, q)),
+            (id, qds.clone()).prop_map(|(i, q)| Change::Insert(i, q)),
+            (id, qds.clone()).prop_map(|(i, q)| Change::Append(i, q)),
+            id.prop_map(Change::Close),
             Just(Change::Settle),
-            proptest::collection::vec((id, any::<u8>()), 0..6).prop_map(Change::Extend),
+            proptest::collection::vec((id, qds), 0..6).prop_map(Change::Extend),
             Just(Change::CloseEvery),
         ];
         proptest::collection::vec(change, 0..40)
@@ -961,6 +967,17 @@ mod tests {
                         }
                         findings.extend(&part).unwrap();
                         model.extend(other.into_iter().map(|(id, qds)| (id, (qds, true))));
+                    }
+                    Change::Close(id) => {
+                        findings.settle();
+                        model.extend(pending.drain(..));
+                        if let Some(position) = findings.position(&id) {
+                            let entry = *findings.entry(position);
+                            findings.set_entry(position, LedgerEntry { open: false, ..entry });
+                        }
+                        if let Some((_, open)) = model.get_mut(&id) {
+                            *open = false;
+                        }
                     }
                     Change::CloseEvery => {
                         findings.settle();
@@ -1177,7 +1194,7 @@ mod tests {
     }
 
     #[test]
-    fn findings_that_share_an_entry_hold_it_once_and_closing_every_finding_keeps_them_apart() {
+    fn findings_that_share_an_entry_hold_it_once_and_open_again_one_by_one_once_all_are_closed() {
         let mut findings = Findings::default();
         for n in 0..30_000u32 {
             let entry = LedgerEntry {
@@ -1194,6 +1211,14 @@ mod tests {
         findings.close_every_finding();
         assert!(findings.iter().all(|(_, e)| !e.open));
         assert_eq!(findings["00000004"].qds, 1, "scores kept");
+        // An entry held open before all were closed: numbered anew, not taken for a closed one.
+        let reopened = LedgerEntry {
+            qds: 0,
+            ..entry(true)
+        };
+        findings.insert("00000003", reopened).unwrap();
+        assert_eq!(findings["00000003"], reopened);
+        assert!(!findings["00000000"].open, "its former sharers stay closed");
         findings.insert("00000004", entry(true)).unwrap();
         findings
             .insert(
