@@ -11,7 +11,8 @@
 //! its own pages. An item whose last pull was not complete (a split that did not add up among
 //! them) is pulled whole: a whole pull adapts to what the server does, a part cannot.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use bytes::Bytes;
 
@@ -257,27 +258,49 @@ impl PartFingerprints {
 }
 
 /// The fingerprints more than one of `lists` holds (each sorted, each holding any at most once),
-/// found by walking them together: a scan's millions of fingerprints are not copied into one
-/// list to be sorted again.
-fn shared_between(lists: &[Vec<u64>]) -> Vec<u64> {
-    use std::cmp::Reverse;
-    let mut heads: std::collections::BinaryHeap<Reverse<(u64, usize, usize)>> = lists
-        .iter()
-        .enumerate()
-        .filter_map(|(list, words)| words.first().map(|&word| Reverse((word, list, 0))))
-        .collect();
-    let mut shared = Vec::new();
-    let mut last = None;
-    while let Some(Reverse((word, list, at))) = heads.pop() {
-        if last == Some(word) && shared.last() != Some(&word) {
-            shared.push(word);
-        }
-        last = Some(word);
-        if let Some(&next) = lists[list].get(at + 1) {
-            heads.push(Reverse((next, list, at + 1)));
-        }
+/// in order, found by walking the lists together: a scan's millions of fingerprints are not
+/// copied into one list to be sorted again, and a caller that needs only the first stops there.
+fn shared_between(lists: &[Vec<u64>]) -> SharedBetween<'_> {
+    SharedBetween {
+        heads: lists
+            .iter()
+            .enumerate()
+            .filter_map(|(list, words)| words.first().map(|&word| Reverse((word, list, 0))))
+            .collect(),
+        lists,
+        last: None,
+        reported: false,
     }
-    shared
+}
+
+/// See [`shared_between`].
+struct SharedBetween<'l> {
+    lists: &'l [Vec<u64>],
+    /// The next word of each list not walked to its end, with where it stands, least on top.
+    heads: BinaryHeap<Reverse<(u64, usize, usize)>>,
+    /// The word taken last, and whether it was given out.
+    last: Option<u64>,
+    reported: bool,
+}
+
+impl Iterator for SharedBetween<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        while let Some(Reverse((word, list, at))) = self.heads.pop() {
+            if let Some(&next) = self.lists[list].get(at + 1) {
+                self.heads.push(Reverse((next, list, at + 1)));
+            }
+            if self.last != Some(word) {
+                self.last = Some(word);
+                self.reported = false;
+            } else if !self.reported {
+                self.reported = true;
+                return Some(word);
+            }
+        }
+        None
+    }
 }
 
 /// The item's outcome from its parts' (all of them, in order): the first part not complete
@@ -353,7 +376,7 @@ async fn joined(
         records.push(part.records);
         ids.push(part.ids);
     }
-    let repeats = shared_between(&records).len() as u64;
+    let repeats = shared_between(&records).count() as u64;
     drop(records);
     outcome.completeness.duplicates += repeats;
     outcome.completeness.unique -= repeats.min(outcome.completeness.unique);
@@ -373,7 +396,7 @@ async fn joined(
         .iter()
         .flat_map(|p| p.repeated_ids.iter().cloned())
         .collect();
-    let ids_shared = !shared_between(&ids).is_empty();
+    let ids_shared = shared_between(&ids).next().is_some();
     drop(ids);
     if ids_shared {
         // Ids more than one part carries: named by counting every page's again.
@@ -462,7 +485,7 @@ mod tests {
                 .collect();
             let lists: Vec<Vec<u64>> =
                 lists.into_iter().map(|set| set.into_iter().collect()).collect();
-            proptest::prop_assert_eq!(shared_between(&lists), expected);
+            proptest::prop_assert_eq!(shared_between(&lists).collect::<Vec<_>>(), expected);
         }
     }
 }
