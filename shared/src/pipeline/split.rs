@@ -11,10 +11,10 @@
 //! its own pages. An item whose last pull was not complete (a split that did not add up among
 //! them) is pulled whole: a whole pull adapts to what the server does, a part cannot.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
+use itertools::Itertools;
 
 use super::access::{VendorAccess, with_renewal};
 use super::config::Connection;
@@ -260,47 +260,14 @@ impl PartFingerprints {
 /// The fingerprints more than one of `lists` holds (each sorted, each holding any at most once),
 /// in order, found by walking the lists together: a scan's millions of fingerprints are not
 /// copied into one list to be sorted again, and a caller that needs only the first stops there.
-fn shared_between(lists: &[Vec<u64>]) -> SharedBetween<'_> {
-    SharedBetween {
-        heads: lists
-            .iter()
-            .enumerate()
-            .filter_map(|(list, words)| words.first().map(|&word| Reverse((word, list, 0))))
-            .collect(),
-        lists,
-        last: None,
-        reported: false,
-    }
-}
-
-/// See [`shared_between`].
-struct SharedBetween<'l> {
-    lists: &'l [Vec<u64>],
-    /// The next word of each list not walked to its end, with where it stands, least on top.
-    heads: BinaryHeap<Reverse<(u64, usize, usize)>>,
-    /// The word taken last, and whether it was given out.
-    last: Option<u64>,
-    reported: bool,
-}
-
-impl Iterator for SharedBetween<'_> {
-    type Item = u64;
-
-    fn next(&mut self) -> Option<u64> {
-        while let Some(Reverse((word, list, at))) = self.heads.pop() {
-            if let Some(&next) = self.lists[list].get(at + 1) {
-                self.heads.push(Reverse((next, list, at + 1)));
-            }
-            if self.last != Some(word) {
-                self.last = Some(word);
-                self.reported = false;
-            } else if !self.reported {
-                self.reported = true;
-                return Some(word);
-            }
-        }
-        None
-    }
+fn shared_between(lists: &[Vec<u64>]) -> impl Iterator<Item = u64> + '_ {
+    lists
+        .iter()
+        .map(|list| list.iter().copied())
+        .kmerge()
+        .dedup_with_count()
+        .filter(|&(holders, _)| holders > 1)
+        .map(|(_, word)| word)
 }
 
 /// The item's outcome from its parts' (all of them, in order): the first part not complete
