@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -35,9 +36,55 @@ pub trait ObjectStore: Send + Sync {
         body: Bytes,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+    /// Stores what `write` writes under `key`: for an object of tens of megabytes (a large asset's
+    /// ledger), which the stores on disk and S3 spool through a file rather than hold in memory.
+    /// When `write` fails, nothing is stored and the key keeps what it held.
+    fn put_written<W>(
+        &self,
+        key: &str,
+        write: W,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        async move {
+            let mut body = Vec::new();
+            write(&mut body).map_err(|e| StoreError::failed(key, e))?;
+            self.put(key, Bytes::from(body)).await
+        }
+    }
+    /// The object as a reader, for one too large to hold whole (a ledger parsed as it is read),
+    /// which the stores on disk and S3 read from a file (S3's spooled to a temporary one).
+    fn get_reader(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectReader>, StoreError>> + Send {
+        async move {
+            Ok(self
+                .get(key)
+                .await?
+                .map(|body| Box::new(std::io::Cursor::new(body)) as ObjectReader))
+        }
+    }
     /// Keys under `prefix`, sorted.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// An object being read (see [`ObjectStore::get_reader`]).
+pub type ObjectReader = Box<dyn Read + Send>;
+
+/// How much of an object is buffered on its way to or from a file.
+const FILE_BUFFER: usize = 64 * 1024;
+
+/// Runs `write` into `file` through a buffer, and flushes it.
+fn write_through(
+    file: &std::fs::File,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buffered = std::io::BufWriter::with_capacity(FILE_BUFFER, file);
+    write(&mut buffered)?;
+    buffered.flush()
 }
 
 /// A directory on disk. Writes go to a temporary file and are renamed into place, so a reader never
@@ -116,6 +163,33 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
+        }
+    }
+
+    async fn put_written<W>(&self, key: &str, write: W) -> Result<(), StoreError>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        let path = self.path(key)?;
+        Self::parent(&path)?;
+        let temp = Self::temp_beside(&path);
+        let written = std::fs::File::create(&temp).and_then(|file| write_through(&file, write));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(StoreError::failed(temp.display().to_string(), e));
+        }
+        std::fs::rename(&temp, &path).map_err(|e| StoreError::failed(path.display().to_string(), e))
+    }
+
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
+        let path = self.path(key)?;
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Some(Box::new(std::io::BufReader::with_capacity(
+                FILE_BUFFER,
+                file,
+            )))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
         }
@@ -217,6 +291,25 @@ impl S3Store {
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.key(key))
     }
+
+    async fn put_body(
+        &self,
+        key: &str,
+        body: aws_sdk_s3::primitives::ByteStream,
+    ) -> Result<(), StoreError> {
+        // Raw vendor pages are tagged so the bucket's lifecycle rule can expire them.
+        let tagging = crate::layout::is_raw(key).then(|| "class=raw".to_string());
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .set_tagging(tagging)
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::failed(self.location(key), sdk_problem(&e)))
+    }
 }
 
 /// A store that names its objects as a bucket and key, for what reads them without the store: the
@@ -246,18 +339,63 @@ fn sdk_problem<E: std::error::Error + Send + Sync + 'static>(
 
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        // Raw vendor pages are tagged so the bucket's lifecycle rule can expire them.
-        let tagging = crate::layout::is_raw(key).then(|| "class=raw".to_string());
-        self.client
-            .put_object()
+        self.put_body(key, body.into()).await
+    }
+
+    /// Spooled to a temporary file, then sent from it: the SDK reads the file as it sends, and
+    /// again if it retries.
+    async fn put_written<W>(&self, key: &str, write: W) -> Result<(), StoreError>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        let spooled = |e: std::io::Error| {
+            StoreError::failed(
+                self.location(key),
+                format!("could not write the object to a temporary file ({e}); is the temporary directory ({}) full?", std::env::temp_dir().display()),
+            )
+        };
+        let spool = tempfile::NamedTempFile::new().map_err(spooled)?;
+        write_through(spool.as_file(), write).map_err(spooled)?;
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(spool.path())
+            .await
+            .map_err(|e| StoreError::failed(self.location(key), e))?;
+        self.put_body(key, body).await
+    }
+
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
+        let output = match self
+            .client
+            .get_object()
             .bucket(&self.bucket)
             .key(self.key(key))
-            .set_tagging(tagging)
-            .body(body.into())
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| StoreError::failed(self.location(key), sdk_problem(&e)))
+        {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(StoreError::failed(self.location(key), sdk_problem(&e))),
+        };
+        let spooled = |e: std::io::Error| {
+            StoreError::failed(
+                self.location(key),
+                format!("could not spool the object to a temporary file ({e}); is the temporary directory ({}) full?", std::env::temp_dir().display()),
+            )
+        };
+        // Deleted when closed: only the reader holds it.
+        let mut spool = tempfile::tempfile().map_err(spooled)?;
+        let mut body = output.body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StoreError::failed(self.location(key), e))?
+        {
+            spool.write_all(&chunk).map_err(spooled)?;
+        }
+        spool.rewind().map_err(spooled)?;
+        Ok(Some(Box::new(std::io::BufReader::with_capacity(
+            FILE_BUFFER,
+            spool,
+        ))))
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
@@ -369,6 +507,7 @@ impl ObjectStore for MemoryStore {
         Ok(self.objects().get(key).cloned())
     }
 
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
             .objects()
@@ -442,6 +581,23 @@ impl ObjectStore for AnyStore {
         }
     }
 
+    async fn put_written<W>(&self, key: &str, write: W) -> Result<(), StoreError>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        match self {
+            Self::Local(s) => s.put_written(key, write).await,
+            Self::S3(s) => s.put_written(key, write).await,
+        }
+    }
+
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
+        match self {
+            Self::Local(s) => s.get_reader(key).await,
+            Self::S3(s) => s.get_reader(key).await,
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         match self {
             Self::Local(s) => s.list(prefix).await,
@@ -504,6 +660,39 @@ mod tests {
         store.delete("a/lock").await.unwrap();
         store.delete("a/lock").await.unwrap();
         assert!(store.get("a/lock").await.unwrap().is_none());
+        written_and_read_as_streams(store).await;
+    }
+
+    /// The contract of [`ObjectStore::put_written`] and [`ObjectStore::get_reader`], for every store.
+    async fn written_and_read_as_streams(store: &impl ObjectStore) {
+        let large: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
+        store
+            .put_written("w/ledger", |out| out.write_all(&large))
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        store
+            .get_reader("w/ledger")
+            .await
+            .unwrap()
+            .expect("the object written")
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(read == large, "read back as written");
+        let failed = store
+            .put_written("w/ledger", |out| {
+                out.write_all(b"half of a new ")?;
+                Err(std::io::Error::other("the serializer gave up"))
+            })
+            .await
+            .unwrap_err();
+        assert!(failed.to_string().contains("the serializer gave up"), "{failed}");
+        assert!(
+            store.get("w/ledger").await.unwrap().unwrap() == large,
+            "a failed write leaves what the key held"
+        );
+        assert_eq!(store.list("w/").await.unwrap(), vec!["w/ledger"]);
+        assert!(store.get_reader("w/absent").await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -511,6 +700,8 @@ mod tests {
         exercise(&MemoryStore::default()).await;
         let dir = std::env::temp_dir().join(format!("cxone-etm-store-{}", std::process::id()));
         exercise(&LocalStore::new(&dir)).await;
+        let files = std::fs::read_dir(dir.join("w")).unwrap().count();
+        assert_eq!(files, 1, "a failed write leaves no temporary file behind");
         assert!(
             LocalStore::new(&dir)
                 .put("../escape", Bytes::new())

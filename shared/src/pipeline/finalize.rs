@@ -328,7 +328,7 @@ async fn carry_ledger(
     let Some(body) = store.get(&key).await? else {
         return Ok(0);
     };
-    let open = read_gzip_json::<OpenFindings>(&key, &body)?.count;
+    let open = read_gzip_json::<OpenFindings>(&key, &body[..])?.count;
     store.put(&run.ledger(item), body).await?;
     Ok(open)
 }
@@ -368,11 +368,11 @@ async fn deleted_items(
             continue;
         };
         if left_out.contains(item) || !listing_complete {
-            carried += read_gzip_json::<OpenFindings>(&key, &body)?.count;
+            carried += read_gzip_json::<OpenFindings>(&key, &body[..])?.count;
             store.put(&run.ledger(item), body).await?;
             continue;
         }
-        let ledger: Ledger = read_gzip_json(&key, &body)?;
+        let ledger: Ledger = read_gzip_json(&key, &body[..])?;
         let open_findings = ledger.open_findings();
         let mut entry = DeletedItem {
             item: item.to_string(),

@@ -62,23 +62,24 @@ pub(super) fn pack_lines(key: &str, lines: &[Vec<u8>], findings: u64) -> (Object
     (entry, body)
 }
 
-/// Serializes straight into the compressor: a ledger of millions of findings never exists as
-/// uncompressed JSON in memory.
-pub(super) async fn put_gzip_json<T: Serialize>(
+/// Serializes straight into the compressor, and the compressor straight into the store: a ledger
+/// of millions of findings never exists in memory as JSON, nor whole as gzip.
+pub(super) async fn put_gzip_json<T: Serialize + Sync>(
     store: &impl ObjectStore,
     key: &str,
     value: &T,
 ) -> Result<(), StepError> {
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, encoder);
-    serde_json::to_writer(&mut writer, value).expect("serializes into memory");
-    let body = writer
-        .into_inner()
-        .map_err(std::io::IntoInnerError::into_error)
-        .and_then(flate2::write::GzEncoder::finish)
-        .expect("writing to a Vec cannot fail");
     store
-        .put(key, Bytes::from(body))
+        .put_written(key, |out| {
+            let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            let mut writer = std::io::BufWriter::with_capacity(64 * 1024, encoder);
+            serde_json::to_writer(&mut writer, value)?;
+            writer
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?
+                .finish()
+                .map(drop)
+        })
         .await
         .map_err(StepError::from)
 }
@@ -131,19 +132,23 @@ pub(super) async fn get_packed_page(
     Ok(PackedPage { key, body })
 }
 
-pub(super) async fn get_gzip_json<T: serde::de::DeserializeOwned>(
+/// Gzip'd JSON read as it comes from the store (see [`read_gzip_json`]).
+pub(super) async fn get_gzip_json<T: DeserializeOwned>(
     store: &impl ObjectStore,
     key: &str,
 ) -> Result<Option<T>, StepError> {
-    match store.get(key).await? {
-        Some(body) => read_gzip_json(key, &body).map(Some),
+    match store.get_reader(key).await? {
+        Some(body) => read_gzip_json(key, body).map(Some),
         None => Ok(None),
     }
 }
 
 /// Reads gzip'd JSON through the decompressor: a ledger of millions of findings is never held
 /// both as text and as values.
-pub(super) fn read_gzip_json<T: DeserializeOwned>(key: &str, body: &[u8]) -> Result<T, StepError> {
+pub(super) fn read_gzip_json<T: DeserializeOwned>(
+    key: &str,
+    body: impl std::io::Read,
+) -> Result<T, StepError> {
     let reader = std::io::BufReader::with_capacity(64 * 1024, flate2::read::GzDecoder::new(body));
     serde_json::from_reader(reader).map_err(|e| StepError::bad_object(key, e))
 }

@@ -75,6 +75,50 @@ async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
     );
 }
 
+/// Large objects (ledgers) go to S3 through a temporary file and come back through one: what
+/// reaches the bucket is what was written, and a failed write sends nothing.
+#[tokio::test]
+async fn s3_store_writes_and_reads_large_objects_through_files() {
+    use std::io::{Read, Write};
+    let moto = Moto::start().await;
+    let store = bucket(&moto, "streams").await;
+    let large: Vec<u8> = (0..2_000_000u32).flat_map(u32::to_le_bytes).collect();
+    store
+        .put_written("ledger/big.json.gz", |out| out.write_all(&large))
+        .await
+        .unwrap();
+    assert!(
+        store.get("ledger/big.json.gz").await.unwrap().unwrap() == large,
+        "the bucket holds the 8 MB as written"
+    );
+    let mut read = Vec::new();
+    store
+        .get_reader("ledger/big.json.gz")
+        .await
+        .unwrap()
+        .expect("the object")
+        .read_to_end(&mut read)
+        .unwrap();
+    assert!(read == large, "read back through the spool as written");
+    let failed = store
+        .put_written("ledger/big.json.gz", |out| {
+            out.write_all(b"a part of a new ledger")?;
+            Err(std::io::Error::other("the serializer gave up"))
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        failed.to_string().contains("the serializer gave up")
+            && failed.to_string().contains("s3://streams/etm/ledger/big.json.gz"),
+        "{failed}"
+    );
+    assert!(
+        store.get("ledger/big.json.gz").await.unwrap().unwrap() == large,
+        "a failed write sends nothing"
+    );
+    assert!(store.get_reader("ledger/absent").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
     let moto = Moto::start().await;
