@@ -193,7 +193,7 @@ pub struct Findings {
     ids: String,
     ends: Vec<u32>,
     /// Per stored position, the number of its entry in `distinct`.
-    entries: Vec<u32>,
+    entries: EntryNumbers,
     distinct: DistinctEntries,
     /// The stored positions in id order, when the stored order is not id order. A position left
     /// out is not a finding (its id was stored again later, and the later entry won).
@@ -284,12 +284,13 @@ impl Findings {
 
     /// The entry at a stored position ([`Self::position`]).
     pub(crate) fn entry(&self, position: usize) -> &LedgerEntry {
-        self.distinct.get(self.entries[position])
+        self.distinct.get(self.entries.get(position))
     }
 
     /// Rewrites the entry at a stored position.
     pub(crate) fn set_entry(&mut self, position: usize, entry: LedgerEntry) {
-        self.entries[position] = self.distinct.number(entry);
+        let number = self.distinct.number(entry);
+        self.entries.set(position, number);
     }
 
     /// The findings in id order.
@@ -426,6 +427,77 @@ impl Findings {
         }
         self.settle();
         Ok(())
+    }
+}
+
+/// Per stored position, the number of its finding's entry among the distinct ones: two bytes
+/// each while there are fewer than 65,536 distinct entries (an asset's findings share a few
+/// hundred), four from then on.
+#[derive(Clone)]
+enum EntryNumbers {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl Default for EntryNumbers {
+    fn default() -> Self {
+        Self::Narrow(Vec::new())
+    }
+}
+
+impl EntryNumbers {
+    fn len(&self) -> usize {
+        match self {
+            Self::Narrow(numbers) => numbers.len(),
+            Self::Wide(numbers) => numbers.len(),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Self::Narrow(numbers) => numbers.capacity(),
+            Self::Wide(numbers) => numbers.capacity(),
+        }
+    }
+
+    fn reserve_exact(&mut self, more: usize) {
+        match self {
+            Self::Narrow(numbers) => numbers.reserve_exact(more),
+            Self::Wide(numbers) => numbers.reserve_exact(more),
+        }
+    }
+
+    fn get(&self, position: usize) -> u32 {
+        match self {
+            Self::Narrow(numbers) => u32::from(numbers[position]),
+            Self::Wide(numbers) => numbers[position],
+        }
+    }
+
+    /// The numbers, four bytes each from now on if `number` needs them.
+    fn wide_enough(&mut self, number: u32) -> &mut Self {
+        if let Self::Narrow(numbers) = self
+            && u16::try_from(number).is_err()
+        {
+            let mut wide = Vec::with_capacity(numbers.capacity());
+            wide.extend(numbers.iter().map(|&n| u32::from(n)));
+            *self = Self::Wide(wide);
+        }
+        self
+    }
+
+    fn set(&mut self, position: usize, number: u32) {
+        match self.wide_enough(number) {
+            Self::Narrow(numbers) => numbers[position] = number as u16,
+            Self::Wide(numbers) => numbers[position] = number,
+        }
+    }
+
+    fn push(&mut self, number: u32) {
+        match self.wide_enough(number) {
+            Self::Narrow(numbers) => numbers.push(number as u16),
+            Self::Wide(numbers) => numbers.push(number),
+        }
     }
 }
 
@@ -1239,6 +1311,38 @@ mod tests {
                 ..entry(false)
             }
         );
+    }
+
+    /// Entry numbers take two bytes a finding until an asset's findings have 65,536 distinct
+    /// entries, and four from then on, every finding keeping its entry across the change.
+    #[test]
+    fn entry_numbers_widen_past_65536_distinct_entries_and_keep_every_entry() {
+        let distinct = |n: u32| LedgerEntry {
+            qds: (n % 256) as u8,
+            status: Text::from(format!("STATUS-{}", n / 256).as_str()),
+            ..entry(true)
+        };
+        let mut findings = Findings::default();
+        // Stored out of id order, so the order is a list of its own.
+        for n in (0..60_000u32).rev() {
+            findings
+                .append_unsettled(&format!("{n:08}"), distinct(n))
+                .unwrap();
+        }
+        findings.settle();
+        assert!(matches!(findings.entries, EntryNumbers::Narrow(_)));
+        for n in 60_000..70_000u32 {
+            findings.insert(&format!("{n:08}"), distinct(n)).unwrap();
+        }
+        assert!(matches!(findings.entries, EntryNumbers::Wide(_)));
+        // Rewritten after widening: a finding takes an entry numbered past 65,535.
+        findings.insert("00000007", distinct(69_999)).unwrap();
+        assert_eq!(findings.len(), 70_000);
+        for (id, entry) in findings.iter() {
+            let n: u32 = id.parse().unwrap();
+            let expected = if n == 7 { distinct(69_999) } else { distinct(n) };
+            assert_eq!(*entry, expected, "finding {id}");
+        }
     }
 
     /// Appending grows the packed parts a quarter at a time: doubling would leave up to half of

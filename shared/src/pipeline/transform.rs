@@ -136,6 +136,10 @@ async fn transform_collected(
                 .into_iter()
                 .collect(),
         );
+        // What collect freed, where it ran in this process before (the local runner), goes
+        // back to the system before the previous ledger is read: freed blocks malloc keeps are
+        // resident, and the ledger's do not always fit where they were.
+        crate::process::release_free_memory();
         let mut previous = match &item.previous_run {
             Some(previous_run) => {
                 let key = run.sibling(previous_run).ledger(key);
