@@ -351,7 +351,10 @@ impl ObjectStore for S3Store {
         let spooled = |e: std::io::Error| {
             StoreError::failed(
                 self.location(key),
-                format!("could not write the object to a temporary file ({e}); is the temporary directory ({}) full?", std::env::temp_dir().display()),
+                format!(
+                    "could not write the object to a temporary file ({e}); is the temporary directory ({}) full?",
+                    std::env::temp_dir().display()
+                ),
             )
         };
         let spool = tempfile::NamedTempFile::new().map_err(spooled)?;
@@ -378,7 +381,10 @@ impl ObjectStore for S3Store {
         let spooled = |e: std::io::Error| {
             StoreError::failed(
                 self.location(key),
-                format!("could not spool the object to a temporary file ({e}); is the temporary directory ({}) full?", std::env::temp_dir().display()),
+                format!(
+                    "could not spool the object to a temporary file ({e}); is the temporary directory ({}) full?",
+                    std::env::temp_dir().display()
+                ),
             )
         };
         // Deleted when closed: only the reader holds it.
@@ -506,7 +512,6 @@ impl ObjectStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         Ok(self.objects().get(key).cloned())
     }
-
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -686,7 +691,10 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert!(failed.to_string().contains("the serializer gave up"), "{failed}");
+        assert!(
+            failed.to_string().contains("the serializer gave up"),
+            "{failed}"
+        );
         assert!(
             store.get("w/ledger").await.unwrap().unwrap() == large,
             "a failed write leaves what the key held"

@@ -47,32 +47,103 @@ pub(super) fn line_envelope(
     envelope
 }
 
-/// Batch lines of at most `per_line` findings each (JSON objects), numbered from `first_part`:
-/// envelope, part, the asset (`"externalAssetId":…,"asset":{…},`) and the finding group.
-pub(super) fn batch_lines(
-    envelope: &[u8],
-    first_part: u64,
-    asset: &[u8],
-    findings: &[Vec<u8>],
+/// Batch lines of at most `per_line` findings each, numbered from a first part: envelope, part,
+/// the asset (`"externalAssetId":…,"asset":{…},`) and the finding group. Each finding is written
+/// straight into the line that carries it: a page of 10,000 findings was held twice while its
+/// lines were made, once as a list of findings and once as lines.
+#[derive(Default)]
+pub(super) struct LineWriter {
+    envelope: Vec<u8>,
+    asset: Vec<u8>,
     per_line: usize,
-) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    for (part, chunk) in (first_part..).zip(findings.chunks(per_line.max(1))) {
-        let size: usize =
-            chunk.iter().map(|f| f.len() + 1).sum::<usize>() + envelope.len() + asset.len() + 64;
-        let mut line = Vec::with_capacity(size);
-        line.extend_from_slice(envelope);
-        line.extend_from_slice(format!("\"part\":{part},").as_bytes());
-        line.extend_from_slice(asset);
-        line.extend_from_slice(b"\"findingGroup\":{\"findings\":[");
-        for (i, finding) in chunk.iter().enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            line.extend_from_slice(finding);
+    next_part: u64,
+    /// The line being written, and how many findings it holds.
+    open: Vec<u8>,
+    in_open: usize,
+    /// The length of the last line closed: room for the next.
+    last_line: usize,
+    done: Vec<Vec<u8>>,
+}
+
+impl LineWriter {
+    pub fn new(envelope: Vec<u8>, asset: Vec<u8>, first_part: u64, per_line: usize) -> Self {
+        Self {
+            envelope,
+            asset,
+            per_line: per_line.max(1),
+            next_part: first_part,
+            ..Self::default()
         }
-        line.extend_from_slice(b"]}}\n");
-        lines.push(line);
     }
-    lines
+
+    /// Adds one finding, a JSON object `write` appends to the line.
+    pub fn finding(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.in_open == 0 {
+            self.open = Vec::with_capacity(self.last_line);
+            self.open.extend_from_slice(&self.envelope);
+            self.open
+                .extend_from_slice(format!("\"part\":{},", self.next_part).as_bytes());
+            self.open.extend_from_slice(&self.asset);
+            self.open
+                .extend_from_slice(b"\"findingGroup\":{\"findings\":[");
+        } else {
+            self.open.push(b',');
+        }
+        write(&mut self.open);
+        self.in_open += 1;
+        if self.in_open == self.per_line {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if self.in_open == 0 {
+            return;
+        }
+        self.open.extend_from_slice(b"]}}\n");
+        self.open.shrink_to_fit();
+        self.last_line = self.open.len();
+        self.done.push(std::mem::take(&mut self.open));
+        self.in_open = 0;
+        self.next_part += 1;
+    }
+
+    /// The lines written since the last call, the last of them closed.
+    pub fn take(&mut self) -> Vec<Vec<u8>> {
+        self.close();
+        std::mem::take(&mut self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_fill_lines_of_at_most_per_line_numbered_on() {
+        let mut lines = LineWriter::new(b"{\"e\":1,".to_vec(), b"\"a\":2,".to_vec(), 7, 2);
+        for n in 0..5 {
+            lines.finding(|out| out.extend_from_slice(format!("{{\"n\":{n}}}").as_bytes()));
+        }
+        let written: Vec<String> = lines
+            .take()
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        assert_eq!(
+            written,
+            [
+                "{\"e\":1,\"part\":7,\"a\":2,\"findingGroup\":{\"findings\":[{\"n\":0},{\"n\":1}]}}\n",
+                "{\"e\":1,\"part\":8,\"a\":2,\"findingGroup\":{\"findings\":[{\"n\":2},{\"n\":3}]}}\n",
+                "{\"e\":1,\"part\":9,\"a\":2,\"findingGroup\":{\"findings\":[{\"n\":4}]}}\n",
+            ]
+        );
+        assert!(lines.take().is_empty(), "nothing written since");
+        lines.finding(|out| out.extend_from_slice(b"{}"));
+        assert_eq!(
+            lines.take(),
+            [b"{\"e\":1,\"part\":10,\"a\":2,\"findingGroup\":{\"findings\":[{}]}}\n".to_vec()],
+            "a page after goes on from the part before"
+        );
+    }
 }

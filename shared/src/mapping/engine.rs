@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::batch::{TransformContext, batch_lines, line_envelope};
+use super::batch::{LineWriter, TransformContext, line_envelope};
 use super::catalog::{Computed, ValueType};
 use super::extract::{OnRecord, text_of, walk_page};
 use super::identity;
@@ -208,8 +208,6 @@ pub struct ItemOutcome {
 
 pub struct ItemTransformer<'p> {
     rules: Rules<'p>,
-    /// `{"schemaVersion":…,"vendorItemId":"…",` — the start of every line.
-    envelope: Vec<u8>,
     /// `"externalAssetId":…,"asset":{…},` — the mapped asset, the same on every line.
     asset: Vec<u8>,
     vendor_item_id: String,
@@ -281,7 +279,8 @@ struct State {
     /// collect counted once: a second record with one is a duplicate ([`State::claim`]).
     ids: Fingerprints,
     seen_ids: CompactFingerprintSet,
-    findings: Vec<Vec<u8>>,
+    /// The lines of the findings written since they were last handed over.
+    lines: LineWriter,
     original: OriginalSeverities,
 }
 
@@ -826,6 +825,12 @@ impl<'p> ItemTransformer<'p> {
         if !asset_bytes.is_empty() {
             asset_bytes.push(b',');
         }
+        let lines = LineWriter::new(
+            envelope,
+            asset_bytes.clone(),
+            0,
+            options.max_findings_per_line,
+        );
         Ok(Self {
             rules: Rules {
                 plan,
@@ -839,10 +844,12 @@ impl<'p> ItemTransformer<'p> {
                 taken_elsewhere: Vec::new(),
                 counts_untaken: true,
             },
-            envelope,
             asset: asset_bytes,
             vendor_item_id: item_id,
-            state: State::default(),
+            state: State {
+                lines,
+                ..State::default()
+            },
         })
     }
 
@@ -954,14 +961,7 @@ impl<'p> ItemTransformer<'p> {
     }
 
     fn lines(&mut self) -> Vec<Vec<u8>> {
-        let findings = std::mem::take(&mut self.state.findings);
-        let lines = batch_lines(
-            &self.envelope,
-            self.state.outcome.figures.lines,
-            &self.asset,
-            &findings,
-            self.rules.options.max_findings_per_line,
-        );
+        let lines = self.state.lines.take();
         self.state.outcome.figures.lines += lines.len() as u64;
         lines
     }
@@ -1030,11 +1030,10 @@ impl<'p> ItemTransformer<'p> {
             }
             let findings = &mut reconciling.next.findings;
             let entry = *findings.entry(position);
-            self.state.findings.push(Ledger::closure_record(
-                findings.id_at(position),
-                &entry,
-                &reason,
-            ));
+            let closure = Ledger::closure_record(findings.id_at(position), &entry, &reason);
+            self.state
+                .lines
+                .finding(|out| out.extend_from_slice(&closure));
             findings.set_entry(
                 position,
                 LedgerEntry {
@@ -1058,14 +1057,20 @@ impl<'p> ItemTransformer<'p> {
     /// Fails when findings new to the asset came twice under ids collect counted once each
     /// (those ids were not remembered one by one: the ledger finds them when it settles).
     pub fn finish(mut self) -> Result<ItemOutcome, TransformError> {
-        if let Some(mut reconciling) = self.state.reconciling.take() {
-            let twice = reconciling.next.findings.settle();
-            if !twice.is_empty() {
-                return Err(TransformError::UncountedRepeats(twice));
-            }
-            self.state.outcome.ledger = Some(reconciling.next);
+        let mut outcome = std::mem::take(&mut self.state.outcome);
+        // Only the next ledger is kept of what reconciling held (not which findings were seen).
+        let Some(mut next) = self.state.reconciling.take().map(|r| r.next) else {
+            return Ok(outcome);
+        };
+        // The item's working memory (severities before triage, fingerprints of new ids) goes
+        // before the next ledger is put in order beside it: a large asset's peak is there.
+        drop(self);
+        let twice = next.findings.settle();
+        if !twice.is_empty() {
+            return Err(TransformError::UncountedRepeats(twice));
         }
-        Ok(self.state.outcome)
+        outcome.ledger = Some(next);
+        Ok(outcome)
     }
 }
 
@@ -1219,7 +1224,7 @@ impl State {
             flags: &flags,
             lifecycle,
         };
-        self.findings.push(finding.write(plan, values));
+        self.lines.finding(|out| finding.write(plan, values, out));
         finding.count(&mut self.outcome.figures);
     }
 
@@ -1448,7 +1453,8 @@ impl Finding<'_> {
         }
     }
 
-    fn write(&self, plan: &Plan, mut values: Vec<Option<Value>>) -> Vec<u8> {
+    /// Appends the finding's JSON object to `out`.
+    fn write(&self, plan: &Plan, mut values: Vec<Option<Value>>, out: &mut Vec<u8>) {
         let mut forced_unplaced = None;
         if let Some(forced) = self.forced {
             match plan.finding_status {
@@ -1456,10 +1462,9 @@ impl Finding<'_> {
                 None => forced_unplaced = Some(forced),
             }
         }
-        let mut out = Vec::with_capacity(512);
         out.push(b'{');
         let mut first = true;
-        write_fields(&plan.finding_layout, &values, &mut out, &mut first);
+        write_fields(&plan.finding_layout, &values, out, &mut first);
         if let Some(forced) = forced_unplaced {
             if !first {
                 out.push(b',');
@@ -1472,9 +1477,9 @@ impl Finding<'_> {
         }
         let facts = self.facts;
         out.extend_from_slice(format!("\"qds\":{},\"vendorSeverity\":", self.qds).as_bytes());
-        serde_json::to_writer(&mut out, &facts.severity_text).expect("Vec write");
+        serde_json::to_writer(&mut *out, &facts.severity_text).expect("Vec write");
         out.extend_from_slice(b",\"vendorStatus\":");
-        serde_json::to_writer(&mut out, &facts.status_text).expect("Vec write");
+        serde_json::to_writer(&mut *out, &facts.status_text).expect("Vec write");
         if let (Some(text), Some(state)) = (&facts.state_text, &facts.state) {
             out.extend_from_slice(b",\"triageState\":");
             // A known state in Checkmarx One's spelling; a custom one as the vendor sent it.
@@ -1483,7 +1488,7 @@ impl Finding<'_> {
             } else {
                 text
             };
-            serde_json::to_writer(&mut out, shown).expect("Vec write");
+            serde_json::to_writer(&mut *out, shown).expect("Vec write");
             out.extend_from_slice(if state.is_known() {
                 b",\"triageStateKnown\":true"
             } else {
@@ -1492,14 +1497,14 @@ impl Finding<'_> {
         }
         if let Some(original) = self.original {
             out.extend_from_slice(b",\"originalVendorSeverity\":");
-            serde_json::to_writer(&mut out, original).expect("Vec write");
+            serde_json::to_writer(&mut *out, original).expect("Vec write");
             if self.severity_changed() {
                 out.extend_from_slice(b",\"severityChangedByTriage\":true");
             }
         }
         if !self.flags.is_empty() {
             out.extend_from_slice(b",\"flaggedValues\":");
-            serde_json::to_writer(&mut out, self.flags).expect("Vec write");
+            serde_json::to_writer(&mut *out, self.flags).expect("Vec write");
         }
         if let Some(lifecycle) = self.lifecycle {
             out.extend_from_slice(b",\"lifecycleStatus\":\"");
@@ -1507,6 +1512,5 @@ impl Finding<'_> {
             out.push(b'"');
         }
         out.push(b'}');
-        out
     }
 }

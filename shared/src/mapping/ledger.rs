@@ -11,6 +11,7 @@ use compact_str::CompactString;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{LineWriter, line_envelope};
 use crate::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -859,26 +860,24 @@ pub fn close_all(
     reason: &str,
     max_findings_per_line: usize,
 ) -> (Vec<Vec<u8>>, u64, Ledger) {
-    let mut by_engine: BTreeMap<Engine, Vec<Vec<u8>>> = BTreeMap::new();
-    for (id, entry) in ledger.findings.iter().filter(|(_, e)| e.open) {
-        by_engine
-            .entry(entry.engine_or(legacy))
-            .or_default()
-            .push(Ledger::closure_record(id, entry, reason));
-    }
+    let mut by_engine: BTreeMap<Engine, LineWriter> = BTreeMap::new();
     let mut closed = 0;
-    let mut lines = Vec::new();
-    for (engine, closures) in by_engine {
-        closed += closures.len() as u64;
-        let envelope = super::batch::line_envelope(context, engine, &ledger.vendor_item_id);
-        lines.extend(super::batch::batch_lines(
-            &envelope,
-            0,
-            ledger.asset.as_bytes(),
-            &closures,
-            max_findings_per_line,
-        ));
+    for (id, entry) in ledger.findings.iter().filter(|(_, e)| e.open) {
+        let engine = entry.engine_or(legacy);
+        by_engine
+            .entry(engine)
+            .or_insert_with(|| {
+                LineWriter::new(
+                    line_envelope(context, engine, &ledger.vendor_item_id),
+                    ledger.asset.as_bytes().to_vec(),
+                    0,
+                    max_findings_per_line,
+                )
+            })
+            .finding(|out| out.extend_from_slice(&Ledger::closure_record(id, entry, reason)));
+        closed += 1;
     }
+    let lines = by_engine.values_mut().flat_map(LineWriter::take).collect();
     ledger.findings.close_every_finding();
     (lines, closed, ledger)
 }
@@ -1340,7 +1339,11 @@ mod tests {
         assert_eq!(findings.len(), 70_000);
         for (id, entry) in findings.iter() {
             let n: u32 = id.parse().unwrap();
-            let expected = if n == 7 { distinct(69_999) } else { distinct(n) };
+            let expected = if n == 7 {
+                distinct(69_999)
+            } else {
+                distinct(n)
+            };
             assert_eq!(*entry, expected, "finding {id}");
         }
     }

@@ -79,7 +79,7 @@ async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
 /// reaches the bucket is what was written, and a failed write sends nothing.
 #[tokio::test]
 async fn s3_store_writes_and_reads_large_objects_through_files() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let moto = Moto::start().await;
     let store = bucket(&moto, "streams").await;
     let large: Vec<u8> = (0..2_000_000u32).flat_map(u32::to_le_bytes).collect();
@@ -109,7 +109,9 @@ async fn s3_store_writes_and_reads_large_objects_through_files() {
         .unwrap_err();
     assert!(
         failed.to_string().contains("the serializer gave up")
-            && failed.to_string().contains("s3://streams/etm/ledger/big.json.gz"),
+            && failed
+                .to_string()
+                .contains("s3://streams/etm/ledger/big.json.gz"),
         "{failed}"
     );
     assert!(
