@@ -262,6 +262,9 @@ async fn transform_collected(
             }
         }
         drop(page);
+        // The rows of those pages were read as values, thousands of small blocks now free
+        // among the previous ledger's: given back before the result pages are read.
+        crate::process::release_free_memory();
         for pull in &mut pulls {
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
