@@ -175,12 +175,13 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         Self::parent(&path)?;
         let temp = Self::temp_beside(&path);
-        let written = std::fs::File::create(&temp).and_then(|file| write_through(&file, write));
-        if let Err(e) = written {
+        let written = std::fs::File::create(&temp)
+            .and_then(|file| write_through(&file, write))
+            .and_then(|()| std::fs::rename(&temp, &path));
+        written.map_err(|e| {
             let _ = std::fs::remove_file(&temp);
-            return Err(StoreError::failed(temp.display().to_string(), e));
-        }
-        std::fs::rename(&temp, &path).map_err(|e| StoreError::failed(path.display().to_string(), e))
+            StoreError::failed(path.display().to_string(), e)
+        })
     }
 
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {

@@ -1062,6 +1062,10 @@ impl<'p> ItemTransformer<'p> {
         let Some(mut next) = self.state.reconciling.take().map(|r| r.next) else {
             return Ok(outcome);
         };
+        debug_assert!(
+            self.state.lines.take().is_empty(),
+            "every line was handed over before the transformer finished"
+        );
         // The item's working memory (severities before triage, fingerprints of new ids) goes
         // before the next ledger is put in order beside it: a large asset's peak is there.
         drop(self);

@@ -184,10 +184,11 @@ pub(crate) struct LookUp {
 pub struct LedgerFull;
 
 /// One asset's findings by `externalFindingId`, packed: the ids end to end in one string, and per
-/// finding the 4-byte end of its id and the 4-byte number of its entry among the distinct ones
-/// (4 more for its place in `order` when the entries are not stored in id order). A map of owned
-/// ids took about 47 bytes a finding beside the ids (tree nodes part full, each id in 24 bytes);
-/// this takes 8 to 12, so a 5,000,000-finding asset's ledger fits where the map's did not.
+/// finding the 4-byte end of its id and the number of its entry among the distinct ones (2
+/// bytes, 4 past 65,536 distinct entries; see [`EntryNumbers`]), and 4 more for its place in
+/// `order` when the entries are not stored in id order. A map of owned ids took about 47 bytes a
+/// finding beside the ids (tree nodes part full, each id in 24 bytes); this takes 6 to 12, so a
+/// 5,000,000-finding asset's ledger fits where the map's did not.
 /// Lookups are binary searches in id order; stored, it is a JSON object in id order.
 #[derive(Clone, Default)]
 pub struct Findings {
@@ -432,7 +433,7 @@ impl Findings {
 }
 
 /// Per stored position, the number of its finding's entry among the distinct ones: two bytes
-/// each while there are fewer than 65,536 distinct entries (an asset's findings share a few
+/// each while there are at most 65,536 distinct entries (an asset's findings share a few
 /// hundred), four from then on.
 #[derive(Clone)]
 enum EntryNumbers {

@@ -63,25 +63,42 @@ pub(super) fn pack_lines(key: &str, lines: &[Vec<u8>], findings: u64) -> (Object
 }
 
 /// Serializes straight into the compressor, and the compressor straight into the store: a ledger
-/// of millions of findings never exists in memory as JSON, nor whole as gzip.
+/// of millions of findings never exists in memory as JSON, nor whole as gzip. A value that
+/// refuses to serialize (a bug guard, as a ledger with findings not yet settled) fails for good,
+/// not as a store failure that another attempt might mend.
 pub(super) async fn put_gzip_json<T: Serialize + Sync>(
     store: &impl ObjectStore,
     key: &str,
     value: &T,
 ) -> Result<(), StepError> {
-    store
+    let mut refused = None;
+    let written = store
         .put_written(key, |out| {
             let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
             let mut writer = std::io::BufWriter::with_capacity(64 * 1024, encoder);
-            serde_json::to_writer(&mut writer, value)?;
+            serde_json::to_writer(&mut writer, value).map_err(|e| {
+                if e.is_io() {
+                    std::io::Error::from(e)
+                } else {
+                    let problem = std::io::Error::other(e.to_string());
+                    refused = Some(e);
+                    problem
+                }
+            })?;
             writer
                 .into_inner()
                 .map_err(std::io::IntoInnerError::into_error)?
                 .finish()
                 .map(drop)
         })
-        .await
-        .map_err(StepError::from)
+        .await;
+    match refused {
+        Some(e) => Err(StepError::bad_object(
+            key,
+            format!("could not be serialized ({e})"),
+        )),
+        None => written.map_err(StepError::from),
+    }
 }
 
 /// A raw page collect wrote, unpacked; without it this step cannot go on. A page of a collect
@@ -151,4 +168,39 @@ pub(super) fn read_gzip_json<T: DeserializeOwned>(
 ) -> Result<T, StepError> {
     let reader = std::io::BufReader::with_capacity(64 * 1024, flate2::read::GzDecoder::new(body));
     serde_json::from_reader(reader).map_err(|e| StepError::bad_object(key, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    struct Refuses;
+
+    impl Serialize for Refuses {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom(
+                "the ledger has findings appended and not yet settled",
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_value_that_refuses_to_serialize_fails_for_good_and_stores_nothing() {
+        let store = MemoryStore::default();
+        let error = put_gzip_json(&store, "ledger/a.json.gz", &Refuses)
+            .await
+            .unwrap_err();
+        assert!(!error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("not yet settled"), "{error}");
+        assert!(store.get("ledger/a.json.gz").await.unwrap().is_none());
+        put_gzip_json(&store, "ledger/a.json.gz", &[1, 2])
+            .await
+            .unwrap();
+        let read: Vec<u8> = get_gzip_json(&store, "ledger/a.json.gz")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read, [1, 2]);
+    }
 }
