@@ -199,19 +199,21 @@ impl PageSource for DastResultsPager {
     }
 }
 
-/// The bytes of pages a pager holds ahead of the one being handed over: with pages of 10,000
-/// results (about 15 MB) six are requested ahead, so a collect of 512 MB keeps its room. One page
-/// is requested ahead whatever its size.
+/// The bytes of pages a client's pagers hold ahead of the ones being handed over, together: with
+/// pages of 10,000 results (about 15 MB) a lone pager requests six ahead, so a collect of 512 MB
+/// keeps its room. Each pager requests one page ahead whatever its size.
 const AHEAD_BYTES: usize = 96 << 20;
 
 /// How many pages a pager requests ahead of the one it hands over (they are the requests it has
-/// in flight): its share of the client's concurrency cap (the cap divided among the client's
-/// pagers), at least one, and no more than [`AHEAD_BYTES`] of pages the size of the largest so
-/// far. Alone (a collect function's one item at a time, or the last item of a local run) a pager
-/// takes the whole cap; among many, the cap is shared, and it holds either way.
+/// in flight): its share of the client's concurrency cap and of [`AHEAD_BYTES`] (each divided
+/// among the client's pagers, the bytes counted in pages the size of its largest so far), at
+/// least one. Alone (a collect function's one item at a time, or the last item of a local run) a
+/// pager takes the whole cap; among many, both are shared: four parts of a split scan collected
+/// at once in one process held two pages of 15 MB ahead each, 110 MB of bodies at the peak.
 pub(crate) fn pages_ahead(cap: usize, readers: usize, page_bytes: usize) -> usize {
-    let share = cap / readers.max(1);
-    let room = AHEAD_BYTES / page_bytes.max(1);
+    let readers = readers.max(1);
+    let share = cap / readers;
+    let room = AHEAD_BYTES / readers / page_bytes.max(1);
     share.min(room).max(1)
 }
 
@@ -1076,7 +1078,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pager_reads_ahead_by_its_share_of_the_cap_within_the_byte_room() {
+    fn a_pager_reads_ahead_by_its_share_of_the_cap_and_of_the_byte_room() {
         const MB: usize = 1 << 20;
         // Alone: the whole cap; before any page, as if pages were small.
         assert_eq!(pages_ahead(8, 1, 0), 8);
@@ -1092,6 +1094,13 @@ mod tests {
         assert_eq!(pages_ahead(64, 1, 15 * MB), 6);
         assert_eq!(pages_ahead(8, 1, 50 * MB), 1);
         assert_eq!(pages_ahead(8, 1, 500 * MB), 1);
+        // The bytes are shared too: two large pulls three each, four (a split scan's parts) one.
+        assert_eq!(pages_ahead(8, 2, 15 * MB), 3);
+        assert_eq!(pages_ahead(64, 4, 15 * MB), 1);
+        assert_eq!(pages_ahead(8, 4, 15 * MB), 1);
+        // Small pages among many pullers: the cap's share decides, as before.
+        assert_eq!(pages_ahead(8, 8, 1_500_000), 1);
+        assert_eq!(pages_ahead(8, 2, 1_500_000), 4);
     }
 
     #[test]
