@@ -4,6 +4,10 @@
 
 use crate::{ConnectorKind, Engine};
 
+/// Where lines go as they are finished: an object being written, for more lines than memory
+/// holds (the closures of an asset of millions of findings).
+pub type LineSink<'a> = dyn FnMut(&[u8]) -> std::io::Result<()> + 'a;
+
 pub const SCHEMA_VERSION: &str = "1.0";
 pub const VENDOR: &str = "Checkmarx";
 pub const PRODUCT: &str = "Checkmarx";
@@ -113,6 +117,19 @@ impl LineWriter {
         self.close();
         std::mem::take(&mut self.done)
     }
+
+    /// Hands the lines finished since the last call to `out`, the open one too when `close`;
+    /// returns how many.
+    pub fn hand_over(&mut self, close: bool, out: &mut LineSink) -> std::io::Result<u64> {
+        if close {
+            self.close();
+        }
+        let handed = self.done.len() as u64;
+        for line in self.done.drain(..) {
+            out(&line)?;
+        }
+        Ok(handed)
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +161,41 @@ mod tests {
             lines.take(),
             [b"{\"e\":1,\"part\":10,\"a\":2,\"findingGroup\":{\"findings\":[{}]}}\n".to_vec()],
             "a page after goes on from the part before"
+        );
+    }
+
+    #[test]
+    fn lines_are_handed_over_as_they_are_finished_and_the_open_one_when_closed() {
+        let mut lines = LineWriter::new(b"{".to_vec(), Vec::new(), 0, 2);
+        let mut handed: Vec<String> = Vec::new();
+        let mut sink = |line: &[u8]| {
+            handed.push(String::from_utf8(line.to_vec()).unwrap());
+            Ok(())
+        };
+        for _ in 0..3 {
+            lines.finding(|out| out.extend_from_slice(b"{}"));
+        }
+        assert_eq!(
+            lines.hand_over(false, &mut sink).unwrap(),
+            1,
+            "one line full"
+        );
+        assert_eq!(lines.hand_over(true, &mut sink).unwrap(), 1, "the open one");
+        assert_eq!(lines.hand_over(true, &mut sink).unwrap(), 0);
+        assert_eq!(
+            handed,
+            [
+                "{\"part\":0,\"findingGroup\":{\"findings\":[{},{}]}}\n",
+                "{\"part\":1,\"findingGroup\":{\"findings\":[{}]}}\n",
+            ]
+        );
+        let mut refusing = |_: &[u8]| Err(std::io::Error::other("disk full"));
+        lines.finding(|out| out.extend_from_slice(b"{}"));
+        let refused = lines.hand_over(true, &mut refusing).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "disk full",
+            "the sink's failure comes back"
         );
     }
 }

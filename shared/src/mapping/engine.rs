@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::batch::{LineWriter, TransformContext, line_envelope};
+use super::batch::{LineSink, LineWriter, TransformContext, line_envelope};
 use super::catalog::{Computed, ValueType};
 use super::extract::{OnRecord, text_of, walk_page};
 use super::identity;
@@ -269,6 +269,16 @@ struct Reconciling {
     run_id: String,
     branch_switched: bool,
     engine: Engine,
+}
+
+impl Reconciling {
+    /// The positions of the previous ledger's findings that were open and were not seen.
+    fn absent_open(&self) -> impl Iterator<Item = usize> + '_ {
+        let findings = &self.next.findings;
+        findings
+            .positions()
+            .filter(|&p| self.seen.get(p) == Some(&false) && findings.entry(p).open)
+    }
 }
 
 #[derive(Default)]
@@ -998,42 +1008,57 @@ impl<'p> ItemTransformer<'p> {
         });
     }
 
-    /// After the last page of a complete pull: a closure record (FIXED) for every finding that was
-    /// open and is absent now, as lines, with their count; fixed findings not seen again stay in
-    /// the ledger as fixed. When a record of the pull was rejected, no absent finding is closed:
-    /// the rejected record might be any of them (its id may be what was malformed), so they are
-    /// held open and counted in `held_for_rejected_records`.
-    pub fn close_absent(&mut self) -> (Vec<Vec<u8>>, u64) {
+    /// After the last page of a complete pull, once: what becomes of the findings of the previous
+    /// ledger that were open and were not seen. Returns how many [`Self::close_absent`] will
+    /// close, known before any is written (no closures object is made for none). When a record
+    /// of the pull was rejected, none is closed: the rejected record might be any of them (its
+    /// id may be what was malformed), so they are held open and counted in
+    /// `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`.
+    pub fn settle_absent(&mut self) -> u64 {
+        let any_rejected = self.state.outcome.figures.rejected > 0;
+        let Some(reconciling) = &self.state.reconciling else {
+            return 0;
+        };
+        let absent = reconciling.absent_open().count() as u64;
+        let figures = &mut self.state.outcome.figures;
+        if reconciling.branch_switched {
+            figures.held_on_branch_change += absent;
+            0
+        } else if any_rejected {
+            figures.held_for_rejected_records += absent;
+            0
+        } else {
+            absent
+        }
+    }
+
+    /// A closure record (FIXED) for every finding [`Self::settle_absent`] counted to close,
+    /// handed to `out` line by line as the lines fill (an asset of millions of findings may close
+    /// them all at once); returns how many were closed. Fixed findings not seen again stay in
+    /// the ledger as fixed.
+    pub fn close_absent(&mut self, out: &mut LineSink) -> std::io::Result<u64> {
         let any_rejected = self.state.outcome.figures.rejected > 0;
         let Some(reconciling) = &mut self.state.reconciling else {
-            return (Vec::new(), 0);
+            return Ok(0);
         };
+        if reconciling.branch_switched || any_rejected {
+            return Ok(0);
+        }
+        // In id order.
+        let absent: Vec<usize> = reconciling.absent_open().collect();
         let reason = format!(
             "absent from the complete pull of this asset in run {}",
             reconciling.run_id
         );
-        let (mut closed, mut held, mut held_for_rejected) = (0u64, 0u64, 0u64);
-        let (findings, seen) = (&reconciling.next.findings, &reconciling.seen);
-        // The previous ledger's findings not seen in this pull, in id order.
-        let absent: Vec<usize> = findings
-            .positions()
-            .filter(|&p| seen.get(p) == Some(&false) && findings.entry(p).open)
-            .collect();
-        for position in absent {
-            if reconciling.branch_switched || any_rejected {
-                if reconciling.branch_switched {
-                    held += 1;
-                } else {
-                    held_for_rejected += 1;
-                }
-                continue;
-            }
-            let findings = &mut reconciling.next.findings;
+        let findings = &mut reconciling.next.findings;
+        let mut handed = 0;
+        for &position in &absent {
             let entry = *findings.entry(position);
             let closure = Ledger::closure_record(findings.id_at(position), &entry, &reason);
             self.state
                 .lines
-                .finding(|out| out.extend_from_slice(&closure));
+                .finding(|line| line.extend_from_slice(&closure));
+            handed += self.state.lines.hand_over(false, out)?;
             findings.set_entry(
                 position,
                 LedgerEntry {
@@ -1041,15 +1066,15 @@ impl<'p> ItemTransformer<'p> {
                     ..entry
                 },
             );
-            closed += 1;
         }
-        self.state.outcome.figures.held_on_branch_change += held;
-        self.state.outcome.figures.held_for_rejected_records += held_for_rejected;
+        handed += self.state.lines.hand_over(true, out)?;
+        let closed = absent.len() as u64;
+        let figures = &mut self.state.outcome.figures;
+        figures.lines += handed;
         if closed > 0 {
-            let figures = &mut self.state.outcome.figures;
             *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed;
         }
-        (self.lines(), closed)
+        Ok(closed)
     }
 
     /// The item's outcome, with its next ledger. Findings of the previous ledger that were not

@@ -4,14 +4,14 @@
 //! ledger is what the connector has reported for one asset, open or fixed; each run writes the next
 //! one, and an asset whose pull is not complete carries its ledger forward unchanged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{LazyLock, PoisonError, RwLock};
 
 use compact_str::CompactString;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
-use super::batch::{LineWriter, line_envelope};
+use super::batch::{LineSink, LineWriter, line_envelope};
 use crate::Engine;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -852,35 +852,46 @@ fn count_open<'de, D: serde::Deserializer<'de>>(findings: D) -> Result<u64, D::E
     findings.deserialize_map(Counter)
 }
 
-/// Closure records for every open finding of `ledger` as batch lines (for an asset whose project or
-/// environment was deleted), with their count; the ledger comes back with everything closed.
+/// Closure records for every open finding of `ledger` (an asset whose project or environment was
+/// deleted), handed to `out` line by line as the lines fill, one engine after another: an asset
+/// of millions of findings has more closure lines than memory holds. Returns how many were
+/// closed; the ledger is left with everything closed once all are handed over.
 pub fn close_all(
-    mut ledger: Ledger,
+    ledger: &mut Ledger,
     context: &super::TransformContext,
     legacy: Engine,
     reason: &str,
     max_findings_per_line: usize,
-) -> (Vec<Vec<u8>>, u64, Ledger) {
-    let mut by_engine: BTreeMap<Engine, LineWriter> = BTreeMap::new();
+    out: &mut LineSink,
+) -> std::io::Result<u64> {
+    let engines: BTreeSet<Engine> = ledger
+        .findings
+        .iter()
+        .filter(|(_, e)| e.open)
+        .map(|(_, e)| e.engine_or(legacy))
+        .collect();
     let mut closed = 0;
-    for (id, entry) in ledger.findings.iter().filter(|(_, e)| e.open) {
-        let engine = entry.engine_or(legacy);
-        by_engine
-            .entry(engine)
-            .or_insert_with(|| {
-                LineWriter::new(
-                    line_envelope(context, engine, &ledger.vendor_item_id),
-                    ledger.asset.as_bytes().to_vec(),
-                    0,
-                    max_findings_per_line,
-                )
-            })
-            .finding(|out| out.extend_from_slice(&Ledger::closure_record(id, entry, reason)));
-        closed += 1;
+    for engine in engines {
+        let mut lines = LineWriter::new(
+            line_envelope(context, engine, &ledger.vendor_item_id),
+            ledger.asset.as_bytes().to_vec(),
+            0,
+            max_findings_per_line,
+        );
+        let of_engine = ledger
+            .findings
+            .iter()
+            .filter(|(_, e)| e.open && e.engine_or(legacy) == engine);
+        for (id, entry) in of_engine {
+            lines
+                .finding(|line| line.extend_from_slice(&Ledger::closure_record(id, entry, reason)));
+            lines.hand_over(false, out)?;
+            closed += 1;
+        }
+        lines.hand_over(true, out)?;
     }
-    let lines = by_engine.values_mut().flat_map(LineWriter::take).collect();
     ledger.findings.close_every_finding();
-    (lines, closed, ledger)
+    Ok(closed)
 }
 
 #[cfg(test)]
@@ -909,6 +920,90 @@ mod tests {
             first_seen: "r1".into(),
             engine: None,
         }
+    }
+
+    /// A deleted asset's open findings are closed line by line, one engine after another, each
+    /// once; a sink that fails leaves the ledger as it was, to be closed by the next attempt.
+    #[test]
+    fn close_all_hands_over_each_engines_closures_as_lines_fill() {
+        let mut ledger = Ledger::default();
+        for n in 0..5 {
+            ledger
+                .findings
+                .insert(&format!("s{n}"), entry(true))
+                .unwrap();
+        }
+        let sca = LedgerEntry {
+            engine: Some(Engine::Sca),
+            ..entry(true)
+        };
+        for id in ["c0", "c1", "c2"] {
+            ledger.findings.insert(id, sca).unwrap();
+        }
+        ledger.findings.insert("fixed", entry(false)).unwrap();
+        let context = crate::mapping::TransformContext {
+            connection_id: "c".into(),
+            run_id: "r2".into(),
+            connector_kind: crate::ConnectorKind::Sast,
+            produced_at: "2026-12-04T00:00:00Z".into(),
+        };
+        let close = |ledger: &mut Ledger, out: &mut LineSink| {
+            close_all(ledger, &context, Engine::Sast, "gone", 2, out)
+        };
+
+        let mut refusing = |_: &[u8]| Err(std::io::Error::other("disk full"));
+        let refused = close(&mut ledger, &mut refusing).unwrap_err();
+        assert_eq!(refused.to_string(), "disk full");
+        assert_eq!(
+            ledger.open_findings(),
+            8,
+            "nothing closed when a line was refused"
+        );
+
+        let mut lines: Vec<serde_json::Value> = Vec::new();
+        let closed = close(&mut ledger, &mut |line| {
+            lines.push(serde_json::from_slice(line).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(closed, 8);
+        assert_eq!(ledger.open_findings(), 0);
+        let summary: Vec<(String, u64, Vec<String>)> = lines
+            .iter()
+            .map(|line| {
+                let ids = line["findingGroup"]["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| {
+                        assert_eq!(f["findingStatus"], "FIXED");
+                        f["externalFindingId"].as_str().unwrap().to_string()
+                    })
+                    .collect();
+                (
+                    line["engine"].as_str().unwrap().to_string(),
+                    line["part"].as_u64().unwrap(),
+                    ids,
+                )
+            })
+            .collect();
+        let line = |engine: &str, part: u64, ids: &[&str]| {
+            (
+                engine.to_string(),
+                part,
+                ids.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            summary,
+            [
+                line("sast", 0, &["s0", "s1"]),
+                line("sast", 1, &["s2", "s3"]),
+                line("sast", 2, &["s4"]),
+                line("sca", 0, &["c0", "c1"]),
+                line("sca", 1, &["c2"]),
+            ]
+        );
     }
 
     #[test]

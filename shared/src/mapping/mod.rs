@@ -13,7 +13,7 @@ mod replay;
 mod scoring;
 mod triage;
 
-pub use batch::{PRODUCT, SCHEMA_VERSION, TransformContext, VENDOR};
+pub use batch::{LineSink, PRODUCT, SCHEMA_VERSION, TransformContext, VENDOR};
 pub use catalog::{Catalog, Computed, Scope, Target, ValueType, catalog};
 pub use engine::{
     AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PageReader, ReadPage, Rejected,

@@ -16,7 +16,7 @@ use super::documents::{
 };
 use super::error::StepError;
 use super::now_rfc3339;
-use super::objects::{get_json, put_gzip_json, put_lines, read_gzip_json};
+use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines_written, read_gzip_json};
 use super::plan::read_work_list;
 use super::run::{RunRecord, fail_run, mark_processed, read_run};
 use super::split::unjoined;
@@ -364,15 +364,17 @@ async fn deleted_items(
         if listed.contains(item) {
             continue;
         }
-        let Some(body) = store.get(&key).await? else {
-            continue;
-        };
         if left_out.contains(item) || !listing_complete {
-            carried += read_gzip_json::<OpenFindings>(&key, &body[..])?.count;
-            store.put(&run.ledger(item), body).await?;
+            // Copied as it is stored.
+            if let Some(body) = store.get(&key).await? {
+                carried += read_gzip_json::<OpenFindings>(&key, &body[..])?.count;
+                store.put(&run.ledger(item), body).await?;
+            }
             continue;
         }
-        let ledger: Ledger = read_gzip_json(&key, &body[..])?;
+        let Some(mut ledger) = get_gzip_json::<Ledger>(store, &key).await? else {
+            continue;
+        };
         let open_findings = ledger.open_findings();
         let mut entry = DeletedItem {
             item: item.to_string(),
@@ -381,7 +383,7 @@ async fn deleted_items(
             closed: false,
             objects: Vec::new(),
         };
-        let ledger = if connection.config.close_deleted_items && open_findings > 0 {
+        if connection.config.close_deleted_items && open_findings > 0 {
             let context = TransformContext {
                 connection_id: run.connection_id.clone(),
                 run_id: run.run_id.clone(),
@@ -399,21 +401,20 @@ async fn deleted_items(
                 },
                 run.run_id
             );
-            let (lines, closed, ledger) = close_all(
-                ledger,
-                &context,
-                connection.config.kind.legacy_engine(),
-                &reason,
-                connection.options.max_findings_per_line,
-            );
-            entry
-                .objects
-                .push(put_lines(store, &run.closures(item), &lines, closed).await?);
+            let closures = put_lines_written(store, &run.closures(item), |out| {
+                close_all(
+                    &mut ledger,
+                    &context,
+                    connection.config.kind.legacy_engine(),
+                    &reason,
+                    connection.options.max_findings_per_line,
+                    out,
+                )
+            })
+            .await?;
+            entry.objects.push(closures);
             entry.closed = true;
-            ledger
-        } else {
-            ledger
-        };
+        }
         put_gzip_json(store, &run.ledger(item), &ledger).await?;
         deleted.push(entry);
     }

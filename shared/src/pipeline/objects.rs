@@ -1,6 +1,8 @@
 //! Reading and writing the stored objects: JSON documents, gzip'd JSON (ledgers), raw pages
 //! (packed as [`crate::packing`] says) and gzip'd batch files with their manifest entry.
 
+use std::io::Write;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -9,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::documents::ObjectEntry;
 use super::error::StepError;
 use crate::layout::gzip_page_key;
+use crate::mapping::LineSink;
 use crate::packing::{gzip, unpack_into};
 use crate::store::ObjectStore;
 
@@ -36,20 +39,70 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
     }
 }
 
-/// Writes batch lines as one gzip object and returns its manifest entry.
-pub(super) async fn put_lines(
+/// Writes batch lines as one gzip object as `write` hands them over, and returns its manifest
+/// entry: the closures of an asset of millions of findings, more lines than memory holds, go
+/// through the compressor into the store one at a time. `write` returns how many findings the
+/// lines hold.
+pub(super) async fn put_lines_written<W>(
     store: &impl ObjectStore,
     key: &str,
-    lines: &[Vec<u8>],
-    findings: u64,
-) -> Result<ObjectEntry, StepError> {
-    let (entry, body) = pack_lines(key, lines, findings);
-    store.put(key, body).await?;
-    Ok(entry)
+    write: W,
+) -> Result<ObjectEntry, StepError>
+where
+    W: FnOnce(&mut LineSink) -> std::io::Result<u64> + Send,
+{
+    let mut made = None;
+    store
+        .put_written(key, |out| {
+            let mut counted = Digested {
+                out,
+                digest: Sha256::new(),
+                bytes: 0,
+            };
+            let mut encoder =
+                flate2::write::GzEncoder::new(&mut counted, flate2::Compression::fast());
+            let mut lines = 0;
+            let findings = write(&mut |line| {
+                lines += 1;
+                encoder.write_all(line)
+            })?;
+            encoder.finish()?;
+            made = Some((lines, findings, counted.bytes, counted.digest.finalize()));
+            Ok(())
+        })
+        .await?;
+    let (lines, findings, bytes, digest) = made.expect("a stored object was written whole");
+    Ok(ObjectEntry {
+        key: key.to_string(),
+        lines,
+        findings,
+        bytes,
+        sha256: hex::encode(digest),
+    })
 }
 
-/// Batch lines as the gzip object [`put_lines`] writes, with its manifest entry: the part that
-/// needs no store, so it can run beside other work.
+/// Bytes on their way to the store, counted and digested for the manifest entry.
+struct Digested<'a> {
+    out: &'a mut dyn Write,
+    digest: Sha256,
+    bytes: u64,
+}
+
+impl Write for Digested<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write(buf)?;
+        self.digest.update(&buf[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Batch lines as one gzip object, with its manifest entry: for the lines of a page, made beside
+/// other work and stored after.
 pub(super) fn pack_lines(key: &str, lines: &[Vec<u8>], findings: u64) -> (ObjectEntry, Bytes) {
     let body = gzip(lines);
     let entry = ObjectEntry {
@@ -202,5 +255,41 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(read, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn lines_written_as_they_come_match_their_manifest_entry() {
+        let store = MemoryStore::default();
+        let lines = ["{\"a\":1}\n", "{\"b\":2}\n", "{\"c\":3}\n"];
+        let entry = put_lines_written(&store, "closures/a.jsonl.gz", |out| {
+            for line in lines {
+                out(line.as_bytes())?;
+            }
+            Ok(7)
+        })
+        .await
+        .unwrap();
+        let body = store.get("closures/a.jsonl.gz").await.unwrap().unwrap();
+        assert_eq!(entry.sha256, hex::encode(Sha256::digest(&body)));
+        assert_eq!(entry.bytes, body.len() as u64);
+        assert_eq!((entry.lines, entry.findings), (3, 7));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+            .unwrap();
+        assert_eq!(text, lines.concat());
+    }
+
+    #[tokio::test]
+    async fn lines_that_fail_to_be_made_store_nothing() {
+        let store = MemoryStore::default();
+        let error = put_lines_written(&store, "closures/a.jsonl.gz", |out| {
+            out(b"{}\n")?;
+            Err(std::io::Error::other("the ledger could not be read"))
+        })
+        .await
+        .unwrap_err();
+        assert!(error.is_retryable(), "{error}");
+        assert!(error.to_string().contains("could not be read"), "{error}");
+        assert!(store.get("closures/a.jsonl.gz").await.unwrap().is_none());
     }
 }

@@ -10,7 +10,7 @@ use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::{
     PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json, put_json,
-    put_lines,
+    put_lines_written,
 };
 use super::run::read_run;
 use super::split::join_parts;
@@ -359,16 +359,20 @@ async fn transform_collected(
                 }
             }
         }
-        let (mut closures, mut closed) = (Vec::new(), 0);
-        for transformer in pulls.iter_mut().flat_map(|p| p.transformers.iter_mut()) {
-            let (lines, n) = transformer.close_absent();
-            closures.extend(lines);
-            closed += n;
-        }
-        if !closures.is_empty() {
-            record
-                .objects
-                .push(put_lines(store, &run.closures(key), &closures, closed).await?);
+        let closing: u64 = pulls
+            .iter_mut()
+            .flat_map(|p| p.transformers.iter_mut())
+            .map(ItemTransformer::settle_absent)
+            .sum();
+        if closing > 0 {
+            let entry = put_lines_written(store, &run.closures(key), |out| {
+                pulls
+                    .iter_mut()
+                    .flat_map(|p| p.transformers.iter_mut())
+                    .try_fold(0, |closed, t| Ok(closed + t.close_absent(out)?))
+            })
+            .await?;
+            record.objects.push(entry);
         }
         // The next ledger: each engine's, and as they were the parts of engines with no scan
         // this run (nothing of theirs is closed).

@@ -80,6 +80,38 @@ pub async fn manifest(store: &LocalStore, key: &str) -> Manifest {
     serde_json::from_slice(&store.get(key).await.unwrap().unwrap()).unwrap()
 }
 
+/// The batch lines of a manifest object, after checking the object against its entry: digest,
+/// size, lines and findings.
+async fn checked_lines(store: &LocalStore, object: &ObjectEntry) -> Vec<Value> {
+    let body = store
+        .get(&object.key)
+        .await
+        .unwrap()
+        .expect("every manifest object exists");
+    assert_eq!(
+        hex::encode(Sha256::digest(&body)),
+        object.sha256,
+        "{}",
+        object.key
+    );
+    assert_eq!(body.len() as u64, object.bytes, "{}", object.key);
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, object.lines, "{}", object.key);
+    let findings: usize = lines
+        .iter()
+        .map(|l| l["findingGroup"]["findings"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(findings as u64, object.findings, "{}", object.key);
+    lines
+}
+
 /// Every committed finding as (asset, externalFindingId), after checking each object against the manifest.
 pub async fn committed_findings(
     store: &LocalStore,
@@ -88,32 +120,9 @@ pub async fn committed_findings(
     let mut findings = BTreeSet::new();
     for item in &manifest.items {
         for object in &item.objects {
-            let body = store
-                .get(&object.key)
-                .await
-                .unwrap()
-                .expect("every manifest object exists");
-            assert_eq!(
-                hex::encode(Sha256::digest(&body)),
-                object.sha256,
-                "{}",
-                object.key
-            );
-            assert_eq!(body.len() as u64, object.bytes);
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&body[..])
-                .read_to_string(&mut text)
-                .unwrap();
-            let lines: Vec<Value> = text
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            assert_eq!(lines.len() as u64, object.lines);
-            let mut count = 0;
-            for line in &lines {
+            for line in checked_lines(store, object).await {
                 assert_eq!(line["runId"], manifest.run_id.as_str());
                 for f in line["findingGroup"]["findings"].as_array().unwrap() {
-                    count += 1;
                     let fresh = findings.insert((
                         line["externalAssetId"].as_str().unwrap().to_string(),
                         f["externalFindingId"].as_str().unwrap().to_string(),
@@ -121,7 +130,6 @@ pub async fn committed_findings(
                     assert!(fresh, "a finding is committed twice");
                 }
             }
-            assert_eq!(count, object.findings);
         }
     }
     findings
@@ -134,13 +142,7 @@ pub async fn findings_in(
 ) -> Vec<(Value, Value)> {
     let mut out = Vec::new();
     for object in objects {
-        let body = store.get(&object.key).await.unwrap().unwrap();
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        for line in text.lines() {
-            let line: Value = serde_json::from_str(line).unwrap();
+        for line in checked_lines(store, object).await {
             for finding in line["findingGroup"]["findings"].as_array().unwrap() {
                 out.push((line.clone(), finding.clone()));
             }
