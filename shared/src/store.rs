@@ -243,6 +243,8 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
+    /// Where large objects are spooled on their way to and from the bucket.
+    spool_dir: PathBuf,
 }
 
 impl S3Store {
@@ -260,7 +262,15 @@ impl S3Store {
             } else {
                 format!("{prefix}/")
             },
+            spool_dir: std::env::temp_dir(),
         }
+    }
+
+    /// Spools large objects (ledgers) in `dir` rather than the system's temporary directory
+    /// (Lambda's `/tmp`).
+    pub fn spooling_in(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = dir.into();
+        self
     }
 
     /// A client from the environment's AWS configuration; `AWS_ENDPOINT_URL` (a local S3 server)
@@ -293,6 +303,39 @@ impl S3Store {
         format!("s3://{}/{}", self.bucket, self.key(key))
     }
 
+    /// A GetObject that failed: `None` when there is no such key.
+    fn absent_or_failed<T>(
+        &self,
+        key: &str,
+        error: &aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>,
+    ) -> Result<Option<T>, StoreError> {
+        match error.as_service_error() {
+            Some(e) if e.is_no_such_key() => Ok(None),
+            _ => Err(StoreError::failed(self.location(key), sdk_problem(error))),
+        }
+    }
+
+    /// An object's body that broke off as it was read.
+    fn body_failed(&self, key: &str, error: &(dyn std::error::Error + 'static)) -> StoreError {
+        StoreError::failed(
+            self.location(key),
+            format!(
+                "the body was cut off or unreadable ({})",
+                aws_sdk_s3::error::DisplayErrorContext(error)
+            ),
+        )
+    }
+
+    fn spool_failed(&self, key: &str, error: std::io::Error) -> StoreError {
+        StoreError::failed(
+            self.location(key),
+            format!(
+                "could not spool the object through a temporary file in {} ({error}); is it full?",
+                self.spool_dir.display()
+            ),
+        )
+    }
+
     async fn put_body(
         &self,
         key: &str,
@@ -310,6 +353,49 @@ impl S3Store {
             .await
             .map(|_| ())
             .map_err(|e| StoreError::failed(self.location(key), sdk_problem(&e)))
+    }
+}
+
+/// The temporary file an object is written to on its way to S3, which the SDK opens by path, and
+/// again if it retries. On Linux (Lambda) the file has no name and is opened through
+/// `/proc/self/fd`: if the process is cut off mid-write (a timeout), the file goes with it, and the
+/// warm sandbox's `/tmp` (512 MB by default) does not fill with spools of invocations that died.
+/// Elsewhere, or without `/proc`, a named file, removed when dropped.
+enum UploadSpool {
+    #[cfg(target_os = "linux")]
+    Unnamed {
+        file: std::fs::File,
+        path: PathBuf,
+    },
+    Named(tempfile::NamedTempFile),
+}
+
+impl UploadSpool {
+    fn new(dir: &Path) -> std::io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        if Path::new("/proc/self/fd").is_dir() {
+            use std::os::fd::AsRawFd;
+            let file = tempfile::tempfile_in(dir)?;
+            let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            return Ok(Self::Unnamed { file, path });
+        }
+        tempfile::NamedTempFile::new_in(dir).map(Self::Named)
+    }
+
+    fn file(&self) -> &std::fs::File {
+        match self {
+            #[cfg(target_os = "linux")]
+            Self::Unnamed { file, .. } => file,
+            Self::Named(named) => named.as_file(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            #[cfg(target_os = "linux")]
+            Self::Unnamed { path, .. } => path,
+            Self::Named(named) => named.path(),
+        }
     }
 }
 
@@ -349,17 +435,9 @@ impl ObjectStore for S3Store {
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
     {
-        let spooled = |e: std::io::Error| {
-            StoreError::failed(
-                self.location(key),
-                format!(
-                    "could not write the object to a temporary file ({e}); is the temporary directory ({}) full?",
-                    std::env::temp_dir().display()
-                ),
-            )
-        };
-        let spool = tempfile::NamedTempFile::new().map_err(spooled)?;
-        write_through(spool.as_file(), write).map_err(spooled)?;
+        let spool = UploadSpool::new(&self.spool_dir)
+            .and_then(|spool| write_through(spool.file(), write).map(|()| spool))
+            .map_err(|e| self.spool_failed(key, e))?;
         let body = aws_sdk_s3::primitives::ByteStream::from_path(spool.path())
             .await
             .map_err(|e| StoreError::failed(self.location(key), e))?;
@@ -376,29 +454,22 @@ impl ObjectStore for S3Store {
             .await
         {
             Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(StoreError::failed(self.location(key), sdk_problem(&e))),
-        };
-        let spooled = |e: std::io::Error| {
-            StoreError::failed(
-                self.location(key),
-                format!(
-                    "could not spool the object to a temporary file ({e}); is the temporary directory ({}) full?",
-                    std::env::temp_dir().display()
-                ),
-            )
+            Err(e) => return self.absent_or_failed(key, &e),
         };
         // Deleted when closed: only the reader holds it.
-        let mut spool = tempfile::tempfile().map_err(spooled)?;
+        let mut spool =
+            tempfile::tempfile_in(&self.spool_dir).map_err(|e| self.spool_failed(key, e))?;
         let mut body = output.body;
         while let Some(chunk) = body
             .try_next()
             .await
-            .map_err(|e| StoreError::failed(self.location(key), e))?
+            .map_err(|e| self.body_failed(key, &e))?
         {
-            spool.write_all(&chunk).map_err(spooled)?;
+            spool
+                .write_all(&chunk)
+                .map_err(|e| self.spool_failed(key, e))?;
         }
-        spool.rewind().map_err(spooled)?;
+        spool.rewind().map_err(|e| self.spool_failed(key, e))?;
         Ok(Some(Box::new(std::io::BufReader::with_capacity(
             FILE_BUFFER,
             spool,
@@ -441,11 +512,10 @@ impl ObjectStore for S3Store {
                     .body
                     .collect()
                     .await
-                    .map_err(|e| StoreError::failed(self.location(key), e))?;
+                    .map_err(|e| self.body_failed(key, &e))?;
                 Ok(Some(body.into_bytes()))
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
-            Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
+            Err(e) => self.absent_or_failed(key, &e),
         }
     }
 
@@ -718,5 +788,61 @@ mod tests {
                 .is_err()
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// An S3 endpoint that answers every request with the start of a body it promised whole, and
+    /// then hangs up.
+    async fn cutting_off_s3() -> S3Store {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0; 16 * 1024];
+                    let _ = socket.read(&mut request).await;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\
+                                Content-Type: application/octet-stream\r\n\r\n";
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(&[b'x'; 64 * 1024]).await;
+                });
+            }
+        });
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .build();
+        S3Store::new(aws_sdk_s3::Client::from_conf(config), "bucket", "etm")
+    }
+
+    /// A body cut off partway is a store failure (retryable: the step runs again), never a short
+    /// object read as whole, and its spool goes with it.
+    #[tokio::test]
+    async fn an_s3_body_cut_off_midway_fails_the_read_and_leaves_no_spool() {
+        let spool = tempfile::tempdir().unwrap();
+        let store = cutting_off_s3().await.spooling_in(spool.path());
+        let failures = [
+            store.get_reader("ledger/a.json.gz").await.map(|_| ()),
+            store.get("ledger/a.json.gz").await.map(|_| ()),
+        ];
+        for failure in failures {
+            let error = failure.expect_err("a body cut off is not an object");
+            assert!(
+                matches!(&error, StoreError::Failed { location, .. }
+                    if location == "s3://bucket/etm/ledger/a.json.gz"),
+                "{error}"
+            );
+            assert!(error.to_string().contains("cut off"), "{error}");
+            assert!(
+                crate::pipeline::StepError::from(error).is_retryable(),
+                "another attempt may read it whole"
+            );
+        }
+        assert_eq!(std::fs::read_dir(spool.path()).unwrap().count(), 0);
     }
 }

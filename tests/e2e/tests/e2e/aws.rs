@@ -81,10 +81,20 @@ async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
 async fn s3_store_writes_and_reads_large_objects_through_files() {
     use std::io::Read;
     let moto = Moto::start().await;
-    let store = bucket(&moto, "streams").await;
+    let spool = tempfile::tempdir().unwrap();
+    let store = bucket(&moto, "streams").await.spooling_in(spool.path());
+    let spooled = || std::fs::read_dir(spool.path()).unwrap().count();
     let large: Vec<u8> = (0..2_000_000u32).flat_map(u32::to_le_bytes).collect();
     store
-        .put_written("ledger/big.json.gz", |out| out.write_all(&large))
+        .put_written("ledger/big.json.gz", |out| {
+            out.write_all(&large)?;
+            assert_eq!(
+                spooled(),
+                0,
+                "the spool has no name: a process cut off here leaves nothing in /tmp"
+            );
+            Ok(())
+        })
         .await
         .unwrap();
     assert!(
@@ -100,6 +110,7 @@ async fn s3_store_writes_and_reads_large_objects_through_files() {
         .read_to_end(&mut read)
         .unwrap();
     assert!(read == large, "read back through the spool as written");
+    assert_eq!(spooled(), 0, "nothing is left in the spool directory");
     let failed = store
         .put_written("ledger/big.json.gz", |out| {
             out.write_all(b"a part of a new ledger")?;
