@@ -266,8 +266,8 @@ impl S3Store {
         }
     }
 
-    /// Spools large objects (ledgers) in `dir` rather than the system's temporary directory
-    /// (Lambda's `/tmp`).
+    /// Spools large objects (ledgers, closures) in `dir` rather than the system's temporary
+    /// directory (Lambda's `/tmp`).
     pub fn spooling_in(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spool_dir = dir.into();
         self
@@ -799,12 +799,21 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    let mut request = vec![0; 16 * 1024];
-                    let _ = socket.read(&mut request).await;
+                    // The whole request read first: closing on unread bytes would reset the
+                    // connection before the answer arrives.
+                    let mut request = Vec::new();
+                    let mut buffer = [0; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
                     let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\
                                 Content-Type: application/octet-stream\r\n\r\n";
                     let _ = socket.write_all(head.as_bytes()).await;
                     let _ = socket.write_all(&[b'x'; 64 * 1024]).await;
+                    let _ = socket.shutdown().await;
                 });
             }
         });

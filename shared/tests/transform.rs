@@ -753,6 +753,8 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     let mut t = sast_transformer();
     t.reconcile(previous.clone(), "run-2", None);
     t.push_page(&only_a, 0).unwrap();
+    let unsettled = t.close_absent(&mut |_| panic!("a line of a finding not settled to close"));
+    assert_eq!(unsettled.unwrap(), 0, "nothing closes unless settled");
     let kept = t.finish().unwrap().ledger.unwrap();
     assert_eq!(kept.findings.len(), 2);
     assert_eq!(
@@ -769,6 +771,11 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     t.reconcile(previous.clone(), "run-2", None);
     t.push_page(&with_rejected, 0).unwrap();
     assert_eq!(close_absent(&mut t).1, 0);
+    assert_eq!(
+        t.settle_absent(),
+        0,
+        "settled once: b is not counted held twice"
+    );
     let outcome = t.finish().unwrap();
     assert_eq!(outcome.figures.rejected, 1);
     assert_eq!(outcome.figures.held_for_rejected_records, 1);

@@ -269,16 +269,8 @@ struct Reconciling {
     run_id: String,
     branch_switched: bool,
     engine: Engine,
-}
-
-impl Reconciling {
-    /// The positions of the previous ledger's findings that were open and were not seen.
-    fn absent_open(&self) -> impl Iterator<Item = usize> + '_ {
-        let findings = &self.next.findings;
-        findings
-            .positions()
-            .filter(|&p| self.seen.get(p) == Some(&false) && findings.entry(p).open)
-    }
+    /// How many absent findings are to be closed, once decided ([`ItemTransformer::settle_absent`]).
+    to_close: Option<u64>,
 }
 
 #[derive(Default)]
@@ -1005,23 +997,28 @@ impl<'p> ItemTransformer<'p> {
             run_id: run_id.to_string(),
             branch_switched,
             engine: self.rules.plan.kind,
+            to_close: None,
         });
     }
 
-    /// After the last page of a complete pull, once: what becomes of the findings of the previous
-    /// ledger that were open and were not seen. Returns how many [`Self::close_absent`] will
-    /// close, known before any is written (no closures object is made for none). When a record
-    /// of the pull was rejected, none is closed: the rejected record might be any of them (its
-    /// id may be what was malformed), so they are held open and counted in
-    /// `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`.
+    /// After the last page of a complete pull: decides what becomes of the findings of the
+    /// previous ledger that were open and were not seen, and returns how many
+    /// [`Self::close_absent`] will close, known before any is written (no closures object is made
+    /// for none). When a record of the pull was rejected, none is closed: the rejected record
+    /// might be any of them (its id may be what was malformed), so they are held open and counted
+    /// in `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`. Decided
+    /// once: a second call returns the same count and counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
         let any_rejected = self.state.outcome.figures.rejected > 0;
-        let Some(reconciling) = &self.state.reconciling else {
+        let Some(reconciling) = &mut self.state.reconciling else {
             return 0;
         };
+        if let Some(to_close) = reconciling.to_close {
+            return to_close;
+        }
         let absent = reconciling.absent_open().count() as u64;
         let figures = &mut self.state.outcome.figures;
-        if reconciling.branch_switched {
+        let to_close = if reconciling.branch_switched {
             figures.held_on_branch_change += absent;
             0
         } else if any_rejected {
@@ -1029,21 +1026,26 @@ impl<'p> ItemTransformer<'p> {
             0
         } else {
             absent
-        }
+        };
+        reconciling.to_close = Some(to_close);
+        to_close
     }
 
-    /// A closure record (FIXED) for every finding [`Self::settle_absent`] counted to close,
-    /// handed to `out` line by line as the lines fill (an asset of millions of findings may close
-    /// them all at once); returns how many were closed. Fixed findings not seen again stay in
-    /// the ledger as fixed.
+    /// A closure record (FIXED) for each finding [`Self::settle_absent`] decided to close, handed
+    /// to `out` line by line as the lines fill (an asset of millions of findings may close them
+    /// all at once); returns how many were closed. Fixed findings not seen again stay in the
+    /// ledger as fixed. Nothing is closed unless it was settled. After an error (`out` failed),
+    /// the transformer is spent: some findings are marked closed whose lines were not delivered.
     pub fn close_absent(&mut self, out: &mut LineSink) -> std::io::Result<u64> {
-        let any_rejected = self.state.outcome.figures.rejected > 0;
         let Some(reconciling) = &mut self.state.reconciling else {
             return Ok(0);
         };
-        if reconciling.branch_switched || any_rejected {
+        let to_close = reconciling.to_close.unwrap_or(0);
+        if to_close == 0 {
             return Ok(0);
         }
+        // Once: nothing is left to close after this.
+        reconciling.to_close = Some(0);
         // In id order.
         let absent: Vec<usize> = reconciling.absent_open().collect();
         let reason = format!(
@@ -1069,6 +1071,7 @@ impl<'p> ItemTransformer<'p> {
         }
         handed += self.state.lines.hand_over(true, out)?;
         let closed = absent.len() as u64;
+        debug_assert_eq!(closed, to_close, "closed what was settled");
         let figures = &mut self.state.outcome.figures;
         figures.lines += handed;
         if closed > 0 {
@@ -1408,6 +1411,15 @@ struct Claim {
 }
 
 impl Reconciling {
+    /// The positions of the previous ledger's findings that were open and were not seen (a pass
+    /// over all of them; settling and closing each make one).
+    fn absent_open(&self) -> impl Iterator<Item = usize> + '_ {
+        let findings = &self.next.findings;
+        findings
+            .positions()
+            .filter(|&p| self.seen.get(p) == Some(&false) && findings.entry(p).open)
+    }
+
     /// A finding seen in this pull: its lifecycle status against the previous ledger, and its
     /// entry in the next.
     fn see(

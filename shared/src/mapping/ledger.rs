@@ -951,13 +951,20 @@ mod tests {
             close_all(ledger, &context, Engine::Sast, "gone", 2, out)
         };
 
-        let mut refusing = |_: &[u8]| Err(std::io::Error::other("disk full"));
-        let refused = close(&mut ledger, &mut refusing).unwrap_err();
+        let mut taken = 0;
+        let mut refusing_the_third = |_: &[u8]| {
+            taken += 1;
+            match taken {
+                3 => Err(std::io::Error::other("disk full")),
+                _ => Ok(()),
+            }
+        };
+        let refused = close(&mut ledger, &mut refusing_the_third).unwrap_err();
         assert_eq!(refused.to_string(), "disk full");
         assert_eq!(
             ledger.open_findings(),
             8,
-            "nothing closed when a line was refused"
+            "nothing closed in the ledger when a line was refused, though two were handed over"
         );
 
         let mut lines: Vec<serde_json::Value> = Vec::new();

@@ -71,7 +71,8 @@ where
             Ok(())
         })
         .await?;
-    let (lines, findings, bytes, digest) = made.expect("a stored object was written whole");
+    let (lines, findings, bytes, digest) =
+        made.expect("put_written succeeded without running write");
     Ok(ObjectEntry {
         key: key.to_string(),
         lines,
@@ -284,12 +285,12 @@ mod tests {
         let store = MemoryStore::default();
         let error = put_lines_written(&store, "closures/a.jsonl.gz", |out| {
             out(b"{}\n")?;
-            Err(std::io::Error::other("the ledger could not be read"))
+            Err(std::io::Error::other("no space left on the spool's disk"))
         })
         .await
         .unwrap_err();
         assert!(error.is_retryable(), "{error}");
-        assert!(error.to_string().contains("could not be read"), "{error}");
+        assert!(error.to_string().contains("no space left"), "{error}");
         assert!(store.get("closures/a.jsonl.gz").await.unwrap().is_none());
     }
 }

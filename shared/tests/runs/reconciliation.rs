@@ -756,6 +756,8 @@ struct CrashingStore {
 struct Crash {
     /// Dies after this many more successful writes of a key ending so.
     after: Option<(String, usize)>,
+    /// Dies partway through the next streamed write of a key ending so.
+    midway: Option<String>,
     dead: bool,
 }
 
@@ -771,7 +773,16 @@ impl CrashingStore {
     fn crash_after(&self, suffix: &str, nth: usize) {
         *self.crash.lock().unwrap() = Crash {
             after: Some((suffix.to_string(), nth)),
-            dead: false,
+            ..Crash::default()
+        };
+    }
+
+    /// Dies partway through the next object written as a stream under a key ending with
+    /// `suffix`, after its first kilobyte.
+    fn crash_midway(&self, suffix: &str) {
+        *self.crash.lock().unwrap() = Crash {
+            midway: Some(suffix.to_string()),
+            ..Crash::default()
         };
     }
 
@@ -815,6 +826,31 @@ impl ObjectStore for CrashingStore {
         self.wrote(key);
         Ok(written)
     }
+    async fn put_written<W>(&self, key: &str, write: W) -> Result<(), StoreError>
+    where
+        W: FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send,
+    {
+        self.check(key)?;
+        let midway = {
+            let crash = self.crash.lock().unwrap();
+            crash
+                .midway
+                .as_ref()
+                .is_some_and(|s| key.ends_with(s.as_str()))
+        };
+        if !midway {
+            self.inner.put_written(key, write).await?;
+            self.wrote(key);
+            return Ok(());
+        }
+        let cut = self
+            .inner
+            .put_written(key, |out| write(&mut CutOff { out, left: 1024 }))
+            .await;
+        self.crash.lock().unwrap().dead = true;
+        assert!(cut.is_err(), "{key}: written whole, in under a kilobyte");
+        cut
+    }
     async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
         self.inner.get(key).await
     }
@@ -824,6 +860,26 @@ impl ObjectStore for CrashingStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.check(key)?;
         self.inner.delete(key).await
+    }
+}
+
+/// A writer that takes `left` bytes, then fails as a process killed mid-write would.
+struct CutOff<'a> {
+    out: &'a mut dyn std::io::Write,
+    left: usize,
+}
+
+impl std::io::Write for CutOff<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("the process was killed mid-write"));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        self.out.write(&buf[..n])
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -1056,6 +1112,140 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
     assert!(
         recorded.is_none(),
         "no Failed outcome recorded for a retryable store error"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Every finding closed in a manifest's closures objects, as (asset, id), checked against their
+/// manifest entries; fails on any closed twice.
+async fn closed_in(store: &LocalStore, m: &Manifest) -> BTreeSet<(String, String)> {
+    let closures = m
+        .items
+        .iter()
+        .flat_map(|i| &i.objects)
+        .chain(m.deleted_items.iter().flat_map(|d| &d.objects))
+        .filter(|o| o.key.ends_with("closures.ndjson.gz"));
+    let mut closed = BTreeSet::new();
+    for (line, finding) in findings_in(store, closures).await {
+        assert_eq!(finding["lifecycleStatus"], "FIXED");
+        let fresh = closed.insert((
+            line["externalAssetId"].as_str().unwrap().to_string(),
+            finding["externalFindingId"].as_str().unwrap().to_string(),
+        ));
+        assert!(fresh, "closed twice: {finding}");
+    }
+    closed
+}
+
+/// The transform killed partway through writing the closures of findings absent from a complete
+/// pull: nothing of that run commits, and the run after closes exactly what it would have closed,
+/// each once.
+#[tokio::test]
+async fn a_transform_killed_while_writing_closures_closes_each_absent_finding_once_after() {
+    let before = emulator(shape(PROJECTS, 2)).await;
+    let after = emulator(shape(PROJECTS, 3)).await;
+    let c1 = connection(&before, "cut", ConnectorKind::Sast);
+    let c2 = connection(&after, "cut", ConnectorKind::Sast);
+
+    let (uncut, uncut_dir) = temp_store("closures-uncut");
+    let uncut = CrashingStore::new(uncut);
+    run_through(&uncut, &c1, &before).await.unwrap();
+    let second = run_through(&uncut, &c2, &after).await.unwrap();
+    let expected = closed_in(
+        &uncut.inner,
+        &manifest(&uncut.inner, &second.manifest).await,
+    )
+    .await;
+    assert!(
+        !expected.is_empty(),
+        "the newer scans leave findings absent"
+    );
+
+    let (local, dir) = temp_store("closures-cut");
+    let store = CrashingStore::new(local);
+    let first = run_through(&store, &c1, &before).await.unwrap();
+    store.crash_midway("closures.ndjson.gz");
+    assert!(run_through(&store, &c2, &after).await.is_err());
+    store.revive();
+    store.delete("connections/cut/lock").await.unwrap();
+    let third = run_through(&store, &c2, &after).await.unwrap();
+    assert!(third.complete);
+    assert_eq!(
+        previous_run_of(&dir, "cut", &third.run_id),
+        Some(first.run_id),
+        "the cut run never committed"
+    );
+    let m3 = manifest(&store.inner, &third.manifest).await;
+    assert_eq!(closed_in(&store.inner, &m3).await, expected);
+    std::fs::remove_dir_all(uncut_dir).ok();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Finalize killed partway through writing a deleted project's closures: the retried finalize
+/// closes every open finding of every deleted project once, and the run after closes none again.
+#[tokio::test]
+async fn a_finalize_killed_while_closing_a_deleted_project_closes_each_finding_once_when_retried() {
+    let (local, dir) = temp_store("deleted-cut");
+    let store = CrashingStore::new(local);
+    let before = emulator(shape(PROJECTS, 2)).await;
+    // Another tenant under the same connection: every project of the first is gone.
+    let gone = emulator(TenantShape {
+        seed: TenantShape::default().seed + 1,
+        ..shape(1, 1)
+    })
+    .await;
+    let mut c1 = connection(&before, "deleted", ConnectorKind::Sast);
+    c1.config.close_deleted_items = true;
+    let mut c2 = connection(&gone, "deleted", ConnectorKind::Sast);
+    c2.config.close_deleted_items = true;
+    let first = run_through(&store, &c1, &before).await.unwrap();
+    let m1 = manifest(&store.inner, &first.manifest).await;
+    let with_ledgers = m1
+        .items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Complete)
+        .count();
+
+    store.crash_midway("closures.ndjson.gz");
+    assert!(run_through(&store, &c2, &gone).await.is_err());
+    store.revive();
+    let runs: Vec<String> = std::fs::read_dir(dir.join("connections/deleted/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|r| *r != first.run_id)
+        .collect();
+    let second = cxone_etm::pipeline::RunRef {
+        connection_id: "deleted".into(),
+        run_id: runs[0].clone(),
+    };
+    assert!(
+        store.get(&second.commit_marker()).await.unwrap().is_none(),
+        "nothing committed before the closures were whole"
+    );
+    // Step Functions retries the failed finalize.
+    cxone_etm::pipeline::finalize(&store, &c2, &second)
+        .await
+        .unwrap();
+    let m2 = manifest(&store.inner, &second.manifest()).await;
+    assert_eq!(m2.deleted_items.len(), with_ledgers);
+    assert!(
+        m2.deleted_items
+            .iter()
+            .all(|d| d.closed && d.open_findings > 0)
+    );
+    let open_before: u64 = m2.deleted_items.iter().map(|d| d.open_findings).sum();
+    let closed = closed_in(&store.inner, &m2).await;
+    assert_eq!(
+        closed.len() as u64,
+        open_before,
+        "every open finding closed, once"
+    );
+
+    let third = run_through(&store, &c2, &gone).await.unwrap();
+    let m3 = manifest(&store.inner, &third.manifest).await;
+    assert!(
+        closed_in(&store.inner, &m3).await.is_empty(),
+        "closed again"
     );
     std::fs::remove_dir_all(dir).ok();
 }
