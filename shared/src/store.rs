@@ -799,8 +799,8 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    // The whole request read first: closing on unread bytes would reset the
-                    // connection before the answer arrives.
+                    // The request's head read first (a GET has no body): closing on unread
+                    // bytes would reset the connection before the answer arrives.
                     let mut request = Vec::new();
                     let mut buffer = [0; 4096];
                     while !request.windows(4).any(|w| w == b"\r\n\r\n") {

@@ -784,6 +784,63 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     assert!(held.findings["b"].open, "b held open");
 }
 
+/// Closures handed over line by line, two findings a line: when the sink fails on the third
+/// line, after two were delivered, the item is broken (some findings are marked closed whose lines
+/// never arrived), and neither closing again nor finishing lets that ledger through.
+#[test]
+fn closures_that_break_off_partway_fail_the_item() {
+    let ids: Vec<String> = (0..7).map(|n| format!("f{n}")).collect();
+    let previous = {
+        let mut t = sast_transformer();
+        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+        let records = ids.iter().map(|id| sast_record(id, json!({}))).collect();
+        t.push_page(&page(records), 0).unwrap();
+        t.finish().unwrap().ledger.unwrap()
+    };
+    let (plan, scoring) = sast_rules();
+    let two_a_line = TransformOptions {
+        max_findings_per_line: 2,
+        ..TransformOptions::default()
+    };
+    let transformer = || {
+        let mut t = ItemTransformer::new(
+            plan,
+            scoring,
+            &context(plan.kind),
+            two_a_line.clone(),
+            PROJECT_WITH_REPO.as_bytes(),
+        )
+        .unwrap();
+        t.reconcile(previous.clone(), "run-2", None);
+        t.push_page(&page(vec![]), 0).unwrap();
+        t
+    };
+
+    let mut t = transformer();
+    assert_eq!(t.settle_absent(), 7);
+    let mut delivered = 0;
+    let broke = t
+        .close_absent(&mut |_| {
+            delivered += 1;
+            match delivered {
+                3 => Err(std::io::Error::other("the store hung up")),
+                _ => Ok(()),
+            }
+        })
+        .unwrap_err();
+    assert_eq!(broke.to_string(), "the store hung up");
+    let again = t.close_absent(&mut |_| panic!("no line after a break"));
+    assert!(again.unwrap_err().to_string().contains("failed partway"));
+    assert!(matches!(t.finish(), Err(TransformError::ClosingBroken)));
+
+    let (lines, closed) = close_absent(&mut transformer());
+    assert_eq!(
+        (lines.len(), closed),
+        (4, 7),
+        "the attempt after closes all seven"
+    );
+}
+
 /// Ids collect counted once are not remembered one by one while they are written: if two
 /// records carry such an id after all (collect and the map disagreed), the next ledger finds it
 /// when it settles and the item is refused, naming the id, rather than committed with the

@@ -192,6 +192,12 @@ pub enum TransformError {
         .0.first().map(String::as_str).unwrap_or_default()
     )]
     UncountedRepeats(Vec<String>),
+    /// Writing the closures of absent findings failed partway: they are marked closed in the
+    /// next ledger, some of their lines undelivered.
+    #[error(
+        "closing the findings absent from this pull failed partway: the item is not committed, and its next attempt starts over"
+    )]
+    ClosingBroken,
 }
 
 /// The outcome of one item.
@@ -269,8 +275,20 @@ struct Reconciling {
     run_id: String,
     branch_switched: bool,
     engine: Engine,
-    /// How many absent findings are to be closed, once decided ([`ItemTransformer::settle_absent`]).
-    to_close: Option<u64>,
+    absent: Absent,
+}
+
+/// What becomes of the previous ledger's findings that are absent from this pull.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Absent {
+    /// Not decided: pages may still come.
+    Unsettled,
+    /// This many are to be closed ([`ItemTransformer::settle_absent`]).
+    Close(u64),
+    /// Closed, or none were to be.
+    Done,
+    /// Closing them failed partway: some are marked closed whose lines were not delivered.
+    Broken,
 }
 
 #[derive(Default)]
@@ -921,6 +939,7 @@ impl<'p> ItemTransformer<'p> {
         page: &[u8],
         page_number: u32,
     ) -> Result<Vec<Vec<u8>>, TransformError> {
+        self.debug_assert_unsettled();
         let (rules, state) = (&self.rules, &mut self.state);
         state.original.settle();
         read_records(
@@ -949,6 +968,7 @@ impl<'p> ItemTransformer<'p> {
     /// Maps a page its [`PageReader`] read, in record order, and returns its lines. The page is
     /// only borrowed: the caller frees it on a reading thread (see `pipeline::transform`).
     pub fn push_read(&mut self, page: &ReadPage) -> Vec<Vec<u8>> {
+        self.debug_assert_unsettled();
         let (rules, state) = (&self.rules, &mut self.state);
         state.original.settle();
         let width = rules.plan.finding_slots;
@@ -960,6 +980,17 @@ impl<'p> ItemTransformer<'p> {
             state.record(rules, at, record.is_object, page.fields(record, width));
         }
         self.lines()
+    }
+
+    /// Pages come before what is absent from them is settled.
+    fn debug_assert_unsettled(&self) {
+        debug_assert!(
+            self.state
+                .reconciling
+                .as_ref()
+                .is_none_or(|r| r.absent == Absent::Unsettled),
+            "a page after the absent findings were settled"
+        );
     }
 
     fn lines(&mut self) -> Vec<Vec<u8>> {
@@ -997,7 +1028,7 @@ impl<'p> ItemTransformer<'p> {
             run_id: run_id.to_string(),
             branch_switched,
             engine: self.rules.plan.kind,
-            to_close: None,
+            absent: Absent::Unsettled,
         });
     }
 
@@ -1007,14 +1038,16 @@ impl<'p> ItemTransformer<'p> {
     /// for none). When a record of the pull was rejected, none is closed: the rejected record
     /// might be any of them (its id may be what was malformed), so they are held open and counted
     /// in `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`. Decided
-    /// once: a second call returns the same count and counts nothing again.
+    /// once: a second call counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
         let any_rejected = self.state.outcome.figures.rejected > 0;
         let Some(reconciling) = &mut self.state.reconciling else {
             return 0;
         };
-        if let Some(to_close) = reconciling.to_close {
-            return to_close;
+        match reconciling.absent {
+            Absent::Unsettled => {}
+            Absent::Close(to_close) => return to_close,
+            Absent::Done | Absent::Broken => return 0,
         }
         let absent = reconciling.absent_open().count() as u64;
         let figures = &mut self.state.outcome.figures;
@@ -1027,25 +1060,32 @@ impl<'p> ItemTransformer<'p> {
         } else {
             absent
         };
-        reconciling.to_close = Some(to_close);
+        reconciling.absent = Absent::Close(to_close);
         to_close
     }
 
     /// A closure record (FIXED) for each finding [`Self::settle_absent`] decided to close, handed
     /// to `out` line by line as the lines fill (an asset of millions of findings may close them
     /// all at once); returns how many were closed. Fixed findings not seen again stay in the
-    /// ledger as fixed. Nothing is closed unless it was settled. After an error (`out` failed),
-    /// the transformer is spent: some findings are marked closed whose lines were not delivered.
+    /// ledger as fixed. Nothing is closed unless it was settled, and nothing twice. When `out`
+    /// fails, the item is broken: this and [`Self::finish`] fail from then on.
     pub fn close_absent(&mut self, out: &mut LineSink) -> std::io::Result<u64> {
         let Some(reconciling) = &mut self.state.reconciling else {
             return Ok(0);
         };
-        let to_close = reconciling.to_close.unwrap_or(0);
+        let to_close = match reconciling.absent {
+            Absent::Unsettled | Absent::Done => return Ok(0),
+            Absent::Broken => {
+                return Err(std::io::Error::other(TransformError::ClosingBroken));
+            }
+            Absent::Close(to_close) => to_close,
+        };
         if to_close == 0 {
+            reconciling.absent = Absent::Done;
             return Ok(0);
         }
-        // Once: nothing is left to close after this.
-        reconciling.to_close = Some(0);
+        // Until every line is handed over.
+        reconciling.absent = Absent::Broken;
         // In id order.
         let absent: Vec<usize> = reconciling.absent_open().collect();
         let reason = format!(
@@ -1070,6 +1110,7 @@ impl<'p> ItemTransformer<'p> {
             );
         }
         handed += self.state.lines.hand_over(true, out)?;
+        reconciling.absent = Absent::Done;
         let closed = absent.len() as u64;
         debug_assert_eq!(closed, to_close, "closed what was settled");
         let figures = &mut self.state.outcome.figures;
@@ -1082,14 +1123,18 @@ impl<'p> ItemTransformer<'p> {
 
     /// The item's outcome, with its next ledger. Findings of the previous ledger that were not
     /// seen and not closed ([`Self::close_absent`] was not called) go into it as they were.
-    /// Fails when findings new to the asset came twice under ids collect counted once each
+    /// Fails when closing them broke off, and when findings new to the asset came twice under ids collect counted once each
     /// (those ids were not remembered one by one: the ledger finds them when it settles).
     pub fn finish(mut self) -> Result<ItemOutcome, TransformError> {
         let mut outcome = std::mem::take(&mut self.state.outcome);
         // Only the next ledger is kept of what reconciling held (not which findings were seen).
-        let Some(mut next) = self.state.reconciling.take().map(|r| r.next) else {
+        let Some((mut next, absent)) = self.state.reconciling.take().map(|r| (r.next, r.absent))
+        else {
             return Ok(outcome);
         };
+        if absent == Absent::Broken {
+            return Err(TransformError::ClosingBroken);
+        }
         debug_assert!(
             self.state.lines.take().is_empty(),
             "every line was handed over before the transformer finished"

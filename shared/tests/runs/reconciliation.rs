@@ -12,6 +12,7 @@ use crate::common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::Severity;
+use cxone_etm::layout::CLOSURES;
 use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary, StepError};
 use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
@@ -338,7 +339,7 @@ async fn filters_leave_findings_out_without_closing_them() {
         m.items
             .iter()
             .flat_map(|i| &i.objects)
-            .filter(|o| o.key.ends_with("closures.ndjson.gz"))
+            .filter(|o| o.key.ends_with(CLOSURES))
             .count()
     };
     assert_eq!(closure_objects(&m2), 0, "no finding is closed by a filter");
@@ -406,7 +407,7 @@ async fn a_change_of_branch_holds_closures_for_one_run() {
         m.items
             .iter()
             .flat_map(|i| &i.objects)
-            .filter(|o| o.key.ends_with("closures.ndjson.gz"))
+            .filter(|o| o.key.ends_with(CLOSURES))
             .map(|o| o.findings)
             .sum()
     };
@@ -758,6 +759,8 @@ struct Crash {
     after: Option<(String, usize)>,
     /// Dies partway through the next streamed write of a key ending so.
     midway: Option<String>,
+    /// Whether a streamed write was cut off.
+    cut: bool,
     dead: bool,
 }
 
@@ -778,12 +781,16 @@ impl CrashingStore {
     }
 
     /// Dies partway through the next object written as a stream under a key ending with
-    /// `suffix`, after its first kilobyte.
+    /// `suffix`, after its first 64 bytes.
     fn crash_midway(&self, suffix: &str) {
         *self.crash.lock().unwrap() = Crash {
             midway: Some(suffix.to_string()),
             ..Crash::default()
         };
+    }
+
+    fn was_cut(&self) -> bool {
+        self.crash.lock().unwrap().cut
     }
 
     fn revive(&self) {
@@ -845,10 +852,11 @@ impl ObjectStore for CrashingStore {
         }
         let cut = self
             .inner
-            .put_written(key, |out| write(&mut CutOff { out, left: 1024 }))
+            .put_written(key, |out| write(&mut CutOff { out, left: 64 }))
             .await;
-        self.crash.lock().unwrap().dead = true;
-        assert!(cut.is_err(), "{key}: written whole, in under a kilobyte");
+        let mut crash = self.crash.lock().unwrap();
+        crash.dead = true;
+        crash.cut = cut.is_err();
         cut
     }
     async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
@@ -874,9 +882,9 @@ impl std::io::Write for CutOff<'_> {
         if self.left == 0 {
             return Err(std::io::Error::other("the process was killed mid-write"));
         }
-        let n = buf.len().min(self.left);
-        self.left -= n;
-        self.out.write(&buf[..n])
+        let written = self.out.write(&buf[..buf.len().min(self.left)])?;
+        self.left -= written;
+        Ok(written)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
@@ -897,6 +905,17 @@ async fn run_through(
         &|_| {},
     )
     .await
+}
+
+/// The one run of `connection` besides `first`.
+fn the_other_run(dir: &std::path::Path, connection: &str, first: &str) -> String {
+    let runs: Vec<String> = std::fs::read_dir(dir.join(format!("connections/{connection}/runs")))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|r| r != first)
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
 }
 
 fn previous_run_of(dir: &std::path::Path, connection: &str, run: &str) -> Option<String> {
@@ -934,12 +953,7 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
         let crashed = run_through(&store, &c2, &after).await;
         assert!(crashed.is_err(), "{point}: the run went on after the crash");
         store.revive();
-        let runs: Vec<String> = std::fs::read_dir(dir.join("connections/crash/runs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|r| *r != first.run_id)
-            .collect();
-        let second = runs[0].clone();
+        let second = the_other_run(&dir, "crash", &first.run_id);
         let second_ref = cxone_etm::pipeline::RunRef {
             connection_id: "crash".into(),
             run_id: second.clone(),
@@ -1124,7 +1138,7 @@ async fn closed_in(store: &LocalStore, m: &Manifest) -> BTreeSet<(String, String
         .iter()
         .flat_map(|i| &i.objects)
         .chain(m.deleted_items.iter().flat_map(|d| &d.objects))
-        .filter(|o| o.key.ends_with("closures.ndjson.gz"));
+        .filter(|o| o.key.ends_with(CLOSURES));
     let mut closed = BTreeSet::new();
     for (line, finding) in findings_in(store, closures).await {
         assert_eq!(finding["lifecycleStatus"], "FIXED");
@@ -1164,8 +1178,12 @@ async fn a_transform_killed_while_writing_closures_closes_each_absent_finding_on
     let (local, dir) = temp_store("closures-cut");
     let store = CrashingStore::new(local);
     let first = run_through(&store, &c1, &before).await.unwrap();
-    store.crash_midway("closures.ndjson.gz");
+    store.crash_midway(CLOSURES);
     assert!(run_through(&store, &c2, &after).await.is_err());
+    assert!(
+        store.was_cut(),
+        "the closures were cut off, not written whole"
+    );
     store.revive();
     store.delete("connections/cut/lock").await.unwrap();
     let third = run_through(&store, &c2, &after).await.unwrap();
@@ -1206,17 +1224,16 @@ async fn a_finalize_killed_while_closing_a_deleted_project_closes_each_finding_o
         .filter(|i| i.status == ItemStatus::Complete)
         .count();
 
-    store.crash_midway("closures.ndjson.gz");
+    store.crash_midway(CLOSURES);
     assert!(run_through(&store, &c2, &gone).await.is_err());
+    assert!(
+        store.was_cut(),
+        "the closures were cut off, not written whole"
+    );
     store.revive();
-    let runs: Vec<String> = std::fs::read_dir(dir.join("connections/deleted/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|r| *r != first.run_id)
-        .collect();
     let second = cxone_etm::pipeline::RunRef {
         connection_id: "deleted".into(),
-        run_id: runs[0].clone(),
+        run_id: the_other_run(&dir, "deleted", &first.run_id),
     };
     assert!(
         store.get(&second.commit_marker()).await.unwrap().is_none(),
