@@ -1096,10 +1096,10 @@ impl<'p> ItemTransformer<'p> {
         let mut handed = 0;
         for &position in &absent {
             let entry = *findings.entry(position);
-            let closure = Ledger::closure_record(findings.id_at(position), &entry, &reason);
+            let id = findings.id_at(position);
             self.state
                 .lines
-                .finding(|line| line.extend_from_slice(&closure));
+                .finding(|line| Ledger::write_closure(id, &entry, &reason, line));
             handed += self.state.lines.hand_over(false, out)?;
             findings.set_entry(
                 position,

@@ -807,18 +807,32 @@ impl Ledger {
         self.findings.iter().filter(|(_, e)| e.open).count() as u64
     }
 
-    /// A closure record for a finding that was open and is absent now.
-    pub fn closure_record(id: &str, entry: &LedgerEntry, reason: &str) -> Vec<u8> {
-        let record = serde_json::json!({
-            "externalFindingId": id,
-            "qds": entry.qds,
-            "vendorSeverity": entry.severity,
-            "vendorStatus": entry.status,
-            "findingStatus": "FIXED",
-            "lifecycleStatus": "FIXED",
-            "closedReason": reason,
-        });
-        serde_json::to_vec(&record).expect("serializes")
+    /// A closure record for a finding that was open and is absent now, written into `out` (the
+    /// line that carries it): no record is built apart from its line, as millions may close at
+    /// once.
+    pub fn write_closure(id: &str, entry: &LedgerEntry, reason: &str, out: &mut Vec<u8>) {
+        // The keys in the order closures have always been written.
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Closure<'a> {
+            closed_reason: &'a str,
+            external_finding_id: &'a str,
+            finding_status: &'static str,
+            lifecycle_status: &'static str,
+            qds: u8,
+            vendor_severity: &'a str,
+            vendor_status: &'a str,
+        }
+        let closure = Closure {
+            closed_reason: reason,
+            external_finding_id: id,
+            finding_status: "FIXED",
+            lifecycle_status: "FIXED",
+            qds: entry.qds,
+            vendor_severity: entry.severity.as_str(),
+            vendor_status: entry.status.as_str(),
+        };
+        serde_json::to_writer(out, &closure).expect("writing to memory cannot fail");
     }
 }
 
@@ -883,8 +897,7 @@ pub fn close_all(
             .iter()
             .filter(|(_, e)| e.open && e.engine_or(legacy) == engine);
         for (id, entry) in of_engine {
-            lines
-                .finding(|line| line.extend_from_slice(&Ledger::closure_record(id, entry, reason)));
+            lines.finding(|line| Ledger::write_closure(id, entry, reason, line));
             lines.hand_over(false, out)?;
             closed += 1;
         }
@@ -1024,10 +1037,14 @@ mod tests {
         assert_eq!(classify("closed", false), Lifecycle::Reopened);
         assert_eq!(classify("open", true), Lifecycle::Fixed);
         assert_eq!(previous.open_findings(), 1);
-        let closure: serde_json::Value =
-            serde_json::from_slice(&Ledger::closure_record("open", &entry(true), "gone")).unwrap();
-        assert_eq!(closure["findingStatus"], "FIXED");
-        assert_eq!(closure["qds"], 70);
+        let mut line = b"[".to_vec();
+        Ledger::write_closure("open", &entry(true), "gone", &mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "[{\"closedReason\":\"gone\",\"externalFindingId\":\"open\",\"findingStatus\":\"FIXED\",\
+             \"lifecycleStatus\":\"FIXED\",\"qds\":70,\"vendorSeverity\":\"HIGH\",\"vendorStatus\":\"NEW\"}",
+            "written after what the line held, its keys in the order closures always had"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::documents::ObjectEntry;
 use super::error::StepError;
 use crate::layout::gzip_page_key;
 use crate::mapping::LineSink;
-use crate::packing::{gzip, unpack_into};
+use crate::packing::unpack_into;
 use crate::store::ObjectStore;
 
 pub(crate) async fn put_json(
@@ -54,31 +54,50 @@ where
     let mut made = None;
     store
         .put_written(key, |out| {
-            let mut counted = Digested {
-                out,
-                digest: Sha256::new(),
-                bytes: 0,
-            };
-            let mut encoder =
-                flate2::write::GzEncoder::new(&mut counted, flate2::Compression::fast());
-            let mut lines = 0;
-            let findings = write(&mut |line| {
-                lines += 1;
-                encoder.write_all(line)
-            })?;
-            encoder.finish()?;
-            made = Some((lines, findings, counted.bytes, counted.digest.finalize()));
+            made = Some(gzip_lines(key, out, write)?);
             Ok(())
         })
         .await?;
-    let (lines, findings, bytes, digest) =
-        made.expect("put_written succeeded without running write");
+    Ok(made.expect("put_written succeeded without running write"))
+}
+
+/// Batch lines as one gzip object, with its manifest entry: for the lines of a page, made beside
+/// other work and stored after.
+pub(super) fn pack_lines(key: &str, lines: &[Vec<u8>], findings: u64) -> (ObjectEntry, Bytes) {
+    let mut body = Vec::new();
+    let entry = gzip_lines(key, &mut body, |out| {
+        lines.iter().try_for_each(|line| out(line))?;
+        Ok(findings)
+    })
+    .expect("writing to memory cannot fail");
+    (entry, Bytes::from(body))
+}
+
+/// How the pipeline makes a batch object: the lines `write` hands over, gzip'd at the fastest level
+/// into `out`, and the manifest entry of the bytes written.
+fn gzip_lines(
+    key: &str,
+    out: &mut dyn Write,
+    write: impl FnOnce(&mut LineSink) -> std::io::Result<u64>,
+) -> std::io::Result<ObjectEntry> {
+    let mut counted = Digested {
+        out,
+        digest: Sha256::new(),
+        bytes: 0,
+    };
+    let mut encoder = flate2::write::GzEncoder::new(&mut counted, flate2::Compression::fast());
+    let mut lines = 0;
+    let findings = write(&mut |line| {
+        lines += 1;
+        encoder.write_all(line)
+    })?;
+    encoder.finish()?;
     Ok(ObjectEntry {
         key: key.to_string(),
         lines,
         findings,
-        bytes,
-        sha256: hex::encode(digest),
+        bytes: counted.bytes,
+        sha256: hex::encode(counted.digest.finalize()),
     })
 }
 
@@ -100,20 +119,6 @@ impl Write for Digested<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
-}
-
-/// Batch lines as one gzip object, with its manifest entry: for the lines of a page, made beside
-/// other work and stored after.
-pub(super) fn pack_lines(key: &str, lines: &[Vec<u8>], findings: u64) -> (ObjectEntry, Bytes) {
-    let body = gzip(lines);
-    let entry = ObjectEntry {
-        key: key.to_string(),
-        lines: lines.len() as u64,
-        findings,
-        bytes: body.len() as u64,
-        sha256: hex::encode(Sha256::digest(&body)),
-    };
-    (entry, body)
 }
 
 /// Serializes straight into the compressor, and the compressor straight into the store: a ledger
