@@ -4,6 +4,7 @@
 //! (`layout`), the pipeline steps (`pipeline`), the Lambda task logic (`lambda`) and what every
 //! binary sets up first (`process`).
 
+mod buffers;
 pub mod cxone;
 pub mod field_error;
 pub mod fingerprint;

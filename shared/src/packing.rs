@@ -6,6 +6,8 @@
 
 use bytes::Bytes;
 
+use crate::buffers::BufferPool;
+
 /// The name a raw page's file ends with.
 pub const PAGE_SUFFIX: &str = ".json.zst";
 /// The name raw pages of runs before zstd end with.
@@ -46,6 +48,26 @@ pub fn pack_page(bytes: &[u8]) -> Bytes {
 /// larger claim (a damaged header, or a page larger than any collect writes) is unpacked as a
 /// stream, so a false size reserves no more than this.
 const ONE_BUFFER_LIMIT: u64 = 256 << 20;
+
+/// Buffers pages are unpacked into, kept from item to item. Most of a tenant's items are one
+/// page of 1 to 4 MB: each was unpacked into a buffer mapped anew and faulted in, a third of the
+/// page faults of a run over 1,000 such projects (docs/performance.md). A larger page (a large
+/// item's) keeps its buffer from page to page instead, and no longer: 4 MiB at most wait idle.
+static PAGE_BUFFERS: BufferPool = BufferPool::new(
+    crate::process::MALLOC_MMAP_FROM as usize..=4 * 1024 * 1024,
+    4,
+);
+
+/// An empty buffer to unpack a page into ([`unpack_into`]): one a page before gave back
+/// ([`give_back_page_buffer`]) if any.
+pub fn page_buffer() -> Vec<u8> {
+    PAGE_BUFFERS.take_any()
+}
+
+/// Keeps a page's buffer for the next page, when it is of a size kept.
+pub fn give_back_page_buffer(buffer: Vec<u8>) {
+    PAGE_BUFFERS.give_back(buffer);
+}
 
 /// A stored file unpacked as its name says: `.zst` (zstd), `.gz` (gzip) or anything else as it is.
 pub fn unpack(name: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {

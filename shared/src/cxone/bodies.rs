@@ -7,9 +7,11 @@
 //! transform comes next, and the memory budget is its).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+
+use crate::buffers::BufferPool;
 
 /// Bodies announced smaller than this, or not announced, are read into buffers of their own,
 /// sized to them: malloc serves the small ones from its heap, with nothing to map.
@@ -24,25 +26,26 @@ const KEPT_UP_TO: usize = 32 * 1024 * 1024;
 /// pull ends.
 const IDLE_AT_MOST: usize = 2;
 
-#[derive(Default)]
 pub(crate) struct BodyBuffers {
-    idle: Mutex<Vec<Vec<u8>>>,
+    idle: BufferPool,
     /// Pagers reading now; buffers are kept while there is one.
     pagers: AtomicUsize,
+}
+
+impl Default for BodyBuffers {
+    fn default() -> Self {
+        Self {
+            idle: BufferPool::new(KEPT_FROM..=KEPT_UP_TO, IDLE_AT_MOST),
+            pagers: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl BodyBuffers {
     /// An empty buffer with room for a body of `announced` bytes (its `Content-Length`, 0 when
     /// none): for a large body, one an earlier body gave back, if any.
     pub fn buffer_for(&self, announced: usize) -> Vec<u8> {
-        let kept = if announced >= KEPT_FROM {
-            self.idle().pop()
-        } else {
-            None
-        };
-        let mut buffer = kept.unwrap_or_default();
-        buffer.reserve_exact(announced);
-        buffer
+        self.idle.take(announced)
     }
 
     /// `body`, read into [`Self::buffer_for`]`(announced)`, as `Bytes`. A large body's buffer
@@ -68,25 +71,19 @@ impl BodyBuffers {
     /// later.
     pub fn pull_ended(&self) {
         if self.pagers.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.idle().clear();
+            self.idle.clear();
         }
     }
 
-    fn give_back(&self, mut buffer: Vec<u8>) {
-        // Checked under the lock: a last pull that ends meanwhile clears after this.
-        let mut idle = self.idle();
-        if self.pagers.load(Ordering::Relaxed) > 0
-            && idle.len() < IDLE_AT_MOST
-            && buffer.capacity() <= KEPT_UP_TO
-        {
-            buffer.clear();
-            idle.push(buffer);
-        }
+    fn give_back(&self, buffer: Vec<u8>) {
+        // Asked under the pool's lock: a last pull that ends meanwhile clears after this.
+        self.idle
+            .give_back_if(buffer, || self.pagers.load(Ordering::Relaxed) > 0);
     }
 
-    /// A panic elsewhere while it was held leaves the list as it was: still a list of buffers.
-    fn idle(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    #[cfg(test)]
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.idle.idle()
     }
 }
 

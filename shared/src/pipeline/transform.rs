@@ -27,6 +27,12 @@ use crate::store::ObjectStore;
 /// a quarter more CPU on a 5,000,000-result project.
 const RELEASE_EVERY_PAGES: u32 = 16;
 
+/// Items of fewer records than this (one results page at the default page size) give no freed
+/// memory back around their transform. Given back at each item's start and after its
+/// severities, it was faulted in again by the next item: for a tenant of 1,000 small projects,
+/// 2,000 trims of every arena a run (docs/performance.md).
+const RELEASE_FROM_RECORDS: u64 = 10_000;
+
 /// The pages of one scan of the item and the transformers of the engines it delivers.
 struct Pull<'p> {
     scan_id: String,
@@ -119,6 +125,12 @@ async fn transform_collected(
         ..TransformRecord::default()
     };
     if outcome.status == ItemStatus::Complete {
+        let large = outcome.records_expected() >= RELEASE_FROM_RECORDS;
+        let release_free_memory = move || {
+            if large {
+                crate::process::release_free_memory();
+            }
+        };
         let run_record = read_run(store, run).await?;
         // Every line of the run carries the run's start: re-running a step gives the same bytes.
         let context = TransformContext {
@@ -139,7 +151,7 @@ async fn transform_collected(
         // What collect freed, where it ran in this process before (the local runner), goes
         // back to the system before the previous ledger is read: freed blocks malloc keeps are
         // resident, and the ledger's do not always fit where they were.
-        crate::process::release_free_memory();
+        release_free_memory();
         let mut previous = match &item.previous_run {
             Some(previous_run) => {
                 let key = run.sibling(previous_run).ledger(key);
@@ -264,7 +276,7 @@ async fn transform_collected(
         drop(page);
         // The rows of those pages were read as values, thousands of small blocks now free
         // among the previous ledger's: given back before the result pages are read.
-        crate::process::release_free_memory();
+        release_free_memory();
         for pull in &mut pulls {
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
@@ -299,7 +311,7 @@ async fn transform_collected(
             // The buffers pages are unpacked into, kept from page to page (see
             // `packing::unpack_into`): the mapping thread's, for a page read as it is mapped, and
             // the reading threads'.
-            let (mut unpacked, mut unpacked_ahead) = (Vec::new(), Vec::new());
+            let (mut unpacked, mut unpacked_ahead) = (crate::packing::page_buffer(), Vec::new());
             while let Some(number) = numbers.next() {
                 let this = match ahead.take() {
                     Some(read) => Page::Read(read?),
@@ -358,6 +370,7 @@ async fn transform_collected(
                     crate::process::release_free_memory();
                 }
             }
+            crate::packing::give_back_page_buffer(unpacked);
         }
         let closing: u64 = pulls
             .iter_mut()
