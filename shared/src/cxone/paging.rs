@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::client::{CxOneClient, ListPage, parse_list_page};
@@ -753,9 +754,15 @@ fn parse_items<T: serde::de::DeserializeOwned>(
 }
 
 impl CxOneClient {
-    /// Every project, paged by item offset.
+    /// Every project, paged by item offset. The first page tells the total; the pages after it
+    /// are asked for together, as many at once as the connection's concurrency, each at the
+    /// offset where the pages before it end when they are as long as the longest page yet (the
+    /// limit, or the server's cap on it). They are taken in order, as if asked for one after
+    /// another: after a page shorter than that, the pages asked for beyond it are dropped unread
+    /// and the listing goes on from where it ended.
     pub async fn projects(&self) -> Result<Listing<Project>, VendorError> {
         let limit = u64::from(self.inner.config.projects_page_size);
+        let at_once = self.inner.config.concurrency.max(1) as u64;
         let mut listing = Listing {
             items: Vec::new(),
             raw: Vec::new(),
@@ -763,24 +770,51 @@ impl CxOneClient {
             completeness: Completeness::default(),
         };
         let mut seen = Seen::default();
-        let mut offset = 0;
+        // The page size the server answers with: the limit, or fewer if it caps it.
+        let (mut offset, mut stride, mut ahead) = (0, 0, 1);
         loop {
-            let url = self.api_url(
-                "/api/projects",
-                &[("limit", limit.to_string()), ("offset", offset.to_string())],
-            );
-            let page = self
-                .get_list("projects", &url, "projects", "filteredTotalCount")
-                .await?;
-            listing.completeness.observe_total(page.total);
-            let fresh = seen.admit(&page, &mut listing.completeness);
-            parse_items(&page, &fresh, "project", &mut listing);
-            offset += page.records.len() as u64;
-            let runaway =
-                u64::from(listing.completeness.pages) > listing.completeness.expected / limit + 3;
-            if page.records.is_empty() || offset >= page.total || runaway {
-                return Ok(listing);
+            let first = offset;
+            let pages: Vec<_> = futures_util::stream::iter(0..ahead)
+                .map(|k| {
+                    let url = self.api_url(
+                        "/api/projects",
+                        &[
+                            ("limit", limit.to_string()),
+                            ("offset", (first + k * stride).to_string()),
+                        ],
+                    );
+                    async move {
+                        self.get_list("projects", &url, "projects", "filteredTotalCount")
+                            .await
+                    }
+                })
+                .buffered(ahead as usize)
+                .collect()
+                .await;
+            let (mut total, asked_stride) = (0, stride);
+            for (k, page) in (0..).zip(pages) {
+                if offset != first + k * asked_stride {
+                    break;
+                }
+                let page = page?;
+                listing.completeness.observe_total(page.total);
+                let fresh = seen.admit(&page, &mut listing.completeness);
+                parse_items(&page, &fresh, "project", &mut listing);
+                let length = page.records.len() as u64;
+                offset += length;
+                if length == 0 || offset >= page.total {
+                    return Ok(listing);
+                }
+                stride = stride.max(length);
+                // A server that ignores the offset answers page after page forever.
+                if u64::from(listing.completeness.pages)
+                    > listing.completeness.expected.div_ceil(stride) + 3
+                {
+                    return Ok(listing);
+                }
+                total = page.total;
             }
+            ahead = (total - offset).div_ceil(stride).clamp(1, at_once);
         }
     }
 
@@ -792,36 +826,50 @@ impl CxOneClient {
         project_ids: &[String],
         query: &LastScanQuery,
     ) -> Result<HashMap<String, LastScan>, VendorError> {
-        let mut found = HashMap::new();
-        for batch in project_ids.chunks(self.inner.config.last_scan_batch as usize) {
-            let mut params = vec![
-                ("limit", batch.len().to_string()),
-                ("offset", "0".to_string()),
-                ("project-ids", batch.join(",")),
-            ];
-            if let Some(status) = &query.scan_status {
-                params.push(("scan-status", status.clone()));
-            }
-            if let Some(engine) = &query.engine {
-                params.push(("engine", engine.clone()));
-            }
-            if let Some(branch) = &query.branch {
-                params.push(("branch", branch.clone()));
-            }
-            if query.use_main_branch {
-                params.push(("use-main-branch", "true".into()));
-            }
-            let url = self.api_url("/api/projects/last-scan", &params);
-            let map: HashMap<String, LastScan> = self
-                .get_checked("last-scan", &url, |body| {
-                    serde_json::from_slice(&body).map_err(|e| {
-                        format!("last-scan answer is not a map of project id to scan: {e}")
-                    })
-                })
-                .await?;
-            found.extend(map.into_iter().filter(|(id, _)| batch.contains(id)));
+        let batches = project_ids.chunks(self.inner.config.last_scan_batch as usize);
+        let answers: Vec<_> = futures_util::stream::iter(batches)
+            .map(|batch| self.last_scans_of(batch, query))
+            .buffer_unordered(self.inner.config.concurrency.max(1))
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// The last scan of each of one batch of projects (`last_scans`).
+    async fn last_scans_of(
+        &self,
+        batch: &[String],
+        query: &LastScanQuery,
+    ) -> Result<HashMap<String, LastScan>, VendorError> {
+        let mut params = vec![
+            ("limit", batch.len().to_string()),
+            ("offset", "0".to_string()),
+            ("project-ids", batch.join(",")),
+        ];
+        if let Some(status) = &query.scan_status {
+            params.push(("scan-status", status.clone()));
         }
-        Ok(found)
+        if let Some(engine) = &query.engine {
+            params.push(("engine", engine.clone()));
+        }
+        if let Some(branch) = &query.branch {
+            params.push(("branch", branch.clone()));
+        }
+        if query.use_main_branch {
+            params.push(("use-main-branch", "true".into()));
+        }
+        let url = self.api_url("/api/projects/last-scan", &params);
+        let map: HashMap<String, LastScan> = self
+            .get_checked("last-scan", &url, |body| {
+                serde_json::from_slice(&body).map_err(|e| {
+                    format!("last-scan answer is not a map of project id to scan: {e}")
+                })
+            })
+            .await?;
+        Ok(map
+            .into_iter()
+            .filter(|(id, _)| batch.contains(id))
+            .collect())
     }
 
     /// The names of the branches a project has scans on (`/api/projects/branches`, a bare JSON

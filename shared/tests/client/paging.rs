@@ -189,6 +189,90 @@ async fn projects_page_completely_and_malformed_records_are_listed_not_dropped()
     );
 }
 
+/// 57 projects at 10 a page (or 7, where the server caps it): the first page alone, then the
+/// rest together; each page asked for once, in order, none left unread.
+#[tokio::test]
+async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_served() {
+    for (cap, pages) in [(None, 6), (Some(7), 9)] {
+        let emulator = emulator_with(EmulatorConfig {
+            shape: TenantShape {
+                projects: 57,
+                ..TenantShape::default()
+            },
+            projects_limit_cap: cap,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        emulator.set_fault(
+            Endpoint::Projects,
+            FaultSpec {
+                latency_ms: 50,
+                ..FaultSpec::default()
+            },
+        );
+        let mut s = settings(&emulator);
+        s.projects_page_size = 10;
+        let client = client(s, &api_key(&emulator));
+        emulator.reset_traffic();
+        let listing = client.projects().await.unwrap();
+        let expected: Vec<String> = emulator
+            .expected()
+            .projects
+            .iter()
+            .map(|p| p.id.clone())
+            .collect();
+        let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
+        assert_eq!(listed, expected, "cap {cap:?}");
+        assert!(listing.completeness.is_complete(), "cap {cap:?}");
+        assert_eq!(listing.completeness.pages, pages, "cap {cap:?}");
+        let traffic = emulator.traffic();
+        assert_eq!(
+            traffic.requests_to(Endpoint::Projects),
+            u64::from(pages),
+            "cap {cap:?}"
+        );
+        assert!(
+            traffic.peak_in_flight >= 2,
+            "cap {cap:?}: pages after the first asked for together, {} at most",
+            traffic.peak_in_flight
+        );
+    }
+}
+
+/// A page one project short in the middle: the pages asked for beyond it were asked at offsets
+/// one too far, and are dropped unread; the listing goes on from where that page ended.
+#[tokio::test]
+async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
+    let emulator = emulator_with(EmulatorConfig {
+        shape: TenantShape {
+            projects: 57,
+            ..TenantShape::default()
+        },
+        projects_short_page_at: Some(10),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.projects_page_size = 10;
+    let client = client(s, &api_key(&emulator));
+    emulator.reset_traffic();
+    let listing = client.projects().await.unwrap();
+    let expected: Vec<String> = emulator
+        .expected()
+        .projects
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(listed, expected);
+    assert!(listing.completeness.is_complete());
+    assert_eq!(listing.completeness.duplicates, 0, "no page read twice");
+    // 0; then 10 (9 projects), with 20, 30, 40 and 50 asked beside it and dropped; then 19,
+    // 29, 39 and 49.
+    assert_eq!(listing.completeness.pages, 6);
+    assert_eq!(emulator.traffic().requests_to(Endpoint::Projects), 10);
+}
+
 #[tokio::test]
 async fn last_scans_come_in_batches_with_the_limit_set() {
     let emulator = emulator(TenantShape {
@@ -202,15 +286,28 @@ async fn last_scans_come_in_batches_with_the_limit_set() {
     let client = client(s, &api_key(&emulator));
     let expected = emulator.expected().projects;
     let ids: Vec<String> = expected.iter().map(|p| p.id.clone()).collect();
+    emulator.set_fault(
+        Endpoint::LastScan,
+        FaultSpec {
+            latency_ms: 50,
+            ..FaultSpec::default()
+        },
+    );
     emulator.reset_traffic();
     let scans = client
         .last_scans(&ids, &LastScanQuery::completed_sast())
         .await
         .unwrap();
+    let traffic = emulator.traffic();
     assert_eq!(
-        emulator.traffic().requests_to(Endpoint::LastScan),
+        traffic.requests_to(Endpoint::LastScan),
         2,
         "45 projects in batches of 25"
+    );
+    assert!(
+        traffic.peak_in_flight >= 2,
+        "the batches asked for together, {} at most",
+        traffic.peak_in_flight
     );
     for p in &expected {
         assert_eq!(

@@ -51,6 +51,10 @@ pub struct AppState {
     pub results_offset: OffsetMode,
     /// At most this many results a page of `/api/results`, whatever `limit` asks.
     pub results_limit_cap: Option<u64>,
+    /// At most this many projects a page of `/api/projects`, whatever `limit` asks.
+    pub projects_limit_cap: Option<u64>,
+    /// The page of `/api/projects` at this offset ends one project short of its limit.
+    pub projects_short_page_at: Option<u64>,
 }
 
 pub type Shared = Arc<AppState>;

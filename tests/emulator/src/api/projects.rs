@@ -135,6 +135,14 @@ pub async fn list(
     require(principal, ROLE_PROJECTS, Style::Ast)?;
     let params = Params::parse(query.as_deref());
     let (offset, limit) = window(&params)?;
+    let limit = match state.projects_limit_cap {
+        Some(cap) => Some(limit.map_or(cap as usize, |l| l.min(cap as usize))),
+        None => limit,
+    };
+    let limit = match limit {
+        Some(l) if state.projects_short_page_at == Some(offset as u64) => Some(l - 1),
+        limit => limit,
+    };
     let filter = ProjectFilter::parse(&params)?;
     let tenant = &state.tenant;
     let all = tenant.shape.projects as usize;
