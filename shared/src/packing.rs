@@ -52,7 +52,8 @@ const ONE_BUFFER_LIMIT: u64 = 256 << 20;
 /// Buffers pages are unpacked into, kept from item to item. Most of a tenant's items are one
 /// page of 1 to 4 MB: each was unpacked into a buffer mapped anew and faulted in, a third of the
 /// page faults of a run over 1,000 such projects (docs/performance.md). A larger page (a large
-/// item's) keeps its buffer from page to page instead, and no longer: 4 MiB at most wait idle.
+/// item's) keeps its buffer from page to page instead, and no longer. Four buffers of 4 MiB at
+/// most wait idle, and a large item frees them before its transform ([`free_page_buffers`]).
 static PAGE_BUFFERS: BufferPool = BufferPool::new(
     crate::process::MALLOC_MMAP_FROM as usize..=4 * 1024 * 1024,
     4,
@@ -67,6 +68,11 @@ pub fn page_buffer() -> Vec<u8> {
 /// Keeps a page's buffer for the next page, when it is of a size kept.
 pub fn give_back_page_buffer(buffer: Vec<u8>) {
     PAGE_BUFFERS.give_back(buffer);
+}
+
+/// Frees the page buffers waiting idle: before a large item, whose memory budget they are not.
+pub fn free_page_buffers() {
+    PAGE_BUFFERS.clear();
 }
 
 /// A stored file unpacked as its name says: `.zst` (zstd), `.gz` (gzip) or anything else as it is.

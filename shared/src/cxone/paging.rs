@@ -758,8 +758,8 @@ impl CxOneClient {
     /// are asked for together, as many at once as the connection's concurrency, each at the
     /// offset where the pages before it end when they are as long as the longest page yet (the
     /// limit, or the server's cap on it). They are taken in order, as if asked for one after
-    /// another: after a page shorter than that, the pages asked for beyond it are dropped unread
-    /// and the listing goes on from where it ended.
+    /// another: after a page of another length, the pages asked for beyond it are dropped unused
+    /// (those still in flight are cancelled) and the listing goes on from where it ended.
     pub async fn projects(&self) -> Result<Listing<Project>, VendorError> {
         let limit = u64::from(self.inner.config.projects_page_size);
         let at_once = self.inner.config.concurrency.max(1) as u64;
@@ -773,14 +773,14 @@ impl CxOneClient {
         // The page size the server answers with: the limit, or fewer if it caps it.
         let (mut offset, mut stride, mut ahead) = (0, 0, 1);
         loop {
-            let first = offset;
-            let pages: Vec<_> = futures_util::stream::iter(0..ahead)
+            let (first, asked_stride) = (offset, stride);
+            let mut pages = futures_util::stream::iter(0..ahead)
                 .map(|k| {
                     let url = self.api_url(
                         "/api/projects",
                         &[
                             ("limit", limit.to_string()),
-                            ("offset", (first + k * stride).to_string()),
+                            ("offset", (first + k * asked_stride).to_string()),
                         ],
                     );
                     async move {
@@ -788,14 +788,13 @@ impl CxOneClient {
                             .await
                     }
                 })
-                .buffered(ahead as usize)
-                .collect()
-                .await;
-            let (mut total, asked_stride) = (0, stride);
-            for (k, page) in (0..).zip(pages) {
+                .buffered(ahead as usize);
+            let (mut k, mut total) = (0, 0);
+            while let Some(page) = pages.next().await {
                 if offset != first + k * asked_stride {
                     break;
                 }
+                k += 1;
                 let page = page?;
                 listing.completeness.observe_total(page.total);
                 let fresh = seen.admit(&page, &mut listing.completeness);

@@ -27,10 +27,12 @@ use crate::store::ObjectStore;
 /// a quarter more CPU on a 5,000,000-result project.
 const RELEASE_EVERY_PAGES: u32 = 16;
 
-/// Items of fewer records than this (one results page at the default page size) give no freed
-/// memory back around their transform. Given back at each item's start and after its
-/// severities, it was faulted in again by the next item: for a tenant of 1,000 small projects,
-/// 2,000 trims of every arena a run (docs/performance.md).
+/// Items of fewer records than this, in this run's scans and in the previous ledger (one
+/// results page at the default page size), give no freed memory back around their transform.
+/// Given back at each item's start and after its severities, it was faulted in again by the
+/// next item: for a tenant of 1,000 small projects, 2,000 trims of every arena a run
+/// (docs/performance.md). A large item gives it back at its end instead, so the item after it
+/// starts clean.
 const RELEASE_FROM_RECORDS: u64 = 10_000;
 
 /// The pages of one scan of the item and the transformers of the engines it delivers.
@@ -124,13 +126,8 @@ async fn transform_collected(
         item: item.item.clone(),
         ..TransformRecord::default()
     };
+    let mut large = outcome.records_expected() >= RELEASE_FROM_RECORDS;
     if outcome.status == ItemStatus::Complete {
-        let large = outcome.records_expected() >= RELEASE_FROM_RECORDS;
-        let release_free_memory = move || {
-            if large {
-                crate::process::release_free_memory();
-            }
-        };
         let run_record = read_run(store, run).await?;
         // Every line of the run carries the run's start: re-running a step gives the same bytes.
         let context = TransformContext {
@@ -150,8 +147,12 @@ async fn transform_collected(
         );
         // What collect freed, where it ran in this process before (the local runner), goes
         // back to the system before the previous ledger is read: freed blocks malloc keeps are
-        // resident, and the ledger's do not always fit where they were.
-        release_free_memory();
+        // resident, and the ledger's do not always fit where they were. The page buffers kept
+        // idle go too: malloc cannot give back what it has lent.
+        if large {
+            crate::packing::free_page_buffers();
+            crate::process::release_free_memory();
+        }
         let mut previous = match &item.previous_run {
             Some(previous_run) => {
                 let key = run.sibling(previous_run).ledger(key);
@@ -164,6 +165,11 @@ async fn transform_collected(
             }
             None => BTreeMap::new(),
         };
+        large |= previous
+            .values()
+            .map(|ledger| ledger.findings.len() as u64)
+            .sum::<u64>()
+            >= RELEASE_FROM_RECORDS;
         let mut pulls = Vec::new();
         let main_engines = item.main_engines(connection.engines());
         let main = (
@@ -276,7 +282,9 @@ async fn transform_collected(
         drop(page);
         // The rows of those pages were read as values, thousands of small blocks now free
         // among the previous ledger's: given back before the result pages are read.
-        release_free_memory();
+        if large {
+            crate::process::release_free_memory();
+        }
         for pull in &mut pulls {
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
@@ -311,7 +319,14 @@ async fn transform_collected(
             // The buffers pages are unpacked into, kept from page to page (see
             // `packing::unpack_into`): the mapping thread's, for a page read as it is mapped, and
             // the reading threads'.
-            let (mut unpacked, mut unpacked_ahead) = (crate::packing::page_buffer(), Vec::new());
+            // A pull of one page takes a buffer kept from an item before; on two cores, the
+            // first page's buffer is freed by the reading thread (`spent`), and none is taken.
+            let mut unpacked = if two_cores {
+                Vec::new()
+            } else {
+                crate::packing::page_buffer()
+            };
+            let mut unpacked_ahead = Vec::new();
             while let Some(number) = numbers.next() {
                 let this = match ahead.take() {
                     Some(read) => Page::Read(read?),
@@ -366,7 +381,7 @@ async fn transform_collected(
                     store.put(&etm_key, body).await?;
                     record.objects.push(entry);
                 }
-                if number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
+                if large && number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
                     crate::process::release_free_memory();
                 }
             }
@@ -416,6 +431,9 @@ async fn transform_collected(
         if connection.plans.len() > 1 {
             record.by_engine = by_engine;
         }
+    }
+    if large {
+        crate::process::release_free_memory();
     }
     put_json(store, &run.transform_record(key), &record).await?;
     Ok(record)

@@ -190,10 +190,11 @@ async fn projects_page_completely_and_malformed_records_are_listed_not_dropped()
 }
 
 /// 57 projects at 10 a page (or 7, where the server caps it): the first page alone, then the
-/// rest together; each page asked for once, in order, none left unread.
+/// rest together; each page asked for once, in order, none left unread. With a concurrency of
+/// one, one after another.
 #[tokio::test]
 async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_served() {
-    for (cap, pages) in [(None, 6), (Some(7), 9)] {
+    for (cap, concurrency, pages) in [(None, 8, 6), (Some(7), 8, 9), (Some(7), 1, 9)] {
         let emulator = emulator_with(EmulatorConfig {
             shape: TenantShape {
                 projects: 57,
@@ -212,6 +213,7 @@ async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_s
         );
         let mut s = settings(&emulator);
         s.projects_page_size = 10;
+        s.concurrency = concurrency;
         let client = client(s, &api_key(&emulator));
         emulator.reset_traffic();
         let listing = client.projects().await.unwrap();
@@ -221,26 +223,32 @@ async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_s
             .iter()
             .map(|p| p.id.clone())
             .collect();
+        let case = format!("cap {cap:?}, concurrency {concurrency}");
         let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
-        assert_eq!(listed, expected, "cap {cap:?}");
-        assert!(listing.completeness.is_complete(), "cap {cap:?}");
-        assert_eq!(listing.completeness.pages, pages, "cap {cap:?}");
+        assert_eq!(listed, expected, "{case}");
+        assert!(listing.completeness.is_complete(), "{case}");
+        assert_eq!(listing.completeness.pages, pages, "{case}");
         let traffic = emulator.traffic();
         assert_eq!(
             traffic.requests_to(Endpoint::Projects),
             u64::from(pages),
-            "cap {cap:?}"
+            "{case}"
         );
-        assert!(
-            traffic.peak_in_flight >= 2,
-            "cap {cap:?}: pages after the first asked for together, {} at most",
-            traffic.peak_in_flight
-        );
+        if concurrency == 1 {
+            assert_eq!(traffic.peak_in_flight, 1, "{case}");
+        } else {
+            assert!(
+                traffic.peak_in_flight >= 2,
+                "{case}: pages after the first asked for together, {} at most",
+                traffic.peak_in_flight
+            );
+        }
     }
 }
 
 /// A page one project short in the middle: the pages asked for beyond it were asked at offsets
-/// one too far, and are dropped unread; the listing goes on from where that page ended.
+/// one too far, and are dropped unused, even one the server refuses; the listing goes on from
+/// where that page ended.
 #[tokio::test]
 async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
     let emulator = emulator_with(EmulatorConfig {
@@ -252,6 +260,14 @@ async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
         ..EmulatorConfig::default()
     })
     .await;
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: Some("offset=20".into()),
+            ..FaultSpec::default()
+        },
+    );
     let mut s = settings(&emulator);
     s.projects_page_size = 10;
     let client = client(s, &api_key(&emulator));
@@ -267,10 +283,11 @@ async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
     assert_eq!(listed, expected);
     assert!(listing.completeness.is_complete());
     assert_eq!(listing.completeness.duplicates, 0, "no page read twice");
-    // 0; then 10 (9 projects), with 20, 30, 40 and 50 asked beside it and dropped; then 19,
-    // 29, 39 and 49.
+    // 0; then 10 (9 projects), with 20 (refused), 30, 40 and 50 asked beside it and dropped,
+    // those still in flight cancelled; then 19, 29, 39 and 49.
     assert_eq!(listing.completeness.pages, 6);
-    assert_eq!(emulator.traffic().requests_to(Endpoint::Projects), 10);
+    let requests = emulator.traffic().requests_to(Endpoint::Projects);
+    assert!((7..=10).contains(&requests), "{requests} requests");
 }
 
 #[tokio::test]

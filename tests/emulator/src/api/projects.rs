@@ -140,7 +140,7 @@ pub async fn list(
         None => limit,
     };
     let limit = match limit {
-        Some(l) if state.projects_short_page_at == Some(offset as u64) => Some(l - 1),
+        Some(l) if state.projects_short_page_at == Some(offset as u64) => Some(l.saturating_sub(1)),
         limit => limit,
     };
     let filter = ProjectFilter::parse(&params)?;
