@@ -790,10 +790,12 @@ impl CxOneClient {
                 })
                 .buffered(ahead as usize);
             let (mut k, mut total) = (0, 0);
-            while let Some(page) = pages.next().await {
-                if offset != first + k * asked_stride {
+            // Checked before the page is awaited: one asked beyond a page of another length is
+            // not waited for (nor its retries).
+            while offset == first + k * asked_stride {
+                let Some(page) = pages.next().await else {
                     break;
-                }
+                };
                 k += 1;
                 let page = page?;
                 listing.completeness.observe_total(page.total);

@@ -126,7 +126,8 @@ async fn transform_collected(
         item: item.item.clone(),
         ..TransformRecord::default()
     };
-    let mut large = outcome.records_expected() >= RELEASE_FROM_RECORDS;
+    // Declared before what the item holds, so it is dropped after all of it.
+    let mut large = ReleaseAtEnd(outcome.records_expected() >= RELEASE_FROM_RECORDS);
     if outcome.status == ItemStatus::Complete {
         let run_record = read_run(store, run).await?;
         // Every line of the run carries the run's start: re-running a step gives the same bytes.
@@ -149,7 +150,7 @@ async fn transform_collected(
         // back to the system before the previous ledger is read: freed blocks malloc keeps are
         // resident, and the ledger's do not always fit where they were. The page buffers kept
         // idle go too: malloc cannot give back what it has lent.
-        if large {
+        if large.0 {
             crate::packing::free_page_buffers();
             crate::process::release_free_memory();
         }
@@ -165,11 +166,17 @@ async fn transform_collected(
             }
             None => BTreeMap::new(),
         };
-        large |= previous
-            .values()
-            .map(|ledger| ledger.findings.len() as u64)
-            .sum::<u64>()
-            >= RELEASE_FROM_RECORDS;
+        if !large.0
+            && previous
+                .values()
+                .map(|ledger| ledger.findings.len() as u64)
+                .sum::<u64>()
+                >= RELEASE_FROM_RECORDS
+        {
+            // Large for its previous ledger alone (its findings gone absent, say).
+            large.0 = true;
+            crate::packing::free_page_buffers();
+        }
         let mut pulls = Vec::new();
         let main_engines = item.main_engines(connection.engines());
         let main = (
@@ -282,7 +289,7 @@ async fn transform_collected(
         drop(page);
         // The rows of those pages were read as values, thousands of small blocks now free
         // among the previous ledger's: given back before the result pages are read.
-        if large {
+        if large.0 {
             crate::process::release_free_memory();
         }
         for pull in &mut pulls {
@@ -319,8 +326,9 @@ async fn transform_collected(
             // The buffers pages are unpacked into, kept from page to page (see
             // `packing::unpack_into`): the mapping thread's, for a page read as it is mapped, and
             // the reading threads'.
-            // A pull of one page takes a buffer kept from an item before; on two cores, the
-            // first page's buffer is freed by the reading thread (`spent`), and none is taken.
+            // A pull on one core, or of one page, takes a buffer kept from an item before; a
+            // multi-page pull on two cores takes none: its first page's buffer is freed by the
+            // reading thread (`spent`).
             let mut unpacked = if two_cores {
                 Vec::new()
             } else {
@@ -381,7 +389,7 @@ async fn transform_collected(
                     store.put(&etm_key, body).await?;
                     record.objects.push(entry);
                 }
-                if large && number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
+                if large.0 && number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
                     crate::process::release_free_memory();
                 }
             }
@@ -432,9 +440,18 @@ async fn transform_collected(
             record.by_engine = by_engine;
         }
     }
-    if large {
-        crate::process::release_free_memory();
-    }
     put_json(store, &run.transform_record(key), &record).await?;
     Ok(record)
+}
+
+/// Gives freed memory back when dropped, if the item is large (`.0`): at the item's end, whether
+/// it was transformed or failed, so the item after it (the next of a Lambda's group) starts clean.
+struct ReleaseAtEnd(bool);
+
+impl Drop for ReleaseAtEnd {
+    fn drop(&mut self) {
+        if self.0 {
+            crate::process::release_free_memory();
+        }
+    }
 }
