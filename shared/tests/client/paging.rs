@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use crate::common::*;
-use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, OffsetMode, TenantShape};
-use cxone_etm::cxone::{LastScanQuery, OffsetSemantics};
+use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, OffsetMode, TenantShape};
+use cxone_etm::cxone::{CxOneClient, LastScanQuery, Listing, OffsetSemantics, Project};
 use serde_json::Value;
 
 const LIMIT: u64 = 10;
@@ -189,21 +189,53 @@ async fn projects_page_completely_and_malformed_records_are_listed_not_dropped()
     );
 }
 
+/// An emulator of 57 projects (`configure` sets what else differs) and a client that lists them
+/// 10 a page, `concurrency` requests at once.
+async fn fifty_seven_projects(
+    configure: impl FnOnce(&mut EmulatorConfig),
+    concurrency: usize,
+) -> (Emulator, CxOneClient) {
+    let mut config = EmulatorConfig {
+        shape: TenantShape {
+            projects: 57,
+            ..TenantShape::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    configure(&mut config);
+    let emulator = emulator_with(config).await;
+    let mut s = settings(&emulator);
+    s.projects_page_size = 10;
+    s.concurrency = concurrency;
+    let client = client(s, &api_key(&emulator));
+    (emulator, client)
+}
+
+/// Every project of the tenant listed once, in order, and the listing complete.
+fn assert_every_project_once(emulator: &Emulator, listing: &Listing<Project>, case: &str) {
+    let expected: Vec<String> = emulator
+        .expected()
+        .projects
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(listed, expected, "{case}");
+    assert!(listing.completeness.is_complete(), "{case}");
+    assert_eq!(
+        listing.completeness.duplicates, 0,
+        "{case}: no page read twice"
+    );
+}
+
 /// 57 projects at 10 a page (or 7, where the server caps it): the first page alone, then the
 /// rest together; each page asked for once, in order, none left unread. With a concurrency of
 /// one, one after another.
 #[tokio::test]
 async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_served() {
     for (cap, concurrency, pages) in [(None, 8, 6), (Some(7), 8, 9), (Some(7), 1, 9)] {
-        let emulator = emulator_with(EmulatorConfig {
-            shape: TenantShape {
-                projects: 57,
-                ..TenantShape::default()
-            },
-            projects_limit_cap: cap,
-            ..EmulatorConfig::default()
-        })
-        .await;
+        let (emulator, client) =
+            fifty_seven_projects(|c| c.projects_limit_cap = cap, concurrency).await;
         emulator.set_fault(
             Endpoint::Projects,
             FaultSpec {
@@ -211,22 +243,10 @@ async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_s
                 ..FaultSpec::default()
             },
         );
-        let mut s = settings(&emulator);
-        s.projects_page_size = 10;
-        s.concurrency = concurrency;
-        let client = client(s, &api_key(&emulator));
         emulator.reset_traffic();
         let listing = client.projects().await.unwrap();
-        let expected: Vec<String> = emulator
-            .expected()
-            .projects
-            .iter()
-            .map(|p| p.id.clone())
-            .collect();
         let case = format!("cap {cap:?}, concurrency {concurrency}");
-        let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
-        assert_eq!(listed, expected, "{case}");
-        assert!(listing.completeness.is_complete(), "{case}");
+        assert_every_project_once(&emulator, &listing, &case);
         assert_eq!(listing.completeness.pages, pages, "{case}");
         let traffic = emulator.traffic();
         assert_eq!(
@@ -251,15 +271,7 @@ async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_s
 /// seconds; the listing goes on from where that page ended.
 #[tokio::test]
 async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
-    let emulator = emulator_with(EmulatorConfig {
-        shape: TenantShape {
-            projects: 57,
-            ..TenantShape::default()
-        },
-        projects_short_page_at: Some(10),
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let (emulator, client) = fifty_seven_projects(|c| c.projects_short_page_at = Some(10), 8).await;
     emulator.set_fault(
         Endpoint::Projects,
         FaultSpec {
@@ -269,9 +281,6 @@ async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
             ..FaultSpec::default()
         },
     );
-    let mut s = settings(&emulator);
-    s.projects_page_size = 10;
-    let client = client(s, &api_key(&emulator));
     emulator.reset_traffic();
     let started = std::time::Instant::now();
     let listing = client.projects().await.unwrap();
@@ -280,16 +289,7 @@ async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
         took < std::time::Duration::from_secs(5),
         "the page at offset 20 was waited for: {took:?}"
     );
-    let expected: Vec<String> = emulator
-        .expected()
-        .projects
-        .iter()
-        .map(|p| p.id.clone())
-        .collect();
-    let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
-    assert_eq!(listed, expected);
-    assert!(listing.completeness.is_complete());
-    assert_eq!(listing.completeness.duplicates, 0, "no page read twice");
+    assert_every_project_once(&emulator, &listing, "a page short at offset 10");
     // 0; then 10 (9 projects), with 20 (slow, then refused), 30, 40 and 50 asked beside it,
     // dropped and cancelled; then 19, 29, 39 and 49.
     assert_eq!(listing.completeness.pages, 6);
