@@ -61,17 +61,17 @@ static PAGE_BUFFERS: BufferPool = BufferPool::new(
 
 /// An empty buffer to unpack a page into ([`unpack_into`]): one a page before gave back
 /// ([`give_back_page_buffer`]) if any.
-pub fn page_buffer() -> Vec<u8> {
+pub(crate) fn page_buffer() -> Vec<u8> {
     PAGE_BUFFERS.take_any()
 }
 
 /// Keeps a page's buffer for the next page, when it is of a size kept.
-pub fn give_back_page_buffer(buffer: Vec<u8>) {
+pub(crate) fn give_back_page_buffer(buffer: Vec<u8>) {
     PAGE_BUFFERS.give_back(buffer);
 }
 
 /// Frees the page buffers waiting idle: before a large item, whose memory budget they are not.
-pub fn free_page_buffers() {
+pub(crate) fn free_page_buffers() {
     PAGE_BUFFERS.clear();
 }
 

@@ -127,7 +127,9 @@ async fn transform_collected(
         ..TransformRecord::default()
     };
     // Declared before what the item holds, so it is dropped after all of it.
-    let mut large = ReleaseAtEnd(outcome.records_expected() >= RELEASE_FROM_RECORDS);
+    let mut release = ReleaseAtEnd {
+        large: outcome.records_expected() >= RELEASE_FROM_RECORDS,
+    };
     if outcome.status == ItemStatus::Complete {
         let run_record = read_run(store, run).await?;
         // Every line of the run carries the run's start: re-running a step gives the same bytes.
@@ -150,7 +152,7 @@ async fn transform_collected(
         // back to the system before the previous ledger is read: freed blocks malloc keeps are
         // resident, and the ledger's do not always fit where they were. The page buffers kept
         // idle go too: malloc cannot give back what it has lent.
-        if large.0 {
+        if release.large {
             crate::packing::free_page_buffers();
             crate::process::release_free_memory();
         }
@@ -166,7 +168,7 @@ async fn transform_collected(
             }
             None => BTreeMap::new(),
         };
-        if !large.0
+        if !release.large
             && previous
                 .values()
                 .map(|ledger| ledger.findings.len() as u64)
@@ -174,7 +176,7 @@ async fn transform_collected(
                 >= RELEASE_FROM_RECORDS
         {
             // Large for its previous ledger alone (its findings gone absent, say).
-            large.0 = true;
+            release.large = true;
             crate::packing::free_page_buffers();
         }
         let mut pulls = Vec::new();
@@ -289,7 +291,7 @@ async fn transform_collected(
         drop(page);
         // The rows of those pages were read as values, thousands of small blocks now free
         // among the previous ledger's: given back before the result pages are read.
-        if large.0 {
+        if release.large {
             crate::process::release_free_memory();
         }
         for pull in &mut pulls {
@@ -389,7 +391,7 @@ async fn transform_collected(
                     store.put(&etm_key, body).await?;
                     record.objects.push(entry);
                 }
-                if large.0 && number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
+                if release.large && number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
                     crate::process::release_free_memory();
                 }
             }
@@ -444,13 +446,15 @@ async fn transform_collected(
     Ok(record)
 }
 
-/// Gives freed memory back when dropped, if the item is large (`.0`): at the item's end, whether
-/// it was transformed or failed, so the item after it (the next of a Lambda's group) starts clean.
-struct ReleaseAtEnd(bool);
+/// Gives freed memory back when dropped, if the item is large: at the item's end, whether it was
+/// transformed or failed, so the item after it (the next of a Lambda's group) starts clean.
+struct ReleaseAtEnd {
+    large: bool,
+}
 
 impl Drop for ReleaseAtEnd {
     fn drop(&mut self) {
-        if self.0 {
+        if self.large {
             crate::process::release_free_memory();
         }
     }
