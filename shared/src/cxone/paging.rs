@@ -800,10 +800,13 @@ impl CxOneClient {
                 let page = page?;
                 listing.completeness.observe_total(page.total);
                 let fresh = seen.admit(&page, &mut listing.completeness);
+                // A page of projects all seen before: the server is not moving through the list
+                // (it ignores the offset) and would answer so up to any total it claims.
+                let stuck = !page.records.is_empty() && fresh.is_empty();
                 parse_items(&page, &fresh, "project", &mut listing);
                 let length = page.records.len() as u64;
                 offset += length;
-                if length == 0 || offset >= page.total {
+                if length == 0 || offset >= page.total || stuck {
                     return Ok(listing);
                 }
                 stride = stride.max(length);

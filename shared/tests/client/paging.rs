@@ -220,7 +220,7 @@ fn assert_every_project_once(emulator: &Emulator, listing: &Listing<Project>, ca
 async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_served() {
     for (cap, concurrency, pages) in [(None, 8, 6), (Some(7), 8, 9), (Some(7), 1, 9)] {
         let (emulator, client) =
-            fifty_seven_projects(|c| c.projects_limit_cap = cap, concurrency).await;
+            fifty_seven_projects(|c| c.projects.limit_cap = cap, concurrency).await;
         emulator.set_fault(
             Endpoint::Projects,
             FaultSpec {
@@ -256,7 +256,7 @@ async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_s
 /// seconds; the listing goes on from where that page ended.
 #[tokio::test]
 async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
-    let (emulator, client) = fifty_seven_projects(|c| c.projects_short_page_at = Some(10), 8).await;
+    let (emulator, client) = fifty_seven_projects(|c| c.projects.short_page_at = Some(10), 8).await;
     emulator.set_fault(
         Endpoint::Projects,
         FaultSpec {
@@ -280,6 +280,55 @@ async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
     assert_eq!(listing.completeness.pages, 6);
     let requests = emulator.traffic().requests_to(Endpoint::Projects);
     assert!((6..=10).contains(&requests), "{requests} requests");
+}
+
+/// A server that answers every page from the first project, whatever the offset, even one that
+/// claims a thousand million projects: the listing ends at the first page that brings no project
+/// not seen before (never pages on towards the claim), keeps the projects it saw, and says it is
+/// short, at a concurrency of one as at eight.
+#[tokio::test]
+async fn a_server_ignoring_the_offset_ends_the_listing_short_and_says_so() {
+    for (claimed_total, concurrency) in [
+        (None, 1),
+        (None, 8),
+        (Some(1_000_000_000), 1),
+        (Some(1_000_000_000), 8),
+    ] {
+        let case = format!("claimed total {claimed_total:?}, concurrency {concurrency}");
+        let (emulator, client) = fifty_seven_projects(
+            |c| {
+                c.projects.offset_ignored = true;
+                c.projects.claimed_total = claimed_total;
+            },
+            concurrency,
+        )
+        .await;
+        emulator.reset_traffic();
+        let listing = tokio::time::timeout(std::time::Duration::from_secs(30), client.projects())
+            .await
+            .unwrap_or_else(|_| panic!("{case}: the listing never ended"))
+            .unwrap();
+        let first_ten: Vec<String> = emulator.expected().projects[..10]
+            .iter()
+            .map(|p| p.id.clone())
+            .collect();
+        let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
+        assert_eq!(listed, first_ten, "{case}");
+        let expected = claimed_total.unwrap_or(57);
+        assert_eq!(
+            listing.completeness.problem().as_deref(),
+            Some(
+                format!("received 10 distinct records but the server reported {expected}").as_str()
+            ),
+            "{case}"
+        );
+        // The first page, then the pages asked for beside the first repeat.
+        let requests = emulator.traffic().requests_to(Endpoint::Projects);
+        assert!(
+            (2..=1 + concurrency as u64).contains(&requests),
+            "{case}: {requests} requests"
+        );
+    }
 }
 
 #[tokio::test]

@@ -51,10 +51,21 @@ pub struct AppState {
     pub results_offset: OffsetMode,
     /// At most this many results a page of `/api/results`, whatever `limit` asks.
     pub results_limit_cap: Option<u64>,
-    /// At most this many projects a page of `/api/projects`, whatever `limit` asks.
-    pub projects_limit_cap: Option<u64>,
-    /// The page of `/api/projects` at this offset ends one project short of its limit.
-    pub projects_short_page_at: Option<u64>,
+    pub projects: ProjectsQuirks,
+}
+
+/// How `/api/projects` departs from a server that pages as documented (none, by default).
+#[derive(Clone, Debug, Default)]
+pub struct ProjectsQuirks {
+    /// Sends at most this many projects a page, whatever `limit` asks.
+    pub limit_cap: Option<u64>,
+    /// The page asked for at this offset ends one project short of its limit (a server that
+    /// answered fewer than asked in the middle of the listing).
+    pub short_page_at: Option<u64>,
+    /// Every page starts at the first project, whatever `offset` asks.
+    pub offset_ignored: bool,
+    /// `totalCount` and `filteredTotalCount` claim this many projects, whatever the tenant has.
+    pub claimed_total: Option<u64>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -32,7 +32,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use app::OffsetMode;
+pub use app::{OffsetMode, ProjectsQuirks};
 pub use auth::Credentials;
 pub use endpoint::Endpoint;
 pub use expected::{
@@ -55,11 +55,8 @@ pub struct EmulatorConfig {
     pub results_offset: OffsetMode,
     /// `/api/results` sends at most this many results a page, whatever `limit` asks.
     pub results_limit_cap: Option<u64>,
-    /// `/api/projects` sends at most this many projects a page, whatever `limit` asks.
-    pub projects_limit_cap: Option<u64>,
-    /// The page of `/api/projects` asked for at this offset ends one project short of its
-    /// limit (a server that answered fewer than asked in the middle of the listing).
-    pub projects_short_page_at: Option<u64>,
+    /// How `/api/projects` departs from documented paging.
+    pub projects: ProjectsQuirks,
     /// The `azp` claim of issued API keys: the client id a key must be presented with.
     pub api_key_client_id: String,
     pub tls: bool,
@@ -77,8 +74,7 @@ impl Default for EmulatorConfig {
             token_lifetime_secs: 1800,
             results_offset: OffsetMode::Page,
             results_limit_cap: None,
-            projects_limit_cap: None,
-            projects_short_page_at: None,
+            projects: ProjectsQuirks::default(),
             api_key_client_id: "ast-app".to_string(),
             tls: false,
             faults: Vec::new(),
@@ -149,8 +145,7 @@ impl Emulator {
             stats: stats::Stats::default(),
             results_offset: config.results_offset,
             results_limit_cap: config.results_limit_cap,
-            projects_limit_cap: config.projects_limit_cap,
-            projects_short_page_at: config.projects_short_page_at,
+            projects: config.projects.clone(),
         });
         for (endpoint, spec) in &config.faults {
             state.faults.set(*endpoint, spec.clone());

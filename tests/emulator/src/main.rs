@@ -161,8 +161,7 @@ async fn main() -> anyhow::Result<()> {
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,
         results_limit_cap: args.results_limit_cap,
-        projects_limit_cap: None,
-        projects_short_page_at: None,
+        projects: Default::default(),
         api_key_client_id: args.api_key_client_id,
         tls: args.tls,
         faults: args

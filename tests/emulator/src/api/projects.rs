@@ -135,14 +135,16 @@ pub async fn list(
     require(principal, ROLE_PROJECTS, Style::Ast)?;
     let params = Params::parse(query.as_deref());
     let (offset, limit) = window(&params)?;
-    let limit = match state.projects_limit_cap {
+    let quirks = &state.projects;
+    let limit = match quirks.limit_cap {
         Some(cap) => Some(limit.map_or(cap as usize, |l| l.min(cap as usize))),
         None => limit,
     };
     let limit = match limit {
-        Some(l) if state.projects_short_page_at == Some(offset as u64) => Some(l.saturating_sub(1)),
+        Some(l) if quirks.short_page_at == Some(offset as u64) => Some(l.saturating_sub(1)),
         limit => limit,
     };
+    let offset = if quirks.offset_ignored { 0 } else { offset };
     let filter = ProjectFilter::parse(&params)?;
     let tenant = &state.tenant;
     let all = tenant.shape.projects as usize;
@@ -161,6 +163,7 @@ pub async fn list(
             .collect();
         (matching.len(), page)
     };
+    let claimed = quirks.claimed_total;
     let mut body = Vec::with_capacity(page.len() * 800 + 100);
     body.extend_from_slice(b"{\"projects\":");
     write_array(
@@ -177,8 +180,12 @@ pub async fn list(
     body.extend_from_slice(
         format!(
             ",\"totalCount\":{},\"filteredTotalCount\":{}}}",
-            reported_total(&state, Endpoint::Projects, all as u64),
-            reported_total(&state, Endpoint::Projects, filtered_total as u64)
+            reported_total(&state, Endpoint::Projects, claimed.unwrap_or(all as u64)),
+            reported_total(
+                &state,
+                Endpoint::Projects,
+                claimed.unwrap_or(filtered_total as u64)
+            )
         )
         .as_bytes(),
     );
