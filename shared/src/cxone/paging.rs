@@ -124,6 +124,13 @@ impl Seen {
     }
 }
 
+/// A page whose records were all seen before: the server is not moving through the list (it
+/// ignores where a page should start) and would answer so up to any total it claims. The pager
+/// stops there, its list short and said to be.
+fn brings_nothing_new(page: &ListPage, fresh: &[&[u8]]) -> bool {
+    !page.records.is_empty() && fresh.is_empty()
+}
+
 /// One page of records handed over for storage and transform: a JSON object with the records
 /// under `list_key` and the totals, repeats already removed.
 #[derive(Clone, Debug)]
@@ -551,7 +558,7 @@ impl ResultsPager {
                     || received < self.limit
             }
         };
-        if whole || received == 0 || short {
+        if whole || received == 0 || short || brings_nothing_new(&page, &fresh) {
             self.done = true;
         }
         if number == 0 && self.done && self.range.is_none() {
@@ -625,7 +632,11 @@ impl OriginalSeverityPager {
         let runaway =
             u64::from(self.completeness.pages) > self.completeness.expected / self.limit.max(1) + 3;
         self.served = self.served.max(page.records.len() as u64);
-        if page.records.is_empty() || self.offset >= page.total || runaway {
+        if page.records.is_empty()
+            || self.offset >= page.total
+            || runaway
+            || brings_nothing_new(&page, &fresh)
+        {
             self.done = true;
         } else {
             // Item offsets: the pages to come if every page is full, up to the total.
@@ -696,6 +707,7 @@ impl DastResultsPager {
         if u64::from(number) + 1 >= last_page
             || page.records.is_empty()
             || self.completeness.unique >= self.completeness.expected
+            || brings_nothing_new(&page, &fresh)
         {
             self.done = true;
         }
@@ -800,9 +812,7 @@ impl CxOneClient {
                 let page = page?;
                 listing.completeness.observe_total(page.total);
                 let fresh = seen.admit(&page, &mut listing.completeness);
-                // A page of projects all seen before: the server is not moving through the list
-                // (it ignores the offset) and would answer so up to any total it claims.
-                let stuck = !page.records.is_empty() && fresh.is_empty();
+                let stuck = brings_nothing_new(&page, &fresh);
                 parse_items(&page, &fresh, "project", &mut listing);
                 let length = page.records.len() as u64;
                 offset += length;
@@ -1047,11 +1057,12 @@ impl CxOneClient {
                 .await?;
             listing.completeness.observe_total(page.total);
             let fresh = seen.admit(&page, &mut listing.completeness);
+            let stuck = brings_nothing_new(&page, &fresh);
             parse_items(&page, &fresh, "environment", &mut listing);
             from += page.records.len() as u64;
             let runaway =
                 u64::from(listing.completeness.pages) > listing.completeness.expected / size + 3;
-            if page.records.is_empty() || from >= page.total || runaway {
+            if page.records.is_empty() || from >= page.total || runaway || stuck {
                 return Ok(listing);
             }
         }
@@ -1063,7 +1074,7 @@ impl CxOneClient {
         environment_id: &str,
     ) -> Result<Option<DastScan>, VendorError> {
         let size = u64::from(self.inner.config.dast_page_size);
-        let mut from = 0;
+        let (mut from, mut seen, mut completeness) = (0, Seen::default(), Completeness::default());
         loop {
             let url = self.api_url(
                 "/api/dast/scans/scans",
@@ -1077,15 +1088,18 @@ impl CxOneClient {
             let page = self
                 .get_list("dast-scans", &url, "scans", "totalScans")
                 .await?;
-            for range in &page.records {
-                if let Ok(scan) = serde_json::from_slice::<DastScan>(page.record(range))
+            completeness.observe_total(page.total);
+            // Read only up to its first completed scan: no room made for the whole list.
+            let fresh = seen.admit_within(&page, &mut completeness, 0);
+            for record in &fresh {
+                if let Ok(scan) = serde_json::from_slice::<DastScan>(record)
                     && scan.is_completed()
                 {
                     return Ok(Some(scan));
                 }
             }
             from += page.records.len() as u64;
-            if page.records.is_empty() || from >= page.total {
+            if page.records.is_empty() || from >= page.total || brings_nothing_new(&page, &fresh) {
                 return Ok(None);
             }
         }

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use crate::common::*;
 use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, OffsetMode, TenantShape};
-use cxone_etm::cxone::{CxOneClient, LastScanQuery, Listing, OffsetSemantics, Project};
+use cxone_etm::cxone::{
+    Completeness, CxOneClient, LastScanQuery, Listing, OffsetSemantics, PageSource, Project,
+};
 use serde_json::Value;
 
 const LIMIT: u64 = 10;
@@ -282,6 +284,23 @@ async fn a_page_short_in_the_middle_of_the_projects_leaves_none_out() {
     assert!((6..=10).contains(&requests), "{requests} requests");
 }
 
+/// A server that answers every page as the first, whatever position it asks for, and claims
+/// `claimed_total` records (the true total where `None`).
+fn stuck_at_the_first_page(claimed_total: Option<u64>) -> FaultSpec {
+    FaultSpec {
+        position_ignored: true,
+        claimed_total,
+        ..FaultSpec::default()
+    }
+}
+
+/// Waits at most 30 s for a listing: one that pages on towards a claimed total never ends.
+async fn within_30_s<T>(case: &str, listing: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(30), listing)
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the listing never ended"))
+}
+
 /// A server that answers every page from the first project, whatever the offset, even one that
 /// claims a thousand million projects: the listing ends at the first page that brings no project
 /// not seen before (never pages on towards the claim), keeps the projects it saw, and says it is
@@ -295,19 +314,10 @@ async fn a_server_ignoring_the_offset_ends_the_listing_short_and_says_so() {
         (Some(1_000_000_000), 8),
     ] {
         let case = format!("claimed total {claimed_total:?}, concurrency {concurrency}");
-        let (emulator, client) = fifty_seven_projects(
-            |c| {
-                c.projects.offset_ignored = true;
-                c.projects.claimed_total = claimed_total;
-            },
-            concurrency,
-        )
-        .await;
+        let (emulator, client) = fifty_seven_projects(|_| {}, concurrency).await;
+        emulator.set_fault(Endpoint::Projects, stuck_at_the_first_page(claimed_total));
         emulator.reset_traffic();
-        let listing = tokio::time::timeout(std::time::Duration::from_secs(30), client.projects())
-            .await
-            .unwrap_or_else(|_| panic!("{case}: the listing never ended"))
-            .unwrap();
+        let listing = within_30_s(&case, client.projects()).await.unwrap();
         let first_ten: Vec<String> = emulator.expected().projects[..10]
             .iter()
             .map(|p| p.id.clone())
@@ -316,10 +326,10 @@ async fn a_server_ignoring_the_offset_ends_the_listing_short_and_says_so() {
         assert_eq!(listed, first_ten, "{case}");
         let expected = claimed_total.unwrap_or(57);
         assert_eq!(
-            listing.completeness.problem().as_deref(),
-            Some(
-                format!("received 10 distinct records but the server reported {expected}").as_str()
-            ),
+            listing.completeness.problem(),
+            Some(format!(
+                "received 10 distinct records but the server reported {expected}"
+            )),
             "{case}"
         );
         // The first page, then the pages asked for beside the first repeat.
@@ -329,6 +339,112 @@ async fn a_server_ignoring_the_offset_ends_the_listing_short_and_says_so() {
             "{case}: {requests} requests"
         );
     }
+}
+
+/// Every other pager, against a server that answers every page as the first and claims a
+/// thousand million records: each stops at the page that repeats the first, hands each record
+/// over once, and says the list is short; the search for an environment's latest completed scan
+/// ends without one where the first page has none.
+#[tokio::test]
+async fn every_pager_stops_at_a_page_that_brings_nothing_new() {
+    const CLAIM: u64 = 1_000_000_000;
+    let emulator = emulator(TenantShape {
+        projects: 1,
+        project_results: vec![35],
+        dast_environments: 23,
+        dast_scans_per_environment: 3,
+        environment_results: vec![35],
+        ..TenantShape::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    (s.results_page_size, s.dast_page_size) = (10, 10);
+    let pager_client = client(s.clone(), &api_key(&emulator));
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    let short_by_claim = |unique: u64| {
+        Some(format!(
+            "received {unique} distinct records but the server reported {CLAIM}"
+        ))
+    };
+    for endpoint in [
+        Endpoint::Results,
+        Endpoint::SastResults,
+        Endpoint::DastEnvironments,
+        Endpoint::DastResults,
+    ] {
+        let case = format!("{endpoint:?}");
+        emulator.clear_faults();
+        // The DAST scan is found before its results' pages are made to repeat.
+        let dast_scan = pager_client
+            .latest_completed_dast_scan(&emulator.expected().environments[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        emulator.set_fault(endpoint, stuck_at_the_first_page(Some(CLAIM)));
+        emulator.reset_traffic();
+        let (records, completeness) = match endpoint {
+            Endpoint::Results => drain(&case, pager_client.results(&scan)).await,
+            Endpoint::SastResults => drain(&case, pager_client.original_severities(&scan)).await,
+            Endpoint::DastResults => {
+                drain(&case, pager_client.dast_results(&dast_scan.scan_id)).await
+            }
+            _ => {
+                let listing = within_30_s(&case, pager_client.dast_environments())
+                    .await
+                    .unwrap();
+                (listing.items.len() as u64, listing.completeness)
+            }
+        };
+        assert_eq!(records, 10, "{case}: the first page's records, once each");
+        assert_eq!(completeness.problem(), short_by_claim(10), "{case}");
+        // The first page, and the pages asked ahead of the repeat (the client's cap of 8).
+        let requests = emulator.traffic().requests_to(endpoint);
+        assert!(requests <= 1 + 8, "{case}: {requests} requests");
+    }
+    // One scan a page: every fourth environment's newest scan is still running, and is all a
+    // server stuck at the first page ever answers.
+    emulator.clear_faults();
+    s.dast_page_size = 1;
+    let one_a_page = client(s, &api_key(&emulator));
+    emulator.set_fault(Endpoint::DastScans, stuck_at_the_first_page(Some(CLAIM)));
+    let mut without = 0;
+    for environment in &emulator.expected().environments {
+        let case = format!("environment {}", environment.domain);
+        emulator.reset_traffic();
+        let latest = within_30_s(
+            &case,
+            one_a_page.latest_completed_dast_scan(&environment.id),
+        )
+        .await
+        .unwrap();
+        let newest = environment.scans.last().unwrap();
+        match latest {
+            Some(scan) => assert_eq!(scan.scan_id, newest.id, "{case}"),
+            None => {
+                assert_eq!(newest.status, "Running", "{case}");
+                without += 1;
+            }
+        }
+        let requests = emulator.traffic().requests_to(Endpoint::DastScans);
+        assert!(requests <= 2, "{case}: {requests} requests");
+    }
+    assert_eq!(without, 5, "environments 3, 7, 11, 15 and 19");
+}
+
+/// Every page of a pager, counting the records handed over, and its verdict.
+async fn drain(case: &str, mut pager: impl PageSource) -> (u64, Completeness) {
+    let records = within_30_s(case, async {
+        let mut records = 0;
+        while let Some(page) = pager.next_page().await.unwrap() {
+            records += page.records as u64;
+        }
+        records
+    })
+    .await;
+    (records, pager.completeness().clone())
 }
 
 #[tokio::test]

@@ -62,10 +62,6 @@ pub struct ProjectsQuirks {
     /// The page asked for at this offset ends one project short of its limit (a server that
     /// answered fewer than asked in the middle of the listing).
     pub short_page_at: Option<u64>,
-    /// Every page starts at the first project, whatever `offset` asks.
-    pub offset_ignored: bool,
-    /// `totalCount` and `filteredTotalCount` claim this many projects, whatever the tenant has.
-    pub claimed_total: Option<u64>,
 }
 
 pub type Shared = Arc<AppState>;

@@ -47,6 +47,11 @@ pub struct FaultSpec {
     /// Added to the reported total on every request after the first while set, as if the
     /// collection grew during paging.
     pub total_drift: i64,
+    /// Every page reports this total, whatever the collection holds (before any drift).
+    pub claimed_total: Option<u64>,
+    /// Every page is answered as the first, whatever offset, window or page number it asks for
+    /// (a server ignoring where a page starts).
+    pub position_ignored: bool,
     /// Token endpoint only: access tokens issued while set stop working after this many seconds,
     /// although their `exp` claim promises the full lifetime.
     pub expire_tokens_after_secs: Option<u64>,
@@ -140,11 +145,17 @@ impl FaultSpec {
                         .parse()
                         .map_err(|_| format!("'drift' expects an integer, got '{value}'"))?
                 }
+                "claim-total" => spec.claimed_total = Some(int()?),
+                "ignore-position" => {
+                    spec.position_ignored = value.parse().map_err(|_| {
+                        format!("'ignore-position' expects true or false, got '{value}'")
+                    })?
+                }
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, drift, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, drift, claim-total, ignore-position, expire-tokens-after, max"
                     ));
                 }
             }
@@ -311,6 +322,24 @@ impl FaultControl {
         slot.spec.total_drift * (slot.requests_while_set.saturating_sub(1) as i64)
     }
 
+    /// The total a page reports: the true one, or the one claimed, moved by the drift.
+    pub fn reported_total(&self, endpoint: Endpoint, path_and_query: &str, total: u64) -> i64 {
+        let claimed = {
+            let slot = self.slot(endpoint);
+            slot.spec
+                .applies_to(path_and_query)
+                .then_some(slot.spec.claimed_total)
+                .flatten()
+        };
+        claimed.unwrap_or(total) as i64 + self.drift(endpoint, path_and_query)
+    }
+
+    /// Whether this request is answered as the first page, whatever position it asks for.
+    pub fn position_ignored(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        let slot = self.slot(endpoint);
+        slot.spec.position_ignored && slot.spec.applies_to(path_and_query)
+    }
+
     pub fn token_validity(&self) -> Option<u64> {
         self.slot(Endpoint::Token).spec.expire_tokens_after_secs
     }
@@ -333,7 +362,7 @@ mod tests {
 
     #[test]
     fn flag_form_parses_every_setting() {
-        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,drift=7,latency-ms=20,jitter-ms=5,max=9").unwrap();
+        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,drift=7,claim-total=1000,ignore-position=true,latency-ms=20,jitter-ms=5,max=9").unwrap();
         assert_eq!(eps, vec![Endpoint::Results]);
         assert_eq!(spec.rate_limit_rate, 0.5);
         assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
@@ -347,6 +376,10 @@ mod tests {
         assert_eq!(
             (spec.total_drift, spec.latency_ms, spec.jitter_ms, spec.max),
             (7, 20, 5, Some(9))
+        );
+        assert_eq!(
+            (spec.claimed_total, spec.position_ignored),
+            (Some(1000), true)
         );
         assert_eq!(
             parse_flag("all:retry-after=4").unwrap().0.len(),

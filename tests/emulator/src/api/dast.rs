@@ -10,7 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{json_bytes, reported_total, require, write_array};
+use super::{json_bytes, position, reported_total, require, write_array};
 use crate::app::Shared;
 use crate::auth::{Principal, ROLE_DAST};
 use crate::endpoint::Endpoint;
@@ -75,6 +75,7 @@ pub async fn environments(
     require(principal, ROLE_DAST, Style::Ast)?;
     let params = Params::parse(query.as_deref());
     let (from, count) = window(&params)?;
+    let from = position(&state, Endpoint::DastEnvironments, from as u64, 0) as usize;
     let (column, descending) = sort(
         &params,
         &[
@@ -157,6 +158,7 @@ pub async fn scans(
         ApiError::not_found(Style::Ast, format!("environment {env_id} not found"))
     })?;
     let (from, count) = window(&params)?;
+    let from = position(&state, Endpoint::DastScans, from as u64, 0) as usize;
     let (_, descending) = sort(
         &params,
         &[
@@ -211,6 +213,7 @@ pub async fn results(
         .dast_scan_by_id(&scan_id)
         .ok_or_else(|| ApiError::not_found(Style::Ast, format!("scan {scan_id} not found")))?;
     let page = params.u64("page", 1, Style::Ast)?;
+    let page = position(&state, Endpoint::DastResults, page, 1);
     let per_page = params.u64("per_page", 10, Style::Ast)?;
     if page == 0 {
         return Err(ApiError::bad_request(Style::Ast, "'page' starts at 1"));

@@ -28,10 +28,23 @@ pub fn json_bytes(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// The reported total, moved by the `drift` fault if it is set.
-/// The total a page reports: the true one, moved by a drift fault that applies to this request.
+/// The total a page reports: the true one, or the one a fault claims, moved by a drift fault.
 pub fn reported_total(state: &Shared, endpoint: Endpoint, total: u64) -> i64 {
-    total as i64 + state.faults.drift(endpoint, &faults::request_target())
+    state
+        .faults
+        .reported_total(endpoint, &faults::request_target(), total)
+}
+
+/// Where a page starts: where it asks, or at `first` under a fault that ignores the position.
+pub fn position(state: &Shared, endpoint: Endpoint, asked: u64, first: u64) -> u64 {
+    if state
+        .faults
+        .position_ignored(endpoint, &faults::request_target())
+    {
+        first
+    } else {
+        asked
+    }
 }
 
 /// Breaks one record the way a schema violation from the vendor looks: the id is gone, the

@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{json_bytes, reported_total, require, write_array};
+use super::{json_bytes, position, reported_total, require, write_array};
 use crate::app::Shared;
 use crate::auth::{Principal, ROLE_PROJECTS, ROLE_SCANS};
 use crate::endpoint::Endpoint;
@@ -144,7 +144,7 @@ pub async fn list(
         Some(l) if quirks.short_page_at == Some(offset as u64) => Some(l.saturating_sub(1)),
         limit => limit,
     };
-    let offset = if quirks.offset_ignored { 0 } else { offset };
+    let offset = position(&state, Endpoint::Projects, offset as u64, 0) as usize;
     let filter = ProjectFilter::parse(&params)?;
     let tenant = &state.tenant;
     let all = tenant.shape.projects as usize;
@@ -163,7 +163,6 @@ pub async fn list(
             .collect();
         (matching.len(), page)
     };
-    let claimed = quirks.claimed_total;
     let mut body = Vec::with_capacity(page.len() * 800 + 100);
     body.extend_from_slice(b"{\"projects\":");
     write_array(
@@ -180,12 +179,8 @@ pub async fn list(
     body.extend_from_slice(
         format!(
             ",\"totalCount\":{},\"filteredTotalCount\":{}}}",
-            reported_total(&state, Endpoint::Projects, claimed.unwrap_or(all as u64)),
-            reported_total(
-                &state,
-                Endpoint::Projects,
-                claimed.unwrap_or(filtered_total as u64)
-            )
+            reported_total(&state, Endpoint::Projects, all as u64),
+            reported_total(&state, Endpoint::Projects, filtered_total as u64)
         )
         .as_bytes(),
     );

@@ -5,7 +5,7 @@ use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 
-use super::{json_bytes, reported_total, require, write_array};
+use super::{json_bytes, position, reported_total, require, write_array};
 use crate::app::{OffsetMode, Shared};
 use crate::auth::{Principal, ROLE_RESULTS};
 use crate::endpoint::Endpoint;
@@ -111,6 +111,7 @@ pub async fn all_scanners(
     // A server that caps the page size pages by what it sends.
     let limit = limit(&params)?.min(state.results_limit_cap.unwrap_or(u64::MAX));
     let offset = params.u64("offset", 0, Style::Results)?;
+    let offset = position(&state, Endpoint::Results, offset, 0);
     let skip = match state.results_offset {
         OffsetMode::Page => offset.saturating_mul(limit),
         OffsetMode::Item => offset,
@@ -163,6 +164,7 @@ pub async fn sast_only(
     let scan = scan_for(tenant, &params)?;
     let limit = limit(&params)?;
     let skip = params.u64("offset", 0, Style::Results)?;
+    let skip = position(&state, Endpoint::SastResults, skip, 0);
     let view = SastView {
         include_nodes: params.bool("include-nodes", true, Style::Results)?,
         apply_predicates: params.bool("apply-predicates", true, Style::Results)?,
