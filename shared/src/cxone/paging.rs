@@ -1068,7 +1068,8 @@ impl CxOneClient {
         }
     }
 
-    /// The newest completed scan of a DAST environment, if it has one.
+    /// The newest completed scan of a DAST environment, if it has one. A page that repeats the
+    /// scans already read is an error, not the end of the list: the scans after it are unknown.
     pub async fn latest_completed_dast_scan(
         &self,
         environment_id: &str,
@@ -1098,8 +1099,18 @@ impl CxOneClient {
                     return Ok(Some(scan));
                 }
             }
+            if brings_nothing_new(&page, &fresh) {
+                // Not "no completed scan": the scans after these were never read.
+                return Err(VendorError::Malformed {
+                    endpoint: "dast-scans",
+                    detail: format!(
+                        "the page from {from} repeats scans already read ({} distinct of the {} the server reports), as if it ignored `from`; no completed scan found among them",
+                        completeness.unique, completeness.expected
+                    ),
+                });
+            }
             from += page.records.len() as u64;
-            if page.records.is_empty() || from >= page.total || brings_nothing_new(&page, &fresh) {
+            if page.records.is_empty() || from >= page.total {
                 return Ok(None);
             }
         }

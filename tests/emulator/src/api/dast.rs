@@ -213,11 +213,11 @@ pub async fn results(
         .dast_scan_by_id(&scan_id)
         .ok_or_else(|| ApiError::not_found(Style::Ast, format!("scan {scan_id} not found")))?;
     let page = params.u64("page", 1, Style::Ast)?;
-    let page = position(&state, Endpoint::DastResults, page, 1);
     let per_page = params.u64("per_page", 10, Style::Ast)?;
     if page == 0 {
         return Err(ApiError::bad_request(Style::Ast, "'page' starts at 1"));
     }
+    let page = position(&state, Endpoint::DastResults, page, 1);
     if per_page == 0 || per_page > MAX_PER_PAGE {
         return Err(ApiError::bad_request(
             Style::Ast,
@@ -237,11 +237,12 @@ pub async fn results(
         (start..end).map(|i| move |out: &mut Vec<u8>| tenant.write_dast_result(scan_ref, i, out)),
         &mut body,
     );
+    // The page count follows the total reported, as a server's own would.
+    let reported = reported_total(&state, Endpoint::DastResults, total);
     body.extend_from_slice(
         format!(
-            ",\"total\":{},\"pages_number\":{}}}",
-            reported_total(&state, Endpoint::DastResults, total),
-            total.div_ceil(per_page)
+            ",\"total\":{reported},\"pages_number\":{}}}",
+            reported.max(0).unsigned_abs().div_ceil(per_page)
         )
         .as_bytes(),
     );
