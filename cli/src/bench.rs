@@ -78,6 +78,9 @@ struct ChildRun {
     objects_written: u64,
     /// The vendor client's requests in flight at most (the connection's `concurrency`).
     connections: usize,
+    /// CPU the bench process spent while the run went on: the emulator answering it, on the
+    /// same cores as the connector.
+    emulator_cpu_seconds: f64,
 }
 
 /// Endpoints the plan calls before any item starts; the rest are the items'.
@@ -162,10 +165,12 @@ async fn run_child(
     emulator.reset_traffic();
     let objects_before = files_under(&work.join("store"));
     let started = SystemTime::now();
+    let bench_cpu_before = crate::runs::cpu_seconds().unwrap_or(0.0);
     let output = tokio::task::spawn_blocking(move || command.output())
         .await?
         .context("running cxone-etm run")?;
     let wall = started.elapsed().unwrap_or_default();
+    let emulator_cpu_seconds = crate::runs::cpu_seconds().unwrap_or(0.0) - bench_cpu_before;
     if !output.status.success() {
         // An incomplete run still prints its summary: its problems say why.
         bail!(
@@ -188,7 +193,21 @@ async fn run_child(
         log: emulator.request_log(),
         objects_written: files_under(&work.join("store")) - objects_before,
         connections,
+        emulator_cpu_seconds,
     })
+}
+
+/// A run's CPU floor, as printed: the least time its CPU and the emulator's allow on these cores.
+fn cpu_floor(floor: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    format!(
+        "CPU floor {:.2} x the download ((connector {:.1} + emulator {:.1} CPU-s) / {} cores = {:.1} s)",
+        f(&floor["ratio"]),
+        f(&floor["connectorCpuSeconds"]),
+        f(&floor["emulatorCpuSeconds"]),
+        f(&floor["cores"]),
+        f(&floor["seconds"])
+    )
 }
 
 /// The findings a run closed because their asset was deleted, from its manifest: every open
@@ -237,12 +256,21 @@ async fn against_download(emulator: &Emulator, run: &ChildRun) -> anyhow::Result
         json!({"connectorMs": connector_ms.round(), "downloadMs": download_ms.round(),
             "ratio": connector_ms / download_ms, "requests": download.requests})
     };
+    // The least time the run could take on these cores, were they never idle: the connector's
+    // CPU and the emulator's (which the download needs too) shared out. A ratio budget below
+    // this floor is out of reach without less CPU, whatever the overlap.
+    let connector_cpu = run.summary["cpuSeconds"].as_f64().unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let floor = (connector_cpu + run.emulator_cpu_seconds) / cores;
     Ok(json!({
         "connections": run.connections,
         "downloadSeconds": all.wall.as_secs_f64(),
         "downloadMiB": mib(all.bytes as f64),
         "ratio": run.wall.as_secs_f64() / all.wall.as_secs_f64(),
         "stages": {"plan": stage(plan_ms, &plan), "items": stage(items_ms, &items)},
+        "cpuFloor": {"connectorCpuSeconds": connector_cpu,
+            "emulatorCpuSeconds": run.emulator_cpu_seconds, "cores": cores,
+            "seconds": floor, "ratio": floor / all.wall.as_secs_f64()},
     }))
 }
 
@@ -714,14 +742,15 @@ fn print_table(report: &Value) {
             )
         };
         println!(
-            "    against the plain download ({} connections, {:.1} MiB): {:.2} x ({:.1} s); {}; {}; {:.1} CPU-s per million findings",
+            "    against the plain download ({} connections, {:.1} MiB): {:.2} x ({:.1} s); {}; {}; {:.1} CPU-s per million findings; {}",
             d["connections"],
             f(&d["downloadMiB"]),
             f(&d["ratio"]),
             f(&d["downloadSeconds"]),
             stage("plan"),
             stage("items"),
-            f(&run["cpuSecondsPerMillionFindings"])
+            f(&run["cpuSecondsPerMillionFindings"]),
+            cpu_floor(&d["cpuFloor"])
         );
         let c = &run["cost"];
         let before = &c["oneChildPerItem"];
@@ -777,6 +806,7 @@ fn print_table(report: &Value) {
         h["cpuSeconds"],
         f(&h["peakRssMiB"])
     );
+    println!("  {}", cpu_floor(&h["download"]["cpuFloor"]));
     let next = &h["nextRun"];
     println!(
         "  its next run, against the first run's ledger: {:.1} s, {} CPU-s, peak RSS {:.1} MiB",

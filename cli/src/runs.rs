@@ -397,7 +397,7 @@ fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// CPU time this process has used, user and system, over all its threads (Linux).
-fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces, so split after its closing paren);
     // utime and stime are the 14th and 15th fields, in clock ticks of 1/100 s on Linux.

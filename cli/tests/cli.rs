@@ -354,6 +354,19 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
         assert!(cost["s3Puts"].as_u64().unwrap() > 0, "{cost}");
     }
     let huge = &report["hugeProject"];
+    // Each run's CPU floor: its CPU and the emulator's, shared out over the cores.
+    let floors = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["download"]);
+    for floor in floors.chain([&huge["download"]]).map(|d| &d["cpuFloor"]) {
+        let f = |key: &str| floor[key].as_f64().unwrap();
+        let cpu = f("connectorCpuSeconds") + f("emulatorCpuSeconds");
+        assert!(f("emulatorCpuSeconds") >= 0.0, "{floor}");
+        assert!((f("seconds") * f("cores") - cpu).abs() < 1e-9, "{floor}");
+    }
+    assert!(huge["download"]["cpuFloor"]["connectorCpuSeconds"].as_f64() > Some(0.0));
     assert_eq!(huge["findings"].as_u64(), Some(15_000));
     assert_eq!(huge["nextRun"]["findings"].as_u64(), Some(15_000), "{huge}");
     assert!(

@@ -13,7 +13,7 @@ use super::catalog::{Computed, ValueType};
 use super::extract::{OnRecord, text_of, walk_page};
 use super::identity;
 use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle};
-use super::map::{CompiledEntry, Layout, Plan};
+use super::map::{CompiledEntry, Layout, LayoutField, Plan};
 use super::original::OriginalSeverities;
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
@@ -599,12 +599,15 @@ fn set_path<S: AsRef<str>>(root: &mut Map<String, Value>, segments: &[S], value:
 
 /// Writes the fields of `layout` that have values, comma-separated, without braces.
 fn write_fields(
-    layout: &[(String, Layout)],
+    layout: &[LayoutField],
     values: &[Option<Value>],
     out: &mut Vec<u8>,
     first: &mut bool,
 ) {
-    for (key, node) in layout {
+    for LayoutField {
+        written_name, node, ..
+    } in layout
+    {
         if !has_value(node, values) {
             continue;
         }
@@ -612,8 +615,7 @@ fn write_fields(
             out.push(b',');
         }
         *first = false;
-        serde_json::to_writer(&mut *out, key).expect("Vec write");
-        out.push(b':');
+        out.extend_from_slice(written_name);
         match node {
             Layout::Leaf(index) => {
                 serde_json::to_writer(&mut *out, values[*index].as_ref().expect("has_value"))
@@ -632,7 +634,7 @@ fn write_fields(
 fn has_value(node: &Layout, values: &[Option<Value>]) -> bool {
     match node {
         Layout::Leaf(index) => values[*index].is_some(),
-        Layout::Object(children) => children.iter().any(|(_, c)| has_value(c, values)),
+        Layout::Object(children) => children.iter().any(|f| has_value(&f.node, values)),
     }
 }
 

@@ -103,20 +103,43 @@ impl PathTree {
 #[derive(Clone, Debug)]
 pub(crate) enum Layout {
     Leaf(usize),
-    Object(Vec<(String, Layout)>),
+    Object(Vec<LayoutField>),
+}
+
+/// One member of an output object: its name, written once as the output spells it (`"name":`,
+/// escaped) so that millions of findings copy it rather than escape it again, and its value.
+#[derive(Clone, Debug)]
+pub(crate) struct LayoutField {
+    name: String,
+    pub(crate) written_name: Box<[u8]>,
+    pub(crate) node: Layout,
+}
+
+impl LayoutField {
+    fn new(name: &str, node: Layout) -> Self {
+        let mut written_name = serde_json::to_vec(name).expect("a string serializes");
+        written_name.push(b':');
+        Self {
+            name: name.to_string(),
+            written_name: written_name.into(),
+            node,
+        }
+    }
 }
 
 impl Layout {
-    fn insert(children: &mut Vec<(String, Layout)>, path: &[String], entry: usize) {
+    fn insert(children: &mut Vec<LayoutField>, path: &[String], entry: usize) {
         match path {
             [] => {}
-            [last] => children.push((last.clone(), Layout::Leaf(entry))),
+            [last] => children.push(LayoutField::new(last, Layout::Leaf(entry))),
             [first, rest @ ..] => {
-                if !children.iter().any(|(k, _)| k == first) {
-                    children.push((first.clone(), Layout::Object(Vec::new())));
+                if !children.iter().any(|f| &f.name == first) {
+                    children.push(LayoutField::new(first, Layout::Object(Vec::new())));
                 }
-                if let Some((_, Layout::Object(inner))) =
-                    children.iter_mut().find(|(k, _)| k == first)
+                if let Some(LayoutField {
+                    node: Layout::Object(inner),
+                    ..
+                }) = children.iter_mut().find(|f| &f.name == first)
                 {
                     Layout::insert(inner, rest, entry);
                 }
@@ -176,7 +199,7 @@ pub struct Plan {
     pub(crate) finding_entries: Vec<CompiledEntry>,
     pub(crate) finding_tree: PathTree,
     pub(crate) finding_slots: usize,
-    pub(crate) finding_layout: Vec<(String, Layout)>,
+    pub(crate) finding_layout: Vec<LayoutField>,
     pub(crate) implicit: Implicit,
     /// The finding entry that fills `externalFindingId` (kept unique within an asset).
     pub(crate) external_finding_id: Option<usize>,
