@@ -367,6 +367,7 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
         assert!((f("seconds") * f("cores") - cpu).abs() < 1e-9, "{floor}");
     }
     assert!(huge["download"]["cpuFloor"]["connectorCpuSeconds"].as_f64() > Some(0.0));
+    assert!(e2e["cpuFloorRatio"].as_f64() > Some(0.0), "{e2e}");
     assert_eq!(huge["findings"].as_u64(), Some(15_000));
     assert_eq!(huge["nextRun"]["findings"].as_u64(), Some(15_000), "{huge}");
     assert!(
