@@ -79,8 +79,8 @@ struct ChildRun {
     /// The vendor client's requests in flight at most (the connection's `concurrency`).
     connections: usize,
     /// CPU the bench process spent while the run went on: the emulator answering it, on the
-    /// same cores as the connector.
-    emulator_cpu_seconds: f64,
+    /// same cores as the connector (`None` where the process's CPU time could not be read).
+    emulator_cpu_seconds: Option<f64>,
 }
 
 /// Endpoints the plan calls before any item starts; the rest are the items'.
@@ -165,12 +165,14 @@ async fn run_child(
     emulator.reset_traffic();
     let objects_before = files_under(&work.join("store"));
     let started = SystemTime::now();
-    let bench_cpu_before = crate::runs::cpu_seconds().unwrap_or(0.0);
+    let bench_cpu_before = crate::runs::cpu_seconds();
     let output = tokio::task::spawn_blocking(move || command.output())
         .await?
         .context("running cxone-etm run")?;
     let wall = started.elapsed().unwrap_or_default();
-    let emulator_cpu_seconds = crate::runs::cpu_seconds().unwrap_or(0.0) - bench_cpu_before;
+    let emulator_cpu_seconds = bench_cpu_before
+        .zip(crate::runs::cpu_seconds())
+        .map(|(before, after)| after - before);
     if !output.status.success() {
         // An incomplete run still prints its summary: its problems say why.
         bail!(
@@ -199,15 +201,31 @@ async fn run_child(
 
 /// A run's CPU floor, as printed: the least time its CPU and the emulator's allow on these cores.
 fn cpu_floor(floor: &Value) -> String {
+    if floor.is_null() {
+        return "CPU floor not measured (a process's CPU time could not be read)".into();
+    }
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     format!(
         "CPU floor {:.2} x the download ((connector {:.1} + emulator {:.1} CPU-s) / {} cores = {:.1} s)",
         f(&floor["ratio"]),
         f(&floor["connectorCpuSeconds"]),
         f(&floor["emulatorCpuSeconds"]),
-        f(&floor["cores"]),
+        floor["cores"],
         f(&floor["seconds"])
     )
+}
+
+/// A CPU floor's ratio in a budget's row, or that it was not measured.
+fn floor_ratio(ratio: Option<f64>) -> String {
+    ratio.map_or("CPU floor not measured".into(), |r| {
+        format!("CPU floor {r:.2} x")
+    })
+}
+
+/// The cores this process may run on (its affinity and CPU quota, a fractional quota rounded
+/// down), if known.
+fn cores() -> Option<usize> {
+    std::thread::available_parallelism().ok().map(|n| n.get())
 }
 
 /// The findings a run closed because their asset was deleted, from its manifest: every open
@@ -259,18 +277,26 @@ async fn against_download(emulator: &Emulator, run: &ChildRun) -> anyhow::Result
     // The least time the run could take on these cores, were they never idle: the connector's
     // CPU and the emulator's (which the download needs too) shared out. A ratio budget below
     // this floor is out of reach without less CPU, whatever the overlap.
-    let connector_cpu = run.summary["cpuSeconds"].as_f64().unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let floor = (connector_cpu + run.emulator_cpu_seconds) / cores;
+    let download_seconds = all.wall.as_secs_f64();
+    let floor = match (
+        run.summary["cpuSeconds"].as_f64(),
+        run.emulator_cpu_seconds,
+        cores(),
+    ) {
+        (Some(connector), Some(emulator), Some(cores)) => {
+            let seconds = (connector + emulator) / cores as f64;
+            json!({"connectorCpuSeconds": connector, "emulatorCpuSeconds": emulator,
+                "cores": cores, "seconds": seconds, "ratio": seconds / download_seconds})
+        }
+        _ => Value::Null,
+    };
     Ok(json!({
         "connections": run.connections,
         "downloadSeconds": all.wall.as_secs_f64(),
         "downloadMiB": mib(all.bytes as f64),
         "ratio": run.wall.as_secs_f64() / all.wall.as_secs_f64(),
         "stages": {"plan": stage(plan_ms, &plan), "items": stage(items_ms, &items)},
-        "cpuFloor": {"connectorCpuSeconds": connector_cpu,
-            "emulatorCpuSeconds": run.emulator_cpu_seconds, "cores": cores,
-            "seconds": floor, "ratio": floor / all.wall.as_secs_f64()},
+        "cpuFloor": floor,
     }))
 }
 
@@ -402,7 +428,7 @@ fn machine() -> Value {
                 .map(|(_, model)| model.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores().unwrap_or(0);
     let date = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
     json!({"cpu": cpu, "cores": cores, "date": date})
 }
@@ -451,7 +477,7 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     let (mut findings, mut bytes, mut wall, mut requests, mut minimum) = (0u64, 0u64, 0.0, 0, 0);
     let (mut download_wall, mut cpu, mut transitions, mut items) = (0.0, 0.0, 0.0, 0.0);
-    let mut cpu_floor = 0.0;
+    let mut cpu_floor = Some(0.0);
     let mut peak_rss = 0u64;
     let mut first_request = Vec::new();
     for (id, kind) in [
@@ -471,7 +497,9 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
         let s = &run.summary;
         let run_cpu = s["cpuSeconds"].as_f64().unwrap_or(0.0);
         download_wall += limit["downloadSeconds"].as_f64().unwrap_or(0.0);
-        cpu_floor += limit["cpuFloor"]["seconds"].as_f64().unwrap_or(0.0);
+        cpu_floor = cpu_floor
+            .zip(limit["cpuFloor"]["seconds"].as_f64())
+            .map(|(sum, run_floor)| sum + run_floor);
         cpu += run_cpu;
         transitions += cost["stateTransitions"].as_f64().unwrap_or(0.0);
         items += s["items"].as_f64().unwrap_or(0.0);
@@ -631,11 +659,12 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
     let binaries = binary_sizes(&workspace);
     let findings_per_second = findings as f64 / wall;
     let ratio = wall / download_wall;
+    let cpu_floor_ratio = cpu_floor.map(|floor| floor / download_wall);
     let transitions_per_item = transitions / items.max(1.0);
     let slowest_start = first_request.iter().copied().fold(0.0, f64::max);
     let mut budgets = vec![
-        json!({"budget": "end to end <= 1.25 x the plain download of the same requests", "value": format!("{ratio:.2} x ({wall:.1} s / {download_wall:.1} s); CPU floor {:.2} x", cpu_floor / download_wall), "met": ratio <= 1.25}),
-        json!({"budget": format!("one {}-result project <= 1.5 x its plain download", args.huge_project_results), "value": format!("{huge_ratio:.2} x ({:.1} s / {:.1} s); CPU floor {:.2} x", huge.wall.as_secs_f64(), huge_limit["downloadSeconds"].as_f64().unwrap_or(0.0), huge_limit["cpuFloor"]["ratio"].as_f64().unwrap_or(0.0)), "met": huge_ratio <= 1.5}),
+        json!({"budget": "end to end <= 1.25 x the plain download of the same requests", "value": format!("{ratio:.2} x ({wall:.1} s / {download_wall:.1} s); {}", floor_ratio(cpu_floor_ratio)), "met": ratio <= 1.25}),
+        json!({"budget": format!("one {}-result project <= 1.5 x its plain download", args.huge_project_results), "value": format!("{huge_ratio:.2} x ({:.1} s / {:.1} s); {}", huge.wall.as_secs_f64(), huge_limit["downloadSeconds"].as_f64().unwrap_or(0.0), floor_ratio(huge_limit["cpuFloor"]["ratio"].as_f64())), "met": huge_ratio <= 1.5}),
         json!({"budget": "Step Functions transitions per item <= 0.3 (a tenth of a child per item)", "value": format!("{transitions_per_item:.3}"), "met": transitions_per_item <= 0.3}),
         json!({"budget": "vendor requests <= 1.05 x minimum", "value": format!("{requests} / {minimum}"), "met": requests as f64 <= 1.05 * minimum as f64}),
         json!({"budget": "every engine: vendor requests <= 1.05 x minimum, every finding", "value": format!("{} / {engines_min}", every.requests),
@@ -660,7 +689,7 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
         "endToEnd": {
             "findings": findings, "wallSeconds": wall, "findingsPerSecond": findings_per_second,
             "downloadSeconds": download_wall, "ratioToDownload": ratio,
-            "cpuFloorRatio": cpu_floor / download_wall,
+            "cpuFloorRatio": cpu_floor_ratio,
             "cpuSecondsPerMillionFindings": cpu * 1e6 / findings.max(1) as f64,
             "vendorMiBPerSecond": mib(bytes as f64) / wall, "requests": requests,
             "minimumRequests": minimum, "peakRssMiB": mib(peak_rss as f64),
@@ -707,12 +736,12 @@ fn print_table(report: &Value) {
     let e = &report["endToEnd"];
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     println!(
-        "end to end: {} findings in {:.1} s = {:.2} x the plain download of the same requests ({:.1} s; CPU floor {:.2} x); {:.0} findings/s, {:.1} CPU-s per million findings, vendor JSON {:.1} MiB/s, {} requests (minimum {}), peak RSS {:.1} MiB",
+        "end to end: {} findings in {:.1} s = {:.2} x the plain download of the same requests ({:.1} s; {}); {:.0} findings/s, {:.1} CPU-s per million findings, vendor JSON {:.1} MiB/s, {} requests (minimum {}), peak RSS {:.1} MiB",
         e["findings"],
         f(&e["wallSeconds"]),
         f(&e["ratioToDownload"]),
         f(&e["downloadSeconds"]),
-        f(&e["cpuFloorRatio"]),
+        floor_ratio(e["cpuFloorRatio"].as_f64()),
         f(&e["findingsPerSecond"]),
         f(&e["cpuSecondsPerMillionFindings"]),
         f(&e["vendorMiBPerSecond"]),

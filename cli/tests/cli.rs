@@ -354,20 +354,35 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
         assert!(cost["s3Puts"].as_u64().unwrap() > 0, "{cost}");
     }
     let huge = &report["hugeProject"];
-    // Each run's CPU floor: its CPU and the emulator's, shared out over the cores.
-    let floors = report["runs"]
-        .as_array()
-        .unwrap()
+    // Each run's CPU floor: its CPU and the emulator's, shared out over the cores, a lower bound
+    // of its wall time; the end-to-end floor is the runs' floors over their downloads.
+    let runs = report["runs"].as_array().unwrap();
+    let mut floors = 0.0;
+    for (run, download) in runs
         .iter()
-        .map(|r| &r["download"]);
-    for floor in floors.chain([&huge["download"]]).map(|d| &d["cpuFloor"]) {
+        .map(|r| (r["wallSeconds"].as_f64().unwrap(), &r["download"]))
+        .chain([(huge["wallSeconds"].as_f64().unwrap(), &huge["download"])])
+    {
+        let floor = &download["cpuFloor"];
         let f = |key: &str| floor[key].as_f64().unwrap();
         let cpu = f("connectorCpuSeconds") + f("emulatorCpuSeconds");
-        assert!(f("emulatorCpuSeconds") >= 0.0, "{floor}");
+        assert!(f("connectorCpuSeconds") > 0.0, "{floor}");
         assert!((f("seconds") * f("cores") - cpu).abs() < 1e-9, "{floor}");
+        let download_seconds = download["downloadSeconds"].as_f64().unwrap();
+        assert!(
+            (f("ratio") - f("seconds") / download_seconds).abs() < 1e-9,
+            "{floor}"
+        );
+        assert!(
+            f("seconds") <= run + 0.05,
+            "a floor above its run's {run} s: {floor}"
+        );
+        floors += f("seconds");
     }
-    assert!(huge["download"]["cpuFloor"]["connectorCpuSeconds"].as_f64() > Some(0.0));
-    assert!(e2e["cpuFloorRatio"].as_f64() > Some(0.0), "{e2e}");
+    floors -= huge["download"]["cpuFloor"]["seconds"].as_f64().unwrap();
+    let e2e_floor = e2e["cpuFloorRatio"].as_f64().unwrap();
+    let e2e_download = e2e["downloadSeconds"].as_f64().unwrap();
+    assert!((e2e_floor - floors / e2e_download).abs() < 1e-9, "{e2e}");
     assert_eq!(huge["findings"].as_u64(), Some(15_000));
     assert_eq!(huge["nextRun"]["findings"].as_u64(), Some(15_000), "{huge}");
     assert!(
