@@ -200,7 +200,7 @@ async fn run_child(
 }
 
 /// A run's CPU floor, as printed: the least time its CPU and the emulator's allow on these cores.
-fn cpu_floor(floor: &Value) -> String {
+fn floor_line(floor: &Value) -> String {
     if floor.is_null() {
         return "CPU floor not measured (a process's CPU time could not be read)".into();
     }
@@ -226,6 +226,20 @@ fn floor_ratio(ratio: Option<f64>) -> String {
 /// down), if known.
 fn cores() -> Option<usize> {
     std::thread::available_parallelism().ok().map(|n| n.get())
+}
+
+/// The cores a CPU floor divides by: [`cores`], or a fractional cgroup CPU quota where it is more
+/// (1.5 CPUs reads as one core there, which would put the floor above what the run can do). Never
+/// fewer than the run may use, so the floor stays a lower bound.
+fn floor_cores() -> Option<f64> {
+    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+        .ok()
+        .and_then(|text| {
+            let (quota, period) = text.trim().split_once(' ')?;
+            Some(quota.parse::<f64>().ok()? / period.parse::<f64>().ok()?)
+        });
+    let cores = cores()? as f64;
+    Some(quota.map_or(cores, |quota| cores.max(quota)))
 }
 
 /// The findings a run closed because their asset was deleted, from its manifest: every open
@@ -281,10 +295,10 @@ async fn against_download(emulator: &Emulator, run: &ChildRun) -> anyhow::Result
     let floor = match (
         run.summary["cpuSeconds"].as_f64(),
         run.emulator_cpu_seconds,
-        cores(),
+        floor_cores(),
     ) {
         (Some(connector), Some(emulator), Some(cores)) => {
-            let seconds = (connector + emulator) / cores as f64;
+            let seconds = (connector + emulator) / cores;
             json!({"connectorCpuSeconds": connector, "emulatorCpuSeconds": emulator,
                 "cores": cores, "seconds": seconds, "ratio": seconds / download_seconds})
         }
@@ -783,7 +797,7 @@ fn print_table(report: &Value) {
             stage("plan"),
             stage("items"),
             f(&run["cpuSecondsPerMillionFindings"]),
-            cpu_floor(&d["cpuFloor"])
+            floor_line(&d["cpuFloor"])
         );
         let c = &run["cost"];
         let before = &c["oneChildPerItem"];
@@ -839,7 +853,7 @@ fn print_table(report: &Value) {
         h["cpuSeconds"],
         f(&h["peakRssMiB"])
     );
-    println!("  {}", cpu_floor(&h["download"]["cpuFloor"]));
+    println!("  {}", floor_line(&h["download"]["cpuFloor"]));
     let next = &h["nextRun"];
     println!(
         "  its next run, against the first run's ledger: {:.1} s, {} CPU-s, peak RSS {:.1} MiB",

@@ -27,6 +27,9 @@ pub struct Completeness {
     pub pages: u32,
     /// Every different total the server reported after the first.
     pub totals_seen: Vec<u64>,
+    /// The page (counted from 1) that held only records already received, where paging stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_at_page: Option<u32>,
 }
 
 impl Completeness {
@@ -43,12 +46,36 @@ impl Completeness {
             ));
         }
         if self.unique != self.expected {
-            return Some(format!(
+            let received = format!(
                 "received {} distinct records but the server reported {}",
                 self.unique, self.expected
-            ));
+            );
+            return Some(match self.stalled_at_page {
+                Some(page) => format!(
+                    "{received}: page {page} held only records already received, so the server is not moving through the list (it ignores the offset or page asked for), and paging stopped there; the next run pulls it again"
+                ),
+                None => received,
+            });
         }
         None
+    }
+
+    /// Whether this page (already observed), of which `fresh` are the records not seen before,
+    /// repeats only what came before: the server is not moving through the list (it ignores
+    /// where a page should start) and would answer so up to any total it claims. Noted for
+    /// [`Self::problem`]; the pager stops there.
+    fn stalls_on(&mut self, page: &ListPage, fresh: &[&[u8]]) -> bool {
+        let stalled = !page.records.is_empty() && fresh.is_empty();
+        if stalled {
+            self.stalled_at_page.get_or_insert(self.pages);
+        }
+        stalled
+    }
+
+    /// More pages than the total needs at `page_size` a page, and three to spare: a server that
+    /// keeps sending records it has not sent before, past the total it reported.
+    fn past_expected_pages(&self, page_size: u64) -> bool {
+        u64::from(self.pages) > self.expected.div_ceil(page_size.max(1)) + 3
     }
 
     fn observe_total(&mut self, total: u64) {
@@ -122,13 +149,6 @@ impl Seen {
         completeness.unique = self.hashes.len() as u64;
         fresh
     }
-}
-
-/// A page whose records were all seen before: the server is not moving through the list (it
-/// ignores where a page should start) and would answer so up to any total it claims. The pager
-/// stops there, its list short and said to be.
-fn brings_nothing_new(page: &ListPage, fresh: &[&[u8]]) -> bool {
-    !page.records.is_empty() && fresh.is_empty()
 }
 
 /// One page of records handed over for storage and transform: a JSON object with the records
@@ -341,7 +361,8 @@ pub enum OffsetSemantics {
 
 /// Pages one scan's `/api/results`, detecting whether the server reads `offset` as a page index
 /// or as an item count: the second request asks for `offset=1`; a page index answers with new
-/// records only, an item count with records already seen.
+/// records only, an item count with records already seen and one new (a page of nothing new
+/// stalls the pull: see [`Completeness::stalls_on`]).
 pub struct ResultsPager {
     client: CxOneClient,
     scan_id: String,
@@ -558,15 +579,13 @@ impl ResultsPager {
                     || received < self.limit
             }
         };
-        if whole || received == 0 || short || brings_nothing_new(&page, &fresh) {
+        if whole || received == 0 || short || self.completeness.stalls_on(&page, &fresh) {
             self.done = true;
         }
         if number == 0 && self.done && self.range.is_none() {
             self.semantics = Some(OffsetSemantics::Unneeded);
         }
-        // A server that keeps answering must not keep us paging forever.
-        if u64::from(self.completeness.pages) > self.completeness.expected / self.served.max(1) + 3
-        {
+        if self.completeness.past_expected_pages(self.served) {
             self.done = true;
         }
         if !self.done {
@@ -629,13 +648,11 @@ impl OriginalSeverityPager {
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         self.offset += page.records.len() as u64;
-        let runaway =
-            u64::from(self.completeness.pages) > self.completeness.expected / self.limit.max(1) + 3;
         self.served = self.served.max(page.records.len() as u64);
         if page.records.is_empty()
             || self.offset >= page.total
-            || runaway
-            || brings_nothing_new(&page, &fresh)
+            || self.completeness.past_expected_pages(self.served)
+            || self.completeness.stalls_on(&page, &fresh)
         {
             self.done = true;
         } else {
@@ -707,7 +724,7 @@ impl DastResultsPager {
         if u64::from(number) + 1 >= last_page
             || page.records.is_empty()
             || self.completeness.unique >= self.completeness.expected
-            || brings_nothing_new(&page, &fresh)
+            || self.completeness.stalls_on(&page, &fresh)
         {
             self.done = true;
         }
@@ -812,7 +829,7 @@ impl CxOneClient {
                 let page = page?;
                 listing.completeness.observe_total(page.total);
                 let fresh = seen.admit(&page, &mut listing.completeness);
-                let stuck = brings_nothing_new(&page, &fresh);
+                let stuck = listing.completeness.stalls_on(&page, &fresh);
                 parse_items(&page, &fresh, "project", &mut listing);
                 let length = page.records.len() as u64;
                 offset += length;
@@ -820,10 +837,7 @@ impl CxOneClient {
                     return Ok(listing);
                 }
                 stride = stride.max(length);
-                // A server that ignores the offset answers page after page forever.
-                if u64::from(listing.completeness.pages)
-                    > listing.completeness.expected.div_ceil(stride) + 3
-                {
+                if listing.completeness.past_expected_pages(stride) {
                     return Ok(listing);
                 }
                 total = page.total;
@@ -1057,11 +1071,10 @@ impl CxOneClient {
                 .await?;
             listing.completeness.observe_total(page.total);
             let fresh = seen.admit(&page, &mut listing.completeness);
-            let stuck = brings_nothing_new(&page, &fresh);
+            let stuck = listing.completeness.stalls_on(&page, &fresh);
             parse_items(&page, &fresh, "environment", &mut listing);
             from += page.records.len() as u64;
-            let runaway =
-                u64::from(listing.completeness.pages) > listing.completeness.expected / size + 3;
+            let runaway = listing.completeness.past_expected_pages(size);
             if page.records.is_empty() || from >= page.total || runaway || stuck {
                 return Ok(listing);
             }
@@ -1099,12 +1112,12 @@ impl CxOneClient {
                     return Ok(Some(scan));
                 }
             }
-            if brings_nothing_new(&page, &fresh) {
+            if completeness.stalls_on(&page, &fresh) {
                 // Not "no completed scan": the scans after these were never read.
                 return Err(VendorError::Malformed {
                     endpoint: "dast-scans",
                     detail: format!(
-                        "the page from {from} repeats scans already read ({} distinct of the {} the server reports), as if it ignored `from`; no completed scan found among them",
+                        "the page from {from} repeats scans already read ({} distinct of the {} the server reports), as if it ignored `from`; no completed scan found among them. A larger `vendor.dast_page_size` lets the first page reach one; the environment is retried next run",
                         completeness.unique, completeness.expected
                     ),
                 });

@@ -54,7 +54,8 @@ pub struct AppState {
     pub projects: ProjectsQuirks,
 }
 
-/// How `/api/projects` departs from a server that pages as documented (none, by default).
+/// How the page size of `/api/projects` departs from a server that pages as documented (none, by
+/// default). A server that ignores the offset, or claims a total, is a fault (`FaultSpec`).
 #[derive(Clone, Debug, Default)]
 pub struct ProjectsQuirks {
     /// Sends at most this many projects a page, whatever `limit` asks.

@@ -331,7 +331,9 @@ impl FaultControl {
                 .then_some(slot.spec.claimed_total)
                 .flatten()
         };
-        claimed.unwrap_or(total) as i64 + self.drift(endpoint, path_and_query)
+        i64::try_from(claimed.unwrap_or(total))
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.drift(endpoint, path_and_query))
     }
 
     /// Whether this request is answered as the first page, whatever position it asks for.
