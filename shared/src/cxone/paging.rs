@@ -60,16 +60,11 @@ impl Completeness {
         None
     }
 
-    /// Whether this page (already observed), of which `fresh` are the records not seen before,
-    /// repeats only what came before: the server is not moving through the list (it ignores
-    /// where a page should start) and would answer so up to any total it claims. Noted for
-    /// [`Self::problem`]; the pager stops there.
-    fn stalls_on(&mut self, page: &ListPage, fresh: &[&[u8]]) -> bool {
-        let stalled = !page.records.is_empty() && fresh.is_empty();
-        if stalled {
-            self.stalled_at_page.get_or_insert(self.pages);
-        }
-        stalled
+    /// Whether a page held only records already received (see [`Seen::admit_within`]): the
+    /// server is not moving through the list (it ignores where a page should start) and would
+    /// answer so up to any total it claims. Every pager stops there.
+    fn stalled(&self) -> bool {
+        self.stalled_at_page.is_some()
     }
 
     /// More pages than the total needs at `page_size` a page, and three to spare: a server that
@@ -120,7 +115,8 @@ impl Seen {
         self.hashes.insert(fingerprint)
     }
 
-    /// The page's records that are new, in order; counts both kinds into `completeness`.
+    /// The page's records that are new, in order; counts both kinds into `completeness`, and
+    /// notes there a page of records that are all repeats ([`Completeness::stalled`]).
     fn admit<'p>(&mut self, page: &'p ListPage, completeness: &mut Completeness) -> Vec<&'p [u8]> {
         let room = completeness.expected;
         self.admit_within(page, completeness, room)
@@ -147,6 +143,11 @@ impl Seen {
             }
         }
         completeness.unique = self.hashes.len() as u64;
+        if !page.records.is_empty() && fresh.is_empty() {
+            completeness
+                .stalled_at_page
+                .get_or_insert(completeness.pages);
+        }
         fresh
     }
 }
@@ -362,7 +363,7 @@ pub enum OffsetSemantics {
 /// Pages one scan's `/api/results`, detecting whether the server reads `offset` as a page index
 /// or as an item count: the second request asks for `offset=1`; a page index answers with new
 /// records only, an item count with records already seen and one new (a page of nothing new
-/// stalls the pull: see [`Completeness::stalls_on`]).
+/// stalls the pull: see [`Completeness::stalled`]).
 pub struct ResultsPager {
     client: CxOneClient,
     scan_id: String,
@@ -579,7 +580,7 @@ impl ResultsPager {
                     || received < self.limit
             }
         };
-        if whole || received == 0 || short || self.completeness.stalls_on(&page, &fresh) {
+        if whole || received == 0 || short || self.completeness.stalled() {
             self.done = true;
         }
         if number == 0 && self.done && self.range.is_none() {
@@ -652,7 +653,7 @@ impl OriginalSeverityPager {
         if page.records.is_empty()
             || self.offset >= page.total
             || self.completeness.past_expected_pages(self.served)
-            || self.completeness.stalls_on(&page, &fresh)
+            || self.completeness.stalled()
         {
             self.done = true;
         } else {
@@ -724,7 +725,7 @@ impl DastResultsPager {
         if u64::from(number) + 1 >= last_page
             || page.records.is_empty()
             || self.completeness.unique >= self.completeness.expected
-            || self.completeness.stalls_on(&page, &fresh)
+            || self.completeness.stalled()
         {
             self.done = true;
         }
@@ -829,11 +830,10 @@ impl CxOneClient {
                 let page = page?;
                 listing.completeness.observe_total(page.total);
                 let fresh = seen.admit(&page, &mut listing.completeness);
-                let stuck = listing.completeness.stalls_on(&page, &fresh);
                 parse_items(&page, &fresh, "project", &mut listing);
                 let length = page.records.len() as u64;
                 offset += length;
-                if length == 0 || offset >= page.total || stuck {
+                if length == 0 || offset >= page.total || listing.completeness.stalled() {
                     return Ok(listing);
                 }
                 stride = stride.max(length);
@@ -1071,11 +1071,14 @@ impl CxOneClient {
                 .await?;
             listing.completeness.observe_total(page.total);
             let fresh = seen.admit(&page, &mut listing.completeness);
-            let stuck = listing.completeness.stalls_on(&page, &fresh);
             parse_items(&page, &fresh, "environment", &mut listing);
             from += page.records.len() as u64;
-            let runaway = listing.completeness.past_expected_pages(size);
-            if page.records.is_empty() || from >= page.total || runaway || stuck {
+            let c = &listing.completeness;
+            if page.records.is_empty()
+                || from >= page.total
+                || c.past_expected_pages(size)
+                || c.stalled()
+            {
                 return Ok(listing);
             }
         }
@@ -1112,7 +1115,7 @@ impl CxOneClient {
                     return Ok(Some(scan));
                 }
             }
-            if completeness.stalls_on(&page, &fresh) {
+            if completeness.stalled() {
                 // Not "no completed scan": the scans after these were never read.
                 return Err(VendorError::Malformed {
                     endpoint: "dast-scans",
@@ -1212,6 +1215,10 @@ mod tests {
             br#"{"results":[{"id":2}],"totalCount":3}"#
         );
         assert_eq!((handed.records, c.duplicates, c.unique), (1, 1, 2));
+        assert!(!c.stalled(), "a page with one new record moves the list on");
+        c.observe_total(3);
+        assert!(seen.admit(&page, &mut c).is_empty());
+        assert_eq!(c.stalled_at_page, Some(1), "a page of repeats stalls it");
     }
 
     #[test]

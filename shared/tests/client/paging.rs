@@ -198,16 +198,14 @@ async fn fifty_seven_projects(
     (emulator, client)
 }
 
+/// The ids of the projects listed, in order.
+fn ids_of(listing: &Listing<Project>) -> Vec<String> {
+    listing.items.iter().map(|p| p.id.clone()).collect()
+}
+
 /// Every project of the tenant listed once, in order, and the listing complete.
 fn assert_every_project_once(emulator: &Emulator, listing: &Listing<Project>, case: &str) {
-    let expected: Vec<String> = emulator
-        .expected()
-        .projects
-        .iter()
-        .map(|p| p.id.clone())
-        .collect();
-    let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
-    assert_eq!(listed, expected, "{case}");
+    assert_eq!(ids_of(listing), emulator.expected().project_ids(), "{case}");
     assert!(listing.completeness.is_complete(), "{case}");
     assert_eq!(
         listing.completeness.duplicates, 0,
@@ -326,12 +324,8 @@ async fn a_server_ignoring_the_offset_ends_the_listing_short_and_says_so() {
         emulator.set_fault(Endpoint::Projects, stuck_at_the_first_page(claimed_total));
         emulator.reset_traffic();
         let listing = within_30_s(&case, client.projects()).await.unwrap();
-        let first_ten: Vec<String> = emulator.expected().projects[..10]
-            .iter()
-            .map(|p| p.id.clone())
-            .collect();
-        let listed: Vec<String> = listing.items.iter().map(|p| p.id.clone()).collect();
-        assert_eq!(listed, first_ten, "{case}");
+        let first_ten = &emulator.expected().project_ids()[..10];
+        assert_eq!(ids_of(&listing), first_ten, "{case}");
         let expected = claimed_total.unwrap_or(57);
         assert_eq!(
             listing.completeness.problem(),
@@ -481,7 +475,7 @@ async fn last_scans_come_in_batches_with_the_limit_set() {
     s.last_scan_batch = 25;
     let client = client(s, &api_key(&emulator));
     let expected = emulator.expected().projects;
-    let ids: Vec<String> = expected.iter().map(|p| p.id.clone()).collect();
+    let ids = emulator.expected().project_ids();
     emulator.set_fault(
         Endpoint::LastScan,
         FaultSpec {

@@ -13,6 +13,13 @@ pub struct ExpectedTotals {
     pub totals: Totals,
 }
 
+impl ExpectedTotals {
+    /// Every project's id, in the order `/api/projects` lists them.
+    pub fn project_ids(&self) -> Vec<String> {
+        self.projects.iter().map(|p| p.id.clone()).collect()
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedProject {
     pub id: String,

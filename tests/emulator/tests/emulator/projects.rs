@@ -44,13 +44,7 @@ async fn projects_page_by_item_offset_with_both_totals() {
     }
     assert_eq!(seen.len(), 45);
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 45);
-    let expected: Vec<String> = emulator
-        .expected()
-        .projects
-        .iter()
-        .map(|p| p.id.clone())
-        .collect();
-    assert_eq!(seen, expected);
+    assert_eq!(seen, emulator.expected().project_ids());
     let everything = get_ok(&emulator, &token, "/api/projects?limit=0&offset=0").await;
     assert_eq!(
         everything["projects"].as_array().unwrap().len(),
