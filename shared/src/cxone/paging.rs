@@ -30,6 +30,11 @@ pub struct Completeness {
     /// The page (counted from 1) that held only records already received, where paging stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_at_page: Option<u32>,
+    /// The page (counted from 1) after which paging stopped short of the total: more pages than
+    /// the total needs at the largest page the server sent (see
+    /// [`Completeness::past_expected_pages`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_after_page: Option<u32>,
 }
 
 impl Completeness {
@@ -50,11 +55,14 @@ impl Completeness {
                 "received {} distinct records but the server reported {}",
                 self.unique, self.expected
             );
-            return Some(match self.stalled_at_page {
-                Some(page) => format!(
+            return Some(match (self.stalled_at_page, self.stopped_after_page) {
+                (Some(page), _) => format!(
                     "{received}: page {page} held only records already received, so the server is not moving through the list (it ignores the offset or page asked for), and paging stopped there; the next run pulls it again"
                 ),
-                None => received,
+                (None, Some(page)) => format!(
+                    "{received}: paging stopped after page {page}, three pages more than the total needs at the largest page the server sent, so the server is not paging as it began (its pages shrank, or it repeats records); the next run pulls it again"
+                ),
+                (None, None) => received,
             });
         }
         None
@@ -67,10 +75,15 @@ impl Completeness {
         self.stalled_at_page.is_some()
     }
 
-    /// More pages than the total needs at `page_size` a page, and three to spare: a server that
-    /// keeps sending records it has not sent before, past the total it reported.
-    fn past_expected_pages(&self, page_size: u64) -> bool {
-        u64::from(self.pages) > self.expected.div_ceil(page_size.max(1)) + 3
+    /// More pages than the total needs at `page_size` a page, and three to spare: a server whose
+    /// pages shrank after the first, or that keeps repeating records. Noted, as the page paging
+    /// stops after.
+    fn past_expected_pages(&mut self, page_size: u64) -> bool {
+        let past = u64::from(self.pages) > self.expected.div_ceil(page_size.max(1)) + 3;
+        if past {
+            self.stopped_after_page.get_or_insert(self.pages);
+        }
+        past
     }
 
     fn observe_total(&mut self, total: u64) {
@@ -586,7 +599,7 @@ impl ResultsPager {
         if number == 0 && self.done && self.range.is_none() {
             self.semantics = Some(OffsetSemantics::Unneeded);
         }
-        if self.completeness.past_expected_pages(self.served) {
+        if !self.done && self.completeness.past_expected_pages(self.served) {
             self.done = true;
         }
         if !self.done {
@@ -1073,7 +1086,7 @@ impl CxOneClient {
             let fresh = seen.admit(&page, &mut listing.completeness);
             parse_items(&page, &fresh, "environment", &mut listing);
             from += page.records.len() as u64;
-            let c = &listing.completeness;
+            let c = &mut listing.completeness;
             if page.records.is_empty()
                 || from >= page.total
                 || c.past_expected_pages(size)

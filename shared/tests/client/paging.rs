@@ -450,6 +450,112 @@ async fn every_pager_stops_at_a_page_that_brings_nothing_new() {
     assert_eq!(failed, 5, "environments 3, 7, 11, 15 and 19");
 }
 
+/// A server whose pages shrink to one record after the first: each list paged by item offset
+/// (projects, severities before triage, DAST environments) stops three pages past what its total
+/// needs at the first page's size, hands over what it received once, and says why it is short.
+#[tokio::test]
+async fn pagers_stop_three_pages_past_what_the_total_needs_and_say_so() {
+    let emulator = emulator(TenantShape {
+        projects: 35,
+        project_results: vec![60],
+        scans_per_project: 1,
+        dast_environments: 35,
+        ..TenantShape::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    (s.projects_page_size, s.results_page_size, s.dast_page_size) = (10, 10, 10);
+    let client = client(s, &api_key(&emulator));
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    for endpoint in [
+        Endpoint::Projects,
+        Endpoint::SastResults,
+        Endpoint::DastEnvironments,
+    ] {
+        let case = format!("{endpoint:?}");
+        emulator.clear_faults();
+        let shrinking = FaultSpec {
+            pages_shrink_to: Some(1),
+            ..FaultSpec::default()
+        };
+        emulator.set_fault(endpoint, shrinking);
+        emulator.reset_traffic();
+        let (records, completeness) = match endpoint {
+            Endpoint::Projects => {
+                let listing = within_30_s(&case, client.projects()).await.unwrap();
+                (listing.items.len() as u64, listing.completeness)
+            }
+            Endpoint::SastResults => drain(&case, client.original_severities(&scan)).await,
+            _ => {
+                let listing = within_30_s(&case, client.dast_environments())
+                    .await
+                    .unwrap();
+                (listing.items.len() as u64, listing.completeness)
+            }
+        };
+        let (total, needed) = (completeness.expected, completeness.expected.div_ceil(10));
+        assert!(total > 30, "{case}: {total} records, four pages of ten");
+        // The first page of ten, then one record a page up to three pages past the total's need.
+        let pages = needed + 4;
+        assert_eq!(u64::from(completeness.pages), pages, "{case}");
+        assert_eq!(records, 10 + pages - 1, "{case}: each record once");
+        assert_eq!(
+            completeness.problem(),
+            Some(format!(
+                "received {records} distinct records but the server reported {total}: paging stopped after page {pages}, three pages more than the total needs at the largest page the server sent, so the server is not paging as it began (its pages shrank, or it repeats records); the next run pulls it again"
+            )),
+            "{case}"
+        );
+        // The projects and severities pagers ask pages ahead (the client's cap of 8), dropped
+        // where a page came shorter than asked.
+        let requests = emulator.traffic().requests_to(endpoint);
+        match endpoint {
+            Endpoint::DastEnvironments => assert_eq!(requests, pages, "{case}"),
+            _ => assert!(
+                (pages..=1 + 8 * (pages - 1)).contains(&requests),
+                "{case}: {requests} requests"
+            ),
+        }
+    }
+}
+
+/// A server that caps the size of every page of severities before triage: the pager counts the
+/// pages the total needs at the size the server sends, not at the size it asked, and reads every
+/// record.
+#[tokio::test]
+async fn severities_are_read_whole_from_a_server_that_caps_the_page_size() {
+    let emulator = emulator_with(EmulatorConfig {
+        shape: TenantShape {
+            projects: 1,
+            project_results: vec![200],
+            scans_per_project: 1,
+            ..TenantShape::default()
+        },
+        results_limit_cap: Some(10),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.results_page_size = 100;
+    let client = client(s, &api_key(&emulator));
+    let scan = emulator.expected().projects[0]
+        .latest_completed_sast_scan
+        .clone()
+        .unwrap();
+    let (records, completeness) = drain("capped", client.original_severities(&scan)).await;
+    assert!(completeness.is_complete(), "{:?}", completeness.problem());
+    // At 100 a page the total would need 2 pages; at the 10 sent it needs more than 2 + 3.
+    assert!(completeness.expected > 50, "{completeness:?}");
+    assert_eq!(records, completeness.expected);
+    assert_eq!(
+        u64::from(completeness.pages),
+        completeness.expected.div_ceil(10)
+    );
+}
+
 /// Every page of a pager, counting the records handed over, and its verdict.
 async fn drain(case: &str, mut pager: impl PageSource) -> (u64, Completeness) {
     let records = within_30_s(case, async {

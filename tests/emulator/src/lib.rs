@@ -53,7 +53,8 @@ pub struct EmulatorConfig {
     pub shape: TenantShape,
     pub token_lifetime_secs: u64,
     pub results_offset: OffsetMode,
-    /// `/api/results` sends at most this many results a page, whatever `limit` asks.
+    /// `/api/results` and `/api/sast-results` send at most this many results a page, whatever
+    /// `limit` asks.
     pub results_limit_cap: Option<u64>,
     /// How `/api/projects` departs from documented paging.
     pub projects: ProjectsQuirks,

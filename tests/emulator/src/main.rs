@@ -78,8 +78,8 @@ struct Args {
     /// How /api/results reads `offset`: page (0-based page index, the default) or item (items to skip).
     #[arg(long, value_enum, default_value_t = OffsetMode::Page)]
     results_offset: OffsetMode,
-    /// /api/results sends at most this many results a page, whatever `limit` asks (a server that
-    /// caps the page size silently).
+    /// /api/results and /api/sast-results send at most this many results a page, whatever `limit`
+    /// asks (a server that caps the page size silently).
     #[arg(long)]
     results_limit_cap: Option<u64>,
     /// The `azp` claim of the issued API keys (the client id a key must be presented with).

@@ -10,7 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{json_bytes, position, reported_total, require, write_array};
+use super::{json_bytes, page_room, position, reported_total, require, write_array};
 use crate::app::Shared;
 use crate::auth::{Principal, ROLE_DAST};
 use crate::endpoint::Endpoint;
@@ -76,6 +76,12 @@ pub async fn environments(
     let params = Params::parse(query.as_deref());
     let (from, count) = window(&params)?;
     let from = position(&state, Endpoint::DastEnvironments, from as u64, 0) as usize;
+    let count = page_room(
+        &state,
+        Endpoint::DastEnvironments,
+        count as u64,
+        from as u64,
+    ) as usize;
     let (column, descending) = sort(
         &params,
         &[

@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{json_bytes, position, reported_total, require, write_array};
+use super::{json_bytes, page_room, position, reported_total, require, write_array};
 use crate::app::Shared;
 use crate::auth::{Principal, ROLE_PROJECTS, ROLE_SCANS};
 use crate::endpoint::Endpoint;
@@ -145,6 +145,8 @@ pub async fn list(
         limit => limit,
     };
     let offset = position(&state, Endpoint::Projects, offset as u64, 0) as usize;
+    let limit =
+        limit.map(|l| page_room(&state, Endpoint::Projects, l as u64, offset as u64) as usize);
     let filter = ProjectFilter::parse(&params)?;
     let tenant = &state.tenant;
     let all = tenant.shape.projects as usize;

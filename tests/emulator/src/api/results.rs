@@ -5,7 +5,7 @@ use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 
-use super::{json_bytes, position, reported_total, require, write_array};
+use super::{json_bytes, page_room, position, reported_total, require, write_array};
 use crate::app::{OffsetMode, Shared};
 use crate::auth::{Principal, ROLE_RESULTS};
 use crate::endpoint::Endpoint;
@@ -162,9 +162,11 @@ pub async fn sast_only(
     let params = Params::parse(query.as_deref());
     let tenant = &state.tenant;
     let scan = scan_for(tenant, &params)?;
-    let limit = limit(&params)?;
+    // A server that caps the page size caps it here too.
+    let limit = limit(&params)?.min(state.results_limit_cap.unwrap_or(u64::MAX));
     let skip = params.u64("offset", 0, Style::Results)?;
     let skip = position(&state, Endpoint::SastResults, skip, 0);
+    let limit = page_room(&state, Endpoint::SastResults, limit, skip);
     let view = SastView {
         include_nodes: params.bool("include-nodes", true, Style::Results)?,
         apply_predicates: params.bool("apply-predicates", true, Style::Results)?,
