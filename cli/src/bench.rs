@@ -199,6 +199,30 @@ async fn run_child(
     })
 }
 
+/// A run's CPU floor: the connector's and the emulator's CPU-seconds over the cores, and that
+/// beside the download's seconds; null where any of the three could not be read.
+fn cpu_floor(
+    connector: Option<f64>,
+    emulator: Option<f64>,
+    cores: Option<f64>,
+    download_seconds: f64,
+) -> Value {
+    match (connector, emulator, cores) {
+        (Some(connector), Some(emulator), Some(cores)) => {
+            let seconds = (connector + emulator) / cores;
+            json!({"connectorCpuSeconds": connector, "emulatorCpuSeconds": emulator,
+                "cores": cores, "seconds": seconds, "ratio": seconds / download_seconds})
+        }
+        _ => Value::Null,
+    }
+}
+
+/// The floors of runs one after another, summed: unknown if any run's is.
+fn summed_floor(sum: Option<f64>, run_floor: &Value) -> Option<f64> {
+    sum.zip(run_floor["seconds"].as_f64())
+        .map(|(sum, seconds)| sum + seconds)
+}
+
 /// A run's CPU floor, as printed: the least time its CPU and the emulator's allow on these cores.
 fn floor_line(floor: &Value) -> String {
     if floor.is_null() {
@@ -291,19 +315,12 @@ async fn against_download(emulator: &Emulator, run: &ChildRun) -> anyhow::Result
     // The least time the run could take on these cores, were they never idle: the connector's
     // CPU and the emulator's (which the download needs too) shared out. A ratio budget below
     // this floor is out of reach without less CPU, whatever the overlap.
-    let download_seconds = all.wall.as_secs_f64();
-    let floor = match (
+    let floor = cpu_floor(
         run.summary["cpuSeconds"].as_f64(),
         run.emulator_cpu_seconds,
         floor_cores(),
-    ) {
-        (Some(connector), Some(emulator), Some(cores)) => {
-            let seconds = (connector + emulator) / cores;
-            json!({"connectorCpuSeconds": connector, "emulatorCpuSeconds": emulator,
-                "cores": cores, "seconds": seconds, "ratio": seconds / download_seconds})
-        }
-        _ => Value::Null,
-    };
+        all.wall.as_secs_f64(),
+    );
     Ok(json!({
         "connections": run.connections,
         "downloadSeconds": all.wall.as_secs_f64(),
@@ -511,9 +528,7 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
         let s = &run.summary;
         let run_cpu = s["cpuSeconds"].as_f64().unwrap_or(0.0);
         download_wall += limit["downloadSeconds"].as_f64().unwrap_or(0.0);
-        cpu_floor = cpu_floor
-            .zip(limit["cpuFloor"]["seconds"].as_f64())
-            .map(|(sum, run_floor)| sum + run_floor);
+        cpu_floor = summed_floor(cpu_floor, &limit["cpuFloor"]);
         cpu += run_cpu;
         transitions += cost["stateTransitions"].as_f64().unwrap_or(0.0);
         items += s["items"].as_f64().unwrap_or(0.0);
@@ -890,6 +905,42 @@ fn print_table(report: &Value) {
             b["value"]
                 .as_str()
                 .map_or_else(|| b["value"].to_string(), str::to_string)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_floor_is_the_cpu_over_the_cores_and_unknown_when_any_part_is() {
+        let floor = cpu_floor(Some(11.5), Some(3.9), Some(2.0), 6.1);
+        assert_eq!(floor["seconds"], 7.7);
+        assert!((floor["ratio"].as_f64().unwrap() - 7.7 / 6.1).abs() < 1e-9);
+        assert_eq!(
+            floor_line(&floor),
+            "CPU floor 1.26 x the download ((connector 11.5 + emulator 3.9 CPU-s) / 2.0 cores = 7.7 s)"
+        );
+        for (connector, emulator, cores) in [
+            (None, Some(3.9), Some(2.0)),
+            (Some(11.5), None, Some(2.0)),
+            (Some(11.5), Some(3.9), None),
+        ] {
+            let unknown = cpu_floor(connector, emulator, cores, 6.1);
+            assert!(unknown.is_null(), "{connector:?} {emulator:?} {cores:?}");
+            assert_eq!(
+                floor_line(&unknown),
+                "CPU floor not measured (a process's CPU time could not be read)"
+            );
+            // The end-to-end floor is not the other run's alone.
+            let sum = summed_floor(summed_floor(Some(0.0), &floor), &unknown);
+            assert_eq!(sum, None);
+            assert_eq!(floor_ratio(sum), "CPU floor not measured");
+        }
+        assert_eq!(
+            summed_floor(summed_floor(Some(0.0), &floor), &floor),
+            Some(15.4)
         );
     }
 }
