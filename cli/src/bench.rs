@@ -315,17 +315,18 @@ async fn against_download(emulator: &Emulator, run: &ChildRun) -> anyhow::Result
     // The least time the run could take on these cores, were they never idle: the connector's
     // CPU and the emulator's (which the download needs too) shared out. A ratio budget below
     // this floor is out of reach without less CPU, whatever the overlap.
+    let download_seconds = all.wall.as_secs_f64();
     let floor = cpu_floor(
         run.summary["cpuSeconds"].as_f64(),
         run.emulator_cpu_seconds,
         floor_cores(),
-        all.wall.as_secs_f64(),
+        download_seconds,
     );
     Ok(json!({
         "connections": run.connections,
-        "downloadSeconds": all.wall.as_secs_f64(),
+        "downloadSeconds": download_seconds,
         "downloadMiB": mib(all.bytes as f64),
-        "ratio": run.wall.as_secs_f64() / all.wall.as_secs_f64(),
+        "ratio": run.wall.as_secs_f64() / download_seconds,
         "stages": {"plan": stage(plan_ms, &plan), "items": stage(items_ms, &items)},
         "cpuFloor": floor,
     }))
@@ -508,7 +509,7 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     let (mut findings, mut bytes, mut wall, mut requests, mut minimum) = (0u64, 0u64, 0.0, 0, 0);
     let (mut download_wall, mut cpu, mut transitions, mut items) = (0.0, 0.0, 0.0, 0.0);
-    let mut cpu_floor = Some(0.0);
+    let mut end_to_end_floor = Some(0.0);
     let mut peak_rss = 0u64;
     let mut first_request = Vec::new();
     for (id, kind) in [
@@ -528,7 +529,7 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
         let s = &run.summary;
         let run_cpu = s["cpuSeconds"].as_f64().unwrap_or(0.0);
         download_wall += limit["downloadSeconds"].as_f64().unwrap_or(0.0);
-        cpu_floor = summed_floor(cpu_floor, &limit["cpuFloor"]);
+        end_to_end_floor = summed_floor(end_to_end_floor, &limit["cpuFloor"]);
         cpu += run_cpu;
         transitions += cost["stateTransitions"].as_f64().unwrap_or(0.0);
         items += s["items"].as_f64().unwrap_or(0.0);
@@ -688,7 +689,7 @@ async fn measure(args: &BenchArgs, work: &Path) -> anyhow::Result<Value> {
     let binaries = binary_sizes(&workspace);
     let findings_per_second = findings as f64 / wall;
     let ratio = wall / download_wall;
-    let cpu_floor_ratio = cpu_floor.map(|floor| floor / download_wall);
+    let cpu_floor_ratio = end_to_end_floor.map(|floor| floor / download_wall);
     let transitions_per_item = transitions / items.max(1.0);
     let slowest_start = first_request.iter().copied().fold(0.0, f64::max);
     let mut budgets = vec![

@@ -60,7 +60,7 @@ impl Completeness {
                     "{received}: page {page} held only records already received, so the server is not moving through the list (it ignores the offset or page asked for), and paging stopped there; the next run pulls it again"
                 ),
                 (None, Some(page)) => format!(
-                    "{received}: paging stopped after page {page}, three pages more than the total needs at the largest page the server sent, so the server is not paging as it began (its pages shrank, or it repeats records); the next run pulls it again"
+                    "{received}: paging stopped after page {page}, more than three pages past what the total needs at the largest page the server sent, so the server is not paging as it began (its pages shrank, or it repeats records); the next run pulls it again"
                 ),
                 (None, None) => received,
             });
@@ -665,8 +665,8 @@ impl OriginalSeverityPager {
         self.served = self.served.max(page.records.len() as u64);
         if page.records.is_empty()
             || self.offset >= page.total
-            || self.completeness.past_expected_pages(self.served)
             || self.completeness.stalled()
+            || self.completeness.past_expected_pages(self.served)
         {
             self.done = true;
         } else {
@@ -1070,7 +1070,8 @@ impl CxOneClient {
             completeness: Completeness::default(),
         };
         let mut seen = Seen::default();
-        let mut from = 0;
+        // The largest window the server answered with: the size asked, or fewer if it caps it.
+        let (mut from, mut served) = (0, 0);
         loop {
             let url = self.api_url(
                 "/api/dast/scans/environments",
@@ -1086,11 +1087,12 @@ impl CxOneClient {
             let fresh = seen.admit(&page, &mut listing.completeness);
             parse_items(&page, &fresh, "environment", &mut listing);
             from += page.records.len() as u64;
+            served = served.max(page.records.len() as u64);
             let c = &mut listing.completeness;
             if page.records.is_empty()
                 || from >= page.total
-                || c.past_expected_pages(size)
                 || c.stalled()
+                || c.past_expected_pages(served)
             {
                 return Ok(listing);
             }

@@ -451,10 +451,10 @@ async fn every_pager_stops_at_a_page_that_brings_nothing_new() {
 }
 
 /// A server whose pages shrink to one record after the first: each list paged by item offset
-/// (projects, severities before triage, DAST environments) stops three pages past what its total
-/// needs at the first page's size, hands over what it received once, and says why it is short.
+/// (projects, severities before triage, DAST environments) stops at the fourth page past what its
+/// total needs at the first page's size, hands over what it received once, and says why it is short.
 #[tokio::test]
-async fn pagers_stop_three_pages_past_what_the_total_needs_and_say_so() {
+async fn pagers_stop_more_than_three_pages_past_what_the_total_needs_and_say_so() {
     let emulator = emulator(TenantShape {
         projects: 35,
         project_results: vec![60],
@@ -497,15 +497,15 @@ async fn pagers_stop_three_pages_past_what_the_total_needs_and_say_so() {
             }
         };
         let (total, needed) = (completeness.expected, completeness.expected.div_ceil(10));
-        assert!(total > 30, "{case}: {total} records, four pages of ten");
-        // The first page of ten, then one record a page up to three pages past the total's need.
+        assert_eq!(needed, 4, "{case}: {total} records");
+        // The first page of ten, then one record a page up to the fourth page past the total's need.
         let pages = needed + 4;
         assert_eq!(u64::from(completeness.pages), pages, "{case}");
         assert_eq!(records, 10 + pages - 1, "{case}: each record once");
         assert_eq!(
             completeness.problem(),
             Some(format!(
-                "received {records} distinct records but the server reported {total}: paging stopped after page {pages}, three pages more than the total needs at the largest page the server sent, so the server is not paging as it began (its pages shrank, or it repeats records); the next run pulls it again"
+                "received {records} distinct records but the server reported {total}: paging stopped after page {pages}, more than three pages past what the total needs at the largest page the server sent, so the server is not paging as it began (its pages shrank, or it repeats records); the next run pulls it again"
             )),
             "{case}"
         );
@@ -520,6 +520,32 @@ async fn pagers_stop_three_pages_past_what_the_total_needs_and_say_so() {
             ),
         }
     }
+}
+
+/// A server that caps the DAST environment window at 5 where 20 are asked: the listing counts the
+/// pages the total needs at the size the server sends, not at the size it asked, and lists every
+/// environment.
+#[tokio::test]
+async fn environments_are_listed_whole_from_a_server_that_caps_the_window() {
+    let emulator = emulator(TenantShape {
+        projects: 1,
+        dast_environments: 35,
+        ..TenantShape::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.dast_page_size = 20;
+    let client = client(s, &api_key(&emulator));
+    let capped = FaultSpec {
+        page_cap: Some(5),
+        ..FaultSpec::default()
+    };
+    emulator.set_fault(Endpoint::DastEnvironments, capped);
+    let listing = client.dast_environments().await.unwrap();
+    let c = &listing.completeness;
+    assert!(c.is_complete(), "{:?}", c.problem());
+    // At 20 a window the total would need 2 pages; at the 5 sent it needs 7, more than 2 + 3.
+    assert_eq!((listing.items.len(), c.pages), (35, 7));
 }
 
 /// A server that caps the size of every page of severities before triage: the pager counts the

@@ -56,6 +56,9 @@ pub struct FaultSpec {
     /// whose pages shrink after the first). The lists paged by item offset: projects, SAST
     /// results and DAST environments.
     pub pages_shrink_to: Option<u64>,
+    /// Every page holds at most this many records, whatever `limit` or the window asks (a server
+    /// that caps the page size), on the same lists.
+    pub page_cap: Option<u64>,
     /// Token endpoint only: access tokens issued while set stop working after this many seconds,
     /// although their `exp` claim promises the full lifetime.
     pub expire_tokens_after_secs: Option<u64>,
@@ -156,11 +159,12 @@ impl FaultSpec {
                     })?
                 }
                 "shrink-to" => spec.pages_shrink_to = Some(int()?),
+                "page-cap" => spec.page_cap = Some(int()?),
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, drift, claim-total, ignore-position, shrink-to, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, drift, claim-total, ignore-position, shrink-to, page-cap, expire-tokens-after, max"
                     ));
                 }
             }
@@ -347,8 +351,8 @@ impl FaultControl {
         slot.spec.position_ignored && slot.spec.applies_to(path_and_query)
     }
 
-    /// How many records a page holds at most: `asked`, or fewer on a page after the first under
-    /// a fault that shrinks them.
+    /// How many records a page holds at most: `asked`, or fewer under a fault that caps every
+    /// page or shrinks those after the first.
     pub fn page_room(
         &self,
         endpoint: Endpoint,
@@ -357,10 +361,14 @@ impl FaultControl {
         first: bool,
     ) -> u64 {
         let slot = self.slot(endpoint);
-        match slot.spec.pages_shrink_to {
-            Some(room) if !first && slot.spec.applies_to(path_and_query) => asked.min(room),
-            _ => asked,
+        if !slot.spec.applies_to(path_and_query) {
+            return asked;
         }
+        let shrunk = match slot.spec.pages_shrink_to {
+            Some(room) if !first => asked.min(room),
+            _ => asked,
+        };
+        shrunk.min(slot.spec.page_cap.unwrap_or(u64::MAX))
     }
 
     pub fn token_validity(&self) -> Option<u64> {
@@ -385,7 +393,7 @@ mod tests {
 
     #[test]
     fn flag_form_parses_every_setting() {
-        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,drift=7,claim-total=1000,ignore-position=true,shrink-to=3,latency-ms=20,jitter-ms=5,max=9").unwrap();
+        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,drift=7,claim-total=1000,ignore-position=true,shrink-to=3,page-cap=4,latency-ms=20,jitter-ms=5,max=9").unwrap();
         assert_eq!(eps, vec![Endpoint::Results]);
         assert_eq!(spec.rate_limit_rate, 0.5);
         assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
@@ -404,7 +412,7 @@ mod tests {
             (spec.claimed_total, spec.position_ignored),
             (Some(1000), true)
         );
-        assert_eq!(spec.pages_shrink_to, Some(3));
+        assert_eq!((spec.pages_shrink_to, spec.page_cap), (Some(3), Some(4)));
         assert_eq!(
             parse_flag("all:retry-after=4").unwrap().0.len(),
             Endpoint::ALL.len()

@@ -47,12 +47,12 @@ pub fn position(state: &Shared, endpoint: Endpoint, asked: u64, first: u64) -> u
     }
 }
 
-/// How many records a page starting at `position` holds at most: `asked`, or fewer on a page
-/// after the first (`position` > 0) under a fault that shrinks them.
-pub fn page_room(state: &Shared, endpoint: Endpoint, asked: u64, position: u64) -> u64 {
+/// How many records a page starting at `start` holds at most: `asked`, or fewer under a fault
+/// that caps every page or shrinks those after the first (`start` > 0).
+pub fn page_room(state: &Shared, endpoint: Endpoint, asked: u64, start: u64) -> u64 {
     state
         .faults
-        .page_room(endpoint, &faults::request_target(), asked, position == 0)
+        .page_room(endpoint, &faults::request_target(), asked, start == 0)
 }
 
 /// Breaks one record the way a schema violation from the vendor looks: the id is gone, the
