@@ -32,7 +32,7 @@ pub struct Completeness {
     pub stalled_at_page: Option<u32>,
     /// The page (counted from 1) after which paging stopped short of the total: more pages than
     /// the total needs at the largest page the server sent (see
-    /// [`Completeness::past_expected_pages`]).
+    /// [`Seen::past_expected_pages`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_after_page: Option<u32>,
 }
@@ -75,17 +75,6 @@ impl Completeness {
         self.stalled_at_page.is_some()
     }
 
-    /// More pages than the total needs at `page_size` a page, and three to spare: a server whose
-    /// pages shrank after the first, or that keeps repeating records. Noted, as the page paging
-    /// stops after.
-    fn past_expected_pages(&mut self, page_size: u64) -> bool {
-        let past = u64::from(self.pages) > self.expected.div_ceil(page_size.max(1)) + 3;
-        if past {
-            self.stopped_after_page.get_or_insert(self.pages);
-        }
-        past
-    }
-
     fn observe_total(&mut self, total: u64) {
         if self.pages == 0 {
             self.expected = total;
@@ -108,6 +97,8 @@ const RESERVED_RECORDS_CAP: u64 = 10_000_000;
 struct Seen {
     keys: Fingerprints,
     hashes: CompactFingerprintSet,
+    /// The most records one page admitted held.
+    largest_page: u64,
 }
 
 impl Seen {
@@ -156,12 +147,27 @@ impl Seen {
             }
         }
         completeness.unique = self.hashes.len() as u64;
+        self.largest_page = self.largest_page.max(page.records.len() as u64);
         if !page.records.is_empty() && fresh.is_empty() {
             completeness
                 .stalled_at_page
                 .get_or_insert(completeness.pages);
         }
         fresh
+    }
+
+    /// More pages in `completeness` than its total needs at the largest page admitted, and three
+    /// to spare: a server whose pages shrank after the first, or that keeps repeating records.
+    /// Noted there, as the page paging stops after.
+    fn past_expected_pages(&self, completeness: &mut Completeness) -> bool {
+        let needed = completeness.expected.div_ceil(self.largest_page.max(1));
+        let past = u64::from(completeness.pages) > needed + 3;
+        if past {
+            completeness
+                .stopped_after_page
+                .get_or_insert(completeness.pages);
+        }
+        past
     }
 }
 
@@ -599,7 +605,7 @@ impl ResultsPager {
         if number == 0 && self.done && self.range.is_none() {
             self.semantics = Some(OffsetSemantics::Unneeded);
         }
-        if !self.done && self.completeness.past_expected_pages(self.served) {
+        if !self.done && self.seen.past_expected_pages(&mut self.completeness) {
             self.done = true;
         }
         if !self.done {
@@ -666,7 +672,7 @@ impl OriginalSeverityPager {
         if page.records.is_empty()
             || self.offset >= page.total
             || self.completeness.stalled()
-            || self.completeness.past_expected_pages(self.served)
+            || self.seen.past_expected_pages(&mut self.completeness)
         {
             self.done = true;
         } else {
@@ -850,7 +856,7 @@ impl CxOneClient {
                     return Ok(listing);
                 }
                 stride = stride.max(length);
-                if listing.completeness.past_expected_pages(stride) {
+                if seen.past_expected_pages(&mut listing.completeness) {
                     return Ok(listing);
                 }
                 total = page.total;
@@ -1070,8 +1076,7 @@ impl CxOneClient {
             completeness: Completeness::default(),
         };
         let mut seen = Seen::default();
-        // The largest window the server answered with: the size asked, or fewer if it caps it.
-        let (mut from, mut served) = (0, 0);
+        let mut from = 0;
         loop {
             let url = self.api_url(
                 "/api/dast/scans/environments",
@@ -1087,12 +1092,10 @@ impl CxOneClient {
             let fresh = seen.admit(&page, &mut listing.completeness);
             parse_items(&page, &fresh, "environment", &mut listing);
             from += page.records.len() as u64;
-            served = served.max(page.records.len() as u64);
-            let c = &mut listing.completeness;
             if page.records.is_empty()
                 || from >= page.total
-                || c.stalled()
-                || c.past_expected_pages(served)
+                || listing.completeness.stalled()
+                || seen.past_expected_pages(&mut listing.completeness)
             {
                 return Ok(listing);
             }
