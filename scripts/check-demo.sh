@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cargo run --quiet -p cxone-etm-cli --bin cxone-etm -- demo --out "$out" --json --projects 8 --results-per-scan 200 >"$out/summary.json"
+bash scripts/demo.sh "$out" --json --projects 8 --results-per-scan 200 >"$out/summary.json"
 python3 - "$out/summary.json" <<'PY'
 import json, sys
 summary = json.load(open(sys.argv[1]))

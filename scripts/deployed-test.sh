@@ -17,8 +17,9 @@ if [ ! -x .cache/npm/node_modules/.bin/asl-validator ]; then
 fi
 
 echo "== building the function binaries, the emulator and cxone-etm"
-cargo build --quiet --locked --bins -p cxone-etm-trigger -p cxone-etm-collect -p cxone-etm-transform \
-  -p cxone-etm-finalize -p cxone-emulator -p cxone-etm-cli
+# Every binary of the workspace (the four functions, the emulator, cxone-etm), built for the whole
+# workspace as every other build here, so no dependency is built twice.
+cargo build --quiet --locked --workspace --bins
 
 echo "== the deployed-shape scenarios"
 cd tests/deployed

@@ -17,14 +17,18 @@ cargo fmt --all -- --check
 
 # Clippy and the test build need nothing from .venv: they run while the tools install (the installs
 # wait on the network more than on the CPU).
+# The cargo commands here and in the scripts called below select the whole workspace (`--workspace`,
+# narrowed by target, not `-p`): cargo resolves features per selection, and each other selection
+# builds most dependencies again (a `-p cxone-etm` test run cost three minutes). Only cargo-lambda
+# picks its own packages (`cargo lambda watch` builds each function as a user's would).
 if cargo nextest --version >/dev/null 2>&1; then
   build_tests=(cargo nextest run --workspace --locked --no-run)
   run_tests=(cargo nextest run --workspace --locked --no-fail-fast)
-  run_whole_runs=(cargo nextest run -p cxone-etm --test runs --locked --no-fail-fast pipeline:: engines:: reconciliation::)
+  run_whole_runs=(cargo nextest run --workspace --test runs --locked --no-fail-fast pipeline:: engines:: reconciliation::)
 else
   build_tests=(cargo test --workspace --locked --no-run)
   run_tests=(cargo test --workspace --locked --no-fail-fast)
-  run_whole_runs=(cargo test -p cxone-etm --test runs --locked --no-fail-fast -- pipeline:: engines:: reconciliation::)
+  run_whole_runs=(cargo test --workspace --test runs --locked --no-fail-fast -- pipeline:: engines:: reconciliation::)
 fi
 mkdir -p target
 stage "cargo clippy -D warnings, then the test build, in the background"
@@ -49,6 +53,31 @@ if [ ! -x .venv-checkov/bin/checkov ]; then
   python3 -m venv .venv-checkov
   .venv-checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.*'
 fi
+
+# sam build's release builds are the longest stage (fat LTO, one codegen unit: each function's link
+# alone took 4 CPU-minutes on a 2-core AMD EPYC). They start as soon as cargo-lambda and SAM are
+# installed, in the background at the lowest priority (`nice`), so they use the cores the stages in
+# front leave idle (Chromium's install, the single-threaded links of the test build, the tests'
+# waits, the deployed-shape scenarios) and barely slow those stages; and in a target directory of
+# their own (cargo locks a target directory per build, and SAM finds the binaries through
+# `cargo metadata`).
+# SAM builds the functions one after another, one `cargo lambda build --bin` each, so their links
+# would run one at a time. The same command with every function's `--bin` first lets cargo link two
+# at a time; SAM's own builds then find every unit fresh and only copy the binaries. The functions
+# are the template's own, as check-infra.py reads them, so a function added there is prebuilt and
+# checked too.
+stage "sam build: every function through cargo-lambda (arm64), in the background at low priority"
+mapfile -t function_lines < <(.venv/bin/python scripts/check-infra.py --functions)
+logical_ids=() functions=()
+for line in "${function_lines[@]}"; do
+  logical_ids+=("${line% *}") functions+=("${line#* }")
+done
+[[ ${#functions[@]} -gt 0 ]] || { echo "infra/template.yaml names no function (scripts/check-infra.py --functions)" >&2; exit 1; }
+(export CARGO_TARGET_DIR="$PWD/target/sam-arm64" PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
+  nice -n 19 cargo lambda build --release --arm64 --locked "${functions[@]/#/--bin=}"
+  cd infra && nice -n 19 ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build) >target/sam-build.log 2>&1 &
+sam_build=$!
+trap 'kill "$build" "$sam_build" 2>/dev/null || true' EXIT
 
 # The run report's HTML is checked in a real headless browser: Debian's chromium.
 if ! command -v chromium >/dev/null 2>&1; then
@@ -81,27 +110,6 @@ cargo test --workspace --doc --locked
 # page as it reads it; on this machine it reads ahead on a second core. The whole runs again with
 # one core, so both ways are tested.
 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512 "${run_whole_runs[@]}"
-
-# sam build's release links (fat LTO, one codegen unit) take one core each for minutes: it runs in
-# the background, in a target directory of its own (cargo locks a target directory per build, and
-# SAM finds the binaries through `cargo metadata`), beside the next stages.
-# SAM builds the functions one after another, one `cargo lambda build --bin` each, so their links
-# would run one at a time. The same command with every function's `--bin` first lets cargo link two
-# at a time (both cores, once the stages beside it are done); SAM's own builds then find every unit
-# fresh and only copy the binaries. The functions are the template's own, as check-infra.py reads
-# them, so a function added there is prebuilt and checked too.
-stage "sam build: every function through cargo-lambda (arm64), in the background"
-mapfile -t function_lines < <(.venv/bin/python scripts/check-infra.py --functions)
-logical_ids=() functions=()
-for line in "${function_lines[@]}"; do
-  logical_ids+=("${line% *}") functions+=("${line#* }")
-done
-[[ ${#functions[@]} -gt 0 ]] || { echo "infra/template.yaml names no function (scripts/check-infra.py --functions)" >&2; exit 1; }
-(export CARGO_TARGET_DIR="$PWD/target/sam-arm64" PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
-  cargo lambda build --release --arm64 --locked "${functions[@]/#/--bin=}"
-  cd infra && ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build) >target/sam-build.log 2>&1 &
-sam_build=$!
-trap 'kill "$build" "$sam_build" 2>/dev/null || true' EXIT
 
 stage "functions through cargo lambda watch"
 bash scripts/lambda-watch-test.sh
