@@ -204,7 +204,7 @@ class Account:
             if execution["status"] != "RUNNING":
                 return execution
             time.sleep(pause)
-            pause = min(pause * 1.5, 5)
+            pause = min(pause * 1.5, 1)
         raise AssertionError(f"{execution_arn} still running after {timeout}s")
 
     def explain(self, execution: dict) -> str:

@@ -219,12 +219,12 @@ fn assert_every_project_once(emulator: &Emulator, listing: &Listing<Project>, ca
 #[tokio::test]
 async fn projects_after_the_first_page_are_asked_for_together_at_the_page_size_served() {
     for (cap, concurrency, pages) in [(None, 8, 6), (Some(7), 8, 9), (Some(7), 1, 9)] {
-        let (emulator, client) =
-            fifty_seven_projects(|c| c.projects.limit_cap = cap, concurrency).await;
+        let (emulator, client) = fifty_seven_projects(|_| {}, concurrency).await;
         emulator.set_fault(
             Endpoint::Projects,
             FaultSpec {
                 latency_ms: 50,
+                page_cap: cap,
                 ..FaultSpec::default()
             },
         );
@@ -560,7 +560,13 @@ async fn severities_are_read_whole_from_a_server_that_caps_the_page_size() {
             scans_per_project: 1,
             ..TenantShape::default()
         },
-        results_limit_cap: Some(10),
+        faults: vec![(
+            Endpoint::SastResults,
+            FaultSpec {
+                page_cap: Some(10),
+                ..FaultSpec::default()
+            },
+        )],
         ..EmulatorConfig::default()
     })
     .await;

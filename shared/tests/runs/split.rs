@@ -660,7 +660,16 @@ async fn a_server_that_caps_the_page_size_fails_a_split_once_and_the_next_run_pu
             scans_per_project: 1,
             ..TenantShape::default()
         },
-        results_limit_cap: Some(7),
+        // Both lists of results send at most 7 a page, whatever `limit` asks.
+        faults: [Endpoint::Results, Endpoint::SastResults]
+            .map(|endpoint| {
+                let capped = FaultSpec {
+                    page_cap: Some(7),
+                    ..FaultSpec::default()
+                };
+                (endpoint, capped)
+            })
+            .into(),
         ..EmulatorConfig::default()
     })
     .await;

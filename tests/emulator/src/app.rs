@@ -49,17 +49,14 @@ pub struct AppState {
     pub faults: FaultControl,
     pub stats: Stats,
     pub results_offset: OffsetMode,
-    /// At most this many results a page of `/api/results`, whatever `limit` asks.
-    pub results_limit_cap: Option<u64>,
     pub projects: ProjectsQuirks,
 }
 
-/// How the page size of `/api/projects` departs from a server that pages as documented (none, by
-/// default). A server that ignores the offset, or claims a total, is a fault (`FaultSpec`).
+/// How the pages of `/api/projects` depart from a server that pages as documented (not at all, by
+/// default). A server that ignores the offset, caps the page size or claims a total is a fault
+/// (`FaultSpec`).
 #[derive(Clone, Debug, Default)]
 pub struct ProjectsQuirks {
-    /// Sends at most this many projects a page, whatever `limit` asks.
-    pub limit_cap: Option<u64>,
     /// The page asked for at this offset ends one project short of its limit (a server that
     /// answered fewer than asked in the middle of the listing).
     pub short_page_at: Option<u64>,

@@ -53,11 +53,12 @@ pub struct FaultSpec {
     /// (a server ignoring where a page starts).
     pub position_ignored: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
-    /// whose pages shrink after the first). The lists paged by item offset: projects, SAST
-    /// results and DAST environments.
+    /// whose pages shrink after the first). On the lists of projects, results (all engines, and
+    /// SAST alone) and DAST environments.
     pub pages_shrink_to: Option<u64>,
     /// Every page holds at most this many records, whatever `limit` or the window asks (a server
-    /// that caps the page size), on the same lists.
+    /// that caps the page size silently), on the same lists. Where `/api/results` reads `offset`
+    /// as a page index, it pages by the size it sends.
     pub page_cap: Option<u64>,
     /// Token endpoint only: access tokens issued while set stop working after this many seconds,
     /// although their `exp` claim promises the full lifetime.

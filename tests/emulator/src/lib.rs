@@ -53,9 +53,6 @@ pub struct EmulatorConfig {
     pub shape: TenantShape,
     pub token_lifetime_secs: u64,
     pub results_offset: OffsetMode,
-    /// `/api/results` and `/api/sast-results` send at most this many results a page, whatever
-    /// `limit` asks.
-    pub results_limit_cap: Option<u64>,
     /// How `/api/projects` departs from documented paging.
     pub projects: ProjectsQuirks,
     /// The `azp` claim of issued API keys: the client id a key must be presented with.
@@ -74,7 +71,6 @@ impl Default for EmulatorConfig {
             shape: TenantShape::default(),
             token_lifetime_secs: 1800,
             results_offset: OffsetMode::Page,
-            results_limit_cap: None,
             projects: ProjectsQuirks::default(),
             api_key_client_id: "ast-app".to_string(),
             tls: false,
@@ -145,7 +141,6 @@ impl Emulator {
             faults: faults::FaultControl::default(),
             stats: stats::Stats::default(),
             results_offset: config.results_offset,
-            results_limit_cap: config.results_limit_cap,
             projects: config.projects.clone(),
         });
         for (endpoint, spec) in &config.faults {

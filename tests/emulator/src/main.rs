@@ -14,7 +14,7 @@ use cxone_emulator::{Emulator, EmulatorConfig, OffsetMode, ResultMix, ResultType
     name = "cxone-emulator",
     version,
     about = "A Checkmarx One emulator: IAM, projects, scans, results and DAST over HTTP(S), with switchable faults",
-    after_help = "FAULTS\n  --fault <endpoint|all>:<key=value,...>  (repeatable)\n  endpoints: token, projects, last-scan, scans, results, sast-results, dast-environments, dast-scans, dast-results\n  keys: latency-ms=N jitter-ms=N 429=RATE retry-after=SECS|date:SECS|none 5xx=RATE status=5NN\n        reset=RATE truncate=RATE malformed=RATE drift=N expire-tokens-after=SECS max=N\n  example: --fault 'results:429=0.2,retry-after=date:1,max=10' --fault 'all:latency-ms=20'\n\nCONTROL (on the API host)\n  GET /_emulator/stats            expected totals, requests per endpoint, peak in flight, faults fired\n  PUT /_emulator/faults/<ep|all>  JSON fault spec;  DELETE /_emulator/faults clears all\n  POST /_emulator/revoke-tokens   every issued access token answers 401 from now on\n  POST /_emulator/stats/reset     zero the request counters"
+    after_help = "FAULTS\n  --fault <endpoint|all>:<key=value,...>  (repeatable)\n  endpoints: token, projects, last-scan, scans, results, sast-results, dast-environments, dast-scans, dast-results\n  keys: latency-ms=N jitter-ms=N 429=RATE retry-after=SECS|date:SECS|none 5xx=RATE status=5NN 403=RATE\n        reset=RATE truncate=RATE malformed=RATE drift=N claim-total=N ignore-position=true\n        shrink-to=N page-cap=N expire-tokens-after=SECS max=N match=TEXT\n  example: --fault 'results:429=0.2,retry-after=date:1,max=10' --fault 'all:latency-ms=20'\n  a server that caps result pages at 7: --fault 'results:page-cap=7' --fault 'sast-results:page-cap=7'\n\nCONTROL (on the API host)\n  GET /_emulator/stats            expected totals, requests per endpoint, peak in flight, faults fired\n  PUT /_emulator/faults/<ep|all>  JSON fault spec;  DELETE /_emulator/faults clears all\n  POST /_emulator/revoke-tokens   every issued access token answers 401 from now on\n  POST /_emulator/stats/reset     zero the request counters"
 )]
 struct Args {
     /// Address to listen on (loopback by default).
@@ -78,10 +78,6 @@ struct Args {
     /// How /api/results reads `offset`: page (0-based page index, the default) or item (items to skip).
     #[arg(long, value_enum, default_value_t = OffsetMode::Page)]
     results_offset: OffsetMode,
-    /// /api/results and /api/sast-results send at most this many results a page, whatever `limit`
-    /// asks (a server that caps the page size silently).
-    #[arg(long)]
-    results_limit_cap: Option<u64>,
     /// The `azp` claim of the issued API keys (the client id a key must be presented with).
     #[arg(long, default_value = "ast-app")]
     api_key_client_id: String,
@@ -160,7 +156,6 @@ async fn main() -> anyhow::Result<()> {
         },
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,
-        results_limit_cap: args.results_limit_cap,
         projects: Default::default(),
         api_key_client_id: args.api_key_client_id,
         tls: args.tls,

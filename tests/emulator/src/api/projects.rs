@@ -134,19 +134,21 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     require(principal, ROLE_PROJECTS, Style::Ast)?;
     let params = Params::parse(query.as_deref());
-    let (offset, limit) = window(&params)?;
-    let quirks = &state.projects;
-    let limit = match quirks.limit_cap {
-        Some(cap) => Some(limit.map_or(cap as usize, |l| l.min(cap as usize))),
-        None => limit,
-    };
-    let limit = match limit {
-        Some(l) if quirks.short_page_at == Some(offset as u64) => Some(l.saturating_sub(1)),
+    let (asked_offset, asked) = window(&params)?;
+    let offset = position(&state, Endpoint::Projects, asked_offset as u64, 0) as usize;
+    // `limit=0` asks for every project; a fault that caps the page size caps that too.
+    let room = page_room(
+        &state,
+        Endpoint::Projects,
+        asked.map_or(u64::MAX, |l| l as u64),
+        offset as u64,
+    );
+    let limit = match (room < u64::MAX).then_some(room as usize) {
+        Some(l) if state.projects.short_page_at == Some(asked_offset as u64) => {
+            Some(l.saturating_sub(1))
+        }
         limit => limit,
     };
-    let offset = position(&state, Endpoint::Projects, offset as u64, 0) as usize;
-    let limit =
-        limit.map(|l| page_room(&state, Endpoint::Projects, l as u64, offset as u64) as usize);
     let filter = ProjectFilter::parse(&params)?;
     let tenant = &state.tenant;
     let all = tenant.shape.projects as usize;

@@ -108,10 +108,11 @@ pub async fn all_scanners(
     let params = Params::parse(query.as_deref());
     let tenant = &state.tenant;
     let scan = scan_for(tenant, &params)?;
-    // A server that caps the page size pages by what it sends.
-    let limit = limit(&params)?.min(state.results_limit_cap.unwrap_or(u64::MAX));
+    let asked = limit(&params)?;
     let offset = params.u64("offset", 0, Style::Results)?;
     let offset = position(&state, Endpoint::Results, offset, 0);
+    // A server that caps the page size (the fault `page-cap`) pages by what it sends.
+    let limit = page_room(&state, Endpoint::Results, asked, offset);
     let skip = match state.results_offset {
         OffsetMode::Page => offset.saturating_mul(limit),
         OffsetMode::Item => offset,
@@ -162,11 +163,10 @@ pub async fn sast_only(
     let params = Params::parse(query.as_deref());
     let tenant = &state.tenant;
     let scan = scan_for(tenant, &params)?;
-    // A server that caps the page size caps it here too.
-    let limit = limit(&params)?.min(state.results_limit_cap.unwrap_or(u64::MAX));
+    let asked = limit(&params)?;
     let skip = params.u64("offset", 0, Style::Results)?;
     let skip = position(&state, Endpoint::SastResults, skip, 0);
-    let limit = page_room(&state, Endpoint::SastResults, limit, skip);
+    let limit = page_room(&state, Endpoint::SastResults, asked, skip);
     let view = SastView {
         include_nodes: params.bool("include-nodes", true, Style::Results)?,
         apply_predicates: params.bool("apply-predicates", true, Style::Results)?,

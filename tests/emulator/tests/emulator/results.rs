@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::common::*;
-use cxone_emulator::{EmulatorConfig, OffsetMode, ResultType, TenantShape};
+use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, OffsetMode, ResultType, TenantShape};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -89,6 +89,67 @@ async fn both_offset_semantics_give_every_result_once_at_the_edges() {
                 "{mode:?}: no duplicates"
             );
         }
+    }
+}
+
+/// A server that caps the page size (fault `page-cap`) sends at most the cap whatever `limit`
+/// asks, and pages by what it sends: a page index counts pages of the cap, an item count items.
+#[tokio::test]
+async fn a_capped_page_size_is_what_both_offset_semantics_page_by() {
+    let (limit, cap, size) = (10, 7, 30);
+    for mode in [OffsetMode::Page, OffsetMode::Item] {
+        let emulator = start_with(EmulatorConfig {
+            shape: TenantShape {
+                projects: 1,
+                project_results: vec![size],
+                ..TenantShape::default()
+            },
+            results_offset: mode,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let token = full_token(&emulator).await;
+        let (scan, _) = latest_scan(&emulator, 0).await;
+        let (whole, _) = page_all(&emulator, &token, &scan, limit, mode).await;
+        assert_eq!(whole.len() as u64, size);
+        emulator.set_fault(
+            Endpoint::Results,
+            FaultSpec {
+                page_cap: Some(cap),
+                ..FaultSpec::default()
+            },
+        );
+        let (capped, _) = page_all(&emulator, &token, &scan, cap, mode).await;
+        assert_eq!(
+            capped.iter().map(key).collect::<Vec<_>>(),
+            whole.iter().map(key).collect::<Vec<_>>(),
+            "{mode:?}: every result once, in order, at {cap} a page"
+        );
+        let second = match mode {
+            OffsetMode::Page => 1,
+            OffsetMode::Item => cap,
+        };
+        let page = get_ok(
+            &emulator,
+            &token,
+            &format!("/api/results/?scan-id={scan}&limit={limit}&offset={second}"),
+        )
+        .await;
+        let sent: Vec<String> = page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(key)
+            .collect();
+        let expected: Vec<String> = whole[cap as usize..2 * cap as usize]
+            .iter()
+            .map(key)
+            .collect();
+        assert_eq!(
+            sent, expected,
+            "{mode:?}: the second page where {limit} are asked"
+        );
+        assert_eq!(page["totalCount"], size, "{mode:?}");
     }
 }
 
