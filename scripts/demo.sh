@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out}
 shift || true
-# Built for the whole workspace (`--workspace`), so its dependencies have the features every other
-# build here gives them (scripts/test.sh, the deployed-shape test): run after those, nothing is
-# rebuilt. `cargo run -p cxone-etm-cli` resolves features for that package alone and would
-# rebuild most of them.
-cargo build --quiet --locked --workspace --bin cxone-etm
-exec "${CARGO_TARGET_DIR:-target}/debug/cxone-etm" demo --out "$out" "$@"
+# Built for the whole workspace, so its dependencies have the features every other build here gives
+# them (scripts/test.sh, the deployed-shape test): run after those, nothing is rebuilt, where
+# `cargo run -p cxone-etm-cli` would resolve features for that package alone and rebuild most.
+cxone_etm=$(bash scripts/workspace-bin.sh --bin cxone-etm)
+exec "$cxone_etm" demo --out "$out" "$@"

@@ -17,9 +17,10 @@ if [ ! -x .cache/npm/node_modules/.bin/asl-validator ]; then
 fi
 
 echo "== building the function binaries, the emulator and cxone-etm"
-# Every binary of the workspace (the four functions, the emulator, cxone-etm), built for the whole
-# workspace as every other build here, so no dependency is built twice.
-cargo build --quiet --locked --workspace --bins
+# Every binary of the workspace: the four functions, the emulator, cxone-etm.
+bins=$(bash scripts/workspace-bin.sh --bins)
+CXONE_BIN_DIR=$(dirname "$(head -n 1 <<<"$bins")")
+export CXONE_BIN_DIR
 
 echo "== the deployed-shape scenarios"
 cd tests/deployed

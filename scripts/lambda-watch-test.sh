@@ -13,9 +13,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 moto_port=$(free_port)
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
 pids+=($!)
-# Built for the whole workspace, as every other build here, so no dependency is built twice.
-cargo build --quiet --locked --workspace --bin cxone-emulator
-"${CARGO_TARGET_DIR:-target}/debug/cxone-emulator" >"$work/emulator.json" 2>"$work/emulator.log" &
+emulator=$(bash scripts/workspace-bin.sh --bin cxone-emulator)
+"$emulator" >"$work/emulator.json" 2>"$work/emulator.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
   [ -s "$work/emulator.json" ] && curl -sf "http://127.0.0.1:$moto_port/moto-api/" >/dev/null && break

@@ -18,9 +18,9 @@ cargo fmt --all -- --check
 # Clippy and the test build need nothing from .venv: they run while the tools install (the installs
 # wait on the network more than on the CPU).
 # The cargo commands here and in the scripts called below select the whole workspace (`--workspace`,
-# narrowed by target, not `-p`): cargo resolves features per selection, and each other selection
-# builds most dependencies again (a `-p cxone-etm` test run cost three minutes). Only cargo-lambda
-# picks its own packages (`cargo lambda watch` builds each function as a user's would).
+# narrowed by target, not `-p`; `cargo lambda watch` runs `cargo run --bin NAME` at the workspace's
+# root, which selects it whole too): cargo resolves features per selection, and each other
+# selection builds most dependencies again (a `-p cxone-etm` test run cost three minutes).
 if cargo nextest --version >/dev/null 2>&1; then
   build_tests=(cargo nextest run --workspace --locked --no-run)
   run_tests=(cargo nextest run --workspace --locked --no-fail-fast)
@@ -31,10 +31,18 @@ else
   run_whole_runs=(cargo test --workspace --test runs --locked --no-fail-fast -- pipeline:: engines:: reconciliation::)
 fi
 mkdir -p target
+# The background builds run each in a process group of its own (job control on while they start),
+# so that a run that fails stops them whole: killing the subshell alone would leave cargo and its
+# compilers running, holding the target directory's lock.
+background=()
+stop_background() { for group in "${background[@]}"; do kill -- "-$group" 2>/dev/null || true; done; }
+trap stop_background EXIT
 stage "cargo clippy -D warnings, then the test build, in the background"
+set -m
 (cargo clippy --workspace --all-targets --locked -- -D warnings && "${build_tests[@]}") >target/ci-build.log 2>&1 &
 build=$!
-trap 'kill "$build" 2>/dev/null || true' EXIT
+set +m
+background+=("$build")
 
 # moto serves S3 and Secrets Manager over the real AWS wire protocol for the AWS tests.
 # cargo-lambda runs the functions locally (`cargo lambda watch`) for the function tests.
@@ -45,22 +53,17 @@ if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/cargo-lambda ] || [ ! -x .
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'cargo-lambda==1.*' 'pytest==8.*'
 fi
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
-# The template checks: cfn-lint and the SAM CLI in .venv, checkov in its own venv (it pins old boto3).
+# The template checks: cfn-lint and the SAM CLI in .venv (checkov, below, in a venv of its own).
 if [ ! -x .venv/bin/sam ] || [ ! -x .venv/bin/cfn-lint ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'aws-sam-cli==1.*' 'cfn-lint==1.*'
 fi
-if [ ! -x .venv-checkov/bin/checkov ]; then
-  python3 -m venv .venv-checkov
-  .venv-checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.*'
-fi
-
 # sam build's release builds are the longest stage (fat LTO, one codegen unit: each function's link
 # alone took 4 CPU-minutes on a 2-core AMD EPYC). They start as soon as cargo-lambda and SAM are
 # installed, in the background at the lowest priority (`nice`), so they use the cores the stages in
-# front leave idle (Chromium's install, the single-threaded links of the test build, the tests'
-# waits, the deployed-shape scenarios) and barely slow those stages; and in a target directory of
-# their own (cargo locks a target directory per build, and SAM finds the binaries through
-# `cargo metadata`).
+# front leave idle (checkov's and Chromium's installs, the single-threaded links of the test build,
+# the tests' waits, the deployed-shape scenarios) and barely slow those stages (nice is no limit on
+# memory: two fat-LTO links take about 2.3 GB each); and in a target directory of their own (cargo
+# locks a target directory per build, and SAM finds the binaries through `cargo metadata`).
 # SAM builds the functions one after another, one `cargo lambda build --bin` each, so their links
 # would run one at a time. The same command with every function's `--bin` first lets cargo link two
 # at a time; SAM's own builds then find every unit fresh and only copy the binaries. The functions
@@ -73,11 +76,19 @@ for line in "${function_lines[@]}"; do
   logical_ids+=("${line% *}") functions+=("${line#* }")
 done
 [[ ${#functions[@]} -gt 0 ]] || { echo "infra/template.yaml names no function (scripts/check-infra.py --functions)" >&2; exit 1; }
+set -m
 (export CARGO_TARGET_DIR="$PWD/target/sam-arm64" PATH="$PWD/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
   nice -n 19 cargo lambda build --release --arm64 --locked "${functions[@]/#/--bin=}"
   cd infra && nice -n 19 ../.venv/bin/sam build --beta-features --build-dir .aws-sam/build) >target/sam-build.log 2>&1 &
 sam_build=$!
-trap 'kill "$build" "$sam_build" 2>/dev/null || true' EXIT
+set +m
+background+=("$sam_build")
+
+# checkov pins an old boto3: it has a venv of its own.
+if [ ! -x .venv-checkov/bin/checkov ]; then
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install --quiet --disable-pip-version-check 'checkov==3.*'
+fi
 
 # The run report's HTML is checked in a real headless browser: Debian's chromium.
 if ! command -v chromium >/dev/null 2>&1; then

@@ -651,6 +651,13 @@ async fn a_group_retried_after_its_part_was_collected_asks_the_vendor_nothing() 
     assert_eq!(emulator.traffic().requests_to(Endpoint::Results), 0);
 }
 
+fn capped_at_seven() -> FaultSpec {
+    FaultSpec {
+        page_cap: Some(7),
+        ..FaultSpec::default()
+    }
+}
+
 #[tokio::test]
 async fn a_server_that_caps_the_page_size_fails_a_split_once_and_the_next_run_pulls_whole() {
     let emulator = emulator_with(EmulatorConfig {
@@ -661,15 +668,10 @@ async fn a_server_that_caps_the_page_size_fails_a_split_once_and_the_next_run_pu
             ..TenantShape::default()
         },
         // Both lists of results send at most 7 a page, whatever `limit` asks.
-        faults: [Endpoint::Results, Endpoint::SastResults]
-            .map(|endpoint| {
-                let capped = FaultSpec {
-                    page_cap: Some(7),
-                    ..FaultSpec::default()
-                };
-                (endpoint, capped)
-            })
-            .into(),
+        faults: vec![
+            (Endpoint::Results, capped_at_seven()),
+            (Endpoint::SastResults, capped_at_seven()),
+        ],
         ..EmulatorConfig::default()
     })
     .await;

@@ -92,25 +92,70 @@ async fn both_offset_semantics_give_every_result_once_at_the_edges() {
     }
 }
 
+/// One project's scan of `size` results, served with `offset` read as `mode` says.
+async fn one_scan(size: u64, mode: OffsetMode) -> (cxone_emulator::Emulator, String, String) {
+    let emulator = start_with(EmulatorConfig {
+        shape: TenantShape {
+            projects: 1,
+            project_results: vec![size],
+            ..TenantShape::default()
+        },
+        results_offset: mode,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let token = full_token(&emulator).await;
+    let (scan, _) = latest_scan(&emulator, 0).await;
+    (emulator, token, scan)
+}
+
+/// Pages a scan asking `limit` a page, as a client that follows what the server sends: the next
+/// page index, or (item offsets) the records received so far; until the total is received or a
+/// page is empty. The keys of each page, in order.
+async fn pages_as_sent(
+    emulator: &cxone_emulator::Emulator,
+    token: &str,
+    scan: &str,
+    limit: u64,
+    mode: OffsetMode,
+) -> Vec<Vec<String>> {
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    let mut received = 0;
+    loop {
+        let offset = match mode {
+            OffsetMode::Page => pages.len() as u64,
+            OffsetMode::Item => received,
+        };
+        let body = get_ok(
+            emulator,
+            token,
+            &format!("/api/results/?scan-id={scan}&limit={limit}&offset={offset}"),
+        )
+        .await;
+        let page: Vec<String> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(key)
+            .collect();
+        received += page.len() as u64;
+        let done = page.is_empty() || received >= body["totalCount"].as_u64().unwrap();
+        pages.push(page);
+        if done {
+            return pages;
+        }
+    }
+}
+
 /// A server that caps the page size (fault `page-cap`) sends at most the cap whatever `limit`
 /// asks, and pages by what it sends: a page index counts pages of the cap, an item count items.
 #[tokio::test]
 async fn a_capped_page_size_is_what_both_offset_semantics_page_by() {
     let (limit, cap, size) = (10, 7, 30);
     for mode in [OffsetMode::Page, OffsetMode::Item] {
-        let emulator = start_with(EmulatorConfig {
-            shape: TenantShape {
-                projects: 1,
-                project_results: vec![size],
-                ..TenantShape::default()
-            },
-            results_offset: mode,
-            ..EmulatorConfig::default()
-        })
-        .await;
-        let token = full_token(&emulator).await;
-        let (scan, _) = latest_scan(&emulator, 0).await;
+        let (emulator, token, scan) = one_scan(size, mode).await;
         let (whole, _) = page_all(&emulator, &token, &scan, limit, mode).await;
+        let whole: Vec<String> = whole.iter().map(key).collect();
         assert_eq!(whole.len() as u64, size);
         emulator.set_fault(
             Endpoint::Results,
@@ -119,37 +164,54 @@ async fn a_capped_page_size_is_what_both_offset_semantics_page_by() {
                 ..FaultSpec::default()
             },
         );
-        let (capped, _) = page_all(&emulator, &token, &scan, cap, mode).await;
+        let pages = pages_as_sent(&emulator, &token, &scan, limit, mode).await;
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
         assert_eq!(
-            capped.iter().map(key).collect::<Vec<_>>(),
-            whole.iter().map(key).collect::<Vec<_>>(),
-            "{mode:?}: every result once, in order, at {cap} a page"
+            sizes,
+            [7, 7, 7, 7, 2],
+            "{mode:?}: {cap} a page where {limit} are asked"
         );
-        let second = match mode {
-            OffsetMode::Page => 1,
-            OffsetMode::Item => cap,
-        };
-        let page = get_ok(
-            &emulator,
-            &token,
-            &format!("/api/results/?scan-id={scan}&limit={limit}&offset={second}"),
-        )
-        .await;
-        let sent: Vec<String> = page["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(key)
-            .collect();
-        let expected: Vec<String> = whole[cap as usize..2 * cap as usize]
-            .iter()
-            .map(key)
-            .collect();
         assert_eq!(
-            sent, expected,
-            "{mode:?}: the second page where {limit} are asked"
+            pages.concat(),
+            whole,
+            "{mode:?}: every result once, in order"
         );
-        assert_eq!(page["totalCount"], size, "{mode:?}");
+    }
+}
+
+/// Pages that shrink after the first (fault `shrink-to`): by item offset every result still comes
+/// once; by page index the server counts pages at the shrunk size, so its second page repeats
+/// records of the first, as such a server would.
+#[tokio::test]
+async fn pages_that_shrink_after_the_first_follow_the_offset_semantics() {
+    let (limit, shrunk, size) = (10, 4, 30);
+    for mode in [OffsetMode::Page, OffsetMode::Item] {
+        let (emulator, token, scan) = one_scan(size, mode).await;
+        let (whole, _) = page_all(&emulator, &token, &scan, limit, mode).await;
+        let whole: Vec<String> = whole.iter().map(key).collect();
+        emulator.set_fault(
+            Endpoint::Results,
+            FaultSpec {
+                pages_shrink_to: Some(shrunk),
+                ..FaultSpec::default()
+            },
+        );
+        let pages = pages_as_sent(&emulator, &token, &scan, limit, mode).await;
+        assert_eq!(pages[0], whole[..10], "{mode:?}: the first page whole");
+        match mode {
+            OffsetMode::Item => {
+                let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+                assert_eq!(sizes, [10, 4, 4, 4, 4, 4], "{mode:?}");
+                assert_eq!(
+                    pages.concat(),
+                    whole,
+                    "{mode:?}: every result once, in order"
+                );
+            }
+            OffsetMode::Page => {
+                assert_eq!(pages[1], whole[4..8], "{mode:?}: page 1 at 4 a page");
+            }
+        }
     }
 }
 
