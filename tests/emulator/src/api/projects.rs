@@ -135,36 +135,31 @@ pub async fn list(
     require(principal, ROLE_PROJECTS, Style::Ast)?;
     let params = Params::parse(query.as_deref());
     let (asked_offset, asked) = window(&params)?;
+    let filter = ProjectFilter::parse(&params)?;
+    let tenant = &state.tenant;
+    let all = tenant.shape.projects as usize;
     let offset = position(&state, Endpoint::Projects, asked_offset as u64, 0) as usize;
     // `limit=0` asks for every project; a fault that caps the page size caps that too.
     let room = page_room(
         &state,
         Endpoint::Projects,
-        asked.map_or(u64::MAX, |l| l as u64),
+        asked.unwrap_or(all) as u64,
         offset as u64,
-    );
-    let limit = match (room < u64::MAX).then_some(room as usize) {
-        Some(l) if state.projects.short_page_at == Some(asked_offset as u64) => {
-            Some(l.saturating_sub(1))
+    ) as usize;
+    let limit = match asked {
+        Some(_) if state.projects.short_page_at == Some(asked_offset as u64) => {
+            room.saturating_sub(1)
         }
-        limit => limit,
+        _ => room,
     };
-    let filter = ProjectFilter::parse(&params)?;
-    let tenant = &state.tenant;
-    let all = tenant.shape.projects as usize;
     let (filtered_total, page): (usize, Vec<u32>) = if filter.is_empty() {
-        let end = limit.map_or(all, |l| offset.saturating_add(l).min(all));
+        let end = offset.saturating_add(limit).min(all);
         (all, (offset.min(all)..end).map(|p| p as u32).collect())
     } else {
         let matching: Vec<u32> = (0..tenant.shape.projects)
             .filter(|p| filter.matches(tenant, *p))
             .collect();
-        let page = matching
-            .iter()
-            .skip(offset)
-            .take(limit.unwrap_or(usize::MAX))
-            .copied()
-            .collect();
+        let page = matching.iter().skip(offset).take(limit).copied().collect();
         (matching.len(), page)
     };
     let mut body = Vec::with_capacity(page.len() * 800 + 100);

@@ -154,8 +154,9 @@ async fn a_capped_page_size_is_what_both_offset_semantics_page_by() {
     let (limit, cap, size) = (10, 7, 30);
     for mode in [OffsetMode::Page, OffsetMode::Item] {
         let (emulator, token, scan) = one_scan(size, mode).await;
-        let (whole, _) = page_all(&emulator, &token, &scan, limit, mode).await;
-        let whole: Vec<String> = whole.iter().map(key).collect();
+        let whole = pages_as_sent(&emulator, &token, &scan, limit, mode)
+            .await
+            .concat();
         assert_eq!(whole.len() as u64, size);
         emulator.set_fault(
             Endpoint::Results,
@@ -187,8 +188,9 @@ async fn pages_that_shrink_after_the_first_follow_the_offset_semantics() {
     let (limit, shrunk, size) = (10, 4, 30);
     for mode in [OffsetMode::Page, OffsetMode::Item] {
         let (emulator, token, scan) = one_scan(size, mode).await;
-        let (whole, _) = page_all(&emulator, &token, &scan, limit, mode).await;
-        let whole: Vec<String> = whole.iter().map(key).collect();
+        let whole = pages_as_sent(&emulator, &token, &scan, limit, mode)
+            .await
+            .concat();
         emulator.set_fault(
             Endpoint::Results,
             FaultSpec {
