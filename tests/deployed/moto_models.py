@@ -18,6 +18,9 @@ the template under test.
 7. IAM is enforced on every call once the harness has set up the account. moto matches S3 requests
    against resource ARNs; for Secrets Manager and Step Functions it checks every action against `*`,
    so the resource each call names (the secret, the state machine, the execution) is given here.
+8. A PutObject that carries tags (`x-amz-tagging`) needs `s3:PutObjectTagging` on the key as well as
+   `s3:PutObject` (AWS's PutObject reference: "you must have the s3:PutObjectTagging permission");
+   moto asks for `PutObjectTagging` only of the `?tagging` request.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def start() -> str:
     _model_jsonl_item_reader()
     _route_interpreter_calls()
     _model_missing_key_403()
+    _model_tagged_put_needs_tagging_permission()
     _name_resources_for_iam()
     _model_integer_tolerated_failure()
     _cache_module_list()
@@ -185,6 +189,33 @@ def _model_missing_key_403() -> None:
             raise
 
     S3Response._key_response_get = key_response_get
+
+
+def _model_tagged_put_needs_tagging_permission() -> None:
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import S3IAMRequest
+    from moto.s3.responses import S3Response
+
+    original = S3Response._key_response_put
+
+    def key_response_put(self, query, key_name):
+        tagged = self.headers.get("x-amz-tagging") and "tagging" not in query and "uploadId" not in query
+        if tagged and ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT:
+            request = S3IAMRequest(
+                account_id=self.current_account,
+                method=self.method,
+                path=self.raw_path,
+                data=self.data,
+                body=self.raw_body,
+                headers=self.headers,
+                action="PutObjectTagging",
+            )
+            # Raises S3's AccessDenied (403) when tagging the key is not allowed.
+            request.check_action_permitted(f"arn:aws:s3:::{self.bucket_name}/{key_name}")
+        return original(self, query, key_name)
+
+    S3Response._key_response_put = key_response_put
 
 
 def _name_resources_for_iam() -> None:
