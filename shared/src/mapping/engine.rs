@@ -1268,9 +1268,11 @@ impl State {
                 Some(Value::String(id)) => Some(id.clone()),
                 _ => None,
             });
-        // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
-        // as they were (claimed, so not absent): leaving a finding out never reads as fixing it.
-        if rules.options.leaves_out(&facts) {
+        // Findings the connection's filters leave out (by severity, triage state, or an asset
+        // type not taken: then every finding of the asset) are skipped, and stay in the asset's
+        // ledger as they were (claimed, so not absent): leaving a finding out never reads as
+        // fixing it.
+        if !rules.emit || rules.options.leaves_out(&facts) {
             self.outcome.figures.skipped_by_filter += 1;
             return;
         }
@@ -1355,10 +1357,6 @@ impl State {
             }
         }
         figures.records_in += 1;
-        if !rules.emit {
-            figures.skipped_by_filter += 1;
-            return true;
-        }
         false
     }
 

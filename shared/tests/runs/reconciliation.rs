@@ -13,7 +13,7 @@ use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultMix, ResultType, Tenan
 use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::Severity;
 use cxone_etm::layout::CLOSURES;
-use cxone_etm::mapping::Lifecycle;
+use cxone_etm::mapping::{AssetTypes, Lifecycle};
 use cxone_etm::pipeline::{ItemStatus, Manifest, RunSummary, StepError};
 use cxone_etm::store::{LocalStore, ObjectStore, StoreError};
 use serde_json::Value;
@@ -299,6 +299,77 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
         deleted_open
     );
 
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// An asset type the filters leave out (a project without a repository URL, when only code
+/// repositories are taken) writes none of its findings and closes none: they stay open in its
+/// ledger, and are ACTIVE, not NEW, when the filter takes the type again.
+#[tokio::test]
+async fn an_asset_type_left_out_closes_none_of_its_findings() {
+    let (store, dir) = temp_store("asset-types");
+    // One scan a project: the vendor's findings are the same in every run.
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let first = run_on(&store, &emulator).await;
+    let m1 = manifest(&store, &first.manifest).await;
+    let by_project = |lines: &[(String, String, String, String)]| {
+        let mut counts = BTreeMap::<String, usize>::new();
+        for (project, _, _, _) in lines {
+            *counts.entry(project.clone()).or_default() += 1;
+        }
+        counts
+    };
+    let lines1 = lines_of(&store, &m1).await;
+    let findings1 = by_project(&lines1);
+
+    let mut c = connection(&emulator, "lifecycle", ConnectorKind::Sast);
+    c.config.filters.asset_types = AssetTypes {
+        generic_application: false,
+        code_repository: true,
+    };
+    let c = c.config.validate().unwrap();
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(second.complete);
+    let m2 = manifest(&store, &second.manifest).await;
+    let closures = m2
+        .items
+        .iter()
+        .flat_map(|i| &i.objects)
+        .filter(|o| o.key.ends_with(CLOSURES))
+        .count();
+    assert_eq!(closures, 0, "leaving an asset type out closes nothing");
+    let findings2 = by_project(&lines_of(&store, &m2).await);
+    let left_out: Vec<&String> = findings1
+        .keys()
+        .filter(|p| !findings2.contains_key(*p))
+        .collect();
+    assert!(
+        !left_out.is_empty(),
+        "a project without a repository URL had findings in run 1 and none in run 2"
+    );
+    assert!(m2.totals.skipped_by_filter > 0);
+
+    let third = run_on(&store, &emulator).await;
+    let m3 = manifest(&store, &third.manifest).await;
+    let lines3 = lines_of(&store, &m3).await;
+    assert_eq!(
+        by_project(&lines3),
+        findings1,
+        "every finding is written again"
+    );
+    // A finding the vendor reports fixed is FIXED in every run; every other one was NEW in run 1
+    // and, kept open while left out, is ACTIVE now (NEW would mean forgotten, REOPENED closed).
+    let first_seen: BTreeMap<&String, &String> = lines1
+        .iter()
+        .map(|(_, id, lifecycle, _)| (id, lifecycle))
+        .collect();
+    for (project, id, lifecycle, _) in &lines3 {
+        let expected = match first_seen[id].as_str() {
+            "FIXED" => "FIXED",
+            _ => "ACTIVE",
+        };
+        assert_eq!(lifecycle, expected, "{project} {id}");
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 
