@@ -3,7 +3,8 @@ resource building its binary, the binary names are unique, every function is rea
 machine or an event source, and every function has sample events in events/. Then least privilege:
 no wildcard action or resource on S3, Secrets Manager or KMS in any policy, wildcard resources only
 for the log-delivery and X-Ray calls that have no resource-level permissions, and a bucket policy
-that denies every request without TLS. With `--functions`, prints each function's logical id and
+that denies every request without TLS. The state machine's timeout ends a run inside its lock's
+lease. With `--functions`, prints each function's logical id and
 binary instead."""
 import pathlib
 import re
@@ -155,6 +156,20 @@ check(grants("TriggerFunction", "states:StartExecution") == [[{"Ref": "PipelineS
 invoked = [r for rs in grants("PipelineStateMachine", "lambda:InvokeFunction") for r in rs]
 check(sorted(str(r) for r in invoked) == sorted(str({"Fn::GetAtt": [f, "Arn"]}) for f in ("CollectFunction", "TransformFunction", "FinalizeFunction")),
       f"the state machine may not invoke exactly collect, transform and finalize: {invoked}")
+
+# A run's lock lease (shared/src/pipeline/runner.rs) must outlast its execution and a finalize
+# still running when the execution stops: else another run can take the lock over and both commit.
+lease_source = (root / "shared" / "src" / "pipeline" / "runner.rs").read_text()
+lease = re.search(r"LOCK_LEASE: Duration = Duration::from_secs\(([\d\s*]+)\)", lease_source)
+check(lease is not None, "pipeline::LOCK_LEASE is not a Duration::from_secs of whole seconds")
+if lease:
+    lease_secs = eval(lease.group(1))  # digits and `*` only (the pattern above)
+    machine = resources["PipelineStateMachine"]["Properties"]["Definition"]
+    execution_timeout = machine.get("TimeoutSeconds")
+    finalize_timeout = functions["FinalizeFunction"]["Properties"]["Timeout"]
+    check(isinstance(execution_timeout, int) and execution_timeout + finalize_timeout < lease_secs,
+          f"the state machine's TimeoutSeconds ({execution_timeout}) plus finalize's Timeout ({finalize_timeout}) "
+          f"must be under the lock lease ({lease_secs} s)")
 
 bucket_policy = next(body for body in resources.values() if body["Type"] == "AWS::S3::BucketPolicy")
 tls_denials = [

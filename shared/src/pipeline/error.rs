@@ -43,6 +43,17 @@ pub enum StepError {
         connection_id: String,
         detail: String,
     },
+    /// A run that no longer holds its connection's lock when it would commit: its lease ran out
+    /// and another run took the lock over (or has finished since). Both would reconcile against
+    /// the same last committed run, so this one commits nothing.
+    #[error(
+        "run {run_id} of connection {connection_id} no longer holds the connection's lock ({holder}): its lease ran out and another run took over, so nothing of it is committed; the next run reconciles against the last committed run"
+    )]
+    LostLock {
+        connection_id: String,
+        run_id: String,
+        holder: String,
+    },
     /// A scheduled run outside the schedule's dates.
     #[error("connection {connection_id}: {problem}")]
     OutsideSchedule {
@@ -118,6 +129,7 @@ impl StepError {
             | Self::BadConfig { .. }
             | Self::AlreadyRunning { .. }
             | Self::LockTaken { .. }
+            | Self::LostLock { .. }
             | Self::OutsideSchedule { .. }
             | Self::BadObject { .. }
             | Self::Transform { .. }

@@ -18,7 +18,7 @@ use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines_written, read_gzip_json};
 use super::plan::read_work_list;
-use super::run::{RunRecord, fail_run, mark_processed, read_run};
+use super::run::{RunRecord, ensure_holds_lock, fail_run, mark_processed, read_run};
 use super::split::unjoined;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
@@ -255,6 +255,10 @@ pub async fn finalize(
         filtered_items,
         deleted_items,
     };
+    // A run whose lease ran out while it went on must not commit beside the run that took over:
+    // both reconcile against the same last committed run. (The state machine's timeout ends an
+    // execution well before its lease does; this catches what still runs.)
+    ensure_holds_lock(store, run).await?;
     let body = serde_json::to_vec_pretty(&manifest).expect("serializes");
     let sha = hex::encode(Sha256::digest(&body));
     store.put(&run.manifest(), Bytes::from(body)).await?;

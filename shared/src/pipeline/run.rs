@@ -482,6 +482,26 @@ async fn abandon(
     Ok(())
 }
 
+/// Refuses a run that no longer holds its connection's lock: after its lease ran out another run
+/// took the lock over (and marked this one abandoned), or has finished and released it since.
+pub(crate) async fn ensure_holds_lock(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<(), StepError> {
+    let holder: Option<Lock> = get_json(store, &lock_key(&run.connection_id)).await?;
+    match holder {
+        Some(lock) if lock.run_id == run.run_id => Ok(()),
+        other => Err(StepError::LostLock {
+            connection_id: run.connection_id.clone(),
+            run_id: run.run_id.clone(),
+            holder: other.map_or_else(
+                || "no run holds it".to_string(),
+                |lock| format!("run {} holds it", lock.run_id),
+            ),
+        }),
+    }
+}
+
 /// Releases the lock if this run holds it.
 async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<(), StepError> {
     let key = lock_key(&run.connection_id);

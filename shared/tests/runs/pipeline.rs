@@ -9,7 +9,9 @@ use crate::common::*;
 use cxone_emulator::{Endpoint, FaultSpec, ResultType, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::mapping::Lifecycle;
-use cxone_etm::pipeline::{ItemStatus, RunState, StepError, Trigger, begin_run, read_state};
+use cxone_etm::pipeline::{
+    ItemStatus, RunState, StepError, Trigger, begin_run, collect, finalize, read_state, transform,
+};
 use cxone_etm::secret::Credential;
 use cxone_etm::store::ObjectStore;
 use serde_json::Value;
@@ -298,6 +300,53 @@ async fn a_second_trigger_while_a_run_holds_the_lock_is_refused() {
         emulator.traffic().requests.values().sum::<u64>(),
         0,
         "a refused trigger calls no vendor"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A run that goes on past its lease, while another run takes the lock over and commits, must not
+/// commit too: both reconcile against the same last committed run, so the findings one closes the
+/// other would report again (and its own new ones would be new twice).
+#[tokio::test]
+async fn a_run_that_outlived_its_lease_commits_nothing_after_another_took_over() {
+    let emulator = emulator(TenantShape::default()).await;
+    let (store, dir) = temp_store("outlived");
+    let c = connection(&emulator, "outlived", ConnectorKind::Sast);
+    let (slow, vendor, work) = planned_run(&store, &c, &emulator, 2).await;
+    for item in &work {
+        collect(&store, &vendor, &c, item, None).await.unwrap();
+        transform(&store, &c, item).await.unwrap();
+    }
+    // Its lease runs out before it finalizes.
+    let key = "connections/outlived/lock";
+    let mut lock: Value = serde_json::from_slice(&store.get(key).await.unwrap().unwrap()).unwrap();
+    lock["expiresAt"] = 0.into();
+    store
+        .put(key, serde_json::to_vec(&lock).unwrap().into())
+        .await
+        .unwrap();
+    let taken_over = begin_run(
+        &store,
+        "outlived",
+        Trigger::Schedule,
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+
+    let refused = finalize(&store, &c, &slow).await.unwrap_err();
+    assert!(
+        matches!(&refused, StepError::LostLock { holder, .. } if holder.contains(&taken_over.run_id)),
+        "{refused}"
+    );
+    assert!(!refused.is_retryable());
+    assert!(refused.to_string().contains("nothing of it is committed"));
+    assert!(store.get(&slow.commit_marker()).await.unwrap().is_none());
+    assert!(store.get(&slow.manifest()).await.unwrap().is_none());
+    let holder: Value = serde_json::from_slice(&store.get(key).await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        holder["runId"], taken_over.run_id,
+        "the refused run leaves the lock to the run that took it over"
     );
     std::fs::remove_dir_all(dir).ok();
 }
