@@ -306,6 +306,11 @@ impl<S: BucketStore> Runtime<S> {
         Ok(loaded)
     }
 
+    /// Connection `id`'s stored config, without its credential (for steps that call no vendor).
+    pub async fn config(&self, id: &str) -> Result<Connection, StepError> {
+        Ok(self.stored(id).await?.1)
+    }
+
     /// Connection `id`'s state and next scheduled run.
     pub async fn status(&self, id: &str) -> Result<ConnectionStatus, StepError> {
         let (_, connection) = self.stored(id).await?;
@@ -602,6 +607,37 @@ pub async fn transform_task(
 #[serde(rename_all = "camelCase")]
 pub struct FinalizeInput {
     pub run: RunRef,
+    /// Finalize's own failure, caught by the state machine once its retries are spent: the run
+    /// is then marked Failed with it and its lock released (else the connection would answer
+    /// "already running" until the lease ran out), and nothing is committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<TaskFailure>,
+}
+
+/// A failed task's error as Step Functions' `Catch` hands it on (`ResultPath`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskFailure {
+    pub error: String,
+    /// For a Lambda task, the function's error as JSON text (`errorMessage` is the reason).
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+impl TaskFailure {
+    fn reason(&self) -> String {
+        let message = self.cause.as_deref().map(|cause| {
+            serde_json::from_str::<serde_json::Value>(cause)
+                .ok()
+                .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                .unwrap_or_else(|| cause.to_string())
+        });
+        let reason = match message {
+            Some(message) => format!("finalize failed ({}): {message}", self.error),
+            None => format!("finalize failed ({})", self.error),
+        };
+        reason.chars().take(2_000).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -618,8 +654,15 @@ pub async fn finalize_task(
     runtime: &Runtime<impl BucketStore>,
     input: FinalizeInput,
 ) -> Result<FinalizeOutput, StepError> {
-    let loaded = runtime.connection(&input.run.connection_id).await?;
-    let manifest = finalize(&runtime.store, &loaded.connection, &input.run).await?;
+    if let Some(failure) = &input.failure {
+        let reason = failure.reason();
+        fail_run(&runtime.store, &input.run, &reason).await?;
+        return Err(StepError::FinalizeFailed(reason));
+    }
+    // Finalize calls no vendor: it reads the config, never the credential, so a secret deleted or
+    // broken during the run cannot keep a run from committing or releasing its lock.
+    let connection = runtime.config(&input.run.connection_id).await?;
+    let manifest = finalize(&runtime.store, &connection, &input.run).await?;
     Ok(FinalizeOutput {
         complete: manifest.complete,
         items_by_status: manifest.items_by_status,

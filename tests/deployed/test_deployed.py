@@ -557,6 +557,37 @@ def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(ac
     assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
 
 
+def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(account, emulator):
+    # The connection's config is broken once the run has started (a user's bad edit): collect,
+    # transform and finalize each read it, and finalize's error is fatal. Before finalize's Catch the
+    # run stayed Processing and its lock held for the lease (6 h), every start refused meanwhile.
+    s3 = account.client("s3")
+    key = "connections/sast/config.json"
+    good = s3.get_object(Bucket=account.bucket, Key=key)["Body"].read()
+    status, started = account.http("POST", "/connections/sast/runs")
+    assert status == 202, started
+    try:
+        s3.put_object(Bucket=account.bucket, Key=key, Body=b"{ not a config")
+        execution = account.wait(started["executionArn"])
+    finally:
+        s3.put_object(Bucket=account.bucket, Key=key, Body=good)
+    assert execution["status"] == "FAILED", account.explain(execution)
+    events = account.client("stepfunctions").get_execution_history(
+        executionArn=execution["executionArn"], reverseOrder=True, maxResults=20)["events"]
+    failed = next(e for e in events if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
+    assert "the run is marked Failed and its lock released" in failed["cause"], failed
+    run = started["run"]
+    assert not account.exists(f"connections/sast/runs/{run['runId']}/_COMMITTED")
+    assert not account.exists("connections/sast/lock")
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and connection["state"] == "Failed", connection
+    assert connection["reason"].startswith("finalize failed (Fatal): ") and "config.json" in connection["reason"], connection
+    # The next run starts at once and reconciles against the last committed one.
+    started, execution = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
+
+
 def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     result = put_connection(account, wide, "wide", secret=account.dast_secret_arn)
     assert result.returncode == 0, result.stderr

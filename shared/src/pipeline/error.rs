@@ -85,6 +85,9 @@ pub enum StepError {
     /// A Lambda event that is not the step's input.
     #[error("{what} input: {problem}")]
     BadEvent { what: String, problem: String },
+    /// Finalize failed for good: the run was marked Failed with the reason and its lock released.
+    #[error("{0}; the run is marked Failed and its lock released")]
+    FinalizeFailed(String),
     /// Every item of the run failed: nothing was committed (the reason names the first).
     #[error("{0}")]
     NothingCommitted(String),
@@ -135,6 +138,7 @@ impl StepError {
             | Self::Transform { .. }
             | Self::BadEvent { .. }
             | Self::TaskStopped(_)
+            | Self::FinalizeFailed(_)
             | Self::NothingCommitted(_) => false,
         }
     }

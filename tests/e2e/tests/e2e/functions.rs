@@ -223,6 +223,17 @@ async fn the_step_sample_events_run_as_they_are() {
         .put(&run.work_list(), work.into())
         .await
         .unwrap();
+    // The run holds its connection's lock, as the trigger's start leaves it: finalize commits
+    // only a run that still does.
+    let lock = serde_json::json!({"runId": run.run_id, "acquiredAt": "2026-11-22T00:00:00Z", "expiresAt": i64::MAX});
+    f.runtime
+        .store
+        .put(
+            &format!("connections/{}/lock", run.connection_id),
+            serde_json::to_vec(&lock).unwrap().into(),
+        )
+        .await
+        .unwrap();
 
     // Two 503s on the item's results: retried, and counted in collect's answer (and its metrics).
     f.emulator.set_fault(
