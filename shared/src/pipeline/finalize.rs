@@ -379,6 +379,18 @@ async fn deleted_items(
         let Some(mut ledger) = get_gzip_json::<Ledger>(store, &key).await? else {
             continue;
         };
+        // Under `each_branch` a project's assets are its branches (`<project>@<branch>`, keyed
+        // apart from the project): a project the filters leave out keeps them as they were too.
+        let branch_of_left_out = ledger.branch.as_ref().is_some_and(|branch| {
+            filtered
+                .iter()
+                .any(|f| ledger.vendor_item_id == format!("{}@{branch}", f.vendor_id))
+        });
+        if branch_of_left_out {
+            carried += ledger.open_findings();
+            put_gzip_json(store, &run.ledger(item), &ledger).await?;
+            continue;
+        }
         let open_findings = ledger.open_findings();
         let mut entry = DeletedItem {
             item: item.to_string(),

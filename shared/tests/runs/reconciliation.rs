@@ -717,6 +717,67 @@ async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run(
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Under `each_branch` a project's assets are its branches. A project the filters leave out keeps
+/// its branches' findings as they were, even with `close_deleted_items`: it is not deleted, and
+/// nothing of it is closed or reported as deleted.
+#[tokio::test]
+async fn a_project_left_out_by_name_keeps_every_branch_asset_under_each_branch() {
+    let emulator = emulator(TenantShape {
+        branches_per_project: 2,
+        ..shape(4, 1)
+    })
+    .await;
+    let (store, dir) = temp_store("each-branch-filtered");
+    let projects = emulator.expected().projects;
+    // Every project but `left_out`, by name (all when `None`).
+    let each_branch = |left_out: Option<&str>| {
+        let mut c = connection(&emulator, "each-branch-filtered", ConnectorKind::Sast);
+        c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+        c.config.close_deleted_items = true;
+        if let Some(left_out) = left_out {
+            c.config.filters.project_names = projects
+                .iter()
+                .filter(|p| p.id != left_out)
+                .map(|p| globset::escape(&p.name).parse().unwrap())
+                .collect();
+        }
+        c.config.validate().unwrap()
+    };
+    let first = run(&store, &each_branch(None), api_key(&emulator))
+        .await
+        .unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    let left_out = projects
+        .iter()
+        .find(|p| {
+            m1.items
+                .iter()
+                .any(|i| i.vendor_id == p.id && i.figures.findings_out > 0)
+        })
+        .expect("a project with findings on a branch");
+
+    let second = run(&store, &each_branch(Some(&left_out.id)), api_key(&emulator))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert_eq!(m2.filtered_items.len(), 1);
+    assert!(
+        m2.deleted_items.is_empty(),
+        "a filtered project's branches are not deleted: {:?}",
+        m2.deleted_items
+    );
+    assert!(m2.carried_forward > 0, "its branches' findings are carried");
+
+    let third = run(&store, &each_branch(None), api_key(&emulator))
+        .await
+        .unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    let lifecycle = &m3.totals.lifecycle;
+    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
+    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
     // Eight projects, two branches each (main, or master where the project names no main branch,
