@@ -784,6 +784,59 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     assert!(held.findings["b"].open, "b held open");
 }
 
+/// A record with no `type` may be any engine's finding: the pull's first transformer rejects it
+/// (and holds its absent findings open, as for any rejected record); a transformer beside it on
+/// the same pull leaves it to the first, and closes nothing once held for it (what the pipeline's
+/// transform step does for every engine of a pull with such a record).
+#[test]
+fn a_record_with_no_type_holds_every_engines_absent_findings_open() {
+    let both = page(vec![
+        sast_record("a", json!({})),
+        sast_record("b", json!({})),
+    ]);
+    let previous = {
+        let mut t = sast_transformer();
+        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+        t.push_page(&both, 0).unwrap();
+        t.finish().unwrap().ledger.unwrap()
+    };
+    let mut untyped = sast_record("x", json!({}));
+    untyped.as_object_mut().unwrap().remove("type");
+    let with_untyped = page(vec![sast_record("a", json!({})), untyped]);
+
+    let mut first = sast_transformer();
+    first.reconcile(previous.clone(), "run-2", None);
+    first.push_page(&with_untyped, 0).unwrap();
+    assert_eq!(first.unattributed(), 1);
+    assert_eq!(close_absent(&mut first).1, 0);
+    let outcome = first.finish().unwrap();
+    assert_eq!(outcome.figures.rejected, 1);
+    assert!(
+        outcome.rejected[0].reason.contains("no `type`"),
+        "{:?}",
+        outcome.rejected
+    );
+    assert_eq!(outcome.figures.held_for_rejected_records, 1);
+    assert!(outcome.figures.skipped_by_type.is_empty());
+
+    let beside = || {
+        let mut t = sast_transformer();
+        t.beside(&[], &[], false);
+        t.reconcile(previous.clone(), "run-2", None);
+        t.push_page(&with_untyped, 0).unwrap();
+        t
+    };
+    let mut unheld = beside();
+    assert_eq!(unheld.unattributed(), 0, "counted by the first only");
+    assert_eq!(close_absent(&mut unheld).1, 1, "b, were it not held");
+    let mut held = beside();
+    held.hold_for_unattributed();
+    assert_eq!(close_absent(&mut held).1, 0);
+    let outcome = held.finish().unwrap();
+    assert_eq!(outcome.figures.held_for_rejected_records, 1);
+    assert!(outcome.ledger.unwrap().findings["b"].open, "b held open");
+}
+
 /// Closures handed over line by line, two findings a line: when the sink fails on the third
 /// line, after two were delivered, the item is broken (some findings are marked closed whose lines
 /// never arrived), and neither closing again nor finishing lets that ledger through.
@@ -1774,13 +1827,13 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
     }
     assert_eq!(total.records_in, 7);
     assert_eq!(total.findings_out, 4);
-    assert_eq!(total.rejected, 1, "the non-object, once");
+    assert_eq!(
+        total.rejected, 2,
+        "the non-object and the record with no type, once each"
+    );
     assert_eq!(
         total.skipped_by_type,
-        BTreeMap::from([
-            ("(none)".to_string(), 1),
-            ("sscs-secret-detection".to_string(), 1)
-        ])
+        BTreeMap::from([("sscs-secret-detection".to_string(), 1)])
     );
     for (engine, (lines, figures)) in &out {
         assert_eq!(figures.findings_out, 1, "{engine}");

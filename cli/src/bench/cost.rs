@@ -19,9 +19,9 @@ const S3_PUT: f64 = 0.005 / 1e3;
 pub struct Deployment {
     /// MemorySize (MB) per function binary.
     memory_mb: BTreeMap<String, u64>,
-    /// Task states a child execution enters when its items succeed.
+    /// States a child execution enters when its items succeed (its tasks).
     child_tasks: u64,
-    /// Task states of the parent execution.
+    /// States the parent execution enters when the run succeeds (the Map and finalize).
     parent_tasks: u64,
 }
 
@@ -48,22 +48,15 @@ impl Deployment {
             .values()
             .find(|r| r["Type"].as_str() == Some("AWS::Serverless::StateMachine"))
             .context("the template has no state machine")?;
-        let states = &machine["Properties"]["Definition"]["States"];
-        let tasks = |states: &Value| {
-            states.as_mapping().map_or(0, |m| {
-                m.values()
-                    .filter(|s| s["Type"].as_str() == Some("Task"))
-                    .count() as u64
-            })
-        };
-        let map = states
+        let definition = &machine["Properties"]["Definition"];
+        let map = definition["States"]
             .as_mapping()
             .and_then(|m| m.values().find(|s| s["Type"].as_str() == Some("Map")))
             .context("the state machine has no Map state")?;
         let deployment = Self {
             memory_mb,
-            child_tasks: tasks(&map["ItemProcessor"]["States"]),
-            parent_tasks: tasks(states) + 1,
+            child_tasks: states_entered(&map["ItemProcessor"]),
+            parent_tasks: states_entered(definition),
         };
         if deployment.child_tasks == 0 || deployment.memory_mb.len() < 4 {
             bail!("the template's functions or child tasks were not found: {deployment:?}");
@@ -74,6 +67,23 @@ impl Deployment {
     fn gb(&self, binary: &str) -> f64 {
         self.memory_mb.get(binary).copied().unwrap_or(0) as f64 / 1024.0
     }
+}
+
+/// The states a run that succeeds enters: from `StartAt`, each state's `Next` until one ends (the
+/// states a `Catch` leads to are entered only on failure).
+fn states_entered(machine: &Value) -> u64 {
+    let states = &machine["States"];
+    let mut entered = 0;
+    let mut at = machine["StartAt"].as_str();
+    while let Some(name) = at {
+        let state = &states[name];
+        if state.is_null() || entered > states.as_mapping().map_or(0, |m| m.len()) as u64 {
+            break;
+        }
+        entered += 1;
+        at = state["Next"].as_str();
+    }
+    entered
 }
 
 /// What one run did, as the bench measured it.
@@ -159,6 +169,10 @@ mod tests {
         let d = template();
         assert_eq!(d.memory_mb.len(), 4, "{d:?}");
         assert_eq!(d.child_tasks, 2, "collect and transform");
+        assert_eq!(
+            d.parent_tasks, 2,
+            "the map and finalize, not the release after a failure"
+        );
         assert!(d.gb("cxone-etm-collect") >= 0.25);
     }
 

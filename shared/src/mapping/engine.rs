@@ -302,6 +302,11 @@ struct State {
     /// The lines of the findings written since they were last handed over.
     lines: LineWriter,
     original: OriginalSeverities,
+    /// Records this transformer rejected that no engine can be told for (not an object, no
+    /// `type`): any engine's absent finding may be one of them.
+    unattributed: u64,
+    /// Set when a transformer beside this one, on the same pull, rejected such a record.
+    hold_for_unattributed: bool,
 }
 
 /// A page of `/api/sast-results` as the original-severity pull asks for it.
@@ -1042,7 +1047,8 @@ impl<'p> ItemTransformer<'p> {
     /// in `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`. Decided
     /// once: a second call counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
-        let any_rejected = self.state.outcome.figures.rejected > 0;
+        let any_rejected =
+            self.state.outcome.figures.rejected > 0 || self.state.hold_for_unattributed;
         let Some(reconciling) = &mut self.state.reconciling else {
             return 0;
         };
@@ -1064,6 +1070,18 @@ impl<'p> ItemTransformer<'p> {
         };
         reconciling.absent = Absent::Close(to_close);
         to_close
+    }
+
+    /// Records of the pull rejected because no engine can be told for them (not an object, no
+    /// `type`); counted by the pull's first transformer.
+    pub fn unattributed(&self) -> u64 {
+        self.state.unattributed
+    }
+
+    /// Holds this engine's absent findings open: a transformer beside it, on the same pull,
+    /// rejected a record that may be any engine's (see [`Self::unattributed`]).
+    pub fn hold_for_unattributed(&mut self) {
+        self.state.hold_for_unattributed = true;
     }
 
     /// A closure record (FIXED) for each finding [`Self::settle_absent`] decided to close, handed
@@ -1218,11 +1236,12 @@ impl State {
         if !is_object {
             if rules.counts_untaken {
                 self.outcome.figures.records_in += 1;
+                self.unattributed += 1;
                 self.reject(rules, slots, at, "the record is not a JSON object".into());
             }
             return;
         }
-        if self.skips(rules, slots) {
+        if self.skips(rules, slots, at) {
             return;
         }
         let facts = VendorFacts::read(plan, slots);
@@ -1334,10 +1353,21 @@ impl State {
     /// Records of another engine are left to its transformer, or, when no engine of the item takes
     /// them, counted by type and skipped; records of an asset the asset-type filter removed are
     /// counted and skipped. Every record this transformer keeps or skips counts in `records_in`.
-    fn skips(&mut self, rules: &Rules, slots: &[Option<Value>]) -> bool {
-        let figures = &mut self.outcome.figures;
+    fn skips(&mut self, rules: &Rules, slots: &[Option<Value>], at: At) -> bool {
         if let Some(kind_slot) = rules.plan.implicit.kind {
             let kind = slots[kind_slot].as_ref().and_then(Value::as_str);
+            if kind.is_none() {
+                // No engine can be told for it: rejected (once, by the pull's first transformer),
+                // and every engine of the pull holds its absent findings open.
+                if rules.counts_untaken {
+                    self.outcome.figures.records_in += 1;
+                    self.unattributed += 1;
+                    let reason = "the record has no `type` text, so which engine's finding it is cannot be told";
+                    self.reject(rules, slots, at, reason.into());
+                }
+                return true;
+            }
+            let figures = &mut self.outcome.figures;
             let ours = kind.is_some_and(|k| rules.plan.kind.record_types().contains(&k));
             if !ours {
                 let taken = kind.is_some_and(|k| rules.taken_by_others.contains(&k));
@@ -1356,7 +1386,7 @@ impl State {
                 return true;
             }
         }
-        figures.records_in += 1;
+        self.outcome.figures.records_in += 1;
         false
     }
 

@@ -397,6 +397,15 @@ async fn transform_collected(
             }
             crate::packing::give_back_page_buffer(unpacked);
         }
+        // A record no engine can be told for (counted by a pull's first transformer) may be any
+        // of its engines' absent findings: none of them closes.
+        for pull in &mut pulls {
+            if pull.transformers.iter().any(|t| t.unattributed() > 0) {
+                pull.transformers
+                    .iter_mut()
+                    .for_each(ItemTransformer::hold_for_unattributed);
+            }
+        }
         let closing: u64 = pulls
             .iter_mut()
             .flat_map(|p| p.transformers.iter_mut())
