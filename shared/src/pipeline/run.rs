@@ -141,6 +141,17 @@ impl LocalHolder {
 }
 
 impl Lock {
+    /// Taken more than `age` ago (or at a time that cannot be read).
+    fn acquired_before(&self, age: Duration) -> bool {
+        time::OffsetDateTime::parse(
+            &self.acquired_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_or(true, |at| {
+            time::OffsetDateTime::now_utc() - at > time::Duration::seconds(age.as_secs() as i64)
+        })
+    }
+
     fn is_stale(&self) -> bool {
         self.expires_at <= unix_now()
             || self.local_holder.as_ref().is_some_and(LocalHolder::is_gone)
@@ -385,7 +396,7 @@ pub async fn begin_run(
                 // is written first (a conditional write); the others are refused. Deleting the
                 // stale lock and creating a new one would let a slower runner delete the winner's.
                 let takeover = lock_takeover_key(connection_id, &stale_id);
-                if !store.put_if_absent(&takeover, body.clone()).await? {
+                if !take_over(store, &takeover, &body).await? {
                     return Err(StepError::LockTaken {
                         connection_id: connection_id.to_string(),
                         detail: format!(
@@ -480,6 +491,37 @@ async fn abandon(
         put_json(store, &stale.run_record(), &record).await?;
     }
     Ok(())
+}
+
+/// How long a takeover record may stand with the stale lock not yet replaced before its writer is
+/// presumed gone (it stopped between the two writes): a trigger's invocation ends within 15 minutes.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(20 * 60);
+
+/// Takeovers of one stale lock tried before giving up: each is one orphaned record.
+const MAX_TAKEOVERS: u32 = 16;
+
+/// Writes the takeover record of a stale lock (`key`, then `key.1`, `key.2`, … past records whose
+/// writers stopped before replacing the lock: without them, one failed write of the lock after
+/// its takeover refused the connection every run for good). Whether this runner won.
+async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<bool, StepError> {
+    for attempt in 0..MAX_TAKEOVERS {
+        let key = match attempt {
+            0 => key.to_string(),
+            n => format!("{key}.{n}"),
+        };
+        if store.put_if_absent(&key, body.clone()).await? {
+            return Ok(true);
+        }
+        let earlier: Option<Lock> = store
+            .get(&key)
+            .await?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        // A record that cannot be read names no writer that may still be at work.
+        if earlier.is_some_and(|takeover| !takeover.acquired_before(TAKEOVER_GRACE)) {
+            return Ok(false);
+        }
+    }
+    Ok(false)
 }
 
 /// Refuses a run that no longer holds its connection's lock: after its lease ran out another run
@@ -582,6 +624,51 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(second.run_id, third.run_id);
+    }
+
+    /// A runner that wrote the takeover record of a stale lock and then stopped before it wrote
+    /// the lock (a failed write, a trigger cut off) refuses the next runner only while it might
+    /// still be at work: after the grace, the next takeover record is taken.
+    #[tokio::test]
+    async fn a_takeover_whose_runner_stopped_before_the_lock_does_not_block_for_good() {
+        let store = MemoryStore::default();
+        let stale = begin_run(&store, "c3", Trigger::Api, Duration::ZERO)
+            .await
+            .unwrap();
+        let takeover_key = lock_takeover_key("c3", &stale.run_id);
+        let takeover = |minutes_ago: i64| Lock {
+            run_id: "20261205T000000Z-000000".into(),
+            acquired_at: (time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+            expires_at: unix_now() + 3600,
+            local_holder: None,
+        };
+        put_json(&store, &takeover_key, &takeover(1)).await.unwrap();
+        let refused = begin_run(&store, "c3", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StepError::LockTaken { detail, .. } if detail.contains(&stale.run_id)),
+            "{refused}"
+        );
+
+        put_json(&store, &takeover_key, &takeover(30))
+            .await
+            .unwrap();
+        let next = begin_run(&store, "c3", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let lock: Lock = get_json(&store, &lock_key("c3")).await.unwrap().unwrap();
+        assert_eq!(lock.run_id, next.run_id);
+        assert!(
+            store
+                .get(&format!("{takeover_key}.1"))
+                .await
+                .unwrap()
+                .is_some(),
+            "the next takeover record was taken"
+        );
     }
 
     #[tokio::test]
