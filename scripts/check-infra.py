@@ -161,8 +161,9 @@ invoked = [r for rs in grants("PipelineStateMachine", "lambda:InvokeFunction") f
 check(sorted(str(r) for r in invoked) == sorted(str({"Fn::GetAtt": [f, "Arn"]}) for f in ("CollectFunction", "TransformFunction", "FinalizeFunction")),
       f"the state machine may not invoke exactly collect, transform and finalize: {invoked}")
 
-# A run's lock lease (shared/src/pipeline/runner.rs) must outlast its execution and a finalize
-# still running when the execution stops: else another run can take the lock over and both commit.
+# A run's lock lease (shared/src/pipeline/runner.rs), taken by the trigger before it starts the
+# execution, must outlast the trigger, the execution and a finalize still running when the
+# execution stops: else another run can take the lock over and both commit.
 lease_source = (root / "shared" / "src" / "pipeline" / "runner.rs").read_text()
 lease = re.search(r"LOCK_LEASE: Duration = Duration::from_secs\(([\d\s*]+)\)", lease_source)
 check(lease is not None, "pipeline::LOCK_LEASE is not a Duration::from_secs of whole seconds")
@@ -171,9 +172,11 @@ if lease:
     machine = resources["PipelineStateMachine"]["Properties"]["Definition"]
     execution_timeout = machine.get("TimeoutSeconds")
     finalize_timeout = functions["FinalizeFunction"]["Properties"]["Timeout"]
-    check(isinstance(execution_timeout, int) and execution_timeout + finalize_timeout < lease_secs,
-          f"the state machine's TimeoutSeconds ({execution_timeout}) plus finalize's Timeout ({finalize_timeout}) "
-          f"must be under the lock lease ({lease_secs} s)")
+    trigger_timeout = functions["TriggerFunction"]["Properties"]["Timeout"]
+    check(isinstance(execution_timeout, int)
+          and trigger_timeout + execution_timeout + finalize_timeout < lease_secs,
+          f"the trigger's Timeout ({trigger_timeout}), the state machine's TimeoutSeconds ({execution_timeout}) "
+          f"and finalize's Timeout ({finalize_timeout}) must add up to less than the lock lease ({lease_secs} s)")
 
 bucket_policy = next(body for body in resources.values() if body["Type"] == "AWS::S3::BucketPolicy")
 tls_denials = [

@@ -306,8 +306,8 @@ impl<S: BucketStore> Runtime<S> {
         Ok(loaded)
     }
 
-    /// Connection `id`'s stored config, without its credential (for steps that call no vendor).
-    pub async fn config(&self, id: &str) -> Result<Connection, StepError> {
+    /// Connection `id` as stored, without its credential (for steps that call no vendor).
+    pub async fn stored_connection(&self, id: &str) -> Result<Connection, StepError> {
         Ok(self.stored(id).await?.1)
     }
 
@@ -661,7 +661,7 @@ pub async fn finalize_task(
     }
     // Finalize calls no vendor: it reads the config, never the credential, so a secret deleted or
     // broken during the run cannot keep a run from committing or releasing its lock.
-    let connection = runtime.config(&input.run.connection_id).await?;
+    let connection = runtime.stored_connection(&input.run.connection_id).await?;
     let manifest = finalize(&runtime.store, &connection, &input.run).await?;
     Ok(FinalizeOutput {
         complete: manifest.complete,
@@ -778,15 +778,25 @@ impl Summarized for StartedRun {
 
 /// Step Functions retries the error types its Retry lists name: `Retryable` (a later attempt may
 /// succeed), never `Fatal`.
+/// The most of an error's text a task's failure carries: Step Functions puts it into the state
+/// (a Catch's `ResultPath`), which must stay under 256 KiB (a config refused for many fields, each
+/// named, can say a lot).
+const ERROR_MESSAGE_CHARS: usize = 8_000;
+
 impl From<StepError> for Diagnostic {
     fn from(error: StepError) -> Self {
+        let mut error_message = error.to_string();
+        if let Some((cut, _)) = error_message.char_indices().nth(ERROR_MESSAGE_CHARS) {
+            error_message.truncate(cut);
+            error_message.push_str(" … (cut)");
+        }
         Diagnostic {
             error_type: if error.is_retryable() {
                 "Retryable".into()
             } else {
                 "Fatal".into()
             },
-            error_message: error.to_string(),
+            error_message,
         }
     }
 }

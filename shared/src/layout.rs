@@ -94,9 +94,27 @@ impl RawFile {
     }
 }
 
-/// True for a key under a run's `raw/` folder: vendor data the bucket's lifecycle rule expires.
+/// True for a key under a run's `raw/` folder (`connections/<c>/runs/<r>/raw/…`): vendor data the
+/// bucket's lifecycle rule expires. By position, not by a `/raw/` anywhere: `raw` is a valid
+/// connection id, and its config and ledgers are not raw.
 pub fn is_raw(key: &str) -> bool {
-    key.contains(RAW_SEGMENT)
+    let mut segments = key.split('/');
+    matches!(
+        (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ),
+        (
+            Some("connections"),
+            Some(_),
+            Some("runs"),
+            Some(_),
+            Some("raw")
+        )
+    )
 }
 
 pub fn config_key(connection_id: &str) -> String {
@@ -309,6 +327,15 @@ mod tests {
         );
         assert_eq!(RawFile::from_name("notes.txt"), None);
         assert!(!is_raw(&run.etm_page("i", 0)));
+        // A connection named `raw` (a valid id): only its runs' raw folders are raw.
+        let named_raw = RunRef {
+            connection_id: "raw".into(),
+            run_id: "r1".into(),
+        };
+        assert!(!is_raw(&config_key("raw")));
+        assert!(!is_raw(&named_raw.ledger("raw")));
+        assert!(!is_raw(&named_raw.manifest()));
+        assert!(is_raw(&named_raw.raw_page("raw", 0)));
         assert_eq!(run.ledger_item(&run.ledger("a~2Fb")), Some("a~2Fb"));
         assert_eq!(run.ledger_item(&run.manifest()), None);
     }

@@ -784,6 +784,54 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
     assert!(held.findings["b"].open, "b held open");
 }
 
+/// An asset the asset-type filter leaves out (no repository URL, only code repositories taken)
+/// sends nothing, closures neither: a finding gone from the vendor while the asset is left out
+/// stays open in its ledger, as it was.
+#[test]
+fn an_asset_left_out_by_type_closes_nothing_even_of_findings_gone() {
+    let (plan, scoring) = sast_rules();
+    let previous = {
+        let mut t = sast_transformer();
+        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+        t.push_page(
+            &page(vec![
+                sast_record("a", json!({})),
+                sast_record("b", json!({})),
+            ]),
+            0,
+        )
+        .unwrap();
+        t.finish().unwrap().ledger.unwrap()
+    };
+    let no_repo = r#"{"id":"p-1","name":"acme/checkout","createdAt":"2025-09-08T10:56:35.671243Z","mainBranch":"main"}"#;
+    let options = TransformOptions {
+        asset_types: AssetTypes {
+            generic_application: false,
+            code_repository: true,
+        },
+        ..TransformOptions::default()
+    };
+    let mut t = ItemTransformer::new(
+        plan,
+        scoring,
+        &context(Engine::Sast),
+        options,
+        no_repo.as_bytes(),
+    )
+    .unwrap();
+    t.reconcile(previous, "run-2", None);
+    let lines = t
+        .push_page(&page(vec![sast_record("a", json!({}))]), 0)
+        .unwrap();
+    assert!(lines.is_empty(), "nothing of the asset is sent");
+    assert_eq!(close_absent(&mut t), (Vec::new(), 0), "b is not closed");
+    let outcome = t.finish().unwrap();
+    assert_eq!(outcome.figures.skipped_by_filter, 1);
+    assert_eq!(outcome.figures.rejected, 0);
+    let kept = outcome.ledger.unwrap();
+    assert!(kept.findings["a"].open && kept.findings["b"].open);
+}
+
 /// A record with no `type` may be any engine's finding: the pull's first transformer rejects it
 /// (and holds its absent findings open, as for any rejected record); a transformer beside it on
 /// the same pull leaves it to the first, and closes nothing once held for it (what the pipeline's

@@ -20,9 +20,9 @@ pub struct Deployment {
     /// MemorySize (MB) per function binary.
     memory_mb: BTreeMap<String, u64>,
     /// States a child execution enters when its items succeed (its tasks).
-    child_tasks: u64,
+    child_states: u64,
     /// States the parent execution enters when the run succeeds (the Map and finalize).
-    parent_tasks: u64,
+    parent_states: u64,
 }
 
 impl Deployment {
@@ -55,10 +55,10 @@ impl Deployment {
             .context("the state machine has no Map state")?;
         let deployment = Self {
             memory_mb,
-            child_tasks: states_entered(&map["ItemProcessor"]),
-            parent_tasks: states_entered(definition),
+            child_states: states_entered(&map["ItemProcessor"]),
+            parent_states: states_entered(definition),
         };
-        if deployment.child_tasks == 0 || deployment.memory_mb.len() < 4 {
+        if deployment.child_states == 0 || deployment.memory_mb.len() < 4 {
             bail!("the template's functions or child tasks were not found: {deployment:?}");
         }
         Ok(deployment)
@@ -125,10 +125,10 @@ pub struct Dollars {
 /// (plan runs in the trigger). S3 reads are left out: at $0.0004 per 1,000, reading every object
 /// once costs under a tenth of writing it.
 pub fn cost(deployment: &Deployment, work: &RunWork) -> RunCost {
-    let transitions_per_child = 1 + deployment.child_tasks;
+    let transitions_per_child = 1 + deployment.child_states;
     let state_transitions =
-        1 + deployment.parent_tasks + work.child_executions * transitions_per_child;
-    let lambda_invocations = 2 + work.child_executions * deployment.child_tasks;
+        1 + deployment.parent_states + work.child_executions * transitions_per_child;
+    let lambda_invocations = 2 + work.child_executions * deployment.child_states;
     let gb_ms = work.plan_ms as f64 * deployment.gb("cxone-etm-trigger")
         + work.collect_ms as f64 * deployment.gb("cxone-etm-collect")
         + work.transform_ms as f64 * deployment.gb("cxone-etm-transform")
@@ -168,9 +168,9 @@ mod tests {
     fn the_template_gives_every_function_its_memory_and_the_child_its_tasks() {
         let d = template();
         assert_eq!(d.memory_mb.len(), 4, "{d:?}");
-        assert_eq!(d.child_tasks, 2, "collect and transform");
+        assert_eq!(d.child_states, 2, "collect and transform");
         assert_eq!(
-            d.parent_tasks, 2,
+            d.parent_states, 2,
             "the map and finalize, not the release after a failure"
         );
         assert!(d.gb("cxone-etm-collect") >= 0.25);

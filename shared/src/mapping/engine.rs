@@ -1044,9 +1044,11 @@ impl<'p> ItemTransformer<'p> {
     /// [`Self::close_absent`] will close, known before any is written (no closures object is made
     /// for none). When a record of the pull was rejected, none is closed: the rejected record
     /// might be any of them (its id may be what was malformed), so they are held open and counted
-    /// in `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`. Decided
-    /// once: a second call counts nothing again.
+    /// in `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`. An asset
+    /// the asset-type filter leaves out closes none either. Decided once: a second call counts
+    /// nothing again.
     pub fn settle_absent(&mut self) -> u64 {
+        let emitted = self.rules.emit;
         let any_rejected =
             self.state.outcome.figures.rejected > 0 || self.state.hold_for_unattributed;
         let Some(reconciling) = &mut self.state.reconciling else {
@@ -1059,7 +1061,11 @@ impl<'p> ItemTransformer<'p> {
         }
         let absent = reconciling.absent_open().count() as u64;
         let figures = &mut self.state.outcome.figures;
-        let to_close = if reconciling.branch_switched {
+        let to_close = if !emitted {
+            // An asset the asset-type filter leaves out sends nothing, closures neither: its
+            // ledger stays as it was (its records were counted as skipped by the filter).
+            0
+        } else if reconciling.branch_switched {
             figures.held_on_branch_change += absent;
             0
         } else if any_rejected {
@@ -1287,11 +1293,9 @@ impl State {
                 Some(Value::String(id)) => Some(id.clone()),
                 _ => None,
             });
-        // Findings the connection's filters leave out (by severity, triage state, or an asset
-        // type not taken: then every finding of the asset) are skipped, and stay in the asset's
-        // ledger as they were (claimed, so not absent): leaving a finding out never reads as
-        // fixing it.
-        if !rules.emit || rules.options.leaves_out(&facts) {
+        // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
+        // as they were (claimed, so not absent): leaving a finding out never reads as fixing it.
+        if rules.options.leaves_out(&facts) {
             self.outcome.figures.skipped_by_filter += 1;
             return;
         }
@@ -1351,18 +1355,22 @@ impl State {
     }
 
     /// Records of another engine are left to its transformer, or, when no engine of the item takes
-    /// them, counted by type and skipped; records of an asset the asset-type filter removed are
-    /// counted and skipped. Every record this transformer keeps or skips counts in `records_in`.
+    /// them, counted by type and skipped; a record with no type is rejected (by the first
+    /// transformer only); records of an asset the asset-type filter removed are counted and
+    /// skipped. Every record this transformer keeps or skips counts in `records_in`.
     fn skips(&mut self, rules: &Rules, slots: &[Option<Value>], at: At) -> bool {
         if let Some(kind_slot) = rules.plan.implicit.kind {
-            let kind = slots[kind_slot].as_ref().and_then(Value::as_str);
+            let kind = slots[kind_slot]
+                .as_ref()
+                .and_then(Value::as_str)
+                .filter(|k| !k.trim().is_empty());
             if kind.is_none() {
                 // No engine can be told for it: rejected (once, by the pull's first transformer),
                 // and every engine of the pull holds its absent findings open.
                 if rules.counts_untaken {
                     self.outcome.figures.records_in += 1;
                     self.unattributed += 1;
-                    let reason = "the record has no `type` text, so which engine's finding it is cannot be told";
+                    let reason = "the record has no `type` text (or a blank one), so which engine's finding it is cannot be told";
                     self.reject(rules, slots, at, reason.into());
                 }
                 return true;
@@ -1376,17 +1384,19 @@ impl State {
                     if kind.is_some_and(|k| rules.taken_elsewhere.contains(&k)) {
                         figures.superseded += 1;
                     } else {
-                        let kind = slots[kind_slot]
-                            .as_ref()
-                            .and_then(text_of)
-                            .unwrap_or_else(|| "(none)".into());
-                        *figures.skipped_by_type.entry(kind).or_default() += 1;
+                        let kind = kind.expect("a record without a type is rejected above");
+                        *figures.skipped_by_type.entry(kind.to_string()).or_default() += 1;
                     }
                 }
                 return true;
             }
         }
-        self.outcome.figures.records_in += 1;
+        let figures = &mut self.outcome.figures;
+        figures.records_in += 1;
+        if !rules.emit {
+            figures.skipped_by_filter += 1;
+            return true;
+        }
         false
     }
 

@@ -47,7 +47,7 @@ pub enum StepError {
     /// and another run took the lock over (or has finished since). Both would reconcile against
     /// the same last committed run, so this one commits nothing.
     #[error(
-        "run {run_id} of connection {connection_id} no longer holds the connection's lock ({holder}): its lease ran out and another run took over, so nothing of it is committed; the next run reconciles against the last committed run"
+        "run {run_id} of connection {connection_id} no longer holds the connection's lock ({holder}): its lease ran out and another run took the lock over, so nothing of it is committed; the next run reconciles against the last committed run"
     )]
     LostLock {
         connection_id: String,
@@ -85,8 +85,9 @@ pub enum StepError {
     /// A Lambda event that is not the step's input.
     #[error("{what} input: {problem}")]
     BadEvent { what: String, problem: String },
-    /// Finalize failed for good: the run was marked Failed with the reason and its lock released.
-    #[error("{0}; the run is marked Failed and its lock released")]
+    /// Finalize failed for good: the run was marked Failed with the reason (unless it had
+    /// committed before the failure) and its lock released.
+    #[error("{0}; the run is marked Failed (unless it had committed) and its lock released")]
     FinalizeFailed(String),
     /// Every item of the run failed: nothing was committed (the reason names the first).
     #[error("{0}")]

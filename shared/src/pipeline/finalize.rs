@@ -357,6 +357,8 @@ async fn deleted_items(
     };
     let left_out: std::collections::HashSet<&str> =
         filtered.iter().map(|f| f.item.as_str()).collect();
+    let left_out_projects: std::collections::HashSet<&str> =
+        filtered.iter().map(|f| f.vendor_id.as_str()).collect();
     let mut carried = 0;
     let previous = run.sibling(previous_run);
     let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
@@ -382,9 +384,11 @@ async fn deleted_items(
         // Under `each_branch` a project's assets are its branches (`<project>@<branch>`, keyed
         // apart from the project): a project the filters leave out keeps them as they were too.
         let branch_of_left_out = ledger.branch.as_ref().is_some_and(|branch| {
-            filtered
-                .iter()
-                .any(|f| ledger.vendor_item_id == format!("{}@{branch}", f.vendor_id))
+            ledger
+                .vendor_item_id
+                .strip_suffix(branch.as_str())
+                .and_then(|id| id.strip_suffix('@'))
+                .is_some_and(|project| left_out_projects.contains(project))
         });
         if branch_of_left_out {
             carried += ledger.open_findings();

@@ -537,7 +537,7 @@ pub(crate) async fn ensure_holds_lock(
             connection_id: run.connection_id.clone(),
             run_id: run.run_id.clone(),
             holder: other.map_or_else(
-                || "no run holds it".to_string(),
+                || "no run holds it: the run that took it over has finished".to_string(),
                 |lock| format!("run {} holds it", lock.run_id),
             ),
         }),
