@@ -632,11 +632,11 @@ impl TaskFailure {
                 .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
                 .unwrap_or_else(|| cause.to_string())
         });
-        let reason = match message {
+        // The message was cut to `ERROR_MESSAGE_CHARS` where the function failed.
+        match message {
             Some(message) => format!("finalize failed ({}): {message}", self.error),
             None => format!("finalize failed ({})", self.error),
-        };
-        reason.chars().take(2_000).collect()
+        }
     }
 }
 
@@ -776,13 +776,13 @@ impl Summarized for StartedRun {
     }
 }
 
-/// Step Functions retries the error types its Retry lists name: `Retryable` (a later attempt may
-/// succeed), never `Fatal`.
 /// The most of an error's text a task's failure carries: Step Functions puts it into the state
 /// (a Catch's `ResultPath`), which must stay under 256 KiB (a config refused for many fields, each
 /// named, can say a lot).
 const ERROR_MESSAGE_CHARS: usize = 8_000;
 
+/// Step Functions retries the error types its Retry lists name: `Retryable` (a later attempt may
+/// succeed), never `Fatal`.
 impl From<StepError> for Diagnostic {
     fn from(error: StepError) -> Self {
         let mut error_message = error.to_string();

@@ -98,23 +98,8 @@ impl RawFile {
 /// bucket's lifecycle rule expires. By position, not by a `/raw/` anywhere: `raw` is a valid
 /// connection id, and its config and ledgers are not raw.
 pub fn is_raw(key: &str) -> bool {
-    let mut segments = key.split('/');
-    matches!(
-        (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ),
-        (
-            Some("connections"),
-            Some(_),
-            Some("runs"),
-            Some(_),
-            Some("raw")
-        )
-    )
+    let segments: Vec<&str> = key.splitn(6, '/').collect();
+    matches!(segments[..], ["connections", _, "runs", _, "raw", ..])
 }
 
 pub fn config_key(connection_id: &str) -> String {

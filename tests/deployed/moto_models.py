@@ -161,10 +161,27 @@ def _route_interpreter_calls() -> None:
         module.boto_client_for = _interpreter_client
 
 
-def _model_missing_key_403() -> None:
+def _require_s3_permission(response, action: str, resource: str) -> None:
+    """Raises S3's AccessDenied (403) when the caller of the request `response` is answering may not
+    take `action` on `resource`, once the harness enforces IAM."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.iam.access_control import S3IAMRequest
+
+    if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
+        return
+    S3IAMRequest(
+        account_id=response.current_account,
+        method=response.method,
+        path=response.raw_path,
+        data=response.data,
+        body=response.raw_body,
+        headers=response.headers,
+        action=action,
+    ).check_action_permitted(resource)
+
+
+def _model_missing_key_403() -> None:
     from moto.s3.exceptions import MissingKey
     from moto.s3.responses import S3Response
 
@@ -174,45 +191,21 @@ def _model_missing_key_403() -> None:
         try:
             return original(self, query, key_name)
         except MissingKey:
-            if ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT:
-                request = S3IAMRequest(
-                    account_id=self.current_account,
-                    method=self.method,
-                    path=self.raw_path,
-                    data=self.data,
-                    body=self.raw_body,
-                    headers=self.headers,
-                    action="ListBucket",
-                )
-                # Raises S3's AccessDenied (403) when listing is not allowed.
-                request.check_action_permitted(f"arn:aws:s3:::{self.bucket_name}")
+            _require_s3_permission(self, "ListBucket", f"arn:aws:s3:::{self.bucket_name}")
             raise
 
     S3Response._key_response_get = key_response_get
 
 
 def _model_tagged_put_needs_tagging_permission() -> None:
-    from moto import settings
-    from moto.core.authorization import ActionAuthenticatorMixin
-    from moto.iam.access_control import S3IAMRequest
     from moto.s3.responses import S3Response
 
     original = S3Response._key_response_put
 
     def key_response_put(self, query, key_name):
         tagged = self.headers.get("x-amz-tagging") and "tagging" not in query and "uploadId" not in query
-        if tagged and ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT:
-            request = S3IAMRequest(
-                account_id=self.current_account,
-                method=self.method,
-                path=self.raw_path,
-                data=self.data,
-                body=self.raw_body,
-                headers=self.headers,
-                action="PutObjectTagging",
-            )
-            # Raises S3's AccessDenied (403) when tagging the key is not allowed.
-            request.check_action_permitted(f"arn:aws:s3:::{self.bucket_name}/{key_name}")
+        if tagged:
+            _require_s3_permission(self, "PutObjectTagging", f"arn:aws:s3:::{self.bucket_name}/{key_name}")
         return original(self, query, key_name)
 
     S3Response._key_response_put = key_response_put

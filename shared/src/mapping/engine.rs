@@ -1364,7 +1364,7 @@ impl State {
                 .as_ref()
                 .and_then(Value::as_str)
                 .filter(|k| !k.trim().is_empty());
-            if kind.is_none() {
+            let Some(kind) = kind else {
                 // No engine can be told for it: rejected (once, by the pull's first transformer),
                 // and every engine of the pull holds its absent findings open.
                 if rules.counts_untaken {
@@ -1374,17 +1374,14 @@ impl State {
                     self.reject(rules, slots, at, reason.into());
                 }
                 return true;
-            }
-            let figures = &mut self.outcome.figures;
-            let ours = kind.is_some_and(|k| rules.plan.kind.record_types().contains(&k));
-            if !ours {
-                let taken = kind.is_some_and(|k| rules.taken_by_others.contains(&k));
-                if rules.counts_untaken && !taken {
+            };
+            if !rules.plan.kind.record_types().contains(&kind) {
+                let figures = &mut self.outcome.figures;
+                if rules.counts_untaken && !rules.taken_by_others.contains(&kind) {
                     figures.records_in += 1;
-                    if kind.is_some_and(|k| rules.taken_elsewhere.contains(&k)) {
+                    if rules.taken_elsewhere.contains(&kind) {
                         figures.superseded += 1;
                     } else {
-                        let kind = kind.expect("a record without a type is rejected above");
                         *figures.skipped_by_type.entry(kind.to_string()).or_default() += 1;
                     }
                 }
