@@ -94,6 +94,21 @@ for logical, body in resources.items():
         check(body["Properties"].get("EndDate") == {"Fn::Sub": "${ScheduleEndDate}T23:59:59Z"},
               f"{logical} does not stop at ScheduleEndDate: a schedule would fire (and be refused) after its last day")
 check(map_state["Next"] == "Finalize" and map_state["Catch"][0]["Next"] == "Finalize", "finalize does not always run")
+# The trigger answers before any vendor call (an HTTP API waits at most 30 s): the execution plans
+# first, in the trigger's function, and a plan that fails for good releases the run.
+plan_state = definition["States"].get(definition.get("StartAt"), {})
+substitutions = machine["Properties"]["DefinitionSubstitutions"]
+check(plan_state.get("Parameters", {}).get("FunctionName") == "${PlanArn}"
+      and substitutions.get("PlanArn") == {"Fn::GetAtt": ["TriggerFunction", "Arn"]}
+      and plan_state.get("Next") == "ProcessItems",
+      "the execution does not start with the plan (the trigger's function), then the item map")
+plan_catch = (plan_state.get("Catch") or [{}])[0]
+plan_failed = definition["States"].get(plan_catch.get("Next"), {}).get("Parameters", {})
+check(plan_catch.get("ErrorEquals") == ["States.ALL"]
+      and plan_failed.get("FunctionName") == "${FinalizeArn}"
+      and plan_failed.get("Payload", {}).get("failure.$") == plan_catch.get("ResultPath")
+      and plan_failed.get("Payload", {}).get("failedStep") == "plan",
+      "a plan that fails for good is not handed to finalize to fail the run and release its lock")
 for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):
         check(retry.get("JitterStrategy") == "FULL", "a retry without full jitter")
@@ -155,11 +170,17 @@ for logical in functions:
         continue
     check(granted and all(r in secret_targets for r in granted),
           f"{logical} loads connections (the vendor credential) but may not read exactly their secrets: {granted}")
-check(grants("TriggerFunction", "states:StartExecution") == [[{"Ref": "PipelineStateMachine"}]],
-      "the trigger may not start exactly the pipeline state machine")
+# The trigger names the state machine by its ARN built from its name (the state machine invokes
+# the trigger for its plan: a Ref both ways would be a circular dependency).
+machine_name = resources["PipelineStateMachine"]["Properties"].get("Name", {}).get("Fn::Sub")
+machine_arn = {"Fn::Sub": f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{machine_name}"}
+check(machine_name is not None and grants("TriggerFunction", "states:StartExecution") == [[machine_arn]],
+      f"the trigger may not start exactly the pipeline state machine ({machine_arn}): {grants('TriggerFunction', 'states:StartExecution')}")
+check(trigger_env.get("STATE_MACHINE_ARN") == machine_arn,
+      f"the trigger's STATE_MACHINE_ARN is not the pipeline state machine's ARN ({machine_arn}): {trigger_env.get('STATE_MACHINE_ARN')}")
 invoked = [r for rs in grants("PipelineStateMachine", "lambda:InvokeFunction") for r in rs]
-check(sorted(str(r) for r in invoked) == sorted(str({"Fn::GetAtt": [f, "Arn"]}) for f in ("CollectFunction", "TransformFunction", "FinalizeFunction")),
-      f"the state machine may not invoke exactly collect, transform and finalize: {invoked}")
+check(sorted(str(r) for r in invoked) == sorted(str({"Fn::GetAtt": [f, "Arn"]}) for f in ("TriggerFunction", "CollectFunction", "TransformFunction", "FinalizeFunction")),
+      f"the state machine may not invoke exactly the trigger (its plan), collect, transform and finalize: {invoked}")
 
 # A run's lock lease (shared/src/pipeline/runner.rs), taken by the trigger before it starts the
 # execution, must outlast the trigger, the execution and a finalize still running when the

@@ -60,7 +60,12 @@ check "collect (events/collect.json)" "$(invoke cxone-etm-collect events/collect
 check "transform (events/transform.json)" "$(invoke cxone-etm-transform events/transform.json)" 'd["items"][0]["objects"] >= 1'
 check "finalize (events/finalize.json)" "$(invoke cxone-etm-finalize events/finalize.json)" 'd["complete"] is True'
 check "trigger: test connection" "$(invoke cxone-etm-trigger events/trigger-api-test-connection.json)" 'd["statusCode"] == 200 and json.loads(d["body"])["passed"]'
-check "trigger: scheduled run" "$(invoke cxone-etm-trigger events/trigger-schedule.json)" 'd["items"] == 10 and "executionArn" not in d'
+# With no state machine to start, the trigger plans the run at once.
+scheduled=$(invoke cxone-etm-trigger events/trigger-schedule.json)
+check "trigger: scheduled run" "$scheduled" 'd["planned"]["items"] == 10 and "executionArn" not in d'
+# The state machine's first state: the plan of the run the trigger started (planned again).
+echo "$scheduled" | "$venv/bin/python" -c 'import json,sys; print(json.dumps({"plan": {"run": json.load(sys.stdin)["run"]}}))' >"$work/plan.json"
+check "trigger: plan (the first state of the state machine)" "$(invoke cxone-etm-trigger "$work/plan.json")" 'd["items"] == 10 and d["childExecutions"] >= 1'
 check "trigger: second start is refused" "$(invoke cxone-etm-trigger events/trigger-api-start-run.json)" 'd["statusCode"] == 409'
 check "trigger: show the finalized run" "$(invoke cxone-etm-trigger events/trigger-api-show-run.json)" 'd["statusCode"] == 200 and json.loads(d["body"])["complete"] is True'
 check "trigger: show the connection" "$(invoke cxone-etm-trigger events/trigger-api-show-connection.json)" 'd["statusCode"] == 200 and json.loads(d["body"])["state"] == "Processing"'
@@ -74,13 +79,13 @@ for raw in open(sys.argv[1], errors="replace"):
         lines.append(json.loads(raw[start:]))
 functions = {l["Function"] for l in lines}
 assert functions == {"collect", "transform", "finalize", "trigger"}, functions
-assert len(lines) == 8, f"{len(lines)} summary lines for 8 invocations"
+assert len(lines) == 9, f"{len(lines)} summary lines for 9 invocations"
 for l in lines:
     for m in l["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
         assert isinstance(l[m["Name"]], int), (m, l)
 assert all(l["ConnectionId"] == "demo-sast" for l in lines), [l["ConnectionId"] for l in lines]
 outcomes = sorted(l["Outcome"] for l in lines if l["Function"] == "trigger")
-assert outcomes == ["http 200", "http 200", "http 200", "http 409", "ok"], outcomes
+assert outcomes == ["http 200", "http 200", "http 200", "http 409", "ok", "ok"], outcomes
 transform = next(l for l in lines if l["Function"] == "transform")
 assert transform["Findings"] > 0 and transform["ConnectionId"] == "demo-sast", transform
 print(f"  EMF: {len(lines)} summary lines, metrics {[m['Name'] for m in lines[0]['_aws']['CloudWatchMetrics'][0]['Metrics']]}")

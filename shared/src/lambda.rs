@@ -331,26 +331,47 @@ impl<S: BucketStore> Runtime<S> {
     }
 }
 
-/// What the trigger hands the state machine and answers its caller.
+/// What the trigger hands the state machine and answers its caller. The state machine plans the
+/// run itself (its first state, [`plan_task`]), so the counts are there only where the trigger
+/// planned at once: with no state machine to start (`cargo lambda watch`, tests).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartedRun {
     pub run: RunRef,
     pub bucket: String,
-    /// The work list's key in the bucket (the Distributed Map reads it).
+    /// The work list's key in the bucket (the plan writes it; the Distributed Map reads it).
     pub work_list_key: String,
     /// The Distributed Map's MaxConcurrency (`MaxConcurrencyPath`).
     pub max_concurrency: u32,
-    pub items: u64,
-    /// The work list's lines: the Distributed Map's children, each a group of items.
-    pub child_executions: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<PlannedRun>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_arn: Option<String>,
 }
 
-/// Trigger: lock, register, plan, and start the state machine over the work list. A scheduled
-/// run passes the schedule its event carries: it is what fires the connection (the template's,
-/// with the dates of the stack's last update), so its dates apply, not the stored config's.
+/// What a run's plan wrote: its items and the work list's lines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedRun {
+    pub run: RunRef,
+    pub items: u64,
+    /// The work list's lines: the Distributed Map's children, each a group of items.
+    pub child_executions: u64,
+}
+
+/// The state machine's first state: plan the run the trigger started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanInput {
+    pub run: RunRef,
+}
+
+/// Trigger: lock, register, and start the state machine, which plans the run as its first state:
+/// the answer comes before any vendor call (an API caller waits at most 30 s; listing a tenant of
+/// thousands of projects can take longer). Without a state machine the run is planned at once.
+/// A scheduled run passes the schedule its event carries: it is what fires the connection (the
+/// template's, with the dates of the stack's last update), so its dates apply, not the stored
+/// config's.
 pub async fn start_run(
     runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
@@ -382,32 +403,21 @@ pub async fn start_run(
         if let Some((schedule, _)) = event_schedule {
             record_event_schedule(&runtime.store, connection_id, schedule).await?;
         }
-        let groups = plan(
-            &runtime.store,
-            &loaded.vendor,
-            &loaded.connection,
-            &run,
-            runtime.max_concurrency as usize,
-        )
-        .await?;
         let mut started = StartedRun {
             work_list_key: runtime.store.full_key(&run.work_list()),
             max_concurrency: runtime.max_concurrency,
             bucket: runtime.store.bucket().to_string(),
             run: run.clone(),
-            // The parts of a split scan are one item.
-            items: groups
-                .iter()
-                .flat_map(|g| &g.items)
-                .filter(|i| i.part.as_ref().is_none_or(|p| p.index == 0))
-                .count() as u64,
-            child_executions: groups.len() as u64,
+            planned: None,
             execution_arn: None,
         };
-        if let Some(state_machine) = &runtime.state_machine {
-            let input = serde_json::to_string(&started).expect("serializes");
-            let name = execution_name(&run);
-            started.execution_arn = Some(state_machine.start_execution(&name, input).await?);
+        match &runtime.state_machine {
+            Some(state_machine) => {
+                let input = serde_json::to_string(&started).expect("serializes");
+                let name = execution_name(&run);
+                started.execution_arn = Some(state_machine.start_execution(&name, input).await?);
+            }
+            None => started.planned = Some(plan_run(runtime, &loaded, &run).await?),
         }
         Ok::<_, StepError>(started)
     }
@@ -416,6 +426,42 @@ pub async fn start_run(
         let _ = fail_run(&runtime.store, &run, &error.to_string()).await;
     }
     started
+}
+
+/// The state machine's first state: plans the run the trigger started (see [`plan`]). A plan that
+/// fails for good is caught by the state machine, which marks the run Failed and releases its lock
+/// (finalize with [`FinalizeInput::failure`]).
+pub async fn plan_task(
+    runtime: &Runtime<impl BucketStore>,
+    input: PlanInput,
+) -> Result<PlannedRun, StepError> {
+    let loaded = runtime.connection(&input.run.connection_id).await?;
+    plan_run(runtime, &loaded, &input.run).await
+}
+
+async fn plan_run(
+    runtime: &Runtime<impl BucketStore>,
+    loaded: &LoadedConnection,
+    run: &RunRef,
+) -> Result<PlannedRun, StepError> {
+    let groups = plan(
+        &runtime.store,
+        &loaded.vendor,
+        &loaded.connection,
+        run,
+        runtime.max_concurrency as usize,
+    )
+    .await?;
+    Ok(PlannedRun {
+        run: run.clone(),
+        // The parts of a split scan are one item.
+        items: groups
+            .iter()
+            .flat_map(|g| &g.items)
+            .filter(|i| i.part.as_ref().is_none_or(|p| p.index == 0))
+            .count() as u64,
+        child_executions: groups.len() as u64,
+    })
 }
 
 /// StartExecution's name for a run: `<connection>-<run>`, unique per run, within the 80 characters
@@ -607,11 +653,23 @@ pub async fn transform_task(
 #[serde(rename_all = "camelCase")]
 pub struct FinalizeInput {
     pub run: RunRef,
-    /// Finalize's own failure, caught by the state machine once its retries are spent: the run
-    /// is then marked Failed with it and its lock released (else the connection would answer
-    /// "already running" until the lease ran out), and nothing is committed.
+    /// The plan's or finalize's own failure, caught by the state machine once its retries are
+    /// spent: the run is then marked Failed with it and its lock released (else the connection
+    /// would answer "already running" until the lease ran out), and nothing is committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<TaskFailure>,
+    /// The step whose `failure` it is.
+    #[serde(default)]
+    pub failed_step: FailedStep,
+}
+
+/// The run-wide steps whose failure ends a run: the items' failures are finalize's to report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailedStep {
+    Plan,
+    #[default]
+    Finalize,
 }
 
 /// A failed task's error as Step Functions' `Catch` hands it on (`ResultPath`).
@@ -625,7 +683,11 @@ pub struct TaskFailure {
 }
 
 impl TaskFailure {
-    fn reason(&self) -> String {
+    fn reason(&self, step: FailedStep) -> String {
+        let step = match step {
+            FailedStep::Plan => "plan",
+            FailedStep::Finalize => "finalize",
+        };
         let message = self.cause.as_deref().map(|cause| {
             serde_json::from_str::<serde_json::Value>(cause)
                 .ok()
@@ -634,8 +696,8 @@ impl TaskFailure {
         });
         // The message was cut to `ERROR_MESSAGE_CHARS` where the function failed.
         match message {
-            Some(message) => format!("finalize failed ({}): {message}", self.error),
-            None => format!("finalize failed ({})", self.error),
+            Some(message) => format!("{step} failed ({}): {message}", self.error),
+            None => format!("{step} failed ({})", self.error),
         }
     }
 }
@@ -655,9 +717,9 @@ pub async fn finalize_task(
     input: FinalizeInput,
 ) -> Result<FinalizeOutput, StepError> {
     if let Some(failure) = &input.failure {
-        let reason = failure.reason();
+        let reason = failure.reason(input.failed_step);
         fail_run(&runtime.store, &input.run, &reason).await?;
-        return Err(StepError::FinalizeFailed(reason));
+        return Err(StepError::RunFailed(reason));
     }
     // Finalize calls no vendor: it reads the config, never the credential, so a secret deleted or
     // broken during the run cannot keep a run from committing or releasing its lock.
@@ -770,6 +832,15 @@ impl Summarized for FinalizeOutput {
 }
 
 impl Summarized for StartedRun {
+    fn summarize(&self, summary: &mut Summary) {
+        name_run(summary, &self.run);
+        if let Some(planned) = &self.planned {
+            planned.summarize(summary);
+        }
+    }
+}
+
+impl Summarized for PlannedRun {
     fn summarize(&self, summary: &mut Summary) {
         name_run(summary, &self.run);
         summary.items = self.items;

@@ -567,6 +567,12 @@ def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(acco
     status, started = account.http("POST", "/connections/sast/runs")
     assert status == 202, started
     try:
+        # Once the plan has written the work list (the plan reads the config too).
+        work_list = f"connections/sast/runs/{started['run']['runId']}/work.jsonl"
+        deadline = time.time() + 300
+        while not account.exists(work_list):
+            assert time.time() < deadline, "the plan wrote no work list"
+            time.sleep(0.05)
         s3.put_object(Bucket=account.bucket, Key=key, Body=b"{ not a config")
         execution = account.wait(started["executionArn"])
     finally:
@@ -588,6 +594,39 @@ def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(acco
     assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
 
 
+def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(account, emulator):
+    # The tenant refuses the project listing. The API answers all the same: it starts the run and
+    # calls no vendor (API Gateway waits at most 30 s; listing thousands of projects can take
+    # longer), and the execution plans first. The plan fails for good; its Catch fails the run
+    # and releases the lock.
+    before = account.get_json("connections/sast/state.json")
+    emulator.fault("projects", {"forbidden_rate": 1.0})
+    try:
+        status, started = account.http("POST", "/connections/sast/runs")
+        assert status == 202 and "planned" not in started, started
+        execution = account.wait(started["executionArn"])
+    finally:
+        emulator.clear_faults()
+    assert execution["status"] == "FAILED", account.explain(execution)
+    events = account.client("stepfunctions").get_execution_history(
+        executionArn=execution["executionArn"], maxResults=100)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+    assert entered == ["Plan", "PlanFailed"], entered
+    failed = next(e for e in events if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
+    assert "the run is marked Failed (unless it had committed) and its lock released" in failed["cause"], failed
+    run = started["run"]
+    assert not account.exists(f"connections/sast/runs/{run['runId']}/work.jsonl")
+    assert not account.exists("connections/sast/lock")
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and connection["state"] == "Failed", connection
+    assert connection["reason"].startswith("plan failed (Fatal): ") and "403" in connection["reason"], connection
+    assert connection["lastCommittedRun"] == before["lastCommittedRun"], (connection, before)
+    # The next run starts at once and reconciles against the last committed one.
+    started, execution = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
+
+
 def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     result = put_connection(account, wide, "wide", secret=account.dast_secret_arn)
     assert result.returncode == 0, result.stderr
@@ -595,14 +634,18 @@ def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     collect, transform = account.function_named("cxone-etm-collect"), account.function_named("cxone-etm-transform")
     invoked = (collect.invocations, transform.invocations)
     started = account.invoke_trigger(event)
-    assert started["items"] == WIDE_ITEMS, started
-    # The items go in groups, as many as keep every child busy, at most 25 each: one child, one
-    # collect and one transform invocation per group, not per item.
-    per_group = min(25, -(-WIDE_ITEMS // 16))
-    assert started["childExecutions"] == -(-WIDE_ITEMS // per_group), started
     execution = account.wait(started["executionArn"], timeout=3600)
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
-    assert (collect.invocations - invoked[0], transform.invocations - invoked[1]) == (started["childExecutions"],) * 2
+    # The plan (the execution's first state) wrote the work list: the items go in groups, as many
+    # as keep every child busy, at most 25 each: one child, one collect and one transform
+    # invocation per group, not per item.
+    runs = f"connections/wide/runs/{started['run']['runId']}"
+    assert account.get_json(f"{runs}/run.json")["items"] == WIDE_ITEMS
+    work = account.client("s3").get_object(Bucket=account.bucket, Key=f"{runs}/work.jsonl")["Body"].read()
+    groups = [json.loads(line) for line in work.splitlines() if line]
+    per_group = min(25, -(-WIDE_ITEMS // 16))
+    assert len(groups) == -(-WIDE_ITEMS // per_group) and sum(len(g["items"]) for g in groups) == WIDE_ITEMS
+    assert (collect.invocations - invoked[0], transform.invocations - invoked[1]) == (len(groups),) * 2
     manifest = committed(account, started["run"])
     assert len(manifest["items"]) == WIDE_ITEMS
     assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(wide)
@@ -675,6 +718,8 @@ def test_the_templates_map_passes_ten_thousand_items_within_the_payload_limit(ac
     }
     items_state["ItemProcessor"]["StartAt"] = "Item"
     definition["States"]["Finalize"] = {"Type": "Pass", "End": True}
+    # The work list is written here, as the plan would write it.
+    definition["States"]["Plan"] = {"Type": "Pass", "ResultPath": None, "Next": definition["States"]["Plan"]["Next"]}
     run = {"connectionId": "payload", "runId": "20261201T000000Z-000000"}
     base = f"connections/payload/runs/{run['runId']}"
     item = lambda n: {"run": run, "item": f"{n:036d}", "vendorId": f"{n:036d}", "record": {"name": "x" * 200}}
@@ -682,8 +727,7 @@ def test_the_templates_map_passes_ten_thousand_items_within_the_payload_limit(ac
     s3.put_object(Bucket=account.bucket, Key=f"{base}/work.jsonl", Body=lines.encode())
     role = account.resolved.resources[account.machine_logical]["Properties"]["RoleArn"]
     machine = sfn.create_state_machine(name="payload-probe", roleArn=role, definition=json.dumps(definition))["stateMachineArn"]
-    started = {"run": run, "bucket": account.bucket, "workListKey": f"{base}/work.jsonl",
-               "maxConcurrency": 40, "items": 10_000}
+    started = {"run": run, "bucket": account.bucket, "workListKey": f"{base}/work.jsonl", "maxConcurrency": 40}
     execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(started))["executionArn"]
     finished = account.wait(execution, timeout=900)
     assert finished["status"] == "SUCCEEDED", account.explain(finished)

@@ -21,8 +21,10 @@ pub struct Deployment {
     memory_mb: BTreeMap<String, u64>,
     /// States a child execution enters when its items succeed (its tasks).
     child_states: u64,
-    /// States the parent execution enters when the run succeeds (the Map and finalize).
+    /// States the parent execution enters when the run succeeds (the plan, the Map, finalize).
     parent_states: u64,
+    /// Those of them that invoke a function (the plan and finalize).
+    parent_tasks: u64,
 }
 
 impl Deployment {
@@ -53,10 +55,15 @@ impl Deployment {
             .as_mapping()
             .and_then(|m| m.values().find(|s| s["Type"].as_str() == Some("Map")))
             .context("the state machine has no Map state")?;
+        let parent = states_entered(definition);
         let deployment = Self {
             memory_mb,
-            child_states: states_entered(&map["ItemProcessor"]),
-            parent_states: states_entered(definition),
+            child_states: states_entered(&map["ItemProcessor"]).len() as u64,
+            parent_states: parent.len() as u64,
+            parent_tasks: parent
+                .iter()
+                .filter(|s| s["Type"].as_str() == Some("Task"))
+                .count() as u64,
         };
         if deployment.child_states == 0 || deployment.memory_mb.len() < 4 {
             bail!("the template's functions or child tasks were not found: {deployment:?}");
@@ -71,16 +78,16 @@ impl Deployment {
 
 /// The states a run that succeeds enters: from `StartAt`, each state's `Next` until one ends (the
 /// states a `Catch` leads to are entered only on failure).
-fn states_entered(machine: &Value) -> u64 {
+fn states_entered(machine: &Value) -> Vec<&Value> {
     let states = &machine["States"];
-    let mut entered = 0;
+    let mut entered = Vec::new();
     let mut at = machine["StartAt"].as_str();
     while let Some(name) = at {
         let state = &states[name];
-        if state.is_null() || entered > states.as_mapping().map_or(0, |m| m.len()) as u64 {
+        if state.is_null() || entered.len() > states.as_mapping().map_or(0, |m| m.len()) {
             break;
         }
-        entered += 1;
+        entered.push(state);
         at = state["Next"].as_str();
     }
     entered
@@ -121,14 +128,16 @@ pub struct Dollars {
 }
 
 /// Each child execution is billed its start and each task it enters; the parent its start, the
-/// Map state and finalize. Lambda time is the in-process stage time at each function's memory
-/// (plan runs in the trigger). S3 reads are left out: at $0.0004 per 1,000, reading every object
+/// plan, the Map state and finalize. The functions are invoked by the trigger's start and each
+/// task. Lambda time is the in-process stage time at each function's memory (plan runs in the
+/// trigger's function). S3 reads are left out: at $0.0004 per 1,000, reading every object
 /// once costs under a tenth of writing it.
 pub fn cost(deployment: &Deployment, work: &RunWork) -> RunCost {
     let transitions_per_child = 1 + deployment.child_states;
     let state_transitions =
         1 + deployment.parent_states + work.child_executions * transitions_per_child;
-    let lambda_invocations = 2 + work.child_executions * deployment.child_states;
+    let lambda_invocations =
+        1 + deployment.parent_tasks + work.child_executions * deployment.child_states;
     let gb_ms = work.plan_ms as f64 * deployment.gb("cxone-etm-trigger")
         + work.collect_ms as f64 * deployment.gb("cxone-etm-collect")
         + work.transform_ms as f64 * deployment.gb("cxone-etm-transform")
@@ -170,9 +179,10 @@ mod tests {
         assert_eq!(d.memory_mb.len(), 4, "{d:?}");
         assert_eq!(d.child_states, 2, "collect and transform");
         assert_eq!(
-            d.parent_states, 2,
-            "the map and finalize, not the release after a failure"
+            d.parent_states, 3,
+            "the plan, the map and finalize, not the release after a failure"
         );
+        assert_eq!(d.parent_tasks, 2, "the plan and finalize");
         assert!(d.gb("cxone-etm-collect") >= 0.25);
     }
 
@@ -190,8 +200,11 @@ mod tests {
         };
         let one_per_item = cost(&d, &work(1_000));
         let grouped = cost(&d, &work(40));
-        assert_eq!(one_per_item.state_transitions, 3 + 3 * 1_000);
-        assert_eq!(grouped.state_transitions, 3 + 3 * 40);
+        // The parent's start, plan, map and finalize; each child's start, collect and transform.
+        assert_eq!(one_per_item.state_transitions, 4 + 3 * 1_000);
+        assert_eq!(grouped.state_transitions, 4 + 3 * 40);
+        // The trigger's start, the plan, finalize; each child's collect and transform.
+        assert_eq!(grouped.lambda_invocations, 3 + 2 * 40);
         assert!(grouped.dollars.step_functions * 10.0 < one_per_item.dollars.step_functions);
         // The same work in fewer invocations: the same GB-s.
         assert_eq!(grouped.lambda_gb_seconds, one_per_item.lambda_gb_seconds);

@@ -1,5 +1,5 @@
-//! A scheduled event (`{"connectionId": "…"}` from EventBridge Scheduler) starts a run; an HTTP API
-//! event is routed:
+//! A scheduled event (`{"connectionId": "…"}` from EventBridge Scheduler) starts a run; the state
+//! machine's first state (`{"plan": {"run": …}}`) plans it; an HTTP API event is routed:
 //!
 //! | Route | Answer |
 //! |---|---|
@@ -11,7 +11,9 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
-use cxone_etm::lambda::{Runtime, StartedRun, Summarized, show_run, start_run};
+use cxone_etm::lambda::{
+    PlanInput, PlannedRun, Runtime, StartedRun, Summarized, plan_task, show_run, start_run,
+};
 use cxone_etm::metrics::Summary;
 use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger};
 use cxone_etm::store::BucketStore;
@@ -30,11 +32,12 @@ pub struct Scheduled {
     pub connection: Option<ConnectionConfig>,
 }
 
-/// The trigger's event: an HTTP API request (it has a `routeKey` or a `requestContext`) or a
-/// scheduled run.
+/// The trigger's event: an HTTP API request (it has a `routeKey` or a `requestContext`), the
+/// state machine's plan of a started run (`plan`), or a scheduled run.
 #[derive(Debug)]
 pub enum TriggerEvent {
     Http(Box<ApiGatewayV2httpRequest>),
+    Plan(PlanInput),
     Scheduled(Box<Scheduled>),
 }
 
@@ -46,6 +49,10 @@ impl<'de> serde::Deserialize<'de> for TriggerEvent {
             serde_json::from_value(event)
                 .map(|request| Self::Http(Box::new(request)))
                 .map_err(|e| D::Error::custom(format!("HTTP API event: {e}")))
+        } else if let Some(plan) = event.get("plan") {
+            PlanInput::deserialize(plan)
+                .map(Self::Plan)
+                .map_err(|e| D::Error::custom(format!("plan event: {e}")))
         } else {
             serde_json::from_value(event)
                 .map(|scheduled| Self::Scheduled(Box::new(scheduled)))
@@ -54,11 +61,13 @@ impl<'de> serde::Deserialize<'de> for TriggerEvent {
     }
 }
 
-/// What the trigger answers: the started run (a schedule) or an HTTP response (the API).
+/// What the trigger answers: the started run (a schedule), the planned run (the state machine)
+/// or an HTTP response (the API).
 #[derive(Debug, serde::Serialize)]
 #[serde(untagged)]
 pub enum TriggerAnswer {
     Started(StartedRun),
+    Planned(PlannedRun),
     Http(ApiGatewayV2httpResponse),
 }
 
@@ -66,6 +75,7 @@ impl Summarized for TriggerEvent {
     fn summarize(&self, summary: &mut Summary) {
         summary.connection = match self {
             Self::Scheduled(scheduled) => scheduled.connection_id.clone(),
+            Self::Plan(plan) => plan.run.connection_id.clone(),
             // /connections/{id}/…
             Self::Http(request) => request
                 .raw_path
@@ -81,6 +91,7 @@ impl Summarized for TriggerAnswer {
     fn summarize(&self, summary: &mut Summary) {
         match self {
             Self::Started(started) => started.summarize(summary),
+            Self::Planned(planned) => planned.summarize(summary),
             Self::Http(response) => summary.outcome = format!("http {}", response.status_code),
         }
     }
@@ -96,6 +107,12 @@ pub async fn handle(
             // into `main`'s they overflow the compiler's query depth.
             return Ok(TriggerAnswer::Http(
                 Box::pin(route(runtime, &request)).await,
+            ));
+        }
+        TriggerEvent::Plan(input) => {
+            // Boxed as the routes are: a whole plan.
+            return Ok(TriggerAnswer::Planned(
+                Box::pin(plan_task(runtime, input)).await?,
             ));
         }
         TriggerEvent::Scheduled(scheduled) => *scheduled,

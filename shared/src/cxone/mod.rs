@@ -21,8 +21,8 @@ pub use config::{RetrySettings, VendorConfig, VendorSettings};
 pub use error::{AuthError, ConfigError, VendorError};
 pub use models::*;
 pub use paging::{
-    Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics, OriginalSeverityPager,
-    PageSource, RawPage, ResultsPager, ResultsProgress, ScanRange,
+    BranchListing, Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics,
+    OriginalSeverityPager, PageSource, RawPage, ResultsPager, ResultsProgress, ScanRange,
 };
 pub use region::{Endpoints, NetworkPolicy, REGIONS, Region};
 pub use transport::{CounterSnapshot, Counters, counted};

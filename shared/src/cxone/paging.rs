@@ -919,38 +919,29 @@ impl CxOneClient {
             .collect())
     }
 
-    /// The names of the branches a project has scans on (`/api/projects/branches`, a bare JSON
-    /// array paged by item offset; `null` for a project with no scans). Paging stops at a short
-    /// page, or at a full page that brings no new name (a server ignoring `offset`).
-    pub async fn project_branches(&self, project_id: &str) -> Result<Vec<String>, VendorError> {
-        const PAGE: usize = 100;
-        let mut names: Vec<String> = Vec::new();
-        loop {
-            let url = self.api_url(
-                "/api/projects/branches",
-                &[
-                    ("project-id", project_id.to_string()),
-                    ("limit", PAGE.to_string()),
-                    ("offset", names.len().to_string()),
-                ],
-            );
-            let page: Option<Vec<String>> = self
-                .get_checked("branches", &url, |body| {
-                    serde_json::from_slice(&body)
-                        .map_err(|e| format!("branches answer is not a list of branch names: {e}"))
-                })
-                .await?;
-            let page = page.unwrap_or_default();
-            let before = names.len();
-            for name in &page {
-                if !names.contains(name) {
-                    names.push(name.clone());
-                }
-            }
-            if page.len() < PAGE || names.len() == before {
-                return Ok(names);
-            }
-        }
+    /// One page of the names of the branches a project has scans on (`/api/projects/branches`,
+    /// a bare JSON array by item offset, with no total; `null` for a project with no scans), from
+    /// `offset`. Whether another page follows is [`BranchListing`]'s to say.
+    pub async fn project_branches_page(
+        &self,
+        project_id: &str,
+        offset: usize,
+    ) -> Result<Vec<String>, VendorError> {
+        let url = self.api_url(
+            "/api/projects/branches",
+            &[
+                ("project-id", project_id.to_string()),
+                ("limit", BRANCH_PAGE.to_string()),
+                ("offset", offset.to_string()),
+            ],
+        );
+        let page: Option<Vec<String>> = self
+            .get_checked("branches", &url, |body| {
+                serde_json::from_slice(&body)
+                    .map_err(|e| format!("branches answer is not a list of branch names: {e}"))
+            })
+            .await?;
+        Ok(page.unwrap_or_default())
     }
 
     /// A results pager that goes on from `progress`, left by an earlier pager of the same scan
@@ -1163,9 +1154,94 @@ impl CxOneClient {
     }
 }
 
+/// Branch names asked a page of `/api/projects/branches`.
+const BRANCH_PAGE: usize = 100;
+/// The project endpoints' documented default page ("by default they return the first 20
+/// results"): a server that caps `limit`, or ignores it, still sends this many names a page where
+/// the project has them.
+const LEAST_BRANCH_PAGE: usize = 20;
+
+/// A project's branch names as their pages come. The answer has no total and a server may send
+/// fewer names a page than asked, so a short page does not end the list by itself: it does when
+/// it is shorter than the longest page the server has sent (for any project: the plan learns it
+/// from every project's first page) or than the documented default page, when it is empty, or
+/// when it brings no new name (a server ignoring `offset`). Else the next page is asked for: a
+/// list cut short would leave branches unpulled and, with `close_deleted_items`, close their
+/// findings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BranchListing {
+    names: Vec<String>,
+    last_page: usize,
+    stalled: bool,
+}
+
+impl BranchListing {
+    pub fn add(&mut self, page: Vec<String>) {
+        let before = self.names.len();
+        self.last_page = page.len();
+        for name in page {
+            if !self.names.contains(&name) {
+                self.names.push(name);
+            }
+        }
+        self.stalled = self.names.len() == before;
+    }
+
+    /// Where the next page starts.
+    pub fn offset(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The names the last page held.
+    pub fn last_page(&self) -> usize {
+        self.last_page
+    }
+
+    /// Whether another page may hold more names, the longest page the server has sent being
+    /// `longest_page` names.
+    pub fn may_continue(&self, longest_page: usize) -> bool {
+        !self.stalled && self.last_page >= longest_page.max(LEAST_BRANCH_PAGE)
+    }
+
+    pub fn into_names(self) -> Vec<String> {
+        self.names
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("branch-{i}")).collect()
+    }
+
+    #[test]
+    fn a_branch_page_ends_the_list_only_when_shorter_than_the_server_sends() {
+        let after = |page: Vec<String>| {
+            let mut listing = BranchListing::default();
+            listing.add(page);
+            listing
+        };
+        // Shorter than the documented default page: the last, whatever else was seen.
+        assert!(!after(names(0..3)).may_continue(3));
+        assert!(!after(Vec::new()).may_continue(0));
+        // As long as the longest page the server sent: it may cap there.
+        assert!(after(names(0..20)).may_continue(20));
+        assert!(after(names(0..37)).may_continue(37));
+        // Shorter than a page the server sent for another project: the last.
+        assert!(!after(names(0..20)).may_continue(37));
+        // A full page, as asked.
+        assert!(after(names(0..100)).may_continue(100));
+        // More than asked (a server ignoring `limit`) and as long as any: asked again.
+        assert!(after(names(0..150)).may_continue(150));
+        // A page that brings no new name (a server ignoring `offset`) ends it.
+        let mut repeated = after(names(0..20));
+        assert_eq!(repeated.offset(), 20);
+        repeated.add(names(0..20));
+        assert!(!repeated.may_continue(20));
+        assert_eq!(repeated.into_names(), names(0..20));
+    }
 
     #[test]
     fn completeness_reports_short_lists_and_moving_totals() {

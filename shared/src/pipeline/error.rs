@@ -43,11 +43,12 @@ pub enum StepError {
         connection_id: String,
         detail: String,
     },
-    /// A run that no longer holds its connection's lock when it would commit: its lease ran out
-    /// and another run took the lock over (or has finished since). Both would reconcile against
-    /// the same last committed run, so this one commits nothing.
+    /// A run that no longer holds its connection's lock when it would plan or commit: its lease
+    /// ran out and another run took the lock over (or has finished since), or its start failed and
+    /// released the lock. Two runs would reconcile against the same last committed run, so this
+    /// one goes no further.
     #[error(
-        "run {run_id} of connection {connection_id} no longer holds the connection's lock ({holder}): its lease ran out and another run took the lock over, so nothing of it is committed; the next run reconciles against the last committed run"
+        "run {run_id} of connection {connection_id} no longer holds the connection's lock ({holder}): its lease ran out and another run took the lock over, or its start failed and released it; nothing of it is committed, and the next run reconciles against the last committed run"
     )]
     LostLock {
         connection_id: String,
@@ -85,10 +86,10 @@ pub enum StepError {
     /// A Lambda event that is not the step's input.
     #[error("{what} input: {problem}")]
     BadEvent { what: String, problem: String },
-    /// Finalize failed for good: the run was marked Failed with the reason (unless it had
-    /// committed before the failure) and its lock released.
+    /// The plan or finalize failed for good: the run was marked Failed with the reason (unless it
+    /// had committed before the failure) and its lock released.
     #[error("{0}; the run is marked Failed (unless it had committed) and its lock released")]
-    FinalizeFailed(String),
+    RunFailed(String),
     /// Every item of the run failed: nothing was committed (the reason names the first).
     #[error("{0}")]
     NothingCommitted(String),
@@ -139,7 +140,7 @@ impl StepError {
             | Self::Transform { .. }
             | Self::BadEvent { .. }
             | Self::TaskStopped(_)
-            | Self::FinalizeFailed(_)
+            | Self::RunFailed(_)
             | Self::NothingCommitted(_) => false,
         }
     }

@@ -17,9 +17,9 @@ use super::config::{BranchPolicy, Connection};
 use super::documents::{EngineScan, FilteredItem, WorkGroup, WorkItem};
 use super::error::StepError;
 use super::objects::{get_json, put_json};
-use super::run::{record_plan, start_processing};
+use super::run::{ensure_holds_lock, record_plan, start_processing};
 use super::split::split_large_scans;
-use crate::cxone::{Completeness, LastScan, LastScanQuery, Listing};
+use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
 use crate::layout::{RunRef, item_key};
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
@@ -32,7 +32,8 @@ const MAX_GROUP_BYTES: usize = 96 * 1024;
 
 /// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
 /// and writes the work list: the items in groups, one group per child execution, as many groups
-/// as keep `children_at_once` children busy (see [`group_items`]). Moves the run to Processing.
+/// as keep `children_at_once` children busy (see [`group_items`]). Moves the run to Processing;
+/// refuses a run that does not hold its connection's lock (`LostLock`).
 pub async fn plan(
     store: &impl ObjectStore,
     vendor: &VendorAccess,
@@ -40,6 +41,9 @@ pub async fn plan(
     run: &RunRef,
     children_at_once: usize,
 ) -> Result<Vec<WorkGroup>, StepError> {
+    // An execution whose start the trigger saw fail (an answer lost, the run failed and the lock
+    // released) may still run: it must not move a run that lost its lock, nor the connection.
+    ensure_holds_lock(store, run).await?;
     let previous_run = start_processing(store, run).await?;
     let kind = connection.config.kind;
     let filters = &connection.config.filters;
@@ -432,20 +436,45 @@ async fn latest_scans(
     }
 }
 
-/// The projects on each branch: each project's branches, listed (one call per project).
+/// The projects on each branch: each project's branches, listed. Every project's first page, then
+/// the next pages of those whose first page was as long as the longest any project got (the
+/// server may cap its pages there; see [`BranchListing`]): one call per project where the
+/// projects have fewer branches than the documented default page (20).
 async fn branches_of(
     vendor: &VendorAccess,
     ids: &[String],
 ) -> Result<BTreeMap<String, Vec<String>>, StepError> {
-    let listed = futures_util::stream::iter(ids.iter().cloned())
+    let page = |id: String, offset: usize| async move {
+        with_renewal(vendor, |c| {
+            let id = id.clone();
+            async move { c.project_branches_page(&id, offset).await }
+        })
+        .await
+        .map_err(StepError::from)
+    };
+    let first_pages = futures_util::stream::iter(ids.iter().cloned())
         .map(|id| async move {
-            let branches = with_renewal(vendor, |c| {
-                let id = id.clone();
-                async move { c.project_branches(&id).await }
-            })
-            .await
-            .map_err(StepError::from)?;
-            Ok::<_, StepError>((id, branches))
+            let mut listing = BranchListing::default();
+            listing.add(page(id.clone(), 0).await?);
+            Ok::<_, StepError>((id, listing))
+        })
+        .buffer_unordered(vendor.concurrency())
+        .try_collect::<Vec<_>>()
+        .await?;
+    let longest = first_pages
+        .iter()
+        .map(|(_, listing)| listing.last_page())
+        .max()
+        .unwrap_or_default();
+    let listed = futures_util::stream::iter(first_pages)
+        .map(|(id, mut listing)| async move {
+            let mut longest = longest;
+            while listing.may_continue(longest) {
+                let next = page(id.clone(), listing.offset()).await?;
+                longest = longest.max(next.len());
+                listing.add(next);
+            }
+            Ok::<_, StepError>((id, listing.into_names()))
         })
         .buffer_unordered(vendor.concurrency())
         .try_collect::<Vec<_>>()

@@ -525,7 +525,8 @@ async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<
 }
 
 /// Refuses a run that no longer holds its connection's lock: after its lease ran out another run
-/// took the lock over (and marked this one abandoned), or has finished and released it since.
+/// took the lock over (and marked this one abandoned), or has finished and released it since; or
+/// the run's start failed and released it.
 pub(crate) async fn ensure_holds_lock(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -537,7 +538,7 @@ pub(crate) async fn ensure_holds_lock(
             connection_id: run.connection_id.clone(),
             run_id: run.run_id.clone(),
             holder: other.map_or_else(
-                || "no run holds it: the run that took it over has finished".to_string(),
+                || "no run holds it".to_string(),
                 |lock| format!("run {} holds it", lock.run_id),
             ),
         }),

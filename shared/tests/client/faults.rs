@@ -310,7 +310,10 @@ async fn branch_listings_retry_broken_answers_and_fail_with_the_endpoint_named()
             ..fault()
         },
     );
-    assert_eq!(client.project_branches(&project.id).await.unwrap(), want);
+    assert_eq!(
+        client.project_branches_page(&project.id, 0).await.unwrap(),
+        want
+    );
     assert_eq!(emulator.traffic().faults_fired.truncated["branches"], 2);
 
     emulator.set_fault(
@@ -320,7 +323,10 @@ async fn branch_listings_retry_broken_answers_and_fail_with_the_endpoint_named()
             ..fault()
         },
     );
-    let e = client.project_branches(&project.id).await.unwrap_err();
+    let e = client
+        .project_branches_page(&project.id, 0)
+        .await
+        .unwrap_err();
     assert!(e.is_transient(), "{e}");
     assert!(e.to_string().contains("branches"), "{e}");
 }

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::runs::*;
 use crate::common::*;
-use cxone_emulator::{Emulator, ResultType, TenantShape};
+use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultType, TenantShape};
+use cxone_etm::layout::CLOSURES;
+use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ConnectionConfig, Manifest};
 use cxone_etm::store::{LocalStore, ObjectStore};
 use cxone_etm::{ConnectorKind, Engine};
@@ -555,6 +557,78 @@ async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
         .filter(|e| e["engine"] == "sast" && e["open"] == true)
         .count();
     assert!(open_sast > 0, "the project's SAST findings are still open");
+}
+
+/// A results record whose `type` is gone may be any engine's finding. It is rejected once, and
+/// every engine of the pull holds its absent findings open, not only the engine whose
+/// transformer read the record first: nothing is closed, and the next clean run finds every
+/// finding where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_with_no_type_closes_no_engines_findings() {
+    let emulator = emulator(shape(2, None)).await;
+    let connection = {
+        let mut config = ConnectionConfig {
+            item_concurrency: 3,
+            engines: Some(Engine::PROJECT_ENGINES.to_vec()),
+            ..ConnectionConfig::new(
+                "untyped",
+                ConnectorKind::Sast,
+                settings(&emulator),
+                "env:UNUSED_IN_TESTS",
+            )
+        };
+        // Pages of 7: the record the fault takes the type from is of every engine by turns.
+        config.vendor.results_page_size = 7;
+        config.validate().unwrap_or_else(|e| panic!("{e:?}"))
+    };
+    let (store, _dir) = temp_store("engines-untyped");
+    let first = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    assert!(m1.complete, "{:?}", m1.problems);
+
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            untyped_rate: 1.0,
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let untyped = emulator.traffic().faults_fired.untyped["results"];
+    emulator.clear_faults();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(untyped > 0);
+    assert_eq!(
+        m2.totals.rejected - m1.totals.rejected,
+        untyped,
+        "each record without a type rejected once"
+    );
+    let closed = |m: &Manifest| -> u64 {
+        m.items
+            .iter()
+            .flat_map(|i| &i.objects)
+            .filter(|o| o.key.ends_with(CLOSURES))
+            .map(|o| o.findings)
+            .sum()
+    };
+    assert_eq!(closed(&m2), 0, "nothing is closed");
+    let holding: Vec<Engine> = m2
+        .totals_by_engine
+        .iter()
+        .filter(|(_, figures)| figures.held_for_rejected_records > 0)
+        .map(|(engine, _)| *engine)
+        .collect();
+    assert!(
+        holding.len() >= 2,
+        "the records without a type were of several engines, each holding its own: {holding:?}"
+    );
+
+    let third = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    let lifecycle = &m3.totals.lifecycle;
+    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
+    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    assert_eq!(closed(&m3), 0, "nothing is closed");
 }
 
 /// The connection's engines changed between the plan and the transform (a config put while a run

@@ -778,6 +778,71 @@ async fn a_project_left_out_by_name_keeps_every_branch_asset_under_each_branch()
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A server that caps the branch listing's pages at its documented default page (20) where 100
+/// are asked: every project's 25 branches are listed all the same, under `each_branch` with
+/// `close_deleted_items` none is reported deleted, and nothing is closed.
+#[tokio::test]
+async fn branch_pages_capped_by_the_server_still_list_every_branch() {
+    let emulator = emulator(TenantShape {
+        branches_per_project: 25,
+        ..shape(3, 25)
+    })
+    .await;
+    let (store, dir) = temp_store("each-branch-capped");
+    let mut c = connection(&emulator, "each-branch-capped", ConnectorKind::Sast);
+    c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+    c.config.close_deleted_items = true;
+    let c = c.config.validate().unwrap();
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+    assert!(
+        m1.items.len() > 3 * 20,
+        "more branches with a completed scan than one capped page holds: {}",
+        m1.items.len()
+    );
+
+    emulator.set_fault(
+        Endpoint::Branches,
+        FaultSpec {
+            page_cap: Some(20),
+            ..FaultSpec::default()
+        },
+    );
+    emulator.reset_traffic();
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let traffic = emulator.traffic();
+    emulator.clear_faults();
+    assert!(second.complete, "{:?}", second.problems);
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(
+        m2.deleted_items.is_empty(),
+        "no branch is deleted: {:?}",
+        m2.deleted_items
+    );
+    let items = |m: &Manifest| {
+        m.items
+            .iter()
+            .map(|i| i.item.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(items(&m2), items(&m1));
+    let closed: u64 = m2
+        .items
+        .iter()
+        .flat_map(|i| &i.objects)
+        .filter(|o| o.key.ends_with(CLOSURES))
+        .map(|o| o.findings)
+        .sum();
+    assert_eq!(closed, 0, "nothing is closed");
+    assert_eq!(
+        traffic.requests["branches"],
+        2 * 3,
+        "each project's first 20 names, then its last 5"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
     // Eight projects, two branches each (main, or master where the project names no main branch,

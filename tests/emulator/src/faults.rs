@@ -44,6 +44,8 @@ pub struct FaultSpec {
     pub truncate_rate: f64,
     /// Share of pages with one record that breaks the documented schema.
     pub malformed_rate: f64,
+    /// Share of pages with one record whose `type` is gone: no engine can be told for it.
+    pub untyped_rate: f64,
     /// Added to the reported total on every request after the first while set, as if the
     /// collection grew during paging.
     pub total_drift: i64,
@@ -63,7 +65,8 @@ pub struct FaultSpec {
     /// Token endpoint only: access tokens issued while set stop working after this many seconds,
     /// although their `exp` claim promises the full lifetime.
     pub expire_tokens_after_secs: Option<u64>,
-    /// The failure faults (429, 5xx, reset, truncate, malformed) fire at most this often in all.
+    /// The failure faults (429, 5xx, reset, truncate, malformed, untyped) fire at most this often
+    /// in all.
     pub max: Option<u64>,
     /// When set, the faults apply only to requests whose path and query contain this text (a
     /// scan, project or environment id), so one item can fail while the others pass.
@@ -148,6 +151,7 @@ impl FaultSpec {
                 "reset" => spec.reset_rate = rate()?,
                 "truncate" => spec.truncate_rate = rate()?,
                 "malformed" => spec.malformed_rate = rate()?,
+                "untyped" => spec.untyped_rate = rate()?,
                 "drift" => {
                     spec.total_drift = value
                         .parse()
@@ -165,7 +169,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, drift, claim-total, ignore-position, shrink-to, page-cap, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, shrink-to, page-cap, expire-tokens-after, max"
                     ));
                 }
             }
@@ -219,6 +223,7 @@ pub struct Fired {
     pub resets: AtomicU64,
     pub truncated: AtomicU64,
     pub malformed: AtomicU64,
+    pub untyped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -309,16 +314,40 @@ impl FaultControl {
     }
 
     pub fn malformed(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        self.breaks_a_record(
+            endpoint,
+            path_and_query,
+            |spec| spec.malformed_rate,
+            |fired| &fired.malformed,
+        )
+    }
+
+    pub fn untyped(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        self.breaks_a_record(
+            endpoint,
+            path_and_query,
+            |spec| spec.untyped_rate,
+            |fired| &fired.untyped,
+        )
+    }
+
+    /// Whether this page gets a broken record, at the rate `rate` reads from the spec; counted
+    /// in `counter`.
+    fn breaks_a_record(
+        &self,
+        endpoint: Endpoint,
+        path_and_query: &str,
+        rate: impl Fn(&FaultSpec) -> f64,
+        counter: impl Fn(&Fired) -> &AtomicU64,
+    ) -> bool {
         let mut slot = self.slot(endpoint);
         if !slot.spec.applies_to(path_and_query) {
             return false;
         }
-        let rate = slot.spec.malformed_rate;
+        let rate = rate(&slot.spec);
         let hit = self.roll(&mut slot, rate);
         if hit {
-            self.fired[endpoint.index()]
-                .malformed
-                .fetch_add(1, Ordering::Relaxed);
+            counter(&self.fired[endpoint.index()]).fetch_add(1, Ordering::Relaxed);
         }
         hit
     }
@@ -394,7 +423,7 @@ mod tests {
 
     #[test]
     fn flag_form_parses_every_setting() {
-        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,drift=7,claim-total=1000,ignore-position=true,shrink-to=3,page-cap=4,latency-ms=20,jitter-ms=5,max=9").unwrap();
+        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,untyped=0.45,drift=7,claim-total=1000,ignore-position=true,shrink-to=3,page-cap=4,latency-ms=20,jitter-ms=5,max=9").unwrap();
         assert_eq!(eps, vec![Endpoint::Results]);
         assert_eq!(spec.rate_limit_rate, 0.5);
         assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
@@ -402,8 +431,13 @@ mod tests {
         assert_eq!(spec.forbidden_rate, 0.6);
         assert_eq!(spec.only_matching.as_deref(), Some("scan-1"));
         assert_eq!(
-            (spec.reset_rate, spec.truncate_rate, spec.malformed_rate),
-            (0.2, 0.3, 0.4)
+            (
+                spec.reset_rate,
+                spec.truncate_rate,
+                spec.malformed_rate,
+                spec.untyped_rate
+            ),
+            (0.2, 0.3, 0.4, 0.45)
         );
         assert_eq!(
             (spec.total_drift, spec.latency_ms, spec.jitter_ms, spec.max),

@@ -98,6 +98,7 @@ impl Stats {
                 resets: per_endpoint(&|e| fired(e).resets.load(Ordering::Relaxed)),
                 truncated: per_endpoint(&|e| fired(e).truncated.load(Ordering::Relaxed)),
                 malformed: per_endpoint(&|e| fired(e).malformed.load(Ordering::Relaxed)),
+                untyped: per_endpoint(&|e| fired(e).untyped.load(Ordering::Relaxed)),
             },
         }
     }
@@ -128,4 +129,6 @@ pub struct FaultsFired {
     pub resets: BTreeMap<String, u64>,
     pub truncated: BTreeMap<String, u64>,
     pub malformed: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub untyped: BTreeMap<String, u64>,
 }

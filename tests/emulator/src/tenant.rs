@@ -371,8 +371,10 @@ impl Tenant {
     pub fn branches(&self, p: u32) -> Vec<String> {
         let main = self.project_main_branch(p);
         let first = if main.is_empty() { "master" } else { main };
+        // Past the catalogue's feature branches, numbered topic branches.
         std::iter::once(first.to_string())
             .chain(FEATURE_BRANCHES.iter().map(|b| b.to_string()))
+            .chain((1..).map(|i| format!("feature/topic-{i}")))
             .take(self.shape.branches_per_project.max(1) as usize)
             .collect()
     }

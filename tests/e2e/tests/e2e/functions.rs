@@ -38,8 +38,17 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     )
     .await
     .expect("scheduled trigger");
-    assert_eq!(started["items"], 10);
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    // The trigger answers before any vendor call: the state machine plans (its first state).
+    assert!(started.get("planned").is_none(), "{started}");
+    assert!(
+        f.runtime
+            .store
+            .get(&run.work_list())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The state machine was started once, named for the run, with the run as its input (what the
     // Distributed Map reads: the bucket, the work list's key and the concurrency).
     let starts = f.starts.starts();
@@ -56,7 +65,10 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     assert_eq!(input["workListKey"], run.work_list().as_str());
     assert_eq!(input["bucket"], "memory");
     assert_eq!(input["maxConcurrency"], 10);
-    assert_eq!(input["items"], 10);
+    // The state machine's first state: the plan, in the trigger's function, with the run.
+    let planned = plan(&f, &input).await;
+    assert_eq!(planned["items"], 10);
+    assert_eq!(planned["run"], started["run"]);
 
     let refused = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
@@ -178,6 +190,177 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
         "the lock was released by finalize: {}",
         body(&started)
     );
+}
+
+#[tokio::test]
+async fn the_plan_sample_event_plans_the_run_it_names() {
+    let f = fixture().await;
+    let sample = event("trigger-plan.json");
+    let run: RunRef = serde_json::from_value(sample["plan"]["run"].clone()).unwrap();
+    // The run as the trigger's start leaves it: Scheduled, holding the lock.
+    let record = RunRecord {
+        connection_id: run.connection_id.clone(),
+        run_id: run.run_id.clone(),
+        trigger: Trigger::Api,
+        state: RunState::Scheduled,
+        reason: None,
+        started_at: "2026-11-22T00:00:00Z".into(),
+        finished_at: None,
+        items: None,
+        previous_run: None,
+    };
+    f.runtime
+        .store
+        .put(
+            &run.run_record(),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    // Not while the run does not hold the lock (its start failed, the lock released): the run
+    // and the connection are left as they are.
+    let refused = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        sample.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.error_type, "Fatal");
+    assert!(
+        refused.error_message.contains("no longer holds"),
+        "{}",
+        refused.error_message
+    );
+    assert!(
+        f.runtime
+            .store
+            .get(&run.work_list())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        read_state(&f.runtime.store, "demo-sast")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let lock =
+        json!({"runId": run.run_id, "acquiredAt": "2026-11-22T00:00:00Z", "expiresAt": i64::MAX});
+    f.runtime
+        .store
+        .put(
+            &format!("connections/{}/lock", run.connection_id),
+            serde_json::to_vec(&lock).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let planned = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        sample,
+    )
+    .await
+    .expect("plan");
+    assert_eq!(planned["items"], 10, "{planned}");
+    let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
+    assert_eq!(items.len(), 10);
+    let record: RunRecord = serde_json::from_slice(
+        &f.runtime
+            .store
+            .get(&run.run_record())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (record.state, record.items),
+        (RunState::Processing, Some(10))
+    );
+}
+
+/// The vendor refuses the project listing: the trigger has started the run all the same (it calls
+/// no vendor), the plan fails Fatal, and the state machine's Catch hands its error to finalize,
+/// which marks the run Failed with it and releases the lock.
+#[tokio::test]
+async fn a_plan_that_fails_for_good_fails_the_run_and_releases_its_lock() {
+    let f = fixture().await;
+    f.emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    f.emulator.reset_traffic();
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-api-start-run.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(started["statusCode"], 202, "{}", body(&started));
+    let traffic = f.emulator.traffic();
+    assert!(traffic.requests.is_empty(), "no vendor call: {traffic:?}");
+    let started = body(&started);
+    let error = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        json!({"plan": {"run": started["run"]}}),
+    )
+    .await
+    .unwrap_err();
+    f.emulator.clear_faults();
+    assert_eq!(error.error_type, "Fatal", "{error:?}");
+    assert!(
+        error.error_message.contains("403"),
+        "{}",
+        error.error_message
+    );
+    // What Step Functions' Catch puts at `ResultPath` for a Lambda task's error.
+    let caught = json!({
+        "Error": error.error_type,
+        "Cause": json!({"errorType": error.error_type, "errorMessage": error.error_message}).to_string(),
+    });
+    let released = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({"run": started["run"], "failure": caught, "failedStep": "plan"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        released
+            .error_message
+            .contains("the run is marked Failed (unless it had committed) and its lock released"),
+        "{}",
+        released.error_message
+    );
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let state = read_state(&f.runtime.store, "demo-sast")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.state, RunState::Failed);
+    let reason = state.reason.unwrap();
+    assert!(
+        reason.starts_with("plan failed (Fatal): ") && reason.contains("403"),
+        "{reason}"
+    );
+    assert!(
+        f.runtime
+            .store
+            .get(&run.commit_marker())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The lock went with the failed run: the next start is accepted.
+    let again = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-api-start-run.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again["statusCode"], 202, "{}", body(&again));
 }
 
 #[tokio::test]
@@ -379,12 +562,18 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     )
     .await
     .expect("the template's config is stored and run");
+    let status = f.runtime.status("from-template").await.unwrap();
     assert_eq!(
-        started["items"], 3,
+        status.state.state,
+        cxone_etm::pipeline::RunState::Scheduled,
+        "handed to the state machine, not planned yet"
+    );
+    let planned = plan(&f, &started).await;
+    assert_eq!(
+        planned["items"], 3,
         "the DAST environments of the default tenant"
     );
-    // Planned and handed to the state machine: Processing; the rate schedule's next run is a day
-    // after this scheduled run began.
+    // Planned: Processing; the rate schedule's next run is a day after this scheduled run began.
     let status = f.runtime.status("from-template").await.unwrap();
     assert_eq!(
         status.state.state,
@@ -601,8 +790,19 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     );
 }
 
-/// A scheduled run of the fixture's connection, planned: the trigger's answer, the run and its
-/// work list's items.
+/// The state machine's first state for the run `started` (the trigger's answer or the
+/// execution's input) names: the plan, in the trigger's function. Answers the planned run.
+async fn plan(f: &cxone_etm_e2e::Fixture, started: &Value) -> Value {
+    call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        json!({"plan": {"run": started["run"]}}),
+    )
+    .await
+    .expect("plan")
+}
+
+/// A scheduled run of the fixture's connection, started and planned: the plan's answer, the run
+/// and its work list's items.
 async fn scheduled_run(f: &cxone_etm_e2e::Fixture) -> (Value, RunRef, Vec<WorkItem>) {
     let started = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
@@ -610,9 +810,10 @@ async fn scheduled_run(f: &cxone_etm_e2e::Fixture) -> (Value, RunRef, Vec<WorkIt
     )
     .await
     .expect("scheduled trigger");
+    let planned = plan(f, &started).await;
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
     let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
-    (started, run, items)
+    (planned, run, items)
 }
 
 /// A child's group of items where one item's results answer 503 for good: collect finishes the
@@ -621,9 +822,9 @@ async fn scheduled_run(f: &cxone_etm_e2e::Fixture) -> (Value, RunRef, Vec<WorkIt
 #[tokio::test]
 async fn a_group_finishes_its_other_items_when_one_fails_and_the_retry_redoes_only_that_one() {
     let f = fixture().await;
-    let (started, run, items) = scheduled_run(&f).await;
+    let (planned, run, items) = scheduled_run(&f).await;
     // Ten items and ten children at once: a group each, so every child has work.
-    assert_eq!(started["childExecutions"], 10, "{started}");
+    assert_eq!(planned["childExecutions"], 10, "{planned}");
     assert_eq!(items.len(), 10);
     let group = json!({ "items": items });
     let failing = &items[2];

@@ -75,17 +75,16 @@ pub fn corrupt(record: &mut Value) {
 }
 
 /// Writes the `len` records of `items` as a JSON array into `out`; the `malformed` fault breaks
-/// the middle one.
+/// the middle one, the `untyped` fault takes its `type` away.
 pub fn write_array<I>(state: &Shared, endpoint: Endpoint, len: usize, items: I, out: &mut Vec<u8>)
 where
     I: Iterator,
     I::Item: FnOnce(&mut Vec<u8>),
 {
-    let broken = if len > 0 && state.faults.malformed(endpoint, &faults::request_target()) {
-        Some(len / 2)
-    } else {
-        None
-    };
+    let target = faults::request_target();
+    let malformed = len > 0 && state.faults.malformed(endpoint, &target);
+    let untyped = len > 0 && state.faults.untyped(endpoint, &target);
+    let broken = (malformed || untyped).then_some(len / 2);
     out.push(b'[');
     for (n, write) in items.enumerate() {
         if n > 0 {
@@ -95,7 +94,12 @@ where
             let mut one = Vec::new();
             write(&mut one);
             let mut record: Value = serde_json::from_slice(&one).expect("own output parses");
-            corrupt(&mut record);
+            if malformed {
+                corrupt(&mut record);
+            }
+            if untyped && let Some(object) = record.as_object_mut() {
+                object.remove("type");
+            }
             serde_json::to_writer(&mut *out, &record).expect("writing JSON to a Vec cannot fail");
         } else {
             write(out);

@@ -256,7 +256,7 @@ pub async fn last_scan(
 
 /// `GET /api/projects/branches?project-id=&branch-name=`: the names of the branches the project
 /// has scans on, newest scan first, as a bare JSON array (item offset, 20 by default), or `null`
-/// for a project with no scans.
+/// for a project with no scans. The fault `page-cap` caps its pages.
 pub async fn branches(
     State(state): State<Shared>,
     Extension(principal): Extension<Principal>,
@@ -286,10 +286,17 @@ pub async fn branches(
             names.push(scan.branch.clone());
         }
     }
+    // A server that caps the page size (the fault `page-cap`) sends fewer than asked.
+    let room = page_room(
+        &state,
+        Endpoint::Branches,
+        limit.unwrap_or(usize::MAX) as u64,
+        offset as u64,
+    );
     let page: Vec<String> = names
         .into_iter()
         .skip(offset)
-        .take(limit.unwrap_or(usize::MAX))
+        .take(usize::try_from(room).unwrap_or(usize::MAX))
         .collect();
     Ok(Json(page).into_response())
 }
