@@ -102,6 +102,12 @@ check(plan_state.get("Parameters", {}).get("FunctionName") == "${PlanArn}"
       and substitutions.get("PlanArn") == {"Fn::GetAtt": ["TriggerFunction", "Arn"]}
       and plan_state.get("Next") == "ProcessItems",
       "the execution does not start with the plan (the trigger's function), then the item map")
+check("ResultPath" in plan_state and plan_state["ResultPath"] is None
+      and plan_state.get("Parameters", {}).get("Payload", {}).get("plan", {}).get("run.$") == "$.run",
+      "the plan is not given the run, or its answer replaces the execution's input (the map reads its work list key there)")
+plan_retried = [e for r in plan_state.get("Retry", []) for e in r.get("ErrorEquals", [])]
+check("Retryable" in plan_retried and "Sandbox.Timedout" not in plan_retried,
+      f"the plan is not retried on Retryable errors, or is retried after its Timeout (it starts over): {plan_retried}")
 plan_catch = (plan_state.get("Catch") or [{}])[0]
 plan_failed = definition["States"].get(plan_catch.get("Next"), {}).get("Parameters", {})
 check(plan_catch.get("ErrorEquals") == ["States.ALL"]
@@ -160,6 +166,13 @@ for logical, statement in statements:
 def grants(logical, action):
     return [as_list(st.get("Resource", [])) for owner, st in statements
             if owner == logical and st.get("Effect") == "Allow" and action in as_list(st.get("Action", []))]
+
+# A schedule without a StartDate fires at once: it must wait for the state machine, which the
+# trigger names by ARN (no Ref to order them).
+for logical, body in resources.items():
+    if body["Type"] == "AWS::Scheduler::Schedule":
+        check("PipelineStateMachine" in as_list(body.get("DependsOn", [])),
+              f"{logical} may fire before the state machine exists (DependsOn: PipelineStateMachine)")
 
 secret_targets = [{"Ref": "SastSecretArn"}, {"Ref": "DastSecretArn"}]
 # Finalize calls no vendor and reads no credential (lambda::finalize_task); the others do.

@@ -1,5 +1,5 @@
-//! The trigger function: EventBridge Scheduler events and the HTTP API. Only wiring; the handler is
-//! in handler.rs.
+//! The trigger function: EventBridge Scheduler events, the HTTP API and the state machine's plan.
+//! Only wiring; the handler is in handler.rs.
 
 use cxone_etm::lambda::{FunctionEnv, Runtime, init_tracing, invoke};
 use cxone_etm_trigger::handler;

@@ -1157,39 +1157,56 @@ impl CxOneClient {
 /// Branch names asked a page of `/api/projects/branches`.
 const BRANCH_PAGE: usize = 100;
 /// The project endpoints' documented default page ("by default they return the first 20
-/// results"): a server that caps `limit`, or ignores it, still sends this many names a page where
-/// the project has them.
+/// results"). Assumed, not documented: a server that caps `limit` caps it no lower than its own
+/// default, so a page shorter than this is the last.
 const LEAST_BRANCH_PAGE: usize = 20;
+/// At most this many pages of one project's branches (100,000 names at 100 a page): a server
+/// that keeps sending new names is not paging as it began.
+const MAX_BRANCH_PAGES: usize = 1_000;
 
-/// A project's branch names as their pages come. The answer has no total and a server may send
-/// fewer names a page than asked, so a short page does not end the list by itself: it does when
-/// it is shorter than the longest page the server has sent (for any project: the plan learns it
-/// from every project's first page) or than the documented default page, when it is empty, or
-/// when it brings no new name (a server ignoring `offset`). Else the next page is asked for: a
-/// list cut short would leave branches unpulled and, with `close_deleted_items`, close their
-/// findings.
+/// A project's branch names as their pages come (item offsets, counted in names received). The
+/// answer has no total and a server may send fewer names a page than asked, so a short page does
+/// not end the list by itself: it does when it is shorter than the longest page the server has
+/// sent (for any project: the plan learns it from every project's first page) or than the
+/// documented default page, or when it is empty. Else the next page is asked for: a list cut
+/// short would leave branches unpulled and, with `close_deleted_items`, close their findings.
+/// A later page that repeats names of the pages before (the list moved while it was read, or the
+/// server ignores `offset`) or a list past [`MAX_BRANCH_PAGES`] ends it in doubt: the plan then
+/// reports the listing incomplete, and finalize closes no asset it did not see.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BranchListing {
     names: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    received: usize,
+    pages: usize,
     last_page: usize,
-    stalled: bool,
+    doubt: Option<String>,
 }
 
 impl BranchListing {
     pub fn add(&mut self, page: Vec<String>) {
-        let before = self.names.len();
+        self.pages += 1;
+        self.received += page.len();
         self.last_page = page.len();
+        let mut repeated = 0;
         for name in page {
-            if !self.names.contains(&name) {
+            if self.seen.insert(name.clone()) {
                 self.names.push(name);
+            } else {
+                repeated += 1;
             }
         }
-        self.stalled = self.names.len() == before;
+        if repeated > 0 && self.pages > 1 && self.doubt.is_none() {
+            self.doubt = Some(format!(
+                "page {} of its branch names repeats {repeated} of the pages before: the list moved while it was read, or the server ignores `offset`",
+                self.pages
+            ));
+        }
     }
 
-    /// Where the next page starts.
+    /// Where the next page starts: the names received so far.
     pub fn offset(&self) -> usize {
-        self.names.len()
+        self.received
     }
 
     /// The names the last page held.
@@ -1198,13 +1215,23 @@ impl BranchListing {
     }
 
     /// Whether another page may hold more names, the longest page the server has sent being
-    /// `longest_page` names.
-    pub fn may_continue(&self, longest_page: usize) -> bool {
-        !self.stalled && self.last_page >= longest_page.max(LEAST_BRANCH_PAGE)
+    /// `longest_page` names. A list that would go on past [`MAX_BRANCH_PAGES`] ends in doubt.
+    pub fn may_continue(&mut self, longest_page: usize) -> bool {
+        let more = self.doubt.is_none()
+            && self.last_page > 0
+            && self.last_page >= longest_page.max(LEAST_BRANCH_PAGE);
+        if more && self.pages >= MAX_BRANCH_PAGES {
+            self.doubt = Some(format!(
+                "its branch names still came after {MAX_BRANCH_PAGES} pages: the server is not paging as it began"
+            ));
+            return false;
+        }
+        more
     }
 
-    pub fn into_names(self) -> Vec<String> {
-        self.names
+    /// The names, each once in the order they came, and why the list may be short, if it may.
+    pub fn into_names(self) -> (Vec<String>, Option<String>) {
+        (self.names, self.doubt)
     }
 }
 
@@ -1235,12 +1262,45 @@ mod tests {
         assert!(after(names(0..100)).may_continue(100));
         // More than asked (a server ignoring `limit`) and as long as any: asked again.
         assert!(after(names(0..150)).may_continue(150));
-        // A page that brings no new name (a server ignoring `offset`) ends it.
-        let mut repeated = after(names(0..20));
-        assert_eq!(repeated.offset(), 20);
+        // Offsets count the names received, a name sent twice on one page included.
+        let mut twice = after([names(0..19), names(0..1)].concat());
+        assert_eq!(twice.offset(), 20);
+        assert!(twice.may_continue(20));
+        twice.add(names(19..25));
+        assert!(!twice.may_continue(20));
+        assert_eq!(twice.into_names(), (names(0..25), None));
+    }
+
+    #[test]
+    fn a_branch_list_that_repeats_itself_or_never_ends_ends_in_doubt() {
+        // A server ignoring `offset`: the second page is the first again.
+        let mut repeated = BranchListing::default();
+        repeated.add(names(0..20));
+        assert!(repeated.may_continue(20));
         repeated.add(names(0..20));
         assert!(!repeated.may_continue(20));
-        assert_eq!(repeated.into_names(), names(0..20));
+        let (listed, doubt) = repeated.into_names();
+        assert_eq!(listed, names(0..20));
+        assert!(
+            doubt
+                .unwrap()
+                .contains("page 2 of its branch names repeats 20")
+        );
+        // A list that moved: a name of page 1 comes again on page 2 (another one went ahead of it).
+        let mut moved = BranchListing::default();
+        moved.add(names(0..20));
+        moved.add(names(19..39));
+        assert!(!moved.may_continue(20));
+        assert!(moved.into_names().1.unwrap().contains("repeats 1 of"));
+        // New names page after page, past the bound.
+        let mut endless = BranchListing::default();
+        let mut pages = 0;
+        while endless.may_continue(20) || pages == 0 {
+            endless.add(names(pages * 20..(pages + 1) * 20));
+            pages += 1;
+        }
+        assert_eq!(pages, MAX_BRANCH_PAGES);
+        assert!(endless.into_names().1.unwrap().contains("after 1000 pages"));
     }
 
     #[test]

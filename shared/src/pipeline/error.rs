@@ -87,8 +87,11 @@ pub enum StepError {
     #[error("{what} input: {problem}")]
     BadEvent { what: String, problem: String },
     /// The plan or finalize failed for good: the run was marked Failed with the reason (unless it
-    /// had committed before the failure) and its lock released.
-    #[error("{0}; the run is marked Failed (unless it had committed) and its lock released")]
+    /// had committed before the failure, or was Failed already) and its lock released (unless
+    /// another run holds it: a plan refused for `LostLock`).
+    #[error(
+        "{0}; the run is marked Failed (unless it had committed) and its lock, if it still held it, released"
+    )]
     RunFailed(String),
     /// Every item of the run failed: nothing was committed (the reason names the first).
     #[error("{0}")]

@@ -85,7 +85,7 @@ pub async fn plan(
         .map(|(id, _)| id.clone())
         .collect();
     let engines: Vec<Engine> = connection.engines().collect();
-    let scans = if kind.on_projects() {
+    let (scans, branch_doubts) = if kind.on_projects() {
         scans_per_engine(vendor, &selected, &connection.config.branches, &engines).await?
     } else {
         Default::default()
@@ -149,6 +149,7 @@ pub async fn plan(
     if let Some(problem) = completeness.problem() {
         problems.push(format!("the item list is incomplete: {problem}"));
     }
+    problems.extend(branch_doubts);
     let planned = items.len() as u64;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let groups = group_items(items, children_at_once);
@@ -276,9 +277,17 @@ async fn scans_per_engine(
     ids: &[String],
     policy: &BranchPolicy,
     engines: &[Engine],
-) -> Result<HashMap<String, Vec<AssetScans>>, StepError> {
+) -> Result<(HashMap<String, Vec<AssetScans>>, Vec<String>), StepError> {
     let single = (engines.len() == 1).then(|| engines[0]);
-    let latest = latest_scans(vendor, ids, policy, single, None).await?;
+    // Under `each_branch`, each project's branches, listed once for every engine's look-up.
+    let (listed, doubts) = match policy {
+        BranchPolicy::EachBranch => {
+            let (by_branch, doubts) = branches_of(vendor, ids).await?;
+            (Some(by_branch), doubts)
+        }
+        _ => (None, Vec::new()),
+    };
+    let latest = latest_scans(vendor, ids, policy, single, listed).await?;
     // A scan that does not list its engines is asked about each engine: taking it for one that
     // ran them all would close, as absent, every finding of an engine it never ran.
     let ran = |scan: &LastScan, engine: Engine| {
@@ -354,16 +363,15 @@ async fn scans_per_engine(
             !asset.main_engines.is_empty()
         });
     }
-    Ok(assets)
+    Ok((assets, doubts))
 }
 
 /// Each project's latest completed scans (of `engine`, or of any engine) under the branch
 /// policy, in batched `last-scan` calls: one scan per project, or under `each_branch` one per
-/// branch (the project's branches listed first, then one batched call per branch name across the
-/// projects that have it).
+/// branch (one batched call per branch name across the projects that have it).
 ///
-/// `listed`: under `each_branch`, the projects on each branch when the branches are known already
-/// (asking again for another engine), so they are not listed twice.
+/// `listed`: under `each_branch`, the projects on each branch ([`branches_of`], or, asking again
+/// for another engine, the branches whose scan lacked it).
 async fn latest_scans(
     vendor: &VendorAccess,
     ids: &[String],
@@ -408,10 +416,7 @@ async fn latest_scans(
             Ok(one_each(scans))
         }
         BranchPolicy::EachBranch => {
-            let by_branch = match listed {
-                Some(by_branch) => by_branch,
-                None => branches_of(vendor, ids).await?,
-            };
+            let by_branch = listed.unwrap_or_default();
             let answers = futures_util::stream::iter(by_branch)
                 .map(|(branch, projects)| async move {
                     let found = ask(projects, query(Some(branch.clone()), false)).await?;
@@ -436,14 +441,16 @@ async fn latest_scans(
     }
 }
 
-/// The projects on each branch: each project's branches, listed. Every project's first page, then
-/// the next pages of those whose first page was as long as the longest any project got (the
-/// server may cap its pages there; see [`BranchListing`]): one call per project where the
-/// projects have fewer branches than the documented default page (20).
+/// The projects on each branch: each project's branches, listed; and, for each project whose
+/// list may be short, why (see [`BranchListing`]). Every project's first page, then the projects
+/// whose first page was as long as the longest any project got (the server may cap its pages
+/// there) are listed again from the start, page after page (their pages close together, so a
+/// list that moves meanwhile shows as a repeated name): one call per project where the projects
+/// have fewer branches than the documented default page (20).
 async fn branches_of(
     vendor: &VendorAccess,
     ids: &[String],
-) -> Result<BTreeMap<String, Vec<String>>, StepError> {
+) -> Result<(BTreeMap<String, Vec<String>>, Vec<String>), StepError> {
     let page = |id: String, offset: usize| async move {
         with_renewal(vendor, |c| {
             let id = id.clone();
@@ -469,10 +476,16 @@ async fn branches_of(
     let listed = futures_util::stream::iter(first_pages)
         .map(|(id, mut listing)| async move {
             let mut longest = longest;
-            while listing.may_continue(longest) {
-                let next = page(id.clone(), listing.offset()).await?;
-                longest = longest.max(next.len());
-                listing.add(next);
+            if listing.may_continue(longest) {
+                listing = BranchListing::default();
+                loop {
+                    let next = page(id.clone(), listing.offset()).await?;
+                    longest = longest.max(next.len());
+                    listing.add(next);
+                    if !listing.may_continue(longest) {
+                        break;
+                    }
+                }
             }
             Ok::<_, StepError>((id, listing.into_names()))
         })
@@ -480,12 +493,19 @@ async fn branches_of(
         .try_collect::<Vec<_>>()
         .await?;
     let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, branches) in listed {
+    let mut doubts = Vec::new();
+    for (id, (branches, doubt)) in listed {
+        if let Some(doubt) = doubt {
+            doubts.push(format!(
+                "the branch list of project {id} may be short: {doubt}; the branches it did not list are carried, not closed"
+            ));
+        }
         for branch in branches {
             by_branch.entry(branch).or_default().push(id.clone());
         }
     }
-    Ok(by_branch)
+    doubts.sort();
+    Ok((by_branch, doubts))
 }
 
 /// Reads the work list's items back, in order (finalize; the state machine's item reader reads

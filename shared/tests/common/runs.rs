@@ -47,7 +47,7 @@ pub async fn run(
     .await
 }
 
-/// A run begun and planned, step by step as the state machine's trigger does: its reference, the
+/// A run begun and planned, step by step as the trigger and the state machine's plan do: its reference, the
 /// vendor access its steps use, and its work items (in groups for `children` at once).
 pub async fn planned_run(
     store: &LocalStore,

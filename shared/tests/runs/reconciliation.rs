@@ -780,7 +780,8 @@ async fn a_project_left_out_by_name_keeps_every_branch_asset_under_each_branch()
 
 /// A server that caps the branch listing's pages at its documented default page (20) where 100
 /// are asked: every project's 25 branches are listed all the same, under `each_branch` with
-/// `close_deleted_items` none is reported deleted, and nothing is closed.
+/// `close_deleted_items` none is reported deleted, and nothing is closed. One that also ignores
+/// `offset` leaves the lists in doubt: the run is partial and closes nothing.
 #[tokio::test]
 async fn branch_pages_capped_by_the_server_still_list_every_branch() {
     let emulator = emulator(TenantShape {
@@ -827,19 +828,54 @@ async fn branch_pages_capped_by_the_server_still_list_every_branch() {
             .collect::<BTreeSet<_>>()
     };
     assert_eq!(items(&m2), items(&m1));
-    let closed: u64 = m2
-        .items
-        .iter()
-        .flat_map(|i| &i.objects)
-        .filter(|o| o.key.ends_with(CLOSURES))
-        .map(|o| o.findings)
-        .sum();
-    assert_eq!(closed, 0, "nothing is closed");
+    let closed = |m: &Manifest| -> u64 {
+        m.items
+            .iter()
+            .flat_map(|i| &i.objects)
+            .filter(|o| o.key.ends_with(CLOSURES))
+            .map(|o| o.findings)
+            .sum()
+    };
+    assert_eq!(closed(&m2), 0, "nothing is closed");
     assert_eq!(
         traffic.requests["branches"],
-        2 * 3,
-        "each project's first 20 names, then its last 5"
+        3 * 3,
+        "each project's first 20 names, then listed again: 20 and the last 5"
     );
+
+    // A server that also ignores `offset`: each project's second page is its first again. The
+    // lists may be short: the run says so and closes nothing, reports nothing deleted.
+    emulator.set_fault(
+        Endpoint::Branches,
+        FaultSpec {
+            page_cap: Some(20),
+            position_ignored: true,
+            ..FaultSpec::default()
+        },
+    );
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(!m3.complete);
+    assert_eq!(m3.problems.len(), 3, "{:?}", m3.problems);
+    assert!(
+        m3.problems[0].contains("may be short: page 2 of its branch names repeats 20"),
+        "{:?}",
+        m3.problems
+    );
+    assert!(m3.deleted_items.is_empty(), "{:?}", m3.deleted_items);
+    assert_eq!(closed(&m3), 0, "nothing is closed");
+    assert!(
+        m3.carried_forward > 0,
+        "the branches it did not list are carried"
+    );
+
+    let fourth = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m4 = manifest(&store, &fourth.manifest).await;
+    assert!(m4.complete, "{:?}", m4.problems);
+    let lifecycle = &m4.totals.lifecycle;
+    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
+    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -245,6 +245,16 @@ async fn the_plan_sample_event_plans_the_run_it_names() {
             .unwrap()
             .is_none()
     );
+    let unmoved: RunRecord = serde_json::from_slice(
+        &f.runtime
+            .store
+            .get(&run.run_record())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(unmoved.state, RunState::Scheduled);
     let lock =
         json!({"runId": run.run_id, "acquiredAt": "2026-11-22T00:00:00Z", "expiresAt": i64::MAX});
     f.runtime
@@ -330,7 +340,7 @@ async fn a_plan_that_fails_for_good_fails_the_run_and_releases_its_lock() {
     assert!(
         released
             .error_message
-            .contains("the run is marked Failed (unless it had committed) and its lock released"),
+            .contains("the run is marked Failed (unless it had committed) and its lock, if it still held it, released"),
         "{}",
         released.error_message
     );

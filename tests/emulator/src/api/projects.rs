@@ -256,7 +256,7 @@ pub async fn last_scan(
 
 /// `GET /api/projects/branches?project-id=&branch-name=`: the names of the branches the project
 /// has scans on, newest scan first, as a bare JSON array (item offset, 20 by default), or `null`
-/// for a project with no scans. The fault `page-cap` caps its pages.
+/// for a project with no scans. The faults `page-cap`, `shrink-to` and `ignore-position` apply.
 pub async fn branches(
     State(state): State<Shared>,
     Extension(principal): Extension<Principal>,
@@ -286,13 +286,15 @@ pub async fn branches(
             names.push(scan.branch.clone());
         }
     }
-    // A server that caps the page size (the fault `page-cap`) sends fewer than asked.
+    // A server that caps the page size (the fault `page-cap`) sends fewer than asked; one that
+    // ignores `offset` (`ignore-position`) answers every page as the first.
     let room = page_room(
         &state,
         Endpoint::Branches,
         limit.unwrap_or(usize::MAX) as u64,
         offset as u64,
     );
+    let offset = position(&state, Endpoint::Branches, offset as u64, 0) as usize;
     let page: Vec<String> = names
         .into_iter()
         .skip(offset)
