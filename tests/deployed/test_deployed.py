@@ -627,6 +627,27 @@ def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(
     assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
 
 
+def test_a_plan_that_fails_once_is_retried_and_the_run_commits_whole(account, emulator):
+    # The project listing answers 503 until the plan's client has spent its attempts: the plan
+    # fails Retryable, the state machine's Retry plans again (over what the first attempt wrote),
+    # and the run commits whole.
+    emulator.fault("projects", {"server_error_rate": 1.0, "max": 3})
+    try:
+        started, execution = scheduled_run(account)
+    finally:
+        emulator.clear_faults()
+    events = account.client("stepfunctions").get_execution_history(
+        executionArn=execution["executionArn"], maxResults=1000)["events"]
+    failed = [e["taskFailedEventDetails"] for e in events if e["type"] == "TaskFailed"]
+    assert len(failed) == 1 and failed[0]["error"] == "Retryable", failed
+    assert "projects" in failed[0]["cause"] and "503" in failed[0]["cause"], failed
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"] == "TaskStateEntered"]
+    assert entered[:1] == ["Plan"] and "PlanFailed" not in entered, entered
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
+
+
 def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     result = put_connection(account, wide, "wide", secret=account.dast_secret_arn)
     assert result.returncode == 0, result.stderr
