@@ -126,6 +126,11 @@ pub struct Figures {
     /// rejected record, so they are held open for this run instead of closed.
     #[serde(default)]
     pub held_for_rejected_records: u64,
+    /// Open findings absent from a pull in which a finding came twice under the id it was sent
+    /// with (its list moved while it was paged, so a record may have gone by unseen): held open
+    /// for this run instead of closed.
+    #[serde(default)]
+    pub held_for_repeated_records: u64,
     /// Rows of the severities-before-triage pull that could not be read (no text hash or
     /// severity): their findings are ingested without `originalVendorSeverity`.
     #[serde(default)]
@@ -166,6 +171,7 @@ impl Figures {
         self.settled_by_triage += other.settled_by_triage;
         self.held_on_branch_change += other.held_on_branch_change;
         self.held_for_rejected_records += other.held_for_rejected_records;
+        self.held_for_repeated_records += other.held_for_repeated_records;
         self.unreadable_original_severities += other.unreadable_original_severities;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
@@ -307,6 +313,13 @@ struct State {
     unattributed: u64,
     /// Set when a transformer beside this one, on the same pull, rejected such a record.
     hold_for_unattributed: bool,
+    /// Records alike, in the id they were sent with and every identity field, to one written
+    /// before: the same finding sent twice with other bytes (collect counts distinct bytes), as
+    /// when the list moved while it was paged (a finding edited and moved to a later page). Then
+    /// another record may have moved past the pages, unseen.
+    repeated_as_sent: u64,
+    /// Set when a transformer beside this one, on the same pull, met such a record.
+    hold_for_repeated: bool,
 }
 
 /// A page of `/api/sast-results` as the original-severity pull asks for it.
@@ -1044,13 +1057,15 @@ impl<'p> ItemTransformer<'p> {
     /// [`Self::close_absent`] will close, known before any is written (no closures object is made
     /// for none). When a record of the pull was rejected, none is closed: the rejected record
     /// might be any of them (its id may be what was malformed), so they are held open and counted
-    /// in `held_for_rejected_records`; after a branch switch, in `held_on_branch_change`. An asset
-    /// the asset-type filter leaves out closes none either. Decided once: a second call counts
-    /// nothing again.
+    /// in `held_for_rejected_records`; when a finding came twice under the id it was sent with
+    /// (the list moved while it was paged), in `held_for_repeated_records`; after a branch
+    /// switch, in `held_on_branch_change`. An asset the asset-type filter leaves out closes none
+    /// either. Decided once: a second call counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
         let emitted = self.rules.emit;
         let any_rejected =
             self.state.outcome.figures.rejected > 0 || self.state.hold_for_unattributed;
+        let any_repeated = self.state.repeated_as_sent > 0 || self.state.hold_for_repeated;
         let Some(reconciling) = &mut self.state.reconciling else {
             return 0;
         };
@@ -1071,6 +1086,9 @@ impl<'p> ItemTransformer<'p> {
         } else if any_rejected {
             figures.held_for_rejected_records += absent;
             0
+        } else if any_repeated {
+            figures.held_for_repeated_records += absent;
+            0
         } else {
             absent
         };
@@ -1088,6 +1106,18 @@ impl<'p> ItemTransformer<'p> {
     /// rejected a record that may be any engine's (see [`Self::unattributed`]).
     pub fn hold_for_unattributed(&mut self) {
         self.state.hold_for_unattributed = true;
+    }
+
+    /// Records of the pull that repeated a finding written before, under the id they were sent
+    /// with: the pull's list may have moved while it was paged, past a record of any engine.
+    pub fn repeated_as_sent(&self) -> u64 {
+        self.state.repeated_as_sent
+    }
+
+    /// Holds this engine's absent findings open: a transformer beside it, on the same pull, met a
+    /// record repeated as sent (see [`Self::repeated_as_sent`]).
+    pub fn hold_for_repeated(&mut self) {
+        self.state.hold_for_repeated = true;
     }
 
     /// A closure record (FIXED) for each finding [`Self::settle_absent`] decided to close, handed
@@ -1282,9 +1312,18 @@ impl State {
             }
         }
         let Some(claim) = self.identify(rules, slots, &mut values) else {
-            // The same finding twice (same id, same identity fields): one is enough, and a
-            // skipped record does not hold the asset's absent findings open as a rejected one would.
+            // The same finding twice (same id, same identity fields): one is enough. Where the id
+            // is the record's own (not one a value map, a default or a formula made: a map can
+            // make two findings one on every run), its pull may have moved while it was paged:
+            // the pull's absent findings are held open (`settle_absent`).
             self.outcome.figures.duplicates += 1;
+            let id_as_sent = plan.external_finding_id.is_some_and(|position| {
+                let read = &plan.finding_entries[position];
+                read.computed.is_none() && read.value_map.is_none() && read.default.is_none()
+            });
+            if id_as_sent {
+                self.repeated_as_sent += 1;
+            }
             return;
         };
         let id = plan

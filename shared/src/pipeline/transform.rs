@@ -398,12 +398,18 @@ async fn transform_collected(
             crate::packing::give_back_page_buffer(unpacked);
         }
         // A record no engine can be told for (counted by a pull's first transformer) may be any
-        // of its engines' absent findings: none of them closes.
+        // of its engines' absent findings; a finding sent twice says the pull's list moved, past
+        // a record of any engine: none of them closes.
         for pull in &mut pulls {
             if pull.transformers.iter().any(|t| t.unattributed() > 0) {
                 pull.transformers
                     .iter_mut()
                     .for_each(ItemTransformer::hold_for_unattributed);
+            }
+            if pull.transformers.iter().any(|t| t.repeated_as_sent() > 0) {
+                pull.transformers
+                    .iter_mut()
+                    .for_each(ItemTransformer::hold_for_repeated);
             }
         }
         let closing: u64 = pulls

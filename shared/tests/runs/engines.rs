@@ -566,21 +566,8 @@ async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_with_no_type_closes_no_engines_findings() {
     let emulator = emulator(shape(2, None)).await;
-    let connection = {
-        let mut config = ConnectionConfig {
-            item_concurrency: 3,
-            engines: Some(Engine::PROJECT_ENGINES.to_vec()),
-            ..ConnectionConfig::new(
-                "untyped",
-                ConnectorKind::Sast,
-                settings(&emulator),
-                "env:UNUSED_IN_TESTS",
-            )
-        };
-        // Pages of 7: the record the fault takes the type from is of every engine by turns.
-        config.vendor.results_page_size = 7;
-        config.validate().unwrap_or_else(|e| panic!("{e:?}"))
-    };
+    // Pages of 7: the record the fault takes the type from is of every engine by turns.
+    let connection = every_engine_in_pages_of_7(&emulator, "untyped");
     let (store, _dir) = temp_store("engines-untyped");
     let first = run(&store, &connection, api_key(&emulator)).await.unwrap();
     let m1 = manifest(&store, &first.manifest).await;
@@ -603,14 +590,6 @@ async fn a_record_with_no_type_closes_no_engines_findings() {
         untyped,
         "each record without a type rejected once"
     );
-    let closed = |m: &Manifest| -> u64 {
-        m.items
-            .iter()
-            .flat_map(|i| &i.objects)
-            .filter(|o| o.key.ends_with(CLOSURES))
-            .map(|o| o.findings)
-            .sum()
-    };
     assert_eq!(closed(&m2), 0, "nothing is closed");
     let holding: Vec<Engine> = m2
         .totals_by_engine
@@ -634,6 +613,71 @@ async fn a_record_with_no_type_closes_no_engines_findings() {
     assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
     assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
     assert_eq!(closed(&m3), 0, "nothing is closed");
+}
+
+/// A finding edited while its scan's results were paged, and moved to a later page (the emulator's
+/// `move-first-to-end`): it comes twice, with other bytes each time, so collect counts both and
+/// finds the pull whole, while the record it pushed back one place goes unseen. The repeat holds
+/// every engine's absent findings open: nothing is closed, and the next clean run reopens nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_list_that_moves_while_it_is_paged_closes_nothing() {
+    let emulator = emulator(shape(2, None)).await;
+    let connection = every_engine_in_pages_of_7(&emulator, "moved");
+    let (store, _dir) = temp_store("engines-moved");
+    let first = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    assert!(m1.complete, "{:?}", m1.problems);
+
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            first_moved_to_end: true,
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(
+        m2.complete,
+        "collect counts the pulls whole: {:?}",
+        m2.problems
+    );
+    assert_eq!(closed(&m2), 0, "nothing is closed: {:?}", m2.totals);
+    assert!(m2.totals.duplicates > 0, "{:?}", m2.totals);
+    assert!(m2.totals.held_for_repeated_records > 0, "{:?}", m2.totals);
+
+    let third = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    let lifecycle = &m3.totals.lifecycle;
+    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+}
+
+/// Every project engine, results in pages of 7 (records of every engine on every page).
+fn every_engine_in_pages_of_7(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connection {
+    let mut config = ConnectionConfig {
+        item_concurrency: 3,
+        engines: Some(Engine::PROJECT_ENGINES.to_vec()),
+        ..ConnectionConfig::new(
+            id,
+            ConnectorKind::Sast,
+            settings(emulator),
+            "env:UNUSED_IN_TESTS",
+        )
+    };
+    config.vendor.results_page_size = 7;
+    config.validate().unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The findings a run closed (its closure objects' findings).
+fn closed(m: &Manifest) -> u64 {
+    m.items
+        .iter()
+        .flat_map(|i| &i.objects)
+        .filter(|o| o.key.ends_with(CLOSURES))
+        .map(|o| o.findings)
+        .sum()
 }
 
 /// The connection's engines changed between the plan and the transform (a config put while a run

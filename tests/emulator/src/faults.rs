@@ -54,6 +54,11 @@ pub struct FaultSpec {
     /// Every page is answered as the first, whatever offset, window or page number it asks for
     /// (a server ignoring where a page starts).
     pub position_ignored: bool,
+    /// Every page but the first is answered as if, once the first was sent, the list's first
+    /// record had been edited (its triage state changed) and had moved to the end: the records
+    /// after it come one place earlier, so one is never sent and the edited one is sent twice,
+    /// each time with other bytes. `/api/results` of an unfiltered scan only.
+    pub first_moved_to_end: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, results (all engines, and
     /// SAST alone) and DAST environments.
@@ -163,13 +168,18 @@ impl FaultSpec {
                         format!("'ignore-position' expects true or false, got '{value}'")
                     })?
                 }
+                "move-first-to-end" => {
+                    spec.first_moved_to_end = value.parse().map_err(|_| {
+                        format!("'move-first-to-end' expects true or false, got '{value}'")
+                    })?
+                }
                 "shrink-to" => spec.pages_shrink_to = Some(int()?),
                 "page-cap" => spec.page_cap = Some(int()?),
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, shrink-to, page-cap, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, move-first-to-end, shrink-to, page-cap, expire-tokens-after, max"
                     ));
                 }
             }
@@ -381,6 +391,11 @@ impl FaultControl {
         slot.spec.position_ignored && slot.spec.applies_to(path_and_query)
     }
 
+    pub fn first_moved_to_end(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        let slot = self.slot(endpoint);
+        slot.spec.first_moved_to_end && slot.spec.applies_to(path_and_query)
+    }
+
     /// How many records a page holds at most: `asked`, or fewer under a fault that caps every
     /// page or shrinks those after the first.
     pub fn page_room(
@@ -423,7 +438,7 @@ mod tests {
 
     #[test]
     fn flag_form_parses_every_setting() {
-        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,untyped=0.45,drift=7,claim-total=1000,ignore-position=true,shrink-to=3,page-cap=4,latency-ms=20,jitter-ms=5,max=9").unwrap();
+        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,untyped=0.45,drift=7,claim-total=1000,ignore-position=true,move-first-to-end=true,shrink-to=3,page-cap=4,latency-ms=20,jitter-ms=5,max=9").unwrap();
         assert_eq!(eps, vec![Endpoint::Results]);
         assert_eq!(spec.rate_limit_rate, 0.5);
         assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
@@ -444,8 +459,12 @@ mod tests {
             (7, 20, 5, Some(9))
         );
         assert_eq!(
-            (spec.claimed_total, spec.position_ignored),
-            (Some(1000), true)
+            (
+                spec.claimed_total,
+                spec.position_ignored,
+                spec.first_moved_to_end
+            ),
+            (Some(1000), true, true)
         );
         assert_eq!((spec.pages_shrink_to, spec.page_cap), (Some(3), Some(4)));
         assert_eq!(

@@ -4,12 +4,14 @@
 use axum::Extension;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
+use serde_json::Value;
 
 use super::{json_bytes, page_room, position, reported_total, require, write_array};
 use crate::app::{OffsetMode, Shared};
 use crate::auth::{Principal, ROLE_RESULTS};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, Style};
+use crate::faults;
 use crate::query::Params;
 use crate::tenant::{ResultTraits, ResultType, SastView, ScanInfo, Tenant};
 
@@ -130,6 +132,14 @@ pub async fn all_scanners(
         },
         filter.is_empty() && every_engine,
     );
+    // The fault `move-first-to-end`: after the first page, the list as if its first record had
+    // been edited and moved to the end (every record after it one place earlier).
+    let moved = skip > 0
+        && filter.is_empty()
+        && every_engine
+        && state
+            .faults
+            .first_moved_to_end(Endpoint::Results, &faults::request_target());
     let dates = tenant.scan_dates(&scan);
     let mut body = Vec::with_capacity(page.len() * 1_600 + 128);
     body.extend_from_slice(b"{\"results\":");
@@ -138,8 +148,25 @@ pub async fn all_scanners(
         &state,
         Endpoint::Results,
         page.len(),
-        page.into_iter()
-            .map(|i| move |out: &mut Vec<u8>| tenant.write_result(scan_ref, i, dates_ref, out)),
+        page.into_iter().map(|i| {
+            move |out: &mut Vec<u8>| match (moved, i + 1 < n) {
+                (false, _) => tenant.write_result(scan_ref, i, dates_ref, out),
+                (true, true) => tenant.write_result(scan_ref, i + 1, dates_ref, out),
+                (true, false) => {
+                    let mut first = Vec::new();
+                    tenant.write_result(scan_ref, 0, dates_ref, &mut first);
+                    let mut record: Value =
+                        serde_json::from_slice(&first).expect("own output parses");
+                    let edited = if record["state"] == "CONFIRMED" {
+                        "TO_VERIFY"
+                    } else {
+                        "CONFIRMED"
+                    };
+                    record["state"] = Value::from(edited);
+                    serde_json::to_writer(out, &record).expect("writing JSON to a Vec cannot fail");
+                }
+            }
+        }),
         &mut body,
     );
     body.extend_from_slice(
