@@ -80,6 +80,16 @@ pub async fn manifest(store: &LocalStore, key: &str) -> Manifest {
     serde_json::from_slice(&store.get(key).await.unwrap().unwrap()).unwrap()
 }
 
+/// The findings a run closed: its closure objects' findings.
+pub fn closed_findings(m: &Manifest) -> u64 {
+    m.items
+        .iter()
+        .flat_map(|i| &i.objects)
+        .filter(|o| o.key.ends_with(cxone_etm::layout::CLOSURES))
+        .map(|o| o.findings)
+        .sum()
+}
+
 /// The batch lines of a manifest object, after checking the object against its entry: digest,
 /// size, lines and findings.
 async fn checked_lines(store: &LocalStore, object: &ObjectEntry) -> Vec<Value> {

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::common::runs::*;
 use crate::common::*;
 use cxone_emulator::{Emulator, Endpoint, FaultSpec, ResultType, TenantShape};
-use cxone_etm::layout::CLOSURES;
 use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{ConnectionConfig, Manifest};
 use cxone_etm::store::{LocalStore, ObjectStore};
@@ -569,28 +568,19 @@ async fn a_record_with_no_type_closes_no_engines_findings() {
     // Pages of 7: the record the fault takes the type from is of every engine by turns.
     let connection = every_engine_in_pages_of_7(&emulator, "untyped");
     let (store, _dir) = temp_store("engines-untyped");
-    let first = run(&store, &connection, api_key(&emulator)).await.unwrap();
-    let m1 = manifest(&store, &first.manifest).await;
-    assert!(m1.complete, "{:?}", m1.problems);
-
-    emulator.set_fault(
-        Endpoint::Results,
-        FaultSpec {
-            untyped_rate: 1.0,
-            ..FaultSpec::default()
-        },
-    );
-    let second = run(&store, &connection, api_key(&emulator)).await.unwrap();
-    let untyped = emulator.traffic().faults_fired.untyped["results"];
-    emulator.clear_faults();
-    let m2 = manifest(&store, &second.manifest).await;
+    let untyped = FaultSpec {
+        untyped_rate: 1.0,
+        ..FaultSpec::default()
+    };
+    let (m1, m2, traffic) = clean_then_faulted(&emulator, &store, &connection, untyped).await;
+    let untyped = traffic.faults_fired.untyped["results"];
     assert!(untyped > 0);
     assert_eq!(
         m2.totals.rejected - m1.totals.rejected,
         untyped,
         "each record without a type rejected once"
     );
-    assert_eq!(closed(&m2), 0, "nothing is closed");
+    assert_eq!(closed_findings(&m2), 0, "nothing is closed");
     let holding: Vec<Engine> = m2
         .totals_by_engine
         .iter()
@@ -612,7 +602,7 @@ async fn a_record_with_no_type_closes_no_engines_findings() {
     let lifecycle = &m3.totals.lifecycle;
     assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
     assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
-    assert_eq!(closed(&m3), 0, "nothing is closed");
+    assert_eq!(closed_findings(&m3), 0, "nothing is closed");
 }
 
 /// A finding edited while its scan's results were paged, and moved to a later page (the emulator's
@@ -624,26 +614,22 @@ async fn a_list_that_moves_while_it_is_paged_closes_nothing() {
     let emulator = emulator(shape(2, None)).await;
     let connection = every_engine_in_pages_of_7(&emulator, "moved");
     let (store, _dir) = temp_store("engines-moved");
-    let first = run(&store, &connection, api_key(&emulator)).await.unwrap();
-    let m1 = manifest(&store, &first.manifest).await;
-    assert!(m1.complete, "{:?}", m1.problems);
-
-    emulator.set_fault(
-        Endpoint::Results,
-        FaultSpec {
-            first_moved_to_end: true,
-            ..FaultSpec::default()
-        },
-    );
-    let second = run(&store, &connection, api_key(&emulator)).await.unwrap();
-    emulator.clear_faults();
-    let m2 = manifest(&store, &second.manifest).await;
+    let moved = FaultSpec {
+        first_moved_to_end: true,
+        ..FaultSpec::default()
+    };
+    let (_, m2, _) = clean_then_faulted(&emulator, &store, &connection, moved).await;
     assert!(
         m2.complete,
         "collect counts the pulls whole: {:?}",
         m2.problems
     );
-    assert_eq!(closed(&m2), 0, "nothing is closed: {:?}", m2.totals);
+    assert_eq!(
+        closed_findings(&m2),
+        0,
+        "nothing is closed: {:?}",
+        m2.totals
+    );
     assert!(m2.totals.duplicates > 0, "{:?}", m2.totals);
     assert!(m2.totals.held_for_repeated_records > 0, "{:?}", m2.totals);
 
@@ -652,6 +638,25 @@ async fn a_list_that_moves_while_it_is_paged_closes_nothing() {
     assert!(m3.complete, "{:?}", m3.problems);
     let lifecycle = &m3.totals.lifecycle;
     assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+}
+
+/// Run 1 as the emulator holds it (complete), then run 2 with `fault` on every results request:
+/// their manifests, and the traffic of run 2.
+async fn clean_then_faulted(
+    emulator: &Emulator,
+    store: &LocalStore,
+    connection: &cxone_etm::pipeline::Connection,
+    fault: FaultSpec,
+) -> (Manifest, Manifest, cxone_emulator::TrafficSnapshot) {
+    let first = run(store, connection, api_key(emulator)).await.unwrap();
+    let m1 = manifest(store, &first.manifest).await;
+    assert!(m1.complete, "{:?}", m1.problems);
+    emulator.set_fault(Endpoint::Results, fault);
+    let second = run(store, connection, api_key(emulator)).await;
+    let traffic = emulator.traffic();
+    emulator.clear_faults();
+    let m2 = manifest(store, &second.unwrap().manifest).await;
+    (m1, m2, traffic)
 }
 
 /// Every project engine, results in pages of 7 (records of every engine on every page).
@@ -668,16 +673,6 @@ fn every_engine_in_pages_of_7(emulator: &Emulator, id: &str) -> cxone_etm::pipel
     };
     config.vendor.results_page_size = 7;
     config.validate().unwrap_or_else(|e| panic!("{e:?}"))
-}
-
-/// The findings a run closed (its closure objects' findings).
-fn closed(m: &Manifest) -> u64 {
-    m.items
-        .iter()
-        .flat_map(|i| &i.objects)
-        .filter(|o| o.key.ends_with(CLOSURES))
-        .map(|o| o.findings)
-        .sum()
 }
 
 /// The connection's engines changed between the plan and the transform (a config put while a run

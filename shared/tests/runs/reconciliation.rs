@@ -474,14 +474,6 @@ async fn a_change_of_branch_holds_closures_for_one_run() {
         };
         c.config.validate().unwrap()
     };
-    let closures = |m: &Manifest| -> u64 {
-        m.items
-            .iter()
-            .flat_map(|i| &i.objects)
-            .filter(|o| o.key.ends_with(CLOSURES))
-            .map(|o| o.findings)
-            .sum()
-    };
     let on_main = run(&store, &pinned("main"), api_key(&emulator))
         .await
         .unwrap();
@@ -495,7 +487,7 @@ async fn a_change_of_branch_holds_closures_for_one_run() {
         .unwrap();
     let m2 = manifest(&store, &switched.manifest).await;
     assert_eq!(
-        closures(&m2),
+        closed_findings(&m2),
         0,
         "no closure in the run that changed branch"
     );
@@ -507,7 +499,7 @@ async fn a_change_of_branch_holds_closures_for_one_run() {
         .await
         .unwrap();
     let m3 = manifest(&store, &again.manifest).await;
-    assert_eq!(closures(&m3), held);
+    assert_eq!(closed_findings(&m3), held);
     assert_eq!(m3.totals.held_on_branch_change, 0);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -828,15 +820,7 @@ async fn branch_pages_capped_by_the_server_still_list_every_branch() {
             .collect::<BTreeSet<_>>()
     };
     assert_eq!(items(&m2), items(&m1));
-    let closed = |m: &Manifest| -> u64 {
-        m.items
-            .iter()
-            .flat_map(|i| &i.objects)
-            .filter(|o| o.key.ends_with(CLOSURES))
-            .map(|o| o.findings)
-            .sum()
-    };
-    assert_eq!(closed(&m2), 0, "nothing is closed");
+    assert_eq!(closed_findings(&m2), 0, "nothing is closed");
     assert_eq!(
         traffic.requests["branches"],
         3 * 3,
@@ -864,7 +848,7 @@ async fn branch_pages_capped_by_the_server_still_list_every_branch() {
         m3.problems
     );
     assert!(m3.deleted_items.is_empty(), "{:?}", m3.deleted_items);
-    assert_eq!(closed(&m3), 0, "nothing is closed");
+    assert_eq!(closed_findings(&m3), 0, "nothing is closed");
     assert!(
         m3.carried_forward > 0,
         "the branches it did not list are carried"

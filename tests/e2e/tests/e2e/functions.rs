@@ -192,31 +192,51 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     );
 }
 
+/// Stores `run`'s record as the trigger's start (Scheduled) or a plan (Processing, its items) leaves it.
+async fn store_run_record(
+    f: &cxone_etm_e2e::Fixture,
+    run: &RunRef,
+    state: RunState,
+    items: Option<u64>,
+) {
+    let record = RunRecord {
+        connection_id: run.connection_id.clone(),
+        run_id: run.run_id.clone(),
+        trigger: Trigger::Api,
+        state,
+        reason: None,
+        started_at: "2026-11-22T00:00:00Z".into(),
+        finished_at: None,
+        items,
+        previous_run: None,
+    };
+    let body = serde_json::to_vec(&record).unwrap();
+    f.runtime
+        .store
+        .put(&run.run_record(), body.into())
+        .await
+        .unwrap();
+}
+
+/// Gives `run` its connection's lock, as the trigger's start leaves it.
+async fn hold_lock(f: &cxone_etm_e2e::Fixture, run: &RunRef) {
+    let lock =
+        json!({"runId": run.run_id, "acquiredAt": "2026-11-22T00:00:00Z", "expiresAt": i64::MAX});
+    let key = format!("connections/{}/lock", run.connection_id);
+    f.runtime
+        .store
+        .put(&key, serde_json::to_vec(&lock).unwrap().into())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_plan_sample_event_plans_the_run_it_names() {
     let f = fixture().await;
     let sample = event("trigger-plan.json");
     let run: RunRef = serde_json::from_value(sample["plan"]["run"].clone()).unwrap();
     // The run as the trigger's start leaves it: Scheduled, holding the lock.
-    let record = RunRecord {
-        connection_id: run.connection_id.clone(),
-        run_id: run.run_id.clone(),
-        trigger: Trigger::Api,
-        state: RunState::Scheduled,
-        reason: None,
-        started_at: "2026-11-22T00:00:00Z".into(),
-        finished_at: None,
-        items: None,
-        previous_run: None,
-    };
-    f.runtime
-        .store
-        .put(
-            &run.run_record(),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    store_run_record(&f, &run, RunState::Scheduled, None).await;
     // Not while the run does not hold the lock (its start failed, the lock released): the run
     // and the connection are left as they are.
     let refused = call(
@@ -255,16 +275,7 @@ async fn the_plan_sample_event_plans_the_run_it_names() {
     )
     .unwrap();
     assert_eq!(unmoved.state, RunState::Scheduled);
-    let lock =
-        json!({"runId": run.run_id, "acquiredAt": "2026-11-22T00:00:00Z", "expiresAt": i64::MAX});
-    f.runtime
-        .store
-        .put(
-            &format!("connections/{}/lock", run.connection_id),
-            serde_json::to_vec(&lock).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    hold_lock(&f, &run).await;
     let planned = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         sample,
@@ -390,25 +401,7 @@ async fn the_step_sample_events_run_as_they_are() {
         "the sample matches the emulator's default tenant"
     );
     let run: RunRef = serde_json::from_value(item["run"].clone()).unwrap();
-    let record = RunRecord {
-        connection_id: run.connection_id.clone(),
-        run_id: run.run_id.clone(),
-        trigger: Trigger::Api,
-        state: RunState::Processing,
-        reason: None,
-        started_at: "2026-11-22T00:00:00Z".into(),
-        finished_at: None,
-        items: Some(1),
-        previous_run: None,
-    };
-    f.runtime
-        .store
-        .put(
-            &run.run_record(),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    store_run_record(&f, &run, RunState::Processing, Some(1)).await;
     let mut work = serde_json::to_vec(&group).unwrap();
     work.push(b'\n');
     f.runtime
@@ -418,15 +411,7 @@ async fn the_step_sample_events_run_as_they_are() {
         .unwrap();
     // The run holds its connection's lock, as the trigger's start leaves it: finalize commits
     // only a run that still does.
-    let lock = serde_json::json!({"runId": run.run_id, "acquiredAt": "2026-11-22T00:00:00Z", "expiresAt": i64::MAX});
-    f.runtime
-        .store
-        .put(
-            &format!("connections/{}/lock", run.connection_id),
-            serde_json::to_vec(&lock).unwrap().into(),
-        )
-        .await
-        .unwrap();
+    hold_lock(&f, &run).await;
 
     // Two 503s on the item's results: retried, and counted in collect's answer (and its metrics).
     f.emulator.set_fault(
