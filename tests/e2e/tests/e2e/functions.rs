@@ -218,6 +218,12 @@ async fn store_run_record(
         .unwrap();
 }
 
+/// `run`'s record as stored.
+async fn stored_run_record(f: &cxone_etm_e2e::Fixture, run: &RunRef) -> RunRecord {
+    let body = f.runtime.store.get(&run.run_record()).await.unwrap();
+    serde_json::from_slice(&body.expect("the run record is stored")).unwrap()
+}
+
 /// Gives `run` its connection's lock, as the trigger's start leaves it.
 async fn hold_lock(f: &cxone_etm_e2e::Fixture, run: &RunRef) {
     let lock =
@@ -265,15 +271,7 @@ async fn the_plan_sample_event_plans_the_run_it_names() {
             .unwrap()
             .is_none()
     );
-    let unmoved: RunRecord = serde_json::from_slice(
-        &f.runtime
-            .store
-            .get(&run.run_record())
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let unmoved = stored_run_record(&f, &run).await;
     assert_eq!(unmoved.state, RunState::Scheduled);
     hold_lock(&f, &run).await;
     let planned = call(
@@ -285,15 +283,7 @@ async fn the_plan_sample_event_plans_the_run_it_names() {
     assert_eq!(planned["items"], 10, "{planned}");
     let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
     assert_eq!(items.len(), 10);
-    let record: RunRecord = serde_json::from_slice(
-        &f.runtime
-            .store
-            .get(&run.run_record())
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let record = stored_run_record(&f, &run).await;
     assert_eq!(
         (record.state, record.items),
         (RunState::Processing, Some(10))
@@ -704,15 +694,7 @@ async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_conn
         connection_id: "demo-sast".into(),
         run_id: state.last_run.expect("names the failed run"),
     };
-    let record: RunRecord = serde_json::from_slice(
-        &f.runtime
-            .store
-            .get(&failed.run_record())
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let record = stored_run_record(&f, &failed).await;
     assert_eq!(record.state, RunState::Failed);
     assert!(record.reason.unwrap().contains("Rate exceeded"));
 
