@@ -885,6 +885,84 @@ fn a_record_with_no_type_holds_every_engines_absent_findings_open() {
     assert!(outcome.ledger.unwrap().findings["b"].open, "b held open");
 }
 
+/// A transformer of `item` for `engine`'s default map, told the ids `pages` repeat (as collect
+/// counts them) and reconciled against `previous`; each page pushed. Answers what it closed.
+fn reconciled_over(
+    engine: Engine,
+    previous: cxone_etm::mapping::Ledger,
+    pages: &[Vec<Value>],
+) -> (u64, ItemOutcome) {
+    let plan = TransformMap::default_for(engine).compile().unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let bodies: Vec<Vec<u8>> = pages.iter().map(|p| page(p.clone())).collect();
+    let mut tally = cxone_etm::mapping::IdTally::new(&[&plan]);
+    for body in &bodies {
+        tally.add_page(body, &[engine]);
+    }
+    let mut t = transformer_of(&plan, &scoring, PROJECT_WITH_REPO);
+    t.expect_repeats(Arc::new(tally.repeated().into_iter().collect()));
+    t.reconcile(previous, "run-2", None);
+    for (n, body) in bodies.iter().enumerate() {
+        t.push_page(body, n as u32).unwrap();
+    }
+    let (_, closed) = close_absent(&mut t);
+    (closed, t.finish().unwrap())
+}
+
+/// The ledger of a first run over `records` through `engine`'s default map.
+fn first_ledger(engine: Engine, records: Vec<Value>) -> cxone_etm::mapping::Ledger {
+    let plan = TransformMap::default_for(engine).compile().unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let mut t = transformer_of(&plan, &scoring, PROJECT_WITH_REPO);
+    t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+    t.push_page(&page(records), 0).unwrap();
+    t.finish().unwrap().ledger.unwrap()
+}
+
+/// A finding sent twice under its own id, its triage state changed between the two (its list
+/// moved while it was paged, so another record may have gone by unseen): nothing absent is closed,
+/// `b` is held. Two SCA records of one CVE in one package, from two files, are two records of one
+/// finding on every run: they hold nothing, and `b` closes.
+#[test]
+fn a_finding_sent_twice_holds_the_absent_unless_its_id_repeats_by_nature() {
+    let previous = first_ledger(
+        Engine::Sast,
+        vec![located("a", 1, json!({})), located("b", 2, json!({}))],
+    );
+    let edited = located("a", 1, json!({"state": "CONFIRMED"}));
+    let (closed, outcome) = reconciled_over(
+        Engine::Sast,
+        previous,
+        &[vec![located("a", 1, json!({}))], vec![edited]],
+    );
+    assert_eq!(closed, 0, "{:?}", outcome.figures);
+    assert_eq!(outcome.figures.duplicates, 1);
+    assert!(outcome.figures.held_for_repeated_records >= 1);
+    assert!(outcome.ledger.unwrap().findings["b"].open, "b held open");
+
+    let log4j = "Maven-org.apache.logging.log4j:log4j-core-2.14.1";
+    let lodash = "Npm-lodash-4.17.15";
+    let previous = first_ledger(
+        Engine::Sca,
+        vec![
+            sca_record("CVE-2021-44228", log4j, json!({})),
+            sca_record("CVE-2020-8203", lodash, json!({})),
+        ],
+    );
+    let from = |file: &str| json!({"data": {"packageIdentifier": log4j, "scaPackageData": {"locations": [file]}}});
+    let (closed, outcome) = reconciled_over(
+        Engine::Sca,
+        previous,
+        &[vec![
+            sca_record("CVE-2021-44228", log4j, from("pom.xml")),
+            sca_record("CVE-2021-44228", log4j, from("app/pom.xml")),
+        ]],
+    );
+    assert_eq!(outcome.figures.duplicates, 1);
+    assert_eq!(outcome.figures.held_for_repeated_records, 0);
+    assert_eq!(closed, 1, "lodash's finding closes: {:?}", outcome.figures);
+}
+
 /// Closures handed over line by line, two findings a line: when the sink fails on the third
 /// line, after two were delivered, the item is broken (some findings are marked closed whose lines
 /// never arrived), and neither closing again nor finishing lets that ledger through.
@@ -1132,7 +1210,7 @@ fn a_record_alike_in_every_identity_field_is_skipped_as_a_duplicate() {
     assert_eq!(outcome.figures.duplicates, 1);
     assert_eq!(
         outcome.figures.rejected, 0,
-        "a duplicate holds no closure back"
+        "a duplicate is not a rejected record"
     );
     assert_eq!(
         outcome.figures.collisions, 1,

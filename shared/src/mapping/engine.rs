@@ -1313,14 +1313,17 @@ impl State {
         }
         let Some(claim) = self.identify(rules, slots, &mut values) else {
             // The same finding twice (same id, same identity fields): one is enough. Where the id
-            // is the record's own (not one a value map, a default or a formula made: a map can
-            // make two findings one on every run), its pull may have moved while it was paged:
-            // the pull's absent findings are held open (`settle_absent`).
+            // is the record's own, one finding's, its pull may have moved while it was paged: the
+            // pull's absent findings are held open (`settle_absent`). Not where a value map, a
+            // default or a formula made it (a map can make two findings one on every run), nor
+            // for an always-suffixed id (SCA, containers: a CVE id, which one package in two files
+            // or images repeats with the same identity on every run).
             self.outcome.figures.duplicates += 1;
-            let id_as_sent = plan.external_finding_id.is_some_and(|position| {
-                let read = &plan.finding_entries[position];
-                read.computed.is_none() && read.value_map.is_none() && read.default.is_none()
-            });
+            let id_as_sent = !plan.implicit.always_suffixed
+                && plan.external_finding_id.is_some_and(|position| {
+                    let read = &plan.finding_entries[position];
+                    read.computed.is_none() && read.value_map.is_none() && read.default.is_none()
+                });
             if id_as_sent {
                 self.repeated_as_sent += 1;
             }

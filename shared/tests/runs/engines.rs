@@ -618,7 +618,8 @@ async fn a_list_that_moves_while_it_is_paged_closes_nothing() {
         first_moved_to_end: true,
         ..FaultSpec::default()
     };
-    let (_, m2, _) = clean_then_faulted(&emulator, &store, &connection, moved).await;
+    let (m1, m2, _) = clean_then_faulted(&emulator, &store, &connection, moved).await;
+    assert_eq!(m1.totals.held_for_repeated_records, 0, "{:?}", m1.totals);
     assert!(
         m2.complete,
         "collect counts the pulls whole: {:?}",
@@ -636,6 +637,7 @@ async fn a_list_that_moves_while_it_is_paged_closes_nothing() {
     let third = run(&store, &connection, api_key(&emulator)).await.unwrap();
     let m3 = manifest(&store, &third.manifest).await;
     assert!(m3.complete, "{:?}", m3.problems);
+    assert_eq!(m3.totals.held_for_repeated_records, 0, "{:?}", m3.totals);
     let lifecycle = &m3.totals.lifecycle;
     assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
 }
