@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use cxone_etm::cxone::Severity;
-use cxone_etm::mapping::Lifecycle;
+use cxone_etm::mapping::{Figures, Lifecycle};
 use cxone_etm::pipeline::{ItemStatus, Manifest, ManifestItem, RunRecord, RunState};
 
 /// How many rejected records and slow items the report lists.
@@ -124,6 +124,15 @@ fn web_link(url: &str) -> bool {
     url.starts_with("https://") || url.starts_with("http://")
 }
 
+/// The open findings a complete pull did not see, held open instead of closed, and why.
+fn held_open(t: &Figures) -> String {
+    let held = t.held_for_rejected_records + t.held_for_repeated_records + t.held_on_branch_change;
+    format!(
+        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {})",
+        t.held_for_rejected_records, t.held_for_repeated_records, t.held_on_branch_change
+    )
+}
+
 pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     let mut md = String::new();
     let t = &manifest.totals;
@@ -152,6 +161,7 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
         "- Triage: {} findings settled by their state, {} with a severity triage changed",
         t.settled_by_triage, t.severity_changed_by_triage
     );
+    let _ = writeln!(md, "- Open findings held, not closed: {}", held_open(t));
     for problem in &manifest.problems {
         let _ = writeln!(md, "- Problem: {problem}");
     }
@@ -343,6 +353,7 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
             "Open findings carried forward",
             manifest.carried_forward.to_string(),
         ),
+        figure("Open findings held, not closed", held_open(t)),
         figure("Vendor requests", requests.to_string()),
         figure("Retries", retried.to_string()),
         figure("Answered 429", limited.to_string()),
@@ -479,6 +490,20 @@ mod tests {
         let svg = chart(&[(hostile.to_string(), 1)]).into_string();
         assert!(!svg.contains("<script>"), "{svg}");
         assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+
+    #[test]
+    fn findings_held_open_are_counted_with_each_reason() {
+        let t = Figures {
+            held_for_rejected_records: 2,
+            held_for_repeated_records: 5,
+            held_on_branch_change: 1,
+            ..Figures::default()
+        };
+        assert_eq!(
+            held_open(&t),
+            "8 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1)"
+        );
     }
 
     #[test]

@@ -124,6 +124,15 @@ async fn a_partial_runs_html_report_shows_what_its_manifest_says() {
         )),
         "the triage figures"
     );
+    let t = &manifest.totals;
+    assert!(
+        shown.dom.contains(&format!(
+            "<td>Open findings held, not closed</td><td>{} (a rejected record in their pull: {};",
+            t.held_for_rejected_records + t.held_for_repeated_records + t.held_on_branch_change,
+            t.held_for_rejected_records
+        )),
+        "the findings held open"
+    );
     // The slowest items link to their scans in Checkmarx One (here, the emulator's web app).
     let slow_links = manifest.items.iter().filter_map(|i| i.scan_url.as_deref());
     let linked = slow_links
