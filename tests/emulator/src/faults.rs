@@ -57,11 +57,12 @@ pub struct FaultSpec {
     /// Every page but the first is answered as if, once the first was sent, the list's first
     /// record had been edited (its triage state changed) and had moved to the end: the records
     /// after it come one place earlier, so one is never sent and the edited one is sent twice,
-    /// each time with other bytes. `/api/results` of an unfiltered scan only.
+    /// each time with other bytes. `/api/results`, unfiltered, of a scan that ran more than one
+    /// engine.
     pub first_moved_to_end: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
-    /// whose pages shrink after the first). On the lists of projects, results (all engines, and
-    /// SAST alone) and DAST environments.
+    /// whose pages shrink after the first). On the lists of projects, branches, results (all
+    /// engines, and SAST alone) and DAST environments.
     pub pages_shrink_to: Option<u64>,
     /// Every page holds at most this many records, whatever `limit` or the window asks (a server
     /// that caps the page size silently), on the same lists. Where `/api/results` reads `offset`
