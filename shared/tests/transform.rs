@@ -11,7 +11,7 @@ use common::*;
 use cxone_emulator::TenantShape;
 use cxone_etm::mapping::{
     AssetTypes, BATCH_SCHEMA, CompiledScoring, ItemOutcome, ItemTransformer, Lifecycle, Plan,
-    Scoring, TransformContext, TransformError, TransformMap, TransformOptions,
+    PullHold, Scoring, TransformContext, TransformError, TransformMap, TransformOptions,
 };
 use cxone_etm::{ConnectorKind, Engine};
 use serde_json::{Value, json};
@@ -790,19 +790,10 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
 #[test]
 fn an_asset_left_out_by_type_closes_nothing_even_of_findings_gone() {
     let (plan, scoring) = sast_rules();
-    let previous = {
-        let mut t = sast_transformer();
-        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
-        t.push_page(
-            &page(vec![
-                sast_record("a", json!({})),
-                sast_record("b", json!({})),
-            ]),
-            0,
-        )
-        .unwrap();
-        t.finish().unwrap().ledger.unwrap()
-    };
+    let previous = first_ledger(
+        Engine::Sast,
+        vec![sast_record("a", json!({})), sast_record("b", json!({}))],
+    );
     let no_repo = r#"{"id":"p-1","name":"acme/checkout","createdAt":"2025-09-08T10:56:35.671243Z","mainBranch":"main"}"#;
     let options = TransformOptions {
         asset_types: AssetTypes {
@@ -838,16 +829,10 @@ fn an_asset_left_out_by_type_closes_nothing_even_of_findings_gone() {
 /// transform step does for every engine of a pull with such a record).
 #[test]
 fn a_record_with_no_type_holds_every_engines_absent_findings_open() {
-    let both = page(vec![
-        sast_record("a", json!({})),
-        sast_record("b", json!({})),
-    ]);
-    let previous = {
-        let mut t = sast_transformer();
-        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
-        t.push_page(&both, 0).unwrap();
-        t.finish().unwrap().ledger.unwrap()
-    };
+    let previous = first_ledger(
+        Engine::Sast,
+        vec![sast_record("a", json!({})), sast_record("b", json!({}))],
+    );
     let mut untyped = sast_record("x", json!({}));
     untyped.as_object_mut().unwrap().remove("type");
     let with_untyped = page(vec![sast_record("a", json!({})), untyped]);
@@ -855,7 +840,7 @@ fn a_record_with_no_type_holds_every_engines_absent_findings_open() {
     let mut first = sast_transformer();
     first.reconcile(previous.clone(), "run-2", None);
     first.push_page(&with_untyped, 0).unwrap();
-    assert_eq!(first.unattributed(), 1);
+    assert_eq!(first.pull_hold(), Some(PullHold::UnattributedRecord));
     assert_eq!(close_absent(&mut first).1, 0);
     let outcome = first.finish().unwrap();
     assert_eq!(outcome.figures.rejected, 1);
@@ -875,10 +860,10 @@ fn a_record_with_no_type_holds_every_engines_absent_findings_open() {
         t
     };
     let mut unheld = beside();
-    assert_eq!(unheld.unattributed(), 0, "counted by the first only");
+    assert_eq!(unheld.pull_hold(), None, "met by the first only");
     assert_eq!(close_absent(&mut unheld).1, 1, "b, were it not held");
     let mut held = beside();
-    held.hold_for_unattributed();
+    held.hold_pull(PullHold::UnattributedRecord);
     assert_eq!(close_absent(&mut held).1, 0);
     let outcome = held.finish().unwrap();
     assert_eq!(outcome.figures.held_for_rejected_records, 1);

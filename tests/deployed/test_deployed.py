@@ -557,6 +557,25 @@ def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(ac
     assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
 
 
+def failed_and_released(account: Account, execution: dict, reason_starts: str, reason_holds: str) -> dict:
+    """The execution FAILED with the run-wide step's error, the run marked Failed with the reason,
+    the lock released: the next run starts at once and reconciles against the last committed one.
+    Answers the connection's status as it was before that next run."""
+    assert execution["status"] == "FAILED", account.explain(execution)
+    events = account.client("stepfunctions").get_execution_history(
+        executionArn=execution["executionArn"], reverseOrder=True, maxResults=20)["events"]
+    failed = next(e for e in events if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
+    assert "the run is marked Failed (unless it had committed) and its lock, if it still held it, released" in failed["cause"], failed
+    assert not account.exists("connections/sast/lock")
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and connection["state"] == "Failed", connection
+    assert connection["reason"].startswith(reason_starts) and reason_holds in connection["reason"], connection
+    started, _ = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
+    return connection
+
+
 def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(account, emulator):
     # The connection's config is broken once the run has started (a user's bad edit): collect,
     # transform and finalize each read it, and finalize's error is fatal. Before finalize's Catch the
@@ -577,21 +596,9 @@ def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(acco
         execution = account.wait(started["executionArn"])
     finally:
         s3.put_object(Bucket=account.bucket, Key=key, Body=good)
-    assert execution["status"] == "FAILED", account.explain(execution)
-    events = account.client("stepfunctions").get_execution_history(
-        executionArn=execution["executionArn"], reverseOrder=True, maxResults=20)["events"]
-    failed = next(e for e in events if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
-    assert "the run is marked Failed (unless it had committed) and its lock, if it still held it, released" in failed["cause"], failed
     run = started["run"]
     assert not account.exists(f"connections/sast/runs/{run['runId']}/_COMMITTED")
-    assert not account.exists("connections/sast/lock")
-    status, connection = account.http("GET", "/connections/sast")
-    assert status == 200 and connection["state"] == "Failed", connection
-    assert connection["reason"].startswith("finalize failed (Fatal): ") and "config.json" in connection["reason"], connection
-    # The next run starts at once and reconciles against the last committed one.
-    started, execution = scheduled_run(account)
-    after = committed(account, started["run"])
-    assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
+    failed_and_released(account, execution, "finalize failed (Fatal): ", "config.json")
 
 
 def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(account, emulator):
@@ -607,24 +614,14 @@ def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(
         execution = account.wait(started["executionArn"])
     finally:
         emulator.clear_faults()
-    assert execution["status"] == "FAILED", account.explain(execution)
     events = account.client("stepfunctions").get_execution_history(
         executionArn=execution["executionArn"], maxResults=100)["events"]
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
     assert entered == ["Plan", "PlanFailed"], entered
-    failed = next(e for e in events if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
-    assert "the run is marked Failed (unless it had committed) and its lock, if it still held it, released" in failed["cause"], failed
     run = started["run"]
     assert not account.exists(f"connections/sast/runs/{run['runId']}/work.jsonl")
-    assert not account.exists("connections/sast/lock")
-    status, connection = account.http("GET", "/connections/sast")
-    assert status == 200 and connection["state"] == "Failed", connection
-    assert connection["reason"].startswith("plan failed (Fatal): ") and "403" in connection["reason"], connection
+    connection = failed_and_released(account, execution, "plan failed (Fatal): ", "403")
     assert connection["lastCommittedRun"] == before["lastCommittedRun"], (connection, before)
-    # The next run starts at once and reconciles against the last committed one.
-    started, execution = scheduled_run(account)
-    after = committed(account, started["run"])
-    assert after["totals"]["lifecycle"].get("NEW", 0) == 0, after["totals"]
 
 
 def test_a_plan_that_fails_once_is_retried_and_the_run_commits_whole(account, emulator):

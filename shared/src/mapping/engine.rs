@@ -308,18 +308,23 @@ struct State {
     /// The lines of the findings written since they were last handed over.
     lines: LineWriter,
     original: OriginalSeverities,
-    /// Records this transformer rejected that no engine can be told for (not an object, no
-    /// `type`): any engine's absent finding may be one of them.
-    unattributed: u64,
-    /// Set when a transformer beside this one, on the same pull, rejected such a record.
-    hold_for_unattributed: bool,
-    /// Records alike, in the id they were sent with and every identity field, to one written
+    /// Why the pull's absent findings are held open: a record this transformer met, or one a
+    /// transformer beside it on the same pull met ([`ItemTransformer::hold_pull`]).
+    pull_hold: Option<PullHold>,
+}
+
+/// A record that holds every engine's absent findings of its pull open, whichever engine's
+/// transformer met it; the most pressing last (a pull holds for the greatest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PullHold {
+    /// A finding alike, in the id it was sent with and every identity field, to one written
     /// before: the same finding sent twice with other bytes (collect counts distinct bytes), as
     /// when the list moved while it was paged (a finding edited and moved to a later page). Then
     /// another record may have moved past the pages, unseen.
-    repeated_as_sent: u64,
-    /// Set when a transformer beside this one, on the same pull, met such a record.
-    hold_for_repeated: bool,
+    RepeatedRecord,
+    /// A record rejected that no engine can be told for (not an object, no `type`): any engine's
+    /// absent finding may be it. Counted as rejected by the pull's first transformer.
+    UnattributedRecord,
 }
 
 /// A page of `/api/sast-results` as the original-severity pull asks for it.
@@ -1063,9 +1068,10 @@ impl<'p> ItemTransformer<'p> {
     /// either. Decided once: a second call counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
         let emitted = self.rules.emit;
+        let hold = self.state.pull_hold;
         let any_rejected =
-            self.state.outcome.figures.rejected > 0 || self.state.hold_for_unattributed;
-        let any_repeated = self.state.repeated_as_sent > 0 || self.state.hold_for_repeated;
+            self.state.outcome.figures.rejected > 0 || hold == Some(PullHold::UnattributedRecord);
+        let any_repeated = hold == Some(PullHold::RepeatedRecord);
         let Some(reconciling) = &mut self.state.reconciling else {
             return 0;
         };
@@ -1096,28 +1102,15 @@ impl<'p> ItemTransformer<'p> {
         to_close
     }
 
-    /// Records of the pull rejected because no engine can be told for them (not an object, no
-    /// `type`); counted by the pull's first transformer.
-    pub fn unattributed(&self) -> u64 {
-        self.state.unattributed
+    /// What this transformer met (or was told of) that holds its pull's absent findings open.
+    pub fn pull_hold(&self) -> Option<PullHold> {
+        self.state.pull_hold
     }
 
-    /// Holds this engine's absent findings open: a transformer beside it, on the same pull,
-    /// rejected a record that may be any engine's (see [`Self::unattributed`]).
-    pub fn hold_for_unattributed(&mut self) {
-        self.state.hold_for_unattributed = true;
-    }
-
-    /// Records of the pull that repeated a finding written before, under the id they were sent
-    /// with: the pull's list may have moved while it was paged, past a record of any engine.
-    pub fn repeated_as_sent(&self) -> u64 {
-        self.state.repeated_as_sent
-    }
-
-    /// Holds this engine's absent findings open: a transformer beside it, on the same pull, met a
-    /// record repeated as sent (see [`Self::repeated_as_sent`]).
-    pub fn hold_for_repeated(&mut self) {
-        self.state.hold_for_repeated = true;
+    /// Holds this engine's absent findings open: a transformer beside it, on the same pull, met
+    /// a record that may stand for any engine's (see [`PullHold`]).
+    pub fn hold_pull(&mut self, hold: PullHold) {
+        self.state.hold_pull(hold);
     }
 
     /// A closure record (FIXED) for each finding [`Self::settle_absent`] decided to close, handed
@@ -1266,13 +1259,17 @@ impl TransformOptions {
 }
 
 impl State {
+    fn hold_pull(&mut self, hold: PullHold) {
+        self.pull_hold = self.pull_hold.max(Some(hold));
+    }
+
     /// One record of a page: rejected, skipped or mapped to one finding.
     fn record(&mut self, rules: &Rules, at: At, is_object: bool, slots: &[Option<Value>]) {
         let plan = rules.plan;
         if !is_object {
             if rules.counts_untaken {
                 self.outcome.figures.records_in += 1;
-                self.unattributed += 1;
+                self.hold_pull(PullHold::UnattributedRecord);
                 self.reject(rules, slots, at, "the record is not a JSON object".into());
             }
             return;
@@ -1325,7 +1322,7 @@ impl State {
                     read.computed.is_none() && read.value_map.is_none() && read.default.is_none()
                 });
             if id_as_sent {
-                self.repeated_as_sent += 1;
+                self.hold_pull(PullHold::RepeatedRecord);
             }
             return;
         };
@@ -1411,7 +1408,7 @@ impl State {
                 // and every engine of the pull holds its absent findings open.
                 if rules.counts_untaken {
                     self.outcome.figures.records_in += 1;
-                    self.unattributed += 1;
+                    self.hold_pull(PullHold::UnattributedRecord);
                     let reason = "the record has no `type` text (or a blank one), so which engine's finding it is cannot be told";
                     self.reject(rules, slots, at, reason.into());
                 }

@@ -16,8 +16,8 @@ mod triage;
 pub use batch::{LineSink, PRODUCT, SCHEMA_VERSION, TransformContext, VENDOR};
 pub use catalog::{Catalog, Computed, Scope, Target, ValueType, catalog};
 pub use engine::{
-    AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PageReader, ReadPage, Rejected,
-    TransformError, TransformOptions,
+    AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PageReader, PullHold, ReadPage,
+    Rejected, TransformError, TransformOptions,
 };
 pub use identity::IdTally;
 pub use ledger::{

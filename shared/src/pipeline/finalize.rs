@@ -17,7 +17,7 @@ use super::documents::{
 use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines_written, read_gzip_json};
-use super::plan::read_work_list;
+use super::plan::{project_of_branch_asset, read_work_list};
 use super::run::{RunRecord, ensure_holds_lock, fail_run, mark_processed, read_run};
 use super::split::unjoined;
 use crate::cxone::links::ScanLinks;
@@ -384,10 +384,7 @@ async fn deleted_items(
         // Under `each_branch` a project's assets are its branches (`<project>@<branch>`, keyed
         // apart from the project): a project the filters leave out keeps them as they were too.
         let branch_of_left_out = ledger.branch.as_ref().is_some_and(|branch| {
-            ledger
-                .vendor_item_id
-                .strip_suffix(branch.as_str())
-                .and_then(|id| id.strip_suffix('@'))
+            project_of_branch_asset(&ledger.vendor_item_id, branch)
                 .is_some_and(|project| left_out_projects.contains(project))
         });
         if branch_of_left_out {

@@ -245,7 +245,7 @@ fn branch_asset(
     record: &Value,
     branch: &str,
 ) -> (String, String, Value) {
-    let asset_id = format!("{project_id}@{branch}");
+    let asset_id = branch_asset_id(project_id, branch);
     let digest = hex::encode(&Sha256::digest(branch.as_bytes())[..4]);
     let key = format!("{}-{digest}", item_key(&asset_id));
     let asset_name = format!("{name} @ {branch}");
@@ -257,6 +257,17 @@ fn branch_asset(
         fields.insert("name".into(), Value::from(asset_name.clone()));
     }
     (key, asset_name, record)
+}
+
+/// The vendor id of a project's branch asset under `each_branch`: `<project id>@<branch>`.
+fn branch_asset_id(project_id: &str, branch: &str) -> String {
+    format!("{project_id}@{branch}")
+}
+
+/// The project whose branch `branch` the asset of vendor id `asset_id` is (the inverse of
+/// [`branch_asset_id`]).
+pub(crate) fn project_of_branch_asset<'a>(asset_id: &'a str, branch: &str) -> Option<&'a str> {
+    asset_id.strip_suffix(branch)?.strip_suffix('@')
 }
 
 /// The scans one asset (a project, or a branch of one) takes its findings from: the main scan

@@ -401,15 +401,12 @@ async fn transform_collected(
         // of its engines' absent findings; a finding sent twice says the pull's list moved, past
         // a record of any engine: none of them closes.
         for pull in &mut pulls {
-            if pull.transformers.iter().any(|t| t.unattributed() > 0) {
-                pull.transformers
-                    .iter_mut()
-                    .for_each(ItemTransformer::hold_for_unattributed);
-            }
-            if pull.transformers.iter().any(|t| t.repeated_as_sent() > 0) {
-                pull.transformers
-                    .iter_mut()
-                    .for_each(ItemTransformer::hold_for_repeated);
+            let met = pull
+                .transformers
+                .iter()
+                .filter_map(ItemTransformer::pull_hold);
+            if let Some(hold) = met.max() {
+                pull.transformers.iter_mut().for_each(|t| t.hold_pull(hold));
             }
         }
         let closing: u64 = pulls

@@ -41,14 +41,7 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
     // The trigger answers before any vendor call: the state machine plans (its first state).
     assert!(started.get("planned").is_none(), "{started}");
-    assert!(
-        f.runtime
-            .store
-            .get(&run.work_list())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!is_stored(&f, &run.work_list()).await);
     // The state machine was started once, named for the run, with the run as its input (what the
     // Distributed Map reads: the bucket, the work list's key and the concurrency).
     let starts = f.starts.starts();
@@ -218,6 +211,11 @@ async fn store_run_record(
         .unwrap();
 }
 
+/// Whether the fixture's store holds `key`.
+async fn is_stored(f: &cxone_etm_e2e::Fixture, key: &str) -> bool {
+    f.runtime.store.get(key).await.unwrap().is_some()
+}
+
 /// `run`'s record as stored.
 async fn stored_run_record(f: &cxone_etm_e2e::Fixture, run: &RunRef) -> RunRecord {
     let body = f.runtime.store.get(&run.run_record()).await.unwrap();
@@ -257,14 +255,7 @@ async fn the_plan_sample_event_plans_the_run_it_names() {
         "{}",
         refused.error_message
     );
-    assert!(
-        f.runtime
-            .store
-            .get(&run.work_list())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!is_stored(&f, &run.work_list()).await);
     assert!(
         read_state(&f.runtime.store, "demo-sast")
             .await
@@ -356,14 +347,7 @@ async fn a_plan_that_fails_for_good_fails_the_run_and_releases_its_lock() {
         reason.starts_with("plan failed (Fatal): ") && reason.contains("403"),
         "{reason}"
     );
-    assert!(
-        f.runtime
-            .store
-            .get(&run.commit_marker())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!is_stored(&f, &run.commit_marker()).await);
     // The lock went with the failed run: the next start is accepted.
     let again = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
@@ -435,14 +419,7 @@ async fn the_step_sample_events_run_as_they_are() {
     .await
     .expect("finalize");
     assert_eq!(finalized["complete"], true);
-    assert!(
-        f.runtime
-            .store
-            .get(&run.commit_marker())
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(is_stored(&f, &run.commit_marker()).await);
 }
 
 #[tokio::test]
