@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::batch::{LineSink, LineWriter, TransformContext, line_envelope};
 use super::catalog::{Computed, ValueType};
 use super::extract::{OnRecord, text_of, walk_page};
-use super::identity;
+use super::identity::{self, RepeatedIds};
 use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle};
 use super::map::{CompiledEntry, Layout, LayoutField, Plan};
 use super::original::OriginalSeverities;
@@ -235,10 +235,8 @@ struct Rules<'p> {
     emit: bool,
     /// Links back to the scan and its results in Checkmarx One, when the scan is known.
     links: Option<ItemLinks>,
-    /// Vendor ids more than one record of the item carries (see `identity`): one set for all
-    /// the item's transformers (an SCA scan of millions of results repeats hundreds of
-    /// thousands of CVE ids).
-    repeated_ids: Arc<TextSet>,
+    /// Vendor ids more than one record of the item carries (see `identity`).
+    repeated_ids: Arc<RepeatedIds>,
     /// Whether collect counted the ids ([`ItemTransformer::expect_repeats`]): then no id read as
     /// the record carries it, outside `repeated_ids`, can come twice, and those need not be
     /// remembered.
@@ -927,10 +925,11 @@ impl<'p> ItemTransformer<'p> {
     }
 
     /// The vendor ids more than one record of this item carries (collect counts them with
-    /// [`super::IdTally`] before anything is written): each such record is told apart by a suffix
-    /// derived from its own identity fields. Without this, a second record with an id seen before
-    /// is rejected rather than renamed by its position.
-    pub fn expect_repeats(&mut self, ids: Arc<TextSet>) {
+    /// [`super::IdTally`] before anything is written): each record of an id several findings
+    /// share is told apart by a suffix derived from its own identity fields; a finding sent twice
+    /// keeps its id and is written once. Without this, a second record with an id seen before
+    /// is skipped as a duplicate rather than renamed by its position.
+    pub fn expect_repeats(&mut self, ids: Arc<RepeatedIds>) {
         self.rules.repeated_ids = ids;
         self.rules.ids_counted = true;
     }
@@ -1457,13 +1456,16 @@ impl State {
         };
         // Every record passes here: nothing is allocated unless the id repeats or repeated before.
         let read = &plan.finding_entries[position];
-        let shared = !rules.repeated_ids.is_empty()
-            && read.computed.is_none()
-            && match &slots[read.slot] {
-                Some(Value::String(raw)) => rules.repeated_ids.contains(raw),
-                Some(other) => text_of(other).is_some_and(|raw| rules.repeated_ids.contains(&raw)),
-                None => false,
-            };
+        let listed = |ids: &TextSet| {
+            !ids.is_empty()
+                && read.computed.is_none()
+                && match &slots[read.slot] {
+                    Some(Value::String(raw)) => ids.contains(raw),
+                    Some(other) => text_of(other).is_some_and(|raw| ids.contains(&raw)),
+                    None => false,
+                }
+        };
+        let shared = listed(&rules.repeated_ids.told_apart);
         // Lookups find only the previous ledger's findings: this pull's are appended unsettled.
         let previous = self.reconciling.as_ref().map(|r| &r.next.findings);
         let found = previous.map(|f| f.look_up(id)).unwrap_or_default();
@@ -1492,7 +1494,8 @@ impl State {
             && read.value_map.is_none()
             && read.default.is_none()
             && told_apart.is_none()
-            && self.reconciling.is_some();
+            && self.reconciling.is_some()
+            && !listed(&rules.repeated_ids.sent_twice);
         if !self.claim(told_apart.as_deref().unwrap_or(id), claim, counted_once) {
             return None;
         }

@@ -5,7 +5,8 @@
 //! map fills `externalFindingId` from), before any finding is written, so every record that shares
 //! an id is told apart the same way whatever the order of pages and records.
 
-use std::collections::BTreeSet;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use sha2::Digest;
@@ -13,7 +14,7 @@ use sha2::Digest;
 use super::extract::{text_of, walk_page};
 use super::map::{PathTree, Plan};
 use crate::Engine;
-use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
+use crate::fingerprint::{CompactFingerprintSet, Fingerprints, TextSet};
 
 /// The fields that tell apart findings sharing an id: what stays the same for one finding from
 /// scan to scan. Not its status, state, severity or dates (triage and time change them), nor its
@@ -67,45 +68,71 @@ pub(crate) fn suffix<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> Str
 
 /// Counts the ids of an item's records, page by page, and names those more than one record
 /// carries: each record's id is read where its engine's map reads `externalFindingId` from. Only
-/// the records the connector ingests count (those of the maps' engines). The count is over every
-/// engine at once, one pass per page: an id a SAST and a KICS record share is told apart too, so
-/// ids stay unique within the asset all engines share.
+/// the records the connector ingests count (those of the maps' engines), and not the ids of SCA and
+/// containers, which are told apart whether they repeat or not. The count is over every engine at
+/// once, one pass per page: an id a SAST and a KICS record share is told apart too, so ids stay
+/// unique within the asset all engines share.
+///
+/// Where some id came more than once, a second pass over the same pages
+/// ([`add_identities`](Self::add_identities)) reads those records' identity fields: records alike
+/// in every one are one finding sent twice (a list that moved while it was paged), which keeps its
+/// id; only records that differ are told apart by their suffix. The first pass reads no identity
+/// field, so a pull without repeats (nearly every pull) pays nothing for the second.
 pub struct IdTally {
-    tree: PathTree,
-    slots: Vec<Option<Value>>,
-    /// The `type` slot, for records of project scans.
-    kind: Option<usize>,
-    /// Per map: its engine, the record types it takes and where its id is read.
-    readers: Vec<(Engine, &'static [&'static str], usize)>,
+    ids: Reading,
+    identity: Reading,
     fingerprints: Fingerprints,
     /// The fingerprints of the ids counted so far: a set, not a count per id, as only a second
     /// sighting matters (about eight bytes an id where a count took seventeen).
     counted: CompactFingerprintSet,
     repeated: BTreeSet<String>,
+    /// Of each repeated id, the identities its records carry, once the second pass has read them.
+    identities: BTreeMap<String, Identities>,
+}
+
+/// The identities the records of one repeated id carry.
+enum Identities {
+    /// Every record so far alike: this suffix.
+    One(String),
+    Several,
+}
+
+/// The ids more than one record of an item carries, sorted.
+#[derive(Debug, Default, PartialEq)]
+pub struct Repeats {
+    /// Ids several findings share: each finding's id takes its identity suffix.
+    pub told_apart: Vec<String>,
+    /// Ids one finding was sent under more than once, alike in every identity field: it keeps its
+    /// id and is written once.
+    pub sent_twice: Vec<String>,
+}
+
+/// [`Repeats`] as the transform looks them up: one for all of an item's transformers (an SCA
+/// scan of millions of results repeats hundreds of thousands of CVE ids), the texts dropped.
+#[derive(Default)]
+pub struct RepeatedIds {
+    pub told_apart: TextSet,
+    pub sent_twice: TextSet,
+}
+
+impl From<Repeats> for RepeatedIds {
+    fn from(repeats: Repeats) -> Self {
+        Self {
+            told_apart: repeats.told_apart.into_iter().collect(),
+            sent_twice: repeats.sent_twice.into_iter().collect(),
+        }
+    }
 }
 
 impl IdTally {
     pub fn new(plans: &[&Plan]) -> Self {
-        let (mut tree, mut slots) = (PathTree::default(), 0);
-        let kind = plans
-            .iter()
-            .any(|p| p.kind.on_projects())
-            .then(|| tree.slot_for("type", &mut slots));
-        let readers = plans
-            .iter()
-            .filter_map(|plan| {
-                let id = tree.slot_for(plan.id_source()?, &mut slots);
-                Some((plan.kind, plan.kind.record_types(), id))
-            })
-            .collect();
         Self {
-            tree,
-            slots: vec![None; slots],
-            kind,
-            readers,
+            ids: Reading::new(plans, false),
+            identity: Reading::new(plans, true),
             fingerprints: Fingerprints::default(),
             counted: CompactFingerprintSet::default(),
             repeated: BTreeSet::new(),
+            identities: BTreeMap::new(),
         }
     }
 
@@ -115,43 +142,47 @@ impl IdTally {
     /// before the fault, one that is not UTF-8 nothing; collect has refused such a page before it
     /// is counted, and the transform refuses it too.
     pub fn add_page(&mut self, page: &[u8], engines: &[Engine]) {
-        let readers: Vec<(&'static [&'static str], usize)> = self
-            .readers
-            .iter()
-            .filter(|(engine, _, _)| engines.contains(engine))
-            .map(|(_, types, slot)| (*types, *slot))
-            .collect();
-        if readers.is_empty() {
-            return;
-        }
-        let kind_slot = self.kind;
         let (fingerprints, counted, repeated) =
             (&self.fingerprints, &mut self.counted, &mut self.repeated);
-        let mut on_record = |_: u32, _: bool, slots: &mut [Option<Value>]| {
-            let id_slot = match kind_slot {
-                Some(kind) => {
-                    let kind = slots[kind].as_ref().and_then(Value::as_str);
-                    readers
-                        .iter()
-                        .find(|(types, _)| kind.is_some_and(|k| types.contains(&k)))
-                        .map(|(_, slot)| *slot)
-                }
-                None => readers.first().map(|(_, slot)| *slot),
-            };
-            let Some(id) = id_slot.and_then(|slot| slots[slot].as_ref().and_then(text_of)) else {
-                return;
-            };
+        self.ids.walk(page, engines, &mut |id, _| {
             if !counted.insert(fingerprints.of(id.as_bytes())) {
                 repeated.insert(id);
             }
-        };
-        let _ = walk_page(page, "results", &self.tree, &mut self.slots, &mut on_record);
+        });
+    }
+
+    /// Whether an id came more than once: then the item's pages are read again with
+    /// [`add_identities`](Self::add_identities), each as it was counted.
+    pub fn needs_identities(&self) -> bool {
+        !self.repeated.is_empty()
+    }
+
+    /// Reads the identity fields of the page's records whose id came more than once.
+    pub fn add_identities(&mut self, page: &[u8], engines: &[Engine]) {
+        let (repeated, identities) = (&self.repeated, &mut self.identities);
+        self.identity.walk(page, engines, &mut |id, identity| {
+            if !repeated.contains(&id) {
+                return;
+            }
+            let suffix = suffix(identity.iter().map(Option::as_ref));
+            match identities.entry(id) {
+                Entry::Vacant(first) => {
+                    first.insert(Identities::One(suffix));
+                }
+                Entry::Occupied(mut seen) => {
+                    if matches!(seen.get(), Identities::One(first) if *first != suffix) {
+                        seen.insert(Identities::Several);
+                    }
+                }
+            }
+        });
     }
 
     /// Forgets every id counted, for a pull that starts over.
     pub fn restart(&mut self) {
         self.counted = CompactFingerprintSet::default();
         self.repeated.clear();
+        self.identities.clear();
     }
 
     /// Counts ids under `key` (see [`Fingerprints::keyed`]): the parts of a split scan, whose
@@ -161,18 +192,121 @@ impl IdTally {
         self
     }
 
-    /// The ids more than one counted record carries, sorted.
-    pub fn repeated(self) -> Vec<String> {
-        self.repeated.into_iter().collect()
+    /// The ids more than one counted record carries. An id whose identities were not read (no
+    /// second pass) is told apart, as two findings sharing it would need.
+    pub fn repeats(self) -> Repeats {
+        let mut repeats = Repeats::default();
+        for id in self.repeated {
+            match self.identities.get(&id) {
+                Some(Identities::One(_)) => repeats.sent_twice.push(id),
+                Some(Identities::Several) | None => repeats.told_apart.push(id),
+            }
+        }
+        repeats
     }
 
-    /// The ids more than one counted record carries, sorted, and the fingerprint of every id
-    /// counted, sorted.
-    pub fn into_repeated_and_fingerprints(self) -> (Vec<String>, Vec<u64>) {
-        (
-            self.repeated.into_iter().collect(),
-            self.counted.into_sorted(),
-        )
+    /// [`repeats`](Self::repeats), and the fingerprint of every id counted, sorted.
+    pub fn into_repeats_and_fingerprints(mut self) -> (Repeats, Vec<u64>) {
+        let counted = std::mem::take(&mut self.counted);
+        (self.repeats(), counted.into_sorted())
+    }
+}
+
+/// Where a pass over a page reads each record's type, id and, for the second pass, identity
+/// fields.
+struct Reading {
+    tree: PathTree,
+    slots: Vec<Option<Value>>,
+    /// The `type` slot, for records of project scans.
+    kind: Option<usize>,
+    readers: Vec<Reader>,
+}
+
+/// Of one map: its engine, the record types it takes, where its id is read and where its
+/// identity fields are (in [`identity_sources`]' order).
+struct Reader {
+    engine: Engine,
+    types: &'static [&'static str],
+    id: usize,
+    identity: Vec<usize>,
+}
+
+impl Reading {
+    fn new(plans: &[&Plan], with_identity: bool) -> Self {
+        let (mut tree, mut slots) = (PathTree::default(), 0);
+        let kind = plans
+            .iter()
+            .any(|p| p.kind.on_projects())
+            .then(|| tree.slot_for("type", &mut slots));
+        let readers = plans
+            .iter()
+            .filter(|plan| !plan.implicit.always_suffixed)
+            .filter_map(|plan| {
+                let id = tree.slot_for(plan.id_source()?, &mut slots);
+                let identity = match with_identity {
+                    true => identity_sources(plan.kind)
+                        .iter()
+                        .map(|source| tree.slot_for(source, &mut slots))
+                        .collect(),
+                    false => Vec::new(),
+                };
+                Some(Reader {
+                    engine: plan.kind,
+                    types: plan.kind.record_types(),
+                    id,
+                    identity,
+                })
+            })
+            .collect();
+        Self {
+            tree,
+            slots: vec![None; slots],
+            kind,
+            readers,
+        }
+    }
+
+    /// Hands each record of `engines` that has an id to `on_id`, with its identity fields' values.
+    fn walk(
+        &mut self,
+        page: &[u8],
+        engines: &[Engine],
+        on_id: &mut dyn FnMut(String, Vec<Option<Value>>),
+    ) {
+        let Self {
+            tree,
+            slots,
+            kind,
+            readers,
+        } = self;
+        let readers: Vec<&Reader> = readers
+            .iter()
+            .filter(|reader| engines.contains(&reader.engine))
+            .collect();
+        if readers.is_empty() {
+            return;
+        }
+        let kind_slot = *kind;
+        let mut on_record = |_: u32, _: bool, slots: &mut [Option<Value>]| {
+            let reader = match kind_slot {
+                Some(kind) => {
+                    let kind = slots[kind].as_ref().and_then(Value::as_str);
+                    readers
+                        .iter()
+                        .find(|reader| kind.is_some_and(|k| reader.types.contains(&k)))
+                }
+                None => readers.first(),
+            };
+            let Some(reader) = reader else {
+                return;
+            };
+            let Some(id) = slots[reader.id].as_ref().and_then(text_of) else {
+                return;
+            };
+            let identity = reader.identity.iter().map(|&s| slots[s].take()).collect();
+            on_id(id, identity);
+        };
+        let _ = walk_page(page, "results", tree, slots, &mut on_record);
     }
 }
 
@@ -208,7 +342,7 @@ mod tests {
             &[Engine::Sast],
         );
         tally.add_page(b"{\"results\": [cut off", &[Engine::Sast]);
-        assert_eq!(tally.repeated(), ["7", "a"]);
+        assert_eq!(tally.repeats().told_apart, ["7", "a"]);
 
         let dast = crate::mapping::TransformMap::default_for(Engine::Dast)
             .compile()
@@ -218,7 +352,7 @@ mod tests {
             &page(json!([{"id": "u"}, {"id": "u"}, {"id": "v"}])),
             &[Engine::Dast],
         );
-        assert_eq!(tally.repeated(), ["u"]);
+        assert_eq!(tally.repeats().told_apart, ["u"]);
 
         // A map that fills `externalFindingId` from another field: that field is counted.
         let mut by_similarity = crate::mapping::TransformMap::default_for(Engine::Sast);
@@ -236,7 +370,7 @@ mod tests {
             ])),
             &[Engine::Sast],
         );
-        assert_eq!(tally.repeated(), ["-5"]);
+        assert_eq!(tally.repeats().told_apart, ["-5"]);
     }
 
     #[test]
@@ -262,7 +396,63 @@ mod tests {
             ])),
             &[Engine::Sast, Engine::Kics, Engine::Containers],
         );
-        assert_eq!(tally.repeated(), ["111914456", "CVE-1"], "SCA is not read");
+        assert_eq!(
+            tally.repeats().told_apart,
+            ["111914456"],
+            "SCA and containers ids, told apart whether they repeat or not, are not read"
+        );
+    }
+
+    #[test]
+    fn a_second_pass_tells_one_finding_sent_twice_from_findings_sharing_an_id() {
+        let page = |records: Value| serde_json::to_vec(&json!({"results": records})).unwrap();
+        let plans: Vec<Plan> = [Engine::Sast, Engine::Sca]
+            .map(|e| {
+                crate::mapping::TransformMap::default_for(e)
+                    .compile()
+                    .unwrap()
+            })
+            .into();
+        let finding = |id: &str, similarity: &str, state: &str, last_file: &str| {
+            json!({"type": "sast", "id": id, "similarityId": similarity, "state": state,
+                   "data": {"queryId": 9, "nodes": [{"fileName": "a.java"}, {"fileName": last_file}]}})
+        };
+        let pages = [
+            page(json!([
+                finding("moved", "1", "TO_VERIFY", "b.java"),
+                finding("two", "2", "TO_VERIFY", "b.java"),
+                finding("once", "3", "TO_VERIFY", "b.java"),
+                {"type": "sca", "id": "CVE-1", "data": {"packageIdentifier": "p"}},
+            ])),
+            page(json!([
+                // Triaged while the list was paged: another state, the same identity.
+                finding("moved", "1", "CONFIRMED", "b.java"),
+                // The same id, another data flow's last file: another finding.
+                finding("two", "2", "TO_VERIFY", "c.java"),
+                finding("two", "2", "TO_VERIFY", "b.java"),
+                {"type": "sca", "id": "CVE-1", "data": {"packageIdentifier": "q"}},
+            ])),
+        ];
+        let mut tally = IdTally::new(&plans.iter().collect::<Vec<_>>());
+        for page in &pages {
+            tally.add_page(page, &[Engine::Sast, Engine::Sca]);
+        }
+        assert!(tally.needs_identities());
+        for page in &pages {
+            tally.add_identities(page, &[Engine::Sast, Engine::Sca]);
+        }
+        assert_eq!(
+            tally.repeats(),
+            Repeats {
+                told_apart: vec!["two".into()],
+                sent_twice: vec!["moved".into()],
+            }
+        );
+
+        let mut clean = IdTally::new(&plans.iter().collect::<Vec<_>>());
+        clean.add_page(&pages[0], &[Engine::Sast, Engine::Sca]);
+        assert!(!clean.needs_identities(), "no second pass where no id repeats");
+        assert_eq!(clean.repeats(), Repeats::default());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use engine::{
     AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PageReader, PullHold, ReadPage,
     Rejected, TransformError, TransformOptions,
 };
-pub use identity::IdTally;
+pub use identity::{IdTally, RepeatedIds, Repeats};
 pub use ledger::{
     Ledger, LedgerByEngine, LedgerEntry, LedgerParts, Lifecycle, OpenFindings, close_all,
 };

@@ -225,7 +225,12 @@ pub fn replay_dir(
         for (_, path) in &pages {
             ids.add_page(&read_page(path)?, &[plan.kind]);
         }
-        transformer.expect_repeats(std::sync::Arc::new(ids.repeated().into_iter().collect()));
+        if ids.needs_identities() {
+            for (_, path) in &pages {
+                ids.add_identities(&read_page(path)?, &[plan.kind]);
+            }
+        }
+        transformer.expect_repeats(std::sync::Arc::new(ids.repeats().into()));
         for (_, path) in &original {
             transformer
                 .add_original_severities(&read_raw(path)?)

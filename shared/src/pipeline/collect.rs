@@ -13,12 +13,14 @@ use super::split::PartFingerprints;
 use crate::cxone::{
     Completeness, Counters, CxOneClient, PageSource, ResultsPager, ScanRange, VendorError, counted,
 };
+use crate::layout::RunRef;
 use crate::mapping::IdTally;
 use crate::packing::pack_page;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 use bytes::Bytes;
 use serde_json::Value;
+use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 /// The least time left in the invocation for a collect to ask for another page of its main scan:
@@ -33,8 +35,8 @@ enum CollectError {
     Vendor(#[from] VendorError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The store failed with the main scan's progress: reading it or its pages again, or
-    /// writing it.
+    /// The store failed with the main scan's progress (reading it or its pages again, or
+    /// writing it), or with the pages read again for the identities of repeated ids.
     #[error(transparent)]
     Progress(StepError),
     /// The invocation's time ran short between two pages of the main scan.
@@ -120,6 +122,7 @@ pub async fn record_collect_failure(
         completeness: Completeness::default(),
         other_pulls: Vec::new(),
         repeated_ids: Vec::new(),
+        sent_twice_ids: Vec::new(),
         traffic,
         record: item.record.clone(),
         part: item.part.clone(),
@@ -162,6 +165,7 @@ async fn collect_pages(
             completeness: Completeness::default(),
             other_pulls: Vec::new(),
             repeated_ids: Vec::new(),
+            sent_twice_ids: Vec::new(),
             traffic: ItemTraffic::default(),
             record: Value::Null,
             part: None,
@@ -261,18 +265,25 @@ async fn collect_pages(
             .problem()
             .map(|p| format!("severities before triage: {p}"));
     }
-    let repeated_ids = match (&item.part, record_fingerprints, &problem) {
+    if problem.is_none() {
+        let main = first_page..first_page.saturating_add(pages);
+        let stored = stored_pages(run, key, main, &main_engines, &other_pulls);
+        read_identities(store, &stored, &mut ids)
+            .await
+            .map_err(CollectError::Progress)?;
+    }
+    let repeats = match (&item.part, record_fingerprints, &problem) {
         (Some(part), Some(records), None) => {
             // What the join compares with the other parts' (see `split::PartFingerprints`).
-            let (repeated_ids, ids) = ids.into_repeated_and_fingerprints();
+            let (repeats, ids) = ids.into_repeats_and_fingerprints();
             let fingerprints = PartFingerprints { records, ids };
             store
                 .put(&run.part_fingerprints(key, part.index), fingerprints.pack())
                 .await?;
-            repeated_ids
+            repeats
         }
         // A whole pull's id fingerprints are not kept: sorting them would be work for nothing.
-        _ => ids.repeated(),
+        _ => ids.repeats(),
     };
     Ok(CollectOutcome {
         item: item.item.clone(),
@@ -287,11 +298,50 @@ async fn collect_pages(
         original_pages,
         completeness,
         other_pulls,
-        repeated_ids,
+        repeated_ids: repeats.told_apart,
+        sent_twice_ids: repeats.sent_twice,
         traffic: ItemTraffic::default(),
         record: Value::Null,
         part: None,
     })
+}
+
+/// Every page an item stored, with the engines whose records in it are the item's findings: the
+/// main scan's pages (`main`), then those of each other scan pulled.
+pub(super) fn stored_pages<'a>(
+    run: &RunRef,
+    key: &str,
+    main: Range<u32>,
+    main_engines: &'a [Engine],
+    other_pulls: &'a [ScanPull],
+) -> Vec<(String, &'a [Engine])> {
+    let others = other_pulls
+        .iter()
+        .filter(|pull| pull.not_taken.is_none())
+        .flat_map(|pull| {
+            let pages = pull.first_page..pull.first_page.saturating_add(pull.pages);
+            pages.map(|number| (number, pull.engines.as_slice()))
+        });
+    main.map(|number| (number, main_engines))
+        .chain(others)
+        .map(|(number, engines)| (run.raw_page(key, number), engines))
+        .collect()
+}
+
+/// The second pass of [`IdTally`], where an id came more than once: the item's stored pages read
+/// again for the identity fields of those ids' records.
+pub(super) async fn read_identities(
+    store: &impl ObjectStore,
+    pages: &[(String, &[Engine])],
+    ids: &mut IdTally,
+) -> Result<(), StepError> {
+    if !ids.needs_identities() {
+        return Ok(());
+    }
+    for (page_key, engines) in pages {
+        ids.add_identities(&get_page(store, page_key).await?, engines);
+    }
+    Ok(())
 }
 
 fn engine_names(engines: &[Engine]) -> String {

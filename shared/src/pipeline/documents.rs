@@ -209,10 +209,15 @@ pub struct CollectOutcome {
     /// their pages numbered after the main scan's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_pulls: Vec<ScanPull>,
-    /// Vendor ids more than one record carries: the transform tells those records apart by
-    /// their identity fields (docs/etm-batch.md, Identity).
+    /// Vendor ids several findings share: the transform tells those findings apart by their
+    /// identity fields (docs/etm-batch.md, Identity). Outcomes written before `sent_twice_ids`
+    /// list here the ids of findings sent twice too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeated_ids: Vec<String>,
+    /// Vendor ids one finding was sent under more than once, alike in every identity field (a
+    /// list that moved while it was paged): the finding keeps its id, written once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_twice_ids: Vec<String>,
     /// The vendor traffic of this item alone.
     #[serde(default)]
     pub traffic: ItemTraffic,

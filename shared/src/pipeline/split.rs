@@ -17,6 +17,7 @@ use bytes::Bytes;
 use itertools::Itertools;
 
 use super::access::{VendorAccess, with_renewal};
+use super::collect::{read_identities, stored_pages};
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, Manifest, ScanPart, WorkItem};
 use super::error::StepError;
@@ -196,6 +197,7 @@ fn gathered(item: &WorkItem, parts: &[CollectOutcome]) -> CollectOutcome {
         completeness,
         other_pulls: last.map(|p| p.other_pulls.clone()).unwrap_or_default(),
         repeated_ids: Vec::new(),
+        sent_twice_ids: Vec::new(),
         traffic,
         record: item.record.clone(),
         part: None,
@@ -359,31 +361,28 @@ async fn joined(
         outcome.reason = Some(format!("the union of its {of} parts: {problem}"));
         return Ok(outcome);
     }
-    let mut repeated: std::collections::BTreeSet<String> = parts
-        .iter()
-        .flat_map(|p| p.repeated_ids.iter().cloned())
-        .collect();
     let ids_shared = shared_between(&ids).next().is_some();
     drop(ids);
-    if ids_shared {
+    let (told_apart, sent_twice) = if ids_shared {
         // Ids more than one part carries: named by counting every page's again.
         let main_engines = item.main_engines(connection.engines());
+        let pages = stored_pages(run, key, 0..next_page, &main_engines, &outcome.other_pulls);
         let mut tally = IdTally::new(&connection.plans.iter().collect::<Vec<_>>());
-        for number in 0..next_page {
-            tally.add_page(
-                &get_page(store, &run.raw_page(key, number)).await?,
-                &main_engines,
-            );
+        for (page_key, engines) in &pages {
+            tally.add_page(&get_page(store, page_key).await?, engines);
         }
-        for pull in outcome.other_pulls.iter().filter(|p| p.not_taken.is_none()) {
-            for number in pull.first_page..pull.first_page.saturating_add(pull.pages) {
-                let page = get_page(store, &run.raw_page(key, number)).await?;
-                tally.add_page(&page, &pull.engines);
-            }
-        }
-        repeated.extend(tally.repeated());
-    }
-    outcome.repeated_ids = repeated.into_iter().collect();
+        read_identities(store, &pages, &mut tally).await?;
+        let repeats = tally.repeats();
+        (repeats.told_apart, repeats.sent_twice)
+    } else {
+        // Each part named its own: no id is in two.
+        let ids = |of: fn(&CollectOutcome) -> &Vec<String>| {
+            parts.iter().flat_map(of).cloned().sorted().collect()
+        };
+        (ids(|p| &p.repeated_ids), ids(|p| &p.sent_twice_ids))
+    };
+    outcome.repeated_ids = told_apart;
+    outcome.sent_twice_ids = sent_twice;
     outcome.status = ItemStatus::Complete;
     Ok(outcome)
 }

@@ -16,10 +16,9 @@ use super::run::read_run;
 use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
-use crate::fingerprint::TextSet;
 use crate::mapping::{
-    ItemTransformer, LedgerByEngine, LedgerParts, PageReader, ReadPage, TransformContext,
-    TransformError,
+    ItemTransformer, LedgerByEngine, LedgerParts, PageReader, ReadPage, RepeatedIds, Repeats,
+    TransformContext, TransformError,
 };
 use crate::store::ObjectStore;
 
@@ -143,10 +142,12 @@ async fn transform_collected(
         let legacy = connection.config.kind.legacy_engine();
         // One set for every engine's transformer; the texts go once it is made, before the
         // previous ledger is read beside them.
-        let repeated_ids: Arc<TextSet> = Arc::new(
-            std::mem::take(&mut outcome.repeated_ids)
-                .into_iter()
-                .collect(),
+        let repeated_ids: Arc<RepeatedIds> = Arc::new(
+            Repeats {
+                told_apart: std::mem::take(&mut outcome.repeated_ids),
+                sent_twice: std::mem::take(&mut outcome.sent_twice_ids),
+            }
+            .into(),
         );
         // What collect freed, where it ran in this process before (the local runner), goes
         // back to the system before the previous ledger is read: freed blocks malloc keeps are

@@ -633,13 +633,20 @@ async fn a_list_that_moves_while_it_is_paged_closes_nothing() {
     );
     assert!(m2.totals.duplicates > 0, "{:?}", m2.totals);
     assert!(m2.totals.held_for_repeated_records > 0, "{:?}", m2.totals);
+    // The finding sent twice is one finding: it keeps its id (it is not renamed to a new one
+    // with its identity suffix, its old id left to close a run later).
+    assert_eq!(m2.totals.collisions, 0, "{:?}", m2.totals);
+    let lifecycle = &m2.totals.lifecycle;
+    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
 
     let third = run(&store, &connection, api_key(&emulator)).await.unwrap();
     let m3 = manifest(&store, &third.manifest).await;
     assert!(m3.complete, "{:?}", m3.problems);
     assert_eq!(m3.totals.held_for_repeated_records, 0, "{:?}", m3.totals);
+    assert_eq!(closed_findings(&m3), 0, "nothing is closed: {:?}", m3.totals);
     let lifecycle = &m3.totals.lifecycle;
     assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
 }
 
 /// Run 1 as the emulator holds it (complete), then run 2 with `fault` on every results request:

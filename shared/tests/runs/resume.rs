@@ -127,12 +127,12 @@ fn one_more_page() -> Option<SystemTime> {
 }
 
 /// What a collect found, without its traffic (which differs by attempt).
-fn verdict(outcome: &CollectOutcome) -> (ItemStatus, u32, String, Vec<String>) {
+fn verdict(outcome: &CollectOutcome) -> (ItemStatus, u32, String, [Vec<String>; 2]) {
     (
         outcome.status,
         outcome.pages,
         format!("{:?}", outcome.completeness),
-        outcome.repeated_ids.clone(),
+        [outcome.repeated_ids.clone(), outcome.sent_twice_ids.clone()],
     )
 }
 
@@ -414,6 +414,19 @@ async fn a_store_that_fails_while_a_pull_is_resumed_keeps_its_progress() {
 
     let cut = cut_after_three_pages(&emulator, "resume-read-cut").await;
     fails_once_then_goes_on(&cut, (&whole, &uncut), 1, true, 3).await;
+}
+
+/// The store fails to give back a page read again, every page stored, for the identities of the
+/// records whose ids repeat: the attempt fails retryable, and the next goes on from the progress
+/// of the page before the last to the same verdict.
+#[tokio::test]
+async fn a_store_that_fails_while_repeated_ids_are_read_again_keeps_the_pull() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let (whole, uncut) = collected_whole(&emulator, "resume-identities-whole").await;
+    assert!(!uncut.repeated_ids.is_empty() && uncut.pages > 4, "{uncut:?}");
+    let fresh = planned(&emulator, "resume-identities-cut").await;
+    let kept = u64::from(uncut.pages - 1);
+    fails_once_then_goes_on(&fresh, (&whole, &uncut), 4, true, kept).await;
 }
 
 /// A collect stopped between a page's write and its progress's (the function killed there, or
