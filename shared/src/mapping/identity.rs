@@ -92,8 +92,9 @@ pub struct IdTally {
 
 /// The identities the records of one repeated id carry.
 enum Identities {
-    /// Every record so far alike: this suffix.
-    One(String),
+    /// Every record so far alike: of this engine, with this suffix (records of two engines that
+    /// share an id are two findings, whatever their fields).
+    One(Engine, String),
     Several,
 }
 
@@ -144,7 +145,7 @@ impl IdTally {
     pub fn add_page(&mut self, page: &[u8], engines: &[Engine]) {
         let (fingerprints, counted, repeated) =
             (&self.fingerprints, &mut self.counted, &mut self.repeated);
-        self.ids.walk(page, engines, &mut |id, _| {
+        self.ids.walk(page, engines, &mut |id, _, _| {
             if !counted.insert(fingerprints.of(id.as_bytes())) {
                 repeated.insert(id);
             }
@@ -160,17 +161,17 @@ impl IdTally {
     /// Reads the identity fields of the page's records whose id came more than once.
     pub fn add_identities(&mut self, page: &[u8], engines: &[Engine]) {
         let (repeated, identities) = (&self.repeated, &mut self.identities);
-        self.identity.walk(page, engines, &mut |id, identity| {
+        self.identity.walk(page, engines, &mut |id, engine, identity| {
             if !repeated.contains(&id) {
                 return;
             }
             let suffix = suffix(identity.iter().map(Option::as_ref));
             match identities.entry(id) {
                 Entry::Vacant(first) => {
-                    first.insert(Identities::One(suffix));
+                    first.insert(Identities::One(engine, suffix));
                 }
                 Entry::Occupied(mut seen) => {
-                    if matches!(seen.get(), Identities::One(first) if *first != suffix) {
+                    if matches!(seen.get(), Identities::One(e, s) if (*e, s) != (engine, &suffix)) {
                         seen.insert(Identities::Several);
                     }
                 }
@@ -198,7 +199,7 @@ impl IdTally {
         let mut repeats = Repeats::default();
         for id in self.repeated {
             match self.identities.get(&id) {
-                Some(Identities::One(_)) => repeats.sent_twice.push(id),
+                Some(Identities::One(..)) => repeats.sent_twice.push(id),
                 Some(Identities::Several) | None => repeats.told_apart.push(id),
             }
         }
@@ -266,12 +267,13 @@ impl Reading {
         }
     }
 
-    /// Hands each record of `engines` that has an id to `on_id`, with its identity fields' values.
+    /// Hands each record of `engines` that has an id to `on_id`, with its engine and its identity
+    /// fields' values.
     fn walk(
         &mut self,
         page: &[u8],
         engines: &[Engine],
-        on_id: &mut dyn FnMut(String, Vec<Option<Value>>),
+        on_id: &mut dyn FnMut(String, Engine, Vec<Option<Value>>),
     ) {
         let Self {
             tree,
@@ -304,7 +306,7 @@ impl Reading {
                 return;
             };
             let identity = reader.identity.iter().map(|&s| slots[s].take()).collect();
-            on_id(id, identity);
+            on_id(id, reader.engine, identity);
         };
         let _ = walk_page(page, "results", tree, slots, &mut on_record);
     }
@@ -449,9 +451,26 @@ mod tests {
             }
         );
 
+        // A SAST and a KICS record sharing an id, neither with an identity field: two findings.
+        let plans: Vec<Plan> = [Engine::Sast, Engine::Kics]
+            .map(|e| {
+                crate::mapping::TransformMap::default_for(e)
+                    .compile()
+                    .unwrap()
+            })
+            .into();
+        let bare = page(json!([{"type": "sast", "id": "k"}, {"type": "kics", "id": "k"}]));
+        let mut tally = IdTally::new(&plans.iter().collect::<Vec<_>>());
+        tally.add_page(&bare, &[Engine::Sast, Engine::Kics]);
+        tally.add_identities(&bare, &[Engine::Sast, Engine::Kics]);
+        assert_eq!(tally.repeats().told_apart, ["k"]);
+
         let mut clean = IdTally::new(&plans.iter().collect::<Vec<_>>());
         clean.add_page(&pages[0], &[Engine::Sast, Engine::Sca]);
-        assert!(!clean.needs_identities(), "no second pass where no id repeats");
+        assert!(
+            !clean.needs_identities(),
+            "no second pass where no id repeats"
+        );
         assert_eq!(clean.repeats(), Repeats::default());
     }
 

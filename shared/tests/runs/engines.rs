@@ -643,7 +643,12 @@ async fn a_list_that_moves_while_it_is_paged_closes_nothing() {
     let m3 = manifest(&store, &third.manifest).await;
     assert!(m3.complete, "{:?}", m3.problems);
     assert_eq!(m3.totals.held_for_repeated_records, 0, "{:?}", m3.totals);
-    assert_eq!(closed_findings(&m3), 0, "nothing is closed: {:?}", m3.totals);
+    assert_eq!(
+        closed_findings(&m3),
+        0,
+        "nothing is closed: {:?}",
+        m3.totals
+    );
     let lifecycle = &m3.totals.lifecycle;
     assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
     assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");

@@ -423,7 +423,10 @@ async fn a_store_that_fails_while_a_pull_is_resumed_keeps_its_progress() {
 async fn a_store_that_fails_while_repeated_ids_are_read_again_keeps_the_pull() {
     let emulator = tenant(OffsetMode::Page).await;
     let (whole, uncut) = collected_whole(&emulator, "resume-identities-whole").await;
-    assert!(!uncut.repeated_ids.is_empty() && uncut.pages > 4, "{uncut:?}");
+    assert!(
+        !uncut.repeated_ids.is_empty() && uncut.pages > 4,
+        "{uncut:?}"
+    );
     let fresh = planned(&emulator, "resume-identities-cut").await;
     let kept = u64::from(uncut.pages - 1);
     fails_once_then_goes_on(&fresh, (&whole, &uncut), 4, true, kept).await;
