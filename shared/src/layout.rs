@@ -245,6 +245,28 @@ pub fn item_key(vendor_id: &str) -> String {
     key
 }
 
+/// The vendor id an [`item_key`] encodes; `None` for a key that holds only its id's start and
+/// a hash (an encoding over 100 characters) or that no id encodes to.
+pub fn vendor_id_of_key(key: &str) -> Option<String> {
+    if key == "~" {
+        return Some(String::new());
+    }
+    let mut bytes = Vec::with_capacity(key.len());
+    let mut rest = key.as_bytes();
+    while let Some((&first, after)) = rest.split_first() {
+        if first == b'~' {
+            let hex = std::str::from_utf8(after.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &after[2..];
+        } else {
+            bytes.push(first);
+            rest = after;
+        }
+    }
+    let id = String::from_utf8(bytes).ok()?;
+    (item_key(&id) == key).then_some(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +353,17 @@ mod tests {
             prop_assert!(is_segment(&item_key(&a)));
             if a != b {
                 prop_assert_ne!(item_key(&a), item_key(&b));
+            }
+        }
+
+        #[test]
+        fn a_key_gives_back_its_id_unless_it_holds_a_hash(id in ".{0,140}") {
+            let key = item_key(&id);
+            let back = vendor_id_of_key(&key);
+            if key.contains("~~") {
+                prop_assert_eq!(back, None);
+            } else {
+                prop_assert_eq!(back, Some(id));
             }
         }
     }

@@ -5,7 +5,7 @@
 //! any engine; an engine that scan did not run is looked up on its own, for the projects that
 //! need it. Where the latest scan ran every engine, that is one call, as for one engine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -16,11 +16,12 @@ use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
 use super::documents::{EngineScan, FilteredItem, WorkGroup, WorkItem};
 use super::error::StepError;
-use super::objects::{get_json, put_json};
+use super::objects::{get_gzip_json, get_json, put_json};
 use super::run::{ensure_holds_lock, record_plan, start_processing};
 use super::split::split_large_scans;
 use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
-use crate::layout::{RunRef, item_key};
+use crate::layout::{RunRef, item_key, vendor_id_of_key};
+use crate::mapping::Ledger;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 
@@ -29,6 +30,8 @@ use crate::{ConnectorKind, Engine};
 pub const MAX_ITEMS_PER_GROUP: usize = 25;
 /// A child's input stays far below Step Functions' 256 KiB payload limit.
 const MAX_GROUP_BYTES: usize = 96 * 1024;
+/// At most this many pages of the branches matching one name (a name that is part of many).
+const NAMED_BRANCH_PAGES: usize = 10;
 
 /// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
 /// and writes the work list: the items in groups, one group per child execution, as many groups
@@ -85,7 +88,7 @@ pub async fn plan(
         .map(|(id, _)| id.clone())
         .collect();
     let engines: Vec<Engine> = connection.engines().collect();
-    let (scans, branch_doubts) = if kind.on_projects() {
+    let (scans, branch_list) = if kind.on_projects() {
         scans_per_engine(vendor, &selected, &connection.config.branches, &engines).await?
     } else {
         Default::default()
@@ -149,7 +152,12 @@ pub async fn plan(
     if let Some(problem) = completeness.problem() {
         problems.push(format!("the item list is incomplete: {problem}"));
     }
-    problems.extend(branch_doubts);
+    if let (true, Some(previous_run)) = (each_branch, &previous_run) {
+        let previous = run.sibling(previous_run);
+        let unlisted = unlisted_branches(store, &previous, &selected, &branch_list).await?;
+        problems.extend(unlisted_branches_still_there(vendor, unlisted).await?);
+    }
+    problems.extend(branch_list.doubts);
     let planned = items.len() as u64;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let groups = group_items(items, children_at_once);
@@ -246,8 +254,7 @@ fn branch_asset(
     branch: &str,
 ) -> (String, String, Value) {
     let asset_id = branch_asset_id(project_id, branch);
-    let digest = hex::encode(&Sha256::digest(branch.as_bytes())[..4]);
-    let key = format!("{}-{digest}", item_key(&asset_id));
+    let key = branch_asset_key(project_id, branch);
     let asset_name = format!("{name} @ {branch}");
     let mut record = record.clone();
     if let Some(fields) = record.as_object_mut() {
@@ -257,6 +264,26 @@ fn branch_asset(
         fields.insert("name".into(), Value::from(asset_name.clone()));
     }
     (key, asset_name, record)
+}
+
+/// The key of a project's branch asset: its id's [`item_key`] and 8 hex digits of the branch's
+/// SHA-256.
+fn branch_asset_key(project_id: &str, branch: &str) -> String {
+    let digest = hex::encode(&Sha256::digest(branch.as_bytes())[..4]);
+    format!(
+        "{}-{digest}",
+        item_key(&branch_asset_id(project_id, branch))
+    )
+}
+
+/// The project and branch a branch asset's key names (the inverse of [`branch_asset_key`]);
+/// `None` for any other key, and for one whose id is too long to be held whole.
+fn branch_of_asset_key(key: &str) -> Option<(String, String)> {
+    let id = vendor_id_of_key(key.rsplit_once('-')?.0)?;
+    id.match_indices('@')
+        .map(|(at, _)| (&id[..at], &id[at + 1..]))
+        .find(|(project, branch)| branch_asset_key(project, branch) == key)
+        .map(|(project, branch)| (project.to_string(), branch.to_string()))
 }
 
 /// The vendor id of a project's branch asset under `each_branch`: `<project id>@<branch>`.
@@ -288,16 +315,15 @@ async fn scans_per_engine(
     ids: &[String],
     policy: &BranchPolicy,
     engines: &[Engine],
-) -> Result<(HashMap<String, Vec<AssetScans>>, Vec<String>), StepError> {
+) -> Result<(HashMap<String, Vec<AssetScans>>, BranchList), StepError> {
     let single = (engines.len() == 1).then(|| engines[0]);
     // Under `each_branch`, each project's branches, listed once for every engine's look-up.
-    let (listed, doubts) = match policy {
-        BranchPolicy::EachBranch => {
-            let (by_branch, doubts) = branches_of(vendor, ids).await?;
-            (Some(by_branch), doubts)
-        }
-        _ => (None, Vec::new()),
+    let branch_list = match policy {
+        BranchPolicy::EachBranch => branches_of(vendor, ids).await?,
+        _ => BranchList::default(),
     };
+    let listed =
+        (*policy == BranchPolicy::EachBranch).then(|| branch_list.projects_on_branch.clone());
     let latest = latest_scans(vendor, ids, policy, single, listed).await?;
     // A scan that does not list its engines is asked about each engine: taking it for one that
     // ran them all would close, as absent, every finding of an engine it never ran.
@@ -374,7 +400,7 @@ async fn scans_per_engine(
             !asset.main_engines.is_empty()
         });
     }
-    Ok((assets, doubts))
+    Ok((assets, branch_list))
 }
 
 /// Each project's latest completed scans (of `engine`, or of any engine) under the branch
@@ -458,14 +484,11 @@ async fn latest_scans(
 /// there) are listed again from the start, page after page (their pages close together, so a
 /// list that moves meanwhile shows as a repeated name): one call per project where the projects
 /// have fewer branches than the documented default page (20).
-async fn branches_of(
-    vendor: &VendorAccess,
-    ids: &[String],
-) -> Result<(BTreeMap<String, Vec<String>>, Vec<String>), StepError> {
+async fn branches_of(vendor: &VendorAccess, ids: &[String]) -> Result<BranchList, StepError> {
     let page = |id: String, offset: usize| async move {
         with_renewal(vendor, |c| {
             let id = id.clone();
-            async move { c.project_branches_page(&id, offset).await }
+            async move { c.project_branches_page(&id, None, offset).await }
         })
         .await
         .map_err(StepError::from)
@@ -503,20 +526,141 @@ async fn branches_of(
         .buffer_unordered(vendor.concurrency())
         .try_collect::<Vec<_>>()
         .await?;
-    let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut doubts = Vec::new();
+    let mut list = BranchList::default();
     for (id, (branches, doubt)) in listed {
         if let Some(doubt) = doubt {
-            doubts.push(format!(
+            list.doubts.push(format!(
                 "the branch list of project {id} may be short: {doubt}; the branches it did not list are carried, not closed"
             ));
         }
         for branch in branches {
-            by_branch.entry(branch).or_default().push(id.clone());
+            list.projects_on_branch
+                .entry(branch)
+                .or_default()
+                .push(id.clone());
         }
     }
-    doubts.sort();
-    Ok((by_branch, doubts))
+    list.doubts.sort();
+    Ok(list)
+}
+
+/// Under `each_branch`, what the branch listing found.
+#[derive(Default)]
+struct BranchList {
+    projects_on_branch: BTreeMap<String, Vec<String>>,
+    /// For each project whose list may be short, why.
+    doubts: Vec<String>,
+}
+
+impl BranchList {
+    fn names(&self, project: &str, branch: &str) -> bool {
+        self.projects_on_branch
+            .get(branch)
+            .is_some_and(|projects| projects.iter().any(|p| p == project))
+    }
+}
+
+/// Under `each_branch`, the branches of listed projects that the previous run kept an asset of
+/// and this run's listing does not name: `(project, branch)`, sorted. The project and branch are
+/// read from the asset's key; from its ledger where the key holds only the start of its id and a
+/// hash (an id over 100 characters) that starts with a listed project's.
+async fn unlisted_branches(
+    store: &impl ObjectStore,
+    previous: &RunRef,
+    projects: &[String],
+    list: &BranchList,
+) -> Result<Vec<(String, String)>, StepError> {
+    let listed: HashSet<String> = list
+        .projects_on_branch
+        .iter()
+        .flat_map(|(branch, projects)| projects.iter().map(|p| branch_asset_key(p, branch)))
+        .collect();
+    let projects: HashSet<&str> = projects.iter().map(String::as_str).collect();
+    // A key cut short keeps its id's start: `<project>@` as `<project's key>~40`.
+    let of_listed_project = |key: &str| {
+        projects
+            .iter()
+            .any(|p| key.starts_with(&format!("{}~40", item_key(p))))
+    };
+    let mut unlisted = Vec::new();
+    for key in store.list(&previous.ledger_prefix()).await? {
+        let Some(item) = previous.ledger_item(&key).filter(|i| !listed.contains(*i)) else {
+            continue;
+        };
+        let branch_asset = match branch_of_asset_key(item) {
+            Some(asset) => Some(asset),
+            None if item.contains("~~") && of_listed_project(item) => {
+                get_gzip_json::<Ledger>(store, &key)
+                    .await?
+                    .and_then(|ledger| {
+                        let branch = ledger.branch?;
+                        let project = project_of_branch_asset(&ledger.vendor_item_id, &branch)?;
+                        Some((project.to_string(), branch))
+                    })
+            }
+            None => None,
+        };
+        unlisted.extend(branch_asset.filter(|(project, branch)| {
+            projects.contains(project.as_str()) && !list.names(project, branch)
+        }));
+    }
+    unlisted.sort();
+    Ok(unlisted)
+}
+
+/// Asks by name after each branch the listing did not name (`branch-name`, which may match a
+/// part of a name: the answers are searched for the name itself, page after page until one
+/// brings nothing). A branch the tenant still has means the listing was short (a server that caps
+/// its pages below the documented default of 20, pages that shrink, a list that moved while it was
+/// read): each such branch, and each whose answer stays in doubt, is a problem, so the run is
+/// partial and finalize closes nothing unlisted. A branch the tenant no longer has is deleted, as
+/// the listing says.
+async fn unlisted_branches_still_there(
+    vendor: &VendorAccess,
+    unlisted: Vec<(String, String)>,
+) -> Result<Vec<String>, StepError> {
+    let asked = futures_util::stream::iter(unlisted)
+        .map(|(project, branch)| async move {
+            let mut listing = BranchListing::default();
+            for _ in 0..NAMED_BRANCH_PAGES {
+                let page = with_renewal(vendor, |c| {
+                    let (project, branch, offset) = (&project, &branch, listing.offset());
+                    async move { c.project_branches_page(project, Some(branch), offset).await }
+                })
+                .await
+                .map_err(StepError::from)?;
+                let last = page.is_empty();
+                listing.add(page);
+                let problem = if listing.holds(&branch) {
+                    "yet the tenant still has it (asked by name)".to_string()
+                } else if let Some(doubt) = listing.doubt() {
+                    format!("and asked by name it cannot be told whether the tenant still has it: {doubt}")
+                } else if last {
+                    return Ok(None);
+                } else {
+                    continue;
+                };
+                return Ok(Some((project, branch, problem)));
+            }
+            let problem = format!(
+                "and asked by name it cannot be told whether the tenant still has it: no answer ended within {NAMED_BRANCH_PAGES} pages"
+            );
+            Ok::<_, StepError>(Some((project, branch, problem)))
+        })
+        .buffer_unordered(vendor.concurrency())
+        .try_collect::<Vec<_>>()
+        .await?;
+    let mut problems: Vec<String> = asked
+        .into_iter()
+        .flatten()
+        .map(|(project, branch, problem)| {
+            format!(
+                "the branch list of project {project} did not name branch {branch}, {problem}: the branches it did not list are carried, not closed"
+            )
+        })
+        .collect();
+    problems.sort();
+    Ok(problems)
 }
 
 /// Reads the work list's items back, in order (finalize; the state machine's item reader reads

@@ -841,12 +841,15 @@ async fn branch_pages_capped_by_the_server_still_list_every_branch() {
     emulator.clear_faults();
     let m3 = manifest(&store, &third.manifest).await;
     assert!(!m3.complete);
-    assert_eq!(m3.problems.len(), 3, "{:?}", m3.problems);
-    assert!(
-        m3.problems[0].contains("may be short: page 2 of its branch names repeats 20"),
+    let short = |p: &&String| p.contains("may be short: page 2 of its branch names repeats 20");
+    assert_eq!(
+        m3.problems.iter().filter(short).count(),
+        3,
         "{:?}",
         m3.problems
     );
+    // Each project's last 5 branches, unlisted, asked about by name: the tenant has them all.
+    assert_eq!(m3.problems.len(), 3 + 3 * 5, "{:?}", m3.problems);
     assert!(m3.deleted_items.is_empty(), "{:?}", m3.deleted_items);
     assert_eq!(closed_findings(&m3), 0, "nothing is closed");
     assert!(
@@ -860,6 +863,112 @@ async fn branch_pages_capped_by_the_server_still_list_every_branch() {
     let lifecycle = &m4.totals.lifecycle;
     assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
     assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A server that caps its branch pages at 10, below the documented default of 20: the first page
+/// of 10 reads as the whole list, so branches 11 to 25 of each project go unlisted. Each branch the
+/// previous run had and the listing lacks is asked about by name: the tenant still has it, so the
+/// run says so for each, reports nothing deleted and closes nothing.
+#[tokio::test]
+async fn branches_a_short_listing_missed_are_asked_by_name_and_never_closed() {
+    let emulator = emulator(TenantShape {
+        branches_per_project: 25,
+        ..shape(3, 25)
+    })
+    .await;
+    let (store, dir) = temp_store("each-branch-cap-10");
+    let mut c = connection(&emulator, "each-branch-cap-10", ConnectorKind::Sast);
+    c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+    c.config.close_deleted_items = true;
+    let c = c.config.validate().unwrap();
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+
+    emulator.set_fault(
+        Endpoint::Branches,
+        FaultSpec {
+            page_cap: Some(10),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(!m2.complete);
+    let unlisted = m1.items.len() - m2.items.len();
+    assert!(
+        unlisted >= 3 * 10,
+        "{} of {}",
+        m2.items.len(),
+        m1.items.len()
+    );
+    assert_eq!(m2.problems.len(), unlisted, "{:?}", m2.problems);
+    assert!(
+        m2.problems
+            .iter()
+            .all(|p| p.contains("did not name branch feature/topic-")
+                && p.contains("yet the tenant still has it (asked by name)")),
+        "{:?}",
+        m2.problems
+    );
+    assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
+    assert_eq!(closed_findings(&m2), 0, "nothing is closed");
+    assert!(m2.carried_forward > 0, "the unlisted branches are carried");
+
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    let lifecycle = &m3.totals.lifecycle;
+    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
+    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Branches the tenant deleted are asked about by name, found gone, and closed under
+/// `close_deleted_items`; one question each.
+#[tokio::test]
+async fn branches_the_tenant_deleted_are_asked_by_name_and_closed() {
+    let shaped = |branches| TenantShape {
+        branches_per_project: branches,
+        ..shape(3, 25)
+    };
+    let before = emulator(shaped(25)).await;
+    let (store, dir) = temp_store("each-branch-deleted");
+    let each_branch = |emulator: &Emulator| {
+        let mut c = connection(emulator, "each-branch-deleted", ConnectorKind::Sast);
+        c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+        c.config.close_deleted_items = true;
+        c.config.validate().unwrap()
+    };
+    let first = run(&store, &each_branch(&before), api_key(&before))
+        .await
+        .unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+
+    let after = emulator(shaped(22)).await;
+    let second = run(&store, &each_branch(&after), api_key(&after))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    let gone = m1.items.len() - m2.items.len();
+    assert!(gone >= 3, "{} of {}", m2.items.len(), m1.items.len());
+    assert_eq!(m2.deleted_items.len(), gone, "{:?}", m2.deleted_items);
+    assert!(
+        m2.deleted_items
+            .iter()
+            .all(|d| d.open_findings > 0 && d.closed && !d.objects.is_empty()),
+        "{:?}",
+        m2.deleted_items
+    );
+    assert_eq!(
+        after.traffic().requests["branches"],
+        3 * 3 + gone as u64,
+        "each project's 22 names, listed again from the start as its first page was 20 or more \
+         (22, then none), then each branch gone asked about once"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
