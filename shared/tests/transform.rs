@@ -963,6 +963,86 @@ fn a_finding_sent_twice_holds_the_absent_unless_its_id_repeats_by_nature() {
     assert_eq!(closed, 1, "lodash's finding closes: {:?}", outcome.figures);
 }
 
+/// A finding sent twice to an asset with no previous findings: collect names its id sent twice,
+/// so the transform remembers it, writes it once and skips the second record; the item is not
+/// refused for an id written twice.
+#[test]
+fn a_new_finding_sent_twice_is_written_once() {
+    let plan = TransformMap::default_for(Engine::Sast).compile().unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let bodies = [
+        page(vec![located("a", 1, json!({})), located("b", 2, json!({}))]),
+        page(vec![located("a", 1, json!({"state": "CONFIRMED"}))]),
+    ];
+    let repeats = repeats_in(&[&plan], &bodies, &[Engine::Sast]);
+    assert_eq!(repeats.sent_twice, ["a"]);
+    let mut t = transformer_of(&plan, &scoring, PROJECT_WITH_REPO);
+    t.expect_repeats(Arc::new(repeats.into()));
+    t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+    let mut written = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
+        for line in t.push_page(body, n as u32).unwrap() {
+            written.extend(findings(std::str::from_utf8(&line).unwrap()));
+        }
+    }
+    let outcome = t.finish().unwrap();
+    let ids: Vec<&str> = written
+        .iter()
+        .map(|f| f["externalFindingId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(outcome.figures.duplicates, 1);
+    assert_eq!(outcome.ledger.unwrap().findings.len(), 2);
+}
+
+/// A ledger an earlier version left after a list moved while it was paged: the finding sent
+/// twice renamed `a#<suffix>` (NEW), the record as sent, `a`, held open beside it. The next pull
+/// sends `a` once: it is `a` again (ACTIVE), and the alias closes.
+#[test]
+fn an_alias_an_earlier_version_made_of_a_finding_sent_twice_closes() {
+    let plan = TransformMap::default_for(Engine::Sast).compile().unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let previous = first_ledger(Engine::Sast, vec![located("a", 1, json!({}))]);
+    let with_alias = {
+        let mut t = transformer_of(&plan, &scoring, PROJECT_WITH_REPO);
+        // As an earlier version's collect counted the id: repeated, to be told apart.
+        let repeated = cxone_etm::mapping::Repeats {
+            told_apart: vec!["a".into()],
+            sent_twice: Vec::new(),
+        };
+        t.expect_repeats(Arc::new(repeated.into()));
+        t.reconcile(previous, "run-2", None);
+        t.push_page(&page(vec![located("a", 1, json!({}))]), 0)
+            .unwrap();
+        t.push_page(
+            &page(vec![located("a", 1, json!({"state": "CONFIRMED"}))]),
+            1,
+        )
+        .unwrap();
+        assert_eq!(close_absent(&mut t).1, 0, "held: a came twice");
+        t.finish().unwrap().ledger.unwrap()
+    };
+    let open: Vec<&str> = with_alias
+        .findings
+        .iter()
+        .filter(|(_, e)| e.open)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert!(open.contains(&"a") && open[1].starts_with("a#"), "{open:?}");
+
+    let (closed, outcome) = reconciled_over(
+        Engine::Sast,
+        with_alias,
+        &[vec![located("a", 1, json!({}))]],
+    );
+    assert_eq!(closed, 1, "the alias: {:?}", outcome.figures);
+    assert_eq!(outcome.figures.collisions, 0);
+    let ledger = outcome.ledger.unwrap();
+    assert!(ledger.findings["a"].open);
+    assert_eq!(outcome.figures.lifecycle.get(&Lifecycle::New), None);
+}
+
 /// Closures handed over line by line, two findings a line: when the sink fails on the third
 /// line, after two were delivered, the item is broken (some findings are marked closed whose lines
 /// never arrived), and neither closing again nor finishing lets that ledger through.

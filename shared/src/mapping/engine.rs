@@ -1436,9 +1436,10 @@ impl State {
     }
 
     /// Gives the finding its `externalFindingId`: the id the map gives it, or, for an id several
-    /// records of the scan share (counted before: [`super::IdTally`]), that id with its record's
+    /// findings of the scan share (counted before: [`super::IdTally`]), that id with its record's
     /// identity suffix. A suffix the asset's previous ledger holds is kept when the id no longer
-    /// repeats, so a finding whose twin went away keeps its identity. Answers the record's claim
+    /// repeats, so a finding whose twin went away keeps its identity, unless the id as sent is open
+    /// in the ledger too (an alias an earlier version made). Answers the record's claim
     /// on the id, or `None` for a record alike in every identity field to one already written: a
     /// duplicate, skipped and counted.
     fn identify(
@@ -1476,7 +1477,13 @@ impl State {
                 previous: found.position,
             },
         );
-        if repeated || found.suffixed {
+        // Where the id stands as sent and open in the ledger beside a suffixed twin, this pull's
+        // single record is that open finding: the twin is an alias an earlier version made of a
+        // finding sent twice (renamed, while the record as sent was held open), and closes.
+        let open_as_sent = previous
+            .zip(found.position)
+            .is_some_and(|(findings, p)| findings.entry(p).open);
+        if repeated || (found.suffixed && !open_as_sent) {
             let suffix =
                 identity::suffix(plan.implicit.identity.iter().map(|&s| slots[s].as_ref()));
             let suffixed = format!("{id}#{suffix}");

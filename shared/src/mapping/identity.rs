@@ -1,9 +1,10 @@
 //! A finding's identity (`externalFindingId`) is a function of its own record, never of where the
-//! record arrives: the id the map gives it, and where several records of a scan share that id,
-//! the id with a suffix derived from the record's identity fields (`<id>#<16 hex digits>`).
-//! Which ids repeat is counted while the item is collected ([`IdTally`], reading the field the
-//! map fills `externalFindingId` from), before any finding is written, so every record that shares
-//! an id is told apart the same way whatever the order of pages and records.
+//! record arrives: the id the map gives it, and where several findings of a scan share that id
+//! (records that differ in an identity field), the id with a suffix derived from the record's
+//! identity fields (`<id>#<16 hex digits>`). Which ids repeat is counted while the item is
+//! collected ([`IdTally`], reading the field the map fills `externalFindingId` from), before any
+//! finding is written, so every record that shares an id is told apart the same way whatever the
+//! order of pages and records; one finding sent twice keeps its id.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
