@@ -189,6 +189,9 @@ machine_name = resources["PipelineStateMachine"]["Properties"].get("Name", {}).g
 machine_arn = {"Fn::Sub": f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{machine_name}"}
 check(machine_name is not None and grants("TriggerFunction", "states:StartExecution") == [[machine_arn]],
       f"the trigger may not start exactly the pipeline state machine ({machine_arn}): {grants('TriggerFunction', 'states:StartExecution')}")
+execution_arns = {"Fn::Sub": f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:{machine_name}:*"}
+check(grants("TriggerFunction", "states:DescribeExecution") == [[execution_arns]],
+      f"the trigger may not look up exactly the pipeline's executions ({execution_arns}), as it does when a start's answer is lost: {grants('TriggerFunction', 'states:DescribeExecution')}")
 check(trigger_env.get("STATE_MACHINE_ARN") == machine_arn,
       f"the trigger's STATE_MACHINE_ARN is not the pipeline state machine's ARN ({machine_arn}): {trigger_env.get('STATE_MACHINE_ARN')}")
 invoked = [r for rs in grants("PipelineStateMachine", "lambda:InvokeFunction") for r in rs]

@@ -76,6 +76,12 @@ pub trait StateMachine: Send + Sync {
         name: &'a str,
         input: String,
     ) -> BoxFuture<'a, Result<String, StepError>>;
+
+    /// The ARN of the execution named `name`, if it was started (whatever its status).
+    fn execution_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StepError>>;
 }
 
 /// The template's state machine, through the AWS SDK.
@@ -105,6 +111,38 @@ impl StateMachine for StepFunctions {
             Ok(output.execution_arn().to_string())
         })
     }
+
+    fn execution_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StepError>> {
+        Box::pin(async move {
+            // `arn:…:stateMachine:<machine>` names its executions `arn:…:execution:<machine>:<name>`.
+            let arn = format!(
+                "{}:{name}",
+                self.state_machine_arn
+                    .replacen(":stateMachine:", ":execution:", 1)
+            );
+            match self
+                .client
+                .describe_execution()
+                .execution_arn(&arn)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(Some(arn)),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_execution_does_not_exist()) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(StepError::StateMachine(
+                    aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
+                )),
+            }
+        })
+    }
 }
 
 /// An execution a [`RecordedStarts`] was asked to start.
@@ -115,11 +153,13 @@ pub struct RecordedStart {
 }
 
 /// Keeps the executions it is asked to start, or refuses the next one as Step Functions may
-/// (throttled, access denied); for tests that run without AWS.
+/// (throttled, access denied), or starts it and loses the answer (every retry of the call cut
+/// off); for tests that run without AWS.
 #[derive(Debug, Default)]
 pub struct RecordedStarts {
     starts: std::sync::Mutex<Vec<RecordedStart>>,
     refusal: std::sync::Mutex<Option<String>>,
+    answer_lost: std::sync::atomic::AtomicBool,
 }
 
 impl RecordedStarts {
@@ -133,6 +173,12 @@ impl RecordedStarts {
     /// The next start fails with `problem` (and starts nothing).
     pub fn refuse_next(&self, problem: impl Into<String>) {
         *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem.into());
+    }
+
+    /// The next start starts its execution, then fails as a call whose answer never came.
+    pub fn lose_next_answer(&self) {
+        self.answer_lost
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -157,13 +203,32 @@ impl StateMachine for RecordedStarts {
                         name: name.to_string(),
                         input,
                     });
-                Ok(format!(
-                    "arn:aws:states:memory:000000000000:execution:recorded:{name}"
-                ))
+                if self
+                    .answer_lost
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    Err(StepError::StateMachine(
+                        "dispatch failure: timeout: the answer never came (StartExecution)".into(),
+                    ))
+                } else {
+                    Ok(recorded_arn(name))
+                }
             }
         };
         Box::pin(std::future::ready(answer))
     }
+
+    fn execution_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StepError>> {
+        let started = self.starts().iter().any(|start| start.name == name);
+        Box::pin(std::future::ready(Ok(started.then(|| recorded_arn(name)))))
+    }
+}
+
+fn recorded_arn(name: &str) -> String {
+    format!("arn:aws:states:memory:000000000000:execution:recorded:{name}")
 }
 
 /// What the four functions share for the life of the process: the store, the Secrets Manager and
@@ -415,7 +480,23 @@ pub async fn start_run(
             Some(state_machine) => {
                 let input = serde_json::to_string(&started).expect("serializes");
                 let name = execution_name(&run);
-                started.execution_arn = Some(state_machine.start_execution(&name, input).await?);
+                let arn = match state_machine.start_execution(&name, input).await {
+                    Ok(arn) => arn,
+                    // The call may have started the execution and lost only its answer: then
+                    // the run is under way, and failing it would leave its execution running.
+                    Err(error) => match state_machine.execution_named(&name).await {
+                        Ok(Some(arn)) => {
+                            tracing::warn!(run = %run.run_id, %error, "the start's answer was lost; its execution was found by name");
+                            arn
+                        }
+                        Ok(None) => return Err(error),
+                        Err(lookup) => {
+                            tracing::warn!(run = %run.run_id, %lookup, "the start failed, and whether it started its execution cannot be told");
+                            return Err(error);
+                        }
+                    },
+                };
+                started.execution_arn = Some(arn);
             }
             None => started.planned = Some(plan_run(runtime, &loaded, &run).await?),
         }

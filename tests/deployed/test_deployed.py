@@ -15,7 +15,10 @@ import pathlib
 import subprocess
 import tempfile
 import time
+import threading
+import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -70,12 +73,58 @@ class Emulator:
         self.process.kill()
 
 
+class StepFunctionsNetwork:
+    """The network between the functions and Step Functions (moto): every call passes, but while
+    `losing`, each StartExecution's answer is lost (the call reaches moto, its connection is then
+    closed unanswered), as when a network fault outlasts the SDK's retries after the execution
+    began. The functions' instances live across scenarios, so the network is theirs from the
+    start (`AWS_ENDPOINT_URL_SFN`)."""
+
+    def __init__(self, moto_url: str):
+        self.lost, self.losing = 0, False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                # The Host header as signed (SigV4 signs it), the body as sent.
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+                request = urllib.request.Request(moto_url + self.path, data=body, headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(request) as answer:
+                        status, answer_headers, answer_body = answer.status, answer.headers, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, answer_headers, answer_body = error.code, error.headers, error.read()
+                if proxy.losing and self.headers.get("x-amz-target", "").endswith(".StartExecution"):
+                    proxy.lost += 1
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                for name, value in answer_headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(name, value)
+                self.send_header("content-length", str(len(answer_body)))
+                self.end_headers()
+                self.wfile.write(answer_body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", moto_models.free_port()), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 class Account:
     """One AWS account on this machine holding the stack the template describes."""
 
     def __init__(self, work: pathlib.Path, api_key: str, dast_api_key: str, **parameters: str):
         self.work = work
         self.moto_url = moto_models.start()
+        self.sfn_network = StepFunctionsNetwork(self.moto_url)
         admin = self._client("iam", None)
         admin.create_user(UserName="operator")
         admin.put_user_policy(
@@ -146,6 +195,7 @@ class Account:
             "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
             "AWS_SESSION_TOKEN": credentials["SessionToken"],
             "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ENDPOINT_URL_SFN": self.sfn_network.url,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         return Function(
@@ -643,6 +693,27 @@ def test_a_plan_that_fails_once_is_retried_and_the_run_commits_whole(account, em
     manifest = committed(account, started["run"])
     assert manifest["complete"] is True, manifest["problems"]
     assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
+
+
+def test_a_start_whose_answer_is_lost_finds_its_execution_and_the_run_commits(account, emulator):
+    # The trigger reaches Step Functions through a network that loses every StartExecution's
+    # answer. The execution started all the same: the trigger finds it by the run's execution name
+    # (DescribeExecution, which its role allows) and answers 202 rather than fail a run under way.
+    network = account.sfn_network
+    lost_before, network.losing = network.lost, True
+    try:
+        status, started = account.http("POST", "/connections/sast/runs")
+    finally:
+        network.losing = False
+    assert network.lost > lost_before, "no StartExecution answer was lost"
+    assert status == 202, started
+    execution = account.wait(started["executionArn"])
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and connection["lastCommittedRun"] == started["run"]["runId"], connection
+    assert connection["state"] == "Processed", connection
 
 
 def test_a_wide_work_list_passes_the_map_within_limits(account, wide):

@@ -686,6 +686,50 @@ async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_conn
     assert_eq!(f.starts.starts().len(), 1);
 }
 
+/// StartExecution started the execution, but no answer came back (every retry of the call cut
+/// off): the trigger finds the execution by its name, and the run goes on under its lock.
+#[tokio::test]
+async fn a_start_whose_answer_is_lost_finds_its_execution_by_name_and_the_run_goes_on() {
+    let f = fixture().await;
+    f.starts.lose_next_answer();
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .expect("the run started");
+    let starts = f.starts.starts();
+    assert_eq!(starts.len(), 1);
+    assert!(
+        started["executionArn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(&format!(":{}", starts[0].name))),
+        "{started}"
+    );
+    let state = read_state(&f.runtime.store, "demo-sast")
+        .await
+        .unwrap()
+        .expect("the connection's state was written");
+    assert_eq!(state.state, RunState::Scheduled, "not failed");
+    let run = RunRef {
+        connection_id: "demo-sast".into(),
+        run_id: started["run"]["runId"].as_str().unwrap().into(),
+    };
+    assert_eq!(stored_run_record(&f, &run).await.state, RunState::Scheduled);
+    // The lock is the run's: a second trigger is refused.
+    let refused = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.error_message.contains("already"),
+        "{}",
+        refused.error_message
+    );
+}
+
 #[tokio::test]
 async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     let f = fixture().await;
