@@ -357,7 +357,9 @@ mod tests {
         }
 
         #[test]
-        fn a_key_gives_back_its_id_unless_it_holds_a_hash(id in ".{0,140}") {
+        fn a_key_gives_back_its_id_unless_it_holds_a_hash(
+            id in prop_oneof![".{0,140}", "[a-zA-Z0-9@/_~.%-]{0,60}"],
+        ) {
             let key = item_key(&id);
             let back = vendor_id_of_key(&key);
             if key.contains("~~") {

@@ -921,21 +921,20 @@ impl CxOneClient {
 
     /// One page of the names of the branches a project has scans on (`/api/projects/branches`,
     /// a bare JSON array by item offset, with no total; `null` for a project with no scans), from
-    /// `offset`; only those whose names match `named` (`branch-name`) when it is given. Whether
-    /// another page follows is [`BranchListing`]'s to say.
+    /// `offset`. Whether another page follows is [`BranchListing`]'s to say.
     pub async fn project_branches_page(
         &self,
         project_id: &str,
-        named: Option<&str>,
         offset: usize,
     ) -> Result<Vec<String>, VendorError> {
-        let mut query = vec![("project-id", project_id.to_string())];
-        query.extend(named.map(|name| ("branch-name", name.to_string())));
-        query.extend([
-            ("limit", BRANCH_PAGE.to_string()),
-            ("offset", offset.to_string()),
-        ]);
-        let url = self.api_url("/api/projects/branches", &query);
+        let url = self.api_url(
+            "/api/projects/branches",
+            &[
+                ("project-id", project_id.to_string()),
+                ("limit", BRANCH_PAGE.to_string()),
+                ("offset", offset.to_string()),
+            ],
+        );
         let page: Option<Vec<String>> = self
             .get_checked("branches", &url, |body| {
                 serde_json::from_slice(&body)
@@ -1208,16 +1207,6 @@ impl BranchListing {
     /// Where the next page starts: the names received so far.
     pub fn offset(&self) -> usize {
         self.received
-    }
-
-    /// Whether a page so far named `name`.
-    pub fn holds(&self, name: &str) -> bool {
-        self.seen.contains(name)
-    }
-
-    /// Why the list may be short, once it is in doubt.
-    pub fn doubt(&self) -> Option<&str> {
-        self.doubt.as_deref()
     }
 
     /// The names the last page held.

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
-use super::documents::{EngineScan, FilteredItem, WorkGroup, WorkItem};
+use super::documents::{EngineScan, FilteredItem, Manifest, WorkGroup, WorkItem};
 use super::error::StepError;
 use super::objects::{get_gzip_json, get_json, put_json};
 use super::run::{ensure_holds_lock, record_plan, start_processing};
@@ -30,8 +30,6 @@ use crate::{ConnectorKind, Engine};
 pub const MAX_ITEMS_PER_GROUP: usize = 25;
 /// A child's input stays far below Step Functions' 256 KiB payload limit.
 const MAX_GROUP_BYTES: usize = 96 * 1024;
-/// At most this many pages of the branches matching one name (a name that is part of many).
-const NAMED_BRANCH_PAGES: usize = 10;
 
 /// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
 /// and writes the work list: the items in groups, one group per child execution, as many groups
@@ -88,7 +86,7 @@ pub async fn plan(
         .map(|(id, _)| id.clone())
         .collect();
     let engines: Vec<Engine> = connection.engines().collect();
-    let (scans, branch_list) = if kind.on_projects() {
+    let (scans, branch_doubts) = if kind.on_projects() {
         scans_per_engine(vendor, &selected, &connection.config.branches, &engines).await?
     } else {
         Default::default()
@@ -152,12 +150,20 @@ pub async fn plan(
     if let Some(problem) = completeness.problem() {
         problems.push(format!("the item list is incomplete: {problem}"));
     }
-    if let (true, Some(previous_run)) = (each_branch, &previous_run) {
+    problems.extend(branch_doubts);
+    // Under `each_branch`, before finalize may close branch assets this run did not plan: a
+    // complete listing can still be short without a sign (see `a_branch_still_scanned`).
+    if let (true, true, true, Some(previous_run)) = (
+        each_branch,
+        connection.config.close_deleted_items,
+        problems.is_empty(),
+        &previous_run,
+    ) {
         let previous = run.sibling(previous_run);
-        let unlisted = unlisted_branches(store, &previous, &selected, &branch_list).await?;
-        problems.extend(unlisted_branches_still_there(vendor, unlisted).await?);
+        let unplanned = branches_not_planned(store, &previous, &items, &selected).await?;
+        let single = (engines.len() == 1).then(|| engines[0]);
+        problems.extend(a_branch_still_scanned(vendor, single, unplanned).await?);
     }
-    problems.extend(branch_list.doubts);
     let planned = items.len() as u64;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let groups = group_items(items, children_at_once);
@@ -277,7 +283,7 @@ fn branch_asset_key(project_id: &str, branch: &str) -> String {
 }
 
 /// The project and branch a branch asset's key names (the inverse of [`branch_asset_key`]);
-/// `None` for any other key, and for one whose id is too long to be held whole.
+/// `None` for any other key, and for one whose encoding is too long to be held whole.
 fn branch_of_asset_key(key: &str) -> Option<(String, String)> {
     let id = vendor_id_of_key(key.rsplit_once('-')?.0)?;
     id.match_indices('@')
@@ -315,15 +321,16 @@ async fn scans_per_engine(
     ids: &[String],
     policy: &BranchPolicy,
     engines: &[Engine],
-) -> Result<(HashMap<String, Vec<AssetScans>>, BranchList), StepError> {
+) -> Result<(HashMap<String, Vec<AssetScans>>, Vec<String>), StepError> {
     let single = (engines.len() == 1).then(|| engines[0]);
     // Under `each_branch`, each project's branches, listed once for every engine's look-up.
-    let branch_list = match policy {
-        BranchPolicy::EachBranch => branches_of(vendor, ids).await?,
-        _ => BranchList::default(),
+    let (listed, doubts) = match policy {
+        BranchPolicy::EachBranch => {
+            let (by_branch, doubts) = branches_of(vendor, ids).await?;
+            (Some(by_branch), doubts)
+        }
+        _ => (None, Vec::new()),
     };
-    let listed =
-        (*policy == BranchPolicy::EachBranch).then(|| branch_list.projects_on_branch.clone());
     let latest = latest_scans(vendor, ids, policy, single, listed).await?;
     // A scan that does not list its engines is asked about each engine: taking it for one that
     // ran them all would close, as absent, every finding of an engine it never ran.
@@ -400,7 +407,7 @@ async fn scans_per_engine(
             !asset.main_engines.is_empty()
         });
     }
-    Ok((assets, branch_list))
+    Ok((assets, doubts))
 }
 
 /// Each project's latest completed scans (of `engine`, or of any engine) under the branch
@@ -484,11 +491,14 @@ async fn latest_scans(
 /// there) are listed again from the start, page after page (their pages close together, so a
 /// list that moves meanwhile shows as a repeated name): one call per project where the projects
 /// have fewer branches than the documented default page (20).
-async fn branches_of(vendor: &VendorAccess, ids: &[String]) -> Result<BranchList, StepError> {
+async fn branches_of(
+    vendor: &VendorAccess,
+    ids: &[String],
+) -> Result<(BTreeMap<String, Vec<String>>, Vec<String>), StepError> {
     let page = |id: String, offset: usize| async move {
         with_renewal(vendor, |c| {
             let id = id.clone();
-            async move { c.project_branches_page(&id, None, offset).await }
+            async move { c.project_branches_page(&id, offset).await }
         })
         .await
         .map_err(StepError::from)
@@ -526,141 +536,113 @@ async fn branches_of(vendor: &VendorAccess, ids: &[String]) -> Result<BranchList
         .buffer_unordered(vendor.concurrency())
         .try_collect::<Vec<_>>()
         .await?;
-    let mut list = BranchList::default();
+    let mut by_branch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut doubts = Vec::new();
     for (id, (branches, doubt)) in listed {
         if let Some(doubt) = doubt {
-            list.doubts.push(format!(
+            doubts.push(format!(
                 "the branch list of project {id} may be short: {doubt}; the branches it did not list are carried, not closed"
             ));
         }
         for branch in branches {
-            list.projects_on_branch
-                .entry(branch)
-                .or_default()
-                .push(id.clone());
+            by_branch.entry(branch).or_default().push(id.clone());
         }
     }
-    list.doubts.sort();
-    Ok(list)
+    doubts.sort();
+    Ok((by_branch, doubts))
 }
 
-/// Under `each_branch`, what the branch listing found.
-#[derive(Default)]
-struct BranchList {
-    projects_on_branch: BTreeMap<String, Vec<String>>,
-    /// For each project whose list may be short, why.
-    doubts: Vec<String>,
-}
-
-impl BranchList {
-    fn names(&self, project: &str, branch: &str) -> bool {
-        self.projects_on_branch
-            .get(branch)
-            .is_some_and(|projects| projects.iter().any(|p| p == project))
-    }
-}
-
-/// Under `each_branch`, the branches of listed projects that the previous run kept an asset of
-/// and this run's listing does not name: `(project, branch)`, sorted. The project and branch are
-/// read from the asset's key; from its ledger where the key holds only the start of its id and a
-/// hash (an id over 100 characters) that starts with a listed project's.
-async fn unlisted_branches(
+/// Under `each_branch`, the previous run's branch assets of projects listed now that this run
+/// plans no item for, where finalize would close open findings as deleted: `(project, branch)`,
+/// sorted. Each asset's project and branch are read from its key, or from its ledger where the
+/// key holds only a hash (an encoding over 100 characters). Assets the previous run reported
+/// deleted and closed, or with nothing open, are left out: nothing of theirs can close again.
+async fn branches_not_planned(
     store: &impl ObjectStore,
     previous: &RunRef,
+    items: &[WorkItem],
     projects: &[String],
-    list: &BranchList,
 ) -> Result<Vec<(String, String)>, StepError> {
-    let listed: HashSet<String> = list
-        .projects_on_branch
-        .iter()
-        .flat_map(|(branch, projects)| projects.iter().map(|p| branch_asset_key(p, branch)))
-        .collect();
-    let projects: HashSet<&str> = projects.iter().map(String::as_str).collect();
-    // A key cut short keeps its id's start: `<project>@` as `<project's key>~40`.
-    let of_listed_project = |key: &str| {
-        projects
-            .iter()
-            .any(|p| key.starts_with(&format!("{}~40", item_key(p))))
-    };
-    let mut unlisted = Vec::new();
+    let planned: HashSet<&str> = items.iter().map(|item| item.item.as_str()).collect();
+    let mut unplanned = Vec::new();
     for key in store.list(&previous.ledger_prefix()).await? {
-        let Some(item) = previous.ledger_item(&key).filter(|i| !listed.contains(*i)) else {
+        if let Some(item) = previous.ledger_item(&key).filter(|i| !planned.contains(i)) {
+            unplanned.push((item.to_string(), key));
+        }
+    }
+    if unplanned.is_empty() {
+        return Ok(Vec::new());
+    }
+    let nothing_open: HashSet<String> = get_json::<Manifest>(store, &previous.manifest())
+        .await?
+        .map(|manifest| {
+            let deleted = manifest.deleted_items.into_iter();
+            deleted
+                .filter(|d| d.closed || d.open_findings == 0)
+                .map(|d| d.item)
+                .collect()
+        })
+        .unwrap_or_default();
+    let projects: HashSet<&str> = projects.iter().map(String::as_str).collect();
+    let mut branches = Vec::new();
+    for (item, key) in unplanned {
+        if nothing_open.contains(&item) {
             continue;
-        };
-        let branch_asset = match branch_of_asset_key(item) {
-            Some(asset) => Some(asset),
-            None if item.contains("~~") && of_listed_project(item) => {
-                get_gzip_json::<Ledger>(store, &key)
+        }
+        let asset =
+            match branch_of_asset_key(&item) {
+                Some(asset) => Some(asset),
+                None if item.contains("~~") => get_gzip_json::<Ledger>(store, &key)
                     .await?
                     .and_then(|ledger| {
                         let branch = ledger.branch?;
                         let project = project_of_branch_asset(&ledger.vendor_item_id, &branch)?;
                         Some((project.to_string(), branch))
-                    })
-            }
-            None => None,
-        };
-        unlisted.extend(branch_asset.filter(|(project, branch)| {
-            projects.contains(project.as_str()) && !list.names(project, branch)
-        }));
+                    }),
+                None => None,
+            };
+        branches.extend(asset.filter(|(project, _)| projects.contains(project.as_str())));
     }
-    unlisted.sort();
-    Ok(unlisted)
+    branches.sort();
+    Ok(branches)
 }
 
-/// Asks by name after each branch the listing did not name (`branch-name`, which may match a
-/// part of a name: the answers are searched for the name itself, page after page until one
-/// brings nothing). A branch the tenant still has means the listing was short (a server that caps
-/// its pages below the documented default of 20, pages that shrink, a list that moved while it was
-/// read): each such branch, and each whose answer stays in doubt, is a problem, so the run is
-/// partial and finalize closes nothing unlisted. A branch the tenant no longer has is deleted, as
-/// the listing says.
-async fn unlisted_branches_still_there(
+/// Asks, for each branch asset the plan found no scan for, its project's latest completed scan
+/// on that branch alone (`last-scan` for one project and one branch: an exact match). A scan
+/// found means the plan's lists were short without a sign (a server capping branch pages below
+/// the documented default of 20, pages that shrink, a branch list that moved while it was read,
+/// a `last-scan` answer cut short): the answer is a problem, so the run is partial and finalize
+/// closes nothing it did not plan. The first scan found ends the asking: one carries them all.
+/// None found: those branches are gone, or have no completed scan, as the plan found.
+async fn a_branch_still_scanned(
     vendor: &VendorAccess,
-    unlisted: Vec<(String, String)>,
-) -> Result<Vec<String>, StepError> {
-    let asked = futures_util::stream::iter(unlisted)
+    engine: Option<Engine>,
+    branches: Vec<(String, String)>,
+) -> Result<Option<String>, StepError> {
+    let unplanned = branches.len();
+    let mut asked = futures_util::stream::iter(branches)
         .map(|(project, branch)| async move {
-            let mut listing = BranchListing::default();
-            for _ in 0..NAMED_BRANCH_PAGES {
-                let page = with_renewal(vendor, |c| {
-                    let (project, branch, offset) = (&project, &branch, listing.offset());
-                    async move { c.project_branches_page(project, Some(branch), offset).await }
-                })
-                .await
-                .map_err(StepError::from)?;
-                let last = page.is_empty();
-                listing.add(page);
-                let problem = if listing.holds(&branch) {
-                    "yet the tenant still has it (asked by name)".to_string()
-                } else if let Some(doubt) = listing.doubt() {
-                    format!("and asked by name it cannot be told whether the tenant still has it: {doubt}")
-                } else if last {
-                    return Ok(None);
-                } else {
-                    continue;
-                };
-                return Ok(Some((project, branch, problem)));
-            }
-            let problem = format!(
-                "and asked by name it cannot be told whether the tenant still has it: no answer ended within {NAMED_BRANCH_PAGES} pages"
-            );
-            Ok::<_, StepError>(Some((project, branch, problem)))
+            let query = LastScanQuery {
+                branch: Some(branch.clone()),
+                ..LastScanQuery::completed(engine)
+            };
+            let found = with_renewal(vendor, |c| {
+                let (ids, query) = (vec![project.clone()], query.clone());
+                async move { c.last_scans(&ids, &query).await }
+            })
+            .await
+            .map_err(StepError::from)?;
+            Ok::<_, StepError>(found.contains_key(&project).then_some((project, branch)))
         })
-        .buffer_unordered(vendor.concurrency())
-        .try_collect::<Vec<_>>()
-        .await?;
-    let mut problems: Vec<String> = asked
-        .into_iter()
-        .flatten()
-        .map(|(project, branch, problem)| {
-            format!(
-                "the branch list of project {project} did not name branch {branch}, {problem}: the branches it did not list are carried, not closed"
-            )
-        })
-        .collect();
-    problems.sort();
-    Ok(problems)
+        .buffer_unordered(vendor.concurrency());
+    while let Some(found) = asked.try_next().await? {
+        if let Some((project, branch)) = found {
+            return Ok(Some(format!(
+                "the plan found no completed scan on branch {branch} of project {project}, yet asked for that branch alone the tenant has one: its lists of branches or of their scans may be short; the {unplanned} branch assets of listed projects it did not plan are carried, not closed"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Reads the work list's items back, in order (finalize; the state machine's item reader reads
@@ -694,6 +676,54 @@ pub async fn read_work_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_branch_assets_key_gives_back_its_project_and_branch() {
+        let uuid = "520b4930-0200-0000-0200-000000be5614";
+        for (project, branch) in [
+            (uuid, "main"),
+            (uuid, "feature/topic-7"),
+            (uuid, "a@b"),
+            (uuid, ""),
+            (uuid, "ends-"),
+            ("p@q", "release/2.0"),
+        ] {
+            let key = branch_asset_key(project, branch);
+            assert_eq!(
+                branch_of_asset_key(&key),
+                Some((project.to_string(), branch.to_string())),
+                "{key}"
+            );
+        }
+        // Not a branch asset's key: a project's, a key with another digest, a cut one.
+        assert_eq!(branch_of_asset_key(uuid), None);
+        let key = branch_asset_key(uuid, "main");
+        assert_eq!(branch_of_asset_key(&key.replace("main", "mainx")), None);
+        let long = branch_asset_key(uuid, &"feature/".repeat(20));
+        assert!(long.contains("~~"), "{long}");
+        assert_eq!(branch_of_asset_key(&long), None, "read from its ledger");
+    }
+
+    proptest! {
+        #[test]
+        fn every_branch_assets_key_held_whole_gives_back_its_project_and_branch(
+            project in "[a-zA-Z0-9@/_~.-]{1,40}",
+            branch in "[a-zA-Z0-9@/_~. -]{0,40}",
+        ) {
+            let key = branch_asset_key(&project, &branch);
+            let back = branch_of_asset_key(&key);
+            if key.contains("~~") {
+                prop_assert_eq!(back, None);
+            } else if !project.contains('@') {
+                prop_assert_eq!(back, Some((project, branch)));
+            } else {
+                // An `@` in the project's id: some split of the id gives the same key back.
+                let (p, b) = back.expect("a split");
+                prop_assert_eq!(branch_asset_key(&p, &b), key);
+            }
+        }
+    }
 
     fn item(n: usize, record_bytes: usize) -> WorkItem {
         WorkItem {

@@ -311,10 +311,7 @@ async fn branch_listings_retry_broken_answers_and_fail_with_the_endpoint_named()
         },
     );
     assert_eq!(
-        client
-            .project_branches_page(&project.id, None, 0)
-            .await
-            .unwrap(),
+        client.project_branches_page(&project.id, 0).await.unwrap(),
         want
     );
     assert_eq!(emulator.traffic().faults_fired.truncated["branches"], 2);
@@ -327,7 +324,7 @@ async fn branch_listings_retry_broken_answers_and_fail_with_the_endpoint_named()
         },
     );
     let e = client
-        .project_branches_page(&project.id, None, 0)
+        .project_branches_page(&project.id, 0)
         .await
         .unwrap_err();
     assert!(e.is_transient(), "{e}");
