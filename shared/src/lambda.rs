@@ -68,6 +68,11 @@ pub struct LoadedConnection {
     pub vendor: VendorAccess,
 }
 
+/// How long one attempt of a Step Functions call may wait for its answer (StartExecution answers
+/// in well under a second), and the call with its retries: short of API Gateway's 30 s.
+const START_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The state machine port: Step Functions, or [`RecordedStarts`] where no AWS is at hand.
 pub trait StateMachine: Send + Sync {
     /// Starts an execution named `name` with `input`; answers its ARN.
@@ -249,8 +254,17 @@ impl Runtime<S3Store> {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store = S3Store::from_sdk_config(&config, &env.bucket, &env.prefix);
         let state_machine = env.state_machine_arn.clone().map(|arn| {
+            // An answer that never comes must fail the call while the API's caller still waits
+            // (API Gateway gives up at 30 s), for the start to be looked up by name.
+            let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(START_ATTEMPT_TIMEOUT)
+                .operation_timeout(START_TIMEOUT)
+                .build();
+            let sfn = aws_sdk_sfn::config::Builder::from(&config)
+                .timeout_config(timeouts)
+                .build();
             Arc::new(StepFunctions {
-                client: aws_sdk_sfn::Client::new(&config),
+                client: aws_sdk_sfn::Client::from_conf(sfn),
                 state_machine_arn: arn,
             }) as Arc<dyn StateMachine>
         });

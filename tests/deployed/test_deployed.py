@@ -73,15 +73,20 @@ class Emulator:
         self.process.kill()
 
 
+# Longer than API Gateway waits (30 s): only the functions' attempt timeout for Step Functions calls
+# (lambda.rs, 5 s) lets the trigger answer in time.
+LOST_ANSWER_HANGS_S = 40
+
+
 class StepFunctionsNetwork:
     """The network between the functions and Step Functions (moto): every call passes, but while
-    `losing`, each StartExecution's answer is lost (the call reaches moto, its connection is then
-    closed unanswered), as when a network fault outlasts the SDK's retries after the execution
-    began. The functions' instances live across scenarios, so the network is theirs from the
-    start (`AWS_ENDPOINT_URL_SFN`)."""
+    `losing`, each StartExecution's answer is lost: the call reaches moto, then its connection
+    hangs unanswered past the caller's attempt timeout and closes, as when a network fault
+    outlasts the SDK's retries after the execution began. The functions' instances live across
+    scenarios, so the network is theirs from the start (`AWS_ENDPOINT_URL_SFN`)."""
 
     def __init__(self, moto_url: str):
-        self.lost, self.losing = 0, False
+        self.lost, self.losing, self.counting = 0, False, threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,12 +101,17 @@ class StepFunctionsNetwork:
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
                 request = urllib.request.Request(moto_url + self.path, data=body, headers=headers, method="POST")
                 try:
-                    with urllib.request.urlopen(request) as answer:
+                    with urllib.request.urlopen(request, timeout=60) as answer:
                         status, answer_headers, answer_body = answer.status, answer.headers, answer.read()
                 except urllib.error.HTTPError as error:
                     status, answer_headers, answer_body = error.code, error.headers, error.read()
+                except OSError as error:
+                    # moto itself failing is not a lost answer: it is told as a gateway's error.
+                    status, answer_headers, answer_body = 502, {}, str(error).encode()
                 if proxy.losing and self.headers.get("x-amz-target", "").endswith(".StartExecution"):
-                    proxy.lost += 1
+                    with proxy.counting:
+                        proxy.lost += 1
+                    time.sleep(LOST_ANSWER_HANGS_S)
                     self.close_connection = True
                     return
                 self.send_response(status)
@@ -701,12 +711,17 @@ def test_a_start_whose_answer_is_lost_finds_its_execution_and_the_run_commits(ac
     # (DescribeExecution, which its role allows) and answers 202 rather than fail a run under way.
     network = account.sfn_network
     lost_before, network.losing = network.lost, True
+    began = time.monotonic()
     try:
         status, started = account.http("POST", "/connections/sast/runs")
     finally:
         network.losing = False
+    answered_in = time.monotonic() - began
     assert network.lost > lost_before, "no StartExecution answer was lost"
     assert status == 202, started
+    assert answered_in < 30, f"API Gateway gives up after 30 s; the trigger answered in {answered_in:.1f} s"
+    executions = account.client("stepfunctions").list_executions(stateMachineArn=account.machine_arn)["executions"]
+    assert sum(e["executionArn"] == started["executionArn"] for e in executions) == 1, executions
     execution = account.wait(started["executionArn"])
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
     manifest = committed(account, started["run"])

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
-use super::documents::{EngineScan, FilteredItem, Manifest, WorkGroup, WorkItem};
+use super::documents::{DeletedItem, EngineScan, FilteredItem, WorkGroup, WorkItem};
 use super::error::StepError;
 use super::objects::{get_gzip_json, get_json, put_json};
 use super::run::{ensure_holds_lock, record_plan, start_processing};
@@ -161,8 +161,7 @@ pub async fn plan(
     ) {
         let previous = run.sibling(previous_run);
         let unplanned = branches_not_planned(store, &previous, &items, &selected).await?;
-        let single = (engines.len() == 1).then(|| engines[0]);
-        problems.extend(a_branch_still_scanned(vendor, single, unplanned).await?);
+        problems.extend(a_branch_still_scanned(vendor, &engines, unplanned).await?);
     }
     let planned = items.len() as u64;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
@@ -573,7 +572,7 @@ async fn branches_not_planned(
     if unplanned.is_empty() {
         return Ok(Vec::new());
     }
-    let nothing_open: HashSet<String> = get_json::<Manifest>(store, &previous.manifest())
+    let nothing_open: HashSet<String> = get_json::<DeletedItems>(store, &previous.manifest())
         .await?
         .map(|manifest| {
             let deleted = manifest.deleted_items.into_iter();
@@ -584,47 +583,76 @@ async fn branches_not_planned(
         })
         .unwrap_or_default();
     let projects: HashSet<&str> = projects.iter().map(String::as_str).collect();
+    // A key cut to its first 80 characters and a hash starts as its project's `<project>@` does
+    // (cut there too): only those ledgers are read. A project whose own encoding is cut could be
+    // any: its ledgers are read.
+    let starts: Vec<String> = projects
+        .iter()
+        .map(|project| {
+            let start = item_key(&format!("{project}@"));
+            match start.contains("~~") {
+                true => String::new(),
+                false => start.chars().take(80).collect(),
+            }
+        })
+        .collect();
     let mut branches = Vec::new();
     for (item, key) in unplanned {
         if nothing_open.contains(&item) {
             continue;
         }
-        let asset =
-            match branch_of_asset_key(&item) {
-                Some(asset) => Some(asset),
-                None if item.contains("~~") => get_gzip_json::<Ledger>(store, &key)
+        let asset = match branch_of_asset_key(&item) {
+            Some(asset) => Some(asset),
+            None if item.contains("~~") && starts.iter().any(|s| item.starts_with(s)) => {
+                get_gzip_json::<Ledger>(store, &key)
                     .await?
                     .and_then(|ledger| {
                         let branch = ledger.branch?;
                         let project = project_of_branch_asset(&ledger.vendor_item_id, &branch)?;
                         Some((project.to_string(), branch))
-                    }),
-                None => None,
-            };
+                    })
+            }
+            None => None,
+        };
         branches.extend(asset.filter(|(project, _)| projects.contains(project.as_str())));
     }
     branches.sort();
     Ok(branches)
 }
 
+/// Of a previous run's manifest, what [`branches_not_planned`] reads: the items it reported
+/// deleted (the rest of the manifest, one line per asset, is skipped unread).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeletedItems {
+    #[serde(default)]
+    deleted_items: Vec<DeletedItem>,
+}
+
 /// Asks, for each branch asset the plan found no scan for, its project's latest completed scan
-/// on that branch alone (`last-scan` for one project and one branch: an exact match). A scan
-/// found means the plan's lists were short without a sign (a server capping branch pages below
+/// on that branch alone of each engine the connection delivers (`last-scan` for one project, one
+/// branch and one engine: an exact match, as the plan keeps a branch only for a scan of an engine
+/// it delivers). A scan found means the plan's lists were short without a sign (a server capping branch pages below
 /// the documented default of 20, pages that shrink, a branch list that moved while it was read,
 /// a `last-scan` answer cut short): the answer is a problem, so the run is partial and finalize
 /// closes nothing it did not plan. The first scan found ends the asking: one carries them all.
 /// None found: those branches are gone, or have no completed scan, as the plan found.
 async fn a_branch_still_scanned(
     vendor: &VendorAccess,
-    engine: Option<Engine>,
+    engines: &[Engine],
     branches: Vec<(String, String)>,
 ) -> Result<Option<String>, StepError> {
     let unplanned = branches.len();
-    let mut asked = futures_util::stream::iter(branches)
-        .map(|(project, branch)| async move {
+    let questions = branches.into_iter().flat_map(|(project, branch)| {
+        engines
+            .iter()
+            .map(move |&engine| (project.clone(), branch.clone(), engine))
+    });
+    let mut asked = futures_util::stream::iter(questions)
+        .map(|(project, branch, engine)| async move {
             let query = LastScanQuery {
                 branch: Some(branch.clone()),
-                ..LastScanQuery::completed(engine)
+                ..LastScanQuery::completed(Some(engine))
             };
             let found = with_renewal(vendor, |c| {
                 let (ids, query) = (vec![project.clone()], query.clone());
@@ -638,7 +666,7 @@ async fn a_branch_still_scanned(
     while let Some(found) = asked.try_next().await? {
         if let Some((project, branch)) = found {
             return Ok(Some(format!(
-                "the plan found no completed scan on branch {branch} of project {project}, yet asked for that branch alone the tenant has one: its lists of branches or of their scans may be short; the {unplanned} branch assets of listed projects it did not plan are carried, not closed"
+                "the plan found no completed scan on branch {branch} of project {project}, yet asked for that branch alone the tenant has one: its lists of branches or of their scans may be short; the {unplanned} branch assets of listed projects it did not plan, and every other item it did not list, are carried, not closed"
             )));
         }
     }

@@ -770,25 +770,43 @@ async fn a_project_left_out_by_name_keeps_every_branch_asset_under_each_branch()
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Three projects of 25 branches, each branch with scans.
+fn branches_25() -> TenantShape {
+    TenantShape {
+        branches_per_project: 25,
+        ..shape(3, 25)
+    }
+}
+
+/// A connection to `emulator` under `each_branch` that closes the findings of deleted items.
+fn closing_each_branch(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connection {
+    let mut c = connection(emulator, id, ConnectorKind::Sast);
+    c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+    c.config.close_deleted_items = true;
+    c.config.validate().unwrap()
+}
+
+/// The manifest of a run that is complete.
+async fn first_complete_run(
+    store: &LocalStore,
+    c: &cxone_etm::pipeline::Connection,
+    emulator: &Emulator,
+) -> Manifest {
+    let first = run(store, c, api_key(emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    manifest(store, &first.manifest).await
+}
+
 /// A server that caps the branch listing's pages at its documented default page (20) where 100
 /// are asked: every project's 25 branches are listed all the same, under `each_branch` with
 /// `close_deleted_items` none is reported deleted, and nothing is closed. One that also ignores
 /// `offset` leaves the lists in doubt: the run is partial and closes nothing.
 #[tokio::test]
 async fn branch_pages_capped_by_the_server_still_list_every_branch() {
-    let emulator = emulator(TenantShape {
-        branches_per_project: 25,
-        ..shape(3, 25)
-    })
-    .await;
+    let emulator = emulator(branches_25()).await;
     let (store, dir) = temp_store("each-branch-capped");
-    let mut c = connection(&emulator, "each-branch-capped", ConnectorKind::Sast);
-    c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
-    c.config.close_deleted_items = true;
-    let c = c.config.validate().unwrap();
-    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
-    assert!(first.complete, "{:?}", first.problems);
-    let m1 = manifest(&store, &first.manifest).await;
+    let c = closing_each_branch(&emulator, "each-branch-capped");
+    let m1 = first_complete_run(&store, &c, &emulator).await;
     assert!(
         m1.items.len() > 3 * 20,
         "more branches with a completed scan than one capped page holds: {}",
@@ -870,19 +888,10 @@ async fn branch_pages_capped_by_the_server_still_list_every_branch() {
 /// alone: the first found makes the run partial, so nothing is reported deleted or closed.
 #[tokio::test]
 async fn branches_a_short_listing_missed_are_asked_for_alone_and_never_closed() {
-    let emulator = emulator(TenantShape {
-        branches_per_project: 25,
-        ..shape(3, 25)
-    })
-    .await;
+    let emulator = emulator(branches_25()).await;
     let (store, dir) = temp_store("each-branch-cap-10");
-    let mut c = connection(&emulator, "each-branch-cap-10", ConnectorKind::Sast);
-    c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
-    c.config.close_deleted_items = true;
-    let c = c.config.validate().unwrap();
-    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
-    assert!(first.complete, "{:?}", first.problems);
-    let m1 = manifest(&store, &first.manifest).await;
+    let c = closing_each_branch(&emulator, "each-branch-cap-10");
+    let m1 = first_complete_run(&store, &c, &emulator).await;
 
     emulator.set_fault(
         Endpoint::Branches,
@@ -906,7 +915,8 @@ async fn branches_a_short_listing_missed_are_asked_for_alone_and_never_closed() 
     assert!(
         m2.problems[0].contains("yet asked for that branch alone the tenant has one")
             && m2.problems[0].contains(&format!(
-                "the {unplanned} branch assets of listed projects it did not plan are carried"
+                "the {unplanned} branch assets of listed projects it did not plan, and every \
+                 other item it did not list, are carried"
             )),
         "{:?}",
         m2.problems
@@ -928,24 +938,16 @@ async fn branches_a_short_listing_missed_are_asked_for_alone_and_never_closed() 
 /// `close_deleted_items`: one question each, and none the run after, their findings closed.
 #[tokio::test]
 async fn branches_the_tenant_deleted_are_asked_for_alone_and_closed() {
-    let shaped = |branches| TenantShape {
-        branches_per_project: branches,
-        ..shape(3, 25)
-    };
-    let before = emulator(shaped(25)).await;
+    let before = emulator(branches_25()).await;
     let (store, dir) = temp_store("each-branch-deleted");
-    let each_branch = |emulator: &Emulator| {
-        let mut c = connection(emulator, "each-branch-deleted", ConnectorKind::Sast);
-        c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
-        c.config.close_deleted_items = true;
-        c.config.validate().unwrap()
-    };
-    let first = run(&store, &each_branch(&before), api_key(&before))
-        .await
-        .unwrap();
-    let m1 = manifest(&store, &first.manifest).await;
+    let each_branch = |emulator: &Emulator| closing_each_branch(emulator, "each-branch-deleted");
+    let m1 = first_complete_run(&store, &each_branch(&before), &before).await;
 
-    let after = emulator(shaped(22)).await;
+    let after = emulator(TenantShape {
+        branches_per_project: 22,
+        ..branches_25()
+    })
+    .await;
     let second = run(&store, &each_branch(&after), api_key(&after))
         .await
         .unwrap();
