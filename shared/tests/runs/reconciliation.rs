@@ -984,6 +984,46 @@ async fn branches_the_tenant_deleted_are_asked_for_alone_and_closed() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A connection of SAST and SCA under `each_branch`: project 1's main branch is left with one
+/// completed scan, a KICS re-scan (an engine the connection does not deliver). The plan keeps no
+/// asset for it; asked for alone, once for each engine the connection delivers, the branch has no
+/// such scan: its findings close, and the run is complete (asked for a scan of any engine, the
+/// KICS scan would hold every run partial).
+#[tokio::test]
+async fn a_branch_left_with_another_engines_scan_alone_closes() {
+    let shaped = |rescan_engine| TenantShape {
+        branches_per_project: 3,
+        rescan_engine,
+        ..shape(3, 3)
+    };
+    let before = emulator(shaped(None)).await;
+    let (store, dir) = temp_store("each-branch-engines");
+    let each_branch = |emulator: &Emulator| {
+        let mut c = connection(emulator, "each-branch-engines", ConnectorKind::Sast);
+        c.config.engines = Some(vec![cxone_etm::Engine::Sast, cxone_etm::Engine::Sca]);
+        c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+        c.config.close_deleted_items = true;
+        c.config.validate().unwrap()
+    };
+    let m1 = first_complete_run(&store, &each_branch(&before), &before).await;
+
+    let after = emulator(shaped(Some(ResultType::Kics))).await;
+    let second = run(&store, &each_branch(&after), api_key(&after))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    assert_eq!(m2.items.len() + 1, m1.items.len());
+    let project = &after.expected().projects[1].id;
+    assert_eq!(m2.deleted_items.len(), 1, "{:?}", m2.deleted_items);
+    let deleted = &m2.deleted_items[0];
+    assert!(
+        deleted.vendor_id.starts_with(&format!("{project}@")) && deleted.closed,
+        "{deleted:?}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
     // Eight projects, two branches each (main, or master where the project names no main branch,
