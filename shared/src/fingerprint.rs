@@ -7,8 +7,8 @@
 //! random by the plan and handed to them in the work list, so their sets can be compared when
 //! they are joined: a pair worked out from that key needs the bucket read and the vendor's data
 //! changed within the run. Two records paired so make the asset incomplete, never short; two
-//! ids paired so within a part make the part read its pages again for those ids' identity fields,
-//! which find each id on one record: both keep their ids.
+//! ids paired so within a part make the part read its pages again for the identity fields of the
+//! id counted second, which find it on one record: both keep their ids.
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;

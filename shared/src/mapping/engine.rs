@@ -1478,8 +1478,8 @@ impl State {
             },
         );
         // Where the id stands as sent and open in the ledger beside a suffixed twin, this pull's
-        // single record is that open finding: the twin is an alias an earlier version made of a
-        // finding sent twice (renamed, while the record as sent was held open), and closes.
+        // single record is that open finding, and the twin closes: a name given while the id as
+        // sent was held open, or an earlier version's alias for a finding sent twice.
         let open_as_sent = previous
             .zip(found.position)
             .is_some_and(|(findings, p)| findings.entry(p).open);

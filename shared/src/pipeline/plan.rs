@@ -621,7 +621,7 @@ async fn branches_not_planned(
 }
 
 /// Of a previous run's manifest, what [`branches_not_planned`] reads: the items it reported
-/// deleted (the rest of the manifest, one line per asset, is skipped unread).
+/// deleted (the rest of the manifest, one line per asset, is parsed past, not kept).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DeletedItems {
