@@ -162,11 +162,12 @@ impl IdTally {
     /// Reads the identity fields of the page's records whose id came more than once.
     pub fn add_identities(&mut self, page: &[u8], engines: &[Engine]) {
         let (repeated, identities) = (&self.repeated, &mut self.identities);
-        self.identity.walk(page, engines, &mut |id, engine, identity| {
+        self.identity.walk(page, engines, &mut |id, reader, slots| {
             if !repeated.contains(&id) {
                 return;
             }
-            let suffix = suffix(identity.iter().map(Option::as_ref));
+            let engine = reader.engine;
+            let suffix = suffix(reader.identity.iter().map(|&s| slots[s].as_ref()));
             match identities.entry(id) {
                 Entry::Vacant(first) => {
                     first.insert(Identities::One(engine, suffix));
@@ -224,6 +225,9 @@ struct Reading {
     readers: Vec<Reader>,
 }
 
+/// What a [`Reading`] hands each record with an id: the id, the record's reader, its slots.
+type OnId<'a> = dyn FnMut(String, &Reader, &[Option<Value>]) + 'a;
+
 /// Of one map: its engine, the record types it takes, where its id is read and where its
 /// identity fields are (in [`identity_sources`]' order).
 struct Reader {
@@ -268,14 +272,9 @@ impl Reading {
         }
     }
 
-    /// Hands each record of `engines` that has an id to `on_id`, with its engine and its identity
-    /// fields' values.
-    fn walk(
-        &mut self,
-        page: &[u8],
-        engines: &[Engine],
-        on_id: &mut dyn FnMut(String, Engine, Vec<Option<Value>>),
-    ) {
+    /// Hands each record of `engines` that has an id to `on_id`, with its reader and the slots
+    /// its fields were read into.
+    fn walk(&mut self, page: &[u8], engines: &[Engine], on_id: &mut OnId) {
         let Self {
             tree,
             slots,
@@ -306,8 +305,7 @@ impl Reading {
             let Some(id) = slots[reader.id].as_ref().and_then(text_of) else {
                 return;
             };
-            let identity = reader.identity.iter().map(|&s| slots[s].take()).collect();
-            on_id(id, reader.engine, identity);
+            on_id(id, reader, slots);
         };
         let _ = walk_page(page, "results", tree, slots, &mut on_record);
     }
@@ -318,12 +316,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Each engine's default map, compiled.
+    fn default_plans(engines: &[Engine]) -> Vec<Plan> {
+        engines
+            .iter()
+            .map(|&e| {
+                crate::mapping::TransformMap::default_for(e)
+                    .compile()
+                    .unwrap()
+            })
+            .collect()
+    }
+
     #[test]
     fn repeated_ids_are_counted_across_pages_for_the_ingested_engine_only() {
         let page = |records: Value| serde_json::to_vec(&json!({"results": records})).unwrap();
-        let sast = crate::mapping::TransformMap::default_for(Engine::Sast)
-            .compile()
-            .unwrap();
+        let sast = default_plans(&[Engine::Sast]).remove(0);
         let mut tally = IdTally::new(&[&sast]);
         tally.add_page(
             &page(json!([
@@ -347,9 +355,7 @@ mod tests {
         tally.add_page(b"{\"results\": [cut off", &[Engine::Sast]);
         assert_eq!(tally.repeats().told_apart, ["7", "a"]);
 
-        let dast = crate::mapping::TransformMap::default_for(Engine::Dast)
-            .compile()
-            .unwrap();
+        let dast = default_plans(&[Engine::Dast]).remove(0);
         let mut tally = IdTally::new(&[&dast]);
         tally.add_page(
             &page(json!([{"id": "u"}, {"id": "u"}, {"id": "v"}])),
@@ -379,13 +385,7 @@ mod tests {
     #[test]
     fn an_id_two_engines_share_is_repeated_in_one_pass_over_the_page() {
         let page = |records: Value| serde_json::to_vec(&json!({"results": records})).unwrap();
-        let plans: Vec<Plan> = [Engine::Sast, Engine::Kics, Engine::Containers]
-            .map(|e| {
-                crate::mapping::TransformMap::default_for(e)
-                    .compile()
-                    .unwrap()
-            })
-            .into();
+        let plans = default_plans(&[Engine::Sast, Engine::Kics, Engine::Containers]);
         let mut tally = IdTally::new(&plans.iter().collect::<Vec<_>>());
         tally.add_page(
             &page(json!([
@@ -409,13 +409,7 @@ mod tests {
     #[test]
     fn a_second_pass_tells_one_finding_sent_twice_from_findings_sharing_an_id() {
         let page = |records: Value| serde_json::to_vec(&json!({"results": records})).unwrap();
-        let plans: Vec<Plan> = [Engine::Sast, Engine::Sca]
-            .map(|e| {
-                crate::mapping::TransformMap::default_for(e)
-                    .compile()
-                    .unwrap()
-            })
-            .into();
+        let plans = default_plans(&[Engine::Sast, Engine::Sca]);
         let finding = |id: &str, similarity: &str, state: &str, last_file: &str| {
             json!({"type": "sast", "id": id, "similarityId": similarity, "state": state,
                    "data": {"queryId": 9, "nodes": [{"fileName": "a.java"}, {"fileName": last_file}]}})
@@ -453,13 +447,7 @@ mod tests {
         );
 
         // A SAST and a KICS record sharing an id, neither with an identity field: two findings.
-        let plans: Vec<Plan> = [Engine::Sast, Engine::Kics]
-            .map(|e| {
-                crate::mapping::TransformMap::default_for(e)
-                    .compile()
-                    .unwrap()
-            })
-            .into();
+        let plans = default_plans(&[Engine::Sast, Engine::Kics]);
         let bare = page(json!([{"type": "sast", "id": "k"}, {"type": "kics", "id": "k"}]));
         let mut tally = IdTally::new(&plans.iter().collect::<Vec<_>>());
         tally.add_page(&bare, &[Engine::Sast, Engine::Kics]);

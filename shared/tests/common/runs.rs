@@ -5,6 +5,7 @@ use std::io::Read;
 
 use cxone_emulator::Emulator;
 use cxone_etm::ConnectorKind;
+use cxone_etm::mapping::Lifecycle;
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, ObjectEntry, RunRef, Trigger, VendorAccess, WorkItem,
     begin_run, plan, run_connection,
@@ -159,4 +160,16 @@ pub async fn findings_in(
         }
     }
     out
+}
+
+/// The run found every finding as it was: none NEW, none REOPENED.
+pub fn nothing_new_or_reopened(m: &Manifest, what: &str) {
+    for status in [Lifecycle::New, Lifecycle::Reopened] {
+        assert_eq!(
+            m.totals.lifecycle.get(&status),
+            None,
+            "{what}: {:?}",
+            m.totals.lifecycle
+        );
+    }
 }

@@ -27,6 +27,13 @@ fn shape(scans: u32, rescan_engine: Option<ResultType>) -> TenantShape {
 }
 
 fn every_engine(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connection {
+    every_engine_config(emulator, id)
+        .validate()
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// A connection of every project engine, three items at once, before it is validated.
+fn every_engine_config(emulator: &Emulator, id: &str) -> ConnectionConfig {
     ConnectionConfig {
         item_concurrency: 3,
         engines: Some(Engine::PROJECT_ENGINES.to_vec()),
@@ -37,8 +44,6 @@ fn every_engine(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connectio
             "env:UNUSED_IN_TESTS",
         )
     }
-    .validate()
-    .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn engine_of(t: ResultType) -> Engine {
@@ -599,9 +604,7 @@ async fn a_record_with_no_type_closes_no_engines_findings() {
 
     let third = run(&store, &connection, api_key(&emulator)).await.unwrap();
     let m3 = manifest(&store, &third.manifest).await;
-    let lifecycle = &m3.totals.lifecycle;
-    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
-    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    nothing_new_or_reopened(&m3, "m3");
     assert_eq!(closed_findings(&m3), 0, "nothing is closed");
 }
 
@@ -675,16 +678,7 @@ async fn clean_then_faulted(
 
 /// Every project engine, results in pages of 7 (records of every engine on every page).
 fn every_engine_in_pages_of_7(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connection {
-    let mut config = ConnectionConfig {
-        item_concurrency: 3,
-        engines: Some(Engine::PROJECT_ENGINES.to_vec()),
-        ..ConnectionConfig::new(
-            id,
-            ConnectorKind::Sast,
-            settings(emulator),
-            "env:UNUSED_IN_TESTS",
-        )
-    };
+    let mut config = every_engine_config(emulator, id);
     config.vendor.results_page_size = 7;
     config.validate().unwrap_or_else(|e| panic!("{e:?}"))
 }

@@ -154,18 +154,6 @@ fn counted(lines: &[(String, String, String, String)]) -> BTreeMap<&'static str,
     counts
 }
 
-/// The run found every finding as it was: none NEW, none REOPENED.
-fn nothing_new_or_reopened(m: &Manifest, what: &str) {
-    for status in [Lifecycle::New, Lifecycle::Reopened] {
-        assert_eq!(
-            m.totals.lifecycle.get(&status),
-            None,
-            "{what}: {:?}",
-            m.totals.lifecycle
-        );
-    }
-}
-
 /// The model's counts keyed as the manifest keys them.
 fn as_lifecycle(counts: &BTreeMap<&'static str, u64>) -> BTreeMap<Lifecycle, u64> {
     counts
@@ -764,9 +752,7 @@ async fn a_project_left_out_by_name_keeps_every_branch_asset_under_each_branch()
         .await
         .unwrap();
     let m3 = manifest(&store, &third.manifest).await;
-    let lifecycle = &m3.totals.lifecycle;
-    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
-    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    nothing_new_or_reopened(&m3, "m3");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -876,9 +862,7 @@ async fn branch_pages_capped_by_the_server_still_list_every_branch() {
     let fourth = run(&store, &c, api_key(&emulator)).await.unwrap();
     let m4 = manifest(&store, &fourth.manifest).await;
     assert!(m4.complete, "{:?}", m4.problems);
-    let lifecycle = &m4.totals.lifecycle;
-    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
-    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    nothing_new_or_reopened(&m4, "m4");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -928,9 +912,7 @@ async fn branches_a_short_listing_missed_are_asked_for_alone_and_never_closed() 
     let third = run(&store, &c, api_key(&emulator)).await.unwrap();
     let m3 = manifest(&store, &third.manifest).await;
     assert!(m3.complete, "{:?}", m3.problems);
-    let lifecycle = &m3.totals.lifecycle;
-    assert_eq!(lifecycle.get(&Lifecycle::New), None, "{lifecycle:?}");
-    assert_eq!(lifecycle.get(&Lifecycle::Reopened), None, "{lifecycle:?}");
+    nothing_new_or_reopened(&m3, "m3");
     std::fs::remove_dir_all(dir).ok();
 }
 
