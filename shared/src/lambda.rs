@@ -14,10 +14,10 @@ use crate::cxone::{ConnectionReport, test_connection};
 use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
-    CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, ItemStatus, Manifest,
-    RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger, VendorAccess, WorkGroup,
-    begin_run, collect_group, config_key, connection_status, fail_run, finalize, plan,
-    record_event_schedule, record_registration, transform_group,
+    CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, ItemStatus,
+    Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger, VendorAccess, WorkGroup,
+    begin_run, begin_run_after, collect_group, config_key, connection_status, fail_run, finalize,
+    plan, record_event_schedule, record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -82,11 +82,31 @@ pub trait StateMachine: Send + Sync {
         input: String,
     ) -> BoxFuture<'a, Result<String, StepError>>;
 
-    /// The ARN of the execution named `name`, if it was started (whatever its status).
+    /// The execution named `name`, if it was started.
     fn execution_named<'a>(
         &'a self,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StepError>>;
+    ) -> BoxFuture<'a, Result<Option<FoundExecution>, StepError>>;
+}
+
+/// An execution looked up by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundExecution {
+    pub arn: String,
+    /// Its status as Step Functions names it: RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED,
+    /// PENDING_REDRIVE.
+    pub status: String,
+}
+
+impl FoundExecution {
+    /// Whether it runs no more states. A redrive pending will run again; a status this code does
+    /// not know is taken as running, so no run is ever taken for ended that is not.
+    pub fn has_ended(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "ABORTED"
+        )
+    }
 }
 
 /// The template's state machine, through the AWS SDK.
@@ -120,7 +140,7 @@ impl StateMachine for StepFunctions {
     fn execution_named<'a>(
         &'a self,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StepError>> {
+    ) -> BoxFuture<'a, Result<Option<FoundExecution>, StepError>> {
         Box::pin(async move {
             // `arn:…:stateMachine:<machine>` names its executions `arn:…:execution:<machine>:<name>`.
             let arn = format!(
@@ -135,7 +155,10 @@ impl StateMachine for StepFunctions {
                 .send()
                 .await
             {
-                Ok(_) => Ok(Some(arn)),
+                Ok(found) => Ok(Some(FoundExecution {
+                    arn,
+                    status: found.status().as_str().to_string(),
+                })),
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|e| e.is_execution_does_not_exist()) =>
@@ -165,6 +188,9 @@ pub struct RecordedStarts {
     starts: std::sync::Mutex<Vec<RecordedStart>>,
     refusal: std::sync::Mutex<Option<String>>,
     answer_lost: std::sync::atomic::AtomicBool,
+    /// Executions ended by [`end`](Self::end), with their status.
+    ended: std::sync::Mutex<HashMap<String, String>>,
+    lookup_refusal: std::sync::Mutex<Option<String>>,
 }
 
 impl RecordedStarts {
@@ -184,6 +210,22 @@ impl RecordedStarts {
     pub fn lose_next_answer(&self) {
         self.answer_lost
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The execution named `name` ends with `status` (an operator stopped it: ABORTED).
+    pub fn end(&self, name: &str, status: &str) {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), status.to_string());
+    }
+
+    /// The next lookup of an execution fails with `problem`.
+    pub fn refuse_next_lookup(&self, problem: impl Into<String>) {
+        *self
+            .lookup_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(problem.into());
     }
 }
 
@@ -226,9 +268,28 @@ impl StateMachine for RecordedStarts {
     fn execution_named<'a>(
         &'a self,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StepError>> {
+    ) -> BoxFuture<'a, Result<Option<FoundExecution>, StepError>> {
+        let refusal = self
+            .lookup_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let started = self.starts().iter().any(|start| start.name == name);
-        Box::pin(std::future::ready(Ok(started.then(|| recorded_arn(name)))))
+        let status = self
+            .ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| "RUNNING".to_string());
+        let answer = match refusal {
+            Some(problem) => Err(StepError::StateMachine(problem)),
+            None => Ok(started.then(|| FoundExecution {
+                arn: recorded_arn(name),
+                status,
+            })),
+        };
+        Box::pin(std::future::ready(answer))
     }
 }
 
@@ -471,13 +532,7 @@ pub async fn start_run(
             problem,
         });
     }
-    let run = begin_run(
-        &runtime.store,
-        connection_id,
-        trigger,
-        crate::pipeline::LOCK_LEASE,
-    )
-    .await?;
+    let run = take_lock(runtime, connection_id, trigger).await?;
     let started = async {
         if let Some((schedule, _)) = event_schedule {
             record_event_schedule(&runtime.store, connection_id, schedule).await?;
@@ -499,9 +554,9 @@ pub async fn start_run(
                     // The call may have started the execution and lost only its answer: then
                     // the run is under way, and failing it would leave its execution running.
                     Err(error) => match state_machine.execution_named(&name).await {
-                        Ok(Some(arn)) => {
-                            tracing::warn!(run = %run.run_id, %error, "the start's answer was lost; its execution was found by name");
-                            arn
+                        Ok(Some(found)) => {
+                            tracing::warn!(run = %run.run_id, %error, status = %found.status, "the start's answer was lost; its execution was found by name");
+                            found.arn
                         }
                         Ok(None) => return Err(error),
                         Err(lookup) => {
@@ -521,6 +576,49 @@ pub async fn start_run(
         let _ = fail_run(&runtime.store, &run, &error.to_string()).await;
     }
     started
+}
+
+/// Takes the connection's lock for a new run ([`begin_run`]). While another run holds it, asks
+/// Step Functions about that run's execution: one that ended without releasing the lock (stopped
+/// by an operator, timed out: no Catch runs then) would keep every start refused until the lease
+/// ran out, so its lock is taken over and its run marked Failed. An execution not found (a
+/// trigger between its lock and its start, or a local run) or a lookup that fails leaves the
+/// refusal as it is.
+async fn take_lock(
+    runtime: &Runtime<impl BucketStore>,
+    connection_id: &str,
+    trigger: Trigger,
+) -> Result<RunRef, StepError> {
+    let lease = crate::pipeline::LOCK_LEASE;
+    let refused = match begin_run(&runtime.store, connection_id, trigger, lease).await {
+        Err(refused @ StepError::AlreadyRunning { .. }) => refused,
+        taken => return taken,
+    };
+    let (Some(state_machine), StepError::AlreadyRunning { run_id, .. }) =
+        (&runtime.state_machine, &refused)
+    else {
+        return Err(refused);
+    };
+    let holder = RunRef {
+        connection_id: connection_id.to_string(),
+        run_id: run_id.clone(),
+    };
+    let ended = match state_machine
+        .execution_named(&execution_name(&holder))
+        .await
+    {
+        Ok(Some(found)) if found.has_ended() => EndedHolder {
+            run_id: holder.run_id,
+            how: format!("execution {}", found.status),
+        },
+        Ok(_) => return Err(refused),
+        Err(lookup) => {
+            tracing::warn!(holder = %holder.run_id, %lookup, "whether the run holding the lock still runs cannot be told");
+            return Err(refused);
+        }
+    };
+    tracing::warn!(connection = connection_id, holder = %ended.run_id, how = %ended.how, "the run holding the lock runs no more; its lock is taken over");
+    begin_run_after(&runtime.store, connection_id, trigger, lease, Some(&ended)).await
 }
 
 /// The state machine's first state: plans the run the trigger started (see [`plan`]). A plan that

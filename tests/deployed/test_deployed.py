@@ -731,6 +731,43 @@ def test_a_start_whose_answer_is_lost_finds_its_execution_and_the_run_commits(ac
     assert connection["state"] == "Processed", connection
 
 
+def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator):
+    # An operator stops a run's execution (StopExecution) while its items are collected: no Catch
+    # runs then, so the run keeps its lock. The next start asks Step Functions about the holder's
+    # execution (DescribeExecution, which the trigger's role allows), finds it ABORTED, takes the
+    # lock over and marks the stopped run Failed. Before, every start was refused (409) until the
+    # lock's lease ran out, 6 hours later.
+    sfn = account.client("stepfunctions")
+    emulator.fault("results", {"latency_ms": 2000})
+    try:
+        status, stopped = account.http("POST", "/connections/sast/runs")
+        assert status == 202, stopped
+        record_key = f"connections/sast/runs/{stopped['run']['runId']}/run.json"
+        deadline = time.time() + 300
+        # Once the plan is done (it records the items after writing the work list).
+        while not (account.exists(record_key) and account.get_json(record_key).get("items")):
+            assert time.time() < deadline, "the plan recorded no items"
+            time.sleep(0.05)
+        sfn.stop_execution(executionArn=stopped["executionArn"], error="Operator", cause="stopped by hand")
+        execution = account.wait(stopped["executionArn"])
+        assert execution["status"] == "ABORTED", account.explain(execution)
+        assert account.get_json("connections/sast/lock")["runId"] == stopped["run"]["runId"]
+    finally:
+        emulator.clear_faults()
+    status, started = account.http("POST", "/connections/sast/runs")
+    assert status == 202, started
+    record = account.get_json(record_key)
+    assert record["state"] == "Failed", record
+    assert "execution ABORTED" in record["reason"] and started["run"]["runId"] in record["reason"], record
+    execution = account.wait(started["executionArn"])
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and connection["lastCommittedRun"] == started["run"]["runId"], connection
+
+
 def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     result = put_connection(account, wide, "wide", secret=account.dast_secret_arn)
     assert result.returncode == 0, result.stderr

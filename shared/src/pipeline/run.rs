@@ -341,6 +341,27 @@ pub async fn begin_run(
     trigger: Trigger,
     lease: Duration,
 ) -> Result<RunRef, StepError> {
+    begin_run_after(store, connection_id, trigger, lease, None).await
+}
+
+/// A run that holds its connection's lock but runs no more: its execution ended without the
+/// lock's release (stopped, timed out), so it can never release it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedHolder {
+    pub run_id: String,
+    /// How it ended, for the record of the run it leaves: `execution ABORTED`.
+    pub how: String,
+}
+
+/// [`begin_run`], also recovering the lock while `ended` holds it, as one whose lease ran out
+/// (a lock taken anew since is refused as usual).
+pub async fn begin_run_after(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    trigger: Trigger,
+    lease: Duration,
+    ended: Option<&EndedHolder>,
+) -> Result<RunRef, StepError> {
     let run = RunRef {
         connection_id: connection_id.to_string(),
         run_id: new_run_id(),
@@ -362,8 +383,9 @@ pub async fn begin_run(
         let holder: Option<Lock> = held
             .as_ref()
             .and_then(|bytes| serde_json::from_slice(bytes).ok());
+        let has_ended = |holder: &Lock| ended.is_some_and(|ended| ended.run_id == holder.run_id);
         match holder {
-            Some(holder) if !holder.is_stale() => {
+            Some(holder) if !holder.is_stale() && !has_ended(&holder) => {
                 return Err(StepError::AlreadyRunning {
                     connection_id: connection_id.to_string(),
                     run_id: holder.run_id,
@@ -406,7 +428,11 @@ pub async fn begin_run(
                 }
                 store.put(&key, body).await?;
                 if let Some(stale) = stale {
-                    abandon(store, connection_id, &stale.run_id, &run.run_id).await?;
+                    let why = match ended.filter(|_| has_ended(&stale)) {
+                        Some(ended) => format!("its {} before the commit", ended.how),
+                        None => "its runner stopped before the commit".to_string(),
+                    };
+                    abandon(store, connection_id, &stale.run_id, &run.run_id, &why).await?;
                 }
             }
         }
@@ -474,6 +500,7 @@ async fn abandon(
     connection_id: &str,
     stale_run: &str,
     by: &str,
+    why: &str,
 ) -> Result<(), StepError> {
     let stale = RunRef {
         connection_id: connection_id.to_string(),
@@ -484,9 +511,7 @@ async fn abandon(
     }
     if let Some(mut record) = get_json::<RunRecord>(store, &stale.run_record()).await? {
         record.state = RunState::Failed;
-        record.reason = Some(format!(
-            "abandoned: its runner stopped before the commit; run {by} recovered the lock"
-        ));
+        record.reason = Some(format!("abandoned: {why}; run {by} recovered the lock"));
         record.finished_at = Some(now_rfc3339());
         put_json(store, &stale.run_record(), &record).await?;
     }

@@ -730,6 +730,93 @@ async fn a_start_whose_answer_is_lost_finds_its_execution_by_name_and_the_run_go
     );
 }
 
+/// Triggers the schedule's start of `demo-sast`.
+async fn scheduled_start(f: &cxone_etm_e2e::Fixture) -> Result<Value, lambda_runtime::Diagnostic> {
+    call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+}
+
+/// An operator stopped a run's execution (StopExecution), or it timed out: no Catch runs then,
+/// so its lock stays. The next start finds that execution ended, takes the lock over and marks
+/// the run Failed, where before every start was refused until the lease ended (6 hours).
+#[tokio::test]
+async fn a_run_whose_execution_was_stopped_gives_its_lock_to_the_next_start() {
+    let f = fixture().await;
+    let stopped = scheduled_start(&f).await.expect("the first run started");
+    let stopped: RunRef = serde_json::from_value(stopped["run"].clone()).unwrap();
+    f.starts
+        .end(&cxone_etm::lambda::execution_name(&stopped), "ABORTED");
+    let next = scheduled_start(&f).await.expect("the next run starts");
+    let next: RunRef = serde_json::from_value(next["run"].clone()).unwrap();
+    assert_ne!(next.run_id, stopped.run_id);
+    assert_eq!(f.starts.starts().len(), 2);
+    let record = stored_run_record(&f, &stopped).await;
+    assert_eq!(record.state, RunState::Failed);
+    let reason = record.reason.unwrap();
+    assert!(
+        reason.contains("execution ABORTED") && reason.contains(&next.run_id),
+        "{reason}"
+    );
+    assert_eq!(
+        stored_run_record(&f, &next).await.state,
+        RunState::Scheduled
+    );
+    // The lock is the next run's, whose execution runs: a third start is refused.
+    let refused = scheduled_start(&f).await.unwrap_err();
+    assert!(
+        refused.error_message.contains(&next.run_id),
+        "{}",
+        refused.error_message
+    );
+}
+
+/// The lock is taken over only from an execution known to have ended: one running, one whose
+/// redrive is pending, one not found (a local run holds the lock) or a lookup that fails leave
+/// the start refused, the holder's run as it was.
+#[tokio::test]
+async fn a_holder_whose_execution_may_still_run_keeps_its_lock() {
+    let f = fixture().await;
+    let holder = scheduled_start(&f).await.expect("the first run started");
+    let holder: RunRef = serde_json::from_value(holder["run"].clone()).unwrap();
+    let name = cxone_etm::lambda::execution_name(&holder);
+    let refused_by_holder = |refused: lambda_runtime::Diagnostic| {
+        assert!(
+            refused.error_message.contains(&holder.run_id),
+            "{}",
+            refused.error_message
+        );
+    };
+    refused_by_holder(scheduled_start(&f).await.unwrap_err());
+    f.starts.end(&name, "PENDING_REDRIVE");
+    refused_by_holder(scheduled_start(&f).await.unwrap_err());
+    f.starts.end(&name, "ABORTED");
+    f.starts
+        .refuse_next_lookup("AccessDeniedException: not authorized (DescribeExecution)");
+    refused_by_holder(scheduled_start(&f).await.unwrap_err());
+    assert_eq!(f.starts.starts().len(), 1);
+    assert_eq!(
+        stored_run_record(&f, &holder).await.state,
+        RunState::Scheduled
+    );
+
+    // A run of `cxone-etm run` against the same bucket has no execution at all.
+    let local = RunRef {
+        connection_id: "demo-sast".into(),
+        run_id: "20261122T000000Z-10ca1".into(),
+    };
+    hold_lock(&f, &local).await;
+    let refused = scheduled_start(&f).await.unwrap_err();
+    assert!(
+        refused.error_message.contains(&local.run_id),
+        "{}",
+        refused.error_message
+    );
+    assert_eq!(f.starts.starts().len(), 1);
+}
+
 #[tokio::test]
 async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     let f = fixture().await;
