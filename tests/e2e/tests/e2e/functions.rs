@@ -739,6 +739,39 @@ async fn scheduled_start(f: &cxone_etm_e2e::Fixture) -> Result<Value, lambda_run
     .await
 }
 
+/// The start's answer was lost and the lookup by name fails too: whether the execution started
+/// cannot be told, so the trigger fails the run and releases its lock, for the scheduler's retry
+/// to start anew (an execution that did start stops at its plan: `LostLock`).
+#[tokio::test]
+async fn a_lost_start_whose_lookup_fails_too_fails_the_run_and_frees_the_connection() {
+    let f = fixture().await;
+    f.starts.lose_next_answer();
+    f.starts
+        .refuse_next_lookup("ThrottlingException: Rate exceeded (DescribeExecution)");
+    let refused = scheduled_start(&f).await.unwrap_err();
+    assert_eq!(refused.error_type, "Retryable", "{refused:?}");
+    assert!(
+        refused.error_message.contains("the answer never came"),
+        "{}",
+        refused.error_message
+    );
+    let state = read_state(&f.runtime.store, "demo-sast")
+        .await
+        .unwrap()
+        .expect("the connection's state was written");
+    assert_eq!(state.state, RunState::Failed);
+    let failed = RunRef {
+        connection_id: "demo-sast".into(),
+        run_id: state.last_run.expect("names the failed run"),
+    };
+    assert_eq!(stored_run_record(&f, &failed).await.state, RunState::Failed);
+    let next = scheduled_start(&f)
+        .await
+        .expect("the lock went with the failed run");
+    assert_ne!(next["run"]["runId"], json!(failed.run_id));
+    assert_eq!(f.starts.starts().len(), 2);
+}
+
 /// An operator stopped a run's execution (StopExecution), or it timed out: no Catch runs then,
 /// so its lock stays. The next start finds that execution ended, takes the lock over and marks
 /// the run Failed, where before every start was refused until the lease ended (6 hours).
