@@ -191,7 +191,9 @@ check(machine_name is not None and grants("TriggerFunction", "states:StartExecut
       f"the trigger may not start exactly the pipeline state machine ({machine_arn}): {grants('TriggerFunction', 'states:StartExecution')}")
 execution_arns = {"Fn::Sub": f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:{machine_name}:*"}
 check(grants("TriggerFunction", "states:DescribeExecution") == [[execution_arns]],
-      f"the trigger may not look up exactly the pipeline's executions ({execution_arns}), as it does when a start's answer is lost: {grants('TriggerFunction', 'states:DescribeExecution')}")
+      f"the trigger may not look up exactly the pipeline's executions ({execution_arns}), as it does when a start's answer is lost or a run holds the lock: {grants('TriggerFunction', 'states:DescribeExecution')}")
+check(grants("TriggerFunction", "states:GetExecutionHistory") == [[execution_arns]],
+      f"the trigger may not read exactly the pipeline's executions' histories ({execution_arns}), as it does for the ended run holding the lock: {grants('TriggerFunction', 'states:GetExecutionHistory')}")
 check(trigger_env.get("STATE_MACHINE_ARN") == machine_arn,
       f"the trigger's STATE_MACHINE_ARN is not the pipeline state machine's ARN ({machine_arn}): {trigger_env.get('STATE_MACHINE_ARN')}")
 invoked = [r for rs in grants("PipelineStateMachine", "lambda:InvokeFunction") for r in rs]

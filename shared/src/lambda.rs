@@ -16,8 +16,8 @@ use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, ItemStatus,
     Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger, VendorAccess, WorkGroup,
-    begin_run, begin_run_after, collect_group, config_key, connection_status, fail_run, finalize,
-    plan, record_event_schedule, record_registration, transform_group,
+    begin_run, begin_run_recovering, collect_group, config_key, connection_status, fail_run,
+    finalize, plan, record_event_schedule, record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -87,6 +87,11 @@ pub trait StateMachine: Send + Sync {
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<FoundExecution>, StepError>>;
+
+    /// Whether the last Lambda task the execution's own states started (its plan, its finalize;
+    /// not the Map's children) had not answered when its history ends: an execution stopped or
+    /// timed out does not stop an invocation under way.
+    fn task_left_running<'a>(&'a self, arn: &'a str) -> BoxFuture<'a, Result<bool, StepError>>;
 }
 
 /// An execution looked up by name.
@@ -96,11 +101,16 @@ pub struct FoundExecution {
     /// Its status as Step Functions names it: RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED,
     /// PENDING_REDRIVE.
     pub status: String,
+    /// When it ended (seconds since the epoch).
+    pub stopped_at: Option<i64>,
 }
 
 impl FoundExecution {
-    /// Whether it runs no more states. A redrive pending will run again; a status this code does
-    /// not know is taken as running, so no run is ever taken for ended that is not.
+    /// Whether it runs no more states, unless it is redriven (RedriveExecution, within 14 days):
+    /// a redriven run no longer holding its lock stops at its plan or finalize (`LostLock`), and
+    /// its collects and transforms write only under its own keys. A redrive pending is running; a
+    /// status this code does not know is taken as running, so no run is taken for ended that is
+    /// not.
     pub fn has_ended(&self) -> bool {
         matches!(
             self.status.as_str(),
@@ -158,6 +168,7 @@ impl StateMachine for StepFunctions {
                 Ok(found) => Ok(Some(FoundExecution {
                     arn,
                     status: found.status().as_str().to_string(),
+                    stopped_at: found.stop_date().map(|at| at.secs()),
                 })),
                 Err(e)
                     if e.as_service_error()
@@ -171,6 +182,44 @@ impl StateMachine for StepFunctions {
             }
         })
     }
+
+    fn task_left_running<'a>(&'a self, arn: &'a str) -> BoxFuture<'a, Result<bool, StepError>> {
+        use aws_sdk_sfn::types::HistoryEventType as Event;
+        Box::pin(async move {
+            let history = self
+                .client
+                .get_execution_history()
+                .execution_arn(arn)
+                .reverse_order(true)
+                .max_results(100)
+                .send()
+                .await
+                .map_err(|e| {
+                    StepError::StateMachine(aws_sdk_sfn::error::DisplayErrorContext(&e).to_string())
+                })?;
+            // The task event of the highest id says whether the last task answered. Newest
+            // first (moto's interpreter ignores `reverse_order`, so the order is not relied on):
+            // the execution's own states are a handful, and none among 100 events is taken as
+            // running.
+            let last_task = history
+                .events()
+                .iter()
+                .filter_map(|event| {
+                    let running = match event.r#type() {
+                        Event::TaskScheduled | Event::TaskStarted | Event::TaskSubmitted => true,
+                        Event::TaskSucceeded
+                        | Event::TaskFailed
+                        | Event::TaskTimedOut
+                        | Event::TaskStartFailed
+                        | Event::TaskSubmitFailed => false,
+                        _ => return None,
+                    };
+                    Some((event.id(), running))
+                })
+                .max_by_key(|(id, _)| *id);
+            Ok(last_task.is_none_or(|(_, running)| running))
+        })
+    }
 }
 
 /// An execution a [`RecordedStarts`] was asked to start.
@@ -178,6 +227,14 @@ impl StateMachine for StepFunctions {
 pub struct RecordedStart {
     pub name: String,
     pub input: String,
+}
+
+/// How a recorded execution ended.
+#[derive(Clone, Debug)]
+struct RecordedEnd {
+    status: String,
+    stopped_at: i64,
+    task_running: bool,
 }
 
 /// Keeps the executions it is asked to start, or refuses the next one as Step Functions may
@@ -188,8 +245,8 @@ pub struct RecordedStarts {
     starts: std::sync::Mutex<Vec<RecordedStart>>,
     refusal: std::sync::Mutex<Option<String>>,
     answer_lost: std::sync::atomic::AtomicBool,
-    /// Executions ended by [`end`](Self::end), with their status.
-    ended: std::sync::Mutex<HashMap<String, String>>,
+    /// Executions ended by [`end`](Self::end).
+    ended: std::sync::Mutex<HashMap<String, RecordedEnd>>,
     lookup_refusal: std::sync::Mutex<Option<String>>,
 }
 
@@ -212,12 +269,23 @@ impl RecordedStarts {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The execution named `name` ends with `status` (an operator stopped it: ABORTED).
-    pub fn end(&self, name: &str, status: &str) {
+    /// The execution named `name` ends with `status` (an operator stopped it: ABORTED), `ago`
+    /// before now, with its last task answered or still running.
+    pub fn end(&self, name: &str, status: &str, ago: std::time::Duration, task_running: bool) {
+        let end = RecordedEnd {
+            status: status.to_string(),
+            stopped_at: jiff::Timestamp::now().as_second() - ago.as_secs() as i64,
+            task_running,
+        };
         self.ended
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), status.to_string());
+            .insert(name.to_string(), end);
+    }
+
+    fn end_of(&self, name: &str) -> Option<RecordedEnd> {
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended.get(name).cloned()
     }
 
     /// The next lookup of an execution fails with `problem`.
@@ -275,21 +343,22 @@ impl StateMachine for RecordedStarts {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let started = self.starts().iter().any(|start| start.name == name);
-        let status = self
-            .ended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| "RUNNING".to_string());
+        let end = self.end_of(name);
         let answer = match refusal {
             Some(problem) => Err(StepError::StateMachine(problem)),
             None => Ok(started.then(|| FoundExecution {
                 arn: recorded_arn(name),
-                status,
+                status: end.as_ref().map_or("RUNNING", |e| &e.status).to_string(),
+                stopped_at: end.map(|e| e.stopped_at),
             })),
         };
         Box::pin(std::future::ready(answer))
+    }
+
+    fn task_left_running<'a>(&'a self, arn: &'a str) -> BoxFuture<'a, Result<bool, StepError>> {
+        let name = arn.rsplit(':').next().unwrap_or_default();
+        let running = self.end_of(name).is_none_or(|end| end.task_running);
+        Box::pin(std::future::ready(Ok(running)))
     }
 }
 
@@ -578,12 +647,17 @@ pub async fn start_run(
     started
 }
 
+/// A Lambda invocation runs at most 15 minutes (every function's Timeout is at most Lambda's
+/// limit), and a minute more for the clocks: this long after an execution ended, no task it
+/// started can still write.
+const LONGEST_INVOCATION: std::time::Duration = std::time::Duration::from_secs(16 * 60);
+
 /// Takes the connection's lock for a new run ([`begin_run`]). While another run holds it, asks
 /// Step Functions about that run's execution: one that ended without releasing the lock (stopped
 /// by an operator, timed out: no Catch runs then) would keep every start refused until the lease
-/// ran out, so its lock is taken over and its run marked Failed. An execution not found (a
-/// trigger between its lock and its start, or a local run) or a lookup that fails leaves the
-/// refusal as it is.
+/// ran out, so its lock is taken over and its run marked Failed, once no task of it can still be
+/// running. Anything else keeps the refusal: an execution running or not found (a trigger
+/// between its lock and its start, or a local run), a lookup that fails.
 async fn take_lock(
     runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
@@ -594,31 +668,58 @@ async fn take_lock(
         Err(refused @ StepError::AlreadyRunning { .. }) => refused,
         taken => return taken,
     };
-    let (Some(state_machine), StepError::AlreadyRunning { run_id, .. }) =
-        (&runtime.state_machine, &refused)
-    else {
+    let ended = match (&runtime.state_machine, &refused) {
+        (Some(state_machine), StepError::AlreadyRunning { run_id, .. }) => {
+            let holder = RunRef {
+                connection_id: connection_id.to_string(),
+                run_id: run_id.clone(),
+            };
+            ended_holder(state_machine.as_ref(), holder).await
+        }
+        _ => None,
+    };
+    let Some(ended) = ended else {
         return Err(refused);
     };
-    let holder = RunRef {
-        connection_id: connection_id.to_string(),
-        run_id: run_id.clone(),
-    };
-    let ended = match state_machine
+    tracing::warn!(connection = connection_id, holder = %ended.run_id, status = %ended.status, "the run holding the lock runs no more; its lock is taken over");
+    begin_run_recovering(&runtime.store, connection_id, trigger, lease, &ended).await
+}
+
+/// `holder`, when its execution has ended and no task it started can still be running: its last
+/// task had answered, or it ended [`LONGEST_INVOCATION`] ago. A plan or finalize still running
+/// could otherwise commit beside the next run, or delete its lock.
+async fn ended_holder(state_machine: &dyn StateMachine, holder: RunRef) -> Option<EndedHolder> {
+    let found = match state_machine
         .execution_named(&execution_name(&holder))
         .await
     {
-        Ok(Some(found)) if found.has_ended() => EndedHolder {
-            run_id: holder.run_id,
-            how: format!("execution {}", found.status),
-        },
-        Ok(_) => return Err(refused),
+        Ok(Some(found)) if found.has_ended() => found,
+        Ok(_) => return None,
         Err(lookup) => {
             tracing::warn!(holder = %holder.run_id, %lookup, "whether the run holding the lock still runs cannot be told");
-            return Err(refused);
+            return None;
         }
     };
-    tracing::warn!(connection = connection_id, holder = %ended.run_id, how = %ended.how, "the run holding the lock runs no more; its lock is taken over");
-    begin_run_after(&runtime.store, connection_id, trigger, lease, Some(&ended)).await
+    let quiet_from = found
+        .stopped_at
+        .map(|at| at + LONGEST_INVOCATION.as_secs() as i64);
+    if quiet_from.is_none_or(|at| at > jiff::Timestamp::now().as_second()) {
+        match state_machine.task_left_running(&found.arn).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::warn!(holder = %holder.run_id, status = %found.status, quiet_from, "the run holding the lock ended while a task of it ran; its lock is taken over once that task cannot be running");
+                return None;
+            }
+            Err(lookup) => {
+                tracing::warn!(holder = %holder.run_id, %lookup, "whether a task of the ended run holding the lock still runs cannot be told");
+                return None;
+            }
+        }
+    }
+    Some(EndedHolder {
+        run_id: holder.run_id,
+        status: found.status,
+    })
 }
 
 /// The state machine's first state: plans the run the trigger started (see [`plan`]). A plan that

@@ -734,8 +734,9 @@ def test_a_start_whose_answer_is_lost_finds_its_execution_and_the_run_commits(ac
 def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator):
     # An operator stops a run's execution (StopExecution) while its items are collected: no Catch
     # runs then, so the run keeps its lock. The next start asks Step Functions about the holder's
-    # execution (DescribeExecution, which the trigger's role allows), finds it ABORTED, takes the
-    # lock over and marks the stopped run Failed. Before, every start was refused (409) until the
+    # execution (DescribeExecution and GetExecutionHistory, which the trigger's role allows), finds
+    # it ABORTED with its last task (the plan) answered, takes the lock over and marks the stopped
+    # run Failed. Before, every start was refused (409) until the
     # lock's lease ran out, 6 hours later.
     sfn = account.client("stepfunctions")
     emulator.fault("results", {"latency_ms": 2000})
@@ -758,7 +759,7 @@ def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator)
     assert status == 202, started
     record = account.get_json(record_key)
     assert record["state"] == "Failed", record
-    assert "execution ABORTED" in record["reason"] and started["run"]["runId"] in record["reason"], record
+    assert "its execution ended (ABORTED)" in record["reason"] and started["run"]["runId"] in record["reason"], record
     execution = account.wait(started["executionArn"])
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
     manifest = committed(account, started["run"])

@@ -30,7 +30,7 @@ pub enum StepError {
     },
     /// Another run of the connection holds its lock.
     #[error(
-        "connection {connection_id} is already running (run {run_id} since {since}); wait for it to finish, or for its lease to expire if it crashed"
+        "connection {connection_id} is already running (run {run_id} since {since}); wait for it to finish. A run whose execution was stopped or timed out gives the lock up to the next start once no task of it can still be running (at most 16 minutes after it ended); one whose runner crashed, when its 6-hour lease ends"
     )]
     AlreadyRunning {
         connection_id: String,
@@ -44,11 +44,11 @@ pub enum StepError {
         detail: String,
     },
     /// A run that no longer holds its connection's lock when it would plan or commit: its lease
-    /// ran out and another run took the lock over (or has finished since), or its start failed and
-    /// released the lock. Two runs would reconcile against the same last committed run, so this
+    /// ran out, or its execution ended, and another run took the lock over (or has finished
+    /// since), or its start failed and released the lock. Two runs would reconcile against the same last committed run, so this
     /// one goes no further.
     #[error(
-        "run {run_id} of connection {connection_id} no longer holds the connection's lock ({holder}): its lease ran out and another run took the lock over, or its start failed and released it; nothing of it is committed, and the next run reconciles against the last committed run"
+        "run {run_id} of connection {connection_id} no longer holds the connection's lock ({holder}): its lease ran out or its execution ended and another run took the lock over, or its start failed and released it; nothing of it is committed, and the next run reconciles against the last committed run"
     )]
     LostLock {
         connection_id: String,

@@ -34,7 +34,7 @@ pub use group::{TimeBudget, collect_group, transform_group};
 pub use plan::{MAX_ITEMS_PER_GROUP, group_items, plan, read_work_list};
 pub use run::{
     EndedHolder, RunOutcome, RunRecord, RunState, StateDocument, Trigger, begin_run,
-    begin_run_after, fail_run, last_committed_run, read_state, record_event_schedule,
+    begin_run_recovering, fail_run, last_committed_run, read_state, record_event_schedule,
     record_registration,
 };
 pub use runner::{EngineSummary, LOCK_LEASE, RunSummary, StageTimes, run_connection};

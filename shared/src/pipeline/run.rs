@@ -341,21 +341,31 @@ pub async fn begin_run(
     trigger: Trigger,
     lease: Duration,
 ) -> Result<RunRef, StepError> {
-    begin_run_after(store, connection_id, trigger, lease, None).await
+    take_lock(store, connection_id, trigger, lease, None).await
 }
 
-/// A run that holds its connection's lock but runs no more: its execution ended without the
-/// lock's release (stopped, timed out), so it can never release it.
+/// A run that holds its connection's lock but runs no more: its execution ended without
+/// releasing it (stopped, timed out), and no task of it can still be running.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndedHolder {
     pub run_id: String,
-    /// How it ended, for the record of the run it leaves: `execution ABORTED`.
-    pub how: String,
+    /// The execution's status as Step Functions names it (ABORTED, TIMED_OUT, …).
+    pub status: String,
 }
 
-/// [`begin_run`], also recovering the lock while `ended` holds it, as one whose lease ran out
-/// (a lock taken anew since is refused as usual).
-pub async fn begin_run_after(
+/// [`begin_run`], also recovering the lock while `ended` holds it, as one whose lease ran out:
+/// exactly one of the starts racing for it wins; a lock taken anew since is refused as usual.
+pub async fn begin_run_recovering(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    trigger: Trigger,
+    lease: Duration,
+    ended: &EndedHolder,
+) -> Result<RunRef, StepError> {
+    take_lock(store, connection_id, trigger, lease, Some(ended)).await
+}
+
+async fn take_lock(
     store: &impl ObjectStore,
     connection_id: &str,
     trigger: Trigger,
@@ -429,7 +439,10 @@ pub async fn begin_run_after(
                 store.put(&key, body).await?;
                 if let Some(stale) = stale {
                     let why = match ended.filter(|_| has_ended(&stale)) {
-                        Some(ended) => format!("its {} before the commit", ended.how),
+                        Some(ended) => format!(
+                            "its execution ended ({}) without releasing the lock",
+                            ended.status
+                        ),
                         None => "its runner stopped before the commit".to_string(),
                     };
                     abandon(store, connection_id, &stale.run_id, &run.run_id, &why).await?;
@@ -493,8 +506,9 @@ pub async fn last_committed_run(
     Ok(None)
 }
 
-/// Records that a run whose runner stopped will never finish; it has no commit marker, so nothing
-/// of it was ever committed.
+/// Records that a run whose lock was taken over will never finish (its runner stopped, or its
+/// execution ended without releasing the lock); it has no commit marker, so nothing of it was
+/// ever committed.
 async fn abandon(
     store: &impl ObjectStore,
     connection_id: &str,
@@ -510,9 +524,13 @@ async fn abandon(
         return Ok(());
     }
     if let Some(mut record) = get_json::<RunRecord>(store, &stale.run_record()).await? {
+        // A run Failed already (its failure recorded, the lock's release failed) keeps its reason.
+        record.reason = Some(match (record.state, record.reason.take()) {
+            (RunState::Failed, Some(reason)) => format!("{reason}; run {by} recovered the lock"),
+            _ => format!("abandoned: {why}; run {by} recovered the lock"),
+        });
         record.state = RunState::Failed;
-        record.reason = Some(format!("abandoned: {why}; run {by} recovered the lock"));
-        record.finished_at = Some(now_rfc3339());
+        record.finished_at.get_or_insert_with(now_rfc3339);
         put_json(store, &stale.run_record(), &record).await?;
     }
     Ok(())
@@ -549,9 +567,9 @@ async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<
     Ok(false)
 }
 
-/// Refuses a run that no longer holds its connection's lock: after its lease ran out another run
-/// took the lock over (and marked this one abandoned), or has finished and released it since; or
-/// the run's start failed and released it.
+/// Refuses a run that no longer holds its connection's lock: after its lease ran out, or its
+/// execution ended (a redriven run), another run took the lock over (and marked this one
+/// abandoned), or has finished and released it since; or the run's start failed and released it.
 pub(crate) async fn ensure_holds_lock(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -650,6 +668,89 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(second.run_id, third.run_id);
+    }
+
+    /// A run whose execution ended without releasing its lock: of the starts that find it so,
+    /// exactly one takes the lock over; a start that finds the lock taken anew since is refused
+    /// as usual, never taking a live run's lock for the ended one's.
+    #[tokio::test]
+    async fn an_ended_holder_gives_its_lock_to_one_start_and_never_a_live_runs() {
+        let store = std::sync::Arc::new(MemoryStore::default());
+        let lease = Duration::from_secs(3600);
+        let stopped = begin_run(&*store, "c4", Trigger::Api, lease).await.unwrap();
+        let ended = EndedHolder {
+            run_id: stopped.run_id.clone(),
+            status: "ABORTED".into(),
+        };
+        let starts: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, ended) = (store.clone(), ended.clone());
+                tokio::spawn(async move {
+                    begin_run_recovering(&*store, "c4", Trigger::Api, lease, &ended).await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for start in starts {
+            match start.await.unwrap() {
+                Ok(run) => won.push(run),
+                Err(refused) => assert!(
+                    matches!(
+                        refused,
+                        StepError::LockTaken { .. } | StepError::AlreadyRunning { .. }
+                    ),
+                    "{refused}"
+                ),
+            }
+        }
+        assert_eq!(won.len(), 1, "exactly one start takes the lock over");
+        let record = read_run(&*store, &stopped).await.unwrap();
+        assert_eq!(record.state, RunState::Failed);
+        assert!(
+            record.reason.as_deref().is_some_and(
+                |r| r.contains("its execution ended (ABORTED)") && r.contains(&won[0].run_id)
+            ),
+            "{:?}",
+            record.reason
+        );
+        // The lock is the winner's now: the same ended holder takes nothing more.
+        let refused = begin_run_recovering(&*store, "c4", Trigger::Api, lease, &ended)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StepError::AlreadyRunning { run_id, .. } if *run_id == won[0].run_id),
+            "{refused}"
+        );
+    }
+
+    /// A run already Failed whose lock stayed (its failure recorded, the release failed) keeps
+    /// its reason when the lock is taken over.
+    #[tokio::test]
+    async fn a_failed_run_whose_lock_is_taken_over_keeps_its_reason() {
+        let store = MemoryStore::default();
+        let lease = Duration::from_secs(3600);
+        let failed = begin_run(&store, "c5", Trigger::Api, lease).await.unwrap();
+        update_run(&store, &failed, |r| {
+            r.state = RunState::Failed;
+            r.reason = Some("plan failed (Fatal): 403".into());
+        })
+        .await
+        .unwrap();
+        let ended = EndedHolder {
+            run_id: failed.run_id.clone(),
+            status: "FAILED".into(),
+        };
+        let next = begin_run_recovering(&store, "c5", Trigger::Api, lease, &ended)
+            .await
+            .unwrap();
+        let reason = read_run(&store, &failed).await.unwrap().reason.unwrap();
+        assert_eq!(
+            reason,
+            format!(
+                "plan failed (Fatal): 403; run {} recovered the lock",
+                next.run_id
+            )
+        );
     }
 
     /// A runner that wrote the takeover record of a stale lock and then stopped before it wrote

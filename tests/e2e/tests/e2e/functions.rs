@@ -3,6 +3,7 @@
 //! way the state machine drives them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use cxone_emulator::{Endpoint, FaultSpec};
 use cxone_etm::pipeline::{
@@ -780,8 +781,9 @@ async fn a_run_whose_execution_was_stopped_gives_its_lock_to_the_next_start() {
     let f = fixture().await;
     let stopped = scheduled_start(&f).await.expect("the first run started");
     let stopped: RunRef = serde_json::from_value(stopped["run"].clone()).unwrap();
-    f.starts
-        .end(&cxone_etm::lambda::execution_name(&stopped), "ABORTED");
+    let name = cxone_etm::lambda::execution_name(&stopped);
+    // Stopped during its Map: its last task (the plan) had answered.
+    f.starts.end(&name, "ABORTED", Duration::ZERO, false);
     let next = scheduled_start(&f).await.expect("the next run starts");
     let next: RunRef = serde_json::from_value(next["run"].clone()).unwrap();
     assert_ne!(next.run_id, stopped.run_id);
@@ -790,7 +792,7 @@ async fn a_run_whose_execution_was_stopped_gives_its_lock_to_the_next_start() {
     assert_eq!(record.state, RunState::Failed);
     let reason = record.reason.unwrap();
     assert!(
-        reason.contains("execution ABORTED") && reason.contains(&next.run_id),
+        reason.contains("its execution ended (ABORTED)") && reason.contains(&next.run_id),
         "{reason}"
     );
     assert_eq!(
@@ -803,6 +805,39 @@ async fn a_run_whose_execution_was_stopped_gives_its_lock_to_the_next_start() {
         refused.error_message.contains(&next.run_id),
         "{}",
         refused.error_message
+    );
+}
+
+/// An execution that ended while a task of it ran (its finalize, say: stopping or timing out an
+/// execution does not stop an invocation under way) keeps its lock until that task cannot be
+/// running any more: its finalize could otherwise commit beside the next run, or delete its lock.
+#[tokio::test]
+async fn a_run_that_ended_while_its_task_ran_keeps_its_lock_until_that_task_cannot_run() {
+    let f = fixture().await;
+    let holder = scheduled_start(&f).await.expect("the first run started");
+    let holder: RunRef = serde_json::from_value(holder["run"].clone()).unwrap();
+    let name = cxone_etm::lambda::execution_name(&holder);
+    f.starts
+        .end(&name, "TIMED_OUT", Duration::from_secs(10 * 60), true);
+    let refused = scheduled_start(&f).await.unwrap_err();
+    assert!(
+        refused.error_message.contains(&holder.run_id),
+        "{}",
+        refused.error_message
+    );
+    assert_eq!(
+        stored_run_record(&f, &holder).await.state,
+        RunState::Scheduled
+    );
+    // Past the longest invocation (15 minutes) since it ended, the lock is the next start's.
+    f.starts
+        .end(&name, "TIMED_OUT", Duration::from_secs(17 * 60), true);
+    let next = scheduled_start(&f).await.expect("the next run starts");
+    assert_ne!(next["run"]["runId"], json!(holder.run_id));
+    let reason = stored_run_record(&f, &holder).await.reason.unwrap();
+    assert!(
+        reason.contains("its execution ended (TIMED_OUT)"),
+        "{reason}"
     );
 }
 
@@ -823,9 +858,10 @@ async fn a_holder_whose_execution_may_still_run_keeps_its_lock() {
         );
     };
     refused_by_holder(scheduled_start(&f).await.unwrap_err());
-    f.starts.end(&name, "PENDING_REDRIVE");
+    f.starts
+        .end(&name, "PENDING_REDRIVE", Duration::from_secs(3600), false);
     refused_by_holder(scheduled_start(&f).await.unwrap_err());
-    f.starts.end(&name, "ABORTED");
+    f.starts.end(&name, "ABORTED", Duration::ZERO, false);
     f.starts
         .refuse_next_lookup("AccessDeniedException: not authorized (DescribeExecution)");
     refused_by_holder(scheduled_start(&f).await.unwrap_err());
