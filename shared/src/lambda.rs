@@ -184,8 +184,9 @@ impl StateMachine for StepFunctions {
     }
 
     fn task_left_running<'a>(&'a self, arn: &'a str) -> BoxFuture<'a, Result<bool, StepError>> {
-        use aws_sdk_sfn::types::HistoryEventType as Event;
         Box::pin(async move {
+            // The newest 100 events (the execution's own states are a handful; its Map's
+            // children keep histories of their own).
             let history = self
                 .client
                 .get_execution_history()
@@ -197,29 +198,40 @@ impl StateMachine for StepFunctions {
                 .map_err(|e| {
                     StepError::StateMachine(aws_sdk_sfn::error::DisplayErrorContext(&e).to_string())
                 })?;
-            // The task event of the highest id says whether the last task answered. Newest
-            // first (moto's interpreter ignores `reverse_order`, so the order is not relied on):
-            // the execution's own states are a handful, and none among 100 events is taken as
-            // running.
-            let last_task = history
-                .events()
-                .iter()
-                .filter_map(|event| {
-                    let running = match event.r#type() {
-                        Event::TaskScheduled | Event::TaskStarted | Event::TaskSubmitted => true,
-                        Event::TaskSucceeded
-                        | Event::TaskFailed
-                        | Event::TaskTimedOut
-                        | Event::TaskStartFailed
-                        | Event::TaskSubmitFailed => false,
-                        _ => return None,
-                    };
-                    Some((event.id(), running))
-                })
-                .max_by_key(|(id, _)| *id);
-            Ok(last_task.is_none_or(|(_, running)| running))
+            Ok(last_task_may_run(history.events()))
         })
     }
+}
+
+/// Whether the last Lambda task among `events` (the task event of the highest id, whatever their
+/// order) may still be running: started and not answered, or answered by Step Functions rather
+/// than by the function (a state's timeout, a failed call to Lambda: the invocation goes on). A
+/// failure the function returned (its error type), or Lambda's ending it (`Sandbox.Timedout`,
+/// `Runtime.*`), ends it. No task event among them: it may.
+fn last_task_may_run(events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
+    use aws_sdk_sfn::types::HistoryEventType as Event;
+    let last_task = events
+        .iter()
+        .filter_map(|event| {
+            let may_run = match event.r#type() {
+                Event::TaskSucceeded | Event::TaskStartFailed => false,
+                Event::TaskFailed => event
+                    .task_failed_event_details()
+                    .and_then(|failed| failed.error())
+                    .is_none_or(|error| {
+                        error.starts_with("Lambda.") || error.starts_with("States.")
+                    }),
+                Event::TaskScheduled
+                | Event::TaskStarted
+                | Event::TaskSubmitted
+                | Event::TaskSubmitFailed
+                | Event::TaskTimedOut => true,
+                _ => return None,
+            };
+            Some((event.id(), may_run))
+        })
+        .max_by_key(|(id, _)| *id);
+    last_task.is_none_or(|(_, may_run)| may_run)
 }
 
 /// An execution a [`RecordedStarts`] was asked to start.
@@ -650,7 +662,7 @@ pub async fn start_run(
 /// A Lambda invocation runs at most 15 minutes (every function's Timeout is at most Lambda's
 /// limit), and a minute more for the clocks: this long after an execution ended, no task it
 /// started can still write.
-const LONGEST_INVOCATION: std::time::Duration = std::time::Duration::from_secs(16 * 60);
+const TASKS_QUIET_AFTER_END: std::time::Duration = std::time::Duration::from_secs(16 * 60);
 
 /// Takes the connection's lock for a new run ([`begin_run`]). While another run holds it, asks
 /// Step Functions about that run's execution: one that ended without releasing the lock (stopped
@@ -668,17 +680,16 @@ async fn take_lock(
         Err(refused @ StepError::AlreadyRunning { .. }) => refused,
         taken => return taken,
     };
-    let ended = match (&runtime.state_machine, &refused) {
-        (Some(state_machine), StepError::AlreadyRunning { run_id, .. }) => {
-            let holder = RunRef {
-                connection_id: connection_id.to_string(),
-                run_id: run_id.clone(),
-            };
-            ended_holder(state_machine.as_ref(), holder).await
-        }
-        _ => None,
+    let (Some(state_machine), StepError::AlreadyRunning { run_id, .. }) =
+        (&runtime.state_machine, &refused)
+    else {
+        return Err(refused);
     };
-    let Some(ended) = ended else {
+    let holder = RunRef {
+        connection_id: connection_id.to_string(),
+        run_id: run_id.clone(),
+    };
+    let Some(ended) = ended_holder(state_machine.as_ref(), holder).await else {
         return Err(refused);
     };
     tracing::warn!(connection = connection_id, holder = %ended.run_id, status = %ended.status, "the run holding the lock runs no more; its lock is taken over");
@@ -686,7 +697,7 @@ async fn take_lock(
 }
 
 /// `holder`, when its execution has ended and no task it started can still be running: its last
-/// task had answered, or it ended [`LONGEST_INVOCATION`] ago. A plan or finalize still running
+/// task had answered, or it ended [`TASKS_QUIET_AFTER_END`] ago. A plan or finalize still running
 /// could otherwise commit beside the next run, or delete its lock.
 async fn ended_holder(state_machine: &dyn StateMachine, holder: RunRef) -> Option<EndedHolder> {
     let found = match state_machine
@@ -702,7 +713,7 @@ async fn ended_holder(state_machine: &dyn StateMachine, holder: RunRef) -> Optio
     };
     let quiet_from = found
         .stopped_at
-        .map(|at| at + LONGEST_INVOCATION.as_secs() as i64);
+        .map(|at| at + TASKS_QUIET_AFTER_END.as_secs() as i64);
     if quiet_from.is_none_or(|at| at > jiff::Timestamp::now().as_second()) {
         match state_machine.task_left_running(&found.arn).await {
             Ok(false) => {}
@@ -1192,6 +1203,95 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A history of `(id, type, error of a TaskFailed)`, in the order given.
+    fn history(events: &[(i64, &str, Option<&str>)]) -> Vec<aws_sdk_sfn::types::HistoryEvent> {
+        use aws_sdk_sfn::types::{HistoryEvent, HistoryEventType, TaskFailedEventDetails};
+        events
+            .iter()
+            .map(|&(id, kind, error)| {
+                let details = error.map(|e| {
+                    TaskFailedEventDetails::builder()
+                        .resource_type("lambda")
+                        .resource("invoke")
+                        .error(e)
+                        .build()
+                        .unwrap()
+                });
+                HistoryEvent::builder()
+                    .id(id)
+                    .r#type(HistoryEventType::from(kind))
+                    .timestamp(aws_sdk_sfn::primitives::DateTime::from_secs(id))
+                    .set_task_failed_event_details(details)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_task_of_a_history_may_run_unless_the_function_answered() {
+        let plan_answered = [
+            (1, "ExecutionStarted", None),
+            (2, "TaskStateEntered", None),
+            (3, "TaskScheduled", None),
+            (4, "TaskStarted", None),
+            (5, "TaskSucceeded", None),
+            (6, "TaskStateExited", None),
+            (7, "MapStateEntered", None),
+            (8, "MapRunStarted", None),
+            (9, "ExecutionAborted", None),
+        ];
+        let mut events = history(&plan_answered);
+        assert!(!last_task_may_run(&events), "stopped during the Map");
+        events.reverse();
+        assert!(!last_task_may_run(&events), "newest first, the same");
+
+        let finalize_running = [
+            (5, "TaskSucceeded", None),
+            (9, "TaskScheduled", None),
+            (10, "TaskStarted", None),
+            (11, "ExecutionAborted", None),
+        ];
+        assert!(
+            last_task_may_run(&history(&finalize_running)),
+            "stopped while finalize ran"
+        );
+        let function_failed = [
+            (10, "TaskStarted", None),
+            (11, "TaskFailed", Some("Retryable")),
+            (12, "ExecutionAborted", None),
+        ];
+        assert!(
+            !last_task_may_run(&history(&function_failed)),
+            "the function answered with its error"
+        );
+        let killed = [
+            (10, "TaskStarted", None),
+            (11, "TaskFailed", Some("Sandbox.Timedout")),
+        ];
+        assert!(
+            !last_task_may_run(&history(&killed)),
+            "Lambda ended the invocation"
+        );
+        for error in ["Lambda.ServiceException", "States.Timeout"] {
+            let unanswered = [(10, "TaskStarted", None), (11, "TaskFailed", Some(error))];
+            assert!(
+                last_task_may_run(&history(&unanswered)),
+                "{error}: the invocation may go on"
+            );
+        }
+        let timed_out = [(10, "TaskStarted", None), (11, "TaskTimedOut", None)];
+        assert!(
+            last_task_may_run(&history(&timed_out)),
+            "a state's timeout stops no Lambda"
+        );
+        let no_task = [(1, "ExecutionStarted", None), (2, "ExecutionAborted", None)];
+        assert!(
+            last_task_may_run(&history(&no_task)),
+            "nothing tells: it may"
+        );
+    }
 
     #[test]
     fn a_transform_group_with_items_that_could_not_be_transformed_says_so_in_its_summary() {

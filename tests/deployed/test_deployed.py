@@ -745,9 +745,10 @@ def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator)
         assert status == 202, stopped
         record_key = f"connections/sast/runs/{stopped['run']['runId']}/run.json"
         deadline = time.time() + 300
-        # Once the plan is done (it records the items after writing the work list).
-        while not (account.exists(record_key) and account.get_json(record_key).get("items")):
-            assert time.time() < deadline, "the plan recorded no items"
+        # Once the plan's task has answered and the Map has begun.
+        while not any(e["type"] in ("MapStateEntered", "MapRunStarted") for e in sfn.get_execution_history(
+                executionArn=stopped["executionArn"], maxResults=1000)["events"]):
+            assert time.time() < deadline, "the execution never entered its Map"
             time.sleep(0.05)
         sfn.stop_execution(executionArn=stopped["executionArn"], error="Operator", cause="stopped by hand")
         execution = account.wait(stopped["executionArn"])

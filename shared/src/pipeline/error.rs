@@ -30,7 +30,7 @@ pub enum StepError {
     },
     /// Another run of the connection holds its lock.
     #[error(
-        "connection {connection_id} is already running (run {run_id} since {since}); wait for it to finish. A run whose execution was stopped or timed out gives the lock up to the next start once no task of it can still be running (at most 16 minutes after it ended); one whose runner crashed, when its 6-hour lease ends"
+        "connection {connection_id} is already running (run {run_id} since {since}); wait for it to finish. A run that stopped without releasing the lock (its execution stopped or timed out, its runner crashed) gives it up to a later start once it is known to run no more, at the latest when its 6-hour lease ends"
     )]
     AlreadyRunning {
         connection_id: String,

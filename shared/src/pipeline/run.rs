@@ -341,7 +341,7 @@ pub async fn begin_run(
     trigger: Trigger,
     lease: Duration,
 ) -> Result<RunRef, StepError> {
-    take_lock(store, connection_id, trigger, lease, None).await
+    acquire_lock(store, connection_id, trigger, lease, None).await
 }
 
 /// A run that holds its connection's lock but runs no more: its execution ended without
@@ -362,10 +362,10 @@ pub async fn begin_run_recovering(
     lease: Duration,
     ended: &EndedHolder,
 ) -> Result<RunRef, StepError> {
-    take_lock(store, connection_id, trigger, lease, Some(ended)).await
+    acquire_lock(store, connection_id, trigger, lease, Some(ended)).await
 }
 
-async fn take_lock(
+async fn acquire_lock(
     store: &impl ObjectStore,
     connection_id: &str,
     trigger: Trigger,
