@@ -644,25 +644,18 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     );
 }
 
-#[tokio::test]
-async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_connection() {
-    let f = fixture().await;
-    f.starts
-        .refuse_next("ThrottlingException: Rate exceeded (StartExecution)");
-    let refused = call(
+/// Triggers the schedule's start of `demo-sast`.
+async fn scheduled_start(f: &cxone_etm_e2e::Fixture) -> Result<Value, lambda_runtime::Diagnostic> {
+    call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         event("trigger-schedule.json"),
     )
     .await
-    .unwrap_err();
-    assert_eq!(refused.error_type, "Retryable", "{refused:?}");
-    assert!(
-        refused.error_message.contains("starting the state machine")
-            && refused.error_message.contains("Rate exceeded"),
-        "{}",
-        refused.error_message
-    );
-    assert!(f.starts.starts().is_empty());
+}
+
+/// The last run of `demo-sast` failed at its start: the connection's state and the run's record
+/// are Failed. The run.
+async fn last_run_failed(f: &cxone_etm_e2e::Fixture) -> RunRef {
     let state = read_state(&f.runtime.store, "demo-sast")
         .await
         .unwrap()
@@ -672,17 +665,30 @@ async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_conn
         connection_id: "demo-sast".into(),
         run_id: state.last_run.expect("names the failed run"),
     };
-    let record = stored_run_record(&f, &failed).await;
-    assert_eq!(record.state, RunState::Failed);
-    assert!(record.reason.unwrap().contains("Rate exceeded"));
+    assert_eq!(stored_run_record(f, &failed).await.state, RunState::Failed);
+    failed
+}
+
+#[tokio::test]
+async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_connection() {
+    let f = fixture().await;
+    f.starts
+        .refuse_next("ThrottlingException: Rate exceeded (StartExecution)");
+    let refused = scheduled_start(&f).await.unwrap_err();
+    assert_eq!(refused.error_type, "Retryable", "{refused:?}");
+    assert!(
+        refused.error_message.contains("starting the state machine")
+            && refused.error_message.contains("Rate exceeded"),
+        "{}",
+        refused.error_message
+    );
+    assert!(f.starts.starts().is_empty());
+    let failed = last_run_failed(&f).await;
+    let reason = stored_run_record(&f, &failed).await.reason.unwrap();
+    assert!(reason.contains("Rate exceeded"), "{reason}");
 
     // The lock went with the failed run: the scheduler's retry starts a new run.
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-    .expect("the retry starts");
+    let started = scheduled_start(&f).await.expect("the retry starts");
     assert_ne!(started["run"]["runId"], json!(failed.run_id));
     assert_eq!(f.starts.starts().len(), 1);
 }
@@ -731,15 +737,6 @@ async fn a_start_whose_answer_is_lost_finds_its_execution_by_name_and_the_run_go
     );
 }
 
-/// Triggers the schedule's start of `demo-sast`.
-async fn scheduled_start(f: &cxone_etm_e2e::Fixture) -> Result<Value, lambda_runtime::Diagnostic> {
-    call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-}
-
 /// The start's answer was lost and the lookup by name fails too: whether the execution started
 /// cannot be told, so the trigger fails the run and releases its lock, for the scheduler's retry
 /// to start anew (an execution that did start stops at its plan: `LostLock`).
@@ -756,16 +753,7 @@ async fn a_lost_start_whose_lookup_fails_too_fails_the_run_and_frees_the_connect
         "{}",
         refused.error_message
     );
-    let state = read_state(&f.runtime.store, "demo-sast")
-        .await
-        .unwrap()
-        .expect("the connection's state was written");
-    assert_eq!(state.state, RunState::Failed);
-    let failed = RunRef {
-        connection_id: "demo-sast".into(),
-        run_id: state.last_run.expect("names the failed run"),
-    };
-    assert_eq!(stored_run_record(&f, &failed).await.state, RunState::Failed);
+    let failed = last_run_failed(&f).await;
     let next = scheduled_start(&f)
         .await
         .expect("the lock went with the failed run");
