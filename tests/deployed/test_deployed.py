@@ -31,6 +31,10 @@ from lambda_host import Function, LambdaHost
 # Items of the wide run: 600 in CI (moto's interpreter in one Python process manages about ten items
 # a second on two cores); CXONE_DEPLOYED_ITEMS=10000 for the full size.
 WIDE_ITEMS = int(os.environ.get("CXONE_DEPLOYED_ITEMS", "600"))
+# The ids of the main tenant's first projects and environments: ids that break naive key schemes
+# (a path separator and what it would collapse into, a parent directory, escapes, non-ASCII, two
+# ids longer than a file name that share their first 299 characters).
+HOSTILE_IDS = ["a/b", "a_b", "..", "x y%2F..%2F", "プロジェクト", "x" * 300, "x" * 299 + "y"]
 BIN = pathlib.Path(os.environ.get("CXONE_BIN_DIR", stack.ROOT / "target" / "debug"))
 
 
@@ -339,7 +343,10 @@ def work():
 
 @pytest.fixture(scope="module")
 def emulator(work):
-    emulator = Emulator(work, "--projects", "12", "--results-per-scan", "40")
+    # Every scenario carries the hostile ids through S3 keys, Step Functions payloads and the
+    # work list.
+    emulator = Emulator(work, "--projects", "12", "--results-per-scan", "40",
+                        *(arg for id in HOSTILE_IDS for arg in ("--hostile-id", id)))
     yield emulator
     emulator.stop()
 
@@ -462,6 +469,12 @@ def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_use
         high = [f for f in findings if f.get("vendorSeverity") == "HIGH"]
         assert high and all(f["severity"] == 5 and f["qds"] == 77 for f in high), high[:2]
         runs.append(manifest)
+    # Each hostile id is an item of its own, with objects of its own.
+    for manifest in runs:
+        vendor_ids = [item["vendorId"] for item in manifest["items"]]
+        assert all(vendor_ids.count(id) == 1 for id in HOSTILE_IDS), vendor_ids
+        keys = [o["key"] for item in manifest["items"] for o in item["objects"]]
+        assert keys and len(keys) == len(set(keys)), "two items wrote one object"
     # Reconciliation against the last committed run, on an unchanged tenant: nothing new or
     # reopened, and the only FIXED findings are those the vendor itself reports fixed.
     for manifest in runs[1:]:
@@ -479,6 +492,32 @@ def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_use
     assert high and all(f["qds"] == 66 for f in high), high[:2]
     # Each function ran under its own role: the host started every one of them.
     assert all(account.function_named(b).invocations > 0 for b in ("cxone-etm-trigger", "cxone-etm-collect", "cxone-etm-transform", "cxone-etm-finalize"))
+
+
+def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles_it(account, emulator):
+    # The template's other schedule: a DAST connection (its environments' latest completed scans,
+    # found by collect, their results paged by `page`/`per_page`), its environments' ids hostile.
+    result = put_connection(account, emulator, "dast", extra={"kind": "dast"})
+    assert result.returncode == 0, result.stderr
+    expected = emulator.get("/_emulator/stats")["expected"]
+    environments = {e["id"]: e for e in expected["environments"]}
+    assert all(id in environments for id in HOSTILE_IDS[:len(environments)]), sorted(environments)
+    runs = []
+    for _ in range(2):
+        started, execution = scheduled_run(account, "DastSchedule")
+        assert started["run"]["connectionId"] == "dast", started
+        manifest = committed(account, started["run"])
+        assert manifest["complete"] is True, manifest["problems"]
+        assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == expected["totals"]["dast_results"]
+        by_vendor_id = {item["vendorId"]: item for item in manifest["items"]}
+        assert sorted(by_vendor_id) == sorted(environments), sorted(by_vendor_id)
+        for id, environment in environments.items():
+            scanned = environment["latest_completed_scan"] is not None
+            assert (by_vendor_id[id]["status"] == "complete") == scanned, (id, by_vendor_id[id])
+        keys = [o["key"] for item in manifest["items"] for o in item["objects"]]
+        assert keys and len(keys) == len(set(keys)), "two environments wrote one object"
+        runs.append(manifest)
+    assert_unchanged(runs[1], runs[0])
 
 
 def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
