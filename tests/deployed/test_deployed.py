@@ -7,6 +7,7 @@ Run with `bash scripts/deployed-test.sh` (it installs and builds what this needs
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import gzip
 import json
@@ -542,6 +543,34 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
     assert status == 404, missing
     status, unknown = account.http("POST", "/connections/nobody/runs")
     assert status == 404, unknown
+
+
+def test_starts_at_the_same_moment_make_one_run(account, emulator):
+    # Four API starts and the schedule's event reach the trigger at once, each in a function
+    # instance of its own: exactly one takes the lock and starts an execution; the API's others
+    # answer 409 and the schedule's fails (its retry policy tries again later). The run commits.
+    trigger = account.function_named("cxone-etm-trigger").name
+    sfn = account.client("stepfunctions")
+    executions = lambda: {e["executionArn"] for e in sfn.list_executions(
+        stateMachineArn=account.machine_arn, maxResults=1000)["executions"]}
+    before = executions()
+    scheduled_event = json.dumps(account.scheduled_event()).encode()
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        api = [pool.submit(account.http, "POST", "/connections/sast/runs") for _ in range(4)]
+        schedule = pool.submit(account.host.invoke, trigger, scheduled_event)
+        answers = [a.result() for a in api]
+        body, schedule_failed = schedule.result()
+    assert all(status in (202, 409) for status, _ in answers), answers
+    started = [answer for status, answer in answers if status == 202]
+    if not schedule_failed:
+        started.append(json.loads(body))
+    assert len(started) == 1, (answers, body)
+    assert executions() - before == {started[0]["executionArn"]}
+    execution = account.wait(started[0]["executionArn"])
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, started[0]["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
 
 
 def test_a_connection_of_every_engine_commits_each_engine_and_reconciles_it(account, emulator):
