@@ -5,8 +5,9 @@ Each function is configured from the resolved template: its environment, MemoryS
 the credentials of its own role. An invocation goes to an idle instance of the function, or starts a
 new process (as Lambda scales out); an instance that overruns its Timeout is killed and the call
 fails as Lambda's does (`Sandbox.Timedout`); an instance whose peak resident memory passes MemorySize
-fails the call (`Runtime.OutOfMemory`) and is replaced. Peaks and invocation counts are kept for the
-tests to assert on.
+fails the call (`Runtime.OutOfMemory`) and is replaced; a test may kill the instance serving a call,
+which then fails as a process that died (`Runtime.ExitError`). Peaks and invocation counts are kept
+for the tests to assert on.
 """
 
 from __future__ import annotations
@@ -127,6 +128,22 @@ class LambdaHost:
             function.errors.append(call.error)
             return json.dumps(call.error).encode(), True
         return call.response or b"null", False
+
+    def crash(self, name_or_arn: str, payload_holds: bytes) -> bool:
+        """Kills the instance of the function serving the one call under way whose payload holds
+        `payload_holds`, as a process that dies (Lambda answers `Runtime.ExitError`). Kills nothing
+        when no call or several match; whether it killed."""
+        function = self._function(name_or_arn)
+        matching = [call for call in list(self.calls.values())
+                    if call.instance in function.instances and payload_holds in call.payload and not call.done.is_set()]
+        if len(matching) != 1:
+            return False
+        call, = matching
+        self._kill(function, call.instance)
+        call.error = {"errorType": "Runtime.ExitError",
+                      "errorMessage": f"RequestId: {call.request_id} Error: Runtime exited with error: signal: killed"}
+        call.done.set()
+        return True
 
     def _invoke(self, handler: BaseHTTPRequestHandler) -> None:
         name = handler.path.split("/")[3]

@@ -658,6 +658,55 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     assert previous["lastCommittedRun"] != account.get_json("connections/sast/state.json")["lastCommittedRun"]
 
 
+def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, monkeypatch):
+    # A transform's process dies (`Runtime.ExitError`: no Retry for a crash) after it wrote an
+    # item's batch and next ledger, at the moment it writes the item's transform record. The Catch
+    # reports the group's items failed; finalize deletes what the dead transform wrote (its role
+    # may delete) and carries the item's last ledger forward: nothing of it is sent or closed, and
+    # the next run is whole, with nothing new or reopened.
+    from moto.s3.responses import S3Response
+    original = S3Response._key_response_put
+    transform = account.function_named("cxone-etm-transform")
+    crashed, one_at_a_time = [], threading.Lock()
+
+    def key_response_put(self, query, key_name):
+        parts = key_name.split("/")
+        is_record = len(parts) == 7 and parts[:3] == ["connections", "sast", "runs"] and parts[4] == "etm" \
+            and parts[6] == "transform.json"
+        with one_at_a_time:
+            # An item the transform reconciled: its next ledger is written, its record not yet.
+            reconciled = is_record and not crashed and account.exists(
+                f"connections/sast/runs/{parts[3]}/ledger/{parts[5]}.json.gz")
+            if reconciled and account.host.crash(transform.name, json.dumps(parts[5]).encode()):
+                crashed.append((parts[3], parts[5]))
+                return 500, {}, b"<Error><Code>InternalError</Code></Error>"
+        return original(self, query, key_name)
+
+    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    started, execution = scheduled_run(account)
+    monkeypatch.undo()
+    assert crashed, "no transform died"
+    (run_id, item_key), = crashed
+    assert run_id == started["run"]["runId"]
+    assert any(e.get("errorType") == "Runtime.ExitError" for e in transform.errors), transform.errors[-3:]
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is False
+    (item,) = [i for i in manifest["items"] if i["item"] == item_key]
+    assert item["status"] == "failed" and item["reason"] == "transform did not finish", item
+    assert item["carriedForward"] > 0 and not item["objects"], item
+    base = f"connections/sast/runs/{run_id}"
+    listed = account.client("s3").list_objects_v2(Bucket=account.bucket, Prefix=f"{base}/etm/{item_key}/")
+    assert listed.get("KeyCount", 0) == 0, [o["Key"] for o in listed.get("Contents", [])]
+    assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
+    assert not [f for f in account.findings(manifest) if f["item"] == item_key]
+    started, execution = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert after["complete"] is True, after["problems"]
+    lifecycle = after["totals"]["lifecycle"]
+    assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
+    assert lifecycle.get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
+
+
 def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(account, emulator):
     before = account.get_json("connections/sast/state.json")
     emulator.fault("results", {"forbidden_rate": 1.0})
