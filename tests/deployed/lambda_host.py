@@ -134,15 +134,20 @@ class LambdaHost:
         `payload_holds`, as a process that dies (Lambda answers `Runtime.ExitError`). Kills nothing
         when no call or several match; whether it killed."""
         function = self._function(name_or_arn)
-        matching = [call for call in list(self.calls.values())
-                    if call.instance in function.instances and payload_holds in call.payload and not call.done.is_set()]
-        if len(matching) != 1:
-            return False
-        call, = matching
+        if function is None:
+            raise KeyError(name_or_arn)
+        # Under the function's lock, as an answer is taken: a call answered meanwhile is not killed.
+        with function.lock:
+            matching = [call for call in list(self.calls.values())
+                        if call.instance in function.instances and payload_holds in call.payload
+                        and not call.done.is_set()]
+            if len(matching) != 1:
+                return False
+            call, = matching
+            call.error = {"errorType": "Runtime.ExitError",
+                          "errorMessage": f"RequestId: {call.request_id} Error: Runtime exited with error: signal: killed"}
+            call.done.set()
         self._kill(function, call.instance)
-        call.error = {"errorType": "Runtime.ExitError",
-                      "errorMessage": f"RequestId: {call.request_id} Error: Runtime exited with error: signal: killed"}
-        call.done.set()
         return True
 
     def _invoke(self, handler: BaseHTTPRequestHandler) -> None:
@@ -238,14 +243,15 @@ class LambdaHost:
             return
         if method == "POST" and len(tail) == 4 and tail[:2] == ["runtime", "invocation"]:
             call = self.calls.get(tail[2])
-            if call is not None and not call.done.is_set():
-                if tail[3] == "response":
-                    call.response = body
-                else:
-                    call.error = json.loads(body or b"{}")
-                with function.lock:
+            with function.lock:
+                # A call already answered (its instance killed by `crash`) takes no answer.
+                if call is not None and not call.done.is_set():
+                    if tail[3] == "response":
+                        call.response = body
+                    else:
+                        call.error = json.loads(body or b"{}")
                     function.idle += 1
-                call.done.set()
+                    call.done.set()
             handler.send_response(202)
             handler.send_header("content-length", "0")
             handler.end_headers()

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import socket
+import threading
 
 import boto3
 from botocore.config import Config
@@ -61,6 +62,7 @@ def start() -> str:
     _route_interpreter_calls()
     _model_missing_key_403()
     _model_tagged_put_needs_tagging_permission()
+    _model_atomic_conditional_put()
     _name_resources_for_iam()
     _model_integer_tolerated_failure()
     _cache_module_list()
@@ -206,6 +208,23 @@ def _model_tagged_put_needs_tagging_permission() -> None:
         tagged = self.headers.get("x-amz-tagging") and "tagging" not in query and "uploadId" not in query
         if tagged:
             _require_s3_permission(self, "PutObjectTagging", f"arn:aws:s3:::{self.bucket_name}/{key_name}")
+        return original(self, query, key_name)
+
+    S3Response._key_response_put = key_response_put
+
+
+def _model_atomic_conditional_put() -> None:
+    """S3 checks a conditional PutObject (`If-None-Match`, `If-Match`) and writes it as one step;
+    moto checks, then writes, on the request's own thread: two racing writers could both win."""
+    from moto.s3.responses import S3Response
+
+    original = S3Response._key_response_put
+    one_at_a_time = threading.Lock()
+
+    def key_response_put(self, query, key_name):
+        if self.headers.get("If-None-Match") or self.headers.get("If-Match"):
+            with one_at_a_time:
+                return original(self, query, key_name)
         return original(self, query, key_name)
 
     S3Response._key_response_put = key_response_put

@@ -346,7 +346,8 @@ def work():
 def emulator(work):
     # Every scenario carries the hostile ids through S3 keys, Step Functions payloads and the
     # work list.
-    emulator = Emulator(work, "--projects", "12", "--results-per-scan", "40",
+    # Five environments: the fourth's latest scan failed, so its latest completed one is older.
+    emulator = Emulator(work, "--projects", "12", "--results-per-scan", "40", "--dast-environments", "5",
                         *(arg for id in HOSTILE_IDS for arg in ("--hostile-id", id)))
     yield emulator
     emulator.stop()
@@ -503,6 +504,8 @@ def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles
     expected = emulator.get("/_emulator/stats")["expected"]
     environments = {e["id"]: e for e in expected["environments"]}
     assert all(id in environments for id in HOSTILE_IDS[:len(environments)]), sorted(environments)
+    # One environment's latest scan failed: its latest completed scan is an older one.
+    assert any(e["latest_completed_scan"] not in (None, e["scans"][-1]["id"]) for e in environments.values())
     runs = []
     for _ in range(2):
         started, execution = scheduled_run(account, "DastSchedule")
@@ -510,11 +513,11 @@ def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles
         manifest = committed(account, started["run"])
         assert manifest["complete"] is True, manifest["problems"]
         assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == expected["totals"]["dast_results"]
-        by_vendor_id = {item["vendorId"]: item for item in manifest["items"]}
-        assert sorted(by_vendor_id) == sorted(environments), sorted(by_vendor_id)
-        for id, environment in environments.items():
-            scanned = environment["latest_completed_scan"] is not None
-            assert (by_vendor_id[id]["status"] == "complete") == scanned, (id, by_vendor_id[id])
+        vendor_ids = sorted(item["vendorId"] for item in manifest["items"])
+        assert vendor_ids == sorted(environments), vendor_ids
+        for item in manifest["items"]:
+            latest = environments[item["vendorId"]]["latest_completed_scan"]
+            assert (item["status"], item.get("scanId")) == (("complete", latest) if latest else ("no_scan", None)), item
         keys = [o["key"] for item in manifest["items"] for o in item["objects"]]
         assert keys and len(keys) == len(set(keys)), "two environments wrote one object"
         runs.append(manifest)
@@ -546,8 +549,8 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
 
 
 def test_starts_at_the_same_moment_make_one_run(account, emulator):
-    # Four API starts and the schedule's event reach the trigger at once, each in a function
-    # instance of its own: exactly one takes the lock and starts an execution; the API's others
+    # Four API starts and the schedule's event reach the trigger at once, in function instances
+    # started for them: exactly one takes the lock and starts an execution; the API's others
     # answer 409 and the schedule's fails (its retry policy tries again later). The run commits.
     trigger = account.function_named("cxone-etm-trigger").name
     sfn = account.client("stepfunctions")
@@ -562,7 +565,10 @@ def test_starts_at_the_same_moment_make_one_run(account, emulator):
         body, schedule_failed = schedule.result()
     assert all(status in (202, 409) for status, _ in answers), answers
     started = [answer for status, answer in answers if status == 202]
-    if not schedule_failed:
+    if schedule_failed:
+        refusal = json.loads(body)["errorMessage"]
+        assert "already running" in refusal or "took the lock" in refusal, refusal
+    else:
         started.append(json.loads(body))
     assert len(started) == 1, (answers, body)
     assert executions() - before == {started[0]["executionArn"]}
@@ -661,9 +667,11 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
 def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, monkeypatch):
     # A transform's process dies (`Runtime.ExitError`: no Retry for a crash) after it wrote an
     # item's batch and next ledger, at the moment it writes the item's transform record. The Catch
-    # reports the group's items failed; finalize deletes what the dead transform wrote (its role
-    # may delete) and carries the item's last ledger forward: nothing of it is sent or closed, and
-    # the next run is whole, with nothing new or reopened.
+    # ends the group; finalize reports the item failed (no transform record) and deletes the batch
+    # the dead transform wrote (its role may delete): nothing of it is sent or closed, and the next
+    # run is whole, with nothing new or reopened. (The tenant does not change, so the dead
+    # transform's ledger equals the one carried in its place: that it is not the run's is shown
+    # by `a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs`, shared/tests.)
     from moto.s3.responses import S3Response
     original = S3Response._key_response_put
     transform = account.function_named("cxone-etm-transform")
