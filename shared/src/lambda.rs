@@ -17,7 +17,7 @@ use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, ItemStatus,
     Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger, VendorAccess, WorkGroup,
     begin_run, begin_run_recovering, collect_group, config_key, connection_status, fail_run,
-    finalize, plan, record_event_schedule, record_registration, transform_group,
+    finalize, finish_committed, plan, record_event_schedule, record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -1021,15 +1021,30 @@ pub async fn finalize_task(
     runtime: &Runtime<impl BucketStore>,
     input: FinalizeInput,
 ) -> Result<FinalizeOutput, StepError> {
-    if let Some(failure) = &input.failure {
-        let reason = failure.reason(input.failed_step);
-        fail_run(&runtime.store, &input.run, &reason).await?;
-        return Err(StepError::RunFailed(reason));
-    }
-    // Finalize calls no vendor: it reads the config, never the credential, so a secret deleted or
-    // broken during the run cannot keep a run from committing or releasing its lock.
-    let connection = runtime.stored_connection(&input.run.connection_id).await?;
-    let manifest = finalize(&runtime.store, &connection, &input.run).await?;
+    let manifest = match &input.failure {
+        Some(failure) => {
+            let reason = failure.reason(input.failed_step);
+            // A step that failed after the commit marker (finalize's process dying, say) leaves
+            // a committed run: what follows the marker is finished, and the execution succeeds.
+            match finish_committed(&runtime.store, &input.run).await? {
+                Some(manifest) => {
+                    tracing::warn!(run = %input.run.run_id, %reason, "a step failed after the commit marker; the run is committed");
+                    manifest
+                }
+                None => {
+                    fail_run(&runtime.store, &input.run, &reason).await?;
+                    return Err(StepError::RunFailed(reason));
+                }
+            }
+        }
+        None => {
+            // Finalize calls no vendor: it reads the config, never the credential, so a secret
+            // deleted or broken during the run cannot keep a run from committing or releasing
+            // its lock.
+            let connection = runtime.stored_connection(&input.run.connection_id).await?;
+            finalize(&runtime.store, &connection, &input.run).await?
+        }
+    };
     Ok(FinalizeOutput {
         complete: manifest.complete,
         items_by_status: manifest.items_by_status,

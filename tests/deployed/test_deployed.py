@@ -715,6 +715,53 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     assert lifecycle.get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
 
 
+def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_committed(account, emulator, monkeypatch):
+    # Finalize's process dies (`Runtime.ExitError`) the moment its commit marker is written, before
+    # it marks the run Processed and releases the lock. The Catch's `ReleaseRun` finds the marker
+    # and finishes what follows it: the run and the connection Processed, the crashed run the last
+    # committed one, the lock released, the execution SUCCEEDED. Before, the execution FAILED and
+    # the run and the connection said Processing until the next run. The next run reconciles
+    # against it: nothing new or reopened.
+    from moto.s3.responses import S3Response
+    original = S3Response._key_response_put
+    finalize = account.function_named("cxone-etm-finalize")
+    crashed, one_at_a_time = [], threading.Lock()
+
+    def key_response_put(self, query, key_name):
+        answer = original(self, query, key_name)
+        parts = key_name.split("/")
+        if len(parts) == 5 and parts[:3] == ["connections", "sast", "runs"] and parts[4] == "_COMMITTED":
+            with one_at_a_time:
+                if not crashed and account.host.crash(finalize.name, json.dumps(parts[3]).encode()):
+                    crashed.append(parts[3])
+        return answer
+
+    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    started = account.invoke_trigger(account.scheduled_event())
+    execution = account.wait(started["executionArn"])
+    monkeypatch.undo()
+    run = started["run"]
+    assert crashed == [run["runId"]], crashed
+    assert any(e.get("errorType") == "Runtime.ExitError" for e in finalize.errors), finalize.errors[-3:]
+    events = account.client("stepfunctions").get_execution_history(
+        executionArn=execution["executionArn"], maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+    assert entered[-2:] == ["Finalize", "ReleaseRun"], entered
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, run)
+    assert manifest["complete"] is True, manifest["problems"]
+    record = account.get_json(f"connections/sast/runs/{run['runId']}/run.json")
+    assert record["state"] == "Processed", record
+    status, connection = account.http("GET", "/connections/sast")
+    assert status == 200 and connection["state"] == "Processed", connection
+    assert connection["lastCommittedRun"] == run["runId"], connection
+    assert not account.exists("connections/sast/lock")
+    started, execution = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert account.get_json(f"connections/sast/runs/{started['run']['runId']}/run.json")["previousRun"] == run["runId"]
+    assert_unchanged(after, manifest)
+
+
 def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(account, emulator):
     before = account.get_json("connections/sast/state.json")
     emulator.fault("results", {"forbidden_rate": 1.0})

@@ -18,7 +18,9 @@ use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines_written, read_gzip_json};
 use super::plan::{project_of_branch_asset, read_work_list};
-use super::run::{RunRecord, ensure_holds_lock, fail_run, mark_processed, read_run};
+use super::run::{
+    RunRecord, ensure_holds_lock, fail_run, finish_committed, mark_committed, read_run,
+};
 use super::split::unjoined;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
@@ -140,12 +142,9 @@ pub async fn finalize(
     connection: &Connection,
     run: &RunRef,
 ) -> Result<Manifest, StepError> {
-    if store.get(&run.commit_marker()).await?.is_some()
-        && let Some(manifest) = get_json::<Manifest>(store, &run.manifest()).await?
-    {
-        // Committed by an earlier attempt that stopped before the end: finish what follows the
-        // marker (the run record, the state, the lock), each step safe to repeat.
-        after_commit(store, run, &manifest).await?;
+    // Committed by an earlier attempt that stopped before the end: what follows the marker is
+    // finished.
+    if let Some(manifest) = finish_committed(store, run).await? {
         return Ok(manifest);
     }
     let (mut work, mut problems) = read_work_list(store, run).await?;
@@ -278,7 +277,7 @@ pub async fn finalize(
     {
         tracing::info!(run = %run.run_id, "already committed");
     }
-    after_commit(store, run, &manifest).await?;
+    mark_committed(store, run, &manifest).await?;
     Ok(manifest)
 }
 
@@ -304,17 +303,6 @@ fn nothing_to_commit(items: &[ManifestItem]) -> Option<String> {
         first.name,
         first.reason.as_deref().unwrap_or("no reason recorded")
     ))
-}
-
-/// What follows the commit marker: the run and the connection are Processed (with the reason
-/// when the run is partial), and the lock is released. Repeating it changes nothing.
-async fn after_commit(
-    store: &impl ObjectStore,
-    run: &RunRef,
-    manifest: &Manifest,
-) -> Result<(), StepError> {
-    let reason = (!manifest.complete).then(|| manifest.problems.join("; "));
-    mark_processed(store, run, reason, &manifest.finished_at).await
 }
 
 /// Copies an asset's ledger from the previous committed run into this run unchanged and returns

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::documents::Manifest;
 use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_json, put_json};
@@ -312,7 +313,7 @@ pub(crate) async fn record_plan(
 
 /// The run has committed: it and the connection are Processed (with the reason when partial), and
 /// the lock is released. Repeating it changes nothing.
-pub(crate) async fn mark_processed(
+async fn mark_processed(
     store: &impl ObjectStore,
     run: &RunRef,
     reason: Option<String>,
@@ -598,10 +599,38 @@ async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<(), StepError
     Ok(())
 }
 
+/// A run with a commit marker and its manifest: finishes what follows the marker (the run and the
+/// connection Processed, with the reason when the run is partial; the lock released), each step
+/// safe to repeat, and answers the manifest. `None` for a run not committed.
+pub async fn finish_committed(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<Option<Manifest>, StepError> {
+    if store.get(&run.commit_marker()).await?.is_none() {
+        return Ok(None);
+    }
+    let Some(manifest) = get_json::<Manifest>(store, &run.manifest()).await? else {
+        return Ok(None);
+    };
+    mark_committed(store, run, &manifest).await?;
+    Ok(Some(manifest))
+}
+
+/// What follows the commit marker: the run and the connection are Processed (with the reason
+/// when the run is partial), and the lock is released. Repeating it changes nothing.
+pub(crate) async fn mark_committed(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    manifest: &Manifest,
+) -> Result<(), StepError> {
+    let reason = (!manifest.complete).then(|| manifest.problems.join("; "));
+    mark_processed(store, run, reason, &manifest.finished_at).await
+}
+
 /// Marks the run and the connection Failed with the reason, and releases the lock. A run with a
-/// commit marker is committed whatever failed after the marker (writing the state, say): it is not
-/// marked Failed; the next run's start reads the markers and records it as the last committed run.
-/// A run already Failed keeps its reason.
+/// commit marker is committed whatever failed after the marker (writing the state, finalize's
+/// process dying): it is marked Processed, as finalize would have ([`finish_committed`]). A run
+/// already Failed keeps its reason.
 pub async fn fail_run(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -609,7 +638,11 @@ pub async fn fail_run(
 ) -> Result<(), StepError> {
     if store.get(&run.commit_marker()).await?.is_some() {
         tracing::warn!(run = %run.run_id, reason, "a step after the commit failed; the run stays committed");
-        return release(store, run).await;
+        if finish_committed(store, run).await?.is_none() {
+            // A marker without its manifest (written before it): the lock goes all the same.
+            release(store, run).await?;
+        }
+        return Ok(());
     }
     if read_run(store, run).await?.state == RunState::Failed {
         // Failed already (finalize records a run with nothing to commit): its reason stands.
