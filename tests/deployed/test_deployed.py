@@ -948,6 +948,8 @@ def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     event = {"connectionId": "wide"}
     collect, transform = account.function_named("cxone-etm-collect"), account.function_named("cxone-etm-transform")
     invoked = (collect.invocations, transform.invocations)
+    finalize = account.function_named("cxone-etm-finalize")
+    finalize_errors_before = len(finalize.errors)
     started = account.invoke_trigger(event)
     execution = account.wait(started["executionArn"], timeout=3600)
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
@@ -979,8 +981,9 @@ def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
         if not token:
             break
     assert max(sizes) < moto_models.STATE_PAYLOAD_LIMIT, max(sizes)
-    finalize = account.function_named("cxone-etm-finalize")
-    assert not [e for e in finalize.errors if e["errorType"].startswith(("Sandbox", "Runtime"))], finalize.errors
+    # This run's finalize was neither cut off nor out of memory (earlier scenarios kill one on purpose).
+    this_run = finalize.errors[finalize_errors_before:]
+    assert not [e for e in this_run if e["errorType"].startswith(("Sandbox", "Runtime"))], this_run
     assert finalize.peak_rss_kib < finalize.memory_mb * 1024
 
 
