@@ -960,7 +960,8 @@ pub struct FinalizeInput {
     pub run: RunRef,
     /// The plan's or finalize's own failure, caught by the state machine once its retries are
     /// spent: the run is then marked Failed with it and its lock released (else the connection
-    /// would answer "already running" until the lease ran out), and nothing is committed.
+    /// would answer "already running" until the lease ran out), and nothing is committed. A run
+    /// whose commit marker was written before the failure is finished instead (Processed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<TaskFailure>,
     /// The step whose `failure` it is.
@@ -1026,12 +1027,13 @@ pub async fn finalize_task(
             let reason = failure.reason(input.failed_step);
             // A step that failed after the commit marker (finalize's process dying, say) leaves
             // a committed run: what follows the marker is finished, and the execution succeeds.
-            match finish_committed(&runtime.store, &input.run).await? {
-                Some(manifest) => {
-                    tracing::warn!(run = %input.run.run_id, %reason, "a step failed after the commit marker; the run is committed");
+            match finish_committed(&runtime.store, &input.run).await {
+                Ok(Some(manifest)) => {
+                    tracing::error!(run = %input.run.run_id, %reason, "a step failed after the commit marker; the run is committed and finished");
                     manifest
                 }
-                None => {
+                // Not committed, or its finishing failed: the run's lock goes all the same.
+                Ok(None) | Err(_) => {
                     fail_run(&runtime.store, &input.run, &reason).await?;
                     return Err(StepError::RunFailed(reason));
                 }

@@ -638,11 +638,16 @@ pub async fn fail_run(
 ) -> Result<(), StepError> {
     if store.get(&run.commit_marker()).await?.is_some() {
         tracing::warn!(run = %run.run_id, reason, "a step after the commit failed; the run stays committed");
-        if finish_committed(store, run).await?.is_none() {
-            // A marker without its manifest (written before it): the lock goes all the same.
-            release(store, run).await?;
-        }
-        return Ok(());
+        return match finish_committed(store, run).await {
+            Ok(Some(_)) => Ok(()),
+            // A marker without its manifest (deleted since): the lock goes all the same.
+            Ok(None) => release(store, run).await,
+            // The lock goes first: the next start finds the last committed run by its marker.
+            Err(error) => {
+                release(store, run).await?;
+                Err(error)
+            }
+        };
     }
     if read_run(store, run).await?.state == RunState::Failed {
         // Failed already (finalize records a run with nothing to commit): its reason stands.
