@@ -17,7 +17,7 @@ use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, ItemStatus,
     Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger, VendorAccess, WorkGroup,
     begin_run, begin_run_recovering, collect_group, config_key, connection_status, fail_run,
-    finalize, finish_committed, plan, record_event_schedule, record_registration, transform_group,
+    finalize, plan, record_event_schedule, record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -1026,17 +1026,10 @@ pub async fn finalize_task(
         Some(failure) => {
             let reason = failure.reason(input.failed_step);
             // A step that failed after the commit marker (finalize's process dying, say) leaves
-            // a committed run: what follows the marker is finished, and the execution succeeds.
-            match finish_committed(&runtime.store, &input.run).await {
-                Ok(Some(manifest)) => {
-                    tracing::error!(run = %input.run.run_id, %reason, "a step failed after the commit marker; the run is committed and finished");
-                    manifest
-                }
-                // Not committed, or its finishing failed: the run's lock goes all the same.
-                Ok(None) | Err(_) => {
-                    fail_run(&runtime.store, &input.run, &reason).await?;
-                    return Err(StepError::RunFailed(reason));
-                }
+            // a committed run: `fail_run` finishes it, and the execution succeeds.
+            match fail_run(&runtime.store, &input.run, &reason).await? {
+                Some(manifest) => manifest,
+                None => return Err(StepError::RunFailed(reason)),
             }
         }
         None => {

@@ -602,18 +602,27 @@ async fn release(store: &impl ObjectStore, run: &RunRef) -> Result<(), StepError
 /// A run with a commit marker and its manifest: finishes what follows the marker (the run and the
 /// connection Processed, with the reason when the run is partial; the lock released), each step
 /// safe to repeat, and answers the manifest. `None` for a run not committed.
-pub async fn finish_committed(
+pub(crate) async fn finish_committed(
     store: &impl ObjectStore,
     run: &RunRef,
 ) -> Result<Option<Manifest>, StepError> {
     if store.get(&run.commit_marker()).await?.is_none() {
         return Ok(None);
     }
-    let Some(manifest) = get_json::<Manifest>(store, &run.manifest()).await? else {
-        return Ok(None);
-    };
-    mark_committed(store, run, &manifest).await?;
-    Ok(Some(manifest))
+    finish_after_marker(store, run).await
+}
+
+/// What follows a commit marker found, from the run's manifest; `None` for a marker without its
+/// manifest (deleted since).
+async fn finish_after_marker(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<Option<Manifest>, StepError> {
+    let manifest = get_json::<Manifest>(store, &run.manifest()).await?;
+    if let Some(manifest) = &manifest {
+        mark_committed(store, run, manifest).await?;
+    }
+    Ok(manifest)
 }
 
 /// What follows the commit marker: the run and the connection are Processed (with the reason
@@ -629,29 +638,24 @@ pub(crate) async fn mark_committed(
 
 /// Marks the run and the connection Failed with the reason, and releases the lock. A run with a
 /// commit marker is committed whatever failed after the marker (writing the state, finalize's
-/// process dying): it is marked Processed, as finalize would have ([`finish_committed`]). A run
-/// already Failed keeps its reason.
+/// process dying): it is marked Processed, as finalize would have, and its manifest answered. A
+/// run already Failed keeps its reason.
 pub async fn fail_run(
     store: &impl ObjectStore,
     run: &RunRef,
     reason: &str,
-) -> Result<(), StepError> {
+) -> Result<Option<Manifest>, StepError> {
     if store.get(&run.commit_marker()).await?.is_some() {
-        tracing::warn!(run = %run.run_id, reason, "a step after the commit failed; the run stays committed");
-        return match finish_committed(store, run).await {
-            Ok(Some(_)) => Ok(()),
-            // A marker without its manifest (deleted since): the lock goes all the same.
-            Ok(None) => release(store, run).await,
-            // The lock goes first: the next start finds the last committed run by its marker.
-            Err(error) => {
-                release(store, run).await?;
-                Err(error)
-            }
-        };
+        tracing::error!(run = %run.run_id, reason, "a step after the commit failed; the run is committed and finished");
+        let finished = finish_after_marker(store, run).await;
+        // The lock goes whatever happened: the next start finds the last committed run by its
+        // marker.
+        release(store, run).await?;
+        return finished;
     }
     if read_run(store, run).await?.state == RunState::Failed {
         // Failed already (finalize records a run with nothing to commit): its reason stands.
-        return release(store, run).await;
+        return release(store, run).await.map(|()| None);
     }
     update_run(store, run, |r| {
         r.state = RunState::Failed;
@@ -660,7 +664,7 @@ pub async fn fail_run(
     })
     .await?;
     write_state(store, run, RunState::Failed, None, Some(reason.to_string())).await?;
-    release(store, run).await
+    release(store, run).await.map(|()| None)
 }
 
 #[cfg(test)]

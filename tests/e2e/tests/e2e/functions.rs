@@ -653,6 +653,14 @@ async fn scheduled_start(f: &cxone_etm_e2e::Fixture) -> Result<Value, lambda_run
     .await
 }
 
+/// Starts the first run of `demo-sast`: the run, and its execution's name.
+async fn first_run(f: &cxone_etm_e2e::Fixture) -> (RunRef, String) {
+    let started = scheduled_start(f).await.expect("the first run started");
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let name = cxone_etm::lambda::execution_name(&run);
+    (run, name)
+}
+
 /// The last run of `demo-sast` failed at its start: the connection's state and the run's record
 /// are Failed. The run.
 async fn last_run_failed(f: &cxone_etm_e2e::Fixture) -> RunRef {
@@ -767,9 +775,7 @@ async fn a_lost_start_whose_lookup_fails_too_fails_the_run_and_frees_the_connect
 #[tokio::test]
 async fn a_run_whose_execution_was_stopped_gives_its_lock_to_the_next_start() {
     let f = fixture().await;
-    let stopped = scheduled_start(&f).await.expect("the first run started");
-    let stopped: RunRef = serde_json::from_value(stopped["run"].clone()).unwrap();
-    let name = cxone_etm::lambda::execution_name(&stopped);
+    let (stopped, name) = first_run(&f).await;
     // Stopped during its Map: its last task (the plan) had answered.
     f.starts.end(&name, "ABORTED", Duration::ZERO, false);
     let next = scheduled_start(&f).await.expect("the next run starts");
@@ -802,9 +808,7 @@ async fn a_run_whose_execution_was_stopped_gives_its_lock_to_the_next_start() {
 #[tokio::test]
 async fn a_run_that_ended_while_its_task_ran_keeps_its_lock_until_that_task_cannot_run() {
     let f = fixture().await;
-    let holder = scheduled_start(&f).await.expect("the first run started");
-    let holder: RunRef = serde_json::from_value(holder["run"].clone()).unwrap();
-    let name = cxone_etm::lambda::execution_name(&holder);
+    let (holder, name) = first_run(&f).await;
     f.starts
         .end(&name, "TIMED_OUT", Duration::from_secs(10 * 60), true);
     let refused = scheduled_start(&f).await.unwrap_err();
@@ -835,9 +839,7 @@ async fn a_run_that_ended_while_its_task_ran_keeps_its_lock_until_that_task_cann
 #[tokio::test]
 async fn a_holder_whose_execution_may_still_run_keeps_its_lock() {
     let f = fixture().await;
-    let holder = scheduled_start(&f).await.expect("the first run started");
-    let holder: RunRef = serde_json::from_value(holder["run"].clone()).unwrap();
-    let name = cxone_etm::lambda::execution_name(&holder);
+    let (holder, name) = first_run(&f).await;
     let refused_by_holder = |refused: lambda_runtime::Diagnostic| {
         assert!(
             refused.error_message.contains(&holder.run_id),
