@@ -115,6 +115,17 @@ check(plan_catch.get("ErrorEquals") == ["States.ALL"]
       and plan_failed.get("Payload", {}).get("failure.$") == plan_catch.get("ResultPath")
       and plan_failed.get("Payload", {}).get("failedStep") == "plan",
       "a plan that fails for good is not handed to finalize to fail the run and release its lock")
+# A process that died or ran out of memory is tried once more in a new instance (every step may run
+# again), and only once: a second death is caught as any failure.
+CRASHES = {"Runtime.ExitError", "Runtime.OutOfMemory", "Lambda.Unknown"}
+lambda_tasks = {name: state for states in (definition["States"], map_state["ItemProcessor"]["States"])
+                for name, state in states.items() if state.get("Resource") == "arn:aws:states:::lambda:invoke"}
+check(len(lambda_tasks) == 6, f"expected the six Lambda tasks (plan, collect, transform, finalize and the two releases): {sorted(lambda_tasks)}")
+for name, state in lambda_tasks.items():
+    crash_retries = [r for r in state.get("Retry", []) if CRASHES & set(r["ErrorEquals"])]
+    check(len(crash_retries) == 1 and set(crash_retries[0]["ErrorEquals"]) == CRASHES
+          and crash_retries[0].get("MaxAttempts") == 1,
+          f"{name} does not retry a process that died exactly once ({sorted(CRASHES)}, MaxAttempts 1): {crash_retries}")
 for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):
         check(retry.get("JitterStrategy") == "FULL", "a retry without full jitter")

@@ -632,6 +632,74 @@ def test_a_large_scan_is_collected_in_parts_and_committed_whole(account, emulato
         (f["item"], f["externalFindingId"]) for f in account.findings(manifests[0]))
 
 
+def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_exactly(account, emulator, monkeypatch):
+    # One run in which a process of each step dies (`Runtime.ExitError`) once, mid-write: the plan
+    # just after it wrote the work list, a collect as it writes a scan's third page, a transform as
+    # it writes an item's record (after its batch and next ledger), finalize just after it wrote
+    # the manifest (before its commit marker). Each is tried once more in a new instance, and the
+    # run commits exactly what a run without deaths committed. The collect goes on from its last
+    # stored page: the run asks the vendor again for the scan's pages from the third on (the one
+    # being stored, and the one read ahead), not for the two stored.
+    result = put_connection(account, emulator, "crashes", vendor={"results_page_size": 10})
+    assert result.returncode == 0, result.stderr
+    def results_requests() -> int:
+        return emulator.get("/_emulator/stats")["traffic"]["requests"]["results"]
+
+    before_clean = results_requests()
+    _, clean = api_run(account, "crashes")
+    assert clean["totals"]["findingsOut"] + clean["totals"]["rejected"] == sast_total(emulator)
+    from moto.s3.responses import S3Response
+    original = S3Response._key_response_put
+    names = {step: account.function_named(f"cxone-etm-{binary}").name
+             for step, binary in [("plan", "trigger"), ("collect", "collect"), ("transform", "transform"),
+                                  ("finalize", "finalize")]}
+    died_before = {step: sum(1 for e in account.host.functions[name].errors if e.get("errorType") == "Runtime.ExitError")
+                   for step, name in names.items()}
+    crashed, one_at_a_time = {}, threading.Lock()
+
+    def crash_once(step: str, payload_holds: bytes, key: str) -> bool:
+        with one_at_a_time:
+            if step not in crashed and account.host.crash(names[step], payload_holds):
+                crashed[step] = key
+                return True
+            return False
+
+    def key_response_put(self, query, key_name):
+        parts = key_name.split("/")
+        if parts[:3] != ["connections", "crashes", "runs"]:
+            return original(self, query, key_name)
+        run_id, rest = parts[3], parts[4:]
+        if rest[:1] == ["raw"] and rest[2:] == ["2.json.zst"] and crash_once("collect", json.dumps(rest[1]).encode(), key_name):
+            return 500, {}, b"<Error><Code>InternalError</Code></Error>"
+        if rest[:1] == ["etm"] and rest[2:] == ["transform.json"] and crash_once("transform", json.dumps(rest[1]).encode(), key_name):
+            return 500, {}, b"<Error><Code>InternalError</Code></Error>"
+        answer = original(self, query, key_name)
+        if rest == ["work.jsonl"]:
+            crash_once("plan", b'"plan"', key_name)
+        if rest == ["manifest.json"]:
+            crash_once("finalize", json.dumps(run_id).encode(), key_name)
+        return answer
+
+    before_crashes = results_requests()
+    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    try:
+        started, manifest = api_run(account, "crashes")
+    finally:
+        monkeypatch.undo()
+    assert sorted(crashed) == ["collect", "finalize", "plan", "transform"], crashed
+    for step, name in names.items():
+        died = sum(1 for e in account.host.functions[name].errors if e.get("errorType") == "Runtime.ExitError")
+        assert died == died_before[step] + 1, (step, account.host.functions[name].errors[-3:])
+    assert all(started["run"]["runId"] in key for key in crashed.values()), crashed
+    assert_unchanged(manifest, clean)
+    assert sorted((f["item"], f["externalFindingId"]) for f in account.findings(manifest)) == sorted(
+        (f["item"], f["externalFindingId"]) for f in account.findings(clean))
+    collect_key = crashed["collect"]
+    pages = account.get_json(collect_key.rsplit("/", 1)[0] + "/collect.json")["pages"]
+    assert pages > 3, f"{collect_key}: {pages} pages"
+    assert results_requests() - before_crashes == before_crashes - before_clean + (pages - 2)
+
+
 def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulator):
     previous = account.get_json("connections/sast/state.json")
     projects = emulator.get("/_emulator/stats")["expected"]["projects"]
@@ -665,9 +733,9 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
 
 
 def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, monkeypatch):
-    # A transform's process dies (`Runtime.ExitError`: no Retry for a crash) after it wrote an
-    # item's batch and next ledger, at the moment it writes the item's transform record. The Catch
-    # ends the group; finalize reports the item failed (no transform record) and deletes the batch
+    # A transform's process dies (`Runtime.ExitError`) after it wrote an item's batch and next
+    # ledger, at the moment it writes the item's transform record, and dies there again when it is
+    # tried once more (a second death is not retried). The Catch ends the group; finalize reports the item failed (no transform record) and deletes the batch
     # the dead transform wrote (its role may delete): nothing of it is sent or closed, and the next
     # run is whole, with nothing new or reopened. (The tenant does not change, so the dead
     # transform's ledger equals the one carried in its place: that it is not the run's is shown
@@ -683,7 +751,8 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
             and parts[6] == "transform.json"
         with one_at_a_time:
             # An item the transform reconciled: its next ledger is written, its record not yet.
-            reconciled = is_record and not crashed and account.exists(
+            item = (parts[3], parts[5]) if is_record else None
+            reconciled = is_record and len(crashed) < 2 and all(c == item for c in crashed) and account.exists(
                 f"connections/sast/runs/{parts[3]}/ledger/{parts[5]}.json.gz")
             if reconciled and account.host.crash(transform.name, json.dumps(parts[5]).encode()):
                 crashed.append((parts[3], parts[5]))
@@ -693,10 +762,10 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
     started, execution = scheduled_run(account)
     monkeypatch.undo()
-    assert crashed, "no transform died"
-    (run_id, item_key), = crashed
+    assert len(crashed) == 2 and crashed[0] == crashed[1], crashed
+    (run_id, item_key) = crashed[0]
     assert run_id == started["run"]["runId"]
-    assert any(e.get("errorType") == "Runtime.ExitError" for e in transform.errors), transform.errors[-3:]
+    assert sum(1 for e in transform.errors if e.get("errorType") == "Runtime.ExitError") >= 2, transform.errors[-3:]
     manifest = committed(account, started["run"])
     assert manifest["complete"] is False
     (item,) = [i for i in manifest["items"] if i["item"] == item_key]
@@ -717,8 +786,9 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
 
 def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_committed(account, emulator, monkeypatch):
     # Finalize's process dies (`Runtime.ExitError`) the moment its commit marker is written, before
-    # it marks the run Processed and releases the lock. The Catch's `ReleaseRun` finds the marker
-    # and finishes what follows it: the run and the connection Processed, the crashed run the last
+    # it marks the run Processed and releases the lock; tried once more, it finds the marker and
+    # dies again as it writes the run record (a second death is not retried). The Catch's
+    # `ReleaseRun` finds the marker and finishes what follows it: the run and the connection Processed, the crashed run the last
     # committed one, the lock released, the execution SUCCEEDED. Before, the execution FAILED and
     # the run and the connection said Processing until the next run. The next run reconciles
     # against it: nothing new or reopened.
@@ -730,9 +800,11 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
     def key_response_put(self, query, key_name):
         answer = original(self, query, key_name)
         parts = key_name.split("/")
-        if len(parts) == 5 and parts[:3] == ["connections", "sast", "runs"] and parts[4] == "_COMMITTED":
+        if len(parts) == 5 and parts[:3] == ["connections", "sast", "runs"]:
+            # The first attempt at its marker, the second at the run record that follows it.
+            dies_here = (parts[4], len(crashed)) in (("_COMMITTED", 0), ("run.json", 1))
             with one_at_a_time:
-                if not crashed and account.host.crash(finalize.name, json.dumps(parts[3]).encode()):
+                if dies_here and account.host.crash(finalize.name, json.dumps(parts[3]).encode()):
                     crashed.append(parts[3])
         return answer
 
@@ -741,12 +813,15 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
     execution = account.wait(started["executionArn"])
     monkeypatch.undo()
     run = started["run"]
-    assert crashed == [run["runId"]], crashed
-    assert any(e.get("errorType") == "Runtime.ExitError" for e in finalize.errors), finalize.errors[-3:]
+    assert crashed == [run["runId"]] * 2, crashed
+    assert sum(1 for e in finalize.errors if e.get("errorType") == "Runtime.ExitError") >= 2, finalize.errors[-3:]
     events = account.client("stepfunctions").get_execution_history(
         executionArn=execution["executionArn"], maxResults=1000)["events"]
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
     assert entered[-2:] == ["Finalize", "ReleaseRun"], entered
+    finalize_tasks = [e for e in events if e["type"] == "TaskScheduled"
+                      and finalize.name in e["taskScheduledEventDetails"]["parameters"]]
+    assert len(finalize_tasks) == 3, "finalize, finalize again, ReleaseRun"
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
     manifest = committed(account, run)
     assert manifest["complete"] is True, manifest["problems"]
