@@ -14,10 +14,11 @@ use crate::cxone::{ConnectionReport, test_connection};
 use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
-    CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, ItemStatus,
-    Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger, VendorAccess, WorkGroup,
-    begin_run, begin_run_recovering, collect_group, config_key, connection_status, fail_run,
-    finalize, plan, record_event_schedule, record_registration, transform_group,
+    CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, HolderEnd,
+    ItemStatus, Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger,
+    VendorAccess, WorkGroup, begin_run, begin_run_recovering, collect_group, config_key,
+    connection_status, fail_run, finalize, never_started_holder, plan, record_event_schedule,
+    record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -661,15 +662,18 @@ pub async fn start_run(
 
 /// A Lambda invocation runs at most 15 minutes (every function's Timeout is at most Lambda's
 /// limit), and a minute more for the clocks: this long after an execution ended, no task it
-/// started can still write.
-const TASKS_QUIET_AFTER_END: std::time::Duration = std::time::Duration::from_secs(16 * 60);
+/// started can still write; this long after a trigger took a lock, it has started the run's
+/// execution or never will.
+const LONGEST_INVOCATION: std::time::Duration = std::time::Duration::from_secs(16 * 60);
 
 /// Takes the connection's lock for a new run ([`begin_run`]). While another run holds it, asks
 /// Step Functions about that run's execution: one that ended without releasing the lock (stopped
 /// by an operator, timed out: no Catch runs then) would keep every start refused until the lease
 /// ran out, so its lock is taken over and its run marked Failed, once no task of it can still be
-/// running. Anything else keeps the refusal: an execution running or not found (a trigger
-/// between its lock and its start, or a local run), a lookup that fails.
+/// running. So is the lock of a run whose execution was never started, once the trigger that
+/// took it has ended (cut off or dead between its lock and its start). Anything else keeps the
+/// refusal: an execution running, one not found while its trigger may still start it, a local
+/// run's lock, a lookup that fails.
 async fn take_lock(
     runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
@@ -680,7 +684,7 @@ async fn take_lock(
         Err(refused @ StepError::AlreadyRunning { .. }) => refused,
         taken => return taken,
     };
-    let (Some(state_machine), StepError::AlreadyRunning { run_id, .. }) =
+    let (Some(state_machine), StepError::AlreadyRunning { run_id, since, .. }) =
         (&runtime.state_machine, &refused)
     else {
         return Err(refused);
@@ -689,23 +693,39 @@ async fn take_lock(
         connection_id: connection_id.to_string(),
         run_id: run_id.clone(),
     };
-    let Some(ended) = ended_holder(state_machine.as_ref(), holder).await else {
+    let Some(ended) = ended_holder(&runtime.store, state_machine.as_ref(), holder, since).await
+    else {
         return Err(refused);
     };
-    tracing::warn!(connection = connection_id, holder = %ended.run_id, status = %ended.status, "the run holding the lock runs no more; its lock is taken over");
+    tracing::warn!(connection = connection_id, holder = %ended.run_id, end = %ended.end, "the run holding the lock runs no more; its lock is taken over");
     begin_run_recovering(&runtime.store, connection_id, trigger, lease, &ended).await
 }
 
-/// `holder`, when its execution has ended and no task it started can still be running: its last
-/// task had answered, or it ended [`TASKS_QUIET_AFTER_END`] ago. A plan or finalize still running
-/// could otherwise commit beside the next run, or delete its lock.
-async fn ended_holder(state_machine: &dyn StateMachine, holder: RunRef) -> Option<EndedHolder> {
+/// `holder`, holding its lock `since`, when it runs no more and no task it started can still be
+/// running: its execution has ended and its last task had answered, or it ended
+/// [`LONGEST_INVOCATION`] ago (a plan or finalize still running could otherwise commit beside
+/// the next run, or delete its lock); or it has no execution, and the trigger that took its lock
+/// has ended ([`never_started_holder`]).
+async fn ended_holder(
+    store: &impl BucketStore,
+    state_machine: &dyn StateMachine,
+    holder: RunRef,
+    since: &str,
+) -> Option<EndedHolder> {
     let found = match state_machine
         .execution_named(&execution_name(&holder))
         .await
     {
         Ok(Some(found)) if found.has_ended() => found,
-        Ok(_) => return None,
+        Ok(Some(_)) => return None,
+        Ok(None) => {
+            return never_started_holder(store, holder, since, LONGEST_INVOCATION)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "whether the run holding the lock was ever started cannot be told");
+                    None
+                });
+        }
         Err(lookup) => {
             tracing::warn!(holder = %holder.run_id, %lookup, "whether the run holding the lock still runs cannot be told");
             return None;
@@ -713,7 +733,7 @@ async fn ended_holder(state_machine: &dyn StateMachine, holder: RunRef) -> Optio
     };
     let quiet_from = found
         .stopped_at
-        .map(|at| at + TASKS_QUIET_AFTER_END.as_secs() as i64);
+        .map(|at| at + LONGEST_INVOCATION.as_secs() as i64);
     if quiet_from.is_none_or(|at| at > jiff::Timestamp::now().as_second()) {
         match state_machine.task_left_running(&found.arn).await {
             Ok(false) => {}
@@ -729,7 +749,7 @@ async fn ended_holder(state_machine: &dyn StateMachine, holder: RunRef) -> Optio
     }
     Some(EndedHolder {
         run_id: holder.run_id,
-        status: found.status,
+        end: HolderEnd::ExecutionEnded(found.status),
     })
 }
 

@@ -1017,6 +1017,57 @@ def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator)
     assert status == 200 and connection["lastCommittedRun"] == started["run"]["runId"], connection
 
 
+def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection_once_it_cannot_start(
+        account, emulator, monkeypatch):
+    # The schedule's trigger dies (`Runtime.ExitError`) just after it took the lock and wrote the
+    # run record, before it started the execution: no execution and no Catch will ever release
+    # that lock. A start while the trigger could still have been running (its lock is young) is
+    # refused; once the lock is older than the longest invocation (16 minutes: the lock's time is
+    # set back, as the clock would move), the next start finds no execution of the holder, takes
+    # the lock over and marks the run Failed. Before, every start was refused for the lease, 6 hours.
+    from moto.s3.responses import S3Response
+    original = S3Response._key_response_put
+    trigger = account.function_named("cxone-etm-trigger")
+    crashed = []
+
+    def key_response_put(self, query, key_name):
+        answer = original(self, query, key_name)
+        parts = key_name.split("/")
+        if len(parts) == 5 and parts[:3] == ["connections", "sast", "runs"] and parts[4] == "run.json" \
+                and not crashed:
+            # Named before the kill: the invocation answers as soon as its instance is killed.
+            crashed.append(parts[3])
+            if not account.host.crash(trigger.name, b'"sast"'):
+                crashed.pop()
+        return answer
+
+    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    body, failed = account.host.invoke(trigger.name, json.dumps(account.scheduled_event()).encode())
+    monkeypatch.undo()
+    assert failed and json.loads(body)["errorType"] == "Runtime.ExitError", body
+    (dead,) = crashed
+    sfn = account.client("stepfunctions")
+    assert not [e for e in sfn.list_executions(stateMachineArn=account.machine_arn)["executions"] if dead in e["name"]]
+    lock = account.get_json("connections/sast/lock")
+    assert lock["runId"] == dead, lock
+    status, refused = account.http("POST", "/connections/sast/runs")
+    assert status == 409 and dead in json.dumps(refused), refused
+    lock["acquiredAt"] = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=17)) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+    account.client("s3").put_object(Bucket=account.bucket, Key="connections/sast/lock", Body=json.dumps(lock).encode())
+    status, started = account.http("POST", "/connections/sast/runs")
+    assert status == 202, started
+    record = account.get_json(f"connections/sast/runs/{dead}/run.json")
+    assert record["state"] == "Failed", record
+    assert "the trigger that took its lock ended without starting its execution" in record["reason"] \
+        and started["run"]["runId"] in record["reason"], record
+    execution = account.wait(started["executionArn"])
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
+
+
 def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     result = put_connection(account, wide, "wide", secret=account.dast_secret_arn)
     assert result.returncode == 0, result.stderr

@@ -30,7 +30,7 @@ pub enum StepError {
     },
     /// Another run of the connection holds its lock.
     #[error(
-        "connection {connection_id} is already running (run {run_id} since {since}); wait for it to finish. A run that stopped without releasing the lock (its execution stopped or timed out, its runner crashed) gives it up to a later start once it is known to run no more, at the latest when its 6-hour lease ends"
+        "connection {connection_id} is already running (run {run_id} since {since}); wait for it to finish. A run that stopped without releasing the lock (its execution stopped or timed out, its trigger cut off before it started the execution, its runner crashed) gives it up to a later start once it is known to run no more, at the latest when its 6-hour lease ends"
     )]
     AlreadyRunning {
         connection_id: String,

@@ -144,19 +144,20 @@ impl LocalHolder {
 impl Lock {
     /// Taken more than `age` ago (or at a time that cannot be read).
     fn acquired_before(&self, age: Duration) -> bool {
-        time::OffsetDateTime::parse(
-            &self.acquired_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map_or(true, |at| {
-            time::OffsetDateTime::now_utc() - at > time::Duration::seconds(age.as_secs() as i64)
-        })
+        taken_before(&self.acquired_at, age).unwrap_or(true)
     }
 
     fn is_stale(&self) -> bool {
         self.expires_at <= unix_now()
             || self.local_holder.as_ref().is_some_and(LocalHolder::is_gone)
     }
+}
+
+/// Whether `at` (RFC 3339) is more than `age` ago; `None` when it cannot be read.
+fn taken_before(at: &str, age: Duration) -> Option<bool> {
+    let at =
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(time::OffsetDateTime::now_utc() - at > time::Duration::seconds(age.as_secs() as i64))
 }
 
 fn short_hash(bytes: &[u8]) -> String {
@@ -345,13 +346,64 @@ pub async fn begin_run(
     acquire_lock(store, connection_id, trigger, lease, None).await
 }
 
-/// A run that holds its connection's lock but runs no more: its execution ended without
-/// releasing it (stopped, timed out), and no task of it can still be running.
+/// A run that holds its connection's lock but runs no more, and no task of it can still be
+/// running.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndedHolder {
     pub run_id: String,
-    /// The execution's status as Step Functions names it (ABORTED, TIMED_OUT, …).
-    pub status: String,
+    pub end: HolderEnd,
+}
+
+/// How a run holding its lock came to run no more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HolderEnd {
+    /// Its execution ended without releasing the lock (stopped, timed out: no Catch runs); the
+    /// status as Step Functions names it (ABORTED, TIMED_OUT, …).
+    ExecutionEnded(String),
+    /// The trigger that took its lock ended (cut off, its process dead) before it started the
+    /// run's execution, and never will.
+    NeverStarted,
+}
+
+/// The reason an abandoned run's record gives.
+impl std::fmt::Display for HolderEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ExecutionEnded(status) => {
+                write!(
+                    f,
+                    "its execution ended ({status}) without releasing the lock"
+                )
+            }
+            Self::NeverStarted => {
+                f.write_str("the trigger that took its lock ended without starting its execution")
+            }
+        }
+    }
+}
+
+/// `holder`, taking its connection's lock since `since` with no execution found, when no
+/// execution of it will ever run: the lock was taken more than `longest_start` ago (the trigger
+/// that took it has ended), and the run is not a local one (`cxone-etm run` starts no execution,
+/// and may hold its lock for hours). A holder whose run record was never written (its trigger
+/// ended between the lock and the record) is one too. A time that cannot be read, or a record that
+/// cannot, keeps the lock.
+pub async fn never_started_holder(
+    store: &impl ObjectStore,
+    holder: RunRef,
+    since: &str,
+    longest_start: Duration,
+) -> Result<Option<EndedHolder>, StepError> {
+    if taken_before(since, longest_start) != Some(true) {
+        return Ok(None);
+    }
+    let record = get_json::<RunRecord>(store, &holder.run_record()).await?;
+    Ok(record
+        .is_none_or(|record| record.trigger != Trigger::Local)
+        .then_some(EndedHolder {
+            run_id: holder.run_id,
+            end: HolderEnd::NeverStarted,
+        }))
 }
 
 /// [`begin_run`], also recovering the lock while `ended` holds it, as one whose lease ran out:
@@ -440,10 +492,7 @@ async fn acquire_lock(
                 store.put(&key, body).await?;
                 if let Some(stale) = stale {
                     let why = match ended.filter(|_| has_ended(&stale)) {
-                        Some(ended) => format!(
-                            "its execution ended ({}) without releasing the lock",
-                            ended.status
-                        ),
+                        Some(ended) => ended.end.to_string(),
                         None => "its runner stopped before the commit".to_string(),
                     };
                     abandon(store, connection_id, &stale.run_id, &run.run_id, &why).await?;
@@ -722,7 +771,7 @@ mod tests {
         let stopped = begin_run(&*store, "c4", Trigger::Api, lease).await.unwrap();
         let ended = EndedHolder {
             run_id: stopped.run_id.clone(),
-            status: "ABORTED".into(),
+            end: HolderEnd::ExecutionEnded("ABORTED".into()),
         };
         let starts: Vec<_> = (0..8)
             .map(|_| {
@@ -765,6 +814,38 @@ mod tests {
         );
     }
 
+    /// A holder with no execution is one that will never run only when its lock is older than
+    /// the longest start and it is no local run; a time that cannot be read keeps the lock.
+    #[tokio::test]
+    async fn a_holder_with_no_execution_never_started_only_once_its_trigger_has_ended() {
+        let store = MemoryStore::default();
+        let hour = Duration::from_secs(3600);
+        let api = begin_run(&store, "c6", Trigger::Api, hour).await.unwrap();
+        let local = begin_run(&store, "c7", Trigger::Local, hour).await.unwrap();
+        let recordless = api.sibling("20261122T000000Z-none");
+        let long_ago = "2026-11-22T00:00:00Z";
+        let never = |run: &RunRef, since: &str, bound: Duration| {
+            let (store, run, since) = (&store, run.clone(), since.to_string());
+            async move {
+                never_started_holder(store, run, &since, bound)
+                    .await
+                    .unwrap()
+                    .map(|ended| ended.end)
+            }
+        };
+        assert_eq!(never(&api, &now_rfc3339(), hour).await, None);
+        assert_eq!(
+            never(&api, long_ago, hour).await,
+            Some(HolderEnd::NeverStarted)
+        );
+        assert_eq!(
+            never(&recordless, long_ago, hour).await,
+            Some(HolderEnd::NeverStarted)
+        );
+        assert_eq!(never(&local, long_ago, hour).await, None);
+        assert_eq!(never(&api, "yesterday", hour).await, None);
+    }
+
     /// A run already Failed whose lock stayed (its failure recorded, the release failed) keeps
     /// its reason when the lock is taken over.
     #[tokio::test]
@@ -780,7 +861,7 @@ mod tests {
         .unwrap();
         let ended = EndedHolder {
             run_id: failed.run_id.clone(),
-            status: "FAILED".into(),
+            end: HolderEnd::ExecutionEnded("FAILED".into()),
         };
         let next = begin_run_recovering(&store, "c5", Trigger::Api, lease, &ended)
             .await

@@ -193,10 +193,20 @@ async fn store_run_record(
     state: RunState,
     items: Option<u64>,
 ) {
+    store_run_record_of(f, run, Trigger::Api, state, items).await
+}
+
+async fn store_run_record_of(
+    f: &cxone_etm_e2e::Fixture,
+    run: &RunRef,
+    trigger: Trigger,
+    state: RunState,
+    items: Option<u64>,
+) {
     let record = RunRecord {
         connection_id: run.connection_id.clone(),
         run_id: run.run_id.clone(),
-        trigger: Trigger::Api,
+        trigger,
         state,
         reason: None,
         started_at: "2026-11-22T00:00:00Z".into(),
@@ -225,8 +235,12 @@ async fn stored_run_record(f: &cxone_etm_e2e::Fixture, run: &RunRef) -> RunRecor
 
 /// Gives `run` its connection's lock, as the trigger's start leaves it.
 async fn hold_lock(f: &cxone_etm_e2e::Fixture, run: &RunRef) {
-    let lock =
-        json!({"runId": run.run_id, "acquiredAt": "2026-11-22T00:00:00Z", "expiresAt": i64::MAX});
+    hold_lock_since(f, run, "2026-11-22T00:00:00Z").await
+}
+
+/// `run` holds its connection's lock, taken at `acquired_at` (RFC 3339), its lease unending.
+async fn hold_lock_since(f: &cxone_etm_e2e::Fixture, run: &RunRef, acquired_at: &str) {
+    let lock = json!({"runId": run.run_id, "acquiredAt": acquired_at, "expiresAt": i64::MAX});
     let key = format!("connections/{}/lock", run.connection_id);
     f.runtime
         .store
@@ -861,12 +875,14 @@ async fn a_holder_whose_execution_may_still_run_keeps_its_lock() {
         RunState::Scheduled
     );
 
-    // A run of `cxone-etm run` against the same bucket has no execution at all.
+    // A run of `cxone-etm run` against the same bucket has no execution at all, and may hold
+    // its lock for hours.
     let local = RunRef {
         connection_id: "demo-sast".into(),
         run_id: "20261122T000000Z-10ca1".into(),
     };
     hold_lock(&f, &local).await;
+    store_run_record_of(&f, &local, Trigger::Local, RunState::Processing, None).await;
     let refused = scheduled_start(&f).await.unwrap_err();
     assert!(
         refused.error_message.contains(&local.run_id),
@@ -874,6 +890,64 @@ async fn a_holder_whose_execution_may_still_run_keeps_its_lock() {
         refused.error_message
     );
     assert_eq!(f.starts.starts().len(), 1);
+}
+
+/// A trigger that took its lock and was cut off (or died) before it started the run's execution
+/// leaves a lock no execution will release. Once the trigger cannot be running any more (longer
+/// ago than the longest invocation), the next start takes the lock over and fails the run; a
+/// younger lock is refused, as its trigger may still start the execution.
+#[tokio::test]
+async fn a_run_whose_trigger_died_before_its_start_gives_its_lock_to_the_next_start() {
+    let f = fixture().await;
+    let ago = |minutes: i64| {
+        jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_mins(minutes))
+            .unwrap()
+            .to_string()
+    };
+    let orphan = RunRef {
+        connection_id: "demo-sast".into(),
+        run_id: "20261122T000000Z-dead1".into(),
+    };
+    store_run_record(&f, &orphan, RunState::Scheduled, None).await;
+    hold_lock_since(&f, &orphan, &ago(10)).await;
+    let refused = scheduled_start(&f).await.unwrap_err();
+    assert!(
+        refused.error_message.contains(&orphan.run_id),
+        "{}",
+        refused.error_message
+    );
+    assert_eq!(
+        stored_run_record(&f, &orphan).await.state,
+        RunState::Scheduled
+    );
+    assert!(f.starts.starts().is_empty());
+
+    hold_lock_since(&f, &orphan, &ago(17)).await;
+    let next = scheduled_start(&f).await.expect("the next run starts");
+    assert_ne!(next["run"]["runId"], json!(orphan.run_id));
+    let record = stored_run_record(&f, &orphan).await;
+    assert_eq!(record.state, RunState::Failed);
+    let reason = record.reason.unwrap();
+    assert!(
+        reason.contains("the trigger that took its lock ended without starting its execution"),
+        "{reason}"
+    );
+    assert_eq!(f.starts.starts().len(), 1);
+
+    // Cut off between the lock and the run record: no record at all.
+    let recordless = RunRef {
+        connection_id: "demo-sast".into(),
+        run_id: "20261122T000000Z-dead2".into(),
+    };
+    f.runtime
+        .store
+        .delete(&format!("connections/{}/lock", recordless.connection_id))
+        .await
+        .unwrap();
+    hold_lock_since(&f, &recordless, &ago(17)).await;
+    scheduled_start(&f).await.expect("the next run starts");
+    assert_eq!(f.starts.starts().len(), 2);
 }
 
 #[tokio::test]
