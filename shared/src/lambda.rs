@@ -684,7 +684,7 @@ async fn take_lock(
         Err(refused @ StepError::AlreadyRunning { .. }) => refused,
         taken => return taken,
     };
-    let (Some(state_machine), StepError::AlreadyRunning { run_id, since, .. }) =
+    let (Some(state_machine), StepError::AlreadyRunning { run_id, .. }) =
         (&runtime.state_machine, &refused)
     else {
         return Err(refused);
@@ -693,16 +693,14 @@ async fn take_lock(
         connection_id: connection_id.to_string(),
         run_id: run_id.clone(),
     };
-    let Some(ended) = ended_holder(&runtime.store, state_machine.as_ref(), holder, since).await
-    else {
+    let Some(ended) = ended_holder(&runtime.store, state_machine.as_ref(), holder).await else {
         return Err(refused);
     };
     tracing::warn!(connection = connection_id, holder = %ended.run_id, end = %ended.end, "the run holding the lock runs no more; its lock is taken over");
     begin_run_recovering(&runtime.store, connection_id, trigger, lease, &ended).await
 }
 
-/// `holder`, holding its lock `since`, when it runs no more and no task it started can still be
-/// running: its execution has ended and its last task had answered, or it ended
+/// `holder`, when it runs no more and no task it started can still be running: its execution has ended and its last task had answered, or it ended
 /// [`LONGEST_INVOCATION`] ago (a plan or finalize still running could otherwise commit beside
 /// the next run, or delete its lock); or it has no execution, and the trigger that took its lock
 /// has ended ([`never_started_holder`]).
@@ -710,7 +708,6 @@ async fn ended_holder(
     store: &impl BucketStore,
     state_machine: &dyn StateMachine,
     holder: RunRef,
-    since: &str,
 ) -> Option<EndedHolder> {
     let found = match state_machine
         .execution_named(&execution_name(&holder))
@@ -719,7 +716,7 @@ async fn ended_holder(
         Ok(Some(found)) if found.has_ended() => found,
         Ok(Some(_)) => return None,
         Ok(None) => {
-            return never_started_holder(store, holder, since, LONGEST_INVOCATION)
+            return never_started_holder(store, holder, LONGEST_INVOCATION)
                 .await
                 .unwrap_or_else(|error| {
                     tracing::warn!(%error, "whether the run holding the lock was ever started cannot be told");

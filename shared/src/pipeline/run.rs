@@ -115,6 +115,10 @@ struct Lock {
     /// holder is gone instead of waiting out the lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     local_holder: Option<LocalHolder>,
+    /// What started the holder, in the lock itself: its run record is written after the lock.
+    /// (Locks written before this field name none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trigger: Option<Trigger>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,28 +386,36 @@ impl std::fmt::Display for HolderEnd {
     }
 }
 
-/// `holder`, taking its connection's lock since `since` with no execution found, when no
-/// execution of it will ever run: the lock was taken more than `longest_start` ago (the trigger
-/// that took it has ended), and the run is not a local one (`cxone-etm run` starts no execution,
-/// and may hold its lock for hours). A holder whose run record was never written (its trigger
-/// ended between the lock and the record) is one too. A time that cannot be read, or a record that
-/// cannot, keeps the lock.
+/// `holder`, of which no execution was found, when none will ever run: it still holds its
+/// connection's lock, taken more than `longest_start` ago (the trigger that took it has ended),
+/// by a trigger of the state machine (the schedule or the API), not by a local run (`cxone-etm
+/// run` starts no execution, and may hold its lock for hours). The lock names its trigger; a lock
+/// written before it did is judged by the run record, and kept when there is none. A time that
+/// cannot be read keeps the lock.
 pub async fn never_started_holder(
     store: &impl ObjectStore,
     holder: RunRef,
-    since: &str,
     longest_start: Duration,
 ) -> Result<Option<EndedHolder>, StepError> {
-    if taken_before(since, longest_start) != Some(true) {
+    let lock = get_json::<Lock>(store, &lock_key(&holder.connection_id)).await?;
+    let Some(lock) = lock.filter(|lock| lock.run_id == holder.run_id) else {
+        // Released or taken anew since: the start goes the ordinary way.
+        return Ok(None);
+    };
+    if taken_before(&lock.acquired_at, longest_start) != Some(true) {
         return Ok(None);
     }
-    let record = get_json::<RunRecord>(store, &holder.run_record()).await?;
-    Ok(record
-        .is_none_or(|record| record.trigger != Trigger::Local)
-        .then_some(EndedHolder {
-            run_id: holder.run_id,
-            end: HolderEnd::NeverStarted,
-        }))
+    let trigger = match lock.trigger {
+        Some(trigger) => Some(trigger),
+        None => get_json::<RunRecord>(store, &holder.run_record())
+            .await?
+            .map(|record| record.trigger),
+    };
+    let started_by_a_trigger = matches!(trigger, Some(Trigger::Schedule | Trigger::Api));
+    Ok(started_by_a_trigger.then_some(EndedHolder {
+        run_id: holder.run_id,
+        end: HolderEnd::NeverStarted,
+    }))
 }
 
 /// [`begin_run`], also recovering the lock while `ended` holds it, as one whose lease ran out:
@@ -436,6 +448,7 @@ async fn acquire_lock(
         local_holder: (trigger == Trigger::Local)
             .then(LocalHolder::current)
             .flatten(),
+        trigger: Some(trigger),
     };
     let body = Bytes::from(serde_json::to_vec(&lock).expect("serializes"));
     let key = lock_key(connection_id);
@@ -702,8 +715,11 @@ pub async fn fail_run(
         release(store, run).await?;
         return finished;
     }
-    if read_run(store, run).await?.state == RunState::Failed {
-        // Failed already (finalize records a run with nothing to commit): its reason stands.
+    let record = read_run(store, run).await?;
+    if record.state == RunState::Failed {
+        // Failed already (finalize records a run with nothing to commit, or an attempt died
+        // between the record and the state): its reason stands, and the state says it too.
+        write_state(store, run, RunState::Failed, None, record.reason).await?;
         return release(store, run).await.map(|()| None);
     }
     update_run(store, run, |r| {
@@ -814,36 +830,99 @@ mod tests {
         );
     }
 
-    /// A holder with no execution is one that will never run only when its lock is older than
-    /// the longest start and it is no local run; a time that cannot be read keeps the lock.
+    /// A holder with no execution is one that will never run only while it still holds the lock,
+    /// taken longer ago than the longest start, by the schedule or the API: never a local run's,
+    /// even one whose record is not written yet. A lock that names no trigger (written before
+    /// locks did) is judged by the run record, and kept without one.
     #[tokio::test]
     async fn a_holder_with_no_execution_never_started_only_once_its_trigger_has_ended() {
         let store = MemoryStore::default();
         let hour = Duration::from_secs(3600);
-        let api = begin_run(&store, "c6", Trigger::Api, hour).await.unwrap();
-        let local = begin_run(&store, "c7", Trigger::Local, hour).await.unwrap();
-        let recordless = api.sibling("20261122T000000Z-none");
-        let long_ago = "2026-11-22T00:00:00Z";
-        let never = |run: &RunRef, since: &str, bound: Duration| {
-            let (store, run, since) = (&store, run.clone(), since.to_string());
+        let holder = RunRef {
+            connection_id: "c6".into(),
+            run_id: "20261122T000000Z-hold".into(),
+        };
+        let record = |trigger| RunRecord {
+            connection_id: holder.connection_id.clone(),
+            run_id: holder.run_id.clone(),
+            trigger,
+            state: RunState::Scheduled,
+            reason: None,
+            started_at: "2026-11-22T00:00:00Z".into(),
+            finished_at: None,
+            items: None,
+            previous_run: None,
+        };
+        let never = |run_id: &str, acquired_at: &str, trigger: Option<Trigger>| {
+            let lock = Lock {
+                run_id: run_id.into(),
+                acquired_at: acquired_at.into(),
+                expires_at: unix_now() + 3600,
+                local_holder: None,
+                trigger,
+            };
+            let (store, holder) = (&store, holder.clone());
             async move {
-                never_started_holder(store, run, &since, bound)
+                put_json(store, &lock_key("c6"), &lock).await.unwrap();
+                never_started_holder(store, holder, hour)
                     .await
                     .unwrap()
                     .map(|ended| ended.end)
             }
         };
-        assert_eq!(never(&api, &now_rfc3339(), hour).await, None);
+        let long_ago = "2026-11-22T00:00:00Z";
+        let id = holder.run_id.clone();
+        let never_started = Some(HolderEnd::NeverStarted);
+        // No run record yet: the lock's trigger decides.
         assert_eq!(
-            never(&api, long_ago, hour).await,
-            Some(HolderEnd::NeverStarted)
+            never(&id, long_ago, Some(Trigger::Api)).await,
+            never_started
         );
         assert_eq!(
-            never(&recordless, long_ago, hour).await,
-            Some(HolderEnd::NeverStarted)
+            never(&id, long_ago, Some(Trigger::Schedule)).await,
+            never_started
         );
-        assert_eq!(never(&local, long_ago, hour).await, None);
-        assert_eq!(never(&api, "yesterday", hour).await, None);
+        assert_eq!(never(&id, long_ago, Some(Trigger::Local)).await, None);
+        assert_eq!(never(&id, &now_rfc3339(), Some(Trigger::Api)).await, None);
+        assert_eq!(never(&id, "yesterday", Some(Trigger::Api)).await, None);
+        assert_eq!(
+            never("another-run", long_ago, Some(Trigger::Api)).await,
+            None
+        );
+        // A lock that names no trigger.
+        assert_eq!(never(&id, long_ago, None).await, None);
+        put_json(&store, &holder.run_record(), &record(Trigger::Api))
+            .await
+            .unwrap();
+        assert_eq!(never(&id, long_ago, None).await, never_started);
+        put_json(&store, &holder.run_record(), &record(Trigger::Local))
+            .await
+            .unwrap();
+        assert_eq!(never(&id, long_ago, None).await, None);
+    }
+
+    /// A run marked Failed whose state was not written (its attempt died between the two) is
+    /// failed again by the retry: the state says Failed with the record's reason, the lock goes.
+    #[tokio::test]
+    async fn failing_a_run_again_writes_the_state_an_earlier_attempt_left_behind() {
+        let store = MemoryStore::default();
+        let run = begin_run(&store, "c8", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        start_processing(&store, &run).await.unwrap();
+        update_run(&store, &run, |r| {
+            r.state = RunState::Failed;
+            r.reason = Some("plan failed (Fatal): 403".into());
+        })
+        .await
+        .unwrap();
+        fail_run(&store, &run, "plan failed (Runtime.ExitError): killed")
+            .await
+            .unwrap();
+        let state = read_state(&store, "c8").await.unwrap().unwrap();
+        assert_eq!(state.state, RunState::Failed);
+        assert_eq!(state.reason.as_deref(), Some("plan failed (Fatal): 403"));
+        assert!(store.get(&lock_key("c8")).await.unwrap().is_none());
     }
 
     /// A run already Failed whose lock stayed (its failure recorded, the release failed) keeps
@@ -893,6 +972,7 @@ mod tests {
                 .unwrap(),
             expires_at: unix_now() + 3600,
             local_holder: None,
+            trigger: Some(Trigger::Api),
         };
         put_json(&store, &takeover_key, &takeover(1)).await.unwrap();
         let refused = begin_run(&store, "c3", Trigger::Api, Duration::from_secs(3600))

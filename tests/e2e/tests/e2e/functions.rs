@@ -235,12 +235,18 @@ async fn stored_run_record(f: &cxone_etm_e2e::Fixture, run: &RunRef) -> RunRecor
 
 /// Gives `run` its connection's lock, as the trigger's start leaves it.
 async fn hold_lock(f: &cxone_etm_e2e::Fixture, run: &RunRef) {
-    hold_lock_since(f, run, "2026-11-22T00:00:00Z").await
+    hold_lock_since(f, run, "2026-11-22T00:00:00Z", Trigger::Api).await
 }
 
-/// `run` holds its connection's lock, taken at `acquired_at` (RFC 3339), its lease unending.
-async fn hold_lock_since(f: &cxone_etm_e2e::Fixture, run: &RunRef, acquired_at: &str) {
-    let lock = json!({"runId": run.run_id, "acquiredAt": acquired_at, "expiresAt": i64::MAX});
+/// `run` holds its connection's lock, taken by `trigger` at `acquired_at` (RFC 3339), its lease
+/// unending.
+async fn hold_lock_since(
+    f: &cxone_etm_e2e::Fixture,
+    run: &RunRef,
+    acquired_at: &str,
+    trigger: Trigger,
+) {
+    let lock = json!({"runId": run.run_id, "acquiredAt": acquired_at, "expiresAt": i64::MAX, "trigger": trigger});
     let key = format!("connections/{}/lock", run.connection_id);
     f.runtime
         .store
@@ -881,7 +887,7 @@ async fn a_holder_whose_execution_may_still_run_keeps_its_lock() {
         connection_id: "demo-sast".into(),
         run_id: "20261122T000000Z-10ca1".into(),
     };
-    hold_lock(&f, &local).await;
+    hold_lock_since(&f, &local, "2026-11-22T00:00:00Z", Trigger::Local).await;
     store_run_record_of(&f, &local, Trigger::Local, RunState::Processing, None).await;
     let refused = scheduled_start(&f).await.unwrap_err();
     assert!(
@@ -910,7 +916,7 @@ async fn a_run_whose_trigger_died_before_its_start_gives_its_lock_to_the_next_st
         run_id: "20261122T000000Z-dead1".into(),
     };
     store_run_record(&f, &orphan, RunState::Scheduled, None).await;
-    hold_lock_since(&f, &orphan, &ago(10)).await;
+    hold_lock_since(&f, &orphan, &ago(10), Trigger::Schedule).await;
     let refused = scheduled_start(&f).await.unwrap_err();
     assert!(
         refused.error_message.contains(&orphan.run_id),
@@ -923,7 +929,7 @@ async fn a_run_whose_trigger_died_before_its_start_gives_its_lock_to_the_next_st
     );
     assert!(f.starts.starts().is_empty());
 
-    hold_lock_since(&f, &orphan, &ago(17)).await;
+    hold_lock_since(&f, &orphan, &ago(17), Trigger::Schedule).await;
     let next = scheduled_start(&f).await.expect("the next run starts");
     assert_ne!(next["run"]["runId"], json!(orphan.run_id));
     let record = stored_run_record(&f, &orphan).await;
@@ -935,7 +941,7 @@ async fn a_run_whose_trigger_died_before_its_start_gives_its_lock_to_the_next_st
     );
     assert_eq!(f.starts.starts().len(), 1);
 
-    // Cut off between the lock and the run record: no record at all.
+    // Cut off between the lock and the run record: no record at all, the lock names its trigger.
     let recordless = RunRef {
         connection_id: "demo-sast".into(),
         run_id: "20261122T000000Z-dead2".into(),
@@ -945,9 +951,23 @@ async fn a_run_whose_trigger_died_before_its_start_gives_its_lock_to_the_next_st
         .delete(&format!("connections/{}/lock", recordless.connection_id))
         .await
         .unwrap();
-    hold_lock_since(&f, &recordless, &ago(17)).await;
+    hold_lock_since(&f, &recordless, &ago(17), Trigger::Api).await;
     scheduled_start(&f).await.expect("the next run starts");
     assert_eq!(f.starts.starts().len(), 2);
+
+    // A local run's lock, its record not written yet (a runner paused between the two writes):
+    // never taken this way.
+    let local = RunRef {
+        connection_id: "demo-sast".into(),
+        run_id: "20261122T000000Z-10ca2".into(),
+    };
+    hold_lock_since(&f, &local, &ago(17), Trigger::Local).await;
+    let refused = scheduled_start(&f).await.unwrap_err();
+    assert!(
+        refused.error_message.contains(&local.run_id),
+        "{}",
+        refused.error_message
+    );
 }
 
 #[tokio::test]
