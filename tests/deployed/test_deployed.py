@@ -734,6 +734,88 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     assert previous["lastCommittedRun"] != account.get_json("connections/sast/state.json")["lastCommittedRun"]
 
 
+def test_a_vendor_that_answers_badly_in_every_way_closes_nothing_it_did_not_see(account, emulator):
+    # After a run with a vendor that answers well, one in which the results answer 429 and 503,
+    # drop connections, cut bodies off halfway, and break one record of many pages (its id gone,
+    # its severity a number) or take its type away. Pages of 10 results, so each kind of fault
+    # meets some of the run's 50 or so pages. The client and the state machine retry what may be
+    # retried; a broken record is rejected with its reason, and since it could be any of the
+    # item's findings, the item's absent findings are held open, not closed. Every result is in
+    # exactly one place, nothing is FIXED but what the vendor says is fixed, and the next run, the
+    # vendor well again, finds nothing new or reopened.
+    # The client's waits shortened (its retries as many as by default), so the run takes seconds.
+    retry = {"max_retries": 8, "base_delay_ms": 50, "max_delay_secs": 1, "max_total_wait_secs": 10}
+    result = put_connection(account, emulator, "faults", vendor={"results_page_size": 10, "retry": retry})
+    assert result.returncode == 0, result.stderr
+    _, before = api_run(account, "faults")
+    fired_before = emulator.get("/_emulator/stats")["traffic"]["faults_fired"]
+    emulator.fault("results", {"rate_limit_rate": 0.15, "server_error_rate": 0.1, "reset_rate": 0.15,
+                               "truncate_rate": 0.15, "malformed_rate": 0.3, "untyped_rate": 0.15})
+    try:
+        _, manifest = api_run(account, "faults")
+    finally:
+        emulator.clear_faults()
+    fired = emulator.get("/_emulator/stats")["traffic"]["faults_fired"]
+    for kind in ("rate_limited", "server_errors", "resets", "truncated", "malformed", "untyped"):
+        assert fired[kind].get("results", 0) > fired_before[kind].get("results", 0), (kind, fired)
+    totals, lifecycle = manifest["totals"], manifest["totals"]["lifecycle"]
+    # Every record of every engine the scans hold was read once, and is in exactly one place: a
+    # finding, a rejection, or another engine's (the results of a scan mix its engines).
+    by_type = emulator.get("/_emulator/stats")["expected"]["totals"]["by_type"]
+    assert totals["recordsIn"] == sum(by_type.values()), (totals["recordsIn"], by_type)
+    for item in manifest["items"]:
+        figures = item["figures"]
+        placed = figures["findingsOut"] + figures["rejected"] + sum(figures["skippedByType"].values()) \
+            + figures["skippedByFilter"] + figures["duplicates"] + figures["superseded"]
+        assert placed == figures["recordsIn"] == item["recordsFetched"] == item["recordsExpected"], item
+    # Each SAST result is a finding or rejected; a record whose type was taken away may have been
+    # any engine's, and is rejected too.
+    rejected = [r for item in manifest["items"] for r in item["rejected"]]
+    assert len(rejected) == totals["rejected"] and all(r["reason"] for r in rejected), rejected[:3]
+    untyped = sum(1 for r in rejected if "no `type`" in r["reason"])
+    assert 0 < untyped < len(rejected), [r["reason"] for r in rejected]
+    assert sast_total(emulator) <= totals["findingsOut"] + totals["rejected"] <= sast_total(emulator) + untyped, totals
+    assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
+    # FIXED only where the vendor says fixed (a fixed finding rejected this time is held too).
+    assert lifecycle.get("FIXED", 0) == totals["fixed"], (lifecycle, totals)
+    assert totals["heldForRejectedRecords"] > 0, totals
+    _, after = api_run(account, "faults")
+    assert_unchanged(after, before)
+
+
+def test_tokens_revoked_between_runs_and_expiring_within_one_are_replaced_and_the_run_commits_whole(account, emulator):
+    # A warm function keeps its access token from one invocation to the next, as Lambda keeps its
+    # instance. Every token the tenant gave is revoked between two runs, and within the next one
+    # tokens live 1 s while every results page takes 300 ms (Checkmarx One's live 30 minutes, and
+    # a large scan's pull outlasts one): a refused token is replaced, once, and the run commits
+    # exactly what the vendor holds, as the run before did.
+    started, _ = scheduled_run(account)
+    before = committed(account, started["run"])
+
+    def refusals() -> int:
+        return sum(path.read_text(errors="replace").count("access token refused; re-authenticating")
+                   for path in account.work.glob("cxone-etm-*.log"))
+
+    def token_requests() -> int:
+        return emulator.get("/_emulator/stats")["traffic"]["requests"].get("token", 0)
+
+    refused_before, tokens_before = refusals(), token_requests()
+    urllib.request.urlopen(urllib.request.Request(f"{emulator.url}/_emulator/revoke-tokens", method="POST")).read()
+    emulator.fault("token", {"expire_tokens_after_secs": 1})
+    emulator.fault("results", {"latency_ms": 300})
+    try:
+        started, _ = scheduled_run(account)
+    finally:
+        emulator.clear_faults()
+    # The warm instances' tokens were refused (the plan's, the collects'), and replaced.
+    assert refusals() - refused_before >= 2, (refusals(), refused_before)
+    assert token_requests() > tokens_before
+    after = committed(account, started["run"])
+    assert after["complete"] is True, after["problems"]
+    assert after["totals"]["findingsOut"] + after["totals"]["rejected"] == sast_total(emulator)
+    assert_unchanged(after, before)
+
+
 def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, monkeypatch):
     # A transform's process dies (`Runtime.ExitError`) after it wrote an item's batch and next
     # ledger, at the moment it writes the item's transform record, and dies there again when it is
