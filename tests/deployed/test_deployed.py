@@ -783,6 +783,39 @@ def test_a_vendor_that_answers_badly_in_every_way_closes_nothing_it_did_not_see(
     assert_unchanged(after, before)
 
 
+def test_a_project_a_broken_listing_leaves_out_is_never_closed_as_deleted(account, emulator):
+    # A connection that closes the findings of deleted projects. In its second run the project
+    # listing breaks one record (its id gone): that project is not in the work list, and the
+    # listing is incomplete, so its absence says nothing. The plan (the trigger's role) writes
+    # the listing's problem beside the work list, and finalize (its own role) reads it: the
+    # project's ledger is carried, not closed, and no project is reported deleted. The run after,
+    # the listing whole again, is unchanged from the first.
+    result = put_connection(account, emulator, "deletions", extra={"close_deleted_items": True})
+    assert result.returncode == 0, result.stderr
+    _, first = api_run(account, "deletions")
+    emulator.fault("projects", {"malformed_rate": 1.0})
+    try:
+        status, started = account.http("POST", "/connections/deletions/runs")
+        assert status == 202, started
+        execution = account.wait(started["executionArn"])
+    finally:
+        emulator.clear_faults()
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, started["run"])
+    (missing,) = {i["item"] for i in first["items"]} - {i["item"] for i in manifest["items"]}
+    assert manifest["complete"] is False and any(p.startswith("project record ") for p in manifest["problems"]), \
+        manifest["problems"]
+    assert manifest.get("deletedItems", []) == [], manifest["deletedItems"]
+    carried = next(i for i in first["items"] if i["item"] == missing)
+    assert manifest["carriedForward"] >= carried["figures"]["findingsOut"] - carried["figures"]["fixed"] > 0, (
+        manifest["carriedForward"], carried["figures"])
+    lifecycle = manifest["totals"]["lifecycle"]
+    assert lifecycle.get("FIXED", 0) == manifest["totals"]["fixed"], lifecycle
+    assert account.exists(f"connections/deletions/runs/{started['run']['runId']}/ledger/{missing}.json.gz")
+    _, after = api_run(account, "deletions")
+    assert_unchanged(after, first)
+
+
 def test_tokens_revoked_between_runs_and_expiring_within_one_are_replaced_and_the_run_commits_whole(account, emulator):
     # A warm function keeps its access token from one invocation to the next, as Lambda keeps its
     # instance. Every token the tenant gave is revoked between two runs, and within the next one
