@@ -737,15 +737,15 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
 def test_a_vendor_that_answers_badly_in_every_way_closes_nothing_it_did_not_see(account, emulator):
     # After a run with a vendor that answers well, one in which the results answer 429 and 503,
     # drop connections, cut bodies off halfway, and break one record of many pages (its id gone,
-    # its severity a number) or take its type away. Pages of 10 results, so each kind of fault
-    # meets some of the run's 50 or so pages. The client and the state machine retry what may be
+    # its severity a number) or take its type away. Pages of 5 results, so each kind of fault
+    # meets some of the run's 100 or so pages. The client and the state machine retry what may be
     # retried; a broken record is rejected with its reason, and since it could be any of the
     # item's findings, the item's absent findings are held open, not closed. Every result is in
     # exactly one place, nothing is FIXED but what the vendor says is fixed, and the next run, the
     # vendor well again, finds nothing new or reopened.
     # The client's waits shortened (its retries as many as by default), so the run takes seconds.
     retry = {"max_retries": 8, "base_delay_ms": 50, "max_delay_secs": 1, "max_total_wait_secs": 10}
-    result = put_connection(account, emulator, "faults", vendor={"results_page_size": 10, "retry": retry})
+    result = put_connection(account, emulator, "faults", vendor={"results_page_size": 5, "retry": retry})
     assert result.returncode == 0, result.stderr
     _, before = api_run(account, "faults")
     fired_before = emulator.get("/_emulator/stats")["traffic"]["faults_fired"]
@@ -771,9 +771,10 @@ def test_a_vendor_that_answers_badly_in_every_way_closes_nothing_it_did_not_see(
     # Each SAST result is a finding or rejected; a record whose type was taken away may have been
     # any engine's, and is rejected too.
     rejected = [r for item in manifest["items"] for r in item["rejected"]]
-    assert len(rejected) == totals["rejected"] and all(r["reason"] for r in rejected), rejected[:3]
+    assert len(rejected) == totals["rejected"], (len(rejected), totals["rejected"])
     untyped = sum(1 for r in rejected if "no `type`" in r["reason"])
-    assert 0 < untyped < len(rejected), [r["reason"] for r in rejected]
+    broken = sum(1 for r in rejected if "required value is missing" in r["reason"])
+    assert untyped > 0 and broken > 0 and untyped + broken == len(rejected), [r["reason"] for r in rejected]
     assert sast_total(emulator) <= totals["findingsOut"] + totals["rejected"] <= sast_total(emulator) + untyped, totals
     assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
     # FIXED only where the vendor says fixed (a fixed finding rejected this time is held too).
@@ -807,7 +808,7 @@ def test_a_project_a_broken_listing_leaves_out_is_never_closed_as_deleted(accoun
         manifest["problems"]
     assert manifest.get("deletedItems", []) == [], manifest["deletedItems"]
     carried = next(i for i in first["items"] if i["item"] == missing)
-    assert manifest["carriedForward"] >= carried["figures"]["findingsOut"] - carried["figures"]["fixed"] > 0, (
+    assert manifest["carriedForward"] == carried["figures"]["findingsOut"] - carried["figures"]["fixed"] > 0, (
         manifest["carriedForward"], carried["figures"])
     lifecycle = manifest["totals"]["lifecycle"]
     assert lifecycle.get("FIXED", 0) == manifest["totals"]["fixed"], lifecycle
@@ -816,12 +817,12 @@ def test_a_project_a_broken_listing_leaves_out_is_never_closed_as_deleted(accoun
     assert_unchanged(after, first)
 
 
-def test_tokens_revoked_between_runs_and_expiring_within_one_are_replaced_and_the_run_commits_whole(account, emulator):
-    # A warm function keeps its access token from one invocation to the next, as Lambda keeps its
-    # instance. Every token the tenant gave is revoked between two runs, and within the next one
-    # tokens live 1 s while every results page takes 300 ms (Checkmarx One's live 30 minutes, and
-    # a large scan's pull outlasts one): a refused token is replaced, once, and the run commits
-    # exactly what the vendor holds, as the run before did.
+def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole(account, emulator):
+    # A warm function keeps its connection, access token included, from one invocation to the
+    # next, as Lambda keeps its instance. Every token the tenant gave is revoked after a run, and
+    # in the next one tokens live 1 s (Checkmarx One's live 30 minutes; a large scan's pull and
+    # a warm instance both outlast one): the instances that kept a token meet its refusal, replace
+    # it, and the run commits exactly what the run before did.
     started, _ = scheduled_run(account)
     before = committed(account, started["run"])
 
@@ -829,20 +830,14 @@ def test_tokens_revoked_between_runs_and_expiring_within_one_are_replaced_and_th
         return sum(path.read_text(errors="replace").count("access token refused; re-authenticating")
                    for path in account.work.glob("cxone-etm-*.log"))
 
-    def token_requests() -> int:
-        return emulator.get("/_emulator/stats")["traffic"]["requests"].get("token", 0)
-
-    refused_before, tokens_before = refusals(), token_requests()
+    refused_before = refusals()
     urllib.request.urlopen(urllib.request.Request(f"{emulator.url}/_emulator/revoke-tokens", method="POST")).read()
     emulator.fault("token", {"expire_tokens_after_secs": 1})
-    emulator.fault("results", {"latency_ms": 300})
     try:
         started, _ = scheduled_run(account)
     finally:
         emulator.clear_faults()
-    # The warm instances' tokens were refused (the plan's, the collects'), and replaced.
-    assert refusals() - refused_before >= 2, (refusals(), refused_before)
-    assert token_requests() > tokens_before
+    assert refusals() > refused_before, "no function met a refused token"
     after = committed(account, started["run"])
     assert after["complete"] is True, after["problems"]
     assert after["totals"]["findingsOut"] + after["totals"]["rejected"] == sast_total(emulator)
