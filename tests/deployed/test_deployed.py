@@ -734,53 +734,65 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     assert previous["lastCommittedRun"] != account.get_json("connections/sast/state.json")["lastCommittedRun"]
 
 
-def test_a_vendor_that_answers_badly_in_every_way_closes_nothing_it_did_not_see(account, emulator):
+@pytest.mark.parametrize("kind", ["sast", "dast"])
+def test_a_vendor_that_answers_badly_in_every_way_closes_nothing_it_did_not_see(account, emulator, kind):
     # After a run with a vendor that answers well, one in which the results answer 429 and 503,
     # drop connections, cut bodies off halfway, and break one record of many pages (its id gone,
-    # its severity a number) or take its type away. Pages of 5 results, so each kind of fault
-    # meets some of the run's 100 or so pages. The client and the state machine retry what may be
-    # retried; a broken record is rejected with its reason, and since it could be any of the
-    # item's findings, the item's absent findings are held open, not closed. Every result is in
-    # exactly one place, nothing is FIXED but what the vendor says is fixed, and the next run, the
-    # vendor well again, finds nothing new or reopened.
+    # its severity a number) or (SAST, whose results mix engines) take its type away. Pages of 5
+    # results, so each kind of fault meets some of the run's 100 or more pages. The client and
+    # the state machine retry what may be retried; a broken record is rejected with its reason,
+    # and since it could be any of the item's findings, the item's absent findings are held open,
+    # not closed. Every result is in exactly one place, nothing is FIXED but what the vendor says
+    # is fixed, and the next run, the vendor well again, finds nothing new or reopened.
     # The client's waits shortened (its retries as many as by default), so the run takes seconds.
     retry = {"max_retries": 8, "base_delay_ms": 50, "max_delay_secs": 1, "max_total_wait_secs": 10}
-    result = put_connection(account, emulator, "faults", vendor={"results_page_size": 5, "retry": retry})
+    connection_id, endpoint, page_size = {"sast": ("faults", "results", "results_page_size"),
+                                          "dast": ("dast-faults", "dast-results", "dast_page_size")}[kind]
+    result = put_connection(account, emulator, connection_id, extra={"kind": kind},
+                            vendor={page_size: 5, "retry": retry})
     assert result.returncode == 0, result.stderr
-    _, before = api_run(account, "faults")
+    _, before = api_run(account, connection_id)
     fired_before = emulator.get("/_emulator/stats")["traffic"]["faults_fired"]
-    emulator.fault("results", {"rate_limit_rate": 0.15, "server_error_rate": 0.1, "reset_rate": 0.15,
-                               "truncate_rate": 0.15, "malformed_rate": 0.3, "untyped_rate": 0.15})
+    faults = {"rate_limit_rate": 0.15, "server_error_rate": 0.1, "reset_rate": 0.15, "truncate_rate": 0.15,
+              "malformed_rate": 0.3, **({"untyped_rate": 0.15} if kind == "sast" else {})}
+    emulator.fault(endpoint, faults)
     try:
-        _, manifest = api_run(account, "faults")
+        _, manifest = api_run(account, connection_id)
     finally:
         emulator.clear_faults()
     fired = emulator.get("/_emulator/stats")["traffic"]["faults_fired"]
-    for kind in ("rate_limited", "server_errors", "resets", "truncated", "malformed", "untyped"):
-        assert fired[kind].get("results", 0) > fired_before[kind].get("results", 0), (kind, fired)
+    kinds = ["rate_limited", "server_errors", "resets", "truncated", "malformed"] + (["untyped"] if kind == "sast" else [])
+    for fault in kinds:
+        assert fired[fault].get(endpoint, 0) > fired_before[fault].get(endpoint, 0), (fault, fired)
     totals, lifecycle = manifest["totals"], manifest["totals"]["lifecycle"]
-    # Every record of every engine the scans hold was read once, and is in exactly one place: a
-    # finding, a rejection, or another engine's (the results of a scan mix its engines).
-    by_type = emulator.get("/_emulator/stats")["expected"]["totals"]["by_type"]
-    assert totals["recordsIn"] == sum(by_type.values()), (totals["recordsIn"], by_type)
+    expected = emulator.get("/_emulator/stats")["expected"]["totals"]
+    # Every record the scans hold was read once, and is in exactly one place: a finding, a
+    # rejection, or (SAST) another engine's: the results of a scan mix its engines.
+    records = sum(expected["by_type"].values()) if kind == "sast" else expected["dast_results"]
+    assert totals["recordsIn"] == records, (totals["recordsIn"], expected)
     for item in manifest["items"]:
         figures = item["figures"]
         placed = figures["findingsOut"] + figures["rejected"] + sum(figures["skippedByType"].values()) \
             + figures["skippedByFilter"] + figures["duplicates"] + figures["superseded"]
         assert placed == figures["recordsIn"] == item["recordsFetched"] == item["recordsExpected"], item
-    # Each SAST result is a finding or rejected; a record whose type was taken away may have been
-    # any engine's, and is rejected too.
     rejected = [r for item in manifest["items"] for r in item["rejected"]]
     assert len(rejected) == totals["rejected"], (len(rejected), totals["rejected"])
     untyped = sum(1 for r in rejected if "no `type`" in r["reason"])
     broken = sum(1 for r in rejected if "required value is missing" in r["reason"])
-    assert untyped > 0 and broken > 0 and untyped + broken == len(rejected), [r["reason"] for r in rejected]
-    assert sast_total(emulator) <= totals["findingsOut"] + totals["rejected"] <= sast_total(emulator) + untyped, totals
+    assert broken > 0 and untyped + broken == len(rejected), [r["reason"] for r in rejected]
+    if kind == "sast":
+        # Each SAST result is a finding or rejected; a record whose type was taken away may have
+        # been any engine's, and is rejected too.
+        assert untyped > 0, [r["reason"] for r in rejected]
+        total = sast_total(emulator)
+        assert total <= totals["findingsOut"] + totals["rejected"] <= total + untyped, totals
+    else:
+        assert totals["findingsOut"] + totals["rejected"] == expected["dast_results"], totals
     assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
     # FIXED only where the vendor says fixed (a fixed finding rejected this time is held too).
     assert lifecycle.get("FIXED", 0) == totals["fixed"], (lifecycle, totals)
     assert totals["heldForRejectedRecords"] > 0, totals
-    _, after = api_run(account, "faults")
+    _, after = api_run(account, connection_id)
     assert_unchanged(after, before)
 
 
