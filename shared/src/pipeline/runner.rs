@@ -197,10 +197,12 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
     let mut stages = StageTimes::default();
     let item_concurrency = connection.config.item_concurrency;
     let mut child_executions = 0;
+    let mut vendor_used = None;
     let result =
         async {
             let planning = Instant::now();
             let vendor = Arc::new(VendorAccess::new(connection.vendor.clone(), secret).await?);
+            vendor_used = Some(vendor.clone());
             let groups = plan(store, &vendor, &connection, &run, item_concurrency).await?;
             child_executions = groups.len() as u64;
             let items: Vec<WorkItem> = groups.into_iter().flat_map(|g| g.items).collect();
@@ -247,9 +249,29 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
             child_executions,
         )),
         Err(error) => {
-            tracing::error!(run = %run.run_id, error = %error, "run failed");
-            if let Err(also) = fail_run(store, &run, &error.to_string()).await {
-                tracing::error!(error = %also, "could not record the failed run");
+            match fail_run(store, &run, &error.to_string()).await {
+                // What failed came after the commit marker (finalize marking the run Processed):
+                // the run is committed, `fail_run` finished it (and logged the error), and it is
+                // answered as committed.
+                Ok(Some(manifest)) => {
+                    let counters = match &vendor_used {
+                        Some(vendor) => vendor.client().await.counters(),
+                        None => Default::default(),
+                    };
+                    return Ok(RunSummary::from(
+                        &manifest,
+                        &run,
+                        started,
+                        stages,
+                        counters,
+                        child_executions,
+                    ));
+                }
+                Ok(None) => tracing::error!(run = %run.run_id, error = %error, "run failed"),
+                Err(also) => {
+                    tracing::error!(run = %run.run_id, error = %error, "run failed");
+                    tracing::error!(error = %also, "could not record the failed run");
+                }
             }
             Err(error)
         }

@@ -1117,6 +1117,9 @@ struct CrashingStore {
 struct Crash {
     /// Dies after this many more successful writes of a key ending so.
     after: Option<(String, usize)>,
+    /// Instead of dying there, refuses only the next write (a transient failure).
+    stumble: bool,
+    refuse_next: bool,
     /// Dies partway through the next streamed write of a key ending so.
     midway: Option<String>,
     /// Whether a streamed write was cut off.
@@ -1140,6 +1143,16 @@ impl CrashingStore {
         };
     }
 
+    /// Refuses the one write that follows the `nth` (1-based) write of a key ending with `suffix`
+    /// from now on, as a store failing once; the writes after it succeed.
+    fn stumble_after(&self, suffix: &str, nth: usize) {
+        *self.crash.lock().unwrap() = Crash {
+            after: Some((suffix.to_string(), nth)),
+            stumble: true,
+            ..Crash::default()
+        };
+    }
+
     /// Dies partway through the next object written as a stream under a key ending with
     /// `suffix`, after its first 64 bytes.
     fn crash_midway(&self, suffix: &str) {
@@ -1158,10 +1171,17 @@ impl CrashingStore {
     }
 
     fn check(&self, key: &str) -> Result<(), StoreError> {
-        if self.crash.lock().unwrap().dead {
+        let mut crash = self.crash.lock().unwrap();
+        if crash.dead {
             return Err(StoreError::Failed {
                 location: key.to_string(),
                 problem: "the process was killed".into(),
+            });
+        }
+        if std::mem::take(&mut crash.refuse_next) {
+            return Err(StoreError::Failed {
+                location: key.to_string(),
+                problem: "InternalError: We encountered an internal error (HTTP 500)".into(),
             });
         }
         Ok(())
@@ -1174,7 +1194,11 @@ impl CrashingStore {
         {
             *left -= 1;
             if *left == 0 {
-                crash.dead = true;
+                if crash.stumble {
+                    crash.refuse_next = true;
+                } else {
+                    crash.dead = true;
+                }
             }
         }
     }
@@ -1374,6 +1398,51 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
         }
         std::fs::remove_dir_all(dir).ok();
     }
+}
+
+/// A local run whose finalize failed after its commit marker (the store refused the one write
+/// after it, the run record's) is committed: the runner's failure path finishes it (the run and
+/// the connection Processed, the lock released) and answers the committed run, not the error.
+#[tokio::test]
+async fn a_local_run_whose_finalize_failed_after_its_commit_marker_answers_the_committed_run() {
+    let (local, dir) = temp_store("stumble");
+    let store = CrashingStore::new(local);
+    let emulator = emulator(shape(PROJECTS, 2)).await;
+    let c = connection(&emulator, "stumble", ConnectorKind::Sast);
+    store.stumble_after("_COMMITTED", 1);
+    let summary = run_through(&store, &c, &emulator)
+        .await
+        .expect("the committed run is answered");
+    assert!(summary.complete, "{:?}", summary.problems);
+    assert!(summary.findings > 0);
+    assert!(
+        !store.crash.lock().unwrap().refuse_next,
+        "the refused write happened"
+    );
+    let run = cxone_etm::pipeline::RunRef {
+        connection_id: "stumble".into(),
+        run_id: summary.run_id.clone(),
+    };
+    assert!(store.get(&run.commit_marker()).await.unwrap().is_some());
+    let record: Value =
+        serde_json::from_slice(&store.get(&run.run_record()).await.unwrap().unwrap()).unwrap();
+    assert_eq!(record["state"], "Processed", "{record}");
+    let state = cxone_etm::pipeline::read_state(&store, "stumble")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.last_committed_run.as_deref(),
+        Some(run.run_id.as_str())
+    );
+    assert!(
+        store
+            .get("connections/stumble/lock")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Finalize killed right after it carried an unfinished item's ledger forward: the retried
