@@ -708,7 +708,7 @@ pub async fn fail_run(
     reason: &str,
 ) -> Result<Option<Manifest>, StepError> {
     if store.get(&run.commit_marker()).await?.is_some() {
-        tracing::error!(run = %run.run_id, reason, "a step after the commit failed; the run is committed and finished");
+        tracing::error!(run = %run.run_id, reason, "a step after the commit failed; the run is committed: finishing it");
         let finished = finish_after_marker(store, run).await;
         // The lock goes whatever happened: the next start finds the last committed run by its
         // marker.

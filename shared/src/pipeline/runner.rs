@@ -232,8 +232,9 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
                 tracing::warn!(item, error = %error, "item failed; finalize records it");
             }
             let finalizing = Instant::now();
-            let manifest = finalize(store, &connection, &run).await?;
+            let manifest = finalize(store, &connection, &run).await;
             stages.finalize = finalizing.elapsed().as_millis() as u64;
+            let manifest = manifest?;
             Ok::<_, StepError>((manifest, vendor.client().await.counters()))
         }
         .await;

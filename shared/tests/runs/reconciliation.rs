@@ -1120,6 +1120,8 @@ struct Crash {
     /// Instead of dying there, refuses only the next write (a transient failure).
     stumble: bool,
     refuse_next: bool,
+    /// The keys of the writes refused so.
+    refused: Vec<String>,
     /// Dies partway through the next streamed write of a key ending so.
     midway: Option<String>,
     /// Whether a streamed write was cut off.
@@ -1179,6 +1181,7 @@ impl CrashingStore {
             });
         }
         if std::mem::take(&mut crash.refuse_next) {
+            crash.refused.push(key.to_string());
             return Err(StoreError::Failed {
                 location: key.to_string(),
                 problem: "InternalError: We encountered an internal error (HTTP 500)".into(),
@@ -1191,6 +1194,7 @@ impl CrashingStore {
         let mut crash = self.crash.lock().unwrap();
         if let Some((suffix, left)) = &mut crash.after
             && key.ends_with(suffix.as_str())
+            && *left > 0
         {
             *left -= 1;
             if *left == 0 {
@@ -1415,14 +1419,15 @@ async fn a_local_run_whose_finalize_failed_after_its_commit_marker_answers_the_c
         .expect("the committed run is answered");
     assert!(summary.complete, "{:?}", summary.problems);
     assert!(summary.findings > 0);
-    assert!(
-        !store.crash.lock().unwrap().refuse_next,
-        "the refused write happened"
-    );
     let run = cxone_etm::pipeline::RunRef {
         connection_id: "stumble".into(),
         run_id: summary.run_id.clone(),
     };
+    assert_eq!(
+        store.crash.lock().unwrap().refused,
+        [run.run_record()],
+        "the write after the marker, the run record's, was refused"
+    );
     assert!(store.get(&run.commit_marker()).await.unwrap().is_some());
     let record: Value =
         serde_json::from_slice(&store.get(&run.run_record()).await.unwrap().unwrap()).unwrap();
