@@ -16,9 +16,9 @@ use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, HolderEnd,
     ItemStatus, Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger,
-    VendorAccess, WorkGroup, begin_run, begin_run_recovering, collect_group, config_key,
-    connection_status, fail_run, finalize, never_started_holder, plan, record_event_schedule,
-    record_registration, transform_group,
+    VendorAccess, WorkGroup, begin_run, begin_run_recovering, check_connection_id, collect_group,
+    config_key, connection_status, fail_run, finalize, never_started_holder, plan,
+    record_event_schedule, record_registration, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -479,6 +479,11 @@ impl<S: BucketStore> Runtime<S> {
     /// The stored config of connection `id` (`connections/<id>/config.json`): its bytes, and the
     /// connection checked and compiled from them.
     async fn stored(&self, id: &str) -> Result<(bytes::Bytes, Connection), StepError> {
+        // An id from an API path or a schedule's event, checked before it becomes a key.
+        check_connection_id(id).map_err(|problem| StepError::BadEvent {
+            what: "connection id".into(),
+            problem,
+        })?;
         let key = config_key(id);
         let text = self
             .store
@@ -496,6 +501,15 @@ impl<S: BucketStore> Runtime<S> {
         let document = std::str::from_utf8(&text)
             .map_err(|e| bad_config(vec![FieldError::document(format!("not UTF-8 ({e})"))]))?;
         let connection = ConnectionConfig::load(document).map_err(bad_config)?;
+        if connection.config.id != id {
+            return Err(bad_config(vec![FieldError::new(
+                "id",
+                format!(
+                    "'{}' is not the connection stored under this key ('{id}'); put the config again with `cxone-etm connection put`",
+                    connection.config.id
+                ),
+            )]));
+        }
         Ok((text, connection))
     }
 

@@ -191,17 +191,8 @@ impl ConnectionConfig {
 
     pub fn validate(self) -> Result<Connection, Vec<FieldError>> {
         let mut errors = Vec::new();
-        if self.id.is_empty()
-            || self.id.len() > 64
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            errors.push(FieldError::new(
-                "id",
-                format!("'{}' must be 1–64 letters, digits, '-' or '_'", self.id),
-            ));
+        if let Err(problem) = check_connection_id(&self.id) {
+            errors.push(FieldError::new("id", problem));
         }
         if self.name.trim().is_empty() {
             errors.push(FieldError::new(
@@ -365,6 +356,20 @@ impl ConnectionConfig {
             }
         }
         plans
+    }
+}
+
+/// A connection id is one segment of every key the connection owns: 1–64 letters, digits, `-` or
+/// `_`, so no id (from a config, an API path or a schedule's event) reaches another's keys.
+pub fn check_connection_id(id: &str) -> Result<(), String> {
+    let well_formed = (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!("'{id}' must be 1–64 letters, digits, '-' or '_'"))
     }
 }
 

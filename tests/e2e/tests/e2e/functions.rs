@@ -970,6 +970,73 @@ async fn a_run_whose_trigger_died_before_its_start_gives_its_lock_to_the_next_st
     );
 }
 
+/// A connection id from an API path or a schedule's event is checked before it becomes a key:
+/// hostile ones are refused (400) naming the rule, nothing is read or written under them, and a
+/// config stored under another connection's key is refused naming both ids.
+#[tokio::test]
+async fn hostile_connection_ids_are_refused_before_they_become_keys() {
+    let f = fixture().await;
+    let api = |method: &str, path: &str| {
+        let mut request = event("trigger-api-start-run.json");
+        request["rawPath"] = json!(path);
+        request["requestContext"]["http"]["method"] = json!(method);
+        let runtime = &f.runtime;
+        async move {
+            call(|e| cxone_etm_trigger::handler::handle(runtime, e), request)
+                .await
+                .unwrap()
+        }
+    };
+    for id in ["..", "a%2Fb", "x%20y", "%2E%2E", &"x".repeat(65)] {
+        for (method, path) in [
+            ("POST", format!("/connections/{id}/runs")),
+            ("GET", format!("/connections/{id}")),
+            ("POST", format!("/connections/{id}/test")),
+        ] {
+            let answer = api(method, &path).await;
+            assert_eq!(answer["statusCode"], 400, "{method} {path}: {answer}");
+            let error = body(&answer)["error"].as_str().unwrap().to_string();
+            assert!(
+                error.contains("connection id input") && error.contains("must be 1–64 letters"),
+                "{method} {path}: {error}"
+            );
+        }
+    }
+    let mut scheduled = event("trigger-schedule.json");
+    scheduled["connectionId"] = json!("../demo-sast");
+    let refused = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        scheduled,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .error_message
+            .contains("'../demo-sast' must be 1–64"),
+        "{}",
+        refused.error_message
+    );
+    assert!(f.starts.starts().is_empty());
+
+    // demo-sast's config, copied under another connection's key.
+    let config = f.runtime.store.get(&config_key("demo-sast")).await.unwrap();
+    f.runtime
+        .store
+        .put(&config_key("copied"), config.unwrap())
+        .await
+        .unwrap();
+    let answer = api("POST", "/connections/copied/runs").await;
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    let error = body(&answer)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("'demo-sast' is not the connection stored under this key ('copied')"),
+        "{error}"
+    );
+    assert!(!is_stored(&f, "connections/copied/lock").await);
+    assert!(f.starts.starts().is_empty());
+}
+
 #[tokio::test]
 async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     let f = fixture().await;
