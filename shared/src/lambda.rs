@@ -16,7 +16,7 @@ use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, HolderEnd,
     ItemStatus, Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger,
-    VendorAccess, WorkGroup, begin_run, begin_run_recovering, check_connection_id, collect_group,
+    VendorAccess, WorkGroup, begin_run, begin_run_recovering, check_key_segment, collect_group,
     config_key, connection_status, fail_run, finalize, never_started_holder, plan,
     record_event_schedule, record_registration, transform_group,
 };
@@ -479,11 +479,8 @@ impl<S: BucketStore> Runtime<S> {
     /// The stored config of connection `id` (`connections/<id>/config.json`): its bytes, and the
     /// connection checked and compiled from them.
     async fn stored(&self, id: &str) -> Result<(bytes::Bytes, Connection), StepError> {
-        // An id from an API path or a schedule's event, checked before it becomes a key.
-        check_connection_id(id).map_err(|problem| StepError::BadEvent {
-            what: "connection id".into(),
-            problem,
-        })?;
+        // An id from an API path or an event, checked before it becomes a key.
+        checked_id("connection id", id)?;
         let key = config_key(id);
         let text = self
             .store
@@ -505,7 +502,7 @@ impl<S: BucketStore> Runtime<S> {
             return Err(bad_config(vec![FieldError::new(
                 "id",
                 format!(
-                    "'{}' is not the connection stored under this key ('{id}'); put the config again with `cxone-etm connection put`",
+                    "'{}' is not the connection stored under this key ('{id}'); delete {key}, or put a config whose id is '{id}'",
                     connection.config.id
                 ),
             )]));
@@ -771,6 +768,7 @@ pub async fn plan_task(
     runtime: &Runtime<impl BucketStore>,
     input: PlanInput,
 ) -> Result<PlannedRun, StepError> {
+    checked_run(&input.run)?;
     let loaded = runtime.connection(&input.run.connection_id).await?;
     plan_run(runtime, &loaded, &input.run).await
 }
@@ -847,6 +845,38 @@ pub struct RunView {
     pub findings: Option<u64>,
 }
 
+/// An id from outside (an API path, an event) that is to become a key segment.
+fn checked_id(what: &str, id: &str) -> Result<(), StepError> {
+    check_key_segment(id).map_err(|problem| StepError::BadEvent {
+        what: what.to_string(),
+        problem,
+    })
+}
+
+/// A run named by an event or an API path, both its ids checked before they become keys.
+fn checked_run(run: &RunRef) -> Result<(), StepError> {
+    checked_id("connection id", &run.connection_id)?;
+    checked_id("run id", &run.run_id)
+}
+
+/// A group's run: every item of a group is of one run, whose ids are checked.
+fn group_run(group: &WorkGroup) -> Result<Option<&RunRef>, StepError> {
+    let Some(first) = group.items.first() else {
+        return Ok(None);
+    };
+    if let Some(other) = group.items.iter().find(|item| item.run != first.run) {
+        return Err(StepError::BadEvent {
+            what: "group".into(),
+            problem: format!(
+                "its items are of runs {} and {}; a group is one run's",
+                first.run.run_id, other.run.run_id
+            ),
+        });
+    }
+    checked_run(&first.run)?;
+    Ok(Some(&first.run))
+}
+
 pub async fn show_run(
     runtime: &Runtime<impl BucketStore>,
     connection_id: &str,
@@ -856,6 +886,7 @@ pub async fn show_run(
         connection_id: connection_id.to_string(),
         run_id: run_id.to_string(),
     };
+    checked_run(&run)?;
     let Some(record) = runtime.store.get(&run.run_record()).await? else {
         return Ok(None);
     };
@@ -902,10 +933,10 @@ pub async fn collect_task(
     group: WorkGroup,
     time: TimeBudget,
 ) -> Result<CollectGroupOutput, StepError> {
-    let Some(first) = group.items.first() else {
+    let Some(run) = group_run(&group)? else {
         return Ok(CollectGroupOutput { items: Vec::new() });
     };
-    let loaded = runtime.connection(&first.run.connection_id).await?;
+    let loaded = runtime.connection(&run.connection_id).await?;
     let (done, unfinished) = collect_group(
         &runtime.store,
         &loaded.vendor,
@@ -963,10 +994,10 @@ pub async fn transform_task(
     group: WorkGroup,
     time: TimeBudget,
 ) -> Result<TransformGroupOutput, StepError> {
-    let Some(first) = group.items.first() else {
+    let Some(run) = group_run(&group)? else {
         return Ok(TransformGroupOutput { items: Vec::new() });
     };
-    let loaded = runtime.connection(&first.run.connection_id).await?;
+    let loaded = runtime.connection(&run.connection_id).await?;
     let (done, unfinished) =
         transform_group(&runtime.store, &loaded.connection, &group.items, time).await;
     if let Some(error) = unfinished {
@@ -1053,6 +1084,7 @@ pub async fn finalize_task(
     runtime: &Runtime<impl BucketStore>,
     input: FinalizeInput,
 ) -> Result<FinalizeOutput, StepError> {
+    checked_run(&input.run)?;
     let manifest = match &input.failure {
         Some(failure) => {
             let reason = failure.reason(input.failed_step);

@@ -7,6 +7,9 @@
 //! | `POST /connections/{id}/runs` | 202 with the started run, 409 while another run holds the lock |
 //! | `GET /connections/{id}/runs/{runId}` | 200 with the run record, its outcome once finalized and the connection's status; 404 |
 //! | `POST /connections/{id}/test` | 200 with the five checks (`passed` tells the verdict) |
+//!
+//! An id that is not 1–64 ASCII letters, digits, `-` or `_` is answered 400 on every route, before
+//! it becomes a key.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -15,7 +18,7 @@ use cxone_etm::lambda::{
     PlanInput, PlannedRun, Runtime, StartedRun, Summarized, plan_task, show_run, start_run,
 };
 use cxone_etm::metrics::Summary;
-use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger};
+use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger, check_key_segment};
 use cxone_etm::store::BucketStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
@@ -76,12 +79,14 @@ impl Summarized for TriggerEvent {
         summary.connection = match self {
             Self::Scheduled(scheduled) => scheduled.connection_id.clone(),
             Self::Plan(plan) => plan.run.connection_id.clone(),
-            // /connections/{id}/…
+            // /connections/{id}/…; an id the route refuses is not a metric's dimension (a caller
+            // could make a custom metric of each).
             Self::Http(request) => request
                 .raw_path
                 .as_deref()
                 .and_then(|path| path.split('/').nth(2))
-                .unwrap_or_default()
+                .filter(|id| check_key_segment(id).is_ok())
+                .unwrap_or("(invalid)")
                 .to_string(),
         };
     }

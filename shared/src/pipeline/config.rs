@@ -191,7 +191,7 @@ impl ConnectionConfig {
 
     pub fn validate(self) -> Result<Connection, Vec<FieldError>> {
         let mut errors = Vec::new();
-        if let Err(problem) = check_connection_id(&self.id) {
+        if let Err(problem) = check_key_segment(&self.id) {
             errors.push(FieldError::new("id", problem));
         }
         if self.name.trim().is_empty() {
@@ -359,9 +359,9 @@ impl ConnectionConfig {
     }
 }
 
-/// A connection id is one segment of every key the connection owns: 1–64 letters, digits, `-` or
-/// `_`, so no id (from a config, an API path or a schedule's event) reaches another's keys.
-pub fn check_connection_id(id: &str) -> Result<(), String> {
+/// A connection or run id is one segment of every key it owns: 1–64 ASCII letters, digits, `-` or
+/// `_`, so no id (from a config, an API path or an event) reaches another's keys.
+pub fn check_key_segment(id: &str) -> Result<(), String> {
     let well_formed = (1..=64).contains(&id.len())
         && id
             .chars()
@@ -369,7 +369,9 @@ pub fn check_connection_id(id: &str) -> Result<(), String> {
     if well_formed {
         Ok(())
     } else {
-        Err(format!("'{id}' must be 1–64 letters, digits, '-' or '_'"))
+        Err(format!(
+            "'{id}' must be 1–64 ASCII letters, digits, '-' or '_'"
+        ))
     }
 }
 

@@ -23,7 +23,7 @@ mod transform;
 
 pub use access::VendorAccess;
 pub use collect::{collect, record_collect_failure};
-pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, check_connection_id};
+pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, check_key_segment};
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemStatus, ItemTraffic, Manifest, ManifestItem,
     ObjectEntry, ScanPart, TransformRecord, WorkGroup, WorkItem,

@@ -987,21 +987,34 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
                 .unwrap()
         }
     };
+    let keys = || async { f.runtime.store.list("").await.unwrap() };
+    let stored_before = keys().await;
     for id in ["..", "a%2Fb", "x%20y", "%2E%2E", &"x".repeat(65)] {
-        for (method, path) in [
-            ("POST", format!("/connections/{id}/runs")),
-            ("GET", format!("/connections/{id}")),
-            ("POST", format!("/connections/{id}/test")),
+        for (method, path, what) in [
+            ("POST", format!("/connections/{id}/runs"), "connection id"),
+            ("GET", format!("/connections/{id}"), "connection id"),
+            ("POST", format!("/connections/{id}/test"), "connection id"),
+            ("GET", format!("/connections/{id}/runs/r1"), "connection id"),
+            ("GET", format!("/connections/demo-sast/runs/{id}"), "run id"),
         ] {
             let answer = api(method, &path).await;
             assert_eq!(answer["statusCode"], 400, "{method} {path}: {answer}");
             let error = body(&answer)["error"].as_str().unwrap().to_string();
             assert!(
-                error.contains("connection id input") && error.contains("must be 1–64 letters"),
+                error.contains(&format!("{what} input"))
+                    && error.contains("must be 1–64 ASCII letters"),
                 "{method} {path}: {error}"
             );
         }
     }
+    assert_eq!(
+        keys().await,
+        stored_before,
+        "nothing written under a refused id"
+    );
+    // A well-formed id no connection has is still unknown, not refused.
+    let unknown = api("GET", &format!("/connections/{}", "x".repeat(64))).await;
+    assert_eq!(unknown["statusCode"], 404, "{unknown}");
     let mut scheduled = event("trigger-schedule.json");
     scheduled["connectionId"] = json!("../demo-sast");
     let refused = call(
@@ -1030,11 +1043,61 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
     assert_eq!(answer["statusCode"], 400, "{answer}");
     let error = body(&answer)["error"].as_str().unwrap().to_string();
     assert!(
-        error.contains("'demo-sast' is not the connection stored under this key ('copied')"),
+        error.contains("'demo-sast' is not the connection stored under this key ('copied'); delete connections/copied/config.json, or put a config whose id is 'copied'"),
         "{error}"
     );
     assert!(!is_stored(&f, "connections/copied/lock").await);
     assert!(f.starts.starts().is_empty());
+}
+
+/// The state machine's events name runs too: a plan, a group or a finalize whose run ids are not
+/// key segments, or a group whose items are of two runs, is refused before anything is read or
+/// written under them.
+#[tokio::test]
+async fn step_events_naming_hostile_runs_are_refused() {
+    let f = fixture().await;
+    let stored_before = f.runtime.store.list("").await.unwrap();
+    let refused = |error: lambda_runtime::Diagnostic, holds: &str| {
+        assert!(
+            error.error_message.contains(holds),
+            "{holds}: {}",
+            error.error_message
+        );
+    };
+    let mut plan = event("trigger-plan.json");
+    plan["plan"]["run"]["runId"] = json!("../20261122T000000Z-000001");
+    let error = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), plan)
+        .await
+        .unwrap_err();
+    refused(error, "run id input: '../20261122T000000Z-000001' must be");
+    let mut finalize = event("finalize.json");
+    finalize["run"]["connectionId"] = json!("demo sast");
+    let error = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        finalize,
+    )
+    .await
+    .unwrap_err();
+    refused(error, "connection id input: 'demo sast' must be");
+    let mut group = event("collect.json");
+    let mut other = group["items"][0].clone();
+    other["run"]["runId"] = json!("20261122T000000Z-000002");
+    group["items"].as_array_mut().unwrap().push(other);
+    let error = call(
+        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+        group.clone(),
+    )
+    .await
+    .unwrap_err();
+    refused(error, "a group is one run's");
+    let error = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        group,
+    )
+    .await
+    .unwrap_err();
+    refused(error, "a group is one run's");
+    assert_eq!(f.runtime.store.list("").await.unwrap(), stored_before);
 }
 
 #[tokio::test]
