@@ -125,8 +125,10 @@ enum Command {
     /// status, a chart, each item's outcome, rejected records, retries, slowest items).
     Report {
         /// The connection id.
+        #[arg(value_parser = key_segment)]
         connection: String,
         /// The run id; the connection's last committed run when left out.
+        #[arg(value_parser = key_segment)]
         run: Option<String>,
         /// A directory or s3://bucket/prefix.
         #[arg(long, default_value = "out")]
@@ -141,6 +143,7 @@ enum Command {
     /// Failed with the reason), its last and last committed runs, and its next scheduled run.
     Status {
         /// The connection id.
+        #[arg(value_parser = key_segment)]
         connection: String,
         /// A directory or s3://bucket/prefix.
         #[arg(long, default_value = "out")]
@@ -204,9 +207,9 @@ enum Command {
         /// Scoring file (default: the shipped table).
         #[arg(long)]
         scoring: Option<PathBuf>,
-        #[arg(long, default_value = "replay")]
+        #[arg(long, default_value = "replay", value_parser = key_segment)]
         connection_id: String,
-        #[arg(long, default_value = "replay")]
+        #[arg(long, default_value = "replay", value_parser = key_segment)]
         run_id: String,
         /// SAST asset types to emit.
         #[arg(long, value_delimiter = ',', default_values = ["generic-application", "code-repository"])]
@@ -260,6 +263,11 @@ fn errors_to_exit(what: &str, errors: Vec<FieldError>) -> ExitCode {
         eprintln!("  - {}", error.in_document());
     }
     ExitCode::FAILURE
+}
+
+/// A connection or run id as the argument gives it, refused before it becomes a key.
+fn key_segment(id: &str) -> Result<String, String> {
+    cxone_etm::pipeline::check_key_segment(id).map(|()| id.to_string())
 }
 
 fn main() -> anyhow::Result<ExitCode> {

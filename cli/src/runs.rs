@@ -379,6 +379,11 @@ pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Res
             errors.described("\n  - ")
         )
     })?;
+    anyhow::ensure!(
+        connection.config.id == connection_id,
+        "{key} holds connection '{}', not '{connection_id}': delete it, or put a config whose id is '{connection_id}'",
+        connection.config.id
+    );
     let status = connection_status(&store, &connection, jiff::Timestamp::now()).await?;
     if json {
         println!("{}", serde_json::to_string(&status)?);

@@ -408,6 +408,43 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
 }
 
 #[test]
+fn ids_that_are_not_key_segments_and_configs_under_another_key_are_refused() {
+    for args in [
+        vec!["status", "../demo-sast"],
+        vec!["report", "demo-sast", "../../x"],
+        vec!["report", "a/b"],
+    ] {
+        let output = Command::new(BIN).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("must be 1–64 ASCII letters, digits, '-' or '_'"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A config copied by hand under another connection's key is not that connection.
+    let dir = temp_dir("copied-config");
+    std::fs::create_dir_all(dir.join("connections/copied")).unwrap();
+    std::fs::write(
+        dir.join("connections/copied/config.json"),
+        r#"{"id":"demo-sast","name":"x","kind":"sast","vendor":{"region":"EU","tenant":"acme"},"secret":"env:CX_KEY"}"#,
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["status", "copied", "--store"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds connection 'demo-sast', not 'copied'"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn report_renders_the_last_committed_run_and_names_what_is_missing() {
     let dir = temp_dir("report");
     let demo = Command::new(BIN)
