@@ -711,10 +711,10 @@ async fn take_lock(
     begin_run_recovering(&runtime.store, connection_id, trigger, lease, &ended).await
 }
 
-/// `holder`, when it runs no more and no task it started can still be running: its execution has ended and its last task had answered, or it ended
-/// [`LONGEST_INVOCATION`] ago (a plan or finalize still running could otherwise commit beside
-/// the next run, or delete its lock); or it has no execution, and the trigger that took its lock
-/// has ended ([`never_started_holder`]).
+/// `holder`, when it runs no more and no task it started can still be running: its execution
+/// has ended and its last task had answered, or it ended [`LONGEST_INVOCATION`] ago (a plan or
+/// finalize still running could otherwise commit beside the next run, or delete its lock); or it
+/// has no execution, and the trigger that took its lock has ended ([`never_started_holder`]).
 async fn ended_holder(
     store: &impl BucketStore,
     state_machine: &dyn StateMachine,

@@ -336,6 +336,20 @@ def committed(account: Account, run: dict) -> dict:
     return account.get_json(f"{base}/manifest.json")
 
 
+# What moto answers for a PutObject refused as S3 does when it fails inside.
+S3_INTERNAL_ERROR = (500, {}, b"<Error><Code>InternalError</Code></Error>")
+
+
+def on_put_object(monkeypatch, hook) -> None:
+    """moto's PutObject calls `hook(key, put)` for each object written, where `put()` writes it and
+    answers moto's response; the hook answers the response to give (S3_INTERNAL_ERROR for one
+    not written). Undone with `monkeypatch.undo()`."""
+    from moto.s3.responses import S3Response
+    original = S3Response._key_response_put
+    monkeypatch.setattr(S3Response, "_key_response_put",
+                        lambda self, query, key: hook(key, lambda: original(self, query, key)))
+
+
 @pytest.fixture(scope="module")
 def work():
     with tempfile.TemporaryDirectory(prefix="deployed-") as directory:
@@ -650,8 +664,6 @@ def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_e
     before_clean = results_requests()
     _, clean = api_run(account, "crashes")
     assert clean["totals"]["findingsOut"] + clean["totals"]["rejected"] == sast_total(emulator)
-    from moto.s3.responses import S3Response
-    original = S3Response._key_response_put
     names = {step: account.function_named(f"cxone-etm-{binary}").name
              for step, binary in [("plan", "trigger"), ("collect", "collect"), ("transform", "transform"),
                                   ("finalize", "finalize")]}
@@ -666,16 +678,16 @@ def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_e
                 return True
             return False
 
-    def key_response_put(self, query, key_name):
+    def hook(key_name, put):
         parts = key_name.split("/")
         if parts[:3] != ["connections", "crashes", "runs"]:
-            return original(self, query, key_name)
+            return put()
         run_id, rest = parts[3], parts[4:]
         if rest[:1] == ["raw"] and rest[2:] == ["2.json.zst"] and crash_once("collect", json.dumps(rest[1]).encode(), key_name):
-            return 500, {}, b"<Error><Code>InternalError</Code></Error>"
+            return S3_INTERNAL_ERROR
         if rest[:1] == ["etm"] and rest[2:] == ["transform.json"] and crash_once("transform", json.dumps(rest[1]).encode(), key_name):
-            return 500, {}, b"<Error><Code>InternalError</Code></Error>"
-        answer = original(self, query, key_name)
+            return S3_INTERNAL_ERROR
+        answer = put()
         if rest == ["work.jsonl"]:
             crash_once("plan", b'"plan"', key_name)
         if rest == ["manifest.json"]:
@@ -683,7 +695,7 @@ def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_e
         return answer
 
     before_crashes = results_requests()
-    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    on_put_object(monkeypatch, hook)
     try:
         started, manifest = api_run(account, "crashes")
     finally:
@@ -864,12 +876,10 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     # run is whole, with nothing new or reopened. (The tenant does not change, so the dead
     # transform's ledger equals the one carried in its place: that it is not the run's is shown
     # by `a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs`, shared/tests.)
-    from moto.s3.responses import S3Response
-    original = S3Response._key_response_put
     transform = account.function_named("cxone-etm-transform")
     crashed, one_at_a_time = [], threading.Lock()
 
-    def key_response_put(self, query, key_name):
+    def hook(key_name, put):
         parts = key_name.split("/")
         is_record = len(parts) == 7 and parts[:3] == ["connections", "sast", "runs"] and parts[4] == "etm" \
             and parts[6] == "transform.json"
@@ -880,10 +890,10 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
                 f"connections/sast/runs/{parts[3]}/ledger/{parts[5]}.json.gz")
             if reconciled and account.host.crash(transform.name, json.dumps(parts[5]).encode()):
                 crashed.append((parts[3], parts[5]))
-                return 500, {}, b"<Error><Code>InternalError</Code></Error>"
-        return original(self, query, key_name)
+                return S3_INTERNAL_ERROR
+        return put()
 
-    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    on_put_object(monkeypatch, hook)
     started, execution = scheduled_run(account)
     monkeypatch.undo()
     assert len(crashed) == 2 and crashed[0] == crashed[1], crashed
@@ -916,13 +926,11 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
     # committed one, the lock released, the execution SUCCEEDED. Before, the execution FAILED and
     # the run and the connection said Processing until the next run. The next run reconciles
     # against it: nothing new or reopened.
-    from moto.s3.responses import S3Response
-    original = S3Response._key_response_put
     finalize = account.function_named("cxone-etm-finalize")
     crashed, one_at_a_time = [], threading.Lock()
 
-    def key_response_put(self, query, key_name):
-        answer = original(self, query, key_name)
+    def hook(key_name, put):
+        answer = put()
         parts = key_name.split("/")
         if len(parts) == 5 and parts[:3] == ["connections", "sast", "runs"]:
             # The first attempt at its marker, the second at the run record that follows it.
@@ -932,7 +940,7 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
                     crashed.append(parts[3])
         return answer
 
-    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    on_put_object(monkeypatch, hook)
     started = account.invoke_trigger(account.scheduled_event())
     execution = account.wait(started["executionArn"])
     monkeypatch.undo()
@@ -1149,13 +1157,11 @@ def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection
     # refused; once the lock is older than the longest invocation (16 minutes: the lock's time is
     # set back, as the clock would move), the next start finds no execution of the holder, takes
     # the lock over and marks the run Failed. Before, every start was refused for the lease, 6 hours.
-    from moto.s3.responses import S3Response
-    original = S3Response._key_response_put
     trigger = account.function_named("cxone-etm-trigger")
     crashed = []
 
-    def key_response_put(self, query, key_name):
-        answer = original(self, query, key_name)
+    def hook(key_name, put):
+        answer = put()
         parts = key_name.split("/")
         if len(parts) == 5 and parts[:3] == ["connections", "sast", "runs"] and parts[4] == "run.json" \
                 and not crashed:
@@ -1165,7 +1171,7 @@ def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection
                 crashed.pop()
         return answer
 
-    monkeypatch.setattr(S3Response, "_key_response_put", key_response_put)
+    on_put_object(monkeypatch, hook)
     body, failed = account.host.invoke(trigger.name, json.dumps(account.scheduled_event()).encode())
     monkeypatch.undo()
     assert failed and json.loads(body)["errorType"] == "Runtime.ExitError", body

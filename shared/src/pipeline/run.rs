@@ -316,29 +316,6 @@ pub(crate) async fn record_plan(
     .map(|_| ())
 }
 
-/// The run has committed: it and the connection are Processed (with the reason when partial), and
-/// the lock is released. Repeating it changes nothing.
-async fn mark_processed(
-    store: &impl ObjectStore,
-    run: &RunRef,
-    reason: Option<String>,
-    finished_at: &str,
-) -> Result<(), StepError> {
-    update_run(store, run, |r| {
-        r.state = RunState::Processed;
-        r.reason = reason.clone();
-        r.finished_at = Some(finished_at.to_string());
-    })
-    .await?;
-    let outcome = if reason.is_none() {
-        RunOutcome::Complete
-    } else {
-        RunOutcome::Partial
-    };
-    write_state(store, run, RunState::Processed, Some(outcome), reason).await?;
-    release(store, run).await
-}
-
 /// Takes the connection's run lock and registers a new run (state Scheduled). Refuses, naming the
 /// run that holds it, while another run is under way; recovers a lock whose lease ran out.
 pub async fn begin_run(
@@ -695,7 +672,19 @@ pub(crate) async fn mark_committed(
     manifest: &Manifest,
 ) -> Result<(), StepError> {
     let reason = (!manifest.complete).then(|| manifest.problems.join("; "));
-    mark_processed(store, run, reason, &manifest.finished_at).await
+    update_run(store, run, |r| {
+        r.state = RunState::Processed;
+        r.reason = reason.clone();
+        r.finished_at = Some(manifest.finished_at.clone());
+    })
+    .await?;
+    let outcome = if reason.is_none() {
+        RunOutcome::Complete
+    } else {
+        RunOutcome::Partial
+    };
+    write_state(store, run, RunState::Processed, Some(outcome), reason).await?;
+    release(store, run).await
 }
 
 /// Marks the run and the connection Failed with the reason, and releases the lock. A run with a

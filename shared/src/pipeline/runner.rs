@@ -232,49 +232,42 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
                 tracing::warn!(item, error = %error, "item failed; finalize records it");
             }
             let finalizing = Instant::now();
-            let manifest = finalize(store, &connection, &run).await;
+            let manifest: Result<_, StepError> = finalize(store, &connection, &run).await;
             stages.finalize = finalizing.elapsed().as_millis() as u64;
-            let manifest = manifest?;
-            Ok::<_, StepError>((manifest, vendor.client().await.counters()))
+            manifest
         }
         .await;
     stages.collect = clock.collect_us.load(Ordering::Relaxed) / 1000;
     stages.transform = clock.transform_us.load(Ordering::Relaxed) / 1000;
-    match result {
-        Ok((manifest, counters)) => Ok(RunSummary::from(
-            &manifest,
-            &run,
-            started,
-            stages,
-            counters,
-            child_executions,
-        )),
-        Err(error) => {
-            match fail_run(store, &run, &error.to_string()).await {
-                // What failed came after the commit marker (finalize marking the run Processed):
-                // the run is committed, `fail_run` finished it (and logged the error), and it is
-                // answered as committed.
-                Ok(Some(manifest)) => {
-                    let counters = match &vendor_used {
-                        Some(vendor) => vendor.client().await.counters(),
-                        None => Default::default(),
-                    };
-                    return Ok(RunSummary::from(
-                        &manifest,
-                        &run,
-                        started,
-                        stages,
-                        counters,
-                        child_executions,
-                    ));
-                }
-                Ok(None) => tracing::error!(run = %run.run_id, error = %error, "run failed"),
-                Err(also) => {
-                    tracing::error!(run = %run.run_id, error = %error, "run failed");
-                    tracing::error!(error = %also, "could not record the failed run");
-                }
+    let manifest = match result {
+        Ok(manifest) => manifest,
+        Err(error) => match fail_run(store, &run, &error.to_string()).await {
+            // What failed came after the commit marker (finalize marking the run Processed): the
+            // run is committed, `fail_run` finished it (and logged the error), and it is answered
+            // as committed.
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => {
+                tracing::error!(run = %run.run_id, error = %error, "run failed");
+                return Err(error);
             }
-            Err(error)
-        }
-    }
+            Err(also) => {
+                tracing::error!(run = %run.run_id, error = %error, "run failed");
+                tracing::error!(error = %also, "could not record the failed run");
+                return Err(error);
+            }
+        },
+    };
+    // A run with a manifest got as far as its vendor client.
+    let counters = match &vendor_used {
+        Some(vendor) => vendor.client().await.counters(),
+        None => Default::default(),
+    };
+    Ok(RunSummary::from(
+        &manifest,
+        &run,
+        started,
+        stages,
+        counters,
+        child_executions,
+    ))
 }
