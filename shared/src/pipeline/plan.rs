@@ -71,13 +71,14 @@ pub async fn plan(
             })
         }
     };
+    let listing_problem = listed.problem();
     let Listed {
         raw,
         malformed,
-        completeness,
         ids,
         names,
         excluded,
+        ..
     } = listed;
     let selected: Vec<String> = ids
         .iter()
@@ -147,7 +148,7 @@ pub async fn plan(
     }
     put_json(store, &run.filtered_list(), &filtered).await?;
     let mut problems = malformed;
-    if let Some(problem) = completeness.problem() {
+    if let Some(problem) = listing_problem {
         problems.push(format!("the item list is incomplete: {problem}"));
     }
     problems.extend(branch_doubts);
@@ -223,28 +224,59 @@ struct Listed {
     ids: Vec<String>,
     names: Vec<String>,
     excluded: Vec<Option<String>>,
+    /// Ids listed twice, each time with other contents (the pager drops only repeats alike in
+    /// every byte): an item that changed while the list was paged and moved to a later page, so
+    /// one after it may have been moved past a page's edge and skipped, the count still right.
+    listed_twice: Vec<(String, String)>,
 }
 
 impl Listed {
+    /// The listing's items by id, each once: an id listed again keeps its place with the later
+    /// record (the list as it stands now) and is noted in [`Self::listed_twice`].
     fn from<T>(
         listing: Listing<T>,
         describe: impl Fn(&T) -> (String, String, Option<String>),
     ) -> Self {
-        let (mut ids, mut names, mut excluded) = (Vec::new(), Vec::new(), Vec::new());
-        for item in &listing.items {
+        let (mut ids, mut names, mut excluded, mut raw) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut places = HashMap::<String, usize>::new();
+        let mut listed_twice = Vec::new();
+        for (item, record) in listing.items.iter().zip(listing.raw) {
             let (id, name, reason) = describe(item);
+            if let Some(&place) = places.get(&id) {
+                listed_twice.push((id, name.clone()));
+                (names[place], excluded[place], raw[place]) = (name, reason, record);
+                continue;
+            }
+            places.insert(id.clone(), ids.len());
             ids.push(id);
             names.push(name);
             excluded.push(reason);
+            raw.push(record);
         }
         Self {
-            raw: listing.raw,
+            raw,
             malformed: listing.malformed,
             completeness: listing.completeness,
             ids,
             names,
             excluded,
+            listed_twice,
         }
+    }
+
+    /// Why the listing cannot be trusted to hold every item, if it cannot.
+    fn problem(&self) -> Option<String> {
+        if let Some((id, name)) = self.listed_twice.first() {
+            return Some(format!(
+                "{} item(s) were listed twice with other contents (the first: {id}, \"{name}\"): \
+                 they changed while the list was paged and moved, which shifts the items after \
+                 them, so others may have been skipped; every item not listed is carried, and the \
+                 next run lists them again",
+                self.listed_twice.len()
+            ));
+        }
+        self.completeness.problem()
     }
 }
 

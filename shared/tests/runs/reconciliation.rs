@@ -602,6 +602,61 @@ async fn a_malformed_project_record_is_never_read_as_a_deleted_project() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A project renamed while the project list is paged moves to its end: it comes twice, with
+/// other bytes, and the project pushed back over a page's edge is never sent, the count still
+/// right. Under `close_deleted_items` that project is not deleted and none of its findings
+/// closes; the renamed one is one item, not two. Before, the run answered complete and closed the
+/// 23 findings of the project never sent as deleted.
+#[tokio::test]
+async fn a_project_list_that_moves_while_it_is_paged_deletes_nothing() {
+    let (store, dir) = temp_store("list-moved");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut c = connection(&emulator, "list-moved", ConnectorKind::Sast);
+    c.config.close_deleted_items = true;
+    c.vendor.projects_page_size = 2;
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+    let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+
+    // Pages of 2: page 2 is served as projects 3 and 4, page 3 as project 0 renamed.
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            first_moved_to_end: true,
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    assert!(!second.complete, "a list that moved makes the run partial");
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(
+        m2.problems.iter().any(
+            |p| p.contains("1 item(s) were listed twice with other contents")
+                && p.contains("(renamed)")
+        ),
+        "{:?}",
+        m2.problems
+    );
+    let skipped = &emulator.expected().projects[2].id;
+    let items: BTreeSet<&str> = m2.items.iter().map(|i| i.vendor_id.as_str()).collect();
+    assert_eq!(items.len(), m2.items.len(), "each project once");
+    assert_eq!(m2.items.len() as u32, PROJECTS - 1, "{items:?}");
+    assert!(!items.contains(skipped.as_str()), "{items:?}");
+    assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
+    assert_eq!(closed_findings(&m2), 0, "nothing is closed");
+    let open_now = m2.totals.findings_out - m2.totals.fixed;
+    assert!(m2.carried_forward > 0, "the project never sent is carried");
+    assert_eq!(open_now + m2.carried_forward, open_before);
+
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(third.complete, "{:?}", third.problems);
+    nothing_new_or_reopened(&m3, "run 3");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn the_main_branch_policy_falls_back_to_any_branch_only_when_asked() {
     // With two scans on two branches, project 4's newest scan (on main) is still running: its main

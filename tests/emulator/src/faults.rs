@@ -58,7 +58,7 @@ pub struct FaultSpec {
     /// record had been edited (its triage state changed) and had moved to the end: the records
     /// after it come one place earlier, so one is never sent and the edited one is sent twice,
     /// each time with other bytes. `/api/results`, unfiltered, of a scan that ran more than one
-    /// engine.
+    /// engine; and `/api/projects`, unfiltered, its first project renamed.
     pub first_moved_to_end: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, branches, results (all

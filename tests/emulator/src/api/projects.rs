@@ -12,6 +12,7 @@ use crate::app::Shared;
 use crate::auth::{Principal, ROLE_PROJECTS, ROLE_SCANS};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, Style};
+use crate::faults;
 use crate::query::Params;
 use crate::tenant::{ScanInfo, Tenant};
 
@@ -162,6 +163,13 @@ pub async fn list(
         let page = matching.iter().skip(offset).take(limit).copied().collect();
         (matching.len(), page)
     };
+    // The fault `move-first-to-end`: after the first page, the list as if its first project had
+    // been renamed and moved to the end (every project after it one place earlier).
+    let moved = offset > 0
+        && filter.is_empty()
+        && state
+            .faults
+            .first_moved_to_end(Endpoint::Projects, &faults::request_target());
     let mut body = Vec::with_capacity(page.len() * 800 + 100);
     body.extend_from_slice(b"{\"projects\":");
     write_array(
@@ -170,7 +178,17 @@ pub async fn list(
         page.len(),
         page.into_iter().map(|p| {
             move |out: &mut Vec<u8>| {
-                serde_json::to_writer(out, &tenant.project_json(p)).expect("Vec write")
+                let project = match (moved, (p as usize) + 1 < all) {
+                    (false, _) => tenant.project_json(p),
+                    (true, true) => tenant.project_json(p + 1),
+                    (true, false) => {
+                        let mut first = tenant.project_json(0);
+                        let renamed = format!("{} (renamed)", first["name"].as_str().unwrap_or(""));
+                        first["name"] = Value::from(renamed);
+                        first
+                    }
+                };
+                serde_json::to_writer(out, &project).expect("Vec write")
             }
         }),
         &mut body,
