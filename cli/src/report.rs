@@ -126,10 +126,16 @@ fn web_link(url: &str) -> bool {
 
 /// The open findings a complete pull did not see, held open instead of closed, and why.
 fn held_open(t: &Figures) -> String {
-    let held = t.held_for_rejected_records + t.held_for_repeated_records + t.held_on_branch_change;
+    let held = t.held_for_rejected_records
+        + t.held_for_repeated_records
+        + t.held_on_branch_change
+        + t.held_as_id_now_repeats;
     format!(
-        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {})",
-        t.held_for_rejected_records, t.held_for_repeated_records, t.held_on_branch_change
+        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before that now repeats: {})",
+        t.held_for_rejected_records,
+        t.held_for_repeated_records,
+        t.held_on_branch_change,
+        t.held_as_id_now_repeats
     )
 }
 
@@ -498,11 +504,12 @@ mod tests {
             held_for_rejected_records: 2,
             held_for_repeated_records: 5,
             held_on_branch_change: 1,
+            held_as_id_now_repeats: 3,
             ..Figures::default()
         };
         assert_eq!(
             held_open(&t),
-            "8 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1)"
+            "11 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before that now repeats: 3)"
         );
     }
 

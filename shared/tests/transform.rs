@@ -717,6 +717,75 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 1);
 }
 
+/// One pass of a SAST transformer over `records` (their repeated ids counted first, as collect
+/// counts them), reconciled against `previous`: the outcome, the ids written, and how many
+/// absent findings were closed.
+fn reconciled_pass(
+    records: &[Value],
+    previous: cxone_etm::mapping::Ledger,
+    run: &str,
+) -> (ItemOutcome, BTreeSet<String>, u64) {
+    let body = page(records.to_vec());
+    let mut t = sast_transformer();
+    t.expect_repeats(Arc::new(
+        repeats_in(
+            &[&sast_rules().0],
+            std::slice::from_ref(&body),
+            &[Engine::Sast],
+        )
+        .into(),
+    ));
+    t.reconcile(previous, run, None);
+    let mut written = BTreeSet::new();
+    for line in t.push_page(&body, 0).unwrap() {
+        for f in findings(std::str::from_utf8(&line).unwrap()) {
+            written.insert(f["externalFindingId"].as_str().unwrap().to_string());
+        }
+    }
+    let (_, closed) = close_absent(&mut t);
+    (t.finish().unwrap(), written, closed)
+}
+
+/// An id one record sent, then two records told apart: the open finding it was is held open,
+/// not closed (either record may be it), and both are new under `<id>#<suffix>`. When the id
+/// stands alone again, its record is that finding (ACTIVE) and the twins close. Before, the
+/// finding still there was closed as FIXED the run its id began to repeat.
+#[test]
+fn a_finding_whose_id_begins_to_repeat_is_held_open_not_closed() {
+    let alone = vec![
+        located("dup", 10, json!({"description": "a"})),
+        located("other", 30, json!({"description": "c"})),
+    ];
+    let twins = vec![
+        alone[0].clone(),
+        located("dup", 20, json!({"description": "b"})),
+        alone[1].clone(),
+    ];
+    let (first, ..) = reconciled_pass(&alone, Default::default(), "run-1");
+
+    let (second, written, closed) = reconciled_pass(&twins, first.ledger.unwrap(), "run-2");
+    assert_eq!(closed, 0, "nothing closed: {:?}", second.figures);
+    assert_eq!(second.figures.held_as_id_now_repeats, 1);
+    assert_eq!(second.figures.lifecycle[&Lifecycle::New], 2);
+    assert_eq!(second.figures.lifecycle[&Lifecycle::Active], 1);
+    assert_eq!(written.len(), 3);
+    assert!(
+        written.iter().filter(|id| id.starts_with("dup#")).count() == 2,
+        "{written:?}"
+    );
+    let ledger = second.ledger.unwrap();
+    assert_eq!(ledger.open_findings(), 4, "dup held, its twins and other");
+
+    let (third, written, closed) = reconciled_pass(&alone, ledger, "run-3");
+    assert_eq!(
+        written,
+        BTreeSet::from(["dup".to_string(), "other".to_string()])
+    );
+    assert_eq!(third.figures.lifecycle[&Lifecycle::Active], 2);
+    assert_eq!(closed, 2, "the twins close");
+    assert_eq!(third.figures.held_as_id_now_repeats, 0);
+}
+
 /// What `settle_absent` counts to close and `close_absent` then closes, with the lines it hands
 /// over.
 fn close_absent(t: &mut ItemTransformer) -> (Vec<Vec<u8>>, u64) {

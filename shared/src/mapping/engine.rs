@@ -131,6 +131,11 @@ pub struct Figures {
     /// for this run instead of closed.
     #[serde(default)]
     pub held_for_repeated_records: u64,
+    /// Open findings whose id, sent by one record before, now comes with several records told
+    /// apart (each written as `<id>#<suffix>`): which of them the finding is cannot be told, so it
+    /// is held open instead of closed, until its id stands alone again.
+    #[serde(default)]
+    pub held_as_id_now_repeats: u64,
     /// Rows of the severities-before-triage pull that could not be read (no text hash or
     /// severity): their findings are ingested without `originalVendorSeverity`.
     #[serde(default)]
@@ -172,6 +177,7 @@ impl Figures {
         self.held_on_branch_change += other.held_on_branch_change;
         self.held_for_rejected_records += other.held_for_rejected_records;
         self.held_for_repeated_records += other.held_for_repeated_records;
+        self.held_as_id_now_repeats += other.held_as_id_now_repeats;
         self.unreadable_original_severities += other.unreadable_original_severities;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
@@ -1492,6 +1498,9 @@ impl State {
                 told_apart = Some(suffixed);
                 claim.previous = held;
             }
+            if shared && open_as_sent && !plan.implicit.always_suffixed {
+                self.hold_open_as_sent(found.position);
+            }
         }
         // An id collect counted once, written as the record carries it (no value map or default
         // can make two ids one): no other record has it, and if one does after all, the next
@@ -1519,6 +1528,16 @@ impl State {
             values[position] = Some(Value::String(told_apart));
         }
         Some(claim)
+    }
+
+    /// Keeps the previous ledger's open finding at `position` open without a record of its own:
+    /// its id, sent alone before, now repeats, and any of the records told apart may be it.
+    fn hold_open_as_sent(&mut self, position: Option<usize>) {
+        if let (Some(reconciling), Some(position)) = (&mut self.reconciling, position)
+            && !std::mem::replace(&mut reconciling.seen[position], true)
+        {
+            self.outcome.figures.held_as_id_now_repeats += 1;
+        }
     }
 
     /// Claims `id` for the record being written: `false` when a record with it was written, or
