@@ -93,6 +93,17 @@ for logical, body in resources.items():
               f"{logical} has a StartDate: Scheduler refuses one in the past, so a later stack update fails")
         check(body["Properties"].get("EndDate") == {"Fn::Sub": "${ScheduleEndDate}T23:59:59Z"},
               f"{logical} does not stop at ScheduleEndDate: a schedule would fire (and be refused) after its last day")
+# A secret's ARN without the six characters Secrets Manager adds would find the secret but be
+# denied it: IAM matches the full ARN against the grant.
+for name in ("SastSecretArn", "DastSecretArn"):
+    pattern = template["Parameters"][name]["AllowedPattern"]
+    full = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cxone/sast-AbCdEf"
+    check(re.fullmatch(pattern, full) and not re.fullmatch(pattern, full[:-7]),
+          f"{name} must be a secret's full ARN, its six-character suffix included")
+# Scheduler invokes the trigger asynchronously: Lambda's own retries would repeat a refused or
+# failed tick minutes later as a run of its own.
+check(functions["TriggerFunction"]["Properties"].get("EventInvokeConfig", {}).get("MaximumRetryAttempts") == 0,
+      "the trigger's asynchronous invocations (the schedules') are retried by Lambda; set EventInvokeConfig MaximumRetryAttempts 0")
 check(map_state["Next"] == "Finalize" and map_state["Catch"][0]["Next"] == "Finalize", "finalize does not always run")
 # The trigger answers before any vendor call (an HTTP API waits at most 30 s): the execution plans
 # first, in the trigger's function, and a plan that fails for good releases the run.

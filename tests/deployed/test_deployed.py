@@ -565,7 +565,7 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
 def test_starts_at_the_same_moment_make_one_run(account, emulator):
     # Four API starts and the schedule's event reach the trigger at once, in function instances
     # started for them: exactly one takes the lock and starts an execution; the API's others
-    # answer 409 and the schedule's fails (its retry policy tries again later). The run commits.
+    # answer 409 and the schedule's fails (not retried: the next tick is the retry). The run commits.
     trigger = account.function_named("cxone-etm-trigger").name
     sfn = account.client("stepfunctions")
     executions = lambda: {e["executionArn"] for e in sfn.list_executions(
