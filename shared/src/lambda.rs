@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::cxone::{ConnectionReport, test_connection};
+use crate::cxone::{ConnectionReport, test_connection_within};
 use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
@@ -73,6 +73,9 @@ pub struct LoadedConnection {
 /// in well under a second), and the call with its retries: short of API Gateway's 30 s.
 const START_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The API's connection test answers within this: the HTTP API ends a request at 30 s, and the
+/// trigger reads the config and the secret first.
+const CONNECTION_TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The state machine port: Step Functions, or [`RecordedStarts`] where no AWS is at hand.
 pub trait StateMachine: Send + Sync {
@@ -551,7 +554,8 @@ impl<S: BucketStore> Runtime<S> {
     }
 
     /// The five checks of connection `id`: always a report, whatever the credential (a secret
-    /// that cannot be read, a key issued for another tenant) — those fail the credential check.
+    /// that cannot be read, a key issued for another tenant) — those fail the credential check —
+    /// and within [`CONNECTION_TEST_LIMIT`], however slow the tenant.
     pub async fn check_connection(&self, id: &str) -> Result<ConnectionReport, StepError> {
         let (_, connection) = self.stored(id).await?;
         let credential = self
@@ -560,7 +564,13 @@ impl<S: BucketStore> Runtime<S> {
             .credential()
             .await
             .map_err(|e| e.to_string());
-        Ok(test_connection(&connection.vendor, credential, connection.run_calls()).await)
+        Ok(test_connection_within(
+            &connection.vendor,
+            credential,
+            connection.run_calls(),
+            CONNECTION_TEST_LIMIT,
+        )
+        .await)
     }
 }
 

@@ -3,7 +3,7 @@
 //! skipped, its duration, and on failure the cause and the fix in plain words.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -88,6 +88,50 @@ pub async fn test_connection(
     credential: Result<Credential, String>,
     calls: RunCalls,
 ) -> ConnectionReport {
+    run_checks(config, credential, calls, None).await
+}
+
+/// [`test_connection`] within `limit`: the check still running when it is spent fails, naming
+/// the limit, and the rest are skipped. For a caller that ends the request sooner than a slow
+/// tenant's retries would (API Gateway: 30 s).
+pub async fn test_connection_within(
+    config: &VendorConfig,
+    credential: Result<Credential, String>,
+    calls: RunCalls,
+    limit: Duration,
+) -> ConnectionReport {
+    let deadline = (tokio::time::Instant::now() + limit, limit);
+    run_checks(config, credential, calls, Some(deadline)).await
+}
+
+/// A check's step, failed if it has not answered by the deadline.
+async fn within<T>(
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    step: impl Future<Output = Result<T, (String, String)>>,
+) -> Result<T, (String, String)> {
+    let Some((at, limit)) = deadline else {
+        return step.await;
+    };
+    tokio::time::timeout_at(at, step).await.unwrap_or_else(|_| {
+        Err((
+            format!(
+                "no answer within the {} s this test may take",
+                limit.as_secs()
+            ),
+            "the tenant answers slowly or not at all from here (its retries wait for it); try \
+             again, or run `cxone-etm test-connection` with the connection's config, which waits \
+             as long as a run does"
+                .into(),
+        ))
+    })
+}
+
+async fn run_checks(
+    config: &VendorConfig,
+    credential: Result<Credential, String>,
+    calls: RunCalls,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+) -> ConnectionReport {
     let mut checks = Vec::new();
     let mut failed = false;
     let mut client: Option<CxOneClient> = None;
@@ -104,17 +148,17 @@ pub async fn test_connection(
         }
         let started = Instant::now();
         let step = match (index, &client) {
-            (0, _) => network(config).await,
-            (1, _) => tls(config).await,
-            (2, _) => match signed_in(config, &credential).await {
+            (0, _) => within(deadline, network(config)).await,
+            (1, _) => within(deadline, tls(config)).await,
+            (2, _) => match within(deadline, signed_in(config, &credential)).await {
                 Ok((signed_in, detail)) => {
                     client = Some(signed_in);
                     Ok((CheckStatus::Pass, detail))
                 }
                 Err(failure) => Err(failure),
             },
-            (3, Some(client)) => scope(client, calls.clone()).await,
-            (_, Some(client)) => data(client, &calls).await,
+            (3, Some(client)) => within(deadline, scope(client, calls.clone())).await,
+            (_, Some(client)) => within(deadline, data(client, &calls)).await,
             (_, None) => unreachable!("the credential check passed and kept its client"),
         };
         let duration_ms = started.elapsed().as_millis() as u64;

@@ -6,6 +6,7 @@ use crate::common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use cxone_etm::cxone::{
     CheckStatus, ConnectionReport, ConnectorKind, RunCalls, VendorSettings, test_connection,
+    test_connection_within,
 };
 use cxone_etm::secret::Credential;
 
@@ -309,4 +310,53 @@ async fn credentials_without_a_role_fail_the_scope_check() {
     .await;
     assert_eq!(report.checks[3].status, Fail);
     assert!(report.checks[3].fix.as_deref().unwrap().contains("DAST"));
+}
+
+/// A tenant slower than the caller waits (the API's route has 25 s; here 1 s against answers 1.5 s
+/// late): the check running when the limit is spent fails, naming the limit and what to do, and
+/// the rest are skipped; a report all the same, not a request cut off without one.
+#[tokio::test]
+async fn a_tenant_slower_than_the_test_may_take_fails_the_check_it_was_at() {
+    let emulator = emulator(TenantShape::default()).await;
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            latency_ms: 1_500,
+            ..FaultSpec::default()
+        },
+    );
+    let report = test_connection_within(
+        &settings(&emulator).validate().unwrap(),
+        Ok(api_key(&emulator)),
+        RunCalls::defaults(ConnectorKind::Sast),
+        std::time::Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        statuses(&report),
+        [Pass, Skipped, Pass, Fail, Skipped],
+        "{}",
+        report.to_table()
+    );
+    assert!(!report.passed);
+    let scope = &report.checks[3];
+    assert_eq!(scope.detail, "no answer within the 1 s this test may take");
+    assert!(
+        scope
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("`cxone-etm test-connection`"),
+        "{:?}",
+        scope.fix
+    );
+
+    // Without a limit, the same tenant passes: slow is not wrong.
+    let patient = test_connection(
+        &settings(&emulator).validate().unwrap(),
+        Ok(api_key(&emulator)),
+        RunCalls::defaults(ConnectorKind::Sast),
+    )
+    .await;
+    assert!(patient.passed, "{}", patient.to_table());
 }
