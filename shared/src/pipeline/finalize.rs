@@ -42,7 +42,7 @@ async fn manifest_item(
     item: &WorkItem,
     ledgers_written: &std::collections::HashSet<String>,
     ast_base: &url::Url,
-) -> Result<ManifestItem, StepError> {
+) -> Result<(ManifestItem, Option<String>), StepError> {
     let mut collected: Option<CollectOutcome> =
         get_json(store, &run.collect_outcome(&item.item)).await?;
     let transformed: Option<TransformRecord> =
@@ -54,7 +54,7 @@ async fn manifest_item(
         unjoined_reason = Some(why);
         collected = Some(parts);
     }
-    let (status, reason) = match (&collected, &transformed) {
+    let (status, mut reason) = match (&collected, &transformed) {
         (
             Some(c),
             Some(TransformRecord {
@@ -81,6 +81,7 @@ async fn manifest_item(
         .is_some_and(|c| c.status == ItemStatus::Complete);
     let reconciled = transform_began && transformed.as_ref().is_some_and(|t| t.failed.is_none());
     let transformed = transformed.unwrap_or_default();
+    let mut unreadable = None;
     let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
         0
     } else {
@@ -96,7 +97,15 @@ async fn manifest_item(
             }
             store.delete(&run.ledger(&item.item)).await?;
         }
-        carry_ledger(store, run, record, &item.item).await?
+        let carried = carry_ledger(store, run, record, &item.item).await?;
+        if let Some(problem) = &carried.unreadable {
+            reason = Some(match reason {
+                Some(why) => format!("{why}; {problem}"),
+                None => problem.clone(),
+            });
+            unreadable = Some(format!("{}: {problem}", item.name));
+        }
+        carried.open
     };
     let scan_id = collected.as_ref().and_then(|c| c.scan_id.clone());
     let scan_url = scan_id.as_ref().and_then(|scan_id| {
@@ -108,7 +117,7 @@ async fn manifest_item(
         }
         .scan()
     });
-    Ok(ManifestItem {
+    let line = ManifestItem {
         item: item.item.clone(),
         vendor_id: item.vendor_id.clone(),
         name: item.name.clone(),
@@ -132,7 +141,8 @@ async fn manifest_item(
         objects: transformed.objects,
         rejected: transformed.rejected,
         collisions: transformed.collisions,
-    })
+    };
+    Ok((line, unreadable))
 }
 
 /// Writes the manifest (every object with its counts and hash, every item's outcome), then the
@@ -162,7 +172,7 @@ pub async fn finalize(
         .collect();
     // Each item's outcome is two small reads (and maybe a ledger copy): many at once, as a
     // tenant of thousands of projects would otherwise wait on thousands of S3 round trips in turn.
-    let items: Vec<ManifestItem> = futures_util::stream::iter(&work)
+    let lines: Vec<(ManifestItem, Option<String>)> = futures_util::stream::iter(&work)
         .map(|item| {
             manifest_item(
                 store,
@@ -176,6 +186,7 @@ pub async fn finalize(
         .buffered(FINALIZE_READS_AT_ONCE)
         .try_collect()
         .await?;
+    let (items, unreadable): (Vec<ManifestItem>, Vec<Option<String>>) = lines.into_iter().unzip();
     let mut totals = Figures::default();
     // Every engine the connection delivers has its line, the ones that found nothing too.
     let mut totals_by_engine: BTreeMap<Engine, Figures> = connection
@@ -212,6 +223,7 @@ pub async fn finalize(
     let filtered_items: Vec<FilteredItem> = get_json(store, &run.filtered_list())
         .await?
         .unwrap_or_default();
+    problems.extend(unreadable.into_iter().flatten());
     let (deleted_items, carried_for_filtered) = deleted_items(
         store,
         connection,
@@ -220,6 +232,7 @@ pub async fn finalize(
         &work,
         &filtered_items,
         listing_complete,
+        &mut problems,
     )
     .await?;
     let closed_with_deleted: u64 = deleted_items
@@ -305,24 +318,53 @@ fn nothing_to_commit(items: &[ManifestItem]) -> Option<String> {
     ))
 }
 
-/// Copies an asset's ledger from the previous committed run into this run unchanged and returns
-/// its open findings (0 when there was none).
+/// An asset's ledger carried forward from the previous committed run.
+#[derive(Default)]
+struct Carried {
+    /// Its open findings (0 when there was none, or it cannot be read).
+    open: u64,
+    /// Why it cannot be read, and what to do: it went forward as stored, uncounted.
+    unreadable: Option<String>,
+}
+
+/// Copies an asset's ledger from the previous committed run into this run unchanged. One that
+/// cannot be read goes forward as stored all the same: failing the run on it would fail every run
+/// after, each reconciling against the same committed run.
 async fn carry_ledger(
     store: &impl ObjectStore,
     run: &RunRef,
     record: &RunRecord,
     item: &str,
-) -> Result<u64, StepError> {
+) -> Result<Carried, StepError> {
     let Some(previous_run) = &record.previous_run else {
-        return Ok(0);
+        return Ok(Carried::default());
     };
     let key = run.sibling(previous_run).ledger(item);
     let Some(body) = store.get(&key).await? else {
-        return Ok(0);
+        return Ok(Carried::default());
     };
-    let open = read_gzip_json::<OpenFindings>(&key, &body[..])?.count;
+    let counted = read_gzip_json::<OpenFindings>(&key, &body[..]);
     store.put(&run.ledger(item), body).await?;
-    Ok(open)
+    Ok(match counted {
+        Ok(open) => Carried {
+            open: open.count,
+            unreadable: None,
+        },
+        Err(error) => Carried {
+            open: 0,
+            unreadable: Some(unreadable_ledger(&error, &run.ledger(item))),
+        },
+    })
+}
+
+/// What is wrong with a ledger that cannot be read, carried forward as `copy`, and what to do.
+fn unreadable_ledger(error: &StepError, copy: &str) -> String {
+    format!(
+        "its ledger cannot be read ({error}): it is carried forward as stored, to {copy}, its \
+         open findings uncounted and none of them closed, on every run until it is mended; to \
+         start the asset afresh, delete {copy} (its open findings then come again as NEW, and \
+         any fixed meanwhile are not closed)"
+    )
 }
 
 /// Assets of the previous committed run whose project or environment is no longer listed: their
@@ -339,6 +381,7 @@ async fn deleted_items(
     work: &[WorkItem],
     filtered: &[FilteredItem],
     listing_complete: bool,
+    problems: &mut Vec<String>,
 ) -> Result<(Vec<DeletedItem>, u64), StepError> {
     let Some(previous_run) = &record.previous_run else {
         return Ok((Vec::new(), 0));
@@ -361,13 +404,32 @@ async fn deleted_items(
         if left_out.contains(item) || !listing_complete {
             // Copied as it is stored.
             if let Some(body) = store.get(&key).await? {
-                carried += read_gzip_json::<OpenFindings>(&key, &body[..])?.count;
+                match read_gzip_json::<OpenFindings>(&key, &body[..]) {
+                    Ok(open) => carried += open.count,
+                    Err(error) => problems.push(format!(
+                        "{item}: {}",
+                        unreadable_ledger(&error, &run.ledger(item))
+                    )),
+                }
                 store.put(&run.ledger(item), body).await?;
             }
             continue;
         }
-        let Some(mut ledger) = get_gzip_json::<Ledger>(store, &key).await? else {
-            continue;
+        let mut ledger = match get_gzip_json::<Ledger>(store, &key).await {
+            Ok(Some(ledger)) => ledger,
+            Ok(None) => continue,
+            Err(error @ StepError::BadObject { .. }) => {
+                // Neither deleted nor closed: what it holds is not known.
+                problems.push(format!(
+                    "{item}: {}",
+                    unreadable_ledger(&error, &run.ledger(item))
+                ));
+                if let Some(body) = store.get(&key).await? {
+                    store.put(&run.ledger(item), body).await?;
+                }
+                continue;
+            }
+            Err(error) => return Err(error),
         };
         // Under `each_branch` a project's assets are its branches (`<project>@<branch>`, keyed
         // apart from the project): a project the filters leave out keeps them as they were too.

@@ -44,7 +44,15 @@ pub(super) async fn split_large_scans(
     let above = connection.config.split_scans_above;
     let previous_sizes = match items.first().and_then(|i| i.previous_run.as_deref()) {
         Some(previous) if above > 0 && connection.config.kind.on_projects() => {
-            get_json::<Manifest>(store, &run.sibling(previous).manifest()).await?
+            match get_json::<Manifest>(store, &run.sibling(previous).manifest()).await {
+                // The sizes are a hint: without them every scan is pulled whole, as on a first
+                // run. Failing the plan would fail every run after it.
+                Err(error @ StepError::BadObject { .. }) => {
+                    tracing::error!(%error, "the previous run's manifest cannot be read: no scan is split this run");
+                    None
+                }
+                read => read?,
+            }
         }
         _ => None,
     };

@@ -657,6 +657,112 @@ async fn a_project_list_that_moves_while_it_is_paged_deletes_nothing() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A ledger of the last committed run damaged at rest (cut off halfway): its asset fails, its
+/// ledger goes forward as stored and nothing of it closes, while every other asset is reconciled
+/// and the run commits, each run, until the copy the message names is deleted; then the asset
+/// starts afresh. Before, finalize failed on the ledger, so every run failed, each reconciling
+/// against the same committed run.
+#[tokio::test]
+async fn a_ledger_damaged_at_rest_fails_its_asset_not_every_run() {
+    let (store, dir) = temp_store("damaged-ledger");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut c = connection(&emulator, "damaged-ledger", ConnectorKind::Sast);
+    c.config.close_deleted_items = true;
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+    let damaged = &m1.items[0];
+    let ledger_of = |run_id: &str| {
+        dir.join(format!(
+            "connections/damaged-ledger/runs/{run_id}/ledger/{}.json.gz",
+            damaged.item
+        ))
+    };
+    let whole = std::fs::read(ledger_of(&m1.run_id)).unwrap();
+    let cut = whole[..whole.len() / 2].to_vec();
+    std::fs::write(ledger_of(&m1.run_id), &cut).unwrap();
+
+    let mut previous = m1.run_id.clone();
+    for round in ["run 2", "run 3"] {
+        let summary = run(&store, &c, api_key(&emulator))
+            .await
+            .unwrap_or_else(|e| panic!("{round}: {e}"));
+        assert!(!summary.complete, "{round}");
+        let m = manifest(&store, &summary.manifest).await;
+        let copy = format!(
+            "connections/damaged-ledger/runs/{}/ledger/{}.json.gz",
+            m.run_id, damaged.item
+        );
+        let item = m.items.iter().find(|i| i.item == damaged.item).unwrap();
+        assert_eq!(item.status, ItemStatus::Failed, "{round}");
+        let reason = item.reason.as_deref().unwrap();
+        assert!(
+            reason.contains("its ledger cannot be read")
+                && reason.contains(&format!("to start the asset afresh, delete {copy}")),
+            "{round}: {reason}"
+        );
+        assert!(
+            m.problems
+                .iter()
+                .any(|p| p.starts_with(&format!("{}: its ledger cannot be read", item.name))),
+            "{round}: {:?}",
+            m.problems
+        );
+        assert_eq!(
+            std::fs::read(ledger_of(&m.run_id)).unwrap(),
+            cut,
+            "{round}: carried as stored"
+        );
+        assert!(m.deleted_items.is_empty(), "{round}");
+        assert_eq!(closed_findings(&m), 0, "{round}: nothing is closed");
+        nothing_new_or_reopened(&m, round);
+        assert_eq!(
+            m.items
+                .iter()
+                .filter(|i| i.status == ItemStatus::Complete)
+                .count(),
+            m1.items.len() - 1,
+            "{round}: every other asset is reconciled"
+        );
+        previous = m.run_id.clone();
+    }
+
+    // Mended as the message says: the asset starts afresh, its open findings NEW again.
+    std::fs::remove_file(ledger_of(&previous)).unwrap();
+    let fourth = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(fourth.complete, "{:?}", fourth.problems);
+    let m4 = manifest(&store, &fourth.manifest).await;
+    let item = m4.items.iter().find(|i| i.item == damaged.item).unwrap();
+    assert_eq!(item.status, ItemStatus::Complete);
+    assert_eq!(
+        item.figures.lifecycle.get(&Lifecycle::New).copied(),
+        Some(damaged.figures.findings_out),
+        "{:?}",
+        item.figures.lifecycle
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The last committed run's manifest damaged at rest: the plan reads it only for the sizes of
+/// the scans to split, so the next run pulls every scan whole and reconciles as ever. Before, the
+/// plan failed on it, and so did every run after.
+#[tokio::test]
+async fn a_manifest_damaged_at_rest_does_not_stop_the_next_runs() {
+    let (store, dir) = temp_store("damaged-manifest");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let c = connection(&emulator, "damaged-manifest", ConnectorKind::Sast);
+    assert!(c.config.split_scans_above > 0, "the sizes are read");
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    std::fs::write(dir.join(&first.manifest), b"{\"items\": [").unwrap();
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let m2 = manifest(&store, &second.manifest).await;
+    assert_eq!(m2.items.len(), m1.items.len());
+    nothing_new_or_reopened(&m2, "run 2");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn the_main_branch_policy_falls_back_to_any_branch_only_when_asked() {
     // With two scans on two branches, project 4's newest scan (on main) is still running: its main
