@@ -224,7 +224,11 @@ pub async fn finalize(
         .await?
         .unwrap_or_default();
     problems.extend(unreadable.into_iter().flatten());
-    let (deleted_items, carried_for_filtered) = deleted_items(
+    let Unlisted {
+        deleted: deleted_items,
+        carried_for_filtered,
+        problems: unreadable_unlisted,
+    } = deleted_items(
         store,
         connection,
         run,
@@ -232,9 +236,9 @@ pub async fn finalize(
         &work,
         &filtered_items,
         listing_complete,
-        &mut problems,
     )
     .await?;
+    problems.extend(unreadable_unlisted);
     let closed_with_deleted: u64 = deleted_items
         .iter()
         .flat_map(|d| &d.objects)
@@ -381,11 +385,11 @@ async fn deleted_items(
     work: &[WorkItem],
     filtered: &[FilteredItem],
     listing_complete: bool,
-    problems: &mut Vec<String>,
-) -> Result<(Vec<DeletedItem>, u64), StepError> {
+) -> Result<Unlisted, StepError> {
     let Some(previous_run) = &record.previous_run else {
-        return Ok((Vec::new(), 0));
+        return Ok(Unlisted::default());
     };
+    let mut problems = Vec::new();
     let left_out: std::collections::HashSet<&str> =
         filtered.iter().map(|f| f.item.as_str()).collect();
     let left_out_projects: std::collections::HashSet<&str> =
@@ -485,7 +489,22 @@ async fn deleted_items(
         put_gzip_json(store, &run.ledger(item), &ledger).await?;
         deleted.push(entry);
     }
-    Ok((deleted, carried))
+    Ok(Unlisted {
+        deleted,
+        carried_for_filtered: carried,
+        problems,
+    })
+}
+
+/// The previous committed run's assets this run did not list.
+#[derive(Default)]
+struct Unlisted {
+    /// Those no longer listed by the tenant.
+    deleted: Vec<DeletedItem>,
+    /// The open findings of those the filters left out, or that an incomplete listing missed.
+    carried_for_filtered: u64,
+    /// Ledgers that could not be read, carried as stored.
+    problems: Vec<String>,
 }
 
 #[cfg(test)]
