@@ -866,10 +866,17 @@ fn count_open<'de, D: serde::Deserializer<'de>>(findings: D) -> Result<u64, D::E
     findings.deserialize_map(Counter)
 }
 
+/// What [`close_all`] closed of one engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Closed {
+    pub findings: u64,
+    pub lines: u64,
+}
+
 /// Closure records for every open finding of `ledger` (an asset whose project or environment was
 /// deleted), handed to `out` line by line as the lines fill, one engine after another: an asset
-/// of millions of findings has more closure lines than memory holds. Returns how many were
-/// closed; the ledger is left with everything closed once all are handed over.
+/// of millions of findings has more closure lines than memory holds. Returns what was closed of
+/// each engine; the ledger is left with everything closed once all are handed over.
 pub fn close_all(
     ledger: &mut Ledger,
     context: &super::TransformContext,
@@ -877,15 +884,16 @@ pub fn close_all(
     reason: &str,
     max_findings_per_line: usize,
     out: &mut LineSink,
-) -> std::io::Result<u64> {
+) -> std::io::Result<BTreeMap<Engine, Closed>> {
     let engines: BTreeSet<Engine> = ledger
         .findings
         .iter()
         .filter(|(_, e)| e.open)
         .map(|(_, e)| e.engine_or(legacy))
         .collect();
-    let mut closed = 0;
+    let mut closed = BTreeMap::new();
     for engine in engines {
+        let of_this: &mut Closed = closed.entry(engine).or_default();
         let mut lines = LineWriter::new(
             line_envelope(context, engine, &ledger.vendor_item_id),
             ledger.asset.as_bytes().to_vec(),
@@ -898,10 +906,10 @@ pub fn close_all(
             .filter(|(_, e)| e.open && e.engine_or(legacy) == engine);
         for (id, entry) in of_engine {
             lines.finding(|line| Ledger::write_closure(id, entry, reason, line));
-            lines.hand_over(false, out)?;
-            closed += 1;
+            of_this.lines += lines.hand_over(false, out)?;
+            of_this.findings += 1;
         }
-        lines.hand_over(true, out)?;
+        of_this.lines += lines.hand_over(true, out)?;
     }
     ledger.findings.close_every_finding();
     Ok(closed)
@@ -986,7 +994,11 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(closed, 8);
+        assert_eq!(closed.values().map(|c| c.findings).sum::<u64>(), 8);
+        assert_eq!(
+            closed.values().map(|c| c.lines).sum::<u64>(),
+            lines.len() as u64
+        );
         assert_eq!(ledger.open_findings(), 0);
         let summary: Vec<(String, u64, Vec<String>)> = lines
             .iter()

@@ -24,7 +24,9 @@ use super::run::{
 use super::split::unjoined;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
-use crate::mapping::{Figures, Ledger, Lifecycle, OpenFindings, TransformContext, close_all};
+use crate::mapping::{
+    Closed, Figures, Ledger, Lifecycle, OpenFindings, TransformContext, close_all,
+};
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 
@@ -226,6 +228,7 @@ pub async fn finalize(
     problems.extend(unreadable.into_iter().flatten());
     let Unlisted {
         deleted: deleted_items,
+        closed: closed_with_deleted,
         carried_for_filtered,
         problems: unreadable_unlisted,
     } = deleted_items(
@@ -239,13 +242,12 @@ pub async fn finalize(
     )
     .await?;
     problems.extend(unreadable_unlisted);
-    let closed_with_deleted: u64 = deleted_items
-        .iter()
-        .flat_map(|d| &d.objects)
-        .map(|o| o.findings)
-        .sum();
-    if closed_with_deleted > 0 {
-        *totals.lifecycle.entry(Lifecycle::Fixed).or_default() += closed_with_deleted;
+    // The closures of deleted assets are lines of the run, of their engines.
+    for (engine, closed) in &closed_with_deleted {
+        for figures in [&mut totals, totals_by_engine.entry(*engine).or_default()] {
+            figures.lines += closed.lines;
+            *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed.findings;
+        }
     }
     let carried_forward = items.iter().map(|i| i.carried_forward).sum::<u64>()
         + carried_for_filtered
@@ -398,6 +400,7 @@ async fn deleted_items(
     let previous = run.sibling(previous_run);
     let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
     let mut deleted = Vec::new();
+    let mut closed = BTreeMap::new();
     for key in store.list(&previous.ledger_prefix()).await? {
         let Some(item) = previous.ledger_item(&key) else {
             continue;
@@ -472,17 +475,24 @@ async fn deleted_items(
                 },
                 run.run_id
             );
+            let mut of_item = BTreeMap::new();
             let closures = put_lines_written(store, &run.closures(item), |out| {
-                close_all(
+                of_item = close_all(
                     &mut ledger,
                     &context,
                     connection.config.kind.legacy_engine(),
                     &reason,
                     connection.options.max_findings_per_line,
                     out,
-                )
+                )?;
+                Ok(of_item.values().map(|c| c.findings).sum())
             })
             .await?;
+            for (engine, of_engine) in of_item {
+                let all = closed.entry(engine).or_insert_with(Closed::default);
+                all.findings += of_engine.findings;
+                all.lines += of_engine.lines;
+            }
             entry.objects.push(closures);
             entry.closed = true;
         }
@@ -491,6 +501,7 @@ async fn deleted_items(
     }
     Ok(Unlisted {
         deleted,
+        closed,
         carried_for_filtered: carried,
         problems,
     })
@@ -501,6 +512,8 @@ async fn deleted_items(
 struct Unlisted {
     /// Those no longer listed by the tenant.
     deleted: Vec<DeletedItem>,
+    /// What their closures hold, engine by engine (under `close_deleted_items`).
+    closed: BTreeMap<Engine, Closed>,
     /// The open findings of those the filters left out, or that an incomplete listing missed.
     carried_for_filtered: u64,
     /// Ledgers that could not be read, carried as stored.

@@ -255,6 +255,21 @@ async fn three_runs_report_new_active_fixed_and_reopened_per_asset() {
     let lines = lines_of(&store, &m3).await;
     assert_eq!(counted(&lines), expected);
     assert_eq!(m3.totals.lifecycle, as_lifecycle(&expected));
+    // The deleted project's closures are lines of the run and of their engine.
+    let objects = m3
+        .items
+        .iter()
+        .flat_map(|i| &i.objects)
+        .chain(m3.deleted_items.iter().flat_map(|d| &d.objects));
+    assert_eq!(m3.totals.lines, objects.map(|o| o.lines).sum::<u64>());
+    let by_engine = |pick: fn(&cxone_etm::mapping::Figures) -> u64| {
+        m3.totals_by_engine.values().map(pick).sum::<u64>()
+    };
+    assert_eq!(by_engine(|f| f.lines), m3.totals.lines);
+    assert_eq!(
+        by_engine(|f| f.lifecycle.get(&Lifecycle::Fixed).copied().unwrap_or(0)),
+        expected["FIXED"]
+    );
     assert!(expected["REOPENED"] > 0, "{expected:?}");
     let refused_item = m3.items.iter().find(|i| i.vendor_id == refused.id).unwrap();
     assert_eq!(refused_item.status, ItemStatus::Failed);
