@@ -12,7 +12,7 @@ use super::objects::{
     PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json, put_json,
     put_lines_written,
 };
-use super::run::read_run;
+use super::run::{ensure_holds_lock, read_run};
 use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
@@ -92,6 +92,8 @@ pub async fn transform(
         return Ok(done);
     }
     match transform_collected(store, connection, item).await {
+        // A run that ended without this attempt keeps what it committed: nothing is recorded.
+        Err(error @ StepError::LostLock { .. }) => Err(error),
         Err(error) if !error.is_retryable() => {
             tracing::warn!(item = %item.item, error = %error, "item could not be transformed");
             let record = TransformRecord {
@@ -449,6 +451,10 @@ async fn transform_collected(
             for (engine, untouched) in previous {
                 next.absorb(engine, untouched);
             }
+            // An attempt that outlived its run (Step Functions retried it while it still ran,
+            // and finalize committed without it) must not replace the ledger the run committed:
+            // the next run would take its closures as sent.
+            ensure_holds_lock(store, run).await?;
             put_gzip_json(store, &run.ledger(key), &next).await?;
         }
         if connection.plans.len() > 1 {

@@ -1740,6 +1740,97 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A transform attempt that outlives its run (Step Functions retried it on a Lambda service error
+/// while it still ran, and finalize committed without it, the item's ledger carried): it finds
+/// the run's lock gone and writes neither the ledger nor a record. Before, it replaced the
+/// committed ledger with one in which the findings it closed were closed, closures no manifest
+/// names, so the next run took them as sent and ETM never had them.
+#[tokio::test]
+async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
+    let (store, dir) = temp_store("late-transform");
+    let before = emulator(shape(2, 3)).await;
+    let first = run(
+        &store,
+        &connection(&before, "late", ConnectorKind::Sast),
+        api_key(&before),
+    )
+    .await
+    .unwrap();
+    assert!(first.complete);
+
+    // A newer scan: some findings fixed, so a transform of run 2 would close them.
+    let after = emulator(shape(2, 4)).await;
+    let c = connection(&after, "late", ConnectorKind::Sast);
+    let run2 = cxone_etm::pipeline::begin_run(
+        &store,
+        "late",
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&after)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run2, 1)
+        .await
+        .unwrap();
+    let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
+    let (collected, unfinished) = cxone_etm::pipeline::collect_group(
+        &store,
+        &vendor,
+        &c,
+        &items,
+        cxone_etm::pipeline::TimeBudget::until(None),
+    )
+    .await;
+    assert!(unfinished.is_none() && collected.len() == items.len());
+    // The second item is transformed in time; the first's attempt is still running.
+    let (item, on_time) = (&items[0], &items[1]);
+    cxone_etm::pipeline::transform(&store, &c, on_time)
+        .await
+        .unwrap();
+    let m2 = cxone_etm::pipeline::finalize(&store, &c, &run2)
+        .await
+        .unwrap();
+    let reason = |of: &cxone_etm::pipeline::WorkItem| {
+        let line = m2.items.iter().find(|i| i.item == of.item).unwrap();
+        line.reason.clone()
+    };
+    assert_eq!(reason(item).as_deref(), Some("transform did not finish"));
+    assert_eq!(reason(on_time), None);
+    let ledger = store.get(&run2.ledger(&item.item)).await.unwrap().unwrap();
+
+    let late = cxone_etm::pipeline::transform(&store, &c, item).await;
+    assert!(matches!(late, Err(StepError::LostLock { .. })), "{late:?}");
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
+        ledger,
+        "the committed ledger stands"
+    );
+    assert!(
+        store
+            .get(&run2.transform_record(&item.item))
+            .await
+            .unwrap()
+            .is_none(),
+        "no record of the late attempt"
+    );
+
+    // The next run reconciles against the committed ledger and closes what was fixed.
+    let third = run(&store, &c, api_key(&after)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(third.complete, "{:?}", third.problems);
+    assert!(
+        closed_findings(&m3) > 0,
+        "what the newer scan fixed closes now"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Every finding closed in a manifest's closures objects, as (asset, id), checked against their
 /// manifest entries; fails on any closed twice.
 async fn closed_in(store: &LocalStore, m: &Manifest) -> BTreeSet<(String, String)> {
