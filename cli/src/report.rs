@@ -131,7 +131,7 @@ fn held_open(t: &Figures) -> String {
         + t.held_on_branch_change
         + t.held_as_id_now_repeats;
     format!(
-        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before that now repeats: {})",
+        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before, while it repeats: {})",
         t.held_for_rejected_records,
         t.held_for_repeated_records,
         t.held_on_branch_change,
@@ -509,7 +509,7 @@ mod tests {
         };
         assert_eq!(
             held_open(&t),
-            "11 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before that now repeats: 3)"
+            "11 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before, while it repeats: 3)"
         );
     }
 

@@ -308,6 +308,21 @@ pub struct TransformRecord {
     /// cannot be read, for one): nothing of the item is committed and its findings are carried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Written by finalize, not by a transform: finalize found no record and gave up waiting
+    /// (the item "transform did not finish"). An attempt still running then commits nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub given_up: bool,
+}
+
+impl TransformRecord {
+    /// Finalize's record for an item it gave up waiting for.
+    pub fn given_up(item: &str) -> Self {
+        Self {
+            item: item.to_string(),
+            given_up: true,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -55,6 +55,12 @@ pub enum StepError {
         run_id: String,
         holder: String,
     },
+    /// A transform attempt that finished after finalize gave up waiting for it (the item is
+    /// reported "transform did not finish", its ledger carried): it commits nothing.
+    #[error(
+        "item {item} of run {run_id}: finalize gave up waiting for its transform (the item is reported \"transform did not finish\" and its findings carried), so this late attempt commits nothing; the next run transforms it"
+    )]
+    GivenUp { run_id: String, item: String },
     /// A scheduled run outside the schedule's dates.
     #[error("connection {connection_id}: {problem}")]
     OutsideSchedule {
@@ -138,6 +144,7 @@ impl StepError {
             | Self::AlreadyRunning { .. }
             | Self::LockTaken { .. }
             | Self::LostLock { .. }
+            | Self::GivenUp { .. }
             | Self::OutsideSchedule { .. }
             | Self::BadObject { .. }
             | Self::Transform { .. }

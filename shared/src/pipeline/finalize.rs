@@ -47,8 +47,11 @@ async fn manifest_item(
 ) -> Result<(ManifestItem, Option<String>), StepError> {
     let mut collected: Option<CollectOutcome> =
         get_json(store, &run.collect_outcome(&item.item)).await?;
-    let transformed: Option<TransformRecord> =
-        get_json(store, &run.transform_record(&item.item)).await?;
+    // A record finalize wrote when it gave up on the transform (an earlier attempt of this
+    // finalize) stands for none.
+    let transformed = get_json::<TransformRecord>(store, &run.transform_record(&item.item))
+        .await?
+        .filter(|t| !t.given_up);
     // A split scan whose parts were not joined: what they got, and why.
     let mut unjoined_reason = None;
     if let (None, Some(part)) = (&collected, &item.part) {
@@ -82,12 +85,19 @@ async fn manifest_item(
         .as_ref()
         .is_some_and(|c| c.status == ItemStatus::Complete);
     let reconciled = transform_began && transformed.as_ref().is_some_and(|t| t.failed.is_none());
+    let no_record = transformed.is_none();
     let transformed = transformed.unwrap_or_default();
     let mut unreadable = None;
     let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
         0
     } else {
         if transform_began {
+            if no_record && !give_up(store, run, &item.item).await? {
+                // Its transform's record landed since it was read: the item is read again.
+                let written = !store.list(&run.ledger(&item.item)).await?.is_empty();
+                let ledger = written.then(|| item.item.clone()).into_iter().collect();
+                return Box::pin(manifest_item(store, run, record, item, &ledger, ast_base)).await;
+            }
             // A transform that failed, or never finished, may have written batch files before
             // it stopped, or its next ledger before its record: none of them is this run's. Its
             // record stays, for a finalize run again to give the same reason.
@@ -101,9 +111,16 @@ async fn manifest_item(
         }
         let carried = carry_ledger(store, run, record, &item.item).await?;
         if let Some(problem) = &carried.unreadable {
+            // A transform that failed on the same ledger said so already: this says it whole.
+            let previous = record
+                .previous_run
+                .as_ref()
+                .map(|previous| run.sibling(previous).ledger(&item.item));
             reason = Some(match reason {
-                Some(why) => format!("{why}; {problem}"),
-                None => problem.clone(),
+                Some(why) if !previous.is_some_and(|key| why.contains(&key)) => {
+                    format!("{why}; {problem}")
+                }
+                _ => problem.clone(),
             });
             unreadable = Some(format!("{}: {problem}", item.name));
         }
@@ -324,6 +341,18 @@ fn nothing_to_commit(items: &[ManifestItem]) -> Option<String> {
     ))
 }
 
+/// Records that finalize gave up waiting for an item's transform, so an attempt still running
+/// commits nothing after it (see `transform`); `false` when a transform's own record came first.
+async fn give_up(store: &impl ObjectStore, run: &RunRef, item: &str) -> Result<bool, StepError> {
+    let key = run.transform_record(item);
+    let body = serde_json::to_vec(&TransformRecord::given_up(item)).expect("serializes");
+    if store.put_if_absent(&key, Bytes::from(body)).await? {
+        return Ok(true);
+    }
+    let earlier = get_json::<TransformRecord>(store, &key).await?;
+    Ok(earlier.is_some_and(|t| t.given_up))
+}
+
 /// An asset's ledger carried forward from the previous committed run.
 #[derive(Default)]
 struct Carried {
@@ -358,18 +387,28 @@ async fn carry_ledger(
         },
         Err(error) => Carried {
             open: 0,
-            unreadable: Some(unreadable_ledger(&error, &run.ledger(item))),
+            unreadable: Some(unreadable_ledger(&error, &run.ledger(item), true)),
         },
     })
 }
 
-/// What is wrong with a ledger that cannot be read, carried forward as `copy`, and what to do.
-fn unreadable_ledger(error: &StepError, copy: &str) -> String {
+/// What is wrong with a ledger that cannot be read, carried forward as `copy`, and what to do:
+/// for an asset still `listed`, start it afresh; for one no longer listed, let it go.
+fn unreadable_ledger(error: &StepError, copy: &str, listed: bool) -> String {
+    let remedy = if listed {
+        format!(
+            "to start the asset afresh, delete {copy} (its open findings then come again as NEW, \
+             and any fixed meanwhile are not closed)"
+        )
+    } else {
+        format!(
+            "to let the asset go, delete {copy} (its open findings then stay open, none closed)"
+        )
+    };
     format!(
         "its ledger cannot be read ({error}): it is carried forward as stored, to {copy}, its \
-         open findings uncounted and none of them closed, on every run until it is mended; to \
-         start the asset afresh, delete {copy} (its open findings then come again as NEW, and \
-         any fixed meanwhile are not closed)"
+         open findings uncounted and none of them closed, on every run until it is mended; \
+         {remedy}"
     )
 }
 
@@ -415,7 +454,7 @@ async fn deleted_items(
                     Ok(open) => carried += open.count,
                     Err(error) => problems.push(format!(
                         "{item}: {}",
-                        unreadable_ledger(&error, &run.ledger(item))
+                        unreadable_ledger(&error, &run.ledger(item), false)
                     )),
                 }
                 store.put(&run.ledger(item), body).await?;
@@ -429,7 +468,7 @@ async fn deleted_items(
                 // Neither deleted nor closed: what it holds is not known.
                 problems.push(format!(
                     "{item}: {}",
-                    unreadable_ledger(&error, &run.ledger(item))
+                    unreadable_ledger(&error, &run.ledger(item), false)
                 ));
                 if let Some(body) = store.get(&key).await? {
                     store.put(&run.ledger(item), body).await?;

@@ -229,6 +229,18 @@ pub(super) fn read_gzip_json<T: DeserializeOwned>(
     serde_json::from_reader(reader).map_err(|e| StepError::bad_object(key, e))
 }
 
+/// An object of the previous run read, or `None` when it cannot be read (logged): what it would
+/// have told is only a hint, and failing the plan on it would fail every run after.
+pub(super) fn readable<T>(read: Result<Option<T>, StepError>) -> Result<Option<T>, StepError> {
+    match read {
+        Err(error @ StepError::BadObject { .. }) => {
+            tracing::error!(%error, "an object of the previous run cannot be read; going on without it");
+            Ok(None)
+        }
+        read => read,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

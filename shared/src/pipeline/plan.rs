@@ -16,7 +16,7 @@ use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
 use super::documents::{DeletedItem, EngineScan, FilteredItem, WorkGroup, WorkItem};
 use super::error::StepError;
-use super::objects::{get_gzip_json, get_json, put_json};
+use super::objects::{get_gzip_json, get_json, put_json, readable};
 use super::run::{ensure_holds_lock, record_plan, start_processing};
 use super::split::split_large_scans;
 use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
@@ -267,16 +267,20 @@ impl Listed {
 
     /// Why the listing cannot be trusted to hold every item, if it cannot.
     fn problem(&self) -> Option<String> {
-        if let Some((id, name)) = self.listed_twice.first() {
-            return Some(format!(
+        let moved = self.listed_twice.first().map(|(id, name)| {
+            format!(
                 "{} item(s) were listed twice with other contents (the first: {id}, \"{name}\"): \
                  they changed while the list was paged and moved, which shifts the items after \
                  them, so others may have been skipped; every item not listed is carried, and the \
                  next run lists them again",
                 self.listed_twice.len()
-            ));
-        }
-        self.completeness.problem()
+            )
+        });
+        let problems: Vec<String> = moved
+            .into_iter()
+            .chain(self.completeness.problem())
+            .collect();
+        (!problems.is_empty()).then(|| problems.join("; "))
     }
 }
 
@@ -604,16 +608,18 @@ async fn branches_not_planned(
     if unplanned.is_empty() {
         return Ok(Vec::new());
     }
-    let nothing_open: HashSet<String> = get_json::<DeletedItems>(store, &previous.manifest())
-        .await?
-        .map(|manifest| {
-            let deleted = manifest.deleted_items.into_iter();
-            deleted
-                .filter(|d| d.closed || d.open_findings == 0)
-                .map(|d| d.item)
-                .collect()
-        })
-        .unwrap_or_default();
+    // What the previous run closed is only skipped: a manifest that cannot be read asks about
+    // every unplanned branch.
+    let nothing_open: HashSet<String> =
+        readable(get_json::<DeletedItems>(store, &previous.manifest()).await)?
+            .map(|manifest| {
+                let deleted = manifest.deleted_items.into_iter();
+                deleted
+                    .filter(|d| d.closed || d.open_findings == 0)
+                    .map(|d| d.item)
+                    .collect()
+            })
+            .unwrap_or_default();
     let projects: HashSet<&str> = projects.iter().map(String::as_str).collect();
     // A key cut to its first 80 characters and a hash starts as its project's `<project>@` does
     // (cut there too): only those ledgers are read. A project whose own encoding is cut could be
@@ -635,14 +641,14 @@ async fn branches_not_planned(
         }
         let asset = match branch_of_asset_key(&item) {
             Some(asset) => Some(asset),
+            // A ledger that cannot be read names no branch to ask about: finalize carries it as
+            // stored, neither deleted nor closed.
             None if item.contains("~~") && starts.iter().any(|s| item.starts_with(s)) => {
-                get_gzip_json::<Ledger>(store, &key)
-                    .await?
-                    .and_then(|ledger| {
-                        let branch = ledger.branch?;
-                        let project = project_of_branch_asset(&ledger.vendor_item_id, &branch)?;
-                        Some((project.to_string(), branch))
-                    })
+                readable(get_gzip_json::<Ledger>(store, &key).await)?.and_then(|ledger| {
+                    let branch = ledger.branch?;
+                    let project = project_of_branch_asset(&ledger.vendor_item_id, &branch)?;
+                    Some((project.to_string(), branch))
+                })
             }
             None => None,
         };

@@ -21,7 +21,7 @@ use super::collect::{read_identities, stored_pages};
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, ItemTraffic, Manifest, ScanPart, WorkItem};
 use super::error::StepError;
-use super::objects::{get_json, get_page, put_json};
+use super::objects::{get_json, get_page, put_json, readable};
 use crate::cxone::Completeness;
 use crate::layout::RunRef;
 use crate::mapping::IdTally;
@@ -44,15 +44,8 @@ pub(super) async fn split_large_scans(
     let above = connection.config.split_scans_above;
     let previous_sizes = match items.first().and_then(|i| i.previous_run.as_deref()) {
         Some(previous) if above > 0 && connection.config.kind.on_projects() => {
-            match get_json::<Manifest>(store, &run.sibling(previous).manifest()).await {
-                // The sizes are a hint: without them every scan is pulled whole, as on a first
-                // run. Failing the plan would fail every run after it.
-                Err(error @ StepError::BadObject { .. }) => {
-                    tracing::error!(%error, "the previous run's manifest cannot be read: no scan is split this run");
-                    None
-                }
-                read => read?,
-            }
+            // The sizes are a hint: without them every scan is pulled whole, as on a first run.
+            readable(get_json::<Manifest>(store, &run.sibling(previous).manifest()).await)?
         }
         _ => None,
     };

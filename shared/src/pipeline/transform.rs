@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
@@ -92,8 +94,9 @@ pub async fn transform(
         return Ok(done);
     }
     match transform_collected(store, connection, item).await {
-        // A run that ended without this attempt keeps what it committed: nothing is recorded.
-        Err(error @ StepError::LostLock { .. }) => Err(error),
+        // A run that ended, or a finalize that gave up on this item, without this attempt keeps
+        // what it committed: nothing is recorded.
+        Err(error @ (StepError::LostLock { .. } | StepError::GivenUp { .. })) => Err(error),
         Err(error) if !error.is_retryable() => {
             tracing::warn!(item = %item.item, error = %error, "item could not be transformed");
             let record = TransformRecord {
@@ -101,11 +104,71 @@ pub async fn transform(
                 failed: Some(error.to_string()),
                 ..TransformRecord::default()
             };
-            put_json(store, &item.run.transform_record(&item.item), &record).await?;
-            Ok(record)
+            record_transform(store, item, record).await
         }
         transformed => transformed,
     }
+}
+
+/// Writes the item's transform record, the last of its writes. Unless finalize gave up waiting
+/// for it first (its record is there): then what this attempt wrote is taken back, and it
+/// commits nothing. Another attempt's record, written first, is the item's.
+async fn record_transform(
+    store: &impl ObjectStore,
+    item: &WorkItem,
+    record: TransformRecord,
+) -> Result<TransformRecord, StepError> {
+    let key = item.run.transform_record(&item.item);
+    let body = serde_json::to_vec(&record).expect("serializes");
+    if store.put_if_absent(&key, Bytes::from(body)).await? {
+        return Ok(record);
+    }
+    match get_json::<TransformRecord>(store, &key).await? {
+        Some(earlier) if earlier.given_up => {
+            take_back(store, item).await?;
+            Err(given_up(item))
+        }
+        Some(earlier) => Ok(earlier),
+        // Deleted since: nothing stands in the way.
+        None => put_json(store, &key, &record).await.map(|()| record),
+    }
+}
+
+/// Refuses to write an item's next ledger once finalize has given up waiting for its transform.
+async fn ensure_not_given_up(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
+    let key = item.run.transform_record(&item.item);
+    match get_json::<TransformRecord>(store, &key).await? {
+        Some(earlier) if earlier.given_up => Err(given_up(item)),
+        _ => Ok(()),
+    }
+}
+
+fn given_up(item: &WorkItem) -> StepError {
+    StepError::GivenUp {
+        run_id: item.run.run_id.clone(),
+        item: item.item.clone(),
+    }
+}
+
+/// Puts back what finalize left for an item it gave up on, where this attempt wrote over it: the
+/// previous run's ledger (or none), and no batch object beside the record.
+async fn take_back(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
+    let (run, key) = (&item.run, item.item.as_str());
+    let record_key = run.transform_record(key);
+    for object in store.list(&run.etm_prefix(key)).await? {
+        if object != record_key {
+            store.delete(&object).await?;
+        }
+    }
+    let previous = match &item.previous_run {
+        Some(previous_run) => store.get(&run.sibling(previous_run).ledger(key)).await?,
+        None => None,
+    };
+    match previous {
+        Some(body) => store.put(&run.ledger(key), body).await?,
+        None => store.delete(&run.ledger(key)).await?,
+    }
+    Ok(())
 }
 
 async fn transform_collected(
@@ -451,18 +514,19 @@ async fn transform_collected(
             for (engine, untouched) in previous {
                 next.absorb(engine, untouched);
             }
-            // An attempt that outlived its run (Step Functions retried it while it still ran,
-            // and finalize committed without it) must not replace the ledger the run committed:
-            // the next run would take its closures as sent.
+            // An attempt that outlived its run or finalize's wait for it (Step Functions retried
+            // it while it still ran) must not replace the ledger finalize carried: the next run
+            // would take its closures as sent. (One that passes these checks just before
+            // finalize gives up is taken back when it records: `record_transform`.)
             ensure_holds_lock(store, run).await?;
+            ensure_not_given_up(store, item).await?;
             put_gzip_json(store, &run.ledger(key), &next).await?;
         }
         if connection.plans.len() > 1 {
             record.by_engine = by_engine;
         }
     }
-    put_json(store, &run.transform_record(key), &record).await?;
-    Ok(record)
+    record_transform(store, item, record).await
 }
 
 /// Gives freed memory back when dropped, if the item is large: at the item's end, whether it was

@@ -659,6 +659,13 @@ async fn a_project_list_that_moves_while_it_is_paged_deletes_nothing() {
     assert_eq!(items.len(), m2.items.len(), "each project once");
     assert_eq!(m2.items.len() as u32, PROJECTS - 1, "{items:?}");
     assert!(!items.contains(skipped.as_str()), "{items:?}");
+    let renamed = &emulator.expected().projects[0].id;
+    let kept = m2.items.iter().find(|i| &i.vendor_id == renamed).unwrap();
+    assert!(
+        kept.name.ends_with(" (renamed)"),
+        "the later record: {}",
+        kept.name
+    );
     assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
     assert_eq!(closed_findings(&m2), 0, "nothing is closed");
     let open_now = m2.totals.findings_out - m2.totals.fixed;
@@ -712,9 +719,9 @@ async fn a_ledger_damaged_at_rest_fails_its_asset_not_every_run() {
         assert_eq!(item.status, ItemStatus::Failed, "{round}");
         let reason = item.reason.as_deref().unwrap();
         assert!(
-            reason.contains("its ledger cannot be read")
+            reason.starts_with("its ledger cannot be read")
                 && reason.contains(&format!("to start the asset afresh, delete {copy}")),
-            "{round}: {reason}"
+            "{round}: said once, with what to do: {reason}"
         );
         assert!(
             m.problems
@@ -755,6 +762,55 @@ async fn a_ledger_damaged_at_rest_fails_its_asset_not_every_run() {
         "{:?}",
         item.figures.lifecycle
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A damaged ledger of a project the tenant no longer lists, under `close_deleted_items`: what
+/// it holds is not known, so it is neither reported deleted nor closed; it goes forward as stored,
+/// and the run says so and how to let it go.
+#[tokio::test]
+async fn a_damaged_ledger_of_a_deleted_project_is_carried_not_closed() {
+    let (store, dir) = temp_store("damaged-deleted");
+    let before = emulator(shape(PROJECTS, 1)).await;
+    let closing = |emulator: &Emulator| {
+        let mut c = connection(emulator, "damaged-deleted", ConnectorKind::Sast);
+        c.config.close_deleted_items = true;
+        c
+    };
+    let first = run(&store, &closing(&before), api_key(&before))
+        .await
+        .unwrap();
+    let m1 = manifest(&store, &first.manifest).await;
+    let gone = &before.expected().projects[PROJECTS as usize - 1].id;
+    let item = &m1.items.iter().find(|i| &i.vendor_id == gone).unwrap().item;
+    let ledger_of = |run_id: &str| {
+        dir.join(format!(
+            "connections/damaged-deleted/runs/{run_id}/ledger/{item}.json.gz"
+        ))
+    };
+    std::fs::write(ledger_of(&m1.run_id), b"\x1f\x8b not a ledger").unwrap();
+
+    let after = emulator(shape(PROJECTS - 1, 1)).await;
+    let second = run(&store, &closing(&after), api_key(&after))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(!m2.complete);
+    assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
+    assert!(
+        m2.problems.iter().any(
+            |p| p.starts_with(&format!("{item}: its ledger cannot be read"))
+                && p.contains("to let the asset go, delete")
+        ),
+        "{:?}",
+        m2.problems
+    );
+    assert_eq!(
+        std::fs::read(ledger_of(&m2.run_id)).unwrap(),
+        b"\x1f\x8b not a ledger",
+        "carried as stored"
+    );
+    nothing_new_or_reopened(&m2, "run 2");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -1139,6 +1195,17 @@ async fn branches_the_tenant_deleted_are_asked_for_alone_and_closed() {
         plan_calls,
         "the branches closed are not asked for again"
     );
+
+    // The last manifest damaged at rest: the plan cannot tell which branches it closed, so it
+    // asks about each again, and the run goes on (before, the plan failed, and every run after).
+    std::fs::write(dir.join(&third.manifest), b"{\"deletedItems\": [").unwrap();
+    after.reset_traffic();
+    let fourth = run(&store, &each_branch(&after), api_key(&after))
+        .await
+        .unwrap();
+    assert!(fourth.complete, "{:?}", fourth.problems);
+    nothing_new_or_reopened(&manifest(&store, &fourth.manifest).await, "run 4");
+    assert_eq!(asked(&after), plan_calls + alone);
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -1742,7 +1809,7 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
 
 /// A transform attempt that outlives its run (Step Functions retried it on a Lambda service error
 /// while it still ran, and finalize committed without it, the item's ledger carried): it finds
-/// the run's lock gone and writes neither the ledger nor a record. Before, it replaced the
+/// the run's lock gone and writes neither the ledger nor a record (the record is finalize's). Before, it replaced the
 /// committed ledger with one in which the findings it closed were closed, closures no manifest
 /// names, so the next run took them as sent and ETM never had them.
 #[tokio::test]
@@ -1811,13 +1878,17 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
         ledger,
         "the committed ledger stands"
     );
-    assert!(
-        store
+    let record: cxone_etm::pipeline::TransformRecord = serde_json::from_slice(
+        &store
             .get(&run2.transform_record(&item.item))
             .await
             .unwrap()
-            .is_none(),
-        "no record of the late attempt"
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        record.given_up && record.objects.is_empty(),
+        "the record is finalize's, not the late attempt's: {record:?}"
     );
 
     // The next run reconciles against the committed ledger and closes what was fixed.
@@ -1828,6 +1899,163 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
         closed_findings(&m3) > 0,
         "what the newer scan fixed closes now"
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A directory store in which finalize runs, whole, just before `key` is first written: a late
+/// transform that passed its checks, then finalize giving up on it and committing, then the
+/// transform writing on.
+struct FinalizeBeforePut {
+    inner: LocalStore,
+    key: String,
+    fired: std::sync::atomic::AtomicBool,
+    connection: cxone_etm::pipeline::Connection,
+    run: cxone_etm::pipeline::RunRef,
+}
+
+impl ObjectStore for FinalizeBeforePut {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        if key == self.key && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // On a thread and runtime of its own, as another process would: the trait's futures
+            // must be Send for every lifetime, which finalize's, awaited here, cannot show.
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        runtime.block_on(cxone_etm::pipeline::finalize(
+                            &self.inner,
+                            &self.connection,
+                            &self.run,
+                        ))
+                    })
+                    .join()
+                    .unwrap()
+            })
+            .expect("finalize commits");
+        }
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// A late transform that overlaps finalize: it passed its checks, finalize gave up on it (the
+/// item "transform did not finish", its ledger carried) and committed, and then it wrote its
+/// next ledger over the carried one. When it records, it finds finalize's record first: it takes
+/// back what it wrote (the carried ledger put back, its batch objects gone) and answers
+/// `GivenUp`. The committed ledger is the previous run's again, and the next run closes what
+/// the newer scan fixed.
+#[tokio::test]
+async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
+    let (store, dir) = temp_store("overlap-transform");
+    let before = emulator(shape(2, 3)).await;
+    let first = run(
+        &store,
+        &connection(&before, "overlap", ConnectorKind::Sast),
+        api_key(&before),
+    )
+    .await
+    .unwrap();
+    let after = emulator(shape(2, 4)).await;
+    let c = connection(&after, "overlap", ConnectorKind::Sast);
+    let run2 = cxone_etm::pipeline::begin_run(
+        &store,
+        "overlap",
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&after)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run2, 1)
+        .await
+        .unwrap();
+    let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
+    let (_, unfinished) = cxone_etm::pipeline::collect_group(
+        &store,
+        &vendor,
+        &c,
+        &items,
+        cxone_etm::pipeline::TimeBudget::until(None),
+    )
+    .await;
+    assert!(unfinished.is_none());
+    let (item, on_time) = (&items[0], &items[1]);
+    cxone_etm::pipeline::transform(&store, &c, on_time)
+        .await
+        .unwrap();
+    let previous_ledger = store
+        .get(
+            &cxone_etm::pipeline::RunRef {
+                connection_id: "overlap".into(),
+                run_id: first.run_id.clone(),
+            }
+            .ledger(&item.item),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+    let overlapping = FinalizeBeforePut {
+        inner: store,
+        key: run2.ledger(&item.item),
+        fired: false.into(),
+        connection: c.clone(),
+        run: run2.clone(),
+    };
+    let late = cxone_etm::pipeline::transform(&overlapping, &c, item).await;
+    assert!(
+        overlapping.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "finalize ran in between"
+    );
+    assert!(matches!(late, Err(StepError::GivenUp { .. })), "{late:?}");
+    let store = overlapping.inner;
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
+        previous_ledger,
+        "the ledger finalize carried is back"
+    );
+    let left: Vec<String> = store.list(&run2.etm_prefix(&item.item)).await.unwrap();
+    assert_eq!(
+        left,
+        vec![run2.transform_record(&item.item)],
+        "only finalize's record is left of the item"
+    );
+    let m2 = manifest(
+        &store,
+        &format!("connections/overlap/runs/{}/manifest.json", run2.run_id),
+    )
+    .await;
+    let line = m2.items.iter().find(|i| i.item == item.item).unwrap();
+    assert_eq!(line.reason.as_deref(), Some("transform did not finish"));
+
+    let third = run(&store, &c, api_key(&after)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    let m3 = manifest(&store, &third.manifest).await;
+    let closed = m3
+        .items
+        .iter()
+        .find(|i| i.item == item.item)
+        .and_then(|i| i.figures.lifecycle.get(&Lifecycle::Fixed).copied());
+    assert!(closed > Some(0), "what the newer scan fixed closes now");
     std::fs::remove_dir_all(dir).ok();
 }
 
