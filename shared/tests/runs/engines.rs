@@ -705,6 +705,11 @@ async fn an_item_planned_with_an_engine_the_connection_no_longer_delivers_is_ref
         .await
         .unwrap();
     let item = items.iter().find(|i| i.scan_id.is_some()).unwrap();
+    // The item as it stood before its transform: the record a transform writes goes first.
+    store
+        .delete(&run_ref.transform_record(&item.item))
+        .await
+        .unwrap();
     let sast_only = connection(&emulator, "changed", ConnectorKind::Sast);
     let refused = cxone_etm::pipeline::transform(&store, &sast_only, item)
         .await
