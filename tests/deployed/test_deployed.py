@@ -871,8 +871,8 @@ def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole
 def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, monkeypatch):
     # A transform's process dies (`Runtime.ExitError`) after it wrote an item's batch and next
     # ledger, at the moment it writes the item's transform record, and dies there again when it is
-    # tried once more (a second death is not retried). The Catch ends the group; finalize reports the item failed (no transform record) and deletes the batch
-    # the dead transform wrote (its role may delete): nothing of it is sent or closed, and the next
+    # tried once more (a second death is not retried). The Catch ends the group; finalize reports the item failed (no transform record: it writes
+    # one that says it gave up) and deletes the batch the dead transform wrote (its role may delete): nothing of it is sent or closed, and the next
     # run is whole, with nothing new or reopened. (The tenant does not change, so the dead
     # transform's ledger equals the one carried in its place: that it is not the run's is shown
     # by `a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs`, shared/tests.)
@@ -906,8 +906,11 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     assert item["status"] == "failed" and item["reason"] == "transform did not finish", item
     assert item["carriedForward"] > 0 and not item["objects"], item
     base = f"connections/sast/runs/{run_id}"
+    # Left of the item: finalize's record that it gave up on the transform (so an attempt still
+    # running would commit nothing), and no batch.
     listed = account.client("s3").list_objects_v2(Bucket=account.bucket, Prefix=f"{base}/etm/{item_key}/")
-    assert listed.get("KeyCount", 0) == 0, [o["Key"] for o in listed.get("Contents", [])]
+    assert [o["Key"] for o in listed.get("Contents", [])] == [f"{base}/etm/{item_key}/transform.json"], listed
+    assert account.get_json(f"{base}/etm/{item_key}/transform.json").get("givenUp") is True
     assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
     assert not [f for f in account.findings(manifest) if f["item"] == item_key]
     started, execution = scheduled_run(account)
