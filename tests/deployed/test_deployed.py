@@ -921,6 +921,92 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     assert lifecycle.get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
 
 
+def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, emulator, monkeypatch):
+    # A transform's process dies twice as it records an item (as above), so finalize finds no
+    # record and gives up on the item: it writes its `givenUp` record, then carries the item's
+    # ledger. Just before that record, an attempt of the same transform that Step Functions no
+    # longer waits for (one retried on a Lambda service error while it still ran) passes its
+    # checks and writes its next ledger over the run's. When it records, it finds finalize's
+    # record first: under the transform's own role, before finalize goes on, it puts the previous
+    # run's ledger back and deletes its batch objects, and answers GivenUp. The run commits with the item carried, its
+    # ledger the previous run's; the next run is whole, nothing new or reopened.
+    transform = account.function_named("cxone-etm-transform")
+    previous_run = account.get_json("connections/sast/state.json")["lastCommittedRun"]
+    crashed, late, one_at_a_time = [], {}, threading.Lock()
+    phase = {"at": "crashing"}
+    late_ledger_written, given_up_written = threading.Event(), threading.Event()
+
+    def late_attempt(run_id, item_key):
+        key = f"connections/sast/runs/{run_id}/work.jsonl"
+        work_list = account.client("s3").get_object(Bucket=account.bucket, Key=key)["Body"].read()
+        (group,) = [line for line in work_list.splitlines() if json.dumps(item_key).encode() in line]
+        late["answer"] = account.host.invoke(transform.name, group)
+
+    def hook(key_name, put):
+        parts = key_name.split("/")
+        in_run = len(parts) >= 6 and parts[:3] == ["connections", "sast", "runs"]
+        is_record = in_run and len(parts) == 7 and parts[4] == "etm" and parts[6] == "transform.json"
+        is_ledger = in_run and len(parts) == 6 and parts[4] == "ledger"
+        with one_at_a_time:
+            at = phase["at"]
+            if at == "crashing" and is_record:
+                item = (parts[3], parts[5])
+                reconciled = len(crashed) < 2 and all(c == item for c in crashed) and account.exists(
+                    f"connections/sast/runs/{parts[3]}/ledger/{parts[5]}.json.gz")
+                if reconciled and account.host.crash(transform.name, json.dumps(parts[5]).encode()):
+                    crashed.append(item)
+                    phase["at"] = "crashing" if len(crashed) < 2 else "awaiting finalize"
+                    return S3_INTERNAL_ERROR
+                return put()
+        target = crashed[-1] if len(crashed) == 2 else None
+        of_target = target is not None and parts[3:4] == [target[0]] and (
+            (is_record and parts[5] == target[1]) or (is_ledger and parts[5] == f"{target[1]}.json.gz"))
+        if at == "awaiting finalize" and is_record and of_target:
+            # Finalize's record that it gave up: the late attempt goes first, up to its ledger.
+            with one_at_a_time:
+                phase["at"] = "late attempt"
+            late["thread"] = threading.Thread(target=late_attempt, args=target)
+            late["thread"].start()
+            assert late_ledger_written.wait(120), "the late attempt wrote no ledger"
+            answer = put()
+            given_up_written.set()
+            # It takes back what it wrote before finalize goes on to delete and carry.
+            late["thread"].join(180)
+            return answer
+        if at == "late attempt" and is_ledger and of_target and not late_ledger_written.is_set():
+            answer = put()
+            late_ledger_written.set()
+            return answer
+        if at == "late attempt" and is_record and of_target:
+            # The late attempt's own record comes after finalize's.
+            assert given_up_written.wait(120)
+        return put()
+
+    on_put_object(monkeypatch, hook)
+    started, execution = scheduled_run(account)
+    monkeypatch.undo()
+    (run_id, item_key) = crashed[-1]
+    assert run_id == started["run"]["runId"] and late_ledger_written.is_set() and given_up_written.is_set()
+    body, failed = late["answer"]
+    assert failed and b"finalize gave up waiting for its transform" in body, body
+    manifest = committed(account, started["run"])
+    (item,) = [i for i in manifest["items"] if i["item"] == item_key]
+    assert item["status"] == "failed" and item["reason"] == "transform did not finish", item
+    base = f"connections/sast/runs/{run_id}"
+    s3 = account.client("s3")
+    ledger = lambda run: s3.get_object(Bucket=account.bucket, Key=f"connections/sast/runs/{run}/ledger/{item_key}.json.gz")["Body"].read()
+    assert ledger(run_id) == ledger(previous_run), "the previous run's ledger is back"
+    listed = s3.list_objects_v2(Bucket=account.bucket, Prefix=f"{base}/etm/{item_key}/")
+    assert [o["Key"] for o in listed.get("Contents", [])] == [f"{base}/etm/{item_key}/transform.json"], listed
+    assert account.get_json(f"{base}/etm/{item_key}/transform.json").get("givenUp") is True
+    assert not [f for f in account.findings(manifest) if f["item"] == item_key]
+    started, execution = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert after["complete"] is True, after["problems"]
+    lifecycle = after["totals"]["lifecycle"]
+    assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
+
+
 def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_committed(account, emulator, monkeypatch):
     # Finalize's process dies (`Runtime.ExitError`) the moment its commit marker is written, before
     # it marks the run Processed and releases the lock; tried once more, it finds the marker and
