@@ -59,6 +59,7 @@ async fn manifest_item(
         unjoined_reason = Some(why);
         collected = Some(parts);
     }
+    let unjoined = unjoined_reason.is_some();
     let (status, mut reason) = match (&collected, &transformed) {
         (
             Some(c),
@@ -91,13 +92,16 @@ async fn manifest_item(
     let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
         0
     } else {
+        // A transform that may still run (of a complete pull, or of a split scan whose parts
+        // were not joined: the join may be under way) must commit nothing after this.
+        let may_still_run = transform_began || unjoined;
+        if may_still_run && no_record && !give_up(store, run, &item.item).await? {
+            // Its transform's record landed since it was read: the item is read again.
+            let written = !store.list(&run.ledger(&item.item)).await?.is_empty();
+            let ledger = written.then(|| item.item.clone()).into_iter().collect();
+            return Box::pin(manifest_item(store, run, record, item, &ledger, ast_base)).await;
+        }
         if transform_began {
-            if no_record && !give_up(store, run, &item.item).await? {
-                // Its transform's record landed since it was read: the item is read again.
-                let written = !store.list(&run.ledger(&item.item)).await?.is_empty();
-                let ledger = written.then(|| item.item.clone()).into_iter().collect();
-                return Box::pin(manifest_item(store, run, record, item, &ledger, ast_base)).await;
-            }
             // A transform that failed, or never finished, may have written batch files before
             // it stopped, or its next ledger before its record: none of them is this run's. Its
             // record stays, for a finalize run again to give the same reason.

@@ -11,7 +11,7 @@ use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::{
-    PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json, put_json,
+    PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json,
     put_lines_written,
 };
 use super::run::{ensure_holds_lock, read_run};
@@ -90,13 +90,28 @@ pub async fn transform(
     if item.part.is_some()
         && let Some(done) = get_json(store, &item.run.transform_record(&item.item)).await?
     {
-        // The parts of a split scan share the item's transform: another part's did it.
-        return Ok(done);
+        // The parts of a split scan share the item's transform: another part's did it, unless
+        // finalize gave up waiting for it.
+        return match done {
+            TransformRecord { given_up: true, .. } => Err(given_up(item)),
+            done => Ok(done),
+        };
     }
     match transform_collected(store, connection, item).await {
         // A run that ended, or a finalize that gave up on this item, without this attempt keeps
-        // what it committed: nothing is recorded.
-        Err(error @ (StepError::LostLock { .. } | StepError::GivenUp { .. })) => Err(error),
+        // what it committed: nothing is recorded, and where finalize gave up on the item, what
+        // this attempt wrote before it was refused goes (otherwise the item's objects may be
+        // what the run committed).
+        Err(error @ (StepError::LostLock { .. } | StepError::GivenUp { .. })) => {
+            let key = item.run.transform_record(&item.item);
+            if get_json::<TransformRecord>(store, &key)
+                .await?
+                .is_some_and(|record| record.given_up)
+            {
+                take_back(store, item).await?;
+            }
+            Err(error)
+        }
         Err(error) if !error.is_retryable() => {
             tracing::warn!(item = %item.item, error = %error, "item could not be transformed");
             let record = TransformRecord {
@@ -110,9 +125,10 @@ pub async fn transform(
     }
 }
 
-/// Writes the item's transform record, the last of its writes. Unless finalize gave up waiting
-/// for it first (its record is there): then what this attempt wrote is taken back, and it
-/// commits nothing. Another attempt's record, written first, is the item's.
+/// Writes the item's transform record, the last of its writes. A record already there is the
+/// item's: another attempt's that succeeded, or one that says the item commits nothing (finalize
+/// gave up waiting for it, or another attempt failed), after which what this attempt wrote is
+/// taken back; and where finalize gave up, this attempt answers so.
 async fn record_transform(
     store: &impl ObjectStore,
     item: &WorkItem,
@@ -128,9 +144,16 @@ async fn record_transform(
             take_back(store, item).await?;
             Err(given_up(item))
         }
+        Some(earlier) if earlier.failed.is_some() => {
+            take_back(store, item).await?;
+            Ok(earlier)
+        }
         Some(earlier) => Ok(earlier),
-        // Deleted since: nothing stands in the way.
-        None => put_json(store, &key, &record).await.map(|()| record),
+        // A write of it in flight (S3 answers 409): the next attempt reads what it wrote.
+        None => Err(StepError::Store(crate::store::StoreError::Failed {
+            location: key,
+            problem: "another write of the item's transform record was in flight".into(),
+        })),
     }
 }
 

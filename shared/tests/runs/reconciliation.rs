@@ -1890,6 +1890,11 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
         record.given_up && record.objects.is_empty(),
         "the record is finalize's, not the late attempt's: {record:?}"
     );
+    assert_eq!(
+        store.list(&run2.etm_prefix(&item.item)).await.unwrap(),
+        vec![run2.transform_record(&item.item)],
+        "the batch objects the late attempt wrote before it was refused are gone"
+    );
 
     // The next run reconciles against the committed ledger and closes what was fixed.
     let third = run(&store, &c, api_key(&after)).await.unwrap();
@@ -2056,6 +2061,143 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
         .find(|i| i.item == item.item)
         .and_then(|i| i.figures.lifecycle.get(&Lifecycle::Fixed).copied());
     assert!(closed > Some(0), "what the newer scan fixed closes now");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Run 2 of connection `id` planned and collected, nothing transformed, after a committed run 1:
+/// the store, run 2, its items and run 1's id.
+async fn collected_not_transformed(
+    store: &LocalStore,
+    emulator: &Emulator,
+    id: &str,
+) -> (
+    cxone_etm::pipeline::RunRef,
+    Vec<cxone_etm::pipeline::WorkItem>,
+    String,
+) {
+    let c = connection(emulator, id, ConnectorKind::Sast);
+    let first = run(store, &c, api_key(emulator)).await.unwrap();
+    let run2 = cxone_etm::pipeline::begin_run(
+        store,
+        id,
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(store, &vendor, &c, &run2, 1)
+        .await
+        .unwrap();
+    let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
+    let (_, unfinished) = cxone_etm::pipeline::collect_group(
+        store,
+        &vendor,
+        &c,
+        &items,
+        cxone_etm::pipeline::TimeBudget::until(None),
+    )
+    .await;
+    assert!(unfinished.is_none());
+    (run2, items, first.run_id)
+}
+
+/// Two attempts of one item's transform at once, the first to record failing (say, a config
+/// put between them): the item is the failed record's, and the attempt that succeeded takes back
+/// the ledger it wrote, so nothing of the item is committed by either.
+#[tokio::test]
+async fn a_transform_that_loses_to_a_failed_attempt_takes_back_its_ledger() {
+    let (store, dir) = temp_store("lost-to-failed");
+    let emulator = emulator(shape(2, 3)).await;
+    let (run2, items, first) = collected_not_transformed(&store, &emulator, "lost").await;
+    let item = &items[0];
+    let failed = cxone_etm::pipeline::TransformRecord {
+        item: item.item.clone(),
+        failed: Some("the other attempt's refusal".into()),
+        ..Default::default()
+    };
+    store
+        .put(
+            &run2.transform_record(&item.item),
+            serde_json::to_vec(&failed).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let c = connection(&emulator, "lost", ConnectorKind::Sast);
+    let answered = cxone_etm::pipeline::transform(&store, &c, item)
+        .await
+        .unwrap();
+    assert_eq!(answered, failed, "the record written first is the item's");
+    let previous = cxone_etm::pipeline::RunRef {
+        connection_id: "lost".into(),
+        run_id: first,
+    };
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap(),
+        store.get(&previous.ledger(&item.item)).await.unwrap(),
+        "the previous run's ledger, not the one this attempt wrote"
+    );
+    assert_eq!(
+        store.list(&run2.etm_prefix(&item.item)).await.unwrap(),
+        vec![run2.transform_record(&item.item)]
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A directory store that answers a conditional write of a transform record as S3 does while
+/// another write of it is in flight (409: not written), and the record as not there yet.
+struct RecordInFlight(LocalStore);
+
+impl ObjectStore for RecordInFlight {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.0.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        if key.ends_with("/transform.json") {
+            return Ok(false);
+        }
+        self.0.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+/// A record write that finds another in flight and no record yet is retried by the step, not
+/// written over what may land (finalize's record that it gave up).
+#[tokio::test]
+async fn a_transform_record_write_that_meets_another_in_flight_is_retried() {
+    let (store, dir) = temp_store("record-in-flight");
+    let emulator = emulator(shape(2, 3)).await;
+    let (run2, items, _) = collected_not_transformed(&store, &emulator, "in-flight").await;
+    let c = connection(&emulator, "in-flight", ConnectorKind::Sast);
+    let in_flight = RecordInFlight(store);
+    let error = cxone_etm::pipeline::transform(&in_flight, &c, &items[0])
+        .await
+        .expect_err("not written");
+    assert!(
+        error.is_retryable() && error.to_string().contains("in flight"),
+        "{error}"
+    );
+    assert!(
+        in_flight
+            .0
+            .get(&run2.transform_record(&items[0].item))
+            .await
+            .unwrap()
+            .is_none()
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
