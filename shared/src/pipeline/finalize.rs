@@ -397,9 +397,10 @@ async fn carry_ledger(
 }
 
 /// What is wrong with a ledger that cannot be read, carried forward as `copy`, and what to do:
-/// for an asset still `listed`, start it afresh; for one no longer listed, let it go.
-fn unreadable_ledger(error: &StepError, copy: &str, listed: bool) -> String {
-    let remedy = if listed {
+/// for an asset that may still be scanned (listed, left out by the filters, or not listed by an
+/// incomplete listing), start it afresh; for one the tenant no longer lists, let it go.
+fn unreadable_ledger(error: &StepError, copy: &str, may_be_scanned: bool) -> String {
+    let remedy = if may_be_scanned {
         format!(
             "to start the asset afresh, delete {copy} (its open findings then come again as NEW, \
              and any fixed meanwhile are not closed)"
@@ -458,7 +459,7 @@ async fn deleted_items(
                     Ok(open) => carried += open.count,
                     Err(error) => problems.push(format!(
                         "{item}: {}",
-                        unreadable_ledger(&error, &run.ledger(item), false)
+                        unreadable_ledger(&error, &run.ledger(item), true)
                     )),
                 }
                 store.put(&run.ledger(item), body).await?;
