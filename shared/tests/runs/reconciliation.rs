@@ -1815,46 +1815,10 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
 #[tokio::test]
 async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
     let (store, dir) = temp_store("late-transform");
-    let before = emulator(shape(2, 3)).await;
-    let first = run(
-        &store,
-        &connection(&before, "late", ConnectorKind::Sast),
-        api_key(&before),
-    )
-    .await
-    .unwrap();
-    assert!(first.complete);
-
-    // A newer scan: some findings fixed, so a transform of run 2 would close them.
-    let after = emulator(shape(2, 4)).await;
+    // A newer scan in run 2: some findings fixed, so a transform of run 2 would close them.
+    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
+    let (run2, items, _) = collected_not_transformed(&store, &before, &after, "late").await;
     let c = connection(&after, "late", ConnectorKind::Sast);
-    let run2 = cxone_etm::pipeline::begin_run(
-        &store,
-        "late",
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = cxone_etm::pipeline::VendorAccess::new(
-        c.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(&after)),
-    )
-    .await
-    .unwrap();
-    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run2, 1)
-        .await
-        .unwrap();
-    let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
-    let (collected, unfinished) = cxone_etm::pipeline::collect_group(
-        &store,
-        &vendor,
-        &c,
-        &items,
-        cxone_etm::pipeline::TimeBudget::until(None),
-    )
-    .await;
-    assert!(unfinished.is_none() && collected.len() == items.len());
     // The second item is transformed in time; the first's attempt is still running.
     let (item, on_time) = (&items[0], &items[1]);
     cxone_etm::pipeline::transform(&store, &c, on_time)
@@ -1966,43 +1930,9 @@ impl ObjectStore for FinalizeBeforePut {
 #[tokio::test]
 async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
     let (store, dir) = temp_store("overlap-transform");
-    let before = emulator(shape(2, 3)).await;
-    let first = run(
-        &store,
-        &connection(&before, "overlap", ConnectorKind::Sast),
-        api_key(&before),
-    )
-    .await
-    .unwrap();
-    let after = emulator(shape(2, 4)).await;
+    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
+    let (run2, items, first) = collected_not_transformed(&store, &before, &after, "overlap").await;
     let c = connection(&after, "overlap", ConnectorKind::Sast);
-    let run2 = cxone_etm::pipeline::begin_run(
-        &store,
-        "overlap",
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = cxone_etm::pipeline::VendorAccess::new(
-        c.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(&after)),
-    )
-    .await
-    .unwrap();
-    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run2, 1)
-        .await
-        .unwrap();
-    let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
-    let (_, unfinished) = cxone_etm::pipeline::collect_group(
-        &store,
-        &vendor,
-        &c,
-        &items,
-        cxone_etm::pipeline::TimeBudget::until(None),
-    )
-    .await;
-    assert!(unfinished.is_none());
     let (item, on_time) = (&items[0], &items[1]);
     cxone_etm::pipeline::transform(&store, &c, on_time)
         .await
@@ -2011,7 +1941,7 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
         .get(
             &cxone_etm::pipeline::RunRef {
                 connection_id: "overlap".into(),
-                run_id: first.run_id.clone(),
+                run_id: first.clone(),
             }
             .ledger(&item.item),
         )
@@ -2064,19 +1994,27 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// Run 2 of connection `id` planned and collected, nothing transformed, after a committed run 1:
-/// the store, run 2, its items and run 1's id.
+/// Run 1 of connection `id` committed against `before`, then run 2 planned and collected against
+/// `after`, nothing of it transformed: run 2, its items and run 1's id.
 async fn collected_not_transformed(
     store: &LocalStore,
-    emulator: &Emulator,
+    before: &Emulator,
+    after: &Emulator,
     id: &str,
 ) -> (
     cxone_etm::pipeline::RunRef,
     Vec<cxone_etm::pipeline::WorkItem>,
     String,
 ) {
-    let c = connection(emulator, id, ConnectorKind::Sast);
-    let first = run(store, &c, api_key(emulator)).await.unwrap();
+    let first = run(
+        store,
+        &connection(before, id, ConnectorKind::Sast),
+        api_key(before),
+    )
+    .await
+    .unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let c = connection(after, id, ConnectorKind::Sast);
     let run2 = cxone_etm::pipeline::begin_run(
         store,
         id,
@@ -2087,7 +2025,7 @@ async fn collected_not_transformed(
     .unwrap();
     let vendor = cxone_etm::pipeline::VendorAccess::new(
         c.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
+        cxone_etm::secret::SecretSource::provided(api_key(after)),
     )
     .await
     .unwrap();
@@ -2095,7 +2033,7 @@ async fn collected_not_transformed(
         .await
         .unwrap();
     let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
-    let (_, unfinished) = cxone_etm::pipeline::collect_group(
+    let (collected, unfinished) = cxone_etm::pipeline::collect_group(
         store,
         &vendor,
         &c,
@@ -2103,7 +2041,7 @@ async fn collected_not_transformed(
         cxone_etm::pipeline::TimeBudget::until(None),
     )
     .await;
-    assert!(unfinished.is_none());
+    assert!(unfinished.is_none() && collected.len() == items.len());
     (run2, items, first.run_id)
 }
 
@@ -2114,7 +2052,8 @@ async fn collected_not_transformed(
 async fn a_transform_that_loses_to_a_failed_attempt_takes_back_its_ledger() {
     let (store, dir) = temp_store("lost-to-failed");
     let emulator = emulator(shape(2, 3)).await;
-    let (run2, items, first) = collected_not_transformed(&store, &emulator, "lost").await;
+    let (run2, items, first) =
+        collected_not_transformed(&store, &emulator, &emulator, "lost").await;
     let item = &items[0];
     let failed = cxone_etm::pipeline::TransformRecord {
         item: item.item.clone(),
@@ -2180,7 +2119,8 @@ impl ObjectStore for RecordInFlight {
 async fn a_transform_record_write_that_meets_another_in_flight_is_retried() {
     let (store, dir) = temp_store("record-in-flight");
     let emulator = emulator(shape(2, 3)).await;
-    let (run2, items, _) = collected_not_transformed(&store, &emulator, "in-flight").await;
+    let (run2, items, _) =
+        collected_not_transformed(&store, &emulator, &emulator, "in-flight").await;
     let c = connection(&emulator, "in-flight", ConnectorKind::Sast);
     let in_flight = RecordInFlight(store);
     let error = cxone_etm::pipeline::transform(&in_flight, &c, &items[0])
