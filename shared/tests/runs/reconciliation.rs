@@ -1733,30 +1733,37 @@ async fn a_finalize_retried_after_carrying_a_ledger_still_counts_it_carried() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A directory store whose writes of raw result pages fail as S3 fails them under load.
-struct ThrottledStore(LocalStore);
+/// What a [`Hooked`] store's hook answers for a write instead of the store (`true`: written),
+/// or `None` to let it through.
+type WriteAnswer = Option<Result<bool, StoreError>>;
 
-impl ObjectStore for ThrottledStore {
+/// A directory store whose writes first pass `hook(key, conditional)`.
+struct Hooked<H> {
+    inner: LocalStore,
+    hook: H,
+}
+
+impl<H: Fn(&str, bool) -> WriteAnswer + Send + Sync> ObjectStore for Hooked<H> {
     async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
-        if key.contains("/raw/") && key.ends_with("/0.json.zst") {
-            return Err(StoreError::Failed {
-                location: key.to_string(),
-                problem: "SlowDown: Please reduce your request rate (HTTP 503)".into(),
-            });
+        match (self.hook)(key, false) {
+            Some(answer) => answer.map(drop),
+            None => self.inner.put(key, body).await,
         }
-        self.0.put(key, body).await
     }
     async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
-        self.0.put_if_absent(key, body).await
+        match (self.hook)(key, true) {
+            Some(answer) => answer,
+            None => self.inner.put_if_absent(key, body).await,
+        }
     }
     async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
-        self.0.get(key).await
+        self.inner.get(key).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.0.list(prefix).await
+        self.inner.list(prefix).await
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.0.delete(key).await
+        self.inner.delete(key).await
     }
 }
 
@@ -1787,7 +1794,18 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
         .flat_map(|g| &g.items)
         .find(|i| i.scan_id.is_some())
         .unwrap();
-    let store = ThrottledStore(local);
+    // Writes of raw result pages fail as S3 fails them under load.
+    let store = Hooked {
+        inner: local,
+        hook: |key: &str, _| {
+            (key.contains("/raw/") && key.ends_with("/0.json.zst")).then(|| {
+                Err(StoreError::Failed {
+                    location: key.to_string(),
+                    problem: "SlowDown: Please reduce your request rate (HTTP 503)".into(),
+                })
+            })
+        },
+    };
     let error = cxone_etm::pipeline::collect(&store, &vendor, &c, item, None)
         .await
         .expect_err("the page could not be stored");
@@ -1809,9 +1827,10 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
 
 /// A transform attempt that outlives its run (Step Functions retried it on a Lambda service error
 /// while it still ran, and finalize committed without it, the item's ledger carried): it finds
-/// the run's lock gone and writes neither the ledger nor a record (the record is finalize's). Before, it replaced the
-/// committed ledger with one in which the findings it closed were closed, closures no manifest
-/// names, so the next run took them as sent and ETM never had them.
+/// the run's lock gone, writes neither the ledger nor a record (the record is finalize's) and
+/// deletes the batch objects it wrote. Before, it replaced the committed ledger with one in which
+/// the findings it closed were closed, closures no manifest names, so the next run took them as
+/// sent and ETM never had them.
 #[tokio::test]
 async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
     let (store, dir) = temp_store("late-transform");
@@ -1871,56 +1890,6 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A directory store in which finalize runs, whole, just before `key` is first written: a late
-/// transform that passed its checks, then finalize giving up on it and committing, then the
-/// transform writing on.
-struct FinalizeBeforePut {
-    inner: LocalStore,
-    key: String,
-    fired: std::sync::atomic::AtomicBool,
-    connection: cxone_etm::pipeline::Connection,
-    run: cxone_etm::pipeline::RunRef,
-}
-
-impl ObjectStore for FinalizeBeforePut {
-    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
-        if key == self.key && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            // On a thread and runtime of its own, as another process would: the trait's futures
-            // must be Send for every lifetime, which finalize's, awaited here, cannot show.
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| {
-                        let runtime = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .unwrap();
-                        runtime.block_on(cxone_etm::pipeline::finalize(
-                            &self.inner,
-                            &self.connection,
-                            &self.run,
-                        ))
-                    })
-                    .join()
-                    .unwrap()
-            })
-            .expect("finalize commits");
-        }
-        self.inner.put(key, body).await
-    }
-    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
-        self.inner.put_if_absent(key, body).await
-    }
-    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.delete(key).await
-    }
-}
-
 /// A late transform that overlaps finalize: it passed its checks, finalize gave up on it (the
 /// item "transform did not finish", its ledger carried) and committed, and then it wrote its
 /// next ledger over the carried one. When it records, it finds finalize's record first: it takes
@@ -1949,16 +1918,37 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
         .unwrap()
         .unwrap();
 
-    let overlapping = FinalizeBeforePut {
+    // Finalize runs, whole, just before the late attempt's ledger is written: on a thread and
+    // runtime of its own, as another process would.
+    let (ledger_key, fired) = (
+        run2.ledger(&item.item),
+        std::sync::atomic::AtomicBool::new(false),
+    );
+    let finalizing = store.clone();
+    let overlapping = Hooked {
         inner: store,
-        key: run2.ledger(&item.item),
-        fired: false.into(),
-        connection: c.clone(),
-        run: run2.clone(),
+        hook: |key: &str, _| {
+            if key == ledger_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            let runtime = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .unwrap();
+                            runtime.block_on(cxone_etm::pipeline::finalize(&finalizing, &c, &run2))
+                        })
+                        .join()
+                        .unwrap()
+                })
+                .expect("finalize commits");
+            }
+            None
+        },
     };
     let late = cxone_etm::pipeline::transform(&overlapping, &c, item).await;
     assert!(
-        overlapping.fired.load(std::sync::atomic::Ordering::SeqCst),
+        fired.load(std::sync::atomic::Ordering::SeqCst),
         "finalize ran in between"
     );
     assert!(matches!(late, Err(StepError::GivenUp { .. })), "{late:?}");
@@ -2088,31 +2078,6 @@ async fn a_transform_that_loses_to_a_failed_attempt_takes_back_its_ledger() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A directory store that answers a conditional write of a transform record as S3 does while
-/// another write of it is in flight (409: not written), and the record as not there yet.
-struct RecordInFlight(LocalStore);
-
-impl ObjectStore for RecordInFlight {
-    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
-        self.0.put(key, body).await
-    }
-    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
-        if key.ends_with("/transform.json") {
-            return Ok(false);
-        }
-        self.0.put_if_absent(key, body).await
-    }
-    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
-        self.0.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.0.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.0.delete(key).await
-    }
-}
-
 /// A record write that finds another in flight and no record yet is retried by the step, not
 /// written over what may land (finalize's record that it gave up).
 #[tokio::test]
@@ -2122,7 +2087,14 @@ async fn a_transform_record_write_that_meets_another_in_flight_is_retried() {
     let (run2, items, _) =
         collected_not_transformed(&store, &emulator, &emulator, "in-flight").await;
     let c = connection(&emulator, "in-flight", ConnectorKind::Sast);
-    let in_flight = RecordInFlight(store);
+    // A conditional write of a transform record answered as S3 does while another write of it is
+    // in flight (409: not written), the record not there yet.
+    let in_flight = Hooked {
+        inner: store,
+        hook: |key: &str, conditional| {
+            (conditional && key.ends_with("/transform.json")).then_some(Ok(false))
+        },
+    };
     let error = cxone_etm::pipeline::transform(&in_flight, &c, &items[0])
         .await
         .expect_err("not written");
@@ -2132,7 +2104,7 @@ async fn a_transform_record_write_that_meets_another_in_flight_is_retried() {
     );
     assert!(
         in_flight
-            .0
+            .inner
             .get(&run2.transform_record(&items[0].item))
             .await
             .unwrap()
