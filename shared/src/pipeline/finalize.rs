@@ -89,7 +89,12 @@ async fn manifest_item(
     let no_record = transformed.is_none();
     let transformed = transformed.unwrap_or_default();
     let mut unreadable = None;
-    let carried_forward = if reconciled && ledgers_written.contains(&item.item) {
+    // A transform's record may have landed after finalize listed the ledgers: its ledger is
+    // looked for alone then.
+    let ledger_written = reconciled
+        && (ledgers_written.contains(&item.item)
+            || !store.list(&run.ledger(&item.item)).await?.is_empty());
+    let carried_forward = if ledger_written {
         0
     } else {
         // A transform that may still run (of a complete pull, or of a split scan whose parts
@@ -97,11 +102,17 @@ async fn manifest_item(
         let may_still_run = transform_began || unjoined;
         if may_still_run && no_record && !give_up(store, run, &item.item).await? {
             // Its transform's record landed since it was read: the item is read again.
-            let written = !store.list(&run.ledger(&item.item)).await?.is_empty();
-            let ledger = written.then(|| item.item.clone()).into_iter().collect();
-            return Box::pin(manifest_item(store, run, record, item, &ledger, ast_base)).await;
+            return Box::pin(manifest_item(
+                store,
+                run,
+                record,
+                item,
+                ledgers_written,
+                ast_base,
+            ))
+            .await;
         }
-        if transform_began {
+        if may_still_run {
             // A transform that failed, or never finished, may have written batch files before
             // it stopped, or its next ledger before its record: none of them is this run's. Its
             // record stays, for a finalize run again to give the same reason.
@@ -347,14 +358,20 @@ fn nothing_to_commit(items: &[ManifestItem]) -> Option<String> {
 
 /// Records that finalize gave up waiting for an item's transform, so an attempt still running
 /// commits nothing after it (see `transform`); `false` when a transform's own record came first.
+/// A write of the record in flight (S3's 409), none there yet, is an error to retry.
 async fn give_up(store: &impl ObjectStore, run: &RunRef, item: &str) -> Result<bool, StepError> {
     let key = run.transform_record(item);
     let body = serde_json::to_vec(&TransformRecord::given_up(item)).expect("serializes");
     if store.put_if_absent(&key, Bytes::from(body)).await? {
         return Ok(true);
     }
-    let earlier = get_json::<TransformRecord>(store, &key).await?;
-    Ok(earlier.is_some_and(|t| t.given_up))
+    match get_json::<TransformRecord>(store, &key).await? {
+        Some(earlier) => Ok(earlier.given_up),
+        None => Err(StepError::Store(crate::store::StoreError::Failed {
+            location: key,
+            problem: "another write of the item's transform record was in flight".into(),
+        })),
+    }
 }
 
 /// An asset's ledger carried forward from the previous committed run.

@@ -11,7 +11,7 @@ use super::config::Connection;
 use super::documents::{CollectOutcome, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::get_json;
-use super::transform::transform;
+use super::transform::{take_back, transform};
 use crate::store::ObjectStore;
 
 /// Collects each item that has no collect record yet. A refusal is recorded as the item's
@@ -73,6 +73,14 @@ pub async fn transform_group(
     for item in items {
         let key = item.run.transform_record(&item.item);
         let record = match get_json::<TransformRecord>(store, &key).await {
+            // A record that commits nothing (finalize gave up on the item, or an attempt failed):
+            // what an attempt cut off while it took back its writes left goes now.
+            Ok(Some(earlier)) if earlier.given_up || earlier.failed.is_some() => {
+                match take_back(store, item).await {
+                    Ok(()) if item.part.is_some() => continue,
+                    taken => taken.map(|()| earlier),
+                }
+            }
             // A split scan's record is reported by the part whose transform wrote it.
             Ok(Some(_)) if item.part.is_some() => continue,
             Ok(Some(earlier)) => Ok(earlier),

@@ -174,8 +174,8 @@ fn given_up(item: &WorkItem) -> StepError {
 }
 
 /// Puts back what finalize left for an item it gave up on, where this attempt wrote over it: the
-/// previous run's ledger (or none), and no batch object beside the record.
-async fn take_back(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
+/// previous run's ledger (or none), and no batch object beside the record. Safe to repeat.
+pub(super) async fn take_back(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
     let (run, key) = (&item.run, item.item.as_str());
     let record_key = run.transform_record(key);
     for object in store.list(&run.etm_prefix(key)).await? {

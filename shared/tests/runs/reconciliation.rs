@@ -2078,6 +2078,137 @@ async fn a_transform_that_loses_to_a_failed_attempt_takes_back_its_ledger() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A transform that records just as finalize would give up on its item (after finalize read
+/// that it had no record, and after it listed the run's ledgers): finalize's record is not
+/// written, the item is read again and committed as transformed, its batches and ledger kept.
+#[tokio::test]
+async fn a_transform_that_records_as_finalize_gives_up_is_committed() {
+    let (store, dir) = temp_store("records-in-time");
+    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
+    let (run2, items, first) = collected_not_transformed(&store, &before, &after, "in-time").await;
+    let c = connection(&after, "in-time", ConnectorKind::Sast);
+    let (item, on_time) = (&items[0], &items[1]);
+    cxone_etm::pipeline::transform(&store, &c, on_time)
+        .await
+        .unwrap();
+    // The transform runs, whole, as finalize writes its record that it gave up.
+    let (record_key, fired) = (
+        run2.transform_record(&item.item),
+        std::sync::atomic::AtomicBool::new(false),
+    );
+    let transforming = store.clone();
+    let racing = Hooked {
+        inner: store,
+        hook: |key: &str, conditional| {
+            if conditional
+                && key == record_key
+                && !fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            let runtime = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .unwrap();
+                            runtime.block_on(cxone_etm::pipeline::transform(
+                                &transforming,
+                                &c,
+                                item,
+                            ))
+                        })
+                        .join()
+                        .unwrap()
+                })
+                .expect("the transform records");
+            }
+            None
+        },
+    };
+    let m2 = cxone_etm::pipeline::finalize(&racing, &c, &run2)
+        .await
+        .unwrap();
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
+    let store = racing.inner;
+    let line = m2.items.iter().find(|i| i.item == item.item).unwrap();
+    assert_eq!(line.status, ItemStatus::Complete, "{:?}", line.reason);
+    assert!(!line.objects.is_empty());
+    for object in &line.objects {
+        assert!(
+            store.get(&object.key).await.unwrap().is_some(),
+            "{}",
+            object.key
+        );
+    }
+    let previous = cxone_etm::pipeline::RunRef {
+        connection_id: "in-time".into(),
+        run_id: first,
+    };
+    assert_ne!(
+        store.get(&run2.ledger(&item.item)).await.unwrap(),
+        store.get(&previous.ledger(&item.item)).await.unwrap(),
+        "the transform's ledger, not the previous run's carried"
+    );
+    assert!(m2.complete, "{:?}", m2.problems);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// An attempt cut off while it took back its writes (its ledger over the carried one, a batch
+/// object left): the group's next attempt, meeting finalize's record, takes them back.
+#[tokio::test]
+async fn a_take_back_cut_off_is_finished_by_the_groups_next_attempt() {
+    let (store, dir) = temp_store("take-back-again");
+    let emulator = emulator(shape(2, 3)).await;
+    let (run2, items, first) =
+        collected_not_transformed(&store, &emulator, &emulator, "again").await;
+    let item = &items[0];
+    let given_up = cxone_etm::pipeline::TransformRecord {
+        item: item.item.clone(),
+        given_up: true,
+        ..Default::default()
+    };
+    let put = |key: String, body: Vec<u8>| {
+        let store = store.clone();
+        async move { store.put(&key, body.into()).await.unwrap() }
+    };
+    put(
+        run2.transform_record(&item.item),
+        serde_json::to_vec(&given_up).unwrap(),
+    )
+    .await;
+    put(
+        run2.ledger(&item.item),
+        b"the late attempt's ledger".to_vec(),
+    )
+    .await;
+    let stray = format!("{}0.ndjson.gz", run2.etm_prefix(&item.item));
+    put(stray, b"a batch of the late attempt".to_vec()).await;
+
+    let c = connection(&emulator, "again", ConnectorKind::Sast);
+    let (done, unfinished) = cxone_etm::pipeline::transform_group(
+        &store,
+        &c,
+        std::slice::from_ref(item),
+        cxone_etm::pipeline::TimeBudget::until(None),
+    )
+    .await;
+    assert!(unfinished.is_none(), "{unfinished:?}");
+    assert_eq!(done, vec![given_up]);
+    let previous = cxone_etm::pipeline::RunRef {
+        connection_id: "again".into(),
+        run_id: first,
+    };
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap(),
+        store.get(&previous.ledger(&item.item)).await.unwrap()
+    );
+    assert_eq!(
+        store.list(&run2.etm_prefix(&item.item)).await.unwrap(),
+        vec![run2.transform_record(&item.item)]
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A record write that finds another in flight and no record yet is retried by the step, not
 /// written over what may land (finalize's record that it gave up).
 #[tokio::test]
