@@ -868,6 +868,23 @@ def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole
     assert_unchanged(after, before)
 
 
+def given_up_item_left_alone(account: Account, run_id: str, item_key: str, manifest: dict) -> None:
+    """Of an item finalize gave up on: only finalize's `givenUp` record left under its `etm/` (so an
+    attempt still running commits nothing) and nothing of it sent; the next run is whole, with
+    nothing new or reopened and nothing closed by absence."""
+    base = f"connections/sast/runs/{run_id}"
+    listed = account.client("s3").list_objects_v2(Bucket=account.bucket, Prefix=f"{base}/etm/{item_key}/")
+    assert [o["Key"] for o in listed.get("Contents", [])] == [f"{base}/etm/{item_key}/transform.json"], listed
+    assert account.get_json(f"{base}/etm/{item_key}/transform.json").get("givenUp") is True
+    assert not [f for f in account.findings(manifest) if f["item"] == item_key]
+    started, execution = scheduled_run(account)
+    after = committed(account, started["run"])
+    assert after["complete"] is True, after["problems"]
+    lifecycle = after["totals"]["lifecycle"]
+    assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
+    assert lifecycle.get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
+
+
 def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, monkeypatch):
     # A transform's process dies (`Runtime.ExitError`) after it wrote an item's batch and next
     # ledger, at the moment it writes the item's transform record, and dies there again when it is
@@ -905,20 +922,8 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     (item,) = [i for i in manifest["items"] if i["item"] == item_key]
     assert item["status"] == "failed" and item["reason"] == "transform did not finish", item
     assert item["carriedForward"] > 0 and not item["objects"], item
-    base = f"connections/sast/runs/{run_id}"
-    # Left of the item: finalize's record that it gave up on the transform (so an attempt still
-    # running would commit nothing), and no batch.
-    listed = account.client("s3").list_objects_v2(Bucket=account.bucket, Prefix=f"{base}/etm/{item_key}/")
-    assert [o["Key"] for o in listed.get("Contents", [])] == [f"{base}/etm/{item_key}/transform.json"], listed
-    assert account.get_json(f"{base}/etm/{item_key}/transform.json").get("givenUp") is True
     assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
-    assert not [f for f in account.findings(manifest) if f["item"] == item_key]
-    started, execution = scheduled_run(account)
-    after = committed(account, started["run"])
-    assert after["complete"] is True, after["problems"]
-    lifecycle = after["totals"]["lifecycle"]
-    assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
-    assert lifecycle.get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
+    given_up_item_left_alone(account, run_id, item_key, manifest)
 
 
 def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, emulator, monkeypatch):
@@ -992,19 +997,10 @@ def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, em
     manifest = committed(account, started["run"])
     (item,) = [i for i in manifest["items"] if i["item"] == item_key]
     assert item["status"] == "failed" and item["reason"] == "transform did not finish", item
-    base = f"connections/sast/runs/{run_id}"
     s3 = account.client("s3")
     ledger = lambda run: s3.get_object(Bucket=account.bucket, Key=f"connections/sast/runs/{run}/ledger/{item_key}.json.gz")["Body"].read()
     assert ledger(run_id) == ledger(previous_run), "the previous run's ledger is back"
-    listed = s3.list_objects_v2(Bucket=account.bucket, Prefix=f"{base}/etm/{item_key}/")
-    assert [o["Key"] for o in listed.get("Contents", [])] == [f"{base}/etm/{item_key}/transform.json"], listed
-    assert account.get_json(f"{base}/etm/{item_key}/transform.json").get("givenUp") is True
-    assert not [f for f in account.findings(manifest) if f["item"] == item_key]
-    started, execution = scheduled_run(account)
-    after = committed(account, started["run"])
-    assert after["complete"] is True, after["problems"]
-    lifecycle = after["totals"]["lifecycle"]
-    assert lifecycle.get("NEW", 0) == 0 and lifecycle.get("REOPENED", 0) == 0, lifecycle
+    given_up_item_left_alone(account, run_id, item_key, manifest)
 
 
 def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_committed(account, emulator, monkeypatch):

@@ -22,6 +22,7 @@ use super::run::{
     RunRecord, ensure_holds_lock, fail_run, finish_committed, mark_committed, read_run,
 };
 use super::split::unjoined;
+use super::transform::discard_output;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{
@@ -116,13 +117,7 @@ async fn manifest_item(
             // A transform that failed, or never finished, may have written batch files before
             // it stopped, or its next ledger before its record: none of them is this run's. Its
             // record stays, for a finalize run again to give the same reason.
-            let record_key = run.transform_record(&item.item);
-            for key in store.list(&run.etm_prefix(&item.item)).await? {
-                if key != record_key {
-                    store.delete(&key).await?;
-                }
-            }
-            store.delete(&run.ledger(&item.item)).await?;
+            discard_output(store, run, &item.item).await?;
         }
         let carried = carry_ledger(store, run, record, &item.item).await?;
         if let Some(problem) = &carried.unreadable {

@@ -18,6 +18,7 @@ use super::run::{ensure_holds_lock, read_run};
 use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
+use crate::layout::RunRef;
 use crate::mapping::{
     ItemTransformer, LedgerByEngine, LedgerParts, PageReader, ReadPage, RepeatedIds, Repeats,
     TransformContext, TransformError,
@@ -103,11 +104,11 @@ pub async fn transform(
         // this attempt wrote before it was refused goes (otherwise the item's objects may be
         // what the run committed).
         Err(error @ (StepError::LostLock { .. } | StepError::GivenUp { .. })) => {
-            let key = item.run.transform_record(&item.item);
-            if get_json::<TransformRecord>(store, &key)
-                .await?
-                .is_some_and(|record| record.given_up)
-            {
+            let given_up = matches!(error, StepError::GivenUp { .. })
+                || get_json::<TransformRecord>(store, &item.run.transform_record(&item.item))
+                    .await?
+                    .is_some_and(|record| record.given_up);
+            if given_up {
                 take_back(store, item).await?;
             }
             Err(error)
@@ -126,9 +127,9 @@ pub async fn transform(
 }
 
 /// Writes the item's transform record, the last of its writes. A record already there is the
-/// item's: another attempt's that succeeded, or one that says the item commits nothing (finalize
-/// gave up waiting for it, or another attempt failed), after which what this attempt wrote is
-/// taken back; and where finalize gave up, this attempt answers so.
+/// item's: another attempt's that succeeded; another's that failed, after which what this attempt
+/// wrote is taken back; or finalize's that it gave up waiting, answered `GivenUp` (the caller
+/// takes back).
 async fn record_transform(
     store: &impl ObjectStore,
     item: &WorkItem,
@@ -140,10 +141,7 @@ async fn record_transform(
         return Ok(record);
     }
     match get_json::<TransformRecord>(store, &key).await? {
-        Some(earlier) if earlier.given_up => {
-            take_back(store, item).await?;
-            Err(given_up(item))
-        }
+        Some(earlier) if earlier.given_up => Err(given_up(item)),
         Some(earlier) if earlier.failed.is_some() => {
             take_back(store, item).await?;
             Ok(earlier)
@@ -173,23 +171,32 @@ fn given_up(item: &WorkItem) -> StepError {
     }
 }
 
-/// Puts back what finalize left for an item it gave up on, where this attempt wrote over it: the
-/// previous run's ledger (or none), and no batch object beside the record. Safe to repeat.
-pub(super) async fn take_back(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
-    let (run, key) = (&item.run, item.item.as_str());
-    let record_key = run.transform_record(key);
-    for object in store.list(&run.etm_prefix(key)).await? {
+/// Deletes what a transform of `item` wrote in `run` but its record: its batch objects and its
+/// next ledger.
+pub(super) async fn discard_output(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    item: &str,
+) -> Result<(), StepError> {
+    let record_key = run.transform_record(item);
+    for object in store.list(&run.etm_prefix(item)).await? {
         if object != record_key {
             store.delete(&object).await?;
         }
     }
-    let previous = match &item.previous_run {
-        Some(previous_run) => store.get(&run.sibling(previous_run).ledger(key)).await?,
-        None => None,
-    };
-    match previous {
-        Some(body) => store.put(&run.ledger(key), body).await?,
-        None => store.delete(&run.ledger(key)).await?,
+    Ok(store.delete(&run.ledger(item)).await?)
+}
+
+/// Puts back what finalize left for an item that commits nothing, where this attempt wrote over
+/// it: no batch object beside the record, and the previous run's ledger (or none). Safe to
+/// repeat.
+pub(super) async fn take_back(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
+    let (run, key) = (&item.run, item.item.as_str());
+    discard_output(store, run, key).await?;
+    if let Some(previous_run) = &item.previous_run
+        && let Some(body) = store.get(&run.sibling(previous_run).ledger(key)).await?
+    {
+        store.put(&run.ledger(key), body).await?;
     }
     Ok(())
 }
