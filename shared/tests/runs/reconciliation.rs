@@ -1209,6 +1209,107 @@ async fn branches_the_tenant_deleted_are_asked_for_alone_and_closed() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Under `each_branch`, projects whose ids are too long for a key to hold whole: their branch
+/// assets' keys hold a hash, so the plan reads which branch each is from its ledger. A gone
+/// branch of project 0 is asked for alone and closed, as one of project 2 (a short id) is; the
+/// gone branch of project 1, whose ledger was damaged at rest, names no branch to ask about: the
+/// plan goes on, and that ledger is carried as stored, neither reported deleted nor closed.
+#[tokio::test]
+async fn branches_of_long_project_ids_are_read_from_their_ledgers_and_a_damaged_one_is_carried() {
+    let long_id = |n: u32| format!("{}{n}", "a-very-long-project-id-".repeat(5));
+    let shaped = |branches_per_project| TenantShape {
+        branches_per_project,
+        hostile_ids: vec![long_id(0), long_id(1)],
+        ..shape(3, 6)
+    };
+    let before = emulator(shaped(6)).await;
+    let (store, dir) = temp_store("each-branch-long-ids");
+    let each_branch = |emulator: &Emulator| closing_each_branch(emulator, "each-branch-long-ids");
+    let m1 = first_complete_run(&store, &each_branch(&before), &before).await;
+
+    let after = emulator(shaped(5)).await;
+    let scanned_after: BTreeSet<String> = after
+        .expected()
+        .projects
+        .iter()
+        .flat_map(|p| {
+            p.scans
+                .iter()
+                .filter(|s| s.status == "Completed")
+                .map(move |s| format!("{} @ {}", p.name, s.branch))
+        })
+        .collect();
+    let gone: Vec<_> = m1
+        .items
+        .iter()
+        .filter(|i| !scanned_after.contains(&i.name))
+        .collect();
+    let gone_of = |project: &str| -> Vec<&str> {
+        let gone = gone.iter().filter(|i| i.vendor_id == project);
+        gone.map(|i| i.item.as_str()).collect()
+    };
+    let projects = before.expected().projects;
+    let (long, damaged, short) = (
+        gone_of(&long_id(0)),
+        gone_of(&long_id(1)),
+        gone_of(&projects[2].id),
+    );
+    assert!(
+        !long.is_empty() && damaged.len() == 1 && !short.is_empty(),
+        "{gone:?}"
+    );
+    assert!(
+        long.iter().chain(&damaged).all(|item| item.contains("~~")),
+        "the long ids' keys hold a hash: {long:?} {damaged:?}"
+    );
+    let damaged = damaged[0];
+    let ledger_of = |run_id: &str| {
+        dir.join(format!(
+            "connections/each-branch-long-ids/runs/{run_id}/ledger/{damaged}.json.gz"
+        ))
+    };
+    std::fs::write(ledger_of(&m1.run_id), b"\x1f\x8b not a ledger").unwrap();
+
+    let second = run(&store, &each_branch(&after), api_key(&after))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(!m2.complete, "the damaged ledger's asset fails");
+    let closed: BTreeSet<&str> = m2
+        .deleted_items
+        .iter()
+        .filter(|d| d.closed && d.open_findings > 0)
+        .map(|d| d.item.as_str())
+        .collect();
+    let want: BTreeSet<&str> = long.iter().chain(&short).copied().collect();
+    assert_eq!(closed, want, "{:?}", m2.deleted_items);
+    assert_eq!(m2.deleted_items.len(), want.len(), "{:?}", m2.deleted_items);
+    assert!(
+        m2.problems.iter().any(
+            |p| p.starts_with(&format!("{damaged}: its ledger cannot be read"))
+                && p.contains("to let the asset go, delete")
+        ),
+        "{:?}",
+        m2.problems
+    );
+    assert_eq!(
+        std::fs::read(ledger_of(&m2.run_id)).unwrap(),
+        b"\x1f\x8b not a ledger",
+        "carried as stored"
+    );
+    let expected_after = after.expected();
+    let scans_after = expected_after.projects.iter().flat_map(|p| &p.scans);
+    let branch_names: BTreeSet<&str> = scans_after.map(|s| s.branch.as_str()).collect();
+    let plan_calls = branch_names.len() as u64;
+    assert_eq!(
+        after.traffic().requests["last-scan"],
+        plan_calls + want.len() as u64,
+        "each gone branch whose ledger names it is asked for alone; the damaged one is not"
+    );
+    nothing_new_or_reopened(&m2, "run 2");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A connection of SAST and SCA under `each_branch`: project 1's main branch is left with one
 /// completed scan, a KICS re-scan (an engine the connection does not deliver). The plan keeps no
 /// asset for it; asked for alone, once for each engine the connection delivers, the branch has no
