@@ -33,9 +33,9 @@ pub use finalize::finalize;
 pub use group::{TimeBudget, collect_group, transform_group};
 pub use plan::{MAX_ITEMS_PER_GROUP, group_items, plan, read_work_list};
 pub use run::{
-    EndedHolder, HolderEnd, RunOutcome, RunRecord, RunState, StateDocument, Trigger, begin_run,
-    begin_run_recovering, fail_run, last_committed_run, never_started_holder, read_state,
-    record_event_schedule, record_registration,
+    EndedHolder, HolderEnd, RunOutcome, RunRecord, RunState, StateDocument, Trigger, VendorScope,
+    begin_run, begin_run_recovering, fail_run, last_committed_run, never_started_holder,
+    read_state, record_event_schedule, record_registration,
 };
 pub use runner::{EngineSummary, LOCK_LEASE, RunSummary, StageTimes, run_connection};
 pub use schedule::{NextRun, ParsedSchedule, Schedule};

@@ -17,10 +17,11 @@ use super::config::{BranchPolicy, Connection};
 use super::documents::{DeletedItem, EngineScan, FilteredItem, WorkGroup, WorkItem};
 use super::error::StepError;
 use super::objects::{get_gzip_json, get_json, put_json, readable};
-use super::run::{ensure_holds_lock, record_plan, start_processing};
+use super::run::{RunRecord, VendorScope, ensure_holds_lock, record_plan, start_processing};
 use super::split::split_large_scans;
 use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
-use crate::layout::{RunRef, item_key, vendor_id_of_key};
+use crate::field_error::FieldError;
+use crate::layout::{RunRef, config_key, item_key, vendor_id_of_key};
 use crate::mapping::Ledger;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
@@ -46,6 +47,9 @@ pub async fn plan(
     // released) may still run: it must not move a run that lost its lock, nor the connection.
     ensure_holds_lock(store, run).await?;
     let previous_run = start_processing(store, run).await?;
+    if let Some(previous_run) = &previous_run {
+        ensure_same_scope(store, connection, &run.sibling(previous_run)).await?;
+    }
     let kind = connection.config.kind;
     let filters = &connection.config.filters;
     let listed = match kind {
@@ -174,7 +178,14 @@ pub async fn plan(
     }
     store.put(&run.work_list(), Bytes::from(body)).await?;
     put_json(store, &run.work_list_problems(), &problems).await?;
-    record_plan(store, run, planned, previous_run).await?;
+    record_plan(
+        store,
+        run,
+        planned,
+        previous_run,
+        VendorScope::of(connection),
+    )
+    .await?;
     Ok(groups)
 }
 
@@ -282,6 +293,47 @@ impl Listed {
             .collect();
         (!problems.is_empty()).then(|| problems.join("; "))
     }
+}
+
+/// Refuses a run whose tenant, or sort of asset (projects or DAST environments), is not that of
+/// the last committed run: every asset of that run would be unlisted here, reported deleted, and
+/// under `close_deleted_items` its open findings closed while the other tenant still has them.
+/// A run planned before scopes were recorded, or whose record cannot be read, is not compared.
+async fn ensure_same_scope(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    previous: &RunRef,
+) -> Result<(), StepError> {
+    let record = readable(get_json::<RunRecord>(store, &previous.run_record()).await)?;
+    let Some(was) = record.and_then(|r| r.scope) else {
+        return Ok(());
+    };
+    let now = VendorScope::of(connection);
+    if now.reconciles_with(&was) {
+        return Ok(());
+    }
+    let field = if now.tenant != was.tenant {
+        "vendor.tenant"
+    } else {
+        "kind"
+    };
+    let id = &connection.config.id;
+    Err(StepError::BadConfig {
+        source_name: config_key(id),
+        errors: vec![FieldError::new(
+            field,
+            format!(
+                "connection '{id}' last committed run {} with the {} of tenant '{}'; this config pulls the {} of tenant '{}'. Reconciled against the other's, every asset of run {} would be reported deleted, and closed under close_deleted_items, while its findings stand. Give this tenant or kind a connection of its own (another id), or put back the config run {} had",
+                previous.run_id,
+                was.assets(),
+                was.tenant,
+                now.assets(),
+                now.tenant,
+                previous.run_id,
+                previous.run_id,
+            ),
+        )],
+    })
 }
 
 /// An asset of its own for one branch of a project: the item key (readable, and unique even where

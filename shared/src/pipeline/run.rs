@@ -8,11 +8,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::config::Connection;
 use super::documents::Manifest;
 use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_json, put_json};
 use super::schedule::Schedule;
+use crate::ConnectorKind;
 use crate::layout::{RunRef, lock_key, lock_takeover_key, state_key};
 use crate::store::ObjectStore;
 
@@ -101,6 +103,42 @@ pub struct RunRecord {
     /// The last committed run when this one was planned (what it reconciles against).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_run: Option<String>,
+    /// What the run pulled (recorded by the plan; runs planned before name none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<VendorScope>,
+}
+
+/// What a run's ledgers hold: one tenant's projects, or its DAST environments. A run reconciles
+/// only against a committed run of the same scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VendorScope {
+    pub tenant: String,
+    pub kind: ConnectorKind,
+}
+
+impl VendorScope {
+    /// The scope a run of `connection` pulls.
+    pub fn of(connection: &Connection) -> Self {
+        Self {
+            tenant: connection.vendor.tenant.clone(),
+            kind: connection.config.kind,
+        }
+    }
+
+    /// Whether runs of the two reconcile against each other: the same tenant, and assets of the
+    /// same sort (SAST and SCA connections both pull projects).
+    pub fn reconciles_with(&self, other: &Self) -> bool {
+        self.tenant == other.tenant && self.kind.on_projects() == other.kind.on_projects()
+    }
+
+    /// What the scope's assets are, for a message.
+    pub fn assets(&self) -> &'static str {
+        match self.kind.on_projects() {
+            true => "projects",
+            false => "DAST environments",
+        }
+    }
 }
 
 /// `connections/<c>/lock`
@@ -301,16 +339,19 @@ pub(crate) async fn start_processing(
         .and_then(|s| s.last_committed_run))
 }
 
-/// The plan is written: the run record holds its item count and the run it reconciles against.
+/// The plan is written: the run record holds its item count, the run it reconciles against and
+/// what it pulled.
 pub(crate) async fn record_plan(
     store: &impl ObjectStore,
     run: &RunRef,
     items: u64,
     previous_run: Option<String>,
+    scope: VendorScope,
 ) -> Result<(), StepError> {
     update_run(store, run, |r| {
         r.items = Some(items);
         r.previous_run = previous_run;
+        r.scope = Some(scope);
     })
     .await
     .map(|_| ())
@@ -500,6 +541,7 @@ async fn acquire_lock(
         finished_at: None,
         items: None,
         previous_run: None,
+        scope: None,
     };
     put_json(store, &run.run_record(), &record).await?;
     // The state names the last committed run, but the commit markers decide: a run that committed
@@ -841,6 +883,7 @@ mod tests {
             finished_at: None,
             items: None,
             previous_run: None,
+            scope: None,
         };
         let never = |run_id: &str, acquired_at: &str, trigger: Option<Trigger>| {
             let lock = Lock {

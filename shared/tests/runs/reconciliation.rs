@@ -814,6 +814,66 @@ async fn a_damaged_ledger_of_a_deleted_project_is_carried_not_closed() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A connection whose config is pointed at another tenant, or made to pull DAST environments
+/// instead of projects, under the same id: every asset of its last committed run would be
+/// unlisted, reported deleted and, under `close_deleted_items`, closed while the first tenant
+/// still has its findings. The plan refuses the run, naming the field and what to do; nothing is
+/// committed, and the config put back runs on against the first run, closing nothing.
+#[tokio::test]
+async fn a_connection_pointed_at_another_tenant_or_kind_is_refused_and_closes_nothing() {
+    let (store, dir) = temp_store("scope");
+    let acme = emulator(shape(PROJECTS, 1)).await;
+    let globex = emulator_with(cxone_emulator::EmulatorConfig {
+        shape: shape(PROJECTS, 1),
+        tenant: "globex".into(),
+        ..cxone_emulator::EmulatorConfig::default()
+    })
+    .await;
+    let closing = |emulator: &Emulator, kind| {
+        let mut c = connection(emulator, "scope", kind);
+        c.config.close_deleted_items = true;
+        c
+    };
+    let m1 = first_complete_run(&store, &closing(&acme, ConnectorKind::Sast), &acme).await;
+    for (c, credential, field) in [
+        (
+            closing(&globex, ConnectorKind::Sast),
+            api_key(&globex),
+            "vendor.tenant",
+        ),
+        (closing(&acme, ConnectorKind::Dast), api_key(&acme), "kind"),
+    ] {
+        let refused = run(&store, &c, credential).await.expect_err(field);
+        let StepError::BadConfig { errors, .. } = &refused else {
+            panic!("{field}: {refused}");
+        };
+        assert_eq!(errors[0].field.as_deref(), Some(field), "{refused}");
+        let text = refused.to_string();
+        assert!(
+            text.contains(&m1.run_id) && text.contains("a connection of its own (another id)"),
+            "{text}"
+        );
+    }
+    let state = cxone_etm::pipeline::read_state(&store, "scope")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.last_committed_run.as_deref(),
+        Some(m1.run_id.as_str())
+    );
+
+    let back = run(&store, &closing(&acme, ConnectorKind::Sast), api_key(&acme))
+        .await
+        .unwrap();
+    assert!(back.complete, "{:?}", back.problems);
+    let m = manifest(&store, &back.manifest).await;
+    assert!(m.deleted_items.is_empty(), "{:?}", m.deleted_items);
+    assert_eq!(closed_findings(&m), 0);
+    nothing_new_or_reopened(&m, "the config put back");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// The last committed run's manifest damaged at rest: the plan reads it only for the sizes of
 /// the scans to split, so the next run pulls every scan whole and reconciles as ever. Before, the
 /// plan failed on it, and so did every run after.

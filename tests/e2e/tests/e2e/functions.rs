@@ -213,6 +213,7 @@ async fn store_run_record_of(
         finished_at: None,
         items,
         previous_run: None,
+        scope: None,
     };
     let body = serde_json::to_vec(&record).unwrap();
     f.runtime
