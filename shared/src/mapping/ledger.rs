@@ -313,6 +313,25 @@ impl Findings {
         self.distinct.close_every_entry();
     }
 
+    /// Marks closed every open finding of the engines `engines` holds (an entry that names no
+    /// engine is `legacy`'s).
+    pub fn close_findings_of(&mut self, legacy: Engine, engines: &BTreeSet<Engine>) {
+        let closing: Vec<usize> = self
+            .positions()
+            .filter(|&position| {
+                let entry = self.entry(position);
+                entry.open && engines.contains(&entry.engine_or(legacy))
+            })
+            .collect();
+        for position in closing {
+            let entry = LedgerEntry {
+                open: false,
+                ..*self.entry(position)
+            };
+            self.set_entry(position, entry);
+        }
+    }
+
     /// Adds a finding, or replaces the entry of one with the same id. Adding in id order is
     /// cheap; adding out of it moves every later position.
     pub fn insert(&mut self, id: &str, entry: LedgerEntry) -> Result<(), LedgerFull> {
@@ -874,13 +893,15 @@ pub struct Closed {
 }
 
 /// Closure records for every open finding of `ledger` (an asset whose project or environment was
-/// deleted), handed to `out` line by line as the lines fill, one engine after another: an asset
-/// of millions of findings has more closure lines than memory holds. Returns what was closed of
-/// each engine; the ledger is left with everything closed once all are handed over.
+/// deleted), or only of the engines `only` holds, handed to `out` line by line as the lines fill,
+/// one engine after another: an asset of millions of findings has more closure lines than memory
+/// holds. Returns what was closed of each engine; the ledger is left with those closed once all
+/// are handed over.
 pub fn close_all(
     ledger: &mut Ledger,
     context: &super::TransformContext,
     legacy: Engine,
+    only: Option<&BTreeSet<Engine>>,
     reason: &str,
     max_findings_per_line: usize,
     out: &mut LineSink,
@@ -890,6 +911,7 @@ pub fn close_all(
         .iter()
         .filter(|(_, e)| e.open)
         .map(|(_, e)| e.engine_or(legacy))
+        .filter(|engine| only.is_none_or(|only| only.contains(engine)))
         .collect();
     let mut closed = BTreeMap::new();
     for engine in engines {
@@ -911,7 +933,10 @@ pub fn close_all(
         }
         of_this.lines += lines.hand_over(true, out)?;
     }
-    ledger.findings.close_every_finding();
+    match only {
+        None => ledger.findings.close_every_finding(),
+        Some(engines) => ledger.findings.close_findings_of(legacy, engines),
+    }
     Ok(closed)
 }
 
@@ -969,7 +994,7 @@ mod tests {
             produced_at: "2026-12-04T00:00:00Z".into(),
         };
         let close = |ledger: &mut Ledger, out: &mut LineSink| {
-            close_all(ledger, &context, Engine::Sast, "gone", 2, out)
+            close_all(ledger, &context, Engine::Sast, None, "gone", 2, out)
         };
 
         let mut taken = 0;

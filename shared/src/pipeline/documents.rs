@@ -402,7 +402,9 @@ pub struct DeletedItem {
     pub item: String,
     pub vendor_id: String,
     pub open_findings: u64,
-    /// True when the connection's policy closed its findings (closure records in `objects`).
+    /// True when the connection's policy closed its findings (closure records in `objects`). A
+    /// branch of a project still listed closes only the findings of the engines the connection
+    /// delivers; another engine's are carried.
     pub closed: bool,
     pub objects: Vec<ObjectEntry>,
 }

@@ -455,6 +455,9 @@ async fn deleted_items(
     let mut carried = 0;
     let previous = run.sibling(previous_run);
     let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
+    let listed_projects: std::collections::HashSet<&str> =
+        work.iter().map(|w| w.vendor_id.as_str()).collect();
+    let delivered: std::collections::BTreeSet<Engine> = connection.engines().collect();
     let mut deleted = Vec::new();
     let mut closed = BTreeMap::new();
     for key in store.list(&previous.ledger_prefix()).await? {
@@ -505,6 +508,13 @@ async fn deleted_items(
             put_gzip_json(store, &run.ledger(item), &ledger).await?;
             continue;
         }
+        // A branch of a project listed now lost its last scan of the engines the connection
+        // delivers: another engine's findings there (an engine taken off the connection since)
+        // may stand, and are carried, not closed.
+        let of_listed_project = ledger.branch.as_ref().is_some_and(|branch| {
+            project_of_branch_asset(&ledger.vendor_item_id, branch)
+                .is_some_and(|project| listed_projects.contains(project))
+        });
         let open_findings = ledger.open_findings();
         let mut entry = DeletedItem {
             item: item.to_string(),
@@ -537,6 +547,7 @@ async fn deleted_items(
                     &mut ledger,
                     &context,
                     connection.config.kind.legacy_engine(),
+                    of_listed_project.then_some(&delivered),
                     &reason,
                     connection.options.max_findings_per_line,
                     out,
@@ -551,6 +562,7 @@ async fn deleted_items(
             }
             entry.objects.push(closures);
             entry.closed = true;
+            carried += ledger.open_findings();
         }
         put_gzip_json(store, &run.ledger(item), &ledger).await?;
         deleted.push(entry);
@@ -570,7 +582,8 @@ struct Unlisted {
     deleted: Vec<DeletedItem>,
     /// What their closures hold, engine by engine (under `close_deleted_items`).
     closed: BTreeMap<Engine, Closed>,
-    /// The open findings of those the filters left out, or that an incomplete listing missed.
+    /// The open findings of those the filters left out, or that an incomplete listing missed, and
+    /// of engines the connection no longer delivers on branches it closed.
     carried_for_filtered: u64,
     /// Ledgers that could not be read, carried as stored.
     problems: Vec<String>,

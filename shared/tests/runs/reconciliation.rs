@@ -1410,6 +1410,75 @@ async fn a_branch_left_with_another_engines_scan_alone_closes() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// An engine taken off a connection under `each_branch` and `close_deleted_items`: project 1's
+/// main branch, whose one completed scan is a KICS re-scan, was an asset of KICS findings. With
+/// KICS taken off, the plan finds no scan of the engines the connection delivers there, and the
+/// branch is reported deleted; its KICS findings, which the tenant still has, are carried, not
+/// closed (before, every one was closed as FIXED).
+#[tokio::test]
+async fn an_engine_taken_off_a_connection_closes_none_of_its_findings_on_a_branch_it_alone_scanned()
+{
+    let tenant = emulator(TenantShape {
+        branches_per_project: 3,
+        rescan_engine: Some(ResultType::Kics),
+        ..shape(3, 3)
+    })
+    .await;
+    let (store, dir) = temp_store("each-branch-engine-off");
+    let delivering = |engines: Vec<cxone_etm::Engine>| {
+        let mut c = connection(&tenant, "each-branch-engine-off", ConnectorKind::Sast);
+        c.config.engines = Some(engines);
+        c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+        c.config.close_deleted_items = true;
+        c.config.validate().unwrap()
+    };
+    use cxone_etm::Engine::{Kics, Sast};
+    let m1 = first_complete_run(&store, &delivering(vec![Sast, Kics]), &tenant).await;
+    let second = run(&store, &delivering(vec![Sast]), api_key(&tenant))
+        .await
+        .unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    assert_eq!(m2.deleted_items.len(), 1, "{:?}", m2.deleted_items);
+    let deleted = &m2.deleted_items[0];
+    let project = &tenant.expected().projects[1].id;
+    assert!(
+        deleted.vendor_id.starts_with(&format!("{project}@")),
+        "{deleted:?}"
+    );
+    let was = m1.items.iter().find(|i| i.item == deleted.item).unwrap();
+    let kics_open = was.by_engine[&Kics].findings_out;
+    assert!(
+        kics_open > 0 && deleted.open_findings == kics_open,
+        "{deleted:?}"
+    );
+    let closed: u64 = deleted.objects.iter().map(|o| o.findings).sum();
+    assert_eq!(closed, 0, "none of the KICS findings closes");
+    let fixed = |figures: &cxone_etm::mapping::Figures| {
+        figures
+            .lifecycle
+            .get(&Lifecycle::Fixed)
+            .copied()
+            .unwrap_or(0)
+    };
+    let fixed_of_items: u64 = m2.items.iter().map(|i| fixed(&i.figures)).sum();
+    assert_eq!(
+        fixed(&m2.totals),
+        fixed_of_items,
+        "no closure of the deleted branch counts"
+    );
+    assert!(m2.carried_forward >= kics_open, "{}", m2.carried_forward);
+
+    // KICS delivered again: the branch is an asset again, its findings as they were.
+    let third = run(&store, &delivering(vec![Sast, Kics]), api_key(&tenant))
+        .await
+        .unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    nothing_new_or_reopened(&m3, "KICS delivered again");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
     // Eight projects, two branches each (main, or master where the project names no main branch,
