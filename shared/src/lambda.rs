@@ -382,6 +382,39 @@ fn recorded_arn(name: &str) -> String {
     format!("arn:aws:states:memory:000000000000:execution:recorded:{name}")
 }
 
+/// What a config may ask of a run on one machine but not of the functions on AWS, checked before
+/// anything in it is read: a credential from the function's environment or files
+/// (`env:AWS_SECRET_ACCESS_KEY` would hand the role's own keys to whatever host the config names),
+/// and a CA bundle from anywhere but what was deployed with it (`/dev/zero`, `/proc/...`).
+fn refused_on_aws(config: &ConnectionConfig) -> Vec<FieldError> {
+    let mut refused = Vec::new();
+    if let Ok(SecretRef::Env(_) | SecretRef::File(_)) = config.secret.parse::<SecretRef>() {
+        refused.push(FieldError::new(
+            "secret",
+            "on AWS the credential is read from Secrets Manager only: give the secret's ARN (or secretsmanager:NAME), not env: or file:",
+        ));
+    }
+    let packaged = |path: &std::path::Path| {
+        let deployed = path.starts_with("/opt") || path.starts_with("/var/task");
+        deployed
+            && path
+                .components()
+                .all(|c| c != std::path::Component::ParentDir)
+    };
+    if config
+        .vendor
+        .ca_bundle
+        .as_deref()
+        .is_some_and(|path| !packaged(path))
+    {
+        refused.push(FieldError::new(
+            "vendor.ca_bundle",
+            "on AWS a CA bundle is read only from what was deployed with the function: a file of a Lambda layer (/opt/...) or of the package (/var/task/...); give such a path, or remove ca_bundle",
+        ));
+    }
+    refused
+}
+
 /// What the four functions share for the life of the process: the store, the Secrets Manager and
 /// state machine ports, and the connections loaded so far. Generic over the store so the same
 /// tasks run on S3 in Lambda and on a memory store in tests.
@@ -465,6 +498,13 @@ impl<S: BucketStore> Runtime<S> {
             });
         }
         let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
+        let refused = refused_on_aws(&config);
+        if !refused.is_empty() {
+            return Err(StepError::BadConfig {
+                source_name: format!("connection '{id}'"),
+                errors: refused,
+            });
+        }
         let connection = config.validate().map_err(|errors| StepError::BadConfig {
             source_name: format!("connection '{id}'"),
             errors,
@@ -500,7 +540,12 @@ impl<S: BucketStore> Runtime<S> {
         // The same reading as every other config document: field paths named, trailing text refused.
         let document = std::str::from_utf8(&text)
             .map_err(|e| bad_config(vec![FieldError::document(format!("not UTF-8 ({e})"))]))?;
-        let connection = ConnectionConfig::load(document).map_err(bad_config)?;
+        let config = ConnectionConfig::parse(document).map_err(&bad_config)?;
+        let refused = refused_on_aws(&config);
+        if !refused.is_empty() {
+            return Err(bad_config(refused));
+        }
+        let connection = config.validate().map_err(bad_config)?;
         if connection.config.id != id {
             return Err(bad_config(vec![FieldError::new(
                 "id",

@@ -157,13 +157,23 @@ impl VendorSettings {
         let ca_pem = match &self.ca_bundle {
             None => None,
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
+                let unreadable = |e: std::io::Error| {
                     ConfigError::new(
                         "ca_bundle",
                         format!("cannot read {} ({e})", path.display()),
                         "point `ca_bundle` at a readable PEM file",
                     )
-                })?;
+                };
+                // A device or a pipe would be read without end.
+                let file = std::fs::metadata(path).map_err(unreadable)?;
+                if !file.is_file() || file.len() > CA_BUNDLE_LIMIT {
+                    return Err(ConfigError::new(
+                        "ca_bundle",
+                        format!("{} is not a file of at most 1 MiB", path.display()),
+                        "point `ca_bundle` at a PEM file",
+                    ));
+                }
+                let pem = std::fs::read(path).map_err(unreadable)?;
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(ConfigError::new(
                         "ca_bundle",
@@ -233,6 +243,9 @@ impl VendorSettings {
         })
     }
 }
+
+/// The largest CA bundle read (the system's own bundle is about 200 KiB).
+const CA_BUNDLE_LIMIT: u64 = 1024 * 1024;
 
 /// Validated settings: only a [`VendorConfig`] can build a client.
 #[derive(Clone, Debug)]
@@ -311,6 +324,10 @@ mod tests {
             (
                 r#"{"region": "EU", "tenant": "acme", "ca_bundle": "/nonexistent/ca.pem"}"#,
                 "`ca_bundle`",
+            ),
+            (
+                r#"{"region": "EU", "tenant": "acme", "ca_bundle": "/dev/zero"}"#,
+                "/dev/zero is not a file of at most 1 MiB",
             ),
             (
                 r#"{"custom_api_url": "http://cx.example.com", "tenant": "acme"}"#,

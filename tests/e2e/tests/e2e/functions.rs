@@ -971,6 +971,76 @@ async fn a_run_whose_trigger_died_before_its_start_gives_its_lock_to_the_next_st
     );
 }
 
+/// A stored config may not ask the functions for their own environment or files: a credential
+/// from `env:` or `file:` (`env:AWS_SECRET_ACCESS_KEY` would hand the role's keys to whatever host
+/// the config names) and a CA bundle from anywhere but a layer or the package (`/dev/zero` would
+/// read until it runs out of memory) are refused, naming the field, before anything is read or
+/// sent.
+#[tokio::test]
+async fn a_stored_config_cannot_send_the_functions_own_credentials_or_read_their_files() {
+    let f = fixture().await;
+    let stored = f.runtime.store.get(&config_key("demo-sast")).await.unwrap();
+    let demo: serde_json::Value = serde_json::from_slice(&stored.unwrap()).unwrap();
+    for (secret, ca_bundle, field, says) in [
+        (
+            json!("env:AWS_SECRET_ACCESS_KEY"),
+            None,
+            "secret",
+            "Secrets Manager only",
+        ),
+        (
+            json!("file:/proc/self/environ"),
+            None,
+            "secret",
+            "Secrets Manager only",
+        ),
+        (
+            demo["secret"].clone(),
+            Some("/dev/zero"),
+            "vendor.ca_bundle",
+            "a file of a Lambda layer (/opt/...)",
+        ),
+    ] {
+        let mut config = demo.clone();
+        config["id"] = json!("borrowed");
+        config["secret"] = secret.clone();
+        if let Some(path) = ca_bundle {
+            config["vendor"]["ca_bundle"] = json!(path);
+        }
+        f.runtime
+            .store
+            .put(
+                &config_key("borrowed"),
+                serde_json::to_vec(&config).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        f.emulator.reset_traffic();
+        let mut request = event("trigger-api-test-connection.json");
+        request["rawPath"] = json!("/connections/borrowed/test");
+        let answer = call(
+            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+            request,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            answer["statusCode"], 400,
+            "{secret} {ca_bundle:?}: {answer}"
+        );
+        let error = body(&answer)["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains(&format!("config field `{field}`")) && error.contains(says),
+            "{error}"
+        );
+        assert_eq!(
+            f.emulator.traffic().requests.values().sum::<u64>(),
+            0,
+            "nothing is sent"
+        );
+    }
+}
+
 /// A connection id from an API path or a schedule's event is checked before it becomes a key:
 /// hostile ones are refused (400) naming the rule, nothing is read or written under them, and a
 /// config stored under another connection's key is refused naming both ids.
