@@ -189,9 +189,7 @@ impl std::str::FromStr for SecretRef {
             Ok(Self::Env(var.to_string()))
         } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(Self::File(path.into()))
-        } else if text.starts_with("arn:aws:secretsmanager:")
-            || text.starts_with("arn:aws-us-gov:secretsmanager:")
-        {
+        } else if is_secrets_manager_arn(text) {
             Ok(Self::SecretsManager(text.to_string()))
         } else if let Some(name) = text
             .strip_prefix("secretsmanager:")
@@ -205,6 +203,19 @@ impl std::str::FromStr for SecretRef {
             ))
         }
     }
+}
+
+/// `arn:<partition>:secretsmanager:...` in any partition (`aws`, `aws-cn`, `aws-us-gov`, the
+/// isolated ones), as the template's parameter pattern allows.
+fn is_secrets_manager_arn(text: &str) -> bool {
+    let mut parts = text.splitn(4, ':');
+    let (arn, partition, service) = (parts.next(), parts.next(), parts.next());
+    let partition_name =
+        |p: &str| p.starts_with("aws") && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    arn == Some("arn")
+        && partition.is_some_and(partition_name)
+        && service == Some("secretsmanager")
+        && parts.next().is_some()
 }
 
 impl std::fmt::Display for SecretRef {
@@ -415,11 +426,21 @@ mod source_tests {
             "file:/run/key.json".parse::<SecretRef>().unwrap(),
             SecretRef::File("/run/key.json".into())
         );
-        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cx-AbCdEf";
-        assert_eq!(
-            arn.parse::<SecretRef>().unwrap(),
-            SecretRef::SecretsManager(arn.into())
-        );
+        for partition in ["aws", "aws-cn", "aws-us-gov", "aws-iso-b"] {
+            let arn =
+                format!("arn:{partition}:secretsmanager:eu-west-1:123456789012:secret:cx-AbCdEf");
+            assert_eq!(
+                arn.parse::<SecretRef>().unwrap(),
+                SecretRef::SecretsManager(arn.clone())
+            );
+        }
+        for not_an_arn in [
+            "arn:gcp:secretsmanager:r:1:secret:x",
+            "arn:aws:s3:::bucket",
+            "arn:aws:secretsmanager",
+        ] {
+            assert!(not_an_arn.parse::<SecretRef>().is_err(), "{not_an_arn}");
+        }
         assert_eq!(
             "secretsmanager:cx/prod"
                 .parse::<SecretRef>()
