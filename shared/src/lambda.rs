@@ -883,12 +883,14 @@ pub fn execution_name(run: &RunRef) -> String {
     )
 }
 
-/// Trigger (API): a run's record, its manifest's headline once finalized, and its connection's
+/// Trigger (API): a run's record, its manifest's headline once committed, and its connection's
 /// status.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     pub run: RunRecord,
+    /// Whether its commit marker is written: only then is its manifest the run's.
+    pub committed: bool,
     /// The connection's status; absent when its config can no longer be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<ConnectionStatus>,
@@ -947,12 +949,17 @@ pub async fn show_run(
     };
     let record: RunRecord =
         serde_json::from_slice(&record).map_err(|e| StepError::bad_object(&run.run_record(), e))?;
-    let manifest: Option<Manifest> = match runtime.store.get(&run.manifest()).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).ok(),
-        None => None,
+    // A manifest is the run's only once its commit marker is written: finalize writes it before
+    // the marker, and a finalize cut off between the two leaves one that was never committed.
+    let committed = runtime.store.get(&run.commit_marker()).await?.is_some();
+    let manifest: Option<Manifest> = match committed {
+        true => (runtime.store.get(&run.manifest()).await?)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+        false => None,
     };
     Ok(Some(RunView {
         run: record,
+        committed,
         connection: runtime.status(connection_id).await.ok(),
         complete: manifest.as_ref().map(|m| m.complete),
         items_by_status: manifest.as_ref().map(|m| m.items_by_status.clone()),

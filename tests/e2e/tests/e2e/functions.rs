@@ -137,13 +137,35 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     assert_eq!(missing["statusCode"], 404);
     let mut show = event("trigger-api-show-run.json");
     show["rawPath"] = json!(format!("/connections/demo-sast/runs/{}", run.run_id));
-    let shown = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), show)
-        .await
-        .unwrap();
+    let shown = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        show.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(shown["statusCode"], 200);
     assert_eq!(body(&shown)["run"]["state"], "Processed");
+    assert_eq!(body(&shown)["committed"], true);
     assert_eq!(body(&shown)["complete"], true);
     assert_eq!(body(&shown)["connection"]["outcome"], "complete");
+    // A manifest without its commit marker (a finalize cut off between the two) is not shown as
+    // the run's.
+    let marker = f.runtime.store.get(&run.commit_marker()).await.unwrap();
+    f.runtime.store.delete(&run.commit_marker()).await.unwrap();
+    let shown = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        show.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body(&shown)["committed"], false, "{shown}");
+    assert!(body(&shown).get("complete").is_none(), "{shown}");
+    assert!(body(&shown).get("findings").is_none(), "{shown}");
+    f.runtime
+        .store
+        .put(&run.commit_marker(), marker.unwrap())
+        .await
+        .unwrap();
 
     let status = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
