@@ -83,10 +83,13 @@ check(writer.get("Resource") == "arn:aws:states:::s3:putObject",
 check(not any(k.endswith(".$") for k in writer.get("Parameters", {})),
       "the ResultWriter takes paths; keep it static (the bucket is known at deploy, and moto reads paths against the results)")
 # Reserved concurrency is optional: an unconditional reservation fails the deploy on a new account.
+# Where it is reserved, it is the fan-out: a reservation below MaxConcurrency throttles the run's
+# own children, each of which waits out a slot that frees only when a task ends.
 for logical, body in functions.items():
     reserved = body["Properties"].get("ReservedConcurrentExecutions")
-    check(reserved is None or (isinstance(reserved, dict) and "Fn::If" in reserved),
-          f"{logical} reserves concurrency unconditionally ({reserved}); new accounts have a quota of 10 or 50")
+    check(reserved is None
+          or reserved == {"Fn::If": ["ReservesConcurrency", {"Ref": "MaxConcurrency"}, {"Ref": "AWS::NoValue"}]},
+          f"{logical} reserves concurrency unconditionally, or other than MaxConcurrency ({reserved})")
 for logical, body in resources.items():
     if body["Type"] == "AWS::Scheduler::Schedule":
         check("StartDate" not in body["Properties"],
@@ -137,6 +140,18 @@ for name, state in lambda_tasks.items():
     check(len(crash_retries) == 1 and set(crash_retries[0]["ErrorEquals"]) == CRASHES
           and crash_retries[0].get("MaxAttempts") == 1,
           f"{name} does not retry a process that died exactly once ({sorted(CRASHES)}, MaxAttempts 1): {crash_retries}")
+# A throttled invocation waits for a running task to end (up to 15 minutes): it has a retrier of
+# its own, first, long enough to wait that out, and uses up no other retrier's attempts.
+THROTTLED = "Lambda.TooManyRequestsException"
+for name, state in lambda_tasks.items():
+    retries = state.get("Retry", [])
+    throttled = [r for r in retries if THROTTLED in r["ErrorEquals"]]
+    waits = sum(min(r.get("IntervalSeconds", 1) * r.get("BackoffRate", 2) ** n, r.get("MaxDelaySeconds", 10**9))
+                for r in throttled for n in range(r.get("MaxAttempts", 3)))
+    check(len(throttled) == 1 and retries[0] is throttled[0] and throttled[0]["ErrorEquals"] == [THROTTLED]
+          and waits >= 1800,
+          f"{name}: {THROTTLED} is not retried first and alone for long enough to wait out a 15-minute task "
+          f"(at most {waits:.0f} s with full jitter): {retries}")
 for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):
         check(retry.get("JitterStrategy") == "FULL", "a retry without full jitter")
