@@ -67,6 +67,8 @@ impl FunctionEnv {
 pub struct LoadedConnection {
     pub connection: Connection,
     pub vendor: VendorAccess,
+    /// The config's stored bytes.
+    config: bytes::Bytes,
 }
 
 /// How long one attempt of a Step Functions call may wait for its answer (StartExecution answers
@@ -423,8 +425,8 @@ pub struct Runtime<S> {
     secrets_manager: Arc<dyn SecretsManager>,
     state_machine: Option<Arc<dyn StateMachine>>,
     max_concurrency: u32,
-    /// Per connection: the config's stored bytes and what was loaded from them.
-    connections: tokio::sync::Mutex<HashMap<String, (bytes::Bytes, Arc<LoadedConnection>)>>,
+    /// Per connection: what was loaded from its config's bytes last.
+    connections: tokio::sync::Mutex<HashMap<String, Arc<LoadedConnection>>>,
 }
 
 impl Runtime<S3Store> {
@@ -533,8 +535,27 @@ impl<S: BucketStore> Runtime<S> {
                 connection_id: id.to_string(),
                 key: key.clone(),
             })?;
+        Self::compiled(id, &key, text)
+    }
+
+    /// The config `run` began with ([`RunRef::config`]); for a run begun before runs kept
+    /// theirs, the stored one.
+    async fn run_config(&self, run: &RunRef) -> Result<(bytes::Bytes, Connection), StepError> {
+        checked_run(run)?;
+        match self.store.get(&run.config()).await? {
+            Some(text) => Self::compiled(&run.connection_id, &run.config(), text),
+            None => self.stored(&run.connection_id).await,
+        }
+    }
+
+    /// Connection `id` checked and compiled from the config bytes stored at `key`.
+    fn compiled(
+        id: &str,
+        key: &str,
+        text: bytes::Bytes,
+    ) -> Result<(bytes::Bytes, Connection), StepError> {
         let bad_config = |errors: Vec<FieldError>| StepError::BadConfig {
-            source_name: key.clone(),
+            source_name: key.to_string(),
             errors,
         };
         // The same reading as every other config document: field paths named, trailing text refused.
@@ -568,28 +589,47 @@ impl<S: BucketStore> Runtime<S> {
         }
     }
 
-    /// The connection `id` with its vendor client, loaded once per process.
+    /// The connection `id` with its vendor client, from its stored config.
     pub async fn connection(&self, id: &str) -> Result<Arc<LoadedConnection>, StepError> {
         let (text, connection) = self.stored(id).await?;
+        self.loaded(id, text, connection).await
+    }
+
+    /// The connection of `run` with its vendor client, from the config the run began with.
+    pub async fn run_connection(&self, run: &RunRef) -> Result<Arc<LoadedConnection>, StepError> {
+        let (text, connection) = self.run_config(run).await?;
+        self.loaded(&run.connection_id, text, connection).await
+    }
+
+    /// The connection of `run` as it began, without its credential (for steps that call no
+    /// vendor).
+    pub async fn run_connection_config(&self, run: &RunRef) -> Result<Connection, StepError> {
+        Ok(self.run_config(run).await?.1)
+    }
+
+    /// A connection with its vendor client, loaded once per process for the same config bytes.
+    /// The config is read on every invocation (one small GET): a warm instance takes a changed
+    /// config (`cxone-etm connection put`) for the next run at once, and keeps its vendor client
+    /// and token while the config is the same.
+    async fn loaded(
+        &self,
+        id: &str,
+        text: bytes::Bytes,
+        connection: Connection,
+    ) -> Result<Arc<LoadedConnection>, StepError> {
         let mut cache = self.connections.lock().await;
-        // The stored config is read on every invocation (one small GET): a warm instance takes a
-        // changed config (`cxone-etm connection put`) at once, and keeps its vendor client and
-        // token while the config is the same.
-        if let Some((cached, loaded)) = cache.get(id)
-            && *cached == text
-        {
+        if let Some(loaded) = cache.get(id).filter(|loaded| loaded.config == text) {
             return Ok(loaded.clone());
         }
         let secret = self.secret_source(&connection).await;
         let vendor = VendorAccess::new(connection.vendor.clone(), secret).await?;
-        let loaded = Arc::new(LoadedConnection { connection, vendor });
-        cache.insert(id.to_string(), (text, loaded.clone()));
+        let loaded = Arc::new(LoadedConnection {
+            connection,
+            vendor,
+            config: text,
+        });
+        cache.insert(id.to_string(), loaded.clone());
         Ok(loaded)
-    }
-
-    /// Connection `id` as stored, without its credential (for steps that call no vendor).
-    pub async fn stored_connection(&self, id: &str) -> Result<Connection, StepError> {
-        Ok(self.stored(id).await?.1)
     }
 
     /// Connection `id`'s state and next scheduled run.
@@ -682,6 +722,11 @@ pub async fn start_run(
     }
     let run = take_lock(runtime, connection_id, trigger).await?;
     let started = async {
+        // The run's steps read the config it began with, whatever is put meanwhile.
+        runtime
+            .store
+            .put(&run.config(), loaded.config.clone())
+            .await?;
         if let Some((schedule, _)) = event_schedule {
             record_event_schedule(&runtime.store, connection_id, schedule).await?;
         }
@@ -824,7 +869,7 @@ pub async fn plan_task(
     input: PlanInput,
 ) -> Result<PlannedRun, StepError> {
     checked_run(&input.run)?;
-    let loaded = runtime.connection(&input.run.connection_id).await?;
+    let loaded = runtime.run_connection(&input.run).await?;
     plan_run(runtime, &loaded, &input.run).await
 }
 
@@ -998,7 +1043,7 @@ pub async fn collect_task(
     let Some(run) = group_run(&group)? else {
         return Ok(CollectGroupOutput { items: Vec::new() });
     };
-    let loaded = runtime.connection(&run.connection_id).await?;
+    let loaded = runtime.run_connection(run).await?;
     let (done, unfinished) = collect_group(
         &runtime.store,
         &loaded.vendor,
@@ -1059,7 +1104,7 @@ pub async fn transform_task(
     let Some(run) = group_run(&group)? else {
         return Ok(TransformGroupOutput { items: Vec::new() });
     };
-    let loaded = runtime.connection(&run.connection_id).await?;
+    let loaded = runtime.run_connection(run).await?;
     let (done, unfinished) =
         transform_group(&runtime.store, &loaded.connection, &group.items, time).await;
     if let Some(error) = unfinished {
@@ -1161,7 +1206,7 @@ pub async fn finalize_task(
             // Finalize calls no vendor: it reads the config, never the credential, so a secret
             // deleted or broken during the run cannot keep a run from committing or releasing
             // its lock.
-            let connection = runtime.stored_connection(&input.run.connection_id).await?;
+            let connection = runtime.run_connection_config(&input.run).await?;
             finalize(&runtime.store, &connection, &input.run).await?
         }
     };

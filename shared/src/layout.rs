@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! connections/<c>/config.json | state.json | lock | lock-takeovers/<stale run>
-//! connections/<c>/runs/<r>/run.json | work.jsonl | work.jsonl.problems.json | filtered.json
+//! connections/<c>/runs/<r>/run.json | config.json | work.jsonl | work.jsonl.problems.json | filtered.json
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
 //! connections/<c>/runs/<r>/raw/<item>/<page>.json.zst | original-<page>.json.zst | collect.json (with the record)
 //! connections/<c>/runs/<r>/raw/<item>/part-<k>.json | part-<k>-progress.json | part-<k>-fingerprints.bin.zst (a split scan's parts)
@@ -141,6 +141,11 @@ impl RunRef {
     }
     pub fn run_record(&self) -> String {
         format!("{}/run.json", self.base())
+    }
+    /// The connection's config as the run began: every step of the run reads it, so a config
+    /// put during the run applies from the next.
+    pub fn config(&self) -> String {
+        format!("{}/config.json", self.base())
     }
     pub fn work_list(&self) -> String {
         format!("{}/work.jsonl", self.base())

@@ -91,29 +91,7 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
         .unwrap()
         .unwrap();
     assert_eq!(started["workListKey"], run.work_list().as_str());
-    let mut findings = 0;
-    for line in work.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let group: Value = serde_json::from_slice(line).unwrap();
-        let collected = call(
-            |e| cxone_etm_collect::handler::handle(&f.runtime, e),
-            group.clone(),
-        )
-        .await
-        .expect("collect");
-        assert_eq!(
-            collected["items"].as_array().unwrap().len(),
-            group["items"].as_array().unwrap().len()
-        );
-        let transformed = call(
-            |e| cxone_etm_transform::handler::handle(&f.runtime, e),
-            group,
-        )
-        .await
-        .expect("transform");
-        for item in transformed["items"].as_array().unwrap() {
-            findings += item["findings"].as_u64().unwrap() + item["rejected"].as_u64().unwrap();
-        }
-    }
+    let findings = collect_and_transform(&f, &work).await;
     let finalized = call(
         |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
         json!({"run": run}),
@@ -1260,6 +1238,97 @@ async fn plan(f: &cxone_etm_e2e::Fixture, started: &Value) -> Value {
     )
     .await
     .expect("plan")
+}
+
+/// The Distributed Map: each work list line (a group of items) through collect, then the same
+/// group through transform, as the state machine passes it. Answers the findings and rejected
+/// records the transforms counted.
+async fn collect_and_transform(f: &cxone_etm_e2e::Fixture, work: &[u8]) -> u64 {
+    let mut findings = 0;
+    for line in work.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let group: Value = serde_json::from_slice(line).unwrap();
+        let collected = call(
+            |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+            group.clone(),
+        )
+        .await
+        .expect("collect");
+        assert_eq!(
+            collected["items"].as_array().unwrap().len(),
+            group["items"].as_array().unwrap().len()
+        );
+        let transformed = call(
+            |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+            group,
+        )
+        .await
+        .expect("transform");
+        for item in transformed["items"].as_array().unwrap() {
+            findings += item["findings"].as_u64().unwrap() + item["rejected"].as_u64().unwrap();
+        }
+    }
+    findings
+}
+
+/// A config put while a run is under way applies from the next run: every step of the run reads
+/// the config it began with (`runs/<run>/config.json`). Here a filter that leaves every project
+/// out is put between the trigger and the plan: the run still plans, collects and commits every
+/// project; the next run takes the new config and leaves them out.
+#[tokio::test]
+async fn a_config_put_during_a_run_applies_from_the_next_run() {
+    let f = fixture().await;
+    let trigger = |request: Value| async {
+        call(
+            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+            request,
+        )
+        .await
+        .expect("trigger")
+    };
+    let started = trigger(event("trigger-schedule.json")).await;
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let began = f.runtime.store.get(&config_key("demo-sast")).await.unwrap();
+    assert_eq!(
+        f.runtime.store.get(&run.config()).await.unwrap(),
+        began,
+        "the run keeps the config it began with"
+    );
+    let mut changed: Value = serde_json::from_slice(&began.unwrap()).unwrap();
+    changed["filters"]["project_names"] = json!(["no-project-is-named-this"]);
+    let changed = serde_json::to_vec(&changed).unwrap();
+    f.runtime
+        .store
+        .put(&config_key("demo-sast"), changed.into())
+        .await
+        .unwrap();
+
+    let planned = plan(&f, &started).await;
+    assert_eq!(planned["items"], 10, "{planned}");
+    let work = f
+        .runtime
+        .store
+        .get(&run.work_list())
+        .await
+        .unwrap()
+        .unwrap();
+    let findings = collect_and_transform(&f, &work).await;
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({"run": run}),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], true, "{finalized}");
+    assert_eq!(finalized["findings"].as_u64(), Some(findings));
+    assert_eq!(
+        findings,
+        f.emulator.expected().totals.by_type[&cxone_emulator::ResultType::Sast]
+    );
+
+    let next = trigger(event("trigger-api-start-run.json")).await;
+    assert_eq!(next["statusCode"], 202, "{next}");
+    let next = body(&next);
+    assert_eq!(plan(&f, &next).await["items"], 0, "every project left out");
 }
 
 /// A scheduled run of the fixture's connection, started and planned: the plan's answer, the run
