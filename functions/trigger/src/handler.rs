@@ -153,17 +153,29 @@ fn answer(status: i64, body: Value) -> ApiGatewayV2httpResponse {
     response
 }
 
+/// An error's answer: 400 only for what the request itself got wrong; what the connection's
+/// stored state refuses is a conflict (409), a dependency that refused (the secret, the vendor)
+/// a bad gateway (502), anything else the service's own fault (500), or, when it may pass, 503.
 fn failure(error: StepError) -> ApiGatewayV2httpResponse {
-    let status = match &error {
-        StepError::AlreadyRunning { .. } | StepError::LockTaken { .. } => 409,
-        StepError::NotConfigured { .. } => 404,
-        error if error.is_retryable() => 503,
-        _ => 400,
-    };
+    let status = status_of(&error);
     answer(
         status,
         json!({"error": error.to_string(), "retryable": error.is_retryable()}),
     )
+}
+
+fn status_of(error: &StepError) -> i64 {
+    match error {
+        StepError::BadEvent { .. } => 400,
+        StepError::NotConfigured { .. } => 404,
+        StepError::AlreadyRunning { .. }
+        | StepError::LockTaken { .. }
+        | StepError::BadConfig { .. }
+        | StepError::OutsideSchedule { .. } => 409,
+        error if error.is_retryable() => 503,
+        StepError::Credential(_) | StepError::Vendor(_) => 502,
+        _ => 500,
+    }
 }
 
 async fn route(
@@ -200,5 +212,42 @@ async fn route(
             404,
             json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test")}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cxone_etm::field_error::FieldError;
+    use cxone_etm::secret::SecretRef;
+
+    #[test]
+    fn only_what_the_request_got_wrong_is_a_bad_request() {
+        let bad_object = StepError::bad_object("connections/c/runs/r/run.json", "not JSON");
+        let bad_config = StepError::BadConfig {
+            source_name: "connections/c/config.json".into(),
+            errors: vec![FieldError::new("vendor.tenant", "missing")],
+        };
+        let bad_event = StepError::BadEvent {
+            what: "connection id".into(),
+            problem: "'..' must be 1–64 ASCII letters".into(),
+        };
+        let not_configured = StepError::NotConfigured {
+            connection_id: "c".into(),
+            key: "connections/c/config.json".into(),
+        };
+        let unreadable_secret = "not a reference".parse::<SecretRef>().unwrap_err();
+        let cases = [
+            (bad_event, 400),
+            (not_configured, 404),
+            (bad_config, 409),
+            (StepError::Credential(unreadable_secret), 502),
+            (StepError::StateMachine("throttled".into()), 503),
+            (bad_object, 500),
+            (StepError::RunFailed("plan: it failed".into()), 500),
+        ];
+        for (error, status) in cases {
+            assert_eq!(status_of(&error), status, "{error}");
+        }
     }
 }

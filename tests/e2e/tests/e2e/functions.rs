@@ -1025,7 +1025,7 @@ async fn a_stored_config_cannot_send_the_functions_own_credentials_or_read_their
         .await
         .unwrap();
         assert_eq!(
-            answer["statusCode"], 400,
+            answer["statusCode"], 409,
             "{secret} {ca_bundle:?}: {answer}"
         );
         let error = body(&answer)["error"].as_str().unwrap().to_string();
@@ -1111,7 +1111,7 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
         .await
         .unwrap();
     let answer = api("POST", "/connections/copied/runs").await;
-    assert_eq!(answer["statusCode"], 400, "{answer}");
+    assert_eq!(answer["statusCode"], 409, "{answer}");
     let error = body(&answer)["error"].as_str().unwrap().to_string();
     assert!(
         error.contains("'demo-sast' is not the connection stored under this key ('copied'); delete connections/copied/config.json, or put a config whose id is 'copied'"),
