@@ -42,14 +42,42 @@ struct SecretDocument {
 /// A secret document that cannot be used. The message names fields, never values.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("credential secret: {0}")]
-pub struct CredentialError(String);
+pub struct CredentialError(String, Passing);
+
+/// Whether a secret that could not be read may be read on a later attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Passing {
+    /// The secret or its value is wrong, or access is refused: only a change makes it readable.
+    #[default]
+    Lasting,
+    /// Secrets Manager did not answer, or answered that it was throttled or failed within.
+    MayPass,
+}
+
+impl CredentialError {
+    fn lasting(problem: String) -> Self {
+        Self(problem, Passing::Lasting)
+    }
+
+    /// Whether another attempt may read the secret (a step fails `Retryable` then).
+    pub fn may_pass(&self) -> bool {
+        self.1 == Passing::MayPass
+    }
+}
+
+/// Why Secrets Manager gave no value: the problem (never the value), and whether it may pass.
+#[derive(Debug)]
+pub struct SecretUnread {
+    pub problem: String,
+    pub passing: Passing,
+}
 
 impl Credential {
     /// Reads the secret's JSON: `{"api_key": "..."}` or `{"client_id": "...", "client_secret": "..."}`.
     pub fn from_json(text: &str) -> Result<Self, CredentialError> {
         let doc: SecretDocument = serde_json::from_str(text).map_err(|e| {
             // serde_json's message names the field and position, not the value.
-            CredentialError(format!(
+            CredentialError::lasting(format!(
                 "not the expected JSON object ({}); expected {{\"api_key\": \"...\"}} or {{\"client_id\": \"...\", \"client_secret\": \"...\"}}",
                 e.classify_message()
             ))
@@ -68,16 +96,16 @@ impl Credential {
                 client_id: client_id.trim().to_string(),
                 client_secret: doc.client_secret.expect("checked present"),
             }),
-            (true, _, _) => Err(CredentialError(
+            (true, _, _) => Err(CredentialError::lasting(
                 "holds both `api_key` and OAuth client fields; keep one kind".into(),
             )),
-            (false, Some(_), false) => Err(CredentialError(
+            (false, Some(_), false) => Err(CredentialError::lasting(
                 "`client_id` is set but `client_secret` is missing or empty".into(),
             )),
-            (false, None, true) => Err(CredentialError(
+            (false, None, true) => Err(CredentialError::lasting(
                 "`client_secret` is set but `client_id` is missing or empty".into(),
             )),
-            (false, None, false) => Err(CredentialError(
+            (false, None, false) => Err(CredentialError::lasting(
                 "holds neither `api_key` nor `client_id` + `client_secret`".into(),
             )),
         }
@@ -198,7 +226,7 @@ impl std::str::FromStr for SecretRef {
             Ok(Self::SecretsManager(name.to_string()))
         } else {
             // The text is not echoed: a secret value pasted here by mistake must not reach a log.
-            Err(CredentialError(
+            Err(CredentialError::lasting(
                 "the secret reference is not understood; use a Secrets Manager ARN, secretsmanager:NAME, env:VARIABLE or file:PATH".into(),
             ))
         }
@@ -241,28 +269,60 @@ pub struct SecretSource {
 /// The Secrets Manager port: the AWS SDK client, or [`MemorySecrets`] where no AWS is at hand.
 pub trait SecretsManager: Send + Sync {
     /// The string value of the secret `id` (an ARN or a name), or why it cannot be read.
-    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, String>>;
+    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, SecretUnread>>;
 }
 
 impl SecretsManager for aws_sdk_secretsmanager::Client {
-    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, String>> {
+    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, SecretUnread>> {
         Box::pin(async move {
             let output = self
                 .get_secret_value()
                 .secret_id(id)
                 .send()
                 .await
-                .map_err(|e| {
-                    format!(
+                .map_err(|e| SecretUnread {
+                    problem: format!(
                         "cannot read the secret ({})",
                         aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-                    )
+                    ),
+                    passing: passing_of(&e),
                 })?;
             output
                 .secret_string()
                 .map(str::to_string)
-                .ok_or_else(|| "the secret has no string value".to_string())
+                .ok_or(SecretUnread {
+                    problem: "the secret has no string value".to_string(),
+                    passing: Passing::Lasting,
+                })
         })
+    }
+}
+
+/// Whether a failed GetSecretValue may pass (the SDK has already retried it): no answer in time,
+/// no connection, a throttle or a fault within Secrets Manager; not a refusal of the request.
+fn passing_of<R>(
+    error: &aws_sdk_secretsmanager::error::SdkError<
+        aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError,
+        R,
+    >,
+) -> Passing {
+    use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Passing::MayPass
+        }
+        SdkError::ServiceError(service) => {
+            let failed_within = service.err().is_internal_service_error();
+            let throttled = matches!(
+                service.err().code(),
+                Some("ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded")
+            );
+            match failed_within || throttled {
+                true => Passing::MayPass,
+                false => Passing::Lasting,
+            }
+        }
+        _ => Passing::Lasting,
     }
 }
 
@@ -293,14 +353,17 @@ impl MemorySecrets {
 }
 
 impl SecretsManager for MemorySecrets {
-    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, String>> {
+    fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, SecretUnread>> {
         let value = self
             .values
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .map(|value| secrecy::ExposeSecret::expose_secret(value).to_string())
-            .ok_or_else(|| "cannot read the secret (no such secret)".to_string());
+            .ok_or_else(|| SecretUnread {
+                problem: "cannot read the secret (no such secret)".to_string(),
+                passing: Passing::Lasting,
+            });
         Box::pin(std::future::ready(value))
     }
 }
@@ -367,7 +430,8 @@ impl SecretSource {
     }
 
     async fn read(&self) -> Result<Credential, CredentialError> {
-        let located = |problem: String| CredentialError(format!("{}: {problem}", self.reference));
+        let located =
+            |problem: String| CredentialError::lasting(format!("{}: {problem}", self.reference));
         let text = match &self.reference {
             SecretRef::Provided => {
                 return self
@@ -387,7 +451,7 @@ impl SecretSource {
                 .expect("created for Secrets Manager references")
                 .secret_string(id)
                 .await
-                .map_err(located)?,
+                .map_err(|unread| CredentialError(located(unread.problem).0, unread.passing))?,
         };
         let text = text.trim();
         if text.is_empty() {

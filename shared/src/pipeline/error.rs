@@ -138,8 +138,8 @@ impl StepError {
             | Self::StateMachine(_) => true,
             Self::Unfinished { retryable, .. } => *retryable,
             Self::TimeShort { .. } | Self::CollectPaused { .. } => true,
-            Self::Credential(_)
-            | Self::NotConfigured { .. }
+            Self::Credential(error) => error.may_pass(),
+            Self::NotConfigured { .. }
             | Self::BadConfig { .. }
             | Self::AlreadyRunning { .. }
             | Self::LockTaken { .. }

@@ -87,16 +87,21 @@ impl Moto {
     }
 
     pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
-        let config = aws_sdk_secretsmanager::config::Builder::new()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-                "test", "test", None, None, "moto",
-            ))
-            .build();
-        aws_sdk_secretsmanager::Client::from_conf(config)
+        secrets_manager_at(&self.endpoint)
     }
+}
+
+/// A Secrets Manager client for the server at `endpoint`, with test credentials.
+pub fn secrets_manager_at(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::config::Builder::new()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
 }
 
 /// Vendor settings for an emulator on loopback, with short retry delays.

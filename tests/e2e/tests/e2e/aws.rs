@@ -9,7 +9,7 @@ use cxone_etm::ConnectorKind;
 use cxone_etm::pipeline::{ConnectionConfig, Manifest, Trigger, run_connection};
 use cxone_etm::secret::SecretSource;
 use cxone_etm::store::{ObjectStore, S3Store};
-use cxone_etm_e2e::{Moto, vendor_settings as settings};
+use cxone_etm_e2e::{Moto, secrets_manager_at, vendor_settings as settings};
 
 async fn bucket(moto: &Moto, name: &str) -> S3Store {
     moto.s3()
@@ -316,4 +316,55 @@ async fn a_rotated_secret_is_re_read_when_the_vendor_refuses_the_cached_one() {
     .unwrap();
     assert!(summary.complete, "{:?}", summary.problems);
     assert!(summary.findings > 0);
+}
+
+/// A secret Secrets Manager does not give for a while (no connection, a throttle: the SDK's own
+/// retries spent) fails the step Retryable, so the state machine tries again; a secret that does
+/// not exist fails it for good. Each over the wire: moto's answer, a port nothing listens on, and
+/// a server answering as Secrets Manager does when it throttles.
+#[tokio::test]
+async fn a_secret_unread_for_a_while_is_retried_and_a_missing_one_is_not() {
+    use cxone_etm::pipeline::StepError;
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cx/none-AbCdEf";
+    let step_error = |client: aws_sdk_secretsmanager::Client| async move {
+        let source = SecretSource::with_secrets_manager(arn.to_string(), Arc::new(client));
+        StepError::from(source.credential().await.expect_err("no secret is read"))
+    };
+
+    let moto = Moto::start().await;
+    let missing = step_error(moto.secrets_manager()).await;
+    assert!(!missing.is_retryable(), "{missing}");
+    assert!(
+        missing.to_string().contains("ResourceNotFound"),
+        "{missing}"
+    );
+
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nobody = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = step_error(secrets_manager_at(&nobody)).await;
+    assert!(unreachable.is_retryable(), "{unreachable}");
+
+    let throttling = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", throttling.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-errortype: ThrottlingException\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        while let Ok((mut socket, _)) = throttling.accept().await {
+            let mut request = vec![0; 64 * 1024];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(answer.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    let throttled = step_error(secrets_manager_at(&endpoint)).await;
+    assert!(throttled.is_retryable(), "{throttled}");
+    assert!(
+        throttled.to_string().contains("ThrottlingException"),
+        "{throttled}"
+    );
 }
