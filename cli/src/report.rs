@@ -265,11 +265,20 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
                 "| {} | {} | {} |",
                 cell(&d.vendor_id),
                 d.open_findings,
-                if d.closed { "yes" } else { "no (policy)" }
+                closed_cell(d)
             );
         }
     }
     md
+}
+
+/// Whether a deleted asset's findings were closed, and what stayed open.
+fn closed_cell(d: &cxone_etm::pipeline::DeletedItem) -> String {
+    match (d.closed, d.carried) {
+        (false, _) => "no (policy)".to_string(),
+        (true, 0) => "yes".to_string(),
+        (true, carried) => format!("yes, but {carried} of engines not delivered stay open"),
+    }
 }
 
 /// Horizontal bars, one per severity, their length proportional to the count.
@@ -427,7 +436,7 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
             vec![
                 d.vendor_id.clone(),
                 d.open_findings.to_string(),
-                if d.closed { "yes" } else { "no (policy)" }.to_string(),
+                closed_cell(d),
             ]
         })
         .collect();

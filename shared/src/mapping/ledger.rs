@@ -1063,6 +1063,55 @@ mod tests {
         );
     }
 
+    /// Closing only some engines (a branch of a listed project that lost its last scan of the
+    /// engines the connection delivers): their open findings close, with closures; another
+    /// engine's stay open in the ledger, entries stored out of id order included.
+    #[test]
+    fn close_all_of_some_engines_leaves_the_others_open() {
+        let mut ledger = Ledger::default();
+        let kics = LedgerEntry {
+            engine: Some(Engine::Kics),
+            ..entry(true)
+        };
+        for (id, entry) in [("s2", entry(true)), ("k1", kics), ("s1", entry(true))] {
+            ledger.findings.insert(id, entry).unwrap();
+        }
+        ledger.findings.insert("k0", kics).unwrap();
+        let context = crate::mapping::TransformContext {
+            connection_id: "c".into(),
+            run_id: "r2".into(),
+            connector_kind: crate::ConnectorKind::Sast,
+            produced_at: "2026-12-04T00:00:00Z".into(),
+        };
+        let sast_only = BTreeSet::from([Engine::Sast]);
+        let mut closed_ids = Vec::new();
+        let closed = close_all(
+            &mut ledger,
+            &context,
+            Engine::Sast,
+            Some(&sast_only),
+            "gone",
+            10,
+            &mut |line| {
+                let line: serde_json::Value = serde_json::from_slice(line).unwrap();
+                let findings = line["findingGroup"]["findings"].as_array().unwrap();
+                closed_ids.extend(findings.iter().map(|f| f["externalFindingId"].to_string()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(closed.keys().collect::<Vec<_>>(), [&Engine::Sast]);
+        assert_eq!(closed_ids, [r#""s1""#, r#""s2""#]);
+        let open: Vec<&str> = ledger
+            .findings
+            .iter()
+            .filter(|(_, e)| e.open)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(open, ["k0", "k1"], "the KICS findings stay open");
+        assert!(!ledger.findings["s1"].open && !ledger.findings["s2"].open);
+    }
+
     #[test]
     fn findings_are_classified_against_the_previous_ledger() {
         let mut previous = Ledger::default();

@@ -404,7 +404,25 @@ pub struct DeletedItem {
     pub open_findings: u64,
     /// True when the connection's policy closed its findings (closure records in `objects`). A
     /// branch of a project still listed closes only the findings of the engines the connection
-    /// delivers; another engine's are carried.
+    /// delivers; another engine's are `carried`.
     pub closed: bool,
+    /// Of `open_findings`, those left open although `closed`: of engines the connection no longer
+    /// delivers, on a branch of a project still listed.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub carried: u64,
     pub objects: Vec<ObjectEntry>,
+}
+
+impl DeletedItem {
+    /// Its findings still open after this run: all of them unless the policy closed them.
+    pub fn left_open(&self) -> u64 {
+        match self.closed {
+            true => self.carried,
+            false => self.open_findings,
+        }
+    }
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }

@@ -280,8 +280,7 @@ pub async fn finalize(
         + carried_for_filtered
         + deleted_items
             .iter()
-            .filter(|d| !d.closed)
-            .map(|d| d.open_findings)
+            .map(DeletedItem::left_open)
             .sum::<u64>();
     let manifest = Manifest {
         schema_version: "1.0".into(),
@@ -521,6 +520,7 @@ async fn deleted_items(
             vendor_id: ledger.vendor_item_id.clone(),
             open_findings,
             closed: false,
+            carried: 0,
             objects: Vec::new(),
         };
         if connection.config.close_deleted_items && open_findings > 0 {
@@ -562,7 +562,7 @@ async fn deleted_items(
             }
             entry.objects.push(closures);
             entry.closed = true;
-            carried += ledger.open_findings();
+            entry.carried = ledger.open_findings();
         }
         put_gzip_json(store, &run.ledger(item), &ledger).await?;
         deleted.push(entry);
@@ -582,8 +582,7 @@ struct Unlisted {
     deleted: Vec<DeletedItem>,
     /// What their closures hold, engine by engine (under `close_deleted_items`).
     closed: BTreeMap<Engine, Closed>,
-    /// The open findings of those the filters left out, or that an incomplete listing missed, and
-    /// of engines the connection no longer delivers on branches it closed.
+    /// The open findings of those the filters left out, or that an incomplete listing missed.
     carried_for_filtered: u64,
     /// Ledgers that could not be read, carried as stored.
     problems: Vec<String>,

@@ -21,7 +21,7 @@ use super::run::{RunRecord, VendorScope, ensure_holds_lock, record_plan, start_p
 use super::split::split_large_scans;
 use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
 use crate::field_error::FieldError;
-use crate::layout::{RunRef, config_key, item_key, vendor_id_of_key};
+use crate::layout::{RunRef, item_key, vendor_id_of_key};
 use crate::mapping::Ledger;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
@@ -314,21 +314,23 @@ async fn ensure_same_scope(
     }
     let field = if now.tenant != was.tenant {
         "vendor.tenant"
-    } else {
+    } else if now.kind.on_projects() != was.kind.on_projects() {
         "kind"
+    } else {
+        "vendor.region"
     };
     let id = &connection.config.id;
     Err(StepError::BadConfig {
-        source_name: config_key(id),
+        source_name: format!("connection '{id}'"),
         errors: vec![FieldError::new(
             field,
             format!(
-                "connection '{id}' last committed run {} with the {} of tenant '{}'; this config pulls the {} of tenant '{}'. Reconciled against the other's, every asset of run {} would be reported deleted, and closed under close_deleted_items, while its findings stand. Give this tenant or kind a connection of its own (another id), or put back the config run {} had",
+                "connection '{id}' last committed run {} with the {} of tenant {}; this config pulls the {} of tenant {}. Reconciled against the other's, every asset of run {} would be reported deleted, and closed under close_deleted_items, while its findings stand. Give this tenant or kind a connection of its own (another id), or put back the config run {} had",
                 previous.run_id,
                 was.assets(),
-                was.tenant,
+                was.tenant_named(),
                 now.assets(),
-                now.tenant,
+                now.tenant_named(),
                 previous.run_id,
                 previous.run_id,
             ),
@@ -667,7 +669,7 @@ async fn branches_not_planned(
             .map(|manifest| {
                 let deleted = manifest.deleted_items.into_iter();
                 deleted
-                    .filter(|d| d.closed || d.open_findings == 0)
+                    .filter(|d| d.left_open() == 0)
                     .map(|d| d.item)
                     .collect()
             })

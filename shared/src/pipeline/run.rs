@@ -115,21 +115,51 @@ pub struct RunRecord {
 pub struct VendorScope {
     pub tenant: String,
     pub kind: ConnectorKind,
+    /// The IAM host of the region the connection names (a tenant name can be taken in two
+    /// regions); none for a custom deployment's URLs, which may move while the tenant stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_host: Option<String>,
 }
 
 impl VendorScope {
     /// The scope a run of `connection` pulls.
     pub fn of(connection: &Connection) -> Self {
+        let named_region = connection.config.vendor.region.is_some();
         Self {
             tenant: connection.vendor.tenant.clone(),
             kind: connection.config.kind,
+            region_host: named_region
+                .then(|| {
+                    connection
+                        .vendor
+                        .endpoints
+                        .iam
+                        .host_str()
+                        .map(str::to_string)
+                })
+                .flatten(),
         }
     }
 
-    /// Whether runs of the two reconcile against each other: the same tenant, and assets of the
-    /// same sort (SAST and SCA connections both pull projects).
+    /// Whether runs of the two reconcile against each other: the same tenant, in the same region
+    /// where both name one, and assets of the same sort (SAST and SCA connections both pull
+    /// projects).
     pub fn reconciles_with(&self, other: &Self) -> bool {
-        self.tenant == other.tenant && self.kind.on_projects() == other.kind.on_projects()
+        let same_region = match (&self.region_host, &other.region_host) {
+            (Some(this), Some(that)) => this == that,
+            _ => true,
+        };
+        self.tenant == other.tenant
+            && same_region
+            && self.kind.on_projects() == other.kind.on_projects()
+    }
+
+    /// The tenant, and its region's host where it names one, for a message.
+    pub fn tenant_named(&self) -> String {
+        match &self.region_host {
+            Some(host) => format!("'{}' at {host}", self.tenant),
+            None => format!("'{}'", self.tenant),
+        }
     }
 
     /// What the scope's assets are, for a message.
@@ -766,6 +796,38 @@ pub async fn fail_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_reconcile_within_one_tenant_region_and_sort_of_asset() {
+        let scope = |tenant: &str, kind, region_host: Option<&str>| VendorScope {
+            tenant: tenant.into(),
+            kind,
+            region_host: region_host.map(str::to_string),
+        };
+        let eu = scope("acme", ConnectorKind::Sast, Some("eu.iam.checkmarx.net"));
+        for (other, reconciles) in [
+            (
+                scope("acme", ConnectorKind::Sca, Some("eu.iam.checkmarx.net")),
+                true,
+            ),
+            (scope("acme", ConnectorKind::Sast, None), true),
+            (
+                scope("acme", ConnectorKind::Sast, Some("iam.checkmarx.net")),
+                false,
+            ),
+            (
+                scope("globex", ConnectorKind::Sast, Some("eu.iam.checkmarx.net")),
+                false,
+            ),
+            (
+                scope("acme", ConnectorKind::Dast, Some("eu.iam.checkmarx.net")),
+                false,
+            ),
+        ] {
+            assert_eq!(eu.reconciles_with(&other), reconciles, "{other:?}");
+            assert_eq!(other.reconciles_with(&eu), reconciles, "{other:?}");
+        }
+    }
     use crate::store::MemoryStore;
 
     #[tokio::test]

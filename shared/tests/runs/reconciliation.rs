@@ -1454,6 +1454,10 @@ async fn an_engine_taken_off_a_connection_closes_none_of_its_findings_on_a_branc
     );
     let closed: u64 = deleted.objects.iter().map(|o| o.findings).sum();
     assert_eq!(closed, 0, "none of the KICS findings closes");
+    assert!(
+        deleted.closed && deleted.carried == kics_open,
+        "{deleted:?}"
+    );
     let fixed = |figures: &cxone_etm::mapping::Figures| {
         figures
             .lifecycle
