@@ -164,16 +164,30 @@ impl VendorSettings {
                         "point `ca_bundle` at a readable PEM file",
                     )
                 };
-                // A device or a pipe would be read without end.
-                let file = std::fs::metadata(path).map_err(unreadable)?;
-                if !file.is_file() || file.len() > CA_BUNDLE_LIMIT {
-                    return Err(ConfigError::new(
+                // A device, a pipe or a file that grows would be read without end: at most one
+                // byte past the limit is read.
+                let too_big = || {
+                    ConfigError::new(
                         "ca_bundle",
                         format!("{} is not a file of at most 1 MiB", path.display()),
                         "point `ca_bundle` at a PEM file",
-                    ));
+                    )
+                };
+                if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+                    return Err(too_big());
                 }
-                let pem = std::fs::read(path).map_err(unreadable)?;
+                let mut pem = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(
+                        std::fs::File::open(path).map_err(unreadable)?,
+                        CA_BUNDLE_LIMIT + 1,
+                    ),
+                    &mut pem,
+                )
+                .map_err(unreadable)?;
+                if pem.len() as u64 > CA_BUNDLE_LIMIT {
+                    return Err(too_big());
+                }
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(ConfigError::new(
                         "ca_bundle",
@@ -296,6 +310,27 @@ mod tests {
             (c.concurrency, c.results_page_size, c.projects_page_size),
             (8, 10_000, 100)
         );
+    }
+
+    #[test]
+    fn a_ca_bundle_over_its_limit_is_refused_after_reading_one_byte_past_it() {
+        let path = std::env::temp_dir().join(format!("cxone-ca-{}.pem", std::process::id()));
+        let mut pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+        pem.resize(CA_BUNDLE_LIMIT as usize + 1, b'A');
+        std::fs::write(&path, &pem).unwrap();
+        let json = format!(
+            r#"{{"region": "EU", "tenant": "acme", "ca_bundle": "{}"}}"#,
+            path.display()
+        );
+        let message = parse(&json).unwrap_err();
+        assert!(
+            message.contains("is not a file of at most 1 MiB"),
+            "{message}"
+        );
+        pem.truncate(CA_BUNDLE_LIMIT as usize);
+        std::fs::write(&path, &pem).unwrap();
+        assert!(parse(&json).is_ok(), "a bundle of the limit is read");
+        std::fs::remove_file(path).ok();
     }
 
     #[test]

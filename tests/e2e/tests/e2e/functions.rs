@@ -597,6 +597,25 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
         ended.error_message
     );
 
+    // A schedule's config is checked as a stored one: no credential from the function's own
+    // environment, and nothing stored.
+    let mut borrowing = config.clone();
+    borrowing["secret"] = json!("env:AWS_SECRET_ACCESS_KEY");
+    let refused = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        schedule("borrowing", &borrowing),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.error_type, "Fatal");
+    assert!(
+        refused.error_message.contains("config field `secret`")
+            && refused.error_message.contains("Secrets Manager only"),
+        "{}",
+        refused.error_message
+    );
+    assert!(!is_stored(&f, &config_key("borrowing")).await);
+
     let mut later = config.clone();
     later["schedule"]["start_date"] = json!("2099-01-01");
     let early = call(
@@ -1271,9 +1290,10 @@ async fn collect_and_transform(f: &cxone_etm_e2e::Fixture, work: &[u8]) -> u64 {
 }
 
 /// A config put while a run is under way applies from the next run: every step of the run reads
-/// the config it began with (`runs/<run>/config.json`). Here a filter that leaves every project
-/// out is put between the trigger and the plan: the run still plans, collects and commits every
-/// project; the next run takes the new config and leaves them out.
+/// the config it began with (`runs/<run>/config.json`). Here a config that does not even check is
+/// put between the trigger and the plan: the plan, every collect and transform, and finalize run
+/// on, and the run commits every project; a config whose filter leaves every project out, put
+/// next, is the next run's.
 #[tokio::test]
 async fn a_config_put_during_a_run_applies_from_the_next_run() {
     let f = fixture().await;
@@ -1293,14 +1313,16 @@ async fn a_config_put_during_a_run_applies_from_the_next_run() {
         began,
         "the run keeps the config it began with"
     );
-    let mut changed: Value = serde_json::from_slice(&began.unwrap()).unwrap();
-    changed["filters"]["project_names"] = json!(["no-project-is-named-this"]);
-    let changed = serde_json::to_vec(&changed).unwrap();
-    f.runtime
-        .store
-        .put(&config_key("demo-sast"), changed.into())
-        .await
-        .unwrap();
+    let put_config = |config: Vec<u8>| {
+        let store = &f.runtime.store;
+        async move {
+            store
+                .put(&config_key("demo-sast"), config.into())
+                .await
+                .unwrap()
+        }
+    };
+    put_config(br#"{"id": "demo-sast", "kind": 3}"#.to_vec()).await;
 
     let planned = plan(&f, &started).await;
     assert_eq!(planned["items"], 10, "{planned}");
@@ -1325,6 +1347,14 @@ async fn a_config_put_during_a_run_applies_from_the_next_run() {
         f.emulator.expected().totals.by_type[&cxone_emulator::ResultType::Sast]
     );
 
+    let refused = trigger(event("trigger-api-start-run.json")).await;
+    assert_eq!(
+        refused["statusCode"], 409,
+        "the broken config is the next run's: {refused}"
+    );
+    let mut changed: Value = serde_json::from_slice(&began.unwrap()).unwrap();
+    changed["filters"]["project_names"] = json!(["no-project-is-named-this"]);
+    put_config(serde_json::to_vec(&changed).unwrap()).await;
     let next = trigger(event("trigger-api-start-run.json")).await;
     assert_eq!(next["statusCode"], 202, "{next}");
     let next = body(&next);
