@@ -913,6 +913,15 @@ impl<'p> ItemTransformer<'p> {
         self.rules.plan.kind
     }
 
+    /// The `externalAssetId` the map gives the item; `None` when it sends no asset (the
+    /// asset-type filter leaves it out).
+    pub fn external_asset_id(&self) -> Option<String> {
+        match self.rules.emit {
+            true => super::ledger::external_asset_id(&String::from_utf8_lossy(&self.asset)),
+            false => None,
+        }
+    }
+
     /// Shares a scan's pages with the transformers of the other engines that take their
     /// findings from it (`same_scan`): the record types they take are left to them. Records of
     /// engines the item takes from another scan (`other_scans`) are counted as superseded, and

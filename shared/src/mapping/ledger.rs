@@ -885,6 +885,18 @@ fn count_open<'de, D: serde::Deserializer<'de>>(findings: D) -> Result<u64, D::E
     findings.deserialize_map(Counter)
 }
 
+/// The `externalAssetId` of an asset as lines carry it (`"externalAssetId":…,"asset":{…},`);
+/// `None` for none, or for text that does not read.
+pub fn external_asset_id(asset: &str) -> Option<String> {
+    let fragment = asset.trim().trim_end_matches(',');
+    let object: serde_json::Value = serde_json::from_str(&format!("{{{fragment}}}")).ok()?;
+    match &object["externalAssetId"] {
+        serde_json::Value::String(id) => Some(id.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
 /// What [`close_all`] closed of one engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Closed {

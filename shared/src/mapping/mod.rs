@@ -22,6 +22,7 @@ pub use engine::{
 pub use identity::{IdTally, RepeatedIds, Repeats};
 pub use ledger::{
     Closed, Ledger, LedgerByEngine, LedgerEntry, LedgerParts, Lifecycle, OpenFindings, close_all,
+    external_asset_id,
 };
 pub use map::{DEFAULT_DAST_MAP, DEFAULT_SAST_MAP, MapEntry, Plan, TransformMap};
 pub use replay::{ItemReplay, ReplayError, ReplaySummary, replay_dir};

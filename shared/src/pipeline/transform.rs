@@ -20,8 +20,8 @@ use crate::Engine;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{
-    ItemTransformer, LedgerByEngine, LedgerParts, PageReader, ReadPage, RepeatedIds, Repeats,
-    TransformContext, TransformError,
+    Closed, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, Lifecycle, PageReader, ReadPage,
+    RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -276,6 +276,11 @@ async fn transform_collected(
             crate::packing::free_page_buffers();
         }
         let mut pulls = Vec::new();
+        // The previous ledger's parts, every engine's, when the map now gives the item another
+        // `externalAssetId` (decided at the first transformer): their open findings close on the
+        // asset ETM has them on, and the new asset starts afresh.
+        let mut rekeyed: Option<(String, BTreeMap<Engine, Ledger>)> = None;
+        let mut rekeying_decided = false;
         let main_engines = item.main_engines(connection.engines());
         let main = (
             outcome.scan_id.clone(),
@@ -351,6 +356,19 @@ async fn transform_collected(
                             .flatten(),
                         branch: branch.clone(),
                     });
+                }
+                if !rekeying_decided {
+                    rekeying_decided = true;
+                    let now = transformer.external_asset_id();
+                    let was = previous
+                        .values()
+                        .find(|part| !part.asset.is_empty())
+                        .and_then(|part| external_asset_id(&part.asset));
+                    if let (Some(now), Some(was)) = (now, was)
+                        && now != was
+                    {
+                        rekeyed = Some((now, std::mem::take(&mut previous)));
+                    }
                 }
                 transformer.reconcile(
                     previous.remove(&engine).unwrap_or_default(),
@@ -505,17 +523,40 @@ async fn transform_collected(
                 pull.transformers.iter_mut().for_each(|t| t.hold_pull(hold));
             }
         }
+        let rekeyed_open: u64 = rekeyed
+            .iter()
+            .flat_map(|(_, parts)| parts.values())
+            .map(Ledger::open_findings)
+            .sum();
         let closing: u64 = pulls
             .iter_mut()
             .flat_map(|p| p.transformers.iter_mut())
             .map(ItemTransformer::settle_absent)
             .sum();
-        if closing > 0 {
+        let mut closed_rekeyed: BTreeMap<Engine, Closed> = BTreeMap::new();
+        if closing + rekeyed_open > 0 {
             let entry = put_lines_written(store, &run.closures(key), |out| {
+                let mut closed = 0;
+                if let Some((now, parts)) = &mut rekeyed {
+                    let reason = format!(
+                        "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
+                        item.run.run_id
+                    );
+                    for part in parts.values_mut() {
+                        let max = connection.options.max_findings_per_line;
+                        let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
+                        for (engine, of_engine) in of_part {
+                            closed += of_engine.findings;
+                            let all = closed_rekeyed.entry(engine).or_default();
+                            all.findings += of_engine.findings;
+                            all.lines += of_engine.lines;
+                        }
+                    }
+                }
                 pulls
                     .iter_mut()
                     .flat_map(|p| p.transformers.iter_mut())
-                    .try_fold(0, |closed, t| Ok(closed + t.close_absent(out)?))
+                    .try_fold(closed, |closed, t| Ok(closed + t.close_absent(out)?))
             })
             .await?;
             record.objects.push(entry);
@@ -538,6 +579,13 @@ async fn transform_collected(
             by_engine.insert(engine, done.figures);
             if let Some(ledger) = done.ledger.take() {
                 next.absorb(engine, ledger);
+            }
+        }
+        // The old asset's closures are lines of the run, of their engines.
+        for (engine, closed) in closed_rekeyed {
+            for figures in [&mut record.figures, by_engine.entry(engine).or_default()] {
+                *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed.findings;
+                figures.lines += closed.lines;
             }
         }
         if !next.is_empty() {

@@ -874,6 +874,105 @@ async fn a_connection_pointed_at_another_tenant_or_kind_is_refused_and_closes_no
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A transform map that gives assets another `externalAssetId` (the project's name instead of
+/// its id): ETM holds the open findings on the old asset, which the connection will never name
+/// again. They close there, each once, saying why, and every finding is sent NEW on the new
+/// asset; the run after is steady. Before, the closures went to the new asset (where ETM had
+/// none of them) and the old asset's findings stayed open for good.
+#[tokio::test]
+async fn a_map_that_renames_assets_closes_their_findings_on_the_old_asset() {
+    let (store, dir) = temp_store("rekeyed");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let by_id = connection(&emulator, "rekeyed", ConnectorKind::Sast);
+    let m1 = first_complete_run(&store, &by_id, &emulator).await;
+    // (asset, id) of every finding run 1 sent, and of those it left open (the vendor's FIXED
+    // ones close as they are sent).
+    let (mut sent_before, mut open_before) = (BTreeSet::new(), BTreeSet::new());
+    for item in &m1.items {
+        for (line, finding) in findings_in(&store, &item.objects).await {
+            let key = (
+                line["externalAssetId"].as_str().unwrap().to_string(),
+                finding["externalFindingId"].as_str().unwrap().to_string(),
+            );
+            if finding["findingStatus"] != "FIXED" {
+                open_before.insert(key.clone());
+            }
+            sent_before.insert(key.1);
+        }
+    }
+    assert!(!open_before.is_empty());
+
+    let mut map: Value = serde_json::from_str(cxone_etm::mapping::DEFAULT_SAST_MAP).unwrap();
+    for entry in map["entries"].as_array_mut().unwrap() {
+        if entry["target"] == "externalAssetId" {
+            entry["source"] = "name".into();
+        }
+    }
+    let mut by_name = by_id.config.clone();
+    by_name.transform_map = Some(serde_json::from_value(map).unwrap());
+    let by_name = by_name.validate().unwrap();
+    let second = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let m2 = manifest(&store, &second.manifest).await;
+    let names: BTreeMap<String, String> = emulator
+        .expected()
+        .projects
+        .iter()
+        .map(|p| (p.id.clone(), p.name.clone()))
+        .collect();
+    let (mut closed, mut sent) = (BTreeSet::new(), BTreeSet::new());
+    for item in &m2.items {
+        for object in &item.objects {
+            let closures = object.key.ends_with(CLOSURES);
+            for (line, finding) in findings_in(&store, [object]).await {
+                let asset = line["externalAssetId"].as_str().unwrap().to_string();
+                let id = finding["externalFindingId"].as_str().unwrap().to_string();
+                if closures {
+                    assert!(
+                        finding["closedReason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains("another externalAssetId")),
+                        "{finding}"
+                    );
+                    assert!(closed.insert((asset, id)), "closed once");
+                } else {
+                    assert!(
+                        !["ACTIVE", "REOPENED"]
+                            .contains(&finding["lifecycleStatus"].as_str().unwrap()),
+                        "the new asset starts afresh: {finding}"
+                    );
+                    assert_eq!(Some(&asset), names.get(&item.vendor_id));
+                    sent.insert(id);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        closed, open_before,
+        "every open finding closes on the asset ETM has it on"
+    );
+    assert_eq!(
+        sent, sent_before,
+        "and every finding is sent on the new one"
+    );
+    let fixed_by_vendor = sent_before.len() - open_before.len();
+    assert_eq!(
+        m2.totals
+            .lifecycle
+            .get(&Lifecycle::Fixed)
+            .copied()
+            .unwrap_or(0),
+        (open_before.len() + fixed_by_vendor) as u64
+    );
+
+    let third = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    nothing_new_or_reopened(&m3, "the run after");
+    assert_eq!(closed_findings(&m3), 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// The last committed run's manifest damaged at rest: the plan reads it only for the sizes of
 /// the scans to split, so the next run pulls every scan whole and reconciles as ever. Before, the
 /// plan failed on it, and so did every run after.
