@@ -1101,26 +1101,23 @@ def failed_and_released(account: Account, execution: dict, reason_starts: str, r
 
 
 def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(account, emulator):
-    # The connection's config is broken once the run has started (a user's bad edit): collect,
+    # The config the run began with (runs/<run>/config.json, which every step reads; a config a
+    # user puts applies from the next run) is damaged at rest once the run has started: collect,
     # transform and finalize each read it, and finalize's error is fatal. Before finalize's Catch the
     # run stayed Processing and its lock held for the lease (6 h), every start refused meanwhile.
     s3 = account.client("s3")
-    key = "connections/sast/config.json"
-    good = s3.get_object(Bucket=account.bucket, Key=key)["Body"].read()
     status, started = account.http("POST", "/connections/sast/runs")
     assert status == 202, started
-    try:
-        # Once the plan has written the work list (the plan reads the config too).
-        work_list = f"connections/sast/runs/{started['run']['runId']}/work.jsonl"
-        deadline = time.time() + 300
-        while not account.exists(work_list):
-            assert time.time() < deadline, "the plan wrote no work list"
-            time.sleep(0.05)
-        s3.put_object(Bucket=account.bucket, Key=key, Body=b"{ not a config")
-        execution = account.wait(started["executionArn"])
-    finally:
-        s3.put_object(Bucket=account.bucket, Key=key, Body=good)
     run = started["run"]
+    # Once the plan has written the work list (the plan reads the config too).
+    work_list = f"connections/sast/runs/{run['runId']}/work.jsonl"
+    deadline = time.time() + 300
+    while not account.exists(work_list):
+        assert time.time() < deadline, "the plan wrote no work list"
+        time.sleep(0.05)
+    s3.put_object(Bucket=account.bucket, Key=f"connections/sast/runs/{run['runId']}/config.json",
+                  Body=b"{ not a config")
+    execution = account.wait(started["executionArn"])
     assert not account.exists(f"connections/sast/runs/{run['runId']}/_COMMITTED")
     failed_and_released(account, execution, "finalize failed (Fatal): ", "config.json")
 

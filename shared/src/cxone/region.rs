@@ -284,7 +284,11 @@ pub fn checked_url(
             "set `allow_insecure_local` for a local emulator on loopback",
         ));
     }
-    if loopback && url.port_or_known_default() == Some(lambda_runtime_api_port()) {
+    // With `allow_insecure_local` any name may resolve to loopback, and the resolver cannot see
+    // the port: the Runtime API's port is refused whatever the host.
+    if (loopback || policy.allow_insecure_local)
+        && url.port_or_known_default() == Some(lambda_runtime_api_port())
+    {
         return Err(ConfigError::new(
             field,
             "the Lambda Runtime API's port on loopback is refused",
@@ -315,8 +319,9 @@ fn host_ip(host: &Host<&str>) -> Option<IpAddr> {
 fn is_loopback_host(host: &Host<&str>) -> bool {
     match host {
         Host::Domain(name) => {
-            name.eq_ignore_ascii_case("localhost")
-                || name.to_ascii_lowercase().ends_with(".localhost")
+            // `localhost.` is the same name, fully qualified.
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
         }
         other => host_ip(other).is_some_and(|ip| ip.is_loopback()),
     }
@@ -559,6 +564,21 @@ mod tests {
             "{runtime_api}"
         );
         assert!(checked_url("custom_api_url", "http://127.0.0.1:9002", LOCAL).is_ok());
+        let local_any_port = NetworkPolicy {
+            allow_custom_port: true,
+            ..LOCAL
+        };
+        for url in [
+            "http://localhost.:9001",
+            "https://localhost.:9001",
+            "https://runtime.example.com:9001",
+        ] {
+            let refused = checked_url("custom_api_url", url, local_any_port).unwrap_err();
+            assert!(
+                refused.to_string().contains("Lambda Runtime API"),
+                "{url}: {refused}"
+            );
+        }
         for (url, expected) in [
             ("https://[64:ff9b::a00:1]", "carries a forbidden IPv4"),
             ("https://[64:ff9b:1::a9fe:a9fe]", "carries a forbidden IPv4"),
