@@ -53,6 +53,22 @@ pub trait ObjectStore: Send + Sync {
             self.put(key, Bytes::from(body)).await
         }
     }
+    /// [`Self::put_written`] only when the key does not exist yet; `false` when it did (nothing
+    /// written).
+    fn put_written_if_absent<W>(
+        &self,
+        key: &str,
+        write: W,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        async move {
+            let mut body = Vec::new();
+            write(&mut body).map_err(|e| StoreError::failed(key, e))?;
+            self.put_if_absent(key, Bytes::from(body)).await
+        }
+    }
     /// The object as a reader, for one too large to hold whole (a ledger parsed as it is read),
     /// which the stores on disk and S3 read from a file (S3's spooled to a temporary one).
     fn get_reader(
@@ -182,6 +198,25 @@ impl ObjectStore for LocalStore {
             let _ = std::fs::remove_file(&temp);
             StoreError::failed(path.display().to_string(), e)
         })
+    }
+
+    /// Written to a temporary file, then linked into place, which fails when the key exists.
+    async fn put_written_if_absent<W>(&self, key: &str, write: W) -> Result<bool, StoreError>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        let path = self.path(key)?;
+        Self::parent(&path)?;
+        let temp = Self::temp_beside(&path);
+        let linked = std::fs::File::create(&temp)
+            .and_then(|file| write_through(&file, write))
+            .and_then(|()| std::fs::hard_link(&temp, &path));
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
+        }
     }
 
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
@@ -336,6 +371,34 @@ impl S3Store {
         )
     }
 
+    /// PutObject with `If-None-Match: *`: `false` when the key exists (412), or when another
+    /// conditional write of it is in flight (409).
+    async fn put_body_if_absent(
+        &self,
+        key: &str,
+        body: aws_sdk_s3::primitives::ByteStream,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .if_none_match("*")
+            .body(body)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 412 || r.status().as_u16() == 409) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
+        }
+    }
+
     async fn put_body(
         &self,
         key: &str,
@@ -477,25 +540,21 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.key(key))
-            .if_none_match("*")
-            .body(body.into())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| r.status().as_u16() == 412 || r.status().as_u16() == 409) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
-        }
+        self.put_body_if_absent(key, body.into()).await
+    }
+
+    /// Spooled to a temporary file, then sent from it with the condition.
+    async fn put_written_if_absent<W>(&self, key: &str, write: W) -> Result<bool, StoreError>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        let spool = UploadSpool::new(&self.spool_dir)
+            .and_then(|spool| write_through(spool.file(), write).map(|()| spool))
+            .map_err(|e| self.spool_failed(key, e))?;
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(spool.path())
+            .await
+            .map_err(|e| StoreError::failed(self.location(key), e))?;
+        self.put_body_if_absent(key, body).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
@@ -667,6 +726,16 @@ impl ObjectStore for AnyStore {
         }
     }
 
+    async fn put_written_if_absent<W>(&self, key: &str, write: W) -> Result<bool, StoreError>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        match self {
+            Self::Local(s) => s.put_written_if_absent(key, write).await,
+            Self::S3(s) => s.put_written_if_absent(key, write).await,
+        }
+    }
+
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, StoreError> {
         match self {
             Self::Local(s) => s.get_reader(key).await,
@@ -772,6 +841,27 @@ mod tests {
         );
         assert_eq!(store.list("w/").await.unwrap(), vec!["w/ledger"]);
         assert!(store.get_reader("w/absent").await.unwrap().is_none());
+
+        let written = |key: &'static str, text: &'static [u8]| {
+            store.put_written_if_absent(key, move |out| out.write_all(text))
+        };
+        assert!(!written("w/ledger", b"another").await.unwrap(), "it exists");
+        assert!(
+            store.get("w/ledger").await.unwrap().unwrap() == large,
+            "nothing written over it"
+        );
+        let refused = store
+            .put_written_if_absent("w/given-up", |_| {
+                Err(std::io::Error::other("the serializer gave up"))
+            })
+            .await;
+        assert!(refused.is_err() && store.get("w/given-up").await.unwrap().is_none());
+        assert!(written("w/fresh", b"fresh").await.unwrap());
+        assert_eq!(
+            store.get("w/fresh").await.unwrap().unwrap(),
+            Bytes::from_static(b"fresh")
+        );
+        store.delete("w/fresh").await.unwrap();
     }
 
     #[tokio::test]

@@ -132,25 +132,53 @@ pub(super) async fn put_gzip_json<T: Serialize + Sync>(
 ) -> Result<(), StepError> {
     let mut refused = None;
     let written = store
-        .put_written(key, |out| {
-            let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            let mut writer = std::io::BufWriter::with_capacity(64 * 1024, encoder);
-            serde_json::to_writer(&mut writer, value).map_err(|e| {
-                if e.is_io() {
-                    std::io::Error::from(e)
-                } else {
-                    let problem = std::io::Error::other(e.to_string());
-                    refused = Some(e);
-                    problem
-                }
-            })?;
-            writer
-                .into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?
-                .finish()
-                .map(drop)
-        })
+        .put_written(key, |out| write_gzip_json(out, value, &mut refused))
         .await;
+    serialized(key, refused, written)
+}
+
+/// [`put_gzip_json`] only where the key does not exist yet: `false` when it did (nothing written).
+pub(super) async fn put_gzip_json_if_absent<T: Serialize + Sync>(
+    store: &impl ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<bool, StepError> {
+    let mut refused = None;
+    let written = store
+        .put_written_if_absent(key, |out| write_gzip_json(out, value, &mut refused))
+        .await;
+    serialized(key, refused, written)
+}
+
+fn write_gzip_json<T: Serialize>(
+    out: &mut dyn std::io::Write,
+    value: &T,
+    refused: &mut Option<serde_json::Error>,
+) -> std::io::Result<()> {
+    let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, encoder);
+    serde_json::to_writer(&mut writer, value).map_err(|e| {
+        if e.is_io() {
+            std::io::Error::from(e)
+        } else {
+            let problem = std::io::Error::other(e.to_string());
+            *refused = Some(e);
+            problem
+        }
+    })?;
+    writer
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?
+        .finish()
+        .map(drop)
+}
+
+/// A write's result, or, when the value refused to serialize, that it could not be.
+fn serialized<R>(
+    key: &str,
+    refused: Option<serde_json::Error>,
+    written: Result<R, crate::store::StoreError>,
+) -> Result<R, StepError> {
     match refused {
         Some(e) => Err(StepError::bad_object(
             key,

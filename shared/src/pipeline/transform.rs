@@ -12,7 +12,7 @@ use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::{
     PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json,
-    put_lines_written,
+    put_gzip_json_if_absent, put_lines_written,
 };
 use super::run::{ensure_holds_lock, read_run};
 use super::split::join_parts;
@@ -594,11 +594,18 @@ async fn transform_collected(
             }
             // An attempt that outlived its run or finalize's wait for it (Step Functions retried
             // it while it still ran) must not replace the ledger finalize carried: the next run
-            // would take its closures as sent. (One that passes these checks just before
-            // finalize gives up is taken back when it records: `record_transform`.)
+            // would take its closures as sent. Finalize carries a ledger only after its `givenUp`
+            // record, so the ledger is written only where none is; one there is an earlier
+            // attempt's, replaced, unless the item was given up meanwhile. (One written just
+            // before finalize carries its own over it is taken back when it records:
+            // `record_transform`; one cut off before it records leaves the carried ledger.)
             ensure_holds_lock(store, run).await?;
             ensure_not_given_up(store, item).await?;
-            put_gzip_json(store, &run.ledger(key), &next).await?;
+            let ledger = run.ledger(key);
+            if !put_gzip_json_if_absent(store, &ledger, &next).await? {
+                ensure_not_given_up(store, item).await?;
+                put_gzip_json(store, &ledger, &next).await?;
+            }
         }
         if connection.plans.len() > 1 {
             record.by_engine = by_engine;

@@ -2317,6 +2317,87 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A late transform whose ledger write comes after finalize gave the item up and carried the
+/// previous run's ledger, and that dies before it records (its record write fails): the ledger is
+/// written only where none is, so the carried one stands. Before, the late attempt wrote over it,
+/// and, dying before it could find finalize's record and take it back, left it as the committed
+/// run's: the next run took its closures as sent.
+#[tokio::test]
+async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger() {
+    let (store, dir) = temp_store("late-dies");
+    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
+    let (run2, items, first) =
+        collected_not_transformed(&store, &before, &after, "late-dies").await;
+    let c = connection(&after, "late-dies", ConnectorKind::Sast);
+    let (item, on_time) = (&items[0], &items[1]);
+    cxone_etm::pipeline::transform(&store, &c, on_time)
+        .await
+        .unwrap();
+    let previous = cxone_etm::pipeline::RunRef {
+        connection_id: "late-dies".into(),
+        run_id: first,
+    };
+    let previous_ledger = store
+        .get(&previous.ledger(&item.item))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Finalize runs, whole, as the late attempt comes to write its ledger (on a thread and
+    // runtime of its own, as another process would); the attempt dies as it records.
+    let (ledger_key, record_key) = (run2.ledger(&item.item), run2.transform_record(&item.item));
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let finalizing = store.clone();
+    let dying = Hooked {
+        inner: store,
+        hook: |key: &str, _| {
+            if key == ledger_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            let runtime = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .unwrap();
+                            runtime.block_on(cxone_etm::pipeline::finalize(&finalizing, &c, &run2))
+                        })
+                        .join()
+                        .unwrap()
+                })
+                .expect("finalize commits");
+            }
+            (key == record_key).then(|| {
+                Err(StoreError::Failed {
+                    location: key.to_string(),
+                    problem: "the process died".into(),
+                })
+            })
+        },
+    };
+    let late = cxone_etm::pipeline::transform(&dying, &c, item).await;
+    assert!(
+        fired.load(std::sync::atomic::Ordering::SeqCst),
+        "finalize ran in between"
+    );
+    assert!(late.is_err(), "{late:?}");
+    let store = dying.inner;
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
+        previous_ledger,
+        "the ledger finalize carried stands"
+    );
+    let third = run(&store, &c, api_key(&after)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    let m3 = manifest(&store, &third.manifest).await;
+    let closed = m3
+        .items
+        .iter()
+        .find(|i| i.item == item.item)
+        .and_then(|i| i.figures.lifecycle.get(&Lifecycle::Fixed).copied());
+    assert!(closed > Some(0), "what the newer scan fixed closes now");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Run 1 of connection `id` committed against `before`, then run 2 planned and collected against
 /// `after`, nothing of it transformed: run 2, its items and run 1's id.
 async fn collected_not_transformed(

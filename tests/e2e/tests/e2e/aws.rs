@@ -54,12 +54,26 @@ async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
         store.get("a/lock").await.unwrap().unwrap(),
         Bytes::from_static(b"x")
     );
+    // The same condition on an object written through a spool file (a ledger).
+    let spooled = |text: &'static [u8]| {
+        store.put_written_if_absent("a/lock", move |out| std::io::Write::write_all(out, text))
+    };
+    assert!(
+        !spooled(b"z").await.unwrap(),
+        "refused through the spool too"
+    );
+    assert_eq!(
+        store.get("a/lock").await.unwrap().unwrap(),
+        Bytes::from_static(b"x")
+    );
     assert_eq!(
         store.list("a/").await.unwrap(),
         vec!["a/b/1.json", "a/lock"]
     );
     store.delete("a/lock").await.unwrap();
     assert!(store.get("a/lock").await.unwrap().is_none());
+    assert!(spooled(b"z").await.unwrap(), "written once the key is gone");
+    store.delete("a/lock").await.unwrap();
     let raw = moto
         .s3()
         .list_objects_v2()
