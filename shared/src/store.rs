@@ -371,6 +371,25 @@ impl S3Store {
         )
     }
 
+    /// What `write` writes, in a temporary file (kept while the body is read from it), and the
+    /// body that reads it.
+    async fn spooled<W>(
+        &self,
+        key: &str,
+        write: W,
+    ) -> Result<(UploadSpool, aws_sdk_s3::primitives::ByteStream), StoreError>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    {
+        let spool = UploadSpool::new(&self.spool_dir)
+            .and_then(|spool| write_through(spool.file(), write).map(|()| spool))
+            .map_err(|e| self.spool_failed(key, e))?;
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(spool.path())
+            .await
+            .map_err(|e| StoreError::failed(self.location(key), e))?;
+        Ok((spool, body))
+    }
+
     /// PutObject with `If-None-Match: *`: `false` when the key exists (412), or when another
     /// conditional write of it is in flight (409).
     async fn put_body_if_absent(
@@ -498,12 +517,7 @@ impl ObjectStore for S3Store {
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
     {
-        let spool = UploadSpool::new(&self.spool_dir)
-            .and_then(|spool| write_through(spool.file(), write).map(|()| spool))
-            .map_err(|e| self.spool_failed(key, e))?;
-        let body = aws_sdk_s3::primitives::ByteStream::from_path(spool.path())
-            .await
-            .map_err(|e| StoreError::failed(self.location(key), e))?;
+        let (_spool, body) = self.spooled(key, write).await?;
         self.put_body(key, body).await
     }
 
@@ -548,12 +562,7 @@ impl ObjectStore for S3Store {
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
     {
-        let spool = UploadSpool::new(&self.spool_dir)
-            .and_then(|spool| write_through(spool.file(), write).map(|()| spool))
-            .map_err(|e| self.spool_failed(key, e))?;
-        let body = aws_sdk_s3::primitives::ByteStream::from_path(spool.path())
-            .await
-            .map_err(|e| StoreError::failed(self.location(key), e))?;
+        let (_spool, body) = self.spooled(key, write).await?;
         self.put_body_if_absent(key, body).await
     }
 

@@ -20,8 +20,8 @@ use crate::Engine;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{
-    Closed, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, Lifecycle, PageReader, ReadPage,
-    RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
+    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, Lifecycle, PageReader,
+    ReadPage, RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -40,6 +40,8 @@ const RELEASE_FROM_RECORDS: u64 = 10_000;
 /// The pages of one scan of the item and the transformers of the engines it delivers.
 struct Pull<'p> {
     scan_id: String,
+    /// The scan's branch, which its transformers reconcile with.
+    branch: Option<String>,
     pages: std::ops::Range<u32>,
     transformers: Vec<ItemTransformer<'p>>,
 }
@@ -171,6 +173,47 @@ fn given_up(item: &WorkItem) -> StepError {
     }
 }
 
+/// The `externalAssetId` the map now gives the item, where it is not the one of the item's last
+/// committed ledger. Decided only where every engine the connection delivers maps the item to the
+/// same asset (a ledger keeps one): `None` where one sends no asset (the asset-type filter), or
+/// two differ.
+fn moved_asset(
+    connection: &Connection,
+    context: &TransformContext,
+    item_json: &[u8],
+    previous: &BTreeMap<Engine, Ledger>,
+) -> Result<Option<String>, StepError> {
+    let was = previous
+        .values()
+        .find(|part| !part.asset.is_empty())
+        .and_then(|part| external_asset_id(&part.asset));
+    let Some(was) = was else {
+        return Ok(None);
+    };
+    let mut now = std::collections::BTreeSet::new();
+    for plan in &connection.plans {
+        let transformer = ItemTransformer::new(
+            plan,
+            &connection.scoring,
+            context,
+            connection.options.clone(),
+            item_json,
+        )
+        .map_err(|source| StepError::Transform {
+            at: "the item's asset".into(),
+            source,
+        })?;
+        match transformer.external_asset_id() {
+            Some(id) => now.insert(id),
+            None => return Ok(None),
+        };
+    }
+    Ok(match now.len() {
+        1 => now.pop_first().filter(|now| *now != was),
+        _ => None,
+    })
+}
+
 /// Deletes what a transform of `item` wrote in `run` but its record: its batch objects and its
 /// next ledger.
 pub(super) async fn discard_output(
@@ -276,11 +319,6 @@ async fn transform_collected(
             crate::packing::free_page_buffers();
         }
         let mut pulls = Vec::new();
-        // The previous ledger's parts, every engine's, when the map now gives the item another
-        // `externalAssetId` (decided at the first transformer): their open findings close on the
-        // asset ETM has them on, and the new asset starts afresh.
-        let mut rekeyed: Option<(String, BTreeMap<Engine, Ledger>)> = None;
-        let mut rekeying_decided = false;
         let main_engines = item.main_engines(connection.engines());
         let main = (
             outcome.scan_id.clone(),
@@ -357,31 +395,63 @@ async fn transform_collected(
                         branch: branch.clone(),
                     });
                 }
-                if !rekeying_decided {
-                    rekeying_decided = true;
-                    let now = transformer.external_asset_id();
-                    let was = previous
-                        .values()
-                        .find(|part| !part.asset.is_empty())
-                        .and_then(|part| external_asset_id(&part.asset));
-                    if let (Some(now), Some(was)) = (now, was)
-                        && now != was
-                    {
-                        rekeyed = Some((now, std::mem::take(&mut previous)));
-                    }
-                }
-                transformer.reconcile(
-                    previous.remove(&engine).unwrap_or_default(),
-                    &item.run.run_id,
-                    branch.as_deref(),
-                );
                 transformers.push(transformer);
             }
             pulls.push(Pull {
                 scan_id: scan_id.unwrap_or_default(),
+                branch,
                 pages,
                 transformers,
             });
+        }
+        // The map gives the item another `externalAssetId` than its last committed run's: the
+        // open findings of the engines pulled now close on the asset ETM has them on, before
+        // the pull (their part of the previous ledger is not held beside the new one), and the
+        // new asset starts afresh.
+        let mut moved: BTreeMap<Engine, Figures> = BTreeMap::new();
+        if let Some(now) = moved_asset(connection, &context, &item_json, &previous)? {
+            let pulled = pulls
+                .iter()
+                .flat_map(|p| &p.transformers)
+                .map(|t| t.engine());
+            let mut parts: Vec<Ledger> = pulled.filter_map(|e| previous.remove(&e)).collect();
+            if parts.iter().any(|part| part.open_findings() > 0) {
+                let reason = format!(
+                    "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
+                    item.run.run_id
+                );
+                let mut closed: BTreeMap<Engine, Closed> = BTreeMap::new();
+                let max = connection.options.max_findings_per_line;
+                let entry = put_lines_written(store, &run.closures(key), |out| {
+                    for part in &mut parts {
+                        for (engine, of_engine) in
+                            close_all(part, &context, legacy, None, &reason, max, out)?
+                        {
+                            let all = closed.entry(engine).or_default();
+                            all.findings += of_engine.findings;
+                            all.lines += of_engine.lines;
+                        }
+                    }
+                    Ok(closed.values().map(|c| c.findings).sum())
+                })
+                .await?;
+                record.objects.push(entry);
+                for (engine, closed) in closed {
+                    for figures in [&mut record.figures, moved.entry(engine).or_default()] {
+                        *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed.findings;
+                        figures.lines += closed.lines;
+                    }
+                }
+            }
+        }
+        for pull in &mut pulls {
+            for transformer in &mut pull.transformers {
+                transformer.reconcile(
+                    previous.remove(&transformer.engine()).unwrap_or_default(),
+                    &item.run.run_id,
+                    pull.branch.as_deref(),
+                );
+            }
         }
         // One buffer for the pages of severities before triage, freed before the results'.
         let mut page = Vec::new();
@@ -523,40 +593,19 @@ async fn transform_collected(
                 pull.transformers.iter_mut().for_each(|t| t.hold_pull(hold));
             }
         }
-        let rekeyed_open: u64 = rekeyed
-            .iter()
-            .flat_map(|(_, parts)| parts.values())
-            .map(Ledger::open_findings)
-            .sum();
         let closing: u64 = pulls
             .iter_mut()
             .flat_map(|p| p.transformers.iter_mut())
             .map(ItemTransformer::settle_absent)
             .sum();
-        let mut closed_rekeyed: BTreeMap<Engine, Closed> = BTreeMap::new();
-        if closing + rekeyed_open > 0 {
+        if closing > 0 {
+            // Never beside the closures of a moved asset: its new asset starts afresh, nothing
+            // of it absent.
             let entry = put_lines_written(store, &run.closures(key), |out| {
-                let mut closed = 0;
-                if let Some((now, parts)) = &mut rekeyed {
-                    let reason = format!(
-                        "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
-                        item.run.run_id
-                    );
-                    for part in parts.values_mut() {
-                        let max = connection.options.max_findings_per_line;
-                        let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
-                        for (engine, of_engine) in of_part {
-                            closed += of_engine.findings;
-                            let all = closed_rekeyed.entry(engine).or_default();
-                            all.findings += of_engine.findings;
-                            all.lines += of_engine.lines;
-                        }
-                    }
-                }
                 pulls
                     .iter_mut()
                     .flat_map(|p| p.transformers.iter_mut())
-                    .try_fold(closed, |closed, t| Ok(closed + t.close_absent(out)?))
+                    .try_fold(0, |closed, t| Ok(closed + t.close_absent(out)?))
             })
             .await?;
             record.objects.push(entry);
@@ -576,16 +625,13 @@ async fn transform_collected(
             record.figures.add(&done.figures);
             record.rejected.append(&mut done.rejected);
             record.collisions.append(&mut done.collisions);
-            by_engine.insert(engine, done.figures);
+            let mut figures = done.figures;
+            if let Some(closed_on_the_old_asset) = moved.remove(&engine) {
+                figures.add(&closed_on_the_old_asset);
+            }
+            by_engine.insert(engine, figures);
             if let Some(ledger) = done.ledger.take() {
                 next.absorb(engine, ledger);
-            }
-        }
-        // The old asset's closures are lines of the run, of their engines.
-        for (engine, closed) in closed_rekeyed {
-            for figures in [&mut record.figures, by_engine.entry(engine).or_default()] {
-                *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed.findings;
-                figures.lines += closed.lines;
             }
         }
         if !next.is_empty() {

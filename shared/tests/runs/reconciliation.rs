@@ -973,6 +973,36 @@ async fn a_map_that_renames_assets_closes_their_findings_on_the_old_asset() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Where the engines of a connection would map an item to different assets (only the SAST map
+/// changed, SCA's not), the asset is not taken as moved: a ledger keeps one asset, and closing
+/// the findings of an engine whose map still names the old asset would close what is sent there
+/// in the same run. Nothing closes.
+#[tokio::test]
+async fn a_map_change_of_one_engine_alone_moves_no_asset() {
+    let (store, dir) = temp_store("rekeyed-one-engine");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut both = connection(&emulator, "rekeyed-one-engine", ConnectorKind::Sast).config;
+    both.engines = Some(vec![cxone_etm::Engine::Sast, cxone_etm::Engine::Sca]);
+    let m1 = first_complete_run(&store, &both.clone().validate().unwrap(), &emulator).await;
+    assert!(m1.totals.findings_out > 0);
+
+    let mut map: Value = serde_json::from_str(cxone_etm::mapping::DEFAULT_SAST_MAP).unwrap();
+    for entry in map["entries"].as_array_mut().unwrap() {
+        if entry["target"] == "externalAssetId" {
+            entry["source"] = "name".into();
+        }
+    }
+    both.transform_map = Some(serde_json::from_value(map).unwrap());
+    let second = run(&store, &both.validate().unwrap(), api_key(&emulator))
+        .await
+        .unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let m2 = manifest(&store, &second.manifest).await;
+    assert_eq!(closed_findings(&m2), 0, "no asset is taken as moved");
+    nothing_new_or_reopened(&m2, "one engine's map changed");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// The last committed run's manifest damaged at rest: the plan reads it only for the sizes of
 /// the scans to split, so the next run pulls every scan whole and reconciles as ever. Before, the
 /// plan failed on it, and so did every run after.
@@ -2223,12 +2253,13 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A late transform that overlaps finalize: it passed its checks, finalize gave up on it (the
-/// item "transform did not finish", its ledger carried) and committed, and then it wrote its
-/// next ledger over the carried one. When it records, it finds finalize's record first: it takes
-/// back what it wrote (the carried ledger put back, its batch objects gone) and answers
-/// `GivenUp`. The committed ledger is the previous run's again, and the next run closes what
-/// the newer scan fixed.
+/// A late transform that overlaps finalize: it passed its checks and wrote its batch and next
+/// ledger; then finalize gave up on it (the item "transform did not finish", what it wrote
+/// deleted, the previous ledger carried) and committed. When it records, it finds finalize's
+/// record first: it takes back what it wrote (the carried ledger put back, its batch objects
+/// gone) and answers `GivenUp`. The committed ledger is the previous run's, and the next run
+/// closes what the newer scan fixed. (One whose ledger write comes after finalize carried is
+/// refused at that write: `a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger`.)
 #[tokio::test]
 async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
     let (store, dir) = temp_store("overlap-transform");
@@ -2251,30 +2282,18 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
         .unwrap()
         .unwrap();
 
-    // Finalize runs, whole, just before the late attempt's ledger is written: on a thread and
-    // runtime of its own, as another process would.
-    let (ledger_key, fired) = (
-        run2.ledger(&item.item),
+    // Finalize runs, whole, just before the late attempt records: on a thread and runtime of its
+    // own, as another process would.
+    let (record_key, fired) = (
+        run2.transform_record(&item.item),
         std::sync::atomic::AtomicBool::new(false),
     );
     let finalizing = store.clone();
     let overlapping = Hooked {
         inner: store,
         hook: |key: &str, _| {
-            if key == ledger_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::thread::scope(|scope| {
-                    scope
-                        .spawn(|| {
-                            let runtime = tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                                .unwrap();
-                            runtime.block_on(cxone_etm::pipeline::finalize(&finalizing, &c, &run2))
-                        })
-                        .join()
-                        .unwrap()
-                })
-                .expect("finalize commits");
+            if key == record_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                finalize_elsewhere(&finalizing, &c, &run2);
             }
             None
         },
@@ -2305,15 +2324,7 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
     let line = m2.items.iter().find(|i| i.item == item.item).unwrap();
     assert_eq!(line.reason.as_deref(), Some("transform did not finish"));
 
-    let third = run(&store, &c, api_key(&after)).await.unwrap();
-    assert!(third.complete, "{:?}", third.problems);
-    let m3 = manifest(&store, &third.manifest).await;
-    let closed = m3
-        .items
-        .iter()
-        .find(|i| i.item == item.item)
-        .and_then(|i| i.figures.lifecycle.get(&Lifecycle::Fixed).copied());
-    assert!(closed > Some(0), "what the newer scan fixed closes now");
+    the_next_run_closes_what_the_newer_scan_fixed(&store, &c, &after, item).await;
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -2352,19 +2363,7 @@ async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger(
         inner: store,
         hook: |key: &str, _| {
             if key == ledger_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::thread::scope(|scope| {
-                    scope
-                        .spawn(|| {
-                            let runtime = tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                                .unwrap();
-                            runtime.block_on(cxone_etm::pipeline::finalize(&finalizing, &c, &run2))
-                        })
-                        .join()
-                        .unwrap()
-                })
-                .expect("finalize commits");
+                finalize_elsewhere(&finalizing, &c, &run2);
             }
             (key == record_key).then(|| {
                 Err(StoreError::Failed {
@@ -2386,16 +2385,49 @@ async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger(
         previous_ledger,
         "the ledger finalize carried stands"
     );
-    let third = run(&store, &c, api_key(&after)).await.unwrap();
+    the_next_run_closes_what_the_newer_scan_fixed(&store, &c, &after, item).await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Finalize of `run`, run whole on a thread and runtime of its own, as another process would,
+/// from within a store's hook.
+fn finalize_elsewhere(
+    store: &LocalStore,
+    c: &cxone_etm::pipeline::Connection,
+    run: &cxone_etm::pipeline::RunRef,
+) {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(cxone_etm::pipeline::finalize(store, c, run))
+            })
+            .join()
+            .unwrap()
+    })
+    .expect("finalize commits");
+}
+
+/// The run after a late transform of `item` was refused: complete, and closing what the newer
+/// scan fixed (the committed ledger was the previous run's).
+async fn the_next_run_closes_what_the_newer_scan_fixed(
+    store: &LocalStore,
+    c: &cxone_etm::pipeline::Connection,
+    after: &Emulator,
+    item: &cxone_etm::pipeline::WorkItem,
+) {
+    let third = run(store, c, api_key(after)).await.unwrap();
     assert!(third.complete, "{:?}", third.problems);
-    let m3 = manifest(&store, &third.manifest).await;
+    let m3 = manifest(store, &third.manifest).await;
     let closed = m3
         .items
         .iter()
         .find(|i| i.item == item.item)
         .and_then(|i| i.figures.lifecycle.get(&Lifecycle::Fixed).copied());
     assert!(closed > Some(0), "what the newer scan fixed closes now");
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Run 1 of connection `id` committed against `before`, then run 2 planned and collected against
