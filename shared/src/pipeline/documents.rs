@@ -312,6 +312,10 @@ pub struct TransformRecord {
     /// (the item "transform did not finish"). An attempt still running then commits nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub given_up: bool,
+    /// Open findings of engines not pulled this run (no scan, one outside the look-back window, an
+    /// engine taken off the connection): their part of the ledger went forward as it was.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub carried: u64,
 }
 
 impl TransformRecord {

@@ -96,7 +96,7 @@ async fn manifest_item(
         && (ledgers_written.contains(&item.item)
             || !store.list(&run.ledger(&item.item)).await?.is_empty());
     let carried_forward = if ledger_written {
-        0
+        transformed.carried
     } else {
         // A transform that may still run (of a complete pull, or of a split scan whose parts
         // were not joined: the join may be under way) must commit nothing after this.

@@ -636,6 +636,7 @@ async fn transform_collected(
         }
         if !next.is_empty() {
             for (engine, untouched) in previous {
+                record.carried += untouched.open_findings();
                 next.absorb(engine, untouched);
             }
             // An attempt that outlived its run or finalize's wait for it (Step Functions retried

@@ -554,13 +554,26 @@ async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
             .unwrap();
         serde_json::from_str(&text).unwrap()
     };
-    let open_sast = ledger["findings"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|e| e["engine"] == "sast" && e["open"] == true)
-        .count();
-    assert!(open_sast > 0, "the project's SAST findings are still open");
+    let open_of = |engine: &str| {
+        ledger["findings"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|e| e["engine"] == engine && e["open"] == true)
+            .count() as u64
+    };
+    assert!(
+        open_of("sast") > 0,
+        "the project's SAST findings are still open"
+    );
+    let carried = ["sast", "kics", "containers"]
+        .map(open_of)
+        .iter()
+        .sum::<u64>();
+    assert_eq!(
+        item.carried_forward, carried,
+        "the open findings of the engines not pulled are counted as carried"
+    );
 }
 
 /// A results record whose `type` is gone may be any engine's finding. It is rejected once, and
