@@ -129,6 +129,10 @@ pub enum VendorError {
     Refused { host: String, reason: String },
     #[error("HTTP client setup failed: {0}")]
     Setup(String),
+    /// The vendor refused the credential, and the secret could not be read again for now (no
+    /// answer, a throttle): a later attempt may read a rotated one.
+    #[error("the vendor refused the credential, and re-reading the secret failed for now: {0}")]
+    SecretUnread(String),
 }
 
 impl VendorError {
@@ -136,7 +140,7 @@ impl VendorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RetriesExhausted { .. } | Self::RetryAfterTooLong { .. }
+            Self::RetriesExhausted { .. } | Self::RetryAfterTooLong { .. } | Self::SecretUnread(_)
         )
     }
 }

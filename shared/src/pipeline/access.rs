@@ -37,26 +37,42 @@ impl VendorAccess {
     }
 
     /// After the vendor refused the credential: re-read the secret once and rebuild the client.
-    async fn renew(&self) -> bool {
+    async fn renew(&self) -> Renewal {
         {
             let mut renewed_at = self.renewed_at.lock().await;
             if renewed_at.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(60)) {
-                return false;
+                return Renewal::NotRenewed;
             }
             *renewed_at = Some(std::time::Instant::now());
         }
-        let Ok(credential) = self.secret.refresh().await else {
-            return false;
+        let credential = match self.secret.refresh().await {
+            Ok(credential) => credential,
+            Err(error) if error.may_pass() => {
+                // Not held against the next attempt: it may read the secret.
+                *self.renewed_at.lock().await = None;
+                return Renewal::SecretUnread(error.to_string());
+            }
+            Err(_) => return Renewal::NotRenewed,
         };
         match CxOneClient::new(self.config.clone(), &credential) {
             Ok(client) => {
                 *self.client.write().await = client;
                 tracing::info!("credential re-read after the vendor refused it");
-                true
+                Renewal::Renewed
             }
-            Err(_) => false,
+            Err(_) => Renewal::NotRenewed,
         }
     }
+}
+
+/// What re-reading the secret came to.
+enum Renewal {
+    Renewed,
+    /// Not read (read within the last minute, refused, or a client not built from it): the
+    /// vendor's refusal stands.
+    NotRenewed,
+    /// Secrets Manager did not give it for now.
+    SecretUnread(String),
 }
 
 pub(super) fn credential_refused(error: &VendorError) -> bool {
@@ -74,11 +90,17 @@ pub(super) fn credential_refused(error: &VendorError) -> bool {
 /// An error that may say the vendor refused the credential (so renewing it may help).
 pub(super) trait MayRefuseCredential {
     fn credential_refused(&self) -> bool;
+    /// The vendor refused the credential and the secret could not be read again for now.
+    fn secret_unread(problem: String) -> Self;
 }
 
 impl MayRefuseCredential for VendorError {
     fn credential_refused(&self) -> bool {
         credential_refused(self)
+    }
+
+    fn secret_unread(problem: String) -> Self {
+        VendorError::SecretUnread(problem)
     }
 }
 
@@ -90,9 +112,11 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     match attempt(vendor.client().await).await {
-        Err(error) if error.credential_refused() && vendor.renew().await => {
-            attempt(vendor.client().await).await
-        }
+        Err(error) if error.credential_refused() => match vendor.renew().await {
+            Renewal::Renewed => attempt(vendor.client().await).await,
+            Renewal::NotRenewed => Err(error),
+            Renewal::SecretUnread(problem) => Err(E::secret_unread(problem)),
+        },
         other => other,
     }
 }

@@ -48,6 +48,10 @@ impl MayRefuseCredential for CollectError {
     fn credential_refused(&self) -> bool {
         matches!(self, CollectError::Vendor(e) if credential_refused(e))
     }
+
+    fn secret_unread(problem: String) -> Self {
+        CollectError::Vendor(VendorError::SecretUnread(problem))
+    }
 }
 
 /// Collects one item: its record, every page of its scan's results (written as they arrive), and

@@ -2826,3 +2826,73 @@ async fn a_finalize_killed_while_closing_a_deleted_project_closes_each_finding_o
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Secrets Manager as the functions see it: the first read gives `first`; every later read fails,
+/// as `passing` says.
+struct SecretsThatStopAnswering {
+    first: String,
+    reads: std::sync::atomic::AtomicUsize,
+    passing: cxone_etm::secret::Passing,
+}
+
+impl cxone_etm::secret::SecretsManager for SecretsThatStopAnswering {
+    fn secret_string<'a>(
+        &'a self,
+        _id: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, cxone_etm::secret::SecretUnread>> {
+        let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let answer = match read {
+            0 => Ok(self.first.clone()),
+            _ => Err(cxone_etm::secret::SecretUnread {
+                problem: "cannot read the secret (ThrottlingException: Rate exceeded)".into(),
+                passing: self.passing,
+            }),
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// The vendor refuses the credential (its key was rotated), and Secrets Manager does not give
+/// the secret again for now: the step fails Retryable (a later attempt may read the rotated key),
+/// not as a refused credential. A secret refused for good leaves the vendor's refusal, Fatal.
+#[tokio::test]
+async fn a_refused_credential_whose_secret_cannot_be_read_again_for_now_is_retried() {
+    use cxone_etm::secret::Passing;
+    let emulator = emulator(shape(2, 1)).await;
+    let c = connection(&emulator, "renewal", ConnectorKind::Sast);
+    for (passing, retryable) in [(Passing::MayPass, true), (Passing::Lasting, false)] {
+        let (store, dir) = temp_store(&format!("renewal-{passing:?}"));
+        let run2 = cxone_etm::pipeline::begin_run(
+            &store,
+            "renewal",
+            cxone_etm::pipeline::Trigger::Api,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let secrets = SecretsThatStopAnswering {
+            first: r#"{"api_key": "rotated-away"}"#.into(),
+            reads: Default::default(),
+            passing,
+        };
+        let secret = cxone_etm::secret::SecretSource::with_secrets_manager(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:cx-AbCdEf",
+            std::sync::Arc::new(secrets),
+        );
+        let vendor = cxone_etm::pipeline::VendorAccess::new(c.vendor.clone(), secret)
+            .await
+            .unwrap();
+        let error = cxone_etm::pipeline::plan(&store, &vendor, &c, &run2, 1)
+            .await
+            .expect_err("the vendor refuses the key");
+        assert_eq!(error.is_retryable(), retryable, "{passing:?}: {error}");
+        assert_eq!(
+            error
+                .to_string()
+                .contains("re-reading the secret failed for now"),
+            retryable,
+            "{error}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
