@@ -131,8 +131,8 @@ pub enum VendorError {
     Setup(String),
     /// The vendor refused the credential, and the secret could not be read again for now (no
     /// answer, a throttle): a later attempt may read a rotated one.
-    #[error("the vendor refused the credential, and re-reading the secret failed for now: {0}")]
-    SecretUnread(String),
+    #[error("{refused}; re-reading the secret failed for now: {problem}")]
+    SecretUnread { refused: String, problem: String },
 }
 
 impl VendorError {
@@ -140,7 +140,9 @@ impl VendorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RetriesExhausted { .. } | Self::RetryAfterTooLong { .. } | Self::SecretUnread(_)
+            Self::RetriesExhausted { .. }
+                | Self::RetryAfterTooLong { .. }
+                | Self::SecretUnread { .. }
         )
     }
 }

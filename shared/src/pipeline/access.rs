@@ -10,9 +10,11 @@ pub struct VendorAccess {
     config: VendorConfig,
     secret: SecretSource,
     client: tokio::sync::RwLock<CxOneClient>,
-    /// When the secret was last re-read: at most once a minute, so a refused credential does not
-    /// hammer the secret store, while a long-lived process still picks up each later rotation.
-    renewed_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// When the secret was last re-read, and what came of it: at most once a minute, so a refused
+    /// credential does not hammer the secret store (callers within the minute get the same
+    /// answer), while a long-lived process still picks up each later rotation. Held across the
+    /// read: callers that meet the refusal meanwhile wait for its outcome.
+    last_renewal: tokio::sync::Mutex<Option<(std::time::Instant, Renewal)>>,
 }
 
 impl VendorAccess {
@@ -23,7 +25,7 @@ impl VendorAccess {
             config,
             secret,
             client: tokio::sync::RwLock::new(client),
-            renewed_at: tokio::sync::Mutex::new(None),
+            last_renewal: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -38,38 +40,35 @@ impl VendorAccess {
 
     /// After the vendor refused the credential: re-read the secret once and rebuild the client.
     async fn renew(&self) -> Renewal {
+        let mut last = self.last_renewal.lock().await;
+        if let Some((at, outcome)) = &*last
+            && at.elapsed() < std::time::Duration::from_secs(60)
         {
-            let mut renewed_at = self.renewed_at.lock().await;
-            if renewed_at.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(60)) {
-                return Renewal::NotRenewed;
-            }
-            *renewed_at = Some(std::time::Instant::now());
+            return outcome.clone();
         }
-        let credential = match self.secret.refresh().await {
-            Ok(credential) => credential,
-            Err(error) if error.may_pass() => {
-                // Not held against the next attempt: it may read the secret.
-                *self.renewed_at.lock().await = None;
-                return Renewal::SecretUnread(error.to_string());
-            }
-            Err(_) => return Renewal::NotRenewed,
-        };
-        match CxOneClient::new(self.config.clone(), &credential) {
-            Ok(client) => {
-                *self.client.write().await = client;
-                tracing::info!("credential re-read after the vendor refused it");
-                Renewal::Renewed
-            }
+        let outcome = match self.secret.refresh().await {
+            Ok(credential) => match CxOneClient::new(self.config.clone(), &credential) {
+                Ok(client) => {
+                    *self.client.write().await = client;
+                    tracing::info!("credential re-read after the vendor refused it");
+                    Renewal::Renewed
+                }
+                Err(_) => Renewal::NotRenewed,
+            },
+            Err(error) if error.may_pass() => Renewal::SecretUnread(error.to_string()),
             Err(_) => Renewal::NotRenewed,
-        }
+        };
+        *last = Some((std::time::Instant::now(), outcome.clone()));
+        outcome
     }
 }
 
 /// What re-reading the secret came to.
+#[derive(Clone)]
 enum Renewal {
+    /// The client was rebuilt from it (within the minute: by another caller): try again.
     Renewed,
-    /// Not read (read within the last minute, refused, or a client not built from it): the
-    /// vendor's refusal stands.
+    /// Not read (refused), or no client built from it: the vendor's refusal stands.
     NotRenewed,
     /// Secrets Manager did not give it for now.
     SecretUnread(String),
@@ -88,10 +87,11 @@ pub(super) fn credential_refused(error: &VendorError) -> bool {
 }
 
 /// An error that may say the vendor refused the credential (so renewing it may help).
-pub(super) trait MayRefuseCredential {
+pub(super) trait MayRefuseCredential: std::fmt::Display {
     fn credential_refused(&self) -> bool;
-    /// The vendor refused the credential and the secret could not be read again for now.
-    fn secret_unread(problem: String) -> Self;
+    /// The vendor refused the credential (`refused`) and the secret could not be read again for
+    /// now (`problem`).
+    fn secret_unread(refused: String, problem: String) -> Self;
 }
 
 impl MayRefuseCredential for VendorError {
@@ -99,8 +99,8 @@ impl MayRefuseCredential for VendorError {
         credential_refused(self)
     }
 
-    fn secret_unread(problem: String) -> Self {
-        VendorError::SecretUnread(problem)
+    fn secret_unread(refused: String, problem: String) -> Self {
+        VendorError::SecretUnread { refused, problem }
     }
 }
 
@@ -115,7 +115,7 @@ where
         Err(error) if error.credential_refused() => match vendor.renew().await {
             Renewal::Renewed => attempt(vendor.client().await).await,
             Renewal::NotRenewed => Err(error),
-            Renewal::SecretUnread(problem) => Err(E::secret_unread(problem)),
+            Renewal::SecretUnread(problem) => Err(E::secret_unread(error.to_string(), problem)),
         },
         other => other,
     }

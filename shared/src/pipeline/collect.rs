@@ -49,8 +49,8 @@ impl MayRefuseCredential for CollectError {
         matches!(self, CollectError::Vendor(e) if credential_refused(e))
     }
 
-    fn secret_unread(problem: String) -> Self {
-        CollectError::Vendor(VendorError::SecretUnread(problem))
+    fn secret_unread(refused: String, problem: String) -> Self {
+        CollectError::Vendor(VendorError::secret_unread(refused, problem))
     }
 }
 

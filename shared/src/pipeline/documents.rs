@@ -377,7 +377,9 @@ pub struct Manifest {
     /// The engines the connection delivers, each with its totals over the run's items.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub totals_by_engine: BTreeMap<Engine, Figures>,
-    /// Open findings of incomplete or failed items, carried forward unchanged.
+    /// Open findings carried forward unchanged: of incomplete or failed items, of engines a
+    /// reconciled item did not pull, of items the filters left out or a listing missed, and of
+    /// deleted items the policy did not close.
     #[serde(default)]
     pub carried_forward: u64,
     pub items: Vec<ManifestItem>,

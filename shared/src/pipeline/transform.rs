@@ -175,43 +175,29 @@ fn given_up(item: &WorkItem) -> StepError {
 
 /// The `externalAssetId` the map now gives the item, where it is not the one of the item's last
 /// committed ledger. Decided only where every engine the connection delivers maps the item to the
-/// same asset (a ledger keeps one): `None` where one sends no asset (the asset-type filter), or
-/// two differ.
+/// same asset (a ledger keeps one): `None` where one sends no asset (the asset-type filter) or
+/// cannot map the item, or two differ.
 fn moved_asset(
     connection: &Connection,
     context: &TransformContext,
     item_json: &[u8],
     previous: &BTreeMap<Engine, Ledger>,
-) -> Result<Option<String>, StepError> {
+) -> Option<String> {
     let was = previous
         .values()
         .find(|part| !part.asset.is_empty())
-        .and_then(|part| external_asset_id(&part.asset));
-    let Some(was) = was else {
-        return Ok(None);
-    };
+        .and_then(|part| external_asset_id(&part.asset))?;
     let mut now = std::collections::BTreeSet::new();
     for plan in &connection.plans {
-        let transformer = ItemTransformer::new(
-            plan,
-            &connection.scoring,
-            context,
-            connection.options.clone(),
-            item_json,
-        )
-        .map_err(|source| StepError::Transform {
-            at: "the item's asset".into(),
-            source,
-        })?;
-        match transformer.external_asset_id() {
-            Some(id) => now.insert(id),
-            None => return Ok(None),
-        };
+        let options = connection.options.clone();
+        let transformer =
+            ItemTransformer::new(plan, &connection.scoring, context, options, item_json).ok()?;
+        now.insert(transformer.external_asset_id()?);
     }
-    Ok(match now.len() {
+    match now.len() {
         1 => now.pop_first().filter(|now| *now != was),
         _ => None,
-    })
+    }
 }
 
 /// Deletes what a transform of `item` wrote in `run` but its record: its batch objects and its
@@ -405,16 +391,13 @@ async fn transform_collected(
             });
         }
         // The map gives the item another `externalAssetId` than its last committed run's: the
-        // open findings of the engines pulled now close on the asset ETM has them on, before
-        // the pull (their part of the previous ledger is not held beside the new one), and the
-        // new asset starts afresh.
+        // open findings close on the asset ETM has them on, before the pull (the previous ledger
+        // is not held beside the new one), and the new asset starts afresh. Every engine's: a
+        // ledger keeps one asset, so a part kept would be taken as the new asset's; an engine
+        // not pulled now sends its findings there, NEW, when its scan is next pulled.
         let mut moved: BTreeMap<Engine, Figures> = BTreeMap::new();
-        if let Some(now) = moved_asset(connection, &context, &item_json, &previous)? {
-            let pulled = pulls
-                .iter()
-                .flat_map(|p| &p.transformers)
-                .map(|t| t.engine());
-            let mut parts: Vec<Ledger> = pulled.filter_map(|e| previous.remove(&e)).collect();
+        if let Some(now) = moved_asset(connection, &context, &item_json, &previous) {
+            let mut parts: Vec<Ledger> = std::mem::take(&mut previous).into_values().collect();
             if parts.iter().any(|part| part.open_findings() > 0) {
                 let reason = format!(
                     "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
@@ -625,11 +608,7 @@ async fn transform_collected(
             record.figures.add(&done.figures);
             record.rejected.append(&mut done.rejected);
             record.collisions.append(&mut done.collisions);
-            let mut figures = done.figures;
-            if let Some(closed_on_the_old_asset) = moved.remove(&engine) {
-                figures.add(&closed_on_the_old_asset);
-            }
-            by_engine.insert(engine, figures);
+            by_engine.insert(engine, done.figures);
             if let Some(ledger) = done.ledger.take() {
                 next.absorb(engine, ledger);
             }
@@ -653,6 +632,13 @@ async fn transform_collected(
                 ensure_not_given_up(store, item).await?;
                 put_gzip_json(store, &ledger, &next).await?;
             }
+        }
+        // What closed on a moved asset's old id counts with its engine (pulled or not).
+        for (engine, closed_on_the_old_asset) in moved {
+            by_engine
+                .entry(engine)
+                .or_default()
+                .add(&closed_on_the_old_asset);
         }
         if connection.plans.len() > 1 {
             record.by_engine = by_engine;

@@ -2895,4 +2895,55 @@ async fn a_refused_credential_whose_secret_cannot_be_read_again_for_now_is_retri
         );
         std::fs::remove_dir_all(dir).ok();
     }
+
+    // A group of items collected while the secret cannot be read: each item meets the refusal,
+    // and the secret is read again once for all of them (within the minute, the outcome stands).
+    let (store, dir) = temp_store("renewal-group");
+    let planned = cxone_etm::pipeline::begin_run(
+        &store,
+        "renewal",
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let good = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(&store, &good, &c, &planned, 1)
+        .await
+        .unwrap();
+    let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
+    assert!(items.len() >= 2);
+    let secrets = std::sync::Arc::new(SecretsThatStopAnswering {
+        first: r#"{"api_key": "rotated-away"}"#.into(),
+        reads: Default::default(),
+        passing: Passing::MayPass,
+    });
+    let secret = cxone_etm::secret::SecretSource::with_secrets_manager(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:cx-AbCdEf",
+        secrets.clone(),
+    );
+    let refused = cxone_etm::pipeline::VendorAccess::new(c.vendor.clone(), secret)
+        .await
+        .unwrap();
+    let (_, unfinished) = cxone_etm::pipeline::collect_group(
+        &store,
+        &refused,
+        &c,
+        &items,
+        cxone_etm::pipeline::TimeBudget::until(None),
+    )
+    .await;
+    let unfinished = unfinished.expect("no item is collected");
+    assert!(unfinished.is_retryable(), "{unfinished}");
+    assert_eq!(
+        secrets.reads.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "read once to begin, once again for every item"
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
