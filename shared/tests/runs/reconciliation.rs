@@ -2899,24 +2899,7 @@ async fn a_refused_credential_whose_secret_cannot_be_read_again_for_now_is_retri
     // A group of items collected while the secret cannot be read: each item meets the refusal,
     // and the secret is read again once for all of them (within the minute, the outcome stands).
     let (store, dir) = temp_store("renewal-group");
-    let planned = cxone_etm::pipeline::begin_run(
-        &store,
-        "renewal",
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let good = cxone_etm::pipeline::VendorAccess::new(
-        c.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
-    )
-    .await
-    .unwrap();
-    let groups = cxone_etm::pipeline::plan(&store, &good, &c, &planned, 1)
-        .await
-        .unwrap();
-    let items: Vec<_> = groups.iter().flat_map(|g| g.items.clone()).collect();
+    let (_, _, items) = planned_run(&store, &c, &emulator, 1).await;
     assert!(items.len() >= 2);
     let secrets = std::sync::Arc::new(SecretsThatStopAnswering {
         first: r#"{"api_key": "rotated-away"}"#.into(),
