@@ -333,6 +333,14 @@ pub async fn put_connection(
     if let Some(scoring) = &parts.scoring {
         config.scoring = Some(part(scoring, "scoring table")?);
     }
+    // A config in S3 is the deployed functions': what they refuse is not stored.
+    let refused = match store.starts_with("s3://") {
+        true => cxone_etm::lambda::refused_on_aws(&config),
+        false => Vec::new(),
+    };
+    if !refused.is_empty() {
+        return Err(invalid(refused));
+    }
     let connection = config.validate().map_err(invalid)?;
     let store = AnyStore::open(store).await?;
     let report = check_connection(&connection).await;

@@ -679,6 +679,42 @@ async fn test_connection_prints_the_five_checks_for_every_mistake() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `connection put` into S3 (the deployed functions' store) refuses what the functions would
+/// refuse, before any store is opened: a credential from the environment or a file.
+#[test]
+fn a_config_the_functions_would_refuse_is_not_put_into_s3() {
+    let dir = temp_dir("put-s3");
+    let path = dir.join("connection.json");
+    let config = cxone_etm::pipeline::ConnectionConfig::new(
+        "borrowing",
+        cxone_etm::ConnectorKind::Sast,
+        cxone_etm::cxone::VendorSettings::for_custom(
+            "https://cx.example.com",
+            "https://iam.example.com",
+            "acme",
+        ),
+        "env:AWS_SECRET_ACCESS_KEY",
+    );
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "connection",
+            "put",
+            "--store",
+            "s3://no-such-bucket/",
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nothing stored") && stderr.contains("Secrets Manager only"),
+        "{stderr}"
+    );
+}
+
 /// `status` after `connection put` (Registered, then Scheduled with its next run in the schedule's
 /// time zone) and after a run (Processed, complete), in text and JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

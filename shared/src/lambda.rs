@@ -388,7 +388,7 @@ fn recorded_arn(name: &str) -> String {
 /// anything in it is read: a credential from the function's environment or files
 /// (`env:AWS_SECRET_ACCESS_KEY` would hand the role's own keys to whatever host the config names),
 /// and a CA bundle from anywhere but what was deployed with it (`/dev/zero`, `/proc/...`).
-fn refused_on_aws(config: &ConnectionConfig) -> Vec<FieldError> {
+pub fn refused_on_aws(config: &ConnectionConfig) -> Vec<FieldError> {
     let mut refused = Vec::new();
     if let Ok(SecretRef::Env(_) | SecretRef::File(_)) = config.secret.parse::<SecretRef>() {
         refused.push(FieldError::new(

@@ -372,6 +372,56 @@ async fn the_part_collected_last_joins_them_and_the_others_take_its_transform() 
     assert_eq!(large.figures.findings_out, joined.figures.findings_out);
 }
 
+/// A split scan whose join comes late: finalize found its parts collected but not joined and
+/// gave up on it (its `givenUp` record, written while the run still held its lock), and then the
+/// transform of the part collected last joins them and transforms the scan. It commits nothing:
+/// it finds finalize's record, deletes what it wrote and answers `GivenUp`; finalize reports the
+/// item failed with nothing of it sent, and the next run is whole.
+#[tokio::test]
+async fn a_join_that_comes_after_finalize_gave_up_commits_nothing() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let s = split_run(&emulator, "split-late-join").await;
+    s.the_others().await;
+    let parts = s.parts();
+    for part in &parts {
+        s.collect(part).await;
+    }
+    let key = parts[0].item.clone();
+    let given_up = cxone_etm::pipeline::TransformRecord::given_up(&key);
+    let record = serde_json::to_vec(&given_up).unwrap();
+    let record_key = s.run.transform_record(&key);
+    assert!(
+        s.store
+            .put_if_absent(&record_key, record.into())
+            .await
+            .unwrap()
+    );
+
+    let late = transform(&s.store, &s.connection, parts[3]).await;
+    assert!(
+        matches!(late, Err(cxone_etm::pipeline::StepError::GivenUp { .. })),
+        "{late:?}"
+    );
+    assert_eq!(
+        s.store.list(&s.run.etm_prefix(&key)).await.unwrap(),
+        vec![record_key],
+        "only finalize's record is left of the item"
+    );
+    let m = finalize(&s.store, &s.connection, &s.run).await.unwrap();
+    let large = large_item(&m, &emulator);
+    assert_eq!(large.status, ItemStatus::Failed, "{large:?}");
+    assert!(
+        large.objects.is_empty() && large.carried_forward > 0,
+        "{large:?}"
+    );
+
+    let next = run(&s.store, &s.connection, api_key(&emulator))
+        .await
+        .unwrap();
+    assert!(next.complete, "{:?}", next.problems);
+    nothing_new_or_reopened(&manifest(&s.store, &next.manifest).await, "the run after");
+}
+
 /// Rewrites part `index`'s fingerprints (a record count, then the records' and the ids'
 /// fingerprints, little-endian, packed), as a hostile store or a vendor that moved between two
 /// parts' pulls would leave them.
