@@ -451,7 +451,7 @@ impl Runtime<S3Store> {
         });
         Self::new(
             store,
-            Arc::new(aws_sdk_secretsmanager::Client::new(&config)),
+            Arc::new(crate::secret::secrets_manager_client(&config)),
             state_machine,
         )
         .with_max_concurrency(env.max_concurrency)

@@ -272,6 +272,20 @@ pub trait SecretsManager: Send + Sync {
     fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, SecretUnread>>;
 }
 
+/// A Secrets Manager client that gives up on an answer that does not come: the SDK's defaults
+/// bound only the connection, and a read that hangs would hold every step waiting on the
+/// credential until the function's timeout.
+pub fn secrets_manager_client(config: &aws_config::SdkConfig) -> aws_sdk_secretsmanager::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(std::time::Duration::from_secs(10))
+        .operation_timeout(std::time::Duration::from_secs(30))
+        .build();
+    let config = aws_sdk_secretsmanager::config::Builder::from(config)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
 impl SecretsManager for aws_sdk_secretsmanager::Client {
     fn secret_string<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<String, SecretUnread>> {
         Box::pin(async move {
@@ -373,8 +387,7 @@ impl SecretSource {
         let secrets_manager = match reference {
             SecretRef::SecretsManager(_) => {
                 let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                Some(Arc::new(aws_sdk_secretsmanager::Client::new(&config))
-                    as Arc<dyn SecretsManager>)
+                Some(Arc::new(secrets_manager_client(&config)) as Arc<dyn SecretsManager>)
             }
             _ => None,
         };

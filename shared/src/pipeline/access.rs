@@ -10,10 +10,9 @@ pub struct VendorAccess {
     config: VendorConfig,
     secret: SecretSource,
     client: tokio::sync::RwLock<CxOneClient>,
-    /// When the secret was last re-read, and what came of it: at most once a minute, so a refused
-    /// credential does not hammer the secret store (callers within the minute get the same
-    /// answer), while a long-lived process still picks up each later rotation. Held across the
-    /// read: callers that meet the refusal meanwhile wait for its outcome.
+    /// When the secret was last re-read, and what came of it ([`Renewal::stands_for`]): a
+    /// long-lived process still picks up each later rotation. Held across the read: callers that
+    /// meet the refusal meanwhile wait for its outcome.
     last_renewal: tokio::sync::Mutex<Option<(std::time::Instant, Renewal)>>,
 }
 
@@ -42,7 +41,7 @@ impl VendorAccess {
     async fn renew(&self) -> Renewal {
         let mut last = self.last_renewal.lock().await;
         if let Some((at, outcome)) = &*last
-            && at.elapsed() < std::time::Duration::from_secs(60)
+            && at.elapsed() < outcome.stands_for()
         {
             return outcome.clone();
         }
@@ -72,6 +71,18 @@ enum Renewal {
     NotRenewed,
     /// Secrets Manager did not give it for now.
     SecretUnread(String),
+}
+
+impl Renewal {
+    /// How long the outcome answers later callers: a minute, so a refused credential does not
+    /// hammer the secret store; a secret not given for now, only the callers that met the
+    /// refusal at the same moment (the items of a group), not the step's next attempt.
+    fn stands_for(&self) -> std::time::Duration {
+        match self {
+            Renewal::SecretUnread(_) => std::time::Duration::from_secs(1),
+            Renewal::Renewed | Renewal::NotRenewed => std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 pub(super) fn credential_refused(error: &VendorError) -> bool {

@@ -2923,10 +2923,23 @@ async fn a_refused_credential_whose_secret_cannot_be_read_again_for_now_is_retri
     .await;
     let unfinished = unfinished.expect("no item is collected");
     assert!(unfinished.is_retryable(), "{unfinished}");
+    let reads = || secrets.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reads(), 2, "read once to begin, once again for every item");
+    // The step's next attempt (Step Functions waits seconds) reads the secret again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, again) = cxone_etm::pipeline::collect_group(
+        &store,
+        &refused,
+        &c,
+        &items[..1],
+        cxone_etm::pipeline::TimeBudget::until(None),
+    )
+    .await;
+    assert!(again.is_some_and(|e| e.is_retryable()));
     assert_eq!(
-        secrets.reads.load(std::sync::atomic::Ordering::SeqCst),
-        2,
-        "read once to begin, once again for every item"
+        reads(),
+        3,
+        "a secret not read for now is not held against the next attempt"
     );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -382,3 +382,44 @@ async fn a_secret_unread_for_a_while_is_retried_and_a_missing_one_is_not() {
         "{throttled}"
     );
 }
+
+/// A Secrets Manager that takes the connection and never answers: the functions' client gives up
+/// (its own timeouts: the SDK's defaults bound only the connection), and the step fails Retryable,
+/// rather than every step that waits on the credential hanging until the function's timeout.
+#[tokio::test]
+async fn a_secret_read_that_never_answers_gives_up_and_is_retried() {
+    use cxone_etm::pipeline::StepError;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(
+            aws_sdk_secretsmanager::config::SharedCredentialsProvider::new(
+                aws_sdk_secretsmanager::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ),
+            ),
+        )
+        .build();
+    let client = cxone_etm::secret::secrets_manager_client(&config);
+    let source = SecretSource::with_secrets_manager(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:cx-AbCdEf",
+        Arc::new(client),
+    );
+    let started = std::time::Instant::now();
+    let error = StepError::from(source.credential().await.expect_err("no answer"));
+    assert!(error.is_retryable(), "{error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
+}
