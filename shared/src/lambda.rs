@@ -417,6 +417,15 @@ pub fn refused_on_aws(config: &ConnectionConfig) -> Vec<FieldError> {
     refused
 }
 
+/// `config` validated for the functions: what they refuse ([`refused_on_aws`]) before anything
+/// in it is read.
+fn validated_on_aws(config: ConnectionConfig) -> Result<Connection, Vec<FieldError>> {
+    match refused_on_aws(&config) {
+        refused if refused.is_empty() => config.validate(),
+        refused => Err(refused),
+    }
+}
+
 /// What the four functions share for the life of the process: the store, the Secrets Manager and
 /// state machine ports, and the connections loaded so far. Generic over the store so the same
 /// tasks run on S3 in Lambda and on a memory store in tests.
@@ -500,14 +509,7 @@ impl<S: BucketStore> Runtime<S> {
             });
         }
         let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
-        let refused = refused_on_aws(&config);
-        if !refused.is_empty() {
-            return Err(StepError::BadConfig {
-                source_name: format!("connection '{id}'"),
-                errors: refused,
-            });
-        }
-        let connection = config.validate().map_err(|errors| StepError::BadConfig {
+        let connection = validated_on_aws(config).map_err(|errors| StepError::BadConfig {
             source_name: format!("connection '{id}'"),
             errors,
         })?;
@@ -562,11 +564,7 @@ impl<S: BucketStore> Runtime<S> {
         let document = std::str::from_utf8(&text)
             .map_err(|e| bad_config(vec![FieldError::document(format!("not UTF-8 ({e})"))]))?;
         let config = ConnectionConfig::parse(document).map_err(&bad_config)?;
-        let refused = refused_on_aws(&config);
-        if !refused.is_empty() {
-            return Err(bad_config(refused));
-        }
-        let connection = config.validate().map_err(bad_config)?;
+        let connection = validated_on_aws(config).map_err(bad_config)?;
         if connection.config.id != id {
             return Err(bad_config(vec![FieldError::new(
                 "id",

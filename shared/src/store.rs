@@ -131,6 +131,26 @@ impl LocalStore {
 
     /// A temporary file name beside `path`, unique to this process and call, so concurrent writes
     /// of one key never share one.
+    /// What `write` writes, in a temporary file beside `path`, then put there by `place`
+    /// (`rename` replaces what is there; `hard_link` fails when something is): the whole object
+    /// appears at once or not at all, and the temporary file never stays. A crash leaves no
+    /// half-written object (an empty lock would otherwise block its connection).
+    fn placed<W>(
+        path: &Path,
+        write: W,
+        place: fn(&Path, &Path) -> std::io::Result<()>,
+    ) -> std::io::Result<()>
+    where
+        W: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    {
+        let temp = Self::temp_beside(path);
+        let placed = std::fs::File::create(&temp)
+            .and_then(|file| write_through(&file, write))
+            .and_then(|()| place(&temp, path));
+        let _ = std::fs::remove_file(&temp);
+        placed
+    }
+
     fn temp_beside(path: &Path) -> PathBuf {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -149,30 +169,12 @@ impl LocalStore {
 
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        let path = self.path(key)?;
-        Self::parent(&path)?;
-        let temp = Self::temp_beside(&path);
-        std::fs::write(&temp, &body)
-            .map_err(|e| StoreError::failed(temp.display().to_string(), e))?;
-        std::fs::rename(&temp, &path).map_err(|e| StoreError::failed(path.display().to_string(), e))
+        self.put_written(key, |out| out.write_all(&body)).await
     }
 
-    /// The whole object appears at once or not at all: written to a temporary file, then linked
-    /// into place, which fails when the key exists. A crash leaves no half-written object (an
-    /// empty lock would otherwise block its connection).
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        let path = self.path(key)?;
-        Self::parent(&path)?;
-        let temp = Self::temp_beside(&path);
-        std::fs::write(&temp, &body)
-            .map_err(|e| StoreError::failed(temp.display().to_string(), e))?;
-        let linked = std::fs::hard_link(&temp, &path);
-        let _ = std::fs::remove_file(&temp);
-        match linked {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
-        }
+        self.put_written_if_absent(key, |out| out.write_all(&body))
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
@@ -190,29 +192,18 @@ impl ObjectStore for LocalStore {
     {
         let path = self.path(key)?;
         Self::parent(&path)?;
-        let temp = Self::temp_beside(&path);
-        let written = std::fs::File::create(&temp)
-            .and_then(|file| write_through(&file, write))
-            .and_then(|()| std::fs::rename(&temp, &path));
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            StoreError::failed(path.display().to_string(), e)
-        })
+        Self::placed(&path, write, |from, to| std::fs::rename(from, to))
+            .map_err(|e| StoreError::failed(path.display().to_string(), e))
     }
 
-    /// Written to a temporary file, then linked into place, which fails when the key exists.
+    /// Linked into place, which fails when the key exists.
     async fn put_written_if_absent<W>(&self, key: &str, write: W) -> Result<bool, StoreError>
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
     {
         let path = self.path(key)?;
         Self::parent(&path)?;
-        let temp = Self::temp_beside(&path);
-        let linked = std::fs::File::create(&temp)
-            .and_then(|file| write_through(&file, write))
-            .and_then(|()| std::fs::hard_link(&temp, &path));
-        let _ = std::fs::remove_file(&temp);
-        match linked {
+        match Self::placed(&path, write, |from, to| std::fs::hard_link(from, to)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(StoreError::failed(path.display().to_string(), e)),

@@ -159,6 +159,14 @@ impl Figures {
             + self.superseded
     }
 
+    /// Counts closure records: their lines, and their findings as FIXED.
+    pub fn count_closures(&mut self, closed: super::ledger::Closed) {
+        self.lines += closed.lines;
+        if closed.findings > 0 {
+            *self.lifecycle.entry(Lifecycle::Fixed).or_default() += closed.findings;
+        }
+    }
+
     pub fn add(&mut self, other: &Figures) {
         self.records_in += other.records_in;
         self.findings_out += other.findings_out;
@@ -1176,11 +1184,13 @@ impl<'p> ItemTransformer<'p> {
         reconciling.absent = Absent::Done;
         let closed = absent.len() as u64;
         debug_assert_eq!(closed, to_close, "closed what was settled");
-        let figures = &mut self.state.outcome.figures;
-        figures.lines += handed;
-        if closed > 0 {
-            *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed;
-        }
+        self.state
+            .outcome
+            .figures
+            .count_closures(super::ledger::Closed {
+                findings: closed,
+                lines: handed,
+            });
         Ok(closed)
     }
 

@@ -904,6 +904,17 @@ pub struct Closed {
     pub lines: u64,
 }
 
+impl Closed {
+    /// Adds each engine's of `from` into `into`.
+    pub fn add_by_engine(into: &mut BTreeMap<Engine, Closed>, from: BTreeMap<Engine, Closed>) {
+        for (engine, closed) in from {
+            let all = into.entry(engine).or_default();
+            all.findings += closed.findings;
+            all.lines += closed.lines;
+        }
+    }
+}
+
 /// Closure records for every open finding of `ledger` (an asset whose project or environment was
 /// deleted), or only of the engines `only` holds, handed to `out` line by line as the lines fill,
 /// one engine after another: an asset of millions of findings has more closure lines than memory

@@ -25,9 +25,7 @@ use super::split::unjoined;
 use super::transform::discard_output;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
-use crate::mapping::{
-    Closed, Figures, Ledger, Lifecycle, OpenFindings, TransformContext, close_all,
-};
+use crate::mapping::{Closed, Figures, Ledger, OpenFindings, TransformContext, close_all};
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 
@@ -270,11 +268,12 @@ pub async fn finalize(
     .await?;
     problems.extend(unreadable_unlisted);
     // The closures of deleted assets are lines of the run, of their engines.
-    for (engine, closed) in &closed_with_deleted {
-        for figures in [&mut totals, totals_by_engine.entry(*engine).or_default()] {
-            figures.lines += closed.lines;
-            *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed.findings;
-        }
+    for (engine, closed) in closed_with_deleted {
+        totals.count_closures(closed);
+        totals_by_engine
+            .entry(engine)
+            .or_default()
+            .count_closures(closed);
     }
     let carried_forward = items.iter().map(|i| i.carried_forward).sum::<u64>()
         + carried_for_filtered
@@ -555,11 +554,7 @@ async fn deleted_items(
                 Ok(of_item.values().map(|c| c.findings).sum())
             })
             .await?;
-            for (engine, of_engine) in of_item {
-                let all = closed.entry(engine).or_insert_with(Closed::default);
-                all.findings += of_engine.findings;
-                all.lines += of_engine.lines;
-            }
+            Closed::add_by_engine(&mut closed, of_item);
             entry.objects.push(closures);
             entry.closed = true;
             entry.carried = ledger.open_findings();

@@ -20,8 +20,8 @@ use crate::Engine;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{
-    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, Lifecycle, PageReader,
-    ReadPage, RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
+    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage,
+    RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -407,23 +407,16 @@ async fn transform_collected(
                 let max = connection.options.max_findings_per_line;
                 let entry = put_lines_written(store, &run.closures(key), |out| {
                     for part in &mut parts {
-                        for (engine, of_engine) in
-                            close_all(part, &context, legacy, None, &reason, max, out)?
-                        {
-                            let all = closed.entry(engine).or_default();
-                            all.findings += of_engine.findings;
-                            all.lines += of_engine.lines;
-                        }
+                        let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
+                        Closed::add_by_engine(&mut closed, of_part);
                     }
                     Ok(closed.values().map(|c| c.findings).sum())
                 })
                 .await?;
                 record.objects.push(entry);
                 for (engine, closed) in closed {
-                    for figures in [&mut record.figures, moved.entry(engine).or_default()] {
-                        *figures.lifecycle.entry(Lifecycle::Fixed).or_default() += closed.findings;
-                        figures.lines += closed.lines;
-                    }
+                    record.figures.count_closures(closed);
+                    moved.entry(engine).or_default().count_closures(closed);
                 }
             }
         }

@@ -874,6 +874,17 @@ async fn a_connection_pointed_at_another_tenant_or_kind_is_refused_and_closes_no
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The shipped SAST map, but for `externalAssetId`: the project's name, not its id.
+fn sast_assets_by_name() -> cxone_etm::mapping::TransformMap {
+    let mut map: Value = serde_json::from_str(cxone_etm::mapping::DEFAULT_SAST_MAP).unwrap();
+    for entry in map["entries"].as_array_mut().unwrap() {
+        if entry["target"] == "externalAssetId" {
+            entry["source"] = "name".into();
+        }
+    }
+    serde_json::from_value(map).unwrap()
+}
+
 /// A transform map that gives assets another `externalAssetId` (the project's name instead of
 /// its id): ETM holds the open findings on the old asset, which the connection will never name
 /// again. They close there, each once, saying why, and every finding is sent NEW on the new
@@ -902,14 +913,8 @@ async fn a_map_that_renames_assets_closes_their_findings_on_the_old_asset() {
     }
     assert!(!open_before.is_empty());
 
-    let mut map: Value = serde_json::from_str(cxone_etm::mapping::DEFAULT_SAST_MAP).unwrap();
-    for entry in map["entries"].as_array_mut().unwrap() {
-        if entry["target"] == "externalAssetId" {
-            entry["source"] = "name".into();
-        }
-    }
     let mut by_name = by_id.config.clone();
-    by_name.transform_map = Some(serde_json::from_value(map).unwrap());
+    by_name.transform_map = Some(sast_assets_by_name());
     let by_name = by_name.validate().unwrap();
     let second = run(&store, &by_name, api_key(&emulator)).await.unwrap();
     assert!(second.complete, "{:?}", second.problems);
@@ -986,13 +991,7 @@ async fn a_map_change_of_one_engine_alone_moves_no_asset() {
     let m1 = first_complete_run(&store, &both.clone().validate().unwrap(), &emulator).await;
     assert!(m1.totals.findings_out > 0);
 
-    let mut map: Value = serde_json::from_str(cxone_etm::mapping::DEFAULT_SAST_MAP).unwrap();
-    for entry in map["entries"].as_array_mut().unwrap() {
-        if entry["target"] == "externalAssetId" {
-            entry["source"] = "name".into();
-        }
-    }
-    both.transform_map = Some(serde_json::from_value(map).unwrap());
+    both.transform_map = Some(sast_assets_by_name());
     let second = run(&store, &both.validate().unwrap(), api_key(&emulator))
         .await
         .unwrap();
@@ -2196,28 +2195,18 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
 /// sent and ETM never had them.
 #[tokio::test]
 async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
-    let (store, dir) = temp_store("late-transform");
-    // A newer scan in run 2: some findings fixed, so a transform of run 2 would close them.
-    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
-    let (run2, items, _) = collected_not_transformed(&store, &before, &after, "late").await;
-    let c = connection(&after, "late", ConnectorKind::Sast);
-    // The second item is transformed in time; the first's attempt is still running.
-    let (item, on_time) = (&items[0], &items[1]);
-    cxone_etm::pipeline::transform(&store, &c, on_time)
-        .await
-        .unwrap();
-    let m2 = cxone_etm::pipeline::finalize(&store, &c, &run2)
-        .await
-        .unwrap();
+    let late_one = late_transform("late").await;
+    let (store, c, run2, item) = (&late_one.store, &late_one.c, &late_one.run2, &late_one.item);
+    let m2 = cxone_etm::pipeline::finalize(store, c, run2).await.unwrap();
     let reason = |of: &cxone_etm::pipeline::WorkItem| {
         let line = m2.items.iter().find(|i| i.item == of.item).unwrap();
         line.reason.clone()
     };
     assert_eq!(reason(item).as_deref(), Some("transform did not finish"));
-    assert_eq!(reason(on_time), None);
+    assert_eq!(reason(&late_one.on_time), None);
     let ledger = store.get(&run2.ledger(&item.item)).await.unwrap().unwrap();
 
-    let late = cxone_etm::pipeline::transform(&store, &c, item).await;
+    let late = cxone_etm::pipeline::transform(store, c, item).await;
     assert!(matches!(late, Err(StepError::LostLock { .. })), "{late:?}");
     assert_eq!(
         store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
@@ -2243,14 +2232,14 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
     );
 
     // The next run reconciles against the committed ledger and closes what was fixed.
-    let third = run(&store, &c, api_key(&after)).await.unwrap();
-    let m3 = manifest(&store, &third.manifest).await;
+    let third = run(store, c, api_key(&late_one.after)).await.unwrap();
+    let m3 = manifest(store, &third.manifest).await;
     assert!(third.complete, "{:?}", third.problems);
     assert!(
         closed_findings(&m3) > 0,
         "what the newer scan fixed closes now"
     );
-    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_dir_all(&late_one.dir).ok();
 }
 
 /// A late transform that overlaps finalize: it passed its checks and wrote its batch and next
@@ -2262,39 +2251,27 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
 /// refused at that write: `a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger`.)
 #[tokio::test]
 async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
-    let (store, dir) = temp_store("overlap-transform");
-    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
-    let (run2, items, first) = collected_not_transformed(&store, &before, &after, "overlap").await;
-    let c = connection(&after, "overlap", ConnectorKind::Sast);
-    let (item, on_time) = (&items[0], &items[1]);
-    cxone_etm::pipeline::transform(&store, &c, on_time)
-        .await
-        .unwrap();
-    let previous_ledger = store
-        .get(
-            &cxone_etm::pipeline::RunRef {
-                connection_id: "overlap".into(),
-                run_id: first.clone(),
-            }
-            .ledger(&item.item),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let LateTransform {
+        store,
+        dir,
+        after,
+        c,
+        run2,
+        item,
+        previous_ledger,
+        ..
+    } = late_transform("overlap").await;
+    let item = &item;
 
     // Finalize runs, whole, just before the late attempt records: on a thread and runtime of its
     // own, as another process would.
-    let (record_key, fired) = (
-        run2.transform_record(&item.item),
-        std::sync::atomic::AtomicBool::new(false),
-    );
+    let record_key = run2.transform_record(&item.item);
+    let fired = std::sync::atomic::AtomicBool::new(false);
     let finalizing = store.clone();
     let overlapping = Hooked {
         inner: store,
         hook: |key: &str, _| {
-            if key == record_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                finalize_elsewhere(&finalizing, &c, &run2);
-            }
+            finalize_the_first_time(key == record_key, &fired, &finalizing, &c, &run2);
             None
         },
     };
@@ -2335,24 +2312,17 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
 /// run's: the next run took its closures as sent.
 #[tokio::test]
 async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger() {
-    let (store, dir) = temp_store("late-dies");
-    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
-    let (run2, items, first) =
-        collected_not_transformed(&store, &before, &after, "late-dies").await;
-    let c = connection(&after, "late-dies", ConnectorKind::Sast);
-    let (item, on_time) = (&items[0], &items[1]);
-    cxone_etm::pipeline::transform(&store, &c, on_time)
-        .await
-        .unwrap();
-    let previous = cxone_etm::pipeline::RunRef {
-        connection_id: "late-dies".into(),
-        run_id: first,
-    };
-    let previous_ledger = store
-        .get(&previous.ledger(&item.item))
-        .await
-        .unwrap()
-        .unwrap();
+    let LateTransform {
+        store,
+        dir,
+        after,
+        c,
+        run2,
+        item,
+        previous_ledger,
+        ..
+    } = late_transform("late-dies").await;
+    let item = &item;
 
     // Finalize runs, whole, as the late attempt comes to write its ledger (on a thread and
     // runtime of its own, as another process would); the attempt dies as it records.
@@ -2362,9 +2332,7 @@ async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger(
     let dying = Hooked {
         inner: store,
         hook: |key: &str, _| {
-            if key == ledger_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                finalize_elsewhere(&finalizing, &c, &run2);
-            }
+            finalize_the_first_time(key == ledger_key, &fired, &finalizing, &c, &run2);
             (key == record_key).then(|| {
                 Err(StoreError::Failed {
                     location: key.to_string(),
@@ -2389,8 +2357,62 @@ async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger(
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// Finalize of `run`, run whole on a thread and runtime of its own, as another process would,
-/// from within a store's hook.
+/// Run 2 of connection `id` against a newer scan (some findings fixed, so a transform of run 2
+/// would close them), collected: its second item transformed in time, its first not, as when
+/// that item's transform attempt is still running late.
+struct LateTransform {
+    store: LocalStore,
+    dir: std::path::PathBuf,
+    after: Emulator,
+    c: cxone_etm::pipeline::Connection,
+    run2: cxone_etm::pipeline::RunRef,
+    item: cxone_etm::pipeline::WorkItem,
+    on_time: cxone_etm::pipeline::WorkItem,
+    /// The first item's ledger in run 1 (what finalize of run 2 carries).
+    previous_ledger: bytes::Bytes,
+}
+
+async fn late_transform(id: &str) -> LateTransform {
+    let (store, dir) = temp_store(id);
+    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
+    let (run2, items, first) = collected_not_transformed(&store, &before, &after, id).await;
+    let c = connection(&after, id, ConnectorKind::Sast);
+    let (item, on_time) = (items[0].clone(), items[1].clone());
+    cxone_etm::pipeline::transform(&store, &c, &on_time)
+        .await
+        .unwrap();
+    let previous_ledger = store
+        .get(&run2.sibling(&first).ledger(&item.item))
+        .await
+        .unwrap()
+        .unwrap();
+    LateTransform {
+        store,
+        dir,
+        after,
+        c,
+        run2,
+        item,
+        on_time,
+        previous_ledger,
+    }
+}
+
+/// From within a store's hook: when `now` holds, the first time, finalize of `run` runs whole
+/// on a thread and runtime of its own, as another process would.
+fn finalize_the_first_time(
+    now: bool,
+    fired: &std::sync::atomic::AtomicBool,
+    store: &LocalStore,
+    c: &cxone_etm::pipeline::Connection,
+    run: &cxone_etm::pipeline::RunRef,
+) {
+    if now && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        finalize_elsewhere(store, c, run);
+    }
+}
+
+/// Finalize of `run`, run whole on a thread and runtime of its own, as another process would.
 fn finalize_elsewhere(
     store: &LocalStore,
     c: &cxone_etm::pipeline::Connection,
