@@ -104,7 +104,7 @@ fn write_through(
 }
 
 /// A directory on disk. Writes go to a temporary file and are renamed into place, so a reader never
-/// sees half an object; `put_if_absent` uses an exclusive create.
+/// sees half an object; `put_if_absent` links it into place, which fails when the key exists.
 #[derive(Clone, Debug)]
 pub struct LocalStore {
     root: PathBuf,
