@@ -1047,7 +1047,7 @@ pub async fn collect_task(
         &loaded.vendor,
         &loaded.connection,
         &group.items,
-        time,
+        time.items_before(group.deadlines.map(|d| d.collect_before)),
     )
     .await;
     if let Some(error) = unfinished {
@@ -1103,6 +1103,7 @@ pub async fn transform_task(
         return Ok(TransformGroupOutput { items: Vec::new() });
     };
     let loaded = runtime.run_connection(run).await?;
+    let time = time.items_before(group.deadlines.map(|d| d.transform_before));
     let (done, unfinished) =
         transform_group(&runtime.store, &loaded.connection, &group.items, time).await;
     if let Some(error) = unfinished {
@@ -1335,8 +1336,9 @@ impl Summarized for PlannedRun {
 /// named, can say a lot).
 const ERROR_MESSAGE_CHARS: usize = 8_000;
 
-/// Step Functions retries the error types its Retry lists name: `Retryable` (a later attempt may
-/// succeed), never `Fatal`.
+/// Step Functions retries the error types its Retry lists name: `OutOfTime` (the invocation's time
+/// ran short after progress: as often as a group needs), `Retryable` (a later attempt may
+/// succeed: a few times), never `Fatal`.
 impl From<StepError> for Diagnostic {
     fn from(error: StepError) -> Self {
         let mut error_message = error.to_string();
@@ -1345,7 +1347,9 @@ impl From<StepError> for Diagnostic {
             error_message.push_str(" … (cut)");
         }
         Diagnostic {
-            error_type: if error.is_retryable() {
+            error_type: if error.is_out_of_time() {
+                "OutOfTime".into()
+            } else if error.is_retryable() {
                 "Retryable".into()
             } else {
                 "Fatal".into()

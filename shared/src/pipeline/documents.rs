@@ -94,6 +94,20 @@ impl ScanPart {
 #[serde(rename_all = "camelCase")]
 pub struct WorkGroup {
     pub items: Vec<WorkItem>,
+    /// Until when the group's items may start (none in a group planned before they were set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadlines: Option<ItemDeadlines>,
+}
+
+/// Until when a run's items may start: set by the plan from the run's start (see
+/// `group::ItemDeadlines::from_run_start`), so that finalize runs inside the execution's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemDeadlines {
+    /// No item is collected from this moment on.
+    pub collect_before: jiff::Timestamp,
+    /// No item is transformed from this moment on.
+    pub transform_before: jiff::Timestamp,
 }
 
 impl<'de> Deserialize<'de> for WorkGroup {
@@ -102,15 +116,17 @@ impl<'de> Deserialize<'de> for WorkGroup {
         #[derive(Deserialize)]
         struct Group {
             items: Vec<WorkItem>,
+            #[serde(default)]
+            deadlines: Option<ItemDeadlines>,
         }
         let value = Value::deserialize(input)?;
         let parsed = if value.get("items").is_some() {
-            serde_json::from_value::<Group>(value).map(|g| g.items)
+            serde_json::from_value::<Group>(value).map(|g| (g.items, g.deadlines))
         } else {
-            serde_json::from_value::<WorkItem>(value).map(|item| vec![item])
+            serde_json::from_value::<WorkItem>(value).map(|item| (vec![item], None))
         };
         parsed
-            .map(|items| WorkGroup { items })
+            .map(|(items, deadlines)| WorkGroup { items, deadlines })
             .map_err(serde::de::Error::custom)
     }
 }

@@ -110,6 +110,11 @@ pub enum StepError {
         "not started: the invocation had {left_secs} s left, too little for another item; the state machine's next attempt, if any is left, goes on from here"
     )]
     TimeShort { left_secs: u64 },
+    /// The run's deadline for starting its items has passed (see `group::COLLECT_ITEMS_WITHIN`).
+    #[error(
+        "not started: the run's items start only until {deadline}, so that finalize commits what the run did within the execution's time; the item is reported and its findings carried, and the next run pulls it"
+    )]
+    RunTimeSpent { deadline: String },
     /// An item's collect stopped between two pages as its invocation's time ran short; what it
     /// stored is kept, with its progress.
     #[error(
@@ -124,6 +129,9 @@ pub enum StepError {
         first: Box<StepError>,
         /// Whether another attempt may finish any of them.
         retryable: bool,
+        /// Whether time alone stopped them: every one another attempt may finish was left as
+        /// the invocation's time ran short (see [`StepError::is_out_of_time`]).
+        out_of_time: bool,
     },
 }
 
@@ -150,8 +158,22 @@ impl StepError {
             | Self::Transform { .. }
             | Self::BadEvent { .. }
             | Self::TaskStopped(_)
+            | Self::RunTimeSpent { .. }
             | Self::RunFailed(_)
             | Self::NothingCommitted(_) => false,
+        }
+    }
+
+    /// Whether the step stopped only because its invocation's time ran short, after it made
+    /// progress: the first item of an invocation always starts, and a collect pauses only after
+    /// a page it stored. The state machine retries these apart from the transient errors, as
+    /// many times as a group needs, so that a group of long items is never cut short by the
+    /// transient errors' few attempts.
+    pub fn is_out_of_time(&self) -> bool {
+        match self {
+            Self::TimeShort { .. } | Self::CollectPaused { .. } => true,
+            Self::Unfinished { out_of_time, .. } => *out_of_time,
+            _ => false,
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::access::VendorAccess;
 use super::collect::{collect, record_collect_failure};
 use super::config::Connection;
-use super::documents::{CollectOutcome, TransformRecord, WorkItem};
+use super::documents::{CollectOutcome, ItemDeadlines, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::get_json;
 use super::transform::{take_back, transform};
@@ -104,13 +104,36 @@ pub async fn transform_group(
     (done, unfinished.into_error())
 }
 
+/// A run's items are collected only until this long after the trigger began the run, and
+/// transformed only until [`TRANSFORM_ITEMS_WITHIN`]: a collect invocation started just before may
+/// take its whole Timeout (15 minutes), the transform of its group after it, and finalize its own
+/// with a retry, all before the execution's `TimeoutSeconds` (5 h 30 min from its start, which
+/// comes after the run's). An execution cut off there runs no finalize: the run would commit
+/// nothing. scripts/check-infra.py checks these sums against the template.
+pub const COLLECT_ITEMS_WITHIN: Duration = Duration::from_secs(4 * 3600 + 30 * 60);
+/// See [`COLLECT_ITEMS_WITHIN`].
+pub const TRANSFORM_ITEMS_WITHIN: Duration = Duration::from_secs(4 * 3600 + 45 * 60);
+
+impl ItemDeadlines {
+    /// The deadlines of a run the trigger began at `started`.
+    pub fn from_run_start(started: jiff::Timestamp) -> Self {
+        let after = |within: Duration| started.checked_add(within).unwrap_or(jiff::Timestamp::MAX);
+        Self {
+            collect_before: after(COLLECT_ITEMS_WITHIN),
+            transform_before: after(TRANSFORM_ITEMS_WITHIN),
+        }
+    }
+}
+
 /// The time an invocation has for its group's items. A group shares one invocation's time (15
 /// minutes at most on Lambda): after the first, no item is started unless twice the longest item
 /// so far, and at least a minute, is left, so none is cut off midway; the items not started are left to the
-/// state machine's next attempt, which skips the finished ones.
+/// state machine's next attempt, which skips the finished ones. No item starts after the run's
+/// deadline for the step ([`ItemDeadlines`]), the first of an invocation neither.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBudget {
     deadline: Option<SystemTime>,
+    items_before: Option<jiff::Timestamp>,
     longest: Duration,
 }
 
@@ -122,13 +145,30 @@ impl TimeBudget {
     pub fn until(deadline: Option<SystemTime>) -> Self {
         Self {
             deadline,
+            items_before: None,
             longest: Duration::ZERO,
         }
     }
 
-    /// The first item of an invocation always starts: a fresh invocation has all the time it
-    /// will ever get, and a function with a Timeout under a minute must still make progress.
+    /// No item starts from `moment` on (the run's deadline for the step; `None`: none).
+    pub fn items_before(self, moment: Option<jiff::Timestamp>) -> Self {
+        Self {
+            items_before: moment,
+            ..self
+        }
+    }
+
+    /// The first item of an invocation always starts within the run's deadline: a fresh
+    /// invocation has all the time it will ever get, and a function with a Timeout under a
+    /// minute must still make progress.
     fn left_for_another(&self) -> Result<(), StepError> {
+        if let Some(moment) = self.items_before
+            && jiff::Timestamp::now() >= moment
+        {
+            return Err(StepError::RunTimeSpent {
+                deadline: moment.to_string(),
+            });
+        }
         let (Some(deadline), false) = (self.deadline, self.longest.is_zero()) else {
             return Ok(());
         };
@@ -154,12 +194,19 @@ struct Unfinished {
     items: Vec<String>,
     first: Option<StepError>,
     retryable: bool,
+    /// An item was left as the time ran short.
+    out_of_time: bool,
+    /// An item failed for another reason a retry may mend (a vendor or store fault): the group
+    /// is then retried as that error is, within the transient errors' few attempts.
+    failed_for_another_reason: bool,
 }
 
 impl Unfinished {
     fn add(&mut self, item: &WorkItem, error: StepError) {
         tracing::warn!(item = %item.item, error = %error, "item did not finish");
         self.retryable |= error.is_retryable();
+        self.out_of_time |= error.is_out_of_time();
+        self.failed_for_another_reason |= error.is_retryable() && !error.is_out_of_time();
         self.items.push(item.item.clone());
         self.first.get_or_insert(error);
     }
@@ -170,6 +217,30 @@ impl Unfinished {
             items: self.items,
             first: Box::new(first),
             retryable: self.retryable,
+            out_of_time: self.out_of_time && !self.failed_for_another_reason,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_item_starts_past_the_runs_deadline_not_even_an_invocations_first() {
+        let fresh = TimeBudget::until(Some(SystemTime::now() + Duration::from_secs(900)));
+        assert!(fresh.left_for_another().is_ok());
+        let now = jiff::Timestamp::now();
+        let ahead = fresh.items_before(Some(now + jiff::SignedDuration::from_secs(3600)));
+        assert!(ahead.left_for_another().is_ok());
+        let spent = fresh.items_before(Some(now - jiff::SignedDuration::from_secs(1)));
+        let refused = spent
+            .left_for_another()
+            .expect_err("past the run's deadline");
+        assert!(
+            matches!(refused, StepError::RunTimeSpent { .. }),
+            "{refused}"
+        );
+        assert!(!refused.is_retryable() && !refused.is_out_of_time());
     }
 }

@@ -25,8 +25,8 @@ pub use access::VendorAccess;
 pub use collect::{collect, record_collect_failure};
 pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, check_key_segment};
 pub use documents::{
-    CollectOutcome, DeletedItem, FilteredItem, ItemStatus, ItemTraffic, Manifest, ManifestItem,
-    ObjectEntry, ScanPart, TransformRecord, WorkGroup, WorkItem,
+    CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic, Manifest,
+    ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup, WorkItem,
 };
 pub use error::StepError;
 pub use finalize::finalize;

@@ -14,10 +14,12 @@ use sha2::{Digest, Sha256};
 
 use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
-use super::documents::{DeletedItem, EngineScan, FilteredItem, WorkGroup, WorkItem};
+use super::documents::{DeletedItem, EngineScan, FilteredItem, ItemDeadlines, WorkGroup, WorkItem};
 use super::error::StepError;
 use super::objects::{get_gzip_json, get_json, put_json, readable};
-use super::run::{RunRecord, VendorScope, ensure_holds_lock, record_plan, start_processing};
+use super::run::{
+    PlanStart, RunRecord, VendorScope, ensure_holds_lock, record_plan, start_processing,
+};
 use super::split::split_large_scans;
 use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
 use crate::field_error::FieldError;
@@ -46,7 +48,10 @@ pub async fn plan(
     // An execution whose start the trigger saw fail (an answer lost, the run failed and the lock
     // released) may still run: it must not move a run that lost its lock, nor the connection.
     ensure_holds_lock(store, run).await?;
-    let previous_run = start_processing(store, run).await?;
+    let PlanStart {
+        previous_run,
+        started_at,
+    } = start_processing(store, run).await?;
     if let Some(previous_run) = &previous_run {
         ensure_same_scope(store, connection, &run.sibling(previous_run)).await?;
     }
@@ -170,7 +175,11 @@ pub async fn plan(
     }
     let planned = items.len() as u64;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
-    let groups = group_items(items, children_at_once);
+    let mut groups = group_items(items, children_at_once);
+    let deadlines = started_at.map(ItemDeadlines::from_run_start);
+    for group in &mut groups {
+        group.deadlines = deadlines;
+    }
     let mut body = Vec::new();
     for group in &groups {
         serde_json::to_writer(&mut body, group).expect("serializes");
@@ -208,6 +217,7 @@ pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGro
         {
             groups.push(WorkGroup {
                 items: std::mem::take(&mut current),
+                deadlines: None,
             });
             bytes = 0;
         }
@@ -216,12 +226,16 @@ pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGro
         if alone {
             groups.push(WorkGroup {
                 items: std::mem::take(&mut current),
+                deadlines: None,
             });
             bytes = 0;
         }
     }
     if !current.is_empty() {
-        groups.push(WorkGroup { items: current });
+        groups.push(WorkGroup {
+            items: current,
+            deadlines: None,
+        });
     }
     groups
 }
@@ -935,6 +949,7 @@ mod tests {
         let run = item(0, 1).run;
         let mut body = serde_json::to_vec(&WorkGroup {
             items: vec![item(0, 1), item(1, 1)],
+            deadlines: None,
         })
         .unwrap();
         body.push(b'\n');

@@ -356,17 +356,29 @@ pub(crate) async fn read_run(
         .ok_or_else(|| StepError::bad_object(&run.run_record(), "the run record is missing"))
 }
 
-/// The plan has begun: the run and the connection are Processing. Returns the connection's last
-/// committed run, which this run reconciles against.
+/// A run whose plan has begun.
+pub(crate) struct PlanStart {
+    /// The connection's last committed run, which this run reconciles against.
+    pub previous_run: Option<String>,
+    /// When the trigger began the run, before it started the execution (`None`: a record whose
+    /// time cannot be read).
+    pub started_at: Option<jiff::Timestamp>,
+}
+
+/// The plan has begun: the run and the connection are Processing.
 pub(crate) async fn start_processing(
     store: &impl ObjectStore,
     run: &RunRef,
-) -> Result<Option<String>, StepError> {
-    update_run(store, run, |r| r.state = RunState::Processing).await?;
+) -> Result<PlanStart, StepError> {
+    let record = update_run(store, run, |r| r.state = RunState::Processing).await?;
     write_state(store, run, RunState::Processing, None, None).await?;
-    Ok(read_state(store, &run.connection_id)
+    let previous_run = read_state(store, &run.connection_id)
         .await?
-        .and_then(|s| s.last_committed_run))
+        .and_then(|s| s.last_committed_run);
+    Ok(PlanStart {
+        previous_run,
+        started_at: record.started_at.parse().ok(),
+    })
 }
 
 /// The plan is written: the run record holds its item count, the run it reconciles against and

@@ -1543,7 +1543,8 @@ fn deadline_in(seconds: u64) -> u64 {
 }
 
 /// A scan too large for what is left of the invocation: collect stops between two pages, its
-/// progress stored, and fails Retryable saying where it stopped; each next invocation goes on
+/// progress stored, and fails OutOfTime (retried apart from transient errors) saying where it
+/// stopped; each next invocation goes on
 /// from the page after, and the run commits every result of the scan once.
 #[tokio::test]
 async fn a_collect_short_of_time_stops_between_pages_and_the_next_invocation_goes_on() {
@@ -1576,7 +1577,7 @@ async fn a_collect_short_of_time_stops_between_pages_and_the_next_invocation_goe
         let error = collect_until(&f, group.clone(), short)
             .await
             .expect_err("not enough time for the whole scan");
-        assert_eq!(error.error_type, "Retryable");
+        assert_eq!(error.error_type, "OutOfTime");
         let message = &error.error_message;
         assert!(
             message.contains(&format!("collect stopped after {stored} pages with "))
@@ -1624,8 +1625,9 @@ async fn a_collect_short_of_time_stops_between_pages_and_the_next_invocation_goe
 }
 
 /// A group shares one invocation's time: with too little of it left, no item after the first is
-/// started (none cut off midway) and the group fails Retryable naming them; the next invocation,
-/// with its full time, collects them.
+/// started (none cut off midway) and the group fails OutOfTime naming them (retried as often as
+/// the group needs, apart from transient errors); the next invocation, with its full time,
+/// collects them.
 #[tokio::test]
 async fn no_item_is_started_without_time_to_finish_it_and_the_next_attempt_goes_on() {
     let f = fixture().await;
@@ -1635,7 +1637,7 @@ async fn no_item_is_started_without_time_to_finish_it_and_the_next_attempt_goes_
     let error = collect_until(&f, group.clone(), short)
         .await
         .expect_err("no time for a second item");
-    assert_eq!(error.error_type, "Retryable");
+    assert_eq!(error.error_type, "OutOfTime");
     assert!(
         error
             .error_message
@@ -1659,4 +1661,234 @@ async fn no_item_is_started_without_time_to_finish_it_and_the_next_attempt_goes_
         .await
         .expect("the next attempt collects every item");
     assert_eq!(collected["items"].as_array().unwrap().len(), 10);
+}
+
+/// A group whose first item fails for a reason a retry may mend (503 for good) and whose other
+/// items the time left out is retried as the transient error is (`Retryable`, a few attempts),
+/// not as time alone (`OutOfTime`, as often as the group needs): an attempt that made no
+/// progress must not be repeated until the run's time is spent.
+#[tokio::test]
+async fn a_group_short_of_time_after_a_transient_failure_is_retried_as_that_failure() {
+    let f = fixture().await;
+    let (_, run, mut items) = scheduled_run(&f).await;
+    // The failing item goes first: the time left counts from it.
+    let scanned = items.iter().position(|i| i.scan_id.is_some()).unwrap();
+    items.swap(0, scanned);
+    let group = json!({ "items": items });
+    f.emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            server_error_rate: 1.0,
+            only_matching: items[0].scan_id.clone(),
+            ..Default::default()
+        },
+    );
+    let error = collect_until(&f, group.clone(), deadline_in(30))
+        .await
+        .expect_err("the first item fails, no time for the others");
+    f.emulator.clear_faults();
+    assert_eq!(error.error_type, "Retryable", "{}", error.error_message);
+    assert!(
+        error.error_message.starts_with(&format!(
+            "10 of the group's items did not finish ({}",
+            items[0].item
+        )),
+        "{}",
+        error.error_message
+    );
+    for item in &items {
+        let record = f.runtime.store.get(&run.collect_outcome(&item.item)).await;
+        assert!(record.unwrap().is_none(), "no item has a record");
+    }
+}
+
+/// The group of the first line of the run's work list, as the plan wrote it, and when the trigger
+/// began the run.
+async fn planned_group_and_start(
+    f: &cxone_etm_e2e::Fixture,
+    run: &RunRef,
+) -> (Value, jiff::Timestamp) {
+    let record = f
+        .runtime
+        .store
+        .get(&run.run_record())
+        .await
+        .unwrap()
+        .unwrap();
+    let record: Value = serde_json::from_slice(&record).unwrap();
+    let started = record["startedAt"].as_str().unwrap().parse().unwrap();
+    let work = f
+        .runtime
+        .store
+        .get(&run.work_list())
+        .await
+        .unwrap()
+        .unwrap();
+    let first = work.split(|b| *b == b'\n').next().unwrap();
+    (serde_json::from_slice(first).unwrap(), started)
+}
+
+/// A group given `deadlines` for collect and transform, `seconds` from now (negative: past).
+fn with_deadlines(items: &[WorkItem], collect_in: i64, transform_in: i64) -> Value {
+    let at = |seconds: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds)).to_string()
+    };
+    json!({
+        "items": items,
+        "deadlines": { "collectBefore": at(collect_in), "transformBefore": at(transform_in) },
+    })
+}
+
+/// The plan gives every group the run's deadlines, from the trigger's start of the run: items are
+/// collected until 4 h 30 min after it and transformed until 4 h 45 min, so that finalize runs
+/// within the execution's 5 h 30 min. A group past its collect deadline starts no item, the first
+/// of an invocation neither: each is recorded failed with the reason and the group fails Fatal
+/// (no retry); transform and finalize go on, and the run commits the items collected in time and
+/// reports the others failed.
+#[tokio::test]
+async fn items_past_the_runs_collect_deadline_are_not_started_and_reported_failed() {
+    let f = fixture().await;
+    let (_, run, items) = scheduled_run(&f).await;
+    let (planned, started) = planned_group_and_start(&f, &run).await;
+    let after = |minutes: i64| (started + jiff::SignedDuration::from_mins(minutes)).to_string();
+    assert_eq!(
+        planned["deadlines"]["collectBefore"],
+        json!(after(270)),
+        "{planned}"
+    );
+    assert_eq!(
+        planned["deadlines"]["transformBefore"],
+        json!(after(285)),
+        "{planned}"
+    );
+
+    let (in_time, late) = items.split_at(5);
+    collect_until(&f, with_deadlines(in_time, 3600, 3600), deadline_in(900))
+        .await
+        .expect("collected in time");
+    f.emulator.reset_traffic();
+    let error = collect_until(&f, with_deadlines(late, -1, 3600), deadline_in(900))
+        .await
+        .expect_err("the run's time for collecting is spent");
+    assert_eq!(error.error_type, "Fatal", "{}", error.error_message);
+    let spent = "not started: the run's items start only until";
+    assert!(
+        error.error_message.contains(spent),
+        "{}",
+        error.error_message
+    );
+    for item in late {
+        let outcome = f
+            .runtime
+            .store
+            .get(&run.collect_outcome(&item.item))
+            .await
+            .unwrap();
+        let outcome: Value = serde_json::from_slice(&outcome.expect("a recorded outcome")).unwrap();
+        assert_eq!(outcome["status"], "failed", "{outcome}");
+        assert!(
+            outcome["reason"].as_str().unwrap().contains(spent),
+            "{outcome}"
+        );
+    }
+    assert_eq!(f.emulator.traffic().requests_to(Endpoint::Results), 0);
+    let mut after_catch = with_deadlines(&items, 3600, 3600);
+    after_catch["collectError"] = json!({"Error": "Fatal", "Cause": "…"});
+    call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        after_catch,
+    )
+    .await
+    .expect("transform");
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({ "run": run }),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], false, "{finalized}");
+    let manifest = f.runtime.store.get(&run.manifest()).await.unwrap().unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    for item in manifest["items"].as_array().unwrap() {
+        let is_late = late.iter().any(|l| l.item == item["item"]);
+        assert_eq!(item["status"] == "failed", is_late, "{item}");
+        if is_late {
+            assert!(item["reason"].as_str().unwrap().contains(spent), "{item}");
+        }
+    }
+}
+
+/// A group collected in time whose transform deadline has passed transforms no item, the first
+/// of an invocation neither, and fails Fatal (no retry); finalize commits the items transformed
+/// in time and reports the others, nothing of them committed.
+#[tokio::test]
+async fn items_past_the_runs_transform_deadline_are_not_transformed() {
+    let f = fixture().await;
+    let (_, run, items) = scheduled_run(&f).await;
+    collect_until(&f, with_deadlines(&items, 3600, 3600), deadline_in(900))
+        .await
+        .expect("collected in time");
+    let (in_time, late) = items.split_at(5);
+    assert!(
+        late.iter().any(|i| i.scan_id.is_some()),
+        "a late item has findings"
+    );
+    call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        with_deadlines(in_time, 3600, 3600),
+    )
+    .await
+    .expect("transformed in time");
+    let error = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        with_deadlines(late, 3600, -1),
+    )
+    .await
+    .expect_err("the run's time for transforming is spent");
+    assert_eq!(error.error_type, "Fatal", "{}", error.error_message);
+    assert!(
+        error
+            .error_message
+            .starts_with("5 of the group's items did not finish")
+            && error
+                .error_message
+                .contains("not started: the run's items start only until"),
+        "{}",
+        error.error_message
+    );
+    for item in late {
+        let record = f
+            .runtime
+            .store
+            .get(&run.transform_record(&item.item))
+            .await
+            .unwrap();
+        assert!(record.is_none(), "{} was not transformed", item.item);
+    }
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({ "run": run }),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], false, "{finalized}");
+    let manifest = f.runtime.store.get(&run.manifest()).await.unwrap().unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    for item in manifest["items"].as_array().unwrap() {
+        let is_late = late.iter().any(|l| l.item == item["item"]);
+        // An item without a scan has nothing to transform: it is reported as such.
+        let expected = match (is_late, item["status"] == "no_scan") {
+            (_, true) => "no_scan",
+            (true, false) => "failed",
+            (false, false) => "complete",
+        };
+        assert_eq!(item["status"], expected, "{item}");
+        if is_late {
+            assert_eq!(
+                item["objects"],
+                json!([]),
+                "nothing of it committed: {item}"
+            );
+        }
+    }
 }
