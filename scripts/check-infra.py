@@ -153,6 +153,18 @@ for name, state in lambda_tasks.items():
           and waits / 2 >= 1800,
           f"{name}: {THROTTLED} is not retried first and alone for long enough to wait out a 15-minute task "
           f"(on average {waits / 2:.0f} s with full jitter, twice a task's 15 minutes wanted): {retries}")
+# A group whose invocation's time ran short after progress (OutOfTime) goes on as often as it
+# needs: a retrier of its own with at least an attempt for every item of the largest group, which
+# uses up none of the transient errors' few attempts.
+plan_source = (root / "shared" / "src" / "pipeline" / "plan.rs").read_text()
+max_items = int(re.search(r"MAX_ITEMS_PER_GROUP: usize = (\d+);", plan_source).group(1))
+for name in ("Collect", "Transform"):
+    retries = map_state["ItemProcessor"]["States"][name].get("Retry", [])
+    out_of_time = [r for r in retries if "OutOfTime" in r["ErrorEquals"]]
+    check(len(out_of_time) == 1 and out_of_time[0]["ErrorEquals"] == ["OutOfTime"]
+          and out_of_time[0].get("MaxAttempts", 3) >= max_items,
+          f"{name}: OutOfTime is not retried alone at least {max_items} times (one item an invocation "
+          f"finishes a group of {max_items}): {retries}")
 for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):
         check(retry.get("JitterStrategy") == "FULL", "a retry without full jitter")
@@ -254,6 +266,27 @@ if lease:
           and trigger_timeout + execution_timeout + finalize_timeout < lease_secs,
           f"the trigger's Timeout ({trigger_timeout}), the state machine's TimeoutSeconds ({execution_timeout}) "
           f"and finalize's Timeout ({finalize_timeout}) must add up to less than the lock lease ({lease_secs} s)")
+
+# The run's deadlines for starting items (shared/src/pipeline/group.rs) count from the run's start,
+# which comes before the execution's: a collect started just before its deadline, the transform
+# of its group after it and finalize with one retry must end before TimeoutSeconds, else the
+# execution is cut off and no finalize commits what the run did.
+group_source = (root / "shared" / "src" / "pipeline" / "group.rs").read_text()
+within = {name: re.search(rf"{name}: Duration = Duration::from_secs\(([\d\s*+]+)\)", group_source)
+          for name in ("COLLECT_ITEMS_WITHIN", "TRANSFORM_ITEMS_WITHIN")}
+check(all(within.values()), "group::COLLECT_ITEMS_WITHIN or TRANSFORM_ITEMS_WITHIN is not a Duration::from_secs of whole seconds")
+if all(within.values()):
+    collect_within, transform_within = (eval(m.group(1)) for m in within.values())  # digits, `*` and `+`
+    execution_timeout = resources["PipelineStateMachine"]["Properties"]["Definition"].get("TimeoutSeconds")
+    collect_timeout = functions["CollectFunction"]["Properties"]["Timeout"]
+    transform_timeout = functions["TransformFunction"]["Properties"]["Timeout"]
+    finalize_timeout = functions["FinalizeFunction"]["Properties"]["Timeout"]
+    check(collect_within + collect_timeout <= transform_within,
+          f"a collect started at its deadline ({collect_within} s) may run {collect_timeout} s, past the transform's deadline ({transform_within} s)")
+    check(isinstance(execution_timeout, int)
+          and transform_within + transform_timeout + 2 * finalize_timeout <= execution_timeout,
+          f"a transform started at its deadline ({transform_within} s) and finalize with one retry "
+          f"({transform_timeout} + 2 x {finalize_timeout} s) do not end before TimeoutSeconds ({execution_timeout})")
 
 bucket_policy = next(body for body in resources.values() if body["Type"] == "AWS::S3::BucketPolicy")
 tls_denials = [

@@ -8,6 +8,10 @@ fails as Lambda's does (`Sandbox.Timedout`); an instance whose peak resident mem
 fails the call (`Runtime.OutOfMemory`) and is replaced; a test may kill the instance serving a call,
 which then fails as a process that died (`Runtime.ExitError`). Peaks and invocation counts are kept
 for the tests to assert on.
+
+A test may run a function's clock fast (`clock_rate`): each invocation then has its Timeout divided
+by the rate, in the deadline the function is told and before it is cut off, as if the vendor
+answered that many times slower. The template's Timeout is not changed: only the time it buys.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Function:
     env: dict[str, str]
     memory_mb: int
     timeout_s: int
+    clock_rate: float = 1.0
     pending: queue.Queue = field(default_factory=queue.Queue)
     idle: int = 0
     instances: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -104,7 +109,8 @@ class LambdaHost:
         function = self._function(name_or_arn)
         if function is None:
             raise KeyError(name_or_arn)
-        call = Call(uuid.uuid4().hex, payload, time.time() + function.timeout_s)
+        seconds = function.timeout_s / function.clock_rate
+        call = Call(uuid.uuid4().hex, payload, time.time() + seconds)
         self.calls[call.request_id] = call
         with function.lock:
             function.invocations += 1
@@ -113,7 +119,7 @@ class LambdaHost:
             else:
                 function.idle -= 1
         function.pending.put(call)
-        if not call.done.wait(function.timeout_s + 2):
+        if not call.done.wait(seconds + 2):
             self._kill(function, call.instance)
             call.error = {
                 "errorType": "Sandbox.Timedout",

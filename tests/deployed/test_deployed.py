@@ -1325,6 +1325,40 @@ def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     assert finalize.peak_rss_kib < finalize.memory_mb * 1024
 
 
+def test_a_group_longer_than_its_invocations_goes_on_until_every_item_is_done(account, wide):
+    """Lambda gives collect and transform 15 minutes an invocation; a group of items that take
+    minutes each needs more invocations than the transient errors' few retries. The harness runs
+    the two functions' clock 60 times fast (15 s an invocation: the first item, then too little
+    for another), as a vendor 60 times slower would, and the run must still finish every item:
+    each invocation that made progress fails OutOfTime and the next goes on at once."""
+    result = put_connection(account, wide, "long-items", secret=account.dast_secret_arn,
+                            extra={"filters": {"project_names": ["*-1??"]}})
+    assert result.returncode == 0, result.stderr
+    collect, transform = account.function_named("cxone-etm-collect"), account.function_named("cxone-etm-transform")
+    errors_before = (len(collect.errors), len(transform.errors))
+    collect.clock_rate = transform.clock_rate = 60
+    try:
+        started = account.invoke_trigger({"connectionId": "long-items"})
+        execution = account.wait(started["executionArn"], timeout=1800)
+    finally:
+        collect.clock_rate = transform.clock_rate = 1
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    runs = f"connections/long-items/runs/{started['run']['runId']}"
+    work = account.client("s3").get_object(Bucket=account.bucket, Key=f"{runs}/work.jsonl")["Body"].read()
+    groups = [json.loads(line) for line in work.splitlines() if line]
+    items = sum(len(g["items"]) for g in groups)
+    assert items == 100, items
+    # More items in a group than the transient errors' five attempts could finish one a time.
+    assert max(len(g["items"]) for g in groups) > 5, [len(g["items"]) for g in groups]
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    assert not [i for i in manifest["items"] if i["status"] not in ("complete", "no_scan")], manifest["items"]
+    # One item an invocation: every invocation but a group's last ran out of time, and none failed otherwise.
+    for function, before in zip((collect, transform), errors_before):
+        types = [e.get("errorType") for e in function.errors[before:]]
+        assert types == ["OutOfTime"] * (items - len(groups)), (function.name, types[:5], len(types))
+
+
 def test_the_harness_models_the_map_result_limit(account):
     """moto has no 256 KiB limit; the model must fail a Distributed Map whose children's results
     stay in its state past it, and pass the same map with a ResultWriter."""
