@@ -70,6 +70,10 @@ for binary, logical in binaries.items():
 
 definition = machine["Properties"]["Definition"]
 map_state = definition["States"]["ProcessItems"]
+# Every ARN in the stack's own partition: Step Functions in China refuses arn:aws:states:::… tasks.
+template_text = (root / "infra" / "template.yaml").read_text()
+check("arn:aws:" not in template_text and machine["Properties"]["DefinitionSubstitutions"].get("Partition") == {"Ref": "AWS::Partition"},
+      "an ARN names the aws partition, or the definition's ${Partition} is not the stack's AWS::Partition")
 check(map_state["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED", "the item map is not distributed")
 # A substituted "${MaxConcurrency}" stays a JSON string, which Step Functions refuses: the value
 # comes from the execution's input, set by the trigger from its MAX_CONCURRENCY.
@@ -78,7 +82,7 @@ check("MaxConcurrency" not in map_state and map_state.get("MaxConcurrencyPath") 
 trigger_env = functions["TriggerFunction"]["Properties"]["Environment"]["Variables"]
 check(trigger_env.get("MAX_CONCURRENCY") == {"Ref": "MaxConcurrency"}, "the trigger does not get MAX_CONCURRENCY from the parameter")
 writer = map_state.get("ResultWriter", {})
-check(writer.get("Resource") == "arn:aws:states:::s3:putObject",
+check(writer.get("Resource") == "arn:${Partition}:states:::s3:putObject",
       "the map keeps every child's result in its state (no ResultWriter): 10,000 items pass 256 KiB")
 check(not any(k.endswith(".$") for k in writer.get("Parameters", {})),
       "the ResultWriter takes paths; keep it static (the bucket is known at deploy, and moto reads paths against the results)")
@@ -133,7 +137,7 @@ check(plan_catch.get("ErrorEquals") == ["States.ALL"]
 # again), and only once: a second death is caught as any failure.
 CRASHES = {"Runtime.ExitError", "Runtime.OutOfMemory", "Lambda.Unknown"}
 lambda_tasks = {name: state for states in (definition["States"], map_state["ItemProcessor"]["States"])
-                for name, state in states.items() if state.get("Resource") == "arn:aws:states:::lambda:invoke"}
+                for name, state in states.items() if state.get("Resource") == "arn:${Partition}:states:::lambda:invoke"}
 check(len(lambda_tasks) == 6, f"expected the six Lambda tasks (plan, collect, transform, finalize and the two releases): {sorted(lambda_tasks)}")
 for name, state in lambda_tasks.items():
     crash_retries = [r for r in state.get("Retry", []) if CRASHES & set(r["ErrorEquals"])]
