@@ -41,7 +41,11 @@ enum CollectError {
     Progress(StepError),
     /// The invocation's time ran short between two pages of the main scan.
     #[error("collect stopped after {pages} pages")]
-    Paused { pages: u32, left_secs: u64 },
+    Paused {
+        pages: u32,
+        left_secs: u64,
+        started_over: bool,
+    },
 }
 
 impl MayRefuseCredential for CollectError {
@@ -92,9 +96,17 @@ pub async fn collect(
         },
         Err(CollectError::Store(error)) => return Err(error.into()),
         Err(CollectError::Progress(error)) => return Err(error),
-        Err(CollectError::Paused { pages, left_secs }) => {
-            tracing::info!(item = %item.item, pages, left_secs, "collect paused");
-            return Err(StepError::CollectPaused { pages, left_secs });
+        Err(CollectError::Paused {
+            pages,
+            left_secs,
+            started_over,
+        }) => {
+            tracing::info!(item = %item.item, pages, left_secs, started_over, "collect paused");
+            return Err(StepError::CollectPaused {
+                pages,
+                left_secs,
+                started_over,
+            });
         }
         Err(CollectError::Vendor(error)) if error.is_transient() => {
             return Err(error.into());
@@ -476,9 +488,13 @@ async fn store_results_pages(
     deadline: Option<SystemTime>,
     ids: &mut IdTally,
 ) -> Result<(u32, Completeness, Option<String>, Option<Vec<u64>>), CollectError> {
+    let mut started_over = false;
     let (mut pager, mut stored) = match main.resume(store, client, ids).await {
         Ok(resumed) => resumed,
-        Err(Resume::Unusable(problem)) => (main.start_over(client, ids, &problem), 0),
+        Err(Resume::Unusable(problem)) => {
+            started_over = true;
+            (main.start_over(client, ids, &problem), 0)
+        }
         Err(Resume::Store(error)) => return Err(CollectError::Progress(error)),
     };
     let mut resumed = stored > 0;
@@ -494,7 +510,7 @@ async fn store_results_pages(
         if resumed && !pager.completeness().totals_seen.is_empty() {
             let why = "the scan's total moved since the pages stored";
             pager = main.start_over(client, ids, why);
-            (stored, resumed) = (0, false);
+            (stored, resumed, started_over) = (0, false, true);
             continue;
         }
         ids.add_page(&page.body, main.engines);
@@ -518,6 +534,7 @@ async fn store_results_pages(
             return Err(CollectError::Paused {
                 pages: stored,
                 left_secs: left.as_secs(),
+                started_over,
             });
         }
     }

@@ -100,7 +100,7 @@ pub struct WorkGroup {
 }
 
 /// Until when a run's items may start: set by the plan from the run's start (see
-/// `group::ItemDeadlines::from_run_start`), so that finalize runs inside the execution's time.
+/// `run::COLLECT_ITEMS_WITHIN`), so that finalize runs inside the execution's time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ItemDeadlines {

@@ -110,7 +110,7 @@ pub enum StepError {
         "not started: the invocation had {left_secs} s left, too little for another item; the state machine's next attempt, if any is left, goes on from here"
     )]
     TimeShort { left_secs: u64 },
-    /// The run's deadline for starting its items has passed (see `group::COLLECT_ITEMS_WITHIN`).
+    /// The run's deadline for starting its items has passed (see `run::COLLECT_ITEMS_WITHIN`).
     #[error(
         "not started: the run's items start only until {deadline}, so that finalize commits what the run did within the execution's time; the item is reported and its findings carried, and the next run pulls it"
     )]
@@ -120,7 +120,13 @@ pub enum StepError {
     #[error(
         "collect stopped after {pages} pages with {left_secs} s of the invocation left; the state machine's next attempt, if any is left, goes on from page {pages}"
     )]
-    CollectPaused { pages: u32, left_secs: u64 },
+    CollectPaused {
+        pages: u32,
+        left_secs: u64,
+        /// Whether this attempt started the pull over (the earlier progress unusable, or the
+        /// scan's total moved): it then got no further than the attempt before.
+        started_over: bool,
+    },
     /// Items of a child execution's group that did not finish; the others did, and an attempt
     /// of the group again redoes only these.
     #[error("{} of the group's items did not finish ({}); {}: {first}", items.len(), items.join(", "), items[0])]
@@ -129,8 +135,8 @@ pub enum StepError {
         first: Box<StepError>,
         /// Whether another attempt may finish any of them.
         retryable: bool,
-        /// Whether time alone stopped them: every one another attempt may finish was left as
-        /// the invocation's time ran short (see [`StepError::is_out_of_time`]).
+        /// Whether the invocation's time ran short after it made progress (see
+        /// [`StepError::is_out_of_time`]).
         out_of_time: bool,
     },
 }
@@ -164,11 +170,11 @@ impl StepError {
         }
     }
 
-    /// Whether the step stopped only because its invocation's time ran short, after it made
-    /// progress: the first item of an invocation always starts, and a collect pauses only after
-    /// a page it stored. The state machine retries these apart from the transient errors, as
-    /// many times as a group needs, so that a group of long items is never cut short by the
-    /// transient errors' few attempts.
+    /// Whether the step stopped because its invocation's time ran short: for a group, after it
+    /// made progress (an item finished or recorded, or pages stored that the next attempt goes on
+    /// from). The state machine retries these apart from the transient errors, as many times as
+    /// a group needs, so that a group of long items is never cut short by the transient errors'
+    /// few attempts; a group that made no progress is retried as its errors are.
     pub fn is_out_of_time(&self) -> bool {
         match self {
             Self::TimeShort { .. } | Self::CollectPaused { .. } => true,

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 use super::access::VendorAccess;
 use super::collect::{collect, record_collect_failure};
 use super::config::Connection;
-use super::documents::{CollectOutcome, ItemDeadlines, TransformRecord, WorkItem};
+use super::documents::{CollectOutcome, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::get_json;
-use super::transform::{take_back, transform};
+use super::run::run_allows_start;
+use super::transform::{take_back, transform_until};
 use crate::store::ObjectStore;
 
 /// Collects each item that has no collect record yet. A refusal is recorded as the item's
@@ -28,11 +29,16 @@ pub async fn collect_group(
     let mut unfinished = Unfinished::default();
     for item in items {
         let key = item.collect_outcome_key();
+        let mut attempted = false;
         let outcome = match get_json::<CollectOutcome>(store, &key).await {
             Ok(Some(earlier)) => Ok(earlier),
-            Ok(None) => match time.left_for_another() {
+            Ok(None) => match time
+                .left_for_another()
+                .and_then(|()| time.run_allows_start())
+            {
                 Err(short) => Err(short),
                 Ok(()) => {
+                    attempted = true;
                     let started = Instant::now();
                     let collected = collect(store, vendor, connection, item, time.deadline).await;
                     time.spent(started.elapsed());
@@ -42,18 +48,34 @@ pub async fn collect_group(
             Err(error) => Err(error),
         };
         match outcome {
-            Ok(outcome) => done.push(outcome),
-            Err(error) if error.is_retryable() => unfinished.add(item, error),
+            Ok(outcome) => {
+                unfinished.progressed |= attempted;
+                done.push(outcome);
+            }
+            Err(error) if error.is_retryable() => {
+                // A pause went on from the pages stored before; one after a start over did not.
+                unfinished.progressed |= matches!(
+                    error,
+                    StepError::CollectPaused {
+                        started_over: false,
+                        ..
+                    }
+                );
+                unfinished.add(&item.item, error);
+            }
             Err(error) => {
                 match record_collect_failure(store, item, &error.to_string(), Default::default())
                     .await
                 {
-                    Ok(recorded) => done.push(recorded),
+                    Ok(recorded) => {
+                        unfinished.progressed = true;
+                        done.push(recorded);
+                    }
                     Err(also) => {
                         tracing::error!(item = %item.item, error = %also, "could not record the item's failure")
                     }
                 }
-                unfinished.add(item, error);
+                unfinished.add(&item.item, error);
             }
         }
     }
@@ -88,8 +110,10 @@ pub async fn transform_group(
                 Err(short) => Err(short),
                 Ok(()) => {
                     let started = Instant::now();
-                    let transformed = transform(store, connection, item).await;
+                    let transformed =
+                        transform_until(store, connection, item, time.items_before).await;
                     time.spent(started.elapsed());
+                    unfinished.progressed |= transformed.is_ok();
                     transformed
                 }
             },
@@ -98,38 +122,18 @@ pub async fn transform_group(
         match record {
             Ok(record) => done.push(record),
             Err(StepError::NotYetWritten { .. } | StepError::WaitingForPart { .. }) => {}
-            Err(error) => unfinished.add(item, error),
+            Err(error) => unfinished.add(&item.item, error),
         }
     }
     (done, unfinished.into_error())
-}
-
-/// A run's items are collected only until this long after the trigger began the run, and
-/// transformed only until [`TRANSFORM_ITEMS_WITHIN`]: a collect invocation started just before may
-/// take its whole Timeout (15 minutes), the transform of its group after it, and finalize its own
-/// with a retry, all before the execution's `TimeoutSeconds` (5 h 30 min from its start, which
-/// comes after the run's). An execution cut off there runs no finalize: the run would commit
-/// nothing. scripts/check-infra.py checks these sums against the template.
-pub const COLLECT_ITEMS_WITHIN: Duration = Duration::from_secs(4 * 3600 + 30 * 60);
-/// See [`COLLECT_ITEMS_WITHIN`].
-pub const TRANSFORM_ITEMS_WITHIN: Duration = Duration::from_secs(4 * 3600 + 45 * 60);
-
-impl ItemDeadlines {
-    /// The deadlines of a run the trigger began at `started`.
-    pub fn from_run_start(started: jiff::Timestamp) -> Self {
-        let after = |within: Duration| started.checked_add(within).unwrap_or(jiff::Timestamp::MAX);
-        Self {
-            collect_before: after(COLLECT_ITEMS_WITHIN),
-            transform_before: after(TRANSFORM_ITEMS_WITHIN),
-        }
-    }
 }
 
 /// The time an invocation has for its group's items. A group shares one invocation's time (15
 /// minutes at most on Lambda): after the first, no item is started unless twice the longest item
 /// so far, and at least a minute, is left, so none is cut off midway; the items not started are left to the
 /// state machine's next attempt, which skips the finished ones. No item starts after the run's
-/// deadline for the step ([`ItemDeadlines`]), the first of an invocation neither.
+/// deadline for the step ([`ItemDeadlines`](super::documents::ItemDeadlines)), the first of an invocation neither (a transform
+/// checks it once it knows the item needs one: see [`transform_until`]).
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBudget {
     deadline: Option<SystemTime>,
@@ -158,17 +162,14 @@ impl TimeBudget {
         }
     }
 
-    /// The first item of an invocation always starts within the run's deadline: a fresh
-    /// invocation has all the time it will ever get, and a function with a Timeout under a
-    /// minute must still make progress.
+    /// Whether the run's deadline for the step lets another item start.
+    fn run_allows_start(&self) -> Result<(), StepError> {
+        run_allows_start(self.items_before)
+    }
+
+    /// The first item of an invocation always starts: a fresh invocation has all the time it
+    /// will ever get, and a function with a Timeout under a minute must still make progress.
     fn left_for_another(&self) -> Result<(), StepError> {
-        if let Some(moment) = self.items_before
-            && jiff::Timestamp::now() >= moment
-        {
-            return Err(StepError::RunTimeSpent {
-                deadline: moment.to_string(),
-            });
-        }
         let (Some(deadline), false) = (self.deadline, self.longest.is_zero()) else {
             return Ok(());
         };
@@ -196,18 +197,19 @@ struct Unfinished {
     retryable: bool,
     /// An item was left as the time ran short.
     out_of_time: bool,
-    /// An item failed for another reason a retry may mend (a vendor or store fault): the group
-    /// is then retried as that error is, within the transient errors' few attempts.
-    failed_for_another_reason: bool,
+    /// The invocation finished an item, recorded one's failure or stored pages a pull goes on
+    /// from. Only then is the group out of time (retried as often as it needs); otherwise its
+    /// errors decide, within the transient errors' few attempts: an attempt that made no progress
+    /// would make none the next time either.
+    progressed: bool,
 }
 
 impl Unfinished {
-    fn add(&mut self, item: &WorkItem, error: StepError) {
-        tracing::warn!(item = %item.item, error = %error, "item did not finish");
+    fn add(&mut self, item: &str, error: StepError) {
+        tracing::warn!(item, error = %error, "item did not finish");
         self.retryable |= error.is_retryable();
         self.out_of_time |= error.is_out_of_time();
-        self.failed_for_another_reason |= error.is_retryable() && !error.is_out_of_time();
-        self.items.push(item.item.clone());
+        self.items.push(item.to_string());
         self.first.get_or_insert(error);
     }
 
@@ -217,7 +219,7 @@ impl Unfinished {
             items: self.items,
             first: Box::new(first),
             retryable: self.retryable,
-            out_of_time: self.out_of_time && !self.failed_for_another_reason,
+            out_of_time: self.out_of_time && self.progressed,
         })
     }
 }
@@ -226,16 +228,77 @@ impl Unfinished {
 mod tests {
     use super::*;
 
+    fn short() -> StepError {
+        StepError::TimeShort { left_secs: 30 }
+    }
+
+    fn transient() -> StepError {
+        StepError::NotYetWritten {
+            key: "k".into(),
+            why: "a store fault".into(),
+        }
+    }
+
+    fn lost_lock() -> StepError {
+        StepError::LostLock {
+            connection_id: "c".into(),
+            run_id: "r".into(),
+            holder: "another run".into(),
+        }
+    }
+
+    /// The group's error: OutOfTime only where the invocation made progress and time left items
+    /// out; otherwise as its errors are.
+    fn group_error(progressed: bool, errors: Vec<StepError>) -> (bool, bool) {
+        let mut unfinished = Unfinished {
+            progressed,
+            ..Unfinished::default()
+        };
+        for (n, error) in errors.into_iter().enumerate() {
+            unfinished.add(&format!("item-{n}"), error);
+        }
+        let error = unfinished.into_error().expect("an error");
+        (error.is_out_of_time(), error.is_retryable())
+    }
+
+    #[test]
+    fn a_group_is_out_of_time_only_after_progress() {
+        // Items finished, then the time ran short: go on as often as needed.
+        assert_eq!(group_error(true, vec![short(), short()]), (true, true));
+        // One item failed for a passing fault, another finished, the rest left for time:
+        // progress all the same.
+        assert_eq!(group_error(true, vec![transient(), short()]), (true, true));
+        // The first item failed for a passing fault and took the time: no progress, retried as
+        // that fault (a few attempts).
+        assert_eq!(
+            group_error(false, vec![transient(), short()]),
+            (false, true)
+        );
+        // A refusal that is not recorded (the run lost its lock) took the time: not repeated as
+        // if it had progressed.
+        assert_eq!(
+            group_error(false, vec![lost_lock(), short()]),
+            (false, true)
+        );
+        // Nothing left for time: as the errors are.
+        assert_eq!(group_error(true, vec![transient()]), (false, true));
+        assert_eq!(group_error(true, vec![lost_lock()]), (false, false));
+    }
+
     #[test]
     fn no_item_starts_past_the_runs_deadline_not_even_an_invocations_first() {
         let fresh = TimeBudget::until(Some(SystemTime::now() + Duration::from_secs(900)));
-        assert!(fresh.left_for_another().is_ok());
+        assert!(fresh.left_for_another().is_ok() && fresh.run_allows_start().is_ok());
         let now = jiff::Timestamp::now();
         let ahead = fresh.items_before(Some(now + jiff::SignedDuration::from_secs(3600)));
-        assert!(ahead.left_for_another().is_ok());
+        assert!(ahead.run_allows_start().is_ok());
         let spent = fresh.items_before(Some(now - jiff::SignedDuration::from_secs(1)));
+        assert!(
+            spent.left_for_another().is_ok(),
+            "the invocation's own time is ample"
+        );
         let refused = spent
-            .left_for_another()
+            .run_allows_start()
             .expect_err("past the run's deadline");
         assert!(
             matches!(refused, StepError::RunTimeSpent { .. }),

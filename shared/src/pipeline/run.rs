@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::config::Connection;
-use super::documents::Manifest;
+use super::documents::{ItemDeadlines, Manifest};
 use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{get_json, put_json};
@@ -375,9 +375,13 @@ pub(crate) async fn start_processing(
     let previous_run = read_state(store, &run.connection_id)
         .await?
         .and_then(|s| s.last_committed_run);
+    let started_at = record.started_at.parse().ok();
+    if started_at.is_none() {
+        tracing::warn!(run = %run.run_id, started_at = %record.started_at, "the run's start cannot be read: its items get no deadlines, and an execution cut off at its TimeoutSeconds commits nothing");
+    }
     Ok(PlanStart {
         previous_run,
-        started_at: record.started_at.parse().ok(),
+        started_at,
     })
 }
 
@@ -803,6 +807,38 @@ pub async fn fail_run(
     .await?;
     write_state(store, run, RunState::Failed, None, Some(reason.to_string())).await?;
     release(store, run).await.map(|()| None)
+}
+
+/// A run's items are collected only until this long after the trigger began the run, and
+/// transformed only until [`TRANSFORM_ITEMS_WITHIN`]: a collect invocation started just before may
+/// take its whole Timeout (15 minutes), the transform of its group after it, and finalize its own
+/// with a retry, all before the execution's `TimeoutSeconds` (5 h 30 min from its start, which
+/// comes after the run's), with minutes to spare for retries' waits and children still queued.
+/// An execution cut off there runs no finalize: the run would commit nothing.
+/// scripts/check-infra.py checks these sums, and their margins, against the template.
+pub const COLLECT_ITEMS_WITHIN: Duration = Duration::from_secs(4 * 3600 + 15 * 60);
+/// See [`COLLECT_ITEMS_WITHIN`].
+pub const TRANSFORM_ITEMS_WITHIN: Duration = Duration::from_secs(4 * 3600 + 35 * 60);
+
+impl ItemDeadlines {
+    /// The deadlines of a run the trigger began at `started`.
+    pub fn from_run_start(started: jiff::Timestamp) -> Self {
+        let after = |within: Duration| started.checked_add(within).unwrap_or(jiff::Timestamp::MAX);
+        Self {
+            collect_before: after(COLLECT_ITEMS_WITHIN),
+            transform_before: after(TRANSFORM_ITEMS_WITHIN),
+        }
+    }
+}
+
+/// Refuses an item's start from `moment` on (the run's deadline for the step; `None`: none).
+pub(crate) fn run_allows_start(moment: Option<jiff::Timestamp>) -> Result<(), StepError> {
+    match moment {
+        Some(moment) if jiff::Timestamp::now() >= moment => Err(StepError::RunTimeSpent {
+            deadline: moment.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

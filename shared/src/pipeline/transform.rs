@@ -14,7 +14,7 @@ use super::objects::{
     PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json,
     put_gzip_json_if_absent, put_lines_written,
 };
-use super::run::{ensure_holds_lock, read_run};
+use super::run::{ensure_holds_lock, read_run, run_allows_start};
 use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
@@ -90,6 +90,19 @@ pub async fn transform(
     connection: &Connection,
     item: &WorkItem,
 ) -> Result<TransformRecord, StepError> {
+    transform_until(store, connection, item, None).await
+}
+
+/// [`transform`], but an item that needs transforming (a complete pull, or a split scan's parts
+/// to join) from `start_before` on (the run's deadline for transforms) is recorded failed
+/// (`not started: the run's items start only until …`), its findings carried: the run's time is
+/// left to finalize. An item with nothing to transform is recorded as before.
+pub async fn transform_until(
+    store: &impl ObjectStore,
+    connection: &Connection,
+    item: &WorkItem,
+    start_before: Option<jiff::Timestamp>,
+) -> Result<TransformRecord, StepError> {
     if item.part.is_some()
         && let Some(done) = get_json(store, &item.run.transform_record(&item.item)).await?
     {
@@ -100,7 +113,7 @@ pub async fn transform(
             done => Ok(done),
         };
     }
-    match transform_collected(store, connection, item).await {
+    match transform_collected(store, connection, item, start_before).await {
         // A run that ended, or a finalize that gave up on this item, without this attempt keeps
         // what it committed: nothing is recorded, and where finalize gave up on the item, what
         // this attempt wrote before it was refused goes (otherwise the item's objects may be
@@ -234,9 +247,11 @@ async fn transform_collected(
     store: &impl ObjectStore,
     connection: &Connection,
     item: &WorkItem,
+    start_before: Option<jiff::Timestamp>,
 ) -> Result<TransformRecord, StepError> {
     let (run, key) = (&item.run, item.item.as_str());
     if let Some(part) = &item.part {
+        run_allows_start(start_before)?;
         join_parts(store, connection, item, part.of).await?;
     }
     let mut outcome: CollectOutcome = get_json(store, &run.collect_outcome(key))
@@ -254,6 +269,7 @@ async fn transform_collected(
         large: outcome.records_expected() >= RELEASE_FROM_RECORDS,
     };
     if outcome.status == ItemStatus::Complete {
+        run_allows_start(start_before)?;
         let run_record = read_run(store, run).await?;
         // Every line of the run carries the run's start: re-running a step gives the same bytes.
         let context = TransformContext {

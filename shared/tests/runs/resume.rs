@@ -99,6 +99,18 @@ impl Planned {
         self.store.put(&key, progress.into()).await.unwrap();
     }
 
+    /// As if the scan had held `earlier` results when the three stored pages were read.
+    async fn move_the_total(&self, earlier: u64) {
+        for n in 0..3 {
+            self.edit_page(n, |page| page["totalCount"] = earlier.into())
+                .await;
+        }
+        self.edit_progress(|progress| {
+            progress["pager"]["completeness"]["expected"] = earlier.into()
+        })
+        .await;
+    }
+
     /// Changes the JSON of a stored raw page, packed again as collect packs it.
     async fn edit_page(&self, number: u32, change: impl FnOnce(&mut serde_json::Value)) {
         let key = self.item.run.raw_page(&self.item.item, number);
@@ -163,7 +175,7 @@ async fn a_collect_whose_time_runs_short_stops_between_pages_and_the_next_attemp
         for stored in [1, 2] {
             let error = cut.collect(&cut.store, one_more_page()).await.unwrap_err();
             assert!(
-                matches!(error, StepError::CollectPaused { pages, left_secs }
+                matches!(error, StepError::CollectPaused { pages, left_secs, started_over: false }
                     if pages == stored && left_secs < 60),
                 "{mode:?}: {error}"
             );
@@ -353,14 +365,7 @@ async fn a_pull_resumed_over_a_total_that_moved_starts_over() {
     let (whole, uncut) = collected_whole(&emulator, "resume-moved-whole").await;
 
     let cut = cut_after_three_pages(&emulator, "resume-moved-cut").await;
-    // As if the scan had one result fewer when these three pages were read.
-    let earlier = uncut.completeness.expected - 1;
-    for n in 0..3 {
-        cut.edit_page(n, |page| page["totalCount"] = earlier.into())
-            .await;
-    }
-    cut.edit_progress(|progress| progress["pager"]["completeness"]["expected"] = earlier.into())
-        .await;
+    cut.move_the_total(uncut.completeness.expected - 1).await;
 
     let outcome = cut.collect(&cut.store, None).await.unwrap();
     assert_eq!(verdict(&outcome), verdict(&uncut));
@@ -373,6 +378,26 @@ async fn a_pull_resumed_over_a_total_that_moved_starts_over() {
         cut.pages(outcome.pages).await,
         whole.pages(uncut.pages).await
     );
+}
+
+/// A pull that starts over (the scan's total moved) and is cut short says so: it got no further
+/// than the attempt before, so its group is not retried as one out of time after progress (a
+/// total that moves at every attempt would start over until the run's deadline). The next
+/// attempt goes on from the page it stored, and that pause is progress again.
+#[tokio::test]
+async fn a_pull_that_starts_over_and_is_cut_short_says_it_started_over() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let (_, uncut) = collected_whole(&emulator, "resume-restart-whole").await;
+    let cut = cut_after_three_pages(&emulator, "resume-restart-cut").await;
+    cut.move_the_total(uncut.completeness.expected - 1).await;
+    for (pages, started_over) in [(1, true), (2, false)] {
+        let error = cut.collect(&cut.store, one_more_page()).await.unwrap_err();
+        assert!(
+            matches!(error, StepError::CollectPaused { pages: p, started_over: s, .. }
+                if p == pages && s == started_over),
+            "{error}"
+        );
+    }
 }
 
 /// The connection's page size changed between two attempts: offsets of the old size mean other
