@@ -9,6 +9,10 @@ fails the call (`Runtime.OutOfMemory`) and is replaced; a test may kill the inst
 which then fails as a process that died (`Runtime.ExitError`). Peaks and invocation counts are kept
 for the tests to assert on.
 
+A function with reserved concurrency (`reserved`, the template's ReservedConcurrentExecutions) runs
+at most that many invocations at once: one more is refused as Lambda refuses it (429,
+`TooManyRequestsException`), which Step Functions names `Lambda.TooManyRequestsException`.
+
 A test may run a function's clock fast (`clock_rate`): each invocation then has its Timeout divided
 by the rate, in the deadline the function is told and before it is cut off, as if the vendor
 answered that many times slower. The template's Timeout is not changed: only the time it buys.
@@ -38,7 +42,11 @@ class Function:
     env: dict[str, str]
     memory_mb: int
     timeout_s: int
+    reserved: int | None = None
     clock_rate: float = 1.0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    throttled: int = 0
     pending: queue.Queue = field(default_factory=queue.Queue)
     idle: int = 0
     instances: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -46,6 +54,10 @@ class Function:
     errors: list[dict] = field(default_factory=list)
     peak_rss_kib: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Throttled(Exception):
+    """An invocation over the function's reserved concurrency."""
 
 
 @dataclass
@@ -105,19 +117,31 @@ class LambdaHost:
         return None
 
     def invoke(self, name_or_arn: str, payload: bytes) -> tuple[bytes, bool]:
-        """(answer, failed) as the Invoke API gives them."""
+        """(answer, failed) as the Invoke API gives them; `Throttled` over the reservation."""
         function = self._function(name_or_arn)
         if function is None:
             raise KeyError(name_or_arn)
         seconds = function.timeout_s / function.clock_rate
         call = Call(uuid.uuid4().hex, payload, time.time() + seconds)
-        self.calls[call.request_id] = call
         with function.lock:
+            if function.reserved is not None and function.in_flight >= function.reserved:
+                function.throttled += 1
+                raise Throttled(function.name)
+            function.in_flight += 1
+            function.peak_in_flight = max(function.peak_in_flight, function.in_flight)
             function.invocations += 1
             if function.idle == 0:
                 self._spawn(function)
             else:
                 function.idle -= 1
+        self.calls[call.request_id] = call
+        try:
+            return self._await(function, call, seconds)
+        finally:
+            with function.lock:
+                function.in_flight -= 1
+
+    def _await(self, function: Function, call: Call, seconds: float) -> tuple[bytes, bool]:
         function.pending.put(call)
         if not call.done.wait(seconds + 2):
             self._kill(function, call.instance)
@@ -162,6 +186,16 @@ class LambdaHost:
         payload = handler.rfile.read(length)
         try:
             body, failed = self.invoke(name, payload)
+        except Throttled:
+            body = json.dumps({"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded", "Type": "User",
+                               "message": "Rate Exceeded."}).encode()
+            handler.send_response(429)
+            handler.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            handler.send_header("x-amzn-errortype", "TooManyRequestsException")
+            handler.send_header("content-length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
         except KeyError:
             body = json.dumps({"Type": "User", "message": f"Function not found: {name}"}).encode()
             handler.send_response(404)

@@ -152,6 +152,7 @@ class Account:
         self.secret_arn = secrets.create_secret(Name="cxone/sast", SecretString=json.dumps({"api_key": api_key}))["ARN"]
         self.dast_secret_arn = secrets.create_secret(Name="cxone/dast", SecretString=json.dumps({"api_key": dast_api_key}))["ARN"]
         parameters = stack.parameters_for(SastSecretArn=self.secret_arn, DastSecretArn=self.dast_secret_arn, **parameters)
+        self.parameters = parameters
         self.resolved = stack.resolve(stack.translate(parameters), parameters)
         self.machine_logical, self.definition = stack.state_machine_definition(self.resolved)
         stack.asl_validate(self.definition, work)
@@ -213,10 +214,26 @@ class Account:
             "AWS_ENDPOINT_URL_SFN": self.sfn_network.url,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+        reserved = props.get("ReservedConcurrentExecutions")
         return Function(
             name=self.resolved.names[logical], arn=self.resolved.arn(logical), binary=str(BIN / binary),
             env=env, memory_mb=int(props.get("MemorySize", 128)), timeout_s=int(props.get("Timeout", 3)),
+            reserved=None if reserved is None else int(reserved),
         )
+
+    def update_stack(self, **changes: str) -> None:
+        """`sam deploy` of the same template with other parameter values that change only the
+        functions' reserved concurrency (asserted: the state machine and every other setting of
+        the functions stay as they are). Lambda applies a reservation at once, to running
+        instances too."""
+        parameters = {**self.parameters, **changes}
+        resolved = stack.resolve(stack.translate(parameters), parameters)
+        assert stack.state_machine_definition(resolved)[1] == self.definition, "the state machine would change"
+        for logical, function in resolved.of_type("AWS::Lambda::Function").items():
+            updated, running = self._function(logical, function), self.host.functions[resolved.names[logical]]
+            assert (updated.env, updated.memory_mb, updated.timeout_s) == (running.env, running.memory_mb, running.timeout_s), logical
+            running.reserved = updated.reserved
+        self.parameters = parameters
 
     def function_named(self, binary: str) -> Function:
         return next(f for f in self.host.functions.values() if f.binary.endswith("/" + binary))
@@ -1357,6 +1374,43 @@ def test_a_group_longer_than_its_invocations_goes_on_until_every_item_is_done(ac
     for function, before in zip((collect, transform), errors_before):
         types = [e.get("errorType") for e in function.errors[before:]]
         assert types == ["OutOfTime"] * (items - len(groups)), (function.name, types[:5], len(types))
+
+
+def test_runs_that_share_a_reservation_wait_for_it_and_commit_whole(account, emulator, wide):
+    """With ReserveConcurrency=true, collect and transform each run at most MaxConcurrency (16)
+    invocations at once, and two connections' runs at once share them: Lambda refuses the
+    invocations over the reservation (429, Lambda.TooManyRequestsException). Each refused child
+    waits for a slot on the throttle retrier (a slot frees only when a running task ends), and
+    both runs commit whole."""
+    for connection_id, tenant, extra in (("long-items", wide, {"filters": {"project_names": ["*-1??"]}}),
+                                         ("beside-long-items", emulator, None)):
+        secret = account.dast_secret_arn if tenant is wide else None
+        result = put_connection(account, tenant, connection_id, secret=secret, extra=extra)
+        assert result.returncode == 0, result.stderr
+    account.update_stack(ReserveConcurrency="true")
+    collect, transform = account.function_named("cxone-etm-collect"), account.function_named("cxone-etm-transform")
+    assert (collect.reserved, transform.reserved) == (16, 16), (collect.reserved, transform.reserved)
+    before = {f.name: (f.throttled, f.errors[:]) for f in (collect, transform)}
+    collect.peak_in_flight = transform.peak_in_flight = 0
+    # Each of the 15 groups of 7 takes seconds: the sixteen slots stay taken while the other
+    # run's sixteen children start.
+    wide.fault("results", {"latency_ms": 1000})
+    try:
+        started = [account.invoke_trigger({"connectionId": c}) for c in ("long-items", "beside-long-items")]
+        executions = [account.wait(s["executionArn"], timeout=1800) for s in started]
+    finally:
+        wide.clear_faults()
+        account.update_stack(ReserveConcurrency="false")
+    for run, execution in zip(started, executions):
+        assert execution["status"] == "SUCCEEDED", account.explain(execution)
+        manifest = committed(account, run["run"])
+        assert manifest["complete"] is True, manifest["problems"]
+    assert collect.throttled > before[collect.name][0], "no invocation went over the reservation"
+    assert max(collect.peak_in_flight, transform.peak_in_flight) <= 16
+    # A refused invocation never reached the function: no error of its own.
+    for function in (collect, transform):
+        errors = function.errors[len(before[function.name][1]):]
+        assert not errors, (function.name, errors[:3])
 
 
 def test_the_harness_models_the_map_result_limit(account):
