@@ -1347,13 +1347,7 @@ impl From<StepError> for Diagnostic {
             error_message.push_str(" … (cut)");
         }
         Diagnostic {
-            error_type: if error.is_out_of_time() {
-                "OutOfTime".into()
-            } else if error.is_retryable() {
-                "Retryable".into()
-            } else {
-                "Fatal".into()
-            },
+            error_type: error.error_type().into(),
             error_message,
         }
     }

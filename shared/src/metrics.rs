@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::pipeline::OUT_OF_TIME;
+
 pub const NAMESPACE: &str = "CxoneEtm";
 
 /// What an invocation did, for its summary line.
@@ -14,7 +16,8 @@ pub struct Summary {
     pub connection: String,
     pub run: Option<String>,
     pub item: Option<String>,
-    /// `ok`, an item status (`complete`, `incomplete`, …), or the error type (`Retryable`, `Fatal`).
+    /// `ok`, an item status (`complete`, `incomplete`, …), or the error type (`OutOfTime`,
+    /// `Retryable`, `Fatal`).
     pub outcome: String,
     pub items: u64,
     pub findings: u64,
@@ -50,7 +53,9 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
         "Findings": summary.findings,
         "Rejected": summary.rejected,
         "Retries": summary.retries,
-        "Errors": u64::from(summary.error.is_some()),
+        // A group that ran out of time after progress goes on in the next invocation: not an
+        // error (a group of long items makes dozens), though its `Outcome` and `Error` say why.
+        "Errors": u64::from(summary.error.is_some() && summary.outcome != OUT_OF_TIME),
         "Duration": duration_ms,
     });
     if let Some(run) = &summary.run {
@@ -139,6 +144,20 @@ mod tests {
         assert_eq!(
             (&failed["Errors"], &failed["Error"]),
             (&json!(1), &json!("boom"))
+        );
+        let going_on = emf_line(
+            "collect",
+            &Summary {
+                error: Some("not started: the invocation had 30 s left".into()),
+                outcome: OUT_OF_TIME.into(),
+                ..Summary::default()
+            },
+            5,
+            0,
+        );
+        assert_eq!(
+            (&going_on["Errors"], &going_on["Outcome"]),
+            (&json!(0), &json!("OutOfTime"))
         );
     }
 }

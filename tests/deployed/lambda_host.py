@@ -13,9 +13,11 @@ A function with reserved concurrency (`reserved`, the template's ReservedConcurr
 at most that many invocations at once: one more is refused as Lambda refuses it (429,
 `TooManyRequestsException`), which Step Functions names `Lambda.TooManyRequestsException`.
 
-A test may run a function's clock fast (`clock_rate`): each invocation then has its Timeout divided
-by the rate, in the deadline the function is told and before it is cut off, as if the vendor
-answered that many times slower. The template's Timeout is not changed: only the time it buys.
+A test may give a function's invocations less time (`clock_rate`): each then has its Timeout
+divided by the rate, in the deadline the function is told and before it is cut off, so that a
+group outlasts its invocations without hours of vendor latency. The template's Timeout is not
+changed, nor anything else (vendor timeouts, the run's deadlines, the functions' own floors: under
+a minute left, a collect starts no other item and stores no other page).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ class Function:
     reserved: int | None = None
     clock_rate: float = 1.0
     in_flight: int = 0
-    peak_in_flight: int = 0
     throttled: int = 0
     pending: queue.Queue = field(default_factory=queue.Queue)
     idle: int = 0
@@ -128,14 +129,14 @@ class LambdaHost:
                 function.throttled += 1
                 raise Throttled(function.name)
             function.in_flight += 1
-            function.peak_in_flight = max(function.peak_in_flight, function.in_flight)
-            function.invocations += 1
-            if function.idle == 0:
-                self._spawn(function)
-            else:
-                function.idle -= 1
-        self.calls[call.request_id] = call
         try:
+            with function.lock:
+                function.invocations += 1
+                if function.idle == 0:
+                    self._spawn(function)
+                else:
+                    function.idle -= 1
+            self.calls[call.request_id] = call
             return self._await(function, call, seconds)
         finally:
             with function.lock:
@@ -270,6 +271,10 @@ class LambdaHost:
         body = handler.rfile.read(length) if length else b""
         if method == "GET" and tail == ["runtime", "invocation", "next"]:
             call = function.pending.get()
+            # A call that timed out before any instance took it is answered already: Lambda
+            # runs it nowhere.
+            while call.done.is_set() or call.request_id not in self.calls:
+                call = function.pending.get()
             call.instance = instance
             handler.send_response(200)
             handler.send_header("lambda-runtime-aws-request-id", call.request_id)

@@ -124,7 +124,8 @@ pub enum StepError {
         pages: u32,
         left_secs: u64,
         /// Whether this attempt started the pull over (the earlier progress unusable, or the
-        /// scan's total moved): it then got no further than the attempt before.
+        /// scan's total moved): what it stored is then not counted as progress, as a total that
+        /// moves at every attempt would start over every time.
         started_over: bool,
     },
     /// Items of a child execution's group that did not finish; the others did, and an attempt
@@ -140,6 +141,10 @@ pub enum StepError {
         out_of_time: bool,
     },
 }
+
+/// The error type of a collect or transform whose invocation's time ran short after progress:
+/// the state machine retries it apart from the transient errors (see [`StepError::is_out_of_time`]).
+pub const OUT_OF_TIME: &str = "OutOfTime";
 
 impl StepError {
     /// Whether another attempt may succeed.
@@ -180,6 +185,18 @@ impl StepError {
             Self::TimeShort { .. } | Self::CollectPaused { .. } => true,
             Self::Unfinished { out_of_time, .. } => *out_of_time,
             _ => false,
+        }
+    }
+
+    /// The error type Step Functions sees, which its Retry and Catch name: [`OUT_OF_TIME`],
+    /// `Retryable` (a later attempt may succeed), or `Fatal`.
+    pub fn error_type(&self) -> &'static str {
+        if self.is_out_of_time() {
+            OUT_OF_TIME
+        } else if self.is_retryable() {
+            "Retryable"
+        } else {
+            "Fatal"
         }
     }
 

@@ -33,8 +33,8 @@ pub async fn collect_group(
         let outcome = match get_json::<CollectOutcome>(store, &key).await {
             Ok(Some(earlier)) => Ok(earlier),
             Ok(None) => match time
-                .left_for_another()
-                .and_then(|()| time.run_allows_start())
+                .run_allows_start()
+                .and_then(|()| time.left_for_another())
             {
                 Err(short) => Err(short),
                 Ok(()) => {

@@ -28,7 +28,7 @@ pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic, Manifest,
     ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup, WorkItem,
 };
-pub use error::StepError;
+pub use error::{OUT_OF_TIME, StepError};
 pub use finalize::finalize;
 pub use group::{TimeBudget, collect_group, transform_group};
 pub use plan::{MAX_ITEMS_PER_GROUP, group_items, plan, read_work_list};

@@ -813,7 +813,8 @@ pub async fn fail_run(
 /// transformed only until [`TRANSFORM_ITEMS_WITHIN`]: a collect invocation started just before may
 /// take its whole Timeout (15 minutes), the transform of its group after it, and finalize its own
 /// with a retry, all before the execution's `TimeoutSeconds` (5 h 30 min from its start, which
-/// comes after the run's), with minutes to spare for retries' waits and children still queued.
+/// comes after the run's), with minutes to spare for the transient retries' waits and children
+/// still queued (not for the throttle retrier's: about 30 minutes on average).
 /// An execution cut off there runs no finalize: the run would commit nothing.
 /// scripts/check-infra.py checks these sums, and their margins, against the template.
 pub const COLLECT_ITEMS_WITHIN: Duration = Duration::from_secs(4 * 3600 + 15 * 60);

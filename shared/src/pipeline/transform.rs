@@ -93,8 +93,8 @@ pub async fn transform(
     transform_until(store, connection, item, None).await
 }
 
-/// [`transform`], but an item that needs transforming (a complete pull, or a split scan's parts
-/// to join) from `start_before` on (the run's deadline for transforms) is recorded failed
+/// [`transform`], but an item that needs transforming (a complete pull, a split scan's parts
+/// joined) from `start_before` on (the run's deadline for transforms) is recorded failed
 /// (`not started: the run's items start only until …`), its findings carried: the run's time is
 /// left to finalize. An item with nothing to transform is recorded as before.
 pub async fn transform_until(
@@ -251,7 +251,6 @@ async fn transform_collected(
 ) -> Result<TransformRecord, StepError> {
     let (run, key) = (&item.run, item.item.as_str());
     if let Some(part) = &item.part {
-        run_allows_start(start_before)?;
         join_parts(store, connection, item, part.of).await?;
     }
     let mut outcome: CollectOutcome = get_json(store, &run.collect_outcome(key))
