@@ -1739,6 +1739,33 @@ fn with_deadlines(items: &[WorkItem], collect_in: i64, transform_in: i64) -> Val
     })
 }
 
+/// Finalizes `run`, which must commit partially, and gives each item of its manifest with whether
+/// it is one of `late`.
+async fn partial_commit_of(
+    f: &cxone_etm_e2e::Fixture,
+    run: &RunRef,
+    late: &[WorkItem],
+) -> Vec<(Value, bool)> {
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({ "run": run }),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], false, "{finalized}");
+    let manifest = f.runtime.store.get(&run.manifest()).await.unwrap().unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let items = manifest["items"].as_array().unwrap().clone();
+    assert!(!items.is_empty());
+    items
+        .into_iter()
+        .map(|item| {
+            let is_late = late.iter().any(|l| l.item == item["item"]);
+            (item, is_late)
+        })
+        .collect()
+}
+
 /// The plan gives every group the run's deadlines, from the trigger's start of the run: items are
 /// collected until 4 h 15 min after it and transformed until 4 h 35 min, so that finalize runs
 /// within the execution's 5 h 30 min. A group past its collect deadline starts no item, the first
@@ -1800,17 +1827,7 @@ async fn items_past_the_runs_collect_deadline_are_not_started_and_reported_faile
     )
     .await
     .expect("transform");
-    let finalized = call(
-        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
-        json!({ "run": run }),
-    )
-    .await
-    .expect("finalize");
-    assert_eq!(finalized["complete"], false, "{finalized}");
-    let manifest = f.runtime.store.get(&run.manifest()).await.unwrap().unwrap();
-    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
-    for item in manifest["items"].as_array().unwrap() {
-        let is_late = late.iter().any(|l| l.item == item["item"]);
+    for (item, is_late) in partial_commit_of(&f, &run, late).await {
         assert_eq!(item["status"] == "failed", is_late, "{item}");
         if is_late {
             assert!(item["reason"].as_str().unwrap().contains(spent), "{item}");
@@ -1860,17 +1877,7 @@ async fn items_past_the_runs_transform_deadline_are_recorded_failed_and_not_comm
         assert!(failed.is_none_or(|f| f.contains(spent)), "{record}");
         assert_eq!(answer["failed"].as_str(), failed, "{answered}");
     }
-    let finalized = call(
-        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
-        json!({ "run": run }),
-    )
-    .await
-    .expect("finalize");
-    assert_eq!(finalized["complete"], false, "{finalized}");
-    let manifest = f.runtime.store.get(&run.manifest()).await.unwrap().unwrap();
-    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
-    for item in manifest["items"].as_array().unwrap() {
-        let is_late = late.iter().any(|l| l.item == item["item"]);
+    for (item, is_late) in partial_commit_of(&f, &run, late).await {
         // An item without a scan has nothing to transform: it is reported as such.
         let expected = match (is_late, item["status"] == "no_scan") {
             (_, true) => "no_scan",
