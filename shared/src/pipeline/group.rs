@@ -32,8 +32,7 @@ pub async fn collect_group(
         let mut attempted = false;
         let outcome = match get_json::<CollectOutcome>(store, &key).await {
             Ok(Some(earlier)) => Ok(earlier),
-            Ok(None) => match time
-                .run_allows_start()
+            Ok(None) => match run_allows_start(time.items_before)
                 .and_then(|()| time.left_for_another())
             {
                 Err(short) => Err(short),
@@ -162,11 +161,6 @@ impl TimeBudget {
         }
     }
 
-    /// Whether the run's deadline for the step lets another item start.
-    fn run_allows_start(&self) -> Result<(), StepError> {
-        run_allows_start(self.items_before)
-    }
-
     /// The first item of an invocation always starts: a fresh invocation has all the time it
     /// will ever get, and a function with a Timeout under a minute must still make progress.
     fn left_for_another(&self) -> Result<(), StepError> {
@@ -288,18 +282,16 @@ mod tests {
     #[test]
     fn no_item_starts_past_the_runs_deadline_not_even_an_invocations_first() {
         let fresh = TimeBudget::until(Some(SystemTime::now() + Duration::from_secs(900)));
-        assert!(fresh.left_for_another().is_ok() && fresh.run_allows_start().is_ok());
+        assert!(fresh.left_for_another().is_ok() && run_allows_start(fresh.items_before).is_ok());
         let now = jiff::Timestamp::now();
         let ahead = fresh.items_before(Some(now + jiff::SignedDuration::from_secs(3600)));
-        assert!(ahead.run_allows_start().is_ok());
+        assert!(run_allows_start(ahead.items_before).is_ok());
         let spent = fresh.items_before(Some(now - jiff::SignedDuration::from_secs(1)));
         assert!(
             spent.left_for_another().is_ok(),
             "the invocation's own time is ample"
         );
-        let refused = spent
-            .run_allows_start()
-            .expect_err("past the run's deadline");
+        let refused = run_allows_start(spent.items_before).expect_err("past the run's deadline");
         assert!(
             matches!(refused, StepError::RunTimeSpent { .. }),
             "{refused}"

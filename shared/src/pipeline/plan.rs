@@ -175,11 +175,8 @@ pub async fn plan(
     }
     let planned = items.len() as u64;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
-    let mut groups = group_items(items, children_at_once);
     let deadlines = started_at.map(ItemDeadlines::from_run_start);
-    for group in &mut groups {
-        group.deadlines = deadlines;
-    }
+    let groups = group_items(items, children_at_once, deadlines);
     let mut body = Vec::new();
     for group in &groups {
         serde_json::to_writer(&mut body, group).expect("serializes");
@@ -202,7 +199,12 @@ pub async fn plan(
 /// one of `children_at_once` children a group (a small run keeps its parallelism), at most
 /// [`MAX_ITEMS_PER_GROUP`] and [`MAX_GROUP_BYTES`] of input (an item larger than that goes alone).
 /// Each part of a split scan goes alone, for the parts to be collected at once.
-pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGroup> {
+/// Every group carries the run's `deadlines`.
+pub fn group_items(
+    items: Vec<WorkItem>,
+    children_at_once: usize,
+    deadlines: Option<ItemDeadlines>,
+) -> Vec<WorkGroup> {
     let per_group = items
         .len()
         .div_ceil(children_at_once.max(1))
@@ -217,7 +219,7 @@ pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGro
         {
             groups.push(WorkGroup {
                 items: std::mem::take(&mut current),
-                deadlines: None,
+                deadlines,
             });
             bytes = 0;
         }
@@ -226,7 +228,7 @@ pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGro
         if alone {
             groups.push(WorkGroup {
                 items: std::mem::take(&mut current),
-                deadlines: None,
+                deadlines,
             });
             bytes = 0;
         }
@@ -234,7 +236,7 @@ pub fn group_items(items: Vec<WorkItem>, children_at_once: usize) -> Vec<WorkGro
     if !current.is_empty() {
         groups.push(WorkGroup {
             items: current,
-            deadlines: None,
+            deadlines,
         });
     }
     groups
@@ -888,16 +890,16 @@ mod tests {
     #[test]
     fn groups_keep_every_child_busy_and_hold_at_most_25_items() {
         let items = |n| (0..n).map(|i| item(i, 10)).collect::<Vec<_>>();
-        assert_eq!(sizes(&group_items(items(10), 10)), vec![1; 10]);
+        assert_eq!(sizes(&group_items(items(10), 10, None)), vec![1; 10]);
         assert_eq!(
-            sizes(&group_items(items(95), 10)),
+            sizes(&group_items(items(95), 10, None)),
             [vec![10; 9], vec![5]].concat()
         );
-        assert_eq!(sizes(&group_items(items(1_000), 10)), vec![25; 40]);
-        assert_eq!(sizes(&group_items(items(3), 0)), vec![3]);
-        assert!(group_items(Vec::new(), 10).is_empty());
+        assert_eq!(sizes(&group_items(items(1_000), 10, None)), vec![25; 40]);
+        assert_eq!(sizes(&group_items(items(3), 0, None)), vec![3]);
+        assert!(group_items(Vec::new(), 10, None).is_empty());
         // Every item once, in order.
-        let grouped: Vec<String> = group_items(items(1_000), 7)
+        let grouped: Vec<String> = group_items(items(1_000), 7, None)
             .into_iter()
             .flat_map(|g| g.items)
             .map(|i| i.item)
@@ -917,7 +919,7 @@ mod tests {
             item(3, 200_000),
             item(4, 10),
         ];
-        let groups = group_items(items, 1);
+        let groups = group_items(items, 1, None);
         assert_eq!(sizes(&groups), vec![2, 1, 1, 1]);
         for group in &groups[..2] {
             assert!(serde_json::to_vec(group).unwrap().len() <= MAX_GROUP_BYTES + 100);
@@ -938,7 +940,7 @@ mod tests {
                 fingerprint_key: 7,
             });
         }
-        let groups = group_items(items, 1);
+        let groups = group_items(items, 1, None);
         assert_eq!(sizes(&groups), vec![2, 1, 1, 2]);
         assert!(groups[1].items[0].part.is_some() && groups[2].items[0].part.is_some());
     }

@@ -845,6 +845,7 @@ pub(crate) fn run_allows_start(moment: Option<jiff::Timestamp>) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MemoryStore;
 
     #[test]
     fn runs_reconcile_within_one_tenant_region_and_sort_of_asset() {
@@ -877,7 +878,6 @@ mod tests {
             assert_eq!(other.reconciles_with(&eu), reconciles, "{other:?}");
         }
     }
-    use crate::store::MemoryStore;
 
     #[tokio::test]
     async fn a_second_trigger_is_refused_and_a_stale_lock_is_recovered() {
