@@ -175,7 +175,7 @@ pub async fn plan(
     }
     let planned = items.len() as u64;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
-    let deadlines = started_at.map(ItemDeadlines::from_run_start);
+    let deadlines = Some(ItemDeadlines::from_run_start(started_at));
     let groups = group_items(items, children_at_once, deadlines);
     let mut body = Vec::new();
     for group in &groups {

@@ -360,9 +360,8 @@ pub(crate) async fn read_run(
 pub(crate) struct PlanStart {
     /// The connection's last committed run, which this run reconciles against.
     pub previous_run: Option<String>,
-    /// When the trigger began the run, before it started the execution (`None`: a record whose
-    /// time cannot be read).
-    pub started_at: Option<jiff::Timestamp>,
+    /// When the trigger began the run, before it started the execution.
+    pub started_at: jiff::Timestamp,
 }
 
 /// The plan has begun: the run and the connection are Processing.
@@ -375,10 +374,17 @@ pub(crate) async fn start_processing(
     let previous_run = read_state(store, &run.connection_id)
         .await?
         .and_then(|s| s.last_committed_run);
-    let started_at = record.started_at.parse().ok();
-    if started_at.is_none() {
-        tracing::warn!(run = %run.run_id, started_at = %record.started_at, "the run's start cannot be read: its items get no deadlines, and an execution cut off at its TimeoutSeconds commits nothing");
-    }
+    // Every line of the run carries this time and the items' deadlines count from it: a run
+    // without it is not planned.
+    let started_at = record.started_at.parse().map_err(|_| {
+        StepError::bad_object(
+            &run.run_record(),
+            format!(
+                "startedAt {:?} is not an RFC 3339 time (the trigger writes it when it begins the run); start a new run",
+                record.started_at
+            ),
+        )
+    })?;
     Ok(PlanStart {
         previous_run,
         started_at,

@@ -1835,6 +1835,51 @@ async fn items_past_the_runs_collect_deadline_are_not_started_and_reported_faile
     }
 }
 
+/// A run record whose `startedAt` cannot be read (not written by the trigger) is not planned:
+/// every line of the run carries that time and its items' deadlines count from it. The plan
+/// fails Fatal naming the field, the key and what to do, before it lists a project, and writes
+/// no work list.
+#[tokio::test]
+async fn a_run_whose_start_cannot_be_read_is_not_planned() {
+    let f = fixture().await;
+    let started = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        event("trigger-schedule.json"),
+    )
+    .await
+    .expect("scheduled trigger");
+    let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
+    let mut record = stored_run_record(&f, &run).await;
+    record.started_at = "yesterday".into();
+    let body = serde_json::to_vec(&record).unwrap();
+    f.runtime
+        .store
+        .put(&run.run_record(), body.into())
+        .await
+        .unwrap();
+    f.emulator.reset_traffic();
+    let error = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        json!({"plan": {"run": started["run"]}}),
+    )
+    .await
+    .expect_err("the run's start cannot be read");
+    assert_eq!(error.error_type, "Fatal", "{}", error.error_message);
+    for part in [
+        run.run_record().as_str(),
+        "startedAt \"yesterday\" is not an RFC 3339 time",
+        "start a new run",
+    ] {
+        assert!(
+            error.error_message.contains(part),
+            "{part}: {}",
+            error.error_message
+        );
+    }
+    assert_eq!(f.emulator.traffic().requests_to(Endpoint::Projects), 0);
+    assert!(!is_stored(&f, &run.work_list()).await);
+}
+
 /// A group collected in time whose transform deadline has passed transforms none of its items
 /// that need it, the first of an invocation neither: each is recorded failed with the reason
 /// (final, not retried), an item without a scan as before; finalize commits the items
