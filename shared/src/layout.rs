@@ -59,7 +59,8 @@ pub fn etm_page_file(page: u32) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawFile {
     /// `item.json`: the project or environment record, as runs wrote it before it moved into
-    /// `collect.json`, and as a folder put together by hand for replay may hold it.
+    /// `collect.json`, as the plan stores one too large for the work list, and as a folder put
+    /// together by hand for replay may hold it.
     Record,
     CollectOutcome,
     CollectProgress,
@@ -173,6 +174,11 @@ impl RunRef {
     }
     pub fn original_page(&self, item: &str, page: u32) -> String {
         format!("{}{}", self.raw_prefix(item), original_page_file(page))
+    }
+    /// An item's project or environment record, where the plan found it too large to carry in
+    /// the work list: `item.json`.
+    pub fn item_record(&self, item: &str) -> String {
+        format!("{}item.json", self.raw_prefix(item))
     }
     pub fn collect_outcome(&self, item: &str) -> String {
         format!("{}{COLLECT_OUTCOME}", self.raw_prefix(item))

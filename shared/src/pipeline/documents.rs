@@ -41,8 +41,13 @@ pub struct WorkItem {
     /// When the SAST scan was made (for the look-back window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_created: Option<String>,
-    /// The project or environment record as the vendor sent it.
+    /// The project or environment record as the vendor sent it; null where `record_stored`.
     pub record: Value,
+    /// The record was too large to carry in the work list (a child's input is limited to
+    /// 256 KiB): the plan stored it at the item's `raw/<item>/item.json`, where the transform
+    /// (and replay) read it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_stored: bool,
     /// The connection's last committed run when this run was planned: its ledgers are what the
     /// findings are reconciled against.
     #[serde(default, skip_serializing_if = "Option::is_none")]

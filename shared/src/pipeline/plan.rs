@@ -33,6 +33,10 @@ use crate::{ConnectorKind, Engine};
 pub const MAX_ITEMS_PER_GROUP: usize = 25;
 /// A child's input stays far below Step Functions' 256 KiB payload limit.
 const MAX_GROUP_BYTES: usize = 96 * 1024;
+/// A vendor record larger than this is stored beside the work list, not carried in it.
+const MAX_CARRIED_RECORD_BYTES: usize = 16 * 1024;
+/// An item's name is cut to this many bytes in the work list (and so in the manifest).
+const MAX_NAME_BYTES: usize = 1024;
 
 /// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
 /// and writes the work list: the items in groups, one group per child execution, as many groups
@@ -141,6 +145,7 @@ pub async fn plan(
             original_severity: connection.delivers(Engine::Sast)
                 && connection.config.original_severity,
             record,
+            record_stored: false,
             previous_run: previous_run.clone(),
             part: None,
         };
@@ -174,6 +179,7 @@ pub async fn plan(
         problems.extend(a_branch_still_scanned(vendor, &engines, unplanned).await?);
     }
     let planned = items.len() as u64;
+    keep_items_small(store, run, &mut items).await?;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let deadlines = Some(ItemDeadlines::from_run_start(started_at));
     let groups = group_items(items, children_at_once, deadlines);
@@ -193,6 +199,30 @@ pub async fn plan(
     )
     .await?;
     Ok(groups)
+}
+
+/// Keeps every item small in the work list whatever the vendor sent: a group is a child's input,
+/// which Step Functions limits to 256 KiB, and a group over it would fail on every run. A record
+/// over [`MAX_CARRIED_RECORD_BYTES`] is stored at the item's `raw/<item>/item.json` (the
+/// transform reads it there), and a name is cut at [`MAX_NAME_BYTES`].
+async fn keep_items_small(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    items: &mut [WorkItem],
+) -> Result<(), StepError> {
+    for item in items {
+        if item.name.len() > MAX_NAME_BYTES {
+            let cut = item.name.floor_char_boundary(MAX_NAME_BYTES);
+            item.name = format!("{}… ({} bytes)", &item.name[..cut], item.name.len());
+        }
+        let size = serde_json::to_vec(&item.record).map_or(0, |b| b.len());
+        if size > MAX_CARRIED_RECORD_BYTES {
+            put_json(store, &run.item_record(&item.item), &item.record).await?;
+            item.record = Value::Null;
+            item.record_stored = true;
+        }
+    }
+    Ok(())
 }
 
 /// Groups the items for the state machine's children: as many items per group as leave every
@@ -878,6 +908,7 @@ mod tests {
             original_severity: false,
             scan_created: None,
             record: Value::String("x".repeat(record_bytes)),
+            record_stored: false,
             previous_run: None,
             part: None,
         }

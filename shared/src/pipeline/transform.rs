@@ -2,10 +2,12 @@
 //! engine) and scoring into ETM batch files, reconciled against the asset's ledger of the last
 //! committed run.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::Value;
 
 use super::config::Connection;
 use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
@@ -213,9 +215,38 @@ fn moved_asset(
     }
 }
 
+/// The item's vendor record: carried in the work item, or read where the plan stored one too
+/// large to carry.
+async fn item_record<'a>(
+    store: &impl ObjectStore,
+    item: &'a WorkItem,
+) -> Result<Cow<'a, Value>, StepError> {
+    if !item.record_stored {
+        return Ok(Cow::Borrowed(&item.record));
+    }
+    let key = item.run.item_record(&item.item);
+    let record: Option<Value> = get_json(store, &key).await?;
+    record.map(Cow::Owned).ok_or_else(|| {
+        StepError::bad_object(
+            &key,
+            "the item's record is missing: the plan stored it there, too large for the work list; the next run plans the item again",
+        )
+    })
+}
+
 /// Deletes what a transform of `item` wrote in `run` but its record: its batch objects and its
 /// next ledger.
 pub(super) async fn discard_output(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    item: &str,
+) -> Result<(), StepError> {
+    discard_batches(store, run, item).await?;
+    Ok(store.delete(&run.ledger(item)).await?)
+}
+
+/// Deletes the batch objects a transform of `item` wrote in `run`, not its record.
+async fn discard_batches(
     store: &impl ObjectStore,
     run: &RunRef,
     item: &str,
@@ -226,19 +257,24 @@ pub(super) async fn discard_output(
             store.delete(&object).await?;
         }
     }
-    Ok(store.delete(&run.ledger(item)).await?)
+    Ok(())
 }
 
 /// Puts back what finalize left for an item that commits nothing, where this attempt wrote over
 /// it: no batch object beside the record, and the previous run's ledger (or none). Safe to
-/// repeat.
+/// repeat. The previous ledger is put over the item's, never after a delete: once the run is
+/// committed that key is the committed run's ledger, and an attempt cut off between a delete and
+/// a put would leave the run without it (the next run would send every open finding NEW).
 pub(super) async fn take_back(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
     let (run, key) = (&item.run, item.item.as_str());
-    discard_output(store, run, key).await?;
-    if let Some(previous_run) = &item.previous_run
-        && let Some(body) = store.get(&run.sibling(previous_run).ledger(key)).await?
-    {
-        store.put(&run.ledger(key), body).await?;
+    discard_batches(store, run, key).await?;
+    let previous = match &item.previous_run {
+        Some(previous_run) => store.get(&run.sibling(previous_run).ledger(key)).await?,
+        None => None,
+    };
+    match previous {
+        Some(body) => store.put(&run.ledger(key), body).await?,
+        None => store.delete(&run.ledger(key)).await?,
     }
     Ok(())
 }
@@ -277,7 +313,8 @@ async fn transform_collected(
             connector_kind: connection.config.kind,
             produced_at: run_record.started_at,
         };
-        let item_json = serde_json::to_vec(&item.record).expect("a JSON value serializes");
+        let vendor_record = item_record(store, item).await?;
+        let item_json = serde_json::to_vec(&*vendor_record).expect("a JSON value serializes");
         let legacy = connection.config.kind.legacy_engine();
         // One set for every engine's transformer; the texts go once it is made, before the
         // previous ledger is read beside them.
@@ -391,7 +428,7 @@ async fn transform_collected(
                             .config
                             .kind
                             .on_projects()
-                            .then(|| item.record["id"].as_str().map(str::to_string))
+                            .then(|| vendor_record["id"].as_str().map(str::to_string))
                             .flatten(),
                         branch: branch.clone(),
                     });

@@ -2242,6 +2242,42 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
     std::fs::remove_dir_all(&late_one.dir).ok();
 }
 
+/// A late transform refused after the commit whose take-back fails at the ledger (a store error,
+/// or cut off there) leaves the committed run's ledger as finalize carried it: the take-back puts
+/// the previous ledger over it, never after a delete. Before, it deleted the committed ledger
+/// first, and a failed put left the run without one: the next run sent every open finding NEW
+/// again and never closed those fixed since.
+#[tokio::test]
+async fn a_take_back_that_fails_after_the_commit_leaves_the_committed_ledger() {
+    let late_one = late_transform("late-failed").await;
+    let (c, run2, item) = (&late_one.c, &late_one.run2, &late_one.item);
+    cxone_etm::pipeline::finalize(&late_one.store, c, run2)
+        .await
+        .unwrap();
+    let ledger_key = run2.ledger(&item.item);
+    let committed = late_one.store.get(&ledger_key).await.unwrap().unwrap();
+    assert_eq!(committed, late_one.previous_ledger, "finalize carried it");
+    let failing = Hooked {
+        inner: late_one.store.clone(),
+        hook: |key: &str, _| {
+            (key == ledger_key).then(|| {
+                Err(StoreError::Failed {
+                    location: key.to_string(),
+                    problem: "InternalError: We encountered an internal error (HTTP 500)".into(),
+                })
+            })
+        },
+    };
+    let late = cxone_etm::pipeline::transform(&failing, c, item).await;
+    assert!(matches!(late, Err(StepError::Store(_))), "{late:?}");
+    assert_eq!(
+        late_one.store.get(&ledger_key).await.unwrap(),
+        Some(committed),
+        "the committed ledger stands"
+    );
+    std::fs::remove_dir_all(&late_one.dir).ok();
+}
+
 /// A late transform that overlaps finalize: it passed its checks and wrote its batch and next
 /// ledger; then finalize gave up on it (the item "transform did not finish", what it wrote
 /// deleted, the previous ledger carried) and committed. When it records, it finds finalize's
