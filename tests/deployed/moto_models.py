@@ -21,6 +21,11 @@ the template under test.
 8. A PutObject that carries tags (`x-amz-tagging`) needs `s3:PutObjectTagging` on the key as well as
    `s3:PutObject` (AWS's PutObject reference: "you must have the s3:PutObjectTagging permission");
    moto asks for `PutObjectTagging` only of the `?tagging` request.
+9. A Distributed Map child whose input (one item the ItemReader read) is over 256 KiB does not
+   run: Step Functions limits an execution's input to 256 KiB ("Maximum input or output size for a
+   task, state, or execution"), and the child counts as failed (`States.DataLimitExceeded`); moto
+   runs it. The milder of AWS's two possible answers (the other fails the whole map run): a test
+   that needs every child to run fails either way.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ def start() -> str:
     _model_integer_tolerated_failure()
     _cache_module_list()
     _model_map_result_limit()
+    _model_child_input_limit()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     _state["moto_url"] = f"http://127.0.0.1:{port}"
@@ -330,3 +336,29 @@ def _model_map_result_limit() -> None:
             del iteration.eval
 
     StateMap._eval_execution = eval_execution
+
+
+# The children a Distributed Map did not run for their input's size, as (bytes, first 200 bytes).
+oversized_children: list = []
+
+
+def _model_child_input_limit() -> None:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.itemprocessor.distributed_item_processor_worker import (
+        DistributedItemProcessorWorker,
+    )
+
+    original = DistributedItemProcessorWorker._eval_job
+
+    def eval_job(self, env, job) -> None:
+        text = json.dumps(job.job_input, separators=(",", ":"))
+        size = len(text.encode())
+        if size <= STATE_PAYLOAD_LIMIT:
+            return original(self, env, job)
+        oversized_children.append((size, text[:200]))
+        record = self._map_run_record
+        for counter in (record.item_counter, record.execution_counter):
+            counter.total.count()
+            counter.failed.count()
+        job.job_output = None
+
+    DistributedItemProcessorWorker._eval_job = eval_job

@@ -35,6 +35,7 @@ WIDE_ITEMS = int(os.environ.get("CXONE_DEPLOYED_ITEMS", "600"))
 # The ids of the main tenant's first projects and environments: ids that break naive key schemes
 # (a path separator and what it would collapse into, a parent directory, escapes, non-ASCII, two
 # ids longer than a file name that share their first 299 characters).
+LARGE_RECORD_TAGS = 3000
 HOSTILE_IDS = ["a/b", "a_b", "..", "x y%2F..%2F", "プロジェクト", "x" * 300, "x" * 299 + "y"]
 BIN = pathlib.Path(os.environ.get("CXONE_BIN_DIR", stack.ROOT / "target" / "debug"))
 
@@ -384,7 +385,9 @@ def emulator(work):
     # Every scenario carries the hostile ids through S3 keys, Step Functions payloads and the
     # work list.
     # Five environments: the fourth's latest scan failed, so its latest completed one is older.
+    # The first project's record carries 3,000 tags (about 400 KiB): more than a child's input may be.
     emulator = Emulator(work, "--projects", "12", "--results-per-scan", "40", "--dast-environments", "5",
+                        "--first-project-extra-tags", str(LARGE_RECORD_TAGS),
                         *(arg for id in HOSTILE_IDS for arg in ("--hostile-id", id)))
     yield emulator
     emulator.stop()
@@ -514,6 +517,13 @@ def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_use
         assert all(vendor_ids.count(id) == 1 for id in HOSTILE_IDS), vendor_ids
         keys = [o["key"] for item in manifest["items"] for o in item["objects"]]
         assert keys and len(keys) == len(set(keys)), "two items wrote one object"
+    # The first project's record is larger than a child's input may be: the plan stored it beside
+    # the work list, every child ran, and its asset kept every tag (its own two and the 3,000).
+    assert moto_models.oversized_children == [], moto_models.oversized_children[:1]
+    for manifest in runs:
+        large = next(item["item"] for item in manifest["items"] if item["vendorId"] == HOSTILE_IDS[0])
+        tags = {len(f["asset"]["tags"]) for f in account.findings(manifest) if f["item"] == large}
+        assert tags == {LARGE_RECORD_TAGS + 2}, tags
     # Reconciliation against the last committed run, on an unchanged tenant: nothing new or
     # reopened, and the only FIXED findings are those the vendor itself reports fixed.
     for manifest in runs[1:]:

@@ -212,7 +212,10 @@ async fn keep_items_small(
 ) -> Result<(), StepError> {
     for item in items {
         if item.name.len() > MAX_NAME_BYTES {
-            let cut = item.name.floor_char_boundary(MAX_NAME_BYTES);
+            let cut = (0..=MAX_NAME_BYTES)
+                .rev()
+                .find(|at| item.name.is_char_boundary(*at))
+                .unwrap_or(0);
             item.name = format!("{}… ({} bytes)", &item.name[..cut], item.name.len());
         }
         let size = serde_json::to_vec(&item.record).map_or(0, |b| b.len());
@@ -955,6 +958,34 @@ mod tests {
         for group in &groups[..2] {
             assert!(serde_json::to_vec(group).unwrap().len() <= MAX_GROUP_BYTES + 100);
         }
+    }
+
+    #[tokio::test]
+    async fn a_large_record_is_stored_beside_the_work_list_and_a_long_name_cut() {
+        let store = crate::store::MemoryStore::default();
+        let mut items = vec![item(0, 100), item(1, MAX_CARRIED_RECORD_BYTES)];
+        items[0].name = "é".repeat(MAX_NAME_BYTES);
+        let run = items[0].run.clone();
+        keep_items_small(&store, &run, &mut items).await.unwrap();
+
+        // Cut at a character's edge, saying how long the name was.
+        let cut = format!(
+            "{}… ({} bytes)",
+            "é".repeat(MAX_NAME_BYTES / 2),
+            2 * MAX_NAME_BYTES
+        );
+        assert_eq!(items[0].name, cut);
+        assert!(!items[0].record_stored && items[0].record.is_string());
+        assert_eq!(items[1].name, "project 1");
+        assert!(items[1].record_stored && items[1].record.is_null());
+        let stored = store
+            .get(&run.item_record("item-1"))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: Value = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(stored, Value::String("x".repeat(MAX_CARRIED_RECORD_BYTES)));
+        assert_eq!(store.get(&run.item_record("item-0")).await.unwrap(), None);
     }
 
     #[test]

@@ -457,3 +457,72 @@ async fn hostile_vendor_ids_each_keep_their_own_findings_across_runs() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A project whose record is larger than a Step Functions payload (3,000 tags, about 400 KiB):
+/// the plan stores it beside the work list (`raw/<item>/item.json`), every work list line stays
+/// small, and the transform reads it there: the run is exact and the asset keeps every tag.
+/// Before, the record went into the work list whole, and on AWS its group's child could not
+/// start (a child's input is limited to 256 KiB), the project failed on every run.
+#[tokio::test]
+async fn a_project_record_too_large_for_a_work_list_is_read_from_beside_it() {
+    use cxone_etm::layout::{RunRef, item_key};
+    use cxone_etm::store::ObjectStore;
+    let emulator = emulator(TenantShape {
+        projects: 3,
+        first_project_extra_tags: 3_000,
+        ..shape()
+    })
+    .await;
+    let (store, dir) = temp_store("reliability-large-record");
+    let c = tuned(&emulator, "large-record", ConnectorKind::Sast);
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    check_run(
+        &store,
+        &emulator,
+        ConnectorKind::Sast,
+        &summary.manifest,
+        &BTreeMap::new(),
+    )
+    .await;
+    let m: Manifest = manifest(&store, &summary.manifest).await;
+    let run = RunRef {
+        connection_id: "large-record".into(),
+        run_id: m.run_id.clone(),
+    };
+    let large = item_key(&emulator.expected().projects[0].id);
+
+    let work = store.get(&run.work_list()).await.unwrap().unwrap();
+    let mut carried = Vec::new();
+    for line in work.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        assert!(
+            line.len() < 96 * 1024 + 1024,
+            "a line of {} bytes",
+            line.len()
+        );
+        let group: Value = serde_json::from_slice(line).unwrap();
+        carried.extend(group["items"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(carried.len(), 3);
+    for item in &carried {
+        let is_large = item["item"] == large.as_str();
+        assert_eq!(item["recordStored"] == true, is_large, "{}", item["item"]);
+        assert_eq!(item["record"].is_null(), is_large, "{}", item["item"]);
+    }
+    let stored = store.get(&run.item_record(&large)).await.unwrap().unwrap();
+    assert!(stored.len() > 300 * 1024, "{} bytes", stored.len());
+    let stored: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored["tags"].as_object().unwrap().len(), 3_002);
+
+    let line = m.items.iter().find(|i| i.item == large).unwrap();
+    let findings = findings_in(&store, &line.objects).await;
+    assert!(!findings.is_empty());
+    for (batch_line, _) in &findings {
+        let tags = batch_line["asset"]["tags"].as_array().unwrap();
+        assert_eq!(tags.len(), 3_002);
+        assert!(
+            tags.iter()
+                .any(|t| t.as_str().unwrap().starts_with("team:"))
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

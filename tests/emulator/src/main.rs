@@ -72,6 +72,10 @@ struct Args {
     /// Leave each scan's `engines` out of `last-scan` answers.
     #[arg(long)]
     last_scan_without_engines: bool,
+    /// Tags added to the first project's record (100-character values): 3,000 make a record of
+    /// about 400 KiB, larger than a Step Functions payload.
+    #[arg(long, default_value_t = 0)]
+    first_project_extra_tags: u32,
     /// Access token lifetime in seconds (the `expires_in` and `exp` the token endpoint gives).
     #[arg(long, default_value_t = 1800)]
     token_lifetime: u64,
@@ -153,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             repeated_result_ids_percent: args.repeated_result_ids_percent,
             rescan_engine: args.rescan_engine,
             last_scan_without_engines: args.last_scan_without_engines,
+            first_project_extra_tags: args.first_project_extra_tags,
         },
         token_lifetime_secs: args.token_lifetime,
         results_offset: args.results_offset,

@@ -89,6 +89,9 @@ pub struct TenantShape {
     /// When set, `last-scan` answers leave out each scan's `engines` (the schema makes it
     /// optional).
     pub last_scan_without_engines: bool,
+    /// Tags added to the first project's record, each with a 100-character value: a record of
+    /// hundreds of KiB (a tenant that keeps data in tags), larger than a Step Functions payload.
+    pub first_project_extra_tags: u32,
 }
 
 impl Default for TenantShape {
@@ -110,6 +113,7 @@ impl Default for TenantShape {
             repeated_result_ids_percent: 0,
             rescan_engine: None,
             last_scan_without_engines: false,
+            first_project_extra_tags: 0,
         }
     }
 }
@@ -333,6 +337,12 @@ impl Tenant {
         tags.insert("team".to_string(), pick(TEAMS, p as u64).to_string());
         if p.is_multiple_of(2) {
             tags.insert("pci".to_string(), String::new());
+        }
+        if p == 0 {
+            for i in 0..self.shape.first_project_extra_tags {
+                let value = format!("{:0>100}", mix(&[self.seed(), 13, u64::from(i)]));
+                tags.insert(format!("label-{i:05}"), value);
+            }
         }
         tags
     }
