@@ -302,6 +302,13 @@ tls_denials = [
     and st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
     and "s3:*" in as_list(st.get("Action"))
 ]
+# Vendor data goes within a day of its retention: in the versioned bucket an expired object's
+# version would otherwise stay as long as other objects' old versions.
+bucket = next(body for body in resources.values() if body["Type"] == "AWS::S3::Bucket")
+rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+raw_rules = [r for r in rules if r.get("ExpirationInDays") == {"Ref": "RawRetentionDays"}]
+check(len(raw_rules) == 2 and all(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 1 for r in raw_rules),
+      "the raw pages' and map results' rules do not remove their noncurrent versions a day after they expire")
 check(len(tls_denials) == 1, "the bucket policy does not deny every request without TLS")
 if tls_denials:
     covered = [str(r) for r in as_list(tls_denials[0]["Resource"])]
