@@ -720,18 +720,37 @@ impl DastResultsPager {
         &self.completeness
     }
 
-    pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
-        if self.done {
-            return Ok(None);
+    /// The scan's results URL, its id one path segment (a `/` in it escaped). An id that is a
+    /// dot segment (`.`, `..`) or empty would name another path than the scan's: refused.
+    fn url(&self, number: u32) -> Result<Url, VendorError> {
+        if matches!(self.scan_id.as_str(), "" | "." | "..") {
+            return Err(VendorError::Malformed {
+                endpoint: "dast-results",
+                detail: format!(
+                    "the DAST scan id {:?} cannot name a URL path segment; the environment's scans list gave it",
+                    self.scan_id
+                ),
+            });
         }
-        let number = self.completeness.pages;
-        let url = self.client.api_url(
-            &format!("/api/dast/mfe-results/results/{}", self.scan_id),
+        let mut url = self.client.api_url(
+            "/api/dast/mfe-results/results",
             &[
                 ("page", (u64::from(number) + 1).to_string()),
                 ("per_page", self.per_page.to_string()),
             ],
         );
+        url.path_segments_mut()
+            .expect("the API's base URL is https or http, never cannot-be-a-base")
+            .push(&self.scan_id);
+        Ok(url)
+    }
+
+    pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
+        if self.done {
+            return Ok(None);
+        }
+        let number = self.completeness.pages;
+        let url = self.url(number)?;
         let page = self
             .client
             .get_list("dast-results", &url, "results", "total")

@@ -7,6 +7,7 @@ use crate::common::*;
 use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, OffsetMode, TenantShape};
 use cxone_etm::cxone::{
     Completeness, CxOneClient, LastScanQuery, Listing, OffsetSemantics, PageSource, Project,
+    VendorError,
 };
 use serde_json::Value;
 
@@ -691,6 +692,31 @@ async fn dast_environments_scans_and_results_page_completely() {
             pager.completeness().problem()
         );
     }
+}
+
+/// A DAST scan id goes into the results URL as one path segment: a `/` in it is escaped (the
+/// request stays on the results endpoint: the emulator knows no such scan), and an id that is a
+/// dot segment, which a URL drops or resolves, is refused before any request.
+#[tokio::test]
+async fn a_dast_scan_id_is_one_path_segment_and_a_dot_segment_is_refused() {
+    let emulator = emulator(TenantShape::default()).await;
+    let client = client(settings(&emulator), &api_key(&emulator));
+    for id in ["..", ".", ""] {
+        emulator.reset_traffic();
+        let refused = client.dast_results(id).next_page().await.unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.contains(&format!(
+                "the DAST scan id {id:?} cannot name a URL path segment"
+            )),
+            "{message}"
+        );
+        assert_eq!(emulator.traffic().requests_to(Endpoint::DastResults), 0);
+    }
+    emulator.reset_traffic();
+    let missing = client.dast_results("a/b").next_page().await.unwrap_err();
+    assert!(matches!(missing, VendorError::NotFound { .. }), "{missing}");
+    assert_eq!(emulator.traffic().requests_to(Endpoint::DastResults), 1);
 }
 
 /// Once the offset's meaning is known, the pages to come are requested ahead (a lone pager: the
