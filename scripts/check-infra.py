@@ -302,6 +302,16 @@ tls_denials = [
     and st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
     and "s3:*" in as_list(st.get("Action"))
 ]
+# A schedule's tick that starts no run runs no execution: its own alarm watches the metric the
+# trigger's summary line carries (src/metrics.rs), and notifies where the failed-runs alarm does.
+alarms = {logical: body["Properties"] for logical, body in resources.items() if body["Type"] == "AWS::CloudWatch::Alarm"}
+starts = alarms.get("FailedStartsAlarm", {})
+metrics_rs = (root / "shared" / "src" / "metrics.rs").read_text()
+namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)";', metrics_rs)
+check(namespace is not None and starts.get("Namespace") == namespace.group(1) and starts.get("MetricName") == "StartsFailed"
+      and '"StartsFailed"' in metrics_rs and starts.get("Dimensions") == [{"Name": "Function", "Value": "trigger"}]
+      and starts.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
+      "no alarm on the trigger's StartsFailed metric, in the summary line's namespace, notifying where the failed-runs alarm does")
 # Vendor data goes within a day of its retention: in the versioned bucket an expired object's
 # version would otherwise stay as long as other objects' old versions.
 bucket = next(body for body in resources.values() if body["Type"] == "AWS::S3::Bucket")

@@ -24,6 +24,9 @@ pub struct Summary {
     pub rejected: u64,
     pub retries: u64,
     pub error: Option<String>,
+    /// A schedule's tick: one that fails is a run that did not start, which no execution's
+    /// alarm sees; its line carries `StartsFailed` (1 or 0), which the template alarms on.
+    pub scheduled_start: bool,
 }
 
 /// The EMF document for one invocation of `function` that took `duration_ms`.
@@ -58,6 +61,13 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
         "Errors": u64::from(summary.error.is_some() && summary.outcome != OUT_OF_TIME),
         "Duration": duration_ms,
     });
+    if summary.scheduled_start {
+        line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array_mut()
+            .expect("declared above")
+            .push(metric("StartsFailed", "Count"));
+        line["StartsFailed"] = json!(u64::from(summary.error.is_some()));
+    }
     if let Some(run) = &summary.run {
         line["RunId"] = json!(run);
     }
@@ -114,6 +124,7 @@ mod tests {
             rejected: 2,
             retries: 3,
             error: None,
+            scheduled_start: false,
         };
         let line = emf_line("collect", &summary, 1234, 1_700_000_000_000);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
@@ -159,5 +170,43 @@ mod tests {
             (&going_on["Errors"], &going_on["Outcome"]),
             (&json!(0), &json!("OutOfTime"))
         );
+    }
+
+    #[test]
+    fn only_a_schedules_tick_counts_a_start_that_failed() {
+        let declared = |line: &Value| {
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["Name"] == "StartsFailed")
+        };
+        let refused = Summary {
+            outcome: "Fatal".into(),
+            error: Some("connection sast: a run is already running".into()),
+            ..Summary::default()
+        };
+        let tick = |summary: &Summary| {
+            emf_line(
+                "trigger",
+                &Summary {
+                    scheduled_start: true,
+                    ..summary.clone()
+                },
+                5,
+                0,
+            )
+        };
+        let failed = tick(&refused);
+        assert!(declared(&failed));
+        assert_eq!(
+            (&failed["StartsFailed"], &failed["Errors"]),
+            (&json!(1), &json!(1))
+        );
+        let started = tick(&Summary::default());
+        assert!(declared(&started));
+        assert_eq!(started["StartsFailed"], json!(0));
+        let plan = emf_line("trigger", &refused, 5, 0);
+        assert!(!declared(&plan) && plan.get("StartsFailed").is_none());
     }
 }

@@ -310,6 +310,14 @@ class Account:
     def exists(self, key: str) -> bool:
         return "Contents" in self.client("s3").list_objects_v2(Bucket=self.bucket, Prefix=key)
 
+    def summary_lines(self, binary: str) -> list[dict]:
+        """The invocation summaries (EMF lines) a function printed, from every instance's log."""
+        function = self.function_named(binary)
+        lines = []
+        for log in sorted(self.work.glob(f"{function.name}-*.log")):
+            lines += [json.loads(line) for line in log.read_bytes().splitlines() if b'"CloudWatchMetrics"' in line]
+        return lines
+
     def findings(self, manifest: dict) -> list[dict]:
         out = []
         s3 = self.client("s3")
@@ -1297,6 +1305,20 @@ def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection
     assert lock["runId"] == dead, lock
     status, refused = account.http("POST", "/connections/sast/runs")
     assert status == 409 and dead in json.dumps(refused), refused
+    # The schedule's tick is refused the same way: no run starts and no execution runs, so the
+    # failed-runs alarm cannot see it. The trigger's summary line counts it in the metric the
+    # template's FailedStartsAlarm watches (its namespace, name and dimension); the API's refusal
+    # above is an answer, not a failed start.
+    failed_starts = lambda: sum(line.get("StartsFailed", 0) for line in account.summary_lines("cxone-etm-trigger"))
+    before = failed_starts()
+    body, failed = account.host.invoke(trigger.name, json.dumps(account.scheduled_event()).encode())
+    assert failed and dead in json.loads(body)["errorMessage"], body
+    assert failed_starts() == before + 1
+    alarm = account.resolved.of_type("AWS::CloudWatch::Alarm")["FailedStartsAlarm"]["Properties"]
+    (line,) = [line for line in account.summary_lines("cxone-etm-trigger") if line.get("StartsFailed") == 1][-1:]
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == alarm["Namespace"] and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]]
+    assert [{"Name": "Function", "Value": line["Function"]}] == alarm["Dimensions"] and ["Function"] in directive["Dimensions"]
     lock["acquiredAt"] = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=17)) \
         .strftime("%Y-%m-%dT%H:%M:%SZ")
     account.client("s3").put_object(Bucket=account.bucket, Key="connections/sast/lock", Body=json.dumps(lock).encode())

@@ -76,6 +76,7 @@ pub enum TriggerAnswer {
 
 impl Summarized for TriggerEvent {
     fn summarize(&self, summary: &mut Summary) {
+        summary.scheduled_start = matches!(self, Self::Scheduled(_));
         summary.connection = match self {
             Self::Scheduled(scheduled) => scheduled.connection_id.clone(),
             Self::Plan(plan) => plan.run.connection_id.clone(),
