@@ -82,10 +82,9 @@ impl Summarized for TriggerEvent {
             Self::Plan(plan) => plan.run.connection_id.clone(),
             // /connections/{id}/…; an id the route refuses is not a metric's dimension (a caller
             // could make a custom metric of each).
-            Self::Http(request) => request
-                .raw_path
-                .as_deref()
-                .and_then(|path| path.split('/').nth(2))
+            Self::Http(request) => route_path(request)
+                .split('/')
+                .nth(2)
                 .filter(|id| check_key_segment(id).is_ok())
                 .unwrap_or("(invalid)")
                 .to_string(),
@@ -179,12 +178,26 @@ fn status_of(error: &StepError) -> i64 {
     }
 }
 
+/// The request's path as the routes read it: a stage other than `$default` begins the raw path
+/// (`/{stage}/connections/…`), and is left out.
+fn route_path(request: &ApiGatewayV2httpRequest) -> &str {
+    let raw = request.raw_path.as_deref().unwrap_or_default();
+    match request.request_context.stage.as_deref() {
+        Some(stage) if stage != "$default" => raw
+            .strip_prefix('/')
+            .and_then(|rest| rest.strip_prefix(stage))
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(raw),
+        _ => raw,
+    }
+}
+
 async fn route(
     runtime: &Runtime<impl BucketStore>,
     request: &ApiGatewayV2httpRequest,
 ) -> ApiGatewayV2httpResponse {
     let method = request.request_context.http.method.as_str();
-    let path = request.raw_path.as_deref().unwrap_or_default();
+    let path = route_path(request);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         ("GET", ["connections", id]) => match runtime.status(id).await {
