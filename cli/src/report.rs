@@ -229,7 +229,8 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
         .iter()
         .flat_map(|i| i.rejected.iter().map(move |r| (i, r)))
         .collect();
-    let _ = writeln!(md, "\n## Rejected records ({})\n", rejected.len());
+    let total: u64 = manifest.items.iter().map(|i| i.figures.rejected).sum();
+    let _ = writeln!(md, "\n## Rejected records ({total})\n");
     if !rejected.is_empty() {
         md.push_str(
             "| Item | Vendor id | Where | Page | Position | Reason |\n|---|---|---|---|---|---|\n",
@@ -249,12 +250,20 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
                 cell(&r.reason)
             );
         }
-        if rejected.len() > LISTED {
-            let _ = writeln!(
-                md,
-                "\n…and {} more in the manifest.",
-                rejected.len() - LISTED
-            );
+        let shown = rejected.len().min(LISTED) as u64;
+        if total > shown {
+            // The manifest lists the first of each item's; an item with more has them all in
+            // its rejected object.
+            let objects: Vec<&str> = manifest
+                .items
+                .iter()
+                .filter_map(|i| i.rejected_object.as_ref().map(|o| o.key.as_str()))
+                .collect();
+            let _ = write!(md, "\n…and {} more in the manifest", total - shown);
+            if !objects.is_empty() {
+                let _ = write!(md, " and its rejected objects ({})", objects.join(", "));
+            }
+            md.push_str(".\n");
         }
     }
     if !manifest.deleted_items.is_empty() {

@@ -26,6 +26,8 @@ pub const COLLECT_OUTCOME: &str = "collect.json";
 pub const COLLECT_PROGRESS: &str = "progress.json";
 /// Closure records of findings no longer reported, in an item's etm folder.
 pub const CLOSURES: &str = "closures.ndjson.gz";
+/// Every rejected record of an item that had more than the manifest lists: one JSON line each.
+pub const REJECTED: &str = "rejected.ndjson.gz";
 /// The transform's record (figures, rejected records, objects), in an item's etm folder.
 pub const TRANSFORM_RECORD: &str = "transform.json";
 
@@ -210,6 +212,9 @@ impl RunRef {
     }
     pub fn closures(&self, item: &str) -> String {
         format!("{}{CLOSURES}", self.etm_prefix(item))
+    }
+    pub fn rejected(&self, item: &str) -> String {
+        format!("{}{REJECTED}", self.etm_prefix(item))
     }
     pub fn transform_record(&self, item: &str) -> String {
         format!("{}{TRANSFORM_RECORD}", self.etm_prefix(item))

@@ -167,6 +167,7 @@ async fn manifest_item(
             .unwrap_or_default(),
         objects: transformed.objects,
         rejected: transformed.rejected,
+        rejected_object: transformed.rejected_object,
         collisions: transformed.collisions,
     };
     Ok((line, unreadable))

@@ -25,8 +25,9 @@ pub use access::VendorAccess;
 pub use collect::{collect, record_collect_failure};
 pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, check_key_segment};
 pub use documents::{
-    CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic, Manifest,
-    ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup, WorkItem,
+    CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic,
+    LISTED_REJECTED, Manifest, ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup,
+    WorkItem,
 };
 pub use error::{OUT_OF_TIME, StepError};
 pub use finalize::finalize;

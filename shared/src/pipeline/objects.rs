@@ -73,6 +73,47 @@ pub(super) fn pack_lines(key: &str, lines: &[Vec<u8>], findings: u64) -> (Object
     (entry, Bytes::from(body))
 }
 
+/// Lines gzip'd as they come, held packed until the object is stored ([`LinePacker::finish`]):
+/// for lines that come one by one over a long task, few enough packed to hold.
+pub(super) struct LinePacker {
+    encoder: flate2::write::GzEncoder<Vec<u8>>,
+    lines: u64,
+}
+
+impl LinePacker {
+    pub(super) fn new() -> Self {
+        Self {
+            encoder: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+            lines: 0,
+        }
+    }
+
+    /// Adds one line (its newline added here).
+    pub(super) fn push(&mut self, line: &[u8]) {
+        self.encoder
+            .write_all(line)
+            .and_then(|()| self.encoder.write_all(b"\n"))
+            .expect("writing to memory cannot fail");
+        self.lines += 1;
+    }
+
+    /// The packed object and its manifest entry (no findings: not a batch).
+    pub(super) fn finish(self, key: &str) -> (ObjectEntry, Bytes) {
+        let body = self
+            .encoder
+            .finish()
+            .expect("writing to memory cannot fail");
+        let entry = ObjectEntry {
+            key: key.to_string(),
+            lines: self.lines,
+            findings: 0,
+            bytes: body.len() as u64,
+            sha256: hex::encode(Sha256::digest(&body)),
+        };
+        (entry, Bytes::from(body))
+    }
+}
+
 /// How the pipeline makes a batch object: the lines `write` hands over, gzip'd at the fastest level
 /// into `out`, and the manifest entry of the bytes written.
 fn gzip_lines(

@@ -10,10 +10,12 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::config::Connection;
-use super::documents::{CollectOutcome, ItemStatus, TransformRecord, WorkItem};
+use super::documents::{
+    CollectOutcome, ItemStatus, LISTED_REJECTED, ObjectEntry, TransformRecord, WorkItem,
+};
 use super::error::StepError;
 use super::objects::{
-    PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json,
+    LinePacker, PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json,
     put_gzip_json_if_absent, put_lines_written,
 };
 use super::run::{ensure_holds_lock, read_run, run_allows_start};
@@ -23,7 +25,7 @@ use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{
     Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage,
-    RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
+    Rejected, RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -506,6 +508,7 @@ async fn transform_collected(
         if release.large {
             crate::process::release_free_memory();
         }
+        let mut rejected = RejectedRecords::default();
         for pull in &mut pulls {
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
@@ -603,6 +606,9 @@ async fn transform_collected(
                     store.put(&etm_key, body).await?;
                     record.objects.push(entry);
                 }
+                for transformer in &mut pull.transformers {
+                    rejected.add(transformer.take_rejected());
+                }
                 if release.large && number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
                     crate::process::release_free_memory();
                 }
@@ -651,7 +657,7 @@ async fn transform_collected(
                     source,
                 })?;
             record.figures.add(&done.figures);
-            record.rejected.append(&mut done.rejected);
+            rejected.add(std::mem::take(&mut done.rejected));
             record.collisions.append(&mut done.collisions);
             by_engine.insert(engine, done.figures);
             if let Some(ledger) = done.ledger.take() {
@@ -678,6 +684,8 @@ async fn transform_collected(
                 put_gzip_json(store, &ledger, &next).await?;
             }
         }
+        (record.rejected, record.rejected_object) =
+            rejected.store(store, &run.rejected(key)).await?;
         // What closed on a moved asset's old id counts with its engine (pulled or not).
         for (engine, closed_on_the_old_asset) in moved {
             by_engine
@@ -692,6 +700,49 @@ async fn transform_collected(
     record_transform(store, item, record).await
 }
 
+/// An item's rejected records as they come: the first [`LISTED_REJECTED`] kept for the manifest,
+/// and once there are more, every one packed into the item's rejected object, so a map that fits
+/// no record holds a few bytes packed per record, not the records.
+#[derive(Default)]
+struct RejectedRecords {
+    listed: Vec<Rejected>,
+    all: Option<LinePacker>,
+}
+
+impl RejectedRecords {
+    fn add(&mut self, rejected: Vec<Rejected>) {
+        for one in rejected {
+            if self.all.is_none() && self.listed.len() < LISTED_REJECTED {
+                self.listed.push(one);
+                continue;
+            }
+            let listed = &self.listed;
+            let all = self.all.get_or_insert_with(|| {
+                let mut all = LinePacker::new();
+                for earlier in listed {
+                    all.push(&serde_json::to_vec(earlier).expect("serializes"));
+                }
+                all
+            });
+            all.push(&serde_json::to_vec(&one).expect("serializes"));
+        }
+    }
+
+    /// Stores the rejected object where there is one; answers the listed records and its entry.
+    async fn store(
+        self,
+        store: &impl ObjectStore,
+        key: &str,
+    ) -> Result<(Vec<Rejected>, Option<ObjectEntry>), StepError> {
+        let Some(all) = self.all else {
+            return Ok((self.listed, None));
+        };
+        let (entry, body) = all.finish(key);
+        store.put(key, body).await?;
+        Ok((self.listed, Some(entry)))
+    }
+}
+
 /// Gives freed memory back when dropped, if the item is large: at the item's end, whether it was
 /// transformed or failed, so the item after it (the next of a Lambda's group) starts clean.
 struct ReleaseAtEnd {
@@ -703,5 +754,58 @@ impl Drop for ReleaseAtEnd {
         if self.large {
             crate::process::release_free_memory();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use sha2::{Digest, Sha256};
+
+    fn rejections(pages: std::ops::Range<u32>) -> Vec<Rejected> {
+        pages
+            .map(|page| Rejected {
+                vendor_id: Some(format!("r{page}")),
+                page,
+                index: 0,
+                reason: "required value is missing".into(),
+                location: None,
+                link: None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn rejected_records_past_the_listed_go_to_the_object_all_of_them_in_order() {
+        let store = MemoryStore::default();
+        let mut few = RejectedRecords::default();
+        few.add(rejections(0..60));
+        few.add(rejections(60..LISTED_REJECTED as u32));
+        let (listed, object) = few.store(&store, "few").await.unwrap();
+        assert_eq!(
+            (listed, object),
+            (rejections(0..LISTED_REJECTED as u32), None)
+        );
+        assert_eq!(store.get("few").await.unwrap(), None);
+
+        let mut many = RejectedRecords::default();
+        many.add(rejections(0..60));
+        many.add(rejections(60..230));
+        many.add(Vec::new());
+        let (listed, object) = many.store(&store, "many").await.unwrap();
+        assert_eq!(listed, rejections(0..LISTED_REJECTED as u32));
+        let object = object.expect("an object");
+        let body = store.get("many").await.unwrap().unwrap();
+        assert_eq!((object.lines, object.bytes), (230, body.len() as u64));
+        assert_eq!(object.sha256, hex::encode(Sha256::digest(&body)));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+            .unwrap();
+        let all: Vec<Rejected> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(all, rejections(0..230));
     }
 }

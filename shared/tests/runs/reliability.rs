@@ -526,3 +526,95 @@ async fn a_project_record_too_large_for_a_work_list_is_read_from_beside_it() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A transform map that fits no record (a required source the records lack) rejects every one.
+/// Each is still named: the manifest lists the first 100 of the item, and every one is a line of
+/// the item's rejected object, which the manifest names with its hash; the item's findings are
+/// held, none closed. Before, all of them were held in memory and listed in the manifest: a
+/// project of 300,000 results made a 144 MB manifest and peaked at 440 MB.
+#[tokio::test]
+async fn a_map_that_fits_no_record_names_every_rejection_beside_the_manifest() {
+    use cxone_etm::pipeline::LISTED_REJECTED;
+    use cxone_etm::store::ObjectStore;
+    use std::io::Read;
+    let emulator = emulator(TenantShape {
+        projects: 2,
+        results_per_scan: 300,
+        scans_per_project: 1,
+        ..shape()
+    })
+    .await;
+    let (store, dir) = temp_store("reliability-all-rejected");
+    let fitting = tuned(&emulator, "all-rejected", ConnectorKind::Sast);
+    let first = run(&store, &fitting, api_key(&emulator)).await.unwrap();
+    assert!(first.complete);
+    let mut map: Value = serde_json::from_str(cxone_etm::mapping::DEFAULT_SAST_MAP).unwrap();
+    map["entries"].as_array_mut().unwrap().push(json!({
+        "source": "findings[].alternateId",
+        "target": "findingGroup.findings[].customAttributes.alternate",
+        "required": true,
+    }));
+    let mut config = fitting.config.clone();
+    config.transform_map = Some(serde_json::from_value(map).unwrap());
+    let unfitting = config.validate().unwrap();
+    let second = run(&store, &unfitting, api_key(&emulator)).await.unwrap();
+    let m: Manifest = manifest(&store, &second.manifest).await;
+    assert_eq!(m.totals.findings_out, 0);
+    let with_scan: Vec<_> = m
+        .items
+        .iter()
+        .filter(|i| i.figures.records_in > 0)
+        .collect();
+    assert!(!with_scan.is_empty());
+    for item in with_scan {
+        let rejected = item.figures.rejected;
+        assert!(rejected > LISTED_REJECTED as u64, "{rejected}");
+        assert_eq!(item.rejected.len(), LISTED_REJECTED);
+        let object = item.rejected_object.as_ref().expect("a rejected object");
+        assert!(
+            !item.objects.iter().any(|o| o.key == object.key),
+            "not a batch"
+        );
+        let body = store.get(&object.key).await.unwrap().unwrap();
+        assert_eq!(body.len() as u64, object.bytes);
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
+            object.sha256
+        );
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let all: Vec<cxone_etm::mapping::Rejected> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(all.len() as u64, rejected);
+        assert_eq!(object.lines, rejected);
+        assert_eq!(
+            all[..LISTED_REJECTED],
+            item.rejected[..],
+            "the listed ones first"
+        );
+        let positions: std::collections::BTreeSet<(u32, u32)> =
+            all.iter().map(|r| (r.page, r.index)).collect();
+        assert_eq!(positions.len() as u64, rejected, "each record once");
+        assert!(
+            all.iter()
+                .all(|r| r.reason.contains("required value is missing"))
+        );
+        // Its open findings are held: any of them may be a rejected record.
+        assert!(item.figures.held_for_rejected_records > 0);
+    }
+    assert_eq!(
+        m.totals
+            .lifecycle
+            .get(&Lifecycle::Fixed)
+            .copied()
+            .unwrap_or(0),
+        m.totals.fixed,
+        "none closed by absence: {:?}",
+        m.totals.lifecycle
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
