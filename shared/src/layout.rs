@@ -24,6 +24,11 @@ pub const RAW_RECORD: &str = "item.json.gz";
 pub const COLLECT_OUTCOME: &str = "collect.json";
 /// How far an unfinished collect got, in an item's raw folder: the next attempt goes on from it.
 pub const COLLECT_PROGRESS: &str = "progress.json";
+/// A record the plan found too large to carry in the work list, in an item's raw folder.
+pub const PLANNED_RECORD: &str = "item.json";
+/// The DAST scan the run's first collect of an environment chose, in its raw folder: every
+/// attempt of the run pulls that scan.
+pub const DAST_SCAN: &str = "dast-scan.json";
 /// Closure records of findings no longer reported, in an item's etm folder.
 pub const CLOSURES: &str = "closures.ndjson.gz";
 /// Every rejected record of an item that had more than the manifest lists: one JSON line each.
@@ -66,6 +71,8 @@ pub enum RawFile {
     Record,
     CollectOutcome,
     CollectProgress,
+    /// `dast-scan.json`: the DAST scan the run chose for the environment.
+    DastScan,
     /// A part's outcome or progress (a split scan): the item's `collect.json` holds what the
     /// parts got, joined.
     Part,
@@ -88,6 +95,7 @@ impl RawFile {
             "item" => Self::Record,
             "collect" => Self::CollectOutcome,
             "progress" => Self::CollectProgress,
+            "dast-scan" => Self::DastScan,
             _ if stem.starts_with(PART_PREFIX) => Self::Part,
             _ => match stem.strip_prefix(ORIGINAL_PREFIX) {
                 Some(number) => page(number, Self::OriginalPage),
@@ -180,7 +188,10 @@ impl RunRef {
     /// An item's project or environment record, where the plan found it too large to carry in
     /// the work list: `item.json`.
     pub fn item_record(&self, item: &str) -> String {
-        format!("{}item.json", self.raw_prefix(item))
+        format!("{}{PLANNED_RECORD}", self.raw_prefix(item))
+    }
+    pub fn dast_scan(&self, item: &str) -> String {
+        format!("{}{DAST_SCAN}", self.raw_prefix(item))
     }
     pub fn collect_outcome(&self, item: &str) -> String {
         format!("{}{COLLECT_OUTCOME}", self.raw_prefix(item))

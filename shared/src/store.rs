@@ -394,6 +394,7 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(self.key(key))
             .if_none_match("*")
+            .set_tagging(raw_tagging(key))
             .body(body)
             .send()
             .await;
@@ -414,19 +415,22 @@ impl S3Store {
         key: &str,
         body: aws_sdk_s3::primitives::ByteStream,
     ) -> Result<(), StoreError> {
-        // Raw vendor pages are tagged so the bucket's lifecycle rule can expire them.
-        let tagging = crate::layout::is_raw(key).then(|| "class=raw".to_string());
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(self.key(key))
-            .set_tagging(tagging)
+            .set_tagging(raw_tagging(key))
             .body(body)
             .send()
             .await
             .map(|_| ())
             .map_err(|e| StoreError::failed(self.location(key), sdk_problem(&e)))
     }
+}
+
+/// Raw vendor data is tagged so the bucket's lifecycle rule can expire it.
+fn raw_tagging(key: &str) -> Option<String> {
+    crate::layout::is_raw(key).then(|| "class=raw".to_string())
 }
 
 /// The temporary file an object is written to on its way to S3, which the SDK opens by path, and

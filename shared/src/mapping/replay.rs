@@ -138,7 +138,7 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
             .unwrap_or_default();
         match RawFile::from_name(name) {
             // What an unfinished collect left for its next attempt: nothing to replay.
-            None | Some(RawFile::CollectProgress | RawFile::Part) => {}
+            None | Some(RawFile::CollectProgress | RawFile::Part | RawFile::DastScan) => {}
             Some(RawFile::CollectOutcome) => files.collected = Some(path),
             Some(RawFile::Record) => files.record = Some(path),
             Some(RawFile::Page(number)) => files.pages.push((number, path)),

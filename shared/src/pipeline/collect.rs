@@ -19,6 +19,7 @@ use crate::packing::pack_page;
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -36,7 +37,8 @@ enum CollectError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// The store failed with the main scan's progress (reading it or its pages again, or
-    /// writing it), or with the pages read again for the identities of repeated ids.
+    /// writing it), with the pages read again for the identities of repeated ids, or with the
+    /// DAST scan an earlier attempt chose.
     #[error(transparent)]
     Progress(StepError),
     /// The invocation's time ran short between two pages of the main scan.
@@ -160,13 +162,9 @@ async fn collect_pages(
         ConnectorKind::Sast | ConnectorKind::Sca => {
             (item.scan_id.clone(), item.scan_created.clone())
         }
-        ConnectorKind::Dast => client
-            .latest_completed_dast_scan(&item.vendor_id)
+        ConnectorKind::Dast => dast_scan(store, &client, item)
             .await?
-            .map_or((None, None), |s| {
-                let created = s.created.or(s.update_time);
-                (Some(s.scan_id), created)
-            }),
+            .map_or((None, None), |s| (Some(s.scan_id), s.created)),
     };
     let too_old = filters.scan_too_old(created.as_deref());
     let (Some(scan_id), None) = (scan_id, &too_old) else {
@@ -342,6 +340,63 @@ pub(super) fn stored_pages<'a>(
         .chain(others)
         .map(|(number, engines)| (run.raw_page(key, number), engines))
         .collect()
+}
+
+/// The DAST scan a run takes for an environment.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DastScan {
+    scan_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
+}
+
+/// The DAST scan this run pulls for the item: the one an earlier attempt of the run chose, or
+/// the environment's latest completed scan, recorded (a conditional write) before any page is.
+/// Two attempts of one item can run at once (Step Functions retries an invocation whose answer
+/// it lost while it still runs), and both store the pages under the same keys: were a newer scan
+/// to complete between them, one collect's proof would hold the other's pages, and findings the
+/// newer scan still has would close.
+async fn dast_scan(
+    store: &impl ObjectStore,
+    client: &CxOneClient,
+    item: &WorkItem,
+) -> Result<Option<DastScan>, CollectError> {
+    let key = item.run.dast_scan(&item.item);
+    let chosen = |body: Option<Bytes>| -> Result<Option<DastScan>, CollectError> {
+        body.map(|body| {
+            serde_json::from_slice(&body).map_err(|e| {
+                CollectError::Progress(StepError::bad_object(
+                    &key,
+                    format!("not the DAST scan an earlier attempt chose ({e})"),
+                ))
+            })
+        })
+        .transpose()
+    };
+    if let Some(earlier) = chosen(store.get(&key).await?)? {
+        return Ok(Some(earlier));
+    }
+    let Some(latest) = client.latest_completed_dast_scan(&item.vendor_id).await? else {
+        return Ok(None);
+    };
+    let latest = DastScan {
+        scan_id: latest.scan_id,
+        created: latest.created.or(latest.update_time),
+    };
+    let body = serde_json::to_vec(&latest).expect("serializes");
+    if store.put_if_absent(&key, Bytes::from(body)).await? {
+        return Ok(Some(latest));
+    }
+    // Another attempt chose first; a write of its choice still in flight (S3 answers 409) is
+    // read by the next attempt.
+    match chosen(store.get(&key).await?)? {
+        Some(earlier) => Ok(Some(earlier)),
+        None => Err(CollectError::Store(crate::store::StoreError::Failed {
+            location: key,
+            problem: "another attempt's choice of the DAST scan was being written".into(),
+        })),
+    }
 }
 
 /// The second pass of [`IdTally`], where an id came more than once: the item's stored pages read

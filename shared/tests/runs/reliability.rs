@@ -618,3 +618,89 @@ async fn a_map_that_fits_no_record_names_every_rejection_beside_the_manifest() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Every attempt of a run collects an environment's DAST scan the first one chose: two attempts
+/// of one item can run at once (a retried invocation still running) and store their pages under
+/// the same keys, so a newer scan completing between them must not mix into the older one's
+/// pull. The choice is recorded (`raw/<item>/dast-scan.json`, written only where none is) before
+/// any page; an attempt that finds one pulls that scan, though the vendor's latest is another.
+#[tokio::test]
+async fn every_attempt_of_a_run_collects_the_dast_scan_the_first_chose() {
+    use cxone_etm::store::ObjectStore;
+    let emulator = emulator(TenantShape {
+        dast_environments: 4,
+        dast_scans_per_environment: 3,
+        ..shape()
+    })
+    .await;
+    let (store, dir) = temp_store("reliability-dast-scan-choice");
+    let c = tuned(&emulator, "dast-choice", ConnectorKind::Dast);
+    let run_ref = cxone_etm::pipeline::begin_run(
+        &store,
+        "dast-choice",
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(oauth(&emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run_ref, 1)
+        .await
+        .unwrap();
+    let items: Vec<_> = groups.into_iter().flat_map(|g| g.items).collect();
+    let environments = emulator.expected().environments;
+    // An environment with an older completed scan than its latest.
+    let (env, older) = environments
+        .iter()
+        .find_map(|env| {
+            let latest = env.latest_completed_scan.as_ref()?;
+            let older = env
+                .scans
+                .iter()
+                .find(|s| s.status == "Completed" && &s.id != latest && s.results > 0)?;
+            Some((env, older))
+        })
+        .expect("an environment with two completed scans");
+    let pinned = items.iter().find(|i| i.vendor_id == env.id).unwrap();
+    store
+        .put(
+            &run_ref.dast_scan(&pinned.item),
+            serde_json::to_vec(&json!({"scanId": older.id}))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let outcome = cxone_etm::pipeline::collect(&store, &vendor, &c, pinned, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.scan_id.as_deref(), Some(older.id.as_str()));
+    assert_eq!(outcome.records_fetched(), older.results);
+
+    // An item no attempt chose for: its latest completed scan, recorded before its pages.
+    let (fresh, latest) = items
+        .iter()
+        .filter(|i| i.vendor_id != env.id)
+        .find_map(|i| {
+            let env = environments.iter().find(|e| e.id == i.vendor_id)?;
+            Some((i, env.latest_completed_scan.clone()?))
+        })
+        .unwrap();
+    let outcome = cxone_etm::pipeline::collect(&store, &vendor, &c, fresh, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.scan_id.as_deref(), Some(latest.as_str()));
+    let chosen = store
+        .get(&run_ref.dast_scan(&fresh.item))
+        .await
+        .unwrap()
+        .unwrap();
+    let chosen: Value = serde_json::from_slice(&chosen).unwrap();
+    assert_eq!(chosen["scanId"], json!(latest));
+    std::fs::remove_dir_all(dir).ok();
+}
