@@ -117,8 +117,7 @@ pub async fn collect(
             return record_collect_failure(store, item, &error.to_string(), traffic).await;
         }
     };
-    put_json(store, &item.collect_outcome_key(), &outcome).await?;
-    Ok(outcome)
+    record_outcome(store, item, outcome).await
 }
 
 /// Records an item as Failed with the reason, for finalize to report (a refusal, or a transient
@@ -145,8 +144,33 @@ pub async fn record_collect_failure(
         record: item.record.clone(),
         part: item.part.clone(),
     };
-    put_json(store, &item.collect_outcome_key(), &outcome).await?;
-    Ok(outcome)
+    record_outcome(store, item, outcome).await
+}
+
+/// Writes the item's outcome only where none is, and answers the one that stands: an attempt of
+/// the item that ran on while a retry of it finished (Step Functions retries an invocation whose
+/// answer it lost) must not replace the outcome the transform may already have reconciled.
+async fn record_outcome(
+    store: &impl ObjectStore,
+    item: &WorkItem,
+    outcome: CollectOutcome,
+) -> Result<CollectOutcome, StepError> {
+    let key = item.collect_outcome_key();
+    let body = serde_json::to_vec_pretty(&outcome).expect("records serialize");
+    if store.put_if_absent(&key, Bytes::from(body)).await? {
+        return Ok(outcome);
+    }
+    match get_json::<CollectOutcome>(store, &key).await? {
+        Some(earlier) => {
+            tracing::warn!(item = %item.item, status = ?earlier.status, "another attempt recorded the item's outcome first; it stands");
+            Ok(earlier)
+        }
+        // A write of it in flight (S3 answers 409): the next attempt reads what it wrote.
+        None => Err(StepError::Store(crate::store::StoreError::Failed {
+            location: key,
+            problem: "another write of the item's collect outcome was in flight".into(),
+        })),
+    }
 }
 
 async fn collect_pages(
