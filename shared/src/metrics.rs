@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::pipeline::OUT_OF_TIME;
+use crate::pipeline::{HELD, OUT_OF_TIME};
 
 pub const NAMESPACE: &str = "CxoneEtm";
 
@@ -66,7 +66,10 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
             .as_array_mut()
             .expect("declared above")
             .push(metric("StartsFailed", "Count"));
-        line["StartsFailed"] = json!(u64::from(summary.error.is_some()));
+        // A tick held by design (a run under way, a date outside the schedule) is no failure.
+        line["StartsFailed"] = json!(u64::from(
+            summary.error.is_some() && summary.outcome != HELD
+        ));
     }
     if let Some(run) = &summary.run {
         line["RunId"] = json!(run);
@@ -183,7 +186,7 @@ mod tests {
         };
         let refused = Summary {
             outcome: "Fatal".into(),
-            error: Some("connection sast: a run is already running".into()),
+            error: Some("connection sast: the secret cannot be read".into()),
             ..Summary::default()
         };
         let tick = |summary: &Summary| {
@@ -208,5 +211,13 @@ mod tests {
         assert_eq!(started["StartsFailed"], json!(0));
         let plan = emf_line("trigger", &refused, 5, 0);
         assert!(!declared(&plan) && plan.get("StartsFailed").is_none());
+        let held = tick(&Summary {
+            outcome: HELD.into(),
+            ..refused.clone()
+        });
+        assert_eq!(
+            (&held["StartsFailed"], &held["Errors"]),
+            (&json!(0), &json!(1))
+        );
     }
 }

@@ -621,8 +621,9 @@ def test_starts_at_the_same_moment_make_one_run(account, emulator):
     assert all(status in (202, 409) for status, _ in answers), answers
     started = [answer for status, answer in answers if status == 202]
     if schedule_failed:
-        refusal = json.loads(body)["errorMessage"]
-        assert "already running" in refusal or "took the lock" in refusal, refusal
+        refusal = json.loads(body)
+        assert refusal["errorType"] == "Held", refusal
+        assert "already running" in refusal["errorMessage"] or "took the lock" in refusal["errorMessage"], refusal
     else:
         started.append(json.loads(body))
     assert len(started) == 1, (answers, body)
@@ -1305,14 +1306,17 @@ def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection
     assert lock["runId"] == dead, lock
     status, refused = account.http("POST", "/connections/sast/runs")
     assert status == 409 and dead in json.dumps(refused), refused
-    # The schedule's tick is refused the same way: no run starts and no execution runs, so the
-    # failed-runs alarm cannot see it. The trigger's summary line counts it in the metric the
-    # template's FailedStartsAlarm watches (its namespace, name and dimension); the API's refusal
-    # above is an answer, not a failed start.
+    # A schedule's tick that starts no run runs no execution, so the failed-runs alarm cannot see
+    # it: the trigger's summary line counts it in the metric the template's FailedStartsAlarm
+    # watches (its namespace, name and dimension). One refused by design, as here (a run holds the
+    # lock), is held, not counted; one for a connection with no config is a failed start.
     failed_starts = lambda: sum(line.get("StartsFailed", 0) for line in account.summary_lines("cxone-etm-trigger"))
     before = failed_starts()
     body, failed = account.host.invoke(trigger.name, json.dumps(account.scheduled_event()).encode())
-    assert failed and dead in json.loads(body)["errorMessage"], body
+    assert failed and json.loads(body)["errorType"] == "Held" and dead in json.loads(body)["errorMessage"], body
+    assert failed_starts() == before
+    body, failed = account.host.invoke(trigger.name, json.dumps({"connectionId": "unconfigured"}).encode())
+    assert failed and "not configured" in json.loads(body)["errorMessage"], body
     assert failed_starts() == before + 1
     alarm = account.resolved.of_type("AWS::CloudWatch::Alarm")["FailedStartsAlarm"]["Properties"]
     (line,) = [line for line in account.summary_lines("cxone-etm-trigger") if line.get("StartsFailed") == 1][-1:]

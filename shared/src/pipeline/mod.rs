@@ -29,7 +29,7 @@ pub use documents::{
     LISTED_REJECTED, Manifest, ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup,
     WorkItem,
 };
-pub use error::{OUT_OF_TIME, StepError};
+pub use error::{HELD, OUT_OF_TIME, StepError};
 pub use finalize::finalize;
 pub use group::{TimeBudget, collect_group, transform_group};
 pub use plan::{MAX_ITEMS_PER_GROUP, group_items, plan, read_work_list};

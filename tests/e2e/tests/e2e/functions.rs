@@ -607,7 +607,8 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     )
     .await
     .unwrap_err();
-    assert_eq!(ended.error_type, "Fatal");
+    // Held by design, not a failed start: no `StartsFailed` for the alarm.
+    assert_eq!(ended.error_type, cxone_etm::pipeline::HELD);
     assert!(
         ended
             .error_message
@@ -802,6 +803,8 @@ async fn a_start_whose_answer_is_lost_finds_its_execution_by_name_and_the_run_go
         "{}",
         refused.error_message
     );
+    // Held by design, not a failed start: no `StartsFailed` for the alarm.
+    assert_eq!(refused.error_type, cxone_etm::pipeline::HELD);
 }
 
 /// The start's answer was lost and the lookup by name fails too: whether the execution started
