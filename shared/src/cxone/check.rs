@@ -423,13 +423,15 @@ async fn scope(client: &CxOneClient, calls: RunCalls) -> Step {
                     .await?
                     .and_then(|s| first_id(&s, "scans", "scanId"));
                 if let Some(scan) = scan {
-                    probe
-                        .call(
-                            "dast-results",
-                            &format!("/api/dast/mfe-results/results/{scan}"),
-                            &[("page", "1".into()), ("per_page", "1".into())],
-                        )
-                        .await?;
+                    let url = client
+                        .dast_results_url(&scan, &[("page", "1".into()), ("per_page", "1".into())])
+                        .map_err(|refused| {
+                            (
+                                refused.to_string(),
+                                "the tenant's DAST scans list gave an id no request can name; report it to Checkmarx".to_string(),
+                            )
+                        })?;
+                    probe.call_url("dast-results", url).await?;
                 }
             }
         }
@@ -453,7 +455,18 @@ impl Probe<'_> {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Option<serde_json::Value>, (String, String)> {
-        match self.client.probe(endpoint, path, query).await {
+        self.call_url(endpoint, self.client.api_url(path, query))
+            .await
+    }
+
+    /// [`Self::call`] of a URL made whole.
+    async fn call_url(
+        &mut self,
+        endpoint: &'static str,
+        url: Url,
+    ) -> Result<Option<serde_json::Value>, (String, String)> {
+        let path = url.path().to_string();
+        match self.client.probe(endpoint, &url).await {
             Ok(answer) => {
                 self.read.push(endpoint);
                 Ok(Some(answer))
@@ -511,7 +524,10 @@ async fn data(client: &CxOneClient, calls: &RunCalls) -> Step {
     match calls.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
             let page = client
-                .probe("projects", "/api/projects", &[("limit", "10".into())])
+                .probe(
+                    "projects",
+                    &client.api_url("/api/projects", &[("limit", "10".into())]),
+                )
                 .await
                 .map_err(failure)?;
             let total = page["filteredTotalCount"].as_u64().unwrap_or(0);
@@ -542,8 +558,10 @@ async fn data(client: &CxOneClient, calls: &RunCalls) -> Step {
             let page = client
                 .probe(
                     "dast-environments",
-                    "/api/dast/scans/environments",
-                    &[("from", "0".into()), ("to", "10".into())],
+                    &client.api_url(
+                        "/api/dast/scans/environments",
+                        &[("from", "0".into()), ("to", "10".into())],
+                    ),
                 )
                 .await
                 .map_err(failure)?;
@@ -574,11 +592,9 @@ impl CxOneClient {
     async fn probe(
         &self,
         endpoint: &'static str,
-        path: &str,
-        query: &[(&str, String)],
+        url: &Url,
     ) -> Result<serde_json::Value, VendorError> {
-        let url = self.api_url(path, query);
-        self.get_checked(endpoint, &url, |body| {
+        self.get_checked(endpoint, url, |body| {
             serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
         })
         .await

@@ -720,29 +720,14 @@ impl DastResultsPager {
         &self.completeness
     }
 
-    /// The scan's results URL, its id one path segment (a `/` in it escaped). An id that is a
-    /// dot segment (`.`, `..`) or empty would name another path than the scan's: refused.
     fn url(&self, number: u32) -> Result<Url, VendorError> {
-        if matches!(self.scan_id.as_str(), "" | "." | "..") {
-            return Err(VendorError::Malformed {
-                endpoint: "dast-results",
-                detail: format!(
-                    "the DAST scan id {:?} cannot name a URL path segment; the environment's scans list gave it",
-                    self.scan_id
-                ),
-            });
-        }
-        let mut url = self.client.api_url(
-            "/api/dast/mfe-results/results",
+        self.client.dast_results_url(
+            &self.scan_id,
             &[
                 ("page", (u64::from(number) + 1).to_string()),
                 ("per_page", self.per_page.to_string()),
             ],
-        );
-        url.path_segments_mut()
-            .expect("the API's base URL is https or http, never cannot-be-a-base")
-            .push(&self.scan_id);
-        Ok(url)
+        )
     }
 
     pub async fn next_page(&mut self) -> Result<Option<RawPage>, VendorError> {
@@ -1158,6 +1143,29 @@ impl CxOneClient {
                 return Ok(None);
             }
         }
+    }
+
+    /// A DAST scan's results URL, the scan id one path segment (a `/` in it escaped). An id that
+    /// is a dot segment (`.`, `..`) or empty would name another path than the scan's (a URL drops
+    /// or resolves it): refused.
+    pub(crate) fn dast_results_url(
+        &self,
+        scan_id: &str,
+        query: &[(&str, String)],
+    ) -> Result<Url, VendorError> {
+        if matches!(scan_id, "" | "." | "..") {
+            return Err(VendorError::Malformed {
+                endpoint: "dast-results",
+                detail: format!(
+                    "the DAST scan id {scan_id:?} cannot name a URL path segment; the environment's scans list gave it"
+                ),
+            });
+        }
+        let mut url = self.api_url("/api/dast/mfe-results/results", query);
+        url.path_segments_mut()
+            .expect("the API's base URL is https or http, never cannot-be-a-base")
+            .push(scan_id);
+        Ok(url)
     }
 
     /// A pager over one DAST scan's results.
