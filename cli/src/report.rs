@@ -229,8 +229,7 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
         .iter()
         .flat_map(|i| i.rejected.iter().map(move |r| (i, r)))
         .collect();
-    let total: u64 = manifest.items.iter().map(|i| i.figures.rejected).sum();
-    let _ = writeln!(md, "\n## Rejected records ({total})\n");
+    let _ = writeln!(md, "\n## Rejected records ({})\n", rejected_total(manifest));
     if !rejected.is_empty() {
         md.push_str(
             "| Item | Vendor id | Where | Page | Position | Reason |\n|---|---|---|---|---|---|\n",
@@ -250,20 +249,8 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
                 cell(&r.reason)
             );
         }
-        let shown = rejected.len().min(LISTED) as u64;
-        if total > shown {
-            // The manifest lists the first of each item's; an item with more has them all in
-            // its rejected object.
-            let objects: Vec<&str> = manifest
-                .items
-                .iter()
-                .filter_map(|i| i.rejected_object.as_ref().map(|o| o.key.as_str()))
-                .collect();
-            let _ = write!(md, "\n…and {} more in the manifest", total - shown);
-            if !objects.is_empty() {
-                let _ = write!(md, " and its rejected objects ({})", objects.join(", "));
-            }
-            md.push_str(".\n");
+        if let Some(more) = rejected_not_shown(manifest, rejected.len().min(LISTED)) {
+            let _ = writeln!(md, "\n{more}");
         }
     }
     if !manifest.deleted_items.is_empty() {
@@ -479,11 +466,14 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
                 ))
                 h2 { "Slowest items" }
                 (table(&["Item (its scan in Checkmarx One)", "Seconds", "Requests"], &slow_rows))
-                h2 { "Rejected records (" (rejected.len()) ")" }
+                h2 { "Rejected records (" (rejected_total(manifest)) ")" }
                 (table(
                     &["Item", "Vendor id (its result in Checkmarx One)", "Where", "Page", "Position", "Reason"],
                     &rejected[..rejected.len().min(LISTED)],
                 ))
+                @if let Some(more) = rejected_not_shown(manifest, rejected.len().min(LISTED)) {
+                    p { (more) }
+                }
                 @if !deleted_rows.is_empty() {
                     h2 { "Deleted projects and environments" }
                     (table(&["Vendor id", "Open findings", "Closed"], &deleted_rows))
@@ -492,6 +482,32 @@ pub fn html(manifest: &Manifest, record: &RunRecord) -> String {
         }
     };
     page.into_string() + "\n"
+}
+
+/// Every rejected record of the run (the manifest lists the first of each item's).
+fn rejected_total(manifest: &Manifest) -> u64 {
+    manifest.items.iter().map(|i| i.figures.rejected).sum()
+}
+
+/// Where the rejected records the report leaves out are, when it shows `shown` of them: the
+/// manifest's lists, and the rejected objects of items with more than their list holds.
+fn rejected_not_shown(manifest: &Manifest, shown: usize) -> Option<String> {
+    let more = rejected_total(manifest)
+        .checked_sub(shown as u64)
+        .filter(|n| *n > 0)?;
+    let objects: Vec<&str> = manifest
+        .items
+        .iter()
+        .filter_map(|i| i.rejected_object.as_ref().map(|o| o.key.as_str()))
+        .collect();
+    Some(if objects.is_empty() {
+        format!("…and {more} more in the manifest.")
+    } else {
+        format!(
+            "…and {more} more in the manifest and, all of each item's, in its rejected object: {}.",
+            objects.join(", ")
+        )
+    })
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}\
@@ -529,6 +545,42 @@ mod tests {
             held_open(&t),
             "11 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before, while it repeats: 3)"
         );
+    }
+
+    #[test]
+    fn rejected_records_past_the_lists_are_counted_and_their_objects_named() {
+        let figures = |rejected: u64| {
+            serde_json::to_value(Figures {
+                rejected,
+                ..Figures::default()
+            })
+            .unwrap()
+        };
+        let item = |name: &str, rejected: u64, object: Option<&str>| {
+            let mut item = serde_json::json!({
+                "item": name, "vendorId": name, "name": name, "status": "complete",
+                "recordsExpected": rejected, "recordsFetched": rejected,
+                "figures": figures(rejected), "objects": [], "collisions": [],
+                "rejected": [],
+            });
+            if let Some(key) = object {
+                item["rejectedObject"] = serde_json::json!({"key": key, "lines": rejected, "findings": 0, "bytes": 1, "sha256": "00"});
+            }
+            item
+        };
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "schemaVersion": "1", "connectionId": "c", "runId": "r", "kind": "sast",
+            "startedAt": "2026-12-06T00:00:00Z", "finishedAt": "2026-12-06T00:01:00Z",
+            "complete": true, "problems": [], "itemsByStatus": {}, "totals": figures(303),
+            "items": [item("a", 300, Some("etm/a/rejected.ndjson.gz")), item("b", 3, None)],
+        }))
+        .unwrap();
+        assert_eq!(rejected_total(&manifest), 303);
+        assert_eq!(
+            rejected_not_shown(&manifest, 50).unwrap(),
+            "…and 253 more in the manifest and, all of each item's, in its rejected object: etm/a/rejected.ndjson.gz."
+        );
+        assert_eq!(rejected_not_shown(&manifest, 303), None);
     }
 
     #[test]

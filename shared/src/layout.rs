@@ -335,6 +335,8 @@ mod tests {
             ),
             (run.collect_outcome("i"), RawFile::CollectOutcome),
             (run.collect_progress("i"), RawFile::CollectProgress),
+            (run.item_record("i"), RawFile::Record),
+            (run.dast_scan("i"), RawFile::DastScan),
             (run.raw_page("i", 12), RawFile::Page(12)),
             (run.original_page("i", 3), RawFile::OriginalPage(3)),
             (run.part_outcome("i", 2), RawFile::Part),

@@ -1194,15 +1194,15 @@ impl<'p> ItemTransformer<'p> {
         Ok(closed)
     }
 
-    /// The item's outcome, with its next ledger. Findings of the previous ledger that were not
-    /// seen and not closed ([`Self::close_absent`] was not called) go into it as they were.
-    /// Fails when closing them broke off, and when findings new to the asset came twice under ids collect counted once each
-    /// (those ids were not remembered one by one: the ledger finds them when it settles).
     /// The records rejected since the last call, for the caller to keep out of memory.
     pub fn take_rejected(&mut self) -> Vec<Rejected> {
         std::mem::take(&mut self.state.outcome.rejected)
     }
 
+    /// The item's outcome, with its next ledger. Findings of the previous ledger that were not
+    /// seen and not closed ([`Self::close_absent`] was not called) go into it as they were.
+    /// Fails when closing them broke off, and when findings new to the asset came twice under ids collect counted once each
+    /// (those ids were not remembered one by one: the ledger finds them when it settles).
     pub fn finish(mut self) -> Result<ItemOutcome, TransformError> {
         let mut outcome = std::mem::take(&mut self.state.outcome);
         // Only the next ledger is kept of what reconciling held (not which findings were seen).

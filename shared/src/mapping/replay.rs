@@ -197,11 +197,13 @@ pub fn replay_dir(
             })?;
             pages.retain(|(number, _)| pulls.delivers(plan.kind, *number));
         }
+        // The record collect wrote first: an `item.json` beside it is a record the plan stored
+        // (collect's is null then), or one of runs before collect wrote it.
         let record = match record {
-            Some(path) => read_raw(&path)?,
-            None if !pulls.record.is_null() => {
+            _ if !pulls.record.is_null() => {
                 serde_json::to_vec(&pulls.record).expect("a JSON value serializes")
             }
+            Some(path) => read_raw(&path)?,
             None if collected.is_none() => {
                 summary.unfinished.push(item);
                 continue;

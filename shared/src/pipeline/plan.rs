@@ -963,7 +963,12 @@ mod tests {
     #[tokio::test]
     async fn a_large_record_is_stored_beside_the_work_list_and_a_long_name_cut() {
         let store = crate::store::MemoryStore::default();
-        let mut items = vec![item(0, 100), item(1, MAX_CARRIED_RECORD_BYTES)];
+        // A JSON string's record is its text and two quotes: item 2's is the most carried.
+        let mut items = vec![
+            item(0, 100),
+            item(1, MAX_CARRIED_RECORD_BYTES),
+            item(2, MAX_CARRIED_RECORD_BYTES - 2),
+        ];
         items[0].name = "é".repeat(MAX_NAME_BYTES);
         let run = items[0].run.clone();
         keep_items_small(&store, &run, &mut items).await.unwrap();
@@ -986,6 +991,8 @@ mod tests {
         let stored: Value = serde_json::from_slice(&stored).unwrap();
         assert_eq!(stored, Value::String("x".repeat(MAX_CARRIED_RECORD_BYTES)));
         assert_eq!(store.get(&run.item_record("item-0")).await.unwrap(), None);
+        assert!(!items[2].record_stored && items[2].record.is_string());
+        assert_eq!(store.get(&run.item_record("item-2")).await.unwrap(), None);
     }
 
     #[test]

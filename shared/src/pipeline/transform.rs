@@ -426,12 +426,13 @@ async fn transform_collected(
                     transformer.link_to(ScanLinks {
                         base: connection.vendor.endpoints.api.clone(),
                         scan_id: scan_id.clone(),
+                        // The project's id, not the record's: a branch asset's record carries
+                        // its own asset id (`<project>@<branch>`).
                         project_id: connection
                             .config
                             .kind
                             .on_projects()
-                            .then(|| vendor_record["id"].as_str().map(str::to_string))
-                            .flatten(),
+                            .then(|| item.vendor_id.clone()),
                         branch: branch.clone(),
                     });
                 }

@@ -461,6 +461,30 @@ async fn every_branch_takes_each_engine_from_its_own_latest_scan() {
         assert_eq!(summary.by_engine[engine].findings, *n, "{engine}");
     }
     assert_eq!(requests["branches"], 12, "one listing per project");
+    // A branch asset's SAST findings link to their result under the project's id, not the
+    // asset's (`<project>@<branch>`).
+    let m: Manifest = manifest(&store, &summary.manifest).await;
+    let projects: BTreeSet<String> = emulator
+        .expected()
+        .projects
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let mut linked = 0;
+    for item in &m.items {
+        for (_, finding) in findings_in(&store, &item.objects).await {
+            if let Some(link) = finding["vendorFindingURL"].as_str() {
+                assert!(!link.contains('@') && !link.contains("%40"), "{link}");
+                assert!(projects.contains(&item.vendor_id), "{}", item.vendor_id);
+                assert!(
+                    link.contains(&format!("/{}/sast?", item.vendor_id)),
+                    "{link}"
+                );
+                linked += 1;
+            }
+        }
+    }
+    assert!(linked > 0);
 }
 
 /// The look-back window holds for each scan: an engine whose latest scan is older than the

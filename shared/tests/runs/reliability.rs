@@ -524,6 +524,29 @@ async fn a_project_record_too_large_for_a_work_list_is_read_from_beside_it() {
                 .any(|t| t.as_str().unwrap().starts_with("team:"))
         );
     }
+    // `cxone-etm transform` replays the run's raw folders: the large record from its item.json
+    // (collect's record is null), the others from collect.json.
+    let context = cxone_etm::mapping::TransformContext {
+        connection_id: "large-record".into(),
+        run_id: "replay".into(),
+        connector_kind: ConnectorKind::Sast,
+        produced_at: "2026-12-06T00:00:00Z".into(),
+    };
+    let raw = dir.join(
+        run.raw_prefix(&large)
+            .trim_end_matches(&format!("/{large}/")),
+    );
+    let replayed = cxone_etm::mapping::replay_dir(
+        &raw,
+        &dir.join("replay"),
+        c.first_plan(),
+        &c.scoring,
+        &context,
+        &c.options,
+    )
+    .unwrap();
+    assert!(replayed.unfinished.is_empty(), "{:?}", replayed.unfinished);
+    assert_eq!(replayed.figures.findings_out, m.totals.findings_out);
     std::fs::remove_dir_all(dir).ok();
 }
 
