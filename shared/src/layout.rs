@@ -33,6 +33,8 @@ pub const DAST_SCAN: &str = "dast-scan.json";
 pub const CLOSURES: &str = "closures.ndjson.gz";
 /// Every rejected record of an item that had more than the manifest lists: one JSON line each.
 pub const REJECTED: &str = "rejected.ndjson.gz";
+/// Every collision of an item that had more than the manifest lists: one JSON line each.
+pub const COLLISIONS: &str = "collisions.ndjson.gz";
 /// The transform's record (figures, rejected records, objects), in an item's etm folder.
 pub const TRANSFORM_RECORD: &str = "transform.json";
 
@@ -226,6 +228,9 @@ impl RunRef {
     }
     pub fn rejected(&self, item: &str) -> String {
         format!("{}{REJECTED}", self.etm_prefix(item))
+    }
+    pub fn collisions(&self, item: &str) -> String {
+        format!("{}{COLLISIONS}", self.etm_prefix(item))
     }
     pub fn transform_record(&self, item: &str) -> String {
         format!("{}{TRANSFORM_RECORD}", self.etm_prefix(item))

@@ -1199,6 +1199,11 @@ impl<'p> ItemTransformer<'p> {
         std::mem::take(&mut self.state.outcome.rejected)
     }
 
+    /// The collisions since the last call, for the caller to keep out of memory.
+    pub fn take_collisions(&mut self) -> Vec<Collision> {
+        std::mem::take(&mut self.state.outcome.collisions)
+    }
+
     /// The item's outcome, with its next ledger. Findings of the previous ledger that were not
     /// seen and not closed ([`Self::close_absent`] was not called) go into it as they were.
     /// Fails when closing them broke off, and when findings new to the asset came twice under ids collect counted once each

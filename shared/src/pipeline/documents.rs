@@ -313,10 +313,11 @@ pub struct ObjectEntry {
     pub sha256: String,
 }
 
-/// Rejected records an item's manifest line lists; where there were more, every one is in the
-/// item's `rejected.ndjson.gz`. A map that fits no record rejects them all: listed whole, a
-/// project of 300,000 results made a manifest of 144 MB and held 440 MB at its peak.
-pub const LISTED_REJECTED: usize = 100;
+/// Rejected records, and collisions, an item's manifest line lists; where there were more, every
+/// one is in the item's `rejected.ndjson.gz` (`collisions.ndjson.gz`). A map that fits no record
+/// rejects them all: listed whole, a project of 300,000 results made a manifest of 144 MB and held
+/// 440 MB at its peak; a tenant whose ids all repeat renames every record likewise.
+pub const LISTED_PER_ITEM: usize = 100;
 
 /// `etm/<item>/transform.json`
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -327,12 +328,16 @@ pub struct TransformRecord {
     /// The figures of each engine the item delivered (they add up to `figures`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_engine: BTreeMap<Engine, Figures>,
-    /// The first [`LISTED_REJECTED`] rejected records; all of them in `rejected_object` where
+    /// The first [`LISTED_PER_ITEM`] rejected records; all of them in `rejected_object` where
     /// there were more.
     pub rejected: Vec<Rejected>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_object: Option<ObjectEntry>,
+    /// The first [`LISTED_PER_ITEM`] collisions; all of them in `collisions_object` where there
+    /// were more.
     pub collisions: Vec<Collision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collisions_object: Option<ObjectEntry>,
     pub objects: Vec<ObjectEntry>,
     /// Why the item could not be transformed, when no new attempt would mend it (a raw page that
     /// cannot be read, for one): nothing of the item is committed and its findings are carried.
@@ -384,13 +389,17 @@ pub struct ManifestItem {
     #[serde(default)]
     pub traffic: ItemTraffic,
     pub objects: Vec<ObjectEntry>,
-    /// The first [`LISTED_REJECTED`] rejected records (their count is `figures.rejected`).
+    /// The first [`LISTED_PER_ITEM`] rejected records (their count is `figures.rejected`).
     pub rejected: Vec<Rejected>,
     /// Every rejected record, one JSON line each, where there were more than are listed: not an
     /// ETM batch, so not among `objects`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected_object: Option<ObjectEntry>,
+    /// The first [`LISTED_PER_ITEM`] collisions (their count is `figures.collisions`).
     pub collisions: Vec<Collision>,
+    /// Every collision, one JSON line each, where there were more than are listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collisions_object: Option<ObjectEntry>,
 }
 
 /// `runs/<r>/manifest.json`

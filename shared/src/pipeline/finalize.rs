@@ -169,6 +169,7 @@ async fn manifest_item(
         rejected: transformed.rejected,
         rejected_object: transformed.rejected_object,
         collisions: transformed.collisions,
+        collisions_object: transformed.collisions_object,
     };
     Ok((line, unreadable))
 }

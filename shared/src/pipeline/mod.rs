@@ -26,7 +26,7 @@ pub use collect::{collect, record_collect_failure};
 pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, check_key_segment};
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic,
-    LISTED_REJECTED, Manifest, ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup,
+    LISTED_PER_ITEM, Manifest, ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup,
     WorkItem,
 };
 pub use error::{HELD, OUT_OF_TIME, StepError};

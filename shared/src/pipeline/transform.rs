@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::config::Connection;
 use super::documents::{
-    CollectOutcome, ItemStatus, LISTED_REJECTED, ObjectEntry, TransformRecord, WorkItem,
+    CollectOutcome, ItemStatus, LISTED_PER_ITEM, ObjectEntry, TransformRecord, WorkItem,
 };
 use super::error::StepError;
 use super::objects::{
@@ -25,7 +25,7 @@ use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{
     Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage,
-    Rejected, RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
+    RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -509,7 +509,7 @@ async fn transform_collected(
         if release.large {
             crate::process::release_free_memory();
         }
-        let mut rejected = RejectedRecords::default();
+        let (mut rejected, mut collisions) = (FirstListed::default(), FirstListed::default());
         for pull in &mut pulls {
             let readers: Vec<PageReader> = pull.transformers.iter().map(|t| t.reader()).collect();
             let at = format!("item {key} (scan {})", pull.scan_id);
@@ -609,6 +609,7 @@ async fn transform_collected(
                 }
                 for transformer in &mut pull.transformers {
                     rejected.add(transformer.take_rejected());
+                    collisions.add(transformer.take_collisions());
                 }
                 if release.large && number % RELEASE_EVERY_PAGES == RELEASE_EVERY_PAGES - 1 {
                     crate::process::release_free_memory();
@@ -659,7 +660,7 @@ async fn transform_collected(
                 })?;
             record.figures.add(&done.figures);
             rejected.add(std::mem::take(&mut done.rejected));
-            record.collisions.append(&mut done.collisions);
+            collisions.add(std::mem::take(&mut done.collisions));
             by_engine.insert(engine, done.figures);
             if let Some(ledger) = done.ledger.take() {
                 next.absorb(engine, ledger);
@@ -687,6 +688,8 @@ async fn transform_collected(
         }
         (record.rejected, record.rejected_object) =
             rejected.store(store, &run.rejected(key)).await?;
+        (record.collisions, record.collisions_object) =
+            collisions.store(store, &run.collisions(key)).await?;
         // What closed on a moved asset's old id counts with its engine (pulled or not).
         for (engine, closed_on_the_old_asset) in moved {
             by_engine
@@ -701,19 +704,27 @@ async fn transform_collected(
     record_transform(store, item, record).await
 }
 
-/// An item's rejected records as they come: the first [`LISTED_REJECTED`] kept for the manifest,
-/// and once there are more, every one packed into the item's rejected object, so a map that fits
-/// no record holds a few bytes packed per record, not the records.
-#[derive(Default)]
-struct RejectedRecords {
-    listed: Vec<Rejected>,
+/// An item's rejected records (or collisions) as they come: the first [`LISTED_PER_ITEM`] kept
+/// for the manifest, and once there are more, every one packed into the item's object of them,
+/// so a map that fits no record holds a few bytes packed per record, not the records.
+struct FirstListed<T> {
+    listed: Vec<T>,
     all: Option<LinePacker>,
 }
 
-impl RejectedRecords {
-    fn add(&mut self, rejected: Vec<Rejected>) {
-        for one in rejected {
-            if self.all.is_none() && self.listed.len() < LISTED_REJECTED {
+impl<T> Default for FirstListed<T> {
+    fn default() -> Self {
+        Self {
+            listed: Vec::new(),
+            all: None,
+        }
+    }
+}
+
+impl<T: serde::Serialize> FirstListed<T> {
+    fn add(&mut self, more: Vec<T>) {
+        for one in more {
+            if self.all.is_none() && self.listed.len() < LISTED_PER_ITEM {
                 self.listed.push(one);
                 continue;
             }
@@ -729,12 +740,12 @@ impl RejectedRecords {
         }
     }
 
-    /// Stores the rejected object where there is one; answers the listed records and its entry.
+    /// Stores the object of them all where there is one; answers the listed ones and its entry.
     async fn store(
         self,
         store: &impl ObjectStore,
         key: &str,
-    ) -> Result<(Vec<Rejected>, Option<ObjectEntry>), StepError> {
+    ) -> Result<(Vec<T>, Option<ObjectEntry>), StepError> {
         let Some(all) = self.all else {
             return Ok((self.listed, None));
         };
@@ -761,6 +772,7 @@ impl Drop for ReleaseAtEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::Rejected;
     use crate::store::MemoryStore;
     use sha2::{Digest, Sha256};
 
@@ -780,22 +792,22 @@ mod tests {
     #[tokio::test]
     async fn rejected_records_past_the_listed_go_to_the_object_all_of_them_in_order() {
         let store = MemoryStore::default();
-        let mut few = RejectedRecords::default();
+        let mut few = FirstListed::default();
         few.add(rejections(0..60));
-        few.add(rejections(60..LISTED_REJECTED as u32));
+        few.add(rejections(60..LISTED_PER_ITEM as u32));
         let (listed, object) = few.store(&store, "few").await.unwrap();
         assert_eq!(
             (listed, object),
-            (rejections(0..LISTED_REJECTED as u32), None)
+            (rejections(0..LISTED_PER_ITEM as u32), None)
         );
         assert_eq!(store.get("few").await.unwrap(), None);
 
-        let mut many = RejectedRecords::default();
+        let mut many = FirstListed::default();
         many.add(rejections(0..60));
         many.add(rejections(60..230));
         many.add(Vec::new());
         let (listed, object) = many.store(&store, "many").await.unwrap();
-        assert_eq!(listed, rejections(0..LISTED_REJECTED as u32));
+        assert_eq!(listed, rejections(0..LISTED_PER_ITEM as u32));
         let object = object.expect("an object");
         let body = store.get("many").await.unwrap().unwrap();
         assert_eq!((object.lines, object.bytes), (230, body.len() as u64));

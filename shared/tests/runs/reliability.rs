@@ -557,7 +557,7 @@ async fn a_project_record_too_large_for_a_work_list_is_read_from_beside_it() {
 /// project of 300,000 results made a 144 MB manifest and peaked at 440 MB.
 #[tokio::test]
 async fn a_map_that_fits_no_record_names_every_rejection_beside_the_manifest() {
-    use cxone_etm::pipeline::LISTED_REJECTED;
+    use cxone_etm::pipeline::LISTED_PER_ITEM;
     use cxone_etm::store::ObjectStore;
     use std::io::Read;
     let emulator = emulator(TenantShape {
@@ -591,8 +591,8 @@ async fn a_map_that_fits_no_record_names_every_rejection_beside_the_manifest() {
     assert!(!with_scan.is_empty());
     for item in with_scan {
         let rejected = item.figures.rejected;
-        assert!(rejected > LISTED_REJECTED as u64, "{rejected}");
-        assert_eq!(item.rejected.len(), LISTED_REJECTED);
+        assert!(rejected > LISTED_PER_ITEM as u64, "{rejected}");
+        assert_eq!(item.rejected.len(), LISTED_PER_ITEM);
         let object = item.rejected_object.as_ref().expect("a rejected object");
         assert!(
             !item.objects.iter().any(|o| o.key == object.key),
@@ -615,7 +615,7 @@ async fn a_map_that_fits_no_record_names_every_rejection_beside_the_manifest() {
         assert_eq!(all.len() as u64, rejected);
         assert_eq!(object.lines, rejected);
         assert_eq!(
-            all[..LISTED_REJECTED],
+            all[..LISTED_PER_ITEM],
             item.rejected[..],
             "the listed ones first"
         );
@@ -725,5 +725,82 @@ async fn every_attempt_of_a_run_collects_the_dast_scan_the_first_chose() {
         .unwrap();
     let chosen: Value = serde_json::from_slice(&chosen).unwrap();
     assert_eq!(chosen["scanId"], json!(latest));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A tenant whose SAST ids all repeat (pairs of findings share each id) renames every record:
+/// the manifest lists the item's first 100 collisions, and every one is a line of its
+/// `collisions.ndjson.gz`, which the manifest names with its hash, each the id a committed
+/// finding carries. Before, every collision was held in memory and listed in the manifest.
+#[tokio::test]
+async fn collisions_past_the_listed_are_named_beside_the_manifest() {
+    use cxone_etm::pipeline::LISTED_PER_ITEM;
+    use cxone_etm::store::ObjectStore;
+    use std::io::Read;
+    let emulator = emulator(TenantShape {
+        projects: 1,
+        results_per_scan: 400,
+        scans_per_project: 1,
+        repeated_result_ids_percent: 100,
+        result_mix: cxone_emulator::ResultMix {
+            sast: 100,
+            kics: 0,
+            sca: 0,
+            containers: 0,
+        },
+        ..shape()
+    })
+    .await;
+    let (store, dir) = temp_store("reliability-all-collide");
+    let c = tuned(&emulator, "all-collide", ConnectorKind::Sast);
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(summary.complete, "{:?}", summary.problems);
+    let m: Manifest = manifest(&store, &summary.manifest).await;
+    let item = &m.items[0];
+    let collided = item.figures.collisions;
+    assert!(collided > LISTED_PER_ITEM as u64, "{collided}");
+    assert_eq!(item.collisions.len(), LISTED_PER_ITEM);
+    let object = item
+        .collisions_object
+        .as_ref()
+        .expect("a collisions object");
+    assert!(
+        !item.objects.iter().any(|o| o.key == object.key),
+        "not a batch"
+    );
+    let body = store.get(&object.key).await.unwrap().unwrap();
+    assert_eq!(body.len() as u64, object.bytes);
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
+        object.sha256
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let all: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!((all.len() as u64, object.lines), (collided, collided));
+    let listed: Vec<Value> = item
+        .collisions
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+    assert_eq!(all[..LISTED_PER_ITEM], listed[..], "the listed ones first");
+    let sent: std::collections::BTreeSet<String> = findings_in(&store, &item.objects)
+        .await
+        .into_iter()
+        .map(|(_, f)| f["externalFindingId"].as_str().unwrap().to_string())
+        .collect();
+    for collision in &all {
+        let renamed = collision["renamedTo"].as_str().unwrap();
+        assert!(renamed.starts_with(&format!(
+            "{}#",
+            collision["externalFindingId"].as_str().unwrap()
+        )));
+        assert!(sent.contains(renamed), "{renamed}");
+    }
     std::fs::remove_dir_all(dir).ok();
 }
