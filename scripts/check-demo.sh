@@ -21,6 +21,9 @@ python3 - "$out" <<'PY'
 import glob, gzip, json, sys
 counts = {"sast": 0, "sca": 0, "kics": 0, "containers": 0, "dast": 0}
 for path in glob.glob(f"{sys.argv[1]}/**/etm/**/*.ndjson.gz", recursive=True):
+    # Batches only: an item's rejected records and collisions beyond its manifest's list are not.
+    if path.endswith(("/rejected.ndjson.gz", "/collisions.ndjson.gz")):
+        continue
     for line in gzip.open(path, "rt"):
         line = json.loads(line)
         engine = line["engine"]

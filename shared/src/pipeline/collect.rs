@@ -160,13 +160,20 @@ async fn record_outcome(
     if store.put_if_absent(&key, Bytes::from(body)).await? {
         return Ok(outcome);
     }
-    match get_json::<CollectOutcome>(store, &key).await? {
-        Some(earlier) => {
+    match get_json::<CollectOutcome>(store, &key).await {
+        Ok(Some(earlier)) => {
             tracing::warn!(item = %item.item, status = ?earlier.status, "another attempt recorded the item's outcome first; it stands");
             Ok(earlier)
         }
+        // One that cannot be read was reconciled by no transform: this one replaces it.
+        Err(StepError::BadObject { problem, .. }) => {
+            tracing::warn!(item = %item.item, problem, "the item's recorded outcome cannot be read; replaced");
+            put_json(store, &key, &outcome).await?;
+            Ok(outcome)
+        }
+        Err(error) => Err(error),
         // A write of it in flight (S3 answers 409): the next attempt reads what it wrote.
-        None => Err(StepError::Store(crate::store::StoreError::Failed {
+        Ok(None) => Err(StepError::Store(crate::store::StoreError::Failed {
             location: key,
             problem: "another write of the item's collect outcome was in flight".into(),
         })),

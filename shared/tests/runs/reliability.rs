@@ -804,3 +804,83 @@ async fn collisions_past_the_listed_are_named_beside_the_manifest() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// An item's collect outcome is written once: an attempt that finishes after another recorded the
+/// item answers the outcome that stands (the transform may have reconciled it). One that cannot be
+/// read was reconciled by nothing: a group that meets it records the item failed over it, naming
+/// the problem, and the run reports that item, not a failed run.
+#[tokio::test]
+async fn a_collect_outcome_stands_once_written_and_an_unreadable_one_is_replaced() {
+    use cxone_etm::pipeline::{ItemStatus, TimeBudget};
+    use cxone_etm::store::ObjectStore;
+    let emulator = emulator(TenantShape {
+        projects: 2,
+        scans_per_project: 1,
+        ..shape()
+    })
+    .await;
+    let (store, dir) = temp_store("reliability-outcome-once");
+    let c = tuned(&emulator, "outcome-once", ConnectorKind::Sast);
+    let run_ref = cxone_etm::pipeline::begin_run(
+        &store,
+        "outcome-once",
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run_ref, 1)
+        .await
+        .unwrap();
+    let items: Vec<_> = groups.into_iter().flat_map(|g| g.items).collect();
+    let (first, second) = (&items[0], &items[1]);
+
+    // A failure recorded first stands: a later collect of the item answers it.
+    let failed =
+        cxone_etm::pipeline::record_collect_failure(&store, first, "refused", Default::default())
+            .await
+            .unwrap();
+    let again = cxone_etm::pipeline::collect(&store, &vendor, &c, first, None)
+        .await
+        .unwrap();
+    assert_eq!(again, failed);
+
+    // An unreadable outcome: the group records the item failed over it.
+    store
+        .put(
+            &second.collect_outcome_key(),
+            bytes::Bytes::from_static(b"{not json"),
+        )
+        .await
+        .unwrap();
+    let (done, error) = cxone_etm::pipeline::collect_group(
+        &store,
+        &vendor,
+        &c,
+        std::slice::from_ref(second),
+        TimeBudget::until(None),
+    )
+    .await;
+    assert!(error.is_some());
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].status, ItemStatus::Failed);
+    assert!(
+        done[0].reason.as_deref().unwrap().contains("unreadable"),
+        "{:?}",
+        done[0].reason
+    );
+    let stored = store
+        .get(&second.collect_outcome_key())
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: cxone_etm::pipeline::CollectOutcome = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored, done[0]);
+    std::fs::remove_dir_all(dir).ok();
+}

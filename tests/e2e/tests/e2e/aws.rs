@@ -241,27 +241,33 @@ async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
                 .unwrap()
                 .is_none()
         );
-        let raw_page = store
+        // Every raw object, pages and the outcomes written only where none is alike, is tagged
+        // for the lifecycle rule.
+        let raw: Vec<String> = store
             .list(&format!("connections/{id}/runs/"))
             .await
             .unwrap()
             .into_iter()
-            .find(|k| k.contains("/raw/") && k.ends_with("/0.json.zst"))
-            .expect("a raw page");
-        let tags = moto
-            .s3()
-            .get_object_tagging()
-            .bucket("runs")
-            .key(format!("etm/{raw_page}"))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            tags.tag_set()
-                .iter()
-                .any(|t| t.key() == "class" && t.value() == "raw"),
-            "raw pages are tagged for the lifecycle rule"
-        );
+            .filter(|k| k.contains("/raw/"))
+            .collect();
+        assert!(raw.iter().any(|k| k.ends_with("/0.json.zst")), "{raw:?}");
+        assert!(raw.iter().any(|k| k.ends_with("/collect.json")), "{raw:?}");
+        for key in &raw {
+            let tags = moto
+                .s3()
+                .get_object_tagging()
+                .bucket("runs")
+                .key(format!("etm/{key}"))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                tags.tag_set()
+                    .iter()
+                    .any(|t| t.key() == "class" && t.value() == "raw"),
+                "{key} is tagged for the lifecycle rule"
+            );
+        }
     }
     let everything = store.list("").await.unwrap();
     for secret in [
