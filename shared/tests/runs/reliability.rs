@@ -558,8 +558,6 @@ async fn a_project_record_too_large_for_a_work_list_is_read_from_beside_it() {
 #[tokio::test]
 async fn a_map_that_fits_no_record_names_every_rejection_beside_the_manifest() {
     use cxone_etm::pipeline::LISTED_PER_ITEM;
-    use cxone_etm::store::ObjectStore;
-    use std::io::Read;
     let emulator = emulator(TenantShape {
         projects: 2,
         results_per_scan: 300,
@@ -598,22 +596,12 @@ async fn a_map_that_fits_no_record_names_every_rejection_beside_the_manifest() {
             !item.objects.iter().any(|o| o.key == object.key),
             "not a batch"
         );
-        let body = store.get(&object.key).await.unwrap().unwrap();
-        assert_eq!(body.len() as u64, object.bytes);
-        assert_eq!(
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
-            object.sha256
-        );
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        let all: Vec<cxone_etm::mapping::Rejected> = text
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
+        let all: Vec<cxone_etm::mapping::Rejected> = checked_object_lines(&store, object)
+            .await
+            .into_iter()
+            .map(|line| serde_json::from_value(line).unwrap())
             .collect();
         assert_eq!(all.len() as u64, rejected);
-        assert_eq!(object.lines, rejected);
         assert_eq!(
             all[..LISTED_PER_ITEM],
             item.rejected[..],
@@ -658,24 +646,7 @@ async fn every_attempt_of_a_run_collects_the_dast_scan_the_first_chose() {
     .await;
     let (store, dir) = temp_store("reliability-dast-scan-choice");
     let c = tuned(&emulator, "dast-choice", ConnectorKind::Dast);
-    let run_ref = cxone_etm::pipeline::begin_run(
-        &store,
-        "dast-choice",
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = cxone_etm::pipeline::VendorAccess::new(
-        c.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(oauth(&emulator)),
-    )
-    .await
-    .unwrap();
-    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run_ref, 1)
-        .await
-        .unwrap();
-    let items: Vec<_> = groups.into_iter().flat_map(|g| g.items).collect();
+    let (run_ref, vendor, items) = planned_run(&store, &c, &emulator, 1).await;
     let environments = emulator.expected().environments;
     // An environment with an older completed scan than its latest.
     let (env, older) = environments
@@ -735,8 +706,6 @@ async fn every_attempt_of_a_run_collects_the_dast_scan_the_first_chose() {
 #[tokio::test]
 async fn collisions_past_the_listed_are_named_beside_the_manifest() {
     use cxone_etm::pipeline::LISTED_PER_ITEM;
-    use cxone_etm::store::ObjectStore;
-    use std::io::Read;
     let emulator = emulator(TenantShape {
         projects: 1,
         results_per_scan: 400,
@@ -768,21 +737,8 @@ async fn collisions_past_the_listed_are_named_beside_the_manifest() {
         !item.objects.iter().any(|o| o.key == object.key),
         "not a batch"
     );
-    let body = store.get(&object.key).await.unwrap().unwrap();
-    assert_eq!(body.len() as u64, object.bytes);
-    assert_eq!(
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
-        object.sha256
-    );
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(&body[..])
-        .read_to_string(&mut text)
-        .unwrap();
-    let all: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    assert_eq!((all.len() as u64, object.lines), (collided, collided));
+    let all = checked_object_lines(&store, object).await;
+    assert_eq!(all.len() as u64, collided);
     let listed: Vec<Value> = item
         .collisions
         .iter()
@@ -821,24 +777,7 @@ async fn a_collect_outcome_stands_once_written_and_an_unreadable_one_is_replaced
     .await;
     let (store, dir) = temp_store("reliability-outcome-once");
     let c = tuned(&emulator, "outcome-once", ConnectorKind::Sast);
-    let run_ref = cxone_etm::pipeline::begin_run(
-        &store,
-        "outcome-once",
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = cxone_etm::pipeline::VendorAccess::new(
-        c.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
-    )
-    .await
-    .unwrap();
-    let groups = cxone_etm::pipeline::plan(&store, &vendor, &c, &run_ref, 1)
-        .await
-        .unwrap();
-    let items: Vec<_> = groups.into_iter().flat_map(|g| g.items).collect();
+    let (_, vendor, items) = planned_run(&store, &c, &emulator, 1).await;
     let (first, second) = (&items[0], &items[1]);
 
     // A failure recorded first stands: a later collect of the item answers it.

@@ -1864,12 +1864,7 @@ async fn items_past_the_runs_collect_deadline_are_not_started_and_reported_faile
 #[tokio::test]
 async fn a_run_whose_start_cannot_be_read_is_not_planned() {
     let f = fixture().await;
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-    .expect("scheduled trigger");
+    let started = scheduled_start(&f).await.expect("scheduled trigger");
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
     let mut record = stored_run_record(&f, &run).await;
     record.started_at = "yesterday".into();
