@@ -20,6 +20,7 @@ use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines_written, 
 use super::plan::{project_of_branch_asset, read_work_list};
 use super::run::{
     RunRecord, ensure_holds_lock, fail_run, finish_committed, mark_committed, read_run,
+    restore_committed_manifest,
 };
 use super::split::unjoined;
 use super::transform::discard_output;
@@ -283,13 +284,16 @@ pub async fn finalize(
             .iter()
             .map(DeletedItem::left_open)
             .sum::<u64>();
+    // The marker's `committedAt` too: a manifest another attempt wrote over the committed one
+    // can then be made again byte for byte (`restore_committed_manifest`).
+    let finished_at = now_rfc3339();
     let manifest = Manifest {
         schema_version: "1.0".into(),
         connection_id: run.connection_id.clone(),
         run_id: run.run_id.clone(),
         kind: connection.config.kind,
         started_at: record.started_at,
-        finished_at: now_rfc3339(),
+        finished_at: finished_at.clone(),
         complete: problems.is_empty(),
         problems,
         items_by_status: by_status,
@@ -313,7 +317,7 @@ pub async fn finalize(
         fail_run(store, run, &reason).await?;
         return Err(StepError::NothingCommitted(reason));
     }
-    let marker = serde_json::json!({"runId": run.run_id, "complete": manifest.complete, "manifestSha256": sha, "committedAt": now_rfc3339()});
+    let marker = serde_json::json!({"runId": run.run_id, "complete": manifest.complete, "manifestSha256": sha, "committedAt": finished_at});
     if !store
         .put_if_absent(
             &run.commit_marker(),
@@ -321,7 +325,10 @@ pub async fn finalize(
         )
         .await?
     {
+        // Another attempt committed first, its manifest written before its marker: this one's,
+        // written since, must not stand beside that hash.
         tracing::info!(run = %run.run_id, "already committed");
+        restore_committed_manifest(store, run, manifest.clone()).await?;
     }
     mark_committed(store, run, &manifest).await?;
     Ok(manifest)

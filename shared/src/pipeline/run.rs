@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::config::Connection;
 use super::documents::{ItemDeadlines, Manifest};
@@ -753,9 +754,48 @@ async fn finish_after_marker(
 ) -> Result<Option<Manifest>, StepError> {
     let manifest = get_json::<Manifest>(store, &run.manifest()).await?;
     if let Some(manifest) = &manifest {
+        restore_committed_manifest(store, run, manifest.clone()).await?;
         mark_committed(store, run, manifest).await?;
     }
     Ok(manifest)
+}
+
+/// The commit marker's fields a manifest is checked against.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CommitMarker {
+    manifest_sha256: String,
+    committed_at: String,
+}
+
+/// Puts back the manifest the commit marker's hash names, where another finalize attempt wrote
+/// its own over it: two attempts at once (Step Functions retried one whose answer it lost) both
+/// write `manifest.json`, and only the first marker stands. Their manifests differ only in
+/// `finishedAt`, which each attempt also gives its marker as `committedAt`: `candidate` (this
+/// attempt's, or the one stored) with the marker's time is the committed one, byte for byte.
+/// Left as it is, and said, where even that does not match (the attempts decided otherwise).
+pub(crate) async fn restore_committed_manifest(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    mut candidate: Manifest,
+) -> Result<(), StepError> {
+    let Some(marker) = get_json::<CommitMarker>(store, &run.commit_marker()).await? else {
+        return Ok(());
+    };
+    let digest = |body: &[u8]| hex::encode(Sha256::digest(body));
+    let stored = store.get(&run.manifest()).await?;
+    if stored.as_deref().map(digest).as_ref() == Some(&marker.manifest_sha256) {
+        return Ok(());
+    }
+    candidate.finished_at = marker.committed_at;
+    let body = serde_json::to_vec_pretty(&candidate).expect("serializes");
+    if digest(&body) == marker.manifest_sha256 {
+        tracing::warn!(run = %run.run_id, "another finalize attempt's manifest stood beside the commit marker; the committed one is put back");
+        store.put(&run.manifest(), Bytes::from(body)).await?;
+    } else {
+        tracing::error!(run = %run.run_id, "the stored manifest is not the one the commit marker's hash names, and cannot be made again");
+    }
+    Ok(())
 }
 
 /// What follows the commit marker: the run and the connection are Processed (with the reason

@@ -3001,3 +3001,51 @@ async fn a_refused_credential_whose_secret_cannot_be_read_again_for_now_is_retri
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Two finalize attempts at once (Step Functions retried one whose answer it lost) both write
+/// `manifest.json`; the first marker stands, and the other attempt's manifest, written after it,
+/// differs from the one its hash names by `finishedAt` alone. The finalize that finds the marker
+/// (the attempt that lost the race, or any run again) puts the committed manifest back, byte for
+/// byte: the manifest's `finishedAt` is the marker's `committedAt`. Before, the two disagreed for
+/// good, and a reader checking the hash refused the committed run.
+#[tokio::test]
+async fn a_manifest_written_over_the_committed_one_is_put_back() {
+    let (store, dir) = temp_store("manifest-over");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let c = connection(&emulator, "manifest-over", ConnectorKind::Sast);
+    let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let run_ref = cxone_etm::pipeline::RunRef {
+        connection_id: "manifest-over".into(),
+        run_id: summary.run_id.clone(),
+    };
+    let marker: Value =
+        serde_json::from_slice(&store.get(&run_ref.commit_marker()).await.unwrap().unwrap())
+            .unwrap();
+    let digest = |body: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body));
+    let committed = store.get(&run_ref.manifest()).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::json!(digest(&committed)),
+        marker["manifestSha256"]
+    );
+    let mut theirs: cxone_etm::pipeline::Manifest = serde_json::from_slice(&committed).unwrap();
+    assert_eq!(serde_json::json!(theirs.finished_at), marker["committedAt"]);
+    theirs.finished_at = "2026-12-06T23:59:59Z".into();
+    store
+        .put(
+            &run_ref.manifest(),
+            serde_json::to_vec_pretty(&theirs).unwrap().into(),
+        )
+        .await
+        .unwrap();
+
+    let answered = cxone_etm::pipeline::finalize(&store, &c, &run_ref)
+        .await
+        .unwrap();
+    assert_eq!(answered.items, theirs.items);
+    assert_eq!(
+        store.get(&run_ref.manifest()).await.unwrap().unwrap(),
+        committed,
+        "the manifest the marker names"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
