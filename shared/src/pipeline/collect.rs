@@ -8,7 +8,7 @@ use super::documents::{
     CollectOutcome, CollectProgress, ItemStatus, ItemTraffic, ScanPull, WorkItem,
 };
 use super::error::StepError;
-use super::objects::{get_json, get_page, put_json};
+use super::objects::{Once, get_json, get_page, put_json, put_json_once};
 use super::split::PartFingerprints;
 use crate::cxone::{
     Completeness, Counters, CxOneClient, PageSource, ResultsPager, ScanRange, VendorError, counted,
@@ -156,12 +156,9 @@ async fn record_outcome(
     outcome: CollectOutcome,
 ) -> Result<CollectOutcome, StepError> {
     let key = item.collect_outcome_key();
-    let body = serde_json::to_vec_pretty(&outcome).expect("records serialize");
-    if store.put_if_absent(&key, Bytes::from(body)).await? {
-        return Ok(outcome);
-    }
-    match get_json::<CollectOutcome>(store, &key).await {
-        Ok(Some(earlier)) => {
+    match put_json_once(store, &key, &outcome).await {
+        Ok(Once::Written) => Ok(outcome),
+        Ok(Once::Standing(earlier)) => {
             tracing::warn!(item = %item.item, status = ?earlier.status, "another attempt recorded the item's outcome first; it stands");
             Ok(earlier)
         }
@@ -172,11 +169,6 @@ async fn record_outcome(
             Ok(outcome)
         }
         Err(error) => Err(error),
-        // A write of it in flight (S3 answers 409): the next attempt reads what it wrote.
-        Ok(None) => Err(StepError::Store(crate::store::StoreError::Failed {
-            location: key,
-            problem: "another write of the item's collect outcome was in flight".into(),
-        })),
     }
 }
 
@@ -394,18 +386,10 @@ async fn dast_scan(
     item: &WorkItem,
 ) -> Result<Option<DastScan>, CollectError> {
     let key = item.run.dast_scan(&item.item);
-    let chosen = |body: Option<Bytes>| -> Result<Option<DastScan>, CollectError> {
-        body.map(|body| {
-            serde_json::from_slice(&body).map_err(|e| {
-                CollectError::Progress(StepError::bad_object(
-                    &key,
-                    format!("not the DAST scan an earlier attempt chose ({e})"),
-                ))
-            })
-        })
-        .transpose()
-    };
-    if let Some(earlier) = chosen(store.get(&key).await?)? {
+    if let Some(earlier) = get_json(store, &key)
+        .await
+        .map_err(CollectError::Progress)?
+    {
         return Ok(Some(earlier));
     }
     let Some(latest) = client.latest_completed_dast_scan(&item.vendor_id).await? else {
@@ -415,18 +399,13 @@ async fn dast_scan(
         scan_id: latest.scan_id,
         created: latest.created.or(latest.update_time),
     };
-    let body = serde_json::to_vec(&latest).expect("serializes");
-    if store.put_if_absent(&key, Bytes::from(body)).await? {
-        return Ok(Some(latest));
-    }
-    // Another attempt chose first; a write of its choice still in flight (S3 answers 409) is
-    // read by the next attempt.
-    match chosen(store.get(&key).await?)? {
-        Some(earlier) => Ok(Some(earlier)),
-        None => Err(CollectError::Store(crate::store::StoreError::Failed {
-            location: key,
-            problem: "another attempt's choice of the DAST scan was being written".into(),
-        })),
+    // Another attempt may have chosen meanwhile: its choice stands.
+    match put_json_once(store, &key, &latest)
+        .await
+        .map_err(CollectError::Progress)?
+    {
+        Once::Written => Ok(Some(latest)),
+        Once::Standing(earlier) => Ok(Some(earlier)),
     }
 }
 

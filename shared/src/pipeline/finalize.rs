@@ -16,7 +16,9 @@ use super::documents::{
 };
 use super::error::StepError;
 use super::now_rfc3339;
-use super::objects::{get_gzip_json, get_json, put_gzip_json, put_lines_written, read_gzip_json};
+use super::objects::{
+    Once, get_gzip_json, get_json, put_gzip_json, put_json_once, put_lines_written, read_gzip_json,
+};
 use super::plan::{project_of_branch_asset, read_work_list};
 use super::run::{
     RunRecord, ensure_holds_lock, fail_run, finish_committed, mark_committed, read_run,
@@ -308,9 +310,9 @@ pub async fn finalize(
     // both reconcile against the same last committed run. (The state machine's timeout ends an
     // execution well before its lease does; this catches what still runs.)
     ensure_holds_lock(store, run).await?;
-    let body = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    let body = Bytes::from(serde_json::to_vec_pretty(&manifest).expect("serializes"));
     let sha = hex::encode(Sha256::digest(&body));
-    store.put(&run.manifest(), Bytes::from(body)).await?;
+    store.put(&run.manifest(), body.clone()).await?;
     if let Some(reason) = nothing_to_commit(&manifest.items) {
         // The manifest stays for the report (each item's reason), without a commit marker: the
         // next run reconciles against the last committed one, and nothing of this run counts.
@@ -328,7 +330,9 @@ pub async fn finalize(
         // Another attempt committed first, its manifest written before its marker: this one's,
         // written since, must not stand beside that hash.
         tracing::info!(run = %run.run_id, "already committed");
-        restore_committed_manifest(store, run, manifest.clone()).await?;
+        if let Some(marker) = store.get(&run.commit_marker()).await? {
+            restore_committed_manifest(store, run, &marker, &body, &manifest).await?;
+        }
     }
     mark_committed(store, run, &manifest).await?;
     Ok(manifest)
@@ -363,16 +367,9 @@ fn nothing_to_commit(items: &[ManifestItem]) -> Option<String> {
 /// A write of the record in flight (S3's 409), none there yet, is an error to retry.
 async fn give_up(store: &impl ObjectStore, run: &RunRef, item: &str) -> Result<bool, StepError> {
     let key = run.transform_record(item);
-    let body = serde_json::to_vec(&TransformRecord::given_up(item)).expect("serializes");
-    if store.put_if_absent(&key, Bytes::from(body)).await? {
-        return Ok(true);
-    }
-    match get_json::<TransformRecord>(store, &key).await? {
-        Some(earlier) => Ok(earlier.given_up),
-        None => Err(StepError::Store(crate::store::StoreError::Failed {
-            location: key,
-            problem: "another write of the item's transform record was in flight".into(),
-        })),
+    match put_json_once(store, &key, &TransformRecord::given_up(item)).await? {
+        Once::Written => Ok(true),
+        Once::Standing(earlier) => Ok(earlier.given_up),
     }
 }
 

@@ -27,6 +27,36 @@ pub(crate) async fn put_json(
         .map_err(StepError::from)
 }
 
+/// What writing a document only where none is found.
+pub(super) enum Once<T> {
+    /// This one was written.
+    Written,
+    /// Another writer's stood already: this one was not written.
+    Standing(T),
+}
+
+/// Writes a JSON document only where none is (`If-None-Match: *`), and answers the one that
+/// stands where another writer came first. One whose write is still in flight (S3 answers 409)
+/// is a store error: the next attempt reads what it wrote. One that cannot be read is
+/// `BadObject`.
+pub(super) async fn put_json_once<T: Serialize + DeserializeOwned>(
+    store: &impl ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<Once<T>, StepError> {
+    let body = serde_json::to_vec_pretty(value).expect("records serialize");
+    if store.put_if_absent(key, Bytes::from(body)).await? {
+        return Ok(Once::Written);
+    }
+    match get_json::<T>(store, key).await? {
+        Some(earlier) => Ok(Once::Standing(earlier)),
+        None => Err(StepError::Store(crate::store::StoreError::Failed {
+            location: key.to_string(),
+            problem: "another write of it was in flight".into(),
+        })),
+    }
+}
+
 pub(crate) async fn get_json<T: DeserializeOwned>(
     store: &impl ObjectStore,
     key: &str,

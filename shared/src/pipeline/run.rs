@@ -740,24 +740,28 @@ pub(crate) async fn finish_committed(
     store: &impl ObjectStore,
     run: &RunRef,
 ) -> Result<Option<Manifest>, StepError> {
-    if store.get(&run.commit_marker()).await?.is_none() {
+    let Some(marker) = store.get(&run.commit_marker()).await? else {
         return Ok(None);
-    }
-    finish_after_marker(store, run).await
+    };
+    finish_after_marker(store, run, &marker).await
 }
 
-/// What follows a commit marker found, from the run's manifest; `None` for a marker without its
-/// manifest (deleted since).
+/// What follows the commit `marker` found, from the run's manifest; `None` for a marker without
+/// its manifest (deleted since).
 async fn finish_after_marker(
     store: &impl ObjectStore,
     run: &RunRef,
+    marker: &[u8],
 ) -> Result<Option<Manifest>, StepError> {
-    let manifest = get_json::<Manifest>(store, &run.manifest()).await?;
-    if let Some(manifest) = &manifest {
-        restore_committed_manifest(store, run, manifest.clone()).await?;
-        mark_committed(store, run, manifest).await?;
-    }
-    Ok(manifest)
+    let key = run.manifest();
+    let Some(stored) = store.get(&key).await? else {
+        return Ok(None);
+    };
+    let manifest: Manifest = serde_json::from_slice(&stored)
+        .map_err(|e| StepError::bad_object(&key, format!("unreadable ({e})")))?;
+    restore_committed_manifest(store, run, marker, &stored, &manifest).await?;
+    mark_committed(store, run, &manifest).await?;
+    Ok(Some(manifest))
 }
 
 /// The commit marker's fields a manifest is checked against.
@@ -768,25 +772,29 @@ struct CommitMarker {
     committed_at: String,
 }
 
-/// Puts back the manifest the commit marker's hash names, where another finalize attempt wrote
-/// its own over it: two attempts at once (Step Functions retried one whose answer it lost) both
-/// write `manifest.json`, and only the first marker stands. Their manifests differ only in
-/// `finishedAt`, which each attempt also gives its marker as `committedAt`: `candidate` (this
-/// attempt's, or the one stored) with the marker's time is the committed one, byte for byte.
-/// Left as it is, and said, where even that does not match (the attempts decided otherwise).
+/// Puts back the manifest the commit `marker`'s hash names where `stored` (what `manifest.json`
+/// holds) is another: two finalize attempts at once (Step Functions retried one whose answer it
+/// lost) both write `manifest.json`, and only the first marker stands. Their manifests differ
+/// only in `finishedAt`, which each attempt also gives its marker as `committedAt`: `candidate`
+/// (this attempt's, or the one stored) with the marker's time is the committed one, byte for
+/// byte. Left as it is, and said, where even that does not match (the attempts decided
+/// otherwise), or the marker cannot be read.
 pub(crate) async fn restore_committed_manifest(
     store: &impl ObjectStore,
     run: &RunRef,
-    mut candidate: Manifest,
+    marker: &[u8],
+    stored: &[u8],
+    candidate: &Manifest,
 ) -> Result<(), StepError> {
-    let Some(marker) = get_json::<CommitMarker>(store, &run.commit_marker()).await? else {
+    let Ok(marker) = serde_json::from_slice::<CommitMarker>(marker) else {
+        tracing::error!(run = %run.run_id, "the commit marker cannot be read; the manifest is not checked against it");
         return Ok(());
     };
     let digest = |body: &[u8]| hex::encode(Sha256::digest(body));
-    let stored = store.get(&run.manifest()).await?;
-    if stored.as_deref().map(digest).as_ref() == Some(&marker.manifest_sha256) {
+    if digest(stored) == marker.manifest_sha256 {
         return Ok(());
     }
+    let mut candidate = candidate.clone();
     candidate.finished_at = marker.committed_at;
     let body = serde_json::to_vec_pretty(&candidate).expect("serializes");
     if digest(&body) == marker.manifest_sha256 {
@@ -830,9 +838,9 @@ pub async fn fail_run(
     run: &RunRef,
     reason: &str,
 ) -> Result<Option<Manifest>, StepError> {
-    if store.get(&run.commit_marker()).await?.is_some() {
+    if let Some(marker) = store.get(&run.commit_marker()).await? {
         tracing::error!(run = %run.run_id, reason, "a step after the commit failed; the run is committed: finishing it");
-        let finished = finish_after_marker(store, run).await;
+        let finished = finish_after_marker(store, run, &marker).await;
         // The lock goes whatever happened: the next start finds the last committed run by its
         // marker.
         release(store, run).await?;

@@ -6,7 +6,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use super::config::Connection;
@@ -15,8 +14,8 @@ use super::documents::{
 };
 use super::error::StepError;
 use super::objects::{
-    LinePacker, PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines, put_gzip_json,
-    put_gzip_json_if_absent, put_lines_written,
+    LinePacker, Once, PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines,
+    put_gzip_json, put_gzip_json_if_absent, put_json_once, put_lines_written,
 };
 use super::run::{ensure_holds_lock, read_run, run_allows_start};
 use super::split::join_parts;
@@ -155,22 +154,14 @@ async fn record_transform(
     record: TransformRecord,
 ) -> Result<TransformRecord, StepError> {
     let key = item.run.transform_record(&item.item);
-    let body = serde_json::to_vec(&record).expect("serializes");
-    if store.put_if_absent(&key, Bytes::from(body)).await? {
-        return Ok(record);
-    }
-    match get_json::<TransformRecord>(store, &key).await? {
-        Some(earlier) if earlier.given_up => Err(given_up(item)),
-        Some(earlier) if earlier.failed.is_some() => {
+    match put_json_once(store, &key, &record).await? {
+        Once::Written => Ok(record),
+        Once::Standing(earlier) if earlier.given_up => Err(given_up(item)),
+        Once::Standing(earlier) if earlier.failed.is_some() => {
             take_back(store, item).await?;
             Ok(earlier)
         }
-        Some(earlier) => Ok(earlier),
-        // A write of it in flight (S3 answers 409): the next attempt reads what it wrote.
-        None => Err(StepError::Store(crate::store::StoreError::Failed {
-            location: key,
-            problem: "another write of the item's transform record was in flight".into(),
-        })),
+        Once::Standing(earlier) => Ok(earlier),
     }
 }
 

@@ -126,21 +126,17 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     let mut staged = show.clone();
     staged["requestContext"]["stage"] = json!("prod");
     staged["rawPath"] = json!(format!("/prod/connections/demo-sast/runs/{}", run.run_id));
-    let shown_staged = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        staged.clone(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(shown_staged["body"], shown["body"]);
+    let answer = |request: Value| async {
+        call(
+            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+            request,
+        )
+        .await
+        .unwrap()
+    };
+    assert_eq!(answer(staged.clone()).await["body"], shown["body"]);
     staged["rawPath"] = json!(format!("/prodx/connections/demo-sast/runs/{}", run.run_id));
-    let elsewhere = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        staged,
-    )
-    .await
-    .unwrap();
-    assert_eq!(elsewhere["statusCode"], 404);
+    assert_eq!(answer(staged).await["statusCode"], 404);
     assert_eq!(body(&shown)["run"]["state"], "Processed");
     assert_eq!(body(&shown)["committed"], true);
     assert_eq!(body(&shown)["complete"], true);
