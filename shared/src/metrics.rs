@@ -17,7 +17,7 @@ pub struct Summary {
     pub run: Option<String>,
     pub item: Option<String>,
     /// `ok`, an item status (`complete`, `incomplete`, …), or the error type (`OutOfTime`,
-    /// `Retryable`, `Fatal`).
+    /// `Retryable`, `Fatal`, `Held`).
     pub outcome: String,
     pub items: u64,
     pub findings: u64,

@@ -218,9 +218,11 @@ async fn keep_items_small(
                 .unwrap_or(0);
             item.name = format!("{}… ({} bytes)", &item.name[..cut], item.name.len());
         }
-        let size = serde_json::to_vec(&item.record).map_or(0, |b| b.len());
-        if size > MAX_CARRIED_RECORD_BYTES {
-            put_json(store, &run.item_record(&item.item), &item.record).await?;
+        let record = serde_json::to_vec(&item.record).expect("a JSON value serializes");
+        if record.len() > MAX_CARRIED_RECORD_BYTES {
+            store
+                .put(&run.item_record(&item.item), Bytes::from(record))
+                .await?;
             item.record = Value::Null;
             item.record_stored = true;
         }
