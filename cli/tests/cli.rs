@@ -263,6 +263,55 @@ fn transform_replays_stored_raw_pages_with_another_map() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Replay reads the pages collect counted: a page past those `collect.json` lists (one a pull that
+/// started over left behind) is not replayed, and a page stored over the one counted is refused.
+#[test]
+fn a_replay_takes_only_the_pages_collect_counted() {
+    let (dir, item) = raw_folder_with_one_project("replay-counted");
+    let sample: &[u8] = include_bytes!("../../shared/tests/fixtures/results_real_sample.json");
+    let counted = cxone_etm::packing::pack_page(sample);
+    let checksum = cxone_etm::packing::page_checksum(&counted).unwrap();
+    std::fs::write(item.join("0.json.zst"), &counted).unwrap();
+    std::fs::write(item.join("1.json.zst"), &counted).unwrap();
+    std::fs::write(
+        item.join("collect.json"),
+        json!({"pages": 1, "pageChecksums": [checksum]}).to_string(),
+    )
+    .unwrap();
+    let replay = || {
+        Command::new(BIN)
+            .args(["transform", "--kind", "sast", "--raw"])
+            .arg(dir.join("raw"))
+            .arg("--out")
+            .arg(dir.join("out"))
+            .output()
+            .unwrap()
+    };
+    let output = replay();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["items"][0]["pages"], 1, "{summary}");
+    assert_eq!(summary["figures"]["findingsOut"], 1);
+
+    let mut other: Value = serde_json::from_slice(sample).unwrap();
+    other["totalCount"] = json!(2);
+    let other = cxone_etm::packing::pack_page(&serde_json::to_vec(&other).unwrap());
+    std::fs::write(item.join("0.json.zst"), other).unwrap();
+    let output = replay();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("0.json.zst: not the page collect counted (its checksum is ")
+            && stderr.contains(&format!("collect.json lists {checksum:08x})")),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn a_replayed_page_that_is_not_json_throughout_is_refused_by_name() {
     let (dir, item) = raw_folder_with_one_project("replay-not-json");

@@ -44,6 +44,23 @@ pub fn pack_page(bytes: &[u8]) -> Bytes {
     Bytes::from(packed)
 }
 
+/// The checksum a page packed by [`pack_page`] ends with: the low 32 bits of XXH64 over the
+/// page's bytes, which unpacking checks against them. A collect's outcome lists each page's, so
+/// the transform reconciles only pages the completeness proof was taken over (another attempt of
+/// the collect may store its own under the same keys). `None`: not one zstd frame that carries a
+/// checksum (a gzip page of an older run, say).
+pub fn page_checksum(packed: &[u8]) -> Option<u32> {
+    const MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
+    const CHECKSUM_FLAG: u8 = 1 << 2;
+    let one_frame = zstd::zstd_safe::find_frame_compressed_size(packed) == Ok(packed.len());
+    let descriptor = *packed.get(4)?;
+    if !one_frame || packed[..4] != MAGIC || descriptor & CHECKSUM_FLAG == 0 {
+        return None;
+    }
+    let trailer = packed.get(packed.len().checked_sub(4)?..)?;
+    Some(u32::from_le_bytes(trailer.try_into().ok()?))
+}
+
 /// The most a packed page may say it unpacks to and be unpacked into one buffer of that size; a
 /// larger claim (a damaged header, or a page larger than any collect writes) is unpacked as a
 /// stream, so a false size reserves no more than this.
@@ -150,6 +167,34 @@ mod tests {
         damaged[at] ^= 0x40;
         let error = unpack("0.json.zst", &damaged).unwrap_err();
         assert!(error.starts_with("not zstd"), "a damaged page: {error}");
+    }
+
+    #[test]
+    fn a_packed_page_names_the_checksum_of_its_bytes() {
+        let records: Vec<String> = (0..500)
+            .map(|i| format!(r#"{{"id":"{i}","similarityId":"{}"}}"#, i * 7919 % 1013))
+            .collect();
+        let page =
+            format!(r#"{{"results":[{}],"totalCount":500}}"#, records.join(",")).into_bytes();
+        let packed = pack_page(&page);
+        let checksum = page_checksum(&packed).expect("pack_page writes a checksum");
+        assert_eq!(page_checksum(&pack_page(&page)), Some(checksum), "stable");
+        let mut other = page.clone();
+        other[9] = b'b';
+        assert_ne!(page_checksum(&pack_page(&other)), Some(checksum));
+        // The same bytes packed otherwise carry the same checksum: it is the content's.
+        let mut level_19 = zstd::bulk::Compressor::new(19).unwrap();
+        level_19.include_checksum(true).unwrap();
+        let repacked = level_19.compress(&page).unwrap();
+        assert_ne!(repacked, packed.to_vec());
+        assert_eq!(page_checksum(&repacked), Some(checksum));
+        // No checksum to name: a frame without one, two frames, gzip, a cut-off frame, nothing.
+        let unchecked = zstd::bulk::compress(&page, 1).unwrap();
+        assert_eq!(page_checksum(&unchecked), None);
+        assert_eq!(page_checksum(&[&packed[..], &packed[..]].concat()), None);
+        assert_eq!(page_checksum(&gzip(&[&page])), None);
+        assert_eq!(page_checksum(&packed[..packed.len() - 1]), None);
+        assert_eq!(page_checksum(b""), None);
     }
 
     #[test]

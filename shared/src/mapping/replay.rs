@@ -60,9 +60,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
     }
 }
 
-/// Reads a raw file, unpacking `.zst` and `.gz` ones.
-fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
+/// Reads a raw file, unpacking `.zst` and `.gz` ones; a page whose outcome lists its checksum
+/// (`listed`) is refused unless it carries it.
+fn read_raw(path: &Path, listed: Option<u32>) -> Result<Vec<u8>, ReplayError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
+    if let Some(listed) = listed {
+        let found = crate::packing::page_checksum(&bytes);
+        if found != Some(listed) {
+            return Err(ReplayError::Layout {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "not the page collect counted (its checksum is {}, collect.json lists {listed:08x}): stored over since, or damaged",
+                    found.map_or_else(|| "missing".to_string(), |f| format!("{f:08x}"))
+                ),
+            });
+        }
+    }
     crate::packing::unpack(&path.to_string_lossy(), &bytes).map_err(|problem| {
         io(path)(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -74,8 +87,8 @@ fn read_raw(path: &Path) -> Result<Vec<u8>, ReplayError> {
 /// Reads a results page, refused unless it is JSON throughout: the transform's walk skips what it
 /// does not read with fewer checks, and a replayed file, unlike a collected page, has not been
 /// checked before.
-fn read_page(path: &Path) -> Result<Vec<u8>, ReplayError> {
-    let page = read_raw(path)?;
+fn read_page(path: &Path, listed: Option<u32>) -> Result<Vec<u8>, ReplayError> {
+    let page = read_raw(path, listed)?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&page).map_err(|e| ReplayError::Layout {
         path: path.to_path_buf(),
         problem: format!("not JSON (line {} column {})", e.line(), e.column()),
@@ -94,8 +107,8 @@ struct ItemFiles {
     collected: Option<PathBuf>,
 }
 
-/// What replay reads of `collect.json`: the pages of each scan pulled beside the main one, and the
-/// item's record.
+/// What replay reads of `collect.json`: the pages of each scan pulled beside the main one, the
+/// item's record, and the checksum of each page collect counted.
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Pulls {
@@ -103,6 +116,10 @@ struct Pulls {
     other_pulls: Vec<OtherPull>,
     #[serde(default)]
     record: serde_json::Value,
+    #[serde(default)]
+    page_checksums: Vec<u32>,
+    #[serde(default)]
+    original_checksums: Vec<u32>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +142,17 @@ impl Pulls {
             Some(pull) => pull.engines.contains(&engine),
             None => !self.other_pulls.iter().any(|p| p.engines.contains(&engine)),
         }
+    }
+
+    /// Whether page `number` is one collect counted: where the outcome lists checksums, a page
+    /// past them is one a pull that started over left behind.
+    fn counts(listed: &[u32], number: u32) -> bool {
+        listed.is_empty() || (number as usize) < listed.len()
+    }
+
+    /// The checksum the outcome lists for page `number` of `listed`, where it lists any.
+    fn listed(listed: &[u32], number: u32) -> Option<u32> {
+        listed.get(number as usize).copied()
     }
 }
 
@@ -186,16 +214,21 @@ pub fn replay_dir(
         let ItemFiles {
             record,
             mut pages,
-            original,
+            mut original,
             collected,
         } = item_files(&dir)?;
         let mut pulls = Pulls::default();
         if let Some(path) = &collected {
-            pulls = serde_json::from_slice(&read_raw(path)?).map_err(|e| ReplayError::Layout {
-                path: path.clone(),
-                problem: format!("not collect's outcome: {e}"),
+            pulls = serde_json::from_slice(&read_raw(path, None)?).map_err(|e| {
+                ReplayError::Layout {
+                    path: path.clone(),
+                    problem: format!("not collect's outcome: {e}"),
+                }
             })?;
-            pages.retain(|(number, _)| pulls.delivers(plan.kind, *number));
+            pages.retain(|(number, _)| {
+                Pulls::counts(&pulls.page_checksums, *number) && pulls.delivers(plan.kind, *number)
+            });
+            original.retain(|(number, _)| Pulls::counts(&pulls.original_checksums, *number));
         }
         // The record collect wrote first: an `item.json` beside it is a record the plan stored
         // (collect's is null then), or one of runs before collect wrote it.
@@ -203,7 +236,7 @@ pub fn replay_dir(
             _ if !pulls.record.is_null() => {
                 serde_json::to_vec(&pulls.record).expect("a JSON value serializes")
             }
-            Some(path) => read_raw(&path)?,
+            Some(path) => read_raw(&path, None)?,
             None if collected.is_none() => {
                 summary.unfinished.push(item);
                 continue;
@@ -224,18 +257,22 @@ pub fn replay_dir(
                 .map_err(transform_error)?;
         // Which ids repeat is known before the first finding is written, as in a pipeline run.
         let mut ids = super::IdTally::new(&[plan]);
-        for (_, path) in &pages {
-            ids.add_page(&read_page(path)?, &[plan.kind]);
+        let page = |number: u32, path: &Path| {
+            read_page(path, Pulls::listed(&pulls.page_checksums, number))
+        };
+        for (number, path) in &pages {
+            ids.add_page(&page(*number, path)?, &[plan.kind]);
         }
         if ids.needs_identities() {
-            for (_, path) in &pages {
-                ids.add_identities(&read_page(path)?, &[plan.kind]);
+            for (number, path) in &pages {
+                ids.add_identities(&page(*number, path)?, &[plan.kind]);
             }
         }
         transformer.expect_repeats(std::sync::Arc::new(ids.repeats().into()));
-        for (_, path) in &original {
+        for (number, path) in &original {
+            let listed = Pulls::listed(&pulls.original_checksums, *number);
             transformer
-                .add_original_severities(&read_raw(path)?)
+                .add_original_severities(&read_raw(path, listed)?)
                 .map_err(transform_error)?;
         }
         let target = out.join(&item);
@@ -243,7 +280,7 @@ pub fn replay_dir(
         let mut files = Vec::new();
         for (number, path) in &pages {
             let lines = transformer
-                .push_page(&read_page(path)?, *number)
+                .push_page(&page(*number, path)?, *number)
                 .map_err(|source| ReplayError::Transform {
                     item: item.clone(),
                     source,

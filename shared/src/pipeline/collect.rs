@@ -8,14 +8,14 @@ use super::documents::{
     CollectOutcome, CollectProgress, ItemStatus, ItemTraffic, ScanPull, WorkItem,
 };
 use super::error::StepError;
-use super::objects::{Once, get_json, get_page, put_json, put_json_once};
+use super::objects::{Once, get_json, get_packed_page, get_page, put_json, put_json_once};
 use super::split::PartFingerprints;
 use crate::cxone::{
     Completeness, Counters, CxOneClient, PageSource, ResultsPager, ScanRange, VendorError, counted,
 };
 use crate::layout::RunRef;
 use crate::mapping::IdTally;
-use crate::packing::pack_page;
+use crate::packing::{pack_page, page_checksum};
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 use bytes::Bytes;
@@ -136,6 +136,8 @@ pub async fn record_collect_failure(
         scan_id: item.scan_id.clone(),
         pages: 0,
         original_pages: 0,
+        page_checksums: Vec::new(),
+        original_checksums: Vec::new(),
         completeness: Completeness::default(),
         other_pulls: Vec::new(),
         repeated_ids: Vec::new(),
@@ -199,6 +201,8 @@ async fn collect_pages(
             scan_id: None,
             pages: 0,
             original_pages: 0,
+            page_checksums: Vec::new(),
+            original_checksums: Vec::new(),
             completeness: Completeness::default(),
             other_pulls: Vec::new(),
             repeated_ids: Vec::new(),
@@ -214,7 +218,7 @@ async fn collect_pages(
     }
     let main_engines = item.main_engines(connection.engines());
     // Only the records of the engines a scan delivers are this item's findings.
-    let (pages, completeness, mut problem, record_fingerprints) = match item.kind {
+    let (mut page_checksums, completeness, mut problem, record_fingerprints) = match item.kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
             let main = MainScan {
                 item,
@@ -226,12 +230,13 @@ async fn collect_pages(
         ConnectorKind::Dast => {
             let pager = client.dast_results(&scan_id);
             let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
-            let (pages, completeness) =
+            let (checksums, completeness) =
                 store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?;
             let problem = completeness.problem();
-            (pages, completeness, problem, None)
+            (checksums, completeness, problem, None)
         }
     };
+    let pages = page_checksums.len() as u32;
     // Of a split scan, only the last part pulls the rest of the item: the other parts' outcomes
     // are their page ranges alone.
     let whole_item = item.part.as_ref().is_none_or(|part| part.is_last());
@@ -258,13 +263,15 @@ async fn collect_pages(
             continue;
         }
         let pager = client.results(&other.scan_id);
-        let (n, completeness) = store_pages(
+        let (checksums, completeness) = store_pages(
             store,
             pager,
             |n| run.raw_page(key, first_page + n),
             &mut |page: &[u8]| ids.add_page(page, &other.engines),
         )
         .await?;
+        let n = checksums.len() as u32;
+        page_checksums.extend(checksums);
         next_page += n;
         problem = completeness.problem().map(|p| {
             format!(
@@ -283,7 +290,7 @@ async fn collect_pages(
             not_taken: None,
         });
     }
-    let mut original_pages = 0;
+    let mut original_checksums = Vec::new();
     let sast_scan = if main_engines.contains(&Engine::Sast) {
         Some(scan_id.clone())
     } else {
@@ -294,10 +301,10 @@ async fn collect_pages(
     };
     let original_severity = item.original_severity && whole_item;
     if let (true, None, Some(sast_scan)) = (original_severity, &problem, sast_scan) {
-        let original = client.original_severities(&sast_scan);
-        let (n, original) =
-            store_pages(store, original, |n| run.original_page(key, n), &mut |_| {}).await?;
-        original_pages = n;
+        let pager = client.original_severities(&sast_scan);
+        let (checksums, original) =
+            store_pages(store, pager, |n| run.original_page(key, n), &mut |_| {}).await?;
+        original_checksums = checksums;
         problem = original
             .problem()
             .map(|p| format!("severities before triage: {p}"));
@@ -332,7 +339,9 @@ async fn collect_pages(
         reason: problem,
         scan_id: Some(scan_id),
         pages,
-        original_pages,
+        original_pages: original_checksums.len() as u32,
+        page_checksums,
+        original_checksums,
         completeness,
         other_pulls,
         repeated_ids: repeats.told_apart,
@@ -483,21 +492,27 @@ impl MainScan<'_> {
         store: &impl ObjectStore,
         client: &CxOneClient,
         ids: &mut IdTally,
-    ) -> Result<(ResultsPager, u32), Resume> {
+    ) -> Result<(ResultsPager, Vec<u32>), Resume> {
         let progress = match get_json::<CollectProgress>(store, &self.progress_key()).await? {
             Some(progress) if progress.scan_id == self.scan_id => progress,
             Some(other) => {
                 let problem = format!("its progress is of scan {}", other.scan_id);
                 return Err(Resume::Unusable(problem));
             }
-            None => return Ok((self.new_pager(client), 0)),
+            None => return Ok((self.new_pager(client), Vec::new())),
         };
         let pages = progress.pages;
         let mut pager = client
             .resume_results(self.scan_id, self.range(), progress.pager)
             .map_err(Resume::Unusable)?;
+        let mut checksums = Vec::with_capacity(pages as usize);
         for number in 0..pages {
-            let page = get_page(store, &self.page_key(number)).await?;
+            let packed = get_packed_page(store, &self.page_key(number)).await?;
+            let checksum = packed.checksum().ok_or_else(|| {
+                Resume::Unusable(format!("stored page {number} carries no checksum"))
+            })?;
+            checksums.push(checksum);
+            let page = packed.unpack()?;
             ids.add_page(&page, self.engines);
             pager
                 .remember(Bytes::from(page))
@@ -509,7 +524,7 @@ impl MainScan<'_> {
             )));
         }
         tracing::info!(item = %self.item.item, pages, "collect goes on from its progress");
-        Ok((pager, pages))
+        Ok((pager, checksums))
     }
 
     /// Forgets what an earlier attempt got, for a pull from the first page. The old progress
@@ -552,17 +567,17 @@ async fn store_results_pages(
     main: &MainScan<'_>,
     deadline: Option<SystemTime>,
     ids: &mut IdTally,
-) -> Result<(u32, Completeness, Option<String>, Option<Vec<u64>>), CollectError> {
+) -> Result<(Vec<u32>, Completeness, Option<String>, Option<Vec<u64>>), CollectError> {
     let mut started_over = false;
     let (mut pager, mut stored) = match main.resume(store, client, ids).await {
         Ok(resumed) => resumed,
         Err(Resume::Unusable(problem)) => {
             started_over = true;
-            (main.start_over(client, ids, &problem), 0)
+            (main.start_over(client, ids, &problem), Vec::new())
         }
         Err(Resume::Store(error)) => return Err(CollectError::Progress(error)),
     };
-    let mut resumed = stored > 0;
+    let mut resumed = !stored.is_empty();
     let time_left = || deadline.map(|d| d.duration_since(SystemTime::now()).unwrap_or_default());
     loop {
         if time_left().is_some_and(|left| left < 2 * LEAST_TIME_FOR_A_PAGE) {
@@ -575,17 +590,15 @@ async fn store_results_pages(
         if resumed && !pager.completeness().totals_seen.is_empty() {
             let why = "the scan's total moved since the pages stored";
             pager = main.start_over(client, ids, why);
-            (stored, resumed, started_over) = (0, false, true);
+            (resumed, started_over) = (false, true);
+            stored.clear();
             continue;
         }
         ids.add_page(&page.body, main.engines);
-        store
-            .put(&main.page_key(page.number), pack_page(&page.body))
-            .await?;
-        stored += 1;
+        stored.push(store_page(store, &main.page_key(page.number), &page.body).await?);
         let progress = CollectProgress {
             scan_id: main.scan_id.to_string(),
-            pages: stored,
+            pages: stored.len() as u32,
             pager: pager.progress(),
         };
         // After the last page (most scans have one) the outcome follows at once: no progress.
@@ -597,7 +610,7 @@ async fn store_results_pages(
             .map_err(CollectError::Progress)?;
         if let Some(left) = time_left().filter(|left| *left < LEAST_TIME_FOR_A_PAGE) {
             return Err(CollectError::Paused {
-                pages: stored,
+                pages: stored.len() as u32,
                 left_secs: left.as_secs(),
                 started_over,
             });
@@ -610,20 +623,25 @@ async fn store_results_pages(
 }
 
 /// Writes every page of a pager, as it arrives, under the key `key_of` gives its number, after
-/// `read` has seen it.
+/// `read` has seen it; answers their checksums, in order.
 async fn store_pages(
     store: &impl ObjectStore,
     mut pager: impl PageSource,
     key_of: impl Fn(u32) -> String,
     read: &mut (dyn FnMut(&[u8]) + Send),
-) -> Result<(u32, Completeness), CollectError> {
-    let mut pages = 0;
+) -> Result<(Vec<u32>, Completeness), CollectError> {
+    let mut checksums = Vec::new();
     while let Some(page) = pager.next_page().await? {
         read(&page.body);
-        store
-            .put(&key_of(page.number), pack_page(&page.body))
-            .await?;
-        pages += 1;
+        checksums.push(store_page(store, &key_of(page.number), &page.body).await?);
     }
-    Ok((pages, pager.completeness().clone()))
+    Ok((checksums, pager.completeness().clone()))
+}
+
+/// Stores a page packed, and answers its checksum (see [`page_checksum`]).
+async fn store_page(store: &impl ObjectStore, key: &str, page: &[u8]) -> Result<u32, CollectError> {
+    let packed = pack_page(page);
+    let checksum = page_checksum(&packed).expect("pack_page ends every page with its checksum");
+    store.put(key, packed).await?;
+    Ok(checksum)
 }

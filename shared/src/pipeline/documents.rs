@@ -225,6 +225,16 @@ pub struct CollectOutcome {
     /// Pages of severities before triage (`original-<n>.json.zst`), when the item asked for them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub original_pages: u32,
+    /// The checksum of each results page collect stored (see [`crate::packing::page_checksum`]),
+    /// in page order (the main scan's, then each other pull's): the pages the completeness proof
+    /// holds. Another attempt of the collect, one Step Functions retried while it still ran,
+    /// stores its pages under the same keys; a page that is not the one counted here is not
+    /// reconciled. Empty in outcomes written before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub page_checksums: Vec<u32>,
+    /// As `page_checksums`, of the pages of severities before triage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub original_checksums: Vec<u32>,
     pub completeness: Completeness,
     /// The pulls of the item's other scans (engines whose latest scan is not the main one),
     /// their pages numbered after the main scan's.
@@ -270,6 +280,17 @@ pub struct ScanPull {
 }
 
 impl CollectOutcome {
+    /// The checksum the results page `number` (of the item, or of this part) must carry: `None`
+    /// where the outcome lists none (written before checksums were).
+    pub fn page_checksum(&self, number: u32) -> Option<Result<u32, String>> {
+        listed_checksum(&self.page_checksums, number, "pageChecksums")
+    }
+
+    /// As [`Self::page_checksum`], of the pages of severities before triage.
+    pub fn original_checksum(&self, number: u32) -> Option<Result<u32, String>> {
+        listed_checksum(&self.original_checksums, number, "originalChecksums")
+    }
+
     /// Records the vendor reported, over every scan pulled.
     pub fn records_expected(&self) -> u64 {
         self.completeness.expected
@@ -289,6 +310,18 @@ impl CollectOutcome {
                 .map(|p| p.completeness.unique)
                 .sum::<u64>()
     }
+}
+
+fn listed_checksum(listed: &[u32], number: u32, field: &str) -> Option<Result<u32, String>> {
+    if listed.is_empty() {
+        return None;
+    }
+    Some(listed.get(number as usize).copied().ok_or_else(|| {
+        format!(
+            "{field} lists {} pages, not page {number}: the outcome does not describe its pages",
+            listed.len()
+        )
+    }))
 }
 
 /// Time and vendor traffic of one item's collection.

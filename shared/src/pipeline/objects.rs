@@ -12,7 +12,7 @@ use super::documents::ObjectEntry;
 use super::error::StepError;
 use crate::layout::gzip_page_key;
 use crate::mapping::LineSink;
-use crate::packing::unpack_into;
+use crate::packing::{page_checksum, unpack_into};
 use crate::store::ObjectStore;
 
 pub(crate) async fn put_json(
@@ -284,6 +284,34 @@ impl PackedPage {
     pub(super) fn unpack_into(&self, out: &mut Vec<u8>) -> Result<(), StepError> {
         unpack_into(&self.key, &self.body, out)
             .map_err(|problem| StepError::bad_object(&self.key, problem))
+    }
+
+    /// The checksum the page ends with (see [`page_checksum`]).
+    pub(super) fn checksum(&self) -> Option<u32> {
+        page_checksum(&self.body)
+    }
+
+    /// Refuses a page that is not the one collect counted: one whose checksum is not `listed`,
+    /// what the item's outcome (at `outcome_key`) lists for it (`None`: it lists none).
+    pub(super) fn is_counted(
+        &self,
+        listed: Option<Result<u32, String>>,
+        outcome_key: &str,
+    ) -> Result<(), StepError> {
+        let Some(listed) = listed else {
+            return Ok(());
+        };
+        let listed = listed.map_err(|problem| StepError::bad_object(outcome_key, problem))?;
+        match self.checksum() {
+            Some(found) if found == listed => Ok(()),
+            found => Err(StepError::bad_object(
+                &self.key,
+                format!(
+                    "not the page collect counted (its checksum is {}, {outcome_key} lists {listed:08x}): stored over since (another attempt of the collect, retried while it still ran) or damaged; the item's findings are carried, and the next run pulls it again",
+                    found.map_or_else(|| "missing".to_string(), |f| format!("{f:08x}"))
+                ),
+            )),
+        }
     }
 }
 

@@ -188,6 +188,10 @@ fn gathered(item: &WorkItem, parts: &[CollectOutcome]) -> CollectOutcome {
         completeness.pages += c.pages;
     }
     let last = parts.last();
+    // Listed only where every part lists its pages' (an attempt of an older version lists none).
+    let listed = parts
+        .iter()
+        .all(|p| p.pages == 0 || !p.page_checksums.is_empty());
     CollectOutcome {
         item: item.item.clone(),
         status: ItemStatus::Failed,
@@ -195,6 +199,15 @@ fn gathered(item: &WorkItem, parts: &[CollectOutcome]) -> CollectOutcome {
         scan_id: item.scan_id.clone(),
         pages: parts.iter().map(|p| p.pages).sum(),
         original_pages: last.map_or(0, |p| p.original_pages),
+        // In page order: each part's main pages, then the last part's other pulls'.
+        page_checksums: parts
+            .iter()
+            .filter(|_| listed)
+            .flat_map(|p| p.page_checksums.iter().copied())
+            .collect(),
+        original_checksums: last
+            .map(|p| p.original_checksums.clone())
+            .unwrap_or_default(),
         completeness,
         other_pulls: last.map(|p| p.other_pulls.clone()).unwrap_or_default(),
         repeated_ids: Vec::new(),

@@ -165,6 +165,19 @@ async fn record_transform(
     }
 }
 
+/// The item's results page `number`, refused unless it is the page its collect counted.
+async fn counted_page(
+    store: &impl ObjectStore,
+    outcome: &CollectOutcome,
+    item: &WorkItem,
+    number: u32,
+) -> Result<PackedPage, StepError> {
+    let (run, key) = (&item.run, item.item.as_str());
+    let packed = get_packed_page(store, &run.raw_page(key, number)).await?;
+    packed.is_counted(outcome.page_checksum(number), &run.collect_outcome(key))?;
+    Ok(packed)
+}
+
 /// Refuses to write an item's next ledger once finalize has given up waiting for its transform.
 async fn ensure_not_given_up(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
     let key = item.run.transform_record(&item.item);
@@ -479,9 +492,9 @@ async fn transform_collected(
         let mut page = Vec::new();
         for number in 0..outcome.original_pages {
             let page_key = run.original_page(key, number);
-            get_packed_page(store, &page_key)
-                .await?
-                .unpack_into(&mut page)?;
+            let packed = get_packed_page(store, &page_key).await?;
+            packed.is_counted(outcome.original_checksum(number), &run.collect_outcome(key))?;
+            packed.unpack_into(&mut page)?;
             let sast = pulls
                 .iter_mut()
                 .flat_map(|p| p.transformers.iter_mut())
@@ -549,17 +562,16 @@ async fn transform_collected(
                     Some(read) => Page::Read(read?),
                     None => {
                         let mut page = std::mem::take(&mut unpacked);
-                        get_packed_page(store, &run.raw_page(key, number))
+                        counted_page(store, &outcome, item, number)
                             .await?
                             .unpack_into(&mut page)?;
                         Page::Raw(page)
                     }
                 };
                 let next = match numbers.peek() {
-                    Some(&next) if two_cores => Some((
-                        next,
-                        get_packed_page(store, &run.raw_page(key, next)).await?,
-                    )),
+                    Some(&next) if two_cores => {
+                        Some((next, counted_page(store, &outcome, item, next).await?))
+                    }
                     _ => None,
                 };
                 let etm_key = run.etm_page(key, number);

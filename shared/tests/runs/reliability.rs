@@ -823,3 +823,105 @@ async fn a_collect_outcome_stands_once_written_and_an_unreadable_one_is_replaced
     assert_eq!(stored, done[0]);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A page stored over the one collect counted (another attempt of the collect, one Step Functions
+/// retried while it still ran, storing what the vendor sent it after the outcome was recorded)
+/// is not reconciled: the transform refuses it by the checksum the outcome lists, the item fails
+/// with its findings carried, and nothing is closed. The same records packed otherwise pass.
+/// Before, the transform reconciled whatever stood under the page's key: a record missing from
+/// the later page was closed while the vendor still had it, and NEW again at the next run.
+#[tokio::test]
+async fn a_page_stored_over_the_one_collect_counted_is_not_reconciled() {
+    use cxone_etm::pipeline::{CollectOutcome, ItemStatus};
+    use cxone_etm::store::ObjectStore;
+    let emulator = emulator(TenantShape {
+        projects: 2,
+        scans_per_project: 1,
+        ..shape()
+    })
+    .await;
+    let (store, dir) = temp_store("reliability-page-over-counted");
+    let c = tuned(&emulator, "page-over", ConnectorKind::Sast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+
+    let (run_ref, vendor, items) = planned_run(&store, &c, &emulator, 1).await;
+    for item in &items {
+        cxone_etm::pipeline::collect(&store, &vendor, &c, item, None)
+            .await
+            .unwrap();
+    }
+    let (changed, repacked) = (&items[0], &items[1]);
+    let outcome: CollectOutcome = serde_json::from_slice(
+        &store
+            .get(&changed.collect_outcome_key())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(outcome.pages >= 2, "{} pages", outcome.pages);
+    assert_eq!(outcome.page_checksums.len() as u32, outcome.pages);
+    let stored_page = |item: &cxone_etm::pipeline::WorkItem, number: u32| {
+        let key = run_ref.raw_page(&item.item, number);
+        let store = store.clone();
+        async move {
+            let packed = store.get(&key).await.unwrap().unwrap();
+            let page = cxone_etm::packing::unpack(&key, &packed).unwrap();
+            (key, page)
+        }
+    };
+    // The later attempt's page lacks one SAST record the counted page holds.
+    let (key, page) = stored_page(changed, 1).await;
+    let mut page: Value = serde_json::from_slice(&page).unwrap();
+    let results = page["results"].as_array_mut().unwrap();
+    let sast = results.iter().rposition(|r| r["type"] == "sast").unwrap();
+    let dropped = results.remove(sast)["id"].clone();
+    let later = cxone_etm::packing::pack_page(&serde_json::to_vec(&page).unwrap());
+    store.put(&key, later).await.unwrap();
+    // The other item's first page stored again with the same records, packed otherwise.
+    let (key, page) = stored_page(repacked, 0).await;
+    let mut level_9 = zstd::bulk::Compressor::new(9).unwrap();
+    level_9.include_checksum(true).unwrap();
+    store
+        .put(&key, level_9.compress(&page).unwrap().into())
+        .await
+        .unwrap();
+
+    for item in &items {
+        cxone_etm::pipeline::transform(&store, &c, item)
+            .await
+            .unwrap();
+    }
+    let m2 = cxone_etm::pipeline::finalize(&store, &c, &run_ref)
+        .await
+        .unwrap();
+    let line = |of: &cxone_etm::pipeline::WorkItem| {
+        m2.items.iter().find(|i| i.item == of.item).unwrap().clone()
+    };
+    assert_eq!(
+        closed_findings(&m2),
+        0,
+        "nothing closed, {dropped} least of all"
+    );
+    let failed = line(changed);
+    assert_eq!(failed.status, ItemStatus::Failed);
+    let reason = failed.reason.unwrap();
+    assert!(
+        reason.starts_with("transform failed: ")
+            && reason.contains(&format!(
+                "{}/1.json.zst: not the page collect counted",
+                changed.item
+            )),
+        "{reason}"
+    );
+    assert!(failed.objects.is_empty(), "{:?}", failed.objects);
+    assert_eq!(line(repacked).status, ItemStatus::Complete);
+
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    let m3 = manifest(&store, &third.manifest).await;
+    nothing_new_or_reopened(&m3, "the run after");
+    assert_eq!(closed_findings(&m3), 0);
+    std::fs::remove_dir_all(dir).ok();
+}
