@@ -25,7 +25,7 @@ use super::run::{
     restore_committed_manifest,
 };
 use super::split::unjoined;
-use super::transform::discard_output;
+use super::transform::discard_batches;
 use crate::cxone::links::ScanLinks;
 use crate::layout::RunRef;
 use crate::mapping::{Closed, Figures, Ledger, OpenFindings, TransformContext, close_all};
@@ -117,10 +117,13 @@ async fn manifest_item(
         if may_still_run {
             // A transform that failed, or never finished, may have written batch files before
             // it stopped, or its next ledger before its record: none of them is this run's. Its
-            // record stays, for a finalize run again to give the same reason.
-            discard_output(store, run, &item.item).await?;
+            // record stays, for a finalize run again to give the same reason. The ledger is
+            // replaced by the carried one below, not deleted first: another attempt of this
+            // finalize may have committed already, and this one cut off between a delete and a
+            // put would leave the committed run without it.
+            discard_batches(store, run, &item.item).await?;
         }
-        let carried = carry_ledger(store, run, record, &item.item).await?;
+        let carried = carry_ledger(store, run, record, &item.item, may_still_run).await?;
         if let Some(problem) = &carried.unreadable {
             // A transform that failed on the same ledger said so already: this says it whole.
             let previous = record
@@ -330,9 +333,15 @@ pub async fn finalize(
         // Another attempt committed first, its manifest written before its marker: this one's,
         // written since, must not stand beside that hash.
         tracing::info!(run = %run.run_id, "already committed");
-        if let Some(marker) = store.get(&run.commit_marker()).await? {
-            restore_committed_manifest(store, run, &marker, &body, &manifest).await?;
-        }
+        let Some(marker) = store.get(&run.commit_marker()).await? else {
+            // Refused for another attempt's write in flight (S3 answers 409): whether it lands
+            // is not known yet, and the run is not committed until it does.
+            return Err(StepError::NotYetWritten {
+                key: run.commit_marker(),
+                why: "another attempt of finalize is writing it (the store refused this one's for a write in flight); the next attempt finds it, or writes its own".into(),
+            });
+        };
+        restore_committed_manifest(store, run, &marker, &body, &manifest).await?;
     }
     mark_committed(store, run, &manifest).await?;
     Ok(manifest)
@@ -382,20 +391,29 @@ struct Carried {
     unreadable: Option<String>,
 }
 
-/// Copies an asset's ledger from the previous committed run into this run unchanged. One that
-/// cannot be read goes forward as stored all the same: failing the run on it would fail every run
-/// after, each reconciling against the same committed run.
+/// Copies an asset's ledger from the previous committed run into this run unchanged, over any a
+/// transform left; with none to copy, deletes one a transform may have left
+/// (`may_have_a_ledger`). One that cannot be read goes forward as stored all the same: failing
+/// the run on it would fail every run after, each reconciling against the same committed run.
 async fn carry_ledger(
     store: &impl ObjectStore,
     run: &RunRef,
     record: &RunRecord,
     item: &str,
+    may_have_a_ledger: bool,
 ) -> Result<Carried, StepError> {
-    let Some(previous_run) = &record.previous_run else {
-        return Ok(Carried::default());
+    let previous = match &record.previous_run {
+        Some(previous_run) => {
+            let key = run.sibling(previous_run).ledger(item);
+            store.get(&key).await?.map(|body| (key, body))
+        }
+        None => None,
     };
-    let key = run.sibling(previous_run).ledger(item);
-    let Some(body) = store.get(&key).await? else {
+    let Some((key, body)) = previous else {
+        // With none to carry, a ledger a transform left is not the run's.
+        if may_have_a_ledger {
+            store.delete(&run.ledger(item)).await?;
+        }
         return Ok(Carried::default());
     };
     let counted = read_gzip_json::<OpenFindings>(&key, &body[..]);

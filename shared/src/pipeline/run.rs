@@ -690,11 +690,13 @@ async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<
         if store.put_if_absent(&key, body.clone()).await? {
             return Ok(true);
         }
-        let earlier: Option<Lock> = store
-            .get(&key)
-            .await?
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let Some(earlier) = store.get(&key).await? else {
+            // Refused for another runner's write in flight (S3 answers 409): that runner may
+            // win it, so this one does not go on to the next record.
+            return Ok(false);
+        };
         // A record that cannot be read names no writer that may still be at work.
+        let earlier: Option<Lock> = serde_json::from_slice(&earlier).ok();
         if earlier.is_some_and(|takeover| !takeover.acquired_before(TAKEOVER_GRACE)) {
             return Ok(false);
         }
@@ -1195,6 +1197,67 @@ mod tests {
                 .unwrap()
                 .is_some(),
             "the next takeover record was taken"
+        );
+    }
+
+    /// A store whose conditional write of `key` is refused as one in flight is (S3's 409): nothing
+    /// written, and nothing there to read yet.
+    struct InFlight {
+        inner: MemoryStore,
+        key: String,
+    }
+
+    impl ObjectStore for InFlight {
+        async fn put(&self, key: &str, body: Bytes) -> Result<(), crate::store::StoreError> {
+            self.inner.put(key, body).await
+        }
+        async fn put_if_absent(
+            &self,
+            key: &str,
+            body: Bytes,
+        ) -> Result<bool, crate::store::StoreError> {
+            if key == self.key {
+                return Ok(false);
+            }
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, crate::store::StoreError> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::store::StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    /// A takeover record refused for another runner's write in flight: that runner may win it, so
+    /// this one is refused rather than taking the next record (both would have held the lock:
+    /// two runs reconciling against the same committed run, and the state naming either).
+    #[tokio::test]
+    async fn a_takeover_record_another_runner_is_writing_refuses_this_one() {
+        let inner = MemoryStore::default();
+        let stale = begin_run(&inner, "c6", Trigger::Api, Duration::ZERO)
+            .await
+            .unwrap();
+        let store = InFlight {
+            inner,
+            key: lock_takeover_key("c6", &stale.run_id),
+        };
+        let refused = begin_run(&store, "c6", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StepError::LockTaken { detail, .. } if detail.contains(&stale.run_id)),
+            "{refused}"
+        );
+        let lock: Lock = get_json(&store, &lock_key("c6")).await.unwrap().unwrap();
+        assert_eq!(lock.run_id, stale.run_id, "the lock is not taken");
+        assert_eq!(
+            store.list(&format!("{}.", store.key)).await.unwrap(),
+            Vec::<String>::new(),
+            "no next takeover record"
         );
     }
 

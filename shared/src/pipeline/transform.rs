@@ -178,11 +178,20 @@ async fn counted_page(
     Ok(packed)
 }
 
-/// Refuses to write an item's next ledger once finalize has given up waiting for its transform.
-async fn ensure_not_given_up(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
+/// Refuses to write an item's next ledger once its record says the item commits nothing: finalize
+/// gave up waiting for its transform, or another attempt recorded it failed (finalize carries the
+/// previous ledger for it then, and writes no record of its own). Refused so, the attempt records
+/// the failure it found, takes back what it wrote and answers it.
+async fn ensure_commits(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
     let key = item.run.transform_record(&item.item);
     match get_json::<TransformRecord>(store, &key).await? {
         Some(earlier) if earlier.given_up => Err(given_up(item)),
+        Some(TransformRecord {
+            failed: Some(why), ..
+        }) => Err(StepError::bad_object(
+            &key,
+            format!("another attempt recorded the item failed ({why}): this one commits nothing"),
+        )),
         _ => Ok(()),
     }
 }
@@ -240,19 +249,8 @@ async fn item_record<'a>(
     })
 }
 
-/// Deletes what a transform of `item` wrote in `run` but its record: its batch objects and its
-/// next ledger.
-pub(super) async fn discard_output(
-    store: &impl ObjectStore,
-    run: &RunRef,
-    item: &str,
-) -> Result<(), StepError> {
-    discard_batches(store, run, item).await?;
-    Ok(store.delete(&run.ledger(item)).await?)
-}
-
 /// Deletes the batch objects a transform of `item` wrote in `run`, not its record.
-async fn discard_batches(
+pub(super) async fn discard_batches(
     store: &impl ObjectStore,
     run: &RunRef,
     item: &str,
@@ -676,16 +674,17 @@ async fn transform_collected(
             }
             // An attempt that outlived its run or finalize's wait for it (Step Functions retried
             // it while it still ran) must not replace the ledger finalize carried: the next run
-            // would take its closures as sent. Finalize carries a ledger only after its `givenUp`
-            // record, so the ledger is written only where none is; one there is an earlier
-            // attempt's, replaced, unless the item was given up meanwhile. (One written just
+            // would take its closures as sent. Finalize carries a ledger only after a record that
+            // commits nothing (its `givenUp`, or another attempt's failure), so the ledger is
+            // written only where none is; one there is an earlier attempt's, replaced, unless
+            // such a record was written meanwhile. (One written just
             // before finalize carries its own over it is taken back when it records:
             // `record_transform`; one cut off before it records leaves the carried ledger.)
             ensure_holds_lock(store, run).await?;
-            ensure_not_given_up(store, item).await?;
+            ensure_commits(store, item).await?;
             let ledger = run.ledger(key);
             if !put_gzip_json_if_absent(store, &ledger, &next).await? {
-                ensure_not_given_up(store, item).await?;
+                ensure_commits(store, item).await?;
                 put_gzip_json(store, &ledger, &next).await?;
             }
         }

@@ -2393,6 +2393,188 @@ async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger(
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A late transform whose ledger write comes after another attempt of it recorded the item failed
+/// (one Step Functions retried after the run's deadline for transforms, or refused a page) and
+/// finalize carried the previous ledger for it, writing no record of its own; the late attempt
+/// then dies as it records. The ledger finalize carried stands: the late attempt is refused by
+/// the failed record as by finalize's `givenUp`. Before, only `givenUp` refused it, so it wrote
+/// its ledger over the committed one, closures no manifest names: the next run took them as sent.
+#[tokio::test]
+async fn a_late_transform_after_another_attempt_recorded_the_item_failed_leaves_the_carried_ledger()
+{
+    let LateTransform {
+        store,
+        dir,
+        after,
+        c,
+        run2,
+        item,
+        previous_ledger,
+        ..
+    } = late_transform("late-after-failed").await;
+    let item = &item;
+    let (ledger_key, record_key) = (run2.ledger(&item.item), run2.transform_record(&item.item));
+    let failed = cxone_etm::pipeline::TransformRecord {
+        item: item.item.clone(),
+        failed: Some("not started: the run's items start only until …".into()),
+        ..Default::default()
+    };
+    let failed = bytes::Bytes::from(serde_json::to_vec(&failed).unwrap());
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let finalizing = store.clone();
+    let dying = Hooked {
+        inner: store,
+        hook: |key: &str, _| {
+            if key == ledger_key && !fired.load(std::sync::atomic::Ordering::SeqCst) {
+                elsewhere(|| finalizing.put(&record_key, failed.clone())).unwrap();
+            }
+            finalize_the_first_time(key == ledger_key, &fired, &finalizing, &c, &run2);
+            (key == record_key).then(|| {
+                Err(StoreError::Failed {
+                    location: key.to_string(),
+                    problem: "the process died".into(),
+                })
+            })
+        },
+    };
+    let late = cxone_etm::pipeline::transform(&dying, &c, item).await;
+    assert!(
+        fired.load(std::sync::atomic::Ordering::SeqCst),
+        "finalize ran in between"
+    );
+    assert!(late.is_err(), "{late:?}");
+    let store = dying.inner;
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
+        previous_ledger,
+        "the ledger finalize carried stands"
+    );
+    the_next_run_closes_what_the_newer_scan_fixed(&store, &c, &after, item).await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Two attempts of finalize at once (Step Functions retried one whose answer it lost): one
+/// commits while the other, past its check for the commit marker, carries the previous ledger of
+/// an item given up, and fails as it puts it. The committed run keeps the item's ledger: the
+/// carried one is put over what a transform left, never after a delete. Before, the attempt
+/// deleted the committed ledger first, and the next run sent every open finding NEW again and
+/// never closed those fixed since.
+#[tokio::test]
+async fn a_finalize_that_fails_carrying_a_ledger_after_another_committed_leaves_it() {
+    let LateTransform {
+        store,
+        dir,
+        after,
+        c,
+        run2,
+        item,
+        previous_ledger,
+        ..
+    } = late_transform("finalize-twice").await;
+    let item = &item;
+    let (ledger_key, record_key) = (run2.ledger(&item.item), run2.transform_record(&item.item));
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let finalizing = store.clone();
+    let failing = Hooked {
+        inner: store,
+        hook: |key: &str, conditional| {
+            let gives_up = key == record_key && conditional;
+            finalize_the_first_time(gives_up, &fired, &finalizing, &c, &run2);
+            (key == ledger_key && !conditional).then(|| {
+                Err(StoreError::Failed {
+                    location: key.to_string(),
+                    problem: "InternalError: We encountered an internal error (HTTP 500)".into(),
+                })
+            })
+        },
+    };
+    let second = cxone_etm::pipeline::finalize(&failing, &c, &run2).await;
+    assert!(
+        fired.load(std::sync::atomic::Ordering::SeqCst),
+        "the other attempt committed in between"
+    );
+    assert!(matches!(second, Err(StepError::Store(_))), "{second:?}");
+    let store = failing.inner;
+    assert!(store.get(&run2.commit_marker()).await.unwrap().is_some());
+    assert_eq!(
+        store.get(&ledger_key).await.unwrap(),
+        Some(previous_ledger),
+        "the committed run keeps the item's ledger"
+    );
+    the_next_run_closes_what_the_newer_scan_fixed(&store, &c, &after, item).await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A commit marker whose conditional write the store refuses for another write in flight (S3's
+/// 409; here the other write never lands, its attempt killed mid-request): finalize answers a
+/// retryable error, and the run is not recorded committed; the next attempt commits it. Before,
+/// a refused marker read as committed: the state named the run as the last committed one with no
+/// marker, and the next run reconciled against a run that never committed.
+#[tokio::test]
+async fn a_commit_marker_refused_for_a_write_in_flight_is_not_taken_as_committed() {
+    let LateTransform {
+        store,
+        dir,
+        c,
+        run2,
+        ..
+    } = late_transform("marker-in-flight").await;
+    let marker_key = run2.commit_marker();
+    let in_flight = Hooked {
+        inner: store.clone(),
+        hook: |key: &str, conditional| (key == marker_key && conditional).then_some(Ok(false)),
+    };
+    let refused = cxone_etm::pipeline::finalize(&in_flight, &c, &run2)
+        .await
+        .unwrap_err();
+    assert!(refused.is_retryable(), "{refused}");
+    assert!(refused.to_string().contains("_COMMITTED"), "{refused}");
+    assert!(store.get(&marker_key).await.unwrap().is_none());
+    let state = cxone_etm::pipeline::read_state(&store, &c.config.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        state.last_committed_run.as_deref(),
+        Some(run2.run_id.as_str()),
+        "not recorded committed"
+    );
+
+    cxone_etm::pipeline::finalize(&store, &c, &run2)
+        .await
+        .unwrap();
+    assert!(store.get(&marker_key).await.unwrap().is_some());
+    let state = cxone_etm::pipeline::read_state(&store, &c.config.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.last_committed_run.as_deref(),
+        Some(run2.run_id.as_str())
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The future `make` makes, run to its end on a thread and runtime of its own, as another process
+/// would.
+fn elsewhere<F: std::future::Future>(make: impl FnOnce() -> F + Send) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(make())
+            })
+            .join()
+            .unwrap()
+    })
+}
+
 /// Run 2 of connection `id` against a newer scan (some findings fixed, so a transform of run 2
 /// would close them), collected: its second item transformed in time, its first not, as when
 /// that item's transform attempt is still running late.
@@ -2454,19 +2636,7 @@ fn finalize_elsewhere(
     c: &cxone_etm::pipeline::Connection,
     run: &cxone_etm::pipeline::RunRef,
 ) {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(cxone_etm::pipeline::finalize(store, c, run))
-            })
-            .join()
-            .unwrap()
-    })
-    .expect("finalize commits");
+    elsewhere(|| cxone_etm::pipeline::finalize(store, c, run)).expect("finalize commits");
 }
 
 /// The run after a late transform of `item` was refused: complete, and closing what the newer
