@@ -107,6 +107,11 @@ for name in ("SastSecretArn", "DastSecretArn"):
     full = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cxone/sast-AbCdEf"
     check(re.fullmatch(pattern, full) and not re.fullmatch(pattern, full[:-7]),
           f"{name} must be a secret's full ARN, its six-character suffix included")
+# The tenant is a path segment of the realm's URL: a dot segment would resolve away.
+tenant = template["Parameters"]["Tenant"]["AllowedPattern"]
+check(all(re.fullmatch(tenant, t) for t in ("acme", "acme-corp.eu", "a_b", ".a"))
+      and not any(re.fullmatch(tenant, t) for t in ("", ".", "..", "a/b", "a b")),
+      f"the Tenant parameter's pattern takes a dot segment or a slash, or refuses a tenant name: {tenant}")
 # Scheduler invokes the trigger asynchronously: Lambda's own retries would repeat a refused or
 # failed tick minutes later as a run of its own.
 check(functions["TriggerFunction"]["Properties"].get("EventInvokeConfig", {}).get("MaximumRetryAttempts") == 0,

@@ -22,7 +22,7 @@ for _ in $(seq 1 100); do
 done
 
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" BUCKET=etm-data
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port" BUCKET=etm-data VENDOR_HOSTS=127.0.0.1
 # Seed moto: the bucket, the API key in Secrets Manager, the demo-sast connection of the sample
 # events (pointing at the emulator), and the run the step events name.
 "$venv/bin/python" - "$work/emulator.json" <<'PY'

@@ -33,6 +33,9 @@ pub struct FunctionEnv {
     /// Items collected at once by the state machine's Distributed Map (the trigger passes it in
     /// the execution's input: `MaxConcurrencyPath`, an integer as the States Language requires).
     pub max_concurrency: u32,
+    /// Hosts beyond the regions' a connection may name (`VENDOR_HOSTS`, comma-separated; the
+    /// stack's `VendorHosts`): see [`VendorHosts`].
+    pub vendor_hosts: VendorHosts,
 }
 
 /// The state machine's default when `MAX_CONCURRENCY` is not set.
@@ -59,7 +62,63 @@ impl FunctionEnv {
             prefix: get("BUCKET_PREFIX").unwrap_or_default(),
             state_machine_arn: get("STATE_MACHINE_ARN").filter(|a| !a.is_empty()),
             max_concurrency,
+            vendor_hosts: VendorHosts::listed(&get("VENDOR_HOSTS").unwrap_or_default()),
         })
+    }
+}
+
+/// The hosts beyond the Checkmarx One regions' that a connection's `custom_api_url` and
+/// `custom_iam_url` (or the IAM host derived from it) may name on AWS: a private or single-tenant
+/// deployment's, as whoever deployed the stack listed them. Whoever may write a config (the
+/// bucket, or a scheduled event for a new connection) must not be able to send the credential the
+/// functions can read to a host of their own: the API key's realm ties it to an IAM host, but
+/// nothing ties the API host, where every request carries the access token, to either.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VendorHosts(Vec<String>);
+
+impl VendorHosts {
+    /// From a comma-separated list (any case, blanks ignored).
+    pub fn listed(text: &str) -> Self {
+        Self(
+            text.split(',')
+                .map(|host| host.trim().to_ascii_lowercase())
+                .filter(|host| !host.is_empty())
+                .collect(),
+        )
+    }
+
+    /// What a connection names beyond the regions' hosts and this list.
+    fn refused(&self, connection: &Connection) -> Vec<FieldError> {
+        let endpoints = &connection.vendor.endpoints;
+        if endpoints.region.is_some() {
+            return Vec::new();
+        }
+        let custom_iam = (connection.config.vendor.custom_iam_url.as_deref())
+            .is_some_and(|url| !url.trim().is_empty());
+        let listed = match self.0.is_empty() {
+            true => "none: the stack's VendorHosts is empty".to_string(),
+            false => self.0.join(", "),
+        };
+        [
+            ("vendor.custom_api_url", "", &endpoints.api),
+            match custom_iam {
+                true => ("vendor.custom_iam_url", "", &endpoints.iam),
+                false => ("vendor.custom_api_url", "the IAM host derived from it, ", &endpoints.iam),
+            },
+        ]
+        .into_iter()
+        .filter_map(|(field, derived, url)| {
+            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            (!self.0.contains(&host)).then(|| {
+                FieldError::new(
+                    field,
+                    format!(
+                        "{derived}'{host}', is not a host this stack may send the credential to (allowed beyond the regions: {listed}); set `region` for a Checkmarx One region, or deploy the stack with VendorHosts naming the host"
+                    ),
+                )
+            })
+        })
+        .collect()
     }
 }
 
@@ -418,10 +477,18 @@ pub fn refused_on_aws(config: &ConnectionConfig) -> Vec<FieldError> {
 }
 
 /// `config` validated for the functions: what they refuse ([`refused_on_aws`]) before anything
-/// in it is read.
-fn validated_on_aws(config: ConnectionConfig) -> Result<Connection, Vec<FieldError>> {
-    match refused_on_aws(&config) {
-        refused if refused.is_empty() => config.validate(),
+/// in it is read, and a host `hosts` does not allow.
+fn validated_on_aws(
+    config: ConnectionConfig,
+    hosts: &VendorHosts,
+) -> Result<Connection, Vec<FieldError>> {
+    let refused = refused_on_aws(&config);
+    if !refused.is_empty() {
+        return Err(refused);
+    }
+    let connection = config.validate()?;
+    match hosts.refused(&connection) {
+        refused if refused.is_empty() => Ok(connection),
         refused => Err(refused),
     }
 }
@@ -434,6 +501,7 @@ pub struct Runtime<S> {
     secrets_manager: Arc<dyn SecretsManager>,
     state_machine: Option<Arc<dyn StateMachine>>,
     max_concurrency: u32,
+    vendor_hosts: VendorHosts,
     /// Per connection: what was loaded from its config's bytes last.
     connections: tokio::sync::Mutex<HashMap<String, Arc<LoadedConnection>>>,
 }
@@ -464,6 +532,7 @@ impl Runtime<S3Store> {
             state_machine,
         )
         .with_max_concurrency(env.max_concurrency)
+        .with_vendor_hosts(env.vendor_hosts.clone())
     }
 }
 
@@ -478,7 +547,16 @@ impl<S: BucketStore> Runtime<S> {
             secrets_manager,
             state_machine,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            vendor_hosts: VendorHosts::default(),
             connections: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The hosts beyond the regions' a connection may name (none by default).
+    pub fn with_vendor_hosts(self, vendor_hosts: VendorHosts) -> Self {
+        Self {
+            vendor_hosts,
+            ..self
         }
     }
 
@@ -509,9 +587,11 @@ impl<S: BucketStore> Runtime<S> {
             });
         }
         let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
-        let connection = validated_on_aws(config).map_err(|errors| StepError::BadConfig {
-            source_name: format!("connection '{id}'"),
-            errors,
+        let connection = validated_on_aws(config, &self.vendor_hosts).map_err(|errors| {
+            StepError::BadConfig {
+                source_name: format!("connection '{id}'"),
+                errors,
+            }
         })?;
         let stored = self
             .store
@@ -537,7 +617,7 @@ impl<S: BucketStore> Runtime<S> {
                 connection_id: id.to_string(),
                 key: key.clone(),
             })?;
-        Self::compiled(id, &key, text)
+        self.compiled(id, &key, text)
     }
 
     /// The config `run` began with ([`RunRef::config`]); for a run begun before runs kept
@@ -545,13 +625,14 @@ impl<S: BucketStore> Runtime<S> {
     async fn run_config(&self, run: &RunRef) -> Result<(bytes::Bytes, Connection), StepError> {
         checked_run(run)?;
         match self.store.get(&run.config()).await? {
-            Some(text) => Self::compiled(&run.connection_id, &run.config(), text),
+            Some(text) => self.compiled(&run.connection_id, &run.config(), text),
             None => self.stored(&run.connection_id).await,
         }
     }
 
     /// Connection `id` checked and compiled from the config bytes stored at `key`.
     fn compiled(
+        &self,
         id: &str,
         key: &str,
         text: bytes::Bytes,
@@ -564,7 +645,7 @@ impl<S: BucketStore> Runtime<S> {
         let document = std::str::from_utf8(&text)
             .map_err(|e| bad_config(vec![FieldError::document(format!("not UTF-8 ({e})"))]))?;
         let config = ConnectionConfig::parse(document).map_err(&bad_config)?;
-        let connection = validated_on_aws(config).map_err(bad_config)?;
+        let connection = validated_on_aws(config, &self.vendor_hosts).map_err(bad_config)?;
         if connection.config.id != id {
             return Err(bad_config(vec![FieldError::new(
                 "id",
@@ -1530,6 +1611,19 @@ mod tests {
             ("data", "", Some("arn:aws:states:x"))
         );
         assert_eq!(env.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(
+            env.vendor_hosts,
+            VendorHosts::default(),
+            "none unless listed"
+        );
+        let env = FunctionEnv::from_vars(vars(&[
+            ("BUCKET", "data"),
+            ("VENDOR_HOSTS", " CxOne.Example.com , ,iam.example.com"),
+        ]));
+        assert_eq!(
+            env.unwrap().vendor_hosts,
+            VendorHosts(vec!["cxone.example.com".into(), "iam.example.com".into()])
+        );
         let env = FunctionEnv::from_vars(vars(&[("BUCKET", "data"), ("MAX_CONCURRENCY", "25")]));
         assert_eq!(env.unwrap().max_concurrency, 25);
         for bad in ["0", "ten", "10001"] {

@@ -425,7 +425,9 @@ def wide(work):
 
 @pytest.fixture(scope="module")
 def account(work, emulator, wide):
-    account = Account(work, emulator.line["api_key"], wide.line["api_key"], Tenant=emulator.line["tenant"], MaxConcurrency="16")
+    # The emulator stands for a private deployment: its host is one the stack is deployed to allow.
+    account = Account(work, emulator.line["api_key"], wide.line["api_key"], Tenant=emulator.line["tenant"],
+                      MaxConcurrency="16", VendorHosts="127.0.0.1")
     yield account
     account.host.stop()
 

@@ -77,17 +77,17 @@ pub enum TriggerAnswer {
 impl Summarized for TriggerEvent {
     fn summarize(&self, summary: &mut Summary) {
         summary.scheduled_start = matches!(self, Self::Scheduled(_));
-        summary.connection = match self {
-            Self::Scheduled(scheduled) => scheduled.connection_id.clone(),
-            Self::Plan(plan) => plan.run.connection_id.clone(),
-            // /connections/{id}/…; an id the route refuses is not a metric's dimension (a caller
-            // could make a custom metric of each).
-            Self::Http(request) => route_path(request)
-                .split('/')
-                .nth(2)
-                .filter(|id| check_key_segment(id).is_ok())
-                .unwrap_or("(invalid)")
-                .to_string(),
+        let id = match self {
+            Self::Scheduled(scheduled) => scheduled.connection_id.as_str(),
+            Self::Plan(plan) => plan.run.connection_id.as_str(),
+            // /connections/{id}/…
+            Self::Http(request) => route_path(request).split('/').nth(2).unwrap_or_default(),
+        };
+        // An id the steps refuse is not a metric's dimension: whoever may invoke the function
+        // could make a custom metric of each.
+        summary.connection = match check_key_segment(id) {
+            Ok(()) => id.to_string(),
+            Err(_) => "(invalid)".to_string(),
         };
     }
 }
@@ -234,6 +234,27 @@ mod tests {
     use super::*;
     use cxone_etm::field_error::FieldError;
     use cxone_etm::secret::SecretRef;
+
+    /// The connection a summary line names is a metric's dimension: an id no step takes is not
+    /// one, whichever way the function was invoked.
+    #[test]
+    fn a_summary_names_only_a_connection_id_the_steps_take() {
+        let named = |event: Value| {
+            let event: TriggerEvent = serde_json::from_value(event).unwrap();
+            let mut summary = Summary::default();
+            event.summarize(&mut summary);
+            summary.connection
+        };
+        let long = "a".repeat(65);
+        for id in ["../x", "a b", long.as_str(), ""] {
+            assert_eq!(named(json!({"connectionId": id})), "(invalid)", "{id}");
+            let plan = json!({"plan": {"run": {"connectionId": id, "runId": "r"}}});
+            assert_eq!(named(plan), "(invalid)", "{id}");
+        }
+        assert_eq!(named(json!({"connectionId": "prod-sast"})), "prod-sast");
+        let plan = json!({"plan": {"run": {"connectionId": "prod-sast", "runId": "r"}}});
+        assert_eq!(named(plan), "prod-sast");
+    }
 
     #[test]
     fn only_what_the_request_got_wrong_is_a_bad_request() {

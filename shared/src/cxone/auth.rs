@@ -123,6 +123,16 @@ fn key_claims(key: &str) -> KeyClaims {
 /// How long before expiry a token is replaced: a fifth of its lifetime, at least two seconds (an
 /// issuer counts `exp` in whole seconds, so a token can die up to a second early, and a request
 /// takes a while to arrive) and at most a minute, never more than half the lifetime.
+/// The longest lifetime a token answer is taken at its word for (Checkmarx One's are 30
+/// minutes): a larger `expires_in` overflowed the moment it was added to, a panic, and a token
+/// that dies earlier is renewed on its first 401 anyway.
+const LONGEST_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A token's lifetime from its answer's `expires_in` (seconds; 5 minutes where it says none).
+fn token_lifetime(expires_in: Option<u64>) -> Duration {
+    Duration::from_secs(expires_in.unwrap_or(300).max(1)).min(LONGEST_TOKEN_LIFETIME)
+}
+
 fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 5)
         .max(Duration::from_secs(2))
@@ -307,10 +317,7 @@ impl TokenSource {
                         endpoint: "token",
                         detail: format!("token answer: {}", e.classify_text()),
                     })?;
-                return Ok((
-                    answer.access_token,
-                    Duration::from_secs(answer.expires_in.unwrap_or(300).max(1)),
-                ));
+                return Ok((answer.access_token, token_lifetime(answer.expires_in)));
             }
             if let Some(refusal) = self.refusal(exchange.status.as_u16(), &exchange.body) {
                 return Err(refusal.into());
@@ -333,7 +340,7 @@ impl TokenSource {
         } else {
             oauth.error_description.clone()
         };
-        let detail: String = detail.chars().take(200).collect();
+        let detail = super::transport::vendor_text(&detail);
         match (status, oauth.error.as_str(), &self.flow) {
             (404, "Realm does not exist", _) => Some(AuthError::UnknownTenant {
                 tenant: self.tenant.clone(),
@@ -385,6 +392,20 @@ impl ClassifyText for serde_json::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_lifetime_past_a_day_is_taken_as_a_day_and_none_as_five_minutes() {
+        // Added to the moment of the request, u64::MAX seconds overflowed: a panic.
+        let now = Instant::now();
+        for claimed in [u64::MAX, 10_000_000_000_000_000_000, 86_401] {
+            let lifetime = token_lifetime(Some(claimed));
+            assert_eq!(lifetime, LONGEST_TOKEN_LIFETIME, "{claimed}");
+            assert!(now + lifetime - refresh_margin(lifetime) > now);
+        }
+        assert_eq!(token_lifetime(Some(1800)), Duration::from_secs(1800));
+        assert_eq!(token_lifetime(Some(0)), Duration::from_secs(1));
+        assert_eq!(token_lifetime(None), Duration::from_secs(300));
+    }
 
     fn jwt(claims: &str) -> String {
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);

@@ -143,7 +143,9 @@ impl VendorSettings {
             policy,
         )?;
         let tenant = self.tenant.trim();
-        if tenant.is_empty()
+        // A tenant of dots alone would make a dot segment of the realm's path (`realms/..`),
+        // which a URL resolves away: the token request would go elsewhere on the IAM host.
+        if tenant.chars().all(|c| c == '.')
             || !tenant
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
@@ -151,7 +153,7 @@ impl VendorSettings {
             return Err(ConfigError::new(
                 "tenant",
                 format!("'{tenant}' is not a tenant name"),
-                "use the tenant name shown in Checkmarx One (letters, digits, '-', '_', '.'), e.g. acme-corp",
+                "use the tenant name shown in Checkmarx One (letters, digits, '-', '_', '.', not dots alone), e.g. acme-corp",
             ));
         }
         let ca_pem = match &self.ca_bundle {
@@ -338,6 +340,8 @@ mod tests {
         let cases = [
             (r#"{"region": "EU", "tenant": ""}"#, "`tenant`"),
             (r#"{"region": "EU", "tenant": "a/b"}"#, "`tenant`"),
+            (r#"{"region": "EU", "tenant": ".."}"#, "`tenant`"),
+            (r#"{"region": "EU", "tenant": " . "}"#, "`tenant`"),
             (r#"{"region": "Mars", "tenant": "acme"}"#, "`region`"),
             (r#"{"tenant": "acme"}"#, "`region`"),
             (

@@ -387,7 +387,8 @@ fn role_hint(endpoint: &'static str) -> &'static str {
     }
 }
 
-/// The `message` of a vendor error body, or the start of the body when it is not JSON.
+/// The `message` of a vendor error body, or the start of the body when it is not JSON, as
+/// [`vendor_text`].
 pub(crate) fn message_of(body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let message = parsed.as_ref().and_then(|v| {
@@ -395,11 +396,37 @@ pub(crate) fn message_of(body: &[u8]) -> String {
             .iter()
             .find_map(|k| v.get(k).and_then(|m| m.as_str()).map(str::to_string))
     });
-    message.unwrap_or_else(|| {
-        String::from_utf8_lossy(&body[..body.len().min(200)])
-            .trim()
-            .to_string()
-    })
+    let message = message.unwrap_or_else(|| {
+        String::from_utf8_lossy(&body[..body.len().min(4 * LONGEST_VENDOR_TEXT)]).into_owned()
+    });
+    vendor_text(&message)
+}
+
+/// The most characters of a vendor's text an error carries.
+const LONGEST_VENDOR_TEXT: usize = 200;
+
+/// Credentials a vendor's text may echo from the request (a proxy or gateway that quotes it): a
+/// JWT (an API key, an access token), a bearer value, a form or JSON field of a secret.
+static ECHOED_SECRET: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(
+        r#"(?i)eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*|bearer\s+[^\s"',;&]+|(client_secret|refresh_token|access_token|api_?key|password)("?\s*[=:]\s*"?)[^\s"',;&]+"#,
+    )
+    .expect("a valid pattern")
+});
+
+/// A vendor's text as an error carries it: what looks like a credential echoed from the request
+/// redacted, the rest trimmed and cut to [`LONGEST_VENDOR_TEXT`] characters. Errors reach run
+/// records, the API's answers and the logs.
+pub(crate) fn vendor_text(text: &str) -> String {
+    let redacted = ECHOED_SECRET.replace_all(text, |found: &regex::Captures| match found.get(1) {
+        Some(field) => format!("{}{}(redacted)", field.as_str(), &found[2]),
+        None => "(redacted)".to_string(),
+    });
+    let trimmed = redacted.trim();
+    match trimmed.char_indices().nth(LONGEST_VENDOR_TEXT) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_string(),
+    }
 }
 
 /// `Retry-After` as seconds or as an HTTP-date.
@@ -580,5 +607,46 @@ mod tests {
             "limit too big"
         );
         assert_eq!(message_of(b"<html>503</html>"), "<html>503</html>");
+    }
+
+    /// A gateway or proxy that quotes the request in its error: the credentials it echoes are
+    /// not carried, and no vendor text is longer than 200 characters.
+    #[test]
+    fn a_vendor_text_carries_no_echoed_credential_and_is_cut_short() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJhenAiOiJhc3QtYXBwIn0.c2lnbmF0dXJl";
+        for (body, kept) in [
+            (
+                format!(
+                    r#"{{"message":"bad form: grant_type=refresh_token&refresh_token={jwt}&client_id=ast-app"}}"#
+                ),
+                "bad form: grant_type=refresh_token&refresh_token=(redacted)&client_id=ast-app",
+            ),
+            (
+                r#"{"error":"denied","error_description":"client_secret=s3cr3t-VALUE is wrong"}"#
+                    .to_string(),
+                "client_secret=(redacted) is wrong",
+            ),
+            (
+                format!("<html>Authorization: Bearer {jwt} refused</html>"),
+                "<html>Authorization: (redacted) refused</html>",
+            ),
+            (
+                r#"{"message":"echo {\"password\": \"hunter2\", \"apiKey\": \"k-123\"}"}"#
+                    .to_string(),
+                r#"echo {"password": "(redacted)", "apiKey": "(redacted)"}"#,
+            ),
+        ] {
+            let text = message_of(body.as_bytes());
+            assert_eq!(text, kept, "{body}");
+            for secret in [jwt, "s3cr3t-VALUE", "hunter2", "k-123"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+        let long = format!(r#"{{"message":"{}"}}"#, "é".repeat(5000));
+        let text = message_of(long.as_bytes());
+        assert_eq!(text.chars().count(), 201, "200 and an ellipsis");
+        assert!(text.ends_with('…'));
+        let raw = "x".repeat(100_000);
+        assert_eq!(message_of(raw.as_bytes()).chars().count(), 201);
     }
 }

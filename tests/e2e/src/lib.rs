@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxone_emulator::{Emulator, EmulatorConfig};
-use cxone_etm::lambda::{RecordedStarts, Runtime};
+use cxone_etm::lambda::{RecordedStarts, Runtime, VendorHosts};
 use cxone_etm::pipeline::{ConnectionConfig, config_key};
 use cxone_etm::secret::MemorySecrets;
 use cxone_etm::store::{MemoryStore, ObjectStore};
@@ -104,6 +104,12 @@ pub fn secrets_manager_at(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::from_conf(config)
 }
 
+/// The host the emulator's API and IAM listen on (`http://<host>:<port>`).
+pub fn emulator_host(emulator: &cxone_emulator::Emulator) -> &str {
+    let authority = emulator.api_url.split("//").nth(1).unwrap_or_default();
+    authority.split([':', '/']).next().unwrap_or_default()
+}
+
 /// Vendor settings for an emulator on loopback, with short retry delays.
 pub fn vendor_settings(emulator: &cxone_emulator::Emulator) -> cxone_etm::cxone::VendorSettings {
     let mut s = cxone_etm::cxone::VendorSettings::for_custom(
@@ -160,7 +166,9 @@ pub async fn fixture() -> Fixture {
         )
         .await
         .unwrap();
-    let runtime = Runtime::new(store, secrets.clone(), Some(starts.clone()));
+    // The emulator stands for a private deployment the stack allows.
+    let runtime = Runtime::new(store, secrets.clone(), Some(starts.clone()))
+        .with_vendor_hosts(VendorHosts::listed(emulator_host(&emulator)));
     Fixture {
         emulator,
         runtime,

@@ -13,7 +13,8 @@ use cxone_etm::pipeline::{
 use cxone_etm::store::ObjectStore;
 
 use crate::call;
-use cxone_etm_e2e::{fixture, vendor_settings};
+use cxone_etm::lambda::VendorHosts;
+use cxone_etm_e2e::{emulator_host, fixture, vendor_settings};
 use serde_json::{Value, json};
 
 fn event(name: &str) -> Value {
@@ -1078,6 +1079,90 @@ async fn a_stored_config_cannot_send_the_functions_own_credentials_or_read_their
     }
 }
 
+/// A config that names a vendor host the stack was not deployed to allow (`VendorHosts`) is
+/// refused, naming the field and the parameter, before the secret is read or anything sent: from
+/// the bucket (the API's connection test), and inline in a scheduled event for a connection with
+/// no config, which is not stored. Before, whoever could write a config, or invoke the trigger,
+/// could point `custom_api_url` at a host of their own beside the real IAM host: the API key passes
+/// its realm check there, and every request carried the access token to their host.
+#[tokio::test]
+async fn a_config_naming_a_host_the_stack_does_not_allow_is_refused_before_anything_is_sent() {
+    let f = fixture().await;
+    let stored = f.runtime.store.get(&config_key("demo-sast")).await.unwrap();
+    let demo: Value = serde_json::from_slice(&stored.unwrap()).unwrap();
+    let foreign = "https://cxone.elsewhere.example";
+    for (field, vendor) in [
+        ("vendor.custom_api_url", json!({"custom_api_url": foreign})),
+        ("vendor.custom_iam_url", json!({"custom_iam_url": foreign})),
+        // With no IAM URL, the one derived from the API host receives the secret.
+        (
+            "vendor.custom_api_url",
+            json!({"custom_api_url": "https://ast.elsewhere.example", "custom_iam_url": null}),
+        ),
+    ] {
+        let mut config = demo.clone();
+        config["id"] = json!("elsewhere");
+        for (name, value) in vendor.as_object().unwrap() {
+            config["vendor"][name] = value.clone();
+        }
+        f.runtime
+            .store
+            .put(
+                &config_key("elsewhere"),
+                serde_json::to_vec(&config).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        f.emulator.reset_traffic();
+        let mut request = event("trigger-api-test-connection.json");
+        request["rawPath"] = json!("/connections/elsewhere/test");
+        let answer = call(
+            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+            request,
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer["statusCode"], 409, "{vendor}: {answer}");
+        let error = body(&answer)["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains(&format!("config field `{field}`"))
+                && error.contains("elsewhere.example")
+                && error.contains("VendorHosts"),
+            "{vendor}: {error}"
+        );
+        assert_eq!(
+            f.emulator.traffic().requests.values().sum::<u64>(),
+            0,
+            "nothing is sent"
+        );
+    }
+
+    // Inline in a scheduled event, for a connection with no config: refused, not stored.
+    let mut config = demo.clone();
+    config["id"] = json!("registered-elsewhere");
+    config["vendor"]["custom_api_url"] = json!(foreign);
+    let mut scheduled = event("trigger-schedule.json");
+    scheduled["connectionId"] = json!("registered-elsewhere");
+    scheduled["connection"] = config;
+    let refused = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        scheduled,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.error_message.contains("vendor.custom_api_url")
+            && refused.error_message.contains("VendorHosts"),
+        "{}",
+        refused.error_message
+    );
+    assert!(
+        !is_stored(&f, &config_key("registered-elsewhere")).await,
+        "the config is not stored"
+    );
+    assert!(f.starts.starts().is_empty());
+}
+
 /// A connection id from an API path or a schedule's event is checked before it becomes a key:
 /// hostile ones are refused (400) naming the rule, nothing is read or written under them, and a
 /// config stored under another connection's key is refused naming both ids.
@@ -1210,7 +1295,11 @@ async fn step_events_naming_hostile_runs_are_refused() {
 
 #[tokio::test]
 async fn the_test_route_answers_every_mistake_with_the_five_checks() {
-    let f = fixture().await;
+    let mut f = fixture().await;
+    // A host that does not resolve, as a deployer can list it beside the emulator's: its report is
+    // the lookup's failure (a host not listed is refused before any check: the test above).
+    let hosts = format!("{},no-such-host.invalid", emulator_host(&f.emulator));
+    f.runtime = f.runtime.with_vendor_hosts(VendorHosts::listed(&hosts));
     let test = |id: String| {
         let runtime = &f.runtime;
         async move {
