@@ -113,7 +113,7 @@ impl VendorHosts {
                 FieldError::new(
                     field,
                     format!(
-                        "{derived}'{host}', is not a host this stack may send the credential to (allowed beyond the regions: {listed}); set `region` for a Checkmarx One region, or deploy the stack with VendorHosts naming the host"
+                        "{derived}'{host}' is not a host this stack may send the credential to (allowed beyond the regions: {listed}); set `region` for a Checkmarx One region, or deploy the stack with VendorHosts naming the host"
                     ),
                 )
             })
