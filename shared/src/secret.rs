@@ -124,7 +124,13 @@ impl ClassifyMessage for serde_json::Error {
         match self.classify() {
             Category::Data => {
                 let text = self.to_string();
-                if text.starts_with("unknown field") || text.starts_with("missing field") {
+                let unknown = text
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next());
+                if unknown.is_some_and(|name| !looks_like_a_field_name(name)) {
+                    // A value pasted as a key (Secrets Manager's key/value editor): not echoed.
+                    "an unknown field whose name is not shown (it may be a secret pasted as a key); the fields are `api_key`, or `client_id` and `client_secret`".to_string()
+                } else if text.starts_with("unknown field") || text.starts_with("missing field") {
                     text.split(" at line")
                         .next()
                         .unwrap_or("wrong shape")
@@ -149,9 +155,35 @@ impl ClassifyMessage for serde_json::Error {
     }
 }
 
+/// Whether an unknown key of a secret is a name one may show: short, of letters, digits, `_` and
+/// `-`. A key that is not could be a credential pasted as a key.
+fn looks_like_a_field_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_key_that_may_be_a_pasted_secret_is_not_echoed() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXZhbHVl";
+        let error = Credential::from_json(&format!(r#"{{"{token}": ""}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains(token) && !error.contains("c2lnbmF0"),
+            "{error}"
+        );
+        assert!(error.contains("name is not shown"), "{error}");
+        let error = Credential::from_json(r#"{"apikey": "x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `apikey`"), "{error}");
+    }
 
     #[test]
     fn debug_never_shows_secret_values() {
