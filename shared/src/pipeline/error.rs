@@ -55,6 +55,20 @@ pub enum StepError {
         run_id: String,
         holder: String,
     },
+    /// Another run committed after this one was planned (an attempt of its finalize that ran on
+    /// after its lock was released, by a failed attempt's catch or a takeover): this run reconciled
+    /// against an older run, and committing it would send again what that run sent, and leave
+    /// open what that run made NEW and the vendor fixed since.
+    #[error(
+        "run {run_id} of connection {connection_id} reconciled against {}, but run {committed} committed since; nothing of this run is committed, and the next run reconciles against {committed}",
+        previous.as_deref().map_or("no earlier run".to_string(), |p| format!("run {p}"))
+    )]
+    Superseded {
+        connection_id: String,
+        run_id: String,
+        previous: Option<String>,
+        committed: String,
+    },
     /// A transform attempt that finished after finalize gave up waiting for it (the item is
     /// reported "transform did not finish", its ledger carried): it commits nothing.
     #[error(
@@ -168,6 +182,7 @@ impl StepError {
             | Self::AlreadyRunning { .. }
             | Self::LockTaken { .. }
             | Self::LostLock { .. }
+            | Self::Superseded { .. }
             | Self::GivenUp { .. }
             | Self::OutsideSchedule { .. }
             | Self::BadObject { .. }

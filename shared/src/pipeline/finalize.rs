@@ -21,8 +21,8 @@ use super::objects::{
 };
 use super::plan::{project_of_branch_asset, read_work_list};
 use super::run::{
-    RunRecord, ensure_holds_lock, fail_run, finish_committed, mark_committed, read_run,
-    restore_committed_manifest,
+    RunRecord, ensure_holds_lock, ensure_last_commit_unchanged, fail_run, finish_committed,
+    mark_committed, read_run, restore_committed_manifest,
 };
 use super::split::unjoined;
 use super::transform::discard_batches;
@@ -313,6 +313,14 @@ pub async fn finalize(
     // both reconcile against the same last committed run. (The state machine's timeout ends an
     // execution well before its lease does; this catches what still runs.)
     ensure_holds_lock(store, run).await?;
+    if let Err(superseded) =
+        ensure_last_commit_unchanged(store, run, record.previous_run.as_deref()).await
+    {
+        if matches!(superseded, StepError::Superseded { .. }) {
+            fail_run(store, run, &superseded.to_string()).await?;
+        }
+        return Err(superseded);
+    }
     let body = Bytes::from(serde_json::to_vec_pretty(&manifest).expect("serializes"));
     let sha = hex::encode(Sha256::digest(&body));
     store.put(&run.manifest(), body.clone()).await?;

@@ -292,6 +292,13 @@ async fn write_state(
     update_state(store, &run.connection_id, |doc| {
         if doc.last_run.as_ref().is_some_and(|last| *last != run.run_id) {
             tracing::warn!(run = %run.run_id, last_run = ?doc.last_run, "a later run began: the state stays its");
+            // A run that committed after a later one began (an attempt of its finalize ran on
+            // after its lock was released) is still the last committed run, for the runs after
+            // to reconcile against (run ids sort by their start).
+            let newer = doc.last_committed_run.as_ref().is_none_or(|c| *c < run.run_id);
+            if state == RunState::Processed && newer {
+                doc.last_committed_run = Some(run.run_id.clone());
+            }
             return;
         }
         doc.state = state;
@@ -702,6 +709,29 @@ async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<
         }
     }
     Ok(false)
+}
+
+/// Refuses to commit a run planned against `previous` when another run has committed since: see
+/// [`StepError::Superseded`].
+pub(crate) async fn ensure_last_commit_unchanged(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    previous: Option<&str>,
+) -> Result<(), StepError> {
+    let last = read_state(store, &run.connection_id)
+        .await?
+        .and_then(|state| state.last_committed_run);
+    match last {
+        Some(committed) if previous.is_none_or(|p| p < committed.as_str()) => {
+            Err(StepError::Superseded {
+                connection_id: run.connection_id.clone(),
+                run_id: run.run_id.clone(),
+                previous: previous.map(str::to_string),
+                committed,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a run that no longer holds its connection's lock: after its lease ran out, or its
