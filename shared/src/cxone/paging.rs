@@ -886,16 +886,40 @@ impl CxOneClient {
         Ok(answers.into_iter().flatten().collect())
     }
 
-    /// The last scan of each of one batch of projects (`last_scans`).
+    /// The last scan of each of one batch of projects (`last_scans`). A server that answers fewer
+    /// than it was asked (one capping its answer, as at the documented default of 20) would make
+    /// the projects it left out look scan-less, never pulled while the run reads complete: the
+    /// ids an answer leaves out are asked again, until an answer brings none of them (one more
+    /// call where some projects have no scan).
     async fn last_scans_of(
         &self,
         batch: &[String],
         query: &LastScanQuery,
     ) -> Result<HashMap<String, LastScan>, VendorError> {
+        let mut found = HashMap::new();
+        let mut asking = batch.to_vec();
+        while !asking.is_empty() {
+            let answer = self.last_scan_answer(&asking, query).await?;
+            let before = found.len();
+            found.extend(answer.into_iter().filter(|(id, _)| asking.contains(id)));
+            if found.len() == before {
+                break;
+            }
+            asking.retain(|id| !found.contains_key(id));
+        }
+        Ok(found)
+    }
+
+    /// One answer of `/api/projects/last-scan` for `ids`.
+    async fn last_scan_answer(
+        &self,
+        ids: &[String],
+        query: &LastScanQuery,
+    ) -> Result<HashMap<String, LastScan>, VendorError> {
         let mut params = vec![
-            ("limit", batch.len().to_string()),
+            ("limit", ids.len().to_string()),
             ("offset", "0".to_string()),
-            ("project-ids", batch.join(",")),
+            ("project-ids", ids.join(",")),
         ];
         if let Some(status) = &query.scan_status {
             params.push(("scan-status", status.clone()));
@@ -910,17 +934,11 @@ impl CxOneClient {
             params.push(("use-main-branch", "true".into()));
         }
         let url = self.api_url("/api/projects/last-scan", &params);
-        let map: HashMap<String, LastScan> = self
-            .get_checked("last-scan", &url, |body| {
-                serde_json::from_slice(&body).map_err(|e| {
-                    format!("last-scan answer is not a map of project id to scan: {e}")
-                })
-            })
-            .await?;
-        Ok(map
-            .into_iter()
-            .filter(|(id, _)| batch.contains(id))
-            .collect())
+        self.get_checked("last-scan", &url, |body| {
+            serde_json::from_slice(&body)
+                .map_err(|e| format!("last-scan answer is not a map of project id to scan: {e}"))
+        })
+        .await
     }
 
     /// One page of the names of the branches a project has scans on (`/api/projects/branches`,

@@ -178,6 +178,20 @@ pub async fn plan(
         let unplanned = branches_not_planned(store, &previous, &items, &selected).await?;
         problems.extend(a_branch_still_scanned(vendor, &engines, unplanned).await?);
     }
+    // Likewise for projects: a listing that reads complete can still have skipped one (a project
+    // deleted and another created while it was paged shifts the rest by one place, the count
+    // unchanged), and finalize would close it as deleted.
+    if let (true, false, true, true, Some(previous_run)) = (
+        kind.on_projects(),
+        each_branch,
+        connection.config.close_deleted_items,
+        problems.is_empty(),
+        &previous_run,
+    ) {
+        let listed: HashSet<String> = ids.iter().map(|id| item_key(id)).collect();
+        let unlisted = projects_not_listed(store, &run.sibling(previous_run), &listed).await?;
+        problems.extend(a_project_still_scanned(vendor, unlisted).await?);
+    }
     let planned = items.len() as u64;
     keep_items_small(store, run, &mut items).await?;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
@@ -713,18 +727,7 @@ async fn branches_not_planned(
     if unplanned.is_empty() {
         return Ok(Vec::new());
     }
-    // What the previous run closed is only skipped: a manifest that cannot be read asks about
-    // every unplanned branch.
-    let nothing_open: HashSet<String> =
-        readable(get_json::<DeletedItems>(store, &previous.manifest()).await)?
-            .map(|manifest| {
-                let deleted = manifest.deleted_items.into_iter();
-                deleted
-                    .filter(|d| d.left_open() == 0)
-                    .map(|d| d.item)
-                    .collect()
-            })
-            .unwrap_or_default();
+    let nothing_open = closed_as_deleted(store, previous).await?;
     let projects: HashSet<&str> = projects.iter().map(String::as_str).collect();
     // A key cut to its first 80 characters and a hash starts as its project's `<project>@` does
     // (cut there too): only those ledgers are read. A project whose own encoding is cut could be
@@ -763,7 +766,80 @@ async fn branches_not_planned(
     Ok(branches)
 }
 
-/// Of a previous run's manifest, what [`branches_not_planned`] reads: the items it reported
+/// The items a previous run reported deleted with nothing left open, not asked about again. A
+/// manifest that cannot be read names none: every unplanned item is asked about.
+async fn closed_as_deleted(
+    store: &impl ObjectStore,
+    previous: &RunRef,
+) -> Result<HashSet<String>, StepError> {
+    Ok(
+        readable(get_json::<DeletedItems>(store, &previous.manifest()).await)?
+            .map(|manifest| {
+                let deleted = manifest.deleted_items.into_iter();
+                deleted
+                    .filter(|d| d.left_open() == 0)
+                    .map(|d| d.item)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// The vendor ids of the projects whose ledger the `previous` run has and this run's listing did
+/// not send (`listed`: their item keys), but those it closed as deleted. A key that holds only its
+/// id's start and a hash names no project to ask about: finalize reports it deleted as before.
+async fn projects_not_listed(
+    store: &impl ObjectStore,
+    previous: &RunRef,
+    listed: &HashSet<String>,
+) -> Result<Vec<String>, StepError> {
+    let mut unlisted = Vec::new();
+    for key in store.list(&previous.ledger_prefix()).await? {
+        if let Some(item) = previous.ledger_item(&key).filter(|i| !listed.contains(*i)) {
+            unlisted.push(item.to_string());
+        }
+    }
+    if unlisted.is_empty() {
+        return Ok(unlisted);
+    }
+    let nothing_open = closed_as_deleted(store, previous).await?;
+    Ok(unlisted
+        .into_iter()
+        .filter(|item| !nothing_open.contains(item))
+        .filter_map(|item| vendor_id_of_key(&item))
+        .collect())
+}
+
+/// Asks for the last scan, of any status and engine, of each project the listing did not send
+/// ([`projects_not_listed`]). A scan found means the listing was short without a sign: the answer
+/// is a problem, so the run is partial and finalize closes nothing it did not plan. None found:
+/// those projects are gone (or hold no scan), as the listing said.
+async fn a_project_still_scanned(
+    vendor: &VendorAccess,
+    unlisted: Vec<String>,
+) -> Result<Option<String>, StepError> {
+    if unlisted.is_empty() {
+        return Ok(None);
+    }
+    let query = LastScanQuery {
+        scan_status: None,
+        ..LastScanQuery::completed(None)
+    };
+    let found = with_renewal(vendor, |c| {
+        let (ids, query) = (unlisted.clone(), query.clone());
+        async move { c.last_scans(&ids, &query).await }
+    })
+    .await?;
+    let mut still = unlisted.iter().filter(|id| found.contains_key(*id));
+    Ok(still.next().map(|project| {
+        format!(
+            "project {project} is not in the tenant's project list, yet asked for alone the tenant has a scan of it: the list may have skipped it (a project deleted and another created while it was paged); the {} projects the list did not send are carried, not closed",
+            unlisted.len()
+        )
+    }))
+}
+
+/// Of a previous run's manifest, what [`closed_as_deleted`] reads: the items it reported
 /// deleted (the rest of the manifest, one line per asset, is parsed past, not kept).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

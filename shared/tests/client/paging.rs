@@ -630,8 +630,8 @@ async fn last_scans_come_in_batches_with_the_limit_set() {
     let traffic = emulator.traffic();
     assert_eq!(
         traffic.requests_to(Endpoint::LastScan),
-        2,
-        "45 projects in batches of 25"
+        4,
+        "45 projects in batches of 25, each asked again for its projects the answer left out (those without a completed SAST scan)"
     );
     assert!(
         traffic.peak_in_flight >= 2,
@@ -647,6 +647,46 @@ async fn last_scans_come_in_batches_with_the_limit_set() {
         );
     }
     assert!(scans.len() < 45, "projects without SAST have no entry");
+}
+
+/// A server that answers at most 20 projects however many are asked (the documented default
+/// page): the ids its answer left out are asked again, so every project's last scan is found.
+/// Before, the 10 it left out of a batch of 30 read as projects without a scan: never pulled,
+/// and the run complete.
+#[tokio::test]
+async fn last_scans_a_capped_answer_left_out_are_asked_again() {
+    let emulator = emulator(TenantShape {
+        projects: 30,
+        scans_per_project: 1,
+        ..TenantShape::default()
+    })
+    .await;
+    let client = client(settings(&emulator), &api_key(&emulator));
+    let ids = emulator.expected().project_ids();
+    emulator.set_fault(
+        Endpoint::LastScan,
+        FaultSpec {
+            page_cap: Some(20),
+            ..FaultSpec::default()
+        },
+    );
+    emulator.reset_traffic();
+    let scans = client
+        .last_scans(
+            &ids,
+            &LastScanQuery {
+                scan_status: None,
+                ..LastScanQuery::completed(None)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(scans.len(), 30, "every project's last scan (each has one)");
+    assert_eq!(
+        emulator.traffic().requests_to(Endpoint::LastScan),
+        2,
+        "20, then the 10 left out"
+    );
 }
 
 #[tokio::test]

@@ -60,6 +60,10 @@ pub struct FaultSpec {
     /// each time with other bytes. `/api/results`, unfiltered, of a scan that ran more than one
     /// engine; and `/api/projects`, unfiltered, its first project renamed.
     pub first_moved_to_end: bool,
+    /// `/api/projects`, unfiltered: every page but the first is answered as if, once the first
+    /// was sent, the list's first project had been deleted and a new one created at its end: the
+    /// projects after it come one place earlier, so one is never sent, and the count stays.
+    pub first_replaced: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, branches, results (all
     /// engines, and SAST alone) and DAST environments.
@@ -172,6 +176,11 @@ impl FaultSpec {
                 "move-first-to-end" => {
                     spec.first_moved_to_end = value.parse().map_err(|_| {
                         format!("'move-first-to-end' expects true or false, got '{value}'")
+                    })?
+                }
+                "replace-first" => {
+                    spec.first_replaced = value.parse().map_err(|_| {
+                        format!("'replace-first' expects true or false, got '{value}'")
                     })?
                 }
                 "shrink-to" => spec.pages_shrink_to = Some(int()?),
@@ -395,6 +404,11 @@ impl FaultControl {
     pub fn first_moved_to_end(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
         let slot = self.slot(endpoint);
         slot.spec.first_moved_to_end && slot.spec.applies_to(path_and_query)
+    }
+
+    pub fn first_replaced(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        let slot = self.slot(endpoint);
+        slot.spec.first_replaced && slot.spec.applies_to(path_and_query)
     }
 
     /// How many records a page holds at most: `asked`, or fewer under a fault that caps every

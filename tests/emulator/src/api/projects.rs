@@ -170,6 +170,13 @@ pub async fn list(
         && state
             .faults
             .first_moved_to_end(Endpoint::Projects, &faults::request_target());
+    // The fault `replace-first`: after the first page, the list as if its first project had been
+    // deleted and a new one created at the end.
+    let replaced = offset > 0
+        && filter.is_empty()
+        && state
+            .faults
+            .first_replaced(Endpoint::Projects, &faults::request_target());
     let mut body = Vec::with_capacity(page.len() * 800 + 100);
     body.extend_from_slice(b"{\"projects\":");
     write_array(
@@ -178,9 +185,16 @@ pub async fn list(
         page.len(),
         page.into_iter().map(|p| {
             move |out: &mut Vec<u8>| {
-                let project = match (moved, (p as usize) + 1 < all) {
+                let project = match (moved || replaced, (p as usize) + 1 < all) {
                     (false, _) => tenant.project_json(p),
                     (true, true) => tenant.project_json(p + 1),
+                    (true, false) if replaced => {
+                        let mut created = tenant.project_json(0);
+                        let id = format!("{}-new", created["id"].as_str().unwrap_or(""));
+                        created["id"] = Value::from(id);
+                        created["name"] = Value::from("created while the list was paged");
+                        created
+                    }
                     (true, false) => {
                         let mut first = tenant.project_json(0);
                         let renamed = format!("{} (renamed)", first["name"].as_str().unwrap_or(""));
@@ -220,7 +234,7 @@ pub async fn one(
 
 /// `GET /api/projects/last-scan`: an object keyed by project id. `offset`/`limit` (default 20)
 /// page over the projects asked about, so a client that sends more ids than `limit` gets only
-/// the first `limit` back.
+/// the first `limit` back. The fault `page-cap` caps the window below the `limit` asked.
 pub async fn last_scan(
     State(state): State<Shared>,
     Extension(principal): Extension<Principal>,
@@ -248,6 +262,8 @@ pub async fn last_scan(
             .filter_map(|id| tenant.project_index(id))
             .collect()
     };
+    let limit = limit
+        .map(|asked| page_room(&state, Endpoint::LastScan, asked as u64, offset as u64) as usize);
     let mut answer = Map::new();
     for p in scope
         .into_iter()
