@@ -10,8 +10,8 @@ use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
 use cxone_etm::cxone::{ConnectionReport, VendorSettings, test_connection};
 use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::pipeline::{
-    Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunSummary, Trigger, config_key,
-    connection_status, read_state, record_registration, run_connection,
+    Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunState, RunSummary, Trigger,
+    config_key, connection_status, read_state, record_registration, run_connection,
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
@@ -451,7 +451,16 @@ pub async fn load_run(
     };
     let manifest = serde_json::from_slice(&read(run.manifest()).await?)
         .with_context(|| format!("reading {}", run.manifest()))?;
-    let record = serde_json::from_slice(&read(run.run_record()).await?)
+    let record: RunRecord = serde_json::from_slice(&read(run.run_record()).await?)
         .with_context(|| format!("reading {}", run.run_record()))?;
+    // A manifest without its marker is a finalize's that did not finish (or is under way):
+    // nothing of it counts, unless the run failed and says why.
+    if record.state != RunState::Failed && store.get(&run.commit_marker()).await?.is_none() {
+        anyhow::bail!(
+            "run {} of connection {connection} is not committed: {} is missing (its finalize did not finish, or is under way), so its manifest counts for nothing; report the last committed run, or wait for this one",
+            run.run_id,
+            run.commit_marker()
+        );
+    }
     Ok((manifest, record))
 }

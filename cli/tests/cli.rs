@@ -287,15 +287,23 @@ fn a_replay_takes_only_the_pages_collect_counted() {
             .output()
             .unwrap()
     };
-    let output = replay();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(summary["items"][0]["pages"], 1, "{summary}");
-    assert_eq!(summary["figures"]["findingsOut"], 1);
+    let replayed = || {
+        let output = replay();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(summary["items"][0]["pages"], 1, "{summary}");
+        assert_eq!(summary["figures"]["findingsOut"], 1);
+    };
+    replayed();
+    // The same page unpacked by hand carries the same content's checksum.
+    std::fs::remove_file(item.join("0.json.zst")).unwrap();
+    std::fs::write(item.join("0.json"), sample).unwrap();
+    replayed();
+    std::fs::remove_file(item.join("0.json")).unwrap();
 
     let mut other: Value = serde_json::from_slice(sample).unwrap();
     other["totalCount"] = json!(2);
@@ -554,6 +562,35 @@ fn report_renders_the_last_committed_run_and_names_what_is_missing() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
     }
+
+    // A manifest whose commit marker is missing (finalize died between the two) is no report.
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("connections/demo-sast/state.json")).unwrap(),
+    )
+    .unwrap();
+    let run = state["lastCommittedRun"].as_str().unwrap();
+    let marker = dir.join(format!("connections/demo-sast/runs/{run}/_COMMITTED"));
+    std::fs::remove_file(&marker).unwrap();
+    for args in [
+        vec!["report", "demo-sast"],
+        vec!["report", "demo-sast", run],
+    ] {
+        let output = Command::new(BIN)
+            .args(args)
+            .arg("--store")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "run {run} of connection demo-sast is not committed"
+            )),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]

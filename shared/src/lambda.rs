@@ -77,11 +77,22 @@ impl FunctionEnv {
 pub struct VendorHosts(Vec<String>);
 
 impl VendorHosts {
-    /// From a comma-separated list (any case, blanks ignored).
+    /// From a comma-separated list of hosts (any case; a port, a trailing dot and empty entries
+    /// ignored; an IPv6 address with or without its brackets).
     pub fn listed(text: &str) -> Self {
         Self(
             text.split(',')
-                .map(|host| host.trim().to_ascii_lowercase())
+                .map(|entry| {
+                    let entry = entry.trim();
+                    let host = match entry.matches(':').count() {
+                        _ if entry.starts_with('[') => {
+                            entry.split_once(']').map_or(entry, |(address, _)| address)
+                        }
+                        1 => entry.split_once(':').map_or(entry, |(host, _)| host),
+                        _ => entry,
+                    };
+                    normal_host(host)
+                })
                 .filter(|host| !host.is_empty())
                 .collect(),
         )
@@ -95,20 +106,24 @@ impl VendorHosts {
         }
         let custom_iam = (connection.config.vendor.custom_iam_url.as_deref())
             .is_some_and(|url| !url.trim().is_empty());
-        let listed = match self.0.is_empty() {
-            true => "none: the stack's VendorHosts is empty".to_string(),
-            false => self.0.join(", "),
+        let listed = if self.0.is_empty() {
+            "none: the stack's VendorHosts is empty".to_string()
+        } else {
+            self.0.join(", ")
         };
-        [
-            ("vendor.custom_api_url", "", &endpoints.api),
-            match custom_iam {
-                true => ("vendor.custom_iam_url", "", &endpoints.iam),
-                false => ("vendor.custom_api_url", "the IAM host derived from it, ", &endpoints.iam),
-            },
-        ]
+        let iam = if custom_iam {
+            ("vendor.custom_iam_url", "", &endpoints.iam)
+        } else {
+            (
+                "vendor.custom_api_url",
+                "the IAM host derived from it, ",
+                &endpoints.iam,
+            )
+        };
+        [("vendor.custom_api_url", "", &endpoints.api), iam]
         .into_iter()
         .filter_map(|(field, derived, url)| {
-            let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+            let host = normal_host(url.host_str().unwrap_or_default());
             (!self.0.contains(&host)).then(|| {
                 FieldError::new(
                     field,
@@ -474,6 +489,15 @@ pub fn refused_on_aws(config: &ConnectionConfig) -> Vec<FieldError> {
         ));
     }
     refused
+}
+
+/// A host as [`VendorHosts`] compares it: lower case, without a trailing dot, an IPv6 address
+/// without brackets.
+fn normal_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }
 
 /// `config` validated for the functions: what they refuse ([`refused_on_aws`]) before anything
@@ -1580,6 +1604,47 @@ mod tests {
             summary.error.as_deref(),
             Some("2 of the group's items could not be transformed; b: page 3: not a page object")
         );
+    }
+
+    #[test]
+    fn vendor_hosts_match_whatever_the_case_port_trailing_dot_or_brackets() {
+        use crate::cxone::VendorSettings;
+        let hosts = VendorHosts::listed(
+            " CX.Example.com:8443 , iam.example.com., [2001:db8::1]:443, 2001:db8::2 ,,",
+        );
+        let expected = [
+            "cx.example.com",
+            "iam.example.com",
+            "2001:db8::1",
+            "2001:db8::2",
+        ];
+        assert_eq!(hosts, VendorHosts(expected.map(String::from).to_vec()));
+        let connection = |vendor: VendorSettings| {
+            ConnectionConfig::new("c", crate::ConnectorKind::Sast, vendor, "secretsmanager:x")
+                .validate()
+                .unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        let custom = |api: &str, iam: Option<&str>| {
+            let mut vendor = VendorSettings::for_custom(api, iam.unwrap_or_default(), "acme");
+            vendor.custom_iam_url = iam.map(String::from);
+            connection(vendor)
+        };
+        let allowed = custom("https://cx.example.com.", Some("https://IAM.example.com"));
+        assert_eq!(hosts.refused(&allowed), vec![]);
+        // With no IAM URL, the derived IAM host (`ast.` → `iam.`) is checked too.
+        let derived = hosts.refused(&custom("https://ast.other.example", None));
+        let described: Vec<String> = derived.iter().map(|e| e.to_string()).collect();
+        assert_eq!(derived.len(), 2, "{described:?}");
+        assert!(described[0].contains("'ast.other.example' is not a host"));
+        assert!(described[1].contains("derived from it, 'iam.other.example'"));
+        assert!(
+            described
+                .iter()
+                .all(|d| d.contains("vendor.custom_api_url"))
+        );
+        // A region's hosts need no listing.
+        let region = connection(VendorSettings::for_region("EU", "acme"));
+        assert_eq!(VendorHosts::default().refused(&region), vec![]);
     }
 
     #[test]

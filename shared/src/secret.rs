@@ -124,9 +124,12 @@ impl ClassifyMessage for serde_json::Error {
         match self.classify() {
             Category::Data => {
                 let text = self.to_string();
-                let unknown = text
-                    .strip_prefix("unknown field `")
-                    .and_then(|rest| rest.split('`').next());
+                // serde names it between backticks, before the fields it expected.
+                let unknown = text.strip_prefix("unknown field `").map(|rest| {
+                    rest.split_once("`, expected")
+                        .or_else(|| rest.rsplit_once('`'))
+                        .map_or(rest, |(name, _)| name)
+                });
                 if unknown.is_some_and(|name| !looks_like_a_field_name(name)) {
                     // A value pasted as a key (Secrets Manager's key/value editor): not echoed.
                     "an unknown field whose name is not shown (it may be a secret pasted as a key); the fields are `api_key`, or `client_id` and `client_secret`".to_string()
@@ -155,13 +158,11 @@ impl ClassifyMessage for serde_json::Error {
     }
 }
 
-/// Whether an unknown key of a secret is a name one may show: short, of letters, digits, `_` and
-/// `-`. A key that is not could be a credential pasted as a key.
+/// Whether an unknown key of a secret is a name one may show: at most 20 letters and `_`, as the
+/// fields are (`api_key`, `client_id`). Anything else could be a credential pasted as a key (a
+/// Keycloak client secret is 32 letters and digits).
 fn looks_like_a_field_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    (1..=20).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
 }
 
 #[cfg(test)]
@@ -179,6 +180,14 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("name is not shown"), "{error}");
+        for pasted in ["Kq3ZpV8mT2xR7cW1nB5hJ9dF4sL6gY0a", "ab`SECRET-VALUE-9"] {
+            let json = serde_json::json!({ pasted: "" }).to_string();
+            let error = Credential::from_json(&json).unwrap_err().to_string();
+            assert!(
+                !error.contains("SECRET-VALUE") && !error.contains("Kq3Zp"),
+                "{error}"
+            );
+        }
         let error = Credential::from_json(r#"{"apikey": "x"}"#)
             .unwrap_err()
             .to_string();

@@ -120,9 +120,6 @@ fn key_claims(key: &str) -> KeyClaims {
     }
 }
 
-/// How long before expiry a token is replaced: a fifth of its lifetime, at least two seconds (an
-/// issuer counts `exp` in whole seconds, so a token can die up to a second early, and a request
-/// takes a while to arrive) and at most a minute, never more than half the lifetime.
 /// The longest lifetime a token answer is taken at its word for (Checkmarx One's are 30
 /// minutes): a larger `expires_in` overflowed the moment it was added to, a panic, and a token
 /// that dies earlier is renewed on its first 401 anyway.
@@ -133,6 +130,9 @@ fn token_lifetime(expires_in: Option<u64>) -> Duration {
     Duration::from_secs(expires_in.unwrap_or(300).max(1)).min(LONGEST_TOKEN_LIFETIME)
 }
 
+/// How long before expiry a token is replaced: a fifth of its lifetime, at least two seconds (an
+/// issuer counts `exp` in whole seconds, so a token can die up to a second early, and a request
+/// takes a while to arrive) and at most a minute, never more than half the lifetime.
 fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 5)
         .max(Duration::from_secs(2))

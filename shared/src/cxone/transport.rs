@@ -406,11 +406,14 @@ pub(crate) fn message_of(body: &[u8]) -> String {
 const LONGEST_VENDOR_TEXT: usize = 200;
 
 /// Credentials a vendor's text may echo from the request (a proxy or gateway that quotes it): a
-/// JWT (an API key, an access token), a bearer value, a form or JSON field of a secret.
+/// JWT (an API key, an access token), a bearer value, a secret's form field (`name=value`) or JSON
+/// field (`"name": "value"`, quoted either way, escaped or not). Prose that names one (`invalid
+/// bearer token`, `password: must be 12 characters`) is left as it is.
 static ECHOED_SECRET: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-    regex::Regex::new(
-        r#"(?i)eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*|bearer\s+[^\s"',;&]+|(client_secret|refresh_token|access_token|api_?key|password)("?\s*[=:]\s*"?)[^\s"',;&]+"#,
-    )
+    const NAMES: &str = "client_secret|refresh_token|access_token|api_?key|password";
+    regex::Regex::new(&format!(
+        r#"(?i)eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*|(?P<bearer>bearer\s+)[A-Za-z0-9._~+/-]{{16,}}=*|(?P<form>\b(?:{NAMES})=)[^&\s"']+|(?P<json>\\?["'](?:{NAMES})\\?["']\s*:\s*\\?["'])[^"'\\]*"#
+    ))
     .expect("a valid pattern")
 });
 
@@ -418,9 +421,12 @@ static ECHOED_SECRET: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::n
 /// redacted, the rest trimmed and cut to [`LONGEST_VENDOR_TEXT`] characters. Errors reach run
 /// records, the API's answers and the logs.
 pub(crate) fn vendor_text(text: &str) -> String {
-    let redacted = ECHOED_SECRET.replace_all(text, |found: &regex::Captures| match found.get(1) {
-        Some(field) => format!("{}{}(redacted)", field.as_str(), &found[2]),
-        None => "(redacted)".to_string(),
+    let redacted = ECHOED_SECRET.replace_all(text, |found: &regex::Captures| {
+        let kept = ["bearer", "form", "json"]
+            .iter()
+            .find_map(|name| found.name(name))
+            .map_or("", |kept| kept.as_str());
+        format!("{kept}(redacted)")
     });
     let trimmed = redacted.trim();
     match trimmed.char_indices().nth(LONGEST_VENDOR_TEXT) {
@@ -619,28 +625,48 @@ mod tests {
                 format!(
                     r#"{{"message":"bad form: grant_type=refresh_token&refresh_token={jwt}&client_id=ast-app"}}"#
                 ),
-                "bad form: grant_type=refresh_token&refresh_token=(redacted)&client_id=ast-app",
+                "bad form: grant_type=refresh_token&refresh_token=(redacted)&client_id=ast-app"
+                    .to_string(),
             ),
             (
                 r#"{"error":"denied","error_description":"client_secret=s3cr3t-VALUE is wrong"}"#
                     .to_string(),
-                "client_secret=(redacted) is wrong",
+                "client_secret=(redacted) is wrong".to_string(),
             ),
             (
                 format!("<html>Authorization: Bearer {jwt} refused</html>"),
-                "<html>Authorization: (redacted) refused</html>",
+                "<html>Authorization: Bearer (redacted) refused</html>".to_string(),
             ),
             (
-                r#"{"message":"echo {\"password\": \"hunter2\", \"apiKey\": \"k-123\"}"}"#
+                r#"{"message":"echo {\"password\": \"hunter2, too\", \"apiKey\": \"k-123\"}"}"#
                     .to_string(),
-                r#"echo {"password": "(redacted)", "apiKey": "(redacted)"}"#,
+                r#"echo {"password": "(redacted)", "apiKey": "(redacted)"}"#.to_string(),
+            ),
+            (
+                r#"{"message":"echo {'client_secret': 's3cr3t VALUE'}"}"#.to_string(),
+                "echo {'client_secret': '(redacted)'}".to_string(),
+            ),
+            // A body with no message, quoting JSON escaped.
+            (
+                r#"<p>{\"client_secret\":\"s3cr3t-VALUE\"}</p>"#.to_string(),
+                r#"<p>{\"client_secret\":\"(redacted)\"}</p>"#.to_string(),
             ),
         ] {
             let text = message_of(body.as_bytes());
             assert_eq!(text, kept, "{body}");
-            for secret in [jwt, "s3cr3t-VALUE", "hunter2", "k-123"] {
+            for secret in [jwt, "s3cr3t", "hunter2", "too", "k-123"] {
                 assert!(!text.contains(secret), "{text}");
             }
+        }
+        // Prose that names a credential is not a credential.
+        for prose in [
+            "Invalid bearer token",
+            "password: must be 12 characters",
+            "access_token: expired",
+            "the apiKey field is required by the password policy",
+        ] {
+            let body = serde_json::json!({ "message": prose }).to_string();
+            assert_eq!(message_of(body.as_bytes()), prose);
         }
         let long = format!(r#"{{"message":"{}"}}"#, "é".repeat(5000));
         let text = message_of(long.as_bytes());

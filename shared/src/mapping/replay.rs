@@ -61,11 +61,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
 }
 
 /// Reads a raw file, unpacking `.zst` and `.gz` ones; a page whose outcome lists its checksum
-/// (`listed`) is refused unless it carries it.
+/// (`listed`) is refused unless its content carries it (a page unpacked by hand, or gzip'd, is
+/// packed again for it: the checksum is the content's).
 fn read_raw(path: &Path, listed: Option<u32>) -> Result<Vec<u8>, ReplayError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
+    let unpacked = crate::packing::unpack(&path.to_string_lossy(), &bytes).map_err(|problem| {
+        io(path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            problem,
+        ))
+    })?;
     if let Some(listed) = listed {
-        let found = crate::packing::page_checksum(&bytes);
+        let found = crate::packing::page_checksum(&bytes)
+            .or_else(|| crate::packing::page_checksum(&crate::packing::pack_page(&unpacked)));
         if found != Some(listed) {
             return Err(ReplayError::Layout {
                 path: path.to_path_buf(),
@@ -76,12 +84,7 @@ fn read_raw(path: &Path, listed: Option<u32>) -> Result<Vec<u8>, ReplayError> {
             });
         }
     }
-    crate::packing::unpack(&path.to_string_lossy(), &bytes).map_err(|problem| {
-        io(path)(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            problem,
-        ))
-    })
+    Ok(unpacked)
 }
 
 /// Reads a results page, refused unless it is JSON throughout: the transform's walk skips what it
@@ -107,11 +110,17 @@ struct ItemFiles {
     collected: Option<PathBuf>,
 }
 
-/// What replay reads of `collect.json`: the pages of each scan pulled beside the main one, the
-/// item's record, and the checksum of each page collect counted.
+/// What replay reads of `collect.json`: the pages collect counted (the main scan's, each other
+/// scan's after them, and those of severities before triage), the item's record, and the checksum
+/// of each page.
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Pulls {
+    /// The main scan's pages; none in an outcome written by hand, whose every page counts.
+    #[serde(default)]
+    pages: Option<u32>,
+    #[serde(default)]
+    original_pages: u32,
     #[serde(default)]
     other_pulls: Vec<OtherPull>,
     #[serde(default)]
@@ -144,10 +153,22 @@ impl Pulls {
         }
     }
 
-    /// Whether page `number` is one collect counted: where the outcome lists checksums, a page
-    /// past them is one a pull that started over left behind.
-    fn counts(listed: &[u32], number: u32) -> bool {
-        listed.is_empty() || (number as usize) < listed.len()
+    /// Whether results page `number` is one collect counted: a page past them is one a pull
+    /// that started over left behind.
+    fn counts(&self, number: u32) -> bool {
+        let Some(pages) = self.pages else {
+            return true;
+        };
+        number < pages
+            || self
+                .other_pulls
+                .iter()
+                .any(|p| (p.first_page..p.first_page + p.pages).contains(&number))
+    }
+
+    /// As [`Self::counts`], of the pages of severities before triage.
+    fn counts_original(&self, number: u32) -> bool {
+        self.pages.is_none() || number < self.original_pages
     }
 
     /// The checksum the outcome lists for page `number` of `listed`, where it lists any.
@@ -225,10 +246,8 @@ pub fn replay_dir(
                     problem: format!("not collect's outcome: {e}"),
                 }
             })?;
-            pages.retain(|(number, _)| {
-                Pulls::counts(&pulls.page_checksums, *number) && pulls.delivers(plan.kind, *number)
-            });
-            original.retain(|(number, _)| Pulls::counts(&pulls.original_checksums, *number));
+            pages.retain(|(number, _)| pulls.counts(*number) && pulls.delivers(plan.kind, *number));
+            original.retain(|(number, _)| pulls.counts_original(*number));
         }
         // The record collect wrote first: an `item.json` beside it is a record the plan stored
         // (collect's is null then), or one of runs before collect wrote it.

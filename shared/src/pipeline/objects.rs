@@ -293,7 +293,7 @@ impl PackedPage {
 
     /// Refuses a page that is not the one collect counted: one whose checksum is not `listed`,
     /// what the item's outcome (at `outcome_key`) lists for it (`None`: it lists none).
-    pub(super) fn is_counted(
+    pub(super) fn ensure_counted(
         &self,
         listed: Option<Result<u32, String>>,
         outcome_key: &str,

@@ -188,10 +188,12 @@ fn gathered(item: &WorkItem, parts: &[CollectOutcome]) -> CollectOutcome {
         completeness.pages += c.pages;
     }
     let last = parts.last();
-    // Listed only where every part lists its pages' (an attempt of an older version lists none).
-    let listed = parts
-        .iter()
-        .all(|p| p.pages == 0 || !p.page_checksums.is_empty());
+    // Listed only where every part lists each of its pages' (an attempt of an older version
+    // lists none): its main pages', then, the last, its other pulls'.
+    let listed = parts.iter().all(|p| {
+        let others: u32 = p.other_pulls.iter().map(|o| o.pages).sum();
+        p.page_checksums.len() as u64 == u64::from(p.pages) + u64::from(others)
+    });
     CollectOutcome {
         item: item.item.clone(),
         status: ItemStatus::Failed,

@@ -174,7 +174,7 @@ async fn counted_page(
 ) -> Result<PackedPage, StepError> {
     let (run, key) = (&item.run, item.item.as_str());
     let packed = get_packed_page(store, &run.raw_page(key, number)).await?;
-    packed.is_counted(outcome.page_checksum(number), &run.collect_outcome(key))?;
+    packed.ensure_counted(outcome.page_checksum(number), &run.collect_outcome(key))?;
     Ok(packed)
 }
 
@@ -491,7 +491,7 @@ async fn transform_collected(
         for number in 0..outcome.original_pages {
             let page_key = run.original_page(key, number);
             let packed = get_packed_page(store, &page_key).await?;
-            packed.is_counted(outcome.original_checksum(number), &run.collect_outcome(key))?;
+            packed.ensure_counted(outcome.original_checksum(number), &run.collect_outcome(key))?;
             packed.unpack_into(&mut page)?;
             let sast = pulls
                 .iter_mut()

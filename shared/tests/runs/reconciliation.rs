@@ -679,6 +679,66 @@ async fn a_project_list_that_moves_while_it_is_paged_deletes_nothing() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A project list paged while a project is deleted and another created: every page after the
+/// first is served as if project 0 had gone and a new project come at the end, so project 2 is
+/// never sent, yet the count is right and no project comes twice: the list reads complete. The
+/// plan asks for each project of the last committed run the list did not send, alone: project 2
+/// still has a scan, so the run is partial, nothing is reported deleted or closed, and its
+/// findings are carried; the run after finds nothing NEW or REOPENED. Before, project 2 was
+/// reported deleted and its open findings closed under `close_deleted_items`.
+#[tokio::test]
+async fn a_project_list_that_skips_one_while_it_is_paged_deletes_nothing() {
+    let (store, dir) = temp_store("list-skipped");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut c = connection(&emulator, "list-skipped", ConnectorKind::Sast);
+    c.config.close_deleted_items = true;
+    c.vendor.projects_page_size = 2;
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+    let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            first_replaced: true,
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    let m2 = manifest(&store, &second.manifest).await;
+    let skipped = &emulator.expected().projects[2].id;
+    let items: BTreeSet<&str> = m2.items.iter().map(|i| i.vendor_id.as_str()).collect();
+    assert!(!items.contains(skipped.as_str()), "{items:?}");
+    assert!(
+        items.iter().any(|id| id.ends_with("-new")),
+        "the project created at the end is listed: {items:?}"
+    );
+    assert!(
+        !second.complete,
+        "a list that skipped a project makes the run partial"
+    );
+    assert!(
+        m2.problems.iter().any(|p| p.contains(&format!(
+            "project {skipped} is not in the tenant's project list, yet asked for alone the tenant has a scan of it"
+        ))),
+        "{:?}",
+        m2.problems
+    );
+    assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
+    assert_eq!(closed_findings(&m2), 0, "nothing is closed");
+    let open_now = m2.totals.findings_out - m2.totals.fixed;
+    assert!(m2.carried_forward > 0, "the project never sent is carried");
+    assert_eq!(open_now + m2.carried_forward, open_before);
+
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(third.complete, "{:?}", third.problems);
+    nothing_new_or_reopened(&m3, "run 3");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A ledger of the last committed run damaged at rest (cut off halfway): its asset fails, its
 /// ledger goes forward as stored and nothing of it closes, while every other asset is reconciled
 /// and the run commits, each run, until the copy the message names is deleted; then the asset
@@ -1650,10 +1710,13 @@ async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
         expected.projects.len() as u64,
         "one branch listing per project"
     );
-    assert_eq!(
-        traffic.requests["last-scan"],
-        branch_names.len() as u64,
-        "one batched last-scan call per branch name"
+    // One batched call per branch name, and one more for a name whose answer left out projects
+    // (those without a completed scan on that branch are asked again, in case it was capped).
+    let names = branch_names.len() as u64;
+    assert!(
+        (names..=2 * names).contains(&traffic.requests["last-scan"]),
+        "{} last-scan calls for {names} branch names",
+        traffic.requests["last-scan"]
     );
 
     let m1 = manifest(&store, &first.manifest).await;
@@ -2551,6 +2614,98 @@ async fn a_commit_marker_refused_for_a_write_in_flight_is_not_taken_as_committed
     assert_eq!(
         state.last_committed_run.as_deref(),
         Some(run2.run_id.as_str())
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// An attempt of run 2's finalize that runs on after its lock was released (another attempt's
+/// failure, caught, released it while Step Functions' retry of a lost answer still ran), and
+/// commits after run 3 was planned against run 1. Run 3 commits nothing: it reconciled against
+/// an older run than the last committed one (`Superseded`), and is marked Failed; run 2 is the
+/// connection's last committed run, and run 4 reconciles against it, finding nothing NEW or
+/// REOPENED. Before, run 3 committed against run 1, sending again what run 2 had sent, and run 2,
+/// its state left to run 3, was never the run reconciled against.
+// Two workers: the store's hook blocks one while run 3 is planned against the emulator, which
+// answers on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_planned_before_an_older_one_committed_commits_nothing() {
+    let id = "superseded";
+    let (store, dir) = temp_store(id);
+    let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
+    let (run2, items, first) = collected_not_transformed(&store, &before, &after, id).await;
+    let c = connection(&after, id, ConnectorKind::Sast);
+    for item in &items {
+        cxone_etm::pipeline::transform(&store, &c, item)
+            .await
+            .unwrap();
+    }
+    // As run 2's finalize writes its manifest, its lock goes (another attempt failed for good)
+    // and run 3 begins and is planned, elsewhere.
+    let manifest_key = run2.manifest();
+    let run3 = std::sync::Mutex::new(None);
+    let finalizing = store.clone();
+    let overtaken = Hooked {
+        inner: store,
+        hook: |key: &str, _| {
+            let mut run3 = run3.lock().unwrap();
+            if key == manifest_key && run3.is_none() {
+                *run3 = Some(elsewhere(|| async {
+                    cxone_etm::pipeline::fail_run(&finalizing, &run2, "finalize: failed for good")
+                        .await
+                        .unwrap();
+                    planned_run(&finalizing, &c, &after, 1).await
+                }));
+            }
+            None
+        },
+    };
+    cxone_etm::pipeline::finalize(&overtaken, &c, &run2)
+        .await
+        .expect("the attempt that ran on commits run 2");
+    let store = overtaken.inner;
+    let (run3, vendor, items3) = run3.into_inner().unwrap().expect("run 3 was planned");
+    let planned: cxone_etm::pipeline::RunRecord =
+        serde_json::from_slice(&store.get(&run3.run_record()).await.unwrap().unwrap()).unwrap();
+    assert_eq!(planned.previous_run.as_deref(), Some(first.as_str()));
+    let state = cxone_etm::pipeline::read_state(&store, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.last_committed_run.as_deref(),
+        Some(run2.run_id.as_str())
+    );
+
+    for item in &items3 {
+        cxone_etm::pipeline::collect(&store, &vendor, &c, item, None)
+            .await
+            .unwrap();
+        cxone_etm::pipeline::transform(&store, &c, item)
+            .await
+            .unwrap();
+    }
+    let refused = cxone_etm::pipeline::finalize(&store, &c, &run3)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StepError::Superseded { committed, .. } if *committed == run2.run_id),
+        "{refused}"
+    );
+    assert!(store.get(&run3.commit_marker()).await.unwrap().is_none());
+    let failed: cxone_etm::pipeline::RunRecord =
+        serde_json::from_slice(&store.get(&run3.run_record()).await.unwrap().unwrap()).unwrap();
+    assert_eq!(failed.state, cxone_etm::pipeline::RunState::Failed);
+
+    let fourth = run(&store, &c, api_key(&after))
+        .await
+        .expect("the lock is free");
+    assert!(fourth.complete, "{:?}", fourth.problems);
+    let m4 = manifest(&store, &fourth.manifest).await;
+    nothing_new_or_reopened(&m4, "run 4, against run 2");
+    assert_eq!(
+        closed_findings(&m4),
+        0,
+        "run 2 closed what the newer scan fixed"
     );
     std::fs::remove_dir_all(dir).ok();
 }

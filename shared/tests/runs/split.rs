@@ -674,6 +674,25 @@ async fn the_last_part_pulls_the_scans_of_the_other_engines() {
         committed_findings(&store, &m1).await,
         committed_findings(&store, &m2).await
     );
+    // The join lists every page's checksum in page order: each part's main pages, then the last
+    // part's other pulls'; the whole pull's are the same pages.
+    let outcome = |run_id: &str| {
+        let key = run_ref("split-engines", run_id).collect_outcome(&parts[0].item);
+        let store = store.clone();
+        async move {
+            let body = store.get(&key).await.unwrap().unwrap();
+            serde_json::from_slice::<cxone_etm::pipeline::CollectOutcome>(&body).unwrap()
+        }
+    };
+    let (whole, joined) = (outcome(&first.run_id).await, outcome(&second.run_id).await);
+    let others: u32 = joined.other_pulls.iter().map(|o| o.pages).sum();
+    assert!(others > 0);
+    assert_eq!(
+        joined.page_checksums.len() as u32,
+        joined.pages + others,
+        "{joined:?}"
+    );
+    assert_eq!(joined.page_checksums, whole.page_checksums);
     std::fs::remove_dir_all(dir).ok();
 }
 
