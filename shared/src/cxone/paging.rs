@@ -766,6 +766,43 @@ pub struct LastScanQuery {
 }
 
 impl LastScanQuery {
+    /// What `scan` is not of what this query asked (a server that ignores `scan-status`,
+    /// `engine` or `branch`): taking a running scan, or another engine's, for what was asked
+    /// would pull it whole and close every finding it does not hold.
+    fn mismatch(&self, scan: &LastScan) -> Option<String> {
+        let differs = |asked: &Option<String>, got: &Option<String>| match (asked, got) {
+            (Some(asked), Some(got)) => !asked.eq_ignore_ascii_case(got),
+            _ => false,
+        };
+        if differs(&self.scan_status, &scan.status) {
+            return Some(format!(
+                "scan {} is {}, where a {} scan was asked for",
+                scan.id,
+                scan.status.as_deref().unwrap_or_default(),
+                self.scan_status.as_deref().unwrap_or_default()
+            ));
+        }
+        if let Some(engine) = &self.engine
+            && !scan.engines.is_empty()
+            && !scan.engines.iter().any(|e| e.eq_ignore_ascii_case(engine))
+        {
+            return Some(format!(
+                "scan {} ran {}, not the {engine} engine asked for",
+                scan.id,
+                scan.engines.join(", ")
+            ));
+        }
+        if differs(&self.branch, &scan.branch) {
+            return Some(format!(
+                "scan {} is of branch {}, not the branch {} asked for",
+                scan.id,
+                scan.branch.as_deref().unwrap_or_default(),
+                self.branch.as_deref().unwrap_or_default()
+            ));
+        }
+        None
+    }
+
     /// The latest completed scan that ran `engine` (of any engine when `None`), of any branch;
     /// the spec's call is `completed(Some(Engine::Sast))`.
     pub fn completed(engine: Option<crate::Engine>) -> Self {
@@ -900,6 +937,18 @@ impl CxOneClient {
         let mut asking = batch.to_vec();
         while !asking.is_empty() {
             let answer = self.last_scan_answer(&asking, query).await?;
+            let mismatch = answer.iter().find_map(|(id, scan)| {
+                let mismatch = query.mismatch(scan)?;
+                Some(format!("project {id}: {mismatch}"))
+            });
+            if let Some(mismatch) = mismatch {
+                return Err(VendorError::Malformed {
+                    endpoint: "last-scan",
+                    detail: format!(
+                        "{mismatch}: the server ignores the query's filters; nothing is pulled rather than a scan taken for what it is not"
+                    ),
+                });
+            }
             let before = found.len();
             found.extend(answer.into_iter().filter(|(id, _)| asking.contains(id)));
             if found.len() == before {

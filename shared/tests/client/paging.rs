@@ -649,6 +649,43 @@ async fn last_scans_come_in_batches_with_the_limit_set() {
     assert!(scans.len() < 45, "projects without SAST have no entry");
 }
 
+/// A server that ignores `last-scan`'s filters answers scans that are not what was asked (one
+/// still running, one that ran another engine): the call fails, naming the project and the scan,
+/// rather than the plan take such a scan for a completed SAST one, pull it whole and close every
+/// finding it does not hold.
+#[tokio::test]
+async fn a_last_scan_answer_that_ignores_the_filters_is_refused() {
+    let emulator = emulator(TenantShape {
+        projects: 20,
+        scans_per_project: 4,
+        ..TenantShape::default()
+    })
+    .await;
+    let client = client(settings(&emulator), &api_key(&emulator));
+    let ids = emulator.expected().project_ids();
+    let query = LastScanQuery::completed_sast();
+    let honest = client.last_scans(&ids, &query).await.unwrap();
+    assert!(!honest.is_empty());
+    emulator.set_fault(
+        Endpoint::LastScan,
+        FaultSpec {
+            filters_ignored: true,
+            ..FaultSpec::default()
+        },
+    );
+    let error = client
+        .last_scans(&ids, &query)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("the server ignores the query's filters")
+            && (error.contains("where a Completed scan was asked for")
+                || error.contains("not the sast engine asked for")),
+        "{error}"
+    );
+}
+
 /// A server that answers at most 20 projects however many are asked (the documented default
 /// page): the ids its answer left out are asked again, so every project's last scan is found.
 /// Before, the 10 it left out of a batch of 30 read as projects without a scan: never pulled,

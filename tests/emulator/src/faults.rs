@@ -64,6 +64,9 @@ pub struct FaultSpec {
     /// was sent, the list's first project had been deleted and a new one created at its end: the
     /// projects after it come one place earlier, so one is never sent, and the count stays.
     pub first_replaced: bool,
+    /// `/api/projects/last-scan` answers each project's latest scan whatever `scan-status`,
+    /// `engine` and `branch` ask (a server that ignores its filters).
+    pub filters_ignored: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, branches, results (all
     /// engines, and SAST alone) and DAST environments.
@@ -176,6 +179,11 @@ impl FaultSpec {
                 "move-first-to-end" => {
                     spec.first_moved_to_end = value.parse().map_err(|_| {
                         format!("'move-first-to-end' expects true or false, got '{value}'")
+                    })?
+                }
+                "ignore-filters" => {
+                    spec.filters_ignored = value.parse().map_err(|_| {
+                        format!("'ignore-filters' expects true or false, got '{value}'")
                     })?
                 }
                 "replace-first" => {
@@ -404,6 +412,11 @@ impl FaultControl {
     pub fn first_moved_to_end(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
         let slot = self.slot(endpoint);
         slot.spec.first_moved_to_end && slot.spec.applies_to(path_and_query)
+    }
+
+    pub fn filters_ignored(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        let slot = self.slot(endpoint);
+        slot.spec.filters_ignored && slot.spec.applies_to(path_and_query)
     }
 
     pub fn first_replaced(&self, endpoint: Endpoint, path_and_query: &str) -> bool {

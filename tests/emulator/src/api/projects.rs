@@ -251,10 +251,13 @@ pub async fn last_scan(
             "'project-ids' is mutually exclusive with 'application-id'",
         ));
     }
-    let status = params.one("scan-status").map(str::to_string);
-    let engine = params.one("engine").map(str::to_string);
-    let branch = params.one("branch").map(str::to_string);
-    let use_main = params.bool("use-main-branch", false, Style::Ast)?;
+    // The fault `ignore-filters`: each project's latest scan, whatever was asked.
+    let filtered = !state
+        .faults
+        .filters_ignored(Endpoint::LastScan, &faults::request_target());
+    let asked = |name: &str| params.one(name).filter(|_| filtered).map(str::to_string);
+    let (status, engine, branch) = (asked("scan-status"), asked("engine"), asked("branch"));
+    let use_main = filtered && params.bool("use-main-branch", false, Style::Ast)?;
     let scope: Vec<u32> = if ids.is_empty() {
         (0..tenant.shape.projects).collect()
     } else {
