@@ -411,8 +411,10 @@ const LONGEST_VENDOR_TEXT: usize = 200;
 /// bearer token`, `password: must be 12 characters`) is left as it is.
 static ECHOED_SECRET: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
     const NAMES: &str = "client_secret|refresh_token|access_token|api_?key|password";
+    // A JSON field's name and colon; its value follows in double quotes, single ones, or none.
+    let field = format!(r#"\\?["'](?:{NAMES})\\?["']\s*:\s*"#);
     regex::Regex::new(&format!(
-        r#"(?i)eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*|(?P<bearer>bearer\s+)[A-Za-z0-9._~+/-]{{16,}}=*|(?P<form>\b(?:{NAMES})=)[^&\s"']+|(?P<json>\\?["'](?:{NAMES})\\?["']\s*:\s*\\?["'])[^"'\\]*"#
+        r#"(?i)eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*|(?P<bearer>bearer\s+)[A-Za-z0-9._~+/-]{{16,}}=*|(?P<form>\b(?:{NAMES})=)[^&\s"']+|(?P<dq>{field}\\?")[^"\\]*|(?P<sq>{field}\\?')[^'\\]*|(?P<bare>{field})[^"'\s,}}\]]+"#
     ))
     .expect("a valid pattern")
 });
@@ -422,7 +424,7 @@ static ECHOED_SECRET: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::n
 /// records, the API's answers and the logs.
 pub(crate) fn vendor_text(text: &str) -> String {
     let redacted = ECHOED_SECRET.replace_all(text, |found: &regex::Captures| {
-        let kept = ["bearer", "form", "json"]
+        let kept = ["bearer", "form", "dq", "sq", "bare"]
             .iter()
             .find_map(|name| found.name(name))
             .map_or("", |kept| kept.as_str());
@@ -643,6 +645,11 @@ mod tests {
                 r#"echo {"password": "(redacted)", "apiKey": "(redacted)"}"#.to_string(),
             ),
             (
+                r#"{"message":"echo {\"password\": 12345678, \"api_key\": \"it's-k-123\"}"}"#
+                    .to_string(),
+                r#"echo {"password": (redacted), "api_key": "(redacted)"}"#.to_string(),
+            ),
+            (
                 r#"{"message":"echo {'client_secret': 's3cr3t VALUE'}"}"#.to_string(),
                 "echo {'client_secret': '(redacted)'}".to_string(),
             ),
@@ -654,7 +661,7 @@ mod tests {
         ] {
             let text = message_of(body.as_bytes());
             assert_eq!(text, kept, "{body}");
-            for secret in [jwt, "s3cr3t", "hunter2", "too", "k-123"] {
+            for secret in [jwt, "s3cr3t", "hunter2", "too", "k-123", "12345678"] {
                 assert!(!text.contains(secret), "{text}");
             }
         }

@@ -787,7 +787,8 @@ async fn closed_as_deleted(
 
 /// The vendor ids of the projects whose ledger the `previous` run has and this run's listing did
 /// not send (`listed`: their item keys), but those it closed as deleted. A key that holds only its
-/// id's start and a hash names no project to ask about: finalize reports it deleted as before.
+/// id's start and a hash, or a branch asset's, names no project to ask about: finalize reports it
+/// deleted as before.
 async fn projects_not_listed(
     store: &impl ObjectStore,
     previous: &RunRef,
@@ -803,9 +804,10 @@ async fn projects_not_listed(
         return Ok(unlisted);
     }
     let nothing_open = closed_as_deleted(store, previous).await?;
+    // A branch asset's key (a connection that took each branch before) names no project id.
     Ok(unlisted
         .into_iter()
-        .filter(|item| !nothing_open.contains(item))
+        .filter(|item| !nothing_open.contains(item) && branch_of_asset_key(item).is_none())
         .filter_map(|item| vendor_id_of_key(&item))
         .collect())
 }

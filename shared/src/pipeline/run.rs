@@ -281,7 +281,8 @@ async fn update_state(
 
 /// A run moved the connection to `state`: the reason and the outcome are this run's (none unless
 /// given). A run that is no longer the connection's last (a late repeat of a step, after the lock
-/// was released and another run began) changes nothing.
+/// was released and another run began) changes nothing of it, but that a run it names committed
+/// (its marker written) is the last committed run when it is newer than the one recorded.
 async fn write_state(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -289,14 +290,16 @@ async fn write_state(
     outcome: Option<RunOutcome>,
     reason: Option<String>,
 ) -> Result<(), StepError> {
+    let committed =
+        state == RunState::Processed && store.get(&run.commit_marker()).await?.is_some();
     update_state(store, &run.connection_id, |doc| {
         if doc.last_run.as_ref().is_some_and(|last| *last != run.run_id) {
             tracing::warn!(run = %run.run_id, last_run = ?doc.last_run, "a later run began: the state stays its");
             // A run that committed after a later one began (an attempt of its finalize ran on
             // after its lock was released) is still the last committed run, for the runs after
-            // to reconcile against (run ids sort by their start).
+            // to reconcile against (run ids sort by their start, to the millisecond).
             let newer = doc.last_committed_run.as_ref().is_none_or(|c| *c < run.run_id);
-            if state == RunState::Processed && newer {
+            if committed && newer {
                 doc.last_committed_run = Some(run.run_id.clone());
             }
             return;
@@ -624,8 +627,8 @@ async fn acquire_lock(
 /// The connection's last committed run, as the commit markers say: the state's last run when it
 /// has a `_COMMITTED` marker, else its last committed run (when that has one). Runs of a
 /// connection are serialized by the lock and the state's last run is always the newest, so only
-/// it can have committed unrecorded. (Run ids of one second do not sort in start order: the
-/// state's order is used, not the ids'.)
+/// it can have committed unrecorded, or a run that committed after a later one began, which
+/// [`write_state`] records.
 pub async fn last_committed_run(
     store: &impl ObjectStore,
     connection_id: &str,
@@ -1451,7 +1454,7 @@ mod tests {
         fail_run(&store, &old, "late failure").await.unwrap();
         let record = read_run(&store, &old).await.unwrap();
         assert!(record.reason.unwrap().contains("abandoned"));
-        // A late state write of the old run (as its finalize would make) changes nothing.
+        // A late state write of the old run, which has no marker, changes nothing.
         write_state(
             &store,
             &old,
@@ -1465,6 +1468,10 @@ mod tests {
         assert_eq!(
             (state.state, state.last_run.as_deref()),
             (RunState::Scheduled, Some(new.run_id.as_str()))
+        );
+        assert_eq!(
+            state.last_committed_run, None,
+            "the old run committed nothing"
         );
         assert!(
             store.get(&lock_key("c3")).await.unwrap().is_some(),
