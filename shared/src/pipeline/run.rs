@@ -615,7 +615,9 @@ async fn acquire_lock(
         doc.outcome = None;
         doc.reason = None;
         doc.last_run = Some(run.run_id.clone());
-        doc.last_committed_run = committed.or(doc.last_committed_run.take());
+        // The newer of the two: a run that committed after a later one began may have recorded
+        // itself since the markers were read (run ids sort by their start).
+        doc.last_committed_run = committed.max(doc.last_committed_run.take());
         if trigger == Trigger::Schedule {
             doc.last_scheduled_run_at = Some(record.started_at.clone());
         }
