@@ -100,6 +100,15 @@ impl LineWriter {
         }
     }
 
+    /// The asset on a line of its own, its findings empty, numbered after the lines written.
+    pub fn asset_alone(&self) -> Vec<u8> {
+        let mut line = self.envelope.clone();
+        line.extend_from_slice(format!("\"part\":{},", self.next_part).as_bytes());
+        line.extend_from_slice(&self.asset);
+        line.extend_from_slice(b"\"findingGroup\":{\"findings\":[]}}\n");
+        line
+    }
+
     fn close(&mut self) {
         if self.in_open == 0 {
             return;

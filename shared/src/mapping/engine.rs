@@ -916,6 +916,12 @@ impl<'p> ItemTransformer<'p> {
         self.rules.links = Some(ItemLinks::from(&links));
     }
 
+    /// The item's asset on a line of its own, with no finding; `None` when the map sends no asset
+    /// (the asset-type filter leaves it out).
+    pub fn asset_line(&self) -> Option<Vec<u8>> {
+        self.rules.emit.then(|| self.state.lines.asset_alone())
+    }
+
     /// The engine whose records this transformer maps.
     pub fn engine(&self) -> Engine {
         self.rules.plan.kind

@@ -311,6 +311,12 @@ pub fn replay_dir(
             std::fs::write(&file, crate::packing::gzip(&lines)).map_err(io(&file))?;
             files.push(file);
         }
+        // As the transform step: an asset with no finding goes out alone.
+        if let (true, Some(line)) = (files.is_empty(), transformer.asset_line()) {
+            let file = target.join(etm_page_file(0));
+            std::fs::write(&file, crate::packing::gzip(&[line])).map_err(io(&file))?;
+            files.push(file);
+        }
         let outcome = transformer
             .finish()
             .map_err(|source| ReplayError::Transform {

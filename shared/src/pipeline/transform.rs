@@ -647,6 +647,20 @@ async fn transform_collected(
             .await?;
             record.objects.push(entry);
         }
+        // An asset this run sends no line of (a clean scan: no finding, none closed) is sent
+        // alone, its findings empty: the connector syncs assets, and findings ride with them.
+        if record.objects.is_empty() {
+            let alone = pulls
+                .iter()
+                .flat_map(|p| &p.transformers)
+                .find_map(ItemTransformer::asset_line);
+            if let Some(line) = alone {
+                let etm_key = run.etm_page(key, 0);
+                let (entry, body) = pack_lines(&etm_key, &[line], 0);
+                store.put(&etm_key, body).await?;
+                record.objects.push(entry);
+            }
+        }
         // The next ledger: each engine's, and as they were the parts of engines with no scan
         // this run (nothing of theirs is closed).
         let mut next = LedgerParts::default();

@@ -969,3 +969,78 @@ async fn a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs() {
     std::fs::remove_dir_all(dir).ok();
     std::fs::remove_dir_all(elsewhere_dir).ok();
 }
+
+/// A project whose latest scan holds no result is an asset all the same: the connector syncs
+/// assets, and findings ride with them. Each run sends it on one line of its own, its findings
+/// empty, valid against the batch schema. Before, an asset with no finding was never written, so
+/// a project with a clean scan never appeared in ETM.
+#[tokio::test]
+async fn a_project_whose_scan_holds_no_result_is_sent_as_an_asset_alone() {
+    let emulator = emulator(TenantShape {
+        projects: 3,
+        results_per_scan: 0,
+        ..TenantShape::default()
+    })
+    .await;
+    let c = connection(&emulator, "clean", ConnectorKind::Sast);
+    let (store, dir) = temp_store("clean");
+    let schema: Value = serde_json::from_str(cxone_etm::mapping::BATCH_SCHEMA).unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    for n in 1..=2 {
+        let summary = run(&store, &c, api_key(&emulator)).await.unwrap();
+        assert!(summary.complete, "{:?}", summary.problems);
+        let m = manifest(&store, &summary.manifest).await;
+        let scanned: Vec<_> = m
+            .items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Complete)
+            .collect();
+        assert!(!scanned.is_empty(), "run {n}");
+        for item in scanned {
+            assert_eq!(item.objects.len(), 1, "run {n}: {item:?}");
+            assert_eq!(item.objects[0].findings, 0);
+            let lines = checked_object_lines(&store, &item.objects[0]).await;
+            assert_eq!(lines.len(), 1, "run {n}");
+            let line = &lines[0];
+            assert_eq!(line["findingGroup"]["findings"], serde_json::json!([]));
+            assert!(line["asset"].is_object(), "{line}");
+            let errors: Vec<String> = validator.iter_errors(line).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:?}\n{line}");
+        }
+        // Replay sends it alone too.
+        let run = cxone_etm::layout::RunRef {
+            connection_id: "clean".into(),
+            run_id: summary.run_id.clone(),
+        };
+        let raw = dir.join(run.raw_prefix("x").trim_end_matches("/x/"));
+        let context = cxone_etm::mapping::TransformContext {
+            connection_id: "clean".into(),
+            run_id: "replay".into(),
+            connector_kind: ConnectorKind::Sast,
+            produced_at: "2026-12-06T00:00:00Z".into(),
+        };
+        let replayed = cxone_etm::mapping::replay_dir(
+            &raw,
+            &dir.join(format!("replay-{n}")),
+            c.first_plan(),
+            &c.scoring,
+            &context,
+            &c.options,
+        )
+        .unwrap();
+        let scanned = m.items.iter().filter(|i| i.status == ItemStatus::Complete);
+        for item in scanned {
+            let files = &replayed
+                .items
+                .iter()
+                .find(|r| r.item == item.item)
+                .unwrap()
+                .files;
+            assert_eq!(files.len(), 1, "replay of {}", item.item);
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
