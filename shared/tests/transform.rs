@@ -2189,3 +2189,35 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
         );
     }
 }
+
+/// A custom map whose status value map misses a vendor status and names no default: the status
+/// is flagged and left out, not written as the vendor sent it. Before, `RECURRENT` went out as
+/// the finding's `findingStatus`, a value the batch schema refuses.
+#[test]
+fn a_status_a_value_map_misses_is_flagged_not_written_verbatim() {
+    let mut map = TransformMap::default_for(Engine::Sast);
+    let status = map
+        .entries
+        .iter_mut()
+        .find(|e| e.target.ends_with("findingStatus"))
+        .expect("the default map writes the status");
+    status.value_map = Some(BTreeMap::from([("NEW".to_string(), json!("NEW"))]));
+    status.default = None;
+    let (lines, _) = run_with(
+        &map,
+        REAL_PROJECT,
+        &[REAL_PAGE.as_bytes()],
+        TransformOptions::default(),
+    );
+    validate(&lines);
+    let finding = &findings(&lines[0])[0];
+    assert!(finding.get("findingStatus").is_none(), "{finding}");
+    let flagged = finding["flaggedValues"].as_array().unwrap();
+    assert!(
+        flagged.iter().any(|f| f
+            .as_str()
+            .unwrap()
+            .contains("\"RECURRENT\" is not a finding status ETM takes")),
+        "{flagged:?}"
+    );
+}

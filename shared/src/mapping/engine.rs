@@ -360,7 +360,18 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
             )),
             other => coerce(other, ValueType::Text),
         },
-        ValueType::Text | ValueType::Status => match value {
+        // A vendor status a value map does not know passes through unmapped: only one ETM takes
+        // is written (the rest flagged and left out).
+        ValueType::Status => match coerce(value, ValueType::Text)? {
+            Value::String(status) if super::map::FINDING_STATUSES.contains(&status.as_str()) => {
+                Ok(Value::String(status))
+            }
+            other => Err(format!(
+                "{other} is not a finding status ETM takes (one of {})",
+                super::map::FINDING_STATUSES.join(", ")
+            )),
+        },
+        ValueType::Text => match value {
             Value::String(_) => Ok(value),
             Value::Number(n) => Ok(Value::String(n.to_string())),
             Value::Bool(b) => Ok(Value::String(b.to_string())),

@@ -12,6 +12,10 @@ use super::identity::identity_sources;
 use crate::Engine;
 use crate::field_error::FieldError;
 
+/// The `findingStatus` values ETM takes (the batch schema's enum).
+pub const FINDING_STATUSES: [&str; 6] =
+    ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"];
+
 pub const DEFAULT_SAST_MAP: &str = include_str!("../../maps/sast-default.json");
 pub const DEFAULT_DAST_MAP: &str = include_str!("../../maps/dast-default.json");
 pub const DEFAULT_SCA_MAP: &str = include_str!("../../maps/sca-default.json");
@@ -432,9 +436,7 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
         ValueType::Severity => v.as_i64().is_some_and(|n| (1..=5).contains(&n)),
         ValueType::Integer => v.is_i64() || v.is_u64(),
         ValueType::Cwe => v.as_i64().is_some_and(|n| n >= 1),
-        ValueType::Status => v.as_str().is_some_and(|s| {
-            ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"].contains(&s)
-        }),
+        ValueType::Status => v.as_str().is_some_and(|s| FINDING_STATUSES.contains(&s)),
         ValueType::Text | ValueType::DateTime | ValueType::Joined => v.is_string(),
         ValueType::List | ValueType::Tags => v.is_array() || v.is_string(),
         ValueType::Attribute => !v.is_object() && !v.is_null(),
