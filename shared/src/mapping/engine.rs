@@ -363,8 +363,10 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
         // A vendor status a value map does not know passes through unmapped: only one ETM takes
         // is written (the rest flagged and left out).
         ValueType::Status => match coerce(value, ValueType::Text)? {
-            Value::String(status) if super::map::FINDING_STATUSES.contains(&status.as_str()) => {
-                Ok(Value::String(status))
+            Value::String(status)
+                if super::map::FINDING_STATUSES.contains(&status.to_ascii_uppercase().as_str()) =>
+            {
+                Ok(Value::String(status.to_ascii_uppercase()))
             }
             other => Err(format!(
                 "{other} is not a finding status ETM takes (one of {})",
@@ -603,7 +605,10 @@ fn entry_value(
                     Some(default.clone())
                 }
                 (None, None) => {
-                    flags.push(format!("{}={key}", entry.segments.join(".")));
+                    // A status is flagged once, by its check (see `coerce`).
+                    if entry.target.ty != ValueType::Status {
+                        flags.push(format!("{}={key}", entry.segments.join(".")));
+                    }
                     Some(v.clone())
                 }
             }
@@ -927,10 +932,12 @@ impl<'p> ItemTransformer<'p> {
         self.rules.links = Some(ItemLinks::from(&links));
     }
 
-    /// The item's asset on a line of its own, with no finding; `None` when the map sends no asset
-    /// (the asset-type filter leaves it out).
-    pub fn asset_line(&self) -> Option<Vec<u8>> {
-        self.rules.emit.then(|| self.state.lines.asset_alone())
+    /// The item's asset on a line of its own, with no finding, counted among this engine's lines;
+    /// `None` when the map sends no asset (the asset-type filter leaves it out).
+    pub fn asset_line(&mut self) -> Option<Vec<u8>> {
+        let line = self.rules.emit.then(|| self.state.lines.asset_alone())?;
+        self.state.outcome.figures.lines += 1;
+        Some(line)
     }
 
     /// The engine whose records this transformer maps.

@@ -119,6 +119,9 @@ struct Pulls {
     /// The main scan's pages; none in an outcome written by hand, whose every page counts.
     #[serde(default)]
     pages: Option<u32>,
+    /// The item's status (`complete`, …); none in an outcome written by hand.
+    #[serde(default)]
+    status: Option<String>,
     #[serde(default)]
     original_pages: u32,
     #[serde(default)]
@@ -311,8 +314,9 @@ pub fn replay_dir(
             std::fs::write(&file, crate::packing::gzip(&lines)).map_err(io(&file))?;
             files.push(file);
         }
-        // As the transform step: an asset with no finding goes out alone.
-        if let (true, Some(line)) = (files.is_empty(), transformer.asset_line()) {
+        // As the transform step: an asset of a complete pull with no finding goes out alone.
+        let complete = collected.is_none() || pulls.status.as_deref() == Some("complete");
+        if let (true, Some(line)) = (files.is_empty() && complete, transformer.asset_line()) {
             let file = target.join(etm_page_file(0));
             std::fs::write(&file, crate::packing::gzip(&[line])).map_err(io(&file))?;
             files.push(file);

@@ -477,6 +477,8 @@ async fn transform_collected(
                 }
             }
         }
+        // The closures of a moved asset's old id are not the new asset's lines.
+        let before_the_pull = record.objects.len();
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
                 transformer.reconcile(
@@ -649,10 +651,10 @@ async fn transform_collected(
         }
         // An asset this run sends no line of (a clean scan: no finding, none closed) is sent
         // alone, its findings empty: the connector syncs assets, and findings ride with them.
-        if record.objects.is_empty() {
+        if record.objects.len() == before_the_pull {
             let alone = pulls
-                .iter()
-                .flat_map(|p| &p.transformers)
+                .iter_mut()
+                .flat_map(|p| p.transformers.iter_mut())
                 .find_map(ItemTransformer::asset_line);
             if let Some(line) = alone {
                 let etm_key = run.etm_page(key, 0);

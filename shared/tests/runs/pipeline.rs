@@ -999,8 +999,16 @@ async fn a_project_whose_scan_holds_no_result_is_sent_as_an_asset_alone() {
             .filter(|i| i.status == ItemStatus::Complete)
             .collect();
         assert!(!scanned.is_empty(), "run {n}");
+        let object_lines: u64 = m
+            .items
+            .iter()
+            .flat_map(|i| &i.objects)
+            .map(|o| o.lines)
+            .sum();
+        assert_eq!(m.totals.lines, object_lines, "run {n}: every line counted");
         for item in scanned {
             assert_eq!(item.objects.len(), 1, "run {n}: {item:?}");
+            assert_eq!(item.figures.lines, 1, "run {n}");
             assert_eq!(item.objects[0].findings, 0);
             let lines = checked_object_lines(&store, &item.objects[0]).await;
             assert_eq!(lines.len(), 1, "run {n}");
