@@ -542,16 +542,7 @@ fn report_renders_the_last_committed_run_and_names_what_is_missing() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>") && page.contains("id=\"severity-chart\""));
 
-    for (args, expected) in [
-        (
-            vec!["report", "nobody"],
-            "connection nobody has no committed run in this store",
-        ),
-        (
-            vec!["report", "demo-sast", "20990101T000000Z-000000"],
-            "is missing: is the run committed?",
-        ),
-    ] {
+    let refused = |args: &[&str], expected: &str| {
         let output = Command::new(BIN)
             .args(args)
             .arg("--store")
@@ -561,7 +552,15 @@ fn report_renders_the_last_committed_run_and_names_what_is_missing() {
         assert_eq!(output.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
-    }
+    };
+    refused(
+        &["report", "nobody"],
+        "connection nobody has no committed run in this store",
+    );
+    refused(
+        &["report", "demo-sast", "20990101T000000Z-000000"],
+        "is missing: is the run committed?",
+    );
 
     // A manifest whose commit marker is missing (finalize died between the two) is no report.
     let state: Value = serde_json::from_slice(
@@ -571,25 +570,9 @@ fn report_renders_the_last_committed_run_and_names_what_is_missing() {
     let run = state["lastCommittedRun"].as_str().unwrap();
     let marker = dir.join(format!("connections/demo-sast/runs/{run}/_COMMITTED"));
     std::fs::remove_file(&marker).unwrap();
-    for args in [
-        vec!["report", "demo-sast"],
-        vec!["report", "demo-sast", run],
-    ] {
-        let output = Command::new(BIN)
-            .args(args)
-            .arg("--store")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains(&format!(
-                "run {run} of connection demo-sast is not committed"
-            )),
-            "{stderr}"
-        );
-    }
+    let uncommitted = format!("run {run} of connection demo-sast is not committed");
+    refused(&["report", "demo-sast"], &uncommitted);
+    refused(&["report", "demo-sast", run], &uncommitted);
     std::fs::remove_dir_all(dir).ok();
 }
 

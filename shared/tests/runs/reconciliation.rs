@@ -2411,60 +2411,40 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
 /// run's: the next run took its closures as sent.
 #[tokio::test]
 async fn a_late_transform_that_dies_before_it_records_leaves_the_carried_ledger() {
-    let LateTransform {
-        store,
-        dir,
-        after,
-        c,
-        run2,
-        item,
-        previous_ledger,
-        ..
-    } = late_transform("late-dies").await;
-    let item = &item;
-
-    // Finalize runs, whole, as the late attempt comes to write its ledger (on a thread and
-    // runtime of its own, as another process would); the attempt dies as it records.
-    let (ledger_key, record_key) = (run2.ledger(&item.item), run2.transform_record(&item.item));
-    let fired = std::sync::atomic::AtomicBool::new(false);
-    let finalizing = store.clone();
-    let dying = Hooked {
-        inner: store,
-        hook: |key: &str, _| {
-            finalize_the_first_time(key == ledger_key, &fired, &finalizing, &c, &run2);
-            (key == record_key).then(|| {
-                Err(StoreError::Failed {
-                    location: key.to_string(),
-                    problem: "the process died".into(),
-                })
-            })
-        },
-    };
-    let late = cxone_etm::pipeline::transform(&dying, &c, item).await;
-    assert!(
-        fired.load(std::sync::atomic::Ordering::SeqCst),
-        "finalize ran in between"
-    );
-    assert!(late.is_err(), "{late:?}");
-    let store = dying.inner;
-    assert_eq!(
-        store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
-        previous_ledger,
-        "the ledger finalize carried stands"
-    );
-    the_next_run_closes_what_the_newer_scan_fixed(&store, &c, &after, item).await;
-    std::fs::remove_dir_all(dir).ok();
+    a_late_transform_dies_as_it_records("late-dies", |_, _, _| {}).await;
 }
 
-/// A late transform whose ledger write comes after another attempt of it recorded the item failed
-/// (one Step Functions retried after the run's deadline for transforms, or refused a page) and
-/// finalize carried the previous ledger for it, writing no record of its own; the late attempt
-/// then dies as it records. The ledger finalize carried stands: the late attempt is refused by
-/// the failed record as by finalize's `givenUp`. Before, only `givenUp` refused it, so it wrote
-/// its ledger over the committed one, closures no manifest names: the next run took them as sent.
+/// As above, but another attempt of the transform recorded the item failed just before (one
+/// Step Functions retried after the run's deadline for transforms, or refused a page), so
+/// finalize carried the previous ledger writing no record of its own. The late attempt is
+/// refused by the failed record as by finalize's `givenUp`. Before, only `givenUp` refused it,
+/// so it wrote its ledger over the committed one, closures no manifest names.
 #[tokio::test]
 async fn a_late_transform_after_another_attempt_recorded_the_item_failed_leaves_the_carried_ledger()
 {
+    a_late_transform_dies_as_it_records("late-after-failed", |store, run2, item| {
+        let failed = cxone_etm::pipeline::TransformRecord {
+            item: item.item.clone(),
+            failed: Some("not started: the run's items start only until …".into()),
+            ..Default::default()
+        };
+        let failed = bytes::Bytes::from(serde_json::to_vec(&failed).unwrap());
+        let key = run2.transform_record(&item.item);
+        elsewhere(|| store.put(&key, failed)).unwrap();
+    })
+    .await;
+}
+
+/// Run 2's late transform of its first item, as it comes to write its ledger: `meanwhile` runs
+/// (another process's doing), then finalize runs whole, on a thread and runtime of their own, as
+/// another process would; the attempt dies as it records. The ledger finalize carried stands, and
+/// the next run closes what the newer scan fixed.
+async fn a_late_transform_dies_as_it_records(
+    id: &str,
+    meanwhile: impl Fn(&LocalStore, &cxone_etm::pipeline::RunRef, &cxone_etm::pipeline::WorkItem)
+    + Send
+    + Sync,
+) {
     let LateTransform {
         store,
         dir,
@@ -2474,22 +2454,16 @@ async fn a_late_transform_after_another_attempt_recorded_the_item_failed_leaves_
         item,
         previous_ledger,
         ..
-    } = late_transform("late-after-failed").await;
+    } = late_transform(id).await;
     let item = &item;
     let (ledger_key, record_key) = (run2.ledger(&item.item), run2.transform_record(&item.item));
-    let failed = cxone_etm::pipeline::TransformRecord {
-        item: item.item.clone(),
-        failed: Some("not started: the run's items start only until …".into()),
-        ..Default::default()
-    };
-    let failed = bytes::Bytes::from(serde_json::to_vec(&failed).unwrap());
     let fired = std::sync::atomic::AtomicBool::new(false);
     let finalizing = store.clone();
     let dying = Hooked {
         inner: store,
         hook: |key: &str, _| {
             if key == ledger_key && !fired.load(std::sync::atomic::Ordering::SeqCst) {
-                elsewhere(|| finalizing.put(&record_key, failed.clone())).unwrap();
+                meanwhile(&finalizing, &run2, item);
             }
             finalize_the_first_time(key == ledger_key, &fired, &finalizing, &c, &run2);
             (key == record_key).then(|| {

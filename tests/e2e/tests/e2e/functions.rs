@@ -1045,38 +1045,39 @@ async fn a_stored_config_cannot_send_the_functions_own_credentials_or_read_their
         if let Some(path) = ca_bundle {
             config["vendor"]["ca_bundle"] = json!(path);
         }
-        f.runtime
-            .store
-            .put(
-                &config_key("borrowed"),
-                serde_json::to_vec(&config).unwrap().into(),
-            )
-            .await
-            .unwrap();
-        f.emulator.reset_traffic();
-        let mut request = event("trigger-api-test-connection.json");
-        request["rawPath"] = json!("/connections/borrowed/test");
-        let answer = call(
-            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-            request,
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            answer["statusCode"], 409,
-            "{secret} {ca_bundle:?}: {answer}"
-        );
-        let error = body(&answer)["error"].as_str().unwrap().to_string();
+        let error = refused_before_anything_is_sent(&f, &config).await;
         assert!(
             error.contains(&format!("config field `{field}`")) && error.contains(says),
-            "{error}"
-        );
-        assert_eq!(
-            f.emulator.traffic().requests.values().sum::<u64>(),
-            0,
-            "nothing is sent"
+            "{secret} {ca_bundle:?}: {error}"
         );
     }
+}
+
+/// Stores `config` under its id and asks the API's connection test of it: refused (409) before
+/// anything reaches the vendor. Answers the error the API gave.
+async fn refused_before_anything_is_sent(f: &cxone_etm_e2e::Fixture, config: &Value) -> String {
+    let id = config["id"].as_str().unwrap();
+    f.runtime
+        .store
+        .put(&config_key(id), serde_json::to_vec(config).unwrap().into())
+        .await
+        .unwrap();
+    f.emulator.reset_traffic();
+    let mut request = event("trigger-api-test-connection.json");
+    request["rawPath"] = json!(format!("/connections/{id}/test"));
+    let answer = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        request,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["statusCode"], 409, "{answer}");
+    assert_eq!(
+        f.emulator.traffic().requests.values().sum::<u64>(),
+        0,
+        "nothing is sent"
+    );
+    body(&answer)["error"].as_str().unwrap().to_string()
 }
 
 /// A config that names a vendor host the stack was not deployed to allow (`VendorHosts`) is
@@ -1105,35 +1106,12 @@ async fn a_config_naming_a_host_the_stack_does_not_allow_is_refused_before_anyth
         for (name, value) in vendor.as_object().unwrap() {
             config["vendor"][name] = value.clone();
         }
-        f.runtime
-            .store
-            .put(
-                &config_key("elsewhere"),
-                serde_json::to_vec(&config).unwrap().into(),
-            )
-            .await
-            .unwrap();
-        f.emulator.reset_traffic();
-        let mut request = event("trigger-api-test-connection.json");
-        request["rawPath"] = json!("/connections/elsewhere/test");
-        let answer = call(
-            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-            request,
-        )
-        .await
-        .unwrap();
-        assert_eq!(answer["statusCode"], 409, "{vendor}: {answer}");
-        let error = body(&answer)["error"].as_str().unwrap().to_string();
+        let error = refused_before_anything_is_sent(&f, &config).await;
         assert!(
             error.contains(&format!("config field `{field}`"))
                 && error.contains("elsewhere.example")
                 && error.contains("VendorHosts"),
             "{vendor}: {error}"
-        );
-        assert_eq!(
-            f.emulator.traffic().requests.values().sum::<u64>(),
-            0,
-            "nothing is sent"
         );
     }
 
