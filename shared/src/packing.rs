@@ -61,6 +61,18 @@ pub fn page_checksum(packed: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(trailer.try_into().ok()?))
 }
 
+/// Refuses a page whose checksum (`found`, see [`page_checksum`]) is not the one `outcome` lists
+/// for it (`listed`): one stored over since collect counted it, or damaged.
+pub fn ensure_counted(found: Option<u32>, listed: u32, outcome: &str) -> Result<(), String> {
+    match found {
+        Some(found) if found == listed => Ok(()),
+        found => Err(format!(
+            "not the page collect counted (its checksum is {}, {outcome} lists {listed:08x}): stored over since (another attempt of the collect, retried while it still ran) or damaged",
+            found.map_or_else(|| "missing".to_string(), |f| format!("{f:08x}"))
+        )),
+    }
+}
+
 /// The most a packed page may say it unpacks to and be unpacked into one buffer of that size; a
 /// larger claim (a damaged header, or a page larger than any collect writes) is unpacked as a
 /// stream, so a false size reserves no more than this.

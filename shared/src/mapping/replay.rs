@@ -74,15 +74,12 @@ fn read_raw(path: &Path, listed: Option<u32>) -> Result<Vec<u8>, ReplayError> {
     if let Some(listed) = listed {
         let found = crate::packing::page_checksum(&bytes)
             .or_else(|| crate::packing::page_checksum(&crate::packing::pack_page(&unpacked)));
-        if found != Some(listed) {
-            return Err(ReplayError::Layout {
+        crate::packing::ensure_counted(found, listed, "collect.json").map_err(|problem| {
+            ReplayError::Layout {
                 path: path.to_path_buf(),
-                problem: format!(
-                    "not the page collect counted (its checksum is {}, collect.json lists {listed:08x}): stored over since, or damaged",
-                    found.map_or_else(|| "missing".to_string(), |f| format!("{f:08x}"))
-                ),
-            });
-        }
+                problem,
+            }
+        })?;
     }
     Ok(unpacked)
 }

@@ -302,16 +302,14 @@ impl PackedPage {
             return Ok(());
         };
         let listed = listed.map_err(|problem| StepError::bad_object(outcome_key, problem))?;
-        match self.checksum() {
-            Some(found) if found == listed => Ok(()),
-            found => Err(StepError::bad_object(
+        crate::packing::ensure_counted(self.checksum(), listed, outcome_key).map_err(|problem| {
+            StepError::bad_object(
                 &self.key,
                 format!(
-                    "not the page collect counted (its checksum is {}, {outcome_key} lists {listed:08x}): stored over since (another attempt of the collect, retried while it still ran) or damaged; the item's findings are carried, and the next run pulls it again",
-                    found.map_or_else(|| "missing".to_string(), |f| format!("{f:08x}"))
+                    "{problem}; the item's findings are carried, and the next run pulls it again"
                 ),
-            )),
-        }
+            )
+        })
     }
 }
 
