@@ -1549,6 +1549,113 @@ fn triage_states_settle_status_through_the_connection_map() {
     assert_eq!(outcome.figures.settled_by_triage, 1);
 }
 
+/// One reconciled pass of `plan` over `records` against `previous`, with `triage`: each finding
+/// written as (`lifecycleStatus`, `findingStatus`), how many absent findings closed, and the next
+/// ledger.
+fn statuses_after(
+    plan: &Plan,
+    triage: &cxone_etm::mapping::TriageMap,
+    records: Vec<Value>,
+    previous: cxone_etm::mapping::Ledger,
+) -> (
+    BTreeMap<String, (Value, Value)>,
+    u64,
+    cxone_etm::mapping::Ledger,
+) {
+    let options = TransformOptions {
+        triage: triage.clone(),
+        ..TransformOptions::default()
+    };
+    let scoring = &sast_rules().1;
+    let item = PROJECT_WITH_REPO.as_bytes();
+    let mut t = ItemTransformer::new(plan, scoring, &context(plan.kind), options, item).unwrap();
+    let run = if previous.findings.is_empty() {
+        "run-1"
+    } else {
+        "run-2"
+    };
+    t.reconcile(previous, run, None);
+    let mut written = BTreeMap::new();
+    for line in t.push_page(&page(records), 0).unwrap() {
+        for f in findings(std::str::from_utf8(&line).unwrap()) {
+            let id = f["externalFindingId"].as_str().unwrap().to_string();
+            written.insert(
+                id,
+                (f["lifecycleStatus"].clone(), f["findingStatus"].clone()),
+            );
+        }
+    }
+    let (_, closed) = close_absent(&mut t);
+    (written, closed, t.finish().unwrap().ledger.unwrap())
+}
+
+/// A triage state the connection's map settles as FIXED closes the finding in the ledger as in
+/// ETM: FIXED while it stays so, not closed again when it goes, REOPENED when triage opens it.
+/// Before, the ledger kept it open: ACTIVE beside `findingStatus` FIXED, a second closure when
+/// it went, ACTIVE (not REOPENED) when it opened again.
+#[test]
+fn a_finding_triage_settles_as_fixed_is_closed_in_the_ledger() {
+    let plan = &sast_rules().0;
+    let triage = serde_json::from_value(json!({"states": {"RISK_REMOVED": "FIXED"}})).unwrap();
+    let settled = || sast_record("t", json!({"state": "RISK_REMOVED"}));
+    let open = || sast_record("o", json!({}));
+    let pass = |records, previous| statuses_after(plan, &triage, records, previous);
+
+    let (written, _, first) = pass(vec![settled(), open()], Default::default());
+    assert_eq!(
+        written["t"],
+        (json!("FIXED"), json!("FIXED")),
+        "{written:?}"
+    );
+    assert_eq!(written["o"].0, "NEW");
+    assert!(!first.findings["t"].open, "closed in the ledger as in ETM");
+
+    let (written, _, _) = pass(vec![settled(), open()], first.clone());
+    assert_eq!(
+        written["t"],
+        (json!("FIXED"), json!("FIXED")),
+        "still fixed"
+    );
+
+    let (_, closed, _) = pass(vec![open()], first.clone());
+    assert_eq!(
+        closed, 0,
+        "a finding reported fixed is not closed again when it goes"
+    );
+
+    let opened = sast_record("t", json!({"state": "TO_VERIFY", "status": "RECURRENT"}));
+    let (written, _, next) = pass(vec![opened, open()], first);
+    assert_eq!(written["t"].0, "REOPENED", "{written:?}");
+    assert_ne!(written["t"].1, "FIXED");
+    assert!(next.findings["t"].open);
+}
+
+/// The ledger follows what ETM is told, not the vendor's word: a custom map that sends the
+/// vendor's FIXED as ACTIVE leaves the finding open, so when it goes it is closed in ETM. Before,
+/// the ledger took it as closed and ETM kept it ACTIVE for good.
+#[test]
+fn a_finding_a_custom_map_sends_open_stays_open_in_the_ledger() {
+    let mut map = TransformMap::default_for(Engine::Sast);
+    let status = map
+        .entries
+        .iter_mut()
+        .find(|e| e.target.ends_with("findingStatus"))
+        .expect("the default map writes the status");
+    status.value_map = Some(BTreeMap::from([
+        ("NEW".to_string(), json!("NEW")),
+        ("RECURRENT".to_string(), json!("ACTIVE")),
+        ("FIXED".to_string(), json!("ACTIVE")),
+    ]));
+    let plan = map.compile().unwrap();
+    let triage = cxone_etm::mapping::TriageMap::default();
+    let fixed = sast_record("f", json!({"status": "FIXED"}));
+    let (written, _, first) = statuses_after(&plan, &triage, vec![fixed], Default::default());
+    assert_eq!(written["f"], (json!("NEW"), json!("ACTIVE")), "{written:?}");
+    assert!(first.findings["f"].open);
+    let (_, closed, _) = statuses_after(&plan, &triage, Vec::new(), first);
+    assert_eq!(closed, 1, "sent open, closed when it goes");
+}
+
 #[test]
 fn source_and_sink_are_the_first_and_last_node_whatever_the_list_holds() {
     let node = |file: &str, line: u32, method: Option<&str>| {

@@ -1212,6 +1212,31 @@ impl CxOneClient {
         }
     }
 
+    /// Whether the tenant has a scan, of any status, of a DAST environment asked for alone: the
+    /// proof an environment a listing did not send is still there. `false` where it lists none,
+    /// and where the tenant does not know the environment (HTTP 404).
+    pub async fn dast_environment_scanned(
+        &self,
+        environment_id: &str,
+    ) -> Result<bool, VendorError> {
+        let url = self.api_url(
+            "/api/dast/scans/scans",
+            &[
+                ("environmentId", environment_id.to_string()),
+                ("from", "0".to_string()),
+                ("to", "1".to_string()),
+            ],
+        );
+        match self
+            .get_list("dast-scans", &url, "scans", "totalScans")
+            .await
+        {
+            Ok(page) => Ok(!page.records.is_empty() || page.total > 0),
+            Err(VendorError::NotFound { .. }) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
     /// A DAST scan's results URL, the scan id one path segment (a `/` in it escaped). An id that
     /// is a dot segment (`.`, `..`) or empty would name another path than the scan's (a URL drops
     /// or resolves it): refused.

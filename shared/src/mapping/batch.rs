@@ -80,6 +80,11 @@ impl LineWriter {
         }
     }
 
+    /// Numbers the lines to come from `part` on.
+    pub fn number_from(&mut self, part: u64) {
+        self.next_part = part;
+    }
+
     /// Adds one finding, a JSON object `write` appends to the line.
     pub fn finding(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         if self.in_open == 0 {

@@ -1075,6 +1075,12 @@ impl<'p> ItemTransformer<'p> {
         &self.state.outcome.figures
     }
 
+    /// Numbers this transformer's lines after `lines` the item already has of its engine (a
+    /// moved asset's closures, numbered from 0): no two lines of an item's engine share a `part`.
+    pub fn number_lines_after(&mut self, lines: u64) {
+        self.state.lines.number_from(lines);
+    }
+
     /// Reconciles this item against its previous ledger (empty on the first run): every finding
     /// gets a `lifecycleStatus`, and [`Self::close_absent`] closes what disappeared.
     ///
@@ -1404,6 +1410,14 @@ impl State {
             .as_deref()
             .filter(|_| !facts.fixed)
             .and_then(|s| TriageMap::forced_status(rules.options.triage.outcome(s)));
+        // The ledger holds what ETM is told: a finding sent FIXED (the scan's FIXED, a triage
+        // state or a custom map's value that says so) is closed there, so it is not closed again
+        // when it goes, and is REOPENED if it opens. Where no status is written, the scan's word.
+        let sent_status = forced.or_else(|| {
+            let position = plan.finding_status?;
+            values[position].as_ref()?.as_str()
+        });
+        let closed = sent_status.map_or(facts.fixed, |status| status == "FIXED");
         let original = plan
             .implicit
             .result_hash
@@ -1411,10 +1425,12 @@ impl State {
             .and_then(Value::as_str)
             .and_then(|hash| self.original.get(hash));
         let lifecycle = match (&mut self.reconciling, &id) {
-            (Some(reconciling), Some(id)) => match reconciling.see(id, claim, &facts, qds) {
-                Ok(lifecycle) => Some(lifecycle),
-                Err(full) => return self.reject(rules, slots, at, full.to_string()),
-            },
+            (Some(reconciling), Some(id)) => {
+                match reconciling.see(id, claim, &facts, qds, closed) {
+                    Ok(lifecycle) => Some(lifecycle),
+                    Err(full) => return self.reject(rules, slots, at, full.to_string()),
+                }
+            }
             _ => None,
         };
         let finding = Finding {
@@ -1623,20 +1639,21 @@ impl Reconciling {
             .filter(|&p| self.seen.get(p) == Some(&false) && findings.entry(p).open)
     }
 
-    /// A finding seen in this pull: its lifecycle status against the previous ledger, and its
-    /// entry in the next.
+    /// A finding seen in this pull, reported `closed` (FIXED) or open: its lifecycle status
+    /// against the previous ledger, and its entry in the next.
     fn see(
         &mut self,
         id: &str,
         claim: Claim,
         facts: &VendorFacts,
         qds: u8,
+        closed: bool,
     ) -> Result<Lifecycle, LedgerFull> {
         let position = claim.previous;
         let before = position.map(|p| self.next.findings.entry(p));
-        let lifecycle = Lifecycle::against(before, facts.fixed);
+        let lifecycle = Lifecycle::against(before, closed);
         let entry = LedgerEntry {
-            open: !facts.fixed,
+            open: !closed,
             qds,
             severity: facts.severity_text.as_str().into(),
             status: facts.status_text.as_str().into(),

@@ -27,10 +27,11 @@ impl Lifecycle {
     /// Every status, in the order reports list them.
     pub const ALL: [Self; 4] = [Self::New, Self::Active, Self::Reopened, Self::Fixed];
 
-    /// The status of a finding seen now, given its entry in the previous ledger.
-    pub fn against(previous: Option<&LedgerEntry>, closed_by_vendor: bool) -> Self {
+    /// The status of a finding seen now, reported `closed` (FIXED) or open, given its entry in
+    /// the previous ledger.
+    pub fn against(previous: Option<&LedgerEntry>, closed: bool) -> Self {
         match previous {
-            _ if closed_by_vendor => Self::Fixed,
+            _ if closed => Self::Fixed,
             None => Self::New,
             Some(entry) if entry.open => Self::Active,
             Some(_) => Self::Reopened,

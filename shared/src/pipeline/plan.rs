@@ -178,19 +178,22 @@ pub async fn plan(
         let unplanned = branches_not_planned(store, &previous, &items, &selected).await?;
         problems.extend(a_branch_still_scanned(vendor, &engines, unplanned).await?);
     }
-    // Likewise for projects: a listing that reads complete can still have skipped one (a project
-    // deleted and another created while it was paged shifts the rest by one place, the count
-    // unchanged), and finalize would close it as deleted.
-    if let (true, false, true, true, Some(previous_run)) = (
-        kind.on_projects(),
-        each_branch,
+    // Likewise for projects and DAST environments: a listing that reads complete can still have
+    // skipped one (one deleted and another created while it was paged shifts the rest by one
+    // place, the count unchanged), and finalize would close it as deleted.
+    if let (false, true, true, Some(previous_run)) = (
+        kind.on_projects() && each_branch,
         connection.config.close_deleted_items,
         problems.is_empty(),
         &previous_run,
     ) {
         let listed: HashSet<String> = ids.iter().map(|id| item_key(id)).collect();
-        let unlisted = projects_not_listed(store, &run.sibling(previous_run), &listed).await?;
-        problems.extend(a_project_still_scanned(vendor, unlisted).await?);
+        let unlisted = assets_not_listed(store, &run.sibling(previous_run), &listed).await?;
+        problems.extend(if kind.on_projects() {
+            a_project_still_scanned(vendor, unlisted).await?
+        } else {
+            an_environment_still_scanned(vendor, unlisted).await?
+        });
     }
     let planned = items.len() as u64;
     keep_items_small(store, run, &mut items).await?;
@@ -785,11 +788,11 @@ async fn closed_as_deleted(
     )
 }
 
-/// The vendor ids of the projects whose ledger the `previous` run has and this run's listing did
-/// not send (`listed`: their item keys), but those it closed as deleted. A key that holds only its
-/// id's start and a hash, or a branch asset's, names no project to ask about: finalize reports it
-/// deleted as before.
-async fn projects_not_listed(
+/// The vendor ids of the projects or DAST environments whose ledger the `previous` run has and
+/// this run's listing did not send (`listed`: their item keys), but those it closed as deleted. A
+/// key that holds only its id's start and a hash, or a branch asset's, names no project to ask
+/// about: finalize reports it deleted as before.
+async fn assets_not_listed(
     store: &impl ObjectStore,
     previous: &RunRef,
     listed: &HashSet<String>,
@@ -813,7 +816,7 @@ async fn projects_not_listed(
 }
 
 /// Asks for the last scan, of any status and engine, of each project the listing did not send
-/// ([`projects_not_listed`]). A scan found means the listing was short without a sign: the answer
+/// ([`assets_not_listed`]). A scan found means the listing was short without a sign: the answer
 /// is a problem, so the run is partial and finalize closes nothing it did not plan. None found:
 /// those projects are gone (or hold no scan), as the listing said.
 async fn a_project_still_scanned(
@@ -839,6 +842,30 @@ async fn a_project_still_scanned(
             unlisted.len()
         )
     }))
+}
+
+/// Asks for the scans of each DAST environment the listing did not send ([`assets_not_listed`]),
+/// one environment at a time, until one has a scan: then the listing was short without a sign, as
+/// for projects ([`a_project_still_scanned`]). None has: those environments are gone, as the
+/// listing said (a deleted environment's scans go with it; an id the tenant does not know is
+/// answered 404).
+async fn an_environment_still_scanned(
+    vendor: &VendorAccess,
+    unlisted: Vec<String>,
+) -> Result<Option<String>, StepError> {
+    for environment in &unlisted {
+        let scanned = with_renewal(vendor, |c| async move {
+            c.dast_environment_scanned(environment).await
+        })
+        .await?;
+        if scanned {
+            return Ok(Some(format!(
+                "DAST environment {environment} is not in the tenant's environment list, yet asked for alone the tenant has a scan of it: the list may have skipped it (an environment deleted and another created while it was paged); the {} environments the list did not send are carried, not closed",
+                unlisted.len()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Of a previous run's manifest, what [`closed_as_deleted`] reads: the items it reported

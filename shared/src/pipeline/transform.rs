@@ -481,6 +481,9 @@ async fn transform_collected(
         let before_the_pull = record.objects.len();
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
+                if let Some(closures) = moved.get(&transformer.engine()) {
+                    transformer.number_lines_after(closures.lines);
+                }
                 transformer.reconcile(
                     previous.remove(&transformer.engine()).unwrap_or_default(),
                     &item.run.run_id,

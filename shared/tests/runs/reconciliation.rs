@@ -688,18 +688,54 @@ async fn a_project_list_that_moves_while_it_is_paged_deletes_nothing() {
 /// reported deleted and its open findings closed under `close_deleted_items`.
 #[tokio::test]
 async fn a_project_list_that_skips_one_while_it_is_paged_deletes_nothing() {
-    let (store, dir) = temp_store("list-skipped");
-    let emulator = emulator(shape(PROJECTS, 1)).await;
-    let mut c = connection(&emulator, "list-skipped", ConnectorKind::Sast);
+    a_list_that_skips_one_while_it_is_paged_deletes_nothing(ConnectorKind::Sast).await;
+}
+
+/// The same for a DAST environment list (paged with `from`/`to`): environment 2 is never sent;
+/// asked for alone, it still has scans.
+#[tokio::test]
+async fn an_environment_list_that_skips_one_while_it_is_paged_deletes_nothing() {
+    a_list_that_skips_one_while_it_is_paged_deletes_nothing(ConnectorKind::Dast).await;
+}
+
+async fn a_list_that_skips_one_while_it_is_paged_deletes_nothing(kind: ConnectorKind) {
+    let id = format!("list-skipped-{kind:?}").to_lowercase();
+    let (store, dir) = temp_store(&id);
+    let emulator = emulator(TenantShape {
+        dast_environments: 4,
+        ..shape(PROJECTS, 1)
+    })
+    .await;
+    let mut c = connection(&emulator, &id, kind);
     c.config.close_deleted_items = true;
     c.vendor.projects_page_size = 2;
+    c.vendor.dast_page_size = 2;
     let first = run(&store, &c, api_key(&emulator)).await.unwrap();
     assert!(first.complete, "{:?}", first.problems);
     let m1 = manifest(&store, &first.manifest).await;
     let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+    let expected = emulator.expected();
+    let (endpoint, skipped, asked) = match kind {
+        ConnectorKind::Dast => (
+            Endpoint::DastEnvironments,
+            expected.environments[2].id.clone(),
+            "DAST environment",
+        ),
+        _ => (
+            Endpoint::Projects,
+            expected.projects[2].id.clone(),
+            "project",
+        ),
+    };
+    let skipped_open = m1
+        .items
+        .iter()
+        .find(|i| i.vendor_id == skipped)
+        .map(|i| i.figures.findings_out - i.figures.fixed);
+    assert!(skipped_open > Some(0), "the skipped one has open findings");
 
     emulator.set_fault(
-        Endpoint::Projects,
+        endpoint,
         FaultSpec {
             first_replaced: true,
             ..FaultSpec::default()
@@ -708,28 +744,27 @@ async fn a_project_list_that_skips_one_while_it_is_paged_deletes_nothing() {
     let second = run(&store, &c, api_key(&emulator)).await.unwrap();
     emulator.clear_faults();
     let m2 = manifest(&store, &second.manifest).await;
-    let skipped = &emulator.expected().projects[2].id;
     let items: BTreeSet<&str> = m2.items.iter().map(|i| i.vendor_id.as_str()).collect();
     assert!(!items.contains(skipped.as_str()), "{items:?}");
     assert!(
         items.iter().any(|id| id.ends_with("-new")),
-        "the project created at the end is listed: {items:?}"
+        "the one created at the end is listed: {items:?}"
     );
     assert!(
         !second.complete,
-        "a list that skipped a project makes the run partial"
+        "a list that skipped one makes the run partial"
     );
     assert!(
-        m2.problems.iter().any(|p| p.contains(&format!(
-            "project {skipped} is not in the tenant's project list, yet asked for alone the tenant has a scan of it"
-        ))),
+        m2.problems.iter().any(|p| p
+            .starts_with(&format!("{asked} {skipped} is not in the tenant's"))
+            && p.contains("yet asked for alone the tenant has a scan of it")),
         "{:?}",
         m2.problems
     );
     assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
     assert_eq!(closed_findings(&m2), 0, "nothing is closed");
     let open_now = m2.totals.findings_out - m2.totals.fixed;
-    assert!(m2.carried_forward > 0, "the project never sent is carried");
+    assert!(m2.carried_forward > 0, "the one never sent is carried");
     assert_eq!(open_now + m2.carried_forward, open_before);
 
     let third = run(&store, &c, api_key(&emulator)).await.unwrap();
@@ -987,10 +1022,20 @@ async fn a_map_that_renames_assets_closes_their_findings_on_the_old_asset() {
         .collect();
     let (mut closed, mut sent) = (BTreeSet::new(), BTreeSet::new());
     for item in &m2.items {
+        // (engine, part) → asset of each line: the old asset's closures and the new asset's
+        // lines are numbered as one item's lines, no part twice.
+        let mut parts = BTreeMap::new();
         for object in &item.objects {
             let closures = object.key.ends_with(CLOSURES);
             for (line, finding) in findings_in(&store, [object]).await {
                 let asset = line["externalAssetId"].as_str().unwrap().to_string();
+                let part = (line["engine"].to_string(), line["part"].as_u64().unwrap());
+                let numbered = parts.entry(part.clone()).or_insert_with(|| asset.clone());
+                assert_eq!(
+                    *numbered, asset,
+                    "part {part:?} of item {} twice",
+                    item.item
+                );
                 let id = finding["externalFindingId"].as_str().unwrap().to_string();
                 if closures {
                     assert!(

@@ -60,9 +60,10 @@ pub struct FaultSpec {
     /// each time with other bytes. `/api/results`, unfiltered, of a scan that ran more than one
     /// engine; and `/api/projects`, unfiltered, its first project renamed.
     pub first_moved_to_end: bool,
-    /// `/api/projects`, unfiltered: every page but the first is answered as if, once the first
-    /// was sent, the list's first project had been deleted and a new one created at its end: the
-    /// projects after it come one place earlier, so one is never sent, and the count stays.
+    /// `/api/projects` and `/api/dast/scans/environments`, unfiltered: every page but the first
+    /// is answered as if, once the first was sent, the list's first project (environment) had
+    /// been deleted and a new one created at its end: those after it come one place earlier, so
+    /// one is never sent, and the count stays.
     pub first_replaced: bool,
     /// `/api/projects/last-scan` answers each project's latest scan whatever `scan-status`,
     /// `engine` and `branch` ask (a server that ignores its filters).
@@ -197,7 +198,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, move-first-to-end, shrink-to, page-cap, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, move-first-to-end, replace-first, shrink-to, page-cap, expire-tokens-after, max"
                     ));
                 }
             }

@@ -121,7 +121,21 @@ pub async fn environments(
         matching.reverse();
     }
     let total = matching.len() as u64;
-    let page: Vec<u32> = matching.into_iter().skip(from).take(count).collect();
+    // The fault `replace-first`: after the first page, the list as if its first environment had
+    // been deleted and a new one (`None` here) created at the end.
+    let replaced = from > 0
+        && search.is_none()
+        && scan_type.is_none()
+        && state
+            .faults
+            .first_replaced(Endpoint::DastEnvironments, &crate::faults::request_target());
+    let mut listed: Vec<Option<u32>> = matching.iter().copied().map(Some).collect();
+    if replaced && !listed.is_empty() {
+        listed.remove(0);
+        listed.push(None);
+    }
+    let first = matching.first().copied().unwrap_or(0);
+    let page: Vec<Option<u32>> = listed.into_iter().skip(from).take(count).collect();
     let mut body = Vec::with_capacity(page.len() * 1_200 + 128);
     body.extend_from_slice(b"{\"environments\":");
     write_array(
@@ -130,7 +144,17 @@ pub async fn environments(
         page.len(),
         page.into_iter().map(|e| {
             move |out: &mut Vec<u8>| {
-                serde_json::to_writer(out, &tenant.environment_json(e)).expect("Vec write")
+                let environment = match e {
+                    Some(e) => tenant.environment_json(e),
+                    None => {
+                        let mut created = tenant.environment_json(first);
+                        let id = format!("{}-new", created["environmentId"].as_str().unwrap_or(""));
+                        created["environmentId"] = Value::from(id);
+                        created["domain"] = Value::from("created-while-the-list-was-paged.example");
+                        created
+                    }
+                };
+                serde_json::to_writer(out, &environment).expect("Vec write")
             }
         }),
         &mut body,
