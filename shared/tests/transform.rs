@@ -2328,3 +2328,36 @@ fn a_status_a_value_map_misses_is_flagged_not_written_verbatim() {
         "{flagged:?}"
     );
 }
+
+/// A status passed through without a value map is taken in any case (`Fixed`, `new`), written
+/// as ETM spells it, not flagged.
+#[test]
+fn a_status_passed_through_is_taken_in_any_case() {
+    let mut map = TransformMap::default_for(Engine::Sast);
+    let status = map
+        .entries
+        .iter_mut()
+        .find(|e| e.target.ends_with("findingStatus"))
+        .expect("the default map writes the status");
+    (status.value_map, status.default) = (None, None);
+    let records = vec![
+        sast_record("a", json!({"status": "Fixed"})),
+        sast_record("b", json!({"status": "new"})),
+    ];
+    let (lines, _) = run_with(
+        &map,
+        PROJECT_WITH_REPO,
+        &[&page(records)],
+        TransformOptions::default(),
+    );
+    validate(&lines);
+    let out = findings(&lines[0]);
+    assert_eq!(
+        (&out[0]["findingStatus"], &out[1]["findingStatus"]),
+        (&json!("FIXED"), &json!("NEW"))
+    );
+    assert!(
+        out.iter().all(|f| f.get("flaggedValues").is_none()),
+        "{out:?}"
+    );
+}

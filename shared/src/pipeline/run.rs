@@ -1296,6 +1296,88 @@ mod tests {
         );
     }
 
+    /// A store on which `late` commits (its marker, then the state naming it the last committed
+    /// run, as its late finalize's `write_state` does) the moment a starting run has found its
+    /// marker absent.
+    struct CommitsLate {
+        inner: MemoryStore,
+        late: RunRef,
+        landed: std::sync::atomic::AtomicBool,
+    }
+
+    impl ObjectStore for CommitsLate {
+        async fn put(&self, key: &str, body: Bytes) -> Result<(), crate::store::StoreError> {
+            self.inner.put(key, body).await
+        }
+        async fn put_if_absent(
+            &self,
+            key: &str,
+            body: Bytes,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, crate::store::StoreError> {
+            let answer = self.inner.get(key).await?;
+            let marker = self.late.commit_marker();
+            if key == marker && !self.landed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.inner.put(&marker, Bytes::from_static(b"{}")).await?;
+                let late = self.late.run_id.clone();
+                update_state(&self.inner, &self.late.connection_id, |doc| {
+                    doc.last_committed_run = Some(late);
+                })
+                .await
+                .expect("the late commit records itself");
+            }
+            Ok(answer)
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::store::StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
+            self.inner.delete(key).await
+        }
+    }
+
+    /// A run that commits after its lock was released (a late finalize attempt), recorded between
+    /// a new run's read of the markers and its write of the state: the new run keeps the newer of
+    /// the two. Before, it wrote back the older one the markers had named, and the run after
+    /// reconciled against it, sending again what the late run had sent.
+    #[tokio::test]
+    async fn a_run_beginning_as_an_older_one_commits_late_keeps_the_newer_committed_run() {
+        let inner = MemoryStore::default();
+        let lease = Duration::from_secs(3600);
+        let first = begin_run(&inner, "c7", Trigger::Api, lease).await.unwrap();
+        inner
+            .put(&first.commit_marker(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        update_state(&inner, "c7", |doc| {
+            doc.last_committed_run = Some(first.run_id.clone());
+        })
+        .await
+        .unwrap();
+        release(&inner, &first).await.unwrap();
+        let late = begin_run(&inner, "c7", Trigger::Api, lease).await.unwrap();
+        fail_run(&inner, &late, "its lock was released")
+            .await
+            .unwrap();
+        let store = CommitsLate {
+            inner,
+            late: late.clone(),
+            landed: false.into(),
+        };
+        let next = begin_run(&store, "c7", Trigger::Api, lease).await.unwrap();
+        assert!(store.landed.load(std::sync::atomic::Ordering::SeqCst));
+        let state = read_state(&store, "c7").await.unwrap().unwrap();
+        assert_eq!(state.last_run.as_deref(), Some(next.run_id.as_str()));
+        assert_eq!(
+            state.last_committed_run.as_deref(),
+            Some(late.run_id.as_str()),
+            "the late run, newer than {}",
+            first.run_id
+        );
+    }
+
     #[tokio::test]
     async fn a_lock_held_by_a_local_runner_that_died_is_recovered_at_once() {
         let store = MemoryStore::default();
