@@ -1814,6 +1814,31 @@ async fn every_branch_is_its_own_asset_and_stays_stable_across_runs() {
         m1.totals.lifecycle.get(&Lifecycle::New)
     );
     assert_eq!(committed_findings(&store, &m2).await, committed);
+
+    // Back to one asset per project, closing what the tenant no longer lists: the branch assets
+    // are reported deleted, and the plan asks `last-scan` about none of them as a project (a
+    // branch asset's key names no project id; before, `<project>@<branch>-<hash>` was asked).
+    let mut per_project = c.config.clone();
+    per_project.branches = cxone_etm::pipeline::BranchPolicy::Main {
+        fallback_to_any: false,
+    };
+    per_project.close_deleted_items = true;
+    let per_project = per_project.validate().unwrap();
+    emulator.reset_traffic();
+    let third = run(&store, &per_project, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert_eq!(m3.deleted_items.len(), m2.items.len(), "{:?}", m3.problems);
+    let asked: Vec<String> = emulator
+        .request_log()
+        .into_iter()
+        .filter(|(endpoint, _)| *endpoint == Endpoint::LastScan)
+        .map(|(_, target)| target)
+        .collect();
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|t| !t.contains('@') && !t.contains("%40")),
+        "{asked:?}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
