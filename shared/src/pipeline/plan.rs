@@ -200,13 +200,7 @@ pub async fn plan(
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let deadlines = Some(ItemDeadlines::from_run_start(started_at));
     let groups = group_items(items, children_at_once, deadlines);
-    let mut body = Vec::new();
-    for group in &groups {
-        serde_json::to_writer(&mut body, group).expect("serializes");
-        body.push(b'\n');
-    }
-    store.put(&run.work_list(), Bytes::from(body)).await?;
-    put_json(store, &run.work_list_problems(), &problems).await?;
+    write_work_list(store, run, &groups, problems).await?;
     record_plan(
         store,
         run,
@@ -921,8 +915,57 @@ async fn a_branch_still_scanned(
     Ok(None)
 }
 
+/// What the plan found wrong, bound to the work list it wrote by that list's SHA-256. Two plan
+/// attempts may overlap (Step Functions retries one whose answer it lost while it still runs),
+/// each writing both objects: without the binding, finalize could take one attempt's work list
+/// (a listing that missed a project) with the other's problems (none), and close what it did not
+/// list.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanProblems {
+    work_list_sha256: String,
+    problems: Vec<String>,
+}
+
+/// The problems object as runs planned before the binding wrote it, or as now.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StoredProblems {
+    Bound(PlanProblems),
+    Unbound(Vec<String>),
+}
+
+fn work_list_sha256(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// Writes the work list (one group per line, the state machine's item reader's JSONL), then the
+/// plan's problems bound to it.
+pub(crate) async fn write_work_list(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    groups: &[WorkGroup],
+    problems: Vec<String>,
+) -> Result<(), StepError> {
+    let mut body = Vec::new();
+    for group in groups {
+        serde_json::to_writer(&mut body, group).expect("serializes");
+        body.push(b'\n');
+    }
+    let work_list_sha256 = work_list_sha256(&body);
+    store.put(&run.work_list(), Bytes::from(body)).await?;
+    let problems = PlanProblems {
+        work_list_sha256,
+        problems,
+    };
+    put_json(store, &run.work_list_problems(), &problems).await
+}
+
 /// Reads the work list's items back, in order (finalize; the state machine's item reader reads
-/// its groups on AWS). A line is a group, or, in a run planned before items were grouped, one item.
+/// its groups on AWS), with the plan's problems. A line is a group, or, in a run planned before
+/// items were grouped, one item. Problems bound to another work list (another plan attempt's)
+/// are kept, and one more says so: what this list's attempt found is unknown, so the run is
+/// partial and finalize closes nothing it did not plan.
 pub async fn read_work_list(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -943,9 +986,21 @@ pub async fn read_work_list(
         let group: WorkGroup = serde_json::from_slice(line).map_err(unreadable)?;
         items.extend(group.items);
     }
-    let problems = get_json(store, &run.work_list_problems())
-        .await?
-        .unwrap_or_default();
+    let problems = match get_json(store, &run.work_list_problems()).await? {
+        None => Vec::new(),
+        Some(StoredProblems::Unbound(problems)) => problems,
+        Some(StoredProblems::Bound(bound)) if bound.work_list_sha256 == work_list_sha256(&body) => {
+            bound.problems
+        }
+        Some(StoredProblems::Bound(mut other)) => {
+            other.problems.push(format!(
+                "{} was written by another plan attempt than {} (two attempts overlapped): what this list's attempt found wrong is unknown, so nothing it did not list is closed; the next run plans afresh",
+                run.work_list_problems(),
+                run.work_list()
+            ));
+            other.problems
+        }
+    };
     Ok((items, problems))
 }
 
@@ -1150,5 +1205,45 @@ mod tests {
             error.contains("work.jsonl: line 1: invalid type"),
             "{error}"
         );
+    }
+
+    /// Two plan attempts that overlap: the first's work list (its listing missed a project, which
+    /// its problems say) written over the second's, the second's problems (none) over the
+    /// first's. Finalize gets a problem saying so, and closes nothing it did not list. A work list
+    /// with its own problems reads as written, and so do the plain problems of older runs.
+    #[tokio::test]
+    async fn a_work_list_read_with_another_plan_attempts_problems_is_partial() {
+        let store = crate::store::MemoryStore::default();
+        let run = item(0, 1).run;
+        let group = |items| WorkGroup {
+            items,
+            deadlines: None,
+        };
+        let missed = vec!["the item list is incomplete: page 2 was refused".to_string()];
+        let first = [group(vec![item(0, 1)])];
+        let second = [group(vec![item(0, 1), item(1, 1)])];
+        write_work_list(&store, &run, &first, missed.clone())
+            .await
+            .unwrap();
+        let (items, problems) = read_work_list(&store, &run).await.unwrap();
+        assert_eq!((items.len(), &problems), (1, &missed), "as written");
+
+        let first_list = store.get(&run.work_list()).await.unwrap().unwrap();
+        write_work_list(&store, &run, &second, Vec::new())
+            .await
+            .unwrap();
+        assert!(read_work_list(&store, &run).await.unwrap().1.is_empty());
+        store.put(&run.work_list(), first_list).await.unwrap();
+        let (items, problems) = read_work_list(&store, &run).await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert!(
+            problems.len() == 1 && problems[0].contains("written by another plan attempt"),
+            "{problems:?}"
+        );
+
+        put_json(&store, &run.work_list_problems(), &missed)
+            .await
+            .unwrap();
+        assert_eq!(read_work_list(&store, &run).await.unwrap().1, missed);
     }
 }
