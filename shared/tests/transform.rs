@@ -1631,29 +1631,42 @@ fn a_finding_triage_settles_as_fixed_is_closed_in_the_ledger() {
 }
 
 /// The ledger follows what ETM is told, not the vendor's word: a custom map that sends the
-/// vendor's FIXED as ACTIVE leaves the finding open, so when it goes it is closed in ETM. Before,
-/// the ledger took it as closed and ETM kept it ACTIVE for good.
+/// vendor's FIXED as ACTIVE, or sends no status (read from `state`, whose `TO_VERIFY` is no status
+/// ETM takes), leaves the finding open, so when it goes it is closed in ETM. Before, the ledger
+/// took it as closed and ETM kept it open for good.
 #[test]
 fn a_finding_a_custom_map_sends_open_stays_open_in_the_ledger() {
-    let mut map = TransformMap::default_for(Engine::Sast);
-    let status = map
-        .entries
-        .iter_mut()
-        .find(|e| e.target.ends_with("findingStatus"))
-        .expect("the default map writes the status");
-    status.value_map = Some(BTreeMap::from([
-        ("NEW".to_string(), json!("NEW")),
-        ("RECURRENT".to_string(), json!("ACTIVE")),
-        ("FIXED".to_string(), json!("ACTIVE")),
-    ]));
-    let plan = map.compile().unwrap();
     let triage = cxone_etm::mapping::TriageMap::default();
-    let fixed = sast_record("f", json!({"status": "FIXED"}));
-    let (written, _, first) = statuses_after(&plan, &triage, vec![fixed], Default::default());
-    assert_eq!(written["f"], (json!("NEW"), json!("ACTIVE")), "{written:?}");
-    assert!(first.findings["f"].open);
-    let (_, closed, _) = statuses_after(&plan, &triage, Vec::new(), first);
-    assert_eq!(closed, 1, "sent open, closed when it goes");
+    let fixed = sast_record("f", json!({"status": "FIXED", "state": "TO_VERIFY"}));
+    for (source, value_map, sent) in [
+        (
+            "findings[].status",
+            [("RECURRENT", "ACTIVE"), ("FIXED", "ACTIVE")],
+            json!("ACTIVE"),
+        ),
+        (
+            "findings[].state",
+            [("CONFIRMED", "ACTIVE"), ("NOT_EXPLOITABLE", "PROTECTED")],
+            Value::Null,
+        ),
+    ] {
+        let mut map = TransformMap::default_for(Engine::Sast);
+        let status = map
+            .entries
+            .iter_mut()
+            .find(|e| e.target.ends_with("findingStatus"))
+            .expect("the default map writes the status");
+        status.source = source.to_string();
+        status.value_map = Some(value_map.map(|(k, v)| (k.to_string(), json!(v))).into());
+        status.default = None;
+        let plan = map.compile().unwrap();
+        let (written, _, first) =
+            statuses_after(&plan, &triage, vec![fixed.clone()], Default::default());
+        assert_eq!(written["f"], (json!("NEW"), sent), "{source}: {written:?}");
+        assert!(first.findings["f"].open, "{source}");
+        let (_, closed, _) = statuses_after(&plan, &triage, Vec::new(), first);
+        assert_eq!(closed, 1, "{source}: sent open, closed when it goes");
+    }
 }
 
 #[test]

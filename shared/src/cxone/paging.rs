@@ -1214,7 +1214,8 @@ impl CxOneClient {
 
     /// Whether the tenant has a scan, of any status, of a DAST environment asked for alone: the
     /// proof an environment a listing did not send is still there. `false` where it lists none,
-    /// and where the tenant does not know the environment (HTTP 404).
+    /// and where the tenant does not know the environment (HTTP 404). An answer of another
+    /// environment's scans alone (a server ignoring `environmentId`) tells nothing: an error.
     pub async fn dast_environment_scanned(
         &self,
         environment_id: &str,
@@ -1227,13 +1228,29 @@ impl CxOneClient {
                 ("to", "1".to_string()),
             ],
         );
-        match self
+        let page = match self
             .get_list("dast-scans", &url, "scans", "totalScans")
             .await
         {
-            Ok(page) => Ok(!page.records.is_empty() || page.total > 0),
-            Err(VendorError::NotFound { .. }) => Ok(false),
-            Err(other) => Err(other),
+            Ok(page) => page,
+            Err(VendorError::NotFound { .. }) => return Ok(false),
+            Err(other) => return Err(other),
+        };
+        let mut others = page.records.iter().filter_map(|record| {
+            let scan = serde_json::from_slice::<DastScan>(page.record(record)).ok();
+            scan.and_then(|s| s.environment_id)
+                .filter(|id| id != environment_id)
+        });
+        match others.next() {
+            Some(other) if others.count() + 1 == page.records.len() => {
+                Err(VendorError::Malformed {
+                    endpoint: "dast-scans",
+                    detail: format!(
+                        "asked for the scans of environment {environment_id}, the answer holds environment {other}'s: the server ignored `environmentId`"
+                    ),
+                })
+            }
+            _ => Ok(!page.records.is_empty()),
         }
     }
 

@@ -95,7 +95,8 @@ pub struct Collision {
 pub struct Figures {
     pub records_in: u64,
     pub findings_out: u64,
-    /// Findings out whose vendor status is FIXED (emitted closed, never open).
+    /// Findings out whose vendor status is FIXED (sent FIXED by the shipped maps, whatever their
+    /// triage state).
     pub fixed: u64,
     pub rejected: u64,
     /// Records of other engines (`/api/results` mixes them), by type.
@@ -1412,12 +1413,14 @@ impl State {
             .and_then(|s| TriageMap::forced_status(rules.options.triage.outcome(s)));
         // The ledger holds what ETM is told: a finding sent FIXED (the scan's FIXED, a triage
         // state or a custom map's value that says so) is closed there, so it is not closed again
-        // when it goes, and is REOPENED if it opens. Where no status is written, the scan's word.
+        // when it goes, and is REOPENED if it opens. One sent with another status, or none (a
+        // map that writes none, a value left out as no status ETM takes), is open: when it goes,
+        // its closure is sent.
         let sent_status = forced.or_else(|| {
             let position = plan.finding_status?;
             values[position].as_ref()?.as_str()
         });
-        let closed = sent_status.map_or(facts.fixed, |status| status == "FIXED");
+        let closed = sent_status == Some("FIXED");
         let original = plan
             .implicit
             .result_hash

@@ -1,6 +1,7 @@
 //! Reconciliation against the last committed run, per asset: each finding is NEW (first seen),
-//! ACTIVE (seen open before), REOPENED (fixed before, back now) or FIXED (closed by the vendor, or
-//! absent from a complete pull of its asset: then an explicit closure record is emitted). The
+//! ACTIVE (seen open before), REOPENED (fixed before, back now) or FIXED (sent FIXED: the vendor's
+//! status, a triage state or a custom map says so; or absent from a complete pull of its asset:
+//! then an explicit closure record is emitted). The
 //! ledger is what the connector has reported for one asset, open or fixed; each run writes the next
 //! one, and an asset whose pull is not complete carries its ledger forward unchanged.
 

@@ -24,7 +24,7 @@ use super::split::split_large_scans;
 use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
 use crate::field_error::FieldError;
 use crate::layout::{RunRef, item_key, vendor_id_of_key};
-use crate::mapping::Ledger;
+use crate::mapping::{Ledger, OpenFindings};
 use crate::store::ObjectStore;
 use crate::{ConnectorKind, Engine};
 
@@ -190,9 +190,9 @@ pub async fn plan(
         let listed: HashSet<String> = ids.iter().map(|id| item_key(id)).collect();
         let unlisted = assets_not_listed(store, &run.sibling(previous_run), &listed).await?;
         problems.extend(if kind.on_projects() {
-            a_project_still_scanned(vendor, unlisted).await?
+            a_project_still_scanned(vendor, unlisted).await
         } else {
-            an_environment_still_scanned(vendor, unlisted).await?
+            an_environment_still_scanned(vendor, unlisted).await
         });
     }
     let planned = items.len() as u64;
@@ -782,10 +782,16 @@ async fn closed_as_deleted(
     )
 }
 
-/// The vendor ids of the projects or DAST environments whose ledger the `previous` run has and
-/// this run's listing did not send (`listed`: their item keys), but those it closed as deleted. A
-/// key that holds only its id's start and a hash, or a branch asset's, names no project to ask
-/// about: finalize reports it deleted as before.
+/// Ledgers read at once when the plan counts the open findings of unlisted assets.
+const LEDGERS_READ_AT_ONCE: usize = 16;
+
+/// The vendor ids of the projects or DAST environments whose ledger the `previous` run has with
+/// findings open and this run's listing did not send (`listed`: their item keys): what finalize
+/// would close as deleted. Those with none open are not asked about (finalize closes nothing of
+/// them), so the deleted assets a connection gathers over the years cost no question; a ledger
+/// that cannot be read may hold open findings and is asked about. A key that holds only its id's
+/// start and a hash, or a branch asset's, names no project to ask about: finalize reports it
+/// deleted as before.
 async fn assets_not_listed(
     store: &impl ObjectStore,
     previous: &RunRef,
@@ -793,73 +799,100 @@ async fn assets_not_listed(
 ) -> Result<Vec<String>, StepError> {
     let mut unlisted = Vec::new();
     for key in store.list(&previous.ledger_prefix()).await? {
-        if let Some(item) = previous.ledger_item(&key).filter(|i| !listed.contains(*i)) {
-            unlisted.push(item.to_string());
+        let Some(item) = previous.ledger_item(&key).filter(|i| !listed.contains(*i)) else {
+            continue;
+        };
+        // A branch asset's key (a connection that took each branch before) names no project id.
+        if branch_of_asset_key(item).is_some() {
+            continue;
+        }
+        if let Some(id) = vendor_id_of_key(item) {
+            unlisted.push((id, key));
         }
     }
-    if unlisted.is_empty() {
-        return Ok(unlisted);
-    }
-    let nothing_open = closed_as_deleted(store, previous).await?;
-    // A branch asset's key (a connection that took each branch before) names no project id.
-    Ok(unlisted
-        .into_iter()
-        .filter(|item| !nothing_open.contains(item) && branch_of_asset_key(item).is_none())
-        .filter_map(|item| vendor_id_of_key(&item))
-        .collect())
+    futures_util::stream::iter(unlisted)
+        .map(|(id, key)| async move {
+            let open = match get_gzip_json::<OpenFindings>(store, &key).await {
+                Ok(ledger) => ledger.is_some_and(|l| l.count > 0),
+                Err(StepError::BadObject { .. }) => true,
+                Err(error) => return Err(error),
+            };
+            Ok(open.then_some(id))
+        })
+        .buffered(LEDGERS_READ_AT_ONCE)
+        .try_filter_map(|id| async move { Ok(id) })
+        .try_collect()
+        .await
 }
 
 /// Asks for the last scan, of any status and engine, of each project the listing did not send
 /// ([`assets_not_listed`]). A scan found means the listing was short without a sign: the answer
 /// is a problem, so the run is partial and finalize closes nothing it did not plan. None found:
-/// those projects are gone (or hold no scan), as the listing said.
-async fn a_project_still_scanned(
-    vendor: &VendorAccess,
-    unlisted: Vec<String>,
-) -> Result<Option<String>, StepError> {
+/// those projects are gone (or hold no scan), as the listing said. An answer refused is a problem
+/// too, not the plan's failure: the assets listed are still delivered.
+async fn a_project_still_scanned(vendor: &VendorAccess, unlisted: Vec<String>) -> Option<String> {
     if unlisted.is_empty() {
-        return Ok(None);
+        return None;
     }
     let query = LastScanQuery {
         scan_status: None,
         ..LastScanQuery::completed(None)
     };
-    let found = with_renewal(vendor, |c| {
+    let asked = with_renewal(vendor, |c| {
         let (ids, query) = (unlisted.clone(), query.clone());
         async move { c.last_scans(&ids, &query).await }
     })
-    .await?;
+    .await;
+    let found = match asked {
+        Ok(found) => found,
+        Err(error) => return Some(not_asked(unlisted.len(), "projects", &error)),
+    };
     let mut still = unlisted.iter().filter(|id| found.contains_key(*id));
-    Ok(still.next().map(|project| {
+    still.next().map(|project| {
         format!(
             "project {project} is not in the tenant's project list, yet asked for alone the tenant has a scan of it: the list may have skipped it (a project deleted and another created while it was paged); the {} projects the list did not send are carried, not closed",
             unlisted.len()
         )
-    }))
+    })
 }
 
 /// Asks for the scans of each DAST environment the listing did not send ([`assets_not_listed`]),
-/// one environment at a time, until one has a scan: then the listing was short without a sign, as
-/// for projects ([`a_project_still_scanned`]). None has: those environments are gone, as the
-/// listing said (a deleted environment's scans go with it; an id the tenant does not know is
-/// answered 404).
+/// as many at once as the connection's concurrency, until one has a scan: then the listing was
+/// short without a sign, as for projects ([`a_project_still_scanned`]). None has: those
+/// environments are gone, as the listing said (a deleted environment's scans go with it; an id
+/// the tenant does not know is answered 404). An answer refused is a problem, as for projects.
 async fn an_environment_still_scanned(
     vendor: &VendorAccess,
     unlisted: Vec<String>,
-) -> Result<Option<String>, StepError> {
-    for environment in &unlisted {
-        let scanned = with_renewal(vendor, |c| async move {
-            c.dast_environment_scanned(environment).await
+) -> Option<String> {
+    let mut asked = futures_util::stream::iter(&unlisted)
+        .map(|environment| async move {
+            let scanned = with_renewal(vendor, |c| async move {
+                c.dast_environment_scanned(environment).await
+            })
+            .await?;
+            Ok::<_, crate::cxone::VendorError>(scanned.then_some(environment))
         })
-        .await?;
-        if scanned {
-            return Ok(Some(format!(
-                "DAST environment {environment} is not in the tenant's environment list, yet asked for alone the tenant has a scan of it: the list may have skipped it (an environment deleted and another created while it was paged); the {} environments the list did not send are carried, not closed",
-                unlisted.len()
-            )));
+        .buffer_unordered(vendor.concurrency());
+    loop {
+        match asked.next().await? {
+            Ok(Some(environment)) => {
+                return Some(format!(
+                    "DAST environment {environment} is not in the tenant's environment list, yet asked for alone the tenant has a scan of it: the list may have skipped it (an environment deleted and another created while it was paged); the {} environments the list did not send are carried, not closed",
+                    unlisted.len()
+                ));
+            }
+            Ok(None) => {}
+            Err(error) => return Some(not_asked(unlisted.len(), "DAST environments", &error)),
         }
     }
-    Ok(None)
+}
+
+/// The problem of a question about unlisted assets the tenant did not answer.
+fn not_asked(unlisted: usize, assets: &str, error: &impl std::fmt::Display) -> String {
+    format!(
+        "the tenant's list did not send {unlisted} {assets} of the last committed run, and asking whether they are still there failed ({error}): they are carried, not closed; the next run asks again"
+    )
 }
 
 /// Of a previous run's manifest, what [`closed_as_deleted`] reads: the items it reported

@@ -93,7 +93,7 @@ pub fn closed_findings(m: &Manifest) -> u64 {
 
 /// The batch lines of a manifest object, after checking the object against its entry: digest,
 /// size, lines and findings.
-async fn checked_lines(store: &LocalStore, object: &ObjectEntry) -> Vec<Value> {
+pub async fn checked_lines(store: &LocalStore, object: &ObjectEntry) -> Vec<Value> {
     let lines = checked_object_lines(store, object).await;
     let findings: usize = lines
         .iter()

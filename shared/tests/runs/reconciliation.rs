@@ -771,6 +771,81 @@ async fn a_list_that_skips_one_while_it_is_paged_deletes_nothing(kind: Connector
     let m3 = manifest(&store, &third.manifest).await;
     assert!(third.complete, "{:?}", third.problems);
     nothing_new_or_reopened(&m3, "run 3");
+
+    // The last one deleted: asked about once, it is gone (its scans with it, the tenant answers
+    // 404 or none) and closed; the run after asks nothing, none of its findings being open.
+    let smaller = emulator_with(cxone_emulator::EmulatorConfig {
+        shape: TenantShape {
+            projects: PROJECTS - 1,
+            dast_environments: 3,
+            ..shape(PROJECTS, 1)
+        },
+        ..cxone_emulator::EmulatorConfig::default()
+    })
+    .await;
+    let gone = match kind {
+        ConnectorKind::Dast => expected.environments[3].id.clone(),
+        _ => expected.projects[PROJECTS as usize - 1].id.clone(),
+    };
+    let mut c = connection(&smaller, &id, kind);
+    c.config.close_deleted_items = true;
+    let asked_about_gone = |emulator: &Emulator| {
+        emulator
+            .request_log()
+            .iter()
+            .filter(|(endpoint, target)| {
+                [Endpoint::LastScan, Endpoint::DastScans].contains(endpoint)
+                    && target.contains(gone.as_str())
+            })
+            .count()
+    };
+    // The question refused (403): a problem, not the plan's failure; the rest is delivered and
+    // nothing unlisted closed.
+    let asked_endpoint = match kind {
+        ConnectorKind::Dast => Endpoint::DastScans,
+        _ => Endpoint::LastScan,
+    };
+    smaller.set_fault(
+        asked_endpoint,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: Some(gone.clone()),
+            ..FaultSpec::default()
+        },
+    );
+    let refused = run(&store, &c, api_key(&smaller)).await.unwrap();
+    smaller.clear_faults();
+    let m = manifest(&store, &refused.manifest).await;
+    assert!(
+        !refused.complete
+            && m.problems
+                .iter()
+                .any(|p| p.contains("asking whether they are still there failed")),
+        "{:?}",
+        m.problems
+    );
+    assert!(m.deleted_items.is_empty() && m.items.iter().all(|i| i.status == ItemStatus::Complete));
+    smaller.reset_traffic();
+    let fourth = run(&store, &c, api_key(&smaller)).await.unwrap();
+    let m4 = manifest(&store, &fourth.manifest).await;
+    assert!(fourth.complete, "{:?}", fourth.problems);
+    let deleted: Vec<(&str, bool)> = m4
+        .deleted_items
+        .iter()
+        .map(|d| (d.vendor_id.as_str(), d.closed))
+        .collect();
+    assert_eq!(deleted, [(gone.as_str(), true)]);
+    let closed: u64 = m4.deleted_items[0].objects.iter().map(|o| o.findings).sum();
+    assert!(closed > 0 && m4.deleted_items[0].carried == 0, "{closed}");
+    assert_eq!(asked_about_gone(&smaller), 1, "{:?}", smaller.request_log());
+    smaller.reset_traffic();
+    let fifth = run(&store, &c, api_key(&smaller)).await.unwrap();
+    assert!(fifth.complete, "{:?}", fifth.problems);
+    assert_eq!(
+        asked_about_gone(&smaller),
+        0,
+        "nothing of it open: not asked"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
