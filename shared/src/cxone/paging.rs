@@ -1250,7 +1250,8 @@ impl CxOneClient {
                     ),
                 })
             }
-            _ => Ok(!page.records.is_empty()),
+            // A count of scans beside an empty page is a scan all the same.
+            _ => Ok(!page.records.is_empty() || page.total > 0),
         }
     }
 

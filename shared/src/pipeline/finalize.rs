@@ -19,7 +19,7 @@ use super::now_rfc3339;
 use super::objects::{
     Once, get_gzip_json, get_json, put_gzip_json, put_json_once, put_lines_written, read_gzip_json,
 };
-use super::plan::{project_of_branch_asset, read_work_list};
+use super::plan::{Planned, project_of_branch_asset, read_plan};
 use super::run::{
     RunRecord, ensure_holds_lock, ensure_last_commit_unchanged, fail_run, finish_committed,
     mark_committed, read_run, restore_committed_manifest,
@@ -192,13 +192,32 @@ pub async fn finalize(
     if let Some(manifest) = finish_committed(store, run).await? {
         return Ok(manifest);
     }
-    let (mut work, mut problems) = read_work_list(store, run).await?;
+    let Planned {
+        items: mut work,
+        mut problems,
+        previous_run: planned_against,
+    } = read_plan(store, run).await?;
     // The parts of a split scan are one asset: the first stands for them all.
     let mut listed = std::collections::HashSet::new();
     work.retain(|item| listed.insert(item.item.clone()));
     // The work list's problems are the listing's (malformed records, an incomplete list).
     let listing_complete = problems.is_empty();
     let record = read_run(store, run).await?;
+    // The run record is the last plan attempt's: one that reconciles against another run than
+    // the work list's (a run committed between two overlapping attempts) commits nothing.
+    if let Some(planned_against) = planned_against.filter(|p| *p != record.previous_run) {
+        let reason = format!(
+            "the work list was planned against run {}, the run record against run {} (two plan attempts overlapped while run {} committed): nothing was committed; the next run plans afresh",
+            planned_against.as_deref().unwrap_or("(none)"),
+            record.previous_run.as_deref().unwrap_or("(none)"),
+            planned_against
+                .clone()
+                .max(record.previous_run.clone())
+                .unwrap_or_default(),
+        );
+        fail_run(store, run, &reason).await?;
+        return Err(StepError::NothingCommitted(reason));
+    }
     let ledgers_written: std::collections::HashSet<String> = store
         .list(&run.ledger_prefix())
         .await?
@@ -275,6 +294,7 @@ pub async fn finalize(
     )
     .await?;
     problems.extend(unreadable_unlisted);
+    problems.extend(drop_stray_ledgers(store, run, &record, &work, &ledgers_written).await?);
     // The closures of deleted assets are lines of the run, of their engines.
     for (engine, closed) in closed_with_deleted {
         totals.count_closures(closed);
@@ -353,6 +373,48 @@ pub async fn finalize(
     }
     mark_committed(store, run, &manifest).await?;
     Ok(manifest)
+}
+
+/// Deletes the ledgers a transform wrote for items this work list does not hold and no ledger of
+/// the previous run stands for (those are carried or closed as deleted): a transform of another
+/// plan attempt's list, the one the state machine's map ran, wrote them. Committed, they would
+/// name findings as sent that no manifest line sends. A problem names how many.
+async fn drop_stray_ledgers(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    record: &RunRecord,
+    work: &[WorkItem],
+    ledgers_written: &std::collections::HashSet<String>,
+) -> Result<Option<String>, StepError> {
+    let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
+    let mut stray: Vec<&str> = ledgers_written
+        .iter()
+        .map(String::as_str)
+        .filter(|item| !listed.contains(item))
+        .collect();
+    if stray.is_empty() {
+        return Ok(None);
+    }
+    if let Some(previous_run) = &record.previous_run {
+        let previous = run.sibling(previous_run);
+        let carried: std::collections::HashSet<String> = store
+            .list(&previous.ledger_prefix())
+            .await?
+            .iter()
+            .filter_map(|key| previous.ledger_item(key).map(str::to_string))
+            .collect();
+        stray.retain(|item| !carried.contains(*item));
+    }
+    stray.sort_unstable();
+    for item in &stray {
+        store.delete(&run.ledger(item)).await?;
+    }
+    Ok(stray.first().map(|first| {
+        format!(
+            "{} ledger(s) of items the work list does not hold were written by another plan attempt's items (the first: {first}): deleted, those assets start afresh next run",
+            stray.len()
+        )
+    }))
 }
 
 /// Why a run has nothing to commit: items failed and none was pulled (complete, or incomplete:

@@ -160,7 +160,11 @@ pub async fn plan(
             scans => items.push(item(item_key(id), name, record, scans.first())),
         }
     }
-    put_json(store, &run.filtered_list(), &filtered).await?;
+    let filtered = serde_json::to_vec(&filtered).expect("serializes");
+    let filtered_sha256 = sha256_hex(&filtered);
+    store
+        .put(&run.filtered_list(), Bytes::from(filtered))
+        .await?;
     let mut problems = malformed;
     if let Some(problem) = listing_problem {
         problems.push(format!("the item list is incomplete: {problem}"));
@@ -176,7 +180,7 @@ pub async fn plan(
     ) {
         let previous = run.sibling(previous_run);
         let unplanned = branches_not_planned(store, &previous, &items, &selected).await?;
-        problems.extend(a_branch_still_scanned(vendor, &engines, unplanned).await?);
+        problems.extend(a_branch_still_scanned(vendor, &engines, unplanned).await);
     }
     // Likewise for projects and DAST environments: a listing that reads complete can still have
     // skipped one (one deleted and another created while it was paged shifts the rest by one
@@ -200,6 +204,12 @@ pub async fn plan(
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let deadlines = Some(ItemDeadlines::from_run_start(started_at));
     let groups = group_items(items, children_at_once, deadlines);
+    let problems = PlanProblems {
+        work_list_sha256: String::new(),
+        filtered_sha256,
+        previous_run: previous_run.clone(),
+        problems,
+    };
     write_work_list(store, run, &groups, problems).await?;
     record_plan(
         store,
@@ -798,12 +808,21 @@ async fn assets_not_listed(
     listed: &HashSet<String>,
 ) -> Result<Vec<String>, StepError> {
     let mut unlisted = Vec::new();
-    for key in store.list(&previous.ledger_prefix()).await? {
+    let keys = store.list(&previous.ledger_prefix()).await?;
+    let mut nothing_open = None;
+    for key in keys {
         let Some(item) = previous.ledger_item(&key).filter(|i| !listed.contains(*i)) else {
             continue;
         };
         // A branch asset's key (a connection that took each branch before) names no project id.
         if branch_of_asset_key(item).is_some() {
+            continue;
+        }
+        // Those the previous run closed as deleted, read from its manifest, need no ledger read.
+        if nothing_open.is_none() {
+            nothing_open = Some(closed_as_deleted(store, previous).await?);
+        }
+        if nothing_open.as_ref().is_some_and(|n| n.contains(item)) {
             continue;
         }
         if let Some(id) = vendor_id_of_key(item) {
@@ -845,7 +864,7 @@ async fn a_project_still_scanned(vendor: &VendorAccess, unlisted: Vec<String>) -
     .await;
     let found = match asked {
         Ok(found) => found,
-        Err(error) => return Some(not_asked(unlisted.len(), "projects", &error)),
+        Err(error) => return Some(not_asked(&unlisted, "project(s)", &error)),
     };
     let mut still = unlisted.iter().filter(|id| found.contains_key(*id));
     still.next().map(|project| {
@@ -883,15 +902,23 @@ async fn an_environment_still_scanned(
                 ));
             }
             Ok(None) => {}
-            Err(error) => return Some(not_asked(unlisted.len(), "DAST environments", &error)),
+            Err(error) => return Some(not_asked(&unlisted, "DAST environment(s)", &error)),
         }
     }
 }
 
 /// The problem of a question about unlisted assets the tenant did not answer.
-fn not_asked(unlisted: usize, assets: &str, error: &impl std::fmt::Display) -> String {
+fn not_asked(unlisted: &[String], assets: &str, error: &impl std::fmt::Display) -> String {
+    let named: Vec<&str> = unlisted.iter().take(5).map(String::as_str).collect();
     format!(
-        "the tenant's list did not send {unlisted} {assets} of the last committed run, and asking whether they are still there failed ({error}): they are carried, not closed; the next run asks again"
+        "the tenant's list did not send {} {assets} of the last committed run ({}{}), and asking whether they are still there failed ({error}): they are carried, not closed, and the next run asks again. If the tenant answers so for assets it deleted, every run stays partial: let them go by setting close_deleted_items to false, or close their findings in ETM and delete their ledgers (connections/<id>/runs/<last committed run>/ledger/<item>.json.gz)",
+        unlisted.len(),
+        named.join(", "),
+        if unlisted.len() > named.len() {
+            ", …"
+        } else {
+            ""
+        },
     )
 }
 
@@ -916,7 +943,7 @@ async fn a_branch_still_scanned(
     vendor: &VendorAccess,
     engines: &[Engine],
     branches: Vec<(String, String)>,
-) -> Result<Option<String>, StepError> {
+) -> Option<String> {
     let unplanned = branches.len();
     let questions = branches.into_iter().flat_map(|(project, branch)| {
         engines
@@ -933,31 +960,43 @@ async fn a_branch_still_scanned(
                 let (ids, query) = (vec![project.clone()], query.clone());
                 async move { c.last_scans(&ids, &query).await }
             })
-            .await
-            .map_err(StepError::from)?;
-            Ok::<_, StepError>(found.contains_key(&project).then_some((project, branch)))
+            .await;
+            match found {
+                Ok(found) => Ok(found.contains_key(&project).then_some((project, branch))),
+                Err(error) => Err((project, branch, error)),
+            }
         })
         .buffer_unordered(vendor.concurrency());
-    while let Some(found) = asked.try_next().await? {
-        if let Some((project, branch)) = found {
-            return Ok(Some(format!(
-                "the plan found no completed scan on branch {branch} of project {project}, yet asked for that branch alone the tenant has one: its lists of branches or of their scans may be short; the {unplanned} branch assets of listed projects it did not plan, and every other item it did not list, are carried, not closed"
-            )));
+    // A question refused is a problem, as for projects (`not_asked`): the run is partial.
+    loop {
+        match asked.next().await? {
+            Ok(None) => {}
+            Ok(Some((project, branch))) => {
+                return Some(format!(
+                    "the plan found no completed scan on branch {branch} of project {project}, yet asked for that branch alone the tenant has one: its lists of branches or of their scans may be short; the {unplanned} branch assets of listed projects it did not plan, and every other item it did not list, are carried, not closed"
+                ));
+            }
+            Err((project, branch, error)) => {
+                return Some(format!(
+                    "the plan found no completed scan on branch {branch} of project {project}, and asking for that branch alone failed ({error}): the {unplanned} branch assets of listed projects it did not plan, and every other item it did not list, are carried, not closed; the next run asks again"
+                ));
+            }
         }
     }
-    Ok(None)
 }
 
-/// What the plan found wrong, bound to the work list it wrote by that list's SHA-256. Two plan
-/// attempts may overlap (Step Functions retries one whose answer it lost while it still runs),
-/// each writing both objects: without the binding, finalize could take one attempt's work list
-/// (a listing that missed a project) with the other's problems (none), and close what it did not
-/// list.
+/// What the plan found wrong, bound to what it wrote beside: the work list and the filtered list
+/// (their SHA-256) and the run it reconciles against. Two plan attempts may overlap (Step
+/// Functions retries one whose answer it lost while it still runs), each writing every object:
+/// without the binding, finalize could take one attempt's work list (a listing that missed a
+/// project) with the other's problems (none), and close what it did not list.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PlanProblems {
-    work_list_sha256: String,
-    problems: Vec<String>,
+pub(crate) struct PlanProblems {
+    pub work_list_sha256: String,
+    pub filtered_sha256: String,
+    pub previous_run: Option<String>,
+    pub problems: Vec<String>,
 }
 
 /// The problems object as runs planned before the binding wrote it, or as now.
@@ -968,7 +1007,7 @@ enum StoredProblems {
     Unbound(Vec<String>),
 }
 
-fn work_list_sha256(body: &[u8]) -> String {
+fn sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
@@ -978,31 +1017,47 @@ pub(crate) async fn write_work_list(
     store: &impl ObjectStore,
     run: &RunRef,
     groups: &[WorkGroup],
-    problems: Vec<String>,
+    mut problems: PlanProblems,
 ) -> Result<(), StepError> {
     let mut body = Vec::new();
     for group in groups {
         serde_json::to_writer(&mut body, group).expect("serializes");
         body.push(b'\n');
     }
-    let work_list_sha256 = work_list_sha256(&body);
+    problems.work_list_sha256 = sha256_hex(&body);
     store.put(&run.work_list(), Bytes::from(body)).await?;
-    let problems = PlanProblems {
-        work_list_sha256,
-        problems,
-    };
     put_json(store, &run.work_list_problems(), &problems).await
+}
+
+/// A run's plan as finalize reads it back.
+pub(crate) struct Planned {
+    pub items: Vec<WorkItem>,
+    /// The listing's problems, and one more where the objects come from two plan attempts.
+    pub problems: Vec<String>,
+    /// The run the plan reconciles against, where it says (runs planned before the binding
+    /// do not): finalize holds it against the run record, which the last plan attempt wrote.
+    pub previous_run: Option<Option<String>>,
 }
 
 /// Reads the work list's items back, in order (finalize; the state machine's item reader reads
 /// its groups on AWS), with the plan's problems. A line is a group, or, in a run planned before
-/// items were grouped, one item. Problems bound to another work list (another plan attempt's)
-/// are kept, and one more says so: what this list's attempt found is unknown, so the run is
-/// partial and finalize closes nothing it did not plan.
+/// items were grouped, one item.
 pub async fn read_work_list(
     store: &impl ObjectStore,
     run: &RunRef,
 ) -> Result<(Vec<WorkItem>, Vec<String>), StepError> {
+    let planned = read_plan(store, run).await?;
+    Ok((planned.items, planned.problems))
+}
+
+/// [`read_work_list`], with what the problems object binds. Problems bound to another work list
+/// or filtered list (another plan attempt's) are kept, and one more says so: what this list's
+/// attempt found wrong is unknown, so the run is partial and finalize closes nothing it did not
+/// plan.
+pub(crate) async fn read_plan(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<Planned, StepError> {
     let body = store
         .get(&run.work_list())
         .await?
@@ -1019,22 +1074,40 @@ pub async fn read_work_list(
         let group: WorkGroup = serde_json::from_slice(line).map_err(unreadable)?;
         items.extend(group.items);
     }
-    let problems = match get_json(store, &run.work_list_problems()).await? {
-        None => Vec::new(),
-        Some(StoredProblems::Unbound(problems)) => problems,
-        Some(StoredProblems::Bound(bound)) if bound.work_list_sha256 == work_list_sha256(&body) => {
-            bound.problems
+    let bound = match get_json(store, &run.work_list_problems()).await? {
+        None => None,
+        Some(StoredProblems::Unbound(problems)) => {
+            return Ok(Planned {
+                items,
+                problems,
+                previous_run: None,
+            });
         }
-        Some(StoredProblems::Bound(mut other)) => {
-            other.problems.push(format!(
-                "{} was written by another plan attempt than {} (two attempts overlapped): what this list's attempt found wrong is unknown, so nothing it did not list is closed; the next run plans afresh",
-                run.work_list_problems(),
-                run.work_list()
-            ));
-            other.problems
-        }
+        Some(StoredProblems::Bound(bound)) => Some(bound),
     };
-    Ok((items, problems))
+    let Some(mut bound) = bound else {
+        return Ok(Planned {
+            items,
+            problems: Vec::new(),
+            previous_run: None,
+        });
+    };
+    let filtered = store.get(&run.filtered_list()).await?.unwrap_or_default();
+    let apart = [
+        (bound.work_list_sha256 != sha256_hex(&body)).then(|| run.work_list()),
+        (bound.filtered_sha256 != sha256_hex(&filtered)).then(|| run.filtered_list()),
+    ];
+    if let Some(other) = apart.into_iter().flatten().next() {
+        bound.problems.push(format!(
+            "{} was written by another plan attempt than {other} (two attempts overlapped): what this list's attempt found wrong is unknown, so nothing it did not list is closed; the next run plans afresh",
+            run.work_list_problems(),
+        ));
+    }
+    Ok(Planned {
+        items,
+        problems: bound.problems,
+        previous_run: Some(bound.previous_run),
+    })
 }
 
 #[cfg(test)]
@@ -1242,8 +1315,9 @@ mod tests {
 
     /// Two plan attempts that overlap: the first's work list (its listing missed a project, which
     /// its problems say) written over the second's, the second's problems (none) over the
-    /// first's. Finalize gets a problem saying so, and closes nothing it did not list. A work list
-    /// with its own problems reads as written, and so do the plain problems of older runs.
+    /// first's; or another attempt's filtered list beside them. Finalize gets a problem saying
+    /// so, and closes nothing it did not list. A work list with its own problems reads as
+    /// written, and so do the plain problems of older runs.
     #[tokio::test]
     async fn a_work_list_read_with_another_plan_attempts_problems_is_partial() {
         let store = crate::store::MemoryStore::default();
@@ -1252,20 +1326,38 @@ mod tests {
             items,
             deadlines: None,
         };
+        let bound = |problems: &[String]| PlanProblems {
+            work_list_sha256: String::new(),
+            filtered_sha256: sha256_hex(b""),
+            previous_run: None,
+            problems: problems.to_vec(),
+        };
         let missed = vec!["the item list is incomplete: page 2 was refused".to_string()];
         let first = [group(vec![item(0, 1)])];
         let second = [group(vec![item(0, 1), item(1, 1)])];
-        write_work_list(&store, &run, &first, missed.clone())
+        write_work_list(&store, &run, &first, bound(&missed))
             .await
             .unwrap();
         let (items, problems) = read_work_list(&store, &run).await.unwrap();
         assert_eq!((items.len(), &problems), (1, &missed), "as written");
 
         let first_list = store.get(&run.work_list()).await.unwrap().unwrap();
-        write_work_list(&store, &run, &second, Vec::new())
+        write_work_list(&store, &run, &second, bound(&[]))
             .await
             .unwrap();
         assert!(read_work_list(&store, &run).await.unwrap().1.is_empty());
+        // Another attempt's filtered list beside them: the same.
+        let other_filtered = br#"[{"item":"p","vendorId":"p","name":"p","reason":"r"}]"#;
+        store
+            .put(&run.filtered_list(), other_filtered.to_vec().into())
+            .await
+            .unwrap();
+        let problems = read_work_list(&store, &run).await.unwrap().1;
+        assert!(
+            problems.len() == 1 && problems[0].contains("another plan attempt than"),
+            "{problems:?}"
+        );
+        store.delete(&run.filtered_list()).await.unwrap();
         store.put(&run.work_list(), first_list).await.unwrap();
         let (items, problems) = read_work_list(&store, &run).await.unwrap();
         assert_eq!(items.len(), 1);

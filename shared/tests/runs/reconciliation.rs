@@ -2395,6 +2395,131 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Two plan attempts of one run that overlap (Step Functions retried the plan on a lost answer
+/// while it still ran): the state machine's map ran the second's list, which holds a project
+/// created between the two listings; then the first's late writes landed (its work list,
+/// problems and filtered list, consistent with one another). Finalize reads the first's: the new
+/// project's ledger, which the map's transform wrote, names findings no manifest line sends. It is
+/// deleted, the run says why, and the next run sends the project's findings NEW. Before, the
+/// ledger was committed and the next run took them for sent (ACTIVE) while no batch had held
+/// them. A run record that reconciles against another run than the work list commits nothing.
+#[tokio::test]
+async fn a_late_plan_attempts_work_list_commits_no_ledger_of_an_item_it_does_not_hold() {
+    let (store, dir) = temp_store("plan-overlap");
+    let before = emulator(shape(3, 1)).await;
+    let after = emulator(shape(4, 1)).await;
+    let (c_before, c) = (
+        connection(&before, "plan-overlap", ConnectorKind::Sast),
+        connection(&after, "plan-overlap", ConnectorKind::Sast),
+    );
+    let first = run(&store, &c_before, api_key(&before)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let created = cxone_etm::layout::item_key(&after.expected().projects[3].id);
+
+    let run2 = overlapping_plans(&store, (&before, &c_before), (&after, &c)).await;
+    assert!(store.get(&run2.ledger(&created)).await.unwrap().is_some());
+    let m2 = cxone_etm::pipeline::finalize(&store, &c, &run2)
+        .await
+        .unwrap();
+    assert!(m2.items.iter().all(|i| i.item != created));
+    assert!(
+        store.get(&run2.ledger(&created)).await.unwrap().is_none(),
+        "the stray ledger is not committed"
+    );
+    assert!(
+        !m2.complete
+            && m2
+                .problems
+                .iter()
+                .any(|p| p.contains("another plan attempt's items (the first: ")),
+        "{:?}",
+        m2.problems
+    );
+    let third = run(&store, &c, api_key(&after)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    let item = m3.items.iter().find(|i| i.item == created).unwrap();
+    assert_eq!(
+        item.figures.lifecycle.get(&Lifecycle::New).copied(),
+        Some(item.figures.findings_out - item.figures.fixed),
+        "{:?}",
+        item.figures.lifecycle
+    );
+
+    // The run record another attempt wrote names another run to reconcile against.
+    let run4 = overlapping_plans(&store, (&before, &c_before), (&after, &c)).await;
+    let mut record: Value =
+        serde_json::from_slice(&store.get(&run4.run_record()).await.unwrap().unwrap()).unwrap();
+    record["previousRun"] = Value::from(first.run_id.clone());
+    store
+        .put(
+            &run4.run_record(),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let refused = cxone_etm::pipeline::finalize(&store, &c, &run4)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StepError::NothingCommitted(reason) if reason.contains("two plan attempts overlapped")),
+        "{refused}"
+    );
+    assert!(store.get(&run4.commit_marker()).await.unwrap().is_none());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A run of two plan attempts: the first against `early`'s tenant, what it wrote kept aside;
+/// the second against `late`'s, whose items the map collects and transforms; then the first's
+/// writes land.
+async fn overlapping_plans(
+    store: &LocalStore,
+    early: (&Emulator, &cxone_etm::pipeline::Connection),
+    late: (&Emulator, &cxone_etm::pipeline::Connection),
+) -> cxone_etm::layout::RunRef {
+    let vendor = |(emulator, c): (&Emulator, &cxone_etm::pipeline::Connection)| {
+        cxone_etm::pipeline::VendorAccess::new(
+            c.vendor.clone(),
+            cxone_etm::secret::SecretSource::provided(api_key(emulator)),
+        )
+    };
+    let run = cxone_etm::pipeline::begin_run(
+        store,
+        &early.1.config.id,
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let first = vendor(early).await.unwrap();
+    cxone_etm::pipeline::plan(store, &first, early.1, &run, 1)
+        .await
+        .unwrap();
+    let mut kept = Vec::new();
+    for key in [
+        run.work_list(),
+        run.work_list_problems(),
+        run.filtered_list(),
+    ] {
+        kept.push((key.clone(), store.get(&key).await.unwrap().unwrap()));
+    }
+    let second = vendor(late).await.unwrap();
+    let groups = cxone_etm::pipeline::plan(store, &second, late.1, &run, 1)
+        .await
+        .unwrap();
+    for item in groups.iter().flat_map(|g| &g.items) {
+        cxone_etm::pipeline::collect(store, &second, late.1, item, None)
+            .await
+            .unwrap();
+        cxone_etm::pipeline::transform(store, late.1, item)
+            .await
+            .unwrap();
+    }
+    for (key, body) in kept {
+        store.put(&key, body).await.unwrap();
+    }
+    run
+}
+
 /// A transform attempt that outlives its run (Step Functions retried it on a Lambda service error
 /// while it still ran, and finalize committed without it, the item's ledger carried): it finds
 /// the run's lock gone, writes neither the ledger nor a record (the record is finalize's) and
