@@ -1530,6 +1530,43 @@ async fn branches_the_tenant_deleted_are_asked_for_alone_and_closed() {
         ..branches_25()
     })
     .await;
+    // The question about one branch gone refused (403): a problem, not the plan's failure; the
+    // run delivers what it planned, partial, and closes nothing it did not plan.
+    let names = |emulator: &Emulator| -> BTreeSet<String> {
+        let projects = emulator.expected().projects;
+        projects
+            .iter()
+            .flat_map(|p| p.scans.iter().map(|s| s.branch.clone()))
+            .collect()
+    };
+    let gone_name = names(&before).difference(&names(&after)).last().cloned();
+    let gone_tail = gone_name
+        .as_deref()
+        .and_then(|n| n.rsplit('/').next())
+        .unwrap();
+    after.set_fault(
+        Endpoint::LastScan,
+        FaultSpec {
+            forbidden_rate: 1.0,
+            only_matching: Some(gone_tail.to_string()),
+            ..FaultSpec::default()
+        },
+    );
+    let refused = run(&store, &each_branch(&after), api_key(&after))
+        .await
+        .unwrap();
+    after.clear_faults();
+    after.reset_traffic();
+    let m = manifest(&store, &refused.manifest).await;
+    assert!(
+        !refused.complete
+            && m.problems
+                .iter()
+                .any(|p| p.contains("asking for that branch alone failed")),
+        "{:?}",
+        m.problems
+    );
+    assert!(m.deleted_items.is_empty(), "{:?}", m.deleted_items);
     let second = run(&store, &each_branch(&after), api_key(&after))
         .await
         .unwrap();
