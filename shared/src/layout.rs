@@ -171,6 +171,10 @@ impl RunRef {
     pub fn filtered_list(&self) -> String {
         format!("{}/filtered.json", self.base())
     }
+    /// Items whose ledgers finalize deleted as another plan attempt's (see `finalize`).
+    pub fn stray_items(&self) -> String {
+        format!("{}/stray-items.json", self.base())
+    }
     pub fn manifest(&self) -> String {
         format!("{}/manifest.json", self.base())
     }

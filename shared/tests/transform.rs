@@ -567,6 +567,14 @@ fn transformer_of<'p>(
     .unwrap()
 }
 
+/// The entry of `map` that writes `target` (a target path's last segment).
+fn entry_for<'m>(map: &'m mut TransformMap, target: &str) -> &'m mut cxone_etm::mapping::MapEntry {
+    map.entries
+        .iter_mut()
+        .find(|e| e.target.ends_with(target))
+        .unwrap_or_else(|| panic!("the map writes {target}"))
+}
+
 /// A SAST record whose identity fields (similarity id, source and sink) come from `at`.
 fn located(id: &str, at: u32, extra: Value) -> Value {
     let mut record = sast_record(id, extra);
@@ -1211,11 +1219,7 @@ fn an_id_collect_counted_once_that_comes_twice_refuses_the_item() {
 #[test]
 fn ids_a_value_map_makes_one_are_remembered_and_the_second_skipped() {
     let mut map = TransformMap::default_for(Engine::Sast);
-    let id_entry = map
-        .entries
-        .iter_mut()
-        .find(|e| e.target.ends_with("externalFindingId"))
-        .expect("the default map writes the id");
+    let id_entry = entry_for(&mut map, "externalFindingId");
     id_entry.value_map = Some(BTreeMap::from([
         ("a".to_string(), json!("same")),
         ("b".to_string(), json!("same")),
@@ -1651,11 +1655,7 @@ fn a_finding_a_custom_map_sends_open_stays_open_in_the_ledger() {
         ),
     ] {
         let mut map = TransformMap::default_for(Engine::Sast);
-        let status = map
-            .entries
-            .iter_mut()
-            .find(|e| e.target.ends_with("findingStatus"))
-            .expect("the default map writes the status");
+        let status = entry_for(&mut map, "findingStatus");
         status.source = source.to_string();
         status.value_map = Some(value_map.map(|(k, v)| (k.to_string(), json!(v))).into());
         status.default = None;
@@ -2316,11 +2316,7 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
 #[test]
 fn a_status_a_value_map_misses_is_flagged_not_written_verbatim() {
     let mut map = TransformMap::default_for(Engine::Sast);
-    let status = map
-        .entries
-        .iter_mut()
-        .find(|e| e.target.ends_with("findingStatus"))
-        .expect("the default map writes the status");
+    let status = entry_for(&mut map, "findingStatus");
     status.value_map = Some(BTreeMap::from([("NEW".to_string(), json!("NEW"))]));
     status.default = None;
     let (lines, _) = run_with(
@@ -2347,11 +2343,7 @@ fn a_status_a_value_map_misses_is_flagged_not_written_verbatim() {
 #[test]
 fn a_status_passed_through_is_taken_in_any_case() {
     let mut map = TransformMap::default_for(Engine::Sast);
-    let status = map
-        .entries
-        .iter_mut()
-        .find(|e| e.target.ends_with("findingStatus"))
-        .expect("the default map writes the status");
+    let status = entry_for(&mut map, "findingStatus");
     (status.value_map, status.default) = (None, None);
     let records = vec![
         sast_record("a", json!({"status": "Fixed"})),

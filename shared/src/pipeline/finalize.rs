@@ -17,7 +17,8 @@ use super::documents::{
 use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{
-    Once, get_gzip_json, get_json, put_gzip_json, put_json_once, put_lines_written, read_gzip_json,
+    Once, get_gzip_json, get_json, put_gzip_json, put_json, put_json_once, put_lines_written,
+    read_gzip_json,
 };
 use super::plan::{Planned, project_of_branch_asset, read_plan};
 use super::run::{
@@ -194,6 +195,7 @@ pub async fn finalize(
     }
     let Planned {
         items: mut work,
+        filtered: filtered_items,
         mut problems,
         previous_run: planned_against,
     } = read_plan(store, run).await?;
@@ -204,8 +206,13 @@ pub async fn finalize(
     let listing_complete = problems.is_empty();
     let record = read_run(store, run).await?;
     // The run record is the last plan attempt's: one that reconciles against another run than
-    // the work list's (a run committed between two overlapping attempts) commits nothing.
-    if let Some(planned_against) = planned_against.filter(|p| *p != record.previous_run) {
+    // the plan's problems or the work list's items (a run committed between two overlapping
+    // attempts) commits nothing.
+    let planned_against = planned_against
+        .into_iter()
+        .chain(work.iter().map(|item| item.previous_run.clone()))
+        .find(|p| *p != record.previous_run);
+    if let Some(planned_against) = planned_against {
         let reason = format!(
             "the work list was planned against run {}, the run record against run {} (two plan attempts overlapped while run {} committed): nothing was committed; the next run plans afresh",
             planned_against.as_deref().unwrap_or("(none)"),
@@ -274,9 +281,6 @@ pub async fn finalize(
     if not_whole > 0 {
         problems.push(format!("{not_whole} of {} items are incomplete or failed; their previous findings stay as they were", items.len()));
     }
-    let filtered_items: Vec<FilteredItem> = get_json(store, &run.filtered_list())
-        .await?
-        .unwrap_or_default();
     problems.extend(unreadable.into_iter().flatten());
     let Unlisted {
         deleted: deleted_items,
@@ -294,7 +298,7 @@ pub async fn finalize(
     )
     .await?;
     problems.extend(unreadable_unlisted);
-    problems.extend(drop_stray_ledgers(store, run, &record, &work, &ledgers_written).await?);
+    problems.extend(drop_stray_ledgers(store, run, &record, &work).await?);
     // The closures of deleted assets are lines of the run, of their engines.
     for (engine, closed) in closed_with_deleted {
         totals.count_closures(closed);
@@ -378,41 +382,52 @@ pub async fn finalize(
 /// Deletes the ledgers a transform wrote for items this work list does not hold and no ledger of
 /// the previous run stands for (those are carried or closed as deleted): a transform of another
 /// plan attempt's list, the one the state machine's map ran, wrote them. Committed, they would
-/// name findings as sent that no manifest line sends. A problem names how many.
+/// name findings as sent that no manifest line sends. Each is first given up (a transform attempt
+/// still running then writes nothing more) and recorded in `stray-items.json`, so a finalize
+/// attempt after this one, finding the ledgers gone, still says so: a problem names how many.
 async fn drop_stray_ledgers(
     store: &impl ObjectStore,
     run: &RunRef,
     record: &RunRecord,
     work: &[WorkItem],
-    ledgers_written: &std::collections::HashSet<String>,
 ) -> Result<Option<String>, StepError> {
     let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
-    let mut stray: Vec<&str> = ledgers_written
-        .iter()
-        .map(String::as_str)
-        .filter(|item| !listed.contains(item))
+    let items_of = |prefix_run: &RunRef, keys: Vec<String>| -> Vec<String> {
+        keys.iter()
+            .filter_map(|key| prefix_run.ledger_item(key).map(str::to_string))
+            .collect()
+    };
+    let mut stray: Vec<String> = items_of(run, store.list(&run.ledger_prefix()).await?)
+        .into_iter()
+        .filter(|item| !listed.contains(item.as_str()))
         .collect();
-    if stray.is_empty() {
-        return Ok(None);
-    }
-    if let Some(previous_run) = &record.previous_run {
+    if !stray.is_empty()
+        && let Some(previous_run) = &record.previous_run
+    {
         let previous = run.sibling(previous_run);
-        let carried: std::collections::HashSet<String> = store
-            .list(&previous.ledger_prefix())
-            .await?
-            .iter()
-            .filter_map(|key| previous.ledger_item(key).map(str::to_string))
-            .collect();
-        stray.retain(|item| !carried.contains(*item));
+        let carried: std::collections::HashSet<String> =
+            items_of(&previous, store.list(&previous.ledger_prefix()).await?)
+                .into_iter()
+                .collect();
+        stray.retain(|item| !carried.contains(item));
     }
-    stray.sort_unstable();
-    for item in &stray {
-        store.delete(&run.ledger(item)).await?;
+    let mut recorded: Vec<String> = get_json(store, &run.stray_items())
+        .await?
+        .unwrap_or_default();
+    if !stray.is_empty() {
+        recorded.extend(stray.iter().cloned());
+        recorded.sort_unstable();
+        recorded.dedup();
+        put_json(store, &run.stray_items(), &recorded).await?;
+        for item in &stray {
+            give_up(store, run, item).await?;
+            store.delete(&run.ledger(item)).await?;
+        }
     }
-    Ok(stray.first().map(|first| {
+    Ok(recorded.first().map(|first| {
         format!(
             "{} ledger(s) of items the work list does not hold were written by another plan attempt's items (the first: {first}): deleted, those assets start afresh next run",
-            stray.len()
+            recorded.len()
         )
     }))
 }

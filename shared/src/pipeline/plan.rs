@@ -909,9 +909,13 @@ async fn an_environment_still_scanned(
 
 /// The problem of a question about unlisted assets the tenant did not answer.
 fn not_asked(unlisted: &[String], assets: &str, error: &impl std::fmt::Display) -> String {
-    let named: Vec<&str> = unlisted.iter().take(5).map(String::as_str).collect();
+    let named: Vec<String> = unlisted
+        .iter()
+        .take(5)
+        .map(|id| format!("{id}: ledger/{}.json.gz", item_key(id)))
+        .collect();
     format!(
-        "the tenant's list did not send {} {assets} of the last committed run ({}{}), and asking whether they are still there failed ({error}): they are carried, not closed, and the next run asks again. If the tenant answers so for assets it deleted, every run stays partial: let them go by setting close_deleted_items to false, or close their findings in ETM and delete their ledgers (connections/<id>/runs/<last committed run>/ledger/<item>.json.gz)",
+        "the tenant's list did not send {} {assets} of the last committed run ({}{}), and asking whether they are still there failed ({error}): they are carried, not closed, and the next run asks again. If the tenant answers so for assets it deleted, every run stays partial: let them go by setting close_deleted_items to false, or close their findings in ETM and delete those ledgers from the last committed run",
         unlisted.len(),
         named.join(", "),
         if unlisted.len() > named.len() {
@@ -1032,6 +1036,8 @@ pub(crate) async fn write_work_list(
 /// A run's plan as finalize reads it back.
 pub(crate) struct Planned {
     pub items: Vec<WorkItem>,
+    /// The filtered list, from the bytes the binding was checked against.
+    pub filtered: Vec<FilteredItem>,
     /// The listing's problems, and one more where the objects come from two plan attempts.
     pub problems: Vec<String>,
     /// The run the plan reconciles against, where it says (runs planned before the binding
@@ -1074,11 +1080,18 @@ pub(crate) async fn read_plan(
         let group: WorkGroup = serde_json::from_slice(line).map_err(unreadable)?;
         items.extend(group.items);
     }
+    let filtered_body = store.get(&run.filtered_list()).await?;
+    let filtered = match &filtered_body {
+        Some(body) => serde_json::from_slice(body)
+            .map_err(|e| StepError::bad_object(&run.filtered_list(), e.to_string()))?,
+        None => Vec::new(),
+    };
     let bound = match get_json(store, &run.work_list_problems()).await? {
         None => None,
         Some(StoredProblems::Unbound(problems)) => {
             return Ok(Planned {
                 items,
+                filtered,
                 problems,
                 previous_run: None,
             });
@@ -1088,14 +1101,15 @@ pub(crate) async fn read_plan(
     let Some(mut bound) = bound else {
         return Ok(Planned {
             items,
+            filtered,
             problems: Vec::new(),
             previous_run: None,
         });
     };
-    let filtered = store.get(&run.filtered_list()).await?.unwrap_or_default();
+    let filtered_bytes = filtered_body.unwrap_or_default();
     let apart = [
         (bound.work_list_sha256 != sha256_hex(&body)).then(|| run.work_list()),
-        (bound.filtered_sha256 != sha256_hex(&filtered)).then(|| run.filtered_list()),
+        (bound.filtered_sha256 != sha256_hex(&filtered_bytes)).then(|| run.filtered_list()),
     ];
     if let Some(other) = apart.into_iter().flatten().next() {
         bound.problems.push(format!(
@@ -1105,6 +1119,7 @@ pub(crate) async fn read_plan(
     }
     Ok(Planned {
         items,
+        filtered,
         problems: bound.problems,
         previous_run: Some(bound.previous_run),
     })

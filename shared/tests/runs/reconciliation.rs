@@ -2463,6 +2463,11 @@ async fn a_late_plan_attempts_work_list_commits_no_ledger_of_an_item_it_does_not
         store.get(&run2.ledger(&created)).await.unwrap().is_none(),
         "the stray ledger is not committed"
     );
+    let recorded = store.get(&run2.stray_items()).await.unwrap().unwrap();
+    assert!(
+        std::str::from_utf8(&recorded).unwrap().contains(&created),
+        "kept for a finalize attempt after this one"
+    );
     assert!(
         !m2.complete
             && m2
@@ -2482,26 +2487,34 @@ async fn a_late_plan_attempts_work_list_commits_no_ledger_of_an_item_it_does_not
         item.figures.lifecycle
     );
 
-    // The run record another attempt wrote names another run to reconcile against.
-    let run4 = overlapping_plans(&store, (&before, &c_before), (&after, &c)).await;
-    let mut record: Value =
-        serde_json::from_slice(&store.get(&run4.run_record()).await.unwrap().unwrap()).unwrap();
-    record["previousRun"] = Value::from(first.run_id.clone());
-    store
-        .put(
-            &run4.run_record(),
-            serde_json::to_vec(&record).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    let refused = cxone_etm::pipeline::finalize(&store, &c, &run4)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&refused, StepError::NothingCommitted(reason) if reason.contains("two plan attempts overlapped")),
-        "{refused}"
-    );
-    assert!(store.get(&run4.commit_marker()).await.unwrap().is_none());
+    // The plan's problems, then the work list's items, name another run to reconcile against
+    // than the run record (the last attempt's): nothing is committed. (The record names the last
+    // committed run, so the commit guard of runs planned before a later commit passes it.)
+    let rewritten = |body: &[u8]| -> bytes::Bytes {
+        let text = std::str::from_utf8(body).unwrap();
+        let third_id = &third.run_id;
+        assert!(text.contains(third_id.as_str()), "{text}");
+        text.replace(third_id.as_str(), &first.run_id)
+            .into_bytes()
+            .into()
+    };
+    for planned in ["problems", "work list"] {
+        let run4 = overlapping_plans(&store, (&before, &c_before), (&after, &c)).await;
+        let key = match planned {
+            "problems" => run4.work_list_problems(),
+            _ => run4.work_list(),
+        };
+        let body = store.get(&key).await.unwrap().unwrap();
+        store.put(&key, rewritten(&body)).await.unwrap();
+        let refused = cxone_etm::pipeline::finalize(&store, &c, &run4)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StepError::NothingCommitted(reason) if reason.contains("two plan attempts overlapped")),
+            "{planned}: {refused}"
+        );
+        assert!(store.get(&run4.commit_marker()).await.unwrap().is_none());
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 
