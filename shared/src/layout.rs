@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! connections/<c>/config.json | state.json | lock | lock-takeovers/<stale run>
-//! connections/<c>/runs/<r>/run.json | config.json | work.jsonl | work.jsonl.problems.json | filtered.json
+//! connections/<c>/runs/<r>/run.json | config.json | work.jsonl | work.jsonl.problems.json | filtered.json | stray-items.json
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
 //! connections/<c>/runs/<r>/raw/<item>/<page>.json.zst | original-<page>.json.zst | collect.json (with the record)
 //! connections/<c>/runs/<r>/raw/<item>/part-<k>.json | part-<k>-progress.json | part-<k>-fingerprints.bin.zst (a split scan's parts)

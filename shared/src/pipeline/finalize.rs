@@ -382,9 +382,10 @@ pub async fn finalize(
 /// Deletes the ledgers a transform wrote for items this work list does not hold and no ledger of
 /// the previous run stands for (those are carried or closed as deleted): a transform of another
 /// plan attempt's list, the one the state machine's map ran, wrote them. Committed, they would
-/// name findings as sent that no manifest line sends. Each is first given up (a transform attempt
-/// still running then writes nothing more) and recorded in `stray-items.json`, so a finalize
-/// attempt after this one, finding the ledgers gone, still says so: a problem names how many.
+/// name findings as sent that no manifest line sends. Each is first recorded given up (a
+/// transform attempt of it that checks after that writes nothing more) and in `stray-items.json`,
+/// so a finalize attempt after this one, finding the ledgers gone, still says so: a problem names
+/// how many. Not seen: a stray transform that had written no ledger yet when they were listed.
 async fn drop_stray_ledgers(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -420,7 +421,10 @@ async fn drop_stray_ledgers(
         recorded.dedup();
         put_json(store, &run.stray_items(), &recorded).await?;
         for item in &stray {
-            give_up(store, run, item).await?;
+            // Over any record: a transform attempt of the item still running, or retried, then
+            // writes no ledger again (its record stood already: `give_up` would keep it).
+            let given_up = TransformRecord::given_up(item);
+            put_json(store, &run.transform_record(item), &given_up).await?;
             store.delete(&run.ledger(item)).await?;
         }
     }

@@ -1357,6 +1357,8 @@ mod tests {
         .await
         .unwrap();
         release(&inner, &first).await.unwrap();
+        // Run ids sort to the millisecond: the later run begins in a later one.
+        tokio::time::sleep(Duration::from_millis(2)).await;
         let late = begin_run(&inner, "c7", Trigger::Api, lease).await.unwrap();
         fail_run(&inner, &late, "its lock was released")
             .await

@@ -2437,9 +2437,10 @@ async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
 /// created between the two listings; then the first's late writes landed (its work list,
 /// problems and filtered list, consistent with one another). Finalize reads the first's: the new
 /// project's ledger, which the map's transform wrote, names findings no manifest line sends. It is
-/// deleted, the run says why, and the next run sends the project's findings NEW. Before, the
-/// ledger was committed and the next run took them for sent (ACTIVE) while no batch had held
-/// them. A run record that reconciles against another run than the work list commits nothing.
+/// deleted (recorded in `stray-items.json`), the run says why, and the next run sends the
+/// project's findings NEW. Before, the ledger was committed and the next run took them for sent
+/// (ACTIVE) while no batch had held them. A run record that reconciles against another run than
+/// the plan's problems or the work list's items commits nothing.
 #[tokio::test]
 async fn a_late_plan_attempts_work_list_commits_no_ledger_of_an_item_it_does_not_hold() {
     let (store, dir) = temp_store("plan-overlap");
@@ -2467,6 +2468,18 @@ async fn a_late_plan_attempts_work_list_commits_no_ledger_of_an_item_it_does_not
     assert!(
         std::str::from_utf8(&recorded).unwrap().contains(&created),
         "kept for a finalize attempt after this one"
+    );
+    let transform: Value = serde_json::from_slice(
+        &store
+            .get(&run2.transform_record(&created))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        transform["givenUp"], true,
+        "recorded given up over its own record: an attempt retried writes no ledger"
     );
     assert!(
         !m2.complete
