@@ -1236,23 +1236,27 @@ impl CxOneClient {
             Err(VendorError::NotFound { .. }) => return Ok(false),
             Err(other) => return Err(other),
         };
-        let mut others = page.records.iter().filter_map(|record| {
-            let scan = serde_json::from_slice::<DastScan>(page.record(record)).ok();
-            scan.and_then(|s| s.environment_id)
-                .filter(|id| id != environment_id)
-        });
-        match others.next() {
-            Some(other) if others.count() + 1 == page.records.len() => {
-                Err(VendorError::Malformed {
-                    endpoint: "dast-scans",
-                    detail: format!(
-                        "asked for the scans of environment {environment_id}, the answer holds environment {other}'s: the server ignored `environmentId`"
-                    ),
-                })
-            }
-            // A count of scans beside an empty page is a scan all the same.
-            _ => Ok(!page.records.is_empty() || page.total > 0),
+        let others: Vec<String> = page
+            .records
+            .iter()
+            .filter_map(|record| {
+                let scan = serde_json::from_slice::<DastScan>(page.record(record)).ok()?;
+                scan.environment_id.filter(|id| id != environment_id)
+            })
+            .collect();
+        if let Some(other) = others
+            .first()
+            .filter(|_| others.len() == page.records.len())
+        {
+            return Err(VendorError::Malformed {
+                endpoint: "dast-scans",
+                detail: format!(
+                    "asked for the scans of environment {environment_id}, the answer holds environment {other}'s: the server ignored `environmentId`"
+                ),
+            });
         }
+        // A count of scans beside an empty page is a scan all the same.
+        Ok(!page.records.is_empty() || page.total > 0)
     }
 
     /// A DAST scan's results URL, the scan id one path segment (a `/` in it escaped). An id that

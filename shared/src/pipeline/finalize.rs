@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 
 use super::config::{BranchPolicy, Connection};
 use super::documents::{
@@ -18,7 +17,7 @@ use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{
     Once, get_gzip_json, get_json, put_gzip_json, put_json, put_json_once, put_lines_written,
-    read_gzip_json,
+    read_gzip_json, sha256_hex,
 };
 use super::plan::{Planned, project_of_branch_asset, read_plan};
 use super::run::{
@@ -346,7 +345,7 @@ pub async fn finalize(
         return Err(superseded);
     }
     let body = Bytes::from(serde_json::to_vec_pretty(&manifest).expect("serializes"));
-    let sha = hex::encode(Sha256::digest(&body));
+    let sha = sha256_hex(&body);
     store.put(&run.manifest(), body.clone()).await?;
     if let Some(reason) = nothing_to_commit(&manifest.items) {
         // The manifest stays for the report (each item's reason), without a commit marker: the

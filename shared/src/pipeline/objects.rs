@@ -15,6 +15,12 @@ use crate::mapping::LineSink;
 use crate::packing::{page_checksum, unpack_into};
 use crate::store::ObjectStore;
 
+/// The SHA-256 of a stored body, in hex: what manifests, commit markers and the plan's binding
+/// name objects by.
+pub(super) fn sha256_hex(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
 pub(crate) async fn put_json(
     store: &impl ObjectStore,
     key: &str,
@@ -138,7 +144,7 @@ impl LinePacker {
             lines: self.lines,
             findings: 0,
             bytes: body.len() as u64,
-            sha256: hex::encode(Sha256::digest(&body)),
+            sha256: sha256_hex(&body),
         };
         (entry, Bytes::from(body))
     }

@@ -16,7 +16,7 @@ use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
 use super::documents::{DeletedItem, EngineScan, FilteredItem, ItemDeadlines, WorkGroup, WorkItem};
 use super::error::StepError;
-use super::objects::{get_gzip_json, get_json, put_json, readable};
+use super::objects::{get_gzip_json, get_json, put_json, readable, sha256_hex};
 use super::run::{
     PlanStart, RunRecord, VendorScope, ensure_holds_lock, record_plan, start_processing,
 };
@@ -160,11 +160,6 @@ pub async fn plan(
             scans => items.push(item(item_key(id), name, record, scans.first())),
         }
     }
-    let filtered = serde_json::to_vec(&filtered).expect("serializes");
-    let filtered_sha256 = sha256_hex(&filtered);
-    store
-        .put(&run.filtered_list(), Bytes::from(filtered))
-        .await?;
     let mut problems = malformed;
     if let Some(problem) = listing_problem {
         problems.push(format!("the item list is incomplete: {problem}"));
@@ -204,13 +199,15 @@ pub async fn plan(
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let deadlines = Some(ItemDeadlines::from_run_start(started_at));
     let groups = group_items(items, children_at_once, deadlines);
-    let problems = PlanProblems {
-        work_list_sha256: String::new(),
-        filtered_sha256,
-        previous_run: previous_run.clone(),
+    write_plan(
+        store,
+        run,
+        &groups,
+        &filtered,
+        previous_run.clone(),
         problems,
-    };
-    write_work_list(store, run, &groups, problems).await?;
+    )
+    .await?;
     record_plan(
         store,
         run,
@@ -996,11 +993,11 @@ async fn a_branch_still_scanned(
 /// project) with the other's problems (none), and close what it did not list.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct PlanProblems {
-    pub work_list_sha256: String,
-    pub filtered_sha256: String,
-    pub previous_run: Option<String>,
-    pub problems: Vec<String>,
+struct PlanProblems {
+    work_list_sha256: String,
+    filtered_sha256: String,
+    previous_run: Option<String>,
+    problems: Vec<String>,
 }
 
 /// The problems object as runs planned before the binding wrote it, or as now.
@@ -1011,25 +1008,32 @@ enum StoredProblems {
     Unbound(Vec<String>),
 }
 
-fn sha256_hex(body: &[u8]) -> String {
-    hex::encode(Sha256::digest(body))
-}
-
-/// Writes the work list (one group per line, the state machine's item reader's JSONL), then the
-/// plan's problems bound to it.
-pub(crate) async fn write_work_list(
+/// Writes the filtered list and the work list (one group per line, the state machine's item
+/// reader's JSONL), then the plan's problems bound to both and to the run they reconcile against.
+async fn write_plan(
     store: &impl ObjectStore,
     run: &RunRef,
     groups: &[WorkGroup],
-    mut problems: PlanProblems,
+    filtered: &[FilteredItem],
+    previous_run: Option<String>,
+    problems: Vec<String>,
 ) -> Result<(), StepError> {
-    let mut body = Vec::new();
+    let filtered = serde_json::to_vec(filtered).expect("serializes");
+    let mut work_list = Vec::new();
     for group in groups {
-        serde_json::to_writer(&mut body, group).expect("serializes");
-        body.push(b'\n');
+        serde_json::to_writer(&mut work_list, group).expect("serializes");
+        work_list.push(b'\n');
     }
-    problems.work_list_sha256 = sha256_hex(&body);
-    store.put(&run.work_list(), Bytes::from(body)).await?;
+    let problems = PlanProblems {
+        work_list_sha256: sha256_hex(&work_list),
+        filtered_sha256: sha256_hex(&filtered),
+        previous_run,
+        problems,
+    };
+    store
+        .put(&run.filtered_list(), Bytes::from(filtered))
+        .await?;
+    store.put(&run.work_list(), Bytes::from(work_list)).await?;
     put_json(store, &run.work_list_problems(), &problems).await
 }
 
@@ -1341,23 +1345,17 @@ mod tests {
             items,
             deadlines: None,
         };
-        let bound = |problems: &[String]| PlanProblems {
-            work_list_sha256: String::new(),
-            filtered_sha256: sha256_hex(b""),
-            previous_run: None,
-            problems: problems.to_vec(),
-        };
         let missed = vec!["the item list is incomplete: page 2 was refused".to_string()];
         let first = [group(vec![item(0, 1)])];
         let second = [group(vec![item(0, 1), item(1, 1)])];
-        write_work_list(&store, &run, &first, bound(&missed))
+        write_plan(&store, &run, &first, &[], None, missed.clone())
             .await
             .unwrap();
         let (items, problems) = read_work_list(&store, &run).await.unwrap();
         assert_eq!((items.len(), &problems), (1, &missed), "as written");
 
         let first_list = store.get(&run.work_list()).await.unwrap().unwrap();
-        write_work_list(&store, &run, &second, bound(&[]))
+        write_plan(&store, &run, &second, &[], None, Vec::new())
             .await
             .unwrap();
         assert!(read_work_list(&store, &run).await.unwrap().1.is_empty());
@@ -1372,7 +1370,10 @@ mod tests {
             problems.len() == 1 && problems[0].contains("another plan attempt than"),
             "{problems:?}"
         );
-        store.delete(&run.filtered_list()).await.unwrap();
+        store
+            .put(&run.filtered_list(), b"[]".to_vec().into())
+            .await
+            .unwrap();
         store.put(&run.work_list(), first_list).await.unwrap();
         let (items, problems) = read_work_list(&store, &run).await.unwrap();
         assert_eq!(items.len(), 1);

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::config::Connection;
 use super::documents::{ItemDeadlines, Manifest};
 use super::error::StepError;
 use super::now_rfc3339;
-use super::objects::{get_json, put_json};
+use super::objects::{get_json, put_json, sha256_hex};
 use super::schedule::Schedule;
 use crate::ConnectorKind;
 use crate::layout::{RunRef, lock_key, lock_takeover_key, state_key};
@@ -827,14 +826,13 @@ pub(crate) async fn restore_committed_manifest(
         tracing::error!(run = %run.run_id, "the commit marker cannot be read; the manifest is not checked against it");
         return Ok(());
     };
-    let digest = |body: &[u8]| hex::encode(Sha256::digest(body));
-    if digest(stored) == marker.manifest_sha256 {
+    if sha256_hex(stored) == marker.manifest_sha256 {
         return Ok(());
     }
     let mut candidate = candidate.clone();
     candidate.finished_at = marker.committed_at;
     let body = serde_json::to_vec_pretty(&candidate).expect("serializes");
-    if digest(&body) == marker.manifest_sha256 {
+    if sha256_hex(&body) == marker.manifest_sha256 {
         tracing::warn!(run = %run.run_id, "another finalize attempt's manifest stood beside the commit marker; the committed one is put back");
         store.put(&run.manifest(), Bytes::from(body)).await?;
     } else {
