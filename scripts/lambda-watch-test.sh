@@ -39,7 +39,12 @@ run = group["items"][0]["run"]
 base = f"connections/{run['connectionId']}/runs/{run['runId']}"
 record = {"connectionId": run["connectionId"], "runId": run["runId"], "trigger": "api", "state": "Processing", "startedAt": "2026-11-22T00:00:00Z"}
 s3.put_object(Bucket="etm-data", Key=f"{base}/run.json", Body=json.dumps(record))
-s3.put_object(Bucket="etm-data", Key=f"{base}/work.jsonl", Body=json.dumps(group) + "\n")
+# The run's plan as the plan writes it: the plan that stands names its attempt's work list.
+attempt = "0" * 16
+s3.put_object(Bucket="etm-data", Key=f"{base}/plan/{attempt}/work.jsonl", Body=json.dumps(group) + "\n")
+s3.put_object(Bucket="etm-data", Key=f"{base}/plan/{attempt}/filtered.json", Body="[]")
+s3.put_object(Bucket="etm-data", Key=f"{base}/plan.json", Body=json.dumps({"attempt": attempt, "previousRun": None, "problems": []}))
+s3.put_object(Bucket="etm-data", Key=f"{base}/plan/work.jsonl", Body=json.dumps(group) + "\n")
 # The run holds the connection's lock, as the trigger's start leaves it: finalize commits only then.
 lock = {"runId": run["runId"], "acquiredAt": record["startedAt"], "expiresAt": 4102444800}
 s3.put_object(Bucket="etm-data", Key=f"connections/{run['connectionId']}/lock", Body=json.dumps(lock))

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! connections/<c>/config.json | state.json | lock | lock-takeovers/<stale run>
-//! connections/<c>/runs/<r>/run.json | config.json | work.jsonl | work.jsonl.problems.json | filtered.json | stray-items.json
+//! connections/<c>/runs/<r>/run.json | config.json | plan.json
+//! connections/<c>/runs/<r>/plan/work.jsonl | <attempt>/work.jsonl | <attempt>/filtered.json
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
 //! connections/<c>/runs/<r>/raw/<item>/<page>.json.zst | original-<page>.json.zst | collect.json (with the record)
 //! connections/<c>/runs/<r>/raw/<item>/part-<k>.json | part-<k>-progress.json | part-<k>-fingerprints.bin.zst (a split scan's parts)
@@ -160,20 +161,25 @@ impl RunRef {
     pub fn config(&self) -> String {
         format!("{}/config.json", self.base())
     }
+    /// The work list of the plan that stands, where the state machine's map reads it (the key the
+    /// execution's input names): every plan attempt writes the same bytes here. (Runs before the
+    /// plan stood wrote theirs at `work.jsonl`, which a finalize of this version does not read,
+    /// nor one of those versions this.)
     pub fn work_list(&self) -> String {
-        format!("{}/work.jsonl", self.base())
+        format!("{}/plan/work.jsonl", self.base())
     }
-    /// The listing's problems (malformed records, an incomplete list), beside the work list.
-    pub fn work_list_problems(&self) -> String {
-        format!("{}.problems.json", self.work_list())
+    /// The plan that stands: the first plan attempt to write it (only where none is) names its
+    /// own objects, the run it reconciles against and what its listing found wrong.
+    pub fn plan(&self) -> String {
+        format!("{}/plan.json", self.base())
     }
-    /// Items the connection's filters left out of the run, with the reason.
-    pub fn filtered_list(&self) -> String {
-        format!("{}/filtered.json", self.base())
+    /// One plan attempt's work list, written before it tries to write [`Self::plan`].
+    pub fn attempt_work_list(&self, attempt: &str) -> String {
+        format!("{}/plan/{attempt}/work.jsonl", self.base())
     }
-    /// Items whose ledgers finalize deleted as another plan attempt's (see `finalize`).
-    pub fn stray_items(&self) -> String {
-        format!("{}/stray-items.json", self.base())
+    /// One plan attempt's items the connection's filters left out, with the reason.
+    pub fn attempt_filtered_list(&self, attempt: &str) -> String {
+        format!("{}/plan/{attempt}/filtered.json", self.base())
     }
     pub fn manifest(&self) -> String {
         format!("{}/manifest.json", self.base())

@@ -686,7 +686,7 @@ def test_a_large_scan_is_collected_in_parts_and_committed_whole(account, emulato
         started, manifest = api_run(account, "split")
         assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
         manifests.append(manifest)
-        key = f"connections/split/runs/{started['run']['runId']}/work.jsonl"
+        key = f"connections/split/runs/{started['run']['runId']}/plan/work.jsonl"
         body = account.client("s3").get_object(Bucket=account.bucket, Key=key)["Body"].read()
         work.append([json.loads(line) for line in body.splitlines()])
     assert all("part" not in item for group in work[0] for item in group["items"]), "the first run knows no size"
@@ -745,7 +745,7 @@ def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_e
         if rest[:1] == ["etm"] and rest[2:] == ["transform.json"] and crash_once("transform", json.dumps(rest[1]).encode(), key_name):
             return S3_INTERNAL_ERROR
         answer = put()
-        if rest == ["work.jsonl"]:
+        if rest == ["plan", "work.jsonl"]:
             crash_once("plan", b'"plan"', key_name)
         if rest == ["manifest.json"]:
             crash_once("finalize", json.dumps(run_id).encode(), key_name)
@@ -999,7 +999,7 @@ def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, em
     late_ledger_written, given_up_written = threading.Event(), threading.Event()
 
     def late_attempt(run_id, item_key):
-        key = f"connections/sast/runs/{run_id}/work.jsonl"
+        key = f"connections/sast/runs/{run_id}/plan/work.jsonl"
         work_list = account.client("s3").get_object(Bucket=account.bucket, Key=key)["Body"].read()
         (group,) = [line for line in work_list.splitlines() if json.dumps(item_key).encode() in line]
         late["answer"] = account.host.invoke(transform.name, group)
@@ -1167,7 +1167,7 @@ def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(acco
     assert status == 202, started
     run = started["run"]
     # Once the plan has written the work list (the plan reads the config too).
-    work_list = f"connections/sast/runs/{run['runId']}/work.jsonl"
+    work_list = f"connections/sast/runs/{run['runId']}/plan/work.jsonl"
     deadline = time.time() + 300
     while not account.exists(work_list):
         assert time.time() < deadline, "the plan wrote no work list"
@@ -1197,7 +1197,7 @@ def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
     assert entered == ["Plan", "PlanFailed"], entered
     run = started["run"]
-    assert not account.exists(f"connections/sast/runs/{run['runId']}/work.jsonl")
+    assert not account.exists(f"connections/sast/runs/{run['runId']}/plan/work.jsonl")
     connection = failed_and_released(account, execution, "plan failed (Fatal): ", "403")
     assert connection["lastCommittedRun"] == before["lastCommittedRun"], (connection, before)
 
@@ -1370,7 +1370,7 @@ def test_a_wide_work_list_passes_the_map_within_limits(account, wide):
     # invocation per group, not per item.
     runs = f"connections/wide/runs/{started['run']['runId']}"
     assert account.get_json(f"{runs}/run.json")["items"] == WIDE_ITEMS
-    work = account.client("s3").get_object(Bucket=account.bucket, Key=f"{runs}/work.jsonl")["Body"].read()
+    work = account.client("s3").get_object(Bucket=account.bucket, Key=f"{runs}/plan/work.jsonl")["Body"].read()
     groups = [json.loads(line) for line in work.splitlines() if line]
     per_group = min(25, -(-WIDE_ITEMS // 16))
     assert len(groups) == -(-WIDE_ITEMS // per_group) and sum(len(g["items"]) for g in groups) == WIDE_ITEMS
@@ -1418,7 +1418,7 @@ def test_a_group_longer_than_its_invocations_goes_on_until_every_item_is_done(ac
         collect.clock_rate = transform.clock_rate = 1
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
     runs = f"connections/long-items/runs/{started['run']['runId']}"
-    work = account.client("s3").get_object(Bucket=account.bucket, Key=f"{runs}/work.jsonl")["Body"].read()
+    work = account.client("s3").get_object(Bucket=account.bucket, Key=f"{runs}/plan/work.jsonl")["Body"].read()
     groups = [json.loads(line) for line in work.splitlines() if line]
     items = sum(len(g["items"]) for g in groups)
     assert items == 100, items
@@ -1524,10 +1524,10 @@ def test_the_templates_map_passes_ten_thousand_items_within_the_payload_limit(ac
     base = f"connections/payload/runs/{run['runId']}"
     item = lambda n: {"run": run, "item": f"{n:036d}", "vendorId": f"{n:036d}", "record": {"name": "x" * 200}}
     lines = "".join(json.dumps({"items": [item(n) for n in range(g, g + 25)]}) + "\n" for g in range(0, 10_000, 25))
-    s3.put_object(Bucket=account.bucket, Key=f"{base}/work.jsonl", Body=lines.encode())
+    s3.put_object(Bucket=account.bucket, Key=f"{base}/plan/work.jsonl", Body=lines.encode())
     role = account.resolved.resources[account.machine_logical]["Properties"]["RoleArn"]
     machine = sfn.create_state_machine(name="payload-probe", roleArn=role, definition=json.dumps(definition))["stateMachineArn"]
-    started = {"run": run, "bucket": account.bucket, "workListKey": f"{base}/work.jsonl", "maxConcurrency": 40}
+    started = {"run": run, "bucket": account.bucket, "workListKey": f"{base}/plan/work.jsonl", "maxConcurrency": 40}
     execution = sfn.start_execution(stateMachineArn=machine, input=json.dumps(started))["executionArn"]
     finished = account.wait(execution, timeout=900)
     assert finished["status"] == "SUCCEEDED", account.explain(finished)

@@ -16,8 +16,8 @@ use super::documents::{
 use super::error::StepError;
 use super::now_rfc3339;
 use super::objects::{
-    Once, get_gzip_json, get_json, put_gzip_json, put_json, put_json_once, put_lines_written,
-    read_gzip_json, sha256_hex,
+    Once, get_gzip_json, get_json, put_gzip_json, put_json_once, put_lines_written, read_gzip_json,
+    sha256_hex,
 };
 use super::plan::{Planned, project_of_branch_asset, read_plan};
 use super::run::{
@@ -196,34 +196,18 @@ pub async fn finalize(
         items: mut work,
         filtered: filtered_items,
         mut problems,
-        previous_run: planned_against,
+        previous_run,
     } = read_plan(store, run).await?;
     // The parts of a split scan are one asset: the first stands for them all.
     let mut listed = std::collections::HashSet::new();
     work.retain(|item| listed.insert(item.item.clone()));
     // The work list's problems are the listing's (malformed records, an incomplete list).
     let listing_complete = problems.is_empty();
-    let record = read_run(store, run).await?;
-    // The run record is the last plan attempt's: one that reconciles against another run than
-    // the plan's problems or the work list's items (a run committed between two overlapping
-    // attempts) commits nothing.
-    let planned_against = planned_against
-        .into_iter()
-        .chain(work.iter().map(|item| item.previous_run.clone()))
-        .find(|p| *p != record.previous_run);
-    if let Some(planned_against) = planned_against {
-        let reason = format!(
-            "the work list was planned against run {}, the run record against run {} (two plan attempts overlapped while run {} committed): nothing was committed; the next run plans afresh",
-            planned_against.as_deref().unwrap_or("(none)"),
-            record.previous_run.as_deref().unwrap_or("(none)"),
-            planned_against
-                .clone()
-                .max(record.previous_run.clone())
-                .unwrap_or_default(),
-        );
-        fail_run(store, run, &reason).await?;
-        return Err(StepError::NothingCommitted(reason));
-    }
+    let mut record = read_run(store, run).await?;
+    // The run the items were planned against. The run record's copy can be older: a plan attempt
+    // that overlapped the one whose plan stands may have begun (a read and a write of the record)
+    // around that one's writing it.
+    record.previous_run = previous_run;
     let ledgers_written: std::collections::HashSet<String> = store
         .list(&run.ledger_prefix())
         .await?
@@ -297,7 +281,6 @@ pub async fn finalize(
     )
     .await?;
     problems.extend(unreadable_unlisted);
-    problems.extend(drop_stray_ledgers(store, run, &record, &work).await?);
     // The closures of deleted assets are lines of the run, of their engines.
     for (engine, closed) in closed_with_deleted {
         totals.count_closures(closed);
@@ -376,63 +359,6 @@ pub async fn finalize(
     }
     mark_committed(store, run, &manifest).await?;
     Ok(manifest)
-}
-
-/// Deletes the ledgers a transform wrote for items this work list does not hold and no ledger of
-/// the previous run stands for (those are carried or closed as deleted): a transform of another
-/// plan attempt's list, the one the state machine's map ran, wrote them. Committed, they would
-/// name findings as sent that no manifest line sends. Each is first recorded given up (a
-/// transform attempt of it that checks after that writes nothing more) and in `stray-items.json`,
-/// so a finalize attempt after this one, finding the ledgers gone, still says so: a problem names
-/// how many. Not seen: a stray transform that had written no ledger yet when they were listed.
-async fn drop_stray_ledgers(
-    store: &impl ObjectStore,
-    run: &RunRef,
-    record: &RunRecord,
-    work: &[WorkItem],
-) -> Result<Option<String>, StepError> {
-    let listed: std::collections::HashSet<&str> = work.iter().map(|w| w.item.as_str()).collect();
-    let items_of = |prefix_run: &RunRef, keys: Vec<String>| -> Vec<String> {
-        keys.iter()
-            .filter_map(|key| prefix_run.ledger_item(key).map(str::to_string))
-            .collect()
-    };
-    let mut stray: Vec<String> = items_of(run, store.list(&run.ledger_prefix()).await?)
-        .into_iter()
-        .filter(|item| !listed.contains(item.as_str()))
-        .collect();
-    if !stray.is_empty()
-        && let Some(previous_run) = &record.previous_run
-    {
-        let previous = run.sibling(previous_run);
-        let carried: std::collections::HashSet<String> =
-            items_of(&previous, store.list(&previous.ledger_prefix()).await?)
-                .into_iter()
-                .collect();
-        stray.retain(|item| !carried.contains(item));
-    }
-    let mut recorded: Vec<String> = get_json(store, &run.stray_items())
-        .await?
-        .unwrap_or_default();
-    if !stray.is_empty() {
-        recorded.extend(stray.iter().cloned());
-        recorded.sort_unstable();
-        recorded.dedup();
-        put_json(store, &run.stray_items(), &recorded).await?;
-        for item in &stray {
-            // Over any record: a transform attempt of the item still running, or retried, then
-            // writes no ledger again (its record stood already: `give_up` would keep it).
-            let given_up = TransformRecord::given_up(item);
-            put_json(store, &run.transform_record(item), &given_up).await?;
-            store.delete(&run.ledger(item)).await?;
-        }
-    }
-    Ok(recorded.first().map(|first| {
-        format!(
-            "{} ledger(s) of items the work list does not hold were written by another plan attempt's items (the first: {first}): deleted, those assets start afresh next run",
-            recorded.len()
-        )
-    }))
 }
 
 /// Why a run has nothing to commit: items failed and none was pulled (complete, or incomplete:

@@ -32,7 +32,9 @@ pub use documents::{
 pub use error::{HELD, OUT_OF_TIME, StepError};
 pub use finalize::finalize;
 pub use group::{TimeBudget, collect_group, transform_group};
-pub use plan::{MAX_ITEMS_PER_GROUP, group_items, plan, read_work_list};
+pub use plan::{
+    MAX_ITEMS_PER_GROUP, StandingGroups, group_items, plan, read_work_list, write_plan,
+};
 pub use run::{
     EndedHolder, HolderEnd, RunOutcome, RunRecord, RunState, StateDocument, Trigger, VendorScope,
     begin_run, begin_run_recovering, fail_run, last_committed_run, never_started_holder,

@@ -15,8 +15,7 @@ use crate::mapping::LineSink;
 use crate::packing::{page_checksum, unpack_into};
 use crate::store::ObjectStore;
 
-/// The SHA-256 of a stored body, in hex: what manifests, commit markers and the plan's binding
-/// name objects by.
+/// The SHA-256 of a stored body, in hex: what manifests and commit markers name objects by.
 pub(super) fn sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }

@@ -16,7 +16,7 @@ use super::access::{VendorAccess, with_renewal};
 use super::config::{BranchPolicy, Connection};
 use super::documents::{DeletedItem, EngineScan, FilteredItem, ItemDeadlines, WorkGroup, WorkItem};
 use super::error::StepError;
-use super::objects::{get_gzip_json, get_json, put_json, readable, sha256_hex};
+use super::objects::{Once, get_gzip_json, get_json, put_json_once, readable};
 use super::run::{
     PlanStart, RunRecord, VendorScope, ensure_holds_lock, record_plan, start_processing,
 };
@@ -52,6 +52,32 @@ pub async fn plan(
     // An execution whose start the trigger saw fail (an answer lost, the run failed and the lock
     // released) may still run: it must not move a run that lost its lock, nor the connection.
     ensure_holds_lock(store, run).await?;
+    // An attempt after one whose plan stands (Step Functions retried it on a lost answer, or
+    // after a crash past that write) goes on with that plan without listing the tenant again.
+    let standing = match get_json::<StandingPlan>(store, &run.plan()).await? {
+        Some(earlier) => go_on_with(store, run, earlier).await?,
+        None => list_and_write_plan(store, vendor, connection, run, children_at_once).await?,
+    };
+    record_plan(
+        store,
+        run,
+        standing.items(),
+        standing.previous_run.clone(),
+        VendorScope::of(connection),
+    )
+    .await?;
+    Ok(standing.groups)
+}
+
+/// Lists the tenant, finds each item's scans, and writes the plan: this attempt's, or the one
+/// another attempt wrote meanwhile.
+async fn list_and_write_plan(
+    store: &impl ObjectStore,
+    vendor: &VendorAccess,
+    connection: &Connection,
+    run: &RunRef,
+    children_at_once: usize,
+) -> Result<StandingGroups, StepError> {
     let PlanStart {
         previous_run,
         started_at,
@@ -194,29 +220,11 @@ pub async fn plan(
             an_environment_still_scanned(vendor, unlisted).await
         });
     }
-    let planned = items.len() as u64;
     keep_items_small(store, run, &mut items).await?;
     let items = split_large_scans(store, vendor, connection, run, items).await?;
     let deadlines = Some(ItemDeadlines::from_run_start(started_at));
     let groups = group_items(items, children_at_once, deadlines);
-    write_plan(
-        store,
-        run,
-        &groups,
-        &filtered,
-        previous_run.clone(),
-        problems,
-    )
-    .await?;
-    record_plan(
-        store,
-        run,
-        planned,
-        previous_run,
-        VendorScope::of(connection),
-    )
-    .await?;
-    Ok(groups)
+    write_plan(store, run, groups, &filtered, previous_run, problems).await
 }
 
 /// Keeps every item small in the work list whatever the vendor sent: a group is a child's input,
@@ -238,9 +246,18 @@ async fn keep_items_small(
         }
         let record = serde_json::to_vec(&item.record).expect("a JSON value serializes");
         if record.len() > MAX_CARRIED_RECORD_BYTES {
-            store
-                .put(&run.item_record(&item.item), Bytes::from(record))
-                .await?;
+            // Written once: an overlapping plan attempt's record of the item (the same project
+            // listed a moment apart) stands, so the transform's every attempt, and replay, read
+            // the same bytes.
+            let key = run.item_record(&item.item);
+            if !store.put_if_absent(&key, Bytes::from(record)).await?
+                && store.get(&key).await?.is_none()
+            {
+                return Err(StepError::NotYetWritten {
+                    key,
+                    why: "another plan attempt is writing it (the store refused this one's for a write in flight); the next attempt finds it".into(),
+                });
+            }
             item.record = Value::Null;
             item.record_stored = true;
         }
@@ -986,72 +1003,173 @@ async fn a_branch_still_scanned(
     }
 }
 
-/// What the plan found wrong, bound to what it wrote beside: the work list and the filtered list
-/// (their SHA-256) and the run it reconciles against. Two plan attempts may overlap (Step
-/// Functions retries one whose answer it lost while it still runs), each writing every object:
-/// without the binding, finalize could take one attempt's work list (a listing that missed a
-/// project) with the other's problems (none), and close what it did not list.
+/// The plan that stands (`plan.json`), written only where none is, after the attempt's own
+/// objects: every plan attempt of a run, the map and finalize then go on with the same one. Step
+/// Functions retries a plan whose answer it lost while it still runs, and the two attempts list
+/// the tenant at different moments: one attempt's work list read beside the other's problems or
+/// filtered list, or a map run over one list and a finalize over the other, could close what
+/// neither listed.
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PlanProblems {
-    work_list_sha256: String,
-    filtered_sha256: String,
+struct StandingPlan {
+    /// Names the attempt's folder (`plan/<attempt>/`): 16 hex digits.
+    attempt: String,
+    /// The run the plan reconciles against.
     previous_run: Option<String>,
+    /// What the listing found wrong (malformed or incomplete listings, a list that skipped an
+    /// asset, a question about one refused).
     problems: Vec<String>,
 }
 
-/// The problems object as runs planned before the binding wrote it, or as now.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum StoredProblems {
-    Bound(PlanProblems),
-    Unbound(Vec<String>),
+impl StandingPlan {
+    fn new(previous_run: Option<String>, problems: Vec<String>) -> Self {
+        Self {
+            attempt: format!("{:016x}", rand::random::<u64>()),
+            previous_run,
+            problems,
+        }
+    }
+
+    /// The attempt, where it can name a folder of the run.
+    fn attempt(&self, run: &RunRef) -> Result<&str, StepError> {
+        let attempt = self.attempt.as_str();
+        if attempt.len() == 16 && attempt.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(attempt)
+        } else {
+            Err(StepError::bad_object(
+                &run.plan(),
+                format!(
+                    "attempt {attempt:?} is not 16 hex digits, as the plan writes it; the run cannot go on, the next run plans afresh"
+                ),
+            ))
+        }
+    }
 }
 
-/// Writes the filtered list and the work list (one group per line, the state machine's item
-/// reader's JSONL), then the plan's problems bound to both and to the run they reconcile against.
-async fn write_plan(
+/// The plan a run goes on with: the one that stands, this attempt's or an earlier one's.
+pub struct StandingGroups {
+    pub groups: Vec<WorkGroup>,
+    /// The run the plan reconciles against.
+    pub previous_run: Option<String>,
+}
+
+impl StandingGroups {
+    /// The items planned: the parts of a split scan are one.
+    fn items(&self) -> u64 {
+        let keys: HashSet<&str> = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.items)
+            .map(|i| i.item.as_str())
+            .collect();
+        keys.len() as u64
+    }
+}
+
+/// Writes this attempt's work list (one group per line, the state machine's item reader's JSONL)
+/// and filtered list in its own folder, then the plan that stands, unless another attempt's
+/// stands already: the run then goes on with that one, whatever this attempt listed. Either way
+/// the standing work list is put where the map reads it; an attempt cut off before that leaves
+/// it to the next, which finds the plan standing.
+pub async fn write_plan(
     store: &impl ObjectStore,
     run: &RunRef,
-    groups: &[WorkGroup],
+    groups: Vec<WorkGroup>,
     filtered: &[FilteredItem],
     previous_run: Option<String>,
     problems: Vec<String>,
-) -> Result<(), StepError> {
-    let filtered = serde_json::to_vec(filtered).expect("serializes");
+) -> Result<StandingGroups, StepError> {
+    let ours = StandingPlan::new(previous_run, problems);
     let mut work_list = Vec::new();
-    for group in groups {
+    for group in &groups {
         serde_json::to_writer(&mut work_list, group).expect("serializes");
         work_list.push(b'\n');
     }
-    let problems = PlanProblems {
-        work_list_sha256: sha256_hex(&work_list),
-        filtered_sha256: sha256_hex(&filtered),
-        previous_run,
-        problems,
-    };
+    let work_list = Bytes::from(work_list);
     store
-        .put(&run.filtered_list(), Bytes::from(filtered))
+        .put(
+            &run.attempt_filtered_list(&ours.attempt),
+            Bytes::from(serde_json::to_vec(filtered).expect("serializes")),
+        )
         .await?;
-    store.put(&run.work_list(), Bytes::from(work_list)).await?;
-    put_json(store, &run.work_list_problems(), &problems).await
+    store
+        .put(&run.attempt_work_list(&ours.attempt), work_list.clone())
+        .await?;
+    match put_json_once(store, &run.plan(), &ours).await? {
+        Once::Written => {
+            store.put(&run.work_list(), work_list).await?;
+            Ok(StandingGroups {
+                groups,
+                previous_run: ours.previous_run,
+            })
+        }
+        Once::Standing(earlier) => go_on_with(store, run, earlier).await,
+    }
 }
 
-/// A run's plan as finalize reads it back.
+/// Goes on with the plan another attempt wrote: puts its work list where the map reads it (that
+/// attempt may have been cut off before) and answers its groups.
+async fn go_on_with(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    standing: StandingPlan,
+) -> Result<StandingGroups, StepError> {
+    tracing::info!(
+        run = %run.run_id,
+        attempt = %standing.attempt,
+        "a plan attempt's plan stands: the run goes on with it"
+    );
+    let key = run.attempt_work_list(standing.attempt(run)?);
+    let body = read_work_list_object(store, &key).await?;
+    let groups = parse_work_list(&key, &body)?;
+    store.put(&run.work_list(), body).await?;
+    Ok(StandingGroups {
+        groups,
+        previous_run: standing.previous_run,
+    })
+}
+
+async fn read_work_list_object(store: &impl ObjectStore, key: &str) -> Result<Bytes, StepError> {
+    store.get(key).await?.ok_or_else(|| {
+        StepError::bad_object(
+            key,
+            "the work list the run's plan names is missing; the next run plans afresh",
+        )
+    })
+}
+
+/// A work list's groups, in order. A line is a group, or, in a run planned before items were
+/// grouped, one item.
+fn parse_work_list(key: &str, body: &[u8]) -> Result<Vec<WorkGroup>, StepError> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_slice(line).map_err(|e| {
+                StepError::bad_object(
+                    key,
+                    format!(
+                        "line {}: {e}; the run cannot go on, the next run plans afresh",
+                        n + 1
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A run's plan as finalize reads it back: the one that stands.
 pub(crate) struct Planned {
     pub items: Vec<WorkItem>,
-    /// The filtered list, from the bytes the binding was checked against.
     pub filtered: Vec<FilteredItem>,
-    /// The listing's problems, and one more where the objects come from two plan attempts.
+    /// The listing's problems.
     pub problems: Vec<String>,
-    /// The run the plan reconciles against, where it says (runs planned before the binding
-    /// do not): finalize holds it against the run record, which the last plan attempt wrote.
-    pub previous_run: Option<Option<String>>,
+    /// The run the plan reconciles against.
+    pub previous_run: Option<String>,
 }
 
-/// Reads the work list's items back, in order (finalize; the state machine's item reader reads
-/// its groups on AWS), with the plan's problems. A line is a group, or, in a run planned before
-/// items were grouped, one item.
+/// Reads the items of the plan that stands back, in order, with its problems (the state
+/// machine's item reader reads its groups on AWS).
 pub async fn read_work_list(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -1060,72 +1178,37 @@ pub async fn read_work_list(
     Ok((planned.items, planned.problems))
 }
 
-/// [`read_work_list`], with what the problems object binds. Problems bound to another work list
-/// or filtered list (another plan attempt's) are kept, and one more says so: what this list's
-/// attempt found wrong is unknown, so the run is partial and finalize closes nothing it did not
-/// plan.
+/// [`read_work_list`], with the filtered list and the run the plan reconciles against, all of the
+/// plan that stands.
 pub(crate) async fn read_plan(
     store: &impl ObjectStore,
     run: &RunRef,
 ) -> Result<Planned, StepError> {
-    let body = store
-        .get(&run.work_list())
-        .await?
-        .ok_or_else(|| StepError::bad_object(&run.work_list(), "the work list is missing"))?;
-    let mut items = Vec::new();
-    for (n, line) in body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let unreadable = |e: serde_json::Error| {
-            StepError::bad_object(&run.work_list(), format!("line {}: {e}", n + 1))
-        };
-        let group: WorkGroup = serde_json::from_slice(line).map_err(unreadable)?;
-        items.extend(group.items);
-    }
-    let filtered_body = store.get(&run.filtered_list()).await?;
-    let filtered = match &filtered_body {
-        Some(body) => serde_json::from_slice(body)
-            .map_err(|e| StepError::bad_object(&run.filtered_list(), e.to_string()))?,
-        None => Vec::new(),
-    };
-    let bound = match get_json(store, &run.work_list_problems()).await? {
-        None => None,
-        Some(StoredProblems::Unbound(problems)) => {
-            return Ok(Planned {
-                items,
-                filtered,
-                problems,
-                previous_run: None,
-            });
-        }
-        Some(StoredProblems::Bound(bound)) => Some(bound),
-    };
-    let Some(mut bound) = bound else {
-        return Ok(Planned {
-            items,
-            filtered,
-            problems: Vec::new(),
-            previous_run: None,
-        });
-    };
-    let filtered_bytes = filtered_body.unwrap_or_default();
-    let apart = [
-        (bound.work_list_sha256 != sha256_hex(&body)).then(|| run.work_list()),
-        (bound.filtered_sha256 != sha256_hex(&filtered_bytes)).then(|| run.filtered_list()),
-    ];
-    if let Some(other) = apart.into_iter().flatten().next() {
-        bound.problems.push(format!(
-            "{} was written by another plan attempt than {other} (two attempts overlapped): what this list's attempt found wrong is unknown, so nothing it did not list is closed; the next run plans afresh",
-            run.work_list_problems(),
-        ));
-    }
+    let standing: StandingPlan = get_json(store, &run.plan()).await?.ok_or_else(|| {
+        StepError::bad_object(
+            &run.plan(),
+            "the run's plan is missing: its plan never finished, or an earlier version of the connector planned it (one that wrote no plan.json); nothing of the run can be committed, the next run plans afresh",
+        )
+    })?;
+    let attempt = standing.attempt(run)?;
+    let key = run.attempt_work_list(attempt);
+    let body = read_work_list_object(store, &key).await?;
+    let items = parse_work_list(&key, &body)?
+        .into_iter()
+        .flat_map(|g| g.items)
+        .collect();
+    let filtered_key = run.attempt_filtered_list(attempt);
+    let filtered = get_json(store, &filtered_key).await?.ok_or_else(|| {
+        StepError::bad_object(
+            &filtered_key,
+            "the filtered list the run's plan names is missing; the next run plans afresh",
+        )
+    })?;
     Ok(Planned {
         items,
         filtered,
-        problems: bound.problems,
-        previous_run: Some(bound.previous_run),
+        problems: standing.problems,
+        previous_run: standing.previous_run,
     })
 }
 
@@ -1277,6 +1360,18 @@ mod tests {
             .unwrap();
         let stored: Value = serde_json::from_slice(&stored).unwrap();
         assert_eq!(stored, Value::String("x".repeat(MAX_CARRIED_RECORD_BYTES)));
+        // Another plan attempt's listing of the item, a moment later, leaves the stored one.
+        let mut again = vec![item(1, MAX_CARRIED_RECORD_BYTES + 1)];
+        keep_items_small(&store, &run, &mut again).await.unwrap();
+        assert!(again[0].record_stored);
+        assert_eq!(
+            store
+                .get(&run.item_record("item-1"))
+                .await
+                .unwrap()
+                .unwrap(),
+            serde_json::to_vec(&stored).unwrap()
+        );
         assert_eq!(store.get(&run.item_record("item-0")).await.unwrap(), None);
         assert!(!items[2].record_stored && items[2].record.is_string());
         assert_eq!(store.get(&run.item_record("item-2")).await.unwrap(), None);
@@ -1301,28 +1396,36 @@ mod tests {
         assert!(groups[1].items[0].part.is_some() && groups[2].items[0].part.is_some());
     }
 
+    fn group(items: Vec<WorkItem>) -> WorkGroup {
+        WorkGroup {
+            items,
+            deadlines: None,
+        }
+    }
+
+    async fn standing(store: &crate::store::MemoryStore, run: &RunRef) -> StandingPlan {
+        get_json(store, &run.plan()).await.unwrap().unwrap()
+    }
+
     #[tokio::test]
     async fn the_work_list_reads_groups_and_the_single_items_of_older_runs() {
         let store = crate::store::MemoryStore::default();
         let run = item(0, 1).run;
-        let mut body = serde_json::to_vec(&WorkGroup {
-            items: vec![item(0, 1), item(1, 1)],
-            deadlines: None,
-        })
-        .unwrap();
+        write_plan(&store, &run, Vec::new(), &[], None, Vec::new())
+            .await
+            .unwrap();
+        let key = run.attempt_work_list(&standing(&store, &run).await.attempt);
+        let mut body = serde_json::to_vec(&group(vec![item(0, 1), item(1, 1)])).unwrap();
         body.push(b'\n');
         body.extend(serde_json::to_vec(&item(2, 1)).unwrap());
         body.push(b'\n');
-        store.put(&run.work_list(), body.into()).await.unwrap();
+        store.put(&key, body.into()).await.unwrap();
         let (items, _) = read_work_list(&store, &run).await.unwrap();
         let keys: Vec<&str> = items.iter().map(|i| i.item.as_str()).collect();
         assert_eq!(keys, ["item-0", "item-1", "item-2"]);
 
         store
-            .put(
-                &run.work_list(),
-                br#"{"items": [{"run": 1}]}"#.to_vec().into(),
-            )
+            .put(&key, br#"{"items": [{"run": 1}]}"#.to_vec().into())
             .await
             .unwrap();
         let error = read_work_list(&store, &run).await.unwrap_err().to_string();
@@ -1332,59 +1435,137 @@ mod tests {
         );
     }
 
-    /// Two plan attempts that overlap: the first's work list (its listing missed a project, which
-    /// its problems say) written over the second's, the second's problems (none) over the
-    /// first's; or another attempt's filtered list beside them. Finalize gets a problem saying
-    /// so, and closes nothing it did not list. A work list with its own problems reads as
-    /// written, and so do the plain problems of older runs.
+    /// Two plan attempts of one run (Step Functions retried the plan on a lost answer while it
+    /// still ran), each listing the tenant at its own moment: the first's listing missed a
+    /// project, which its problems say; the second's found two items, none filtered, nothing
+    /// wrong, against another run. The second goes on with the first's plan: it answers the
+    /// first's groups, puts the first's work list where the map reads it and records the first's
+    /// run to reconcile against, and finalize reads the first's items, problems and filtered list.
     #[tokio::test]
-    async fn a_work_list_read_with_another_plan_attempts_problems_is_partial() {
+    async fn a_second_plan_attempt_goes_on_with_the_plan_that_stands() {
         let store = crate::store::MemoryStore::default();
         let run = item(0, 1).run;
-        let group = |items| WorkGroup {
-            items,
-            deadlines: None,
-        };
         let missed = vec!["the item list is incomplete: page 2 was refused".to_string()];
-        let first = [group(vec![item(0, 1)])];
-        let second = [group(vec![item(0, 1), item(1, 1)])];
-        write_plan(&store, &run, &first, &[], None, missed.clone())
-            .await
-            .unwrap();
-        let (items, problems) = read_work_list(&store, &run).await.unwrap();
-        assert_eq!((items.len(), &problems), (1, &missed), "as written");
-
+        let first = write_plan(
+            &store,
+            &run,
+            vec![group(vec![item(0, 1)])],
+            &[],
+            Some("r0".into()),
+            missed.clone(),
+        )
+        .await
+        .unwrap();
         let first_list = store.get(&run.work_list()).await.unwrap().unwrap();
-        write_plan(&store, &run, &second, &[], None, Vec::new())
-            .await
-            .unwrap();
-        assert!(read_work_list(&store, &run).await.unwrap().1.is_empty());
-        // Another attempt's filtered list beside them: the same.
-        let other_filtered = br#"[{"item":"p","vendorId":"p","name":"p","reason":"r"}]"#;
-        store
-            .put(&run.filtered_list(), other_filtered.to_vec().into())
-            .await
-            .unwrap();
-        let problems = read_work_list(&store, &run).await.unwrap().1;
-        assert!(
-            problems.len() == 1 && problems[0].contains("another plan attempt than"),
-            "{problems:?}"
+        let filtered = FilteredItem {
+            item: "p".into(),
+            vendor_id: "p".into(),
+            name: "p".into(),
+            reason: "excluded by name".into(),
+        };
+        let second = write_plan(
+            &store,
+            &run,
+            vec![group(vec![item(0, 1), item(1, 1)])],
+            &[filtered],
+            Some("r1".into()),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(second.groups, first.groups);
+        assert_eq!(
+            (second.items(), second.previous_run.as_deref()),
+            (1, Some("r0"))
         );
-        store
-            .put(&run.filtered_list(), b"[]".to_vec().into())
-            .await
-            .unwrap();
-        store.put(&run.work_list(), first_list).await.unwrap();
-        let (items, problems) = read_work_list(&store, &run).await.unwrap();
-        assert_eq!(items.len(), 1);
-        assert!(
-            problems.len() == 1 && problems[0].contains("written by another plan attempt"),
-            "{problems:?}"
+        assert_eq!(
+            store.get(&run.work_list()).await.unwrap().unwrap(),
+            first_list
         );
+        let planned = read_plan(&store, &run).await.unwrap();
+        assert_eq!(planned.items.len(), 1);
+        assert_eq!(planned.problems, missed);
+        assert!(planned.filtered.is_empty());
+        assert_eq!(planned.previous_run.as_deref(), Some("r0"));
+    }
 
-        put_json(&store, &run.work_list_problems(), &missed)
+    /// An attempt cut off once its plan stands, before it put the work list where the map reads
+    /// it: the next attempt, whatever it listed, puts that plan's work list there.
+    #[tokio::test]
+    async fn a_plan_cut_off_once_it_stands_is_finished_by_the_next_attempt() {
+        let store = crate::store::MemoryStore::default();
+        let run = item(0, 1).run;
+        let first = write_plan(
+            &store,
+            &run,
+            vec![group(vec![item(0, 1)])],
+            &[],
+            None,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        let first_list = store.get(&run.work_list()).await.unwrap().unwrap();
+        store.delete(&run.work_list()).await.unwrap();
+        let next = write_plan(
+            &store,
+            &run,
+            vec![group(vec![item(1, 1)])],
+            &[],
+            None,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(next.groups, first.groups);
+        assert_eq!(
+            store.get(&run.work_list()).await.unwrap().unwrap(),
+            first_list
+        );
+    }
+
+    /// A plan missing (never finished, or written by an earlier version), one naming an attempt
+    /// that is not one (a damaged or hostile object: `../` would reach outside the run), and one
+    /// whose filtered list is gone: finalize fails naming the object, reading nothing else.
+    #[tokio::test]
+    async fn a_plan_missing_or_damaged_is_named() {
+        let store = crate::store::MemoryStore::default();
+        let run = item(0, 1).run;
+        let error = read_plan(&store, &run).await.err().unwrap().to_string();
+        assert!(
+            error.contains("plan.json") && error.contains("the run's plan is missing"),
+            "{error}"
+        );
+        write_plan(
+            &store,
+            &run,
+            vec![group(vec![item(0, 1)])],
+            &[],
+            None,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        let attempt = standing(&store, &run).await.attempt;
+        store
+            .delete(&run.attempt_filtered_list(&attempt))
             .await
             .unwrap();
-        assert_eq!(read_work_list(&store, &run).await.unwrap().1, missed);
+        let error = read_plan(&store, &run).await.err().unwrap().to_string();
+        assert!(
+            error.contains(&format!("plan/{attempt}/filtered.json")),
+            "{error}"
+        );
+        for hostile in ["../../r2/plan/0123456789abcdef", "0123456789abcdeg", ""] {
+            let plan = StandingPlan {
+                attempt: hostile.into(),
+                previous_run: None,
+                problems: Vec::new(),
+            };
+            store.delete(&run.plan()).await.unwrap();
+            put_json_once(&store, &run.plan(), &plan).await.unwrap();
+            let error = read_plan(&store, &run).await.err().unwrap().to_string();
+            assert!(error.contains("is not 16 hex digits"), "{hostile}: {error}");
+        }
     }
 }

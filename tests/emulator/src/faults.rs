@@ -66,11 +66,12 @@ pub struct FaultSpec {
     /// one is never sent, and the count stays.
     pub first_replaced: bool,
     /// `/api/projects/last-scan` answers each project's latest scan whatever `scan-status`,
-    /// `engine` and `branch` ask (a server that ignores its filters).
+    /// `engine` and `branch` ask, and `/api/dast/scans/scans` every environment's scans whatever
+    /// `environmentId` asks (a server that ignores its filters).
     pub filters_ignored: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, branches, results (all
-    /// engines, and SAST alone) and DAST environments.
+    /// engines, and SAST alone), DAST environments and DAST scans.
     pub pages_shrink_to: Option<u64>,
     /// Every page holds at most this many records, whatever `limit` or the window asks (a server
     /// that caps the page size silently), on the same lists. Where `/api/results` reads `offset`

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cxone_emulator::{Endpoint, FaultSpec};
 use cxone_etm::pipeline::{
     ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkGroup, WorkItem, config_key,
-    read_state, read_work_list,
+    read_state, read_work_list, write_plan,
 };
 use cxone_etm::store::ObjectStore;
 
@@ -414,11 +414,8 @@ async fn the_step_sample_events_run_as_they_are() {
     );
     let run: RunRef = serde_json::from_value(item["run"].clone()).unwrap();
     store_run_record(&f, &run, RunState::Processing, Some(1)).await;
-    let mut work = serde_json::to_vec(&group).unwrap();
-    work.push(b'\n');
-    f.runtime
-        .store
-        .put(&run.work_list(), work.into())
+    let planned: WorkGroup = serde_json::from_value(group.clone()).unwrap();
+    write_plan(&f.runtime.store, &run, vec![planned], &[], None, Vec::new())
         .await
         .unwrap();
     // The run holds its connection's lock, as the trigger's start leaves it: finalize commits

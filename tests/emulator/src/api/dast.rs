@@ -15,6 +15,7 @@ use crate::app::Shared;
 use crate::auth::{Principal, ROLE_DAST};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, Style};
+use crate::faults;
 use crate::query::Params;
 
 pub const MAX_PER_PAGE: u64 = 100;
@@ -184,7 +185,15 @@ pub async fn scans(
         .ok_or_else(|| {
             ApiError::bad_request(Style::Ast, "query parameter 'environmentId' is required")
         })?;
-    let Some(e) = tenant.environment_index(env_id) else {
+    // The fault `ignore-filters`: every environment's scans, whatever `environmentId` asks.
+    let environments: Vec<u32> = if state
+        .faults
+        .filters_ignored(Endpoint::DastScans, &faults::request_target())
+    {
+        (0..tenant.shape.dast_environments).collect()
+    } else if let Some(e) = tenant.environment_index(env_id) {
+        vec![e]
+    } else {
         // The environment the fault `replace-first` lists as created while the list was paged
         // has no scan yet.
         let created = env_id
@@ -200,6 +209,7 @@ pub async fn scans(
     };
     let (from, count) = window(&params)?;
     let from = position(&state, Endpoint::DastScans, from as u64, 0) as usize;
+    let count = page_room(&state, Endpoint::DastScans, count as u64, from as u64) as usize;
     let (_, descending) = sort(
         &params,
         &[
@@ -219,11 +229,12 @@ pub async fn scans(
         .iter()
         .map(|s| s.to_ascii_lowercase())
         .collect();
-    let mut matching: Vec<_> = tenant
-        .dast_scans(e)
+    let mut matching: Vec<_> = environments
         .into_iter()
+        .flat_map(|e| tenant.dast_scans(e))
         .filter(|s| statuses.is_empty() || statuses.contains(&s.status.to_ascii_lowercase()))
         .collect();
+    matching.sort_by_key(|s| s.created_us);
     if descending {
         matching.reverse();
     }
