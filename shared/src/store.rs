@@ -224,7 +224,13 @@ impl ObjectStore for LocalStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        let mut stack = vec![self.root.clone()];
+        // From the folder the prefix names, not the root: a store of many runs is not walked
+        // whole for one run's ledgers.
+        let start = match prefix.rfind('/') {
+            Some(end) => self.path(&prefix[..end])?,
+            None => self.root.clone(),
+        };
+        let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
@@ -806,6 +812,10 @@ mod tests {
             vec!["a/b/1.json", "a/c.json", "a/lock"]
         );
         assert_eq!(store.list("a/b").await.unwrap(), vec!["a/b/1.json"]);
+        assert_eq!(store.list("a/b/").await.unwrap(), vec!["a/b/1.json"]);
+        assert_eq!(store.list("a/c").await.unwrap(), vec!["a/c.json"]);
+        assert!(store.list("a/nothing/here/").await.unwrap().is_empty());
+        assert!(store.list("z").await.unwrap().is_empty());
         store.delete("a/lock").await.unwrap();
         store.delete("a/lock").await.unwrap();
         assert!(store.get("a/lock").await.unwrap().is_none());

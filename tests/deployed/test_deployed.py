@@ -705,9 +705,9 @@ def test_a_large_scan_is_collected_in_parts_and_committed_whole(account, emulato
 
 def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_exactly(account, emulator, monkeypatch):
     # One run in which a process of each step dies (`Runtime.ExitError`) once, mid-write: the plan
-    # just after it wrote the work list, a collect as it writes a scan's third page, a transform as
-    # it writes an item's record (after its batch and next ledger), finalize just after it wrote
-    # the manifest (before its commit marker). Each is tried once more in a new instance, and the
+    # just after it put the work list where the map reads it (its plan standing), a collect as it
+    # writes a scan's third page, a transform as it writes an item's record (after its batch and
+    # next ledger), finalize just after it wrote the manifest (before its commit marker). Each is tried once more in a new instance, and the
     # run commits exactly what a run without deaths committed. The collect goes on from its last
     # stored page: the run asks the vendor again for the scan's pages from the third on, not for
     # the two stored. (The dead attempt had asked for every page of the scan: its pager reads up
@@ -765,6 +765,12 @@ def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_e
     assert_unchanged(manifest, clean)
     assert sorted((f["item"], f["externalFindingId"]) for f in account.findings(manifest)) == sorted(
         (f["item"], f["externalFindingId"]) for f in account.findings(clean))
+    # The plan died after its plan stood (plan.json, before the work list's copy the map reads):
+    # its retry went on with that plan without listing the tenant again, so one attempt's folder.
+    plan_folder = f"connections/crashes/runs/{started['run']['runId']}/plan/"
+    keys = [o["Key"][len(plan_folder):] for o in account.client("s3").list_objects_v2(
+        Bucket=account.bucket, Prefix=plan_folder)["Contents"]]
+    assert sorted(keys)[-1] == "work.jsonl" and len({k.split("/")[0] for k in keys if "/" in k}) == 1, keys
     collect_key = crashed["collect"]
     pages = account.get_json(collect_key.rsplit("/", 1)[0] + "/collect.json")["pages"]
     assert 3 < pages <= 10, f"{collect_key}: {pages} pages"
@@ -869,7 +875,7 @@ def test_a_project_a_broken_listing_leaves_out_is_never_closed_as_deleted(accoun
     # A connection that closes the findings of deleted projects. In its second run the project
     # listing breaks one record (its id gone): that project is not in the work list, and the
     # listing is incomplete, so its absence says nothing. The plan (the trigger's role) writes
-    # the listing's problem beside the work list, and finalize (its own role) reads it: the
+    # the listing's problem in the run's plan (plan.json), and finalize (its own role) reads it: the
     # project's ledger is carried, not closed, and no project is reported deleted. The run after,
     # the listing whole again, is unchanged from the first.
     result = put_connection(account, emulator, "deletions", extra={"close_deleted_items": True})

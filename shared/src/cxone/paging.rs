@@ -937,6 +937,17 @@ impl CxOneClient {
         let mut asking = batch.to_vec();
         while !asking.is_empty() {
             let answer = self.last_scan_answer(&asking, query).await?;
+            // An answer about projects not asked for (a server ignoring `project-ids`) says
+            // nothing of those asked: read as is, they would be projects without a scan, and a
+            // project asked about alone would read as deleted.
+            if let Some(stranger) = answer.keys().find(|id| !batch.contains(id)) {
+                return Err(VendorError::Malformed {
+                    endpoint: "last-scan",
+                    detail: format!(
+                        "the answer holds project {stranger}, which was not asked for: the server ignores `project-ids`; nothing is pulled rather than the projects asked for taken as without a scan"
+                    ),
+                });
+            }
             let mismatch = answer.iter().find_map(|(id, scan)| {
                 let mismatch = query.mismatch(scan)?;
                 Some(format!("project {id}: {mismatch}"))
@@ -1165,7 +1176,9 @@ impl CxOneClient {
     }
 
     /// The newest completed scan of a DAST environment, if it has one. A page that repeats the
-    /// scans already read is an error, not the end of the list: the scans after it are unknown.
+    /// scans already read, or comes empty before the count the server reports, is an error, not
+    /// the end of the list: the scans after it are unknown. So is a scan of another environment
+    /// (a server ignoring `environmentId`): its findings are not this environment's.
     pub async fn latest_completed_dast_scan(
         &self,
         environment_id: &str,
@@ -1189,9 +1202,23 @@ impl CxOneClient {
             // Read only up to its first completed scan: no room made for the whole list.
             let fresh = seen.admit_within(&page, &mut completeness, 0);
             for record in &fresh {
-                if let Ok(scan) = serde_json::from_slice::<DastScan>(record)
-                    && scan.is_completed()
+                let Ok(scan) = serde_json::from_slice::<DastScan>(record) else {
+                    continue;
+                };
+                if let Some(other) = scan
+                    .environment_id
+                    .as_deref()
+                    .filter(|id| *id != environment_id)
                 {
+                    return Err(VendorError::Malformed {
+                        endpoint: "dast-scans",
+                        detail: format!(
+                            "asked for the scans of environment {environment_id}, the answer holds scan {} of environment {other}: the server ignored `environmentId`; no scan is taken for the environment, and it is retried next run",
+                            scan.scan_id
+                        ),
+                    });
+                }
+                if scan.is_completed() {
                     return Ok(Some(scan));
                 }
             }
@@ -1202,6 +1229,15 @@ impl CxOneClient {
                     detail: format!(
                         "the page from {from} repeats scans already read ({} distinct of the {} the server reports), as if it ignored `from`; no completed scan found among them. A larger `vendor.dast_page_size` lets the first page reach one; the environment is retried next run",
                         completeness.unique, completeness.expected
+                    ),
+                });
+            }
+            if page.records.is_empty() && from < page.total {
+                return Err(VendorError::Malformed {
+                    endpoint: "dast-scans",
+                    detail: format!(
+                        "the page from {from} is empty, though the server reports {} scans; no completed scan found before it. The environment is retried next run",
+                        page.total
                     ),
                 });
             }

@@ -21,8 +21,8 @@ use super::objects::{
 };
 use super::plan::{Planned, project_of_branch_asset, read_plan};
 use super::run::{
-    RunRecord, ensure_holds_lock, ensure_last_commit_unchanged, fail_run, finish_committed,
-    mark_committed, read_run, restore_committed_manifest,
+    RunRecord, VendorScope, ensure_holds_lock, ensure_last_commit_unchanged, fail_run,
+    finish_committed, mark_committed, read_run, record_plan, restore_committed_manifest,
 };
 use super::split::unjoined;
 use super::transform::discard_batches;
@@ -204,10 +204,22 @@ pub async fn finalize(
     // The work list's problems are the listing's (malformed records, an incomplete list).
     let listing_complete = problems.is_empty();
     let mut record = read_run(store, run).await?;
-    // The run the items were planned against. The run record's copy can be older: a plan attempt
-    // that overlapped the one whose plan stands may have begun (a read and a write of the record)
-    // around that one's writing it.
-    record.previous_run = previous_run;
+    // The run record's copy of the plan (the run it reconciles against, the scope, the item count)
+    // can be older: a plan attempt that overlapped the one whose plan stands may have begun (a
+    // read and a write of the record) around that one's writing it, and died before it wrote its
+    // own. Put back from the plan, for this finalize, the run's report and the next run's scope
+    // check.
+    if record.previous_run != previous_run || record.scope.is_none() {
+        record_plan(
+            store,
+            run,
+            work.len() as u64,
+            previous_run,
+            VendorScope::of(connection),
+        )
+        .await?;
+        record = read_run(store, run).await?;
+    }
     let ledgers_written: std::collections::HashSet<String> = store
         .list(&run.ledger_prefix())
         .await?

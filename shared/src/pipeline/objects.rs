@@ -57,7 +57,9 @@ pub(super) async fn put_json_once<T: Serialize + DeserializeOwned>(
         Some(earlier) => Ok(Once::Standing(earlier)),
         None => Err(StepError::Store(crate::store::StoreError::Failed {
             location: key.to_string(),
-            problem: "another write of it was in flight".into(),
+            problem:
+                "another write of it was in flight; the step is retried and reads what it wrote"
+                    .into(),
         })),
     }
 }

@@ -40,8 +40,9 @@ const MAX_NAME_BYTES: usize = 1024;
 
 /// Lists the items, finds each SAST project's latest completed SAST scan (many projects per call)
 /// and writes the work list: the items in groups, one group per child execution, as many groups
-/// as keep `children_at_once` children busy (see [`group_items`]). Moves the run to Processing;
-/// refuses a run that does not hold its connection's lock (`LostLock`).
+/// as keep `children_at_once` children busy (see [`group_items`]). Moves the run to Processing; an
+/// attempt after one whose plan stands goes on with that plan (see [`write_plan`]). Refuses a run
+/// that does not hold its connection's lock (`LostLock`).
 pub async fn plan(
     store: &impl ObjectStore,
     vendor: &VendorAccess,
@@ -54,10 +55,13 @@ pub async fn plan(
     ensure_holds_lock(store, run).await?;
     // An attempt after one whose plan stands (Step Functions retried it on a lost answer, or
     // after a crash past that write) goes on with that plan without listing the tenant again.
-    let standing = match get_json::<StandingPlan>(store, &run.plan()).await? {
+    let standing = match read_standing(store, run).await? {
         Some(earlier) => go_on_with(store, run, earlier).await?,
         None => list_and_write_plan(store, vendor, connection, run, children_at_once).await?,
     };
+    // The listing may have taken long, or this attempt outlived the others: a run that lost its
+    // lock meanwhile (another run took it over) is left as it stands.
+    ensure_holds_lock(store, run).await?;
     record_plan(
         store,
         run,
@@ -87,11 +91,17 @@ async fn list_and_write_plan(
     }
     let kind = connection.config.kind;
     let filters = &connection.config.filters;
+    // Each project's main branch, as its record names it: what `use-main-branch` must answer.
+    let mut main_branches = HashMap::new();
     let listed = match kind {
         ConnectorKind::Sast | ConnectorKind::Sca => {
             let listing = with_renewal(vendor, |c| async move { c.projects().await })
                 .await
                 .map_err(StepError::from)?;
+            main_branches.extend(listing.items.iter().filter_map(|p| {
+                let main = p.main_branch.clone().filter(|b| !b.is_empty())?;
+                Some((p.id.clone(), main))
+            }));
             Listed::from(listing, |p| {
                 (p.id.clone(), p.name.clone(), filters.project_excluded(p))
             })
@@ -127,7 +137,8 @@ async fn list_and_write_plan(
         .collect();
     let engines: Vec<Engine> = connection.engines().collect();
     let (scans, branch_doubts) = if kind.on_projects() {
-        scans_per_engine(vendor, &selected, &connection.config.branches, &engines).await?
+        let policy = &connection.config.branches;
+        scans_per_engine(vendor, &selected, policy, &main_branches, &engines).await?
     } else {
         Default::default()
     };
@@ -495,6 +506,7 @@ async fn scans_per_engine(
     vendor: &VendorAccess,
     ids: &[String],
     policy: &BranchPolicy,
+    main_branches: &HashMap<String, String>,
     engines: &[Engine],
 ) -> Result<(HashMap<String, Vec<AssetScans>>, Vec<String>), StepError> {
     let single = (engines.len() == 1).then(|| engines[0]);
@@ -506,7 +518,7 @@ async fn scans_per_engine(
         }
         _ => (None, Vec::new()),
     };
-    let latest = latest_scans(vendor, ids, policy, single, listed).await?;
+    let latest = latest_scans(vendor, ids, policy, main_branches, single, listed).await?;
     // A scan that does not list its engines is asked about each engine: taking it for one that
     // ran them all would close, as absent, every finding of an engine it never ran.
     let ran = |scan: &LastScan, engine: Engine| {
@@ -550,7 +562,15 @@ async fn scans_per_engine(
             }
             by_branch
         });
-        let found = latest_scans(vendor, &lacking, policy, Some(engine), listed).await?;
+        let found = latest_scans(
+            vendor,
+            &lacking,
+            policy,
+            main_branches,
+            Some(engine),
+            listed,
+        )
+        .await?;
         for (id, scans) in found {
             let Some(project) = assets.get_mut(&id) else {
                 continue;
@@ -595,6 +615,7 @@ async fn latest_scans(
     vendor: &VendorAccess,
     ids: &[String],
     policy: &BranchPolicy,
+    main_branches: &HashMap<String, String>,
     engine: Option<Engine>,
     listed: Option<BTreeMap<String, Vec<String>>>,
 ) -> Result<HashMap<String, Vec<LastScan>>, StepError> {
@@ -624,6 +645,12 @@ async fn latest_scans(
             .map(one_each),
         BranchPolicy::Main { fallback_to_any } => {
             let mut scans = ask(ids.to_vec(), query(None, true)).await?;
+            if let Some(problem) = off_the_main_branch(&scans, main_branches) {
+                return Err(StepError::from(crate::cxone::VendorError::Malformed {
+                    endpoint: "last-scan",
+                    detail: problem,
+                }));
+            }
             let missing: Vec<String> = ids
                 .iter()
                 .filter(|id| !scans.contains_key(*id))
@@ -658,6 +685,25 @@ async fn latest_scans(
             Ok(scans)
         }
     }
+}
+
+/// A scan a `use-main-branch` answer gave that is of another branch than the project's main one
+/// (a server ignoring the filter): taken for the main branch's, it would close as absent every
+/// finding of the main branch it does not hold. A project or scan naming no branch passes.
+fn off_the_main_branch(
+    scans: &HashMap<String, LastScan>,
+    main_branches: &HashMap<String, String>,
+) -> Option<String> {
+    scans.iter().find_map(|(id, scan)| {
+        let main = main_branches.get(id)?;
+        let branch = scan.branch.as_deref().filter(|b| !b.is_empty())?;
+        (branch != main).then(|| {
+            format!(
+                "project {id}: scan {} is of branch {branch}, not the project's main branch {main} asked for (`use-main-branch`): the server ignores the query's filters; nothing is pulled rather than a scan taken for what it is not",
+                scan.id
+            )
+        })
+    })
 }
 
 /// The projects on each branch: each project's branches, listed; and, for each project whose
@@ -1158,6 +1204,22 @@ fn parse_work_list(key: &str, body: &[u8]) -> Result<Vec<WorkGroup>, StepError> 
         .collect()
 }
 
+/// The plan that stands, if one does.
+async fn read_standing(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<Option<StandingPlan>, StepError> {
+    let Some(body) = store.get(&run.plan()).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        StepError::bad_object(
+            &run.plan(),
+            format!("unreadable ({e}); the run cannot go on, the next run plans afresh"),
+        )
+    })
+}
+
 /// A run's plan as finalize reads it back: the one that stands.
 pub(crate) struct Planned {
     pub items: Vec<WorkItem>,
@@ -1184,7 +1246,7 @@ pub(crate) async fn read_plan(
     store: &impl ObjectStore,
     run: &RunRef,
 ) -> Result<Planned, StepError> {
-    let standing: StandingPlan = get_json(store, &run.plan()).await?.ok_or_else(|| {
+    let standing = read_standing(store, run).await?.ok_or_else(|| {
         StepError::bad_object(
             &run.plan(),
             "the run's plan is missing: its plan never finished, or an earlier version of the connector planned it (one that wrote no plan.json); nothing of the run can be committed, the next run plans afresh",
@@ -1216,6 +1278,30 @@ pub(crate) async fn read_plan(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A `use-main-branch` answer whose scan is of another branch than the project's record
+    /// names as its main one is named; one naming no branch, or of a project naming none, passes.
+    #[test]
+    fn a_main_branch_answer_of_another_branch_is_named() {
+        let answer = |branch: Option<&str>| {
+            let scan: LastScan =
+                serde_json::from_value(serde_json::json!({"id": "s1", "branch": branch})).unwrap();
+            HashMap::from([("p".to_string(), scan)])
+        };
+        let mains = HashMap::from([("p".to_string(), "main".to_string())]);
+        for fine in [Some("main"), None, Some("")] {
+            assert_eq!(off_the_main_branch(&answer(fine), &mains), None, "{fine:?}");
+        }
+        let problem = off_the_main_branch(&answer(Some("feature/x")), &mains).unwrap();
+        assert!(
+            problem.contains("scan s1 is of branch feature/x, not the project's main branch main"),
+            "{problem}"
+        );
+        assert_eq!(
+            off_the_main_branch(&answer(Some("feature/x")), &HashMap::new()),
+            None
+        );
+    }
 
     #[test]
     fn a_branch_assets_key_gives_back_its_project_and_branch() {

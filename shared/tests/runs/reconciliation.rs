@@ -698,6 +698,72 @@ async fn an_environment_list_that_skips_one_while_it_is_paged_deletes_nothing() 
     a_list_that_skips_one_while_it_is_paged_deletes_nothing(ConnectorKind::Dast).await;
 }
 
+/// An environment's scans answered as if the server ignored `environmentId` (every environment's,
+/// the newest another's), or as an empty page beside their count: its collect takes no scan and
+/// fails, its findings carried, nothing closed; the other environments are delivered. Before,
+/// the collect took the newest completed scan it was sent, another environment's, and closed the
+/// environment's findings as absent; and read the empty page as "no completed scan".
+#[tokio::test]
+async fn an_environments_scans_that_are_not_its_own_are_not_taken() {
+    let (store, dir) = temp_store("dast-scans-ignored");
+    let emulator = emulator(TenantShape {
+        dast_environments: 4,
+        ..shape(PROJECTS, 1)
+    })
+    .await;
+    let c = connection(&emulator, "dast-scans-ignored", ConnectorKind::Dast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+    let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+    let oldest = emulator.expected().environments[0].id.clone();
+    for (fault, why) in [
+        (
+            FaultSpec {
+                filters_ignored: true,
+                only_matching: Some(oldest.clone()),
+                ..FaultSpec::default()
+            },
+            "the server ignored `environmentId`",
+        ),
+        (
+            FaultSpec {
+                page_cap: Some(0),
+                only_matching: Some(oldest.clone()),
+                ..FaultSpec::default()
+            },
+            "is empty, though the server reports",
+        ),
+    ] {
+        emulator.set_fault(Endpoint::DastScans, fault);
+        let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+        emulator.clear_faults();
+        let m2 = manifest(&store, &second.manifest).await;
+        let item = m2.items.iter().find(|i| i.vendor_id == oldest).unwrap();
+        assert_eq!(item.status, ItemStatus::Failed, "{why}");
+        assert!(
+            item.reason.as_deref().is_some_and(|r| r.contains(why)),
+            "{why}: {:?}",
+            item.reason
+        );
+        assert!(
+            m2.items
+                .iter()
+                .filter(|i| i.vendor_id != oldest)
+                .all(|i| i.status == ItemStatus::Complete),
+            "{why}"
+        );
+        assert_eq!(closed_findings(&m2), 0, "{why}: nothing is closed");
+        let open_now = m2.totals.findings_out - m2.totals.fixed;
+        assert_eq!(open_now + m2.carried_forward, open_before, "{why}");
+    }
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(third.complete, "{:?}", third.problems);
+    nothing_new_or_reopened(&m3, "run 3");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 async fn a_list_that_skips_one_while_it_is_paged_deletes_nothing(kind: ConnectorKind) {
     let id = format!("list-skipped-{kind:?}").to_lowercase();
     let (store, dir) = temp_store(&id);
@@ -811,9 +877,9 @@ async fn a_list_that_skips_one_while_it_is_paged_deletes_nothing(kind: Connector
             })
             .count()
     };
-    // The question refused (403), or answered with other environments' scans (a server that
-    // ignores `environmentId`): a problem, not the plan's failure; the rest is delivered and
-    // nothing unlisted closed.
+    // The question refused (403), or answered about other projects or with other environments'
+    // scans (a server that ignores `project-ids` or `environmentId`): a problem, not the plan's
+    // failure; the rest is delivered and nothing unlisted closed.
     let asked_endpoint = match kind {
         ConnectorKind::Dast => Endpoint::DastScans,
         _ => Endpoint::LastScan,
@@ -826,16 +892,18 @@ async fn a_list_that_skips_one_while_it_is_paged_deletes_nothing(kind: Connector
         },
         "403",
     )];
-    if kind == ConnectorKind::Dast {
-        answers.push((
-            FaultSpec {
-                filters_ignored: true,
-                only_matching: Some(gone.clone()),
-                ..FaultSpec::default()
-            },
-            "the server ignored `environmentId`",
-        ));
-    }
+    // Asked alone, a server ignoring the filter answers about others.
+    answers.push((
+        FaultSpec {
+            filters_ignored: true,
+            only_matching: Some(gone.clone()),
+            ..FaultSpec::default()
+        },
+        match kind {
+            ConnectorKind::Dast => "the server ignored `environmentId`",
+            _ => "which was not asked for: the server ignores `project-ids`",
+        },
+    ));
     for (fault, why) in answers {
         smaller.set_fault(asked_endpoint, fault);
         let refused = run(&store, &c, api_key(&smaller)).await.unwrap();
@@ -2540,7 +2608,10 @@ async fn overlapping_plan_attempts_go_on_with_the_plan_that_stands() {
     let mut record: Value =
         serde_json::from_slice(&store.get(&record_key).await.unwrap().unwrap()).unwrap();
     assert_eq!(record["previousRun"], first.run_id.as_str());
-    record["previousRun"] = Value::Null;
+    let planned = record.clone();
+    for written_back in ["previousRun", "scope", "items"] {
+        record[written_back] = Value::Null;
+    }
     store
         .put(&record_key, serde_json::to_vec(&record).unwrap().into())
         .await
@@ -2563,6 +2634,14 @@ async fn overlapping_plan_attempts_go_on_with_the_plan_that_stands() {
         m2.totals.lifecycle
     );
     assert!(store.get(&run2.ledger(&created)).await.unwrap().is_none());
+    let record: Value =
+        serde_json::from_slice(&store.get(&record_key).await.unwrap().unwrap()).unwrap();
+    for written_back in ["previousRun", "scope", "items"] {
+        assert_eq!(
+            record[written_back], planned[written_back],
+            "{written_back} put back from the plan"
+        );
+    }
     let third = run(&store, &c, api_key(&after)).await.unwrap();
     let m3 = manifest(&store, &third.manifest).await;
     let item = m3.items.iter().find(|i| i.item == created).unwrap();
@@ -2571,6 +2650,51 @@ async fn overlapping_plan_attempts_go_on_with_the_plan_that_stands() {
         Some(item.figures.findings_out - item.figures.fixed),
         "{:?}",
         item.figures.lifecycle
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A plan whose run loses its lock while it plans (its lease ran out and another run took it
+/// over): it answers `LostLock` and writes nothing of its plan into the run record.
+#[tokio::test]
+async fn a_plan_whose_run_loses_its_lock_while_it_plans_records_nothing() {
+    let (local, dir) = temp_store("plan-lost-lock");
+    let emulator = emulator(shape(3, 1)).await;
+    let c = connection(&emulator, "plan-lost-lock", ConnectorKind::Sast);
+    let run = cxone_etm::pipeline::begin_run(
+        &local,
+        &c.config.id,
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let lock = dir.join(format!("connections/{}/lock", c.config.id));
+    assert!(lock.exists());
+    let store = Hooked {
+        inner: local.clone(),
+        hook: move |key: &str, _| {
+            if key.ends_with("/plan.json") {
+                std::fs::remove_file(&lock).unwrap();
+            }
+            None
+        },
+    };
+    let vendor = cxone_etm::pipeline::VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+    )
+    .await
+    .unwrap();
+    let error = cxone_etm::pipeline::plan(&store, &vendor, &c, &run, 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StepError::LostLock { .. }), "{error}");
+    let record: Value =
+        serde_json::from_slice(&local.get(&run.run_record()).await.unwrap().unwrap()).unwrap();
+    assert!(
+        record.get("items").is_none_or(Value::is_null),
+        "nothing of the plan recorded: {record}"
     );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -66,7 +66,7 @@ pub struct FaultSpec {
     /// one is never sent, and the count stays.
     pub first_replaced: bool,
     /// `/api/projects/last-scan` answers each project's latest scan whatever `scan-status`,
-    /// `engine` and `branch` ask, and `/api/dast/scans/scans` every environment's scans whatever
+    /// `engine`, `branch` and `project-ids` ask, and `/api/dast/scans/scans` every environment's scans whatever
     /// `environmentId` asks (a server that ignores its filters).
     pub filters_ignored: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server

@@ -251,14 +251,15 @@ pub async fn last_scan(
             "'project-ids' is mutually exclusive with 'application-id'",
         ));
     }
-    // The fault `ignore-filters`: each project's latest scan, whatever was asked.
+    // The fault `ignore-filters`: each project's latest scan, whatever was asked, of every
+    // project whatever `project-ids` names.
     let filtered = !state
         .faults
         .filters_ignored(Endpoint::LastScan, &faults::request_target());
     let asked = |name: &str| params.one(name).filter(|_| filtered).map(str::to_string);
     let (status, engine, branch) = (asked("scan-status"), asked("engine"), asked("branch"));
     let use_main = filtered && params.bool("use-main-branch", false, Style::Ast)?;
-    let scope: Vec<u32> = if ids.is_empty() {
+    let scope: Vec<u32> = if ids.is_empty() || !filtered {
         (0..tenant.shape.projects).collect()
     } else {
         ids.iter()
