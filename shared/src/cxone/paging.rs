@@ -940,7 +940,7 @@ impl CxOneClient {
             // An answer about projects not asked for (a server ignoring `project-ids`) says
             // nothing of those asked: read as is, they would be projects without a scan, and a
             // project asked about alone would read as deleted.
-            if let Some(stranger) = answer.keys().find(|id| !batch.contains(id)) {
+            if let Some(stranger) = answer.keys().find(|id| !asking.contains(id)) {
                 return Err(VendorError::Malformed {
                     endpoint: "last-scan",
                     detail: format!(
@@ -961,7 +961,7 @@ impl CxOneClient {
                 });
             }
             let before = found.len();
-            found.extend(answer.into_iter().filter(|(id, _)| asking.contains(id)));
+            found.extend(answer);
             if found.len() == before {
                 break;
             }

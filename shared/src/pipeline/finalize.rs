@@ -207,19 +207,10 @@ pub async fn finalize(
     // The run record's copy of the plan (the run it reconciles against, the scope, the item count)
     // can be older: a plan attempt that overlapped the one whose plan stands may have begun (a
     // read and a write of the record) around that one's writing it, and died before it wrote its
-    // own. Put back from the plan, for this finalize, the run's report and the next run's scope
-    // check.
-    if record.previous_run != previous_run || record.scope.is_none() {
-        record_plan(
-            store,
-            run,
-            work.len() as u64,
-            previous_run,
-            VendorScope::of(connection),
-        )
-        .await?;
-        record = read_run(store, run).await?;
-    }
+    // own. This finalize goes on with the plan's, and puts it back once it knows the run still
+    // holds its lock, for the run's report and the next run's scope check.
+    let record_written_back = record.previous_run != previous_run || record.scope.is_none();
+    record.previous_run = previous_run;
     let ledgers_written: std::collections::HashSet<String> = store
         .list(&run.ledger_prefix())
         .await?
@@ -331,6 +322,16 @@ pub async fn finalize(
     // both reconcile against the same last committed run. (The state machine's timeout ends an
     // execution well before its lease does; this catches what still runs.)
     ensure_holds_lock(store, run).await?;
+    if record_written_back {
+        record_plan(
+            store,
+            run,
+            work.len() as u64,
+            record.previous_run.clone(),
+            VendorScope::of(connection),
+        )
+        .await?;
+    }
     if let Err(superseded) =
         ensure_last_commit_unchanged(store, run, record.previous_run.as_deref()).await
     {

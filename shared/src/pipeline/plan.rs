@@ -511,14 +511,23 @@ async fn scans_per_engine(
 ) -> Result<(HashMap<String, Vec<AssetScans>>, Vec<String>), StepError> {
     let single = (engines.len() == 1).then(|| engines[0]);
     // Under `each_branch`, each project's branches, listed once for every engine's look-up.
-    let (listed, doubts) = match policy {
+    let (listed, mut doubts) = match policy {
         BranchPolicy::EachBranch => {
             let (by_branch, doubts) = branches_of(vendor, ids).await?;
             (Some(by_branch), doubts)
         }
         _ => (None, Vec::new()),
     };
-    let latest = latest_scans(vendor, ids, policy, main_branches, single, listed).await?;
+    let latest = latest_scans(
+        vendor,
+        ids,
+        policy,
+        main_branches,
+        single,
+        listed,
+        &mut doubts,
+    )
+    .await?;
     // A scan that does not list its engines is asked about each engine: taking it for one that
     // ran them all would close, as absent, every finding of an engine it never ran.
     let ran = |scan: &LastScan, engine: Engine| {
@@ -569,6 +578,7 @@ async fn scans_per_engine(
             main_branches,
             Some(engine),
             listed,
+            &mut doubts,
         )
         .await?;
         for (id, scans) in found {
@@ -610,7 +620,8 @@ async fn scans_per_engine(
 /// branch (one batched call per branch name across the projects that have it).
 ///
 /// `listed`: under `each_branch`, the projects on each branch ([`branches_of`], or, asking again
-/// for another engine, the branches whose scan lacked it).
+/// for another engine, the branches whose scan lacked it). `doubts`: where an answer is not what
+/// was asked (see [`off_the_main_branch`]).
 async fn latest_scans(
     vendor: &VendorAccess,
     ids: &[String],
@@ -618,6 +629,7 @@ async fn latest_scans(
     main_branches: &HashMap<String, String>,
     engine: Option<Engine>,
     listed: Option<BTreeMap<String, Vec<String>>>,
+    doubts: &mut Vec<String>,
 ) -> Result<HashMap<String, Vec<LastScan>>, StepError> {
     let one_each = |scans: HashMap<String, LastScan>| {
         scans
@@ -645,11 +657,11 @@ async fn latest_scans(
             .map(one_each),
         BranchPolicy::Main { fallback_to_any } => {
             let mut scans = ask(ids.to_vec(), query(None, true)).await?;
-            if let Some(problem) = off_the_main_branch(&scans, main_branches) {
-                return Err(StepError::from(crate::cxone::VendorError::Malformed {
-                    endpoint: "last-scan",
-                    detail: problem,
-                }));
+            // A scan of another branch is not the main branch's: the project goes on as one
+            // without it (asked about any branch under `fallback_to_any`), and the run says so.
+            for (id, problem) in off_the_main_branch(&scans, main_branches, *fallback_to_any) {
+                scans.remove(&id);
+                doubts.push(problem);
             }
             let missing: Vec<String> = ids
                 .iter()
@@ -687,23 +699,37 @@ async fn latest_scans(
     }
 }
 
-/// A scan a `use-main-branch` answer gave that is of another branch than the project's main one
-/// (a server ignoring the filter): taken for the main branch's, it would close as absent every
-/// finding of the main branch it does not hold. A project or scan naming no branch passes.
+/// The projects whose `use-main-branch` answer is a scan of another branch than the project's
+/// record names as its main one (a server ignoring the filter), each with the problem: taken for
+/// the main branch's, it would close as absent every finding of the main branch it does not
+/// hold. Branch names are compared as the branch filter compares them (ASCII case aside); a
+/// project or scan naming no branch passes.
 fn off_the_main_branch(
     scans: &HashMap<String, LastScan>,
     main_branches: &HashMap<String, String>,
-) -> Option<String> {
-    scans.iter().find_map(|(id, scan)| {
-        let main = main_branches.get(id)?;
-        let branch = scan.branch.as_deref().filter(|b| !b.is_empty())?;
-        (branch != main).then(|| {
-            format!(
-                "project {id}: scan {} is of branch {branch}, not the project's main branch {main} asked for (`use-main-branch`): the server ignores the query's filters; nothing is pulled rather than a scan taken for what it is not",
-                scan.id
-            )
+    fallback_to_any: bool,
+) -> Vec<(String, String)> {
+    let mut off: Vec<(String, String)> = scans
+        .iter()
+        .filter_map(|(id, scan)| {
+            let main = main_branches.get(id)?;
+            let branch = scan.branch.as_deref().filter(|b| !b.is_empty())?;
+            (!branch.eq_ignore_ascii_case(main)).then(|| {
+                let instead = if fallback_to_any {
+                    "its latest scan of any branch is taken instead, as `fallback_to_any` says"
+                } else {
+                    "the project is not pulled this run: its findings are carried, none closed"
+                };
+                let problem = format!(
+                    "project {id}: asked for the latest scan of its main branch {main} (`use-main-branch`), the tenant answered scan {} of branch {branch}, as if it ignored the filter; {instead}",
+                    scan.id
+                );
+                (id.clone(), problem)
+            })
         })
-    })
+        .collect();
+    off.sort();
+    off
 }
 
 /// The projects on each branch: each project's branches, listed; and, for each project whose
@@ -1280,7 +1306,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// A `use-main-branch` answer whose scan is of another branch than the project's record
-    /// names as its main one is named; one naming no branch, or of a project naming none, passes.
+    /// names as its main one is named; one naming no branch, or the main one in another case, or
+    /// of a project naming none, passes.
     #[test]
     fn a_main_branch_answer_of_another_branch_is_named() {
         let answer = |branch: Option<&str>| {
@@ -1289,18 +1316,25 @@ mod tests {
             HashMap::from([("p".to_string(), scan)])
         };
         let mains = HashMap::from([("p".to_string(), "main".to_string())]);
-        for fine in [Some("main"), None, Some("")] {
-            assert_eq!(off_the_main_branch(&answer(fine), &mains), None, "{fine:?}");
+        for fine in [Some("main"), Some("Main"), None, Some("")] {
+            assert!(
+                off_the_main_branch(&answer(fine), &mains, false).is_empty(),
+                "{fine:?}"
+            );
         }
-        let problem = off_the_main_branch(&answer(Some("feature/x")), &mains).unwrap();
-        assert!(
-            problem.contains("scan s1 is of branch feature/x, not the project's main branch main"),
-            "{problem}"
-        );
-        assert_eq!(
-            off_the_main_branch(&answer(Some("feature/x")), &HashMap::new()),
-            None
-        );
+        for (fallback, instead) in [(false, "none closed"), (true, "`fallback_to_any`")] {
+            let off = off_the_main_branch(&answer(Some("feature/x")), &mains, fallback);
+            assert!(
+                off.len() == 1
+                    && off[0].0 == "p"
+                    && off[0].1.contains(
+                        "main branch main (`use-main-branch`), the tenant answered scan s1 of branch feature/x"
+                    )
+                    && off[0].1.contains(instead),
+                "{off:?}"
+            );
+        }
+        assert!(off_the_main_branch(&answer(Some("feature/x")), &HashMap::new(), false).is_empty());
     }
 
     #[test]

@@ -686,6 +686,44 @@ async fn a_last_scan_answer_that_ignores_the_filters_is_refused() {
     );
 }
 
+/// A server that ignores `project-ids` and answers at most 20 projects: asked again for the 10
+/// its first answer left out of 30, it answers about projects not asked for. The call fails,
+/// rather than those 10 read as projects without a scan (never pulled, the run complete).
+#[tokio::test]
+async fn last_scans_an_answer_about_projects_not_asked_for_is_refused() {
+    let emulator = emulator(TenantShape {
+        projects: 30,
+        scans_per_project: 1,
+        ..TenantShape::default()
+    })
+    .await;
+    let client = client(settings(&emulator), &api_key(&emulator));
+    let ids = emulator.expected().project_ids();
+    emulator.set_fault(
+        Endpoint::LastScan,
+        FaultSpec {
+            filters_ignored: true,
+            page_cap: Some(20),
+            ..FaultSpec::default()
+        },
+    );
+    let error = client
+        .last_scans(
+            &ids,
+            &LastScanQuery {
+                scan_status: None,
+                ..LastScanQuery::completed(None)
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("which was not asked for: the server ignores `project-ids`"),
+        "{error}"
+    );
+}
+
 /// A server that answers at most 20 projects however many are asked (the documented default
 /// page): the ids its answer left out are asked again, so every project's last scan is found.
 /// Before, the 10 it left out of a batch of 30 read as projects without a scan: never pulled,

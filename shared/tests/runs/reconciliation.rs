@@ -698,6 +698,70 @@ async fn an_environment_list_that_skips_one_while_it_is_paged_deletes_nothing() 
     a_list_that_skips_one_while_it_is_paged_deletes_nothing(ConnectorKind::Dast).await;
 }
 
+/// A tenant whose `use-main-branch` answers are of another branch than the projects' records name
+/// as their main one (emulator fault `projects:list-main-branch=trunk`: every record names
+/// `trunk`, the scans stay on theirs): no such scan is taken for the main branch's. Without
+/// `fallback_to_any` no project is pulled, every finding carried and none closed; with it, each
+/// project's latest scan of any branch is pulled. Either way the run is partial, naming each
+/// project. Before, the other branch's scan was taken for the main branch's, and every finding of
+/// the main branch it lacks was closed.
+#[tokio::test]
+async fn a_main_branch_answer_of_another_branch_is_not_taken_for_the_main_branchs() {
+    for fallback_to_any in [false, true] {
+        let id = format!("main-branch-off-{fallback_to_any}");
+        let (store, dir) = temp_store(&id);
+        let emulator = emulator(shape(PROJECTS, 1)).await;
+        let mut c = connection(&emulator, &id, ConnectorKind::Sast);
+        c.config.branches = cxone_etm::pipeline::BranchPolicy::Main { fallback_to_any };
+        let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+        assert!(first.complete, "{:?}", first.problems);
+        let m1 = manifest(&store, &first.manifest).await;
+        let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+
+        emulator.set_fault(
+            Endpoint::Projects,
+            FaultSpec {
+                main_branch_listed: Some("trunk".into()),
+                ..FaultSpec::default()
+            },
+        );
+        let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+        emulator.clear_faults();
+        let m2 = manifest(&store, &second.manifest).await;
+        let named = m2
+            .problems
+            .iter()
+            .filter(|p| {
+                p.contains("asked for the latest scan of its main branch trunk (`use-main-branch`)")
+            })
+            .count();
+        let scanned = m1
+            .items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Complete)
+            .count();
+        assert!(!second.complete && named == scanned, "{:?}", m2.problems);
+        assert_eq!(
+            closed_findings(&m2),
+            0,
+            "{fallback_to_any}: nothing is closed"
+        );
+        if fallback_to_any {
+            assert!(m2.items.iter().all(|i| i.status == ItemStatus::Complete));
+            nothing_new_or_reopened(&m2, "run 2");
+        } else {
+            assert!(m2.items.iter().all(|i| i.status == ItemStatus::NoScan));
+            assert_eq!(m2.carried_forward, open_before);
+        }
+
+        let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+        let m3 = manifest(&store, &third.manifest).await;
+        assert!(third.complete, "{:?}", third.problems);
+        nothing_new_or_reopened(&m3, "run 3");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// An environment's scans answered as if the server ignored `environmentId` (every environment's,
 /// the newest another's), or as an empty page beside their count: its collect takes no scan and
 /// fails, its findings carried, nothing closed; the other environments are delivered. Before,

@@ -77,6 +77,10 @@ pub struct FaultSpec {
     /// that caps the page size silently), on the same lists. Where `/api/results` reads `offset`
     /// as a page index, it pages by the size it sends.
     pub page_cap: Option<u64>,
+    /// `/api/projects`: every project listed names this as its main branch, while its scans stay
+    /// on their branches and `use-main-branch` answers those (a server whose `use-main-branch`
+    /// answer is of another branch than the project's record names).
+    pub main_branch_listed: Option<String>,
     /// Token endpoint only: access tokens issued while set stop working after this many seconds,
     /// although their `exp` claim promises the full lifetime.
     pub expire_tokens_after_secs: Option<u64>,
@@ -195,6 +199,7 @@ impl FaultSpec {
                 }
                 "shrink-to" => spec.pages_shrink_to = Some(int()?),
                 "page-cap" => spec.page_cap = Some(int()?),
+                "list-main-branch" => spec.main_branch_listed = Some(value.to_string()),
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
                 "max" => spec.max = Some(int()?),
                 _ => {
@@ -419,6 +424,14 @@ impl FaultControl {
     pub fn filters_ignored(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
         let slot = self.slot(endpoint);
         slot.spec.filters_ignored && slot.spec.applies_to(path_and_query)
+    }
+
+    pub fn main_branch_listed(&self, endpoint: Endpoint, path_and_query: &str) -> Option<String> {
+        let slot = self.slot(endpoint);
+        slot.spec
+            .main_branch_listed
+            .clone()
+            .filter(|_| slot.spec.applies_to(path_and_query))
     }
 
     pub fn first_replaced(&self, endpoint: Endpoint, path_and_query: &str) -> bool {

@@ -177,6 +177,10 @@ pub async fn list(
         && state
             .faults
             .first_replaced(Endpoint::Projects, &faults::request_target());
+    // The fault `list-main-branch`: every project names another main branch than its scans'.
+    let main_branch = state
+        .faults
+        .main_branch_listed(Endpoint::Projects, &faults::request_target());
     let mut body = Vec::with_capacity(page.len() * 800 + 100);
     body.extend_from_slice(b"{\"projects\":");
     write_array(
@@ -184,8 +188,9 @@ pub async fn list(
         Endpoint::Projects,
         page.len(),
         page.into_iter().map(|p| {
+            let main_branch = main_branch.clone();
             move |out: &mut Vec<u8>| {
-                let project = match (moved || replaced, (p as usize) + 1 < all) {
+                let mut project = match (moved || replaced, (p as usize) + 1 < all) {
                     (false, _) => tenant.project_json(p),
                     (true, true) => tenant.project_json(p + 1),
                     (true, false) if replaced => {
@@ -202,6 +207,9 @@ pub async fn list(
                         first
                     }
                 };
+                if let Some(name) = main_branch {
+                    project["mainBranch"] = Value::from(name);
+                }
                 serde_json::to_writer(out, &project).expect("Vec write")
             }
         }),
