@@ -657,15 +657,18 @@ async fn latest_scans(
             .map(one_each),
         BranchPolicy::Main { fallback_to_any } => {
             let mut scans = ask(ids.to_vec(), query(None, true)).await?;
-            // A scan of another branch is not the main branch's: the project goes on as one
-            // without it (asked about any branch under `fallback_to_any`), and the run says so.
-            for (id, problem) in off_the_main_branch(&scans, main_branches, *fallback_to_any) {
-                scans.remove(&id);
-                doubts.push(problem);
+            // A scan of another branch is not the main branch's: the project goes on without it,
+            // and the run says so. Not asked about any branch under `fallback_to_any` either: a
+            // server that ignored the filter would answer the same scan, and whether the main
+            // branch has none is not known.
+            let off = off_the_main_branch(&scans, main_branches, engine);
+            for (id, problem) in &off {
+                scans.remove(id);
+                doubts.push(problem.clone());
             }
             let missing: Vec<String> = ids
                 .iter()
-                .filter(|id| !scans.contains_key(*id))
+                .filter(|id| !scans.contains_key(*id) && !off.iter().any(|(off, _)| off == *id))
                 .cloned()
                 .collect();
             if *fallback_to_any && !missing.is_empty() {
@@ -707,7 +710,7 @@ async fn latest_scans(
 fn off_the_main_branch(
     scans: &HashMap<String, LastScan>,
     main_branches: &HashMap<String, String>,
-    fallback_to_any: bool,
+    engine: Option<Engine>,
 ) -> Vec<(String, String)> {
     let mut off: Vec<(String, String)> = scans
         .iter()
@@ -715,13 +718,11 @@ fn off_the_main_branch(
             let main = main_branches.get(id)?;
             let branch = scan.branch.as_deref().filter(|b| !b.is_empty())?;
             (!branch.eq_ignore_ascii_case(main)).then(|| {
-                let instead = if fallback_to_any {
-                    "its latest scan of any branch is taken instead, as `fallback_to_any` says"
-                } else {
-                    "the project is not pulled this run: its findings are carried, none closed"
-                };
+                let of_engine = engine
+                    .map(|e| format!(" of the {} engine", e.as_str()))
+                    .unwrap_or_default();
                 let problem = format!(
-                    "project {id}: asked for the latest scan of its main branch {main} (`use-main-branch`), the tenant answered scan {} of branch {branch}, as if it ignored the filter; {instead}",
+                    "project {id}: asked for the latest scan{of_engine} of its main branch {main} (`use-main-branch`), the tenant answered scan {} of branch {branch}, as if it ignored the filter; no scan is taken for it (nor any branch's, under `fallback_to_any`): what it would hold is carried, none closed",
                     scan.id
                 );
                 (id.clone(), problem)
@@ -1318,23 +1319,25 @@ mod tests {
         let mains = HashMap::from([("p".to_string(), "main".to_string())]);
         for fine in [Some("main"), Some("Main"), None, Some("")] {
             assert!(
-                off_the_main_branch(&answer(fine), &mains, false).is_empty(),
+                off_the_main_branch(&answer(fine), &mains, None).is_empty(),
                 "{fine:?}"
             );
         }
-        for (fallback, instead) in [(false, "none closed"), (true, "`fallback_to_any`")] {
-            let off = off_the_main_branch(&answer(Some("feature/x")), &mains, fallback);
+        for (engine, asked) in [
+            (None, "scan of its"),
+            (Some(Engine::Kics), "scan of the kics engine of its"),
+        ] {
+            let off = off_the_main_branch(&answer(Some("feature/x")), &mains, engine);
             assert!(
                 off.len() == 1
                     && off[0].0 == "p"
-                    && off[0].1.contains(
-                        "main branch main (`use-main-branch`), the tenant answered scan s1 of branch feature/x"
-                    )
-                    && off[0].1.contains(instead),
+                    && off[0].1.contains(&format!(
+                        "asked for the latest {asked} main branch main (`use-main-branch`), the tenant answered scan s1 of branch feature/x"
+                    )),
                 "{off:?}"
             );
         }
-        assert!(off_the_main_branch(&answer(Some("feature/x")), &HashMap::new(), false).is_empty());
+        assert!(off_the_main_branch(&answer(Some("feature/x")), &HashMap::new(), None).is_empty());
     }
 
     #[test]

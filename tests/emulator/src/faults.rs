@@ -199,12 +199,14 @@ impl FaultSpec {
                 }
                 "shrink-to" => spec.pages_shrink_to = Some(int()?),
                 "page-cap" => spec.page_cap = Some(int()?),
-                "list-main-branch" => spec.main_branch_listed = Some(value.to_string()),
+                "list-main-branch" if !value.is_empty() => {
+                    spec.main_branch_listed = Some(value.to_string())
+                }
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, move-first-to-end, replace-first, shrink-to, page-cap, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, max"
                     ));
                 }
             }
