@@ -1176,7 +1176,15 @@ pub async fn write_plan(
                 previous_run: ours.previous_run,
             })
         }
-        Once::Standing(earlier) => go_on_with(store, run, earlier).await,
+        Once::Standing(earlier) => {
+            let standing = go_on_with(store, run, earlier).await?;
+            // What this attempt listed is read by no one.
+            store
+                .delete(&run.attempt_filtered_list(&ours.attempt))
+                .await?;
+            store.delete(&run.attempt_work_list(&ours.attempt)).await?;
+            Ok(standing)
+        }
     }
 }
 
@@ -1526,6 +1534,22 @@ mod tests {
         }
     }
 
+    /// A plan of these items in one group, nothing filtered, against no run, with no problem.
+    async fn plain_plan(
+        store: &crate::store::MemoryStore,
+        run: &RunRef,
+        items: Vec<WorkItem>,
+    ) -> StandingGroups {
+        let groups = if items.is_empty() {
+            Vec::new()
+        } else {
+            vec![group(items)]
+        };
+        write_plan(store, run, groups, &[], None, Vec::new())
+            .await
+            .unwrap()
+    }
+
     async fn standing(store: &crate::store::MemoryStore, run: &RunRef) -> StandingPlan {
         get_json(store, &run.plan()).await.unwrap().unwrap()
     }
@@ -1534,9 +1558,7 @@ mod tests {
     async fn the_work_list_reads_groups_and_the_single_items_of_older_runs() {
         let store = crate::store::MemoryStore::default();
         let run = item(0, 1).run;
-        write_plan(&store, &run, Vec::new(), &[], None, Vec::new())
-            .await
-            .unwrap();
+        plain_plan(&store, &run, Vec::new()).await;
         let key = run.attempt_work_list(&standing(&store, &run).await.attempt);
         let mut body = serde_json::to_vec(&group(vec![item(0, 1), item(1, 1)])).unwrap();
         body.push(b'\n');
@@ -1601,6 +1623,17 @@ mod tests {
             (second.items(), second.previous_run.as_deref()),
             (1, Some("r0"))
         );
+        let first_attempt = standing(&store, &run).await.attempt;
+        let plan_folder = run.work_list().replace("work.jsonl", "");
+        assert_eq!(
+            store.list(&plan_folder).await.unwrap(),
+            [
+                run.attempt_filtered_list(&first_attempt),
+                run.attempt_work_list(&first_attempt),
+                run.work_list(),
+            ],
+            "the second attempt's own objects are deleted"
+        );
         assert_eq!(
             store.get(&run.work_list()).await.unwrap().unwrap(),
             first_list
@@ -1618,28 +1651,10 @@ mod tests {
     async fn a_plan_cut_off_once_it_stands_is_finished_by_the_next_attempt() {
         let store = crate::store::MemoryStore::default();
         let run = item(0, 1).run;
-        let first = write_plan(
-            &store,
-            &run,
-            vec![group(vec![item(0, 1)])],
-            &[],
-            None,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+        let first = plain_plan(&store, &run, vec![item(0, 1)]).await;
         let first_list = store.get(&run.work_list()).await.unwrap().unwrap();
         store.delete(&run.work_list()).await.unwrap();
-        let next = write_plan(
-            &store,
-            &run,
-            vec![group(vec![item(1, 1)])],
-            &[],
-            None,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+        let next = plain_plan(&store, &run, vec![item(1, 1)]).await;
         assert_eq!(next.groups, first.groups);
         assert_eq!(
             store.get(&run.work_list()).await.unwrap().unwrap(),
@@ -1659,16 +1674,7 @@ mod tests {
             error.contains("plan.json") && error.contains("the run's plan is missing"),
             "{error}"
         );
-        write_plan(
-            &store,
-            &run,
-            vec![group(vec![item(0, 1)])],
-            &[],
-            None,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+        plain_plan(&store, &run, vec![item(0, 1)]).await;
         let attempt = standing(&store, &run).await.attempt;
         store
             .delete(&run.attempt_filtered_list(&attempt))
