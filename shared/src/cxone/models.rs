@@ -297,6 +297,12 @@ pub struct DastScan {
 }
 
 impl DastScan {
+    /// The environment the scan names, where that is another than `asked` (a scan naming none
+    /// passes).
+    pub fn of_another_environment(&self, asked: &str) -> Option<&str> {
+        self.environment_id.as_deref().filter(|id| *id != asked)
+    }
+
     /// Finished scans: the live API says `Completed`, older answers `Finished`.
     pub fn is_completed(&self) -> bool {
         self.last_status.as_deref().is_some_and(|s| {

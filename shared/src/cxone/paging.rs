@@ -1205,18 +1205,8 @@ impl CxOneClient {
                 let Ok(scan) = serde_json::from_slice::<DastScan>(record) else {
                     continue;
                 };
-                if let Some(other) = scan
-                    .environment_id
-                    .as_deref()
-                    .filter(|id| *id != environment_id)
-                {
-                    return Err(VendorError::Malformed {
-                        endpoint: "dast-scans",
-                        detail: format!(
-                            "asked for the scans of environment {environment_id}, the answer holds scan {} of environment {other}: the server ignored `environmentId`; no scan is taken for the environment, and it is retried next run",
-                            scan.scan_id
-                        ),
-                    });
+                if let Some(other) = scan.of_another_environment(environment_id) {
+                    return Err(environment_id_ignored(environment_id, other));
                 }
                 if scan.is_completed() {
                     return Ok(Some(scan));
@@ -1272,24 +1262,20 @@ impl CxOneClient {
             Err(VendorError::NotFound { .. }) => return Ok(false),
             Err(other) => return Err(other),
         };
-        let others: Vec<String> = page
+        let scans: Vec<DastScan> = page
             .records
             .iter()
-            .filter_map(|record| {
-                let scan = serde_json::from_slice::<DastScan>(page.record(record)).ok()?;
-                scan.environment_id.filter(|id| id != environment_id)
-            })
+            .filter_map(|record| serde_json::from_slice(page.record(record)).ok())
+            .collect();
+        let others: Vec<&str> = scans
+            .iter()
+            .filter_map(|scan| scan.of_another_environment(environment_id))
             .collect();
         if let Some(other) = others
             .first()
             .filter(|_| others.len() == page.records.len())
         {
-            return Err(VendorError::Malformed {
-                endpoint: "dast-scans",
-                detail: format!(
-                    "asked for the scans of environment {environment_id}, the answer holds environment {other}'s: the server ignored `environmentId`"
-                ),
-            });
+            return Err(environment_id_ignored(environment_id, other));
         }
         // A count of scans beside an empty page is a scan all the same.
         Ok(!page.records.is_empty() || page.total > 0)
@@ -1409,6 +1395,17 @@ impl BranchListing {
     /// The names, each once in the order they came, and why the list may be short, if it may.
     pub fn into_names(self) -> (Vec<String>, Option<String>) {
         (self.names, self.doubt)
+    }
+}
+
+/// A DAST scans answer that holds another environment's scan than the one asked for: its
+/// findings are not this environment's, so no scan is taken for it.
+fn environment_id_ignored(asked: &str, other: &str) -> VendorError {
+    VendorError::Malformed {
+        endpoint: "dast-scans",
+        detail: format!(
+            "asked for the scans of environment {asked}, the answer holds a scan of environment {other}: the server ignored `environmentId`; no scan is taken for the environment, and it is asked again next run"
+        ),
     }
 }
 
