@@ -1656,8 +1656,9 @@ mod tests {
     }
 
     /// A plan missing (never finished, or written by an earlier version), one naming an attempt
-    /// that is not one (a damaged or hostile object: `../` would reach outside the run), and one
-    /// whose filtered list is gone: finalize fails naming the object, reading nothing else.
+    /// that is not one (a damaged or hostile object: `../` would reach outside the run), one cut
+    /// short, and one whose filtered list is gone: finalize fails naming the object, reading
+    /// nothing else.
     #[tokio::test]
     async fn a_plan_missing_or_damaged_is_named() {
         let store = crate::store::MemoryStore::default();
@@ -1689,5 +1690,17 @@ mod tests {
             let error = read_plan(&store, &run).await.err().unwrap().to_string();
             assert!(error.contains("is not 16 hex digits"), "{hostile}: {error}");
         }
+        // A plan cut short at rest: named, and so is the way on.
+        store
+            .put(&run.plan(), Bytes::from_static(br#"{"attempt": "01"#))
+            .await
+            .unwrap();
+        let error = read_plan(&store, &run).await.err().unwrap().to_string();
+        assert!(
+            error.contains("plan.json")
+                && error.contains("unreadable (")
+                && error.contains("the next run plans afresh"),
+            "{error}"
+        );
     }
 }
