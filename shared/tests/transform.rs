@@ -194,7 +194,7 @@ async fn emulator_pages(kind: Engine) -> Vec<(String, Vec<Vec<u8>>)> {
                     .await
                     .unwrap()
                     .unwrap();
-                let mut pager = client.dast_results(&scan.scan_id);
+                let mut pager = client.dast_results(&scan.scan_id, &id);
                 let mut pages = Vec::new();
                 while let Some(page) = pager.next_page().await.unwrap() {
                     pages.push(page.body.to_vec());

@@ -42,6 +42,8 @@ pub(crate) struct ListPage {
     pub records: Vec<Range<usize>>,
     /// `pages_number` of DAST results pages.
     pub pages: Option<u64>,
+    /// `scanID` of results pages: the scan the server says the page is of.
+    pub scan_id: Option<String>,
 }
 
 impl ListPage {
@@ -87,6 +89,9 @@ pub(crate) fn parse_list_page(
     let pages = top
         .pages
         .and_then(|p| serde_json::from_str::<u64>(p.get()).ok());
+    let scan_id = top
+        .scan_id
+        .and_then(|id| serde_json::from_str::<String>(id.get()).ok());
     let base = text.as_ptr() as usize;
     let records = items
         .iter()
@@ -100,6 +105,7 @@ pub(crate) fn parse_list_page(
         total,
         records,
         pages,
+        scan_id,
     })
 }
 
@@ -115,6 +121,7 @@ struct TopMembers<'a> {
     list: Option<Option<Vec<&'a RawValue>>>,
     total: Option<&'a RawValue>,
     pages: Option<&'a RawValue>,
+    scan_id: Option<&'a RawValue>,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for TopLevel<'_> {
@@ -144,6 +151,8 @@ impl<'de> serde::de::Visitor<'de> for TopLevel<'_> {
                 top.total = Some(map.next_value()?);
             } else if key == "pages_number" {
                 top.pages = Some(map.next_value()?);
+            } else if key == "scanID" {
+                top.scan_id = Some(map.next_value()?);
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }

@@ -572,6 +572,7 @@ impl ResultsPager {
         };
         let url = self.page_url(offset);
         let page = self.ahead.take(url).await?;
+        of_the_scan_asked("results", &page, &self.scan_id, number)?;
         self.completeness.observe_total(page.total);
         let room = self.room();
         let fresh = self.seen.admit_within(&page, &mut self.completeness, room);
@@ -709,6 +710,8 @@ impl PageSource for OriginalSeverityPager {
 pub struct DastResultsPager {
     client: CxOneClient,
     scan_id: String,
+    /// The environment the scan is of: each result names it.
+    environment_id: String,
     per_page: u64,
     completeness: Completeness,
     seen: Seen,
@@ -742,6 +745,20 @@ impl DastResultsPager {
             .await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
+        if let Some(other) = fresh
+            .iter()
+            .find_map(|record| of_another_environment(record, &self.environment_id))
+        {
+            return Err(VendorError::Malformed {
+                endpoint: "dast-results",
+                detail: format!(
+                    "page {} of scan {}'s results holds a result of environment {other}, where the scan is of environment {}: the server answered about another scan; nothing of the scan is taken, and the environment is pulled again next run",
+                    number + 1,
+                    self.scan_id,
+                    self.environment_id
+                ),
+            });
+        }
         let last_page = page
             .pages
             .unwrap_or_else(|| page.total.div_ceil(self.per_page));
@@ -1089,6 +1106,7 @@ impl CxOneClient {
         let first = self
             .get_list("results", &url(0), "results", "totalCount")
             .await?;
+        of_the_scan_asked("results", &first, scan_id, 0)?;
         if first.total <= 2 {
             return Ok((first.total, OffsetSemantics::Unneeded));
         }
@@ -1305,10 +1323,12 @@ impl CxOneClient {
     }
 
     /// A pager over one DAST scan's results.
-    pub fn dast_results(&self, scan_id: &str) -> DastResultsPager {
+    /// Pages the results of `scan_id`, a scan of `environment_id`.
+    pub fn dast_results(&self, scan_id: &str, environment_id: &str) -> DastResultsPager {
         DastResultsPager {
             client: self.clone(),
             scan_id: scan_id.to_string(),
+            environment_id: environment_id.to_string(),
             per_page: u64::from(self.inner.config.dast_page_size),
             completeness: Completeness::default(),
             seen: Seen::default(),
@@ -1400,6 +1420,42 @@ impl BranchListing {
 
 /// A DAST scans answer that holds another environment's scan than the one asked for: its
 /// findings are not this environment's, so no scan is taken for it.
+/// A results page that names another scan (`scanID`) than `asked`: the server answered about
+/// another scan, and taking it would close every finding of this one it does not hold. A page
+/// that names none passes.
+fn of_the_scan_asked(
+    endpoint: &'static str,
+    page: &ListPage,
+    asked: &str,
+    number: u32,
+) -> Result<(), VendorError> {
+    match &page.scan_id {
+        Some(named) if !named.eq_ignore_ascii_case(asked) => Err(VendorError::Malformed {
+            endpoint,
+            detail: format!(
+                "page {} is of scan {named}, where scan {asked} was asked for (`scan-id`): the server answered about another scan; nothing of the scan is taken, and it is pulled again next run",
+                number + 1
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The environment a DAST result names (`environment_id`), where that is another than `asked`
+/// (a result naming none, or one that does not parse, passes: the transform judges it).
+fn of_another_environment(record: &[u8], asked: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow, default)]
+        environment_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let named: Named = serde_json::from_slice(record).ok()?;
+    named
+        .environment_id
+        .filter(|id| id != asked)
+        .map(|id| id.into_owned())
+}
+
 fn environment_id_ignored(asked: &str, other: &str) -> VendorError {
     VendorError::Malformed {
         endpoint: "dast-scans",
@@ -1532,6 +1588,7 @@ mod tests {
             total: 3,
             records: vec![12..20, 21..29],
             pages: None,
+            scan_id: None,
         };
         let mut seen = Seen::default();
         let mut c = Completeness::default();
@@ -1550,12 +1607,54 @@ mod tests {
     }
 
     #[test]
+    fn a_results_page_of_another_scan_is_refused() {
+        let page = |scan_id: Option<&str>| ListPage {
+            body: Bytes::from_static(br#"{"results":[],"totalCount":0}"#),
+            total: 0,
+            records: Vec::new(),
+            pages: None,
+            scan_id: scan_id.map(str::to_string),
+        };
+        let asked = "7f0c2a9e-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+        assert!(of_the_scan_asked("results", &page(Some(asked)), asked, 0).is_ok());
+        let upper = asked.to_ascii_uppercase();
+        assert!(of_the_scan_asked("results", &page(Some(&upper)), asked, 0).is_ok());
+        assert!(of_the_scan_asked("results", &page(None), asked, 0).is_ok());
+        let refused = of_the_scan_asked("results", &page(Some("other")), asked, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&format!(
+                "page 3 is of scan other, where scan {asked} was asked for"
+            )),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_dast_result_of_another_environment_is_named() {
+        let of = |record: &str| of_another_environment(record.as_bytes(), "env-a");
+        assert_eq!(of(r#"{"id":"1","environment_id":"env-a"}"#), None);
+        assert_eq!(of(r#"{"id":"1"}"#), None, "naming none passes");
+        assert_eq!(
+            of(r#"{"environment_id":"env\u002db"}"#).as_deref(),
+            Some("env-b")
+        );
+        assert_eq!(
+            of("not json"),
+            None,
+            "the transform judges what does not parse"
+        );
+    }
+
+    #[test]
     fn room_for_the_reported_total_is_made_once_and_capped() {
         let page = |total: u64| ListPage {
             body: Bytes::from_static(br#"{"results":[{"id":1}],"totalCount":0}"#),
             total,
             records: std::iter::once(12..20).collect(),
             pages: None,
+            scan_id: None,
         };
         let first_page_of = |total: u64| {
             let (mut seen, mut c) = (Seen::default(), Completeness::default());

@@ -228,7 +228,7 @@ async fn collect_pages(
             store_results_pages(store, &client, &main, deadline, &mut ids).await?
         }
         ConnectorKind::Dast => {
-            let pager = client.dast_results(&scan_id);
+            let pager = client.dast_results(&scan_id, &item.vendor_id);
             let mut tally = |page: &[u8]| ids.add_page(page, &main_engines);
             let (checksums, completeness) =
                 store_pages(store, pager, |n| run.raw_page(key, n), &mut tally).await?;

@@ -386,7 +386,12 @@ async fn every_pager_stops_at_a_page_that_brings_nothing_new() {
             Endpoint::Results => drain(&case, pager_client.results(&scan)).await,
             Endpoint::SastResults => drain(&case, pager_client.original_severities(&scan)).await,
             Endpoint::DastResults => {
-                drain(&case, pager_client.dast_results(&dast_scan.scan_id)).await
+                drain(
+                    &case,
+                    pager_client
+                        .dast_results(&dast_scan.scan_id, &emulator.expected().environments[0].id),
+                )
+                .await
             }
             _ => {
                 let listing = within_30_s(&case, pager_client.dast_environments())
@@ -789,7 +794,7 @@ async fn dast_environments_scans_and_results_page_completely() {
             env.domain
         );
         let Some(scan) = scan else { continue };
-        let mut pager = client.dast_results(&scan.scan_id);
+        let mut pager = client.dast_results(&scan.scan_id, &env.id);
         let mut records = 0;
         while let Some(page) = pager.next_page().await.unwrap() {
             records += page.records as u64;
@@ -818,7 +823,7 @@ async fn a_dast_scan_id_is_one_path_segment_and_a_dot_segment_is_refused() {
     let client = client(settings(&emulator), &api_key(&emulator));
     for id in ["..", ".", ""] {
         emulator.reset_traffic();
-        let refused = client.dast_results(id).next_page().await.unwrap_err();
+        let refused = client.dast_results(id, "e").next_page().await.unwrap_err();
         let message = refused.to_string();
         assert!(
             message.contains(&format!(
@@ -829,7 +834,11 @@ async fn a_dast_scan_id_is_one_path_segment_and_a_dot_segment_is_refused() {
         assert_eq!(emulator.traffic().requests_to(Endpoint::DastResults), 0);
     }
     emulator.reset_traffic();
-    let missing = client.dast_results("a/b").next_page().await.unwrap_err();
+    let missing = client
+        .dast_results("a/b", "e")
+        .next_page()
+        .await
+        .unwrap_err();
     assert!(matches!(missing, VendorError::NotFound { .. }), "{missing}");
     assert_eq!(emulator.traffic().requests_to(Endpoint::DastResults), 1);
 }

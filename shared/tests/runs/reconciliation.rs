@@ -828,6 +828,87 @@ async fn an_environments_scans_that_are_not_its_own_are_not_taken() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Results pages about another scan than asked (a server ignoring `scan-id`: its pages name
+/// another scan in `scanID`; a DAST scan's results name another environment): the item fails,
+/// its findings carried, nothing closed, the others delivered. Before, the other scan's results
+/// were taken for the item's, and its own findings absent from them closed.
+#[tokio::test]
+async fn results_about_another_scan_are_not_taken() {
+    for kind in [ConnectorKind::Sast, ConnectorKind::Dast] {
+        let id = format!("results-of-another-{kind:?}").to_lowercase();
+        let (store, dir) = temp_store(&id);
+        let emulator = emulator(TenantShape {
+            dast_environments: 4,
+            ..shape(PROJECTS, 1)
+        })
+        .await;
+        let c = connection(&emulator, &id, kind);
+        let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+        assert!(first.complete, "{:?}", first.problems);
+        let m1 = manifest(&store, &first.manifest).await;
+        let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+        // The tenant's first scan's results are served for the third item's scan.
+        let expected = emulator.expected();
+        let (endpoint, item, scan, why) = match kind {
+            ConnectorKind::Dast => {
+                let env = &expected.environments[2];
+                let scan = env.latest_completed_scan.clone().unwrap();
+                (
+                    Endpoint::DastResults,
+                    env.id.clone(),
+                    scan,
+                    "holds a result of environment",
+                )
+            }
+            _ => {
+                let project = &expected.projects[2];
+                let scan = project.scans.last().unwrap().id.clone();
+                (
+                    Endpoint::Results,
+                    project.id.clone(),
+                    scan,
+                    "was asked for (`scan-id`)",
+                )
+            }
+        };
+        emulator.set_fault(
+            endpoint,
+            FaultSpec {
+                filters_ignored: true,
+                only_matching: Some(scan.clone()),
+                ..FaultSpec::default()
+            },
+        );
+        let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+        emulator.clear_faults();
+        let m2 = manifest(&store, &second.manifest).await;
+        let failed = m2.items.iter().find(|i| i.vendor_id == item).unwrap();
+        assert_eq!(failed.status, ItemStatus::Failed, "{kind:?}");
+        assert!(
+            failed
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains(why) && r.contains(&scan)),
+            "{kind:?}: {:?}",
+            failed.reason
+        );
+        assert!(
+            m2.items
+                .iter()
+                .filter(|i| i.vendor_id != item)
+                .all(|i| i.status == ItemStatus::Complete),
+            "{kind:?}"
+        );
+        assert_eq!(closed_findings(&m2), 0, "{kind:?}: nothing is closed");
+        let open_now = m2.totals.findings_out - m2.totals.fixed;
+        assert_eq!(open_now + m2.carried_forward, open_before, "{kind:?}");
+        let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+        assert!(third.complete, "{:?}", third.problems);
+        nothing_new_or_reopened(&manifest(&store, &third.manifest).await, "run 3");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 async fn a_list_that_skips_one_while_it_is_paged_deletes_nothing(kind: ConnectorKind) {
     let id = format!("list-skipped-{kind:?}").to_lowercase();
     let (store, dir) = temp_store(&id);

@@ -66,8 +66,9 @@ pub struct FaultSpec {
     /// one is never sent, and the count stays.
     pub first_replaced: bool,
     /// `/api/projects/last-scan` answers each project's latest scan whatever `scan-status`,
-    /// `engine`, `branch` and `project-ids` ask, and `/api/dast/scans/scans` every environment's scans whatever
-    /// `environmentId` asks (a server that ignores its filters).
+    /// `engine`, `branch` and `project-ids` ask, `/api/dast/scans/scans` every environment's
+    /// scans whatever `environmentId` asks, and the results endpoints the tenant's first scan's
+    /// (first DAST scan's) results whatever scan is asked (a server that ignores its filters).
     pub filters_ignored: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, branches, results (all
