@@ -171,6 +171,37 @@ pub struct LastScan {
     pub engines: Vec<String>,
 }
 
+/// A scan's record (`GET /api/scans/{id}`), only what tells the engines it ran.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanRecord {
+    #[serde(default)]
+    pub engines: Vec<String>,
+    #[serde(default)]
+    pub status_details: Vec<EngineStatus>,
+}
+
+/// One of a scan's `statusDetails`: `general`, or an engine by name.
+#[derive(Clone, Debug, Deserialize)]
+pub struct EngineStatus {
+    #[serde(default)]
+    pub name: String,
+}
+
+impl ScanRecord {
+    /// `engines`, else the engines `statusDetails` names (all but `general`).
+    pub fn engines_ran(self) -> Vec<String> {
+        if !self.engines.is_empty() {
+            return self.engines;
+        }
+        self.status_details
+            .into_iter()
+            .map(|status| status.name)
+            .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("general"))
+            .collect()
+    }
+}
+
 /// An `/api/results` item, every engine type.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -348,6 +379,22 @@ mod tests {
 
     /// The complete real page from the API reference (§12.5), one SAST result without a description.
     const REAL_PAGE: &str = include_str!("../../tests/fixtures/results_real_sample.json");
+
+    #[test]
+    fn a_scans_engines_come_from_its_list_else_from_its_status_details() {
+        let engines = |record: &str| {
+            serde_json::from_str::<ScanRecord>(record)
+                .unwrap()
+                .engines_ran()
+        };
+        let details = r#""statusDetails":[{"name":"general"},{"name":"kics"},{"name":""}]"#;
+        assert_eq!(
+            engines(&format!(r#"{{"engines":["sast"],{details}}}"#)),
+            ["sast"]
+        );
+        assert_eq!(engines(&format!("{{{details}}}")), ["kics"]);
+        assert!(engines(r#"{"id":"s"}"#).is_empty());
+    }
 
     #[test]
     fn the_real_sample_parses_with_u64_query_id_and_no_description() {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::client::{CxOneClient, ListPage, parse_list_page};
 use super::error::VendorError;
-use super::models::{DastEnvironment, DastScan, LastScan, Project};
+use super::models::{DastEnvironment, DastScan, LastScan, Project, ScanRecord};
 use super::transport::spawn_counted;
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
 use url::Url;
@@ -965,6 +965,7 @@ impl CxOneClient {
                     ),
                 });
             }
+            let answer = self.with_engines(answer, query).await?;
             let mismatch = answer.iter().find_map(|(id, scan)| {
                 let mismatch = query.mismatch(scan)?;
                 Some(format!("project {id}: {mismatch}"))
@@ -985,6 +986,39 @@ impl CxOneClient {
             asking.retain(|id| !found.contains_key(id));
         }
         Ok(found)
+    }
+
+    /// Where an engine was asked for, each scan of `answer` that does not list the engines it
+    /// ran, with them from its record: else a server that ignores `engine` and omits the list
+    /// would have another engine's scan taken for the one asked, and every finding of the engine
+    /// asked closed as absent. One request a scan, only for scans that list none; a record that
+    /// lists none either leaves the filter trusted.
+    async fn with_engines(
+        &self,
+        mut answer: HashMap<String, LastScan>,
+        query: &LastScanQuery,
+    ) -> Result<HashMap<String, LastScan>, VendorError> {
+        if query.engine.is_none() {
+            return Ok(answer);
+        }
+        let unlisted: Vec<(String, String)> = answer
+            .iter()
+            .filter(|(_, scan)| scan.engines.is_empty())
+            .map(|(project, scan)| (project.clone(), scan.id.clone()))
+            .collect();
+        let listed: Vec<(String, Vec<String>)> = futures_util::stream::iter(unlisted)
+            .map(|(project, scan)| async move {
+                Ok::<_, VendorError>((project, self.scan_engines(&scan).await?))
+            })
+            .buffer_unordered(self.inner.config.concurrency.max(1))
+            .try_collect()
+            .await?;
+        for (project, engines) in listed {
+            if let Some(scan) = answer.get_mut(&project) {
+                scan.engines = engines;
+            }
+        }
+        Ok(answer)
     }
 
     /// One answer of `/api/projects/last-scan` for `ids`.
@@ -1307,22 +1341,57 @@ impl CxOneClient {
         scan_id: &str,
         query: &[(&str, String)],
     ) -> Result<Url, VendorError> {
-        if matches!(scan_id, "" | "." | "..") {
+        let named = NamedId {
+            endpoint: "dast-results",
+            what: "DAST scan",
+            from: "the environment's scans list",
+        };
+        self.id_url(&named, "/api/dast/mfe-results/results", scan_id, query)
+    }
+
+    /// `path` and `id` as one more path segment (a `/` in it escaped). An id that is a dot
+    /// segment (`.`, `..`) or empty would name another path than its own (a URL drops or
+    /// resolves it): refused, naming where it came from.
+    fn id_url(
+        &self,
+        named: &NamedId,
+        path: &str,
+        id: &str,
+        query: &[(&str, String)],
+    ) -> Result<Url, VendorError> {
+        if matches!(id, "" | "." | "..") {
             return Err(VendorError::Malformed {
-                endpoint: "dast-results",
+                endpoint: named.endpoint,
                 detail: format!(
-                    "the DAST scan id {scan_id:?} cannot name a URL path segment; the environment's scans list gave it"
+                    "the {} id {id:?} cannot name a URL path segment; {} gave it",
+                    named.what, named.from
                 ),
             });
         }
-        let mut url = self.api_url("/api/dast/mfe-results/results", query);
+        let mut url = self.api_url(path, query);
         url.path_segments_mut()
             .expect("the API's base URL is https or http, never cannot-be-a-base")
-            .push(scan_id);
+            .push(id);
         Ok(url)
     }
 
-    /// A pager over one DAST scan's results.
+    /// The engines a scan ran, from its record (`GET /api/scans/{id}`).
+    async fn scan_engines(&self, scan_id: &str) -> Result<Vec<String>, VendorError> {
+        let named = NamedId {
+            endpoint: "scans",
+            what: "scan",
+            from: "the last-scan answer",
+        };
+        let url = self.id_url(&named, "/api/scans", scan_id, &[])?;
+        let record: ScanRecord = self
+            .get_checked("scans", &url, |body| {
+                serde_json::from_slice(&body)
+                    .map_err(|e| format!("scan {scan_id}'s record is not a scan: {e}"))
+            })
+            .await?;
+        Ok(record.engines_ran())
+    }
+
     /// Pages the results of `scan_id`, a scan of `environment_id`.
     pub fn dast_results(&self, scan_id: &str, environment_id: &str) -> DastResultsPager {
         DastResultsPager {
@@ -1335,6 +1404,13 @@ impl CxOneClient {
             done: false,
         }
     }
+}
+
+/// An id that goes into a URL path, for the error should it not fit one.
+struct NamedId {
+    endpoint: &'static str,
+    what: &'static str,
+    from: &'static str,
 }
 
 /// Branch names asked a page of `/api/projects/branches`.

@@ -691,6 +691,68 @@ async fn a_last_scan_answer_that_ignores_the_filters_is_refused() {
     );
 }
 
+/// A `last-scan` answer that does not list the engines a scan ran is checked against the scan's
+/// record (`/api/scans/{id}`, one request a scan that lists none): where the server keeps to the
+/// `engine` asked, the scans are taken as before; where it ignores it, a KICS-only re-scan is
+/// refused, rather than taken for the project's SAST scan and every SAST finding closed.
+#[tokio::test]
+async fn a_last_scan_answer_without_engines_is_checked_against_the_scans_record() {
+    let emulator = emulator(TenantShape {
+        projects: 4,
+        scans_per_project: 2,
+        rescan_engine: Some(cxone_emulator::ResultType::Kics),
+        last_scan_without_engines: true,
+        ..TenantShape::default()
+    })
+    .await;
+    let client = client(settings(&emulator), &api_key(&emulator));
+    let ids = emulator.expected().project_ids();
+    let query = LastScanQuery::completed_sast();
+    emulator.reset_traffic();
+    let honest = client.last_scans(&ids, &query).await.unwrap();
+    let want: HashSet<(String, String)> = emulator
+        .expected()
+        .projects
+        .into_iter()
+        .filter_map(|p| Some((p.id, p.latest_completed_sast_scan?)))
+        .collect();
+    let got: HashSet<(String, String)> = honest
+        .iter()
+        .map(|(project, scan)| (project.clone(), scan.id.clone()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        honest
+            .values()
+            .all(|scan| scan.engines.contains(&"sast".to_string()))
+    );
+    assert_eq!(
+        emulator.traffic().requests_to(Endpoint::Scans),
+        want.len() as u64,
+        "one record asked for each scan"
+    );
+    emulator.set_fault(
+        Endpoint::LastScan,
+        FaultSpec {
+            filters_ignored: true,
+            ..FaultSpec::default()
+        },
+    );
+    let error = client
+        .last_scans(&ids, &query)
+        .await
+        .unwrap_err()
+        .to_string();
+    let rescanned = &emulator.expected().projects[1];
+    assert!(
+        error.contains(&format!(
+            "project {}: scan {} ran kics, not the sast engine asked for",
+            rescanned.id, rescanned.scans[1].id
+        )),
+        "{error}"
+    );
+}
+
 /// A server that ignores `project-ids` and answers at most 20 projects: asked again for the 10
 /// its first answer left out of 30, it answers about projects not asked for. The call fails,
 /// rather than those 10 read as projects without a scan (never pulled, the run complete).
