@@ -587,20 +587,32 @@ impl ResultsPager {
         self.position = offset + received;
         self.served = self.served.max(received);
         let short = received < self.served;
-        let whole = match self.range {
-            None => self.completeness.unique >= self.completeness.expected,
+        // Whether the pull is whole, and whether it reached the scan's end by the reported total.
+        let (whole, at_the_end) = match self.range {
+            None => {
+                let whole = self.completeness.unique >= self.completeness.expected;
+                (whole, whole)
+            }
             // A range ends with its last page, at the scan's end, or at a page short of `limit`
             // (where the range does not end there, its part is found short).
             Some(range) => {
                 let pages_read = number + 1;
                 let end_of_scan = (u64::from(range.first) + u64::from(pages_read)) * self.limit
                     >= self.completeness.expected;
-                range.count.is_some_and(|count| pages_read >= count)
+                let last_part = range.count.is_none();
+                let whole = range.count.is_some_and(|count| pages_read >= count)
                     || end_of_scan
-                    || received < self.limit
+                    || received < self.limit;
+                (whole, last_part && end_of_scan)
             }
         };
-        if whole || received == 0 || short || self.completeness.stalled() {
+        // A full page at the end by the reported total: the page after it is asked for too. A
+        // server that reports fewer results than it holds would otherwise have the rest never
+        // asked for, and their findings closed as absent; records there are more than the total
+        // (incomplete), none and the pull is whole. One request, only where the last page is full.
+        let full = received >= self.limit || (number > 0 && received >= self.served);
+        let past_the_end = full && at_the_end && self.completeness.unique == room;
+        if (whole && !past_the_end) || received == 0 || short || self.completeness.stalled() {
             self.done = true;
         }
         if number == 0 && self.done && self.range.is_none() {
@@ -668,10 +680,15 @@ impl OriginalSeverityPager {
         let page = self.ahead.take(url).await?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
-        self.offset += page.records.len() as u64;
-        self.served = self.served.max(page.records.len() as u64);
+        let received = page.records.len() as u64;
+        self.offset += received;
+        self.served = self.served.max(received);
+        // A full page at the end by the reported total: the page after it is asked for too (see
+        // `ResultsPager::next_page`).
+        let full = received >= self.limit || (number > 0 && received >= self.served);
+        let past_the_end = full && self.completeness.unique == self.completeness.expected;
         if page.records.is_empty()
-            || self.offset >= page.total
+            || (self.offset >= page.total && !past_the_end)
             || self.completeness.stalled()
             || self.seen.past_expected_pages(&mut self.completeness)
         {
@@ -762,11 +779,12 @@ impl DastResultsPager {
         let last_page = page
             .pages
             .unwrap_or_else(|| page.total.div_ceil(self.per_page));
-        if u64::from(number) + 1 >= last_page
-            || page.records.is_empty()
-            || self.completeness.unique >= self.completeness.expected
-            || self.completeness.stalled()
-        {
+        let c = &self.completeness;
+        let at_the_end = u64::from(number) + 1 >= last_page || c.unique >= c.expected;
+        // A full page at the end by the reported total: the page after it is asked for too (see
+        // `ResultsPager::next_page`).
+        let past_the_end = page.records.len() as u64 >= self.per_page && c.unique == c.expected;
+        if (at_the_end && !past_the_end) || page.records.is_empty() || c.stalled() {
             self.done = true;
         }
         Ok(Some(handed_over(&page, &fresh, "results", "total", number)))

@@ -61,7 +61,8 @@ async fn results_are_complete_and_unique_under_both_offset_semantics_at_the_edge
             assert_eq!(ids.iter().collect::<HashSet<_>>().len() as u64, *size);
             let requests = emulator.traffic().requests_to(Endpoint::Results);
             let minimum = size.div_ceil(LIMIT).max(1);
-            let expected_semantics = match (size > &LIMIT, mode) {
+            // A full first page asks for the next, which tells how `offset` counts.
+            let expected_semantics = match (size >= &LIMIT, mode) {
                 (false, _) => OffsetSemantics::Unneeded,
                 (true, OffsetMode::Page) => OffsetSemantics::PageIndex,
                 (true, OffsetMode::Item) => OffsetSemantics::ItemCount,
@@ -71,15 +72,91 @@ async fn results_are_complete_and_unique_under_both_offset_semantics_at_the_edge
                 Some(expected_semantics),
                 "{mode:?} size {size}"
             );
+            // A scan whose last page is full asks for the page after it (a total reported short
+            // of the results would leave them unread).
+            let past_the_end = u64::from(*size > 0 && size % LIMIT == 0);
             let allowed = if expected_semantics == OffsetSemantics::ItemCount {
                 minimum + 1
             } else {
                 minimum
-            };
+            } + past_the_end;
             assert!(
                 requests <= allowed,
                 "{mode:?} size {size}: {requests} requests, at most {allowed}"
             );
+        }
+    }
+}
+
+/// A server that reports fewer results than a scan holds, its last page by that total full: the
+/// page after it is asked for, and the results there make the pull incomplete, rather than never
+/// read and their findings closed as absent. A total that is true costs that one request. On every
+/// results pager: all engines (under both readings of `offset`), SAST before triage, and DAST.
+#[tokio::test]
+async fn a_total_reported_short_of_the_results_is_not_taken_for_complete() {
+    let sizes = vec![25, 15, 20];
+    for mode in [OffsetMode::Page, OffsetMode::Item] {
+        let emulator = emulator_with(EmulatorConfig {
+            shape: TenantShape {
+                projects: 3,
+                project_results: sizes.clone(),
+                result_mix: cxone_emulator::ResultMix {
+                    sast: 100,
+                    kics: 0,
+                    sca: 0,
+                    containers: 0,
+                },
+                scans_per_project: 1,
+                dast_environments: 3,
+                dast_scans_per_environment: 1,
+                environment_results: sizes.clone(),
+                ..TenantShape::default()
+            },
+            results_offset: mode,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        let mut s = settings(&emulator);
+        s.results_page_size = LIMIT as u32;
+        s.dast_page_size = LIMIT as u32;
+        let client = client(s, &api_key(&emulator));
+        let expected = emulator.expected();
+        for endpoint in [
+            Endpoint::Results,
+            Endpoint::SastResults,
+            Endpoint::DastResults,
+        ] {
+            for (i, claimed, complete) in [(0, 20, false), (1, 10, false), (2, 20, true)] {
+                let case = format!("{mode:?}, {endpoint:?} {i} claimed {claimed}");
+                emulator.set_fault(
+                    endpoint,
+                    FaultSpec {
+                        claimed_total: Some(claimed),
+                        ..FaultSpec::default()
+                    },
+                );
+                emulator.reset_traffic();
+                let scan = expected.projects[i].scans[0].id.clone();
+                let (_, c) = match endpoint {
+                    Endpoint::Results => drain(&case, client.results(&scan)).await,
+                    Endpoint::SastResults => drain(&case, client.original_severities(&scan)).await,
+                    _ => {
+                        let env = &expected.environments[i];
+                        let scan = env.scans[0].id.clone();
+                        drain(&case, client.dast_results(&scan, &env.id)).await
+                    }
+                };
+                assert_eq!(c.is_complete(), complete, "{case}: {c:?}");
+                if !complete {
+                    let problem = c.problem().unwrap();
+                    assert!(
+                        problem.contains(&format!("but the server reported {claimed}")),
+                        "{case}: {problem}"
+                    );
+                }
+                let requests = emulator.traffic().requests_to(endpoint);
+                assert_eq!(requests, claimed / LIMIT + 1, "{case}");
+            }
         }
     }
 }
@@ -588,9 +665,11 @@ async fn severities_are_read_whole_from_a_server_that_caps_the_page_size() {
     // At 100 a page the total would need 2 pages; at the 10 sent it needs more than 2 + 3.
     assert!(completeness.expected > 50, "{completeness:?}");
     assert_eq!(records, completeness.expected);
+    // And the page after the last where that is full.
+    let past_the_end = u64::from(completeness.expected.is_multiple_of(10));
     assert_eq!(
         u64::from(completeness.pages),
-        completeness.expected.div_ceil(10)
+        completeness.expected.div_ceil(10) + past_the_end
     );
 }
 
@@ -983,7 +1062,9 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
             })
             .await;
         assert!(pager.completeness().is_complete(), "{mode:?}");
-        let pages = 10 + u32::from(mode == OffsetMode::Item);
+        // By page index, ten full pages and the one after the last (empty: the total is true);
+        // by item offset, the second page starts at 1, and the eleventh, the last, is short.
+        let pages = 11;
         assert_eq!(
             numbers,
             (0..pages).collect::<Vec<u32>>(),
@@ -993,7 +1074,7 @@ async fn pages_are_fetched_ahead_in_order_within_bounds_and_counted() {
         let traffic = emulator.traffic();
         let fired = traffic.faults_fired.server_errors.get("results").copied();
         assert_eq!(fired, Some(2), "{mode:?}: the fifth page failed twice");
-        // Every page once, two retries, nothing past the end.
+        // Every page once, two retries, nothing further past the end.
         let minimum = u64::from(pages) + 2;
         assert_eq!(traffic.requests_to(Endpoint::Results), minimum, "{mode:?}");
         // Read ahead: while the fifth page took its three slow answers, pages after it were

@@ -235,6 +235,53 @@ async fn a_total_that_moves_while_the_parts_are_pulled_leaves_the_asset_incomple
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A server that reports fewer results than the large scan holds (90 of 95), its last page by
+/// that total full: the page after it is asked for, by the last part of a split scan as by a whole
+/// pull, and its results leave the asset incomplete, its findings carried, rather than never read
+/// and closed as absent.
+#[tokio::test]
+async fn a_total_reported_short_of_the_results_leaves_the_asset_incomplete() {
+    for (mode, split) in [
+        (OffsetMode::Page, true),
+        (OffsetMode::Item, true),
+        (OffsetMode::Page, false),
+    ] {
+        let case = format!("{mode:?}, split {split}");
+        let emulator = tenant(mode).await;
+        let name = format!("short-total-{mode:?}-{split}").to_lowercase();
+        let (store, dir) = temp_store(&name);
+        let mut c = split_connection(&emulator, &name);
+        if !split {
+            c.config.split_scans_above = u64::MAX;
+        }
+        let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+        assert!(first.complete, "{case}: {:?}", first.problems);
+        let open_before = large_item(&manifest(&store, &first.manifest).await, &emulator)
+            .figures
+            .findings_out;
+        let scan = emulator.expected().projects[0]
+            .main_branch_sast_scan
+            .clone()
+            .unwrap();
+        emulator.set_fault(
+            Endpoint::Results,
+            FaultSpec {
+                claimed_total: Some(LARGE - 5),
+                only_matching: Some(scan),
+                ..FaultSpec::default()
+            },
+        );
+        let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+        let large = large_item(&manifest(&store, &second.manifest).await, &emulator);
+        assert_eq!(large.status, ItemStatus::Incomplete, "{case}: {large:?}");
+        let reason = large.reason.unwrap();
+        assert_eq!(reason.starts_with("part "), split, "{case}: {reason}");
+        assert_eq!(large.carried_forward, open_before, "{case}");
+        assert!(large.objects.is_empty(), "{case}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// A run planned after a committed one, so the large scan is split: its store, the vendor, the
 /// connection and the work list.
 struct SplitRun {
