@@ -1255,6 +1255,7 @@ impl CxOneClient {
     ) -> Result<Option<DastScan>, VendorError> {
         let size = u64::from(self.inner.config.dast_page_size);
         let (mut from, mut seen, mut completeness) = (0, Seen::default(), Completeness::default());
+        let mut newest_first = NewestFirst::default();
         loop {
             let url = self.api_url(
                 "/api/dast/scans/scans",
@@ -1271,16 +1272,18 @@ impl CxOneClient {
             completeness.observe_total(page.total);
             // Read only up to its first completed scan: no room made for the whole list.
             let fresh = seen.admit_within(&page, &mut completeness, 0);
-            for record in &fresh {
-                let Ok(scan) = serde_json::from_slice::<DastScan>(record) else {
-                    continue;
-                };
+            let scans: Vec<DastScan> = fresh
+                .iter()
+                .filter_map(|record| serde_json::from_slice(record).ok())
+                .collect();
+            for scan in &scans {
                 if let Some(other) = scan.of_another_environment(environment_id) {
                     return Err(environment_id_ignored(environment_id, other));
                 }
-                if scan.is_completed() {
-                    return Ok(Some(scan));
-                }
+                newest_first.check(scan, environment_id)?;
+            }
+            if let Some(scan) = scans.into_iter().find(DastScan::is_completed) {
+                return Ok(Some(scan));
             }
             if completeness.stalled() {
                 // Not "no completed scan": the scans after these were never read.
@@ -1421,6 +1424,38 @@ impl CxOneClient {
             seen: Seen::default(),
             done: false,
         }
+    }
+}
+
+/// Checks that an environment's scans come newest first, as `sort=created:desc` asks: from a
+/// server that ignores the order, the first completed scan is an old one, and the findings of the
+/// scans after it would close as absent. Scans without a readable `created` are not compared.
+#[derive(Default)]
+struct NewestFirst {
+    /// The `created` of the last scan compared, and its id.
+    last: Option<(time::OffsetDateTime, String)>,
+}
+
+impl NewestFirst {
+    fn check(&mut self, scan: &DastScan, environment_id: &str) -> Result<(), VendorError> {
+        let Some(created) = scan.created.as_deref().and_then(|c| {
+            time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
+        }) else {
+            return Ok(());
+        };
+        if let Some((before, id)) = &self.last
+            && created > *before
+        {
+            return Err(VendorError::Malformed {
+                endpoint: "dast-scans",
+                detail: format!(
+                    "environment {environment_id}'s scans are not newest first as `sort=created:desc` asks: scan {} was created after scan {id}, which came before it; no scan is taken for the environment (the first completed might be an old one), and it is asked again next run",
+                    scan.scan_id
+                ),
+            });
+        }
+        self.last = Some((created, scan.scan_id.clone()));
+        Ok(())
     }
 }
 
@@ -1721,6 +1756,37 @@ mod tests {
             refused.contains(&format!(
                 "page 3 is of scan other, where scan {asked} was asked for"
             )),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn dast_scans_out_of_newest_first_order_are_named() {
+        let scan = |id: &str, created: Option<&str>| DastScan {
+            scan_id: id.into(),
+            environment_id: None,
+            last_status: None,
+            created: created.map(str::to_string),
+            update_time: None,
+            scan_type: None,
+        };
+        let mut order = NewestFirst::default();
+        for (id, created) in [
+            ("a", Some("2025-01-01T10:00:00Z")),
+            ("b", Some("2025-01-01T10:00:00Z")),
+            ("c", None),
+            ("d", Some("not a date")),
+            // 09:30 UTC: older, though its text sorts after the first's.
+            ("e", Some("2025-01-01T11:30:00+02:00")),
+        ] {
+            assert!(order.check(&scan(id, created), "env").is_ok(), "{id}");
+        }
+        let refused = order
+            .check(&scan("f", Some("2025-01-01T09:45:00Z")), "env")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("scan f was created after scan e, which came before it"),
             "{refused}"
         );
     }

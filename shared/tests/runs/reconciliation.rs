@@ -763,10 +763,11 @@ async fn a_main_branch_answer_of_another_branch_is_not_taken_for_the_main_branch
 }
 
 /// An environment's scans answered as if the server ignored `environmentId` (every environment's,
-/// the newest another's), or as an empty page beside their count: its collect takes no scan and
-/// fails, its findings carried, nothing closed; the other environments are delivered. Before,
-/// the collect took the newest completed scan it was sent, another environment's, and closed the
-/// environment's findings as absent; and read the empty page as "no completed scan".
+/// the newest another's), as an empty page beside their count, or oldest first whatever `sort`
+/// asks: its collect takes no scan and fails, its findings carried, nothing closed; the other
+/// environments are delivered. Before, the collect took the newest completed scan it was sent,
+/// another environment's, and closed the environment's findings as absent; read the empty page as
+/// "no completed scan"; and took the oldest scan for the latest.
 #[tokio::test]
 async fn an_environments_scans_that_are_not_its_own_are_not_taken() {
     let (store, dir) = temp_store("dast-scans-ignored");
@@ -797,6 +798,14 @@ async fn an_environments_scans_that_are_not_its_own_are_not_taken() {
                 ..FaultSpec::default()
             },
             "is empty, though the server reports",
+        ),
+        (
+            FaultSpec {
+                sort_ignored: true,
+                only_matching: Some(oldest.clone()),
+                ..FaultSpec::default()
+            },
+            "scans are not newest first as `sort=created:desc` asks",
         ),
     ] {
         emulator.set_fault(Endpoint::DastScans, fault);

@@ -70,6 +70,9 @@ pub struct FaultSpec {
     /// scans whatever `environmentId` asks, and the results endpoints the tenant's first scan's
     /// (first DAST scan's) results whatever scan is asked (a server that ignores its filters).
     pub filters_ignored: bool,
+    /// `/api/dast/scans/scans` answers oldest first whatever `sort` asks (a server that ignores
+    /// the order asked for).
+    pub sort_ignored: bool,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, branches, results (all
     /// engines, and SAST alone), DAST environments and DAST scans.
@@ -193,6 +196,11 @@ impl FaultSpec {
                         format!("'ignore-filters' expects true or false, got '{value}'")
                     })?
                 }
+                "ignore-sort" => {
+                    spec.sort_ignored = value.parse().map_err(|_| {
+                        format!("'ignore-sort' expects true or false, got '{value}'")
+                    })?
+                }
                 "replace-first" => {
                     spec.first_replaced = value.parse().map_err(|_| {
                         format!("'replace-first' expects true or false, got '{value}'")
@@ -207,7 +215,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, max"
                     ));
                 }
             }
@@ -435,6 +443,11 @@ impl FaultControl {
             .main_branch_listed
             .clone()
             .filter(|_| slot.spec.applies_to(path_and_query))
+    }
+
+    pub fn sort_ignored(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        let slot = self.slot(endpoint);
+        slot.spec.sort_ignored && slot.spec.applies_to(path_and_query)
     }
 
     pub fn first_replaced(&self, endpoint: Endpoint, path_and_query: &str) -> bool {

@@ -235,7 +235,11 @@ pub async fn scans(
         .filter(|s| statuses.is_empty() || statuses.contains(&s.status.to_ascii_lowercase()))
         .collect();
     matching.sort_by_key(|s| s.created_us);
-    if descending {
+    // The fault `ignore-sort`: oldest first, whatever `sort` asks.
+    let sort_ignored = state
+        .faults
+        .sort_ignored(Endpoint::DastScans, &faults::request_target());
+    if descending && !sort_ignored {
         matching.reverse();
     }
     let total = matching.len() as u64;
