@@ -108,12 +108,16 @@ impl RawFile {
     }
 }
 
-/// True for a key under a run's `raw/` folder (`connections/<c>/runs/<r>/raw/…`): vendor data the
-/// bucket's lifecycle rule expires. By position, not by a `/raw/` anywhere: `raw` is a valid
-/// connection id, and its config and ledgers are not raw.
+/// True for a key under a run's `raw/` or `plan/` folder (`connections/<c>/runs/<r>/raw/…`, the
+/// pages and records of each item; `…/plan/…`, the work lists, which carry the vendor's project
+/// and environment records): vendor data the bucket's lifecycle rule expires. By position, not by
+/// a `/raw/` anywhere: `raw` is a valid connection id, and its config and ledgers are not raw.
 pub fn is_raw(key: &str) -> bool {
     let segments: Vec<&str> = key.splitn(6, '/').collect();
-    matches!(segments[..], ["connections", _, "runs", _, "raw", ..])
+    matches!(
+        segments[..],
+        ["connections", _, "runs", _, "raw" | "plan", ..]
+    )
 }
 
 pub fn config_key(connection_id: &str) -> String {
@@ -378,6 +382,16 @@ mod tests {
         );
         assert_eq!(RawFile::from_name("notes.txt"), None);
         assert!(!is_raw(&run.etm_page("i", 0)));
+        // The work lists carry the vendor's records; the plan that names them does not.
+        for key in [
+            run.work_list(),
+            run.attempt_work_list("0123456789abcdef"),
+            run.attempt_filtered_list("0123456789abcdef"),
+        ] {
+            assert!(is_raw(&key), "{key}");
+        }
+        assert!(!is_raw(&run.plan()));
+        assert!(!is_raw(&run.run_record()));
         // A connection named `raw` (a valid id): only its runs' raw folders are raw.
         let named_raw = RunRef {
             connection_id: "raw".into(),

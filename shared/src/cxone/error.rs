@@ -136,6 +136,13 @@ pub enum VendorError {
 }
 
 impl VendorError {
+    /// A request the server refused as asking for what is not there (HTTP 404, or another 4xx
+    /// it does not retry or ask a credential for): how a server may answer a page past its end.
+    pub(crate) fn refuses_a_page(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+            || matches!(self, Self::Rejected { status, .. } if (400..500).contains(status))
+    }
+
     /// True when a later attempt (a Step Functions retry, the next run) may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(

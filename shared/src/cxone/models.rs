@@ -176,29 +176,31 @@ pub struct LastScan {
 #[serde(rename_all = "camelCase")]
 pub struct ScanRecord {
     #[serde(default)]
-    pub engines: Vec<String>,
+    pub engines: Option<Vec<String>>,
     #[serde(default)]
-    pub status_details: Vec<EngineStatus>,
+    pub status_details: Option<Vec<EngineStatus>>,
 }
 
 /// One of a scan's `statusDetails`: `general`, or an engine by name.
 #[derive(Clone, Debug, Deserialize)]
 pub struct EngineStatus {
     #[serde(default)]
-    pub name: String,
+    pub name: Option<String>,
 }
 
 impl ScanRecord {
-    /// `engines`, else the engines `statusDetails` names (all but `general`).
+    /// `engines`, else the engines `statusDetails` names (all but `general`); `null` is none.
     pub fn engines_ran(self) -> Vec<String> {
-        if !self.engines.is_empty() {
-            return self.engines;
+        match self.engines {
+            Some(engines) if !engines.is_empty() => engines,
+            _ => self
+                .status_details
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|status| status.name)
+                .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("general"))
+                .collect(),
         }
-        self.status_details
-            .into_iter()
-            .map(|status| status.name)
-            .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("general"))
-            .collect()
     }
 }
 
@@ -394,6 +396,9 @@ mod tests {
         );
         assert_eq!(engines(&format!("{{{details}}}")), ["kics"]);
         assert!(engines(r#"{"id":"s"}"#).is_empty());
+        let nulls = r#"{"engines":null,"statusDetails":[{"name":null},{"name":"sca"}]}"#;
+        assert_eq!(engines(nulls), ["sca"]);
+        assert!(engines(r#"{"engines":[],"statusDetails":null}"#).is_empty());
     }
 
     #[test]

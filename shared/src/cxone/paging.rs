@@ -430,6 +430,21 @@ impl ResultsPager {
         end.saturating_sub(start)
     }
 
+    /// Whether the next page is the one after a full page that reached the reported total (see
+    /// `past_the_end` in [`Self::next_page`]): the only page asked for once the pages read reach
+    /// the scan's end by its total.
+    fn past_the_reported_end(&self) -> bool {
+        let c = &self.completeness;
+        c.pages > 0
+            && match self.range {
+                None => c.unique >= c.expected,
+                Some(range) => {
+                    range.count.is_none()
+                        && (u64::from(range.first) + u64::from(c.pages)) * self.limit >= c.expected
+                }
+            }
+    }
+
     /// The records to make room for: the scan's total, or what a part's pages hold of it.
     fn room(&self) -> u64 {
         match self.range {
@@ -571,7 +586,16 @@ impl ResultsPager {
             _ => u64::from(self.first_page()) + u64::from(number),
         };
         let url = self.page_url(offset);
-        let page = self.ahead.take(url).await?;
+        let beyond = self.past_the_reported_end();
+        let page = match self.ahead.take(url).await {
+            // A server may refuse a page past its end rather than answer it empty.
+            Err(refused) if beyond && refused.refuses_a_page() => {
+                self.done = true;
+                self.semantics.get_or_insert(OffsetSemantics::Unneeded);
+                return Ok(None);
+            }
+            page => page?,
+        };
         of_the_scan_asked("results", &page, &self.scan_id, number)?;
         self.completeness.observe_total(page.total);
         let room = self.room();
@@ -677,7 +701,15 @@ impl OriginalSeverityPager {
         }
         let number = self.completeness.pages;
         let url = self.page_url(self.offset);
-        let page = self.ahead.take(url).await?;
+        // Past the reported total, the page after a full last one (see `past_the_end` below).
+        let beyond = number > 0 && self.offset >= self.completeness.expected;
+        let page = match self.ahead.take(url).await {
+            Err(refused) if beyond && refused.refuses_a_page() => {
+                self.done = true;
+                return Ok(None);
+            }
+            page => page?,
+        };
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         let received = page.records.len() as u64;
@@ -730,6 +762,8 @@ pub struct DastResultsPager {
     /// The environment the scan is of: each result names it.
     environment_id: String,
     per_page: u64,
+    /// Records per page as the server actually sends them (it may cap `per_page` silently).
+    served: u64,
     completeness: Completeness,
     seen: Seen,
     done: bool,
@@ -756,10 +790,19 @@ impl DastResultsPager {
         }
         let number = self.completeness.pages;
         let url = self.url(number)?;
-        let page = self
+        // Past the reported total, the page after a full last one (see `past_the_end` below).
+        let beyond = number > 0 && self.completeness.unique >= self.completeness.expected;
+        let page = match self
             .client
             .get_list("dast-results", &url, "results", "total")
-            .await?;
+            .await
+        {
+            Err(refused) if beyond && refused.refuses_a_page() => {
+                self.done = true;
+                return Ok(None);
+            }
+            page => page?,
+        };
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         if let Some(other) = fresh
@@ -783,7 +826,10 @@ impl DastResultsPager {
         let at_the_end = u64::from(number) + 1 >= last_page || c.unique >= c.expected;
         // A full page at the end by the reported total: the page after it is asked for too (see
         // `ResultsPager::next_page`).
-        let past_the_end = page.records.len() as u64 >= self.per_page && c.unique == c.expected;
+        let received = page.records.len() as u64;
+        self.served = self.served.max(received);
+        let full = received >= self.per_page || (number > 0 && received >= self.served);
+        let past_the_end = full && c.unique == c.expected;
         if (at_the_end && !past_the_end) || page.records.is_empty() || c.stalled() {
             self.done = true;
         }
@@ -1420,6 +1466,7 @@ impl CxOneClient {
             scan_id: scan_id.to_string(),
             environment_id: environment_id.to_string(),
             per_page: u64::from(self.inner.config.dast_page_size),
+            served: 0,
             completeness: Completeness::default(),
             seen: Seen::default(),
             done: false,
@@ -1547,8 +1594,6 @@ impl BranchListing {
     }
 }
 
-/// A DAST scans answer that holds another environment's scan than the one asked for: its
-/// findings are not this environment's, so no scan is taken for it.
 /// A results page that names another scan (`scanID`) than `asked`: the server answered about
 /// another scan, and taking it would close every finding of this one it does not hold. A page
 /// that names none passes.
@@ -1585,6 +1630,8 @@ fn of_another_environment(record: &[u8], asked: &str) -> Option<String> {
         .map(|id| id.into_owned())
 }
 
+/// A DAST scans answer that holds another environment's scan than the one asked for: its
+/// findings are not this environment's, so no scan is taken for it.
 fn environment_id_ignored(asked: &str, other: &str) -> VendorError {
     VendorError::Malformed {
         endpoint: "dast-scans",

@@ -90,8 +90,9 @@ async fn results_are_complete_and_unique_under_both_offset_semantics_at_the_edge
 
 /// A server that reports fewer results than a scan holds, its last page by that total full: the
 /// page after it is asked for, and the results there make the pull incomplete, rather than never
-/// read and their findings closed as absent. A total that is true costs that one request. On every
-/// results pager: all engines (under both readings of `offset`), SAST before triage, and DAST.
+/// read and their findings closed as absent. A total that is true costs that one request, which a
+/// server may answer empty or refuse (400, 404: the pull is whole all the same). On every results
+/// pager: all engines (under both readings of `offset`), SAST before triage, and DAST.
 #[tokio::test]
 async fn a_total_reported_short_of_the_results_is_not_taken_for_complete() {
     let sizes = vec![25, 15, 20];
@@ -121,17 +122,22 @@ async fn a_total_reported_short_of_the_results_is_not_taken_for_complete() {
         s.dast_page_size = LIMIT as u32;
         let client = client(s, &api_key(&emulator));
         let expected = emulator.expected();
-        for endpoint in [
+        let cases = [
             Endpoint::Results,
             Endpoint::SastResults,
             Endpoint::DastResults,
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|endpoint| [None, Some(400), Some(404)].map(|past_end| (endpoint, past_end)));
+        for (endpoint, past_end) in cases {
             for (i, claimed, complete) in [(0, 20, false), (1, 10, false), (2, 20, true)] {
-                let case = format!("{mode:?}, {endpoint:?} {i} claimed {claimed}");
+                let case =
+                    format!("{mode:?}, {endpoint:?} {i} claimed {claimed}, past end {past_end:?}");
                 emulator.set_fault(
                     endpoint,
                     FaultSpec {
                         claimed_total: Some(claimed),
+                        past_end_status: past_end,
                         ..FaultSpec::default()
                     },
                 );
@@ -158,6 +164,42 @@ async fn a_total_reported_short_of_the_results_is_not_taken_for_complete() {
                 assert_eq!(requests, claimed / LIMIT + 1, "{case}");
             }
         }
+    }
+}
+
+/// A DAST server that caps its pages below `per_page` and reports fewer results than it holds:
+/// the page after a last page as full as the server sends them is asked for too.
+#[tokio::test]
+async fn a_dast_total_reported_short_by_a_server_that_caps_its_pages_is_not_taken_for_complete() {
+    let emulator = emulator(TenantShape {
+        dast_environments: 1,
+        dast_scans_per_environment: 1,
+        environment_results: vec![21],
+        ..TenantShape::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.dast_page_size = 10;
+    let client = client(s, &api_key(&emulator));
+    let env = &emulator.expected().environments[0];
+    for (claimed, complete) in [(14, false), (21, true)] {
+        emulator.set_fault(
+            Endpoint::DastResults,
+            FaultSpec {
+                page_cap: Some(7),
+                claimed_total: Some(claimed),
+                ..FaultSpec::default()
+            },
+        );
+        emulator.reset_traffic();
+        let (records, c) = drain("capped", client.dast_results(&env.scans[0].id, &env.id)).await;
+        assert_eq!(c.is_complete(), complete, "claimed {claimed}: {c:?}");
+        assert_eq!(records, 21, "claimed {claimed}");
+        assert_eq!(
+            emulator.traffic().requests_to(Endpoint::DastResults),
+            claimed / 7 + 1,
+            "claimed {claimed}"
+        );
     }
 }
 

@@ -73,13 +73,18 @@ pub struct FaultSpec {
     /// `/api/dast/scans/scans` answers oldest first whatever `sort` asks (a server that ignores
     /// the order asked for).
     pub sort_ignored: bool,
+    /// A page that starts at or past the end of the list (not the first page) is answered with
+    /// this status (400 or 404) instead of an empty page: a server that refuses a page past its
+    /// end. On the results endpoints (all engines, SAST alone, DAST).
+    pub past_end_status: Option<u16>,
     /// Every page but the first holds at most this many records, whatever `limit` asks (a server
     /// whose pages shrink after the first). On the lists of projects, branches, results (all
     /// engines, and SAST alone), DAST environments and DAST scans.
     pub pages_shrink_to: Option<u64>,
     /// Every page holds at most this many records, whatever `limit` or the window asks (a server
-    /// that caps the page size silently), on the same lists. Where `/api/results` reads `offset`
-    /// as a page index, it pages by the size it sends.
+    /// that caps the page size silently), on the same lists and DAST results. Where
+    /// `/api/results` reads `offset` as a page index, and on DAST results, it pages by the size
+    /// it sends.
     pub page_cap: Option<u64>,
     /// `/api/projects`: every project listed names this as its main branch, while its scans stay
     /// on their branches and `use-main-branch` answers those (a server whose `use-main-branch`
@@ -196,6 +201,13 @@ impl FaultSpec {
                         format!("'ignore-filters' expects true or false, got '{value}'")
                     })?
                 }
+                "past-end" => {
+                    let status = int()?;
+                    if status != 400 && status != 404 {
+                        return Err(format!("'past-end' expects 400 or 404, got '{value}'"));
+                    }
+                    spec.past_end_status = Some(status as u16);
+                }
                 "ignore-sort" => {
                     spec.sort_ignored = value.parse().map_err(|_| {
                         format!("'ignore-sort' expects true or false, got '{value}'")
@@ -215,7 +227,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, max"
                     ));
                 }
             }
@@ -442,6 +454,13 @@ impl FaultControl {
         slot.spec
             .main_branch_listed
             .clone()
+            .filter(|_| slot.spec.applies_to(path_and_query))
+    }
+
+    pub fn past_end_status(&self, endpoint: Endpoint, path_and_query: &str) -> Option<u16> {
+        let slot = self.slot(endpoint);
+        slot.spec
+            .past_end_status
             .filter(|_| slot.spec.applies_to(path_and_query))
     }
 

@@ -10,7 +10,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{json_bytes, page_room, position, reported_total, require, write_array};
+use super::{
+    json_bytes, page_room, position, refuse_past_the_end, reported_total, require, write_array,
+};
 use crate::app::Shared;
 use crate::auth::{Principal, ROLE_DAST};
 use crate::endpoint::Endpoint;
@@ -289,7 +291,11 @@ pub async fn results(
         ));
     }
     let total = tenant.dast_scan_result_count(&scan);
-    let start = (page - 1).saturating_mul(per_page).min(total);
+    // A server that caps the page size (the fault `page-cap`) pages by what it sends.
+    let per_page = page_room(&state, Endpoint::DastResults, per_page, 0);
+    let start = (page - 1).saturating_mul(per_page);
+    refuse_past_the_end(&state, Endpoint::DastResults, start, total, Style::Ast)?;
+    let start = start.min(total);
     let end = start.saturating_add(per_page).min(total);
     let mut body = Vec::with_capacity(((end - start) as usize) * 700 + 64);
     body.extend_from_slice(b"{\"results\":");
@@ -306,7 +312,7 @@ pub async fn results(
     body.extend_from_slice(
         format!(
             ",\"total\":{reported},\"pages_number\":{}}}",
-            reported.max(0).unsigned_abs().div_ceil(per_page)
+            reported.max(0).unsigned_abs().div_ceil(per_page.max(1))
         )
         .as_bytes(),
     );

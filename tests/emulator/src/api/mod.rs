@@ -28,6 +28,31 @@ pub fn json_bytes(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The fault `past-end`: a page other than the first that starts at or past the list's end
+/// (`start` of `total` records) is refused with the fault's status.
+pub fn refuse_past_the_end(
+    state: &Shared,
+    endpoint: Endpoint,
+    start: u64,
+    total: u64,
+    style: Style,
+) -> Result<(), ApiError> {
+    let status = state
+        .faults
+        .past_end_status(endpoint, &faults::request_target());
+    match status {
+        Some(404) if start > 0 && start >= total => Err(ApiError::not_found(
+            style,
+            format!("no page starts at {start}: the list holds {total}"),
+        )),
+        Some(_) if start > 0 && start >= total => Err(ApiError::bad_request(
+            style,
+            format!("no page starts at {start}: the list holds {total}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The total a page reports: the true one, or the one a fault claims, moved by a drift fault.
 pub fn reported_total(state: &Shared, endpoint: Endpoint, total: u64) -> i64 {
     state

@@ -6,7 +6,9 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::{json_bytes, page_room, position, reported_total, require, write_array};
+use super::{
+    json_bytes, page_room, position, refuse_past_the_end, reported_total, require, write_array,
+};
 use crate::app::{OffsetMode, Shared};
 use crate::auth::{Principal, ROLE_RESULTS};
 use crate::endpoint::Endpoint;
@@ -140,6 +142,7 @@ pub async fn all_scanners(
         },
         filter.is_empty() && every_engine,
     );
+    refuse_past_the_end(&state, Endpoint::Results, skip, total, Style::Results)?;
     // The fault `move-first-to-end`: after the first page, the list as if its first record had
     // been edited and moved to the end (every record after it one place earlier).
     let moved = skip > 0
@@ -225,6 +228,7 @@ pub async fn sast_only(
         },
         filter.is_empty(),
     );
+    refuse_past_the_end(&state, Endpoint::SastResults, skip, total, Style::Results)?;
     let dates = tenant.scan_dates(&scan);
     let mut body = Vec::with_capacity(ranks.len() * 1_600 + 64);
     body.extend_from_slice(b"{\"results\":");
