@@ -841,6 +841,27 @@ pub(crate) async fn restore_committed_manifest(
     Ok(())
 }
 
+/// The most problems a partial run's reason names one by one; the manifest lists them all. A
+/// tenant of thousands of projects can have a problem for each, and the reason is what `status`
+/// shows.
+const PROBLEMS_NAMED: usize = 5;
+
+/// Why a run is partial, in a line: its first problems, and how many more the manifest holds.
+fn partial_reason(problems: &[String], manifest_key: &str) -> String {
+    let named: Vec<&str> = problems
+        .iter()
+        .take(PROBLEMS_NAMED)
+        .map(String::as_str)
+        .collect();
+    match problems.len().saturating_sub(PROBLEMS_NAMED) {
+        0 => named.join("; "),
+        more => format!(
+            "{}; and {more} more problems, each in the manifest's `problems` ({manifest_key})",
+            named.join("; ")
+        ),
+    }
+}
+
 /// What follows the commit marker: the run and the connection are Processed (with the reason
 /// when the run is partial), and the lock is released. Repeating it changes nothing.
 pub(crate) async fn mark_committed(
@@ -848,7 +869,7 @@ pub(crate) async fn mark_committed(
     run: &RunRef,
     manifest: &Manifest,
 ) -> Result<(), StepError> {
-    let reason = (!manifest.complete).then(|| manifest.problems.join("; "));
+    let reason = (!manifest.complete).then(|| partial_reason(&manifest.problems, &run.manifest()));
     update_run(store, run, |r| {
         r.state = RunState::Processed;
         r.reason = reason.clone();
@@ -935,6 +956,29 @@ pub(crate) fn run_allows_start(moment: Option<jiff::Timestamp>) -> Result<(), St
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
+
+    #[test]
+    fn a_partial_runs_reason_names_its_first_problems_and_counts_the_rest() {
+        let problems: Vec<String> = (1..=12).map(|n| format!("project p{n}: doubt")).collect();
+        assert_eq!(
+            partial_reason(&problems[..2], "m.json"),
+            "project p1: doubt; project p2: doubt"
+        );
+        assert_eq!(
+            partial_reason(&problems[..PROBLEMS_NAMED], "m.json")
+                .matches("doubt")
+                .count(),
+            PROBLEMS_NAMED
+        );
+        let long = partial_reason(&problems, "runs/r/manifest.json");
+        assert!(long.starts_with("project p1: doubt; "), "{long}");
+        assert!(
+            long.contains("project p5: doubt; and 7 more problems"),
+            "{long}"
+        );
+        assert!(long.ends_with("(runs/r/manifest.json)"), "{long}");
+        assert!(!long.contains("p6"), "{long}");
+    }
 
     #[test]
     fn runs_reconcile_within_one_tenant_region_and_sort_of_asset() {

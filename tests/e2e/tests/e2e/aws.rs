@@ -241,17 +241,21 @@ async fn full_runs_commit_to_s3_with_credentials_from_secrets_manager() {
                 .unwrap()
                 .is_none()
         );
-        // Every raw object, pages and the outcomes written only where none is alike, is tagged
-        // for the lifecycle rule.
+        // Every raw object, pages and the outcomes written only where none is alike, and the
+        // plan's work lists (the vendor's records), is tagged for the lifecycle rule.
         let raw: Vec<String> = store
             .list(&format!("connections/{id}/runs/"))
             .await
             .unwrap()
             .into_iter()
-            .filter(|k| k.contains("/raw/"))
+            .filter(|k| k.contains("/raw/") || k.contains("/plan/"))
             .collect();
         assert!(raw.iter().any(|k| k.ends_with("/0.json.zst")), "{raw:?}");
         assert!(raw.iter().any(|k| k.ends_with("/collect.json")), "{raw:?}");
+        assert!(
+            raw.iter().any(|k| k.ends_with("/plan/work.jsonl")),
+            "{raw:?}"
+        );
         for key in &raw {
             let tags = moto
                 .s3()
