@@ -171,10 +171,12 @@ pub struct LastScan {
     pub engines: Vec<String>,
 }
 
-/// A scan's record (`GET /api/scans/{id}`), only what tells the engines it ran.
+/// A scan's record (`GET /api/scans/{id}`), only what tells which scan it is and the engines it ran.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanRecord {
+    #[serde(default)]
+    pub id: Option<String>,
     #[serde(default)]
     pub engines: Option<Vec<String>>,
     #[serde(default)]

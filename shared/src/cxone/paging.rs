@@ -1456,6 +1456,19 @@ impl CxOneClient {
                     .map_err(|e| format!("scan {scan_id}'s record is not a scan: {e}"))
             })
             .await?;
+        // A record of another scan (a server ignoring the id in the path) says nothing of this one.
+        if let Some(other) = record
+            .id
+            .as_deref()
+            .filter(|id| !id.eq_ignore_ascii_case(scan_id))
+        {
+            return Err(VendorError::Malformed {
+                endpoint: "scans",
+                detail: format!(
+                    "asked for the record of scan {scan_id}, the answer is the record of scan {other}; the engines the scan ran are not known, and nothing is pulled rather than a scan taken for an engine it may not have run"
+                ),
+            });
+        }
         Ok(record.engines_ran())
     }
 

@@ -775,6 +775,24 @@ async fn last_scans_come_in_batches_with_the_limit_set() {
     assert!(scans.len() < 45, "projects without SAST have no entry");
 }
 
+/// The error of `last_scans` from a server whose `endpoint` ignores its filters.
+async fn last_scans_refused(
+    emulator: &Emulator,
+    endpoint: Endpoint,
+    client: &CxOneClient,
+    ids: &[String],
+    query: &LastScanQuery,
+) -> String {
+    emulator.set_fault(
+        endpoint,
+        FaultSpec {
+            filters_ignored: true,
+            ..FaultSpec::default()
+        },
+    );
+    client.last_scans(ids, query).await.unwrap_err().to_string()
+}
+
 /// A server that ignores `last-scan`'s filters answers scans that are not what was asked (one
 /// still running, one that ran another engine): the call fails, naming the project and the scan,
 /// rather than the plan take such a scan for a completed SAST one, pull it whole and close every
@@ -792,18 +810,7 @@ async fn a_last_scan_answer_that_ignores_the_filters_is_refused() {
     let query = LastScanQuery::completed_sast();
     let honest = client.last_scans(&ids, &query).await.unwrap();
     assert!(!honest.is_empty());
-    emulator.set_fault(
-        Endpoint::LastScan,
-        FaultSpec {
-            filters_ignored: true,
-            ..FaultSpec::default()
-        },
-    );
-    let error = client
-        .last_scans(&ids, &query)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = last_scans_refused(&emulator, Endpoint::LastScan, &client, &ids, &query).await;
     assert!(
         error.contains("the server ignores the query's filters")
             && (error.contains("where a Completed scan was asked for")
@@ -815,7 +822,8 @@ async fn a_last_scan_answer_that_ignores_the_filters_is_refused() {
 /// A `last-scan` answer that does not list the engines a scan ran is checked against the scan's
 /// record (`/api/scans/{id}`, one request a scan that lists none): where the server keeps to the
 /// `engine` asked, the scans are taken as before; where it ignores it, a KICS-only re-scan is
-/// refused, rather than taken for the project's SAST scan and every SAST finding closed.
+/// refused, rather than taken for the project's SAST scan and every SAST finding closed; and a
+/// record of another scan than asked is refused.
 #[tokio::test]
 async fn a_last_scan_answer_without_engines_is_checked_against_the_scans_record() {
     let emulator = emulator(TenantShape {
@@ -852,24 +860,21 @@ async fn a_last_scan_answer_without_engines_is_checked_against_the_scans_record(
         want.len() as u64,
         "one record asked for each scan"
     );
-    emulator.set_fault(
-        Endpoint::LastScan,
-        FaultSpec {
-            filters_ignored: true,
-            ..FaultSpec::default()
-        },
-    );
-    let error = client
-        .last_scans(&ids, &query)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = last_scans_refused(&emulator, Endpoint::LastScan, &client, &ids, &query).await;
     let rescanned = &emulator.expected().projects[1];
     assert!(
         error.contains(&format!(
             "project {}: scan {} ran kics, not the sast engine asked for",
             rescanned.id, rescanned.scans[1].id
         )),
+        "{error}"
+    );
+    // A record of another scan than asked (a server ignoring the id in the path) is refused.
+    emulator.clear_faults();
+    let error = last_scans_refused(&emulator, Endpoint::Scans, &client, &ids, &query).await;
+    let first = &emulator.expected().projects[0].scans[0].id;
+    assert!(
+        error.contains(&format!("the answer is the record of scan {first}")),
         "{error}"
     );
 }

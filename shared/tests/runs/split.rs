@@ -205,13 +205,17 @@ async fn a_part_the_vendor_refuses_leaves_the_asset_failed_and_its_findings_carr
     std::fs::remove_dir_all(dir).ok();
 }
 
-#[tokio::test]
-async fn a_total_that_moves_while_the_parts_are_pulled_leaves_the_asset_incomplete() {
-    let emulator = tenant(OffsetMode::Page).await;
-    let (store, dir) = temp_store("split-drift");
-    let c = split_connection(&emulator, "split-drift");
-    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
-    let open_before = large_item(&manifest(&store, &first.manifest).await, &emulator)
+/// Run 1 as the vendor holds it, then run 2 with `fault` on the large scan's results: the large
+/// item's open findings after run 1, and its entry in run 2's manifest.
+async fn large_scan_faulted(
+    emulator: &Emulator,
+    store: &LocalStore,
+    c: &Connection,
+    fault: FaultSpec,
+) -> (u64, cxone_etm::pipeline::ManifestItem) {
+    let first = run(store, c, api_key(emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let open_before = large_item(&manifest(store, &first.manifest).await, emulator)
         .figures
         .findings_out;
     let scan = emulator.expected().projects[0]
@@ -221,13 +225,25 @@ async fn a_total_that_moves_while_the_parts_are_pulled_leaves_the_asset_incomple
     emulator.set_fault(
         Endpoint::Results,
         FaultSpec {
-            total_drift: 2,
             only_matching: Some(scan),
-            ..FaultSpec::default()
+            ..fault
         },
     );
-    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
-    let large = large_item(&manifest(&store, &second.manifest).await, &emulator);
+    let second = run(store, c, api_key(emulator)).await.unwrap();
+    let large = large_item(&manifest(store, &second.manifest).await, emulator);
+    (open_before, large)
+}
+
+#[tokio::test]
+async fn a_total_that_moves_while_the_parts_are_pulled_leaves_the_asset_incomplete() {
+    let emulator = tenant(OffsetMode::Page).await;
+    let (store, dir) = temp_store("split-drift");
+    let c = split_connection(&emulator, "split-drift");
+    let drift = FaultSpec {
+        total_drift: 2,
+        ..FaultSpec::default()
+    };
+    let (open_before, large) = large_scan_faulted(&emulator, &store, &c, drift).await;
     assert_eq!(large.status, ItemStatus::Incomplete, "{large:?}");
     assert!(large.reason.unwrap().starts_with("part "));
     assert_eq!(large.carried_forward, open_before);
@@ -254,25 +270,11 @@ async fn a_total_reported_short_of_the_results_leaves_the_asset_incomplete() {
         if !split {
             c.config.split_scans_above = u64::MAX;
         }
-        let first = run(&store, &c, api_key(&emulator)).await.unwrap();
-        assert!(first.complete, "{case}: {:?}", first.problems);
-        let open_before = large_item(&manifest(&store, &first.manifest).await, &emulator)
-            .figures
-            .findings_out;
-        let scan = emulator.expected().projects[0]
-            .main_branch_sast_scan
-            .clone()
-            .unwrap();
-        emulator.set_fault(
-            Endpoint::Results,
-            FaultSpec {
-                claimed_total: Some(LARGE - 5),
-                only_matching: Some(scan),
-                ..FaultSpec::default()
-            },
-        );
-        let second = run(&store, &c, api_key(&emulator)).await.unwrap();
-        let large = large_item(&manifest(&store, &second.manifest).await, &emulator);
+        let short = FaultSpec {
+            claimed_total: Some(LARGE - 5),
+            ..FaultSpec::default()
+        };
+        let (open_before, large) = large_scan_faulted(&emulator, &store, &c, short).await;
         assert_eq!(large.status, ItemStatus::Incomplete, "{case}: {large:?}");
         let reason = large.reason.unwrap();
         assert_eq!(reason.starts_with("part "), split, "{case}: {reason}");

@@ -67,8 +67,9 @@ pub struct FaultSpec {
     pub first_replaced: bool,
     /// `/api/projects/last-scan` answers each project's latest scan whatever `scan-status`,
     /// `engine`, `branch` and `project-ids` ask, `/api/dast/scans/scans` every environment's
-    /// scans whatever `environmentId` asks, and the results endpoints the tenant's first scan's
-    /// (first DAST scan's) results whatever scan is asked (a server that ignores its filters).
+    /// scans whatever `environmentId` asks, the results endpoints the tenant's first scan's
+    /// (first DAST scan's) results and `/api/scans/{id}` its record whatever scan is asked (a
+    /// server that ignores its filters).
     pub filters_ignored: bool,
     /// `/api/dast/scans/scans` answers oldest first whatever `sort` asks (a server that ignores
     /// the order asked for).

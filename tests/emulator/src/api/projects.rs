@@ -428,9 +428,14 @@ pub async fn one_scan(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require(principal, ROLE_SCANS, Style::Ast)?;
-    let scan = state
-        .tenant
-        .scan_by_id(&id)
-        .ok_or_else(|| ApiError::not_found(Style::Ast, "scan not found"))?;
+    // The fault `ignore-filters`: the tenant's first scan's record, whatever id the path names.
+    let ignored = state
+        .faults
+        .filters_ignored(Endpoint::Scans, &faults::request_target());
+    let scan = match ignored {
+        true => state.tenant.scans(0).into_iter().next(),
+        false => state.tenant.scan_by_id(&id),
+    };
+    let scan = scan.ok_or_else(|| ApiError::not_found(Style::Ast, "scan not found"))?;
     Ok(Json(state.tenant.scan_json(&scan)).into_response())
 }
