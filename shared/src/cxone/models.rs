@@ -331,11 +331,18 @@ pub struct DastScan {
     pub scan_type: Option<String>,
 }
 
+/// Whether two vendor ids (UUIDs) name the same scan or environment: letter case aside.
+pub(crate) fn same_id(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
 impl DastScan {
     /// The environment the scan names, where that is another than `asked` (a scan naming none
     /// passes).
     pub fn of_another_environment(&self, asked: &str) -> Option<&str> {
-        self.environment_id.as_deref().filter(|id| *id != asked)
+        self.environment_id
+            .as_deref()
+            .filter(|id| !same_id(id, asked))
     }
 
     /// Finished scans: the live API says `Completed`, older answers `Finished`.

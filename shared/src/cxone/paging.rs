@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::client::{CxOneClient, ListPage, parse_list_page};
 use super::error::VendorError;
-use super::models::{DastEnvironment, DastScan, LastScan, Project, ScanRecord};
+use super::models::{DastEnvironment, DastScan, LastScan, Project, ScanRecord, same_id};
 use super::transport::spawn_counted;
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
 use url::Url;
@@ -587,14 +587,10 @@ impl ResultsPager {
         };
         let url = self.page_url(offset);
         let beyond = self.past_the_reported_end();
-        let page = match self.ahead.take(url).await {
-            // A server may refuse a page past its end rather than answer it empty.
-            Err(refused) if beyond && refused.refuses_a_page() => {
-                self.done = true;
-                self.semantics.get_or_insert(OffsetSemantics::Unneeded);
-                return Ok(None);
-            }
-            page => page?,
+        let Some(page) = unless_refused_past_the_end(self.ahead.take(url).await, beyond)? else {
+            self.done = true;
+            self.semantics.get_or_insert(OffsetSemantics::Unneeded);
+            return Ok(None);
         };
         of_the_scan_asked("results", &page, &self.scan_id, number)?;
         self.completeness.observe_total(page.total);
@@ -634,7 +630,7 @@ impl ResultsPager {
         // server that reports fewer results than it holds would otherwise have the rest never
         // asked for, and their findings closed as absent; records there are more than the total
         // (incomplete), none and the pull is whole. One request, only where the last page is full.
-        let full = received >= self.limit || (number > 0 && received >= self.served);
+        let full = full_page(received, self.limit, self.served, number);
         let past_the_end = full && at_the_end && self.completeness.unique == room;
         if (whole && !past_the_end) || received == 0 || short || self.completeness.stalled() {
             self.done = true;
@@ -703,12 +699,9 @@ impl OriginalSeverityPager {
         let url = self.page_url(self.offset);
         // Past the reported total, the page after a full last one (see `past_the_end` below).
         let beyond = number > 0 && self.offset >= self.completeness.expected;
-        let page = match self.ahead.take(url).await {
-            Err(refused) if beyond && refused.refuses_a_page() => {
-                self.done = true;
-                return Ok(None);
-            }
-            page => page?,
+        let Some(page) = unless_refused_past_the_end(self.ahead.take(url).await, beyond)? else {
+            self.done = true;
+            return Ok(None);
         };
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
@@ -717,7 +710,7 @@ impl OriginalSeverityPager {
         self.served = self.served.max(received);
         // A full page at the end by the reported total: the page after it is asked for too (see
         // `ResultsPager::next_page`).
-        let full = received >= self.limit || (number > 0 && received >= self.served);
+        let full = full_page(received, self.limit, self.served, number);
         let past_the_end = full && self.completeness.unique == self.completeness.expected;
         if page.records.is_empty()
             || (self.offset >= page.total && !past_the_end)
@@ -792,22 +785,19 @@ impl DastResultsPager {
         let url = self.url(number)?;
         // Past the reported total, the page after a full last one (see `past_the_end` below).
         let beyond = number > 0 && self.completeness.unique >= self.completeness.expected;
-        let page = match self
+        let answer = self
             .client
             .get_list("dast-results", &url, "results", "total")
-            .await
-        {
-            Err(refused) if beyond && refused.refuses_a_page() => {
-                self.done = true;
-                return Ok(None);
-            }
-            page => page?,
+            .await;
+        let Some(page) = unless_refused_past_the_end(answer, beyond)? else {
+            self.done = true;
+            return Ok(None);
         };
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         if let Some(other) = fresh
             .iter()
-            .find_map(|record| of_another_environment(record, &self.environment_id))
+            .find_map(|record| names_another_environment(record, &self.environment_id))
         {
             return Err(VendorError::Malformed {
                 endpoint: "dast-results",
@@ -828,7 +818,7 @@ impl DastResultsPager {
         // `ResultsPager::next_page`).
         let received = page.records.len() as u64;
         self.served = self.served.max(received);
-        let full = received >= self.per_page || (number > 0 && received >= self.served);
+        let full = full_page(received, self.per_page, self.served, number);
         let past_the_end = full && c.unique == c.expected;
         if (at_the_end && !past_the_end) || page.records.is_empty() || c.stalled() {
             self.done = true;
@@ -882,6 +872,23 @@ impl LastScanQuery {
             ));
         }
         None
+    }
+
+    /// The first scan of `answer` that is not what this query asked, as the error it is.
+    fn refuse_mismatches(&self, answer: &HashMap<String, LastScan>) -> Result<(), VendorError> {
+        let mismatch = answer.iter().find_map(|(id, scan)| {
+            let mismatch = self.mismatch(scan)?;
+            Some(format!("project {id}: {mismatch}"))
+        });
+        match mismatch {
+            Some(mismatch) => Err(VendorError::Malformed {
+                endpoint: "last-scan",
+                detail: format!(
+                    "{mismatch}: the server ignores the query's filters; nothing is pulled rather than a scan taken for what it is not"
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The latest completed scan that ran `engine` (of any engine when `None`), of any branch;
@@ -1029,19 +1036,11 @@ impl CxOneClient {
                     ),
                 });
             }
+            // What the answer says is checked before any scan's record is asked for; the
+            // engines those records name, after.
+            query.refuse_mismatches(&answer)?;
             let answer = self.with_engines(answer, query).await?;
-            let mismatch = answer.iter().find_map(|(id, scan)| {
-                let mismatch = query.mismatch(scan)?;
-                Some(format!("project {id}: {mismatch}"))
-            });
-            if let Some(mismatch) = mismatch {
-                return Err(VendorError::Malformed {
-                    endpoint: "last-scan",
-                    detail: format!(
-                        "{mismatch}: the server ignores the query's filters; nothing is pulled rather than a scan taken for what it is not"
-                    ),
-                });
-            }
+            query.refuse_mismatches(&answer)?;
             let before = found.len();
             found.extend(answer);
             if found.len() == before {
@@ -1457,11 +1456,7 @@ impl CxOneClient {
             })
             .await?;
         // A record of another scan (a server ignoring the id in the path) says nothing of this one.
-        if let Some(other) = record
-            .id
-            .as_deref()
-            .filter(|id| !id.eq_ignore_ascii_case(scan_id))
-        {
+        if let Some(other) = record.id.as_deref().filter(|id| !same_id(id, scan_id)) {
             return Err(VendorError::Malformed {
                 endpoint: "scans",
                 detail: format!(
@@ -1607,6 +1602,25 @@ impl BranchListing {
     }
 }
 
+/// A page a pager asked for, or `None` where the server refused it (see
+/// [`VendorError::refuses_a_page`]) and it was the page after a full last page by the reported
+/// total (`beyond`): a server may refuse a page past its end rather than answer it empty.
+fn unless_refused_past_the_end(
+    answer: Result<ListPage, VendorError>,
+    beyond: bool,
+) -> Result<Option<ListPage>, VendorError> {
+    match answer {
+        Err(refused) if beyond && refused.refuses_a_page() => Ok(None),
+        answer => answer.map(Some),
+    }
+}
+
+/// Whether a page of `received` records is full: as many as asked, or, after the first, as many
+/// as the largest page the server has sent (one that caps the page size silently).
+fn full_page(received: u64, asked: u64, served: u64, number: u32) -> bool {
+    received >= asked || (number > 0 && received >= served)
+}
+
 /// A results page that names another scan (`scanID`) than `asked`: the server answered about
 /// another scan, and taking it would close every finding of this one it does not hold. A page
 /// that names none passes.
@@ -1617,7 +1631,7 @@ fn of_the_scan_asked(
     number: u32,
 ) -> Result<(), VendorError> {
     match &page.scan_id {
-        Some(named) if !named.eq_ignore_ascii_case(asked) => Err(VendorError::Malformed {
+        Some(named) if !same_id(named, asked) => Err(VendorError::Malformed {
             endpoint,
             detail: format!(
                 "page {} is of scan {named}, where scan {asked} was asked for (`scan-id`): the server answered about another scan; nothing of the scan is taken, and it is pulled again next run",
@@ -1630,7 +1644,7 @@ fn of_the_scan_asked(
 
 /// The environment a DAST result names (`environment_id`), where that is another than `asked`
 /// (a result naming none, or one that does not parse, passes: the transform judges it).
-fn of_another_environment(record: &[u8], asked: &str) -> Option<String> {
+fn names_another_environment(record: &[u8], asked: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Named<'a> {
         #[serde(borrow, default)]
@@ -1639,7 +1653,7 @@ fn of_another_environment(record: &[u8], asked: &str) -> Option<String> {
     let named: Named = serde_json::from_slice(record).ok()?;
     named
         .environment_id
-        .filter(|id| id != asked)
+        .filter(|id| !same_id(id, asked))
         .map(|id| id.into_owned())
 }
 
@@ -1821,6 +1835,52 @@ mod tests {
     }
 
     #[test]
+    fn only_a_refusal_of_the_page_past_the_end_ends_a_list() {
+        let not_found = || VendorError::NotFound {
+            endpoint: "results",
+            what: "page".into(),
+        };
+        let rejected = |status| VendorError::Rejected {
+            endpoint: "results",
+            status,
+            message: "no".into(),
+        };
+        assert!(matches!(
+            unless_refused_past_the_end(Err(not_found()), true),
+            Ok(None)
+        ));
+        assert!(matches!(
+            unless_refused_past_the_end(Err(rejected(422)), true),
+            Ok(None)
+        ));
+        // Mid-list, a refusal fails the pull.
+        assert!(unless_refused_past_the_end(Err(not_found()), false).is_err());
+        // Past the end, what is not a refusal of the page still fails it.
+        for error in [
+            VendorError::Forbidden {
+                endpoint: "results",
+                role_hint: "a role",
+            },
+            VendorError::Unauthorized {
+                endpoint: "results",
+            },
+            VendorError::RetriesExhausted {
+                endpoint: "results",
+                attempts: 3,
+                waited: std::time::Duration::from_secs(1),
+                last: "HTTP 503".into(),
+            },
+            rejected(301),
+        ] {
+            let shown = error.to_string();
+            assert!(
+                unless_refused_past_the_end(Err(error), true).is_err(),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn dast_scans_out_of_newest_first_order_are_named() {
         let scan = |id: &str, created: Option<&str>| DastScan {
             scan_id: id.into(),
@@ -1853,7 +1913,12 @@ mod tests {
 
     #[test]
     fn a_dast_result_of_another_environment_is_named() {
-        let of = |record: &str| of_another_environment(record.as_bytes(), "env-a");
+        let of = |record: &str| names_another_environment(record.as_bytes(), "env-a");
+        assert_eq!(
+            of(r#"{"environment_id":"ENV-A"}"#),
+            None,
+            "ids are UUIDs: case aside"
+        );
         assert_eq!(of(r#"{"id":"1","environment_id":"env-a"}"#), None);
         assert_eq!(of(r#"{"id":"1"}"#), None, "naming none passes");
         assert_eq!(

@@ -853,13 +853,15 @@ fn partial_reason(problems: &[String], manifest_key: &str) -> String {
         .take(PROBLEMS_NAMED)
         .map(String::as_str)
         .collect();
-    match problems.len().saturating_sub(PROBLEMS_NAMED) {
-        0 => named.join("; "),
-        more => format!(
-            "{}; and {more} more problems, each in the manifest's `problems` ({manifest_key})",
-            named.join("; ")
-        ),
-    }
+    let more = match problems.len().saturating_sub(PROBLEMS_NAMED) {
+        0 => return named.join("; "),
+        1 => "1 more problem".to_string(),
+        n => format!("{n} more problems"),
+    };
+    format!(
+        "{}; and {more}, each in the manifest's `problems` ({manifest_key})",
+        named.join("; ")
+    )
 }
 
 /// What follows the commit marker: the run and the connection are Processed (with the reason
@@ -978,6 +980,11 @@ mod tests {
         );
         assert!(long.ends_with("(runs/r/manifest.json)"), "{long}");
         assert!(!long.contains("p6"), "{long}");
+        let one_more = partial_reason(&problems[..PROBLEMS_NAMED + 1], "m.json");
+        assert!(
+            one_more.contains("; and 1 more problem, each"),
+            "{one_more}"
+        );
     }
 
     #[test]

@@ -283,6 +283,7 @@ pub struct Fired {
     pub truncated: AtomicU64,
     pub malformed: AtomicU64,
     pub untyped: AtomicU64,
+    pub refused_past_end: AtomicU64,
 }
 
 #[derive(Default)]

@@ -99,6 +99,9 @@ impl Stats {
                 truncated: per_endpoint(&|e| fired(e).truncated.load(Ordering::Relaxed)),
                 malformed: per_endpoint(&|e| fired(e).malformed.load(Ordering::Relaxed)),
                 untyped: per_endpoint(&|e| fired(e).untyped.load(Ordering::Relaxed)),
+                refused_past_end: per_endpoint(&|e| {
+                    fired(e).refused_past_end.load(Ordering::Relaxed)
+                }),
             },
         }
     }
@@ -131,4 +134,7 @@ pub struct FaultsFired {
     pub malformed: BTreeMap<String, u64>,
     #[serde(default)]
     pub untyped: BTreeMap<String, u64>,
+    /// Pages past the end refused (the fault `past-end`).
+    #[serde(default)]
+    pub refused_past_end: BTreeMap<String, u64>,
 }

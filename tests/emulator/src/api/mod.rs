@@ -39,18 +39,18 @@ pub fn refuse_past_the_end(
 ) -> Result<(), ApiError> {
     let status = state
         .faults
-        .past_end_status(endpoint, &faults::request_target());
-    match status {
-        Some(404) if start > 0 && start >= total => Err(ApiError::not_found(
-            style,
-            format!("no page starts at {start}: the list holds {total}"),
-        )),
-        Some(_) if start > 0 && start >= total => Err(ApiError::bad_request(
-            style,
-            format!("no page starts at {start}: the list holds {total}"),
-        )),
-        _ => Ok(()),
-    }
+        .past_end_status(endpoint, &faults::request_target())
+        .filter(|_| start > 0 && start >= total);
+    let message = format!("no page starts at {start}: the list holds {total}");
+    let refusal = match status {
+        Some(404) => ApiError::not_found(style, message),
+        Some(400) => ApiError::bad_request(style, message),
+        _ => return Ok(()),
+    };
+    state.faults.fired[endpoint.index()]
+        .refused_past_end
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Err(refusal)
 }
 
 /// The total a page reports: the true one, or the one a fault claims, moved by a drift fault.
