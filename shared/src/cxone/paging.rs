@@ -656,8 +656,8 @@ impl ResultsPager {
 }
 
 /// Pages one scan's SAST results as they were before triage (`/api/sast-results` with
-/// `apply-predicates=false`), only the result hash and severity of each (`include-nodes=false`,
-/// `visible-columns`), by item offset.
+/// `apply-predicates=false`), only the result hash, severity and scan of each
+/// (`include-nodes=false`, `visible-columns`), by item offset.
 pub struct OriginalSeverityPager {
     client: CxOneClient,
     scan_id: String,
@@ -685,6 +685,8 @@ impl OriginalSeverityPager {
                 ("include-nodes", "false".into()),
                 ("visible-columns", "result-hash".into()),
                 ("visible-columns", "severity".into()),
+                // Each row names its scan: an answer about another scan is refused.
+                ("visible-columns", "scan-id".into()),
                 ("limit", self.limit.to_string()),
                 ("offset", offset.to_string()),
             ],
@@ -703,6 +705,7 @@ impl OriginalSeverityPager {
             self.done = true;
             return Ok(None);
         };
+        of_the_scan_asked("sast-results", &page, &self.scan_id, number)?;
         self.completeness.observe_total(page.total);
         let fresh = self.seen.admit(&page, &mut self.completeness);
         let received = page.records.len() as u64;
@@ -1621,7 +1624,8 @@ fn full_page(received: u64, asked: u64, served: u64, number: u32) -> bool {
     received >= asked || (number > 0 && received >= served)
 }
 
-/// A results page that names another scan (`scanID`) than `asked`: the server answered about
+/// A results page that names another scan than `asked` (`scanID`: of the page on `/api/results`,
+/// of each record on `/api/sast-results`, where the first is read): the server answered about
 /// another scan, and taking it would close every finding of this one it does not hold. A page
 /// that names none passes.
 fn of_the_scan_asked(
@@ -1630,8 +1634,19 @@ fn of_the_scan_asked(
     asked: &str,
     number: u32,
 ) -> Result<(), VendorError> {
-    match &page.scan_id {
-        Some(named) if !same_id(named, asked) => Err(VendorError::Malformed {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "scanID", default)]
+        scan_id: Option<String>,
+    }
+    let named = page.scan_id.clone().or_else(|| {
+        let first = page.records.first()?;
+        serde_json::from_slice::<Named>(page.record(first))
+            .ok()?
+            .scan_id
+    });
+    match named {
+        Some(named) if !same_id(&named, asked) => Err(VendorError::Malformed {
             endpoint,
             detail: format!(
                 "page {} is of scan {named}, where scan {asked} was asked for (`scan-id`): the server answered about another scan; nothing of the scan is taken, and it is pulled again next run",
@@ -1832,6 +1847,18 @@ mod tests {
             )),
             "{refused}"
         );
+        // `/api/sast-results` names its scan in each row: the first is read.
+        let rows = |first: &str| {
+            let body = format!(r#"{{"results":[{first},{{"scanID":"x"}}],"totalCount":2}}"#);
+            parse_list_page(Bytes::from(body), "results", "totalCount").unwrap()
+        };
+        let named = format!(r#"{{"resultHash":"h","scanID":"{upper}"}}"#);
+        assert!(of_the_scan_asked("sast-results", &rows(&named), asked, 0).is_ok());
+        assert!(
+            of_the_scan_asked("sast-results", &rows(r#"{"resultHash":"h"}"#), asked, 0).is_ok()
+        );
+        let other = rows(r#"{"resultHash":"h","scanID":"other"}"#);
+        assert!(of_the_scan_asked("sast-results", &other, asked, 0).is_err());
     }
 
     #[test]

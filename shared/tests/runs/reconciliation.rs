@@ -838,13 +838,18 @@ async fn an_environments_scans_that_are_not_its_own_are_not_taken() {
 }
 
 /// Results pages about another scan than asked (a server ignoring `scan-id`: its pages name
-/// another scan in `scanID`; a DAST scan's results name another environment): the item fails,
-/// its findings carried, nothing closed, the others delivered. Before, the other scan's results
-/// were taken for the item's, and its own findings absent from them closed.
+/// another scan in `scanID`, the severities before triage in each row; a DAST scan's results
+/// name another environment): the item fails, its findings carried, nothing closed, the others
+/// delivered. Before, the other scan's results were taken for the item's, and its own findings
+/// absent from them closed (the other scan's severities before triage were taken for its own).
 #[tokio::test]
 async fn results_about_another_scan_are_not_taken() {
-    for kind in [ConnectorKind::Sast, ConnectorKind::Dast] {
-        let id = format!("results-of-another-{kind:?}").to_lowercase();
+    for (kind, faulted) in [
+        (ConnectorKind::Sast, Endpoint::Results),
+        (ConnectorKind::Sast, Endpoint::SastResults),
+        (ConnectorKind::Dast, Endpoint::DastResults),
+    ] {
+        let id = format!("results-of-another-{faulted:?}").to_lowercase();
         let (store, dir) = temp_store(&id);
         let emulator = emulator(TenantShape {
             dast_environments: 4,
@@ -873,7 +878,7 @@ async fn results_about_another_scan_are_not_taken() {
                 let project = &expected.projects[2];
                 let scan = project.scans.last().unwrap().id.clone();
                 (
-                    Endpoint::Results,
+                    faulted,
                     project.id.clone(),
                     scan,
                     "was asked for (`scan-id`)",
@@ -892,13 +897,13 @@ async fn results_about_another_scan_are_not_taken() {
         emulator.clear_faults();
         let m2 = manifest(&store, &second.manifest).await;
         let failed = m2.items.iter().find(|i| i.vendor_id == item).unwrap();
-        assert_eq!(failed.status, ItemStatus::Failed, "{kind:?}");
+        assert_eq!(failed.status, ItemStatus::Failed, "{faulted:?}");
         assert!(
             failed
                 .reason
                 .as_deref()
                 .is_some_and(|r| r.contains(why) && r.contains(&scan)),
-            "{kind:?}: {:?}",
+            "{faulted:?}: {:?}",
             failed.reason
         );
         assert!(
@@ -906,11 +911,11 @@ async fn results_about_another_scan_are_not_taken() {
                 .iter()
                 .filter(|i| i.vendor_id != item)
                 .all(|i| i.status == ItemStatus::Complete),
-            "{kind:?}"
+            "{faulted:?}"
         );
-        assert_eq!(closed_findings(&m2), 0, "{kind:?}: nothing is closed");
+        assert_eq!(closed_findings(&m2), 0, "{faulted:?}: nothing is closed");
         let open_now = m2.totals.findings_out - m2.totals.fixed;
-        assert_eq!(open_now + m2.carried_forward, open_before, "{kind:?}");
+        assert_eq!(open_now + m2.carried_forward, open_before, "{faulted:?}");
         let third = run(&store, &c, api_key(&emulator)).await.unwrap();
         assert!(third.complete, "{:?}", third.problems);
         nothing_new_or_reopened(&manifest(&store, &third.manifest).await, "run 3");

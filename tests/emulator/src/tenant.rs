@@ -942,6 +942,7 @@ impl Tenant {
                     "result-hash" => ("resultHash", base64_hash(t.h, 1)),
                     "severity" => ("severity", severity.to_string()),
                     "state" => ("state", state.to_string()),
+                    "scan-id" => ("scanID", s.id.clone()),
                     _ => ("status", t.status.to_string()),
                 };
                 slim.insert(key.into(), Value::String(value));
@@ -1204,9 +1205,8 @@ impl Tenant {
     }
 }
 
-/// What filters on `/api/results` look at.
 /// The `visible-columns` the emulator serves without building the whole record.
-const SLIM_COLUMNS: [&str; 4] = ["result-hash", "severity", "state", "status"];
+const SLIM_COLUMNS: [&str; 5] = ["result-hash", "severity", "state", "status", "scan-id"];
 
 /// How `/api/sast-results` was asked to show its results.
 pub struct SastView {
