@@ -430,9 +430,9 @@ impl ResultsPager {
         end.saturating_sub(start)
     }
 
-    /// Whether the next page is the one after a full page that reached the reported total (see
-    /// `past_the_end` in [`Self::next_page`]): the only page asked for once the pages read reach
-    /// the scan's end by its total.
+    /// Whether the pages read reach the scan's end by its reported total (a part only where it
+    /// runs to the end, as the last does). Before a request, it is the page after a full last page
+    /// (see `past_the_end` in [`Self::next_page`]): the only one asked for once they do.
     fn past_the_reported_end(&self) -> bool {
         let c = &self.completeness;
         c.pages > 0
@@ -607,25 +607,21 @@ impl ResultsPager {
         self.position = offset + received;
         self.served = self.served.max(received);
         let short = received < self.served;
-        // Whether the pull is whole, and whether it reached the scan's end by the reported total.
-        let (whole, at_the_end) = match self.range {
-            None => {
-                let whole = self.completeness.unique >= self.completeness.expected;
-                (whole, whole)
-            }
+        let whole = match self.range {
+            None => self.completeness.unique >= self.completeness.expected,
             // A range ends with its last page, at the scan's end, or at a page short of `limit`
             // (where the range does not end there, its part is found short).
             Some(range) => {
                 let pages_read = number + 1;
                 let end_of_scan = (u64::from(range.first) + u64::from(pages_read)) * self.limit
                     >= self.completeness.expected;
-                let last_part = range.count.is_none();
-                let whole = range.count.is_some_and(|count| pages_read >= count)
+                range.count.is_some_and(|count| pages_read >= count)
                     || end_of_scan
-                    || received < self.limit;
-                (whole, last_part && end_of_scan)
+                    || received < self.limit
             }
         };
+        // The pages read, this one counted, reach the scan's end by its reported total.
+        let at_the_end = self.past_the_reported_end();
         // A full page at the end by the reported total: the page after it is asked for too. A
         // server that reports fewer results than it holds would otherwise have the rest never
         // asked for, and their findings closed as absent; records there are more than the total
