@@ -308,15 +308,31 @@ tls_denials = [
     and "s3:*" in as_list(st.get("Action"))
 ]
 # A schedule's tick that starts no run runs no execution: its own alarm watches the metric the
-# trigger's summary line carries (src/metrics.rs), and notifies where the failed-runs alarm does.
+# trigger's summary line carries (src/metrics.rs) and Lambda's count of the trigger's asynchronous
+# invocations dropped (failed, crashes included, or aged out), and notifies where the failed-runs
+# alarm does.
 alarms = {logical: body["Properties"] for logical, body in resources.items() if body["Type"] == "AWS::CloudWatch::Alarm"}
 starts = alarms.get("FailedStartsAlarm", {})
 metrics_rs = (root / "shared" / "src" / "metrics.rs").read_text()
 namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)";', metrics_rs)
-check(namespace is not None and starts.get("Namespace") == namespace.group(1) and starts.get("MetricName") == "StartsFailed"
-      and '"StartsFailed"' in metrics_rs and starts.get("Dimensions") == [{"Name": "Function", "Value": "trigger"}]
+watched = {q["Id"]: q["MetricStat"] for q in starts.get("Metrics", []) if "MetricStat" in q}
+returned = [q for q in starts.get("Metrics", []) if q.get("ReturnData", True)]
+summed = [q["Id"] for q in returned if "Expression" in q]
+by_metric = {(s["Metric"]["Namespace"], s["Metric"]["MetricName"]): (i, s) for i, s in watched.items()}
+own = by_metric.get((namespace.group(1) if namespace else None, "StartsFailed"))
+dropped = by_metric.get(("AWS/Lambda", "AsyncEventsDropped"))
+check(own is not None and '"StartsFailed"' in metrics_rs
+      and own[1]["Metric"]["Dimensions"] == [{"Name": "Function", "Value": "trigger"}] and own[1]["Stat"] == "Sum",
+      "the failed-starts alarm does not watch the trigger's StartsFailed metric in the summary line's namespace")
+check(dropped is not None and dropped[1]["Metric"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "TriggerFunction"}}]
+      and dropped[1]["Stat"] == "Sum",
+      "the failed-starts alarm does not watch Lambda's AsyncEventsDropped of the trigger (a tick whose invocation died)")
+expression = returned[0].get("Expression", "") if len(returned) == 1 else ""
+check(len(summed) == 1 and own is not None and dropped is not None
+      and all(f"FILL({ident}, 0)" in expression for ident in (own[0], dropped[0])) and "+" in expression
+      and starts.get("Threshold") == 1 and starts.get("ComparisonOperator") == "GreaterThanOrEqualToThreshold"
       and starts.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
-      "no alarm on the trigger's StartsFailed metric, in the summary line's namespace, notifying where the failed-runs alarm does")
+      "the failed-starts alarm does not fire on one failed tick of either count, notifying where the failed-runs alarm does")
 # Vendor data goes within a day of its retention: in the versioned bucket an expired object's
 # version would otherwise stay as long as other objects' old versions.
 bucket = next(body for body in resources.values() if body["Type"] == "AWS::S3::Bucket")

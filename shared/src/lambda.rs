@@ -1443,7 +1443,7 @@ const ERROR_MESSAGE_CHARS: usize = 8_000;
 
 /// Step Functions retries the error types its Retry lists name: `OutOfTime` (the invocation's time
 /// ran short after progress: as often as a group needs), `Retryable` (a later attempt may
-/// succeed: a few times), never `Fatal`. `Held` (a start refused by design) is the trigger's only.
+/// succeed: a few times), never `Fatal`.
 impl From<StepError> for Diagnostic {
     fn from(error: StepError) -> Self {
         let mut error_message = error.to_string();

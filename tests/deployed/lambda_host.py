@@ -9,6 +9,11 @@ fails the call (`Runtime.OutOfMemory`) and is replaced; a test may kill the inst
 which then fails as a process that died (`Runtime.ExitError`). Peaks and invocation counts are kept
 for the tests to assert on.
 
+An asynchronous invocation (`invoke_async`, as EventBridge Scheduler invokes) that fails is tried
+again up to the function's MaximumRetryAttempts (its EventInvokeConfig; Lambda's default 2) and then
+dropped, counted as Lambda counts it in `AsyncEventsDropped`; here the attempts run at once, in the
+caller's thread, without Lambda's minutes between them.
+
 A function with reserved concurrency (`reserved`, the template's ReservedConcurrentExecutions) runs
 at most that many invocations at once: one more is refused as Lambda refuses it (429,
 `TooManyRequestsException`), which Step Functions names `Lambda.TooManyRequestsException`.
@@ -45,6 +50,8 @@ class Function:
     memory_mb: int
     timeout_s: int
     reserved: int | None = None
+    async_retries: int = 2
+    async_dropped: int = 0
     clock_rate: float = 1.0
     in_flight: int = 0
     throttled: int = 0
@@ -141,6 +148,21 @@ class LambdaHost:
         finally:
             with function.lock:
                 function.in_flight -= 1
+
+    def invoke_async(self, name_or_arn: str, payload: bytes) -> tuple[bytes, bool]:
+        """An event queued for the function (`InvocationType: Event`): attempts until one succeeds
+        or the retries run out, then the event is dropped (`async_dropped`). The last attempt's
+        (answer, failed), which Lambda keeps to itself (its caller gets 202)."""
+        function = self._function(name_or_arn)
+        if function is None:
+            raise KeyError(name_or_arn)
+        for _ in range(1 + function.async_retries):
+            answer, failed = self.invoke(name_or_arn, payload)
+            if not failed:
+                return answer, False
+        with function.lock:
+            function.async_dropped += 1
+        return answer, True
 
     def _await(self, function: Function, call: Call, seconds: float) -> tuple[bytes, bool]:
         function.pending.put(call)

@@ -217,10 +217,14 @@ class Account:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         reserved = props.get("ReservedConcurrentExecutions")
+        name = self.resolved.names[logical]
+        async_config = [body["Properties"] for body in self.resolved.of_type("AWS::Lambda::EventInvokeConfig").values()
+                        if body["Properties"]["FunctionName"] == name]
         return Function(
-            name=self.resolved.names[logical], arn=self.resolved.arn(logical), binary=str(BIN / binary),
+            name=name, arn=self.resolved.arn(logical), binary=str(BIN / binary),
             env=env, memory_mb=int(props.get("MemorySize", 128)), timeout_s=int(props.get("Timeout", 3)),
             reserved=None if reserved is None else int(reserved),
+            async_retries=int(async_config[0].get("MaximumRetryAttempts", 2)) if async_config else 2,
         )
 
     def update_stack(self, **changes: str) -> None:
@@ -249,6 +253,15 @@ class Account:
     # ------------------------------------------------------------------ what a user does
     def invoke_trigger(self, event: dict) -> dict:
         body, failed = self.host.invoke(self.function_named("cxone-etm-trigger").name, json.dumps(event).encode())
+        answer = json.loads(body)
+        assert not failed, answer
+        return answer
+
+    def tick(self, schedule: str = "SastSchedule") -> dict:
+        """A schedule's tick, as EventBridge Scheduler invokes the trigger (asynchronously); what the
+        trigger answered, which must not be a failure."""
+        body, failed = self.host.invoke_async(self.function_named("cxone-etm-trigger").name,
+                                              json.dumps(self.scheduled_event(schedule)).encode())
         answer = json.loads(body)
         assert not failed, answer
         return answer
@@ -460,7 +473,7 @@ def assert_unchanged(manifest: dict, first: dict) -> None:
 
 def scheduled_run(account: Account, schedule: str = "SastSchedule") -> tuple[dict, dict]:
     """The schedule's own event → trigger → state machine; (started run, finished execution)."""
-    started = account.invoke_trigger(account.scheduled_event(schedule))
+    started = account.tick(schedule)
     assert started["executionArn"].startswith(account.machine_arn.replace(":stateMachine:", ":execution:")), started
     execution = account.wait(started["executionArn"])
     assert execution["status"] == "SUCCEEDED", account.explain(execution)
@@ -621,8 +634,9 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
 def test_starts_at_the_same_moment_make_one_run(account, emulator):
     # Four API starts and the schedule's event reach the trigger at once, in function instances
     # started for them: exactly one takes the lock and starts an execution; the API's others
-    # answer 409 and the schedule's fails (not retried: the next tick is the retry). The run commits.
-    trigger = account.function_named("cxone-etm-trigger").name
+    # answer 409 and the schedule's is held (no failure: nothing for the failed-starts alarm;
+    # the next tick is the retry). The run commits.
+    trigger = account.function_named("cxone-etm-trigger")
     sfn = account.client("stepfunctions")
     executions = lambda: {e["executionArn"] for e in sfn.list_executions(
         stateMachineArn=account.machine_arn, maxResults=1000)["executions"]}
@@ -630,17 +644,17 @@ def test_starts_at_the_same_moment_make_one_run(account, emulator):
     scheduled_event = json.dumps(account.scheduled_event()).encode()
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         api = [pool.submit(account.http, "POST", "/connections/sast/runs") for _ in range(4)]
-        schedule = pool.submit(account.host.invoke, trigger, scheduled_event)
+        schedule = pool.submit(account.host.invoke_async, trigger.name, scheduled_event)
         answers = [a.result() for a in api]
         body, schedule_failed = schedule.result()
     assert all(status in (202, 409) for status, _ in answers), answers
+    assert not schedule_failed and trigger.async_dropped == 0, body
     started = [answer for status, answer in answers if status == 202]
-    if schedule_failed:
-        refusal = json.loads(body)
-        assert refusal["errorType"] == "Held", refusal
-        assert "already running" in refusal["errorMessage"] or "took the lock" in refusal["errorMessage"], refusal
+    tick = json.loads(body)
+    if "held" in tick:
+        assert "already running" in tick["held"] or "took the lock" in tick["held"], tick
     else:
-        started.append(json.loads(body))
+        started.append(tick)
     assert len(started) == 1, (answers, body)
     assert executions() - before == {started[0]["executionArn"]}
     execution = account.wait(started[0]["executionArn"])
@@ -1094,7 +1108,7 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
         return answer
 
     on_put_object(monkeypatch, hook)
-    started = account.invoke_trigger(account.scheduled_event())
+    started = account.tick()
     execution = account.wait(started["executionArn"])
     monkeypatch.undo()
     run = started["run"]
@@ -1126,7 +1140,7 @@ def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(ac
     before = account.get_json("connections/sast/state.json")
     emulator.fault("results", {"forbidden_rate": 1.0})
     try:
-        started = account.invoke_trigger(account.scheduled_event())
+        started = account.tick()
         execution = account.wait(started["executionArn"])
     finally:
         emulator.clear_faults()
@@ -1322,10 +1336,19 @@ def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection
         return answer
 
     on_put_object(monkeypatch, hook)
-    body, failed = account.host.invoke(trigger.name, json.dumps(account.scheduled_event()).encode())
+    dropped = trigger.async_dropped
+    body, failed = account.host.invoke_async(trigger.name, json.dumps(account.scheduled_event()).encode())
     monkeypatch.undo()
     assert failed and json.loads(body)["errorType"] == "Runtime.ExitError", body
     (dead,) = crashed
+    # Not tried again (EventInvokeConfig): dropped, and Lambda counts it where the template's
+    # failed-starts alarm looks, though the dead invocation wrote no summary line.
+    assert trigger.async_dropped == dropped + 1
+    alarm = account.resolved.of_type("AWS::CloudWatch::Alarm")["FailedStartsAlarm"]["Properties"]
+    watched = {(q["MetricStat"]["Metric"]["Namespace"], q["MetricStat"]["Metric"]["MetricName"]): q["MetricStat"]
+               for q in alarm["Metrics"] if "MetricStat" in q}
+    assert watched[("AWS/Lambda", "AsyncEventsDropped")]["Metric"]["Dimensions"] == \
+        [{"Name": "FunctionName", "Value": trigger.name}], alarm
     sfn = account.client("stepfunctions")
     assert not [e for e in sfn.list_executions(stateMachineArn=account.machine_arn)["executions"] if dead in e["name"]]
     lock = account.get_json("connections/sast/lock")
@@ -1334,21 +1357,22 @@ def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection
     assert status == 409 and dead in json.dumps(refused), refused
     # A schedule's tick that starts no run runs no execution, so the failed-runs alarm cannot see
     # it: the trigger's summary line counts it in the metric the template's FailedStartsAlarm
-    # watches (its namespace, name and dimension). One refused by design, as here (a run holds the
-    # lock), is held, not counted; one for a connection with no config is a failed start.
+    # watches (its namespace, name and dimension), and so does Lambda. One refused by design, as
+    # here (a run holds the lock), is held: answered, counted by neither; one for a connection
+    # with no config is a failed start, counted by both.
     failed_starts = lambda: sum(line.get("StartsFailed", 0) for line in account.summary_lines("cxone-etm-trigger"))
     before = failed_starts()
-    body, failed = account.host.invoke(trigger.name, json.dumps(account.scheduled_event()).encode())
-    assert failed and json.loads(body)["errorType"] == "Held" and dead in json.loads(body)["errorMessage"], body
-    assert failed_starts() == before
-    body, failed = account.host.invoke(trigger.name, json.dumps({"connectionId": "unconfigured"}).encode())
+    body, failed = account.host.invoke_async(trigger.name, json.dumps(account.scheduled_event()).encode())
+    assert not failed and dead in json.loads(body)["held"], body
+    assert (failed_starts(), trigger.async_dropped) == (before, dropped + 1)
+    body, failed = account.host.invoke_async(trigger.name, json.dumps({"connectionId": "unconfigured"}).encode())
     assert failed and "not configured" in json.loads(body)["errorMessage"], body
-    assert failed_starts() == before + 1
-    alarm = account.resolved.of_type("AWS::CloudWatch::Alarm")["FailedStartsAlarm"]["Properties"]
+    assert (failed_starts(), trigger.async_dropped) == (before + 1, dropped + 2)
     (line,) = [line for line in account.summary_lines("cxone-etm-trigger") if line.get("StartsFailed") == 1][-1:]
     (directive,) = line["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == alarm["Namespace"] and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]]
-    assert [{"Name": "Function", "Value": line["Function"]}] == alarm["Dimensions"] and ["Function"] in directive["Dimensions"]
+    own = watched[(directive["Namespace"], "StartsFailed")]["Metric"]
+    assert "StartsFailed" in [m["Name"] for m in directive["Metrics"]]
+    assert [{"Name": "Function", "Value": line["Function"]}] == own["Dimensions"] and ["Function"] in directive["Dimensions"]
     lock["acquiredAt"] = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=17)) \
         .strftime("%Y-%m-%dT%H:%M:%SZ")
     account.client("s3").put_object(Bucket=account.bucket, Key="connections/sast/lock", Body=json.dumps(lock).encode())

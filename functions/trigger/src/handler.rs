@@ -18,7 +18,7 @@ use cxone_etm::lambda::{
     PlanInput, PlannedRun, Runtime, StartedRun, Summarized, plan_task, show_run, start_run,
 };
 use cxone_etm::metrics::Summary;
-use cxone_etm::pipeline::{ConnectionConfig, StepError, Trigger, check_key_segment};
+use cxone_etm::pipeline::{ConnectionConfig, HELD, StepError, Trigger, check_key_segment};
 use cxone_etm::store::BucketStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
@@ -64,14 +64,23 @@ impl<'de> serde::Deserialize<'de> for TriggerEvent {
     }
 }
 
-/// What the trigger answers: the started run (a schedule), the planned run (the state machine)
-/// or an HTTP response (the API).
+/// What the trigger answers: the started run or the tick held (a schedule), the planned run (the
+/// state machine) or an HTTP response (the API).
 #[derive(Debug, serde::Serialize)]
 #[serde(untagged)]
 pub enum TriggerAnswer {
     Started(StartedRun),
+    Held(HeldTick),
     Planned(PlannedRun),
     Http(ApiGatewayV2httpResponse),
+}
+
+/// A schedule's tick refused by design: the connection's run is under way, another start took
+/// the lock at the same moment, or the day is outside the schedule's dates.
+#[derive(Debug, serde::Serialize)]
+pub struct HeldTick {
+    /// Why, as the refusal says it.
+    pub held: String,
 }
 
 impl Summarized for TriggerEvent {
@@ -96,6 +105,7 @@ impl Summarized for TriggerAnswer {
     fn summarize(&self, summary: &mut Summary) {
         match self {
             Self::Started(started) => started.summarize(summary),
+            Self::Held(_) => summary.outcome = HELD.into(),
             Self::Planned(planned) => planned.summarize(summary),
             Self::Http(response) => summary.outcome = format!("http {}", response.status_code),
         }
@@ -133,14 +143,26 @@ pub async fn handle(
     {
         tracing::info!(connection = %scheduled.connection_id, "stored the schedule's config: the connection had none");
     }
-    let started = start_run(
+    match start_run(
         runtime,
         &scheduled.connection_id,
         Trigger::Schedule,
         event_schedule,
     )
-    .await?;
-    Ok(TriggerAnswer::Started(started))
+    .await
+    {
+        Ok(started) => Ok(TriggerAnswer::Started(started)),
+        // Not an error: what Lambda counts as a failed tick (the dropped events the template
+        // alarms on, crashes and time-outs included) is then a tick that should have started a
+        // run and did not.
+        Err(error) if error.is_held() => {
+            tracing::info!(connection = %scheduled.connection_id, %error, "the tick is held");
+            Ok(TriggerAnswer::Held(HeldTick {
+                held: error.to_string(),
+            }))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn answer(status: i64, body: Value) -> ApiGatewayV2httpResponse {
@@ -254,6 +276,25 @@ mod tests {
         assert_eq!(named(json!({"connectionId": "prod-sast"})), "prod-sast");
         let plan = json!({"plan": {"run": {"connectionId": "prod-sast", "runId": "r"}}});
         assert_eq!(named(plan), "prod-sast");
+    }
+
+    /// A held tick's summary line counts neither an error nor a failed start.
+    #[test]
+    fn a_held_tick_is_summarized_as_no_failure() {
+        let mut summary = Summary {
+            scheduled_start: true,
+            ..Summary::default()
+        };
+        let held = TriggerAnswer::Held(HeldTick {
+            held: "connection c is already running (run r since t)".into(),
+        });
+        held.summarize(&mut summary);
+        let line = cxone_etm::metrics::emf_line("trigger", &summary, 5, 0);
+        assert_eq!(line["Outcome"], HELD);
+        assert_eq!(
+            (&line["StartsFailed"], &line["Errors"]),
+            (&json!(0), &json!(0))
+        );
     }
 
     #[test]

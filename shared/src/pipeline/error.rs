@@ -160,9 +160,10 @@ pub enum StepError {
 /// the state machine retries it apart from the transient errors (see [`StepError::is_out_of_time`]).
 pub const OUT_OF_TIME: &str = "OutOfTime";
 
-/// The error type of a start refused by design: the connection's run is under way (or another
+/// What a start refused by design is called: the connection's run is under way (or another
 /// start took the lock at the same moment), or a schedule's tick falls outside its dates. Not a
-/// failure of the connector: a schedule's tick refused so is not a failed start (`StartsFailed`).
+/// failure of the connector: the trigger answers such a tick without an error (see
+/// [`StepError::is_held`]), its summary line's outcome `Held`.
 pub const HELD: &str = "Held";
 
 impl StepError {
@@ -208,17 +209,20 @@ impl StepError {
         }
     }
 
+    /// A start refused by design ([`HELD`]): only the trigger's starts meet it, never a state of
+    /// the state machine.
+    pub fn is_held(&self) -> bool {
+        matches!(
+            self,
+            Self::AlreadyRunning { .. } | Self::LockTaken { .. } | Self::OutsideSchedule { .. }
+        )
+    }
+
     /// The error type Step Functions sees, which its Retry and Catch name: [`OUT_OF_TIME`],
-    /// `Retryable` (a later attempt may succeed), or `Fatal`; a start's refusal by design is
-    /// [`HELD`] (only the trigger's starts meet it, never a state of the state machine).
+    /// `Retryable` (a later attempt may succeed), or `Fatal`.
     pub fn error_type(&self) -> &'static str {
         if self.is_out_of_time() {
             OUT_OF_TIME
-        } else if matches!(
-            self,
-            Self::AlreadyRunning { .. } | Self::LockTaken { .. } | Self::OutsideSchedule { .. }
-        ) {
-            HELD
         } else if self.is_retryable() {
             "Retryable"
         } else {
