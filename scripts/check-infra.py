@@ -234,14 +234,24 @@ for logical, body in resources.items():
               f"{logical} may fire before the state machine exists (DependsOn: PipelineStateMachine)")
 
 secret_targets = [{"Ref": "SastSecretArn"}, {"Ref": "DastSecretArn"}]
-# Finalize calls no vendor and reads no credential (lambda::finalize_task); the others do.
+# Transform and finalize call no vendor and read no credential (lambda::transform_task,
+# finalize_task); the others do.
 for logical in functions:
     granted = [r for rs in grants(logical, "secretsmanager:GetSecretValue") for r in rs]
-    if logical == "FinalizeFunction":
+    if logical in ("TransformFunction", "FinalizeFunction"):
         check(not granted, f"{logical} reads no credential but may read secrets: {granted}")
         continue
     check(granted and all(r in secret_targets for r in granted),
           f"{logical} loads connections (the vendor credential) but may not read exactly their secrets: {granted}")
+# Collect writes only under its items' raw/ folders; the state machine reads only work lists.
+raw_only = [{"Fn::Sub": "${DataBucket.Arn}/connections/*/runs/*/raw/*"}]
+check(grants("CollectFunction", "s3:PutObject") == [raw_only],
+      f"collect may write outside its items' raw/ folders: {grants('CollectFunction', 's3:PutObject')}")
+check(grants("PipelineStateMachine", "s3:GetObject")[0] == [{"Fn::Sub": "${DataBucket.Arn}/connections/*/runs/*/plan/*"}],
+      f"the state machine may read more than the runs' work lists: {grants('PipelineStateMachine', 's3:GetObject')}")
+machine_logs = resources["StateMachineLogs"]["Properties"].get("LogGroupName", {})
+check(str(machine_logs.get("Fn::Sub", "") if isinstance(machine_logs, dict) else machine_logs).startswith("/aws/vendedlogs/"),
+      "the state machine's log group is not named under /aws/vendedlogs/: each delivery then takes room in the account's 5,120-character Logs resource policy")
 # The trigger names the state machine by its ARN built from its name (the state machine invokes
 # the trigger for its plan: a Ref both ways would be a circular dependency).
 machine_name = resources["PipelineStateMachine"]["Properties"].get("Name", {}).get("Fn::Sub")

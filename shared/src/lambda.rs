@@ -1207,10 +1207,11 @@ pub async fn transform_task(
     let Some(run) = group_run(&group)? else {
         return Ok(TransformGroupOutput { items: Vec::new() });
     };
-    let loaded = runtime.run_connection(run).await?;
+    // The transform calls no vendor: it reads the config, never the credential, so a secret
+    // deleted or broken during the run cannot fail the run's transforms.
+    let connection = runtime.run_connection_config(run).await?;
     let time = time.items_before(group.deadlines.map(|d| d.transform_before));
-    let (done, unfinished) =
-        transform_group(&runtime.store, &loaded.connection, &group.items, time).await;
+    let (done, unfinished) = transform_group(&runtime.store, &connection, &group.items, time).await;
     if let Some(error) = unfinished {
         return Err(error);
     }
@@ -1307,9 +1308,8 @@ pub async fn finalize_task(
             }
         }
         None => {
-            // Finalize calls no vendor: it reads the config, never the credential, so a secret
-            // deleted or broken during the run cannot keep a run from committing or releasing
-            // its lock.
+            // Finalize calls no vendor either (see `transform_task`): a secret deleted or broken
+            // during the run cannot keep a run from committing or releasing its lock.
             let connection = runtime.run_connection_config(&input.run).await?;
             finalize(&runtime.store, &connection, &input.run).await?
         }

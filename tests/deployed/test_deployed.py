@@ -1508,15 +1508,17 @@ def test_the_harness_models_the_map_result_limit(account):
     """moto has no 256 KiB limit; the model must fail a Distributed Map whose children's results
     stay in its state past it, and pass the same map with a ResultWriter."""
     s3, sfn = account.client("s3"), account.client("stepfunctions")
+    # Where the template's state machine role may read: a run's work lists.
+    PROBE_ITEMS = "connections/probe/runs/probe/plan/items.json"
     items = [{"n": i, "pad": "x" * 100} for i in range(4000)]
-    s3.put_object(Bucket=account.bucket, Key="connections/probe/items.json", Body=json.dumps(items).encode())
+    s3.put_object(Bucket=account.bucket, Key=PROBE_ITEMS, Body=json.dumps(items).encode())
     role = account.resolved.resources[account.machine_logical]["Properties"]["RoleArn"]
 
     def run(with_writer: bool) -> dict:
         state = {
             "Type": "Map", "MaxConcurrency": 50, "End": True,
             "ItemReader": {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSON"},
-                           "Parameters": {"Bucket": account.bucket, "Key": "connections/probe/items.json"}},
+                           "Parameters": {"Bucket": account.bucket, "Key": PROBE_ITEMS}},
             "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
                               "StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}},
             "ResultPath": None,
