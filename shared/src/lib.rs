@@ -72,6 +72,14 @@ pub enum Engine {
     Dast,
 }
 
+/// Whether a record's `type` is one of `types`, ASCII case and surrounding blanks aside, as the
+/// vendor's other words are read: a record typed `SAST` is a SAST record, not one of an unknown
+/// engine, skipped, whose absence would close every SAST finding as fixed.
+pub fn is_record_type_among(types: &[&str], kind: &str) -> bool {
+    let kind = kind.trim();
+    types.iter().any(|t| t.eq_ignore_ascii_case(kind))
+}
+
 impl Engine {
     pub const PROJECT_ENGINES: [Engine; 4] = [Self::Sast, Self::Sca, Self::Kics, Self::Containers];
 
@@ -101,7 +109,7 @@ impl Engine {
     pub fn of_record_type(kind: &str) -> Option<Self> {
         Self::PROJECT_ENGINES
             .into_iter()
-            .find(|e| e.record_types().contains(&kind))
+            .find(|e| is_record_type_among(e.record_types(), kind))
     }
 
     /// Whether its items are projects, not DAST environments.

@@ -966,6 +966,47 @@ fn a_record_with_no_type_holds_every_engines_absent_findings_open() {
     assert!(outcome.ledger.unwrap().findings["b"].open, "b held open");
 }
 
+/// A record's `type` is read ASCII case and blanks aside, as the vendor's other words are: a
+/// record typed `SAST` is a SAST finding, not one of an unknown engine, skipped, whose absence
+/// closed every SAST finding as fixed. The id tally reads it so too.
+#[test]
+fn a_records_type_is_read_case_and_blanks_aside() {
+    let previous = first_ledger(
+        Engine::Sast,
+        vec![sast_record("a", json!({})), sast_record("b", json!({}))],
+    );
+    let typed = |id: &str, kind: &str| {
+        let mut record = sast_record(id, json!({}));
+        record["type"] = json!(kind);
+        record
+    };
+    let mut t = sast_transformer();
+    t.reconcile(previous, "run-2", None);
+    t.push_page(&page(vec![typed("a", "SAST"), typed("b", " Sast ")]), 0)
+        .unwrap();
+    assert_eq!(close_absent(&mut t).1, 0, "neither a nor b is closed");
+    let outcome = t.finish().unwrap();
+    assert_eq!(outcome.figures.findings_out, 2);
+    assert!(
+        outcome.figures.skipped_by_type.is_empty(),
+        "{:?}",
+        outcome.figures.skipped_by_type
+    );
+
+    let plans: Vec<_> = [Engine::Sast, Engine::Kics]
+        .iter()
+        .map(|e| TransformMap::default_for(*e).compile().unwrap())
+        .collect();
+    let kics = json!({"type": "KICS", "id": "k", "status": "NEW", "state": "TO_VERIFY", "severity": "LOW"});
+    let body = page(vec![typed("k", "Sast"), kics]);
+    let repeats = repeats_in(
+        &plans.iter().collect::<Vec<_>>(),
+        std::slice::from_ref(&body),
+        &[Engine::Sast, Engine::Kics],
+    );
+    assert_eq!(repeats.told_apart, ["k"], "one id, two engines");
+}
+
 /// A transformer of `item` for `engine`'s default map, told the ids `pages` repeat (as collect
 /// counts them) and reconciled against `previous`; each page pushed. Answers what it closed.
 fn reconciled_over(

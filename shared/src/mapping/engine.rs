@@ -17,10 +17,10 @@ use super::map::{CompiledEntry, Layout, LayoutField, Plan};
 use super::original::OriginalSeverities;
 use super::scoring::CompiledScoring;
 use super::triage::TriageMap;
-use crate::Engine;
 use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints, TextSet};
+use crate::{Engine, is_record_type_among};
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -756,7 +756,7 @@ impl PageReader<'_> {
                 let value = slots[kind].as_ref();
                 let ours = value
                     .and_then(Value::as_str)
-                    .is_some_and(|k| plan.kind.record_types().contains(&k));
+                    .is_some_and(|k| is_record_type_among(plan.kind.record_types(), k));
                 (!ours).then(|| slots[kind].take())
             });
             let row = match other_type {
@@ -1491,11 +1491,11 @@ impl State {
                 }
                 return true;
             };
-            if !rules.plan.kind.record_types().contains(&kind) {
+            if !is_record_type_among(rules.plan.kind.record_types(), kind) {
                 let figures = &mut self.outcome.figures;
-                if rules.counts_untaken && !rules.taken_by_others.contains(&kind) {
+                if rules.counts_untaken && !is_record_type_among(&rules.taken_by_others, kind) {
                     figures.records_in += 1;
-                    if rules.taken_elsewhere.contains(&kind) {
+                    if is_record_type_among(&rules.taken_elsewhere, kind) {
                         figures.superseded += 1;
                     } else {
                         *figures.skipped_by_type.entry(kind.to_string()).or_default() += 1;

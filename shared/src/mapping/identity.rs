@@ -14,8 +14,8 @@ use sha2::Digest;
 
 use super::extract::{text_of, walk_page};
 use super::map::{PathTree, Plan};
-use crate::Engine;
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints, TextSet};
+use crate::{Engine, is_record_type_among};
 
 /// The fields that tell apart findings sharing an id: what stays the same for one finding from
 /// scan to scan. Not its status, state, severity or dates (triage and time change them), nor its
@@ -295,7 +295,7 @@ impl Reading {
                     let kind = slots[kind].as_ref().and_then(Value::as_str);
                     readers
                         .iter()
-                        .find(|reader| kind.is_some_and(|k| reader.types.contains(&k)))
+                        .find(|reader| kind.is_some_and(|k| is_record_type_among(reader.types, k)))
                 }
                 None => readers.first(),
             };
