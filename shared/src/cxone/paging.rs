@@ -1316,10 +1316,7 @@ impl CxOneClient {
             completeness.observe_total(page.total);
             // Read only up to its first completed scan: no room made for the whole list.
             let fresh = seen.admit_within(&page, &mut completeness, 0);
-            let scans: Vec<DastScan> = fresh
-                .iter()
-                .filter_map(|record| serde_json::from_slice(record).ok())
-                .collect();
+            let scans = dast_scans_to_first_completed(&fresh, from)?;
             for scan in &scans {
                 if let Some(other) = scan.of_another_environment(environment_id) {
                     return Err(environment_id_ignored(environment_id, other));
@@ -1666,6 +1663,31 @@ fn names_another_environment(record: &[u8], asked: &str) -> Option<String> {
         .environment_id
         .filter(|id| !same_id(id, asked))
         .map(|id| id.into_owned())
+}
+
+/// The scans of a page of an environment's scans (newest first), read up to the first completed
+/// one. A record that is not a scan before it may be the newest completed scan: taking an older
+/// one for it would close as absent every finding the scans after that one found, so the page
+/// is refused. Records after the first completed scan are older and not read.
+fn dast_scans_to_first_completed(
+    records: &[&[u8]],
+    from: u64,
+) -> Result<Vec<DastScan>, VendorError> {
+    let mut scans = Vec::new();
+    for (n, record) in records.iter().enumerate() {
+        let scan: DastScan = serde_json::from_slice(record).map_err(|e| VendorError::Malformed {
+            endpoint: "dast-scans",
+            detail: format!(
+                "record {n} of the page from {from} is not a scan ({e}), and no completed scan comes before it: it may be the newest completed one, so no scan is taken for the environment, and it is asked again next run"
+            ),
+        })?;
+        let completed = scan.is_completed();
+        scans.push(scan);
+        if completed {
+            break;
+        }
+    }
+    Ok(scans)
 }
 
 /// A DAST scans answer that holds another environment's scan than the one asked for: its

@@ -837,6 +837,61 @@ async fn an_environments_scans_that_are_not_its_own_are_not_taken() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// An environment's scan record that is not a scan (its `scanId` gone), where it is the newest
+/// completed one: the item fails, its findings carried, nothing closed. Before, the record was
+/// passed over and the older completed scan after it taken for the latest, its churned findings
+/// closed as absent.
+#[tokio::test]
+async fn a_dast_scan_record_that_is_not_a_scan_is_not_passed_over() {
+    let (store, dir) = temp_store("dast-scan-unreadable");
+    let emulator = emulator(TenantShape {
+        dast_environments: 4,
+        // Environment 3's newest scan is running: newest first, its scans are Running,
+        // Completed, Completed, and the middle one (the newest completed) is the one broken.
+        dast_scans_per_environment: 3,
+        ..shape(PROJECTS, 1)
+    })
+    .await;
+    let c = connection(&emulator, "dast-scan-unreadable", ConnectorKind::Dast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store, &first.manifest).await;
+    let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+    let running_last = emulator.expected().environments[3].id.clone();
+    emulator.set_fault(
+        Endpoint::DastScans,
+        FaultSpec {
+            malformed_rate: 1.0,
+            only_matching: Some(running_last.clone()),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    let m2 = manifest(&store, &second.manifest).await;
+    let item = m2
+        .items
+        .iter()
+        .find(|i| i.vendor_id == running_last)
+        .unwrap();
+    assert_eq!(item.status, ItemStatus::Failed, "{:?}", item.reason);
+    assert!(
+        item.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("record 1 of the page from 0 is not a scan")),
+        "{:?}",
+        item.reason
+    );
+    assert_eq!(closed_findings(&m2), 0, "nothing is closed");
+    let open_now = m2.totals.findings_out - m2.totals.fixed;
+    assert_eq!(open_now + m2.carried_forward, open_before);
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(third.complete, "{:?}", third.problems);
+    nothing_new_or_reopened(&m3, "run 3");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Results pages about another scan than asked (a server ignoring `scan-id`: its pages name
 /// another scan in `scanID`, the severities before triage in each row; a DAST scan's results
 /// name another environment): the item fails, its findings carried, nothing closed, the others
