@@ -343,6 +343,13 @@ check(len(summed) == 1 and own is not None and dropped is not None
       and starts.get("Threshold") == 1 and starts.get("ComparisonOperator") == "GreaterThanOrEqualToThreshold"
       and starts.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
       "the failed-starts alarm does not fire on one failed tick of either count, notifying where the failed-runs alarm does")
+# A run committed partial succeeds as an execution: its own alarm watches finalize's RunsPartial.
+partial = alarms.get("PartialRunsAlarm", {})
+check(namespace is not None and partial.get("Namespace") == namespace.group(1) and partial.get("MetricName") == "RunsPartial"
+      and '"RunsPartial"' in metrics_rs and partial.get("Dimensions") == [{"Name": "Function", "Value": "finalize"}]
+      and partial.get("Statistic") == "Sum" and partial.get("Threshold") == 1
+      and partial.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
+      "no alarm on finalize's RunsPartial metric (a run committed without some items), notifying where the failed-runs alarm does")
 # Vendor data goes within a day of its retention: in the versioned bucket an expired object's
 # version would otherwise stay as long as other objects' old versions.
 bucket = next(body for body in resources.values() if body["Type"] == "AWS::S3::Bucket")

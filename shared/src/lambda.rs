@@ -1415,6 +1415,7 @@ impl Summarized for FinalizeOutput {
     fn summarize(&self, summary: &mut Summary) {
         name_run(summary, &self.run);
         summary.outcome = if self.complete { "complete" } else { "partial" }.into();
+        summary.run_partial = Some(!self.complete);
         summary.items = self.items_by_status.values().sum();
         summary.findings = self.findings;
     }

@@ -28,6 +28,10 @@ pub struct Summary {
     /// alarm sees; its line carries `StartsFailed` (1 or 0), which the template alarms on (with
     /// the ticks Lambda counts dropped, which include those whose invocation died unsummarized).
     pub scheduled_start: bool,
+    /// A run finalize committed: whether some of its items were not delivered whole (failed or
+    /// incomplete, their findings carried). Its line carries `RunsPartial` (1 or 0), which the
+    /// template alarms on: the execution succeeded, so the failed-runs alarm does not see it.
+    pub run_partial: Option<bool>,
 }
 
 /// The EMF document for one invocation of `function` that took `duration_ms`.
@@ -68,6 +72,13 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
             .expect("declared above")
             .push(metric("StartsFailed", "Count"));
         line["StartsFailed"] = json!(u64::from(summary.error.is_some()));
+    }
+    if let Some(partial) = summary.run_partial {
+        line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array_mut()
+            .expect("declared above")
+            .push(metric("RunsPartial", "Count"));
+        line["RunsPartial"] = json!(u64::from(partial));
     }
     if let Some(run) = &summary.run {
         line["RunId"] = json!(run);
@@ -126,6 +137,7 @@ mod tests {
             retries: 3,
             error: None,
             scheduled_start: false,
+            run_partial: None,
         };
         let line = emf_line("collect", &summary, 1234, 1_700_000_000_000);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
@@ -171,6 +183,36 @@ mod tests {
             (&going_on["Errors"], &going_on["Outcome"]),
             (&json!(0), &json!("OutOfTime"))
         );
+    }
+
+    /// Finalize's line of a committed run counts whether it was partial; no other line declares it.
+    #[test]
+    fn only_a_committed_run_counts_whether_it_was_partial() {
+        let line = |run_partial| {
+            emf_line(
+                "finalize",
+                &Summary {
+                    run_partial,
+                    ..Summary::default()
+                },
+                5,
+                0,
+            )
+        };
+        let declared = |line: &Value| {
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["Name"] == "RunsPartial")
+        };
+        let (partial, whole, other) = (line(Some(true)), line(Some(false)), line(None));
+        assert!(declared(&partial) && declared(&whole) && !declared(&other));
+        assert_eq!(
+            (&partial["RunsPartial"], &whole["RunsPartial"]),
+            (&json!(1), &json!(0))
+        );
+        assert!(other.get("RunsPartial").is_none());
     }
 
     #[test]

@@ -808,6 +808,15 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
         emulator.clear_faults()
     output = json.loads(execution["output"])
     assert output["complete"] is False, output
+    # The execution succeeded, so the failed-runs alarm does not see it: finalize's summary line
+    # counts the partial run in the metric the template's PartialRunsAlarm watches.
+    alarm = account.resolved.of_type("AWS::CloudWatch::Alarm")["PartialRunsAlarm"]["Properties"]
+    (line,) = [line for line in account.summary_lines("cxone-etm-finalize")
+               if line.get("RunId") == started["run"]["runId"] and "RunsPartial" in line]
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert line["RunsPartial"] == 1 and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]], line
+    assert directive["Namespace"] == alarm["Namespace"]
+    assert [{"Name": "Function", "Value": line["Function"]}] == alarm["Dimensions"] and ["Function"] in directive["Dimensions"]
     manifest = committed(account, started["run"])
     (item,) = [i for i in manifest["items"] if i["vendorId"] == victim["id"]]
     assert item["status"] == "failed", item
@@ -822,6 +831,8 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     # The next run sees the item again: it is complete, and nothing is new, fixed or reopened.
     started, execution = scheduled_run(account)
     assert json.loads(execution["output"])["complete"] is True
+    assert [line["RunsPartial"] for line in account.summary_lines("cxone-etm-finalize")
+            if line.get("RunId") == started["run"]["runId"] and "RunsPartial" in line] == [0]
     after = committed(account, started["run"])
     assert after["totals"]["lifecycle"].get("NEW", 0) == 0 and after["totals"]["lifecycle"].get("REOPENED", 0) == 0
     assert after["totals"]["lifecycle"].get("FIXED", 0) == after["totals"]["fixed"], after["totals"]

@@ -1316,7 +1316,7 @@ impl CxOneClient {
             completeness.observe_total(page.total);
             // Read only up to its first completed scan: no room made for the whole list.
             let fresh = seen.admit_within(&page, &mut completeness, 0);
-            let scans = dast_scans_to_first_completed(&fresh, from)?;
+            let scans = dast_scans_of_page(&fresh, from)?;
             for scan in &scans {
                 if let Some(other) = scan.of_another_environment(environment_id) {
                     return Err(environment_id_ignored(environment_id, other));
@@ -1665,26 +1665,24 @@ fn names_another_environment(record: &[u8], asked: &str) -> Option<String> {
         .map(|id| id.into_owned())
 }
 
-/// The scans of a page of an environment's scans (newest first), read up to the first completed
-/// one. A record that is not a scan before it may be the newest completed scan: taking an older
-/// one for it would close as absent every finding the scans after that one found, so the page
-/// is refused. Records after the first completed scan are older and not read.
-fn dast_scans_to_first_completed(
-    records: &[&[u8]],
-    from: u64,
-) -> Result<Vec<DastScan>, VendorError> {
-    let mut scans = Vec::new();
+/// The scans of a page of an environment's scans (newest first). A record that is not a scan
+/// before the page's first completed scan may be the newest completed one: taking an older one
+/// for it would close as absent every finding the scans after that one found, so the page is
+/// refused. One after it is older than the scan taken, and left out.
+fn dast_scans_of_page(records: &[&[u8]], from: u64) -> Result<Vec<DastScan>, VendorError> {
+    let mut scans: Vec<DastScan> = Vec::with_capacity(records.len());
     for (n, record) in records.iter().enumerate() {
-        let scan: DastScan = serde_json::from_slice(record).map_err(|e| VendorError::Malformed {
-            endpoint: "dast-scans",
-            detail: format!(
-                "record {n} of the page from {from} is not a scan ({e}), and no completed scan comes before it: it may be the newest completed one, so no scan is taken for the environment, and it is asked again next run"
-            ),
-        })?;
-        let completed = scan.is_completed();
-        scans.push(scan);
-        if completed {
-            break;
+        match serde_json::from_slice(record) {
+            Ok(scan) => scans.push(scan),
+            Err(_) if scans.iter().any(DastScan::is_completed) => {}
+            Err(e) => {
+                return Err(VendorError::Malformed {
+                    endpoint: "dast-scans",
+                    detail: format!(
+                        "record {n} of the page from {from} is not a scan ({e}), and no completed scan comes before it: it may be the newest completed one, so no scan is taken for the environment, and it is asked again next run"
+                    ),
+                });
+            }
         }
     }
     Ok(scans)
@@ -1921,6 +1919,34 @@ mod tests {
             assert!(
                 unless_refused_past_the_end(Err(error), true).is_err(),
                 "{shown}"
+            );
+        }
+    }
+
+    /// A record that is not a scan is refused before the page's first completed scan (it may be
+    /// the newest completed one), and left out after it (older than the scan taken).
+    #[test]
+    fn a_dast_scan_record_that_is_not_a_scan_is_refused_only_before_the_first_completed() {
+        let running = br#"{"scanId":"r","lastStatus":"Running"}"#.as_slice();
+        let completed = br#"{"scanId":"c","lastStatus":"Completed"}"#.as_slice();
+        let broken = br#"{"lastStatus":"Completed"}"#.as_slice();
+        let ids = |records: &[&[u8]]| {
+            dast_scans_of_page(records, 10).map(|scans| {
+                scans
+                    .into_iter()
+                    .map(|scan| scan.scan_id)
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(ids(&[completed, broken, running]).unwrap(), ["c", "r"]);
+        for (records, n) in [
+            (vec![broken, completed], 0),
+            (vec![running, broken, completed], 1),
+        ] {
+            let refused = ids(&records).unwrap_err().to_string();
+            assert!(
+                refused.contains(&format!("record {n} of the page from 10 is not a scan")),
+                "{refused}"
             );
         }
     }
