@@ -263,6 +263,9 @@ struct Rules<'p> {
     /// Whether this transformer counts the records no engine of the item takes (skipped by
     /// type, or not objects): one of an item's transformers does.
     counts_untaken: bool,
+    /// The ids the previous ledger holds for the asset's other engines
+    /// ([`ItemTransformer::beside_ids_of`]).
+    ids_of_other_engines: Arc<TextSet>,
 }
 
 impl Rules<'_> {
@@ -917,6 +920,7 @@ impl<'p> ItemTransformer<'p> {
                 taken_by_others: Vec::new(),
                 taken_elsewhere: Vec::new(),
                 counts_untaken: true,
+                ids_of_other_engines: Arc::default(),
             },
             asset: asset_bytes,
             vendor_item_id: item_id,
@@ -980,6 +984,14 @@ impl<'p> ItemTransformer<'p> {
     pub fn expect_repeats(&mut self, ids: Arc<RepeatedIds>) {
         self.rules.repeated_ids = ids;
         self.rules.ids_counted = true;
+    }
+
+    /// The ids the previous ledger holds for the asset's other engines, open or closed: a record
+    /// whose id is one of them (a KICS finding fixed, a SAST one new under the same numeric id)
+    /// is told apart by its suffix as two records of one pull sharing an id are, or the two would
+    /// be one finding in ETM, opened and closed in the same run.
+    pub fn beside_ids_of(&mut self, other_engines: Arc<TextSet>) {
+        self.rules.ids_of_other_engines = other_engines;
     }
 
     /// Reads one page of severities before triage; each SAST finding whose result hash is
@@ -1544,7 +1556,8 @@ impl State {
                     None => false,
                 }
         };
-        let shared = listed(&rules.repeated_ids.told_apart);
+        let shared = listed(&rules.repeated_ids.told_apart)
+            || (!rules.ids_of_other_engines.is_empty() && rules.ids_of_other_engines.contains(id));
         // Lookups find only the previous ledger's findings: this pull's are appended unsettled.
         let previous = self.reconciling.as_ref().map(|r| &r.next.findings);
         let found = previous.map(|f| f.look_up(id)).unwrap_or_default();

@@ -21,6 +21,7 @@ use super::run::{ensure_holds_lock, read_run, run_allows_start};
 use super::split::join_parts;
 use crate::Engine;
 use crate::cxone::links::ScanLinks;
+use crate::fingerprint::TextSet;
 use crate::layout::RunRef;
 use crate::mapping::{
     Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage,
@@ -479,10 +480,14 @@ async fn transform_collected(
         }
         // The closures of a moved asset's old id are not the new asset's lines.
         let before_the_pull = record.objects.len();
+        let ids_of_other_engines = ids_of_other_engines(connection, &previous);
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
                 if let Some(closures) = moved.get(&transformer.engine()) {
                     transformer.number_lines_after(closures.lines);
+                }
+                if let Some(ids) = ids_of_other_engines.get(&transformer.engine()) {
+                    transformer.beside_ids_of(ids.clone());
                 }
                 transformer.reconcile(
                     previous.remove(&transformer.engine()).unwrap_or_default(),
@@ -788,6 +793,42 @@ impl Drop for ReleaseAtEnd {
             crate::process::release_free_memory();
         }
     }
+}
+
+/// For each engine whose records keep the vendor's id (SAST, KICS), the ids the previous ledger
+/// holds for the asset's other such engines (see [`ItemTransformer::beside_ids_of`]). SCA's and
+/// containers' ids are always sent suffixed (`<CVE>#<hex>`), never as the vendor gives them.
+fn ids_of_other_engines(
+    connection: &Connection,
+    previous: &BTreeMap<Engine, Ledger>,
+) -> BTreeMap<Engine, Arc<TextSet>> {
+    let as_given = |engine: &Engine| {
+        connection
+            .plans
+            .iter()
+            .any(|plan| plan.kind == *engine && !plan.implicit.always_suffixed)
+    };
+    let engines: Vec<Engine> = connection
+        .plans
+        .iter()
+        .map(|plan| plan.kind)
+        .filter(as_given)
+        .collect();
+    engines
+        .iter()
+        .filter_map(|&engine| {
+            let others: Vec<&Ledger> = previous
+                .iter()
+                .filter(|(other, _)| **other != engine && as_given(other))
+                .map(|(_, part)| part)
+                .collect();
+            let ids: TextSet = others
+                .iter()
+                .flat_map(|part| part.findings.iter().map(|(id, _)| id))
+                .collect();
+            (!ids.is_empty()).then(|| (engine, Arc::new(ids)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -307,6 +307,69 @@ async fn every_engine_is_committed_from_its_own_latest_scan_and_reconciled_per_e
     }
 }
 
+/// A KICS finding that leaves a scan leaves its numeric id to a SAST finding new in it (one id
+/// sequence for every engine): the SAST finding is told apart by its suffix, not sent under the
+/// id of the KICS finding that closes in the same run. Before, one id was sent NEW and FIXED on
+/// one asset in one run, and the next ledger kept only one of the two.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_another_engines_finding_left_is_told_apart() {
+    let (store, _dir) = temp_store("ids-reused");
+    let mut model = Model::default();
+    let reusing = |scans| TenantShape {
+        kics_ids_reused_by_sast: true,
+        ..shape(scans, None)
+    };
+    let first = emulator(reusing(3)).await;
+    let before = vendor_view(&first).await;
+    model.apply(&before);
+    let summary = run(&store, &every_engine(&first, "ids-reused"), api_key(&first))
+        .await
+        .unwrap();
+    assert!(summary.complete, "{:?}", summary.problems);
+
+    let second = emulator(reusing(4)).await;
+    let now = vendor_view(&second).await;
+    let reused: Vec<&String> = now[&Engine::Sast]
+        .iter()
+        .flat_map(|(project, (_, sast))| {
+            let kics = &before[&Engine::Kics][project].1;
+            sast.keys().filter(|id| kics.contains_key(*id))
+        })
+        .collect();
+    assert!(!reused.is_empty(), "the tenant reuses no KICS id");
+    let expected = model.apply(&now);
+    let summary = run(
+        &store,
+        &every_engine(&second, "ids-reused"),
+        api_key(&second),
+    )
+    .await
+    .unwrap();
+    let m2 = manifest(&store, &summary.manifest).await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    // One id per finding on each asset (`reported` checks it), each engine's statuses as the
+    // vendor's scans say.
+    assert_eq!(reported(&store, &m2).await, expected);
+    assert!(
+        m2.totals.collisions >= reused.len() as u64,
+        "{}",
+        m2.totals.collisions
+    );
+
+    // The same scans again: every finding as it was, the told-apart ones under the same ids.
+    let expected = model.apply(&now);
+    let summary = run(
+        &store,
+        &every_engine(&second, "ids-reused"),
+        api_key(&second),
+    )
+    .await
+    .unwrap();
+    let m3 = manifest(&store, &summary.manifest).await;
+    assert_eq!(reported(&store, &m3).await, expected);
+    nothing_new_or_reopened(&m3, "the same scans again");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_pull_serves_every_engine_with_the_requests_of_a_sast_only_run() {
     // Nine projects: each one's scans ran every engine.

@@ -66,6 +66,10 @@ struct Args {
     /// Percent of SAST findings that share their id with another finding of the scan.
     #[arg(long, default_value_t = 0)]
     repeated_result_ids_percent: u32,
+    /// Every third project's KICS findings take numeric ids from its SAST findings' sequence, so
+    /// that a KICS finding leaving a scan leaves its id to a SAST finding new in it.
+    #[arg(long)]
+    kics_ids_reused_by_sast: bool,
     /// The newest scan of every third project ran this engine alone (sast, kics, sca or containers).
     #[arg(long, value_parser = parse_engine)]
     rescan_engine: Option<ResultType>,
@@ -155,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             environment_results: args.environment_results,
             hostile_ids: args.hostile_ids,
             repeated_result_ids_percent: args.repeated_result_ids_percent,
+            kics_ids_reused_by_sast: args.kics_ids_reused_by_sast,
             rescan_engine: args.rescan_engine,
             last_scan_without_engines: args.last_scan_without_engines,
             first_project_extra_tags: args.first_project_extra_tags,

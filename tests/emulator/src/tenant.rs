@@ -82,6 +82,12 @@ pub struct TenantShape {
     /// Percent of SAST findings that share their `id` with one other finding of the scan (pairs
     /// of findings, stable from scan to scan), as some tenants send: the id does not identify.
     pub repeated_result_ids_percent: u32,
+    /// When set, the KICS findings of the projects whose SAST ids are numeric texts (every third:
+    /// 0, 3, 6, …) take numeric ids too, from the same sequence, one scan's worth of results
+    /// and one ahead: a KICS finding that leaves a scan leaves its id to a SAST finding new in
+    /// it (some tenants number every engine's results from one sequence). Never two findings of
+    /// one scan.
+    pub kics_ids_reused_by_sast: bool,
     /// When set, the newest scan of every third project (1, 4, 7, …) ran this engine alone (an
     /// SCA re-scan after a dependency update, say): the latest scan is not the latest scan of
     /// the other engines.
@@ -111,6 +117,7 @@ impl Default for TenantShape {
             environment_results: Vec::new(),
             hostile_ids: Vec::new(),
             repeated_result_ids_percent: 0,
+            kics_ids_reused_by_sast: false,
             rescan_engine: None,
             last_scan_without_engines: false,
             first_project_extra_tags: 0,
@@ -710,7 +717,16 @@ impl Tenant {
                     kind: "kics",
                     sca_type: None,
                     label: "IaC Security",
-                    id: base64_hash(h, 3),
+                    id: if self.shape.kics_ids_reused_by_sast && p.is_multiple_of(3) {
+                        // The id finding `k + results + 1` takes where it is SAST (its numeric
+                        // form above): it enters the scan window as this one leaves it. Not
+                        // `k + results`, which is always a KICS finding again (a finding's engine
+                        // repeats every 100 indices).
+                        let k = t.k + self.project_results(p) + 1;
+                        format!("{}", 100_000_000 + k * 7 + u64::from(p) * 1_000_000_000)
+                    } else {
+                        base64_hash(h, 3)
+                    },
                     alternate_id: None,
                     similarity_id: format!(
                         "{:016x}{:016x}{:016x}{:016x}",
