@@ -225,7 +225,9 @@ async fn list_and_write_plan(
     ) {
         let listed: HashSet<String> = ids.iter().map(|id| item_key(id)).collect();
         let unlisted = assets_not_listed(store, &run.sibling(previous_run), &listed).await?;
-        problems.extend(if kind.on_projects() {
+        problems.extend(if ids.is_empty() && !unlisted.is_empty() {
+            Some(nothing_listed(kind, unlisted.len(), previous_run))
+        } else if kind.on_projects() {
             a_project_still_scanned(vendor, unlisted).await
         } else {
             an_environment_still_scanned(vendor, unlisted).await
@@ -921,6 +923,23 @@ async fn assets_not_listed(
         .try_filter_map(|id| async move { Ok(id) })
         .try_collect()
         .await
+}
+
+/// A listing that sends nothing, where the last committed run delivered assets with findings
+/// open, reads as a tenant whose every project (environment) was deleted. A credential that lost
+/// its access to them (removed from their groups, say) is answered the same way as far as the
+/// API tells, and the questions asked of each unlisted asset would find no scan either: closing
+/// every finding of the tenant on that word is the worst mistake the connector could make. A
+/// problem: the run is partial and nothing is closed.
+fn nothing_listed(kind: ConnectorKind, unlisted: usize, previous_run: &str) -> String {
+    let what = if kind.on_projects() {
+        "projects"
+    } else {
+        "DAST environments"
+    };
+    format!(
+        "the tenant lists no {what}, yet run {previous_run} delivered {unlisted} with findings open: the credential may have lost its access to them (its user or client removed from their groups), which the API answers as it answers their deletion; they are carried, not closed. Give the credential back its access; if the tenant's {what} were all deleted, the connection has nothing left to pull"
+    )
 }
 
 /// Asks for the last scan, of any status and engine, of each project the listing did not send

@@ -1296,6 +1296,57 @@ async fn a_damaged_ledger_of_a_deleted_project_is_carried_not_closed() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A tenant that lists nothing where the last committed run delivered assets: under
+/// `close_deleted_items` that read as every project (environment) deleted and closed every
+/// finding, though a credential that lost its access is answered the same. Now a problem: the
+/// run is partial, nothing reported deleted or closed; with the assets back, nothing is new.
+#[tokio::test]
+async fn a_tenant_that_lists_nothing_closes_nothing() {
+    for kind in [ConnectorKind::Sast, ConnectorKind::Dast] {
+        let id = format!("lists-nothing-{kind:?}").to_lowercase();
+        let (store, dir) = temp_store(&id);
+        let tenant = |assets: u32| TenantShape {
+            dast_environments: if kind.on_projects() { 0 } else { assets },
+            ..shape(if kind.on_projects() { assets } else { 0 }, 1)
+        };
+        let closing = |emulator: &Emulator| {
+            let mut c = connection(emulator, &id, kind);
+            c.config.close_deleted_items = true;
+            c
+        };
+        let full = emulator(tenant(4)).await;
+        let m1 = first_complete_run(&store, &closing(&full), &full).await;
+        let open_before = m1.totals.findings_out - m1.totals.fixed;
+        assert!(open_before > 0, "{kind:?}");
+        let empty = emulator(tenant(0)).await;
+        let second = run(&store, &closing(&empty), api_key(&empty))
+            .await
+            .unwrap();
+        let m2 = manifest(&store, &second.manifest).await;
+        assert!(!m2.complete, "{kind:?}");
+        assert!(
+            m2.problems
+                .iter()
+                .any(|p| p.starts_with("the tenant lists no")
+                    && p.contains("delivered 4 with findings open")),
+            "{kind:?}: {:?}",
+            m2.problems
+        );
+        assert!(
+            m2.deleted_items.is_empty(),
+            "{kind:?}: {:?}",
+            m2.deleted_items
+        );
+        assert_eq!(closed_findings(&m2), 0, "{kind:?}");
+        assert_eq!(m2.carried_forward, open_before, "{kind:?}");
+        let third = run(&store, &closing(&full), api_key(&full)).await.unwrap();
+        let m3 = manifest(&store, &third.manifest).await;
+        assert!(m3.complete, "{kind:?}: {:?}", m3.problems);
+        nothing_new_or_reopened(&m3, "the assets back");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// A connection whose config is pointed at another tenant, or made to pull DAST environments
 /// instead of projects, under the same id: every asset of its last committed run would be
 /// unlisted, reported deleted and, under `close_deleted_items`, closed while the first tenant
