@@ -247,8 +247,9 @@ for logical in functions:
 raw_only = [{"Fn::Sub": "${DataBucket.Arn}/connections/*/runs/*/raw/*"}]
 check(grants("CollectFunction", "s3:PutObject") == [raw_only],
       f"collect may write outside its items' raw/ folders: {grants('CollectFunction', 's3:PutObject')}")
-check(grants("PipelineStateMachine", "s3:GetObject")[0] == [{"Fn::Sub": "${DataBucket.Arn}/connections/*/runs/*/plan/*"}],
-      f"the state machine may read more than the runs' work lists: {grants('PipelineStateMachine', 's3:GetObject')}")
+check(grants("PipelineStateMachine", "s3:GetObject") == [[{"Fn::Sub": "${DataBucket.Arn}/connections/*/runs/*/plan/*"}],
+                                                         [{"Fn::Sub": "${DataBucket.Arn}/map-results/*"}]],
+      f"the state machine may read more than the runs' work lists (and its map results): {grants('PipelineStateMachine', 's3:GetObject')}")
 machine_logs = resources["StateMachineLogs"]["Properties"].get("LogGroupName", {})
 check(str(machine_logs.get("Fn::Sub", "") if isinstance(machine_logs, dict) else machine_logs).startswith("/aws/vendedlogs/"),
       "the state machine's log group is not named under /aws/vendedlogs/: each delivery then takes room in the account's 5,120-character Logs resource policy")
@@ -331,6 +332,11 @@ summed = [q["Id"] for q in returned if "Expression" in q]
 by_metric = {(s["Metric"]["Namespace"], s["Metric"]["MetricName"]): (i, s) for i, s in watched.items()}
 own = by_metric.get((namespace.group(1) if namespace else None, "StartsFailed"))
 dropped = by_metric.get(("AWS/Lambda", "AsyncEventsDropped"))
+undelivered = by_metric.get(("AWS/Scheduler", "InvocationDroppedCount"))
+schedules = [body for body in resources.values() if body["Type"] == "AWS::Scheduler::Schedule"]
+check(undelivered is not None and undelivered[1]["Metric"]["Dimensions"] == [{"Name": "ScheduleGroup", "Value": {"Ref": "ScheduleGroup"}}]
+      and schedules and all(s["Properties"].get("GroupName") == {"Ref": "ScheduleGroup"} for s in schedules),
+      "the failed-starts alarm does not watch Scheduler's InvocationDroppedCount of the stack's own schedule group, which every schedule is in")
 check(own is not None and '"StartsFailed"' in metrics_rs
       and own[1]["Metric"]["Dimensions"] == [{"Name": "Function", "Value": "trigger"}] and own[1]["Stat"] == "Sum",
       "the failed-starts alarm does not watch the trigger's StartsFailed metric in the summary line's namespace")
@@ -339,7 +345,8 @@ check(dropped is not None and dropped[1]["Metric"]["Dimensions"] == [{"Name": "F
       "the failed-starts alarm does not watch Lambda's AsyncEventsDropped of the trigger (a tick whose invocation died)")
 expression = returned[0].get("Expression", "") if len(returned) == 1 else ""
 check(len(summed) == 1 and own is not None and dropped is not None
-      and all(f"FILL({ident}, 0)" in expression for ident in (own[0], dropped[0])) and "+" in expression
+      and undelivered is not None
+      and all(f"FILL({ident}, 0)" in expression for ident in (own[0], dropped[0], undelivered[0])) and "+" in expression
       and starts.get("Threshold") == 1 and starts.get("ComparisonOperator") == "GreaterThanOrEqualToThreshold"
       and starts.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
       "the failed-starts alarm does not fire on one failed tick of either count, notifying where the failed-runs alarm does")

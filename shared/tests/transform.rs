@@ -1007,6 +1007,38 @@ fn a_records_type_is_read_case_and_blanks_aside() {
     assert_eq!(repeats.told_apart, ["k"], "one id, two engines");
 }
 
+/// An id the asset's ledger holds for another engine is told apart by its suffix, and keeps the
+/// suffix it was given when its identity fields change (a KICS finding's line moves with every
+/// edit above it): the finding stays ACTIVE, not closed and opened again under a new name.
+#[test]
+fn an_id_told_apart_for_another_engines_sake_keeps_its_suffix() {
+    let others = Arc::new(cxone_etm::fingerprint::TextSet::from_iter(["500"]));
+    let sent = |t: &mut ItemTransformer, record: Value| {
+        let lines = t.push_page(&page(vec![record]), 0).unwrap();
+        let line = String::from_utf8(lines[0].clone()).unwrap();
+        findings(&line)[0].clone()
+    };
+    let mut first = sast_transformer();
+    first.beside_ids_of_other_engines(others.clone());
+    first.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+    let given = sent(&mut first, sast_record("500", json!({})));
+    let name = given["externalFindingId"].as_str().unwrap().to_string();
+    assert!(name.starts_with("500#"), "{name}");
+    let done = first.finish().unwrap();
+    assert_eq!(done.figures.collisions, 1);
+
+    let mut second = sast_transformer();
+    second.beside_ids_of_other_engines(others);
+    second.reconcile(done.ledger.unwrap(), "run-2", None);
+    let moved = sent(
+        &mut second,
+        sast_record("500", json!({"similarityId": "-99"})),
+    );
+    assert_eq!(moved["externalFindingId"], json!(name));
+    assert_eq!(moved["lifecycleStatus"], "ACTIVE");
+    assert_eq!(close_absent(&mut second).1, 0);
+}
+
 /// A transformer of `item` for `engine`'s default map, told the ids `pages` repeat (as collect
 /// counts them) and reconciled against `previous`; each page pushed. Answers what it closed.
 fn reconciled_over(

@@ -1360,6 +1360,11 @@ def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection
                for q in alarm["Metrics"] if "MetricStat" in q}
     assert watched[("AWS/Lambda", "AsyncEventsDropped")]["Metric"]["Dimensions"] == \
         [{"Name": "FunctionName", "Value": trigger.name}], alarm
+    # A tick the scheduler could not hand to the trigger at all is Scheduler's to count, per group:
+    # the stack's own, which both schedules are in.
+    (group,) = {s["properties"]["GroupName"] for s in stack.schedule_inputs(account.resolved).values()}
+    assert watched[("AWS/Scheduler", "InvocationDroppedCount")]["Metric"]["Dimensions"] == \
+        [{"Name": "ScheduleGroup", "Value": group}], alarm
     sfn = account.client("stepfunctions")
     assert not [e for e in sfn.list_executions(stateMachineArn=account.machine_arn)["executions"] if dead in e["name"]]
     lock = account.get_json("connections/sast/lock")

@@ -190,10 +190,8 @@ fn status_of(error: &StepError) -> i64 {
     match error {
         StepError::BadEvent { .. } => 400,
         StepError::NotConfigured { .. } => 404,
-        StepError::AlreadyRunning { .. }
-        | StepError::LockTaken { .. }
-        | StepError::BadConfig { .. }
-        | StepError::OutsideSchedule { .. } => 409,
+        error if error.is_held() => 409,
+        StepError::BadConfig { .. } => 409,
         error if error.is_retryable() => 503,
         StepError::Credential(_) | StepError::Vendor(_) => 502,
         _ => 500,

@@ -1314,7 +1314,8 @@ impl CxOneClient {
                 .get_list("dast-scans", &url, "scans", "totalScans")
                 .await?;
             completeness.observe_total(page.total);
-            // Read only up to its first completed scan: no room made for the whole list.
+            // The records not seen before; no room made for the whole list, which is read only
+            // as far as its first completed scan.
             let fresh = seen.admit_within(&page, &mut completeness, 0);
             let scans = dast_scans_of_page(&fresh, from)?;
             for scan in &scans {
@@ -1665,25 +1666,33 @@ fn names_another_environment(record: &[u8], asked: &str) -> Option<String> {
         .map(|id| id.into_owned())
 }
 
-/// The scans of a page of an environment's scans (newest first). A record that is not a scan
-/// before the page's first completed scan may be the newest completed one: taking an older one
-/// for it would close as absent every finding the scans after that one found, so the page is
-/// refused. One after it is older than the scan taken, and left out.
+/// The scans of a page of an environment's scans (newest first). A record that is not a scan,
+/// or names no status, before the page's first completed scan may be the newest completed one:
+/// taking an older one for it would close as absent every finding the scans after that one
+/// found, so the page is refused. One after it is older than the scan taken, and left out.
 fn dast_scans_of_page(records: &[&[u8]], from: u64) -> Result<Vec<DastScan>, VendorError> {
     let mut scans: Vec<DastScan> = Vec::with_capacity(records.len());
     for (n, record) in records.iter().enumerate() {
-        match serde_json::from_slice(record) {
-            Ok(scan) => scans.push(scan),
-            Err(_) if scans.iter().any(DastScan::is_completed) => {}
-            Err(e) => {
-                return Err(VendorError::Malformed {
-                    endpoint: "dast-scans",
-                    detail: format!(
-                        "record {n} of the page from {from} is not a scan ({e}), and no completed scan comes before it: it may be the newest completed one, so no scan is taken for the environment, and it is asked again next run"
-                    ),
-                });
-            }
+        if scans.iter().any(DastScan::is_completed) {
+            scans.extend(serde_json::from_slice(record).ok());
+            continue;
         }
+        let refused = |why: String| VendorError::Malformed {
+            endpoint: "dast-scans",
+            detail: format!(
+                "record {n} of the page from {from} {why}, and no completed scan comes before it: it may be the newest completed one, so no scan is taken for the environment, and it is asked again next run"
+            ),
+        };
+        let scan: DastScan =
+            serde_json::from_slice(record).map_err(|e| refused(format!("is not a scan ({e})")))?;
+        if scan
+            .last_status
+            .as_deref()
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            return Err(refused(format!("(scan {}) names no status", scan.scan_id)));
+        }
+        scans.push(scan);
     }
     Ok(scans)
 }
@@ -1923,13 +1932,15 @@ mod tests {
         }
     }
 
-    /// A record that is not a scan is refused before the page's first completed scan (it may be
-    /// the newest completed one), and left out after it (older than the scan taken).
+    /// A record that is not a scan, or names no status, is refused before the page's first
+    /// completed scan (it may be the newest completed one), and left out after it (older than
+    /// the scan taken).
     #[test]
     fn a_dast_scan_record_that_is_not_a_scan_is_refused_only_before_the_first_completed() {
         let running = br#"{"scanId":"r","lastStatus":"Running"}"#.as_slice();
         let completed = br#"{"scanId":"c","lastStatus":"Completed"}"#.as_slice();
         let broken = br#"{"lastStatus":"Completed"}"#.as_slice();
+        let no_status = br#"{"scanId":"x","lastStatus":null}"#.as_slice();
         let ids = |records: &[&[u8]]| {
             dast_scans_of_page(records, 10).map(|scans| {
                 scans
@@ -1938,16 +1949,26 @@ mod tests {
                     .collect::<Vec<_>>()
             })
         };
-        assert_eq!(ids(&[completed, broken, running]).unwrap(), ["c", "r"]);
-        for (records, n) in [
-            (vec![broken, completed], 0),
-            (vec![running, broken, completed], 1),
+        assert_eq!(
+            ids(&[completed, broken, no_status, running]).unwrap(),
+            ["c", "x", "r"]
+        );
+        for (records, said) in [
+            (
+                vec![broken, completed],
+                "record 0 of the page from 10 is not a scan",
+            ),
+            (
+                vec![running, broken, completed],
+                "record 1 of the page from 10 is not a scan",
+            ),
+            (
+                vec![running, no_status, completed],
+                "record 1 of the page from 10 (scan x) names no status",
+            ),
         ] {
             let refused = ids(&records).unwrap_err().to_string();
-            assert!(
-                refused.contains(&format!("record {n} of the page from 10 is not a scan")),
-                "{refused}"
-            );
+            assert!(refused.contains(said), "{refused}");
         }
     }
 

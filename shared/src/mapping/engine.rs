@@ -264,7 +264,7 @@ struct Rules<'p> {
     /// type, or not objects): one of an item's transformers does.
     counts_untaken: bool,
     /// The ids the previous ledger holds for the asset's other engines
-    /// ([`ItemTransformer::beside_ids_of`]).
+    /// ([`ItemTransformer::beside_ids_of_other_engines`]).
     ids_of_other_engines: Arc<TextSet>,
 }
 
@@ -990,7 +990,7 @@ impl<'p> ItemTransformer<'p> {
     /// whose id is one of them (a KICS finding fixed, a SAST one new under the same numeric id)
     /// is told apart by its suffix as two records of one pull sharing an id are, or the two would
     /// be one finding in ETM, opened and closed in the same run.
-    pub fn beside_ids_of(&mut self, other_engines: Arc<TextSet>) {
+    pub fn beside_ids_of_other_engines(&mut self, other_engines: Arc<TextSet>) {
         self.rules.ids_of_other_engines = other_engines;
     }
 
@@ -1529,7 +1529,9 @@ impl State {
     /// findings of the scan share (counted before: [`super::IdTally`]), that id with its record's
     /// identity suffix. A suffix the asset's previous ledger holds is kept when the id no longer
     /// repeats, so a finding whose twin went away keeps its identity, unless the id as sent is open
-    /// in the ledger too (an alias an earlier version made). Answers the record's claim
+    /// in the ledger too (an alias an earlier version made). An id the ledger holds for another
+    /// engine of the asset is told apart too, and keeps the one suffix it was given (see
+    /// [`ItemTransformer::beside_ids_of_other_engines`]). Answers the record's claim
     /// on the id, or `None` for a record alike in every identity field to one already written: a
     /// duplicate, skipped and counted.
     fn identify(
@@ -1556,12 +1558,15 @@ impl State {
                     None => false,
                 }
         };
-        let shared = listed(&rules.repeated_ids.told_apart)
-            || (!rules.ids_of_other_engines.is_empty() && rules.ids_of_other_engines.contains(id));
+        let shared = listed(&rules.repeated_ids.told_apart);
+        // An id the asset's ledger holds for another engine ([`ItemTransformer::beside_ids_of_other_engines`]).
+        let another_engines = !shared
+            && !rules.ids_of_other_engines.is_empty()
+            && rules.ids_of_other_engines.contains(id);
         // Lookups find only the previous ledger's findings: this pull's are appended unsettled.
         let previous = self.reconciling.as_ref().map(|r| &r.next.findings);
         let found = previous.map(|f| f.look_up(id)).unwrap_or_default();
-        let repeated = shared || plan.implicit.always_suffixed;
+        let repeated = shared || another_engines || plan.implicit.always_suffixed;
         let (mut told_apart, mut claim) = (
             None,
             Claim {
@@ -1577,8 +1582,18 @@ impl State {
         if repeated || (found.suffixed && !open_as_sent) {
             let suffix =
                 identity::suffix(plan.implicit.identity.iter().map(|&s| slots[s].as_ref()));
-            let suffixed = format!("{id}#{suffix}");
-            let held = previous.and_then(|f| f.position(&suffixed));
+            let mut suffixed = format!("{id}#{suffix}");
+            let mut held = previous.and_then(|f| f.position(&suffixed));
+            // Told apart for another engine's sake alone (which keeps its id for good), a finding
+            // keeps the name it was given, whatever its identity fields say now: a KICS
+            // finding's line moves with every edit above it, and a new name would close it and
+            // open it again.
+            if another_engines
+                && held.is_none()
+                && let Some((name, position)) = previous.and_then(|f| f.only_suffixed(id))
+            {
+                (suffixed, held) = (name.to_string(), Some(position));
+            }
             if repeated || held.is_some() {
                 told_apart = Some(suffixed);
                 claim.previous = held;

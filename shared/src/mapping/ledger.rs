@@ -270,6 +270,18 @@ impl Findings {
         LookUp { position, suffixed }
     }
 
+    /// The one finding stored under `id` with a suffix (`<id>#…`), where there is exactly one:
+    /// its id and position.
+    pub(crate) fn only_suffixed(&self, id: &str) -> Option<(&str, usize)> {
+        let mut suffixed = (self.rank_of(id)..self.len())
+            .map(|rank| self.at_rank(rank))
+            .map(|position| (self.id_at(position), position))
+            .take_while(|(key, _)| key.starts_with(id))
+            .filter(|(key, _)| key.as_bytes().get(id.len()) == Some(&b'#'));
+        let only = suffixed.next()?;
+        suffixed.next().is_none().then_some(only)
+    }
+
     /// The stored position of `id`'s finding.
     pub(crate) fn position(&self, id: &str) -> Option<usize> {
         let rank = self.rank_of(id);

@@ -202,6 +202,19 @@ async fn list_and_write_plan(
         problems.push(format!("the item list is incomplete: {problem}"));
     }
     problems.extend(branch_doubts);
+    // A listing that sends nothing is not taken for every asset deleted (see `nothing_listed`),
+    // branch assets included; the questions below are then not asked.
+    if let (true, true, true, Some(previous_run)) = (
+        ids.is_empty(),
+        connection.config.close_deleted_items,
+        problems.is_empty(),
+        &previous_run,
+    ) {
+        let open = assets_with_findings_open(store, &run.sibling(previous_run)).await?;
+        if open > 0 {
+            problems.push(nothing_listed(kind, open, previous_run));
+        }
+    }
     // Under `each_branch`, before finalize may close branch assets this run did not plan: a
     // complete listing can still be short without a sign (see `a_branch_still_scanned`).
     if let (true, true, true, Some(previous_run)) = (
@@ -225,9 +238,7 @@ async fn list_and_write_plan(
     ) {
         let listed: HashSet<String> = ids.iter().map(|id| item_key(id)).collect();
         let unlisted = assets_not_listed(store, &run.sibling(previous_run), &listed).await?;
-        problems.extend(if ids.is_empty() && !unlisted.is_empty() {
-            Some(nothing_listed(kind, unlisted.len(), previous_run))
-        } else if kind.on_projects() {
+        problems.extend(if kind.on_projects() {
             a_project_still_scanned(vendor, unlisted).await
         } else {
             an_environment_still_scanned(vendor, unlisted).await
@@ -911,18 +922,34 @@ async fn assets_not_listed(
         }
     }
     futures_util::stream::iter(unlisted)
-        .map(|(id, key)| async move {
-            let open = match get_gzip_json::<OpenFindings>(store, &key).await {
-                Ok(ledger) => ledger.is_some_and(|l| l.count > 0),
-                Err(StepError::BadObject { .. }) => true,
-                Err(error) => return Err(error),
-            };
-            Ok(open.then_some(id))
-        })
+        .map(|(id, key)| async move { Ok(holds_findings_open(store, &key).await?.then_some(id)) })
         .buffered(LEDGERS_READ_AT_ONCE)
         .try_filter_map(|id| async move { Ok(id) })
         .try_collect()
         .await
+}
+
+/// How many assets of the `previous` run, branch assets included, hold findings open.
+async fn assets_with_findings_open(
+    store: &impl ObjectStore,
+    previous: &RunRef,
+) -> Result<usize, StepError> {
+    let keys = store.list(&previous.ledger_prefix()).await?;
+    let open: Vec<bool> = futures_util::stream::iter(keys)
+        .map(|key| async move { holds_findings_open(store, &key).await })
+        .buffered(LEDGERS_READ_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(open.into_iter().filter(|open| *open).count())
+}
+
+/// Whether the ledger at `key` holds findings open; one that cannot be read may.
+async fn holds_findings_open(store: &impl ObjectStore, key: &str) -> Result<bool, StepError> {
+    match get_gzip_json::<OpenFindings>(store, key).await {
+        Ok(ledger) => Ok(ledger.is_some_and(|l| l.count > 0)),
+        Err(StepError::BadObject { .. }) => Ok(true),
+        Err(error) => Err(error),
+    }
 }
 
 /// A listing that sends nothing, where the last committed run delivered assets with findings
@@ -931,14 +958,14 @@ async fn assets_not_listed(
 /// API tells, and the questions asked of each unlisted asset would find no scan either: closing
 /// every finding of the tenant on that word is the worst mistake the connector could make. A
 /// problem: the run is partial and nothing is closed.
-fn nothing_listed(kind: ConnectorKind, unlisted: usize, previous_run: &str) -> String {
+fn nothing_listed(kind: ConnectorKind, open: usize, previous_run: &str) -> String {
     let what = if kind.on_projects() {
         "projects"
     } else {
         "DAST environments"
     };
     format!(
-        "the tenant lists no {what}, yet run {previous_run} delivered {unlisted} with findings open: the credential may have lost its access to them (its user or client removed from their groups), which the API answers as it answers their deletion; they are carried, not closed. Give the credential back its access; if the tenant's {what} were all deleted, the connection has nothing left to pull"
+        "the tenant lists no {what}, yet run {previous_run} left {open} assets with findings open: the credential may have lost its access to them (its user or client removed from their groups), which the API answers as it answers their deletion; they are carried, not closed. Give the credential back its access; if the tenant's {what} were all deleted, the connection has nothing left to pull"
     )
 }
 

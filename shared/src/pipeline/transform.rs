@@ -480,14 +480,14 @@ async fn transform_collected(
         }
         // The closures of a moved asset's old id are not the new asset's lines.
         let before_the_pull = record.objects.len();
-        let ids_of_other_engines = ids_of_other_engines(connection, &previous);
+        let other_engines_ids = ids_of_other_engines(connection, &previous);
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
                 if let Some(closures) = moved.get(&transformer.engine()) {
                     transformer.number_lines_after(closures.lines);
                 }
-                if let Some(ids) = ids_of_other_engines.get(&transformer.engine()) {
-                    transformer.beside_ids_of(ids.clone());
+                if let Some(ids) = other_engines_ids.get(&transformer.engine()) {
+                    transformer.beside_ids_of_other_engines(ids.clone());
                 }
                 transformer.reconcile(
                     previous.remove(&transformer.engine()).unwrap_or_default(),
@@ -796,7 +796,7 @@ impl Drop for ReleaseAtEnd {
 }
 
 /// For each engine whose records keep the vendor's id (SAST, KICS), the ids the previous ledger
-/// holds for the asset's other such engines (see [`ItemTransformer::beside_ids_of`]). SCA's and
+/// holds for the asset's other such engines (see [`ItemTransformer::beside_ids_of_other_engines`]). SCA's and
 /// containers' ids are always sent suffixed (`<CVE>#<hex>`), never as the vendor gives them.
 fn ids_of_other_engines(
     connection: &Connection,

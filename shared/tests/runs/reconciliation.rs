@@ -1297,51 +1297,56 @@ async fn a_damaged_ledger_of_a_deleted_project_is_carried_not_closed() {
 }
 
 /// A tenant that lists nothing where the last committed run delivered assets: under
-/// `close_deleted_items` that read as every project (environment) deleted and closed every
-/// finding, though a credential that lost its access is answered the same. Now a problem: the
-/// run is partial, nothing reported deleted or closed; with the assets back, nothing is new.
+/// `close_deleted_items` that read as every project (environment, branch) deleted and closed
+/// every finding, though a credential that lost its access is answered the same. Now a problem:
+/// the run is partial, nothing reported deleted or closed; with the assets back, nothing is new.
 #[tokio::test]
 async fn a_tenant_that_lists_nothing_closes_nothing() {
-    for kind in [ConnectorKind::Sast, ConnectorKind::Dast] {
-        let id = format!("lists-nothing-{kind:?}").to_lowercase();
+    for (kind, each_branch) in [
+        (ConnectorKind::Sast, false),
+        (ConnectorKind::Dast, false),
+        (ConnectorKind::Sast, true),
+    ] {
+        let id = format!("lists-nothing-{kind:?}-{each_branch}").to_lowercase();
         let (store, dir) = temp_store(&id);
         let tenant = |assets: u32| TenantShape {
             dast_environments: if kind.on_projects() { 0 } else { assets },
+            branches_per_project: if each_branch { 2 } else { 1 },
             ..shape(if kind.on_projects() { assets } else { 0 }, 1)
         };
         let closing = |emulator: &Emulator| {
             let mut c = connection(emulator, &id, kind);
             c.config.close_deleted_items = true;
-            c
+            if each_branch {
+                c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+            }
+            c.config.clone().validate().unwrap()
         };
         let full = emulator(tenant(4)).await;
         let m1 = first_complete_run(&store, &closing(&full), &full).await;
         let open_before = m1.totals.findings_out - m1.totals.fixed;
-        assert!(open_before > 0, "{kind:?}");
+        let assets = m1.items.len();
+        assert!(open_before > 0 && assets >= 4, "{id}");
         let empty = emulator(tenant(0)).await;
         let second = run(&store, &closing(&empty), api_key(&empty))
             .await
             .unwrap();
         let m2 = manifest(&store, &second.manifest).await;
-        assert!(!m2.complete, "{kind:?}");
+        assert!(!m2.complete, "{id}");
+        let said = format!("left {assets} assets with findings open");
         assert!(
             m2.problems
                 .iter()
-                .any(|p| p.starts_with("the tenant lists no")
-                    && p.contains("delivered 4 with findings open")),
-            "{kind:?}: {:?}",
+                .any(|p| p.starts_with("the tenant lists no") && p.contains(&said)),
+            "{id}: {:?}",
             m2.problems
         );
-        assert!(
-            m2.deleted_items.is_empty(),
-            "{kind:?}: {:?}",
-            m2.deleted_items
-        );
-        assert_eq!(closed_findings(&m2), 0, "{kind:?}");
-        assert_eq!(m2.carried_forward, open_before, "{kind:?}");
+        assert!(m2.deleted_items.is_empty(), "{id}: {:?}", m2.deleted_items);
+        assert_eq!(closed_findings(&m2), 0, "{id}");
+        assert_eq!(m2.carried_forward, open_before, "{id}");
         let third = run(&store, &closing(&full), api_key(&full)).await.unwrap();
         let m3 = manifest(&store, &third.manifest).await;
-        assert!(m3.complete, "{kind:?}: {:?}", m3.problems);
+        assert!(m3.complete, "{id}: {:?}", m3.problems);
         nothing_new_or_reopened(&m3, "the assets back");
         std::fs::remove_dir_all(dir).ok();
     }
