@@ -257,7 +257,7 @@ class Account:
         assert not failed, answer
         return answer
 
-    def tick(self, schedule: str = "SastSchedule") -> dict:
+    def tick(self, schedule: str = "SastRunSchedule") -> dict:
         """A schedule's tick, as EventBridge Scheduler invokes the trigger (asynchronously); what the
         trigger answered, which must not be a failure."""
         body, failed = self.host.invoke_async(self.function_named("cxone-etm-trigger").name,
@@ -296,7 +296,7 @@ class Account:
                     return route
         raise AssertionError(f"the template declares no route {method} {path}")
 
-    def scheduled_event(self, schedule: str = "SastSchedule") -> dict:
+    def scheduled_event(self, schedule: str = "SastRunSchedule") -> dict:
         return stack.schedule_inputs(self.resolved)[schedule]["input"]
 
     def wait(self, execution_arn: str, timeout: float = 900) -> dict:
@@ -471,7 +471,7 @@ def assert_unchanged(manifest: dict, first: dict) -> None:
     assert totals["findingsOut"] == first["totals"]["findingsOut"]
 
 
-def scheduled_run(account: Account, schedule: str = "SastSchedule") -> tuple[dict, dict]:
+def scheduled_run(account: Account, schedule: str = "SastRunSchedule") -> tuple[dict, dict]:
     """The schedule's own event → trigger → state machine; (started run, finished execution)."""
     started = account.tick(schedule)
     assert started["executionArn"].startswith(account.machine_arn.replace(":stateMachine:", ":execution:")), started
@@ -591,7 +591,7 @@ def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles
     assert any(e["latest_completed_scan"] not in (None, e["scans"][-1]["id"]) for e in environments.values())
     runs = []
     for _ in range(2):
-        started, execution = scheduled_run(account, "DastSchedule")
+        started, execution = scheduled_run(account, "DastRunSchedule")
         assert started["run"]["connectionId"] == "dast", started
         manifest = committed(account, started["run"])
         assert manifest["complete"] is True, manifest["problems"]

@@ -348,7 +348,7 @@ impl DastScan {
     /// Finished scans: the live API says `Completed`, older answers `Finished`.
     pub fn is_completed(&self) -> bool {
         self.last_status.as_deref().is_some_and(|s| {
-            let s = s.split('@').next().unwrap_or(s);
+            let s = s.split('@').next().unwrap_or(s).trim();
             s.eq_ignore_ascii_case("completed") || s.eq_ignore_ascii_case("finished")
         })
     }

@@ -1325,6 +1325,16 @@ impl CxOneClient {
                 newest_first.check(scan, environment_id)?;
             }
             if let Some(scan) = scans.into_iter().find(DastScan::is_completed) {
+                // A list that moved between its pages (a scan deleted) may have shifted the
+                // newest completed scan past the page boundary, unread.
+                if let Some(moved) = completeness.problem().filter(|_| from > 0) {
+                    return Err(VendorError::Malformed {
+                        endpoint: "dast-scans",
+                        detail: format!(
+                            "{moved}; the first completed scan is on the page from {from}, and one newer may have gone by unread: no scan is taken for the environment, and it is asked again next run"
+                        ),
+                    });
+                }
                 return Ok(Some(scan));
             }
             if completeness.stalled() {
@@ -1941,6 +1951,7 @@ mod tests {
         let completed = br#"{"scanId":"c","lastStatus":"Completed"}"#.as_slice();
         let broken = br#"{"lastStatus":"Completed"}"#.as_slice();
         let no_status = br#"{"scanId":"x","lastStatus":null}"#.as_slice();
+        let padded = br#"{"scanId":"p","lastStatus":" Completed "}"#.as_slice();
         let ids = |records: &[&[u8]]| {
             dast_scans_of_page(records, 10).map(|scans| {
                 scans
@@ -1953,6 +1964,9 @@ mod tests {
             ids(&[completed, broken, no_status, running]).unwrap(),
             ["c", "x", "r"]
         );
+        // A status read blanks aside: the padded scan is the completed one, the record after it
+        // older.
+        assert_eq!(ids(&[padded, broken]).unwrap(), ["p"]);
         for (records, said) in [
             (
                 vec![broken, completed],

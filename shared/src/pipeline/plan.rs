@@ -209,11 +209,9 @@ async fn list_and_write_plan(
         connection.config.close_deleted_items,
         problems.is_empty(),
         &previous_run,
-    ) {
-        let open = assets_with_findings_open(store, &run.sibling(previous_run)).await?;
-        if open > 0 {
-            problems.push(nothing_listed(kind, open, previous_run));
-        }
+    ) && any_asset_with_findings_open(store, &run.sibling(previous_run)).await?
+    {
+        problems.push(nothing_listed(kind, previous_run));
     }
     // Under `each_branch`, before finalize may close branch assets this run did not plan: a
     // complete listing can still be short without a sign (see `a_branch_still_scanned`).
@@ -929,18 +927,18 @@ async fn assets_not_listed(
         .await
 }
 
-/// How many assets of the `previous` run, branch assets included, hold findings open.
-async fn assets_with_findings_open(
+/// Whether any asset of the `previous` run, branch assets included, holds findings open: its
+/// ledgers read until one does.
+async fn any_asset_with_findings_open(
     store: &impl ObjectStore,
     previous: &RunRef,
-) -> Result<usize, StepError> {
+) -> Result<bool, StepError> {
     let keys = store.list(&previous.ledger_prefix()).await?;
-    let open: Vec<bool> = futures_util::stream::iter(keys)
+    let mut open = futures_util::stream::iter(keys)
         .map(|key| async move { holds_findings_open(store, &key).await })
         .buffered(LEDGERS_READ_AT_ONCE)
-        .try_collect()
-        .await?;
-    Ok(open.into_iter().filter(|open| *open).count())
+        .try_filter(|open| std::future::ready(*open));
+    Ok(open.try_next().await?.is_some())
 }
 
 /// Whether the ledger at `key` holds findings open; one that cannot be read may.
@@ -958,14 +956,14 @@ async fn holds_findings_open(store: &impl ObjectStore, key: &str) -> Result<bool
 /// API tells, and the questions asked of each unlisted asset would find no scan either: closing
 /// every finding of the tenant on that word is the worst mistake the connector could make. A
 /// problem: the run is partial and nothing is closed.
-fn nothing_listed(kind: ConnectorKind, open: usize, previous_run: &str) -> String {
+fn nothing_listed(kind: ConnectorKind, previous_run: &str) -> String {
     let what = if kind.on_projects() {
         "projects"
     } else {
         "DAST environments"
     };
     format!(
-        "the tenant lists no {what}, yet run {previous_run} left {open} assets with findings open: the credential may have lost its access to them (its user or client removed from their groups), which the API answers as it answers their deletion; they are carried, not closed. Give the credential back its access; if the tenant's {what} were all deleted, the connection has nothing left to pull"
+        "the tenant lists no {what}, yet run {previous_run} left assets with findings open: the credential may have lost its access to them (its user or client removed from their groups), which the API answers as it answers their deletion; they are carried, not closed. Give the credential back its access; if the tenant's {what} were all deleted, the connection has nothing left to pull"
     )
 }
 

@@ -182,6 +182,48 @@ async fn a_total_reported_short_of_the_results_is_not_taken_for_complete() {
 
 /// A DAST server that caps its pages below `per_page` and reports fewer results than it holds:
 /// the page after a last page as full as the server sends them is asked for too.
+/// An environment's scans that move between their pages (the total changes: a scan deleted or
+/// created meanwhile), where the first completed scan is on a later page: a newer one may have
+/// gone by unread at the page boundary, so none is taken. Found on the first page, the list was
+/// read no further and the scan is taken.
+#[tokio::test]
+async fn a_dast_scan_list_that_moves_before_its_first_completed_scan_is_refused() {
+    let emulator = emulator(TenantShape {
+        dast_environments: 4,
+        dast_scans_per_environment: 2,
+        ..TenantShape::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.dast_page_size = 1;
+    let client = client(s, &api_key(&emulator));
+    let moving = || FaultSpec {
+        total_drift: 1,
+        ..FaultSpec::default()
+    };
+    // Environment 3's newest scan is running: its completed one is on the second page.
+    let running_last = &emulator.expected().environments[3];
+    emulator.set_fault(Endpoint::DastScans, moving());
+    let refused = client
+        .latest_completed_dast_scan(&running_last.id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("the total changed during paging")
+            && refused.contains("the first completed scan is on the page from 1"),
+        "{refused}"
+    );
+    let completed_first = &emulator.expected().environments[0];
+    emulator.set_fault(Endpoint::DastScans, moving());
+    let latest = client
+        .latest_completed_dast_scan(&completed_first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.scan_id, completed_first.scans.last().unwrap().id);
+}
+
 #[tokio::test]
 async fn a_dast_total_reported_short_by_a_server_that_caps_its_pages_is_not_taken_for_complete() {
     let emulator = emulator(TenantShape {
