@@ -105,6 +105,12 @@ impl Engine {
         }
     }
 
+    /// Whether its findings' ids are always sent with their identity suffix (`<CVE>#<hex>`): SCA
+    /// and container ids are CVE ids, one CVE in many packages, so the id alone names no finding.
+    pub fn ids_always_suffixed(self) -> bool {
+        matches!(self, Self::Sca | Self::Containers)
+    }
+
     /// The engine whose record `type` this is, among a project scan's engines.
     pub fn of_record_type(kind: &str) -> Option<Self> {
         Self::PROJECT_ENGINES

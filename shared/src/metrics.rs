@@ -28,9 +28,10 @@ pub struct Summary {
     /// alarm sees; its line carries `StartsFailed` (1 or 0), which the template alarms on (with
     /// the ticks Lambda counts dropped, which include those whose invocation died unsummarized).
     pub scheduled_start: bool,
-    /// A run finalize committed: whether some of its items were not delivered whole (failed or
-    /// incomplete, their findings carried). Its line carries `RunsPartial` (1 or 0), which the
-    /// template alarms on: the execution succeeded, so the failed-runs alarm does not see it.
+    /// A run finalize committed: whether it is partial (some items not delivered whole, or a
+    /// listing that could not be trusted; the findings concerned carried). Its line carries
+    /// `RunsPartial` (1 or 0), which the template alarms on: the execution succeeded, so the
+    /// failed-runs alarm does not see it.
     pub run_partial: Option<bool>,
 }
 

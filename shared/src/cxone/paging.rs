@@ -1682,8 +1682,9 @@ fn names_another_environment(record: &[u8], asked: &str) -> Option<String> {
 /// found, so the page is refused. One after it is older than the scan taken, and left out.
 fn dast_scans_of_page(records: &[&[u8]], from: u64) -> Result<Vec<DastScan>, VendorError> {
     let mut scans: Vec<DastScan> = Vec::with_capacity(records.len());
+    let mut completed_read = false;
     for (n, record) in records.iter().enumerate() {
-        if scans.iter().any(DastScan::is_completed) {
+        if completed_read {
             scans.extend(serde_json::from_slice(record).ok());
             continue;
         }
@@ -1702,6 +1703,7 @@ fn dast_scans_of_page(records: &[&[u8]], from: u64) -> Result<Vec<DastScan>, Ven
         {
             return Err(refused(format!("(scan {}) names no status", scan.scan_id)));
         }
+        completed_read = scan.is_completed();
         scans.push(scan);
     }
     Ok(scans)

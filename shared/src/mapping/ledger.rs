@@ -273,11 +273,12 @@ impl Findings {
     /// The one finding stored under `id` with a suffix (`<id>#…`), where there is exactly one:
     /// its id and position.
     pub(crate) fn only_suffixed(&self, id: &str) -> Option<(&str, usize)> {
-        let mut suffixed = (self.rank_of(id)..self.len())
+        // Ids sort by their bytes: those that begin `<id>#` stand together, from its rank.
+        let start = format!("{id}#");
+        let mut suffixed = (self.rank_of(&start)..self.len())
             .map(|rank| self.at_rank(rank))
             .map(|position| (self.id_at(position), position))
-            .take_while(|(key, _)| key.starts_with(id))
-            .filter(|(key, _)| key.as_bytes().get(id.len()) == Some(&b'#'));
+            .take_while(|(key, _)| key.starts_with(&start));
         let only = suffixed.next()?;
         suffixed.next().is_none().then_some(only)
     }

@@ -349,7 +349,7 @@ impl Plan {
                 .collect(),
             package: (map.kind == Engine::Sca)
                 .then(|| finding_tree.slot_for("data.packageIdentifier", &mut finding_slots)),
-            always_suffixed: matches!(map.kind, Engine::Sca | Engine::Containers),
+            always_suffixed: map.kind.ids_always_suffixed(),
             sink: (map.kind == Engine::Sast).then(|| {
                 (
                     finding_tree.slot_for("data.nodes[last].fileName", &mut finding_slots),

@@ -480,7 +480,7 @@ async fn transform_collected(
         }
         // The closures of a moved asset's old id are not the new asset's lines.
         let before_the_pull = record.objects.len();
-        let other_engines_ids = ids_of_other_engines(connection, &previous);
+        let other_engines_ids = ids_of_other_engines(&previous);
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
                 if let Some(closures) = moved.get(&transformer.engine()) {
@@ -795,36 +795,23 @@ impl Drop for ReleaseAtEnd {
     }
 }
 
-/// For each engine whose records keep the vendor's id (SAST, KICS), the ids the previous ledger
-/// holds for the asset's other such engines (see [`ItemTransformer::beside_ids_of_other_engines`]). SCA's and
-/// containers' ids are always sent suffixed (`<CVE>#<hex>`), never as the vendor gives them.
-fn ids_of_other_engines(
-    connection: &Connection,
-    previous: &BTreeMap<Engine, Ledger>,
-) -> BTreeMap<Engine, Arc<TextSet>> {
-    let as_given = |engine: &Engine| {
-        connection
-            .plans
-            .iter()
-            .any(|plan| plan.kind == *engine && !plan.implicit.always_suffixed)
-    };
-    let engines: Vec<Engine> = connection
-        .plans
+/// For each engine whose findings keep the vendor's id (SAST, KICS), the ids the previous ledger
+/// holds for the asset's other such engines, whether the connection still delivers them or not
+/// (see [`ItemTransformer::beside_ids_of_other_engines`]).
+fn ids_of_other_engines(previous: &BTreeMap<Engine, Ledger>) -> BTreeMap<Engine, Arc<TextSet>> {
+    let as_given: Vec<(Engine, &Ledger)> = previous
         .iter()
-        .map(|plan| plan.kind)
-        .filter(as_given)
+        .filter(|(engine, _)| !engine.ids_always_suffixed())
+        .map(|(engine, part)| (*engine, part))
         .collect();
-    engines
-        .iter()
-        .filter_map(|&engine| {
-            let others: Vec<&Ledger> = previous
+    Engine::PROJECT_ENGINES
+        .into_iter()
+        .filter(|engine| !engine.ids_always_suffixed())
+        .filter_map(|engine| {
+            let ids: TextSet = as_given
                 .iter()
-                .filter(|(other, _)| **other != engine && as_given(other))
-                .map(|(_, part)| part)
-                .collect();
-            let ids: TextSet = others
-                .iter()
-                .flat_map(|part| part.findings.iter().map(|(id, _)| id))
+                .filter(|(other, _)| *other != engine)
+                .flat_map(|(_, part)| part.findings.iter().map(|(id, _)| id))
                 .collect();
             (!ids.is_empty()).then(|| (engine, Arc::new(ids)))
         })

@@ -319,13 +319,20 @@ async fn an_id_another_engines_finding_left_is_told_apart() {
         kics_ids_reused_by_sast: true,
         ..shape(scans, None)
     };
+    let committed = |tenant: &Emulator| {
+        let (c, key) = (every_engine(tenant, "ids-reused"), api_key(tenant));
+        let store = &store;
+        async move {
+            let summary = run(store, &c, key).await.unwrap();
+            let m = manifest(store, &summary.manifest).await;
+            assert!(m.complete, "{:?}", m.problems);
+            m
+        }
+    };
     let first = emulator(reusing(3)).await;
     let before = vendor_view(&first).await;
     model.apply(&before);
-    let summary = run(&store, &every_engine(&first, "ids-reused"), api_key(&first))
-        .await
-        .unwrap();
-    assert!(summary.complete, "{:?}", summary.problems);
+    committed(&first).await;
 
     let second = emulator(reusing(4)).await;
     let now = vendor_view(&second).await;
@@ -338,15 +345,7 @@ async fn an_id_another_engines_finding_left_is_told_apart() {
         .collect();
     assert!(!reused.is_empty(), "the tenant reuses no KICS id");
     let expected = model.apply(&now);
-    let summary = run(
-        &store,
-        &every_engine(&second, "ids-reused"),
-        api_key(&second),
-    )
-    .await
-    .unwrap();
-    let m2 = manifest(&store, &summary.manifest).await;
-    assert!(m2.complete, "{:?}", m2.problems);
+    let m2 = committed(&second).await;
     // One id per finding on each asset (`reported` checks it), each engine's statuses as the
     // vendor's scans say.
     assert_eq!(reported(&store, &m2).await, expected);
@@ -358,14 +357,7 @@ async fn an_id_another_engines_finding_left_is_told_apart() {
 
     // The same scans again: every finding as it was, the told-apart ones under the same ids.
     let expected = model.apply(&now);
-    let summary = run(
-        &store,
-        &every_engine(&second, "ids-reused"),
-        api_key(&second),
-    )
-    .await
-    .unwrap();
-    let m3 = manifest(&store, &summary.manifest).await;
+    let m3 = committed(&second).await;
     assert_eq!(reported(&store, &m3).await, expected);
     nothing_new_or_reopened(&m3, "the same scans again");
 }

@@ -853,9 +853,7 @@ async fn a_dast_scan_record_that_is_not_a_scan_is_not_passed_over() {
     })
     .await;
     let c = connection(&emulator, "dast-scan-unreadable", ConnectorKind::Dast);
-    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
-    assert!(first.complete, "{:?}", first.problems);
-    let m1 = manifest(&store, &first.manifest).await;
+    let m1 = first_complete_run(&store, &c, &emulator).await;
     let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
     let running_last = emulator.expected().environments[3].id.clone();
     emulator.set_fault(
