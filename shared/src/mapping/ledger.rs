@@ -871,11 +871,16 @@ impl Ledger {
 }
 
 /// The open findings of a stored ledger, counted as it is read, without building it: a ledger
-/// carried forward unchanged is copied as it is stored.
+/// carried forward unchanged is copied as it is stored. Also whose they are.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OpenFindings {
     #[serde(rename = "findings", deserialize_with = "count_open")]
     pub count: u64,
+    #[serde(default)]
+    pub vendor_item_id: String,
+    #[serde(default)]
+    pub branch: Option<String>,
 }
 
 fn count_open<'de, D: serde::Deserializer<'de>>(findings: D) -> Result<u64, D::Error> {

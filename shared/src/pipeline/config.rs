@@ -50,6 +50,10 @@ pub struct ConnectionConfig {
     /// for reasons other than its deletion (a changed role, a group filter).
     #[serde(default)]
     pub close_deleted_items: bool,
+    /// Under `close_deleted_items`, how many assets one run may close as deleted; a run that
+    /// would close more closes none of them and commits partial.
+    #[serde(default)]
+    pub deletion_limit: DeletionLimit,
     /// What each triage state means for ETM; NOT_EXPLOITABLE → PROTECTED, everything else (custom
     /// states included) kept open by default.
     #[serde(default)]
@@ -70,6 +74,47 @@ pub struct ConnectionConfig {
     /// item complete with more than half this many records.
     #[serde(default = "default_split_scans_above")]
     pub split_scans_above: u64,
+}
+
+/// The most assets one run may close as deleted (under `close_deleted_items`): `assets`, or
+/// `percent` of the assets of the last committed run that this run lists or would close, whichever
+/// is more. A credential that loses its access to part of the tenant (its user removed from some
+/// groups) is answered as those projects' deletion would be, as far as the API tells: without a
+/// limit, one such run would close every finding of theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletionLimit {
+    #[serde(default = "default_deletion_limit_assets")]
+    pub assets: u64,
+    /// 0 to 100; 100 lets any deletion through.
+    #[serde(default = "default_deletion_limit_percent")]
+    pub percent: u8,
+}
+
+fn default_deletion_limit_assets() -> u64 {
+    5
+}
+
+fn default_deletion_limit_percent() -> u8 {
+    10
+}
+
+impl Default for DeletionLimit {
+    fn default() -> Self {
+        Self {
+            assets: default_deletion_limit_assets(),
+            percent: default_deletion_limit_percent(),
+        }
+    }
+}
+
+impl DeletionLimit {
+    /// The most assets a run may close as deleted when the last committed run had `held` assets
+    /// that this run lists or would close.
+    pub fn allowed(&self, held: u64) -> u64 {
+        let share = u128::from(held) * u128::from(self.percent) / 100;
+        self.assets.max(u64::try_from(share).unwrap_or(u64::MAX))
+    }
 }
 
 fn default_split_scans_above() -> u64 {
@@ -143,6 +188,7 @@ impl ConnectionConfig {
             schedule: None,
             item_concurrency: default_item_concurrency(),
             close_deleted_items: false,
+            deletion_limit: DeletionLimit::default(),
             original_severity: true,
             split_scans_above: default_split_scans_above(),
             triage: TriageMap::default(),
@@ -204,6 +250,15 @@ impl ConnectionConfig {
             errors.push(FieldError::new(
                 "item_concurrency",
                 format!("{} is out of range; use 1 to 64", self.item_concurrency),
+            ));
+        }
+        if self.deletion_limit.percent > 100 {
+            errors.push(FieldError::new(
+                "deletion_limit.percent",
+                format!(
+                    "{} is not a percentage; use 0 to 100 (100 lets any deletion through)",
+                    self.deletion_limit.percent
+                ),
             ));
         }
         let page = u64::from(self.vendor.results_page_size);
@@ -508,6 +563,22 @@ mod tests {
     }
 
     #[test]
+    fn the_deletion_limit_is_its_assets_or_its_share_whichever_is_more() {
+        let limit = |assets, percent| DeletionLimit { assets, percent };
+        let cases = [
+            (DeletionLimit::default(), 20, 5),
+            (DeletionLimit::default(), 1_000, 100),
+            (DeletionLimit::default(), 1_009, 100),
+            (limit(0, 100), 7, 7),
+            (limit(3, 0), 1_000, 3),
+            (limit(0, 100), u64::MAX, u64::MAX),
+        ];
+        for (limit, held, allowed) in cases {
+            assert_eq!(limit.allowed(held), allowed, "{limit:?} of {held}");
+        }
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let cases = [
             (r#""id":"cx-sast""#, r#""id":"cx sast/../x""#, "`id`"),
@@ -527,6 +598,16 @@ mod tests {
                 r#""kind":"sast""#,
                 r#""kind":"sast","split_scans_above":999"#,
                 "`split_scans_above`",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","deletion_limit":{"percent":101}"#,
+                "`deletion_limit.percent`: 101 is not a percentage; use 0 to 100",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","deletion_limit":{"share":5}"#,
+                "`deletion_limit.share`: unknown field `share`, expected `assets` or `percent`",
             ),
             (
                 r#""kind":"sast""#,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::config::{BranchPolicy, Connection};
+use super::config::{BranchPolicy, Connection, DeletionLimit};
 use super::documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemStatus, Manifest, ManifestItem, TransformRecord,
     WorkItem,
@@ -509,14 +509,45 @@ async fn deleted_items(
     let delivered: std::collections::BTreeSet<Engine> = connection.engines().collect();
     let mut deleted = Vec::new();
     let mut closed = BTreeMap::new();
-    for key in store.list(&previous.ledger_prefix()).await? {
+    let keys = store.list(&previous.ledger_prefix()).await?;
+    // More assets to close than the connection's limit allows reads as access lost, not
+    // deletion: they are carried as stored, as from an incomplete listing.
+    let beyond_limit = match connection.config.close_deleted_items && listing_complete {
+        true => {
+            let (listed_before, unlisted): (Vec<&String>, Vec<&String>) = keys
+                .iter()
+                .filter(|key| {
+                    previous
+                        .ledger_item(key)
+                        .is_some_and(|item| !left_out.contains(item))
+                })
+                .partition(|key| {
+                    previous
+                        .ledger_item(key)
+                        .is_some_and(|i| listed.contains(i))
+                });
+            deletions_beyond_limit(
+                store,
+                &connection.config.deletion_limit,
+                previous_run,
+                listed_before.len(),
+                &unlisted,
+                &listed_projects,
+            )
+            .await?
+        }
+        false => None,
+    };
+    let deletion_decided = listing_complete && beyond_limit.is_none();
+    problems.extend(beyond_limit);
+    for key in keys {
         let Some(item) = previous.ledger_item(&key) else {
             continue;
         };
         if listed.contains(item) {
             continue;
         }
-        if left_out.contains(item) || !listing_complete {
+        if left_out.contains(item) || !deletion_decided {
             // Copied as it is stored.
             if let Some(body) = store.get(&key).await? {
                 match read_gzip_json::<OpenFindings>(&key, &body[..]) {
@@ -619,6 +650,50 @@ async fn deleted_items(
         carried_for_filtered: carried,
         problems,
     })
+}
+
+/// The problem of a run that would close as deleted more assets than the connection's
+/// `deletion_limit` allows. Counted: of the `unlisted` ledgers of run `previous_run`, those
+/// holding findings open (the others close nothing; one that cannot be read is carried, not
+/// closed) whose project or environment this run did not list (a branch gone from a project still
+/// listed, or an asset keyed anew by a change of branch policy, is no sign of access lost); against
+/// the limit for them and the run's `listed_before` assets still listed.
+async fn deletions_beyond_limit(
+    store: &impl ObjectStore,
+    limit: &DeletionLimit,
+    previous_run: &str,
+    listed_before: usize,
+    unlisted: &[&String],
+    listed_projects: &std::collections::HashSet<&str>,
+) -> Result<Option<String>, StepError> {
+    let closing = futures_util::stream::iter(unlisted)
+        .map(|key| async move {
+            let ledger = match get_gzip_json::<OpenFindings>(store, key).await {
+                Ok(ledger) => ledger,
+                Err(StepError::BadObject { .. }) => None,
+                Err(error) => return Err(error),
+            };
+            Ok(ledger.is_some_and(|l| {
+                let id = l.vendor_item_id.as_str();
+                let project = l
+                    .branch
+                    .and_then(|b| project_of_branch_asset(id, &b).map(str::to_string));
+                l.count > 0
+                    && !listed_projects.contains(id)
+                    && !project.is_some_and(|p| listed_projects.contains(p.as_str()))
+            }))
+        })
+        .buffered(FINALIZE_READS_AT_ONCE)
+        .try_fold(0u64, |n, open| async move { Ok(n + u64::from(open)) })
+        .await?;
+    let held = listed_before as u64 + closing;
+    let allowed = limit.allowed(held);
+    Ok((closing > allowed).then(|| {
+        format!(
+            "the tenant no longer lists {closing} assets whose findings run {previous_run} left open, beside {listed_before} of its assets it still lists: more than the connection's deletion_limit lets one run close as deleted ({allowed}: {} assets, or {}% of {held}). A credential that lost its access to part of the tenant (its user or client removed from some groups) is answered as their deletion would be. They are carried, not closed. Give the credential back its access; if they were deleted, set deletion_limit.percent to 100 for one run, then put it back",
+            limit.assets, limit.percent
+        )
+    }))
 }
 
 /// The previous committed run's assets this run did not list.

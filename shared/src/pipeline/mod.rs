@@ -23,7 +23,9 @@ mod transform;
 
 pub use access::VendorAccess;
 pub use collect::{collect, record_collect_failure};
-pub use config::{BranchPolicy, Connection, ConnectionConfig, Filters, check_key_segment};
+pub use config::{
+    BranchPolicy, Connection, ConnectionConfig, DeletionLimit, Filters, check_key_segment,
+};
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic,
     LISTED_PER_ITEM, Manifest, ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup,

@@ -1349,6 +1349,90 @@ async fn a_tenant_that_lists_nothing_closes_nothing() {
     }
 }
 
+/// A credential that loses its access to part of the tenant (removed from some groups) is
+/// answered, as far as the API tells, as those projects' (environments') deletion would be. Under
+/// `close_deleted_items`, a run that would close more assets than the connection's
+/// `deletion_limit` allows (by default 5, or 10% of the assets) closes none of them: it commits
+/// partial, naming the count, the limit and what to do, and carries their findings. Fewer close
+/// as before; with the limit raised, the next run closes them.
+#[tokio::test]
+async fn more_deletions_than_the_limit_close_nothing() {
+    // The assets of `before` with findings out that `after` does not hold.
+    fn gone(before: &Manifest, after: &Manifest) -> usize {
+        let kept: BTreeSet<&str> = after.items.iter().map(|i| i.item.as_str()).collect();
+        let with_findings = before.items.iter().filter(|i| i.figures.findings_out > 0);
+        with_findings
+            .filter(|i| !kept.contains(i.item.as_str()))
+            .count()
+    }
+    for (kind, each_branch) in [
+        (ConnectorKind::Sast, false),
+        (ConnectorKind::Dast, false),
+        (ConnectorKind::Sast, true),
+    ] {
+        let id = format!("deletion-limit-{kind:?}-{each_branch}").to_lowercase();
+        let (store, dir) = temp_store(&id);
+        let tenant = |assets: u32| TenantShape {
+            dast_environments: if kind.on_projects() { 0 } else { assets },
+            branches_per_project: if each_branch { 2 } else { 1 },
+            ..shape(if kind.on_projects() { assets } else { 0 }, 1)
+        };
+        let closing = |emulator: &Emulator, percent: u8| {
+            let mut c = connection(emulator, &id, kind);
+            c.config.close_deleted_items = true;
+            c.config.deletion_limit.percent = percent;
+            if each_branch {
+                c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+            }
+            c.config.clone().validate().unwrap()
+        };
+        let full = emulator(tenant(20)).await;
+        let m1 = first_complete_run(&store, &closing(&full, 10), &full).await;
+        // Two gone: within the limit (5 assets).
+        let fewer = emulator(tenant(18)).await;
+        let second = run(&store, &closing(&fewer, 10), api_key(&fewer)).await;
+        let m2 = manifest(&store, &second.unwrap().manifest).await;
+        assert!(m2.complete, "{id}: {:?}", m2.problems);
+        assert!(m2.deleted_items.iter().all(|d| d.closed), "{id}");
+        assert_eq!(m2.deleted_items.len(), gone(&m1, &m2), "{id}");
+        assert!(!m2.deleted_items.is_empty(), "{id}");
+        // Ten more gone: over it.
+        let few = emulator(tenant(8)).await;
+        let third = run(&store, &closing(&few, 10), api_key(&few)).await;
+        let m3 = manifest(&store, &third.unwrap().manifest).await;
+        assert!(!m3.complete, "{id}");
+        let lost = gone(&m2, &m3);
+        assert!(lost > 5, "{id}: {lost}");
+        let said = format!(
+            "the tenant no longer lists {lost} assets whose findings run {} left open",
+            m2.run_id
+        );
+        assert!(
+            m3.problems
+                .iter()
+                .any(|p| p.starts_with(&said) && p.contains("deletion_limit.percent to 100")),
+            "{id}: {:?}",
+            m3.problems
+        );
+        assert!(m3.deleted_items.is_empty(), "{id}: {:?}", m3.deleted_items);
+        let kept: BTreeSet<&str> = m3.items.iter().map(|i| i.item.as_str()).collect();
+        let lost_open: u64 = (m2.items.iter())
+            .filter(|i| !kept.contains(i.item.as_str()))
+            .map(|i| i.figures.findings_out - i.figures.fixed)
+            .sum();
+        assert!(m3.carried_forward >= lost_open && lost_open > 0, "{id}");
+        // The limit raised: the run after closes them, against the partial run's ledgers.
+        let fourth = run(&store, &closing(&few, 100), api_key(&few)).await;
+        let m4 = manifest(&store, &fourth.unwrap().manifest).await;
+        assert!(m4.complete, "{id}: {:?}", m4.problems);
+        // (The one deleted before is reported again, nothing left open.)
+        let closing_now = m4.deleted_items.iter().filter(|d| d.open_findings > 0);
+        assert!(closing_now.clone().all(|d| d.closed), "{id}");
+        assert_eq!(closing_now.count(), lost, "{id}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// A connection whose config is pointed at another tenant, or made to pull DAST environments
 /// instead of projects, under the same id: every asset of its last committed run would be
 /// unlisted, reported deleted and, under `close_deleted_items`, closed while the first tenant
