@@ -1349,8 +1349,9 @@ async fn a_tenant_that_lists_nothing_closes_nothing() {
     }
 }
 
-/// A credential that loses its access to part of the tenant (removed from some groups) is
-/// answered, as far as the API tells, as those projects' (environments') deletion would be. Under
+/// A credential that loses its access to part of the tenant (removed from some groups; emulator
+/// fault `visible`) is answered, as far as the API tells, as those projects' (environments')
+/// deletion would be. Under
 /// `close_deleted_items`, a run that would close more assets than the connection's
 /// `deletion_limit` allows (by default 5, or 10% of the assets) closes none of them: it commits
 /// partial, naming the count, the limit and what to do, and carries their findings. Fewer close
@@ -1396,8 +1397,17 @@ async fn more_deletions_than_the_limit_close_nothing() {
         assert!(m2.deleted_items.iter().all(|d| d.closed), "{id}");
         assert_eq!(m2.deleted_items.len(), gone(&m1, &m2), "{id}");
         assert!(!m2.deleted_items.is_empty(), "{id}");
-        // Ten more gone: over it.
-        let few = emulator(tenant(8)).await;
+        // The credential removed from the groups of all but 8: over it.
+        let few = fewer;
+        let endpoint = match kind {
+            ConnectorKind::Dast => Endpoint::DastEnvironments,
+            _ => Endpoint::Projects,
+        };
+        let visible = FaultSpec {
+            visible: Some(8),
+            ..FaultSpec::default()
+        };
+        few.set_fault(endpoint, visible);
         let third = run(&store, &closing(&few, 10), api_key(&few)).await;
         let m3 = manifest(&store, &third.unwrap().manifest).await;
         assert!(!m3.complete, "{id}");

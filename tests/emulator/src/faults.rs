@@ -91,6 +91,11 @@ pub struct FaultSpec {
     /// on their branches and `use-main-branch` answers those (a server whose `use-main-branch`
     /// answer is of another branch than the project's record names).
     pub main_branch_listed: Option<String>,
+    /// `/api/projects` (or `/api/dast/scans/environments`): the credential sees only the first
+    /// this many projects (environments); every other is answered as if deleted, in the lists,
+    /// `last-scan`, the project's record, branches and scans (an environment's scans): a user or
+    /// client removed from the groups of the rest. Not limited by `match`.
+    pub visible: Option<u32>,
     /// Token endpoint only: access tokens issued while set stop working after this many seconds,
     /// although their `exp` claim promises the full lifetime.
     pub expire_tokens_after_secs: Option<u64>,
@@ -225,10 +230,15 @@ impl FaultSpec {
                     spec.main_branch_listed = Some(value.to_string())
                 }
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
+                "visible" => {
+                    spec.visible = Some(u32::try_from(int()?).map_err(|_| {
+                        format!("'visible' expects a count of projects, got '{value}'")
+                    })?)
+                }
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, visible, max"
                     ));
                 }
             }
@@ -496,6 +506,12 @@ impl FaultControl {
         shrunk.min(slot.spec.page_cap.unwrap_or(u64::MAX))
     }
 
+    /// How many of the tenant's `all` projects (environments) the credential sees under the
+    /// fault `visible`: the first ones.
+    pub fn visible(&self, endpoint: Endpoint, all: u32) -> u32 {
+        self.slot(endpoint).spec.visible.map_or(all, |n| n.min(all))
+    }
+
     pub fn token_validity(&self) -> Option<u64> {
         self.slot(Endpoint::Token).spec.expire_tokens_after_secs
     }
@@ -518,7 +534,7 @@ mod tests {
 
     #[test]
     fn flag_form_parses_every_setting() {
-        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,untyped=0.45,drift=7,claim-total=1000,ignore-position=true,move-first-to-end=true,shrink-to=3,page-cap=4,latency-ms=20,jitter-ms=5,max=9").unwrap();
+        let (eps, spec) = parse_flag("results:429=0.5,retry-after=date:3,5xx=0.1,status=502,403=0.6,match=scan-1,reset=0.2,truncate=0.3,malformed=0.4,untyped=0.45,drift=7,claim-total=1000,ignore-position=true,move-first-to-end=true,shrink-to=3,page-cap=4,visible=8,latency-ms=20,jitter-ms=5,max=9").unwrap();
         assert_eq!(eps, vec![Endpoint::Results]);
         assert_eq!(spec.rate_limit_rate, 0.5);
         assert_eq!(spec.retry_after, RetryAfter::HttpDate(3));
@@ -546,7 +562,10 @@ mod tests {
             ),
             (Some(1000), true, true)
         );
-        assert_eq!((spec.pages_shrink_to, spec.page_cap), (Some(3), Some(4)));
+        assert_eq!(
+            (spec.pages_shrink_to, spec.page_cap, spec.visible),
+            (Some(3), Some(4), Some(8))
+        );
         assert_eq!(
             parse_flag("all:retry-after=4").unwrap().0.len(),
             Endpoint::ALL.len()

@@ -103,7 +103,9 @@ pub async fn environments(
     let scan_type = params
         .any_of(&["match[scantype]", "filter[scantype]", "match.scantype"])
         .map(str::to_ascii_uppercase);
-    let mut matching: Vec<u32> = (0..tenant.shape.dast_environments)
+    let visible =
+        (state.faults).visible(Endpoint::DastEnvironments, tenant.shape.dast_environments);
+    let mut matching: Vec<u32> = (0..visible)
         .filter(|e| {
             search.as_ref().is_none_or(|s| {
                 tenant.environment_domain(*e).contains(s.as_str())
@@ -192,7 +194,9 @@ pub async fn scans(
         .filters_ignored(Endpoint::DastScans, &faults::request_target())
     {
         (0..tenant.shape.dast_environments).collect()
-    } else if let Some(e) = tenant.environment_index(env_id) {
+    } else if let Some(e) = tenant.environment_index(env_id).filter(|e| {
+        *e < (state.faults).visible(Endpoint::DastEnvironments, tenant.shape.dast_environments)
+    }) {
         vec![e]
     } else {
         // The environment the fault `replace-first` lists as created while the list was paged

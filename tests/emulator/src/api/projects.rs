@@ -138,7 +138,10 @@ pub async fn list(
     let (asked_offset, asked) = window(&params)?;
     let filter = ProjectFilter::parse(&params)?;
     let tenant = &state.tenant;
-    let all = tenant.shape.projects as usize;
+    let visible = state
+        .faults
+        .visible(Endpoint::Projects, tenant.shape.projects);
+    let all = visible as usize;
     let offset = position(&state, Endpoint::Projects, asked_offset as u64, 0) as usize;
     // `limit=0` asks for every project; a fault that caps the page size caps that too.
     let room = page_room(
@@ -157,7 +160,7 @@ pub async fn list(
         let end = offset.saturating_add(limit).min(all);
         (all, (offset.min(all)..end).map(|p| p as u32).collect())
     } else {
-        let matching: Vec<u32> = (0..tenant.shape.projects)
+        let matching: Vec<u32> = (0..visible)
             .filter(|p| filter.matches(tenant, *p))
             .collect();
         let page = matching.iter().skip(offset).take(limit).copied().collect();
@@ -236,6 +239,7 @@ pub async fn one(
     let p = state
         .tenant
         .project_index(&id)
+        .filter(|p| *p < state.faults.visible(Endpoint::Projects, u32::MAX))
         .ok_or_else(|| ApiError::not_found(Style::Ast, "project not found"))?;
     Ok(Json(state.tenant.project_json(p)).into_response())
 }
@@ -267,11 +271,15 @@ pub async fn last_scan(
     let asked = |name: &str| params.one(name).filter(|_| filtered).map(str::to_string);
     let (status, engine, branch) = (asked("scan-status"), asked("engine"), asked("branch"));
     let use_main = filtered && params.bool("use-main-branch", false, Style::Ast)?;
+    let visible = state
+        .faults
+        .visible(Endpoint::Projects, tenant.shape.projects);
     let scope: Vec<u32> = if ids.is_empty() || !filtered {
-        (0..tenant.shape.projects).collect()
+        (0..visible).collect()
     } else {
         ids.iter()
             .filter_map(|id| tenant.project_index(id))
+            .filter(|p| *p < visible)
             .collect()
     };
     let limit = limit
@@ -318,7 +326,10 @@ pub async fn branches(
             "'project-id' is required",
         ));
     };
-    let Some(p) = tenant.project_index(id) else {
+    let visible = state
+        .faults
+        .visible(Endpoint::Projects, tenant.shape.projects);
+    let Some(p) = tenant.project_index(id).filter(|p| *p < visible) else {
         return Err(ApiError::not_found(Style::Ast, "project not found"));
     };
     let scans = tenant.scans(p);
@@ -387,12 +398,16 @@ pub async fn list_scans(
             ));
         }
     };
+    let visible = state
+        .faults
+        .visible(Endpoint::Projects, tenant.shape.projects);
     let projects: Vec<u32> = if project_ids.is_empty() {
-        (0..tenant.shape.projects).collect()
+        (0..visible).collect()
     } else {
         project_ids
             .iter()
             .filter_map(|id| tenant.project_index(id))
+            .filter(|p| *p < visible)
             .collect()
     };
     let mut matching: Vec<ScanInfo> = projects
