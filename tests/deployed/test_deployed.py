@@ -934,6 +934,45 @@ def test_a_project_a_broken_listing_leaves_out_is_never_closed_as_deleted(accoun
     assert_unchanged(after, first)
 
 
+def test_a_credential_that_loses_access_to_most_projects_closes_nothing(account, emulator):
+    # A connection that closes the findings of deleted projects, on its own. Its credential is then
+    # removed from the groups of all but the tenant's first 4 of 12 projects (emulator fault
+    # `visible`): the API answers as it would for their deletion. More assets gone at once than
+    # the connection's deletion_limit (by default 5, or 10%) read as access lost: finalize (its
+    # own role) commits the run partial, naming the limit, reports nothing deleted and closes
+    # nothing, and the partial-runs metric counts it. Access back, the run after is unchanged.
+    result = put_connection(account, emulator, "access-loss", extra={"close_deleted_items": True})
+    assert result.returncode == 0, result.stderr
+    _, first = api_run(account, "access-loss")
+    emulator.fault("projects", {"visible": 4})
+    try:
+        status, started = account.http("POST", "/connections/access-loss/runs")
+        assert status == 202, started
+        execution = account.wait(started["executionArn"])
+    finally:
+        emulator.clear_faults()
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    manifest = committed(account, started["run"])
+    assert len(manifest["items"]) == 4, [i["vendorId"] for i in manifest["items"]]
+    gone = [i for i in first["items"] if i["figures"]["findingsOut"] > i["figures"]["fixed"]
+            and i["item"] not in {m["item"] for m in manifest["items"]}]
+    assert len(gone) > 5, gone
+    said = f"the tenant no longer lists {len(gone)} assets whose findings run {first['runId']} left open"
+    assert manifest["complete"] is False and any(
+        p.startswith(said) and "deletion_limit.percent to 100" in p for p in manifest["problems"]), manifest["problems"]
+    assert manifest.get("deletedItems", []) == [], manifest["deletedItems"]
+    lifecycle = manifest["totals"]["lifecycle"]
+    assert lifecycle.get("FIXED", 0) == manifest["totals"]["fixed"], lifecycle
+    open_gone = sum(i["figures"]["findingsOut"] - i["figures"]["fixed"] for i in gone)
+    assert manifest["carriedForward"] >= open_gone, (manifest["carriedForward"], open_gone)
+    for item in gone:
+        assert account.exists(f"connections/access-loss/runs/{started['run']['runId']}/ledger/{item['item']}.json.gz")
+    assert [line["RunsPartial"] for line in account.summary_lines("cxone-etm-finalize")
+            if line.get("RunId") == started["run"]["runId"] and "RunsPartial" in line] == [1]
+    _, after = api_run(account, "access-loss")
+    assert_unchanged(after, first)
+
+
 def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole(account, emulator):
     # A warm function keeps its connection, access token included, from one invocation to the
     # next, as Lambda keeps its instance. Every token the tenant gave is revoked after a run, and
