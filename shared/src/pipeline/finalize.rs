@@ -19,7 +19,7 @@ use super::objects::{
     Once, get_gzip_json, get_json, put_gzip_json, put_json_once, put_lines_written, read_gzip_json,
     sha256_hex,
 };
-use super::plan::{Planned, project_of_branch_asset, read_plan};
+use super::plan::{Planned, closed_as_deleted, project_of_branch_asset, read_plan};
 use super::run::{
     RunRecord, VendorScope, ensure_holds_lock, ensure_last_commit_unchanged, fail_run,
     finish_committed, mark_committed, read_run, record_plan, restore_committed_manifest,
@@ -278,9 +278,12 @@ pub async fn finalize(
         connection,
         run,
         &record,
-        &work,
-        &filtered_items,
-        listing_complete,
+        ThisRun {
+            work: &work,
+            filtered: &filtered_items,
+            listing_complete,
+            listed_open: items.iter().filter(|i| holds_findings_open(i)).count() as u64,
+        },
     )
     .await?;
     problems.extend(unreadable_unlisted);
@@ -483,16 +486,21 @@ fn unreadable_ledger(error: &StepError, copy: &str, may_be_scanned: bool) -> Str
 /// filters left out carry their ledgers forward unchanged; their open findings are the second value.
 /// Deletion is decided only from a complete listing: when this run's list was incomplete (a
 /// malformed record, a total that moved), an unlisted asset may simply be the one that was not
-/// read, so it is carried forward unchanged, never reported deleted or closed.
+/// read, so it is carried forward unchanged, never reported deleted or closed. So it is when more
+/// would close than the connection's `deletion_limit` allows.
 async fn deleted_items(
     store: &impl ObjectStore,
     connection: &Connection,
     run: &RunRef,
     record: &RunRecord,
-    work: &[WorkItem],
-    filtered: &[FilteredItem],
-    listing_complete: bool,
+    this_run: ThisRun<'_>,
 ) -> Result<Unlisted, StepError> {
+    let ThisRun {
+        work,
+        filtered,
+        listing_complete,
+        listed_open,
+    } = this_run;
     let Some(previous_run) = &record.previous_run else {
         return Ok(Unlisted::default());
     };
@@ -512,31 +520,37 @@ async fn deleted_items(
     let keys = store.list(&previous.ledger_prefix()).await?;
     // More assets to close than the connection's limit allows reads as access lost, not
     // deletion: they are carried as stored, as from an incomplete listing.
-    let beyond_limit = match connection.config.close_deleted_items && listing_complete {
-        true => {
-            let (listed_before, unlisted): (Vec<&String>, Vec<&String>) = keys
-                .iter()
-                .filter(|key| {
-                    previous
-                        .ledger_item(key)
-                        .is_some_and(|item| !left_out.contains(item))
+    let beyond_limit = if connection.config.close_deleted_items && listing_complete {
+        // Those the previous run reported deleted with nothing left open need no read.
+        let nothing_open = closed_as_deleted(store, &previous).await?;
+        let unlisted: Vec<&String> = keys
+            .iter()
+            .filter(|key| {
+                previous.ledger_item(key).is_some_and(|item| {
+                    !listed.contains(item)
+                        && !left_out.contains(item)
+                        && !nothing_open.contains(item)
                 })
-                .partition(|key| {
-                    previous
-                        .ledger_item(key)
-                        .is_some_and(|i| listed.contains(i))
-                });
-            deletions_beyond_limit(
-                store,
-                &connection.config.deletion_limit,
-                previous_run,
-                listed_before.len(),
-                &unlisted,
-                &listed_projects,
-            )
-            .await?
-        }
-        false => None,
+            })
+            .collect();
+        let scanned_projects: std::collections::HashSet<&str> = work
+            .iter()
+            .filter(|w| w.scan_id.is_some())
+            .map(|w| w.vendor_id.as_str())
+            .collect();
+        let closing = Closing {
+            left_out_projects: &left_out_projects,
+            scanned_projects: &scanned_projects,
+        };
+        let counted = closing.counted(store, &unlisted).await?;
+        deletions_beyond_limit(
+            &connection.config.deletion_limit,
+            previous_run,
+            listed_open,
+            &counted,
+        )
+    } else {
+        None
     };
     let deletion_decided = listing_complete && beyond_limit.is_none();
     problems.extend(beyond_limit);
@@ -579,11 +593,11 @@ async fn deleted_items(
         };
         // Under `each_branch` a project's assets are its branches (`<project>@<branch>`, keyed
         // apart from the project): a project the filters leave out keeps them as they were too.
-        let branch_of_left_out = ledger.branch.as_ref().is_some_and(|branch| {
-            project_of_branch_asset(&ledger.vendor_item_id, branch)
-                .is_some_and(|project| left_out_projects.contains(project))
-        });
-        if branch_of_left_out {
+        if branch_of_left_out(
+            &ledger.vendor_item_id,
+            ledger.branch.as_deref(),
+            &left_out_projects,
+        ) {
             carried += ledger.open_findings();
             put_gzip_json(store, &run.ledger(item), &ledger).await?;
             continue;
@@ -652,48 +666,100 @@ async fn deleted_items(
     })
 }
 
+/// What this run listed, for [`deleted_items`].
+struct ThisRun<'a> {
+    work: &'a [WorkItem],
+    filtered: &'a [FilteredItem],
+    /// No problem in the plan: the listing is whole.
+    listing_complete: bool,
+    /// The items with findings open ([`holds_findings_open`]).
+    listed_open: u64,
+}
+
+/// Whether this run leaves findings of the item open: sent open, or carried.
+fn holds_findings_open(item: &ManifestItem) -> bool {
+    item.figures.findings_out > item.figures.fixed || item.carried_forward > 0
+}
+
+/// Whether a ledger of the asset `vendor_item_id` (of `branch`) is a branch asset of a project
+/// the filters leave out: carried as it is, never closed.
+fn branch_of_left_out(
+    vendor_item_id: &str,
+    branch: Option<&str>,
+    left_out_projects: &std::collections::HashSet<&str>,
+) -> bool {
+    branch.is_some_and(|branch| {
+        project_of_branch_asset(vendor_item_id, branch)
+            .is_some_and(|project| left_out_projects.contains(project))
+    })
+}
+
+/// Which of the assets finalize would close as deleted count toward the connection's
+/// `deletion_limit`.
+struct Closing<'a> {
+    left_out_projects: &'a std::collections::HashSet<&'a str>,
+    /// The projects (environments) this run pulls a scan of.
+    scanned_projects: &'a std::collections::HashSet<&'a str>,
+}
+
+impl Closing<'_> {
+    /// Of the `unlisted` ledgers of the previous run, the vendor ids of those finalize would
+    /// close (findings open, not a branch of a project left out) whose project or environment
+    /// this run pulls no scan of: a branch gone from a project still scanned, or an asset keyed
+    /// anew by a change of branch policy, is no sign of access lost. A ledger that cannot be read
+    /// is carried, not closed: not counted.
+    async fn counted(
+        &self,
+        store: &impl ObjectStore,
+        unlisted: &[&String],
+    ) -> Result<Vec<String>, StepError> {
+        futures_util::stream::iter(unlisted)
+            .map(|key| async move {
+                match get_gzip_json::<OpenFindings>(store, key).await {
+                    Ok(ledger) => Ok(ledger.filter(|l| self.counts(l)).map(|l| l.vendor_item_id)),
+                    Err(StepError::BadObject { .. }) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
+            .buffered(FINALIZE_READS_AT_ONCE)
+            .try_filter_map(|id| async move { Ok(id) })
+            .try_collect()
+            .await
+    }
+
+    fn counts(&self, ledger: &OpenFindings) -> bool {
+        let id = ledger.vendor_item_id.as_str();
+        let branch = ledger.branch.as_deref();
+        let project = branch.and_then(|b| project_of_branch_asset(id, b));
+        ledger.count > 0
+            && !branch_of_left_out(id, branch, self.left_out_projects)
+            && !self.scanned_projects.contains(id)
+            && !project.is_some_and(|p| self.scanned_projects.contains(p))
+    }
+}
+
 /// The problem of a run that would close as deleted more assets than the connection's
-/// `deletion_limit` allows. Counted: of the `unlisted` ledgers of run `previous_run`, those
-/// holding findings open (the others close nothing; one that cannot be read is carried, not
-/// closed) whose project or environment this run did not list (a branch gone from a project still
-/// listed, or an asset keyed anew by a change of branch policy, is no sign of access lost); against
-/// the limit for them and the run's `listed_before` assets still listed.
-async fn deletions_beyond_limit(
-    store: &impl ObjectStore,
+/// `deletion_limit` allows: the `counted` ones ([`Closing::counted`]) against the limit for them
+/// and the run's `listed_open` items with findings open.
+fn deletions_beyond_limit(
     limit: &DeletionLimit,
     previous_run: &str,
-    listed_before: usize,
-    unlisted: &[&String],
-    listed_projects: &std::collections::HashSet<&str>,
-) -> Result<Option<String>, StepError> {
-    let closing = futures_util::stream::iter(unlisted)
-        .map(|key| async move {
-            let ledger = match get_gzip_json::<OpenFindings>(store, key).await {
-                Ok(ledger) => ledger,
-                Err(StepError::BadObject { .. }) => None,
-                Err(error) => return Err(error),
-            };
-            Ok(ledger.is_some_and(|l| {
-                let id = l.vendor_item_id.as_str();
-                let project = l
-                    .branch
-                    .and_then(|b| project_of_branch_asset(id, &b).map(str::to_string));
-                l.count > 0
-                    && !listed_projects.contains(id)
-                    && !project.is_some_and(|p| listed_projects.contains(p.as_str()))
-            }))
-        })
-        .buffered(FINALIZE_READS_AT_ONCE)
-        .try_fold(0u64, |n, open| async move { Ok(n + u64::from(open)) })
-        .await?;
-    let held = listed_before as u64 + closing;
+    listed_open: u64,
+    counted: &[String],
+) -> Option<String> {
+    let closing = counted.len() as u64;
+    let held = listed_open + closing;
     let allowed = limit.allowed(held);
-    Ok((closing > allowed).then(|| {
+    let named: Vec<&str> = counted.iter().take(5).map(String::as_str).collect();
+    (closing > allowed).then(|| {
         format!(
-            "the tenant no longer lists {closing} assets whose findings run {previous_run} left open, beside {listed_before} of its assets it still lists: more than the connection's deletion_limit lets one run close as deleted ({allowed}: {} assets, or {}% of {held}). A credential that lost its access to part of the tenant (its user or client removed from some groups) is answered as their deletion would be. They are carried, not closed. Give the credential back its access; if they were deleted, set deletion_limit.percent to 100 for one run, then put it back",
-            limit.assets, limit.percent
+            "the tenant no longer lists {closing} assets whose findings run {previous_run} left open ({}{}), beside {listed_open} assets with findings open it still lists: more than the connection's deletion_limit lets one run close as deleted ({allowed}: {} assets, or {}% of {held}). A credential that lost its access to part of the tenant (its user or client removed from some groups) is answered as their deletion would be. They are carried, not closed. Give the credential back its access; if they were deleted, set deletion_limit.percent to 100 for one run, then put it back",
+            named.join(", "),
+            if counted.len() > named.len() { ", …" } else { "" },
+            limit.assets,
+            limit.percent
         )
-    }))
+    })
 }
 
 /// The previous committed run's assets this run did not list.
@@ -703,7 +769,8 @@ struct Unlisted {
     deleted: Vec<DeletedItem>,
     /// What their closures hold, engine by engine (under `close_deleted_items`).
     closed: BTreeMap<Engine, Closed>,
-    /// The open findings of those the filters left out, or that an incomplete listing missed.
+    /// The open findings of those the filters left out, or that an incomplete listing missed, or
+    /// of those carried for a run over the deletion limit.
     carried_for_filtered: u64,
     /// Ledgers that could not be read, carried as stored.
     problems: Vec<String>,

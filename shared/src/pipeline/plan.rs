@@ -865,7 +865,7 @@ async fn branches_not_planned(
 
 /// The items a previous run reported deleted with nothing left open, not asked about again. A
 /// manifest that cannot be read names none: every unplanned item is asked about.
-async fn closed_as_deleted(
+pub(super) async fn closed_as_deleted(
     store: &impl ObjectStore,
     previous: &RunRef,
 ) -> Result<HashSet<String>, StepError> {

@@ -1443,6 +1443,88 @@ async fn more_deletions_than_the_limit_close_nothing() {
     }
 }
 
+/// The limit's share is of the assets with findings open, those still listed and those that
+/// would close: with `assets` 0, a credential that sees 12 of 20 projects (7 with findings gone,
+/// 11 still listed with findings open: 18) closes nothing at 30% (5 of 18) and all 7 at 50% (9).
+#[tokio::test]
+async fn the_deletion_limit_takes_its_share_of_the_assets_with_findings_open() {
+    let emulator = emulator(shape(20, 1)).await;
+    let (store, dir) = temp_store("deletion-share");
+    let limited = |percent: u8| {
+        let mut c = connection(&emulator, "deletion-share", ConnectorKind::Sast);
+        c.config.close_deleted_items = true;
+        c.config.deletion_limit = cxone_etm::pipeline::DeletionLimit { assets: 0, percent };
+        c.config.validate().unwrap()
+    };
+    first_complete_run(&store, &limited(30), &emulator).await;
+    let visible = FaultSpec {
+        visible: Some(12),
+        ..FaultSpec::default()
+    };
+    emulator.set_fault(Endpoint::Projects, visible);
+    let refused = run(&store, &limited(30), api_key(&emulator)).await;
+    let m2 = manifest(&store, &refused.unwrap().manifest).await;
+    let said = "beside 11 assets with findings open it still lists: more than the connection's deletion_limit lets one run close as deleted (5: 0 assets, or 30% of 18)";
+    assert!(
+        m2.problems.iter().any(|p| p.contains(said)),
+        "{:?}",
+        m2.problems
+    );
+    assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
+    let allowed = run(&store, &limited(50), api_key(&emulator)).await;
+    let m3 = manifest(&store, &allowed.unwrap().manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    assert_eq!(m3.deleted_items.iter().filter(|d| d.closed).count(), 7);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Under `each_branch`, projects still listed whose scans the tenant no longer answers (their
+/// scans deleted, or a role that lost sight of them; emulator fault `last-scan:visible`) have no
+/// branch planned, and each of their branch assets would close. A listed project exempts its
+/// branch assets from the deletion limit only when this run pulls a scan of it: over the limit,
+/// nothing closes, and the run names the assets.
+#[tokio::test]
+async fn branches_of_listed_projects_without_a_scan_count_toward_the_deletion_limit() {
+    let emulator = emulator(TenantShape {
+        branches_per_project: 2,
+        ..shape(20, 2)
+    })
+    .await;
+    let (store, dir) = temp_store("unscanned-branches");
+    let mut c = connection(&emulator, "unscanned-branches", ConnectorKind::Sast);
+    c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
+    c.config.close_deleted_items = true;
+    let c = c.config.validate().unwrap();
+    let m1 = first_complete_run(&store, &c, &emulator).await;
+    let projects = emulator.expected().projects;
+    let unscanned: BTreeSet<&str> = projects[8..].iter().map(|p| p.id.as_str()).collect();
+    let gone = (m1.items.iter())
+        .filter(|i| unscanned.contains(i.vendor_id.as_str()))
+        .filter(|i| i.figures.findings_out > i.figures.fixed)
+        .count();
+    assert!(gone > 5, "{gone}");
+    let visible = FaultSpec {
+        visible: Some(8),
+        ..FaultSpec::default()
+    };
+    emulator.set_fault(Endpoint::LastScan, visible);
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(!m2.complete);
+    let said = format!(
+        "the tenant no longer lists {gone} assets whose findings run {} left open (",
+        m1.run_id
+    );
+    assert!(
+        m2.problems.iter().any(|p| p.starts_with(&said)),
+        "{:?}",
+        m2.problems
+    );
+    assert!(m2.deleted_items.is_empty(), "{:?}", m2.deleted_items);
+    nothing_new_or_reopened(&m2, "m2");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A connection whose config is pointed at another tenant, or made to pull DAST environments
 /// instead of projects, under the same id: every asset of its last committed run would be
 /// unlisted, reported deleted and, under `close_deleted_items`, closed while the first tenant
@@ -1761,48 +1843,58 @@ async fn an_item_whose_collect_never_finished_keeps_its_ledger_for_the_next_run(
 
 /// Under `each_branch` a project's assets are its branches. A project the filters leave out keeps
 /// its branches' findings as they were, even with `close_deleted_items`: it is not deleted, and
-/// nothing of it is closed or reported as deleted.
+/// nothing of it is closed or reported as deleted. Three projects left out are six branch assets,
+/// more than the deletion limit's five: they do not count toward it, and the run is complete.
 #[tokio::test]
-async fn a_project_left_out_by_name_keeps_every_branch_asset_under_each_branch() {
+async fn projects_left_out_by_name_keep_every_branch_asset_under_each_branch() {
     let emulator = emulator(TenantShape {
         branches_per_project: 2,
-        ..shape(4, 1)
+        ..shape(8, 2)
     })
     .await;
     let (store, dir) = temp_store("each-branch-filtered");
     let projects = emulator.expected().projects;
-    // Every project but `left_out`, by name (all when `None`).
-    let each_branch = |left_out: Option<&str>| {
+    // Every project but those `left_out`, by name.
+    let each_branch = |left_out: &[&str]| {
         let mut c = connection(&emulator, "each-branch-filtered", ConnectorKind::Sast);
         c.config.branches = cxone_etm::pipeline::BranchPolicy::EachBranch;
         c.config.close_deleted_items = true;
-        if let Some(left_out) = left_out {
+        if !left_out.is_empty() {
             c.config.filters.project_names = projects
                 .iter()
-                .filter(|p| p.id != left_out)
+                .filter(|p| !left_out.contains(&p.id.as_str()))
                 .map(|p| globset::escape(&p.name).parse().unwrap())
                 .collect();
         }
         c.config.validate().unwrap()
     };
-    let first = run(&store, &each_branch(None), api_key(&emulator))
+    let first = run(&store, &each_branch(&[]), api_key(&emulator))
         .await
         .unwrap();
     let m1 = manifest(&store, &first.manifest).await;
-    let left_out = projects
+    let left_out: Vec<&str> = projects
         .iter()
-        .find(|p| {
-            m1.items
-                .iter()
-                .any(|i| i.vendor_id == p.id && i.figures.findings_out > 0)
+        .filter(|p| {
+            (m1.items.iter())
+                .filter(|i| i.vendor_id == p.id && i.figures.findings_out > 0)
+                .count()
+                == 2
         })
-        .expect("a project with findings on a branch");
+        .map(|p| p.id.as_str())
+        .take(3)
+        .collect();
+    assert_eq!(
+        left_out.len(),
+        3,
+        "three projects with findings on two branches"
+    );
 
-    let second = run(&store, &each_branch(Some(&left_out.id)), api_key(&emulator))
+    let second = run(&store, &each_branch(&left_out), api_key(&emulator))
         .await
         .unwrap();
     let m2 = manifest(&store, &second.manifest).await;
-    assert_eq!(m2.filtered_items.len(), 1);
+    assert!(m2.complete, "{:?}", m2.problems);
+    assert_eq!(m2.filtered_items.len(), 3);
     assert!(
         m2.deleted_items.is_empty(),
         "a filtered project's branches are not deleted: {:?}",
@@ -1810,7 +1902,7 @@ async fn a_project_left_out_by_name_keeps_every_branch_asset_under_each_branch()
     );
     assert!(m2.carried_forward > 0, "its branches' findings are carried");
 
-    let third = run(&store, &each_branch(None), api_key(&emulator))
+    let third = run(&store, &each_branch(&[]), api_key(&emulator))
         .await
         .unwrap();
     let m3 = manifest(&store, &third.manifest).await;

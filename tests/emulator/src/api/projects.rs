@@ -271,9 +271,11 @@ pub async fn last_scan(
     let asked = |name: &str| params.one(name).filter(|_| filtered).map(str::to_string);
     let (status, engine, branch) = (asked("scan-status"), asked("engine"), asked("branch"));
     let use_main = filtered && params.bool("use-main-branch", false, Style::Ast)?;
+    // The fault `visible` on `last-scan`: the projects past it answered as without a scan.
     let visible = state
         .faults
         .visible(Endpoint::Projects, tenant.shape.projects);
+    let visible = state.faults.visible(Endpoint::LastScan, visible);
     let scope: Vec<u32> = if ids.is_empty() || !filtered {
         (0..visible).collect()
     } else {
