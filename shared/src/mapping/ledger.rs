@@ -873,33 +873,73 @@ impl Ledger {
 /// The open findings of a stored ledger, counted as it is read, without building it: a ledger
 /// carried forward unchanged is copied as it is stored. Also whose they are.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "StoredOpenFindings")]
 pub struct OpenFindings {
-    #[serde(rename = "findings", deserialize_with = "count_open")]
     pub count: u64,
-    #[serde(default)]
+    /// The engines of the open findings (`None`: entries written before engines).
+    pub engines: BTreeSet<Option<Engine>>,
     pub vendor_item_id: String,
-    #[serde(default)]
     pub branch: Option<String>,
 }
 
-fn count_open<'de, D: serde::Deserializer<'de>>(findings: D) -> Result<u64, D::Error> {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredOpenFindings {
+    #[serde(rename = "findings", deserialize_with = "count_open")]
+    open: (u64, BTreeSet<Option<Engine>>),
+    #[serde(default)]
+    vendor_item_id: String,
+    #[serde(default)]
+    branch: Option<String>,
+}
+
+impl From<StoredOpenFindings> for OpenFindings {
+    fn from(stored: StoredOpenFindings) -> Self {
+        let (count, engines) = stored.open;
+        Self {
+            count,
+            engines,
+            vendor_item_id: stored.vendor_item_id,
+            branch: stored.branch,
+        }
+    }
+}
+
+impl OpenFindings {
+    /// Whether findings of any of `engines` are open (`legacy` for entries written before
+    /// engines).
+    pub fn open_of_any(&self, engines: &BTreeSet<Engine>, legacy: Engine) -> bool {
+        (self.engines.iter()).any(|engine| engines.contains(&engine.unwrap_or(legacy)))
+    }
+}
+
+fn count_open<'de, D: serde::Deserializer<'de>>(
+    findings: D,
+) -> Result<(u64, BTreeSet<Option<Engine>>), D::Error> {
     #[derive(Deserialize)]
     struct Openness {
         open: bool,
+        #[serde(default)]
+        engine: Option<Engine>,
     }
     struct Counter;
     impl<'de> serde::de::Visitor<'de> for Counter {
-        type Value = u64;
+        type Value = (u64, BTreeSet<Option<Engine>>);
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a map of findings by id")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
-            let mut open = 0;
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let (mut open, mut engines) = (0, BTreeSet::new());
             while let Some((_, entry)) = map.next_entry::<serde::de::IgnoredAny, Openness>()? {
-                open += u64::from(entry.open);
+                if entry.open {
+                    open += 1;
+                    engines.insert(entry.engine);
+                }
             }
-            Ok(open)
+            Ok((open, engines))
         }
     }
     findings.deserialize_map(Counter)
@@ -1208,11 +1248,25 @@ mod tests {
             .insert("a \"quoted\" id", entry(true))
             .unwrap();
         ledger.findings.insert("b", entry(false)).unwrap();
-        ledger.findings.insert("c", entry(true)).unwrap();
+        let kics = LedgerEntry {
+            engine: Some(Engine::Kics),
+            ..entry(true)
+        };
+        ledger.findings.insert("c", kics).unwrap();
+        let sca_closed = LedgerEntry {
+            engine: Some(Engine::Sca),
+            ..entry(false)
+        };
+        ledger.findings.insert("d", sca_closed).unwrap();
         let text = serde_json::to_vec(&ledger).unwrap();
         let counted: OpenFindings = serde_json::from_slice(&text).unwrap();
         assert_eq!(counted.count, ledger.open_findings());
         assert_eq!(counted.count, 2);
+        assert_eq!(counted.engines, BTreeSet::from([None, Some(Engine::Kics)]));
+        let of = |engines: &[Engine]| engines.iter().copied().collect::<BTreeSet<_>>();
+        assert!(counted.open_of_any(&of(&[Engine::Sast]), Engine::Sast));
+        assert!(!counted.open_of_any(&of(&[Engine::Sca]), Engine::Sast));
+        assert!(counted.open_of_any(&of(&[Engine::Sca, Engine::Kics]), Engine::Sast));
         let broken = br#"{"vendorItemId":"p","asset":"","findings":{"a":{"qds":1}}}"#;
         let error = serde_json::from_slice::<OpenFindings>(broken).unwrap_err();
         assert!(

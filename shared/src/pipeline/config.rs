@@ -77,8 +77,8 @@ pub struct ConnectionConfig {
 }
 
 /// The most assets one run may close as deleted (under `close_deleted_items`): `assets`, or
-/// `percent` of the assets of the last committed run that this run lists or would close, whichever
-/// is more. A credential that loses its access to part of the tenant (its user removed from some
+/// `percent` of the assets with findings open (this run's items that leave findings open, and
+/// the assets it would close), whichever is more. A credential that loses its access to part of the tenant (its user removed from some
 /// groups) is answered as those projects' deletion would be, as far as the API tells: without a
 /// limit, one such run would close every finding of theirs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +109,7 @@ impl Default for DeletionLimit {
 }
 
 impl DeletionLimit {
-    /// The most assets a run may close as deleted when the last committed run had `held` assets
-    /// that this run lists or would close.
+    /// The most assets a run may close as deleted out of `held` assets with findings open.
     pub fn allowed(&self, held: u64) -> u64 {
         let share = u128::from(held) * u128::from(self.percent) / 100;
         self.assets.max(u64::try_from(share).unwrap_or(u64::MAX))

@@ -540,7 +540,10 @@ async fn deleted_items(
             .collect();
         let closing = Closing {
             left_out_projects: &left_out_projects,
+            listed_projects: &listed_projects,
             scanned_projects: &scanned_projects,
+            delivered: &delivered,
+            legacy: connection.config.kind.legacy_engine(),
         };
         let counted = closing.counted(store, &unlisted).await?;
         deletions_beyond_limit(
@@ -698,16 +701,21 @@ fn branch_of_left_out(
 /// `deletion_limit`.
 struct Closing<'a> {
     left_out_projects: &'a std::collections::HashSet<&'a str>,
-    /// The projects (environments) this run pulls a scan of.
+    listed_projects: &'a std::collections::HashSet<&'a str>,
+    /// The projects this run pulls a scan of.
     scanned_projects: &'a std::collections::HashSet<&'a str>,
+    /// The engines the connection delivers, and the one of entries written before engines.
+    delivered: &'a std::collections::BTreeSet<Engine>,
+    legacy: Engine,
 }
 
 impl Closing<'_> {
     /// Of the `unlisted` ledgers of the previous run, the vendor ids of those finalize would
-    /// close (findings open, not a branch of a project left out) whose project or environment
-    /// this run pulls no scan of: a branch gone from a project still scanned, or an asset keyed
-    /// anew by a change of branch policy, is no sign of access lost. A ledger that cannot be read
-    /// is carried, not closed: not counted.
+    /// close findings of (findings open, not a branch of a project left out; a branch of a
+    /// project listed closes only the delivered engines' findings) whose project this run pulls
+    /// no scan of: a branch gone from a project still scanned, or an asset keyed anew by a change
+    /// of branch policy, is no sign of access lost. A ledger that cannot be read is carried, not
+    /// closed: not counted.
     async fn counted(
         &self,
         store: &impl ObjectStore,
@@ -731,7 +739,11 @@ impl Closing<'_> {
         let id = ledger.vendor_item_id.as_str();
         let branch = ledger.branch.as_deref();
         let project = branch.and_then(|b| project_of_branch_asset(id, b));
-        ledger.count > 0
+        let closes_some = match project.is_some_and(|p| self.listed_projects.contains(p)) {
+            true => ledger.open_of_any(self.delivered, self.legacy),
+            false => ledger.count > 0,
+        };
+        closes_some
             && !branch_of_left_out(id, branch, self.left_out_projects)
             && !self.scanned_projects.contains(id)
             && !project.is_some_and(|p| self.scanned_projects.contains(p))
@@ -787,6 +799,50 @@ mod tests {
             "figures": serde_json::to_value(Figures::default()).unwrap(), "objects": [], "rejected": [], "collisions": []
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_asset_counts_toward_the_deletion_limit_only_where_it_closes_findings_of_a_project_not_scanned()
+     {
+        use std::collections::{BTreeSet, HashSet};
+        let ledger = |id: &str, branch: Option<&str>, engines: &[Option<Engine>]| OpenFindings {
+            count: engines.len() as u64,
+            engines: engines.iter().copied().collect(),
+            vendor_item_id: id.to_string(),
+            branch: branch.map(str::to_string),
+        };
+        let (left_out, listed) = (HashSet::from(["gone-by-filter"]), HashSet::from(["kept"]));
+        let scanned = HashSet::from(["scanned"]);
+        let delivered = BTreeSet::from([Engine::Sast, Engine::Sca]);
+        let closing = Closing {
+            left_out_projects: &left_out,
+            listed_projects: &listed,
+            scanned_projects: &scanned,
+            delivered: &delivered,
+            legacy: Engine::Sast,
+        };
+        let (sast, kics) = (Some(Engine::Sast), Some(Engine::Kics));
+        let cases = [
+            (ledger("unlisted", Some("main"), &[sast]), true),
+            (ledger("unlisted", None, &[kics]), true),
+            (ledger("unlisted", None, &[]), false),
+            (ledger("unlisted@dev", Some("dev"), &[None]), true),
+            // A project the filters leave out keeps its branch assets as they are.
+            (ledger("gone-by-filter@dev", Some("dev"), &[sast]), false),
+            // A project scanned now: a branch gone, or an asset keyed anew.
+            (ledger("scanned@dev", Some("dev"), &[sast]), false),
+            (ledger("scanned", Some("main"), &[sast]), false),
+            // A project listed without a scan closes its branches' delivered engines' findings.
+            (ledger("kept@dev", Some("dev"), &[None]), true),
+            (
+                ledger("kept@dev", Some("dev"), &[kics, Some(Engine::Sca)]),
+                true,
+            ),
+            (ledger("kept@dev", Some("dev"), &[kics]), false),
+        ];
+        for (ledger, counts) in cases {
+            assert_eq!(closing.counts(&ledger), counts, "{ledger:?}");
+        }
     }
 
     #[test]

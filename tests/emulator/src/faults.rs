@@ -94,8 +94,9 @@ pub struct FaultSpec {
     /// `/api/projects` (or `/api/dast/scans/environments`): the credential sees only the first
     /// this many projects (environments); every other is answered as if deleted, in the lists,
     /// `last-scan`, the project's record, branches and scans (an environment's scans): a user or
-    /// client removed from the groups of the rest. On `last-scan`, the projects past the first
-    /// this many are answered as without a scan. Not limited by `match`.
+    /// client removed from the groups of the rest. A scan's record and results are still served
+    /// by id. On `last-scan` alone, the projects past the first this many are answered as without
+    /// a scan. Not limited by `match`.
     pub visible: Option<u32>,
     /// Token endpoint only: access tokens issued while set stop working after this many seconds,
     /// although their `exp` claim promises the full lifetime.
