@@ -527,12 +527,31 @@ def test_connection_put_refuses_a_broken_connection_and_stores_nothing(account, 
     assert not account.exists("connections/broken/config.json")
 
 
-def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_users_config(account, emulator):
+# Short vendor retries for the `sast` connection: the failing-item scenario waits them out on
+# every attempt.
+SAST_RETRY = {"retry": {"max_retries": 2, "base_delay_ms": 50, "max_delay_secs": 1, "max_total_wait_secs": 5}}
+
+
+def put_sast_connection(account: Account, emulator: Emulator) -> tuple[pathlib.Path, pathlib.Path]:
+    """The connection the template's SAST schedule runs, with a custom map and scoring; their files."""
     map_file, scoring_file = custom_map_and_scoring(account.work)
-    # Short vendor retries: the failing-item scenario waits them out on every attempt.
-    retry = {"retry": {"max_retries": 2, "base_delay_ms": 50, "max_delay_secs": 1, "max_total_wait_secs": 5}}
-    result = put_connection(account, emulator, "sast", map_file=map_file, scoring_file=scoring_file, vendor=retry)
+    result = put_connection(account, emulator, "sast", map_file=map_file, scoring_file=scoring_file, vendor=SAST_RETRY)
     assert result.returncode == 0, result.stderr
+    return map_file, scoring_file
+
+
+@pytest.fixture
+def sast(account, emulator):
+    """The `sast` connection with a committed run. The scheduled-run scenario makes it, and the
+    scenarios after it go on from where it left off; a scenario run on its own (`-k`) gets it here."""
+    state = "connections/sast/state.json"
+    if not (account.exists(state) and account.get_json(state).get("lastCommittedRun")):
+        put_sast_connection(account, emulator)
+        scheduled_run(account)
+
+
+def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_users_config(account, emulator):
+    map_file, scoring_file = put_sast_connection(account, emulator)
     stored = account.get_json("connections/sast/config.json")
     assert stored["transform_map"]["name"] == "Custom SAST map"
     runs = []
@@ -570,7 +589,7 @@ def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_use
         if row["severity"] == "HIGH":
             row["qds"] = 66
     scoring_file.write_text(json.dumps(scoring))
-    result = put_connection(account, emulator, "sast", map_file=map_file, scoring_file=scoring_file, vendor=retry)
+    result = put_connection(account, emulator, "sast", map_file=map_file, scoring_file=scoring_file, vendor=SAST_RETRY)
     assert result.returncode == 0, result.stderr
     started, _ = scheduled_run(account)
     high = [f for f in account.findings(committed(account, started["run"])) if f.get("vendorSeverity") == "HIGH"]
@@ -607,7 +626,7 @@ def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles
     assert_unchanged(runs[1], runs[0])
 
 
-def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
+def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator, sast):
     status, report = account.http("POST", "/connections/sast/test")
     assert status == 200 and report["passed"] is True, report
     status, started = account.http("POST", "/connections/sast/runs")
@@ -631,7 +650,7 @@ def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator):
     assert status == 404, unknown
 
 
-def test_starts_at_the_same_moment_make_one_run(account, emulator):
+def test_starts_at_the_same_moment_make_one_run(account, emulator, sast):
     # Four API starts and the schedule's event reach the trigger at once, in function instances
     # started for them: exactly one takes the lock and starts an execution; the API's others
     # answer 409 and the schedule's is held (no failure: nothing for the failed-starts alarm;
@@ -796,7 +815,7 @@ def test_a_process_killed_once_at_each_step_is_tried_again_and_the_run_commits_e
     assert results_requests() - before_crashes == before_crashes - before_clean + (pages - 2 - past_the_end)
 
 
-def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulator):
+def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulator, sast):
     previous = account.get_json("connections/sast/state.json")
     projects = emulator.get("/_emulator/stats")["expected"]["projects"]
     victim = next(p for p in projects if p.get("main_branch_sast_scan") and any(
@@ -973,7 +992,7 @@ def test_a_credential_that_loses_access_to_most_projects_closes_nothing(account,
     assert_unchanged(after, first)
 
 
-def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole(account, emulator):
+def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole(account, emulator, sast):
     # A warm function keeps its connection, access token included, from one invocation to the
     # next, as Lambda keeps its instance. Every token the tenant gave is revoked after a run, and
     # in the next one tokens live 1 s (Checkmarx One's live 30 minutes; a large scan's pull and
@@ -1017,7 +1036,7 @@ def given_up_item_left_alone(account: Account, run_id: str, item_key: str, manif
     assert lifecycle.get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
 
 
-def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, monkeypatch):
+def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, sast, monkeypatch):
     # A transform's process dies (`Runtime.ExitError`) after it wrote an item's batch and next
     # ledger, at the moment it writes the item's transform record, and dies there again when it is
     # tried once more (a second death is not retried). The Catch ends the group; finalize reports the item failed (no transform record: it writes
@@ -1058,7 +1077,7 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     given_up_item_left_alone(account, run_id, item_key, manifest)
 
 
-def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, emulator, monkeypatch):
+def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, emulator, sast, monkeypatch):
     # A transform's process dies twice as it records an item (as above), so finalize finds no
     # record and gives up on the item: it writes its `givenUp` record, then carries the item's
     # ledger. Just before that record, an attempt of the same transform that Step Functions no
@@ -1135,7 +1154,7 @@ def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, em
     given_up_item_left_alone(account, run_id, item_key, manifest)
 
 
-def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_committed(account, emulator, monkeypatch):
+def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_committed(account, emulator, sast, monkeypatch):
     # Finalize's process dies (`Runtime.ExitError`) the moment its commit marker is written, before
     # it marks the run Processed and releases the lock; tried once more, it finds the marker and
     # dies again as it writes the run record (a second death is not retried). The Catch's
@@ -1186,7 +1205,7 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
     assert_unchanged(after, manifest)
 
 
-def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(account, emulator):
+def test_a_run_whose_every_item_is_refused_fails_commits_nothing_and_says_why(account, emulator, sast):
     before = account.get_json("connections/sast/state.json")
     emulator.fault("results", {"forbidden_rate": 1.0})
     try:
@@ -1232,7 +1251,7 @@ def failed_and_released(account: Account, execution: dict, reason_starts: str, r
     return connection
 
 
-def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(account, emulator):
+def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(account, emulator, sast):
     # The config the run began with (runs/<run>/config.json, which every step reads; a config a
     # user puts applies from the next run) is damaged at rest once the run has started: collect,
     # transform and finalize each read it, and finalize's error is fatal. Before finalize's Catch the
@@ -1254,7 +1273,7 @@ def test_a_finalize_that_fails_for_good_fails_the_run_and_releases_its_lock(acco
     failed_and_released(account, execution, "finalize failed (Fatal): ", "config.json")
 
 
-def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(account, emulator):
+def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(account, emulator, sast):
     # The tenant refuses the project listing. The API answers all the same: it starts the run and
     # calls no vendor (API Gateway waits at most 30 s; listing thousands of projects can take
     # longer), and the execution plans first. The plan fails for good; its Catch fails the run
@@ -1277,7 +1296,7 @@ def test_the_api_answers_before_the_plan_and_a_plan_that_fails_releases_the_run(
     assert connection["lastCommittedRun"] == before["lastCommittedRun"], (connection, before)
 
 
-def test_a_plan_that_fails_once_is_retried_and_the_run_commits_whole(account, emulator):
+def test_a_plan_that_fails_once_is_retried_and_the_run_commits_whole(account, emulator, sast):
     # The project listing answers 503 until the plan's client has spent its attempts: the plan
     # fails Retryable, the state machine's Retry plans again (over what the first attempt wrote),
     # and the run commits whole.
@@ -1298,7 +1317,7 @@ def test_a_plan_that_fails_once_is_retried_and_the_run_commits_whole(account, em
     assert manifest["totals"]["findingsOut"] + manifest["totals"]["rejected"] == sast_total(emulator)
 
 
-def test_a_start_whose_answer_is_lost_finds_its_execution_and_the_run_commits(account, emulator):
+def test_a_start_whose_answer_is_lost_finds_its_execution_and_the_run_commits(account, emulator, sast):
     # The trigger reaches Step Functions through a network that loses every StartExecution's
     # answer. The execution started all the same: the trigger finds it by the run's execution name
     # (DescribeExecution, which its role allows) and answers 202 rather than fail a run under way.
@@ -1324,7 +1343,7 @@ def test_a_start_whose_answer_is_lost_finds_its_execution_and_the_run_commits(ac
     assert connection["state"] == "Processed", connection
 
 
-def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator):
+def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator, sast):
     # An operator stops a run's execution (StopExecution) while its items are collected: no Catch
     # runs then, so the run keeps its lock. The next start asks Step Functions about the holder's
     # execution (DescribeExecution and GetExecutionHistory, which the trigger's role allows), finds
@@ -1364,7 +1383,7 @@ def test_a_stopped_execution_gives_its_lock_to_the_next_start(account, emulator)
 
 
 def test_a_trigger_that_dies_between_its_lock_and_its_start_frees_the_connection_once_it_cannot_start(
-        account, emulator, monkeypatch):
+        account, emulator, sast, monkeypatch):
     # The schedule's trigger dies (`Runtime.ExitError`) just after it took the lock and wrote the
     # run record, before it started the execution: no execution and no Catch will ever release
     # that lock. A start while the trigger could still have been running (its lock is young) is
