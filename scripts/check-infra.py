@@ -357,6 +357,32 @@ check(namespace is not None and partial.get("Namespace") == namespace.group(1) a
       and partial.get("Statistic") == "Sum" and partial.get("Threshold") == 1
       and partial.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
       "no alarm on finalize's RunsPartial metric (a run committed without some items), notifying where the failed-runs alarm does")
+# The heartbeat: a connection whose schedule is on and that commits no run for StaleRunAlarmHours.
+# Every committed run's finalize line carries RunsPartial for its connection, so the sample count
+# is the runs committed; hours without one must read as breaching, or the alarm would go quiet
+# exactly when nothing runs.
+hours = template["Parameters"].get("StaleRunAlarmHours", {})
+check(hours.get("Type") == "Number" and hours.get("MinValue") == 0 and hours.get("MaxValue") == 168,
+      "StaleRunAlarmHours is not a number of hours from 0 (no alarm) to 168 (CloudWatch's seven days of hourly periods)")
+for connection, schedule in (("sast", "SastRunSchedule"), ("dast", "DastRunSchedule")):
+    logical = f"{connection.capitalize()}StaleRunsAlarm"
+    stale = alarms.get(logical, {})
+    condition = resources.get(logical, {}).get("Condition")
+    enabled = resources.get(schedule, {}).get("Properties", {}).get("State", {}).get("Fn::If", [None])[0]
+    check(namespace is not None and stale.get("Namespace") == namespace.group(1) and stale.get("MetricName") == "RunsPartial"
+          and stale.get("Dimensions") == [{"Name": "Function", "Value": "finalize"}, {"Name": "ConnectionId", "Value": connection}]
+          and '["Function", "ConnectionId"]' in metrics_rs
+          and stale.get("Statistic") == "SampleCount" and stale.get("Period") == 3600
+          and stale.get("EvaluationPeriods") == {"Ref": "StaleRunAlarmHours"} and stale.get("DatapointsToAlarm") == {"Ref": "StaleRunAlarmHours"}
+          and stale.get("Threshold") == 1 and stale.get("ComparisonOperator") == "LessThanThreshold"
+          and stale.get("TreatMissingData") == "breaching"
+          and stale.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
+          f"no alarm when the {connection} connection commits no run for StaleRunAlarmHours (finalize's RunsPartial samples for it, missing hours breaching), notifying where the failed-runs alarm does")
+    condition_body = template.get("Conditions", {}).get(condition or "", {})
+    check(enabled is not None and {"Condition": enabled} in condition_body.get("Fn::And", [])
+          and {"Condition": "StaleAlarmOn"} in condition_body.get("Fn::And", []),
+          f"{logical} is not on exactly when {schedule} is enabled and StaleRunAlarmHours is not 0")
+
 # Vendor data goes within a day of its retention: in the versioned bucket an expired object's
 # version would otherwise stay as long as other objects' old versions.
 bucket = next(body for body in resources.values() if body["Type"] == "AWS::S3::Bucket")

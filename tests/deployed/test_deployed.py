@@ -572,6 +572,7 @@ def test_a_scheduled_run_commits_exactly_what_the_vendor_holds_and_keeps_the_use
         assert all(vendor_ids.count(id) == 1 for id in HOSTILE_IDS), vendor_ids
         keys = [o["key"] for item in manifest["items"] for o in item["objects"]]
         assert keys and len(keys) == len(set(keys)), "two items wrote one object"
+        assert_seen_by_the_heartbeat(account, "SastStaleRunsAlarm", manifest["runId"])
     # The first project's record is larger than a child's input may be: the plan stored it beside
     # the work list, every child ran, and its asset kept every tag (its own two and the 3,000).
     assert moto_models.oversized_children == [], moto_models.oversized_children[:1]
@@ -623,7 +624,26 @@ def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles
         keys = [o["key"] for item in manifest["items"] for o in item["objects"]]
         assert keys and len(keys) == len(set(keys)), "two environments wrote one object"
         runs.append(manifest)
+        assert_seen_by_the_heartbeat(account, "DastStaleRunsAlarm", started["run"]["runId"])
     assert_unchanged(runs[1], runs[0])
+
+
+def assert_seen_by_the_heartbeat(account: Account, alarm_name: str, run_id: str) -> None:
+    """The template's alarm on a connection's runs committed (no sample of finalize's RunsPartial
+    for the connection in its hours) counts this run: finalize's line for it carries the alarm's
+    metric in its namespace, under its dimensions with their values."""
+    alarm = account.resolved.of_type("AWS::CloudWatch::Alarm")[alarm_name]["Properties"]
+    (line,) = [line for line in account.summary_lines("cxone-etm-finalize")
+               if line.get("RunId") == run_id and alarm["MetricName"] in line]
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == alarm["Namespace"], directive
+    assert alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]], directive
+    dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert sorted(dimensions) in [sorted(names) for names in directive["Dimensions"]], directive
+    assert {name: line.get(name) for name in dimensions} == dimensions, line
+    # Hours without a commit are missing data: read as breaching, else the alarm would go quiet.
+    assert (alarm["Statistic"], alarm["TreatMissingData"], alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "SampleCount", "breaching", "LessThanThreshold", 1), alarm
 
 
 def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator, sast):
