@@ -41,19 +41,45 @@ fn progress(output: &Output, label: &str) -> Arc<ProgressBar> {
     Arc::new(bar)
 }
 
+/// Where a local run's config goes besides the run's own copy.
+enum StoredConfig {
+    /// Into `connections/<id>/config.json`, for `status` (a directory store: the local runner's).
+    Written,
+    /// Nowhere: a bucket's stored config is the deployed functions', put only by `connection put`,
+    /// which checks it as they would run it.
+    LeftAlone,
+}
+
 async fn run_one(
     store: &(impl ObjectStore + Clone + 'static),
     connection: &Connection,
     secret: SecretSource,
     output: &Output,
+    stored: StoredConfig,
 ) -> anyhow::Result<RunSummary> {
-    store
-        .put(
-            &config_key(&connection.config.id),
-            serde_json::to_vec_pretty(&connection.config)?.into(),
-        )
-        .await
-        .context("writing the connection config")?;
+    let key = config_key(&connection.config.id);
+    let config = serde_json::to_vec_pretty(&connection.config)?;
+    match stored {
+        StoredConfig::Written => store
+            .put(&key, config.into())
+            .await
+            .context("writing the connection config")?,
+        StoredConfig::LeftAlone => {
+            let standing = store
+                .get(&key)
+                .await
+                .context("reading the connection config")?;
+            let same = standing
+                .as_deref()
+                .and_then(|s| serde_json::from_slice(s).ok())
+                == Some(serde_json::to_value(&connection.config)?);
+            if !same && !output.json && !output.quiet {
+                eprintln!(
+                    "{key} is left as it is: this run uses the config given, and the deployed functions the one stored there, which `cxone-etm connection put` replaces (after checking it as they would run it)"
+                );
+            }
+        }
+    }
     let bar = progress(output, &connection.config.id);
     let (planned, done) = (bar.clone(), bar.clone());
     let summary = run_connection(
@@ -194,6 +220,7 @@ pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<
             &connection,
             SecretSource::provided(credential),
             &output,
+            StoredConfig::Written,
         )
         .await?;
         let engines: Vec<serde_json::Value> = holds
@@ -243,9 +270,13 @@ fn load(config: &Path) -> anyhow::Result<Connection> {
 /// Runs a connection from its config file into a directory or `s3://bucket/prefix`.
 pub async fn run(config: &Path, store: &str, output: Output) -> anyhow::Result<ExitCode> {
     let connection = load(config)?;
+    let stored = match store.starts_with("s3://") {
+        true => StoredConfig::LeftAlone,
+        false => StoredConfig::Written,
+    };
     let store = AnyStore::open(store).await?;
     let secret = SecretSource::new(connection.secret.clone()).await;
-    let summary = run_one(&store, &connection, secret, &output).await?;
+    let summary = run_one(&store, &connection, secret, &output, stored).await?;
     if output.json {
         let mut report = serde_json::to_value(&summary)?;
         report["peakRssBytes"] = json!(peak_rss_bytes());
@@ -379,7 +410,7 @@ pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Res
     let store = AnyStore::open(store).await?;
     let key = config_key(connection_id);
     let text = store.get(&key).await?.with_context(|| {
-        format!("connection {connection_id} is not stored here ({key} is missing); store it with `cxone-etm connection put` or run it with `cxone-etm run`")
+        format!("connection {connection_id} is not stored here ({key} is missing); store it with `cxone-etm connection put` (or, in a directory, run it with `cxone-etm run`)")
     })?;
     let connection = ConnectionConfig::load(&String::from_utf8_lossy(&text)).map_err(|errors| {
         anyhow::anyhow!(

@@ -1012,6 +1012,37 @@ def test_a_credential_that_loses_access_to_most_projects_closes_nothing(account,
     assert_unchanged(after, first)
 
 
+def test_a_local_run_against_the_bucket_leaves_the_deployed_config_alone(account, emulator, sast):
+    # An operator runs the deployed `sast` connection from a laptop into the stack's bucket, with a
+    # config of its own (its credential from the environment, no custom map): the run commits, and
+    # the stored config, the one the functions run, is left as it was. The next scheduled run still
+    # uses it (its custom scoring). Before, `cxone-etm run` wrote its config over the stored one,
+    # and every scheduled run after failed on its `env:` secret.
+    stored = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
+    config = {"id": "sast", "name": "sast from a laptop", "kind": "sast", "secret": "env:CX_LAPTOP_KEY",
+              "vendor": {"custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
+                         "tenant": emulator.line["tenant"], "allow_insecure_local": True}}
+    path = account.work / "laptop.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": account.operator["AccessKeyId"],
+           "AWS_SECRET_ACCESS_KEY": account.operator["SecretAccessKey"], "AWS_REGION": stack.REGION,
+           "AWS_ENDPOINT_URL": account.moto_url, "AWS_EC2_METADATA_DISABLED": "true",
+           "CX_LAPTOP_KEY": emulator.line["api_key"]}
+    env.pop("AWS_SESSION_TOKEN", None)
+    result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path)],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "connections/sast/config.json is left as it is" in result.stderr, result.stderr
+    after = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
+    assert after == stored
+    started, _ = scheduled_run(account)
+    manifest = committed(account, started["run"])
+    assert manifest["complete"] is True, manifest["problems"]
+    custom = next(row["qds"] for row in json.loads(stored)["scoring"]["rows"] if row["severity"] == "HIGH")
+    high = [f for f in account.findings(manifest) if f.get("vendorSeverity") == "HIGH"]
+    assert high and all(f["qds"] == custom for f in high), (custom, high[:2])
+
+
 def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole(account, emulator, sast):
     # A warm function keeps its connection, access token included, from one invocation to the
     # next, as Lambda keeps its instance. Every token the tenant gave is revoked after a run, and

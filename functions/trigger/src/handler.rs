@@ -107,7 +107,24 @@ impl Summarized for TriggerAnswer {
             Self::Started(started) => started.summarize(summary),
             Self::Held(_) => summary.outcome = HELD.into(),
             Self::Planned(planned) => planned.summarize(summary),
-            Self::Http(response) => summary.outcome = format!("http {}", response.status_code),
+            Self::Http(response) => {
+                let status = response.status_code;
+                summary.outcome = format!("http {status}");
+                // A connection the request did not find (or could not name) is not a metric's
+                // dimension: whoever may call the API could make a custom metric of each id.
+                if matches!(status, 400 | 404) {
+                    summary.connection = "(unknown)".to_string();
+                }
+                // The service's own failure is an error of the invocation, counted and said.
+                if status >= 500 {
+                    let body = match &response.body {
+                        Some(Body::Text(text)) => serde_json::from_str::<Value>(text).ok(),
+                        _ => None,
+                    };
+                    let said = body.as_ref().and_then(|b| b["error"].as_str());
+                    summary.error = Some(said.unwrap_or("no error text").to_string());
+                }
+            }
         }
     }
 }
@@ -178,11 +195,16 @@ fn answer(status: i64, body: Value) -> ApiGatewayV2httpResponse {
 /// An error's answer: 400 only for what the request itself got wrong; what the connection's
 /// stored state refuses is a conflict (409), a dependency that refused (the secret, the vendor)
 /// a bad gateway (502), anything else the service's own fault (500), or, when it may pass, 503.
+/// A refusal while a run is under way (409) is retryable: the same request passes once it ends.
 fn failure(error: StepError) -> ApiGatewayV2httpResponse {
     let status = status_of(&error);
+    match status {
+        500.. => tracing::error!(%error, status, "the API request failed"),
+        _ => tracing::info!(%error, status, "the API request was refused"),
+    }
     answer(
         status,
-        json!({"error": error.to_string(), "retryable": error.is_retryable()}),
+        json!({"error": error.to_string(), "retryable": error.is_retryable() || matches!(error, StepError::AlreadyRunning { .. } | StepError::LockTaken { .. })}),
     )
 }
 
@@ -293,6 +315,67 @@ mod tests {
             (&line["StartsFailed"], &line["Errors"]),
             (&json!(0), &json!(0))
         );
+    }
+
+    /// An API answer's line names the connection only where the request found it, and counts
+    /// the service's own failures as errors, with their text.
+    #[test]
+    fn an_api_answer_names_only_a_connection_it_found_and_counts_its_own_failures() {
+        let line = |status: i64, body: Value| {
+            let request: TriggerEvent = serde_json::from_value(json!({
+                "version": "2.0", "routeKey": "GET /connections/{id}", "rawPath": "/connections/nope",
+                "requestContext": {"http": {"method": "GET", "path": "/connections/nope"}, "stage": "$default"}
+            }))
+            .unwrap();
+            let mut summary = Summary::default();
+            request.summarize(&mut summary);
+            TriggerAnswer::Http(answer(status, body)).summarize(&mut summary);
+            cxone_etm::metrics::emf_line("trigger", &summary, 5, 0)
+        };
+        let found = line(200, json!({}));
+        assert_eq!(
+            (&found["ConnectionId"], &found["Errors"]),
+            (&json!("nope"), &json!(0))
+        );
+        for status in [400, 404] {
+            let unknown = line(
+                status,
+                json!({"error": "connection nope is not configured"}),
+            );
+            assert_eq!(unknown["ConnectionId"], "(unknown)", "{status}");
+            assert_eq!(unknown["Errors"], 0, "{status}");
+        }
+        let failed = line(503, json!({"error": "the state machine refused the start"}));
+        assert_eq!(
+            (&failed["ConnectionId"], &failed["Errors"]),
+            (&json!("nope"), &json!(1))
+        );
+        assert_eq!(failed["Error"], "the state machine refused the start");
+    }
+
+    /// A start refused while a run is under way passes once it ends: retryable. A broken config
+    /// does not pass by waiting.
+    #[test]
+    fn a_start_refused_while_a_run_is_under_way_is_retryable() {
+        let retryable = |error: StepError| {
+            let response = failure(error);
+            let Some(Body::Text(body)) = response.body else {
+                panic!("a JSON body")
+            };
+            let body: Value = serde_json::from_str(&body).unwrap();
+            (response.status_code, body["retryable"].as_bool())
+        };
+        let running = StepError::AlreadyRunning {
+            connection_id: "c".into(),
+            run_id: "r".into(),
+            since: "t".into(),
+        };
+        let bad_config = StepError::BadConfig {
+            source_name: "connections/c/config.json".into(),
+            errors: vec![FieldError::new("vendor.tenant", "missing")],
+        };
+        assert_eq!(retryable(running), (409, Some(true)));
+        assert_eq!(retryable(bad_config), (409, Some(false)));
     }
 
     #[test]
