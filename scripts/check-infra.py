@@ -362,8 +362,11 @@ check(namespace is not None and partial.get("Namespace") == namespace.group(1) a
 # is the runs committed; hours without one must read as breaching, or the alarm would go quiet
 # exactly when nothing runs.
 hours = template["Parameters"].get("StaleRunAlarmHours", {})
-check(hours.get("Type") == "Number" and hours.get("MinValue") == 0 and hours.get("MaxValue") == 168,
-      "StaleRunAlarmHours is not a number of hours from 0 (no alarm) to 168 (CloudWatch's seven days of hourly periods)")
+hours_allowed = [str(n) for n in range(0, 169)]
+hours_pattern = re.compile(hours.get("AllowedPattern", "^$"))
+check(hours.get("Type") == "String" and [h for h in hours_allowed if hours_pattern.fullmatch(h)] == hours_allowed
+      and not any(hours_pattern.fullmatch(h) for h in ("00", "01", "1.5", "169", "-1", "", " 1")),
+      "StaleRunAlarmHours does not take exactly the whole numbers of hours from 0 (no alarm) to 168 (CloudWatch's seven days of hourly periods), written plainly")
 for connection, schedule in (("sast", "SastRunSchedule"), ("dast", "DastRunSchedule")):
     logical = f"{connection.capitalize()}StaleRunsAlarm"
     stale = alarms.get(logical, {})
@@ -371,13 +374,14 @@ for connection, schedule in (("sast", "SastRunSchedule"), ("dast", "DastRunSched
     enabled = resources.get(schedule, {}).get("Properties", {}).get("State", {}).get("Fn::If", [None])[0]
     check(namespace is not None and stale.get("Namespace") == namespace.group(1) and stale.get("MetricName") == "RunsPartial"
           and stale.get("Dimensions") == [{"Name": "Function", "Value": "finalize"}, {"Name": "ConnectionId", "Value": connection}]
-          and '["Function", "ConnectionId"]' in metrics_rs
+          and re.search(r'\[\s*"Function"\s*,\s*"ConnectionId"\s*\]', metrics_rs)
           and stale.get("Statistic") == "SampleCount" and stale.get("Period") == 3600
           and stale.get("EvaluationPeriods") == {"Ref": "StaleRunAlarmHours"} and stale.get("DatapointsToAlarm") == {"Ref": "StaleRunAlarmHours"}
           and stale.get("Threshold") == 1 and stale.get("ComparisonOperator") == "LessThanThreshold"
           and stale.get("TreatMissingData") == "breaching"
-          and stale.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
-          f"no alarm when the {connection} connection commits no run for StaleRunAlarmHours (finalize's RunsPartial samples for it, missing hours breaching), notifying where the failed-runs alarm does")
+          and stale.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions")
+          and stale.get("OKActions") == stale.get("AlarmActions"),
+          f"no alarm when the {connection} connection commits no run for StaleRunAlarmHours (finalize's RunsPartial samples for it, missing hours breaching), notifying where the failed-runs alarm does, and again when it is over")
     condition_body = template.get("Conditions", {}).get(condition or "", {})
     check(enabled is not None and {"Condition": enabled} in condition_body.get("Fn::And", [])
           and {"Condition": "StaleAlarmOn"} in condition_body.get("Fn::And", []),

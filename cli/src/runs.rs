@@ -41,7 +41,7 @@ fn progress(output: &Output, label: &str) -> Arc<ProgressBar> {
     Arc::new(bar)
 }
 
-/// Where a local run's config goes besides the run's own copy.
+/// Where a local run's config goes besides the run's own copy (`runs/<run>/config.json`).
 enum StoredConfig {
     /// Into `connections/<id>/config.json`, for `status` (a directory store: the local runner's).
     Written,
@@ -65,18 +65,27 @@ async fn run_one(
             .await
             .context("writing the connection config")?,
         StoredConfig::LeftAlone => {
-            let standing = store
-                .get(&key)
-                .await
-                .context("reading the connection config")?;
-            let same = standing
-                .as_deref()
-                .and_then(|s| serde_json::from_slice(s).ok())
-                == Some(serde_json::to_value(&connection.config)?);
-            if !same && !output.json && !output.quiet {
-                eprintln!(
+            // Only for a word to the user: a stored config that cannot be read does not stop the run.
+            let given = serde_json::to_value(&connection.config)?;
+            let said = match store.get(&key).await {
+                Ok(Some(stored))
+                    if serde_json::from_slice::<serde_json::Value>(&stored).ok() == Some(given) =>
+                {
+                    None
+                }
+                Ok(Some(_)) => Some(format!(
                     "{key} is left as it is: this run uses the config given, and the deployed functions the one stored there, which `cxone-etm connection put` replaces (after checking it as they would run it)"
-                );
+                )),
+                Ok(None) => Some(format!(
+                    "no config is stored at {key}, and this run stores none there (it keeps its own copy with the run): `cxone-etm connection put` stores one, after checking it as the deployed functions would run it, and `status` reads it"
+                )),
+                Err(error) => Some(format!(
+                    "{key} could not be read ({error}); it is left as it is"
+                )),
+            };
+            // To stderr, so a `--json` report on stdout stays one document.
+            if let Some(said) = said.filter(|_| !output.quiet) {
+                eprintln!("{said}");
             }
         }
     }

@@ -375,13 +375,18 @@ def put_connection(account: Account, emulator: Emulator, connection_id: str, ext
         command += ["--map", str(map_file)]
     if scoring_file:
         command += ["--scoring", str(scoring_file)]
+    return subprocess.run(command, env=operator_env(account), capture_output=True, text=True)
+
+
+def operator_env(account: Account) -> dict[str, str]:
+    """The environment of a CLI an operator runs against the deployed stack's account."""
     env = {
         **os.environ, "AWS_ACCESS_KEY_ID": account.operator["AccessKeyId"],
         "AWS_SECRET_ACCESS_KEY": account.operator["SecretAccessKey"], "AWS_REGION": stack.REGION,
         "AWS_ENDPOINT_URL": account.moto_url, "AWS_EC2_METADATA_DISABLED": "true",
     }
     env.pop("AWS_SESSION_TOKEN", None)
-    return subprocess.run(command, env=env, capture_output=True, text=True)
+    return env
 
 
 def sast_total(emulator: Emulator) -> int:
@@ -489,6 +494,21 @@ def api_run(account: Account, connection_id: str) -> tuple[dict, dict]:
     manifest = committed(account, started["run"])
     assert manifest["complete"] is True, manifest["problems"]
     return started, manifest
+
+
+def api_run_under_fault(account: Account, emulator: Emulator, connection_id: str, endpoint: str,
+                        fault: dict) -> tuple[dict, dict]:
+    """`POST /connections/{id}/runs` while the emulator's `endpoint` answers with `fault`; (started
+    run, its committed manifest, whole or partial)."""
+    emulator.fault(endpoint, fault)
+    try:
+        status, started = account.http("POST", f"/connections/{connection_id}/runs")
+        assert status == 202, started
+        execution = account.wait(started["executionArn"])
+    finally:
+        emulator.clear_faults()
+    assert execution["status"] == "SUCCEEDED", account.explain(execution)
+    return started, committed(account, started["run"])
 
 
 def test_definition_passes_asl_validator_after_substitution(account):
@@ -950,15 +970,7 @@ def test_a_project_a_broken_listing_leaves_out_is_never_closed_as_deleted(accoun
     result = put_connection(account, emulator, "deletions", extra={"close_deleted_items": True})
     assert result.returncode == 0, result.stderr
     _, first = api_run(account, "deletions")
-    emulator.fault("projects", {"malformed_rate": 1.0})
-    try:
-        status, started = account.http("POST", "/connections/deletions/runs")
-        assert status == 202, started
-        execution = account.wait(started["executionArn"])
-    finally:
-        emulator.clear_faults()
-    assert execution["status"] == "SUCCEEDED", account.explain(execution)
-    manifest = committed(account, started["run"])
+    started, manifest = api_run_under_fault(account, emulator, "deletions", "projects", {"malformed_rate": 1.0})
     (missing,) = {i["item"] for i in first["items"]} - {i["item"] for i in manifest["items"]}
     assert manifest["complete"] is False and any(p.startswith("project record ") for p in manifest["problems"]), \
         manifest["problems"]
@@ -983,15 +995,7 @@ def test_a_credential_that_loses_access_to_most_projects_closes_nothing(account,
     result = put_connection(account, emulator, "access-loss", extra={"close_deleted_items": True})
     assert result.returncode == 0, result.stderr
     _, first = api_run(account, "access-loss")
-    emulator.fault("projects", {"visible": 4})
-    try:
-        status, started = account.http("POST", "/connections/access-loss/runs")
-        assert status == 202, started
-        execution = account.wait(started["executionArn"])
-    finally:
-        emulator.clear_faults()
-    assert execution["status"] == "SUCCEEDED", account.explain(execution)
-    manifest = committed(account, started["run"])
+    started, manifest = api_run_under_fault(account, emulator, "access-loss", "projects", {"visible": 4})
     assert len(manifest["items"]) == 4, [i["vendorId"] for i in manifest["items"]]
     gone = [i for i in first["items"] if i["figures"]["findingsOut"] > i["figures"]["fixed"]
             and i["item"] not in {m["item"] for m in manifest["items"]}]
@@ -1024,17 +1028,16 @@ def test_a_local_run_against_the_bucket_leaves_the_deployed_config_alone(account
                          "tenant": emulator.line["tenant"], "allow_insecure_local": True}}
     path = account.work / "laptop.json"
     path.write_text(json.dumps(config))
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": account.operator["AccessKeyId"],
-           "AWS_SECRET_ACCESS_KEY": account.operator["SecretAccessKey"], "AWS_REGION": stack.REGION,
-           "AWS_ENDPOINT_URL": account.moto_url, "AWS_EC2_METADATA_DISABLED": "true",
-           "CX_LAPTOP_KEY": emulator.line["api_key"]}
-    env.pop("AWS_SESSION_TOKEN", None)
-    result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path)],
-                            env=env, capture_output=True, text=True)
+    env = {**operator_env(account), "CX_LAPTOP_KEY": emulator.line["api_key"]}
+    result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path),
+                             "--json"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "connections/sast/config.json is left as it is" in result.stderr, result.stderr
     after = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
     assert after == stored
+    # The run keeps the config it ran with.
+    laptop_run = json.loads(result.stdout)["runId"]
+    assert account.get_json(f"connections/sast/runs/{laptop_run}/config.json")["name"] == "sast from a laptop"
     started, _ = scheduled_run(account)
     manifest = committed(account, started["run"])
     assert manifest["complete"] is True, manifest["problems"]

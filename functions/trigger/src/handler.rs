@@ -110,8 +110,8 @@ impl Summarized for TriggerAnswer {
             Self::Http(response) => {
                 let status = response.status_code;
                 summary.outcome = format!("http {status}");
-                // A connection the request did not find (or could not name) is not a metric's
-                // dimension: whoever may call the API could make a custom metric of each id.
+                // A connection (or run) the request did not find, or could not name, is not a
+                // metric's dimension: whoever may call the API could make a custom metric of each.
                 if matches!(status, 400 | 404) {
                     summary.connection = "(unknown)".to_string();
                 }
@@ -256,7 +256,7 @@ async fn route(
             Ok(Some(view)) => answer(200, serde_json::to_value(view).expect("serializes")),
             Ok(None) => answer(
                 404,
-                json!({"error": format!("connection {id} has no run {run}")}),
+                json!({"error": format!("connection {id} has no run {run}"), "retryable": false}),
             ),
             Err(error) => failure(error),
         },
@@ -266,7 +266,7 @@ async fn route(
         },
         _ => answer(
             404,
-            json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test")}),
+            json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test"), "retryable": false}),
         ),
     }
 }

@@ -15,6 +15,7 @@ use super::config::Connection;
 use super::documents::{Manifest, WorkItem};
 use super::error::StepError;
 use super::finalize::finalize;
+use super::objects::put_json;
 use super::plan::plan;
 use super::run::{Trigger, begin_run, fail_run};
 use super::transform::transform;
@@ -200,6 +201,9 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
     let mut vendor_used = None;
     let result =
         async {
+            // The config the run began with, as a deployed run keeps it: what ran, whatever is
+            // put meanwhile (a local run into a bucket leaves the stored config alone).
+            put_json(store, &run.config(), &connection.config).await?;
             let planning = Instant::now();
             let vendor = Arc::new(VendorAccess::new(connection.vendor.clone(), secret).await?);
             vendor_used = Some(vendor.clone());
