@@ -234,6 +234,17 @@ fn route_path(request: &ApiGatewayV2httpRequest) -> &str {
     }
 }
 
+/// The template's route (as API Gateway names it in `routeKey`) a method and path's segments read as.
+fn route_key_of(method: &str, segments: &[&str]) -> Option<&'static str> {
+    match (method, segments) {
+        ("GET", ["connections", _]) => Some("GET /connections/{id}"),
+        ("POST", ["connections", _, "runs"]) => Some("POST /connections/{id}/runs"),
+        ("GET", ["connections", _, "runs", _]) => Some("GET /connections/{id}/runs/{runId}"),
+        ("POST", ["connections", _, "test"]) => Some("POST /connections/{id}/test"),
+        _ => None,
+    }
+}
+
 async fn route(
     runtime: &Runtime<impl BucketStore>,
     request: &ApiGatewayV2httpRequest,
@@ -241,29 +252,46 @@ async fn route(
     let method = request.request_context.http.method.as_str();
     let path = route_path(request);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method, segments.as_slice()) {
-        ("GET", ["connections", id]) => match runtime.status(id).await {
+    // API Gateway hands the path over decoded: an id holding `%2F` matched (and was authorized
+    // for) one route, and would read as more segments, another route's. The route it matched
+    // decides; a path that reads otherwise is refused. (`$default`, or none: a direct invoke.)
+    let read_as = route_key_of(method, &segments);
+    if let Some(matched) = request.route_key.as_deref()
+        && matched != "$default"
+        && Some(matched) != read_as
+    {
+        return answer(
+            400,
+            json!({"error": format!("the path {path} does not read as the route API Gateway matched ({matched}): an id may not hold '/' (%2F); ids are 1–64 ASCII letters, digits, '-' or '_'"), "retryable": false}),
+        );
+    }
+    match (read_as, segments.as_slice()) {
+        (Some("GET /connections/{id}"), [_, id]) => match runtime.status(id).await {
             Ok(status) => answer(200, serde_json::to_value(status).expect("serializes")),
             Err(error) => failure(error),
         },
-        ("POST", ["connections", id, "runs"]) => {
+        (Some("POST /connections/{id}/runs"), [_, id, _]) => {
             match start_run(runtime, id, Trigger::Api, None).await {
                 Ok(started) => answer(202, serde_json::to_value(started).expect("serializes")),
                 Err(error) => failure(error),
             }
         }
-        ("GET", ["connections", id, "runs", run]) => match show_run(runtime, id, run).await {
-            Ok(Some(view)) => answer(200, serde_json::to_value(view).expect("serializes")),
-            Ok(None) => answer(
-                404,
-                json!({"error": format!("connection {id} has no run {run}"), "retryable": false}),
-            ),
-            Err(error) => failure(error),
-        },
-        ("POST", ["connections", id, "test"]) => match runtime.check_connection(id).await {
-            Ok(report) => answer(200, serde_json::to_value(report).expect("serializes")),
-            Err(error) => failure(error),
-        },
+        (Some("GET /connections/{id}/runs/{runId}"), [_, id, _, run]) => {
+            match show_run(runtime, id, run).await {
+                Ok(Some(view)) => answer(200, serde_json::to_value(view).expect("serializes")),
+                Ok(None) => answer(
+                    404,
+                    json!({"error": format!("connection {id} has no run {run}"), "retryable": false}),
+                ),
+                Err(error) => failure(error),
+            }
+        }
+        (Some("POST /connections/{id}/test"), [_, id, _]) => {
+            match runtime.check_connection(id).await {
+                Ok(report) => answer(200, serde_json::to_value(report).expect("serializes")),
+                Err(error) => failure(error),
+            }
+        }
         _ => answer(
             404,
             json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test"), "retryable": false}),

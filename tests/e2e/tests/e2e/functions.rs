@@ -137,7 +137,14 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     };
     assert_eq!(answer(staged.clone()).await["body"], shown["body"]);
     staged["rawPath"] = json!(format!("/prodx/connections/demo-sast/runs/{}", run.run_id));
-    assert_eq!(answer(staged).await["statusCode"], 404);
+    let misread = answer(staged).await;
+    assert_eq!(misread["statusCode"], 400);
+    assert!(
+        body(&misread)["error"].as_str().unwrap().contains(
+            "does not read as the route API Gateway matched (GET /connections/{id}/runs/{runId})"
+        ),
+        "{misread}"
+    );
     assert_eq!(body(&shown)["run"]["state"], "Processed");
     assert_eq!(body(&shown)["committed"], true);
     assert_eq!(body(&shown)["complete"], true);
@@ -505,8 +512,11 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
             .unwrap()["statusCode"],
         404
     );
+    // A path no route of the template matches reaches the function only through a catch-all
+    // route (`$default`) or a direct invoke.
     let mut wrong = event("trigger-api-test-connection.json");
     wrong["rawPath"] = json!("/elsewhere");
+    wrong["routeKey"] = json!("$default");
     let answer = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), wrong)
         .await
         .unwrap();
@@ -1097,6 +1107,14 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
         let mut request = event("trigger-api-start-run.json");
         request["rawPath"] = json!(path);
         request["requestContext"]["http"]["method"] = json!(method);
+        // The route API Gateway matched: the path's shape, its segments named.
+        let shape: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let route = match shape.as_slice() {
+            [_, _] => "/connections/{id}",
+            [_, _, last] => &format!("/connections/{{id}}/{last}"),
+            _ => "/connections/{id}/runs/{runId}",
+        };
+        request["routeKey"] = json!(format!("{method} {route}"));
         let runtime = &f.runtime;
         async move {
             call(|e| cxone_etm_trigger::handler::handle(runtime, e), request)
@@ -1128,6 +1146,22 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
         keys().await,
         stored_before,
         "nothing written under a refused id"
+    );
+    // An id holding '/' (sent as %2F, handed over decoded) reads as another route's path: the
+    // route API Gateway matched, and authorized, decides, and the path is refused.
+    let mut confused = event("trigger-api-show-connection.json");
+    confused["rawPath"] = json!("/connections/demo-sast/runs/20261122T000000Z-000001");
+    let answer = call(
+        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+        confused,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    let error = body(&answer)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("does not read as the route API Gateway matched (GET /connections/{id})"),
+        "{error}"
     );
     // A well-formed id no connection has is still unknown, not refused.
     let unknown = api("GET", &format!("/connections/{}", "x".repeat(64))).await;
