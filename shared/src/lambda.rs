@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::cxone::{ConnectionReport, test_connection_within};
+use crate::cxone::{ConnectionReport, test_connection_until};
 use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
@@ -526,6 +526,8 @@ pub struct Runtime<S> {
     state_machine: Option<Arc<dyn StateMachine>>,
     max_concurrency: u32,
     vendor_hosts: VendorHosts,
+    /// How long the API's connection test may take ([`CONNECTION_TEST_LIMIT`]).
+    connection_test_limit: std::time::Duration,
     /// Per connection: what was loaded from its config's bytes last.
     connections: tokio::sync::Mutex<HashMap<String, Arc<LoadedConnection>>>,
 }
@@ -572,7 +574,17 @@ impl<S: BucketStore> Runtime<S> {
             state_machine,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             vendor_hosts: VendorHosts::default(),
+            connection_test_limit: CONNECTION_TEST_LIMIT,
             connections: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long the connection test may take, the secret's read included (25 s by default: API
+    /// Gateway ends a request at 30 s).
+    pub fn with_connection_test_limit(self, connection_test_limit: std::time::Duration) -> Self {
+        Self {
+            connection_test_limit,
+            ..self
         }
     }
 
@@ -743,20 +755,32 @@ impl<S: BucketStore> Runtime<S> {
 
     /// The five checks of connection `id`: always a report, whatever the credential (a secret
     /// that cannot be read, a key issued for another tenant) — those fail the credential check —
-    /// and within [`CONNECTION_TEST_LIMIT`], however slow the tenant.
+    /// and within its limit ([`CONNECTION_TEST_LIMIT`]), however slow the tenant or Secrets Manager.
     pub async fn check_connection(&self, id: &str) -> Result<ConnectionReport, StepError> {
         let (_, connection) = self.stored(id).await?;
-        let credential = self
-            .secret_source(&connection)
+        // The secret's read counts in the limit: Secrets Manager's client may wait longer.
+        let started = tokio::time::Instant::now();
+        let read = async {
+            let source = self.secret_source(&connection).await;
+            source.credential().await.map_err(|e| e.to_string())
+        };
+        // Four fifths of the limit: the checks before the credential's (network, TLS) keep time
+        // to answer, so the report gets to the credential's and says what kept it.
+        let limit = self.connection_test_limit;
+        let for_the_secret = limit * 4 / 5;
+        let credential = tokio::time::timeout_at(started + for_the_secret, read)
             .await
-            .credential()
-            .await
-            .map_err(|e| e.to_string());
-        Ok(test_connection_within(
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "Secrets Manager did not give the secret within {for_the_secret:?} (of the {limit:?} this test may take); try again"
+                ))
+            });
+        Ok(test_connection_until(
             &connection.vendor,
             credential,
             connection.run_calls(),
-            CONNECTION_TEST_LIMIT,
+            started,
+            limit,
         )
         .await)
     }

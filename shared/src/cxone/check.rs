@@ -100,8 +100,26 @@ pub async fn test_connection_within(
     calls: RunCalls,
     limit: Duration,
 ) -> ConnectionReport {
-    let deadline = (tokio::time::Instant::now() + limit, limit);
-    run_checks(config, credential, calls, Some(deadline)).await
+    test_connection_until(
+        config,
+        credential,
+        calls,
+        tokio::time::Instant::now(),
+        limit,
+    )
+    .await
+}
+
+/// [`test_connection_within`] of a test that began at `started` (the credential read before it
+/// counts in its `limit`).
+pub async fn test_connection_until(
+    config: &VendorConfig,
+    credential: Result<Credential, String>,
+    calls: RunCalls,
+    started: tokio::time::Instant,
+    limit: Duration,
+) -> ConnectionReport {
+    run_checks(config, credential, calls, Some((started + limit, limit))).await
 }
 
 /// A check's step, failed if it has not answered by the deadline.

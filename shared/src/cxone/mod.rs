@@ -15,7 +15,7 @@ mod transport;
 
 pub use check::{
     CheckOutcome, CheckStatus, ConnectionReport, ConnectorKind, RunCalls, test_connection,
-    test_connection_within,
+    test_connection_until, test_connection_within,
 };
 pub use client::CxOneClient;
 pub use config::{RetrySettings, VendorConfig, VendorSettings};

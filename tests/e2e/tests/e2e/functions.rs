@@ -2000,3 +2000,53 @@ async fn items_past_the_runs_transform_deadline_are_recorded_failed_and_not_comm
         }
     }
 }
+
+/// Secrets Manager as a stalled service: it takes the read and never answers.
+struct SilentSecrets;
+
+impl cxone_etm::secret::SecretsManager for SilentSecrets {
+    fn secret_string<'a>(
+        &'a self,
+        _id: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<String, cxone_etm::secret::SecretUnread>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The API's connection test answers within its limit (25 s: API Gateway ends a request at 30 s;
+/// 2 s here) even when Secrets Manager never gives the secret: the read counts in it, and the
+/// credential check fails naming it. Before, the read could take the client's 30 s first, then the
+/// checks their 25.
+#[tokio::test]
+async fn a_connection_test_whose_secret_never_comes_answers_within_its_limit() {
+    let f = fixture().await;
+    let secrets = std::sync::Arc::new(SilentSecrets);
+    let runtime = cxone_etm::lambda::Runtime::new(f.runtime.store, secrets, None)
+        .with_vendor_hosts(VendorHosts::listed(emulator_host(&f.emulator)))
+        .with_connection_test_limit(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    // Bounded here too, so that a test whose read waits for ever fails rather than hangs.
+    let checked = tokio::time::timeout(
+        Duration::from_secs(10),
+        runtime.check_connection("demo-sast"),
+    );
+    let report = checked.await.expect("a report within 10 s").unwrap();
+    // The limit, and a moment for the report.
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!report.passed);
+    let text = report.to_table();
+    assert!(
+        text.contains("Secrets Manager did not give the secret within 1.6s (of the 2s"),
+        "{text}"
+    );
+}
