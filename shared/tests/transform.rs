@@ -733,16 +733,6 @@ fn reconciled_pass(
     previous: cxone_etm::mapping::Ledger,
     run: &str,
 ) -> (ItemOutcome, BTreeSet<String>, u64) {
-    reconciled_pass_on(records, previous, run, None)
-}
-
-/// [`reconciled_pass`] of a scan of `branch`.
-fn reconciled_pass_on(
-    records: &[Value],
-    previous: cxone_etm::mapping::Ledger,
-    run: &str,
-    branch: Option<&str>,
-) -> (ItemOutcome, BTreeSet<String>, u64) {
     let body = page(records.to_vec());
     let mut t = sast_transformer();
     t.expect_repeats(Arc::new(
@@ -753,7 +743,7 @@ fn reconciled_pass_on(
         )
         .into(),
     ));
-    t.reconcile(previous, run, branch);
+    t.reconcile(previous, run, None);
     let mut written = BTreeSet::new();
     for line in t.push_page(&body, 0).unwrap() {
         for f in findings(std::str::from_utf8(&line).unwrap()) {
@@ -762,25 +752,6 @@ fn reconciled_pass_on(
     }
     let (_, closed) = close_absent(&mut t);
     (t.finish().unwrap(), written, closed)
-}
-
-/// A scan that names no branch, after one that named its branch, may be of another branch: what
-/// it lacks is held open for the run, as on a change of branch, and closes on the next run that
-/// still lacks it. Before, it closed at once.
-#[test]
-fn a_scan_that_names_no_branch_after_one_that_did_holds_what_it_lacks_for_a_run() {
-    let both = vec![
-        located("a", 10, json!({"description": "a"})),
-        located("b", 20, json!({"description": "b"})),
-    ];
-    let one = vec![both[0].clone()];
-    let (first, ..) = reconciled_pass_on(&both, Default::default(), "run-1", Some("main"));
-    let (second, _, closed) = reconciled_pass_on(&one, first.ledger.unwrap(), "run-2", None);
-    assert_eq!(closed, 0, "{:?}", second.figures);
-    assert_eq!(second.figures.held_on_branch_change, 1);
-    let (third, _, closed) = reconciled_pass_on(&one, second.ledger.unwrap(), "run-3", None);
-    assert_eq!(closed, 1, "{:?}", third.figures);
-    assert_eq!(third.figures.held_on_branch_change, 0);
 }
 
 /// An id one record sent, then two records told apart: the open finding it was is held open,

@@ -1100,12 +1100,12 @@ impl<'p> ItemTransformer<'p> {
     /// `branch` is the scan's branch: when it differs from the previous ledger's, findings absent
     /// now are held open for this run instead of closed, so a change of the winning branch never
     /// flips findings closed and open again; a second run on the new branch closes what is still
-    /// absent. A branch known on one side only (a scan that names none) differs too: whether the
-    /// scan is of the same branch is not known.
+    /// absent.
     pub fn reconcile(&mut self, previous: Ledger, run_id: &str, branch: Option<&str>) {
         let asset = String::from_utf8_lossy(&self.asset).into_owned();
         let vendor_item_id = self.vendor_item_id.clone();
-        let branch_switched = previous.branch.as_deref() != branch;
+        let branch_switched =
+            matches!((&previous.branch, branch), (Some(before), Some(now)) if before != now);
         self.state.reconciling = Some(Reconciling {
             seen: vec![false; previous.findings.stored()],
             next: Ledger {
