@@ -149,8 +149,8 @@ pub struct LoadedConnection {
 /// in well under a second), and the call with its retries: short of API Gateway's 30 s.
 const START_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-/// The API's connection test answers within this: the HTTP API ends a request at 30 s, and the
-/// trigger reads the config and the secret first.
+/// The API's connection test answers within this, the secret's read included: the HTTP API ends a
+/// request at 30 s, and the trigger reads the connection's config first.
 const CONNECTION_TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The state machine port: Step Functions, or [`RecordedStarts`] where no AWS is at hand.
@@ -772,7 +772,9 @@ impl<S: BucketStore> Runtime<S> {
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
-                    "Secrets Manager did not give the secret within {for_the_secret:?} (of the {limit:?} this test may take); try again"
+                    "the secret was not given within {} s (of the {} s this test may take)",
+                    for_the_secret.as_secs_f64(),
+                    limit.as_secs_f64()
                 ))
             });
         Ok(test_connection_until(

@@ -262,7 +262,7 @@ async fn route(
     {
         return answer(
             400,
-            json!({"error": format!("the path {path} does not read as the route API Gateway matched ({matched}): an id may not hold '/' (%2F); ids are 1–64 ASCII letters, digits, '-' or '_'"), "retryable": false}),
+            json!({"error": format!("the path {path} does not read as the route API Gateway matched ({matched}): an id may not hold '/' (%2F; ids are 1–64 ASCII letters, digits, '-' or '_'), and a custom domain's API mapping may not add a base path"), "retryable": false}),
         );
     }
     match (read_as, segments.as_slice()) {

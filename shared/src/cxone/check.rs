@@ -343,7 +343,7 @@ async fn signed_in(
     let credential = credential.as_ref().map_err(|problem| {
         (
             problem.clone(),
-            "store the credential where the connection's `secret` points: {\"api_key\": \"…\"} or {\"client_id\": \"…\", \"client_secret\": \"…\"}".to_string(),
+            "store the credential where the connection's `secret` points: {\"api_key\": \"…\"} or {\"client_id\": \"…\", \"client_secret\": \"…\"}; if it is there, see that whoever runs the test can read it (the function's role, Secrets Manager reachable from it and not throttling) and try again".to_string(),
         )
     })?;
     let client = CxOneClient::new(config.clone(), credential).map_err(vendor_failure)?;
