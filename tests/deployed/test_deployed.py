@@ -270,9 +270,12 @@ class Account:
         """An HTTP API request, as API Gateway hands it to the trigger (payload format 2.0), for a
         route the template declares."""
         route = self.route_for(method, path)
+        # The route's path parameters, as API Gateway hands them over beside the (decoded) path.
+        parameters = {p.strip("{}"): q for p, q in zip(route.strip("/").split("/"), path.strip("/").split("/"))
+                      if p.startswith("{")}
         event = {
             "version": "2.0", "routeKey": f"{method} {route}", "rawPath": path, "rawQueryString": "",
-            "headers": {"content-type": "application/json"},
+            "headers": {"content-type": "application/json"}, "pathParameters": parameters,
             "requestContext": {
                 "accountId": stack.ACCOUNT, "apiId": "local", "domainName": "local", "domainPrefix": "local",
                 "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"},

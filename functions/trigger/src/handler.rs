@@ -89,8 +89,7 @@ impl Summarized for TriggerEvent {
         let id = match self {
             Self::Scheduled(scheduled) => scheduled.connection_id.as_str(),
             Self::Plan(plan) => plan.run.connection_id.as_str(),
-            // /connections/{id}/…
-            Self::Http(request) => route_path(request).split('/').nth(2).unwrap_or_default(),
+            Self::Http(request) => asked(request).id.unwrap_or_default(),
         };
         // An id the steps refuse is not a metric's dimension: whoever may invoke the function
         // could make a custom metric of each.
@@ -245,38 +244,59 @@ fn route_key_of(method: &str, segments: &[&str]) -> Option<&'static str> {
     }
 }
 
+/// The route a request asks for, and its connection and run ids.
+struct Asked<'a> {
+    route: Option<&'a str>,
+    id: Option<&'a str>,
+    run: Option<&'a str>,
+}
+
+/// Behind API Gateway, the route it matched (and authorized) and that route's path parameters:
+/// the path it hands over is decoded (an id holding `%2F` would read as more segments, another
+/// route's) and cut at a decoded `?`, and a custom domain's API mapping may add a base path. A
+/// direct invoke (route key `$default`, or none) is read from its path.
+fn asked(request: &ApiGatewayV2httpRequest) -> Asked<'_> {
+    if let Some(route) = request
+        .route_key
+        .as_deref()
+        .filter(|key| *key != "$default")
+    {
+        let parameter = |name: &str| request.path_parameters.get(name).map(String::as_str);
+        return Asked {
+            route: Some(route),
+            id: parameter("id"),
+            run: parameter("runId"),
+        };
+    }
+    let method = request.request_context.http.method.as_str();
+    let segments: Vec<&str> = route_path(request).trim_matches('/').split('/').collect();
+    let route = route_key_of(method, &segments);
+    Asked {
+        route,
+        id: route.and(segments.get(1).copied()),
+        run: route
+            .filter(|r| r.ends_with("{runId}"))
+            .and(segments.get(3).copied()),
+    }
+}
+
 async fn route(
     runtime: &Runtime<impl BucketStore>,
     request: &ApiGatewayV2httpRequest,
 ) -> ApiGatewayV2httpResponse {
-    let method = request.request_context.http.method.as_str();
-    let path = route_path(request);
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    // API Gateway hands the path over decoded: an id holding `%2F` matched (and was authorized
-    // for) one route, and would read as more segments, another route's. The route it matched
-    // decides; a path that reads otherwise is refused. (`$default`, or none: a direct invoke.)
-    let read_as = route_key_of(method, &segments);
-    if let Some(matched) = request.route_key.as_deref()
-        && matched != "$default"
-        && Some(matched) != read_as
-    {
-        return answer(
-            400,
-            json!({"error": format!("the path {path} does not read as the route API Gateway matched ({matched}): an id may not hold '/' (%2F; ids are 1–64 ASCII letters, digits, '-' or '_'), and a custom domain's API mapping may not add a base path"), "retryable": false}),
-        );
-    }
-    match (read_as, segments.as_slice()) {
-        (Some("GET /connections/{id}"), [_, id]) => match runtime.status(id).await {
+    let asked = asked(request);
+    match (asked.route, asked.id, asked.run) {
+        (Some("GET /connections/{id}"), Some(id), _) => match runtime.status(id).await {
             Ok(status) => answer(200, serde_json::to_value(status).expect("serializes")),
             Err(error) => failure(error),
         },
-        (Some("POST /connections/{id}/runs"), [_, id, _]) => {
+        (Some("POST /connections/{id}/runs"), Some(id), _) => {
             match start_run(runtime, id, Trigger::Api, None).await {
                 Ok(started) => answer(202, serde_json::to_value(started).expect("serializes")),
                 Err(error) => failure(error),
             }
         }
-        (Some("GET /connections/{id}/runs/{runId}"), [_, id, _, run]) => {
+        (Some("GET /connections/{id}/runs/{runId}"), Some(id), Some(run)) => {
             match show_run(runtime, id, run).await {
                 Ok(Some(view)) => answer(200, serde_json::to_value(view).expect("serializes")),
                 Ok(None) => answer(
@@ -286,16 +306,20 @@ async fn route(
                 Err(error) => failure(error),
             }
         }
-        (Some("POST /connections/{id}/test"), [_, id, _]) => {
+        (Some("POST /connections/{id}/test"), Some(id), _) => {
             match runtime.check_connection(id).await {
                 Ok(report) => answer(200, serde_json::to_value(report).expect("serializes")),
                 Err(error) => failure(error),
             }
         }
-        _ => answer(
-            404,
-            json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test"), "retryable": false}),
-        ),
+        _ => {
+            let method = request.request_context.http.method.as_str();
+            let path = route_path(request);
+            answer(
+                404,
+                json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test"), "retryable": false}),
+            )
+        }
     }
 }
 
@@ -352,6 +376,7 @@ mod tests {
         let line = |status: i64, body: Value| {
             let request: TriggerEvent = serde_json::from_value(json!({
                 "version": "2.0", "routeKey": "GET /connections/{id}", "rawPath": "/connections/nope",
+                "pathParameters": {"id": "nope"},
                 "requestContext": {"http": {"method": "GET", "path": "/connections/nope"}, "stage": "$default"}
             }))
             .unwrap();

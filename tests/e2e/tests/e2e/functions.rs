@@ -27,6 +27,30 @@ fn event(name: &str) -> Value {
     .unwrap()
 }
 
+/// The sample API event `sample` sent to `method` `path`, as API Gateway hands it over: the raw
+/// path, the template route it matches (`routeKey`) and that route's path parameters.
+fn api_event(sample: &str, method: &str, path: &str) -> Value {
+    let mut request = event(sample);
+    request["rawPath"] = json!(path);
+    request["requestContext"]["http"]["method"] = json!(method);
+    request["requestContext"]["http"]["path"] = json!(path);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (route, parameters) = match segments.as_slice() {
+        ["connections", id] => ("/connections/{id}".to_string(), json!({"id": id})),
+        ["connections", id, "runs", run] => (
+            "/connections/{id}/runs/{runId}".to_string(),
+            json!({"id": id, "runId": run}),
+        ),
+        ["connections", id, last] => (format!("/connections/{{id}}/{last}"), json!({"id": id})),
+        _ => panic!("no route of the template takes {path}"),
+    };
+    let key = json!(format!("{method} {route}"));
+    request["routeKey"] = key.clone();
+    request["requestContext"]["routeKey"] = key;
+    request["pathParameters"] = parameters;
+    request
+}
+
 fn body(response: &Value) -> Value {
     serde_json::from_str(response["body"].as_str().expect("a text body")).unwrap()
 }
@@ -114,8 +138,11 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     .await
     .unwrap();
     assert_eq!(missing["statusCode"], 404);
-    let mut show = event("trigger-api-show-run.json");
-    show["rawPath"] = json!(format!("/connections/demo-sast/runs/{}", run.run_id));
+    let show = api_event(
+        "trigger-api-show-run.json",
+        "GET",
+        &format!("/connections/demo-sast/runs/{}", run.run_id),
+    );
     let shown = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         show.clone(),
@@ -123,8 +150,10 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     .await
     .unwrap();
     assert_eq!(shown["statusCode"], 200);
-    // An API with a named stage (not `$default`) gives the stage at the raw path's start.
+    // Invoked directly (no route key) for an API with a named stage (not `$default`): the stage
+    // at the raw path's start.
     let mut staged = show.clone();
+    staged["routeKey"] = json!("$default");
     staged["requestContext"]["stage"] = json!("prod");
     staged["rawPath"] = json!(format!("/prod/connections/demo-sast/runs/{}", run.run_id));
     let answer = |request: Value| async {
@@ -137,14 +166,7 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     };
     assert_eq!(answer(staged.clone()).await["body"], shown["body"]);
     staged["rawPath"] = json!(format!("/prodx/connections/demo-sast/runs/{}", run.run_id));
-    let misread = answer(staged).await;
-    assert_eq!(misread["statusCode"], 400);
-    assert!(
-        body(&misread)["error"].as_str().unwrap().contains(
-            "does not read as the route API Gateway matched (GET /connections/{id}/runs/{runId})"
-        ),
-        "{misread}"
-    );
+    assert_eq!(answer(staged).await["statusCode"], 404);
     assert_eq!(body(&shown)["run"]["state"], "Processed");
     assert_eq!(body(&shown)["committed"], true);
     assert_eq!(body(&shown)["complete"], true);
@@ -504,8 +526,11 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
         "{}",
         error.error_message
     );
-    let mut api = event("trigger-api-start-run.json");
-    api["rawPath"] = json!("/connections/nobody/runs");
+    let api = api_event(
+        "trigger-api-start-run.json",
+        "POST",
+        "/connections/nobody/runs",
+    );
     assert_eq!(
         call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), api)
             .await
@@ -1019,8 +1044,8 @@ async fn refused_before_anything_is_sent(f: &cxone_etm_e2e::Fixture, config: &Va
         .await
         .unwrap();
     f.emulator.reset_traffic();
-    let mut request = event("trigger-api-test-connection.json");
-    request["rawPath"] = json!(format!("/connections/{id}/test"));
+    let path = format!("/connections/{id}/test");
+    let request = api_event("trigger-api-test-connection.json", "POST", &path);
     let answer = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         request,
@@ -1104,17 +1129,7 @@ async fn a_config_naming_a_host_the_stack_does_not_allow_is_refused_before_anyth
 async fn hostile_connection_ids_are_refused_before_they_become_keys() {
     let f = fixture().await;
     let api = |method: &str, path: &str| {
-        let mut request = event("trigger-api-start-run.json");
-        request["rawPath"] = json!(path);
-        request["requestContext"]["http"]["method"] = json!(method);
-        // The route API Gateway matched: the path's shape, its segments named.
-        let shape: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let route = match shape.as_slice() {
-            [_, _] => "/connections/{id}",
-            [_, _, last] => &format!("/connections/{{id}}/{last}"),
-            _ => "/connections/{id}/runs/{runId}",
-        };
-        request["routeKey"] = json!(format!("{method} {route}"));
+        let request = api_event("trigger-api-start-run.json", method, path);
         let runtime = &f.runtime;
         async move {
             call(|e| cxone_etm_trigger::handler::handle(runtime, e), request)
@@ -1147,10 +1162,13 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
         stored_before,
         "nothing written under a refused id"
     );
-    // An id holding '/' (sent as %2F, handed over decoded) reads as another route's path: the
-    // route API Gateway matched, and authorized, decides, and the path is refused.
+    // An id holding '/' (sent as %2F, the path handed over decoded) would read as another
+    // route's path: the route API Gateway matched, and authorized, decides, and the id is its
+    // path parameter, refused.
     let mut confused = event("trigger-api-show-connection.json");
-    confused["rawPath"] = json!("/connections/demo-sast/runs/20261122T000000Z-000001");
+    let held = "demo-sast/runs/20261122T000000Z-000001";
+    confused["rawPath"] = json!(format!("/connections/{held}"));
+    confused["pathParameters"] = json!({"id": held});
     let answer = call(
         |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
         confused,
@@ -1160,7 +1178,7 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
     assert_eq!(answer["statusCode"], 400, "{answer}");
     let error = body(&answer)["error"].as_str().unwrap().to_string();
     assert!(
-        error.contains("does not read as the route API Gateway matched (GET /connections/{id})"),
+        error.contains("connection id input") && error.contains("must be 1–64 ASCII letters"),
         "{error}"
     );
     // A well-formed id no connection has is still unknown, not refused.
@@ -1261,8 +1279,8 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     let test = |id: String| {
         let runtime = &f.runtime;
         async move {
-            let mut request = event("trigger-api-test-connection.json");
-            request["rawPath"] = json!(format!("/connections/{id}/test"));
+            let path = format!("/connections/{id}/test");
+            let request = api_event("trigger-api-test-connection.json", "POST", &path);
             let answer = call(|e| cxone_etm_trigger::handler::handle(runtime, e), request)
                 .await
                 .unwrap();
