@@ -357,6 +357,17 @@ check(namespace is not None and partial.get("Namespace") == namespace.group(1) a
       and partial.get("Statistic") == "Sum" and partial.get("Threshold") == 1
       and partial.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
       "no alarm on finalize's RunsPartial metric (a run committed without some items), notifying where the failed-runs alarm does")
+# The API's routes are exactly those the trigger dispatches on (its ROUTES, by route key and path
+# parameters): a catch-all or `$default` route would hand it paths to read, decoded by API Gateway.
+handler_rs = (root / "functions" / "trigger" / "src" / "handler.rs").read_text()
+routes_block = re.search(r"const ROUTES: \[&str; \d+\] = \[(.*?)\];", handler_rs, re.S)
+dispatched = set(re.findall(r'"([A-Z]+ /[^"]*)"', routes_block.group(1))) if routes_block else set()
+api_events = [event["Properties"] for body in resources.values() if body["Type"] == "AWS::Serverless::Function"
+              for event in body.get("Properties", {}).get("Events", {}).values() if event.get("Type") == "HttpApi"]
+declared = {f"{e.get('Method', '').upper()} {e.get('Path', '')}" for e in api_events}
+check(dispatched and declared == dispatched and len(api_events) == len(declared),
+      f"the API's routes {sorted(declared)} are not exactly the trigger's {sorted(dispatched)} (no catch-all, no $default)")
+
 # The heartbeat: a connection whose schedule is on and that commits no run for StaleRunAlarmHours.
 # Every committed run's finalize line carries RunsPartial for its connection, so the sample count
 # is the runs committed; hours without one must read as breaching, or the alarm would go quiet

@@ -233,13 +233,21 @@ fn route_path(request: &ApiGatewayV2httpRequest) -> &str {
     }
 }
 
-/// The template's route (as API Gateway names it in `routeKey`) a method and path's segments read as.
+/// The template's routes, as API Gateway names them in `routeKey`.
+const ROUTES: [&str; 4] = [
+    "GET /connections/{id}",
+    "POST /connections/{id}/runs",
+    "GET /connections/{id}/runs/{runId}",
+    "POST /connections/{id}/test",
+];
+
+/// The template's route a method and path's segments read as.
 fn route_key_of(method: &str, segments: &[&str]) -> Option<&'static str> {
     match (method, segments) {
-        ("GET", ["connections", _]) => Some("GET /connections/{id}"),
-        ("POST", ["connections", _, "runs"]) => Some("POST /connections/{id}/runs"),
-        ("GET", ["connections", _, "runs", _]) => Some("GET /connections/{id}/runs/{runId}"),
-        ("POST", ["connections", _, "test"]) => Some("POST /connections/{id}/test"),
+        ("GET", ["connections", _]) => Some(ROUTES[0]),
+        ("POST", ["connections", _, "runs"]) => Some(ROUTES[1]),
+        ("GET", ["connections", _, "runs", _]) => Some(ROUTES[2]),
+        ("POST", ["connections", _, "test"]) => Some(ROUTES[3]),
         _ => None,
     }
 }
@@ -312,12 +320,21 @@ async fn route(
                 Err(error) => failure(error),
             }
         }
-        _ => {
+        // A route of ours whose path parameters did not come: an event built by hand.
+        (Some(route), ..) if ROUTES.contains(&route) => answer(
+            400,
+            json!({"error": format!("route {route} came without the path parameters it names (pathParameters); API Gateway sends them, and an event built by hand must too, or invoke with routeKey $default and the path"), "retryable": false}),
+        ),
+        (Some(route), ..) => answer(
+            404,
+            json!({"error": format!("no route {route}; use {}", ROUTES.join(", ")), "retryable": false}),
+        ),
+        (None, ..) => {
             let method = request.request_context.http.method.as_str();
             let path = route_path(request);
             answer(
                 404,
-                json!({"error": format!("no route {method} {path}; use GET /connections/{{id}}, POST /connections/{{id}}/runs, GET /connections/{{id}}/runs/{{runId}} or POST /connections/{{id}}/test"), "retryable": false}),
+                json!({"error": format!("no route {method} {path}; use {}", ROUTES.join(", ")), "retryable": false}),
             )
         }
     }

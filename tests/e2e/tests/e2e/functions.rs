@@ -150,8 +150,8 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     .await
     .unwrap();
     assert_eq!(shown["statusCode"], 200);
-    // Invoked directly (no route key) for an API with a named stage (not `$default`): the stage
-    // at the raw path's start.
+    // Invoked directly (route key `$default`) for an API with a named stage (not `$default`):
+    // the stage at the raw path's start.
     let mut staged = show.clone();
     staged["routeKey"] = json!("$default");
     staged["requestContext"]["stage"] = json!("prod");
@@ -526,6 +526,23 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
         "{}",
         error.error_message
     );
+    // A route of ours without the path parameters API Gateway sends: an event built by hand.
+    let mut bare = api_event(
+        "trigger-api-start-run.json",
+        "POST",
+        "/connections/demo-sast/runs",
+    );
+    bare.as_object_mut().unwrap().remove("pathParameters");
+    let answer = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), bare)
+        .await
+        .unwrap();
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    let error = body(&answer)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("came without the path parameters it names"),
+        "{error}"
+    );
+    assert!(f.starts.starts().is_empty(), "nothing started");
     let api = api_event(
         "trigger-api-start-run.json",
         "POST",
