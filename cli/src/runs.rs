@@ -58,10 +58,9 @@ async fn run_one(
     stored: StoredConfig,
 ) -> anyhow::Result<RunSummary> {
     let key = config_key(&connection.config.id);
-    let config = serde_json::to_vec_pretty(&connection.config)?;
     match stored {
         StoredConfig::Written => store
-            .put(&key, config.into())
+            .put(&key, serde_json::to_vec_pretty(&connection.config)?.into())
             .await
             .context("writing the connection config")?,
         StoredConfig::LeftAlone => {
@@ -279,9 +278,10 @@ fn load(config: &Path) -> anyhow::Result<Connection> {
 /// Runs a connection from its config file into a directory or `s3://bucket/prefix`.
 pub async fn run(config: &Path, store: &str, output: Output) -> anyhow::Result<ExitCode> {
     let connection = load(config)?;
-    let stored = match store.starts_with("s3://") {
-        true => StoredConfig::LeftAlone,
-        false => StoredConfig::Written,
+    let stored = if store.starts_with("s3://") {
+        StoredConfig::LeftAlone
+    } else {
+        StoredConfig::Written
     };
     let store = AnyStore::open(store).await?;
     let secret = SecretSource::new(connection.secret.clone()).await;

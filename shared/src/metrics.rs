@@ -67,19 +67,19 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
         "Errors": u64::from(summary.error.is_some() && summary.outcome != OUT_OF_TIME),
         "Duration": duration_ms,
     });
-    if summary.scheduled_start {
+    // A count only some lines carry: declared where it is set.
+    let mut count = |name: &str, yes: bool| {
         line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array_mut()
             .expect("declared above")
-            .push(metric("StartsFailed", "Count"));
-        line["StartsFailed"] = json!(u64::from(summary.error.is_some()));
+            .push(metric(name, "Count"));
+        line[name] = json!(u64::from(yes));
+    };
+    if summary.scheduled_start {
+        count("StartsFailed", summary.error.is_some());
     }
     if let Some(partial) = summary.run_partial {
-        line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-            .as_array_mut()
-            .expect("declared above")
-            .push(metric("RunsPartial", "Count"));
-        line["RunsPartial"] = json!(u64::from(partial));
+        count("RunsPartial", partial);
     }
     if let Some(run) = &summary.run {
         line["RunId"] = json!(run);

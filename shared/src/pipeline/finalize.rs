@@ -282,7 +282,7 @@ pub async fn finalize(
             work: &work,
             filtered: &filtered_items,
             listing_complete,
-            listed_open: items.iter().filter(|i| holds_findings_open(i)).count() as u64,
+            listed_open: items.iter().filter(|i| leaves_findings_open(i)).count() as u64,
         },
     )
     .await?;
@@ -675,12 +675,12 @@ struct ThisRun<'a> {
     filtered: &'a [FilteredItem],
     /// No problem in the plan: the listing is whole.
     listing_complete: bool,
-    /// The items with findings open ([`holds_findings_open`]).
+    /// The items with findings open ([`leaves_findings_open`]).
     listed_open: u64,
 }
 
 /// Whether this run leaves findings of the item open: sent open, or carried.
-fn holds_findings_open(item: &ManifestItem) -> bool {
+fn leaves_findings_open(item: &ManifestItem) -> bool {
     item.figures.findings_out > item.figures.fixed || item.carried_forward > 0
 }
 
@@ -739,9 +739,11 @@ impl Closing<'_> {
         let id = ledger.vendor_item_id.as_str();
         let branch = ledger.branch.as_deref();
         let project = branch.and_then(|b| project_of_branch_asset(id, b));
-        let closes_some = match project.is_some_and(|p| self.listed_projects.contains(p)) {
-            true => ledger.open_of_any(self.delivered, self.legacy),
-            false => ledger.count > 0,
+        // A branch of a project listed closes only the delivered engines' findings.
+        let closes_some = if project.is_some_and(|p| self.listed_projects.contains(p)) {
+            ledger.open_of_any(self.delivered, self.legacy)
+        } else {
+            ledger.count > 0
         };
         closes_some
             && !branch_of_left_out(id, branch, self.left_out_projects)
