@@ -219,6 +219,16 @@ pub enum TransformError {
         "closing the findings absent from this pull failed partway: the item is not committed, and its next attempt starts over"
     )]
     ClosingBroken,
+    /// The map moves the asset to another `externalAssetId`, but the pull holds absent findings
+    /// open: moving would close them on the old asset, where ETM holds them, unseen.
+    #[error(
+        "the transform map gives the asset another externalAssetId ({now}; ETM holds its open findings on {was}), but {why}: any finding open on {was} may be one of them, and moving the asset would close it there without its being seen fixed. The item is not committed and its findings are carried; the asset moves in the first run whose pull holds nothing open"
+    )]
+    MoveWaits {
+        was: String,
+        now: String,
+        why: String,
+    },
 }
 
 /// The outcome of one item.

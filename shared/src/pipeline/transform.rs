@@ -24,8 +24,9 @@ use crate::cxone::links::ScanLinks;
 use crate::fingerprint::TextSet;
 use crate::layout::RunRef;
 use crate::mapping::{
-    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage,
-    RepeatedIds, Repeats, TransformContext, TransformError, close_all, external_asset_id,
+    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, PullHold,
+    ReadPage, Rejected, RepeatedIds, Repeats, TransformContext, TransformError, close_all,
+    external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -213,7 +214,7 @@ fn moved_asset(
     context: &TransformContext,
     item_json: &[u8],
     previous: &BTreeMap<Engine, Ledger>,
-) -> Option<String> {
+) -> Option<(String, String)> {
     let was = previous
         .values()
         .find(|part| !part.asset.is_empty())
@@ -226,9 +227,33 @@ fn moved_asset(
         now.insert(transformer.external_asset_id()?);
     }
     match now.len() {
-        1 => now.pop_first().filter(|now| *now != was),
+        1 => now
+            .pop_first()
+            .filter(|now| *now != was)
+            .map(|now| (was, now)),
         _ => None,
     }
+}
+
+/// What in this pull holds absent findings open, and so keeps a moved asset's findings from
+/// closing on its old id: a record rejected (its finding may be any of them), or a finding that
+/// came twice (the list moved while it was paged, past a record unseen).
+fn why_the_move_waits(pulls: &[Pull], rejected: &FirstListed<Rejected>) -> Option<String> {
+    let transformers = || pulls.iter().flat_map(|p| &p.transformers);
+    let rejected_records: u64 = transformers().map(|t| t.figures().rejected).sum();
+    if rejected_records > 0 {
+        let first = rejected
+            .listed
+            .first()
+            .map(|r| format!(" (the first: {})", r.reason))
+            .unwrap_or_default();
+        return Some(format!(
+            "{rejected_records} record(s) of its pull were rejected{first}"
+        ));
+    }
+    transformers()
+        .any(|t| t.pull_hold() == Some(PullHold::RepeatedRecord))
+        .then(|| "a finding came twice with other bytes (the list moved while it was paged)".into())
 }
 
 /// The item's vendor record: carried in the work item, or read where the plan stored one too
@@ -452,9 +477,11 @@ async fn transform_collected(
         // open findings close on the asset ETM has them on, before the pull (the previous ledger
         // is not held beside the new one), and the new asset starts afresh. Every engine's: a
         // ledger keeps one asset, so a part kept would be taken as the new asset's; an engine
-        // not pulled now sends its findings there, NEW, when its scan is next pulled.
+        // not pulled now sends its findings there, NEW, when its scan is next pulled. Unless the
+        // pull holds absent findings open (below): then the item fails, and these closures with it.
         let mut moved: BTreeMap<Engine, Figures> = BTreeMap::new();
-        if let Some(now) = moved_asset(connection, &context, &item_json, &previous) {
+        let moving = moved_asset(connection, &context, &item_json, &previous);
+        if let Some((_, now)) = &moving {
             let mut parts: Vec<Ledger> = std::mem::take(&mut previous).into_values().collect();
             if parts.iter().any(|part| part.open_findings() > 0) {
                 let reason = format!(
@@ -639,6 +666,16 @@ async fn transform_collected(
             if let Some(hold) = met.max() {
                 pull.transformers.iter_mut().for_each(|t| t.hold_pull(hold));
             }
+        }
+        // What would hold the absent findings of an asset that stays is closed with a moved
+        // asset's old id, unseen: the item waits, its ledger carried, for a pull that holds none.
+        if let Some((was, now)) = moving.filter(|_| !moved.is_empty())
+            && let Some(why) = why_the_move_waits(&pulls, &rejected)
+        {
+            return Err(StepError::Transform {
+                at: format!("item {key}"),
+                source: TransformError::MoveWaits { was, now, why },
+            });
         }
         let closing: u64 = pulls
             .iter_mut()

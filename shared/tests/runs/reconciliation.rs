@@ -1710,6 +1710,145 @@ async fn a_map_that_renames_assets_closes_their_findings_on_the_old_asset() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The (asset, id) of every finding closed in `objects`, and of every other finding sent there.
+async fn closed_and_sent(
+    store: &LocalStore,
+    objects: &[cxone_etm::pipeline::ObjectEntry],
+) -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+    let (mut closed, mut sent) = (BTreeSet::new(), BTreeSet::new());
+    for object in objects {
+        for (line, finding) in findings_in(store, [object]).await {
+            let key = (
+                line["externalAssetId"].as_str().unwrap().to_string(),
+                finding["externalFindingId"].as_str().unwrap().to_string(),
+            );
+            if object.key.ends_with(CLOSURES) {
+                closed.insert(key);
+            } else {
+                sent.insert(key);
+            }
+        }
+    }
+    (closed, sent)
+}
+
+/// A map that moves assets, in a run where one asset's pull has a record rejected: the rejected
+/// record may be any finding open on the old asset, and moving would close that one there
+/// unseen (and send it nowhere). That asset does not move this run: its item fails naming why,
+/// nothing of it closes, its findings are carried; the others move. The next clean pull moves it:
+/// every finding open on the old asset closes there, and the new asset gets every one.
+#[tokio::test]
+async fn a_moved_asset_whose_pull_rejects_a_record_moves_on_the_next_clean_pull() {
+    let fault = FaultSpec {
+        malformed_rate: 1.0,
+        max: Some(1),
+        ..FaultSpec::default()
+    };
+    a_moved_asset_waits_for_a_clean_pull(
+        "rekeyed-rejected",
+        fault,
+        100,
+        "1 record(s) of its pull were rejected",
+    )
+    .await;
+}
+
+/// The same where a finding of the asset's pull came twice with other bytes (the list moved
+/// while it was paged): the record it pushed back one place went unseen.
+#[tokio::test]
+async fn a_moved_asset_whose_list_moves_while_it_is_paged_moves_on_the_next_clean_pull() {
+    let fault = FaultSpec {
+        first_moved_to_end: true,
+        ..FaultSpec::default()
+    };
+    a_moved_asset_waits_for_a_clean_pull(
+        "rekeyed-repeated",
+        fault,
+        7,
+        "a finding came twice with other bytes",
+    )
+    .await;
+}
+
+/// Run 1 by project id; run 2 by project name with `fault` on the results of one project's
+/// scan, in pages of `page_size`: that project's asset waits (`why` in its reason), the others
+/// move; run 3, clean, moves it.
+async fn a_moved_asset_waits_for_a_clean_pull(
+    id: &str,
+    mut fault: FaultSpec,
+    page_size: u32,
+    why: &str,
+) {
+    let (store, dir) = temp_store(id);
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut by_id = connection(&emulator, id, ConnectorKind::Sast).config;
+    by_id.vendor.results_page_size = page_size;
+    let by_id = by_id.validate().unwrap();
+    let m1 = first_complete_run(&store, &by_id, &emulator).await;
+    let victim = emulator
+        .expected()
+        .projects
+        .into_iter()
+        .find(|p| p.main_branch_sast_scan.is_some())
+        .unwrap();
+    let before = m1.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    let (_, sent_before) = closed_and_sent(&store, &before.objects).await;
+    let open_before: BTreeSet<(String, String)> = findings_in(&store, &before.objects)
+        .await
+        .into_iter()
+        .filter(|(_, finding)| finding["findingStatus"] != "FIXED")
+        .map(|(line, finding)| {
+            (
+                line["externalAssetId"].as_str().unwrap().to_string(),
+                finding["externalFindingId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(!open_before.is_empty());
+
+    let mut by_name = by_id.config.clone();
+    by_name.transform_map = Some(sast_assets_by_name());
+    let by_name = by_name.validate().unwrap();
+    fault.only_matching = victim.main_branch_sast_scan.clone();
+    emulator.set_fault(Endpoint::Results, fault);
+    let second = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    assert!(!second.complete);
+    let m2 = manifest(&store, &second.manifest).await;
+    let waited = m2.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    assert_eq!(waited.status, ItemStatus::Failed, "{waited:?}");
+    let reason = waited.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains(why)
+            && reason.contains(&format!("ETM holds its open findings on {}", victim.id))
+            && reason.contains("moves in the first run whose pull holds nothing open"),
+        "{reason}"
+    );
+    assert!(waited.objects.is_empty(), "{:?}", waited.objects);
+    assert_eq!(waited.carried_forward, open_before.len() as u64);
+    // The others moved.
+    let moved = m2
+        .items
+        .iter()
+        .filter(|i| i.vendor_id != victim.id)
+        .filter(|i| i.objects.iter().any(|o| o.key.ends_with(CLOSURES)))
+        .count();
+    assert_eq!(moved, m2.items.len() - 1);
+
+    emulator.clear_faults();
+    let third = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    let m3 = manifest(&store, &third.manifest).await;
+    let now = m3.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    let (closed, sent) = closed_and_sent(&store, &now.objects).await;
+    assert_eq!(closed, open_before, "closed on the old asset, each once");
+    let on_the_new_asset: BTreeSet<(String, String)> = sent_before
+        .into_iter()
+        .map(|(_, id)| (victim.name.clone(), id))
+        .collect();
+    assert_eq!(sent, on_the_new_asset, "every finding on the new asset");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Where the engines of a connection would map an item to different assets (only the SAST map
 /// changed, SCA's not), the asset is not taken as moved: a ledger keeps one asset, and closing
 /// the findings of an engine whose map still names the old asset would close what is sent there
