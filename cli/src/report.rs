@@ -129,13 +129,15 @@ fn held_open(t: &Figures) -> String {
     let held = t.held_for_rejected_records
         + t.held_for_repeated_records
         + t.held_on_branch_change
-        + t.held_as_id_now_repeats;
+        + t.held_as_id_now_repeats
+        + t.held_for_unknown_record_types;
     format!(
-        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before, while it repeats: {})",
+        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before, while it repeats: {}; no record of their engine beside records of an unknown type: {})",
         t.held_for_rejected_records,
         t.held_for_repeated_records,
         t.held_on_branch_change,
-        t.held_as_id_now_repeats
+        t.held_as_id_now_repeats,
+        t.held_for_unknown_record_types
     )
 }
 
@@ -539,11 +541,12 @@ mod tests {
             held_for_repeated_records: 5,
             held_on_branch_change: 1,
             held_as_id_now_repeats: 3,
+            held_for_unknown_record_types: 7,
             ..Figures::default()
         };
         assert_eq!(
             held_open(&t),
-            "11 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before, while it repeats: 3)"
+            "18 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before, while it repeats: 3; no record of their engine beside records of an unknown type: 7)"
         );
     }
 

@@ -966,6 +966,47 @@ fn a_record_with_no_type_holds_every_engines_absent_findings_open() {
     assert!(outcome.ledger.unwrap().findings["b"].open, "b held open");
 }
 
+/// Records of a type no engine reads may be an engine's, renamed by the vendor: an engine with
+/// no record of its own in that pull holds its absent findings open once told of them; one with a
+/// record of its own closes what it lacks, as does one with none in a pull of known types only.
+#[test]
+fn an_engine_with_no_record_beside_records_of_an_unknown_type_closes_nothing() {
+    let previous = first_ledger(
+        Engine::Sast,
+        vec![sast_record("a", json!({})), sast_record("b", json!({}))],
+    );
+    let mut renamed = sast_record("x", json!({}));
+    renamed["type"] = json!("sast-v2");
+    let mut of_sca = sast_record("y", json!({}));
+    of_sca["type"] = json!("sca");
+    let transformed = |records: Vec<Value>| {
+        let mut t = sast_transformer();
+        t.reconcile(previous.clone(), "run-2", None);
+        t.push_page(&page(records), 0).unwrap();
+        if t.met_unknown_record_types() {
+            t.beside_unknown_record_types();
+        }
+        t
+    };
+
+    let mut alone = transformed(vec![renamed.clone()]);
+    assert_eq!(close_absent(&mut alone).1, 0);
+    let outcome = alone.finish().unwrap();
+    assert_eq!(outcome.figures.held_for_unknown_record_types, 2);
+    assert_eq!(outcome.figures.skipped_by_type["sast-v2"], 1);
+    let held = outcome.ledger.unwrap();
+    assert!(held.findings["a"].open && held.findings["b"].open);
+
+    let mut beside_its_own = transformed(vec![sast_record("a", json!({})), renamed]);
+    assert_eq!(close_absent(&mut beside_its_own).1, 1, "b");
+    let outcome = beside_its_own.finish().unwrap();
+    assert_eq!(outcome.figures.held_for_unknown_record_types, 0);
+
+    let mut known_types_only = transformed(vec![of_sca]);
+    assert!(!known_types_only.met_unknown_record_types());
+    assert_eq!(close_absent(&mut known_types_only).1, 2, "a and b");
+}
+
 /// A record's `type` is read ASCII case and blanks aside, as the vendor's other words are: a
 /// record typed `SAST` is a SAST finding, not one of an unknown engine, skipped, whose absence
 /// closed every SAST finding as fixed. The id tally reads it so too.

@@ -137,6 +137,11 @@ pub struct Figures {
     /// is held open instead of closed, until its id stands alone again.
     #[serde(default)]
     pub held_as_id_now_repeats: u64,
+    /// Open findings of an engine that had no record of its own in a pull where records of a
+    /// type no engine reads came: the vendor may have renamed the engine's record type, so its
+    /// findings may all be there under the new name. Held open instead of closed.
+    #[serde(default)]
+    pub held_for_unknown_record_types: u64,
     /// Rows of the severities-before-triage pull that could not be read (no text hash or
     /// severity): their findings are ingested without `originalVendorSeverity`.
     #[serde(default)]
@@ -187,6 +192,7 @@ impl Figures {
         self.held_for_rejected_records += other.held_for_rejected_records;
         self.held_for_repeated_records += other.held_for_repeated_records;
         self.held_as_id_now_repeats += other.held_as_id_now_repeats;
+        self.held_for_unknown_record_types += other.held_for_unknown_record_types;
         self.unreadable_original_severities += other.unreadable_original_severities;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
@@ -337,6 +343,10 @@ struct State {
     /// Why the pull's absent findings are held open: a record this transformer met, or one a
     /// transformer beside it on the same pull met ([`ItemTransformer::hold_pull`]).
     pull_hold: Option<PullHold>,
+    /// Records of this engine's own types read (kept or left out by the filters).
+    own_records: u64,
+    /// Whether records of a type no engine reads came in this pull ([`ItemTransformer::beside_unknown_record_types`]).
+    unknown_record_types_in_pull: bool,
 }
 
 /// A record that holds every engine's absent findings of its pull open, whichever engine's
@@ -1147,6 +1157,7 @@ impl<'p> ItemTransformer<'p> {
         let any_rejected =
             self.state.outcome.figures.rejected > 0 || hold == Some(PullHold::UnattributedRecord);
         let any_repeated = hold == Some(PullHold::RepeatedRecord);
+        let renamed_away = self.state.own_records == 0 && self.state.unknown_record_types_in_pull;
         let Some(reconciling) = &mut self.state.reconciling else {
             return 0;
         };
@@ -1170,11 +1181,35 @@ impl<'p> ItemTransformer<'p> {
         } else if any_repeated {
             figures.held_for_repeated_records += absent;
             0
+        } else if renamed_away {
+            figures.held_for_unknown_record_types += absent;
+            0
         } else {
             absent
         };
         reconciling.absent = Absent::Close(to_close);
         to_close
+    }
+
+    /// Whether this transformer counted records of a type no engine reads (it counts the
+    /// records no engine of the item takes: `beside`).
+    pub fn met_unknown_record_types(&self) -> bool {
+        self.state
+            .outcome
+            .figures
+            .skipped_by_type
+            .keys()
+            .any(|kind| {
+                !Engine::PROJECT_ENGINES
+                    .iter()
+                    .any(|engine| is_record_type_among(engine.record_types(), kind))
+            })
+    }
+
+    /// Records of a type no engine reads came in this engine's pull: if none of its own came,
+    /// its absent findings are held open ([`Self::settle_absent`]).
+    pub fn beside_unknown_record_types(&mut self) {
+        self.state.unknown_record_types_in_pull = true;
     }
 
     /// What this transformer met (or was told of) that holds its pull's absent findings open.
@@ -1526,6 +1561,7 @@ impl State {
                 return true;
             }
         }
+        self.own_records += 1;
         let figures = &mut self.outcome.figures;
         figures.records_in += 1;
         if !rules.emit {

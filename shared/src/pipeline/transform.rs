@@ -657,7 +657,8 @@ async fn transform_collected(
         }
         // A record no engine can be told for (counted by a pull's first transformer) may be any
         // of its engines' absent findings; a finding sent twice says the pull's list moved, past
-        // a record of any engine: none of them closes.
+        // a record of any engine: none of them closes. Records of a type no engine reads may be
+        // an engine's renamed: one with no record of its own closes none.
         for pull in &mut pulls {
             let met = pull
                 .transformers
@@ -665,6 +666,15 @@ async fn transform_collected(
                 .filter_map(ItemTransformer::pull_hold);
             if let Some(hold) = met.max() {
                 pull.transformers.iter_mut().for_each(|t| t.hold_pull(hold));
+            }
+            if pull
+                .transformers
+                .iter()
+                .any(ItemTransformer::met_unknown_record_types)
+            {
+                pull.transformers
+                    .iter_mut()
+                    .for_each(ItemTransformer::beside_unknown_record_types);
             }
         }
         // What would hold the absent findings of an asset that stays is closed with a moved

@@ -700,6 +700,49 @@ async fn a_record_with_no_type_closes_no_engines_findings() {
     assert_eq!(closed_findings(&m3), 0, "nothing is closed");
 }
 
+/// The vendor renames an engine's record type (`kics` served as `iac`, as `containers` and
+/// `sca-container` name one engine's records): the pulls hold no KICS record, and records of a
+/// type no engine reads. KICS's absent findings may all be there under the new name: held open,
+/// none closed, the new type counted where it is skipped. The next run, the name back, finds
+/// every finding where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_whose_record_type_the_vendor_renamed_closes_nothing() {
+    let emulator = emulator(shape(2, None)).await;
+    let connection = every_engine(&emulator, "retyped");
+    let (store, _dir) = temp_store("engines-retyped");
+    let retyped = FaultSpec {
+        record_type_renamed: Some(("kics".into(), "iac".into())),
+        ..FaultSpec::default()
+    };
+    let (m1, m2, _) = clean_then_faulted(&emulator, &store, &connection, retyped).await;
+    let kics_before = &m1.totals_by_engine[&Engine::Kics];
+    let kics_open = kics_before.findings_out - kics_before.fixed;
+    assert!(kics_open > 0, "{kics_before:?}");
+    assert!(m2.complete, "{:?}", m2.problems);
+    assert_eq!(
+        closed_findings(&m2),
+        0,
+        "nothing is closed: {:?}",
+        m2.totals
+    );
+    assert_eq!(
+        m2.totals.skipped_by_type.get("iac"),
+        Some(&kics_before.records_in),
+        "{:?}",
+        m2.totals.skipped_by_type
+    );
+    let kics = &m2.totals_by_engine[&Engine::Kics];
+    assert_eq!(kics.held_for_unknown_record_types, kics_open, "{kics:?}");
+    assert_eq!(m2.totals.held_for_unknown_record_types, kics_open);
+
+    let third = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    assert_eq!(m3.totals.held_for_unknown_record_types, 0);
+    nothing_new_or_reopened(&m3, "m3");
+    assert_eq!(closed_findings(&m3), 0, "nothing is closed");
+}
+
 /// A finding edited while its scan's results were paged, and moved to a later page (the emulator's
 /// `move-first-to-end`): it comes twice, with other bytes each time, so collect counts both and
 /// finds the pull whole, while the record it pushed back one place goes unseen. The repeat holds

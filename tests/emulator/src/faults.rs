@@ -91,6 +91,10 @@ pub struct FaultSpec {
     /// on their branches and `use-main-branch` answers those (a server whose `use-main-branch`
     /// answer is of another branch than the project's record names).
     pub main_branch_listed: Option<String>,
+    /// Records whose `type` is the first text are served with the second (`/api/results`: a
+    /// vendor that renamed an engine's record type, as `containers` and `sca-container` name
+    /// one engine's records).
+    pub record_type_renamed: Option<(String, String)>,
     /// `/api/projects` (or `/api/dast/scans/environments`): the credential sees only the first
     /// this many projects (environments); every other is answered as if deleted, in the lists,
     /// `last-scan`, the project's record, branches and scans (an environment's scans): a user or
@@ -231,6 +235,17 @@ impl FaultSpec {
                 "list-main-branch" if !value.is_empty() => {
                     spec.main_branch_listed = Some(value.to_string())
                 }
+                "retype" => {
+                    let renamed = value
+                        .split_once(':')
+                        .filter(|(from, to)| !from.is_empty() && !to.is_empty());
+                    let Some((from, to)) = renamed else {
+                        return Err(format!(
+                            "'retype' expects the old and the new record type as OLD:NEW, got '{value}'"
+                        ));
+                    };
+                    spec.record_type_renamed = Some((from.to_string(), to.to_string()));
+                }
                 "expire-tokens-after" => spec.expire_tokens_after_secs = Some(int()?),
                 "visible" => {
                     spec.visible = Some(u32::try_from(int()?).map_err(|_| {
@@ -240,7 +255,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, list-main-branch (a branch name), shrink-to, page-cap, expire-tokens-after, visible, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, list-main-branch (a branch name), retype (OLD:NEW), shrink-to, page-cap, expire-tokens-after, visible, max"
                     ));
                 }
             }
@@ -471,6 +486,18 @@ impl FaultControl {
             .filter(|_| slot.spec.applies_to(path_and_query))
     }
 
+    pub fn record_type_renamed(
+        &self,
+        endpoint: Endpoint,
+        path_and_query: &str,
+    ) -> Option<(String, String)> {
+        let slot = self.slot(endpoint);
+        slot.spec
+            .record_type_renamed
+            .clone()
+            .filter(|_| slot.spec.applies_to(path_and_query))
+    }
+
     pub fn past_end_status(&self, endpoint: Endpoint, path_and_query: &str) -> Option<u16> {
         let slot = self.slot(endpoint);
         slot.spec
@@ -569,6 +596,12 @@ mod tests {
             (Some(3), Some(4), Some(8))
         );
         assert_eq!(
+            FaultSpec::parse("retype=kics:iac")
+                .unwrap()
+                .record_type_renamed,
+            Some(("kics".into(), "iac".into()))
+        );
+        assert_eq!(
             parse_flag("all:retry-after=4").unwrap().0.len(),
             Endpoint::ALL.len()
         );
@@ -602,6 +635,12 @@ mod tests {
                 .contains("unknown fault setting 'bogus'")
         );
         assert!(FaultSpec::parse("max").unwrap_err().contains("key=value"));
+        for half in ["retype=kics", "retype=:iac", "retype=kics:"] {
+            assert!(
+                FaultSpec::parse(half).unwrap_err().contains("OLD:NEW"),
+                "{half}"
+            );
+        }
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub fn corrupt(record: &mut Value) {
 }
 
 /// Writes the `len` records of `items` as a JSON array into `out`; the `malformed` fault breaks
-/// the middle one, the `untyped` fault takes its `type` away.
+/// the middle one, the `untyped` fault takes its `type` away, the `retype` fault renames the
+/// `type` of every record of one.
 pub fn write_array<I>(state: &Shared, endpoint: Endpoint, len: usize, items: I, out: &mut Vec<u8>)
 where
     I: Iterator,
@@ -110,12 +111,21 @@ where
     let malformed = len > 0 && state.faults.malformed(endpoint, &target);
     let untyped = len > 0 && state.faults.untyped(endpoint, &target);
     let broken = (malformed || untyped).then_some(len / 2);
+    let retyped = state.faults.record_type_renamed(endpoint, &target);
     out.push(b'[');
     for (n, write) in items.enumerate() {
         if n > 0 {
             out.push(b',');
         }
-        if Some(n) == broken {
+        if let Some((from, to)) = &retyped {
+            let mut one = Vec::new();
+            write(&mut one);
+            let mut record: Value = serde_json::from_slice(&one).expect("own output parses");
+            if record["type"] == from.as_str() {
+                record["type"] = Value::from(to.as_str());
+            }
+            serde_json::to_writer(&mut *out, &record).expect("writing JSON to a Vec cannot fail");
+        } else if Some(n) == broken {
             let mut one = Vec::new();
             write(&mut one);
             let mut record: Value = serde_json::from_slice(&one).expect("own output parses");
