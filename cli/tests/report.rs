@@ -131,7 +131,8 @@ async fn a_partial_runs_html_report_shows_what_its_manifest_says() {
             t.held_for_rejected_records
                 + t.held_for_repeated_records
                 + t.held_on_branch_change
-                + t.held_as_id_now_repeats,
+                + t.held_as_id_now_repeats
+                + t.held_for_unknown_record_types,
             t.held_for_rejected_records
         )),
         "the findings held open"

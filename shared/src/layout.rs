@@ -32,6 +32,9 @@ pub const PLANNED_RECORD: &str = "item.json";
 pub const DAST_SCAN: &str = "dast-scan.json";
 /// Closure records of findings no longer reported, in an item's etm folder.
 pub const CLOSURES: &str = "closures.ndjson.gz";
+/// Closure records of the findings an engine had open on the asset the transform map moved it
+/// from, in an item's etm folder (its name ends as every closures object's does).
+pub const MOVED_CLOSURES: &str = "moved-closures.ndjson.gz";
 /// Every rejected record of an item that had more than the manifest lists: one JSON line each.
 pub const REJECTED: &str = "rejected.ndjson.gz";
 /// Every collision of an item that had more than the manifest lists: one JSON line each.
@@ -239,6 +242,9 @@ impl RunRef {
     }
     pub fn closures(&self, item: &str) -> String {
         format!("{}{CLOSURES}", self.etm_prefix(item))
+    }
+    pub fn moved_closures(&self, item: &str) -> String {
+        format!("{}{MOVED_CLOSURES}", self.etm_prefix(item))
     }
     pub fn rejected(&self, item: &str) -> String {
         format!("{}{REJECTED}", self.etm_prefix(item))

@@ -80,6 +80,20 @@ pub fn is_record_type_among(types: &[&str], kind: &str) -> bool {
     types.iter().any(|t| t.eq_ignore_ascii_case(kind))
 }
 
+/// Record types Checkmarx One ships whose findings no engine here reads (ast-cli's engine types):
+/// skipped as any other engine's, and not taken for an engine's type renamed.
+pub const OTHER_ENGINES_RECORD_TYPES: [&str; 3] =
+    ["apisec", "sscs-secret-detection", "sscs-scorecard"];
+
+/// Whether a record's `type` is one Checkmarx One is known to send: an engine's here, or one of
+/// [`OTHER_ENGINES_RECORD_TYPES`].
+pub fn is_known_record_type(kind: &str) -> bool {
+    is_record_type_among(&OTHER_ENGINES_RECORD_TYPES, kind)
+        || Engine::PROJECT_ENGINES
+            .iter()
+            .any(|engine| is_record_type_among(engine.record_types(), kind))
+}
+
 impl Engine {
     pub const PROJECT_ENGINES: [Engine; 4] = [Self::Sast, Self::Sca, Self::Kics, Self::Containers];
 

@@ -11,7 +11,7 @@ use common::*;
 use cxone_emulator::TenantShape;
 use cxone_etm::mapping::{
     AssetTypes, BATCH_SCHEMA, CompiledScoring, ItemOutcome, ItemTransformer, Lifecycle, Plan,
-    PullHold, Scoring, TransformContext, TransformError, TransformMap, TransformOptions,
+    PullHold, Scoring, TransformContext, TransformError, TransformMap, TransformOptions, Unseen,
 };
 use cxone_etm::{ConnectorKind, Engine};
 use serde_json::{Value, json};
@@ -983,13 +983,15 @@ fn an_engine_with_no_record_beside_records_of_an_unknown_type_closes_nothing() {
         let mut t = sast_transformer();
         t.reconcile(previous.clone(), "run-2", None);
         t.push_page(&page(records), 0).unwrap();
-        if t.met_unknown_record_types() {
+        if !t.unknown_record_types().is_empty() {
             t.beside_unknown_record_types();
         }
         t
     };
 
     let mut alone = transformed(vec![renamed.clone()]);
+    assert_eq!(alone.unknown_record_types(), vec!["sast-v2"]);
+    assert_eq!(alone.unseen(), Some(Unseen::UnknownRecordTypes));
     assert_eq!(close_absent(&mut alone).1, 0);
     let outcome = alone.finish().unwrap();
     assert_eq!(outcome.figures.held_for_unknown_record_types, 2);
@@ -1003,8 +1005,15 @@ fn an_engine_with_no_record_beside_records_of_an_unknown_type_closes_nothing() {
     assert_eq!(outcome.figures.held_for_unknown_record_types, 0);
 
     let mut known_types_only = transformed(vec![of_sca]);
-    assert!(!known_types_only.met_unknown_record_types());
+    assert_eq!(known_types_only.unknown_record_types(), Vec::<&str>::new());
     assert_eq!(close_absent(&mut known_types_only).1, 2, "a and b");
+
+    // A type Checkmarx One ships for an engine not read here is another engine's, not a rename.
+    let mut of_secrets = sast_record("z", json!({}));
+    of_secrets["type"] = json!("sscs-secret-detection");
+    let mut another_engines = transformed(vec![of_secrets]);
+    assert_eq!(another_engines.unseen(), None);
+    assert_eq!(close_absent(&mut another_engines).1, 2, "a and b");
 }
 
 /// A record's `type` is read ASCII case and blanks aside, as the vendor's other words are: a

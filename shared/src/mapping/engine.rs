@@ -20,7 +20,7 @@ use super::triage::TriageMap;
 use crate::cxone::links::{ItemLinks, ScanLinks};
 use crate::cxone::{ResultStatus, Severity, TriageState};
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints, TextSet};
-use crate::{Engine, is_record_type_among};
+use crate::{Engine, is_known_record_type, is_record_type_among};
 
 /// SAST asset types to emit; both by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,10 +225,11 @@ pub enum TransformError {
         "closing the findings absent from this pull failed partway: the item is not committed, and its next attempt starts over"
     )]
     ClosingBroken,
-    /// The map moves the asset to another `externalAssetId`, but the pull holds absent findings
-    /// open: moving would close them on the old asset, where ETM holds them, unseen.
+    /// The map moves an engine's findings to another `externalAssetId`, but the pull may not
+    /// have shown them all ([`Unseen`]): moving would close the unseen on the old asset, where
+    /// ETM holds them.
     #[error(
-        "the transform map gives the asset another externalAssetId ({now}; ETM holds its open findings on {was}), but {why}: any finding open on {was} may be one of them, and moving the asset would close it there without its being seen fixed. The item is not committed and its findings are carried; the asset moves in the first run whose pull holds nothing open"
+        "the transform map gives the asset another externalAssetId ({now}; ETM holds its open findings on {was}), but {why}: a finding open on {was} may have gone unseen, and moving the asset would close it there without its being seen fixed. The item is not committed and its findings are carried; the asset moves in the first run whose pull shows every record"
     )]
     MoveWaits {
         was: String,
@@ -347,6 +348,19 @@ struct State {
     own_records: u64,
     /// Whether records of a type no engine reads came in this pull ([`ItemTransformer::beside_unknown_record_types`]).
     unknown_record_types_in_pull: bool,
+}
+
+/// What in a pull may stand for findings it did not show, so that its absent findings may not be
+/// gone ([`ItemTransformer::unseen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unseen {
+    /// A record rejected: of this engine, or with no `type` (any engine's).
+    RejectedRecord,
+    /// A finding sent twice with other bytes ([`PullHold::RepeatedRecord`]).
+    RepeatedRecord,
+    /// No record of this engine, beside records of a type Checkmarx One is not known to send:
+    /// the engine's type may have been renamed.
+    UnknownRecordTypes,
 }
 
 /// A record that holds every engine's absent findings of its pull open, whichever engine's
@@ -1153,11 +1167,7 @@ impl<'p> ItemTransformer<'p> {
     /// either. Decided once: a second call counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
         let emitted = self.rules.emit;
-        let hold = self.state.pull_hold;
-        let any_rejected =
-            self.state.outcome.figures.rejected > 0 || hold == Some(PullHold::UnattributedRecord);
-        let any_repeated = hold == Some(PullHold::RepeatedRecord);
-        let renamed_away = self.state.own_records == 0 && self.state.unknown_record_types_in_pull;
+        let unseen = self.unseen();
         let Some(reconciling) = &mut self.state.reconciling else {
             return 0;
         };
@@ -1175,35 +1185,46 @@ impl<'p> ItemTransformer<'p> {
         } else if reconciling.branch_switched {
             figures.held_on_branch_change += absent;
             0
-        } else if any_rejected {
-            figures.held_for_rejected_records += absent;
-            0
-        } else if any_repeated {
-            figures.held_for_repeated_records += absent;
-            0
-        } else if renamed_away {
-            figures.held_for_unknown_record_types += absent;
-            0
         } else {
-            absent
+            match unseen {
+                Some(Unseen::RejectedRecord) => figures.held_for_rejected_records += absent,
+                Some(Unseen::RepeatedRecord) => figures.held_for_repeated_records += absent,
+                Some(Unseen::UnknownRecordTypes) => figures.held_for_unknown_record_types += absent,
+                None => {}
+            }
+            if unseen.is_some() { 0 } else { absent }
         };
         reconciling.absent = Absent::Close(to_close);
         to_close
     }
 
-    /// Whether this transformer counted records of a type no engine reads (it counts the
-    /// records no engine of the item takes: `beside`).
-    pub fn met_unknown_record_types(&self) -> bool {
+    /// What in this engine's pull may stand for findings it did not show, the first of: a
+    /// record rejected, a finding sent twice, no record of its own beside records of an unknown
+    /// type. Its absent findings are then held open ([`Self::settle_absent`]).
+    pub fn unseen(&self) -> Option<Unseen> {
+        let hold = self.state.pull_hold;
+        if self.state.outcome.figures.rejected > 0 || hold == Some(PullHold::UnattributedRecord) {
+            Some(Unseen::RejectedRecord)
+        } else if hold == Some(PullHold::RepeatedRecord) {
+            Some(Unseen::RepeatedRecord)
+        } else if self.state.own_records == 0 && self.state.unknown_record_types_in_pull {
+            Some(Unseen::UnknownRecordTypes)
+        } else {
+            None
+        }
+    }
+
+    /// The record types this transformer counted that Checkmarx One is not known to send (it
+    /// counts the records no engine of the item takes: `beside`).
+    pub fn unknown_record_types(&self) -> Vec<&str> {
         self.state
             .outcome
             .figures
             .skipped_by_type
             .keys()
-            .any(|kind| {
-                !Engine::PROJECT_ENGINES
-                    .iter()
-                    .any(|engine| is_record_type_among(engine.record_types(), kind))
-            })
+            .map(String::as_str)
+            .filter(|kind| !is_known_record_type(kind))
+            .collect()
     }
 
     /// Records of a type no engine reads came in this engine's pull: if none of its own came,

@@ -167,6 +167,11 @@ pub struct Ledger {
     pub engine_branches: BTreeMap<Engine, String>,
     /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
     pub asset: String,
+    /// The asset of an engine's findings where it differs from `asset`: an engine whose scan
+    /// was not pulled in the run the map moved the asset keeps its findings where ETM holds them
+    /// until its scan is pulled again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engine_assets: BTreeMap<Engine, String>,
     pub findings: Findings,
 }
 
@@ -676,6 +681,8 @@ pub struct LedgerByEngine {
     #[serde(default)]
     engine_branches: BTreeMap<Engine, String>,
     asset: String,
+    #[serde(default)]
+    engine_assets: BTreeMap<Engine, String>,
     findings: FindingsByEngine,
 }
 
@@ -715,8 +722,8 @@ impl<'de> Deserialize<'de> for FindingsByEngine {
 }
 
 impl LedgerByEngine {
-    /// One ledger per engine (entries written before engines belong to `legacy`); each keeps the
-    /// asset and its engine's branch.
+    /// One ledger per engine (entries written before engines belong to `legacy`); each keeps its
+    /// engine's asset and branch.
     pub fn into_parts(self, legacy: Engine) -> Result<BTreeMap<Engine, Ledger>, LedgerFull> {
         let mut parts: BTreeMap<Engine, Ledger> = BTreeMap::new();
         for (engine, findings) in self.findings.0 {
@@ -726,12 +733,13 @@ impl LedgerByEngine {
                 Some(part) => part.findings.extend(&findings)?,
                 None => {
                     let branch = self.engine_branches.get(&engine).or(self.branch.as_ref());
+                    let asset = self.engine_assets.get(&engine).unwrap_or(&self.asset);
                     let part = Ledger {
                         vendor_item_id: self.vendor_item_id.clone(),
                         branch: branch.cloned(),
-                        engine_branches: BTreeMap::new(),
-                        asset: self.asset.clone(),
+                        asset: asset.clone(),
                         findings,
+                        ..Ledger::default()
                     };
                     parts.insert(engine, part);
                 }
@@ -748,13 +756,14 @@ pub struct LedgerParts {
     /// The first part's item, asset and branch: the ledger's.
     head: Option<Ledger>,
     engine_branches: BTreeMap<Engine, String>,
+    engine_assets: BTreeMap<Engine, String>,
     /// Every part's findings; where two hold an id, the later one's entry is written.
     findings: Vec<Findings>,
 }
 
 impl LedgerParts {
-    /// Adds `engine`'s part; its branch is recorded as the engine's where it differs from the
-    /// first part's.
+    /// Adds `engine`'s part; its branch and asset are recorded as the engine's where they
+    /// differ from the first part's.
     pub fn absorb(&mut self, engine: Engine, mut part: Ledger) {
         let findings = std::mem::take(&mut part.findings);
         match &self.head {
@@ -762,6 +771,9 @@ impl LedgerParts {
             Some(head) => {
                 if let Some(branch) = part.branch.filter(|b| head.branch.as_ref() != Some(b)) {
                     self.engine_branches.insert(engine, branch);
+                }
+                if part.asset != head.asset {
+                    self.engine_assets.insert(engine, part.asset);
                 }
             }
         }
@@ -778,7 +790,7 @@ impl Serialize for LedgerParts {
         use serde::ser::SerializeStruct;
         let empty = Ledger::default();
         let head = self.head.as_ref().unwrap_or(&empty);
-        let mut ledger = serializer.serialize_struct("Ledger", 5)?;
+        let mut ledger = serializer.serialize_struct("Ledger", 6)?;
         ledger.serialize_field("vendorItemId", &head.vendor_item_id)?;
         match &head.branch {
             Some(branch) => ledger.serialize_field("branch", branch)?,
@@ -790,6 +802,11 @@ impl Serialize for LedgerParts {
             ledger.serialize_field("engineBranches", &self.engine_branches)?;
         }
         ledger.serialize_field("asset", &head.asset)?;
+        if self.engine_assets.is_empty() {
+            ledger.skip_field("engineAssets")?;
+        } else {
+            ledger.serialize_field("engineAssets", &self.engine_assets)?;
+        }
         ledger.serialize_field("findings", &MergedFindings(&self.findings))?;
         ledger.end()
     }
@@ -999,9 +1016,10 @@ pub fn close_all(
     let mut closed = BTreeMap::new();
     for engine in engines {
         let of_this: &mut Closed = closed.entry(engine).or_default();
+        let asset = ledger.engine_assets.get(&engine).unwrap_or(&ledger.asset);
         let mut lines = LineWriter::new(
             line_envelope(context, engine, &ledger.vendor_item_id),
-            ledger.asset.as_bytes().to_vec(),
+            asset.as_bytes().to_vec(),
             0,
             max_findings_per_line,
         );
@@ -1429,6 +1447,7 @@ mod tests {
             branch: Some("main".into()),
             engine_branches: BTreeMap::from([(Engine::Sca, "release".to_string())]),
             asset: r#""externalAssetId":"p1","#.into(),
+            engine_assets: BTreeMap::from([(Engine::Sca, r#""externalAssetId":"p0","#.into())]),
             ..Ledger::default()
         };
         // "a" was written before engines: the legacy engine's, beside "c".
@@ -1461,7 +1480,11 @@ mod tests {
         );
         assert_eq!(parts[&Engine::Sca].branch.as_deref(), Some("release"));
         assert_eq!(parts[&Engine::Sast].branch.as_deref(), Some("main"));
-        assert_eq!(parts[&Engine::Sca].asset, ledger.asset);
+        assert_eq!(
+            parts[&Engine::Sca].asset,
+            ledger.engine_assets[&Engine::Sca]
+        );
+        assert_eq!(parts[&Engine::Sast].asset, ledger.asset);
 
         let mut joined = LedgerParts::default();
         for (engine, part) in parts {
@@ -1481,6 +1504,7 @@ mod tests {
             branch: None,
             engine_branches: BTreeMap::new(),
             asset: String::new(),
+            engine_assets: BTreeMap::new(),
             findings: FindingsByEngine(BTreeMap::new()),
         };
         assert!(none.into_parts(Engine::Sast).unwrap().is_empty());
@@ -1489,13 +1513,15 @@ mod tests {
 
     proptest::proptest! {
         /// Parts written as one ledger: every id once, in id order, the last part's entry where
-        /// parts share an id, and each later part's branch where it differs from the first's.
+        /// parts share an id, and each later part's branch and asset where they differ from the
+        /// first's.
         #[test]
         fn parts_written_as_one_ledger_match_one_ledger_built_from_them(
             parts in proptest::collection::vec(
                 (
                     proptest::sample::select(vec![Engine::Sast, Engine::Sca, Engine::Kics]),
                     proptest::option::of(proptest::sample::select(vec!["main", "dev"])),
+                    proptest::sample::select(vec!["a", "b"]),
                     proptest::collection::btree_map("[a-d]{1,3}(#[0-9a-f]{2})?", 0u8..100, 0..12),
                 ),
                 0..5,
@@ -1503,11 +1529,11 @@ mod tests {
         ) {
             let mut joined = LedgerParts::default();
             let mut model = Ledger::default();
-            for (number, (engine, branch, findings)) in parts.iter().enumerate() {
+            for (number, (engine, branch, asset, findings)) in parts.iter().enumerate() {
                 let mut part = Ledger {
                     vendor_item_id: "p1".into(),
                     branch: branch.map(str::to_string),
-                    asset: "a".into(),
+                    asset: asset.to_string(),
                     ..Ledger::default()
                 };
                 for (id, qds) in findings {
@@ -1517,9 +1543,14 @@ mod tests {
                 }
                 if number == 0 {
                     (model.vendor_item_id, model.branch, model.asset) =
-                        ("p1".into(), part.branch.clone(), "a".into());
-                } else if let Some(branch) = part.branch.clone().filter(|b| model.branch.as_ref() != Some(b)) {
-                    model.engine_branches.insert(*engine, branch);
+                        ("p1".into(), part.branch.clone(), asset.to_string());
+                } else {
+                    if let Some(branch) = part.branch.clone().filter(|b| model.branch.as_ref() != Some(b)) {
+                        model.engine_branches.insert(*engine, branch);
+                    }
+                    if *asset != model.asset {
+                        model.engine_assets.insert(*engine, asset.to_string());
+                    }
                 }
                 joined.absorb(*engine, part);
             }

@@ -17,7 +17,7 @@ pub use batch::{LineSink, PRODUCT, SCHEMA_VERSION, TransformContext, VENDOR};
 pub use catalog::{Catalog, Computed, Scope, Target, ValueType, catalog};
 pub use engine::{
     AssetTypes, Collision, Figures, ItemOutcome, ItemTransformer, PageReader, PullHold, ReadPage,
-    Rejected, TransformError, TransformOptions,
+    Rejected, TransformError, TransformOptions, Unseen,
 };
 pub use identity::{IdTally, RepeatedIds, Repeats};
 pub use ledger::{

@@ -3,7 +3,7 @@
 //! committed run.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -24,8 +24,8 @@ use crate::cxone::links::ScanLinks;
 use crate::fingerprint::TextSet;
 use crate::layout::RunRef;
 use crate::mapping::{
-    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, PullHold,
-    ReadPage, Rejected, RepeatedIds, Repeats, TransformContext, TransformError, close_all,
+    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage,
+    Rejected, RepeatedIds, Repeats, TransformContext, TransformError, Unseen, close_all,
     external_asset_id,
 };
 use crate::store::ObjectStore;
@@ -205,55 +205,42 @@ fn given_up(item: &WorkItem) -> StepError {
     }
 }
 
-/// The `externalAssetId` the map now gives the item, where it is not the one of the item's last
-/// committed ledger. Decided only where every engine the connection delivers maps the item to the
-/// same asset (a ledger keeps one): `None` where one sends no asset (the asset-type filter) or
-/// cannot map the item, or two differ.
-fn moved_asset(
-    connection: &Connection,
-    context: &TransformContext,
-    item_json: &[u8],
-    previous: &BTreeMap<Engine, Ledger>,
-) -> Option<(String, String)> {
-    let was = previous
-        .values()
-        .find(|part| !part.asset.is_empty())
-        .and_then(|part| external_asset_id(&part.asset))?;
-    let mut now = std::collections::BTreeSet::new();
-    for plan in &connection.plans {
-        let options = connection.options.clone();
-        let transformer =
-            ItemTransformer::new(plan, &connection.scoring, context, options, item_json).ok()?;
-        now.insert(transformer.external_asset_id()?);
-    }
-    match now.len() {
-        1 => now
-            .pop_first()
-            .filter(|now| *now != was)
-            .map(|now| (was, now)),
-        _ => None,
-    }
-}
-
-/// What in this pull holds absent findings open, and so keeps a moved asset's findings from
-/// closing on its old id: a record rejected (its finding may be any of them), or a finding that
-/// came twice (the list moved while it was paged, past a record unseen).
-fn why_the_move_waits(pulls: &[Pull], rejected: &FirstListed<Rejected>) -> Option<String> {
+/// The first engine `moved` names whose findings cannot close on their old asset this run, and
+/// why: what in its pull may stand for findings the pull did not show
+/// ([`ItemTransformer::unseen`]).
+fn why_the_move_waits(
+    pulls: &[Pull],
+    moved: &BTreeMap<Engine, Figures>,
+    rejected: &FirstListed<Rejected>,
+) -> Option<(Engine, String)> {
     let transformers = || pulls.iter().flat_map(|p| &p.transformers);
-    let rejected_records: u64 = transformers().map(|t| t.figures().rejected).sum();
-    if rejected_records > 0 {
-        let first = rejected
-            .listed
-            .first()
-            .map(|r| format!(" (the first: {})", r.reason))
-            .unwrap_or_default();
-        return Some(format!(
-            "{rejected_records} record(s) of its pull were rejected{first}"
-        ));
-    }
-    transformers()
-        .any(|t| t.pull_hold() == Some(PullHold::RepeatedRecord))
-        .then(|| "a finding came twice with other bytes (the list moved while it was paged)".into())
+    let (engine, unseen) = transformers()
+        .filter(|t| moved.contains_key(&t.engine()))
+        .find_map(|t| Some((t.engine(), t.unseen()?)))?;
+    let why = match unseen {
+        Unseen::RejectedRecord => {
+            let count: u64 = transformers().map(|t| t.figures().rejected).sum();
+            let first = rejected
+                .listed
+                .first()
+                .map(|r| format!(" (the first: {})", r.reason))
+                .unwrap_or_default();
+            format!("{count} record(s) of its pull were rejected{first}")
+        }
+        Unseen::RepeatedRecord => {
+            "a finding of its pull came twice with other bytes (the list moved while it was paged, past a record)".into()
+        }
+        Unseen::UnknownRecordTypes => {
+            let types: BTreeSet<&str> = transformers()
+                .flat_map(ItemTransformer::unknown_record_types)
+                .collect();
+            format!(
+                "its pull held no {engine} record beside records of a type Checkmarx One is not known to send ({}), which may be {engine}'s renamed",
+                types.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        }
+    };
+    Some((engine, why))
 }
 
 /// The item's vendor record: carried in the work item, or read where the plan stored one too
@@ -473,41 +460,65 @@ async fn transform_collected(
                 transformers,
             });
         }
-        // The map gives the item another `externalAssetId` than its last committed run's: the
-        // open findings close on the asset ETM has them on, before the pull (the previous ledger
-        // is not held beside the new one), and the new asset starts afresh. Every engine's: a
-        // ledger keeps one asset, so a part kept would be taken as the new asset's; an engine
-        // not pulled now sends its findings there, NEW, when its scan is next pulled. Unless the
-        // pull holds absent findings open (below): then the item fails, and these closures with it.
-        let mut moved: BTreeMap<Engine, Figures> = BTreeMap::new();
-        let moving = moved_asset(connection, &context, &item_json, &previous);
-        if let Some((_, now)) = &moving {
-            let mut parts: Vec<Ledger> = std::mem::take(&mut previous).into_values().collect();
-            if parts.iter().any(|part| part.open_findings() > 0) {
-                let reason = format!(
-                    "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
-                    item.run.run_id
-                );
-                let mut closed: BTreeMap<Engine, Closed> = BTreeMap::new();
-                let max = connection.options.max_findings_per_line;
-                let entry = put_lines_written(store, &run.closures(key), |out| {
-                    for part in &mut parts {
-                        let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
-                        Closed::add_by_engine(&mut closed, of_part);
-                    }
-                    Ok(closed.values().map(|c| c.findings).sum())
-                })
-                .await?;
-                record.objects.push(entry);
-                for (engine, closed) in closed {
-                    record.figures.count_closures(closed);
-                    moved.entry(engine).or_default().count_closures(closed);
-                }
+        // An engine pulled now whose map gives the item another `externalAssetId` than its part
+        // of the last committed ledger (a map changed between runs) moves: its open findings
+        // close on the asset ETM has them on, before the pull, and it starts afresh on the new
+        // one. An engine not pulled now keeps its part where it is (the ledger's `engineAssets`)
+        // until its scan is pulled. Unless the pull holds absent findings open (below): then the
+        // item fails, and these closures with it.
+        let mut moving: Vec<(Engine, String, String, Ledger)> = Vec::new();
+        for transformer in pulls.iter().flat_map(|p| &p.transformers) {
+            let engine = transformer.engine();
+            let was = previous
+                .get(&engine)
+                .and_then(|part| external_asset_id(&part.asset));
+            if let (Some(was), Some(now)) = (was, transformer.external_asset_id())
+                && was != now
+            {
+                let part = previous.remove(&engine).expect("read above");
+                moving.push((engine, was, now, part));
             }
         }
+        let mut moved: BTreeMap<Engine, Figures> = BTreeMap::new();
+        if moving
+            .iter()
+            .any(|(_, _, _, part)| part.open_findings() > 0)
+        {
+            let mut closed: BTreeMap<Engine, Closed> = BTreeMap::new();
+            let max = connection.options.max_findings_per_line;
+            let entry = put_lines_written(store, &run.moved_closures(key), |out| {
+                for (_, _, now, part) in &mut moving {
+                    let reason = format!(
+                        "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
+                        item.run.run_id
+                    );
+                    let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
+                    Closed::add_by_engine(&mut closed, of_part);
+                }
+                Ok(closed.values().map(|c| c.findings).sum())
+            })
+            .await?;
+            record.objects.push(entry);
+            for (engine, closed) in closed {
+                record.figures.count_closures(closed);
+                moved.entry(engine).or_default().count_closures(closed);
+            }
+        }
+        let moved_ids: BTreeMap<Engine, (String, String)> = moving
+            .into_iter()
+            .map(|(engine, was, now, _)| (engine, (was, now)))
+            .collect();
         // The closures of a moved asset's old id are not the new asset's lines.
         let before_the_pull = record.objects.len();
-        let other_engines_ids = ids_of_other_engines(&previous);
+        let other_engines_ids: BTreeMap<Engine, Arc<TextSet>> = pulls
+            .iter()
+            .flat_map(|p| &p.transformers)
+            .filter_map(|t| {
+                let asset = t.external_asset_id();
+                let ids = ids_of_other_engines(&previous, t.engine(), asset.as_deref())?;
+                Some((t.engine(), ids))
+            })
+            .collect();
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
                 if let Some(closures) = moved.get(&transformer.engine()) {
@@ -670,18 +681,18 @@ async fn transform_collected(
             if pull
                 .transformers
                 .iter()
-                .any(ItemTransformer::met_unknown_record_types)
+                .any(|t| !t.unknown_record_types().is_empty())
             {
                 pull.transformers
                     .iter_mut()
                     .for_each(ItemTransformer::beside_unknown_record_types);
             }
         }
-        // What would hold the absent findings of an asset that stays is closed with a moved
-        // asset's old id, unseen: the item waits, its ledger carried, for a pull that holds none.
-        if let Some((was, now)) = moving.filter(|_| !moved.is_empty())
-            && let Some(why) = why_the_move_waits(&pulls, &rejected)
-        {
+        // What would hold the absent findings of an engine that stays on its asset is closed
+        // with a moved engine's old asset, unseen: the item waits, its ledger carried, for a pull
+        // that shows every record.
+        if let Some((engine, why)) = why_the_move_waits(&pulls, &moved, &rejected) {
+            let (was, now) = moved_ids[&engine].clone();
             return Err(StepError::Transform {
                 at: format!("item {key}"),
                 source: TransformError::MoveWaits { was, now, why },
@@ -693,8 +704,8 @@ async fn transform_collected(
             .map(ItemTransformer::settle_absent)
             .sum();
         if closing > 0 {
-            // Never beside the closures of a moved asset: its new asset starts afresh, nothing
-            // of it absent.
+            // Of engines that did not move: a moved one starts afresh, nothing of it absent (its
+            // old asset's closures are the item's `moved-closures`).
             let entry = put_lines_written(store, &run.closures(key), |out| {
                 pulls
                     .iter_mut()
@@ -842,27 +853,29 @@ impl Drop for ReleaseAtEnd {
     }
 }
 
-/// For each engine whose findings keep the vendor's id (SAST, KICS), the ids the previous ledger
-/// holds for the asset's other such engines, whether the connection still delivers them or not
-/// (see [`ItemTransformer::beside_ids_of_other_engines`]).
-fn ids_of_other_engines(previous: &BTreeMap<Engine, Ledger>) -> BTreeMap<Engine, Arc<TextSet>> {
-    let as_given: Vec<(Engine, &Ledger)> = previous
+/// The ids the previous ledger holds for the engines other than `engine` whose findings keep the
+/// vendor's id (SAST, KICS), on the asset `engine`'s map gives the item now (`asset`), whether
+/// the connection still delivers them or not (see
+/// [`ItemTransformer::beside_ids_of_other_engines`]). `None` for an engine whose ids are always
+/// suffixed, and where there are none.
+fn ids_of_other_engines(
+    previous: &BTreeMap<Engine, Ledger>,
+    engine: Engine,
+    asset: Option<&str>,
+) -> Option<Arc<TextSet>> {
+    if engine.ids_always_suffixed() {
+        return None;
+    }
+    let ids: TextSet = previous
         .iter()
-        .filter(|(engine, _)| !engine.ids_always_suffixed())
-        .map(|(engine, part)| (*engine, part))
-        .collect();
-    Engine::PROJECT_ENGINES
-        .into_iter()
-        .filter(|engine| !engine.ids_always_suffixed())
-        .filter_map(|engine| {
-            let ids: TextSet = as_given
-                .iter()
-                .filter(|(other, _)| *other != engine)
-                .flat_map(|(_, part)| part.findings.iter().map(|(id, _)| id))
-                .collect();
-            (!ids.is_empty()).then(|| (engine, Arc::new(ids)))
+        .filter(|(other, part)| {
+            **other != engine
+                && !other.ids_always_suffixed()
+                && (part.asset.is_empty() || external_asset_id(&part.asset).as_deref() == asset)
         })
-        .collect()
+        .flat_map(|(_, part)| part.findings.iter().map(|(id, _)| id))
+        .collect();
+    (!ids.is_empty()).then(|| Arc::new(ids))
 }
 
 #[cfg(test)]

@@ -1595,7 +1595,13 @@ async fn a_connection_pointed_at_another_tenant_or_kind_is_refused_and_closes_no
 
 /// The shipped SAST map, but for `externalAssetId`: the project's name, not its id.
 fn sast_assets_by_name() -> cxone_etm::mapping::TransformMap {
-    let mut map: Value = serde_json::from_str(cxone_etm::mapping::DEFAULT_SAST_MAP).unwrap();
+    assets_by_name(cxone_etm::Engine::Sast)
+}
+
+/// The shipped map of `engine`, but for `externalAssetId`: the project's name, not its id.
+fn assets_by_name(engine: cxone_etm::Engine) -> cxone_etm::mapping::TransformMap {
+    let shipped = cxone_etm::mapping::TransformMap::default_for(engine);
+    let mut map: Value = serde_json::to_value(shipped).unwrap();
     for entry in map["entries"].as_array_mut().unwrap() {
         if entry["target"] == "externalAssetId" {
             entry["source"] = "name".into();
@@ -1748,6 +1754,7 @@ async fn a_moved_asset_whose_pull_rejects_a_record_moves_on_the_next_clean_pull(
         "rekeyed-rejected",
         fault,
         100,
+        &[cxone_etm::Engine::Sast],
         "1 record(s) of its pull were rejected",
     )
     .await;
@@ -1765,7 +1772,26 @@ async fn a_moved_asset_whose_list_moves_while_it_is_paged_moves_on_the_next_clea
         "rekeyed-repeated",
         fault,
         7,
-        "a finding came twice with other bytes",
+        &[cxone_etm::Engine::Sast],
+        "a finding of its pull came twice with other bytes",
+    )
+    .await;
+}
+
+/// The same where the vendor renamed KICS's record type (`kics` served as `iac`): the pull holds
+/// no KICS record, so KICS's findings may all be there under the new name.
+#[tokio::test]
+async fn a_moved_asset_whose_engine_type_was_renamed_moves_on_the_next_clean_pull() {
+    let fault = FaultSpec {
+        record_type_renamed: Some(("kics".into(), "iac".into())),
+        ..FaultSpec::default()
+    };
+    a_moved_asset_waits_for_a_clean_pull(
+        "rekeyed-renamed",
+        fault,
+        100,
+        &[cxone_etm::Engine::Sast, cxone_etm::Engine::Kics],
+        "its pull held no kics record beside records of a type Checkmarx One is not known to send (iac)",
     )
     .await;
 }
@@ -1777,12 +1803,14 @@ async fn a_moved_asset_waits_for_a_clean_pull(
     id: &str,
     mut fault: FaultSpec,
     page_size: u32,
+    engines: &[cxone_etm::Engine],
     why: &str,
 ) {
     let (store, dir) = temp_store(id);
     let emulator = emulator(shape(PROJECTS, 1)).await;
     let mut by_id = connection(&emulator, id, ConnectorKind::Sast).config;
     by_id.vendor.results_page_size = page_size;
+    by_id.engines = Some(engines.to_vec());
     let by_id = by_id.validate().unwrap();
     let m1 = first_complete_run(&store, &by_id, &emulator).await;
     let victim = emulator
@@ -1807,7 +1835,7 @@ async fn a_moved_asset_waits_for_a_clean_pull(
     assert!(!open_before.is_empty());
 
     let mut by_name = by_id.config.clone();
-    by_name.transform_map = Some(sast_assets_by_name());
+    by_name.transform_maps = engines.iter().map(|e| assets_by_name(*e)).collect();
     let by_name = by_name.validate().unwrap();
     fault.only_matching = victim.main_branch_sast_scan.clone();
     emulator.set_fault(Endpoint::Results, fault);
@@ -1820,7 +1848,7 @@ async fn a_moved_asset_waits_for_a_clean_pull(
     assert!(
         reason.contains(why)
             && reason.contains(&format!("ETM holds its open findings on {}", victim.id))
-            && reason.contains("moves in the first run whose pull holds nothing open"),
+            && reason.contains("moves in the first run whose pull shows every record"),
         "{reason}"
     );
     assert!(waited.objects.is_empty(), "{:?}", waited.objects);
@@ -1849,27 +1877,236 @@ async fn a_moved_asset_waits_for_a_clean_pull(
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// Where the engines of a connection would map an item to different assets (only the SAST map
-/// changed, SCA's not), the asset is not taken as moved: a ledger keeps one asset, and closing
-/// the findings of an engine whose map still names the old asset would close what is sent there
-/// in the same run. Nothing closes.
+/// The (engine, asset, id) of every finding closed in `objects`, and of every other finding sent
+/// there with its lifecycle status.
+async fn by_engine(
+    store: &LocalStore,
+    objects: &[cxone_etm::pipeline::ObjectEntry],
+) -> (
+    BTreeSet<(String, String, String)>,
+    BTreeMap<(String, String, String), String>,
+) {
+    let (mut closed, mut sent) = (BTreeSet::new(), BTreeMap::new());
+    for object in objects {
+        for (line, finding) in findings_in(store, [object]).await {
+            let key = (
+                line["engine"].as_str().unwrap().to_string(),
+                line["externalAssetId"].as_str().unwrap().to_string(),
+                finding["externalFindingId"].as_str().unwrap().to_string(),
+            );
+            if object.key.ends_with(CLOSURES) {
+                assert!(closed.insert(key), "closed once");
+            } else {
+                let lifecycle = finding["lifecycleStatus"].as_str().unwrap().to_string();
+                sent.insert(key, lifecycle);
+            }
+        }
+    }
+    (closed, sent)
+}
+
+/// A map change of one engine alone (SAST keyed by the project's name, SCA still by its id):
+/// SAST's findings move, each closed once on the old asset and sent NEW on the new one; SCA's
+/// stay where they are, ACTIVE, none closed. The next run is steady. Before, no asset was taken
+/// as moved where two engines' maps differed: SAST's findings went on the new asset as ACTIVE
+/// (ETM had none of them there) and stayed open for good on the old one.
 #[tokio::test]
-async fn a_map_change_of_one_engine_alone_moves_no_asset() {
+async fn a_map_change_of_one_engine_moves_that_engines_findings_alone() {
     let (store, dir) = temp_store("rekeyed-one-engine");
     let emulator = emulator(shape(PROJECTS, 1)).await;
     let mut both = connection(&emulator, "rekeyed-one-engine", ConnectorKind::Sast).config;
     both.engines = Some(vec![cxone_etm::Engine::Sast, cxone_etm::Engine::Sca]);
     let m1 = first_complete_run(&store, &both.clone().validate().unwrap(), &emulator).await;
-    assert!(m1.totals.findings_out > 0);
+    let project = &emulator.expected().projects[0];
+    let before = m1.items.iter().find(|i| i.vendor_id == project.id).unwrap();
+    let (_, sent_before) = by_engine(&store, &before.objects).await;
+    let open_sast: BTreeSet<(String, String, String)> = findings_in(&store, &before.objects)
+        .await
+        .into_iter()
+        .filter(|(line, f)| line["engine"] == "sast" && f["findingStatus"] != "FIXED")
+        .map(|(line, f)| {
+            (
+                "sast".to_string(),
+                line["externalAssetId"].as_str().unwrap().to_string(),
+                f["externalFindingId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(!open_sast.is_empty());
+    assert!(sent_before.keys().any(|(engine, ..)| engine == "sca"));
 
     both.transform_map = Some(sast_assets_by_name());
-    let second = run(&store, &both.validate().unwrap(), api_key(&emulator))
+    let both = both.validate().unwrap();
+    let second = run(&store, &both, api_key(&emulator)).await.unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let m2 = manifest(&store, &second.manifest).await;
+    let now = m2.items.iter().find(|i| i.vendor_id == project.id).unwrap();
+    let (closed, sent) = by_engine(&store, &now.objects).await;
+    assert_eq!(
+        closed, open_sast,
+        "SAST's open findings close on the old asset"
+    );
+    for ((engine, asset, id), lifecycle) in &sent {
+        match engine.as_str() {
+            "sast" => {
+                assert_eq!(asset, &project.name, "{id}");
+                assert!(
+                    ["NEW", "FIXED"].contains(&lifecycle.as_str()),
+                    "{id}: {lifecycle}"
+                );
+            }
+            _ => {
+                assert_eq!(asset, &project.id, "{engine} {id}");
+                assert!(
+                    ["ACTIVE", "FIXED"].contains(&lifecycle.as_str()),
+                    "{id}: {lifecycle}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        sent.len(),
+        sent_before.len(),
+        "every finding sent, on its engine's asset"
+    );
+    let third = run(&store, &both, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    nothing_new_or_reopened(&m3, "the run after");
+    assert_eq!(closed_findings(&m3), 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The map moves the assets in a run that does not pull one engine (SCA taken off the connection
+/// for that run): SCA's findings were not seen, so they stay open on the old asset (the ledger's
+/// `engineAssets`), and move when SCA's scan is next pulled: closed there once, sent NEW on the
+/// new asset. A project deleted meanwhile closes each engine's findings on the asset ETM holds
+/// them on. Before, the move closed SCA's findings on the old asset in the run that did not pull
+/// them.
+#[tokio::test]
+async fn an_engine_not_pulled_when_the_asset_moves_keeps_its_findings_until_its_scan_is_pulled() {
+    use cxone_etm::Engine;
+    let (store, dir) = temp_store("rekeyed-unpulled");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut config = connection(&emulator, "rekeyed-unpulled", ConnectorKind::Sast).config;
+    config.engines = Some(vec![Engine::Sast, Engine::Sca]);
+    config.close_deleted_items = true;
+    let m1 = first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
+    let projects = emulator.expected().projects;
+    // `staying` moves; `deleted` is deleted in run 3 (the credential sees every project but it).
+    let (staying, deleted) = (&projects[0], &projects[PROJECTS as usize - 1]);
+    let mut open = BTreeMap::new();
+    for project in [staying, deleted] {
+        let item = m1.items.iter().find(|i| i.vendor_id == project.id).unwrap();
+        for (line, f) in findings_in(&store, &item.objects).await {
+            if f["findingStatus"] != "FIXED" {
+                let engine = line["engine"].as_str().unwrap().to_string();
+                let id = f["externalFindingId"].as_str().unwrap().to_string();
+                open.entry((project.id.clone(), engine))
+                    .or_insert_with(BTreeSet::new)
+                    .insert(id);
+            }
+        }
+    }
+    let open_of =
+        |project: &str, engine: &str| open[&(project.to_string(), engine.to_string())].clone();
+    for project in [staying, deleted] {
+        assert!(
+            !open_of(&project.id, "sast").is_empty() && !open_of(&project.id, "sca").is_empty()
+        );
+    }
+    let ids_of = |closed: &BTreeSet<(String, String, String)>, engine: &str, asset: &str| {
+        closed
+            .iter()
+            .filter(|(e, a, _)| e == engine && a == asset)
+            .map(|(_, _, id)| id.clone())
+            .collect::<BTreeSet<String>>()
+    };
+
+    // Run 2: the SAST map by name, SCA not delivered.
+    let mut sast_only = config.clone();
+    sast_only.engines = Some(vec![Engine::Sast]);
+    sast_only.transform_map = Some(assets_by_name(Engine::Sast));
+    let second = run(&store, &sast_only.validate().unwrap(), api_key(&emulator))
         .await
         .unwrap();
     assert!(second.complete, "{:?}", second.problems);
     let m2 = manifest(&store, &second.manifest).await;
-    assert_eq!(closed_findings(&m2), 0, "no asset is taken as moved");
-    nothing_new_or_reopened(&m2, "one engine's map changed");
+    let now = m2.items.iter().find(|i| i.vendor_id == staying.id).unwrap();
+    let (closed, _) = by_engine(&store, &now.objects).await;
+    assert_eq!(
+        ids_of(&closed, "sast", &staying.id),
+        open_of(&staying.id, "sast")
+    );
+    assert_eq!(
+        closed.len(),
+        open_of(&staying.id, "sast").len(),
+        "nothing of SCA closed: {closed:?}"
+    );
+    assert_eq!(
+        now.carried_forward,
+        open_of(&staying.id, "sca").len() as u64
+    );
+
+    // Run 3: both maps by name, SCA pulled again; one project deleted.
+    config.transform_maps = vec![assets_by_name(Engine::Sast), assets_by_name(Engine::Sca)];
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            visible: Some(PROJECTS - 1),
+            ..FaultSpec::default()
+        },
+    );
+    let third = run(&store, &config.validate().unwrap(), api_key(&emulator))
+        .await
+        .unwrap();
+    emulator.clear_faults();
+    assert!(third.complete, "{:?}", third.problems);
+    let m3 = manifest(&store, &third.manifest).await;
+    let now = m3.items.iter().find(|i| i.vendor_id == staying.id).unwrap();
+    let (closed, sent) = by_engine(&store, &now.objects).await;
+    assert_eq!(
+        ids_of(&closed, "sca", &staying.id),
+        open_of(&staying.id, "sca"),
+        "SCA's findings close on the old asset once pulled"
+    );
+    assert_eq!(
+        closed.len(),
+        open_of(&staying.id, "sca").len(),
+        "{closed:?}"
+    );
+    for ((engine, asset, id), lifecycle) in &sent {
+        assert_eq!(asset, &staying.name, "{engine} {id}");
+        let expected: &[&str] = match engine.as_str() {
+            "sca" => &["NEW", "FIXED"],
+            _ => &["ACTIVE", "FIXED"],
+        };
+        assert!(
+            expected.contains(&lifecycle.as_str()),
+            "{engine} {id}: {lifecycle}"
+        );
+    }
+    let gone = m3
+        .deleted_items
+        .iter()
+        .find(|d| d.vendor_id == deleted.id)
+        .unwrap();
+    assert!(gone.closed, "{gone:?}");
+    let (closed, _) = by_engine(&store, &gone.objects).await;
+    // Its SAST findings went NEW on its new asset in run 2 (those the vendor had not fixed).
+    assert_eq!(
+        ids_of(&closed, "sast", &deleted.name),
+        open_of(&deleted.id, "sast")
+    );
+    assert_eq!(
+        ids_of(&closed, "sca", &deleted.id),
+        open_of(&deleted.id, "sca")
+    );
+    assert_eq!(
+        closed.len(),
+        open_of(&deleted.id, "sast").len() + open_of(&deleted.id, "sca").len(),
+        "{closed:?}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

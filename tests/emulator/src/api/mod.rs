@@ -117,23 +117,23 @@ where
         if n > 0 {
             out.push(b',');
         }
-        if let Some((from, to)) = &retyped {
+        if Some(n) == broken || retyped.is_some() {
             let mut one = Vec::new();
             write(&mut one);
             let mut record: Value = serde_json::from_slice(&one).expect("own output parses");
-            if record["type"] == from.as_str() {
-                record["type"] = Value::from(to.as_str());
-            }
-            serde_json::to_writer(&mut *out, &record).expect("writing JSON to a Vec cannot fail");
-        } else if Some(n) == broken {
-            let mut one = Vec::new();
-            write(&mut one);
-            let mut record: Value = serde_json::from_slice(&one).expect("own output parses");
-            if malformed {
+            if Some(n) == broken && malformed {
                 corrupt(&mut record);
             }
-            if untyped && let Some(object) = record.as_object_mut() {
+            if Some(n) == broken
+                && untyped
+                && let Some(object) = record.as_object_mut()
+            {
                 object.remove("type");
+            }
+            if let Some((from, to)) = &retyped
+                && record["type"] == from.as_str()
+            {
+                record["type"] = Value::from(to.as_str());
             }
             serde_json::to_writer(&mut *out, &record).expect("writing JSON to a Vec cannot fail");
         } else {
