@@ -754,6 +754,100 @@ fn reconciled_pass(
     (t.finish().unwrap(), written, closed)
 }
 
+/// One run of an asset that SAST and SCA report on, each from a scan of its own branch, as the
+/// transform step runs it: each engine reconciled against its part of the stored ledger (read as
+/// `LedgerByEngine`), the next ledger stored from the parts (`LedgerParts`). Answers the stored
+/// ledger and, per engine, what it closed and held on a change of branch.
+fn stored_run(
+    stored: Option<&[u8]>,
+    engines: [(Engine, &[Value], Option<&str>); 2],
+    run: &str,
+) -> (Vec<u8>, BTreeMap<Engine, (u64, u64)>) {
+    let mut previous = match stored {
+        Some(bytes) => serde_json::from_slice::<cxone_etm::mapping::LedgerByEngine>(bytes)
+            .unwrap()
+            .into_parts(Engine::Sast)
+            .unwrap(),
+        None => BTreeMap::new(),
+    };
+    let scoring = Scoring::default_table().compile().unwrap();
+    let mut next = cxone_etm::mapping::LedgerParts::default();
+    let mut figures = BTreeMap::new();
+    for (engine, records, branch) in engines {
+        let plan = TransformMap::default_for(engine).compile().unwrap();
+        let body = page(records.to_vec());
+        let mut t = transformer_of(&plan, &scoring, PROJECT_WITH_REPO);
+        t.expect_repeats(Arc::new(
+            repeats_in(&[&plan], std::slice::from_ref(&body), &[engine]).into(),
+        ));
+        t.reconcile(previous.remove(&engine).unwrap_or_default(), run, branch);
+        t.push_page(&body, 0).unwrap();
+        let (_, closed) = close_absent(&mut t);
+        let done = t.finish().unwrap();
+        figures.insert(engine, (closed, done.figures.held_on_branch_change));
+        next.absorb(engine, done.ledger.unwrap());
+    }
+    (serde_json::to_vec(&next).unwrap(), figures)
+}
+
+/// A scan that names no branch, after one that named its branch, may be of another branch: what
+/// it lacks is held open for the run, as on a change of branch, and closes on the next run that
+/// still lacks it. The stored ledger keeps that the engine's scan named none (`engineBranches`,
+/// null) beside the branch another engine's scan names: read back as the other's, the engine was
+/// held on every run, never closing. The other way round (a branch after none) holds the same.
+#[test]
+fn a_scan_that_names_no_branch_after_one_that_did_holds_what_it_lacks_for_a_run() {
+    let sast = [sast_record("a", json!({}))];
+    let sca_both = [
+        sca_record("CVE-1", "npm-x-1", json!({})),
+        sca_record("CVE-2", "npm-y-1", json!({})),
+    ];
+    let sca_one = [sca_both[0].clone()];
+    let (first, _) = stored_run(
+        None,
+        [
+            (Engine::Sast, &sast, Some("main")),
+            (Engine::Sca, &sca_both, Some("main")),
+        ],
+        "run-1",
+    );
+    let (second, figures) = stored_run(
+        Some(&first),
+        [
+            (Engine::Sast, &sast, Some("main")),
+            (Engine::Sca, &sca_one, None),
+        ],
+        "run-2",
+    );
+    assert_eq!(figures[&Engine::Sca], (0, 1), "CVE-2 held, not closed");
+    assert!(
+        String::from_utf8_lossy(&second).contains(r#""engineBranches":{"sca":null}"#),
+        "{}",
+        String::from_utf8_lossy(&second)
+    );
+    let (_, figures) = stored_run(
+        Some(&second),
+        [
+            (Engine::Sast, &sast, Some("main")),
+            (Engine::Sca, &sca_one, None),
+        ],
+        "run-3",
+    );
+    assert_eq!(figures[&Engine::Sca], (1, 0), "CVE-2 closes the run after");
+    assert_eq!(figures[&Engine::Sast], (0, 0));
+
+    // A branch named after none: held for a run too.
+    let (_, figures) = stored_run(
+        Some(&second),
+        [
+            (Engine::Sast, &sast, Some("main")),
+            (Engine::Sca, &sca_one, Some("main")),
+        ],
+        "run-3",
+    );
+    assert_eq!(figures[&Engine::Sca], (0, 1));
+}
+
 /// An id one record sent, then two records told apart: the open finding it was is held open,
 /// not closed (either record may be it), and both are new under `<id>#<suffix>`. When the id
 /// stands alone again, its record is that finding (ACTIVE) and the twins close. Before, the
@@ -882,14 +976,20 @@ fn every_entry_of_the_previous_ledger_reaches_the_next_once() {
 
 /// An asset the asset-type filter leaves out (no repository URL, only code repositories taken)
 /// sends nothing, closures neither: a finding gone from the vendor while the asset is left out
-/// stays open in its ledger, as it was.
+/// stays open in its ledger, as it was, on the asset it was on, though the map now names another
+/// (it moves once the asset is sent again).
 #[test]
 fn an_asset_left_out_by_type_closes_nothing_even_of_findings_gone() {
-    let (plan, scoring) = sast_rules();
+    // A map that names the asset by the project's name: what ETM holds is under its id.
+    let mut by_name = TransformMap::default_for(Engine::Sast);
+    entry_for(&mut by_name, "externalAssetId").source = "name".into();
+    let plan = &by_name.compile().unwrap();
+    let scoring = &Scoring::default_table().compile().unwrap();
     let previous = first_ledger(
         Engine::Sast,
         vec![sast_record("a", json!({})), sast_record("b", json!({}))],
     );
+    let previous_asset = previous.asset.clone();
     let no_repo = r#"{"id":"p-1","name":"acme/checkout","createdAt":"2025-09-08T10:56:35.671243Z","mainBranch":"main"}"#;
     let options = TransformOptions {
         asset_types: AssetTypes {
@@ -917,6 +1017,10 @@ fn an_asset_left_out_by_type_closes_nothing_even_of_findings_gone() {
     assert_eq!(outcome.figures.rejected, 0);
     let kept = outcome.ledger.unwrap();
     assert!(kept.findings["a"].open && kept.findings["b"].open);
+    assert_eq!(
+        kept.asset, previous_asset,
+        "its findings stay on the asset ETM holds them on"
+    );
 }
 
 /// A record with no `type` may be any engine's finding: the pull's first transformer rejects it

@@ -1134,12 +1134,17 @@ impl<'p> ItemTransformer<'p> {
     /// `branch` is the scan's branch: when it differs from the previous ledger's, findings absent
     /// now are held open for this run instead of closed, so a change of the winning branch never
     /// flips findings closed and open again; a second run on the new branch closes what is still
-    /// absent.
+    /// absent. A branch known on one side only (a scan that names none) differs too: whether the
+    /// scan is of the same branch is not known.
     pub fn reconcile(&mut self, previous: Ledger, run_id: &str, branch: Option<&str>) {
-        let asset = String::from_utf8_lossy(&self.asset).into_owned();
+        // An asset the asset-type filter leaves out sends nothing: its findings stay on the asset
+        // ETM holds them on, whatever the map names now (a move is made once it is sent again).
+        let asset = match self.rules.emit || previous.asset.is_empty() {
+            true => String::from_utf8_lossy(&self.asset).into_owned(),
+            false => previous.asset.clone(),
+        };
         let vendor_item_id = self.vendor_item_id.clone();
-        let branch_switched =
-            matches!((&previous.branch, branch), (Some(before), Some(now)) if before != now);
+        let branch_switched = previous.branch.as_deref() != branch;
         self.state.reconciling = Some(Reconciling {
             seen: vec![false; previous.findings.stored()],
             next: Ledger {

@@ -162,9 +162,9 @@ pub struct Ledger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// The branch of an engine's scan where it differs from `branch` (an engine whose latest
-    /// scan is another than the asset's main scan).
+    /// scan is another than the asset's main scan): `None` (null) for a scan that names none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub engine_branches: BTreeMap<Engine, String>,
+    pub engine_branches: BTreeMap<Engine, Option<String>>,
     /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
     pub asset: String,
     /// The asset of an engine's findings where it differs from `asset`: an engine whose scan
@@ -679,7 +679,7 @@ pub struct LedgerByEngine {
     #[serde(default)]
     branch: Option<String>,
     #[serde(default)]
-    engine_branches: BTreeMap<Engine, String>,
+    engine_branches: BTreeMap<Engine, Option<String>>,
     asset: String,
     #[serde(default)]
     engine_assets: BTreeMap<Engine, String>,
@@ -732,7 +732,10 @@ impl LedgerByEngine {
                 // Entries of the legacy engine written before and after engines: rare, copied.
                 Some(part) => part.findings.extend(&findings)?,
                 None => {
-                    let branch = self.engine_branches.get(&engine).or(self.branch.as_ref());
+                    let branch = match self.engine_branches.get(&engine) {
+                        Some(branch) => branch.as_ref(),
+                        None => self.branch.as_ref(),
+                    };
                     let asset = self.engine_assets.get(&engine).unwrap_or(&self.asset);
                     let part = Ledger {
                         vendor_item_id: self.vendor_item_id.clone(),
@@ -755,7 +758,7 @@ impl LedgerByEngine {
 pub struct LedgerParts {
     /// The first part's item, asset and branch: the ledger's.
     head: Option<Ledger>,
-    engine_branches: BTreeMap<Engine, String>,
+    engine_branches: BTreeMap<Engine, Option<String>>,
     engine_assets: BTreeMap<Engine, String>,
     /// Every part's findings; where two hold an id, the later one's entry is written.
     findings: Vec<Findings>,
@@ -769,8 +772,10 @@ impl LedgerParts {
         match &self.head {
             None => self.head = Some(part),
             Some(head) => {
-                if let Some(branch) = part.branch.filter(|b| head.branch.as_ref() != Some(b)) {
-                    self.engine_branches.insert(engine, branch);
+                // A scan that names no branch beside one that does is recorded too (null), or
+                // the engine would read the first part's branch back.
+                if part.branch != head.branch {
+                    self.engine_branches.insert(engine, part.branch);
                 }
                 if part.asset != head.asset {
                     self.engine_assets.insert(engine, part.asset);
@@ -1445,7 +1450,10 @@ mod tests {
         let mut ledger = Ledger {
             vendor_item_id: "p1".into(),
             branch: Some("main".into()),
-            engine_branches: BTreeMap::from([(Engine::Sca, "release".to_string())]),
+            engine_branches: BTreeMap::from([
+                (Engine::Sca, Some("release".to_string())),
+                (Engine::Kics, None),
+            ]),
             asset: r#""externalAssetId":"p1","#.into(),
             engine_assets: BTreeMap::from([(Engine::Sca, r#""externalAssetId":"p0","#.into())]),
             ..Ledger::default()
@@ -1456,6 +1464,7 @@ mod tests {
             ("b", Some(Engine::Sca)),
             ("c", Some(Engine::Sast)),
             ("d", Some(Engine::Sca)),
+            ("e", Some(Engine::Kics)),
         ] {
             ledger.findings.insert(id, of(engine)).unwrap();
         }
@@ -1480,6 +1489,11 @@ mod tests {
         );
         assert_eq!(parts[&Engine::Sca].branch.as_deref(), Some("release"));
         assert_eq!(parts[&Engine::Sast].branch.as_deref(), Some("main"));
+        assert_eq!(
+            parts[&Engine::Kics].branch,
+            None,
+            "a scan that named no branch, beside others that did"
+        );
         assert_eq!(
             parts[&Engine::Sca].asset,
             ledger.engine_assets[&Engine::Sca]
@@ -1545,8 +1559,8 @@ mod tests {
                     (model.vendor_item_id, model.branch, model.asset) =
                         ("p1".into(), part.branch.clone(), asset.to_string());
                 } else {
-                    if let Some(branch) = part.branch.clone().filter(|b| model.branch.as_ref() != Some(b)) {
-                        model.engine_branches.insert(*engine, branch);
+                    if part.branch != model.branch {
+                        model.engine_branches.insert(*engine, part.branch.clone());
                     }
                     if *asset != model.asset {
                         model.engine_assets.insert(*engine, asset.to_string());

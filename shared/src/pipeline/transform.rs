@@ -466,6 +466,8 @@ async fn transform_collected(
         // one. An engine not pulled now keeps its part where it is (the ledger's `engineAssets`)
         // until its scan is pulled. Unless the pull holds absent findings open (below): then the
         // item fails, and these closures with it.
+        // Read before a moved engine's part goes: its findings come again, NEW, under the same ids.
+        let other_engines_ids = ids_of_other_engines(&previous);
         let mut moving: Vec<(Engine, String, String, Ledger)> = Vec::new();
         for transformer in pulls.iter().flat_map(|p| &p.transformers) {
             let engine = transformer.engine();
@@ -510,15 +512,6 @@ async fn transform_collected(
             .collect();
         // The closures of a moved asset's old id are not the new asset's lines.
         let before_the_pull = record.objects.len();
-        let other_engines_ids: BTreeMap<Engine, Arc<TextSet>> = pulls
-            .iter()
-            .flat_map(|p| &p.transformers)
-            .filter_map(|t| {
-                let asset = t.external_asset_id();
-                let ids = ids_of_other_engines(&previous, t.engine(), asset.as_deref())?;
-                Some((t.engine(), ids))
-            })
-            .collect();
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
                 if let Some(closures) = moved.get(&transformer.engine()) {
@@ -717,17 +710,31 @@ async fn transform_collected(
         }
         // An asset this run sends no line of (a clean scan: no finding, none closed) is sent
         // alone, its findings empty: the connector syncs assets, and findings ride with them.
-        if record.objects.len() == before_the_pull {
-            let alone = pulls
-                .iter_mut()
-                .flat_map(|p| p.transformers.iter_mut())
-                .find_map(ItemTransformer::asset_line);
-            if let Some(line) = alone {
-                let etm_key = run.etm_page(key, 0);
-                let (entry, body) = pack_lines(&etm_key, &[line], 0);
-                store.put(&etm_key, body).await?;
-                record.objects.push(entry);
+        // Each asset the item's engines report on (a map may move one engine alone).
+        let mut synced = BTreeSet::new();
+        for transformer in pulls.iter().flat_map(|p| &p.transformers) {
+            if transformer.figures().lines > 0 {
+                synced.insert(transformer.external_asset_id());
             }
+        }
+        let mut alone = Vec::new();
+        for transformer in pulls.iter_mut().flat_map(|p| p.transformers.iter_mut()) {
+            if synced.insert(transformer.external_asset_id())
+                && let Some(line) = transformer.asset_line()
+            {
+                alone.push(line);
+            }
+        }
+        if !alone.is_empty() {
+            // Page 0 where the pull wrote none; else one past the pull's pages.
+            let number = match record.objects.len() == before_the_pull {
+                true => 0,
+                false => pulls.iter().map(|p| p.pages.end).max().unwrap_or_default(),
+            };
+            let etm_key = run.etm_page(key, number);
+            let (entry, body) = pack_lines(&etm_key, &alone, 0);
+            store.put(&etm_key, body).await?;
+            record.objects.push(entry);
         }
         // The next ledger: each engine's, and as they were the parts of engines with no scan
         // this run (nothing of theirs is closed).
@@ -853,29 +860,28 @@ impl Drop for ReleaseAtEnd {
     }
 }
 
-/// The ids the previous ledger holds for the engines other than `engine` whose findings keep the
-/// vendor's id (SAST, KICS), on the asset `engine`'s map gives the item now (`asset`), whether
-/// the connection still delivers them or not (see
-/// [`ItemTransformer::beside_ids_of_other_engines`]). `None` for an engine whose ids are always
-/// suffixed, and where there are none.
-fn ids_of_other_engines(
-    previous: &BTreeMap<Engine, Ledger>,
-    engine: Engine,
-    asset: Option<&str>,
-) -> Option<Arc<TextSet>> {
-    if engine.ids_always_suffixed() {
-        return None;
-    }
-    let ids: TextSet = previous
+/// For each engine whose findings keep the vendor's id (SAST, KICS), the ids the previous ledger
+/// holds for the item's other such engines, whether the connection still delivers them or not,
+/// and on whichever asset (see [`ItemTransformer::beside_ids_of_other_engines`]): the ledger
+/// keeps one entry per id, whatever its engine's asset.
+fn ids_of_other_engines(previous: &BTreeMap<Engine, Ledger>) -> BTreeMap<Engine, Arc<TextSet>> {
+    let as_given: Vec<(Engine, &Ledger)> = previous
         .iter()
-        .filter(|(other, part)| {
-            **other != engine
-                && !other.ids_always_suffixed()
-                && (part.asset.is_empty() || external_asset_id(&part.asset).as_deref() == asset)
-        })
-        .flat_map(|(_, part)| part.findings.iter().map(|(id, _)| id))
+        .filter(|(engine, _)| !engine.ids_always_suffixed())
+        .map(|(engine, part)| (*engine, part))
         .collect();
-    (!ids.is_empty()).then(|| Arc::new(ids))
+    Engine::PROJECT_ENGINES
+        .into_iter()
+        .filter(|engine| !engine.ids_always_suffixed())
+        .filter_map(|engine| {
+            let ids: TextSet = as_given
+                .iter()
+                .filter(|(other, _)| *other != engine)
+                .flat_map(|(_, part)| part.findings.iter().map(|(id, _)| id))
+                .collect();
+            (!ids.is_empty()).then(|| (engine, Arc::new(ids)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -180,3 +180,15 @@ pub fn nothing_new_or_reopened(m: &Manifest, what: &str) {
         );
     }
 }
+
+/// The shipped map of `engine`, but for `externalAssetId`: the project's name, not its id.
+pub fn assets_by_name(engine: cxone_etm::Engine) -> cxone_etm::mapping::TransformMap {
+    let shipped = cxone_etm::mapping::TransformMap::default_for(engine);
+    let mut map: Value = serde_json::to_value(shipped).unwrap();
+    for entry in map["entries"].as_array_mut().unwrap() {
+        if entry["target"] == "externalAssetId" {
+            entry["source"] = "name".into();
+        }
+    }
+    serde_json::from_value(map).unwrap()
+}

@@ -811,6 +811,57 @@ async fn clean_then_faulted(
     (m1, m2, traffic)
 }
 
+/// SAST's map alone moves its findings to the project's name while KICS stays on the project's
+/// id, in a tenant whose KICS ids come back as SAST ids (`kics_ids_reused_by_sast`). The ledger
+/// keeps one entry per id whatever its engine's asset, so a SAST id that a KICS entry holds is
+/// told apart on the new asset as on the old: every finding keeps its entry, and the same scans
+/// again find nothing NEW, reopen nothing and close nothing. Before (ids told apart only beside
+/// engines on the same asset), the KICS entry took the SAST finding's place, which was sent NEW
+/// on every run.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_moved_alone_tells_its_ids_apart_from_another_engines_on_the_old_asset() {
+    let (store, _dir) = temp_store("ids-reused-moved");
+    let reusing = |scans| TenantShape {
+        kics_ids_reused_by_sast: true,
+        ..shape(scans, None)
+    };
+    let first = emulator(reusing(3)).await;
+    let c = every_engine(&first, "ids-reused-moved");
+    let m1 = manifest(
+        &store,
+        &run(&store, &c, api_key(&first)).await.unwrap().manifest,
+    )
+    .await;
+    assert!(m1.complete, "{:?}", m1.problems);
+
+    let second = emulator(reusing(4)).await;
+    let mut moved = every_engine_config(&second, "ids-reused-moved");
+    moved.transform_maps = vec![assets_by_name(Engine::Sast)];
+    let moved = moved.validate().unwrap();
+    let m2 = manifest(
+        &store,
+        &run(&store, &moved, api_key(&second))
+            .await
+            .unwrap()
+            .manifest,
+    )
+    .await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    assert!(m2.totals.collisions > 0, "{:?}", m2.totals);
+
+    let m3 = manifest(
+        &store,
+        &run(&store, &moved, api_key(&second))
+            .await
+            .unwrap()
+            .manifest,
+    )
+    .await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    nothing_new_or_reopened(&m3, "the same scans again");
+    assert_eq!(closed_findings(&m3), 0, "{:?}", m3.totals);
+}
+
 /// Every project engine, results in pages of 7 (records of every engine on every page).
 fn every_engine_in_pages_of_7(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connection {
     let mut config = every_engine_config(emulator, id);

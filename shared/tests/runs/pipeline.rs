@@ -970,6 +970,56 @@ async fn a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs() {
     std::fs::remove_dir_all(elsewhere_dir).ok();
 }
 
+/// A clean scan where a map change moved one engine alone (SCA keyed by the project's name,
+/// SAST still by its id): the item's engines report on two assets, and each is sent alone,
+/// both on one line each. Before, only the first engine's asset was sent.
+#[tokio::test]
+async fn each_asset_of_a_clean_scan_is_sent_alone_when_its_engines_report_on_two() {
+    let emulator = emulator(TenantShape {
+        projects: 2,
+        results_per_scan: 0,
+        ..TenantShape::default()
+    })
+    .await;
+    let mut config = connection(&emulator, "clean-two", ConnectorKind::Sast).config;
+    config.engines = Some(vec![cxone_etm::Engine::Sast, cxone_etm::Engine::Sca]);
+    let (store, dir) = temp_store("clean-two");
+    let first = run(
+        &store,
+        &config.clone().validate().unwrap(),
+        api_key(&emulator),
+    )
+    .await
+    .unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    config.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sca)];
+    let second = run(&store, &config.validate().unwrap(), api_key(&emulator))
+        .await
+        .unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let m = manifest(&store, &second.manifest).await;
+    let projects = emulator.expected().projects;
+    for item in m.items.iter().filter(|i| i.status == ItemStatus::Complete) {
+        let project = projects.iter().find(|p| p.id == item.vendor_id).unwrap();
+        let mut sent = BTreeMap::new();
+        for object in &item.objects {
+            for line in checked_object_lines(&store, object).await {
+                assert_eq!(line["findingGroup"]["findings"], serde_json::json!([]));
+                sent.insert(
+                    line["engine"].as_str().unwrap().to_string(),
+                    line["externalAssetId"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        let expected = BTreeMap::from([
+            ("sast".to_string(), project.id.clone()),
+            ("sca".to_string(), project.name.clone()),
+        ]);
+        assert_eq!(sent, expected, "{}", item.item);
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A project whose latest scan holds no result is an asset all the same: the connector syncs
 /// assets, and findings ride with them. Each run sends it on one line of its own, its findings
 /// empty, valid against the batch schema. Before, an asset with no finding was never written, so

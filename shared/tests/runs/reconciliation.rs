@@ -1598,18 +1598,6 @@ fn sast_assets_by_name() -> cxone_etm::mapping::TransformMap {
     assets_by_name(cxone_etm::Engine::Sast)
 }
 
-/// The shipped map of `engine`, but for `externalAssetId`: the project's name, not its id.
-fn assets_by_name(engine: cxone_etm::Engine) -> cxone_etm::mapping::TransformMap {
-    let shipped = cxone_etm::mapping::TransformMap::default_for(engine);
-    let mut map: Value = serde_json::to_value(shipped).unwrap();
-    for entry in map["entries"].as_array_mut().unwrap() {
-        if entry["target"] == "externalAssetId" {
-            entry["source"] = "name".into();
-        }
-    }
-    serde_json::from_value(map).unwrap()
-}
-
 /// A transform map that gives assets another `externalAssetId` (the project's name instead of
 /// its id): ETM holds the open findings on the old asset, which the connection will never name
 /// again. They close there, each once, saying why, and every finding is sent NEW on the new
