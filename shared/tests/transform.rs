@@ -1006,7 +1006,7 @@ fn an_asset_left_out_by_type_closes_nothing_even_of_findings_gone() {
         no_repo.as_bytes(),
     )
     .unwrap();
-    t.reconcile(previous, "run-2", None);
+    t.reconcile(previous, "run-2", Some("dev"));
     let lines = t
         .push_page(&page(vec![sast_record("a", json!({}))]), 0)
         .unwrap();
@@ -1021,6 +1021,7 @@ fn an_asset_left_out_by_type_closes_nothing_even_of_findings_gone() {
         kept.asset, previous_asset,
         "its findings stay on the asset ETM holds them on"
     );
+    assert_eq!(kept.branch, None, "and of the branch they came from");
 }
 
 /// A record with no `type` may be any engine's finding: the pull's first transformer rejects it

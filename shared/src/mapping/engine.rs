@@ -1137,11 +1137,15 @@ impl<'p> ItemTransformer<'p> {
     /// absent. A branch known on one side only (a scan that names none) differs too: whether the
     /// scan is of the same branch is not known.
     pub fn reconcile(&mut self, previous: Ledger, run_id: &str, branch: Option<&str>) {
-        // An asset the asset-type filter leaves out sends nothing: its findings stay on the asset
-        // ETM holds them on, whatever the map names now (a move is made once it is sent again).
-        let asset = match self.rules.emit || previous.asset.is_empty() {
-            true => String::from_utf8_lossy(&self.asset).into_owned(),
-            false => previous.asset.clone(),
+        // An asset the asset-type filter leaves out sends nothing: its findings stay as they
+        // were, on the asset ETM holds them on and of the branch they came from, whatever the map
+        // and the scan say now (a move or a change of branch counts once it is sent again).
+        let (asset, branch_now) = match self.rules.emit || previous.asset.is_empty() {
+            true => (
+                String::from_utf8_lossy(&self.asset).into_owned(),
+                branch.map(str::to_string),
+            ),
+            false => (previous.asset.clone(), previous.branch.clone()),
         };
         let vendor_item_id = self.vendor_item_id.clone();
         let branch_switched = previous.branch.as_deref() != branch;
@@ -1149,7 +1153,7 @@ impl<'p> ItemTransformer<'p> {
             seen: vec![false; previous.findings.stored()],
             next: Ledger {
                 vendor_item_id,
-                branch: branch.map(str::to_string),
+                branch: branch_now,
                 asset,
                 findings: previous.findings,
                 ..Ledger::default()

@@ -467,7 +467,11 @@ async fn transform_collected(
         // until its scan is pulled. Unless the pull holds absent findings open (below): then the
         // item fails, and these closures with it.
         // Read before a moved engine's part goes: its findings come again, NEW, under the same ids.
-        let other_engines_ids = ids_of_other_engines(&previous);
+        let pulled = pulls
+            .iter()
+            .flat_map(|p| &p.transformers)
+            .map(|t| t.engine());
+        let other_engines_ids = ids_of_other_engines(&previous, pulled.collect());
         let mut moving: Vec<(Engine, String, String, Ledger)> = Vec::new();
         for transformer in pulls.iter().flat_map(|p| &p.transformers) {
             let engine = transformer.engine();
@@ -860,17 +864,21 @@ impl Drop for ReleaseAtEnd {
     }
 }
 
-/// For each engine whose findings keep the vendor's id (SAST, KICS), the ids the previous ledger
-/// holds for the item's other such engines, whether the connection still delivers them or not,
-/// and on whichever asset (see [`ItemTransformer::beside_ids_of_other_engines`]): the ledger
-/// keeps one entry per id, whatever its engine's asset.
-fn ids_of_other_engines(previous: &BTreeMap<Engine, Ledger>) -> BTreeMap<Engine, Arc<TextSet>> {
+/// For each engine pulled (`pulled`) whose findings keep the vendor's id (SAST, KICS), the ids
+/// the previous ledger holds for the item's other such engines, whether the connection still
+/// delivers them or not, and on whichever asset (see
+/// [`ItemTransformer::beside_ids_of_other_engines`]): the ledger keeps one entry per id, whatever
+/// its engine's asset.
+fn ids_of_other_engines(
+    previous: &BTreeMap<Engine, Ledger>,
+    pulled: BTreeSet<Engine>,
+) -> BTreeMap<Engine, Arc<TextSet>> {
     let as_given: Vec<(Engine, &Ledger)> = previous
         .iter()
         .filter(|(engine, _)| !engine.ids_always_suffixed())
         .map(|(engine, part)| (*engine, part))
         .collect();
-    Engine::PROJECT_ENGINES
+    pulled
         .into_iter()
         .filter(|engine| !engine.ids_always_suffixed())
         .filter_map(|engine| {

@@ -970,9 +970,9 @@ async fn a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs() {
     std::fs::remove_dir_all(elsewhere_dir).ok();
 }
 
-/// A clean scan where a map change moved one engine alone (SCA keyed by the project's name,
-/// SAST still by its id): the item's engines report on two assets, and each is sent alone,
-/// both on one line each. Before, only the first engine's asset was sent.
+/// A clean scan where a map change gives one engine alone another asset (SCA keyed by the
+/// project's name, SAST still by its id): the item's engines report on two assets, and each is
+/// sent alone, on one line each. Before, only the first engine's asset was sent.
 #[tokio::test]
 async fn each_asset_of_a_clean_scan_is_sent_alone_when_its_engines_report_on_two() {
     let emulator = emulator(TenantShape {
@@ -1016,6 +1016,77 @@ async fn each_asset_of_a_clean_scan_is_sent_alone_when_its_engines_report_on_two
             ("sca".to_string(), project.name.clone()),
         ]);
         assert_eq!(sent, expected, "{}", item.item);
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// SCA moved to the project's name in a run where its scan holds no SCA result, while SAST, on
+/// the project's id, sends findings: SCA's findings close on the old asset, and its new asset is
+/// sent alone, after the pull's pages. Before, an asset was sent alone only when the item wrote
+/// nothing else, so the new asset never reached ETM.
+#[tokio::test]
+async fn a_moved_engine_with_a_clean_scan_is_sent_alone_beside_another_engines_findings() {
+    let before = emulator(TenantShape {
+        projects: 2,
+        ..TenantShape::default()
+    })
+    .await;
+    let mut config = connection(&before, "moved-clean", ConnectorKind::Sast).config;
+    config.engines = Some(vec![cxone_etm::Engine::Sast, cxone_etm::Engine::Sca]);
+    let (store, dir) = temp_store("moved-clean");
+    let first = run(
+        &store,
+        &config.clone().validate().unwrap(),
+        api_key(&before),
+    )
+    .await
+    .unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    // The same projects and scans, none of whose results is SCA's now.
+    let after = emulator(TenantShape {
+        projects: 2,
+        result_mix: cxone_emulator::ResultMix {
+            sast: 80,
+            kics: 15,
+            sca: 0,
+            containers: 5,
+        },
+        ..TenantShape::default()
+    })
+    .await;
+    config.vendor = connection(&after, "moved-clean", ConnectorKind::Sast)
+        .config
+        .vendor;
+    config.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sca)];
+    let second = run(&store, &config.validate().unwrap(), api_key(&after))
+        .await
+        .unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let m = manifest(&store, &second.manifest).await;
+    let projects = after.expected().projects;
+    for item in m.items.iter().filter(|i| i.status == ItemStatus::Complete) {
+        let project = projects.iter().find(|p| p.id == item.vendor_id).unwrap();
+        let (mut sca_closed, mut sca_alone, mut sast_findings) = (0, Vec::new(), 0);
+        for object in &item.objects {
+            for line in checked_object_lines(&store, object).await {
+                let findings = line["findingGroup"]["findings"].as_array().unwrap().len();
+                match line["engine"].as_str().unwrap() {
+                    "sca" if findings == 0 => sca_alone.push(line["externalAssetId"].clone()),
+                    "sca" => {
+                        assert_eq!(line["externalAssetId"], project.id.as_str());
+                        sca_closed += findings;
+                    }
+                    _ => sast_findings += findings,
+                }
+            }
+        }
+        assert!(sca_closed > 0 && sast_findings > 0, "{}", item.item);
+        assert_eq!(
+            sca_alone,
+            vec![Value::from(project.name.as_str())],
+            "{}",
+            item.item
+        );
     }
     std::fs::remove_dir_all(dir).ok();
 }
