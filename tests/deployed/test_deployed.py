@@ -1049,6 +1049,26 @@ def test_a_local_run_against_the_bucket_leaves_the_deployed_config_alone(account
     assert high and all(f["qds"] == custom for f in high), (custom, high[:2])
 
 
+def test_a_local_run_of_a_connection_not_deployed_stores_no_config_in_the_bucket(account, emulator):
+    # A laptop run into the bucket under an id the stack has no config for: it commits, says that
+    # it stores no config there (and how one is stored), and stores none: the functions run only
+    # a config `connection put` checked.
+    config = {"id": "laptop-only", "name": "laptop only", "kind": "sast", "secret": "env:CX_LAPTOP_KEY",
+              "vendor": {"custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
+                         "tenant": emulator.line["tenant"], "allow_insecure_local": True}}
+    path = account.work / "laptop-only.json"
+    path.write_text(json.dumps(config))
+    env = {**operator_env(account), "CX_LAPTOP_KEY": emulator.line["api_key"]}
+    result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path),
+                             "--json"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert ("no config is stored at connections/laptop-only/config.json, and this run stores none there"
+            in result.stderr), result.stderr
+    assert not account.exists("connections/laptop-only/config.json")
+    run_id = json.loads(result.stdout)["runId"]
+    assert account.get_json(f"connections/laptop-only/runs/{run_id}/config.json")["id"] == "laptop-only"
+
+
 def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole(account, emulator, sast):
     # A warm function keeps its connection, access token included, from one invocation to the
     # next, as Lambda keeps its instance. Every token the tenant gave is revoked after a run, and
