@@ -862,6 +862,55 @@ async fn an_engine_moved_alone_tells_its_ids_apart_from_another_engines_on_the_o
     assert_eq!(closed_findings(&m3), 0, "{:?}", m3.totals);
 }
 
+/// KICS taken off the connection, in a tenant whose KICS ids come back as SAST ids: the ledger
+/// keeps KICS's entries (its findings stay open, nothing pulls them), so a SAST id one of them
+/// holds is told apart, and the same scans again find nothing NEW, reopen nothing and close
+/// nothing. Without KICS's ids (only the engines delivered counted), a SAST finding and a KICS
+/// entry would share one ledger entry, and the SAST finding be sent NEW on every run.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_taken_off_the_connection_still_has_its_ids_told_apart() {
+    let (store, _dir) = temp_store("ids-reused-dropped");
+    let reusing = |scans| TenantShape {
+        kics_ids_reused_by_sast: true,
+        ..shape(scans, None)
+    };
+    let first = emulator(reusing(3)).await;
+    let c = every_engine(&first, "ids-reused-dropped");
+    let m1 = manifest(
+        &store,
+        &run(&store, &c, api_key(&first)).await.unwrap().manifest,
+    )
+    .await;
+    assert!(m1.complete, "{:?}", m1.problems);
+
+    let second = emulator(reusing(4)).await;
+    let mut dropped = every_engine_config(&second, "ids-reused-dropped");
+    dropped.engines = Some(vec![Engine::Sast, Engine::Sca, Engine::Containers]);
+    let dropped = dropped.validate().unwrap();
+    let m2 = manifest(
+        &store,
+        &run(&store, &dropped, api_key(&second))
+            .await
+            .unwrap()
+            .manifest,
+    )
+    .await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    assert!(m2.totals.collisions > 0, "{:?}", m2.totals);
+
+    let m3 = manifest(
+        &store,
+        &run(&store, &dropped, api_key(&second))
+            .await
+            .unwrap()
+            .manifest,
+    )
+    .await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    nothing_new_or_reopened(&m3, "the same scans again");
+    assert_eq!(closed_findings(&m3), 0, "{:?}", m3.totals);
+}
+
 /// Every project engine, results in pages of 7 (records of every engine on every page).
 fn every_engine_in_pages_of_7(emulator: &Emulator, id: &str) -> cxone_etm::pipeline::Connection {
     let mut config = every_engine_config(emulator, id);
