@@ -1019,6 +1019,21 @@ def test_a_credential_that_loses_access_to_most_projects_closes_nothing(account,
     assert_unchanged(after, first)
 
 
+def laptop_run(account: Account, emulator, connection_id: str, name: str) -> subprocess.CompletedProcess:
+    """`cxone-etm run` from an operator's laptop into the stack's bucket, with a SAST config of its
+    own for `connection_id` (its credential from the environment, no custom map); it must commit."""
+    config = {"id": connection_id, "name": name, "kind": "sast", "secret": "env:CX_LAPTOP_KEY",
+              "vendor": {"custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
+                         "tenant": emulator.line["tenant"], "allow_insecure_local": True}}
+    path = account.work / f"{connection_id}.json"
+    path.write_text(json.dumps(config))
+    env = {**operator_env(account), "CX_LAPTOP_KEY": emulator.line["api_key"]}
+    result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path),
+                             "--json"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_a_local_run_against_the_bucket_leaves_the_deployed_config_alone(account, emulator, sast):
     # An operator runs the deployed `sast` connection from a laptop into the stack's bucket, with a
     # config of its own (its credential from the environment, no custom map): the run commits, and
@@ -1026,21 +1041,13 @@ def test_a_local_run_against_the_bucket_leaves_the_deployed_config_alone(account
     # uses it (its custom scoring). Before, `cxone-etm run` wrote its config over the stored one,
     # and every scheduled run after failed on its `env:` secret.
     stored = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
-    config = {"id": "sast", "name": "sast from a laptop", "kind": "sast", "secret": "env:CX_LAPTOP_KEY",
-              "vendor": {"custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
-                         "tenant": emulator.line["tenant"], "allow_insecure_local": True}}
-    path = account.work / "laptop.json"
-    path.write_text(json.dumps(config))
-    env = {**operator_env(account), "CX_LAPTOP_KEY": emulator.line["api_key"]}
-    result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path),
-                             "--json"], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = laptop_run(account, emulator, "sast", "sast from a laptop")
     assert "connections/sast/config.json is left as it is" in result.stderr, result.stderr
     after = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
     assert after == stored
     # The run keeps the config it ran with.
-    laptop_run = json.loads(result.stdout)["runId"]
-    assert account.get_json(f"connections/sast/runs/{laptop_run}/config.json")["name"] == "sast from a laptop"
+    run_id = json.loads(result.stdout)["runId"]
+    assert account.get_json(f"connections/sast/runs/{run_id}/config.json")["name"] == "sast from a laptop"
     started, _ = scheduled_run(account)
     manifest = committed(account, started["run"])
     assert manifest["complete"] is True, manifest["problems"]
@@ -1053,15 +1060,7 @@ def test_a_local_run_of_a_connection_not_deployed_stores_no_config_in_the_bucket
     # A laptop run into the bucket under an id the stack has no config for: it commits, says that
     # it stores no config there (and how one is stored), and stores none: the functions run only
     # a config `connection put` checked.
-    config = {"id": "laptop-only", "name": "laptop only", "kind": "sast", "secret": "env:CX_LAPTOP_KEY",
-              "vendor": {"custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
-                         "tenant": emulator.line["tenant"], "allow_insecure_local": True}}
-    path = account.work / "laptop-only.json"
-    path.write_text(json.dumps(config))
-    env = {**operator_env(account), "CX_LAPTOP_KEY": emulator.line["api_key"]}
-    result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path),
-                             "--json"], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = laptop_run(account, emulator, "laptop-only", "laptop only")
     assert ("no config is stored at connections/laptop-only/config.json, and this run stores none there"
             in result.stderr), result.stderr
     assert not account.exists("connections/laptop-only/config.json")

@@ -820,46 +820,10 @@ async fn clean_then_faulted(
 /// on every run.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_engine_moved_alone_tells_its_ids_apart_from_another_engines_on_the_old_asset() {
-    let (store, _dir) = temp_store("ids-reused-moved");
-    let reusing = |scans| TenantShape {
-        kics_ids_reused_by_sast: true,
-        ..shape(scans, None)
-    };
-    let first = emulator(reusing(3)).await;
-    let c = every_engine(&first, "ids-reused-moved");
-    let m1 = manifest(
-        &store,
-        &run(&store, &c, api_key(&first)).await.unwrap().manifest,
-    )
+    steady_after_reused_ids("ids-reused-moved", |config| {
+        config.transform_maps = vec![assets_by_name(Engine::Sast)];
+    })
     .await;
-    assert!(m1.complete, "{:?}", m1.problems);
-
-    let second = emulator(reusing(4)).await;
-    let mut moved = every_engine_config(&second, "ids-reused-moved");
-    moved.transform_maps = vec![assets_by_name(Engine::Sast)];
-    let moved = moved.validate().unwrap();
-    let m2 = manifest(
-        &store,
-        &run(&store, &moved, api_key(&second))
-            .await
-            .unwrap()
-            .manifest,
-    )
-    .await;
-    assert!(m2.complete, "{:?}", m2.problems);
-    assert!(m2.totals.collisions > 0, "{:?}", m2.totals);
-
-    let m3 = manifest(
-        &store,
-        &run(&store, &moved, api_key(&second))
-            .await
-            .unwrap()
-            .manifest,
-    )
-    .await;
-    assert!(m3.complete, "{:?}", m3.problems);
-    nothing_new_or_reopened(&m3, "the same scans again");
-    assert_eq!(closed_findings(&m3), 0, "{:?}", m3.totals);
 }
 
 /// KICS taken off the connection, in a tenant whose KICS ids come back as SAST ids: the ledger
@@ -869,13 +833,22 @@ async fn an_engine_moved_alone_tells_its_ids_apart_from_another_engines_on_the_o
 /// entry would share one ledger entry, and the SAST finding be sent NEW on every run.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_engine_taken_off_the_connection_still_has_its_ids_told_apart() {
-    let (store, _dir) = temp_store("ids-reused-dropped");
+    steady_after_reused_ids("ids-reused-dropped", |config| {
+        config.engines = Some(vec![Engine::Sast, Engine::Sca, Engine::Containers]);
+    })
+    .await;
+}
+
+/// Run 1 on scans 3 of a tenant whose KICS ids come back as SAST ids; runs 2 and 3 on scans 4
+/// with the connection as `change` leaves it: run 2 tells ids apart, run 3 is steady.
+async fn steady_after_reused_ids(id: &str, change: impl FnOnce(&mut ConnectionConfig)) {
+    let (store, _dir) = temp_store(id);
     let reusing = |scans| TenantShape {
         kics_ids_reused_by_sast: true,
         ..shape(scans, None)
     };
     let first = emulator(reusing(3)).await;
-    let c = every_engine(&first, "ids-reused-dropped");
+    let c = every_engine(&first, id);
     let m1 = manifest(
         &store,
         &run(&store, &c, api_key(&first)).await.unwrap().manifest,
@@ -884,12 +857,12 @@ async fn an_engine_taken_off_the_connection_still_has_its_ids_told_apart() {
     assert!(m1.complete, "{:?}", m1.problems);
 
     let second = emulator(reusing(4)).await;
-    let mut dropped = every_engine_config(&second, "ids-reused-dropped");
-    dropped.engines = Some(vec![Engine::Sast, Engine::Sca, Engine::Containers]);
-    let dropped = dropped.validate().unwrap();
+    let mut changed = every_engine_config(&second, id);
+    change(&mut changed);
+    let changed = changed.validate().unwrap();
     let m2 = manifest(
         &store,
-        &run(&store, &dropped, api_key(&second))
+        &run(&store, &changed, api_key(&second))
             .await
             .unwrap()
             .manifest,
@@ -900,7 +873,7 @@ async fn an_engine_taken_off_the_connection_still_has_its_ids_told_apart() {
 
     let m3 = manifest(
         &store,
-        &run(&store, &dropped, api_key(&second))
+        &run(&store, &changed, api_key(&second))
             .await
             .unwrap()
             .manifest,
