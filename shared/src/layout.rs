@@ -9,7 +9,7 @@
 //! connections/<c>/runs/<r>/manifest.json | _COMMITTED
 //! connections/<c>/runs/<r>/raw/<item>/<page>.json.zst | original-<page>.json.zst | collect.json (with the record)
 //! connections/<c>/runs/<r>/raw/<item>/part-<k>.json | part-<k>-progress.json | part-<k>-fingerprints.bin.zst (a split scan's parts)
-//! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | transform.json
+//! connections/<c>/runs/<r>/etm/<item>/<page>.ndjson.gz | closures.ndjson.gz | moved-closures.ndjson.gz | transform.json
 //! connections/<c>/runs/<r>/ledger/<item>.json.gz
 //! ```
 //!
@@ -33,7 +33,7 @@ pub const DAST_SCAN: &str = "dast-scan.json";
 /// Closure records of findings no longer reported, in an item's etm folder.
 pub const CLOSURES: &str = "closures.ndjson.gz";
 /// Closure records of the findings an engine had open on the asset the transform map moved it
-/// from, in an item's etm folder (its name ends as every closures object's does).
+/// from, in an item's etm folder.
 pub const MOVED_CLOSURES: &str = "moved-closures.ndjson.gz";
 /// Every rejected record of an item that had more than the manifest lists: one JSON line each.
 pub const REJECTED: &str = "rejected.ndjson.gz";

@@ -225,13 +225,14 @@ pub enum TransformError {
         "closing the findings absent from this pull failed partway: the item is not committed, and its next attempt starts over"
     )]
     ClosingBroken,
-    /// The map moves an engine's findings to another `externalAssetId`, but the pull may not
-    /// have shown them all ([`Unseen`]): moving would close the unseen on the old asset, where
-    /// ETM holds them.
+    /// The map moves an engine's findings to another `externalAssetId`, but its pull may not
+    /// have shown them all (a record rejected or sent twice): moving would close the unseen on
+    /// the old asset, where ETM holds them.
     #[error(
-        "the transform map gives the asset another externalAssetId ({now}; ETM holds its open findings on {was}), but {why}: a finding open on {was} may have gone unseen, and moving the asset would close it there without its being seen fixed. The item is not committed and its findings are carried; the asset moves in the first run whose pull shows every record"
+        "the transform map gives {engine}'s findings another externalAssetId ({now}; ETM holds them open on {was}), but {why}: a finding open on {was} may have gone unseen, and moving it would close it there without its being seen fixed. The item is not committed and its findings are carried; they move in the first run whose pull shows every record"
     )]
     MoveWaits {
+        engine: Engine,
         was: String,
         now: String,
         why: String,
@@ -1171,8 +1172,10 @@ impl<'p> ItemTransformer<'p> {
     /// for none). When a record of the pull was rejected, none is closed: the rejected record
     /// might be any of them (its id may be what was malformed), so they are held open and counted
     /// in `held_for_rejected_records`; when a finding came twice under the id it was sent with
-    /// (the list moved while it was paged), in `held_for_repeated_records`; after a branch
-    /// switch, in `held_on_branch_change`. An asset the asset-type filter leaves out closes none
+    /// (the list moved while it was paged), in `held_for_repeated_records`; where the engine had
+    /// no record of its own beside records of an unknown type, in
+    /// `held_for_unknown_record_types` ([`Self::unseen`]); after a branch switch, which comes
+    /// first, in `held_on_branch_change`. An asset the asset-type filter leaves out closes none
     /// either. Decided once: a second call counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
         let emitted = self.rules.emit;

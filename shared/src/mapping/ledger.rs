@@ -167,9 +167,11 @@ pub struct Ledger {
     pub engine_branches: BTreeMap<Engine, Option<String>>,
     /// `"externalAssetId":…,"asset":{…},` as the lines carry it.
     pub asset: String,
-    /// The asset of an engine's findings where it differs from `asset`: an engine whose scan
-    /// was not pulled in the run the map moved the asset keeps its findings where ETM holds them
-    /// until its scan is pulled again.
+    /// The asset of an engine's findings where it differs from `asset`: the engines' maps name
+    /// different assets (one engine's map changed alone), or an engine keeps its findings where
+    /// ETM holds them after the map moved the others (its scan not pulled, its pull without a
+    /// record of its own beside records of an unknown type, or the asset left out by the
+    /// asset-type filter) until it moves.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub engine_assets: BTreeMap<Engine, String>,
     pub findings: Findings,
@@ -861,6 +863,12 @@ impl Ledger {
 
     pub fn open_findings(&self) -> u64 {
         self.findings.iter().filter(|(_, e)| e.open).count() as u64
+    }
+
+    /// How many lines [`close_all`] writes to close every open finding of this one engine's
+    /// part, `per_line` findings a line.
+    pub fn closure_lines(&self, per_line: usize) -> u64 {
+        self.open_findings().div_ceil(per_line.max(1) as u64)
     }
 
     /// A closure record for a finding that was open and is absent now, written into `out` (the

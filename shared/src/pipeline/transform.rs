@@ -24,9 +24,8 @@ use crate::cxone::links::ScanLinks;
 use crate::fingerprint::TextSet;
 use crate::layout::RunRef;
 use crate::mapping::{
-    Closed, Figures, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage,
-    Rejected, RepeatedIds, Repeats, TransformContext, TransformError, Unseen, close_all,
-    external_asset_id,
+    Closed, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage, Rejected,
+    RepeatedIds, Repeats, TransformContext, TransformError, Unseen, close_all, external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -205,42 +204,24 @@ fn given_up(item: &WorkItem) -> StepError {
     }
 }
 
-/// The first engine `moved` names whose findings cannot close on their old asset this run, and
-/// why: what in its pull may stand for findings the pull did not show
-/// ([`ItemTransformer::unseen`]).
-fn why_the_move_waits(
-    pulls: &[Pull],
-    moved: &BTreeMap<Engine, Figures>,
-    rejected: &FirstListed<Rejected>,
-) -> Option<(Engine, String)> {
-    let transformers = || pulls.iter().flat_map(|p| &p.transformers);
-    let (engine, unseen) = transformers()
-        .filter(|t| moved.contains_key(&t.engine()))
-        .find_map(|t| Some((t.engine(), t.unseen()?)))?;
-    let why = match unseen {
-        Unseen::RejectedRecord => {
-            let count: u64 = transformers().map(|t| t.figures().rejected).sum();
-            let first = rejected
-                .listed
-                .first()
-                .map(|r| format!(" (the first: {})", r.reason))
-                .unwrap_or_default();
-            format!("{count} record(s) of its pull were rejected{first}")
-        }
-        Unseen::RepeatedRecord => {
-            "a finding of its pull came twice with other bytes (the list moved while it was paged, past a record)".into()
-        }
-        Unseen::UnknownRecordTypes => {
-            let types: BTreeSet<&str> = transformers()
-                .flat_map(ItemTransformer::unknown_record_types)
-                .collect();
-            format!(
-                "its pull held no {engine} record beside records of a type Checkmarx One is not known to send ({}), which may be {engine}'s renamed",
-                types.into_iter().collect::<Vec<_>>().join(", ")
-            )
-        }
-    };
-    Some((engine, why))
+/// An engine's part of the last committed ledger, on the asset ETM holds its findings on (`was`),
+/// where the map now names another (`now`).
+struct Move {
+    was: String,
+    now: String,
+    part: Ledger,
+}
+
+/// Why a moved engine waits, where a record of its pull was rejected: how many, and the item's
+/// first reason.
+fn rejected_in(pull: &Pull, rejected: &FirstListed<Rejected>) -> String {
+    let count: u64 = pull.transformers.iter().map(|t| t.figures().rejected).sum();
+    let first = rejected
+        .listed
+        .first()
+        .map(|r| format!(" (the item's first: {})", r.reason))
+        .unwrap_or_default();
+    format!("{count} record(s) of its pull were rejected{first}")
 }
 
 /// The item's vendor record: carried in the work item, or read where the plan stored one too
@@ -461,18 +442,18 @@ async fn transform_collected(
             });
         }
         // An engine pulled now whose map gives the item another `externalAssetId` than its part
-        // of the last committed ledger (a map changed between runs) moves: its open findings
-        // close on the asset ETM has them on, before the pull, and it starts afresh on the new
-        // one. An engine not pulled now keeps its part where it is (the ledger's `engineAssets`)
-        // until its scan is pulled. Unless the pull holds absent findings open (below): then the
-        // item fails, and these closures with it.
+        // of the last committed ledger (a map changed between runs) moves: it starts afresh on
+        // the new asset, and once its pull is read its open findings close on the asset ETM has
+        // them on (`moved-closures`, numbered before its lines). An engine not pulled now keeps
+        // its part where it is (the ledger's `engineAssets`) until its scan is pulled.
         // Read before a moved engine's part goes: its findings come again, NEW, under the same ids.
         let pulled = pulls
             .iter()
             .flat_map(|p| &p.transformers)
             .map(|t| t.engine());
         let other_engines_ids = ids_of_other_engines(&previous, pulled.collect());
-        let mut moving: Vec<(Engine, String, String, Ledger)> = Vec::new();
+        let max = connection.options.max_findings_per_line;
+        let mut moving: BTreeMap<Engine, Move> = BTreeMap::new();
         for transformer in pulls.iter().flat_map(|p| &p.transformers) {
             let engine = transformer.engine();
             let was = previous
@@ -482,44 +463,13 @@ async fn transform_collected(
                 && was != now
             {
                 let part = previous.remove(&engine).expect("read above");
-                moving.push((engine, was, now, part));
+                moving.insert(engine, Move { was, now, part });
             }
         }
-        let mut moved: BTreeMap<Engine, Figures> = BTreeMap::new();
-        if moving
-            .iter()
-            .any(|(_, _, _, part)| part.open_findings() > 0)
-        {
-            let mut closed: BTreeMap<Engine, Closed> = BTreeMap::new();
-            let max = connection.options.max_findings_per_line;
-            let entry = put_lines_written(store, &run.moved_closures(key), |out| {
-                for (_, _, now, part) in &mut moving {
-                    let reason = format!(
-                        "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
-                        item.run.run_id
-                    );
-                    let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
-                    Closed::add_by_engine(&mut closed, of_part);
-                }
-                Ok(closed.values().map(|c| c.findings).sum())
-            })
-            .await?;
-            record.objects.push(entry);
-            for (engine, closed) in closed {
-                record.figures.count_closures(closed);
-                moved.entry(engine).or_default().count_closures(closed);
-            }
-        }
-        let moved_ids: BTreeMap<Engine, (String, String)> = moving
-            .into_iter()
-            .map(|(engine, was, now, _)| (engine, (was, now)))
-            .collect();
-        // The closures of a moved asset's old id are not the new asset's lines.
-        let before_the_pull = record.objects.len();
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
-                if let Some(closures) = moved.get(&transformer.engine()) {
-                    transformer.number_lines_after(closures.lines);
+                if let Some(moved) = moving.get(&transformer.engine()) {
+                    transformer.number_lines_after(moved.part.closure_lines(max));
                 }
                 if let Some(ids) = other_engines_ids.get(&transformer.engine()) {
                     transformer.beside_ids_of_other_engines(ids.clone());
@@ -685,15 +635,43 @@ async fn transform_collected(
                     .for_each(ItemTransformer::beside_unknown_record_types);
             }
         }
-        // What would hold the absent findings of an engine that stays on its asset is closed
-        // with a moved engine's old asset, unseen: the item waits, its ledger carried, for a pull
-        // that shows every record.
-        if let Some((engine, why)) = why_the_move_waits(&pulls, &moved, &rejected) {
-            let (was, now) = moved_ids[&engine].clone();
-            return Err(StepError::Transform {
-                at: format!("item {key}"),
-                source: TransformError::MoveWaits { was, now, why },
-            });
+        // A moved engine's pull that may not have shown every record (`Unseen`) would close on
+        // the old asset findings not seen fixed. A record rejected or sent twice: the item waits,
+        // its ledger carried, for a pull that shows every record. No record of its own beside
+        // records of an unknown type: the engine wrote nothing, so it stays where it is this run,
+        // its findings held open there, and the item's other engines go on.
+        let mut stayed = BTreeSet::new();
+        for pull in &pulls {
+            for transformer in &pull.transformers {
+                let engine = transformer.engine();
+                let Some(moved) = moving.get(&engine).filter(|m| m.part.open_findings() > 0) else {
+                    continue;
+                };
+                let why = match transformer.unseen() {
+                    None => continue,
+                    Some(Unseen::UnknownRecordTypes) => {
+                        stayed.insert(engine);
+                        continue;
+                    }
+                    Some(Unseen::RejectedRecord) => rejected_in(pull, &rejected),
+                    Some(Unseen::RepeatedRecord) => "a finding of its pull came twice with other bytes (the list moved while it was paged, past a record)".into(),
+                };
+                return Err(StepError::Transform {
+                    at: format!("item {key}"),
+                    source: TransformError::MoveWaits {
+                        engine,
+                        was: moved.was.clone(),
+                        now: moved.now.clone(),
+                        why,
+                    },
+                });
+            }
+        }
+        let mut held_where_they_are = BTreeMap::new();
+        for engine in &stayed {
+            let stays = moving.remove(engine).expect("a moving engine").part;
+            held_where_they_are.insert(*engine, stays.open_findings());
+            previous.insert(*engine, stays);
         }
         let closing: u64 = pulls
             .iter_mut()
@@ -714,7 +692,8 @@ async fn transform_collected(
         }
         // An asset this run sends no line of (a clean scan: no finding, none closed) is sent
         // alone, its findings empty: the connector syncs assets, and findings ride with them.
-        // Each asset the item's engines report on (a map may move one engine alone).
+        // Each asset the item's engines report on (a map may move one engine alone; an engine
+        // that stayed reports on its old asset, which ETM has).
         let mut synced = BTreeSet::new();
         for transformer in pulls.iter().flat_map(|p| &p.transformers) {
             if transformer.figures().lines > 0 {
@@ -723,7 +702,8 @@ async fn transform_collected(
         }
         let mut alone = Vec::new();
         for transformer in pulls.iter_mut().flat_map(|p| p.transformers.iter_mut()) {
-            if synced.insert(transformer.external_asset_id())
+            if !stayed.contains(&transformer.engine())
+                && synced.insert(transformer.external_asset_id())
                 && let Some(line) = transformer.asset_line()
             {
                 alone.push(line);
@@ -731,17 +711,40 @@ async fn transform_collected(
         }
         if !alone.is_empty() {
             // Page 0 where the pull wrote none; else one past the pull's pages.
-            let number = match record.objects.len() == before_the_pull {
-                true => 0,
-                false => pulls.iter().map(|p| p.pages.end).max().unwrap_or_default(),
+            let number = if record.objects.is_empty() {
+                0
+            } else {
+                pulls.iter().map(|p| p.pages.end).max().unwrap_or_default()
             };
             let etm_key = run.etm_page(key, number);
             let (entry, body) = pack_lines(&etm_key, &alone, 0);
             store.put(&etm_key, body).await?;
             record.objects.push(entry);
         }
+        // The moved engines' findings, closed on the asset ETM has them on.
+        let mut moved: BTreeMap<Engine, Closed> = BTreeMap::new();
+        if moving.values().any(|m| m.part.open_findings() > 0) {
+            let entry = put_lines_written(store, &run.moved_closures(key), |out| {
+                for (engine, Move { now, part, .. }) in &mut moving {
+                    let reason = format!(
+                        "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
+                        item.run.run_id
+                    );
+                    let lines = part.closure_lines(max);
+                    let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
+                    debug_assert!(of_part.get(engine).is_none_or(|c| c.lines == lines));
+                    Closed::add_by_engine(&mut moved, of_part);
+                }
+                Ok(moved.values().map(|c| c.findings).sum())
+            })
+            .await?;
+            record.objects.push(entry);
+            for closed in moved.values() {
+                record.figures.count_closures(*closed);
+            }
+        }
         // The next ledger: each engine's, and as they were the parts of engines with no scan
-        // this run (nothing of theirs is closed).
+        // this run, or that stayed where they are (nothing of theirs is closed).
         let mut next = LedgerParts::default();
         let mut by_engine = BTreeMap::new();
         for transformer in pulls.into_iter().flat_map(|p| p.transformers) {
@@ -752,6 +755,11 @@ async fn transform_collected(
                     at: format!("item {key}"),
                     source,
                 })?;
+            if let Some(held) = held_where_they_are.get(&engine) {
+                // Its ledger is of the new asset, empty: its part goes on as it was.
+                done.figures.held_for_unknown_record_types += held;
+                done.ledger = None;
+            }
             record.figures.add(&done.figures);
             rejected.add(std::mem::take(&mut done.rejected));
             collisions.add(std::mem::take(&mut done.collisions));
@@ -785,12 +793,12 @@ async fn transform_collected(
             rejected.store(store, &run.rejected(key)).await?;
         (record.collisions, record.collisions_object) =
             collisions.store(store, &run.collisions(key)).await?;
-        // What closed on a moved asset's old id counts with its engine (pulled or not).
+        // What closed on a moved engine's old asset counts with its engine.
         for (engine, closed_on_the_old_asset) in moved {
             by_engine
                 .entry(engine)
                 .or_default()
-                .add(&closed_on_the_old_asset);
+                .count_closures(closed_on_the_old_asset);
         }
         if connection.plans.len() > 1 {
             record.by_engine = by_engine;

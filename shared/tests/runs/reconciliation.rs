@@ -1717,7 +1717,7 @@ async fn closed_and_sent(
                 finding["externalFindingId"].as_str().unwrap().to_string(),
             );
             if object.key.ends_with(CLOSURES) {
-                closed.insert(key);
+                assert!(closed.insert(key), "closed once");
             } else {
                 sent.insert(key);
             }
@@ -1742,7 +1742,6 @@ async fn a_moved_asset_whose_pull_rejects_a_record_moves_on_the_next_clean_pull(
         "rekeyed-rejected",
         fault,
         100,
-        &[cxone_etm::Engine::Sast],
         "1 record(s) of its pull were rejected",
     )
     .await;
@@ -1760,28 +1759,98 @@ async fn a_moved_asset_whose_list_moves_while_it_is_paged_moves_on_the_next_clea
         "rekeyed-repeated",
         fault,
         7,
-        &[cxone_etm::Engine::Sast],
         "a finding of its pull came twice with other bytes",
     )
     .await;
 }
 
-/// The same where the vendor renamed KICS's record type (`kics` served as `iac`): the pull holds
-/// no KICS record, so KICS's findings may all be there under the new name.
+/// A map that moves SAST's and KICS's findings to the project's name, in a run where the vendor
+/// renamed KICS's record type in one project's scan (`kics` served as `iac`): its pull holds no
+/// KICS record, so KICS's findings may all be there under the new name. KICS stays on the old
+/// asset that run, its findings held open there (`heldForUnknownRecordTypes`), while SAST moves
+/// and the run is complete; the next clean run moves KICS: its findings close on the old asset,
+/// each once, and go NEW on the new one.
 #[tokio::test]
-async fn a_moved_asset_whose_engine_type_was_renamed_moves_on_the_next_clean_pull() {
-    let fault = FaultSpec {
-        record_type_renamed: Some(("kics".into(), "iac".into())),
-        ..FaultSpec::default()
-    };
-    a_moved_asset_waits_for_a_clean_pull(
-        "rekeyed-renamed",
-        fault,
-        100,
-        &[cxone_etm::Engine::Sast, cxone_etm::Engine::Kics],
-        "its pull held no kics record beside records of a type Checkmarx One is not known to send (iac)",
-    )
-    .await;
+async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_come_back() {
+    use cxone_etm::Engine;
+    let (store, dir) = temp_store("rekeyed-renamed");
+    let emulator = emulator(shape(PROJECTS, 1)).await;
+    let mut config = connection(&emulator, "rekeyed-renamed", ConnectorKind::Sast).config;
+    config.engines = Some(vec![Engine::Sast, Engine::Kics]);
+    let m1 = first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
+    let victim = emulator
+        .expected()
+        .projects
+        .into_iter()
+        .find(|p| p.main_branch_sast_scan.is_some())
+        .unwrap();
+    let before = m1.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    let open_kics: BTreeSet<(String, String, String)> = findings_in(&store, &before.objects)
+        .await
+        .into_iter()
+        .filter(|(line, f)| line["engine"] == "kics" && f["findingStatus"] != "FIXED")
+        .map(|(_, f)| {
+            let id = f["externalFindingId"].as_str().unwrap().to_string();
+            ("kics".to_string(), victim.id.clone(), id)
+        })
+        .collect();
+    assert!(!open_kics.is_empty());
+
+    config.transform_maps = vec![assets_by_name(Engine::Sast), assets_by_name(Engine::Kics)];
+    let by_name = config.validate().unwrap();
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            record_type_renamed: Some(("kics".into(), "iac".into())),
+            only_matching: victim.main_branch_sast_scan.clone(),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    assert!(second.complete, "{:?}", second.problems);
+    let m2 = manifest(&store, &second.manifest).await;
+    let stayed = m2.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    let (closed, sent) = by_engine(&store, &stayed.objects).await;
+    assert!(
+        closed
+            .iter()
+            .all(|(engine, asset, _)| engine == "sast" && asset == &victim.id)
+    );
+    assert!(!closed.is_empty(), "SAST moved");
+    assert!(
+        sent.keys()
+            .all(|(engine, asset, _)| engine == "sast" && asset == &victim.name),
+        "{sent:?}"
+    );
+    let kics = &stayed.by_engine[&Engine::Kics];
+    assert_eq!(
+        kics.held_for_unknown_record_types,
+        open_kics.len() as u64,
+        "{kics:?}"
+    );
+
+    let third = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    let m3 = manifest(&store, &third.manifest).await;
+    let moved = m3.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    let (closed, sent) = by_engine(&store, &moved.objects).await;
+    assert_eq!(
+        closed, open_kics,
+        "KICS's findings close on the old asset once seen"
+    );
+    for ((engine, asset, id), lifecycle) in &sent {
+        assert_eq!(asset, &victim.name, "{engine} {id}");
+        let expected: &[&str] = match engine.as_str() {
+            "kics" => &["NEW", "FIXED"],
+            _ => &["ACTIVE", "FIXED"],
+        };
+        assert!(
+            expected.contains(&lifecycle.as_str()),
+            "{engine} {id}: {lifecycle}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Run 1 by project id; run 2 by project name with `fault` on the results of one project's
@@ -1791,14 +1860,12 @@ async fn a_moved_asset_waits_for_a_clean_pull(
     id: &str,
     mut fault: FaultSpec,
     page_size: u32,
-    engines: &[cxone_etm::Engine],
     why: &str,
 ) {
     let (store, dir) = temp_store(id);
     let emulator = emulator(shape(PROJECTS, 1)).await;
     let mut by_id = connection(&emulator, id, ConnectorKind::Sast).config;
     by_id.vendor.results_page_size = page_size;
-    by_id.engines = Some(engines.to_vec());
     let by_id = by_id.validate().unwrap();
     let m1 = first_complete_run(&store, &by_id, &emulator).await;
     let victim = emulator
@@ -1823,7 +1890,7 @@ async fn a_moved_asset_waits_for_a_clean_pull(
     assert!(!open_before.is_empty());
 
     let mut by_name = by_id.config.clone();
-    by_name.transform_maps = engines.iter().map(|e| assets_by_name(*e)).collect();
+    by_name.transform_map = Some(sast_assets_by_name());
     let by_name = by_name.validate().unwrap();
     fault.only_matching = victim.main_branch_sast_scan.clone();
     emulator.set_fault(Endpoint::Results, fault);
@@ -1835,11 +1902,20 @@ async fn a_moved_asset_waits_for_a_clean_pull(
     let reason = waited.reason.as_deref().unwrap_or_default();
     assert!(
         reason.contains(why)
-            && reason.contains(&format!("ETM holds its open findings on {}", victim.id))
-            && reason.contains("moves in the first run whose pull shows every record"),
+            && reason.contains(&format!(
+                "sast's findings another externalAssetId ({}; ETM holds them open on {})",
+                victim.name, victim.id
+            ))
+            && reason.contains("they move in the first run whose pull shows every record"),
         "{reason}"
     );
-    assert!(waited.objects.is_empty(), "{:?}", waited.objects);
+    // Nothing of it is left beside the failure's record (no page, no closures).
+    let run_ref = cxone_etm::layout::RunRef {
+        connection_id: id.to_string(),
+        run_id: m2.run_id.clone(),
+    };
+    let left = store.list(&run_ref.etm_prefix(&waited.item)).await.unwrap();
+    assert_eq!(left, vec![run_ref.transform_record(&waited.item)]);
     assert_eq!(waited.carried_forward, open_before.len() as u64);
     // The others moved.
     let moved = m2
