@@ -33,7 +33,7 @@ pub const DAST_SCAN: &str = "dast-scan.json";
 /// Closure records of findings no longer reported, in an item's etm folder.
 pub const CLOSURES: &str = "closures.ndjson.gz";
 /// Closure records of the findings an engine had open on the asset the transform map moved it
-/// from, in an item's etm folder.
+/// from, in an item's etm folder (its name ends as [`CLOSURES`] does, which the tests read).
 pub const MOVED_CLOSURES: &str = "moved-closures.ndjson.gz";
 /// Every rejected record of an item that had more than the manifest lists: one JSON line each.
 pub const REJECTED: &str = "rejected.ndjson.gz";

@@ -865,12 +865,6 @@ impl Ledger {
         self.findings.iter().filter(|(_, e)| e.open).count() as u64
     }
 
-    /// How many lines [`close_all`] writes to close every open finding of this one engine's
-    /// part, `per_line` findings a line.
-    pub fn closure_lines(&self, per_line: usize) -> u64 {
-        self.open_findings().div_ceil(per_line.max(1) as u64)
-    }
-
     /// A closure record for a finding that was open and is absent now, written into `out` (the
     /// line that carries it): no record is built apart from its line, as millions may close at
     /// once.

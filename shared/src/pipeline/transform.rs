@@ -205,11 +205,69 @@ fn given_up(item: &WorkItem) -> StepError {
 }
 
 /// An engine's part of the last committed ledger, on the asset ETM holds its findings on (`was`),
-/// where the map now names another (`now`).
+/// where the map now names another (`now`); emptied once closed.
 struct Move {
     was: String,
     now: String,
     part: Ledger,
+}
+
+/// What [`close_moved`] closed, per engine, and the object it wrote them in.
+struct Moved {
+    closed: BTreeMap<Engine, Closed>,
+    object: Option<ObjectEntry>,
+}
+
+/// Closes the open findings of each moving engine's part on its old asset, in the item's
+/// `moved-closures` object (each engine's lines numbered from 0), and lets the parts go.
+async fn close_moved(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    key: &str,
+    context: &TransformContext,
+    legacy: Engine,
+    max: usize,
+    moving: &mut BTreeMap<Engine, Move>,
+) -> Result<Moved, StepError> {
+    let mut closed: BTreeMap<Engine, Closed> = BTreeMap::new();
+    let mut object = None;
+    if moving.values().any(|m| m.part.open_findings() > 0) {
+        let entry = put_lines_written(store, &run.moved_closures(key), |out| {
+            for Move { now, part, .. } in moving.values_mut() {
+                let reason = format!(
+                    "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
+                    context.run_id
+                );
+                let of_part = close_all(part, context, legacy, None, &reason, max, out)?;
+                Closed::add_by_engine(&mut closed, of_part);
+            }
+            Ok(closed.values().map(|c| c.findings).sum())
+        })
+        .await?;
+        object = Some(entry);
+    }
+    for moving in moving.values_mut() {
+        moving.part = Ledger::default();
+    }
+    Ok(Moved { closed, object })
+}
+
+/// The item's part of each engine of its last committed run's ledger (none on a first run).
+async fn previous_ledger(
+    store: &impl ObjectStore,
+    item: &WorkItem,
+    legacy: Engine,
+) -> Result<BTreeMap<Engine, Ledger>, StepError> {
+    let Some(previous_run) = &item.previous_run else {
+        return Ok(BTreeMap::new());
+    };
+    let key = item.run.sibling(previous_run).ledger(&item.item);
+    match get_gzip_json::<LedgerByEngine>(store, &key).await? {
+        Some(stored) => stored
+            .into_parts(legacy)
+            .map_err(|full| StepError::bad_object(&key, full)),
+        None => Ok(BTreeMap::new()),
+    }
 }
 
 /// Why a moved engine waits, where a record of its pull was rejected: how many, and the item's
@@ -331,18 +389,7 @@ async fn transform_collected(
             crate::packing::free_page_buffers();
             crate::process::release_free_memory();
         }
-        let mut previous = match &item.previous_run {
-            Some(previous_run) => {
-                let key = run.sibling(previous_run).ledger(key);
-                match get_gzip_json::<LedgerByEngine>(store, &key).await? {
-                    Some(stored) => stored
-                        .into_parts(legacy)
-                        .map_err(|full| StepError::bad_object(&key, full))?,
-                    None => BTreeMap::new(),
-                }
-            }
-            None => BTreeMap::new(),
-        };
+        let mut previous = previous_ledger(store, item, legacy).await?;
         if !release.large
             && previous
                 .values()
@@ -442,10 +489,10 @@ async fn transform_collected(
             });
         }
         // An engine pulled now whose map gives the item another `externalAssetId` than its part
-        // of the last committed ledger (a map changed between runs) moves: it starts afresh on
-        // the new asset, and once its pull is read its open findings close on the asset ETM has
-        // them on (`moved-closures`, numbered before its lines). An engine not pulled now keeps
-        // its part where it is (the ledger's `engineAssets`) until its scan is pulled.
+        // of the last committed ledger (a map changed between runs) moves: its open findings close
+        // on the asset ETM has them on, before the pull (`moved-closures`; the part is not held
+        // beside the new one), and it starts afresh on the new asset. An engine not pulled now
+        // keeps its part where it is (the ledger's `engineAssets`) until its scan is pulled.
         // Read before a moved engine's part goes: its findings come again, NEW, under the same ids.
         let pulled = pulls
             .iter()
@@ -466,10 +513,14 @@ async fn transform_collected(
                 moving.insert(engine, Move { was, now, part });
             }
         }
+        let mut moved = close_moved(store, run, key, &context, legacy, max, &mut moving).await?;
+        if let Some(entry) = &moved.object {
+            record.objects.push(entry.clone());
+        }
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
-                if let Some(moved) = moving.get(&transformer.engine()) {
-                    transformer.number_lines_after(moved.part.closure_lines(max));
+                if let Some(closed) = moved.closed.get(&transformer.engine()) {
+                    transformer.number_lines_after(closed.lines);
                 }
                 if let Some(ids) = other_engines_ids.get(&transformer.engine()) {
                     transformer.beside_ids_of_other_engines(ids.clone());
@@ -644,7 +695,10 @@ async fn transform_collected(
         for pull in &pulls {
             for transformer in &pull.transformers {
                 let engine = transformer.engine();
-                let Some(moved) = moving.get(&engine).filter(|m| m.part.open_findings() > 0) else {
+                let Some(moving) = moving
+                    .get(&engine)
+                    .filter(|_| moved.closed.contains_key(&engine))
+                else {
                     continue;
                 };
                 let why = match transformer.unseen() {
@@ -660,18 +714,40 @@ async fn transform_collected(
                     at: format!("item {key}"),
                     source: TransformError::MoveWaits {
                         engine,
-                        was: moved.was.clone(),
-                        now: moved.now.clone(),
+                        was: moving.was.clone(),
+                        now: moving.now.clone(),
                         why,
                     },
                 });
             }
         }
+        // An engine that stays: its part, closed in `moved-closures` before the pull, is read
+        // again and goes on as it was; the others' closures are written again without its.
         let mut held_where_they_are = BTreeMap::new();
-        for engine in &stayed {
-            let stays = moving.remove(engine).expect("a moving engine").part;
-            held_where_they_are.insert(*engine, stays.open_findings());
-            previous.insert(*engine, stays);
+        if !stayed.is_empty() {
+            let mut again = previous_ledger(store, item, legacy).await?;
+            for engine in &stayed {
+                let stays = again.remove(engine).unwrap_or_default();
+                held_where_they_are.insert(*engine, stays.open_findings());
+                previous.insert(*engine, stays);
+                moving.remove(engine);
+            }
+            for (engine, moving) in &mut moving {
+                moving.part = again.remove(engine).unwrap_or_default();
+            }
+            drop(again);
+            let object = moved.object.as_ref().map(|o| o.key.clone());
+            record.objects.retain(|o| Some(&o.key) != object.as_ref());
+            if let Some(object) = object {
+                store.delete(&object).await?;
+            }
+            moved = close_moved(store, run, key, &context, legacy, max, &mut moving).await?;
+            if let Some(entry) = &moved.object {
+                record.objects.insert(0, entry.clone());
+            }
+        }
+        for closed in moved.closed.values() {
+            record.figures.count_closures(*closed);
         }
         let closing: u64 = pulls
             .iter_mut()
@@ -721,28 +797,6 @@ async fn transform_collected(
             store.put(&etm_key, body).await?;
             record.objects.push(entry);
         }
-        // The moved engines' findings, closed on the asset ETM has them on.
-        let mut moved: BTreeMap<Engine, Closed> = BTreeMap::new();
-        if moving.values().any(|m| m.part.open_findings() > 0) {
-            let entry = put_lines_written(store, &run.moved_closures(key), |out| {
-                for (engine, Move { now, part, .. }) in &mut moving {
-                    let reason = format!(
-                        "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
-                        item.run.run_id
-                    );
-                    let lines = part.closure_lines(max);
-                    let of_part = close_all(part, &context, legacy, None, &reason, max, out)?;
-                    debug_assert!(of_part.get(engine).is_none_or(|c| c.lines == lines));
-                    Closed::add_by_engine(&mut moved, of_part);
-                }
-                Ok(moved.values().map(|c| c.findings).sum())
-            })
-            .await?;
-            record.objects.push(entry);
-            for closed in moved.values() {
-                record.figures.count_closures(*closed);
-            }
-        }
         // The next ledger: each engine's, and as they were the parts of engines with no scan
         // this run, or that stayed where they are (nothing of theirs is closed).
         let mut next = LedgerParts::default();
@@ -768,9 +822,12 @@ async fn transform_collected(
                 next.absorb(engine, ledger);
             }
         }
-        if !next.is_empty() {
+        if !next.is_empty() || !stayed.is_empty() {
             for (engine, untouched) in previous {
-                record.carried += untouched.open_findings();
+                // An engine that stayed was pulled: its findings are counted held, not carried.
+                if !stayed.contains(&engine) {
+                    record.carried += untouched.open_findings();
+                }
                 next.absorb(engine, untouched);
             }
             // An attempt that outlived its run or finalize's wait for it (Step Functions retried
@@ -794,7 +851,7 @@ async fn transform_collected(
         (record.collisions, record.collisions_object) =
             collisions.store(store, &run.collisions(key)).await?;
         // What closed on a moved engine's old asset counts with its engine.
-        for (engine, closed_on_the_old_asset) in moved {
+        for (engine, closed_on_the_old_asset) in moved.closed {
             by_engine
                 .entry(engine)
                 .or_default()

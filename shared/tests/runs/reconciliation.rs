@@ -1829,6 +1829,10 @@ async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_co
         open_kics.len() as u64,
         "{kics:?}"
     );
+    assert_eq!(
+        stayed.carried_forward, 0,
+        "held, not carried: KICS was pulled"
+    );
 
     let third = run(&store, &by_name, api_key(&emulator)).await.unwrap();
     assert!(third.complete, "{:?}", third.problems);
