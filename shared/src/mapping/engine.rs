@@ -1141,12 +1141,13 @@ impl<'p> ItemTransformer<'p> {
         // An asset the asset-type filter leaves out sends nothing: its findings stay as they
         // were, on the asset ETM holds them on and of the branch they came from, whatever the map
         // and the scan say now (a move or a change of branch counts once it is sent again).
-        let (asset, branch_now) = match self.rules.emit || previous.asset.is_empty() {
-            true => (
+        let (asset, branch_now) = if self.rules.emit || previous.asset.is_empty() {
+            (
                 String::from_utf8_lossy(&self.asset).into_owned(),
                 branch.map(str::to_string),
-            ),
-            false => (previous.asset.clone(), previous.branch.clone()),
+            )
+        } else {
+            (previous.asset.clone(), previous.branch.clone())
         };
         let vendor_item_id = self.vendor_item_id.clone();
         let branch_switched = previous.branch.as_deref() != branch;

@@ -1843,17 +1843,7 @@ async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_co
         closed, open_kics,
         "KICS's findings close on the old asset once seen"
     );
-    for ((engine, asset, id), lifecycle) in &sent {
-        assert_eq!(asset, &victim.name, "{engine} {id}");
-        let expected: &[&str] = match engine.as_str() {
-            "kics" => &["NEW", "FIXED"],
-            _ => &["ACTIVE", "FIXED"],
-        };
-        assert!(
-            expected.contains(&lifecycle.as_str()),
-            "{engine} {id}: {lifecycle}"
-        );
-    }
+    all_sent_on(&sent, &victim.name, "kics");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -1971,6 +1961,23 @@ async fn by_engine(
         }
     }
     (closed, sent)
+}
+
+/// Every finding of `sent` (as [`by_engine`] answers) is on `asset`: NEW (or FIXED) where its
+/// engine is `moved`, which starts afresh there, ACTIVE (or FIXED) for the engines already there.
+fn all_sent_on(sent: &BTreeMap<(String, String, String), String>, asset: &str, moved: &str) {
+    for ((engine, on, id), lifecycle) in sent {
+        assert_eq!(on, asset, "{engine} {id}");
+        let expected = if engine == moved {
+            ["NEW", "FIXED"]
+        } else {
+            ["ACTIVE", "FIXED"]
+        };
+        assert!(
+            expected.contains(&lifecycle.as_str()),
+            "{engine} {id}: {lifecycle}"
+        );
+    }
 }
 
 /// A map change of one engine alone (SAST keyed by the project's name, SCA still by its id):
@@ -2143,17 +2150,7 @@ async fn an_engine_not_pulled_when_the_asset_moves_keeps_its_findings_until_its_
         open_of(&staying.id, "sca").len(),
         "{closed:?}"
     );
-    for ((engine, asset, id), lifecycle) in &sent {
-        assert_eq!(asset, &staying.name, "{engine} {id}");
-        let expected: &[&str] = match engine.as_str() {
-            "sca" => &["NEW", "FIXED"],
-            _ => &["ACTIVE", "FIXED"],
-        };
-        assert!(
-            expected.contains(&lifecycle.as_str()),
-            "{engine} {id}: {lifecycle}"
-        );
-    }
+    all_sent_on(&sent, &staying.name, "sca");
     let gone = m3
         .deleted_items
         .iter()
