@@ -743,6 +743,42 @@ async fn an_engine_whose_record_type_the_vendor_renamed_closes_nothing() {
     assert_eq!(closed_findings(&m3), 0, "nothing is closed");
 }
 
+/// The rename beside records with no `type` (one a page): a record no engine can be told for
+/// holds every engine's absent findings, KICS's among them. Each is held once, for the first
+/// reason (`heldForRejectedRecords`), none closed, and the next clean run reopens nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_record_type_beside_untyped_records_holds_each_finding_once() {
+    let emulator = emulator(shape(2, None)).await;
+    let connection = every_engine(&emulator, "retyped-untyped");
+    let (store, _dir) = temp_store("engines-retyped-untyped");
+    let faults = FaultSpec {
+        record_type_renamed: Some(("kics".into(), "iac".into())),
+        untyped_rate: 1.0,
+        ..FaultSpec::default()
+    };
+    let (m1, m2, _) = clean_then_faulted(&emulator, &store, &connection, faults).await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    assert_eq!(
+        closed_findings(&m2),
+        0,
+        "nothing is closed: {:?}",
+        m2.totals
+    );
+    assert!(m2.totals.rejected > 0, "{:?}", m2.totals);
+    assert!(m2.totals.skipped_by_type.contains_key("iac"));
+    let kics_before = &m1.totals_by_engine[&Engine::Kics];
+    let kics_open = kics_before.findings_out - kics_before.fixed;
+    let kics = &m2.totals_by_engine[&Engine::Kics];
+    assert_eq!(kics.held_for_rejected_records, kics_open, "{kics:?}");
+    assert_eq!(kics.held_for_unknown_record_types, 0, "{kics:?}");
+
+    let third = run(&store, &connection, api_key(&emulator)).await.unwrap();
+    let m3 = manifest(&store, &third.manifest).await;
+    assert!(m3.complete, "{:?}", m3.problems);
+    nothing_new_or_reopened(&m3, "m3");
+    assert_eq!(closed_findings(&m3), 0, "nothing is closed");
+}
+
 /// A finding edited while its scan's results were paged, and moved to a later page (the emulator's
 /// `move-first-to-end`): it comes twice, with other bytes each time, so collect counts both and
 /// finds the pull whole, while the record it pushed back one place goes unseen. The repeat holds

@@ -1773,11 +1773,59 @@ async fn a_moved_asset_whose_list_moves_while_it_is_paged_moves_on_the_next_clea
 #[tokio::test]
 async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_come_back() {
     use cxone_etm::Engine;
-    let (store, dir) = temp_store("rekeyed-renamed");
+    a_renamed_engine_stays(
+        "rekeyed-renamed",
+        vec![Engine::Sast, Engine::Kics],
+        SecondRun::Whole,
+    )
+    .await;
+}
+
+/// The same with KICS the connection's only engine: every engine of the item stays, so the
+/// transform writes the item's ledger from the stayed part alone. Without it, the next run would
+/// find no ledger and close nothing on the old asset.
+#[tokio::test]
+async fn an_item_whose_every_moved_engine_stays_keeps_its_ledger_for_the_next_run() {
+    use cxone_etm::Engine;
+    a_renamed_engine_stays("rekeyed-all-stay", vec![Engine::Kics], SecondRun::Whole).await;
+}
+
+/// The same with the transform's process killed right after it deleted the item's moved closures
+/// (to write them again without KICS's), before it wrote them again: the state machine's retry
+/// starts over from the last committed ledger and ends as an attempt never killed.
+#[tokio::test]
+async fn a_transform_killed_between_deleting_and_rewriting_moved_closures_is_retried_to_the_same_end()
+ {
+    use cxone_etm::Engine;
+    a_renamed_engine_stays(
+        "rekeyed-killed",
+        vec![Engine::Sast, Engine::Kics],
+        SecondRun::KilledBetweenDeleteAndRewrite,
+    )
+    .await;
+}
+
+/// How run 2 of [`a_renamed_engine_stays`] runs.
+#[derive(Clone, Copy, PartialEq)]
+enum SecondRun {
+    /// As the runner runs it.
+    Whole,
+    /// Step by step, as the state machine runs it, the process of the transform that deletes
+    /// the moved closures killed right after the deletion; that transform retried.
+    KilledBetweenDeleteAndRewrite,
+}
+
+/// Run 1 by project id, of `engines` (KICS among them); run 2 by project name (`second`), with
+/// one project's KICS records served as `iac`: KICS stays on that project's old asset, held, and
+/// the other engines move; run 3, clean, moves KICS.
+async fn a_renamed_engine_stays(id: &str, engines: Vec<cxone_etm::Engine>, second: SecondRun) {
+    use cxone_etm::Engine;
+    let (local, dir) = temp_store(id);
+    let store = CrashingStore::new(local);
     let emulator = emulator(shape(PROJECTS, 1)).await;
-    let mut config = connection(&emulator, "rekeyed-renamed", ConnectorKind::Sast).config;
-    config.engines = Some(vec![Engine::Sast, Engine::Kics]);
-    let m1 = first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
+    let mut config = connection(&emulator, id, ConnectorKind::Sast).config;
+    config.engines = Some(engines.clone());
+    let m1 = first_complete_run(&store.inner, &config.clone().validate().unwrap(), &emulator).await;
     let victim = emulator
         .expected()
         .projects
@@ -1785,7 +1833,7 @@ async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_co
         .find(|p| p.main_branch_sast_scan.is_some())
         .unwrap();
     let before = m1.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
-    let open_kics: BTreeSet<(String, String, String)> = findings_in(&store, &before.objects)
+    let open_kics: BTreeSet<(String, String, String)> = findings_in(&store.inner, &before.objects)
         .await
         .into_iter()
         .filter(|(line, f)| line["engine"] == "kics" && f["findingStatus"] != "FIXED")
@@ -1796,7 +1844,7 @@ async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_co
         .collect();
     assert!(!open_kics.is_empty());
 
-    config.transform_maps = vec![assets_by_name(Engine::Sast), assets_by_name(Engine::Kics)];
+    config.transform_maps = engines.iter().map(|e| assets_by_name(*e)).collect();
     let by_name = config.validate().unwrap();
     emulator.set_fault(
         Endpoint::Results,
@@ -1806,24 +1854,42 @@ async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_co
             ..FaultSpec::default()
         },
     );
-    let second = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    let m2 = match second {
+        SecondRun::Whole => {
+            let second = run(&store.inner, &by_name, api_key(&emulator))
+                .await
+                .unwrap();
+            manifest(&store.inner, &second.manifest).await
+        }
+        SecondRun::KilledBetweenDeleteAndRewrite => {
+            killed_between_delete_and_rewrite(&store, &by_name, &emulator).await
+        }
+    };
     emulator.clear_faults();
-    assert!(second.complete, "{:?}", second.problems);
-    let m2 = manifest(&store, &second.manifest).await;
+    assert!(m2.complete, "{:?}", m2.problems);
     let stayed = m2.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
-    let (closed, sent) = by_engine(&store, &stayed.objects).await;
+    let (closed, sent) = by_engine(&store.inner, &stayed.objects).await;
     assert!(
         closed
             .iter()
-            .all(|(engine, asset, _)| engine == "sast" && asset == &victim.id)
+            .all(|(engine, asset, _)| engine != "kics" && asset == &victim.id),
+        "{closed:?}"
     );
-    assert!(!closed.is_empty(), "SAST moved");
+    assert_eq!(
+        !closed.is_empty(),
+        engines.contains(&Engine::Sast),
+        "SAST moved"
+    );
     assert!(
         sent.keys()
-            .all(|(engine, asset, _)| engine == "sast" && asset == &victim.name),
+            .all(|(engine, asset, _)| engine != "kics" && asset == &victim.name),
         "{sent:?}"
     );
-    let kics = &stayed.by_engine[&Engine::Kics];
+    // An item's figures are told by engine only where the connection has more than one.
+    let kics = stayed
+        .by_engine
+        .get(&Engine::Kics)
+        .unwrap_or(&stayed.figures);
     assert_eq!(
         kics.held_for_unknown_record_types,
         open_kics.len() as u64,
@@ -1834,17 +1900,62 @@ async fn a_moved_engine_whose_record_type_was_renamed_stays_until_its_records_co
         "held, not carried: KICS was pulled"
     );
 
-    let third = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    let third = run(&store.inner, &by_name, api_key(&emulator))
+        .await
+        .unwrap();
     assert!(third.complete, "{:?}", third.problems);
-    let m3 = manifest(&store, &third.manifest).await;
+    let m3 = manifest(&store.inner, &third.manifest).await;
     let moved = m3.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
-    let (closed, sent) = by_engine(&store, &moved.objects).await;
+    let (closed, sent) = by_engine(&store.inner, &moved.objects).await;
     assert_eq!(
         closed, open_kics,
         "KICS's findings close on the old asset once seen"
     );
     all_sent_on(&sent, &victim.name, "kics");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// A run step by step as the state machine runs it, where the one transform that deletes an
+/// item's moved closures is killed right after the deletion and retried.
+async fn killed_between_delete_and_rewrite(
+    store: &CrashingStore,
+    c: &cxone_etm::pipeline::Connection,
+    emulator: &Emulator,
+) -> Manifest {
+    use cxone_etm::pipeline::{VendorAccess, begin_run, collect, finalize, plan, transform};
+    let run = begin_run(
+        store,
+        &c.config.id,
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = VendorAccess::new(
+        c.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = plan(store, &vendor, c, &run, 1).await.unwrap();
+    store.crash_after_deleting(cxone_etm::layout::MOVED_CLOSURES);
+    let mut killed = 0;
+    for item in groups.iter().flat_map(|g| &g.items) {
+        collect(store, &vendor, c, item, None).await.unwrap();
+        if let Err(error) = transform(store, c, item).await {
+            assert!(matches!(error, StepError::Store(_)), "{error}");
+            let moved_closures = run.moved_closures(&item.item);
+            assert!(
+                store.get(&moved_closures).await.unwrap().is_none(),
+                "killed between the deletion and the rewrite"
+            );
+            killed += 1;
+            store.revive();
+            transform(store, c, item).await.unwrap();
+        }
+    }
+    assert_eq!(killed, 1, "one item's moved closures were written again");
+    finalize(store, c, &run).await.unwrap()
 }
 
 /// Run 1 by project id; run 2 by project name with `fault` on the results of one project's
@@ -2977,6 +3088,8 @@ struct Crash {
     refused: Vec<String>,
     /// Dies partway through the next streamed write of a key ending so.
     midway: Option<String>,
+    /// Dies right after deleting a key ending so.
+    after_deleting: Option<String>,
     /// Whether a streamed write was cut off.
     cut: bool,
     dead: bool,
@@ -3013,6 +3126,14 @@ impl CrashingStore {
     fn crash_midway(&self, suffix: &str) {
         *self.crash.lock().unwrap() = Crash {
             midway: Some(suffix.to_string()),
+            ..Crash::default()
+        };
+    }
+
+    /// Dies right after the next deletion of a key ending with `suffix`.
+    fn crash_after_deleting(&self, suffix: &str) {
+        *self.crash.lock().unwrap() = Crash {
+            after_deleting: Some(suffix.to_string()),
             ..Crash::default()
         };
     }
@@ -3108,7 +3229,16 @@ impl ObjectStore for CrashingStore {
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.check(key)?;
-        self.inner.delete(key).await
+        self.inner.delete(key).await?;
+        let mut crash = self.crash.lock().unwrap();
+        if crash
+            .after_deleting
+            .as_ref()
+            .is_some_and(|s| key.ends_with(s.as_str()))
+        {
+            crash.dead = true;
+        }
+        Ok(())
     }
 }
 
