@@ -12,7 +12,7 @@ use cxone_etm::pipeline::{
 };
 use cxone_etm::store::ObjectStore;
 
-use crate::call;
+use crate::{call, trigger};
 use cxone_etm::lambda::VendorHosts;
 use cxone_etm_e2e::{emulator_host, fixture, vendor_settings};
 use serde_json::{Value, json};
@@ -58,12 +58,9 @@ fn body(response: &Value) -> Value {
 #[tokio::test]
 async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     let f = fixture().await;
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-    .expect("scheduled trigger");
+    let started = trigger(&f.runtime, event("trigger-schedule.json"))
+        .await
+        .expect("scheduled trigger");
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
     // The trigger answers before any vendor call: the state machine plans (its first state).
     assert!(started.get("planned").is_none(), "{started}");
@@ -89,12 +86,9 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     assert_eq!(planned["items"], 10);
     assert_eq!(planned["run"], started["run"]);
 
-    let refused = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-api-start-run.json"),
-    )
-    .await
-    .unwrap();
+    let refused = trigger(&f.runtime, event("trigger-api-start-run.json"))
+        .await
+        .unwrap();
     assert_eq!(
         refused["statusCode"], 409,
         "a second trigger while the run holds the lock"
@@ -131,24 +125,16 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     );
 
     // The show-run sample names a run that does not exist; the same route with the real id shows it.
-    let missing = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-api-show-run.json"),
-    )
-    .await
-    .unwrap();
+    let missing = trigger(&f.runtime, event("trigger-api-show-run.json"))
+        .await
+        .unwrap();
     assert_eq!(missing["statusCode"], 404);
     let show = api_event(
         "trigger-api-show-run.json",
         "GET",
         &format!("/connections/demo-sast/runs/{}", run.run_id),
     );
-    let shown = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        show.clone(),
-    )
-    .await
-    .unwrap();
+    let shown = trigger(&f.runtime, show.clone()).await.unwrap();
     assert_eq!(shown["statusCode"], 200);
     // Invoked directly (route key `$default`) for an API with a named stage (not `$default`):
     // the stage at the raw path's start.
@@ -156,14 +142,7 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     staged["routeKey"] = json!("$default");
     staged["requestContext"]["stage"] = json!("prod");
     staged["rawPath"] = json!(format!("/prod/connections/demo-sast/runs/{}", run.run_id));
-    let answer = |request: Value| async {
-        call(
-            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-            request,
-        )
-        .await
-        .unwrap()
-    };
+    let answer = |request: Value| async { trigger(&f.runtime, request).await.unwrap() };
     assert_eq!(answer(staged.clone()).await["body"], shown["body"]);
     staged["rawPath"] = json!(format!("/prodx/connections/demo-sast/runs/{}", run.run_id));
     assert_eq!(answer(staged).await["statusCode"], 404);
@@ -175,12 +154,7 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
     // the run's.
     let marker = f.runtime.store.get(&run.commit_marker()).await.unwrap();
     f.runtime.store.delete(&run.commit_marker()).await.unwrap();
-    let shown = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        show.clone(),
-    )
-    .await
-    .unwrap();
+    let shown = trigger(&f.runtime, show.clone()).await.unwrap();
     assert_eq!(body(&shown)["committed"], false, "{shown}");
     assert!(body(&shown).get("complete").is_none(), "{shown}");
     assert!(body(&shown).get("findings").is_none(), "{shown}");
@@ -190,12 +164,9 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
         .await
         .unwrap();
 
-    let status = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-api-show-connection.json"),
-    )
-    .await
-    .unwrap();
+    let status = trigger(&f.runtime, event("trigger-api-show-connection.json"))
+        .await
+        .unwrap();
     assert_eq!(status["statusCode"], 200);
     let status = body(&status);
     assert_eq!(
@@ -208,21 +179,15 @@ async fn the_sample_events_run_a_whole_connection_through_the_four_handlers() {
         "{status}"
     );
 
-    let tested = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-api-test-connection.json"),
-    )
-    .await
-    .unwrap();
+    let tested = trigger(&f.runtime, event("trigger-api-test-connection.json"))
+        .await
+        .unwrap();
     assert_eq!(tested["statusCode"], 200);
     assert_eq!(body(&tested)["passed"], true, "{}", body(&tested));
 
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-api-start-run.json"),
-    )
-    .await
-    .unwrap();
+    let started = trigger(&f.runtime, event("trigger-api-start-run.json"))
+        .await
+        .unwrap();
     assert_eq!(
         started["statusCode"],
         202,
@@ -310,12 +275,7 @@ async fn the_plan_sample_event_plans_the_run_it_names() {
     store_run_record(&f, &run, RunState::Scheduled, None).await;
     // Not while the run does not hold the lock (its start failed, the lock released): the run
     // and the connection are left as they are.
-    let refused = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        sample.clone(),
-    )
-    .await
-    .unwrap_err();
+    let refused = trigger(&f.runtime, sample.clone()).await.unwrap_err();
     assert_eq!(refused.error_type, "Fatal");
     assert!(
         refused.error_message.contains("no longer holds"),
@@ -332,12 +292,7 @@ async fn the_plan_sample_event_plans_the_run_it_names() {
     let unmoved = stored_run_record(&f, &run).await;
     assert_eq!(unmoved.state, RunState::Scheduled);
     hold_lock(&f, &run).await;
-    let planned = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        sample,
-    )
-    .await
-    .expect("plan");
+    let planned = trigger(&f.runtime, sample).await.expect("plan");
     assert_eq!(planned["items"], 10, "{planned}");
     let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
     assert_eq!(items.len(), 10);
@@ -362,22 +317,16 @@ async fn a_plan_that_fails_for_good_fails_the_run_and_releases_its_lock() {
         },
     );
     f.emulator.reset_traffic();
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-api-start-run.json"),
-    )
-    .await
-    .unwrap();
+    let started = trigger(&f.runtime, event("trigger-api-start-run.json"))
+        .await
+        .unwrap();
     assert_eq!(started["statusCode"], 202, "{}", body(&started));
     let traffic = f.emulator.traffic();
     assert!(traffic.requests.is_empty(), "no vendor call: {traffic:?}");
     let started = body(&started);
-    let error = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        json!({"plan": {"run": started["run"]}}),
-    )
-    .await
-    .unwrap_err();
+    let error = trigger(&f.runtime, json!({"plan": {"run": started["run"]}}))
+        .await
+        .unwrap_err();
     f.emulator.clear_faults();
     assert_eq!(error.error_type, "Fatal", "{error:?}");
     assert!(
@@ -416,12 +365,9 @@ async fn a_plan_that_fails_for_good_fails_the_run_and_releases_its_lock() {
     );
     assert!(!is_stored(&f, &run.commit_marker()).await);
     // The lock went with the failed run: the next start is accepted.
-    let again = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-api-start-run.json"),
-    )
-    .await
-    .unwrap();
+    let again = trigger(&f.runtime, event("trigger-api-start-run.json"))
+        .await
+        .unwrap();
     assert_eq!(again["statusCode"], 202, "{}", body(&again));
 }
 
@@ -496,12 +442,9 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
         refused.to_string().contains("invalid type: integer `3`"),
         "{refused}"
     );
-    let error = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        json!({"connectionId": "nobody"}),
-    )
-    .await
-    .unwrap_err();
+    let error = trigger(&f.runtime, json!({"connectionId": "nobody"}))
+        .await
+        .unwrap_err();
     assert_eq!(error.error_type, "Fatal");
     assert!(
         error
@@ -514,12 +457,9 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
         .put(&config_key("broken"), br#"{"id": 3}"#.to_vec().into())
         .await
         .unwrap();
-    let error = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        json!({"connectionId": "broken"}),
-    )
-    .await
-    .unwrap_err();
+    let error = trigger(&f.runtime, json!({"connectionId": "broken"}))
+        .await
+        .unwrap_err();
     assert_eq!(error.error_type, "Fatal");
     assert!(
         error.error_message.contains("config field `id`"),
@@ -533,9 +473,7 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
         "/connections/demo-sast/runs",
     );
     bare.as_object_mut().unwrap().remove("pathParameters");
-    let answer = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), bare)
-        .await
-        .unwrap();
+    let answer = trigger(&f.runtime, bare).await.unwrap();
     assert_eq!(answer["statusCode"], 400, "{answer}");
     let error = body(&answer)["error"].as_str().unwrap().to_string();
     assert!(
@@ -548,20 +486,13 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
         "POST",
         "/connections/nobody/runs",
     );
-    assert_eq!(
-        call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), api)
-            .await
-            .unwrap()["statusCode"],
-        404
-    );
+    assert_eq!(trigger(&f.runtime, api).await.unwrap()["statusCode"], 404);
     // A path no route of the template matches reaches the function only through a catch-all
     // route (`$default`) or a direct invoke.
     let mut wrong = event("trigger-api-test-connection.json");
     wrong["rawPath"] = json!("/elsewhere");
     wrong["routeKey"] = json!("$default");
-    let answer = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), wrong)
-        .await
-        .unwrap();
+    let answer = trigger(&f.runtime, wrong).await.unwrap();
     assert_eq!(answer["statusCode"], 404);
     assert!(
         body(&answer)["error"]
@@ -605,12 +536,9 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
             serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["schedule"].clone()
         }
     };
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("from-template", &config),
-    )
-    .await
-    .expect("the template's config is stored and run");
+    let started = trigger(&f.runtime, schedule("from-template", &config))
+        .await
+        .expect("the template's config is stored and run");
     let status = f.runtime.status("from-template").await.unwrap();
     assert_eq!(
         status.state.state,
@@ -637,33 +565,22 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     // A later schedule event with another config does not replace the stored one.
     let mut changed = config.clone();
     changed["schedule"]["start_date"] = json!("2016-01-01");
-    let _ = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("from-template", &changed),
-    )
-    .await;
+    let _ = trigger(&f.runtime, schedule("from-template", &changed)).await;
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2026-01-01"
     );
 
-    let ended = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("ended", &changed),
-    )
-    .await;
+    let ended = trigger(&f.runtime, schedule("ended", &changed)).await;
     assert_held(ended, "the schedule ended on 2021-01-01");
 
     // A schedule's config is checked as a stored one: no credential from the function's own
     // environment, and nothing stored.
     let mut borrowing = config.clone();
     borrowing["secret"] = json!("env:AWS_SECRET_ACCESS_KEY");
-    let refused = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("borrowing", &borrowing),
-    )
-    .await
-    .unwrap_err();
+    let refused = trigger(&f.runtime, schedule("borrowing", &borrowing))
+        .await
+        .unwrap_err();
     assert_eq!(refused.error_type, "Fatal");
     assert!(
         refused.error_message.contains("config field `secret`")
@@ -675,11 +592,7 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
 
     let mut later = config.clone();
     later["schedule"]["start_date"] = json!("2099-01-01");
-    let early = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("not-yet", &later),
-    )
-    .await;
+    let early = trigger(&f.runtime, schedule("not-yet", &later)).await;
     assert_held(early, "the schedule starts on 2099-01-01");
 
     // A connection stored without a schedule (as `connection put` of a plain config leaves it):
@@ -696,19 +609,12 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
     assert!(demo.get("schedule").is_none());
     demo["schedule"] =
         json!({"expression": "rate(1 day)", "timezone": "UTC", "start_date": "2099-01-01"});
-    let early = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("demo-sast", &demo),
-    )
-    .await;
+    let early = trigger(&f.runtime, schedule("demo-sast", &demo)).await;
     assert_held(early, "starts on 2099-01-01");
     demo["schedule"]["start_date"] = json!("2026-01-01");
-    call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        schedule("demo-sast", &demo),
-    )
-    .await
-    .expect("within the event's schedule");
+    trigger(&f.runtime, schedule("demo-sast", &demo))
+        .await
+        .expect("within the event's schedule");
     let status = f.runtime.status("demo-sast").await.unwrap();
     let began: jiff::Timestamp = status.state.last_scheduled_run_at.unwrap().parse().unwrap();
     assert_eq!(
@@ -716,8 +622,8 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
         Some((began + jiff::SignedDuration::from_hours(24)).to_string())
     );
 
-    let mismatch = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
+    let mismatch = trigger(
+        &f.runtime,
         json!({"connectionId": "other", "connection": config}),
     )
     .await
@@ -731,11 +637,7 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
 
 /// Triggers the schedule's start of `demo-sast`.
 async fn scheduled_start(f: &cxone_etm_e2e::Fixture) -> Result<Value, lambda_runtime::Diagnostic> {
-    call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
+    trigger(&f.runtime, event("trigger-schedule.json")).await
 }
 
 /// A schedule's tick refused by design is held: answered (not failed, so that Lambda does not
@@ -800,12 +702,9 @@ async fn a_state_machine_that_refuses_the_start_fails_the_run_and_frees_the_conn
 async fn a_start_whose_answer_is_lost_finds_its_execution_by_name_and_the_run_goes_on() {
     let f = fixture().await;
     f.starts.lose_next_answer();
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-    .expect("the run started");
+    let started = trigger(&f.runtime, event("trigger-schedule.json"))
+        .await
+        .expect("the run started");
     let starts = f.starts.starts();
     assert_eq!(starts.len(), 1);
     assert!(
@@ -825,11 +724,7 @@ async fn a_start_whose_answer_is_lost_finds_its_execution_by_name_and_the_run_go
     };
     assert_eq!(stored_run_record(&f, &run).await.state, RunState::Scheduled);
     // The lock is the run's: a second trigger is refused.
-    let refused = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await;
+    let refused = trigger(&f.runtime, event("trigger-schedule.json")).await;
     assert_held(refused, "already");
 }
 
@@ -1063,12 +958,7 @@ async fn refused_before_anything_is_sent(f: &cxone_etm_e2e::Fixture, config: &Va
     f.emulator.reset_traffic();
     let path = format!("/connections/{id}/test");
     let request = api_event("trigger-api-test-connection.json", "POST", &path);
-    let answer = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        request,
-    )
-    .await
-    .unwrap();
+    let answer = trigger(&f.runtime, request).await.unwrap();
     assert_eq!(answer["statusCode"], 409, "{answer}");
     assert_eq!(
         f.emulator.traffic().requests.values().sum::<u64>(),
@@ -1120,12 +1010,7 @@ async fn a_config_naming_a_host_the_stack_does_not_allow_is_refused_before_anyth
     let mut scheduled = event("trigger-schedule.json");
     scheduled["connectionId"] = json!("registered-elsewhere");
     scheduled["connection"] = config;
-    let refused = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        scheduled,
-    )
-    .await
-    .unwrap_err();
+    let refused = trigger(&f.runtime, scheduled).await.unwrap_err();
     assert!(
         refused.error_message.contains("vendor.custom_api_url")
             && refused.error_message.contains("VendorHosts"),
@@ -1148,11 +1033,7 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
     let api = |method: &str, path: &str| {
         let request = api_event("trigger-api-start-run.json", method, path);
         let runtime = &f.runtime;
-        async move {
-            call(|e| cxone_etm_trigger::handler::handle(runtime, e), request)
-                .await
-                .unwrap()
-        }
+        async move { trigger(runtime, request).await.unwrap() }
     };
     let keys = || async { f.runtime.store.list("").await.unwrap() };
     let stored_before = keys().await;
@@ -1186,12 +1067,7 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
     let held = "demo-sast/runs/20261122T000000Z-000001";
     confused["rawPath"] = json!(format!("/connections/{held}"));
     confused["pathParameters"] = json!({"id": held});
-    let answer = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        confused,
-    )
-    .await
-    .unwrap();
+    let answer = trigger(&f.runtime, confused).await.unwrap();
     assert_eq!(answer["statusCode"], 400, "{answer}");
     let error = body(&answer)["error"].as_str().unwrap().to_string();
     assert!(
@@ -1203,12 +1079,7 @@ async fn hostile_connection_ids_are_refused_before_they_become_keys() {
     assert_eq!(unknown["statusCode"], 404, "{unknown}");
     let mut scheduled = event("trigger-schedule.json");
     scheduled["connectionId"] = json!("../demo-sast");
-    let refused = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        scheduled,
-    )
-    .await
-    .unwrap_err();
+    let refused = trigger(&f.runtime, scheduled).await.unwrap_err();
     assert!(
         refused
             .error_message
@@ -1252,9 +1123,7 @@ async fn step_events_naming_hostile_runs_are_refused() {
     };
     let mut plan = event("trigger-plan.json");
     plan["plan"]["run"]["runId"] = json!("../20261122T000000Z-000001");
-    let error = call(|e| cxone_etm_trigger::handler::handle(&f.runtime, e), plan)
-        .await
-        .unwrap_err();
+    let error = trigger(&f.runtime, plan).await.unwrap_err();
     refused(error, "run id input: '../20261122T000000Z-000001' must be");
     let mut finalize = event("finalize.json");
     finalize["run"]["connectionId"] = json!("demo sast");
@@ -1298,9 +1167,7 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
         async move {
             let path = format!("/connections/{id}/test");
             let request = api_event("trigger-api-test-connection.json", "POST", &path);
-            let answer = call(|e| cxone_etm_trigger::handler::handle(runtime, e), request)
-                .await
-                .unwrap();
+            let answer = trigger(runtime, request).await.unwrap();
             assert_eq!(answer["statusCode"], 200, "{id}: a report, not a refusal");
             body(&answer)
         }
@@ -1351,12 +1218,9 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
 /// The state machine's first state for the run `started` (the trigger's answer or the
 /// execution's input) names: the plan, in the trigger's function. Answers the planned run.
 async fn plan(f: &cxone_etm_e2e::Fixture, started: &Value) -> Value {
-    call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        json!({"plan": {"run": started["run"]}}),
-    )
-    .await
-    .expect("plan")
+    trigger(&f.runtime, json!({"plan": {"run": started["run"]}}))
+        .await
+        .expect("plan")
 }
 
 /// The Distributed Map: each work list line (a group of items) through collect, then the same
@@ -1397,14 +1261,7 @@ async fn collect_and_transform(f: &cxone_etm_e2e::Fixture, work: &[u8]) -> u64 {
 #[tokio::test]
 async fn a_config_put_during_a_run_applies_from_the_next_run() {
     let f = fixture().await;
-    let trigger = |request: Value| async {
-        call(
-            |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-            request,
-        )
-        .await
-        .expect("trigger")
-    };
+    let trigger = |request: Value| async { trigger(&f.runtime, request).await.expect("trigger") };
     let started = trigger(event("trigger-schedule.json")).await;
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
     let began = f.runtime.store.get(&config_key("demo-sast")).await.unwrap();
@@ -1464,12 +1321,9 @@ async fn a_config_put_during_a_run_applies_from_the_next_run() {
 /// A scheduled run of the fixture's connection, started and planned: the plan's answer, the run
 /// and its work list's items.
 async fn scheduled_run(f: &cxone_etm_e2e::Fixture) -> (Value, RunRef, Vec<WorkItem>) {
-    let started = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        event("trigger-schedule.json"),
-    )
-    .await
-    .expect("scheduled trigger");
+    let started = trigger(&f.runtime, event("trigger-schedule.json"))
+        .await
+        .expect("scheduled trigger");
     let planned = plan(f, &started).await;
     let run: RunRef = serde_json::from_value(started["run"].clone()).unwrap();
     let (items, _) = read_work_list(&f.runtime.store, &run).await.unwrap();
@@ -1953,12 +1807,9 @@ async fn a_run_whose_start_cannot_be_read_is_not_planned() {
         .await
         .unwrap();
     f.emulator.reset_traffic();
-    let error = call(
-        |e| cxone_etm_trigger::handler::handle(&f.runtime, e),
-        json!({"plan": {"run": started["run"]}}),
-    )
-    .await
-    .expect_err("the run's start cannot be read");
+    let error = trigger(&f.runtime, json!({"plan": {"run": started["run"]}}))
+        .await
+        .expect_err("the run's start cannot be read");
     assert_eq!(error.error_type, "Fatal", "{}", error.error_message);
     for part in [
         run.run_record().as_str(),

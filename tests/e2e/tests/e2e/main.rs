@@ -42,6 +42,14 @@ where
     }
 }
 
+/// The trigger function's handler over `runtime`, for an event that must decode.
+async fn trigger(
+    runtime: &cxone_etm::lambda::Runtime<cxone_etm::store::MemoryStore>,
+    event: Value,
+) -> Result<Value, Diagnostic> {
+    call(|e| cxone_etm_trigger::handler::handle(runtime, e), event).await
+}
+
 /// [`through`] for an event that must decode (the sample events do).
 async fn call<I, O, F, Fut>(handler: F, event: Value) -> Result<Value, Diagnostic>
 where
