@@ -18,7 +18,7 @@ use crate::pipeline::{
     ItemStatus, Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger,
     VendorAccess, WorkGroup, begin_run, begin_run_recovering, check_key_segment, collect_group,
     config_key, connection_status, fail_run, finalize, never_started_holder, plan,
-    record_event_schedule, record_registration, transform_group,
+    record_event_schedule, record_registration, schedule_config_key, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -604,15 +604,16 @@ impl<S: BucketStore> Runtime<S> {
         }
     }
 
-    /// Stores the config a schedule carries (the template's parameters) as
-    /// `connections/<id>/config.json` only when the connection has none: the stored config is the
-    /// source of truth, and what a user put there (`cxone-etm connection put`, a custom map and
-    /// scoring) is never replaced by a schedule. Answers whether it was stored.
-    pub async fn register_if_absent(
+    /// Stores the config a schedule carries (the stack's parameters) as
+    /// `connections/<id>/config.json` when the connection has none, or replaces the one an
+    /// earlier tick stored when the parameters changed since (a redeploy that corrects the tenant,
+    /// region or secret). A config put otherwise (`cxone-etm connection put`, a custom map and
+    /// scoring) is the source of truth: never replaced by a schedule.
+    pub async fn register_from_schedule(
         &self,
         id: &str,
         config: ConnectionConfig,
-    ) -> Result<bool, StepError> {
+    ) -> Result<ScheduleConfig, StepError> {
         if config.id != id {
             return Err(StepError::BadEvent {
                 what: "schedule".into(),
@@ -622,21 +623,38 @@ impl<S: BucketStore> Runtime<S> {
                 ),
             });
         }
-        let body = serde_json::to_vec_pretty(&config).expect("configs serialize");
+        let body =
+            bytes::Bytes::from(serde_json::to_vec_pretty(&config).expect("configs serialize"));
         let connection = validated_on_aws(config, &self.vendor_hosts).map_err(|errors| {
             StepError::BadConfig {
                 source_name: format!("connection '{id}'"),
                 errors,
             }
         })?;
-        let stored = self
-            .store
-            .put_if_absent(&config_key(id), body.into())
-            .await?;
-        if stored {
-            record_registration(&self.store, id, connection.schedule.is_some()).await?;
+        let (key, from_schedule) = (config_key(id), schedule_config_key(id));
+        // The schedule's copy first where the config is new: a tick cut off between the two
+        // writes leaves a config equal to the event's, whose copy the next tick writes.
+        let Some(stored) = self.store.get(&key).await? else {
+            self.store.put(&from_schedule, body.clone()).await?;
+            if self.store.put_if_absent(&key, body).await? {
+                record_registration(&self.store, id, connection.schedule.is_some()).await?;
+                return Ok(ScheduleConfig::Stored);
+            }
+            return Ok(ScheduleConfig::Kept);
+        };
+        let copy = self.store.get(&from_schedule).await?;
+        if stored == body {
+            if copy.as_ref() != Some(&body) {
+                self.store.put(&from_schedule, body).await?;
+            }
+            return Ok(ScheduleConfig::Unchanged);
         }
-        Ok(stored)
+        if copy.as_ref() != Some(&stored) {
+            return Ok(ScheduleConfig::Kept);
+        }
+        self.store.put(&key, body.clone()).await?;
+        self.store.put(&from_schedule, body).await?;
+        Ok(ScheduleConfig::Replaced)
     }
 
     /// The stored config of connection `id` (`connections/<id>/config.json`): its bytes, and the
@@ -786,6 +804,21 @@ impl<S: BucketStore> Runtime<S> {
         )
         .await)
     }
+}
+
+/// What [`Runtime::register_from_schedule`] did with the config a schedule's tick carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleConfig {
+    /// The connection had none: stored.
+    Stored,
+    /// The stored config was the one an earlier tick stored, and the stack's parameters changed
+    /// since: replaced.
+    Replaced,
+    /// The stored config is the parameters' own.
+    Unchanged,
+    /// The stored config was put otherwise (`cxone-etm connection put`) and differs from the
+    /// stack's parameters: kept, the source of truth.
+    Kept,
 }
 
 /// What the trigger hands the state machine and answers its caller. The state machine plans the

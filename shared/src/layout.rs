@@ -127,6 +127,12 @@ pub fn config_key(connection_id: &str) -> String {
     format!("connections/{connection_id}/config.json")
 }
 
+/// The config a schedule last stored from the stack's parameters: while the connection's config
+/// is still this one (no `cxone-etm connection put` since), a redeploy's parameters replace it.
+pub fn schedule_config_key(connection_id: &str) -> String {
+    format!("connections/{connection_id}/schedule-config.json")
+}
+
 pub fn state_key(connection_id: &str) -> String {
     format!("connections/{connection_id}/state.json")
 }

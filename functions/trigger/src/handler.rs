@@ -15,7 +15,8 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use cxone_etm::lambda::{
-    PlanInput, PlannedRun, Runtime, StartedRun, Summarized, plan_task, show_run, start_run,
+    PlanInput, PlannedRun, Runtime, ScheduleConfig, StartedRun, Summarized, plan_task, show_run,
+    start_run,
 };
 use cxone_etm::metrics::Summary;
 use cxone_etm::pipeline::{ConnectionConfig, HELD, StepError, Trigger, check_key_segment};
@@ -24,9 +25,10 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
 
 /// EventBridge Scheduler's input: the connection to run and, from the template, a starting config.
-/// The config in the bucket is the source of truth: the schedule's config is stored only when the
-/// connection has none, so a connection changed with `cxone-etm connection put` (its map and
-/// scoring included) is never replaced by a scheduled run.
+/// The config in the bucket is the source of truth: the schedule's config is stored when the
+/// connection has none, and replaces only one an earlier tick stored (a redeploy with corrected
+/// parameters), so a connection changed with `cxone-etm connection put` (its map and scoring
+/// included) is never replaced by a scheduled run.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Scheduled {
@@ -152,12 +154,20 @@ pub async fn handle(
         .connection
         .as_ref()
         .and_then(|config| config.schedule.clone());
-    if let Some(config) = scheduled.connection
-        && runtime
-            .register_if_absent(&scheduled.connection_id, config)
-            .await?
-    {
-        tracing::info!(connection = %scheduled.connection_id, "stored the schedule's config: the connection had none");
+    if let Some(config) = scheduled.connection {
+        let id = &scheduled.connection_id;
+        match runtime.register_from_schedule(id, config).await? {
+            ScheduleConfig::Stored => {
+                tracing::info!(connection = %id, "stored the schedule's config (the stack's parameters): the connection had none");
+            }
+            ScheduleConfig::Replaced => {
+                tracing::info!(connection = %id, "replaced the config an earlier tick stored: the stack's parameters changed since");
+            }
+            ScheduleConfig::Kept => {
+                tracing::warn!(connection = %id, "the stack's parameters differ from the stored config, which was put with `cxone-etm connection put`: the stored config is used; to take the parameters, put them with `connection put`, or delete connections/{id}/config.json and the next tick stores them");
+            }
+            ScheduleConfig::Unchanged => {}
+        }
     }
     match start_run(
         runtime,

@@ -47,7 +47,7 @@ pub use schedule::{NextRun, ParsedSchedule, Schedule};
 pub use status::{ConnectionStatus, connection_status};
 pub use transform::transform;
 
-pub use crate::layout::{RunRef, config_key, item_key, lock_key, state_key};
+pub use crate::layout::{RunRef, config_key, item_key, lock_key, schedule_config_key, state_key};
 
 /// Now, RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {

@@ -503,7 +503,8 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
 }
 
 #[tokio::test]
-async fn scheduled_events_store_the_template_config_only_once_and_respect_the_schedule_dates() {
+async fn scheduled_events_store_the_template_config_replace_only_their_own_and_respect_the_schedule_dates()
+ {
     let f = fixture().await;
     let mut config = serde_json::to_value(ConnectionConfig::new(
         "from-template",
@@ -562,10 +563,55 @@ async fn scheduled_events_store_the_template_config_only_once_and_respect_the_sc
         Some((began + jiff::SignedDuration::from_hours(24)).to_string())
     );
 
-    // A later schedule event with another config does not replace the stored one.
+    // A later tick with other parameters (the stack redeployed) replaces the config an earlier
+    // tick stored.
     let mut changed = config.clone();
     changed["schedule"]["start_date"] = json!("2016-01-01");
     let _ = trigger(&f.runtime, schedule("from-template", &changed)).await;
+    assert_eq!(
+        stored_schedule("from-template").await["start_date"],
+        "2016-01-01"
+    );
+    // One put otherwise (as `cxone-etm connection put` puts it) is never replaced.
+    let store = &f.runtime.store;
+    let key = config_key("from-template");
+    let parameters_own = store.get(&key).await.unwrap().unwrap();
+    let mut put = changed.clone();
+    put["id"] = json!("from-template");
+    put["schedule"]["start_date"] = json!("2017-01-01");
+    let put = serde_json::to_vec_pretty(&put).unwrap();
+    store.put(&key, put.into()).await.unwrap();
+    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
+    assert_eq!(
+        stored_schedule("from-template").await["start_date"],
+        "2017-01-01"
+    );
+    // Nor is one stored before ticks kept their copy of what they stored.
+    let copy = cxone_etm::pipeline::schedule_config_key("from-template");
+    store.delete(&copy).await.unwrap();
+    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
+    assert_eq!(
+        stored_schedule("from-template").await["start_date"],
+        "2017-01-01"
+    );
+    // Unless it is the parameters' own: then the copy is written (as after a tick cut off
+    // between the config and its copy), and the next change of parameters replaces it.
+    store.put(&key, parameters_own.clone()).await.unwrap();
+    let _ = trigger(&f.runtime, schedule("from-template", &changed)).await;
+    assert_eq!(
+        store.get(&copy).await.unwrap(),
+        Some(parameters_own.clone())
+    );
+    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
+    assert_eq!(
+        stored_schedule("from-template").await["start_date"],
+        "2026-01-01"
+    );
+    // A config put that the parameters then come to equal: the copy follows it.
+    store.put(&key, parameters_own.clone()).await.unwrap();
+    let _ = trigger(&f.runtime, schedule("from-template", &changed)).await;
+    assert_eq!(store.get(&copy).await.unwrap(), Some(parameters_own));
+    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2026-01-01"
