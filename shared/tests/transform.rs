@@ -733,7 +733,15 @@ fn reconciled_pass(
     previous: cxone_etm::mapping::Ledger,
     run: &str,
 ) -> (ItemOutcome, BTreeSet<String>, u64) {
-    let body = page(records.to_vec());
+    reconciled_page(page(records.to_vec()), previous, run)
+}
+
+/// [`reconciled_pass`] over a page's bytes.
+fn reconciled_page(
+    body: Vec<u8>,
+    previous: cxone_etm::mapping::Ledger,
+    run: &str,
+) -> (ItemOutcome, BTreeSet<String>, u64) {
     let mut t = sast_transformer();
     t.expect_repeats(Arc::new(
         repeats_in(
@@ -2488,7 +2496,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
 
 #[test]
 fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
-    let cases: [(&[u8], &str); 9] = [
+    let cases: [(&[u8], &str); 8] = [
         (b"{\"results\":[{\"id\":", "cut off at line 1 column 18"),
         // Not UTF-8: in a field the map reads, in a list element it reads, in one it skips.
         (
@@ -2511,23 +2519,20 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
             b"{\"results\":[]} trailing",
             "invalid JSON at line 1 column 16",
         ),
+        // A record cut off inside the list, past one read whole.
         (
-            b"{\"results\":[{\"id\":\"a\",\"similarityId\":1e999}]}",
-            "invalid JSON at line 1 column 42",
-        ),
-        // In the first and in the last element of a list the map reads one field of: the place
-        // is the page's, where the list ends.
-        (
-            b"{\"results\":[{\"id\":\"a\",\"data\":{\"nodes\":[{\"fileName\":1e999}]}}]}",
-            "unexpected shape at line 1 column 58",
+            b"{\"results\":[{\"id\":\"a\"},{\"id\":\"b\",]}",
+            "invalid JSON at line 1 column 34",
         ),
         (
-            b"{\"results\":[{\"id\":\"a\",\"data\":{\"nodes\":[{\"fileName\":\"x\"},{\"fileName\":1e999}]}}]}",
-            "unexpected shape at line 1 column 75",
+            b"{\"results\":[{\"id\":\"a\"},{\"id\":\"b\"} {}]}",
+            "invalid JSON at line 1 column 35",
         ),
     ];
     for (n, (page, problem)) in cases.into_iter().enumerate() {
-        let e = sast_transformer().push_page(page, n as u32).unwrap_err();
+        let e = sast_transformer()
+            .push_page(page, n as u32)
+            .expect_err(problem);
         assert_eq!(
             e,
             TransformError::Page {
@@ -2536,6 +2541,60 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
             }
         );
     }
+}
+
+/// Valid JSON that serde_json lets through collect's check but the transform's reader cannot read
+/// (a `\u` escape that is not a whole UTF-16 character; a number past a 64-bit float's range,
+/// read whole or in a list's first or last element): only that record is rejected, saying why,
+/// and as a record no engine can be told for it holds every absent finding open. Before, the
+/// page failed, and with it the item, on every run the vendor sent the record.
+#[test]
+fn a_record_the_reader_cannot_read_is_rejected_alone_and_holds_the_absent() {
+    let records = vec![
+        sast_record("a", json!({})),
+        sast_record("b", json!({"description": "LONE"})),
+        sast_record("c", json!({"similarityId": "HUGE"})),
+        sast_record(
+            "d",
+            json!({"data": {"nodes": [{"fileName": "HUGE"}, {"fileName": "y"}]}}),
+        ),
+        sast_record(
+            "e",
+            json!({"data": {"nodes": [{"fileName": "x"}, {"fileName": "HUGE"}]}}),
+        ),
+        sast_record("f", json!({})),
+    ];
+    let unreadable = String::from_utf8(page(records.clone()))
+        .unwrap()
+        .replace("\"LONE\"", "\"cut \\ud83d\"")
+        .replace("\"HUGE\"", "1e999");
+    serde_json::from_str::<serde::de::IgnoredAny>(&unreadable).expect("collect's check passes it");
+    let (first, ..) = reconciled_pass(
+        &[records.clone(), vec![sast_record("gone", json!({}))]].concat(),
+        Default::default(),
+        "run-1",
+    );
+    let (second, written, closed) =
+        reconciled_page(unreadable.into_bytes(), first.ledger.unwrap(), "run-2");
+    assert_eq!(written, BTreeSet::from(["a".to_string(), "f".to_string()]));
+    let f = &second.figures;
+    assert_eq!(
+        (f.records_in, f.findings_out, f.rejected),
+        (6, 2, 4),
+        "{f:?}"
+    );
+    let rejected: Vec<u32> = second.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(rejected, [1, 2, 3, 4]);
+    assert!(
+        second
+            .rejected
+            .iter()
+            .all(|r| r.reason.contains("cannot be read past its column")),
+        "{:?}",
+        second.rejected
+    );
+    assert_eq!(closed, 0, "nothing closed: {f:?}");
+    assert_eq!(f.held_for_rejected_records, 5, "b to e and gone");
 }
 
 /// A custom map whose status value map misses a vendor status and names no default: the status

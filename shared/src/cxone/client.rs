@@ -416,6 +416,18 @@ mod tests {
         assert_eq!(records, vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b"}"#[..]]);
     }
 
+    /// Valid JSON the transform's reader cannot read (a lone UTF-16 surrogate, a number past a
+    /// 64-bit float's range) passes: the page is whole, and the transform rejects such a record
+    /// alone (`a_record_the_reader_cannot_read_is_rejected_alone_and_holds_the_absent`).
+    #[test]
+    fn valid_json_the_reader_cannot_read_passes_the_check() {
+        let body = Bytes::from_static(
+            br#"{"results":[{"id":"a\ud83d"},{"id":"b","similarityId":1e999}],"totalCount":2}"#,
+        );
+        let page = parse_list_page(body, "results", "totalCount").unwrap();
+        assert_eq!(page.records.len(), 2);
+    }
+
     #[test]
     fn broken_pages_are_described_without_their_content() {
         let cases: [(&[u8], &str); 12] = [

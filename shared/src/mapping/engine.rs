@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::batch::{LineSink, LineWriter, TransformContext, line_envelope};
 use super::catalog::{Computed, ValueType};
-use super::extract::{OnRecord, text_of, walk_page};
+use super::extract::{OnRecord, Shape, text_of, walk_page};
 use super::identity::{self, RepeatedIds};
 use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle};
 use super::map::{CompiledEntry, Layout, LayoutField, Plan};
@@ -749,11 +749,10 @@ pub struct ReadPage {
     others: Vec<Option<Value>>,
 }
 
-/// A record of a [`ReadPage`]: its index on the page, whether it was a JSON object, and where
-/// its fields are.
+/// A record of a [`ReadPage`]: its index on the page, its shape, and where its fields are.
 struct ReadRecord {
     index: u32,
-    is_object: bool,
+    shape: Shape,
     row: Row,
 }
 
@@ -789,14 +788,18 @@ impl PageReader<'_> {
             others: Vec::new(),
         };
         let mut own_rows = 0u32;
-        read_records(plan, page, number, &mut |index, is_object, slots| {
-            let other_type = plan.implicit.kind.filter(|_| is_object).and_then(|kind| {
-                let value = slots[kind].as_ref();
-                let ours = value
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| is_record_type_among(plan.kind.record_types(), k));
-                (!ours).then(|| slots[kind].take())
-            });
+        read_records(plan, page, number, &mut |index, shape, slots| {
+            let other_type = plan
+                .implicit
+                .kind
+                .filter(|_| shape == Shape::Object)
+                .and_then(|kind| {
+                    let value = slots[kind].as_ref();
+                    let ours = value
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| is_record_type_among(plan.kind.record_types(), k));
+                    (!ours).then(|| slots[kind].take())
+                });
             let row = match other_type {
                 Some(kind_value) => {
                     let kind_slot = plan.implicit.kind.expect("the type was read");
@@ -816,11 +819,7 @@ impl PageReader<'_> {
                     Row::Own(own_rows - 1)
                 }
             };
-            read.records.push(ReadRecord {
-                index,
-                is_object,
-                row,
-            });
+            read.records.push(ReadRecord { index, shape, row });
         })?;
         Ok(read)
     }
@@ -1061,18 +1060,13 @@ impl<'p> ItemTransformer<'p> {
         self.debug_assert_unsettled();
         let (rules, state) = (&self.rules, &mut self.state);
         state.original.settle();
-        read_records(
-            rules.plan,
-            page,
-            page_number,
-            &mut |index, is_object, slots| {
-                let at = At {
-                    page: page_number,
-                    index,
-                };
-                state.record(rules, at, is_object, slots);
-            },
-        )?;
+        read_records(rules.plan, page, page_number, &mut |index, shape, slots| {
+            let at = At {
+                page: page_number,
+                index,
+            };
+            state.record(rules, at, shape, slots);
+        })?;
         Ok(self.lines())
     }
 
@@ -1096,7 +1090,7 @@ impl<'p> ItemTransformer<'p> {
                 page: page.number,
                 index: record.index,
             };
-            state.record(rules, at, record.is_object, page.fields(record, width));
+            state.record(rules, at, record.shape, page.fields(record, width));
         }
         self.lines()
     }
@@ -1420,13 +1414,20 @@ impl State {
     }
 
     /// One record of a page: rejected, skipped or mapped to one finding.
-    fn record(&mut self, rules: &Rules, at: At, is_object: bool, slots: &[Option<Value>]) {
+    fn record(&mut self, rules: &Rules, at: At, shape: Shape, slots: &[Option<Value>]) {
         let plan = rules.plan;
-        if !is_object {
+        let unread = match shape {
+            Shape::Object => None,
+            Shape::NotObject => Some("the record is not a JSON object".to_string()),
+            Shape::Unreadable { column } => Some(format!(
+                "the record cannot be read past its column {column}: valid JSON, but with a `\\u` escape that is not a whole UTF-16 character or a number past a 64-bit float's range; its type unread"
+            )),
+        };
+        if let Some(reason) = unread {
             if rules.counts_untaken {
                 self.outcome.figures.records_in += 1;
                 self.hold_pull(PullHold::UnattributedRecord);
-                self.reject(rules, slots, at, "the record is not a JSON object".into());
+                self.reject(rules, slots, at, reason);
             }
             return;
         }

@@ -183,9 +183,23 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
 }
 
-/// Called for each record of the list: its index, whether it was an object, and its slots (which
-/// it may take: they are cleared before the next record).
-pub(crate) type OnRecord<'a> = dyn FnMut(u32, bool, &mut [Option<Value>]) + 'a;
+/// What a record of a page was, as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Object,
+    /// A value other than an object.
+    NotObject,
+    /// Valid JSON its reader cannot read (a `\u` escape that is not a whole UTF-16 character, a
+    /// number past a 64-bit float's range), where the column of the record says: its slots
+    /// empty. Collect's check (serde_json) lets such text through.
+    Unreadable {
+        column: usize,
+    },
+}
+
+/// Called for each record of the list: its index, its shape, and its slots (which it may take:
+/// they are cleared before the next record).
+pub(crate) type OnRecord<'a> = dyn FnMut(u32, Shape, &mut [Option<Value>]) + 'a;
 
 /// Walks `page`, a page object, to the end: reads each record of the list under `list_key` into
 /// `slots` and hands them to `on_record`. Whether the list was found; the error names what was
@@ -201,16 +215,49 @@ pub(crate) fn walk_page(
     // the strings it reads: the whole page is checked first, once.
     let text =
         std::str::from_utf8(page).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
+    let mut handed = 0u32;
+    let walked = walk(
+        text,
+        list_key,
+        tree,
+        slots,
+        &mut |index, shape, slots| {
+            handed = index + 1;
+            on_record(index, shape, slots)
+        },
+        None,
+    );
+    match walked {
+        Ok(found) => Ok(found),
+        // One record its reader cannot read fails the walk: the page is walked again record by
+        // record from that one on, each read alone, so only such a record goes unread. A page
+        // that is itself broken fails again, as before.
+        Err(first) => {
+            walk(text, list_key, tree, slots, on_record, Some(handed)).map_err(|_| fault(&first))
+        }
+    }
+}
+
+/// [`walk_page`]'s walk of UTF-8 `text`: in one pass, or (`by_record_from`) each record from that
+/// index on read alone, those before it skipped.
+fn walk(
+    text: &str,
+    list_key: &str,
+    tree: &PathTree,
+    slots: &mut Vec<Option<Value>>,
+    on_record: &mut OnRecord,
+    by_record_from: Option<u32>,
+) -> Result<bool, sonic_rs::Error> {
     let mut deserializer = sonic_rs::Deserializer::from_str(text);
     PageSeed {
         list_key,
         tree,
         slots,
         on_record,
+        by_record_from,
     }
     .deserialize(&mut deserializer)
     .and_then(|found| deserializer.end().map(|()| found))
-    .map_err(|e| fault(&e))
 }
 
 /// What was wrong with a page and where, never its text (a sonic-rs error's `Display` quotes the
@@ -230,6 +277,7 @@ struct PageSeed<'a, 'h> {
     tree: &'a PathTree,
     slots: &'a mut Vec<Option<Value>>,
     on_record: &'a mut OnRecord<'h>,
+    by_record_from: Option<u32>,
 }
 
 impl<'de> DeserializeSeed<'de> for PageSeed<'_, '_> {
@@ -256,6 +304,7 @@ impl<'de> Visitor<'de> for PageSeed<'_, '_> {
                     tree: self.tree,
                     slots: &mut *self.slots,
                     on_record: &mut *self.on_record,
+                    by_record_from: self.by_record_from,
                 })?;
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -269,6 +318,7 @@ struct ListSeed<'a, 'h> {
     tree: &'a PathTree,
     slots: &'a mut Vec<Option<Value>>,
     on_record: &'a mut OnRecord<'h>,
+    by_record_from: Option<u32>,
 }
 
 impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
@@ -290,14 +340,49 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
         let mut index = 0u32;
         loop {
             self.slots.iter_mut().for_each(|s| *s = None);
-            match seq.next_element_seed(RecordSeed {
-                tree: self.tree,
-                slots: self.slots,
-            })? {
-                Some(is_object) => (self.on_record)(index, is_object, &mut self.slots[..]),
-                None => return Ok(true),
-            }
+            let shape = match self.by_record_from {
+                None => match seq.next_element_seed(RecordSeed {
+                    tree: self.tree,
+                    slots: self.slots,
+                })? {
+                    Some(true) => Shape::Object,
+                    Some(false) => Shape::NotObject,
+                    None => return Ok(true),
+                },
+                Some(from) => match seq.next_element::<LazyValue<'de>>()? {
+                    None => return Ok(true),
+                    Some(_) if index < from => {
+                        index += 1;
+                        continue;
+                    }
+                    Some(raw) => read_alone(self.tree, raw.as_raw_str(), self.slots)
+                        .ok_or_else(|| A::Error::custom("invalid JSON"))?,
+                },
+            };
+            (self.on_record)(index, shape, &mut self.slots[..]);
             index += 1;
+        }
+    }
+}
+
+/// One record read alone from its text; one its reader cannot read leaves its slots empty.
+/// `None` where the text is not JSON (sonic-rs skips a record's text without checking all of it,
+/// so serde_json tells).
+fn read_alone(tree: &PathTree, record: &str, slots: &mut [Option<Value>]) -> Option<Shape> {
+    let mut deserializer = sonic_rs::Deserializer::from_str(record);
+    let read = RecordSeed {
+        tree,
+        slots: &mut *slots,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|is_object| deserializer.end().map(|()| is_object));
+    match read {
+        Ok(true) => Some(Shape::Object),
+        Ok(false) => Some(Shape::NotObject),
+        Err(e) => {
+            slots.iter_mut().for_each(|s| *s = None);
+            serde_json::from_str::<IgnoredAny>(record).ok()?;
+            Some(Shape::Unreadable { column: e.column() })
         }
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use sha2::Digest;
 
-use super::extract::{text_of, walk_page};
+use super::extract::{Shape, text_of, walk_page};
 use super::map::{PathTree, Plan};
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints, TextSet};
 use crate::{Engine, is_record_type_among};
@@ -289,7 +289,7 @@ impl Reading {
             return;
         }
         let kind_slot = *kind;
-        let mut on_record = |_: u32, _: bool, slots: &mut [Option<Value>]| {
+        let mut on_record = |_: u32, _: Shape, slots: &mut [Option<Value>]| {
             let reader = match kind_slot {
                 Some(kind) => {
                     let kind = slots[kind].as_ref().and_then(Value::as_str);
