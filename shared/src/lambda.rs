@@ -278,40 +278,47 @@ impl StateMachine for StepFunctions {
                 .map_err(|e| {
                     StepError::StateMachine(aws_sdk_sfn::error::DisplayErrorContext(&e).to_string())
                 })?;
-            Ok(last_task_may_run(history.events()))
+            Ok(task_may_run(history.events()))
         })
     }
 }
 
-/// Whether the last Lambda task among `events` (the task event of the highest id, whatever their
-/// order) may still be running: started and not answered, or answered by Step Functions rather
-/// than by the function (a state's timeout, a failed call to Lambda: the invocation goes on). A
-/// failure the function returned (its error type), or Lambda's ending it (`Sandbox.Timedout`,
-/// `Runtime.*`), ends it. No task event among them: it may.
-fn last_task_may_run(events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
+/// Whether a Lambda task among `events` may still be running: the last one (the task event of
+/// the highest id, whatever their order) started and not answered, or any answered by Step
+/// Functions rather than by the function (a state's timeout, a failed call to Lambda: the
+/// invocation goes on, while Step Functions retries the task). A failure the function returned
+/// (its error type), or Lambda's ending it (`Sandbox.Timedout`, `Runtime.*`), ends it. No task
+/// event among them: it may.
+fn task_may_run(events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
     use aws_sdk_sfn::types::HistoryEventType as Event;
-    let last_task = events
+    let tasks: Vec<(i64, bool, bool)> = events
         .iter()
         .filter_map(|event| {
-            let may_run = match event.r#type() {
-                Event::TaskSucceeded | Event::TaskStartFailed => false,
-                Event::TaskFailed => event
-                    .task_failed_event_details()
-                    .and_then(|failed| failed.error())
-                    .is_none_or(|error| {
-                        error.starts_with("Lambda.") || error.starts_with("States.")
-                    }),
-                Event::TaskScheduled
-                | Event::TaskStarted
-                | Event::TaskSubmitted
-                | Event::TaskSubmitFailed
-                | Event::TaskTimedOut => true,
+            // (its id, whether its task may run while nothing later answers it, whether it may
+            // run whatever comes later)
+            let (pending, unanswered) = match event.r#type() {
+                Event::TaskSucceeded | Event::TaskStartFailed => (false, false),
+                Event::TaskFailed => {
+                    let lost = event
+                        .task_failed_event_details()
+                        .and_then(|failed| failed.error())
+                        .is_none_or(|error| {
+                            error.starts_with("Lambda.") || error.starts_with("States.")
+                        });
+                    (lost, lost)
+                }
+                Event::TaskSubmitFailed | Event::TaskTimedOut => (true, true),
+                Event::TaskScheduled | Event::TaskStarted | Event::TaskSubmitted => (true, false),
                 _ => return None,
             };
-            Some((event.id(), may_run))
+            Some((event.id(), pending, unanswered))
         })
-        .max_by_key(|(id, _)| *id);
-    last_task.is_none_or(|(_, may_run)| may_run)
+        .collect();
+    let last_pending = tasks
+        .iter()
+        .max_by_key(|(id, ..)| *id)
+        .is_none_or(|(_, pending, _)| *pending);
+    last_pending || tasks.iter().any(|(.., unanswered)| *unanswered)
 }
 
 /// An execution a [`RecordedStarts`] was asked to start.
@@ -362,7 +369,7 @@ impl RecordedStarts {
     }
 
     /// The execution named `name` ends with `status` (an operator stopped it: ABORTED), `ago`
-    /// before now, with its last task answered or still running.
+    /// before now, with every task answered or one still running.
     pub fn end(&self, name: &str, status: &str, ago: std::time::Duration, task_running: bool) {
         let end = RecordedEnd {
             status: status.to_string(),
@@ -974,7 +981,7 @@ async fn take_lock(
 }
 
 /// `holder`, when it runs no more and no task it started can still be running: its execution
-/// has ended and its last task had answered, or it ended [`LONGEST_INVOCATION`] ago (a plan or
+/// has ended and every task it started had answered, or it ended [`LONGEST_INVOCATION`] ago (a plan or
 /// finalize still running could otherwise commit beside the next run, or delete its lock); or it
 /// has no execution, and the trigger that took its lock has ended ([`never_started_holder`]).
 async fn ended_holder(
@@ -1571,7 +1578,7 @@ mod tests {
     }
 
     #[test]
-    fn the_last_task_of_a_history_may_run_unless_the_function_answered() {
+    fn a_task_of_a_history_may_run_unless_the_function_answered() {
         let plan_answered = [
             (1, "ExecutionStarted", None),
             (2, "TaskStateEntered", None),
@@ -1584,9 +1591,9 @@ mod tests {
             (9, "ExecutionAborted", None),
         ];
         let mut events = history(&plan_answered);
-        assert!(!last_task_may_run(&events), "stopped during the Map");
+        assert!(!task_may_run(&events), "stopped during the Map");
         events.reverse();
-        assert!(!last_task_may_run(&events), "newest first, the same");
+        assert!(!task_may_run(&events), "newest first, the same");
 
         let finalize_running = [
             (5, "TaskSucceeded", None),
@@ -1595,7 +1602,7 @@ mod tests {
             (11, "ExecutionAborted", None),
         ];
         assert!(
-            last_task_may_run(&history(&finalize_running)),
+            task_may_run(&history(&finalize_running)),
             "stopped while finalize ran"
         );
         let function_failed = [
@@ -1604,7 +1611,7 @@ mod tests {
             (12, "ExecutionAborted", None),
         ];
         assert!(
-            !last_task_may_run(&history(&function_failed)),
+            !task_may_run(&history(&function_failed)),
             "the function answered with its error"
         );
         let killed = [
@@ -1612,26 +1619,36 @@ mod tests {
             (11, "TaskFailed", Some("Sandbox.Timedout")),
         ];
         assert!(
-            !last_task_may_run(&history(&killed)),
+            !task_may_run(&history(&killed)),
             "Lambda ended the invocation"
         );
         for error in ["Lambda.ServiceException", "States.Timeout"] {
             let unanswered = [(10, "TaskStarted", None), (11, "TaskFailed", Some(error))];
             assert!(
-                last_task_may_run(&history(&unanswered)),
+                task_may_run(&history(&unanswered)),
                 "{error}: the invocation may go on"
             );
         }
+        // A finalize whose answer was lost, retried; the retry answered with its error: the first
+        // attempt's invocation may still be at work (found by a review: the lock was taken over).
+        let lost_then_answered = [
+            (10, "TaskStarted", None),
+            (11, "TaskFailed", Some("Lambda.ServiceException")),
+            (13, "TaskStarted", None),
+            (14, "TaskFailed", Some("Retryable")),
+            (15, "ExecutionAborted", None),
+        ];
+        assert!(
+            task_may_run(&history(&lost_then_answered)),
+            "an earlier attempt may go on"
+        );
         let timed_out = [(10, "TaskStarted", None), (11, "TaskTimedOut", None)];
         assert!(
-            last_task_may_run(&history(&timed_out)),
+            task_may_run(&history(&timed_out)),
             "a state's timeout stops no Lambda"
         );
         let no_task = [(1, "ExecutionStarted", None), (2, "ExecutionAborted", None)];
-        assert!(
-            last_task_may_run(&history(&no_task)),
-            "nothing tells: it may"
-        );
+        assert!(task_may_run(&history(&no_task)), "nothing tells: it may");
     }
 
     #[test]
