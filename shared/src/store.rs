@@ -29,7 +29,9 @@ impl StoreError {
 
 pub trait ObjectStore: Send + Sync {
     fn put(&self, key: &str, body: Bytes) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Writes only when the key does not exist yet; `false` when it did (nothing written).
+    /// Writes only when the key does not exist yet; `false` when it did (nothing written). On S3,
+    /// an object of exactly these bytes found there counts as written: the SDK's retry of this
+    /// very write, whose first attempt landed.
     fn put_if_absent(
         &self,
         key: &str,
@@ -388,11 +390,15 @@ impl S3Store {
     }
 
     /// PutObject with `If-None-Match: *`: `false` when the key exists (412), or when another
-    /// conditional write of it is in flight (409).
+    /// conditional write of it is in flight (409). An object of exactly `ours` found there is
+    /// this write's: the SDK retries a PutObject whose answer was lost (a reset, a 500), and the
+    /// retry of one that landed meets its own object (taken for another writer's, a plan would
+    /// delete its own work list, a lock refuse its own run).
     async fn put_body_if_absent(
         &self,
         key: &str,
         body: aws_sdk_s3::primitives::ByteStream,
+        ours: impl FnOnce() -> std::io::Result<Bytes> + Send,
     ) -> Result<bool, StoreError> {
         let result = self
             .client
@@ -406,12 +412,12 @@ impl S3Store {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.raw_response()
-                    .is_some_and(|r| r.status().as_u16() == 412 || r.status().as_u16() == 409) =>
-            {
-                Ok(false)
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                let standing = self.get(key).await?;
+                let ours = ours().map_err(|e| self.spool_failed(key, e))?;
+                Ok(standing.is_some_and(|standing| standing == ours))
             }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 409) => Ok(false),
             Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
         }
     }
@@ -555,7 +561,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        self.put_body_if_absent(key, body.into()).await
+        self.put_body_if_absent(key, body.clone().into(), || Ok(body))
+            .await
     }
 
     /// Spooled to a temporary file, then sent from it with the condition.
@@ -563,8 +570,9 @@ impl ObjectStore for S3Store {
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
     {
-        let (_spool, body) = self.spooled(key, write).await?;
-        self.put_body_if_absent(key, body).await
+        let (spool, body) = self.spooled(key, write).await?;
+        self.put_body_if_absent(key, body, || std::fs::read(spool.path()).map(Bytes::from))
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
