@@ -112,6 +112,18 @@ tenant = template["Parameters"]["Tenant"]["AllowedPattern"]
 check(all(re.fullmatch(tenant, t) for t in ("acme", "acme-corp.eu", "a_b", ".a"))
       and not any(re.fullmatch(tenant, t) for t in ("", ".", "..", "a/b", "a b")),
       f"the Tenant parameter's pattern takes a dot segment or a slash, or refuses a tenant name: {tenant}")
+# Every region name and alias the functions know (any case) and a region's URL deploy; an AWS
+# region or a typo does not (it would deploy, and every tick would be refused).
+region_source = (root / "shared/src/cxone/region.rs").read_text()
+known_regions = re.findall(r'name: "([^"]+)"', region_source) + [
+    alias for aliases in re.findall(r"aliases: &\[([^\]]*)\]", region_source)
+    for alias in re.findall(r'"([^"]+)"', aliases)]
+region = template["Parameters"]["VendorRegion"]["AllowedPattern"]
+check(len(known_regions) >= 10
+      and all(re.fullmatch(region, r) and re.fullmatch(region, r.lower()) for r in known_regions)
+      and re.fullmatch(region, "https://eu.ast.checkmarx.net") and re.fullmatch(region, template["Parameters"]["VendorRegion"]["Default"])
+      and not any(re.fullmatch(region, r) for r in ("", "eu-west-1", "EUROPE", "https://a/b", "http://eu.ast.checkmarx.net")),
+      f"the VendorRegion parameter's pattern refuses a region the functions know, or takes one they refuse: {region} ({known_regions})")
 # Scheduler invokes the trigger asynchronously: Lambda's own retries would repeat a refused or
 # failed tick minutes later as a run of its own.
 check(functions["TriggerFunction"]["Properties"].get("EventInvokeConfig", {}).get("MaximumRetryAttempts") == 0,

@@ -19,7 +19,9 @@ pub enum StepError {
     #[error(transparent)]
     Credential(#[from] CredentialError),
     /// No `connections/<id>/config.json`.
-    #[error("connection '{connection_id}' is not configured ({key} is missing)")]
+    #[error(
+        "connection '{connection_id}' is not configured ({key} is missing): store its config with `cxone-etm connection put --store <the bucket or directory> --config <file>`; on AWS, a schedule's first tick stores the `sast` and `dast` connections' from the stack's parameters, unless the config check refused them (the trigger's log names the field)"
+    )]
     NotConfigured { connection_id: String, key: String },
     /// A connection config (stored, or carried by an event) that does not validate: every
     /// field that is wrong.

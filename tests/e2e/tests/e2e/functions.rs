@@ -450,6 +450,9 @@ async fn bad_inputs_are_refused_and_unknown_connections_are_not_found() {
         error
             .error_message
             .contains("connection 'nobody' is not configured")
+            && error.error_message.contains("cxone-etm connection put"),
+        "says what to do: {}",
+        error.error_message
     );
     // A stored config that does not read names the field that is wrong, as `cxone-etm` does.
     f.runtime
