@@ -100,8 +100,9 @@ async fn manifest_item(
         transformed.carried
     } else {
         // A transform that may still run (of a complete pull, or of a split scan whose parts
-        // were not joined: the join may be under way) must commit nothing after this.
-        let may_still_run = transform_began || unjoined;
+        // were not joined: the join may be under way; or of a collect not recorded yet: one Step
+        // Functions retried on a lost answer may still record it) must commit nothing after this.
+        let may_still_run = transform_began || unjoined || collected.is_none();
         if may_still_run && no_record && !give_up(store, run, &item.item).await? {
             // Its transform's record landed since it was read: the item is read again.
             return Box::pin(manifest_item(

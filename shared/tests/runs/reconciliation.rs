@@ -3885,6 +3885,61 @@ async fn a_transform_that_overlaps_finalize_takes_back_what_it_wrote() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A collect that lands after finalize's pass over its item (an attempt Step Functions retried on
+/// a lost answer, still running), then that item's transform, whole, while finalize still holds
+/// the lock (just before its manifest): finalize gave the item up as it carried its ledger, so the
+/// transform answers `GivenUp` and the committed ledger is the previous run's. Before, finalize
+/// gave up only items whose collect it had seen complete: the transform wrote its ledger over the
+/// carried one and recorded success, and the committed run held closures no manifest names (found
+/// by a review, 2026-12-07).
+#[tokio::test]
+async fn a_collect_and_transform_that_land_after_finalize_passed_the_item_commit_nothing() {
+    let LateTransform {
+        store,
+        dir,
+        after,
+        c,
+        run2,
+        item,
+        previous_ledger,
+        ..
+    } = late_transform("late-collect").await;
+    let item = &item;
+    let collect_key = run2.collect_outcome(&item.item);
+    let collected = store.get(&collect_key).await.unwrap().unwrap();
+    store.delete(&collect_key).await.unwrap();
+    let manifest_key = run2.manifest();
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let late = std::sync::Mutex::new(None);
+    let finalizing = Hooked {
+        inner: store.clone(),
+        hook: |key: &str, _| {
+            if key == manifest_key && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let transformed = elsewhere(|| async {
+                    store.put(&collect_key, collected.clone()).await.unwrap();
+                    cxone_etm::pipeline::transform(&store, &c, item).await
+                });
+                *late.lock().unwrap() = Some(transformed);
+            }
+            None
+        },
+    };
+    let m2 = cxone_etm::pipeline::finalize(&finalizing, &c, &run2)
+        .await
+        .unwrap();
+    let late = late.into_inner().unwrap().expect("the late transform ran");
+    assert!(matches!(late, Err(StepError::GivenUp { .. })), "{late:?}");
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
+        previous_ledger,
+        "the ledger finalize carried stands"
+    );
+    let line = m2.items.iter().find(|i| i.item == item.item).unwrap();
+    assert_eq!(line.reason.as_deref(), Some("collect did not finish"));
+    the_next_run_closes_what_the_newer_scan_fixed(&store, &c, &after, item).await;
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A late transform whose ledger write comes after finalize gave the item up and carried the
 /// previous run's ledger, and that dies before it records (its record write fails): the ledger is
 /// written only where none is, so the carried one stands. Before, the late attempt wrote over it,
