@@ -101,19 +101,34 @@ fn retries(manifest: &Manifest) -> (u64, u64, u64) {
 }
 
 /// Markdown table cells cannot hold `|` or line breaks.
+/// Vendor text as Markdown shows it as text: every character Markdown (or the HTML a renderer
+/// lets through) could read as markup backslash-escaped, which CommonMark allows for any ASCII
+/// punctuation, and line breaks made spaces, so a name can neither end its table cell nor add a
+/// heading, a link, an image or a tag.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\\' | '|' | '<' | '>' | '[' | ']' | '(' | ')' | '!' | '`' | '*' | '_' | '#' | '~'
+            | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A table cell linking `text` to `url` (angle brackets keep any `(` or `)` of the URL inside the
 /// link; the url crate escapes `<`, `>` and spaces).
 fn md_link(text: &str, url: Option<&str>) -> String {
-    // The backslash first: the escapes added after it must stay escapes.
-    let text = cell(&text.replace('\\', "\\\\"))
-        .replace('[', "\\[")
-        .replace(']', "\\]");
+    let text = cell(text);
     match url.filter(|url| web_link(url)) {
-        Some(url) => format!("[{text}](<{}>)", cell(url)),
+        // In `<…>` only a line break or `>` could end it; the url crate escaped both. A `|`
+        // would still end the table cell.
+        Some(url) => format!("[{text}](<{}>)", url.replace('|', "%7C")),
         None => text,
     }
 }
@@ -171,7 +186,7 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     );
     let _ = writeln!(md, "- Open findings held, not closed: {}", held_open(t));
     for problem in &manifest.problems {
-        let _ = writeln!(md, "- Problem: {problem}");
+        let _ = writeln!(md, "- Problem: {}", cell(problem));
     }
     let (retried, limited, requests) = retries(manifest);
     let _ = writeln!(
@@ -532,6 +547,16 @@ mod tests {
         let svg = chart(&[(hostile.to_string(), 1)]).into_string();
         assert!(!svg.contains("<script>"), "{svg}");
         assert_eq!(cell("a|b\nc"), "a\\|b c");
+        // Nothing of a name reads as Markdown or HTML: no heading, image, link or tag.
+        assert_eq!(
+            cell("x\n\n# All clear\n![](https://evil/t.png)"),
+            "x  \\# All clear \\!\\[\\]\\(https://evil/t.png\\)"
+        );
+        assert_eq!(
+            cell("<img src=x onerror=alert(1)>"),
+            "\\<img src=x onerror=alert\\(1\\)\\>"
+        );
+        assert_eq!(cell("a_b*c`d~e&lt;"), "a\\_b\\*c\\`d\\~e\\&lt;");
     }
 
     #[test]

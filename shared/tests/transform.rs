@@ -2170,6 +2170,38 @@ fn values_that_mean_nothing_are_left_out_and_unknown_severities_agree() {
     );
 }
 
+/// A severity the vendor writes with blanks around it or in another case is that severity: scored
+/// and mapped as it, nothing flagged. Before, ` HIGH` was scored and mapped as the table's
+/// default (MEDIUM) and flagged, and a severity filter of HIGH left it out.
+#[test]
+fn a_severity_is_read_case_and_blanks_aside() {
+    let records = vec![
+        sast_record("a", json!({"severity": " HIGH "})),
+        sast_record("b", json!({"severity": "high"})),
+        sast_record("c", json!({"severity": "HIGH"})),
+    ];
+    let (lines, outcome) = run(
+        Engine::Sast,
+        PROJECT_WITH_REPO,
+        &[&page(records)],
+        TransformOptions::default(),
+    );
+    let out: Vec<Value> = lines.iter().flat_map(|l| findings(l)).collect();
+    assert_eq!(out.len(), 3);
+    for finding in &out {
+        assert_eq!(
+            (finding["qds"].clone(), finding["severity"].clone()),
+            (json!(80), json!(4)),
+            "{finding}"
+        );
+    }
+    assert_eq!(outcome.figures.flagged_values, 0, "{out:?}");
+    assert_eq!(
+        cxone_etm::cxone::Severity::parse(" High\t"),
+        cxone_etm::cxone::Severity::High
+    );
+}
+
 mod property {
     use super::*;
     use proptest::prelude::*;

@@ -23,8 +23,10 @@ macro_rules! open_enum {
             /// The values this version knows, as the vendor spells them.
             pub const KNOWN: &'static [&'static str] = &[$($text),*];
 
+            /// ASCII case and surrounding blanks aside, as the vendor's other words are read.
             pub fn parse(raw: &str) -> Self {
-                $(if raw.eq_ignore_ascii_case($text) { return Self::$variant; })*
+                let word = raw.trim();
+                $(if word.eq_ignore_ascii_case($text) { return Self::$variant; })*
                 Self::Other(raw.to_string())
             }
 

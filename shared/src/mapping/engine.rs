@@ -632,9 +632,11 @@ fn entry_value(
     let mapped = match (&entry.value_map, raw) {
         (Some(map), Some(v)) => {
             let key = text_of(v).unwrap_or_default();
-            let hit = map.get(&key).or_else(|| {
+            // As the vendor's words are read: ASCII case and surrounding blanks aside.
+            let word = key.trim();
+            let hit = map.get(word).or_else(|| {
                 map.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                    .find(|(k, _)| k.eq_ignore_ascii_case(word))
                     .map(|(_, v)| v)
             });
             match (hit, &entry.default) {

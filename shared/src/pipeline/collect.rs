@@ -128,7 +128,7 @@ pub async fn record_collect_failure(
     reason: &str,
     traffic: ItemTraffic,
 ) -> Result<CollectOutcome, StepError> {
-    tracing::warn!(item = %item.item, name = %item.name, reason, "item failed");
+    tracing::warn!(item = %item.item, name = ?item.name, reason, "item failed");
     let outcome = CollectOutcome {
         item: item.item.clone(),
         status: ItemStatus::Failed,
