@@ -286,11 +286,18 @@ impl StateMachine for StepFunctions {
 /// Whether a Lambda task among `events` may still be running: the last one (the task event of
 /// the highest id, whatever their order) started and not answered, or any answered by Step
 /// Functions rather than by the function (a state's timeout, a failed call to Lambda: the
-/// invocation goes on, while Step Functions retries the task). A failure the function returned
-/// (its error type), or Lambda's ending it (`Sandbox.Timedout`, `Runtime.*`), ends it. No task
-/// event among them: it may.
+/// invocation goes on, while Step Functions retries the task) within [`LONGEST_INVOCATION`] of the
+/// newest event (one older has ended; an invocation throttled never ran). A failure the function
+/// returned (its error type), or Lambda's ending it (`Sandbox.Timedout`, `Runtime.*`), ends it.
+/// No task event among them: it may.
 fn task_may_run(events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
     use aws_sdk_sfn::types::HistoryEventType as Event;
+    let newest = events.iter().map(|e| e.timestamp().secs()).max();
+    let recent = |event: &aws_sdk_sfn::types::HistoryEvent| {
+        newest.is_none_or(|newest| {
+            newest - event.timestamp().secs() < LONGEST_INVOCATION.as_secs() as i64
+        })
+    };
     let tasks: Vec<(i64, bool, bool)> = events
         .iter()
         .filter_map(|event| {
@@ -299,15 +306,16 @@ fn task_may_run(events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
             let (pending, unanswered) = match event.r#type() {
                 Event::TaskSucceeded | Event::TaskStartFailed => (false, false),
                 Event::TaskFailed => {
-                    let lost = event
+                    let error = event
                         .task_failed_event_details()
-                        .and_then(|failed| failed.error())
-                        .is_none_or(|error| {
-                            error.starts_with("Lambda.") || error.starts_with("States.")
-                        });
-                    (lost, lost)
+                        .and_then(|failed| failed.error());
+                    let lost = error.is_none_or(|error| {
+                        (error.starts_with("Lambda.") || error.starts_with("States."))
+                            && error != "Lambda.TooManyRequestsException"
+                    });
+                    (lost, lost && recent(event))
                 }
-                Event::TaskSubmitFailed | Event::TaskTimedOut => (true, true),
+                Event::TaskSubmitFailed | Event::TaskTimedOut => (true, recent(event)),
                 Event::TaskScheduled | Event::TaskStarted | Event::TaskSubmitted => (true, false),
                 _ => return None,
             };
@@ -1642,6 +1650,23 @@ mod tests {
             task_may_run(&history(&lost_then_answered)),
             "an earlier attempt may go on"
         );
+        // One lost longer ago than an invocation lasts has ended; one throttled never ran.
+        let long_ago = [
+            (10, "TaskStarted", None),
+            (11, "TaskFailed", Some("Lambda.ServiceException")),
+            (13, "TaskStarted", None),
+            (14, "TaskSucceeded", None),
+            (11 + 16 * 60, "ExecutionAborted", None),
+        ];
+        assert!(!task_may_run(&history(&long_ago)), "ended long since");
+        let throttled = [
+            (10, "TaskStarted", None),
+            (11, "TaskFailed", Some("Lambda.TooManyRequestsException")),
+            (13, "TaskStarted", None),
+            (14, "TaskSucceeded", None),
+            (15, "ExecutionAborted", None),
+        ];
+        assert!(!task_may_run(&history(&throttled)), "never ran");
         let timed_out = [(10, "TaskStarted", None), (11, "TaskTimedOut", None)];
         assert!(
             task_may_run(&history(&timed_out)),

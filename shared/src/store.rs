@@ -31,7 +31,8 @@ pub trait ObjectStore: Send + Sync {
     fn put(&self, key: &str, body: Bytes) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Writes only when the key does not exist yet; `false` when it did (nothing written). On S3,
     /// an object of exactly these bytes found there counts as written: the SDK's retry of this
-    /// very write, whose first attempt landed.
+    /// very write, whose first attempt landed. (Not so for [`Self::put_written_if_absent`]: its
+    /// caller, the ledger's write, checks what stands itself.)
     fn put_if_absent(
         &self,
         key: &str,
@@ -393,12 +394,13 @@ impl S3Store {
     /// conditional write of it is in flight (409). An object of exactly `ours` found there is
     /// this write's: the SDK retries a PutObject whose answer was lost (a reset, a 500), and the
     /// retry of one that landed meets its own object (taken for another writer's, a plan would
-    /// delete its own work list, a lock refuse its own run).
+    /// delete its own work list, a lock refuse its own run). Without `ours` (an object written
+    /// through a spool, as large as a ledger: not read whole to compare), a 412 is `false`.
     async fn put_body_if_absent(
         &self,
         key: &str,
         body: aws_sdk_s3::primitives::ByteStream,
-        ours: impl FnOnce() -> std::io::Result<Bytes> + Send,
+        ours: Option<Bytes>,
     ) -> Result<bool, StoreError> {
         let result = self
             .client
@@ -413,9 +415,13 @@ impl S3Store {
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
-                let standing = self.get(key).await?;
-                let ours = ours().map_err(|e| self.spool_failed(key, e))?;
-                Ok(standing.is_some_and(|standing| standing == ours))
+                let Some(ours) = ours else {
+                    return Ok(false);
+                };
+                Ok(self
+                    .get(key)
+                    .await?
+                    .is_some_and(|standing| standing == ours))
             }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 409) => Ok(false),
             Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
@@ -561,7 +567,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        self.put_body_if_absent(key, body.clone().into(), || Ok(body))
+        self.put_body_if_absent(key, body.clone().into(), Some(body))
             .await
     }
 
@@ -570,9 +576,8 @@ impl ObjectStore for S3Store {
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
     {
-        let (spool, body) = self.spooled(key, write).await?;
-        self.put_body_if_absent(key, body, || std::fs::read(spool.path()).map(Bytes::from))
-            .await
+        let (_spool, body) = self.spooled(key, write).await?;
+        self.put_body_if_absent(key, body, None).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {

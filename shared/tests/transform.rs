@@ -2528,7 +2528,7 @@ fn engines_beside_each_other_split_a_page_and_count_every_record_once() {
 
 #[test]
 fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
-    let cases: [(&[u8], &str); 8] = [
+    let cases: [(&[u8], &str); 10] = [
         (b"{\"results\":[{\"id\":", "cut off at line 1 column 18"),
         // Not UTF-8: in a field the map reads, in a list element it reads, in one it skips.
         (
@@ -2559,6 +2559,16 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
         (
             b"{\"results\":[{\"id\":\"a\"},{\"id\":\"b\"} {}]}",
             "invalid JSON at line 1 column 35",
+        ),
+        // A record the reader cannot read before one that breaks the page: the break is named.
+        (
+            b"{\"results\":[{\"id\":\"a\",\"similarityId\":1e999},{\"id\":\"b\",]}",
+            "invalid JSON at line 1 column 55",
+        ),
+        // The list twice: collect counted the last one's records.
+        (
+            b"{\"results\":[{\"id\":\"a\"}],\"results\":[{\"id\":\"b\"}]}",
+            "unexpected shape at line 1 column 34",
         ),
     ];
     for (n, (page, problem)) in cases.into_iter().enumerate() {

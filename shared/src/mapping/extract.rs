@@ -233,7 +233,22 @@ pub(crate) fn walk_page(
         // record from that one on, each read alone, so only such a record goes unread. A page
         // that is itself broken fails again, as before.
         Err(first) => {
-            walk(text, list_key, tree, slots, on_record, Some(handed)).map_err(|_| fault(&first))
+            let from = handed;
+            let mut past = false;
+            walk(
+                text,
+                list_key,
+                tree,
+                slots,
+                &mut |index, shape, slots| {
+                    past = true;
+                    on_record(index, shape, slots)
+                },
+                Some(from),
+            )
+            // Where the walk record by record got past the record the first walk failed on, the
+            // page breaks further on: its own error says where.
+            .map_err(|again| fault(if past { &again } else { &first }))
         }
     }
 }
@@ -297,9 +312,14 @@ impl<'de> Visitor<'de> for PageSeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut found = false;
+        let (mut found, mut seen) = (false, false);
         while let Some(Key(key)) = map.next_key::<Key>()? {
             if key == self.list_key {
+                // Collect counted the last of repeated keys' records; reading each list would
+                // take more records than it counted, and the first alone others.
+                if std::mem::replace(&mut seen, true) {
+                    return Err(A::Error::custom("the list's key comes twice"));
+                }
                 found = map.next_value_seed(ListSeed {
                     tree: self.tree,
                     slots: &mut *self.slots,
