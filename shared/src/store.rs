@@ -87,6 +87,25 @@ pub trait ObjectStore: Send + Sync {
     }
     /// Keys under `prefix`, sorted.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// The names of the folders right under `prefix`, a folder (`connections/<c>/runs/`: one per
+    /// run), sorted. Read from the whole listing here; the stores on disk and S3 list the one
+    /// level alone.
+    fn list_folders(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        async move {
+            let mut folders: Vec<String> = self
+                .list(prefix)
+                .await?
+                .iter()
+                .filter_map(|key| Some(key.strip_prefix(prefix)?.split_once('/')?.0.to_string()))
+                .collect();
+            folders.sort();
+            folders.dedup();
+            Ok(folders)
+        }
+    }
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -223,6 +242,24 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
         }
+    }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::failed(dir.display().to_string(), e)),
+        };
+        let mut folders = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::failed(dir.display().to_string(), e))?;
+            if entry.path().is_dir() {
+                folders.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        folders.sort();
+        Ok(folders)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
@@ -623,6 +660,36 @@ impl ObjectStore for S3Store {
         Ok(keys)
     }
 
+    /// One level, by S3's delimiter: a folder of thousands of runs is one request per thousand
+    /// folders, not a listing of every object of every run.
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let listed = self.key(prefix);
+        let mut folders = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&listed)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| StoreError::failed(self.location(prefix), sdk_problem(&e)))?;
+            for common in page.common_prefixes() {
+                if let Some(folder) = common
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(&listed))
+                    .and_then(|p| p.strip_suffix('/'))
+                {
+                    folders.push(folder.to_string());
+                }
+            }
+        }
+        folders.sort();
+        Ok(folders)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.client
             .delete_object()
@@ -773,6 +840,13 @@ impl ObjectStore for AnyStore {
         }
     }
 
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Local(s) => s.list_folders(prefix).await,
+            Self::S3(s) => s.list_folders(prefix).await,
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self {
             Self::Local(s) => s.delete(key).await,
@@ -829,6 +903,15 @@ mod tests {
         assert_eq!(store.list("a/c").await.unwrap(), vec!["a/c.json"]);
         assert!(store.list("a/nothing/here/").await.unwrap().is_empty());
         assert!(store.list("z").await.unwrap().is_empty());
+        store
+            .put("a/d/e/f.json", Bytes::from_static(b"f"))
+            .await
+            .unwrap();
+        assert_eq!(store.list_folders("a/").await.unwrap(), vec!["b", "d"]);
+        assert_eq!(store.list_folders("a/d/").await.unwrap(), vec!["e"]);
+        assert!(store.list_folders("a/b/").await.unwrap().is_empty());
+        assert!(store.list_folders("z/").await.unwrap().is_empty());
+        store.delete("a/d/e/f.json").await.unwrap();
         store.delete("a/lock").await.unwrap();
         store.delete("a/lock").await.unwrap();
         assert!(store.get("a/lock").await.unwrap().is_none());

@@ -626,7 +626,8 @@ async fn acquire_lock(
 }
 
 /// The connection's last committed run, as the commit markers say: the state's last run when it
-/// has a `_COMMITTED` marker, else its last committed run (when that has one). Runs of a
+/// has a `_COMMITTED` marker, else its last committed run (when that has one); with no state, the
+/// newest run with a marker. Runs of a
 /// connection are serialized by the lock and the state's last run is always the newest, so only
 /// it can have committed unrecorded, or a run that committed after a later one began, which
 /// [`write_state`] records.
@@ -635,6 +636,21 @@ pub async fn last_committed_run(
     connection_id: &str,
 ) -> Result<Option<String>, StepError> {
     let Some(state) = read_state(store, connection_id).await? else {
+        // No state: a connection never run, or one whose state was lost (deleted by hand, say).
+        // Its runs' markers say which committed last; else every open finding would be sent NEW
+        // again and none fixed since closed.
+        let runs = store
+            .list_folders(&format!("connections/{connection_id}/runs/"))
+            .await?;
+        for run_id in runs.into_iter().rev() {
+            let run = RunRef {
+                connection_id: connection_id.to_string(),
+                run_id,
+            };
+            if store.get(&run.commit_marker()).await?.is_some() {
+                return Ok(Some(run.run_id));
+            }
+        }
         return Ok(None);
     };
     for run_id in [state.last_run, state.last_committed_run]

@@ -3387,6 +3387,54 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
     }
 }
 
+/// The connection's state lost between two runs (`state.json` deleted by hand): the next run
+/// finds the last committed run by the commit markers and reconciles against it, as a run whose
+/// state stood does. Before, it had no previous run: every open finding was sent NEW again and
+/// none fixed since was closed (found by a review, 2026-12-07).
+#[tokio::test]
+async fn a_run_after_the_state_was_lost_reconciles_against_the_last_committed_run() {
+    let before = emulator(shape(PROJECTS, 2)).await;
+    let after = emulator(shape(PROJECTS, 3)).await;
+    let mut totals = Vec::new();
+    for lost in [false, true] {
+        let id = if lost { "state-lost" } else { "state-kept" };
+        let (store, dir) = temp_store(id);
+        let first = run(
+            &store,
+            &connection(&before, id, ConnectorKind::Sast),
+            api_key(&before),
+        )
+        .await
+        .unwrap();
+        if lost {
+            store
+                .delete(&cxone_etm::pipeline::state_key(id))
+                .await
+                .unwrap();
+        }
+        let second = run(
+            &store,
+            &connection(&after, id, ConnectorKind::Sast),
+            api_key(&after),
+        )
+        .await
+        .unwrap();
+        assert!(second.complete, "{:?}", second.problems);
+        let m2 = manifest(&store, &second.manifest).await;
+        assert_eq!(
+            previous_run_of(&dir, id, &second.run_id).as_deref(),
+            Some(first.run_id.as_str())
+        );
+        assert!(
+            closed_findings(&m2) > 0,
+            "what the newer scans fixed closes"
+        );
+        totals.push(m2.totals);
+        std::fs::remove_dir_all(dir).ok();
+    }
+    assert_eq!(totals[0], totals[1], "as if the state had stood");
+}
+
 /// A local run whose finalize failed after its commit marker (the store refused the one write
 /// after it, the run record's) is committed: the runner's failure path finishes it (the run and
 /// the connection Processed, the lock released) and answers the committed run, not the error.

@@ -83,6 +83,15 @@ async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
         store.list("a/").await.unwrap(),
         vec!["a/b/1.json", "a/lock"]
     );
+    // One level, by S3's delimiter, under the store's prefix.
+    store
+        .put("a/c/d/2.json", Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    assert_eq!(store.list_folders("a/").await.unwrap(), vec!["b", "c"]);
+    assert_eq!(store.list_folders("a/c/").await.unwrap(), vec!["d"]);
+    assert!(store.list_folders("a/b/").await.unwrap().is_empty());
+    store.delete("a/c/d/2.json").await.unwrap();
     store.delete("a/lock").await.unwrap();
     assert!(store.get("a/lock").await.unwrap().is_none());
     assert!(spooled(b"z").await.unwrap(), "written once the key is gone");
