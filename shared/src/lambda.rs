@@ -313,12 +313,14 @@ fn task_may_run(events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
                         (error.starts_with("Lambda.") || error.starts_with("States."))
                             && error != "Lambda.TooManyRequestsException"
                     });
-                    (lost, lost && recent(event))
+                    (lost, lost)
                 }
-                Event::TaskSubmitFailed | Event::TaskTimedOut => (true, recent(event)),
+                Event::TaskSubmitFailed | Event::TaskTimedOut => (true, true),
                 Event::TaskScheduled | Event::TaskStarted | Event::TaskSubmitted => (true, false),
                 _ => return None,
             };
+            // An invocation begun longer ago than one lasts has ended.
+            let (pending, unanswered) = (pending && recent(event), unanswered && recent(event));
             Some((event.id(), pending, unanswered))
         })
         .collect();
@@ -1577,7 +1579,8 @@ mod tests {
                 HistoryEvent::builder()
                     .id(id)
                     .r#type(HistoryEventType::from(kind))
-                    .timestamp(aws_sdk_sfn::primitives::DateTime::from_secs(id))
+                    // Three seconds an id: a reading of ids for times would tell otherwise.
+                    .timestamp(aws_sdk_sfn::primitives::DateTime::from_secs(3 * id))
                     .set_task_failed_event_details(details)
                     .build()
                     .unwrap()
@@ -1656,9 +1659,17 @@ mod tests {
             (11, "TaskFailed", Some("Lambda.ServiceException")),
             (13, "TaskStarted", None),
             (14, "TaskSucceeded", None),
-            (11 + 16 * 60, "ExecutionAborted", None),
+            (11 + 6 * 60, "ExecutionAborted", None),
         ];
         assert!(!task_may_run(&history(&long_ago)), "ended long since");
+        let started_long_ago = [
+            (10, "TaskStarted", None),
+            (11 + 6 * 60, "ExecutionTimedOut", None),
+        ];
+        assert!(
+            !task_may_run(&history(&started_long_ago)),
+            "begun longer ago than an invocation lasts"
+        );
         let throttled = [
             (10, "TaskStarted", None),
             (11, "TaskFailed", Some("Lambda.TooManyRequestsException")),

@@ -32,7 +32,7 @@ pub trait ObjectStore: Send + Sync {
     /// Writes only when the key does not exist yet; `false` when it did (nothing written). On S3,
     /// an object of exactly these bytes found there counts as written: the SDK's retry of this
     /// very write, whose first attempt landed. (Not so for [`Self::put_written_if_absent`]: its
-    /// caller, the ledger's write, checks what stands itself.)
+    /// caller, the ledger's write, then checks that no record commits nothing and writes again.)
     fn put_if_absent(
         &self,
         key: &str,
@@ -87,8 +87,8 @@ pub trait ObjectStore: Send + Sync {
     }
     /// Keys under `prefix`, sorted.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// The names of the folders right under `prefix`, a folder (`connections/<c>/runs/`: one per
-    /// run), sorted. Read from the whole listing here; the stores on disk and S3 list the one
+    /// The names of the folders right under `prefix`, a folder ending in `/` or empty (the
+    /// store's top: `connections/<c>/runs/` holds one per run), sorted. Read from the whole listing here; the stores on disk and S3 list the one
     /// level alone.
     fn list_folders(
         &self,
@@ -245,7 +245,10 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let dir = self.path(prefix.trim_end_matches('/'))?;
+        let dir = match prefix.trim_end_matches('/') {
+            "" => self.root.clone(),
+            folder => self.path(folder)?,
+        };
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -911,6 +914,13 @@ mod tests {
         assert_eq!(store.list_folders("a/d/").await.unwrap(), vec!["e"]);
         assert!(store.list_folders("a/b/").await.unwrap().is_empty());
         assert!(store.list_folders("z/").await.unwrap().is_empty());
+        assert!(
+            store
+                .list_folders("")
+                .await
+                .unwrap()
+                .contains(&"a".to_string())
+        );
         store.delete("a/d/e/f.json").await.unwrap();
         store.delete("a/lock").await.unwrap();
         store.delete("a/lock").await.unwrap();

@@ -2568,7 +2568,7 @@ fn a_broken_page_is_refused_saying_what_and_where_never_its_text() {
         // The list twice: collect counted the last one's records.
         (
             b"{\"results\":[{\"id\":\"a\"}],\"results\":[{\"id\":\"b\"}]}",
-            "unexpected shape at line 1 column 34",
+            "its list comes twice (at line 1 column 34): collect counted the last one's records",
         ),
     ];
     for (n, (page, problem)) in cases.into_iter().enumerate() {

@@ -278,6 +278,14 @@ fn walk(
 /// What was wrong with a page and where, never its text (a sonic-rs error's `Display` quotes the
 /// input around the fault, so it is never shown).
 fn fault(e: &sonic_rs::Error) -> String {
+    // Our own refusal: its words, which hold nothing of the page.
+    if e.to_string().contains(LIST_TWICE) {
+        return format!(
+            "its list comes twice (at line {} column {}): collect counted the last one's records",
+            e.line(),
+            e.column()
+        );
+    }
     let kind = match e.classify() {
         sonic_rs::error::Category::Eof => "cut off",
         sonic_rs::error::Category::Syntax => "invalid JSON",
@@ -285,6 +293,9 @@ fn fault(e: &sonic_rs::Error) -> String {
     };
     format!("{kind} at line {} column {}", e.line(), e.column())
 }
+
+/// The walk's refusal of a page whose list's key comes twice.
+const LIST_TWICE: &str = "the list's key comes twice";
 
 /// Walks a page object, finds the list under `list_key` and reads each record.
 struct PageSeed<'a, 'h> {
@@ -318,7 +329,7 @@ impl<'de> Visitor<'de> for PageSeed<'_, '_> {
                 // Collect counted the last of repeated keys' records; reading each list would
                 // take more records than it counted, and the first alone others.
                 if std::mem::replace(&mut seen, true) {
-                    return Err(A::Error::custom("the list's key comes twice"));
+                    return Err(A::Error::custom(LIST_TWICE));
                 }
                 found = map.next_value_seed(ListSeed {
                     tree: self.tree,

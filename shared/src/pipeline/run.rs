@@ -635,28 +635,16 @@ pub async fn last_committed_run(
     store: &impl ObjectStore,
     connection_id: &str,
 ) -> Result<Option<String>, StepError> {
-    let Some(state) = read_state(store, connection_id).await? else {
-        // No state: a connection never run, or one whose state was lost (deleted by hand, say).
-        // Its runs' markers say which committed last; else every open finding would be sent NEW
-        // again and none fixed since closed.
-        let runs = store
-            .list_folders(&format!("connections/{connection_id}/runs/"))
-            .await?;
-        for run_id in runs.into_iter().rev() {
-            let run = RunRef {
-                connection_id: connection_id.to_string(),
-                run_id,
-            };
-            if store.get(&run.commit_marker()).await?.is_some() {
-                return Ok(Some(run.run_id));
-            }
-        }
-        return Ok(None);
-    };
-    for run_id in [state.last_run, state.last_committed_run]
-        .into_iter()
-        .flatten()
-    {
+    let named: Vec<String> = read_state(store, connection_id)
+        .await?
+        .map(|state| {
+            [state.last_run, state.last_committed_run]
+                .into_iter()
+                .flatten()
+                .collect()
+        })
+        .unwrap_or_default();
+    for run_id in named {
         let run = RunRef {
             connection_id: connection_id.to_string(),
             run_id,
@@ -665,7 +653,58 @@ pub async fn last_committed_run(
             return Ok(Some(run.run_id));
         }
     }
+    // A state that names no committed run: a connection that never committed, or one whose state
+    // was lost (deleted by hand, say) and written again since (a config put, a run that failed).
+    // Its runs' markers say which committed last; else every open finding would be sent NEW again
+    // and none fixed since closed.
+    newest_committed(store, connection_id).await
+}
+
+/// How many runs' commit markers are asked for at once.
+const MARKERS_READ_AT_ONCE: usize = 16;
+
+/// The newest of the connection's runs with a commit marker, by its run folders.
+async fn newest_committed(
+    store: &impl ObjectStore,
+    connection_id: &str,
+) -> Result<Option<String>, StepError> {
+    let mut runs = store
+        .list_folders(&format!("connections/{connection_id}/runs/"))
+        .await?;
+    // Only run ids (they sort by their start): a folder put there by hand is no run.
+    runs.retain(|name| is_run_id(name));
+    for newest_first in runs.rchunks(MARKERS_READ_AT_ONCE) {
+        let markers = futures_util::future::try_join_all(newest_first.iter().map(|run_id| {
+            let run = RunRef {
+                connection_id: connection_id.to_string(),
+                run_id: run_id.clone(),
+            };
+            async move { store.get(&run.commit_marker()).await }
+        }))
+        .await?;
+        if let Some((run_id, _)) = newest_first
+            .iter()
+            .zip(markers)
+            .rev()
+            .find(|(_, marker)| marker.is_some())
+        {
+            return Ok(Some(run_id.clone()));
+        }
+    }
     Ok(None)
+}
+
+/// Whether `name` has a run id's form (`20261122T204900Z-1a2b3c`, see [`new_run_id`]).
+fn is_run_id(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() == 23
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b'T'
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+        && &bytes[15..17] == b"Z-"
+        && bytes[17..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Records that a run whose lock was taken over will never finish (its runner stopped, or its
@@ -1588,6 +1627,16 @@ mod tests {
             ids.iter()
                 .all(|id| id.len() == "20261201T154619Z-1a2b3c".len())
         );
+        assert!(ids.iter().all(|id| is_run_id(id)) && is_run_id(&new_run_id()));
+        for not_a_run in [
+            "backup-20261201",
+            "20261201T154619Z-1a2b3",
+            "20261201T154619Z-1A2B3C",
+            "20261201T154619Z_1a2b3c",
+            "2026120xT154619Z-1a2b3c",
+        ] {
+            assert!(!is_run_id(not_a_run), "{not_a_run}");
+        }
     }
 
     /// A step of an old run that comes late (its lock taken over, a newer run begun) leaves the

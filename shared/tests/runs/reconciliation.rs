@@ -3435,6 +3435,65 @@ async fn a_run_after_the_state_was_lost_reconciles_against_the_last_committed_ru
     assert_eq!(totals[0], totals[1], "as if the state had stood");
 }
 
+/// The state lost after two committed runs, then written again before the next run that
+/// commits: by a config put (`record_registration`, as `cxone-etm connection put` writes it) and
+/// by a run that committed nothing (every item's results refused). The markers still decide: the
+/// newest committed run, not the oldest nor the failed one, is reconciled against, and the same
+/// scans again find nothing new.
+#[tokio::test]
+async fn after_the_state_was_lost_and_written_again_the_newest_committed_run_is_found() {
+    let before = emulator(shape(PROJECTS, 2)).await;
+    let after = emulator(shape(PROJECTS, 3)).await;
+    let id = "state-rewritten";
+    let (store, dir) = temp_store(id);
+    let c_after = connection(&after, id, ConnectorKind::Sast);
+    let first = run(
+        &store,
+        &connection(&before, id, ConnectorKind::Sast),
+        api_key(&before),
+    )
+    .await
+    .unwrap();
+    let second = run(&store, &c_after, api_key(&after)).await.unwrap();
+    assert!(first.complete && second.complete);
+    store
+        .delete(&cxone_etm::pipeline::state_key(id))
+        .await
+        .unwrap();
+    cxone_etm::pipeline::record_registration(&store, id, false)
+        .await
+        .unwrap();
+    after.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            server_error_rate: 1.0,
+            ..FaultSpec::default()
+        },
+    );
+    let mut quick = c_after.clone();
+    quick.vendor.retry.max_retries = 1;
+    assert!(
+        run(&store, &quick, api_key(&after)).await.is_err(),
+        "nothing committed"
+    );
+    after.clear_faults();
+    let third = run(&store, &c_after, api_key(&after)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    assert_eq!(
+        previous_run_of(&dir, id, &third.run_id).as_deref(),
+        Some(second.run_id.as_str())
+    );
+    let m3 = manifest(&store, &third.manifest).await;
+    assert_eq!(
+        m3.totals.lifecycle.get(&Lifecycle::New),
+        None,
+        "{:?}",
+        m3.totals
+    );
+    assert_eq!(closed_findings(&m3), 0);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A local run whose finalize failed after its commit marker (the store refused the one write
 /// after it, the run record's) is committed: the runner's failure path finishes it (the run and
 /// the connection Processed, the lock released) and answers the committed run, not the error.
