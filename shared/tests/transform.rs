@@ -2170,6 +2170,45 @@ fn values_that_mean_nothing_are_left_out_and_unknown_severities_agree() {
     );
 }
 
+/// Ids as numbers past 64 bits, which a JSON reader holds as floats: two that differ past a
+/// float's precision would be written as one id, one finding silently lost as a duplicate. Each
+/// is rejected, saying why; the largest 64-bit id is kept exactly.
+#[test]
+fn an_id_past_64_bits_is_rejected_not_rounded_into_another() {
+    let body = String::from_utf8(page(vec![
+        sast_record("ID1", json!({})),
+        sast_record("ID2", json!({})),
+        sast_record("ID3", json!({})),
+        sast_record("a", json!({})),
+    ]))
+    .unwrap()
+    .replace("\"ID1\"", "18446744073709551616")
+    .replace("\"ID2\"", "18446744073709551617")
+    .replace("\"ID3\"", "18446744073709551615");
+    let (lines, outcome) = run(
+        Engine::Sast,
+        PROJECT_WITH_REPO,
+        &[body.as_bytes()],
+        TransformOptions::default(),
+    );
+    let ids: Vec<String> = lines
+        .iter()
+        .flat_map(|l| findings(l))
+        .map(|f| f["externalFindingId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["18446744073709551615", "a"]);
+    let rejected: Vec<u32> = outcome.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(rejected, [0, 1]);
+    assert!(
+        outcome
+            .rejected
+            .iter()
+            .all(|r| r.reason.contains("past what a 64-bit number holds exactly")),
+        "{:?}",
+        outcome.rejected
+    );
+}
+
 /// A severity the vendor writes with blanks around it or in another case is that severity: scored
 /// and mapped as it, nothing flagged. Before, ` HIGH` was scored and mapped as the table's
 /// default (MEDIUM) and flagged, and a severity filter of HIGH left it out.

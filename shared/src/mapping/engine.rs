@@ -385,6 +385,9 @@ struct OriginalPage {
     results: Vec<Value>,
 }
 
+/// 2^53: from here on, not every whole number is a 64-bit float.
+const F64_EXACT: f64 = 9_007_199_254_740_992.0;
+
 /// Coerces a value to the target type; `Err` names what did not fit.
 fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
     match ty {
@@ -414,6 +417,17 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
         },
         ValueType::Text => match value {
             Value::String(_) => Ok(value),
+            // A whole number past 64 bits is read as a float: written as text it would be
+            // rounded, and two ids that differ past its precision would name one finding.
+            Value::Number(n)
+                if n.is_f64()
+                    && n.as_f64()
+                        .is_some_and(|f| f.fract() == 0.0 && f.abs() >= F64_EXACT) =>
+            {
+                Err(format!(
+                    "{n} is a whole number past what a 64-bit number holds exactly: its digits cannot all be kept"
+                ))
+            }
             Value::Number(n) => Ok(Value::String(n.to_string())),
             Value::Bool(b) => Ok(Value::String(b.to_string())),
             other => Err(format!("{} where a text belongs", kind_of(&other))),
