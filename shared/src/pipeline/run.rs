@@ -657,23 +657,22 @@ pub async fn last_committed_run(
     // was lost (deleted by hand, say) and written again since (a config put, a run that failed).
     // Its runs' markers say which committed last; else every open finding would be sent NEW again
     // and none fixed since closed.
-    newest_committed(store, connection_id, None).await
+    newest_committed(store, connection_id).await
 }
 
 /// How many runs' commit markers are asked for at once.
 const MARKERS_READ_AT_ONCE: usize = 16;
 
-/// The newest of the connection's runs with a commit marker, by its run folders, but `except`.
+/// The newest of the connection's runs with a commit marker, by its run folders.
 async fn newest_committed(
     store: &impl ObjectStore,
     connection_id: &str,
-    except: Option<&str>,
 ) -> Result<Option<String>, StepError> {
     let mut runs = store
         .list_folders(&format!("connections/{connection_id}/runs/"))
         .await?;
     // Only run ids (they sort by their start): a folder put there by hand is no run.
-    runs.retain(|name| is_run_id(name) && Some(name.as_str()) != except);
+    runs.retain(|name| is_run_id(name));
     for newest_first in runs.rchunks(MARKERS_READ_AT_ONCE) {
         let markers = futures_util::future::try_join_all(newest_first.iter().map(|run_id| {
             let run = RunRef {
@@ -772,19 +771,16 @@ async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<
 }
 
 /// Refuses to commit a run planned against `previous` when another run has committed since: see
-/// [`StepError::Superseded`]. As the state says, and as the commit markers do: the state is
-/// written without a condition, so a run begun while an older one committed can write back the
-/// state it read before that commit, and only the older run's marker still tells.
+/// [`StepError::Superseded`].
 pub(crate) async fn ensure_last_commit_unchanged(
     store: &impl ObjectStore,
     run: &RunRef,
     previous: Option<&str>,
 ) -> Result<(), StepError> {
-    let recorded = read_state(store, &run.connection_id)
+    let last = read_state(store, &run.connection_id)
         .await?
         .and_then(|state| state.last_committed_run);
-    let marked = newest_committed(store, &run.connection_id, Some(&run.run_id)).await?;
-    match recorded.max(marked) {
+    match last {
         Some(committed) if previous.is_none_or(|p| p < committed.as_str()) => {
             Err(StepError::Superseded {
                 connection_id: run.connection_id.clone(),
