@@ -777,9 +777,12 @@ pub(crate) async fn ensure_last_commit_unchanged(
     run: &RunRef,
     previous: Option<&str>,
 ) -> Result<(), StepError> {
+    // This run itself, recorded by another attempt of its finalize that committed first (Step
+    // Functions retried one whose answer was lost), supersedes nothing.
     let last = read_state(store, &run.connection_id)
         .await?
-        .and_then(|state| state.last_committed_run);
+        .and_then(|state| state.last_committed_run)
+        .filter(|committed| *committed != run.run_id);
     match last {
         Some(committed) if previous.is_none_or(|p| p < committed.as_str()) => {
             Err(StepError::Superseded {
@@ -1481,6 +1484,37 @@ mod tests {
             Some(late.run_id.as_str()),
             "the late run, newer than {}",
             first.run_id
+        );
+    }
+
+    /// Two attempts of one run's finalize at once: the one that checks after the other committed
+    /// (the state naming this run) is not superseded by its own run; another run is.
+    #[tokio::test]
+    async fn a_run_is_not_superseded_by_its_own_commit() {
+        let store = MemoryStore::default();
+        let lease = Duration::from_secs(3600);
+        let run = begin_run(&store, "c8", Trigger::Api, lease).await.unwrap();
+        let previous = "20261201T000000Z-000000";
+        let record_committed = |committed: String| {
+            update_state(&store, "c8", move |doc| {
+                doc.last_committed_run = Some(committed)
+            })
+        };
+        record_committed(run.run_id.clone()).await.unwrap();
+        ensure_last_commit_unchanged(&store, &run, Some(previous))
+            .await
+            .expect("its own commit");
+        let other = run_id_at(
+            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+            0,
+        );
+        record_committed(other.clone()).await.unwrap();
+        let refused = ensure_last_commit_unchanged(&store, &run, Some(previous))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StepError::Superseded { committed, .. } if *committed == other),
+            "{refused}"
         );
     }
 
