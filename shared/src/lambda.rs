@@ -320,7 +320,8 @@ fn task_may_run(events: &[aws_sdk_sfn::types::HistoryEvent]) -> bool {
                 _ => return None,
             };
             // An invocation begun longer ago than one lasts has ended.
-            let (pending, unanswered) = (pending && recent(event), unanswered && recent(event));
+            let recent = recent(event);
+            let (pending, unanswered) = (pending && recent, unanswered && recent);
             Some((event.id(), pending, unanswered))
         })
         .collect();

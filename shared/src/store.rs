@@ -88,8 +88,8 @@ pub trait ObjectStore: Send + Sync {
     /// Keys under `prefix`, sorted.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// The names of the folders right under `prefix`, a folder ending in `/` or empty (the
-    /// store's top: `connections/<c>/runs/` holds one per run), sorted. Read from the whole listing here; the stores on disk and S3 list the one
-    /// level alone.
+    /// store's top: `connections/<c>/runs/` holds one per run), sorted. Read from the whole
+    /// listing here; the stores on disk and S3 list the one level alone.
     fn list_folders(
         &self,
         prefix: &str,

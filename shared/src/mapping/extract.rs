@@ -233,7 +233,6 @@ pub(crate) fn walk_page(
         // record from that one on, each read alone, so only such a record goes unread. A page
         // that is itself broken fails again, as before.
         Err(first) => {
-            let from = handed;
             let mut past = false;
             walk(
                 text,
@@ -244,7 +243,7 @@ pub(crate) fn walk_page(
                     past = true;
                     on_record(index, shape, slots)
                 },
-                Some(from),
+                Some(handed),
             )
             // Where the walk record by record got past the record the first walk failed on, the
             // page breaks further on: its own error says where.
