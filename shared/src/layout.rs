@@ -141,9 +141,33 @@ pub fn lock_key(connection_id: &str) -> String {
     format!("connections/{connection_id}/lock")
 }
 
+/// The claim on the commit after run `previous` (`None`: the connection's first commit): written
+/// once, conditionally, by the one run that commits against `previous`, before its `_COMMITTED`
+/// marker and with the marker's body. The claims chain each commit to the next: only the newest
+/// one's is free, and followed from any committed run they lead to the newest.
+pub fn commit_claim_key(connection_id: &str, previous: Option<&str>) -> String {
+    format!(
+        "connections/{connection_id}/commits/after-{}.json",
+        previous.unwrap_or("none")
+    )
+}
+
 /// The record that one runner took over the stale lock of `stale_run` (written once, conditionally).
 pub fn lock_takeover_key(connection_id: &str, stale_run: &str) -> String {
     format!("{}-takeovers/{stale_run}", lock_key(connection_id))
+}
+
+/// Whether `name` has a run id's form (`20261122T204900Z-1a2b3c`, as the trigger makes them).
+pub fn is_run_id(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() == 23
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b'T'
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+        && &bytes[15..17] == b"Z-"
+        && bytes[17..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Keys of one run in the bucket.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::commits::{self, Claimed};
 use super::config::{BranchPolicy, Connection, DeletionLimit};
 use super::documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemStatus, Manifest, ManifestItem, TransformRecord,
@@ -21,8 +22,8 @@ use super::objects::{
 };
 use super::plan::{Planned, closed_as_deleted, project_of_branch_asset, read_plan};
 use super::run::{
-    RunRecord, VendorScope, ensure_holds_lock, ensure_last_commit_unchanged, fail_run,
-    finish_committed, mark_committed, read_run, record_plan, restore_committed_manifest,
+    RunRecord, VendorScope, ensure_holds_lock, fail_run, finish_committed, mark_committed,
+    read_run, record_plan, restore_committed_manifest,
 };
 use super::split::unjoined;
 use super::transform::discard_batches;
@@ -323,8 +324,9 @@ pub async fn finalize(
         deleted_items,
     };
     // A run whose lease ran out while it went on must not commit beside the run that took over:
-    // both reconcile against the same last committed run. (The state machine's timeout ends an
-    // execution well before its lease does; this catches what still runs.)
+    // both may reconcile against the same last committed run. (The state machine's timeout ends
+    // an execution well before its lease does; this catches what still runs. The commit claim
+    // below refuses what this check passes and then loses the lock.)
     ensure_holds_lock(store, run).await?;
     if record_written_back {
         record_plan(
@@ -336,14 +338,6 @@ pub async fn finalize(
         )
         .await?;
     }
-    if let Err(superseded) =
-        ensure_last_commit_unchanged(store, run, record.previous_run.as_deref()).await
-    {
-        if matches!(superseded, StepError::Superseded { .. }) {
-            fail_run(store, run, &superseded.to_string()).await?;
-        }
-        return Err(superseded);
-    }
     let body = Bytes::from(serde_json::to_vec_pretty(&manifest).expect("serializes"));
     let sha = sha256_hex(&body);
     store.put(&run.manifest(), body.clone()).await?;
@@ -354,25 +348,40 @@ pub async fn finalize(
         return Err(StepError::NothingCommitted(reason));
     }
     let marker = serde_json::json!({"runId": run.run_id, "complete": manifest.complete, "manifestSha256": sha, "committedAt": finished_at});
+    let ours = Bytes::from(serde_json::to_vec(&marker).expect("serializes"));
+    // The claim on the commit after the run this one reconciled against is the commit: one run
+    // writes it, and the others planned against that run commit nothing.
+    let previous = record.previous_run.as_deref();
+    let committed = match commits::claim(store, run, previous, ours.clone()).await? {
+        Claimed::ByThisRun(committed) => committed,
+        Claimed::ByAnother(committed) => {
+            let superseded = StepError::Superseded {
+                connection_id: run.connection_id.clone(),
+                run_id: run.run_id.clone(),
+                previous: previous.map(str::to_string),
+                committed,
+            };
+            fail_run(store, run, &superseded.to_string()).await?;
+            return Err(superseded);
+        }
+    };
+    // Refused: another attempt's marker (the claim's bytes), or a write in flight (S3's 409).
     if !store
-        .put_if_absent(
-            &run.commit_marker(),
-            Bytes::from(serde_json::to_vec(&marker).expect("serializes")),
-        )
+        .put_if_absent(&run.commit_marker(), committed.clone())
         .await?
+        && store.get(&run.commit_marker()).await?.is_none()
     {
-        // Another attempt committed first, its manifest written before its marker: this one's,
+        // Whether it lands is not known yet: the run is not recorded committed until it does.
+        return Err(StepError::NotYetWritten {
+            key: run.commit_marker(),
+            why: "another attempt of finalize is writing it (the store refused this one's for a write in flight); the next attempt finds it, or writes it from the run's commit claim".into(),
+        });
+    }
+    if committed != ours {
+        // Another attempt claimed first, its manifest written before its claim: this one's,
         // written since, must not stand beside that hash.
         tracing::info!(run = %run.run_id, "already committed");
-        let Some(marker) = store.get(&run.commit_marker()).await? else {
-            // Refused for another attempt's write in flight (S3 answers 409): whether it lands
-            // is not known yet, and the run is not committed until it does.
-            return Err(StepError::NotYetWritten {
-                key: run.commit_marker(),
-                why: "another attempt of finalize is writing it (the store refused this one's for a write in flight); the next attempt finds it, or writes its own".into(),
-            });
-        };
-        restore_committed_manifest(store, run, &marker, &body, &manifest).await?;
+        restore_committed_manifest(store, run, &committed, &body, &manifest).await?;
     }
     mark_committed(store, run, &manifest).await?;
     Ok(manifest)

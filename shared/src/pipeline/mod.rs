@@ -6,6 +6,7 @@
 
 mod access;
 mod collect;
+mod commits;
 mod config;
 mod documents;
 mod error;

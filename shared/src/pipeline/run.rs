@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::commits;
 use super::config::Connection;
 use super::documents::{ItemDeadlines, Manifest};
 use super::error::StepError;
@@ -15,7 +16,7 @@ use super::now_rfc3339;
 use super::objects::{get_json, put_json, sha256_hex};
 use super::schedule::Schedule;
 use crate::ConnectorKind;
-use crate::layout::{RunRef, lock_key, lock_takeover_key, state_key};
+use crate::layout::{RunRef, commit_claim_key, is_run_id, lock_key, lock_takeover_key, state_key};
 use crate::store::ObjectStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,7 +282,7 @@ async fn update_state(
 /// A run moved the connection to `state`: the reason and the outcome are this run's (none unless
 /// given). A run that is no longer the connection's last (a late repeat of a step, after the lock
 /// was released and another run began) changes nothing of it, but that a run it names committed
-/// (its marker written) is the last committed run when it is newer than the one recorded.
+/// (its marker written) is the last committed run while no run has claimed the commit after it.
 async fn write_state(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -291,14 +292,19 @@ async fn write_state(
 ) -> Result<(), StepError> {
     let committed =
         state == RunState::Processed && store.get(&run.commit_marker()).await?.is_some();
+    // The newest commit (run ids can sort out of time order: a laptop's clock).
+    let newest = committed
+        && store
+            .get(&commit_claim_key(&run.connection_id, Some(&run.run_id)))
+            .await?
+            .is_none();
     update_state(store, &run.connection_id, |doc| {
         if doc.last_run.as_ref().is_some_and(|last| *last != run.run_id) {
             tracing::warn!(run = %run.run_id, last_run = ?doc.last_run, "a later run began: the state stays its");
             // A run that committed after a later one began (an attempt of its finalize ran on
             // after its lock was released) is still the last committed run, for the runs after
-            // to reconcile against (run ids sort by their start, to the millisecond).
-            let newer = doc.last_committed_run.as_ref().is_none_or(|c| *c < run.run_id);
-            if committed && newer {
+            // to reconcile against.
+            if newest {
                 doc.last_committed_run = Some(run.run_id.clone());
             }
             return;
@@ -381,9 +387,10 @@ pub(crate) async fn start_processing(
 ) -> Result<PlanStart, StepError> {
     let record = update_run(store, run, |r| r.state = RunState::Processing).await?;
     write_state(store, run, RunState::Processing, None, None).await?;
-    let previous_run = read_state(store, &run.connection_id)
+    let recorded = read_state(store, &run.connection_id)
         .await?
         .and_then(|s| s.last_committed_run);
+    let previous_run = newest_commit_from(store, &run.connection_id, recorded).await?;
     // Every line of the run carries this time and the items' deadlines count from it: a run
     // without it is not planned.
     let started_at = record.started_at.parse().map_err(|_| {
@@ -694,17 +701,74 @@ async fn newest_committed(
     Ok(None)
 }
 
-/// Whether `name` has a run id's form (`20261122T204900Z-1a2b3c`, see [`new_run_id`]).
-fn is_run_id(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    bytes.len() == 23
-        && bytes[..8].iter().all(u8::is_ascii_digit)
-        && bytes[8] == b'T'
-        && bytes[9..15].iter().all(u8::is_ascii_digit)
-        && &bytes[15..17] == b"Z-"
-        && bytes[17..]
-            .iter()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+/// The connection's newest commit, followed from `from` (a committed run; `None`: before the first
+/// commit) through the commit claims (see [`commits`]): the state can name an older one (it is
+/// written without a condition, and a run's begin can write back a state it read before another
+/// run committed). A run that claimed its commit and has no marker (its finalize stopped between
+/// the two writes) is finished on the way.
+pub(crate) async fn newest_commit_from(
+    store: &impl ObjectStore,
+    connection_id: &str,
+    from: Option<String>,
+) -> Result<Option<String>, StepError> {
+    let mut newest = from;
+    let mut passed: std::collections::HashSet<String> = newest.iter().cloned().collect();
+    while let Some((next, claim)) =
+        commits::next_commit(store, connection_id, newest.as_deref()).await?
+    {
+        let key = commit_claim_key(connection_id, newest.as_deref());
+        if !passed.insert(next.run_id.clone()) {
+            return Err(StepError::bad_object(
+                &key,
+                format!(
+                    "names run {}, which an earlier commit claim names too: the claims under connections/{connection_id}/commits/ loop, and no run writes such claims; delete those written by hand",
+                    next.run_id
+                ),
+            ));
+        }
+        if store.get(&next.commit_marker()).await?.is_none() {
+            let Some(marker) = commits::write_marker_from_claim(store, &next, claim).await? else {
+                return Err(StepError::bad_object(
+                    &key,
+                    format!(
+                        "names run {} as the commit after {}, but that run's manifest ({}) is gone, so no run can reconcile against it. If the run was deleted on purpose, delete this claim too: the next run then reconciles against {0}",
+                        next.run_id,
+                        newest
+                            .as_deref()
+                            .map_or("no earlier run".to_string(), |r| format!("run {r}")),
+                        next.manifest(),
+                    ),
+                ));
+            };
+            finish_after_marker(store, &next, &marker).await?;
+        }
+        newest = Some(next.run_id);
+    }
+    Ok(newest)
+}
+
+/// The commit marker of `run` where it committed: its `_COMMITTED` marker, or else its claim on
+/// the commit after the run it reconciled against (the claim is the commit; its finalize stopped
+/// before the marker, which is then written from it). `None` for a run not committed.
+async fn commit_marker_of(
+    store: &impl ObjectStore,
+    run: &RunRef,
+) -> Result<Option<Bytes>, StepError> {
+    if let Some(marker) = store.get(&run.commit_marker()).await? {
+        return Ok(Some(marker));
+    }
+    let Some(record) = get_json::<RunRecord>(store, &run.run_record()).await? else {
+        return Ok(None);
+    };
+    // Finalize puts the plan's previous run back in the record before it claims.
+    match commits::next_commit(store, &run.connection_id, record.previous_run.as_deref()).await {
+        Ok(Some((claimant, claim))) if claimant.run_id == run.run_id => {
+            commits::write_marker_from_claim(store, run, claim).await
+        }
+        // A claim written by hand names no run: the next plan says so.
+        Ok(_) | Err(StepError::BadObject { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Records that a run whose lock was taken over will never finish (its runner stopped, or its
@@ -721,7 +785,12 @@ async fn abandon(
         connection_id: connection_id.to_string(),
         run_id: stale_run.to_string(),
     };
-    if store.get(&stale.commit_marker()).await?.is_some() {
+    if let Some(marker) = commit_marker_of(store, &stale).await? {
+        // Committed, its finalize stopped after the claim or the marker: finished as far as its
+        // objects allow, for its record and the state; the runs after follow its claim anyway.
+        if let Err(e) = finish_after_marker(store, &stale, &marker).await {
+            tracing::warn!(run = %stale.run_id, error = %e, "a committed run whose lock was taken over could not be marked Processed");
+        }
         return Ok(());
     }
     if let Some(mut record) = get_json::<RunRecord>(store, &stale.run_record()).await? {
@@ -770,32 +839,6 @@ async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<
     Ok(false)
 }
 
-/// Refuses to commit a run planned against `previous` when another run has committed since: see
-/// [`StepError::Superseded`].
-pub(crate) async fn ensure_last_commit_unchanged(
-    store: &impl ObjectStore,
-    run: &RunRef,
-    previous: Option<&str>,
-) -> Result<(), StepError> {
-    // This run itself, recorded by another attempt of its finalize that committed first (Step
-    // Functions retried one whose answer was lost), supersedes nothing.
-    let last = read_state(store, &run.connection_id)
-        .await?
-        .and_then(|state| state.last_committed_run)
-        .filter(|committed| *committed != run.run_id);
-    match last {
-        Some(committed) if previous.is_none_or(|p| p < committed.as_str()) => {
-            Err(StepError::Superseded {
-                connection_id: run.connection_id.clone(),
-                run_id: run.run_id.clone(),
-                previous: previous.map(str::to_string),
-                committed,
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Refuses a run that no longer holds its connection's lock: after its lease ran out, or its
 /// execution ended (a redriven run), another run took the lock over (and marked this one
 /// abandoned), or has finished and released it since; or the run's start failed and released it.
@@ -834,7 +877,7 @@ pub(crate) async fn finish_committed(
     store: &impl ObjectStore,
     run: &RunRef,
 ) -> Result<Option<Manifest>, StepError> {
-    let Some(marker) = store.get(&run.commit_marker()).await? else {
+    let Some(marker) = commit_marker_of(store, run).await? else {
         return Ok(None);
     };
     finish_after_marker(store, run, &marker).await
@@ -946,7 +989,7 @@ pub(crate) async fn mark_committed(
 }
 
 /// Marks the run and the connection Failed with the reason, and releases the lock. A run with a
-/// commit marker is committed whatever failed after the marker (writing the state, finalize's
+/// commit marker (or its claim: see [`commits`]) is committed whatever failed after the marker (writing the state, finalize's
 /// process dying): it is marked Processed, as finalize would have, and its manifest answered. A
 /// run already Failed keeps its reason.
 pub async fn fail_run(
@@ -954,7 +997,7 @@ pub async fn fail_run(
     run: &RunRef,
     reason: &str,
 ) -> Result<Option<Manifest>, StepError> {
-    if let Some(marker) = store.get(&run.commit_marker()).await? {
+    if let Some(marker) = commit_marker_of(store, run).await? {
         tracing::error!(run = %run.run_id, reason, "a step after the commit failed; the run is committed: finishing it");
         let finished = finish_after_marker(store, run, &marker).await;
         // The lock goes whatever happened: the next start finds the last committed run by its
@@ -1487,34 +1530,148 @@ mod tests {
         );
     }
 
-    /// Two attempts of one run's finalize at once: the one that checks after the other committed
-    /// (the state naming this run) is not superseded by its own run; another run is.
+    /// Writes `run`'s commit claim on `previous` and, where `marked`, its marker.
+    async fn committed(store: &MemoryStore, run: &str, previous: Option<&str>, marked: bool) {
+        let claim = Bytes::from(format!(r#"{{"runId":"{run}"}}"#));
+        let key = commit_claim_key("c9", previous);
+        assert!(store.put_if_absent(&key, claim.clone()).await.unwrap());
+        if marked {
+            let run = RunRef {
+                connection_id: "c9".into(),
+                run_id: run.into(),
+            };
+            store.put(&run.commit_marker(), claim).await.unwrap();
+        }
+    }
+
+    /// The claims lead from any committed run, or from none, to the newest commit, whatever order
+    /// the run ids sort in (the second run's clock was a year behind the first's).
     #[tokio::test]
-    async fn a_run_is_not_superseded_by_its_own_commit() {
+    async fn the_claims_lead_to_the_newest_commit_whatever_order_run_ids_sort_in() {
         let store = MemoryStore::default();
-        let lease = Duration::from_secs(3600);
-        let run = begin_run(&store, "c8", Trigger::Api, lease).await.unwrap();
-        let previous = "20261201T000000Z-000000";
-        let record_committed = |committed: String| {
-            update_state(&store, "c8", move |doc| {
-                doc.last_committed_run = Some(committed)
-            })
-        };
-        record_committed(run.run_id.clone()).await.unwrap();
-        ensure_last_commit_unchanged(&store, &run, Some(previous))
-            .await
-            .expect("its own commit");
-        let other = run_id_at(
-            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-            0,
+        let (first, second, third) = (
+            "20271201T000000Z-000001",
+            "20261201T000000Z-000002",
+            "20261201T010000Z-000003",
         );
-        record_committed(other.clone()).await.unwrap();
-        let refused = ensure_last_commit_unchanged(&store, &run, Some(previous))
+        committed(&store, first, None, true).await;
+        committed(&store, second, Some(first), true).await;
+        committed(&store, third, Some(second), true).await;
+        for from in [None, Some(first), Some(second), Some(third)] {
+            let newest = newest_commit_from(&store, "c9", from.map(str::to_string))
+                .await
+                .unwrap();
+            assert_eq!(newest.as_deref(), Some(third), "from {from:?}");
+        }
+        let other = MemoryStore::default();
+        assert_eq!(
+            newest_commit_from(&other, "c9", Some(first.into()))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(first),
+            "a connection whose runs committed before the claims: the state's run"
+        );
+    }
+
+    /// A late state write of a committed run (an attempt of its finalize that ran on after the
+    /// next run began) names it the last committed run only while no run has claimed the commit
+    /// after it, whatever order the run ids sort in (the older run's clock was a year ahead).
+    #[tokio::test]
+    async fn a_late_state_write_names_a_run_last_committed_only_while_no_commit_follows_it() {
+        let store = MemoryStore::default();
+        let (older, newer) = ("20271201T000000Z-000001", "20261201T000000Z-000002");
+        let late = |run_id: &str| RunRef {
+            connection_id: "c9".into(),
+            run_id: run_id.into(),
+        };
+        let processed = |run_id: &'static str| {
+            let run = late(run_id);
+            let store = &store;
+            async move {
+                write_state(
+                    store,
+                    &run,
+                    RunState::Processed,
+                    Some(RunOutcome::Complete),
+                    None,
+                )
+                .await
+                .unwrap();
+                read_state(store, "c9").await.unwrap().unwrap()
+            }
+        };
+        committed(&store, older, None, true).await;
+        let running = begin_run(&store, "c9", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        committed(&store, newer, Some(older), true).await;
+        let state = processed(newer).await;
+        assert_eq!(state.last_committed_run.as_deref(), Some(newer));
+        let state = processed(older).await;
+        assert_eq!(
+            (state.last_committed_run.as_deref(), state.last_run),
+            (Some(newer), Some(running.run_id)),
+            "the run after it committed: it is not the newest"
+        );
+    }
+
+    /// A run whose finalize claimed its commit and stopped before the marker, its lock then taken
+    /// over: the takeover writes its marker from the claim and does not mark it abandoned.
+    #[tokio::test]
+    async fn a_run_that_claimed_its_commit_is_not_abandoned_when_its_lock_is_taken_over() {
+        let store = MemoryStore::default();
+        let stale = begin_run(&store, "c9", Trigger::Api, Duration::ZERO)
+            .await
+            .unwrap();
+        store
+            .put(&stale.manifest(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        committed(&store, &stale.run_id, None, false).await;
+        begin_run(&store, "c9", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .expect("the stale lock is taken over");
+        assert!(store.get(&stale.commit_marker()).await.unwrap().is_some());
+        let record = read_run(&store, &stale).await.unwrap();
+        assert_ne!(record.state, RunState::Failed, "{:?}", record.reason);
+    }
+
+    /// Claims that loop (written by hand), and a claim whose run's manifest is gone, are refused
+    /// with the claim's key and what to do, not followed for ever nor skipped.
+    #[tokio::test]
+    async fn claims_that_loop_or_name_a_run_without_its_manifest_are_refused_with_what_to_do() {
+        let store = MemoryStore::default();
+        let (first, second) = ("20261201T000000Z-000001", "20261201T010000Z-000002");
+        committed(&store, first, None, true).await;
+        committed(&store, second, Some(first), true).await;
+        committed(&store, first, Some(second), true).await;
+        let refused = newest_commit_from(&store, "c9", None).await.unwrap_err();
+        assert!(
+            matches!(&refused, StepError::BadObject { key, problem } if *key == commit_claim_key("c9", Some(second)) && problem.contains("loop")),
+            "{refused}"
+        );
+
+        let store = MemoryStore::default();
+        committed(&store, first, None, true).await;
+        committed(&store, second, Some(first), false).await;
+        let refused = newest_commit_from(&store, "c9", Some(first.into()))
             .await
             .unwrap_err();
+        let message = refused.to_string();
         assert!(
-            matches!(&refused, StepError::Superseded { committed, .. } if *committed == other),
-            "{refused}"
+            message.contains(&commit_claim_key("c9", Some(first)))
+                && message.contains("manifest")
+                && message.contains("delete this claim"),
+            "{message}"
+        );
+        let second = RunRef {
+            connection_id: "c9".into(),
+            run_id: second.into(),
+        };
+        assert!(
+            store.get(&second.commit_marker()).await.unwrap().is_none(),
+            "no marker for a run with nothing to commit"
         );
     }
 

@@ -3302,14 +3302,24 @@ fn previous_run_of(dir: &std::path::Path, connection: &str, run: &str) -> Option
 #[tokio::test]
 async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_against_the_wrong_run()
  {
-    // (the crash point, the write it follows and which one, whether finalize is retried)
+    // (the crash point, the write it follows and which one (`CLAIM`: the claim on the commit
+    // after run 1), whether finalize is retried, whether run 2 committed)
+    const CLAIM: &str = "the commit claim";
     let points = [
-        ("before the marker", "manifest.json", 1, false),
-        ("after the marker", "_COMMITTED", 1, false),
-        ("after the marker, finalize retried", "_COMMITTED", 1, true),
-        ("after the state", "state.json", 3, true),
+        ("before the claim", "manifest.json", 1, false, false),
+        ("after the claim", CLAIM, 1, false, true),
+        ("after the claim, finalize retried", CLAIM, 1, true, true),
+        ("after the marker", "_COMMITTED", 1, false, true),
+        (
+            "after the marker, finalize retried",
+            "_COMMITTED",
+            1,
+            true,
+            true,
+        ),
+        ("after the state", "state.json", 3, true, true),
     ];
-    for (point, suffix, nth, retry_finalize) in points {
+    for (point, suffix, nth, retry_finalize, committed) in points {
         let (local, dir) = temp_store(&format!("crash-{}", point.replace([' ', ','], "-")));
         let store = CrashingStore::new(local);
         // Run 1 on two scans per project; runs 2 and 3 on a newer third scan: run 2 has NEW and
@@ -3320,7 +3330,8 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
         let c2 = connection(&after, "crash", ConnectorKind::Sast);
         let first = run_through(&store, &c1, &before).await.unwrap();
 
-        store.crash_after(suffix, nth);
+        let claim = format!("/commits/after-{}.json", first.run_id);
+        store.crash_after(if suffix == CLAIM { &claim } else { suffix }, nth);
         let crashed = run_through(&store, &c2, &after).await;
         assert!(crashed.is_err(), "{point}: the run went on after the crash");
         store.revive();
@@ -3329,12 +3340,12 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
             connection_id: "crash".into(),
             run_id: second.clone(),
         };
-        let committed = store
+        let marked = store
             .get(&second_ref.commit_marker())
             .await
             .unwrap()
             .is_some();
-        assert_eq!(committed, suffix != "manifest.json", "{point}");
+        assert_eq!(marked, committed && suffix != CLAIM, "{point}");
         if retry_finalize {
             // Step Functions retries a failed finalize: it completes what followed the marker.
             cxone_etm::pipeline::finalize(&store, &c2, &second_ref)
@@ -3365,6 +3376,22 @@ async fn a_crash_at_each_point_of_finalize_never_makes_the_next_run_reconcile_ag
             Some(expected_previous),
             "{point}"
         );
+        let record: Value =
+            serde_json::from_slice(&store.get(&second_ref.run_record()).await.unwrap().unwrap())
+                .unwrap();
+        let marked = store
+            .get(&second_ref.commit_marker())
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(marked, committed, "{point}: run 2's marker");
+        // A claim without its marker is finished by the next run's plan; a run killed after its
+        // marker, by the takeover of its lock (deleted by hand here) or its retried finalize.
+        if committed && (retry_finalize || suffix == CLAIM) {
+            assert_eq!(record["state"], "Processed", "{point}: run 2's record");
+        } else {
+            assert_ne!(record["state"], "Failed", "{point}: run 2's record");
+        }
         let m3 = manifest(&store.inner, &third.manifest).await;
         if committed {
             nothing_new_or_reopened(&m3, point);
@@ -3495,49 +3522,55 @@ async fn after_the_state_was_lost_and_written_again_the_newest_committed_run_is_
 }
 
 /// A local run whose finalize failed after its commit marker (the store refused the one write
-/// after it, the run record's) is committed: the runner's failure path finishes it (the run and
-/// the connection Processed, the lock released) and answers the committed run, not the error.
+/// after it, the run record's), or after its commit claim (the marker's write refused), is
+/// committed: the runner's failure path finishes it (the marker written from the claim, the run
+/// and the connection Processed, the lock released) and answers the committed run, not the error.
 #[tokio::test]
-async fn a_local_run_whose_finalize_failed_after_its_commit_marker_answers_the_committed_run() {
-    let (local, dir) = temp_store("stumble");
-    let store = CrashingStore::new(local);
-    let emulator = emulator(shape(PROJECTS, 2)).await;
-    let c = connection(&emulator, "stumble", ConnectorKind::Sast);
-    store.stumble_after("_COMMITTED", 1);
-    let summary = run_through(&store, &c, &emulator)
-        .await
-        .expect("the committed run is answered");
-    assert!(summary.complete, "{:?}", summary.problems);
-    assert!(summary.findings > 0);
-    let run = cxone_etm::pipeline::RunRef {
-        connection_id: "stumble".into(),
-        run_id: summary.run_id.clone(),
-    };
-    assert_eq!(
-        store.crash.lock().unwrap().refused,
-        [run.run_record()],
-        "the write after the marker, the run record's, was refused"
-    );
-    assert!(store.get(&run.commit_marker()).await.unwrap().is_some());
-    let record: Value =
-        serde_json::from_slice(&store.get(&run.run_record()).await.unwrap().unwrap()).unwrap();
-    assert_eq!(record["state"], "Processed", "{record}");
-    let state = cxone_etm::pipeline::read_state(&store, "stumble")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        state.last_committed_run.as_deref(),
-        Some(run.run_id.as_str())
-    );
-    assert!(
-        store
-            .get("connections/stumble/lock")
+async fn a_local_run_whose_finalize_failed_after_its_commit_answers_the_committed_run() {
+    // (the write the refused one follows, and which write is refused)
+    let points = [
+        ("/_COMMITTED", "run.json"),
+        ("/commits/after-none.json", "_COMMITTED"),
+    ];
+    for (after, refused) in points {
+        let (local, dir) = temp_store("stumble");
+        let store = CrashingStore::new(local);
+        let emulator = emulator(shape(PROJECTS, 2)).await;
+        let c = connection(&emulator, "stumble", ConnectorKind::Sast);
+        store.stumble_after(after, 1);
+        let summary = run_through(&store, &c, &emulator)
+            .await
+            .expect("the committed run is answered");
+        assert!(summary.complete, "{:?}", summary.problems);
+        assert!(summary.findings > 0);
+        let run = cxone_etm::pipeline::RunRef {
+            connection_id: "stumble".into(),
+            run_id: summary.run_id.clone(),
+        };
+        let refused_writes = store.crash.lock().unwrap().refused.clone();
+        assert_eq!(refused_writes.len(), 1, "{refused_writes:?}");
+        assert!(refused_writes[0].ends_with(refused), "{refused_writes:?}");
+        assert!(store.get(&run.commit_marker()).await.unwrap().is_some());
+        let record: Value =
+            serde_json::from_slice(&store.get(&run.run_record()).await.unwrap().unwrap()).unwrap();
+        assert_eq!(record["state"], "Processed", "{record}");
+        let state = cxone_etm::pipeline::read_state(&store, "stumble")
             .await
             .unwrap()
-            .is_none()
-    );
-    std::fs::remove_dir_all(dir).ok();
+            .unwrap();
+        assert_eq!(
+            state.last_committed_run.as_deref(),
+            Some(run.run_id.as_str())
+        );
+        assert!(
+            store
+                .get("connections/stumble/lock")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
 
 /// Finalize killed right after it carried an unfinished item's ledger forward: the retried
@@ -4242,11 +4275,26 @@ async fn a_commit_marker_refused_for_a_write_in_flight_is_not_taken_as_committed
 /// connection's last committed run, and run 4 reconciles against it, finding nothing NEW or
 /// REOPENED. Before, run 3 committed against run 1, sending again what run 2 had sent, and run 2,
 /// its state left to run 3, was never the run reconciled against.
+///
+/// The same with the connection's state written back to name run 1 after run 2 committed, as a
+/// begin that read the state before run 2's commit writes it (the state is written without a
+/// condition): run 2's commit claim on run 1 still refuses run 3, and run 4 still reconciles
+/// against run 2. Before the claims, run 3 then committed against run 1 beside run 2.
 // Two workers: the store's hook blocks one while run 3 is planned against the emulator, which
 // answers on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_planned_before_an_older_one_committed_commits_nothing() {
-    let id = "superseded";
+    for written_back in [false, true] {
+        planned_before_an_older_run_committed(written_back).await;
+    }
+}
+
+async fn planned_before_an_older_run_committed(state_written_back: bool) {
+    let id = if state_written_back {
+        "superseded-written-back"
+    } else {
+        "superseded"
+    };
     let (store, dir) = temp_store(id);
     let (before, after) = (emulator(shape(2, 3)).await, emulator(shape(2, 4)).await);
     let (run2, items, first) = collected_not_transformed(&store, &before, &after, id).await;
@@ -4292,6 +4340,9 @@ async fn a_run_planned_before_an_older_one_committed_commits_nothing() {
         state.last_committed_run.as_deref(),
         Some(run2.run_id.as_str())
     );
+    if state_written_back {
+        name_last_committed(&store, id, &first, None).await;
+    }
 
     for item in &items3 {
         cxone_etm::pipeline::collect(&store, &vendor, &c, item, None)
@@ -4324,6 +4375,62 @@ async fn a_run_planned_before_an_older_one_committed_commits_nothing() {
         0,
         "run 2 closed what the newer scan fixed"
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Writes the connection's state back to name `run` its last committed run (and, given, `last_run`
+/// its last run), as a run's begin that read the state before a later commit writes it.
+async fn name_last_committed(
+    store: &LocalStore,
+    connection: &str,
+    run: &str,
+    last_run: Option<&str>,
+) {
+    let key = cxone_etm::pipeline::state_key(connection);
+    let mut state: Value =
+        serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
+    state["lastCommittedRun"] = Value::from(run);
+    if let Some(last_run) = last_run {
+        state["lastRun"] = Value::from(last_run);
+    }
+    store
+        .put(&key, serde_json::to_vec(&state).unwrap().into())
+        .await
+        .unwrap();
+}
+
+/// The connection's state written back to name run 1 after run 2 committed (a begin that read it
+/// before run 2's commit): run 3 still reconciles against run 2, the newest commit the claims
+/// lead to, and finds nothing new. Before, it reconciled against run 1 and committed beside run
+/// 2: what run 2 had sent was sent NEW again, and what run 2 opened and the vendor fixed since
+/// was never closed.
+#[tokio::test]
+async fn a_run_begun_on_a_state_written_back_reconciles_against_the_newest_commit() {
+    let before = emulator(shape(PROJECTS, 2)).await;
+    let after = emulator(shape(PROJECTS, 3)).await;
+    let id = "written-back";
+    let (store, dir) = temp_store(id);
+    let c_after = connection(&after, id, ConnectorKind::Sast);
+    let first = run(
+        &store,
+        &connection(&before, id, ConnectorKind::Sast),
+        api_key(&before),
+    )
+    .await
+    .unwrap();
+    let second = run(&store, &c_after, api_key(&after)).await.unwrap();
+    assert!(closed_findings(&manifest(&store, &second.manifest).await) > 0);
+    // The begin of run 3 read the state before run 2 committed: both name run 1.
+    name_last_committed(&store, id, &first.run_id, Some(&first.run_id)).await;
+    let third = run(&store, &c_after, api_key(&after)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    assert_eq!(
+        previous_run_of(&dir, id, &third.run_id).as_deref(),
+        Some(second.run_id.as_str())
+    );
+    let m3 = manifest(&store, &third.manifest).await;
+    nothing_new_or_reopened(&m3, "run 3, against run 2");
+    assert_eq!(closed_findings(&m3), 0);
     std::fs::remove_dir_all(dir).ok();
 }
 
