@@ -69,7 +69,8 @@ pub(crate) async fn next_commit(
 
 /// Writes the commit marker of `run` from its `claim`: it claimed its commit, and its finalize
 /// stopped before the marker. Answers the marker's bytes; `None` where the run's manifest is
-/// gone (deleted by hand), which leaves nothing to commit.
+/// gone (deleted by hand), which leaves nothing to commit; `NotYetWritten` where the store
+/// refused the marker for another write in flight.
 pub(crate) async fn write_marker_from_claim(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -79,11 +80,18 @@ pub(crate) async fn write_marker_from_claim(
         return Ok(None);
     }
     tracing::warn!(run = %run.run_id, "the run claimed its commit, and its finalize stopped before the commit marker: the marker is written from the claim");
-    // A refusal is another writer's marker, or one in flight (S3's 409): each marker of a run
-    // that claimed its commit holds the claim's bytes.
-    store
+    // A refusal is another writer's marker (each marker of a run that claimed its commit holds
+    // the claim's bytes), or a write in flight (S3's 409), which may never land.
+    if !store
         .put_if_absent(&run.commit_marker(), claim.clone())
-        .await?;
+        .await?
+        && store.get(&run.commit_marker()).await?.is_none()
+    {
+        return Err(StepError::NotYetWritten {
+            key: run.commit_marker(),
+            why: "another writer has it in flight (the store refused this one's for it): the run is not taken as committed until it lands; the next attempt writes it from the run's commit claim".into(),
+        });
+    }
     Ok(Some(claim))
 }
 

@@ -622,7 +622,8 @@ async fn acquire_lock(
         doc.reason = None;
         doc.last_run = Some(run.run_id.clone());
         // The newer of the two: a run that committed after a later one began may have recorded
-        // itself since the markers were read (run ids sort by their start).
+        // itself since the markers were read (run ids sort by their start). Either is a commit
+        // the claims lead on from: the plan follows them to the newest, whatever this says.
         doc.last_committed_run = committed.max(doc.last_committed_run.take());
         if trigger == Trigger::Schedule {
             doc.last_scheduled_run_at = Some(record.started_at.clone());
@@ -634,10 +635,10 @@ async fn acquire_lock(
 
 /// The connection's last committed run, as the commit markers say: the state's last run when it
 /// has a `_COMMITTED` marker, else its last committed run (when that has one); with no state, the
-/// newest run with a marker. Runs of a
-/// connection are serialized by the lock and the state's last run is always the newest, so only
-/// it can have committed unrecorded, or a run that committed after a later one began, which
-/// [`write_state`] records.
+/// newest run with a marker. Runs of a connection are serialized by the lock and the state's
+/// last run is always the newest, so only it can have committed unrecorded, or a run that
+/// committed after a later one began, which [`write_state`] records. What the state shows, and
+/// where the plan starts following the commit claims (see [`newest_commit_from`]).
 pub async fn last_committed_run(
     store: &impl ObjectStore,
     connection_id: &str,
@@ -731,16 +732,20 @@ pub(crate) async fn newest_commit_from(
                 return Err(StepError::bad_object(
                     &key,
                     format!(
-                        "names run {} as the commit after {}, but that run's manifest ({}) is gone, so no run can reconcile against it. If the run was deleted on purpose, delete this claim too: the next run then reconciles against {0}",
-                        next.run_id,
-                        newest
+                        "names run {claimant} as the commit after {before}, but that run's manifest ({manifest}) is gone, so no run can reconcile against it. If the run was deleted on purpose, delete this claim too: the next run then reconciles against {before}",
+                        claimant = next.run_id,
+                        before = newest
                             .as_deref()
                             .map_or("no earlier run".to_string(), |r| format!("run {r}")),
-                        next.manifest(),
+                        manifest = next.manifest(),
                     ),
                 ));
             };
-            finish_after_marker(store, &next, &marker).await?;
+            // Its marker stands: the run is committed whatever its record says, and a record or
+            // manifest damaged since must not stop this run (the next finds the marker).
+            if let Err(e) = finish_after_marker(store, &next, &marker).await {
+                tracing::warn!(run = %next.run_id, error = %e, "a run that claimed its commit could not be marked Processed");
+            }
         }
         newest = Some(next.run_id);
     }
@@ -754,14 +759,24 @@ async fn commit_marker_of(
     store: &impl ObjectStore,
     run: &RunRef,
 ) -> Result<Option<Bytes>, StepError> {
+    /// What of the run's `plan.json` names the run it reconciles against.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct PlannedBase {
+        previous_run: Option<String>,
+    }
     if let Some(marker) = store.get(&run.commit_marker()).await? {
         return Ok(Some(marker));
     }
-    let Some(record) = get_json::<RunRecord>(store, &run.run_record()).await? else {
+    // Finalize claims against the plan's run (the run record, written without a condition, can
+    // lag it). A run without a readable plan never reached its claim.
+    let Some(plan) = store.get(&run.plan()).await? else {
         return Ok(None);
     };
-    // Finalize puts the plan's previous run back in the record before it claims.
-    match commits::next_commit(store, &run.connection_id, record.previous_run.as_deref()).await {
+    let Ok(base) = serde_json::from_slice::<PlannedBase>(&plan) else {
+        return Ok(None);
+    };
+    match commits::next_commit(store, &run.connection_id, base.previous_run.as_deref()).await {
         Ok(Some((claimant, claim))) if claimant.run_id == run.run_id => {
             commits::write_marker_from_claim(store, run, claim).await
         }
@@ -772,8 +787,8 @@ async fn commit_marker_of(
 }
 
 /// Records that a run whose lock was taken over will never finish (its runner stopped, or its
-/// execution ended without releasing the lock); it has no commit marker, so nothing of it was
-/// ever committed.
+/// execution ended without releasing the lock): Failed where it has neither a commit marker nor a
+/// commit claim, so nothing of it was committed; a run that committed is finished instead.
 async fn abandon(
     store: &impl ObjectStore,
     connection_id: &str,
@@ -1616,25 +1631,91 @@ mod tests {
         );
     }
 
+    /// A run planned against `base` whose finalize wrote its manifest and claimed its commit, and
+    /// stopped before the marker; its run record, written back by an overlapping plan attempt,
+    /// names no run to reconcile against.
+    async fn claimed_without_marker(store: &MemoryStore, run: &RunRef, base: &str) {
+        let plan =
+            serde_json::json!({"attempt": "0123456789abcdef", "previousRun": base, "problems": []});
+        put_json(store, &run.plan(), &plan).await.unwrap();
+        let manifest = Manifest {
+            schema_version: "1.0".into(),
+            connection_id: run.connection_id.clone(),
+            run_id: run.run_id.clone(),
+            kind: ConnectorKind::Sast,
+            started_at: now_rfc3339(),
+            finished_at: now_rfc3339(),
+            complete: true,
+            problems: Vec::new(),
+            items_by_status: Default::default(),
+            totals: Default::default(),
+            totals_by_engine: Default::default(),
+            carried_forward: 0,
+            items: Vec::new(),
+            filtered_items: Vec::new(),
+            deleted_items: Vec::new(),
+        };
+        let body = serde_json::to_vec_pretty(&manifest).unwrap();
+        store
+            .put(&run.manifest(), body.clone().into())
+            .await
+            .unwrap();
+        let marker = serde_json::json!({"runId": run.run_id, "complete": true, "manifestSha256": sha256_hex(&body), "committedAt": manifest.finished_at});
+        let claim = commit_claim_key(&run.connection_id, Some(base));
+        put_json(store, &claim, &marker).await.unwrap();
+    }
+
     /// A run whose finalize claimed its commit and stopped before the marker, its lock then taken
-    /// over: the takeover writes its marker from the claim and does not mark it abandoned.
+    /// over: the takeover finds the claim by the plan's base (not the run record's), writes the
+    /// marker from it and marks the run Processed, not abandoned.
     #[tokio::test]
     async fn a_run_that_claimed_its_commit_is_not_abandoned_when_its_lock_is_taken_over() {
         let store = MemoryStore::default();
         let stale = begin_run(&store, "c9", Trigger::Api, Duration::ZERO)
             .await
             .unwrap();
-        store
-            .put(&stale.manifest(), Bytes::from_static(b"{}"))
-            .await
-            .unwrap();
-        committed(&store, &stale.run_id, None, false).await;
+        claimed_without_marker(&store, &stale, "20261201T000000Z-000001").await;
         begin_run(&store, "c9", Trigger::Api, Duration::from_secs(3600))
             .await
             .expect("the stale lock is taken over");
         assert!(store.get(&stale.commit_marker()).await.unwrap().is_some());
         let record = read_run(&store, &stale).await.unwrap();
-        assert_ne!(record.state, RunState::Failed, "{:?}", record.reason);
+        assert_eq!(record.state, RunState::Processed, "{:?}", record.reason);
+    }
+
+    /// The marker of a run that claimed its commit, refused for another write in flight (S3's
+    /// 409, that write never landing): the run's failure path answers a retryable error and
+    /// neither marks it Failed nor Processed; once the store takes the write, it commits.
+    #[tokio::test]
+    async fn a_claimed_runs_marker_refused_for_a_write_in_flight_is_not_taken_as_written() {
+        let inner = MemoryStore::default();
+        let run = begin_run(&inner, "c9", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        claimed_without_marker(&inner, &run, "20261201T000000Z-000001").await;
+        let store = InFlight {
+            inner,
+            key: run.commit_marker(),
+        };
+        let refused = fail_run(&store, &run, "finalize failed").await.unwrap_err();
+        assert!(
+            refused.is_retryable() && refused.to_string().contains("_COMMITTED"),
+            "{refused}"
+        );
+        assert!(store.get(&run.commit_marker()).await.unwrap().is_none());
+        assert_eq!(
+            read_run(&store, &run).await.unwrap().state,
+            RunState::Scheduled
+        );
+        let committed = fail_run(&store.inner, &run, "finalize failed")
+            .await
+            .unwrap()
+            .expect("the committed run's manifest");
+        assert_eq!(committed.run_id, run.run_id);
+        assert_eq!(
+            read_run(&store.inner, &run).await.unwrap().state,
+            RunState::Processed
+        );
     }
 
     /// Claims that loop (written by hand), and a claim whose run's manifest is gone, are refused
@@ -1662,7 +1743,8 @@ mod tests {
         assert!(
             message.contains(&commit_claim_key("c9", Some(first)))
                 && message.contains("manifest")
-                && message.contains("delete this claim"),
+                && message.contains("delete this claim")
+                && message.ends_with(&format!("reconciles against run {first}")),
             "{message}"
         );
         let second = RunRef {
