@@ -1230,9 +1230,11 @@ def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, em
     given_up_item_left_alone(account, run_id, item_key, manifest)
 
 
-def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_committed(account, emulator, sast, monkeypatch):
-    # Finalize's process dies (`Runtime.ExitError`) the moment its commit marker is written, before
-    # it marks the run Processed and releases the lock; tried once more, it finds the marker and
+@pytest.mark.parametrize("first_death", ["_COMMITTED", "commit claim"])
+def test_a_finalize_that_dies_just_after_its_commit_leaves_the_run_committed(account, emulator, sast, monkeypatch, first_death):
+    # Finalize's process dies (`Runtime.ExitError`) the moment its commit marker is written (or,
+    # before it, its commit claim: the commit), before it marks the run Processed and releases the
+    # lock; tried once more, it finds the marker (or the claim, and writes the marker from it) and
     # dies again as it writes the run record (a second death is not retried). The Catch's
     # `ReleaseRun` finds the marker and finishes what follows it: the run and the connection Processed, the crashed run the last
     # committed one, the lock released, the execution SUCCEEDED. Before, the execution FAILED and
@@ -1240,16 +1242,22 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
     # against it: nothing new or reopened.
     finalize = account.function_named("cxone-etm-finalize")
     crashed, one_at_a_time = [], threading.Lock()
+    previous = account.get_json("connections/sast/state.json")["lastCommittedRun"]
+    claim = f"connections/sast/commits/after-{previous}.json"
 
     def hook(key_name, put):
         answer = put()
         parts = key_name.split("/")
-        if len(parts) == 5 and parts[:3] == ["connections", "sast", "runs"]:
-            # The first attempt at its marker, the second at the run record that follows it.
-            dies_here = (parts[4], len(crashed)) in (("_COMMITTED", 0), ("run.json", 1))
-            with one_at_a_time:
-                if dies_here and account.host.crash(finalize.name, json.dumps(parts[3]).encode()):
-                    crashed.append(parts[3])
+        # The first attempt at its marker or claim, the second at the run record that follows.
+        if len(crashed) == 0:
+            dies_here = key_name == claim if first_death == "commit claim" else parts[-1] == "_COMMITTED"
+        else:
+            dies_here = len(crashed) == 1 and len(parts) == 5 and parts[4] == "run.json"
+        # The one finalize call under way: the run's.
+        with one_at_a_time:
+            if dies_here and key_name.startswith("connections/sast/") \
+                    and account.host.crash(finalize.name, b'"sast"'):
+                crashed.append(key_name)
         return answer
 
     on_put_object(monkeypatch, hook)
@@ -1257,7 +1265,10 @@ def test_a_finalize_that_dies_just_after_its_commit_marker_leaves_the_run_commit
     execution = account.wait(started["executionArn"])
     monkeypatch.undo()
     run = started["run"]
-    assert crashed == [run["runId"]] * 2, crashed
+    base = f"connections/sast/runs/{run['runId']}"
+    first = claim if first_death == "commit claim" else f"{base}/_COMMITTED"
+    assert crashed == [first, f"{base}/run.json"], crashed
+    assert account.get_json(claim)["runId"] == run["runId"]
     assert sum(1 for e in finalize.errors if e.get("errorType") == "Runtime.ExitError") >= 2, finalize.errors[-3:]
     events = account.client("stepfunctions").get_execution_history(
         executionArn=execution["executionArn"], maxResults=1000)["events"]
