@@ -111,6 +111,32 @@ async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
     );
 }
 
+/// Folders and keys past one page of S3's listing (1,000 entries): every one is answered, in
+/// order. A connection of more than 1,000 runs is found its newest committed run by
+/// `list_folders` over its run folders.
+#[tokio::test]
+async fn s3_listings_go_on_past_one_page() {
+    let moto = Moto::start().await;
+    let store = bucket(&moto, "pages").await;
+    let folders: Vec<String> = (0..1_005).map(|n| format!("run-{n:05}")).collect();
+    for chunk in folders.chunks(64) {
+        futures_util::future::try_join_all(chunk.iter().map(|folder| {
+            let key = format!("runs/{folder}/_COMMITTED");
+            let store = &store;
+            async move { store.put(&key, Bytes::from_static(b"{}")).await }
+        }))
+        .await
+        .unwrap();
+    }
+    assert_eq!(store.list_folders("runs/").await.unwrap(), folders);
+    let keys = store.list("runs/").await.unwrap();
+    assert_eq!(keys.len(), folders.len());
+    assert_eq!(
+        keys.last().map(String::as_str),
+        Some("runs/run-01004/_COMMITTED")
+    );
+}
+
 /// Large objects (ledgers) go to S3 through a temporary file and come back through one: what
 /// reaches the bucket is what was written, and a failed write sends nothing.
 #[tokio::test]
