@@ -1,7 +1,8 @@
 //! Finalize: the manifest (every object with its counts and hash, every item's outcome), then the
 //! commit claim on the run it reconciled against (the commit: one run's, once) and the commit
-//! marker (last), then the run and the connection are Processed and the lock is released. Assets not pulled completely, filtered out or no longer listed carry their
-//! ledgers forward, unless the policy closes a deleted one.
+//! marker (last), then the run and the connection are Processed and the lock is released. Assets
+//! not pulled completely, filtered out or no longer listed carry their ledgers forward, unless
+//! the policy closes a deleted one.
 
 use std::collections::BTreeMap;
 

@@ -742,9 +742,15 @@ pub(crate) async fn newest_commit_from(
                 ));
             };
             // Its marker stands: the run is committed whatever its record says, and a record or
-            // manifest damaged since must not stop this run (the next finds the marker).
-            if let Err(e) = finish_after_marker(store, &next, &marker).await {
-                tracing::warn!(run = %next.run_id, error = %e, "a run that claimed its commit could not be marked Processed");
+            // manifest damaged since must not stop this run (a store error fails the plan, which
+            // is tried again).
+            match finish_after_marker(store, &next, &marker).await {
+                Err(e @ StepError::BadObject { .. }) => {
+                    tracing::warn!(run = %next.run_id, error = %e, "a run that claimed its commit could not be marked Processed");
+                }
+                other => {
+                    other?;
+                }
             }
         }
         newest = Some(next.run_id);
@@ -800,13 +806,23 @@ async fn abandon(
         connection_id: connection_id.to_string(),
         run_id: stale_run.to_string(),
     };
-    if let Some(marker) = commit_marker_of(store, &stale).await? {
-        // Committed, its finalize stopped after the claim or the marker: finished as far as its
-        // objects allow, for its record and the state; the runs after follow its claim anyway.
-        if let Err(e) = finish_after_marker(store, &stale, &marker).await {
-            tracing::warn!(run = %stale.run_id, error = %e, "a committed run whose lock was taken over could not be marked Processed");
+    match commit_marker_of(store, &stale).await {
+        Ok(Some(marker)) => {
+            // Committed, its finalize stopped after the claim or the marker: finished as far as
+            // its objects allow, for its record and the state; the runs after follow its claim.
+            if let Err(e) = finish_after_marker(store, &stale, &marker).await {
+                tracing::warn!(run = %stale.run_id, error = %e, "a committed run whose lock was taken over could not be marked Processed");
+            }
+            return Ok(());
         }
-        return Ok(());
+        Ok(None) => {}
+        Err(e) => {
+            // Whether it committed is not known (its marker's write refused, say): not marked
+            // Failed, and the lock, already this run's, is not left to a run that failed to
+            // begin. A claim of it is finished by the next plan.
+            tracing::warn!(run = %stale.run_id, error = %e, "whether a run whose lock was taken over committed could not be read; its record is left as it is");
+            return Ok(());
+        }
     }
     if let Some(mut record) = get_json::<RunRecord>(store, &stale.run_record()).await? {
         // A run Failed already (its failure recorded, the lock's release failed) keeps its reason.
@@ -1681,6 +1697,31 @@ mod tests {
         assert!(store.get(&stale.commit_marker()).await.unwrap().is_some());
         let record = read_run(&store, &stale).await.unwrap();
         assert_eq!(record.state, RunState::Processed, "{:?}", record.reason);
+    }
+
+    /// The same takeover with the stale run's marker refused for a write in flight: whether it
+    /// committed cannot be read, so it is not marked Failed, and the run that takes over its
+    /// lock still begins (its lock is not left to a run that failed to begin).
+    #[tokio::test]
+    async fn a_takeover_that_cannot_read_whether_the_run_committed_still_begins() {
+        let inner = MemoryStore::default();
+        let stale = begin_run(&inner, "c9", Trigger::Api, Duration::ZERO)
+            .await
+            .unwrap();
+        claimed_without_marker(&inner, &stale, "20261201T000000Z-000001").await;
+        let store = InFlight {
+            inner,
+            key: stale.commit_marker(),
+        };
+        let next = begin_run(&store, "c9", Trigger::Api, Duration::from_secs(3600))
+            .await
+            .expect("the stale lock is taken over");
+        let lock: Lock = get_json(&store, &lock_key("c9")).await.unwrap().unwrap();
+        assert_eq!(lock.run_id, next.run_id);
+        assert_eq!(
+            read_run(&store, &stale).await.unwrap().state,
+            RunState::Scheduled
+        );
     }
 
     /// The marker of a run that claimed its commit, refused for another write in flight (S3's
