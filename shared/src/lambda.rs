@@ -652,7 +652,7 @@ impl<S: BucketStore> Runtime<S> {
         let (key, from_schedule) = (config_key(id), schedule_config_key(id));
         // The schedule's copy first where the config is new: a tick cut off between the two
         // writes leaves a config equal to the event's, whose copy the next tick writes.
-        let Some(stored) = self.store.get(&key).await? else {
+        let Some((stored, version)) = self.store.get_versioned(&key).await? else {
             self.store.put(&from_schedule, body.clone()).await?;
             if self.store.put_if_absent(&key, body).await? {
                 record_registration(&self.store, id, connection.schedule.is_some()).await?;
@@ -667,10 +667,16 @@ impl<S: BucketStore> Runtime<S> {
             }
             return Ok(ScheduleConfig::Unchanged);
         }
-        if copy.as_ref() != Some(&stored) {
+        // Replaced only while it is still the config read: a `cxone-etm connection put` landing
+        // since stands.
+        if copy.as_ref() != Some(&stored)
+            || !self
+                .store
+                .put_if_unchanged(&key, body.clone(), &version)
+                .await?
+        {
             return Ok(ScheduleConfig::Kept);
         }
-        self.store.put(&key, body.clone()).await?;
         self.store.put(&from_schedule, body).await?;
         Ok(ScheduleConfig::Replaced)
     }

@@ -39,6 +39,39 @@ pub trait ObjectStore: Send + Sync {
         body: Bytes,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, StoreError>> + Send;
+    /// The object with its [`Version`], for a write that must find it unchanged
+    /// ([`Self::put_if_unchanged`]).
+    fn get_versioned(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Bytes, Version)>, StoreError>> + Send {
+        async move {
+            Ok(self.get(key).await?.map(|body| {
+                let version = Version::of_bytes(&body);
+                (body, version)
+            }))
+        }
+    }
+    /// Writes `body` only while the object at `key` is still at `version`, as
+    /// [`Self::get_versioned`] read it; `false` when it changed since or is gone (nothing
+    /// written), so a write between the read and this one stands. Atomic on S3 (`If-Match` on the
+    /// ETag read) and in memory; here, and so on disk, a read then a write: a local directory has
+    /// no scheduled ticks to race a user's put.
+    fn put_if_unchanged(
+        &self,
+        key: &str,
+        body: Bytes,
+        version: &Version,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async move {
+            match self.get(key).await? {
+                Some(held) if Version::of_bytes(&held) == *version => {
+                    self.put(key, body).await.map(|()| true)
+                }
+                _ => Ok(false),
+            }
+        }
+    }
     /// Stores what `write` writes under `key`: for an object of tens of megabytes (a large asset's
     /// ledger), which the stores on disk and S3 spool through a file rather than hold in memory.
     /// When `write` fails, nothing is stored and the key keeps what it held.
@@ -107,6 +140,18 @@ pub trait ObjectStore: Send + Sync {
         }
     }
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What an object held when it was read ([`ObjectStore::get_versioned`]): S3's ETag; elsewhere
+/// the SHA-256 of its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version(String);
+
+impl Version {
+    fn of_bytes(body: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(format!("{:x}", sha2::Sha256::digest(body)))
+    }
 }
 
 /// An object being read (see [`ObjectStore::get_reader`]).
@@ -641,6 +686,65 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
+            Ok(output) => {
+                // An answer without an ETag (S3 always gives one) matches no later write.
+                let version = Version(output.e_tag().unwrap_or_default().to_string());
+                let body = output
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.body_failed(key, &e))?;
+                Ok(Some((body.into_bytes(), version)))
+            }
+            Err(e) => self.absent_or_failed(key, &e),
+        }
+    }
+
+    /// PutObject with `If-Match` on the ETag read: `false` when the object changed since (412),
+    /// is gone (404), or another conditional write of it is in flight (409). An object of exactly
+    /// `body` found after a 412 is this write's, retried by the SDK after its first attempt
+    /// landed.
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        body: Bytes,
+        version: &Version,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .if_match(&version.0)
+            .set_tagging(raw_tagging(key))
+            .body(body.clone().into())
+            .send()
+            .await;
+        let status = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.raw_response())
+            .map(|r| r.status().as_u16());
+        match result {
+            Ok(_) => Ok(true),
+            Err(_) if status == Some(412) => Ok(self
+                .get(key)
+                .await?
+                .is_some_and(|standing| standing == body)),
+            Err(_) if matches!(status, Some(404 | 409)) => Ok(false),
+            Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut pages = self
@@ -736,6 +840,22 @@ impl ObjectStore for MemoryStore {
         Ok(self.objects().get(key).cloned())
     }
 
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        body: Bytes,
+        version: &Version,
+    ) -> Result<bool, StoreError> {
+        let mut objects = self.objects();
+        match objects.get_mut(key) {
+            Some(held) if Version::of_bytes(held) == *version => {
+                *held = body;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self
             .objects()
@@ -809,6 +929,25 @@ impl ObjectStore for AnyStore {
         }
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, Version)>, StoreError> {
+        match self {
+            Self::Local(s) => s.get_versioned(key).await,
+            Self::S3(s) => s.get_versioned(key).await,
+        }
+    }
+
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        body: Bytes,
+        version: &Version,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Local(s) => s.put_if_unchanged(key, body, version).await,
+            Self::S3(s) => s.put_if_unchanged(key, body, version).await,
+        }
+    }
+
     async fn put_written<W>(&self, key: &str, write: W) -> Result<(), StoreError>
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
@@ -862,7 +1001,43 @@ impl ObjectStore for AnyStore {
 mod tests {
     use super::*;
 
+    /// A write on the version read lands only while the object is still that version.
+    async fn writes_on_the_version_read(store: &impl ObjectStore) {
+        let put = |body: &'static [u8]| store.put("v/config.json", Bytes::from_static(body));
+        put(b"read").await.unwrap();
+        let (_, read) = store.get_versioned("v/config.json").await.unwrap().unwrap();
+        put(b"put since").await.unwrap();
+        let ours = Bytes::from_static(b"ours");
+        assert!(
+            !store
+                .put_if_unchanged("v/config.json", ours.clone(), &read)
+                .await
+                .unwrap()
+        );
+        let (held, current) = store.get_versioned("v/config.json").await.unwrap().unwrap();
+        assert_eq!(held, Bytes::from_static(b"put since"));
+        assert!(
+            store
+                .put_if_unchanged("v/config.json", ours.clone(), &current)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get("v/config.json").await.unwrap(),
+            Some(ours.clone())
+        );
+        store.delete("v/config.json").await.unwrap();
+        assert!(
+            !store
+                .put_if_unchanged("v/config.json", ours, &current)
+                .await
+                .unwrap()
+        );
+        assert!(store.get("v/config.json").await.unwrap().is_none());
+    }
+
     async fn exercise(store: &impl ObjectStore) {
+        writes_on_the_version_read(store).await;
         store
             .put("a/b/1.json", Bytes::from_static(b"one"))
             .await

@@ -111,6 +111,62 @@ async fn s3_store_keeps_the_store_contract_including_conditional_writes() {
     );
 }
 
+/// A write on the version read (`If-Match` on its ETag) lands only while the object is unchanged:
+/// a write between the read and it stands, as does the object's absence; the write's own object
+/// met again (the SDK's retry of a write that landed) counts as written.
+#[tokio::test]
+async fn s3_writes_on_the_version_read_only_while_the_object_is_unchanged() {
+    let moto = Moto::start().await;
+    let store = bucket(&moto, "versions").await;
+    store
+        .put("config.json", Bytes::from_static(b"read"))
+        .await
+        .unwrap();
+    let (body, read) = store.get_versioned("config.json").await.unwrap().unwrap();
+    assert_eq!(body, Bytes::from_static(b"read"));
+    store
+        .put("config.json", Bytes::from_static(b"put since"))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .put_if_unchanged("config.json", Bytes::from_static(b"ours"), &read)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get("config.json").await.unwrap().unwrap(),
+        Bytes::from_static(b"put since")
+    );
+    let (_, current) = store.get_versioned("config.json").await.unwrap().unwrap();
+    assert_ne!(current, read);
+    assert!(
+        store
+            .put_if_unchanged("config.json", Bytes::from_static(b"ours"), &current)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get("config.json").await.unwrap().unwrap(),
+        Bytes::from_static(b"ours")
+    );
+    assert!(
+        store
+            .put_if_unchanged("config.json", Bytes::from_static(b"ours"), &current)
+            .await
+            .unwrap(),
+        "its own object, met again"
+    );
+    store.delete("config.json").await.unwrap();
+    assert!(
+        !store
+            .put_if_unchanged("config.json", Bytes::from_static(b"late"), &current)
+            .await
+            .unwrap()
+    );
+    assert!(store.get("config.json").await.unwrap().is_none());
+}
+
 /// Folders and keys past one page of S3's listing (1,000 entries): every one is answered, in
 /// order. A connection of more than 1,000 runs is found its newest committed run by
 /// `list_folders` over its run folders.

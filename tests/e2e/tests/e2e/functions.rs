@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cxone_emulator::{Endpoint, FaultSpec};
+use cxone_etm::lambda::{Runtime, ScheduleConfig};
 use cxone_etm::pipeline::{
     ConnectionConfig, RunRecord, RunRef, RunState, Trigger, WorkGroup, WorkItem, config_key,
     read_state, read_work_list, write_plan,
 };
-use cxone_etm::store::ObjectStore;
+use cxone_etm::store::{BucketStore, ObjectStore, StoreError, Version};
 
 use crate::{call, trigger};
 use cxone_etm::lambda::VendorHosts;
@@ -1984,5 +1985,112 @@ async fn a_connection_test_whose_secret_never_comes_answers_within_its_limit() {
         text.contains("the secret was not given within 1.6 s (of the 2 s this test may take)")
             && text.contains("Secrets Manager reachable from it and not throttling"),
         "{text}"
+    );
+}
+
+/// A memory store on which `put` is written over `key` right after the next versioned read of it
+/// once `armed`: a user's `cxone-etm connection put` landing between a tick's read of the config
+/// and its write.
+struct PutAfterRead {
+    inner: cxone_etm::store::MemoryStore,
+    key: String,
+    put: bytes::Bytes,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl ObjectStore for PutAfterRead {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_versioned(
+        &self,
+        key: &str,
+    ) -> Result<Option<(bytes::Bytes, Version)>, StoreError> {
+        let read = self.inner.get_versioned(key).await?;
+        if key == self.key && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.inner.put(key, self.put.clone()).await?;
+        }
+        Ok(read)
+    }
+    async fn put_if_unchanged(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        version: &Version,
+    ) -> Result<bool, StoreError> {
+        self.inner.put_if_unchanged(key, body, version).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+impl BucketStore for PutAfterRead {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+    fn full_key(&self, key: &str) -> String {
+        self.inner.full_key(key)
+    }
+}
+
+/// A config put between a tick's read of the stored config and its write of the stack's changed
+/// parameters is never replaced: the tick writes only on the version it read, and keeps the put.
+/// Before, the tick wrote over it, and the user's config (a custom map, a filter) was lost until
+/// put again.
+#[tokio::test]
+async fn a_config_put_between_a_ticks_read_and_its_write_is_kept() {
+    let f = fixture().await;
+    let config = |start_date: &str| {
+        let mut config = ConnectionConfig::new(
+            "ticked",
+            cxone_etm::ConnectorKind::Dast,
+            vendor_settings(&f.emulator),
+            cxone_etm_e2e::DEMO_SECRET_ARN,
+        );
+        config.schedule = serde_json::from_value(
+            json!({"expression": "rate(1 day)", "timezone": "UTC", "start_date": start_date}),
+        )
+        .unwrap();
+        config
+    };
+    let mut users = serde_json::to_value(config("2017-01-01")).unwrap();
+    users["filters"] = json!({"project_names": ["kept"]});
+    let users = bytes::Bytes::from(serde_json::to_vec_pretty(&users).unwrap());
+    let store = PutAfterRead {
+        inner: cxone_etm::store::MemoryStore::default(),
+        key: config_key("ticked"),
+        put: users.clone(),
+        armed: false.into(),
+    };
+    let runtime = Runtime::new(store, f.secrets.clone(), None)
+        .with_vendor_hosts(VendorHosts::listed(emulator_host(&f.emulator)));
+    let stored = runtime.register_from_schedule("ticked", config("2026-01-01"));
+    assert!(matches!(stored.await.unwrap(), ScheduleConfig::Stored));
+    runtime
+        .store
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let redeployed = runtime.register_from_schedule("ticked", config("2016-01-01"));
+    assert!(matches!(redeployed.await.unwrap(), ScheduleConfig::Kept));
+    assert_eq!(
+        runtime.store.get(&config_key("ticked")).await.unwrap(),
+        Some(users.clone()),
+        "the put stands"
+    );
+    let again = runtime.register_from_schedule("ticked", config("2016-01-01"));
+    assert!(matches!(again.await.unwrap(), ScheduleConfig::Kept));
+    assert_eq!(
+        runtime.store.get(&config_key("ticked")).await.unwrap(),
+        Some(users)
     );
 }
