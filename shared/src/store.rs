@@ -696,7 +696,7 @@ impl ObjectStore for S3Store {
             .await
         {
             Ok(output) => {
-                // An answer without an ETag (S3 always gives one) matches no later write.
+                // S3 always answers an ETag; none would make the write's `If-Match` empty.
                 let version = Version(output.e_tag().unwrap_or_default().to_string());
                 let body = output
                     .body
