@@ -164,7 +164,7 @@ pub async fn handle(
                 tracing::info!(connection = %id, "replaced the config an earlier tick stored: the stack's parameters changed since");
             }
             ScheduleConfig::Kept => {
-                tracing::warn!(connection = %id, "the stack's parameters differ from the stored config, which is not the one a tick last stored (it was put with `cxone-etm connection put`, or stored by a tick of a version before 2026-12-07): the stored config is used; to take the parameters, put them with `connection put`, or delete connections/{id}/config.json and the next tick stores them");
+                tracing::warn!(connection = %id, "the stack's parameters differ from the stored config, which is not the one a tick last stored (it was put with `cxone-etm connection put`, by a tick of a version before 2026-12-07, or by a tick cut off before it recorded its copy): the stored config is used; to take the parameters, put them with `connection put`, or delete connections/{id}/config.json and the next tick stores them");
             }
             ScheduleConfig::Unchanged => {}
         }
