@@ -1020,9 +1020,9 @@ pub(crate) async fn mark_committed(
 }
 
 /// Marks the run and the connection Failed with the reason, and releases the lock. A run with a
-/// commit marker (or its claim: see [`commits`]) is committed whatever failed after the marker (writing the state, finalize's
-/// process dying): it is marked Processed, as finalize would have, and its manifest answered. A
-/// run already Failed keeps its reason.
+/// commit marker (or its claim: see [`commits`]) is committed whatever failed after it (writing
+/// the marker or the state, finalize's process dying): it is marked Processed, as finalize would
+/// have, and its manifest answered. A run already Failed keeps its reason.
 pub async fn fail_run(
     store: &impl ObjectStore,
     run: &RunRef,
