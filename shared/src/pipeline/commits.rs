@@ -80,19 +80,29 @@ pub(crate) async fn write_marker_from_claim(
         return Ok(None);
     }
     tracing::warn!(run = %run.run_id, "the run claimed its commit, and its finalize stopped before the commit marker: the marker is written from the claim");
+    put_marker(store, run, claim.clone()).await?;
+    Ok(Some(claim))
+}
+
+/// Writes the commit marker of `run`, which claimed its commit, with the claim's bytes `claim`.
+/// `NotYetWritten` where the store refused it for another write in flight (S3's 409), which may
+/// never land: the run is not taken as committed until a marker stands.
+pub(crate) async fn put_marker(
+    store: &impl ObjectStore,
+    run: &RunRef,
+    claim: Bytes,
+) -> Result<(), StepError> {
     // A refusal is another writer's marker (each marker of a run that claimed its commit holds
-    // the claim's bytes), or a write in flight (S3's 409), which may never land.
-    if !store
-        .put_if_absent(&run.commit_marker(), claim.clone())
-        .await?
+    // the claim's bytes), or a write in flight.
+    if !store.put_if_absent(&run.commit_marker(), claim).await?
         && store.get(&run.commit_marker()).await?.is_none()
     {
         return Err(StepError::NotYetWritten {
             key: run.commit_marker(),
-            why: "another writer has it in flight (the store refused this one's for it): the run is not taken as committed until it lands; the next attempt writes it from the run's commit claim".into(),
+            why: "another writer has it in flight (the store refused this one's for it); the next attempt finds it, or writes it from the run's commit claim".into(),
         });
     }
-    Ok(Some(claim))
+    Ok(())
 }
 
 /// The run a claim names.

@@ -366,18 +366,7 @@ pub async fn finalize(
             return Err(superseded);
         }
     };
-    // Refused: another attempt's marker (the claim's bytes), or a write in flight (S3's 409).
-    if !store
-        .put_if_absent(&run.commit_marker(), committed.clone())
-        .await?
-        && store.get(&run.commit_marker()).await?.is_none()
-    {
-        // Whether it lands is not known yet: the run is not recorded committed until it does.
-        return Err(StepError::NotYetWritten {
-            key: run.commit_marker(),
-            why: "another attempt of finalize is writing it (the store refused this one's for a write in flight); the next attempt finds it, or writes it from the run's commit claim".into(),
-        });
-    }
+    commits::put_marker(store, run, committed.clone()).await?;
     if committed != ours {
         // Another attempt claimed first, its manifest written before its claim: this one's,
         // written since, must not stand beside that hash.

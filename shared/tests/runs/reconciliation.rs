@@ -3469,20 +3469,15 @@ async fn a_run_after_the_state_was_lost_reconciles_against_the_last_committed_ru
 /// scans again find nothing new.
 #[tokio::test]
 async fn after_the_state_was_lost_and_written_again_the_newest_committed_run_is_found() {
-    let before = emulator(shape(PROJECTS, 2)).await;
-    let after = emulator(shape(PROJECTS, 3)).await;
     let id = "state-rewritten";
-    let (store, dir) = temp_store(id);
-    let c_after = connection(&after, id, ConnectorKind::Sast);
-    let first = run(
-        &store,
-        &connection(&before, id, ConnectorKind::Sast),
-        api_key(&before),
-    )
-    .await
-    .unwrap();
-    let second = run(&store, &c_after, api_key(&after)).await.unwrap();
-    assert!(first.complete && second.complete);
+    let TwoRuns {
+        store,
+        dir,
+        after,
+        c_after,
+        second,
+        ..
+    } = two_committed_runs(id).await;
     store
         .delete(&cxone_etm::pipeline::state_key(id))
         .await
@@ -4399,16 +4394,21 @@ async fn name_last_committed(
         .unwrap();
 }
 
-/// The connection's state written back to name run 1 after run 2 committed (a begin that read it
-/// before run 2's commit): run 3 still reconciles against run 2, the newest commit the claims
-/// lead to, and finds nothing new. Before, it reconciled against run 1 and committed beside run
-/// 2: what run 2 had sent was sent NEW again, and what run 2 opened and the vendor fixed since
-/// was never closed.
-#[tokio::test]
-async fn a_run_begun_on_a_state_written_back_reconciles_against_the_newest_commit() {
+/// Connection `id`'s first two runs, both complete: run 1 on two scans a project, run 2 on a
+/// third (findings fixed, so run 2 closes some), `after` the tenant of run 2 and `c_after` its
+/// connection.
+struct TwoRuns {
+    store: LocalStore,
+    dir: std::path::PathBuf,
+    after: Emulator,
+    c_after: cxone_etm::pipeline::Connection,
+    first: cxone_etm::pipeline::RunSummary,
+    second: cxone_etm::pipeline::RunSummary,
+}
+
+async fn two_committed_runs(id: &str) -> TwoRuns {
     let before = emulator(shape(PROJECTS, 2)).await;
     let after = emulator(shape(PROJECTS, 3)).await;
-    let id = "written-back";
     let (store, dir) = temp_store(id);
     let c_after = connection(&after, id, ConnectorKind::Sast);
     let first = run(
@@ -4419,7 +4419,34 @@ async fn a_run_begun_on_a_state_written_back_reconciles_against_the_newest_commi
     .await
     .unwrap();
     let second = run(&store, &c_after, api_key(&after)).await.unwrap();
+    assert!(first.complete && second.complete);
     assert!(closed_findings(&manifest(&store, &second.manifest).await) > 0);
+    TwoRuns {
+        store,
+        dir,
+        after,
+        c_after,
+        first,
+        second,
+    }
+}
+
+/// The connection's state written back to name run 1 after run 2 committed (a begin that read it
+/// before run 2's commit): run 3 still reconciles against run 2, the newest commit the claims
+/// lead to, and finds nothing new. Before, it reconciled against run 1 and committed beside run
+/// 2: what run 2 had sent was sent NEW again, and what run 2 opened and the vendor fixed since
+/// was never closed.
+#[tokio::test]
+async fn a_run_begun_on_a_state_written_back_reconciles_against_the_newest_commit() {
+    let id = "written-back";
+    let TwoRuns {
+        store,
+        dir,
+        after,
+        c_after,
+        first,
+        second,
+    } = two_committed_runs(id).await;
     // The begin of run 3 read the state before run 2 committed: both name run 1.
     name_last_committed(&store, id, &first.run_id, Some(&first.run_id)).await;
     let third = run(&store, &c_after, api_key(&after)).await.unwrap();
