@@ -1177,29 +1177,42 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
-    /// An S3 endpoint that answers every request with the start of a body it promised whole, and
+    /// A fake S3's raw HTTP answer to a request (its head and body as text).
+    type Answer = fn(&str) -> Vec<u8>;
+
+    /// An S3 endpoint that reads each request whole and writes back what `answer` makes of it,
     /// then hangs up.
-    async fn cutting_off_s3() -> S3Store {
+    async fn answering_s3(answer: Answer) -> S3Store {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    // The request's head read first (a GET has no body): closing on unread
-                    // bytes would reset the connection before the answer arrives.
+                    // The request read whole first: closing on unread bytes would reset the
+                    // connection before the answer arrives.
                     let mut request = Vec::new();
                     let mut buffer = [0; 4096];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    loop {
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|n| n.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if request.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
                         match socket.read(&mut buffer).await {
                             Ok(0) | Err(_) => return,
                             Ok(n) => request.extend_from_slice(&buffer[..n]),
                         }
                     }
-                    let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\
-                                Content-Type: application/octet-stream\r\n\r\n";
-                    let _ = socket.write_all(head.as_bytes()).await;
-                    let _ = socket.write_all(&[b'x'; 64 * 1024]).await;
+                    let _ = socket
+                        .write_all(&answer(&String::from_utf8_lossy(&request)))
+                        .await;
                     let _ = socket.shutdown().await;
                 });
             }
@@ -1214,6 +1227,86 @@ mod tests {
             ))
             .build();
         S3Store::new(aws_sdk_s3::Client::from_conf(config), "bucket", "etm")
+    }
+
+    /// An S3 endpoint that answers every request with the start of a body it promised whole, and
+    /// then hangs up.
+    async fn cutting_off_s3() -> S3Store {
+        answering_s3(|_| {
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\
+                               Content-Type: application/octet-stream\r\n\r\n"
+                .to_vec();
+            answer.extend_from_slice(&[b'x'; 64 * 1024]);
+            answer
+        })
+        .await
+    }
+
+    /// S3's refusals of a conditional write, each from an endpoint that answers it: another
+    /// conditional write of the key in flight (409) and the object gone (404) are `false`, not an
+    /// error and not a write; a 412 is `false` unless the object now holds exactly this write's
+    /// bytes (the SDK's retry of a write that landed).
+    #[tokio::test]
+    async fn s3s_refusals_of_a_conditional_write_are_not_writes() {
+        fn s3_error(status: &str, code: &str) -> Vec<u8> {
+            let body = format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+        fn standing(body: &str) -> Vec<u8> {
+            format!(
+                "HTTP/1.1 200 OK\r\nETag: \"e2\"\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+        let cases: [(&str, Answer, bool); 4] = [
+            (
+                "409",
+                |_| s3_error("409 Conflict", "ConditionalRequestConflict"),
+                false,
+            ),
+            ("404", |_| s3_error("404 Not Found", "NoSuchKey"), false),
+            (
+                "412, another's bytes",
+                |request| {
+                    if request.starts_with("PUT") {
+                        s3_error("412 Precondition Failed", "PreconditionFailed")
+                    } else {
+                        standing("theirs")
+                    }
+                },
+                false,
+            ),
+            (
+                "412, this write's bytes",
+                |request| {
+                    if request.starts_with("PUT") {
+                        s3_error("412 Precondition Failed", "PreconditionFailed")
+                    } else {
+                        standing("ours")
+                    }
+                },
+                true,
+            ),
+        ];
+        for (case, answer, written) in cases {
+            let store = answering_s3(answer).await;
+            let version = Version("\"e1\"".into());
+            let put = store
+                .put_if_unchanged("c/config.json", Bytes::from_static(b"ours"), &version)
+                .await;
+            assert_eq!(put.unwrap(), written, "put_if_unchanged, {case}");
+            if case != "404" {
+                let put = store
+                    .put_if_absent("c/config.json", Bytes::from_static(b"ours"))
+                    .await;
+                assert_eq!(put.unwrap(), written, "put_if_absent, {case}");
+            }
+        }
     }
 
     /// A body cut off partway is a store failure (retryable: the step runs again), never a short

@@ -2209,6 +2209,111 @@ fn an_id_past_64_bits_is_rejected_not_rounded_into_another() {
     );
 }
 
+/// A whole number past 64 bits in a list, a joined text or the tags is flagged and its field left
+/// out, not written rounded: as text, `18446744073709551617` and `18446744073709551616` are both
+/// `1.8446744073709552e19`. The largest 64-bit number keeps its digits wherever it is.
+#[test]
+fn a_number_past_64_bits_in_a_list_a_joined_text_or_the_tags_is_flagged_not_rounded() {
+    let past = "18446744073709551617";
+    let largest = "18446744073709551615";
+    let rounded = "past what a 64-bit number holds exactly";
+    let flagged = |v: &Value| -> Vec<String> {
+        v["flaggedValues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect()
+    };
+    let numbers = |body: Vec<u8>| {
+        String::from_utf8(body)
+            .unwrap()
+            .replace("\"PAST\"", past)
+            .replace("\"LARGEST\"", largest)
+    };
+
+    // SAST: the project's tags and groups, and the findings' compliances (a list).
+    let mut map = TransformMap::default_for(Engine::Sast);
+    map.entries.push(cxone_etm::mapping::MapEntry {
+        source: "findings[].vulnerabilityDetails.compliances".into(),
+        target: "findingGroup.findings[].compliances".into(),
+        value_map: None,
+        default: None,
+        required: false,
+    });
+    let project = format!(
+        r#"{{"id":"p-1","name":"acme/checkout","tags":{{"team":"payments","cost":{past}}},"groups":["g",{largest}]}}"#
+    );
+    let compliances =
+        |list: &str| json!({"vulnerabilityDetails": {"cweId": 89, "compliances": ["PCI", list]}});
+    let body = numbers(page(vec![
+        sast_record("a", compliances("PAST")),
+        sast_record("b", compliances("LARGEST")),
+    ]));
+    let (lines, outcome) = run_with(
+        &map,
+        &project,
+        &[body.as_bytes()],
+        TransformOptions::default(),
+    );
+    validate(&lines);
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    let line: Value = serde_json::from_str(&lines[0]).unwrap();
+    let asset = &line["asset"];
+    assert_eq!(asset.get("tags"), None, "{asset}");
+    assert_eq!(asset["groups"], json!(["g", largest]), "{asset}");
+    assert!(
+        flagged(asset)
+            .iter()
+            .any(|f| f.contains("tags") && f.contains(rounded)),
+        "{asset}"
+    );
+    let out = findings(&lines[0]);
+    assert_eq!(out[0].get("compliances"), None, "{}", out[0]);
+    assert!(
+        flagged(&out[0])
+            .iter()
+            .any(|f| f.contains("compliances") && f.contains(rounded)),
+        "{}",
+        out[0]
+    );
+    assert_eq!(out[1]["compliances"], json!(["PCI", largest]), "{}", out[1]);
+    assert!(flagged(&out[1]).is_empty(), "{}", out[1]);
+
+    // DAST: the OWASP names, a list joined into one text.
+    let environment =
+        r#"{"environmentId":"env-1","domain":"shop.example.com","url":"https://shop.example.com"}"#;
+    let dast = |id: &str, owasp: &str| {
+        json!({"id": id, "severity": "HIGH", "state": "To Verify", "status": "New", "name": "XSS",
+               "cwe_id": "79", "owasp": ["A03", owasp], "url": "https://shop.example.com/q", "scan_type": "DAST"})
+    };
+    let body = numbers(
+        serde_json::to_vec(
+            &json!({"results": [dast("a", "PAST"), dast("b", "LARGEST")],
+                                   "total": 2, "pages_number": 1}),
+        )
+        .unwrap(),
+    );
+    let (lines, outcome) = run(
+        Engine::Dast,
+        environment,
+        &[body.as_bytes()],
+        TransformOptions::default(),
+    );
+    validate(&lines);
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    let out = findings(&lines[0]);
+    assert_eq!(out[0].get("owaspTop10Name"), None, "{}", out[0]);
+    assert!(
+        flagged(&out[0])
+            .iter()
+            .any(|f| f.contains("owaspTop10Name") && f.contains(rounded)),
+        "{}",
+        out[0]
+    );
+    assert_eq!(out[1]["owaspTop10Name"], json!(format!("A03, {largest}")));
+}
+
 /// A severity the vendor writes with blanks around it or in another case is that severity: scored
 /// and mapped as it, nothing flagged. Before, ` HIGH` was scored and mapped as the table's
 /// default (MEDIUM) and flagged, and a severity filter of HIGH left it out.

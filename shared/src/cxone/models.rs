@@ -333,9 +333,13 @@ pub struct DastScan {
     pub scan_type: Option<String>,
 }
 
-/// Whether two vendor ids (UUIDs) name the same scan or environment: letter case aside.
+/// Whether two vendor ids name the same scan or environment: letter case aside where both are
+/// UUIDs (whose hex digits are one number in either case), exactly otherwise.
 pub(crate) fn same_id(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
+    a == b
+        || (a.eq_ignore_ascii_case(b)
+            && uuid::Uuid::try_parse(a).is_ok()
+            && uuid::Uuid::try_parse(b).is_ok())
 }
 
 impl DastScan {
@@ -392,6 +396,17 @@ mod tests {
 
     /// The complete real page from the API reference (§12.5), one SAST result without a description.
     const REAL_PAGE: &str = include_str!("../../tests/fixtures/results_real_sample.json");
+
+    /// Two environments `env-a` and `ENV-A` of a tenant are two; a UUID is one number in either
+    /// case.
+    #[test]
+    fn ids_are_the_same_case_aside_only_where_both_are_uuids() {
+        let uuid = "7f0c2a9e-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+        assert!(same_id(uuid, &uuid.to_ascii_uppercase()));
+        assert!(same_id("env-a", "env-a"));
+        assert!(!same_id("env-a", "ENV-A"));
+        assert!(!same_id(uuid, "7f0c2a9e-1b2c-4d5e-8f90-a1b2c3d4e5f7"));
+    }
 
     #[test]
     fn a_scans_engines_come_from_its_list_else_from_its_status_details() {

@@ -862,7 +862,10 @@ impl LastScanQuery {
                 scan.engines.join(", ")
             ));
         }
-        if differs(&self.branch, &scan.branch) {
+        // Branch names are case-sensitive (git's): `Main` is not `main`.
+        if let (Some(asked), Some(got)) = (&self.branch, &scan.branch)
+            && asked != got
+        {
             return Some(format!(
                 "scan {} is of branch {}, not the branch {} asked for",
                 scan.id,
@@ -2019,13 +2022,44 @@ mod tests {
         );
     }
 
+    /// Branch names are git's, case-sensitive: a scan of `Main` answered for `main` is refused;
+    /// words of the API (a status, an engine) are read case aside.
+    #[test]
+    fn a_last_scan_of_a_branch_differing_only_in_case_is_not_the_branch_asked() {
+        let query = LastScanQuery {
+            branch: Some("main".into()),
+            ..LastScanQuery::completed(Some(crate::Engine::Sast))
+        };
+        let scan = |branch: &str| LastScan {
+            id: "s".into(),
+            status: Some("completed".into()),
+            branch: Some(branch.into()),
+            created_at: None,
+            updated_at: None,
+            engines: vec!["SAST".into()],
+        };
+        assert_eq!(query.mismatch(&scan("main")), None);
+        let refused = query.mismatch(&scan("Main")).expect("refused");
+        assert!(
+            refused.contains("scan s is of branch Main, not the branch main asked for"),
+            "{refused}"
+        );
+    }
+
     #[test]
     fn a_dast_result_of_another_environment_is_named() {
+        let uuid = "7f0c2a9e-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+        let upper = format!(r#"{{"environment_id":"{}"}}"#, uuid.to_ascii_uppercase());
+        assert_eq!(
+            names_another_environment(upper.as_bytes(), uuid),
+            None,
+            "UUIDs: case aside"
+        );
         let of = |record: &str| names_another_environment(record.as_bytes(), "env-a");
         assert_eq!(
-            of(r#"{"environment_id":"ENV-A"}"#),
-            None,
-            "ids are UUIDs: case aside"
+            of(r#"{"environment_id":"ENV-A"}"#).as_deref(),
+            Some("ENV-A"),
+            "ids that are not UUIDs: exactly"
         );
         assert_eq!(of(r#"{"id":"1","environment_id":"env-a"}"#), None);
         assert_eq!(of(r#"{"id":"1"}"#), None, "naming none passes");

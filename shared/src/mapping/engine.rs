@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::batch::{LineSink, LineWriter, TransformContext, line_envelope};
 use super::catalog::{Computed, ValueType};
-use super::extract::{OnRecord, Shape, text_of, walk_page};
+use super::extract::{OnRecord, Shape, is_rounded_whole, text_of, walk_page};
 use super::identity::{self, RepeatedIds};
 use super::ledger::{Ledger, LedgerEntry, LedgerFull, Lifecycle};
 use super::map::{CompiledEntry, Layout, LayoutField, Plan};
@@ -385,21 +385,21 @@ struct OriginalPage {
     results: Vec<Value>,
 }
 
-/// 2^53: from here on, not every whole number is a 64-bit float.
-const F64_EXACT: f64 = 9_007_199_254_740_992.0;
-
 /// Coerces a value to the target type; `Err` names what did not fit.
 fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
     match ty {
         // A list of texts written as one text (DAST `owasp`); a lone text stays as it is.
         ValueType::Joined => match value {
-            Value::Array(items) if items.iter().all(|v| text_of(v).is_some()) => Ok(Value::String(
-                items
+            Value::Array(items) => {
+                let texts = items
                     .iter()
-                    .filter_map(text_of)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )),
+                    .map(scalar_text)
+                    .collect::<Result<Vec<_>, _>>()?;
+                match texts.into_iter().collect::<Option<Vec<_>>>() {
+                    Some(texts) => Ok(Value::String(texts.join(", "))),
+                    None => coerce(Value::Array(items), ValueType::Text),
+                }
+            }
             other => coerce(other, ValueType::Text),
         },
         // A vendor status a value map does not know passes through unmapped: only one ETM takes
@@ -417,20 +417,9 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
         },
         ValueType::Text => match value {
             Value::String(_) => Ok(value),
-            // A whole number past 64 bits is read as a float: written as text it would be
-            // rounded, and two ids that differ past its precision would name one finding.
-            Value::Number(n)
-                if n.is_f64()
-                    && n.as_f64()
-                        .is_some_and(|f| f.fract() == 0.0 && f.abs() >= F64_EXACT) =>
-            {
-                Err(format!(
-                    "{n} is a whole number past what a 64-bit number holds exactly: its digits cannot all be kept"
-                ))
-            }
-            Value::Number(n) => Ok(Value::String(n.to_string())),
-            Value::Bool(b) => Ok(Value::String(b.to_string())),
-            other => Err(format!("{} where a text belongs", kind_of(&other))),
+            other => scalar_text(&other)?
+                .map(Value::String)
+                .ok_or_else(|| format!("{} where a text belongs", kind_of(&other))),
         },
         // NVD's `NVD-CWE-Other` and `NVD-CWE-noinfo` (SCA) name no weakness.
         ValueType::Cwe if value.as_str().is_some_and(|s| s.starts_with("NVD-CWE-")) => Err(
@@ -475,23 +464,19 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
             other => Err(format!("{} is not an RFC 3339 time stamp", short(other))),
         },
         ValueType::Tags => match value {
-            Value::Object(tags) => Ok(Value::Array(
-                tags.iter()
-                    .map(
-                        |(key, value)| match text_of(value).filter(|v| !v.is_empty()) {
-                            Some(value) => Value::String(format!("{key}:{value}")),
-                            None => Value::String(key.clone()),
+            Value::Object(tags) => tags
+                .iter()
+                .map(|(key, value)| {
+                    Ok(Value::String(
+                        match scalar_text(value)?.filter(|v| !v.is_empty()) {
+                            Some(value) => format!("{key}:{value}"),
+                            None => key.clone(),
                         },
-                    )
-                    .collect(),
-            )),
-            Value::Array(items) => Ok(Value::Array(
-                items
-                    .iter()
-                    .filter_map(|item| text_of(item).or_else(|| item.get("name").and_then(text_of)))
-                    .map(Value::String)
-                    .collect(),
-            )),
+                    ))
+                })
+                .collect::<Result<_, String>>()
+                .map(Value::Array),
+            Value::Array(items) => texts_of(&items, &["name"]).map(Value::Array),
             Value::String(s) => Ok(Value::Array(vec![Value::String(s)])),
             other => Err(format!("{} where tags belong", kind_of(&other))),
         },
@@ -529,49 +514,70 @@ fn coerce(value: Value, ty: ValueType) -> Result<Value, String> {
             other => Err(format!("{} where a CVSS vector belongs", kind_of(&other))),
         },
         ValueType::DependencyPaths => match value {
-            Value::Array(paths) => Ok(Value::Array(
-                paths
-                    .iter()
-                    .filter_map(|path| {
-                        let names: Vec<String> = path
-                            .as_array()?
-                            .iter()
-                            .filter_map(|step| step.get("name").and_then(text_of))
-                            .collect();
-                        (!names.is_empty()).then(|| Value::String(names.join(" > ")))
-                    })
-                    .collect(),
-            )),
+            Value::Array(paths) => {
+                let mut joined = Vec::new();
+                for steps in paths.iter().filter_map(Value::as_array) {
+                    let mut names = Vec::new();
+                    for step in steps {
+                        names.extend(field_text(step, &["name"])?);
+                    }
+                    if !names.is_empty() {
+                        joined.push(Value::String(names.join(" > ")));
+                    }
+                }
+                Ok(Value::Array(joined))
+            }
             other => Err(format!("{} where dependency paths belong", kind_of(&other))),
         },
         ValueType::Names => match value {
-            Value::Array(items) => Ok(Value::Array(
-                items
-                    .iter()
-                    .filter_map(|item| {
-                        text_of(item).or_else(|| {
-                            ["fullName", "methodName", "name"]
-                                .iter()
-                                .find_map(|key| item.get(key).and_then(text_of))
-                        })
-                    })
-                    .map(Value::String)
-                    .collect(),
-            )),
+            Value::Array(items) => {
+                texts_of(&items, &["fullName", "methodName", "name"]).map(Value::Array)
+            }
             Value::String(s) => Ok(Value::Array(vec![Value::String(s)])),
             other => Err(format!("{} where a list of names belongs", kind_of(&other))),
         },
         ValueType::List => match value {
-            Value::Array(items) => Ok(Value::Array(
-                items
-                    .into_iter()
-                    .filter_map(|v| text_of(&v).map(Value::String))
-                    .collect(),
-            )),
+            Value::Array(items) => texts_of(&items, &[]).map(Value::Array),
             Value::String(s) => Ok(Value::Array(vec![Value::String(s)])),
             other => Err(format!("{} where a list belongs", kind_of(&other))),
         },
     }
+}
+
+/// A text, number or boolean as text, `None` for anything else; `Err` for a whole number past what
+/// a 64-bit float holds exactly: a JSON reader holds it rounded, and written as text two numbers
+/// that differ past its precision (two ids, two tags) would read as one.
+fn scalar_text(value: &Value) -> Result<Option<String>, String> {
+    match value {
+        Value::Number(n) if is_rounded_whole(n) => Err(format!(
+            "{n} is a whole number past what a 64-bit number holds exactly: its digits cannot all be kept"
+        )),
+        other => Ok(text_of(other)),
+    }
+}
+
+/// The text of the first of `keys` in `item` that holds one (see [`scalar_text`]).
+fn field_text(item: &Value, keys: &[&str]) -> Result<Option<String>, String> {
+    for key in keys {
+        if let Some(text) = item.get(key).map(scalar_text).transpose()?.flatten() {
+            return Ok(Some(text));
+        }
+    }
+    Ok(None)
+}
+
+/// Each item of a list as text: the item's own, else its first of `keys` that holds one; an item
+/// with neither is left out, as no text.
+fn texts_of(items: &[Value], keys: &[&str]) -> Result<Vec<Value>, String> {
+    let mut texts = Vec::with_capacity(items.len());
+    for item in items {
+        let text = match scalar_text(item)? {
+            Some(text) => Some(text),
+            None => field_text(item, keys)?,
+        };
+        texts.extend(text.map(Value::String));
+    }
+    Ok(texts)
 }
 
 /// A CVSS vector from the metrics of Checkmarx One's CVSS object (`attackVector: NETWORK` →

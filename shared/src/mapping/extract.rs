@@ -417,10 +417,22 @@ fn read_alone(tree: &PathTree, record: &str, slots: &mut [Option<Value>]) -> Opt
     }
 }
 
-/// A value as text: a text, a number or a boolean (what an id, a key or a label may be).
+/// Whether `n` is a whole number from 2^53 on read as a float (one past 64 bits, or written with a
+/// fraction or exponent): not every such number is a 64-bit float, so its digits may be rounded.
+pub(crate) fn is_rounded_whole(n: &serde_json::Number) -> bool {
+    /// 2^53: from here on, not every whole number is a 64-bit float.
+    const F64_EXACT: f64 = 9_007_199_254_740_992.0;
+    n.is_f64()
+        && n.as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() >= F64_EXACT)
+}
+
+/// A value as text: a text, a number or a boolean (what an id, a key or a label may be); not a
+/// whole number a JSON reader holds rounded ([`is_rounded_whole`]): its text would be another's.
 pub(crate) fn text_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
+        Value::Number(n) if is_rounded_whole(n) => None,
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,

@@ -610,7 +610,7 @@ async fn deleted_items(
         // may stand, and are carried, not closed.
         let of_listed_project = ledger.branch.as_ref().is_some_and(|branch| {
             project_of_branch_asset(&ledger.vendor_item_id, branch)
-                .is_some_and(|project| listed_projects.contains(project))
+                .is_some_and(|project| listed_projects.contains(project.as_ref()))
         });
         let open_findings = ledger.open_findings();
         let mut entry = DeletedItem {
@@ -693,7 +693,7 @@ fn branch_of_left_out(
 ) -> bool {
     branch.is_some_and(|branch| {
         project_of_branch_asset(vendor_item_id, branch)
-            .is_some_and(|project| left_out_projects.contains(project))
+            .is_some_and(|project| left_out_projects.contains(project.as_ref()))
     })
 }
 
@@ -739,6 +739,7 @@ impl Closing<'_> {
         let id = ledger.vendor_item_id.as_str();
         let branch = ledger.branch.as_deref();
         let project = branch.and_then(|b| project_of_branch_asset(id, b));
+        let project = project.as_deref();
         // A branch of a project listed closes only the delivered engines' findings.
         let closes_some = if project.is_some_and(|p| self.listed_projects.contains(p)) {
             ledger.open_of_any(self.delivered, self.legacy)

@@ -5,6 +5,7 @@
 //! any engine; an engine that scan did not run is looked up on its own, for the projects that
 //! need it. Where the latest scan ran every engine, that is one call, as for one engine.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
@@ -475,21 +476,31 @@ fn branch_asset_key(project_id: &str, branch: &str) -> String {
 /// `None` for any other key, and for one whose encoding is too long to be held whole.
 fn branch_of_asset_key(key: &str) -> Option<(String, String)> {
     let id = vendor_id_of_key(key.rsplit_once('-')?.0)?;
-    id.match_indices('@')
-        .map(|(at, _)| (&id[..at], &id[at + 1..]))
-        .find(|(project, branch)| branch_asset_key(project, branch) == key)
-        .map(|(project, branch)| (project.to_string(), branch.to_string()))
+    let (_, branch) = id.split_once('@')?;
+    let project = project_of_branch_asset(&id, branch)?;
+    (branch_asset_key(&project, branch) == key).then(|| (project.into_owned(), branch.to_string()))
 }
 
-/// The vendor id of a project's branch asset under `each_branch`: `<project id>@<branch>`.
+/// The vendor id of a project's branch asset under `each_branch`: `<project id>@<branch>`, with
+/// `%` and `@` in the project's id written `%25` and `%40`, so that the first `@` ends it: project
+/// `p@q`'s branch `r` and project `p`'s branch `q@r` are two assets, not one. (Checkmarx One's
+/// project ids are UUIDs, written as they are.)
 fn branch_asset_id(project_id: &str, branch: &str) -> String {
-    format!("{project_id}@{branch}")
+    let project = project_id.replace('%', "%25").replace('@', "%40");
+    format!("{project}@{branch}")
 }
 
 /// The project whose branch `branch` the asset of vendor id `asset_id` is (the inverse of
-/// [`branch_asset_id`]).
-pub(crate) fn project_of_branch_asset<'a>(asset_id: &'a str, branch: &str) -> Option<&'a str> {
-    asset_id.strip_suffix(branch)?.strip_suffix('@')
+/// [`branch_asset_id`]); `None` for an id it did not write.
+pub(crate) fn project_of_branch_asset<'a>(asset_id: &'a str, branch: &str) -> Option<Cow<'a, str>> {
+    let written = asset_id.strip_suffix(branch)?.strip_suffix('@')?;
+    // Each `%` starts one of the two escapes, so `%40` is only ever an escaped `@`.
+    let project = if written.contains('%') {
+        Cow::Owned(written.replace("%40", "@").replace("%25", "%"))
+    } else {
+        Cow::Borrowed(written)
+    };
+    (branch_asset_id(&project, branch) == asset_id).then_some(project)
 }
 
 /// The scans one asset (a project, or a branch of one) takes its findings from: the main scan
@@ -708,8 +719,9 @@ async fn latest_scans(
 /// The projects whose `use-main-branch` answer is a scan of another branch than the project's
 /// record names as its main one (a server ignoring the filter), each with the problem: taken for
 /// the main branch's, it would close as absent every finding of the main branch it does not
-/// hold. Branch names are compared as the branch filter compares them (ASCII case aside); a
-/// project or scan naming no branch passes.
+/// hold. Branch names are compared exactly, as git names them (`Main` is another branch than
+/// `main`: taking its scan would close what it does not hold); a project or scan naming no
+/// branch passes.
 fn off_the_main_branch(
     scans: &HashMap<String, LastScan>,
     main_branches: &HashMap<String, String>,
@@ -720,7 +732,7 @@ fn off_the_main_branch(
         .filter_map(|(id, scan)| {
             let main = main_branches.get(id)?;
             let branch = scan.branch.as_deref().filter(|b| !b.is_empty())?;
-            (!branch.eq_ignore_ascii_case(main)).then(|| {
+            (branch != main).then(|| {
                 let of_engine = engine
                     .map(|e| format!(" of the {} engine", e.as_str()))
                     .unwrap_or_default();
@@ -852,7 +864,7 @@ async fn branches_not_planned(
                 readable(get_gzip_json::<Ledger>(store, &key).await)?.and_then(|ledger| {
                     let branch = ledger.branch?;
                     let project = project_of_branch_asset(&ledger.vendor_item_id, &branch)?;
-                    Some((project.to_string(), branch))
+                    Some((project.into_owned(), branch))
                 })
             }
             None => None,
@@ -1351,8 +1363,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// A `use-main-branch` answer whose scan is of another branch than the project's record
-    /// names as its main one is named; one naming no branch, or the main one in another case, or
-    /// of a project naming none, passes.
+    /// names as its main one is named, the main one in another case too (git's names are
+    /// case-sensitive); one naming no branch, or of a project naming none, passes.
     #[test]
     fn a_main_branch_answer_of_another_branch_is_named() {
         let answer = |branch: Option<&str>| {
@@ -1361,22 +1373,27 @@ mod tests {
             HashMap::from([("p".to_string(), scan)])
         };
         let mains = HashMap::from([("p".to_string(), "main".to_string())]);
-        for fine in [Some("main"), Some("Main"), None, Some("")] {
+        for fine in [Some("main"), None, Some("")] {
             assert!(
                 off_the_main_branch(&answer(fine), &mains, None).is_empty(),
                 "{fine:?}"
             );
         }
-        for (engine, asked) in [
-            (None, "scan of its"),
-            (Some(Engine::Kics), "scan of the kics engine of its"),
+        for (engine, asked, branch) in [
+            (None, "scan of its", "feature/x"),
+            (
+                Some(Engine::Kics),
+                "scan of the kics engine of its",
+                "feature/x",
+            ),
+            (None, "scan of its", "Main"),
         ] {
-            let off = off_the_main_branch(&answer(Some("feature/x")), &mains, engine);
+            let off = off_the_main_branch(&answer(Some(branch)), &mains, engine);
             assert!(
                 off.len() == 1
                     && off[0].0 == "p"
                     && off[0].1.contains(&format!(
-                        "asked for the latest {asked} main branch main (`use-main-branch`), the tenant answered scan s1 of branch feature/x"
+                        "asked for the latest {asked} main branch main (`use-main-branch`), the tenant answered scan s1 of branch {branch}"
                     )),
                 "{off:?}"
             );
@@ -1394,6 +1411,8 @@ mod tests {
             (uuid, ""),
             (uuid, "ends-"),
             ("p@q", "release/2.0"),
+            ("p%40q", "r"),
+            ("%", "%40"),
         ] {
             let key = branch_asset_key(project, branch);
             assert_eq!(
@@ -1411,22 +1430,59 @@ mod tests {
         assert_eq!(branch_of_asset_key(&long), None, "read from its ledger");
     }
 
+    /// An `@` in a project's id does not let two branches of two projects share an asset: the
+    /// project's `@` (and `%`) are escaped, so the first `@` of an asset's id ends the project's.
+    /// Before, project `p@q`'s branch `r` and project `p`'s branch `q@r` were both asset `p@q@r`.
+    #[test]
+    fn two_projects_branches_never_share_an_asset_id() {
+        let uuid = "520b4930-0200-0000-0200-000000be5614";
+        assert_eq!(branch_asset_id(uuid, "a@b"), format!("{uuid}@a@b"));
+        for [(p1, b1), (p2, b2)] in [
+            [("p@q", "r"), ("p", "q@r")],
+            [("p%40q", "r"), ("p@q", "r")],
+            [("p%", "40@r"), ("p", "%40@r")],
+        ] {
+            let (one, other) = (branch_asset_id(p1, b1), branch_asset_id(p2, b2));
+            assert_ne!(one, other);
+            assert_eq!(project_of_branch_asset(&one, b1).as_deref(), Some(p1));
+            assert_eq!(project_of_branch_asset(&other, b2).as_deref(), Some(p2));
+            assert_ne!(branch_asset_key(p1, b1), branch_asset_key(p2, b2));
+        }
+        // An id `branch_asset_id` did not write names no project.
+        assert_eq!(project_of_branch_asset("p@q@r", "r"), None);
+        assert_eq!(project_of_branch_asset("p%41@r", "r"), None);
+    }
+
     proptest! {
         #[test]
         fn every_branch_assets_key_held_whole_gives_back_its_project_and_branch(
-            project in "[a-zA-Z0-9@/_~.-]{1,40}",
-            branch in "[a-zA-Z0-9@/_~. -]{0,40}",
+            project in "[a-zA-Z0-9@%/_~.-]{1,40}",
+            branch in "[a-zA-Z0-9@%/_~. -]{0,40}",
         ) {
             let key = branch_asset_key(&project, &branch);
             let back = branch_of_asset_key(&key);
             if key.contains("~~") {
                 prop_assert_eq!(back, None);
-            } else if !project.contains('@') {
-                prop_assert_eq!(back, Some((project, branch)));
             } else {
-                // An `@` in the project's id: some split of the id gives the same key back.
-                let (p, b) = back.expect("a split");
-                prop_assert_eq!(branch_asset_key(&p, &b), key);
+                prop_assert_eq!(back, Some((project.clone(), branch.clone())));
+            }
+            let id = branch_asset_id(&project, &branch);
+            let back = project_of_branch_asset(&id, &branch);
+            prop_assert_eq!(back.as_deref(), Some(project.as_str()));
+        }
+
+        #[test]
+        fn no_other_split_of_a_project_and_branch_shares_their_asset_id(
+            project in "[pq@%]{1,6}",
+            branch in "[pq@%]{0,6}",
+        ) {
+            let id = branch_asset_id(&project, &branch);
+            let joined = format!("{project}@{branch}");
+            for (at, _) in joined.match_indices('@') {
+                let (p, b) = (&joined[..at], &joined[at + 1..]);
+                if (p, b) != (project.as_str(), branch.as_str()) {
+                    prop_assert_ne!(branch_asset_id(p, b), id.clone(), "{} {}", p, b);
+                }
             }
         }
     }
