@@ -1988,17 +1988,17 @@ async fn a_connection_test_whose_secret_never_comes_answers_within_its_limit() {
     );
 }
 
-/// A memory store on which `put` is written over `key` right after the next versioned read of it
-/// once `armed`: a user's `cxone-etm connection put` landing between a tick's read of the config
-/// and its write.
-struct PutAfterRead {
-    inner: cxone_etm::store::MemoryStore,
+/// A store on which `put` is written over `key` right after the next versioned read of it once
+/// `armed`: a user's `cxone-etm connection put` landing between a tick's read of the config and
+/// its write.
+struct PutAfterRead<S> {
+    inner: S,
     key: String,
     put: bytes::Bytes,
     armed: std::sync::atomic::AtomicBool,
 }
 
-impl ObjectStore for PutAfterRead {
+impl<S: ObjectStore> ObjectStore for PutAfterRead<S> {
     async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
         self.inner.put(key, body).await
     }
@@ -2034,7 +2034,7 @@ impl ObjectStore for PutAfterRead {
     }
 }
 
-impl BucketStore for PutAfterRead {
+impl<S: BucketStore> BucketStore for PutAfterRead<S> {
     fn bucket(&self) -> &str {
         self.inner.bucket()
     }
@@ -2046,9 +2046,20 @@ impl BucketStore for PutAfterRead {
 /// A config put between a tick's read of the stored config and its write of the stack's changed
 /// parameters is never replaced: the tick writes only on the version it read, and keeps the put.
 /// Before, the tick wrote over it, and the user's config (a custom map, a filter) was lost until
-/// put again.
+/// put again. In memory, and on S3 (moto: the ETag and `If-Match` as the deployed trigger writes).
 #[tokio::test]
 async fn a_config_put_between_a_ticks_read_and_its_write_is_kept() {
+    config_put_between_a_ticks_read_and_its_write(cxone_etm::store::MemoryStore::default()).await;
+    let moto = cxone_etm_e2e::Moto::start().await;
+    let s3 = moto.s3();
+    s3.create_bucket().bucket("ticks").send().await.unwrap();
+    config_put_between_a_ticks_read_and_its_write(cxone_etm::store::S3Store::new(
+        s3, "ticks", "etm",
+    ))
+    .await;
+}
+
+async fn config_put_between_a_ticks_read_and_its_write<S: BucketStore + 'static>(store: S) {
     let f = fixture().await;
     let config = |start_date: &str| {
         let mut config = ConnectionConfig::new(
@@ -2067,7 +2078,7 @@ async fn a_config_put_between_a_ticks_read_and_its_write_is_kept() {
     users["filters"] = json!({"project_names": ["kept"]});
     let users = bytes::Bytes::from(serde_json::to_vec_pretty(&users).unwrap());
     let store = PutAfterRead {
-        inner: cxone_etm::store::MemoryStore::default(),
+        inner: store,
         key: config_key("ticked"),
         put: users.clone(),
         armed: false.into(),
