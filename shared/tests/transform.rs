@@ -2232,7 +2232,8 @@ fn a_number_past_64_bits_in_a_list_a_joined_text_or_the_tags_is_flagged_not_roun
             .replace("\"LARGEST\"", largest)
     };
 
-    // SAST: the project's tags and groups, and the findings' compliances (a list).
+    // SAST: the project's tags and groups, the findings' compliances (a list), and a number a
+    // value map reads (a custom attribute, which takes numbers as they are).
     let mut map = TransformMap::default_for(Engine::Sast);
     map.entries.push(cxone_etm::mapping::MapEntry {
         source: "findings[].vulnerabilityDetails.compliances".into(),
@@ -2241,11 +2242,20 @@ fn a_number_past_64_bits_in_a_list_a_joined_text_or_the_tags_is_flagged_not_roun
         default: None,
         required: false,
     });
+    map.entries.push(cxone_etm::mapping::MapEntry {
+        source: "findings[].confidenceLevel".into(),
+        target: "findingGroup.findings[].customAttributes.rank".into(),
+        value_map: Some(BTreeMap::from([("1".to_string(), json!("top"))])),
+        default: None,
+        required: false,
+    });
     let project = format!(
         r#"{{"id":"p-1","name":"acme/checkout","tags":{{"team":"payments","cost":{past}}},"groups":["g",{largest}]}}"#
     );
-    let compliances =
-        |list: &str| json!({"vulnerabilityDetails": {"cweId": 89, "compliances": ["PCI", list]}});
+    let compliances = |number: &str| {
+        json!({"vulnerabilityDetails": {"cweId": 89, "compliances": ["PCI", number]},
+               "confidenceLevel": number})
+    };
     let body = numbers(page(vec![
         sast_record("a", compliances("PAST")),
         sast_record("b", compliances("LARGEST")),
@@ -2270,15 +2280,47 @@ fn a_number_past_64_bits_in_a_list_a_joined_text_or_the_tags_is_flagged_not_roun
     );
     let out = findings(&lines[0]);
     assert_eq!(out[0].get("compliances"), None, "{}", out[0]);
-    assert!(
-        flagged(&out[0])
-            .iter()
-            .any(|f| f.contains("compliances") && f.contains(rounded)),
-        "{}",
-        out[0]
-    );
+    assert_eq!(out[0].get("customAttributes"), None, "{}", out[0]);
+    for field in ["compliances", "customAttributes.rank"] {
+        assert!(
+            flagged(&out[0])
+                .iter()
+                .any(|f| f.contains(field) && f.contains(rounded)),
+            "{field}: {}",
+            out[0]
+        );
+    }
     assert_eq!(out[1]["compliances"], json!(["PCI", largest]), "{}", out[1]);
-    assert!(flagged(&out[1]).is_empty(), "{}", out[1]);
+    // Not a word the value map knows: kept as it came, and flagged as such.
+    assert_eq!(
+        out[1]["customAttributes"]["rank"],
+        json!(largest.parse::<u64>().unwrap())
+    );
+    assert_eq!(
+        flagged(&out[1]),
+        [format!("customAttributes.rank={largest}")],
+        "{}",
+        out[1]
+    );
+
+    // An item whose id is such a number is refused, naming why.
+    let plan = TransformMap::default_for(Engine::Sast).compile().unwrap();
+    let scoring = Scoring::default_table().compile().unwrap();
+    let item = format!(r#"{{"id":{past},"name":"acme/checkout"}}"#);
+    let refused = ItemTransformer::new(
+        &plan,
+        &scoring,
+        &context(Engine::Sast),
+        TransformOptions::default(),
+        item.as_bytes(),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        refused.contains("its `id`: ") && refused.contains(rounded),
+        "{refused}"
+    );
 
     // DAST: the OWASP names, a list joined into one text.
     let environment =

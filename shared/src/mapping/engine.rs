@@ -651,7 +651,17 @@ fn entry_value(
     });
     let mapped = match (&entry.value_map, raw) {
         (Some(map), Some(v)) => {
-            let key = text_of(v).unwrap_or_default();
+            // A number a reader holds rounded is no word of the map: flagged, left out.
+            let key = match scalar_text(v) {
+                Ok(key) => key.unwrap_or_default(),
+                Err(problem) if entry.required => {
+                    return Err(format!("{}: {problem}", entry.label));
+                }
+                Err(problem) => {
+                    flags.push(format!("{}: {problem}", entry.segments.join(".")));
+                    return Ok(None);
+                }
+            };
             // As the vendor's words are read: ASCII case and surrounding blanks aside.
             let word = key.trim();
             let hit = map.get(word).or_else(|| {
@@ -886,7 +896,10 @@ impl<'p> ItemTransformer<'p> {
         };
         let item_id = item
             .get(id_field)
-            .and_then(text_of)
+            .map(scalar_text)
+            .transpose()
+            .map_err(|problem| TransformError::Item(format!("its `{id_field}`: {problem}")))?
+            .flatten()
             .ok_or_else(|| TransformError::Item(format!("the record has no `{id_field}`")))?;
         let mut asset = Map::new();
         let mut flags = Vec::new();

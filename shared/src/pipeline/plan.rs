@@ -472,13 +472,38 @@ fn branch_asset_key(project_id: &str, branch: &str) -> String {
     )
 }
 
+/// What every key of a branch of `project` starts with, cut at 80 characters as a long key is: the
+/// key's as written now, and as written before `%` and `@` in a project's id were escaped (the
+/// same for a UUID). Empty where the project's own encoding is cut: any key could be its.
+fn branch_key_starts(project: &str) -> Vec<String> {
+    let mut starts: Vec<String> = [branch_asset_id(project, ""), format!("{project}@")]
+        .iter()
+        .map(|id| {
+            let start = item_key(id);
+            if start.contains("~~") {
+                String::new()
+            } else {
+                start.chars().take(80).collect()
+            }
+        })
+        .collect();
+    starts.dedup();
+    starts
+}
+
 /// The project and branch a branch asset's key names (the inverse of [`branch_asset_key`]);
 /// `None` for any other key, and for one whose encoding is too long to be held whole.
 fn branch_of_asset_key(key: &str) -> Option<(String, String)> {
-    let id = vendor_id_of_key(key.rsplit_once('-')?.0)?;
-    let (_, branch) = id.split_once('@')?;
-    let project = project_of_branch_asset(&id, branch)?;
-    (branch_asset_key(&project, branch) == key).then(|| (project.into_owned(), branch.to_string()))
+    let (encoded, digest) = key.rsplit_once('-')?;
+    let id = vendor_id_of_key(encoded)?;
+    // The branch is what follows the `@` whose SHA-256 the key ends with: the first `@` in a key
+    // written now, maybe a later one in a key written before the project's `@` were escaped.
+    let (project, branch) = id.match_indices('@').find_map(|(at, _)| {
+        let branch = &id[at + 1..];
+        let named = hex::encode(&Sha256::digest(branch.as_bytes())[..4]) == digest;
+        named.then(|| project_of_branch_asset(&id, branch).map(|p| (p.into_owned(), branch)))?
+    })?;
+    Some((project, branch.to_string()))
 }
 
 /// The vendor id of a project's branch asset under `each_branch`: `<project id>@<branch>`, with
@@ -491,16 +516,22 @@ fn branch_asset_id(project_id: &str, branch: &str) -> String {
 }
 
 /// The project whose branch `branch` the asset of vendor id `asset_id` is (the inverse of
-/// [`branch_asset_id`]); `None` for an id it did not write.
+/// [`branch_asset_id`]); `None` for an id not of that branch.
 pub(crate) fn project_of_branch_asset<'a>(asset_id: &'a str, branch: &str) -> Option<Cow<'a, str>> {
     let written = asset_id.strip_suffix(branch)?.strip_suffix('@')?;
     // Each `%` starts one of the two escapes, so `%40` is only ever an escaped `@`.
-    let project = if written.contains('%') {
+    let unescaped = if written.contains('%') {
         Cow::Owned(written.replace("%40", "@").replace("%25", "%"))
     } else {
         Cow::Borrowed(written)
     };
-    (branch_asset_id(&project, branch) == asset_id).then_some(project)
+    // An id that is not written so was written before the escapes (a ledger of an older
+    // release): its project's id as it stands.
+    if branch_asset_id(&unescaped, branch) == asset_id {
+        Some(unescaped)
+    } else {
+        Some(Cow::Borrowed(written))
+    }
 }
 
 /// The scans one asset (a project, or a branch of one) takes its findings from: the main scan
@@ -838,18 +869,11 @@ async fn branches_not_planned(
     }
     let nothing_open = closed_as_deleted(store, previous).await?;
     let projects: HashSet<&str> = projects.iter().map(String::as_str).collect();
-    // A key cut to its first 80 characters and a hash starts as its project's `<project>@` does
-    // (cut there too): only those ledgers are read. A project whose own encoding is cut could be
-    // any: its ledgers are read.
+    // A key cut to its first 80 characters and a hash starts as its project's branch keys do:
+    // only those ledgers are read.
     let starts: Vec<String> = projects
         .iter()
-        .map(|project| {
-            let start = item_key(&format!("{project}@"));
-            match start.contains("~~") {
-                true => String::new(),
-                false => start.chars().take(80).collect(),
-            }
-        })
+        .flat_map(|project| branch_key_starts(project))
         .collect();
     let mut branches = Vec::new();
     for (item, key) in unplanned {
@@ -1448,9 +1472,35 @@ mod tests {
             assert_eq!(project_of_branch_asset(&other, b2).as_deref(), Some(p2));
             assert_ne!(branch_asset_key(p1, b1), branch_asset_key(p2, b2));
         }
-        // An id `branch_asset_id` did not write names no project.
-        assert_eq!(project_of_branch_asset("p@q@r", "r"), None);
-        assert_eq!(project_of_branch_asset("p%41@r", "r"), None);
+        // An id written before the escapes names its project as it stands, and its key reads
+        // back; each long key starts as its project's branch keys do, then and now.
+        assert_eq!(
+            project_of_branch_asset("p@q@r", "r").as_deref(),
+            Some("p@q")
+        );
+        assert_eq!(
+            project_of_branch_asset("p%41@r", "r").as_deref(),
+            Some("p%41")
+        );
+        assert_eq!(project_of_branch_asset("p@q@r", "s"), None);
+        let before = |project: &str, branch: &str| {
+            let digest = hex::encode(&Sha256::digest(branch.as_bytes())[..4]);
+            format!("{}-{digest}", item_key(&format!("{project}@{branch}")))
+        };
+        assert_eq!(
+            branch_of_asset_key(&before("p@q", "r")),
+            Some(("p@q".to_string(), "r".to_string()))
+        );
+        let long = "feature/".repeat(20);
+        for key in [branch_asset_key("p@q", &long), before("p@q", &long)] {
+            assert!(key.contains("~~"), "{key}");
+            let starts = branch_key_starts("p@q");
+            assert!(
+                starts.iter().any(|s| key.starts_with(s)),
+                "{key} {starts:?}"
+            );
+        }
+        assert_eq!(branch_key_starts(uuid), [format!("{uuid}~40")]);
     }
 
     proptest! {
