@@ -1547,6 +1547,79 @@ fn against_the_previous_ledger_a_repeat_is_written_once_and_a_left_out_finding_i
     assert_eq!(next.findings["a"].status.as_str(), "RECURRENT");
 }
 
+/// A finding ETM holds open that a pull settles or fixes is sent so, even where the filters now
+/// leave it out: triaged NOT_EXPLOITABLE under a filter of open states, it goes PROTECTED; fixed
+/// and lowered below a severity filter, it goes FIXED. Before, each was left out and stayed open
+/// in ETM for good. One still open, or one ETM never held, is left out as before.
+#[test]
+fn a_finding_the_filters_leave_out_is_still_sent_when_the_pull_settles_or_fixes_it() {
+    use cxone_etm::cxone::{Severity, TriageState};
+    let previous = {
+        let mut t = sast_transformer();
+        t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+        let records = ["triaged", "open", "fixed", "lowered"]
+            .map(|id| sast_record(id, json!({})))
+            .to_vec();
+        t.push_page(&page(records), 0).unwrap();
+        t.finish().unwrap().ledger.unwrap()
+    };
+    let (plan, scoring) = sast_rules();
+    let actionable_high = TransformOptions {
+        triage_states: ["TO_VERIFY", "CONFIRMED", "URGENT"]
+            .map(TriageState::read)
+            .to_vec(),
+        severities: vec![Severity::High],
+        ..TransformOptions::default()
+    };
+    let mut t = ItemTransformer::new(
+        plan,
+        scoring,
+        &context(plan.kind),
+        actionable_high,
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    t.reconcile(previous.clone(), "run-2", None);
+    let lines = t
+        .push_page(
+            &page(vec![
+                sast_record("triaged", json!({"state": "NOT_EXPLOITABLE"})),
+                sast_record("open", json!({"state": "CONFIRMED"})),
+                sast_record("fixed", json!({"severity": "LOW", "status": "FIXED"})),
+                sast_record("lowered", json!({"severity": "LOW"})),
+                sast_record("never-sent", json!({"state": "NOT_EXPLOITABLE"})),
+            ]),
+            0,
+        )
+        .unwrap();
+    let sent: BTreeMap<String, (Value, Value)> = lines
+        .iter()
+        .flat_map(|l| findings(std::str::from_utf8(l).unwrap()))
+        .map(|f| {
+            let id = f["externalFindingId"].as_str().unwrap().to_string();
+            (
+                id,
+                (f["findingStatus"].clone(), f["lifecycleStatus"].clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        BTreeMap::from([
+            ("fixed".into(), (json!("FIXED"), json!("FIXED"))),
+            ("open".into(), (json!("NEW"), json!("ACTIVE"))),
+            ("triaged".into(), (json!("PROTECTED"), json!("ACTIVE"))),
+        ]),
+    );
+    assert_eq!(close_absent(&mut t).1, 0, "nothing absent");
+    let outcome = t.finish().unwrap();
+    assert_eq!(outcome.figures.skipped_by_filter, 2, "lowered, never-sent");
+    let next = outcome.ledger.unwrap();
+    assert_eq!(next.findings["lowered"], previous.findings["lowered"]);
+    assert!(!next.findings["fixed"].open && next.findings["triaged"].open);
+    assert!(!next.findings.contains_key("never-sent"));
+}
+
 /// A stored ledger edited by hand (out of id order, an id twice) is read with the later entry of
 /// the id, and reconciles like any other.
 #[test]

@@ -1524,12 +1524,6 @@ impl State {
                 Some(Value::String(id)) => Some(id.clone()),
                 _ => None,
             });
-        // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
-        // as they were (claimed, so not absent): leaving a finding out never reads as fixing it.
-        if rules.options.leaves_out(&facts) {
-            self.outcome.figures.skipped_by_filter += 1;
-            return;
-        }
         // A triage state that settles the finding (NOT_EXPLOITABLE → PROTECTED) sets its status,
         // unless the scan says the finding is gone: FIXED wins over any triage state, and the
         // finding is counted as fixed only.
@@ -1538,6 +1532,16 @@ impl State {
             .as_deref()
             .filter(|_| !facts.fixed)
             .and_then(|s| TriageMap::forced_status(rules.options.triage.outcome(s)));
+        // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
+        // as they were (claimed, so not absent): leaving a finding out never reads as fixing it.
+        // Except one ETM holds open that this pull fixes or settles (triaged NOT_EXPLOITABLE,
+        // and so out of a filter of open states): left out, it would stay open there for good.
+        if rules.options.leaves_out(&facts)
+            && !((facts.fixed || forced.is_some()) && self.held_open(claim))
+        {
+            self.outcome.figures.skipped_by_filter += 1;
+            return;
+        }
         // The ledger holds what ETM is told: a finding sent FIXED (the scan's FIXED, a triage
         // state or a custom map's value that says so) is closed there, so it is not closed again
         // when it goes, and is REOPENED if it opens. One sent with another status, or none (a
@@ -1744,6 +1748,14 @@ impl State {
             values[position] = Some(Value::String(told_apart));
         }
         Some(claim)
+    }
+
+    /// Whether the previous ledger holds the finding `claim` names, open.
+    fn held_open(&self, claim: Claim) -> bool {
+        self.reconciling
+            .as_ref()
+            .zip(claim.previous)
+            .is_some_and(|(reconciling, position)| reconciling.next.findings.entry(position).open)
     }
 
     /// Keeps the previous ledger's open finding at `position` open without a record of its own:

@@ -12,6 +12,9 @@ use super::identity::identity_sources;
 use crate::Engine;
 use crate::field_error::FieldError;
 
+/// The target of a finding's id.
+const ID_TARGET: &str = "findingGroup.findings[].externalFindingId";
+
 /// The `findingStatus` values ETM takes (the batch schema's enum).
 pub const FINDING_STATUSES: [&str; 6] =
     ["NEW", "ACTIVE", "FIXED", "REOPENED", "PROTECTED", "RETEST"];
@@ -283,6 +286,18 @@ impl Plan {
             }
             if let Some(problem) = value_map_problem(entry, target) {
                 errors.push(FieldError::new(&field, format!("{label}: {problem}")));
+                continue;
+            }
+            // A default id would make every record without one a finding, the same one: the
+            // record it stands for would not be rejected, and the pull's absent findings (that
+            // record's among them) would be closed rather than held open.
+            if entry.default.is_some() && target.path == ID_TARGET {
+                errors.push(FieldError::new(
+                    &field,
+                    format!(
+                        "{label}: `default` on `{ID_TARGET}`: a record without an id must be rejected (and the absent findings held open), not given one; remove `default`"
+                    ),
+                ));
                 continue;
             }
             let (source, segments_of) = match scope {
@@ -608,6 +623,19 @@ mod tests {
         );
         assert!(of("entries[8]").contains("`name` → `findingGroup.findings[].description`: maps an asset field to a finding target"), "{all}");
         assert_eq!(errors.len(), 6, "{all}");
+
+        // A default id would stand for every record without one: refused.
+        let defaulted = r#"{"version":1,"name":"d","kind":"sast","entries":[
+            {"source":"id","target":"externalAssetId"},
+            {"source":"findings[].id","target":"findingGroup.findings[].externalFindingId","default":"n/a"}
+        ]}"#;
+        let all = TransformMap::parse(defaulted).unwrap_err().described("\n");
+        assert!(
+            all.contains("entries[1]")
+                && all.contains("a record without an id must be rejected")
+                && all.contains("remove `default`"),
+            "{all}"
+        );
 
         let missing = r#"{"version":1,"name":"m","kind":"dast","entries":[{"source":"domain","target":"asset.webAppName"}]}"#;
         let all = TransformMap::parse(missing).unwrap_err().described("\n");
