@@ -1575,23 +1575,19 @@ fn a_finding_the_filters_leave_out_is_still_sent_when_the_pull_settles_or_fixes_
         plan,
         scoring,
         &context(plan.kind),
-        actionable_high,
+        actionable_high.clone(),
         PROJECT_WITH_REPO.as_bytes(),
     )
     .unwrap();
     t.reconcile(previous.clone(), "run-2", None);
-    let lines = t
-        .push_page(
-            &page(vec![
-                sast_record("triaged", json!({"state": "NOT_EXPLOITABLE"})),
-                sast_record("open", json!({"state": "CONFIRMED"})),
-                sast_record("fixed", json!({"severity": "LOW", "status": "FIXED"})),
-                sast_record("lowered", json!({"severity": "LOW"})),
-                sast_record("never-sent", json!({"state": "NOT_EXPLOITABLE"})),
-            ]),
-            0,
-        )
-        .unwrap();
+    let pull = page(vec![
+        sast_record("triaged", json!({"state": "NOT_EXPLOITABLE"})),
+        sast_record("open", json!({"state": "CONFIRMED"})),
+        sast_record("fixed", json!({"severity": "LOW", "status": "FIXED"})),
+        sast_record("lowered", json!({"severity": "LOW"})),
+        sast_record("never-sent", json!({"state": "NOT_EXPLOITABLE"})),
+    ]);
+    let lines = t.push_page(&pull, 0).unwrap();
     let sent: BTreeMap<String, (Value, Value)> = lines
         .iter()
         .flat_map(|l| findings(std::str::from_utf8(l).unwrap()))
@@ -1618,6 +1614,38 @@ fn a_finding_the_filters_leave_out_is_still_sent_when_the_pull_settles_or_fixes_
     assert_eq!(next.findings["lowered"], previous.findings["lowered"]);
     assert!(!next.findings["fixed"].open && next.findings["triaged"].open);
     assert!(!next.findings.contains_key("never-sent"));
+
+    // Run 3, the same records: the triaged one, still open in the ledger (so that ETM closes it
+    // when it goes), is sent PROTECTED again; the fixed one, closed there, is left out.
+    let mut t = ItemTransformer::new(
+        plan,
+        scoring,
+        &context(plan.kind),
+        actionable_high,
+        PROJECT_WITH_REPO.as_bytes(),
+    )
+    .unwrap();
+    t.reconcile(next, "run-3", None);
+    let lines = t.push_page(&pull, 0).unwrap();
+    let sent: Vec<(String, Value)> = lines
+        .iter()
+        .flat_map(|l| findings(std::str::from_utf8(l).unwrap()))
+        .map(|f| {
+            (
+                f["externalFindingId"].as_str().unwrap().to_string(),
+                f["findingStatus"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("triaged".to_string(), json!("PROTECTED")),
+            ("open".to_string(), json!("NEW"))
+        ]
+    );
+    assert_eq!(close_absent(&mut t).1, 0);
+    assert_eq!(t.finish().unwrap().figures.skipped_by_filter, 3);
 }
 
 /// A stored ledger edited by hand (out of id order, an id twice) is read with the later entry of

@@ -1,7 +1,8 @@
 //! Which projects, environments and findings a connection takes: name patterns, tags and groups
 //! for projects; tags and scan type for DAST environments; severities and triage states for
 //! findings; and a look-back window on the scan date. Whatever a filter leaves out is reported and
-//! never closed: its previous findings are carried forward.
+//! never closed: its previous findings are carried forward. (A finding ETM holds open that the
+//! vendor has since fixed or settled by triage is still sent so: see `State::record`.)
 
 use serde::{Deserialize, Serialize};
 
