@@ -383,6 +383,17 @@ pub async fn put_connection(
     }
     let connection = config.validate().map_err(invalid)?;
     let store = AnyStore::open(store).await?;
+    let id = &connection.config.id;
+    // On a case-insensitive disk (macOS's and Windows's defaults) two such ids name one folder.
+    let stored = store.list_folders("connections/").await?;
+    if let Some(other) = stored
+        .iter()
+        .find(|other| *other != id && other.eq_ignore_ascii_case(id))
+    {
+        anyhow::bail!(
+            "connection '{id}' differs from the stored connection '{other}' only in letter case: on a case-insensitive disk the two share one folder (one's config, runs and ledgers the other's); nothing stored: choose an id that differs in more than case"
+        );
+    }
     let report = check_connection(&connection).await;
     let key = config_key(&connection.config.id);
     if report.passed {

@@ -784,6 +784,47 @@ fn a_config_the_functions_would_refuse_is_not_put_into_s3() {
     );
 }
 
+/// `connection put` of an id that differs from a stored connection's only in letter case is
+/// refused before anything is checked or stored: on a case-insensitive disk (macOS's default) it
+/// would write over the other's config, and its runs reconcile against the other's ledgers.
+#[test]
+fn an_id_differing_from_a_stored_connections_only_in_case_is_not_put() {
+    let dir = temp_dir("put-case");
+    let store = dir.join("store");
+    let held = store.join("connections/prod/config.json");
+    std::fs::create_dir_all(held.parent().unwrap()).unwrap();
+    std::fs::write(&held, b"{}").unwrap();
+    let path = dir.join("connection.json");
+    let config = cxone_etm::pipeline::ConnectionConfig::new(
+        "Prod",
+        cxone_etm::ConnectorKind::Sast,
+        cxone_etm::cxone::VendorSettings::for_custom(
+            "https://cx.example.com",
+            "https://iam.example.com",
+            "acme",
+        ),
+        "env:CXONE_TEST_KEY",
+    );
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let output = Command::new(BIN)
+        .args(["connection", "put", "--store"])
+        .arg(&store)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "connection 'Prod' differs from the stored connection 'prod' only in letter case"
+        ) && stderr.contains("nothing stored"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&held).unwrap(), b"{}");
+    assert!(!store.join("connections/Prod").exists());
+}
+
 /// `status` after `connection put` (Registered, then Scheduled with its next run in the schedule's
 /// time zone) and after a run (Processed, complete), in text and JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
