@@ -41,6 +41,22 @@ fn progress(output: &Output, label: &str) -> Arc<ProgressBar> {
     Arc::new(bar)
 }
 
+/// Refuses connection `id` where the store holds a connection whose id differs from it only in
+/// letter case: on a case-insensitive disk (macOS's and Windows's defaults) the two name one
+/// folder, and one would write over the other's config and reconcile against its ledgers.
+async fn refuse_a_case_twin(store: &impl ObjectStore, id: &str) -> anyhow::Result<()> {
+    let stored = store.list_folders("connections/").await?;
+    match stored
+        .iter()
+        .find(|other| *other != id && other.eq_ignore_ascii_case(id))
+    {
+        Some(other) => anyhow::bail!(
+            "connection '{id}' differs from the stored connection '{other}' only in letter case: on a case-insensitive disk the two share one folder (one's config, runs and ledgers the other's); nothing stored: choose an id that differs in more than case"
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Where a local run's config goes besides the run's own copy (`runs/<run>/config.json`).
 enum StoredConfig {
     /// Into `connections/<id>/config.json`, for `status` (a directory store: the local runner's).
@@ -57,6 +73,7 @@ async fn run_one(
     output: &Output,
     stored: StoredConfig,
 ) -> anyhow::Result<RunSummary> {
+    refuse_a_case_twin(store, &connection.config.id).await?;
     let key = config_key(&connection.config.id);
     match stored {
         StoredConfig::Written => store
@@ -383,17 +400,7 @@ pub async fn put_connection(
     }
     let connection = config.validate().map_err(invalid)?;
     let store = AnyStore::open(store).await?;
-    let id = &connection.config.id;
-    // On a case-insensitive disk (macOS's and Windows's defaults) two such ids name one folder.
-    let stored = store.list_folders("connections/").await?;
-    if let Some(other) = stored
-        .iter()
-        .find(|other| *other != id && other.eq_ignore_ascii_case(id))
-    {
-        anyhow::bail!(
-            "connection '{id}' differs from the stored connection '{other}' only in letter case: on a case-insensitive disk the two share one folder (one's config, runs and ledgers the other's); nothing stored: choose an id that differs in more than case"
-        );
-    }
+    refuse_a_case_twin(&store, &connection.config.id).await?;
     let report = check_connection(&connection).await;
     let key = config_key(&connection.config.id);
     if report.passed {

@@ -784,9 +784,10 @@ fn a_config_the_functions_would_refuse_is_not_put_into_s3() {
     );
 }
 
-/// `connection put` of an id that differs from a stored connection's only in letter case is
-/// refused before anything is checked or stored: on a case-insensitive disk (macOS's default) it
-/// would write over the other's config, and its runs reconcile against the other's ledgers.
+/// `connection put`, or a local `run`, of an id that differs from a stored connection's only in
+/// letter case is refused before anything is checked or stored: on a case-insensitive disk
+/// (macOS's default) it would write over the other's config, and its runs reconcile against the
+/// other's ledgers.
 #[test]
 fn an_id_differing_from_a_stored_connections_only_in_case_is_not_put() {
     let dir = temp_dir("put-case");
@@ -821,6 +822,21 @@ fn an_id_differing_from_a_stored_connections_only_in_case_is_not_put() {
         ) && stderr.contains("nothing stored"),
         "{stderr}"
     );
+    assert_eq!(std::fs::read(&held).unwrap(), b"{}");
+    assert!(!store.join("connections/Prod").exists());
+
+    // A local run of it likewise, before its config is written or the tenant asked.
+    let output = Command::new(BIN)
+        .args(["run", "--quiet", "--store"])
+        .arg(&store)
+        .arg("--config")
+        .arg(&path)
+        .env("CXONE_TEST_KEY", "key")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("only in letter case"), "{stderr}");
     assert_eq!(std::fs::read(&held).unwrap(), b"{}");
     assert!(!store.join("connections/Prod").exists());
 }
