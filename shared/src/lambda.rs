@@ -1162,6 +1162,20 @@ fn group_run(group: &WorkGroup) -> Result<Option<&RunRef>, StepError> {
         });
     }
     checked_run(&first.run)?;
+    // A part the plan could not have made (an event built by hand): its count sizes what the
+    // join reads and holds.
+    if let Some(problem) = group.items.iter().find_map(|item| {
+        Some(format!(
+            "item {}: {}",
+            item.item,
+            item.part.as_ref()?.problem()?
+        ))
+    }) {
+        return Err(StepError::BadEvent {
+            what: "group".into(),
+            problem,
+        });
+    }
     Ok(Some(&first.run))
 }
 
@@ -1445,9 +1459,15 @@ where
     result
 }
 
+/// Names the event's run in the summary line. An id the step refuses is not a metric's dimension
+/// (whoever may invoke the function could make a custom metric of each), nor written to the log.
 fn name_run(summary: &mut Summary, run: &RunRef) {
-    summary.connection = run.connection_id.clone();
-    summary.run = Some(run.run_id.clone());
+    let checked = |id: &str| match check_key_segment(id) {
+        Ok(()) => id.to_string(),
+        Err(_) => "(invalid)".to_string(),
+    };
+    summary.connection = checked(&run.connection_id);
+    summary.run = Some(checked(&run.run_id));
 }
 
 impl Summarized for WorkGroup {
@@ -1568,6 +1588,40 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step event naming a run whose ids the step refuses names no metric dimension: whoever
+    /// may invoke collect, transform or finalize could otherwise make a custom metric of each id.
+    /// Before, the ids went into the summary line before the step refused them.
+    #[test]
+    fn a_step_event_naming_a_hostile_run_makes_no_metric_dimension() {
+        let named = |connection: &str, run: &str| {
+            let run = serde_json::json!({"connectionId": connection, "runId": run});
+            let mut summary = Summary::default();
+            let finalize: FinalizeInput =
+                serde_json::from_value(serde_json::json!({ "run": run })).unwrap();
+            finalize.summarize(&mut summary);
+            let from_finalize = (summary.connection.clone(), summary.run.clone());
+            let group: WorkGroup = serde_json::from_value(serde_json::json!({"items": [{
+                "run": run, "item": "i", "vendorId": "p", "name": "n", "kind": "sast", "record": {}
+            }]}))
+            .unwrap();
+            let mut summary = Summary::default();
+            group.summarize(&mut summary);
+            assert_eq!((summary.connection, summary.run), from_finalize.clone());
+            from_finalize
+        };
+        assert_eq!(
+            named("demo sast", "../20261122T000000Z-000001"),
+            ("(invalid)".to_string(), Some("(invalid)".to_string()))
+        );
+        assert_eq!(
+            named("demo-sast", "20261122T000000Z-000001"),
+            (
+                "demo-sast".to_string(),
+                Some("20261122T000000Z-000001".to_string())
+            )
+        );
+    }
 
     /// A history of `(id, type, error of a TaskFailed)`, in the order given.
     fn history(events: &[(i64, &str, Option<&str>)]) -> Vec<aws_sdk_sfn::types::HistoryEvent> {

@@ -165,6 +165,30 @@ fn looks_like_a_field_name(name: &str) -> bool {
     (1..=20).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
 }
 
+/// The most a secret file may hold: an API key or a client's id and secret are a few hundred bytes.
+const SECRET_FILE_LIMIT: u64 = 64 * 1024;
+
+/// A `file:` secret's text. A device, a pipe or a file that grows would be read without end: at
+/// most one byte past the limit is read.
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| format!("cannot read the file ({})", e.kind());
+    let too_big = || "it is not a file of at most 64 KiB".to_string();
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(too_big());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(unreadable)?
+        .take(SECRET_FILE_LIMIT + 1)
+        .read_to_string(&mut text)
+        .map_err(unreadable)?;
+    if text.len() as u64 > SECRET_FILE_LIMIT {
+        return Err(too_big());
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,8 +521,7 @@ impl SecretSource {
             }
             SecretRef::Env(var) => std::env::var(var)
                 .map_err(|_| located("the environment variable is not set".into()))?,
-            SecretRef::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| located(format!("cannot read the file ({})", e.kind())))?,
+            SecretRef::File(path) => read_secret_file(path).map_err(located)?,
             SecretRef::SecretsManager(id) => self
                 .secrets_manager
                 .as_ref()
@@ -611,6 +634,28 @@ mod source_tests {
             missing.credential().await.unwrap_err().to_string(),
             "credential secret: env:CXONE_ETM_TEST_UNSET_VARIABLE: the environment variable is not set"
         );
+        // A device, or a file past the limit, is refused after at most one byte past it is
+        // read: before, `file:/dev/zero` was read until memory ran out.
+        std::fs::write(&file, "k".repeat(SECRET_FILE_LIMIT as usize + 1)).unwrap();
+        // A pipe no one writes to would block its reader for good: refused before it is opened.
+        let pipe = dir.join("pipe");
+        std::fs::remove_file(&pipe).ok();
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        for path in [file.clone(), "/dev/zero".into(), pipe] {
+            let source = SecretSource::new(SecretRef::File(path.clone())).await;
+            let refused = source.credential().await.unwrap_err().to_string();
+            assert!(
+                refused.contains("it is not a file of at most 64 KiB"),
+                "{path:?}: {refused}"
+            );
+        }
+        std::fs::write(&file, "k".repeat(SECRET_FILE_LIMIT as usize)).unwrap();
+        let source = SecretSource::new(SecretRef::File(file.clone())).await;
+        assert!(matches!(
+            source.credential().await.unwrap(),
+            Credential::ApiKey(_)
+        ));
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -901,7 +901,13 @@ impl AnyStore {
                 }
                 Ok(Self::S3(S3Store::from_env(bucket, prefix).await))
             }
-            None if location.is_empty() || location.contains("://") => {
+            // `s3:/bucket` (one slash) is a typo of a bucket, not a folder named `s3:`.
+            None if location.is_empty()
+                || location.contains("://")
+                || location
+                    .get(..3)
+                    .is_some_and(|start| start.eq_ignore_ascii_case("s3:")) =>
+            {
                 Err(StoreError::Location(location.to_string()))
             }
             None => Ok(Self::Local(LocalStore::new(location))),
@@ -1159,6 +1165,33 @@ mod tests {
             Bytes::from_static(b"fresh")
         );
         store.delete("w/fresh").await.unwrap();
+    }
+
+    /// A location that is neither a folder nor `s3://bucket/prefix` is refused, naming both forms:
+    /// a one-slash `s3:/bucket` would otherwise be a local folder `s3:`, and a run's output land
+    /// there, not in the bucket the user meant.
+    #[tokio::test]
+    async fn a_location_that_looks_like_a_bucket_but_is_not_one_is_refused() {
+        for location in [
+            "s3:/bucket/prefix",
+            "S3:bucket",
+            "S3://bucket",
+            "https://x/y",
+            "",
+            "s3:///p",
+        ] {
+            let refused = AnyStore::open(location).await.err().map(|e| e.to_string());
+            assert!(
+                refused
+                    .as_deref()
+                    .is_some_and(|e| e.contains("use a directory path or s3://bucket/prefix")),
+                "{location}: {refused:?}"
+            );
+        }
+        assert!(matches!(
+            AnyStore::open("s3-store/here").await,
+            Ok(AnyStore::Local(_))
+        ));
     }
 
     #[tokio::test]

@@ -237,6 +237,18 @@ impl VendorSettings {
         )?;
         within("retry.base_delay_ms", self.retry.base_delay_ms, 1, 60_000)?;
         within("retry.max_delay_secs", self.retry.max_delay_secs, 1, 3_600)?;
+        // The backoff's bounds: a first delay past the longest one is no schedule (the retry
+        // policy refuses it, and every request would fail before it is sent).
+        if self.retry.base_delay_ms > self.retry.max_delay_secs.saturating_mul(1_000) {
+            return Err(ConfigError::new(
+                "retry.base_delay_ms",
+                format!(
+                    "{} ms is longer than retry.max_delay_secs ({} s)",
+                    self.retry.base_delay_ms, self.retry.max_delay_secs
+                ),
+                "make the first delay at most the longest one",
+            ));
+        }
         within(
             "retry.max_total_wait_secs",
             self.retry.max_total_wait_secs,
@@ -361,6 +373,10 @@ mod tests {
                 "`retry.max_retries`",
             ),
             (
+                r#"{"region": "EU", "tenant": "acme", "retry": {"base_delay_ms": 5000, "max_delay_secs": 1}}"#,
+                "`retry.base_delay_ms`: 5000 ms is longer than retry.max_delay_secs (1 s)",
+            ),
+            (
                 r#"{"region": "EU", "tenant": "acme", "ca_bundle": "/nonexistent/ca.pem"}"#,
                 "`ca_bundle`",
             ),
@@ -381,5 +397,8 @@ mod tests {
             let message = parse(json).unwrap_err();
             assert!(message.contains(field), "{json}: {message}");
         }
+        // A first delay as long as the longest is a schedule.
+        parse(r#"{"region": "EU", "tenant": "acme", "retry": {"base_delay_ms": 1000, "max_delay_secs": 1}}"#)
+            .unwrap();
     }
 }

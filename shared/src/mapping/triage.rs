@@ -23,12 +23,35 @@ pub enum TriageOutcome {
 
 /// Triage state (as Checkmarx One names it, upper case with underscores) → outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "WrittenTriageMap")]
 pub struct TriageMap {
     pub states: BTreeMap<String, TriageOutcome>,
     /// States the map does not name (custom tenant states).
-    #[serde(default = "open")]
     pub unknown: TriageOutcome,
+}
+
+/// A triage map as a config writes it: `states` names what differs from the default; a built-in
+/// state it leaves out keeps its default outcome (not `unknown`'s, which would send a TO_VERIFY
+/// finding FIXED under `"unknown": "FIXED"`, or NOT_EXPLOITABLE open under a map of one custom
+/// state).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrittenTriageMap {
+    #[serde(default)]
+    states: BTreeMap<String, TriageOutcome>,
+    #[serde(default = "open")]
+    unknown: TriageOutcome,
+}
+
+impl From<WrittenTriageMap> for TriageMap {
+    fn from(written: WrittenTriageMap) -> Self {
+        let mut states = TriageMap::default().states;
+        states.extend(written.states);
+        Self {
+            states,
+            unknown: written.unknown,
+        }
+    }
 }
 
 fn open() -> TriageOutcome {
@@ -102,5 +125,33 @@ mod tests {
         assert_eq!(custom.outcome("Ignore for now"), TriageOutcome::Protected);
         assert_eq!(custom.problems().len(), 1);
         assert!(custom.problems()[0].to_string().contains("'Bad name'"));
+    }
+
+    /// A map naming some states leaves the built-in ones it does not name as they are by
+    /// default: `unknown` is for custom states only. Before, the named states replaced the whole
+    /// table, so NOT_EXPLOITABLE went open and, under `"unknown": "FIXED"`, every TO_VERIFY,
+    /// CONFIRMED and URGENT finding went FIXED (closed in ETM).
+    #[test]
+    fn a_map_of_some_states_keeps_the_built_in_ones_it_does_not_name() {
+        let partial: TriageMap = serde_json::from_str(
+            r#"{"states": {"PROPOSED_NOT_EXPLOITABLE": "PROTECTED", "IGNORE_FOR_NOW": "PROTECTED"}, "unknown": "FIXED"}"#,
+        )
+        .unwrap();
+        assert_eq!(partial.outcome("NOT_EXPLOITABLE"), TriageOutcome::Protected);
+        assert_eq!(
+            partial.outcome("PROPOSED_NOT_EXPLOITABLE"),
+            TriageOutcome::Protected
+        );
+        for open in ["TO_VERIFY", "CONFIRMED", "URGENT"] {
+            assert_eq!(partial.outcome(open), TriageOutcome::Open, "{open}");
+        }
+        assert_eq!(partial.outcome("Ignore for now"), TriageOutcome::Protected);
+        assert_eq!(partial.outcome("Custom state"), TriageOutcome::Fixed);
+        // A built-in state named is taken as named; the map stored reads back the same.
+        let overridden: TriageMap =
+            serde_json::from_str(r#"{"states": {"NOT_EXPLOITABLE": "OPEN"}}"#).unwrap();
+        assert_eq!(overridden.outcome("NOT_EXPLOITABLE"), TriageOutcome::Open);
+        let stored = serde_json::to_string(&partial).unwrap();
+        assert_eq!(serde_json::from_str::<TriageMap>(&stored).unwrap(), partial);
     }
 }

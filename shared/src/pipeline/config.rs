@@ -296,6 +296,7 @@ impl ConnectionConfig {
             .flatten();
         errors.extend(self.triage.problems());
         errors.extend(self.filters.problems());
+        errors.extend(self.filters.unread_by(self.kind.on_projects()));
         errors.extend(self.branches.problems());
         if self.kind.on_projects()
             && !self.filters.asset_types.generic_application
@@ -652,6 +653,27 @@ mod tests {
                 r#""kind":"sast""#,
                 r#""kind":"sast","api_key":"x""#,
                 "unknown field `api_key`",
+            ),
+            // Filters that would filter nothing, or leave everything out (before, accepted).
+            (
+                r#""kind":"sast""#,
+                r#""kind":"dast","filters":{"project_names":["web-*"]}"#,
+                "`filters.project_names`: this connection never reads it (it takes DAST environments: use environment_tags or scan_types)",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","filters":{"scan_types":["DAST"]}"#,
+                "`filters.scan_types`: this connection never reads it (it takes projects",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"dast","filters":{"scan_types":[""]}"#,
+                "`filters.scan_types`: an empty entry matches no environment",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"sast","filters":{"project_tags":[" "]}"#,
+                "`filters.project_tags`: an empty entry matches no project",
             ),
             (
                 r#""kind":"sast""#,

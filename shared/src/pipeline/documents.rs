@@ -87,6 +87,17 @@ impl ScanPart {
     pub fn is_last(&self) -> bool {
         self.index + 1 == self.of
     }
+
+    /// What makes this a part the plan never makes: `None` for one it could have.
+    pub fn problem(&self) -> Option<String> {
+        let max = super::split::MAX_PARTS;
+        (self.of == 0 || u64::from(self.of) > max || self.index >= self.of).then(|| {
+            format!(
+                "part {} of {}: a scan is split into 1 to {max} parts, numbered from 0 below their count",
+                self.index, self.of
+            )
+        })
+    }
 }
 
 /// One line of the work list: the items one child execution of the state machine collects and

@@ -171,13 +171,57 @@ impl Filters {
                 "0 would skip every item; leave it out for no window",
             ));
         }
-        if self.project_groups.iter().any(|g| g.trim().is_empty()) {
-            problems.push(FieldError::new(
-                "filters.project_groups",
-                "an empty group matches no project; remove it",
-            ));
+        for (field, values, what) in [
+            ("filters.project_groups", &self.project_groups, "project"),
+            ("filters.project_tags", &self.project_tags, "project"),
+            (
+                "filters.environment_tags",
+                &self.environment_tags,
+                "environment",
+            ),
+            ("filters.scan_types", &self.scan_types, "environment"),
+        ] {
+            if values.iter().any(|v| v.trim().is_empty()) {
+                problems.push(FieldError::new(
+                    field,
+                    format!("an empty entry matches no {what}, so every {what} would be left out; remove it"),
+                ));
+            }
         }
         problems
+    }
+
+    /// The filters set that a connection of this kind never reads (a project filter on a DAST
+    /// connection, an environment filter on any other): set, they would silently filter nothing.
+    pub fn unread_by(&self, on_projects: bool) -> Vec<FieldError> {
+        let (unread, reads): (&[(&str, bool)], &str) = if on_projects {
+            (
+                &[
+                    ("environment_tags", !self.environment_tags.is_empty()),
+                    ("scan_types", !self.scan_types.is_empty()),
+                ],
+                "projects: use project_names, project_tags or project_groups",
+            )
+        } else {
+            (
+                &[
+                    ("project_names", !self.project_names.is_empty()),
+                    ("project_tags", !self.project_tags.is_empty()),
+                    ("project_groups", !self.project_groups.is_empty()),
+                ],
+                "DAST environments: use environment_tags or scan_types",
+            )
+        };
+        unread
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(field, _)| {
+                FieldError::new(
+                    format!("filters.{field}"),
+                    format!("this connection never reads it (it takes {reads}); remove it"),
+                )
+            })
+            .collect()
     }
 
     /// Why a project is left out, or `None` when it is taken.

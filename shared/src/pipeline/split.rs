@@ -29,7 +29,7 @@ use crate::store::ObjectStore;
 
 /// The most parts one scan is split into: a total that calls for more (a server's word is all
 /// there is) makes the last part read on to the scan's end, as a whole pull would.
-const MAX_PARTS: u64 = 100;
+pub(crate) const MAX_PARTS: u64 = 100;
 
 /// Splits each project item whose main scan holds more than the connection's
 /// `split_scans_above` results into parts of at most that many (whole pages), in the item's place.

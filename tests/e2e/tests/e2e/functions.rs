@@ -1202,6 +1202,33 @@ async fn step_events_naming_hostile_runs_are_refused() {
     .await
     .unwrap_err();
     refused(error, "a group is one run's");
+    // A part no plan makes (a count of four thousand million): refused before the join sizes
+    // anything by it. Before, the transform asked for room for that many outcomes and aborted.
+    for (index, of) in [(0, u32::MAX), (4, 4), (0, 0)] {
+        let mut group = event("collect.json");
+        group["items"][0]["part"] = json!({"index": index, "of": of, "firstPage": 0,
+            "semantics": "pageIndex", "plannedTotal": 0, "fingerprintKey": 0});
+        for step in ["collect", "transform"] {
+            let error = match step {
+                "collect" => call(
+                    |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+                    group.clone(),
+                )
+                .await
+                .unwrap_err(),
+                _ => call(
+                    |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+                    group.clone(),
+                )
+                .await
+                .unwrap_err(),
+            };
+            refused(
+                error,
+                &format!("part {index} of {of}: a scan is split into 1 to 100 parts"),
+            );
+        }
+    }
     assert_eq!(f.runtime.store.list("").await.unwrap(), stored_before);
 }
 
