@@ -223,9 +223,15 @@ pub fn checked_url(
     policy: NetworkPolicy,
 ) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| {
+        // Text with an `@` may carry a password (`user:pass@host` that did not parse): not shown.
+        let shown = if text.contains('@') {
+            "the text (not shown: its `@` may follow a password)".to_string()
+        } else {
+            format!("'{text}'")
+        };
         ConfigError::new(
             field,
-            format!("'{text}' is not a URL ({e})"),
+            format!("{shown} is not a URL ({e})"),
             "give a full URL such as https://cxone.example.com",
         )
     })?;
@@ -557,6 +563,19 @@ mod tests {
             assert!(e.to_string().contains(expected), "{url}: {e}");
             assert_eq!(e.field, "custom_api_url");
         }
+        // Text that is no URL is echoed, unless an `@` in it may follow a password.
+        let e = checked_url(
+            "custom_api_url",
+            "https://user:hunter2@cx.example.com:99999",
+            OPEN,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not shown") && !e.contains("hunter2"), "{e}");
+        let e = checked_url("custom_api_url", "cx.example.com", OPEN)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'cx.example.com' is not a URL"), "{e}");
         let runtime_api =
             checked_url("custom_api_url", "http://127.0.0.1:9001", LOCAL).unwrap_err();
         assert!(
