@@ -1459,8 +1459,9 @@ where
     result
 }
 
-/// Names the event's run in the summary line. An id the step refuses is not a metric's dimension
-/// (whoever may invoke the function could make a custom metric of each), nor written to the log.
+/// Names the event's run in the summary line. An id the step refuses is not made a metric's
+/// dimension (whoever may invoke the function could make a custom metric of each); the step's
+/// error, which quotes it, is the line's `Error`.
 fn name_run(summary: &mut Summary, run: &RunRef) {
     let checked = |id: &str| match check_key_segment(id) {
         Ok(()) => id.to_string(),

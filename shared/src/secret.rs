@@ -168,25 +168,21 @@ fn looks_like_a_field_name(name: &str) -> bool {
 /// The most a secret file may hold: an API key or a client's id and secret are a few hundred bytes.
 const SECRET_FILE_LIMIT: u64 = 64 * 1024;
 
-/// A `file:` secret's text. A device, a pipe or a file that grows would be read without end: at
-/// most one byte past the limit is read.
+/// A `file:` secret's text: a file, or a pipe (`file:/dev/stdin`, a shell's `<(…)`). A device or
+/// a file that grows would be read without end: at most one byte past the limit is read.
 fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
     let unreadable = |e: std::io::Error| format!("cannot read the file ({})", e.kind());
-    let too_big = || "it is not a file of at most 64 KiB".to_string();
-    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-        return Err(too_big());
-    }
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
         .map_err(unreadable)?
         .take(SECRET_FILE_LIMIT + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(unreadable)?;
-    if text.len() as u64 > SECRET_FILE_LIMIT {
-        return Err(too_big());
+    if bytes.len() as u64 > SECRET_FILE_LIMIT {
+        return Err("it holds more than 64 KiB, which no credential does".to_string());
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
 }
 
 #[cfg(test)]
@@ -637,19 +633,29 @@ mod source_tests {
         // A device, or a file past the limit, is refused after at most one byte past it is
         // read: before, `file:/dev/zero` was read until memory ran out.
         std::fs::write(&file, "k".repeat(SECRET_FILE_LIMIT as usize + 1)).unwrap();
-        // A pipe no one writes to would block its reader for good: refused before it is opened.
+        for path in [file.clone(), "/dev/zero".into()] {
+            let source = SecretSource::new(SecretRef::File(path.clone())).await;
+            let refused = source.credential().await.unwrap_err().to_string();
+            assert!(
+                refused.contains("it holds more than 64 KiB"),
+                "{path:?}: {refused}"
+            );
+        }
+        // A pipe is read as a file is (a shell's `<(…)` keeps a secret off the disk).
         let pipe = dir.join("pipe");
         std::fs::remove_file(&pipe).ok();
         let made = std::process::Command::new("mkfifo").arg(&pipe).status();
         assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-        for path in [file.clone(), "/dev/zero".into(), pipe] {
-            let source = SecretSource::new(SecretRef::File(path.clone())).await;
-            let refused = source.credential().await.unwrap_err().to_string();
-            assert!(
-                refused.contains("it is not a file of at most 64 KiB"),
-                "{path:?}: {refused}"
-            );
-        }
+        let writer = std::thread::spawn({
+            let pipe = pipe.clone();
+            move || std::fs::write(pipe, "piped-key")
+        });
+        let source = SecretSource::new(SecretRef::File(pipe)).await;
+        assert!(matches!(
+            source.credential().await.unwrap(),
+            Credential::ApiKey(_)
+        ));
+        writer.join().unwrap().unwrap();
         std::fs::write(&file, "k".repeat(SECRET_FILE_LIMIT as usize)).unwrap();
         let source = SecretSource::new(SecretRef::File(file.clone())).await;
         assert!(matches!(

@@ -142,7 +142,7 @@ pub fn resolve(
             let found = find_region(region).ok_or_else(|| {
                 ConfigError::new(
                     "region",
-                    format!("'{region}' is not a Checkmarx One region"),
+                    format!("{} is not a Checkmarx One region", shown(region)),
                     format!(
                         "use one of {} or its URL (e.g. https://eu.ast.checkmarx.net); for a private deployment set `custom_api_url` instead",
                         region_names()
@@ -213,6 +213,16 @@ fn derive_iam(api: &Url) -> Url {
     iam
 }
 
+/// A region or URL as an error may quote it: not where an `@` in it may follow a password
+/// (`https://user:pass@host`).
+fn shown(text: &str) -> String {
+    if text.contains('@') {
+        "the text (not shown: its `@` may follow a password)".to_string()
+    } else {
+        format!("'{text}'")
+    }
+}
+
 /// Parses a base URL and applies the SSRF rules: HTTPS only (plain HTTP only to loopback when
 /// allowed), no user info, no query or fragment, port 443 unless allowed, and no address that
 /// reaches inside the network (loopback, private, link-local, metadata) unless it is the allowed
@@ -223,15 +233,9 @@ pub fn checked_url(
     policy: NetworkPolicy,
 ) -> Result<Url, ConfigError> {
     let url = Url::parse(text).map_err(|e| {
-        // Text with an `@` may carry a password (`user:pass@host` that did not parse): not shown.
-        let shown = if text.contains('@') {
-            "the text (not shown: its `@` may follow a password)".to_string()
-        } else {
-            format!("'{text}'")
-        };
         ConfigError::new(
             field,
-            format!("{shown} is not a URL ({e})"),
+            format!("{} is not a URL ({e})", shown(text)),
             "give a full URL such as https://cxone.example.com",
         )
     })?;
@@ -499,6 +503,16 @@ mod tests {
             resolve(Some("https://evil.example.com"), None, None, OPEN).is_err(),
             "a URL outside the table is not a region"
         );
+        // A region written as a URL with a password is refused without quoting it.
+        let e = resolve(
+            Some("https://admin:hunter2@eu.ast.checkmarx.net"),
+            None,
+            None,
+            OPEN,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not shown") && !e.contains("hunter2"), "{e}");
         assert!(
             resolve(Some("http://eu.ast.checkmarx.net"), None, None, OPEN).is_err(),
             "http:// is not a region URL"

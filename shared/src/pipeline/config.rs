@@ -677,6 +677,16 @@ mod tests {
             ),
             (
                 r#""kind":"sast""#,
+                r#""kind":"sast","filters":{"project_tags":["pci:",":prod"]}"#,
+                "`filters.project_tags`: an empty entry matches no project",
+            ),
+            (
+                r#""kind":"sast""#,
+                r#""kind":"dast","filters":{"asset_types":{"generic_application":false,"code_repository":true}}"#,
+                "`filters.asset_types`: this connection never reads it",
+            ),
+            (
+                r#""kind":"sast""#,
                 r#""kind":"sast","engines":[]"#,
                 "`engines`: the list is empty",
             ),

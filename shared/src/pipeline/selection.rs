@@ -171,9 +171,19 @@ impl Filters {
                 "0 would skip every item; leave it out for no window",
             ));
         }
+        // A project tag `key:value` is empty where its key is: `:prod` names no tag.
+        let tag_keys: Vec<String> = self
+            .project_tags
+            .iter()
+            .map(|tag| {
+                tag.split_once(':')
+                    .map_or(tag.as_str(), |(key, _)| key)
+                    .to_string()
+            })
+            .collect();
         for (field, values, what) in [
             ("filters.project_groups", &self.project_groups, "project"),
-            ("filters.project_tags", &self.project_tags, "project"),
+            ("filters.project_tags", &tag_keys, "project"),
             (
                 "filters.environment_tags",
                 &self.environment_tags,
@@ -208,6 +218,7 @@ impl Filters {
                     ("project_names", !self.project_names.is_empty()),
                     ("project_tags", !self.project_tags.is_empty()),
                     ("project_groups", !self.project_groups.is_empty()),
+                    ("asset_types", self.asset_types != AssetTypes::default()),
                 ],
                 "DAST environments: use environment_tags or scan_types",
             )
