@@ -748,23 +748,29 @@ async fn test_connection_prints_the_five_checks_for_every_mistake() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// `connection put` into S3 (the deployed functions' store) refuses what the functions would
-/// refuse, before any store is opened: a credential from the environment or a file.
-#[test]
-fn a_config_the_functions_would_refuse_is_not_put_into_s3() {
-    let dir = temp_dir("put-s3");
-    let path = dir.join("connection.json");
+/// Writes to `path` a SAST connection `id` of a private deployment (`cx.example.com`, never asked)
+/// whose credential is `secret`.
+fn write_custom_connection(path: &std::path::Path, id: &str, secret: &str) {
     let config = cxone_etm::pipeline::ConnectionConfig::new(
-        "borrowing",
+        id,
         cxone_etm::ConnectorKind::Sast,
         cxone_etm::cxone::VendorSettings::for_custom(
             "https://cx.example.com",
             "https://iam.example.com",
             "acme",
         ),
-        "env:AWS_SECRET_ACCESS_KEY",
+        secret,
     );
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_vec(&config).unwrap()).unwrap();
+}
+
+/// `connection put` into S3 (the deployed functions' store) refuses what the functions would
+/// refuse, before any store is opened: a credential from the environment or a file.
+#[test]
+fn a_config_the_functions_would_refuse_is_not_put_into_s3() {
+    let dir = temp_dir("put-s3");
+    let path = dir.join("connection.json");
+    write_custom_connection(&path, "borrowing", "env:AWS_SECRET_ACCESS_KEY");
     let output = Command::new(BIN)
         .args([
             "connection",
@@ -796,17 +802,7 @@ fn an_id_differing_from_a_stored_connections_only_in_case_is_not_put() {
     std::fs::create_dir_all(held.parent().unwrap()).unwrap();
     std::fs::write(&held, b"{}").unwrap();
     let path = dir.join("connection.json");
-    let config = cxone_etm::pipeline::ConnectionConfig::new(
-        "Prod",
-        cxone_etm::ConnectorKind::Sast,
-        cxone_etm::cxone::VendorSettings::for_custom(
-            "https://cx.example.com",
-            "https://iam.example.com",
-            "acme",
-        ),
-        "env:CXONE_TEST_KEY",
-    );
-    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    write_custom_connection(&path, "Prod", "env:CXONE_TEST_KEY");
     let output = Command::new(BIN)
         .args(["connection", "put", "--store"])
         .arg(&store)

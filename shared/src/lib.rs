@@ -72,6 +72,18 @@ pub enum Engine {
     Dast,
 }
 
+/// The bytes of a file a config names (a secret, a CA bundle), `None` where it holds more than
+/// `limit`: a device or a file that grows would be read without end, so at most one byte past
+/// the limit is read.
+pub(crate) fn read_at_most(path: &std::path::Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
 /// Whether a record's `type` is one of `types`, ASCII case and surrounding blanks aside, as the
 /// vendor's other words are read: a record typed `SAST` is a SAST record, not one of an unknown
 /// engine, skipped, whose absence would close every SAST finding as fixed.

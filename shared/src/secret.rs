@@ -168,20 +168,11 @@ fn looks_like_a_field_name(name: &str) -> bool {
 /// The most a secret file may hold: an API key or a client's id and secret are a few hundred bytes.
 const SECRET_FILE_LIMIT: u64 = 64 * 1024;
 
-/// A `file:` secret's text: a file, or a pipe (`file:/dev/stdin`, a shell's `<(…)`). A device or
-/// a file that grows would be read without end: at most one byte past the limit is read.
+/// A `file:` secret's text: a file, or a pipe (`file:/dev/stdin`, a shell's `<(…)`).
 fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
-    use std::io::Read;
-    let unreadable = |e: std::io::Error| format!("cannot read the file ({})", e.kind());
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(unreadable)?
-        .take(SECRET_FILE_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(unreadable)?;
-    if bytes.len() as u64 > SECRET_FILE_LIMIT {
-        return Err("it holds more than 64 KiB, which no credential does".to_string());
-    }
+    let bytes = crate::read_at_most(path, SECRET_FILE_LIMIT)
+        .map_err(|e| format!("cannot read the file ({})", e.kind()))?
+        .ok_or_else(|| "it holds more than 64 KiB, which no credential does".to_string())?;
     String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
 }
 

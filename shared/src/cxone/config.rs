@@ -178,18 +178,9 @@ impl VendorSettings {
                 if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
                     return Err(too_big());
                 }
-                let mut pem = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(
-                        std::fs::File::open(path).map_err(unreadable)?,
-                        CA_BUNDLE_LIMIT + 1,
-                    ),
-                    &mut pem,
-                )
-                .map_err(unreadable)?;
-                if pem.len() as u64 > CA_BUNDLE_LIMIT {
-                    return Err(too_big());
-                }
+                let pem = crate::read_at_most(path, CA_BUNDLE_LIMIT)
+                    .map_err(unreadable)?
+                    .ok_or_else(too_big)?;
                 if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                     return Err(ConfigError::new(
                         "ca_bundle",
