@@ -5,8 +5,12 @@
 # `cxone-etm demo`). No account anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-out}
-shift || true
+out=out
+# An output folder first, if given: `bash scripts/demo.sh --json` keeps ./out.
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then
+  out=$1
+  shift
+fi
 # Built for the whole workspace, so its dependencies have the features every other build here gives
 # them (scripts/test.sh, the deployed-shape test): run after those, nothing is rebuilt, where
 # `cargo run -p cxone-etm-cli` would resolve features for that package alone and rebuild most.

@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
 # Runs every check on a fresh machine: formatting, clippy (warnings are errors), every test, and
-# the README's demo as a smoke test. Installs what it needs; needs only rustup/cargo and python3.
+# the README's demo as a smoke test. Installs what it needs; needs rustup/cargo, python3 and, where
+# Debian packages are missing (a C compiler, python3-venv, npm, chromium), root or sudo to add them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Each stage's header says when it started (seconds since the start), to see where the time goes.
 stage() { echo "== [+${SECONDS}s] $*"; }
+# Debian packages the checks need beyond rustup and python3, installed where missing (as root, or
+# through sudo): a C compiler (zstd, ring and aws-lc build C), venv (Debian ships it apart) and
+# npm (asl-validator, for the deployed shape).
+apt_install() {
+  local sudo_if_needed=""
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq "$@" >/dev/null
+}
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  stage "installing ${missing[*]} (Debian packages)"
+  apt_install "${missing[@]}"
+fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # One full build: incremental state would only add gigabytes of target/ that nothing reuses.
@@ -93,10 +111,7 @@ fi
 # The run report's HTML is checked in a real headless browser: Debian's chromium.
 if ! command -v chromium >/dev/null 2>&1; then
   stage "installing chromium (Debian package) for the report test"
-  sudo_if_needed=""
-  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
-  $sudo_if_needed apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
 fi
 
 stage "infra: cfn-lint, sam validate --lint, checkov, template ↔ code"

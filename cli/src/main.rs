@@ -80,6 +80,10 @@ enum ConnectionAction {
         /// A scoring table (`export-scoring` gives the default to edit); replaces the config's.
         #[arg(long)]
         scoring: Option<PathBuf>,
+        /// Into a bucket: a copy of the certificates `vendor.ca_bundle` names (a path the
+        /// functions read on AWS), to check the connection with from this machine.
+        #[arg(long)]
+        check_ca_bundle: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -350,6 +354,7 @@ async fn run() -> anyhow::Result<ExitCode> {
                     config,
                     map,
                     scoring,
+                    check_ca_bundle,
                     json,
                 },
         } => {
@@ -357,6 +362,7 @@ async fn run() -> anyhow::Result<ExitCode> {
                 config,
                 map,
                 scoring,
+                check_ca_bundle,
             };
             return runs::put_connection(&store, &parts, runs::Output { json, quiet: false }).await;
         }

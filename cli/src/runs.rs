@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
-use cxone_etm::cxone::{ConnectionReport, VendorSettings, test_connection};
+use cxone_etm::cxone::{CaBundleAt, ConnectionReport, VendorSettings, test_connection};
 use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunState, RunSummary, Trigger,
@@ -350,6 +350,9 @@ pub struct ConnectionParts {
     pub config: std::path::PathBuf,
     pub map: Option<std::path::PathBuf>,
     pub scoring: Option<std::path::PathBuf>,
+    /// A copy of the certificates the config's `vendor.ca_bundle` names, to check the connection
+    /// with from this machine: the functions read that path on AWS (their package or a layer).
+    pub check_ca_bundle: Option<std::path::PathBuf>,
 }
 
 fn part<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
@@ -391,14 +394,16 @@ pub async fn put_connection(
         config.scoring = Some(part(scoring, "scoring table")?);
     }
     // A config in S3 is the deployed functions': what they refuse is not stored.
-    let refused = match store.starts_with("s3://") {
+    let into_bucket = store.starts_with("s3://");
+    let refused = match into_bucket {
         true => cxone_etm::lambda::refused_on_aws(&config),
         false => Vec::new(),
     };
     if !refused.is_empty() {
         return Err(invalid(refused));
     }
-    let connection = config.validate().map_err(invalid)?;
+    let ca_at = ca_bundle_to_check_with(&config, parts, into_bucket)?;
+    let connection = config.validate_with(ca_at).map_err(invalid)?;
     let store = AnyStore::open(store).await?;
     refuse_a_case_twin(&store, &connection.config.id).await?;
     let report = check_connection(&connection).await;
@@ -432,6 +437,32 @@ pub async fn put_connection(
     })
 }
 
+/// Where `connection put` reads the CA bundle to check the connection with. The functions read
+/// the config's `vendor.ca_bundle` on AWS, from their package or a layer (`/opt/…`), which this
+/// machine may not have: `--check-ca-bundle` names a copy here.
+fn ca_bundle_to_check_with<'a>(
+    config: &ConnectionConfig,
+    parts: &'a ConnectionParts,
+    into_bucket: bool,
+) -> anyhow::Result<CaBundleAt<'a>> {
+    let named = config.vendor.ca_bundle.as_deref();
+    match (parts.check_ca_bundle.as_deref(), named) {
+        (Some(_), _) if !into_bucket => anyhow::bail!(
+            "--check-ca-bundle is for a connection stored into a bucket (s3://…), which runs on AWS; a run on this machine reads vendor.ca_bundle itself, so point that at the file"
+        ),
+        (Some(_), None) => anyhow::bail!(
+            "--check-ca-bundle is given, but {} names no vendor.ca_bundle: add the path the functions read it from (their package's /var/task/… or a layer's /opt/…), or leave the option out",
+            parts.config.display()
+        ),
+        (Some(copy), Some(_)) => Ok(CaBundleAt::Here(copy)),
+        (None, Some(named)) if into_bucket && !named.exists() => anyhow::bail!(
+            "vendor.ca_bundle names {}, which the functions read on AWS and this machine does not have; nothing stored. To check the connection from here before storing it, give a copy of the same certificates with --check-ca-bundle <file>",
+            named.display()
+        ),
+        (None, _) => Ok(CaBundleAt::Named),
+    }
+}
+
 /// `status`: the connection's state and next scheduled run, from its stored config and state.
 pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Result<()> {
     let store = AnyStore::open(store).await?;
@@ -439,12 +470,16 @@ pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Res
     let text = store.get(&key).await?.with_context(|| {
         format!("connection {connection_id} is not stored here ({key} is missing); store it with `cxone-etm connection put` (or, in a directory, run it with `cxone-etm run`)")
     })?;
-    let connection = ConnectionConfig::load(&String::from_utf8_lossy(&text)).map_err(|errors| {
-        anyhow::anyhow!(
-            "{key} is not a valid connection:\n  - {}",
-            errors.described("\n  - ")
-        )
-    })?;
+    // Its CA bundle is not read: nothing here calls the vendor, and a stored config's bundle is
+    // a path on AWS.
+    let connection = ConnectionConfig::parse(&String::from_utf8_lossy(&text))
+        .and_then(|config| config.validate_with(CaBundleAt::Unread))
+        .map_err(|errors| {
+            anyhow::anyhow!(
+                "{key} is not a valid connection:\n  - {}",
+                errors.described("\n  - ")
+            )
+        })?;
     anyhow::ensure!(
         connection.config.id == connection_id,
         "{key} holds connection '{}', not '{connection_id}': delete it, or put a config whose id is '{connection_id}'",

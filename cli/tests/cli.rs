@@ -790,6 +790,64 @@ fn a_config_the_functions_would_refuse_is_not_put_into_s3() {
     );
 }
 
+/// `connection put` into S3 of a config whose CA bundle is a path the functions read on AWS
+/// refuses, before any store is opened, when this machine has no such file and no copy is
+/// given; `--check-ca-bundle` is refused where it would check another file than the one read.
+/// (Checked and stored with a copy: the deployed test's private-CA scenario.)
+#[test]
+fn a_ca_bundle_the_functions_read_on_aws_needs_a_copy_here_to_be_put() {
+    let dir = temp_dir("put-ca");
+    let path = dir.join("connection.json");
+    let copy = dir.join("copy.pem");
+    std::fs::write(&copy, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let put = |config: &cxone_etm::pipeline::ConnectionConfig,
+               store: &str,
+               extra: &[&std::path::Path]| {
+        std::fs::write(&path, serde_json::to_vec(config).unwrap()).unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .args(["connection", "put", "--store", store, "--config"])
+            .arg(&path);
+        for copy in extra {
+            command.arg("--check-ca-bundle").arg(copy);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let mut config = cxone_etm::pipeline::ConnectionConfig::new(
+        "private",
+        cxone_etm::ConnectorKind::Sast,
+        cxone_etm::cxone::VendorSettings::for_custom(
+            "https://cx.example.com",
+            "https://iam.example.com",
+            "acme",
+        ),
+        "secretsmanager:cxone/private",
+    );
+    let stderr = put(&config, "s3://no-such-bucket/", &[&copy]);
+    assert!(
+        stderr.contains("--check-ca-bundle is given, but")
+            && stderr.contains("names no vendor.ca_bundle"),
+        "{stderr}"
+    );
+    config.vendor.ca_bundle = Some("/opt/cxone-etm-test-absent/ca.pem".into());
+    let stderr = put(&config, "s3://no-such-bucket/", &[]);
+    assert!(
+        stderr.contains("vendor.ca_bundle names /opt/cxone-etm-test-absent/ca.pem, which the functions read on AWS and this machine does not have; nothing stored")
+            && stderr.contains("--check-ca-bundle <file>"),
+        "{stderr}"
+    );
+    let local = dir.join("store");
+    let stderr = put(&config, local.to_str().unwrap(), &[&copy]);
+    assert!(
+        stderr.contains("--check-ca-bundle is for a connection stored into a bucket"),
+        "{stderr}"
+    );
+    assert!(!local.exists(), "nothing stored");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// `connection put`, or a local `run`, of an id that differs from a stored connection's only in
 /// letter case is refused before anything is checked or stored: on a case-insensitive disk
 /// (macOS's default) it would write over the other's config, and its runs reconcile against the

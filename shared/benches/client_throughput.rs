@@ -27,8 +27,13 @@ fn client_throughput(c: &mut Criterion) {
         VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
     settings.allow_insecure_local = true;
     let credential = Credential::ApiKey(emulator.credentials.api_key.clone().into());
-    let client =
-        CxOneClient::new(settings.validate().expect("settings"), &credential).expect("client");
+    let client = CxOneClient::new(
+        settings
+            .validate(cxone_etm::cxone::CaBundleAt::Named)
+            .expect("settings"),
+        &credential,
+    )
+    .expect("client");
     let scan = emulator.expected().projects[0]
         .latest_completed_sast_scan
         .clone()

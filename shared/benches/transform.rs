@@ -21,7 +21,7 @@ fn realistic_page() -> (Vec<u8>, Vec<u8>) {
         let mut settings = VendorSettings::for_custom(&emulator.api_url, &emulator.iam_url, &emulator.tenant);
         settings.allow_insecure_local = true;
         let credential = Credential::ApiKey(emulator.credentials.api_key.clone().into());
-        let client = CxOneClient::new(settings.validate().expect("settings"), &credential).expect("client");
+        let client = CxOneClient::new(settings.validate(cxone_etm::cxone::CaBundleAt::Named).expect("settings"), &credential).expect("client");
         let scan = emulator.expected().projects[0].latest_completed_sast_scan.clone().expect("scan");
         let page = client.results(&scan).next_page().await.expect("page").expect("one page");
         let project = serde_json::json!({"id": emulator.expected().projects[0].id, "name": "acme/checkout", "createdAt": "2026-01-01T00:00:00Z",

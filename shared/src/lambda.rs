@@ -62,7 +62,7 @@ impl FunctionEnv {
             prefix: get("BUCKET_PREFIX").unwrap_or_default(),
             state_machine_arn: get("STATE_MACHINE_ARN").filter(|a| !a.is_empty()),
             max_concurrency,
-            vendor_hosts: VendorHosts::listed(&get("VENDOR_HOSTS").unwrap_or_default()),
+            vendor_hosts: VendorHosts::listed(&get("VENDOR_HOSTS").unwrap_or_default())?,
         })
     }
 }
@@ -78,24 +78,23 @@ pub struct VendorHosts(Vec<String>);
 
 impl VendorHosts {
     /// From a comma-separated list of hosts (any case; a port, a trailing dot and empty entries
-    /// ignored; an IPv6 address with or without its brackets).
-    pub fn listed(text: &str) -> Self {
-        Self(
-            text.split(',')
-                .map(|entry| {
-                    let entry = entry.trim();
-                    let host = match entry.matches(':').count() {
-                        _ if entry.starts_with('[') => {
-                            entry.split_once(']').map_or(entry, |(address, _)| address)
-                        }
-                        1 => entry.split_once(':').map_or(entry, |(host, _)| host),
-                        _ => entry,
-                    };
-                    normal_host(host)
+    /// ignored; an IPv6 address with or without its brackets). An entry that is not a host (a
+    /// URL, a path, a port that is not a number) is refused: `https://host` would otherwise
+    /// allow the host `https`, and the one meant would be refused with no word of why.
+    pub fn listed(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                host_of_entry(entry).map(normal_host).ok_or_else(|| {
+                    format!(
+                        "environment variable VENDOR_HOSTS names '{}', which is not a host; list hosts (a name, `name:port` or an IPv6 address in brackets) separated by commas, with no scheme or path: e.g. cxone.example.com,iam.example.com",
+                        entry.escape_debug()
+                    )
                 })
-                .filter(|host| !host.is_empty())
-                .collect(),
-        )
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     /// What a connection names beyond the regions' hosts and this list.
@@ -507,6 +506,31 @@ pub fn refused_on_aws(config: &ConnectionConfig) -> Vec<FieldError> {
         ));
     }
     refused
+}
+
+/// The host an entry of [`VendorHosts::listed`] names, if it is one: a name, an IPv4 or IPv6
+/// address, with a port or without.
+fn host_of_entry(entry: &str) -> Option<&str> {
+    let (host, port) = match entry.strip_prefix('[') {
+        Some(bracketed) => {
+            let (address, after) = bracketed.split_once(']')?;
+            match after {
+                "" => (address, None),
+                _ => (address, Some(after.strip_prefix(':')?)),
+            }
+        }
+        None if entry.matches(':').count() == 1 => {
+            let (host, port) = entry.split_once(':')?;
+            (host, Some(port))
+        }
+        None => (entry, None),
+    };
+    let name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    let address = |c: char| c.is_ascii_hexdigit() || c == ':' || c == '.';
+    let host_ok = !host.is_empty()
+        && (host.chars().all(name) || (host.contains(':') && host.chars().all(address)));
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok());
+    (host_ok && port_ok).then_some(host)
 }
 
 /// A host as [`VendorHosts`] compares it: lower case, without a trailing dot, an IPv6 address
@@ -1782,11 +1806,41 @@ mod tests {
     }
 
     #[test]
+    fn a_vendor_hosts_entry_that_is_not_a_host_is_refused_naming_it() {
+        for entry in [
+            "https://cxone.example.com",
+            "cxone.example.com/api",
+            "cxone.example.com:https",
+            "user@cxone.example.com",
+            "[2001:db8::1]443",
+            "[2001:db8::1",
+            ":443",
+            "cxone example.com",
+        ] {
+            let listed = format!("iam.example.com, {entry}");
+            let error = VendorHosts::listed(&listed).unwrap_err();
+            assert!(
+                error.contains(&format!(
+                    "VENDOR_HOSTS names '{entry}', which is not a host"
+                )),
+                "{entry}: {error}"
+            );
+            let env = FunctionEnv::from_vars(|name: &str| match name {
+                "BUCKET" => Some("data".to_string()),
+                "VENDOR_HOSTS" => Some(listed.clone()),
+                _ => None,
+            });
+            assert_eq!(env.unwrap_err(), error, "the functions do not start on it");
+        }
+    }
+
+    #[test]
     fn vendor_hosts_match_whatever_the_case_port_trailing_dot_or_brackets() {
         use crate::cxone::VendorSettings;
         let hosts = VendorHosts::listed(
             " CX.Example.com:8443 , iam.example.com., [2001:db8::1]:443, 2001:db8::2 ,,",
-        );
+        )
+        .unwrap();
         let expected = [
             "cx.example.com",
             "iam.example.com",

@@ -363,7 +363,8 @@ class Account:
 
 def put_connection(account: Account, emulator: Emulator, connection_id: str, extra: dict | None = None,
                    map_file: pathlib.Path | None = None, scoring_file: pathlib.Path | None = None,
-                   secret: str | None = None, vendor: dict | None = None) -> subprocess.CompletedProcess:
+                   secret: str | None = None, vendor: dict | None = None,
+                   check_ca_bundle: pathlib.Path | None = None) -> subprocess.CompletedProcess:
     """`cxone-etm connection put`, as the README tells a user to run it against a deployed stack."""
     config = {
         "id": connection_id, "name": f"{connection_id} (emulator)", "kind": "sast", "secret": secret or account.secret_arn,
@@ -378,6 +379,8 @@ def put_connection(account: Account, emulator: Emulator, connection_id: str, ext
         command += ["--map", str(map_file)]
     if scoring_file:
         command += ["--scoring", str(scoring_file)]
+    if check_ca_bundle:
+        command += ["--check-ca-bundle", str(check_ca_bundle)]
     return subprocess.run(command, env=operator_env(account), capture_output=True, text=True)
 
 
@@ -548,6 +551,46 @@ def test_connection_put_refuses_a_broken_connection_and_stores_nothing(account, 
     answer = json.loads(result.stdout)
     assert answer["stored"] is False and answer["checks"]["passed"] is False, answer
     assert not account.exists("connections/broken/config.json")
+
+
+def test_a_connection_behind_a_private_ca_is_checked_with_a_copy_of_its_bundle_and_its_status_read(account, emulator):
+    """A config whose `vendor.ca_bundle` is where the functions read it on AWS (a layer's /opt/...),
+    put from an operator's machine that does not have that file: refused, naming the way out, until
+    a copy is given; then checked over TLS with the copy (another CA fails the handshake) and
+    stored with the /opt path; `status` reads the stored config without the file."""
+    work = account.work
+    private = Emulator(work, "--projects", "1", "--results-per-scan", "2", "--dast-environments", "0",
+                       "--tls", "--tls-ca-out", str(work / "private-ca.pem"))
+    other = Emulator(work, "--projects", "1", "--dast-environments", "0", "--tls", "--tls-ca-out", str(work / "other-ca.pem"))
+    try:
+        secret = account.client("secretsmanager").create_secret(
+            Name="cxone/private", SecretString=json.dumps({"api_key": private.line["api_key"]}))["ARN"]
+        vendor = {"custom_api_url": private.url, "custom_iam_url": private.line["iam_url"],
+                  "tenant": private.line["tenant"], "ca_bundle": "/opt/cxone-etm-private/ca.pem"}
+        config = "connections/private-ca/config.json"
+        put = lambda copy=None: put_connection(account, emulator, "private-ca", secret=secret, vendor=vendor,
+                                               check_ca_bundle=copy)
+        refused = put()
+        assert refused.returncode != 0 and "this machine does not have" in refused.stderr \
+            and "--check-ca-bundle" in refused.stderr, refused.stderr[:1000]
+        assert not account.exists(config)
+        wrong = put(work / "other-ca.pem")
+        assert wrong.returncode == 1 and wrong.stdout.strip(), wrong.stderr[:1000]
+        answer = json.loads(wrong.stdout)
+        assert answer["stored"] is False and answer["checks"]["checks"][1]["status"] == "fail", answer
+        assert not account.exists(config)
+        checked = put(work / "private-ca.pem")
+        assert checked.returncode == 0, checked.stderr[:1000]
+        answer = json.loads(checked.stdout)
+        assert answer["stored"] is True and answer["checks"]["passed"] is True, answer
+        assert account.get_json(config)["vendor"]["ca_bundle"] == "/opt/cxone-etm-private/ca.pem"
+        status = subprocess.run([str(BIN / "cxone-etm"), "status", "private-ca", "--store", f"s3://{account.bucket}/",
+                                 "--json"], env=operator_env(account), capture_output=True, text=True)
+        assert status.returncode == 0, status.stderr[:1000]
+        assert json.loads(status.stdout)["state"] == "Registered", status.stdout
+    finally:
+        private.stop()
+        other.stop()
 
 
 # Short vendor retries for the `sast` connection: the failing-item scenario waits them out on

@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn only_a_key_past_a_real_expiry_is_refused_as_expired() {
         let config = crate::cxone::VendorSettings::for_region("EU", "acme")
-            .validate()
+            .validate(crate::cxone::CaBundleAt::Named)
             .unwrap();
         let key = |exp: &str| {
             Credential::ApiKey(
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn a_key_from_another_region_or_tenant_is_refused_before_any_request() {
         let config = crate::cxone::VendorSettings::for_region("US", "acme")
-            .validate()
+            .validate(crate::cxone::CaBundleAt::Named)
             .unwrap();
         let eu_key = Credential::ApiKey(
             jwt(r#"{"aud":"https://eu.iam.checkmarx.net/auth/realms/acme"}"#).into(),

@@ -1,7 +1,7 @@
 //! The client's settings as a user writes them, and the validated form the client runs on.
 //! Validation happens once, at construction; every error names the field and the fix.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -131,7 +131,10 @@ impl VendorSettings {
         }
     }
 
-    pub fn validate(&self) -> Result<VendorConfig, ConfigError> {
+    /// The settings checked, every problem named (not only the first), with the CA bundle read
+    /// from where `ca_at` says.
+    pub fn validate(&self, ca_at: CaBundleAt<'_>) -> Result<VendorConfig, Vec<ConfigError>> {
+        let mut problems = Vec::new();
         let policy = NetworkPolicy {
             allow_insecure_local: self.allow_insecure_local,
             allow_custom_port: self.allow_custom_port,
@@ -141,7 +144,9 @@ impl VendorSettings {
             self.custom_api_url.as_deref(),
             self.custom_iam_url.as_deref(),
             policy,
-        )?;
+        )
+        .map_err(|e| problems.push(e))
+        .ok();
         let tenant = self.tenant.trim();
         // A tenant of dots alone would make a dot segment of the realm's path (`realms/..`),
         // which a URL resolves away: the token request would go elsewhere on the IAM host.
@@ -150,88 +155,65 @@ impl VendorSettings {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
-            return Err(ConfigError::new(
+            problems.push(ConfigError::new(
                 "tenant",
                 format!("'{tenant}' is not a tenant name"),
                 "use the tenant name shown in Checkmarx One (letters, digits, '-', '_', '.', not dots alone), e.g. acme-corp",
             ));
         }
-        let ca_pem = match &self.ca_bundle {
-            None => None,
-            Some(path) => {
-                let unreadable = |e: std::io::Error| {
-                    ConfigError::new(
-                        "ca_bundle",
-                        format!("cannot read {} ({e})", path.display()),
-                        "point `ca_bundle` at a readable PEM file",
-                    )
-                };
-                // A device, a pipe or a file that grows would be read without end: at most one
-                // byte past the limit is read.
-                let too_big = || {
-                    ConfigError::new(
-                        "ca_bundle",
-                        format!("{} is not a file of at most 1 MiB", path.display()),
-                        "point `ca_bundle` at a PEM file",
-                    )
-                };
-                if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
-                    return Err(too_big());
-                }
-                let pem = crate::read_at_most(path, CA_BUNDLE_LIMIT)
-                    .map_err(unreadable)?
-                    .ok_or_else(too_big)?;
-                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(ConfigError::new(
-                        "ca_bundle",
-                        format!("{} holds no PEM certificate", path.display()),
-                        "give a PEM file with one or more -----BEGIN CERTIFICATE----- blocks",
-                    ));
-                }
-                Some(pem)
+        let ca_pem = match (&self.ca_bundle, ca_at) {
+            (None, _) | (Some(_), CaBundleAt::Unread) => None,
+            (Some(named), CaBundleAt::Named) => {
+                read_ca_bundle(named).map_err(|e| problems.push(e)).ok()
+            }
+            (Some(_), CaBundleAt::Here(copy)) => {
+                read_ca_bundle(copy).map_err(|e| problems.push(e)).ok()
             }
         };
-        let within =
-            |field: &'static str, value: u64, min: u64, max: u64| -> Result<(), ConfigError> {
-                if (min..=max).contains(&value) {
-                    Ok(())
-                } else {
-                    Err(ConfigError::new(
-                        field,
-                        format!("{value} is out of range"),
-                        format!("use a value from {min} to {max}"),
-                    ))
-                }
-            };
-        within("connect_timeout_secs", self.connect_timeout_secs, 1, 300)?;
-        within("request_timeout_secs", self.request_timeout_secs, 1, 900)?;
-        within("concurrency", self.concurrency as u64, 1, 256)?;
+        let mut within = |field: &'static str, value: u64, min: u64, max: u64| {
+            if !(min..=max).contains(&value) {
+                problems.push(ConfigError::new(
+                    field,
+                    format!("{value} is out of range"),
+                    format!("use a value from {min} to {max}"),
+                ));
+            }
+        };
+        within("connect_timeout_secs", self.connect_timeout_secs, 1, 300);
+        within("request_timeout_secs", self.request_timeout_secs, 1, 900);
+        within("concurrency", self.concurrency as u64, 1, 256);
         within(
             "projects_page_size",
             u64::from(self.projects_page_size),
             1,
             1_000,
-        )?;
-        within("last_scan_batch", u64::from(self.last_scan_batch), 1, 200)?;
+        );
+        within("last_scan_batch", u64::from(self.last_scan_batch), 1, 200);
         within(
             "results_page_size",
             u64::from(self.results_page_size),
             1,
             10_000,
-        )?;
-        within("dast_page_size", u64::from(self.dast_page_size), 1, 100)?;
+        );
+        within("dast_page_size", u64::from(self.dast_page_size), 1, 100);
         within(
             "retry.max_retries",
             u64::from(self.retry.max_retries),
             0,
             50,
-        )?;
-        within("retry.base_delay_ms", self.retry.base_delay_ms, 1, 60_000)?;
-        within("retry.max_delay_secs", self.retry.max_delay_secs, 1, 3_600)?;
+        );
+        within("retry.base_delay_ms", self.retry.base_delay_ms, 1, 60_000);
+        within("retry.max_delay_secs", self.retry.max_delay_secs, 1, 3_600);
+        within(
+            "retry.max_total_wait_secs",
+            self.retry.max_total_wait_secs,
+            1,
+            3_600,
+        );
         // The backoff's bounds: a first delay past the longest one is no schedule (the retry
         // policy refuses it, and every request would fail before it is sent).
         if self.retry.base_delay_ms > self.retry.max_delay_secs.saturating_mul(1_000) {
-            return Err(ConfigError::new(
+            problems.push(ConfigError::new(
                 "retry.base_delay_ms",
                 format!(
                     "{} ms is longer than retry.max_delay_secs ({} s)",
@@ -240,27 +222,72 @@ impl VendorSettings {
                 "make the first delay at most the longest one",
             ));
         }
-        within(
-            "retry.max_total_wait_secs",
-            self.retry.max_total_wait_secs,
-            1,
-            3_600,
-        )?;
-        Ok(VendorConfig {
-            endpoints,
-            tenant: tenant.to_string(),
-            policy,
-            ca_pem,
-            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
-            request_timeout: Duration::from_secs(self.request_timeout_secs),
-            concurrency: self.concurrency,
-            projects_page_size: self.projects_page_size,
-            last_scan_batch: self.last_scan_batch,
-            results_page_size: self.results_page_size,
-            dast_page_size: self.dast_page_size,
-            retry: self.retry.clone(),
-        })
+        match endpoints {
+            Some(endpoints) if problems.is_empty() => Ok(VendorConfig {
+                endpoints,
+                tenant: tenant.to_string(),
+                policy,
+                ca_pem,
+                connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+                concurrency: self.concurrency,
+                projects_page_size: self.projects_page_size,
+                last_scan_batch: self.last_scan_batch,
+                results_page_size: self.results_page_size,
+                dast_page_size: self.dast_page_size,
+                retry: self.retry.clone(),
+            }),
+            _ => Err(problems),
+        }
     }
+}
+
+/// Where [`VendorSettings::validate`] reads the CA bundle the settings name (`ca_bundle`).
+#[derive(Clone, Copy, Debug)]
+pub enum CaBundleAt<'a> {
+    /// At the path the settings name: the client runs on this machine.
+    Named,
+    /// From another file with the same certificates: checking from the operator's machine a
+    /// connection the functions run on AWS, where the named path is in their package or a layer.
+    Here(&'a Path),
+    /// Not read, and not trusted by a client built from the result: for reading a stored
+    /// connection that runs elsewhere (its state and schedule) without calling the vendor.
+    Unread,
+}
+
+/// The PEM file at `path`, refused unless it is a file of at most [`CA_BUNDLE_LIMIT`] holding a
+/// certificate.
+fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let unreadable = |e: std::io::Error| {
+        ConfigError::new(
+            "ca_bundle",
+            format!("cannot read {} ({e})", path.display()),
+            "point `ca_bundle` at a readable PEM file",
+        )
+    };
+    // A device, a pipe or a file that grows would be read without end: at most one byte past
+    // the limit is read.
+    let too_big = || {
+        ConfigError::new(
+            "ca_bundle",
+            format!("{} is not a file of at most 1 MiB", path.display()),
+            "point `ca_bundle` at a PEM file",
+        )
+    };
+    if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
+        return Err(too_big());
+    }
+    let pem = crate::read_at_most(path, CA_BUNDLE_LIMIT)
+        .map_err(unreadable)?
+        .ok_or_else(too_big)?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ConfigError::new(
+            "ca_bundle",
+            format!("{} holds no PEM certificate", path.display()),
+            "give a PEM file with one or more -----BEGIN CERTIFICATE----- blocks",
+        ));
+    }
+    Ok(pem)
 }
 
 /// The largest CA bundle read (the system's own bundle is about 200 KiB).
@@ -300,7 +327,67 @@ mod tests {
 
     fn parse(json: &str) -> Result<VendorConfig, String> {
         let settings: VendorSettings = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        settings.validate().map_err(|e| e.to_string())
+        settings.validate(CaBundleAt::Named).map_err(|problems| {
+            let described: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            described.join("\n")
+        })
+    }
+
+    #[test]
+    fn every_problem_is_named_not_only_the_first() {
+        let message = parse(
+            r#"{"region": "Mars", "tenant": "a/b", "concurrency": 0, "ca_bundle": "/nonexistent/ca.pem", "retry": {"base_delay_ms": 5000, "max_delay_secs": 1}}"#,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = message
+            .lines()
+            .map(|line| line.split('`').nth(1).unwrap_or(line))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "region",
+                "tenant",
+                "ca_bundle",
+                "concurrency",
+                "retry.base_delay_ms"
+            ],
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_ca_bundle_is_read_where_the_caller_says() {
+        let copy = std::env::temp_dir().join(format!("cxone-ca-copy-{}.pem", std::process::id()));
+        std::fs::write(&copy, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+        let settings: VendorSettings = serde_json::from_str(
+            r#"{"region": "EU", "tenant": "acme", "ca_bundle": "/opt/cxone/ca.pem"}"#,
+        )
+        .unwrap();
+        let named = settings.validate(CaBundleAt::Named).unwrap_err();
+        assert!(
+            named[0]
+                .problem
+                .starts_with("cannot read /opt/cxone/ca.pem"),
+            "{named:?}"
+        );
+        let here = settings.validate(CaBundleAt::Here(&copy)).unwrap();
+        assert_eq!(
+            here.ca_pem.as_deref(),
+            Some(&b"-----BEGIN CERTIFICATE-----\nMIIB\n"[..])
+        );
+        let unread = settings.validate(CaBundleAt::Unread).unwrap();
+        assert_eq!(unread.ca_pem, None);
+        std::fs::remove_file(&copy).unwrap();
+        let gone = settings.validate(CaBundleAt::Here(&copy)).unwrap_err();
+        assert!(gone[0].problem.contains("cxone-ca-copy-"), "{gone:?}");
+        let none: VendorSettings =
+            serde_json::from_str(r#"{"region": "EU", "tenant": "acme"}"#).unwrap();
+        assert_eq!(
+            none.validate(CaBundleAt::Here(&copy)).unwrap().ca_pem,
+            None,
+            "settings naming no bundle trust none"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use check::{
     test_connection_until, test_connection_within,
 };
 pub use client::CxOneClient;
-pub use config::{RetrySettings, VendorConfig, VendorSettings};
+pub use config::{CaBundleAt, RetrySettings, VendorConfig, VendorSettings};
 pub use error::{AuthError, ConfigError, VendorError};
 pub use models::*;
 pub use paging::{

@@ -563,7 +563,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let config = crate::cxone::VendorSettings::for_region("EU", "acme")
-            .validate()
+            .validate(crate::cxone::CaBundleAt::Named)
             .unwrap();
         let client = http_client(&config).unwrap();
         let error = client

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::{ParsedSchedule, Schedule};
 pub use super::selection::{BranchPolicy, Filters};
-use crate::cxone::{RunCalls, VendorConfig, VendorSettings};
+use crate::cxone::{CaBundleAt, RunCalls, VendorConfig, VendorSettings};
 use crate::field_error::FieldError;
 use crate::mapping::{CompiledScoring, Plan, Scoring, TransformMap, TransformOptions, TriageMap};
 use crate::secret::SecretRef;
@@ -235,6 +235,11 @@ impl ConnectionConfig {
     }
 
     pub fn validate(self) -> Result<Connection, Vec<FieldError>> {
+        self.validate_with(CaBundleAt::Named)
+    }
+
+    /// As [`validate`](Self::validate), the vendor's CA bundle read from where `ca_at` says.
+    pub fn validate_with(self, ca_at: CaBundleAt<'_>) -> Result<Connection, Vec<FieldError>> {
         let mut errors = Vec::new();
         if let Err(problem) = check_key_segment(&self.id) {
             errors.push(FieldError::new("id", problem));
@@ -272,8 +277,8 @@ impl ConnectionConfig {
         }
         let vendor = self
             .vendor
-            .validate()
-            .map_err(|e| errors.push(FieldError::from(e)))
+            .validate(ca_at)
+            .map_err(|problems| errors.extend(problems.into_iter().map(FieldError::from)))
             .ok();
         let secret = self
             .secret

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use cxone_emulator::{Emulator, EmulatorConfig, Endpoint, FaultSpec, TenantShape};
-use cxone_etm::cxone::{AuthError, CxOneClient, RetrySettings, VendorError};
+use cxone_etm::cxone::{AuthError, CaBundleAt, CxOneClient, RetrySettings, VendorError};
 use cxone_etm::secret::Credential;
 
 async fn auth_error(client: &CxOneClient) -> AuthError {
@@ -89,9 +89,12 @@ async fn each_token_refusal_becomes_its_own_actionable_error() {
     let mut other_realm = good.clone();
     other_realm.tenant = "globex".into();
     let before = emulator.traffic().requests_to(Endpoint::Token);
-    let e = CxOneClient::new(other_realm.validate().unwrap(), &api_key(&emulator))
-        .err()
-        .unwrap();
+    let e = CxOneClient::new(
+        other_realm.validate(CaBundleAt::Named).unwrap(),
+        &api_key(&emulator),
+    )
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("belongs to"), "{e}");
     assert_eq!(emulator.traffic().requests_to(Endpoint::Token), before);
 }

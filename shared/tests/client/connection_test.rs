@@ -5,8 +5,8 @@
 use crate::common::*;
 use cxone_emulator::{EmulatorConfig, Endpoint, FaultSpec, TenantShape};
 use cxone_etm::cxone::{
-    CheckStatus, ConnectionReport, ConnectorKind, RunCalls, VendorSettings, test_connection,
-    test_connection_within,
+    CaBundleAt, CheckStatus, ConnectionReport, ConnectorKind, RunCalls, VendorSettings,
+    test_connection, test_connection_within,
 };
 use cxone_etm::secret::Credential;
 
@@ -22,7 +22,9 @@ async fn check(
     calls: RunCalls,
 ) -> ConnectionReport {
     test_connection(
-        &settings.validate().expect("valid settings"),
+        &settings
+            .validate(CaBundleAt::Named)
+            .expect("valid settings"),
         Ok(credential),
         calls,
     )
@@ -119,7 +121,9 @@ async fn every_mistake_is_a_report_with_one_failed_check_its_cause_and_its_fix()
         let credential = Credential::from_json(&mistake.secret).map_err(|e| e.to_string());
         let kind: ConnectorKind = serde_json::from_value(serde_json::json!(mistake.kind)).unwrap();
         let report = test_connection(
-            &settings.validate().expect("valid settings"),
+            &settings
+                .validate(CaBundleAt::Named)
+                .expect("valid settings"),
             credential,
             RunCalls::defaults(kind),
         )
@@ -130,7 +134,7 @@ async fn every_mistake_is_a_report_with_one_failed_check_its_cause_and_its_fix()
         }
     }
     let unreadable = test_connection(
-        &settings(&emulator).validate().unwrap(),
+        &settings(&emulator).validate(CaBundleAt::Named).unwrap(),
         Err("credential secret: env:CX_KEY: the environment variable is not set".into()),
         RunCalls::defaults(ConnectorKind::Sast),
     )
@@ -326,7 +330,7 @@ async fn a_tenant_slower_than_the_test_may_take_fails_the_check_it_was_at() {
         },
     );
     let report = test_connection_within(
-        &settings(&emulator).validate().unwrap(),
+        &settings(&emulator).validate(CaBundleAt::Named).unwrap(),
         Ok(api_key(&emulator)),
         RunCalls::defaults(ConnectorKind::Sast),
         std::time::Duration::from_secs(1),
@@ -353,7 +357,7 @@ async fn a_tenant_slower_than_the_test_may_take_fails_the_check_it_was_at() {
 
     // Without a limit, the same tenant passes: slow is not wrong.
     let patient = test_connection(
-        &settings(&emulator).validate().unwrap(),
+        &settings(&emulator).validate(CaBundleAt::Named).unwrap(),
         Ok(api_key(&emulator)),
         RunCalls::defaults(ConnectorKind::Sast),
     )

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::common::*;
 use cxone_emulator::{Endpoint, FaultSpec, TenantShape};
 use cxone_etm::ConnectorKind;
-use cxone_etm::cxone::{CxOneClient, VendorSettings};
+use cxone_etm::cxone::{CaBundleAt, CxOneClient, VendorSettings};
 use cxone_etm::secret::Credential;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -27,12 +27,15 @@ fn ssrf_shaped_settings_are_refused_at_construction() {
     for (url, allow_local) in cases {
         let mut s = VendorSettings::for_custom(url, url, "acme");
         s.allow_insecure_local = allow_local;
-        let e = s.validate().unwrap_err();
-        assert!(e.field == "custom_api_url", "{url}: {e}");
+        let e = s.validate(CaBundleAt::Named).unwrap_err();
+        assert!(e[0].field == "custom_api_url", "{url}: {e:?}");
     }
     let mut unknown_region = VendorSettings::for_region("atlantis", "acme");
     unknown_region.allow_insecure_local = true;
-    assert_eq!(unknown_region.validate().unwrap_err().field, "region");
+    assert_eq!(
+        unknown_region.validate(CaBundleAt::Named).unwrap_err()[0].field,
+        "region"
+    );
 }
 
 /// A server that answers every request with a redirect to `location`.
@@ -66,7 +69,8 @@ async fn redirects_to_another_host_are_refused() {
     let mut s = settings(&emulator);
     s.custom_iam_url = Some(redirector);
     s.retry.max_retries = 0;
-    let client = CxOneClient::new(s.validate().unwrap(), &oauth(&emulator)).unwrap();
+    let client =
+        CxOneClient::new(s.validate(CaBundleAt::Named).unwrap(), &oauth(&emulator)).unwrap();
     let e = client.authenticate().await.unwrap_err();
     assert!(e.to_string().contains("redirect"), "{e}");
     assert_eq!(

@@ -45,8 +45,13 @@ pub fn oauth(emulator: &Emulator) -> Credential {
 }
 
 pub fn client(settings: VendorSettings, credential: &Credential) -> CxOneClient {
-    CxOneClient::new(settings.validate().expect("valid settings"), credential)
-        .expect("client builds")
+    CxOneClient::new(
+        settings
+            .validate(cxone_etm::cxone::CaBundleAt::Named)
+            .expect("valid settings"),
+        credential,
+    )
+    .expect("client builds")
 }
 
 pub fn default_client(emulator: &Emulator) -> CxOneClient {

@@ -168,7 +168,7 @@ pub async fn fixture() -> Fixture {
         .unwrap();
     // The emulator stands for a private deployment the stack allows.
     let runtime = Runtime::new(store, secrets.clone(), Some(starts.clone()))
-        .with_vendor_hosts(VendorHosts::listed(emulator_host(&emulator)));
+        .with_vendor_hosts(VendorHosts::listed(emulator_host(&emulator)).unwrap());
     Fixture {
         emulator,
         runtime,

@@ -1238,7 +1238,9 @@ async fn the_test_route_answers_every_mistake_with_the_five_checks() {
     // A host that does not resolve, as a deployer can list it beside the emulator's: its report is
     // the lookup's failure (a host not listed is refused before any check: the test above).
     let hosts = format!("{},no-such-host.invalid", emulator_host(&f.emulator));
-    f.runtime = f.runtime.with_vendor_hosts(VendorHosts::listed(&hosts));
+    f.runtime = f
+        .runtime
+        .with_vendor_hosts(VendorHosts::listed(&hosts).unwrap());
     let test = |id: String| {
         let runtime = &f.runtime;
         async move {
@@ -1991,7 +1993,7 @@ async fn a_connection_test_whose_secret_never_comes_answers_within_its_limit() {
     let f = fixture().await;
     let secrets = std::sync::Arc::new(SilentSecrets);
     let runtime = cxone_etm::lambda::Runtime::new(f.runtime.store, secrets, None)
-        .with_vendor_hosts(VendorHosts::listed(emulator_host(&f.emulator)))
+        .with_vendor_hosts(VendorHosts::listed(emulator_host(&f.emulator)).unwrap())
         .with_connection_test_limit(Duration::from_secs(2));
     let started = std::time::Instant::now();
     // Bounded here too, so that a test whose read waits for ever fails rather than hangs.
@@ -2111,7 +2113,7 @@ async fn config_put_between_a_ticks_read_and_its_write<S: BucketStore + 'static>
         armed: false.into(),
     };
     let runtime = Runtime::new(store, f.secrets.clone(), None)
-        .with_vendor_hosts(VendorHosts::listed(emulator_host(&f.emulator)));
+        .with_vendor_hosts(VendorHosts::listed(emulator_host(&f.emulator)).unwrap());
     let stored = runtime.register_from_schedule("ticked", config("2026-01-01"));
     assert!(matches!(stored.await.unwrap(), ScheduleConfig::Stored));
     runtime
