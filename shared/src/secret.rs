@@ -265,7 +265,25 @@ impl std::str::FromStr for SecretRef {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
+        // A credential pasted after a prefix (`env:eyJ…`) would be echoed wherever the reference
+        // is (errors, the stored config): refused, and not quoted.
+        let target = text.split_once(':').map_or("", |(_, target)| target);
+        if target.starts_with("eyJ") && target.contains('.') {
+            return Err(CredentialError::lasting(
+                "the secret reference holds what looks like a credential (a JWT), not where one is; put the credential in Secrets Manager, an environment variable or a file, and name that".into(),
+            ));
+        }
+        let variable_name = |name: &str| {
+            name.len() <= 128
+                && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
         if let Some(var) = text.strip_prefix("env:").filter(|v| !v.is_empty()) {
+            if !variable_name(var) {
+                return Err(CredentialError::lasting(
+                    "env: names no environment variable; give a name of letters, digits and '_' (at most 128, not starting with a digit), e.g. env:CXONE_API_KEY".into(),
+                ));
+            }
             Ok(Self::Env(var.to_string()))
         } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
             Ok(Self::File(path.into()))
@@ -581,6 +599,33 @@ mod source_tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not understood"));
+        // A credential pasted after a prefix is refused and not quoted.
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        for pasted in [
+            format!("env:{jwt}"),
+            format!("file:{jwt}"),
+            format!("secretsmanager:{jwt}"),
+            "env:my-api-key-value".to_string(),
+            format!("env:{}", "K".repeat(129)),
+            "env:1KEY".to_string(),
+        ] {
+            let e = pasted.parse::<SecretRef>().unwrap_err().to_string();
+            assert!(
+                !e.contains("eyJ")
+                    && !e.contains("my-api")
+                    && !e.contains("KKK")
+                    && !e.contains("1KEY"),
+                "{pasted}: {e}"
+            );
+        }
+        assert_eq!(
+            format!("env:_{}", "K".repeat(127))
+                .parse::<SecretRef>()
+                .unwrap()
+                .to_string()
+                .len(),
+            "env:".len() + 128
+        );
     }
 
     #[tokio::test]

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
 use super::config::VendorConfig;
 use super::error::{AuthError, VendorError};
-use super::transport::{Transport, Verdict, classify, without_url};
+use super::transport::{Exchange, Transport, Verdict, classify, without_url};
 use crate::secret::Credential;
 
 /// The client id Checkmarx's documentation uses for API keys without an `azp` claim.
@@ -27,6 +28,67 @@ enum Flow {
         client_id: String,
         secret: SecretString,
     },
+}
+
+impl Flow {
+    /// `body` with every echo of the secret this flow sends replaced by `(redacted)`: as it is,
+    /// form-encoded as sent (`+` or `%20` for a space, hex in either case), JSON-escaped (`\/`
+    /// and `\u0026` styles too) or HTML-escaped, matched whatever the letter case. The
+    /// redaction of vendor text ([`vendor_text`](super::transport::vendor_text)) knows only the
+    /// shapes of a credential, not its value: a `client_secret` quoted in a shape it does not
+    /// know (`clientSecret: …`, an HTML form's `value`) got through.
+    fn without_echoes(&self, body: &Bytes) -> Bytes {
+        let secret = match self {
+            Flow::ApiKey { key, .. } => key.expose_secret(),
+            Flow::Client { secret, .. } => secret.expose_secret(),
+        };
+        let echoes = echoes_of(secret);
+        let Ok(finder) = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&echoes)
+        else {
+            return Bytes::new();
+        };
+        if !finder.is_match(body.as_ref()) {
+            return body.clone();
+        }
+        let redacted = vec![&b"(redacted)"[..]; echoes.len()];
+        Bytes::from(finder.replace_all_bytes(body, &redacted))
+    }
+}
+
+/// The forms in which an answer may quote `secret` ([`Flow::without_echoes`]).
+fn echoes_of(secret: &str) -> Vec<String> {
+    if secret.is_empty() {
+        return Vec::new();
+    }
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let json = serde_json::to_string(secret).expect("a string serialises");
+    let json = json[1..json.len() - 1].to_string();
+    let go_json = json
+        .replace('&', "\\u0026")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e");
+    let html = secret
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;");
+    let mut echoes = vec![
+        secret.to_string(),
+        form.replace('+', "%20"),
+        form,
+        json.replace('/', "\\/"),
+        go_json.replace('/', "\\/"),
+        go_json,
+        json,
+        html,
+    ];
+    echoes.sort();
+    echoes.dedup();
+    echoes
 }
 
 /// A cached access token; `serial` tells tokens apart without comparing their values.
@@ -319,6 +381,12 @@ impl TokenSource {
                     })?;
                 return Ok((answer.access_token, token_lifetime(answer.expires_in)));
             }
+            // An answer that quotes the request (a gateway's or proxy's error page) would carry
+            // the secret into the error, and from there to logs, run records and reports.
+            let exchange = Exchange {
+                body: self.flow.without_echoes(&exchange.body),
+                ..exchange
+            };
             if let Some(refusal) = self.refusal(exchange.status.as_u16(), &exchange.body) {
                 return Err(refusal.into());
             }

@@ -80,6 +80,79 @@ async fn redirects_to_another_host_are_refused() {
     );
 }
 
+/// A server that answers every request with `status` and `body`.
+async fn answering_server(status: &'static str, body: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// A token endpoint (or a gateway in front of it) whose error quotes the request: the OAuth
+/// client's secret in none of the forms it may take reaches the error, whose text goes to logs,
+/// run records, reports and the API's answers.
+#[tokio::test]
+async fn a_token_answer_quoting_the_secret_in_any_encoding_carries_none_of_it() {
+    const SECRET: &str = "t0p&Secret/Value+ 42<x>";
+    let cases = [
+        (
+            "422 Unprocessable Entity",
+            "you sent clientSecret: t0p&Secret/Value+ 42<x> which we did not expect",
+        ),
+        (
+            "422 Unprocessable Entity",
+            r#"{"detail":"grant_type=client_credentials\u0026client_secret=t0p%26Secret%2FValue%2B+42%3Cx%3E"}"#,
+        ),
+        (
+            "400 Bad Request",
+            r#"{"error":"invalid_request","error_description":"bad secret t0p\u0026Secret\/Value+ 42\u003cx\u003e"}"#,
+        ),
+        (
+            "413 Payload Too Large",
+            r#"<input name="client_secret" value="t0p&amp;Secret/Value+ 42&lt;x&gt;">"#,
+        ),
+        (
+            "409 Conflict",
+            "client_secret=t0p%26Secret%2fValue%2b%2042%3cx%3e&grant_type=client_credentials",
+        ),
+        ("415 Unsupported Media Type", "T0P&SECRET/VALUE+ 42<X>"),
+    ];
+    for (status, body) in cases {
+        let server = answering_server(status, body.to_string()).await;
+        let mut settings = VendorSettings::for_custom(&server, &server, "acme");
+        settings.allow_insecure_local = true;
+        settings.retry.max_retries = 0;
+        let credential = Credential::OAuthClient {
+            client_id: "etm".into(),
+            client_secret: SECRET.to_string().into(),
+        };
+        let client =
+            CxOneClient::new(settings.validate(CaBundleAt::Named).unwrap(), &credential).unwrap();
+        let error = client.authenticate().await.unwrap_err();
+        let text = format!("{error} {error:?}").to_ascii_lowercase();
+        assert!(
+            !["t0p", "secret%2f", "/value", "42<x>", "42%3c"]
+                .iter()
+                .any(|part| text.contains(part)),
+            "{status}: {text}"
+        );
+        assert!(text.contains("(redacted)"), "{status}: {text}");
+    }
+}
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
