@@ -1591,15 +1591,25 @@ impl From<StepError> for Diagnostic {
 ///
 /// `RUST_LOG` takes `level` or `target=level,…` (no span filters: the plain target filter keeps the
 /// regex engine out of the function binaries); anything unreadable falls back to `info`.
-pub fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
+/// What the functions log, from `RUST_LOG` (INFO where it is unset or does not parse). The Lambda
+/// runtime logs each event whole at TRACE: an API request's with its headers (the caller's
+/// `authorization` and `x-amz-security-token`). That one line stays off at any level asked.
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
+    rust_log
         .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
         .unwrap_or_else(|| {
             tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-        });
+        })
+        .with_target(
+            "lambda_runtime::layers::api_response",
+            tracing::Level::DEBUG,
+        )
+}
+
+pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let format = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(false)
@@ -1613,6 +1623,31 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtimes_whole_event_is_never_logged_whatever_rust_log_asks() {
+        use tracing::Level;
+        for asked in [
+            "trace",
+            "lambda_runtime=trace",
+            "info,lambda_runtime::layers=trace",
+        ] {
+            let filter = log_filter(Some(asked));
+            assert!(
+                !filter.would_enable("lambda_runtime::layers::api_response", &Level::TRACE),
+                "{asked}"
+            );
+            assert!(
+                filter.would_enable("lambda_runtime::layers::api_response", &Level::ERROR),
+                "{asked}: its errors are still logged"
+            );
+        }
+        let trace = log_filter(Some("trace"));
+        assert!(trace.would_enable("cxone_etm::cxone::transport", &Level::TRACE));
+        let unset = log_filter(None);
+        assert!(unset.would_enable("cxone_etm", &Level::INFO));
+        assert!(!unset.would_enable("cxone_etm", &Level::DEBUG));
+    }
 
     /// A step event naming a run whose ids the step refuses names no metric dimension: whoever
     /// may invoke collect, transform or finalize could otherwise make a custom metric of each id.
