@@ -505,7 +505,9 @@ impl MainScan<'_> {
         let mut pager = client
             .resume_results(self.scan_id, self.range(), progress.pager)
             .map_err(Resume::Unusable)?;
-        let mut checksums = Vec::with_capacity(pages as usize);
+        // Room for the pages a progress names only as they are found: a damaged one may name
+        // four thousand million.
+        let mut checksums = Vec::new();
         for number in 0..pages {
             let packed = get_packed_page(store, &self.page_key(number)).await?;
             let checksum = packed.checksum().ok_or_else(|| {

@@ -310,6 +310,7 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
         ("a stored page of another total", "total"),
         ("a progress that is not JSON", "progress"),
         ("a progress of another scan", "scan"),
+        ("a progress naming pages never stored", "pages"),
     ] {
         let cut = cut_after_three_pages(&emulator, "resume-bad-cut").await;
         let (run, item) = (&cut.item.run, &cut.item.item);
@@ -336,6 +337,10 @@ async fn a_progress_its_pages_do_not_bear_out_makes_the_collect_start_over() {
                 .put(&run.collect_progress(item), "{".into())
                 .await
                 .unwrap(),
+            "pages" => {
+                cut.edit_progress(|progress| progress["pages"] = u32::MAX.into())
+                    .await
+            }
             field => {
                 assert_eq!(field, "scan");
                 cut.edit_progress(|progress| progress["scanId"] = "another-scan".into())
