@@ -27,7 +27,6 @@ use crate::store::{BucketStore, S3Store};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionEnv {
     pub bucket: String,
-    pub prefix: String,
     /// Only the trigger starts the state machine.
     pub state_machine_arn: Option<String>,
     /// Items collected at once by the state machine's Distributed Map (the trigger passes it in
@@ -57,9 +56,13 @@ impl FunctionEnv {
                     format!("environment variable MAX_CONCURRENCY is '{text}'; use a whole number from 1 to 10000")
                 })?,
         };
+        // The stack's IAM grants name the keys under the bucket's root (`connections/*`): a
+        // prefix would put every object where no function may read or write it.
+        if get("BUCKET_PREFIX").is_some_and(|prefix| !prefix.trim().is_empty()) {
+            return Err("environment variable BUCKET_PREFIX is set, but the functions keep their objects at the data bucket's root, where the stack's IAM grants are (connections/*); unset it".into());
+        }
         Ok(Self {
             bucket,
-            prefix: get("BUCKET_PREFIX").unwrap_or_default(),
             state_machine_arn: get("STATE_MACHINE_ARN").filter(|a| !a.is_empty()),
             max_concurrency,
             vendor_hosts: VendorHosts::listed(&get("VENDOR_HOSTS").unwrap_or_default())?,
@@ -578,7 +581,7 @@ impl Runtime<S3Store> {
     /// Clients from the Lambda's own AWS configuration.
     pub async fn from_env(env: &FunctionEnv) -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let store = S3Store::from_sdk_config(&config, &env.bucket, &env.prefix);
+        let store = S3Store::from_sdk_config(&config, &env.bucket, "");
         let state_machine = env.state_machine_arn.clone().map(|arn| {
             // An answer that never comes must fail the call while the API's caller still waits
             // (API Gateway gives up at 30 s), for the start to be looked up by name.
@@ -1932,12 +1935,15 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            (
-                env.bucket.as_str(),
-                env.prefix.as_str(),
-                env.state_machine_arn.as_deref()
-            ),
-            ("data", "", Some("arn:aws:states:x"))
+            (env.bucket.as_str(), env.state_machine_arn.as_deref()),
+            ("data", Some("arn:aws:states:x"))
+        );
+        let error =
+            FunctionEnv::from_vars(vars(&[("BUCKET", "data"), ("BUCKET_PREFIX", "team-a/")]))
+                .unwrap_err();
+        assert!(
+            error.contains("BUCKET_PREFIX is set") && error.contains("unset it"),
+            "{error}"
         );
         assert_eq!(env.max_concurrency, DEFAULT_MAX_CONCURRENCY);
         assert_eq!(

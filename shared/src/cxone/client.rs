@@ -110,7 +110,8 @@ pub(crate) fn parse_list_page(
 }
 
 /// The members of a list page's top-level object that matter, located in the body; the last of
-/// repeated keys wins. `list` is `Some(None)` when the key holds something other than a list.
+/// repeated keys wins. `list` is `Some(None)` when the key holds something other than a list or
+/// `null`.
 struct TopLevel<'k> {
     list_key: &'k str,
     total_key: &'k str,
@@ -207,8 +208,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for ListOrOther<'a> {
             fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
                 Ok(ListOrOther(None))
             }
+            // `null` is an empty list, as Go writes one (a clean scan's `results`): the total
+            // beside it still decides whether the pull is whole.
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(ListOrOther(None))
+                Ok(ListOrOther(Some(Vec::new())))
             }
         }
         deserializer.deserialize_any(Records)
@@ -426,6 +429,17 @@ mod tests {
         );
         let page = parse_list_page(body, "results", "totalCount").unwrap();
         assert_eq!(page.records.len(), 2);
+    }
+
+    #[test]
+    fn a_null_list_is_an_empty_one_whose_total_still_counts() {
+        for (body, total) in [
+            (&br#"{"results":null,"totalCount":0}"#[..], 0),
+            (&br#"{"results":null,"totalCount":7}"#[..], 7),
+        ] {
+            let page = parse_list_page(Bytes::from_static(body), "results", "totalCount").unwrap();
+            assert_eq!((page.records.len(), page.total), (0, total));
+        }
     }
 
     #[test]

@@ -132,6 +132,14 @@ impl std::fmt::Display for NumberOrText {
     }
 }
 
+/// A list or map the vendor may send as `null` for none (as Go writes an empty slice), read as
+/// empty: refused, it dropped the whole project or environment from the run.
+fn null_as_empty<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// `GET /api/projects` item.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -146,12 +154,10 @@ pub struct Project {
     pub repo_url: Option<String>,
     #[serde(default)]
     pub main_branch: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub groups: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub tags: BTreeMap<String, Value>,
-    #[serde(default)]
-    pub criticality: Option<i64>,
     #[serde(default)]
     pub origin: Option<String>,
 }
@@ -169,7 +175,7 @@ pub struct LastScan {
     pub created_at: Option<String>,
     #[serde(default)]
     pub updated_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub engines: Vec<String>,
 }
 
@@ -251,7 +257,7 @@ pub struct ResultData {
     pub result_hash: Option<String>,
     #[serde(default)]
     pub language_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub nodes: Vec<ResultNode>,
     #[serde(default)]
     pub package_identifier: Option<String>,
@@ -291,7 +297,7 @@ pub struct VulnerabilityDetails {
     pub cvss_score: Option<f64>,
     #[serde(default)]
     pub cve_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub compliances: Vec<String>,
 }
 
@@ -308,7 +314,7 @@ pub struct DastEnvironment {
     pub scan_type: Option<String>,
     #[serde(default)]
     pub created: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub tags: Vec<Value>,
     #[serde(default, rename = "lastScanID")]
     pub last_scan_id: Option<String>,
@@ -382,7 +388,7 @@ pub struct DastResult {
     pub path: Option<String>,
     #[serde(default)]
     pub cwe_id: Option<NumberOrText>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub owasp: Vec<Value>,
     #[serde(default)]
     pub scan_type: Option<String>,

@@ -911,7 +911,6 @@ impl LastScanQuery {
 }
 
 fn parse_items<T: serde::de::DeserializeOwned>(
-    page: &ListPage,
     fresh: &[&[u8]],
     what: &str,
     listing: &mut Listing<T>,
@@ -925,12 +924,22 @@ fn parse_items<T: serde::de::DeserializeOwned>(
                     .push(String::from_utf8_lossy(record).into_owned());
             }
             Err(e) => listing.malformed.push(format!(
-                "{what} record {}: {e}",
-                listing.items.len() + listing.malformed.len()
+                "{what} record {}{}: {e}",
+                listing.items.len() + listing.malformed.len(),
+                id_of_record(record).map_or_else(String::new, |id| format!(" ({id})"))
             )),
         }
     }
-    let _ = page;
+}
+
+/// The `id` (or `environmentId`) of a record that does not read as its type, if it has one as
+/// text, cut at 100 characters: the problem names the item left out.
+fn id_of_record(record: &[u8]) -> Option<String> {
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(record).ok()?;
+    let id = ["id", "environmentId"]
+        .iter()
+        .find_map(|key| fields.get(*key)?.as_str())?;
+    Some(id.chars().take(100).collect())
 }
 
 impl CxOneClient {
@@ -980,7 +989,7 @@ impl CxOneClient {
                 let page = page?;
                 listing.completeness.observe_total(page.total);
                 let fresh = seen.admit(&page, &mut listing.completeness);
-                parse_items(&page, &fresh, "project", &mut listing);
+                parse_items(&fresh, "project", &mut listing);
                 let length = page.records.len() as u64;
                 offset += length;
                 if length == 0 || offset >= page.total || listing.completeness.stalled() {
@@ -1280,7 +1289,7 @@ impl CxOneClient {
                 .await?;
             listing.completeness.observe_total(page.total);
             let fresh = seen.admit(&page, &mut listing.completeness);
-            parse_items(&page, &fresh, "environment", &mut listing);
+            parse_items(&fresh, "environment", &mut listing);
             from += page.records.len() as u64;
             if page.records.is_empty()
                 || from >= page.total
@@ -1726,6 +1735,43 @@ fn environment_id_ignored(asked: &str, other: &str) -> VendorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listing's records as the vendor may send them: `null` for an empty list or map (as Go
+    /// writes one) keeps the item; a record that does not read as its type is named by its id.
+    #[test]
+    fn null_lists_keep_an_item_and_a_record_that_does_not_read_is_named() {
+        let records: [&[u8]; 3] = [
+            br#"{"id":"p1","name":"a","groups":null,"tags":null,"mainBranch":null,"criticality":"3"}"#,
+            br#"{"id":"p2","name":5}"#,
+            br#"{"name":"no id","id":7}"#,
+        ];
+        let mut listing = Listing {
+            items: Vec::new(),
+            raw: Vec::new(),
+            malformed: Vec::new(),
+            completeness: Completeness::default(),
+        };
+        parse_items::<Project>(&records, "project", &mut listing);
+        let ids: Vec<&str> = listing.items.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["p1"]);
+        assert!(listing.items[0].groups.is_empty() && listing.items[0].tags.is_empty());
+        assert_eq!(listing.malformed.len(), 2);
+        assert!(
+            listing.malformed[0].starts_with("project record 1 (p2): invalid type"),
+            "{}",
+            listing.malformed[0]
+        );
+        assert!(
+            listing.malformed[1].starts_with("project record 2: invalid type"),
+            "{}",
+            listing.malformed[1]
+        );
+        let environment: DastEnvironment =
+            serde_json::from_str(r#"{"environmentId":"e","tags":null}"#).unwrap();
+        assert!(environment.tags.is_empty());
+        let scan: LastScan = serde_json::from_str(r#"{"id":"s","engines":null}"#).unwrap();
+        assert!(scan.engines.is_empty());
+    }
 
     fn names(range: std::ops::Range<usize>) -> Vec<String> {
         range.map(|i| format!("branch-{i}")).collect()
