@@ -597,11 +597,29 @@ impl BucketStore for S3Store {
     }
 }
 
-fn sdk_problem<E: std::error::Error + Send + Sync + 'static>(
-    error: &aws_sdk_s3::error::SdkError<E>,
-) -> String {
-    use aws_sdk_s3::error::DisplayErrorContext;
-    DisplayErrorContext(error).to_string()
+/// What S3 answered, as an error says it: its code, status and message for an answer (the SDK's
+/// whole context is a page of headers and debug output, cut off in a run record before the
+/// code), with what to check for a refusal; the SDK's context for a request that got no answer.
+fn sdk_problem<E>(error: &aws_sdk_s3::error::SdkError<E>) -> String
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
+{
+    use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+    let SdkError::ServiceError(answer) = error else {
+        return DisplayErrorContext(error).to_string();
+    };
+    let (status, code) = (answer.raw().status().as_u16(), answer.err().code());
+    let said = format!(
+        "S3 answered {status} {}: {}",
+        code.unwrap_or("(no error code)"),
+        answer.err().message().unwrap_or("(no message)")
+    );
+    match (status, code) {
+        (403, _) | (_, Some("AccessDenied")) => format!(
+            "{said}; the caller's IAM role (on AWS, the function's, from the stack) may not do this on this key, or the bucket's policy refuses it"
+        ),
+        _ => said,
+    }
 }
 
 impl ObjectStore for S3Store {
@@ -1339,6 +1357,35 @@ mod tests {
                     .await;
                 assert_eq!(put.unwrap(), written, "put_if_absent, {case}");
             }
+        }
+    }
+
+    /// S3's refusal says its code, status and message and what to check, in a line: the SDK's
+    /// whole context (headers, debug output) was a page, cut off in a run record.
+    #[tokio::test]
+    async fn an_s3_refusal_is_named_in_a_line_with_what_to_check() {
+        let store = answering_s3(|_| {
+            let body = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .await;
+        let failures = [
+            store.get("c/lock").await.map(|_| ()),
+            store.put("c/lock", Bytes::from_static(b"x")).await,
+            store.delete("c/lock").await,
+        ];
+        for failure in failures {
+            let error = failure.expect_err("refused").to_string();
+            assert!(
+                error
+                    .contains("S3 answered 403 AccessDenied: Access Denied; the caller's IAM role")
+                    && error.len() < 400,
+                "{error}"
+            );
         }
     }
 
