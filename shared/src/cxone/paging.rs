@@ -841,7 +841,7 @@ impl LastScanQuery {
     /// would pull it whole and close every finding it does not hold.
     fn mismatch(&self, scan: &LastScan) -> Option<String> {
         let differs = |asked: &Option<String>, got: &Option<String>| match (asked, got) {
-            (Some(asked), Some(got)) => !asked.eq_ignore_ascii_case(got),
+            (Some(asked), Some(got)) => !asked.eq_ignore_ascii_case(got.trim()),
             _ => false,
         };
         if differs(&self.scan_status, &scan.status) {
@@ -1036,6 +1036,16 @@ impl CxOneClient {
         let mut asking = batch.to_vec();
         while !asking.is_empty() {
             let answer = self.last_scan_answer(&asking, query).await?;
+            // Keyed by the ids asked: a UUID in other letter case is the same project.
+            let answer: HashMap<String, LastScan> = answer
+                .into_iter()
+                .map(
+                    |(id, scan)| match asking.iter().find(|asked| same_id(asked, &id)) {
+                        Some(asked) => (asked.clone(), scan),
+                        None => (id, scan),
+                    },
+                )
+                .collect();
             // An answer about projects not asked for (a server ignoring `project-ids`) says
             // nothing of those asked: read as is, they would be projects without a scan, and a
             // project asked about alone would read as deleted.

@@ -1280,3 +1280,72 @@ async fn a_pager_reads_ahead_only_its_share_of_the_cap() {
         "reading ahead stopped: one request at a time"
     );
 }
+
+/// A server (a vendor deployment, not the emulator) whose `last-scan` answer writes the status
+/// with a trailing blank, or keys the asked project's UUID in upper case: the scan is taken, as
+/// every other status and id is read, not the whole plan refused as a server ignoring its filters.
+#[tokio::test]
+async fn a_last_scan_answer_in_other_letter_case_or_with_blanks_is_the_scan_asked() {
+    const ASKED: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let answers = [
+        format!(r#"{{"{ASKED}":{{"id":"s1","status":"Completed ","branch":"main"}}}}"#),
+        format!(
+            r#"{{"{}":{{"id":"s1","status":"Completed","branch":"main"}}}}"#,
+            ASKED.to_uppercase()
+        ),
+    ];
+    for answer in answers {
+        let server = routing_server(answer.clone()).await;
+        let mut settings = cxone_etm::cxone::VendorSettings::for_custom(&server, &server, "acme");
+        settings.allow_insecure_local = true;
+        settings.retry.max_retries = 0;
+        let credential = cxone_etm::secret::Credential::OAuthClient {
+            client_id: "etm".into(),
+            client_secret: "s".to_string().into(),
+        };
+        let client = CxOneClient::new(
+            settings
+                .validate(cxone_etm::cxone::CaBundleAt::Named)
+                .unwrap(),
+            &credential,
+        )
+        .unwrap();
+        let scans = client
+            .last_scans(&[ASKED.to_string()], &LastScanQuery::completed(None))
+            .await
+            .unwrap_or_else(|e| panic!("{answer}: {e}"));
+        assert_eq!(
+            scans.get(ASKED).map(|s| s.id.as_str()),
+            Some("s1"),
+            "{answer}"
+        );
+    }
+}
+
+/// A server answering the token request with a token, and every other request with `answer`.
+async fn routing_server(answer: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let body = if request.contains("/protocol/openid-connect/token") {
+                    r#"{"access_token":"t","expires_in":1800}"#.to_string()
+                } else {
+                    answer
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
