@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 out=out
 # An output folder first, if given: `bash scripts/demo.sh --json` keeps ./out.
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then
-  out=$1
+  out=${1:-out}
   shift
 fi
 # Built for the whole workspace, so its dependencies have the features every other build here gives

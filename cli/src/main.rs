@@ -68,7 +68,7 @@ enum ConnectionAction {
     /// when all pass store it as connections/<id>/config.json (exit 1, nothing stored, otherwise).
     /// On a deployed stack the store is s3://<BucketName>/; scheduled runs then use it unchanged.
     Put {
-        /// A directory or s3://bucket/prefix.
+        /// A directory, or the deployed stack's bucket (s3://bucket/, its root: where the functions read).
         #[arg(long)]
         store: String,
         /// The connection config (JSON or YAML).

@@ -395,6 +395,16 @@ pub async fn put_connection(
     }
     // A config in S3 is the deployed functions': what they refuse is not stored.
     let into_bucket = store.starts_with("s3://");
+    // The deployed functions read their connections at the bucket's root, where their grants are.
+    if let Some((bucket, prefix)) = store
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(_, prefix)| !prefix.trim_matches('/').is_empty())
+    {
+        anyhow::bail!(
+            "{store} names a folder ({prefix}) in the bucket, but the deployed functions read connections at its root; nothing stored. Give s3://{bucket}/"
+        );
+    }
     let refused = match into_bucket {
         true => cxone_etm::lambda::refused_on_aws(&config),
         false => Vec::new(),

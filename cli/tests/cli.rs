@@ -825,6 +825,11 @@ fn a_ca_bundle_the_functions_read_on_aws_needs_a_copy_here_to_be_put() {
         ),
         "secretsmanager:cxone/private",
     );
+    let stderr = put(&config, "s3://no-such-bucket/team-a/", &[]);
+    assert!(
+        stderr.contains("s3://no-such-bucket/team-a/ names a folder (team-a/) in the bucket, but the deployed functions read connections at its root; nothing stored"),
+        "{stderr}"
+    );
     let stderr = put(&config, "s3://no-such-bucket/", &[&copy]);
     assert!(
         stderr.contains("--check-ca-bundle is given, but")

@@ -1590,25 +1590,28 @@ impl From<StepError> for Diagnostic {
     }
 }
 
-/// JSON logs to stdout (the Lambda log format), level from `RUST_LOG` (default `info`).
-///
-/// `RUST_LOG` takes `level` or `target=level,…` (no span filters: the plain target filter keeps the
-/// regex engine out of the function binaries); anything unreadable falls back to `info`.
 /// What the functions log, from `RUST_LOG` (INFO where it is unset or does not parse). The Lambda
 /// runtime logs each event whole at TRACE: an API request's with its headers (the caller's
 /// `authorization` and `x-amz-security-token`). That one line stays off at any level asked.
 fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
-    rust_log
+    const WHOLE_EVENT: &str = "lambda_runtime::layers::api_response";
+    let asked = rust_log
         .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
         .unwrap_or_else(|| {
             tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-        })
-        .with_target(
-            "lambda_runtime::layers::api_response",
-            tracing::Level::DEBUG,
-        )
+        });
+    // Lowered where TRACE is asked, never raised: `off` or `error` stays so.
+    if asked.would_enable(WHOLE_EVENT, &tracing::Level::TRACE) {
+        asked.with_target(WHOLE_EVENT, tracing::Level::DEBUG)
+    } else {
+        asked
+    }
 }
 
+/// JSON logs to stdout (the Lambda log format), level from `RUST_LOG` (default `info`).
+///
+/// `RUST_LOG` takes `level` or `target=level,…` (no span filters: the plain target filter keeps the
+/// regex engine out of the function binaries); anything unreadable falls back to `info`.
 pub fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -1647,6 +1650,13 @@ mod tests {
         }
         let trace = log_filter(Some("trace"));
         assert!(trace.would_enable("cxone_etm::cxone::transport", &Level::TRACE));
+        for quiet in ["off", "error", "lambda_runtime=off"] {
+            let filter = log_filter(Some(quiet));
+            assert!(
+                !filter.would_enable("lambda_runtime::layers::api_response", &Level::WARN),
+                "{quiet} stays so"
+            );
+        }
         let unset = log_filter(None);
         assert!(unset.would_enable("cxone_etm", &Level::INFO));
         assert!(!unset.would_enable("cxone_etm", &Level::DEBUG));

@@ -267,7 +267,9 @@ impl std::str::FromStr for SecretRef {
         let text = text.trim();
         // A credential pasted after a prefix (`env:eyJ…`) would be echoed wherever the reference
         // is (errors, the stored config): refused, and not quoted.
-        let target = text.split_once(':').map_or("", |(_, target)| target);
+        let target = text
+            .split_once(':')
+            .map_or("", |(_, target)| target.trim_start());
         if target.starts_with("eyJ") && target.contains('.') {
             return Err(CredentialError::lasting(
                 "the secret reference holds what looks like a credential (a JWT), not where one is; put the credential in Secrets Manager, an environment variable or a file, and name that".into(),
@@ -605,6 +607,7 @@ mod source_tests {
             format!("env:{jwt}"),
             format!("file:{jwt}"),
             format!("secretsmanager:{jwt}"),
+            format!("file: {jwt}"),
             "env:my-api-key-value".to_string(),
             format!("env:{}", "K".repeat(129)),
             "env:1KEY".to_string(),

@@ -608,14 +608,17 @@ where
     let SdkError::ServiceError(answer) = error else {
         return DisplayErrorContext(error).to_string();
     };
+    use aws_sdk_s3::operation::RequestId;
     let (status, code) = (answer.raw().status().as_u16(), answer.err().code());
     let said = format!(
-        "S3 answered {status} {}: {}",
+        "S3 answered {status} {}: {} (request id {})",
         code.unwrap_or("(no error code)"),
-        answer.err().message().unwrap_or("(no message)")
+        answer.err().message().unwrap_or("(no message)"),
+        error.request_id().unwrap_or("none given")
     );
+    // Other 403s (a skewed clock, a bad signature or key) are not the grants'.
     match (status, code) {
-        (403, _) | (_, Some("AccessDenied")) => format!(
+        (_, Some("AccessDenied")) | (403, None) => format!(
             "{said}; the caller's IAM role (on AWS, the function's, from the stack) may not do this on this key, or the bucket's policy refuses it"
         ),
         _ => said,
@@ -1367,7 +1370,7 @@ mod tests {
         let store = answering_s3(|_| {
             let body = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
             format!(
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 403 Forbidden\r\nx-amz-request-id: R3Q\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )
             .into_bytes()
@@ -1382,11 +1385,26 @@ mod tests {
             let error = failure.expect_err("refused").to_string();
             assert!(
                 error
-                    .contains("S3 answered 403 AccessDenied: Access Denied; the caller's IAM role")
+                    .contains("S3 answered 403 AccessDenied: Access Denied (request id R3Q); the caller's IAM role")
                     && error.len() < 400,
                 "{error}"
             );
         }
+        // A 403 that is not a refusal of the grants (a skewed clock) says what S3 said alone.
+        let skewed = answering_s3(|_| {
+            let body = "<Error><Code>RequestTimeTooSkewed</Code><Message>skewed</Message></Error>";
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .await;
+        let error = skewed.delete("c/lock").await.unwrap_err().to_string();
+        assert!(
+            error.ends_with("S3 answered 403 RequestTimeTooSkewed: skewed (request id none given)"),
+            "{error}"
+        );
     }
 
     /// A body cut off partway is a store failure (retryable: the step runs again), never a short

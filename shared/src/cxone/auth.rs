@@ -58,7 +58,9 @@ impl Flow {
     }
 }
 
-/// The forms in which an answer may quote `secret` ([`Flow::without_echoes`]).
+/// The forms in which an answer may quote `secret` ([`Flow::without_echoes`]): as sent
+/// (form-encoded), as it is, JSON-escaped (the `\/`, `\u0026` and ASCII-only `\u00e9` styles)
+/// and HTML-escaped (named, Go's, Python's, decimal and hexadecimal entities).
 fn echoes_of(secret: &str) -> Vec<String> {
     if secret.is_empty() {
         return Vec::new();
@@ -70,25 +72,54 @@ fn echoes_of(secret: &str) -> Vec<String> {
         .replace('&', "\\u0026")
         .replace('<', "\\u003c")
         .replace('>', "\\u003e");
-    let html = secret
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;");
-    let mut echoes = vec![
-        secret.to_string(),
-        form.replace('+', "%20"),
-        form,
-        json.replace('/', "\\/"),
-        go_json.replace('/', "\\/"),
-        go_json,
-        json,
-        html,
+    let mut jsons = Vec::new();
+    for json in [json, go_json] {
+        let ascii = ascii_only(&json);
+        for json in [json, ascii] {
+            jsons.push(json.replace('/', "\\/"));
+            jsons.push(json);
+        }
+    }
+    // Each family's entity for & < > " ', in that order.
+    let entities: [[&str; 5]; 5] = [
+        ["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"],
+        ["&amp;", "&lt;", "&gt;", "&#34;", "&#39;"],
+        ["&amp;", "&lt;", "&gt;", "&quot;", "&#x27;"],
+        ["&#38;", "&#60;", "&#62;", "&#34;", "&#39;"],
+        ["&#x26;", "&#x3c;", "&#x3e;", "&#x22;", "&#x27;"],
     ];
+    let htmls = entities.iter().map(|[amp, lt, gt, quot, apos]| {
+        secret
+            .replace('&', amp)
+            .replace('<', lt)
+            .replace('>', gt)
+            .replace('"', quot)
+            .replace('\'', apos)
+    });
+    let mut echoes: Vec<String> = [secret.to_string(), form.replace('+', "%20"), form]
+        .into_iter()
+        .chain(jsons)
+        .chain(htmls)
+        .collect();
     echoes.sort();
     echoes.dedup();
     echoes
+}
+
+/// JSON text with every character past ASCII written `\uXXXX` (a surrogate pair past the
+/// basic plane), as an ASCII-only encoder writes it.
+fn ascii_only(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// A cached access token; `serial` tells tokens apart without comparing their values.

@@ -164,10 +164,12 @@ impl VendorSettings {
         let ca_pem = match (&self.ca_bundle, ca_at) {
             (None, _) | (Some(_), CaBundleAt::Unread) => None,
             (Some(named), CaBundleAt::Named) => {
-                read_ca_bundle(named).map_err(|e| problems.push(e)).ok()
+                read_ca_bundle(named, "").map_err(|e| problems.push(e)).ok()
             }
             (Some(_), CaBundleAt::Here(copy)) => {
-                read_ca_bundle(copy).map_err(|e| problems.push(e)).ok()
+                read_ca_bundle(copy, "the copy to check the connection with here, ")
+                    .map_err(|e| problems.push(e))
+                    .ok()
             }
         };
         let mut within = |field: &'static str, value: u64, min: u64, max: u64| {
@@ -256,13 +258,18 @@ pub enum CaBundleAt<'a> {
 }
 
 /// The PEM file at `path`, refused unless it is a file of at most [`CA_BUNDLE_LIMIT`] holding a
-/// certificate.
-fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, ConfigError> {
+/// certificate. `copy` names a file read in place of the one the settings name (empty: that one),
+/// so that its problem is not taken for the config's.
+fn read_ca_bundle(path: &Path, copy: &str) -> Result<Vec<u8>, ConfigError> {
+    let fix = |what: &str| match copy {
+        "" => format!("point `ca_bundle` at {what}"),
+        _ => format!("give {what} as the copy; the config's path is left as it is"),
+    };
     let unreadable = |e: std::io::Error| {
         ConfigError::new(
             "ca_bundle",
-            format!("cannot read {} ({e})", path.display()),
-            "point `ca_bundle` at a readable PEM file",
+            format!("{copy}cannot read {} ({e})", path.display()),
+            fix("a readable PEM file"),
         )
     };
     // A device, a pipe or a file that grows would be read without end: at most one byte past
@@ -270,8 +277,8 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let too_big = || {
         ConfigError::new(
             "ca_bundle",
-            format!("{} is not a file of at most 1 MiB", path.display()),
-            "point `ca_bundle` at a PEM file",
+            format!("{copy}{} is not a file of at most 1 MiB", path.display()),
+            fix("a PEM file"),
         )
     };
     if !std::fs::metadata(path).map_err(unreadable)?.is_file() {
@@ -283,8 +290,8 @@ fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, ConfigError> {
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
         return Err(ConfigError::new(
             "ca_bundle",
-            format!("{} holds no PEM certificate", path.display()),
-            "give a PEM file with one or more -----BEGIN CERTIFICATE----- blocks",
+            format!("{copy}{} holds no PEM certificate", path.display()),
+            fix("a PEM file with one or more -----BEGIN CERTIFICATE----- blocks"),
         ));
     }
     Ok(pem)
@@ -380,7 +387,14 @@ mod tests {
         assert_eq!(unread.ca_pem, None);
         std::fs::remove_file(&copy).unwrap();
         let gone = settings.validate(CaBundleAt::Here(&copy)).unwrap_err();
-        assert!(gone[0].problem.contains("cxone-ca-copy-"), "{gone:?}");
+        assert!(
+            gone[0]
+                .problem
+                .starts_with("the copy to check the connection with here, cannot read ")
+                && gone[0].problem.contains("cxone-ca-copy-")
+                && gone[0].fix.contains("the config's path is left as it is"),
+            "{gone:?}"
+        );
         let none: VendorSettings =
             serde_json::from_str(r#"{"region": "EU", "tenant": "acme"}"#).unwrap();
         assert_eq!(

@@ -939,7 +939,39 @@ fn id_of_record(record: &[u8]) -> Option<String> {
     let id = ["id", "environmentId"]
         .iter()
         .find_map(|key| fields.get(*key)?.as_str())?;
-    Some(id.chars().take(100).collect())
+    Some(
+        id.chars()
+            .take(100)
+            .collect::<String>()
+            .escape_debug()
+            .to_string(),
+    )
+}
+
+/// A `last-scan` answer keyed by the ids asked: a UUID in other letter case is the same project.
+/// Two keys of one project (`0f8f…` and `0F8F…`) are refused: which scan is its would be a guess.
+fn keyed_as_asked(
+    answer: HashMap<String, LastScan>,
+    asking: &[String],
+) -> Result<HashMap<String, LastScan>, VendorError> {
+    let mut keyed = HashMap::with_capacity(answer.len());
+    for (id, scan) in answer {
+        let asked = asking
+            .iter()
+            .find(|asked| **asked == id)
+            .or_else(|| asking.iter().find(|asked| same_id(asked, &id)))
+            .map_or(id, Clone::clone);
+        if let Some(other) = keyed.insert(asked.clone(), scan) {
+            return Err(VendorError::Malformed {
+                endpoint: "last-scan",
+                detail: format!(
+                    "the answer names project {asked} twice, in different letter case (scan {} and another): nothing is pulled rather than one taken at random",
+                    other.id
+                ),
+            });
+        }
+    }
+    Ok(keyed)
 }
 
 impl CxOneClient {
@@ -1036,16 +1068,7 @@ impl CxOneClient {
         let mut asking = batch.to_vec();
         while !asking.is_empty() {
             let answer = self.last_scan_answer(&asking, query).await?;
-            // Keyed by the ids asked: a UUID in other letter case is the same project.
-            let answer: HashMap<String, LastScan> = answer
-                .into_iter()
-                .map(
-                    |(id, scan)| match asking.iter().find(|asked| same_id(asked, &id)) {
-                        Some(asked) => (asked.clone(), scan),
-                        None => (id, scan),
-                    },
-                )
-                .collect();
+            let answer = keyed_as_asked(answer, &asking)?;
             // An answer about projects not asked for (a server ignoring `project-ids`) says
             // nothing of those asked: read as is, they would be projects without a scan, and a
             // project asked about alone would read as deleted.

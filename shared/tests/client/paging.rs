@@ -1294,8 +1294,8 @@ async fn a_last_scan_answer_in_other_letter_case_or_with_blanks_is_the_scan_aske
             ASKED.to_uppercase()
         ),
     ];
-    for answer in answers {
-        let server = routing_server(answer.clone()).await;
+    let ask = |answer: String| async move {
+        let server = routing_server(answer).await;
         let mut settings = cxone_etm::cxone::VendorSettings::for_custom(&server, &server, "acme");
         settings.allow_insecure_local = true;
         settings.retry.max_retries = 0;
@@ -1310,8 +1310,12 @@ async fn a_last_scan_answer_in_other_letter_case_or_with_blanks_is_the_scan_aske
             &credential,
         )
         .unwrap();
-        let scans = client
+        client
             .last_scans(&[ASKED.to_string()], &LastScanQuery::completed(None))
+            .await
+    };
+    for answer in answers {
+        let scans = ask(answer.clone())
             .await
             .unwrap_or_else(|e| panic!("{answer}: {e}"));
         assert_eq!(
@@ -1320,6 +1324,18 @@ async fn a_last_scan_answer_in_other_letter_case_or_with_blanks_is_the_scan_aske
             "{answer}"
         );
     }
+    // Both cases at once: which scan is the project's would be a guess.
+    let both = format!(
+        r#"{{"{ASKED}":{{"id":"s1","status":"Completed"}},"{}":{{"id":"s2","status":"Completed"}}}}"#,
+        ASKED.to_uppercase()
+    );
+    let error = ask(both).await.unwrap_err().to_string();
+    assert!(
+        error.contains(&format!(
+            "names project {ASKED} twice, in different letter case"
+        )),
+        "{error}"
+    );
 }
 
 /// A server answering the token request with a token, and every other request with `answer`.

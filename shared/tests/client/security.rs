@@ -107,49 +107,84 @@ async fn answering_server(status: &'static str, body: String) -> String {
 #[tokio::test]
 async fn a_token_answer_quoting_the_secret_in_any_encoding_carries_none_of_it() {
     const SECRET: &str = "t0p&Secret/Value+ 42<x>";
+    // Quotes and a letter past ASCII, for the encoders that write those their own way.
+    const QUOTED: &str = "Q\"uo'te\u{e9}d&S3cret9";
     let cases = [
         (
+            SECRET,
             "422 Unprocessable Entity",
             "you sent clientSecret: t0p&Secret/Value+ 42<x> which we did not expect",
         ),
         (
+            SECRET,
             "422 Unprocessable Entity",
             r#"{"detail":"grant_type=client_credentials\u0026client_secret=t0p%26Secret%2FValue%2B+42%3Cx%3E"}"#,
         ),
         (
+            SECRET,
             "400 Bad Request",
             r#"{"error":"invalid_request","error_description":"bad secret t0p\u0026Secret\/Value+ 42\u003cx\u003e"}"#,
         ),
         (
+            SECRET,
             "413 Payload Too Large",
             r#"<input name="client_secret" value="t0p&amp;Secret/Value+ 42&lt;x&gt;">"#,
         ),
         (
+            SECRET,
             "409 Conflict",
             "client_secret=t0p%26Secret%2fValue%2b%2042%3cx%3e&grant_type=client_credentials",
         ),
-        ("415 Unsupported Media Type", "T0P&SECRET/VALUE+ 42<X>"),
+        (
+            SECRET,
+            "415 Unsupported Media Type",
+            "T0P&SECRET/VALUE+ 42<X>",
+        ),
+        // Go's html.EscapeString, Python's html.escape, Python's json.dumps (ASCII only).
+        (
+            QUOTED,
+            "422 Unprocessable Entity",
+            "<p>secret Q&#34;uo&#39;te\u{e9}d&amp;S3cret9</p>",
+        ),
+        (
+            QUOTED,
+            "422 Unprocessable Entity",
+            "<p>secret Q&quot;uo&#x27;te\u{e9}d&amp;S3cret9</p>",
+        ),
+        (
+            QUOTED,
+            "422 Unprocessable Entity",
+            r#"{"detail":"secret Q\"uo'te\u00e9d&S3cret9"}"#,
+        ),
     ];
-    for (status, body) in cases {
+    for (secret, status, body) in cases {
         let server = answering_server(status, body.to_string()).await;
         let mut settings = VendorSettings::for_custom(&server, &server, "acme");
         settings.allow_insecure_local = true;
         settings.retry.max_retries = 0;
         let credential = Credential::OAuthClient {
             client_id: "etm".into(),
-            client_secret: SECRET.to_string().into(),
+            client_secret: secret.to_string().into(),
         };
         let client =
             CxOneClient::new(settings.validate(CaBundleAt::Named).unwrap(), &credential).unwrap();
         let error = client.authenticate().await.unwrap_err();
         let text = format!("{error} {error:?}").to_ascii_lowercase();
         assert!(
-            !["t0p", "secret%2f", "/value", "42<x>", "42%3c"]
-                .iter()
-                .any(|part| text.contains(part)),
-            "{status}: {text}"
+            ![
+                "t0p",
+                "secret%2f",
+                "/value",
+                "42<x>",
+                "42%3c",
+                "uo",
+                "s3cret9"
+            ]
+            .iter()
+            .any(|part| text.contains(part)),
+            "{body}: {text}"
         );
-        assert!(text.contains("(redacted)"), "{status}: {text}");
+        assert!(text.contains("(redacted)"), "{body}: {text}");
     }
 }
 
