@@ -259,6 +259,21 @@ for logical in functions:
 raw_only = [{"Fn::Sub": "${DataBucket.Arn}/connections/*/runs/*/raw/*"}]
 check(grants("CollectFunction", "s3:PutObject") == [raw_only],
       f"collect may write outside its items' raw/ folders: {grants('CollectFunction', 's3:PutObject')}")
+# What each function writes and deletes, pinned, so a widening shows (the deployed-shape test
+# proves them sufficient: moto enforces them there).
+def run_folders(*names):
+    return [{"Fn::Sub": f"${{DataBucket.Arn}}/connections/*/runs/*/{name}/*"} for name in names]
+lock = {"Fn::Sub": "${DataBucket.Arn}/connections/*/lock"}
+pinned = {
+    ("TransformFunction", "s3:PutObject"): [run_folders("etm", "ledger", "raw")],
+    ("TransformFunction", "s3:DeleteObject"): [run_folders("etm", "ledger")],
+    ("TriggerFunction", "s3:DeleteObject"): [[lock, *run_folders("plan")]],
+    ("FinalizeFunction", "s3:DeleteObject"): [[lock, *run_folders("etm", "ledger")]],
+    ("CollectFunction", "s3:DeleteObject"): [],
+}
+for (logical, action), expected in pinned.items():
+    check(grants(logical, action) == expected,
+          f"{logical}'s {action} is not on exactly {expected}: {grants(logical, action)}")
 check(grants("PipelineStateMachine", "s3:GetObject") == [[{"Fn::Sub": "${DataBucket.Arn}/connections/*/runs/*/plan/*"}],
                                                          [{"Fn::Sub": "${DataBucket.Arn}/map-results/*"}]],
       f"the state machine may read more than the runs' work lists (and its map results): {grants('PipelineStateMachine', 's3:GetObject')}")
