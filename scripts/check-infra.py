@@ -214,6 +214,24 @@ NO_RESOURCE_LEVEL = ("logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:Upda
                      "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy",
                      "logs:DescribeResourcePolicies", "logs:DescribeLogGroups", "xray:")
 SENSITIVE = ("s3:", "secretsmanager:", "kms:")
+# Every grant is an inline statement the walk reads: a SAM policy template (`S3CrudPolicy`), a
+# managed policy, a role given to a function, or a policy or connector resource would grant
+# outside what the checks below see.
+for logical, body in resources.items():
+    props = body.get("Properties", {})
+    policies = props.get("Policies")
+    if policies is not None:
+        check(isinstance(policies, list) and all(
+                  isinstance(p, dict) and isinstance(p.get("PolicyDocument", p).get("Statement"), list)
+                  for p in policies),
+              f"{logical}: a Policies entry that is not an inline statement document grants outside the checks")
+    check("ManagedPolicyArns" not in props, f"{logical}: ManagedPolicyArns grant outside the checks")
+    check(not (body["Type"].startswith("AWS::Serverless::") and "Role" in props),
+          f"{logical}: a role of its own is granted outside the checks")
+    check(body["Type"] not in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::Serverless::Connector"),
+          f"{logical}: a {body['Type']} grants outside the checks")
+globals_function = template.get("Globals", {}).get("Function", {})
+check(not {"Policies", "Role"} & set(globals_function), "Globals grant every function outside the checks")
 statements = list(policy_statements())
 check(len(statements) >= 10, f"found only {len(statements)} policy statements; the walk missed some")
 for logical, statement in statements:

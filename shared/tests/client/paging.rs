@@ -1340,28 +1340,12 @@ async fn a_last_scan_answer_in_other_letter_case_or_with_blanks_is_the_scan_aske
 
 /// A server answering the token request with a token, and every other request with `answer`.
 async fn routing_server(answer: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 8192];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let body = if request.contains("/protocol/openid-connect/token") {
-                    r#"{"access_token":"t","expires_in":1800}"#.to_string()
-                } else {
-                    answer
-                };
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    url
+    scripted_server(move |request| {
+        let body = match request.contains("/protocol/openid-connect/token") {
+            true => r#"{"access_token":"t","expires_in":1800}"#,
+            false => &answer,
+        };
+        http_response("200 OK", "application/json", body)
+    })
+    .await
 }

@@ -8,8 +8,6 @@ use cxone_emulator::{Endpoint, FaultSpec, TenantShape};
 use cxone_etm::ConnectorKind;
 use cxone_etm::cxone::{CaBundleAt, CxOneClient, VendorSettings};
 use cxone_etm::secret::Credential;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 #[test]
 fn ssrf_shaped_settings_are_refused_at_construction() {
@@ -40,22 +38,10 @@ fn ssrf_shaped_settings_are_refused_at_construction() {
 
 /// A server that answers every request with a redirect to `location`.
 async fn redirecting_server(location: String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let location = location.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let answer = format!(
-                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    url
+    scripted_server(move |_| {
+        format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    })
+    .await
 }
 
 #[tokio::test]
@@ -78,27 +64,6 @@ async fn redirects_to_another_host_are_refused() {
         0,
         "the redirect was not followed"
     );
-}
-
-/// A server that answers every request with `status` and `body`.
-async fn answering_server(status: &'static str, body: String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 8192];
-                let _ = stream.read(&mut buf).await;
-                let answer = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    url
 }
 
 /// A token endpoint (or a gateway in front of it) whose error quotes the request: the OAuth
@@ -158,7 +123,8 @@ async fn a_token_answer_quoting_the_secret_in_any_encoding_carries_none_of_it() 
         ),
     ];
     for (secret, status, body) in cases {
-        let server = answering_server(status, body.to_string()).await;
+        let answer = body.to_string();
+        let server = scripted_server(move |_| http_response(status, "text/plain", &answer)).await;
         let mut settings = VendorSettings::for_custom(&server, &server, "acme");
         settings.allow_insecure_local = true;
         settings.retry.max_retries = 0;
@@ -246,7 +212,14 @@ async fn no_secret_reaches_a_log_line_even_at_trace_level() {
         client_id: emulator.credentials.client_id.clone(),
         client_secret: "wrong-secret-zz9".to_string().into(),
     };
-    let _ = client(settings(&emulator), &bad).authenticate().await;
+    let refused = client(settings(&emulator), &bad)
+        .authenticate()
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("secret was rejected"),
+        "{refused}"
+    );
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(

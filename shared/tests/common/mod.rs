@@ -70,3 +70,32 @@ pub async fn pull_results(
     }
     (records, pager)
 }
+
+/// A vendor that is not the emulator: an HTTP server on loopback answering every request (its
+/// head, as text) with the whole response `answer` writes for it. Its URL.
+pub async fn scripted_server(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let response = answer(&String::from_utf8_lossy(&buf[..n]));
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// An HTTP/1.1 response of `status` (`"200 OK"`) with `body`, closing the connection.
+pub fn http_response(status: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}

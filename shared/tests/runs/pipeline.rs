@@ -999,7 +999,9 @@ async fn each_asset_of_a_clean_scan_is_sent_alone_when_its_engines_report_on_two
     assert!(second.complete, "{:?}", second.problems);
     let m = manifest(&store, &second.manifest).await;
     let projects = emulator.expected().projects;
-    for item in m.items.iter().filter(|i| i.status == ItemStatus::Complete) {
+    let complete = m.items.iter().filter(|i| i.status == ItemStatus::Complete);
+    assert_eq!(complete.clone().count(), projects.len(), "{:?}", m.items);
+    for item in complete {
         let project = projects.iter().find(|p| p.id == item.vendor_id).unwrap();
         let mut sent = BTreeMap::new();
         for object in &item.objects {
@@ -1064,7 +1066,9 @@ async fn a_moved_engine_with_a_clean_scan_is_sent_alone_beside_another_engines_f
     assert!(second.complete, "{:?}", second.problems);
     let m = manifest(&store, &second.manifest).await;
     let projects = after.expected().projects;
-    for item in m.items.iter().filter(|i| i.status == ItemStatus::Complete) {
+    let complete = m.items.iter().filter(|i| i.status == ItemStatus::Complete);
+    assert_eq!(complete.clone().count(), projects.len(), "{:?}", m.items);
+    for item in complete {
         let project = projects.iter().find(|p| p.id == item.vendor_id).unwrap();
         let (mut sca_closed, mut sca_alone, mut sast_findings) = (0, Vec::new(), 0);
         for object in &item.objects {

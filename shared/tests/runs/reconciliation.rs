@@ -1922,7 +1922,7 @@ async fn a_renamed_engine_stays(id: &str, engines: Vec<cxone_etm::Engine>, secon
         closed, open_kics,
         "KICS's findings close on the old asset once seen"
     );
-    all_sent_on(&sent, &victim.name, "kics");
+    all_sent_on(&sent, &closed, &victim.name, "kics");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -2086,8 +2086,26 @@ async fn by_engine(
 }
 
 /// Every finding of `sent` (as [`by_engine`] answers) is on `asset`: NEW (or FIXED) where its
-/// engine is `moved`, which starts afresh there, ACTIVE (or FIXED) for the engines already there.
-fn all_sent_on(sent: &BTreeMap<(String, String, String), String>, asset: &str, moved: &str) {
+/// engine is `moved`, which starts afresh there, ACTIVE (or FIXED) for the engines already there;
+/// and every `moved` finding `closed` on the old asset is among them.
+fn all_sent_on(
+    sent: &BTreeMap<(String, String, String), String>,
+    closed: &BTreeSet<(String, String, String)>,
+    asset: &str,
+    moved: &str,
+) {
+    let ids = |keys: &mut dyn Iterator<Item = &(String, String, String)>| -> BTreeSet<String> {
+        keys.filter(|(engine, _, _)| engine == moved)
+            .map(|(_, _, id)| id.clone())
+            .collect()
+    };
+    let closed_moved = ids(&mut closed.iter());
+    assert!(!closed_moved.is_empty(), "{moved} had findings to move");
+    let sent_moved = ids(&mut sent.keys());
+    assert!(
+        closed_moved.is_subset(&sent_moved),
+        "each {moved} finding closed on the old asset is sent on the new one: closed {closed_moved:?}, sent {sent_moved:?}"
+    );
     for ((engine, on, id), lifecycle) in sent {
         assert_eq!(on, asset, "{engine} {id}");
         let expected = if engine == moved {
@@ -2272,7 +2290,7 @@ async fn an_engine_not_pulled_when_the_asset_moves_keeps_its_findings_until_its_
         open_of(&staying.id, "sca").len(),
         "{closed:?}"
     );
-    all_sent_on(&sent, &staying.name, "sca");
+    all_sent_on(&sent, &closed, &staying.name, "sca");
     let gone = m3
         .deleted_items
         .iter()

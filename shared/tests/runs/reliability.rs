@@ -67,7 +67,7 @@ fn everywhere(emulator: &Emulator, spec: FaultSpec) {
 
 #[tokio::test]
 async fn storms_of_429_with_retry_after_in_seconds() {
-    scenario(
+    let (_, traffic) = scenario(
         "429-retry-after-seconds",
         "30% of requests to every endpoint answered 429 with Retry-After: 1",
         |e| {
@@ -83,11 +83,13 @@ async fn storms_of_429_with_retry_after_in_seconds() {
         none,
     )
     .await;
+    let fired: u64 = traffic.faults_fired.rate_limited.values().sum();
+    assert!(fired >= 10, "the storm fired: {fired} answers 429");
 }
 
 #[tokio::test]
 async fn storms_of_429_with_retry_after_as_an_http_date() {
-    scenario(
+    let (_, traffic) = scenario(
         "429-retry-after-date",
         "30% of requests to every endpoint answered 429 with Retry-After as an HTTP-date 1 s ahead",
         |e| {
@@ -103,11 +105,13 @@ async fn storms_of_429_with_retry_after_as_an_http_date() {
         none,
     )
     .await;
+    let fired: u64 = traffic.faults_fired.rate_limited.values().sum();
+    assert!(fired >= 10, "the storm fired: {fired} answers 429");
 }
 
 #[tokio::test]
 async fn storms_of_429_without_retry_after() {
-    scenario(
+    let (_, traffic) = scenario(
         "429-no-retry-after",
         "30% of requests to every endpoint answered 429 without Retry-After",
         |e| {
@@ -122,11 +126,13 @@ async fn storms_of_429_without_retry_after() {
         none,
     )
     .await;
+    let fired: u64 = traffic.faults_fired.rate_limited.values().sum();
+    assert!(fired >= 10, "the storm fired: {fired} answers 429");
 }
 
 #[tokio::test]
 async fn steady_server_errors_resets_and_jittered_latency() {
-    scenario(
+    let (_, traffic) = scenario(
         "5xx-resets-latency",
         "every endpoint: 10% 503 (HTML), 5% connections dropped, 20 ms + up to 30 ms jitter",
         |e| {
@@ -144,6 +150,16 @@ async fn steady_server_errors_resets_and_jittered_latency() {
         none,
     )
     .await;
+    let fired = &traffic.faults_fired;
+    let (errors, resets): (u64, u64) = (
+        fired.server_errors.values().sum(),
+        fired.resets.values().sum(),
+    );
+    // About 13 and 6 of some 130 requests: each fired, whatever the draw.
+    assert!(
+        errors >= 1 && resets >= 1,
+        "the faults fired: {errors} 503s, {resets} connections dropped"
+    );
 }
 
 #[tokio::test]

@@ -571,7 +571,10 @@ async fn scheduled_events_store_the_template_config_replace_only_their_own_and_r
     // tick stored.
     let mut changed = config.clone();
     changed["schedule"]["start_date"] = json!("2016-01-01");
-    let _ = trigger(&f.runtime, schedule("from-template", &changed)).await;
+    assert_held(
+        trigger(&f.runtime, schedule("from-template", &changed)).await,
+        "the schedule ended on 2021-01-01",
+    );
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2016-01-01"
@@ -585,7 +588,10 @@ async fn scheduled_events_store_the_template_config_replace_only_their_own_and_r
     put["schedule"]["start_date"] = json!("2017-01-01");
     let put = serde_json::to_vec_pretty(&put).unwrap();
     store.put(&key, put.into()).await.unwrap();
-    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
+    assert_held(
+        trigger(&f.runtime, schedule("from-template", &config)).await,
+        "already running",
+    );
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2017-01-01"
@@ -593,7 +599,10 @@ async fn scheduled_events_store_the_template_config_replace_only_their_own_and_r
     // Nor is one stored before ticks kept their copy of what they stored.
     let copy = cxone_etm::pipeline::schedule_config_key("from-template");
     store.delete(&copy).await.unwrap();
-    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
+    assert_held(
+        trigger(&f.runtime, schedule("from-template", &config)).await,
+        "already running",
+    );
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2017-01-01"
@@ -601,21 +610,33 @@ async fn scheduled_events_store_the_template_config_replace_only_their_own_and_r
     // Unless it is the parameters' own: then the copy is written (as after a tick cut off
     // between the config and its copy), and the next change of parameters replaces it.
     store.put(&key, parameters_own.clone()).await.unwrap();
-    let _ = trigger(&f.runtime, schedule("from-template", &changed)).await;
+    assert_held(
+        trigger(&f.runtime, schedule("from-template", &changed)).await,
+        "the schedule ended on 2021-01-01",
+    );
     assert_eq!(
         store.get(&copy).await.unwrap(),
         Some(parameters_own.clone())
     );
-    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
+    assert_held(
+        trigger(&f.runtime, schedule("from-template", &config)).await,
+        "already running",
+    );
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2026-01-01"
     );
     // A config put that the parameters then come to equal: the copy follows it.
     store.put(&key, parameters_own.clone()).await.unwrap();
-    let _ = trigger(&f.runtime, schedule("from-template", &changed)).await;
+    assert_held(
+        trigger(&f.runtime, schedule("from-template", &changed)).await,
+        "the schedule ended on 2021-01-01",
+    );
     assert_eq!(store.get(&copy).await.unwrap(), Some(parameters_own));
-    let _ = trigger(&f.runtime, schedule("from-template", &config)).await;
+    assert_held(
+        trigger(&f.runtime, schedule("from-template", &config)).await,
+        "already running",
+    );
     assert_eq!(
         stored_schedule("from-template").await["start_date"],
         "2026-01-01"
