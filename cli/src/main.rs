@@ -74,7 +74,8 @@ enum ConnectionAction {
         /// The connection config (JSON or YAML).
         #[arg(long)]
         config: PathBuf,
-        /// A transform map (`export-map` gives the default to edit); replaces the config's.
+        /// A transform map (`export-map` gives the default to edit); replaces the config's map of
+        /// the same engine, and keeps another engine's.
         #[arg(long)]
         map: Option<PathBuf>,
         /// A scoring table (`export-scoring` gives the default to edit); replaces the config's.
@@ -202,7 +203,8 @@ enum Command {
         /// Raw pages: one directory per item holding 0.json.zst, 1.json.zst, … (or .json.gz, as older runs wrote them) and the record, in collect.json (as a run writes it) or item.json
         #[arg(long)]
         raw: PathBuf,
-        /// Where to write <item>/<page>.ndjson.gz.
+        /// Where to write <item>/<page>.ndjson.gz, outside the store (a run's folder is refused);
+        /// an earlier replay's pages of the same items are replaced.
         #[arg(long)]
         out: PathBuf,
         /// Transform map file (default: the kind's shipped map).
@@ -285,7 +287,19 @@ async fn run() -> anyhow::Result<ExitCode> {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    match Cli::parse().command {
+    // A usage error exits 1 (failed), not clap's 2, which `run` says means committed but partial.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            error.print()?;
+            return Ok(if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+    };
+    match cli.command {
         Command::Demo {
             out,
             projects,

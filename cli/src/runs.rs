@@ -11,7 +11,7 @@ use cxone_etm::cxone::{CaBundleAt, ConnectionReport, VendorSettings, test_connec
 use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunState, RunSummary, Trigger,
-    config_key, connection_status, read_state, record_registration, run_connection,
+    config_key, connection_status, record_registration, run_connection,
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
@@ -182,6 +182,14 @@ pub struct DemoSize {
 
 /// Starts the bundled emulator and runs a SAST (API key) and a DAST (OAuth client) connection.
 pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<ExitCode> {
+    let shown = out.to_string_lossy();
+    anyhow::ensure!(
+        !shown.contains("://")
+            && !shown
+                .get(..3)
+                .is_some_and(|s| s.eq_ignore_ascii_case("s3:")),
+        "--out {shown} is not a folder: the demo writes into a local folder (it runs against the bundled emulator, not a deployed stack); give one, e.g. --out out"
+    );
     let shape = TenantShape {
         projects: size.projects,
         results_per_scan: size.results_per_scan,
@@ -388,7 +396,7 @@ pub async fn put_connection(
     };
     let mut config = ConnectionConfig::parse(&text).map_err(invalid)?;
     if let Some(map) = &parts.map {
-        config.transform_map = Some(part(map, "transform map")?);
+        config.put_map(part(map, "transform map")?);
     }
     if let Some(scoring) = &parts.scoring {
         config.scoring = Some(part(scoring, "scoring table")?);
@@ -425,7 +433,15 @@ pub async fn put_connection(
             .with_context(|| format!("storing {key}"))?;
         record_registration(&store, &connection.config.id, connection.schedule.is_some())
             .await
-            .context("recording the connection's state")?;
+            .with_context(|| {
+                format!("stored {key} (the stack runs it from now on), but recording the connection's state failed; put it again to record it")
+            })?;
+        if into_bucket && connection.schedule.is_some() {
+            eprintln!(
+                "note: on AWS a config's schedule sets no timer: the stack's two schedules run the connections `sast` and `dast` (its parameters); start `{}` through the API, or name it so",
+                connection.config.id
+            );
+        }
     }
     if output.json {
         println!(
@@ -490,10 +506,16 @@ pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Res
                 errors.described("\n  - ")
             )
         })?;
+    let stored = &connection.config.id;
+    // On a case-insensitive disk, `CX-SAST` finds `cx-sast`'s files: the connection meant, whose
+    // config must not be deleted.
     anyhow::ensure!(
-        connection.config.id == connection_id,
-        "{key} holds connection '{}', not '{connection_id}': delete it, or put a config whose id is '{connection_id}'",
-        connection.config.id
+        !stored.eq_ignore_ascii_case(connection_id) || stored == connection_id,
+        "there is no connection '{connection_id}'; did you mean '{stored}'? (ids differ in letter case; this disk does not tell them apart)"
+    );
+    anyhow::ensure!(
+        stored == connection_id,
+        "{key} holds connection '{stored}', not '{connection_id}': delete it, or put a config whose id is '{connection_id}'"
     );
     let status = connection_status(&store, &connection, jiff::Timestamp::now()).await?;
     if json {
@@ -522,7 +544,9 @@ pub(crate) fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// A committed run's manifest and record: `run`, or the connection's last committed run.
+/// A committed run's manifest and record: `run`, or the connection's last committed run (as its
+/// commit markers say, not only its state: a run cut off between its marker and the state is
+/// the last committed one).
 pub async fn load_run(
     store: &str,
     connection: &str,
@@ -531,9 +555,8 @@ pub async fn load_run(
     let store = AnyStore::open(store).await?;
     let run_id = match run {
         Some(run) => run.to_string(),
-        None => read_state(&store, connection)
+        None => cxone_etm::pipeline::last_committed_run(&store, connection)
             .await?
-            .and_then(|s| s.last_committed_run)
             .with_context(|| {
                 format!("connection {connection} has no committed run in this store")
             })?,
@@ -542,20 +565,30 @@ pub async fn load_run(
         connection_id: connection.to_string(),
         run_id,
     };
-    let read = |key: String| {
-        let store = &store;
-        async move {
-            let body = store
-                .get(&key)
-                .await?
-                .with_context(|| format!("{key} is missing: is the run committed?"))?;
-            anyhow::Ok(body)
-        }
+    let record: RunRecord = match store.get(&run.run_record()).await? {
+        Some(body) => serde_json::from_slice(&body)
+            .with_context(|| format!("reading {}", run.run_record()))?,
+        None => anyhow::bail!(
+            "connection {connection} has no run {} in this store ({} is missing); run ids look like 20261122T204900Z-1a2b3c, and `cxone-etm status {connection}` names the last",
+            run.run_id,
+            run.run_record()
+        ),
     };
-    let manifest = serde_json::from_slice(&read(run.manifest()).await?)
-        .with_context(|| format!("reading {}", run.manifest()))?;
-    let record: RunRecord = serde_json::from_slice(&read(run.run_record()).await?)
-        .with_context(|| format!("reading {}", run.run_record()))?;
+    let Some(manifest) = store.get(&run.manifest()).await? else {
+        anyhow::bail!(
+            "run {} of connection {connection} has no manifest ({}): {}",
+            run.run_id,
+            run.manifest(),
+            match (&record.state, &record.reason) {
+                (RunState::Failed, Some(reason)) =>
+                    format!("it failed and committed nothing: {reason}"),
+                (RunState::Failed, None) => "it failed and committed nothing".to_string(),
+                _ => "it has not reached its finalize (or is under way)".to_string(),
+            }
+        );
+    };
+    let manifest =
+        serde_json::from_slice(&manifest).with_context(|| format!("reading {}", run.manifest()))?;
     // A manifest without its marker is a finalize's that did not finish (or is under way):
     // nothing of it counts, unless the run failed and says why.
     if record.state != RunState::Failed && store.get(&run.commit_marker()).await?.is_none() {

@@ -263,6 +263,56 @@ fn transform_replays_stored_raw_pages_with_another_map() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Replay refuses to write inside a run's folder (it would replace the batches the run
+/// committed), refuses an item's folder given as the raw folder, and a second replay into the
+/// same folder leaves no page of the first that it does not write again.
+#[test]
+fn a_replay_writes_outside_the_runs_and_leaves_no_stale_page() {
+    let (dir, item) = raw_folder_with_one_project("replay-guards");
+    let sample: &[u8] = include_bytes!("../../shared/tests/fixtures/results_real_sample.json");
+    std::fs::write(item.join("0.json.gz"), cxone_etm::packing::gzip(&[sample])).unwrap();
+    let replay = |raw: &Path, out: &Path| {
+        Command::new(BIN)
+            .args(["transform", "--kind", "sast", "--raw"])
+            .arg(raw)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+    let inside = replay(&dir.join("raw"), &dir.join("etm"));
+    assert_eq!(inside.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&inside.stderr);
+    assert!(
+        stderr.contains("is inside the run folder") && stderr.contains("outside the store"),
+        "{stderr}"
+    );
+    assert!(!dir.join("etm").exists(), "nothing written");
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+
+    let output = replay(&item, &dir.join("out"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("is one item's folder (it holds pages)"),
+        "{stderr}"
+    );
+
+    let out = dir.join("out");
+    let stale = out.join("project-1").join("7.ndjson.gz");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"from an earlier replay").unwrap();
+    let output = replay(&dir.join("raw"), &out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!stale.exists(), "the earlier replay's page is gone");
+    assert!(out.join("project-1").join("0.ndjson.gz").exists());
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Replay reads the pages collect counted: a page past those `collect.json` lists (one a pull that
 /// started over left behind) is not replayed, and a page stored over the one counted is refused.
 #[test]
@@ -473,12 +523,25 @@ fn ids_that_are_not_key_segments_and_configs_under_another_key_are_refused() {
     ] {
         let output = Command::new(BIN).args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        // 1, failed: not 2, which `run` says means committed but partial.
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(
             stderr.contains("must be 1–64 ASCII letters, digits, '-' or '_'"),
             "{args:?}: {stderr}"
         );
     }
+    let help = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0), "help is no error");
+    let demo = Command::new(BIN)
+        .args(["demo", "--out", "s3://bucket/"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&demo.stderr);
+    assert!(
+        demo.status.code() == Some(1) && stderr.contains("--out s3://bucket/ is not a folder"),
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new("s3:").exists(), "no folder named s3:");
     // A config copied by hand under another connection's key is not that connection.
     let dir = temp_dir("copied-config");
     std::fs::create_dir_all(dir.join("connections/copied")).unwrap();
@@ -496,6 +559,26 @@ fn ids_that_are_not_key_segments_and_configs_under_another_key_are_refused() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("holds connection 'demo-sast', not 'copied'"),
+        "{stderr}"
+    );
+    // What a case-insensitive disk shows for `Demo-Sast`: `demo-sast`'s own config, which the
+    // message must not tell the operator to delete.
+    std::fs::create_dir_all(dir.join("connections/Demo-Sast")).unwrap();
+    std::fs::copy(
+        dir.join("connections/copied/config.json"),
+        dir.join("connections/Demo-Sast/config.json"),
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["status", "Demo-Sast", "--store"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.code() == Some(1)
+            && stderr.contains("there is no connection 'Demo-Sast'; did you mean 'demo-sast'?")
+            && !stderr.contains("delete"),
         "{stderr}"
     );
     std::fs::remove_dir_all(dir).ok();
@@ -559,7 +642,7 @@ fn report_renders_the_last_committed_run_and_names_what_is_missing() {
     );
     refused(
         &["report", "demo-sast", "20990101T000000Z-000000"],
-        "is missing: is the run committed?",
+        "connection demo-sast has no run 20990101T000000Z-000000 in this store",
     );
 
     // A manifest whose commit marker is missing (finalize died between the two) is no report.
@@ -571,8 +654,13 @@ fn report_renders_the_last_committed_run_and_names_what_is_missing() {
     let marker = dir.join(format!("connections/demo-sast/runs/{run}/_COMMITTED"));
     std::fs::remove_file(&marker).unwrap();
     let uncommitted = format!("run {run} of connection demo-sast is not committed");
-    refused(&["report", "demo-sast"], &uncommitted);
     refused(&["report", "demo-sast", run], &uncommitted);
+    // Without a run named, the last committed run is the commit markers' (none now), not the
+    // state's.
+    refused(
+        &["report", "demo-sast"],
+        "connection demo-sast has no committed run in this store",
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

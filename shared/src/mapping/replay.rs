@@ -211,6 +211,26 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
     Ok(files)
 }
 
+/// Replay writes outside the store: inside a run's folder (beside its manifest or commit
+/// marker) it would replace the batches the run committed with lines no reconciliation made.
+fn refuse_out(out: &Path) -> Result<(), ReplayError> {
+    let absolute = std::path::absolute(out).map_err(io(out))?;
+    let in_run = absolute
+        .ancestors()
+        .find(|dir| dir.join("manifest.json").is_file() || dir.join("_COMMITTED").is_file());
+    let problem = match in_run {
+        Some(run) => format!(
+            "is inside the run folder {}: a replay there would replace the batches the run committed; write it to a folder outside the store",
+            run.display()
+        ),
+        None => return Ok(()),
+    };
+    Err(ReplayError::Layout {
+        path: out.to_path_buf(),
+        problem,
+    })
+}
+
 pub fn replay_dir(
     raw: &Path,
     out: &Path,
@@ -219,11 +239,24 @@ pub fn replay_dir(
     context: &TransformContext,
     options: &TransformOptions,
 ) -> Result<ReplaySummary, ReplayError> {
-    let mut item_dirs: Vec<PathBuf> = std::fs::read_dir(raw)
+    refuse_out(out)?;
+    let entries: Vec<PathBuf> = std::fs::read_dir(raw)
         .map_err(io(raw))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
         .collect();
+    let is_page = |path: &PathBuf| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(RawFile::from_name)
+            .is_some_and(|file| matches!(file, RawFile::Page(_)))
+    };
+    if entries.iter().any(is_page) {
+        return Err(ReplayError::Layout {
+            path: raw.to_path_buf(),
+            problem: "is one item's folder (it holds pages): give the run's raw folder above it (…/runs/<run>/raw), whose folders are its items".into(),
+        });
+    }
+    let mut item_dirs: Vec<PathBuf> = entries.into_iter().filter(|p| p.is_dir()).collect();
     item_dirs.sort();
     let mut summary = ReplaySummary::default();
     for dir in item_dirs {
@@ -296,6 +329,14 @@ pub fn replay_dir(
         }
         let target = out.join(&item);
         std::fs::create_dir_all(&target).map_err(io(&target))?;
+        // An earlier replay's pages of the item go: a page that now makes no line would keep its
+        // old one beside these.
+        for entry in std::fs::read_dir(&target).map_err(io(&target))? {
+            let old = entry.map_err(io(&target))?.path();
+            if old.to_string_lossy().ends_with(".ndjson.gz") {
+                std::fs::remove_file(&old).map_err(io(&old))?;
+            }
+        }
         let mut files = Vec::new();
         for (number, path) in &pages {
             let lines = transformer

@@ -238,6 +238,25 @@ impl ConnectionConfig {
         self.validate_with(CaBundleAt::Named)
     }
 
+    /// Makes `map` the custom map of its engine: the one the config holds for that engine is
+    /// replaced, wherever it is (`transform_map` or `transform_maps`), and another engine's is
+    /// kept. Before, a map given to `connection put --map` always took `transform_map`'s place,
+    /// dropping a custom map of another engine there (its assets then moved to the shipped map's
+    /// identity), and a map of an engine in `transform_maps` was refused as a second one.
+    pub fn put_map(&mut self, map: TransformMap) {
+        if let Some(same) = self.transform_maps.iter_mut().find(|m| m.kind == map.kind) {
+            *same = map;
+        } else if self
+            .transform_map
+            .as_ref()
+            .is_some_and(|held| held.kind != map.kind)
+        {
+            self.transform_maps.push(map);
+        } else {
+            self.transform_map = Some(map);
+        }
+    }
+
     /// As [`validate`](Self::validate), the vendor's CA bundle read from where `ca_at` says.
     pub fn validate_with(self, ca_at: CaBundleAt<'_>) -> Result<Connection, Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -516,6 +535,31 @@ mod tests {
                 r#""kind":"sast","engines":["sca","sast","kics","containers"],"transform_maps":[{custom_kics}]"#
             ),
         );
+        // A map put for an engine replaces that engine's custom map, wherever the config holds
+        // it, and keeps another engine's.
+        let mut put = ConnectionConfig::parse(&all).unwrap();
+        let mut sast = TransformMap::default_for(Engine::Sast);
+        sast.name = "my SAST".into();
+        put.transform_map = Some(sast);
+        let mut kics: TransformMap = serde_json::from_str(custom_kics).unwrap();
+        kics.name = "my KICS, again".into();
+        put.put_map(kics);
+        let mut sca = TransformMap::default_for(Engine::Sca);
+        sca.name = "my SCA".into();
+        put.put_map(sca);
+        let named = |c: &ConnectionConfig| -> Vec<String> {
+            c.transform_map
+                .iter()
+                .chain(&c.transform_maps)
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        assert_eq!(named(&put), ["my SAST", "my KICS, again", "my SCA"]);
+        let mut sast = TransformMap::default_for(Engine::Sast);
+        sast.name = "my SAST, again".into();
+        put.put_map(sast);
+        assert_eq!(named(&put), ["my SAST, again", "my KICS, again", "my SCA"]);
+        put.validate().unwrap();
         let c = ConnectionConfig::load(&all).unwrap();
         let plans: Vec<(Engine, &str)> =
             c.plans.iter().map(|p| (p.kind, p.name.as_str())).collect();
