@@ -222,7 +222,8 @@ for logical, body in resources.items():
     policies = props.get("Policies")
     if policies is not None:
         check(isinstance(policies, list) and all(
-                  isinstance(p, dict) and isinstance(p.get("PolicyDocument", p).get("Statement"), list)
+                  isinstance(p, dict) and isinstance(p.get("PolicyDocument", p), dict)
+                  and isinstance(p.get("PolicyDocument", p).get("Statement"), list)
                   for p in policies),
               f"{logical}: a Policies entry that is not an inline statement document grants outside the checks")
     check("ManagedPolicyArns" not in props, f"{logical}: ManagedPolicyArns grant outside the checks")
@@ -230,6 +231,10 @@ for logical, body in resources.items():
           f"{logical}: a role of its own is granted outside the checks")
     check(body["Type"] not in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::Serverless::Connector"),
           f"{logical}: a {body['Type']} grants outside the checks")
+    check("Connectors" not in body, f"{logical}: SAM Connectors grant outside the checks")
+    check(not (body["Type"] in ("AWS::Lambda::Function", "AWS::StepFunctions::StateMachine") and "Role" in props
+               or body["Type"] == "AWS::StepFunctions::StateMachine" and "RoleArn" in props),
+          f"{logical}: a role of its own is granted outside the checks")
 globals_function = template.get("Globals", {}).get("Function", {})
 check(not {"Policies", "Role"} & set(globals_function), "Globals grant every function outside the checks")
 statements = list(policy_statements())

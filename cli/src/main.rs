@@ -291,7 +291,8 @@ async fn run() -> anyhow::Result<ExitCode> {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            error.print()?;
+            // Help into a closed pipe (`| head`) is no failure.
+            let _ = error.print();
             return Ok(if error.use_stderr() {
                 ExitCode::FAILURE
             } else {

@@ -434,12 +434,13 @@ pub async fn put_connection(
         record_registration(&store, &connection.config.id, connection.schedule.is_some())
             .await
             .with_context(|| {
-                format!("stored {key} (the stack runs it from now on), but recording the connection's state failed; put it again to record it")
+                format!("stored {key}, but recording the connection's state failed; put it again to record it")
             })?;
-        if into_bucket && connection.schedule.is_some() {
+        let id = &connection.config.id;
+        if into_bucket && connection.schedule.is_some() && !["sast", "dast"].contains(&id.as_str())
+        {
             eprintln!(
-                "note: on AWS a config's schedule sets no timer: the stack's two schedules run the connections `sast` and `dast` (its parameters); start `{}` through the API, or name it so",
-                connection.config.id
+                "note: on AWS a config's schedule sets no timer: the stack's two schedules run only the connections named `sast` and `dast`; start `{id}` through the API"
             );
         }
     }
@@ -507,11 +508,14 @@ pub async fn status(store: &str, connection_id: &str, json: bool) -> anyhow::Res
             )
         })?;
     let stored = &connection.config.id;
-    // On a case-insensitive disk, `CX-SAST` finds `cx-sast`'s files: the connection meant, whose
-    // config must not be deleted.
+    // On a case-insensitive disk, `CX-SAST` finds `cx-sast`'s files (the same config under the
+    // other's key): the connection meant, whose config must not be deleted.
+    let case_twin = stored != connection_id
+        && stored.eq_ignore_ascii_case(connection_id)
+        && store.get(&config_key(stored)).await?.as_ref() == Some(&text);
     anyhow::ensure!(
-        !stored.eq_ignore_ascii_case(connection_id) || stored == connection_id,
-        "there is no connection '{connection_id}'; did you mean '{stored}'? (ids differ in letter case; this disk does not tell them apart)"
+        !case_twin,
+        "there is no connection '{connection_id}'; did you mean '{stored}'? (the ids differ in letter case, which this store does not tell apart)"
     );
     anyhow::ensure!(
         stored == connection_id,
@@ -544,9 +548,9 @@ pub(crate) fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// A committed run's manifest and record: `run`, or the connection's last committed run (as its
-/// commit markers say, not only its state: a run cut off between its marker and the state is
-/// the last committed one).
+/// A run's manifest and record: `run` (committed, or failed and saying why), or the connection's
+/// last committed run (as its commit markers say, not only its state: a run cut off between its
+/// marker and the state is the last committed one).
 pub async fn load_run(
     store: &str,
     connection: &str,

@@ -280,16 +280,28 @@ fn a_replay_writes_outside_the_runs_and_leaves_no_stale_page() {
             .output()
             .unwrap()
     };
-    std::fs::write(dir.join("manifest.json"), "{}").unwrap();
-    let inside = replay(&dir.join("raw"), &dir.join("etm"));
-    assert_eq!(inside.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&inside.stderr);
-    assert!(
-        stderr.contains("is inside the run folder") && stderr.contains("outside the store"),
-        "{stderr}"
+    // A run's folder, even one under way (no manifest yet), and reached through a link.
+    let run = dir.join("connections/c/runs/20261207T150000Z-1a2b3c");
+    std::fs::create_dir_all(run.join("etm")).unwrap();
+    let link = dir.join("link-to-etm");
+    std::os::unix::fs::symlink(run.join("etm"), &link).unwrap();
+    for out in [run.join("etm").join("x"), link.clone()] {
+        let inside = replay(&dir.join("raw"), &out);
+        assert_eq!(inside.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&inside.stderr);
+        assert!(
+            stderr.contains("is inside the run folder")
+                && stderr.contains("20261207T150000Z-1a2b3c"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(run.join("etm")).unwrap().count(),
+        0,
+        "nothing written"
     );
-    assert!(!dir.join("etm").exists(), "nothing written");
-    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    // A manifest.json of something else (a web app's) above the folder is no run.
+    std::fs::write(dir.join("manifest.json"), "{}").unwrap();
 
     let output = replay(&item, &dir.join("out"));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -300,8 +312,10 @@ fn a_replay_writes_outside_the_runs_and_leaves_no_stale_page() {
 
     let out = dir.join("out");
     let stale = out.join("project-1").join("7.ndjson.gz");
+    let closures = out.join("project-1").join("closures.ndjson.gz");
     std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
     std::fs::write(&stale, b"from an earlier replay").unwrap();
+    std::fs::write(&closures, b"not a page").unwrap();
     let output = replay(&dir.join("raw"), &out);
     assert!(
         output.status.success(),
@@ -309,6 +323,7 @@ fn a_replay_writes_outside_the_runs_and_leaves_no_stale_page() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(!stale.exists(), "the earlier replay's page is gone");
+    assert!(closures.exists(), "only pages are replaced");
     assert!(out.join("project-1").join("0.ndjson.gz").exists());
     std::fs::remove_dir_all(dir).ok();
 }
@@ -561,14 +576,16 @@ fn ids_that_are_not_key_segments_and_configs_under_another_key_are_refused() {
         stderr.contains("holds connection 'demo-sast', not 'copied'"),
         "{stderr}"
     );
-    // What a case-insensitive disk shows for `Demo-Sast`: `demo-sast`'s own config, which the
-    // message must not tell the operator to delete.
-    std::fs::create_dir_all(dir.join("connections/Demo-Sast")).unwrap();
-    std::fs::copy(
-        dir.join("connections/copied/config.json"),
-        dir.join("connections/Demo-Sast/config.json"),
-    )
-    .unwrap();
+    // What a case-insensitive disk shows for `Demo-Sast`: `demo-sast`'s own config under both
+    // keys, which the message must not tell the operator to delete.
+    for twin in ["Demo-Sast", "demo-sast"] {
+        std::fs::create_dir_all(dir.join(format!("connections/{twin}"))).unwrap();
+        std::fs::copy(
+            dir.join("connections/copied/config.json"),
+            dir.join(format!("connections/{twin}/config.json")),
+        )
+        .unwrap();
+    }
     let output = Command::new(BIN)
         .args(["status", "Demo-Sast", "--store"])
         .arg(&dir)

@@ -211,24 +211,37 @@ fn item_files(dir: &Path) -> Result<ItemFiles, ReplayError> {
     Ok(files)
 }
 
-/// Replay writes outside the store: inside a run's folder (beside its manifest or commit
-/// marker) it would replace the batches the run committed with lines no reconciliation made.
+/// Replay writes outside every run's folder (`…/runs/<run id>/`, committed or under way): there
+/// it would replace the batches the run committed, or is about to, with lines no reconciliation
+/// made. The folder is judged where it really is (links followed).
 fn refuse_out(out: &Path) -> Result<(), ReplayError> {
     let absolute = std::path::absolute(out).map_err(io(out))?;
-    let in_run = absolute
+    let existing = absolute
         .ancestors()
-        .find(|dir| dir.join("manifest.json").is_file() || dir.join("_COMMITTED").is_file());
-    let problem = match in_run {
-        Some(run) => format!(
-            "is inside the run folder {}: a replay there would replace the batches the run committed; write it to a folder outside the store",
-            run.display()
-        ),
-        None => return Ok(()),
+        .find(|dir| dir.exists())
+        .unwrap_or(&absolute);
+    let real = std::fs::canonicalize(existing)
+        .map_err(io(existing))?
+        .join(absolute.strip_prefix(existing).unwrap_or(Path::new("")));
+    let is_run = |dir: &Path| {
+        dir.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(crate::layout::is_run_id)
+            && dir
+                .parent()
+                .and_then(|runs| runs.file_name())
+                .is_some_and(|name| name == "runs")
     };
-    Err(ReplayError::Layout {
-        path: out.to_path_buf(),
-        problem,
-    })
+    match real.ancestors().find(|dir| is_run(dir)) {
+        Some(run) => Err(ReplayError::Layout {
+            path: out.to_path_buf(),
+            problem: format!(
+                "is inside the run folder {}: a replay there would replace the batches the run committed (or is about to); write it to a folder outside the store",
+                run.display()
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 pub fn replay_dir(
@@ -333,7 +346,11 @@ pub fn replay_dir(
         // old one beside these.
         for entry in std::fs::read_dir(&target).map_err(io(&target))? {
             let old = entry.map_err(io(&target))?.path();
-            if old.to_string_lossy().ends_with(".ndjson.gz") {
+            let page = old
+                .file_name()
+                .and_then(|name| name.to_str()?.strip_suffix(".ndjson.gz"))
+                .is_some_and(|number| number.parse::<u32>().is_ok());
+            if page {
                 std::fs::remove_file(&old).map_err(io(&old))?;
             }
         }

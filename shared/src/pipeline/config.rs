@@ -244,16 +244,17 @@ impl ConnectionConfig {
     /// dropping a custom map of another engine there (its assets then moved to the shipped map's
     /// identity), and a map of an engine in `transform_maps` was refused as a second one.
     pub fn put_map(&mut self, map: TransformMap) {
-        if let Some(same) = self.transform_maps.iter_mut().find(|m| m.kind == map.kind) {
-            *same = map;
-        } else if self
+        if self
             .transform_map
             .as_ref()
-            .is_some_and(|held| held.kind != map.kind)
+            .is_some_and(|held| held.kind == map.kind)
         {
-            self.transform_maps.push(map);
-        } else {
-            self.transform_map = Some(map);
+            self.transform_map = None;
+        }
+        self.transform_maps.retain(|held| held.kind != map.kind);
+        match self.transform_map {
+            None => self.transform_map = Some(map),
+            Some(_) => self.transform_maps.push(map),
         }
     }
 
@@ -559,6 +560,11 @@ mod tests {
         sast.name = "my SAST, again".into();
         put.put_map(sast);
         assert_eq!(named(&put), ["my SAST, again", "my KICS, again", "my SCA"]);
+        put.clone().validate().unwrap();
+        // A config holding two maps of one engine (refused) is mended by putting one.
+        put.transform_maps.push(put.transform_map.clone().unwrap());
+        assert!(put.clone().validate().is_err());
+        put.put_map(TransformMap::default_for(Engine::Sast));
         put.validate().unwrap();
         let c = ConnectionConfig::load(&all).unwrap();
         let plans: Vec<(Engine, &str)> =

@@ -155,9 +155,10 @@ async fn steady_server_errors_resets_and_jittered_latency() {
         fired.server_errors.values().sum(),
         fired.resets.values().sum(),
     );
-    // About 13 and 6 of some 130 requests: each fired, whatever the draw.
+    // About 13 and 6 of some 130 requests (unseeded draws): together at least 5 but for about
+    // one draw in 100,000.
     assert!(
-        errors >= 1 && resets >= 1,
+        errors + resets >= 5,
         "the faults fired: {errors} 503s, {resets} connections dropped"
     );
 }
