@@ -14,7 +14,7 @@ use cxone_etm::pipeline::{
     config_key, connection_status, record_registration, run_connection,
 };
 use cxone_etm::secret::{Credential, SecretSource};
-use cxone_etm::store::{AnyStore, LocalStore, ObjectStore};
+use cxone_etm::store::{AnyStore, LocalStore, Location, ObjectStore};
 use cxone_etm::{ConnectorKind, Engine};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -184,10 +184,7 @@ pub struct DemoSize {
 pub async fn demo(out: &Path, size: DemoSize, output: Output) -> anyhow::Result<ExitCode> {
     let shown = out.to_string_lossy();
     anyhow::ensure!(
-        !shown.contains("://")
-            && !shown
-                .get(..3)
-                .is_some_and(|s| s.eq_ignore_ascii_case("s3:")),
+        matches!(Location::parse(&shown), Ok(Location::Folder(_))),
         "--out {shown} is not a folder: the demo writes into a local folder (it runs against the bundled emulator, not a deployed stack); give one, e.g. --out out"
     );
     let shape = TenantShape {
@@ -402,12 +399,11 @@ pub async fn put_connection(
         config.scoring = Some(part(scoring, "scoring table")?);
     }
     // A config in S3 is the deployed functions': what they refuse is not stored.
-    let into_bucket = store.starts_with("s3://");
+    let location = Location::parse(store)?;
+    let into_bucket = matches!(location, Location::Bucket { .. });
     // The deployed functions read their connections at the bucket's root, where their grants are.
-    if let Some((bucket, prefix)) = store
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .filter(|(_, prefix)| !prefix.trim_matches('/').is_empty())
+    if let Location::Bucket { bucket, prefix } = location
+        && !prefix.trim_matches('/').is_empty()
     {
         anyhow::bail!(
             "{store} names a folder ({prefix}) in the bucket, but the deployed functions read connections at its root; nothing stored. Give s3://{bucket}/"

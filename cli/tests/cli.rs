@@ -565,13 +565,17 @@ fn ids_that_are_not_key_segments_and_configs_under_another_key_are_refused() {
         r#"{"id":"demo-sast","name":"x","kind":"sast","vendor":{"region":"EU","tenant":"acme"},"secret":"env:CX_KEY"}"#,
     )
     .unwrap();
-    let output = Command::new(BIN)
-        .args(["status", "copied", "--store"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let status = |id: &str| {
+        let output = Command::new(BIN)
+            .args(["status", id, "--store"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        stderr
+    };
+    let stderr = status("copied");
     assert!(
         stderr.contains("holds connection 'demo-sast', not 'copied'"),
         "{stderr}"
@@ -586,15 +590,9 @@ fn ids_that_are_not_key_segments_and_configs_under_another_key_are_refused() {
         )
         .unwrap();
     }
-    let output = Command::new(BIN)
-        .args(["status", "Demo-Sast", "--store"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = status("Demo-Sast");
     assert!(
-        output.status.code() == Some(1)
-            && stderr.contains("there is no connection 'Demo-Sast'; did you mean 'demo-sast'?")
+        stderr.contains("there is no connection 'Demo-Sast'; did you mean 'demo-sast'?")
             && !stderr.contains("delete"),
         "{stderr}"
     );

@@ -912,15 +912,26 @@ pub enum AnyStore {
     S3(S3Store),
 }
 
-impl AnyStore {
-    pub async fn open(location: &str) -> Result<Self, StoreError> {
+/// Where a store location (`--store`, `--out`) points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location<'a> {
+    /// `s3://bucket/prefix` (the prefix may be empty: the bucket's root).
+    Bucket {
+        bucket: &'a str,
+        prefix: &'a str,
+    },
+    Folder(&'a str),
+}
+
+impl<'a> Location<'a> {
+    pub fn parse(location: &'a str) -> Result<Self, StoreError> {
         match location.strip_prefix("s3://") {
             Some(rest) => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
                     return Err(StoreError::Location(location.to_string()));
                 }
-                Ok(Self::S3(S3Store::from_env(bucket, prefix).await))
+                Ok(Self::Bucket { bucket, prefix })
             }
             // `s3:/bucket` (one slash) is a typo of a bucket, not a folder named `s3:`.
             None if location.is_empty()
@@ -931,8 +942,19 @@ impl AnyStore {
             {
                 Err(StoreError::Location(location.to_string()))
             }
-            None => Ok(Self::Local(LocalStore::new(location))),
+            None => Ok(Self::Folder(location)),
         }
+    }
+}
+
+impl AnyStore {
+    pub async fn open(location: &str) -> Result<Self, StoreError> {
+        Ok(match Location::parse(location)? {
+            Location::Bucket { bucket, prefix } => {
+                Self::S3(S3Store::from_env(bucket, prefix).await)
+            }
+            Location::Folder(folder) => Self::Local(LocalStore::new(folder)),
+        })
     }
 }
 
