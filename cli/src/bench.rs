@@ -63,6 +63,7 @@ pub struct BenchArgs {
     /// Items at once (the state machine's MaxConcurrency default).
     #[arg(long, default_value_t = 10)]
     pub item_concurrency: usize,
+    /// One JSON document on stdout (`{"error": …}` if the bench fails).
     #[arg(long)]
     pub json: bool,
 }

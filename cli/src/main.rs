@@ -85,6 +85,7 @@ enum ConnectionAction {
         /// functions read on AWS), to check the connection with from this machine.
         #[arg(long)]
         check_ca_bundle: Option<PathBuf>,
+        /// One JSON document on stdout (`{"error": …}` if the command fails).
         #[arg(long)]
         json: bool,
     },
@@ -105,7 +106,8 @@ enum Command {
         dast_environments: u32,
         #[arg(long, default_value_t = 200)]
         dast_results_per_scan: u64,
-        /// One JSON object on stdout: per connection, the emulator's totals and the committed totals.
+        /// One JSON object on stdout: per connection, the emulator's totals and the committed
+        /// totals; `{"error": …}` if the command fails.
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -118,6 +120,7 @@ enum Command {
         /// A directory or s3://bucket/prefix.
         #[arg(long, default_value = "out")]
         store: String,
+        /// One JSON document on stdout (`{"error": …}` if the command fails).
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -153,6 +156,7 @@ enum Command {
         /// A directory or s3://bucket/prefix.
         #[arg(long, default_value = "out")]
         store: String,
+        /// One JSON document on stdout (`{"error": …}` if the command fails).
         #[arg(long)]
         json: bool,
     },
@@ -175,6 +179,7 @@ enum Command {
     TestConnection {
         #[arg(long)]
         config: PathBuf,
+        /// One JSON document on stdout (`{"error": …}` if the command fails).
         #[arg(long)]
         json: bool,
     },
@@ -300,7 +305,40 @@ async fn run() -> anyhow::Result<ExitCode> {
             });
         }
     };
-    match cli.command {
+    let json = cli.command.reports_json();
+    let outcome = execute(cli.command).await;
+    if let (true, Err(error)) = (json, &outcome) {
+        // A script reading `--json` from stdout gets one document on failure too; the message
+        // also goes to stderr, as without `--json`.
+        println!("{}", serde_json::json!({ "error": format!("{error:#}") }));
+    }
+    outcome
+}
+
+impl Command {
+    /// Whether the command was asked for a JSON report on stdout.
+    fn reports_json(&self) -> bool {
+        match self {
+            Command::Demo { json, .. }
+            | Command::Run { json, .. }
+            | Command::Status { json, .. }
+            | Command::TestConnection { json, .. }
+            | Command::Connection {
+                action: ConnectionAction::Put { json, .. },
+            } => *json,
+            Command::Bench(args) => args.json,
+            Command::Report { .. }
+            | Command::ScheduleDates { .. }
+            | Command::ExportMap { .. }
+            | Command::ExportScoring { .. }
+            | Command::Validate { .. }
+            | Command::Transform { .. } => false,
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Demo {
             out,
             projects,

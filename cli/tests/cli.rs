@@ -545,6 +545,27 @@ fn ids_that_are_not_key_segments_and_configs_under_another_key_are_refused() {
             "{args:?}: {stderr}"
         );
     }
+    // Under --json, a failure is one document on stdout too, for the script reading it.
+    let output = Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            "no-such-config.json",
+            "--store",
+            "no-such-store",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        output.status.code() == Some(1)
+            && report["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no-such-config.json")),
+        "{report}"
+    );
+    assert!(!std::path::Path::new("no-such-store").exists());
     let help = Command::new(BIN).args(["run", "--help"]).output().unwrap();
     assert_eq!(help.status.code(), Some(0), "help is no error");
     let demo = Command::new(BIN)
