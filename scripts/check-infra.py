@@ -135,9 +135,16 @@ plan_state = definition["States"].get(definition.get("StartAt"), {})
 substitutions = machine["Properties"]["DefinitionSubstitutions"]
 check(plan_state.get("Parameters", {}).get("FunctionName") == "${PlanArn}"
       and substitutions.get("PlanArn") == {"Fn::GetAtt": ["TriggerFunction", "Arn"]}
-      and plan_state.get("Next") == "ProcessItems",
+      and definition["States"].get(plan_state.get("Next"), {}).get("Default") == "ProcessItems",
       "the execution does not start with the plan (the trigger's function), then the item map")
-check("ResultPath" in plan_state and plan_state["ResultPath"] is None
+# An empty work list is not handed to the map (Step Functions' reading of a 0-byte JSONL object is
+# undocumented): the choice after the plan goes to Finalize on the plan's count of children.
+any_items = definition["States"].get(plan_state.get("Next"), {})
+check(any_items.get("Type") == "Choice"
+      and any_items.get("Choices") == [{"Variable": "$.planned.childExecutions", "NumericEquals": 0, "Next": "Finalize"}]
+      and plan_state.get("ResultSelector") == {"childExecutions.$": "$.Payload.childExecutions"},
+      "a plan of no items is handed to the map instead of straight to Finalize")
+check(plan_state.get("ResultPath") == "$.planned"
       and plan_state.get("Parameters", {}).get("Payload", {}).get("plan", {}).get("run.$") == "$.run",
       "the plan is not given the run, or its answer replaces the execution's input (the map reads its work list key there)")
 plan_retried = [e for r in plan_state.get("Retry", []) for e in r.get("ErrorEquals", [])]

@@ -1031,6 +1031,24 @@ def test_a_project_a_broken_listing_leaves_out_is_never_closed_as_deleted(accoun
     assert_unchanged(after, first)
 
 
+def test_a_run_with_nothing_to_collect_skips_the_map_and_commits_empty(account, emulator):
+    # Filters that take no project: the plan writes an empty work list, which the map is not given
+    # (Step Functions' reading of a 0-byte JSONL object is not documented); finalize commits the
+    # run, whole and empty, and the connection is free for its next run.
+    result = put_connection(account, emulator, "nothing", extra={"filters": {"project_names": ["no-such-project-*"]}})
+    assert result.returncode == 0, result.stderr
+    started, manifest = api_run(account, "nothing")
+    assert manifest["items"] == [] and manifest["totals"]["findingsOut"] == 0, manifest
+    events = account.client("stepfunctions").get_execution_history(
+        executionArn=started["executionArn"], maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+    assert entered == ["Plan", "AnyItems", "Finalize"], entered
+    work_list = account.client("s3").get_object(
+        Bucket=account.bucket, Key=f"connections/nothing/runs/{started['run']['runId']}/plan/work.jsonl")["Body"].read()
+    assert work_list == b"", work_list
+    api_run(account, "nothing")
+
+
 def test_a_credential_that_loses_access_to_most_projects_closes_nothing(account, emulator):
     # A connection that closes the findings of deleted projects, on its own. Its credential is then
     # removed from the groups of all but the tenant's first 4 of 12 projects (emulator fault
@@ -1762,7 +1780,8 @@ def test_the_templates_map_passes_ten_thousand_items_within_the_payload_limit(ac
     items_state["ItemProcessor"]["StartAt"] = "Item"
     definition["States"]["Finalize"] = {"Type": "Pass", "End": True}
     # The work list is written here, as the plan would write it.
-    definition["States"]["Plan"] = {"Type": "Pass", "ResultPath": None, "Next": definition["States"]["Plan"]["Next"]}
+    definition["States"]["Plan"] = {"Type": "Pass", "Result": {"childExecutions": 400}, "ResultPath": "$.planned",
+                                    "Next": definition["States"]["Plan"]["Next"]}
     run = {"connectionId": "payload", "runId": "20261201T000000Z-000000"}
     base = f"connections/payload/runs/{run['runId']}"
     item = lambda n: {"run": run, "item": f"{n:036d}", "vendorId": f"{n:036d}", "record": {"name": "x" * 200}}
