@@ -66,6 +66,40 @@ enum StoredConfig {
     LeftAlone,
 }
 
+/// What a local run into a bucket may set otherwise than the connection's deployed config: how it
+/// reaches the vendor and reads its credential, not what it delivers. (The vendor's tenant and
+/// region are held to the last committed run's by the plan.)
+const LOCAL_MAY_DIFFER: [&str; 6] = [
+    "secret",
+    "vendor",
+    "name",
+    "description",
+    "schedule",
+    "item_concurrency",
+];
+
+/// The fields, outside [`LOCAL_MAY_DIFFER`], in which `given` differs from `stored`: maps,
+/// scoring, engines, filters, branches, triage, and the rest of what a run delivers.
+fn delivery_differences(
+    given: &ConnectionConfig,
+    stored: &ConnectionConfig,
+) -> anyhow::Result<Vec<String>> {
+    let as_object = |config: &ConnectionConfig| -> anyhow::Result<serde_json::Map<_, _>> {
+        match serde_json::to_value(config)? {
+            serde_json::Value::Object(fields) => Ok(fields),
+            other => anyhow::bail!("a connection config serialized as {other}, not an object"),
+        }
+    };
+    let (given, stored) = (as_object(given)?, as_object(stored)?);
+    let fields: std::collections::BTreeSet<&String> = given.keys().chain(stored.keys()).collect();
+    Ok(fields
+        .into_iter()
+        .filter(|field| !LOCAL_MAY_DIFFER.contains(&field.as_str()))
+        .filter(|field| given.get(*field) != stored.get(*field))
+        .cloned()
+        .collect())
+}
+
 async fn run_one(
     store: &(impl ObjectStore + Clone + 'static),
     connection: &Connection,
@@ -81,9 +115,27 @@ async fn run_one(
             .await
             .context("writing the connection config")?,
         StoredConfig::LeftAlone => {
-            // Only for a word to the user: a stored config that cannot be read does not stop the run.
+            // A stored config that cannot be read does not stop the run (the functions cannot run
+            // it either); one that delivers otherwise does.
+            let stored = store.get(&key).await;
+            let stored_config = match &stored {
+                Ok(Some(bytes)) => std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|text| ConnectionConfig::parse(text).ok()),
+                _ => None,
+            };
+            if let Some(stored_config) = &stored_config {
+                let differing = delivery_differences(&connection.config, stored_config)?;
+                if !differing.is_empty() {
+                    anyhow::bail!(
+                        "the config given delivers otherwise than the deployed one at {key} ({}): this run would become the base the scheduled runs reconcile against, and each run after would close and send again what the difference changes; nothing run: put it with `cxone-etm connection put` first, or give the deployed config, changed only in {}",
+                        differing.join(", "),
+                        LOCAL_MAY_DIFFER.join(", ")
+                    );
+                }
+            }
             let given = serde_json::to_value(&connection.config)?;
-            let said = match store.get(&key).await {
+            let said = match stored {
                 Ok(Some(stored))
                     if serde_json::from_slice::<serde_json::Value>(&stored).ok() == Some(given) =>
                 {

@@ -327,6 +327,10 @@ class Account:
     def exists(self, key: str) -> bool:
         return "Contents" in self.client("s3").list_objects_v2(Bucket=self.bucket, Prefix=key)
 
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
     def summary_lines(self, binary: str) -> list[dict]:
         """The invocation summaries (EMF lines) a function printed, from every instance's log."""
         function = self.function_named(binary)
@@ -1080,29 +1084,42 @@ def test_a_credential_that_loses_access_to_most_projects_closes_nothing(account,
     assert_unchanged(after, first)
 
 
-def laptop_run(account: Account, emulator, connection_id: str, name: str) -> subprocess.CompletedProcess:
-    """`cxone-etm run` from an operator's laptop into the stack's bucket, with a SAST config of its
-    own for `connection_id` (its credential from the environment, no custom map); it must commit."""
-    config = {"id": connection_id, "name": name, "kind": "sast", "secret": "env:CX_LAPTOP_KEY",
-              "vendor": {"custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
-                         "tenant": emulator.line["tenant"], "allow_insecure_local": True}}
+def laptop_run(account: Account, emulator, connection_id: str, name: str, deployed: dict | None = None,
+               succeeds: bool = True) -> subprocess.CompletedProcess:
+    """`cxone-etm run` from an operator's laptop into the stack's bucket, for `connection_id`: the
+    `deployed` config (a SAST config of the shipped map and scoring by default) with a name and a
+    credential of its own (from the environment)."""
+    config = {**(deployed or {"kind": "sast", "vendor": {
+                  "custom_api_url": emulator.url, "custom_iam_url": emulator.line["iam_url"],
+                  "tenant": emulator.line["tenant"], "allow_insecure_local": True}}),
+              "id": connection_id, "name": name, "secret": "env:CX_LAPTOP_KEY"}
     path = account.work / f"{connection_id}.json"
     path.write_text(json.dumps(config))
     env = {**operator_env(account), "CX_LAPTOP_KEY": emulator.line["api_key"]}
     result = subprocess.run([str(BIN / "cxone-etm"), "run", "--store", f"s3://{account.bucket}/", "--config", str(path),
                              "--json"], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert (result.returncode == 0) == succeeds, result.stderr
     return result
 
 
 def test_a_local_run_against_the_bucket_leaves_the_deployed_config_alone(account, emulator, sast):
-    # An operator runs the deployed `sast` connection from a laptop into the stack's bucket, with a
-    # config of its own (its credential from the environment, no custom map): the run commits, and
-    # the stored config, the one the functions run, is left as it was. The next scheduled run still
-    # uses it (its custom scoring). Before, `cxone-etm run` wrote its config over the stored one,
-    # and every scheduled run after failed on its `env:` secret.
+    # An operator runs the deployed `sast` connection from a laptop into the stack's bucket. With
+    # the shipped map and scoring where the deployed config has its own, the run is refused before
+    # it starts: it would become the scheduled runs' base, and each run after would send every
+    # finding again with other severities and scores (or, for a map that names assets otherwise,
+    # close them all and open them anew). With the deployed config, its own name and credential
+    # (from the environment), the run commits, and the stored config, the one the functions run, is
+    # left as it was. The next scheduled run still uses it (its custom scoring). Before,
+    # `cxone-etm run` wrote its config over the stored one, and every scheduled run after failed on
+    # its `env:` secret.
     stored = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
-    result = laptop_run(account, emulator, "sast", "sast from a laptop")
+    runs_before = account.keys("connections/sast/runs/")
+    refused = laptop_run(account, emulator, "sast", "sast from a laptop", succeeds=False)
+    assert "delivers otherwise than the deployed one at connections/sast/config.json (scoring, transform_map" in refused.stderr, \
+        refused.stderr
+    assert json.loads(refused.stdout)["error"].startswith("the config given delivers otherwise"), refused.stdout
+    assert account.keys("connections/sast/runs/") == runs_before
+    result = laptop_run(account, emulator, "sast", "sast from a laptop", deployed=json.loads(stored))
     assert "connections/sast/config.json is left as it is" in result.stderr, result.stderr
     after = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
     assert after == stored
