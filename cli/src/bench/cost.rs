@@ -21,7 +21,8 @@ pub struct Deployment {
     memory_mb: BTreeMap<String, u64>,
     /// States a child execution enters when its items succeed (its tasks).
     child_states: u64,
-    /// States the parent execution enters when the run succeeds (the plan, the Map, finalize).
+    /// States the parent execution enters when the run succeeds (the plan, the choice, the Map,
+    /// finalize).
     parent_states: u64,
     /// Those of them that invoke a function (the plan and finalize).
     parent_tasks: u64,
@@ -76,8 +77,8 @@ impl Deployment {
     }
 }
 
-/// The states a run that succeeds enters: from `StartAt`, each state's `Next` until one ends (the
-/// states a `Catch` leads to are entered only on failure).
+/// The states a run that succeeds, with items, enters: from `StartAt`, each state's `Next` (a
+/// choice's `Default`) until one ends (the states a `Catch` leads to are entered only on failure).
 fn states_entered(machine: &Value) -> Vec<&Value> {
     let states = &machine["States"];
     let mut entered = Vec::new();
@@ -88,7 +89,7 @@ fn states_entered(machine: &Value) -> Vec<&Value> {
             break;
         }
         entered.push(state);
-        at = state["Next"].as_str();
+        at = state["Next"].as_str().or(state["Default"].as_str());
     }
     entered
 }
@@ -179,8 +180,8 @@ mod tests {
         assert_eq!(d.memory_mb.len(), 4, "{d:?}");
         assert_eq!(d.child_states, 2, "collect and transform");
         assert_eq!(
-            d.parent_states, 3,
-            "the plan, the map and finalize, not the release after a failure"
+            d.parent_states, 4,
+            "the plan, the choice of a run with items, the map and finalize, not the release after a failure"
         );
         assert_eq!(d.parent_tasks, 2, "the plan and finalize");
         assert!(d.gb("cxone-etm-collect") >= 0.25);
@@ -200,9 +201,10 @@ mod tests {
         };
         let one_per_item = cost(&d, &work(1_000));
         let grouped = cost(&d, &work(40));
-        // The parent's start, plan, map and finalize; each child's start, collect and transform.
-        assert_eq!(one_per_item.state_transitions, 4 + 3 * 1_000);
-        assert_eq!(grouped.state_transitions, 4 + 3 * 40);
+        // The parent's start, plan, choice, map and finalize; each child's start, collect and
+        // transform.
+        assert_eq!(one_per_item.state_transitions, 5 + 3 * 1_000);
+        assert_eq!(grouped.state_transitions, 5 + 3 * 40);
         // The trigger's start, the plan, finalize; each child's collect and transform.
         assert_eq!(grouped.lambda_invocations, 3 + 2 * 40);
         assert!(grouped.dollars.step_functions * 10.0 < one_per_item.dollars.step_functions);

@@ -107,15 +107,26 @@ pub async fn transform_until(
     item: &WorkItem,
     start_before: Option<jiff::Timestamp>,
 ) -> Result<TransformRecord, StepError> {
-    if item.part.is_some()
-        && let Some(done) = get_json(store, &item.run.transform_record(&item.item)).await?
-    {
+    match get_json(store, &item.run.transform_record(&item.item)).await? {
         // The parts of a split scan share the item's transform: another part's did it, unless
         // finalize gave up waiting for it.
-        return match done {
-            TransformRecord { given_up: true, .. } => Err(given_up(item)),
-            done => Ok(done),
-        };
+        Some(done) if item.part.is_some() => {
+            return match done {
+                TransformRecord { given_up: true, .. } => Err(given_up(item)),
+                done => Ok(done),
+            };
+        }
+        // Another attempt transformed the item (its record is its last write): an attempt that
+        // comes after, Step Functions' retry of one whose answer was lost, or one that outlived
+        // its run, writes nothing again over what the run may have committed.
+        Some(
+            done @ TransformRecord {
+                given_up: false,
+                failed: None,
+                ..
+            },
+        ) => return Ok(done),
+        _ => {}
     }
     match transform_collected(store, connection, item, start_before).await {
         // A run that ended, or a finalize that gave up on this item, without this attempt keeps
@@ -736,14 +747,16 @@ async fn transform_collected(
                 moving.part = again.remove(engine).unwrap_or_default();
             }
             drop(again);
-            let object = moved.object.as_ref().map(|o| o.key.clone());
-            record.objects.retain(|o| Some(&o.key) != object.as_ref());
-            if let Some(object) = object {
-                store.delete(&object).await?;
-            }
+            let written = moved.object.as_ref().map(|o| o.key.clone());
+            record.objects.retain(|o| Some(&o.key) != written.as_ref());
+            // Written again over the first (an attempt cut off between a delete and the write
+            // would leave a run that committed the object without it), and deleted only where
+            // nothing is left to close.
             moved = close_moved(store, run, key, &context, legacy, max, &mut moving).await?;
-            if let Some(entry) = &moved.object {
-                record.objects.insert(0, entry.clone());
+            match (&moved.object, written) {
+                (Some(entry), _) => record.objects.insert(0, entry.clone()),
+                (None, Some(object)) => store.delete(&object).await?,
+                (None, None) => {}
             }
         }
         for closed in moved.closed.values() {

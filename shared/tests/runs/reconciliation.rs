@@ -1801,17 +1801,19 @@ async fn an_item_whose_every_moved_engine_stays_keeps_its_ledger_for_the_next_ru
     a_renamed_engine_stays("rekeyed-all-stay", vec![Engine::Kics], SecondRun::Whole).await;
 }
 
-/// The same with the transform's process killed right after it deleted the item's moved closures
-/// (to write them again without KICS's), before it wrote them again: the state machine's retry
-/// starts over from the last committed ledger and ends as an attempt never killed.
+/// The same with the transform's process killed right after it first wrote the item's moved
+/// closures (KICS's among them), before it wrote them again without KICS's: the object is never
+/// absent (before, the rewrite deleted it first, and a run committing the item while an attempt
+/// was cut off there lost it), and the state machine's retry starts over from the last committed
+/// ledger and ends as an attempt never killed.
 #[tokio::test]
-async fn a_transform_killed_between_deleting_and_rewriting_moved_closures_is_retried_to_the_same_end()
+async fn a_transform_killed_between_writing_and_rewriting_moved_closures_is_retried_to_the_same_end()
  {
     use cxone_etm::Engine;
     a_renamed_engine_stays(
         "rekeyed-killed",
         vec![Engine::Sast, Engine::Kics],
-        SecondRun::KilledBetweenDeleteAndRewrite,
+        SecondRun::KilledBeforeTheRewrite,
     )
     .await;
 }
@@ -1821,9 +1823,9 @@ async fn a_transform_killed_between_deleting_and_rewriting_moved_closures_is_ret
 enum SecondRun {
     /// As the runner runs it.
     Whole,
-    /// Step by step, as the state machine runs it, the process of the transform that deletes
-    /// the moved closures killed right after the deletion; that transform retried.
-    KilledBetweenDeleteAndRewrite,
+    /// Step by step, as the state machine runs it, the process of the transform that rewrites
+    /// the moved closures killed right after it first wrote them; that transform retried.
+    KilledBeforeTheRewrite,
 }
 
 /// Run 1 by project id, of `engines` (KICS among them); run 2 by project name (`second`), with
@@ -1872,13 +1874,26 @@ async fn a_renamed_engine_stays(id: &str, engines: Vec<cxone_etm::Engine>, secon
                 .unwrap();
             manifest(&store.inner, &second.manifest).await
         }
-        SecondRun::KilledBetweenDeleteAndRewrite => {
-            killed_between_delete_and_rewrite(&store, &by_name, &emulator).await
+        SecondRun::KilledBeforeTheRewrite => {
+            killed_before_the_rewrite(&store, &by_name, &emulator).await
         }
     };
     emulator.clear_faults();
     assert!(m2.complete, "{:?}", m2.problems);
     let stayed = m2.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
+    // The item's moved closures are there exactly where the manifest lists them: where every
+    // engine that moved stays, the object first written is deleted.
+    let run2 = cxone_etm::pipeline::RunRef {
+        connection_id: id.into(),
+        run_id: m2.run_id.clone(),
+    };
+    let moved_closures = run2.moved_closures(&stayed.item);
+    assert_eq!(
+        store.inner.get(&moved_closures).await.unwrap().is_some(),
+        stayed.objects.iter().any(|o| o.key == moved_closures),
+        "{:?}",
+        stayed.objects
+    );
     let (closed, sent) = by_engine(&store.inner, &stayed.objects).await;
     assert!(
         closed
@@ -1928,7 +1943,7 @@ async fn a_renamed_engine_stays(id: &str, engines: Vec<cxone_etm::Engine>, secon
 
 /// A run step by step as the state machine runs it, where the one transform that deletes an
 /// item's moved closures is killed right after the deletion and retried.
-async fn killed_between_delete_and_rewrite(
+async fn killed_before_the_rewrite(
     store: &CrashingStore,
     c: &cxone_etm::pipeline::Connection,
     emulator: &Emulator,
@@ -1949,16 +1964,25 @@ async fn killed_between_delete_and_rewrite(
     .await
     .unwrap();
     let groups = plan(store, &vendor, c, &run, 1).await.unwrap();
-    store.crash_after_deleting(cxone_etm::layout::MOVED_CLOSURES);
+    store.crash_after(cxone_etm::layout::MOVED_CLOSURES, 1);
     let mut killed = 0;
     for item in groups.iter().flat_map(|g| &g.items) {
         collect(store, &vendor, c, item, None).await.unwrap();
         if let Err(error) = transform(store, c, item).await {
             assert!(matches!(error, StepError::Store(_)), "{error}");
             let moved_closures = run.moved_closures(&item.item);
+            let first = store
+                .get(&moved_closures)
+                .await
+                .unwrap()
+                .expect("never absent");
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&first[..]), &mut text)
+                .unwrap();
             assert!(
-                store.get(&moved_closures).await.unwrap().is_none(),
-                "killed between the deletion and the rewrite"
+                text.lines()
+                    .any(|line| serde_json::from_str::<Value>(line).unwrap()["engine"] == "kics"),
+                "killed between the first write, KICS's closures in it, and the rewrite"
             );
             killed += 1;
             store.revive();
@@ -3117,8 +3141,6 @@ struct Crash {
     refused: Vec<String>,
     /// Dies partway through the next streamed write of a key ending so.
     midway: Option<String>,
-    /// Dies right after deleting a key ending so.
-    after_deleting: Option<String>,
     /// Whether a streamed write was cut off.
     cut: bool,
     dead: bool,
@@ -3155,14 +3177,6 @@ impl CrashingStore {
     fn crash_midway(&self, suffix: &str) {
         *self.crash.lock().unwrap() = Crash {
             midway: Some(suffix.to_string()),
-            ..Crash::default()
-        };
-    }
-
-    /// Dies right after the next deletion of a key ending with `suffix`.
-    fn crash_after_deleting(&self, suffix: &str) {
-        *self.crash.lock().unwrap() = Crash {
-            after_deleting: Some(suffix.to_string()),
             ..Crash::default()
         };
     }
@@ -3258,16 +3272,7 @@ impl ObjectStore for CrashingStore {
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.check(key)?;
-        self.inner.delete(key).await?;
-        let mut crash = self.crash.lock().unwrap();
-        if crash
-            .after_deleting
-            .as_ref()
-            .is_some_and(|s| key.ends_with(s.as_str()))
-        {
-            crash.dead = true;
-        }
-        Ok(())
+        self.inner.delete(key).await
     }
 }
 
@@ -3948,6 +3953,60 @@ async fn a_transform_that_outlives_its_run_leaves_the_committed_ledger_alone() {
         "what the newer scan fixed closes now"
     );
     std::fs::remove_dir_all(&late_one.dir).ok();
+}
+
+/// A transform attempt that comes after the item's record (Step Functions' retry of one whose
+/// answer was lost, or an attempt that outlived its run) answers that record and writes nothing
+/// over what the run committed. Before, it wrote the item's batch objects again before it found
+/// the lock gone (and, where an engine stayed on a moved asset, deleted its moved closures first).
+#[tokio::test]
+async fn a_transform_after_the_items_record_answers_it_and_writes_nothing() {
+    let (store, dir) = temp_store("recorded");
+    let emulator = emulator(shape(2, 1)).await;
+    let c = connection(&emulator, "recorded", ConnectorKind::Sast);
+    let m = first_complete_run(&store, &c, &emulator).await;
+    let run = cxone_etm::pipeline::RunRef {
+        connection_id: "recorded".into(),
+        run_id: m.run_id.clone(),
+    };
+    let (items, _) = cxone_etm::pipeline::read_work_list(&store, &run)
+        .await
+        .unwrap();
+    let item = items
+        .iter()
+        .find(|i| {
+            m.items
+                .iter()
+                .any(|d| d.item == i.item && !d.objects.is_empty())
+        })
+        .expect("an item with batch objects");
+    let recorded: cxone_etm::pipeline::TransformRecord = serde_json::from_slice(
+        &store
+            .get(&run.transform_record(&item.item))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let written = std::sync::Mutex::new(Vec::new());
+    let watched = Hooked {
+        inner: store.clone(),
+        hook: |key: &str, _| {
+            written.lock().unwrap().push(key.to_string());
+            None
+        },
+    };
+    let again = cxone_etm::pipeline::transform(&watched, &c, item)
+        .await
+        .unwrap();
+    assert_eq!(again, recorded);
+    assert_eq!(
+        written.lock().unwrap().len(),
+        0,
+        "{:?}",
+        written.lock().unwrap()
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// A late transform refused after the commit whose take-back fails at the ledger (a store error,
