@@ -468,10 +468,11 @@ fn bench_pulls_a_small_tenant_in_the_fewest_requests_and_reports_each_budget() {
         // A small run keeps its parallelism: fewer items than children at once, one item each.
         let children = run["childExecutions"].as_u64().unwrap();
         assert_eq!(Some(children), run["items"].as_u64(), "{run}");
-        // The parent's start, plan, map and finalize; each child's start, collect and transform.
+        // The parent's start, plan, choice, map and finalize; each child's start, collect and
+        // transform.
         assert_eq!(
             cost["stateTransitions"].as_u64(),
-            Some(4 + 3 * children),
+            Some(5 + 3 * children),
             "{cost}"
         );
         // The trigger's start, the plan and finalize; each child's collect and transform.

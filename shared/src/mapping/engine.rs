@@ -142,6 +142,11 @@ pub struct Figures {
     /// findings may all be there under the new name. Held open instead of closed.
     #[serde(default)]
     pub held_for_unknown_record_types: u64,
+    /// Open DAST findings absent from a scan whose login failed (the environment's
+    /// `lastAuthSuccess` false for that scan): the scan saw only what a visitor without the
+    /// login sees, so what it lacks may be behind the login. Held open instead of closed.
+    #[serde(default)]
+    pub held_for_failed_login: u64,
     /// Rows of the severities-before-triage pull that could not be read (no text hash or
     /// severity): their findings are ingested without `originalVendorSeverity`.
     #[serde(default)]
@@ -193,6 +198,7 @@ impl Figures {
         self.held_for_repeated_records += other.held_for_repeated_records;
         self.held_as_id_now_repeats += other.held_as_id_now_repeats;
         self.held_for_unknown_record_types += other.held_for_unknown_record_types;
+        self.held_for_failed_login += other.held_for_failed_login;
         self.unreadable_original_severities += other.unreadable_original_severities;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
@@ -349,6 +355,8 @@ struct State {
     own_records: u64,
     /// Whether records of a type no engine reads came in this pull ([`ItemTransformer::beside_unknown_record_types`]).
     unknown_record_types_in_pull: bool,
+    /// Whether the scan's login failed ([`ItemTransformer::scan_login_failed`]).
+    login_failed: bool,
 }
 
 /// What in a pull may stand for findings it did not show, so that its absent findings may not be
@@ -362,6 +370,8 @@ pub enum Unseen {
     /// No record of this engine, beside records of a type Checkmarx One is not known to send:
     /// the engine's type may have been renamed.
     UnknownRecordTypes,
+    /// A DAST scan whose login failed: what it lacks may be behind the login.
+    FailedLogin,
 }
 
 /// A record that holds every engine's absent findings of its pull open, whichever engine's
@@ -1232,6 +1242,7 @@ impl<'p> ItemTransformer<'p> {
                 Some(Unseen::RejectedRecord) => figures.held_for_rejected_records += absent,
                 Some(Unseen::RepeatedRecord) => figures.held_for_repeated_records += absent,
                 Some(Unseen::UnknownRecordTypes) => figures.held_for_unknown_record_types += absent,
+                Some(Unseen::FailedLogin) => figures.held_for_failed_login += absent,
                 None => {}
             }
             if unseen.is_some() { 0 } else { absent }
@@ -1249,6 +1260,8 @@ impl<'p> ItemTransformer<'p> {
             Some(Unseen::RejectedRecord)
         } else if hold == Some(PullHold::RepeatedRecord) {
             Some(Unseen::RepeatedRecord)
+        } else if self.state.login_failed {
+            Some(Unseen::FailedLogin)
         } else if self.state.own_records == 0 && self.state.unknown_record_types_in_pull {
             Some(Unseen::UnknownRecordTypes)
         } else {
@@ -1273,6 +1286,12 @@ impl<'p> ItemTransformer<'p> {
     /// its absent findings are held open ([`Self::settle_absent`]).
     pub fn beside_unknown_record_types(&mut self) {
         self.state.unknown_record_types_in_pull = true;
+    }
+
+    /// The DAST scan's login failed (the environment says so of the scan pulled): its absent
+    /// findings are held open ([`Self::settle_absent`]).
+    pub fn scan_login_failed(&mut self) {
+        self.state.login_failed = true;
     }
 
     /// What this transformer met (or was told of) that holds its pull's absent findings open.

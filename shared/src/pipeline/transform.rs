@@ -295,6 +295,18 @@ fn rejected_in(pull: &Pull, rejected: &FirstListed<Rejected>) -> String {
 
 /// The item's vendor record: carried in the work item, or read where the plan stored one too
 /// large to carry.
+/// Whether a DAST environment's record says the login of `scan` failed: the environment has a
+/// login (`hasAuth`), its last scan is `scan`, and that scan's login did not succeed
+/// (`lastAuthSuccess` false). Such a scan saw only what a visitor without the login sees.
+/// (Of a scan older than the environment's last, the record says nothing.)
+fn login_failed(environment: &Value, scan: Option<&str>) -> bool {
+    environment["hasAuth"] == Value::Bool(true)
+        && environment["lastAuthSuccess"] == Value::Bool(false)
+        && scan
+            .zip(environment["lastScanID"].as_str())
+            .is_some_and(|(scan, last)| crate::cxone::same_id(scan, last))
+}
+
 async fn item_record<'a>(
     store: &impl ObjectStore,
     item: &'a WorkItem,
@@ -381,6 +393,8 @@ async fn transform_collected(
             produced_at: run_record.started_at,
         };
         let vendor_record = item_record(store, item).await?;
+        let login_failed = !connection.config.kind.on_projects()
+            && login_failed(&vendor_record, outcome.scan_id.as_deref());
         let item_json = serde_json::to_vec(&*vendor_record).expect("a JSON value serializes");
         let legacy = connection.config.kind.legacy_engine();
         // One set for every engine's transformer; the texts go once it is made, before the
@@ -476,6 +490,9 @@ async fn transform_collected(
                     engines.iter().copied().filter(|e| *e != engine).collect();
                 transformer.beside(&same_scan, &elsewhere, transformers.is_empty());
                 transformer.expect_repeats(repeated_ids.clone());
+                if login_failed {
+                    transformer.scan_login_failed();
+                }
                 if let Some(scan_id) = &scan_id {
                     transformer.link_to(ScanLinks {
                         base: connection.vendor.endpoints.api.clone(),
@@ -720,6 +737,7 @@ async fn transform_collected(
                     }
                     Some(Unseen::RejectedRecord) => rejected_in(pull, &rejected),
                     Some(Unseen::RepeatedRecord) => "a finding of its pull came twice with other bytes (the list moved while it was paged, past a record)".into(),
+                    Some(Unseen::FailedLogin) => "its scan's login failed (the environment's `lastAuthSuccess`)".into(),
                 };
                 return Err(StepError::Transform {
                     at: format!("item {key}"),
@@ -976,6 +994,39 @@ mod tests {
     use crate::mapping::Rejected;
     use crate::store::MemoryStore;
     use sha2::{Digest, Sha256};
+
+    #[test]
+    fn a_scans_login_failed_only_where_the_environment_says_so_of_that_scan() {
+        let scan = "8a0f5c1e-0000-4000-8000-000000000001";
+        let environment = |has_auth: Value, succeeded: Value, last: &str| serde_json::json!({"hasAuth": has_auth, "lastAuthSuccess": succeeded, "lastScanID": last});
+        let (yes, no) = (Value::Bool(true), Value::Bool(false));
+        assert!(login_failed(
+            &environment(yes.clone(), no.clone(), scan),
+            Some(scan)
+        ));
+        let upper = scan.to_uppercase();
+        assert!(login_failed(
+            &environment(yes.clone(), no.clone(), &upper),
+            Some(scan)
+        ));
+        assert!(!login_failed(
+            &environment(yes.clone(), yes.clone(), scan),
+            Some(scan)
+        ));
+        assert!(!login_failed(
+            &environment(yes.clone(), Value::Null, scan),
+            Some(scan)
+        ));
+        assert!(!login_failed(
+            &environment(no.clone(), no.clone(), scan),
+            Some(scan)
+        ));
+        assert!(!login_failed(
+            &environment(yes.clone(), no.clone(), "another"),
+            Some(scan)
+        ));
+        assert!(!login_failed(&environment(yes, no, scan), None));
+    }
 
     fn rejections(pages: std::ops::Range<u32>) -> Vec<Rejected> {
         pages

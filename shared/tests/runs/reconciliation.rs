@@ -987,6 +987,73 @@ async fn results_about_another_scan_are_not_taken() {
     }
 }
 
+/// A DAST scan whose login failed lacks what lies behind the login: the environment says so of
+/// its last scan (`hasAuth`, `lastAuthSuccess` false), the one the run pulls, and its findings
+/// absent from that scan are held open (`heldForFailedLogin`), not closed; what it shows is
+/// sent. The environments without a login close what their scans lack as ever, and the next
+/// run, the login working again, reopens nothing. Before, every finding behind the login was
+/// closed as FIXED and sent NEW again once the login worked.
+#[tokio::test]
+async fn a_dast_scan_whose_login_failed_closes_nothing_it_lacks() {
+    let id = "dast-login-failed";
+    let (store, dir) = temp_store(id);
+    let emulator = emulator(TenantShape {
+        dast_environments: 4,
+        ..shape(PROJECTS, 1)
+    })
+    .await;
+    let c = connection(&emulator, id, ConnectorKind::Dast);
+    let m1 = first_complete_run(&store, &c, &emulator).await;
+    let open = |m: &Manifest, environment: &str| {
+        let item = m.items.iter().find(|i| i.vendor_id == environment).unwrap();
+        item.figures.findings_out - item.figures.fixed
+    };
+    for endpoint in [Endpoint::DastEnvironments, Endpoint::DastResults] {
+        let fault = FaultSpec {
+            login_failed: true,
+            ..FaultSpec::default()
+        };
+        emulator.set_fault(endpoint, fault);
+    }
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    let m2 = manifest(&store, &second.manifest).await;
+    assert!(m2.complete, "{:?}", m2.problems);
+    let (with_login, without): (Vec<_>, Vec<_>) = emulator
+        .expected()
+        .environments
+        .into_iter()
+        .filter(|e| e.latest_completed_scan.is_some() && open(&m1, &e.id) > 1)
+        .partition(|e| e.has_login);
+    assert!(!with_login.is_empty() && !without.is_empty());
+    let mut held = 0;
+    for e in &with_login {
+        let item = m2.items.iter().find(|i| i.vendor_id == e.id).unwrap();
+        let closed: u64 = (item.objects.iter())
+            .filter(|o| o.key.ends_with(CLOSURES))
+            .map(|o| o.findings)
+            .sum();
+        assert_eq!(closed, 0, "{}: nothing closed", item.item);
+        assert!(item.figures.held_for_failed_login > 0, "{:?}", item.figures);
+        assert_eq!(
+            open(&m2, &e.id) + item.figures.held_for_failed_login,
+            open(&m1, &e.id),
+            "{}: what the scan showed, sent; the rest held",
+            item.item
+        );
+        held += item.figures.held_for_failed_login;
+    }
+    assert_eq!(m2.totals.held_for_failed_login, held);
+    for e in &without {
+        let item = m2.items.iter().find(|i| i.vendor_id == e.id).unwrap();
+        assert_eq!(item.figures.held_for_failed_login, 0, "{}", item.item);
+    }
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    nothing_new_or_reopened(&manifest(&store, &third.manifest).await, "run 3");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 async fn a_list_that_skips_one_while_it_is_paged_deletes_nothing(kind: ConnectorKind) {
     let id = format!("list-skipped-{kind:?}").to_lowercase();
     let (store, dir) = temp_store(&id);

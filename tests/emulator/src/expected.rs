@@ -53,6 +53,9 @@ pub struct ExpectedEnvironment {
     pub id: String,
     pub domain: String,
     pub url: String,
+    /// Whether it is scanned behind a login (`hasAuth`).
+    #[serde(default)]
+    pub has_login: bool,
     pub scans: Vec<ExpectedDastScan>,
     pub latest_completed_scan: Option<String>,
 }
@@ -161,6 +164,7 @@ pub fn expected_totals(tenant: &Tenant) -> ExpectedTotals {
                 id: tenant.environment_id(e),
                 domain: tenant.environment_domain(e),
                 url: tenant.environment_url(e),
+                has_login: tenant.environment_has_login(e),
                 latest_completed_scan: latest.map(|s| s.id.clone()),
                 scans: scans
                     .iter()

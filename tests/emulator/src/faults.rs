@@ -65,6 +65,12 @@ pub struct FaultSpec {
     /// been deleted and a new one created at its end: those after it come one place earlier, so
     /// one is never sent, and the count stays.
     pub first_replaced: bool,
+    /// `/api/dast/scans/environments`: every environment with a login (`hasAuth`) says its last
+    /// scan's login failed (`lastAuthSuccess` and `authSuccess` false); the DAST results
+    /// endpoint: the results of a scan of such an environment as if it had run without its
+    /// login, their first half only (what lies behind the login never reached), the total
+    /// saying so.
+    pub login_failed: bool,
     /// `/api/projects/last-scan` answers each project's latest scan whatever `scan-status`,
     /// `engine`, `branch` and `project-ids` ask, `/api/dast/scans/scans` every environment's
     /// scans whatever `environmentId` asks, the results endpoints the tenant's first scan's
@@ -225,6 +231,11 @@ impl FaultSpec {
                         format!("'ignore-sort' expects true or false, got '{value}'")
                     })?
                 }
+                "login-failed" => {
+                    spec.login_failed = value.parse().map_err(|_| {
+                        format!("'login-failed' expects true or false, got '{value}'")
+                    })?;
+                }
                 "replace-first" => {
                     spec.first_replaced = value.parse().map_err(|_| {
                         format!("'replace-first' expects true or false, got '{value}'")
@@ -255,7 +266,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, list-main-branch (a branch name), retype (OLD:NEW), shrink-to, page-cap, expire-tokens-after, visible, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, login-failed, list-main-branch (a branch name), retype (OLD:NEW), shrink-to, page-cap, expire-tokens-after, visible, max"
                     ));
                 }
             }
@@ -508,6 +519,11 @@ impl FaultControl {
     pub fn sort_ignored(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
         let slot = self.slot(endpoint);
         slot.spec.sort_ignored && slot.spec.applies_to(path_and_query)
+    }
+
+    pub fn login_failed(&self, endpoint: Endpoint, path_and_query: &str) -> bool {
+        let slot = self.slot(endpoint);
+        slot.spec.login_failed && slot.spec.applies_to(path_and_query)
     }
 
     pub fn first_replaced(&self, endpoint: Endpoint, path_and_query: &str) -> bool {

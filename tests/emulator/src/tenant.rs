@@ -1124,14 +1124,20 @@ impl Tenant {
                 None => "New@",
             },
             "authSuccess": true,
+            "lastAuthSuccess": true,
             "isPublic": e % 2 == 1,
-            "hasAuth": e.is_multiple_of(2),
-            "authMethod": if e.is_multiple_of(2) { "form" } else { "" },
+            "hasAuth": self.environment_has_login(e),
+            "authMethod": if self.environment_has_login(e) { "form" } else { "" },
             "tunnelState": "no_tunnel",
             "hasReport": last.is_some(),
             "settings": {},
             "scanConfig": {"ScanURL": self.environment_url(e)},
         })
+    }
+
+    /// Whether environment `e` is scanned behind a login (`hasAuth`): every second one.
+    pub fn environment_has_login(&self, e: u32) -> bool {
+        e.is_multiple_of(2)
     }
 
     pub fn dast_scan_json(&self, s: &DastScanInfo) -> Value {

@@ -140,6 +140,9 @@ pub async fn environments(
     }
     let first = matching.first().copied().unwrap_or(0);
     let page: Vec<Option<u32>> = listed.into_iter().skip(from).take(count).collect();
+    let login_failed = state
+        .faults
+        .login_failed(Endpoint::DastEnvironments, &crate::faults::request_target());
     let mut body = Vec::with_capacity(page.len() * 1_200 + 128);
     body.extend_from_slice(b"{\"environments\":");
     write_array(
@@ -148,7 +151,7 @@ pub async fn environments(
         page.len(),
         page.into_iter().map(|e| {
             move |out: &mut Vec<u8>| {
-                let environment = match e {
+                let mut environment = match e {
                     Some(e) => tenant.environment_json(e),
                     None => {
                         let mut created = tenant.environment_json(first);
@@ -158,6 +161,10 @@ pub async fn environments(
                         created
                     }
                 };
+                if login_failed && environment["hasAuth"] == Value::Bool(true) {
+                    environment["authSuccess"] = Value::Bool(false);
+                    environment["lastAuthSuccess"] = Value::Bool(false);
+                }
                 serde_json::to_writer(out, &environment).expect("Vec write")
             }
         }),
@@ -306,6 +313,15 @@ pub async fn results(
         ));
     }
     let total = tenant.dast_scan_result_count(&scan);
+    // The fault `login-failed`: what a scan of an environment with a login reached without it.
+    let total = match tenant.environment_has_login(scan.environment)
+        && state
+            .faults
+            .login_failed(Endpoint::DastResults, &faults::request_target())
+    {
+        true => total / 2,
+        false => total,
+    };
     // A server that caps the page size (the fault `page-cap`) pages by what it sends.
     let per_page = page_room(&state, Endpoint::DastResults, per_page, 0);
     let start = (page - 1).saturating_mul(per_page);
