@@ -140,6 +140,13 @@ pub trait ObjectStore: Send + Sync {
         }
     }
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Makes every object written so far durable, through a power loss: a commit's claim and
+    /// marker must not land before what they commit. S3 answers a write once it is durable, and
+    /// memory never is, so by default there is nothing to do; a directory's writes sit in the
+    /// kernel's cache until synced.
+    fn make_durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// What an object held when it was read ([`ObjectStore::get_versioned`]): S3's ETag; elsewhere
@@ -168,6 +175,26 @@ fn write_through(
     let mut buffered = std::io::BufWriter::with_capacity(FILE_BUFFER, file);
     write(&mut buffered)?;
     buffered.flush()
+}
+
+/// Writes to disk what the file system holding `folder` has in the kernel's cache.
+#[cfg(target_os = "linux")]
+fn sync_file_system(folder: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let folder = std::fs::File::open(folder)?;
+    // SAFETY: `syncfs` reads only the descriptor, which `folder` keeps open for the call.
+    match unsafe { libc::syncfs(folder.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Writes to disk what every file system has in the kernel's cache (no `syncfs` here).
+#[cfg(all(unix, not(target_os = "linux")))]
+fn sync_file_system(_folder: &Path) -> std::io::Result<()> {
+    // SAFETY: `sync` takes no argument and cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
 }
 
 /// A directory on disk. Writes go to a temporary file and are renamed into place, so a reader never
@@ -237,6 +264,13 @@ impl LocalStore {
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         self.put_written(key, |out| out.write_all(&body)).await
+    }
+
+    /// The whole file system of the directory synced (`syncfs`): the run's objects, written as
+    /// files and renamed or linked into place, then the claim or marker after them.
+    async fn make_durable(&self) -> Result<(), StoreError> {
+        sync_file_system(&self.root)
+            .map_err(|e| StoreError::failed(self.root.display().to_string(), e))
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
@@ -973,6 +1007,13 @@ impl ObjectStore for AnyStore {
         }
     }
 
+    async fn make_durable(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Local(s) => s.make_durable().await,
+            Self::S3(s) => s.make_durable().await,
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         match self {
             Self::Local(s) => s.get(key).await,
@@ -1250,7 +1291,14 @@ mod tests {
                 .await
                 .is_err()
         );
-        std::fs::remove_dir_all(dir).ok();
+        LocalStore::new(&dir).make_durable().await.unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        // The folder gone, the sync cannot be asked for, and says where.
+        let gone = LocalStore::new(&dir).make_durable().await.unwrap_err();
+        assert!(
+            gone.to_string().contains(&dir.display().to_string()),
+            "{gone}"
+        );
     }
 
     /// A fake S3's raw HTTP answer to a request (its head and body as text).

@@ -24,7 +24,9 @@ pub(crate) enum Claimed {
 }
 
 /// Claims the commit after `previous` (the run `run` reconciled against) with `marker`, the
-/// bytes of the run's commit marker.
+/// bytes of the run's commit marker. What the claim commits is made durable before it, and the
+/// claim before the marker may follow (a directory's writes may otherwise reach the disk in
+/// another order, or not at all, before a power loss).
 pub(crate) async fn claim(
     store: &impl ObjectStore,
     run: &RunRef,
@@ -32,7 +34,9 @@ pub(crate) async fn claim(
     marker: Bytes,
 ) -> Result<Claimed, StepError> {
     let key = commit_claim_key(&run.connection_id, previous);
+    store.make_durable().await?;
     if store.put_if_absent(&key, marker.clone()).await? {
+        store.make_durable().await?;
         return Ok(Claimed::ByThisRun(marker));
     }
     let Some(standing) = store.get(&key).await? else {
@@ -102,7 +106,8 @@ pub(crate) async fn put_marker(
             why: "another writer has it in flight (the store refused this one's for it); the next attempt finds it, or writes it from the run's commit claim".into(),
         });
     }
-    Ok(())
+    // A run answered committed is committed after a power loss too.
+    Ok(store.make_durable().await?)
 }
 
 /// The run a claim names.
@@ -135,6 +140,41 @@ mod tests {
 
     fn marker(id: &str) -> Bytes {
         Bytes::from(format!(r#"{{"runId":"{id}","manifestSha256":"{id}"}}"#))
+    }
+
+    /// A store that logs the keys it wrote and each point where it was made durable.
+    #[derive(Default)]
+    struct Logged {
+        inner: MemoryStore,
+        log: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ObjectStore for Logged {
+        async fn put(&self, key: &str, body: Bytes) -> Result<(), crate::store::StoreError> {
+            self.log.lock().unwrap().push(key.to_string());
+            self.inner.put(key, body).await
+        }
+        async fn put_if_absent(
+            &self,
+            key: &str,
+            body: Bytes,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.log.lock().unwrap().push(key.to_string());
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, crate::store::StoreError> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::store::StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), crate::store::StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn make_durable(&self) -> Result<(), crate::store::StoreError> {
+            self.log.lock().unwrap().push("(durable)".into());
+            Ok(())
+        }
     }
 
     const BASE: &str = "20261201T000000Z-000000";
@@ -184,6 +224,31 @@ mod tests {
                 .is_none()
         );
         assert!(next_commit(&store, "c", None).await.unwrap().is_none());
+    }
+
+    /// What a claim commits is made durable before it, the claim before the marker, and the
+    /// marker before the run is answered committed: on a directory, a power loss would otherwise
+    /// leave a claim or marker whose run's objects (or the claim itself) never reached the disk.
+    #[tokio::test]
+    async fn a_commit_is_made_durable_before_its_claim_its_marker_and_its_answer() {
+        let store = Logged::default();
+        claim(&store, &run(FIRST), Some(BASE), marker(FIRST))
+            .await
+            .unwrap();
+        put_marker(&store, &run(FIRST), marker(FIRST))
+            .await
+            .unwrap();
+        let durable = "(durable)".to_string();
+        assert_eq!(
+            *store.log.lock().unwrap(),
+            [
+                durable.clone(),
+                commit_claim_key("c", Some(BASE)),
+                durable.clone(),
+                run(FIRST).commit_marker(),
+                durable
+            ]
+        );
     }
 
     /// A claim that names no run id (written by hand: a path, an empty object) is refused with its
