@@ -5,6 +5,7 @@ mod runs;
 
 use cxone_etm_cli::report;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -258,7 +259,6 @@ fn write_or_print(out: Option<PathBuf>, text: &str) -> anyhow::Result<()> {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
         }
         None => {
-            use std::io::Write;
             match writeln!(std::io::stdout().lock(), "{text}") {
                 // A reader that stopped early (`| head`) is not an error.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -310,7 +310,9 @@ async fn run() -> anyhow::Result<ExitCode> {
     if let (true, Err(error)) = (json, &outcome) {
         // A script reading `--json` from stdout gets one document on failure too; the message
         // also goes to stderr, as without `--json`.
-        println!("{}", serde_json::json!({ "error": format!("{error:#}") }));
+        let document = serde_json::json!({ "error": format!("{error:#}") });
+        // A reader gone (`| head`) loses it; the message is on stderr all the same.
+        let _ = writeln!(std::io::stdout(), "{document}");
     }
     outcome
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use cxone_emulator::{Emulator, EmulatorConfig, ResultType, TenantShape};
 use cxone_etm::cxone::{CaBundleAt, ConnectionReport, VendorSettings, test_connection};
 use cxone_etm::field_error::{Described, FieldError};
+use cxone_etm::mapping::{DEFAULT_SCORING, TransformMap};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunState, RunSummary, Trigger,
     config_key, connection_status, record_registration, run_connection,
@@ -69,28 +70,55 @@ enum StoredConfig {
 /// What a local run into a bucket may set otherwise than the connection's deployed config: how it
 /// reaches the vendor and reads its credential, not what it delivers. (The vendor's tenant and
 /// region are held to the last committed run's by the plan.)
-const LOCAL_MAY_DIFFER: [&str; 6] = [
+const LOCAL_MAY_DIFFER: [&str; 7] = [
     "secret",
     "vendor",
     "name",
     "description",
     "schedule",
     "item_concurrency",
+    "split_scans_above",
 ];
 
-/// The fields, outside [`LOCAL_MAY_DIFFER`], in which `given` differs from `stored`: maps,
-/// scoring, engines, filters, branches, triage, and the rest of what a run delivers.
+/// What a config delivers, as fields: its engines as the kind's when it names none, each
+/// engine's map (`transform_maps`, the shipped one where it has none of its own, wherever it
+/// holds it), and its scoring (the shipped table where it has none), so that two configs that
+/// deliver alike compare alike.
+fn delivery(
+    config: &ConnectionConfig,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let serde_json::Value::Object(mut fields) = serde_json::to_value(config)? else {
+        anyhow::bail!("a connection config did not serialize as an object");
+    };
+    let engines = (config.engines.clone()).unwrap_or_else(|| config.kind.default_engines());
+    let maps: Vec<TransformMap> = engines
+        .iter()
+        .map(|engine| {
+            (config.transform_map.iter())
+                .chain(&config.transform_maps)
+                .find(|map| map.kind == *engine)
+                .cloned()
+                .unwrap_or_else(|| TransformMap::default_for(*engine))
+        })
+        .collect();
+    let scoring = match &config.scoring {
+        Some(scoring) => serde_json::to_value(scoring)?,
+        None => serde_json::from_str(DEFAULT_SCORING)?,
+    };
+    fields.remove("transform_map");
+    fields.insert("engines".into(), json!(engines));
+    fields.insert("transform_maps".into(), serde_json::to_value(maps)?);
+    fields.insert("scoring".into(), scoring);
+    Ok(fields)
+}
+
+/// The fields, outside [`LOCAL_MAY_DIFFER`], in which `given` delivers otherwise than `stored`:
+/// engines, maps, scoring, filters, branches, triage, and the rest of what a run delivers.
 fn delivery_differences(
     given: &ConnectionConfig,
     stored: &ConnectionConfig,
 ) -> anyhow::Result<Vec<String>> {
-    let as_object = |config: &ConnectionConfig| -> anyhow::Result<serde_json::Map<_, _>> {
-        match serde_json::to_value(config)? {
-            serde_json::Value::Object(fields) => Ok(fields),
-            other => anyhow::bail!("a connection config serialized as {other}, not an object"),
-        }
-    };
-    let (given, stored) = (as_object(given)?, as_object(stored)?);
+    let (given, stored) = (delivery(given)?, delivery(stored)?);
     let fields: std::collections::BTreeSet<&String> = given.keys().chain(stored.keys()).collect();
     Ok(fields
         .into_iter()
@@ -651,4 +679,54 @@ pub async fn load_run(
         );
     }
     Ok((manifest, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ConnectionConfig {
+        let vendor = serde_json::from_value(json!({"region": "EU", "tenant": "acme"})).unwrap();
+        ConnectionConfig::new("sast", ConnectorKind::Sast, vendor, "env:CX_KEY")
+    }
+
+    fn renamed(mut map: TransformMap) -> TransformMap {
+        map.name = "ours".into();
+        map
+    }
+
+    /// Configs that deliver alike are not told apart however they say it; each field that
+    /// changes what a run delivers is named.
+    #[test]
+    fn configs_differ_only_in_what_they_deliver() {
+        let differ = |given: &ConnectionConfig, stored: &ConnectionConfig| {
+            delivery_differences(given, stored).unwrap()
+        };
+        let stored = config();
+        let shipped = TransformMap::default_for(Engine::Sast);
+        let mut alike = config();
+        alike.engines = Some(vec![Engine::Sast]);
+        alike.transform_map = Some(shipped.clone());
+        alike.scoring = Some(serde_json::from_str(DEFAULT_SCORING).unwrap());
+        alike.secret = "arn:aws:secretsmanager:eu-west-1:1:secret:x-AbCdEf".into();
+        alike.split_scans_above = 0;
+        alike.item_concurrency = 1;
+        assert_eq!(differ(&alike, &stored), Vec::<String>::new());
+        // One custom map, wherever the config holds it.
+        let (mut here, mut there) = (config(), config());
+        here.transform_map = Some(renamed(shipped.clone()));
+        there.transform_maps = vec![renamed(shipped)];
+        assert_eq!(differ(&here, &there), Vec::<String>::new());
+        assert_eq!(differ(&here, &stored), ["transform_maps"]);
+        let mut more = config();
+        more.engines = Some(vec![Engine::Sast, Engine::Sca]);
+        assert_eq!(differ(&more, &stored), ["engines", "transform_maps"]);
+        let mut filtered = config();
+        filtered.close_deleted_items = true;
+        filtered.original_severity = false;
+        assert_eq!(
+            differ(&filtered, &stored),
+            ["close_deleted_items", "original_severity"]
+        );
+    }
 }

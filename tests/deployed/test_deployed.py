@@ -1115,7 +1115,7 @@ def test_a_local_run_against_the_bucket_leaves_the_deployed_config_alone(account
     stored = account.client("s3").get_object(Bucket=account.bucket, Key="connections/sast/config.json")["Body"].read()
     runs_before = account.keys("connections/sast/runs/")
     refused = laptop_run(account, emulator, "sast", "sast from a laptop", succeeds=False)
-    assert "delivers otherwise than the deployed one at connections/sast/config.json (scoring, transform_map" in refused.stderr, \
+    assert "delivers otherwise than the deployed one at connections/sast/config.json (scoring, transform_maps)" in refused.stderr, \
         refused.stderr
     assert json.loads(refused.stdout)["error"].startswith("the config given delivers otherwise"), refused.stdout
     assert account.keys("connections/sast/runs/") == runs_before

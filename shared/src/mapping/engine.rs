@@ -1212,9 +1212,10 @@ impl<'p> ItemTransformer<'p> {
     /// for none). When a record of the pull was rejected, none is closed: the rejected record
     /// might be any of them (its id may be what was malformed), so they are held open and counted
     /// in `held_for_rejected_records`; when a finding came twice under the id it was sent with
-    /// (the list moved while it was paged), in `held_for_repeated_records`; where the engine had
-    /// no record of its own beside records of an unknown type, in
-    /// `held_for_unknown_record_types` ([`Self::unseen`]); after a branch switch, which comes
+    /// (the list moved while it was paged), in `held_for_repeated_records`; where the DAST scan's
+    /// login failed, in `held_for_failed_login`; where the engine had no record of its own
+    /// beside records of an unknown type, in `held_for_unknown_record_types` ([`Self::unseen`]);
+    /// after a branch switch, which comes
     /// first, in `held_on_branch_change`. An asset the asset-type filter leaves out closes none
     /// either. Decided once: a second call counts nothing again.
     pub fn settle_absent(&mut self) -> u64 {
@@ -1252,8 +1253,9 @@ impl<'p> ItemTransformer<'p> {
     }
 
     /// What in this engine's pull may stand for findings it did not show, the first of: a
-    /// record rejected, a finding sent twice, no record of its own beside records of an unknown
-    /// type. Its absent findings are then held open ([`Self::settle_absent`]).
+    /// record rejected, a finding sent twice, a DAST scan whose login failed, no record of its
+    /// own beside records of an unknown type. Its absent findings are then held open
+    /// ([`Self::settle_absent`]).
     pub fn unseen(&self) -> Option<Unseen> {
         let hold = self.state.pull_hold;
         if self.state.outcome.figures.rejected > 0 || hold == Some(PullHold::UnattributedRecord) {

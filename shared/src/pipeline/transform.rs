@@ -293,8 +293,22 @@ fn rejected_in(pull: &Pull, rejected: &FirstListed<Rejected>) -> String {
     format!("{count} record(s) of its pull were rejected{first}")
 }
 
-/// The item's vendor record: carried in the work item, or read where the plan stored one too
-/// large to carry.
+/// Refuses, before an attempt writes the item's moved closures, once another attempt recorded
+/// the item (Step Functions retried one that still ran, and it recorded meanwhile): the run may
+/// have committed them, and this attempt's first write holds the closures of engines that may
+/// yet stay, rewritten only after its pull. Refused so, the attempt answers the record that
+/// stands ([`record_transform`]).
+async fn refuse_once_recorded(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
+    let key = item.run.transform_record(&item.item);
+    match store.get(&key).await? {
+        None => Ok(()),
+        Some(_) => Err(StepError::bad_object(
+            &key,
+            "another attempt recorded the item while this one ran: this one writes nothing",
+        )),
+    }
+}
+
 /// Whether a DAST environment's record says the login of `scan` failed: the environment has a
 /// login (`hasAuth`), its last scan is `scan`, and that scan's login did not succeed
 /// (`lastAuthSuccess` false). Such a scan saw only what a visitor without the login sees.
@@ -307,6 +321,8 @@ fn login_failed(environment: &Value, scan: Option<&str>) -> bool {
             .is_some_and(|(scan, last)| crate::cxone::same_id(scan, last))
 }
 
+/// The item's vendor record: carried in the work item, or read where the plan stored one too
+/// large to carry.
 async fn item_record<'a>(
     store: &impl ObjectStore,
     item: &'a WorkItem,
@@ -540,6 +556,9 @@ async fn transform_collected(
                 let part = previous.remove(&engine).expect("read above");
                 moving.insert(engine, Move { was, now, part });
             }
+        }
+        if !moving.is_empty() {
+            refuse_once_recorded(store, item).await?;
         }
         let mut moved = close_moved(store, run, key, &context, legacy, max, &mut moving).await?;
         if let Some(entry) = &moved.object {

@@ -4076,6 +4076,109 @@ async fn a_transform_after_the_items_record_answers_it_and_writes_nothing() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A transform attempt that began before the item's record and reaches its moved closures after
+/// another attempt recorded the item (Step Functions retried one that still ran) writes nothing:
+/// its first write of them would hold the closures of engines that may yet stay, over what the
+/// run may have committed, until its rewrite after the pull (and for good where it is cut off).
+/// It answers the record that stands.
+#[tokio::test]
+async fn a_transform_that_finds_the_item_recorded_before_its_moved_closures_writes_nothing() {
+    let id = "late-move";
+    let (store, dir) = temp_store(id);
+    let emulator = emulator(shape(2, 1)).await;
+    let mut config = connection(&emulator, id, ConnectorKind::Sast).config;
+    first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
+    config.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sast)];
+    let by_name = config.validate().unwrap();
+    let second = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    let m2 = manifest(&store, &second.manifest).await;
+    let run2 = cxone_etm::pipeline::RunRef {
+        connection_id: id.into(),
+        run_id: m2.run_id.clone(),
+    };
+    let (items, _) = cxone_etm::pipeline::read_work_list(&store, &run2)
+        .await
+        .unwrap();
+    let item = items
+        .iter()
+        .find(|i| {
+            let moved = run2.moved_closures(&i.item);
+            m2.items
+                .iter()
+                .any(|d| d.item == i.item && d.objects.iter().any(|o| o.key == moved))
+        })
+        .expect("an item whose asset moved");
+    let record_key = run2.transform_record(&item.item);
+    let recorded = store.get(&record_key).await.unwrap().unwrap();
+    let late = LateRecord {
+        inner: store.clone(),
+        record_key: record_key.clone(),
+        hidden_once: std::sync::atomic::AtomicBool::new(false),
+        written: Default::default(),
+    };
+    let answered = cxone_etm::pipeline::transform(&late, &by_name, item)
+        .await
+        .unwrap();
+    assert!(late.hidden_once.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(serde_json::to_vec(&answered).unwrap(), {
+        let standing: cxone_etm::pipeline::TransformRecord =
+            serde_json::from_slice(&recorded).unwrap();
+        serde_json::to_vec(&standing).unwrap()
+    });
+    let written = late.written.lock().unwrap().clone();
+    assert!(
+        written
+            .iter()
+            .all(|key| !key.contains(&run2.etm_prefix(&item.item)) || key == &record_key),
+        "{written:?}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A directory store whose item record reads absent the first time (the attempt began before
+/// another recorded it), and that logs the keys written.
+struct LateRecord {
+    inner: LocalStore,
+    record_key: String,
+    hidden_once: std::sync::atomic::AtomicBool,
+    written: std::sync::Mutex<Vec<String>>,
+}
+
+impl ObjectStore for LateRecord {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.written.lock().unwrap().push(key.to_string());
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.written.lock().unwrap().push(key.to_string());
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn put_written<W>(&self, key: &str, write: W) -> Result<(), StoreError>
+    where
+        W: FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send,
+    {
+        self.written.lock().unwrap().push(key.to_string());
+        self.inner.put_written(key, write).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        if key == self.record_key
+            && !self
+                .hidden_once
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.written.lock().unwrap().push(format!("delete {key}"));
+        self.inner.delete(key).await
+    }
+}
+
 /// A late transform refused after the commit whose take-back fails at the ledger (a store error,
 /// or cut off there) leaves the committed run's ledger as finalize carried it: the take-back puts
 /// the previous ledger over it, never after a delete. Before, it deleted the committed ledger
