@@ -309,16 +309,14 @@ async fn refuse_once_recorded(store: &impl ObjectStore, item: &WorkItem) -> Resu
     }
 }
 
-/// Whether a DAST environment's record says the login of `scan` failed: the environment has a
-/// login (`hasAuth`), its last scan is `scan`, and that scan's login did not succeed
-/// (`lastAuthSuccess` false). Such a scan saw only what a visitor without the login sees.
-/// (Of a scan older than the environment's last, the record says nothing.)
-fn login_failed(environment: &Value, scan: Option<&str>) -> bool {
+/// Whether a DAST environment's record says its last login failed: it has a login (`hasAuth`)
+/// and its last scan's did not succeed (`lastAuthSuccess` false). The scan pulled, that one or
+/// an earlier completed one (the last may have failed, or still run), may then have seen only
+/// what a visitor without the login sees: the record says nothing of an earlier scan's login,
+/// and what cannot be known to have been seen is not closed.
+fn login_failed(environment: &Value) -> bool {
     environment["hasAuth"] == Value::Bool(true)
         && environment["lastAuthSuccess"] == Value::Bool(false)
-        && scan
-            .zip(environment["lastScanID"].as_str())
-            .is_some_and(|(scan, last)| crate::cxone::same_id(scan, last))
 }
 
 /// The item's vendor record: carried in the work item, or read where the plan stored one too
@@ -409,8 +407,7 @@ async fn transform_collected(
             produced_at: run_record.started_at,
         };
         let vendor_record = item_record(store, item).await?;
-        let login_failed = !connection.config.kind.on_projects()
-            && login_failed(&vendor_record, outcome.scan_id.as_deref());
+        let login_failed = !connection.config.kind.on_projects() && login_failed(&vendor_record);
         let item_json = serde_json::to_vec(&*vendor_record).expect("a JSON value serializes");
         let legacy = connection.config.kind.legacy_engine();
         // One set for every engine's transformer; the texts go once it is made, before the
@@ -1015,36 +1012,15 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     #[test]
-    fn a_scans_login_failed_only_where_the_environment_says_so_of_that_scan() {
-        let scan = "8a0f5c1e-0000-4000-8000-000000000001";
-        let environment = |has_auth: Value, succeeded: Value, last: &str| serde_json::json!({"hasAuth": has_auth, "lastAuthSuccess": succeeded, "lastScanID": last});
+    fn a_login_failed_only_where_the_environment_says_its_last_did() {
+        let environment = |has_auth: Value, succeeded: Value| serde_json::json!({"hasAuth": has_auth, "lastAuthSuccess": succeeded});
         let (yes, no) = (Value::Bool(true), Value::Bool(false));
-        assert!(login_failed(
-            &environment(yes.clone(), no.clone(), scan),
-            Some(scan)
-        ));
-        let upper = scan.to_uppercase();
-        assert!(login_failed(
-            &environment(yes.clone(), no.clone(), &upper),
-            Some(scan)
-        ));
-        assert!(!login_failed(
-            &environment(yes.clone(), yes.clone(), scan),
-            Some(scan)
-        ));
-        assert!(!login_failed(
-            &environment(yes.clone(), Value::Null, scan),
-            Some(scan)
-        ));
-        assert!(!login_failed(
-            &environment(no.clone(), no.clone(), scan),
-            Some(scan)
-        ));
-        assert!(!login_failed(
-            &environment(yes.clone(), no.clone(), "another"),
-            Some(scan)
-        ));
-        assert!(!login_failed(&environment(yes, no, scan), None));
+        assert!(login_failed(&environment(yes.clone(), no.clone())));
+        assert!(!login_failed(&environment(yes.clone(), yes.clone())));
+        assert!(!login_failed(&environment(yes.clone(), Value::Null)));
+        assert!(!login_failed(&environment(yes, "false".into())));
+        assert!(!login_failed(&environment(no.clone(), no)));
+        assert!(!login_failed(&serde_json::json!({})));
     }
 
     fn rejections(pages: std::ops::Range<u32>) -> Vec<Rejected> {
