@@ -179,3 +179,120 @@ fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
             .sum()
     })
 }
+
+/// The local runner stopped with Ctrl-C (SIGINT) while it collects: its run fails as any failure
+/// does, saying why, and its lock goes at once, where a runner killed outright leaves it for the
+/// lease to any start from elsewhere (the deployed trigger's). The next run commits.
+#[tokio::test]
+async fn a_runner_stopped_with_ctrl_c_fails_its_run_and_frees_its_lock() {
+    let emulator = emulator(shape()).await;
+    emulator.set_fault(
+        Endpoint::Results,
+        FaultSpec {
+            latency_ms: 150,
+            ..FaultSpec::default()
+        },
+    );
+    let (store, dir) = temp_store("reliability-ctrl-c");
+    let config = cxone_etm::pipeline::ConnectionConfig::new(
+        "stopped",
+        ConnectorKind::Sast,
+        settings(&emulator),
+        "env:CX_STOP_TEST_SECRET",
+    );
+    let config_file = dir.with_extension("json");
+    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+    let secret = json!({"api_key": emulator.credentials.api_key}).to_string();
+    let runner = || {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args(["run", "--quiet", "--json", "--config"])
+            .arg(&config_file)
+            .arg("--store")
+            .arg(&dir)
+            .env("CX_STOP_TEST_SECRET", &secret)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let child = runner().spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let stopped_run = loop {
+        let running = runs_on_disk(&dir, "stopped");
+        let with_pages = running.keys().find(|run| {
+            let raw = dir.join("connections/stopped/runs").join(run).join("raw");
+            walk_count(&raw, ".json.zst") > 2
+        });
+        if let Some(run) = with_pages {
+            break run.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runner stored no pages"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped by Ctrl-C (SIGINT) before it committed"),
+        "{stderr}"
+    );
+    let said: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        said["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped by Ctrl-C"),
+        "{said}"
+    );
+    assert!(
+        !dir.join("connections/stopped/lock").exists(),
+        "the stopped runner released its lock"
+    );
+    let record: Value = serde_json::from_slice(
+        &store
+            .get(&format!("connections/stopped/runs/{stopped_run}/run.json"))
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["state"], "Failed", "{record}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped by Ctrl-C"),
+        "{record}"
+    );
+    // Off the test's thread, which answers as the emulator.
+    let mut again = runner();
+    let rerun = tokio::task::spawn_blocking(move || again.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        rerun.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert_eq!(
+        runs_on_disk(&dir, "stopped")
+            .values()
+            .filter(|c| **c)
+            .count(),
+        1,
+        "the run after commits"
+    );
+    std::fs::remove_dir_all(dir).ok();
+    std::fs::remove_file(config_file).ok();
+}

@@ -180,6 +180,33 @@ async fn process(
     Err(error)
 }
 
+/// The first Ctrl-C (SIGINT) or SIGTERM the process gets, by name; a second Ctrl-C then ends the
+/// process at once (exit 130), should recording the stop hang.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    let terminated = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => terminate.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<Option<()>>();
+    let name = tokio::select! {
+        Ok(()) = tokio::signal::ctrl_c() => "Ctrl-C (SIGINT)",
+        Some(()) = terminated => "SIGTERM",
+        // Neither can be listened for: the run is not stopped this way.
+        else => std::future::pending().await,
+    };
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    name
+}
+
 /// Runs a connection end to end: lock, plan, collect + transform every item (at most
 /// `item_concurrency` at once, each item a task of its own so they use every core), finalize.
 /// `on_item` is called as each item finishes.
@@ -199,7 +226,7 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
     let item_concurrency = connection.config.item_concurrency;
     let mut child_executions = 0;
     let mut vendor_used = None;
-    let result =
+    let work =
         async {
             // The config the run began with, as a deployed run keeps it: what ran, whatever is
             // put meanwhile (a local run into a bucket leaves the stored config alone).
@@ -239,8 +266,16 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
             let manifest: Result<_, StepError> = finalize(store, &connection, &run).await;
             stages.finalize = finalizing.elapsed().as_millis() as u64;
             manifest
-        }
-        .await;
+        };
+    // Stopped (Ctrl-C, or a service manager's SIGTERM), the run fails as any failure does: its
+    // record says why and its lock goes, where the process killed outright leaves its lock for
+    // the lease (a start elsewhere, the deployed trigger's, cannot tell the holder is gone).
+    let result = tokio::select! {
+        result = work => result,
+        signal = stop_signal() => Err(StepError::RunFailed(format!(
+            "stopped by {signal} before it committed; run it again"
+        ))),
+    };
     stages.collect = clock.collect_us.load(Ordering::Relaxed) / 1000;
     stages.transform = clock.transform_us.load(Ordering::Relaxed) / 1000;
     let manifest = match result {
