@@ -68,11 +68,10 @@ enum StoredConfig {
 }
 
 /// What a local run into a bucket may set otherwise than the connection's deployed config: how it
-/// reaches the vendor and reads its credential, not what it delivers. (The vendor's tenant and
-/// region are held to the last committed run's by the plan.)
-const LOCAL_MAY_DIFFER: [&str; 7] = [
+/// reads its credential and paces itself, not what it delivers. (Of `vendor`, only the tenant
+/// and the deployment count: [`delivery`].)
+const LOCAL_MAY_DIFFER: [&str; 6] = [
     "secret",
-    "vendor",
     "name",
     "description",
     "schedule",
@@ -80,10 +79,11 @@ const LOCAL_MAY_DIFFER: [&str; 7] = [
     "split_scans_above",
 ];
 
-/// What a config delivers, as fields: its engines as the kind's when it names none, each
-/// engine's map (`transform_maps`, the shipped one where it has none of its own, wherever it
-/// holds it), and its scoring (the shipped table where it has none), so that two configs that
-/// deliver alike compare alike.
+/// What a config delivers, as fields: of its vendor settings the tenant and the deployment
+/// (region or API URL: another deployment's tenant of the same name is another tenant), its
+/// engines as the kind's when it names none, each engine's map (`transform_maps`, the shipped
+/// one where it has none of its own, wherever it holds it), and its scoring (the shipped table
+/// where it has none), so that two configs that deliver alike compare alike.
 fn delivery(
     config: &ConnectionConfig,
 ) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
@@ -106,6 +106,9 @@ fn delivery(
         None => serde_json::from_str(DEFAULT_SCORING)?,
     };
     fields.remove("transform_map");
+    let vendor = &config.vendor;
+    let deployment = json!({"tenant": vendor.tenant, "region": vendor.region, "custom_api_url": vendor.custom_api_url});
+    fields.insert("vendor".into(), deployment);
     fields.insert("engines".into(), json!(engines));
     fields.insert("transform_maps".into(), serde_json::to_value(maps)?);
     fields.insert("scoring".into(), scoring);
@@ -147,9 +150,18 @@ async fn run_one(
             // it either); one that delivers otherwise does.
             let stored = store.get(&key).await;
             let stored_config = match &stored {
-                Ok(Some(bytes)) => std::str::from_utf8(bytes)
-                    .ok()
-                    .and_then(|text| ConnectionConfig::parse(text).ok()),
+                Ok(Some(bytes)) => Some(
+                    std::str::from_utf8(bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| {
+                            ConnectionConfig::parse(text).map_err(|errors| errors.described("; "))
+                        })
+                        .map_err(|why| {
+                            anyhow::anyhow!(
+                                "the deployed config at {key} does not read here ({why}): whether this run's config delivers as it does cannot be told, and a run that delivers otherwise would become the base the scheduled runs reconcile against; nothing run: use a cxone-etm that reads it, or put this config with `cxone-etm connection put`"
+                            )
+                        })?,
+                ),
                 _ => None,
             };
             if let Some(stored_config) = &stored_config {
@@ -709,6 +721,7 @@ mod tests {
         alike.transform_map = Some(shipped.clone());
         alike.scoring = Some(serde_json::from_str(DEFAULT_SCORING).unwrap());
         alike.secret = "arn:aws:secretsmanager:eu-west-1:1:secret:x-AbCdEf".into();
+        alike.vendor.concurrency = 2;
         alike.split_scans_above = 0;
         alike.item_concurrency = 1;
         assert_eq!(differ(&alike, &stored), Vec::<String>::new());
@@ -721,6 +734,9 @@ mod tests {
         let mut more = config();
         more.engines = Some(vec![Engine::Sast, Engine::Sca]);
         assert_eq!(differ(&more, &stored), ["engines", "transform_maps"]);
+        let mut elsewhere = config();
+        elsewhere.vendor.custom_api_url = Some("https://cx.other.example".into());
+        assert_eq!(differ(&elsewhere, &stored), ["vendor"]);
         let mut filtered = config();
         filtered.close_deleted_items = true;
         filtered.original_severity = false;

@@ -147,6 +147,17 @@ pub trait ObjectStore: Send + Sync {
     fn make_durable(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         async { Ok(()) }
     }
+    /// [`Self::put_if_absent`] for an object that must never be found empty after a power loss
+    /// (a commit's claim and marker: one found empty stops every later plan): its bytes are
+    /// durable before it is in place. S3 answers a write once it is durable, so by default the
+    /// same as `put_if_absent`.
+    fn put_durably_if_absent(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.put_if_absent(key, body)
+    }
 }
 
 /// What an object held when it was read ([`ObjectStore::get_versioned`]): S3's ETag; elsewhere
@@ -189,12 +200,20 @@ fn sync_file_system(folder: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes to disk what every file system has in the kernel's cache (no `syncfs` here).
+/// Writes to disk what every file system has in the kernel's cache (no `syncfs` here; `sync`
+/// may answer before the writes end, so this is the best the platform offers, not a promise).
 #[cfg(all(unix, not(target_os = "linux")))]
-fn sync_file_system(_folder: &Path) -> std::io::Result<()> {
+fn sync_file_system(folder: &Path) -> std::io::Result<()> {
+    std::fs::metadata(folder)?;
     // SAFETY: `sync` takes no argument and cannot fail.
     unsafe { libc::sync() };
     Ok(())
+}
+
+/// No file-system sync without unix's: the folder is only checked to be there.
+#[cfg(not(unix))]
+fn sync_file_system(folder: &Path) -> std::io::Result<()> {
+    std::fs::metadata(folder).map(drop)
 }
 
 /// A directory on disk. Writes go to a temporary file and are renamed into place, so a reader never
@@ -269,8 +288,27 @@ impl ObjectStore for LocalStore {
     /// The whole file system of the directory synced (`syncfs`): the run's objects, written as
     /// files and renamed or linked into place, then the claim or marker after them.
     async fn make_durable(&self) -> Result<(), StoreError> {
-        sync_file_system(&self.root)
-            .map_err(|e| StoreError::failed(self.root.display().to_string(), e))
+        sync_file_system(&self.root).map_err(|e| {
+            StoreError::failed(
+                self.root.display().to_string(),
+                format!("syncing its file system to disk: {e}"),
+            )
+        })
+    }
+
+    /// The file's bytes synced to disk before it is linked into place.
+    async fn put_durably_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        Self::parent(&path)?;
+        let place = |from: &Path, to: &Path| {
+            std::fs::File::open(from)?.sync_all()?;
+            std::fs::hard_link(from, to)
+        };
+        match Self::placed(&path, |out| out.write_all(&body), place) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
+        }
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
@@ -1014,6 +1052,13 @@ impl ObjectStore for AnyStore {
         }
     }
 
+    async fn put_durably_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        match self {
+            Self::Local(s) => s.put_durably_if_absent(key, body).await,
+            Self::S3(s) => s.put_durably_if_absent(key, body).await,
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         match self {
             Self::Local(s) => s.get(key).await,
@@ -1292,6 +1337,12 @@ mod tests {
                 .is_err()
         );
         LocalStore::new(&dir).make_durable().await.unwrap();
+        let local = LocalStore::new(&dir);
+        let durably =
+            |body: &'static [u8]| local.put_durably_if_absent("d/claim", Bytes::from_static(body));
+        assert!(durably(b"first").await.unwrap());
+        assert!(!durably(b"second").await.unwrap(), "written once");
+        assert_eq!(std::fs::read(dir.join("d/claim")).unwrap(), b"first");
         std::fs::remove_dir_all(&dir).ok();
         // The folder gone, the sync cannot be asked for, and says where.
         let gone = LocalStore::new(&dir).make_durable().await.unwrap_err();

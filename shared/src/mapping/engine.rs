@@ -142,9 +142,9 @@ pub struct Figures {
     /// findings may all be there under the new name. Held open instead of closed.
     #[serde(default)]
     pub held_for_unknown_record_types: u64,
-    /// Open DAST findings absent from a scan whose login failed (the environment's
-    /// `lastAuthSuccess` false for that scan): the scan saw only what a visitor without the
-    /// login sees, so what it lacks may be behind the login. Held open instead of closed.
+    /// Open DAST findings absent from the scan of an environment whose last login failed (its
+    /// `lastAuthSuccess` false): the scan may have seen only what a visitor without the login
+    /// sees, so what it lacks may be behind the login. Held open instead of closed.
     #[serde(default)]
     pub held_for_failed_login: u64,
     /// Rows of the severities-before-triage pull that could not be read (no text hash or
@@ -1290,7 +1290,7 @@ impl<'p> ItemTransformer<'p> {
         self.state.unknown_record_types_in_pull = true;
     }
 
-    /// The DAST scan's login failed (the environment says so of the scan pulled): its absent
+    /// The DAST environment's last login failed (its record says so): its absent
     /// findings are held open ([`Self::settle_absent`]).
     pub fn scan_login_failed(&mut self) {
         self.state.login_failed = true;

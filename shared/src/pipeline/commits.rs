@@ -35,7 +35,7 @@ pub(crate) async fn claim(
 ) -> Result<Claimed, StepError> {
     let key = commit_claim_key(&run.connection_id, previous);
     store.make_durable().await?;
-    if store.put_if_absent(&key, marker.clone()).await? {
+    if store.put_durably_if_absent(&key, marker.clone()).await? {
         store.make_durable().await?;
         return Ok(Claimed::ByThisRun(marker));
     }
@@ -98,7 +98,9 @@ pub(crate) async fn put_marker(
 ) -> Result<(), StepError> {
     // A refusal is another writer's marker (each marker of a run that claimed its commit holds
     // the claim's bytes), or a write in flight.
-    if !store.put_if_absent(&run.commit_marker(), claim).await?
+    if !store
+        .put_durably_if_absent(&run.commit_marker(), claim)
+        .await?
         && store.get(&run.commit_marker()).await?.is_none()
     {
         return Err(StepError::NotYetWritten {
@@ -175,6 +177,14 @@ mod tests {
             self.log.lock().unwrap().push("(durable)".into());
             Ok(())
         }
+        async fn put_durably_if_absent(
+            &self,
+            key: &str,
+            body: Bytes,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.log.lock().unwrap().push(format!("{key} (durably)"));
+            self.inner.put_if_absent(key, body).await
+        }
     }
 
     const BASE: &str = "20261201T000000Z-000000";
@@ -243,9 +253,9 @@ mod tests {
             *store.log.lock().unwrap(),
             [
                 durable.clone(),
-                commit_claim_key("c", Some(BASE)),
+                format!("{} (durably)", commit_claim_key("c", Some(BASE))),
                 durable.clone(),
-                run(FIRST).commit_marker(),
+                format!("{} (durably)", run(FIRST).commit_marker()),
                 durable
             ]
         );

@@ -753,7 +753,7 @@ async fn transform_collected(
                     }
                     Some(Unseen::RejectedRecord) => rejected_in(pull, &rejected),
                     Some(Unseen::RepeatedRecord) => "a finding of its pull came twice with other bytes (the list moved while it was paged, past a record)".into(),
-                    Some(Unseen::FailedLogin) => "its scan's login failed (the environment's `lastAuthSuccess`)".into(),
+                    Some(Unseen::FailedLogin) => "the environment's last login failed (its `lastAuthSuccess`)".into(),
                 };
                 return Err(StepError::Transform {
                     at: format!("item {key}"),
