@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use common::reliability::*;
 use common::runs::*;
 use common::*;
-use cxone_emulator::{Endpoint, FaultSpec};
+use cxone_emulator::{Emulator, Endpoint, FaultSpec};
 use cxone_etm::ConnectorKind;
 use cxone_etm::store::ObjectStore;
 use serde_json::{Value, json};
@@ -32,65 +32,111 @@ fn runs_on_disk(dir: &std::path::Path, id: &str) -> BTreeMap<String, bool> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_output() {
-    let emulator = emulator(shape()).await;
-    emulator.set_fault(
-        Endpoint::Results,
-        FaultSpec {
-            latency_ms: 150,
-            ..FaultSpec::default()
-        },
-    );
-    let (store, dir) = temp_store("reliability-crash");
-    let config = cxone_etm::pipeline::ConnectionConfig {
-        item_concurrency: 2,
-        ..cxone_etm::pipeline::ConnectionConfig::new(
-            "crash",
-            ConnectorKind::Sast,
-            settings(&emulator),
-            "env:CX_CRASH_TEST_SECRET",
-        )
-    };
-    let config_file = dir.with_extension("json");
-    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
-    let secret = json!({"api_key": emulator.credentials.api_key}).to_string();
-    let runner = || {
+/// `cxone-etm run` of connection `id` into a store of its own, against an emulator whose results
+/// answer slowly (150 ms), so that a run can be stopped while it collects.
+struct SlowRun {
+    emulator: Emulator,
+    store: cxone_etm::store::LocalStore,
+    dir: std::path::PathBuf,
+    id: &'static str,
+    config_file: std::path::PathBuf,
+    secret: String,
+}
+
+impl SlowRun {
+    async fn new(id: &'static str, item_concurrency: usize) -> Self {
+        let emulator = emulator(shape()).await;
+        emulator.set_fault(
+            Endpoint::Results,
+            FaultSpec {
+                latency_ms: 150,
+                ..FaultSpec::default()
+            },
+        );
+        let (store, dir) = temp_store(&format!("reliability-{id}"));
+        let config = cxone_etm::pipeline::ConnectionConfig {
+            item_concurrency,
+            ..cxone_etm::pipeline::ConnectionConfig::new(
+                id,
+                ConnectorKind::Sast,
+                settings(&emulator),
+                "env:CX_SLOW_RUN_SECRET",
+            )
+        };
+        let config_file = dir.with_extension("json");
+        std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
+        let secret = json!({"api_key": emulator.credentials.api_key}).to_string();
+        Self {
+            emulator,
+            store,
+            dir,
+            id,
+            config_file,
+            secret,
+        }
+    }
+
+    fn command(&self) -> std::process::Command {
         let mut command = std::process::Command::new(BIN);
         command
             .args(["run", "--quiet", "--json", "--config"])
-            .arg(&config_file)
+            .arg(&self.config_file)
             .arg("--store")
-            .arg(&dir)
-            .env("CX_CRASH_TEST_SECRET", &secret);
+            .arg(&self.dir)
+            .env("CX_SLOW_RUN_SECRET", &self.secret);
         command
-    };
+    }
+
+    /// Runs the connection to its end, off the test's thread (which answers as the emulator).
+    async fn run_to_the_end(&self) -> std::process::Output {
+        let mut command = self.command();
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The run a runner started, once it has stored its first raw pages.
+    async fn run_with_pages(&self) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let running = runs_on_disk(&self.dir, self.id);
+            let with_pages = running.keys().find(|run| {
+                let raw = self.dir.join("connections").join(self.id).join("runs");
+                walk_count(&raw.join(run).join("raw"), ".json.zst") > 2
+            });
+            if let Some(run) = with_pages {
+                return run.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the runner stored no pages"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn clean_up(self) {
+        std::fs::remove_dir_all(self.dir).ok();
+        std::fs::remove_file(self.config_file).ok();
+    }
+}
+
+#[tokio::test]
+async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_output() {
+    let slow = SlowRun::new("crash", 2).await;
+    let (store, dir, emulator) = (&slow.store, &slow.dir, &slow.emulator);
 
     // Kill the runner (SIGKILL: no clean-up runs) once it has stored its first raw pages.
-    let mut child = runner()
+    let mut child = slow
+        .command()
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let crashed_run = loop {
-        let running = runs_on_disk(&dir, "crash");
-        let with_pages = running.keys().find(|run| {
-            let raw = dir.join("connections/crash/runs").join(run).join("raw");
-            walk_count(&raw, ".json.zst") > 2
-        });
-        if let Some(run) = with_pages {
-            break run.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the runner stored no pages"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let crashed_run = slow.run_with_pages().await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        runs_on_disk(&dir, "crash"),
+        runs_on_disk(dir, "crash"),
         BTreeMap::from([(crashed_run.clone(), false)]),
         "the killed run committed nothing"
     );
@@ -100,10 +146,7 @@ async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_outp
     );
 
     // The next run takes the dead runner's lock over at once and commits everything.
-    let mut rerun = runner();
-    let output = tokio::task::spawn_blocking(move || rerun.output().unwrap())
-        .await
-        .unwrap();
+    let output = slow.run_to_the_end().await;
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -112,7 +155,7 @@ async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_outp
     );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     let rerun = summary["runId"].as_str().unwrap().to_string();
-    let on_disk = runs_on_disk(&dir, "crash");
+    let on_disk = runs_on_disk(dir, "crash");
     assert_eq!(
         on_disk,
         BTreeMap::from([(crashed_run.clone(), false), (rerun.clone(), true)]),
@@ -129,8 +172,8 @@ async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_outp
     assert_eq!(abandoned["state"], "Failed");
     assert!(abandoned["reason"].as_str().unwrap().contains(&rerun));
     let row = check_run(
-        &store,
-        &emulator,
+        store,
+        emulator,
         ConnectorKind::Sast,
         summary["manifest"].as_str().unwrap(),
         &BTreeMap::new(),
@@ -139,15 +182,15 @@ async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_outp
 
     // The same findings as a run that was never interrupted.
     let recovered = committed_findings(
-        &store,
-        &manifest(&store, summary["manifest"].as_str().unwrap()).await,
+        store,
+        &manifest(store, summary["manifest"].as_str().unwrap()).await,
     )
     .await;
     let (clean_store, clean_dir) = temp_store("reliability-no-crash");
     let clean = run(
         &clean_store,
-        &connection(&emulator, "crash", ConnectorKind::Sast),
-        api_key(&emulator),
+        &connection(emulator, "crash", ConnectorKind::Sast),
+        api_key(emulator),
     )
     .await
     .unwrap();
@@ -158,11 +201,10 @@ async fn a_runner_killed_mid_run_is_recovered_by_the_next_run_with_the_same_outp
         "crash-and-rerun",
         "the local runner killed (SIGKILL) after it stored its first raw pages, then run again",
         &[row],
-        &emulator,
+        emulator,
     );
-    std::fs::remove_dir_all(dir).ok();
     std::fs::remove_dir_all(clean_dir).ok();
-    std::fs::remove_file(config_file).ok();
+    slow.clean_up();
 }
 
 fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
@@ -185,53 +227,14 @@ fn walk_count(dir: &std::path::Path, suffix: &str) -> usize {
 /// lease to any start from elsewhere (the deployed trigger's). The next run commits.
 #[tokio::test]
 async fn a_runner_stopped_with_ctrl_c_fails_its_run_and_frees_its_lock() {
-    let emulator = emulator(shape()).await;
-    emulator.set_fault(
-        Endpoint::Results,
-        FaultSpec {
-            latency_ms: 150,
-            ..FaultSpec::default()
-        },
-    );
-    let (store, dir) = temp_store("reliability-ctrl-c");
-    let config = cxone_etm::pipeline::ConnectionConfig::new(
-        "stopped",
-        ConnectorKind::Sast,
-        settings(&emulator),
-        "env:CX_STOP_TEST_SECRET",
-    );
-    let config_file = dir.with_extension("json");
-    std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
-    let secret = json!({"api_key": emulator.credentials.api_key}).to_string();
-    let runner = || {
-        let mut command = std::process::Command::new(BIN);
-        command
-            .args(["run", "--quiet", "--json", "--config"])
-            .arg(&config_file)
-            .arg("--store")
-            .arg(&dir)
-            .env("CX_STOP_TEST_SECRET", &secret)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        command
-    };
-    let child = runner().spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let stopped_run = loop {
-        let running = runs_on_disk(&dir, "stopped");
-        let with_pages = running.keys().find(|run| {
-            let raw = dir.join("connections/stopped/runs").join(run).join("raw");
-            walk_count(&raw, ".json.zst") > 2
-        });
-        if let Some(run) = with_pages {
-            break run.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the runner stored no pages"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let slow = SlowRun::new("stopped", 4).await;
+    let child = slow
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopped_run = slow.run_with_pages().await;
     let interrupt = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -255,11 +258,12 @@ async fn a_runner_stopped_with_ctrl_c_fails_its_run_and_frees_its_lock() {
         "{said}"
     );
     assert!(
-        !dir.join("connections/stopped/lock").exists(),
+        !slow.dir.join("connections/stopped/lock").exists(),
         "the stopped runner released its lock"
     );
     let record: Value = serde_json::from_slice(
-        &store
+        &slow
+            .store
             .get(&format!("connections/stopped/runs/{stopped_run}/run.json"))
             .await
             .unwrap()
@@ -274,11 +278,7 @@ async fn a_runner_stopped_with_ctrl_c_fails_its_run_and_frees_its_lock() {
             .contains("stopped by Ctrl-C"),
         "{record}"
     );
-    // Off the test's thread, which answers as the emulator.
-    let mut again = runner();
-    let rerun = tokio::task::spawn_blocking(move || again.output().unwrap())
-        .await
-        .unwrap();
+    let rerun = slow.run_to_the_end().await;
     assert_eq!(
         rerun.status.code(),
         Some(0),
@@ -286,13 +286,12 @@ async fn a_runner_stopped_with_ctrl_c_fails_its_run_and_frees_its_lock() {
         String::from_utf8_lossy(&rerun.stderr)
     );
     assert_eq!(
-        runs_on_disk(&dir, "stopped")
+        runs_on_disk(&slow.dir, "stopped")
             .values()
             .filter(|c| **c)
             .count(),
         1,
         "the run after commits"
     );
-    std::fs::remove_dir_all(dir).ok();
-    std::fs::remove_file(config_file).ok();
+    slow.clean_up();
 }
