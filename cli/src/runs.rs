@@ -12,7 +12,7 @@ use cxone_etm::field_error::{Described, FieldError};
 use cxone_etm::mapping::{DEFAULT_SCORING, TransformMap};
 use cxone_etm::pipeline::{
     Connection, ConnectionConfig, Manifest, RunRecord, RunRef, RunState, RunSummary, Trigger,
-    config_key, connection_status, record_registration, run_connection,
+    config_key, connection_status, record_registration, run_connection_until,
 };
 use cxone_etm::secret::{Credential, SecretSource};
 use cxone_etm::store::{AnyStore, LocalStore, Location, ObjectStore};
@@ -56,6 +56,36 @@ async fn refuse_a_case_twin(store: &impl ObjectStore, id: &str) -> anyhow::Resul
         ),
         None => Ok(()),
     }
+}
+
+/// The first Ctrl-C (SIGINT) or SIGTERM the process gets, by name. The signals' default action
+/// comes back then: a second one ends the process at once, should recording the stop take long
+/// (a transform holding every thread finishes its item first).
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    let terminated = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => terminate.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<Option<()>>();
+    let name = tokio::select! {
+        Ok(()) = tokio::signal::ctrl_c() => "Ctrl-C (SIGINT)",
+        Some(()) = terminated => "SIGTERM",
+        // Neither can be listened for: the run is not stopped this way.
+        else => std::future::pending().await,
+    };
+    #[cfg(unix)]
+    // SAFETY: `signal` with the default action takes no handler of ours, and only replaces the
+    // one this process's runtime installed.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
+    name
 }
 
 /// Where a local run's config goes besides the run's own copy (`runs/<run>/config.json`).
@@ -107,7 +137,13 @@ fn delivery(
     };
     fields.remove("transform_map");
     let vendor = &config.vendor;
-    let deployment = json!({"tenant": vendor.tenant, "region": vendor.region, "custom_api_url": vendor.custom_api_url});
+    // The API's URL as the region or URL resolves, however written; as written where it does not.
+    let deployment = match vendor.endpoints() {
+        Ok(endpoints) => json!({"tenant": vendor.tenant.trim(), "api": endpoints.api.as_str()}),
+        Err(_) => {
+            json!({"tenant": vendor.tenant, "region": vendor.region, "custom_api_url": vendor.custom_api_url})
+        }
+    };
     fields.insert("vendor".into(), deployment);
     fields.insert("engines".into(), json!(engines));
     fields.insert("transform_maps".into(), serde_json::to_value(maps)?);
@@ -199,13 +235,14 @@ async fn run_one(
     }
     let bar = progress(output, &connection.config.id);
     let (planned, done) = (bar.clone(), bar.clone());
-    let summary = run_connection(
+    let summary = run_connection_until(
         store,
         connection,
         secret,
         Trigger::Local,
         &move |n| planned.set_length(n),
         &move |_| done.inc(1),
+        stop_signal(),
     )
     .await;
     bar.finish_and_clear();
@@ -735,8 +772,15 @@ mod tests {
         more.engines = Some(vec![Engine::Sast, Engine::Sca]);
         assert_eq!(differ(&more, &stored), ["engines", "transform_maps"]);
         let mut elsewhere = config();
+        elsewhere.vendor.region = None;
         elsewhere.vendor.custom_api_url = Some("https://cx.other.example".into());
         assert_eq!(differ(&elsewhere, &stored), ["vendor"]);
+        // One region, however written.
+        for written in ["eu", "https://eu.ast.checkmarx.net/", " EU "] {
+            let mut same = config();
+            same.vendor.region = Some(written.into());
+            assert_eq!(differ(&same, &stored), Vec::<String>::new(), "{written}");
+        }
         let mut filtered = config();
         filtered.close_deleted_items = true;
         filtered.original_severity = false;

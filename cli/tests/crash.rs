@@ -246,7 +246,7 @@ async fn a_runner_stopped_with_ctrl_c_fails_its_run_and_frees_its_lock() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("stopped by Ctrl-C (SIGINT) before it committed"),
+        stderr.contains("stopped by Ctrl-C (SIGINT); run it again"),
         "{stderr}"
     );
     let said: Value = serde_json::from_slice(&output.stdout).unwrap();

@@ -248,17 +248,23 @@ impl LocalStore {
     /// (`rename` replaces what is there; `hard_link` fails when something is): the whole object
     /// appears at once or not at all, and the temporary file never stays. A crash leaves no
     /// half-written object (an empty lock would otherwise block its connection).
+    /// With `durable`, the file's bytes are synced to disk (through the handle that wrote them)
+    /// before it is put in place.
     fn placed<W>(
         path: &Path,
         write: W,
         place: fn(&Path, &Path) -> std::io::Result<()>,
+        durable: bool,
     ) -> std::io::Result<()>
     where
         W: FnOnce(&mut dyn Write) -> std::io::Result<()>,
     {
         let temp = Self::temp_beside(path);
         let placed = std::fs::File::create(&temp)
-            .and_then(|file| write_through(&file, write))
+            .and_then(|file| {
+                write_through(&file, write)?;
+                if durable { file.sync_all() } else { Ok(()) }
+            })
             .and_then(|()| place(&temp, path));
         let _ = std::fs::remove_file(&temp);
         placed
@@ -300,11 +306,8 @@ impl ObjectStore for LocalStore {
     async fn put_durably_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
         let path = self.path(key)?;
         Self::parent(&path)?;
-        let place = |from: &Path, to: &Path| {
-            std::fs::File::open(from)?.sync_all()?;
-            std::fs::hard_link(from, to)
-        };
-        match Self::placed(&path, |out| out.write_all(&body), place) {
+        let link = |from: &Path, to: &Path| std::fs::hard_link(from, to);
+        match Self::placed(&path, |out| out.write_all(&body), link, true) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(StoreError::failed(path.display().to_string(), e)),
@@ -331,7 +334,7 @@ impl ObjectStore for LocalStore {
     {
         let path = self.path(key)?;
         Self::parent(&path)?;
-        Self::placed(&path, write, |from, to| std::fs::rename(from, to))
+        Self::placed(&path, write, |from, to| std::fs::rename(from, to), false)
             .map_err(|e| StoreError::failed(path.display().to_string(), e))
     }
 
@@ -342,7 +345,7 @@ impl ObjectStore for LocalStore {
     {
         let path = self.path(key)?;
         Self::parent(&path)?;
-        match Self::placed(&path, write, |from, to| std::fs::hard_link(from, to)) {
+        match Self::placed(&path, write, |from, to| std::fs::hard_link(from, to), false) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(StoreError::failed(path.display().to_string(), e)),

@@ -131,22 +131,29 @@ impl VendorSettings {
         }
     }
 
+    /// The endpoints the region or the custom URLs name, however written (a region's name, alias,
+    /// any letter case or URL; a URL with or without its last `/`).
+    pub fn endpoints(&self) -> Result<Endpoints, ConfigError> {
+        region::resolve(
+            self.region.as_deref(),
+            self.custom_api_url.as_deref(),
+            self.custom_iam_url.as_deref(),
+            self.policy(),
+        )
+    }
+
+    fn policy(&self) -> NetworkPolicy {
+        NetworkPolicy {
+            allow_insecure_local: self.allow_insecure_local,
+            allow_custom_port: self.allow_custom_port,
+        }
+    }
+
     /// The settings checked, every problem named (not only the first), with the CA bundle read
     /// from where `ca_at` says.
     pub fn validate(&self, ca_at: CaBundleAt<'_>) -> Result<VendorConfig, Vec<ConfigError>> {
         let mut problems = Vec::new();
-        let policy = NetworkPolicy {
-            allow_insecure_local: self.allow_insecure_local,
-            allow_custom_port: self.allow_custom_port,
-        };
-        let endpoints = region::resolve(
-            self.region.as_deref(),
-            self.custom_api_url.as_deref(),
-            self.custom_iam_url.as_deref(),
-            policy,
-        )
-        .map_err(|e| problems.push(e))
-        .ok();
+        let endpoints = self.endpoints().map_err(|e| problems.push(e)).ok();
         let tenant = self.tenant.trim();
         // A tenant of dots alone would make a dot segment of the realm's path (`realms/..`),
         // which a URL resolves away: the token request would go elsewhere on the IAM host.
@@ -228,7 +235,7 @@ impl VendorSettings {
             Some(endpoints) if problems.is_empty() => Ok(VendorConfig {
                 endpoints,
                 tenant: tenant.to_string(),
-                policy,
+                policy: self.policy(),
                 ca_pem,
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
                 request_timeout: Duration::from_secs(self.request_timeout_secs),

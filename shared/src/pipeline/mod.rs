@@ -43,7 +43,9 @@ pub use run::{
     begin_run, begin_run_recovering, fail_run, last_committed_run, never_started_holder,
     read_state, record_event_schedule, record_registration,
 };
-pub use runner::{EngineSummary, LOCK_LEASE, RunSummary, StageTimes, run_connection};
+pub use runner::{
+    EngineSummary, LOCK_LEASE, RunSummary, StageTimes, run_connection, run_connection_until,
+};
 pub use schedule::{NextRun, ParsedSchedule, Schedule};
 pub use status::{ConnectionStatus, connection_status};
 pub use transform::transform;

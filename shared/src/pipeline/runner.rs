@@ -180,33 +180,6 @@ async fn process(
     Err(error)
 }
 
-/// The first Ctrl-C (SIGINT) or SIGTERM the process gets, by name; a second Ctrl-C then ends the
-/// process at once (exit 130), should recording the stop hang.
-async fn stop_signal() -> &'static str {
-    #[cfg(unix)]
-    let terminated = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => terminate.recv().await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminated = std::future::pending::<Option<()>>();
-    let name = tokio::select! {
-        Ok(()) = tokio::signal::ctrl_c() => "Ctrl-C (SIGINT)",
-        Some(()) = terminated => "SIGTERM",
-        // Neither can be listened for: the run is not stopped this way.
-        else => std::future::pending().await,
-    };
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(130);
-        }
-    });
-    name
-}
-
 /// Runs a connection end to end: lock, plan, collect + transform every item (at most
 /// `item_concurrency` at once, each item a task of its own so they use every core), finalize.
 /// `on_item` is called as each item finishes.
@@ -217,6 +190,24 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
     trigger: Trigger,
     on_planned: &(dyn Fn(u64) + Sync),
     on_item: &(dyn Fn(&WorkItem) + Sync),
+) -> Result<RunSummary, StepError> {
+    let never = std::future::pending();
+    run_connection_until(
+        store, connection, secret, trigger, on_planned, on_item, never,
+    )
+    .await
+}
+
+/// [`run_connection`], stopped when `stop` resolves (to what stopped it: the command line's
+/// Ctrl-C): the run then fails as any failure does, its record saying so, and its lock goes.
+pub async fn run_connection_until<S: ObjectStore + Clone + 'static>(
+    store: &S,
+    connection: &Connection,
+    secret: SecretSource,
+    trigger: Trigger,
+    on_planned: &(dyn Fn(u64) + Sync),
+    on_item: &(dyn Fn(&WorkItem) + Sync),
+    stop: impl std::future::Future<Output = &'static str>,
 ) -> Result<RunSummary, StepError> {
     let started = Instant::now();
     let connection = Arc::new(connection.clone());
@@ -267,14 +258,12 @@ pub async fn run_connection<S: ObjectStore + Clone + 'static>(
             stages.finalize = finalizing.elapsed().as_millis() as u64;
             manifest
         };
-    // Stopped (Ctrl-C, or a service manager's SIGTERM), the run fails as any failure does: its
-    // record says why and its lock goes, where the process killed outright leaves its lock for
-    // the lease (a start elsewhere, the deployed trigger's, cannot tell the holder is gone).
+    // Stopped, the run fails as any failure does: its record says why and its lock goes, where
+    // the process killed outright leaves its lock for the lease (a start elsewhere, the deployed
+    // trigger's, cannot tell the holder is gone). One that committed already is answered so.
     let result = tokio::select! {
         result = work => result,
-        signal = stop_signal() => Err(StepError::RunFailed(format!(
-            "stopped by {signal} before it committed; run it again"
-        ))),
+        by = stop => Err(StepError::RunFailed(format!("stopped by {by}; run it again"))),
     };
     stages.collect = clock.collect_us.load(Ordering::Relaxed) / 1000;
     stages.transform = clock.transform_us.load(Ordering::Relaxed) / 1000;
