@@ -121,16 +121,7 @@ fn delivery(
         anyhow::bail!("a connection config did not serialize as an object");
     };
     let engines = (config.engines.clone()).unwrap_or_else(|| config.kind.default_engines());
-    let maps: Vec<TransformMap> = engines
-        .iter()
-        .map(|engine| {
-            (config.transform_map.iter())
-                .chain(&config.transform_maps)
-                .find(|map| map.kind == *engine)
-                .cloned()
-                .unwrap_or_else(|| TransformMap::default_for(*engine))
-        })
-        .collect();
+    let maps: Vec<TransformMap> = engines.iter().map(|e| config.map_for(*e)).collect();
     let scoring = match &config.scoring {
         Some(scoring) => serde_json::to_value(scoring)?,
         None => serde_json::from_str(DEFAULT_SCORING)?,

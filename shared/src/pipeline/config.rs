@@ -390,11 +390,9 @@ impl ConnectionConfig {
     }
 
     /// One compiled map per engine: the custom map naming it, else its shipped one.
-    fn compile_maps(&self, errors: &mut Vec<FieldError>) -> Vec<Plan> {
-        let engines = self.checked_engines(errors);
-        let custom: Vec<(String, &TransformMap)> = self
-            .transform_map
-            .iter()
+    /// The config's own maps, each with the field that holds it.
+    fn custom_maps(&self) -> Vec<(String, &TransformMap)> {
+        (self.transform_map.iter())
             .map(|map| ("transform_map".to_string(), map))
             .chain(
                 self.transform_maps
@@ -402,7 +400,24 @@ impl ConnectionConfig {
                     .enumerate()
                     .map(|(n, map)| (format!("transform_maps[{n}]"), map)),
             )
-            .collect();
+            .collect()
+    }
+
+    /// The map a run uses for `engine`: the config's own, wherever it holds it, or the shipped one.
+    pub fn map_for(&self, engine: Engine) -> TransformMap {
+        match self
+            .custom_maps()
+            .into_iter()
+            .find(|(_, m)| m.kind == engine)
+        {
+            Some((_, map)) => map.clone(),
+            None => TransformMap::default_for(engine),
+        }
+    }
+
+    fn compile_maps(&self, errors: &mut Vec<FieldError>) -> Vec<Plan> {
+        let engines = self.checked_engines(errors);
+        let custom = self.custom_maps();
         for (n, (field, map)) in custom.iter().enumerate() {
             if !engines.contains(&map.kind) && !engines.is_empty() {
                 let delivered: Vec<&str> = engines.iter().map(|e| e.as_str()).collect();
@@ -426,11 +441,11 @@ impl ConnectionConfig {
         }
         let mut plans = Vec::new();
         for engine in engines {
-            let (field, map) = match custom.iter().find(|(_, m)| m.kind == engine) {
-                Some((field, map)) => (field.as_str(), (*map).clone()),
-                None => ("transform_map", TransformMap::default_for(engine)),
-            };
-            match map.compile() {
+            let field = custom
+                .iter()
+                .find(|(_, m)| m.kind == engine)
+                .map_or("transform_map", |(field, _)| field.as_str());
+            match self.map_for(engine).compile() {
                 Ok(plan) => plans.push(plan),
                 Err(problems) => errors.extend(problems.into_iter().map(|p| p.under(field))),
             }
