@@ -24,8 +24,9 @@ use crate::cxone::links::ScanLinks;
 use crate::fingerprint::TextSet;
 use crate::layout::RunRef;
 use crate::mapping::{
-    Closed, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, PageReader, ReadPage, Rejected,
-    RepeatedIds, Repeats, TransformContext, TransformError, Unseen, close_all, external_asset_id,
+    Closed, ItemTransformer, Ledger, LedgerByEngine, LedgerParts, LineSink, PageReader, ReadPage,
+    Rejected, RepeatedIds, Repeats, TransformContext, TransformError, Unseen, close_all,
+    external_asset_id,
 };
 use crate::store::ObjectStore;
 
@@ -223,44 +224,61 @@ struct Move {
     part: Ledger,
 }
 
-/// What [`close_moved`] closed, per engine, and the object it wrote them in.
-struct Moved {
-    closed: BTreeMap<Engine, Closed>,
-    object: Option<ObjectEntry>,
+/// Closes the open findings of each moving engine's part on its old asset, handing the lines to
+/// `out` (each engine's numbered from 0); answers what closed, per engine.
+fn close_moving(
+    moving: &mut BTreeMap<Engine, Move>,
+    context: &TransformContext,
+    legacy: Engine,
+    max: usize,
+    out: &mut LineSink,
+) -> std::io::Result<BTreeMap<Engine, Closed>> {
+    let mut closed: BTreeMap<Engine, Closed> = BTreeMap::new();
+    for Move { now, part, .. } in moving.values_mut() {
+        let reason = format!(
+            "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
+            context.run_id
+        );
+        Closed::add_by_engine(
+            &mut closed,
+            close_all(part, context, legacy, None, &reason, max, out)?,
+        );
+    }
+    Ok(closed)
 }
 
-/// Closes the open findings of each moving engine's part on its old asset, in the item's
-/// `moved-closures` object (each engine's lines numbered from 0), and lets the parts go.
-async fn close_moved(
+/// Writes the item's `moved-closures` object once, after the pull has shown which engines stay:
+/// a version holding the closures of an engine that then stays would close findings held open,
+/// were a run to commit it (an attempt cut off before a rewrite, or two attempts interleaving).
+/// Its lines were counted before the pull (`counted`), which numbered the moved engines' own
+/// lines after them; the parts, let go meanwhile, are read again from the committed ledger,
+/// which does not change, and must close the same.
+async fn write_moved_closures(
     store: &impl ObjectStore,
-    run: &RunRef,
-    key: &str,
+    item: &WorkItem,
     context: &TransformContext,
     legacy: Engine,
     max: usize,
     moving: &mut BTreeMap<Engine, Move>,
-) -> Result<Moved, StepError> {
-    let mut closed: BTreeMap<Engine, Closed> = BTreeMap::new();
-    let mut object = None;
-    if moving.values().any(|m| m.part.open_findings() > 0) {
-        let entry = put_lines_written(store, &run.moved_closures(key), |out| {
-            for Move { now, part, .. } in moving.values_mut() {
-                let reason = format!(
-                    "the transform map gives the asset another externalAssetId ({now}) from run {}: its findings are sent there",
-                    context.run_id
-                );
-                let of_part = close_all(part, context, legacy, None, &reason, max, out)?;
-                Closed::add_by_engine(&mut closed, of_part);
-            }
-            Ok(closed.values().map(|c| c.findings).sum())
-        })
-        .await?;
-        object = Some(entry);
+    counted: &BTreeMap<Engine, Closed>,
+) -> Result<ObjectEntry, StepError> {
+    refuse_once_recorded(store, item).await?;
+    let key = &item.item;
+    let mut closed = BTreeMap::new();
+    let entry = put_lines_written(store, &item.run.moved_closures(key), |out| {
+        closed = close_moving(moving, context, legacy, max, out)?;
+        Ok(closed.values().map(|c| c.findings).sum())
+    })
+    .await?;
+    if &closed != counted {
+        return Err(StepError::bad_object(
+            &previous_ledger_key(item).unwrap_or_default(),
+            format!(
+                "the committed ledger read again closes other findings on the old asset ({closed:?}) than read before the pull ({counted:?}): it changed while the transform ran; retry the run"
+            ),
+        ));
     }
-    for moving in moving.values_mut() {
-        moving.part = Ledger::default();
-    }
-    Ok(Moved { closed, object })
+    Ok(entry)
 }
 
 /// The item's part of each engine of its last committed run's ledger (none on a first run).
@@ -269,16 +287,21 @@ async fn previous_ledger(
     item: &WorkItem,
     legacy: Engine,
 ) -> Result<BTreeMap<Engine, Ledger>, StepError> {
-    let Some(previous_run) = &item.previous_run else {
+    let Some(key) = previous_ledger_key(item) else {
         return Ok(BTreeMap::new());
     };
-    let key = item.run.sibling(previous_run).ledger(&item.item);
     match get_gzip_json::<LedgerByEngine>(store, &key).await? {
         Some(stored) => stored
             .into_parts(legacy)
             .map_err(|full| StepError::bad_object(&key, full)),
         None => Ok(BTreeMap::new()),
     }
+}
+
+/// Where the item's part of its last committed run's ledger is (none on a first run).
+fn previous_ledger_key(item: &WorkItem) -> Option<String> {
+    let previous_run = item.previous_run.as_ref()?;
+    Some(item.run.sibling(previous_run).ledger(&item.item))
 }
 
 /// Why a moved engine waits, where a record of its pull was rejected: how many, and the item's
@@ -295,9 +318,8 @@ fn rejected_in(pull: &Pull, rejected: &FirstListed<Rejected>) -> String {
 
 /// Refuses, before an attempt writes the item's moved closures, once another attempt recorded
 /// the item (Step Functions retried one that still ran, and it recorded meanwhile): the run may
-/// have committed them, and this attempt's first write holds the closures of engines that may
-/// yet stay, rewritten only after its pull. Refused so, the attempt answers the record that
-/// stands ([`record_transform`]).
+/// have committed them. Refused so, the attempt answers the record that stands
+/// ([`record_transform`]).
 async fn refuse_once_recorded(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
     let key = item.run.transform_record(&item.item);
     match store.get(&key).await? {
@@ -554,16 +576,16 @@ async fn transform_collected(
                 moving.insert(engine, Move { was, now, part });
             }
         }
-        if !moving.is_empty() {
-            refuse_once_recorded(store, item).await?;
-        }
-        let mut moved = close_moved(store, run, key, &context, legacy, max, &mut moving).await?;
-        if let Some(entry) = &moved.object {
-            record.objects.push(entry.clone());
+        // Counted now, written once the pull has shown which engines stay; the parts go.
+        let mut moved = close_moving(&mut moving, &context, legacy, max, &mut |_| Ok(()))
+            .map_err(|e| StepError::bad_object(&run.moved_closures(key), e.to_string()))?;
+        moved.retain(|_, closed| closed.findings > 0);
+        for moving in moving.values_mut() {
+            moving.part = Ledger::default();
         }
         for pull in &mut pulls {
             for transformer in &mut pull.transformers {
-                if let Some(closed) = moved.closed.get(&transformer.engine()) {
+                if let Some(closed) = moved.get(&transformer.engine()) {
                     transformer.number_lines_after(closed.lines);
                 }
                 if let Some(ids) = other_engines_ids.get(&transformer.engine()) {
@@ -739,9 +761,7 @@ async fn transform_collected(
         for pull in &pulls {
             for transformer in &pull.transformers {
                 let engine = transformer.engine();
-                let Some(moving) = moving
-                    .get(&engine)
-                    .filter(|_| moved.closed.contains_key(&engine))
+                let Some(moving) = moving.get(&engine).filter(|_| moved.contains_key(&engine))
                 else {
                     continue;
                 };
@@ -766,34 +786,32 @@ async fn transform_collected(
                 });
             }
         }
-        // An engine that stays: its part, closed in `moved-closures` before the pull, is read
-        // again and goes on as it was; the others' closures are written again without its.
+        // An engine that stays: its part is read again and goes on as it was, nothing of it
+        // closed; the others' parts are read again to be closed on their old assets.
         let mut held_where_they_are = BTreeMap::new();
-        if !stayed.is_empty() {
+        if !stayed.is_empty() || !moved.is_empty() {
             let mut again = previous_ledger(store, item, legacy).await?;
             for engine in &stayed {
                 let stays = again.remove(engine).unwrap_or_default();
                 held_where_they_are.insert(*engine, stays.open_findings());
                 previous.insert(*engine, stays);
                 moving.remove(engine);
+                moved.remove(engine);
             }
             for (engine, moving) in &mut moving {
                 moving.part = again.remove(engine).unwrap_or_default();
             }
-            drop(again);
-            let written = moved.object.as_ref().map(|o| o.key.clone());
-            record.objects.retain(|o| Some(&o.key) != written.as_ref());
-            // Written again over the first (an attempt cut off between a delete and the write
-            // would leave a run that committed the object without it), and deleted only where
-            // nothing is left to close.
-            moved = close_moved(store, run, key, &context, legacy, max, &mut moving).await?;
-            match (&moved.object, written) {
-                (Some(entry), _) => record.objects.insert(0, entry.clone()),
-                (None, Some(object)) => store.delete(&object).await?,
-                (None, None) => {}
-            }
         }
-        for closed in moved.closed.values() {
+        if !moved.is_empty() {
+            let entry =
+                write_moved_closures(store, item, &context, legacy, max, &mut moving, &moved)
+                    .await?;
+            record.objects.insert(0, entry);
+        }
+        for moving in moving.values_mut() {
+            moving.part = Ledger::default();
+        }
+        for closed in moved.values() {
             record.figures.count_closures(*closed);
         }
         let closing: u64 = pulls
@@ -898,7 +916,7 @@ async fn transform_collected(
         (record.collisions, record.collisions_object) =
             collisions.store(store, &run.collisions(key)).await?;
         // What closed on a moved engine's old asset counts with its engine.
-        for (engine, closed_on_the_old_asset) in moved.closed {
+        for (engine, closed_on_the_old_asset) in moved {
             by_engine
                 .entry(engine)
                 .or_default()

@@ -1868,19 +1868,19 @@ async fn an_item_whose_every_moved_engine_stays_keeps_its_ledger_for_the_next_ru
     a_renamed_engine_stays("rekeyed-all-stay", vec![Engine::Kics], SecondRun::Whole).await;
 }
 
-/// The same with the transform's process killed right after it first wrote the item's moved
-/// closures (KICS's among them), before it wrote them again without KICS's: the object is never
-/// absent (before, the rewrite deleted it first, and a run committing the item while an attempt
-/// was cut off there lost it), and the state machine's retry starts over from the last committed
-/// ledger and ends as an attempt never killed.
+/// The same with the transform's process killed right after it wrote the item's moved closures:
+/// the object was written once, after the pull, and never held the closures of KICS, which
+/// stays (before, a first version written before the pull held them, rewritten without them
+/// after it: an attempt cut off between the two, or a second attempt's first version landing
+/// after the first's rewrite, left a run to commit closures of findings held open); the state
+/// machine's retry starts over from the last committed ledger and ends as an attempt never killed.
 #[tokio::test]
-async fn a_transform_killed_between_writing_and_rewriting_moved_closures_is_retried_to_the_same_end()
- {
+async fn a_transform_killed_after_writing_moved_closures_never_wrote_a_staying_engines() {
     use cxone_etm::Engine;
     a_renamed_engine_stays(
         "rekeyed-killed",
         vec![Engine::Sast, Engine::Kics],
-        SecondRun::KilledBeforeTheRewrite,
+        SecondRun::KilledAfterTheWrite,
     )
     .await;
 }
@@ -1890,9 +1890,9 @@ async fn a_transform_killed_between_writing_and_rewriting_moved_closures_is_retr
 enum SecondRun {
     /// As the runner runs it.
     Whole,
-    /// Step by step, as the state machine runs it, the process of the transform that rewrites
-    /// the moved closures killed right after it first wrote them; that transform retried.
-    KilledBeforeTheRewrite,
+    /// Step by step, as the state machine runs it, the process of the transform that writes
+    /// the moved closures killed right after it wrote them; that transform retried.
+    KilledAfterTheWrite,
 }
 
 /// Run 1 by project id, of `engines` (KICS among them); run 2 by project name (`second`), with
@@ -1941,15 +1941,13 @@ async fn a_renamed_engine_stays(id: &str, engines: Vec<cxone_etm::Engine>, secon
                 .unwrap();
             manifest(&store.inner, &second.manifest).await
         }
-        SecondRun::KilledBeforeTheRewrite => {
-            killed_before_the_rewrite(&store, &by_name, &emulator).await
-        }
+        SecondRun::KilledAfterTheWrite => killed_after_the_write(&store, &by_name, &emulator).await,
     };
     emulator.clear_faults();
     assert!(m2.complete, "{:?}", m2.problems);
     let stayed = m2.items.iter().find(|i| i.vendor_id == victim.id).unwrap();
     // The item's moved closures are there exactly where the manifest lists them: where every
-    // engine that moved stays, the object first written is deleted.
+    // engine that moved stays, none is written.
     let run2 = cxone_etm::pipeline::RunRef {
         connection_id: id.into(),
         run_id: m2.run_id.clone(),
@@ -2008,9 +2006,9 @@ async fn a_renamed_engine_stays(id: &str, engines: Vec<cxone_etm::Engine>, secon
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A run step by step as the state machine runs it, where the one transform that deletes an
-/// item's moved closures is killed right after the deletion and retried.
-async fn killed_before_the_rewrite(
+/// A run step by step as the state machine runs it, where the one transform that writes an
+/// item's moved closures is killed right after the write and retried.
+async fn killed_after_the_write(
     store: &CrashingStore,
     c: &cxone_etm::pipeline::Connection,
     emulator: &Emulator,
@@ -2038,18 +2036,25 @@ async fn killed_before_the_rewrite(
         if let Err(error) = transform(store, c, item).await {
             assert!(matches!(error, StepError::Store(_)), "{error}");
             let moved_closures = run.moved_closures(&item.item);
-            let first = store
+            let written = store
                 .get(&moved_closures)
                 .await
                 .unwrap()
-                .expect("never absent");
+                .expect("killed right after the write");
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&first[..]), &mut text)
-                .unwrap();
-            assert!(
-                text.lines()
-                    .any(|line| serde_json::from_str::<Value>(line).unwrap()["engine"] == "kics"),
-                "killed between the first write, KICS's closures in it, and the rewrite"
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&written[..]),
+                &mut text,
+            )
+            .unwrap();
+            let engines: BTreeSet<String> = text
+                .lines()
+                .map(|line| serde_json::from_str::<Value>(line).unwrap()["engine"].to_string())
+                .collect();
+            assert_eq!(
+                engines,
+                BTreeSet::from(["\"sast\"".to_string()]),
+                "only the engine that moves closes on the old asset, in every version written"
             );
             killed += 1;
             store.revive();
@@ -4077,12 +4082,11 @@ async fn a_transform_after_the_items_record_answers_it_and_writes_nothing() {
 }
 
 /// A transform attempt that began before the item's record and reaches its moved closures after
-/// another attempt recorded the item (Step Functions retried one that still ran) writes nothing:
-/// its first write of them would hold the closures of engines that may yet stay, over what the
-/// run may have committed, until its rewrite after the pull (and for good where it is cut off).
-/// It answers the record that stands.
+/// another attempt recorded the item (Step Functions retried one that still ran) writes no moved
+/// closures, and answers the record that stands; what it wrote before (its batch objects) is byte
+/// for byte what the run holds.
 #[tokio::test]
-async fn a_transform_that_finds_the_item_recorded_before_its_moved_closures_writes_nothing() {
+async fn a_transform_that_finds_the_item_recorded_before_its_moved_closures_writes_none() {
     let id = "late-move";
     let (store, dir) = temp_store(id);
     let emulator = emulator(shape(2, 1)).await;
@@ -4110,6 +4114,11 @@ async fn a_transform_that_finds_the_item_recorded_before_its_moved_closures_writ
         .expect("an item whose asset moved");
     let record_key = run2.transform_record(&item.item);
     let recorded = store.get(&record_key).await.unwrap().unwrap();
+    let mut held = BTreeMap::new();
+    for key in store.list(&run2.etm_prefix(&item.item)).await.unwrap() {
+        let bytes = store.get(&key).await.unwrap().unwrap();
+        held.insert(key, bytes);
+    }
     let late = LateRecord {
         inner: store.clone(),
         record_key: record_key.clone(),
@@ -4127,12 +4136,131 @@ async fn a_transform_that_finds_the_item_recorded_before_its_moved_closures_writ
     });
     let written = late.written.lock().unwrap().clone();
     assert!(
-        written
-            .iter()
-            .all(|key| !key.contains(&run2.etm_prefix(&item.item)) || key == &record_key),
+        !written.contains(&run2.moved_closures(&item.item)),
         "{written:?}"
     );
+    for key in written
+        .iter()
+        .filter(|k| k.contains(&run2.etm_prefix(&item.item)))
+    {
+        assert_eq!(
+            store.get(key).await.unwrap().as_ref(),
+            held.get(key),
+            "{key} as the run holds it"
+        );
+    }
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The moved closures are counted before the pull and written after it from the committed
+/// ledger read again: a ledger that reads otherwise the second time (here gone) fails the item,
+/// naming it, rather than commit closures the item's lines were not numbered for.
+#[tokio::test]
+async fn a_committed_ledger_that_reads_otherwise_after_the_pull_fails_the_moving_item() {
+    use cxone_etm::pipeline::{VendorAccess, begin_run, collect, plan, transform};
+    let id = "ledger-rereads";
+    let (store, dir) = temp_store(id);
+    let emulator = emulator(shape(2, 1)).await;
+    let mut config = connection(&emulator, id, ConnectorKind::Sast).config;
+    first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
+    config.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sast)];
+    let by_name = config.validate().unwrap();
+    let run2 = begin_run(
+        &store,
+        id,
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = VendorAccess::new(
+        by_name.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = plan(&store, &vendor, &by_name, &run2, 1).await.unwrap();
+    let item = groups
+        .iter()
+        .flat_map(|g| &g.items)
+        .find(|i| i.previous_run.is_some())
+        .expect("an item with a committed ledger");
+    collect(&store, &vendor, &by_name, item, None)
+        .await
+        .unwrap();
+    let ledger = run2
+        .sibling(item.previous_run.as_deref().unwrap())
+        .ledger(&item.item);
+    let rereads = ReadsOnce {
+        inner: store.clone(),
+        key: ledger.clone(),
+        read: std::sync::atomic::AtomicBool::new(false),
+    };
+    let failed = transform(&rereads, &by_name, item).await.unwrap();
+    let reason = failed.failed.unwrap_or_default();
+    assert!(
+        reason.starts_with(&ledger) && reason.contains("changed while the transform ran"),
+        "{reason}"
+    );
+    assert!(failed.objects.is_empty(), "{:?}", failed.objects);
+    assert!(rereads.read.load(std::sync::atomic::Ordering::Relaxed));
+    // The run commits without the item, its findings carried; the next moves it.
+    for other in groups.iter().flat_map(|g| &g.items).filter(|i| *i != item) {
+        collect(&store, &vendor, &by_name, other, None)
+            .await
+            .unwrap();
+        transform(&store, &by_name, other).await.unwrap();
+    }
+    let m2 = cxone_etm::pipeline::finalize(&store, &by_name, &run2)
+        .await
+        .unwrap();
+    let line = m2.items.iter().find(|i| i.item == item.item).unwrap();
+    assert!(
+        line.objects.is_empty() && line.carried_forward > 0,
+        "{line:?}"
+    );
+    let third = run(&store, &by_name, api_key(&emulator)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    let m3 = manifest(&store, &third.manifest).await;
+    let moved = m3.items.iter().find(|i| i.item == item.item).unwrap();
+    let run3 = run2.sibling(&m3.run_id);
+    assert!(
+        moved
+            .objects
+            .iter()
+            .any(|o| o.key == run3.moved_closures(&item.item)),
+        "{:?}",
+        moved.objects
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A directory store where one object reads absent after its first read.
+struct ReadsOnce {
+    inner: LocalStore,
+    key: String,
+    read: std::sync::atomic::AtomicBool,
+}
+
+impl ObjectStore for ReadsOnce {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        if key == self.key && self.read.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
 }
 
 /// A directory store whose item record reads absent the first time (the attempt began before
