@@ -164,7 +164,9 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     let _ = writeln!(
         md,
         "# Run {} of {} ({:?})\n",
-        manifest.run_id, manifest.connection_id, manifest.kind
+        cell(&manifest.run_id),
+        cell(&manifest.connection_id),
+        manifest.kind
     );
     let _ = writeln!(
         md,
@@ -174,7 +176,8 @@ pub fn markdown(manifest: &Manifest, record: &RunRecord) -> String {
     let _ = writeln!(
         md,
         "- **{}**: {} items; {} findings out, {} rejected, {} skipped; {} open findings carried forward",
-        verdict(manifest, record).1,
+        // A failed run's reason may quote a project's name or the vendor's message.
+        cell(&verdict(manifest, record).1),
         manifest.items.len(),
         t.findings_out,
         t.rejected,
@@ -559,6 +562,32 @@ mod tests {
             "\\<img src=x onerror=alert\\(1\\)\\>"
         );
         assert_eq!(cell("a_b*c`d~e&lt;"), "a\\_b\\*c\\`d\\~e\\&lt;");
+    }
+
+    /// A run that committed nothing names its first item's name and reason, vendor text both.
+    #[test]
+    fn a_failed_runs_reason_is_escaped_in_the_markdown_summary() {
+        let hostile = "nothing was committed: 1 item failed; the first, x\n\n# All findings closed\n[Re-authenticate](https://evil.example/p) ![](https://evil.example/t.png): 400";
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "connectionId": "c", "runId": "r", "trigger": "schedule", "state": "Failed",
+            "reason": hostile, "startedAt": "2026-12-07T00:00:00Z",
+        }))
+        .unwrap();
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "schemaVersion": "1.0", "connectionId": "c", "runId": "r", "kind": "sast",
+            "startedAt": "2026-12-07T00:00:00Z", "finishedAt": "2026-12-07T00:01:00Z",
+            "complete": false, "itemsByStatus": {}, "totals": Figures::default(), "items": [],
+        }))
+        .unwrap();
+        let md = markdown(&manifest, &record);
+        let summary = md.lines().find(|l| l.contains("Failed: ")).unwrap();
+        assert!(summary.contains(&cell(hostile)), "{summary}");
+        assert!(
+            !md.lines().any(|l| l.starts_with("# All"))
+                && !md.contains("](https://evil")
+                && !md.contains("![]"),
+            "{md}"
+        );
     }
 
     #[test]
