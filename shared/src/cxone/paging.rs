@@ -1623,6 +1623,15 @@ impl BranchListing {
         }
     }
 
+    /// The tenant answered the project not found (404): it was deleted since it was listed, or
+    /// its id is not one the tenant knows. The list ends in doubt: its branches are not known.
+    pub fn project_not_found(&mut self) {
+        self.last_page = 0;
+        self.doubt.get_or_insert_with(|| {
+            "the tenant answered the project not found (404): deleted since it was listed?".into()
+        });
+    }
+
     /// Where the next page starts: the names received so far.
     pub fn offset(&self) -> usize {
         self.received

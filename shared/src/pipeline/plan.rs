@@ -22,7 +22,7 @@ use super::run::{
     PlanStart, RunRecord, VendorScope, ensure_holds_lock, record_plan, start_processing,
 };
 use super::split::split_large_scans;
-use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing};
+use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing, VendorError};
 use crate::field_error::FieldError;
 use crate::layout::{RunRef, item_key, vendor_id_of_key};
 use crate::mapping::{Ledger, OpenFindings};
@@ -199,6 +199,7 @@ async fn list_and_write_plan(
         }
     }
     let mut problems = malformed;
+    problems.extend(leave_out_shared_keys(&mut items));
     if let Some(problem) = listing_problem {
         problems.push(format!("the item list is incomplete: {problem}"));
     }
@@ -460,6 +461,47 @@ fn branch_asset(
         fields.insert("name".into(), Value::from(asset_name.clone()));
     }
     (key, asset_name, record)
+}
+
+/// Items whose keys coincide would share one folder and one ledger, and finalize would keep one of
+/// them unsaid. Ids are the vendor's, so a project's id can be crafted as another project's branch
+/// asset key (`p@main-0d6e4079` is `p`'s branch `main` under `each_branch`, where a project
+/// without a scan keeps its id's key). The first item with a scan stands; each other is left out
+/// and named in a problem (the listing then reads incomplete: nothing closes as deleted).
+fn leave_out_shared_keys(items: &mut Vec<WorkItem>) -> Vec<String> {
+    let mut standing: HashMap<String, usize> = HashMap::new();
+    let mut left_out = Vec::new();
+    for (at, item) in items.iter().enumerate() {
+        match standing.get(&item.item).copied() {
+            None => {
+                standing.insert(item.item.clone(), at);
+            }
+            Some(first) if items[first].scan_id.is_none() && item.scan_id.is_some() => {
+                standing.insert(item.item.clone(), at);
+                left_out.push(first);
+            }
+            Some(_) => left_out.push(at),
+        }
+    }
+    left_out.sort_unstable();
+    let problems = left_out
+        .iter()
+        .map(|&at| {
+            let (out, kept) = (&items[at], &items[standing[&items[at].item]]);
+            format!(
+                "project {} ({:?}) has the storage key {} of project {} ({:?}): it is left out of this run; a tenant's ids are its own, so one was made to match the other's (report it)",
+                out.vendor_id,
+                out.name,
+                out.item,
+                kept.vendor_id,
+                kept.name
+            )
+        })
+        .collect();
+    for at in left_out.into_iter().rev() {
+        items.remove(at);
+    }
+    problems
 }
 
 /// The key of a project's branch asset: its id's [`item_key`] and 8 hex digits of the branch's
@@ -797,10 +839,20 @@ async fn branches_of(
         .await
         .map_err(StepError::from)
     };
+    // A project deleted between the project list and its branch list is answered 404: its list
+    // ends in doubt (the run is partial, nothing of it closes), not the run's plan.
+    let add = |listing: &mut BranchListing, page: Result<Vec<String>, StepError>| {
+        match page {
+            Ok(names) => listing.add(names),
+            Err(StepError::Vendor(VendorError::NotFound { .. })) => listing.project_not_found(),
+            Err(error) => return Err(error),
+        }
+        Ok(())
+    };
     let first_pages = futures_util::stream::iter(ids.iter().cloned())
         .map(|id| async move {
             let mut listing = BranchListing::default();
-            listing.add(page(id.clone(), 0).await?);
+            add(&mut listing, page(id.clone(), 0).await)?;
             Ok::<_, StepError>((id, listing))
         })
         .buffer_unordered(vendor.concurrency())
@@ -817,9 +869,11 @@ async fn branches_of(
             if listing.may_continue(longest) {
                 listing = BranchListing::default();
                 loop {
-                    let next = page(id.clone(), listing.offset()).await?;
-                    longest = longest.max(next.len());
-                    listing.add(next);
+                    let next = page(id.clone(), listing.offset()).await;
+                    if let Ok(names) = &next {
+                        longest = longest.max(names.len());
+                    }
+                    add(&mut listing, next)?;
                     if !listing.may_continue(longest) {
                         break;
                     }

@@ -628,6 +628,91 @@ async fn a_malformed_project_record_is_never_read_as_a_deleted_project() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A project whose id is crafted as another project's branch asset key (`<id>@<branch>-` and 8
+/// hex digits of the branch's SHA-256; under `each_branch` a project without a scan keeps its
+/// id's key) would share that branch's folder and ledger: it is left out, named in a problem,
+/// and the branch goes on as it was. Before, finalize kept one of the two unsaid, and the
+/// branch's findings went whichever way the two collects raced. (Its branch list answers 404, as
+/// a project's deleted since the project list: before, that failed the run's plan.)
+#[tokio::test]
+async fn a_project_id_crafted_as_another_projects_branch_key_is_left_out_and_named() {
+    use sha2::Digest;
+    let id = "crafted-id";
+    let emulator = emulator(shape(4, 1)).await;
+    let expected = emulator.expected();
+    let (store, dir) = temp_store(id);
+    let c = closing_each_branch(&emulator, id);
+    let m1 = first_complete_run(&store, &c, &emulator).await;
+    let (project, scan) = expected
+        .projects
+        .iter()
+        .find_map(|p| {
+            let scan = p.scans.iter().find(|s| s.status == "Completed")?;
+            Some((p, scan))
+        })
+        .unwrap();
+    let branch = &scan.branch;
+    let digest = hex::encode(&sha2::Sha256::digest(branch.as_bytes())[..4]);
+    let crafted = format!("{}@{branch}-{digest}", project.id);
+    let branch_item = |m: &Manifest| {
+        m.items
+            .iter()
+            .find(|i| i.vendor_id == project.id && i.name.ends_with(&format!(" @ {branch}")))
+            .cloned()
+            .unwrap()
+    };
+    let before = branch_item(&m1);
+    assert_eq!(
+        before.item,
+        cxone_etm::layout::item_key(&crafted),
+        "the crafted id's key is the branch's"
+    );
+
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            last_project_id: Some(crafted.clone()),
+            ..FaultSpec::default()
+        },
+    );
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(!second.complete);
+    let m2 = manifest(&store, &second.manifest).await;
+    let named: Vec<&String> = m2
+        .problems
+        .iter()
+        .filter(|p| p.contains("has the storage key"))
+        .collect();
+    assert_eq!(named.len(), 1, "{:?}", m2.problems);
+    assert!(
+        named[0].starts_with(&format!("project {crafted} "))
+            && named[0].contains(&format!("of project {} ", project.id)),
+        "{}",
+        named[0]
+    );
+    // Its branch list answered 404 (the tenant knows no such project): that list ends in doubt,
+    // not the plan (as for a project deleted between the two lists).
+    assert!(
+        m2.problems.iter().any(|p| p.starts_with(&format!(
+            "the branch list of project {crafted} may be short: the tenant answered the project not found (404)"
+        ))),
+        "{:?}",
+        m2.problems
+    );
+    assert!(m2.items.iter().all(|i| i.vendor_id != crafted));
+    let after = branch_item(&m2);
+    assert_eq!(after.status, ItemStatus::Complete);
+    assert_eq!(after.figures.findings_out, before.figures.findings_out);
+    assert_eq!(closed_findings(&m2), 0);
+    assert!(
+        m2.deleted_items.iter().all(|d| !d.closed),
+        "{:?}",
+        m2.deleted_items
+    );
+    nothing_new_or_reopened(&m2, "run 2");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A project renamed while the project list is paged moves to its end: it comes twice, with
 /// other bytes, and the project pushed back over a page's edge is never sent, the count still
 /// right. Under `close_deleted_items` that project is not deleted and none of its findings

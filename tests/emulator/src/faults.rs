@@ -97,6 +97,10 @@ pub struct FaultSpec {
     /// on their branches and `use-main-branch` answers those (a server whose `use-main-branch`
     /// answer is of another branch than the project's record names).
     pub main_branch_listed: Option<String>,
+    /// `/api/projects`: the tenant's last project is listed under this id, its other fields as
+    /// they are (a project whose id was crafted; its scans stay under its own id, so no scan is
+    /// found for it).
+    pub last_project_id: Option<String>,
     /// Records whose `type` is the first text are served with the second (`/api/results`: a
     /// vendor that renamed an engine's record type, as `containers` and `sca-container` name
     /// one engine's records).
@@ -246,6 +250,7 @@ impl FaultSpec {
                 "list-main-branch" if !value.is_empty() => {
                     spec.main_branch_listed = Some(value.to_string())
                 }
+                "last-id" if !value.is_empty() => spec.last_project_id = Some(value.to_string()),
                 "retype" => {
                     let renamed = value
                         .split_once(':')
@@ -266,7 +271,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, login-failed, list-main-branch (a branch name), retype (OLD:NEW), shrink-to, page-cap, expire-tokens-after, visible, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, login-failed, list-main-branch (a branch name), last-id (a project id), retype (OLD:NEW), shrink-to, page-cap, expire-tokens-after, visible, max"
                     ));
                 }
             }
@@ -493,6 +498,14 @@ impl FaultControl {
         let slot = self.slot(endpoint);
         slot.spec
             .main_branch_listed
+            .clone()
+            .filter(|_| slot.spec.applies_to(path_and_query))
+    }
+
+    pub fn last_project_id(&self, endpoint: Endpoint, path_and_query: &str) -> Option<String> {
+        let slot = self.slot(endpoint);
+        slot.spec
+            .last_project_id
             .clone()
             .filter(|_| slot.spec.applies_to(path_and_query))
     }

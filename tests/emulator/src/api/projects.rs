@@ -184,6 +184,10 @@ pub async fn list(
     let main_branch = state
         .faults
         .main_branch_listed(Endpoint::Projects, &faults::request_target());
+    // The fault `last-id`: the tenant's last project listed under a crafted id.
+    let last_id = state
+        .faults
+        .last_project_id(Endpoint::Projects, &faults::request_target());
     let mut body = Vec::with_capacity(page.len() * 800 + 100);
     body.extend_from_slice(b"{\"projects\":");
     write_array(
@@ -192,6 +196,7 @@ pub async fn list(
         page.len(),
         page.into_iter().map(|p| {
             let main_branch = main_branch.clone();
+            let last_id = last_id.clone().filter(|_| p as usize + 1 == all);
             move |out: &mut Vec<u8>| {
                 let mut project = match (moved || replaced, (p as usize) + 1 < all) {
                     (false, _) => tenant.project_json(p),
@@ -212,6 +217,9 @@ pub async fn list(
                 };
                 if let Some(name) = main_branch {
                     project["mainBranch"] = Value::from(name);
+                }
+                if let Some(id) = last_id {
+                    project["id"] = Value::from(id);
                 }
                 serde_json::to_writer(out, &project).expect("Vec write")
             }
