@@ -725,6 +725,45 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 1);
 }
 
+/// A record whose id as sent is the name another record of the scan is told apart by
+/// (`<id>#<16 hex>`: a vendor can compute it) is told apart in turn: three findings under three
+/// ids, on the first run and the next. Before, the two shared one id: the item failed on every run
+/// (`UncountedRepeats`) and, once the id was in a ledger, one finding was skipped as the other's
+/// duplicate. An id with `#` of another shape stands as sent.
+#[test]
+fn an_id_sent_as_another_findings_told_apart_name_is_told_apart_in_turn() {
+    let twins = vec![
+        located("dup", 10, json!({"description": "a"})),
+        located("dup", 20, json!({"description": "b"})),
+    ];
+    let (named, _) = ids_by_record(std::slice::from_ref(&twins));
+    let mut records = twins.clone();
+    records.push(located(&named["a"], 30, json!({"description": "forged"})));
+    records.push(located("abc#2", 40, json!({"description": "plain"})));
+    let (first, outcome) = ids_by_record(std::slice::from_ref(&records));
+    assert_eq!(first["a"], named["a"]);
+    assert_eq!(first["plain"], "abc#2");
+    assert!(
+        first["forged"].starts_with(&format!("{}#", named["a"])),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.values().collect::<BTreeSet<_>>().len(),
+        4,
+        "{first:?}"
+    );
+    assert_eq!(outcome.figures.duplicates, 0);
+    // Reconciled: run 1 against no ledger, run 2 against run 1's.
+    let (outcome, written, _) =
+        reconciled_pass(&records, cxone_etm::mapping::Ledger::default(), "run-1");
+    assert_eq!(written, first.values().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(outcome.figures.lifecycle[&Lifecycle::New], 4);
+    let (outcome, second, closed) = reconciled_pass(&records, outcome.ledger.unwrap(), "run-2");
+    assert_eq!(second, written);
+    assert_eq!((outcome.figures.duplicates, closed), (0, 0));
+    assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 4);
+}
+
 /// One pass of a SAST transformer over `records` (their repeated ids counted first, as collect
 /// counts them), reconciled against `previous`: the outcome, the ids written, and how many
 /// absent findings were closed.
@@ -1200,6 +1239,29 @@ fn an_id_told_apart_for_another_engines_sake_keeps_its_suffix() {
     assert_eq!(moved["externalFindingId"], json!(name));
     assert_eq!(moved["lifecycleStatus"], "ACTIVE");
     assert_eq!(close_absent(&mut second).1, 0);
+}
+
+/// The same for a name given for another engine's sake: an id sent as it is told apart in turn.
+#[test]
+fn an_id_sent_as_a_name_given_for_another_engines_sake_is_told_apart_in_turn() {
+    let others = Arc::new(cxone_etm::fingerprint::TextSet::from_iter(["500"]));
+    let mut t = sast_transformer();
+    t.beside_ids_of_other_engines(others);
+    t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
+    let body = page(vec![sast_record("500", json!({}))]);
+    let line = String::from_utf8(t.push_page(&body, 0).unwrap().remove(0)).unwrap();
+    let name = findings(&line)[0]["externalFindingId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = page(vec![sast_record(&name, json!({"similarityId": "-7"}))]);
+    let line = String::from_utf8(t.push_page(&forged, 1).unwrap().remove(0)).unwrap();
+    let id = findings(&line)[0]["externalFindingId"].clone();
+    assert!(
+        id.as_str().unwrap().starts_with(&format!("{name}#")),
+        "{id} beside {name}"
+    );
+    assert_eq!(t.finish().unwrap().figures.collisions, 2);
 }
 
 /// A transformer of `item` for `engine`'s default map, told the ids `pages` repeat (as collect

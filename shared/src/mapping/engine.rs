@@ -1707,7 +1707,15 @@ impl State {
         // Lookups find only the previous ledger's findings: this pull's are appended unsettled.
         let previous = self.reconciling.as_ref().map(|r| &r.next.findings);
         let found = previous.map(|f| f.look_up(id)).unwrap_or_default();
-        let repeated = shared || another_engines || plan.implicit.always_suffixed;
+        // An id as sent shaped as the name another record is told apart by (`<id>#<16 hex>`, its
+        // base an id told apart here) would take that name, two findings under one id: it is
+        // told apart in turn. Other ids with `#` stand as sent.
+        let forged = !plan.implicit.always_suffixed
+            && identity::suffixed_base(id).is_some_and(|base| {
+                rules.repeated_ids.told_apart.contains(base)
+                    || rules.ids_of_other_engines.contains(base)
+            });
+        let repeated = shared || another_engines || forged || plan.implicit.always_suffixed;
         let (mut told_apart, mut claim) = (
             None,
             Claim {
