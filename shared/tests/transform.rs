@@ -1612,16 +1612,19 @@ fn against_the_previous_ledger_a_repeat_is_written_once_and_a_left_out_finding_i
 /// A finding ETM holds open that a pull settles or fixes is sent so, even where the filters now
 /// leave it out: triaged NOT_EXPLOITABLE under a filter of open states, it goes PROTECTED; fixed
 /// and lowered below a severity filter, it goes FIXED. Before, each was left out and stayed open
-/// in ETM for good. One still open, or one ETM never held, is left out as before.
+/// in ETM for good. One lowered below the filter and still open is sent once at its new
+/// severity (before, ETM held it HIGH for as long as it stayed LOW); one left out at the severity
+/// ETM holds (a filter narrowed), or one ETM never held, is left out as before.
 #[test]
 fn a_finding_the_filters_leave_out_is_still_sent_when_the_pull_settles_or_fixes_it() {
     use cxone_etm::cxone::{Severity, TriageState};
     let previous = {
         let mut t = sast_transformer();
         t.reconcile(cxone_etm::mapping::Ledger::default(), "run-1", None);
-        let records = ["triaged", "open", "fixed", "lowered"]
+        let mut records = ["triaged", "open", "fixed", "lowered"]
             .map(|id| sast_record(id, json!({})))
             .to_vec();
+        records.push(sast_record("low-all-along", json!({"severity": "LOW"})));
         t.push_page(&page(records), 0).unwrap();
         t.finish().unwrap().ledger.unwrap()
     };
@@ -1648,6 +1651,7 @@ fn a_finding_the_filters_leave_out_is_still_sent_when_the_pull_settles_or_fixes_
         sast_record("fixed", json!({"severity": "LOW", "status": "FIXED"})),
         sast_record("lowered", json!({"severity": "LOW"})),
         sast_record("never-sent", json!({"state": "NOT_EXPLOITABLE"})),
+        sast_record("low-all-along", json!({"severity": "low "})),
     ]);
     let lines = t.push_page(&pull, 0).unwrap();
     let sent: BTreeMap<String, (Value, Value)> = lines
@@ -1665,15 +1669,30 @@ fn a_finding_the_filters_leave_out_is_still_sent_when_the_pull_settles_or_fixes_
         sent,
         BTreeMap::from([
             ("fixed".into(), (json!("FIXED"), json!("FIXED"))),
+            ("lowered".into(), (json!("NEW"), json!("ACTIVE"))),
             ("open".into(), (json!("NEW"), json!("ACTIVE"))),
             ("triaged".into(), (json!("PROTECTED"), json!("ACTIVE"))),
         ]),
     );
+    let lowered = lines
+        .iter()
+        .flat_map(|l| findings(std::str::from_utf8(l).unwrap()))
+        .find(|f| f["externalFindingId"] == "lowered")
+        .unwrap();
+    assert_eq!(lowered["vendorSeverity"], "LOW");
     assert_eq!(close_absent(&mut t).1, 0, "nothing absent");
     let outcome = t.finish().unwrap();
-    assert_eq!(outcome.figures.skipped_by_filter, 2, "lowered, never-sent");
+    assert_eq!(
+        outcome.figures.skipped_by_filter, 2,
+        "never-sent, low-all-along"
+    );
     let next = outcome.ledger.unwrap();
-    assert_eq!(next.findings["lowered"], previous.findings["lowered"]);
+    assert_eq!(next.findings["lowered"].severity.as_str(), "LOW");
+    assert!(next.findings["lowered"].open);
+    assert_eq!(
+        next.findings["low-all-along"],
+        previous.findings["low-all-along"]
+    );
     assert!(!next.findings["fixed"].open && next.findings["triaged"].open);
     assert!(!next.findings.contains_key("never-sent"));
 
@@ -1707,7 +1726,8 @@ fn a_finding_the_filters_leave_out_is_still_sent_when_the_pull_settles_or_fixes_
         ]
     );
     assert_eq!(close_absent(&mut t).1, 0);
-    assert_eq!(t.finish().unwrap().figures.skipped_by_filter, 3);
+    // The fixed one, the lowered one (held LOW now), the one never sent, the one LOW all along.
+    assert_eq!(t.finish().unwrap().figures.skipped_by_filter, 4);
 }
 
 /// A stored ledger edited by hand (out of id order, an id twice) is read with the later entry of

@@ -1556,9 +1556,12 @@ impl State {
         // Findings the connection's filters leave out are skipped, and stay in the asset's ledger
         // as they were (claimed, so not absent): leaving a finding out never reads as fixing it.
         // Except one ETM holds open that this pull fixes or settles (triaged NOT_EXPLOITABLE,
-        // and so out of a filter of open states): left out, it would stay open there for good.
+        // and so out of a filter of open states), or whose severity or score is no longer what
+        // ETM holds (triage lowered it below a severity filter): left out, it would stay open
+        // there for good, or at a severity it no longer has, for as long as it is left out.
         if rules.options.leaves_out(&facts)
-            && !((facts.fixed || forced.is_some()) && self.held_open(claim))
+            && !(self.held_open(claim)
+                && (facts.fixed || forced.is_some() || self.held_otherwise(claim, &facts, qds)))
         {
             self.outcome.figures.skipped_by_filter += 1;
             return;
@@ -1785,6 +1788,18 @@ impl State {
             .as_ref()
             .zip(claim.previous)
             .is_some_and(|(reconciling, position)| reconciling.next.findings.entry(position).open)
+    }
+
+    /// Whether the previous ledger holds the finding `claim` names at another severity or score
+    /// than the pull's (its severities read case and blanks aside).
+    fn held_otherwise(&self, claim: Claim, facts: &VendorFacts, qds: u8) -> bool {
+        self.reconciling
+            .as_ref()
+            .zip(claim.previous)
+            .is_some_and(|(reconciling, position)| {
+                let held = reconciling.next.findings.entry(position);
+                held.qds != qds || Severity::parse(held.severity.as_str()) != facts.severity
+            })
     }
 
     /// Keeps the previous ledger's open finding at `position` open without a record of its own:
