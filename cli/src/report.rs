@@ -141,14 +141,9 @@ fn web_link(url: &str) -> bool {
 
 /// The open findings a complete pull did not see, held open instead of closed, and why.
 fn held_open(t: &Figures) -> String {
-    let held = t.held_for_rejected_records
-        + t.held_for_repeated_records
-        + t.held_on_branch_change
-        + t.held_as_id_now_repeats
-        + t.held_for_unknown_record_types
-        + t.held_for_failed_login;
     format!(
-        "{held} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before, while it repeats: {}; no record of their engine beside records of an unknown type: {}; a DAST scan whose login failed: {})",
+        "{} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before, while it repeats: {}; no record of their engine beside records of an unknown type: {}; a DAST scan whose login failed: {})",
+        t.held_open(),
         t.held_for_rejected_records,
         t.held_for_repeated_records,
         t.held_on_branch_change,

@@ -170,6 +170,26 @@ impl Figures {
             + self.superseded
     }
 
+    /// The open findings a complete pull did not see, held open instead of closed, whatever why.
+    pub fn held_open(&self) -> u64 {
+        self.held_for_rejected_records
+            + self.held_for_repeated_records
+            + self.held_on_branch_change
+            + self.held_as_id_now_repeats
+            + self.held_for_unknown_record_types
+            + self.held_for_failed_login
+    }
+
+    /// Findings sent open (NEW, ACTIVE or REOPENED; PROTECTED is ACTIVE): not FIXED, whatever
+    /// said so (the scan, a triage state, a custom map's value), nor closed.
+    pub fn sent_open(&self) -> u64 {
+        self.lifecycle
+            .iter()
+            .filter(|(lifecycle, _)| **lifecycle != Lifecycle::Fixed)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Counts closure records: their lines, and their findings as FIXED.
     pub fn count_closures(&mut self, closed: super::ledger::Closed) {
         self.lines += closed.lines;

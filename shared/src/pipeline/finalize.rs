@@ -679,9 +679,9 @@ struct ThisRun<'a> {
     listed_open: u64,
 }
 
-/// Whether this run leaves findings of the item open: sent open, or carried.
+/// Whether this run leaves findings of the item open: sent open, held open, or carried.
 fn leaves_findings_open(item: &ManifestItem) -> bool {
-    item.figures.findings_out > item.figures.fixed || item.carried_forward > 0
+    item.figures.sent_open() > 0 || item.figures.held_open() > 0 || item.carried_forward > 0
 }
 
 /// Whether a ledger of the asset `vendor_item_id` (of `branch`) is a branch asset of a project
@@ -802,6 +802,35 @@ mod tests {
             "figures": serde_json::to_value(Figures::default()).unwrap(), "objects": [], "rejected": [], "collisions": []
         }))
         .unwrap()
+    }
+
+    /// The assets with findings open, the share of the deletion limit: an asset whose findings
+    /// were all sent FIXED (a triage state that settles them, not the vendor's FIXED) has none.
+    /// Before, it counted, as any asset that sent more findings than the vendor's FIXED ones.
+    #[test]
+    fn an_asset_leaves_findings_open_where_it_sent_held_or_carried_one() {
+        use crate::mapping::Lifecycle;
+        let with = |set: &dyn Fn(&mut ManifestItem)| {
+            let mut line = item("a", "complete");
+            line.figures.findings_out = 3;
+            set(&mut line);
+            leaves_findings_open(&line)
+        };
+        let lifecycle = |of: &[(Lifecycle, u64)]| of.iter().copied().collect();
+        assert!(!with(
+            &|i| i.figures.lifecycle = lifecycle(&[(Lifecycle::Fixed, 3)])
+        ));
+        assert!(with(&|i| {
+            i.figures.lifecycle = lifecycle(&[(Lifecycle::Fixed, 2), (Lifecycle::Active, 1)])
+        }));
+        assert!(with(&|i| {
+            i.figures.lifecycle = lifecycle(&[(Lifecycle::Fixed, 3)]);
+            i.figures.held_for_failed_login = 1;
+        }));
+        assert!(with(&|i| {
+            i.figures.lifecycle = lifecycle(&[(Lifecycle::Fixed, 3)]);
+            i.carried_forward = 2;
+        }));
     }
 
     #[test]
