@@ -1413,7 +1413,14 @@ pub struct FinalizeOutput {
     pub complete: bool,
     pub items_by_status: std::collections::BTreeMap<String, u64>,
     pub findings: u64,
+    /// Open findings of DAST environments whose last login failed, held open, not closed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_for_failed_login: u64,
     pub manifest_key: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub async fn finalize_task(
@@ -1442,6 +1449,7 @@ pub async fn finalize_task(
         complete: manifest.complete,
         items_by_status: manifest.items_by_status,
         findings: manifest.totals.findings_out,
+        held_for_failed_login: manifest.totals.held_for_failed_login,
         manifest_key: runtime.store.full_key(&input.run.manifest()),
         run: input.run,
     })
@@ -1547,6 +1555,7 @@ impl Summarized for FinalizeOutput {
         name_run(summary, &self.run);
         summary.outcome = if self.complete { "complete" } else { "partial" }.into();
         summary.run_partial = Some(!self.complete);
+        summary.held_for_failed_login = Some(self.held_for_failed_login);
         summary.items = self.items_by_status.values().sum();
         summary.findings = self.findings;
     }

@@ -33,6 +33,10 @@ pub struct Summary {
     /// `RunsPartial` (1 or 0), which the template alarms on: the execution succeeded, so the
     /// failed-runs alarm does not see it.
     pub run_partial: Option<bool>,
+    /// A run finalize committed: the open findings of DAST environments whose last login failed,
+    /// held open. Its line carries `HeldForFailedLogin`, which the template alarms on: a login
+    /// that stays broken would otherwise hold them, the run complete, with no one told.
+    pub held_for_failed_login: Option<u64>,
 }
 
 /// The EMF document for one invocation of `function` that took `duration_ms`.
@@ -68,18 +72,21 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
         "Duration": duration_ms,
     });
     // A count only some lines carry: declared where it is set.
-    let mut count = |name: &str, yes: bool| {
+    let mut count = |name: &str, n: u64| {
         line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array_mut()
             .expect("declared above")
             .push(metric(name, "Count"));
-        line[name] = json!(u64::from(yes));
+        line[name] = json!(n);
     };
     if summary.scheduled_start {
-        count("StartsFailed", summary.error.is_some());
+        count("StartsFailed", u64::from(summary.error.is_some()));
     }
     if let Some(partial) = summary.run_partial {
-        count("RunsPartial", partial);
+        count("RunsPartial", u64::from(partial));
+    }
+    if let Some(held) = summary.held_for_failed_login {
+        count("HeldForFailedLogin", held);
     }
     if let Some(run) = &summary.run {
         line["RunId"] = json!(run);
@@ -137,8 +144,9 @@ mod tests {
             rejected: 2,
             retries: 3,
             error: None,
-            scheduled_start: false,
-            run_partial: None,
+            scheduled_start: true,
+            run_partial: Some(true),
+            held_for_failed_login: Some(3),
         };
         let line = emf_line("collect", &summary, 1234, 1_700_000_000_000);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
@@ -214,6 +222,36 @@ mod tests {
             (&json!(1), &json!(0))
         );
         assert!(other.get("RunsPartial").is_none());
+    }
+
+    /// Finalize's line of a committed run counts the findings held for a failed DAST login, as
+    /// a metric the template alarms on; no other line declares it.
+    #[test]
+    fn a_committed_run_counts_the_findings_held_for_a_failed_login() {
+        let line = |held| {
+            emf_line(
+                "finalize",
+                &Summary {
+                    held_for_failed_login: held,
+                    ..Summary::default()
+                },
+                5,
+                0,
+            )
+        };
+        let declared = |line: &Value| {
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"Name": "HeldForFailedLogin", "Unit": "Count"}))
+        };
+        let (held, none, other) = (line(Some(7)), line(Some(0)), line(None));
+        assert!(declared(&held) && declared(&none) && !declared(&other));
+        assert_eq!(
+            (&held["HeldForFailedLogin"], &none["HeldForFailedLogin"]),
+            (&json!(7), &json!(0))
+        );
+        assert!(other.get("HeldForFailedLogin").is_none());
     }
 
     #[test]
