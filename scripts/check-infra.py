@@ -299,6 +299,10 @@ pinned = {
     ("TransformFunction", "s3:DeleteObject"): [run_folders("etm", "ledger")],
     ("TriggerFunction", "s3:DeleteObject"): [[lock, *run_folders("plan")]],
     ("FinalizeFunction", "s3:DeleteObject"): [[lock, *run_folders("etm", "ledger")]],
+    ("FinalizeFunction", "s3:PutObject"): [[
+        *[{"Fn::Sub": f"${{DataBucket.Arn}}/connections/*/{key}"} for key in ("state.json", "commits/*")],
+        *[{"Fn::Sub": f"${{DataBucket.Arn}}/connections/*/runs/*/{key}"} for key in ("run.json", "manifest.json", "_COMMITTED")],
+        *run_folders("etm", "ledger")]],
     ("CollectFunction", "s3:DeleteObject"): [],
 }
 for (logical, action), expected in pinned.items():
