@@ -727,9 +727,11 @@ fn a_told_apart_finding_keeps_its_id_when_its_code_moves_or_its_twin_goes() {
 
 /// A record whose id as sent is the name another record of the scan is told apart by
 /// (`<id>#<16 hex>`: a vendor can compute it) is told apart in turn: three findings under three
-/// ids, on the first run and the next. Before, the two shared one id: the item failed on every run
-/// (`UncountedRepeats`) and, once the id was in a ledger, one finding was skipped as the other's
-/// duplicate. An id with `#` of another shape stands as sent.
+/// ids, on the first run and the next, and on a run where the twin it mimics has gone (the
+/// other keeps the suffixed name the ledger holds, while its id no longer repeats). Before, the
+/// two shared one id: the item failed on every run (`UncountedRepeats`) and, once the id was in
+/// a ledger, one finding was skipped as the other's duplicate. An id with `#` of another shape
+/// stands as sent.
 #[test]
 fn an_id_sent_as_another_findings_told_apart_name_is_told_apart_in_turn() {
     let twins = vec![
@@ -758,10 +760,23 @@ fn an_id_sent_as_another_findings_told_apart_name_is_told_apart_in_turn() {
         reconciled_pass(&records, cxone_etm::mapping::Ledger::default(), "run-1");
     assert_eq!(written, first.values().cloned().collect::<BTreeSet<_>>());
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::New], 4);
-    let (outcome, second, closed) = reconciled_pass(&records, outcome.ledger.unwrap(), "run-2");
+    let run1 = outcome.ledger.unwrap();
+    let (outcome, second, closed) = reconciled_pass(&records, run1.clone(), "run-2");
     assert_eq!(second, written);
     assert_eq!((outcome.figures.duplicates, closed), (0, 0));
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 4);
+    // The twin `b` fixed: `a` keeps its name, alone now, and only `b` closes.
+    let without_b: Vec<Value> = records
+        .iter()
+        .filter(|r| r["description"] != "b")
+        .cloned()
+        .collect();
+    let (outcome, third, closed) = reconciled_pass(&without_b, run1, "run-3");
+    let mut kept = written.clone();
+    kept.remove(&first["b"]);
+    assert_eq!(third, kept);
+    assert_eq!((outcome.figures.duplicates, closed), (0, 1));
+    assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 3);
 }
 
 /// One pass of a SAST transformer over `records` (their repeated ids counted first, as collect

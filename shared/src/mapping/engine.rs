@@ -1730,14 +1730,11 @@ impl State {
         // Lookups find only the previous ledger's findings: this pull's are appended unsettled.
         let previous = self.reconciling.as_ref().map(|r| &r.next.findings);
         let found = previous.map(|f| f.look_up(id)).unwrap_or_default();
-        // An id as sent shaped as the name another record is told apart by (`<id>#<16 hex>`, its
-        // base an id told apart here) would take that name, two findings under one id: it is
-        // told apart in turn. Other ids with `#` stand as sent.
-        let forged = !plan.implicit.always_suffixed
-            && identity::suffixed_base(id).is_some_and(|base| {
-                rules.repeated_ids.told_apart.contains(base)
-                    || rules.ids_of_other_engines.contains(base)
-            });
+        // An id as sent that ends as a told-apart name does (`#` and 16 hex digits) could be one
+        // another record is or was told apart by, in this pull or in the ledger (a vendor can
+        // compute it): two findings under one id. It is told apart in turn, always, so no name
+        // stands as sent in that shape. Other ids with `#` stand as sent.
+        let forged = !plan.implicit.always_suffixed && identity::has_suffix_shape(id);
         let repeated = shared || another_engines || forged || plan.implicit.always_suffixed;
         let (mut told_apart, mut claim) = (
             None,

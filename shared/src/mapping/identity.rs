@@ -54,14 +54,14 @@ pub(crate) fn identity_sources(kind: Engine) -> &'static [&'static str] {
     }
 }
 
-/// The suffix of a repeated id: 16 hex digits of the SHA-256 of the identity fields' values.
-/// Whether `id` is shaped as another id told apart with [`suffix`] (`<base>#<16 hex digits>`),
-/// answering that base.
-pub(crate) fn suffixed_base(id: &str) -> Option<&str> {
-    let (base, hex) = id.rsplit_once('#')?;
-    (hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(base)
+/// Whether `id` ends as an id told apart with [`suffix`] does (`#` and 16 hex digits).
+pub(crate) fn has_suffix_shape(id: &str) -> bool {
+    id.rsplit_once('#').is_some_and(|(_, hex)| {
+        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
+/// The suffix of a repeated id: 16 hex digits of the SHA-256 of the identity fields' values.
 pub(crate) fn suffix<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> String {
     let mut hasher = sha2::Sha256::new();
     for value in values {

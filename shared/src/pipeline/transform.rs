@@ -787,9 +787,9 @@ async fn transform_collected(
             }
         }
         // An engine that stays: its part is read again and goes on as it was, nothing of it
-        // closed; the others' parts are read again to be closed on their old assets.
+        // closed; what it would have closed on its old asset is not written.
         let mut held_where_they_are = BTreeMap::new();
-        if !stayed.is_empty() || !moved.is_empty() {
+        if !stayed.is_empty() {
             let mut again = previous_ledger(store, item, legacy).await?;
             for engine in &stayed {
                 let stays = again.remove(engine).unwrap_or_default();
@@ -798,18 +798,6 @@ async fn transform_collected(
                 moving.remove(engine);
                 moved.remove(engine);
             }
-            for (engine, moving) in &mut moving {
-                moving.part = again.remove(engine).unwrap_or_default();
-            }
-        }
-        if !moved.is_empty() {
-            let entry =
-                write_moved_closures(store, item, &context, legacy, max, &mut moving, &moved)
-                    .await?;
-            record.objects.insert(0, entry);
-        }
-        for moving in moving.values_mut() {
-            moving.part = Ledger::default();
         }
         for closed in moved.values() {
             record.figures.count_closures(*closed);
@@ -852,7 +840,7 @@ async fn transform_collected(
         }
         if !alone.is_empty() {
             // Page 0 where the pull wrote none; else one past the pull's pages.
-            let number = if record.objects.is_empty() {
+            let number = if record.objects.is_empty() && moved.is_empty() {
                 0
             } else {
                 pulls.iter().map(|p| p.pages.end).max().unwrap_or_default()
@@ -911,6 +899,22 @@ async fn transform_collected(
                 put_gzip_json(store, &ledger, &next).await?;
             }
         }
+        drop(next);
+        // The moved engines' closures on their old assets, written once the pull has shown which
+        // engines stay, and once the next ledger is written and gone: their parts are read again,
+        // and two ledgers of a large asset are not held at once.
+        if !moved.is_empty() {
+            let mut again = previous_ledger(store, item, legacy).await?;
+            for (engine, moving) in &mut moving {
+                moving.part = again.remove(engine).unwrap_or_default();
+            }
+            drop(again);
+            let entry =
+                write_moved_closures(store, item, &context, legacy, max, &mut moving, &moved)
+                    .await?;
+            record.objects.insert(0, entry);
+        }
+        drop(moving);
         (record.rejected, record.rejected_object) =
             rejected.store(store, &run.rejected(key)).await?;
         (record.collisions, record.collisions_object) =
