@@ -779,6 +779,29 @@ fn an_id_sent_as_another_findings_told_apart_name_is_told_apart_in_turn() {
     assert_eq!(outcome.figures.lifecycle[&Lifecycle::Active], 3);
 }
 
+/// A finding the vendor lists FIXED is sent FIXED on every run it comes, and counted FIXED; of
+/// those, the ones ETM held closed already or never had open are counted apart (`fixedBefore`),
+/// so a report tells them from the findings fixed since the last run.
+#[test]
+fn findings_sent_fixed_again_or_first_seen_fixed_are_counted_apart() {
+    let fixed = json!({"status": "FIXED"});
+    let run1 = [
+        sast_record("first-seen-fixed", fixed.clone()),
+        sast_record("open", json!({})),
+    ];
+    let (outcome, _, _) = reconciled_pass(&run1, cxone_etm::mapping::Ledger::default(), "run-1");
+    assert_eq!(outcome.figures.lifecycle[&Lifecycle::Fixed], 1);
+    assert_eq!(outcome.figures.fixed_before, 1);
+    let run2 = [
+        sast_record("first-seen-fixed", fixed.clone()),
+        sast_record("open", fixed),
+    ];
+    let (outcome, _, closed) = reconciled_pass(&run2, outcome.ledger.unwrap(), "run-2");
+    assert_eq!(closed, 0);
+    assert_eq!(outcome.figures.lifecycle[&Lifecycle::Fixed], 2);
+    assert_eq!(outcome.figures.fixed_before, 1, "fixed since: `open` alone");
+}
+
 /// One pass of a SAST transformer over `records` (their repeated ids counted first, as collect
 /// counts them), reconciled against `previous`: the outcome, the ids written, and how many
 /// absent findings were closed.

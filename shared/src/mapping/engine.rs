@@ -159,6 +159,11 @@ pub struct Figures {
     /// Findings out (closure records included) by lifecycle status, when reconciled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lifecycle: BTreeMap<Lifecycle, u64>,
+    /// Of the lifecycle's FIXED, findings sent FIXED that ETM holds closed already (the vendor
+    /// lists a fixed finding on every scan) or never had open (first seen fixed): not fixed
+    /// since the last run.
+    #[serde(default)]
+    pub fixed_before: u64,
     pub lines: u64,
 }
 
@@ -219,6 +224,7 @@ impl Figures {
         self.held_as_id_now_repeats += other.held_as_id_now_repeats;
         self.held_for_unknown_record_types += other.held_for_unknown_record_types;
         self.held_for_failed_login += other.held_for_failed_login;
+        self.fixed_before += other.fixed_before;
         self.unreadable_original_severities += other.unreadable_original_severities;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {
@@ -1602,6 +1608,9 @@ impl State {
             .and_then(|slot| slots[slot].as_ref())
             .and_then(Value::as_str)
             .and_then(|hash| self.original.get(hash));
+        // Sent FIXED, though ETM holds it closed already or never had it open: counted FIXED
+        // as it is sent, and apart, so a report can tell it from a finding fixed since.
+        let fixed_before = closed && self.reconciling.is_some() && !self.held_open(claim);
         let lifecycle = match (&mut self.reconciling, &id) {
             (Some(reconciling), Some(id)) => {
                 match reconciling.see(id, claim, &facts, qds, closed) {
@@ -1618,6 +1627,7 @@ impl State {
             original,
             flags: &flags,
             lifecycle,
+            fixed_before,
         };
         self.lines.finding(|out| finding.write(plan, values, out));
         finding.count(&mut self.outcome.figures);
@@ -1900,6 +1910,8 @@ struct Finding<'f> {
     original: Option<&'f str>,
     flags: &'f [String],
     lifecycle: Option<Lifecycle>,
+    /// Sent FIXED while the previous ledger holds it closed, or holds it not at all.
+    fixed_before: bool,
 }
 
 impl Finding<'_> {
@@ -1919,6 +1931,9 @@ impl Finding<'_> {
         }
         if self.facts.fixed {
             figures.fixed += 1;
+        }
+        if self.fixed_before {
+            figures.fixed_before += 1;
         }
         if self.facts.state.as_ref().is_some_and(|s| !s.is_known()) {
             figures.unknown_triage_states += 1;
