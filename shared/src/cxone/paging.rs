@@ -68,6 +68,25 @@ impl Completeness {
         None
     }
 
+    /// The signs that a list read only in part moved while it was paged: its total changed, or a
+    /// record came twice (those after a record created meanwhile come one place later). A list
+    /// read only as far as it needs (DAST scans, newest first, to the first completed one) is
+    /// short of its total by design: that is not one.
+    fn moved_while_paged(&self) -> Option<String> {
+        if let Some(changed) = self.totals_seen.first() {
+            return Some(format!(
+                "the total changed during paging (first {}, then {changed}); the data moved while it was read",
+                self.expected
+            ));
+        }
+        (self.duplicates > 0).then(|| {
+            format!(
+                "{} record(s) came again on a later page; the data moved while it was read",
+                self.duplicates
+            )
+        })
+    }
+
     /// Whether a page held only records already received (see [`Seen::admit_within`]): the
     /// server is not moving through the list (it ignores where a page should start) and would
     /// answer so up to any total it claims. Every pager stops there.
@@ -1372,7 +1391,7 @@ impl CxOneClient {
             if let Some(scan) = scans.into_iter().find(DastScan::is_completed) {
                 // A list that moved between its pages (a scan deleted) may have shifted the
                 // newest completed scan past the page boundary, unread.
-                if let Some(moved) = completeness.problem().filter(|_| from > 0) {
+                if let Some(moved) = completeness.moved_while_paged().filter(|_| from > 0) {
                     return Err(VendorError::Malformed {
                         endpoint: "dast-scans",
                         detail: format!(

@@ -224,6 +224,37 @@ async fn a_dast_scan_list_that_moves_before_its_first_completed_scan_is_refused(
     assert_eq!(latest.scan_id, completed_first.scans.last().unwrap().id);
 }
 
+/// An environment with more scans than a page, whose first page holds no completed scan: its
+/// newest completed scan, on a later page, is taken, the list read no further. Before, the scans
+/// left unread (by design: newest first, to the first completed one) read as a list that moved,
+/// and the environment was never pulled.
+#[tokio::test]
+async fn a_dast_scan_list_read_in_part_takes_its_first_completed_scan_past_the_first_page() {
+    let emulator = emulator(TenantShape {
+        dast_environments: 4,
+        dast_scans_per_environment: 4,
+        ..TenantShape::default()
+    })
+    .await;
+    let mut s = settings(&emulator);
+    s.dast_page_size = 1;
+    let client = client(s, &api_key(&emulator));
+    // Environment 3's newest scan is running: its completed one is on the second page of four.
+    let running_last = &emulator.expected().environments[3];
+    assert_ne!(running_last.scans.last().unwrap().status, "Completed");
+    emulator.reset_traffic();
+    let latest = client
+        .latest_completed_dast_scan(&running_last.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Some(latest.scan_id),
+        running_last.latest_completed_scan.clone()
+    );
+    assert_eq!(emulator.traffic().requests_to(Endpoint::DastScans), 2);
+}
+
 #[tokio::test]
 async fn a_dast_total_reported_short_by_a_server_that_caps_its_pages_is_not_taken_for_complete() {
     let emulator = emulator(TenantShape {
