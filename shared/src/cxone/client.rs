@@ -57,7 +57,7 @@ impl ListPage {
 pub(crate) fn parse_list_page(
     body: Bytes,
     list_key: &str,
-    total_key: &str,
+    total_keys: &[&str],
 ) -> Result<ListPage, String> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| format!("body is not UTF-8 at byte {}", e.valid_up_to()))?;
@@ -65,7 +65,7 @@ pub(crate) fn parse_list_page(
     let top = serde::de::DeserializeSeed::deserialize(
         TopLevel {
             list_key,
-            total_key,
+            total_keys,
         },
         &mut deserializer,
     )
@@ -84,8 +84,13 @@ pub(crate) fn parse_list_page(
         .ok_or_else(|| format!("`{list_key}` is not a list"))?;
     let total = top
         .total
-        .and_then(|t| serde_json::from_str::<u64>(t.get()).ok())
-        .ok_or_else(|| format!("no whole-number `{total_key}` in the answer"))?;
+        .and_then(|(_, t)| serde_json::from_str::<u64>(t.get()).ok())
+        .ok_or_else(|| {
+            format!(
+                "no whole-number `{}` in the answer",
+                total_keys.join("` or `")
+            )
+        })?;
     let pages = top
         .pages
         .and_then(|p| serde_json::from_str::<u64>(p.get()).ok());
@@ -110,17 +115,19 @@ pub(crate) fn parse_list_page(
 }
 
 /// The members of a list page's top-level object that matter, located in the body; the last of
-/// repeated keys wins. `list` is `Some(None)` when the key holds something other than a list or
-/// `null`.
+/// repeated keys wins, and of the names a total may go by (`total_keys`: the DAST scans list's is
+/// `totalScans` as answered, `totalCount` as documented) the first present. `list` is
+/// `Some(None)` when the key holds something other than a list or `null`.
 struct TopLevel<'k> {
     list_key: &'k str,
-    total_key: &'k str,
+    total_keys: &'k [&'k str],
 }
 
 #[derive(Default)]
 struct TopMembers<'a> {
     list: Option<Option<Vec<&'a RawValue>>>,
-    total: Option<&'a RawValue>,
+    /// The total, with the place of its name in `total_keys`.
+    total: Option<(usize, &'a RawValue)>,
     pages: Option<&'a RawValue>,
     scan_id: Option<&'a RawValue>,
 }
@@ -148,8 +155,11 @@ impl<'de> serde::de::Visitor<'de> for TopLevel<'_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key == self.list_key {
                 top.list = Some(map.next_value::<ListOrOther<'de>>()?.0);
-            } else if key == self.total_key {
-                top.total = Some(map.next_value()?);
+            } else if let Some(rank) = self.total_keys.iter().position(|k| *k == key) {
+                let value = map.next_value()?;
+                if top.total.is_none_or(|(kept, _)| rank <= kept) {
+                    top.total = Some((rank, value));
+                }
             } else if key == "pages_number" {
                 top.pages = Some(map.next_value()?);
             } else if key == "scanID" {
@@ -346,10 +356,10 @@ impl CxOneClient {
         endpoint: &'static str,
         url: &Url,
         list_key: &str,
-        total_key: &str,
+        total_keys: &[&str],
     ) -> Result<ListPage, VendorError> {
         self.get_checked(endpoint, url, |body| {
-            parse_list_page(body, list_key, total_key)
+            parse_list_page(body, list_key, total_keys)
         })
         .await
     }
@@ -377,7 +387,7 @@ mod tests {
             let body = Bytes::from(body);
             let cut_short = body.slice(..cut.index(body.len() + 1));
             for candidate in [body, cut_short] {
-                match parse_list_page(candidate.clone(), "results", "totalCount") {
+                match parse_list_page(candidate.clone(), "results", &["totalCount"]) {
                     Ok(page) => {
                         for range in &page.records {
                             prop_assert!(range.end <= candidate.len());
@@ -390,12 +400,42 @@ mod tests {
         }
     }
 
+    /// A count that goes by two names (the DAST scans list's `totalScans`, as the live API
+    /// answers, and `totalCount`, as documented) is read by the first present, wherever it is.
+    #[test]
+    fn a_total_is_read_by_the_first_of_its_names_present() {
+        let page = |body: &'static str| {
+            parse_list_page(
+                Bytes::from_static(body.as_bytes()),
+                "scans",
+                &["totalScans", "totalCount"],
+            )
+        };
+        assert_eq!(page(r#"{"scans":[],"totalCount":3}"#).unwrap().total, 3);
+        assert_eq!(
+            page(r#"{"totalScans":2,"scans":[],"totalCount":3}"#)
+                .unwrap()
+                .total,
+            2
+        );
+        assert_eq!(
+            page(r#"{"totalCount":3,"scans":[],"totalScans":2}"#)
+                .unwrap()
+                .total,
+            2
+        );
+        assert_eq!(
+            page(r#"{"scans":[],"total":3}"#).err().unwrap(),
+            "no whole-number `totalScans` or `totalCount` in the answer"
+        );
+    }
+
     #[test]
     fn list_pages_locate_each_record() {
         let body = Bytes::from_static(
             b"{\"results\":[ {\"id\":\"a\"} ,\n\t{\"id\":\"b]\\\"}\",\"x\":[1,2]}\r\n, \"c\\\"d\" ],\"totalCount\": 7 ,\"scanID\":\"s\"}",
         );
-        let page = parse_list_page(body, "results", "totalCount").unwrap();
+        let page = parse_list_page(body, "results", &["totalCount"]).unwrap();
         assert_eq!(page.total, 7);
         let records: Vec<&[u8]> = page.records.iter().map(|r| page.record(r)).collect();
         assert_eq!(
@@ -413,7 +453,7 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"results":[{"id":"old"}],"totalCount":1,"results":[{"id":"a"},{"id":"b"}],"pages_number":3,"tot\u0061lCount":2}"#,
         );
-        let page = parse_list_page(body, "results", "totalCount").unwrap();
+        let page = parse_list_page(body, "results", &["totalCount"]).unwrap();
         assert_eq!((page.total, page.pages), (2, Some(3)));
         let records: Vec<&[u8]> = page.records.iter().map(|r| page.record(r)).collect();
         assert_eq!(records, vec![&br#"{"id":"a"}"#[..], &br#"{"id":"b"}"#[..]]);
@@ -427,7 +467,7 @@ mod tests {
         let body = Bytes::from_static(
             br#"{"results":[{"id":"a\ud83d"},{"id":"b","similarityId":1e999}],"totalCount":2}"#,
         );
-        let page = parse_list_page(body, "results", "totalCount").unwrap();
+        let page = parse_list_page(body, "results", &["totalCount"]).unwrap();
         assert_eq!(page.records.len(), 2);
     }
 
@@ -437,7 +477,8 @@ mod tests {
             (&br#"{"results":null,"totalCount":0}"#[..], 0),
             (&br#"{"results":null,"totalCount":7}"#[..], 7),
         ] {
-            let page = parse_list_page(Bytes::from_static(body), "results", "totalCount").unwrap();
+            let page =
+                parse_list_page(Bytes::from_static(body), "results", &["totalCount"]).unwrap();
             assert_eq!((page.records.len(), page.total), (0, total));
         }
     }
@@ -477,7 +518,7 @@ mod tests {
             (br#"{"results":[],"totalCount":0} {}"#, "invalid JSON"),
         ];
         for (body, expected) in cases {
-            let error = parse_list_page(Bytes::from_static(body), "results", "totalCount")
+            let error = parse_list_page(Bytes::from_static(body), "results", &["totalCount"])
                 .err()
                 .unwrap();
             assert!(error.contains(expected), "{error}");

@@ -15,6 +15,10 @@ use super::transport::spawn_counted;
 use crate::fingerprint::{CompactFingerprintSet, Fingerprints};
 use url::Url;
 
+/// The DAST scans list's count: `totalScans` as the live API answers (pysdk), `totalCount` as its
+/// documentation names it; the first present is read.
+const DAST_SCANS_TOTAL: &[&str] = &["totalScans", "totalCount"];
+
 /// How complete a paged list is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Completeness {
@@ -337,7 +341,7 @@ impl ReadAhead {
         } else {
             self.clear();
             self.client
-                .get_list(self.endpoint, &url, "results", "totalCount")
+                .get_list(self.endpoint, &url, "results", &["totalCount"])
                 .await?
         };
         self.page_bytes = self.page_bytes.max(page.body.len());
@@ -355,7 +359,7 @@ impl ReadAhead {
             let (client, request_url, endpoint) = (self.client.clone(), url.clone(), self.endpoint);
             let request = spawn_counted(async move {
                 client
-                    .get_list(endpoint, &request_url, "results", "totalCount")
+                    .get_list(endpoint, &request_url, "results", &["totalCount"])
                     .await
             });
             self.requests.push_back((url, request));
@@ -521,7 +525,7 @@ impl ResultsPager {
     /// Takes back a page this pager's `progress` counts as handed over (as stored: repeats
     /// already removed), so a record served again later is still known as a repeat.
     pub fn remember(&mut self, body: Bytes) -> Result<(), String> {
-        let page = parse_list_page(body, "results", "totalCount")?;
+        let page = parse_list_page(body, "results", &["totalCount"])?;
         if page.total != self.completeness.expected {
             return Err(format!(
                 "its total is {}, where the progress has {}",
@@ -805,7 +809,7 @@ impl DastResultsPager {
         let beyond = number > 0 && self.completeness.unique >= self.completeness.expected;
         let answer = self
             .client
-            .get_list("dast-results", &url, "results", "total")
+            .get_list("dast-results", &url, "results", &["total"])
             .await;
         let Some(page) = unless_refused_past_the_end(answer, beyond)? else {
             self.done = true;
@@ -1024,7 +1028,7 @@ impl CxOneClient {
                         ],
                     );
                     async move {
-                        self.get_list("projects", &url, "projects", "filteredTotalCount")
+                        self.get_list("projects", &url, "projects", &["filteredTotalCount"])
                             .await
                     }
                 })
@@ -1264,14 +1268,14 @@ impl CxOneClient {
             )
         };
         let first = self
-            .get_list("results", &url(0), "results", "totalCount")
+            .get_list("results", &url(0), "results", &["totalCount"])
             .await?;
         of_the_scan_asked("results", &first, scan_id, 0)?;
         if first.total <= 2 {
             return Ok((first.total, OffsetSemantics::Unneeded));
         }
         let second = self
-            .get_list("results", &url(1), "results", "totalCount")
+            .get_list("results", &url(1), "results", &["totalCount"])
             .await?;
         let overlaps = match (first.records.get(1), second.records.first()) {
             (Some(a), Some(b)) => first.record(a) == second.record(b),
@@ -1337,7 +1341,7 @@ impl CxOneClient {
                 ],
             );
             let page = self
-                .get_list("dast-environments", &url, "environments", "totalItems")
+                .get_list("dast-environments", &url, "environments", &["totalItems"])
                 .await?;
             listing.completeness.observe_total(page.total);
             let fresh = seen.admit(&page, &mut listing.completeness);
@@ -1375,7 +1379,7 @@ impl CxOneClient {
                 ],
             );
             let page = self
-                .get_list("dast-scans", &url, "scans", "totalScans")
+                .get_list("dast-scans", &url, "scans", DAST_SCANS_TOTAL)
                 .await?;
             completeness.observe_total(page.total);
             // The records not seen before; no room made for the whole list, which is read only
@@ -1444,7 +1448,7 @@ impl CxOneClient {
             ],
         );
         let page = match self
-            .get_list("dast-scans", &url, "scans", "totalScans")
+            .get_list("dast-scans", &url, "scans", DAST_SCANS_TOTAL)
             .await
         {
             Ok(page) => page,
@@ -1997,7 +2001,7 @@ mod tests {
         // `/api/sast-results` names its scan in each row: the first is read.
         let rows = |first: &str| {
             let body = format!(r#"{{"results":[{first},{{"scanID":"x"}}],"totalCount":2}}"#);
-            parse_list_page(Bytes::from(body), "results", "totalCount").unwrap()
+            parse_list_page(Bytes::from(body), "results", &["totalCount"]).unwrap()
         };
         let named = format!(r#"{{"resultHash":"h","scanID":"{upper}"}}"#);
         assert!(of_the_scan_asked("sast-results", &rows(&named), asked, 0).is_ok());
