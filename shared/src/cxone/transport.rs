@@ -352,7 +352,10 @@ pub(crate) fn classify(endpoint: &'static str, exchange: &Exchange) -> Verdict {
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
         return Verdict::Retry {
             reason: format!("HTTP {}", status.as_u16()),
-            retry_after: None,
+            // A gateway in maintenance may say when to come back.
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
+                .then(|| retry_after(&exchange.headers))
+                .flatten(),
         };
     }
     Verdict::Fail(match status {
@@ -488,9 +491,11 @@ impl Retries<'_> {
         if self.retries >= self.max_retries {
             return Err(exhausted());
         }
+        if reason.contains("429") {
+            bump(self.counters, |c| &c.rate_limited, 1);
+        }
         let delay = match retry_after {
             Some(asked) => {
-                bump(self.counters, |c| &c.rate_limited, 1);
                 let left = self.budget.saturating_sub(waited);
                 if asked > left {
                     return Err(VendorError::RetryAfterTooLong {
@@ -501,17 +506,12 @@ impl Retries<'_> {
                 }
                 asked.max(self.floor)
             }
-            None => {
-                if reason.contains("429") {
-                    bump(self.counters, |c| &c.rate_limited, 1);
-                }
-                match self.policy.should_retry(self.started, self.retries) {
-                    RetryDecision::Retry { execute_after } => execute_after
-                        .duration_since(SystemTime::now())
-                        .unwrap_or(Duration::ZERO),
-                    RetryDecision::DoNotRetry => return Err(exhausted()),
-                }
-            }
+            None => match self.policy.should_retry(self.started, self.retries) {
+                RetryDecision::Retry { execute_after } => execute_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+                RetryDecision::DoNotRetry => return Err(exhausted()),
+            },
         };
         tracing::info!(endpoint = self.endpoint, attempt = self.retries + 1, delay_ms = delay.as_millis() as u64, %reason, "retrying");
         self.retries += 1;

@@ -91,6 +91,46 @@ async fn a_retry_after_beyond_the_budget_fails_at_once_with_the_reason() {
     assert_eq!(client.counters().retries, 0, "no wait at all");
 }
 
+/// A 503 that says when to come back (a gateway in maintenance) is waited out as a 429's
+/// `Retry-After` is, and is not counted as rate limiting: one past the budget fails at once.
+#[tokio::test]
+async fn a_503_retry_after_is_read_and_one_beyond_the_budget_fails_at_once() {
+    let emulator = emulator(TenantShape::default()).await;
+    let mut s = settings(&emulator);
+    s.retry = RetrySettings {
+        max_total_wait_secs: 5,
+        ..s.retry
+    };
+    let client = client(s, &api_key(&emulator));
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            server_error_rate: 1.0,
+            server_error_retry_after: true,
+            retry_after: RetryAfter::Seconds(600),
+            ..fault()
+        },
+    );
+    let e = client.projects().await.unwrap_err();
+    assert!(matches!(e, VendorError::RetryAfterTooLong { .. }), "{e}");
+    let counters = client.counters();
+    assert_eq!((counters.retries, counters.rate_limited), (0, 0));
+    // One the budget holds is waited, then the list is read.
+    emulator.set_fault(
+        Endpoint::Projects,
+        FaultSpec {
+            server_error_rate: 1.0,
+            server_error_retry_after: true,
+            retry_after: RetryAfter::Seconds(1),
+            max: Some(1),
+            ..fault()
+        },
+    );
+    assert_eq!(client.projects().await.unwrap().items.len(), 10);
+    let counters = client.counters();
+    assert_eq!((counters.retries, counters.rate_limited), (1, 0));
+}
+
 #[tokio::test]
 async fn retry_after_zero_still_waits_the_least_delay_between_attempts() {
     let emulator = emulator(TenantShape::default()).await;

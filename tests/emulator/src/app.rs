@@ -201,7 +201,7 @@ async fn instrument(
     match state.faults.decide(endpoint, &target) {
         Decision::Pass => {}
         Decision::RateLimit(retry_after) => return rate_limited(retry_after),
-        Decision::ServerError(status) => return server_error(status),
+        Decision::ServerError(status, retry_after) => return server_error(status, retry_after),
         Decision::Forbidden => return forbidden(),
         Decision::Reset => {
             let mut response = Response::new(Body::empty());
@@ -219,11 +219,15 @@ async fn instrument(
 }
 
 fn rate_limited(retry_after: RetryAfter) -> Response {
-    let mut response = (
+    let response = (
         StatusCode::TOO_MANY_REQUESTS,
         Json(json!({"code": 429, "message": "Too Many Requests", "data": null})),
     )
         .into_response();
+    with_retry_after(response, retry_after)
+}
+
+fn with_retry_after(mut response: Response, retry_after: RetryAfter) -> Response {
     let value = match retry_after {
         RetryAfter::Absent => None,
         RetryAfter::Seconds(secs) => Some(secs.to_string()),
@@ -238,14 +242,15 @@ fn rate_limited(retry_after: RetryAfter) -> Response {
 }
 
 /// 5xx answers come from the gateway in front of the API, as HTML, not from the API as JSON.
-fn server_error(status: u16) -> Response {
+fn server_error(status: u16, retry_after: RetryAfter) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let reason = status.canonical_reason().unwrap_or("Server Error");
     let body = format!(
         "<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}</h1></center></body></html>",
         code = status.as_u16()
     );
-    (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+    let response = (status, [(header::CONTENT_TYPE, "text/html")], body).into_response();
+    with_retry_after(response, retry_after)
 }
 
 /// The API's own refusal of a resource the caller's roles do not cover.

@@ -36,6 +36,8 @@ pub struct FaultSpec {
     /// Share of requests answered with `server_error_status` (default 503).
     pub server_error_rate: f64,
     pub server_error_status: Option<u16>,
+    /// A 503 also carries `retry_after` (a gateway in maintenance saying when to come back).
+    pub server_error_retry_after: bool,
     /// Share of requests answered 403 as the API does for a resource the caller may not read.
     pub forbidden_rate: f64,
     /// Share of requests whose connection is dropped without an answer.
@@ -196,6 +198,11 @@ impl FaultSpec {
                     }
                     spec.server_error_status = Some(status as u16);
                 }
+                "retry-after-503" => {
+                    spec.server_error_retry_after = value.parse().map_err(|_| {
+                        format!("'retry-after-503' expects true or false, got '{value}'")
+                    })?
+                }
                 "403" => spec.forbidden_rate = rate()?,
                 "match" => spec.only_matching = Some(value.to_string()),
                 "reset" => spec.reset_rate = rate()?,
@@ -271,7 +278,7 @@ impl FaultSpec {
                 "max" => spec.max = Some(int()?),
                 _ => {
                     return Err(format!(
-                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, login-failed, list-main-branch (a branch name), last-id (a project id), retype (OLD:NEW), shrink-to, page-cap, expire-tokens-after, visible, max"
+                        "unknown fault setting '{key}'; expected one of latency-ms, jitter-ms, 429, retry-after, 5xx, status, retry-after-503, 403, match, reset, truncate, malformed, untyped, drift, claim-total, ignore-position, ignore-filters, ignore-sort, past-end (400 or 404), move-first-to-end, replace-first, login-failed, list-main-branch (a branch name), last-id (a project id), retype (OLD:NEW), shrink-to, page-cap, expire-tokens-after, visible, max"
                     ));
                 }
             }
@@ -304,7 +311,8 @@ pub fn parse_flag(text: &str) -> Result<(Vec<Endpoint>, FaultSpec), String> {
 pub enum Decision {
     Pass,
     RateLimit(RetryAfter),
-    ServerError(u16),
+    /// The status, and the `Retry-After` a 503 carries (see `server_error_retry_after`).
+    ServerError(u16, RetryAfter),
     Forbidden,
     Reset,
 }
@@ -388,7 +396,12 @@ impl FaultControl {
         }
         if self.roll(&mut slot, spec.server_error_rate) {
             fired.server_errors.fetch_add(1, Ordering::Relaxed);
-            return Decision::ServerError(spec.server_error_status.unwrap_or(503));
+            let status = spec.server_error_status.unwrap_or(503);
+            let retry_after = match (status, spec.server_error_retry_after) {
+                (503, true) => spec.retry_after,
+                _ => RetryAfter::Absent,
+            };
+            return Decision::ServerError(status, retry_after);
         }
         if self.roll(&mut slot, spec.forbidden_rate) {
             fired.forbidden.fetch_add(1, Ordering::Relaxed);
@@ -689,8 +702,8 @@ mod tests {
         assert_eq!(
             decisions,
             vec![
-                Decision::ServerError(503),
-                Decision::ServerError(503),
+                Decision::ServerError(503, RetryAfter::Absent),
+                Decision::ServerError(503, RetryAfter::Absent),
                 Decision::Pass,
                 Decision::Pass
             ]
