@@ -738,6 +738,17 @@ def assert_seen_by_the_heartbeat(account: Account, alarm_name: str, run_id: str)
         "SampleCount", "breaching", "LessThanThreshold", 1), alarm
 
 
+def test_a_schedule_in_another_connections_config_is_said_to_set_no_timer(account, emulator):
+    # The stack's two schedules run only `sast` and `dast`: a config's own schedule, stored for
+    # another connection, starts nothing on AWS, and `connection put` says so as it stores it.
+    result = put_connection(account, emulator, "nightly", extra={"schedule": {"expression": "rate(1 day)", "timezone": "UTC", "start_date": "2026-12-01"}})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stored"] is True, result.stdout
+    assert ("note: on AWS a config's schedule sets no timer" in result.stderr
+            and "start `nightly` through the API" in result.stderr), result.stderr
+    assert account.exists("connections/nightly/config.json")
+
+
 def test_api_routes_start_show_test_and_refuse_a_second_run(account, emulator, sast):
     status, report = account.http("POST", "/connections/sast/test")
     assert status == 200 and report["passed"] is True, report
