@@ -13,7 +13,7 @@ use url::Url;
 
 use super::config::VendorConfig;
 use super::error::{AuthError, VendorError};
-use super::transport::{Exchange, Transport, Verdict, classify, without_url};
+use super::transport::{Exchange, Retry, Transport, Verdict, classify, without_url};
 use crate::secret::Credential;
 
 /// The client id Checkmarx's documentation uses for API keys without an `azp` claim.
@@ -400,7 +400,7 @@ impl TokenSource {
                     .into());
                 }
                 Err(error) => {
-                    retries.wait(without_url(&error), None).await?;
+                    retries.wait(Retry::after(without_url(&error))).await?;
                     continue;
                 }
             };
@@ -422,10 +422,7 @@ impl TokenSource {
                 return Err(refusal.into());
             }
             match classify("token", &exchange) {
-                Verdict::Retry {
-                    reason,
-                    retry_after,
-                } => retries.wait(reason, retry_after).await?,
+                Verdict::Retry(retry) => retries.wait(retry).await?,
                 Verdict::Fail(error) => return Err(error),
             }
         }

@@ -12,7 +12,7 @@ use url::Url;
 use super::auth::TokenSource;
 use super::config::VendorConfig;
 use super::error::VendorError;
-use super::transport::{CounterSnapshot, Transport, Verdict, classify, without_url};
+use super::transport::{CounterSnapshot, Retry, Transport, Verdict, classify, without_url};
 use crate::secret::Credential;
 
 /// How often one attempt goes again after a 401 on a token another request had already replaced
@@ -304,15 +304,15 @@ impl CxOneClient {
                 .get(url.clone())
                 .bearer_auth(bearer.expose())
                 .header("Accept", "application/json");
-            let (reason, retry_after) = match inner
+            let retry = match inner
                 .transport
                 .exchange(endpoint, retries.attempt(), request)
                 .await
             {
-                Err(error) => (without_url(&error), None),
+                Err(error) => Retry::after(without_url(&error)),
                 Ok(exchange) if exchange.status.is_success() => match accept(exchange.body) {
                     Ok(value) => return Ok(value),
-                    Err(problem) => (problem, None),
+                    Err(problem) => Retry::after(problem),
                 },
                 Ok(exchange) if exchange.status == StatusCode::UNAUTHORIZED => {
                     if !inner.tokens.holds(&bearer).await {
@@ -338,15 +338,12 @@ impl CxOneClient {
                     continue;
                 }
                 Ok(exchange) => match classify(endpoint, &exchange) {
-                    Verdict::Retry {
-                        reason,
-                        retry_after,
-                    } => (reason, retry_after),
+                    Verdict::Retry(retry) => retry,
                     Verdict::Fail(error) => return Err(error),
                 },
             };
             (refused_in_a_row, refused_replaced_tokens) = (false, 0);
-            retries.wait(reason, retry_after).await?;
+            retries.wait(retry).await?;
         }
     }
 

@@ -333,30 +333,48 @@ pub(crate) fn without_url(error: &reqwest::Error) -> String {
 /// What a failed attempt means for the next one.
 pub(crate) enum Verdict {
     /// Worth another attempt after the backoff (or the server's `Retry-After`).
-    Retry {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
+    Retry(Retry),
     Fail(VendorError),
+}
+
+/// Why an attempt is made again, and what the server said of when.
+pub(crate) struct Retry {
+    pub reason: String,
+    pub retry_after: Option<Duration>,
+    /// A 429: counted as rate limiting.
+    pub rate_limited: bool,
+}
+
+impl Retry {
+    /// A failure the server said nothing of (a connection error, a body that is not the page).
+    pub fn after(reason: String) -> Self {
+        Self {
+            reason,
+            retry_after: None,
+            rate_limited: false,
+        }
+    }
 }
 
 /// Classifies an answer that is not a success, for the retry layer.
 pub(crate) fn classify(endpoint: &'static str, exchange: &Exchange) -> Verdict {
     let status = exchange.status;
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return Verdict::Retry {
+        return Verdict::Retry(Retry {
             reason: "HTTP 429 Too Many Requests".into(),
             retry_after: retry_after(&exchange.headers),
-        };
+            rate_limited: true,
+        });
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-        return Verdict::Retry {
+        return Verdict::Retry(Retry {
             reason: format!("HTTP {}", status.as_u16()),
             // A gateway in maintenance may say when to come back.
             retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
                 .then(|| retry_after(&exchange.headers))
                 .flatten(),
-        };
+            rate_limited: false,
+        });
     }
     Verdict::Fail(match status {
         StatusCode::FORBIDDEN => VendorError::Forbidden {
@@ -476,11 +494,12 @@ impl Retries<'_> {
     }
 
     /// Waits before the next attempt, or gives up with the reason of the last failure.
-    pub async fn wait(
-        &mut self,
-        reason: String,
-        retry_after: Option<Duration>,
-    ) -> Result<(), VendorError> {
+    pub async fn wait(&mut self, retry: Retry) -> Result<(), VendorError> {
+        let Retry {
+            reason,
+            retry_after,
+            rate_limited,
+        } = retry;
         let waited = self.started_at.elapsed();
         let exhausted = || VendorError::RetriesExhausted {
             endpoint: self.endpoint,
@@ -491,7 +510,7 @@ impl Retries<'_> {
         if self.retries >= self.max_retries {
             return Err(exhausted());
         }
-        if reason.contains("429") {
+        if rate_limited {
             bump(self.counters, |c| &c.rate_limited, 1);
         }
         let delay = match retry_after {
