@@ -317,13 +317,16 @@ fn rejected_in(pull: &Pull, rejected: &FirstListed<Rejected>) -> String {
 }
 
 /// Refuses, before an attempt writes the item's moved closures, once another attempt recorded
-/// the item (Step Functions retried one that still ran, and it recorded meanwhile): the run may
-/// have committed them. Refused so, the attempt answers the record that stands
-/// ([`record_transform`]).
+/// the item (Step Functions retried one that still ran, and it recorded meanwhile) or finalize
+/// gave up on it: the run may have committed without them. Refused so, the attempt answers the
+/// record that stands ([`record_transform`]), or, given up, takes back what it wrote.
 async fn refuse_once_recorded(store: &impl ObjectStore, item: &WorkItem) -> Result<(), StepError> {
     let key = item.run.transform_record(&item.item);
-    match store.get(&key).await? {
+    match get_json::<TransformRecord>(store, &key).await? {
         None => Ok(()),
+        // Finalize gave up on the item (and carried its previous ledger, which this attempt may
+        // have written over since): refused as given up, so that what it wrote is taken back.
+        Some(record) if record.given_up => Err(given_up(item)),
         Some(_) => Err(StepError::bad_object(
             &key,
             "another attempt recorded the item while this one ran: this one writes nothing",

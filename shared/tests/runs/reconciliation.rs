@@ -4652,6 +4652,85 @@ async fn a_late_transform_dies_as_it_records(
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A late transform of an item whose asset moves: an earlier attempt wrote the item's ledger and
+/// died before it recorded; this one passes its checks, and as it puts its ledger over the
+/// earlier one's, finalize gives up on the item (carrying the previous ledger) and commits. Its
+/// put lands over the carried ledger; at its moved closures it finds the item given up, and
+/// takes back what it wrote: the committed run keeps the previous ledger. Before, the refusal
+/// there was not a give-up, nothing was taken back, and the committed run kept this attempt's
+/// ledger (its absent findings closed there, their closures deleted: open in ETM for good).
+#[tokio::test]
+async fn a_late_moving_transform_finalize_gave_up_on_takes_back_its_ledger() {
+    let LateTransform {
+        store,
+        dir,
+        after,
+        run2,
+        item,
+        previous_ledger,
+        ..
+    } = late_transform("late-moving").await;
+    let item = &item;
+    let mut moving = connection(&after, "late-moving", ConnectorKind::Sast).config;
+    moving.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sast)];
+    let c = moving.validate().unwrap();
+    let (ledger_key, record_key) = (run2.ledger(&item.item), run2.transform_record(&item.item));
+    // The earlier attempt: its ledger written, its process dead as it records.
+    let dying = Hooked {
+        inner: store.clone(),
+        hook: |key: &str, _| {
+            (key == record_key).then(|| {
+                Err(StoreError::Failed {
+                    location: key.to_string(),
+                    problem: "the process died".into(),
+                })
+            })
+        },
+    };
+    assert!(
+        cxone_etm::pipeline::transform(&dying, &c, item)
+            .await
+            .is_err()
+    );
+    assert!(store.get(&ledger_key).await.unwrap().is_some());
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let finalizing = store.clone();
+    let late = Hooked {
+        inner: store,
+        hook: |key: &str, conditional: bool| {
+            finalize_the_first_time(
+                key == ledger_key && !conditional,
+                &fired,
+                &finalizing,
+                &c,
+                &run2,
+            );
+            None
+        },
+    };
+    let answered = cxone_etm::pipeline::transform(&late, &c, item).await;
+    assert!(
+        fired.load(std::sync::atomic::Ordering::SeqCst),
+        "finalize ran in between"
+    );
+    assert!(
+        matches!(answered, Err(StepError::GivenUp { .. })),
+        "{answered:?}"
+    );
+    let store = late.inner;
+    assert_eq!(
+        store.get(&ledger_key).await.unwrap().unwrap(),
+        previous_ledger,
+        "the ledger finalize carried stands"
+    );
+    assert_eq!(
+        store.list(&run2.etm_prefix(&item.item)).await.unwrap(),
+        vec![record_key.clone()],
+        "nothing of the late attempt beside the record"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Two attempts of finalize at once (Step Functions retried one whose answer it lost): one
 /// commits while the other, past its check for the commit marker, carries the previous ledger of
 /// an item given up, and fails as it puts it. The committed run keeps the item's ledger: the
