@@ -420,12 +420,12 @@ check(namespace is not None and partial.get("Namespace") == namespace.group(1) a
       "no alarm on finalize's RunsPartial metric (a run committed without some items), notifying where the failed-runs alarm does")
 # A DAST login that stays broken holds its environment's findings on every run, each run complete.
 login = alarms.get("FailedLoginAlarm", {})
-check(namespace is not None and login.get("Namespace") == namespace.group(1) and login.get("MetricName") == "HeldForFailedLogin"
-      and '"HeldForFailedLogin"' in metrics_rs and login.get("Dimensions") == [{"Name": "Function", "Value": "finalize"}]
+check(namespace is not None and login.get("Namespace") == namespace.group(1) and login.get("MetricName") == "FailedLogins"
+      and '"FailedLogins"' in metrics_rs and login.get("Dimensions") == [{"Name": "Function", "Value": "finalize"}]
       and login.get("Statistic") == "Sum" and login.get("Threshold") == 1
       and login.get("ComparisonOperator") == "GreaterThanOrEqualToThreshold"
       and login.get("AlarmActions") == alarms.get("FailedRunsAlarm", {}).get("AlarmActions"),
-      "no alarm on finalize's HeldForFailedLogin metric (findings held for a DAST login that failed), notifying where the failed-runs alarm does")
+      "no alarm on finalize's FailedLogins metric (DAST environments whose login failed, their findings held), notifying where the failed-runs alarm does")
 # The API's routes are exactly those the trigger dispatches on (its ROUTES, by route key and path
 # parameters): a catch-all or `$default` route would hand it paths to read, decoded by API Gateway.
 handler_rs = (root / "functions" / "trigger" / "src" / "handler.rs").read_text()

@@ -1413,9 +1413,9 @@ pub struct FinalizeOutput {
     pub complete: bool,
     pub items_by_status: std::collections::BTreeMap<String, u64>,
     pub findings: u64,
-    /// Open findings of DAST environments whose last login failed, held open, not closed.
+    /// DAST environments whose last login failed (their findings held open, not closed).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub held_for_failed_login: u64,
+    pub failed_logins: u64,
     pub manifest_key: String,
 }
 
@@ -1449,7 +1449,7 @@ pub async fn finalize_task(
         complete: manifest.complete,
         items_by_status: manifest.items_by_status,
         findings: manifest.totals.findings_out,
-        held_for_failed_login: manifest.totals.held_for_failed_login,
+        failed_logins: manifest.totals.failed_logins,
         manifest_key: runtime.store.full_key(&input.run.manifest()),
         run: input.run,
     })
@@ -1555,7 +1555,7 @@ impl Summarized for FinalizeOutput {
         name_run(summary, &self.run);
         summary.outcome = if self.complete { "complete" } else { "partial" }.into();
         summary.run_partial = Some(!self.complete);
-        summary.held_for_failed_login = Some(self.held_for_failed_login);
+        summary.failed_logins = Some(self.failed_logins);
         summary.items = self.items_by_status.values().sum();
         summary.findings = self.findings;
     }

@@ -33,10 +33,11 @@ pub struct Summary {
     /// `RunsPartial` (1 or 0), which the template alarms on: the execution succeeded, so the
     /// failed-runs alarm does not see it.
     pub run_partial: Option<bool>,
-    /// A run finalize committed: the open findings of DAST environments whose last login failed,
-    /// held open. Its line carries `HeldForFailedLogin`, which the template alarms on: a login
-    /// that stays broken would otherwise hold them, the run complete, with no one told.
-    pub held_for_failed_login: Option<u64>,
+    /// A run finalize committed: its DAST environments whose last login failed. Its line carries
+    /// `FailedLogins`, which the template alarms on: their scans may have seen only what a visitor
+    /// without the login sees, and a login that stays broken would hold their findings open, the
+    /// run complete, with no one told.
+    pub failed_logins: Option<u64>,
 }
 
 /// The EMF document for one invocation of `function` that took `duration_ms`.
@@ -85,8 +86,8 @@ pub fn emf_line(function: &str, summary: &Summary, duration_ms: u64, timestamp_m
     if let Some(partial) = summary.run_partial {
         count("RunsPartial", u64::from(partial));
     }
-    if let Some(held) = summary.held_for_failed_login {
-        count("HeldForFailedLogin", held);
+    if let Some(failed) = summary.failed_logins {
+        count("FailedLogins", failed);
     }
     if let Some(run) = &summary.run {
         line["RunId"] = json!(run);
@@ -146,7 +147,7 @@ mod tests {
             error: None,
             scheduled_start: true,
             run_partial: Some(true),
-            held_for_failed_login: Some(3),
+            failed_logins: Some(3),
         };
         let line = emf_line("collect", &summary, 1234, 1_700_000_000_000);
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
@@ -224,15 +225,15 @@ mod tests {
         assert!(other.get("RunsPartial").is_none());
     }
 
-    /// Finalize's line of a committed run counts the findings held for a failed DAST login, as
-    /// a metric the template alarms on; no other line declares it.
+    /// Finalize's line of a committed run counts its DAST environments whose login failed, as a
+    /// metric the template alarms on; no other line declares it.
     #[test]
-    fn a_committed_run_counts_the_findings_held_for_a_failed_login() {
-        let line = |held| {
+    fn a_committed_run_counts_its_failed_dast_logins() {
+        let line = |failed| {
             emf_line(
                 "finalize",
                 &Summary {
-                    held_for_failed_login: held,
+                    failed_logins: failed,
                     ..Summary::default()
                 },
                 5,
@@ -243,15 +244,15 @@ mod tests {
             line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
                 .as_array()
                 .unwrap()
-                .contains(&json!({"Name": "HeldForFailedLogin", "Unit": "Count"}))
+                .contains(&json!({"Name": "FailedLogins", "Unit": "Count"}))
         };
         let (held, none, other) = (line(Some(7)), line(Some(0)), line(None));
         assert!(declared(&held) && declared(&none) && !declared(&other));
         assert_eq!(
-            (&held["HeldForFailedLogin"], &none["HeldForFailedLogin"]),
+            (&held["FailedLogins"], &none["FailedLogins"]),
             (&json!(7), &json!(0))
         );
-        assert!(other.get("HeldForFailedLogin").is_none());
+        assert!(other.get("FailedLogins").is_none());
     }
 
     #[test]

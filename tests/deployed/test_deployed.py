@@ -697,7 +697,7 @@ def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles
         assert_seen_by_the_heartbeat(account, "DastStaleRunsAlarm", started["run"]["runId"])
     assert_unchanged(runs[1], runs[0])
     # The environments with a login say their last login failed, and their scans answer what a
-    # visitor without it sees: what those scans lack is held open, the run complete, and the
+    # visitor without it sees: what those scans lack is held open, the run complete, and their
     # count reaches the template's alarm through finalize's summary line.
     with_login = [e for e in environments.values() if e["has_login"] and e["latest_completed_scan"]]
     assert with_login, sorted(environments)
@@ -708,14 +708,15 @@ def test_the_dast_schedule_commits_every_environments_latest_scan_and_reconciles
     finally:
         emulator.clear_faults()
     manifest = committed(account, started["run"])
-    held = manifest["totals"]["heldForFailedLogin"]
-    assert manifest["complete"] is True and held > 0, manifest["totals"]
+    failed = manifest["totals"]["failedLogins"]
+    assert manifest["complete"] is True and failed == len(with_login), (manifest["totals"], len(with_login))
+    assert manifest["totals"]["heldForFailedLogin"] > 0, manifest["totals"]
     assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
     alarm = account.resolved.of_type("AWS::CloudWatch::Alarm")["FailedLoginAlarm"]["Properties"]
     (line,) = [line for line in account.summary_lines("cxone-etm-finalize")
                if line.get("RunId") == started["run"]["runId"] and alarm["MetricName"] in line]
     (directive,) = line["_aws"]["CloudWatchMetrics"]
-    assert line[alarm["MetricName"]] == held and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]], line
+    assert line[alarm["MetricName"]] == failed and alarm["MetricName"] in [m["Name"] for m in directive["Metrics"]], line
     assert directive["Namespace"] == alarm["Namespace"]
     assert [{"Name": "Function", "Value": line["Function"]}] == alarm["Dimensions"] and ["Function"] in directive["Dimensions"]
 

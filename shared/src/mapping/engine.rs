@@ -147,6 +147,10 @@ pub struct Figures {
     /// sees, so what it lacks may be behind the login. Held open instead of closed.
     #[serde(default)]
     pub held_for_failed_login: u64,
+    /// DAST environments whose record says their last login failed (1 on such an item's line):
+    /// what their scans lack may be behind the login, so none of it closes, from the first run.
+    #[serde(default)]
+    pub failed_logins: u64,
     /// Rows of the severities-before-triage pull that could not be read (no text hash or
     /// severity): their findings are ingested without `originalVendorSeverity`.
     #[serde(default)]
@@ -225,6 +229,7 @@ impl Figures {
         self.held_for_unknown_record_types += other.held_for_unknown_record_types;
         self.held_for_failed_login += other.held_for_failed_login;
         self.fixed_before += other.fixed_before;
+        self.failed_logins += other.failed_logins;
         self.unreadable_original_severities += other.unreadable_original_severities;
         self.severity_changed_by_triage += other.severity_changed_by_triage;
         for (k, v) in &other.by_severity {

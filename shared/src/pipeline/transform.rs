@@ -932,6 +932,7 @@ async fn transform_collected(
         if connection.plans.len() > 1 {
             record.by_engine = by_engine;
         }
+        record.figures.failed_logins = u64::from(login_failed);
     }
     record_transform(store, item, record).await
 }

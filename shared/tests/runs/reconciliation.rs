@@ -1120,6 +1120,7 @@ async fn a_dast_scan_whose_login_failed_closes_nothing_it_lacks() {
             .sum();
         assert_eq!(closed, 0, "{}: nothing closed", item.item);
         assert!(item.figures.held_for_failed_login > 0, "{:?}", item.figures);
+        assert_eq!(item.figures.failed_logins, 1, "{:?}", item.figures);
         assert_eq!(
             open(&m2, &e.id) + item.figures.held_for_failed_login,
             open(&m1, &e.id),
@@ -1132,10 +1133,35 @@ async fn a_dast_scan_whose_login_failed_closes_nothing_it_lacks() {
     for e in &without {
         let item = m2.items.iter().find(|i| i.vendor_id == e.id).unwrap();
         assert_eq!(item.figures.held_for_failed_login, 0, "{}", item.item);
+        assert_eq!(item.figures.failed_logins, 0, "{}", item.item);
     }
     let third = run(&store, &c, api_key(&emulator)).await.unwrap();
     assert!(third.complete, "{:?}", third.problems);
     nothing_new_or_reopened(&manifest(&store, &third.manifest).await, "run 3");
+    // A connection whose first run meets the broken logins holds nothing (it has no ledger), yet
+    // counts each environment whose login failed, for the alarm.
+    let fresh = connection(&emulator, &format!("{id}-fresh"), ConnectorKind::Dast);
+    for endpoint in [Endpoint::DastEnvironments, Endpoint::DastResults] {
+        let fault = FaultSpec {
+            login_failed: true,
+            ..FaultSpec::default()
+        };
+        emulator.set_fault(endpoint, fault);
+    }
+    let first = run(&store, &fresh, api_key(&emulator)).await.unwrap();
+    emulator.clear_faults();
+    let m = manifest(&store, &first.manifest).await;
+    let behind_logins = emulator
+        .expected()
+        .environments
+        .iter()
+        .filter(|e| e.has_login && e.latest_completed_scan.is_some())
+        .count() as u64;
+    assert!(behind_logins > 0);
+    assert_eq!(
+        (m.totals.failed_logins, m.totals.held_for_failed_login),
+        (behind_logins, 0)
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
