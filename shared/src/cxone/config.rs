@@ -325,12 +325,13 @@ pub struct VendorConfig {
 }
 
 impl VendorConfig {
-    /// `{iam}/auth/realms/{tenant}`
+    /// `{iam}/auth/realms/{tenant}`, the tenant lower-cased as Checkmarx One's clients ask it
+    /// (Keycloak's realm names are case-sensitive, and a tenant's is lower-case).
     pub fn realm_url(&self) -> String {
         format!(
             "{}/auth/realms/{}",
             self.endpoints.iam.as_str().trim_end_matches('/'),
-            self.tenant
+            self.tenant.to_ascii_lowercase()
         )
     }
 }

@@ -44,6 +44,21 @@ async fn api_keys_are_presented_with_the_client_named_in_their_azp_claim() {
         .expect("the key's own client id is used, not ast-app");
 }
 
+/// A tenant typed in capitals (`Acme` for `acme`) is asked for by its realm lower-cased, as
+/// Checkmarx One's clients ask it: Keycloak's realm names are case-sensitive, and the emulator's
+/// too. Before, client credentials were refused as for an unknown tenant.
+#[tokio::test]
+async fn a_tenant_typed_in_capitals_is_asked_for_lower_cased() {
+    let emulator = emulator(TenantShape::default()).await;
+    let mut s = settings(&emulator);
+    assert_eq!(s.tenant, s.tenant.to_ascii_lowercase());
+    s.tenant = s.tenant.to_ascii_uppercase();
+    for credential in [api_key(&emulator), oauth(&emulator)] {
+        let client = client(s.clone(), &credential);
+        assert!(client.projects().await.is_ok());
+    }
+}
+
 #[tokio::test]
 async fn each_token_refusal_becomes_its_own_actionable_error() {
     let emulator = emulator(TenantShape::default()).await;

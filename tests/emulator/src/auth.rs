@@ -412,7 +412,8 @@ pub async fn token(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Response {
-    if !tenant.eq_ignore_ascii_case(&state.auth.tenant) {
+    // Keycloak's realm names are case-sensitive: `Acme` is not `acme`.
+    if tenant != state.auth.tenant {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "Realm does not exist"})),

@@ -136,7 +136,7 @@ async fn token_errors_answer_as_keycloak_does() {
 }
 
 #[tokio::test]
-async fn unknown_tenant_is_404_realm_does_not_exist_and_tenant_case_does_not_matter() {
+async fn unknown_tenant_is_404_realm_does_not_exist_and_realm_names_are_case_sensitive() {
     let emulator = start(TenantShape::default()).await;
     let url = format!(
         "{}/auth/realms/nosuch/protocol/openid-connect/token",
@@ -172,7 +172,8 @@ async fn unknown_tenant_is_404_realm_does_not_exist_and_tenant_case_does_not_mat
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    // As Keycloak's: `ACME` is another realm than `acme`.
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
