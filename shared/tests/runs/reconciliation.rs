@@ -4198,32 +4198,20 @@ async fn a_transform_after_the_items_record_answers_it_and_writes_nothing() {
 /// for byte what the run holds.
 #[tokio::test]
 async fn a_transform_that_finds_the_item_recorded_before_its_moved_closures_writes_none() {
-    use cxone_etm::pipeline::{VendorAccess, begin_run, collect, finalize, plan, transform};
-    let id = "late-move";
-    let (store, dir) = temp_store(id);
-    let emulator = emulator(shape(2, 1)).await;
-    let mut config = connection(&emulator, id, ConnectorKind::Sast).config;
-    first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
-    config.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sast)];
-    let by_name = config.validate().unwrap();
+    use cxone_etm::pipeline::{collect, finalize, transform};
+    // The emulator answers while bound.
+    let MovingRun {
+        store,
+        dir,
+        emulator: _emulator,
+        by_name,
+        run2,
+        vendor,
+        items,
+    } = moving_run("late-move").await;
     // Run 2 step by step: every item transformed once, the run not yet finalized.
-    let run2 = begin_run(
-        &store,
-        id,
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = VendorAccess::new(
-        by_name.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
-    )
-    .await
-    .unwrap();
-    let groups = plan(&store, &vendor, &by_name, &run2, 1).await.unwrap();
     let mut moving = None;
-    for item in groups.iter().flat_map(|g| &g.items) {
+    for item in &items {
         collect(&store, &vendor, &by_name, item, None)
             .await
             .unwrap();
@@ -4289,32 +4277,18 @@ async fn a_transform_that_finds_the_item_recorded_before_its_moved_closures_writ
 /// naming it, rather than commit closures the item's lines were not numbered for.
 #[tokio::test]
 async fn a_committed_ledger_that_reads_otherwise_after_the_pull_fails_the_moving_item() {
-    use cxone_etm::pipeline::{VendorAccess, begin_run, collect, plan, transform};
-    let id = "ledger-rereads";
-    let (store, dir) = temp_store(id);
-    let emulator = emulator(shape(2, 1)).await;
-    let mut config = connection(&emulator, id, ConnectorKind::Sast).config;
-    first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
-    config.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sast)];
-    let by_name = config.validate().unwrap();
-    let run2 = begin_run(
-        &store,
-        id,
-        cxone_etm::pipeline::Trigger::Api,
-        std::time::Duration::from_secs(3600),
-    )
-    .await
-    .unwrap();
-    let vendor = VendorAccess::new(
-        by_name.vendor.clone(),
-        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
-    )
-    .await
-    .unwrap();
-    let groups = plan(&store, &vendor, &by_name, &run2, 1).await.unwrap();
-    let item = groups
+    use cxone_etm::pipeline::{collect, transform};
+    let MovingRun {
+        store,
+        dir,
+        emulator,
+        by_name,
+        run2,
+        vendor,
+        items,
+    } = moving_run("ledger-rereads").await;
+    let item = items
         .iter()
-        .flat_map(|g| &g.items)
         .find(|i| i.previous_run.is_some())
         .expect("an item with a committed ledger");
     collect(&store, &vendor, &by_name, item, None)
@@ -4336,7 +4310,7 @@ async fn a_committed_ledger_that_reads_otherwise_after_the_pull_fails_the_moving
     );
     assert!(rereads.read.load(std::sync::atomic::Ordering::Relaxed));
     // The run commits without the item, its findings carried; the next moves it.
-    for other in groups.iter().flat_map(|g| &g.items).filter(|i| *i != item) {
+    for other in items.iter().filter(|i| *i != item) {
         collect(&store, &vendor, &by_name, other, None)
             .await
             .unwrap();
@@ -4364,6 +4338,53 @@ async fn a_committed_ledger_that_reads_otherwise_after_the_pull_fails_the_moving
         moved.objects
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// Run 1 of two projects keyed by id, committed; run 2 begun and planned with a map that keys
+/// them by name (each asset moves), nothing of it collected yet.
+struct MovingRun {
+    store: LocalStore,
+    dir: std::path::PathBuf,
+    emulator: Emulator,
+    by_name: cxone_etm::pipeline::Connection,
+    run2: cxone_etm::pipeline::RunRef,
+    vendor: cxone_etm::pipeline::VendorAccess,
+    items: Vec<cxone_etm::pipeline::WorkItem>,
+}
+
+async fn moving_run(id: &str) -> MovingRun {
+    use cxone_etm::pipeline::{VendorAccess, begin_run, plan};
+    let (store, dir) = temp_store(id);
+    let emulator = emulator(shape(2, 1)).await;
+    let mut config = connection(&emulator, id, ConnectorKind::Sast).config;
+    first_complete_run(&store, &config.clone().validate().unwrap(), &emulator).await;
+    config.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sast)];
+    let by_name = config.validate().unwrap();
+    let run2 = begin_run(
+        &store,
+        id,
+        cxone_etm::pipeline::Trigger::Api,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let vendor = VendorAccess::new(
+        by_name.vendor.clone(),
+        cxone_etm::secret::SecretSource::provided(api_key(&emulator)),
+    )
+    .await
+    .unwrap();
+    let groups = plan(&store, &vendor, &by_name, &run2, 1).await.unwrap();
+    let items = groups.into_iter().flat_map(|g| g.items).collect();
+    MovingRun {
+        store,
+        dir,
+        emulator,
+        by_name,
+        run2,
+        vendor,
+        items,
+    }
 }
 
 /// A directory store where one object reads absent after its first read.
