@@ -144,14 +144,15 @@ fn web_link(url: &str) -> bool {
 /// The open findings a complete pull did not see, held open instead of closed, and why.
 fn held_open(t: &Figures) -> String {
     format!(
-        "{} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before, while it repeats: {}; no record of their engine beside records of an unknown type: {}; a DAST scan whose login failed: {})",
+        "{} (a rejected record in their pull: {}; a finding sent twice, its list moved while paged: {}; a branch change: {}; an id sent alone before, while it repeats: {}; no record of their engine beside records of an unknown type: {}; a DAST scan whose login failed: {}, of {} environment(s) whose last login failed)",
         t.held_open(),
         t.held_for_rejected_records,
         t.held_for_repeated_records,
         t.held_on_branch_change,
         t.held_as_id_now_repeats,
         t.held_for_unknown_record_types,
-        t.held_for_failed_login
+        t.held_for_failed_login,
+        t.failed_logins
     )
 }
 
@@ -596,11 +597,12 @@ mod tests {
             held_as_id_now_repeats: 3,
             held_for_unknown_record_types: 7,
             held_for_failed_login: 11,
+            failed_logins: 2,
             ..Figures::default()
         };
         assert_eq!(
             held_open(&t),
-            "29 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before, while it repeats: 3; no record of their engine beside records of an unknown type: 7; a DAST scan whose login failed: 11)"
+            "29 (a rejected record in their pull: 2; a finding sent twice, its list moved while paged: 5; a branch change: 1; an id sent alone before, while it repeats: 3; no record of their engine beside records of an unknown type: 7; a DAST scan whose login failed: 11, of 2 environment(s) whose last login failed)"
         );
     }
 

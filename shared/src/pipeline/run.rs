@@ -150,7 +150,8 @@ impl VendorScope {
             (Some(this), Some(that)) => this == that,
             _ => true,
         };
-        self.tenant == other.tenant
+        // A tenant's realm is its name lower-cased: `Acme` and `acme` are one.
+        self.tenant.eq_ignore_ascii_case(&other.tenant)
             && same_region
             && self.kind.on_projects() == other.kind.on_projects()
     }
@@ -1133,6 +1134,11 @@ mod tests {
                 true,
             ),
             (scope("acme", ConnectorKind::Sast, None), true),
+            // One realm: the tenant's name lower-cased.
+            (
+                scope("Acme", ConnectorKind::Sast, Some("eu.iam.checkmarx.net")),
+                true,
+            ),
             (
                 scope("acme", ConnectorKind::Sast, Some("iam.checkmarx.net")),
                 false,

@@ -151,7 +151,14 @@ pub async fn transform_until(
                 failed: Some(error.to_string()),
                 ..TransformRecord::default()
             };
-            record_transform(store, item, record).await
+            match record_transform(store, item, record).await {
+                // Finalize gave up on the item meanwhile: what this attempt wrote goes.
+                Err(given_up @ StepError::GivenUp { .. }) => {
+                    take_back(store, item).await?;
+                    Err(given_up)
+                }
+                answered => answered,
+            }
         }
         transformed => transformed,
     }

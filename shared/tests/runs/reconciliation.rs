@@ -4297,10 +4297,10 @@ async fn a_committed_ledger_that_reads_otherwise_after_the_pull_fails_the_moving
     let ledger = run2
         .sibling(item.previous_run.as_deref().unwrap())
         .ledger(&item.item);
-    let rereads = ReadsOnce {
+    let rereads = ReadsOtherwise {
         inner: store.clone(),
         key: ledger.clone(),
-        read: std::sync::atomic::AtomicBool::new(false),
+        reads: Default::default(),
     };
     let failed = transform(&rereads, &by_name, item).await.unwrap();
     let reason = failed.failed.unwrap_or_default();
@@ -4308,7 +4308,7 @@ async fn a_committed_ledger_that_reads_otherwise_after_the_pull_fails_the_moving
         reason.starts_with(&ledger) && reason.contains("changed while the transform ran"),
         "{reason}"
     );
-    assert!(rereads.read.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(rereads.reads.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     // The run commits without the item, its findings carried; the next moves it.
     for other in items.iter().filter(|i| *i != item) {
         collect(&store, &vendor, &by_name, other, None)
@@ -4387,14 +4387,14 @@ async fn moving_run(id: &str) -> MovingRun {
     }
 }
 
-/// A directory store where one object reads absent after its first read.
-struct ReadsOnce {
-    inner: LocalStore,
+/// A store where one object reads absent the second time it is read (and as it is otherwise).
+struct ReadsOtherwise<S = LocalStore> {
+    inner: S,
     key: String,
-    read: std::sync::atomic::AtomicBool,
+    reads: std::sync::atomic::AtomicUsize,
 }
 
-impl ObjectStore for ReadsOnce {
+impl<S: ObjectStore> ObjectStore for ReadsOtherwise<S> {
     async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
         self.inner.put(key, body).await
     }
@@ -4402,7 +4402,12 @@ impl ObjectStore for ReadsOnce {
         self.inner.put_if_absent(key, body).await
     }
     async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
-        if key == self.key && self.read.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if key == self.key
+            && self
+                .reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                == 1
+        {
             return Ok(None);
         }
         self.inner.get(key).await
@@ -4774,6 +4779,67 @@ async fn a_late_moving_transform_finalize_gave_up_on_takes_back_its_ledger() {
         store.list(&run2.etm_prefix(&item.item)).await.unwrap(),
         vec![record_key.clone()],
         "nothing of the late attempt beside the record"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A transform of a moving item that fails for another reason at its moved closures (the
+/// committed ledger reads otherwise there: the item fails) just as finalize gives up on the item:
+/// finalize runs as the moved closures are put, after its check for a record, and its failure
+/// record meets finalize's. What it wrote after finalize discarded the item's objects (the moved
+/// closures) is taken back: the folder holds the record alone, and the ledger is the one finalize
+/// carried. Before, that path answered the give-up without taking anything back.
+#[tokio::test]
+async fn a_moving_transform_that_fails_as_finalize_gives_up_takes_back_what_it_wrote() {
+    let LateTransform {
+        store,
+        dir,
+        after,
+        run2,
+        item,
+        previous_ledger,
+        ..
+    } = late_transform("moving-fails").await;
+    let item = &item;
+    let mut moving = connection(&after, "moving-fails", ConnectorKind::Sast).config;
+    moving.transform_maps = vec![assets_by_name(cxone_etm::Engine::Sast)];
+    let c = moving.validate().unwrap();
+    let (moved_key, record_key) = (
+        run2.moved_closures(&item.item),
+        run2.transform_record(&item.item),
+    );
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let finalizing = store.clone();
+    let late = ReadsOtherwise {
+        inner: Hooked {
+            inner: store,
+            hook: |key: &str, _| {
+                finalize_the_first_time(key == moved_key, &fired, &finalizing, &c, &run2);
+                None
+            },
+        },
+        key: run2
+            .sibling(item.previous_run.as_deref().unwrap())
+            .ledger(&item.item),
+        reads: Default::default(),
+    };
+    let answered = cxone_etm::pipeline::transform(&late, &c, item).await;
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(late.reads.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert!(
+        matches!(answered, Err(StepError::GivenUp { .. })),
+        "{answered:?}"
+    );
+    let store = late.inner.inner;
+    assert_eq!(
+        store.list(&run2.etm_prefix(&item.item)).await.unwrap(),
+        vec![record_key],
+        "nothing of the attempt beside finalize's record"
+    );
+    assert_eq!(
+        store.get(&run2.ledger(&item.item)).await.unwrap().unwrap(),
+        previous_ledger,
+        "the ledger finalize carried stands"
     );
     std::fs::remove_dir_all(dir).ok();
 }
