@@ -1414,13 +1414,9 @@ pub struct FinalizeOutput {
     pub items_by_status: std::collections::BTreeMap<String, u64>,
     pub findings: u64,
     /// DAST environments whose last login failed (their findings held open, not closed).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::pipeline::is_zero_u64")]
     pub failed_logins: u64,
     pub manifest_key: String,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 pub async fn finalize_task(

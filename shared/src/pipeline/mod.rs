@@ -27,6 +27,7 @@ pub use collect::{collect, record_collect_failure};
 pub use config::{
     BranchPolicy, Connection, ConnectionConfig, DeletionLimit, Filters, check_key_segment,
 };
+pub(crate) use documents::is_zero_u64;
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic,
     LISTED_PER_ITEM, Manifest, ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup,
