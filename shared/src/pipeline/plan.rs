@@ -1614,6 +1614,47 @@ mod tests {
         }
     }
 
+    /// Two items with one key: the first with a scan stands, whichever order they are listed in
+    /// (a scanless project listed before the branch it was crafted to match does not push the
+    /// branch out), and each one left out is named beside the one that stands.
+    #[test]
+    fn of_items_sharing_a_key_the_first_with_a_scan_stands_in_either_order() {
+        let keyed = |n: usize, key: &str, scan: Option<&str>| WorkItem {
+            item: key.to_string(),
+            scan_id: scan.map(str::to_string),
+            ..item(n, 1)
+        };
+        let orders = [
+            vec![keyed(1, "k", Some("s1")), keyed(2, "k", None)],
+            vec![keyed(2, "k", None), keyed(1, "k", Some("s1"))],
+            vec![
+                keyed(2, "k", None),
+                keyed(3, "k", None),
+                keyed(1, "k", Some("s1")),
+                keyed(4, "k", Some("s4")),
+                keyed(5, "other", None),
+            ],
+        ];
+        for (case, listed) in orders.into_iter().enumerate() {
+            let mut items = listed.clone();
+            let problems = leave_out_shared_keys(&mut items);
+            let ids: Vec<&str> = items.iter().map(|i| i.vendor_id.as_str()).collect();
+            let others: Vec<&str> = listed
+                .iter()
+                .filter(|i| i.item == "other")
+                .map(|i| i.vendor_id.as_str())
+                .collect();
+            assert_eq!(ids, [vec!["p1"], others].concat(), "case {case}");
+            assert_eq!(problems.len(), listed.len() - items.len(), "case {case}");
+            for problem in &problems {
+                assert!(
+                    problem.contains("has the storage key k of project p1 "),
+                    "case {case}: {problem}"
+                );
+            }
+        }
+    }
+
     fn sizes(groups: &[WorkGroup]) -> Vec<usize> {
         groups.iter().map(|g| g.items.len()).collect()
     }
