@@ -100,6 +100,13 @@ for logical, body in resources.items():
               f"{logical} has a StartDate: Scheduler refuses one in the past, so a later stack update fails")
         check(body["Properties"].get("EndDate") == {"Fn::Sub": "${ScheduleEndDate}T23:59:59Z"},
               f"{logical} does not stop at ScheduleEndDate: a schedule would fire (and be refused) after its last day")
+# The schedules' role is for the stack's own schedules: a schedule in another group of the account
+# (another team's, or one made to run the trigger off its calendar) cannot take it.
+trust = resources["SchedulerRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+check(len(trust) == 1 and trust[0]["Condition"] == {"StringEquals": {
+          "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+          "aws:SourceArn": {"Fn::GetAtt": ["ScheduleGroup", "Arn"]}}},
+      f"the scheduler role's trust is not held to the stack's own schedule group (aws:SourceArn): {trust}")
 # A secret's ARN without the six characters Secrets Manager adds would find the secret but be
 # denied it: IAM matches the full ARN against the grant.
 for name in ("SastSecretArn", "DastSecretArn"):

@@ -83,6 +83,7 @@ class Resolved:
             "AWS::StepFunctions::StateMachine": f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}",
             "AWS::Logs::LogGroup": f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{name}:*",
             "AWS::SNS::Topic": f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{name}",
+            "AWS::Scheduler::ScheduleGroup": f"arn:{PARTITION}:scheduler:{REGION}:{ACCOUNT}:schedule-group/{name}",
         }.get(kind, f"arn:{PARTITION}:unknown:{REGION}:{ACCOUNT}:{name}")
 
     def of_type(self, kind: str) -> dict[str, dict]:

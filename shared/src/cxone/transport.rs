@@ -523,7 +523,7 @@ impl Retries<'_> {
                         budget: left,
                     });
                 }
-                asked.max(self.floor)
+                after_asked(asked, self.floor)
             }
             None => match self.policy.should_retry(self.started, self.retries) {
                 RetryDecision::Retry { execute_after } => execute_after
@@ -540,10 +540,40 @@ impl Retries<'_> {
     }
 }
 
+/// The wait for a server's `Retry-After`: never less than asked nor than `floor`, plus up to
+/// `floor` more at random, so the workers one rate limit stopped together do not come back in
+/// the same instant (and are stopped together again).
+fn after_asked(asked: Duration, floor: Duration) -> Duration {
+    asked.max(floor) + floor.mul_f64(rand::random::<f64>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_retry_after_is_waited_out_and_spread_by_up_to_the_floor() {
+        let floor = Duration::from_millis(250);
+        for asked in [
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_secs(7),
+        ] {
+            let waits: Vec<Duration> = (0..200).map(|_| after_asked(asked, floor)).collect();
+            let least = asked.max(floor);
+            assert!(
+                waits.iter().all(|&w| w >= least && w <= least + floor),
+                "{asked:?}: {waits:?}"
+            );
+            let spread = waits
+                .iter()
+                .max()
+                .unwrap()
+                .saturating_sub(*waits.iter().min().unwrap());
+            assert!(spread > floor / 2, "{asked:?}: the waits spread {spread:?}");
+        }
+    }
 
     #[tokio::test]
     async fn names_that_resolve_to_forbidden_addresses_are_refused_before_connecting() {
