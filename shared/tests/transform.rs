@@ -177,7 +177,9 @@ async fn emulator_pages(kind: Engine) -> Vec<(String, Vec<Vec<u8>>)> {
                 .unwrap();
             let raw = client_raw_projects(&emulator).await;
             for (id, record) in raw {
-                let Some(scan) = scans.get(&id) else { continue };
+                let Some(scan) = scans.scans.get(&id) else {
+                    continue;
+                };
                 let mut pager = client.results(&scan.id);
                 let mut pages = Vec::new();
                 while let Some(page) = pager.next_page().await.unwrap() {

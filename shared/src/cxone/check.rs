@@ -561,7 +561,12 @@ async fn data(client: &CxOneClient, calls: &RunCalls) -> Step {
                     .last_scans(&ids, &LastScanQuery::completed(Some(*engine)))
                     .await
                     .map_err(failure)?;
-                found.push(format!("{} a completed {engine} scan", scans.len()));
+                found.push(format!("{} a completed {engine} scan", scans.scans.len()));
+                for (project, why) in &scans.unreadable {
+                    found.push(format!(
+                        "project {project}'s {engine} scan unreadable ({why})"
+                    ));
+                }
             }
             Ok((
                 CheckStatus::Pass,

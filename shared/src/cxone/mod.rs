@@ -22,8 +22,9 @@ pub use config::{CaBundleAt, RetrySettings, VendorConfig, VendorSettings};
 pub use error::{AuthError, ConfigError, VendorError};
 pub use models::*;
 pub use paging::{
-    BranchListing, Completeness, DastResultsPager, LastScanQuery, Listing, OffsetSemantics,
-    OriginalSeverityPager, PageSource, RawPage, ResultsPager, ResultsProgress, ScanRange,
+    BranchListing, Completeness, DastResultsPager, LastScanQuery, LastScans, Listing,
+    OffsetSemantics, OriginalSeverityPager, PageSource, RawPage, ResultsPager, ResultsProgress,
+    ScanRange,
 };
 pub use region::{Endpoints, NetworkPolicy, REGIONS, Region};
 pub use transport::{CounterSnapshot, Counters, counted};

@@ -974,9 +974,9 @@ fn id_of_record(record: &[u8]) -> Option<String> {
 /// A `last-scan` answer keyed by the ids asked: a UUID in other letter case is the same project.
 /// Two keys of one project (`0f8f…` and `0F8F…`) are refused: which scan is its would be a guess.
 fn keyed_as_asked(
-    answer: HashMap<String, LastScan>,
+    answer: HashMap<String, Result<LastScan, String>>,
     asking: &[String],
-) -> Result<HashMap<String, LastScan>, VendorError> {
+) -> Result<HashMap<String, Result<LastScan, String>>, VendorError> {
     let mut keyed = HashMap::with_capacity(answer.len());
     for (id, scan) in answer {
         let asked = asking
@@ -989,12 +989,34 @@ fn keyed_as_asked(
                 endpoint: "last-scan",
                 detail: format!(
                     "the answer names project {asked} twice, in different letter case (scan {} and another): nothing is pulled rather than one taken at random",
-                    other.id
+                    other.as_ref().map_or("unreadable", |scan| scan.id.as_str())
                 ),
             });
         }
     }
     Ok(keyed)
+}
+
+/// A `/api/projects/last-scan` answer: each project's scan, and the projects whose entry breaks
+/// the schema, each with why. Read as without a scan, those would be pulled as such; they are
+/// named instead, and whoever asked decides (the plan takes no scan for them and carries what
+/// they hold).
+#[derive(Debug, Default)]
+pub struct LastScans {
+    pub scans: HashMap<String, LastScan>,
+    pub unreadable: Vec<(String, String)>,
+}
+
+impl LastScans {
+    /// Whether the answer has an entry for `project`, readable or not.
+    pub fn has(&self, project: &str) -> bool {
+        self.scans.contains_key(project) || self.unreadable.iter().any(|(id, _)| id == project)
+    }
+
+    /// How many projects the answer has an entry for.
+    fn answered(&self) -> usize {
+        self.scans.len() + self.unreadable.len()
+    }
 }
 
 impl CxOneClient {
@@ -1062,19 +1084,24 @@ impl CxOneClient {
 
     /// The last scan of each project, many projects per call (`limit` set to the batch size, so
     /// the server's default of 20 does not cut the answer short). Projects without a matching
-    /// scan are absent from the map.
+    /// scan are absent from both maps.
     pub async fn last_scans(
         &self,
         project_ids: &[String],
         query: &LastScanQuery,
-    ) -> Result<HashMap<String, LastScan>, VendorError> {
+    ) -> Result<LastScans, VendorError> {
         let batches = project_ids.chunks(self.inner.config.last_scan_batch as usize);
-        let answers: Vec<_> = futures_util::stream::iter(batches)
+        let answers: Vec<LastScans> = futures_util::stream::iter(batches)
             .map(|batch| self.last_scans_of(batch, query))
             .buffer_unordered(self.inner.config.concurrency.max(1))
             .try_collect()
             .await?;
-        Ok(answers.into_iter().flatten().collect())
+        let mut all = LastScans::default();
+        for answer in answers {
+            all.scans.extend(answer.scans);
+            all.unreadable.extend(answer.unreadable);
+        }
+        Ok(all)
     }
 
     /// The last scan of each of one batch of projects (`last_scans`). A server that answers fewer
@@ -1086,8 +1113,8 @@ impl CxOneClient {
         &self,
         batch: &[String],
         query: &LastScanQuery,
-    ) -> Result<HashMap<String, LastScan>, VendorError> {
-        let mut found = HashMap::new();
+    ) -> Result<LastScans, VendorError> {
+        let mut found = LastScans::default();
         let mut asking = batch.to_vec();
         while !asking.is_empty() {
             let answer = self.last_scan_answer(&asking, query).await?;
@@ -1103,17 +1130,28 @@ impl CxOneClient {
                     ),
                 });
             }
+            let (mut readable, mut unreadable) = (HashMap::new(), Vec::new());
+            for (id, entry) in answer {
+                match entry {
+                    Ok(scan) => {
+                        readable.insert(id, scan);
+                    }
+                    Err(why) => unreadable.push((id, why)),
+                }
+            }
+            let answer = readable;
             // What the answer says is checked before any scan's record is asked for; the
             // engines those records name, after.
             query.refuse_mismatches(&answer)?;
             let answer = self.with_engines(answer, query).await?;
             query.refuse_mismatches(&answer)?;
-            let before = found.len();
-            found.extend(answer);
-            if found.len() == before {
+            let before = found.answered();
+            found.scans.extend(answer);
+            found.unreadable.extend(unreadable);
+            if found.answered() == before {
                 break;
             }
-            asking.retain(|id| !found.contains_key(id));
+            asking.retain(|id| !found.has(id));
         }
         Ok(found)
     }
@@ -1151,12 +1189,13 @@ impl CxOneClient {
         Ok(answer)
     }
 
-    /// One answer of `/api/projects/last-scan` for `ids`.
+    /// One answer of `/api/projects/last-scan` for `ids`: each entry read on its own, so one
+    /// that breaks the schema fails its project alone (with why), not the answer.
     async fn last_scan_answer(
         &self,
         ids: &[String],
         query: &LastScanQuery,
-    ) -> Result<HashMap<String, LastScan>, VendorError> {
+    ) -> Result<HashMap<String, Result<LastScan, String>>, VendorError> {
         let mut params = vec![
             ("limit", ids.len().to_string()),
             ("offset", "0".to_string()),
@@ -1175,11 +1214,21 @@ impl CxOneClient {
             params.push(("use-main-branch", "true".into()));
         }
         let url = self.api_url("/api/projects/last-scan", &params);
-        self.get_checked("last-scan", &url, |body| {
-            serde_json::from_slice(&body)
-                .map_err(|e| format!("last-scan answer is not a map of project id to scan: {e}"))
-        })
-        .await
+        let entries: HashMap<String, Box<serde_json::value::RawValue>> = self
+            .get_checked("last-scan", &url, |body| {
+                serde_json::from_slice(&body).map_err(|e| {
+                    format!("last-scan answer is not a map of project id to scan: {e}")
+                })
+            })
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, entry)| {
+                let scan = serde_json::from_str::<LastScan>(entry.get())
+                    .map_err(|e| format!("its scan does not read as the documented one: {e}"));
+                (id, scan)
+            })
+            .collect())
     }
 
     /// One page of the names of the branches a project has scans on (`/api/projects/branches`,

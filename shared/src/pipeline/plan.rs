@@ -22,7 +22,9 @@ use super::run::{
     PlanStart, RunRecord, VendorScope, ensure_holds_lock, record_plan, start_processing,
 };
 use super::split::split_large_scans;
-use crate::cxone::{BranchListing, Completeness, LastScan, LastScanQuery, Listing, VendorError};
+use crate::cxone::{
+    BranchListing, Completeness, LastScan, LastScanQuery, LastScans, Listing, VendorError,
+};
 use crate::field_error::FieldError;
 use crate::layout::{RunRef, item_key, vendor_id_of_key};
 use crate::mapping::{Ledger, OpenFindings};
@@ -738,12 +740,24 @@ async fn latest_scans(
         .map_err(StepError::from)
     };
     match policy {
-        BranchPolicy::Any => ask(ids.to_vec(), query(None, false)).await.map(one_each),
-        BranchPolicy::Pinned { branch } => ask(ids.to_vec(), query(Some(branch.clone()), false))
-            .await
-            .map(one_each),
+        BranchPolicy::Any => {
+            let found = ask(ids.to_vec(), query(None, false)).await?;
+            Ok(one_each(readable_scans(found, engine, None, doubts)))
+        }
+        BranchPolicy::Pinned { branch } => {
+            let found = ask(ids.to_vec(), query(Some(branch.clone()), false)).await?;
+            Ok(one_each(readable_scans(
+                found,
+                engine,
+                Some(branch),
+                doubts,
+            )))
+        }
         BranchPolicy::Main { fallback_to_any } => {
-            let mut scans = ask(ids.to_vec(), query(None, true)).await?;
+            let found = ask(ids.to_vec(), query(None, true)).await?;
+            let unreadable: Vec<String> =
+                found.unreadable.iter().map(|(id, _)| id.clone()).collect();
+            let mut scans = readable_scans(found, engine, None, doubts);
             // A scan of another branch is not the main branch's: the project goes on without it,
             // and the run says so. Not asked about any branch under `fallback_to_any` either: a
             // server that ignored the filter would answer the same scan, and whether the main
@@ -755,11 +769,16 @@ async fn latest_scans(
             }
             let missing: Vec<String> = ids
                 .iter()
-                .filter(|id| !scans.contains_key(*id) && !off.iter().any(|(off, _)| off == *id))
+                .filter(|id| {
+                    !scans.contains_key(*id)
+                        && !off.iter().any(|(off, _)| off == *id)
+                        && !unreadable.contains(id)
+                })
                 .cloned()
                 .collect();
             if *fallback_to_any && !missing.is_empty() {
-                scans.extend(ask(missing, query(None, false)).await?);
+                let found = ask(missing, query(None, false)).await?;
+                scans.extend(readable_scans(found, engine, None, doubts));
             }
             Ok(one_each(scans))
         }
@@ -775,7 +794,7 @@ async fn latest_scans(
                 .await?;
             let mut scans: HashMap<String, Vec<LastScan>> = HashMap::new();
             for (branch, found) in answers {
-                for (id, mut scan) in found {
+                for (id, mut scan) in readable_scans(found, engine, Some(&branch), doubts) {
                     scan.branch.get_or_insert(branch.clone());
                     scans.entry(id).or_default().push(scan);
                 }
@@ -787,6 +806,32 @@ async fn latest_scans(
             Ok(scans)
         }
     }
+}
+
+/// The scans of a `last-scan` answer. Each project whose entry cannot be read is named in
+/// `doubts` and has no scan taken: its findings are carried, none closed, and the run is partial
+/// (read as a project without a scan, its branch assets could close as deleted; one bad entry
+/// failing the whole answer would fail every run until the vendor's data changed).
+fn readable_scans(
+    found: LastScans,
+    engine: Option<Engine>,
+    branch: Option<&str>,
+    doubts: &mut Vec<String>,
+) -> HashMap<String, LastScan> {
+    let mut unreadable = found.unreadable;
+    unreadable.sort();
+    for (id, why) in unreadable {
+        let of_engine = engine
+            .map(|e| format!(" of the {} engine", e.as_str()))
+            .unwrap_or_default();
+        let on_branch = branch
+            .map(|b| format!(" on branch {b}"))
+            .unwrap_or_default();
+        doubts.push(format!(
+            "project {id}: the tenant's answer for its latest scan{of_engine}{on_branch} cannot be read ({why}); no scan is taken for it: what it would hold is carried, none closed"
+        ));
+    }
+    found.scans
 }
 
 /// The projects whose `use-main-branch` answer is a scan of another branch than the project's
@@ -1079,7 +1124,7 @@ async fn a_project_still_scanned(vendor: &VendorAccess, unlisted: Vec<String>) -
         Ok(found) => found,
         Err(error) => return Some(not_asked(&unlisted, "project(s)", &error)),
     };
-    let mut still = unlisted.iter().filter(|id| found.contains_key(*id));
+    let mut still = unlisted.iter().filter(|id| found.has(id));
     still.next().map(|project| {
         format!(
             "project {project} is not in the tenant's project list, yet asked for alone the tenant has a scan of it: the list may have skipped it (a project deleted and another created while it was paged); the {} projects the list did not send are carried, not closed",
@@ -1179,7 +1224,7 @@ async fn a_branch_still_scanned(
             })
             .await;
             match found {
-                Ok(found) => Ok(found.contains_key(&project).then_some((project, branch))),
+                Ok(found) => Ok(found.has(&project).then_some((project, branch))),
                 Err(error) => Err((project, branch, error)),
             }
         })

@@ -838,7 +838,8 @@ async fn last_scans_come_in_batches_with_the_limit_set() {
     let scans = client
         .last_scans(&ids, &LastScanQuery::completed_sast())
         .await
-        .unwrap();
+        .unwrap()
+        .scans;
     let traffic = emulator.traffic();
     assert_eq!(
         traffic.requests_to(Endpoint::LastScan),
@@ -894,7 +895,7 @@ async fn a_last_scan_answer_that_ignores_the_filters_is_refused() {
     let client = client(settings(&emulator), &api_key(&emulator));
     let ids = emulator.expected().project_ids();
     let query = LastScanQuery::completed_sast();
-    let honest = client.last_scans(&ids, &query).await.unwrap();
+    let honest = client.last_scans(&ids, &query).await.unwrap().scans;
     assert!(!honest.is_empty());
     let error = last_scans_refused(&emulator, Endpoint::LastScan, &client, &ids, &query).await;
     assert!(
@@ -924,7 +925,7 @@ async fn a_last_scan_answer_without_engines_is_checked_against_the_scans_record(
     let ids = emulator.expected().project_ids();
     let query = LastScanQuery::completed_sast();
     emulator.reset_traffic();
-    let honest = client.last_scans(&ids, &query).await.unwrap();
+    let honest = client.last_scans(&ids, &query).await.unwrap().scans;
     let want: HashSet<(String, String)> = emulator
         .expected()
         .projects
@@ -1034,7 +1035,8 @@ async fn last_scans_a_capped_answer_left_out_are_asked_again() {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .scans;
     assert_eq!(scans.len(), 30, "every project's last scan (each has one)");
     assert_eq!(
         emulator.traffic().requests_to(Endpoint::LastScan),
@@ -1348,7 +1350,8 @@ async fn a_last_scan_answer_in_other_letter_case_or_with_blanks_is_the_scan_aske
     for answer in answers {
         let scans = ask(answer.clone())
             .await
-            .unwrap_or_else(|e| panic!("{answer}: {e}"));
+            .unwrap_or_else(|e| panic!("{answer}: {e}"))
+            .scans;
         assert_eq!(
             scans.get(ASKED).map(|s| s.id.as_str()),
             Some("s1"),

@@ -569,7 +569,7 @@ async fn an_engine_whose_scan_is_older_than_the_window_is_carried_not_closed() {
                 )
                 .await
                 .unwrap();
-            let at = scans[&id].created_at.clone().unwrap();
+            let at = scans.scans[&id].created_at.clone().unwrap();
             time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
                 .unwrap()
         }

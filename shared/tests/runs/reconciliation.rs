@@ -858,6 +858,97 @@ async fn a_main_branch_answer_of_another_branch_is_not_taken_for_the_main_branch
     }
 }
 
+/// One project's entry in a `last-scan` answer that breaks the schema (its scan's id gone), under
+/// each branch policy: that project alone takes no scan and is named, its findings carried, none
+/// closed, nothing deleted; the other projects are delivered. Before, the whole answer was
+/// refused, retried as if the server were down, and every run failed until the vendor's data
+/// changed.
+#[tokio::test]
+async fn a_last_scan_entry_that_breaks_the_schema_fails_its_project_alone() {
+    use cxone_etm::pipeline::BranchPolicy;
+    for policy in [
+        BranchPolicy::Any,
+        BranchPolicy::Main {
+            fallback_to_any: true,
+        },
+        BranchPolicy::EachBranch,
+    ] {
+        let id = format!("last-scan-unreadable-{policy:?}")
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+        let (store, dir) = temp_store(&id);
+        let emulator = emulator(shape(PROJECTS, 1)).await;
+        let mut c = connection(&emulator, &id, ConnectorKind::Sast);
+        c.config.branches = policy.clone();
+        c.config.close_deleted_items = true;
+        let m1 = first_complete_run(&store, &c, &emulator).await;
+        let open_before: u64 = m1.totals.findings_out - m1.totals.fixed;
+
+        emulator.set_fault(
+            Endpoint::LastScan,
+            FaultSpec {
+                malformed_rate: 1.0,
+                max: Some(1),
+                ..FaultSpec::default()
+            },
+        );
+        let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+        emulator.clear_faults();
+        let m2 = manifest(&store, &second.manifest).await;
+        let named: Vec<&String> = m2
+            .problems
+            .iter()
+            .filter(|p| {
+                p.contains("cannot be read (its scan does not read as the documented one: ")
+            })
+            .collect();
+        assert!(!second.complete, "{policy:?}");
+        assert_eq!(named.len(), 1, "{policy:?}: {:?}", m2.problems);
+        let project = named[0]
+            .strip_prefix("project ")
+            .and_then(|p| p.split(':').next())
+            .unwrap();
+        assert!(
+            named[0]
+                .ends_with("no scan is taken for it: what it would hold is carried, none closed"),
+            "{}",
+            named[0]
+        );
+        for item in &m2.items {
+            let expected = if item.vendor_id == project {
+                ItemStatus::NoScan
+            } else {
+                ItemStatus::Complete
+            };
+            assert_eq!(item.status, expected, "{policy:?}: {}", item.item);
+        }
+        assert_eq!(
+            m2.items
+                .iter()
+                .filter(|i| i.status == ItemStatus::Complete)
+                .count(),
+            m1.items.len() - 1,
+            "{policy:?}: every other project delivered"
+        );
+        assert_eq!(closed_findings(&m2), 0, "{policy:?}");
+        assert!(
+            m2.deleted_items.is_empty(),
+            "{policy:?}: {:?}",
+            m2.deleted_items
+        );
+        assert_eq!(
+            m2.totals.findings_out - m2.totals.fixed + m2.carried_forward,
+            open_before,
+            "{policy:?}"
+        );
+
+        let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+        let m3 = manifest(&store, &third.manifest).await;
+        assert!(third.complete, "{policy:?}: {:?}", third.problems);
+        nothing_new_or_reopened(&m3, "run 3");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 /// An environment's scans answered as if the server ignored `environmentId` (every environment's,
 /// the newest another's), as an empty page beside their count, or oldest first whatever `sort`
 /// asks: its collect takes no scan and fails, its findings carried, nothing closed; the other

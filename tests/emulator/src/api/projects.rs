@@ -315,6 +315,16 @@ pub async fn last_scan(
             answer.insert(tenant.project_id(p), tenant.subset_scan_json(&scan));
         }
     }
+    // The fault `malformed`: the middle project's scan breaks the schema (its id gone).
+    let middle = answer.keys().nth(answer.len() / 2).cloned();
+    if let Some(middle) = middle
+        && state
+            .faults
+            .malformed(Endpoint::LastScan, &faults::request_target())
+        && let Some(scan) = answer.get_mut(&middle)
+    {
+        super::corrupt(scan);
+    }
     Ok(Json(Value::Object(answer)).into_response())
 }
 
