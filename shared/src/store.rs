@@ -553,9 +553,10 @@ impl S3Store {
     /// PutObject with `If-None-Match: *`: `false` when the key exists (412), or when another
     /// conditional write of it is in flight (409). An object of exactly `ours` found there is
     /// this write's: the SDK retries a PutObject whose answer was lost (a reset, a 500), and the
-    /// retry of one that landed meets its own object (taken for another writer's, a plan would
-    /// delete its own work list, a lock refuse its own run). Without `ours` (an object written
-    /// through a spool, as large as a ledger: not read whole to compare), a 412 is `false`.
+    /// retry of one that landed (or is landing) meets its own object (taken for another writer's,
+    /// a plan would delete its own work list, a lock refuse its own run). Without `ours` (an
+    /// object written through a spool, as large as a ledger: not read whole to compare), `false`.
+    /// One still landing may not read yet: the callers that read after `false` compare too.
     async fn put_body_if_absent(
         &self,
         key: &str,
@@ -574,7 +575,12 @@ impl S3Store {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+            // The object there (412), or another write of it in flight (409): the SDK's retry of
+            // this write, whose first attempt landed or is landing, meets either.
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+            {
                 let Some(ours) = ours else {
                     return Ok(false);
                 };
@@ -583,7 +589,6 @@ impl S3Store {
                     .await?
                     .is_some_and(|standing| standing == ours))
             }
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 409) => Ok(false),
             Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
         }
     }
@@ -809,8 +814,8 @@ impl ObjectStore for S3Store {
 
     /// PutObject with `If-Match` on the ETag read: `false` when the object changed since (412),
     /// is gone (404), or another conditional write of it is in flight (409). An object of exactly
-    /// `body` found after a 412 is this write's, retried by the SDK after its first attempt
-    /// landed.
+    /// `body` found after a 412 or a 409 is this write's, retried by the SDK after its first
+    /// attempt landed (or while it lands).
     async fn put_if_unchanged(
         &self,
         key: &str,
@@ -834,11 +839,11 @@ impl ObjectStore for S3Store {
             .map(|r| r.status().as_u16());
         match result {
             Ok(_) => Ok(true),
-            Err(_) if status == Some(412) => Ok(self
+            Err(_) if matches!(status, Some(409 | 412)) => Ok(self
                 .get(key)
                 .await?
                 .is_some_and(|standing| standing == body)),
-            Err(_) if matches!(status, Some(404 | 409)) => Ok(false),
+            Err(_) if status == Some(404) => Ok(false),
             Err(e) => Err(StoreError::failed(self.location(key), sdk_problem(&e))),
         }
     }
@@ -1421,9 +1426,9 @@ mod tests {
     }
 
     /// S3's refusals of a conditional write, each from an endpoint that answers it: another
-    /// conditional write of the key in flight (409) and the object gone (404) are `false`, not an
-    /// error and not a write; a 412 is `false` unless the object now holds exactly this write's
-    /// bytes (the SDK's retry of a write that landed).
+    /// conditional write of the key in flight (409), the object there (412) and the object gone
+    /// (404) are `false`, not an error and not a write, unless the object now holds exactly this
+    /// write's bytes (the SDK's retry of a write that landed, or is landing).
     #[tokio::test]
     async fn s3s_refusals_of_a_conditional_write_are_not_writes() {
         fn s3_error(status: &str, code: &str) -> Vec<u8> {
@@ -1441,11 +1446,39 @@ mod tests {
             )
             .into_bytes()
         }
-        let cases: [(&str, Answer, bool); 4] = [
+        let cases: [(&str, Answer, bool); 6] = [
             (
-                "409",
-                |_| s3_error("409 Conflict", "ConditionalRequestConflict"),
+                "409, nothing landed yet",
+                |request| {
+                    if request.starts_with("PUT") {
+                        s3_error("409 Conflict", "ConditionalRequestConflict")
+                    } else {
+                        s3_error("404 Not Found", "NoSuchKey")
+                    }
+                },
                 false,
+            ),
+            (
+                "409, another's bytes",
+                |request| {
+                    if request.starts_with("PUT") {
+                        s3_error("409 Conflict", "ConditionalRequestConflict")
+                    } else {
+                        standing("theirs")
+                    }
+                },
+                false,
+            ),
+            (
+                "409, this write's bytes",
+                |request| {
+                    if request.starts_with("PUT") {
+                        s3_error("409 Conflict", "ConditionalRequestConflict")
+                    } else {
+                        standing("ours")
+                    }
+                },
+                true,
             ),
             ("404", |_| s3_error("404 Not Found", "NoSuchKey"), false),
             (

@@ -43,18 +43,22 @@ pub(super) enum Once<T> {
 /// Writes a JSON document only where none is (`If-None-Match: *`), and answers the one that
 /// stands where another writer came first. One whose write is still in flight (S3 answers 409)
 /// is a store error: the next attempt reads what it wrote. One that cannot be read is
-/// `BadObject`.
+/// `BadObject`. One of exactly this write's bytes is this write's (a retry of it that landed met
+/// it): taken for another's, a plan would delete the work list it names.
 pub(super) async fn put_json_once<T: Serialize + DeserializeOwned>(
     store: &impl ObjectStore,
     key: &str,
     value: &T,
 ) -> Result<Once<T>, StepError> {
-    let body = serde_json::to_vec_pretty(value).expect("records serialize");
-    if store.put_if_absent(key, Bytes::from(body)).await? {
+    let body = Bytes::from(serde_json::to_vec_pretty(value).expect("records serialize"));
+    if store.put_if_absent(key, body.clone()).await? {
         return Ok(Once::Written);
     }
-    match get_json::<T>(store, key).await? {
-        Some(earlier) => Ok(Once::Standing(earlier)),
+    match store.get(key).await? {
+        Some(earlier) if earlier == body => Ok(Once::Written),
+        Some(earlier) => serde_json::from_slice(&earlier)
+            .map(Once::Standing)
+            .map_err(|e| StepError::bad_object(key, format!("unreadable ({e})"))),
         None => Err(StepError::Store(crate::store::StoreError::Failed {
             location: key.to_string(),
             problem:

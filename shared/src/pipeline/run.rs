@@ -549,6 +549,8 @@ async fn acquire_lock(
             .and_then(|bytes| serde_json::from_slice(bytes).ok());
         let has_ended = |holder: &Lock| ended.is_some_and(|ended| ended.run_id == holder.run_id);
         match holder {
+            // This write's own bytes (a retry of it that landed met them): the lock is this run's.
+            _ if held.as_ref() == Some(&body) => {}
             Some(holder) if !holder.is_stale() && !has_ended(&holder) => {
                 return Err(StepError::AlreadyRunning {
                     connection_id: connection_id.to_string(),
@@ -558,7 +560,9 @@ async fn acquire_lock(
             }
             _ if held.is_none() => {
                 // Released between the two calls: take it the ordinary way, or be refused.
-                if !store.put_if_absent(&key, body).await? {
+                if !store.put_if_absent(&key, body.clone()).await?
+                    && store.get(&key).await? != Some(body)
+                {
                     return Err(StepError::LockTaken {
                         connection_id: connection_id.to_string(),
                         detail: "another trigger took the lock first".into(),
@@ -862,6 +866,10 @@ async fn take_over(store: &impl ObjectStore, key: &str, body: &Bytes) -> Result<
             // win it, so this one does not go on to the next record.
             return Ok(false);
         };
+        // This write's own record, landed before a retry of it was refused.
+        if earlier == *body {
+            return Ok(true);
+        }
         // A record that cannot be read names no writer that may still be at work.
         let earlier: Option<Lock> = serde_json::from_slice(&earlier).ok();
         if earlier.is_some_and(|takeover| !takeover.acquired_before(TAKEOVER_GRACE)) {

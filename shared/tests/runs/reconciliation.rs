@@ -3950,6 +3950,70 @@ impl<H: Fn(&str, bool) -> WriteAnswer + Send + Sync> ObjectStore for Hooked<H> {
     }
 }
 
+/// A store on which every conditional write lands and is then answered as taken (S3's 409 to the
+/// SDK's retry of a PutObject whose first answer was lost while it landed): each write meets
+/// its own object.
+#[derive(Clone)]
+struct MeetsItsOwnWrites(LocalStore);
+
+impl ObjectStore for MeetsItsOwnWrites {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.0.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.0.put_if_absent(key, body).await?;
+        Ok(false)
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+/// Runs on a store where each conditional write meets its own object (the lock, the plan, each
+/// collect outcome and transform record, the commit claim and marker) commit as on any store:
+/// a write that finds its own bytes is its own. Before, the lock read back was taken for a live
+/// holder (the run refused as already running, under its own id), and a plan that found its own
+/// plan deleted the work list it names (finalize then failed for it).
+#[tokio::test]
+async fn runs_whose_every_conditional_write_meets_itself_commit() {
+    let (local, dir) = temp_store("meets-itself");
+    let emulator = emulator(shape(3, 2)).await;
+    let c = connection(&emulator, "meets-itself", ConnectorKind::Sast);
+    let store = MeetsItsOwnWrites(local);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let m1 = manifest(&store.0, &first.manifest).await;
+    assert!(m1.items.iter().all(|i| i.status == ItemStatus::Complete));
+    let second = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(second.complete, "{:?}", second.problems);
+    let m2 = manifest(&store.0, &second.manifest).await;
+    // Reconciled against the first: nothing reads as new.
+    nothing_new_or_reopened(&m2, "run 2");
+    // A stale lock left by a runner that stopped: its takeover record meets itself too.
+    let stale = serde_json::json!({
+        "runId": "20261201T000000Z-dead00",
+        "acquiredAt": "2026-12-01T00:00:00Z",
+        "expiresAt": 0
+    });
+    store
+        .0
+        .put(
+            "connections/meets-itself/lock",
+            serde_json::to_vec(&stale).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let third = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(third.complete, "{:?}", third.problems);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn a_store_throttle_during_collect_is_retried_not_a_failed_item() {
     let (local, dir) = temp_store("throttled");
