@@ -2239,6 +2239,9 @@ fn a_custom_map_carries_any_vendor_field_as_a_custom_attribute() {
         ),
         ("origin", "asset.customAttributes.origin"),
         ("tags.team", "asset.customAttributes.team"),
+        ("tags.team/owner", "asset.customAttributes.owner"),
+        ("tags.app.tier", "asset.customAttributes.tier"),
+        ("tags.cost~center", "asset.customAttributes.cost"),
         ("tags", "asset.customAttributes.allTags"),
     ] {
         map.entries.push(cxone_etm::mapping::MapEntry {
@@ -2249,8 +2252,8 @@ fn a_custom_map_carries_any_vendor_field_as_a_custom_attribute() {
             required: false,
         });
     }
-    let project =
-        r#"{"id":"p-1","name":"acme/checkout","origin":"GitHub","tags":{"team":"payments"}}"#;
+    // Tag names are the tenant's: a `/`, a `.` or a `~` in one is part of the name.
+    let project = r#"{"id":"p-1","name":"acme/checkout","origin":"GitHub","tags":{"team":"payments","team/owner":"ana","app.tier":"web","cost~center":"42","app":{"tier":"not a tag"}}}"#;
     let record = sast_record(
         "a",
         json!({"confidenceLevel": 87, "vulnerabilityDetails": {"cweId": 89, "compliances": ["PCI DSS v4.0", "OWASP Top 10 2021"]},
@@ -2266,7 +2269,7 @@ fn a_custom_map_carries_any_vendor_field_as_a_custom_attribute() {
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(
         line["asset"]["customAttributes"],
-        json!({"origin": "GitHub", "team": "payments"}),
+        json!({"origin": "GitHub", "team": "payments", "owner": "ana", "tier": "web", "cost": "42"}),
         "an object is no attribute: left out"
     );
     assert!(

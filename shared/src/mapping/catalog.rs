@@ -498,6 +498,24 @@ impl Catalog {
             .map(|(_, computed)| *computed)
     }
 
+    /// The JSON pointer of an asset source path into the vendor's record: each `.` a level, but
+    /// under an open prefix (`tags.`) the rest is one key, whatever it holds (a tag named
+    /// `team/owner` or `app.tier`), escaped as a pointer's token is (`~0`, `~1`).
+    pub fn source_pointer(&self, path: &str) -> String {
+        let open = self.open_asset_prefixes.iter().find_map(|prefix| {
+            let key = path.strip_prefix(prefix)?;
+            Some((prefix.trim_end_matches('.'), key))
+        });
+        match open {
+            Some((object, key)) => format!(
+                "/{}/{}",
+                object.replace('.', "/"),
+                key.replace('~', "~0").replace('/', "~1")
+            ),
+            None => format!("/{}", path.replace('.', "/")),
+        }
+    }
+
     /// The scope of a source path, if it is one this kind knows.
     pub fn source_scope(&self, path: &str) -> Option<Scope> {
         let prefix = format!("{}[].", self.finding_array);

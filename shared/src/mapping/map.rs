@@ -318,7 +318,7 @@ impl Plan {
                 },
                 computed,
                 source: source.to_string(),
-                pointer: format!("/{}", source.replace('.', "/")),
+                pointer: catalog.source_pointer(source),
                 target,
                 segments: segments_of.split('.').map(str::to_string).collect(),
                 value_map: entry
@@ -478,6 +478,23 @@ fn value_map_problem(entry: &MapEntry, target: &Target) -> Option<String> {
         if map.is_empty() {
             return Some("the value map is empty; remove it or list the vendor values".into());
         }
+        // The vendor's words are read with ASCII case and surrounding blanks aside: a key with
+        // blanks around it would never match, and two keys of one word in other cases would
+        // send it to either.
+        if let Some(from) = map.keys().find(|k| k.trim() != k.as_str()) {
+            return Some(format!(
+                "value map key '{from}' has blanks around it, which a vendor word is read without: write '{}'",
+                from.trim()
+            ));
+        }
+        let mut keys: Vec<&String> = map.keys().collect();
+        keys.sort_by_key(|k| k.to_ascii_lowercase());
+        if let Some(pair) = keys.windows(2).find(|w| w[0].eq_ignore_ascii_case(w[1])) {
+            return Some(format!(
+                "value map keys '{}' and '{}' are one vendor word (letter case aside), which would go to either: keep one",
+                pair[0], pair[1]
+            ));
+        }
         if let Some((from, to)) = map.iter().find(|(_, to)| !fits(to)) {
             return Some(format!(
                 "value map sends '{from}' to {to}, but `{}` takes {expected}",
@@ -590,7 +607,9 @@ mod tests {
             {"source":"findings[].id","target":"findingGroup.findings[].externalFindingId"},
             {"source":"findings[].severity","target":"findingGroup.findings[].severity","valueMap":{"HIGH":"very"}},
             {"source":"findings[].status","target":"findingGroup.findings[].findingStatus","default":"OPEN"},
-            {"source":"name","target":"findingGroup.findings[].description"}
+            {"source":"name","target":"findingGroup.findings[].description"},
+            {"source":"findings[].state","target":"findingGroup.findings[].customAttributes.state","valueMap":{"URGENT":"u","Urgent":"v"}},
+            {"source":"findings[].state","target":"findingGroup.findings[].customAttributes.state2","valueMap":{" TO_VERIFY":"t"}}
         ]}"#;
         let errors = TransformMap::parse(text).unwrap_err();
         let all = errors.described("\n");
@@ -622,7 +641,19 @@ mod tests {
             "{all}"
         );
         assert!(of("entries[8]").contains("`name` → `findingGroup.findings[].description`: maps an asset field to a finding target"), "{all}");
-        assert_eq!(errors.len(), 6, "{all}");
+        assert!(
+            of("entries[9]").contains(
+                "value map keys 'URGENT' and 'Urgent' are one vendor word (letter case aside)"
+            ),
+            "{all}"
+        );
+        assert!(
+            of("entries[10]").contains(
+                "value map key ' TO_VERIFY' has blanks around it, which a vendor word is read without: write 'TO_VERIFY'"
+            ),
+            "{all}"
+        );
+        assert_eq!(errors.len(), 8, "{all}");
 
         // A default id would stand for every record without one: refused.
         let defaulted = r#"{"version":1,"name":"d","kind":"sast","entries":[
