@@ -670,12 +670,16 @@ impl<S: BucketStore> Runtime<S> {
         }
         let body =
             bytes::Bytes::from(serde_json::to_vec_pretty(&config).expect("configs serialize"));
-        let connection = validated_on_aws(config, &self.vendor_hosts).map_err(|errors| {
-            StepError::BadConfig {
-                source_name: format!("connection '{id}'"),
-                errors,
-            }
-        })?;
+        let kept = |stored: &[u8]| ScheduleConfig::Kept {
+            differs_in: where_it_points_otherwise(stored, &config),
+        };
+        let connection =
+            validated_on_aws(config.clone(), &self.vendor_hosts).map_err(|errors| {
+                StepError::BadConfig {
+                    source_name: format!("connection '{id}'"),
+                    errors,
+                }
+            })?;
         let (key, from_schedule) = (config_key(id), schedule_config_key(id));
         // The schedule's copy first where the config is new: a tick cut off between the two
         // writes leaves a config equal to the event's, whose copy the next tick writes.
@@ -685,7 +689,8 @@ impl<S: BucketStore> Runtime<S> {
                 record_registration(&self.store, id, connection.schedule.is_some()).await?;
                 return Ok(ScheduleConfig::Stored);
             }
-            return Ok(ScheduleConfig::Kept);
+            let put = self.store.get(&key).await?.unwrap_or_default();
+            return Ok(kept(&put));
         };
         let copy = self.store.get(&from_schedule).await?;
         if stored == body {
@@ -702,7 +707,7 @@ impl<S: BucketStore> Runtime<S> {
                 .put_if_unchanged(&key, body.clone(), &version)
                 .await?
         {
-            return Ok(ScheduleConfig::Kept);
+            return Ok(kept(&stored));
         }
         self.store.put(&from_schedule, body).await?;
         Ok(ScheduleConfig::Replaced)
@@ -858,7 +863,7 @@ impl<S: BucketStore> Runtime<S> {
 }
 
 /// What [`Runtime::register_from_schedule`] did with the config a schedule's tick carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScheduleConfig {
     /// The connection had none: stored.
     Stored,
@@ -868,8 +873,40 @@ pub enum ScheduleConfig {
     /// The stored config is the parameters' own.
     Unchanged,
     /// The stored config was put otherwise (`cxone-etm connection put`) and differs from the
-    /// stack's parameters: kept, the source of truth.
-    Kept,
+    /// stack's parameters: kept, the source of truth. `differs_in`: which of what the connection
+    /// points at (`kind`, `tenant`, `region`, `secret`) it names otherwise than the parameters
+    /// (a redeploy meant for it that it does not take); empty where it differs in its own settings
+    /// alone (a map, engines, filters), as a put config is meant to.
+    Kept { differs_in: Vec<&'static str> },
+}
+
+/// What the stored config (`stored`, its bytes) points at otherwise than the stack's parameters
+/// (`stack`): its kind, tenant, region (or its own URLs) and secret, case aside where the vendor
+/// reads none. A config that cannot be read is said to differ in everything.
+fn where_it_points_otherwise(stored: &[u8], stack: &ConnectionConfig) -> Vec<&'static str> {
+    let Ok(stored) = serde_json::from_slice::<ConnectionConfig>(stored) else {
+        return vec!["kind", "tenant", "region", "secret"];
+    };
+    let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a == b,
+    };
+    let (ours, theirs) = (&stored.vendor, &stack.vendor);
+    [
+        ("kind", stored.kind == stack.kind),
+        ("tenant", ours.tenant.eq_ignore_ascii_case(&theirs.tenant)),
+        (
+            "region",
+            same(&ours.region, &theirs.region)
+                && same(&ours.custom_api_url, &theirs.custom_api_url)
+                && same(&ours.custom_iam_url, &theirs.custom_iam_url),
+        ),
+        ("secret", stored.secret == stack.secret),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(field, _)| field)
+    .collect()
 }
 
 /// What the trigger hands the state machine and answers its caller. The state machine plans the
@@ -978,8 +1015,11 @@ pub async fn start_run(
         Ok::<_, StepError>(started)
     }
     .await;
-    if let Err(error) = &started {
-        let _ = fail_run(&runtime.store, &run, &error.to_string()).await;
+    if let Err(error) = &started
+        && let Err(unrecorded) = fail_run(&runtime.store, &run, &error.to_string()).await
+    {
+        // The start's own error is answered; this one would leave its lock unexplained.
+        tracing::error!(run = %run.run_id, %unrecorded, "could not record the run failed: its lock stays until it is taken over");
     }
     started
 }

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 /// parameters), so a connection changed with `cxone-etm connection put` (its map and scoring
 /// included) is never replaced by a scheduled run.
 #[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scheduled {
     pub connection_id: String,
     #[serde(default)]
@@ -59,9 +59,12 @@ impl<'de> serde::Deserialize<'de> for TriggerEvent {
                 .map(Self::Plan)
                 .map_err(|e| D::Error::custom(format!("plan event: {e}")))
         } else {
-            serde_json::from_value(event)
+            // The path to what is wrong: a schedule's input is edited by hand (a template).
+            serde_path_to_error::deserialize(event)
                 .map(|scheduled| Self::Scheduled(Box::new(scheduled)))
-                .map_err(|e| D::Error::custom(format!("scheduled event: {e}")))
+                .map_err(|e| {
+                    D::Error::custom(format!("scheduled event, at `{}`: {}", e.path(), e.inner()))
+                })
         }
     }
 }
@@ -163,8 +166,12 @@ pub async fn handle(
             ScheduleConfig::Replaced => {
                 tracing::info!(connection = %id, "replaced the config an earlier tick stored: the stack's parameters changed since");
             }
-            ScheduleConfig::Kept => {
-                tracing::warn!(connection = %id, "the stack's parameters differ from the stored config, which is not the one a tick last stored (it was put with `cxone-etm connection put`, by a tick of a version before 2026-12-07, or by a tick cut off before it recorded its copy): the stored config is used; to take the parameters, put them with `connection put`, or delete connections/{id}/config.json and the next tick stores them");
+            ScheduleConfig::Kept { differs_in } if differs_in.is_empty() => {
+                tracing::info!(connection = %id, "the stored config (put with `cxone-etm connection put`) is used: it points at the stack's tenant, region and secret, and has settings of its own");
+            }
+            ScheduleConfig::Kept { differs_in } => {
+                let differs_in = differs_in.join(", ");
+                tracing::warn!(connection = %id, %differs_in, "the stored config names another {differs_in} than the stack's parameters, and is not the one a tick last stored (it was put with `cxone-etm connection put`, or by a tick of a version before 2026-12-07): the stored config is used; to take the parameters, put a config with them (`cxone-etm connection put`, which keeps its map, engines and filters as you write them)");
             }
             ScheduleConfig::Unchanged => {}
         }
@@ -375,6 +382,30 @@ mod tests {
         assert_eq!(named(json!({"connectionId": "prod-sast"})), "prod-sast");
         let plan = json!({"plan": {"run": {"connectionId": "prod-sast", "runId": "r"}}});
         assert_eq!(named(plan), "prod-sast");
+    }
+
+    /// A scheduled event's input is read strictly and its errors say where: a misspelt key is not
+    /// dropped (the stored config used without a word), a mistyped value is named by its path.
+    #[test]
+    fn a_scheduled_event_names_what_is_wrong_and_where() {
+        let refused = |event: Value| {
+            serde_json::from_value::<TriggerEvent>(event)
+                .unwrap_err()
+                .to_string()
+        };
+        let misspelt = refused(json!({"connectionId": "sast", "conection": {}}));
+        assert!(
+            misspelt.contains("unknown field `conection`")
+                && misspelt.contains("expected `connectionId` or `connection`"),
+            "{misspelt}"
+        );
+        let mistyped = refused(json!({"connectionId": "sast", "connection": {
+            "id": "sast", "name": "n", "kind": "sast", "secret": "secretsmanager:s",
+            "vendor": {"region": "eu", "tenant": "acme", "concurrency": 8.5}}}));
+        assert!(
+            mistyped.starts_with("scheduled event, at `connection.vendor.concurrency`: invalid type: floating point `8.5`"),
+            "{mistyped}"
+        );
     }
 
     /// A held tick's summary line counts neither an error nor a failed start.

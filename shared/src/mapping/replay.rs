@@ -145,7 +145,7 @@ impl Pulls {
         let pull_of = |n: u32| {
             self.other_pulls
                 .iter()
-                .find(|p| (p.first_page..p.first_page + p.pages).contains(&n))
+                .find(|p| (p.first_page..p.first_page.saturating_add(p.pages)).contains(&n))
         };
         match pull_of(number) {
             Some(pull) => pull.engines.contains(&engine),
@@ -163,7 +163,7 @@ impl Pulls {
             || self
                 .other_pulls
                 .iter()
-                .any(|p| (p.first_page..p.first_page + p.pages).contains(&number))
+                .any(|p| (p.first_page..p.first_page.saturating_add(p.pages)).contains(&number))
     }
 
     /// As [`Self::counts`], of the pages of severities before triage.

@@ -488,7 +488,7 @@ async fn transform_collected(
                 (
                     Some(p.scan_id.clone()),
                     p.branch.clone(),
-                    p.first_page..p.first_page + p.pages,
+                    p.first_page..p.first_page.saturating_add(p.pages),
                     p.engines.as_slice(),
                 )
             });
