@@ -873,19 +873,44 @@ pub enum ScheduleConfig {
     /// The stored config is the parameters' own.
     Unchanged,
     /// The stored config was put otherwise (`cxone-etm connection put`) and differs from the
-    /// stack's parameters: kept, the source of truth. `differs_in`: which of what the connection
-    /// points at (`kind`, `tenant`, `region`, `secret`) it names otherwise than the parameters
-    /// (a redeploy meant for it that it does not take); empty where it differs in its own settings
-    /// alone (a map, engines, filters), as a put config is meant to.
+    /// stack's parameters: kept, the source of truth. `differs_in`: which of the settings the
+    /// stack's parameters give (`kind`, `tenant`, `region`, `secret`, `concurrency`,
+    /// `results_page_size`) it holds otherwise (a redeploy meant for it that it does not take);
+    /// empty where it differs in settings the stack does not give alone (a map, engines,
+    /// filters), as a put config is meant to.
     Kept { differs_in: Vec<&'static str> },
 }
 
-/// What the stored config (`stored`, its bytes) points at otherwise than the stack's parameters
-/// (`stack`): its kind, tenant, region (or its own URLs) and secret, case aside where the vendor
-/// reads none. A config that cannot be read is said to differ in everything.
+/// The name a secret reference gives: an ARN's (without the six characters Secrets Manager adds),
+/// or what follows `secretsmanager:`.
+fn secret_name(secret: &str) -> &str {
+    if let Some(name) = secret.strip_prefix("secretsmanager:") {
+        return name;
+    }
+    match secret.split_once(":secret:") {
+        Some((_, named)) => named
+            .rsplit_once('-')
+            .filter(|(_, suffix)| suffix.len() == 6)
+            .map_or(named, |(name, _)| name),
+        None => secret,
+    }
+}
+
+/// Which settings the stack's parameters give (`stack`) the stored config (`stored`, its bytes)
+/// holds otherwise: the kind, tenant, region (or its own URLs), secret (by name: an ARN and
+/// `secretsmanager:NAME` name one secret), the vendor's concurrency and page size; case aside
+/// where the vendor reads none. A config that cannot be read is said to differ in all of them.
 fn where_it_points_otherwise(stored: &[u8], stack: &ConnectionConfig) -> Vec<&'static str> {
+    const ALL: [&str; 6] = [
+        "kind",
+        "tenant",
+        "region",
+        "secret",
+        "concurrency",
+        "results_page_size",
+    ];
     let Ok(stored) = serde_json::from_slice::<ConnectionConfig>(stored) else {
-        return vec!["kind", "tenant", "region", "secret"];
+        return ALL.to_vec();
     };
     let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
@@ -901,7 +926,15 @@ fn where_it_points_otherwise(stored: &[u8], stack: &ConnectionConfig) -> Vec<&'s
                 && same(&ours.custom_api_url, &theirs.custom_api_url)
                 && same(&ours.custom_iam_url, &theirs.custom_iam_url),
         ),
-        ("secret", stored.secret == stack.secret),
+        (
+            "secret",
+            secret_name(&stored.secret) == secret_name(&stack.secret),
+        ),
+        ("concurrency", ours.concurrency == theirs.concurrency),
+        (
+            "results_page_size",
+            ours.results_page_size == theirs.results_page_size,
+        ),
     ]
     .into_iter()
     .filter(|(_, same)| !same)
@@ -1674,6 +1707,45 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A put config is compared with the stack's parameters on what the stack gives it: a secret
+    /// named by its ARN or by `secretsmanager:NAME` is one secret; another concurrency, tenant or
+    /// a config that does not read is said.
+    #[test]
+    fn a_put_config_is_said_to_differ_only_in_what_the_stack_gives() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cxone/sast-AbCdEf";
+        for same in [arn, "secretsmanager:cxone/sast"] {
+            assert_eq!(secret_name(same), "cxone/sast", "{same}");
+        }
+        let stack = ConnectionConfig::new(
+            "sast",
+            crate::ConnectorKind::Sast,
+            crate::cxone::VendorSettings::for_region("eu", "acme"),
+            arn,
+        );
+        let put = |change: &dyn Fn(&mut ConnectionConfig)| {
+            let mut config = stack.clone();
+            change(&mut config);
+            where_it_points_otherwise(&serde_json::to_vec(&config).unwrap(), &stack)
+        };
+        let none: [&str; 0] = [];
+        assert_eq!(
+            put(&|c| {
+                c.secret = "secretsmanager:cxone/sast".into();
+                c.vendor.tenant = "ACME".into();
+                c.close_deleted_items = true;
+            }),
+            none
+        );
+        assert_eq!(
+            put(&|c| {
+                c.secret = "secretsmanager:cxone/other".into();
+                c.vendor.concurrency = 4;
+            }),
+            ["secret", "concurrency"]
+        );
+        assert_eq!(where_it_points_otherwise(b"{", &stack).len(), 6);
+    }
 
     #[test]
     fn the_runtimes_whole_event_is_never_logged_whatever_rust_log_asks() {

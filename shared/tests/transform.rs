@@ -2253,6 +2253,14 @@ fn a_custom_map_carries_any_vendor_field_as_a_custom_attribute() {
         });
     }
     // Tag names are the tenant's: a `/`, a `.` or a `~` in one is part of the name.
+    // A value map's key is read as the vendor's word is, blanks around it aside.
+    map.entries.push(cxone_etm::mapping::MapEntry {
+        source: "origin".into(),
+        target: "asset.customAttributes.host".into(),
+        value_map: Some([(" github ".to_string(), json!("gh"))].into()),
+        default: None,
+        required: false,
+    });
     let project = r#"{"id":"p-1","name":"acme/checkout","origin":"GitHub","tags":{"team":"payments","team/owner":"ana","app.tier":"web","cost~center":"42","app":{"tier":"not a tag"}}}"#;
     let record = sast_record(
         "a",
@@ -2269,7 +2277,7 @@ fn a_custom_map_carries_any_vendor_field_as_a_custom_attribute() {
     let line: Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(
         line["asset"]["customAttributes"],
-        json!({"origin": "GitHub", "team": "payments", "owner": "ana", "tier": "web", "cost": "42"}),
+        json!({"origin": "GitHub", "team": "payments", "owner": "ana", "tier": "web", "cost": "42", "host": "gh"}),
         "an object is no attribute: left out"
     );
     assert!(

@@ -167,11 +167,11 @@ pub async fn handle(
                 tracing::info!(connection = %id, "replaced the config an earlier tick stored: the stack's parameters changed since");
             }
             ScheduleConfig::Kept { differs_in } if differs_in.is_empty() => {
-                tracing::info!(connection = %id, "the stored config (put with `cxone-etm connection put`) is used: it points at the stack's tenant, region and secret, and has settings of its own");
+                tracing::info!(connection = %id, "the stored config (put with `cxone-etm connection put`) is used: it holds the stack's kind, tenant, region, secret, concurrency and page size, and settings of its own");
             }
             ScheduleConfig::Kept { differs_in } => {
                 let differs_in = differs_in.join(", ");
-                tracing::warn!(connection = %id, %differs_in, "the stored config names another {differs_in} than the stack's parameters, and is not the one a tick last stored (it was put with `cxone-etm connection put`, or by a tick of a version before 2026-12-07): the stored config is used; to take the parameters, put a config with them (`cxone-etm connection put`, which keeps its map, engines and filters as you write them)");
+                tracing::warn!(connection = %id, %differs_in, "the stored config holds another {differs_in} than the stack's parameters, and is not the one a tick last stored (it was put with `cxone-etm connection put`, or by a tick of a version before 2026-12-07): the stored config is used; to take the parameters, put a config with them (`cxone-etm connection put`, which keeps its map, engines and filters as you write them)");
             }
             ScheduleConfig::Unchanged => {}
         }

@@ -523,7 +523,7 @@ impl Retries<'_> {
                         budget: left,
                     });
                 }
-                after_asked(asked, self.floor)
+                after_asked(asked, self.floor).min(left)
             }
             None => match self.policy.should_retry(self.started, self.retries) {
                 RetryDecision::Retry { execute_after } => execute_after
