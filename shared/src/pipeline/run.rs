@@ -266,13 +266,29 @@ pub async fn read_state(
     get_json(store, &state_key(connection_id)).await
 }
 
+/// The state document as the runs read it: one that cannot be read (on a directory store, a
+/// power loss can leave it empty) is none, and written afresh, rather than a reason to refuse
+/// every later run: the commit markers say which run committed last.
+async fn read_state_or_none(
+    store: &impl ObjectStore,
+    connection_id: &str,
+) -> Result<Option<StateDocument>, StepError> {
+    match read_state(store, connection_id).await {
+        Err(error @ StepError::BadObject { .. }) => {
+            tracing::warn!(%error, "the connection's state cannot be read: it is written afresh, the commit markers naming the last committed run");
+            Ok(None)
+        }
+        read => read,
+    }
+}
+
 /// Changes the connection's state document (a fresh one, Registered, when there is none).
 async fn update_state(
     store: &impl ObjectStore,
     connection_id: &str,
     change: impl FnOnce(&mut StateDocument),
 ) -> Result<(), StepError> {
-    let mut document = read_state(store, connection_id)
+    let mut document = read_state_or_none(store, connection_id)
         .await?
         .unwrap_or_else(|| StateDocument::fresh(RunState::Registered));
     change(&mut document);
@@ -648,7 +664,7 @@ pub async fn last_committed_run(
     store: &impl ObjectStore,
     connection_id: &str,
 ) -> Result<Option<String>, StepError> {
-    let named: Vec<String> = read_state(store, connection_id)
+    let named: Vec<String> = read_state_or_none(store, connection_id)
         .await?
         .map(|state| {
             [state.last_run, state.last_committed_run]

@@ -3950,6 +3950,35 @@ impl<H: Fn(&str, bool) -> WriteAnswer + Send + Sync> ObjectStore for Hooked<H> {
     }
 }
 
+/// A connection's state left unreadable (a directory store after a power loss: the file empty or
+/// cut) is written afresh by the next run, which reconciles against the run the commit markers
+/// name. Before, every later run failed reading it, until it was deleted by hand.
+#[tokio::test]
+async fn a_state_left_unreadable_is_written_afresh_and_the_markers_name_the_last_commit() {
+    let (store, dir) = temp_store("state-unreadable");
+    let emulator = emulator(shape(2, 2)).await;
+    let c = connection(&emulator, "state-unreadable", ConnectorKind::Sast);
+    let first = run(&store, &c, api_key(&emulator)).await.unwrap();
+    assert!(first.complete, "{:?}", first.problems);
+    let key = "connections/state-unreadable/state.json";
+    for damaged in [&b""[..], &b"{\"state\": \"Proce"[..]] {
+        store.put(key, damaged.to_vec().into()).await.unwrap();
+        let next = run(&store, &c, api_key(&emulator)).await.unwrap();
+        assert!(next.complete, "{:?}", next.problems);
+        let m = manifest(&store, &next.manifest).await;
+        nothing_new_or_reopened(&m, "reconciled against the last commit");
+        let state = cxone_etm::pipeline::read_state(&store, "state-unreadable")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            state.last_committed_run.as_deref(),
+            Some(next.run_id.as_str())
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A store on which every conditional write lands and is then answered as taken (S3's 409 to the
 /// SDK's retry of a PutObject whose first answer was lost while it landed): each write meets
 /// its own object.
