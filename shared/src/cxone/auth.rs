@@ -405,10 +405,10 @@ impl TokenSource {
                 }
             };
             if exchange.status.is_success() {
-                let answer: TokenAnswer =
-                    serde_json::from_slice(&exchange.body).map_err(|e| VendorError::Malformed {
+                let answer =
+                    read_token_answer(&exchange.body).map_err(|detail| VendorError::Malformed {
                         endpoint: "token",
-                        detail: format!("token answer: {}", e.classify_text()),
+                        detail: format!("token answer: {detail}"),
                     })?;
                 return Ok((answer.access_token, token_lifetime(answer.expires_in)));
             }
@@ -469,6 +469,35 @@ impl TokenSource {
     }
 }
 
+/// A token answer, or what is wrong with it: the field and the form expected, never a value (the
+/// answer holds the access token).
+fn read_token_answer(body: &[u8]) -> Result<TokenAnswer, String> {
+    let answer: TokenAnswer = serde_path_to_error::deserialize(
+        &mut serde_json::Deserializer::from_slice(body),
+    )
+    .map_err(|e| {
+        let (path, inner) = (e.path().to_string(), e.inner());
+        let message = inner.to_string();
+        match path.as_str() {
+            // Broken JSON: where, not what.
+            _ if inner.classify() != serde_json::error::Category::Data => inner.classify_text(),
+            _ if message.starts_with("missing field") => {
+                format!(
+                    "{} (an OAuth token answer has `access_token`)",
+                    message.split(" at line").next().unwrap_or(&message)
+                )
+            }
+            "access_token" => "`access_token` is not a text".to_string(),
+            "expires_in" => "`expires_in` is not a whole number of seconds".to_string(),
+            _ => inner.classify_text(),
+        }
+    })?;
+    if answer.access_token.expose_secret().is_empty() {
+        return Err("`access_token` is empty".into());
+    }
+    Ok(answer)
+}
+
 trait ClassifyText {
     fn classify_text(&self) -> String;
 }
@@ -488,6 +517,38 @@ impl ClassifyText for serde_json::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token answer that is not one names the field and the form expected, never a value: the
+    /// answer holds the access token.
+    #[test]
+    fn a_token_answer_that_is_not_one_names_the_field_not_the_value() {
+        let refused = |body: &str| read_token_answer(body.as_bytes()).err().unwrap();
+        for (body, named) in [
+            (
+                r#"{"expires_in": 1800}"#,
+                "missing field `access_token` (an OAuth token answer has `access_token`)",
+            ),
+            (
+                r#"{"access_token": "s3cr3t-token", "expires_in": "1800"}"#,
+                "`expires_in` is not a whole number of seconds",
+            ),
+            (
+                r#"{"access_token": 41, "expires_in": 1800}"#,
+                "`access_token` is not a text",
+            ),
+            (r#"{"access_token": ""}"#, "`access_token` is empty"),
+            (
+                r#"{"access_token": "s3cr3t-tok"#,
+                "Eof error at line 1 column 28",
+            ),
+        ] {
+            let error = refused(body);
+            assert_eq!(error, named, "{body}");
+            assert!(!error.contains("s3cr3t"), "{error}");
+        }
+        let fine = read_token_answer(br#"{"access_token": "t", "expires_in": 1800}"#).unwrap();
+        assert_eq!(fine.expires_in, Some(1800));
+    }
 
     #[test]
     fn a_token_lifetime_past_a_day_is_taken_as_a_day_and_none_as_five_minutes() {
