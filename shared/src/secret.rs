@@ -75,13 +75,20 @@ pub struct SecretUnread {
 impl Credential {
     /// Reads the secret's JSON: `{"api_key": "..."}` or `{"client_id": "...", "client_secret": "..."}`.
     pub fn from_json(text: &str) -> Result<Self, CredentialError> {
-        let doc: SecretDocument = serde_json::from_str(text).map_err(|e| {
-            // serde_json's message names the field and position, not the value.
-            CredentialError::lasting(format!(
-                "not the expected JSON object ({}); expected {{\"api_key\": \"...\"}} or {{\"client_id\": \"...\", \"client_secret\": \"...\"}}",
-                e.classify_message()
-            ))
-        })?;
+        let doc: SecretDocument =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+                .map_err(|e| {
+                    // Named: the field and position, never the value.
+                    let field = e.path().iter().next().is_some();
+                    let problem = match field && e.inner().to_string().starts_with("invalid type") {
+                        // The path is a known field's: unknown fields are refused first.
+                        true => format!("`{}` is not a string (every field is)", e.path()),
+                        false => e.inner().classify_message(),
+                    };
+                    CredentialError::lasting(format!(
+                        "not the expected JSON object ({problem}); expected {{\"api_key\": \"...\"}} or {{\"client_id\": \"...\", \"client_secret\": \"...\"}}"
+                    ))
+                })?;
         let present = |s: &Option<SecretString>| {
             s.as_ref()
                 .is_some_and(|v| !secrecy::ExposeSecret::expose_secret(v).trim().is_empty())
@@ -141,9 +148,6 @@ impl ClassifyMessage for serde_json::Error {
                         .next()
                         .unwrap_or("")
                         .to_string()
-                } else if text.starts_with("invalid type") {
-                    // serde quotes the offending value here; say only what is wrong.
-                    "a value has the wrong type (every field is a string)".to_string()
                 } else {
                     "wrong shape".to_string()
                 }
@@ -233,7 +237,14 @@ mod tests {
             (r#"{"apikey": "zz-secret"}"#, "unknown field `apikey`"),
             (r#"{"api_key": zz-secret}"#, "invalid JSON at line 1"),
             (r#"["zz-secret"]"#, "wrong shape"),
-            (r#"{"api_key": 424242}"#, "wrong type"),
+            (
+                r#"{"api_key": 424242}"#,
+                "`api_key` is not a string (every field is)",
+            ),
+            (
+                r#"{"client_id": "c", "client_secret": 7}"#,
+                "`client_secret` is not a string",
+            ),
         ];
         for (text, expected) in cases {
             let message = Credential::from_json(text).unwrap_err().to_string();
