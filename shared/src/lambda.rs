@@ -15,10 +15,11 @@ use crate::field_error::FieldError;
 use crate::metrics::Summary;
 use crate::pipeline::{
     CollectOutcome, Connection, ConnectionConfig, ConnectionStatus, EndedHolder, HolderEnd,
-    ItemStatus, Manifest, RunRecord, RunRef, Schedule, StepError, TimeBudget, Trigger,
+    ItemStatus, Manifest, RunRecord, RunRef, Schedule, StepError, TaskFailure, TimeBudget, Trigger,
     VendorAccess, WorkGroup, begin_run, begin_run_recovering, check_key_segment, collect_group,
     config_key, connection_status, fail_run, finalize, never_started_holder, plan,
-    record_event_schedule, record_registration, schedule_config_key, transform_group,
+    record_event_schedule, record_registration, record_uncollected, schedule_config_key,
+    transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -1407,6 +1408,11 @@ pub async fn transform_task(
     // The transform calls no vendor: it reads the config, never the credential, so a secret
     // deleted or broken during the run cannot fail the run's transforms.
     let connection = runtime.run_connection_config(run).await?;
+    // The group's collect failed for good: each item it left without an outcome says why (else
+    // finalize could say only that its collect did not finish).
+    if let Some(failure) = &group.collect_error {
+        record_uncollected(&runtime.store, &group.items, failure).await?;
+    }
     let time = time.items_before(group.deadlines.map(|d| d.transform_before));
     let (done, unfinished) = transform_group(&runtime.store, &connection, &group.items, time).await;
     if let Some(error) = unfinished {
@@ -1449,32 +1455,11 @@ pub enum FailedStep {
     Finalize,
 }
 
-/// A failed task's error as Step Functions' `Catch` hands it on (`ResultPath`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskFailure {
-    pub error: String,
-    /// For a Lambda task, the function's error as JSON text (`errorMessage` is the reason).
-    #[serde(default)]
-    pub cause: Option<String>,
-}
-
-impl TaskFailure {
-    fn reason(&self, step: FailedStep) -> String {
-        let step = match step {
+impl FailedStep {
+    fn name(self) -> &'static str {
+        match self {
             FailedStep::Plan => "plan",
             FailedStep::Finalize => "finalize",
-        };
-        let message = self.cause.as_deref().map(|cause| {
-            serde_json::from_str::<serde_json::Value>(cause)
-                .ok()
-                .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
-                .unwrap_or_else(|| cause.to_string())
-        });
-        // The message was cut to `ERROR_MESSAGE_CHARS` where the function failed.
-        match message {
-            Some(message) => format!("{step} failed ({}): {message}", self.error),
-            None => format!("{step} failed ({})", self.error),
         }
     }
 }
@@ -1499,7 +1484,7 @@ pub async fn finalize_task(
     checked_run(&input.run)?;
     let manifest = match &input.failure {
         Some(failure) => {
-            let reason = failure.reason(input.failed_step);
+            let reason = failure.reason(input.failed_step.name());
             // A step that failed after the commit marker (finalize's process dying, say) leaves
             // a committed run: `fail_run` finishes it, and the execution succeeds.
             match fail_run(&runtime.store, &input.run, &reason).await? {

@@ -963,6 +963,10 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     manifest = committed(account, started["run"])
     (item,) = [i for i in manifest["items"] if i["vendorId"] == victim["id"]]
     assert item["status"] == "failed", item
+    # The cause the state machine caught reaches the manifest (the transform records it for the
+    # item its collect left without an outcome), not only that the collect did not finish.
+    assert item["reason"].startswith("the group's collect failed (Retryable): "), item
+    assert "503" in item["reason"] or "server error" in item["reason"], item
     assert item["carriedForward"] > 0, item
     # Nothing closed by absence: every FIXED finding is one the vendor reports fixed, and none is
     # the failed item's.

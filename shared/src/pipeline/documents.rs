@@ -113,6 +113,10 @@ pub struct WorkGroup {
     /// Until when the group's items may start (none in a group planned before they were set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadlines: Option<ItemDeadlines>,
+    /// The child's collect failed for good (the state machine's `Catch`, its retries spent):
+    /// what it failed with, recorded for each item it did not collect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_error: Option<TaskFailure>,
 }
 
 /// Until when a run's items may start: set by the plan from the run's start (see
@@ -126,23 +130,72 @@ pub struct ItemDeadlines {
     pub transform_before: jiff::Timestamp,
 }
 
+impl WorkGroup {
+    /// A group as the plan makes it: no error caught yet.
+    pub fn new(items: Vec<WorkItem>, deadlines: Option<ItemDeadlines>) -> Self {
+        Self {
+            items,
+            deadlines,
+            collect_error: None,
+        }
+    }
+}
+
+/// A failed task's error as Step Functions' `Catch` hands it on (`ResultPath`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskFailure {
+    pub error: String,
+    /// For a Lambda task, the function's error as JSON text (`errorMessage` is the reason).
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+impl TaskFailure {
+    /// `<step> failed (<error name>): <the function's message>`.
+    pub fn reason(&self, step: &str) -> String {
+        let message = self.cause.as_deref().map(|cause| {
+            serde_json::from_str::<serde_json::Value>(cause)
+                .ok()
+                .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                .unwrap_or_else(|| cause.to_string())
+        });
+        // The message was cut to `ERROR_MESSAGE_CHARS` where the function failed.
+        match message {
+            Some(message) => format!("{step} failed ({}): {message}", self.error),
+            None => format!("{step} failed ({})", self.error),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for WorkGroup {
     fn deserialize<D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
         // Other fields are the state machine's (a caught error beside the items).
         #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct Group {
             items: Vec<WorkItem>,
             #[serde(default)]
             deadlines: Option<ItemDeadlines>,
+            #[serde(default)]
+            collect_error: Option<TaskFailure>,
         }
         let value = Value::deserialize(input)?;
         let parsed = if value.get("items").is_some() {
-            serde_json::from_value::<Group>(value).map(|g| (g.items, g.deadlines))
+            serde_json::from_value::<Group>(value)
         } else {
-            serde_json::from_value::<WorkItem>(value).map(|item| (vec![item], None))
+            serde_json::from_value::<WorkItem>(value).map(|item| Group {
+                items: vec![item],
+                deadlines: None,
+                collect_error: None,
+            })
         };
         parsed
-            .map(|(items, deadlines)| WorkGroup { items, deadlines })
+            .map(|g| WorkGroup {
+                items: g.items,
+                deadlines: g.deadlines,
+                collect_error: g.collect_error,
+            })
             .map_err(serde::de::Error::custom)
     }
 }

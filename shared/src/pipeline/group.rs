@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::access::VendorAccess;
 use super::collect::{collect, record_collect_failure};
 use super::config::Connection;
-use super::documents::{CollectOutcome, TransformRecord, WorkItem};
+use super::documents::{CollectOutcome, TaskFailure, TransformRecord, WorkItem};
 use super::error::StepError;
 use super::objects::get_json;
 use super::run::run_allows_start;
@@ -79,6 +79,27 @@ pub async fn collect_group(
         }
     }
     (done, unfinished.into_error())
+}
+
+/// Records, for each item of a group whose collect failed for good (`failure`, as the state
+/// machine's `Catch` hands it on), that did not record an outcome, the group's failure as its
+/// reason: finalize then names the cause, not only that the collect did not finish. An outcome
+/// that lands first (an attempt still running) stands.
+pub async fn record_uncollected(
+    store: &impl ObjectStore,
+    items: &[WorkItem],
+    failure: &TaskFailure,
+) -> Result<(), StepError> {
+    let reason = failure.reason("the group's collect");
+    for item in items {
+        if get_json::<CollectOutcome>(store, &item.collect_outcome_key())
+            .await?
+            .is_none()
+        {
+            record_collect_failure(store, item, &reason, Default::default()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Transforms each collected item that has no transform record yet. An item that was not
@@ -221,6 +242,52 @@ impl Unfinished {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group whose collect the state machine caught (its retries spent) carries the failure to
+    /// the transform, which records it as the reason of each item the collect left without an
+    /// outcome; an item collected before it keeps its own.
+    #[tokio::test]
+    async fn the_caught_collect_failure_is_each_uncollected_items_reason() {
+        let item = |id: &str| {
+            serde_json::json!({"run": {"connectionId": "c", "runId": "r"}, "item": id,
+                "vendorId": id, "name": id, "kind": "sast", "scanId": "s", "record": {}})
+        };
+        let cause = serde_json::json!({"errorType": "Retryable", "errorMessage": "1 item(s) not finished: b: the vendor answered 503 eight times"});
+        let group: crate::pipeline::WorkGroup = serde_json::from_value(serde_json::json!({
+            "items": [item("a"), item("b")],
+            "collectError": {"Error": "Retryable", "Cause": cause.to_string()}
+        }))
+        .unwrap();
+        let failure = group.collect_error.clone().expect("read beside the items");
+        let store = crate::store::MemoryStore::default();
+        record_collect_failure(
+            &store,
+            &group.items[0],
+            "its own reason",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        record_uncollected(&store, &group.items, &failure)
+            .await
+            .unwrap();
+        let reasons: Vec<Option<String>> =
+            futures_util::future::join_all(group.items.iter().map(|item| async {
+                get_json::<CollectOutcome>(&store, &item.collect_outcome_key())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .reason
+            }))
+            .await;
+        assert_eq!(
+            reasons,
+            [
+                Some("its own reason".to_string()),
+                Some("the group's collect failed (Retryable): 1 item(s) not finished: b: the vendor answered 503 eight times".to_string())
+            ]
+        );
+    }
 
     fn short() -> StepError {
         StepError::TimeShort { left_secs: 30 }

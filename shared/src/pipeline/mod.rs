@@ -30,12 +30,12 @@ pub use config::{
 pub(crate) use documents::is_zero_u64;
 pub use documents::{
     CollectOutcome, DeletedItem, FilteredItem, ItemDeadlines, ItemStatus, ItemTraffic,
-    LISTED_PER_ITEM, Manifest, ManifestItem, ObjectEntry, ScanPart, TransformRecord, WorkGroup,
-    WorkItem,
+    LISTED_PER_ITEM, Manifest, ManifestItem, ObjectEntry, ScanPart, TaskFailure, TransformRecord,
+    WorkGroup, WorkItem,
 };
 pub use error::{HELD, OUT_OF_TIME, StepError};
 pub use finalize::finalize;
-pub use group::{TimeBudget, collect_group, transform_group};
+pub use group::{TimeBudget, collect_group, record_uncollected, transform_group};
 pub use plan::{
     MAX_ITEMS_PER_GROUP, StandingGroups, group_items, plan, read_work_list, write_plan,
 };

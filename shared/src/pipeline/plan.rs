@@ -305,27 +305,18 @@ pub fn group_items(
         if !current.is_empty()
             && (alone || current.len() == per_group || bytes + size > MAX_GROUP_BYTES)
         {
-            groups.push(WorkGroup {
-                items: std::mem::take(&mut current),
-                deadlines,
-            });
+            groups.push(WorkGroup::new(std::mem::take(&mut current), deadlines));
             bytes = 0;
         }
         bytes += size;
         current.push(item);
         if alone {
-            groups.push(WorkGroup {
-                items: std::mem::take(&mut current),
-                deadlines,
-            });
+            groups.push(WorkGroup::new(std::mem::take(&mut current), deadlines));
             bytes = 0;
         }
     }
     if !current.is_empty() {
-        groups.push(WorkGroup {
-            items: current,
-            deadlines,
-        });
+        groups.push(WorkGroup::new(current, deadlines));
     }
     groups
 }
@@ -1811,10 +1802,7 @@ mod tests {
     }
 
     fn group(items: Vec<WorkItem>) -> WorkGroup {
-        WorkGroup {
-            items,
-            deadlines: None,
-        }
+        WorkGroup::new(items, None)
     }
 
     /// A plan of these items in one group, nothing filtered, against no run, with no problem.
