@@ -1547,15 +1547,38 @@ async fn items_collected_before_a_group_gave_up_are_transformed_and_the_rest_rep
         after_catch,
     )
     .await
-    .expect("transform skips the item collect did not finish");
-    let done: Vec<&str> = transformed["items"]
-        .as_array()
-        .unwrap()
+    .expect("transform records the caught failure for the item collect did not finish");
+    let done = transformed["items"].as_array().unwrap();
+    assert_eq!(done.len(), 10);
+    // That item's collect outcome is the caught failure: nothing of it transformed.
+    let not_collected: Vec<&Value> = done
         .iter()
-        .map(|i| i["item"].as_str().unwrap())
+        .filter(|i| i["item"] == failing.item.as_str())
         .collect();
-    assert_eq!(done.len(), 9);
-    assert!(!done.contains(&failing.item.as_str()));
+    let [not_collected] = not_collected[..] else {
+        panic!("{transformed}")
+    };
+    assert_eq!(
+        (&not_collected["findings"], &not_collected["objects"]),
+        (&json!(0), &json!(0)),
+        "{not_collected}"
+    );
+    let outcome: Value = serde_json::from_slice(
+        &f.runtime
+            .store
+            .get(&failing.collect_outcome_key())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (&outcome["status"], &outcome["reason"]),
+        (
+            &json!("failed"),
+            &json!("the group's collect failed (Retryable)")
+        )
+    );
     let finalized = call(
         |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
         json!({ "run": run }),
