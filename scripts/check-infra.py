@@ -175,6 +175,15 @@ for name, state in lambda_tasks.items():
     check(len(crash_retries) == 1 and set(crash_retries[0]["ErrorEquals"]) == CRASHES
           and crash_retries[0].get("MaxAttempts") == 1,
           f"{name} does not retry a process that died exactly once ({sorted(CRASHES)}, MaxAttempts 1): {crash_retries}")
+# A vendor that asks for a long wait (RateLimited, StepError::error_type) is waited out in
+# minutes by every Lambda task, never in the transient errors' seconds.
+error_rs = (root / "shared/src/pipeline/error.rs").read_text()
+waits = {name: next((r for r in state.get("Retry", []) if "RateLimited" in r["ErrorEquals"]), None)
+         for name, state in lambda_tasks.items()}
+check('pub const RATE_LIMITED: &str = "RateLimited";' in error_rs
+      and all(w and w["ErrorEquals"] == ["RateLimited"] and w["IntervalSeconds"] >= 60 and w["MaxAttempts"] >= 4
+              for w in waits.values()),
+      f"a Lambda task does not wait out RateLimited in minutes: {waits}")
 # A throttled invocation waits for a running task to end (up to 15 minutes): it has a retrier of
 # its own, first, long enough to wait that out on average (full jitter draws each wait between
 # zero and its ceiling: half the ceilings' sum), and uses up no other retrier's attempts.

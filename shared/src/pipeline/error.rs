@@ -155,12 +155,21 @@ pub enum StepError {
         /// Whether the invocation's time ran short after it made progress (see
         /// [`StepError::is_out_of_time`]).
         out_of_time: bool,
+        /// Whether the vendor asked one of them to wait longer than the client waits (see
+        /// [`StepError::is_rate_limited`]).
+        rate_limited: bool,
     },
 }
 
 /// The error type of a collect or transform whose invocation's time ran short after progress:
 /// the state machine retries it apart from the transient errors (see [`StepError::is_out_of_time`]).
 pub const OUT_OF_TIME: &str = "OutOfTime";
+
+/// The error type of a step the vendor asked to wait longer than the client waits within an
+/// invocation (`Retry-After` past its retry budget): the state machine waits minutes before the
+/// next attempt, not the transient errors' seconds, which would spend every attempt within the
+/// wait the vendor asked for.
+pub const RATE_LIMITED: &str = "RateLimited";
 
 /// What a start refused by design is called: the connection's run is under way (or another
 /// start took the lock at the same moment), or a schedule's tick falls outside its dates. Not a
@@ -220,11 +229,23 @@ impl StepError {
         )
     }
 
+    /// Whether the vendor asked for a wait longer than the client's retry budget: a later
+    /// attempt may pass, minutes later.
+    pub fn is_rate_limited(&self) -> bool {
+        match self {
+            Self::Vendor(VendorError::RetryAfterTooLong { .. }) => true,
+            Self::Unfinished { rate_limited, .. } => *rate_limited,
+            _ => false,
+        }
+    }
+
     /// The error type Step Functions sees, which its Retry and Catch name: [`OUT_OF_TIME`],
-    /// `Retryable` (a later attempt may succeed), or `Fatal`.
+    /// [`RATE_LIMITED`], `Retryable` (a later attempt may succeed), or `Fatal`.
     pub fn error_type(&self) -> &'static str {
         if self.is_out_of_time() {
             OUT_OF_TIME
+        } else if self.is_rate_limited() {
+            RATE_LIMITED
         } else if self.is_retryable() {
             "Retryable"
         } else {

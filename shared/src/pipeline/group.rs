@@ -212,6 +212,8 @@ struct Unfinished {
     retryable: bool,
     /// An item was left as the time ran short.
     out_of_time: bool,
+    /// The vendor asked an item to wait longer than the client waits.
+    rate_limited: bool,
     /// The invocation finished an item, recorded one's failure or stored pages a pull goes on
     /// from. Only then is the group out of time (retried as often as it needs); otherwise its
     /// errors decide, within the transient errors' few attempts: an attempt that made no progress
@@ -224,6 +226,7 @@ impl Unfinished {
         tracing::warn!(item, error = %error, "item did not finish");
         self.retryable |= error.is_retryable();
         self.out_of_time |= error.is_out_of_time();
+        self.rate_limited |= error.is_rate_limited();
         self.items.push(item.to_string());
         self.first.get_or_insert(error);
     }
@@ -235,6 +238,7 @@ impl Unfinished {
             first: Box::new(first),
             retryable: self.retryable,
             out_of_time: self.out_of_time && self.progressed,
+            rate_limited: self.rate_limited,
         })
     }
 }
@@ -320,6 +324,35 @@ mod tests {
         }
         let error = unfinished.into_error().expect("an error");
         (error.is_out_of_time(), error.is_retryable())
+    }
+
+    /// A vendor that asks to wait past the client's budget names the step RateLimited (the state
+    /// machine waits minutes), alone or in a group, unless the group is out of time after
+    /// progress (it goes on at once: its next item may not be limited).
+    #[test]
+    fn a_long_wait_asked_names_the_step_rate_limited() {
+        let limited = || {
+            StepError::from(crate::cxone::VendorError::RetryAfterTooLong {
+                endpoint: "results",
+                asked: std::time::Duration::from_secs(600),
+                budget: std::time::Duration::from_secs(300),
+            })
+        };
+        assert_eq!(limited().error_type(), crate::pipeline::RATE_LIMITED);
+        let group = |progressed: bool, errors: Vec<StepError>| {
+            let mut unfinished = Unfinished {
+                progressed,
+                ..Unfinished::default()
+            };
+            for (n, error) in errors.into_iter().enumerate() {
+                unfinished.add(&format!("item-{n}"), error);
+            }
+            unfinished.into_error().expect("an error").error_type()
+        };
+        assert_eq!(group(false, vec![transient(), limited()]), "RateLimited");
+        assert_eq!(group(false, vec![limited(), short()]), "RateLimited");
+        assert_eq!(group(true, vec![limited(), short()]), "OutOfTime");
+        assert_eq!(group(false, vec![transient()]), "Retryable");
     }
 
     #[test]
