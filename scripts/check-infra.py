@@ -176,14 +176,18 @@ for name, state in lambda_tasks.items():
           and crash_retries[0].get("MaxAttempts") == 1,
           f"{name} does not retry a process that died exactly once ({sorted(CRASHES)}, MaxAttempts 1): {crash_retries}")
 # A vendor that asks for a long wait (RateLimited, StepError::error_type) is waited out in
-# minutes by every Lambda task, never in the transient errors' seconds.
+# minutes by every Lambda task, never in the transient errors' seconds: every wait at least the
+# client's default retry budget (what it would have waited itself), so no jitter (full jitter
+# draws waits from zero).
 error_rs = (root / "shared/src/pipeline/error.rs").read_text()
+client_budget = int(re.search(r"max_total_wait_secs: (\d+),", (root / "shared/src/cxone/config.rs").read_text()).group(1))
 waits = {name: next((r for r in state.get("Retry", []) if "RateLimited" in r["ErrorEquals"]), None)
          for name, state in lambda_tasks.items()}
 check('pub const RATE_LIMITED: &str = "RateLimited";' in error_rs
-      and all(w and w["ErrorEquals"] == ["RateLimited"] and w["IntervalSeconds"] >= 60 and w["MaxAttempts"] >= 4
+      and all(w and w["ErrorEquals"] == ["RateLimited"] and w["IntervalSeconds"] >= client_budget
+              and w.get("JitterStrategy", "NONE") == "NONE" and w["MaxAttempts"] >= 3
               for w in waits.values()),
-      f"a Lambda task does not wait out RateLimited in minutes: {waits}")
+      f"a Lambda task does not wait out RateLimited for at least the client's budget ({client_budget} s) each attempt: {waits}")
 # A throttled invocation waits for a running task to end (up to 15 minutes): it has a retrier of
 # its own, first, long enough to wait that out on average (full jitter draws each wait between
 # zero and its ceiling: half the ceilings' sum), and uses up no other retrier's attempts.
@@ -209,9 +213,11 @@ for name in ("Collect", "Transform"):
           and out_of_time[0].get("MaxAttempts", 3) >= max_items,
           f"{name}: OutOfTime is not retried alone at least {max_items} times (one item an invocation "
           f"finishes a group of {max_items}): {retries}")
+# Children that fail together retry apart; RateLimited's waits are the vendor's (above).
 for state in map_state["ItemProcessor"]["States"].values():
     for retry in state.get("Retry", []):
-        check(retry.get("JitterStrategy") == "FULL", "a retry without full jitter")
+        check(retry.get("JitterStrategy") == "FULL" or retry["ErrorEquals"] == ["RateLimited"],
+              f"a retry without full jitter: {retry}")
         check("States.ALL" not in retry["ErrorEquals"] and "Fatal" not in retry["ErrorEquals"], "a retry on non-retryable errors")
 
 

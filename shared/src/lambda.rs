@@ -882,25 +882,44 @@ pub enum ScheduleConfig {
     Kept { differs_in: Vec<&'static str> },
 }
 
-/// The name a secret reference gives: an ARN's (without the six characters Secrets Manager adds),
-/// or what follows `secretsmanager:`.
-fn secret_name(secret: &str) -> &str {
+/// Whether two secret references name one secret: an ARN's partition, region and account where
+/// both are ARNs, and the name either gives, one of them with or without the six characters
+/// Secrets Manager adds to a full ARN (`secretsmanager:NAME` and a partial ARN carry none).
+fn same_secret(a: &str, b: &str) -> bool {
+    let ((a_at, a_name), (b_at, b_name)) = (secret_place(a), secret_place(b));
+    if let (Some(a_at), Some(b_at)) = (a_at, b_at)
+        && a_at != b_at
+    {
+        return false;
+    }
+    a_name == b_name || without_arn_suffix(a_name) == b_name || a_name == without_arn_suffix(b_name)
+}
+
+/// Where an ARN places a secret (`arn:PARTITION:secretsmanager:REGION:ACCOUNT`), if it is one,
+/// and the name it gives.
+fn secret_place(secret: &str) -> (Option<&str>, &str) {
     if let Some(name) = secret.strip_prefix("secretsmanager:") {
-        return name;
+        return (None, name);
     }
     match secret.split_once(":secret:") {
-        Some((_, named)) => named
-            .rsplit_once('-')
-            .filter(|(_, suffix)| suffix.len() == 6)
-            .map_or(named, |(name, _)| name),
-        None => secret,
+        Some((at, name)) => (Some(at), name),
+        None => (None, secret),
     }
 }
 
+/// A name without the `-` and six letters or digits a full ARN ends in.
+fn without_arn_suffix(name: &str) -> &str {
+    name.rsplit_once('-')
+        .filter(|(_, suffix)| {
+            suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        .map_or(name, |(name, _)| name)
+}
+
 /// Which settings the stack's parameters give (`stack`) the stored config (`stored`, its bytes)
-/// holds otherwise: the kind, tenant, region (or its own URLs), secret (by name: an ARN and
-/// `secretsmanager:NAME` name one secret), the vendor's concurrency and page size; case aside
-/// where the vendor reads none. A config that cannot be read is said to differ in all of them.
+/// holds otherwise: the kind, tenant, region (or its own URLs), secret (an ARN and
+/// `secretsmanager:NAME` may name one secret: [`same_secret`]), the vendor's concurrency and
+/// SAST's page size; case aside where the vendor reads none. A config that cannot be read is said to differ in all of them.
 fn where_it_points_otherwise(stored: &[u8], stack: &ConnectionConfig) -> Vec<&'static str> {
     const ALL: [&str; 6] = [
         "kind",
@@ -927,14 +946,13 @@ fn where_it_points_otherwise(stored: &[u8], stack: &ConnectionConfig) -> Vec<&'s
                 && same(&ours.custom_api_url, &theirs.custom_api_url)
                 && same(&ours.custom_iam_url, &theirs.custom_iam_url),
         ),
-        (
-            "secret",
-            secret_name(&stored.secret) == secret_name(&stack.secret),
-        ),
+        ("secret", same_secret(&stored.secret, &stack.secret)),
         ("concurrency", ours.concurrency == theirs.concurrency),
+        // The stack gives a page size to its SAST connection alone (DAST pages its own way).
         (
             "results_page_size",
-            ours.results_page_size == theirs.results_page_size,
+            stack.kind != crate::ConnectorKind::Sast
+                || ours.results_page_size == theirs.results_page_size,
         ),
     ]
     .into_iter()
@@ -1637,7 +1655,8 @@ impl Summarized for PlannedRun {
 const ERROR_MESSAGE_CHARS: usize = 8_000;
 
 /// Step Functions retries the error types its Retry lists name: `OutOfTime` (the invocation's time
-/// ran short after progress: as often as a group needs), `Retryable` (a later attempt may
+/// ran short after progress: as often as a group needs), `RateLimited` (the vendor asked for a
+/// wait longer than the client's budget: minutes apart), `Retryable` (a later attempt may
 /// succeed: a few times), never `Fatal`.
 impl From<StepError> for Diagnostic {
     fn from(error: StepError) -> Self {
@@ -1699,8 +1718,22 @@ mod tests {
     #[test]
     fn a_put_config_is_said_to_differ_only_in_what_the_stack_gives() {
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cxone/sast-AbCdEf";
-        for same in [arn, "secretsmanager:cxone/sast"] {
-            assert_eq!(secret_name(same), "cxone/sast", "{same}");
+        for same in [
+            arn,
+            "secretsmanager:cxone/sast",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cxone/sast",
+        ] {
+            assert!(same_secret(same, arn) && same_secret(arn, same), "{same}");
+        }
+        for other in [
+            // Another account's or region's secret of the same name.
+            "arn:aws:secretsmanager:eu-west-1:999999999999:secret:cxone/sast-AbCdEf",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:cxone/sast",
+            // A partial ARN of a secret whose own name ends in six characters.
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cxone/sast-prod01",
+            "secretsmanager:cxone/sast-prod01",
+        ] {
+            assert!(!same_secret(other, arn), "{other}");
         }
         let stack = ConnectionConfig::new(
             "sast",
@@ -1730,6 +1763,17 @@ mod tests {
             ["secret", "concurrency"]
         );
         assert_eq!(where_it_points_otherwise(b"{", &stack).len(), 6);
+        // The stack gives DAST no page size: a DAST config's own is not a difference.
+        let dast_stack = ConnectionConfig {
+            kind: crate::ConnectorKind::Dast,
+            ..stack.clone()
+        };
+        let mut dast_put = dast_stack.clone();
+        dast_put.vendor.results_page_size = 50;
+        assert_eq!(
+            where_it_points_otherwise(&serde_json::to_vec(&dast_put).unwrap(), &dast_stack),
+            none
+        );
     }
 
     #[test]

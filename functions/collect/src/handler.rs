@@ -1,5 +1,6 @@
 //! The collect task over a child's group of projects or environments: the typed event in, the step's
-//! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
+//! typed output out. Errors carry their type (`StepError::error_type`) for the state machine's Retry
+//! and Catch.
 
 use cxone_etm::lambda::{CollectGroupOutput, Runtime, collect_task, time_budget};
 use cxone_etm::pipeline::WorkGroup;

@@ -1,5 +1,6 @@
 //! The transform task over a child's group of collected items: the typed event in, the step's
-//! typed output out. Errors carry `Retryable` or `Fatal` for the state machine's Retry and Catch.
+//! typed output out. Errors carry their type (`StepError::error_type`) for the state machine's Retry
+//! and Catch.
 
 use cxone_etm::lambda::{Runtime, TransformGroupOutput, time_budget, transform_task};
 use cxone_etm::pipeline::WorkGroup;

@@ -492,8 +492,8 @@ fn read_token_answer(body: &[u8]) -> Result<TokenAnswer, String> {
             _ => inner.classify_text(),
         }
     })?;
-    if answer.access_token.expose_secret().is_empty() {
-        return Err("`access_token` is empty".into());
+    if answer.access_token.expose_secret().trim().is_empty() {
+        return Err("`access_token` is empty (or blanks)".into());
     }
     Ok(answer)
 }
@@ -536,7 +536,14 @@ mod tests {
                 r#"{"access_token": 41, "expires_in": 1800}"#,
                 "`access_token` is not a text",
             ),
-            (r#"{"access_token": ""}"#, "`access_token` is empty"),
+            (
+                r#"{"access_token": ""}"#,
+                "`access_token` is empty (or blanks)",
+            ),
+            (
+                r#"{"access_token": " \t "}"#,
+                "`access_token` is empty (or blanks)",
+            ),
             (
                 r#"{"access_token": "s3cr3t-tok"#,
                 "Eof error at line 1 column 28",

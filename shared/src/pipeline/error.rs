@@ -118,8 +118,11 @@ pub enum StepError {
     /// Every item of the run failed: nothing was committed (the reason names the first).
     #[error("{0}")]
     NothingCommitted(String),
-    /// An item's task stopped (a panic) before it returned.
-    #[error("the item's task stopped: {0}")]
+    /// An item's step stopped on a panic (a defect its data met) before it returned: the item
+    /// fails alone, its findings carried.
+    #[error(
+        "the item's step stopped on a defect ({0}); nothing of it is committed and its findings are carried: report it with the run's log"
+    )]
     TaskStopped(String),
     /// Too little of the invocation's time is left to start another item.
     #[error(
@@ -145,11 +148,14 @@ pub enum StepError {
         started_over: bool,
     },
     /// Items of a child execution's group that did not finish; the others did, and an attempt
-    /// of the group again redoes only these.
-    #[error("{} of the group's items did not finish ({}); {}: {first}", items.len(), items.join(", "), items[0])]
+    /// of the group again redoes only these. The message names each item's own error (items
+    /// that failed alike share it), so a reason taken from it (a caught collect's) holds every
+    /// item's cause.
+    #[error("{} of the group's items did not finish ({}); {}", items.len(), items.join(", "), each_items_error(causes))]
     Unfinished {
         items: Vec<String>,
-        first: Box<StepError>,
+        /// Each error, with the items it stopped, in the order first met.
+        causes: Vec<(Vec<String>, String)>,
         /// Whether another attempt may finish any of them.
         retryable: bool,
         /// Whether the invocation's time ran short after it made progress (see
@@ -160,6 +166,55 @@ pub enum StepError {
         rate_limited: bool,
     },
 }
+
+impl StepError {
+    /// The failure of a step that panicked, saying what the panic said.
+    pub fn from_panic(panic: Box<dyn std::any::Any + Send>) -> Self {
+        let said = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+            (Some(said), _) => format!("a panic: {said}"),
+            (_, Some(said)) => format!("a panic: {said}"),
+            _ => "a panic that said nothing".to_string(),
+        };
+        Self::TaskStopped(said)
+    }
+}
+
+// An aborting build would end the invocation, and the item's whole group, at the first panic.
+#[cfg(panic = "abort")]
+compile_error!(
+    "an item's panic fails that item alone only when panics unwind: build with panic = \"unwind\" (the workspace's release profile says so; cargo-lambda's default is abort)"
+);
+
+/// `step`, a panic in it read as its failure ([`StepError::TaskStopped`]): a defect one item's
+/// data meets fails that item alone, not the rest of its group with the invocation. What the
+/// step held is left as a failed step leaves it (its writes are each whole, and the item's next
+/// step reads its record).
+pub async fn unless_it_panics<T>(
+    step: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(StepError::from_panic(panic)))
+}
+
+/// `a, b: <their error>; c: <its error>`; past [`CAUSES_NAMED`] errors, how many more.
+fn each_items_error(causes: &[(Vec<String>, String)]) -> String {
+    let mut said: Vec<String> = causes
+        .iter()
+        .take(CAUSES_NAMED)
+        .map(|(items, error)| format!("{}: {error}", items.join(", ")))
+        .collect();
+    if causes.len() > CAUSES_NAMED {
+        said.push(format!("and {} other errors", causes.len() - CAUSES_NAMED));
+    }
+    said.join("; ")
+}
+
+/// How many distinct errors a group's message names (a group holds up to 25 items; Step
+/// Functions keeps 32,768 characters of an error's cause).
+const CAUSES_NAMED: usize = 8;
 
 /// The error type of a collect or transform whose invocation's time ran short after progress:
 /// the state machine retries it apart from the transient errors (see [`StepError::is_out_of_time`]).

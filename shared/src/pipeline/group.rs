@@ -9,7 +9,7 @@ use super::access::VendorAccess;
 use super::collect::{collect, record_collect_failure};
 use super::config::Connection;
 use super::documents::{CollectOutcome, TaskFailure, TransformRecord, WorkItem};
-use super::error::StepError;
+use super::error::{StepError, unless_it_panics};
 use super::objects::get_json;
 use super::run::run_allows_start;
 use super::transform::{take_back, transform_until};
@@ -39,7 +39,9 @@ pub async fn collect_group(
                 Ok(()) => {
                     attempted = true;
                     let started = Instant::now();
-                    let collected = collect(store, vendor, connection, item, time.deadline).await;
+                    let collected =
+                        unless_it_panics(collect(store, vendor, connection, item, time.deadline))
+                            .await;
                     time.spent(started.elapsed());
                     collected
                 }
@@ -204,11 +206,11 @@ impl TimeBudget {
     }
 }
 
-/// The items of a group that did not finish, and why the first did not.
+/// The items of a group that did not finish, and why.
 #[derive(Default)]
 struct Unfinished {
     items: Vec<String>,
-    first: Option<StepError>,
+    causes: Vec<(Vec<String>, String)>,
     retryable: bool,
     /// An item was left as the time ran short.
     out_of_time: bool,
@@ -228,14 +230,20 @@ impl Unfinished {
         self.out_of_time |= error.is_out_of_time();
         self.rate_limited |= error.is_rate_limited();
         self.items.push(item.to_string());
-        self.first.get_or_insert(error);
+        let error = error.to_string();
+        match self.causes.iter_mut().find(|(_, said)| *said == error) {
+            Some((items, _)) => items.push(item.to_string()),
+            None => self.causes.push((vec![item.to_string()], error)),
+        }
     }
 
     fn into_error(self) -> Option<StepError> {
-        let first = self.first?;
+        if self.items.is_empty() {
+            return None;
+        }
         Some(StepError::Unfinished {
             items: self.items,
-            first: Box::new(first),
+            causes: self.causes,
             retryable: self.retryable,
             out_of_time: self.out_of_time && self.progressed,
             rate_limited: self.rate_limited,
@@ -249,16 +257,23 @@ mod tests {
 
     /// A group whose collect the state machine caught (its retries spent) carries the failure to
     /// the transform, which records it as the reason of each item the collect left without an
-    /// outcome; an item collected before it keeps its own.
+    /// outcome, the group's message naming each item's own error; an item collected before it
+    /// keeps its own.
     #[tokio::test]
     async fn the_caught_collect_failure_is_each_uncollected_items_reason() {
         let item = |id: &str| {
             serde_json::json!({"run": {"connectionId": "c", "runId": "r"}, "item": id,
                 "vendorId": id, "name": id, "kind": "sast", "scanId": "s", "record": {}})
         };
-        let cause = serde_json::json!({"errorType": "Retryable", "errorMessage": "1 item(s) not finished: b: the vendor answered 503 eight times"});
+        let mut unfinished = Unfinished::default();
+        unfinished.add("b", transient());
+        unfinished.add("c", short());
+        unfinished.add("d", transient());
+        let error = unfinished.into_error().expect("items did not finish");
+        let cause =
+            serde_json::json!({"errorType": error.error_type(), "errorMessage": error.to_string()});
         let group: crate::pipeline::WorkGroup = serde_json::from_value(serde_json::json!({
-            "items": [item("a"), item("b")],
+            "items": [item("a"), item("b"), item("c"), item("d")],
             "collectError": {"Error": "Retryable", "Cause": cause.to_string()}
         }))
         .unwrap();
@@ -284,13 +299,36 @@ mod tests {
                     .reason
             }))
             .await;
+        let group_said = format!(
+            "the group's collect failed (Retryable): 3 of the group's items did not finish (b, c, d); b, d: {}; c: {}",
+            transient(),
+            short()
+        );
         assert_eq!(
             reasons,
             [
                 Some("its own reason".to_string()),
-                Some("the group's collect failed (Retryable): 1 item(s) not finished: b: the vendor answered 503 eight times".to_string())
+                Some(group_said.clone()),
+                Some(group_said.clone()),
+                Some(group_said)
             ]
         );
+    }
+
+    /// Past eight distinct errors, the message counts the rest.
+    #[test]
+    fn a_groups_message_names_eight_errors_and_counts_the_rest() {
+        let mut unfinished = Unfinished::default();
+        for n in 0..10 {
+            unfinished.add(&format!("item-{n}"), StepError::TimeShort { left_secs: n });
+        }
+        let said = unfinished.into_error().expect("an error").to_string();
+        assert!(
+            said.contains("item-7: not started: the invocation had 7 s left"),
+            "{said}"
+        );
+        assert!(!said.contains("item-8:"), "{said}");
+        assert!(said.ends_with("; and 2 other errors"), "{said}");
     }
 
     fn short() -> StepError {

@@ -266,16 +266,28 @@ pub async fn read_state(
     get_json(store, &state_key(connection_id)).await
 }
 
-/// The state document as the runs read it: one that cannot be read (on a directory store, a
-/// power loss can leave it empty) is none, and written afresh, rather than a reason to refuse
-/// every later run: the commit markers say which run committed last.
+/// The state document as the runs read it: one left empty or cut off (on a directory store, a
+/// power loss can leave it so) is none, and written afresh, rather than a reason to refuse every
+/// later run: the commit markers say which run committed last. A whole JSON document of another
+/// shape (a newer binary's, met by an older one during a rollback) is refused, never written
+/// over.
 async fn read_state_or_none(
     store: &impl ObjectStore,
     connection_id: &str,
 ) -> Result<Option<StateDocument>, StepError> {
     match read_state(store, connection_id).await {
-        Err(error @ StepError::BadObject { .. }) => {
-            tracing::warn!(%error, "the connection's state cannot be read: it is written afresh, the commit markers naming the last committed run");
+        Err(StepError::BadObject { key, problem }) => {
+            let bytes = store.get(&key).await?.unwrap_or_default();
+            if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
+                return Err(StepError::BadObject {
+                    key,
+                    problem: format!(
+                        "{problem}: a JSON document this version does not read (a newer version's?); run the version that wrote it, or move the file aside and this one writes it afresh (the commit markers name the last committed run)"
+                    ),
+                });
+            }
+            let error = StepError::BadObject { key, problem };
+            tracing::warn!(%error, "the connection's state is not a whole JSON document (empty or cut off): it is written afresh, the commit markers naming the last committed run");
             Ok(None)
         }
         read => read,

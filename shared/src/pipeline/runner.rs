@@ -239,8 +239,11 @@ pub async fn run_connection_until<S: ObjectStore + Clone + 'static>(
                         let item = item.clone();
                         async move { process(&store, &vendor, &connection, &item, &clock).await }
                     });
-                    let result = task.await.unwrap_or_else(|panicked| {
-                        Err(StepError::TaskStopped(panicked.to_string()))
+                    let result = task.await.unwrap_or_else(|stopped| {
+                        Err(match stopped.try_into_panic() {
+                            Ok(panic) => StepError::from_panic(panic),
+                            Err(cancelled) => StepError::TaskStopped(cancelled.to_string()),
+                        })
                     });
                     on_item(&item);
                     result.err().map(|e| (item.item.clone(), e))

@@ -12,7 +12,7 @@ use super::config::Connection;
 use super::documents::{
     CollectOutcome, ItemStatus, LISTED_PER_ITEM, ObjectEntry, TransformRecord, WorkItem,
 };
-use super::error::StepError;
+use super::error::{StepError, unless_it_panics};
 use super::objects::{
     LinePacker, Once, PackedPage, get_gzip_json, get_json, get_packed_page, pack_lines,
     put_gzip_json, put_gzip_json_if_absent, put_json_once, put_lines_written,
@@ -129,7 +129,7 @@ pub async fn transform_until(
         ) => return Ok(done),
         _ => {}
     }
-    match transform_collected(store, connection, item, start_before).await {
+    match unless_it_panics(transform_collected(store, connection, item, start_before)).await {
         // A run that ended, or a finalize that gave up on this item, without this attempt keeps
         // what it committed: nothing is recorded, and where finalize gave up on the item, what
         // this attempt wrote before it was refused goes (otherwise the item's objects may be

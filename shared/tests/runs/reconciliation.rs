@@ -3954,7 +3954,7 @@ impl<H: Fn(&str, bool) -> WriteAnswer + Send + Sync> ObjectStore for Hooked<H> {
 /// cut) is written afresh by the next run, which reconciles against the run the commit markers
 /// name. Before, every later run failed reading it, until it was deleted by hand.
 #[tokio::test]
-async fn a_state_left_unreadable_is_written_afresh_and_the_markers_name_the_last_commit() {
+async fn a_state_left_cut_off_is_written_afresh_and_one_of_another_shape_is_refused() {
     let (store, dir) = temp_store("state-unreadable");
     let emulator = emulator(shape(2, 2)).await;
     let c = connection(&emulator, "state-unreadable", ConnectorKind::Sast);
@@ -3976,6 +3976,22 @@ async fn a_state_left_unreadable_is_written_afresh_and_the_markers_name_the_last
             Some(next.run_id.as_str())
         );
     }
+    // A whole document of another shape (a newer binary's, met by an older one) is refused and
+    // left as it is, never written over.
+    let other_shape = br#"{"state": "Archived", "schema": 9}"#;
+    store.put(key, other_shape.to_vec().into()).await.unwrap();
+    let refused = run(&store, &c, api_key(&emulator))
+        .await
+        .expect_err("a state of another shape");
+    assert!(
+        refused.to_string().contains("state.json")
+            && refused.to_string().contains("move the file aside"),
+        "names the file and what to do: {refused}"
+    );
+    assert_eq!(
+        store.get(key).await.unwrap().as_deref(),
+        Some(&other_shape[..])
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -2189,3 +2189,180 @@ async fn config_put_between_a_ticks_read_and_its_write<S: BucketStore + 'static>
         Some(users)
     );
 }
+
+/// A store that panics on one key, as a defect one item's data meets would: on writing it
+/// (collect's first page of the item) or on reading it (the transform's).
+struct PanicsOn<'a, S> {
+    inner: &'a S,
+    key: String,
+    on_read: bool,
+}
+
+impl<S: ObjectStore> PanicsOn<'_, S> {
+    fn meet(&self, key: &str, reading: bool) {
+        if key == self.key && reading == self.on_read {
+            panic!("a defect met at {key}");
+        }
+    }
+}
+
+impl<S: ObjectStore> ObjectStore for PanicsOn<'_, S> {
+    async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), StoreError> {
+        self.meet(key, false);
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: bytes::Bytes) -> Result<bool, StoreError> {
+        self.meet(key, false);
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.meet(key, true);
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+impl<S: BucketStore> BucketStore for PanicsOn<'_, S> {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+    fn full_key(&self, key: &str) -> String {
+        self.inner.full_key(key)
+    }
+}
+
+/// One item's collect or transform that panics (a defect its data meets) fails that item alone:
+/// the rest of its group is collected and transformed, the item's failure is recorded with what
+/// the panic said (a collect's group then fails Fatal, as no retry mends a defect; a transform
+/// answers it as any item's failure), and finalize reports the item failed with that reason, its
+/// findings carried. Before, the panic ended the invocation (an
+/// error type no retrier names): the group's items after it were never collected or
+/// transformed, and read "did not finish".
+#[tokio::test]
+async fn an_items_step_that_panics_fails_that_item_alone() {
+    let f = fixture().await;
+    let (_, run, items) = scheduled_run(&f).await;
+    let panicking = |key: String, on_read: bool| {
+        Runtime::new(
+            PanicsOn {
+                inner: &f.runtime.store,
+                key,
+                on_read,
+            },
+            f.secrets.clone(),
+            None,
+        )
+        .with_vendor_hosts(VendorHosts::listed(emulator_host(&f.emulator)).unwrap())
+    };
+    let store = &f.runtime.store;
+    let status = |key: String| async move {
+        let record: Value =
+            serde_json::from_slice(&store.get(&key).await.unwrap().expect("recorded")).unwrap();
+        record
+    };
+    let defect = |item: &WorkItem| {
+        format!(
+            "1 of the group's items did not finish ({0}); {0}: the item's step stopped on a defect (a panic: a defect met at {1}); nothing of it is committed and its findings are carried",
+            item.item,
+            run.raw_page(&item.item, 0)
+        )
+    };
+
+    // Collect: the middle item of a group of three panics writing its first page.
+    let (collected, broken) = (&items[..3], &items[1]);
+    let runtime = panicking(run.raw_page(&broken.item, 0), false);
+    let error = call(
+        |e| cxone_etm_collect::handler::handle(&runtime, e),
+        json!({ "items": collected }),
+    )
+    .await
+    .expect_err("the item's collect panicked");
+    assert_eq!(error.error_type, "Fatal", "{}", error.error_message);
+    assert!(
+        error.error_message.starts_with(&defect(broken)),
+        "{}",
+        error.error_message
+    );
+    for item in collected {
+        let outcome = status(run.collect_outcome(&item.item)).await;
+        let failed = item.item == broken.item;
+        assert_eq!(
+            outcome["status"],
+            if failed { "failed" } else { "complete" },
+            "{outcome}"
+        );
+        if failed {
+            assert!(
+                outcome["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("stopped on a defect (a panic: a defect met at"),
+                "{outcome}"
+            );
+        }
+    }
+
+    // Transform: of three collected items, the middle one panics reading its first page.
+    let (transformed, broken) = (&items[3..6], &items[4]);
+    call(
+        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+        json!({ "items": transformed }),
+    )
+    .await
+    .expect("collected");
+    let runtime = panicking(run.raw_page(&broken.item, 0), true);
+    // A transform that fails for good is recorded and answered, as any item's failure is.
+    let answered = call(
+        |e| cxone_etm_transform::handler::handle(&runtime, e),
+        json!({ "items": transformed }),
+    )
+    .await
+    .expect("the transform answers for every item");
+    let failed: Vec<&str> = answered["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["failed"].as_str())
+        .collect();
+    assert_eq!(failed.len(), 1, "{answered}");
+    assert!(
+        failed[0].starts_with(&format!(
+            "the item's step stopped on a defect (a panic: a defect met at {})",
+            run.raw_page(&broken.item, 0)
+        )),
+        "{answered}"
+    );
+    for item in transformed {
+        let record = status(run.transform_record(&item.item)).await;
+        assert_eq!(
+            record["failed"].as_str().is_some(),
+            item.item == broken.item,
+            "{record}"
+        );
+    }
+
+    // Finalize names both items' defects; the others delivered.
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({ "run": run }),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], false, "{finalized}");
+    let manifest = status(run.manifest()).await;
+    let said = manifest.to_string();
+    for broken in [&items[1], &items[4]] {
+        assert!(
+            said.contains(&format!(
+                "a defect met at {}",
+                run.raw_page(&broken.item, 0)
+            )),
+            "{said}"
+        );
+    }
+}
