@@ -169,7 +169,18 @@ check(plan_catch.get("ErrorEquals") == ["States.ALL"]
 CRASHES = {"Runtime.ExitError", "Runtime.OutOfMemory", "Lambda.Unknown"}
 lambda_tasks = {name: state for states in (definition["States"], map_state["ItemProcessor"]["States"])
                 for name, state in states.items() if state.get("Resource") == "arn:${Partition}:states:::lambda:invoke"}
-check(len(lambda_tasks) == 6, f"expected the six Lambda tasks (plan, collect, transform, finalize and the two releases): {sorted(lambda_tasks)}")
+check(len(lambda_tasks) == 7, f"expected the seven Lambda tasks (plan, collect, transform and its record of a caught failure, finalize and the two releases): {sorted(lambda_tasks)}")
+# A caught collect or transform hands its error to the transform under the name the group reads
+# (WorkGroup's collectError and transformError).
+child = map_state["ItemProcessor"]["States"]
+documents_rs = (root / "shared/src/pipeline/documents.rs").read_text()
+for state, path, then, field in (("Collect", "$.collectError", "Transform", "collect_error"),
+                                 ("Transform", "$.transformError", "TransformFailed", "transform_error")):
+    catch = child[state].get("Catch", [])
+    check([c.get("ResultPath") for c in catch] == [path] and catch[0].get("Next") == then
+          and f"pub {field}: Option<TaskFailure>" in documents_rs
+          and child[then]["Parameters"].get("Payload.$") == "$",
+          f"{state}'s caught error does not reach the transform as {path}: {catch}")
 for name, state in lambda_tasks.items():
     crash_retries = [r for r in state.get("Retry", []) if CRASHES & set(r["ErrorEquals"])]
     check(len(crash_retries) == 1 and set(crash_retries[0]["ErrorEquals"]) == CRASHES

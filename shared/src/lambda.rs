@@ -18,8 +18,8 @@ use crate::pipeline::{
     ItemStatus, Manifest, RunRecord, RunRef, Schedule, StepError, TaskFailure, TimeBudget, Trigger,
     VendorAccess, WorkGroup, begin_run, begin_run_recovering, check_key_segment, collect_group,
     config_key, connection_status, fail_run, finalize, never_started_holder, plan,
-    record_event_schedule, record_registration, record_uncollected, schedule_config_key,
-    transform_group,
+    record_event_schedule, record_registration, record_uncollected, record_untransformed,
+    schedule_config_key, transform_group,
 };
 use crate::secret::{SecretRef, SecretSource, SecretsManager};
 use crate::store::{BucketStore, S3Store};
@@ -1423,19 +1423,29 @@ pub async fn transform_task(
     let Some(run) = group_run(&group)? else {
         return Ok(TransformGroupOutput { items: Vec::new() });
     };
-    // The transform calls no vendor: it reads the config, never the credential, so a secret
-    // deleted or broken during the run cannot fail the run's transforms.
-    let connection = runtime.run_connection_config(run).await?;
     // The group's collect failed for good: each item it left without an outcome says why (else
     // finalize could say only that its collect did not finish).
     if let Some(failure) = &group.collect_error {
         record_uncollected(&runtime.store, &group.items, failure).await?;
     }
-    let time = time.items_before(group.deadlines.map(|d| d.transform_before));
-    let (done, unfinished) = transform_group(&runtime.store, &connection, &group.items, time).await;
-    if let Some(error) = unfinished {
-        return Err(error);
-    }
+    // The group's transform failed for good: each item it left says why, and none is tried
+    // again (what failed it, out of memory or of time, would fail it again). Nothing else is
+    // read, the run's config neither, whose read may be what failed it.
+    let done = match &group.transform_error {
+        Some(failure) => record_untransformed(&runtime.store, &group.items, failure).await?,
+        None => {
+            // The transform calls no vendor: it reads the config, never the credential, so a
+            // secret deleted or broken during the run cannot fail the run's transforms.
+            let connection = runtime.run_connection_config(run).await?;
+            let time = time.items_before(group.deadlines.map(|d| d.transform_before));
+            let (done, unfinished) =
+                transform_group(&runtime.store, &connection, &group.items, time).await;
+            if let Some(error) = unfinished {
+                return Err(error);
+            }
+            done
+        }
+    };
     let items = done
         .into_iter()
         .map(|record| TransformTaskOutput {

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import tempfile
 import time
@@ -984,6 +985,50 @@ def test_an_item_that_keeps_failing_is_caught_and_closes_nothing(account, emulat
     assert after["totals"]["lifecycle"].get("NEW", 0) == 0 and after["totals"]["lifecycle"].get("REOPENED", 0) == 0
     assert after["totals"]["lifecycle"].get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
     assert previous["lastCommittedRun"] != account.get_json("connections/sast/state.json")["lastCommittedRun"]
+
+
+def test_an_item_whose_transform_keeps_failing_is_caught_and_says_why(account, emulator, sast, monkeypatch):
+    # Every batch object of one project's transform refused by S3 (500): the group's transform
+    # fails Retryable, is retried, then caught; the template's TransformFailed records the caught
+    # error as the item's reason, and finalize reports it, the item's findings carried.
+    projects = emulator.get("/_emulator/stats")["expected"]["projects"]
+    # A project whose id is its storage key (the tenant holds hostile ids too).
+    victim = next(p for p in projects if p.get("main_branch_sast_scan") and re.fullmatch(r"[0-9a-f-]{36}", p["id"])
+                  and any(s["id"] == p["main_branch_sast_scan"] and s["by_type"].get("sast", 0) > 0 for s in p["scans"]))
+
+    def hook(key_name, put):
+        parts = key_name.split("/")
+        if parts[:3] == ["connections", "sast", "runs"] and parts[4:6] == ["etm", victim["id"]] \
+                and parts[-1] != "transform.json":
+            return S3_INTERNAL_ERROR
+        return put()
+
+    transform = account.function_named("cxone-etm-transform")
+    failed_before = sum(1 for e in transform.errors if e.get("errorType") == "Retryable")
+    on_put_object(monkeypatch, hook)
+    try:
+        started, execution = scheduled_run(account)
+    finally:
+        monkeypatch.undo()
+    assert json.loads(execution["output"])["complete"] is False
+    manifest = committed(account, started["run"])
+    (item,) = [i for i in manifest["items"] if i["vendorId"] == victim["id"]]
+    assert item["status"] == "failed", item
+    # The cause the state machine caught, not only that the transform did not finish.
+    assert item["reason"].startswith("transform failed: the group's transform failed (Retryable): "), item
+    assert victim["id"] in item["reason"], item
+    assert item["carriedForward"] > 0, item
+    assert not [f for f in account.findings(manifest) if f["item"] == item["item"]]
+    assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
+    # Retried by Step Functions, then caught: the Retryable attempts, and one more call that
+    # recorded the reason.
+    assert sum(1 for e in transform.errors if e.get("errorType") == "Retryable") - failed_before >= 4, transform.errors[-4:]
+    # The next run transforms the item: complete, nothing new, fixed or reopened.
+    started, execution = scheduled_run(account)
+    assert json.loads(execution["output"])["complete"] is True
+    after = committed(account, started["run"])
+    assert after["totals"]["lifecycle"].get("NEW", 0) == 0 and after["totals"]["lifecycle"].get("REOPENED", 0) == 0
+    assert after["totals"]["lifecycle"].get("FIXED", 0) == after["totals"]["fixed"], after["totals"]
 
 
 @pytest.mark.parametrize("kind", ["sast", "dast"])

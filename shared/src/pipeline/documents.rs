@@ -117,6 +117,11 @@ pub struct WorkGroup {
     /// what it failed with, recorded for each item it did not collect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect_error: Option<TaskFailure>,
+    /// The child's transform failed for good (the state machine's `Catch`): what it failed
+    /// with, recorded for each item collected whole that it left without a record; nothing is
+    /// transformed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform_error: Option<TaskFailure>,
 }
 
 /// Until when a run's items may start: set by the plan from the run's start (see
@@ -137,6 +142,7 @@ impl WorkGroup {
             items,
             deadlines,
             collect_error: None,
+            transform_error: None,
         }
     }
 }
@@ -179,6 +185,8 @@ impl<'de> Deserialize<'de> for WorkGroup {
             deadlines: Option<ItemDeadlines>,
             #[serde(default)]
             collect_error: Option<TaskFailure>,
+            #[serde(default)]
+            transform_error: Option<TaskFailure>,
         }
         let value = Value::deserialize(input)?;
         let parsed = if value.get("items").is_some() {
@@ -188,6 +196,7 @@ impl<'de> Deserialize<'de> for WorkGroup {
                 items: vec![item],
                 deadlines: None,
                 collect_error: None,
+                transform_error: None,
             })
         };
         parsed
@@ -195,6 +204,7 @@ impl<'de> Deserialize<'de> for WorkGroup {
                 items: g.items,
                 deadlines: g.deadlines,
                 collect_error: g.collect_error,
+                transform_error: g.transform_error,
             })
             .map_err(serde::de::Error::custom)
     }

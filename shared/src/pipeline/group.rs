@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 use super::access::VendorAccess;
 use super::collect::{collect, record_collect_failure};
 use super::config::Connection;
-use super::documents::{CollectOutcome, TaskFailure, TransformRecord, WorkItem};
+use super::documents::{CollectOutcome, ItemStatus, TaskFailure, TransformRecord, WorkItem};
 use super::error::{StepError, unless_it_panics};
 use super::objects::get_json;
 use super::run::run_allows_start;
-use super::transform::{take_back, transform_until};
+use super::transform::{record_transform, take_back, transform_until};
 use crate::store::ObjectStore;
 
 /// Collects each item that has no collect record yet. A refusal is recorded as the item's
@@ -102,6 +102,47 @@ pub async fn record_uncollected(
         }
     }
     Ok(())
+}
+
+/// Records, for each item of a group whose transform failed for good (`failure`, as the state
+/// machine's `Catch` hands it on) that was collected whole and has no transform record, the
+/// group's failure as its reason: finalize then names the cause (a transform out of memory, or
+/// out of time every attempt), not only that the transform did not finish. A record that lands
+/// first stands (an attempt still running); one that comes after is refused by this one, and its
+/// attempt takes back what it wrote. The items recorded here.
+pub async fn record_untransformed(
+    store: &impl ObjectStore,
+    items: &[WorkItem],
+    failure: &TaskFailure,
+) -> Result<Vec<TransformRecord>, StepError> {
+    let reason = failure.reason("the group's transform");
+    let mut recorded = Vec::new();
+    for item in items {
+        let key = item.run.transform_record(&item.item);
+        if get_json::<TransformRecord>(store, &key).await?.is_some() {
+            continue;
+        }
+        // An item not collected whole is reported for its collect (a split scan's parts, not
+        // joined, for theirs).
+        let collected = get_json::<CollectOutcome>(store, &item.run.collect_outcome(&item.item))
+            .await?
+            .is_some_and(|outcome| outcome.status == ItemStatus::Complete);
+        if !collected {
+            continue;
+        }
+        let record = TransformRecord {
+            item: item.item.clone(),
+            failed: Some(reason.clone()),
+            ..TransformRecord::default()
+        };
+        match record_transform(store, item, record).await {
+            Ok(record) => recorded.push(record),
+            // Finalize gave up on the item first: its record says so.
+            Err(StepError::GivenUp { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(recorded)
 }
 
 /// Transforms each collected item that has no transform record yet. An item that was not

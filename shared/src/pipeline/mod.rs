@@ -35,7 +35,9 @@ pub use documents::{
 };
 pub use error::{HELD, OUT_OF_TIME, RATE_LIMITED, StepError};
 pub use finalize::finalize;
-pub use group::{TimeBudget, collect_group, record_uncollected, transform_group};
+pub use group::{
+    TimeBudget, collect_group, record_uncollected, record_untransformed, transform_group,
+};
 pub use plan::{
     MAX_ITEMS_PER_GROUP, StandingGroups, group_items, plan, read_work_list, write_plan,
 };

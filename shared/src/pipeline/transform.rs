@@ -168,7 +168,7 @@ pub async fn transform_until(
 /// item's: another attempt's that succeeded; another's that failed, after which what this attempt
 /// wrote is taken back; or finalize's that it gave up waiting, answered `GivenUp` (the caller
 /// takes back).
-async fn record_transform(
+pub(super) async fn record_transform(
     store: &impl ObjectStore,
     item: &WorkItem,
     record: TransformRecord,

@@ -2366,3 +2366,89 @@ async fn an_items_step_that_panics_fails_that_item_alone() {
         );
     }
 }
+
+/// A group's transform the state machine caught (its retries spent: out of memory, say) is
+/// handed to the transform again with the caught error (`transformError`): each item collected
+/// whole and left without a record is recorded failed with that reason, nothing is transformed,
+/// an item transformed before keeps its record; finalize reports those items failed with the
+/// cause, their findings carried. Before, finalize said only "transform did not finish".
+#[tokio::test]
+async fn a_caught_transform_failure_is_each_untransformed_items_reason() {
+    let f = fixture().await;
+    let (_, run, items) = scheduled_run(&f).await;
+    let group = &items[..3];
+    call(
+        |e| cxone_etm_collect::handler::handle(&f.runtime, e),
+        json!({ "items": group }),
+    )
+    .await
+    .expect("collected");
+    call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        json!({ "items": &group[..1] }),
+    )
+    .await
+    .expect("the first item transformed");
+    let cause = json!({"errorType": "Runtime.OutOfMemory", "errorMessage": "RequestId: 7 Error: Runtime exited with error: signal: killed"});
+    let answered = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        json!({ "items": group, "transformError": {"Error": "Runtime.OutOfMemory", "Cause": cause.to_string()} }),
+    )
+    .await
+    .expect("the failure recorded");
+    let reason = "the group's transform failed (Runtime.OutOfMemory): RequestId: 7 Error: Runtime exited with error: signal: killed";
+    let recorded: Vec<(&str, &str)> = answered["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["item"].as_str().unwrap(), i["failed"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (group[1].item.as_str(), reason),
+            (group[2].item.as_str(), reason)
+        ]
+    );
+    for item in &group[1..] {
+        let written = f
+            .runtime
+            .store
+            .list(&run.etm_prefix(&item.item))
+            .await
+            .unwrap();
+        assert_eq!(
+            written,
+            [run.transform_record(&item.item)],
+            "nothing transformed"
+        );
+    }
+    let finalized = call(
+        |e| cxone_etm_finalize::handler::handle(&f.runtime, e),
+        json!({ "run": run }),
+    )
+    .await
+    .expect("finalize");
+    assert_eq!(finalized["complete"], false, "{finalized}");
+    let manifest: Value =
+        serde_json::from_slice(&f.runtime.store.get(&run.manifest()).await.unwrap().unwrap())
+            .unwrap();
+    for (n, item) in group.iter().enumerate() {
+        let line = manifest["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["item"] == item.item.as_str())
+            .unwrap();
+        if n == 0 {
+            assert_eq!(line["status"], "complete", "{line}");
+        } else {
+            assert_eq!(line["status"], "failed", "{line}");
+            assert_eq!(
+                line["reason"],
+                format!("transform failed: {reason}"),
+                "{line}"
+            );
+        }
+    }
+}
