@@ -166,7 +166,10 @@ check(plan_catch.get("ErrorEquals") == ["States.ALL"]
       "a plan that fails for good is not handed to finalize to fail the run and release its lock")
 # A process that died or ran out of memory is tried once more in a new instance (every step may run
 # again), and only once: a second death is caught as any failure.
-CRASHES = {"Runtime.ExitError", "Runtime.OutOfMemory", "Lambda.Unknown"}
+# A handler's panic (lambda::PANICKED) is retried as a process that died.
+panicked = re.search(r'pub const PANICKED: &str = "([^"]+)";', (root / "shared/src/lambda.rs").read_text())
+check(panicked is not None, "shared/src/lambda.rs names no PANICKED error type")
+CRASHES = {"Runtime.ExitError", "Runtime.OutOfMemory", "Lambda.Unknown", panicked.group(1) if panicked else "Panicked"}
 lambda_tasks = {name: state for states in (definition["States"], map_state["ItemProcessor"]["States"])
                 for name, state in states.items() if state.get("Resource") == "arn:${Partition}:states:::lambda:invoke"}
 check(len(lambda_tasks) == 7, f"expected the seven Lambda tasks (plan, collect, transform and its record of a caught failure, finalize and the two releases): {sorted(lambda_tasks)}")

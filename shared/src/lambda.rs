@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
@@ -883,8 +884,8 @@ pub enum ScheduleConfig {
 }
 
 /// Whether two secret references name one secret: an ARN's partition, region and account where
-/// both are ARNs, and the name either gives, one of them with or without the six characters
-/// Secrets Manager adds to a full ARN (`secretsmanager:NAME` and a partial ARN carry none).
+/// both are ARNs, and the name either gives, an ARN's with or without the six characters Secrets
+/// Manager adds to a full ARN (a name, or a partial ARN beside a full one, carries none).
 fn same_secret(a: &str, b: &str) -> bool {
     let ((a_at, a_name), (b_at, b_name)) = (secret_place(a), secret_place(b));
     if let (Some(a_at), Some(b_at)) = (a_at, b_at)
@@ -892,18 +893,19 @@ fn same_secret(a: &str, b: &str) -> bool {
     {
         return false;
     }
-    a_name == b_name || without_arn_suffix(a_name) == b_name || a_name == without_arn_suffix(b_name)
+    let unsuffixed = |at: Option<&str>, name| at.map(|_| without_arn_suffix(name));
+    a_name == b_name
+        || unsuffixed(a_at, a_name) == Some(b_name)
+        || unsuffixed(b_at, b_name) == Some(a_name)
 }
 
-/// Where an ARN places a secret (`arn:PARTITION:secretsmanager:REGION:ACCOUNT`), if it is one,
-/// and the name it gives.
+/// Where an ARN places a secret (`arn:PARTITION:secretsmanager:REGION:ACCOUNT`), if it is one
+/// (as itself or after `secretsmanager:`), and the name it gives.
 fn secret_place(secret: &str) -> (Option<&str>, &str) {
-    if let Some(name) = secret.strip_prefix("secretsmanager:") {
-        return (None, name);
-    }
+    let secret = secret.strip_prefix("secretsmanager:").unwrap_or(secret);
     match secret.split_once(":secret:") {
-        Some((at, name)) => (Some(at), name),
-        None => (None, secret),
+        Some((at, name)) if at.starts_with("arn:") => (Some(at), name),
+        _ => (None, secret),
     }
 }
 
@@ -1543,8 +1545,13 @@ pub trait Summarized {
     fn summarize(&self, summary: &mut Summary);
 }
 
+/// The error type of an invocation whose handler panicked outside any one item's step (a panic
+/// in an item's step fails that item alone): the state machine tries it once more, as a process
+/// that died (lambda_runtime would name it after the panic's Rust type, which no retrier names).
+pub const PANICKED: &str = "Panicked";
+
 /// Runs one invocation of `function` over its typed event and prints its summary line (EMF
-/// metrics included) whether it succeeded or failed.
+/// metrics included) whether it succeeded, failed or panicked.
 pub async fn invoke<I, O, F>(
     function: &'static str,
     event: LambdaEvent<I>,
@@ -1558,7 +1565,21 @@ where
     let invocation = crate::metrics::Invocation::start(function);
     let mut summary = Summary::default();
     event.payload.summarize(&mut summary);
-    let result = handler(event).await;
+    // Boxed: the handlers' futures are deep, and one more layer around them overflows the
+    // compiler's query depth.
+    let step = Box::pin(handler(event));
+    let result = std::panic::AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(Diagnostic {
+                error_type: PANICKED.into(),
+                error_message: format!(
+                    "the {function} function stopped on a defect ({}): report it with this invocation's log",
+                    crate::pipeline::panic_said(&*panic)
+                ),
+            })
+        });
     match &result {
         Ok(answer) => answer.summarize(&mut summary),
         Err(diagnostic) => {
@@ -1722,6 +1743,33 @@ pub fn init_tracing() {
 mod tests {
     use super::*;
 
+    /// A handler that panics outside any item's step fails its invocation `Panicked` (retried once
+    /// by the state machine, as a process that died), saying what the panic said; before, the
+    /// runtime named it after the panic's Rust type, which no retrier names.
+    #[tokio::test]
+    async fn a_handler_that_panics_fails_its_invocation_panicked() {
+        let event = || {
+            let input: FinalizeInput = serde_json::from_value(
+                serde_json::json!({"run": {"connectionId": "c", "runId": "r"}}),
+            )
+            .unwrap();
+            LambdaEvent::new(input, lambda_runtime::Context::default())
+        };
+        let failed = invoke("finalize", event(), |_| async {
+            if std::hint::black_box(true) {
+                panic!("an index past the end");
+            }
+            Err::<FinalizeOutput, Diagnostic>(StepError::RunFailed("never".into()).into())
+        })
+        .await
+        .expect_err("the panic is the invocation's failure");
+        assert_eq!(failed.error_type, PANICKED);
+        assert_eq!(
+            failed.error_message,
+            "the finalize function stopped on a defect (a panic: an index past the end): report it with this invocation's log"
+        );
+    }
+
     /// A put config is compared with the stack's parameters on what the stack gives it: a secret
     /// named by its ARN or by `secretsmanager:NAME` is one secret; another concurrency, tenant or
     /// a config that does not read is said.
@@ -1745,6 +1793,12 @@ mod tests {
         ] {
             assert!(!same_secret(other, arn), "{other}");
         }
+        // An ARN after `secretsmanager:` is an ARN; two names are compared whole.
+        assert!(same_secret(&format!("secretsmanager:{arn}"), arn));
+        assert!(!same_secret(
+            "secretsmanager:cxone/sast-prod01",
+            "secretsmanager:cxone/sast"
+        ));
         let stack = ConnectionConfig::new(
             "sast",
             crate::ConnectorKind::Sast,

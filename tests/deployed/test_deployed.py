@@ -1020,8 +1020,7 @@ def test_an_item_whose_transform_keeps_failing_is_caught_and_says_why(account, e
     assert item["carriedForward"] > 0, item
     assert not [f for f in account.findings(manifest) if f["item"] == item["item"]]
     assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
-    # Retried by Step Functions, then caught: the Retryable attempts, and one more call that
-    # recorded the reason.
+    # Retried by Step Functions, then caught (the reason above is TransformFailed's record).
     assert sum(1 for e in transform.errors if e.get("errorType") == "Retryable") - failed_before >= 4, transform.errors[-4:]
     # The next run transforms the item: complete, nothing new, fixed or reopened.
     started, execution = scheduled_run(account)
@@ -1256,14 +1255,19 @@ def test_tokens_refused_to_warm_functions_are_replaced_and_the_run_commits_whole
     assert_unchanged(after, before)
 
 
-def given_up_item_left_alone(account: Account, run_id: str, item_key: str, manifest: dict) -> None:
-    """Of an item finalize gave up on: only finalize's `givenUp` record left under its `etm/` (so an
-    attempt still running commits nothing) and nothing of it sent; the next run is whole, with
-    nothing new or reopened and nothing closed by absence."""
+def failed_item_left_alone(account: Account, run_id: str, item_key: str, manifest: dict, given_up: bool) -> None:
+    """Of an item whose transform failed: only its record left under its `etm/` (finalize's
+    `givenUp`, or the `failed` one TransformFailed wrote; either way an attempt still running
+    commits nothing) and nothing of it sent; the next run is whole, with nothing new or reopened
+    and nothing closed by absence."""
     base = f"connections/sast/runs/{run_id}"
     listed = account.client("s3").list_objects_v2(Bucket=account.bucket, Prefix=f"{base}/etm/{item_key}/")
     assert [o["Key"] for o in listed.get("Contents", [])] == [f"{base}/etm/{item_key}/transform.json"], listed
-    assert account.get_json(f"{base}/etm/{item_key}/transform.json").get("givenUp") is True
+    record = account.get_json(f"{base}/etm/{item_key}/transform.json")
+    if given_up:
+        assert record.get("givenUp") is True, record
+    else:
+        assert record["failed"].startswith("the group's transform failed (Runtime.ExitError): "), record
     assert not [f for f in account.findings(manifest) if f["item"] == item_key]
     started, execution = scheduled_run(account)
     after = committed(account, started["run"])
@@ -1276,8 +1280,9 @@ def given_up_item_left_alone(account: Account, run_id: str, item_key: str, manif
 def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(account, emulator, sast, monkeypatch):
     # A transform's process dies (`Runtime.ExitError`) after it wrote an item's batch and next
     # ledger, at the moment it writes the item's transform record, and dies there again when it is
-    # tried once more (a second death is not retried). The Catch ends the group; finalize reports the item failed (no transform record: it writes
-    # one that says it gave up) and deletes the batch the dead transform wrote (its role may delete): nothing of it is sent or closed, and the next
+    # tried once more (a second death is not retried). The Catch's TransformFailed records the
+    # death as the item's failure; finalize reports the item failed with it and deletes the batch
+    # the dead transform wrote (its role may delete): nothing of it is sent or closed, and the next
     # run is whole, with nothing new or reopened. (The tenant does not change, so the dead
     # transform's ledger equals the one carried in its place: that it is not the run's is shown
     # by `a_ledger_left_by_a_transform_that_then_failed_is_not_the_runs`, shared/tests.)
@@ -1308,15 +1313,17 @@ def test_a_transform_that_dies_between_its_ledger_and_its_record_closes_nothing(
     manifest = committed(account, started["run"])
     assert manifest["complete"] is False
     (item,) = [i for i in manifest["items"] if i["item"] == item_key]
-    assert item["status"] == "failed" and item["reason"] == "transform did not finish", item
+    assert item["status"] == "failed", item
+    assert item["reason"].startswith("transform failed: the group's transform failed (Runtime.ExitError): "), item
     assert item["carriedForward"] > 0 and not item["objects"], item
     assert manifest["totals"]["lifecycle"].get("FIXED", 0) == manifest["totals"]["fixed"], manifest["totals"]
-    given_up_item_left_alone(account, run_id, item_key, manifest)
+    failed_item_left_alone(account, run_id, item_key, manifest, given_up=False)
 
 
 def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, emulator, sast, monkeypatch):
-    # A transform's process dies twice as it records an item (as above), so finalize finds no
-    # record and gives up on the item: it writes its `givenUp` record, then carries the item's
+    # A transform's process dies twice as it records an item (as above), and so does the
+    # TransformFailed that would record the deaths (twice: a second death is not retried), so
+    # finalize finds no record and gives up on the item: it writes its `givenUp` record, then carries the item's
     # ledger. Just before that record, an attempt of the same transform that Step Functions no
     # longer waits for (one retried on a Lambda service error while it still ran) passes its
     # checks and writes its next ledger over the run's. When it records, it finds finalize's
@@ -1344,14 +1351,14 @@ def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, em
             at = phase["at"]
             if at == "crashing" and is_record:
                 item = (parts[3], parts[5])
-                reconciled = len(crashed) < 2 and all(c == item for c in crashed) and account.exists(
+                reconciled = len(crashed) < 4 and all(c == item for c in crashed) and account.exists(
                     f"connections/sast/runs/{parts[3]}/ledger/{parts[5]}.json.gz")
                 if reconciled and account.host.crash(transform.name, json.dumps(parts[5]).encode()):
                     crashed.append(item)
-                    phase["at"] = "crashing" if len(crashed) < 2 else "awaiting finalize"
+                    phase["at"] = "crashing" if len(crashed) < 4 else "awaiting finalize"
                     return S3_INTERNAL_ERROR
                 return put()
-        target = crashed[-1] if len(crashed) == 2 else None
+        target = crashed[-1] if len(crashed) == 4 else None
         of_target = target is not None and parts[3:4] == [target[0]] and (
             (is_record and parts[5] == target[1]) or (is_ledger and parts[5] == f"{target[1]}.json.gz"))
         if at == "awaiting finalize" and is_record and of_target:
@@ -1388,7 +1395,7 @@ def test_a_transform_that_overlaps_finalize_takes_back_what_it_wrote(account, em
     s3 = account.client("s3")
     ledger = lambda run: s3.get_object(Bucket=account.bucket, Key=f"connections/sast/runs/{run}/ledger/{item_key}.json.gz")["Body"].read()
     assert ledger(run_id) == ledger(previous_run), "the previous run's ledger is back"
-    given_up_item_left_alone(account, run_id, item_key, manifest)
+    failed_item_left_alone(account, run_id, item_key, manifest, given_up=True)
 
 
 @pytest.mark.parametrize("first_death", ["_COMMITTED", "commit claim"])

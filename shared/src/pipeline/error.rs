@@ -170,12 +170,16 @@ pub enum StepError {
 impl StepError {
     /// The failure of a step that panicked, saying what the panic said.
     pub fn from_panic(panic: Box<dyn std::any::Any + Send>) -> Self {
-        let said = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-            (Some(said), _) => format!("a panic: {said}"),
-            (_, Some(said)) => format!("a panic: {said}"),
-            _ => "a panic that said nothing".to_string(),
-        };
-        Self::TaskStopped(said)
+        Self::TaskStopped(panic_said(&*panic))
+    }
+}
+
+/// `a panic: <its message>`.
+pub fn panic_said(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(said), _) => format!("a panic: {said}"),
+        (_, Some(said)) => format!("a panic: {said}"),
+        _ => "a panic that said nothing".to_string(),
     }
 }
 

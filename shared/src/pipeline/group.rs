@@ -93,15 +93,41 @@ pub async fn record_uncollected(
     failure: &TaskFailure,
 ) -> Result<(), StepError> {
     let reason = failure.reason("the group's collect");
-    for item in items {
+    each_item(items, |item| async {
         if get_json::<CollectOutcome>(store, &item.collect_outcome_key())
             .await?
             .is_none()
         {
             record_collect_failure(store, item, &reason, Default::default()).await?;
         }
+        Ok(None::<()>)
+    })
+    .await
+    .map(drop)
+}
+
+/// `record` for every item, whatever another's gives: one item that cannot be recorded (an
+/// outcome that does not read) is logged and left to finalize's "did not finish", not a reason to
+/// leave the others unrecorded; an error a retry may mend is answered, after the others, for the
+/// state machine's retry to record what is left. What each recorded.
+async fn each_item<'a, T, F, Fut>(items: &'a [WorkItem], record: F) -> Result<Vec<T>, StepError>
+where
+    F: Fn(&'a WorkItem) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StepError>>,
+{
+    let (mut recorded, mut passing) = (Vec::new(), None);
+    for item in items {
+        match record(item).await {
+            Ok(done) => recorded.extend(done),
+            Err(error) if error.is_retryable() => {
+                passing.get_or_insert(error);
+            }
+            Err(error) => {
+                tracing::error!(item = %item.item, error = %error, "could not record the item's failure")
+            }
+        }
     }
-    Ok(())
+    passing.map_or(Ok(recorded), Err)
 }
 
 /// Records, for each item of a group whose transform failed for good (`failure`, as the state
@@ -109,26 +135,25 @@ pub async fn record_uncollected(
 /// group's failure as its reason: finalize then names the cause (a transform out of memory, or
 /// out of time every attempt), not only that the transform did not finish. A record that lands
 /// first stands (an attempt still running); one that comes after is refused by this one, and its
-/// attempt takes back what it wrote. The items recorded here.
+/// attempt takes back what it wrote. A part of a split scan is left to finalize: the parts share
+/// the item's transform, which another part's child may be running. The items recorded here.
 pub async fn record_untransformed(
     store: &impl ObjectStore,
     items: &[WorkItem],
     failure: &TaskFailure,
 ) -> Result<Vec<TransformRecord>, StepError> {
     let reason = failure.reason("the group's transform");
-    let mut recorded = Vec::new();
-    for item in items {
+    each_item(items, |item| async {
         let key = item.run.transform_record(&item.item);
-        if get_json::<TransformRecord>(store, &key).await?.is_some() {
-            continue;
+        if item.part.is_some() || get_json::<TransformRecord>(store, &key).await?.is_some() {
+            return Ok(None);
         }
-        // An item not collected whole is reported for its collect (a split scan's parts, not
-        // joined, for theirs).
-        let collected = get_json::<CollectOutcome>(store, &item.run.collect_outcome(&item.item))
+        // An item not collected whole is reported for its collect.
+        let collected = get_json::<CollectOutcome>(store, &item.collect_outcome_key())
             .await?
             .is_some_and(|outcome| outcome.status == ItemStatus::Complete);
         if !collected {
-            continue;
+            return Ok(None);
         }
         let record = TransformRecord {
             item: item.item.clone(),
@@ -136,13 +161,13 @@ pub async fn record_untransformed(
             ..TransformRecord::default()
         };
         match record_transform(store, item, record).await {
-            Ok(record) => recorded.push(record),
+            Ok(record) => Ok(Some(record)),
             // Finalize gave up on the item first: its record says so.
-            Err(StepError::GivenUp { .. }) => {}
-            Err(error) => return Err(error),
+            Err(StepError::GivenUp { .. }) => Ok(None),
+            Err(error) => Err(error),
         }
-    }
-    Ok(recorded)
+    })
+    .await
 }
 
 /// Transforms each collected item that has no transform record yet. An item that was not

@@ -33,7 +33,7 @@ pub use documents::{
     LISTED_PER_ITEM, Manifest, ManifestItem, ObjectEntry, ScanPart, TaskFailure, TransformRecord,
     WorkGroup, WorkItem,
 };
-pub use error::{HELD, OUT_OF_TIME, RATE_LIMITED, StepError};
+pub use error::{HELD, OUT_OF_TIME, RATE_LIMITED, StepError, panic_said};
 pub use finalize::finalize;
 pub use group::{
     TimeBudget, collect_group, record_uncollected, record_untransformed, transform_group,

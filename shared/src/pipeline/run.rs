@@ -268,9 +268,9 @@ pub async fn read_state(
 
 /// The state document as the runs read it: one left empty or cut off (on a directory store, a
 /// power loss can leave it so) is none, and written afresh, rather than a reason to refuse every
-/// later run: the commit markers say which run committed last. A whole JSON document of another
-/// shape (a newer binary's, met by an older one during a rollback) is refused, never written
-/// over.
+/// later run: the commit markers say which run committed last. A whole JSON document this
+/// version cannot read (a newer binary's, met by an older one during a rollback) is refused,
+/// never written over.
 async fn read_state_or_none(
     store: &impl ObjectStore,
     connection_id: &str,
@@ -553,6 +553,9 @@ async fn acquire_lock(
     lease: Duration,
     ended: Option<&EndedHolder>,
 ) -> Result<RunRef, StepError> {
+    // A state this version cannot read is refused before the lock is taken or a run folder
+    // written: each start would otherwise leave both.
+    read_state_or_none(store, connection_id).await?;
     let run = RunRef {
         connection_id: connection_id.to_string(),
         run_id: new_run_id(),

@@ -3980,6 +3980,8 @@ async fn a_state_left_cut_off_is_written_afresh_and_one_of_another_shape_is_refu
     // left as it is, never written over.
     let other_shape = br#"{"state": "Archived", "schema": 9}"#;
     store.put(key, other_shape.to_vec().into()).await.unwrap();
+    let runs = "connections/state-unreadable/runs/";
+    let runs_before = store.list(runs).await.unwrap();
     let refused = run(&store, &c, api_key(&emulator))
         .await
         .expect_err("a state of another shape");
@@ -3992,6 +3994,15 @@ async fn a_state_left_cut_off_is_written_afresh_and_one_of_another_shape_is_refu
         store.get(key).await.unwrap().as_deref(),
         Some(&other_shape[..])
     );
+    // Refused before anything was taken or written: no lock, no run folder.
+    assert_eq!(
+        store
+            .get("connections/state-unreadable/lock")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.list(runs).await.unwrap(), runs_before);
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -2390,6 +2390,28 @@ async fn a_caught_transform_failure_is_each_untransformed_items_reason() {
     .await
     .expect("the first item transformed");
     let cause = json!({"errorType": "Runtime.OutOfMemory", "errorMessage": "RequestId: 7 Error: Runtime exited with error: signal: killed"});
+    // A part of a split scan is left to finalize: another part's child may be transforming the
+    // item they share.
+    let mut part = serde_json::to_value(&group[1]).unwrap();
+    part["part"] = json!({"index": 0, "of": 2, "firstPage": 0, "pages": 1, "semantics": "pageIndex",
+        "plannedTotal": 100, "fingerprintKey": 7});
+    // Its part collected whole, as the item was.
+    let store = &f.runtime.store;
+    let whole = store.get(&run.collect_outcome(&group[1].item)).await;
+    let part_outcome = run.part_outcome(&group[1].item, 0);
+    store
+        .put(&part_outcome, whole.unwrap().unwrap())
+        .await
+        .unwrap();
+    let answered = call(
+        |e| cxone_etm_transform::handler::handle(&f.runtime, e),
+        json!({ "items": [part], "transformError": {"Error": "Runtime.OutOfMemory", "Cause": cause.to_string()} }),
+    )
+    .await
+    .expect("nothing to record");
+    assert_eq!(answered["items"], json!([]), "{answered}");
+    assert!(!is_stored(&f, &run.transform_record(&group[1].item)).await);
+    store.delete(&part_outcome).await.unwrap();
     let answered = call(
         |e| cxone_etm_transform::handler::handle(&f.runtime, e),
         json!({ "items": group, "transformError": {"Error": "Runtime.OutOfMemory", "Cause": cause.to_string()} }),
