@@ -1574,10 +1574,10 @@ where
         .unwrap_or_else(|panic| {
             Err(Diagnostic {
                 error_type: PANICKED.into(),
-                error_message: format!(
+                error_message: cut_to_size(format!(
                     "the {function} function stopped on a defect ({}): report it with this invocation's log",
                     crate::pipeline::panic_said(&*panic)
-                ),
+                )),
             })
         });
     match &result {
@@ -1691,16 +1691,20 @@ const ERROR_MESSAGE_CHARS: usize = 8_000;
 /// succeed: a few times), never `Fatal`.
 impl From<StepError> for Diagnostic {
     fn from(error: StepError) -> Self {
-        let mut error_message = error.to_string();
-        if let Some((cut, _)) = error_message.char_indices().nth(ERROR_MESSAGE_CHARS) {
-            error_message.truncate(cut);
-            error_message.push_str(" … (cut)");
-        }
         Diagnostic {
             error_type: error.error_type().into(),
-            error_message,
+            error_message: cut_to_size(error.to_string()),
         }
     }
+}
+
+/// `message`, cut to [`ERROR_MESSAGE_CHARS`].
+fn cut_to_size(mut message: String) -> String {
+    if let Some((cut, _)) = message.char_indices().nth(ERROR_MESSAGE_CHARS) {
+        message.truncate(cut);
+        message.push_str(" … (cut)");
+    }
+    message
 }
 
 /// What the functions log, from `RUST_LOG` (INFO where it is unset or does not parse). The Lambda

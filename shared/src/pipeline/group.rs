@@ -94,11 +94,13 @@ pub async fn record_uncollected(
 ) -> Result<(), StepError> {
     let reason = failure.reason("the group's collect");
     each_item(items, |item| async {
-        if get_json::<CollectOutcome>(store, &item.collect_outcome_key())
-            .await?
-            .is_none()
-        {
-            record_collect_failure(store, item, &reason, Default::default()).await?;
+        match get_json::<CollectOutcome>(store, &item.collect_outcome_key()).await {
+            Ok(Some(_)) => {}
+            // An outcome that does not read is written over, as collect writes over one.
+            Ok(None) | Err(StepError::BadObject { .. }) => {
+                record_collect_failure(store, item, &reason, Default::default()).await?;
+            }
+            Err(error) => return Err(error),
         }
         Ok(None::<()>)
     })
@@ -106,9 +108,8 @@ pub async fn record_uncollected(
     .map(drop)
 }
 
-/// `record` for every item, whatever another's gives: one item that cannot be recorded (an
-/// outcome that does not read) is logged and left to finalize's "did not finish", not a reason to
-/// leave the others unrecorded; an error a retry may mend is answered, after the others, for the
+/// `record` for every item, whatever another's gives: one item that cannot be recorded is logged
+/// (what finalize makes of it is its own), not a reason to leave the others unrecorded; an error a retry may mend is answered, after the others, for the
 /// state machine's retry to record what is left. What each recorded.
 async fn each_item<'a, T, F, Fut>(items: &'a [WorkItem], record: F) -> Result<Vec<T>, StepError>
 where
@@ -323,8 +324,8 @@ mod tests {
 
     /// A group whose collect the state machine caught (its retries spent) carries the failure to
     /// the transform, which records it as the reason of each item the collect left without an
-    /// outcome, the group's message naming each item's own error; an item collected before it
-    /// keeps its own.
+    /// outcome (or with one that does not read), the group's message naming each item's own
+    /// error; an item collected before it keeps its own.
     #[tokio::test]
     async fn the_caught_collect_failure_is_each_uncollected_items_reason() {
         let item = |id: &str| {
@@ -353,6 +354,9 @@ mod tests {
         )
         .await
         .unwrap();
+        // An outcome that does not read (item d's) is written over, as collect writes over one.
+        let unreadable = group.items[3].collect_outcome_key();
+        store.put(&unreadable, b"{".to_vec().into()).await.unwrap();
         record_uncollected(&store, &group.items, &failure)
             .await
             .unwrap();
